@@ -1,0 +1,154 @@
+/**
+ * One error class for Oxy, with a catalogue of stable codes (the fastify habit): callers and
+ * tests branch on `code`, never on message text. Every error says which side of the proxy it
+ * came from (`source`, as in pingora) and whether trying again could help (`retryable`).
+ *
+ * The class carries a `Symbol.for` brand so `isOxyError` works across copies of the package
+ * (undici's habit); the egress primitives build errors of the same shape.
+ *
+ * Ordering rule: a code, once published, is never renamed or reused. Add new ones at the end of
+ * their group.
+ */
+
+const BRAND = Symbol.for('oxy.error');
+
+/** Stable error codes. The comment on each says when it is raised and what the client sees. */
+export const OXY_ERR = {
+  // --- hooks and apps ---------------------------------------------------------------
+  /** An app hook threw or rejected. Fails its own connection or request only (500 or 502). */
+  HOOK_FAILED: 'OXY_ERR_HOOK_FAILED',
+  /** An app returned a hook object with a method Oxy does not know (a typo, usually). Start-up. */
+  INVALID_HOOK: 'OXY_ERR_INVALID_HOOK',
+  /** An app definition or its settings are invalid. Start-up. */
+  INVALID_APP: 'OXY_ERR_INVALID_APP',
+  /** An endpoint could not listen. Start-up; the message names `endpoints.<name>.addr`. */
+  LISTEN: 'OXY_ERR_LISTEN',
+
+  // --- ingress -------------------------------------------------------------------------
+  /** The client sent a malformed request (→ 400, connection closed). */
+  BAD_REQUEST: 'OXY_ERR_BAD_REQUEST',
+  /** The request head exceeded the endpoint's `max_header_size` (→ 431). */
+  HEADERS_TOO_LARGE: 'OXY_ERR_HEADERS_TOO_LARGE',
+  /** The client did not send the request head within `header_read_timeout` (→ 408, closed). */
+  HEADER_TIMEOUT: 'OXY_ERR_HEADER_TIMEOUT',
+  /** The connection or request was blocked by an app decision (IngressHook, HttpRequestHook). */
+  BLOCKED: 'OXY_ERR_BLOCKED',
+  /** The client went away before the exchange finished. */
+  CLIENT_CLOSED: 'OXY_ERR_CLIENT_CLOSED',
+
+  // --- egress --------------------------------------------------------------------------
+  /** The egress decision or `egress.blocked_cidrs` refused the destination (→ 403). */
+  EGRESS_BLOCKED: 'OXY_ERR_EGRESS_BLOCKED',
+  /** The name does not exist, or has no address (NXDOMAIN or NODATA). → 502 */
+  DNS_NXDOMAIN: 'OXY_ERR_DNS_NXDOMAIN',
+  /** No nameserver answered in time. → 504 */
+  DNS_TIMEOUT: 'OXY_ERR_DNS_TIMEOUT',
+  /** Every nameserver failed (SERVFAIL, REFUSED, malformed answer, socket error). → 502 */
+  DNS_FAILED: 'OXY_ERR_DNS_FAILED',
+  /** A DNS message could not be parsed. */
+  DNS_MALFORMED: 'OXY_ERR_DNS_MALFORMED',
+  /** No connection attempt succeeded before the connect timeout. → 504 */
+  CONNECT_TIMEOUT: 'OXY_ERR_CONNECT_TIMEOUT',
+  /** Every address refused the connection. → 502 */
+  CONNECT_REFUSED: 'OXY_ERR_CONNECT_REFUSED',
+  /** No route to the host or network. → 502 */
+  UNREACHABLE: 'OXY_ERR_UNREACHABLE',
+  /** The connection failed for another reason (bad source address, no usable address). → 502 */
+  CONNECT_FAILED: 'OXY_ERR_CONNECT_FAILED',
+  /** The upstream proxy failed or refused the CONNECT (its status is in `status`). → 502 */
+  UPSTREAM_PROXY: 'OXY_ERR_UPSTREAM_PROXY',
+  /** The caller's AbortSignal fired before the operation finished. */
+  ABORTED: 'OXY_ERR_ABORTED',
+  /** The upstream server broke the exchange (reset, malformed response). → 502 */
+  UPSTREAM_FAILED: 'OXY_ERR_UPSTREAM_FAILED',
+
+  // --- tunnels -------------------------------------------------------------------------
+  /** A tunnel saw no bytes either way for its idle timeout. */
+  IDLE_TIMEOUT: 'OXY_ERR_IDLE_TIMEOUT',
+  /** A tunnel reached its maximum lifetime. */
+  MAX_LIFETIME: 'OXY_ERR_MAX_LIFETIME',
+  /** The process is draining (restart or shutdown) and the deadline passed. */
+  DRAINED: 'OXY_ERR_DRAINED',
+} as const;
+
+/** One of the stable `OXY_ERR_*` codes. */
+export type OxyErrorCode = (typeof OXY_ERR)[keyof typeof OXY_ERR];
+
+/** Which side of the proxy an error came from. */
+export type ErrorSource = 'upstream' | 'downstream' | 'internal';
+
+/** Options of the {@link OxyError} constructor. */
+export interface OxyErrorOptions {
+  /** Default: `'internal'`. */
+  readonly source?: ErrorSource;
+  /** Default: `false`. */
+  readonly retryable?: boolean;
+  readonly cause?: unknown;
+  /** An HTTP status tied to the failure: the upstream proxy's answer, or a hook's block status. */
+  readonly status?: number;
+}
+
+/** An error raised by Oxy. Branch on `code`; `message` is short and safe to show a client. */
+export class OxyError extends Error {
+  readonly code: OxyErrorCode;
+  readonly source: ErrorSource;
+  readonly retryable: boolean;
+  /** See {@link OxyErrorOptions.status}. */
+  readonly status: number | undefined;
+  readonly [BRAND] = true;
+
+  constructor(code: OxyErrorCode, message: string, options: OxyErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'OxyError';
+    this.code = code;
+    this.source = options.source ?? 'internal';
+    this.retryable = options.retryable ?? false;
+    this.status = options.status;
+  }
+}
+
+/** True for any `OxyError`, even one from another copy of this package. */
+export function isOxyError(e: unknown): e is OxyError {
+  return typeof e === 'object' && e !== null && (e as Record<symbol, unknown>)[BRAND] === true;
+}
+
+/**
+ * The error that a throwing or rejecting hook becomes. A non-Error rejection (`throw 'x'`) is
+ * wrapped too (fastify's habit), so logs always have a message and a stack.
+ */
+export function hookFailed(hook: string, thrown: unknown): OxyError {
+  if (isOxyError(thrown) && thrown.code === OXY_ERR.HOOK_FAILED) return thrown;
+  const cause = thrown instanceof Error ? thrown : new Error(`non-Error thrown: ${String(thrown)}`);
+  return new OxyError(OXY_ERR.HOOK_FAILED, `hook ${hook} failed: ${cause.message}`, {
+    source: 'internal',
+    cause,
+  });
+}
+
+/** Wraps anything thrown into an `OxyError`, keeping an `OxyError` as it is. */
+export function toOxyError(e: unknown, code: OxyErrorCode, source: ErrorSource): OxyError {
+  if (isOxyError(e)) return e;
+  const cause = e instanceof Error ? e : new Error(String(e));
+  return new OxyError(code, cause.message, { source, cause });
+}
+
+const STATUS_BY_CODE: Readonly<Partial<Record<string, number>>> = {
+  OXY_ERR_BAD_REQUEST: 400,
+  OXY_ERR_HEADERS_TOO_LARGE: 431,
+  OXY_ERR_HEADER_TIMEOUT: 408,
+  OXY_ERR_BLOCKED: 403,
+  OXY_ERR_EGRESS_BLOCKED: 403,
+  OXY_ERR_DNS_TIMEOUT: 504,
+  OXY_ERR_CONNECT_TIMEOUT: 504,
+  OXY_ERR_HOOK_FAILED: 500,
+};
+
+/**
+ * The HTTP status the proxy answers for an error: the error's own `status` for blocks, the
+ * catalogue's status otherwise, and 502 for anything else that went wrong on the way out.
+ */
+export function httpStatusFor(e: unknown): number {
+  if (!isOxyError(e)) return 502;
+  if (e.code === OXY_ERR.BLOCKED && e.status !== undefined) return e.status;
+  return STATUS_BY_CODE[e.code] ?? 502;
+}
