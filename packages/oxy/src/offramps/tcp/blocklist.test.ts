@@ -1,0 +1,114 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CidrBlocklist, DEFAULT_BLOCKED_CIDRS } from './blocklist.ts';
+
+describe('CidrBlocklist', () => {
+  const defaults = new CidrBlocklist(DEFAULT_BLOCKED_CIDRS);
+
+  it('blocks every default range, at both edges', () => {
+    const blocked = [
+      '0.0.0.0',
+      '0.255.255.255',
+      '127.0.0.1',
+      '127.255.255.255',
+      '10.0.0.0',
+      '10.255.255.255',
+      '172.16.0.1',
+      '172.31.255.255',
+      '192.168.0.1',
+      '192.168.255.255',
+      '100.64.0.0',
+      '100.127.255.255',
+      '169.254.169.254',
+      '224.0.0.1',
+      '239.255.255.255',
+      '255.255.255.255',
+      '::',
+      '::1',
+      'fe80::1',
+      'febf:ffff::1',
+      'fc00::1',
+      'fd12:3456::1',
+      'ff02::1',
+    ];
+    for (const ip of blocked) assert.equal(defaults.has(ip), true, ip);
+  });
+
+  it('lets public addresses through, including the neighbours of each range', () => {
+    const allowed = [
+      '1.1.1.1',
+      '8.8.8.8',
+      '11.0.0.0',
+      '9.255.255.255',
+      '172.15.255.255',
+      '172.32.0.0',
+      '192.167.255.255',
+      '192.169.0.0',
+      '100.63.255.255',
+      '100.128.0.0',
+      '169.253.255.255',
+      '169.255.0.0',
+      '223.255.255.255',
+      '128.0.0.1',
+      '2001:4860:4860::8888',
+      '2606:4700::1111',
+      '::2',
+      'fec0::1',
+      'fbff::1',
+    ];
+    for (const ip of allowed) assert.equal(defaults.has(ip), false, ip);
+  });
+
+  it('checks IPv4-mapped and NAT64 IPv6 addresses as the IPv4 they carry, in any textual form', () => {
+    for (const ip of [
+      '::ffff:127.0.0.1',
+      '::ffff:7f00:1',
+      '0:0:0:0:0:ffff:a00:1',
+      '::FFFF:192.168.1.1',
+      '64:ff9b::10.1.2.3',
+      '64:ff9b:0:0:0:0:a01:203',
+    ]) {
+      assert.equal(defaults.has(ip), true, ip);
+    }
+    for (const ip of ['::ffff:8.8.8.8', '::ffff:808:808', '64:ff9b::1.1.1.1'])
+      assert.equal(defaults.has(ip), false, ip);
+  });
+
+  it('ignores a zone index', () => {
+    assert.equal(defaults.has('fe80::1%eth0'), true);
+    assert.equal(defaults.has('2001:db8::1%1'), false);
+  });
+
+  it('fails closed on a string that is not an address', () => {
+    for (const bad of ['', 'localhost', '1.2.3', '999.1.1.1', '[::1]', '127.0.0.1:80'])
+      assert.equal(defaults.has(bad), true, bad);
+  });
+
+  it('takes bare addresses and custom lists; an empty list blocks nothing', () => {
+    const b = new CidrBlocklist(['203.0.113.7', '2001:db8::/32']);
+    assert.deepEqual(b.cidrs, ['203.0.113.7/32', '2001:db8::/32']);
+    assert.equal(b.has('203.0.113.7'), true);
+    assert.equal(b.has('203.0.113.8'), false);
+    assert.equal(b.has('2001:db8:ffff::1'), true);
+    assert.equal(new CidrBlocklist([]).has('127.0.0.1'), false);
+  });
+
+  it('rejects malformed entries, naming them', () => {
+    for (const bad of [
+      '10.0.0.0/33',
+      '::/129',
+      '10.0.0.0/',
+      '10.0.0.0/x',
+      'example.com/8',
+      '10.0.0/8',
+      'fe80::%eth0/10',
+      '10.0.0.0/-1',
+    ]) {
+      assert.throws(
+        () => new CidrBlocklist(['1.1.1.1/32', bad]),
+        (e: Error) => e instanceof RangeError && e.message.includes(`#1 "${bad}"`),
+        bad,
+      );
+    }
+  });
+});
