@@ -1,0 +1,343 @@
+/**
+ * The command line every Foundations service shares: `-c/--config FILE` (repeatable),
+ * `-g/--generate FILE|-`, `--check`, `-h/--help`, `-v/--version`, `--restart` (when the settings
+ * have a `restart` section) and the app's own options.
+ *
+ * Order of work in `runService`: parse arguments → help/version/generate (no settings needed
+ * beyond the files given) → load settings → check or restart mode → telemetry → `main`.
+ * A user's mistake (bad flag, bad config) prints one line to stderr and exits 2, never a stack
+ * trace; an unexpected failure while starting is logged with its stack and exits 1. The exit
+ * code is set through `process.exitCode`, so pending output is flushed.
+ */
+import { writeFileSync } from 'node:fs';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import type { z } from 'zod';
+import { FND_ERR, FoundationsError, isFoundationsError } from '../errors.ts';
+import type { ServiceInfo } from '../service-info.ts';
+import { generateYaml } from '../settings/generate.ts';
+import { formatIssue, mergeSources, parseSettings, readYamlFile, SettingsError } from '../settings/load.ts';
+import { type Infer, settingsNode } from '../settings/schema.ts';
+
+/** An app-defined command-line option, in `node:util` `parseArgs` style plus help text. */
+export interface AppOption {
+  readonly type: 'string' | 'boolean';
+  /** One-letter alias, e.g. `w` for `-w`. */
+  readonly short?: string;
+  /** Allow the option more than once; its value is then an array. */
+  readonly multiple?: boolean;
+  /** Value when the option is not given. */
+  readonly default?: string | boolean | readonly string[] | readonly boolean[];
+  /** One line for `--help`. */
+  readonly description: string;
+  /** Placeholder for the value in `--help` (default `VALUE`). */
+  readonly valueName?: string;
+}
+
+/** The app's options, by long name. */
+export type AppOptions = Readonly<Record<string, AppOption>>;
+
+/** The parsed values of `O`: booleans default to false, lists to `[]`, strings to `undefined`. */
+export type OptionValues<O extends AppOptions> = {
+  -readonly [K in keyof O]: O[K]['type'] extends 'boolean'
+    ? O[K]['multiple'] extends true
+      ? boolean[]
+      : boolean
+    : O[K]['multiple'] extends true
+      ? string[]
+      : O[K] extends { default: string }
+        ? string
+        : string | undefined;
+};
+
+/** What `main` receives. */
+export interface MainContext<S extends z.ZodType, O extends AppOptions> {
+  /** The settings: defaults with every `-c` file merged over them, validated. */
+  readonly settings: Infer<S>;
+  /** The app's own options. */
+  readonly options: OptionValues<O>;
+  /** The `-c` files, in the order given. */
+  readonly configFiles: readonly string[];
+}
+
+/** A service: who it is, its settings schema, its options and its `main`. */
+export interface ServiceSpec<S extends z.ZodType, O extends AppOptions = Record<never, never>> {
+  readonly info: ServiceInfo;
+  /** The settings schema (`s.object`); should have a `telemetry` section and may have `restart`. */
+  readonly settings: S;
+  readonly options?: O;
+  /**
+   * Runs the service, after settings are loaded and telemetry is up. The returned promise is
+   * the service's life: when it settles, telemetry shuts down and the process may exit.
+   */
+  main(ctx: MainContext<S, O>): void | Promise<void>;
+}
+
+/** What the command line asks for, as decided by `parseCli`. */
+export type CliCommand<S extends z.ZodType, O extends AppOptions> =
+  | { readonly kind: 'help'; readonly text: string }
+  | { readonly kind: 'version'; readonly text: string }
+  | { readonly kind: 'generate'; readonly target: string; readonly yaml: string }
+  | { readonly kind: 'check'; readonly configFiles: readonly string[] }
+  | ({ readonly kind: 'restart' | 'run' } & MainContext<S, O>);
+
+const BUILT_IN = {
+  config: { type: 'string', short: 'c', multiple: true },
+  generate: { type: 'string', short: 'g' },
+  check: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+  restart: { type: 'boolean' },
+} as const;
+
+const BUILT_IN_HELP: readonly [string, string, string][] = [
+  ['config', 'FILE', 'Merge settings from a YAML file over the defaults (repeatable; later files win).'],
+  ['generate', 'FILE', 'Write the complete annotated config to FILE ("-" for stdout) and exit.'],
+  ['check', '', 'Validate the settings and exit (0 if valid).'],
+  ['restart', '', 'Restart the running instance gracefully with these settings and exit.'],
+  ['help', '', 'Show this help and exit.'],
+  ['version', '', 'Print the version and exit.'],
+];
+
+function hasRestart(schema: z.ZodType): boolean {
+  const node = settingsNode(schema);
+  return node?.kind === 'object' && 'restart' in node.shape;
+}
+
+function userError(message: string): FoundationsError {
+  return new FoundationsError(FND_ERR.CLI, message, { userError: true });
+}
+
+/** The `--help` text. */
+export function helpText<S extends z.ZodType, O extends AppOptions>(spec: ServiceSpec<S, O>): string {
+  const rows: [string, string][] = [];
+  const flag = (name: string, short: string | undefined, value: string) =>
+    `${short === undefined ? '    ' : `-${short}, `}--${name}${value === '' ? '' : ` ${value}`}`;
+  for (const [name, value, text] of BUILT_IN_HELP) {
+    if (name === 'restart' && !hasRestart(spec.settings)) continue;
+    const short = (BUILT_IN[name as keyof typeof BUILT_IN] as { short?: string }).short;
+    rows.push([flag(name, short, value), text]);
+  }
+  const appRows: [string, string][] = Object.entries(spec.options ?? {}).map(([name, o]) => [
+    flag(name, o.short, o.type === 'string' ? (o.valueName ?? 'VALUE') : ''),
+    o.description + (o.default !== undefined ? ` (default: ${JSON.stringify(o.default)})` : ''),
+  ]);
+  const width = Math.max(...[...rows, ...appRows].map(([f]) => f.length)) + 2;
+  const lines = (rs: [string, string][]) => rs.map(([f, t]) => `  ${f.padEnd(width)}${t}`);
+  const { name, version, description } = spec.info;
+  const out = [
+    `${name} ${version}: ${description}`,
+    '',
+    `Usage: ${name} [options]`,
+    '',
+    'Options:',
+    ...lines(rows),
+  ];
+  if (appRows.length > 0) out.push('', `${name} options:`, ...lines(appRows));
+  return `${out.join('\n')}\n`;
+}
+
+function parseArgv<O extends AppOptions>(argv: readonly string[], schema: z.ZodType, appOptions: O) {
+  const options: NonNullable<ParseArgsConfig['options']> = { ...BUILT_IN };
+  if (!hasRestart(schema)) delete options.restart;
+  for (const [name, o] of Object.entries(appOptions)) {
+    const clash =
+      name in BUILT_IN || Object.values(BUILT_IN).some((b) => 'short' in b && b.short === o.short);
+    if (clash) throw new TypeError(`cli: app option "${name}" clashes with a built-in option`);
+    options[name] = {
+      type: o.type,
+      multiple: o.multiple ?? false,
+      ...(o.short === undefined ? {} : { short: o.short }),
+      ...(o.default === undefined ? {} : { default: o.default as string }),
+    };
+  }
+  try {
+    return parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    const msg = e instanceof Error ? e.message.split('. ')[0]! : String(e);
+    throw userError(`${msg.charAt(0).toLowerCase()}${msg.slice(1)} (see --help)`);
+  }
+}
+
+/**
+ * Decides what the command line asks for, loading and validating the settings when needed.
+ * Never exits or prints: throws `FoundationsError` (`FND_ERR_CLI`) for bad arguments and
+ * `SettingsError` for bad settings, both with `userError` set.
+ */
+export function parseCli<S extends z.ZodType, O extends AppOptions = Record<never, never>>(
+  argv: readonly string[],
+  spec: ServiceSpec<S, O>,
+): CliCommand<S, O> {
+  const values = parseArgv(argv, spec.settings, spec.options ?? ({} as O));
+  if (values.help === true) return { kind: 'help', text: helpText(spec) };
+  if (values.version === true) return { kind: 'version', text: `${spec.info.name} ${spec.info.version}\n` };
+  const configFiles = (values.config ?? []) as string[];
+  const sources = configFiles.map((file) => ({ source: file, value: readYamlFile(file) }));
+  const settings = parseSettings(spec.settings, sources);
+  if (typeof values.generate === 'string') {
+    if (values.generate === '') throw userError('--generate needs a file name, or "-" for stdout');
+    const { name, version, description } = spec.info;
+    const header =
+      `${name} ${version}: ${description}\n` +
+      `Generated by \`${name} --generate\`${configFiles.length > 0 ? ` from ${configFiles.join(', ')}` : ''}; ` +
+      'every key is shown, with its description above it.';
+    const merged = mergeSources(spec.settings, sources);
+    return {
+      kind: 'generate',
+      target: values.generate,
+      yaml: generateYaml(spec.settings, { header, values: merged }),
+    };
+  }
+  if (values.check === true) return { kind: 'check', configFiles };
+  const options: Record<string, unknown> = {};
+  for (const [name, o] of Object.entries(spec.options ?? {})) {
+    options[name] = values[name] ?? (o.multiple === true ? [] : o.type === 'boolean' ? false : undefined);
+  }
+  return {
+    kind: values.restart === true ? 'restart' : 'run',
+    settings,
+    options: options as OptionValues<O>,
+    configFiles,
+  };
+}
+
+/** Where `runCli` writes; defaults to the process's streams. */
+export interface CliIo {
+  readonly stdout: (text: string) => void;
+  readonly stderr: (text: string) => void;
+}
+
+const processIo: CliIo = {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+};
+
+/** Imports an optional sibling module; `undefined` if that module itself does not exist (yet). */
+async function importOptional<M>(specifier: string, file: string): Promise<M | undefined> {
+  try {
+    return (await import(specifier)) as M;
+  } catch (e) {
+    // Only a missing module is tolerated; an error inside it still propagates.
+    const err = e as { code?: string; message?: string };
+    if (err.code === 'ERR_MODULE_NOT_FOUND' && err.message?.includes(file)) return undefined;
+    throw e;
+  }
+}
+
+interface TelemetryModule {
+  initTelemetry(info: ServiceInfo, settings: unknown): Promise<{ shutdown(): Promise<void> }>;
+}
+interface RestartModule {
+  runRestarter(restart: { socket: string }, opts?: { timeoutMs?: number }): Promise<number>;
+}
+
+/**
+ * Runs the whole command line and returns the exit code (0 ok, 2 user error, 1 failure)
+ * without exiting, so tests and wrappers can drive it.
+ */
+export async function runCli<S extends z.ZodType, O extends AppOptions = Record<never, never>>(
+  argv: readonly string[],
+  spec: ServiceSpec<S, O>,
+  io: CliIo = processIo,
+): Promise<number> {
+  const name = spec.info.name;
+  let command: CliCommand<S, O>;
+  try {
+    command = parseCli(argv, spec);
+    if (command.kind === 'help' || command.kind === 'version') {
+      io.stdout(command.text);
+      return 0;
+    }
+    if (command.kind === 'generate') {
+      if (command.target === '-') io.stdout(command.yaml);
+      else writeFileSync(command.target, command.yaml);
+      return 0;
+    }
+    if (command.kind === 'check') {
+      io.stdout(`${command.configFiles.length === 0 ? '(defaults)' : command.configFiles.join(', ')}: ok\n`);
+      return 0;
+    }
+  } catch (e) {
+    if (e instanceof SettingsError && argv.includes('--check')) {
+      for (const issue of e.issues) io.stderr(`${name}: ${formatIssue(issue)}\n`);
+      return 2;
+    }
+    if (isFoundationsError(e) && e.userError) {
+      io.stderr(`${name}: ${e.message}\n`);
+      return 2;
+    }
+    const err = e as NodeJS.ErrnoException;
+    if (typeof err?.code === 'string' && typeof err.syscall === 'string') {
+      io.stderr(`${name}: ${err.message}\n`); // e.g. --generate into a missing directory
+      return 2;
+    }
+    throw e;
+  }
+  return runMain(command, spec, io);
+}
+
+async function runMain<S extends z.ZodType, O extends AppOptions>(
+  command: Extract<CliCommand<S, O>, { kind: 'run' | 'restart' }>,
+  spec: ServiceSpec<S, O>,
+  io: CliIo,
+): Promise<number> {
+  const name = spec.info.name;
+  const settings = command.settings as Record<string, unknown>;
+  if (command.kind === 'restart') {
+    const restart = await importOptional<RestartModule>('../restart/index.ts', 'restart/index.ts');
+    if (restart === undefined) {
+      io.stderr(`${name}: restart support is not available\n`);
+      return 2;
+    }
+    try {
+      return await restart.runRestarter(settings.restart as { socket: string });
+    } catch (e) {
+      return reportFailure(e, name, io);
+    }
+  }
+  let telemetry: { shutdown(): Promise<void> } | undefined;
+  try {
+    const mod = await importOptional<TelemetryModule>('../telemetry/index.ts', 'telemetry/index.ts');
+    if (mod !== undefined && settings.telemetry !== undefined) {
+      telemetry = await mod.initTelemetry(spec.info, settings.telemetry);
+    }
+    await spec.main({
+      settings: command.settings,
+      options: command.options,
+      configFiles: command.configFiles,
+    });
+    return 0;
+  } catch (e) {
+    return reportFailure(e, name, io);
+  } finally {
+    await telemetry
+      ?.shutdown()
+      .catch((e: unknown) => io.stderr(`${name}: telemetry shutdown failed: ${e}\n`));
+  }
+}
+
+function reportFailure(e: unknown, name: string, io: CliIo): number {
+  if (isFoundationsError(e) && e.userError) {
+    io.stderr(`${name}: ${e.message}\n`);
+    return 2;
+  }
+  io.stderr(`${name}: fatal: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  return 1;
+}
+
+/**
+ * The entry point of a service: runs the command line on `process.argv`, then sets
+ * `process.exitCode`. After a failure, the process is made to exit within 2 s even if
+ * something started by `main` still holds the event loop open.
+ */
+export async function runService<S extends z.ZodType, O extends AppOptions = Record<never, never>>(
+  spec: ServiceSpec<S, O>,
+): Promise<void> {
+  let code: number;
+  try {
+    code = await runCli(process.argv.slice(2), spec);
+  } catch (e) {
+    code = reportFailure(e, spec.info.name, processIo);
+  }
+  process.exitCode = code;
+  if (code !== 0) setTimeout(() => process.exit(), 2000).unref();
+}

@@ -1,0 +1,29 @@
+/**
+ * Foundations settings: schemas where every field has a description and a default, loaded from
+ * YAML files merged over those defaults, with errors that name the key path and the file, and
+ * generated as an annotated YAML config and a JSON Schema. See docs/foundations.md.
+ */
+export { type GenerateYamlOptions, generateYaml, toJsonSchema } from './generate.ts';
+export {
+  defaultSettings,
+  formatIssue,
+  formatPath,
+  loadSettings,
+  mergeSources,
+  parseSettings,
+  readYamlFile,
+  SettingsError,
+  type SettingsIssue,
+  type SettingsSource,
+} from './load.ts';
+export {
+  formatListenAddr,
+  formatSocketAddr,
+  type ListenAddr,
+  parseCidr,
+  parseListenAddr,
+  parseSocketAddr,
+  type SocketAddr,
+} from './net.ts';
+export { type Infer, type SettingsNode, s, settingsNode } from './schema.ts';
+export { formatDuration, formatSize, parseDuration, parseSize } from './units.ts';

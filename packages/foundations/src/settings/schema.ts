@@ -1,0 +1,287 @@
+/**
+ * The settings helpers (`s.*`): the only way to build a settings schema.
+ *
+ * Each helper returns a plain zod 4 schema whose default is kept in its *input* form with
+ * `.prefault()` (so `"10s"`, not `10000`), and records what it is in a registry: its kind, its
+ * description and its default. Generation (YAML, JSON Schema) and the schema-aware merge of
+ * files read that registry. Rules enforced when a schema is defined, so a mistake fails at
+ * start-up of the program that defines it, never in a user's config:
+ * - every field has a non-empty description and a default that parses;
+ * - sections are `s.object`/`s.enabled` and always present (no optional object hiding its knobs);
+ * - a section only holds fields built by these helpers (a raw zod schema is refused).
+ * Do not chain zod methods on a helper's result: that makes a new, unregistered schema.
+ */
+import { z } from 'zod';
+import { type ListenAddr, parseCidr, parseListenAddr, parseSocketAddr, type SocketAddr } from './net.ts';
+import { formatSize, parseDuration, parseSize } from './units.ts';
+
+/** What the registry knows about one settings schema. Defaults are in input (YAML) form. */
+export type SettingsNode =
+  | { readonly kind: 'leaf'; readonly description: string; readonly default: unknown }
+  | { readonly kind: 'optional'; readonly description: string; readonly inner: z.ZodType }
+  | {
+      readonly kind: 'list';
+      readonly description: string;
+      readonly item: z.ZodType | undefined;
+      readonly default: readonly unknown[];
+    }
+  | {
+      readonly kind: 'object';
+      readonly description: string;
+      readonly shape: Readonly<Record<string, z.ZodType>>;
+    }
+  | {
+      readonly kind: 'map';
+      readonly description: string;
+      readonly value: z.ZodType;
+      readonly default: Readonly<Record<string, unknown>>;
+    };
+
+const registry = new WeakMap<z.ZodType, SettingsNode>();
+
+/** The registry entry of a settings schema, or undefined for a schema not built by `s.*`. */
+export function settingsNode(schema: z.ZodType): SettingsNode | undefined {
+  return registry.get(schema);
+}
+
+/** Like `settingsNode`, but a schema not built by `s.*` is a programming error. */
+export function requireNode(schema: z.ZodType, where: string): SettingsNode {
+  const node = registry.get(schema);
+  if (node === undefined) {
+    throw new TypeError(`settings: ${where} is not a settings schema; build it with the s.* helpers`);
+  }
+  return node;
+}
+
+/** Describes a value the way error messages show it: `123`, `"abc"`, `a list`, `null`. */
+export function showValue(v: unknown): string {
+  if (v === null || v === undefined) return 'null';
+  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v);
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return String(v);
+}
+
+/** A zod `error` option that words an issue as "expected <text>, got <input>". */
+function expected(text: string) {
+  return { error: (iss: { input?: unknown }) => `expected ${text}, got ${showValue(iss.input)}` };
+}
+
+function register<S extends z.ZodType>(schema: S, node: SettingsNode): S {
+  if (typeof node.description !== 'string' || node.description.trim() === '') {
+    throw new TypeError('settings: every field needs a non-empty description');
+  }
+  registry.set(schema, node);
+  return schema;
+}
+
+/** Builds a leaf: validates the default through `base` now, then attaches default and description. */
+function leaf<B extends z.ZodType>(description: string, base: B, def: z.input<B>) {
+  const check = base.safeParse(def);
+  if (!check.success) {
+    throw new TypeError(
+      `settings: default ${showValue(def)} of "${description}" is invalid: ${check.error.issues[0]?.message}`,
+    );
+  }
+  return register(base.prefault(def as never).describe(description), {
+    kind: 'leaf',
+    description,
+    default: def,
+  });
+}
+
+/** A string parsed by `parse`, which returns the value or `{ error }` with a reason. */
+function parsedString<T>(what: string, parse: (text: string) => T | { error: string }) {
+  return z.string(expected(what)).transform((text, ctx): T => {
+    const r = parse(text);
+    if (typeof r === 'object' && r !== null && 'error' in r) {
+      ctx.addIssue({
+        code: 'custom',
+        input: text,
+        message: `expected ${what}, got ${showValue(text)} (${r.error})`,
+      });
+      return z.NEVER;
+    }
+    return r as T;
+  });
+}
+
+function rangeText(min: number | undefined, max: number | undefined): string {
+  if (min !== undefined && max !== undefined) return ` from ${min} to ${max}`;
+  if (min !== undefined) return ` of at least ${min}`;
+  if (max !== undefined) return ` of at most ${max}`;
+  return '';
+}
+
+function numberLeaf(
+  kind: 'an integer' | 'a number',
+  description: string,
+  def: number,
+  range: { min?: number; max?: number },
+) {
+  const text = kind + rangeText(range.min, range.max);
+  let base = z.number(expected(text));
+  if (kind === 'an integer') base = base.int(expected(text));
+  if (range.min !== undefined) base = base.min(range.min, expected(text));
+  if (range.max !== undefined) base = base.max(range.max, expected(text));
+  return leaf(description, base, def);
+}
+
+const duration = parsedString('a duration like "10s" or "250ms"', (text) => {
+  const ms = parseDuration(text);
+  return ms === undefined ? { error: 'units: ms, s, m, h, d' } : ms;
+});
+
+const size = z
+  .union([z.string(), z.number()], expected('a size like "16KiB" or a number of bytes'))
+  .transform((input, ctx): number => {
+    const bytes = parseSize(input);
+    if (bytes === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        input,
+        message: `expected a size like "16KiB" or a number of bytes, got ${showValue(input)}`,
+      });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+const cidr = parsedString('a CIDR like "10.0.0.0/8"', parseCidr);
+
+function boolLeaf(description: string, def: boolean) {
+  return leaf(description, z.boolean(expected('true or false')), def);
+}
+
+function objectSchema<Shape extends Record<string, z.ZodType>>(description: string, shape: Shape) {
+  for (const [key, field] of Object.entries(shape)) requireNode(field, `field "${key}" of "${description}"`);
+  return register(
+    z
+      .strictObject(shape, expected('a mapping'))
+      .prefault({} as never)
+      .describe(description),
+    {
+      kind: 'object',
+      description,
+      shape,
+    },
+  );
+}
+
+/** The settings helpers. Each takes the field's description first and its default second. */
+export const s = {
+  /** A string. */
+  str: (description: string, def: string) => leaf(description, z.string(expected('a string')), def),
+  /** A whole number, optionally bounded (inclusive). */
+  int: (description: string, def: number, range: { min?: number; max?: number } = {}) =>
+    numberLeaf('an integer', description, def, range),
+  /** A finite number, optionally bounded (inclusive). */
+  num: (description: string, def: number, range: { min?: number; max?: number } = {}) =>
+    numberLeaf('a number', description, def, range),
+  /** `true` or `false`. */
+  /** `true` or `false`. */
+  bool: boolLeaf,
+  /** A file system path, kept as written (relative paths resolve against the working directory). */
+  path: (description: string, def: string) => leaf(description, z.string(expected('a file path')), def),
+  /** One of a fixed set of strings. */
+  oneOf: <const T extends readonly [string, ...string[]]>(description: string, values: T, def: T[number]) =>
+    leaf(
+      description,
+      z.enum(values, expected(`one of ${values.map((v) => JSON.stringify(v)).join(', ')}`)),
+      def,
+    ),
+  /** `~` (null, the default) or a value of `inner` (a leaf or list helper; its default is not used). */
+  optional: <I extends z.ZodType>(description: string, inner: I) => {
+    const node = requireNode(inner, `the inner schema of "${description}"`);
+    if (node.kind === 'object' || node.kind === 'map') {
+      throw new TypeError(`settings: "${description}": a section cannot be optional; use s.enabled`);
+    }
+    return register(
+      z
+        .nullable(inner)
+        .prefault(null as never)
+        .describe(description),
+      {
+        kind: 'optional',
+        description,
+        inner,
+      },
+    );
+  },
+  /** `host:port` or `[v6]:port`, parsed to `{ host, port }`. */
+  socketAddr: (description: string, def: string) =>
+    leaf(description, parsedString<SocketAddr>('"host:port"', parseSocketAddr), def),
+  /** `host:port`, `[v6]:port` or an absolute Unix socket path, parsed to a `ListenAddr`. */
+  listenAddr: (description: string, def: string) =>
+    leaf(
+      description,
+      parsedString<ListenAddr>('"host:port" or an absolute socket path', parseListenAddr),
+      def,
+    ),
+  /** A duration string (`10s`, `250ms`, `1m30s`), parsed to milliseconds. */
+  duration: (description: string, def: string) => leaf(description, duration, def),
+  /** A size (`16KiB`, `1MiB`, `10MB`) or a number of bytes, parsed to bytes. */
+  size: (description: string, def: string | number) =>
+    leaf(description, size, typeof def === 'number' ? formatSize(def) : def),
+  /** A list of IPv4/IPv6 CIDR blocks, parsed to their normalised form. */
+  cidrList: (description: string, def: readonly string[]) => {
+    const base = z.array(cidr, expected('a list of CIDRs'));
+    leaf(description, base, [...def]); // validates the default
+    return register(base.prefault([...def]).describe(description), {
+      kind: 'list',
+      description,
+      item: undefined,
+      default: def,
+    });
+  },
+  /** A list of `item` values (an `s.*` schema; its own default is not used). */
+  list: <I extends z.ZodType>(description: string, item: I, def: readonly z.input<I>[]) => {
+    requireNode(item, `the item schema of "${description}"`);
+    const base = z.array(item, expected('a list'));
+    leaf(description, base, [...def] as never);
+    return register(base.prefault([...def] as never).describe(description), {
+      kind: 'list',
+      description,
+      item,
+      default: def,
+    });
+  },
+  /**
+   * Named entries (a YAML mapping), each a `value`; an entry a user writes is completed with the
+   * value schema's defaults. `defaults` are the entries used when the map is not set at all.
+   */
+  map: <V extends z.ZodType>(
+    description: string,
+    value: V,
+    defaults: Readonly<Record<string, z.input<V>>>,
+  ) => {
+    requireNode(value, `the value schema of "${description}"`);
+    const base = z.record(z.string(), value, expected('a mapping of names to entries'));
+    leaf(description, base, { ...defaults } as never);
+    return register(base.prefault({ ...defaults } as never).describe(description), {
+      kind: 'map',
+      description,
+      value,
+      default: defaults,
+    });
+  },
+  /** A section: a fixed set of fields. Its default is every field's default; unknown keys are errors. */
+  object: objectSchema,
+  /**
+   * An optional subsystem: a section whose first key is `enabled`, with its knobs always present
+   * (and shown in the generated config) whether it is on or not.
+   */
+  enabled: <Shape extends Record<string, z.ZodType>>(
+    description: string,
+    on: boolean,
+    shape: Shape,
+    enabledDescription = 'Turns this on or off; the other keys here apply only when it is on.',
+  ) => {
+    if ('enabled' in shape)
+      throw new TypeError(`settings: "${description}" must not define "enabled" itself`);
+    return objectSchema(description, { enabled: boolLeaf(enabledDescription, on), ...shape });
+  },
+};
+
+/** The value type a settings schema parses to. */
+export type Infer<S extends z.ZodType> = z.output<S>;
