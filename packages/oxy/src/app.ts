@@ -1,0 +1,55 @@
+/**
+ * The app model: `defineApp` describes an Oxy app (its name, settings, ext state and the hooks
+ * its `start` returns), and `bootstrap` runs it as a service: Foundations' CLI and settings,
+ * telemetry, the endpoints, and graceful shutdown.
+ *
+ * Ordering rule, at start-up: settings parsed → telemetry up → `start(settings, restoredState)`
+ * → hooks resolved and validated → endpoints listen → "listening" logged per endpoint. Any
+ * failure before the endpoints listen exits non-zero with a message naming the settings path.
+ */
+import type { ExtTypes } from './context/contexts.ts';
+import type { ExtFactories } from './context/ext.ts';
+import type { Hooks } from './hooks/run.ts';
+import type { AppSettings, AppSettingsSchemas } from './settings.ts';
+
+/** What an app is. Pass it to {@link defineApp}. */
+export interface AppDefinition<X extends ExtTypes, S extends AppSettingsSchemas> {
+  /** Short machine-friendly name (metric prefix, `--version`). */
+  readonly name: string;
+  readonly version: string;
+  /** One line for `--help` and the top of the generated config. */
+  readonly description: string;
+  /** The app's own settings: `app` (a section) and `endpoint` (each `endpoints.<name>.app`). */
+  readonly settings?: S;
+  /** Factories of the app's state, one per context kind; each runs once per context. */
+  readonly ext?: ExtFactories<X>;
+  /**
+   * Runs once at start-up after settings and telemetry, before any endpoint listens. Returns the
+   * hooks the app implements (`{}` for a plain forward proxy). `restoredState` is what the
+   * previous process's `AppLifecycleHook.stateForRestart` returned, or `null`. Throwing exits
+   * the process non-zero.
+   */
+  start(settings: AppSettings<S>, restoredState: unknown): Hooks<X> | Promise<Hooks<X>>;
+}
+
+/** An app, as returned by {@link defineApp}. Run it with `bootstrap(app)`. */
+export interface OxyApp<X extends ExtTypes = ExtTypes, S extends AppSettingsSchemas = AppSettingsSchemas> {
+  readonly definition: AppDefinition<X, S>;
+}
+
+/**
+ * Defines an Oxy app. Ext types are inferred from the `ext` factories, or given explicitly:
+ * `defineApp<{ ingress: Auth }>({ … })`.
+ */
+export function defineApp<
+  X extends ExtTypes = Record<never, never>,
+  S extends AppSettingsSchemas = Record<never, never>,
+>(definition: AppDefinition<X, S>): OxyApp<X, S> {
+  if (typeof definition?.start !== 'function') throw new TypeError('defineApp: `start` must be a function');
+  for (const key of ['name', 'version', 'description'] as const) {
+    if (typeof definition[key] !== 'string' || definition[key] === '') {
+      throw new TypeError(`defineApp: \`${key}\` must be a non-empty string`);
+    }
+  }
+  return Object.freeze({ definition });
+}

@@ -1,0 +1,14 @@
+/**
+ * Address types shared by contexts and settings. Mirrors `ListenAddr` of `foundations/settings`
+ * so that contexts do not depend on the settings module being loaded.
+ */
+
+/** Where a server listens: a TCP address, or a Unix domain socket path. */
+export type ListenAddr =
+  | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
+  | { readonly kind: 'unix'; readonly path: string };
+
+/** Formats a host and port as an authority, bracketing IPv6: `[::1]:80`. */
+export function formatHostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}

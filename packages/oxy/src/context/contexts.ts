@@ -1,0 +1,109 @@
+/**
+ * The contexts Oxy hands to hooks: one per endpoint, per ingress connection, per request and per
+ * egress connection. Each links to its parent (egress → request → ingress → endpoint), so a hook
+ * that runs late (egress) can read what an earlier one (a CONNECT request hook) stored.
+ *
+ * Each context carries `ext`, the app's own state for that context kind. Its type is a generic
+ * parameter of the public surface only (`IngressContext<MyExt>`); inside the framework contexts
+ * are `IngressContext` with `ext: object`, and the one cast between the two lives in `ext.ts`.
+ *
+ * Ordering rule: a context is created with its `ext` already built (the app's factory runs once,
+ * at creation), so hooks never see a context whose shape changes later.
+ */
+import type { ListenAddr } from './addr.ts';
+
+/** A host (IP address or name; IPv6 without brackets) and a port. */
+export interface SocketAddr {
+  readonly host: string;
+  readonly port: number;
+}
+
+/**
+ * The app's state types, one per context kind. An app declares the kinds it uses:
+ * `defineApp<{ ingress: { psk: boolean } }>(…)` or lets `ext` factories infer them.
+ */
+export interface ExtTypes {
+  endpoint?: object;
+  ingress?: object;
+  request?: object;
+  egress?: object;
+}
+
+/** The ext type of context kind `K`, or an empty object type when the app declares none. */
+export type ExtOf<X extends ExtTypes, K extends keyof ExtTypes> = X[K] extends object
+  ? X[K]
+  : Record<never, never>;
+
+/** A listening endpoint (`endpoints.<name>` in the settings). One per endpoint, for the process's life. */
+export interface EndpointContext<X extends ExtTypes = ExtTypes> {
+  /** The endpoint's name: the key under `endpoints`. */
+  readonly name: string;
+  /** Where it listens. */
+  readonly addr: ListenAddr;
+  /** The endpoint's app settings (`endpoints.<name>.app`), parsed by the app's `endpointSettings`. */
+  readonly appSettings: unknown;
+  readonly ext: ExtOf<X, 'endpoint'>;
+}
+
+/** The on-ramp protocol of an ingress connection. Grows with the on-ramps. */
+export type IngressProtocol = 'http/1.1' | 'h2' | 'h2c' | 'proxy-protocol' | 'tcp';
+
+/** One accepted client connection. Created when the connection is accepted, before any byte is read. */
+export interface IngressContext<X extends ExtTypes = ExtTypes> {
+  /** Process-unique id, the `conn_id` log field. */
+  readonly id: string;
+  readonly endpoint: EndpointContext<X>;
+  /** The client's address as the socket reports it (or as a PROXY protocol header says). */
+  readonly client: SocketAddr;
+  /** The local address the client connected to. */
+  readonly local: SocketAddr;
+  readonly protocol: IngressProtocol;
+  /** `performance.now()` at accept. */
+  readonly startedAt: number;
+  readonly ext: ExtOf<X, 'ingress'>;
+}
+
+/**
+ * What a request asks for: `connect` (a CONNECT tunnel), `forward` (an absolute-form request
+ * forwarded upstream) or `upgrade` (an absolute-form request with `Upgrade`, e.g. WebSocket).
+ */
+export type RequestKind = 'connect' | 'forward' | 'upgrade';
+
+/** One request on an ingress connection (a CONNECT, or one absolute-form request). */
+export interface RequestContext<X extends ExtTypes = ExtTypes> {
+  /** Process-unique id, the `request_id` log field. */
+  readonly id: string;
+  readonly ingress: IngressContext<X>;
+  readonly kind: RequestKind;
+  readonly method: string;
+  /** Where the client asked to go: the CONNECT authority, or the absolute URL's host and port. */
+  readonly target: SocketAddr;
+  /** `performance.now()` when the request head was read. */
+  readonly startedAt: number;
+  readonly ext: ExtOf<X, 'request'>;
+}
+
+/** One upstream connection attempt: its decision, resolution, connect and establishment. */
+export interface EgressContext<X extends ExtTypes = ExtTypes> {
+  /** Process-unique id, the `egress_id` log field. */
+  readonly id: string;
+  readonly ingress: IngressContext<X>;
+  /** The request that asked for this connection, or `null` for on-ramps without requests. */
+  readonly request: RequestContext<X> | null;
+  /** The destination the client asked for, before any decision or resolution. */
+  readonly target: SocketAddr;
+  readonly ext: ExtOf<X, 'egress'>;
+}
+
+/** Statistics of a finished ingress connection, given to `IngressHook.handleConnectionClose`. */
+export interface ConnectionStats {
+  /** Bytes read from the client (request heads, bodies and tunnel payload). */
+  readonly bytesIn: number;
+  /** Bytes written to the client. */
+  readonly bytesOut: number;
+  readonly durationMs: number;
+  /** Requests read on the connection (a CONNECT counts as one). */
+  readonly requests: number;
+  /** Why the connection ended: `client_closed`, `error`, `blocked`, `idle_timeout`, `drained`, … */
+  readonly closeReason: string;
+}

@@ -1,0 +1,87 @@
+/**
+ * `EgressHook`: how Oxy leaves for the destination. The most powerful stage: the app decides
+ * where (or whether) to connect, can rewrite resolution or replace the TCP connect itself.
+ *
+ * Order for each new upstream connection: `handleConnection` (before resolution, with the
+ * target the client asked for) → `dnsResolveOverride` or the built-in resolver (names only) →
+ * `handleUpstreamIps` → `egress.blocked_cidrs` check (403 when nothing is left) →
+ * `tcpConnectOverride` or Happy Eyeballs → `handleConnectionEstablished`.
+ * With `viaProxy` the upstream proxy resolves the name: only `handleConnection`,
+ * `tcpConnectOverride` (to reach the proxy) and `handleConnectionEstablished` fire.
+ */
+import type { Duplex } from 'node:stream';
+import type { EgressContext, ExtTypes, SocketAddr } from '../context/contexts.ts';
+
+/** An upstream HTTP proxy to chain through, with optional credentials. */
+export interface UpstreamProxy {
+  readonly host: string;
+  readonly port: number;
+  /** Basic credentials, or a complete `Proxy-Authorization` value. */
+  readonly auth?: { readonly username: string; readonly password: string } | string;
+}
+
+/** Where an egress connection goes. Build one with {@link EgressDecision}. */
+export type EgressDecision =
+  | { readonly kind: 'direct'; readonly addr: SocketAddr }
+  | { readonly kind: 'block'; readonly reason: string }
+  | { readonly kind: 'viaProxy'; readonly proxy: UpstreamProxy };
+
+/** Constructors of {@link EgressDecision}. */
+export const EgressDecision = {
+  /** Connect to `addr` (usually the target as given; a name is resolved). */
+  direct: (addr: SocketAddr): EgressDecision => ({ kind: 'direct', addr }),
+  /** Do not connect: the client gets 403 with `reason` in the log and audit record. */
+  block: (reason: string): EgressDecision => ({ kind: 'block', reason }),
+  /** Go through another HTTP proxy (CONNECT for tunnels, absolute-form for plain requests). */
+  viaProxy: (proxy: UpstreamProxy): EgressDecision => ({ kind: 'viaProxy', proxy }),
+} as const;
+
+/** Hooks on egress connections. Every method is optional. */
+export interface EgressHook<X extends ExtTypes = ExtTypes> {
+  /**
+   * Fires once per new upstream connection (a pooled connection that is reused does not fire
+   * it), before resolution, with the target the client asked for (a name or an IP).
+   * Throwing fails the request with 502. Default: `EgressDecision.direct(target)`, or
+   * `viaProxy` when `egress.upstream_proxy` is enabled.
+   */
+  handleConnection?(target: SocketAddr, ctx: EgressContext<X>): EgressDecision | Promise<EgressDecision>;
+  /**
+   * Event: fires once when the upstream TCP connection is established (through the upstream
+   * proxy's CONNECT, if any), with the address actually connected to. The return value is
+   * ignored; throwing fails the connection. Default: nothing.
+   */
+  handleConnectionEstablished?(upstream: SocketAddr, ctx: EgressContext<X>): void;
+  /**
+   * Fires once per resolved name with the addresses found (or given by `dnsResolveOverride`),
+   * before the `blocked_cidrs` check. Return the addresses to try, in order; an empty list
+   * blocks (403). Not called for IP literals. Default: the addresses as resolved.
+   */
+  handleUpstreamIps?(ips: string[], ctx: EgressContext<X>): string[] | Promise<string[]>;
+  /**
+   * Fires instead of the built-in resolver for each name to resolve. Return the addresses, or
+   * `undefined` to use the built-in resolver after all. Default: the built-in resolver
+   * (`egress.dns`, cached).
+   */
+  dnsResolveOverride?(
+    host: string,
+    ctx: EgressContext<X>,
+  ): string[] | undefined | Promise<string[] | undefined>;
+  /**
+   * Fires instead of the built-in connect (Happy Eyeballs across `addrs`, `connect_timeout`,
+   * `source_addr`). Return a connected stream, or `undefined` to use the built-in connect after
+   * all. Default: the built-in connect.
+   */
+  tcpConnectOverride?(
+    addrs: readonly SocketAddr[],
+    ctx: EgressContext<X>,
+  ): Duplex | undefined | Promise<Duplex | undefined>;
+}
+
+/** The method names of {@link EgressHook}, for validation at registration. */
+export const EGRESS_HOOK_METHODS = [
+  'handleConnection',
+  'handleConnectionEstablished',
+  'handleUpstreamIps',
+  'dnsResolveOverride',
+  'tcpConnectOverride',
+] as const;

@@ -1,0 +1,41 @@
+/**
+ * Oxy's public API: the app model, the hooks and their decisions, the contexts hooks receive,
+ * and the error catalogue. Everything else under `src/` is internal and may change.
+ */
+export { type AppDefinition, defineApp, type OxyApp } from './app.ts';
+export type {
+  ConnectionStats,
+  EgressContext,
+  EndpointContext,
+  ExtOf,
+  ExtTypes,
+  IngressContext,
+  IngressProtocol,
+  RequestContext,
+  RequestKind,
+  SocketAddr,
+} from './context/contexts.ts';
+export type { ExtFactories } from './context/ext.ts';
+export {
+  type ErrorSource,
+  isOxyError,
+  OXY_ERR,
+  OxyError,
+  type OxyErrorCode,
+  type OxyErrorOptions,
+} from './errors.ts';
+export { EgressDecision, type EgressHook, type UpstreamProxy } from './hooks/egress.ts';
+export {
+  ConnectDirective,
+  type DirectResponse,
+  type HttpHeaders,
+  type HttpRequestHook,
+  RequestDecision,
+  type RequestHead,
+  type ResponseHead,
+} from './hooks/http-request.ts';
+export { IngressDecision, type IngressHook } from './hooks/ingress.ts';
+export type { AppLifecycleHook } from './hooks/lifecycle.ts';
+export type { HookCall, Hooks } from './hooks/run.ts';
+export type { AppTunnelPipeline, TunnelHook } from './hooks/tunnel.ts';
+export type { AppSettings, AppSettingsSchemas, OxySettings } from './settings.ts';

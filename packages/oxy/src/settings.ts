@@ -1,0 +1,140 @@
+/**
+ * Oxy's settings: `endpoints`, `egress`, `restart`, `audit` and `telemetry`, plus the app's own
+ * section (`app`) and per-endpoint app settings (`endpoints.<name>.app`) when the app defines
+ * them. One schema, so `oxy --generate` writes one annotated config with all of it, and the
+ * default config is a working forward proxy on 127.0.0.1:8080.
+ *
+ * Ordering rule: the schema is built once per app (`buildSettingsSchema`) before the CLI parses
+ * anything, because the app's sections are part of it.
+ */
+import { type Infer, s } from 'foundations/settings';
+import { TelemetrySettings } from 'foundations/telemetry';
+import type { z } from 'zod';
+import { DnsSettings } from './dns/settings.ts';
+import { DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
+
+/** The fields of one endpoint, without the app's part. */
+const endpointFields = {
+  addr: s.listenAddr('Address to listen on: host:port, [v6]:port, or a Unix socket path.', '127.0.0.1:8080'),
+  protocol: s.oneOf(
+    'On-ramp protocol: "http" serves HTTP/1.1 forward-proxy requests (absolute-form, CONNECT, Upgrade).',
+    ['http'] as const,
+    'http',
+  ),
+  header_read_timeout: s.duration(
+    'Time allowed to receive a whole request head; slower clients get 408 and are closed (slowloris).',
+    '10s',
+  ),
+  idle_timeout: s.duration('How long a keep-alive client connection may sit idle between requests.', '60s'),
+  max_header_size: s.size('Largest request head accepted; a larger one is answered 431.', '16KiB'),
+  tunnel_idle_timeout: s.duration('A tunnel with no bytes either way for this long is closed.', '5m'),
+  tunnel_max_lifetime: s.duration('A tunnel older than this is closed; 0s means no limit.', '0s'),
+};
+
+const endpointDescription = 'A listening endpoint: where clients reach the proxy, and its limits.';
+
+/** Settings of one endpoint (`endpoints.<name>`), without the app's part. */
+export const EndpointSettings = s.object(endpointDescription, endpointFields);
+/** The value of {@link EndpointSettings}. */
+export type EndpointSettings = Infer<typeof EndpointSettings>;
+
+/** `egress.upstream_proxy`: send all egress through another HTTP proxy unless a hook decides. */
+const UpstreamProxySettings = s.enabled(
+  'Chain through another HTTP proxy: CONNECT for tunnels, absolute-form for plain requests.',
+  false,
+  {
+    addr: s.socketAddr('The upstream proxy, host:port.', '127.0.0.1:3128'),
+    username: s.str('User name for Basic Proxy-Authorization; empty for none.', ''),
+    password: s.str('Password for Basic Proxy-Authorization.', ''),
+  },
+);
+
+/** `egress`: how the proxy connects out. */
+export const EgressSettings = s.object('How the proxy connects to destinations.', {
+  blocked_cidrs: s.cidrList(
+    'Destinations refused with 403, checked after DNS resolution (a name resolving into a range is blocked too). ' +
+      'Default: loopback, private (RFC 1918), link-local, CGNAT, unspecified, multicast and IPv6 ULA ranges.',
+    DEFAULT_BLOCKED_CIDRS,
+  ),
+  connect_timeout: s.duration(
+    'Time allowed to connect upstream (all Happy Eyeballs attempts); then 504.',
+    '10s',
+  ),
+  source_addr: s.optional(
+    'Local address to connect from (an IP of this host); ~ lets the kernel choose.',
+    s.str('A local IP address.', '0.0.0.0'),
+  ),
+  pool_idle_timeout: s.duration('How long an idle upstream HTTP connection is kept for reuse.', '4s'),
+  pool_max_idle: s.int('Idle upstream HTTP connections kept per origin.', 32, { min: 0 }),
+  upstream_proxy: UpstreamProxySettings,
+  dns: DnsSettings,
+});
+/** The value of {@link EgressSettings}. */
+export type EgressSettings = Infer<typeof EgressSettings>;
+
+/** `restart`: graceful restarts and draining. */
+export const RestartSettings = s.object('Graceful restarts and shutdown.', {
+  socket: s.path('Restart coordination socket (mode 0600); empty disables `oxy --restart`.', ''),
+  drain_timeout: s.duration('How long old connections may run after a restart or SIGTERM.', '30s'),
+});
+
+/** `audit`: one record per tunnel and per request. */
+export const AuditSettings = s.object('Audit log: one JSON record per tunnel and per request when it ends.', {
+  output: s.oneOf(
+    'Where records go: off, stdout, or the file at `path`.',
+    ['off', 'stdout', 'file'] as const,
+    'off',
+  ),
+  path: s.path('The audit file when output is "file" (appended to).', 'oxy-audit.log'),
+});
+/** The value of {@link AuditSettings}. */
+export type AuditSettings = Infer<typeof AuditSettings>;
+
+const rootFields = {
+  telemetry: TelemetrySettings,
+  endpoints: s.map('Listening endpoints by name.', EndpointSettings, { main: {} }),
+  egress: EgressSettings,
+  restart: RestartSettings,
+  audit: AuditSettings,
+};
+
+/** Oxy's settings schema for an app without settings of its own. */
+export const OxySettings = s.object('Oxy settings.', rootFields);
+/** The value of {@link OxySettings}. */
+export type OxySettings = Infer<typeof OxySettings>;
+
+/** The app's own schemas: a section `app`, and a part of each endpoint `endpoints.<name>.app`. */
+export interface AppSettingsSchemas {
+  readonly app?: z.ZodType;
+  readonly endpoint?: z.ZodType;
+}
+
+type OutputOf<T> = T extends z.ZodType ? z.output<T> : null;
+
+/** The settings an app's `start()` receives: Oxy's, with the app's sections typed. */
+export type AppSettings<S extends AppSettingsSchemas = AppSettingsSchemas> = Omit<
+  OxySettings,
+  'endpoints'
+> & {
+  readonly endpoints: Record<string, EndpointSettings & { readonly app: OutputOf<S['endpoint']> }>;
+  readonly app: OutputOf<S['app']>;
+};
+
+/**
+ * The settings schema for an app: Oxy's sections plus `app` and `endpoints.<name>.app` when the
+ * app defines them. Settings without them parse `app` as `null`.
+ */
+export function buildSettingsSchema(
+  schemas: AppSettingsSchemas = {},
+  description = 'Oxy settings.',
+): z.ZodType {
+  const endpoint =
+    schemas.endpoint === undefined
+      ? EndpointSettings
+      : s.object(endpointDescription, { ...endpointFields, app: schemas.endpoint });
+  return s.object(description, {
+    ...rootFields,
+    endpoints: s.map('Listening endpoints by name.', endpoint, { main: {} }),
+    ...(schemas.app === undefined ? {} : { app: schemas.app }),
+  });
+}
