@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "oxy_native",
+      "sources": ["src/addon.c", "src/seccomp.c", "src/tun.c", "src/sock.c", "src/poll.c"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
+      "libraries": ["-lseccomp"]
+    }
+  ]
+}

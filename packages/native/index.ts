@@ -1,0 +1,42 @@
+/**
+ * `native`: the Linux system calls Node lacks, in one small N-API addon written in C
+ * (src/*.c), built with node-gyp when the package is installed.
+ *
+ * - `seccomp`: install a syscall filter on every thread;
+ * - `tun`: TUN devices with batched, event-loop driven packet I/O;
+ * - `seqpacket`: SOCK_SEQPACKET Unix sockets (whole messages);
+ * - `passFd`: socket pairs and descriptor passing (SCM_RIGHTS);
+ * - `execve`: replace the process image (to start Node again under a filter set up first).
+ *
+ * Every refused system call throws a `NativeError` with a stable `NATIVE_ERR_<ERRNO>` code and
+ * a message saying what was refused and how to allow it. Linux only: importing this package
+ * elsewhere throws `NATIVE_ERR_UNSUPPORTED_PLATFORM`.
+ */
+import { addon } from './src/addon.ts';
+import { toNativeError } from './src/errors.ts';
+
+export { isNativeError, NativeError } from './src/errors.ts';
+export type { FdChannel, FdMessage, SocketPairType } from './src/pass-fd.ts';
+export * as passFd from './src/pass-fd.ts';
+export type { SeccompAction, SeccompFilter, ThreadSeccomp } from './src/seccomp.ts';
+export * as seccomp from './src/seccomp.ts';
+export type { SeqpacketOptions, SeqpacketServer, SeqpacketSocket } from './src/seqpacket.ts';
+export * as seqpacket from './src/seqpacket.ts';
+export type { TunDevice, TunOptions } from './src/tun.ts';
+export * as tun from './src/tun.ts';
+
+/**
+ * Replaces the process image (execve(2)); returns only by throwing. Descriptors without
+ * close-on-exec survive, and so do seccomp filters, which is the point: a filter installed
+ * just before is in force from the new program's first instruction.
+ */
+export function execve(path: string, argv: readonly string[], env: NodeJS.ProcessEnv = process.env): never {
+  const pairs = Object.entries(env)
+    .filter((e): e is [string, string] => e[1] !== undefined)
+    .map(([k, v]) => `${k}=${v}`);
+  try {
+    return addon.execve(path, [...argv], pairs);
+  } catch (e) {
+    throw toNativeError(e, 'exec', `starting ${path}`);
+  }
+}

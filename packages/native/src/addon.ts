@@ -1,0 +1,64 @@
+/**
+ * Loads the compiled addon once and types its raw functions. Everything else in this package
+ * goes through the wrappers, which turn errnos into `NativeError`s; nothing outside it should
+ * import this file. Loading fails with one clear error off Linux or when the build was skipped.
+ */
+import { createRequire } from 'node:module';
+import { NativeError } from './errors.ts';
+
+/** The raw addon surface (see src/*.c for each function's contract). */
+export interface Addon {
+  seccompInstall(
+    defaultKind: number,
+    defaultErrno: number,
+    ruleKind: number,
+    ruleErrno: number,
+    names: string[],
+    tsync: boolean,
+  ): void;
+  seccompUnknownSyscalls(names: string[]): string[];
+  tunOpen(name: string): [number, string];
+  unixSocket(type: number): number;
+  unixBindListen(fd: number, path: string, backlog: number): void;
+  unixConnect(fd: number, path: string): boolean;
+  socketPair(type: number, nonBlocking: boolean, cloexec: boolean): [number, number];
+  sendFds(fd: number, data: Buffer, fds: number[]): number;
+  recvFds(fd: number, maxBytes: number): { data: Buffer; fds: number[] } | null;
+  writeMany(fd: number, buffers: Buffer[], isSocket: boolean): number;
+  setFdFlags(fd: number, nonBlocking: boolean, cloexec: boolean): void;
+  execve(path: string, argv: string[], env: string[]): never;
+  pollStart(
+    fd: number,
+    mode: number,
+    isSocket: boolean,
+    maxSize: number,
+    batch: number,
+    cb: (kind: number, value: unknown) => void,
+  ): PollHandle;
+  pollControl(handle: PollHandle, op: number, flag: boolean): void;
+}
+
+/** An opaque uv_poll handle owned by the addon. */
+export type PollHandle = { readonly __pollHandle: unique symbol };
+
+function load(): Addon {
+  if (process.platform !== 'linux') {
+    throw new NativeError(
+      'NATIVE_ERR_UNSUPPORTED_PLATFORM',
+      `the native addon (seccomp, TUN, SOCK_SEQPACKET, descriptor passing) is Linux only; this is ${process.platform}`,
+    );
+  }
+  const require = createRequire(import.meta.url);
+  try {
+    return require('../build/Release/oxy_native.node') as Addon;
+  } catch (e) {
+    throw new NativeError(
+      'NATIVE_ERR_NOT_BUILT',
+      `the native addon is not built or failed to load (${(e as Error).message}): run \`npm rebuild native\` ` +
+        '(needs a C compiler, make, python3 and libseccomp-dev)',
+    );
+  }
+}
+
+/** The addon, loaded when this module is first imported. */
+export const addon: Addon = load();
