@@ -1,0 +1,44 @@
+/**
+ * Foundations restarts: graceful restarts that pass both listening sockets and app state
+ * to the new process and report the outcome to whoever asked; systemd socket activation
+ * and `sd_notify`; draining on restart and on SIGTERM/SIGINT; a task tracker.
+ * See docs/restarts.md for the sequence, the protocol and the exit codes.
+ */
+
+export {
+  decodeBody,
+  encodeFrame,
+  FrameDecoder,
+  type HandoverMessage,
+  MAX_CONTROL_FRAME,
+  MAX_STATE_FRAME,
+  type RestarterMessage,
+} from './frames.ts';
+export { HandoverChannel } from './handover.ts';
+export { httpDrain } from './http-drain.ts';
+export {
+  decodeProcAddr,
+  HANDOVER_ENV,
+  type Handover,
+  type InheritedSocket,
+  parseHandoverEnv,
+  parseSystemdEnv,
+  sameListenAddr,
+  scrubInheritanceEnv,
+  socketAddressOfFd,
+} from './inherited.ts';
+export {
+  Lifecycle,
+  type LifecycleLog,
+  type LifecycleOptions,
+  type LifecyclePhase,
+  RESTART_SOCKET_NAME,
+  type RestartOutcome,
+  startLifecycle,
+} from './lifecycle.ts';
+export { type ActiveListener, Listeners, type ListenOptions, serverFd, unixSocketLive } from './listeners.ts';
+export { RESTARTER_EXIT, type RestarterOptions, runRestarter } from './restarter.ts';
+export { formatNotifyState, type NotifyOutcome, type NotifyState, sdNotify } from './sd-notify.ts';
+export { RestartSettings, restartSettings } from './settings.ts';
+export { type NextOutcome, type NextProcessOptions, startNextProcess } from './spawn-next.ts';
+export { type TaskToken, TaskTracker, type WaitOutcome } from './task-tracker.ts';

@@ -1,0 +1,303 @@
+/**
+ * A service's life from start-up to exit: inherited sockets in, readiness out, graceful
+ * restarts on request, draining on restart or SIGTERM/SIGINT.
+ *
+ * Ordering rules (see docs/restarts.md for the diagram):
+ * 1. `startLifecycle()` runs first, before the app's `start()`: it takes the inherited
+ *    sockets and, in a process started by a restart, reads the previous process's state.
+ * 2. The app opens every endpoint with `lifecycle.listen(name, addr, server)`.
+ * 3. `lifecycle.ready()` once they accept: it opens (or inherits) the restart socket, tells
+ *    the old process and systemd, and only from then on accepts restart requests.
+ *    On a start-up error call `lifecycle.failed(err)` and exit non-zero.
+ * 4. A restart request starts the next process; on its "ready" this one stops accepting,
+ *    calls the app's `drain(deadline)`, waits for connections and tasks until
+ *    `restart.drain_timeout`, destroys what remains and exits 0. One restart at a time.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { FND_ERR, FoundationsError } from '../errors.ts';
+import type { ServiceInfo } from '../service-info.ts';
+import type { ListenAddr } from '../settings/net.ts';
+import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME, type RestarterMessage } from './frames.ts';
+import { HandoverChannel } from './handover.ts';
+import { type InheritedSocket, parseHandoverEnv, parseSystemdEnv, scrubInheritanceEnv } from './inherited.ts';
+import { Listeners, type ListenOptions } from './listeners.ts';
+import { sdNotify } from './sd-notify.ts';
+import type { RestartSettings } from './settings.ts';
+import { startNextProcess } from './spawn-next.ts';
+import { TaskTracker } from './task-tracker.ts';
+
+/** The endpoint name under which the restart socket itself is handed over. */
+export const RESTART_SOCKET_NAME = 'foundations.restart';
+
+/** A log sink; defaults to one line per event on stderr. Telemetry's logger fits. */
+export type LifecycleLog = (
+  level: 'info' | 'warn' | 'error',
+  msg: string,
+  fields?: Record<string, unknown>,
+) => void;
+
+/** What the app tells the lifecycle. Every callback is optional. */
+export interface LifecycleOptions {
+  readonly info: ServiceInfo;
+  readonly settings: RestartSettings;
+  /** Called in the old process when a restart starts; the value (JSON) reaches the new process. */
+  readonly stateForRestart?: () => unknown | Promise<unknown>;
+  /**
+   * Called once draining starts (restart or signal), after listeners stopped accepting: ask
+   * keep-alive clients to leave (`Connection: close`, GOAWAY). `deadline` is ms since epoch;
+   * everything still open then is destroyed.
+   */
+  readonly drain?: (deadline: number) => void | Promise<void>;
+  readonly log?: LifecycleLog;
+  /** How the process ends; default `process.exit`. Tests replace it. */
+  readonly exit?: (code: number) => void;
+  /** Handle SIGTERM/SIGINT (default true). */
+  readonly signals?: boolean;
+}
+
+/** Where the lifecycle stands. */
+export type LifecyclePhase = 'starting' | 'ready' | 'restarting' | 'draining';
+
+/** The answer to a restart request, as sent to the restarter. */
+export type RestartOutcome = Exclude<RestarterMessage, { type: 'restart' }>;
+
+const defaultLog: LifecycleLog = (level, msg, fields) => {
+  process.stderr.write(`${level}: ${msg}${fields ? ` ${JSON.stringify(fields)}` : ''}\n`);
+};
+
+/** The running service's lifecycle. Create it with `startLifecycle()`. */
+export class Lifecycle {
+  /** Listening sockets and the connections accepted on them. */
+  readonly listeners: Listeners;
+  /** The app's own tasks; draining waits for them as for connections. */
+  readonly tasks = new TaskTracker();
+  /** The state the previous process handed over; `undefined` on a fresh start. */
+  readonly restoredState: unknown;
+  /** True when this process was started by a graceful restart. */
+  readonly restarted: boolean;
+  readonly #opts: LifecycleOptions;
+  readonly #log: LifecycleLog;
+  readonly #channel: HandoverChannel | null;
+  readonly #abort = new AbortController();
+  #phase: LifecyclePhase = 'starting';
+  #signals = 0;
+
+  /** Use `startLifecycle()`; this constructor takes already parsed inheritance. */
+  constructor(
+    opts: LifecycleOptions,
+    inherited: readonly InheritedSocket[],
+    channel: HandoverChannel | null,
+  ) {
+    this.#opts = opts;
+    this.#log = opts.log ?? defaultLog;
+    this.#channel = channel;
+    this.listeners = new Listeners(inherited);
+    this.restarted = channel !== null;
+    this.restoredState = channel?.readState();
+    if (opts.signals !== false) {
+      process.on('SIGTERM', () => this.#onSignal('SIGTERM', 15));
+      process.on('SIGINT', () => this.#onSignal('SIGINT', 2));
+    }
+  }
+
+  /** Where the lifecycle stands. */
+  get phase(): LifecyclePhase {
+    return this.#phase;
+  }
+
+  /** Opens an endpoint on an inherited socket if one matches, else a fresh one. See `Listeners.listen`. */
+  listen<S extends net.Server>(name: string, addr: ListenAddr, server: S, opts?: ListenOptions): Promise<S> {
+    return this.listeners.listen(name, addr, server, opts);
+  }
+
+  /**
+   * Declares the service ready: endpoints accept. Opens the restart socket (when enabled),
+   * reports "ready" to the process that started us, and notifies systemd.
+   */
+  async ready(): Promise<void> {
+    if (this.#phase !== 'starting') return;
+    const { settings } = this.#opts;
+    if (settings.enabled) {
+      const server = net.createServer((socket) => this.#serveRestarter(socket));
+      const addr: ListenAddr = { kind: 'unix', path: settings.socket };
+      try {
+        await this.listeners.listen(RESTART_SOCKET_NAME, addr, server, { mode: 0o600, untracked: true });
+      } catch (e) {
+        this.failed(e);
+        throw e;
+      }
+    }
+    this.#phase = 'ready';
+    this.#channel?.reportReady();
+    for (const s of this.listeners.unused) {
+      this.#log('warn', 'inherited socket matches no endpoint; left open', {
+        fd: s.fd,
+        name: s.name,
+        source: s.source,
+      });
+    }
+    const n = await sdNotify({ READY: 1, MAINPID: process.pid, STATUS: `${this.#opts.info.name} ready` });
+    if (n.kind === 'failed') this.#log('warn', 'sd_notify READY failed', { reason: n.reason });
+    this.#log('info', 'ready', { pid: process.pid, restarted: this.restarted });
+  }
+
+  /** Reports a start-up failure to the old process (if a restart started us). The caller exits. */
+  failed(error: unknown): void {
+    const reason = error instanceof Error ? error.message : String(error);
+    this.#channel?.reportFailed(reason);
+  }
+
+  /**
+   * Starts the next process and, when it is ready, drains and exits this one (in the
+   * background). Resolves with the answer for the restarter.
+   */
+  async restart(): Promise<RestartOutcome> {
+    const outcome = await this.#handover();
+    if (outcome.type === 'complete') setImmediate(() => void this.#drainAndExit('restart'));
+    return outcome;
+  }
+
+  /** Drains and exits, as on SIGTERM. */
+  shutdown(): Promise<void> {
+    return this.#drainAndExit('shutdown');
+  }
+
+  async #handover(): Promise<RestartOutcome> {
+    if (this.#phase === 'restarting') return { type: 'refused', reason: 'a restart is already in progress' };
+    if (this.#phase === 'draining') return { type: 'refused', reason: 'this instance is shutting down' };
+    if (this.#phase === 'starting') return { type: 'refused', reason: 'this instance is still starting' };
+    this.#phase = 'restarting';
+    this.#log('info', 'restart requested');
+    let state: unknown;
+    try {
+      state = await this.#opts.stateForRestart?.();
+    } catch (e) {
+      this.#phase = 'ready';
+      return { type: 'failed', reason: `stateForRestart() failed: ${(e as Error).message}` };
+    }
+    const next = await startNextProcess({
+      listeners: this.listeners.active,
+      state,
+      readyTimeoutMs: this.#opts.settings.ready_timeout,
+      signal: this.#abort.signal,
+    });
+    if (next.kind === 'failed') {
+      if (this.#phase === 'restarting') this.#phase = 'ready';
+      this.#log('error', 'restart failed; this instance keeps serving', { reason: next.reason });
+      return { type: 'failed', reason: next.reason };
+    }
+    this.#phase = 'draining';
+    this.#log('info', 'restart complete; draining', { new_pid: next.pid });
+    // Harmless when the new process already said so; needed with NotifyAccess=main.
+    void sdNotify({ MAINPID: next.pid });
+    return { type: 'complete', pid: next.pid };
+  }
+
+  #serveRestarter(socket: net.Socket): void {
+    const decoder = new FrameDecoder(MAX_CONTROL_FRAME);
+    let asked = false;
+    socket.on('error', () => {}); // boundary: a restarter that hangs up only loses its answer
+    socket.on('data', (chunk: Buffer) => {
+      let messages: Array<{ type: string; [key: string]: unknown }>;
+      try {
+        messages = decoder.push(chunk);
+      } catch (e) {
+        socket.end(encodeFrame({ type: 'failed', reason: (e as Error).message }));
+        return;
+      }
+      for (const m of messages) {
+        if (asked) continue;
+        asked = true;
+        if (m.type !== 'restart') {
+          socket.end(encodeFrame({ type: 'failed', reason: `unknown request "${m.type}"` }));
+          return;
+        }
+        void this.#handover().then((answer) => {
+          socket.end(encodeFrame(answer), () => {
+            if (answer.type === 'complete') void this.#drainAndExit('restart');
+          });
+        });
+      }
+    });
+  }
+
+  #onSignal(name: string, num: number): void {
+    this.#signals++;
+    if (this.#signals > 1) {
+      this.#log('warn', `second ${name}: exiting now`);
+      this.#exit(128 + num);
+      return;
+    }
+    this.#log('info', `${name}: shutting down gracefully (send again to force)`);
+    void this.#drainAndExit('shutdown');
+  }
+
+  async #drainAndExit(reason: 'restart' | 'shutdown'): Promise<void> {
+    if (reason === 'shutdown') {
+      if (this.#phase === 'draining') return; // already on the way out (after a restart)
+      this.#abort.abort(); // a restart in progress is abandoned; its child is killed
+      void sdNotify({ STOPPING: 1 });
+    }
+    this.#phase = 'draining';
+    const timeout = this.#opts.settings.drain_timeout;
+    const deadline = Date.now() + timeout;
+    this.listeners.stopAccepting();
+    if (reason === 'shutdown') this.#removeRestartSocket();
+    this.listeners.connections.close();
+    this.tasks.close();
+    try {
+      await this.#opts.drain?.(deadline);
+    } catch (e) {
+      this.#log('error', 'drain callback failed', { error: (e as Error).message });
+    }
+    const left = (): number => Math.max(0, deadline - Date.now());
+    const outcome =
+      (await this.listeners.connections.wait(left())) === 'done' ? await this.tasks.wait(left()) : 'timeout';
+    if (outcome === 'timeout') {
+      this.#log('warn', 'drain timeout: closing what remains', {
+        connections: this.listeners.connections.size,
+        tasks: this.tasks.size,
+      });
+      this.listeners.destroyConnections();
+    }
+    this.#log('info', 'drained; exiting', { reason });
+    this.#exit(0);
+  }
+
+  #removeRestartSocket(): void {
+    const own = this.listeners.active.find((l) => l.name === RESTART_SOCKET_NAME);
+    if (own?.addr.kind !== 'unix') return;
+    // Only the newest process shuts down this way (an old one drains for 'restart').
+    try {
+      fs.rmSync(own.addr.path, { force: true });
+    } catch (e) {
+      this.#log('warn', 'cannot remove the restart socket', { error: (e as Error).message });
+    }
+  }
+
+  #exit(code: number): void {
+    (this.#opts.exit ?? process.exit)(code);
+  }
+}
+
+/**
+ * Creates the lifecycle: reads inherited sockets from the restart handover or systemd,
+ * removes those variables from `process.env`, and in a restarted process reads the state.
+ * Throws `FND_ERR_LISTEN` / `FND_ERR_RESTART` on malformed inheritance.
+ */
+export function startLifecycle(opts: LifecycleOptions): Lifecycle {
+  const env = process.env;
+  const handover = parseHandoverEnv(env);
+  const inherited = handover ? handover.listeners : parseSystemdEnv(env);
+  scrubInheritanceEnv(env);
+  const channel = handover ? new HandoverChannel(handover.controlFd) : null;
+  try {
+    return new Lifecycle(opts, inherited, channel);
+  } catch (e) {
+    channel?.reportFailed((e as Error).message);
+    throw e instanceof FoundationsError
+      ? e
+      : new FoundationsError(FND_ERR.RESTART, (e as Error).message, { cause: e });
+  }
+}

@@ -1,0 +1,220 @@
+/**
+ * Opens a service's listening sockets so that they survive restarts.
+ *
+ * `listen(name, addr, server)` first looks for an inherited socket (restart handover or
+ * systemd), by name and then by address, and serves on it as it is; only when none
+ * matches does it bind afresh. Every listening server is remembered so that a restart can
+ * hand the very same kernel sockets to the new process: nothing queued in an accept
+ * backlog is lost, and clients never see "connection refused".
+ *
+ * Unix socket paths are bound under a temporary name and renamed into place. That makes
+ * the file appear atomically with its final mode, and, as a bonus, keeps Node from
+ * unlinking the real path when the old process closes its server during a restart (Node
+ * unlinks the path it bound, which by then is the temporary one, already gone).
+ *
+ * Every accepted connection is counted in a `TaskTracker`, so draining can wait for them
+ * and close the stragglers at the deadline.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { FND_ERR, FoundationsError } from '../errors.ts';
+import { formatListenAddr, type ListenAddr } from '../settings/net.ts';
+import { type InheritedSocket, sameListenAddr, socketAddressOfFd } from './inherited.ts';
+import { TaskTracker } from './task-tracker.ts';
+
+/** A server opened through `Listeners.listen`, with what a restart needs to pass it on. */
+export interface ActiveListener {
+  readonly name: string;
+  /** The address actually bound (port 0 replaced by the real port). */
+  readonly addr: ListenAddr;
+  readonly server: net.Server;
+  /** Where it came from: inherited from systemd or the previous process, or bound here. */
+  readonly origin: 'systemd' | 'handover' | 'bound';
+}
+
+/** Options for `Listeners.listen`. */
+export interface ListenOptions {
+  /** File mode for a Unix socket bound here (e.g. `0o600`); default from the umask. */
+  readonly mode?: number;
+  /** Do not count this server's connections in the tracker (e.g. the restart socket). */
+  readonly untracked?: boolean;
+}
+
+/** The descriptor behind a listening server, read from Node's handle. */
+export function serverFd(server: net.Server): number {
+  const handle = (server as unknown as { _handle?: { fd?: unknown } | null })._handle;
+  const fd = handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) {
+    throw new FoundationsError(FND_ERR.LISTEN, 'server has no listening descriptor (is it listening?)');
+  }
+  return fd;
+}
+
+/** Every listening socket of the process and every connection accepted on them. */
+export class Listeners {
+  /** Connections accepted on tracked listeners; draining waits on it. */
+  readonly connections: TaskTracker;
+  readonly #inherited: InheritedSocket[];
+  readonly #used = new Set<InheritedSocket>();
+  readonly #active: ActiveListener[] = [];
+  readonly #sockets = new Set<net.Socket>();
+
+  /** `inherited` comes from `parseSystemdEnv` / `parseHandoverEnv` (see `startLifecycle`). */
+  constructor(inherited: readonly InheritedSocket[] = [], connections: TaskTracker = new TaskTracker()) {
+    this.#inherited = [...inherited];
+    this.connections = connections;
+  }
+
+  /** The servers opened so far, in order. */
+  get active(): readonly ActiveListener[] {
+    return this.#active;
+  }
+
+  /** Inherited sockets no endpoint has claimed (yet). */
+  get unused(): readonly InheritedSocket[] {
+    return this.#inherited.filter((s) => !this.#used.has(s));
+  }
+
+  /** Connections currently open on tracked listeners. */
+  get openConnections(): number {
+    return this.#sockets.size;
+  }
+
+  /**
+   * Makes `server` listen for endpoint `name` at `addr`: on an inherited socket with the same
+   * name, else one bound to the same address, else on a fresh socket. Resolves once it
+   * accepts. Errors are `FND_ERR_LISTEN` naming the endpoint and address.
+   */
+  async listen<S extends net.Server>(
+    name: string,
+    addr: ListenAddr,
+    server: S,
+    opts: ListenOptions = {},
+  ): Promise<S> {
+    const inherited = this.#claim(name, addr);
+    const where = `endpoint "${name}" (${formatListenAddr(addr)})`;
+    try {
+      if (inherited) await listenOn(server, { fd: inherited.fd });
+      else if (addr.kind === 'tcp') await listenOn(server, { host: addr.host, port: addr.port });
+      else await bindUnix(server, addr.path, opts.mode);
+    } catch (e) {
+      if (inherited) this.#used.delete(inherited);
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new FoundationsError(FND_ERR.LISTEN, `${where}: cannot listen: ${code ?? (e as Error).message}`, {
+        cause: e,
+        userError: code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL',
+      });
+    }
+    const bound = boundAddr(server, addr);
+    this.#active.push({ name, addr: bound, server, origin: inherited ? inherited.source : 'bound' });
+    if (!opts.untracked) server.on('connection', (socket: net.Socket) => this.#track(socket));
+    return server;
+  }
+
+  /** Stops accepting on every listener; the kernel sockets stay open in any process we handed them to. */
+  stopAccepting(): void {
+    for (const l of this.#active) {
+      // net.Server.prototype.close, not http.Server#close: the latter also closes idle
+      // keep-alive connections, racing with clients that are sending their next request.
+      if (l.server.listening) net.Server.prototype.close.call(l.server);
+    }
+  }
+
+  /** Destroys every connection still open: the end of a drain. */
+  destroyConnections(): void {
+    for (const s of this.#sockets) s.destroy();
+  }
+
+  #claim(name: string, addr: ListenAddr): InheritedSocket | undefined {
+    const free = this.#inherited.filter((s) => !this.#used.has(s));
+    let found = free.find((s) => s.name === name);
+    if (!found) {
+      found = free.find((s) => {
+        const a = s.addr ?? socketAddressOfFd(s.fd);
+        return a !== null && sameListenAddr(addr, a);
+      });
+    }
+    if (found) this.#used.add(found);
+    return found;
+  }
+
+  #track(socket: net.Socket): void {
+    this.#sockets.add(socket);
+    // A connection accepted after the tracker closed (the race between close and the last
+    // accept) is still served and still force-closed at the deadline, just not awaited.
+    const token = this.connections.closed ? undefined : this.connections.start();
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      token?.done();
+    });
+  }
+}
+
+function listenOn(server: net.Server, options: net.ListenOptions & { fd?: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error): void => reject(e);
+    server.once('error', onError);
+    server.listen(options, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+function boundAddr(server: net.Server, requested: ListenAddr): ListenAddr {
+  const a = server.address();
+  if (a !== null && typeof a === 'object') return { kind: 'tcp', host: a.address, port: a.port };
+  if (typeof a === 'string' && requested.kind === 'unix') return requested;
+  return requested;
+}
+
+/** True when something accepts connections at `socketPath`. */
+export function unixSocketLive(socketPath: string, timeoutMs = 1000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(socketPath);
+    const timer = setTimeout(() => {
+      c.destroy();
+      resolve(true); // it exists and did not refuse: treat as alive rather than steal it
+    }, timeoutMs);
+    c.once('connect', () => {
+      clearTimeout(timer);
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+}
+
+/**
+ * Binds a Unix socket at `socketPath` atomically: refuses when a live server is there,
+ * replaces a stale socket file, never replaces anything that is not a socket.
+ */
+async function bindUnix(server: net.Server, socketPath: string, mode: number | undefined): Promise<void> {
+  const existing = fs.lstatSync(socketPath, { throwIfNoEntry: false });
+  if (existing) {
+    if (!existing.isSocket()) {
+      throw Object.assign(new Error(`${socketPath} exists and is not a socket`), { code: 'EEXIST' });
+    }
+    if (await unixSocketLive(socketPath)) {
+      throw Object.assign(new Error(`another process listens on ${socketPath}`), { code: 'EADDRINUSE' });
+    }
+  }
+  const tmp = path.join(path.dirname(socketPath), `.${path.basename(socketPath)}.${process.pid}.tmp`);
+  fs.rmSync(tmp, { force: true });
+  // The umask narrows the mode at bind time, so no one can connect in the moment before
+  // chmod. listen() binds a path synchronously, so the umask is restored at once.
+  const previous = mode === undefined ? undefined : process.umask(0o777 & ~mode);
+  let listening: Promise<void>;
+  try {
+    listening = listenOn(server, { path: tmp });
+  } finally {
+    if (previous !== undefined) process.umask(previous);
+  }
+  await listening;
+  if (mode !== undefined) fs.chmodSync(tmp, mode);
+  fs.renameSync(tmp, socketPath);
+}

@@ -1,0 +1,132 @@
+/**
+ * Restarter mode (`<service> --restart -c FILE`): ask the running instance for a graceful
+ * restart and report the outcome through the exit code, so configuration management can
+ * tell a restart that happened from a signal that was merely delivered.
+ *
+ * The CLI validates FILE before calling `runRestarter`, so an invalid config fails before
+ * anything is touched (exit 2, the CLI's usage/config error code).
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import {
+  encodeFrame,
+  FrameDecoder,
+  MAX_CONTROL_FRAME,
+  type RestarterMessage,
+  toRestarterAnswer,
+} from './frames.ts';
+
+/** Exit codes of restarter mode. 2 is the CLI's own code for an invalid config or usage. */
+export const RESTARTER_EXIT = {
+  /** The new process is ready and serving; the old one is draining. */
+  COMPLETE: 0,
+  /** The restart failed (the reason is printed); the old instance keeps serving. */
+  FAILED: 1,
+  /** Invalid config or command line (exit code reserved for the CLI). */
+  USAGE: 2,
+  /** No instance listens on the restart socket (missing or stale file, or not ours). */
+  NO_INSTANCE: 3,
+  /** The instance refused: a restart is already in progress, or it is shutting down. */
+  REFUSED: 4,
+  /** No answer: the instance hung up or did not answer within the timeout. */
+  NO_ANSWER: 5,
+} as const;
+
+/** Options for `runRestarter`. */
+export interface RestarterOptions {
+  /** How long to wait for the answer; default 120 s (longer than the default ready_timeout). */
+  readonly timeoutMs?: number;
+  /** Where the one-line result goes (default stdout for success, stderr otherwise). */
+  readonly print?: (line: string, ok: boolean) => void;
+}
+
+const defaultPrint = (line: string, ok: boolean): void => {
+  (ok ? process.stdout : process.stderr).write(`${line}\n`);
+};
+
+/** Asks the instance listening on `restart.socket` to restart; resolves with the exit code. */
+export async function runRestarter(
+  restart: { readonly socket: string },
+  opts: RestarterOptions = {},
+): Promise<number> {
+  const print = opts.print ?? defaultPrint;
+  const socketPath = restart.socket;
+  const st = fs.statSync(socketPath, { throwIfNoEntry: false });
+  if (!st) {
+    print(`restart: no instance is listening: ${socketPath} does not exist`, false);
+    return RESTARTER_EXIT.NO_INSTANCE;
+  }
+  if (!st.isSocket()) {
+    print(`restart: ${socketPath} is not a socket`, false);
+    return RESTARTER_EXIT.NO_INSTANCE;
+  }
+  const uid = process.getuid?.();
+  if (uid !== undefined && uid !== 0 && st.uid !== uid) {
+    // /tmp is shared: someone else's socket at our path must not be told anything.
+    print(
+      `restart: ${socketPath} belongs to uid ${st.uid}, not to you (uid ${uid}); refusing to use it`,
+      false,
+    );
+    return RESTARTER_EXIT.NO_INSTANCE;
+  }
+  const answer = await ask(socketPath, opts.timeoutMs ?? 120_000);
+  switch (answer.type) {
+    case 'complete':
+      print(`restart complete: new process ${answer.pid}`, true);
+      return RESTARTER_EXIT.COMPLETE;
+    case 'failed':
+      print(`restart failed: ${answer.reason}`, false);
+      return RESTARTER_EXIT.FAILED;
+    case 'refused':
+      print(`restart refused: ${answer.reason}`, false);
+      return RESTARTER_EXIT.REFUSED;
+    case 'no-instance':
+      print(`restart: no instance is listening on ${socketPath} (${answer.reason})`, false);
+      return RESTARTER_EXIT.NO_INSTANCE;
+    case 'no-answer':
+      print(`restart: no answer from the instance: ${answer.reason}`, false);
+      return RESTARTER_EXIT.NO_ANSWER;
+  }
+}
+
+type Answer =
+  | Exclude<RestarterMessage, { type: 'restart' }>
+  | { readonly type: 'no-instance'; readonly reason: string }
+  | { readonly type: 'no-answer'; readonly reason: string };
+
+function ask(socketPath: string, timeoutMs: number): Promise<Answer> {
+  return new Promise((resolve) => {
+    const socket = net.connect(socketPath);
+    const decoder = new FrameDecoder(MAX_CONTROL_FRAME);
+    let connected = false;
+    let settled = false;
+    const finish = (a: Answer): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(a);
+    };
+    const timer = setTimeout(
+      () => finish({ type: 'no-answer', reason: `timed out after ${timeoutMs} ms` }),
+      timeoutMs,
+    );
+    socket.once('connect', () => {
+      connected = true;
+      socket.write(encodeFrame({ type: 'restart' }));
+    });
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        const [m] = decoder.push(chunk);
+        if (m) finish(toRestarterAnswer(m));
+      } catch (e) {
+        finish({ type: 'no-answer', reason: (e as Error).message });
+      }
+    });
+    socket.once('error', (e: NodeJS.ErrnoException) => {
+      if (!connected) finish({ type: 'no-instance', reason: e.code ?? e.message });
+      else finish({ type: 'no-answer', reason: e.code ?? e.message });
+    });
+    socket.once('close', () => finish({ type: 'no-answer', reason: 'the instance closed the connection' }));
+  });
+}

@@ -1,0 +1,125 @@
+/**
+ * The old process's end of a restart: start the new version of the program with every
+ * listening socket inherited, hand it the app's state, and wait for its verdict.
+ *
+ * The child is the same program with the same command line (`process.execPath`,
+ * `process.execArgv`, `process.argv`), so it re-reads its config from disk. Its stdio
+ * slots 3…N are our listening descriptors; the last slot is a socketpair (`'pipe'`), the
+ * control channel. `FOUNDATIONS_HANDOVER` tells it which slot is which.
+ *
+ * Ordering: the state is written before anything is read; the child's first and only
+ * message is `ready` or `failed`. Exiting, a spawn error, or the timeout count as failure,
+ * and then the child is killed, so a failed restart leaves exactly the old process.
+ */
+import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
+import type net from 'node:net';
+import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME, toChildReport } from './frames.ts';
+import { HANDOVER_ENV } from './inherited.ts';
+import { type ActiveListener, serverFd } from './listeners.ts';
+
+/** The verdict on a new process. */
+export type NextOutcome =
+  | { readonly kind: 'ready'; readonly pid: number; readonly child: ChildProcess }
+  | { readonly kind: 'failed'; readonly reason: string };
+
+/** What `startNextProcess` needs. */
+export interface NextProcessOptions {
+  readonly listeners: readonly ActiveListener[];
+  /** The app's state (JSON-serialisable), delivered to the child's `restoredState`. */
+  readonly state: unknown;
+  readonly readyTimeoutMs: number;
+  /** Aborting kills the child and fails the restart (a shutdown arrived meanwhile). */
+  readonly signal?: AbortSignal;
+  /** Environment for the child; the handover variable is added. Default `process.env`. */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/** Starts the new process and resolves when it reports ready, fails, exits or times out. */
+export function startNextProcess(opts: NextProcessOptions): Promise<NextOutcome> {
+  const fds = opts.listeners.map((l) => serverFd(l.server));
+  const controlSlot = 3 + fds.length;
+  const handover = {
+    control: controlSlot,
+    listeners: opts.listeners.map((l, i) => ({ name: l.name, addr: l.addr, fd: 3 + i })),
+  };
+  const stdio: StdioOptions = ['ignore', 'inherit', 'inherit', ...fds, 'pipe'];
+  let state: Buffer;
+  try {
+    state = encodeFrame({ type: 'state', state: opts.state });
+  } catch (e) {
+    return Promise.resolve({ kind: 'failed', reason: (e as Error).message });
+  }
+
+  return new Promise<NextOutcome>((resolve) => {
+    let child: ChildProcess;
+    try {
+      child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+        stdio,
+        env: { ...(opts.env ?? process.env), [HANDOVER_ENV]: JSON.stringify(handover) },
+      });
+    } catch (e) {
+      resolve({ kind: 'failed', reason: `cannot start the new process: ${(e as Error).message}` });
+      return;
+    }
+    const control = child.stdio[controlSlot] as net.Socket;
+    let settled = false;
+    const finish = (outcome: NextOutcome): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      control.destroy();
+      if (outcome.kind === 'failed' && child.exitCode === null && child.signalCode === null)
+        child.kill('SIGKILL');
+      if (outcome.kind === 'ready') child.unref();
+      resolve(outcome);
+    };
+    const timer = setTimeout(
+      () =>
+        finish({
+          kind: 'failed',
+          reason: `new process did not report ready within ${opts.readyTimeoutMs} ms`,
+        }),
+      opts.readyTimeoutMs,
+    );
+    const onAbort = (): void =>
+      finish({ kind: 'failed', reason: 'restart abandoned: the service is shutting down' });
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+    child.once('error', (e) =>
+      finish({ kind: 'failed', reason: `cannot start the new process: ${e.message}` }),
+    );
+    child.once('exit', (code, sig) => {
+      const how = sig === null ? `code ${code}` : `signal ${sig}`;
+      // A report written just before exiting may still sit unread in the socketpair: give
+      // the control channel a moment so the child's own reason wins over "exited".
+      setTimeout(
+        () =>
+          finish({
+            kind: 'failed',
+            reason: `new process (pid ${child.pid}) exited with ${how} before reporting ready`,
+          }),
+        100,
+      );
+    });
+    const decoder = new FrameDecoder(MAX_CONTROL_FRAME);
+    control.on('data', (chunk: Buffer) => {
+      try {
+        for (const m of decoder.push(chunk)) {
+          const report = toChildReport(m);
+          if (report.type === 'ready') finish({ kind: 'ready', pid: child.pid ?? report.pid, child });
+          else
+            finish({
+              kind: 'failed',
+              reason: `new process (pid ${child.pid}) failed to start: ${report.reason}`,
+            });
+        }
+      } catch (e) {
+        finish({ kind: 'failed', reason: (e as Error).message });
+      }
+    });
+    // The child closing its end without a report is followed by its exit; wait for that.
+    control.on('error', () => {});
+    control.write(state);
+  });
+}
