@@ -58,6 +58,7 @@ export function parseListenAddr(text: string): ListenAddr | ParseFailure {
   if (text.startsWith('.') || (!text.includes(':') && text.includes('/'))) {
     return { error: 'a Unix socket path must be absolute' };
   }
+  if (!text.includes(':')) return { error: 'missing ":port" (a Unix socket path must be absolute)' };
   const addr = parseSocketAddr(text);
   return 'error' in addr ? addr : { kind: 'tcp', host: addr.host, port: addr.port };
 }
