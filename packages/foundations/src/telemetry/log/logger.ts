@@ -1,0 +1,233 @@
+/**
+ * The log sink: one pino logger per process, configured from `telemetry.logging`, and the
+ * per-context `LogScope` that carries structured fields.
+ *
+ * Ordering rules for the hot path (pino's habit: pay nothing for what nobody uses):
+ * 1. the level check comes first and is one integer compare, so a record below the
+ *    verbosity costs a function call and nothing else;
+ * 2. then the rate limit (one `Date.now()` and two integer updates);
+ * 3. only then are fields redacted and serialized. A scope's own fields are serialized once
+ *    into a pino child logger, rebuilt only after `addFields` or a reconfiguration.
+ */
+import pino from 'pino';
+import type { LoggingSettings, Verbosity } from '../settings-types.ts';
+import { formatTextLine } from './text-format.ts';
+
+/** Numeric levels, as pino counts them. */
+export const LEVELS = { TRACE: 10, DEBUG: 20, INFO: 30, WARN: 40, ERROR: 50 } as const satisfies Record<
+  Verbosity,
+  number
+>;
+/** Method name on a pino logger for each numeric level. */
+type PinoMethod = 'trace' | 'debug' | 'info' | 'warn' | 'error';
+const METHOD: Record<number, PinoMethod> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error' };
+/** Value written in place of a redacted field. */
+export const REDACTED = '[REDACTED]';
+
+/** A log record as the test capture sees it: fields already merged and redacted. */
+export interface LogRecord {
+  level: Verbosity;
+  msg: string;
+  fields: Record<string, unknown>;
+}
+
+interface Sink {
+  root: pino.Logger;
+  minLevel: number;
+  redact: ReadonlySet<string>;
+  rateLimit: number; // records per second; Infinity when disabled
+  generation: number;
+  destination: pino.DestinationStream & { flushSync?: () => void };
+}
+
+let sink: Sink = makeSink(
+  {
+    output: 'terminal',
+    file: '',
+    format: 'text',
+    verbosity: 'INFO',
+    redact_keys: [],
+    rate_limit: { enabled: true, max_events_per_second: 10_000 },
+  },
+  undefined,
+  0,
+);
+let capture: ((record: LogRecord) => void) | null = null;
+/** The level check of the hot path: the sink's verbosity, or the capture's while capturing. */
+let minLevel: number = sink.minLevel;
+
+function makeSink(cfg: LoggingSettings, service: string | undefined, generation: number): Sink {
+  const destination =
+    cfg.output === 'file'
+      ? pino.destination({ dest: cfg.file, sync: false, mkdir: true })
+      : pino.destination({ dest: cfg.output === 'stderr' ? 2 : 1, sync: true });
+  const root = pino(
+    {
+      level: 'trace',
+      base: service === undefined ? { pid: process.pid } : { service, pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label.toUpperCase() }) },
+      ...(cfg.format === 'text' ? { hooks: { streamWrite: formatTextLine } } : {}),
+    },
+    destination,
+  );
+  return {
+    root,
+    minLevel: LEVELS[cfg.verbosity],
+    redact: new Set(cfg.redact_keys),
+    rateLimit: cfg.rate_limit.enabled ? cfg.rate_limit.max_events_per_second : Number.POSITIVE_INFINITY,
+    generation,
+    destination,
+  };
+}
+
+/** Replaces the process's log sink. Existing scopes rebuild their child loggers lazily. */
+export function configureLogging(cfg: LoggingSettings, service?: string): void {
+  const old = sink;
+  sink = makeSink(cfg, service, old.generation + 1);
+  if (capture === null) minLevel = sink.minLevel;
+  old.destination.flushSync?.();
+}
+
+/** Writes any buffered records now (file output is asynchronous). Safe to call at exit. */
+export function flushLogs(): void {
+  try {
+    sink.destination.flushSync?.();
+  } catch {
+    // Boundary: flushing at exit must never throw over the crash being reported.
+  }
+}
+
+/**
+ * Routes records at `level` and above to `fn` instead of the output (test capture);
+ * `null` restores the output and its verbosity.
+ */
+export function setLogCapture(fn: ((record: LogRecord) => void) | null, level: Verbosity = 'TRACE'): void {
+  capture = fn;
+  minLevel = fn === null ? sink.minLevel : LEVELS[level];
+}
+
+/** True when a record at `level` would be written (cheap: for guarding costly field building). */
+export function levelEnabled(level: number): boolean {
+  return level >= minLevel;
+}
+
+function redactInto(out: Record<string, unknown>, fields: Record<string, unknown>): void {
+  const redact = sink.redact;
+  for (const key in fields) out[key] = redact.has(key) ? REDACTED : fields[key];
+}
+
+/**
+ * Structured fields of one telemetry context. A fork copies the fields, so what is added
+ * to the fork never reaches the parent or its siblings.
+ */
+export class LogScope {
+  readonly #fields: Record<string, unknown>;
+  #child: pino.Logger | undefined = undefined;
+  #generation = -1;
+
+  constructor(fields: Record<string, unknown> = {}) {
+    this.#fields = fields;
+  }
+
+  /** The scope's fields (read-only view; use `add` to change them). */
+  get fields(): Readonly<Record<string, unknown>> {
+    return this.#fields;
+  }
+
+  /** A new scope starting with a copy of these fields. */
+  fork(): LogScope {
+    return new LogScope({ ...this.#fields });
+  }
+
+  /** Adds or overwrites fields in this scope. */
+  add(fields: Record<string, unknown>): void {
+    Object.assign(this.#fields, fields);
+    this.#child = undefined;
+  }
+
+  #logger(): pino.Logger {
+    if (this.#child === undefined || this.#generation !== sink.generation) {
+      const bindings: Record<string, unknown> = {};
+      redactInto(bindings, this.#fields);
+      this.#child = sink.root.child(bindings);
+      this.#generation = sink.generation;
+    }
+    return this.#child;
+  }
+
+  /** Writes one record at `level` with this scope's fields plus `fields`. */
+  write(level: number, msg: string, fields: Record<string, unknown> | undefined): void {
+    if (level < minLevel || !rateAllows()) return;
+    if (capture !== null) {
+      const merged: Record<string, unknown> = {};
+      redactInto(merged, this.#fields);
+      if (fields !== undefined) redactInto(merged, fields);
+      capture({ level: verbosityOf(level), msg, fields: merged });
+      return;
+    }
+    const logger = this.#logger();
+    const method = METHOD[level] ?? 'info';
+    if (fields === undefined) {
+      logger[method](msg);
+    } else {
+      const own: Record<string, unknown> = {};
+      redactInto(own, fields);
+      logger[method](own, msg);
+    }
+  }
+}
+
+function verbosityOf(level: number): Verbosity {
+  return level >= 50
+    ? 'ERROR'
+    : level >= 40
+      ? 'WARN'
+      : level >= 30
+        ? 'INFO'
+        : level >= 20
+          ? 'DEBUG'
+          : 'TRACE';
+}
+
+// Rate limit: a fixed one-second window. When records were dropped, the first record of
+// the next window is preceded by one warning that says how many.
+let windowStart = 0;
+let windowCount = 0;
+let dropped = 0;
+
+function rateAllows(): boolean {
+  const limit = sink.rateLimit;
+  if (limit === Number.POSITIVE_INFINITY) return true;
+  const now = Date.now();
+  if (now - windowStart >= 1000) {
+    windowStart = now;
+    windowCount = 0;
+    if (dropped > 0) {
+      const n = dropped;
+      dropped = 0;
+      windowCount = 1;
+      const notice = `rate limit dropped ${n} log records`;
+      if (capture !== null) capture({ level: 'WARN', msg: notice, fields: { dropped: n } });
+      else sink.root.warn({ dropped: n }, notice);
+    }
+  }
+  if (windowCount < limit) {
+    windowCount++;
+    return true;
+  }
+  dropped++;
+  return false;
+}
+
+/** Records dropped by the rate limit and not yet reported (for tests and metrics). */
+export function droppedLogRecords(): number {
+  return dropped;
+}
+
+/** Resets the rate-limit window (tests). */
+export function resetLogRateLimit(): void {
+  windowStart = 0;
+  windowCount = 0;
+  dropped = 0;
+}

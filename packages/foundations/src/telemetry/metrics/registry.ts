@@ -1,0 +1,47 @@
+/**
+ * The process's metric registries and their rendering for `/metrics`.
+ *
+ * Application metrics (from `defineMetrics`) live in one registry; Node/process metrics from
+ * prom-client's default collectors live in another, under their standard names (dashboards
+ * expect `process_*` and `nodejs_*`). prom-client's `nodejs_active_{handles,requests,resources}_total`
+ * are gauges with a `_total` suffix, which `promtool check metrics` rejects; they duplicate the
+ * unsuffixed gauges, so they are removed.
+ */
+import { collectDefaultMetrics, Registry } from 'prom-client';
+
+/** Application metrics (those declared with `defineMetrics`). */
+export const appRegistry = new Registry();
+const processRegistry = new Registry();
+let processMetricsStarted = false;
+
+const LINT_REJECTED_DEFAULTS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+];
+
+/** Starts collecting process and Node runtime metrics (idempotent). */
+export function startProcessMetrics(): void {
+  if (processMetricsStarted) return;
+  processMetricsStarted = true;
+  collectDefaultMetrics({ register: processRegistry });
+  for (const name of LINT_REJECTED_DEFAULTS) processRegistry.removeSingleMetric(name);
+}
+
+/** Puts a `service` label on every metric (the `label_with_name` format), or removes it. */
+export function setServiceLabel(service: string | null): void {
+  const labels = service === null ? {} : { service };
+  appRegistry.setDefaultLabels(labels);
+  processRegistry.setDefaultLabels(labels);
+}
+
+/** The content type of `renderMetrics()`. */
+export const METRICS_CONTENT_TYPE = appRegistry.contentType;
+
+/** All metrics in the Prometheus text exposition format. */
+export async function renderMetrics(): Promise<string> {
+  const [app, proc] = await Promise.all([appRegistry.metrics(), processRegistry.metrics()]);
+  if (app === '') return proc;
+  if (proc === '') return app;
+  return `${app.endsWith('\n') ? app : `${app}\n`}${proc}`;
+}
