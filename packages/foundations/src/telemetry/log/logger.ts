@@ -9,7 +9,10 @@
  * 3. only then are fields redacted and serialized. A scope's own fields are serialized once
  *    into a pino child logger, rebuilt only after `addFields` or a reconfiguration.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import pino from 'pino';
+import { FND_ERR, FoundationsError } from '../../errors.ts';
 import type { LoggingSettings, Verbosity } from '../settings-types.ts';
 import { formatTextLine } from './text-format.ts';
 
@@ -37,6 +40,7 @@ interface Sink {
   redact: ReadonlySet<string>;
   rateLimit: number; // records per second; Infinity when disabled
   generation: number;
+  ownsFd: boolean;
   destination: pino.DestinationStream & { flushSync?: () => void };
 }
 
@@ -57,9 +61,12 @@ let capture: ((record: LogRecord) => void) | null = null;
 let minLevel: number = sink.minLevel;
 
 function makeSink(cfg: LoggingSettings, service: string | undefined, generation: number): Sink {
+  // Terminal and stderr writes are synchronous (records are never lost at exit); a file is
+  // opened here, synchronously, so that a setting error surfaces at start-up and the buffered
+  // destination can be flushed at once by `flushLogs` (e.g. when crashing).
   const destination =
     cfg.output === 'file'
-      ? pino.destination({ dest: cfg.file, sync: false, mkdir: true })
+      ? pino.destination({ dest: openLogFile(cfg.file), sync: false })
       : pino.destination({ dest: cfg.output === 'stderr' ? 2 : 1, sync: true });
   const root = pino(
     {
@@ -73,6 +80,7 @@ function makeSink(cfg: LoggingSettings, service: string | undefined, generation:
   );
   return {
     root,
+    ownsFd: cfg.output === 'file',
     minLevel: LEVELS[cfg.verbosity],
     redact: new Set(cfg.redact_keys),
     rateLimit: cfg.rate_limit.enabled ? cfg.rate_limit.max_events_per_second : Number.POSITIVE_INFINITY,
@@ -81,12 +89,38 @@ function makeSink(cfg: LoggingSettings, service: string | undefined, generation:
   };
 }
 
+function openLogFile(file: string): number {
+  if (file === '') {
+    throw new FoundationsError(
+      FND_ERR.SETTINGS,
+      'telemetry.logging.file: expected a file path when output is file',
+      {
+        userError: true,
+      },
+    );
+  }
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    return fs.openSync(file, 'a');
+  } catch (e) {
+    throw new FoundationsError(
+      FND_ERR.SETTINGS,
+      `telemetry.logging.file: cannot open ${file}: ${(e as Error).message}`,
+      {
+        cause: e,
+        userError: true,
+      },
+    );
+  }
+}
+
 /** Replaces the process's log sink. Existing scopes rebuild their child loggers lazily. */
 export function configureLogging(cfg: LoggingSettings, service?: string): void {
   const old = sink;
   sink = makeSink(cfg, service, old.generation + 1);
   if (capture === null) minLevel = sink.minLevel;
   old.destination.flushSync?.();
+  if (old.ownsFd) (old.destination as unknown as { end(): void }).end();
 }
 
 /** Writes any buffered records now (file output is asynchronous). Safe to call at exit. */

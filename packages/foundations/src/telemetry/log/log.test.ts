@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { TelemetryContext } from '../context.ts';
+import { defaultTelemetrySettings, type LoggingSettings } from '../settings-types.ts';
+import { captureTelemetry } from '../testing.ts';
+import { log } from './index.ts';
+import { configureLogging, flushLogs } from './logger.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fnd-log-'));
+after(() => {
+  configureLogging(defaultTelemetrySettings().logging);
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function fileLogging(name: string, over: Partial<LoggingSettings>): string {
+  const file = path.join(tmp, name);
+  configureLogging({ ...defaultTelemetrySettings().logging, output: 'file', file, ...over }, 'svc');
+  return file;
+}
+
+function readLines(file: string): string[] {
+  flushLogs();
+  return fs.readFileSync(file, 'utf8').trim().split('\n');
+}
+
+describe('forked logs', () => {
+  it('inherit the parent fields and never leak theirs to the parent or siblings', async () => {
+    const tele = captureTelemetry();
+    after(() => tele.stop());
+    const conn = TelemetryContext.current().withForkedLog().addFields({ conn_id: 7, proto: 'h1' });
+    await conn.apply(async () => {
+      log.info('connection open');
+      const requests = ['/a', '/b'].map((url) =>
+        TelemetryContext.current()
+          .withForkedLog()
+          .apply(async () => {
+            TelemetryContext.current().addFields({ url });
+            await sleep(url === '/a' ? 20 : 5); // interleave the two requests
+            log.info('request served');
+          }),
+      );
+      await Promise.all(requests);
+      log.info('connection closed');
+    });
+    log.info('outside');
+    assert.deepEqual(
+      tele.logs.map((r) => [r.msg, r.fields]),
+      [
+        ['connection open', { conn_id: 7, proto: 'h1' }],
+        ['request served', { conn_id: 7, proto: 'h1', url: '/b' }],
+        ['request served', { conn_id: 7, proto: 'h1', url: '/a' }],
+        ['connection closed', { conn_id: 7, proto: 'h1' }],
+        ['outside', {}],
+      ],
+    );
+    assert.deepEqual(TelemetryContext.root().fields, {});
+    tele.stop();
+  });
+
+  it('carry fields through callbacks, timers and sync apply', () => {
+    const tele = captureTelemetry();
+    const result = TelemetryContext.current()
+      .withForkedLog()
+      .addFields({ job: 'x' })
+      .apply(() => {
+        log.warn('sync', { extra: 1 });
+        return 42;
+      });
+    assert.equal(result, 42);
+    assert.deepEqual(tele.logs[0], { level: 'WARN', msg: 'sync', fields: { job: 'x', extra: 1 } });
+    tele.stop();
+  });
+});
+
+describe('log output', () => {
+  it('writes JSON with the service name, level and structured fields', () => {
+    const file = fileLogging('json.log', { format: 'json' });
+    TelemetryContext.current()
+      .withForkedLog()
+      .addFields({ conn_id: 1 })
+      .apply(() => log.error('boom', { code: 'E1' }));
+    const rec = JSON.parse(readLines(file).at(-1) as string);
+    assert.equal(rec.msg, 'boom');
+    assert.equal(rec.level, 'ERROR');
+    assert.equal(rec.service, 'svc');
+    assert.equal(rec.conn_id, 1);
+    assert.equal(rec.code, 'E1');
+    assert.match(rec.time, /^\d{4}-\d\d-\d\dT/);
+  });
+
+  it('writes text lines', () => {
+    const file = fileLogging('text.log', { format: 'text' });
+    log.info('hello there', { path: '/x', note: 'two words' });
+    assert.match(readLines(file).at(-1) as string, /^\S+Z INFO {2}hello there path=\/x note="two words"$/);
+  });
+
+  it('drops records below the verbosity', () => {
+    const file = fileLogging('verbosity.log', { format: 'json', verbosity: 'WARN' });
+    log.debug('no');
+    log.info('no');
+    log.warn('yes');
+    assert.deepEqual(
+      readLines(file).map((l) => JSON.parse(l).msg),
+      ['yes'],
+    );
+  });
+
+  it('redacts the configured keys in context and record fields', () => {
+    const file = fileLogging('redact.log', { format: 'json', redact_keys: ['token', 'password'] });
+    TelemetryContext.current()
+      .withForkedLog()
+      .addFields({ token: 'secret-1', user: 'ann' })
+      .apply(() => log.info('login', { password: 'hunter2' }));
+    const rec = JSON.parse(readLines(file).at(-1) as string);
+    assert.equal(rec.token, '[REDACTED]');
+    assert.equal(rec.password, '[REDACTED]');
+    assert.equal(rec.user, 'ann');
+    assert.doesNotMatch(fs.readFileSync(file, 'utf8'), /secret-1|hunter2/);
+  });
+
+  it('rate-limits a flood and reports how many records were dropped', async () => {
+    const file = fileLogging('rate.log', {
+      format: 'json',
+      rate_limit: { enabled: true, max_events_per_second: 50 },
+    });
+    await sleep(1010); // start a fresh one-second window
+    const t0 = performance.now();
+    for (let i = 0; i < 100_000; i++) log.error('flood', { i });
+    const floodMs = performance.now() - t0;
+    await sleep(1010);
+    log.info('after');
+    const recs = readLines(file).map((l) => JSON.parse(l));
+    assert.equal(recs.filter((r) => r.msg === 'flood').length, 50);
+    const notice = recs.find((r) => r.dropped !== undefined);
+    assert.equal(notice?.dropped, 100_000 - 50);
+    assert.equal(recs.at(-1)?.msg, 'after');
+    assert.ok(floodMs < 1000, `100k rate-limited records took ${floodMs} ms`);
+  });
+});
