@@ -13,10 +13,12 @@ import { writeFileSync } from 'node:fs';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import type { z } from 'zod';
 import { FND_ERR, FoundationsError, isFoundationsError } from '../errors.ts';
+import { runRestarter } from '../restart/index.ts';
 import type { ServiceInfo } from '../service-info.ts';
 import { generateYaml } from '../settings/generate.ts';
 import { formatIssue, mergeSources, parseSettings, readYamlFile, SettingsError } from '../settings/load.ts';
 import { type Infer, settingsNode } from '../settings/schema.ts';
+import { initTelemetry, type TelemetrySettingsValue } from '../telemetry/index.ts';
 
 /** An app-defined command-line option, in `node:util` `parseArgs` style plus help text. */
 export interface AppOption {
@@ -211,25 +213,6 @@ const processIo: CliIo = {
   stderr: (text) => process.stderr.write(text),
 };
 
-/** Imports an optional sibling module; `undefined` if that module itself does not exist (yet). */
-async function importOptional<M>(specifier: string, file: string): Promise<M | undefined> {
-  try {
-    return (await import(specifier)) as M;
-  } catch (e) {
-    // Only a missing module is tolerated; an error inside it still propagates.
-    const err = e as { code?: string; message?: string };
-    if (err.code === 'ERR_MODULE_NOT_FOUND' && err.message?.includes(file)) return undefined;
-    throw e;
-  }
-}
-
-interface TelemetryModule {
-  initTelemetry(info: ServiceInfo, settings: unknown): Promise<{ shutdown(): Promise<void> }>;
-}
-interface RestartModule {
-  runRestarter(restart: { socket: string }, opts?: { timeoutMs?: number }): Promise<number>;
-}
-
 /**
  * Runs the whole command line and returns the exit code (0 ok, 2 user error, 1 failure)
  * without exiting, so tests and wrappers can drive it.
@@ -283,22 +266,18 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
   const name = spec.info.name;
   const settings = command.settings as Record<string, unknown>;
   if (command.kind === 'restart') {
-    const restart = await importOptional<RestartModule>('../restart/index.ts', 'restart/index.ts');
-    if (restart === undefined) {
-      io.stderr(`${name}: restart support is not available\n`);
-      return 2;
-    }
     try {
-      return await restart.runRestarter(settings.restart as { socket: string });
+      return await runRestarter(settings.restart as { socket: string }, {
+        print: (line, ok) => (ok ? io.stdout : io.stderr)(`${line}\n`),
+      });
     } catch (e) {
       return reportFailure(e, name, io);
     }
   }
   let telemetry: { shutdown(): Promise<void> } | undefined;
   try {
-    const mod = await importOptional<TelemetryModule>('../telemetry/index.ts', 'telemetry/index.ts');
-    if (mod !== undefined && settings.telemetry !== undefined) {
-      telemetry = await mod.initTelemetry(spec.info, settings.telemetry);
+    if (settings.telemetry !== undefined) {
+      telemetry = await initTelemetry(spec.info, settings.telemetry as TelemetrySettingsValue);
     }
     await spec.main({
       settings: command.settings,
