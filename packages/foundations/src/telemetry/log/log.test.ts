@@ -141,3 +141,21 @@ describe('log output', () => {
     assert.ok(floodMs < 1000, `100k rate-limited records took ${floodMs} ms`);
   });
 });
+
+describe('text format', () => {
+  it('shows an error as its message with the stack indented below', async () => {
+    const { formatTextLine } = await import('./text-format.ts');
+    const line = JSON.stringify({
+      time: 't',
+      level: 'ERROR',
+      msg: 'failed',
+      err: { type: 'Error', message: 'bad thing', stack: 'Error: bad thing\n    at x (y.ts:1:1)' },
+      n: 1,
+    });
+    assert.equal(
+      formatTextLine(line),
+      't ERROR failed err="bad thing" n=1\n    Error: bad thing\n        at x (y.ts:1:1)\n',
+    );
+    assert.equal(formatTextLine('not json\n'), 'not json\n');
+  });
+});

@@ -25,8 +25,18 @@ export function formatTextLine(line: string): string {
     return line;
   }
   let out = `${String(record.time ?? '')} ${String(record.level ?? '').padEnd(5)} ${String(record.msg ?? '')}`;
+  let stack = '';
   for (const key in record) {
-    if (!HIDDEN.has(key)) out += ` ${key}=${formatValue(record[key])}`;
+    if (HIDDEN.has(key)) continue;
+    const value = record[key];
+    const err = value as { message?: unknown; stack?: unknown } | null;
+    if (typeof err === 'object' && err !== null && typeof err.stack === 'string') {
+      // An error reads as its message; its stack follows the line, indented.
+      out += ` ${key}=${formatValue(String(err.message ?? ''))}`;
+      stack += `\n    ${err.stack.replaceAll('\n', '\n    ')}`;
+    } else {
+      out += ` ${key}=${formatValue(value)}`;
+    }
   }
-  return `${out}\n`;
+  return `${out}${stack}\n`;
 }
