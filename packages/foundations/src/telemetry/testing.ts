@@ -12,7 +12,8 @@
  * ```
  *
  * Capture is process-wide (there is one telemetry per process), so tests that capture should
- * not run concurrently within one file. While capturing, records go to the capture, not the
+ * not run concurrently within one file. Captures nest: while an inner one runs, it gets the log
+ * records (both get spans); stopping it gives the records back to the outer one. While capturing, records go to the capture, not the
  * output, and tracing is on (with `samplingRatio`, default 1) even if it was not initialised.
  */
 import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -95,12 +96,12 @@ export function captureTelemetry(options: CaptureOptions = {}): TelemetryCapture
   ensureTracing(options.samplingRatio ?? 1);
   addSpanProcessor(processor);
   resetLogRateLimit();
-  setLogCapture((r) => logs.push(r), options.verbosity ?? 'TRACE');
+  const previousCapture = setLogCapture({ fn: (r) => logs.push(r), level: options.verbosity ?? 'TRACE' });
   let stopped = false;
   const stop = () => {
     if (stopped) return;
     stopped = true;
-    setLogCapture(null);
+    setLogCapture(previousCapture);
     removeSpanProcessor(processor);
     ensureTracing(previousRatio);
   };

@@ -132,13 +132,24 @@ export function flushLogs(): void {
   }
 }
 
+/** A capture of log records (tests): where records go and from which level. */
+export interface LogCapture {
+  readonly fn: (record: LogRecord) => void;
+  readonly level: Verbosity;
+}
+
+let captureLevel: Verbosity = 'TRACE';
+
 /**
- * Routes records at `level` and above to `fn` instead of the output (test capture);
- * `null` restores the output and its verbosity.
+ * Routes records to a capture instead of the output (tests); `null` restores the output and
+ * its verbosity. Returns the capture it replaced, so nested captures can restore it.
  */
-export function setLogCapture(fn: ((record: LogRecord) => void) | null, level: Verbosity = 'TRACE'): void {
-  capture = fn;
-  minLevel = fn === null ? sink.minLevel : LEVELS[level];
+export function setLogCapture(next: LogCapture | null): LogCapture | null {
+  const previous = capture === null ? null : { fn: capture, level: captureLevel };
+  capture = next?.fn ?? null;
+  captureLevel = next?.level ?? 'TRACE';
+  minLevel = next === null ? sink.minLevel : LEVELS[next.level];
+  return previous;
 }
 
 /** True when a record at `level` would be written (cheap: for guarding costly field building). */
