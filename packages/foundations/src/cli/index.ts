@@ -18,7 +18,7 @@ import type { ServiceInfo } from '../service-info.ts';
 import { generateYaml } from '../settings/generate.ts';
 import { formatIssue, mergeSources, parseSettings, readYamlFile, SettingsError } from '../settings/load.ts';
 import { type Infer, settingsNode } from '../settings/schema.ts';
-import { initTelemetry, type TelemetrySettingsValue } from '../telemetry/index.ts';
+import { initTelemetry, type Telemetry, type TelemetrySettingsValue } from '../telemetry/index.ts';
 
 /** An app-defined command-line option, in `node:util` `parseArgs` style plus help text. */
 export interface AppOption {
@@ -59,6 +59,8 @@ export interface MainContext<S extends z.ZodType, O extends AppOptions> {
   readonly options: OptionValues<O>;
   /** The `-c` files, in the order given. */
   readonly configFiles: readonly string[];
+  /** Telemetry, started from `settings.telemetry` (null if the schema has no such section). */
+  readonly telemetry: Telemetry | null;
 }
 
 /** A service: who it is, its settings schema, its options and its `main`. */
@@ -80,7 +82,7 @@ export type CliCommand<S extends z.ZodType, O extends AppOptions> =
   | { readonly kind: 'version'; readonly text: string }
   | { readonly kind: 'generate'; readonly target: string; readonly yaml: string }
   | { readonly kind: 'check'; readonly configFiles: readonly string[] }
-  | ({ readonly kind: 'restart' | 'run' } & MainContext<S, O>);
+  | ({ readonly kind: 'restart' | 'run' } & Omit<MainContext<S, O>, 'telemetry'>);
 
 const BUILT_IN = {
   config: { type: 'string', short: 'c', multiple: true },
@@ -274,7 +276,7 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
       return reportFailure(e, name, io);
     }
   }
-  let telemetry: { shutdown(): Promise<void> } | undefined;
+  let telemetry: Telemetry | null = null;
   try {
     if (settings.telemetry !== undefined) {
       telemetry = await initTelemetry(spec.info, settings.telemetry as TelemetrySettingsValue);
@@ -283,6 +285,7 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
       settings: command.settings,
       options: command.options,
       configFiles: command.configFiles,
+      telemetry,
     });
     return 0;
   } catch (e) {

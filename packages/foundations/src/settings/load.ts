@@ -5,9 +5,10 @@
  * Merge rules, applied file by file in order (later wins):
  * - sections (`s.object`, `s.enabled`) merge key by key; an empty section (`key:` with nothing
  *   under it, i.e. null) changes nothing;
- * - maps (`s.map`) merge entry by entry, and an entry set to `~` deletes it; a map that no file
- *   sets keeps its default entries, a map that some file sets starts empty (so a config can drop
- *   the example entries);
+ * - maps (`s.map`) merge entry by entry, and an entry set to `~` deletes it. A map that no file
+ *   sets keeps its default entries; once a file sets it, it holds only the entries files name
+ *   (so a config can drop the example entries), and an entry named like a default entry starts
+ *   from that entry (so `endpoints: {main: {addr: …}}` changes only the address of `main`);
  * - scalars and lists replace.
  * Keys missing everywhere take their defaults when the schema parses the merged value.
  */
@@ -106,7 +107,12 @@ function merge(
         }
         const child = node.kind === 'map' ? node.value : node.shape[k];
         const childNode = child === undefined ? undefined : settingsNode(child);
-        setOwn(out, k, merge(childNode, out[k], v, [...path, k], source, origins));
+        // The first file to set a map: an entry named like a default entry starts from it.
+        const start =
+          node.kind === 'map' && base === undefined && Object.hasOwn(node.default, k)
+            ? node.default[k]
+            : out[k];
+        setOwn(out, k, merge(childNode, start, v, [...path, k], source, origins));
       }
       origins.set(formatPath(path), source);
       return out;

@@ -214,6 +214,24 @@ test('a map entry set to ~ is deleted; an empty section changes nothing; a set m
   );
 });
 
+test('a map entry named like a default entry starts from it; other default entries are dropped', () => {
+  const Server = s.object('Server.', {
+    endpoints: s.map('Endpoints.', Endpoint, {
+      main: { addr: '127.0.0.1:1', routes: { '/a': { response: 'A' } } },
+      admin: { addr: '127.0.0.1:2' },
+    }),
+  });
+  const got = parseSettings(Server, [
+    { source: 'x', value: { endpoints: { main: { addr: '127.0.0.1:9' } } } },
+  ]);
+  assert.deepEqual(Object.keys(got.endpoints), ['main']);
+  assert.deepEqual(got.endpoints.main?.addr, { kind: 'tcp', host: '127.0.0.1', port: 9 });
+  assert.deepEqual(got.endpoints.main?.routes, { '/a': { status_code: 200, response: 'A' } });
+  const other = parseSettings(Server, [{ source: 'x', value: { endpoints: { public: {} } } }]);
+  assert.deepEqual(Object.keys(other.endpoints), ['public']);
+  assert.deepEqual(other.endpoints.public?.routes, { '/hello': { status_code: 200, response: 'World' } });
+});
+
 test('YAML syntax errors and unreadable files name the file and line', () => {
   const broken = file('broken.yaml', 'name: ok\nendpoints:\n  main: [unclosed\n');
   assert.throws(
