@@ -219,7 +219,7 @@ export function readYamlFile(file: string): unknown {
       code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(code ?? e);
     throw new SettingsError([{ path: '', message: `cannot read config file: ${why}`, file }], { cause: e });
   }
-  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, merge: true });
   const err = doc.errors[0];
   if (err !== undefined) {
     const pos = err.linePos?.[0];

@@ -232,6 +232,16 @@ test('a map entry named like a default entry starts from it; other default entri
   assert.deepEqual(other.endpoints.public?.routes, { '/hello': { status_code: 200, response: 'World' } });
 });
 
+test('YAML anchors and merge keys work across entries', () => {
+  const path = file(
+    'anchors.yaml',
+    'endpoints:\n  a: &base\n    header_read_timeout: 3s\n    addr: 127.0.0.1:1\n  b:\n    <<: *base\n    addr: 127.0.0.1:2\n',
+  );
+  const got = loadSettings(Settings, [path]);
+  assert.equal(got.endpoints.b?.header_read_timeout, 3000);
+  assert.deepEqual(got.endpoints.b?.addr, { kind: 'tcp', host: '127.0.0.1', port: 2 });
+});
+
 test('YAML syntax errors and unreadable files name the file and line', () => {
   const broken = file('broken.yaml', 'name: ok\nendpoints:\n  main: [unclosed\n');
   assert.throws(
