@@ -201,3 +201,27 @@ test('parseCli and runCli work in-process without exiting', async () => {
     /clashes with a built-in/,
   );
 });
+
+test('types: app option values are typed from their declarations', () => {
+  const spec = {
+    info: { name: 't', version: '0', description: 'T.' },
+    settings: s.object('Settings.', {}),
+    options: {
+      flag: { type: 'boolean', description: 'A flag.' },
+      name: { type: 'string', description: 'A name.' },
+      mode: { type: 'string', default: 'x', description: 'A mode.' },
+      tag: { type: 'string', multiple: true, description: 'Tags.' },
+    },
+    main() {},
+  } as const;
+  const cmd = parseCli(['--tag', 'a'], spec);
+  assert.equal(cmd.kind, 'run');
+  if (cmd.kind !== 'run') return;
+  const flag: boolean = cmd.options.flag;
+  const name: string | undefined = cmd.options.name;
+  const mode: string = cmd.options.mode;
+  const tags: string[] = cmd.options.tag;
+  // @ts-expect-error a string option without a default may be undefined
+  const named: string = cmd.options.name;
+  assert.deepEqual([flag, name, mode, tags, named], [false, undefined, 'x', ['a'], undefined]);
+});

@@ -356,3 +356,20 @@ test('JSON Schema describes the input form, with descriptions and defaults', () 
   ]);
   assert.deepEqual(validate(schema, { level: 'trace' }), ['.level: not in enum']);
 });
+
+test('types: values are the parsed form, defaults are checked against the input form', () => {
+  const d = defaultSettings(Settings);
+  const port: number = d.collector.port;
+  const level: 'debug' | 'info' | 'warn' = d.level;
+  // @ts-expect-error a duration is a number of milliseconds
+  const timeout: string = d.endpoints.main!.header_read_timeout;
+  // @ts-expect-error an optional is nullable
+  const upstream: { host: string } = d.upstream;
+  // @ts-expect-error the listen address is a union: narrow on kind first
+  const host: string = d.endpoints.main!.addr.host;
+  void [port, level, timeout, upstream, host];
+  // @ts-expect-error a map's default entries are typed by the value schema
+  assert.throws(() => s.map('Routes.', Route, { '/a': { status_code: 'x' } }));
+  // @ts-expect-error oneOf's default must be one of the values
+  assert.throws(() => s.oneOf('Level.', ['a', 'b'] as const, 'c'));
+});
