@@ -16,12 +16,13 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { type Link, type Span, type SpanContext, SpanStatusCode, TraceFlags } from '@opentelemetry/api';
-import { LogScope } from './log/logger.ts';
+import { LEVELS, LogScope } from './log/logger.ts';
 import {
   defaultSamplingRatio,
   formatTraceparent,
   parseTraceparent,
   sample,
+  setOtelErrorSink,
   startOtelSpan,
   tracingEnabled,
   unsampledSpanContext,
@@ -304,3 +305,7 @@ export function runInSpan<T>(name: string, fn: () => T): T {
   if (cur.traceId !== undefined && cur.span === null) return fn(); // unsampled trace
   return cur.withSpan(name).apply(fn);
 }
+
+// OTel reports its own failures (an export the collector refused or could not receive) from
+// timers, outside any request: they are logged as warnings in the root context.
+setOtelErrorSink((e) => TelemetryContext.root().log.write(LEVELS.WARN, 'trace export failed', { err: e }));

@@ -43,7 +43,7 @@ export function installCrashHandler(options: CrashHandlerOptions = {}): () => vo
     const report: CrashReport = { kind, error, fields: { ...ctx.fields } };
     const message =
       kind === 'uncaughtException' ? 'uncaught exception, exiting' : 'unhandled promise rejection, exiting';
-    ctx.log.write(LEVELS.ERROR, message, { err: error, crash: kind });
+    ctx.log.write(LEVELS.ERROR, message, { err: error, crash: kind }, true);
     flushLogs();
     const exit = (): never => {
       flushLogs();

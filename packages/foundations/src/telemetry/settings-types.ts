@@ -44,6 +44,8 @@ export interface TracingSettings {
     endpoint: string;
     /** Milliseconds between batch exports. */
     export_interval: number;
+    /** Milliseconds one export may take, retries included. */
+    export_timeout: number;
     /** Spans kept in memory while waiting for export; more are dropped. */
     max_queue_size: number;
   };
@@ -99,6 +101,7 @@ export function defaultTelemetrySettings(): TelemetrySettingsValue {
         enabled: false,
         endpoint: 'http://127.0.0.1:4318/v1/traces',
         export_interval: 5000,
+        export_timeout: 10_000,
         max_queue_size: 2048,
       },
     },

@@ -51,25 +51,40 @@ export const TelemetrySettings = s.object('Telemetry settings.', {
           { min: 1 },
         ),
       },
+      'Enables the rate limit.',
     ),
   }),
-  tracing: s.enabled('Distributed tracing settings (OpenTelemetry).', true, {
-    sampling_ratio: s.num(
-      'Fraction of new traces that are sampled: 1.0 samples everything, 0.0 nothing. Stitched traces follow the upstream decision.',
-      1.0,
-      { min: 0, max: 1 },
-    ),
-    otlp: s.enabled('Export of finished spans over OTLP/HTTP (JSON).', false, {
-      endpoint: s.str(
-        'URL of the OTLP/HTTP traces endpoint of a collector.',
-        'http://127.0.0.1:4318/v1/traces',
+  tracing: s.enabled(
+    'Distributed tracing settings (OpenTelemetry).',
+    true,
+    {
+      sampling_ratio: s.num(
+        'Fraction of new traces that are sampled: 1.0 samples everything, 0.0 nothing. Stitched traces follow the upstream decision.',
+        1.0,
+        { min: 0, max: 1 },
       ),
-      export_interval: s.duration('Time between two batch exports.', '5s'),
-      max_queue_size: s.int('Finished spans kept while waiting for export; more are dropped.', 2048, {
-        min: 1,
-      }),
-    }),
-  }),
+      otlp: s.enabled(
+        'Export of finished spans over OTLP/HTTP (JSON).',
+        false,
+        {
+          endpoint: s.str(
+            'URL of the OTLP/HTTP traces endpoint of a collector.',
+            'http://127.0.0.1:4318/v1/traces',
+          ),
+          export_interval: s.duration('Time between two batch exports.', '5s'),
+          export_timeout: s.duration(
+            'Time one export may take, retries included; then its spans are dropped.',
+            '10s',
+          ),
+          max_queue_size: s.int('Finished spans kept while waiting for export; more are dropped.', 2048, {
+            min: 1,
+          }),
+        },
+        'Enables the export.',
+      ),
+    },
+    'Enables tracing.',
+  ),
   metrics: s.object('Metrics settings (Prometheus).', {
     service_name_format: s.oneOf(
       'How the service name is applied: metric_prefix (<service>_<group>_<name>) or label_with_name (a "service" label).',
@@ -78,12 +93,22 @@ export const TelemetrySettings = s.object('Telemetry settings.', {
     ),
     report_optional: s.bool('Whether metrics declared optional are reported by the telemetry server.', false),
   }),
-  memory_profiler: s.enabled('Sampling heap profiler of V8, served at /pprof/heap.', true, {
-    sampling_interval: s.size('Average allocated bytes between two samples.', '512KiB'),
-  }),
-  server: s.enabled('Telemetry server: /health, /metrics, /pprof/* and routes the app adds.', true, {
-    addr: s.listenAddr('Telemetry server address: host:port or a Unix socket path.', '127.0.0.1:0'),
-  }),
+  memory_profiler: s.enabled(
+    'Sampling heap profiler of V8, served at /pprof/heap.',
+    true,
+    {
+      sampling_interval: s.size('Average allocated bytes between two samples.', '512KiB'),
+    },
+    'Enables the heap profiler.',
+  ),
+  server: s.enabled(
+    'Telemetry server: /health, /metrics, /pprof/* and routes the app adds.',
+    true,
+    {
+      addr: s.listenAddr('Telemetry server address: host:port or a Unix socket path.', '127.0.0.1:0'),
+    },
+    'Enables the telemetry server.',
+  ),
 });
 
 /** The parsed `telemetry` section. */

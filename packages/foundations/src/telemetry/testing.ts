@@ -25,6 +25,8 @@ import {
   defaultSamplingRatio,
   ensureTracing,
   removeSpanProcessor,
+  shutdownTracing,
+  tracingEnabled,
 } from './trace/tracer.ts';
 
 export type { LogRecord } from './log/logger.ts';
@@ -83,6 +85,7 @@ export function captureTelemetry(options: CaptureOptions = {}): TelemetryCapture
   let finished: ReadableSpan[] = [];
   let started = 0;
   const previousRatio = defaultSamplingRatio();
+  const tracingWasOn = tracingEnabled();
   const processor: SpanProcessor = {
     onStart() {
       started++;
@@ -104,6 +107,7 @@ export function captureTelemetry(options: CaptureOptions = {}): TelemetryCapture
     setLogCapture(previousCapture);
     removeSpanProcessor(processor);
     ensureTracing(previousRatio);
+    if (!tracingWasOn) void shutdownTracing(); // no exporter was started: this only turns tracing off
   };
   return {
     logs,

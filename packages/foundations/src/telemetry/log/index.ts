@@ -4,7 +4,8 @@
  * logger being passed around. A record below the configured verbosity costs one compare.
  */
 import { TelemetryContext } from '../context.ts';
-import { LEVELS } from './logger.ts';
+import type { Verbosity } from '../settings-types.ts';
+import { LEVELS, levelEnabled } from './logger.ts';
 
 export { LEVELS, type LogRecord, levelEnabled, REDACTED } from './logger.ts';
 
@@ -32,5 +33,9 @@ export const log = {
   /** A failure: an operation did not complete. */
   error(msg: string, fields?: LogFields): void {
     TelemetryContext.current().log.write(LEVELS.ERROR, msg, fields);
+  },
+  /** True when records at `level` are written: guard costly field building with it. */
+  enabled(level: Verbosity): boolean {
+    return levelEnabled(level);
   },
 } as const;

@@ -154,8 +154,8 @@ export function setLogCapture(next: LogCapture | null): LogCapture | null {
 }
 
 /** True when a record at `level` would be written (cheap: for guarding costly field building). */
-export function levelEnabled(level: number): boolean {
-  return level >= minLevel;
+export function levelEnabled(level: Verbosity): boolean {
+  return LEVELS[level] >= minLevel;
 }
 
 function redactInto(out: Record<string, unknown>, fields: Record<string, unknown>): void {
@@ -202,9 +202,12 @@ export class LogScope {
     return this.#child;
   }
 
-  /** Writes one record at `level` with this scope's fields plus `fields`. */
-  write(level: number, msg: string, fields: Record<string, unknown> | undefined): void {
-    if (level < minLevel || !rateAllows()) return;
+  /**
+   * Writes one record at `level` with this scope's fields plus `fields`. `always` skips the
+   * verbosity and the rate limit (for the one record a crash writes).
+   */
+  write(level: number, msg: string, fields: Record<string, unknown> | undefined, always = false): void {
+    if (!always && (level < minLevel || !rateAllows())) return;
     if (capture !== null) {
       const merged: Record<string, unknown> = {};
       redactInto(merged, this.#fields);

@@ -234,8 +234,3 @@ export function configureMetrics(next: MetricsNaming): void {
 export function promMetric(key: string): PromMetric | undefined {
   return cells.get(key)?.prom;
 }
-
-/** @internal Forgets every value (tests): metrics restart at zero on next use. */
-export function resetMetricValues(): void {
-  for (const cell of cells.values()) cell.prom?.reset();
-}

@@ -7,8 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { initTelemetry, type Telemetry } from '../index.ts';
-import { counter, defineMetrics, gauge, histogram } from '../metrics/define.ts';
+import { configureMetrics, counter, defineMetrics, gauge, histogram } from '../metrics/define.ts';
 import { defaultTelemetrySettings } from '../settings-types.ts';
+import { captureTelemetry } from '../testing.ts';
 
 const demo = defineMetrics('demo', {
   requests_total: counter<{ endpoint: string; status_code: number }>('Number of requests.'),
@@ -34,6 +35,16 @@ before(async () => {
   });
 });
 after(() => tele.shutdown());
+
+function promtoolInstalled(): boolean {
+  return spawnSync('promtool', ['--version']).error === undefined;
+}
+
+function promtoolAccepts(text: string): void {
+  const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  assert.equal(`${check.stdout}${check.stderr}`, '', 'promtool reports no problem');
+  assert.equal(check.status, 0);
+}
 
 /** A raw request, so tests can send what fetch refuses to. */
 function raw(text: string): Promise<string> {
@@ -71,14 +82,32 @@ describe('telemetry server', () => {
     assert.match(text, /^process_cpu_seconds_total \d/m);
     assert.match(text, /^nodejs_heap_size_used_bytes \d/m);
     assert.doesNotMatch(text, /optional_events_total/);
-    const promtool = spawnSync('promtool', ['--version']);
-    if (promtool.error !== undefined) {
+    if (!promtoolInstalled()) {
       t.skip('promtool is not installed (Debian package "prometheus")');
       return;
     }
-    const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
-    assert.equal(`${check.stdout}${check.stderr}`, '', 'promtool reports no problem');
-    assert.equal(check.status, 0);
+    promtoolAccepts(text);
+  });
+
+  it('stays promtool-clean with the service name as a label', async (t) => {
+    configureMetrics({ service: 'telemetry-test', format: 'label_with_name', reportOptional: true });
+    after(() =>
+      configureMetrics({ service: 'telemetry-test', format: 'metric_prefix', reportOptional: false }),
+    );
+    demo.requests_total({ endpoint: 'main', status_code: 200 }).inc();
+    demo.optional_events_total().inc();
+    const text = await (await fetch(`${base}/metrics`)).text();
+    assert.match(
+      text,
+      /^demo_requests_total\{endpoint="main",status_code="200",service="telemetry-test"\} 1$/m,
+    );
+    assert.match(text, /^demo_optional_events_total\{service="telemetry-test"\} 1$/m);
+    assert.match(text, /^process_cpu_seconds_total\{service="telemetry-test"\} /m);
+    if (!promtoolInstalled()) {
+      t.skip('promtool is not installed (Debian package "prometheus")');
+      return;
+    }
+    promtoolAccepts(text);
   });
 
   it('serves a heap profile that Chrome DevTools can open', async () => {
@@ -169,8 +198,14 @@ describe('telemetry server', () => {
   it('serves routes the app adds, and turns a throwing handler into a 500', async () => {
     const r = await fetch(`${base}/app/status?q=1`);
     assert.deepEqual(await r.json(), { ok: true, q: '1' });
+    const logs = captureTelemetry();
     const f = await fetch(`${base}/app/fail`, { method: 'POST' });
+    logs.stop();
     assert.equal(f.status, 500);
+    assert.deepEqual(
+      logs.logs.map((r) => [r.level, r.msg, (r.fields.err as Error).message, r.fields.path]),
+      [['ERROR', 'telemetry server: failed to answer', 'handler bug', '/app/fail']],
+    );
     assert.throws(() => tele.server?.addRoute('GET', '/health', () => ({ body: '' })), /already defined/);
     assert.equal((await fetch(`${base}/health`)).status, 200);
   });

@@ -263,3 +263,30 @@ describe('OTLP export', () => {
     assert.deepEqual(spans, ['exported', 'exported child']);
   });
 });
+
+describe('OTLP export failures', () => {
+  it('are logged as warnings, never thrown', async () => {
+    const dead = http.createServer();
+    await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
+    const { port } = dead.address() as AddressInfo;
+    await new Promise((r) => dead.close(r)); // nothing listens there any more
+    const tele = captureTelemetry();
+    after(() => tele.stop());
+    const cfg = defaultTelemetrySettings().tracing;
+    cfg.otlp = {
+      ...cfg.otlp,
+      enabled: true,
+      endpoint: `http://127.0.0.1:${port}/v1/traces`,
+      export_interval: 60_000,
+      export_timeout: 500,
+    };
+    await configureTracing(cfg, 'export-test');
+    spanFn('lost', () => undefined)();
+    await flushTracing();
+    await shutdownTracing();
+    const warning = tele.logs.find((r) => r.msg === 'trace export failed');
+    assert.equal(warning?.level, 'WARN');
+    assert.match(String((warning?.fields.err as Error | undefined)?.message), /ECONNREFUSED|connect/);
+    tele.stop();
+  });
+});

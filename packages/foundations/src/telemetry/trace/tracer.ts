@@ -18,6 +18,7 @@ import {
   type Tracer,
   trace,
 } from '@opentelemetry/api';
+import { setGlobalErrorHandler } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
@@ -74,13 +75,31 @@ export async function configureTracing(cfg: TracingSettings, serviceName: string
   globalRatio = clampRatio(cfg.sampling_ratio);
   if (!cfg.enabled) return;
   if (cfg.otlp.enabled) {
-    exportProcessor = new BatchSpanProcessor(new OTLPTraceExporter({ url: cfg.otlp.endpoint }), {
+    setGlobalErrorHandler(reportOtelError);
+    const exporter = new OTLPTraceExporter({
+      url: cfg.otlp.endpoint,
+      timeoutMillis: cfg.otlp.export_timeout,
+    });
+    exportProcessor = new BatchSpanProcessor(exporter, {
       scheduledDelayMillis: cfg.otlp.export_interval,
+      exportTimeoutMillis: cfg.otlp.export_timeout,
       maxQueueSize: cfg.otlp.max_queue_size,
     });
     processors.add(exportProcessor);
   }
   startProvider(serviceName);
+}
+
+/** Where OTel's own failures (e.g. an export the collector refused) go; set by the log module. */
+let otelErrorSink: (e: unknown) => void = () => undefined;
+
+/** @internal Routes OTel errors (failed exports) to `sink`, e.g. a warning log record. */
+export function setOtelErrorSink(sink: (e: unknown) => void): void {
+  otelErrorSink = sink;
+}
+
+function reportOtelError(e: unknown): void {
+  otelErrorSink(e);
 }
 
 function startProvider(serviceName: string): void {
@@ -98,9 +117,13 @@ export function ensureTracing(ratio: number, serviceName = 'test'): void {
   if (tracer === null) startProvider(serviceName);
 }
 
-/** Sends queued spans to the exporter now. */
+/** Sends queued spans to the exporter now. A failed export is logged, never thrown. */
 export async function flushTracing(): Promise<void> {
-  await exportProcessor?.forceFlush();
+  try {
+    await exportProcessor?.forceFlush();
+  } catch (e) {
+    reportOtelError(e); // boundary: telemetry failures must not fail the caller
+  }
 }
 
 /** Flushes and stops the exporter; tracing is disabled afterwards until reconfigured. */
@@ -111,7 +134,11 @@ export async function shutdownTracing(): Promise<void> {
   provider = null;
   if (p !== null) {
     processors.delete(p);
-    await p.shutdown();
+    try {
+      await p.shutdown();
+    } catch (e) {
+      reportOtelError(e); // boundary: the last export failed; say so and go on shutting down
+    }
   }
 }
 
