@@ -7,6 +7,7 @@ import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -117,16 +118,24 @@ test('in-process: one connection span, one forked trace per request linked to it
   assert.deepEqual(await get(addr, '/a', agent), { status: 200, body: 'A' });
   assert.deepEqual(await get(addr, '/b', agent), { status: 404, body: 'Not found' });
   agent.destroy();
+  // a client that does not speak HTTP: answered 400 and counted as a failed connection
+  const raw = net.connect(endpoint.addr.kind === 'tcp' ? endpoint.addr.port : 0, '127.0.0.1');
+  raw.end('NOT HTTP\r\n\r\n');
+  let answer = '';
+  for await (const chunk of raw) answer += chunk;
+  assert.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/);
   await endpoint.close();
   await new Promise((r) => setTimeout(r, 50)); // the server sees the close
   const roots = tele.spans();
-  const connection = roots.filter((s) => s.name === 'connection');
+  const connections = roots.filter((s) => s.name === 'connection');
   const requests = roots.filter((s) => s.name === 'request');
-  assert.equal(connection.length, 1);
+  assert.equal(connections.length, 2, 'the keep-alive connection and the raw one');
   assert.equal(requests.length, 2);
+  const conn = connections.find((c) => c.traceId === requests[0]!.links[0]?.traceId);
+  assert.ok(conn, 'requests link to their connection');
   for (const r of requests) {
-    assert.notEqual(r.traceId, connection[0]!.traceId, 'a forked trace is a new trace');
-    assert.deepEqual(r.links, [{ traceId: connection[0]!.traceId, spanId: connection[0]!.spanId }]);
+    assert.notEqual(r.traceId, conn.traceId, 'a forked trace is a new trace');
+    assert.deepEqual(r.links, [{ traceId: conn.traceId, spanId: conn.spanId }]);
     assert.deepEqual(
       r.children.map((c) => c.name),
       ['respond to request'],
@@ -147,5 +156,9 @@ test('in-process: one connection span, one forked trace per request linked to it
     1,
   );
   assert.equal(await tele.metricValue('http_server_active_connections', { endpoint_name: 'test' }), 0);
+  assert.equal(await tele.metricValue('http_server_failed_connections_total', { endpoint_name: 'test' }), 1);
+  const failed = tele.logs.find((r) => r.msg === 'failed to serve HTTP');
+  assert.equal(failed?.level, 'WARN');
+  assert.equal(typeof failed?.fields.conn_id, 'number', 'logged with the connection fields');
   assert.ok(defaultSettings(HttpServerSettings).endpoints['Example endpoint']);
 });
