@@ -169,6 +169,17 @@ test('a user error from main exits 2 with one line; a crash exits 1 with the sta
   assert.match(crash.stderr, /^fixture: fatal: Error: boom\n\s+at /);
 });
 
+test('a Foundations failure at start-up (telemetry cannot listen) exits 1 with one line', async () => {
+  const r = await run('-c', file('t.yaml', 'telemetry:\n  server:\n    addr: /nonexistent/dir/t.sock\n'));
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /^fixture: telemetry\.server\.addr: cannot listen on \/nonexistent\/dir\/t\.sock: .*\n$/,
+  );
+  assertNoStack(r.stderr);
+  assert.doesNotMatch(r.stdout, /^main /m);
+});
+
 test('--restart with no running instance exits non-zero with one line', async () => {
   const r = await run('--restart', '-c', file('r.yaml', `restart:\n  socket: ${join(dir, 'none.sock')}\n`));
   assert.equal(r.code, 3);

@@ -297,10 +297,15 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
   }
 }
 
+/**
+ * Prints a start-up failure: a user error as one line (exit 2); another `FoundationsError`, whose
+ * message already says what failed and where, as one line too (exit 1); anything else, being
+ * unexpected, with its stack (exit 1).
+ */
 function reportFailure(e: unknown, name: string, io: CliIo): number {
-  if (isFoundationsError(e) && e.userError) {
+  if (isFoundationsError(e)) {
     io.stderr(`${name}: ${e.message}\n`);
-    return 2;
+    return e.userError ? 2 : 1;
   }
   io.stderr(`${name}: fatal: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   return 1;
