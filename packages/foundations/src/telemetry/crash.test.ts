@@ -44,6 +44,15 @@ describe('crash reporting (real child processes)', () => {
     assert.match((rec.err as { stack: string }).stack, /crash-child\.ts/);
   });
 
+  it('is installed by initTelemetry', async () => {
+    const r = await runChild('init');
+    assert.equal(r.code, 1);
+    const rec = crashRecord(r.stderr);
+    assert.equal(rec.crash, 'uncaughtException');
+    assert.equal(rec.conn_id, 42);
+    assert.equal(rec.service, 'crashy');
+  });
+
   it('logs an unhandled rejection with the context fields', async () => {
     const r = await runChild('rejection');
     assert.equal(r.code, 1);

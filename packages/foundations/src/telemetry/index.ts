@@ -5,7 +5,8 @@
  * Ordering rules:
  * 1. `initTelemetry` first, before the service accepts work: it configures logging, then
  *    tracing, then metric names (re-creating metrics used before, at zero), then starts the
- *    heap sampler and the server. Each part can also be configured alone (tests do).
+ *    heap sampler, installs the crash handler and starts the server. Each part can also be
+ *    configured alone (tests do).
  * 2. Metrics are declared at module load with `defineMetrics`; they pick up the service name
  *    when `initTelemetry` runs.
  * 3. `shutdown()` last: it stops the server, flushes spans to the exporter and flushes logs.
@@ -20,6 +21,9 @@ import { defaultTelemetrySettings, type TelemetrySettingsValue } from './setting
 import { configureTracing, shutdownTracing } from './trace/tracer.ts';
 
 export { type ForkOptions, type SpanAttributes, TelemetryContext } from './context.ts';
+
+import { type CrashHandlerOptions, installCrashHandler } from './crash.ts';
+
 export { type CrashHandlerOptions, type CrashReport, installCrashHandler } from './crash.ts';
 export { type LogFields, log } from './log/index.ts';
 export { configureLogging, flushLogs } from './log/logger.ts';
@@ -60,10 +64,24 @@ export interface Telemetry {
   shutdown(): Promise<void>;
 }
 
-/** Configures logs, traces and metrics from `settings` and starts the telemetry server. */
+/** Options of `initTelemetry` that are code, not settings. */
+export interface TelemetryOptions {
+  /**
+   * Crash reporting (`installCrashHandler`): installed by default; pass options to forward
+   * crashes (e.g. to Sentry), or `false` where something else owns the process's crash
+   * handling (a test runner).
+   */
+  crash?: CrashHandlerOptions | false;
+}
+
+/**
+ * Configures logs, traces and metrics from `settings`, installs the crash handler and starts
+ * the telemetry server.
+ */
 export async function initTelemetry(
   info: ServiceInfo,
   settings: TelemetrySettingsValue = defaultTelemetrySettings(),
+  options: TelemetryOptions = {},
 ): Promise<Telemetry> {
   configureLogging(settings.logging, info.name);
   await configureTracing(settings.tracing, info.name);
@@ -74,12 +92,14 @@ export async function initTelemetry(
   });
   startProcessMetrics();
   if (settings.memory_profiler.enabled) await startHeapSampling(settings.memory_profiler.sampling_interval);
+  const uninstallCrashHandler = options.crash === false ? null : installCrashHandler(options.crash);
   const server = settings.server.enabled ? await TelemetryServer.start(settings.server.addr) : null;
   let done: Promise<void> | null = null;
   return {
     server,
     shutdown() {
       done ??= (async () => {
+        uninstallCrashHandler?.();
         await server?.close();
         await stopProfiling();
         await shutdownTracing();

@@ -24,7 +24,9 @@ let base: string;
 before(async () => {
   const settings = defaultTelemetrySettings();
   settings.logging.verbosity = 'ERROR';
-  tele = await initTelemetry({ name: 'telemetry-test', version: '0.0.0', description: 'test' }, settings);
+  tele = await initTelemetry({ name: 'telemetry-test', version: '0.0.0', description: 'test' }, settings, {
+    crash: false, // node:test owns this process's crash handling
+  });
   base = tele.server?.url() ?? '';
   tele.server?.addRoute('GET', '/app/status', (req) => ({
     contentType: 'application/json',

@@ -4,25 +4,34 @@
  */
 import { TelemetryContext } from '../context.ts';
 import { installCrashHandler } from '../crash.ts';
+import { initTelemetry } from '../index.ts';
 import { configureLogging } from '../log/logger.ts';
 import { defaultTelemetrySettings } from '../settings-types.ts';
 
 const mode = process.argv[2];
-configureLogging({ ...defaultTelemetrySettings().logging, output: 'stderr', format: 'json' }, 'crashy');
-installCrashHandler({
-  onCrash:
-    mode === 'hook'
-      ? async (r) => {
-          await new Promise((resolve) => setTimeout(resolve, 50));
-          process.stdout.write(
-            `${JSON.stringify({ hook: r.kind, fields: r.fields, message: (r.error as Error).message })}\n`,
-          );
-        }
-      : mode === 'hanging-hook'
-        ? () => new Promise(() => undefined)
-        : undefined,
-  hookTimeout: 300,
-});
+if (mode === 'init') {
+  // The production path: initTelemetry installs the crash handler itself.
+  const settings = defaultTelemetrySettings();
+  settings.logging = { ...settings.logging, output: 'stderr', format: 'json' };
+  settings.server.enabled = false;
+  await initTelemetry({ name: 'crashy', version: '0', description: 'crash test' }, settings);
+} else {
+  configureLogging({ ...defaultTelemetrySettings().logging, output: 'stderr', format: 'json' }, 'crashy');
+  installCrashHandler({
+    onCrash:
+      mode === 'hook'
+        ? async (r) => {
+            await new Promise((resolve) => setTimeout(resolve, 50));
+            process.stdout.write(
+              `${JSON.stringify({ hook: r.kind, fields: r.fields, message: (r.error as Error).message })}\n`,
+            );
+          }
+        : mode === 'hanging-hook'
+          ? () => new Promise(() => undefined)
+          : undefined,
+    hookTimeout: 300,
+  });
+}
 
 const conn = TelemetryContext.current().withForkedLog().addFields({ conn_id: 42 });
 conn.apply(() => {
@@ -30,6 +39,7 @@ conn.apply(() => {
   req.apply(() => {
     switch (mode) {
       case 'exception':
+      case 'init':
       case 'hook':
       case 'hanging-hook':
         setTimeout(() => {
