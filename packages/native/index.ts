@@ -18,7 +18,7 @@ import { toNativeError } from './src/errors.ts';
 export { isNativeError, NativeError } from './src/errors.ts';
 export type { FdChannel, FdMessage, SocketPairType } from './src/pass-fd.ts';
 export * as passFd from './src/pass-fd.ts';
-export type { SeccompAction, SeccompFilter, ThreadSeccomp } from './src/seccomp.ts';
+export type { SeccompAction, SeccompFilter, SeccompRule, ThreadSeccomp } from './src/seccomp.ts';
 export * as seccomp from './src/seccomp.ts';
 export type { SeqpacketOptions, SeqpacketServer, SeqpacketSocket } from './src/seqpacket.ts';
 export * as seqpacket from './src/seqpacket.ts';

@@ -11,9 +11,7 @@ export interface Addon {
   seccompInstall(
     defaultKind: number,
     defaultErrno: number,
-    ruleKind: number,
-    ruleErrno: number,
-    names: string[],
+    groups: [number, number, string[]][],
     tsync: boolean,
   ): void;
   seccompUnknownSyscalls(names: string[]): string[];

@@ -47,20 +47,55 @@ static napi_value unknown_syscalls(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* Adds one rule per name in `names` with `action`; on failure fills what/detail, returns -errno. */
+static int add_rules(napi_env env, scmp_filter_ctx ctx, uint32_t action, napi_value names, const char **what,
+                     char *detail, size_t dlen, bool *js_error) {
+  napi_value item;
+  uint32_t n;
+  if (!arg_array(env, names, &n)) {
+    *js_error = true;
+    return -EINVAL;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    char *name;
+    if (napi_get_element(env, names, i, &item) != napi_ok || !arg_string(env, item, &name, NULL)) {
+      *js_error = true;
+      return -EINVAL;
+    }
+    int rc = 0, nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR) {
+      rc = -EINVAL;
+      *what = "seccomp_syscall_resolve_name";
+      snprintf(detail, dlen, "unknown syscall name \"%s\"", name);
+    } else {
+      rc = seccomp_rule_add(ctx, action, nr, 0);
+      /* A syscall absent from this architecture is not an error: the lists are portable. */
+      if (rc == -EDOM || (nr < 0 && rc != 0)) rc = 0;
+      if (rc != 0) {
+        *what = "seccomp_rule_add";
+        snprintf(detail, dlen, "adding a rule for \"%s\"", name);
+      }
+    }
+    free(name);
+    if (rc != 0) return rc;
+  }
+  return 0;
+}
+
 /*
- * install(defaultKind, defaultErrno, ruleKind, ruleErrno, names: string[], tsync: boolean)
- * Every named syscall gets the rule action; everything else the default action.
+ * install(defaultKind, defaultErrno, groups: [kind, errno, names: string[]][], tsync: boolean)
+ * Each group's syscalls get the group's action; every other syscall gets the default action.
+ * A syscall must appear in one group only.
  */
 static napi_value install(napi_env env, napi_callback_info info) {
-  napi_value argv[6], item;
-  int32_t dkind, derr, rkind, rerr;
-  uint32_t n, def_action, rule_action;
-  bool tsync;
-  if (!get_args(env, info, 6, argv, NULL) || !arg_int32(env, argv[0], &dkind) ||
-      !arg_int32(env, argv[1], &derr) || !arg_int32(env, argv[2], &rkind) ||
-      !arg_int32(env, argv[3], &rerr) || !arg_array(env, argv[4], &n) || !arg_bool(env, argv[5], &tsync))
+  napi_value argv[4], group, v;
+  int32_t dkind, derr, gkind, gerr;
+  uint32_t ngroups, def_action, action;
+  bool tsync, js_error = false;
+  if (!get_args(env, info, 4, argv, NULL) || !arg_int32(env, argv[0], &dkind) ||
+      !arg_int32(env, argv[1], &derr) || !arg_array(env, argv[2], &ngroups) || !arg_bool(env, argv[3], &tsync))
     return NULL;
-  if (!to_action(dkind, derr, &def_action) || !to_action(rkind, rerr, &rule_action)) {
+  if (!to_action(dkind, derr, &def_action)) {
     throw_type(env, "invalid seccomp action or errno");
     return NULL;
   }
@@ -69,33 +104,29 @@ static napi_value install(napi_env env, napi_callback_info info) {
     throw_errno(env, ENOMEM, "seccomp_init", "creating the filter");
     return NULL;
   }
-  int rc = 0;
   const char *what = "seccomp_attr_set";
   char detail[160] = "setting filter attributes";
   /* Report the kernel's own errno from seccomp_load, not libseccomp's ECANCELED. */
-  rc = seccomp_attr_set(ctx, SCMP_FLTATR_API_SYSRAWRC, 1);
+  int rc = seccomp_attr_set(ctx, SCMP_FLTATR_API_SYSRAWRC, 1);
   if (rc == 0 && tsync) rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
-  for (uint32_t i = 0; rc == 0 && i < n; i++) {
-    char *name;
-    if (napi_get_element(env, argv[4], i, &item) != napi_ok || !arg_string(env, item, &name, NULL)) {
+  for (uint32_t g = 0; rc == 0 && g < ngroups; g++) {
+    napi_value names;
+    if (napi_get_element(env, argv[2], g, &group) != napi_ok || napi_get_element(env, group, 0, &v) != napi_ok ||
+        !arg_int32(env, v, &gkind) || napi_get_element(env, group, 1, &v) != napi_ok || !arg_int32(env, v, &gerr) ||
+        napi_get_element(env, group, 2, &names) != napi_ok) {
       seccomp_release(ctx);
       return NULL;
     }
-    int nr = seccomp_syscall_resolve_name(name);
-    if (nr == __NR_SCMP_ERROR) {
-      rc = -EINVAL;
-      what = "seccomp_syscall_resolve_name";
-      snprintf(detail, sizeof detail, "unknown syscall name \"%s\"", name);
-    } else {
-      rc = seccomp_rule_add(ctx, rule_action, nr, 0);
-      /* A syscall absent from this architecture is not an error: the list is portable. */
-      if (rc == -EDOM || (nr < 0 && rc != 0)) rc = 0;
-      if (rc != 0) {
-        what = "seccomp_rule_add";
-        snprintf(detail, sizeof detail, "adding a rule for \"%s\"", name);
-      }
+    if (!to_action(gkind, gerr, &action)) {
+      seccomp_release(ctx);
+      throw_type(env, "invalid seccomp action or errno");
+      return NULL;
     }
-    free(name);
+    rc = add_rules(env, ctx, action, names, &what, detail, sizeof detail, &js_error);
+  }
+  if (js_error) {
+    seccomp_release(ctx);
+    return NULL;
   }
   if (rc == 0) {
     what = "seccomp_load";

@@ -21,19 +21,30 @@ export type SeccompAction =
 
 const KIND = { kill_process: 0, return_error: 1, allow_and_log: 2, trap: 3, allow: 4 } as const;
 
-/** A filter: `syscalls` get `ruleAction`, everything else `defaultAction`. */
-export interface SeccompFilter {
-  readonly defaultAction: SeccompAction;
-  /** Default `{ kind: 'allow' }`: an allow list. */
-  readonly ruleAction?: SeccompAction;
+/** Syscalls that get one action. */
+export interface SeccompRule {
+  readonly action: SeccompAction;
   /** Syscall names; names missing on this architecture are skipped, unknown names are an error. */
   readonly syscalls: readonly string[];
+}
+
+/** A filter: each rule's syscalls get its action (a later rule wins), all others `defaultAction`. */
+export interface SeccompFilter {
+  readonly defaultAction: SeccompAction;
+  readonly rules: readonly SeccompRule[];
   /** Synchronise to every thread. Default true; false only for experiments. */
   readonly allThreads?: boolean;
 }
 
 function encode(a: SeccompAction): [number, number] {
+  if (a.kind === 'return_error' && !(Number.isInteger(a.errno) && a.errno > 0 && a.errno < 4096)) {
+    throw new TypeError(`return_error needs an errno from 1 to 4095, got ${a.errno}`);
+  }
   return [KIND[a.kind], a.kind === 'return_error' ? a.errno : 0];
+}
+
+function sameAction(a: SeccompAction, b: SeccompAction): boolean {
+  return a.kind === b.kind && (a.kind !== 'return_error' || a.errno === (b as { errno: number }).errno);
 }
 
 /** Names libseccomp does not know on any architecture (typos). */
@@ -43,7 +54,7 @@ export function unknownSyscalls(names: readonly string[]): string[] {
 
 /** Installs a filter on the process. Throws a `NativeError` (NATIVE_ERR_*) when refused. */
 export function install(filter: SeccompFilter): void {
-  const unknown = unknownSyscalls(filter.syscalls);
+  const unknown = unknownSyscalls(filter.rules.flatMap((r) => r.syscalls));
   if (unknown.length > 0) {
     throw new NativeError(
       'NATIVE_ERR_EINVAL',
@@ -51,15 +62,20 @@ export function install(filter: SeccompFilter): void {
     );
   }
   const [dk, de] = encode(filter.defaultAction);
-  const [rk, re] = encode(filter.ruleAction ?? { kind: 'allow' });
-  if (
-    (dk === KIND.return_error && !(de > 0 && de < 4096)) ||
-    (rk === KIND.return_error && !(re > 0 && re < 4096))
-  ) {
-    throw new TypeError('return_error needs an errno from 1 to 4095');
-  }
+  // One action per syscall: a later rule wins; rules equal to the default are left out
+  // (libseccomp refuses them, and they change nothing).
+  const owner = new Map<string, number>();
+  filter.rules.forEach((r, i) => {
+    for (const name of r.syscalls) owner.set(name, i);
+  });
+  const groups: [number, number, string[]][] = [];
+  filter.rules.forEach((r, i) => {
+    if (sameAction(r.action, filter.defaultAction)) return;
+    const names = [...new Set(r.syscalls)].filter((n) => owner.get(n) === i);
+    if (names.length > 0) groups.push([...encode(r.action), names]);
+  });
   try {
-    addon.seccompInstall(dk, de, rk, re, [...new Set(filter.syscalls)], filter.allThreads ?? true);
+    addon.seccompInstall(dk, de, groups, filter.allThreads ?? true);
   } catch (e) {
     throw toNativeError(e, 'seccomp', 'installing the seccomp filter');
   }
