@@ -24,6 +24,7 @@ let base: string;
 before(async () => {
   const settings = defaultTelemetrySettings();
   settings.logging.verbosity = 'ERROR';
+  settings.memory_profiler.sampling_interval = 32 * 1024; // enough samples for a small test heap
   tele = await initTelemetry({ name: 'telemetry-test', version: '0.0.0', description: 'test' }, settings, {
     crash: false, // node:test owns this process's crash handling
   });
@@ -113,7 +114,8 @@ describe('telemetry server', () => {
   });
 
   it('serves a heap profile that Chrome DevTools can open', async () => {
-    const keep = Array.from({ length: 2000 }, (_, i) => ({ i, s: `x${i}`.repeat(50) }));
+    // About 8 MiB kept alive: some 250 samples expected at one per 32 KiB.
+    const keep = Array.from({ length: 4000 }, (_, i) => ({ i, s: `x${i}`.repeat(400) }));
     const r = await fetch(`${base}/pprof/heap`);
     assert.equal(r.status, 200);
     assert.match(r.headers.get('content-disposition') ?? '', /\.heapprofile"$/);
@@ -127,7 +129,7 @@ describe('telemetry server', () => {
       Array.isArray(profile.samples) && profile.samples.length > 0,
       'some live allocations were sampled',
     );
-    assert.equal(keep.length, 2000);
+    assert.equal(keep.length, 4000);
   });
 
   it('serves heap statistics as JSON', async () => {
