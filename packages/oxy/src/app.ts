@@ -53,3 +53,35 @@ export function defineApp<
   }
   return Object.freeze({ definition });
 }
+
+/**
+ * Runs `app` as a service: the command line (`-c`, `--generate`, `--check`, `--restart`, …),
+ * settings, telemetry, `start`, the endpoints, and draining on SIGTERM/SIGINT. Resolves when
+ * the service has stopped; sets `process.exitCode`.
+ */
+export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas>(
+  app: OxyApp<X, S>,
+): Promise<void> {
+  const { runService } = await import('foundations/cli');
+  const { buildSettingsSchema } = await import('./settings.ts');
+  const { startProxy, normalizeSettings } = await import('./proxy.ts');
+  const def = app.definition;
+  await runService({
+    info: { name: def.name, version: def.version, description: def.description },
+    settings: buildSettingsSchema(def.settings ?? {}, def.name),
+    async main({ settings }) {
+      const typed = normalizeSettings(settings as AppSettings);
+      const proxy = await startProxy(app as unknown as OxyApp, typed);
+      await new Promise<void>((resolve) => {
+        const stop = (): void => {
+          process.off('SIGTERM', stop);
+          process.off('SIGINT', stop);
+          void proxy.runtime.hooks.handleShutdown?.();
+          proxy.drain(typed.restart.drain_timeout).then(() => proxy.close().then(resolve));
+        };
+        process.on('SIGTERM', stop);
+        process.on('SIGINT', stop);
+      });
+    },
+  });
+}

@@ -24,7 +24,12 @@ export {
   type OxyErrorCode,
   type OxyErrorOptions,
 } from './errors.ts';
-export { EgressDecision, type EgressHook, type UpstreamProxy } from './hooks/egress.ts';
+export {
+  EgressDecision,
+  type EgressHook,
+  type UpstreamProxy,
+  type UpstreamProxyAuth,
+} from './hooks/egress.ts';
 export {
   ConnectDirective,
   type DirectResponse,

@@ -1,4 +1,15 @@
 /**
- * Entry point of the `oxy` command: the default Oxy app. Placeholder until the core proxy lands.
+ * Entry point of the `oxy` command (`npx oxy`, `npm start`): the default Oxy app, a forward
+ * proxy with no hooks. With the default settings it listens on 127.0.0.1:8080 with the
+ * telemetry server on; `oxy --generate -` prints every setting with its description.
  */
-console.log('oxy: starting');
+import { bootstrap, defineApp } from './app.ts';
+
+const app = defineApp({
+  name: 'oxy',
+  version: '0.1.0',
+  description: 'Oxy: a programmable forward proxy (HTTP/1.1 absolute-form, CONNECT, Upgrade)',
+  start: () => ({}),
+});
+
+await bootstrap(app);

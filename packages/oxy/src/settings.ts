@@ -7,11 +7,14 @@
  * Ordering rule: the schema is built once per app (`buildSettingsSchema`) before the CLI parses
  * anything, because the app's sections are part of it.
  */
+
+import { restartSettings } from 'foundations/restart';
 import { type Infer, s } from 'foundations/settings';
 import { TelemetrySettings } from 'foundations/telemetry';
 import type { z } from 'zod';
 import { DnsSettings } from './dns/settings.ts';
 import { DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
+import { UpstreamProxySettings } from './offramps/upstream-proxy/settings.ts';
 
 /** The fields of one endpoint, without the app's part. */
 const endpointFields = {
@@ -38,17 +41,6 @@ export const EndpointSettings = s.object(endpointDescription, endpointFields);
 /** The value of {@link EndpointSettings}. */
 export type EndpointSettings = Infer<typeof EndpointSettings>;
 
-/** `egress.upstream_proxy`: send all egress through another HTTP proxy unless a hook decides. */
-const UpstreamProxySettings = s.enabled(
-  'Chain through another HTTP proxy: CONNECT for tunnels, absolute-form for plain requests.',
-  false,
-  {
-    addr: s.socketAddr('The upstream proxy, host:port.', '127.0.0.1:3128'),
-    username: s.str('User name for Basic Proxy-Authorization; empty for none.', ''),
-    password: s.str('Password for Basic Proxy-Authorization.', ''),
-  },
-);
-
 /** `egress`: how the proxy connects out. */
 export const EgressSettings = s.object('How the proxy connects to destinations.', {
   blocked_cidrs: s.cidrList(
@@ -72,12 +64,6 @@ export const EgressSettings = s.object('How the proxy connects to destinations.'
 /** The value of {@link EgressSettings}. */
 export type EgressSettings = Infer<typeof EgressSettings>;
 
-/** `restart`: graceful restarts and draining. */
-export const RestartSettings = s.object('Graceful restarts and shutdown.', {
-  socket: s.path('Restart coordination socket (mode 0600); empty disables `oxy --restart`.', ''),
-  drain_timeout: s.duration('How long old connections may run after a restart or SIGTERM.', '30s'),
-});
-
 /** `audit`: one record per tunnel and per request. */
 export const AuditSettings = s.object('Audit log: one JSON record per tunnel and per request when it ends.', {
   output: s.oneOf(
@@ -94,7 +80,7 @@ const rootFields = {
   telemetry: TelemetrySettings,
   endpoints: s.map('Listening endpoints by name.', EndpointSettings, { main: {} }),
   egress: EgressSettings,
-  restart: RestartSettings,
+  restart: restartSettings('oxy'),
   audit: AuditSettings,
 };
 
@@ -121,19 +107,18 @@ export type AppSettings<S extends AppSettingsSchemas = AppSettingsSchemas> = Omi
 };
 
 /**
- * The settings schema for an app: Oxy's sections plus `app` and `endpoints.<name>.app` when the
- * app defines them. Settings without them parse `app` as `null`.
+ * The settings schema for app `name`: Oxy's sections plus `app` and `endpoints.<name>.app` when
+ * the app defines them (settings without them get `app: null`). The restart socket's default
+ * path is per app name, so two apps on one host do not collide.
  */
-export function buildSettingsSchema(
-  schemas: AppSettingsSchemas = {},
-  description = 'Oxy settings.',
-): z.ZodType {
+export function buildSettingsSchema(schemas: AppSettingsSchemas = {}, name = 'oxy'): z.ZodType {
   const endpoint =
     schemas.endpoint === undefined
       ? EndpointSettings
       : s.object(endpointDescription, { ...endpointFields, app: schemas.endpoint });
-  return s.object(description, {
+  return s.object(`Settings of ${name}.`, {
     ...rootFields,
+    restart: restartSettings(name),
     endpoints: s.map('Listening endpoints by name.', endpoint, { main: {} }),
     ...(schemas.app === undefined ? {} : { app: schemas.app }),
   });

@@ -2,23 +2,20 @@
  * `EgressHook`: how Oxy leaves for the destination. The most powerful stage: the app decides
  * where (or whether) to connect, can rewrite resolution or replace the TCP connect itself.
  *
- * Order for each new upstream connection: `handleConnection` (before resolution, with the
- * target the client asked for) → `dnsResolveOverride` or the built-in resolver (names only) →
+ * Order: `handleConnection` (once per tunnel or forwarded request, before resolution, with the
+ * target the client asked for); then, for each new upstream connection (a pooled one that is
+ * reused skips these): `dnsResolveOverride` or the built-in resolver (names only) →
  * `handleUpstreamIps` → `egress.blocked_cidrs` check (403 when nothing is left) →
  * `tcpConnectOverride` or Happy Eyeballs → `handleConnectionEstablished`.
- * With `viaProxy` the upstream proxy resolves the name: only `handleConnection`,
- * `tcpConnectOverride` (to reach the proxy) and `handleConnectionEstablished` fire.
+ * With `viaProxy` the upstream proxy resolves the target's name: the proxy's own address is
+ * resolved and connected to without `handleUpstreamIps` or the `blocked_cidrs` check (it is
+ * configured by the operator or the app, not chosen by the client).
  */
 import type { Duplex } from 'node:stream';
 import type { EgressContext, ExtTypes, SocketAddr } from '../context/contexts.ts';
+import type { UpstreamProxy } from '../offramps/upstream-proxy/connect.ts';
 
-/** An upstream HTTP proxy to chain through, with optional credentials. */
-export interface UpstreamProxy {
-  readonly host: string;
-  readonly port: number;
-  /** Basic credentials, or a complete `Proxy-Authorization` value. */
-  readonly auth?: { readonly username: string; readonly password: string } | string;
-}
+export type { UpstreamProxy, UpstreamProxyAuth } from '../offramps/upstream-proxy/connect.ts';
 
 /** Where an egress connection goes. Build one with {@link EgressDecision}. */
 export type EgressDecision =
@@ -39,9 +36,8 @@ export const EgressDecision = {
 /** Hooks on egress connections. Every method is optional. */
 export interface EgressHook<X extends ExtTypes = ExtTypes> {
   /**
-   * Fires once per new upstream connection (a pooled connection that is reused does not fire
-   * it), before resolution, with the target the client asked for (a name or an IP).
-   * Throwing fails the request with 502. Default: `EgressDecision.direct(target)`, or
+   * Fires once per tunnel and once per forwarded request, before resolution, with the target
+   * the client asked for (a name or an IP). Throwing fails the request with 502. Default: `EgressDecision.direct(target)`, or
    * `viaProxy` when `egress.upstream_proxy` is enabled.
    */
   handleConnection?(target: SocketAddr, ctx: EgressContext<X>): EgressDecision | Promise<EgressDecision>;
@@ -52,9 +48,10 @@ export interface EgressHook<X extends ExtTypes = ExtTypes> {
    */
   handleConnectionEstablished?(upstream: SocketAddr, ctx: EgressContext<X>): void;
   /**
-   * Fires once per resolved name with the addresses found (or given by `dnsResolveOverride`),
-   * before the `blocked_cidrs` check. Return the addresses to try, in order; an empty list
-   * blocks (403). Not called for IP literals. Default: the addresses as resolved.
+   * Fires once per new upstream connection with the addresses about to be tried: those resolved
+   * (or given by `dnsResolveOverride`), or the IP literal. Runs before the `blocked_cidrs`
+   * check. Return the addresses to try, in order; an empty list blocks (403). Not called for
+   * connections to an upstream proxy. Default: the addresses as given.
    */
   handleUpstreamIps?(ips: string[], ctx: EgressContext<X>): string[] | Promise<string[]>;
   /**

@@ -1,0 +1,59 @@
+/**
+ * The audit log: one JSON record per tunnel and per forwarded request, written when it ends,
+ * to `audit.output` (off, stdout, or an appended file). Separate from the service log so it can
+ * be shipped and kept on its own terms; written directly (not through pino) because it is
+ * data, not diagnostics, and must not be dropped by verbosity or rate limits.
+ */
+import fs from 'node:fs';
+import type { AuditSettings } from './settings.ts';
+
+/** One audit record. Field names are stable: downstream tools parse them. */
+export interface AuditRecord {
+  /** `tunnel` (CONNECT, Upgrade) or `request` (absolute-form). */
+  readonly kind: 'tunnel' | 'request';
+  readonly conn_id: string;
+  readonly request_id: string;
+  readonly endpoint: string;
+  /** `ip:port` of the client. */
+  readonly client: string;
+  /** What the client asked for: `host:port`. */
+  readonly target: string;
+  /** `ip:port` actually connected to (or the upstream proxy's), null if none. */
+  readonly upstream: string | null;
+  /** Decisions taken, in order: `connect:allow`, `egress:direct`, `request:respond`, … */
+  readonly decisions: readonly string[];
+  /** The status the client got (200 for an established tunnel). */
+  readonly status: number;
+  readonly bytes_up: number;
+  readonly bytes_down: number;
+  readonly duration_ms: number;
+  /** `done`, `client_reset`, `idle_timeout`, `blocked`, an `OXY_ERR_*` code, … */
+  readonly close_reason: string;
+}
+
+/** Where audit records go. */
+export interface AuditSink {
+  /** True when records are written anywhere (callers skip building records otherwise). */
+  readonly enabled: boolean;
+  write(record: AuditRecord): void;
+  close(): Promise<void>;
+}
+
+const OFF: AuditSink = { enabled: false, write() {}, close: async () => {} };
+
+/** Opens the audit sink `settings` describe. */
+export function openAudit(settings: AuditSettings): AuditSink {
+  if (settings.output === 'off') return OFF;
+  const stream =
+    settings.output === 'stdout' ? process.stdout : fs.createWriteStream(settings.path, { flags: 'a' });
+  return {
+    enabled: true,
+    write(record) {
+      stream.write(`${JSON.stringify(record)}\n`);
+    },
+    close() {
+      if (stream === process.stdout) return Promise.resolve();
+      return new Promise((resolve) => (stream as fs.WriteStream).end(resolve));
+    },
+  };
+}

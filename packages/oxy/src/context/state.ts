@@ -1,0 +1,125 @@
+/**
+ * The framework's own context objects: each implements the public context interface the hooks
+ * see (with `ext` erased to `object`) plus the internal state Oxy keeps for it (socket,
+ * telemetry, counters). One object per context: hooks get the same object Oxy works with, so
+ * nothing is copied per hook call.
+ *
+ * Ordering rule: `ext` is built in the constructor (see `ext.ts`), before any hook can run.
+ */
+import type net from 'node:net';
+import type { TelemetryContext } from 'foundations/telemetry';
+import type { EndpointSettings } from '../settings.ts';
+import type { ListenAddr } from './addr.ts';
+import type {
+  EgressContext,
+  EndpointContext,
+  IngressContext,
+  IngressProtocol,
+  RequestContext,
+  RequestKind,
+  SocketAddr,
+} from './contexts.ts';
+import { type ErasedExtFactories, newExt } from './ext.ts';
+import { newId } from './ids.ts';
+
+/** A listening endpoint. */
+export class EndpointState implements EndpointContext {
+  readonly name: string;
+  readonly addr: ListenAddr;
+  readonly appSettings: unknown;
+  readonly ext: object;
+  readonly settings: EndpointSettings;
+
+  constructor(name: string, settings: EndpointSettings & { app?: unknown }, ext: ErasedExtFactories) {
+    this.name = name;
+    this.addr = settings.addr;
+    this.appSettings = settings.app ?? null;
+    this.settings = settings;
+    this.ext = newExt(ext.endpoint);
+  }
+}
+
+/** An accepted client connection. */
+export class IngressConnection implements IngressContext {
+  readonly id = newId('c');
+  readonly endpoint: EndpointState;
+  readonly client: SocketAddr;
+  readonly local: SocketAddr;
+  readonly protocol: IngressProtocol;
+  readonly startedAt = performance.now();
+  readonly ext: object;
+  readonly socket: net.Socket;
+  /** The connection's telemetry context (forked log with conn fields, its own trace). */
+  telemetry: TelemetryContext | null = null;
+  requests = 0;
+  /** Tunnels running on this connection; a drain waits for them. */
+  tunnels = 0;
+  closeReason = 'client_closed';
+  closed = false;
+
+  constructor(
+    endpoint: EndpointState,
+    socket: net.Socket,
+    protocol: IngressProtocol,
+    ext: ErasedExtFactories,
+  ) {
+    this.endpoint = endpoint;
+    this.socket = socket;
+    this.protocol = protocol;
+    this.client = { host: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+    this.local = { host: socket.localAddress ?? '', port: socket.localPort ?? 0 };
+    this.ext = newExt(ext.ingress);
+  }
+}
+
+/** One request (CONNECT, absolute-form or Upgrade). */
+export class RequestState implements RequestContext {
+  readonly id = newId('r');
+  readonly ingress: IngressConnection;
+  readonly kind: RequestKind;
+  readonly method: string;
+  readonly target: SocketAddr;
+  readonly startedAt = performance.now();
+  readonly ext: object;
+  /** Decisions taken, for the audit record. */
+  readonly decisions: string[] = [];
+  /** `ip:port` actually connected to. */
+  upstream: string | null = null;
+  status = 0;
+  telemetry: TelemetryContext | null = null;
+
+  constructor(
+    ingress: IngressConnection,
+    kind: RequestKind,
+    method: string,
+    target: SocketAddr,
+    ext: ErasedExtFactories,
+  ) {
+    this.ingress = ingress;
+    this.kind = kind;
+    this.method = method;
+    this.target = target;
+    this.ext = newExt(ext.request);
+  }
+}
+
+/** One upstream connection being made. */
+export class EgressState implements EgressContext {
+  readonly id = newId('e');
+  readonly ingress: IngressConnection;
+  readonly request: RequestState | null;
+  readonly target: SocketAddr;
+  readonly ext: object;
+
+  constructor(
+    ingress: IngressConnection,
+    request: RequestState | null,
+    target: SocketAddr,
+    ext: ErasedExtFactories,
+  ) {
+    this.ingress = ingress;
+    this.request = request;
+    this.target = target;
+    this.ext = newExt(ext.egress);
+  }
+}

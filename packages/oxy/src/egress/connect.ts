@@ -1,0 +1,196 @@
+/**
+ * The egress pipeline: turns "the client wants host:port" into a connected upstream stream,
+ * running the `EgressHook` methods at their steps and the framework's defaults where the app
+ * has none. Every on-ramp that needs an upstream TCP connection comes through here: CONNECT
+ * tunnels, forwarded requests (through the HTTP agent in `agent.ts`) and Upgrades.
+ *
+ * Order (also in the `EgressHook` module doc): decision → resolve (override or resolver) →
+ * `handleUpstreamIps` → `blocked_cidrs` (after resolution: a name resolving into a blocked range
+ * is blocked) → connect (override or Happy Eyeballs, `connect_timeout`, `source_addr`) →
+ * `handleConnectionEstablished`. Errors are `OxyError`s whose codes map to 403/502/504.
+ */
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { SocketAddr } from '../context/contexts.ts';
+import type { EgressState } from '../context/state.ts';
+import { isOxyError, OXY_ERR, OxyError } from '../errors.ts';
+import { EgressDecision } from '../hooks/egress.ts';
+import { connectHappyEyeballs } from '../offramps/tcp/happy-eyeballs.ts';
+import { connectViaProxy } from '../offramps/upstream-proxy/connect.ts';
+import type { Runtime } from '../runtime.ts';
+import { egressMetrics } from '../telemetry/metrics.ts';
+
+/** A connected upstream. */
+export interface EgressConnection {
+  readonly socket: Duplex;
+  /** The address connected to (`ip:port` form), for the audit record and `Proxy-Status`. */
+  readonly remote: SocketAddr;
+  /** Bytes that arrived with an upstream proxy's CONNECT answer: send them to the client first. */
+  readonly head: Buffer | null;
+}
+
+function allowHalfOpenConnect(address: string, port: number, localAddress: string | undefined): net.Socket {
+  return net.connect({
+    host: address,
+    port,
+    localAddress,
+    noDelay: true,
+    autoSelectFamily: false,
+    allowHalfOpen: true,
+  });
+}
+
+/** Runs `EgressHook.handleConnection`, or the default decision. */
+export async function decideEgress(rt: Runtime, eg: EgressState): Promise<EgressDecision> {
+  const hook = rt.hooks.egressConnection;
+  if (hook === null) {
+    return rt.defaultProxy === null
+      ? EgressDecision.direct(eg.target)
+      : EgressDecision.viaProxy(rt.defaultProxy);
+  }
+  let decision: EgressDecision;
+  try {
+    decision = await hook(eg.target, eg);
+  } catch (e) {
+    throw rt.hookFailed('EgressHook.handleConnection', e);
+  }
+  if (decision === undefined || decision === null || typeof decision.kind !== 'string') {
+    throw rt.hookFailed('EgressHook.handleConnection', new TypeError('did not return an EgressDecision'));
+  }
+  return decision;
+}
+
+/** The error for a block decision. */
+export function egressBlocked(reason: string): OxyError {
+  return new OxyError(OXY_ERR.EGRESS_BLOCKED, reason, { source: 'internal' });
+}
+
+async function resolve(rt: Runtime, eg: EgressState, host: string): Promise<string[]> {
+  if (net.isIP(host) !== 0) return [host];
+  const override = rt.hooks.dnsResolveOverride;
+  if (override !== null) {
+    let ips: string[] | undefined;
+    try {
+      ips = await override(host, eg);
+    } catch (e) {
+      throw rt.hookFailed('EgressHook.dnsResolveOverride', e);
+    }
+    if (ips !== undefined) return ips;
+  }
+  return [...(await rt.resolver.resolve(host)).addresses];
+}
+
+/**
+ * Connects to `addr` (a name or an IP): resolution, the IP hook and the blocklist (unless
+ * `trusted`, for an upstream proxy), then the connect and the established event.
+ */
+export async function connectDirect(
+  rt: Runtime,
+  eg: EgressState,
+  addr: SocketAddr,
+  trusted: boolean,
+): Promise<{ socket: Duplex; remote: SocketAddr }> {
+  const started = performance.now();
+  try {
+    let ips = await resolve(rt, eg, addr.host);
+    if (!trusted) {
+      const ipsHook = rt.hooks.upstreamIps;
+      if (ipsHook !== null) {
+        try {
+          ips = await ipsHook(ips, eg);
+        } catch (e) {
+          throw rt.hookFailed('EgressHook.handleUpstreamIps', e);
+        }
+      }
+      const allowed = ips.filter((ip) => !rt.blocklist.has(ip));
+      if (allowed.length === 0) {
+        throw egressBlocked(
+          ips.length === 0 ? 'no address left to connect to' : 'destination address is blocked',
+        );
+      }
+      ips = allowed;
+    }
+    let socket: Duplex | undefined;
+    let remote: SocketAddr | undefined;
+    const override = rt.hooks.tcpConnectOverride;
+    if (override !== null) {
+      try {
+        socket = await override(
+          ips.map((host) => ({ host, port: addr.port })),
+          eg,
+        );
+      } catch (e) {
+        throw rt.hookFailed('EgressHook.tcpConnectOverride', e);
+      }
+      if (socket !== undefined) {
+        const s = socket as Partial<net.Socket>;
+        remote = { host: s.remoteAddress ?? ips[0] ?? addr.host, port: s.remotePort ?? addr.port };
+      }
+    }
+    if (socket === undefined) {
+      const source = rt.settings.egress.source_addr;
+      const tcp = await connectHappyEyeballs(ips, addr.port, {
+        timeoutMs: rt.settings.egress.connect_timeout,
+        connect: allowHalfOpenConnect,
+        ...(source === null ? {} : { localAddress: source }),
+      });
+      socket = tcp;
+      remote = { host: tcp.remoteAddress ?? '', port: tcp.remotePort ?? addr.port };
+    }
+    egressMetrics.connect_latency_seconds().observe((performance.now() - started) / 1000);
+    return { socket, remote: remote as SocketAddr };
+  } catch (e) {
+    egressMetrics.connect_failed_total({ code: isOxyError(e) ? e.code : 'unknown' }).inc();
+    throw e;
+  }
+}
+
+/** Fires `handleConnectionEstablished`; a throw destroys `socket` and fails the caller. */
+export function established(rt: Runtime, eg: EgressState, socket: Duplex, remote: SocketAddr): void {
+  const hook = rt.hooks.egressEstablished;
+  if (hook === null) return;
+  try {
+    hook(remote, eg);
+  } catch (e) {
+    socket.destroy();
+    throw rt.hookFailed('EgressHook.handleConnectionEstablished', e);
+  }
+}
+
+/**
+ * The whole pipeline for a tunnel: decision, then a direct connection or a CONNECT through the
+ * upstream proxy. `decisions` receives `egress:<kind>` for the audit record.
+ */
+export async function connectTunnelEgress(
+  rt: Runtime,
+  eg: EgressState,
+  decisions: string[],
+): Promise<EgressConnection> {
+  const decision = await decideEgress(rt, eg);
+  decisions.push(`egress:${decision.kind}`);
+  switch (decision.kind) {
+    case 'block':
+      egressMetrics.connect_failed_total({ code: OXY_ERR.EGRESS_BLOCKED }).inc();
+      throw egressBlocked(decision.reason);
+    case 'direct': {
+      const { socket, remote } = await connectDirect(rt, eg, decision.addr, false);
+      established(rt, eg, socket, remote);
+      return { socket, remote, head: null };
+    }
+    case 'viaProxy': {
+      const started = performance.now();
+      const proxy = decision.proxy;
+      const tunnel = await connectViaProxy(proxy, eg.target, {
+        timeoutMs: rt.settings.egress.connect_timeout,
+      }).catch((e: unknown) => {
+        egressMetrics.connect_failed_total({ code: isOxyError(e) ? e.code : 'unknown' }).inc();
+        throw e;
+      });
+      egressMetrics.connect_latency_seconds().observe((performance.now() - started) / 1000);
+      const remote = { host: proxy.host, port: proxy.port };
+      tunnel.socket.allowHalfOpen = true;
+      established(rt, eg, tunnel.socket, remote);
+      return { socket: tunnel.socket, remote, head: tunnel.head.length > 0 ? tunnel.head : null };
+    }
+  }
+}

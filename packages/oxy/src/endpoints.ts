@@ -1,0 +1,70 @@
+/**
+ * Endpoints: where listening happens, in one place, so graceful restarts can swap listening
+ * for inherited sockets (`openEndpoint` is the seam), and the drain that a restart or shutdown
+ * runs over the live connections.
+ *
+ * Drain order: stop accepting → `Connection: close` on later responses → wait for connections
+ * and tunnels to finish → at the deadline, destroy what is left.
+ */
+import { once } from 'node:events';
+import net from 'node:net';
+import { formatHostPort, type ListenAddr } from './context/addr.ts';
+import { OXY_ERR, OxyError } from './errors.ts';
+import type { Runtime } from './runtime.ts';
+
+/**
+ * Opens the listening socket of endpoint `name` at `addr`. The returned server accepts with
+ * `allowHalfOpen` (tunnels carry half-close) and `noDelay`. Throws `OXY_ERR_LISTEN` naming the
+ * settings path.
+ */
+export async function openEndpoint(name: string, addr: ListenAddr): Promise<net.Server> {
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false });
+  const options = addr.kind === 'tcp' ? { host: addr.host, port: addr.port } : { path: addr.path };
+  try {
+    server.listen({ ...options, backlog: 1024 });
+    await once(server, 'listening');
+  } catch (e) {
+    const where = addr.kind === 'tcp' ? formatHostPort(addr.host, addr.port) : addr.path;
+    throw new OxyError(
+      OXY_ERR.LISTEN,
+      `endpoints.${name}.addr: cannot listen on ${where}: ${(e as Error).message}`,
+      {
+        cause: e,
+      },
+    );
+  }
+  return server;
+}
+
+/** `host:port` or the socket path a server listens on. */
+export function describeListening(server: net.Server): string {
+  const a = server.address();
+  if (a === null) return '(closed)';
+  if (typeof a === 'string') return a;
+  return formatHostPort(a.address, a.port);
+}
+
+/**
+ * Drains `rt`'s connections: `servers` stop accepting at once, later responses close their
+ * connections, and whatever still runs after `timeoutMs` is destroyed. Resolves when no
+ * connection is left.
+ */
+export async function drain(rt: Runtime, servers: readonly net.Server[], timeoutMs: number): Promise<void> {
+  rt.draining = true;
+  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  const deadline = performance.now() + timeoutMs;
+  while (rt.connections.size > 0 && performance.now() < deadline) {
+    for (const conn of rt.connections) {
+      // An idle keep-alive connection has nothing to finish: close it now.
+      if (conn.tunnels === 0 && (conn.socket as { _httpMessage?: unknown })._httpMessage == null) {
+        conn.closeReason = 'drained';
+        conn.socket.end();
+      }
+    }
+    await new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - performance.now()))));
+  }
+  for (const conn of rt.connections) {
+    conn.closeReason = 'drained';
+    conn.socket.destroy();
+  }
+}

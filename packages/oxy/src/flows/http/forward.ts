@@ -1,0 +1,255 @@
+/**
+ * The forwarding pipeline for absolute-form requests (`GET http://host/path`): request hook,
+ * egress decision, the keep-alive upstream pool, response hook, and the body streamed back.
+ * Protocol-neutral: an on-ramp hands it a Node request/response pair (HTTP/1.1's, or HTTP/2's
+ * compatibility objects) and the parsed target.
+ *
+ * Order: `handleRequest` → `EgressHook.handleConnection` → (new connection only: DNS,
+ * `handleUpstreamIps`, blocklist, connect, `handleConnectionEstablished`) → request sent,
+ * body piped → `handleResponse` → response piped → audit record.
+ */
+import http from 'node:http';
+import type { Readable } from 'node:stream';
+import { formatHostPort } from '../../context/addr.ts';
+import type { SocketAddr } from '../../context/contexts.ts';
+import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
+import type { EgressAgent, EgressRequestOptions } from '../../egress/agent.ts';
+import { decideEgress, egressBlocked } from '../../egress/connect.ts';
+import { httpStatusFor, isOxyError, OXY_ERR, toOxyError } from '../../errors.ts';
+import type { HttpHeaders, RequestDecision, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
+import { proxyAuthorization } from '../../offramps/upstream-proxy/connect.ts';
+import type { Runtime } from '../../runtime.ts';
+import { forkRequest } from '../../telemetry/fork.ts';
+import { httpMetrics } from '../../telemetry/metrics.ts';
+import { countFailure, errorBody, recordEnd } from '../record.ts';
+import {
+  type AbsoluteTarget,
+  filterRawHeaders,
+  parseAuthority,
+  stripHopByHop,
+  toRawHeaders,
+} from './headers.ts';
+
+/** The request side an on-ramp hands over: a readable body with Node's head fields. */
+export interface IncomingRequest extends Readable {
+  readonly method?: string | undefined;
+  readonly rawHeaders: string[];
+  readonly headers: HttpHeaders;
+}
+
+/** Sends an error the proxy answers itself, unless the response has started (then it is cut). */
+export function answerError(
+  res: http.ServerResponse,
+  request: RequestState,
+  status: number,
+  message: string,
+): void {
+  request.status = status;
+  countFailure(request, status);
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = errorBody(status, message);
+  res.writeHead(status, {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+  });
+  res.end(body);
+}
+
+/** A short client-safe reason for an error: hook failures say nothing about the app. */
+export function reasonOf(e: unknown): string {
+  if (!isOxyError(e)) return 'upstream failed';
+  if (e.code === OXY_ERR.HOOK_FAILED) return 'internal error';
+  return e.message;
+}
+
+/** Forwards one absolute-form request; never throws (failures become error responses). */
+export function serveForward(
+  rt: Runtime,
+  agent: EgressAgent,
+  conn: IngressConnection,
+  req: IncomingRequest,
+  res: http.ServerResponse,
+  target: AbsoluteTarget,
+): void {
+  conn.requests++;
+  const request = new RequestState(conn, 'forward', req.method ?? 'GET', target.addr, rt.ext);
+  httpMetrics.requests_total({ endpoint: conn.endpoint.name, kind: 'forward' }).inc();
+  if (rt.draining) res.shouldKeepAlive = false;
+  forkRequest(request, () => forward(rt, agent, request, req, res, target)).catch((e: unknown) => {
+    answerError(res, request, httpStatusFor(e), reasonOf(e));
+    recordEnd(rt, request, 0, 0, isOxyError(e) ? e.code : 'error');
+  });
+}
+
+function respondDirect(res: http.ServerResponse, request: RequestState, d: RequestDecision): void {
+  if (d.kind === 'respond') {
+    request.status = d.status;
+    const body = d.body ?? '';
+    res.writeHead(d.status, { ...d.headers, 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  } else if (d.kind === 'block') {
+    answerError(res, request, d.status, d.reason);
+  }
+}
+
+async function forward(
+  rt: Runtime,
+  agent: EgressAgent,
+  request: RequestState,
+  req: IncomingRequest,
+  res: http.ServerResponse,
+  target: AbsoluteTarget,
+): Promise<void> {
+  let head: RequestHead | null = null;
+  let addr: SocketAddr = target.addr;
+  const requestHook = rt.hooks.request;
+  if (requestHook !== null) {
+    head = {
+      method: request.method,
+      scheme: target.scheme,
+      authority: target.authority,
+      path: target.path,
+      headers: req.headers,
+    };
+    let d: RequestDecision;
+    try {
+      d = await requestHook(head, request);
+    } catch (e) {
+      throw rt.hookFailed('HttpRequestHook.handleRequest', e);
+    }
+    request.decisions.push(`request:${d?.kind ?? 'forward'}`);
+    if (d !== undefined && d.kind !== 'forward') {
+      req.resume();
+      respondDirect(res, request, d);
+      recordEnd(rt, request, 0, 0, d.kind === 'block' ? 'blocked' : 'responded');
+      return;
+    }
+    if (head.authority !== target.authority) {
+      const parsed = parseAuthority(head.authority, target.scheme === 'https' ? 443 : 80);
+      if (parsed === null)
+        throw rt.hookFailed('HttpRequestHook.handleRequest', new Error('invalid authority'));
+      addr = parsed;
+    }
+  }
+
+  const eg = new EgressState(request.ingress, request, addr, rt.ext);
+  const decision = await decideEgress(rt, eg);
+  request.decisions.push(`egress:${decision.kind}`);
+  if (decision.kind === 'block') throw egressBlocked(decision.reason);
+
+  const authority = head?.authority ?? target.authority;
+  const path = head?.path ?? target.path;
+  let headers: string[];
+  if (head === null) {
+    headers = filterRawHeaders(req.rawHeaders, 'host');
+  } else {
+    const h = { ...head.headers };
+    stripHopByHop(h);
+    delete h.host;
+    headers = toRawHeaders(h);
+  }
+  headers.push('Host', authority);
+
+  let options: EgressRequestOptions;
+  const shared = rt.sharedPool ? '' : `|${request.ingress.id}`;
+  if (decision.kind === 'direct') {
+    const to = decision.addr.host === addr.host && decision.addr.port === addr.port ? addr : decision.addr;
+    options = {
+      agent,
+      method: head?.method ?? request.method,
+      path,
+      headers,
+      setHost: false,
+      oxyEgress: eg,
+      oxyAddr: to,
+      oxyTrusted: false,
+      oxyPoolKey: `${formatHostPort(to.host, to.port)}${shared}`,
+    };
+  } else {
+    const proxy = decision.proxy;
+    const token = proxyAuthorization(proxy.auth);
+    if (token !== undefined) headers.push('Proxy-Authorization', token);
+    options = {
+      agent,
+      method: head?.method ?? request.method,
+      path: `http://${authority}${path}`,
+      headers,
+      setHost: false,
+      oxyEgress: eg,
+      oxyAddr: { host: proxy.host, port: proxy.port },
+      oxyTrusted: true,
+      oxyPoolKey: `proxy|${formatHostPort(proxy.host, proxy.port)}|${token ?? ''}${shared}`,
+    };
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    const upReq = http.request(options);
+    let bytesUp = 0;
+    req.on('data', (chunk: Buffer) => {
+      bytesUp += chunk.length;
+    });
+    upReq.on('error', (e) => {
+      req.unpipe(upReq);
+      reject(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream'));
+    });
+    res.on('close', () => {
+      if (!res.writableFinished) {
+        upReq.destroy();
+        resolve();
+      }
+    });
+    upReq.on('response', (upRes) => {
+      const s = upReq.socket;
+      if (s !== null && s.remoteAddress !== undefined)
+        request.upstream = formatHostPort(s.remoteAddress, s.remotePort ?? 0);
+      relayResponse(rt, request, upRes, res).then(
+        () => {
+          let bytesDown = 0;
+          upRes.on('data', (chunk: Buffer) => {
+            bytesDown += chunk.length;
+          });
+          upRes.on('error', () => res.destroy());
+          upRes.pipe(res);
+          res.on('close', () => {
+            recordEnd(rt, request, bytesUp, bytesDown, res.writableFinished ? 'done' : 'client_closed');
+            resolve();
+          });
+        },
+        (e: unknown) => {
+          upRes.destroy();
+          reject(e);
+        },
+      );
+    });
+    req.pipe(upReq);
+  });
+}
+
+async function relayResponse(
+  rt: Runtime,
+  request: RequestState,
+  upRes: http.IncomingMessage,
+  res: http.ServerResponse,
+): Promise<void> {
+  const status = upRes.statusCode ?? 502;
+  request.status = status;
+  res.sendDate = false;
+  if (rt.draining) res.shouldKeepAlive = false;
+  const hook = rt.hooks.response;
+  if (hook === null) {
+    res.writeHead(status, upRes.statusMessage, filterRawHeaders(upRes.rawHeaders, ''));
+    return;
+  }
+  let resHead: ResponseHead = { status, headers: { ...upRes.headers } };
+  try {
+    resHead = (await hook(resHead, request)) ?? resHead;
+  } catch (e) {
+    throw rt.hookFailed('HttpRequestHook.handleResponse', e);
+  }
+  stripHopByHop(resHead.headers);
+  request.status = resHead.status;
+  res.writeHead(resHead.status, toRawHeaders(resHead.headers));
+}

@@ -1,0 +1,73 @@
+/** Target parsing and hop-by-hop removal, including malformed targets. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { filterRawHeaders, parseAbsoluteTarget, parseAuthority, stripHopByHop } from './headers.ts';
+
+test('authority-form targets', () => {
+  assert.deepEqual(parseAuthority('example.com:443'), { host: 'example.com', port: 443 });
+  assert.deepEqual(parseAuthority('[2001:db8::1]:8443'), { host: '2001:db8::1', port: 8443 });
+  assert.deepEqual(parseAuthority('Example.COM', 80), { host: 'example.com', port: 80 });
+  for (const bad of [
+    'example.com',
+    ':443',
+    'a:0',
+    'a:65536',
+    'a:x',
+    'u@a:1',
+    '[::1',
+    '[nope]:1',
+    '::1:80',
+    'a b:1',
+    '',
+  ]) {
+    assert.equal(parseAuthority(bad), null, bad);
+  }
+});
+
+test('absolute-form targets', () => {
+  assert.deepEqual(parseAbsoluteTarget('http://a.example:8080/p?q=1#frag'), {
+    scheme: 'http',
+    authority: 'a.example:8080',
+    addr: { host: 'a.example', port: 8080 },
+    path: '/p?q=1',
+  });
+  assert.equal(parseAbsoluteTarget('http://a.example')?.path, '/');
+  assert.equal(parseAbsoluteTarget('http://a.example?x')?.path, '/?x');
+  assert.equal(parseAbsoluteTarget('http://[::1]:81/')?.addr.host, '::1');
+  for (const bad of ['/relative', 'ftp://a/', 'http://', 'http://u:p@a/', 'http://a:99999/', 'x']) {
+    assert.equal(parseAbsoluteTarget(bad), null, bad);
+  }
+});
+
+test('hop-by-hop fields and those Connection names are removed, others kept in order', () => {
+  const raw = [
+    'Host',
+    'a',
+    'Connection',
+    'keep-alive, X-Secret',
+    'X-Secret',
+    '1',
+    'Proxy-Authorization',
+    'Basic x',
+    'Keep-Alive',
+    'timeout=5',
+    'Accept',
+    '*/*',
+    'TE',
+    'trailers',
+    'Upgrade',
+    'websocket',
+    'X-B',
+    '2',
+  ];
+  assert.deepEqual(filterRawHeaders(raw, 'host'), ['Accept', '*/*', 'X-B', '2']);
+  assert.deepEqual(filterRawHeaders(['Connection', 'Upgrade', 'Upgrade', 'websocket'], '', true), [
+    'Connection',
+    'Upgrade',
+    'Upgrade',
+    'websocket',
+  ]);
+  const h = { connection: 'x-a', 'x-a': '1', 'proxy-authorization': 'p', accept: 'b' };
+  stripHopByHop(h);
+  assert.deepEqual(h, { accept: 'b' });
+});

@@ -1,0 +1,166 @@
+/**
+ * `Upgrade` through an absolute-form request (WebSocket over a plain forward proxy): the
+ * request goes upstream like a forwarded one, but on its own connection (never pooled), and a
+ * `101` turns both connections into a tunnel through the stream pump. Any other answer is
+ * relayed and the client connection closed.
+ *
+ * Order: `handleRequest` → egress pipeline (as for a tunnel) → request sent → `101` relayed →
+ * pump → audit record.
+ */
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { formatHostPort } from '../../context/addr.ts';
+import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
+import { connectTunnelEgress } from '../../egress/connect.ts';
+import { httpStatusFor, isOxyError } from '../../errors.ts';
+import type { RequestDecision, RequestHead } from '../../hooks/http-request.ts';
+import type { Runtime } from '../../runtime.ts';
+import { forkRequest } from '../../telemetry/fork.ts';
+import { httpMetrics, tunnelMetrics } from '../../telemetry/metrics.ts';
+import { countFailure, errorBody, recordEnd } from '../record.ts';
+import { StreamPump } from '../stream/pump.ts';
+import { reasonOf } from './forward.ts';
+import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
+
+/** Writes a complete HTTP/1.1 response on a raw socket and ends it. */
+export function writeRawResponse(socket: Duplex, status: number, body: string, headers: string[] = []): void {
+  let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+  for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  head += `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n`;
+  socket.end(head + body);
+}
+
+/** Serves one `Upgrade` request; never throws. */
+export function serveUpgrade(
+  rt: Runtime,
+  conn: IngressConnection,
+  req: http.IncomingMessage,
+  socket: Duplex,
+  clientHead: Buffer,
+  target: AbsoluteTarget,
+): Promise<void> {
+  conn.requests++;
+  conn.tunnels++;
+  const request = new RequestState(conn, 'upgrade', req.method ?? 'GET', target.addr, rt.ext);
+  httpMetrics.requests_total({ endpoint: conn.endpoint.name, kind: 'upgrade' }).inc();
+  return forkRequest(request, () => upgrade(rt, request, req, socket, clientHead, target))
+    .catch((e: unknown) => {
+      const status = httpStatusFor(e);
+      request.status = status;
+      countFailure(request, status);
+      if (socket.writable) writeRawResponse(socket, status, errorBody(status, reasonOf(e)));
+      else socket.destroy();
+      recordEnd(rt, request, 0, 0, isOxyError(e) ? e.code : 'error');
+    })
+    .finally(() => {
+      conn.tunnels--;
+    });
+}
+
+async function upgrade(
+  rt: Runtime,
+  request: RequestState,
+  req: http.IncomingMessage,
+  socket: Duplex,
+  clientHead: Buffer,
+  target: AbsoluteTarget,
+): Promise<void> {
+  let head: RequestHead | null = null;
+  const hook = rt.hooks.request;
+  if (hook !== null) {
+    head = {
+      method: request.method,
+      scheme: target.scheme,
+      authority: target.authority,
+      path: target.path,
+      headers: req.headers,
+    };
+    let d: RequestDecision;
+    try {
+      d = await hook(head, request);
+    } catch (e) {
+      throw rt.hookFailed('HttpRequestHook.handleRequest', e);
+    }
+    request.decisions.push(`request:${d?.kind ?? 'forward'}`);
+    if (d !== undefined && d.kind !== 'forward') {
+      const status = d.status;
+      request.status = status;
+      const body = d.kind === 'respond' ? String(d.body ?? '') : errorBody(status, d.reason);
+      if (d.kind === 'block') countFailure(request, status);
+      writeRawResponse(socket, status, body);
+      recordEnd(rt, request, 0, 0, d.kind === 'block' ? 'blocked' : 'responded');
+      return;
+    }
+  }
+
+  const eg = new EgressState(request.ingress, request, request.target, rt.ext);
+  const c = await connectTunnelEgress(rt, eg, request.decisions);
+  request.upstream = formatHostPort(c.remote.host, c.remote.port);
+  const upstream = c.socket;
+  let headers: string[];
+  if (head === null) headers = filterRawHeaders(req.rawHeaders, 'host', true);
+  else {
+    const h = { ...head.headers };
+    stripHopByHop(h, true);
+    delete h.host;
+    headers = toRawHeaders(h);
+  }
+  headers.push('Host', head?.authority ?? target.authority);
+
+  await new Promise<void>((resolve, reject) => {
+    const upReq = http.request({
+      createConnection: () => upstream as never,
+      method: head?.method ?? request.method,
+      path: head?.path ?? target.path,
+      headers,
+      setHost: false,
+    });
+    upReq.on('error', (e) => {
+      upstream.destroy();
+      reject(e);
+    });
+    upReq.on('response', (upRes) => {
+      // Not switching: relay the answer and close, as the client's connection is spent.
+      request.status = upRes.statusCode ?? 502;
+      let out = `HTTP/1.1 ${request.status} ${upRes.statusMessage ?? ''}\r\n`;
+      const raw = filterRawHeaders(upRes.rawHeaders, 'content-length');
+      for (let i = 0; i < raw.length; i += 2) out += `${raw[i]}: ${raw[i + 1]}\r\n`;
+      const chunks: Buffer[] = [];
+      upRes.on('data', (d: Buffer) => chunks.push(d));
+      upRes.on('end', () => {
+        const body = Buffer.concat(chunks);
+        socket.end(
+          Buffer.concat([
+            Buffer.from(`${out}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`),
+            body,
+          ]),
+        );
+        upstream.destroy();
+        recordEnd(rt, request, 0, body.length, 'not_upgraded');
+        resolve();
+      });
+    });
+    upReq.on('upgrade', (upRes, upSocket: Duplex, upHead: Buffer) => {
+      request.status = 101;
+      let out = `HTTP/1.1 101 ${upRes.statusMessage ?? 'Switching Protocols'}\r\n`;
+      for (let i = 0; i < upRes.rawHeaders.length; i += 2)
+        out += `${upRes.rawHeaders[i]}: ${upRes.rawHeaders[i + 1]}\r\n`;
+      socket.write(`${out}\r\n`);
+      if (upHead.length > 0) socket.write(upHead);
+      if (clientHead.length > 0) upSocket.write(clientHead);
+      const ep = request.ingress.endpoint.settings;
+      const pump = new StreamPump(socket, upSocket, {
+        idleTimeoutMs: ep.tunnel_idle_timeout,
+        maxLifetimeMs: ep.tunnel_max_lifetime,
+      });
+      pump.done.then((r) => {
+        tunnelMetrics.bytes_total({ direction: 'up' }).inc(r.bytesUp);
+        tunnelMetrics.bytes_total({ direction: 'down' }).inc(r.bytesDown);
+        tunnelMetrics.duration_seconds().observe((performance.now() - request.startedAt) / 1000);
+        recordEnd(rt, request, r.bytesUp, r.bytesDown, r.reason);
+        resolve();
+      });
+    });
+    upReq.end();
+  });
+}

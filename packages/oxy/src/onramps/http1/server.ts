@@ -1,0 +1,165 @@
+/**
+ * The HTTP/1.1 on-ramp of an `http` endpoint: Node's HTTP server (llhttp, strict parsing) fed
+ * with sockets the ingress step allowed, dispatching absolute-form requests to the forwarding
+ * pipeline, CONNECT to the tunnel pipeline and `Upgrade` to the upgrade pipeline.
+ *
+ * Bad input is answered here (`clientError`): a malformed request or conflicting framing
+ * (`Content-Length` twice with different values, or with `Transfer-Encoding`) → 400, a head
+ * over `max_header_size` → 431, a head not received within `header_read_timeout` → 408; each
+ * closes the connection. Idle keep-alive connections close after `idle_timeout`.
+ */
+import http from 'node:http';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { log } from 'foundations/telemetry';
+import type { EndpointState, IngressConnection } from '../../context/state.ts';
+import { EgressAgent } from '../../egress/agent.ts';
+import { serveForward } from '../../flows/http/forward.ts';
+import { parseAbsoluteTarget, parseAuthority } from '../../flows/http/headers.ts';
+import { serveUpgrade, writeRawResponse } from '../../flows/http/upgrade.ts';
+import type { RequestHead, ResponseHead } from '../../hooks/http-request.ts';
+import type { Runtime } from '../../runtime.ts';
+import { ingressMetrics } from '../../telemetry/metrics.ts';
+import { type ConnectExchange, serveConnect } from '../../tunnels/connect.ts';
+import type { SocketOnRamp } from '../ingress.ts';
+
+const kConn = Symbol('oxy.ingress');
+type TaggedSocket = net.Socket & { [kConn]?: IngressConnection };
+
+function connOf(socket: Duplex): IngressConnection | undefined {
+  return (socket as TaggedSocket)[kConn];
+}
+
+/** The CONNECT exchange of HTTP/1.1: the response is written on the socket, which becomes the tunnel. */
+class Http1ConnectExchange implements ConnectExchange {
+  readonly head: RequestHead;
+  readonly #socket: Duplex;
+  readonly #early: Buffer;
+
+  constructor(req: http.IncomingMessage, socket: Duplex, early: Buffer) {
+    this.head = { method: 'CONNECT', scheme: '', authority: req.url ?? '', path: '', headers: req.headers };
+    this.#socket = socket;
+    this.#early = early;
+  }
+
+  get closed(): boolean {
+    return this.#socket.destroyed || !this.#socket.writable;
+  }
+
+  accept(res: ResponseHead): Duplex {
+    let out = `HTTP/1.1 ${res.status} ${res.status === 200 ? 'Connection Established' : (http.STATUS_CODES[res.status] ?? '')}\r\n`;
+    for (const name in res.headers) {
+      const v = res.headers[name];
+      if (v === undefined) continue;
+      for (const x of Array.isArray(v) ? v : [v]) out += `${name}: ${x}\r\n`;
+    }
+    this.#socket.write(`${out}\r\n`);
+    if (this.#early.length > 0) this.#socket.unshift(this.#early);
+    return this.#socket;
+  }
+
+  reject(status: number, body: string): void {
+    writeRawResponse(this.#socket, status, body);
+  }
+}
+
+const CLIENT_ERRORS: Readonly<Record<string, [number, string]>> = {
+  HPE_HEADER_OVERFLOW: [431, 'headers_too_large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'header_timeout'],
+  HPE_HEADERS_TIMEOUT: [408, 'header_timeout'],
+};
+
+/** Creates the HTTP/1.1 on-ramp of `endpoint`. */
+export function createHttp1OnRamp(
+  rt: Runtime,
+  endpoint: EndpointState,
+): SocketOnRamp & { readonly server: http.Server } {
+  const ep = endpoint.settings;
+  const agent = new EgressAgent(rt);
+  const server = http.createServer({
+    maxHeaderSize: ep.max_header_size,
+    headersTimeout: ep.header_read_timeout,
+    requestTimeout: 0,
+    keepAliveTimeout: ep.idle_timeout,
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, ep.header_read_timeout / 2)),
+    requireHostHeader: false,
+    noDelay: true,
+  });
+
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const conn = connOf(req.socket);
+    if (conn === undefined) {
+      res.destroy();
+      return;
+    }
+    const target = parseAbsoluteTarget(req.url ?? '');
+    if (target === null || target.scheme !== 'http') {
+      const body = '400 a forward proxy needs an absolute-form http:// target or CONNECT\n';
+      res.writeHead(400, {
+        'content-type': 'text/plain',
+        'content-length': body.length,
+        connection: 'close',
+      });
+      res.end(body);
+      return;
+    }
+    serveForward(rt, agent, conn, req, res, target);
+  });
+
+  server.on('connect', (req: http.IncomingMessage, socket: Duplex, early: Buffer) => {
+    const conn = connOf(socket);
+    if (conn === undefined) {
+      socket.destroy();
+      return;
+    }
+    const target = parseAuthority(req.url ?? '');
+    if (target === null) {
+      writeRawResponse(socket, 400, '400 CONNECT needs a host:port target\n');
+      return;
+    }
+    socket.on('error', () => {}); // the tunnel's pump reports errors; before it, a reset only ends the attempt
+    void serveConnect(rt, conn, new Http1ConnectExchange(req, socket, early), target);
+  });
+
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, early: Buffer) => {
+    const conn = connOf(socket);
+    const target = parseAbsoluteTarget(req.url ?? '');
+    if (conn === undefined || target === null || target.scheme !== 'http') {
+      writeRawResponse(socket, 400, '400 Upgrade needs an absolute-form http:// target\n');
+      return;
+    }
+    socket.on('error', () => {});
+    void serveUpgrade(rt, conn, req, socket, early, target);
+  });
+
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    const conn = connOf(socket);
+    const code = err.code ?? '';
+    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const [status, reason] = CLIENT_ERRORS[code] ?? [400, 'bad_request'];
+    if (conn !== undefined) {
+      conn.closeReason = reason;
+      ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason }).inc();
+      conn.telemetry?.apply(() => log.debug('bad request from client', { reason, code }));
+    }
+    // A response already under way cannot be followed by an error status: just close.
+    if ((socket as { _httpMessage?: unknown })._httpMessage) {
+      socket.destroy();
+      return;
+    }
+    socket.once('finish', () => socket.destroy());
+    writeRawResponse(socket, status, `${status} ${http.STATUS_CODES[status]}\n`);
+  });
+
+  return {
+    protocol: 'http/1.1',
+    server,
+    serve(socket: net.Socket, conn: IngressConnection): void {
+      (socket as TaggedSocket)[kConn] = conn;
+      server.emit('connection', socket);
+    },
+  };
+}

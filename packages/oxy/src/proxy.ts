@@ -1,0 +1,127 @@
+/**
+ * Running an app: from parsed settings to listening endpoints, and back down. `bootstrap`
+ * (the CLI path) and tests both come through `startProxy`, so tests run exactly what
+ * production runs, on ephemeral ports.
+ *
+ * Ordering rule: `start()` → hooks resolved (unknown names rejected) → runtime → endpoints
+ * listen (in settings order) → each logged. `close()` drains, then closes the audit sink.
+ */
+import type net from 'node:net';
+import { parseSettings, type SettingsSource } from 'foundations/settings';
+import { log } from 'foundations/telemetry';
+import type { OxyApp } from './app.ts';
+import { eraseExtFactories, eraseHooks } from './context/ext.ts';
+import { EndpointState } from './context/state.ts';
+import { describeListening, drain, openEndpoint } from './endpoints.ts';
+import { type HookCall, resolveHooks } from './hooks/run.ts';
+import { createHttp1OnRamp } from './onramps/http1/server.ts';
+import { acceptConnection } from './onramps/ingress.ts';
+import { Runtime } from './runtime.ts';
+import { type AppSettings, buildSettingsSchema } from './settings.ts';
+import { ingressMetrics } from './telemetry/metrics.ts';
+
+/** A running app. */
+export interface RunningProxy {
+  readonly runtime: Runtime;
+  /** The listening servers by endpoint name. */
+  readonly servers: ReadonlyMap<string, net.Server>;
+  /** Where endpoint `name` (default `main`) listens, as `{ host, port }` (TCP endpoints). */
+  address(name?: string): { host: string; port: number };
+  /** Stops accepting, lets connections finish for up to `timeoutMs`, then closes the rest. */
+  drain(timeoutMs: number): Promise<void>;
+  /** `drain(0)`, then closes what the runtime opened (the audit file). */
+  close(): Promise<void>;
+}
+
+/** Options of {@link startProxy}. */
+export interface StartOptions {
+  /** The previous process's `stateForRestart()` value. */
+  readonly restoredState?: unknown;
+  /** Receives every hook call (tests). */
+  readonly record?: (call: HookCall) => void;
+}
+
+/** Starts `app` with `settings` (already parsed): calls `start`, then listens on every endpoint. */
+export async function startProxy(
+  app: OxyApp<never, never> | OxyApp,
+  settings: AppSettings,
+  options: StartOptions = {},
+): Promise<RunningProxy> {
+  const def = (app as OxyApp).definition;
+  const ext = eraseExtFactories(def.ext as object | undefined);
+  const typed = await def.start(settings as never, options.restoredState ?? null);
+  const hooks = resolveHooks(
+    eraseHooks(typed),
+    options.record === undefined ? {} : { record: options.record },
+  );
+  const rt = new Runtime(hooks, ext, settings);
+  const servers = new Map<string, net.Server>();
+  try {
+    for (const [name, ep] of Object.entries(settings.endpoints)) {
+      const endpoint = new EndpointState(name, ep, ext);
+      const onramp = createHttp1OnRamp(rt, endpoint);
+      const server = await openEndpoint(name, ep.addr);
+      server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
+      servers.set(name, server);
+      ingressMetrics.connections_active({ endpoint: name }).set(0);
+      log.info('endpoint listening', {
+        endpoint: name,
+        addr: describeListening(server),
+        protocol: ep.protocol,
+      });
+    }
+  } catch (e) {
+    for (const s of servers.values()) s.close();
+    throw e;
+  }
+  let closing: Promise<void> | null = null;
+  return {
+    runtime: rt,
+    servers,
+    address(name = 'main') {
+      const a = servers.get(name)?.address();
+      if (a === null || a === undefined || typeof a === 'string')
+        throw new Error(`endpoint ${name} has no TCP address`);
+      return { host: a.address, port: a.port };
+    },
+    drain: (timeoutMs) => drain(rt, [...servers.values()], timeoutMs),
+    close() {
+      closing ??= (async () => {
+        await drain(rt, [...servers.values()], 0);
+        await rt.audit.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/**
+ * Parses settings for `app` from in-memory sources merged over the defaults (what `-c` files
+ * do on the command line). Throws a `SettingsError` naming the key path.
+ */
+export function appSettings(
+  app: OxyApp<never, never> | OxyApp,
+  sources: readonly SettingsSource[] = [],
+): AppSettings {
+  const def = (app as OxyApp).definition;
+  const schema = buildSettingsSchema(def.settings ?? {}, def.name);
+  return normalizeSettings(parseSettings(schema, sources) as AppSettings);
+}
+
+/** Gives settings without app sections `app: null`, as `AppSettings` promises. */
+export function normalizeSettings(settings: AppSettings): AppSettings {
+  if ((settings as { app?: unknown }).app !== undefined) return settings;
+  return { ...settings, app: null } as AppSettings;
+}
+
+/**
+ * Starts `app` with settings given as plain objects over the defaults, for tests and embedding:
+ * `startOxy(app, { endpoints: { main: { addr: '127.0.0.1:0' } }, egress: { blocked_cidrs: [] } })`.
+ */
+export function startOxy(
+  app: OxyApp<never, never> | OxyApp,
+  settings: Record<string, unknown> = {},
+  options: StartOptions = {},
+): Promise<RunningProxy> {
+  return startProxy(app, appSettings(app, [{ source: 'overrides', value: settings }]), options);
+}

@@ -1,0 +1,75 @@
+/**
+ * The runtime of one running app: everything the on-ramps and pipelines share (resolved
+ * hooks, ext factories, settings, the resolver, the blocklist, the audit sink), and the
+ * registry of live connections that a drain (restart or shutdown) walks.
+ *
+ * Ordering rule: built once in `startProxy`, after `start()` returned the hooks and before any
+ * endpoint listens; read-only afterwards except for the registry and the draining flag.
+ */
+import { log } from 'foundations/telemetry';
+import { type AuditSink, openAudit } from './audit.ts';
+import type { ErasedExtFactories } from './context/ext.ts';
+import type { IngressConnection } from './context/state.ts';
+import { DnsResolver } from './dns/resolver.ts';
+import { hookFailed, type OxyError } from './errors.ts';
+import type { UpstreamProxy } from './hooks/egress.ts';
+import type { ResolvedHooks } from './hooks/run.ts';
+import { CidrBlocklist } from './offramps/tcp/blocklist.ts';
+import { upstreamProxyFromSettings } from './offramps/upstream-proxy/settings.ts';
+import type { AppSettings } from './settings.ts';
+import { dnsMetrics, hookMetrics } from './telemetry/metrics.ts';
+
+/** What every on-ramp and pipeline of one app shares. */
+export class Runtime {
+  readonly hooks: ResolvedHooks;
+  readonly ext: ErasedExtFactories;
+  readonly settings: AppSettings;
+  readonly resolver: DnsResolver;
+  readonly blocklist: CidrBlocklist;
+  readonly audit: AuditSink;
+  /** `egress.upstream_proxy` when enabled: the default decision becomes `viaProxy`. */
+  readonly defaultProxy: UpstreamProxy | null;
+  /**
+   * True when no egress hook can tell one client's connection from another's, so upstream
+   * HTTP connections may be pooled across clients; otherwise each client gets its own pool.
+   */
+  readonly sharedPool: boolean;
+  /** Live ingress connections. */
+  readonly connections = new Set<IngressConnection>();
+  /** Set by `drain()`: later responses carry `Connection: close`. */
+  draining = false;
+
+  constructor(hooks: ResolvedHooks, ext: ErasedExtFactories, settings: AppSettings) {
+    this.hooks = hooks;
+    this.ext = ext;
+    this.settings = settings;
+    this.resolver = new DnsResolver(settings.egress.dns, {
+      events: {
+        onHit: () => dnsMetrics.cache_hits_total().inc(),
+        onMiss: () => dnsMetrics.cache_misses_total().inc(),
+      },
+    });
+    // The settings helper's output type still carries its parse-failure branch; values are strings.
+    this.blocklist = new CidrBlocklist(settings.egress.blocked_cidrs as readonly string[]);
+    this.audit = openAudit(settings.audit);
+    this.defaultProxy = upstreamProxyFromSettings(settings.egress.upstream_proxy) ?? null;
+    this.sharedPool =
+      hooks.egressConnection === null &&
+      hooks.egressEstablished === null &&
+      hooks.upstreamIps === null &&
+      hooks.dnsResolveOverride === null &&
+      hooks.tcpConnectOverride === null &&
+      ext.egress === null;
+  }
+
+  /**
+   * Records a hook failure once: logged with the current (connection or request) context's
+   * fields, counted, and returned as the `OXY_ERR_HOOK_FAILED` error that fails the caller.
+   */
+  hookFailed(hook: string, thrown: unknown): OxyError {
+    const err = hookFailed(hook, thrown);
+    hookMetrics.failures_total({ hook }).inc();
+    log.error('app hook failed', { hook, err: err.cause ?? err });
+    return err;
+  }
+}

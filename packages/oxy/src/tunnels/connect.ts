@@ -1,0 +1,174 @@
+/**
+ * CONNECT tunnels, whatever the HTTP version: an on-ramp wraps its CONNECT in a
+ * `ConnectExchange` (the request head, a way to accept with a 2xx head and get the tunnel's
+ * byte stream, a way to refuse), and this module runs the hooks, the egress pipeline and the
+ * stream pipeline. HTTP/1.1 hands over the socket itself; an HTTP/2 CONNECT stream is a Duplex
+ * too, so both drive this same code.
+ *
+ * Order: `handleProxyConnectRequest` → egress (decision, DNS, IPs, blocklist, connect,
+ * `handleConnectionEstablished`) → `handleProxyConnectResponse` → 2xx sent →
+ * `getAppTunnelPipeline` → the app's pipeline or the pump → audit record and metrics.
+ */
+import type { Duplex } from 'node:stream';
+import type { SocketAddr } from '../context/contexts.ts';
+import { EgressState, type IngressConnection, RequestState } from '../context/state.ts';
+import { connectTunnelEgress } from '../egress/connect.ts';
+import { httpStatusFor, isOxyError } from '../errors.ts';
+import { reasonOf } from '../flows/http/forward.ts';
+import { countFailure, recordEnd } from '../flows/record.ts';
+import { StreamPump } from '../flows/stream/pump.ts';
+import type { ConnectDirective, RequestHead, ResponseHead } from '../hooks/http-request.ts';
+import type { AppTunnelPipeline } from '../hooks/tunnel.ts';
+import type { Runtime } from '../runtime.ts';
+import { forkRequest } from '../telemetry/fork.ts';
+import { httpMetrics, tunnelMetrics } from '../telemetry/metrics.ts';
+
+/** A CONNECT as an on-ramp presents it. */
+export interface ConnectExchange {
+  readonly head: RequestHead;
+  /** True once the client went away (the tunnel attempt is abandoned). */
+  readonly closed: boolean;
+  /** Sends the 2xx head and returns the stream carrying the tunnel's bytes. Called at most once. */
+  accept(res: ResponseHead): Duplex;
+  /** Answers `status` with a short text body and ends the exchange. */
+  reject(status: number, body: string): void;
+}
+
+/** Runs one CONNECT tunnel to `target` until it ends; never throws. */
+export function serveConnect(
+  rt: Runtime,
+  conn: IngressConnection,
+  ex: ConnectExchange,
+  target: SocketAddr,
+): Promise<void> {
+  conn.requests++;
+  conn.tunnels++;
+  const request = new RequestState(conn, 'connect', 'CONNECT', target, rt.ext);
+  httpMetrics.requests_total({ endpoint: conn.endpoint.name, kind: 'connect' }).inc();
+  return forkRequest(request, () => tunnel(rt, request, ex)).finally(() => {
+    conn.tunnels--;
+  });
+}
+
+function refuse(
+  rt: Runtime,
+  request: RequestState,
+  ex: ConnectExchange,
+  status: number,
+  reason: string,
+  why: string,
+): void {
+  request.status = status;
+  countFailure(request, status);
+  if (!ex.closed) ex.reject(status, reason);
+  recordEnd(rt, request, 0, 0, why);
+}
+
+async function tunnel(rt: Runtime, request: RequestState, ex: ConnectExchange): Promise<void> {
+  const connectHook = rt.hooks.proxyConnectRequest;
+  if (connectHook !== null) {
+    let d: ConnectDirective;
+    try {
+      d = await connectHook(ex.head, request);
+    } catch (e) {
+      const err = rt.hookFailed('HttpRequestHook.handleProxyConnectRequest', e);
+      refuse(rt, request, ex, httpStatusFor(err), reasonOf(err), err.code);
+      return;
+    }
+    request.decisions.push(`connect:${d?.kind ?? 'allow'}`);
+    if (d !== undefined && d.kind === 'block') {
+      refuse(rt, request, ex, d.status, d.reason, 'blocked');
+      return;
+    }
+  }
+
+  const eg = new EgressState(request.ingress, request, request.target, rt.ext);
+  let upstream: Duplex;
+  let early: Buffer | null;
+  try {
+    const c = await connectTunnelEgress(rt, eg, request.decisions);
+    upstream = c.socket;
+    early = c.head;
+    request.upstream = formatRemote(c.remote);
+  } catch (e) {
+    refuse(rt, request, ex, httpStatusFor(e), reasonOf(e), isOxyError(e) ? e.code : 'error');
+    return;
+  }
+  if (ex.closed) {
+    upstream.destroy();
+    recordEnd(rt, request, 0, 0, 'client_closed');
+    return;
+  }
+
+  let res: ResponseHead = { status: 200, headers: {} };
+  const responseHook = rt.hooks.proxyConnectResponse;
+  if (responseHook !== null) {
+    try {
+      res = (await responseHook(res, request)) ?? res;
+    } catch (e) {
+      upstream.destroy();
+      const err = rt.hookFailed('HttpRequestHook.handleProxyConnectResponse', e);
+      refuse(rt, request, ex, httpStatusFor(err), reasonOf(err), err.code);
+      return;
+    }
+    if (res.status < 200 || res.status > 299) {
+      upstream.destroy();
+      refuse(rt, request, ex, res.status, 'refused', 'blocked');
+      return;
+    }
+  }
+  if (ex.closed) {
+    upstream.destroy();
+    recordEnd(rt, request, 0, 0, 'client_closed');
+    return;
+  }
+  request.status = res.status;
+  const client = ex.accept(res);
+  if (early !== null) client.write(early);
+
+  let pipeline: AppTunnelPipeline | undefined;
+  const pipelineHook = rt.hooks.appTunnelPipeline;
+  if (pipelineHook !== null) {
+    try {
+      pipeline = await pipelineHook(request, eg);
+    } catch (e) {
+      rt.hookFailed('TunnelHook.getAppTunnelPipeline', e);
+      client.destroy();
+      upstream.destroy();
+      recordEnd(rt, request, 0, 0, 'OXY_ERR_HOOK_FAILED');
+      return;
+    }
+  }
+  const ep = request.ingress.endpoint.settings;
+  if (pipeline !== undefined) {
+    request.decisions.push('tunnel:app');
+    let reason = 'done';
+    try {
+      await pipeline(client, upstream);
+    } catch (e) {
+      rt.hookFailed('TunnelHook.getAppTunnelPipeline', e);
+      reason = 'OXY_ERR_HOOK_FAILED';
+    }
+    client.destroy();
+    upstream.destroy();
+    finishTunnel(rt, request, 0, 0, reason);
+    return;
+  }
+  const pump = new StreamPump(client, upstream, {
+    idleTimeoutMs: ep.tunnel_idle_timeout,
+    maxLifetimeMs: ep.tunnel_max_lifetime,
+  });
+  const r = await pump.done;
+  finishTunnel(rt, request, r.bytesUp, r.bytesDown, r.reason);
+}
+
+function finishTunnel(rt: Runtime, request: RequestState, up: number, down: number, reason: string): void {
+  tunnelMetrics.bytes_total({ direction: 'up' }).inc(up);
+  tunnelMetrics.bytes_total({ direction: 'down' }).inc(down);
+  tunnelMetrics.duration_seconds().observe((performance.now() - request.startedAt) / 1000);
+  recordEnd(rt, request, up, down, reason);
+}
+
+function formatRemote(a: SocketAddr): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
