@@ -18,6 +18,7 @@ import {
   FrameDecoder,
   formatNotifyState,
   HandoverChannel,
+  Lifecycle,
   Listeners,
   parseHandoverEnv,
   parseSystemdEnv,
@@ -301,5 +302,44 @@ describe('sd_notify formatting', () => {
     ]);
     assert.throws(() => formatNotifyState({ STATUS: 'a\nREADY=1' }), /STATUS contains a newline/);
     assert.throws(() => formatNotifyState({ 'bad key': 1 }), /invalid variable name/);
+  });
+});
+
+describe('Lifecycle in process', () => {
+  it('drains tracked connections on shutdown, then runs beforeExit and exits 0', async () => {
+    const events: string[] = [];
+    const lc = new Lifecycle(
+      {
+        info: { name: 't', version: '0', description: 't' },
+        settings: { enabled: false, socket: '/nonexistent/x.sock', drain_timeout: 2000, ready_timeout: 1000 },
+        signals: false,
+        log: () => {},
+        drain: () => {
+          events.push('drain');
+        },
+        beforeExit: () => {
+          events.push('beforeExit');
+        },
+        exit: (c) => events.push(`exit ${c}`),
+      },
+      [],
+      null,
+    );
+    assert.deepEqual(await lc.restart(), { type: 'refused', reason: 'this instance is still starting' });
+    const server = await lc.listen('main', { kind: 'tcp', host: '127.0.0.1', port: 0 }, net.createServer());
+    await lc.ready();
+    assert.equal(lc.phase, 'ready');
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    await new Promise((r) => client.once('connect', r));
+    while (lc.listeners.connections.size === 0) await new Promise((r) => setImmediate(r));
+    const done = lc.shutdown();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(events, ['drain'], 'waits for the open connection');
+    assert.equal(server.listening, false, 'stopped accepting');
+    client.end();
+    assert.equal(await lc.drained, 'shutdown');
+    await done;
+    assert.deepEqual(events, ['drain', 'beforeExit', 'exit 0']);
+    assert.deepEqual(await lc.restart(), { type: 'refused', reason: 'this instance is shutting down' });
   });
 });

@@ -50,7 +50,12 @@ export interface LifecycleOptions {
    */
   readonly drain?: (deadline: number) => void | Promise<void>;
   readonly log?: LifecycleLog;
-  /** How the process ends; default `process.exit`. Tests replace it. */
+  /**
+   * Runs after draining, just before the exit: flush what must not be lost (an audit file,
+   * telemetry). Bounded by 5 s; errors are logged. Not run on a forced (second-signal) exit.
+   */
+  readonly beforeExit?: () => void | Promise<void>;
+  /** How the process ends; default `process.exit`. Tests and embedders replace it. */
   readonly exit?: (code: number) => void;
   /** Handle SIGTERM/SIGINT (default true). */
   readonly signals?: boolean;
@@ -82,6 +87,7 @@ export class Lifecycle {
   readonly #abort = new AbortController();
   #phase: LifecyclePhase = 'starting';
   #signals = 0;
+  #drained: PromiseWithResolvers<'restart' | 'shutdown'> = Promise.withResolvers();
 
   /** Use `startLifecycle()`; this constructor takes already parsed inheritance. */
   constructor(
@@ -99,6 +105,11 @@ export class Lifecycle {
       process.on('SIGTERM', () => this.#onSignal('SIGTERM', 15));
       process.on('SIGINT', () => this.#onSignal('SIGINT', 2));
     }
+  }
+
+  /** Settles when draining has finished (before `beforeExit` and the exit), with why it drained. */
+  get drained(): Promise<'restart' | 'shutdown'> {
+    return this.#drained.promise;
   }
 
   /** Where the lifecycle stands. */
@@ -262,6 +273,13 @@ export class Lifecycle {
       this.listeners.destroyConnections();
     }
     this.#log('info', 'drained; exiting', { reason });
+    this.#drained.resolve(reason);
+    if (this.#opts.beforeExit) {
+      const flush = Promise.resolve()
+        .then(this.#opts.beforeExit)
+        .catch((e: unknown) => this.#log('error', 'beforeExit failed', { error: (e as Error).message }));
+      await Promise.race([flush, new Promise((r) => setTimeout(r, 5000).unref())]);
+    }
     this.#exit(0);
   }
 
