@@ -32,6 +32,10 @@ export interface CrashHandlerOptions {
   hookTimeout?: number;
 }
 
+function tracedId(ctx: TelemetryContext): string | undefined {
+  return ctx.span === null ? undefined : ctx.traceId;
+}
+
 /** Installs the process-wide crash handler; returns a function that removes it. */
 export function installCrashHandler(options: CrashHandlerOptions = {}): () => void {
   let crashing = false;
@@ -43,7 +47,7 @@ export function installCrashHandler(options: CrashHandlerOptions = {}): () => vo
     const report: CrashReport = { kind, error, fields: { ...ctx.fields } };
     const message =
       kind === 'uncaughtException' ? 'uncaught exception, exiting' : 'unhandled promise rejection, exiting';
-    ctx.log.write(LEVELS.ERROR, message, { err: error, crash: kind }, true);
+    ctx.log.write(LEVELS.ERROR, message, { err: error, crash: kind }, tracedId(ctx), true);
     flushLogs();
     const exit = (): never => {
       flushLogs();

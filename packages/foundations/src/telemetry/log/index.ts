@@ -5,34 +5,43 @@
  */
 import { TelemetryContext } from '../context.ts';
 import type { Verbosity } from '../settings-types.ts';
-import { LEVELS, levelEnabled } from './logger.ts';
+import { LEVELS, levelEnabled, levelPasses } from './logger.ts';
 
 export { LEVELS, type LogRecord, levelEnabled, REDACTED } from './logger.ts';
 
 /** Structured fields of a record; `err` holding an Error is serialized with its stack. */
 export type LogFields = Record<string, unknown>;
 
-/** Writes log records through the current telemetry context. */
+function write(level: number, msg: string, fields: LogFields | undefined): void {
+  if (!levelPasses(level)) return; // first: a record below the verbosity costs only this
+  const ctx = TelemetryContext.current();
+  ctx.log.write(level, msg, fields, ctx.span === null ? undefined : ctx.traceId);
+}
+
+/**
+ * Writes log records through the current telemetry context. A record written in a sampled
+ * trace carries its `trace_id`, so logs lead to traces.
+ */
 export const log = {
   /** Very detailed tracing of the program's flow. */
   trace(msg: string, fields?: LogFields): void {
-    TelemetryContext.current().log.write(LEVELS.TRACE, msg, fields);
+    write(LEVELS.TRACE, msg, fields);
   },
   /** Information useful when debugging. */
   debug(msg: string, fields?: LogFields): void {
-    TelemetryContext.current().log.write(LEVELS.DEBUG, msg, fields);
+    write(LEVELS.DEBUG, msg, fields);
   },
   /** Normal operation worth recording. */
   info(msg: string, fields?: LogFields): void {
-    TelemetryContext.current().log.write(LEVELS.INFO, msg, fields);
+    write(LEVELS.INFO, msg, fields);
   },
   /** Something unexpected that the service handled. */
   warn(msg: string, fields?: LogFields): void {
-    TelemetryContext.current().log.write(LEVELS.WARN, msg, fields);
+    write(LEVELS.WARN, msg, fields);
   },
   /** A failure: an operation did not complete. */
   error(msg: string, fields?: LogFields): void {
-    TelemetryContext.current().log.write(LEVELS.ERROR, msg, fields);
+    write(LEVELS.ERROR, msg, fields);
   },
   /** True when records at `level` are written: guard costly field building with it. */
   enabled(level: Verbosity): boolean {

@@ -32,6 +32,8 @@ export interface LogRecord {
   level: Verbosity;
   msg: string;
   fields: Record<string, unknown>;
+  /** The trace the record was written in, when that trace is sampled (`trace_id` in output). */
+  traceId?: string;
 }
 
 interface Sink {
@@ -158,6 +160,11 @@ export function levelEnabled(level: Verbosity): boolean {
   return LEVELS[level] >= minLevel;
 }
 
+/** The hot-path form of `levelEnabled`, on a numeric level. */
+export function levelPasses(level: number): boolean {
+  return level >= minLevel;
+}
+
 function redactInto(out: Record<string, unknown>, fields: Record<string, unknown>): void {
   const redact = sink.redact;
   for (const key in fields) out[key] = redact.has(key) ? REDACTED : fields[key];
@@ -203,25 +210,35 @@ export class LogScope {
   }
 
   /**
-   * Writes one record at `level` with this scope's fields plus `fields`. `always` skips the
-   * verbosity and the rate limit (for the one record a crash writes).
+   * Writes one record at `level` with this scope's fields plus `fields`, and `trace_id` when
+   * given (the record then points at its trace). `always` skips the verbosity and the rate
+   * limit (for the one record a crash writes).
    */
-  write(level: number, msg: string, fields: Record<string, unknown> | undefined, always = false): void {
+  write(
+    level: number,
+    msg: string,
+    fields: Record<string, unknown> | undefined,
+    traceId?: string,
+    always = false,
+  ): void {
     if (!always && (level < minLevel || !rateAllows())) return;
     if (capture !== null) {
       const merged: Record<string, unknown> = {};
       redactInto(merged, this.#fields);
       if (fields !== undefined) redactInto(merged, fields);
-      capture({ level: verbosityOf(level), msg, fields: merged });
+      const record: LogRecord = { level: verbosityOf(level), msg, fields: merged };
+      if (traceId !== undefined) record.traceId = traceId;
+      capture(record);
       return;
     }
     const logger = this.#logger();
     const method = METHOD[level] ?? 'info';
-    if (fields === undefined) {
+    if (fields === undefined && traceId === undefined) {
       logger[method](msg);
     } else {
       const own: Record<string, unknown> = {};
-      redactInto(own, fields);
+      if (fields !== undefined) redactInto(own, fields);
+      if (traceId !== undefined) own.trace_id = traceId;
       logger[method](own, msg);
     }
   }

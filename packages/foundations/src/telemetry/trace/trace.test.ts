@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TelemetryContext } from '../context.ts';
+import { log } from '../log/index.ts';
 import { defaultTelemetrySettings } from '../settings-types.ts';
 import { type CapturedSpan, captureTelemetry } from '../testing.ts';
 import { continueTrace, currentTraceparent, spanFn, startSpan } from './index.ts';
@@ -69,6 +70,22 @@ describe('spans', () => {
     assert.equal(root?.name, 'explicit');
     assert.deepEqual(root?.attributes, { kind: 'manual', rows: 3 });
     assert.equal(root?.children[0]?.name, 'inside');
+    tele.stop();
+  });
+});
+
+describe('logs and traces', () => {
+  it('a record written in a sampled trace carries its trace id; elsewhere none', () => {
+    const tele = captureTelemetry();
+    spanFn('traced', () => log.info('inside'))();
+    log.info('outside');
+    TelemetryContext.current()
+      .withForkedTrace('unsampled', { sampled: false })
+      .apply(() => log.info('unsampled'));
+    const [inside, outside, unsampled] = tele.logs;
+    assert.equal(inside?.traceId, tele.spans()[0]?.traceId);
+    assert.equal(outside?.traceId, undefined);
+    assert.equal(unsampled?.traceId, undefined);
     tele.stop();
   });
 });
