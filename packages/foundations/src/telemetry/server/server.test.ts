@@ -177,6 +177,16 @@ describe('telemetry server', () => {
     }
   });
 
+  it('answers 409 for a heap profile while the heap profiler is off', async () => {
+    const { startHeapSampling, stopProfiling } = await import('./profiling.ts');
+    await stopProfiling();
+    const r = await fetch(`${base}/pprof/heap`);
+    assert.equal(r.status, 409);
+    assert.match(await r.text(), /telemetry\.memory_profiler\.enabled/);
+    await startHeapSampling(32 * 1024);
+    assert.equal((await fetch(`${base}/pprof/heap`)).status, 200);
+  });
+
   it('answers 404 for an unknown route and 405 for a wrong method', async () => {
     const nf = await fetch(`${base}/nope`);
     assert.equal(nf.status, 404);
