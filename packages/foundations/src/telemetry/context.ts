@@ -184,9 +184,25 @@ export class TelemetryContext {
   }
 
   /**
-   * @internal Starts the spans this context describes without ending them: returns the
-   * context they are current in and the spans started (innermost last). `startSpan` uses it.
+   * Starts the spans this context describes and returns the context they are current in, with
+   * `end` to end them: for a lifetime that is not one function call, such as a connection
+   * (`socket.on('close', () => end())`). `end(error)` marks them failed; it is idempotent.
+   * Prefer `apply` when one function call is the lifetime.
    */
+  begin(): { context: TelemetryContext; end(error?: unknown): void } {
+    const { context, spans } = this.startPending();
+    let ended = spans.length === 0;
+    return {
+      context,
+      end(error?: unknown) {
+        if (ended) return;
+        ended = true;
+        endSpans(spans, error);
+      },
+    };
+  }
+
+  /** @internal `begin` without the wrapper: the spans started, innermost last. */
   startPending(): { context: TelemetryContext; spans: Span[] } {
     let state = this.#trace;
     const spans: Span[] = [];

@@ -7,15 +7,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import {
-  type ActiveSpan,
-  continueTrace,
-  currentTraceparent,
-  log,
-  spanFn,
-  startSpan,
-  TelemetryContext,
-} from './index.ts';
+import { continueTrace, currentTraceparent, log, spanFn, TelemetryContext } from './index.ts';
 import { type CapturedSpan, captureTelemetry, type TelemetryCapture } from './testing.ts';
 
 let backend: http.Server;
@@ -50,11 +42,11 @@ before(async () => {
   });
 
   let nextConn = 0;
-  const connections = new WeakMap<object, ActiveSpan>();
+  const connections = new WeakMap<object, TelemetryContext>();
   front = http.createServer({ keepAlive: true }, async (req, res) => {
     const conn = connections.get(req.socket);
     assert.ok(conn);
-    let ctx = conn.context.withForkedLog();
+    let ctx = conn.withForkedLog();
     if (req.headers['x-debug'] === '1') ctx = ctx.withSamplingRatio(1); // trace this request whatever the ratio
     await ctx.withForkedTrace('request').apply(async () => {
       TelemetryContext.current().addFields({ url: req.url });
@@ -65,12 +57,13 @@ before(async () => {
   });
   front.on('connection', (socket) => {
     // One context and one trace per connection, for its lifetime.
-    const span = TelemetryContext.root()
+    const conn = TelemetryContext.root()
       .withForkedLog()
       .addFields({ conn_id: ++nextConn })
-      .apply(() => startSpan('connection'));
-    connections.set(socket, span);
-    socket.on('close', () => span.end());
+      .withForkedTrace('connection')
+      .begin();
+    connections.set(socket, conn.context);
+    socket.on('close', () => conn.end());
   });
   frontUrl = `http://127.0.0.1:${await listen(front)}`;
 });
