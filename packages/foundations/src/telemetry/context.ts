@@ -5,8 +5,8 @@
  * A context is a value. `with*` methods return a new context and never change the current
  * one; `apply(fn)` runs `fn` (sync or async) with it as the current context. Span-starting
  * methods (`withSpan`, `withForkedTrace`, `withTraceFrom`) are recipes: the span starts when
- * `apply` runs and ends when `fn` returns or its promise settles, so a context built but never
- * applied leaks nothing. The one mutation is `addFields`, which changes the log fields of the
+ * `apply` runs (or `begin`, which hands the end to the caller) and ends when `fn` returns or
+ * its promise settles, so a context built but never applied leaks nothing. The one mutation is `addFields`, which changes the log fields of the
  * context it is called on (and so of everything that runs in it afterwards), never a parent's:
  * `withForkedLog()` copies the fields.
  *
