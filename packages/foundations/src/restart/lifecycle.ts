@@ -22,7 +22,7 @@ import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME, type RestarterMessage } f
 import { HandoverChannel } from './handover.ts';
 import { type InheritedSocket, parseHandoverEnv, parseSystemdEnv, scrubInheritanceEnv } from './inherited.ts';
 import { Listeners, type ListenOptions } from './listeners.ts';
-import { sdNotify } from './sd-notify.ts';
+import { type NotifyState, sdNotify } from './sd-notify.ts';
 import type { RestartSettings } from './settings.ts';
 import { startNextProcess } from './spawn-next.ts';
 import { TaskTracker } from './task-tracker.ts';
@@ -87,6 +87,8 @@ export class Lifecycle {
   readonly #abort = new AbortController();
   #phase: LifecyclePhase = 'starting';
   #signals = 0;
+  /** Notifications still being sent; awaited before exiting so none is lost. */
+  readonly #notifying = new Set<Promise<unknown>>();
   #drained: PromiseWithResolvers<'restart' | 'shutdown'> = Promise.withResolvers();
 
   /** Use `startLifecycle()`; this constructor takes already parsed inheritance. */
@@ -201,7 +203,7 @@ export class Lifecycle {
     this.#phase = 'draining';
     this.#log('info', 'restart complete; draining', { new_pid: next.pid });
     // Harmless when the new process already said so; needed with NotifyAccess=main.
-    void sdNotify({ MAINPID: next.pid });
+    this.#notify({ MAINPID: next.pid });
     return { type: 'complete', pid: next.pid };
   }
 
@@ -248,7 +250,7 @@ export class Lifecycle {
     if (reason === 'shutdown') {
       if (this.#phase === 'draining') return; // already on the way out (after a restart)
       this.#abort.abort(); // a restart in progress is abandoned; its child is killed
-      void sdNotify({ STOPPING: 1 });
+      this.#notify({ STOPPING: 1 });
     }
     this.#phase = 'draining';
     const timeout = this.#opts.settings.drain_timeout;
@@ -274,6 +276,7 @@ export class Lifecycle {
     }
     this.#log('info', 'drained; exiting', { reason });
     this.#drained.resolve(reason);
+    await Promise.all(this.#notifying);
     if (this.#opts.beforeExit) {
       const flush = Promise.resolve()
         .then(this.#opts.beforeExit)
@@ -292,6 +295,14 @@ export class Lifecycle {
     } catch (e) {
       this.#log('warn', 'cannot remove the restart socket', { error: (e as Error).message });
     }
+  }
+
+  #notify(state: NotifyState): void {
+    const p = sdNotify(state).then((n) => {
+      if (n.kind === 'failed') this.#log('warn', 'sd_notify failed', { reason: n.reason });
+    });
+    this.#notifying.add(p);
+    void p.finally(() => this.#notifying.delete(p));
   }
 
   #exit(code: number): void {
