@@ -39,6 +39,8 @@ export interface ListenOptions {
   readonly mode?: number;
   /** Do not count this server's connections in the tracker (e.g. the restart socket). */
   readonly untracked?: boolean;
+  /** Accept queue length for a socket bound here (an inherited one keeps its own). */
+  readonly backlog?: number;
 }
 
 /** The descriptor behind a listening server, read from Node's handle. */
@@ -96,8 +98,9 @@ export class Listeners {
     const where = `endpoint "${name}" (${formatListenAddr(addr)})`;
     try {
       if (inherited) await listenOn(server, { fd: inherited.fd });
-      else if (addr.kind === 'tcp') await listenOn(server, { host: addr.host, port: addr.port });
-      else await bindUnix(server, addr.path, opts.mode);
+      else if (addr.kind === 'tcp')
+        await listenOn(server, { host: addr.host, port: addr.port, backlog: opts.backlog });
+      else await bindUnix(server, addr.path, opts.mode, opts.backlog);
     } catch (e) {
       if (inherited) this.#used.delete(inherited);
       const code = (e as NodeJS.ErrnoException).code;
@@ -193,7 +196,12 @@ export function unixSocketLive(socketPath: string, timeoutMs = 1000): Promise<bo
  * Binds a Unix socket at `socketPath` atomically: refuses when a live server is there,
  * replaces a stale socket file, never replaces anything that is not a socket.
  */
-async function bindUnix(server: net.Server, socketPath: string, mode: number | undefined): Promise<void> {
+async function bindUnix(
+  server: net.Server,
+  socketPath: string,
+  mode: number | undefined,
+  backlog: number | undefined,
+): Promise<void> {
   const existing = fs.lstatSync(socketPath, { throwIfNoEntry: false });
   if (existing) {
     if (!existing.isSocket()) {
@@ -210,7 +218,7 @@ async function bindUnix(server: net.Server, socketPath: string, mode: number | u
   const previous = mode === undefined ? undefined : process.umask(0o777 & ~mode);
   let listening: Promise<void>;
   try {
-    listening = listenOn(server, { path: tmp });
+    listening = listenOn(server, { path: tmp, backlog });
   } finally {
     if (previous !== undefined) process.umask(previous);
   }
