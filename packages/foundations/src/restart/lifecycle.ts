@@ -49,6 +49,11 @@ export interface LifecycleOptions {
    * everything still open then is destroyed.
    */
   readonly drain?: (deadline: number) => void | Promise<void>;
+  /**
+   * Called at the drain deadline when connections or tasks remain, just before the remaining
+   * connections are destroyed: end what the app tracks itself, record why (e.g. "drained").
+   */
+  readonly forceClose?: () => void;
   readonly log?: LifecycleLog;
   /**
    * Runs after draining, just before the exit: flush what must not be lost (an audit file,
@@ -272,6 +277,11 @@ export class Lifecycle {
         connections: this.listeners.connections.size,
         tasks: this.tasks.size,
       });
+      try {
+        this.#opts.forceClose?.();
+      } catch (e) {
+        this.#log('error', 'forceClose callback failed', { error: (e as Error).message });
+      }
       this.listeners.destroyConnections();
     }
     this.#log('info', 'drained; exiting', { reason });
