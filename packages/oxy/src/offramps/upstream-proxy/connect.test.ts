@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { parseSettings } from 'foundations/settings';
 import { ProxyAgent, request } from 'undici';
 import { isOxyError } from '../../errors.ts';
+import { connectHappyEyeballs } from '../tcp/happy-eyeballs.ts';
 import {
   absoluteFormRequestOptions,
   connectViaProxy,
@@ -99,6 +100,26 @@ describe('connectViaProxy through a real CONNECT proxy', () => {
     const [echoed] = (await new Promise((r) => tunnel.socket.once('data', (d) => r([d])))) as [Buffer];
     assert.equal(echoed.toString(), 'ping');
     tunnel.socket.destroy();
+  });
+
+  it('uses a connection the caller already opened (e.g. by Happy Eyeballs)', async () => {
+    const socket = await connectHappyEyeballs(['127.0.0.1'], proxyPort, { timeoutMs: 2000 });
+    const tunnel = await connectViaProxy(
+      { host: '127.0.0.1', port: proxyPort },
+      { host: '127.0.0.1', port: echoPort },
+      { timeoutMs: 2000, socket },
+    );
+    assert.equal(tunnel.socket, socket);
+    assert.equal(tunnel.head.toString(), '!');
+    socket.destroy();
+    await assert.rejects(
+      connectViaProxy(
+        { host: '127.0.0.1', port: proxyPort },
+        { host: '127.0.0.1', port: echoPort },
+        { timeoutMs: 2000, socket },
+      ),
+      code('OXY_ERR_UPSTREAM_PROXY', /already closed/),
+    );
   });
 
   it('sends Basic credentials, or a raw header value', async () => {

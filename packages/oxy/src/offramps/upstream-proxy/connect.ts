@@ -36,8 +36,12 @@ export interface ConnectViaProxyOptions {
   readonly signal?: AbortSignal;
   /** Largest response head accepted (default 16 KiB). */
   readonly maxHeadBytes?: number;
-  /** Opens the TCP connection to the proxy. Default: `net.connect` (Node resolves a host name). */
-  readonly connect?: (host: string, port: number) => net.Socket;
+  /**
+   * A connection to the proxy that the caller already opened, e.g. with `connectHappyEyeballs`
+   * over the proxy's resolved and blocklist-checked addresses. When absent, `net.connect` opens
+   * one (Node resolves a host name itself).
+   */
+  readonly socket?: net.Socket;
 }
 
 /** A tunnel through the upstream proxy. */
@@ -99,10 +103,7 @@ export function connectViaProxy(
     }
     const authority = formatHostPort(target.host, target.port);
     const maxHead = opts.maxHeadBytes ?? DEFAULT_MAX_HEAD;
-    const socket = (opts.connect ?? ((h, p) => net.connect({ host: h, port: p, noDelay: true })))(
-      proxy.host,
-      proxy.port,
-    );
+    const socket = opts.socket ?? net.connect({ host: proxy.host, port: proxy.port, noDelay: true });
     let received: Buffer = Buffer.alloc(0);
     let done = false;
 
@@ -168,7 +169,13 @@ export function connectViaProxy(
         ),
       opts.timeoutMs,
     );
-    socket.on('connect', onConnect);
+    if (opts.socket !== undefined && (opts.socket.destroyed || !opts.socket.writable)) {
+      fail(proxyError(`the connection to upstream proxy ${proxyName} is already closed`));
+      return;
+    }
+    // A socket handed in may be connected already; then the CONNECT goes out at once.
+    if (socket.connecting || opts.socket === undefined) socket.on('connect', onConnect);
+    else queueMicrotask(onConnect);
     socket.on('data', onData);
     socket.on('error', onError);
     socket.on('end', onEnd);
