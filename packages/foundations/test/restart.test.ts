@@ -120,6 +120,32 @@ describe('graceful restart', () => {
     assert.equal((await svc.waitGeneration(3)).counter, 4);
   });
 
+  it('hands over a Unix socket endpoint without removing its file', async () => {
+    const svc = new ServiceUnderTest((sock) => `restart:\n  socket: ${sock}\n  drain_timeout: 2s\n`);
+    services.push(svc);
+    const httpSock = `${svc.dir}/http.sock`;
+    svc.writeConfig(`restart:\n  socket: ${svc.socket}\n  drain_timeout: 2s\naddr: ${httpSock}\n`);
+    const first = await svc.start();
+    const getUnix = (): Promise<string> =>
+      new Promise((resolve, reject) => {
+        http
+          .get({ socketPath: httpSock, path: '/', agent: false }, (res) => {
+            let body = '';
+            res.setEncoding('utf8').on('data', (d: string) => {
+              body += d;
+            });
+            res.on('end', () => resolve(body));
+          })
+          .on('error', reject);
+      });
+    assert.equal(await getUnix(), `${first.pid} 1\n`);
+    assert.equal((await svc.restart()).code, 0);
+    const second = await svc.waitGeneration(2);
+    assert.ok(await waitExit(first.pid, 5000));
+    assert.ok(fs.statSync(httpSock).isSocket(), 'the old process did not unlink the path');
+    assert.equal(await getUnix(), `${second.pid} 2\n`);
+  });
+
   it('keeps a CONNECT tunnel passing data until drain_timeout, then closes it; one instance remains', async () => {
     const echo = net.createServer((s) => s.pipe(s));
     await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
