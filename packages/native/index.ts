@@ -26,16 +26,22 @@ export type { TunDevice, TunOptions } from './src/tun.ts';
 export * as tun from './src/tun.ts';
 
 /**
- * Replaces the process image (execve(2)); returns only by throwing. Descriptors without
- * close-on-exec survive, and so do seccomp filters, which is the point: a filter installed
- * just before is in force from the new program's first instruction.
+ * Replaces the process image (execve(2)); returns only by throwing. Seccomp filters survive,
+ * which is the point: a filter installed just before is in force from the new program's first
+ * instruction. Descriptors survive if they lack close-on-exec or are in `keepFds` (default
+ * stdio, whose close-on-exec libuv may have set; stdio is also made blocking again).
  */
-export function execve(path: string, argv: readonly string[], env: NodeJS.ProcessEnv = process.env): never {
+export function execve(
+  path: string,
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+  keepFds: readonly number[] = [0, 1, 2],
+): never {
   const pairs = Object.entries(env)
     .filter((e): e is [string, string] => e[1] !== undefined)
     .map(([k, v]) => `${k}=${v}`);
   try {
-    return addon.execve(path, [...argv], pairs);
+    return addon.execve(path, [...argv], pairs, [...keepFds]);
   } catch (e) {
     throw toNativeError(e, 'exec', `starting ${path}`);
   }

@@ -24,7 +24,7 @@ export interface Addon {
   recvFds(fd: number, maxBytes: number): { data: Buffer; fds: number[] } | null;
   writeMany(fd: number, buffers: Buffer[], isSocket: boolean): number;
   setFdFlags(fd: number, nonBlocking: boolean, cloexec: boolean): void;
-  execve(path: string, argv: string[], env: string[]): never;
+  execve(path: string, argv: string[], env: string[], keepFds: number[]): never;
   pollStart(
     fd: number,
     mode: number,

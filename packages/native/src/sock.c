@@ -252,13 +252,15 @@ static napi_value write_many(napi_env env, napi_callback_info info) {
   return make_int(env, i);
 }
 
-/* execve(path, argv: string[], env: string[]): only returns by throwing. */
+/* execve(path, argv: string[], env: string[], keep: number[]): only returns by throwing.
+   Descriptors in `keep` lose close-on-exec (libuv sets it on stdio it has wrapped), and stdio
+   (0-2) is made blocking again, as Node would leave it on exit. */
 static napi_value exec_ve(napi_env env, napi_callback_info info) {
-  napi_value argv[3], item;
-  uint32_t na, ne;
+  napi_value argv[4], item;
+  uint32_t na, ne, nk;
   char *path;
-  if (!get_args(env, info, 3, argv, NULL) || !arg_array(env, argv[1], &na) || !arg_array(env, argv[2], &ne) ||
-      !arg_string(env, argv[0], &path, NULL))
+  if (!get_args(env, info, 4, argv, NULL) || !arg_array(env, argv[1], &na) || !arg_array(env, argv[2], &ne) ||
+      !arg_array(env, argv[3], &nk) || !arg_string(env, argv[0], &path, NULL))
     return NULL;
   char **args = calloc(na + 1, sizeof(char *)), **envs = calloc(ne + 1, sizeof(char *));
   bool ok = args && envs;
@@ -266,6 +268,15 @@ static napi_value exec_ve(napi_env env, napi_callback_info info) {
     ok = napi_get_element(env, argv[1], i, &item) == napi_ok && arg_string(env, item, &args[i], NULL);
   for (uint32_t i = 0; ok && i < ne; i++)
     ok = napi_get_element(env, argv[2], i, &item) == napi_ok && arg_string(env, item, &envs[i], NULL);
+  for (uint32_t i = 0; ok && i < nk; i++) {
+    int32_t fd;
+    ok = napi_get_element(env, argv[3], i, &item) == napi_ok && arg_int32(env, item, &fd);
+    if (!ok) break;
+    int fdfl = fcntl(fd, F_GETFD);
+    if (fdfl >= 0) fcntl(fd, F_SETFD, fdfl & ~FD_CLOEXEC);
+    int fl = fd <= 2 ? fcntl(fd, F_GETFL) : -1;
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  }
   if (ok) {
     execve(path, args, envs);
     throw_errno(env, errno, "execve", path);

@@ -169,7 +169,15 @@ export function restartWithoutIoUring(): 'no_rings' {
     });
   }
   const argv = [process.execPath, ...process.execArgv, ...process.argv.slice(1)];
+  // Stdio and systemd's LISTEN_FDS (3, 4, …) must reach the new image.
+  const listenFds = Number(process.env.LISTEN_FDS ?? 0);
+  const keep = [
+    0,
+    1,
+    2,
+    ...Array.from({ length: Number.isInteger(listenFds) ? listenFds : 0 }, (_, i) => 3 + i),
+  ];
   // execve only returns by throwing; the filter above stays, which is harmless (it only
   // refuses io_uring).
-  return native.execve(process.execPath, argv, { ...process.env, [IO_URING_DENIED_ENV]: '1' });
+  return native.execve(process.execPath, argv, { ...process.env, [IO_URING_DENIED_ENV]: '1' }, keep);
 }
