@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { parseSettings, s } from 'foundations/settings';
 import { CidrBlocklist, DEFAULT_BLOCKED_CIDRS } from './blocklist.ts';
 
 describe('CidrBlocklist', () => {
@@ -110,5 +111,12 @@ describe('CidrBlocklist', () => {
         bad,
       );
     }
+  });
+
+  it('has defaults that the settings helper s.cidrList accepts and keeps as they are', () => {
+    const schema = s.cidrList('Blocked ranges.', DEFAULT_BLOCKED_CIDRS);
+    const parsed = parseSettings(schema, []);
+    assert.deepEqual(parsed, [...DEFAULT_BLOCKED_CIDRS]);
+    assert.deepEqual(new CidrBlocklist(parsed).cidrs, DEFAULT_BLOCKED_CIDRS);
   });
 });
