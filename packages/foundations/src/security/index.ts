@@ -8,11 +8,13 @@ export {
   ioUringInstances,
   restartWithoutIoUring,
   type SandboxReport,
+  unknownSyscallNames,
   ViolationAction,
 } from './sandbox.ts';
 export {
   applySandboxFromSettings,
   DEFAULT_SERVICE_LISTS,
+  denyIoUringFromSettings,
   SecuritySettings,
   SyscallSandboxingSettings,
   violationActionFromSettings,

@@ -125,3 +125,37 @@ describe('syscall sandbox (seccomp, real kernel)', () => {
     await exitOf(svc.child);
   });
 });
+
+describe('restartWithoutIoUring', () => {
+  const NO_IO_URING = fileURLToPath(new URL('./fixtures/no-io-uring.ts', import.meta.url));
+
+  async function run(args: string[]): Promise<{ pid: number; out: Record<string, unknown> }> {
+    const child = spawn(process.execPath, [NO_IO_URING, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(child);
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d;
+    });
+    const [code, signal] = await once(child, 'exit');
+    assert.deepEqual([code, signal], [0, null]);
+    return { pid: child.pid!, out: JSON.parse(out) };
+  }
+
+  test('restarts the same process (same PID, arguments, stdio) with no io_uring ring', async () => {
+    const { pid, out } = await run(['a', 'b c']);
+    assert.equal(out.pid, pid);
+    assert.equal(out.starts, 2);
+    assert.deepEqual(out.argv, ['a', 'b c']);
+    assert.equal(out.rings, 0);
+    assert.equal(out.body, 'ok');
+    assert.equal(out.read, true);
+  });
+
+  test('then the sandbox refuses io_uring entirely and libuv serves on epoll', async () => {
+    const { out } = await run(['sandbox']);
+    assert.equal((out.report as { ioUring: string }).ioUring, 'no_rings');
+    assert.equal(out.rings, 0);
+    assert.equal(out.body, 'ok');
+    assert.equal(out.read, true);
+  });
+});

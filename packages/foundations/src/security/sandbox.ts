@@ -77,6 +77,11 @@ function loadNative(): typeof Native {
   }
 }
 
+/** The names in `names` that are no syscall on any architecture (typos). */
+export function unknownSyscallNames(names: readonly string[]): string[] {
+  return loadNative().seccomp.unknownSyscalls(names);
+}
+
 /** How many io_uring instances this process holds (from /proc/self/fd). */
 export function ioUringInstances(): number {
   let n = 0;

@@ -3,8 +3,15 @@
  * extra_syscalls, deny_io_uring}`, and `applySandboxFromSettings`, which a service calls once
  * its listeners are open.
  */
+
+import { FND_ERR, FoundationsError } from '../errors.ts';
 import { type Infer, s } from '../settings/index.ts';
-import { enableSyscallSandboxing, type SandboxReport, ViolationAction } from './sandbox.ts';
+import {
+  enableSyscallSandboxing,
+  type SandboxReport,
+  unknownSyscallNames,
+  ViolationAction,
+} from './sandbox.ts';
 import { allowList, CHILD_PROCESS, FS_WRITE, NODE_SERVICE, type SyscallAllowList } from './syscall-lists.ts';
 
 /** The `security.syscall_sandboxing` section. */
@@ -73,7 +80,25 @@ export function applySandboxFromSettings(
   lists: readonly SyscallAllowList[] = DEFAULT_SERVICE_LISTS,
 ): SandboxReport | null {
   if (!settings.enabled) return null;
+  const bad = settings.extra_syscalls.filter((n) => !/^[a-z_][a-z0-9_]*$/.test(n));
+  const unknown = bad.length > 0 ? bad : unknownSyscallNames(settings.extra_syscalls);
+  if (unknown.length > 0) {
+    throw new FoundationsError(
+      FND_ERR.SECCOMP,
+      `security.syscall_sandboxing.extra_syscalls: unknown syscall name(s) ${unknown.map((n) => JSON.stringify(n)).join(', ')}`,
+      { userError: true },
+    );
+  }
   return enableSyscallSandboxing(violationActionFromSettings(settings.violation_action), [
     allowList(...lists, settings.extra_syscalls),
   ]);
+}
+
+/**
+ * At start-up, before anything is opened: when sandboxing and `deny_io_uring` are on, starts
+ * this process again with io_uring refused (`restartWithoutIoUring`), so that no ring exists
+ * when the sandbox goes on. Returns only when there is nothing (more) to do. Linux only.
+ */
+export function denyIoUringFromSettings(settings: SyscallSandboxingSettings): void {
+  if (settings.enabled && settings.deny_io_uring) restartWithoutIoUring();
 }
