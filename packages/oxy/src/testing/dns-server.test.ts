@@ -79,6 +79,18 @@ describe('test DNS server (queried by the real c-ares resolver)', () => {
     );
   });
 
+  it('truncates a large UDP answer so the client retries over TCP', async () => {
+    const many = Array.from({ length: 100 }, (_, i) => `10.0.${i >> 8}.${i & 0xff}`);
+    server.setRecord('big.test', { A: many });
+    server.resetCounts();
+    const got = await resolver.resolve4('big.test');
+    assert.deepEqual([...got].sort(), [...many].sort());
+    assert.deepEqual(
+      server.log.map((q) => q.transport),
+      ['udp', 'tcp'],
+    );
+  });
+
   it('answers garbage with FORMERR instead of crashing', async () => {
     const client = dgram.createSocket('udp4');
     const got = new Promise<Buffer>((resolve) => client.once('message', resolve));

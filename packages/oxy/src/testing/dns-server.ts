@@ -4,8 +4,9 @@
  * switched to SERVFAIL, REFUSED or silence (to make the client time out). It counts queries per
  * name so a test can tell a cache hit (no query) from a miss.
  *
- * It serves UDP and, on the same port, TCP (length-prefixed, RFC 1035 §4.2.2), so a client
- * that retries over TCP gets the same answers. Records are mutable while it runs.
+ * It serves UDP and, on the same port, TCP (length-prefixed, RFC 1035 §4.2.2); an answer too
+ * large for UDP is truncated (TC set) so the client retries over TCP, as a real server does.
+ * Records are mutable while it runs.
  */
 
 import dgram from 'node:dgram';
@@ -32,6 +33,13 @@ export interface DnsTestRecord {
  */
 export type DnsFailMode = 'none' | 'servfail' | 'refused' | 'silent';
 
+/** One query the server received: the name, `A`/`AAAA` or the type number, and how it came. */
+export interface DnsQueryLogEntry {
+  readonly name: string;
+  readonly type: string;
+  readonly transport: 'udp' | 'tcp';
+}
+
 /** Options of `startDnsServer`. Names are matched case-insensitively, without a trailing dot. */
 export interface DnsServerOptions {
   records?: Record<string, DnsTestRecord>;
@@ -57,8 +65,8 @@ export interface TestDnsServer {
   setRecord(name: string, record: DnsTestRecord): void;
   /** Queries received for `name` (any type), or for all names when omitted, since the start or the last `resetCounts()`. */
   queries(name?: string): number;
-  /** Every query received, in order, as `{ name, type }` with type `A`, `AAAA` or the number. */
-  readonly log: { name: string; type: string }[];
+  /** Every query received, in order. */
+  readonly log: DnsQueryLogEntry[];
   resetCounts(): void;
   close(): Promise<void>;
 }
@@ -72,9 +80,9 @@ export async function startDnsServer(options: DnsServerOptions = {}): Promise<Te
   const sockets = new Set<net.Socket>();
   const timers = new Set<NodeJS.Timeout>();
   const records = new Map(Object.entries(options.records ?? {}).map(([k, v]) => [normalise(k), v]));
-  const log: { name: string; type: string }[] = [];
+  const log: DnsQueryLogEntry[] = [];
 
-  const answer = (query: Uint8Array): Buffer | null => {
+  const answer = (query: Uint8Array, transport: 'udp' | 'tcp'): Buffer | null => {
     let msg: ReturnType<typeof decodeDnsMessage>;
     try {
       msg = decodeDnsMessage(query);
@@ -90,6 +98,7 @@ export async function startDnsServer(options: DnsServerOptions = {}): Promise<Te
     log.push({
       name,
       type: q.type === DNS_TYPE.A ? 'A' : q.type === DNS_TYPE.AAAA ? 'AAAA' : String(q.type),
+      transport,
     });
     if (server.failMode === 'silent') return null;
     if (server.failMode === 'servfail')
@@ -109,7 +118,13 @@ export async function startDnsServer(options: DnsServerOptions = {}): Promise<Te
       data: new Uint8Array(),
       address,
     }));
-    return reply(msg.header.id, msg.header.rd, msg.questions, answers, DNS_RCODE.NOERROR);
+    const full = reply(msg.header.id, msg.header.rd, msg.questions, answers, DNS_RCODE.NOERROR);
+    // Over UDP an answer larger than the client can take is cut to the question with TC set
+    // (RFC 1035 §4.2.1; RFC 6891 §6.2.5 for the EDNS size), so the client retries over TCP.
+    if (transport === 'udp' && full.length > udpLimit(msg.additionals)) {
+      return reply(msg.header.id, msg.header.rd, msg.questions, [], DNS_RCODE.NOERROR, true);
+    }
+    return full;
   };
 
   const later = (fn: () => void): void => {
@@ -134,7 +149,7 @@ export async function startDnsServer(options: DnsServerOptions = {}): Promise<Te
       while (pending.length >= 2) {
         const len = pending.readUInt16BE(0);
         if (pending.length < 2 + len) break;
-        const out = answer(pending.subarray(2, 2 + len));
+        const out = answer(pending.subarray(2, 2 + len), 'tcp');
         pending = pending.subarray(2 + len);
         if (out === null) continue;
         const framed = Buffer.concat([Buffer.from([out.length >> 8, out.length & 0xff]), out]);
@@ -165,7 +180,7 @@ export async function startDnsServer(options: DnsServerOptions = {}): Promise<Te
   }
   const bound = udp;
   bound.on('message', (query, rinfo) => {
-    const out = answer(query);
+    const out = answer(query, 'udp');
     if (out !== null) later(() => bound.send(out, rinfo.port, rinfo.address));
   });
 
@@ -200,15 +215,24 @@ export async function startDnsServer(options: DnsServerOptions = {}): Promise<Te
   return server;
 }
 
+/** The largest UDP answer the client accepts: its EDNS OPT record's size, else 512. */
+function udpLimit(additionals: readonly DnsRecord[]): number {
+  const opt = additionals.find((r) => r.type === DNS_TYPE_OPT);
+  return opt === undefined ? 512 : Math.max(512, opt.class);
+}
+
+const DNS_TYPE_OPT = 41;
+
 function reply(
   id: number,
   rd: boolean,
   questions: readonly { name: string; type: number; class: number }[],
   answers: DnsRecord[],
   rcode: number,
+  tc = false,
 ): Buffer {
   return encodeDnsMessage({
-    header: { id, qr: true, opcode: 0, aa: true, tc: false, rd, ra: true, rcode },
+    header: { id, qr: true, opcode: 0, aa: true, tc, rd, ra: true, rcode },
     questions,
     answers,
     authorities: [],
