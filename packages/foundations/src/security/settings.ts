@@ -3,11 +3,11 @@
  * extra_syscalls, deny_io_uring}`, and `applySandboxFromSettings`, which a service calls once
  * its listeners are open.
  */
-
 import { FND_ERR, FoundationsError } from '../errors.ts';
 import { type Infer, s } from '../settings/index.ts';
 import {
   enableSyscallSandboxing,
+  restartWithoutIoUring,
   type SandboxReport,
   unknownSyscallNames,
   ViolationAction,
