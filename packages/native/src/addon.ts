@@ -15,6 +15,7 @@ export interface Addon {
     tsync: boolean,
   ): void;
   seccompUnknownSyscalls(names: string[]): string[];
+  seccompSyscallName(nr: number): string | null;
   tunOpen(name: string): [number, string];
   unixSocket(type: number): number;
   unixBindListen(fd: number, path: string, backlog: number): void;

@@ -146,7 +146,23 @@ static napi_value install(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+/* syscallName(nr): the native architecture's name for syscall number nr, or null. */
+static napi_value syscall_name(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out;
+  int32_t nr;
+  if (!get_args(env, info, 1, argv, NULL) || !arg_int32(env, argv[0], &nr)) return NULL;
+  char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+  if (!name) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  napi_status st = napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &out);
+  free(name);
+  return st == napi_ok ? out : NULL;
+}
+
 void register_seccomp(napi_env env, napi_value exports) {
+  set_fn(env, exports, "seccompSyscallName", syscall_name);
   set_fn(env, exports, "seccompInstall", install);
   set_fn(env, exports, "seccompUnknownSyscalls", unknown_syscalls);
 }

@@ -52,6 +52,14 @@ export function unknownSyscalls(names: readonly string[]): string[] {
   return addon.seccompUnknownSyscalls([...names]);
 }
 
+/**
+ * The name of syscall number `nr` on this architecture (as in an audit record's `syscall=90`
+ * or strace's `si_syscall=`), or null.
+ */
+export function syscallName(nr: number): string | null {
+  return addon.seccompSyscallName(nr);
+}
+
 /** Installs a filter on the process. Throws a `NativeError` (NATIVE_ERR_*) when refused. */
 export function install(filter: SeccompFilter): void {
   const unknown = unknownSyscalls(filter.rules.flatMap((r) => r.syscalls));
