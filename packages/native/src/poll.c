@@ -185,13 +185,19 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
       !arg_bool(env, argv[2], &is_socket) || !arg_int32(env, argv[3], &max) || !arg_int32(env, argv[4], &batch))
     return NULL;
   if (mode < MODE_READ || mode > MODE_NOTIFY || max < 1 || max > (1 << 24) || batch < 1 || batch > 4096) {
+    /* Bad arguments are a caller's bug: fd stays the caller's. */
     throw_type(env, "invalid poll mode, size or batch");
     return NULL;
   }
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
+  /* From here on the poller owns fd: every failure closes it. */
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    close(fd);
+    return NULL;
+  }
   poller_t *p = calloc(1, sizeof *p);
   if (!p || (mode == MODE_READ && !(p->buf = malloc((size_t)max)))) {
     free(p);
+    close(fd);
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
@@ -206,6 +212,7 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
   if (rc < 0) {
     free(p->buf);
     free(p);
+    close(fd);
     throw_errno(env, -rc, "uv_poll_init", "watching a descriptor on the event loop");
     return NULL;
   }

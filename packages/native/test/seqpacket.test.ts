@@ -134,3 +134,16 @@ test('an abstract socket name (@name) works and leaves no file', async () => {
   client.send(Buffer.from('hello'));
   assert.equal((await got)[0]!.toString(), 'hello');
 });
+
+test('opening and closing many sockets leaks no descriptor', async () => {
+  const { readdirSync } = await import('node:fs');
+  const count = () => readdirSync('/proc/self/fd').length;
+  const before = count();
+  for (let i = 0; i < 2000; i++) {
+    const [a, b] = seqpacket.pair();
+    a.close();
+    b.close();
+  }
+  await new Promise((r) => setImmediate(r)); // uv_close callbacks run
+  assert.equal(count(), before);
+});
