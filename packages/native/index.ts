@@ -6,6 +6,7 @@
  * - `tun`: TUN devices with batched, event-loop driven packet I/O;
  * - `seqpacket`: SOCK_SEQPACKET Unix sockets (whole messages);
  * - `passFd`: socket pairs and descriptor passing (SCM_RIGHTS);
+ * - `netns`: open TUN devices and sockets inside another (or a new) network namespace;
  * - `execve`: replace the process image (to start Node again under a filter set up first).
  *
  * Every refused system call throws a `NativeError` with a stable `NATIVE_ERR_<ERRNO>` code and
@@ -16,6 +17,7 @@ import { addon } from './src/addon.ts';
 import { toNativeError } from './src/errors.ts';
 
 export { isNativeError, NativeError } from './src/errors.ts';
+export * as netns from './src/netns.ts';
 export type { FdChannel, FdMessage, SocketPairType } from './src/pass-fd.ts';
 export * as passFd from './src/pass-fd.ts';
 export type { SeccompAction, SeccompFilter, SeccompRule, ThreadSeccomp } from './src/seccomp.ts';

@@ -17,6 +17,8 @@ export interface Addon {
   seccompUnknownSyscalls(names: string[]): string[];
   seccompSyscallName(nr: number): string | null;
   tunOpen(name: string): [number, string];
+  setNetns(fd: number): void;
+  unshareNetns(): void;
   unixSocket(type: number): number;
   unixBindListen(fd: number, path: string, backlog: number): void;
   unixConnect(fd: number, path: string): boolean;

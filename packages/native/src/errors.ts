@@ -18,7 +18,8 @@ export type NativeOperation =
   | 'receive'
   | 'fd-passing'
   | 'exec'
-  | 'poll';
+  | 'poll'
+  | 'netns';
 
 /** An errno raised by the addon, or the addon being unavailable. */
 export class NativeError extends Error {
@@ -68,6 +69,11 @@ const HINTS: Record<string, string> = {
     'a thread runs under a different filter, so TSYNC failed: install the sandbox once, from the main thread',
   'seccomp:EFAULT': 'the filter program is invalid: report this as a bug',
   'seccomp:ENOMEM': 'the filter is too large (more than 4096 instructions or too many stacked filters)',
+  'netns:EPERM':
+    'entering or creating a network namespace needs CAP_SYS_ADMIN over it: run as root, or start a child under ' +
+    '`unshare --user --net --map-root-user` and pass descriptors back (passFd)',
+  'netns:EINVAL': 'the file is not a network namespace (expected /proc/<pid>/ns/net or /run/netns/<name>)',
+  'netns:ENOENT': 'no such namespace file: create it first (ip netns add NAME)',
   'listen:EADDRINUSE': 'the socket path exists: remove the stale file or pick another path',
   'listen:EACCES': 'the directory is not writable by this user: pick another path or fix its permissions',
   'listen:ENOENT': 'the directory does not exist: create it first',

@@ -2,12 +2,14 @@
  * TUN: open a layer-3 TUN device (IFF_TUN | IFF_NO_PI) by name, non-blocking and close-on-exec,
  * so that reads and writes are driven by the event loop (poll.c) and never by the thread pool.
  */
+#define _GNU_SOURCE
 #include "native.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,4 +55,30 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
   return out;
 }
 
-void register_tun(napi_env env, napi_value exports) { set_fn(env, exports, "tunOpen", tun_open); }
+/* setNetns(fd): moves the calling thread (only) into the network namespace open at fd. */
+static napi_value set_netns(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (!get_args(env, info, 1, argv, NULL) || !arg_int32(env, argv[0], &fd)) return NULL;
+  if (setns(fd, CLONE_NEWNET) < 0) {
+    throw_errno(env, errno, "setns", "entering a network namespace");
+    return NULL;
+  }
+  return make_undefined(env);
+}
+
+/* unshareNetns(): moves the calling thread (only) into a new, empty network namespace. */
+static napi_value unshare_netns(napi_env env, napi_callback_info info) {
+  (void)info;
+  if (unshare(CLONE_NEWNET) < 0) {
+    throw_errno(env, errno, "unshare", "creating a network namespace");
+    return NULL;
+  }
+  return make_undefined(env);
+}
+
+void register_tun(napi_env env, napi_value exports) {
+  set_fn(env, exports, "tunOpen", tun_open);
+  set_fn(env, exports, "setNetns", set_netns);
+  set_fn(env, exports, "unshareNetns", unshare_netns);
+}
