@@ -14,7 +14,7 @@ import { eraseExtFactories, eraseHooks } from './context/ext.ts';
 import { EndpointState } from './context/state.ts';
 import { describeListening, drain, openEndpoint } from './endpoints.ts';
 import { type HookCall, resolveHooks } from './hooks/run.ts';
-import { createHttp1OnRamp } from './onramps/http1/server.ts';
+import { createHttpOnRamp } from './onramps/http2/endpoint.ts';
 import { acceptConnection } from './onramps/ingress.ts';
 import { Runtime } from './runtime.ts';
 import { type AppSettings, buildSettingsSchema } from './settings.ts';
@@ -56,10 +56,11 @@ export async function startProxy(
   );
   const rt = new Runtime(hooks, ext, settings);
   const servers = new Map<string, net.Server>();
+  const onramps: { close(): void }[] = [];
   try {
     for (const [name, ep] of Object.entries(settings.endpoints)) {
       const endpoint = new EndpointState(name, ep, ext);
-      const onramp = createHttp1OnRamp(rt, endpoint);
+      const onramp = createHttpOnRamp(rt, endpoint);
       const server = await openEndpoint(name, ep.addr);
       server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
       servers.set(name, server);
@@ -72,6 +73,7 @@ export async function startProxy(
     }
   } catch (e) {
     for (const s of servers.values()) s.close();
+    for (const o of onramps) o.close();
     throw e;
   }
   let closing: Promise<void> | null = null;
@@ -88,6 +90,7 @@ export async function startProxy(
     close() {
       closing ??= (async () => {
         await drain(rt, [...servers.values()], 0);
+        for (const o of onramps) o.close();
         await rt.audit.close();
       })();
       return closing;

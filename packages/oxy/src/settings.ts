@@ -13,6 +13,8 @@ import { type Infer, s } from 'foundations/settings';
 import { TelemetrySettings } from 'foundations/telemetry';
 import type { z } from 'zod';
 import { DnsSettings } from './dns/settings.ts';
+import { Http2Settings } from './onramps/http2/settings.ts';
+import { TlsSettings } from './onramps/tls/settings.ts';
 import { DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
 import { UpstreamProxySettings } from './offramps/upstream-proxy/settings.ts';
 
@@ -32,6 +34,8 @@ const endpointFields = {
   max_header_size: s.size('Largest request head accepted; a larger one is answered 431.', '16KiB'),
   tunnel_idle_timeout: s.duration('A tunnel with no bytes either way for this long is closed.', '5m'),
   tunnel_max_lifetime: s.duration('A tunnel older than this is closed; 0s means no limit.', '0s'),
+  tls: TlsSettings,
+  http2: Http2Settings,
 };
 
 const endpointDescription = 'A listening endpoint: where clients reach the proxy, and its limits.';

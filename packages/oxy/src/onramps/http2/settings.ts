@@ -31,10 +31,6 @@ export const Http2Settings = s.enabled(
       '64MiB',
     ),
     idle_timeout: s.duration('A connection with no open stream for this long is closed with GOAWAY.', '5m'),
-    preface_timeout: s.duration(
-      'Time allowed, on a cleartext connection, for the first bytes that tell HTTP/2 from HTTP/1.1.',
-      '10s',
-    ),
   },
 );
 

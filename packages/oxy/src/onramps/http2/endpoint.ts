@@ -1,0 +1,137 @@
+/**
+ * The on-ramp of an `http` endpoint as a whole: one port serving HTTP/1.1 and HTTP/2, in the
+ * clear or over TLS. It decides per connection which protocol serves it and hands the socket
+ * to the HTTP/1.1 on-ramp or the HTTP/2 on-ramp; both drive the same request and tunnel
+ * pipelines, so nothing about proxying differs between the two.
+ *
+ * - TLS on (`endpoints.<name>.tls.enabled`): the handshake first; ALPN `h2` → HTTP/2, anything
+ *   else (`http/1.1`, or no ALPN) → HTTP/1.1.
+ * - TLS off: the first bytes decide; the HTTP/2 preface (prior knowledge) → HTTP/2, anything
+ *   else → HTTP/1.1, with those bytes given back to the parser.
+ *
+ * Ordering rule: this runs after the ingress decision (`acceptConnection`), inside the
+ * connection's telemetry context, and sets `conn.protocol` before the chosen on-ramp reads a
+ * request; the certificate and key are read once, when the endpoint is created.
+ */
+import type net from 'node:net';
+import { defaultSettings } from 'foundations/settings';
+import { log } from 'foundations/telemetry';
+import type { IngressProtocol } from '../../context/contexts.ts';
+import type { EndpointState, IngressConnection } from '../../context/state.ts';
+import type { Runtime } from '../../runtime.ts';
+import { ingressMetrics } from '../../telemetry/metrics.ts';
+import { createHttp1OnRamp } from '../http1/server.ts';
+import type { SocketOnRamp } from '../ingress.ts';
+import { acceptTls } from '../tls/accept.ts';
+import { alpnProtocols, loadSecureContext } from '../tls/credentials.ts';
+import { TlsSettings } from '../tls/settings.ts';
+import { sniffHttp2Preface } from './preface.ts';
+import { createHttp2OnRamp, type Http2OnRamp } from './server.ts';
+import { Http2Settings } from './settings.ts';
+
+/** The `http` endpoint on-ramp: HTTP/1.1 and HTTP/2 on one port, with or without TLS. */
+export interface HttpOnRamp extends SocketOnRamp {
+  /** The HTTP/2 side, or null when `http2.enabled` is false. */
+  readonly http2: Http2OnRamp | null;
+  /** True when TLS is on for this endpoint. */
+  readonly tls: boolean;
+}
+
+/** The TLS and HTTP/2 sections of an endpoint, or their defaults when the schema lacks them. */
+function sections(endpoint: EndpointState): { tls: TlsSettings; http2: Http2Settings } {
+  const ep = endpoint.settings as { tls?: TlsSettings; http2?: Http2Settings };
+  return {
+    tls: ep.tls ?? defaultSettings(TlsSettings),
+    http2: ep.http2 ?? defaultSettings(Http2Settings),
+  };
+}
+
+function setProtocol(conn: IngressConnection, protocol: IngressProtocol): void {
+  // The context is created at accept, before any byte says which protocol the client speaks;
+  // this is the one place that learns it.
+  (conn as { protocol: IngressProtocol }).protocol = protocol;
+}
+
+/**
+ * Creates the on-ramp of `http` endpoint `endpoint`. Throws `OXY_ERR_INVALID_APP` naming the
+ * settings key when the TLS files or HTTP/2 limits are unusable.
+ */
+export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRamp {
+  const where = `endpoints.${endpoint.name}`;
+  const settings = sections(endpoint);
+  const h1 = createHttp1OnRamp(rt, endpoint);
+  const h2 = settings.http2.enabled
+    ? createHttp2OnRamp(rt, endpoint, settings.http2, `${where}.http2`)
+    : null;
+  const secureContext = settings.tls.enabled ? loadSecureContext(settings.tls, `${where}.tls`) : null;
+  const alpn = alpnProtocols(h2 !== null);
+  const failed = (conn: IngressConnection, reason: string, metric: string): void => {
+    conn.closeReason = reason;
+    ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason: metric }).inc();
+  };
+
+  const serveCleartext = (socket: net.Socket, conn: IngressConnection): void => {
+    if (h2 === null) {
+      h1.serve(socket, conn);
+      return;
+    }
+    const telemetry = conn.telemetry;
+    // The first bytes are part of the request head, so they share its deadline.
+    sniffHttp2Preface(socket, endpoint.settings.header_read_timeout).then((verdict) => {
+      const go = (): void => {
+        if (verdict === 'closed' || socket.destroyed) {
+          if (conn.requests === 0) failed(conn, 'client_closed', 'no_request');
+          socket.destroy();
+        } else if (verdict === 'h2') {
+          setProtocol(conn, 'h2c');
+          h2.serve(socket, conn);
+        } else {
+          h1.serve(socket, conn);
+          socket.resume();
+        }
+      };
+      if (telemetry === null) go();
+      else telemetry.apply(go);
+    });
+  };
+
+  const serveTls = (
+    socket: net.Socket,
+    conn: IngressConnection,
+    ctx: NonNullable<typeof secureContext>,
+  ): void => {
+    const telemetry = conn.telemetry;
+    acceptTls(
+      socket,
+      { secureContext: ctx, alpn, handshakeTimeoutMs: settings.tls.handshake_timeout },
+      (tlsSocket, protocol) => {
+        const go = (): void => {
+          if (protocol === 'h2' && h2 !== null) {
+            setProtocol(conn, 'h2');
+            h2.serve(tlsSocket, conn);
+          } else {
+            h1.serve(tlsSocket, conn);
+          }
+        };
+        if (telemetry === null) go();
+        else telemetry.apply(go);
+      },
+      (reason, error) => {
+        failed(conn, reason, 'tls_handshake');
+        const report = (): void => log.debug('TLS handshake failed', { reason, err: error?.message });
+        if (telemetry === null) report();
+        else telemetry.apply(report);
+      },
+    );
+  };
+
+  return {
+    protocol: 'http/1.1',
+    http2: h2,
+    tls: secureContext !== null,
+    serve(socket: net.Socket, conn: IngressConnection): void {
+      if (secureContext !== null) serveTls(socket, conn, secureContext);
+      else serveCleartext(socket, conn);
+    },
+  };
+}

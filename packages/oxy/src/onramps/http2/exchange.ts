@@ -1,0 +1,95 @@
+/**
+ * Adapters that let an HTTP/2 stream drive the same pipelines as HTTP/1.1: a CONNECT stream
+ * becomes a `ConnectExchange` for the tunnel pipeline (the stream itself is the tunnel's
+ * Duplex), and a regular request becomes the request/response pair the forwarding pipeline
+ * takes (Node's HTTP/2 compatibility objects, with pseudo-header fields hidden). No proxy logic
+ * lives here: only the framing differences between the two HTTP versions.
+ */
+import http2 from 'node:http2';
+import type { Duplex } from 'node:stream';
+import type { HttpHeaders, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
+import type { ConnectExchange } from '../../tunnels/connect.ts';
+import { http2ResponseHeaders, regularHeaders } from './headers.ts';
+
+/** Answers a stream with `status` and a short text body, unless it has already answered. */
+export function respondText(stream: http2.ServerHttp2Stream, status: number, body: string): void {
+  if (stream.destroyed || stream.closed) return;
+  if (stream.headersSent) {
+    stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    return;
+  }
+  stream.respond({
+    ':status': status,
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+  });
+  stream.end(body);
+}
+
+/**
+ * A CONNECT stream (RFC 9113 §8.5) as the tunnel pipeline sees it: `accept` sends the 2xx
+ * HEADERS frame (without END_STREAM) and hands back the stream, whose DATA frames are the
+ * tunnel's bytes; END_STREAM is the tunnel's half-close and RST_STREAM its abort.
+ */
+export class Http2ConnectExchange implements ConnectExchange {
+  readonly head: RequestHead;
+  readonly #stream: http2.ServerHttp2Stream;
+
+  constructor(stream: http2.ServerHttp2Stream, head: RequestHead) {
+    this.#stream = stream;
+    this.head = head;
+  }
+
+  get closed(): boolean {
+    return this.#stream.destroyed || this.#stream.closed;
+  }
+
+  accept(res: ResponseHead): Duplex {
+    this.#stream.respond({ ...http2ResponseHeaders(res.headers), ':status': res.status });
+    return this.#stream;
+  }
+
+  reject(status: number, body: string): void {
+    respondText(this.#stream, status, body);
+  }
+}
+
+/**
+ * The request half of a forwarded HTTP/2 request: Node's compatibility request, whose
+ * `headers` and `rawHeaders` carry only regular fields (pseudo-header and connection-specific
+ * fields removed; `cookie` crumbs joined, as RFC 9113 §8.2.3 asks before HTTP/1.1).
+ */
+export function forwardRequest(
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+  rawHeaders: string[],
+): http2.Http2ServerRequest {
+  const req = new http2.Http2ServerRequest(stream, headers, {}, rawHeaders);
+  const regular: HttpHeaders = regularHeaders(headers);
+  const raw: string[] = [];
+  for (const name in regular) {
+    const v = regular[name];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const x of v) raw.push(name, x);
+    else raw.push(name, v);
+  }
+  Object.defineProperty(req, 'headers', { value: regular, enumerable: true });
+  Object.defineProperty(req, 'rawHeaders', { value: raw, enumerable: true });
+  return req;
+}
+
+/**
+ * The response half of a forwarded HTTP/2 request: Node's compatibility response, except that
+ * an HTTP/1.1 reason phrase is dropped silently (HTTP/2 has none; Node would warn).
+ */
+export class ForwardResponse extends http2.Http2ServerResponse {
+  override writeHead(
+    status: number,
+    reasonOrHeaders?: string | http2.OutgoingHttpHeaders | readonly string[],
+    headers?: http2.OutgoingHttpHeaders | readonly string[],
+  ): this {
+    if (typeof reasonOrHeaders === 'string')
+      return super.writeHead(status, headers as http2.OutgoingHttpHeaders);
+    return super.writeHead(status, reasonOrHeaders as http2.OutgoingHttpHeaders);
+  }
+}

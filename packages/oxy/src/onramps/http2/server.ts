@@ -1,0 +1,231 @@
+/**
+ * The HTTP/2 on-ramp of an `http` endpoint: one Node HTTP/2 server (never listening itself)
+ * fed with connections that spoke the HTTP/2 preface or chose `h2` through ALPN. Each stream is
+ * its own request with its own request context and trace (forked from the connection's by the
+ * pipelines): CONNECT streams become tunnels multiplexed on the one connection, other methods
+ * are forwarded, and extended CONNECT (RFC 8441) is advertised (SETTINGS_ENABLE_CONNECT_PROTOCOL)
+ * but answered 501 until MASQUE lands.
+ *
+ * Ordering rules: a stream gets an error listener before anything else can fail on it (an
+ * unhandled stream error would end the process); a session closes with GOAWAY after
+ * `idle_timeout` without open streams, and `drain()` sends GOAWAY at once and waits for the
+ * open streams to finish. Limits (concurrent streams, header list size, session memory, windows)
+ * are HTTP/2 SETTINGS enforced by nghttp2, so a misbehaving client costs a stream or its own
+ * connection, never the process.
+ */
+import http2 from 'node:http2';
+import type net from 'node:net';
+import { log } from 'foundations/telemetry';
+import type { EndpointState, IngressConnection } from '../../context/state.ts';
+import { EgressAgent } from '../../egress/agent.ts';
+import { OXY_ERR, OxyError } from '../../errors.ts';
+import { serveForward } from '../../flows/http/forward.ts';
+import { parseAuthority } from '../../flows/http/headers.ts';
+import type { Runtime } from '../../runtime.ts';
+import { serveConnect } from '../../tunnels/connect.ts';
+import { ForwardResponse, forwardRequest, Http2ConnectExchange, respondText } from './exchange.ts';
+import { classifyRequest } from './headers.ts';
+import type { Http2Settings } from './settings.ts';
+
+const kConn = Symbol('oxy.http2.conn');
+const kOpen = Symbol('oxy.http2.open');
+const kIdle = Symbol('oxy.http2.idle');
+
+interface TaggedSession extends http2.ServerHttp2Session {
+  [kConn]?: IngressConnection;
+  [kOpen]?: number;
+  [kIdle]?: NodeJS.Timeout | undefined;
+}
+
+/** The HTTP/2 on-ramp of one endpoint. */
+export interface Http2OnRamp {
+  /**
+   * Serves `socket` (cleartext after the preface was seen, or TLS after ALPN chose `h2`) as an
+   * HTTP/2 connection for `conn`. Call it inside the connection's telemetry context.
+   */
+  serve(socket: net.Socket, conn: IngressConnection): void;
+  /** True when `conn` is served by this on-ramp (its session is still open). */
+  has(conn: IngressConnection): boolean;
+  /**
+   * Sends GOAWAY on every session (no new streams; open ones finish) and resolves once all
+   * sessions have closed. New connections handed over afterwards get GOAWAY at once.
+   */
+  drain(): Promise<void>;
+  /** Open sessions. */
+  readonly sessions: number;
+}
+
+const MIN_FRAME = 16_384;
+const MAX_FRAME = 16_777_215;
+const MAX_WINDOW = 2 ** 31 - 1;
+
+function checkRange(where: string, key: string, value: number, min: number, max: number): void {
+  if (value < min || value > max) {
+    throw new OxyError(
+      OXY_ERR.INVALID_APP,
+      `${where}.${key}: must be between ${min} and ${max} bytes, got ${value}`,
+    );
+  }
+}
+
+/** Node's HTTP/2 server options for `settings`; throws naming `where.<key>` for values HTTP/2 cannot carry. */
+export function http2ServerOptions(settings: Http2Settings, where: string): http2.ServerOptions {
+  checkRange(where, 'max_frame_size', settings.max_frame_size, MIN_FRAME, MAX_FRAME);
+  checkRange(where, 'stream_window_size', settings.stream_window_size, 65_535, MAX_WINDOW);
+  checkRange(where, 'connection_window_size', settings.connection_window_size, 65_535, MAX_WINDOW);
+  checkRange(where, 'max_header_list_size', settings.max_header_list_size, 1024, 2 ** 31 - 1);
+  return {
+    // Node counts session memory in megabytes.
+    maxSessionMemory: Math.max(1, Math.ceil(settings.max_session_memory / 1_048_576)),
+    settings: {
+      enablePush: false,
+      enableConnectProtocol: true,
+      maxConcurrentStreams: settings.max_concurrent_streams,
+      initialWindowSize: settings.stream_window_size,
+      maxFrameSize: settings.max_frame_size,
+      maxHeaderListSize: settings.max_header_list_size,
+    },
+  };
+}
+
+/**
+ * Creates the HTTP/2 on-ramp of `endpoint`. `where` is the settings path of `settings`
+ * (`endpoints.main.http2`), named in start-up errors.
+ */
+export function createHttp2OnRamp(
+  rt: Runtime,
+  endpoint: EndpointState,
+  settings: Http2Settings,
+  where: string,
+): Http2OnRamp {
+  const server = http2.createServer(http2ServerOptions(settings, where));
+  const agent = new EgressAgent(rt);
+  const sessions = new Set<TaggedSession>();
+  let draining = false;
+  let drained: (() => void) | null = null;
+  let pendingConn: IngressConnection | undefined;
+
+  const armIdle = (session: TaggedSession): void => {
+    clearTimeout(session[kIdle]);
+    session[kIdle] = undefined;
+    if ((session[kOpen] ?? 0) > 0 || settings.idle_timeout <= 0) return;
+    session[kIdle] = setTimeout(() => {
+      const conn = session[kConn];
+      if (conn !== undefined) conn.closeReason = 'idle_timeout';
+      session.close();
+    }, settings.idle_timeout);
+    session[kIdle].unref();
+  };
+
+  server.on('session', (s: http2.ServerHttp2Session) => {
+    const session = s as TaggedSession;
+    const conn = pendingConn;
+    session[kConn] = conn;
+    session[kOpen] = 0;
+    sessions.add(session);
+    session.setLocalWindowSize(settings.connection_window_size);
+    session.on('error', (e: NodeJS.ErrnoException) => {
+      if (conn !== undefined) conn.closeReason = 'error';
+      conn?.telemetry?.apply(() => log.debug('HTTP/2 session error', { code: e.code, err: e.message }));
+    });
+    session.on('goaway', (code: number) => {
+      if (code !== http2.constants.NGHTTP2_NO_ERROR && conn !== undefined) conn.closeReason = 'goaway';
+    });
+    session.once('close', () => {
+      clearTimeout(session[kIdle]);
+      sessions.delete(session);
+      if (sessions.size === 0 && drained !== null) drained();
+    });
+    armIdle(session);
+    if (draining) session.close();
+  });
+
+  server.on('stream', (stream: http2.ServerHttp2Stream, headers, _flags, rawHeaders: string[]) => {
+    const session = stream.session as TaggedSession | undefined;
+    const conn = session?.[kConn];
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      // The pipeline owning the stream sees it end; the connection goes on.
+      conn?.telemetry?.apply(() => log.debug('HTTP/2 stream error', { code: e.code }));
+    });
+    if (session === undefined || conn === undefined) {
+      stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    session[kOpen] = (session[kOpen] ?? 0) + 1;
+    armIdle(session);
+    stream.once('close', () => {
+      session[kOpen] = (session[kOpen] ?? 1) - 1;
+      if (!session.closed && !session.destroyed) armIdle(session);
+    });
+    const shape = classifyRequest(headers);
+    switch (shape.kind) {
+      case 'invalid':
+        conn.telemetry?.apply(() => log.debug('malformed HTTP/2 request', { reason: shape.reason }));
+        respondText(stream, shape.status, `${shape.status} ${shape.reason}\n`);
+        return;
+      case 'extended-connect':
+        // Reserved for MASQUE (CONNECT-UDP, CONNECT-IP over HTTP/2): advertised, not served yet.
+        respondText(stream, 501, `501 extended CONNECT (:protocol ${shape.protocol}) is not served here\n`);
+        return;
+      case 'connect':
+        void serveConnect(rt, conn, new Http2ConnectExchange(stream, shape.head), {
+          host: shape.host,
+          port: shape.port,
+        });
+        return;
+      case 'request': {
+        const { head } = shape;
+        const addr = head.scheme === 'http' ? parseAuthority(head.authority, 80) : null;
+        if (addr === null) {
+          respondText(
+            stream,
+            400,
+            '400 a forward proxy needs an http :scheme and a host[:port] :authority\n',
+          );
+          return;
+        }
+        const req = forwardRequest(stream, headers, rawHeaders);
+        const res = new ForwardResponse(stream);
+        // The forwarding pipeline is written against Node's response API, which the HTTP/2
+        // compatibility response implements for everything it uses.
+        serveForward(rt, agent, conn, req, res as unknown as Parameters<typeof serveForward>[4], {
+          scheme: 'http',
+          authority: head.authority,
+          addr,
+          path: head.path,
+        });
+        return;
+      }
+    }
+  });
+
+  return {
+    serve(socket: net.Socket, conn: IngressConnection): void {
+      pendingConn = conn;
+      try {
+        server.emit('connection', socket);
+      } finally {
+        pendingConn = undefined;
+      }
+    },
+    has(conn: IngressConnection): boolean {
+      for (const s of sessions) if (s[kConn] === conn) return true;
+      return false;
+    },
+    drain(): Promise<void> {
+      draining = true;
+      for (const s of sessions) {
+        const conn = s[kConn];
+        if (conn !== undefined) conn.closeReason = 'drained';
+        s.close();
+      }
+      if (sessions.size === 0) return Promise.resolve();
+      return new Promise((resolve) => {
+        drained = resolve;
+      });
+    },
+    get sessions(): number {
+      return sessions.size;
+    },
+  };
+}
