@@ -4,17 +4,35 @@
  * inherited filter, and draining all keep working, with no failed request under load.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import http from 'node:http';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { isAlive, ServiceUnderTest, waitExit } from '../../test/fixtures/restart-harness.ts';
+import { cleanEnv, isAlive, ServiceUnderTest, waitExit } from '../../test/fixtures/restart-harness.ts';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/sandboxed-restart-service.ts', import.meta.url));
 const services: ServiceUnderTest[] = [];
 after(() => {
   for (const s of services) s.cleanup();
 });
+
+/** Runs the fixture in restarter mode (`--restart -c FILE`) as its own process. */
+function restarter(config: string): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [FIXTURE, '--restart', '-c', config],
+      { env: cleanEnv() },
+      (err, stdout, stderr) => {
+        resolve({
+          code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1,
+          out: stdout + stderr,
+        });
+      },
+    );
+  });
+}
 
 function get(port: number, agent: http.Agent): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -36,9 +54,9 @@ test('sandboxed service: 3 graceful restarts under load, no failed request, ever
   const config = (sock: string) =>
     `restart:\n  socket: ${sock}\n  drain_timeout: 3s\n` +
     'security:\n  syscall_sandboxing:\n    enabled: true\n    violation_action: kill_process\n';
-  const svc = new ServiceUnderTest(config, FIXTURE);
+  const svc = new ServiceUnderTest(config);
   services.push(svc);
-  const first = (await svc.start()) as unknown as {
+  const first = (await svc.start({ args: [FIXTURE, '-c', svc.config] })) as unknown as {
     port: number;
     ioUring: string;
     filters: number;
@@ -65,8 +83,8 @@ test('sandboxed service: 3 graceful restarts under load, no failed request, ever
   const loops = [loop(), loop()];
   await sleep(100);
   for (let i = 1; i <= 3; i++) {
-    const r = await svc.restart();
-    assert.equal(r.code, 0, `restart ${i}: ${r.stdout}${r.stderr}\n${svc.stderr}`);
+    const r = await restarter(svc.config);
+    assert.equal(r.code, 0, `restart ${i}: ${r.out}\n${svc.stderr}`);
     const gen = (await svc.waitGeneration(i + 1)) as unknown as {
       port: number;
       filters: number;
