@@ -64,6 +64,7 @@ describe('syscall sandbox (seccomp, real kernel)', () => {
     assert.equal((await svc.get('/zlib')).status, 200);
     assert.equal((await svc.get('/fetch')).body, 'upstream says hi');
     assert.equal((await svc.get('/spawn')).body, 'child 42 0 null');
+    assert.equal((await svc.get('/worker')).body, 'worker 42', 'a Worker thread (its own event loop) starts');
     // Concurrent proxying wakes the lazily started parts (more libuv workers, sockets).
     const bodies = await Promise.all(Array.from({ length: 100 }, () => svc.get('/proxy')));
     assert.ok(bodies.every((b) => b.body === 'proxied: upstream says hi'));
