@@ -35,6 +35,13 @@ export interface HttpOnRamp extends SocketOnRamp {
   readonly http2: Http2OnRamp | null;
   /** True when TLS is on for this endpoint. */
   readonly tls: boolean;
+  /**
+   * Graceful drain of the HTTP/2 side: GOAWAY on every session, resolved once they have all
+   * closed (their open streams finished). HTTP/1.1 connections drain through `Connection: close`.
+   */
+  drain(): Promise<void>;
+  /** Closes both sides: destroys what is left and releases the upstream pools. */
+  close(): void;
 }
 
 /** The TLS and HTTP/2 sections of an endpoint, or their defaults when the schema lacks them. */
@@ -129,6 +136,11 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
     protocol: 'http/1.1',
     http2: h2,
     tls: secureContext !== null,
+    drain: () => h2?.drain() ?? Promise.resolve(),
+    close(): void {
+      (h1 as { close?: () => void }).close?.();
+      h2?.close();
+    },
     serve(socket: net.Socket, conn: IngressConnection): void {
       if (secureContext !== null) serveTls(socket, conn, secureContext);
       else serveCleartext(socket, conn);

@@ -51,6 +51,8 @@ export interface Http2OnRamp {
    * sessions have closed. New connections handed over afterwards get GOAWAY at once.
    */
   drain(): Promise<void>;
+  /** Destroys every session at once and releases the upstream pool (after a drain, or on shutdown). */
+  close(): void;
   /** Open sessions. */
   readonly sessions: number;
 }
@@ -103,6 +105,7 @@ export function createHttp2OnRamp(
   const sessions = new Set<TaggedSession>();
   let draining = false;
   let drained: (() => void) | null = null;
+  let drainDone: Promise<void> | null = null;
   let pendingConn: IngressConnection | undefined;
 
   const armIdle = (session: TaggedSession): void => {
@@ -220,9 +223,15 @@ export function createHttp2OnRamp(
         s.close();
       }
       if (sessions.size === 0) return Promise.resolve();
-      return new Promise((resolve) => {
+      drainDone ??= new Promise((resolve) => {
         drained = resolve;
       });
+      return drainDone;
+    },
+    close(): void {
+      draining = true;
+      for (const s of sessions) s.destroy();
+      agent.destroy();
     },
     get sessions(): number {
       return sessions.size;
