@@ -57,7 +57,7 @@ export function acceptTls(
     tlsSocket.off('error', onError);
     // tls.Server clears this flag when it emits 'secureConnection'; a TLSSocket made by hand
     // keeps it set, and HTTP/2 would wait forever for a client-side 'secureConnect'.
-    (tlsSocket as { secureConnecting: boolean }).secureConnecting = false;
+    (tlsSocket as unknown as { secureConnecting: boolean }).secureConnecting = false;
     onSecure(tlsSocket, tlsSocket.alpnProtocol === 'h2' ? 'h2' : 'http/1.1');
   });
 }
