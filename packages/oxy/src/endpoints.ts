@@ -51,7 +51,9 @@ export function describeListening(server: net.Server): string {
  */
 export async function drain(rt: Runtime, servers: readonly net.Server[], timeoutMs: number): Promise<void> {
   rt.draining = true;
-  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  // net.Server#close stops accepting at once but calls back only when every connection it
+  // accepted has ended, so wait for it after the connections are dealt with, not before.
+  const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
   const deadline = performance.now() + timeoutMs;
   while (rt.connections.size > 0 && performance.now() < deadline) {
     for (const conn of rt.connections) {
@@ -67,4 +69,5 @@ export async function drain(rt: Runtime, servers: readonly net.Server[], timeout
     conn.closeReason = 'drained';
     conn.socket.destroy();
   }
+  await closed;
 }
