@@ -205,11 +205,25 @@ export function createHttp2OnRamp(
   return {
     serve(socket: net.Socket, conn: IngressConnection): void {
       pendingConn = conn;
+      let session: TaggedSession | undefined;
+      const take = (s: http2.ServerHttp2Session): void => {
+        session = s as TaggedSession;
+      };
+      server.once('session', take);
       try {
         server.emit('connection', socket);
       } finally {
         pendingConn = undefined;
+        server.off('session', take);
       }
+      // Endpoints accept with allowHalfOpen (tunnels need it), but HTTP/2 has no half-closed
+      // connection: a client that sent FIN will send no more frames, so its streams are over.
+      socket.once('end', () => {
+        if (session !== undefined && !session.destroyed) session.destroy();
+      });
+      // The session reads the socket natively; the JS side only sees EOF, and a paused or
+      // never-started readable would hold that 'end' back.
+      socket.resume();
     },
     has(conn: IngressConnection): boolean {
       for (const s of sessions) if (s[kConn] === conn) return true;
