@@ -1,0 +1,68 @@
+/**
+ * What the machine is and how busy it is. A benchmark on a shared 2-core machine is only worth
+ * something if it says when other work ran beside it: {@link CpuWatch} measures the CPU time
+ * spent during a run by processes that are not the harness's, so a run disturbed by them is
+ * marked (and repeated by the caller).
+ */
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { treeCpuTicks } from './procs.ts';
+
+function systemBusyTicks(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+  const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
+/** Measures, between `start()` and `stop()`, the share of the machine used by foreign processes. */
+export class CpuWatch {
+  #sys = systemBusyTicks();
+  #ours = treeCpuTicks(process.pid);
+
+  /** Restarts the measurement window. */
+  start(): void {
+    this.#sys = systemBusyTicks();
+    this.#ours = treeCpuTicks(process.pid);
+  }
+
+  /**
+   * Ends the window. `foreign` is the fraction (0..1) of all cores' time used by processes that
+   * the harness did not start; `total` the fraction used by everything.
+   */
+  stop(): { foreign: number; total: number } {
+    const sys = systemBusyTicks();
+    const ours = treeCpuTicks(process.pid);
+    const elapsed = sys.total - this.#sys.total;
+    if (elapsed <= 0) return { foreign: 0, total: 0 };
+    const busy = sys.busy - this.#sys.busy;
+    const foreign = Math.max(0, busy - (ours - this.#ours)) / elapsed;
+    return { foreign, total: busy / elapsed };
+  }
+}
+
+/** A share of foreign CPU above which a run is marked busy (0.10 = a fifth of one core of two). */
+export const BUSY_THRESHOLD = 0.1;
+
+/** Samples the machine for `ms` and returns the foreign CPU share (used before a run). */
+export async function foreignLoad(ms: number): Promise<number> {
+  const w = new CpuWatch();
+  await new Promise((r) => setTimeout(r, ms));
+  return w.stop().foreign;
+}
+
+/** One line that names the machine: CPU model, cores, memory, kernel. */
+export function describeMachine(): string {
+  const cpus = os.cpus();
+  const model = cpus[0]?.model.trim() ?? 'unknown CPU';
+  const mem = Math.round(os.totalmem() / 2 ** 30);
+  let distro = 'Linux';
+  try {
+    distro = /^PRETTY_NAME="?([^"\n]+)/m.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? distro;
+  } catch {
+    // no os-release: keep the generic name
+  }
+  return `${cpus.length} × ${model}, ${mem} GiB RAM, ${distro}, kernel ${os.release()}`;
+}

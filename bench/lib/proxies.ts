@@ -1,0 +1,337 @@
+/**
+ * The proxies under test, each with the smallest configuration that makes it a forward proxy on
+ * loopback with one worker, no cache and no access log, so that every row measures forwarding.
+ * Two rows are not forward proxies: nginx and haproxy with a fixed upstream can only send every
+ * request to one origin, which is the stretch goal of S1 and nothing else.
+ *
+ * Every proxy listens on its own fixed port below the ephemeral range (see the Linux notes:
+ * a listener inside it can meet EADDRINUSE from other clients' TIME_WAIT sockets).
+ */
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Proc, startProcess, waitForPort } from './procs.ts';
+
+/** The scenarios of the issue. */
+export const SCENARIOS = ['S1', 'S2', 'S3', 'S4', 'S5'] as const;
+/** One scenario name. */
+export type Scenario = (typeof SCENARIOS)[number];
+
+/** Where things are, handed to every proxy's `start`. */
+export interface BenchEnv {
+  /** The repository root. */
+  readonly root: string;
+  /** Scratch directory for configs and logs of this run. */
+  readonly work: string;
+  /** The upstream origin, host:port. */
+  readonly upstream: string;
+  /** The pinned Node 24 binary. */
+  readonly node: string;
+  /** Extra environment for Oxy (e.g. NODE_OPTIONS=--cpu-prof). */
+  readonly oxyEnv: NodeJS.ProcessEnv;
+}
+
+/** A running proxy. */
+export interface Running {
+  readonly proc: Proc;
+  readonly addr: string;
+}
+
+/** One row of the comparison. */
+export interface ProxyDef {
+  readonly name: string;
+  /** What it is, for the docs. */
+  readonly note: string;
+  /** Scenarios it can take part in (others are reported as not applicable). */
+  readonly scenarios: readonly Scenario[];
+  /** Debian package it needs, if any. */
+  readonly apt?: string;
+  /** Starts it on 127.0.0.1:port; resolves once it accepts connections. */
+  start?(env: BenchEnv, port: number): Promise<Running>;
+}
+
+const ALL: readonly Scenario[] = SCENARIOS;
+const FORWARD_ONLY: readonly Scenario[] = ['S1'];
+
+async function launch(
+  env: BenchEnv,
+  name: string,
+  port: number,
+  cmd: string,
+  args: string[],
+  extraEnv: NodeJS.ProcessEnv = {},
+  startMs = 15000,
+): Promise<Running> {
+  const proc = startProcess(name, cmd, args, { logFile: join(dirFor(env, name), 'out.log'), env: extraEnv });
+  await waitForPort('127.0.0.1', port, startMs, proc);
+  return { proc, addr: `127.0.0.1:${port}` };
+}
+
+/** A world-writable directory per proxy: some drop root and must still write their logs there. */
+function dirFor(env: BenchEnv, name: string): string {
+  const dir = join(env.work, name);
+  if (!existsSync(dir)) mkdirSync(dir, { recursive: true });
+  chmodSync(dir, 0o777);
+  return dir;
+}
+
+function conf(env: BenchEnv, name: string, file: string, text: string): string {
+  const path = join(dirFor(env, name), file);
+  writeFileSync(path, text);
+  return path;
+}
+
+/** Every row, in the order the tables show them. `direct` has no proxy: it is the machine's limit. */
+export const PROXIES: readonly ProxyDef[] = [
+  {
+    name: 'direct',
+    note: 'client straight to the upstream, no proxy: the limit of the machine',
+    scenarios: ['S1', 'S2', 'S3', 'S5'],
+  },
+  {
+    name: 'oxy',
+    note: 'this project, default forward proxy (`oxy -c`), one worker',
+    scenarios: ALL,
+    start(env, port) {
+      const cfg = conf(
+        env,
+        'oxy',
+        'oxy.yaml',
+        [
+          '# Benchmark settings: the default forward proxy on a loopback port, allowed to reach',
+          '# the loopback upstream (egress to loopback is blocked by default).',
+          'endpoints:',
+          '  main:',
+          `    addr: "127.0.0.1:${port}"`,
+          'egress:',
+          '  blocked_cidrs: []',
+          '',
+        ].join('\n'),
+      );
+      return launch(env, 'oxy', port, join(env.root, 'node_modules/.bin/oxy'), ['-c', cfg], env.oxyEnv);
+    },
+  },
+  {
+    name: 'squid',
+    note: 'Squid, `-N` (one process), cache off',
+    scenarios: ALL,
+    apt: 'squid',
+    start(env, port) {
+      const dir = dirFor(env, 'squid');
+      const cfg = conf(
+        env,
+        'squid',
+        'squid.conf',
+        `http_port 127.0.0.1:${port}
+http_access allow all
+cache deny all
+access_log none
+cache_store_log none
+cache_log ${dir}/cache.log
+pid_filename ${dir}/squid.pid
+coredump_dir ${dir}
+max_filedescriptors 65536
+shutdown_lifetime 0 seconds
+client_db off
+via off
+forwarded_for transparent
+`,
+      );
+      return launch(env, 'squid', port, 'squid', ['-N', '-f', cfg]);
+    },
+  },
+  {
+    name: 'tinyproxy',
+    note: 'tinyproxy (a thread per connection)',
+    scenarios: ALL,
+    apt: 'tinyproxy',
+    start(env, port) {
+      const dir = dirFor(env, 'tinyproxy');
+      const cfg = conf(
+        env,
+        'tinyproxy',
+        'tinyproxy.conf',
+        `User nobody
+Group nogroup
+Port ${port}
+Listen 127.0.0.1
+Timeout 600
+MaxClients 20000
+LogLevel Critical
+LogFile "${dir}/tinyproxy.log"
+PidFile "${dir}/tinyproxy.pid"
+DisableViaHeader Yes
+`,
+      );
+      return launch(env, 'tinyproxy', port, 'tinyproxy', ['-d', '-c', cfg]);
+    },
+  },
+  {
+    name: 'trafficserver',
+    note: 'Apache Traffic Server, one exec thread, cache off',
+    scenarios: ALL,
+    apt: 'trafficserver',
+    start(env, port) {
+      // records.config entries can be overridden by PROXY_CONFIG_* variables: the packaged config
+      // stays untouched.
+      return launch(
+        env,
+        'trafficserver',
+        port,
+        'traffic_server',
+        [],
+        {
+          PROXY_CONFIG_HTTP_SERVER_PORTS: String(port),
+          PROXY_CONFIG_URL_REMAP_REMAP_REQUIRED: '0',
+          PROXY_CONFIG_REVERSE_PROXY_ENABLED: '0',
+          PROXY_CONFIG_HTTP_CACHE_HTTP: '0',
+          PROXY_CONFIG_EXEC_THREAD_AUTOCONFIG: '0',
+          PROXY_CONFIG_EXEC_THREAD_LIMIT: '1',
+          PROXY_CONFIG_ACCEPT_THREADS: '0',
+          PROXY_CONFIG_HTTP_CONNECT_PORTS: '1-65535',
+          PROXY_CONFIG_HTTP_INSERT_REQUEST_VIA_STR: '0',
+          PROXY_CONFIG_HTTP_INSERT_RESPONSE_VIA_STR: '0',
+          PROXY_CONFIG_NET_CONNECTIONS_THROTTLE: '30000',
+          PROXY_CONFIG_LOG_LOGGING_ENABLED: '0',
+        },
+        60000,
+      );
+    },
+  },
+  {
+    name: 'nginx-forward',
+    note: 'nginx as a dynamic forward proxy (`proxy_pass http://$http_host$request_uri`), one worker; no CONNECT',
+    scenarios: FORWARD_ONLY,
+    apt: 'nginx-light',
+    start(env, port) {
+      return startNginx(env, 'nginx-forward', port, 'proxy_pass http://$http_host$request_uri;', '');
+    },
+  },
+  {
+    name: 'nginx-fixed',
+    note: 'nginx with a fixed upstream (keep-alive pool), one worker: cannot forward to any host',
+    scenarios: FORWARD_ONLY,
+    apt: 'nginx-light',
+    start(env, port) {
+      return startNginx(
+        env,
+        'nginx-fixed',
+        port,
+        'proxy_pass http://up;',
+        `upstream up { server ${env.upstream}; keepalive 128; }`,
+      );
+    },
+  },
+  {
+    name: 'haproxy-fixed',
+    note: 'HAProxy with a fixed upstream, one thread: cannot forward to any host',
+    scenarios: FORWARD_ONLY,
+    apt: 'haproxy',
+    start(env, port) {
+      const cfg = conf(
+        env,
+        'haproxy-fixed',
+        'haproxy.cfg',
+        `global
+  nbthread 1
+  maxconn 30000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend f
+  bind 127.0.0.1:${port}
+  default_backend b
+backend b
+  server up ${env.upstream}
+`,
+      );
+      return launch(env, 'haproxy-fixed', port, 'haproxy', ['-db', '-f', cfg]);
+    },
+  },
+  {
+    name: 'proxy-chain',
+    note: 'Apify proxy-chain (Node.js), one process',
+    scenarios: ALL,
+    start(env, port) {
+      return launch(env, 'proxy-chain', port, env.node, [
+        join(env.root, 'bench/peers/proxy-chain.js'),
+        String(port),
+      ]);
+    },
+  },
+  {
+    name: 'http-proxy',
+    note: 'a forward proxy on the `http-proxy` library (Node.js), one process',
+    scenarios: ALL,
+    start(env, port) {
+      return launch(env, 'http-proxy', port, env.node, [
+        join(env.root, 'bench/peers/http-proxy.js'),
+        String(port),
+      ]);
+    },
+  },
+];
+
+function startNginx(env: BenchEnv, name: string, port: number, pass: string, upstreamBlock: string) {
+  const dir = dirFor(env, name);
+  const cfg = conf(
+    env,
+    name,
+    'nginx.conf',
+    `user root;
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log crit;
+worker_rlimit_nofile 65536;
+events { worker_connections 30000; }
+http {
+  access_log off;
+  ${upstreamBlock}
+  server {
+    listen 127.0.0.1:${port} reuseport;
+    location / {
+      ${pass}
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering on;
+    }
+  }
+}
+`,
+  );
+  return launch(env, name, port, 'nginx', ['-p', dir, '-c', cfg]);
+}
+
+/** The upstream origin: nginx with keep-alive, serving files from tmpfs. */
+export function startUpstream(env: BenchEnv, port: number, docroot: string): Promise<Running> {
+  const dir = dirFor(env, 'upstream');
+  const cfg = conf(
+    env,
+    'upstream',
+    'nginx.conf',
+    `user root;
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log crit;
+worker_rlimit_nofile 65536;
+events { worker_connections 30000; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  client_header_timeout 300s;
+  server {
+    listen 127.0.0.1:${port} reuseport backlog=4096;
+    root ${docroot};
+  }
+}
+`,
+  );
+  return launch(env, 'upstream', port, 'nginx', ['-p', dir, '-c', cfg]);
+}

@@ -1,0 +1,241 @@
+/**
+ * From result lines to what people read: medians per (scenario, proxy), a markdown table per
+ * scenario, an SVG bar chart per scenario, and docs/benchmarks.md. Everything here is a pure
+ * function of the result lines, so `npm run bench -- --report results.jsonl` regenerates the page.
+ */
+
+import { SCENARIOS, type Scenario } from './proxies.ts';
+import { METRICS } from './scenarios.ts';
+
+/** One JSON line the harness prints per measurement. */
+export interface ResultLine {
+  scenario: Scenario;
+  proxy: string;
+  run: number;
+  status: 'ok' | 'unsupported' | 'error' | 'unavailable';
+  /** Foreign CPU share during the run (0..1); `busy` when above the threshold. */
+  foreign_cpu: number;
+  busy: boolean;
+  time: string;
+  error?: string;
+  figures?: Record<string, number | string | boolean>;
+}
+
+/** Median of a list of numbers (NaN when empty). */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** The medians of one (scenario, proxy) cell. */
+export interface Cell {
+  proxy: string;
+  status: ResultLine['status'];
+  runs: number;
+  busyRuns: number;
+  /** Median of each numeric figure. */
+  med: Record<string, number>;
+  note?: string;
+}
+
+/**
+ * Medians per scenario and proxy. A cell uses the runs on a quiet machine when it has any, and
+ * falls back to the busy ones (marked) otherwise.
+ */
+export function summarise(lines: readonly ResultLine[], proxies: readonly string[]): Map<Scenario, Cell[]> {
+  const out = new Map<Scenario, Cell[]>();
+  for (const sc of SCENARIOS) {
+    const cells: Cell[] = [];
+    for (const proxy of proxies) {
+      const mine = lines.filter((l) => l.scenario === sc && l.proxy === proxy);
+      if (mine.length === 0) continue;
+      const ok = mine.filter((l) => l.status === 'ok');
+      const quiet = ok.filter((l) => !l.busy);
+      const use = quiet.length > 0 ? quiet : ok;
+      const med: Record<string, number> = {};
+      for (const key of Object.keys(use[0]?.figures ?? {})) {
+        const vals = use.map((l) => l.figures?.[key]).filter((v): v is number => typeof v === 'number');
+        if (vals.length > 0) med[key] = median(vals);
+      }
+      const bad = mine.find((l) => l.status !== 'ok');
+      cells.push({
+        proxy,
+        status: use.length > 0 ? 'ok' : (bad?.status ?? 'error'),
+        runs: use.length,
+        busyRuns: use.filter((l) => l.busy).length,
+        med,
+        ...(use.length === 0 && bad?.error ? { note: bad.error } : {}),
+      });
+    }
+    if (cells.length > 0) out.set(sc, cells);
+  }
+  return out;
+}
+
+function fmt(x: number | undefined, digits = 1): string {
+  if (x === undefined || Number.isNaN(x)) return '–';
+  if (Math.abs(x) >= 1000) return Math.round(x).toLocaleString('en-US');
+  return x.toFixed(digits);
+}
+
+const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]> = {
+  S1: [
+    { key: 'rps', head: 'requests/s' },
+    { key: 'p50_ms', head: 'p50 ms', digits: 2 },
+    { key: 'p99_ms', head: 'p99 ms', digits: 2 },
+    { key: 'errors', head: 'errors', digits: 0 },
+  ],
+  S2: [{ key: 'gbit_per_s', head: 'Gbit/s', digits: 2 }],
+  S3: [
+    { key: 'tunnels_per_s', head: 'tunnels/s' },
+    { key: 'setup_p50_ms', head: 'setup p50 ms', digits: 2 },
+    { key: 'setup_p99_ms', head: 'setup p99 ms', digits: 2 },
+    { key: 'errors', head: 'errors', digits: 0 },
+  ],
+  S4: [
+    { key: 'kib_per_tunnel', head: 'KiB/tunnel', digits: 1 },
+    { key: 'pss_before_mib', head: 'PSS before MiB', digits: 1 },
+    { key: 'pss_after_mib', head: 'PSS after MiB', digits: 1 },
+  ],
+  S5: [{ key: 'gbit_per_s', head: 'Gbit/s', digits: 2 }],
+};
+
+/** The markdown table of one scenario, best first, with each row as a share of "direct". */
+export function table(sc: Scenario, cells: readonly Cell[]): string {
+  const m = METRICS[sc];
+  const cols = COLUMNS[sc];
+  const direct = cells.find((c) => c.proxy === 'direct' && c.status === 'ok')?.med.primary;
+  const ranked = [...cells].sort((a, b) => {
+    const x = a.status === 'ok' ? a.med.primary! : Number.NaN;
+    const y = b.status === 'ok' ? b.med.primary! : Number.NaN;
+    if (Number.isNaN(x)) return 1;
+    if (Number.isNaN(y)) return -1;
+    return m.higherIsBetter ? y - x : x - y;
+  });
+  const head = ['proxy', ...cols.map((c) => c.head), ...(direct ? ['% of direct'] : []), 'runs'];
+  const rows = ranked.map((c) => {
+    if (c.status !== 'ok') {
+      return [
+        c.proxy,
+        `${c.status}${c.note ? `: ${c.note.slice(0, 80)}` : ''}`,
+        ...cols.slice(1).map(() => ''),
+        ...(direct ? [''] : []),
+        '0',
+      ];
+    }
+    const share = direct && c.proxy !== 'direct' ? `${((c.med.primary! / direct) * 100).toFixed(0)} %` : '';
+    return [
+      c.proxy === 'oxy' ? '**oxy**' : c.proxy,
+      ...cols.map((col) => fmt(c.med[col.key], col.digits)),
+      ...(direct ? [share] : []),
+      `${c.runs}${c.busyRuns ? ` (${c.busyRuns} busy)` : ''}`,
+    ];
+  });
+  return [
+    `| ${head.join(' | ')} |`,
+    `| ${head.map((_, i) => (i === 0 ? '---' : '---:')).join(' | ')} |`,
+    ...rows.map((r) => `| ${r.join(' | ')} |`),
+  ].join('\n');
+}
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+/** A horizontal bar chart of one scenario's medians, as a standalone SVG document. */
+export function svgChart(sc: Scenario, cells: readonly Cell[]): string {
+  const m = METRICS[sc];
+  const ok = cells
+    .filter((c) => c.status === 'ok' && Number.isFinite(c.med.primary))
+    .sort((a, b) => (m.higherIsBetter ? b.med.primary! - a.med.primary! : a.med.primary! - b.med.primary!));
+  const rowH = 26;
+  const left = 130;
+  const width = 640;
+  const barMax = width - left - 90;
+  const top = 44;
+  const height = top + ok.length * rowH + 16;
+  const max = Math.max(...ok.map((c) => c.med.primary!), 1e-9);
+  const bars = ok.map((c, i) => {
+    const y = top + i * rowH;
+    const w = Math.max(1, (c.med.primary! / max) * barMax);
+    const colour = c.proxy === 'oxy' ? '#d9480f' : c.proxy === 'direct' ? '#868e96' : '#4263eb';
+    return [
+      `<text x="${left - 8}" y="${y + 16}" text-anchor="end">${esc(c.proxy)}</text>`,
+      `<rect x="${left}" y="${y + 3}" width="${w.toFixed(1)}" height="${rowH - 8}" fill="${colour}"/>`,
+      `<text x="${(left + w + 6).toFixed(1)}" y="${y + 16}">${fmt(c.med.primary, 2)}</text>`,
+    ].join('');
+  });
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="13">
+<rect width="100%" height="100%" fill="#fff"/>
+<text x="10" y="20" font-weight="bold">${esc(m.title)}</text>
+<text x="10" y="36" fill="#555">${esc(m.unit)}, median of runs; ${m.higherIsBetter ? 'longer is better' : 'shorter is better'}</text>
+${bars.join('\n')}
+</svg>
+`;
+}
+
+/** Everything docs/benchmarks.md needs besides the result lines. */
+export interface PageInfo {
+  machine: string;
+  versions: Record<string, string>;
+  date: string;
+  command: string;
+  notes: readonly { name: string; note: string }[];
+  profile?: string;
+}
+
+/** The whole docs/benchmarks.md page. Charts are referenced as bench/<scenario>.svg beside it. */
+export function page(lines: readonly ResultLine[], info: PageInfo, proxies: readonly string[]): string {
+  const sums = summarise(lines, proxies);
+  const busy = lines.filter((l) => l.busy).length;
+  const out: string[] = [
+    '# Benchmarks',
+    '',
+    '<!-- Generated by `npm run bench` (bench/run.ts); edit the harness, not this page. -->',
+    '',
+    `Oxy against real forward proxies on one machine, reproduced with \`${info.command}\`.`,
+    'Every proxy runs with one worker on loopback against the same upstream (nginx serving files',
+    'from tmpfs, keep-alive on); the "direct" row is the client talking to the upstream with no',
+    'proxy, the limit of the machine. Each figure is the median of the runs listed, interleaved',
+    'across proxies. Absolute figures drift 20–30 % between runs and machines: compare rows of the',
+    'same run, not with other pages.',
+    '',
+    `- Date: ${info.date}`,
+    `- Machine: ${info.machine}`,
+    `- Measurements: ${lines.length} (${busy} on a busy machine: more than 10 % of its CPU used by other processes during the run; cells prefer quiet runs and say how many were busy)`,
+    '',
+  ];
+  for (const [sc, cells] of sums) {
+    const m = METRICS[sc];
+    out.push(
+      `## ${m.title}`,
+      '',
+      `${m.what}. Ranked by ${m.unit}, ${m.higherIsBetter ? 'higher' : 'lower'} is better.`,
+      '',
+    );
+    out.push(`![${m.title}](bench/${sc}.svg)`, '', table(sc, cells), '');
+  }
+  out.push('## The proxies', '', '| row | what runs |', '| --- | --- |');
+  for (const n of info.notes) if (proxies.includes(n.name)) out.push(`| ${n.name} | ${n.note} |`);
+  out.push('', '## Versions', '', '| software | version |', '| --- | --- |');
+  for (const [k, v] of Object.entries(info.versions)) out.push(`| ${k} | ${v} |`);
+  if (info.profile) out.push('', '## Where the time goes', '', info.profile);
+  out.push(
+    '',
+    '## Reproducing',
+    '',
+    '```sh',
+    'npm run bench                      # every scenario, every proxy, 3 runs each (about 20 min)',
+    'npm run bench -- S1 oxy --quick    # one short run of one cell',
+    'npm run bench -- all squid,oxy     # a subset of proxies',
+    '```',
+    '',
+    'The harness installs what it lacks (Debian packages under the apt lock, the Node.js peers into',
+    '`bench/node_modules`), builds `bench/tools/connload.c`, starts each proxy with the configuration',
+    'in `bench/lib/proxies.ts`, and stops it by PID. Raw result lines are kept in `bench/.work/`.',
+    '',
+  );
+  return out.join('\n');
+}

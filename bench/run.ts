@@ -1,0 +1,281 @@
+/**
+ * `npm run bench -- [scenario|all] [proxy|all] [--quick] [--runs N] [--docs] [--cpu-prof]`
+ *
+ * The one command that reproduces the side-by-side comparison of docs/benchmarks.md: installs
+ * what it lacks, starts the upstream, then for each run, scenario and proxy (interleaved, the
+ * order of proxies rotated each run) starts the proxy, measures, and stops it by PID. It prints
+ * one JSON line per measurement and a markdown table of medians per scenario. A measurement
+ * during which other processes used more than 10 % of the machine is marked busy and repeated
+ * once at the end of its run.
+ *
+ *   npm run bench -- --report bench/.work/results-X.jsonl   regenerates docs from saved lines.
+ *
+ * Scenarios and proxies may be comma lists (`S1,S3 oxy,squid`). `--docs` writes
+ * docs/benchmarks.md and docs/bench/*.svg (the default for a full run that is not --quick).
+ * `--cpu-prof` runs Oxy under `node --cpu-prof`; profiles land in bench/.work/prof/.
+ */
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { BUSY_THRESHOLD, CpuWatch, describeMachine, foreignLoad } from './lib/machine.ts';
+import { installCleanup, stopProcess } from './lib/procs.ts';
+import {
+  type BenchEnv,
+  PROXIES,
+  type ProxyDef,
+  type Running,
+  SCENARIOS,
+  type Scenario,
+  startUpstream,
+} from './lib/proxies.ts';
+import { page, type ResultLine, summarise, svgChart, table } from './lib/report.ts';
+import {
+  type Figures,
+  METRICS,
+  runS1,
+  runS2,
+  runS3,
+  runS4,
+  runS5,
+  type ScenarioEnv,
+  Unsupported,
+} from './lib/scenarios.ts';
+import {
+  buildConnload,
+  ensureApt,
+  ensureDocroot,
+  ensureNpmPeers,
+  TOOL_PACKAGES,
+  versions,
+} from './lib/setup.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const UPSTREAM_PORT = 21080;
+const FIRST_PROXY_PORT = 21100;
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    quick: { type: 'boolean', default: false },
+    runs: { type: 'string' },
+    docs: { type: 'boolean', default: false },
+    'no-docs': { type: 'boolean', default: false },
+    'cpu-prof': { type: 'boolean', default: false },
+    report: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+
+function log(s: string): void {
+  process.stderr.write(`bench: ${s}\n`);
+}
+
+function pick<T extends string>(arg: string | undefined, all: readonly T[], what: string): T[] {
+  if (!arg || arg === 'all') return [...all];
+  const wanted = arg.split(',');
+  for (const w of wanted) {
+    if (!all.includes(w as T)) {
+      log(`unknown ${what} "${w}"; one of: ${all.join(', ')}, all`);
+      process.exit(2);
+    }
+  }
+  return wanted as T[];
+}
+
+async function docInfo(env: BenchEnv, command: string, profile?: string) {
+  return {
+    machine: describeMachine(),
+    versions: await versions(ROOT, env.node),
+    date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
+    command,
+    notes: PROXIES.map((p) => ({ name: p.name, note: p.note })),
+    ...(profile ? { profile } : {}),
+  };
+}
+
+function writeDocs(lines: ResultLine[], info: Awaited<ReturnType<typeof docInfo>>, names: string[]): void {
+  const dir = join(ROOT, 'docs/bench');
+  mkdirSync(dir, { recursive: true });
+  for (const [sc, cells] of summarise(lines, names))
+    writeFileSync(join(dir, `${sc}.svg`), svgChart(sc, cells));
+  writeFileSync(join(ROOT, 'docs/benchmarks.md'), page(lines, info, names));
+  log('wrote docs/benchmarks.md and docs/bench/*.svg');
+}
+
+async function main(): Promise<void> {
+  if (values.help) {
+    process.stdout.write(
+      readFileSync(fileURLToPath(import.meta.url), 'utf8')
+        .split('*/')[0]!
+        .replace(/^\/\*\*|^ \* ?/gm, ''),
+    );
+    return;
+  }
+  installCleanup();
+  const work = join(ROOT, 'bench/.work');
+  mkdirSync(work, { recursive: true });
+  const env: BenchEnv = {
+    root: ROOT,
+    work,
+    upstream: `127.0.0.1:${UPSTREAM_PORT}`,
+    node: process.execPath,
+    oxyEnv: values['cpu-prof'] ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${join(work, 'prof')}` } : {},
+  };
+  const names = PROXIES.map((p) => p.name);
+
+  if (values.report) {
+    const lines = readFileSync(values.report, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as ResultLine);
+    writeDocs(lines, await docInfo(env, 'npm run bench'), names);
+    return;
+  }
+
+  const scenarios = pick(positionals[0], SCENARIOS, 'scenario');
+  const proxies = pick(positionals[1], names, 'proxy').map((n) => PROXIES.find((p) => p.name === n)!);
+  const runs = Number(values.runs ?? (values.quick ? 1 : 3));
+  const docs = values.docs || (!values['no-docs'] && !values.quick && !positionals[0] && !positionals[1]);
+
+  // Set-up: a proxy whose package cannot be installed is unavailable, the rest go on.
+  const missing = await ensureApt([...TOOL_PACKAGES, ...proxies.flatMap((p) => (p.apt ? [p.apt] : []))], log);
+  const unavailable = new Map<string, string>();
+  for (const p of proxies)
+    if (p.apt && missing.has(p.apt)) unavailable.set(p.name, `${p.apt} did not install`);
+  if (proxies.some((p) => p.name === 'proxy-chain' || p.name === 'http-proxy')) {
+    if (!(await ensureNpmPeers(ROOT, log))) {
+      unavailable.set('proxy-chain', 'npm install failed');
+      unavailable.set('http-proxy', 'npm install failed');
+    }
+  }
+  const connload = await buildConnload(ROOT, work);
+  const docroot = ensureDocroot();
+  const senv: ScenarioEnv = {
+    root: ROOT,
+    work,
+    node: env.node,
+    connload,
+    upstream: env.upstream,
+    quick: values.quick,
+  };
+  const upstream = await startUpstream(env, UPSTREAM_PORT, docroot);
+  const resultsFile = join(work, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.jsonl`);
+  log(`results go to ${resultsFile}`);
+
+  const lines: ResultLine[] = [];
+  const unsupported = new Set<string>();
+  const emit = (l: ResultLine) => {
+    lines.push(l);
+    const text = JSON.stringify(l);
+    process.stdout.write(`${text}\n`);
+    appendFileSync(resultsFile, `${text}\n`);
+  };
+
+  const measure = async (sc: Scenario, proxy: ProxyDef, run: number): Promise<ResultLine> => {
+    const base = { scenario: sc, proxy: proxy.name, run, time: new Date().toISOString() };
+    let running: Running | undefined;
+    try {
+      if (proxy.start) {
+        const idx = PROXIES.indexOf(proxy);
+        running = await proxy.start(env, FIRST_PROXY_PORT + idx);
+      }
+      // Wait (a little) for a quiet machine before starting the clock.
+      for (let i = 0; i < 3 && (await foreignLoad(1000)) > BUSY_THRESHOLD; i++) {
+        log('the machine is busy with other work; waiting');
+        await sleep(4000);
+      }
+      const watch = new CpuWatch();
+      const addr = running?.addr ?? null;
+      let figures: Figures;
+      if (sc === 'S1') figures = await runS1(senv, addr);
+      else if (sc === 'S2') figures = await runS2(senv, addr);
+      else if (sc === 'S3') figures = await runS3(senv, addr);
+      else if (sc === 'S4') figures = await runS4(senv, addr, running?.proc.pid ?? null);
+      else figures = await runS5(senv, addr);
+      const cpu = watch.stop();
+      return {
+        ...base,
+        status: 'ok',
+        foreign_cpu: round(cpu.foreign),
+        busy: cpu.foreign > BUSY_THRESHOLD,
+        figures: roundAll(figures),
+      };
+    } catch (err) {
+      const status = err instanceof Unsupported ? 'unsupported' : 'error';
+      const message = err instanceof Error ? err.message : String(err);
+      return { ...base, status, foreign_cpu: 0, busy: false, error: message.split('\n')[0] ?? message };
+    } finally {
+      if (running) await stopProcess(running.proc);
+    }
+  };
+
+  const started = Date.now();
+  for (let run = 1; run <= runs; run++) {
+    const retry: [Scenario, ProxyDef][] = [];
+    for (const sc of scenarios) {
+      // Rotate the order each run so no proxy always goes first (or right after a heavy one).
+      const order = proxies.map((_, i) => proxies[(i + run - 1) % proxies.length]!);
+      for (const proxy of order) {
+        if (!proxy.scenarios.includes(sc)) continue;
+        const key = `${sc}/${proxy.name}`;
+        if (unavailable.has(proxy.name)) {
+          if (run === 1)
+            emit({
+              scenario: sc,
+              proxy: proxy.name,
+              run,
+              time: new Date().toISOString(),
+              status: 'unavailable',
+              foreign_cpu: 0,
+              busy: false,
+              error: unavailable.get(proxy.name)!,
+            });
+          continue;
+        }
+        if (unsupported.has(key)) continue;
+        log(`run ${run}/${runs} ${sc} ${proxy.name}`);
+        const line = await measure(sc, proxy, run);
+        emit(line);
+        if (line.status === 'unsupported') unsupported.add(key);
+        if (line.status === 'error' && /exited before listening|nothing listens/.test(line.error ?? '')) {
+          unavailable.set(proxy.name, `does not start: ${line.error}`);
+        }
+        if (line.busy) retry.push([sc, proxy]);
+      }
+    }
+    for (const [sc, proxy] of retry) {
+      log(`repeating the busy run ${run} of ${sc} ${proxy.name}`);
+      emit(await measure(sc, proxy, run));
+    }
+  }
+  await stopProcess(upstream.proc);
+  log(`done in ${Math.round((Date.now() - started) / 1000)} s`);
+
+  const shown = proxies.map((p) => p.name);
+  for (const [sc, cells] of summarise(lines, shown)) {
+    process.stdout.write(
+      `\n### ${METRICS[sc].title} (${METRICS[sc].unit}, medians)\n\n${table(sc, cells)}\n`,
+    );
+  }
+  if (docs) {
+    const args = process.argv.slice(2).join(' ');
+    writeDocs(lines, await docInfo(env, `npm run bench${args ? ` -- ${args}` : ''}`), shown);
+  }
+}
+
+function round(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+function roundAll(f: Figures): Figures {
+  const out: Record<string, number | string | boolean> = {};
+  for (const [k, v] of Object.entries(f)) out[k] = typeof v === 'number' ? round(v) : v;
+  return out as Figures;
+}
+
+if (!existsSync(join(ROOT, 'node_modules/node')))
+  log('warning: the pinned Node.js is missing; run npm ci first');
+await main();
+process.exit(0);
