@@ -1,0 +1,195 @@
+/**
+ * The order in which hooks fire for each kind of traffic, kept as data in one place so that two
+ * things read the same list: `scripts/gen-hooks-doc.ts` draws each flow as a mermaid sequence
+ * diagram in `docs/hooks.md`, and `test/hook-order.test.ts` drives the same traffic through a
+ * real proxy with {@link tracingHooks} and asserts that the recorded order equals
+ * {@link HOOK_ORDERS} exactly. The diagram cannot drift from what the proxy does.
+ *
+ * A flow is a list of steps: hook calls (checked by the test), and wire messages and notes
+ * (narrative for the diagram, not checked). The recorded traffic uses a target named
+ * `localhost` so that the name-only step `egress.dnsResolveOverride` shows; an IP literal
+ * skips it.
+ */
+import type { SocketAddr } from '../context/contexts.ts';
+import { EgressDecision } from '../hooks/egress.ts';
+import { ConnectDirective, RequestDecision } from '../hooks/http-request.ts';
+import { IngressDecision } from '../hooks/ingress.ts';
+import type { HOOK_METHODS, Hooks } from '../hooks/run.ts';
+import type { GROUP_LABELS } from './recorder.ts';
+
+type Groups = typeof HOOK_METHODS;
+
+/** A hook as the recorder names it: `ingress.handleConnection`, `http.handleRequest`, … */
+export type HookName = {
+  [G in keyof Groups]: `${(typeof GROUP_LABELS)[G]}.${Groups[G][number]}`;
+}[keyof Groups];
+
+/** Who takes part in a flow, as the diagram names them. */
+export type Participant = 'Client' | 'Oxy' | 'App hooks' | 'Upstream';
+
+/** One step of a flow. */
+export type FlowStep =
+  /** Oxy calls a hook; `answer` is what the default answer means, drawn as the reply. */
+  | { readonly hook: HookName; readonly answer?: string }
+  /** Bytes on a wire, for the reader; not checked. */
+  | { readonly from: Participant; readonly to: Participant; readonly message: string }
+  /** Something Oxy does on its own between hooks; not checked. */
+  | { readonly note: string };
+
+/** A kind of traffic and the steps it goes through. */
+export interface TrafficFlow {
+  /** Heading in the generated reference. */
+  readonly title: string;
+  /** One or two sentences on what the client does. */
+  readonly description: string;
+  readonly steps: readonly FlowStep[];
+}
+
+const TCP_ACCEPT: readonly FlowStep[] = [
+  { from: 'Client', to: 'Oxy', message: 'TCP connect' },
+  { hook: 'ingress.handleConnection', answer: 'allow' },
+];
+
+/** The egress steps for a new upstream connection to a name, with every default taken. */
+const EGRESS_CONNECT: readonly FlowStep[] = [
+  { hook: 'egress.handleConnection', answer: 'direct(target)' },
+  { hook: 'egress.dnsResolveOverride', answer: 'undefined: built-in resolver' },
+  { hook: 'egress.handleUpstreamIps', answer: 'the addresses as given' },
+  { note: 'egress.blocked_cidrs check' },
+  { hook: 'egress.tcpConnectOverride', answer: 'undefined: Happy Eyeballs' },
+  { from: 'Oxy', to: 'Upstream', message: 'TCP connect' },
+  { hook: 'egress.handleConnectionEstablished' },
+];
+
+const CONNECT_TUNNEL: readonly FlowStep[] = [
+  { hook: 'http.handleProxyConnectResponse', answer: 'undefined: plain 200' },
+  { from: 'Oxy', to: 'Client', message: '200 Connection established' },
+  { hook: 'tunnel.getAppTunnelPipeline', answer: "undefined: Oxy's pump" },
+  { from: 'Client', to: 'Oxy', message: 'bytes' },
+  { from: 'Oxy', to: 'Upstream', message: 'bytes' },
+  { from: 'Upstream', to: 'Oxy', message: 'bytes' },
+  { from: 'Oxy', to: 'Client', message: 'bytes' },
+];
+
+const CLIENT_CLOSE: readonly FlowStep[] = [
+  { from: 'Client', to: 'Oxy', message: 'close' },
+  { hook: 'ingress.handleConnectionClose' },
+];
+
+/** Every kind of traffic whose hook order is documented and checked. */
+export const TRAFFIC_FLOWS = {
+  connect_http1: {
+    title: 'CONNECT tunnel over HTTP/1.1',
+    description:
+      'A client opens a connection, sends `CONNECT localhost:port HTTP/1.1`, exchanges bytes ' +
+      'through the tunnel and closes.',
+    steps: [
+      ...TCP_ACCEPT,
+      { from: 'Client', to: 'Oxy', message: 'CONNECT localhost:port' },
+      { hook: 'http.handleProxyConnectRequest', answer: 'allow' },
+      ...EGRESS_CONNECT,
+      ...CONNECT_TUNNEL,
+      ...CLIENT_CLOSE,
+    ],
+  },
+  forward_http1: {
+    title: 'Absolute-form request (forwarded)',
+    description:
+      'A client sends `GET http://localhost:port/x HTTP/1.1` on a new connection; Oxy forwards ' +
+      'it on a new upstream connection (a pooled one would skip the egress steps after ' +
+      '`egress.handleConnection`).',
+    steps: [
+      ...TCP_ACCEPT,
+      { from: 'Client', to: 'Oxy', message: 'GET http://localhost:port/x' },
+      { hook: 'http.handleRequest', answer: 'forward' },
+      ...EGRESS_CONNECT,
+      { from: 'Oxy', to: 'Upstream', message: 'GET /x' },
+      { from: 'Upstream', to: 'Oxy', message: '200 head' },
+      { hook: 'http.handleResponse', answer: 'undefined: the response as received' },
+      { from: 'Oxy', to: 'Client', message: '200 head and body' },
+      ...CLIENT_CLOSE,
+    ],
+  },
+  connect_blocked: {
+    title: 'Blocked CONNECT (egress block)',
+    description:
+      '`egress.handleConnection` answers `EgressDecision.block(reason)`: nothing is resolved or ' +
+      'connected, the client gets 403, and no tunnel hook fires.',
+    steps: [
+      ...TCP_ACCEPT,
+      { from: 'Client', to: 'Oxy', message: 'CONNECT blocked.localhost:443' },
+      { hook: 'http.handleProxyConnectRequest', answer: 'allow' },
+      { hook: 'egress.handleConnection', answer: 'block(reason)' },
+      { from: 'Oxy', to: 'Client', message: '403 Forbidden' },
+      ...CLIENT_CLOSE,
+    ],
+  },
+  connect_http2: {
+    title: 'CONNECT stream over HTTP/2',
+    description:
+      'A client opens a cleartext HTTP/2 session (prior knowledge), opens one CONNECT stream ' +
+      '(RFC 9113 §8.5), exchanges bytes and closes the session. The ingress hooks fire once per ' +
+      'session; the request, egress and tunnel hooks once per stream.',
+    steps: [
+      ...TCP_ACCEPT,
+      { from: 'Client', to: 'Oxy', message: 'HEADERS :method CONNECT :authority localhost:port' },
+      { hook: 'http.handleProxyConnectRequest', answer: 'allow' },
+      ...EGRESS_CONNECT,
+      ...CONNECT_TUNNEL.map((s) =>
+        'message' in s && s.message.startsWith('200') ? { ...s, message: 'HEADERS :status 200' } : s,
+      ),
+      { from: 'Client', to: 'Oxy', message: 'END_STREAM, GOAWAY, close' },
+      { hook: 'ingress.handleConnectionClose' },
+    ],
+  },
+} as const satisfies Record<string, TrafficFlow>;
+
+/** The kinds of traffic in {@link TRAFFIC_FLOWS}. */
+export type TrafficKind = keyof typeof TRAFFIC_FLOWS;
+
+/** The hooks a flow calls, in order (its hook steps only). */
+export function hookOrder(flow: TrafficFlow): HookName[] {
+  return flow.steps.flatMap((s) => ('hook' in s ? [s.hook] : []));
+}
+
+/** The exact hook order per kind of traffic, for one connection of an app that implements every hook. */
+export const HOOK_ORDERS: Readonly<Record<TrafficKind, readonly HookName[]>> = Object.freeze(
+  Object.fromEntries(
+    Object.entries(TRAFFIC_FLOWS).map(([kind, flow]) => [kind, Object.freeze(hookOrder(flow))]),
+  ) as Record<TrafficKind, readonly HookName[]>,
+);
+
+/** Per-group replacements for {@link tracingHooks}. */
+export type HookOverrides = { readonly [G in keyof Hooks]?: Partial<NonNullable<Hooks[G]>> };
+
+/**
+ * Hooks that implement every method and answer what Oxy would do without them, so that a
+ * recorded app shows every step a kind of traffic goes through. `overrides` replace single
+ * methods (e.g. an `egress.handleConnection` that blocks one target).
+ */
+export function tracingHooks(overrides: HookOverrides = {}): Hooks {
+  return {
+    lifecycle: { stateForRestart: () => null, handleShutdown: () => {}, ...overrides.lifecycle },
+    ingress: {
+      handleConnection: () => IngressDecision.allow(),
+      handleConnectionClose: () => {},
+      ...overrides.ingress,
+    },
+    httpRequest: {
+      handleProxyConnectRequest: () => ConnectDirective.allow(),
+      handleProxyConnectResponse: () => undefined,
+      handleRequest: () => RequestDecision.forward(),
+      handleResponse: () => undefined,
+      ...overrides.httpRequest,
+    },
+    tunnel: { getAppTunnelPipeline: () => undefined, ...overrides.tunnel },
+    egress: {
+      handleConnection: (target: SocketAddr) => EgressDecision.direct(target),
+      handleConnectionEstablished: () => {},
+      handleUpstreamIps: (ips: string[]) => ips,
+      dnsResolveOverride: () => undefined,
+      tcpConnectOverride: () => undefined,
+      ...overrides.egress,
+    },
+  };
+}

@@ -1,0 +1,105 @@
+/**
+ * The recorded hook order: a real proxy runs an app that implements every hook (answering the
+ * defaults), real clients drive each kind of traffic, and the hooks recorded for the client's
+ * connection must equal `HOOK_ORDERS[kind]` exactly. `docs/hooks.md` draws its sequence
+ * diagrams from the same data, so a change in the order fails here until the data (and then
+ * the generated reference) is updated.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { defineApp, EgressDecision } from '../src/index.ts';
+import { type AppUnderTest, startApp } from '../src/testing/app.ts';
+import { connectTunnel, connectTunnelH2, proxyRequest, readBytes } from '../src/testing/clients.ts';
+import { HOOK_ORDERS, type TrafficKind, tracingHooks } from '../src/testing/hook-orders.ts';
+import { type HttpUpstream, startHttpUpstream, startTcpEcho, type TcpPeer } from '../src/testing/peers.ts';
+
+const app = defineApp({
+  name: 'hook-order',
+  version: '1.0.0',
+  description: 'implements every hook with the default answers; blocks targets named blocked.*',
+  start: () =>
+    tracingHooks({
+      egress: {
+        handleConnection: (target) =>
+          target.host.startsWith('blocked.')
+            ? EgressDecision.block('test block')
+            : EgressDecision.direct(target),
+      },
+    }),
+});
+
+let oxy: AppUnderTest;
+let echo: TcpPeer;
+let upstream: HttpUpstream;
+
+before(async () => {
+  echo = await startTcpEcho();
+  upstream = await startHttpUpstream({ '/x': { body: 'hello' } });
+  oxy = await startApp(app);
+});
+
+after(async () => {
+  await echo.close();
+  await upstream.close();
+  await oxy.stop();
+});
+
+/**
+ * Runs `drive` (which opens exactly one client connection and closes it), then asserts the
+ * hooks recorded for that connection, once its close hook has fired.
+ */
+async function expectOrder(kind: TrafficKind, drive: () => Promise<void>): Promise<void> {
+  oxy.recorder.clear();
+  await drive();
+  const conns = oxy.recorder.connections();
+  assert.equal(conns.length, 1, `expected one connection, saw:\n${oxy.recorder.transcript()}`);
+  const conn = conns[0]!;
+  await oxy.recorder.waitFor(conn, 'ingress.handleConnectionClose');
+  oxy.recorder.expectHooks(conn, HOOK_ORDERS[kind]);
+}
+
+test('CONNECT over HTTP/1.1 fires the hooks in HOOK_ORDERS.connect_http1', async () => {
+  await expectOrder('connect_http1', async () => {
+    const tunnel = await connectTunnel(oxy.address(), `localhost:${echo.port}`);
+    assert.equal(tunnel.status, 200);
+    tunnel.socket.write('ping');
+    assert.equal((await readBytes(tunnel.socket, 4)).toString(), 'ping');
+    tunnel.socket.end();
+  });
+});
+
+test('an absolute-form request fires the hooks in HOOK_ORDERS.forward_http1', async () => {
+  await expectOrder('forward_http1', async () => {
+    const res = await proxyRequest(oxy.address(), `http://localhost:${upstream.port}/x`);
+    assert.equal(res.status, 200);
+    assert.equal(res.text, 'hello');
+  });
+});
+
+test('a CONNECT blocked by egress fires the hooks in HOOK_ORDERS.connect_blocked', async () => {
+  await expectOrder('connect_blocked', async () => {
+    const tunnel = await connectTunnel(oxy.address(), 'blocked.localhost:443');
+    assert.equal(tunnel.status, 403);
+    tunnel.socket.destroy();
+  });
+});
+
+test('a CONNECT stream over HTTP/2 fires the hooks in HOOK_ORDERS.connect_http2', async () => {
+  await expectOrder('connect_http2', async () => {
+    const h2 = await connectTunnelH2(oxy.address(), `localhost:${echo.port}`);
+    assert.equal(h2.status, 200);
+    h2.stream.write('ping');
+    assert.equal((await readBytes(h2.stream, 4)).toString(), 'ping');
+    h2.stream.end();
+    await new Promise<void>((resolve) => h2.session.close(() => resolve()));
+  });
+});
+
+test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
+  assert.deepEqual(Object.keys(HOOK_ORDERS).sort(), [
+    'connect_blocked',
+    'connect_http1',
+    'connect_http2',
+    'forward_http1',
+  ]);
+});
