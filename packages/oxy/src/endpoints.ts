@@ -49,14 +49,23 @@ export function describeListening(server: net.Server): string {
  * connections, and whatever still runs after `timeoutMs` is destroyed. Resolves when no
  * connection is left.
  */
-export async function drain(rt: Runtime, servers: readonly net.Server[], timeoutMs: number): Promise<void> {
+export async function drain(
+  rt: Runtime,
+  servers: readonly net.Server[],
+  timeoutMs: number,
+  onramps: readonly { drain?(): Promise<void> }[] = [],
+): Promise<void> {
   rt.draining = true;
+  // HTTP/2 sessions get GOAWAY now and close themselves once their open streams end.
+  for (const o of onramps) void o.drain?.();
   // net.Server#close stops accepting at once but calls back only when every connection it
   // accepted has ended, so wait for it after the connections are dealt with, not before.
   const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
   const deadline = performance.now() + timeoutMs;
   while (rt.connections.size > 0 && performance.now() < deadline) {
     for (const conn of rt.connections) {
+      // HTTP/2 multiplexes requests the checks below cannot see; its GOAWAY is under way.
+      if (conn.protocol === 'h2' || conn.protocol === 'h2c') continue;
       // An idle keep-alive connection has nothing to finish: close it now.
       if (conn.tunnels === 0 && (conn.socket as { _httpMessage?: unknown })._httpMessage == null) {
         conn.closeReason = 'drained';

@@ -56,11 +56,12 @@ export async function startProxy(
   );
   const rt = new Runtime(hooks, ext, settings);
   const servers = new Map<string, net.Server>();
-  const onramps: { close(): void }[] = [];
+  const onramps: { close(): void; drain(): Promise<void> }[] = [];
   try {
     for (const [name, ep] of Object.entries(settings.endpoints)) {
       const endpoint = new EndpointState(name, ep, ext);
       const onramp = createHttpOnRamp(rt, endpoint);
+      onramps.push(onramp);
       const server = await openEndpoint(name, ep.addr);
       server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
       servers.set(name, server);
@@ -86,10 +87,10 @@ export async function startProxy(
         throw new Error(`endpoint ${name} has no TCP address`);
       return { host: a.address, port: a.port };
     },
-    drain: (timeoutMs) => drain(rt, [...servers.values()], timeoutMs),
+    drain: (timeoutMs) => drain(rt, [...servers.values()], timeoutMs, onramps),
     close() {
       closing ??= (async () => {
-        await drain(rt, [...servers.values()], 0);
+        await drain(rt, [...servers.values()], 0, onramps);
         for (const o of onramps) o.close();
         await rt.audit.close();
       })();

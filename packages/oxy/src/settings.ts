@@ -13,10 +13,10 @@ import { type Infer, s } from 'foundations/settings';
 import { TelemetrySettings } from 'foundations/telemetry';
 import type { z } from 'zod';
 import { DnsSettings } from './dns/settings.ts';
-import { Http2Settings } from './onramps/http2/settings.ts';
-import { TlsSettings } from './onramps/tls/settings.ts';
 import { DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
 import { UpstreamProxySettings } from './offramps/upstream-proxy/settings.ts';
+import { Http2Settings } from './onramps/http2/settings.ts';
+import { TlsSettings } from './onramps/tls/settings.ts';
 
 /** The fields of one endpoint, without the app's part. */
 const endpointFields = {

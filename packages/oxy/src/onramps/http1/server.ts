@@ -145,8 +145,10 @@ export function createHttp1OnRamp(
       ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason }).inc();
       conn.telemetry?.apply(() => log.debug('bad request from client', { reason, code }));
     }
-    // A response already under way cannot be followed by an error status: just close.
-    if ((socket as { _httpMessage?: unknown })._httpMessage) {
+    // A response already under way cannot be followed by an error status: just close. (A
+    // request whose body turned out malformed has a response object that has not started.)
+    const pending = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (pending?.headersSent) {
       socket.destroy();
       return;
     }
@@ -154,12 +156,32 @@ export function createHttp1OnRamp(
     writeRawResponse(socket, status, `${status} ${http.STATUS_CODES[status]}\n`);
   });
 
+  // Node starts its header/request timeout checks when an HTTP server listens; this one never
+  // listens itself (sockets come from the endpoint), so start them the same way.
+  server.emit('listening');
+
   return {
     protocol: 'http/1.1',
     server,
+    close(): void {
+      server.close();
+      agent.destroy();
+    },
     serve(socket: net.Socket, conn: IngressConnection): void {
       (socket as TaggedSocket)[kConn] = conn;
       server.emit('connection', socket);
+      // Node's header timeout starts with the first byte; a client that sends nothing at all
+      // is closed here after the same time.
+      const silent = setTimeout(() => {
+        if (socket.bytesRead === 0 && !socket.destroyed) {
+          conn.closeReason = 'header_timeout';
+          ingressMetrics
+            .connections_failed_total({ endpoint: endpoint.name, reason: 'header_timeout' })
+            .inc();
+          socket.destroy();
+        }
+      }, ep.header_read_timeout).unref();
+      socket.once('close', () => clearTimeout(silent));
     },
   };
 }

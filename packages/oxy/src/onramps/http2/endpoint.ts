@@ -118,6 +118,12 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
             h2.serve(tlsSocket, conn);
           } else {
             h1.serve(tlsSocket, conn);
+            // The drain tells a busy HTTP/1.1 connection by the response in flight on
+            // `conn.socket`; with TLS, Node keeps it on the TLS socket, so show it through.
+            Object.defineProperty(socket, '_httpMessage', {
+              configurable: true,
+              get: () => (tlsSocket as { _httpMessage?: unknown })._httpMessage,
+            });
           }
         };
         if (telemetry === null) go();

@@ -25,6 +25,7 @@ import type { Runtime } from '../../runtime.ts';
 import { serveConnect } from '../../tunnels/connect.ts';
 import { ForwardResponse, forwardRequest, Http2ConnectExchange, respondText } from './exchange.ts';
 import { classifyRequest } from './headers.ts';
+import { http2EndpointMetrics, http2Metrics } from './metrics.ts';
 import type { Http2Settings } from './settings.ts';
 
 const kConn = Symbol('oxy.http2.conn');
@@ -103,6 +104,7 @@ export function createHttp2OnRamp(
   const server = http2.createServer(http2ServerOptions(settings, where));
   const agent = new EgressAgent(rt);
   const sessions = new Set<TaggedSession>();
+  const metrics = http2EndpointMetrics(endpoint.name);
   let draining = false;
   let drained: (() => void) | null = null;
   let drainDone: Promise<void> | null = null;
@@ -126,6 +128,8 @@ export function createHttp2OnRamp(
     session[kConn] = conn;
     session[kOpen] = 0;
     sessions.add(session);
+    metrics.sessionsActive.inc();
+    http2Metrics.sessions_total({ endpoint: endpoint.name, protocol: conn?.protocol ?? 'h2' }).inc();
     session.setLocalWindowSize(settings.connection_window_size);
     session.on('error', (e: NodeJS.ErrnoException) => {
       if (conn !== undefined) conn.closeReason = 'error';
@@ -137,6 +141,7 @@ export function createHttp2OnRamp(
     session.once('close', () => {
       clearTimeout(session[kIdle]);
       sessions.delete(session);
+      metrics.sessionsActive.dec();
       if (sessions.size === 0 && drained !== null) drained();
     });
     armIdle(session);
@@ -163,10 +168,12 @@ export function createHttp2OnRamp(
     const shape = classifyRequest(headers);
     switch (shape.kind) {
       case 'invalid':
+        metrics.malformed.inc();
         conn.telemetry?.apply(() => log.debug('malformed HTTP/2 request', { reason: shape.reason }));
         respondText(stream, shape.status, `${shape.status} ${shape.reason}\n`);
         return;
       case 'extended-connect':
+        metrics.extendedConnect.inc();
         // Reserved for MASQUE (CONNECT-UDP, CONNECT-IP over HTTP/2): advertised, not served yet.
         respondText(stream, 501, `501 extended CONNECT (:protocol ${shape.protocol}) is not served here\n`);
         return;
@@ -180,6 +187,7 @@ export function createHttp2OnRamp(
         const { head } = shape;
         const addr = head.scheme === 'http' ? parseAuthority(head.authority, 80) : null;
         if (addr === null) {
+          metrics.malformed.inc();
           respondText(
             stream,
             400,

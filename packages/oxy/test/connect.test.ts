@@ -1,0 +1,117 @@
+/**
+ * CONNECT tunnels through the HTTP/1.1 endpoint: curl over a tunnel (`-p -x`), bytes and FIN
+ * both ways, the default `blocked_cidrs` (403, also for a name that resolves to loopback),
+ * refused (502 with a reason), connect timeout (504), idle timeout, and the audit record.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { connectTunnel, readBytes } from '../src/testing/clients.ts';
+import { startHttpUpstream, startTcpEcho } from '../src/testing/peers.ts';
+import { curl, startTestProxy } from './helpers.ts';
+
+const upstream = await startHttpUpstream({ '/hello': { body: 'hello through a tunnel' } });
+after(() => upstream.close());
+const echo = await startTcpEcho();
+after(() => echo.close());
+const auditFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-audit-')), 'audit.log');
+const proxy = await startTestProxy(
+  {},
+  {
+    audit: { output: 'file', path: auditFile },
+    endpoints: { main: { tunnel_idle_timeout: '300ms' } },
+    egress: { connect_timeout: '300ms' },
+  },
+);
+const blocking = await startTestProxy({}, { egress: { blocked_cidrs: ['127.0.0.0/8', '::1/128'] } });
+
+test('curl tunnels through CONNECT (-p -x)', async () => {
+  const r = await curl(['-p', '-x', proxy.url, `${upstream.origin}/hello`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'hello through a tunnel');
+});
+
+test('bytes flow both ways and a half-close is carried across', async () => {
+  const t = await connectTunnel(proxy.address(), echo.authority);
+  assert.equal(t.status, 200);
+  t.socket.write('ping');
+  assert.equal((await readBytes(t.socket, 4)).toString(), 'ping');
+  t.socket.end('after-fin'); // the echo peer answers FIN with FIN after echoing
+  const rest = await readBytes(t.socket, 9);
+  assert.equal(rest.toString(), 'after-fin');
+  await once(t.socket, 'close');
+});
+
+test('loopback is blocked by blocked_cidrs with 403, also behind the name localhost', async () => {
+  for (const target of [echo.authority, `localhost:${echo.port}`]) {
+    const t = await connectTunnel(blocking.address(), target);
+    assert.equal(t.status, 403, target);
+    t.socket.destroy();
+  }
+  // The proxy still serves a request it may serve.
+  const r = await curl([
+    '-x',
+    blocking.url,
+    '-s',
+    '-o',
+    '/dev/null',
+    '-w',
+    '%{http_code}',
+    'http://127.0.0.1:1/',
+  ]);
+  assert.equal(r.stdout, '403');
+});
+
+test('a refused port is 502 with a short reason in the body', async () => {
+  const t = await connectTunnel(proxy.address(), '127.0.0.1:1');
+  assert.equal(t.status, 502);
+  const body = Buffer.concat([t.head, await readBytes(t.socket, 1000, 2000)]).toString();
+  assert.match(body, /refused/);
+});
+
+test('an upstream that never answers the SYN is 504 after connect_timeout', async () => {
+  // A listener that never accepts, with its tiny backlog filled: later SYNs are dropped.
+  const py = spawn('python3', [
+    '-c',
+    'import socket,sys,time\ns=socket.socket();s.bind(("127.0.0.1",0));s.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(30)',
+  ]);
+  after(() => py.kill());
+  const [line] = (await once(py.stdout, 'data')) as [Buffer];
+  const port = Number(line.toString().trim());
+  const fillers = [];
+  for (let i = 0; i < 3; i++)
+    fillers.push(await connectTunnel(proxy.address(), `127.0.0.1:${port}`).catch(() => null));
+  const t0 = performance.now();
+  const t = await connectTunnel(proxy.address(), `127.0.0.1:${port}`);
+  for (const f of fillers) f?.socket.destroy();
+  assert.equal(t.status, 504);
+  assert.ok(performance.now() - t0 < 3000);
+});
+
+test('an idle tunnel is closed after tunnel_idle_timeout and audited', async () => {
+  const t = await connectTunnel(proxy.address(), echo.authority);
+  assert.equal(t.status, 200);
+  t.socket.write('x');
+  await readBytes(t.socket, 1);
+  t.socket.resume();
+  await once(t.socket, 'close');
+  await new Promise((r) => setTimeout(r, 50));
+  const records = fs
+    .readFileSync(auditFile, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const rec = records.find((r) => r.close_reason === 'idle_timeout' && r.target === echo.authority);
+  assert.ok(rec, JSON.stringify(records));
+  assert.equal(rec.kind, 'tunnel');
+  assert.equal(rec.target, echo.authority);
+  assert.equal(rec.upstream, echo.authority);
+  assert.equal(rec.bytes_up, 1);
+  assert.equal(rec.bytes_down, 1);
+  assert.equal(rec.status, 200);
+  assert.deepEqual(rec.decisions, ['egress:direct']);
+});
