@@ -119,9 +119,12 @@ export function isOxyError(e: unknown): e is OxyError {
 export function hookFailed(hook: string, thrown: unknown): OxyError {
   if (isOxyError(thrown) && thrown.code === OXY_ERR.HOOK_FAILED) return thrown;
   const cause = thrown instanceof Error ? thrown : new Error(`non-Error thrown: ${String(thrown)}`);
+  // Hooks on the way out (egress, upstream response) fail like an upstream would: 502.
+  const outbound = hook.startsWith('EgressHook.') || hook === 'HttpRequestHook.handleResponse';
   return new OxyError(OXY_ERR.HOOK_FAILED, `hook ${hook} failed: ${cause.message}`, {
     source: 'internal',
     cause,
+    status: outbound ? 502 : 500,
   });
 }
 
@@ -149,6 +152,7 @@ const STATUS_BY_CODE: Readonly<Partial<Record<string, number>>> = {
  */
 export function httpStatusFor(e: unknown): number {
   if (!isOxyError(e)) return 502;
-  if (e.code === OXY_ERR.BLOCKED && e.status !== undefined) return e.status;
+  if ((e.code === OXY_ERR.BLOCKED || e.code === OXY_ERR.HOOK_FAILED) && e.status !== undefined)
+    return e.status;
   return STATUS_BY_CODE[e.code] ?? 502;
 }

@@ -101,6 +101,9 @@ export class StreamPump {
     if (options.maxLifetimeMs > 0) {
       this.#lifeTimer = setTimeout(() => this.close('max_lifetime'), options.maxLifetimeMs).unref();
     }
+    // A side handed over paused (an upstream proxy's tunnel, an on-ramp) must flow now.
+    client.resume();
+    upstream.resume();
     // Either side may have been closed before we were attached.
     if (client.destroyed) this.#onClientClose();
     if (upstream.destroyed) this.#onUpstreamClose();

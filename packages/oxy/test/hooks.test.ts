@@ -1,0 +1,273 @@
+/**
+ * One test per hook method, each on a real proxy with the hook installed, plus the order in
+ * which hooks fire for a CONNECT (recorded) and the app's ext state carried between hooks.
+ * Throwing hooks are in hook-failures.test.ts.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, test } from 'node:test';
+import { defineApp } from '../src/app.ts';
+import type { ConnectionStats } from '../src/context/contexts.ts';
+import { EgressDecision } from '../src/hooks/egress.ts';
+import { ConnectDirective, RequestDecision } from '../src/hooks/http-request.ts';
+import { IngressDecision } from '../src/hooks/ingress.ts';
+import type { HookCall } from '../src/hooks/run.ts';
+import { connectTunnel, proxyRequest, readBytes } from '../src/testing/clients.ts';
+import { startHttpUpstream, startTcpEcho } from '../src/testing/peers.ts';
+import { curl, startTestProxy } from './helpers.ts';
+
+const upstream = await startHttpUpstream({
+  '/hello': { body: 'hello', headers: { 'x-upstream': 'yes' } },
+  '/rewritten': { body: 'rewritten path' },
+});
+after(() => upstream.close());
+const echo = await startTcpEcho();
+after(() => echo.close());
+
+test('IngressHook.handleConnection: block closes before reading, allow (async) serves', async () => {
+  const proxy = await startTestProxy({
+    ingress: {
+      handleConnection: async (ctx) =>
+        ctx.client.port % 2 === 0 ? IngressDecision.allow() : IngressDecision.allow(),
+    },
+  });
+  assert.equal((await curl(['-x', proxy.url, `${upstream.origin}/hello`])).stdout, 'hello');
+  const blocking = await startTestProxy({ ingress: { handleConnection: () => IngressDecision.block('no') } });
+  const r = await curl(['-x', blocking.url, `${upstream.origin}/hello`]);
+  assert.notEqual(r.code, 0);
+  assert.equal(upstream.requests.filter((q) => q.url === '/hello').length, 1);
+});
+
+test('IngressHook.handleConnectionClose: fires once per connection with statistics', async () => {
+  const seen: ConnectionStats[] = [];
+  const proxy = await startTestProxy({
+    ingress: { handleConnectionClose: (stats) => void seen.push(stats) },
+  });
+  await curl(['-x', proxy.url, `${upstream.origin}/hello`, `${upstream.origin}/hello`]);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(seen.length, 1);
+  const s = seen[0]!;
+  assert.equal(s.requests, 2);
+  assert.ok(s.bytesIn > 50 && s.bytesOut > 50, JSON.stringify(s));
+  assert.equal(s.closeReason, 'client_closed');
+});
+
+test('HttpRequestHook.handleProxyConnectRequest: block answers its status, allow connects', async () => {
+  const proxy = await startTestProxy({
+    httpRequest: {
+      handleProxyConnectRequest: (head) =>
+        head.headers['proxy-authorization'] === 'Bearer ok'
+          ? ConnectDirective.allow()
+          : ConnectDirective.block(407, 'auth'),
+    },
+  });
+  const refused = await connectTunnel(proxy.address(), echo.authority);
+  assert.equal(refused.status, 407);
+  refused.socket.destroy();
+  const ok = await connectTunnel(proxy.address(), echo.authority, {
+    headers: { 'proxy-authorization': 'Bearer ok' },
+  });
+  assert.equal(ok.status, 200);
+  ok.socket.destroy();
+});
+
+test('HttpRequestHook.handleProxyConnectResponse: may add headers to the 200', async () => {
+  const proxy = await startTestProxy({
+    httpRequest: {
+      handleProxyConnectResponse: (res) => {
+        res.headers['x-tunnel'] = 'edited';
+        return undefined;
+      },
+    },
+  });
+  const t = await connectTunnel(proxy.address(), echo.authority);
+  assert.equal(t.status, 200);
+  assert.equal(t.headers['x-tunnel'], 'edited');
+  t.socket.destroy();
+});
+
+test('HttpRequestHook.handleRequest: rewrites, answers directly, or blocks', async () => {
+  const proxy = await startTestProxy({
+    httpRequest: {
+      handleRequest: (head) => {
+        if (head.path === '/direct') return RequestDecision.respond({ status: 299, body: 'from the app' });
+        if (head.path === '/blocked') return RequestDecision.block(451, 'unavailable');
+        head.path = '/rewritten';
+        head.headers['x-added'] = 'by hook';
+        return RequestDecision.forward();
+      },
+    },
+  });
+  const rewritten = await proxyRequest(proxy.address(), `${upstream.origin}/anything`);
+  assert.equal(rewritten.text, 'rewritten path');
+  assert.equal(upstream.requests.at(-1)!.headers['x-added'], 'by hook');
+  const direct = await proxyRequest(proxy.address(), `${upstream.origin}/direct`);
+  assert.deepEqual([direct.status, direct.text], [299, 'from the app']);
+  const blocked = await proxyRequest(proxy.address(), `${upstream.origin}/blocked`);
+  assert.equal(blocked.status, 451);
+  assert.match(blocked.text, /unavailable/);
+});
+
+test('HttpRequestHook.handleResponse: may rewrite the response head', async () => {
+  const proxy = await startTestProxy({
+    httpRequest: {
+      handleResponse: (res) => {
+        delete res.headers['x-upstream'];
+        res.headers['x-proxy'] = 'added';
+        return undefined;
+      },
+    },
+  });
+  const r = await proxyRequest(proxy.address(), `${upstream.origin}/hello`);
+  assert.equal(r.text, 'hello');
+  assert.equal(r.headers['x-upstream'], undefined);
+  assert.equal(r.headers['x-proxy'], 'added');
+});
+
+test('TunnelHook.getAppTunnelPipeline: the app gets both sides and pumps them itself', async () => {
+  const proxy = await startTestProxy({
+    tunnel: {
+      getAppTunnelPipeline: () => async (client, up) => {
+        client.on('data', (d: Buffer) => up.write(d.toString().toUpperCase()));
+        up.on('data', (d: Buffer) => client.write(d));
+        await new Promise((resolve) => client.on('close', resolve));
+      },
+    },
+  });
+  const t = await connectTunnel(proxy.address(), echo.authority);
+  t.socket.write('shout');
+  assert.equal((await readBytes(t.socket, 5)).toString(), 'SHOUT');
+  t.socket.destroy();
+});
+
+test('EgressHook.handleConnection: direct elsewhere, block (403), or via an upstream proxy', async () => {
+  let chainedConnections = 0;
+  const chained = await startTestProxy({
+    ingress: { handleConnection: () => (chainedConnections++, IngressDecision.allow()) },
+  });
+  const proxy = await startTestProxy({
+    egress: {
+      handleConnection: (target) => {
+        if (target.host === 'redirect.test')
+          return EgressDecision.direct({ host: '127.0.0.1', port: echo.port });
+        if (target.port === echo.port || target.port === upstream.port)
+          return EgressDecision.viaProxy(chained.address());
+        return EgressDecision.block('not today');
+      },
+    },
+  });
+  const redirected = await connectTunnel(proxy.address(), 'redirect.test:1');
+  redirected.socket.write('hi');
+  assert.equal((await readBytes(redirected.socket, 2)).toString(), 'hi');
+  redirected.socket.destroy();
+  const blocked = await connectTunnel(proxy.address(), '127.0.0.1:2');
+  assert.equal(blocked.status, 403);
+  blocked.socket.destroy();
+  // Chained: a tunnel goes through the second proxy with CONNECT…
+  const viaChain = await connectTunnel(proxy.address(), echo.authority);
+  assert.equal(viaChain.status, 200);
+  viaChain.socket.write('chained');
+  assert.equal((await readBytes(viaChain.socket, 7)).toString(), 'chained');
+  viaChain.socket.destroy();
+  assert.equal(chainedConnections, 1);
+  // …and a plain request in absolute form.
+  const r = await proxyRequest(proxy.address(), `${upstream.origin}/hello`);
+  assert.equal(r.text, 'hello');
+  assert.equal(chainedConnections, 2);
+});
+
+test('EgressHook.handleConnectionEstablished: gets the address connected to', async () => {
+  const seen: string[] = [];
+  const proxy = await startTestProxy({
+    egress: { handleConnectionEstablished: (addr) => void seen.push(`${addr.host}:${addr.port}`) },
+  });
+  const t = await connectTunnel(proxy.address(), echo.authority);
+  t.socket.destroy();
+  assert.deepEqual(seen, [echo.authority]);
+});
+
+test('EgressHook.handleUpstreamIps and dnsResolveOverride: resolution under app control', async () => {
+  const proxy = await startTestProxy({
+    egress: {
+      dnsResolveOverride: (host) => (host === 'echo.test' ? ['127.0.0.1'] : undefined),
+      handleUpstreamIps: (ips, ctx) => (ctx.target.port === 1 ? [] : ips),
+    },
+  });
+  const t = await connectTunnel(proxy.address(), `echo.test:${echo.port}`);
+  assert.equal(t.status, 200);
+  t.socket.write('dns');
+  assert.equal((await readBytes(t.socket, 3)).toString(), 'dns');
+  t.socket.destroy();
+  const none = await connectTunnel(proxy.address(), 'echo.test:1');
+  assert.equal(none.status, 403);
+  none.socket.destroy();
+});
+
+test('EgressHook.tcpConnectOverride: the app connects', async () => {
+  let called = 0;
+  const proxy = await startTestProxy({
+    egress: {
+      tcpConnectOverride: async () => {
+        called++;
+        const s = net.connect(echo.port, '127.0.0.1');
+        await new Promise((resolve) => s.once('connect', resolve));
+        return s;
+      },
+    },
+  });
+  const t = await connectTunnel(proxy.address(), '192.0.2.1:9'); // never dialled: the app connects
+  t.socket.write('own');
+  assert.equal((await readBytes(t.socket, 3)).toString(), 'own');
+  t.socket.destroy();
+  assert.equal(called, 1);
+});
+
+test('hooks fire in order for a CONNECT, and ext state flows from the request hook to egress', async () => {
+  const calls: HookCall[] = [];
+  const app = defineApp({
+    name: 'order',
+    version: '1',
+    description: 'hook order',
+    ext: { ingress: () => ({ tag: '' }) },
+    start: () => ({
+      ingress: { handleConnection: () => IngressDecision.allow(), handleConnectionClose: () => {} },
+      httpRequest: {
+        handleProxyConnectRequest: (_head, ctx) => {
+          ctx.ingress.ext.tag = 'seen';
+          return ConnectDirective.allow();
+        },
+        handleProxyConnectResponse: () => undefined,
+      },
+      egress: {
+        handleConnection: (target, ctx) =>
+          ctx.ingress.ext.tag === 'seen' ? EgressDecision.direct(target) : EgressDecision.block('no tag'),
+        handleConnectionEstablished: () => {},
+      },
+      tunnel: { getAppTunnelPipeline: () => undefined },
+    }),
+  });
+  const proxy = await startTestProxy(app, {}, { record: (c) => calls.push(c) });
+  const t = await connectTunnel(proxy.address(), echo.authority);
+  assert.equal(t.status, 200);
+  t.socket.destroy();
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(
+    calls.map((c) => c.hook),
+    [
+      'IngressHook.handleConnection',
+      'HttpRequestHook.handleProxyConnectRequest',
+      'EgressHook.handleConnection',
+      'EgressHook.handleConnectionEstablished',
+      'HttpRequestHook.handleProxyConnectResponse',
+      'TunnelHook.getAppTunnelPipeline',
+      'IngressHook.handleConnectionClose',
+    ],
+  );
+});
+
+test('an unknown hook method is refused at start-up', async () => {
+  await assert.rejects(
+    startTestProxy({ egress: { handleConection: () => EgressDecision.block('x') } as never }),
+    /hooks\.egress\.handleConection is not a EgressHook method/,
+  );
+});
