@@ -16,9 +16,11 @@ import {
   checkDoc,
   extractModule,
   extractModules,
+  formatMarkdown,
   generateHooksDoc,
   HooksDocError,
   hooksInterfaceOf,
+  renderDocFile,
   renderSequenceDiagram,
   slug,
 } from './gen-hooks-doc.ts';
@@ -61,7 +63,7 @@ describe('gen-hooks-doc', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hooks-doc-'));
     try {
       const file = path.join(dir, 'hooks.md');
-      const text = generateHooksDoc();
+      const text = renderDocFile();
       fs.writeFileSync(file, text.replace('# Hook reference', '# Hook reference (edited)'));
       assert.match(checkDoc(file, text) ?? '', /differs from line 4:\n.*\(edited\)\n.*# Hook reference$/);
       fs.writeFileSync(file, text);
@@ -164,6 +166,12 @@ describe('gen-hooks-doc', () => {
         '    Oxy->>App: 2. ingress.handleConnectionClose',
       ].join('\n'),
     );
+  });
+
+  it('writes what Biome would format, so `npm run check` passes on the generated file', () => {
+    const text = renderDocFile();
+    assert.equal(formatMarkdown(text), text);
+    assert.match(text, /^\| Constructor +\| Meaning +\|$/m);
   });
 
   it('makes anchors as GitHub does', () => {

@@ -15,6 +15,7 @@
  * fails on a stale reference). Output is deterministic: modules in data-path order, members in
  * source order, no dates. A hook method without TSDoc is an error naming it.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import ts from 'typescript';
@@ -376,8 +377,26 @@ export function generateHooksDoc(options: GenerateOptions = {}): string {
   return `${out.join('\n')}\n`;
 }
 
+/**
+ * Formats Markdown as the repository's Biome does (`npm run check` formats `docs/` too), so the
+ * generated file passes that check unchanged.
+ */
+export function formatMarkdown(text: string): string {
+  const biome = path.join(ROOT, 'node_modules/.bin/biome');
+  const r = spawnSync(biome, ['format', `--stdin-file-path=${DOC_PATH}`], { input: text, encoding: 'utf8' });
+  if (r.status !== 0) {
+    throw new HooksDocError(`biome format failed (${r.error?.message ?? `exit ${r.status}`}): ${r.stderr}`);
+  }
+  return r.stdout;
+}
+
+/** The reference as written to `docs/hooks.md`: generated, then formatted. */
+export function renderDocFile(): string {
+  return formatMarkdown(generateHooksDoc());
+}
+
 /** Compares `file` with the generated text; returns null when equal, else what differs first. */
-export function checkDoc(file: string = DOC_PATH, expected: string = generateHooksDoc()): string | null {
+export function checkDoc(file: string = DOC_PATH, expected: string = renderDocFile()): string | null {
   const actual = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : null;
   if (actual === expected) return null;
   if (actual === null) return `${path.relative(ROOT, file)} does not exist`;
@@ -396,7 +415,7 @@ function main(argv: readonly string[]): number {
     );
     return 2;
   }
-  const text = generateHooksDoc();
+  const text = renderDocFile();
   if (argv.includes('--check')) {
     const diff = checkDoc(DOC_PATH, text);
     if (diff === null) return 0;
