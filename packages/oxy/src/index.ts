@@ -2,7 +2,8 @@
  * Oxy's public API: the app model, the hooks and their decisions, the contexts hooks receive,
  * and the error catalogue. Everything else under `src/` is internal and may change.
  */
-export { type AppDefinition, defineApp, type OxyApp } from './app.ts';
+export { type AppDefinition, bootstrap, defineApp, type OxyApp } from './app.ts';
+export { formatHostPort, type ListenAddr } from './context/addr.ts';
 export type {
   ConnectionStats,
   EgressContext,
@@ -43,4 +44,6 @@ export { IngressDecision, type IngressHook } from './hooks/ingress.ts';
 export type { AppLifecycleHook } from './hooks/lifecycle.ts';
 export type { HookCall, Hooks } from './hooks/run.ts';
 export type { AppTunnelPipeline, TunnelHook } from './hooks/tunnel.ts';
+export { CidrBlocklist, DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
+export { appSettings, type RunningProxy, type StartOptions, startOxy, startProxy } from './proxy.ts';
 export type { AppSettings, AppSettingsSchemas, OxySettings } from './settings.ts';
