@@ -6,19 +6,35 @@
  * the generated reference) is updated.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import net from 'node:net';
 import { after, before, test } from 'node:test';
-import { defineApp, EgressDecision } from '../src/index.ts';
+import { ConnectDirective, defineApp, EgressDecision, IngressDecision } from '../src/index.ts';
 import { type AppUnderTest, startApp } from '../src/testing/app.ts';
 import { connectTunnel, connectTunnelH2, proxyRequest, readBytes } from '../src/testing/clients.ts';
 import { HOOK_ORDERS, type TrafficKind, tracingHooks } from '../src/testing/hook-orders.ts';
 import { type HttpUpstream, startHttpUpstream, startTcpEcho, type TcpPeer } from '../src/testing/peers.ts';
 
+/** Connections from this address are blocked by the ingress hook. */
+const BLOCKED_CLIENT = '127.0.0.2';
+
 const app = defineApp({
   name: 'hook-order',
   version: '1.0.0',
-  description: 'implements every hook with the default answers; blocks targets named blocked.*',
+  description: 'implements every hook with the default answers, except a few blocks the tests ask for',
   start: () =>
     tracingHooks({
+      ingress: {
+        handleConnection: (ctx) =>
+          ctx.client.host === BLOCKED_CLIENT ? IngressDecision.block('test block') : IngressDecision.allow(),
+      },
+      httpRequest: {
+        handleProxyConnectRequest: (head) =>
+          head.authority.startsWith('denied.')
+            ? ConnectDirective.block(403, 'test refusal')
+            : ConnectDirective.allow(),
+      },
       egress: {
         handleConnection: (target) =>
           target.host.startsWith('blocked.')
@@ -76,6 +92,39 @@ test('an absolute-form request fires the hooks in HOOK_ORDERS.forward_http1', as
   });
 });
 
+test('two requests on a keep-alive connection fire the hooks in HOOK_ORDERS.forward_http1_keepalive', async () => {
+  await expectOrder('forward_http1_keepalive', async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const res = await proxyRequest(oxy.address(), `http://localhost:${upstream.port}/x`, { agent });
+        assert.equal(res.status, 200);
+      }
+    } finally {
+      agent.destroy();
+    }
+  });
+});
+
+test('a connection blocked by ingress fires the hooks in HOOK_ORDERS.ingress_blocked', async () => {
+  await expectOrder('ingress_blocked', async () => {
+    // The app blocks clients from 127.0.0.2 (all of 127/8 is loopback on Linux).
+    const [host, port] = oxy.address().split(':');
+    const socket = net.connect({ host, port: Number(port), localAddress: BLOCKED_CLIENT });
+    socket.on('error', () => {});
+    socket.resume();
+    await once(socket, 'close');
+  });
+});
+
+test('a CONNECT refused by the request hook fires the hooks in HOOK_ORDERS.connect_denied', async () => {
+  await expectOrder('connect_denied', async () => {
+    const tunnel = await connectTunnel(oxy.address(), 'denied.localhost:443');
+    assert.equal(tunnel.status, 403);
+    tunnel.socket.destroy();
+  });
+});
+
 test('a CONNECT blocked by egress fires the hooks in HOOK_ORDERS.connect_blocked', async () => {
   await expectOrder('connect_blocked', async () => {
     const tunnel = await connectTunnel(oxy.address(), 'blocked.localhost:443');
@@ -98,8 +147,11 @@ test('a CONNECT stream over HTTP/2 fires the hooks in HOOK_ORDERS.connect_http2'
 test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
   assert.deepEqual(Object.keys(HOOK_ORDERS).sort(), [
     'connect_blocked',
+    'connect_denied',
     'connect_http1',
     'connect_http2',
     'forward_http1',
+    'forward_http1_keepalive',
+    'ingress_blocked',
   ]);
 });

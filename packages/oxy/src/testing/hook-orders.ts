@@ -110,6 +110,58 @@ export const TRAFFIC_FLOWS = {
       ...CLIENT_CLOSE,
     ],
   },
+  forward_http1_keepalive: {
+    title: 'Two requests on one keep-alive connection (pooled upstream)',
+    description:
+      'A client sends two absolute-form requests to the same origin on one connection. The ' +
+      'second reuses the pooled upstream connection: `egress.handleConnection` still fires for ' +
+      'it, but resolution and connect do not. (With egress hooks installed the pool is kept per ' +
+      'client connection, so another client connection connects anew.)',
+    steps: [
+      ...TCP_ACCEPT,
+      { from: 'Client', to: 'Oxy', message: 'GET http://localhost:port/x' },
+      { hook: 'http.handleRequest', answer: 'forward' },
+      ...EGRESS_CONNECT,
+      { from: 'Oxy', to: 'Upstream', message: 'GET /x' },
+      { from: 'Upstream', to: 'Oxy', message: '200 head' },
+      { hook: 'http.handleResponse', answer: 'undefined: the response as received' },
+      { from: 'Oxy', to: 'Client', message: '200 head and body' },
+      { from: 'Client', to: 'Oxy', message: 'GET http://localhost:port/x (same connection)' },
+      { hook: 'http.handleRequest', answer: 'forward' },
+      { hook: 'egress.handleConnection', answer: 'direct(target)' },
+      { note: 'pooled upstream connection reused: no resolution, no connect' },
+      { from: 'Oxy', to: 'Upstream', message: 'GET /x' },
+      { from: 'Upstream', to: 'Oxy', message: '200 head' },
+      { hook: 'http.handleResponse', answer: 'undefined: the response as received' },
+      { from: 'Oxy', to: 'Client', message: '200 head and body' },
+      ...CLIENT_CLOSE,
+    ],
+  },
+  ingress_blocked: {
+    title: 'Blocked connection (ingress block)',
+    description:
+      '`ingress.handleConnection` answers `IngressDecision.block(reason)`: Oxy closes the ' +
+      'connection without reading from it, and the close hook still fires.',
+    steps: [
+      { from: 'Client', to: 'Oxy', message: 'TCP connect' },
+      { hook: 'ingress.handleConnection', answer: 'block(reason)' },
+      { from: 'Oxy', to: 'Client', message: 'close (nothing read)' },
+      { hook: 'ingress.handleConnectionClose' },
+    ],
+  },
+  connect_denied: {
+    title: 'Refused CONNECT (request block)',
+    description:
+      '`http.handleProxyConnectRequest` answers `ConnectDirective.block(403, reason)`: no egress ' +
+      'hook fires and the client gets the status.',
+    steps: [
+      ...TCP_ACCEPT,
+      { from: 'Client', to: 'Oxy', message: 'CONNECT denied.localhost:443' },
+      { hook: 'http.handleProxyConnectRequest', answer: 'block(403, reason)' },
+      { from: 'Oxy', to: 'Client', message: '403 Forbidden' },
+      ...CLIENT_CLOSE,
+    ],
+  },
   connect_blocked: {
     title: 'Blocked CONNECT (egress block)',
     description:
