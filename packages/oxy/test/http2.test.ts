@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http2 from 'node:http2';
 import { after, describe, test } from 'node:test';
+import { IngressDecision } from '../src/hooks/ingress.ts';
 import { connectTunnelH2, proxyRequest, readBytes } from '../src/testing/clients.ts';
 import { type HttpUpstream, startHttpUpstream, startTcpEcho, type TcpPeer } from '../src/testing/peers.ts';
 import { curl, startTestProxy } from './helpers.ts';
@@ -24,6 +25,10 @@ const upstream: HttpUpstream = await startHttpUpstream({
 after(() => upstream.close());
 const proxy = await startTestProxy({});
 const proxyUrl = proxy.url;
+// An async ingress hook keeps the socket paused until it answers: detection must still work.
+const slowIngress = await startTestProxy({
+  ingress: { handleConnection: () => new Promise((r) => setTimeout(() => r(IngressDecision.allow()), 20)) },
+});
 
 function session(): http2.ClientHttp2Session {
   const s = http2.connect(proxyUrl);
@@ -157,5 +162,17 @@ describe('HTTP/2 cleartext (prior knowledge)', () => {
       ':path': '/.well-known/masque/udp/192.0.2.1/443/',
     });
     assert.equal(r.status, 501);
+  });
+});
+
+describe('behind an async IngressHook.handleConnection', () => {
+  test('h2c CONNECT and HTTP/1.1 are both served once the hook allows', async () => {
+    const t = await connectTunnelH2(slowIngress.address(), echo.authority);
+    after(() => t.session.destroy());
+    assert.equal(t.status, 200);
+    t.stream.end('late but fine');
+    assert.equal((await readBytes(t.stream, 13)).toString(), 'late but fine');
+    const r = await proxyRequest(slowIngress.address(), `${upstream.origin}/hello`);
+    assert.equal(r.text, 'hello h2');
   });
 });

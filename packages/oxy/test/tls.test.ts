@@ -16,6 +16,7 @@ import { after, describe, test } from 'node:test';
 import tls from 'node:tls';
 import { defineApp } from '../src/app.ts';
 import { isOxyError } from '../src/errors.ts';
+import { IngressDecision } from '../src/hooks/ingress.ts';
 import { loadSecureContext } from '../src/onramps/tls/credentials.ts';
 import { startOxy } from '../src/proxy.ts';
 import { generateCertificate } from '../src/testing/certs.ts';
@@ -53,6 +54,12 @@ const proxy = await startTestProxy(
   },
 );
 const { port } = proxy.address();
+const slowIngress = await startTestProxy(
+  {
+    ingress: { handleConnection: () => new Promise((r) => setTimeout(() => r(IngressDecision.allow()), 20)) },
+  },
+  { endpoints: { main: { tls: { enabled: true, cert: files.cert, key: files.key } } } },
+);
 
 function h2Session(): http2.ClientHttp2Session {
   const s = http2.connect(`https://127.0.0.1:${port}`, { ca: cert.caPem });
@@ -279,4 +286,23 @@ describe('certificate and key files', () => {
       /endpoints\.main\.tls\.key/,
     );
   });
+});
+
+test('behind an async IngressHook.handleConnection, the handshake and both protocols still work', async () => {
+  const s = http2.connect(`https://127.0.0.1:${slowIngress.address().port}`, { ca: cert.caPem });
+  s.on('error', () => {});
+  after(() => s.destroy());
+  const st = s.request({ ':method': 'CONNECT', ':authority': echo.authority }, { endStream: false });
+  const [h] = (await once(st, 'response')) as [http2.IncomingHttpHeaders];
+  assert.equal(h[':status'], 200);
+  st.end('hooked');
+  assert.equal((await readBytes(st, 6)).toString(), 'hooked');
+  const r = await curl([
+    '--proxy',
+    `https://localhost:${slowIngress.address().port}`,
+    '--proxy-cacert',
+    files.ca,
+    `${upstream.origin}/hello`,
+  ]);
+  assert.equal(r.stdout, 'hello over tls', r.stderr);
 });

@@ -122,10 +122,11 @@ export function classifyRequest(headers: IncomingHttpHeaders): Http2RequestShape
  * status is passed separately). Returns a fresh object.
  */
 export function http2ResponseHeaders(headers: HttpHeaders): Record<string, string | string[]> {
+  // Names are lower-case by contract, but a hook may have added one in another case.
   const named = new Set<string>();
-  const connection = headers.connection;
-  if (connection !== undefined) {
-    for (const v of Array.isArray(connection) ? connection : [connection]) {
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name.toLowerCase() !== 'connection') continue;
+    for (const v of Array.isArray(value) ? value : [value]) {
       for (const token of v.split(',')) named.add(token.trim().toLowerCase());
     }
   }
