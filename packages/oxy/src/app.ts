@@ -63,25 +63,52 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
   app: OxyApp<X, S>,
 ): Promise<void> {
   const { runService } = await import('foundations/cli');
+  const { startLifecycle } = await import('foundations/restart');
+  const { log } = await import('foundations/telemetry');
   const { buildSettingsSchema } = await import('./settings.ts');
   const { startProxy, normalizeSettings } = await import('./proxy.ts');
   const def = app.definition;
+  const info = { name: def.name, version: def.version, description: def.description };
   await runService({
-    info: { name: def.name, version: def.version, description: def.description },
+    info,
     settings: buildSettingsSchema(def.settings ?? {}, def.name),
     async main({ settings }) {
       const typed = normalizeSettings(settings as AppSettings);
-      const proxy = await startProxy(app as unknown as OxyApp, typed);
-      await new Promise<void>((resolve) => {
-        const stop = (): void => {
-          process.off('SIGTERM', stop);
-          process.off('SIGINT', stop);
-          void proxy.runtime.hooks.handleShutdown?.();
-          proxy.drain(typed.restart.drain_timeout).then(() => proxy.close().then(resolve));
-        };
-        process.on('SIGTERM', stop);
-        process.on('SIGINT', stop);
+      let proxy: Awaited<ReturnType<typeof startProxy>> | undefined;
+      // Graceful restarts and draining (foundations/restart, docs/restarts.md): endpoints on
+      // inherited sockets, the app's state across, and on a restart request or SIGTERM/SIGINT
+      // stop accepting, drain for restart.drain_timeout and exit.
+      const lifecycle = startLifecycle({
+        info,
+        settings: typed.restart,
+        stateForRestart: () => proxy?.runtime.hooks.stateForRestart?.(),
+        async drain() {
+          if (proxy === undefined) return;
+          proxy.beginDrain(); // Connection: close on later HTTP/1 responses, GOAWAY on HTTP/2
+          try {
+            await proxy.runtime.hooks.handleShutdown?.();
+          } catch (e) {
+            log.error('handleShutdown failed', { err: e });
+          }
+        },
+        forceClose() {
+          for (const conn of proxy?.runtime.connections ?? []) conn.closeReason = 'drained';
+        },
+        beforeExit: () => proxy?.runtime.audit.close(),
+        log: (level, msg, fields) => log[level](msg, fields),
       });
+      try {
+        proxy = await startProxy(app as unknown as OxyApp, typed, {
+          restoredState: lifecycle.restoredState ?? null,
+          listeners: lifecycle.listeners,
+        });
+        await lifecycle.ready();
+      } catch (e) {
+        lifecycle.failed(e); // the restarter waiting on this start-up learns why it failed
+        throw e;
+      }
+      // The lifecycle exits the process once drained.
+      await lifecycle.drained;
     },
   });
 }

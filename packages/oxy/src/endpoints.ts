@@ -8,21 +8,31 @@
  */
 import { once } from 'node:events';
 import net from 'node:net';
+import type { Listeners } from 'foundations/restart';
 import { formatHostPort, type ListenAddr } from './context/addr.ts';
 import { OXY_ERR, OxyError } from './errors.ts';
 import type { Runtime } from './runtime.ts';
 
 /**
  * Opens the listening socket of endpoint `name` at `addr`. The returned server accepts with
- * `allowHalfOpen` (tunnels carry half-close) and `noDelay`. Throws `OXY_ERR_LISTEN` naming the
- * settings path.
+ * `allowHalfOpen` (tunnels carry half-close) and `noDelay`. With `listeners` (the restart
+ * lifecycle's), a socket inherited from the previous process or from systemd is used when one
+ * matches by name or address, and the server is handed on at the next restart. Throws
+ * `OXY_ERR_LISTEN` naming the settings path.
  */
-export async function openEndpoint(name: string, addr: ListenAddr): Promise<net.Server> {
+export async function openEndpoint(
+  name: string,
+  addr: ListenAddr,
+  listeners?: Listeners,
+): Promise<net.Server> {
   const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false });
   const options = addr.kind === 'tcp' ? { host: addr.host, port: addr.port } : { path: addr.path };
   try {
-    server.listen({ ...options, backlog: 1024 });
-    await once(server, 'listening');
+    if (listeners) await listeners.listen(name, addr, server, { backlog: 1024 });
+    else {
+      server.listen({ ...options, backlog: 1024 });
+      await once(server, 'listening');
+    }
   } catch (e) {
     const where = addr.kind === 'tcp' ? formatHostPort(addr.host, addr.port) : addr.path;
     throw new OxyError(

@@ -7,6 +7,7 @@
  * listen (in settings order) → each logged. `close()` drains, then closes the audit sink.
  */
 import type net from 'node:net';
+import type { Listeners } from 'foundations/restart';
 import { parseSettings, type SettingsSource } from 'foundations/settings';
 import { log } from 'foundations/telemetry';
 import type { OxyApp } from './app.ts';
@@ -29,6 +30,13 @@ export interface RunningProxy {
   address(name?: string): { host: string; port: number };
   /** Stops accepting, lets connections finish for up to `timeoutMs`, then closes the rest. */
   drain(timeoutMs: number): Promise<void>;
+  /**
+   * Starts draining without closing anything: later HTTP/1 responses carry `Connection: close`
+   * and HTTP/2 sessions get GOAWAY. Idle keep-alive connections are left to their idle timeout
+   * (closing them races with a client sending its next request). The restart lifecycle calls
+   * this, then waits for connections and destroys what remains at `restart.drain_timeout`.
+   */
+  beginDrain(): void;
   /** `drain(0)`, then closes what the runtime opened (the audit file). */
   close(): Promise<void>;
 }
@@ -39,6 +47,8 @@ export interface StartOptions {
   readonly restoredState?: unknown;
   /** Receives every hook call (tests). */
   readonly record?: (call: HookCall) => void;
+  /** The restart lifecycle's listeners: endpoints use inherited sockets and are handed over. */
+  readonly listeners?: Listeners;
 }
 
 /** Starts `app` with `settings` (already parsed): calls `start`, then listens on every endpoint. */
@@ -62,7 +72,7 @@ export async function startProxy(
       const endpoint = new EndpointState(name, ep, ext);
       const onramp = createHttpOnRamp(rt, endpoint);
       onramps.push(onramp);
-      const server = await openEndpoint(name, ep.addr);
+      const server = await openEndpoint(name, ep.addr, options.listeners);
       server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
       servers.set(name, server);
       ingressMetrics.connections_active({ endpoint: name }).set(0);
@@ -88,6 +98,10 @@ export async function startProxy(
       return { host: a.address, port: a.port };
     },
     drain: (timeoutMs) => drain(rt, [...servers.values()], timeoutMs, onramps),
+    beginDrain() {
+      rt.draining = true;
+      for (const o of onramps) void o.drain();
+    },
     close() {
       closing ??= (async () => {
         await drain(rt, [...servers.values()], 0, onramps);

@@ -9,7 +9,13 @@ import http2 from 'node:http2';
 import { after, describe, test } from 'node:test';
 import { IngressDecision } from '../src/hooks/ingress.ts';
 import { connectTunnelH2, proxyRequest, readBytes } from '../src/testing/clients.ts';
-import { type HttpUpstream, startHttpUpstream, startTcpEcho, type TcpPeer } from '../src/testing/peers.ts';
+import {
+  type HttpUpstream,
+  startHoldOpenServer,
+  startHttpUpstream,
+  startTcpEcho,
+  type TcpPeer,
+} from '../src/testing/peers.ts';
 import { curl, startTestProxy } from './helpers.ts';
 
 const echo: TcpPeer = await startTcpEcho();
@@ -174,5 +180,35 @@ describe('behind an async IngressHook.handleConnection', () => {
     assert.equal((await readBytes(t.stream, 13)).toString(), 'late but fine');
     const r = await proxyRequest(slowIngress.address(), `${upstream.origin}/hello`);
     assert.equal(r.text, 'hello h2');
+  });
+});
+
+describe('flow control', () => {
+  test('a tunnel to an upstream that never reads stalls its client instead of buffering', async () => {
+    const stuck = await startHoldOpenServer();
+    after(() => stuck.close());
+    const t = await connectTunnelH2(proxy.address(), stuck.authority);
+    after(() => t.session.destroy());
+    assert.equal(t.status, 200);
+    const chunk = Buffer.alloc(64 * 1024);
+    let accepted = 0;
+    const deadline = performance.now() + 1500;
+    // Write while the stream takes more; count only bytes the HTTP/2 layer accepted (drained).
+    while (performance.now() < deadline && accepted < 256 * 1024 * 1024) {
+      if (!t.stream.write(chunk)) {
+        const drained = await Promise.race([
+          once(t.stream, 'drain').then(() => true),
+          new Promise<boolean>((r) => setTimeout(() => r(false), 300)),
+        ]);
+        if (!drained) break;
+      }
+      accepted += chunk.length;
+    }
+    // Bounded by the stream window (1 MiB), the pump's buffers and the kernel's socket buffers.
+    assert.ok(accepted < 32 * 1024 * 1024, `the client could push ${accepted} bytes into a stuck tunnel`);
+    // The session stays usable for other streams meanwhile.
+    const other = await connectTunnelH2(t.session, echo.authority);
+    other.stream.end('unaffected');
+    assert.equal((await readBytes(other.stream, 10)).toString(), 'unaffected');
   });
 });
