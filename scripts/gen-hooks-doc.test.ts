@@ -132,7 +132,13 @@ describe('gen-hooks-doc', () => {
 
   it('renders links to documented names and code for the rest, deterministically', () => {
     const modules = [extractModule('demo.ts', FIXTURE)];
-    const opts = { modules, flows: {}, intro: 'Intro.', hooksInterface: 'interface Hooks {}' };
+    const opts = {
+      modules,
+      flows: {},
+      intro: 'Intro.',
+      hooksInterface: 'interface Hooks {}',
+      contexts: null,
+    };
     const text = generateHooksDoc(opts);
     assert.equal(generateHooksDoc(opts), text);
     assert.match(text, /^What to do\. Build one with \[`DemoDecision`\]\(#demodecision\)\.$/m);
@@ -186,6 +192,13 @@ describe('gen-hooks-doc', () => {
       () => hooksInterfaceOf('export interface Other {}', 'run.ts'),
       /run\.ts: no exported interface Hooks/,
     );
+  });
+
+  it('documents the contexts hooks receive', () => {
+    const text = generateHooksDoc();
+    for (const name of ['IngressContext', 'RequestContext', 'EgressContext', 'ConnectionStats']) {
+      assert.match(text, new RegExp(`^### \`${name}\`\n\n.+\n`, 'm'), `${name} is not documented`);
+    }
   });
 
   it('documents every hook method Oxy accepts, and every hook the orders name exists', () => {

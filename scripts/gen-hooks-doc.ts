@@ -5,7 +5,8 @@
  * - each exported `XxxHook` interface in `packages/oxy/src/hooks/*.ts`, read with the
  *   TypeScript compiler API: its module's and its own TSDoc, and per method the signature as
  *   written and the TSDoc (when it fires, what each answer means, the default);
- * - the decision unions and other exported types of the same modules, with their constructors;
+ * - the decision unions and other exported types of the same modules, with their constructors,
+ *   and the contexts hooks receive (`packages/oxy/src/context/contexts.ts`);
  * - the order in which hooks fire per kind of traffic, drawn as mermaid sequence diagrams from
  *   `TRAFFIC_FLOWS` in `packages/oxy/src/testing/hook-orders.ts`, the data that
  *   `packages/oxy/test/hook-order.test.ts` checks against a real proxy.
@@ -245,6 +246,27 @@ export interface GenerateOptions {
   readonly intro?: string;
   /** The `Hooks` interface an app's `start()` returns, as written. */
   readonly hooksInterface?: string;
+  /** The contexts module (what `ctx` holds); `null` leaves the section out. */
+  readonly contexts?: ModuleDoc | null;
+}
+
+const CONTEXTS_FILE = 'packages/oxy/src/context/contexts.ts';
+
+/** Each type as a heading, its TSDoc, its declaration and its constructors' table. */
+function renderTypes(types: readonly TypeDoc[], link: (text: string) => string): string[] {
+  const out: string[] = [];
+  for (const t of types) {
+    out.push('', `### \`${t.name}\``, '');
+    if (t.doc !== '') out.push(link(t.doc), '');
+    out.push('```ts', t.declaration, '```');
+    if (t.constructors.length === 0) continue;
+    out.push('', '| Constructor | Meaning |', '| --- | --- |');
+    for (const c of t.constructors) {
+      const sig = c.signature.replace(/\s+/g, ' ').replace(/\|/g, '\\|');
+      out.push(`| \`${sig}\` | ${link(c.doc).replace(/\n+/g, ' ').replace(/\|/g, '\\|')} |`);
+    }
+  }
+  return out;
 }
 
 /** The declaration of the `Hooks` interface in `run.ts` (the groups `start()` returns). */
@@ -272,6 +294,10 @@ export function generateHooksDoc(options: GenerateOptions = {}): string {
     options.intro ?? (fs.existsSync(INTRO_PATH) ? fs.readFileSync(INTRO_PATH, 'utf8').trim() : '');
   const hooksInterface =
     options.hooksInterface ?? hooksInterfaceOf(fs.readFileSync(path.join(HOOKS_DIR, 'run.ts'), 'utf8'));
+  const contexts =
+    options.contexts === undefined
+      ? extractModule(CONTEXTS_FILE, fs.readFileSync(path.join(ROOT, CONTEXTS_FILE), 'utf8'))
+      : options.contexts;
   const anchors = new Map<string, string>();
   const used = new Map<string, number>();
   const heading = (text: string): string => {
@@ -293,6 +319,8 @@ export function generateHooksDoc(options: GenerateOptions = {}): string {
     if (m.types.length > 0) heading(`Types of ${m.file.split('/').at(-1)}`);
     for (const t of m.types) anchors.set(t.name, heading(`\`${t.name}\``));
   }
+  const contextsAnchor = contexts === null ? '' : heading('Contexts');
+  for (const t of contexts?.types ?? []) anchors.set(t.name, heading(`\`${t.name}\``));
   const link = (text: string): string =>
     text.replace(/\{@link\s+([^}\s|]+)\s*(?:\|\s*([^}]*))?\}/g, (_all, name: string, label?: string) => {
       const a = anchors.get(name);
@@ -322,6 +350,10 @@ export function generateHooksDoc(options: GenerateOptions = {}): string {
         out.push(`  - [\`${meth.name}\`](#${anchors.get(`${h.name}.${meth.name}`)})`);
     }
     for (const t of m.types) out.push(`  - [\`${t.name}\`](#${anchors.get(t.name)})`);
+  }
+  if (contexts !== null) {
+    out.push(`- [Contexts](#${contextsAnchor})`);
+    for (const t of contexts.types) out.push(`  - [\`${t.name}\`](#${anchors.get(t.name)})`);
   }
   out.push('', '## What start() returns', '', 'Source: `packages/oxy/src/hooks/run.ts`', '');
   out.push('```ts', hooksInterface, '```', '', '## Hook order by traffic', '');
@@ -360,19 +392,12 @@ export function generateHooksDoc(options: GenerateOptions = {}): string {
       }
     }
     if (m.types.length === 0) continue;
-    out.push('', `## Types of ${m.file.split('/').at(-1)}`);
-    for (const t of m.types) {
-      out.push('', `### \`${t.name}\``, '');
-      if (t.doc !== '') out.push(link(t.doc), '');
-      out.push('```ts', t.declaration, '```');
-      if (t.constructors.length > 0) {
-        out.push('', '| Constructor | Meaning |', '| --- | --- |');
-        for (const c of t.constructors) {
-          const sig = c.signature.replace(/\s+/g, ' ').replace(/\|/g, '\\|');
-          out.push(`| \`${sig}\` | ${link(c.doc).replace(/\n+/g, ' ').replace(/\|/g, '\\|')} |`);
-        }
-      }
-    }
+    out.push('', `## Types of ${m.file.split('/').at(-1)}`, ...renderTypes(m.types, link));
+  }
+  if (contexts !== null) {
+    out.push('', '## Contexts', '', `Source: \`${contexts.file}\``, '');
+    if (contexts.doc !== '') out.push(link(contexts.doc));
+    out.push(...renderTypes(contexts.types, link));
   }
   return `${out.join('\n')}\n`;
 }
