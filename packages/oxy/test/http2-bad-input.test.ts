@@ -12,7 +12,7 @@ import net from 'node:net';
 import { after, test } from 'node:test';
 import { log } from 'foundations/telemetry';
 import { captureTelemetry } from 'foundations/telemetry/testing';
-import { ConnectDirective } from '../src/hooks/http-request.ts';
+import { ConnectDirective, RequestDecision } from '../src/hooks/http-request.ts';
 import { HTTP2_PREFACE } from '../src/onramps/http2/preface.ts';
 import { connectTunnelH2, readBytes } from '../src/testing/clients.ts';
 import { startTcpEcho, type TcpPeer } from '../src/testing/peers.ts';
@@ -27,6 +27,12 @@ const proxy = await startTestProxy({
       return head.headers['x-block'] === 'yes'
         ? ConnectDirective.block(403, 'no thanks')
         : ConnectDirective.allow();
+    },
+    handleRequest(head) {
+      if (head.path === '/answered-by-hook') {
+        return RequestDecision.respond({ status: 418, headers: { 'x-by': 'hook' }, body: 'short and stout' });
+      }
+      return RequestDecision.forward();
     },
   },
 });
@@ -209,4 +215,50 @@ test('each stream logs with its connection fields and its own request id, in a t
     forks[0]?.links.map((l) => l.traceId),
     [conn?.traceId],
   );
+});
+
+async function h2Request(
+  s: http2.ClientHttp2Session,
+  headers: http2.OutgoingHttpHeaders,
+): Promise<{ status: number; headers: http2.IncomingHttpHeaders; body: string }> {
+  const req = s.request(headers);
+  req.on('error', () => {});
+  const [h] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+  let body = '';
+  req.setEncoding('utf8');
+  for await (const c of req) body += c;
+  return { status: Number(h[':status']), headers: h, body };
+}
+
+test('forwarding over HTTP/2: a hook answer, a refused upstream, an https :scheme', async () => {
+  const s = session();
+  const byHook = await h2Request(s, {
+    ':method': 'GET',
+    ':scheme': 'http',
+    ':authority': 'example.test',
+    ':path': '/answered-by-hook',
+  });
+  assert.deepEqual([byHook.status, byHook.headers['x-by'], byHook.body], [418, 'hook', 'short and stout']);
+
+  const closed = net.createServer();
+  closed.listen(0, '127.0.0.1');
+  await once(closed, 'listening');
+  const port = (closed.address() as net.AddressInfo).port;
+  closed.close();
+  const refused = await h2Request(s, {
+    ':method': 'GET',
+    ':scheme': 'http',
+    ':authority': `127.0.0.1:${port}`,
+    ':path': '/',
+  });
+  assert.equal(refused.status, 502);
+
+  const https = await h2Request(s, {
+    ':method': 'GET',
+    ':scheme': 'https',
+    ':authority': 'example.test',
+    ':path': '/',
+  });
+  assert.equal(https.status, 400);
+  await stillServes();
 });
