@@ -12,7 +12,13 @@ import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { ConnectDirective, defineApp, EgressDecision, IngressDecision } from '../src/index.ts';
 import { type AppUnderTest, startApp } from '../src/testing/app.ts';
-import { connectTunnel, connectTunnelH2, proxyRequest, readBytes } from '../src/testing/clients.ts';
+import {
+  connectTunnel,
+  connectTunnelH2,
+  type H2Tunnel,
+  proxyRequest,
+  readBytes,
+} from '../src/testing/clients.ts';
 import { HOOK_ORDERS, type TrafficKind, tracingHooks } from '../src/testing/hook-orders.ts';
 import { type HttpUpstream, startHttpUpstream, startTcpEcho, type TcpPeer } from '../src/testing/peers.ts';
 
@@ -144,12 +150,31 @@ test('a CONNECT stream over HTTP/2 fires the hooks in HOOK_ORDERS.connect_http2'
   });
 });
 
+test('two CONNECT streams on one HTTP/2 session fire the hooks in HOOK_ORDERS.connect_http2_two_streams', async () => {
+  await expectOrder('connect_http2_two_streams', async () => {
+    const first = await connectTunnelH2(oxy.address(), `localhost:${echo.port}`);
+    await pingAndEnd(first);
+    await pingAndEnd(await connectTunnelH2(first.session, `localhost:${echo.port}`));
+    await new Promise<void>((resolve) => first.session.close(() => resolve()));
+  });
+});
+
+/** Sends bytes through an HTTP/2 tunnel, checks the echo, ends the stream and waits for it to close. */
+async function pingAndEnd(h2: H2Tunnel): Promise<void> {
+  assert.equal(h2.status, 200);
+  h2.stream.write('ping');
+  assert.equal((await readBytes(h2.stream, 4)).toString(), 'ping');
+  h2.stream.end();
+  if (!h2.stream.closed) await once(h2.stream, 'close');
+}
+
 test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
   assert.deepEqual(Object.keys(HOOK_ORDERS).sort(), [
     'connect_blocked',
     'connect_denied',
     'connect_http1',
     'connect_http2',
+    'connect_http2_two_streams',
     'forward_http1',
     'forward_http1_keepalive',
     'ingress_blocked',

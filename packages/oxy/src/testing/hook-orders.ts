@@ -76,6 +76,16 @@ const CLIENT_CLOSE: readonly FlowStep[] = [
   { hook: 'ingress.handleConnectionClose' },
 ];
 
+/** One CONNECT stream on an HTTP/2 session, from its HEADERS to the tunnel's bytes. */
+const H2_CONNECT_STREAM: readonly FlowStep[] = [
+  { from: 'Client', to: 'Oxy', message: 'HEADERS :method CONNECT :authority localhost:port' },
+  { hook: 'http.handleProxyConnectRequest', answer: 'allow' },
+  ...EGRESS_CONNECT,
+  ...CONNECT_TUNNEL.map((s) =>
+    'message' in s && s.message.startsWith('200') ? { ...s, message: 'HEADERS :status 200' } : s,
+  ),
+];
+
 /** Every kind of traffic whose hook order is documented and checked. */
 export const TRAFFIC_FLOWS = {
   connect_http1: {
@@ -184,12 +194,21 @@ export const TRAFFIC_FLOWS = {
       'session; the request, egress and tunnel hooks once per stream.',
     steps: [
       ...TCP_ACCEPT,
-      { from: 'Client', to: 'Oxy', message: 'HEADERS :method CONNECT :authority localhost:port' },
-      { hook: 'http.handleProxyConnectRequest', answer: 'allow' },
-      ...EGRESS_CONNECT,
-      ...CONNECT_TUNNEL.map((s) =>
-        'message' in s && s.message.startsWith('200') ? { ...s, message: 'HEADERS :status 200' } : s,
-      ),
+      ...H2_CONNECT_STREAM,
+      { from: 'Client', to: 'Oxy', message: 'END_STREAM, GOAWAY, close' },
+      { hook: 'ingress.handleConnectionClose' },
+    ],
+  },
+  connect_http2_two_streams: {
+    title: 'Two CONNECT streams, one after the other, on one HTTP/2 session',
+    description:
+      'As above, with a second CONNECT stream on the same session after the first ended: the ' +
+      'request, egress and tunnel hooks run again for it, the ingress hooks do not.',
+    steps: [
+      ...TCP_ACCEPT,
+      ...H2_CONNECT_STREAM,
+      { note: 'stream 1 ended, session open' },
+      ...H2_CONNECT_STREAM,
       { from: 'Client', to: 'Oxy', message: 'END_STREAM, GOAWAY, close' },
       { hook: 'ingress.handleConnectionClose' },
     ],
