@@ -14,6 +14,7 @@ import { startTestProxy } from './helpers.ts';
 const echo = await startTcpEcho();
 after(() => echo.close());
 const proxy = await startTestProxy({});
+const idleProxy = await startTestProxy({}, { endpoints: { main: { http2: { idle_timeout: '300ms' } } } });
 
 test('drain: GOAWAY at once, the open tunnel finishes, then the session closes', async () => {
   const s = http2.connect(proxy.url);
@@ -39,4 +40,20 @@ test('drain: GOAWAY at once, the open tunnel finishes, then the session closes',
   await drained;
   assert.ok(performance.now() - t0 < 2000, 'the drain ends soon after the last stream');
   assert.equal(proxy.runtime.connections.size, 0);
+});
+
+test('a session without open streams for idle_timeout is closed with GOAWAY; an open tunnel keeps it', async () => {
+  const s = http2.connect(idleProxy.url);
+  s.on('error', () => {});
+  after(() => s.destroy());
+  const t = await connectTunnelH2(s, echo.authority);
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(s.closed || s.destroyed, false, 'an open stream keeps the session');
+  const goaway = once(s, 'goaway');
+  const t0 = performance.now();
+  t.stream.end();
+  const [code] = (await goaway) as [number];
+  assert.equal(code, http2.constants.NGHTTP2_NO_ERROR);
+  const waited = performance.now() - t0;
+  assert.ok(waited >= 250 && waited < 2000, `GOAWAY after ${waited} ms`);
 });
