@@ -43,6 +43,14 @@ export {
 } from './clients.ts';
 export * from './dns-server.ts';
 export {
+  HOOK_ORDERS,
+  type HookName,
+  hookOrder,
+  TRAFFIC_FLOWS,
+  type TrafficKind,
+  tracingHooks,
+} from './hook-orders.ts';
+export {
   type HttpUpstream,
   type Peer,
   type Route,

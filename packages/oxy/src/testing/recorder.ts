@@ -9,7 +9,7 @@
  * It works by wrapping the hooks the app's `start()` returns before Oxy resolves them, so the
  * framework runs exactly as in production and an app without the recorder pays nothing. Only
  * methods the app implements fire; to see every step, record an app that implements them all
- * ({@link tracingHooks} builds one that answers with the defaults).
+ * (`tracingHooks` in `hook-orders.ts` builds one that answers with the defaults).
  */
 import assert from 'node:assert/strict';
 import type { ExtTypes } from '../context/contexts.ts';
