@@ -86,8 +86,11 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
     // The first bytes are part of the request head, so they share its deadline.
     sniffHttp2Preface(socket, endpoint.settings.header_read_timeout).then((verdict) => {
       const go = (): void => {
-        if (verdict === 'closed' || socket.destroyed) {
-          if (conn.requests === 0) failed(conn, 'client_closed', 'no_request');
+        if (verdict === 'timeout') {
+          // As the HTTP/1.1 on-ramp does for a client that sends nothing.
+          failed(conn, 'header_timeout', 'header_timeout');
+          socket.destroy();
+        } else if (verdict === 'closed' || socket.destroyed) {
           socket.destroy();
         } else if (verdict === 'h2') {
           setProtocol(conn, 'h2c');

@@ -18,8 +18,10 @@ export type PrefaceVerdict =
   | 'h2'
   /** Anything else: HTTP/1.x (or garbage, which the HTTP/1.1 parser rejects). */
   | 'http1'
-  /** The client closed, failed or stayed silent past the timeout before we could tell. */
-  | 'closed';
+  /** The client closed or failed before we could tell. */
+  | 'closed'
+  /** The client stayed silent (or too slow) past the timeout. */
+  | 'timeout';
 
 /**
  * Compares `bytes` with the preface: `'h2'` when they start with all of it, `'http1'` as soon
@@ -33,14 +35,15 @@ export function classifyPreface(bytes: Uint8Array): 'h2' | 'http1' | undefined {
 
 /**
  * Reads the first bytes of `socket` until they tell HTTP/2 prior knowledge from anything else,
- * pushes them back, and resolves with the verdict. Never rejects: on error, end of stream or
- * timeout it resolves `'closed'` and leaves the socket to the caller (who destroys it).
+ * pushes them back, and resolves with the verdict. Never rejects: on error or end of stream it
+ * resolves `'closed'`, on timeout `'timeout'`, and leaves the socket to the caller (who
+ * destroys it).
  */
 export function sniffHttp2Preface(socket: Socket, timeoutMs: number): Promise<PrefaceVerdict> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let length = 0;
-    const timer = setTimeout(() => finish('closed'), timeoutMs);
+    const timer = setTimeout(() => finish('timeout'), timeoutMs);
     function finish(verdict: PrefaceVerdict): void {
       clearTimeout(timer);
       socket.off('readable', onReadable);
