@@ -52,7 +52,7 @@ export function sniffHttp2Preface(socket: Socket, timeoutMs: number): Promise<Pr
       socket.off('error', onClosed);
       // Removing the last 'readable' listener returns the stream to its initial flowing state
       // (null), so a later 'data' listener or a native consumer starts it as usual.
-      if (verdict !== 'closed' && length > 0)
+      if ((verdict === 'h2' || verdict === 'http1') && length > 0)
         socket.unshift(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
       resolve(verdict);
     }
