@@ -61,7 +61,13 @@ export const EgressSettings = s.object('How the proxy connects to destinations.'
     s.str('A local IP address.', '0.0.0.0'),
   ),
   pool_idle_timeout: s.duration('How long an idle upstream HTTP connection is kept for reuse.', '4s'),
-  pool_max_idle: s.int('Idle upstream HTTP connections kept per origin.', 32, { min: 0 }),
+  pool_max_idle: s.int(
+    'Idle upstream HTTP connections kept per origin (and per client when egress hooks are installed).',
+    1024,
+    {
+      min: 0,
+    },
+  ),
   upstream_proxy: UpstreamProxySettings,
   dns: DnsSettings,
 });
