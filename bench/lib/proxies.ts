@@ -233,7 +233,7 @@ DisableViaHeader Yes
         'haproxy.cfg',
         `global
   nbthread 1
-  maxconn 30000
+  maxconn 9000
 defaults
   mode http
   timeout connect 5s

@@ -221,6 +221,7 @@ export async function runS5(env: ScenarioEnv, proxy: string | null): Promise<Fig
   if (proxy) args.push('--proxy', proxy);
   const r = await runCommand(env.node, args, { timeoutMs: 90000 });
   const j = lastJson(r.stdout);
+  if (j.error) throw new Error(String(j.error));
   if (j.unsupported) throw new Unsupported(String(j.unsupported));
   if (Number(j.ok) === 0) throw new Error(`no stream completed: ${JSON.stringify(j)}`);
   return {

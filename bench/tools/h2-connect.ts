@@ -87,9 +87,14 @@ if (values.proxy) {
     settings: { initialWindowSize: 16 * 1024 * 1024 },
     peerMaxConcurrentStreams: streams,
   });
-  session.on('error', (err) => {
-    firstError ||= `session: ${err.message}`;
-    finish();
+  session.on('error', (err: NodeJS.ErrnoException) => {
+    if (!session.connecting || ok > 0) {
+      firstError ||= `session: ${err.message}`;
+      finish();
+    }
+    // Not even a TCP connection: an error of the run, not a proxy without HTTP/2.
+    process.stdout.write(`${JSON.stringify({ error: `connect: ${err.message}` })}\n`);
+    process.exit(0);
   });
   session.on('goaway', (code) => {
     firstError ||= `GOAWAY ${code}`;
