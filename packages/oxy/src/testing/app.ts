@@ -78,6 +78,10 @@ const LEAK_NAMES: Readonly<Record<string, string>> = {
  */
 function trackHandles(): { open(): string[]; stop(): void } {
   const live = new Map<number, string>();
+  // process.stdout and stderr open their pipe handles lazily, on first use: open them now so a
+  // first log line while the app runs is not taken for a leak.
+  void process.stdout.fd;
+  void process.stderr.fd;
   const hook = createHook({
     init(id, type) {
       if (LEAK_TYPES.has(type)) live.set(id, type);
