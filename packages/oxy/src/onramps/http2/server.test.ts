@@ -1,7 +1,18 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http2 from 'node:http2';
+import net from 'node:net';
 import { test } from 'node:test';
 import { defaultSettings } from 'foundations/settings';
+import { defineApp } from '../../app.ts';
+import { NO_EXT } from '../../context/ext.ts';
+import { EndpointState } from '../../context/state.ts';
 import { isOxyError } from '../../errors.ts';
+import { NO_HOOKS } from '../../hooks/run.ts';
+import { appSettings } from '../../proxy.ts';
+import { Runtime } from '../../runtime.ts';
+import { acceptConnection } from '../ingress.ts';
+import { createHttpOnRamp } from './endpoint.ts';
 import { http2ServerOptions } from './server.ts';
 import { Http2Settings } from './settings.ts';
 
@@ -34,5 +45,64 @@ test('values HTTP/2 cannot carry are start-up errors naming the key', () => {
       (e: unknown) => isOxyError(e) && message.test(e.message),
       JSON.stringify(over),
     );
+  }
+});
+
+test('extended CONNECT: 501 by default, served by a registered handler, 500 if it throws', async () => {
+  const app = defineApp({ name: 't', version: '0', description: 'd', start: () => ({}) });
+  const settings = appSettings(app, [
+    {
+      source: 'test',
+      value: { telemetry: { server: { enabled: false } }, endpoints: { main: { addr: '127.0.0.1:0' } } },
+    },
+  ]);
+  const rt = new Runtime(NO_HOOKS, NO_EXT, settings);
+  const endpoint = new EndpointState('main', settings.endpoints.main as never, NO_EXT);
+  const onramp = createHttpOnRamp(rt, endpoint);
+  onramp.http2?.handleExtendedConnect('websocket', (stream, head) => {
+    stream.respond({ ':status': 200, 'x-path': head.path });
+    stream.pipe(stream);
+  });
+  onramp.http2?.handleExtendedConnect('broken', () => {
+    throw new Error('boom');
+  });
+  const server = net.createServer({ allowHalfOpen: true }, (socket) =>
+    acceptConnection(rt, endpoint, socket, onramp),
+  );
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  try {
+    await once(session, 'remoteSettings');
+    const open = async (protocol: string) => {
+      const st = session.request(
+        {
+          ':method': 'CONNECT',
+          ':protocol': protocol,
+          ':scheme': 'http',
+          ':authority': `127.0.0.1:${port}`,
+          ':path': '/chat',
+        },
+        { endStream: false },
+      );
+      st.on('error', () => {});
+      const [h] = (await once(st, 'response')) as [http2.IncomingHttpHeaders];
+      return { st, h };
+    };
+    const ws = await open('websocket');
+    assert.equal(ws.h[':status'], 200);
+    assert.equal(ws.h['x-path'], '/chat');
+    ws.st.write('echo me');
+    const [data] = (await once(ws.st, 'data')) as [Buffer];
+    assert.equal(data.toString(), 'echo me');
+    ws.st.close();
+    assert.equal((await open('connect-udp')).h[':status'], 501);
+    assert.equal((await open('broken')).h[':status'], 500);
+  } finally {
+    session.destroy();
+    onramp.close();
+    server.close();
   }
 });

@@ -21,6 +21,7 @@ import { EgressAgent } from '../../egress/agent.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
 import { serveForward } from '../../flows/http/forward.ts';
 import { parseAuthority } from '../../flows/http/headers.ts';
+import type { RequestHead } from '../../hooks/http-request.ts';
 import type { Runtime } from '../../runtime.ts';
 import { serveConnect } from '../../tunnels/connect.ts';
 import { ForwardResponse, forwardRequest, Http2ConnectExchange, respondText } from './exchange.ts';
@@ -38,8 +39,24 @@ interface TaggedSession extends http2.ServerHttp2Session {
   [kIdle]?: NodeJS.Timeout | undefined;
 }
 
+/**
+ * Serves an extended CONNECT stream (RFC 8441) for the `:protocol` it was registered for: the
+ * seam MASQUE (`connect-udp`, `connect-ip`) plugs into. It owns the stream: it answers it
+ * (`stream.respond`) and ends it. Called inside the connection's telemetry context.
+ */
+export type ExtendedConnectHandler = (
+  stream: http2.ServerHttp2Stream,
+  head: RequestHead,
+  conn: IngressConnection,
+) => void;
+
 /** The HTTP/2 on-ramp of one endpoint. */
 export interface Http2OnRamp {
+  /**
+   * Serves extended CONNECT streams whose `:protocol` is `protocol` with `handler`; others are
+   * answered 501. Register before traffic arrives; a second registration replaces the first.
+   */
+  handleExtendedConnect(protocol: string, handler: ExtendedConnectHandler): void;
   /**
    * Serves `socket` (cleartext after the preface was seen, or TLS after ALPN chose `h2`) as an
    * HTTP/2 connection for `conn`. Call it inside the connection's telemetry context.
@@ -109,6 +126,7 @@ export function createHttp2OnRamp(
   let drained: (() => void) | null = null;
   let drainDone: Promise<void> | null = null;
   let pendingConn: IngressConnection | undefined;
+  const extended = new Map<string, ExtendedConnectHandler>();
 
   const armIdle = (session: TaggedSession): void => {
     clearTimeout(session[kIdle]);
@@ -172,11 +190,22 @@ export function createHttp2OnRamp(
         conn.telemetry?.apply(() => log.debug('malformed HTTP/2 request', { reason: shape.reason }));
         respondText(stream, shape.status, `${shape.status} ${shape.reason}\n`);
         return;
-      case 'extended-connect':
+      case 'extended-connect': {
+        const handler = extended.get(shape.protocol);
+        if (handler !== undefined) {
+          try {
+            handler(stream, shape.head, conn);
+          } catch (e) {
+            log.error('extended CONNECT handler failed', { protocol: shape.protocol, err: e });
+            respondText(stream, 500, '500 internal error\n');
+          }
+          return;
+        }
         metrics.extendedConnect.inc();
         // Reserved for MASQUE (CONNECT-UDP, CONNECT-IP over HTTP/2): advertised, not served yet.
         respondText(stream, 501, `501 extended CONNECT (:protocol ${shape.protocol}) is not served here\n`);
         return;
+      }
       case 'connect':
         void serveConnect(rt, conn, new Http2ConnectExchange(stream, shape.head), {
           host: shape.host,
@@ -211,6 +240,9 @@ export function createHttp2OnRamp(
   });
 
   return {
+    handleExtendedConnect(protocol: string, handler: ExtendedConnectHandler): void {
+      extended.set(protocol, handler);
+    },
     serve(socket: net.Socket, conn: IngressConnection): void {
       pendingConn = conn;
       let session: TaggedSession | undefined;
