@@ -322,7 +322,7 @@ describe('Lifecycle in process', () => {
         },
         exit: (c) => events.push(`exit ${c}`),
       },
-      [],
+      new Listeners(),
       null,
     );
     assert.deepEqual(await lc.restart(), { type: 'refused', reason: 'this instance is still starting' });

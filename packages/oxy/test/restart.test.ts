@@ -15,7 +15,7 @@ import { isAlive, ServiceUnderTest, waitExit } from '../../foundations/test/fixt
 
 const APP = path.join(import.meta.dirname, 'fixtures', 'restart-app.ts');
 
-const config = (sock: string, drain = '5s'): string =>
+const config = (sock: string, drain = '5s', telemetry = '    enabled: false'): string =>
   [
     'endpoints:',
     '  main:',
@@ -27,7 +27,7 @@ const config = (sock: string, drain = '5s'): string =>
     `  drain_timeout: ${drain}`,
     'telemetry:',
     '  server:',
-    '    enabled: false',
+    telemetry,
     '',
   ].join('\n');
 
@@ -168,6 +168,32 @@ describe('oxy graceful restart', () => {
     assert.ok(await waitExit(first.pid, 3000), 'old process exited');
     assert.ok(isAlive(second.pid));
     assert.equal(await proxiedGet(port, target, false), 'origin ok');
+  });
+
+  it('hands over a telemetry server on a fixed port, so the new process does not hit EADDRINUSE', async () => {
+    const health = (p: number): Promise<number> =>
+      new Promise((resolve, reject) => {
+        http
+          .get({ host: '127.0.0.1', port: p, path: '/health', agent: false }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          })
+          .on('error', reject);
+      });
+    // A fixed port (below the ephemeral range), as Prometheus scraping configs have.
+    const telemetryPort = 20000 + Math.floor(Math.random() * 10000);
+    const svc = new ServiceUnderTest(
+      (sock) => config(sock, '2s', `    addr: 127.0.0.1:${telemetryPort}`),
+      APP,
+    );
+    services.push(svc);
+    const first = await svc.start();
+    assert.equal(await health(telemetryPort), 200);
+    const r = await svc.restart();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    await svc.waitGeneration(2);
+    assert.ok(await waitExit(first.pid, 5000));
+    assert.equal(await health(telemetryPort), 200, 'the new process serves telemetry on the same socket');
   });
 
   it('a version that fails in start() fails the restart (exit 1); the old instance serves on', async () => {

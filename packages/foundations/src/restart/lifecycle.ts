@@ -19,9 +19,9 @@ import { FND_ERR, FoundationsError } from '../errors.ts';
 import type { ServiceInfo } from '../service-info.ts';
 import type { ListenAddr } from '../settings/net.ts';
 import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME, type RestarterMessage } from './frames.ts';
-import { HandoverChannel } from './handover.ts';
-import { type InheritedSocket, parseHandoverEnv, parseSystemdEnv, scrubInheritanceEnv } from './inherited.ts';
-import { Listeners, type ListenOptions } from './listeners.ts';
+import type { HandoverChannel } from './handover.ts';
+import type { Listeners, ListenOptions } from './listeners.ts';
+import { processInheritance } from './process-inheritance.ts';
 import { type NotifyState, sdNotify } from './sd-notify.ts';
 import type { RestartSettings } from './settings.ts';
 import { startNextProcess } from './spawn-next.ts';
@@ -97,15 +97,11 @@ export class Lifecycle {
   #drained: PromiseWithResolvers<'restart' | 'shutdown'> = Promise.withResolvers();
 
   /** Use `startLifecycle()`; this constructor takes already parsed inheritance. */
-  constructor(
-    opts: LifecycleOptions,
-    inherited: readonly InheritedSocket[],
-    channel: HandoverChannel | null,
-  ) {
+  constructor(opts: LifecycleOptions, listeners: Listeners, channel: HandoverChannel | null) {
     this.#opts = opts;
     this.#log = opts.log ?? defaultLog;
     this.#channel = channel;
-    this.listeners = new Listeners(inherited);
+    this.listeners = listeners;
     this.restarted = channel !== null;
     this.restoredState = channel?.readState();
     if (opts.signals !== false) {
@@ -321,18 +317,15 @@ export class Lifecycle {
 }
 
 /**
- * Creates the lifecycle: reads inherited sockets from the restart handover or systemd,
- * removes those variables from `process.env`, and in a restarted process reads the state.
+ * Creates the lifecycle on the process's inheritance (`processInheritance()`: sockets from the
+ * restart handover or systemd, shared with e.g. the telemetry server) and, in a process
+ * started by a restart, reads the state.
  * Throws `FND_ERR_LISTEN` / `FND_ERR_RESTART` on malformed inheritance.
  */
 export function startLifecycle(opts: LifecycleOptions): Lifecycle {
-  const env = process.env;
-  const handover = parseHandoverEnv(env);
-  const inherited = handover ? handover.listeners : parseSystemdEnv(env);
-  scrubInheritanceEnv(env);
-  const channel = handover ? new HandoverChannel(handover.controlFd) : null;
+  const { listeners, channel } = processInheritance();
   try {
-    return new Lifecycle(opts, inherited, channel);
+    return new Lifecycle(opts, listeners, channel);
   } catch (e) {
     channel?.reportFailed((e as Error).message);
     throw e instanceof FoundationsError

@@ -7,10 +7,9 @@
  * 405 (with `Allow`), a bad query 400, and a route that throws 500; nothing a client sends
  * can crash the process (malformed HTTP is answered 400 by Node's parser).
  */
-import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import { FND_ERR, FoundationsError } from '../../errors.ts';
+import { processListeners } from '../../restart/process-inheritance.ts';
 import { log } from '../log/index.ts';
 import { METRICS_CONTENT_TYPE, renderMetrics } from '../metrics/registry.ts';
 import type { TelemetryListenAddr } from '../settings-types.ts';
@@ -44,6 +43,7 @@ const MAX_PROFILE_SECONDS = 300;
 export class TelemetryServer {
   readonly #server: http.Server;
   readonly #routes = new Map<string, Map<string, RouteHandler>>();
+  #unixPath: string | null = null;
 
   private constructor() {
     this.#server = http.createServer((req, res) => {
@@ -65,6 +65,9 @@ export class TelemetryServer {
 
   /** Where the server listens (the actual port when the settings said 0). */
   address(): TelemetryListenAddr {
+    // A Unix socket is bound under a temporary name and renamed, or adopted by fd (no name):
+    // the configured path is where it is reachable.
+    if (this.#unixPath !== null && this.#server.listening) return { kind: 'unix', path: this.#unixPath };
     const a = this.#server.address();
     if (typeof a === 'string') return { kind: 'unix', path: a };
     if (a === null) throw new FoundationsError(FND_ERR.TELEMETRY, 'telemetry server is not listening');
@@ -158,25 +161,23 @@ export class TelemetryServer {
   }
 
   async #listen(addr: TelemetryListenAddr): Promise<void> {
-    if (addr.kind === 'unix') await removeStaleSocket(addr.path);
-    await new Promise<void>((resolve, reject) => {
-      const onError = (e: Error) => {
-        reject(
-          new FoundationsError(
-            FND_ERR.TELEMETRY,
-            `telemetry.server.addr: cannot listen on ${show(addr)}: ${e.message}`,
-            { cause: e },
-          ),
-        );
-      };
-      this.#server.once('error', onError);
-      const done = () => {
-        this.#server.off('error', onError);
-        resolve();
-      };
-      if (addr.kind === 'unix') this.#server.listen({ path: addr.path }, done);
-      else this.#server.listen({ host: addr.host, port: addr.port }, done);
-    });
+    // Through the process's listeners (foundations/restart): a socket inherited from the
+    // previous process or systemd is reused, and this one is handed on at a graceful restart,
+    // so a fixed telemetry port does not make the new process fail with EADDRINUSE.
+    // Untracked: an open scrape connection must not hold a drain open.
+    try {
+      await processListeners().listen('telemetry', addr, this.#server, { untracked: true });
+      if (addr.kind === 'unix') this.#unixPath = addr.path;
+    } catch (e) {
+      const reason = (e as Error).message;
+      throw new FoundationsError(
+        FND_ERR.TELEMETRY,
+        `telemetry.server.addr: cannot listen on ${show(addr)}: ${reason}`,
+        {
+          cause: e,
+        },
+      );
+    }
   }
 }
 
@@ -199,24 +200,4 @@ function send(res: http.ServerResponse, r: TelemetryResponse, headOnly = false):
     ...r.headers,
   });
   res.end(headOnly ? undefined : body);
-}
-
-/** Unlinks a Unix socket file left by a process that is gone (nobody accepts on it). */
-async function removeStaleSocket(path: string): Promise<void> {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(path);
-  } catch {
-    return; // Boundary: no file, nothing to clean.
-  }
-  if (!st.isSocket()) return; // listen will fail with EADDRINUSE, naming the path
-  const alive = await new Promise<boolean>((resolve) => {
-    const c = net.connect({ path });
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-  if (!alive) fs.unlinkSync(path);
 }
