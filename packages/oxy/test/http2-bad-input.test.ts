@@ -20,6 +20,10 @@ import { startTestProxy } from './helpers.ts';
 
 const echo: TcpPeer = await startTcpEcho();
 after(() => echo.close());
+/** CONNECTs to this peer get a response head the hook spoiled (a field name HTTP/2 refuses). */
+const badHead: TcpPeer = await startTcpEcho();
+after(() => badHead.close());
+const badHeadPort = badHead.port;
 const proxy = await startTestProxy({
   httpRequest: {
     handleProxyConnectRequest(head) {
@@ -27,6 +31,10 @@ const proxy = await startTestProxy({
       return head.headers['x-block'] === 'yes'
         ? ConnectDirective.block(403, 'no thanks')
         : ConnectDirective.allow();
+    },
+    handleProxyConnectResponse(res, ctx) {
+      if (ctx.target.port === badHeadPort) res.headers['bad header name'] = 'x';
+      return res;
     },
     handleRequest(head) {
       if (head.path === '/answered-by-hook') {
@@ -260,5 +268,18 @@ test('forwarding over HTTP/2: a hook answer, a refused upstream, an https :schem
     ':path': '/',
   });
   assert.equal(https.status, 400);
+  await stillServes();
+});
+
+test('a response head a hook spoiled resets that CONNECT stream; the proxy goes on', async () => {
+  const s = session();
+  const st = s.request({ ':method': 'CONNECT', ':authority': badHead.authority }, { endStream: false });
+  st.on('error', () => {});
+  const outcome = await new Promise<string>((resolve) => {
+    st.once('response', (h: http2.IncomingHttpHeaders) => resolve(String(h[':status'])));
+    st.once('close', () => resolve(`reset ${st.rstCode}`));
+  });
+  assert.equal(outcome, `reset ${http2.constants.NGHTTP2_INTERNAL_ERROR}`);
+  await waitFor(() => badHead.open() === 0, 'the upstream to close');
   await stillServes();
 });

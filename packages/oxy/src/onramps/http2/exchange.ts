@@ -7,6 +7,7 @@
  */
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
+import { log } from 'foundations/telemetry';
 import type { HttpHeaders, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
 import type { ConnectExchange } from '../../tunnels/connect.ts';
 import { http2ResponseHeaders, regularHeaders } from './headers.ts';
@@ -45,7 +46,14 @@ export class Http2ConnectExchange implements ConnectExchange {
   }
 
   accept(res: ResponseHead): Duplex {
-    this.#stream.respond({ ...http2ResponseHeaders(res.headers), ':status': res.status });
+    try {
+      this.#stream.respond({ ...http2ResponseHeaders(res.headers), ':status': res.status });
+    } catch (e) {
+      // A hook may have set a field HTTP/2 cannot carry (a bad name or value): the tunnel
+      // attempt fails on this stream only, never the pipeline that called us.
+      log.warn('CONNECT response head not sendable over HTTP/2', { err: (e as Error).message });
+      this.#stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    }
     return this.#stream;
   }
 
