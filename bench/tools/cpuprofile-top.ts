@@ -39,7 +39,9 @@ for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id
 
 // Self time per node: each sample's delta belongs to the node that was on top.
 const self = new Map<number, number>();
-prof.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0)));
+prof.samples.forEach((id, i) => {
+  self.set(id, (self.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0));
+});
 const total = [...self.values()].reduce((a, b) => a + b, 0);
 
 /** Short place of a frame: package or file relative to the repository. */
