@@ -5,6 +5,7 @@
  * process's `start()`, and a version that cannot start leaves the old one serving.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -194,6 +195,33 @@ describe('oxy graceful restart', () => {
     await svc.waitGeneration(2);
     assert.ok(await waitExit(first.pid, 5000));
     assert.equal(await health(telemetryPort), 200, 'the new process serves telemetry on the same socket');
+  });
+
+  it('serves on a socket from systemd-socket-activate (matched by name) and restarts keep it', {
+    skip:
+      spawnSync('systemd-socket-activate', ['--help']).status === 0 ? false : 'needs systemd-socket-activate',
+  }, async () => {
+    const port = 20000 + Math.floor(Math.random() * 10000);
+    const svc = new ServiceUnderTest((sock) => config(sock, '2s'), APP);
+    services.push(svc);
+    const args = ['-l', `127.0.0.1:${port}`, '--fdname=main', process.execPath, APP, '-c', svc.config];
+    const started = svc.start({ command: 'systemd-socket-activate', args });
+    // The activator starts oxy on the first connection, which waits in the accept queue.
+    let body = '';
+    for (let i = 0; body === '' && i < 100; i++) {
+      body = await proxiedGet(port, target, false).catch(async () => {
+        await sleep(50);
+        return '';
+      });
+    }
+    assert.equal(body, 'origin ok');
+    const first = await started;
+    assert.equal(await proxyPort(svc), port, 'endpoint main is the systemd socket, not a fresh port 0');
+    const r = await svc.restart();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    await svc.waitGeneration(2);
+    assert.ok(await waitExit(first.pid, 5000));
+    assert.equal(await proxiedGet(port, target, false), 'origin ok');
   });
 
   it('a version that fails in start() fails the restart (exit 1); the old instance serves on', async () => {
