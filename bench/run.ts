@@ -85,7 +85,10 @@ function pick<T extends string>(arg: string | undefined, all: readonly T[], what
   return wanted as T[];
 }
 
-async function docInfo(env: BenchEnv, command: string, profile?: string) {
+async function docInfo(env: BenchEnv, command: string) {
+  // Hand-written findings (profiles, what would change them) kept beside the harness.
+  const notes = join(ROOT, 'bench/analysis.md');
+  const profile = existsSync(notes) ? readFileSync(notes, 'utf8') : undefined;
   return {
     machine: describeMachine(),
     versions: await versions(ROOT, env.node),

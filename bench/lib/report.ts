@@ -176,6 +176,56 @@ ${bars.join('\n')}
 `;
 }
 
+/** The issue's targets for Oxy (one worker), judged against the peers of the same run. */
+const TARGETS: Record<
+  Scenario,
+  { goal: string; ok: (oxy: Cell, peers: Cell[], direct?: Cell) => boolean } | undefined
+> = {
+  S1: {
+    goal: '≥ 32,000 requests/s, p99 < 5 ms, ahead of every forward proxy',
+    ok: (o, peers) =>
+      o.med.rps! >= 32000 &&
+      o.med.p99_ms! < 5 &&
+      peers.every((p) => (!FIXED.has(p.proxy) ? o.med.rps! > p.med.rps! : true)),
+  },
+  S2: {
+    goal: '≥ 9 Gbit/s, ahead of squid (then 90 % of direct)',
+    ok: (o, peers) =>
+      o.med.gbit_per_s! >= 9 &&
+      o.med.gbit_per_s! > (peers.find((p) => p.proxy === 'squid')?.med.gbit_per_s ?? 0),
+  },
+  S3: { goal: '≥ 10,000 tunnels/s', ok: (o) => o.med.tunnels_per_s! >= 10000 },
+  S4: { goal: '≤ 6 KiB per idle tunnel', ok: (o) => o.med.kib_per_tunnel! <= 6 },
+  S5: undefined,
+};
+
+/** Rows that are not forward proxies (a fixed upstream): the stretch goal of S1, not a rival. */
+const FIXED = new Set(['nginx-fixed', 'haproxy-fixed']);
+
+/** Oxy's figure beside each target, as an absolute and as a ratio to the best peer of the run. */
+export function targetsTable(sums: Map<Scenario, Cell[]>): string {
+  const rows: string[] = [
+    '| scenario | target | oxy | best forward peer | oxy / best peer | oxy / direct | met |',
+    '| --- | --- | ---: | --- | ---: | ---: | --- |',
+  ];
+  for (const [sc, cells] of sums) {
+    const m = METRICS[sc];
+    const oxy = cells.find((c) => c.proxy === 'oxy' && c.status === 'ok');
+    const direct = cells.find((c) => c.proxy === 'direct' && c.status === 'ok');
+    const peers = cells.filter((c) => c.status === 'ok' && c.proxy !== 'oxy' && c.proxy !== 'direct');
+    const rivals = peers.filter((c) => !FIXED.has(c.proxy));
+    const best = [...rivals].sort((a, b) =>
+      m.higherIsBetter ? b.med.primary! - a.med.primary! : a.med.primary! - b.med.primary!,
+    )[0];
+    const t = TARGETS[sc];
+    const ratio = (a?: number, b?: number) => (a !== undefined && b ? `${(a / b).toFixed(2)}×` : '–');
+    rows.push(
+      `| ${sc} | ${t?.goal ?? 'none yet'} | ${oxy ? `${fmt(oxy.med.primary, 2)} ${m.unit}` : (cells.find((c) => c.proxy === 'oxy')?.status ?? 'not run')} | ${best ? `${best.proxy} ${fmt(best.med.primary, 2)}` : '–'} | ${ratio(oxy?.med.primary, best?.med.primary)} | ${ratio(oxy?.med.primary, direct?.med.primary)} | ${oxy && t ? (t.ok(oxy, peers, direct) ? 'yes' : '**no**') : '–'} |`,
+    );
+  }
+  return rows.join('\n');
+}
+
 /** Everything docs/benchmarks.md needs besides the result lines. */
 export interface PageInfo {
   machine: string;
@@ -207,6 +257,10 @@ export function page(lines: readonly ResultLine[], info: PageInfo, proxies: read
     `- Measurements: ${lines.length} (${busy} on a busy machine: more than 10 % of its CPU used by other processes during the run; cells prefer quiet runs and say how many were busy)`,
     '',
   ];
+  if ([...sums.values()].some((cells) => cells.some((c) => c.proxy === 'oxy'))) {
+    out.push('## Oxy against the targets', '', targetsTable(sums), '');
+    out.push('For S4 lower is better, so a ratio below 1× is ahead of the peer.', '');
+  }
   for (const [sc, cells] of sums) {
     const m = METRICS[sc];
     out.push(
@@ -221,7 +275,7 @@ export function page(lines: readonly ResultLine[], info: PageInfo, proxies: read
   for (const n of info.notes) if (proxies.includes(n.name)) out.push(`| ${n.name} | ${n.note} |`);
   out.push('', '## Versions', '', '| software | version |', '| --- | --- |');
   for (const [k, v] of Object.entries(info.versions)) out.push(`| ${k} | ${v} |`);
-  if (info.profile) out.push('', '## Where the time goes', '', info.profile);
+  if (info.profile) out.push('', info.profile.trim());
   out.push(
     '',
     '## Reproducing',
