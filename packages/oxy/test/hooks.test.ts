@@ -143,7 +143,12 @@ test('TunnelHook.getAppTunnelPipeline: the app gets both sides and pumps them it
 test('EgressHook.handleConnection: direct elsewhere, block (403), or via an upstream proxy', async () => {
   let chainedConnections = 0;
   const chained = await startTestProxy({
-    ingress: { handleConnection: () => (chainedConnections++, IngressDecision.allow()) },
+    ingress: {
+      handleConnection: () => {
+        chainedConnections++;
+        return IngressDecision.allow();
+      },
+    },
   });
   const proxy = await startTestProxy({
     egress: {

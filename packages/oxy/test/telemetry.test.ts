@@ -73,7 +73,10 @@ test('drain: no new connections, a running tunnel goes on until the deadline, th
   await new Promise((r) => setTimeout(r, 100));
   const refused = await new Promise<boolean>((resolve) => {
     const s = net.connect(port, '127.0.0.1');
-    s.on('connect', () => (s.destroy(), resolve(false)));
+    s.on('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
     s.on('error', () => resolve(true));
   });
   assert.ok(refused, 'no longer accepting');

@@ -52,20 +52,14 @@ export function acceptConnection(
     }
     if (decision instanceof Promise) {
       decision.then(
-        (d) => decide(rt, conn, socket, onramp, d),
+        (d) => decide(conn, socket, onramp, d),
         (e: unknown) => refuse(rt, conn, socket, e),
       );
-    } else decide(rt, conn, socket, onramp, decision);
+    } else decide(conn, socket, onramp, decision);
   });
 }
 
-function decide(
-  rt: Runtime,
-  conn: IngressConnection,
-  socket: net.Socket,
-  onramp: SocketOnRamp,
-  d: IngressDecision,
-): void {
+function decide(conn: IngressConnection, socket: net.Socket, onramp: SocketOnRamp, d: IngressDecision): void {
   if (d !== undefined && d.kind === 'block') {
     conn.closeReason = 'blocked';
     ingressMetrics.connections_failed_total({ endpoint: conn.endpoint.name, reason: 'blocked' }).inc();

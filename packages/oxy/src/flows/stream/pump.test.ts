@@ -18,7 +18,14 @@ async function socketPair(): Promise<{ outer: net.Socket; inner: net.Socket; clo
   const outer = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
   const [inner] = (await once(server, 'connection')) as [net.Socket];
   server.close();
-  return { outer, inner, close: () => (outer.destroy(), inner.destroy()) };
+  return {
+    outer,
+    inner,
+    close: () => {
+      outer.destroy();
+      inner.destroy();
+    },
+  };
 }
 
 /** client ⇄ [clientSide | pump | upstreamSide] ⇄ server */
@@ -26,7 +33,10 @@ async function tunnel(opts = { idleTimeoutMs: 0, maxLifetimeMs: 0 }) {
   const c = await socketPair();
   const u = await socketPair();
   const pump = new StreamPump(c.inner, u.outer, opts);
-  after(() => (c.close(), u.close()));
+  after(() => {
+    c.close();
+    u.close();
+  });
   return { client: c.outer, server: u.inner, pump };
 }
 
