@@ -8,7 +8,8 @@ import { once } from 'node:events';
 import http2 from 'node:http2';
 import { after, describe, test } from 'node:test';
 import { IngressDecision } from '../src/hooks/ingress.ts';
-import { connectTunnelH2, proxyRequest, readBytes } from '../src/testing/clients.ts';
+import { HTTP2_PREFACE } from '../src/onramps/http2/preface.ts';
+import { connectTunnelH2, proxyRequest, rawExchange, readBytes } from '../src/testing/clients.ts';
 import {
   type HttpUpstream,
   startHoldOpenServer,
@@ -32,6 +33,7 @@ after(() => upstream.close());
 const proxy = await startTestProxy({});
 const proxyUrl = proxy.url;
 // An async ingress hook keeps the socket paused until it answers: detection must still work.
+const h1Only = await startTestProxy({}, { endpoints: { main: { http2: { enabled: false } } } });
 const slowIngress = await startTestProxy({
   ingress: { handleConnection: () => new Promise((r) => setTimeout(() => r(IngressDecision.allow()), 20)) },
 });
@@ -210,5 +212,14 @@ describe('flow control', () => {
     const other = await connectTunnelH2(t.session, echo.authority);
     other.stream.end('unaffected');
     assert.equal((await readBytes(other.stream, 10)).toString(), 'unaffected');
+  });
+});
+
+describe('with http2.enabled: false', () => {
+  test('the HTTP/2 preface is just a bad HTTP/1.1 request (400), and HTTP/1.1 is served', async () => {
+    const r = await rawExchange(h1Only.address(), HTTP2_PREFACE);
+    assert.match(r.text, /^HTTP\/1\.1 400/);
+    const ok = await proxyRequest(h1Only.address(), `${upstream.origin}/hello`);
+    assert.equal(ok.text, 'hello h2');
   });
 });
