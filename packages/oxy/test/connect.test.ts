@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -114,4 +115,20 @@ test('an idle tunnel is closed after tunnel_idle_timeout and audited', async () 
   assert.equal(rec.bytes_down, 1);
   assert.equal(rec.status, 200);
   assert.deepEqual(rec.decisions, ['egress:direct']);
+});
+
+test('egress.source_addr: upstream connections come from the configured address', async () => {
+  const seen: string[] = [];
+  const server = net.createServer((s) => {
+    seen.push(s.remoteAddress ?? '');
+    s.end();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  after(() => server.close());
+  const sourced = await startTestProxy({}, { egress: { source_addr: '127.0.0.2' } });
+  const t = await connectTunnel(sourced.address(), `127.0.0.1:${(server.address() as net.AddressInfo).port}`);
+  assert.equal(t.status, 200);
+  t.socket.destroy();
+  assert.deepEqual(seen, ['127.0.0.2']);
 });

@@ -7,8 +7,9 @@
  * Ordering rule: `ext` is built in the constructor (see `ext.ts`), before any hook can run.
  */
 import type net from 'node:net';
-import type { TelemetryContext } from 'foundations/telemetry';
+import type { CounterHandle, TelemetryContext } from 'foundations/telemetry';
 import type { EndpointSettings } from '../settings.ts';
+import { httpMetrics } from '../telemetry/metrics.ts';
 import type { ListenAddr } from './addr.ts';
 import type {
   EgressContext,
@@ -29,9 +30,20 @@ export class EndpointState implements EndpointContext {
   readonly appSettings: unknown;
   readonly ext: object;
   readonly settings: EndpointSettings;
+  /** Metric handles of this endpoint, looked up once instead of per request. */
+  readonly metrics: {
+    readonly forwardRequests: CounterHandle;
+    readonly connectRequests: CounterHandle;
+    readonly upgradeRequests: CounterHandle;
+  };
 
   constructor(name: string, settings: EndpointSettings & { app?: unknown }, ext: ErasedExtFactories) {
     this.name = name;
+    this.metrics = {
+      forwardRequests: httpMetrics.requests_total({ endpoint: name, kind: 'forward' }),
+      connectRequests: httpMetrics.requests_total({ endpoint: name, kind: 'connect' }),
+      upgradeRequests: httpMetrics.requests_total({ endpoint: name, kind: 'upgrade' }),
+    };
     this.addr = settings.addr;
     this.appSettings = settings.app ?? null;
     this.settings = settings;

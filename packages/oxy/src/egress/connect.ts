@@ -40,14 +40,17 @@ function allowHalfOpenConnect(address: string, port: number, localAddress: strin
   });
 }
 
+/** The decision without an `EgressHook.handleConnection`: direct, or the configured upstream proxy. */
+export function defaultDecision(rt: Runtime, eg: EgressState): EgressDecision {
+  return rt.defaultProxy === null
+    ? EgressDecision.direct(eg.target)
+    : EgressDecision.viaProxy(rt.defaultProxy);
+}
+
 /** Runs `EgressHook.handleConnection`, or the default decision. */
 export async function decideEgress(rt: Runtime, eg: EgressState): Promise<EgressDecision> {
   const hook = rt.hooks.egressConnection;
-  if (hook === null) {
-    return rt.defaultProxy === null
-      ? EgressDecision.direct(eg.target)
-      : EgressDecision.viaProxy(rt.defaultProxy);
-  }
+  if (hook === null) return defaultDecision(rt, eg);
   let decision: EgressDecision;
   try {
     decision = await hook(eg.target, eg);

@@ -21,7 +21,7 @@ import type { ConnectDirective, RequestHead, ResponseHead } from '../hooks/http-
 import type { AppTunnelPipeline } from '../hooks/tunnel.ts';
 import type { Runtime } from '../runtime.ts';
 import { forkRequest } from '../telemetry/fork.ts';
-import { httpMetrics, tunnelMetrics } from '../telemetry/metrics.ts';
+import { tunnelMetrics } from '../telemetry/metrics.ts';
 
 /** A CONNECT as an on-ramp presents it. */
 export interface ConnectExchange {
@@ -44,7 +44,7 @@ export function serveConnect(
   conn.requests++;
   conn.tunnels++;
   const request = new RequestState(conn, 'connect', 'CONNECT', target, rt.ext);
-  httpMetrics.requests_total({ endpoint: conn.endpoint.name, kind: 'connect' }).inc();
+  conn.endpoint.metrics.connectRequests.inc();
   return forkRequest(request, () => tunnel(rt, request, ex)).finally(() => {
     conn.tunnels--;
   });

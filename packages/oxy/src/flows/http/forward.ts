@@ -14,13 +14,12 @@ import { formatHostPort } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
 import type { EgressAgent, EgressRequestOptions } from '../../egress/agent.ts';
-import { decideEgress, egressBlocked } from '../../egress/connect.ts';
+import { decideEgress, defaultDecision, egressBlocked } from '../../egress/connect.ts';
 import { httpStatusFor, isOxyError, OXY_ERR, toOxyError } from '../../errors.ts';
 import type { HttpHeaders, RequestDecision, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
 import { proxyAuthorization } from '../../offramps/upstream-proxy/connect.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
-import { httpMetrics } from '../../telemetry/metrics.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
 import {
   type AbsoluteTarget,
@@ -76,7 +75,7 @@ export function serveForward(
 ): void {
   conn.requests++;
   const request = new RequestState(conn, 'forward', req.method ?? 'GET', target.addr, rt.ext);
-  httpMetrics.requests_total({ endpoint: conn.endpoint.name, kind: 'forward' }).inc();
+  conn.endpoint.metrics.forwardRequests.inc();
   if (rt.draining) res.shouldKeepAlive = false;
   forkRequest(request, () => forward(rt, agent, request, req, res, target)).catch((e: unknown) => {
     answerError(res, request, httpStatusFor(e), reasonOf(e));
@@ -136,7 +135,8 @@ async function forward(
   }
 
   const eg = new EgressState(request.ingress, request, addr, rt.ext);
-  const decision = await decideEgress(rt, eg);
+  // Without a hook the decision is known at once: no await on the hot path.
+  const decision = rt.hooks.egressConnection === null ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
   request.decisions.push(`egress:${decision.kind}`);
   if (decision.kind === 'block') throw egressBlocked(decision.reason);
 

@@ -16,7 +16,7 @@ import { httpStatusFor, isOxyError } from '../../errors.ts';
 import type { RequestDecision, RequestHead } from '../../hooks/http-request.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
-import { httpMetrics, tunnelMetrics } from '../../telemetry/metrics.ts';
+import { tunnelMetrics } from '../../telemetry/metrics.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
 import { StreamPump } from '../stream/pump.ts';
 import { reasonOf } from './forward.ts';
@@ -42,7 +42,7 @@ export function serveUpgrade(
   conn.requests++;
   conn.tunnels++;
   const request = new RequestState(conn, 'upgrade', req.method ?? 'GET', target.addr, rt.ext);
-  httpMetrics.requests_total({ endpoint: conn.endpoint.name, kind: 'upgrade' }).inc();
+  conn.endpoint.metrics.upgradeRequests.inc();
   return forkRequest(request, () => upgrade(rt, request, req, socket, clientHead, target))
     .catch((e: unknown) => {
       const status = httpStatusFor(e);

@@ -73,7 +73,7 @@ const CLIENT_ERRORS: Readonly<Record<string, [number, string]>> = {
 export function createHttp1OnRamp(
   rt: Runtime,
   endpoint: EndpointState,
-): SocketOnRamp & { readonly server: http.Server } {
+): SocketOnRamp & { readonly server: http.Server; close(): void } {
   const ep = endpoint.settings;
   const agent = new EgressAgent(rt);
   const server = http.createServer({
