@@ -88,3 +88,16 @@ test('a connection that sends nothing is closed after header_read_timeout', asyn
   assert.ok(r.closed);
   await stillServes();
 });
+
+test('an idle keep-alive connection is closed after idle_timeout', async () => {
+  const idle = await startTestProxy({}, { endpoints: { main: { idle_timeout: '300ms' } } });
+  const socket = net.connect(idle.address().port, '127.0.0.1');
+  socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  let got = '';
+  socket.on('data', (d: Buffer) => (got += d.toString()));
+  const t0 = performance.now();
+  await new Promise((resolve) => socket.on('close', resolve));
+  assert.match(got, /still serving/);
+  const elapsed = performance.now() - t0;
+  assert.ok(elapsed >= 250 && elapsed < 3000, `closed after ${elapsed} ms`);
+});
