@@ -98,7 +98,7 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
         log: (level, msg, fields) => log[level](msg, fields),
       });
       try {
-        proxy = await startProxy(app as unknown as OxyApp, typed, {
+        proxy = await startProxy(app, typed, {
           restoredState: lifecycle.restoredState ?? null,
           listeners: lifecycle.listeners,
         });
