@@ -74,6 +74,10 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
     settings: buildSettingsSchema(def.settings ?? {}, def.name),
     async main({ settings }) {
       const typed = normalizeSettings(settings as AppSettings);
+      const sandbox = typed.security.syscall_sandboxing;
+      // With the sandbox on, Node starts again (same PID) with io_uring refused before anything
+      // is opened: seccomp cannot see what is submitted through a ring (docs/security.md).
+      if (sandbox.enabled) (await import('foundations/security')).denyIoUringFromSettings(sandbox);
       let proxy: Awaited<ReturnType<typeof startProxy>> | undefined;
       // Graceful restarts and draining (foundations/restart, docs/restarts.md): endpoints on
       // inherited sockets, the app's state across, and on a restart request or SIGTERM/SIGINT
@@ -102,6 +106,12 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
           restoredState: lifecycle.restoredState ?? null,
           listeners: lifecycle.listeners,
         });
+        // Every listener is open: from here on the process only needs the syscalls of a Node
+        // network service, file writes (audit, restart socket) and child processes (restarts).
+        if (sandbox.enabled) {
+          const report = (await import('foundations/security')).applySandboxFromSettings(sandbox);
+          log.info('syscall sandbox on', { ...report });
+        }
         await lifecycle.ready();
       } catch (e) {
         lifecycle.failed(e); // the restarter waiting on this start-up learns why it failed

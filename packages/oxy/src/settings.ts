@@ -9,6 +9,7 @@
  */
 
 import { restartSettings } from 'foundations/restart';
+import { SecuritySettings } from 'foundations/security';
 import { type Infer, s } from 'foundations/settings';
 import { TelemetrySettings } from 'foundations/telemetry';
 import type { z } from 'zod';
@@ -92,6 +93,7 @@ const rootFields = {
   egress: EgressSettings,
   restart: restartSettings('oxy'),
   audit: AuditSettings,
+  security: SecuritySettings,
 };
 
 /** Oxy's settings schema for an app without settings of its own. */
