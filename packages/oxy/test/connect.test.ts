@@ -76,12 +76,14 @@ test('a refused port is 502 with a short reason in the body', async () => {
 
 test('an upstream that never answers the SYN is 504 after connect_timeout', async () => {
   // A listener that never accepts, with its tiny backlog filled: later SYNs are dropped.
-  const py = spawn('python3', [
-    '-c',
-    'import socket,sys,time\ns=socket.socket();s.bind(("127.0.0.1",0));s.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(30)',
+  // The child blocks its event loop right after listening, so nothing is ever accepted.
+  const peer = spawn(process.execPath, [
+    '-e',
+    "const s=require('net').createServer().listen({port:0,host:'127.0.0.1',backlog:1},()=>{" +
+      "process.stdout.write(s.address().port+'\\n',()=>Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0,30000))})",
   ]);
-  after(() => py.kill());
-  const [line] = (await once(py.stdout, 'data')) as [Buffer];
+  after(() => peer.kill());
+  const [line] = (await once(peer.stdout, 'data')) as [Buffer];
   const port = Number(line.toString().trim());
   const fillers = [];
   for (let i = 0; i < 3; i++)
