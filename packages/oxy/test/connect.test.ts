@@ -134,3 +134,12 @@ test('egress.source_addr: upstream connections come from the configured address'
   t.socket.destroy();
   assert.deepEqual(seen, ['127.0.0.2']);
 });
+
+test('bytes sent right behind the CONNECT head reach the upstream', async () => {
+  const s = net.connect(proxy.address().port, '127.0.0.1');
+  s.write(`CONNECT ${echo.authority} HTTP/1.1\r\nHost: ${echo.authority}\r\n\r\nearly bytes`);
+  let got = '';
+  while (!got.endsWith('early bytes')) got += (await readBytes(s, 1)).toString();
+  assert.match(got, /^HTTP\/1\.1 200 Connection Established\r\n\r\nearly bytes$/);
+  s.destroy();
+});
