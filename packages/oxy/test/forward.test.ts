@@ -4,6 +4,9 @@
  * `--proxy-header`), keep-alive reuse upstream, and an unreachable upstream answered 502.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, test } from 'node:test';
 import { type HttpUpstream, startHttpUpstream } from '../src/testing/peers.ts';
 import { curl, startTestProxy } from './helpers.ts';
@@ -95,4 +98,30 @@ test('an origin-form request is refused with 400, and a refused upstream port is
   const refused = await curl(['-x', proxyUrl, '-i', 'http://127.0.0.1:1/x']);
   assert.match(refused.stdout, /^HTTP\/1\.1 502/);
   assert.match(refused.stdout, /refused/i);
+});
+
+test('each forwarded request leaves one audit record when it ends', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-audit-'));
+  const file = path.join(dir, 'audit.log');
+  const audited = await startTestProxy({}, { audit: { output: 'file', path: file } });
+  const r = await curl(['-x', audited.url, `${upstream.origin}/hello`]);
+  assert.equal(r.stdout, 'hello from upstream');
+  await audited.close();
+  const records = fs
+    .readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.equal(records.length, 1);
+  const rec = records[0]!;
+  assert.equal(rec.kind, 'request');
+  assert.equal(rec.target, upstream.authority);
+  assert.equal(rec.upstream, upstream.authority);
+  assert.equal(rec.status, 200);
+  assert.equal(rec.bytes_down, 'hello from upstream'.length);
+  assert.equal(rec.close_reason, 'done');
+  assert.deepEqual(rec.decisions, ['egress:direct']);
+  assert.match(String(rec.conn_id), /^c-/);
+  assert.match(String(rec.request_id), /^r-/);
+  assert.equal(typeof rec.duration_ms, 'number');
 });
