@@ -4,7 +4,10 @@
  * `--proxy-header`), keep-alive reuse upstream, and an unreachable upstream answered 502.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import fs from 'node:fs';
+import http from 'node:http';
+import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -124,4 +127,22 @@ test('each forwarded request leaves one audit record when it ends', async () => 
   assert.match(String(rec.conn_id), /^c-/);
   assert.match(String(rec.request_id), /^r-/);
   assert.equal(typeof rec.duration_ms, 'number');
+});
+
+test('upstream connections are reused across requests and across client connections', async () => {
+  let connections = 0;
+  const counted = http.createServer({ keepAliveTimeout: 5000 }, (_req, res) => res.end('counted'));
+  counted.on('connection', () => connections++);
+  counted.listen(0, '127.0.0.1');
+  await once(counted, 'listening');
+  after(() => {
+    counted.closeAllConnections();
+    counted.close();
+  });
+  const origin = `http://127.0.0.1:${(counted.address() as net.AddressInfo).port}`;
+  const one = await curl(['-x', proxyUrl, `${origin}/a`, `${origin}/b`, `${origin}/c`]);
+  assert.equal(one.stdout, 'counted'.repeat(3));
+  const two = await curl(['-x', proxyUrl, `${origin}/d`]);
+  assert.equal(two.stdout, 'counted');
+  assert.equal(connections, 1);
 });
