@@ -12,6 +12,7 @@ import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { SocketAddr } from '../context/contexts.ts';
 import type { EgressState } from '../context/state.ts';
+import { HttpPool } from '../offramps/http/pool.ts';
 import type { Runtime } from '../runtime.ts';
 import { connectDirect, established } from './connect.ts';
 
@@ -30,6 +31,8 @@ type CreateCallback = (err: Error | null, socket?: Duplex) => void;
 /** A keep-alive agent whose connections go through the egress pipeline. */
 export class EgressAgent extends http.Agent {
   readonly #rt: Runtime;
+  /** The lean client for requests without a body and without HTTP hooks (`offramps/http/pool.ts`). */
+  readonly pool: HttpPool;
 
   constructor(rt: Runtime) {
     super({
@@ -39,6 +42,13 @@ export class EgressAgent extends http.Agent {
       scheduling: 'lifo',
     });
     this.#rt = rt;
+    this.pool = new HttpPool(rt);
+  }
+
+  /** Closes the idle connections of both pools. */
+  override destroy(): void {
+    super.destroy();
+    this.pool.destroy();
   }
 
   /** The pool key (overrides Node's host:port:localAddress). */

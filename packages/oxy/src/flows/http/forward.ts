@@ -17,6 +17,7 @@ import type { EgressAgent, EgressRequestOptions } from '../../egress/agent.ts';
 import { decideEgress, defaultDecision, egressBlocked } from '../../egress/connect.ts';
 import { httpStatusFor, isOxyError, OXY_ERR, toOxyError } from '../../errors.ts';
 import type { HttpHeaders, RequestDecision, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
+import type { HttpPool, ResponseSink, UpstreamTarget } from '../../offramps/http/pool.ts';
 import { proxyAuthorization } from '../../offramps/upstream-proxy/connect.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
@@ -32,6 +33,8 @@ import {
 /** The request side an on-ramp hands over: a readable body with Node's head fields. */
 export interface IncomingRequest extends Readable {
   readonly method?: string | undefined;
+  /** True once the whole message was received (Node sets it on both HTTP versions). */
+  readonly complete?: boolean;
   readonly rawHeaders: string[];
   readonly headers: HttpHeaders;
 }
@@ -153,8 +156,38 @@ async function forward(
   }
   headers.push('Host', authority);
 
-  let options: EgressRequestOptions;
   const shared = rt.sharedPool ? '' : `|${request.ingress.id}`;
+  if (head === null && rt.hooks.response === null && isBodiless(req)) {
+    // The lean path: no hook may rewrite the exchange and nothing to stream up.
+    let target: UpstreamTarget;
+    let requestTarget = path;
+    if (decision.kind === 'direct') {
+      const to = decision.addr.host === addr.host && decision.addr.port === addr.port ? addr : decision.addr;
+      target = { key: `${formatHostPort(to.host, to.port)}${shared}`, egress: eg, addr: to, trusted: false };
+    } else {
+      const proxy = decision.proxy;
+      const token = proxyAuthorization(proxy.auth);
+      if (token !== undefined) headers.push('Proxy-Authorization', token);
+      requestTarget = `http://${authority}${path}`;
+      target = {
+        key: `proxy|${formatHostPort(proxy.host, proxy.port)}|${token ?? ''}${shared}`,
+        egress: eg,
+        addr: { host: proxy.host, port: proxy.port },
+        trusted: true,
+      };
+    }
+    return forwardLean(
+      rt,
+      agent.pool,
+      request,
+      req,
+      res,
+      target,
+      serialiseHead(request.method, requestTarget, headers),
+    );
+  }
+
+  let options: EgressRequestOptions;
   if (decision.kind === 'direct') {
     const to = decision.addr.host === addr.host && decision.addr.port === addr.port ? addr : decision.addr;
     options = {
@@ -188,9 +221,6 @@ async function forward(
   await new Promise<void>((resolve, reject) => {
     const upReq = http.request(options);
     let bytesUp = 0;
-    req.on('data', (chunk: Buffer) => {
-      bytesUp += chunk.length;
-    });
     upReq.on('error', (e) => {
       req.unpipe(upReq);
       reject(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream'));
@@ -224,7 +254,85 @@ async function forward(
         },
       );
     });
-    req.pipe(upReq);
+    if (req.complete && req.readableLength === 0) {
+      // No body (or an empty one), already read: send the request now, not a tick after `end`.
+      upReq.end();
+      req.resume();
+    } else {
+      req.on('data', (chunk: Buffer) => {
+        bytesUp += chunk.length;
+      });
+      req.pipe(upReq);
+    }
+  });
+}
+
+/** True for an HTTP/1.1 request that carries no body (no `Transfer-Encoding`, no or a zero length). */
+function isBodiless(req: IncomingRequest): boolean {
+  if (!(req instanceof http.IncomingMessage)) return false;
+  const h = req.headers;
+  if (h['transfer-encoding'] !== undefined) return false;
+  const cl = h['content-length'];
+  return cl === undefined || cl === '0';
+}
+
+/** The request line and header lines of an upstream request, ready to write. */
+function serialiseHead(method: string, target: string, raw: readonly string[]): string {
+  let out = `${method} ${target} HTTP/1.1\r\n`;
+  for (let i = 0; i < raw.length; i += 2) out += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  return `${out}\r\n`;
+}
+
+/**
+ * Sends a bodiless request through the lean pool and writes the response straight into `res`:
+ * no `ClientRequest`, no `IncomingMessage`, no pipes. Settles like the `http.request` path.
+ */
+function forwardLean(
+  rt: Runtime,
+  pool: HttpPool,
+  request: RequestState,
+  req: IncomingRequest,
+  res: http.ServerResponse,
+  target: UpstreamTarget,
+  head: string,
+): Promise<void> {
+  req.resume();
+  return new Promise<void>((resolve, reject) => {
+    let bytesDown = 0;
+    const sink: ResponseSink = {
+      onHead(status, statusText, rawHeaders, upstream) {
+        request.upstream = upstream;
+        request.status = status;
+        res.sendDate = false;
+        if (rt.draining) res.shouldKeepAlive = false;
+        res.writeHead(status, statusText, filterRawHeaders(rawHeaders, ''));
+      },
+      onBody(chunk, resume) {
+        bytesDown += chunk.length;
+        if (res.write(chunk)) return true;
+        res.once('drain', resume);
+        return false;
+      },
+      onEnd(last) {
+        if (last === null) res.end();
+        else {
+          bytesDown += last.length;
+          res.end(last);
+        }
+      },
+      onError(e) {
+        res.removeListener('close', onClose);
+        reject(e);
+      },
+    };
+    const pending = pool.request(target, head, request.method === 'HEAD', sink);
+    const onClose = (): void => {
+      const finished = res.writableFinished;
+      if (!finished) pending.abort();
+      recordEnd(rt, request, 0, bytesDown, finished ? 'done' : 'client_closed');
+      resolve();
+    };
+    res.once('close', onClose);
   });
 }
 

@@ -1,0 +1,387 @@
+/**
+ * A lean keep-alive HTTP/1.1 client for forwarded requests without a body: the request head is
+ * serialised by hand and written in one call, the response is parsed by llhttp (the same native
+ * parser, in strict mode, that `node:http` uses) and handed to a sink as it arrives. It exists
+ * because `http.request` + `Agent` + `pipe` cost more per request than the proxy's own work:
+ * a `ClientRequest`, an `IncomingMessage`, two pipes and a dozen listeners per request. Here a
+ * connection carries its listeners for life and a request costs one object.
+ *
+ * New connections come from the egress pipeline (`connectDirect`, then
+ * `handleConnectionEstablished`), exactly as for the `http.Agent` in `egress/agent.ts`; pool
+ * keys are the caller's (see there for why they may include the client connection's id).
+ *
+ * Ordering rules: a connection returns to the pool only after a complete response that llhttp
+ * says may be followed by another; anything unexpected (bytes without a request, a parse error,
+ * a 101) destroys it. A request that fails on a reused connection before any response byte
+ * (the upstream closed it while it sat idle) is retried once on a new connection: it had no
+ * body, so it can be sent again.
+ */
+import http from 'node:http';
+import { createRequire } from 'node:module';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { formatHostPort } from '../../context/addr.ts';
+import type { SocketAddr } from '../../context/contexts.ts';
+import type { EgressState } from '../../context/state.ts';
+import { connectDirect, established } from '../../egress/connect.ts';
+import { OXY_ERR, type OxyError, toOxyError } from '../../errors.ts';
+import type { Runtime } from '../../runtime.ts';
+
+/** Node's binding of llhttp (`_http_common`), typed with the members used here. */
+interface NativeParser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
+  execute(data: Buffer): number | Error;
+  finish(): number | Error | undefined;
+  close(): void;
+  [callback: number]: unknown;
+}
+interface NativeParserClass {
+  new (): NativeParser;
+  readonly RESPONSE: number;
+  readonly kOnHeaders: number;
+  readonly kOnHeadersComplete: number;
+  readonly kOnBody: number;
+  readonly kOnMessageComplete: number;
+  readonly kLenientNone: number;
+}
+const { HTTPParser } = createRequire(import.meta.url)('_http_common') as { HTTPParser: NativeParserClass };
+
+/** Where a response goes, as it arrives. Exactly one of `onEnd` and `onError` is called, once. */
+export interface ResponseSink {
+  /** The final (non-1xx) response head; `rawHeaders` is `[name, value, …]` as received. */
+  onHead(status: number, statusText: string, rawHeaders: string[], upstream: string): void;
+  /** A piece of the body. Return false to pause the upstream until `resume` is called. */
+  onBody(chunk: Buffer, resume: () => void): boolean;
+  /** The response is complete; `last` is a final piece of body not yet given to `onBody`. */
+  onEnd(last: Buffer | null): void;
+  /** The exchange failed; `responded` says whether `onHead` was called. */
+  onError(e: OxyError, responded: boolean): void;
+}
+
+/** What the pool needs to open a connection when none is idle. */
+export interface UpstreamTarget {
+  /** The pool key (see `egress/agent.ts`). */
+  readonly key: string;
+  readonly egress: EgressState;
+  /** The address to connect to: the decided target or the upstream proxy. */
+  readonly addr: SocketAddr;
+  /** True for an upstream proxy: no `handleUpstreamIps`, no blocklist. */
+  readonly trusted: boolean;
+}
+
+/** One request: what was sent, where its response goes, and how far it got. */
+class Exchange implements PendingRequest {
+  readonly head: string;
+  readonly isHead: boolean;
+  readonly sink: ResponseSink;
+  readonly target: UpstreamTarget;
+  /** On a connection reused from the pool (a failure before the response may be retried). */
+  reused = false;
+  responded = false;
+  gotBytes = false;
+  aborted = false;
+  pending: Buffer | null = null;
+  conn: UpstreamConnection | null = null;
+
+  constructor(target: UpstreamTarget, head: string, isHead: boolean, sink: ResponseSink) {
+    this.target = target;
+    this.head = head;
+    this.isHead = isHead;
+    this.sink = sink;
+  }
+
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    const c = this.conn;
+    if (c !== null && c.exchange === this) {
+      c.exchange = null;
+      c.destroy();
+    }
+  }
+}
+
+/** One upstream connection with its parser; listeners are attached once, for its life. */
+class UpstreamConnection {
+  readonly socket: Duplex;
+  readonly upstream: string;
+  readonly key: string;
+  readonly #pool: HttpPool;
+  readonly #parser: NativeParser;
+  exchange: Exchange | null = null;
+  #keepAlive = false;
+  #informational = false;
+  #headers: string[] = [];
+  #dead = false;
+  #executing = false;
+  readonly #resume = (): void => {
+    this.socket.resume();
+  };
+
+  constructor(pool: HttpPool, key: string, socket: Duplex, remote: SocketAddr) {
+    this.#pool = pool;
+    this.key = key;
+    this.socket = socket;
+    this.upstream = formatHostPort(remote.host, remote.port);
+    const p = new HTTPParser();
+    p.initialize(HTTPParser.RESPONSE, {}, http.maxHeaderSize, HTTPParser.kLenientNone);
+    p[HTTPParser.kOnHeaders] = (headers: string[]) => {
+      for (const h of headers) this.#headers.push(h);
+    };
+    p[HTTPParser.kOnHeadersComplete] = this.#onHeadersComplete;
+    p[HTTPParser.kOnBody] = this.#onBody;
+    p[HTTPParser.kOnMessageComplete] = this.#onMessageComplete;
+    this.#parser = p;
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('error', this.#onError);
+    socket.on('close', this.#onClose);
+    const s = socket as Partial<net.Socket>;
+    if (typeof s.setTimeout === 'function') {
+      s.setTimeout(pool.idleTimeout);
+      socket.on('timeout', this.#onTimeout);
+    }
+  }
+
+  /** Sends `ex` on this connection. */
+  send(ex: Exchange): void {
+    this.exchange = ex;
+    this.#keepAlive = false;
+    this.socket.write(ex.head, 'latin1');
+  }
+
+  readonly #onData = (data: Buffer): void => {
+    const ex = this.exchange;
+    if (ex === null) {
+      this.#fail(new Error('upstream sent bytes without a request'));
+      return;
+    }
+    ex.gotBytes = true;
+    this.#executing = true;
+    const r = this.#parser.execute(data);
+    this.#executing = false;
+    if (this.#dead) this.#parser.close();
+    if (r instanceof Error) {
+      this.#fail(r);
+      return;
+    }
+    // Body pieces of one read are held back by one, so a small response goes out in one write
+    // with its head (`onEnd(last)`); what is still held when the read is parsed goes out now.
+    const cur = this.exchange;
+    if (cur !== null && cur.pending !== null) {
+      const chunk = cur.pending;
+      cur.pending = null;
+      if (!cur.sink.onBody(chunk, this.#resume)) this.socket.pause();
+    }
+  };
+
+  readonly #onHeadersComplete = (
+    _major: number,
+    _minor: number,
+    headers: string[] | undefined,
+    _method: unknown,
+    _url: unknown,
+    status: number,
+    statusText: string,
+    _upgrade: boolean,
+    keepAlive: boolean,
+  ): number => {
+    const ex = this.exchange;
+    let raw = headers ?? [];
+    if (this.#headers.length > 0) {
+      raw = this.#headers.concat(raw);
+      this.#headers = [];
+    }
+    if (ex === null) return 0;
+    if (status < 200) {
+      if (status === 101) {
+        this.#fail(new Error('upstream switched protocols without being asked'));
+        return 0;
+      }
+      this.#informational = true; // 1xx: dropped, the final response follows
+      return 0;
+    }
+    this.#keepAlive = keepAlive;
+    ex.responded = true;
+    ex.sink.onHead(status, statusText, raw, this.upstream);
+    return ex.isHead ? 1 : 0;
+  };
+
+  readonly #onBody = (chunk: Buffer): void => {
+    const ex = this.exchange;
+    if (ex === null) return;
+    const prev = ex.pending;
+    ex.pending = chunk;
+    if (prev !== null && !ex.sink.onBody(prev, this.#resume)) this.socket.pause();
+  };
+
+  readonly #onMessageComplete = (): void => {
+    if (this.#informational) {
+      this.#informational = false;
+      return;
+    }
+    const ex = this.exchange;
+    if (ex === null) return;
+    this.exchange = null;
+    const last = ex.pending;
+    ex.pending = null;
+    if (this.#keepAlive && !this.#dead) this.#pool.release(this);
+    else this.destroy();
+    ex.sink.onEnd(last);
+  };
+
+  readonly #onEnd = (): void => {
+    // A body delimited by the close ends here; anything else in flight failed.
+    if (this.exchange !== null) {
+      this.#executing = true;
+      const r = this.#parser.finish();
+      this.#executing = false;
+      if (this.#dead) this.#parser.close();
+      if (r instanceof Error) this.#fail(r);
+    }
+    this.#fail(new Error('upstream closed the connection'));
+  };
+
+  readonly #onError = (e: Error): void => {
+    this.#fail(e);
+  };
+
+  readonly #onClose = (): void => {
+    this.#fail(new Error('upstream closed the connection'));
+  };
+
+  readonly #onTimeout = (): void => {
+    if (this.exchange === null) this.destroy(); // idle past pool_idle_timeout
+  };
+
+  /** Fails the exchange in flight (if any) and destroys the connection. */
+  #fail(e: Error): void {
+    const ex = this.exchange;
+    this.exchange = null;
+    this.destroy();
+    if (ex === null) return;
+    if (ex.aborted) return;
+    if (ex.reused && !ex.gotBytes) {
+      this.#pool.retry(ex);
+      return;
+    }
+    ex.sink.onError(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream'), ex.responded);
+  }
+
+  /** Closes the connection (idempotent); an exchange in flight is dropped without a callback. */
+  destroy(): void {
+    if (this.#dead) return;
+    this.#dead = true;
+    this.#pool.forget(this);
+    this.socket.destroy();
+    // The native parser must not be freed under its own callbacks: then after `execute`.
+    if (!this.#executing) this.#parser.close();
+  }
+
+  get dead(): boolean {
+    return this.#dead;
+  }
+}
+
+/** A request the pool is sending; `abort` drops it and the connection it uses. */
+export interface PendingRequest {
+  abort(): void;
+}
+
+/** Keep-alive upstream connections per pool key, most recently used first. */
+export class HttpPool {
+  readonly #rt: Runtime;
+  readonly #idle = new Map<string, UpstreamConnection[]>();
+  readonly #maxIdle: number;
+  readonly idleTimeout: number;
+  #closed = false;
+
+  constructor(rt: Runtime) {
+    this.#rt = rt;
+    this.#maxIdle = Math.max(1, rt.settings.egress.pool_max_idle);
+    this.idleTimeout = rt.settings.egress.pool_idle_timeout;
+  }
+
+  /**
+   * Sends a bodiless request (`head` is the whole serialised head, ending in an empty line) to
+   * `target`, on an idle connection or a new one; the response goes to `sink`.
+   */
+  request(target: UpstreamTarget, head: string, isHead: boolean, sink: ResponseSink): PendingRequest {
+    const ex = new Exchange(target, head, isHead, sink);
+    const list = this.#idle.get(target.key);
+    const conn = list?.pop();
+    if (conn !== undefined) {
+      if ((list as UpstreamConnection[]).length === 0) this.#idle.delete(target.key);
+      ex.reused = true;
+      ex.conn = conn;
+      conn.send(ex);
+    } else {
+      this.#open(ex);
+    }
+    return ex;
+  }
+
+  #open(ex: Exchange): void {
+    const rt = this.#rt;
+    const t = ex.target;
+    connectDirect(rt, t.egress, t.addr, t.trusted).then(
+      ({ socket, remote }) => {
+        if (ex.aborted || this.#closed) {
+          socket.destroy();
+          return;
+        }
+        try {
+          established(rt, t.egress, socket, remote);
+        } catch (e) {
+          ex.sink.onError(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream'), false);
+          return;
+        }
+        const conn = new UpstreamConnection(this, t.key, socket, remote);
+        ex.conn = conn;
+        conn.send(ex);
+      },
+      (e: unknown) => {
+        if (!ex.aborted) ex.sink.onError(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream'), false);
+      },
+    );
+  }
+
+  /** Sends an exchange again on a new connection (its reused one turned out to be closed). */
+  retry(ex: Exchange): void {
+    ex.reused = false;
+    ex.gotBytes = false;
+    ex.conn = null;
+    this.#open(ex);
+  }
+
+  /** Puts a connection back after a complete response (or closes it if the pool is full). */
+  release(conn: UpstreamConnection): void {
+    if (this.#closed) {
+      conn.destroy();
+      return;
+    }
+    let list = this.#idle.get(conn.key);
+    if (list === undefined) {
+      list = [];
+      this.#idle.set(conn.key, list);
+    }
+    if (list.length >= this.#maxIdle) conn.destroy();
+    else list.push(conn);
+  }
+
+  /** Removes a closed connection from the idle lists. */
+  forget(conn: UpstreamConnection): void {
+    const list = this.#idle.get(conn.key);
+    if (list === undefined) return;
+    const i = list.indexOf(conn);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.#idle.delete(conn.key);
+  }
+
+  /** Closes every idle connection; requests in flight finish, their connections then close. */
+  destroy(): void {
+    this.#closed = true;
+    for (const list of [...this.#idle.values()]) for (const c of [...list]) c.destroy();
+    this.#idle.clear();
+  }
+}
