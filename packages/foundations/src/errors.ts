@@ -20,6 +20,8 @@ export const FND_ERR = {
   RESTART: 'FND_ERR_RESTART',
   /** A listening socket could not be inherited or opened. */
   LISTEN: 'FND_ERR_LISTEN',
+  /** A worker process could not start, or the worker environment is malformed. */
+  WORKERS: 'FND_ERR_WORKERS',
 } as const;
 
 export type FoundationsErrorCode = (typeof FND_ERR)[keyof typeof FND_ERR];

@@ -72,17 +72,27 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
   await runService({
     info,
     settings: buildSettingsSchema(def.settings ?? {}, def.name),
-    async main({ settings }) {
+    async main({ settings, telemetry }) {
       const typed = normalizeSettings(settings as AppSettings);
       const sandbox = typed.security.syscall_sandboxing;
       // With the sandbox on, Node starts again (same PID) with io_uring refused before anything
       // is opened: seccomp cannot see what is submitted through a ring (docs/security.md).
       if (sandbox.enabled) (await import('foundations/security')).denyIoUringFromSettings(sandbox);
+      // `workers: N > 1` (docs/workers.md): this process supervises N workers, each of which
+      // comes back here with a worker role and runs the app below on the shared sockets.
+      const workers = await import('foundations/workers');
+      const role = workers.workerRole();
+      const count = workers.workerCount(typed.workers);
+      if (role === null && count > 1) {
+        const { runSupervisor } = await import('./workers/supervisor.ts');
+        return runSupervisor({ info, settings: typed, count, server: telemetry?.server ?? null });
+      }
       let proxy: Awaited<ReturnType<typeof startProxy>> | undefined;
       // Graceful restarts and draining (foundations/restart, docs/restarts.md): endpoints on
       // inherited sockets, the app's state across, and on a restart request or SIGTERM/SIGINT
-      // stop accepting, drain for restart.drain_timeout and exit.
-      const lifecycle = startLifecycle({
+      // stop accepting, drain for restart.drain_timeout and exit. A worker drains the same way,
+      // on SIGTERM or when its supervisor says so; restarts go through the supervisor.
+      const lifecycleOptions: Parameters<typeof startLifecycle>[0] = {
         info,
         settings: typed.restart,
         stateForRestart: () => proxy?.runtime.hooks.stateForRestart?.(),
@@ -100,19 +110,32 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
         },
         beforeExit: () => proxy?.runtime.audit.close(),
         log: (level, msg, fields) => log[level](msg, fields),
-      });
+      };
+      const worker = role === null ? null : await workers.startWorkerLifecycle(lifecycleOptions, role);
+      const lifecycle = worker?.lifecycle ?? startLifecycle(lifecycleOptions);
       try {
         proxy = await startProxy(app, typed, {
-          restoredState: lifecycle.restoredState ?? null,
+          // A worker gets its own state from the supervisor; a single process is worker 0.
+          restoredState: worker
+            ? (lifecycle.restoredState ?? null)
+            : workers.workerState(lifecycle.restoredState, 0),
           listeners: lifecycle.listeners,
         });
         // Every listener is open: from here on the process only needs the syscalls of a Node
         // network service, file writes (audit, restart socket) and child processes (restarts).
         if (sandbox.enabled) {
-          const report = (await import('foundations/security')).applySandboxFromSettings(sandbox);
+          const security = await import('foundations/security');
+          // A worker never spawns (its supervisor restarts and respawns): no CHILD_PROCESS.
+          const lists = worker ? [security.NODE_SERVICE, security.FS_WRITE] : security.DEFAULT_SERVICE_LISTS;
+          const report = security.applySandboxFromSettings(sandbox, lists);
           log.info('syscall sandbox on', { ...report });
         }
         await lifecycle.ready();
+        const running = proxy;
+        worker?.channel.serve(lifecycle, {
+          metrics: async () => (await import('foundations/telemetry')).metricsAsJson(),
+          state: () => running.runtime.hooks.stateForRestart?.() ?? null,
+        });
       } catch (e) {
         lifecycle.failed(e); // the restarter waiting on this start-up learns why it failed
         throw e;

@@ -12,6 +12,7 @@ import { restartSettings } from 'foundations/restart';
 import { SecuritySettings } from 'foundations/security';
 import { type Infer, s } from 'foundations/settings';
 import { TelemetrySettings } from 'foundations/telemetry';
+import { WorkersSetting } from 'foundations/workers';
 import type { z } from 'zod';
 import { DnsSettings } from './dns/settings.ts';
 import { DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
@@ -90,6 +91,7 @@ export type AuditSettings = Infer<typeof AuditSettings>;
 const rootFields = {
   telemetry: TelemetrySettings,
   endpoints: s.map('Listening endpoints by name.', EndpointSettings, { main: {} }),
+  workers: WorkersSetting,
   egress: EgressSettings,
   restart: restartSettings('oxy'),
   audit: AuditSettings,

@@ -19,6 +19,7 @@ import { generateYaml } from '../settings/generate.ts';
 import { formatIssue, mergeSources, parseSettings, readYamlFile, SettingsError } from '../settings/load.ts';
 import { type Infer, settingsNode } from '../settings/schema.ts';
 import { initTelemetry, type Telemetry, type TelemetrySettingsValue } from '../telemetry/index.ts';
+import { isWorkerProcess } from '../workers/role.ts';
 
 /** An app-defined command-line option, in `node:util` `parseArgs` style plus help text. */
 export interface AppOption {
@@ -279,7 +280,10 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
   let telemetry: Telemetry | null = null;
   try {
     if (settings.telemetry !== undefined) {
-      telemetry = await initTelemetry(spec.info, settings.telemetry as TelemetrySettingsValue);
+      const value = settings.telemetry as TelemetrySettingsValue;
+      // A worker's metrics and health are served by its supervisor's telemetry server.
+      const own = isWorkerProcess() ? { ...value, server: { ...value.server, enabled: false } } : value;
+      telemetry = await initTelemetry(spec.info, own);
     }
     await spec.main({
       settings: command.settings,

@@ -18,6 +18,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import util from 'node:util';
 import { FND_ERR, FoundationsError } from '../errors.ts';
 import { formatListenAddr, type ListenAddr } from '../settings/net.ts';
 import { type InheritedSocket, sameListenAddr, socketAddressOfFd } from './inherited.ts';
@@ -28,7 +29,10 @@ export interface ActiveListener {
   readonly name: string;
   /** The address actually bound (port 0 replaced by the real port). */
   readonly addr: ListenAddr;
-  readonly server: net.Server;
+  /** The server accepting on it; null for a socket only held (`Listeners.hold`) for workers. */
+  readonly server: net.Server | null;
+  /** The listening descriptor, handed on at a restart. */
+  readonly fd: number;
   /** Where it came from: inherited from systemd or the previous process, or bound here. */
   readonly origin: 'systemd' | 'handover' | 'bound';
 }
@@ -110,9 +114,35 @@ export class Listeners {
       });
     }
     const bound = boundAddr(server, addr);
-    this.#active.push({ name, addr: bound, server, origin: inherited ? inherited.source : 'bound' });
+    this.#active.push({
+      name,
+      addr: bound,
+      server,
+      fd: serverFd(server),
+      origin: inherited ? inherited.source : 'bound',
+    });
     if (!opts.untracked) server.on('connection', (socket: net.Socket) => this.#track(socket));
     return server;
+  }
+
+  /**
+   * Claims endpoint `name`'s socket for a process that does not accept on it itself (a
+   * supervisor whose worker processes do): an inherited socket as it is, else a TCP or Unix
+   * socket bound at `addr` that no event loop here polls. It is not listening yet; the first
+   * worker's `listen({ fd })` makes it listen, and it keeps listening (its accept queue too)
+   * for as long as this process holds it, workers coming and going. Recorded with
+   * `server: null`, so a restart hands it on like any other. Throws `FND_ERR_LISTEN`.
+   */
+  async hold(name: string, addr: ListenAddr): Promise<ActiveListener> {
+    const inherited = this.#claim(name, addr);
+    let held: ActiveListener;
+    if (inherited) {
+      held = { name, addr: inherited.addr ?? addr, server: null, fd: inherited.fd, origin: inherited.source };
+    } else {
+      held = { name, ...(await bindUnpolled(name, addr)), server: null, origin: 'bound' };
+    }
+    this.#active.push(held);
+    return held;
   }
 
   /** Stops accepting on every listener; the kernel sockets stay open in any process we handed them to. */
@@ -120,7 +150,7 @@ export class Listeners {
     for (const l of this.#active) {
       // net.Server.prototype.close, not http.Server#close: the latter also closes idle
       // keep-alive connections, racing with clients that are sending their next request.
-      if (l.server.listening) net.Server.prototype.close.call(l.server);
+      if (l.server?.listening) net.Server.prototype.close.call(l.server);
     }
   }
 
@@ -151,6 +181,58 @@ export class Listeners {
       this.#sockets.delete(socket);
       token?.done();
     });
+  }
+}
+
+/** What Node's `net._createServerHandle` returns: a bound libuv handle, not polled until `listen`. */
+interface BoundHandle {
+  readonly fd: number;
+  getsockname?(out: { address?: string; port?: number }): number;
+}
+
+/**
+ * Binds without listening or polling. Node has no public call for that; `net._createServerHandle`
+ * is what Node's own cluster module uses for the same purpose (`SCHED_NONE`). The handle is kept
+ * referenced by the caller's `ActiveListener` only through its fd, and never closed here: the
+ * socket lives as long as the process.
+ */
+async function bindUnpolled(name: string, addr: ListenAddr): Promise<{ addr: ListenAddr; fd: number }> {
+  const create = (net as unknown as { _createServerHandle?: (...a: unknown[]) => BoundHandle | number })
+    ._createServerHandle;
+  const where = `endpoint "${name}" (${formatListenAddr(addr)})`;
+  if (typeof create !== 'function')
+    throw new FoundationsError(FND_ERR.LISTEN, `${where}: this Node cannot bind without listening`);
+  if (addr.kind === 'unix') {
+    const existing = fs.lstatSync(addr.path, { throwIfNoEntry: false });
+    if (existing?.isSocket() && !(await unixSocketLive(addr.path))) fs.rmSync(addr.path, { force: true });
+  }
+  const handle =
+    addr.kind === 'tcp'
+      ? create(addr.host, addr.port, net.isIPv6(addr.host) ? 6 : 4, undefined, 0)
+      : create(addr.path, -1, -1, undefined, 0);
+  if (typeof handle === 'number') {
+    const code = errnoCode(handle);
+    throw new FoundationsError(FND_ERR.LISTEN, `${where}: cannot bind: ${code}`, {
+      userError: code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL',
+    });
+  }
+  keepAlive.push(handle); // a collected handle would close the descriptor
+  if (addr.kind === 'unix') return { addr, fd: handle.fd };
+  const out: { address?: string; port?: number } = {};
+  handle.getsockname?.(out);
+  return {
+    addr: { kind: 'tcp', host: out.address ?? addr.host, port: out.port ?? addr.port },
+    fd: handle.fd,
+  };
+}
+
+const keepAlive: BoundHandle[] = [];
+
+function errnoCode(negErrno: number): string {
+  try {
+    return util.getSystemErrorName(negErrno);
+  } catch {
+    return `errno ${-negErrno}`;
   }
 }
 

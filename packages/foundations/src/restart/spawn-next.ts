@@ -15,7 +15,7 @@ import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process'
 import type net from 'node:net';
 import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME, toChildReport } from './frames.ts';
 import { HANDOVER_ENV } from './inherited.ts';
-import { type ActiveListener, serverFd } from './listeners.ts';
+import type { ActiveListener } from './listeners.ts';
 
 /** The verdict on a new process. */
 export type NextOutcome =
@@ -36,7 +36,7 @@ export interface NextProcessOptions {
 
 /** Starts the new process and resolves when it reports ready, fails, exits or times out. */
 export function startNextProcess(opts: NextProcessOptions): Promise<NextOutcome> {
-  const fds = opts.listeners.map((l) => serverFd(l.server));
+  const fds = opts.listeners.map((l) => l.fd);
   const controlSlot = 3 + fds.length;
   const handover = {
     control: controlSlot,

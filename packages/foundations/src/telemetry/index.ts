@@ -41,7 +41,7 @@ export {
   type MetricGroup,
   type MetricSpec,
 } from './metrics/define.ts';
-export { renderMetrics } from './metrics/registry.ts';
+export { METRICS_CONTENT_TYPE, metricsAsJson, renderMetrics } from './metrics/registry.ts';
 export type { RouteHandler, TelemetryRequest, TelemetryResponse } from './server/server.ts';
 export { TelemetryServer } from './server/server.ts';
 export * from './settings.ts';

@@ -45,3 +45,12 @@ export async function renderMetrics(): Promise<string> {
   if (proc === '') return app;
   return `${app.endsWith('\n') ? app : `${app}\n`}${proc}`;
 }
+
+/**
+ * All metrics as prom-client's JSON (`Registry#getMetricsAsJSON`), application metrics first:
+ * what a worker process sends its supervisor, which aggregates them (`foundations/workers`).
+ */
+export async function metricsAsJson(): Promise<unknown[]> {
+  const [app, proc] = await Promise.all([appRegistry.getMetricsAsJSON(), processRegistry.getMetricsAsJSON()]);
+  return [...app, ...proc];
+}

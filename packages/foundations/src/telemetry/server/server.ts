@@ -82,8 +82,11 @@ export class TelemetryServer {
     return `http://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
   }
 
-  /** Adds a route. Throws when `method path` is already routed. */
-  addRoute(method: string, path: string, handler: RouteHandler): void {
+  /**
+   * Adds a route. Throws when `method path` is already routed, unless `replace` is set (e.g. a
+   * supervisor serving its workers' `/metrics` and `/health` instead of its own).
+   */
+  addRoute(method: string, path: string, handler: RouteHandler, opts: { replace?: boolean } = {}): void {
     const m = method.toUpperCase();
     if (!path.startsWith('/'))
       throw new FoundationsError(FND_ERR.TELEMETRY, `route path "${path}" must start with "/"`);
@@ -92,7 +95,7 @@ export class TelemetryServer {
       byMethod = new Map();
       this.#routes.set(path, byMethod);
     }
-    if (byMethod.has(m))
+    if (byMethod.has(m) && opts.replace !== true)
       throw new FoundationsError(FND_ERR.TELEMETRY, `route ${m} ${path} is already defined`);
     byMethod.set(m, handler);
   }
