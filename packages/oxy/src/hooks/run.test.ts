@@ -13,7 +13,8 @@ test('methods of class instances (on the prototype) and plain objects are found 
     }
   }
   const h = resolveHooks({ ingress: new Gate() });
-  assert.equal((h.ingressConnection?.({} as IngressContext) as IngressDecision).kind, 'block');
+  assert.ok(h.ingressConnection);
+  assert.equal((h.ingressConnection({} as IngressContext) as IngressDecision).kind, 'block');
   assert.equal(h.ingressConnectionClose, null);
   assert.equal(h.egressConnection, null);
 });
