@@ -116,6 +116,7 @@ static napi_value init(napi_env env, napi_value exports) {
   register_tun(env, exports);
   register_sock(env, exports);
   register_poll(env, exports);
+  register_splice(env, exports);
   return exports;
 }
 

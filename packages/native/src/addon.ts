@@ -37,10 +37,21 @@ export interface Addon {
     cb: (kind: number, value: unknown) => void,
   ): PollHandle;
   pollControl(handle: PollHandle, op: number, flag: boolean): void;
+  spliceStart(
+    fd0: number,
+    fd1: number,
+    pipeSize: number,
+    cb: (kind: number, bytes0to1: number, bytes1to0: number, errno: number, side: number) => void,
+  ): SpliceHandle;
+  spliceBytes(handle: SpliceHandle): [number, number];
+  spliceStop(handle: SpliceHandle): void;
 }
 
 /** An opaque uv_poll handle owned by the addon. */
 export type PollHandle = { readonly __pollHandle: unique symbol };
+
+/** An opaque splicer owned by the addon (src/splice.c). */
+export type SpliceHandle = { readonly __spliceHandle: unique symbol };
 
 function load(): Addon {
   if (process.platform !== 'linux') {

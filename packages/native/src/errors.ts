@@ -19,6 +19,7 @@ export type NativeOperation =
   | 'fd-passing'
   | 'exec'
   | 'poll'
+  | 'splice'
   | 'netns';
 
 /** An errno raised by the addon, or the addon being unavailable. */

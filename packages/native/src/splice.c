@@ -1,0 +1,322 @@
+/*
+ * Kernel splicing of two connected stream sockets: bytes move socket → pipe → socket with
+ * splice(2) and never enter user space (nor JS). Driven by uv_poll on the event loop.
+ *
+ * The caller hands over two socket descriptors it keeps owning (Node's net.Socket handles);
+ * the splicer works on its own duplicates (F_DUPFD_CLOEXEC), so libuv's watcher of the
+ * original descriptor and ours never share an epoll registration. The caller must have
+ * stopped reading the originals (and must not write to them) for as long as the splice runs.
+ *
+ * Each direction has its own pipe, made on the first byte (an idle tunnel costs no pipe).
+ * Per direction: read src → pipe; drain pipe → dst; when dst is full, stop reading src and
+ * wait for dst to be writable; on EOF from src (once the pipe is empty) shutdown(dst, SHUT_WR),
+ * so half-close is carried across. The splice ends when both directions have shut (kind 0) or
+ * at the first error (kind 1, with the errno and the side whose descriptor raised it).
+ *
+ * JS callback: cb(kind, bytes0to1, bytes1to0, errno, side), called once; by then the splicer
+ * has closed its duplicates and pipes. spliceBytes(h) reads the counters at any time;
+ * spliceStop(h) ends it without a callback.
+ *
+ * Lifetime as in poll.c: freed once both uv handles have closed and the external is finalised.
+ */
+#define _GNU_SOURCE
+#include "native.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+/* Bytes moved per direction per wakeup before yielding to the loop (fairness between tunnels). */
+#define ROUND_BYTES (4u << 20)
+
+typedef struct {
+  int src, dst;    /* side indices */
+  int pr, pw;      /* pipe ends, -1 until the first byte */
+  size_t inpipe;   /* bytes read into the pipe, not yet written out */
+  uint64_t bytes;  /* bytes read from src */
+  bool eof, shut, blocked;
+} dir_t;
+
+typedef struct {
+  uv_poll_t poll[2];
+  int fd[2];
+  int events[2];
+  dir_t dir[2]; /* dir[i]: side i → side 1-i */
+  napi_env env;
+  napi_ref cb;
+  napi_async_context actx;
+  int pipe_size;
+  int uv_open; /* uv handles not yet closed */
+  bool closing, finalized;
+} splicer_t;
+
+static void free_if_done(splicer_t *s) {
+  if (s->finalized && s->uv_open == 0) free(s);
+}
+
+static void on_uv_close(uv_handle_t *h) {
+  splicer_t *s = h->data;
+  s->uv_open--;
+  free_if_done(s);
+}
+
+/* Stops polling, closes duplicates and pipes. Idempotent. */
+static void splicer_close(splicer_t *s) {
+  if (s->closing) return;
+  s->closing = true;
+  for (int i = 0; i < 2; i++) {
+    uv_poll_stop(&s->poll[i]);
+    uv_close((uv_handle_t *)&s->poll[i], on_uv_close);
+    close(s->fd[i]);
+    if (s->dir[i].pr >= 0) close(s->dir[i].pr);
+    if (s->dir[i].pw >= 0) close(s->dir[i].pw);
+    s->dir[i].pr = s->dir[i].pw = -1;
+  }
+  if (s->actx) napi_async_destroy(s->env, s->actx);
+  s->actx = NULL;
+}
+
+static void finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  splicer_t *s = data;
+  s->finalized = true;
+  splicer_close(s);
+  if (s->cb) napi_delete_reference(env, s->cb);
+  s->cb = NULL;
+  free_if_done(s);
+}
+
+/* Ends the splice and tells JS: kind 0 done, 1 error. */
+static void finish(splicer_t *s, int kind, int err, int side) {
+  napi_env env = s->env;
+  napi_handle_scope scope;
+  napi_value cb, recv, argv[5], ignored;
+  napi_async_context actx = s->actx;
+  s->actx = NULL; /* kept alive for the callback below */
+  splicer_close(s);
+  if (!s->cb || napi_open_handle_scope(env, &scope) != napi_ok) {
+    if (actx) napi_async_destroy(env, actx);
+    return;
+  }
+  if (napi_get_reference_value(env, s->cb, &cb) == napi_ok && napi_get_global(env, &recv) == napi_ok &&
+      napi_create_int32(env, kind, &argv[0]) == napi_ok &&
+      napi_create_double(env, (double)s->dir[0].bytes, &argv[1]) == napi_ok &&
+      napi_create_double(env, (double)s->dir[1].bytes, &argv[2]) == napi_ok &&
+      napi_create_int32(env, err, &argv[3]) == napi_ok && napi_create_int32(env, side, &argv[4]) == napi_ok) {
+    napi_delete_reference(env, s->cb);
+    s->cb = NULL;
+    if (napi_make_callback(env, actx, recv, cb, 5, argv, &ignored) == napi_pending_exception) {
+      napi_value e;
+      if (napi_get_and_clear_last_exception(env, &e) == napi_ok) napi_fatal_exception(env, e);
+    }
+  }
+  napi_close_handle_scope(env, scope);
+  if (actx) napi_async_destroy(env, actx);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+static void update_events(splicer_t *s, int i) {
+  int ev = 0;
+  if (!s->dir[i].eof && !s->dir[i].blocked && s->dir[i].inpipe == 0) ev |= UV_READABLE;
+  if (s->dir[1 - i].blocked) ev |= UV_WRITABLE;
+  if (ev == s->events[i]) return;
+  s->events[i] = ev;
+  if (ev) uv_poll_start(&s->poll[i], ev, on_poll);
+  else uv_poll_stop(&s->poll[i]);
+}
+
+/* Moves what it can in direction d. Returns 0, or an errno with *side set to the side at fault. */
+static int pump(splicer_t *s, dir_t *d, int *side) {
+  size_t moved = 0;
+  for (;;) {
+    while (d->inpipe > 0) {
+      ssize_t n = splice(d->pr, NULL, s->fd[d->dst], NULL, d->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {
+          d->blocked = true;
+          return 0;
+        }
+        *side = d->dst;
+        return errno;
+      }
+      d->inpipe -= (size_t)n;
+    }
+    d->blocked = false;
+    if (d->eof) {
+      if (!d->shut) {
+        d->shut = true;
+        if (shutdown(s->fd[d->dst], SHUT_WR) < 0 && errno != ENOTCONN) {
+          *side = d->dst;
+          return errno;
+        }
+      }
+      return 0;
+    }
+    if (moved >= ROUND_BYTES) return 0; /* level-triggered: the loop calls again */
+    if (d->pr < 0) {
+      int p[2];
+      if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
+        *side = -1;
+        return errno;
+      }
+      d->pr = p[0];
+      d->pw = p[1];
+      if (s->pipe_size > 0) (void)fcntl(d->pw, F_SETPIPE_SZ, s->pipe_size); /* best effort */
+    }
+    ssize_t n = splice(s->fd[d->src], NULL, d->pw, NULL, s->pipe_size > 0 ? (size_t)s->pipe_size : 65536,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return 0;
+      *side = d->src;
+      return errno;
+    }
+    if (n == 0) {
+      d->eof = true;
+      continue;
+    }
+    d->inpipe = (size_t)n;
+    d->bytes += (uint64_t)n;
+    moved += (size_t)n;
+  }
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  splicer_t *s = h->data;
+  int i = h == &s->poll[0] ? 0 : 1;
+  int side = i, err = 0;
+  if (s->closing) return;
+  if (status < 0) {
+    /* libuv reports EPOLLERR as UV_EBADF: the socket's own error says what happened. */
+    int e = 0;
+    socklen_t len = sizeof e;
+    if (getsockopt(s->fd[i], SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e == 0) e = -status;
+    finish(s, 1, e, i);
+    return;
+  }
+  if (events & UV_WRITABLE) err = pump(s, &s->dir[1 - i], &side);
+  if (!err && (events & UV_READABLE)) err = pump(s, &s->dir[i], &side);
+  if (err) {
+    finish(s, 1, err, side);
+    return;
+  }
+  if (s->dir[0].shut && s->dir[1].shut) {
+    finish(s, 0, 0, -1);
+    return;
+  }
+  update_events(s, 0);
+  update_events(s, 1);
+}
+
+/* spliceStart(fd0, fd1, pipeSize, cb): external handle. The descriptors stay the caller's. */
+static napi_value splice_start(napi_env env, napi_callback_info info) {
+  napi_value argv[4], out, name;
+  int32_t fd0, fd1, pipe_size;
+  uv_loop_t *loop;
+  if (!get_args(env, info, 4, argv, NULL) || !arg_int32(env, argv[0], &fd0) || !arg_int32(env, argv[1], &fd1) ||
+      !arg_int32(env, argv[2], &pipe_size))
+    return NULL;
+  if (fd0 < 0 || fd1 < 0 || fd0 == fd1 || pipe_size < 0 || pipe_size > (1 << 24)) {
+    throw_type(env, "invalid descriptors or pipe size");
+    return NULL;
+  }
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
+  splicer_t *s = calloc(1, sizeof *s);
+  if (!s) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  s->env = env;
+  s->pipe_size = pipe_size;
+  s->fd[0] = fcntl(fd0, F_DUPFD_CLOEXEC, 3);
+  s->fd[1] = s->fd[0] < 0 ? -1 : fcntl(fd1, F_DUPFD_CLOEXEC, 3);
+  if (s->fd[1] < 0) {
+    int e = errno;
+    if (s->fd[0] >= 0) close(s->fd[0]);
+    free(s);
+    throw_errno(env, e, "fcntl", "duplicating a socket descriptor to splice it");
+    return NULL;
+  }
+  for (int i = 0; i < 2; i++) {
+    s->dir[i].src = i;
+    s->dir[i].dst = 1 - i;
+    s->dir[i].pr = s->dir[i].pw = -1;
+  }
+  for (int i = 0; i < 2; i++) {
+    int rc = uv_poll_init(loop, &s->poll[i], s->fd[i]);
+    if (rc < 0) {
+      if (i == 1) {
+        s->uv_open = 1;
+        s->finalized = true;
+        s->poll[0].data = s;
+        close(s->fd[1]);
+        s->fd[1] = -1;
+        uv_close((uv_handle_t *)&s->poll[0], on_uv_close);
+        close(s->fd[0]);
+      } else {
+        close(s->fd[0]);
+        close(s->fd[1]);
+        free(s);
+      }
+      throw_errno(env, -rc, "uv_poll_init", "watching a socket to splice it");
+      return NULL;
+    }
+    s->poll[i].data = s;
+    s->uv_open++;
+  }
+  if (napi_create_reference(env, argv[3], 1, &s->cb) != napi_ok ||
+      napi_create_string_utf8(env, "native:splice", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, NULL, name, &s->actx) != napi_ok ||
+      napi_create_external(env, s, finalize, NULL, &out) != napi_ok) {
+    splicer_close(s);
+    if (s->cb) napi_delete_reference(env, s->cb);
+    s->finalized = true;
+    return NULL;
+  }
+  update_events(s, 0);
+  update_events(s, 1);
+  return out;
+}
+
+static splicer_t *get_splicer(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) throw_type(env, "expected a splice handle");
+  return p;
+}
+
+/* spliceBytes(h): [bytes0to1, bytes1to0]. */
+static napi_value splice_bytes(napi_env env, napi_callback_info info) {
+  napi_value argv[1], arr, v;
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  splicer_t *s = get_splicer(env, argv[0]);
+  if (!s || napi_create_array_with_length(env, 2, &arr) != napi_ok) return NULL;
+  for (uint32_t i = 0; i < 2; i++) {
+    if (napi_create_double(env, (double)s->dir[i].bytes, &v) != napi_ok || napi_set_element(env, arr, i, v) != napi_ok)
+      return NULL;
+  }
+  return arr;
+}
+
+/* spliceStop(h): ends the splice now, without a callback. */
+static napi_value splice_stop(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  splicer_t *s = get_splicer(env, argv[0]);
+  if (!s) return NULL;
+  splicer_close(s);
+  if (s->cb) napi_delete_reference(env, s->cb);
+  s->cb = NULL;
+  return make_undefined(env);
+}
+
+void register_splice(napi_env env, napi_value exports) {
+  set_fn(env, exports, "spliceStart", splice_start);
+  set_fn(env, exports, "spliceBytes", splice_bytes);
+  set_fn(env, exports, "spliceStop", splice_stop);
+}

@@ -1,0 +1,147 @@
+/**
+ * Kernel splicing between two real TCP connections on loopback: the middle ends (accepted with
+ * `pauseOnConnect`, so Node never reads them) are spliced; the outer ends talk as if connected
+ * to each other. Sizes from 1 byte to 64 MiB, half-close both ways, reset, stop.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import net from 'node:net';
+import { after, before, test } from 'node:test';
+import { FdSplice, type SpliceEnd } from 'native';
+
+let server: net.Server;
+const accepted: net.Socket[] = [];
+const waiters: ((s: net.Socket) => void)[] = [];
+
+before(async () => {
+  server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => {
+    const w = waiters.shift();
+    if (w) w(s);
+    else accepted.push(s);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+});
+after(() => {
+  for (const s of accepted) s.destroy();
+  server.close();
+});
+
+async function pair(): Promise<{ outer: net.Socket; inner: net.Socket }> {
+  const port = (server.address() as net.AddressInfo).port;
+  const inner = new Promise<net.Socket>((resolve) => {
+    const s = accepted.shift();
+    if (s) resolve(s);
+    else waiters.push(resolve);
+  });
+  const outer = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  await once(outer, 'connect');
+  return { outer, inner: await inner };
+}
+
+function fdOf(s: net.Socket): number {
+  return (s as unknown as { _handle: { fd: number } })._handle.fd;
+}
+
+/** Two outer sockets joined through a splice of their inner ends. */
+async function joined(): Promise<{
+  a: net.Socket;
+  b: net.Socket;
+  splice: FdSplice;
+  end: Promise<SpliceEnd>;
+  inners: net.Socket[];
+}> {
+  const x = await pair();
+  const y = await pair();
+  let done!: (e: SpliceEnd) => void;
+  const end = new Promise<SpliceEnd>((r) => {
+    done = r;
+  });
+  const splice = new FdSplice(fdOf(x.inner), fdOf(y.inner), done);
+  return { a: x.outer, b: y.outer, splice, end, inners: [x.inner, y.inner] };
+}
+
+function collect(s: net.Socket): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  s.on('data', (d: Buffer) => parts.push(d));
+  return once(s, 'end').then(() => Buffer.concat(parts));
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+for (const size of [1, 65537, 64 * 2 ** 20]) {
+  test(`moves ${size} bytes each way and carries half-close both ways`, async () => {
+    const { a, b, end, inners } = await joined();
+    const up = randomBytes(size);
+    const down = randomBytes(size);
+    const atB = collect(b);
+    const atA = collect(a);
+    a.end(up); // FIN from a: b sees end, the other direction goes on
+    const gotB = await atB;
+    assert.equal(gotB.length, size);
+    assert.equal(sha(gotB), sha(up));
+    b.end(down);
+    const gotA = await atA;
+    assert.equal(sha(gotA), sha(down));
+    const r = await end;
+    assert.equal(r.error, undefined);
+    assert.equal(r.bytes0to1, size);
+    assert.equal(r.bytes1to0, size);
+    for (const s of [a, b, ...inners]) s.destroy();
+  });
+}
+
+test('the other side may close first', async () => {
+  const { a, b, end, inners } = await joined();
+  const atA = collect(a);
+  b.end('from b');
+  assert.equal((await atA).toString(), 'from b');
+  const atB = collect(b);
+  a.end('from a');
+  assert.equal((await atB).toString(), 'from a');
+  const r = await end;
+  assert.equal(r.error, undefined);
+  assert.deepEqual([r.bytes0to1, r.bytes1to0], [6, 6]);
+  for (const s of [a, b, ...inners]) s.destroy();
+});
+
+test('a reset ends the splice with an error naming the side', async () => {
+  const { a, b, end, inners } = await joined();
+  a.write('x');
+  await once(b, 'data');
+  a.resetAndDestroy();
+  const r = await end;
+  assert.ok(r.error, 'an error');
+  assert.equal(r.side, 0);
+  assert.match(r.error.code, /^NATIVE_ERR_(ECONNRESET|EPIPE)$/);
+  assert.equal(r.bytes0to1, 1);
+  for (const s of [b, ...inners]) s.destroy();
+});
+
+test('bytes() counts while running; stop() ends without a callback', async () => {
+  const { a, b, splice, end, inners } = await joined();
+  a.write('12345');
+  await once(b, 'data');
+  assert.deepEqual(splice.bytes(), [5, 0]);
+  assert.equal(splice.running, true);
+  let called = false;
+  void end.then(() => {
+    called = true;
+  });
+  assert.deepEqual(splice.stop(), [5, 0]);
+  assert.equal(splice.running, false);
+  assert.deepEqual(splice.stop(), [0, 0]);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(called, false);
+  for (const s of [a, b, ...inners]) s.destroy();
+});
+
+test('bad arguments are a TypeError', () => {
+  assert.throws(() => new FdSplice(-1, 5, () => {}), TypeError);
+  assert.throws(() => new FdSplice(7, 7, () => {}), TypeError);
+});
+
+test('a descriptor that is not open is refused with a named error', () => {
+  assert.throws(() => new FdSplice(100000 - 1, 100000 - 2, () => {}), /NATIVE_ERR_EBADF|refused/);
+});
