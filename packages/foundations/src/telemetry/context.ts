@@ -12,17 +12,21 @@
  *
  * Sampling: the decision is taken when a trace starts (a root span, a fork, or a stitch with
  * no upstream decision), with the ratio of `withSamplingRatio` if a branch set one, else
- * `telemetry.tracing.sampling_ratio`. Spans inside an unsampled trace cost no OTel object.
+ * `telemetry.tracing.sampling_ratio`. Spans inside an unsampled trace cost no OTel object, nor
+ * do sampled ones while no span processor (exporter or test capture) is attached: such a trace
+ * keeps its ids and sampled flag (for logs and `traceparent`) but records nothing.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { type Link, type Span, type SpanContext, SpanStatusCode, TraceFlags } from '@opentelemetry/api';
 import { LEVELS, LogScope } from './log/logger.ts';
 import {
+  bareSampledSpanContext,
   defaultSamplingRatio,
   formatTraceparent,
   parseTraceparent,
   sample,
   setOtelErrorSink,
+  spansObserved,
   startOtelSpan,
   tracingEnabled,
   unsampledSpanContext,
@@ -273,43 +277,51 @@ function unsampled(traceId?: string): TraceState {
   return { span: null, sc: unsampledSpanContext(traceId) };
 }
 
+/** A sampled span: recording when someone observes spans, else only its ids. Null: tracing off. */
+function startSampled(name: string, parent: SpanContext | null, links: Link[]): TraceState | null {
+  if (!spansObserved()) return { span: null, sc: bareSampledSpanContext(parent) };
+  const span = startOtelSpan(name, parent, links);
+  return span === null ? null : state(span);
+}
+
+function isSampled(t: TraceState | null): t is TraceState {
+  return t !== null && (t.sc.traceFlags & TraceFlags.SAMPLED) !== 0;
+}
+
 /** Starts one pending span on top of `current`; returns the new trace state. */
 function begin(p: PendingSpan, current: TraceState | null, ratio: number | null): TraceState | null {
   if (!tracingEnabled()) return current;
   switch (p.kind) {
     case 'child': {
       if (current !== null) {
-        if (current.span === null) return current; // unsampled: no span object at all
+        if (current.span === null) return current; // unsampled or unobserved: no span object
         const span = startOtelSpan(p.name, current.sc, []);
         if (span !== null && p.attributes !== undefined) span.setAttributes(p.attributes);
         return span === null ? current : state(span);
       }
       if (!sample(ratio ?? defaultSamplingRatio())) return unsampled();
-      const root = startOtelSpan(p.name, null, []);
-      if (root !== null && p.attributes !== undefined) root.setAttributes(p.attributes);
-      return root === null ? current : state(root);
+      const root = startSampled(p.name, null, []);
+      if (root?.span != null && p.attributes !== undefined) root.span.setAttributes(p.attributes);
+      return root ?? current;
     }
     case 'fork': {
-      const parentSampled = current !== null && current.span !== null;
+      const parentSampled = isSampled(current);
       const decision =
         p.sampled ??
         (ratio !== null ? sample(ratio) : current !== null ? parentSampled : sample(defaultSamplingRatio()));
       if (!decision) return unsampled();
       const links = parentSampled ? [{ context: current.sc }, ...p.links] : p.links;
-      const span = startOtelSpan(p.name, null, links);
-      return span === null ? current : state(span);
+      return startSampled(p.name, null, links) ?? current;
     }
     case 'stitch': {
       const remote = parseTraceparent(p.traceparent);
       if (remote === null) {
         if (!(p.sampled ?? sample(ratio ?? defaultSamplingRatio()))) return unsampled();
-        const root = startOtelSpan(p.name, null, []);
-        return root === null ? current : state(root);
+        return startSampled(p.name, null, []) ?? current;
       }
       const decision = p.sampled ?? (remote.traceFlags & TraceFlags.SAMPLED) !== 0;
       if (!decision) return { span: null, sc: { ...remote, traceFlags: TraceFlags.NONE } };
-      const span = startOtelSpan(p.name, { ...remote, traceFlags: TraceFlags.SAMPLED }, []);
-      return span === null ? current : state(span);
+      return startSampled(p.name, { ...remote, traceFlags: TraceFlags.SAMPLED }, []) ?? current;
     }
   }
 }

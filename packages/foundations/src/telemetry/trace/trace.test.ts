@@ -237,6 +237,45 @@ describe('forked traces', () => {
   });
 });
 
+describe('unobserved tracing', () => {
+  it('creates no OTel span while no processor is attached, yet keeps "sampled" for logs and traceparent', async () => {
+    const cfg = defaultTelemetrySettings().tracing; // on, ratio 1, OTLP off: the defaults
+    await configureTracing(cfg, 'unobserved-test');
+    after(() => shutdownTracing());
+    let tp: string | undefined;
+    let childSpan: unknown;
+    let sampled = false;
+    TelemetryContext.current()
+      .withForkedTrace('connection')
+      .apply(() => {
+        TelemetryContext.current()
+          .withForkedTrace('request')
+          .apply(() => {
+            const ctx = TelemetryContext.current();
+            sampled = ctx.sampled;
+            assert.equal(ctx.span, null);
+            spanFn('child', () => {
+              childSpan = TelemetryContext.current().span;
+            })();
+            tp = currentTraceparent();
+          });
+      });
+    assert.equal(sampled, true);
+    assert.equal(childSpan, null);
+    assert.match(tp ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    // Attached again (a capture, an exporter): spans are recorded as before.
+    const tele = captureTelemetry({ samplingRatio: 1 });
+    TelemetryContext.current()
+      .withForkedTrace('observed')
+      .apply(() => undefined);
+    assert.deepEqual(
+      tele.spans().map((s) => s.name),
+      ['observed'],
+    );
+    tele.stop();
+  });
+});
+
 describe('OTLP export', () => {
   it('posts finished spans to the configured OTLP/HTTP endpoint', async () => {
     const bodies: { url: string | undefined; type: string | undefined; body: string }[] = [];

@@ -168,6 +168,23 @@ export function startOtelSpan(name: string, parent: SpanContext | null, links: L
   return tracer.startSpan(name, { links }, trace.setSpanContext(ROOT_CONTEXT, parent));
 }
 
+/**
+ * True when a recorded span would reach someone: an exporter or a test's capture processor.
+ * With none attached (tracing on, OTLP off: the default), sampled traces carry only their ids.
+ */
+export function spansObserved(): boolean {
+  return processors.size > 0;
+}
+
+/** A span context for a sampled trace whose spans nobody records: ids and the flag, no span object. */
+export function bareSampledSpanContext(parent: SpanContext | null): SpanContext {
+  return {
+    traceId: parent?.traceId ?? ids.generateTraceId(),
+    spanId: ids.generateSpanId(),
+    traceFlags: TraceFlags.SAMPLED,
+  };
+}
+
 /** A span context for a trace that is not sampled: valid ids, no span object. */
 export function unsampledSpanContext(traceId?: string): SpanContext {
   return {
