@@ -220,6 +220,12 @@ async function bindUnpolled(name: string, addr: ListenAddr): Promise<{ addr: Lis
   if (addr.kind === 'unix') return { addr, fd: handle.fd };
   const out: { address?: string; port?: number } = {};
   handle.getsockname?.(out);
+  if (!out.port) {
+    // libuv defers EADDRINUSE from bind to listen: an unbound socket here means bind failed.
+    (handle as { close?: () => void }).close?.();
+    keepAlive.pop();
+    throw new FoundationsError(FND_ERR.LISTEN, `${where}: cannot bind: EADDRINUSE`, { userError: true });
+  }
   return {
     addr: { kind: 'tcp', host: out.address ?? addr.host, port: out.port ?? addr.port },
     fd: handle.fd,

@@ -193,9 +193,10 @@ export class WorkerPool {
       }, this.#opts.readyTimeoutMs);
       child.on('error', (e) => settle(`cannot start: ${e.message}`));
       child.on('message', (m: FromWorker) => {
-        if (m?.type === 'ready') {
+        if (m?.type === 'hello') this.#send(child, { type: 'init', state });
+        else if (m?.type === 'ready') {
           slot.state = 'ready';
-          this.#opts.log('info', 'worker ready', { worker: slot.index, pid: child.pid });
+          this.#opts.log('info', 'worker ready', { worker: slot.index, worker_pid: child.pid });
           settle(null);
         } else if (m?.type === 'failed') {
           reason = m.reason;
@@ -211,12 +212,11 @@ export class WorkerPool {
         if (this.#draining) return;
         this.#opts.log('error', 'worker exited unexpectedly; respawning', {
           worker: slot.index,
-          pid: child.pid,
+          worker_pid: child.pid,
           exit: how,
         });
         this.#respawn(slot);
       });
-      this.#send(child, { type: 'init', state });
     });
   }
 

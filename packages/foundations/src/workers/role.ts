@@ -7,8 +7,8 @@
  * them: `{"index":0,"count":2,"listeners":[{"name":"main","addr":{…},"fd":4}]}`. The variable is
  * read once and removed from the environment, like the restart handover's.
  *
- * Messages (JSON over Node's IPC), supervisor → worker: `{type:'init',state}` first (the app's
- * restored state for this worker), then `{type:'request',id,what:'metrics'|'state'}` and
+ * Messages (JSON over Node's IPC): the worker says `{type:'hello'}` first; supervisor → worker:
+ * `{type:'init',state}` in answer (the app's restored state for this worker), then `{type:'request',id,what:'metrics'|'state'}` and
  * `{type:'drain'}`; worker → supervisor: `{type:'ready'}` or `{type:'failed',reason}` once,
  * then `{type:'reply',id,value}` / `{type:'reply',id,error}`.
  */
@@ -42,6 +42,7 @@ export type ToWorker =
 
 /** A message from a worker. */
 export type FromWorker =
+  | { readonly type: 'hello' }
   | { readonly type: 'ready' }
   | { readonly type: 'failed'; readonly reason: string }
   | { readonly type: 'reply'; readonly id: number; readonly value?: unknown; readonly error?: string };
@@ -146,6 +147,9 @@ export class WorkerChannel extends HandoverChannel {
         resolve(new WorkerChannel(m.state));
       };
       process.on('message', onMessage);
+      // Asked for, not pushed at spawn: a worker that re-executes itself early (the sandbox's
+      // io_uring denial) would lose a message its first image had already read.
+      process.send?.({ type: 'hello' } satisfies FromWorker, undefined, undefined, () => {});
     });
   }
 
