@@ -1,20 +1,12 @@
 /** The PSK example on a real proxy: private targets need the key, by IP and by name; public-looking ones do not. */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { startOxy } from 'oxy';
-import { connectTunnel, readBytes } from '../../packages/oxy/src/testing/clients.ts';
-import { startTcpEcho } from '../../packages/oxy/src/testing/peers.ts';
+import { connectTunnel, readBytes, startApp, startTcpEcho } from 'oxy/testing';
 import { app } from './app.ts';
 
 const echo = await startTcpEcho();
-after(() => echo.close());
-const proxy = await startOxy(app, {
-  telemetry: { server: { enabled: false }, logging: { verbosity: 'ERROR' } },
-  endpoints: { main: { addr: '127.0.0.1:0' } },
-  egress: { blocked_cidrs: [] },
-  restart: { enabled: false },
-});
-after(() => proxy.close());
+const proxy = await startApp(app);
+after(() => echo.close().then(() => proxy.stop()));
 
 test('a private address is blocked without the pre-shared key', async () => {
   for (const target of [echo.authority, `localhost:${echo.port}`]) {

@@ -46,13 +46,25 @@ export function openAudit(settings: AuditSettings): AuditSink {
   if (settings.output === 'off') return OFF;
   const stream =
     settings.output === 'stdout' ? process.stdout : fs.createWriteStream(settings.path, { flags: 'a' });
+  // `close()` runs after the drain destroyed the last connections, but a tunnel or request torn
+  // down that way writes its record a few ticks later: appended synchronously rather than
+  // written to the ended stream (which throws ERR_STREAM_WRITE_AFTER_END, uncaught).
+  let ended = false;
   return {
     enabled: true,
     write(record) {
-      stream.write(`${JSON.stringify(record)}\n`);
+      const line = `${JSON.stringify(record)}\n`;
+      if (!ended || stream === process.stdout) stream.write(line);
+      else
+        try {
+          fs.appendFileSync(settings.path, line);
+        } catch {
+          // Boundary: the sink is closed and its file is gone (removed after shutdown).
+        }
     },
     close() {
       if (stream === process.stdout) return Promise.resolve();
+      ended = true;
       return new Promise((resolve) => (stream as fs.WriteStream).end(resolve));
     },
   };

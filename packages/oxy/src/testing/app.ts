@@ -15,8 +15,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import type { OxyApp } from '../app.ts';
+import { defineApp, type OxyApp } from '../app.ts';
 import type { AuditRecord } from '../audit.ts';
+import type { Hooks } from '../hooks/run.ts';
 import { type RunningProxy, startOxy } from '../proxy.ts';
 import { HookRecorder } from './recorder.ts';
 
@@ -155,6 +156,14 @@ async function waitForRecords(
 }
 
 /**
+ * An app whose `start()` returns `hooks`: for tests of one behaviour that need no settings or
+ * ext of their own (`startApp(hooksApp({ egress: { ... } }))`).
+ */
+export function hooksApp(hooks: Hooks = {}, name = 'test'): OxyApp {
+  return defineApp({ name, version: '0.0.0', description: `${name} (hooks under test)`, start: () => hooks });
+}
+
+/**
  * Starts `app` in this process with test defaults and `options.settings` over them, recording
  * every hook call. Call `stop()` in `after()`.
  */
@@ -189,8 +198,9 @@ export async function startApp(
     stop() {
       stopped ??= (async () => {
         await proxy.close();
-        fs.rmSync(dir, { recursive: true, force: true });
-        if (handles === null) return;
+        // Removed last: connections torn down by close() append their audit records late.
+        const removeDir = (): void => fs.rmSync(dir, { recursive: true, force: true });
+        if (handles === null) return removeDir();
         // A closed handle is destroyed on a later tick: give the last ones a moment.
         const deadline = Date.now() + 2000;
         let leaks = handles.open();
@@ -199,6 +209,7 @@ export async function startApp(
           leaks = handles.open();
         }
         handles.stop();
+        removeDir();
         if (leaks.length > 0 || proxy.runtime.connections.size > 0) {
           const conns = proxy.runtime.connections.size;
           throw new Error(

@@ -3,6 +3,7 @@
  * (absolute-form requests, CONNECT over HTTP/1.1, CONNECT streams over HTTP/2) and a raw
  * socket for malformed input. Each waits for a real answer from the proxy; none mocks it.
  */
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import http from 'node:http';
 import http2 from 'node:http2';
@@ -193,5 +194,89 @@ export async function readBytes(stream: Duplex, n: number, timeoutMs = 5000): Pr
     }
     stream.on('data', onData);
     stream.on('end', onEnd);
+  });
+}
+
+/**
+ * Reads from `stream` until the text received so far (latin1) ends with `marker`, or matches it
+ * when it is a RegExp, and returns that text. Rejects when the stream ends first or after
+ * `timeoutMs` (default 5000). One listener for the whole read, so no chunk is lost between reads.
+ */
+export async function readUntil(stream: Duplex, marker: string | RegExp, timeoutMs = 5000): Promise<string> {
+  let text = '';
+  const done = (): boolean => (typeof marker === 'string' ? text.endsWith(marker) : marker.test(text));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => finish(new Error(`no ${String(marker)} before the timeout in: ${text}`)),
+      timeoutMs,
+    );
+    function finish(err?: Error): void {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('close', onEnd);
+      if (err) reject(err);
+      else resolve(text);
+    }
+    function onData(c: Buffer): void {
+      text += c.toString('latin1');
+      if (done()) finish();
+    }
+    function onEnd(): void {
+      finish(new Error(`the stream ended before ${String(marker)} in: ${text}`));
+    }
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    stream.on('close', onEnd);
+  });
+}
+
+/**
+ * Opens a plain TCP connection to the proxy and writes `bytes` (if any) once connected: for
+ * hand-written requests whose answer the test reads itself (`readBytes`, `readUntil`,
+ * {@link waitForClose}). Destroy it before stopping the app.
+ */
+export function rawConnect(proxy: ProxyAddress, bytes?: string | Buffer): net.Socket {
+  const { host, port } = split(proxy);
+  const socket = net.connect(port, host);
+  if (bytes !== undefined) socket.write(bytes);
+  return socket;
+}
+
+/** Resolves with the milliseconds it took once `socket` closes; rejects after `timeoutMs` (default 5000). */
+export async function waitForClose(socket: net.Socket | Duplex, timeoutMs = 5000): Promise<number> {
+  const t0 = performance.now();
+  if (socket.destroyed && (socket as { closed?: boolean }).closed) return 0;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`the socket stayed open for ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve(performance.now() - t0);
+    });
+  });
+}
+
+/** What a curl run gave. */
+export interface CurlResult {
+  /** curl's exit code (0 on success; e.g. 56 when a CONNECT is refused). */
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * Runs curl, the reference client, with `-sS --max-time` and `args` (e.g.
+ * `['-x', 'http://127.0.0.1:8080', '-p', url]`). Resolves with its exit code and output; never
+ * rejects, so a test can assert on a failing run.
+ */
+export function curl(args: readonly string[], timeoutMs = 10_000): Promise<CurlResult> {
+  return new Promise((resolve) => {
+    execFile('curl', ['-sS', '--max-time', String(timeoutMs / 1000), ...args], (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
+      resolve({ code, stdout, stderr });
+    });
   });
 }

@@ -14,6 +14,7 @@ export { type CapturedSpan, captureTelemetry, type TelemetryCapture } from 'foun
 export {
   type AppProcess,
   type AppUnderTest,
+  hooksApp,
   mergeSettings,
   type SettingsOverrides,
   type StartAppOptions,
@@ -30,16 +31,21 @@ export {
 } from './certs.ts';
 export {
   type ClientResponse,
+  type CurlResult,
   connectTunnel,
   connectTunnelH2,
+  curl,
   type H2Tunnel,
   type ProxyAddress,
   type ProxyRequestOptions,
   proxyRequest,
   type RawExchange,
+  rawConnect,
   rawExchange,
   readBytes,
+  readUntil,
   type Tunnel,
+  waitForClose,
 } from './clients.ts';
 export * from './dns-server.ts';
 export {
@@ -52,6 +58,7 @@ export {
 } from './hook-orders.ts';
 export {
   type HttpUpstream,
+  type HttpUpstreamOptions,
   type Peer,
   type Route,
   type RouteResponse,
@@ -59,6 +66,7 @@ export {
   startHoldOpenServer,
   startHttpUpstream,
   startTcpEcho,
+  startTcpServer,
   startTlsUpstream,
   type TcpPeer,
   type TlsUpstream,

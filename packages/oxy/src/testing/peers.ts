@@ -8,6 +8,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { type GeneratedCertificate, generateCertificate } from './certs.ts';
 
 /** A loopback server started for a test. */
@@ -99,6 +100,15 @@ function routeHandler(routes: Record<string, Route>, seen: SeenRequest[]): http.
   };
 }
 
+/** Options of {@link startHttpUpstream}. */
+export interface HttpUpstreamOptions {
+  /**
+   * Handles requests that ask to switch protocols (`Upgrade`), as `http.Server`'s `upgrade`
+   * event; the socket is closed with the others on `close()`.
+   */
+  readonly upgrade?: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void;
+}
+
 /**
  * Starts an HTTP/1.1 upstream with keep-alive. Routes are keyed `'GET /path'` or `'/path'`;
  * anything else is 404. `host` defaults to 127.0.0.1.
@@ -106,10 +116,13 @@ function routeHandler(routes: Record<string, Route>, seen: SeenRequest[]): http.
 export async function startHttpUpstream(
   routes: Record<string, Route> = {},
   host = '127.0.0.1',
+  options: HttpUpstreamOptions = {},
 ): Promise<HttpUpstream> {
   const requests: SeenRequest[] = [];
   const server = http.createServer({ keepAliveTimeout: 5000 }, routeHandler(routes, requests));
   const sockets = tracked(server);
+  const { upgrade } = options;
+  if (upgrade !== undefined) server.on('upgrade', upgrade);
   const addr = await listen(server, host);
   const peer = peerOf(server, addr, sockets);
   return { ...peer, requests, origin: `http://${peer.authority}` };
@@ -175,6 +188,25 @@ export async function startHoldOpenServer(greeting?: string, host = '127.0.0.1')
     accepted++;
     s.on('error', () => s.destroy());
     if (greeting !== undefined) s.write(greeting);
+  });
+  const sockets = tracked(server);
+  const addr = await listen(server, host);
+  return { ...peerOf(server, addr, sockets), accepted: () => accepted, open: () => sockets.size };
+}
+
+/**
+ * Starts a TCP server that hands each accepted connection to `onConnection` (errors on it are
+ * swallowed): for peers with behaviour of their own, e.g. one that records the client address.
+ */
+export async function startTcpServer(
+  onConnection: (socket: net.Socket) => void,
+  host = '127.0.0.1',
+): Promise<TcpPeer> {
+  let accepted = 0;
+  const server = net.createServer((s) => {
+    accepted++;
+    s.on('error', () => s.destroy());
+    onConnection(s);
   });
   const sockets = tracked(server);
   const addr = await listen(server, host);
