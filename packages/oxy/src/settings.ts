@@ -36,6 +36,10 @@ const endpointFields = {
   max_header_size: s.size('Largest request head accepted; a larger one is answered 431.', '16KiB'),
   tunnel_idle_timeout: s.duration('A tunnel with no bytes either way for this long is closed.', '5m'),
   tunnel_max_lifetime: s.duration('A tunnel older than this is closed; 0s means no limit.', '0s'),
+  tunnel_splice: s.bool(
+    'Tunnels no hook inspects (plain TCP both sides) move their bytes in the kernel (splice(2)).',
+    true,
+  ),
   tls: TlsSettings,
   http2: Http2Settings,
 };

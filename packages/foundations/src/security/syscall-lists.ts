@@ -81,11 +81,11 @@ export const ASYNC = list(
    poll ppoll select pselect6 timerfd_create timerfd_settime timerfd_gettime signalfd4`,
 );
 
-/** Sockets: TCP, UDP and Unix, client and server, including batched UDP calls. */
+/** Sockets: TCP, UDP and Unix, client and server, including batched UDP calls and splice(2) (kernel tunnels). */
 export const NET_SOCKET_API = list(
   'net_socket_api',
   `socket socketpair bind listen accept accept4 connect shutdown getsockname getpeername getsockopt setsockopt
-   sendto recvfrom sendmsg recvmsg sendmmsg recvmmsg sendfile`,
+   sendto recvfrom sendmsg recvmsg sendmmsg recvmmsg sendfile splice`,
 );
 
 /** Reading the file system: open (read-only or not: the kernel cannot tell), stat, list, watch. */

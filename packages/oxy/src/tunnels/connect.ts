@@ -7,7 +7,8 @@
  *
  * Order: `handleProxyConnectRequest` → egress (decision, DNS, IPs, blocklist, connect,
  * `handleConnectionEstablished`) → `handleProxyConnectResponse` → 2xx sent →
- * `getAppTunnelPipeline` → the app's pipeline or the pump → audit record and metrics.
+ * `getAppTunnelPipeline` → the app's pipeline, the kernel splice (plain TCP both sides, nothing
+ * inspecting) or the pump → audit record and metrics.
  */
 import type { Duplex } from 'node:stream';
 import type { SocketAddr } from '../context/contexts.ts';
@@ -17,6 +18,7 @@ import { httpStatusFor, isOxyError } from '../errors.ts';
 import { reasonOf } from '../flows/http/forward.ts';
 import { countFailure, recordEnd } from '../flows/record.ts';
 import { StreamPump } from '../flows/stream/pump.ts';
+import { canSplice, spliceTunnel } from '../flows/stream/splice.ts';
 import type { ConnectDirective, RequestHead, ResponseHead } from '../hooks/http-request.ts';
 import type { AppTunnelPipeline } from '../hooks/tunnel.ts';
 import type { Runtime } from '../runtime.ts';
@@ -154,11 +156,13 @@ async function tunnel(rt: Runtime, request: RequestState, ex: ConnectExchange): 
     finishTunnel(rt, request, 0, 0, reason);
     return;
   }
-  const pump = new StreamPump(client, upstream, {
-    idleTimeoutMs: ep.tunnel_idle_timeout,
-    maxLifetimeMs: ep.tunnel_max_lifetime,
-  });
-  const r = await pump.done;
+  const opts = { idleTimeoutMs: ep.tunnel_idle_timeout, maxLifetimeMs: ep.tunnel_max_lifetime };
+  // Nothing inspects these bytes: move them in the kernel when both sides are plain TCP. The
+  // connection-close hook reads the client socket's byte counters, which a splice bypasses.
+  const r =
+    ep.tunnel_splice && rt.hooks.ingressConnectionClose === null && canSplice(client, upstream)
+      ? await spliceTunnel(client, upstream, opts)
+      : await new StreamPump(client, upstream, opts).done;
   finishTunnel(rt, request, r.bytesUp, r.bytesDown, r.reason);
 }
 
