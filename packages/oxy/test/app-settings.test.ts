@@ -4,14 +4,13 @@
  * in the generated config, and reachable from hooks through `ctx.endpoint.appSettings`.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { generateYaml, s } from 'foundations/settings';
 import { defineApp } from '../src/app.ts';
 import { RequestDecision } from '../src/hooks/http-request.ts';
 import { appSettings } from '../src/proxy.ts';
 import { buildSettingsSchema } from '../src/settings.ts';
-import { proxyRequest } from '../src/testing/clients.ts';
-import { startTestProxy } from './helpers.ts';
+import { proxyRequest, startApp } from '../src/testing/index.ts';
 
 const app = defineApp({
   name: 'settings-app',
@@ -37,12 +36,13 @@ const app = defineApp({
 });
 
 test('app and endpoint settings reach start() and the hooks, defaults merged', async () => {
-  const proxy = await startTestProxy(app, {
-    app: { greeting: 'hi' },
-    endpoints: { main: { app: { tag: 'blue' } } },
+  const proxy = await startApp(app, {
+    settings: { app: { greeting: 'hi' }, endpoints: { main: { app: { tag: 'blue' } } } },
   });
+  after(() => proxy.stop());
   const r = await proxyRequest(proxy.address(), 'http://example.test/');
   assert.equal(r.text, 'hi blue blue');
+  proxy.recorder.expectHooks(proxy.recorder.connections()[0]!, ['http.handleRequest']);
 });
 
 test('a bad app setting names its path', () => {
