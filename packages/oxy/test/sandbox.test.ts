@@ -74,6 +74,8 @@ describe('the Oxy app under the syscall sandbox', () => {
     services.push(svc);
     const first = await svc.start();
     const addr = await proxyAddress(svc);
+    // The filter goes on after the endpoints listen and before the app reports ready.
+    for (let i = 0; i < 200 && !/syscall sandbox on/.test(svc.stdoutText); i++) await sleep(50);
     assert.match(svc.stdoutText, /syscall sandbox on/);
     const modes = seccompModes(first.pid);
     assert.ok(modes.length > 3 && modes.every((m) => m === 2), `threads' seccomp modes: ${modes}`);

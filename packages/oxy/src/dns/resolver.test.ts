@@ -63,7 +63,7 @@ describe('DnsResolver against a loopback DNS server', () => {
   };
   // `realClock` uses performance.now; otherwise the test moves `clock` by hand.
   const make = (extra: Record<string, unknown> = {}, realClock = false) =>
-    new DnsResolver(settings({ nameservers: [primary.address], timeout: '200ms', attempts: 1, ...extra }), {
+    new DnsResolver(settings({ nameservers: [primary.address], timeout: '1s', attempts: 1, ...extra }), {
       events,
       ...(realClock ? {} : { now: () => clock }),
     });
