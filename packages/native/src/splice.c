@@ -7,7 +7,8 @@
  * original descriptor and ours never share an epoll registration. The caller must have
  * stopped reading the originals (and must not write to them) for as long as the splice runs.
  *
- * Each direction has its own pipe, made on the first byte (an idle tunnel costs no pipe).
+ * Each direction has its own pipe, made on the first byte (an idle tunnel costs no pipe) at the
+ * kernel's default size and grown to the asked size after the first MiB (short tunnels never pay).
  * Per direction: read src → pipe; drain pipe → dst; when dst is full, stop reading src and
  * wait for dst to be writable; on EOF from src (once the pipe is empty) shutdown(dst, SHUT_WR),
  * so half-close is carried across. The splice ends when both directions have shut (kind 0) or
@@ -31,11 +32,14 @@
 
 /* Bytes moved per direction per wakeup before yielding to the loop (fairness between tunnels). */
 #define ROUND_BYTES (4u << 20)
+/* Bytes a direction moves at the kernel's default pipe size before its pipe is grown. */
+#define GROW_AFTER (1u << 20)
 
 typedef struct {
   int src, dst;    /* side indices */
   int pr, pw;      /* pipe ends, -1 until the first byte */
   size_t inpipe;   /* bytes read into the pipe, not yet written out */
+  size_t cap;      /* the pipe's capacity */
   uint64_t bytes;  /* bytes read from src */
   bool eof, shut, blocked;
 } dir_t;
@@ -167,10 +171,14 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
       }
       d->pr = p[0];
       d->pw = p[1];
-      if (s->pipe_size > 0) (void)fcntl(d->pw, F_SETPIPE_SZ, s->pipe_size); /* best effort */
+      d->cap = 65536; /* the kernel's default */
     }
-    ssize_t n = splice(s->fd[d->src], NULL, d->pw, NULL, s->pipe_size > 0 ? (size_t)s->pipe_size : 65536,
-                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    /* Grow the pipe once a direction proves to be a bulk transfer; short tunnels never pay. */
+    if (d->cap < (size_t)s->pipe_size && d->bytes >= GROW_AFTER) {
+      int c = fcntl(d->pw, F_SETPIPE_SZ, s->pipe_size); /* best effort */
+      d->cap = c > 0 ? (size_t)c : (size_t)s->pipe_size;
+    }
+    ssize_t n = splice(s->fd[d->src], NULL, d->pw, NULL, d->cap, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) return 0;

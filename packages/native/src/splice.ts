@@ -29,7 +29,8 @@ export interface SpliceOptions {
   /**
    * Size of each direction's pipe (F_SETPIPE_SZ, best effort; up to /proc/sys/fs/pipe-max-size).
    * Larger pipes move more per system call. Default 256 KiB. Pipes are made on a direction's
-   * first byte, so idle splices hold none.
+   * first byte (idle splices hold none) at the kernel's default size, and grown to this one
+   * after the direction moved 1 MiB (short tunnels never pay for the resize).
    */
   readonly pipeSize?: number;
 }

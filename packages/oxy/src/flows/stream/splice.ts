@@ -90,45 +90,46 @@ export async function spliceTunnel(
   u.allowHalfOpen = true;
   const early = detach(c);
   const banner = detach(u);
-  const bytesUp = early?.length ?? 0;
-  const bytesDown = banner?.length ?? 0;
   const a = flush(u, early);
   const b = flush(c, banner);
   if (a !== null) await a;
   if (b !== null) await b;
-  if (c.destroyed || u.destroyed) {
-    c.destroy();
-    u.destroy();
-    return { bytesUp, bytesDown, reason: c.destroyed ? 'client_reset' : 'upstream_reset', error: undefined };
+  const run = new SpliceRun(c, u, early?.length ?? 0, banner?.length ?? 0);
+  if (c.destroyed || u.destroyed)
+    run.settle(c.destroyed ? 'client_reset' : 'upstream_reset', 0, 0, undefined);
+  else run.start(options);
+  return run.done;
+}
+
+/** One spliced tunnel: one object and its bound handlers, no closure per event. */
+class SpliceRun {
+  readonly done: Promise<PumpResult>;
+  #resolve!: (r: PumpResult) => void;
+  readonly #c: net.Socket;
+  readonly #u: net.Socket;
+  readonly #up: number;
+  readonly #down: number;
+  #splice: FdSpliceT | null = null;
+  #idleTimer: NodeJS.Timeout | undefined;
+  #lifeTimer: NodeJS.Timeout | undefined;
+  #lastTotal = -1;
+  #settled = false;
+
+  constructor(c: net.Socket, u: net.Socket, up: number, down: number) {
+    this.#c = c;
+    this.#u = u;
+    this.#up = up;
+    this.#down = down;
+    this.done = new Promise((resolve) => {
+      this.#resolve = resolve;
+    });
   }
-  const { FdSplice } = native as Native;
-  return new Promise<PumpResult>((resolve) => {
-    let splice: FdSpliceT | null = null;
-    let idleTimer: NodeJS.Timeout | undefined;
-    let lifeTimer: NodeJS.Timeout | undefined;
-    let lastTotal = -1;
-    let settled = false;
-    const settle = (reason: PumpCloseReason, up: number, down: number, error: Error | undefined): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(idleTimer);
-      clearTimeout(lifeTimer);
-      c.off('close', onClientClose);
-      u.off('close', onUpstreamClose);
-      c.destroy();
-      u.destroy();
-      resolve({ bytesUp: bytesUp + up, bytesDown: bytesDown + down, reason, error });
-    };
-    const stop = (reason: PumpCloseReason): void => {
-      const [up, down] = splice === null ? [0, 0] : splice.stop();
-      settle(reason, up, down, undefined);
-    };
-    const onClientClose = (): void => stop('client_reset');
-    const onUpstreamClose = (): void => stop('upstream_reset');
-    c.once('close', onClientClose);
-    u.once('close', onUpstreamClose);
+
+  start(options: PumpOptions): void {
+    this.#c.once('close', this.#onClientClose);
+    this.#u.once('close', this.#onUpstreamClose);
     try {
-      splice = new FdSplice(fdOf(c), fdOf(u), (end) => {
+      this.#splice = new (native as Native).FdSplice(fdOf(this.#c), fdOf(this.#u), (end) => {
         const reason: PumpCloseReason =
           end.error === undefined
             ? 'done'
@@ -137,26 +138,46 @@ export async function spliceTunnel(
               : end.side === 1
                 ? 'upstream_error'
                 : 'aborted';
-        settle(reason, end.bytes0to1, end.bytes1to0, end.error);
+        this.settle(reason, end.bytes0to1, end.bytes1to0, end.error);
       });
     } catch (e) {
-      settle('aborted', 0, 0, e as Error);
+      this.settle('aborted', 0, 0, e as Error);
       return;
     }
-    if (options.idleTimeoutMs > 0) {
-      const check = (): void => {
-        const [up, down] = splice?.bytes() ?? [0, 0];
-        if (up + down === lastTotal) {
-          stop('idle_timeout');
-          return;
-        }
-        lastTotal = up + down;
-        idleTimer?.refresh();
-      };
-      idleTimer = setTimeout(check, options.idleTimeoutMs).unref();
-    }
+    if (options.idleTimeoutMs > 0)
+      this.#idleTimer = setTimeout(this.#checkIdle, options.idleTimeoutMs).unref();
     if (options.maxLifetimeMs > 0) {
-      lifeTimer = setTimeout(() => stop('max_lifetime'), options.maxLifetimeMs).unref();
+      this.#lifeTimer = setTimeout(this.#stop, options.maxLifetimeMs, 'max_lifetime').unref();
     }
-  });
+  }
+
+  settle(reason: PumpCloseReason, up: number, down: number, error: Error | undefined): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    clearTimeout(this.#idleTimer);
+    clearTimeout(this.#lifeTimer);
+    this.#c.off('close', this.#onClientClose);
+    this.#u.off('close', this.#onUpstreamClose);
+    this.#c.destroy();
+    this.#u.destroy();
+    this.#resolve({ bytesUp: this.#up + up, bytesDown: this.#down + down, reason, error });
+  }
+
+  readonly #stop = (reason: PumpCloseReason): void => {
+    const [up, down] = this.#splice === null ? [0, 0] : this.#splice.stop();
+    this.settle(reason, up, down, undefined);
+  };
+
+  readonly #onClientClose = (): void => this.#stop('client_reset');
+  readonly #onUpstreamClose = (): void => this.#stop('upstream_reset');
+
+  readonly #checkIdle = (): void => {
+    const [up, down] = this.#splice?.bytes() ?? [0, 0];
+    if (up + down === this.#lastTotal) {
+      this.#stop('idle_timeout');
+      return;
+    }
+    this.#lastTotal = up + down;
+    this.#idleTimer?.refresh();
+  };
 }
