@@ -92,24 +92,18 @@ export const PROXIES: readonly ProxyDef[] = [
     note: 'this project, default forward proxy (`oxy -c`), one worker',
     scenarios: ALL,
     start(env, port) {
-      const cfg = conf(
-        env,
-        'oxy',
-        'oxy.yaml',
-        [
-          '# Benchmark settings: the default forward proxy on a loopback port, allowed to reach',
-          '# the loopback upstream (egress to loopback is blocked by default).',
-          'endpoints:',
-          '  main:',
-          `    addr: "127.0.0.1:${port}"`,
-          'egress:',
-          '  blocked_cidrs: []',
-          '',
-        ].join('\n'),
-      );
-      return launch(env, 'oxy', port, join(env.root, 'node_modules/.bin/oxy'), ['-c', cfg], env.oxyEnv);
+      return startOxy(env, 'oxy', port, 1);
     },
   },
+  {
+    name: 'oxy-2w',
+    note: 'this project with `workers: 2` (one process per core sharing the listener); here the load generator and upstream share those two cores, so this row cannot show the 2-worker scaling the target asks for (see docs: Multi-core)',
+    scenarios: ['S1', 'S3'],
+    start(env, port) {
+      return startOxy(env, 'oxy-2w', port, 2);
+    },
+  },
+
   {
     name: 'squid',
     note: 'Squid, `-N` (one process), cache off',
@@ -141,7 +135,7 @@ forwarded_for transparent
   },
   {
     name: 'tinyproxy',
-    note: 'tinyproxy (a thread per connection)',
+    note: 'tinyproxy (a thread per connection); its S1 errors are keep-alive connections it closed under wrk',
     scenarios: ALL,
     apt: 'tinyproxy',
     start(env, port) {
@@ -334,4 +328,29 @@ http {
 `,
   );
   return launch(env, 'upstream', port, 'nginx', ['-p', dir, '-c', cfg]);
+}
+
+/** Oxy's default forward proxy with only what loopback benchmarking needs changed. */
+function startOxy(env: BenchEnv, name: string, port: number, workers: number): Promise<Running> {
+  const dir = dirFor(env, name);
+  const cfg = conf(
+    env,
+    name,
+    'oxy.yaml',
+    [
+      '# Benchmark settings: the default forward proxy on a loopback port, allowed to reach the',
+      '# loopback upstream (egress to loopback is blocked by default), with its own restart',
+      '# socket so that another Oxy on this machine cannot stop it from starting.',
+      'endpoints:',
+      '  main:',
+      `    addr: "127.0.0.1:${port}"`,
+      'egress:',
+      '  blocked_cidrs: []',
+      `workers: ${workers}`,
+      'restart:',
+      `  socket: "${dir}/restart.sock"`,
+      '',
+    ].join('\n'),
+  );
+  return launch(env, name, port, join(env.root, 'node_modules/.bin/oxy'), ['-c', cfg], env.oxyEnv);
 }

@@ -41,8 +41,9 @@ export interface Cell {
 }
 
 /**
- * Medians per scenario and proxy. A cell uses the runs on a quiet machine when it has any, and
- * falls back to the busy ones (marked) otherwise.
+ * Medians per scenario and proxy. A cell uses only the runs on a quiet machine when it has at
+ * least three (busy runs were repeated), and all its runs otherwise, saying how many were busy:
+ * a median of one lucky quiet run would be less honest than a median of three noisy ones.
  */
 export function summarise(lines: readonly ResultLine[], proxies: readonly string[]): Map<Scenario, Cell[]> {
   const out = new Map<Scenario, Cell[]>();
@@ -53,7 +54,7 @@ export function summarise(lines: readonly ResultLine[], proxies: readonly string
       if (mine.length === 0) continue;
       const ok = mine.filter((l) => l.status === 'ok');
       const quiet = ok.filter((l) => !l.busy);
-      const use = quiet.length > 0 ? quiet : ok;
+      const use = quiet.length >= 3 ? quiet : ok;
       const med: Record<string, number> = {};
       for (const key of Object.keys(use[0]?.figures ?? {})) {
         const vals = use.map((l) => l.figures?.[key]).filter((v): v is number => typeof v === 'number');
@@ -127,7 +128,7 @@ export function table(sc: Scenario, cells: readonly Cell[]): string {
     }
     const share = direct && c.proxy !== 'direct' ? `${((c.med.primary! / direct) * 100).toFixed(0)} %` : '';
     return [
-      c.proxy === 'oxy' ? '**oxy**' : c.proxy,
+      c.proxy.startsWith('oxy') ? `**${c.proxy}**` : c.proxy,
       ...cols.map((col) => fmt(c.med[col.key], col.digits)),
       ...(direct ? [share] : []),
       `${c.runs}${c.busyRuns ? ` (${c.busyRuns} busy)` : ''}`,
@@ -160,7 +161,7 @@ export function svgChart(sc: Scenario, cells: readonly Cell[]): string {
   const bars = ok.map((c, i) => {
     const y = top + i * rowH;
     const w = Math.max(1, (c.med.primary! / max) * barMax);
-    const colour = c.proxy === 'oxy' ? '#d9480f' : c.proxy === 'direct' ? '#868e96' : '#4263eb';
+    const colour = c.proxy.startsWith('oxy') ? '#d9480f' : c.proxy === 'direct' ? '#868e96' : '#4263eb';
     return [
       `<text x="${left - 8}" y="${y + 16}" text-anchor="end">${esc(c.proxy)}</text>`,
       `<rect x="${left}" y="${y + 3}" width="${w.toFixed(1)}" height="${rowH - 8}" fill="${colour}"/>`,
@@ -212,7 +213,9 @@ export function targetsTable(sums: Map<Scenario, Cell[]>): string {
     const m = METRICS[sc];
     const oxy = cells.find((c) => c.proxy === 'oxy' && c.status === 'ok');
     const direct = cells.find((c) => c.proxy === 'direct' && c.status === 'ok');
-    const peers = cells.filter((c) => c.status === 'ok' && c.proxy !== 'oxy' && c.proxy !== 'direct');
+    const peers = cells.filter(
+      (c) => c.status === 'ok' && !c.proxy.startsWith('oxy') && c.proxy !== 'direct',
+    );
     const rivals = peers.filter((c) => !FIXED.has(c.proxy));
     const best = [...rivals].sort((a, b) =>
       m.higherIsBetter ? b.med.primary! - a.med.primary! : a.med.primary! - b.med.primary!,
@@ -254,7 +257,7 @@ export function page(lines: readonly ResultLine[], info: PageInfo, proxies: read
     '',
     `- Date: ${info.date}`,
     `- Machine: ${info.machine}`,
-    `- Measurements: ${lines.length} (${busy} on a busy machine: more than 10 % of its CPU used by other processes during the run; cells prefer quiet runs and say how many were busy)`,
+    `- Measurements: ${lines.length} (${busy} on a busy machine: more than 10 % of its CPU used by other processes during the run; a cell uses only quiet runs when it has three of them, otherwise all its runs, and says how many were busy)`,
     '',
   ];
   if ([...sums.values()].some((cells) => cells.some((c) => c.proxy === 'oxy'))) {

@@ -61,7 +61,7 @@ export const METRICS: Record<
     title: 'S5: HTTP/2, 100 CONNECT streams on one connection',
     unit: 'Gbit/s',
     higherIsBetter: true,
-    what: 'h2c, 100 CONNECT streams each carrying a GET of 10 MiB (bench/tools/h2-connect.ts)',
+    what: 'h2c, 100 CONNECT streams each carrying a GET of 10 MiB (bench/tools/h2-connect.ts); the direct row uses 100 TCP connections, as no peer speaks HTTP/2 CONNECT in cleartext',
   },
 };
 
@@ -160,7 +160,8 @@ async function holdIdle(
   proxy: string,
   n: number,
 ): Promise<{ proc: Proc; result: Figures }> {
-  const log = join(env.work, `connload-idle-${n}.log`);
+  // A fresh log per call: the result line is read from it, and an old line would be taken as new.
+  const log = join(env.work, `connload-idle-${n}-${Date.now()}.log`);
   const proc = startProcess(
     'connload-idle',
     env.connload,
