@@ -6,38 +6,48 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { ConnectDirective, RequestDecision } from '../src/hooks/http-request.ts';
-import { connectTunnel, proxyRequest, readBytes } from '../src/testing/clients.ts';
-import { startHttpUpstream, startTcpEcho } from '../src/testing/peers.ts';
-import { startTestProxy } from './helpers.ts';
+import {
+  connectTunnel,
+  hooksApp,
+  proxyRequest,
+  readBytes,
+  startApp,
+  startHttpUpstream,
+  startTcpEcho,
+} from '../src/testing/index.ts';
 
 const upstream = await startHttpUpstream({ '/via': { body: 'via the chain' } });
-after(() => upstream.close());
 const echo = await startTcpEcho();
-after(() => echo.close());
 const seen: string[] = [];
-const chained = await startTestProxy({
-  httpRequest: {
-    handleProxyConnectRequest: (head) => {
-      seen.push(`CONNECT ${head.authority} ${head.headers['proxy-authorization']}`);
-      return ConnectDirective.allow();
+const chained = await startApp(
+  hooksApp({
+    httpRequest: {
+      handleProxyConnectRequest: (head) => {
+        seen.push(`CONNECT ${head.authority} ${head.headers['proxy-authorization']}`);
+        return ConnectDirective.allow();
+      },
+      handleRequest: (head) => {
+        seen.push(
+          `${head.method} ${head.scheme}://${head.authority}${head.path} ${head.headers['proxy-authorization']}`,
+        );
+        return RequestDecision.forward();
+      },
     },
-    handleRequest: (head) => {
-      seen.push(
-        `${head.method} ${head.scheme}://${head.authority}${head.path} ${head.headers['proxy-authorization']}`,
-      );
-      return RequestDecision.forward();
+  }),
+);
+const front = await startApp(hooksApp(), {
+  settings: {
+    egress: {
+      upstream_proxy: { enabled: true, addr: chained.address(), username: 'oxy', password: 's3cret' },
     },
   },
 });
-const { host, port } = chained.address();
-const front = await startTestProxy(
-  {},
-  {
-    egress: {
-      upstream_proxy: { enabled: true, addr: `${host}:${port}`, username: 'oxy', password: 's3cret' },
-    },
-  },
-);
+// Stopped together: each one's leak check sees the other's connections (the chained proxy's
+// pooled upstream connection opened while the front one ran) close too.
+after(async () => {
+  await Promise.all([upstream.close(), echo.close()]);
+  await Promise.all([front.stop(), chained.stop()]);
+});
 const basic = `Basic ${Buffer.from('oxy:s3cret').toString('base64')}`;
 
 test('a tunnel goes through the upstream proxy with CONNECT and its credentials', async () => {
