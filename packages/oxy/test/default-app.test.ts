@@ -10,8 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { startHttpUpstream } from '../src/testing/peers.ts';
-import { curl } from './helpers.ts';
+import { curl, startHttpUpstream } from '../src/testing/index.ts';
 
 const bin = new URL('../bin/oxy', import.meta.url).pathname;
 
