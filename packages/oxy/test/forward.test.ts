@@ -4,15 +4,8 @@
  * `--proxy-header`), keep-alive reuse upstream, and an unreachable upstream answered 502.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import fs from 'node:fs';
-import http from 'node:http';
-import type net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { after, test } from 'node:test';
-import { type HttpUpstream, startHttpUpstream } from '../src/testing/peers.ts';
-import { curl, startTestProxy } from './helpers.ts';
+import { curl, type HttpUpstream, hooksApp, startApp, startHttpUpstream } from '../src/testing/index.ts';
 
 const upstream: HttpUpstream = await startHttpUpstream({
   '/hello': { body: 'hello from upstream', headers: { 'x-up': '1', connection: 'keep-alive' } },
@@ -26,8 +19,9 @@ const upstream: HttpUpstream = await startHttpUpstream({
     setTimeout(() => res.end('part2'), 20);
   },
 });
-after(() => upstream.close());
-const proxyUrl = (await startTestProxy()).url;
+const proxy = await startApp(hooksApp());
+after(() => upstream.close().then(() => proxy.stop()));
+const proxyUrl = `http://${proxy.address()}`;
 
 test('curl GET through the proxy reaches the upstream with its headers intact', async () => {
   const r = await curl(['-x', proxyUrl, '-i', `${upstream.origin}/hello`]);
@@ -104,17 +98,11 @@ test('an origin-form request is refused with 400, and a refused upstream port is
 });
 
 test('each forwarded request leaves one audit record when it ends', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-audit-'));
-  const file = path.join(dir, 'audit.log');
-  const audited = await startTestProxy({}, { audit: { output: 'file', path: file } });
-  const r = await curl(['-x', audited.url, `${upstream.origin}/hello`]);
+  const audited = await startApp(hooksApp());
+  const r = await curl(['-x', `http://${audited.address()}`, `${upstream.origin}/hello`]);
   assert.equal(r.stdout, 'hello from upstream');
-  await audited.close();
-  const records = fs
-    .readFileSync(file, 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  await audited.stop();
+  const records = audited.auditRecords();
   assert.equal(records.length, 1);
   const rec = records[0]!;
   assert.equal(rec.kind, 'request');
@@ -130,19 +118,14 @@ test('each forwarded request leaves one audit record when it ends', async () => 
 });
 
 test('upstream connections are reused across requests and across client connections', async () => {
-  let connections = 0;
-  const counted = http.createServer({ keepAliveTimeout: 5000 }, (_req, res) => res.end('counted'));
-  counted.on('connection', () => connections++);
-  counted.listen(0, '127.0.0.1');
-  await once(counted, 'listening');
-  after(() => {
-    counted.closeAllConnections();
-    counted.close();
-  });
-  const origin = `http://127.0.0.1:${(counted.address() as net.AddressInfo).port}`;
+  const counted = await startHttpUpstream(
+    Object.fromEntries(['/a', '/b', '/c', '/d'].map((p) => [p, { body: 'counted' }])),
+  );
+  after(() => counted.close());
+  const origin = counted.origin;
   const one = await curl(['-x', proxyUrl, `${origin}/a`, `${origin}/b`, `${origin}/c`]);
   assert.equal(one.stdout, 'counted'.repeat(3));
   const two = await curl(['-x', proxyUrl, `${origin}/d`]);
   assert.equal(two.stdout, 'counted');
-  assert.equal(connections, 1);
+  assert.equal(counted.accepted(), 1);
 });

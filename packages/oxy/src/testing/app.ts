@@ -44,7 +44,7 @@ export interface AppUnderTest {
   readonly recorder: HookRecorder;
   /** `host:port` of the `main` endpoint (or another, by name). */
   address(endpoint?: string): string;
-  /** The audit records written so far. */
+  /** The audit records written so far; after `stop()`, every record the app wrote. */
   auditRecords(): AuditRecord[];
   /** Waits until `n` audit records were written (they are written when a tunnel or request ends). */
   waitForAudit(n: number, timeoutMs?: number): Promise<AuditRecord[]>;
@@ -186,6 +186,8 @@ export async function startApp(
   } as OxyApp;
   const proxy = await startOxy(recorded, settings, { restoredState: options.restoredState ?? null });
   let stopped: Promise<void> | null = null;
+  // The audit records as they stood when stop() removed the temporary directory.
+  let final: AuditRecord[] | null = null;
   return {
     proxy,
     recorder,
@@ -193,13 +195,16 @@ export async function startApp(
       const a = proxy.address(endpoint);
       return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
     },
-    auditRecords: () => readAudit(auditPath),
-    waitForAudit: (n, timeoutMs = 5000) => waitForRecords(() => readAudit(auditPath), n, timeoutMs),
+    auditRecords: () => final ?? readAudit(auditPath),
+    waitForAudit: (n, timeoutMs = 5000) => waitForRecords(() => final ?? readAudit(auditPath), n, timeoutMs),
     stop() {
       stopped ??= (async () => {
         await proxy.close();
         // Removed last: connections torn down by close() append their audit records late.
-        const removeDir = (): void => fs.rmSync(dir, { recursive: true, force: true });
+        const removeDir = (): void => {
+          final = readAudit(auditPath);
+          fs.rmSync(dir, { recursive: true, force: true });
+        };
         if (handles === null) return removeDir();
         // A closed handle is destroyed on a later tick: give the last ones a moment.
         const deadline = Date.now() + 2000;

@@ -45,6 +45,8 @@ export interface HttpUpstream extends Peer {
   readonly requests: SeenRequest[];
   /** The origin to use in absolute-form URLs, e.g. `http://127.0.0.1:41234`. */
   readonly origin: string;
+  /** Connections accepted so far (to check that the proxy reuses its upstream connections). */
+  readonly accepted: () => number;
 }
 
 function tracked(server: net.Server): Set<net.Socket> {
@@ -123,9 +125,11 @@ export async function startHttpUpstream(
   const sockets = tracked(server);
   const { upgrade } = options;
   if (upgrade !== undefined) server.on('upgrade', upgrade);
+  let accepted = 0;
+  server.on('connection', () => accepted++);
   const addr = await listen(server, host);
   const peer = peerOf(server, addr, sockets);
-  return { ...peer, requests, origin: `http://${peer.authority}` };
+  return { ...peer, requests, origin: `http://${peer.authority}`, accepted: () => accepted };
 }
 
 /** An HTTPS upstream with a certificate generated for it. */
@@ -152,9 +156,11 @@ export async function startTlsUpstream(
     s.on('close', () => sockets.delete(s));
   });
   for (const s of tracked(server)) sockets.add(s);
+  let accepted = 0;
+  server.on('connection', () => accepted++);
   const addr = await listen(server, '127.0.0.1');
   const peer = peerOf(server, addr, sockets);
-  return { ...peer, requests, origin: `https://${peer.authority}`, certificate };
+  return { ...peer, requests, origin: `https://${peer.authority}`, certificate, accepted: () => accepted };
 }
 
 /** A TCP server that counts what it saw. */
