@@ -6,32 +6,40 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { after, test } from 'node:test';
-import { connectTunnel, readBytes } from '../src/testing/clients.ts';
-import { startHttpUpstream, startTcpEcho } from '../src/testing/peers.ts';
-import { curl, startTestProxy } from './helpers.ts';
+import {
+  connectTunnel,
+  curl,
+  hooksApp,
+  rawConnect,
+  readBytes,
+  readUntil,
+  startApp,
+  startHttpUpstream,
+  startTcpEcho,
+  startTcpServer,
+} from '../src/testing/index.ts';
 
 const upstream = await startHttpUpstream({ '/hello': { body: 'hello through a tunnel' } });
-after(() => upstream.close());
 const echo = await startTcpEcho();
-after(() => echo.close());
-const auditFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-audit-')), 'audit.log');
-const proxy = await startTestProxy(
-  {},
-  {
-    audit: { output: 'file', path: auditFile },
+const proxy = await startApp(hooksApp(), {
+  settings: {
     endpoints: { main: { tunnel_idle_timeout: '300ms' } },
     egress: { connect_timeout: '300ms' },
   },
-);
-const blocking = await startTestProxy({}, { egress: { blocked_cidrs: ['127.0.0.0/8', '::1/128'] } });
+});
+const blocking = await startApp(hooksApp(), {
+  settings: { egress: { blocked_cidrs: ['127.0.0.0/8', '::1/128'] } },
+});
+// Stopped together: the first one's leak check also follows what the second one opened.
+after(async () => {
+  await Promise.all([upstream.close(), echo.close()]);
+  await Promise.all([proxy.stop(), blocking.stop()]);
+});
+const proxyUrl = `http://${proxy.address()}`;
 
 test('curl tunnels through CONNECT (-p -x)', async () => {
-  const r = await curl(['-p', '-x', proxy.url, `${upstream.origin}/hello`]);
+  const r = await curl(['-p', '-x', proxyUrl, `${upstream.origin}/hello`]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, 'hello through a tunnel');
 });
@@ -56,7 +64,7 @@ test('loopback is blocked by blocked_cidrs with 403, also behind the name localh
   // The proxy still serves a request it may serve.
   const r = await curl([
     '-x',
-    blocking.url,
+    `http://${blocking.address()}`,
     '-s',
     '-o',
     '/dev/null',
@@ -103,11 +111,7 @@ test('an idle tunnel is closed after tunnel_idle_timeout and audited', async () 
   t.socket.resume();
   await once(t.socket, 'close');
   await new Promise((r) => setTimeout(r, 50));
-  const records = fs
-    .readFileSync(auditFile, 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const records = proxy.auditRecords();
   const rec = records.find((r) => r.close_reason === 'idle_timeout' && r.target === echo.authority);
   assert.ok(rec, JSON.stringify(records));
   assert.equal(rec.kind, 'tunnel');
@@ -121,25 +125,25 @@ test('an idle tunnel is closed after tunnel_idle_timeout and audited', async () 
 
 test('egress.source_addr: upstream connections come from the configured address', async () => {
   const seen: string[] = [];
-  const server = net.createServer((s) => {
+  const server = await startTcpServer((s) => {
     seen.push(s.remoteAddress ?? '');
     s.end();
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
   after(() => server.close());
-  const sourced = await startTestProxy({}, { egress: { source_addr: '127.0.0.2' } });
-  const t = await connectTunnel(sourced.address(), `127.0.0.1:${(server.address() as net.AddressInfo).port}`);
+  const sourced = await startApp(hooksApp(), { settings: { egress: { source_addr: '127.0.0.2' } } });
+  after(() => sourced.stop());
+  const t = await connectTunnel(sourced.address(), server.authority);
   assert.equal(t.status, 200);
   t.socket.destroy();
   assert.deepEqual(seen, ['127.0.0.2']);
 });
 
 test('bytes sent right behind the CONNECT head reach the upstream', async () => {
-  const s = net.connect(proxy.address().port, '127.0.0.1');
-  s.write(`CONNECT ${echo.authority} HTTP/1.1\r\nHost: ${echo.authority}\r\n\r\nearly bytes`);
-  let got = '';
-  while (!got.endsWith('early bytes')) got += (await readBytes(s, 1)).toString();
+  const s = rawConnect(
+    proxy.address(),
+    `CONNECT ${echo.authority} HTTP/1.1\r\nHost: ${echo.authority}\r\n\r\nearly bytes`,
+  );
+  const got = await readUntil(s, 'early bytes');
   assert.match(got, /^HTTP\/1\.1 200 Connection Established\r\n\r\nearly bytes$/);
   s.destroy();
 });
