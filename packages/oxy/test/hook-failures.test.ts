@@ -6,11 +6,18 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { captureTelemetry } from 'foundations/telemetry/testing';
 import { EgressDecision } from '../src/hooks/egress.ts';
-import { connectTunnel, proxyRequest, readBytes } from '../src/testing/clients.ts';
-import { startHttpUpstream, startTcpEcho } from '../src/testing/peers.ts';
-import { curl, startTestProxy } from './helpers.ts';
+import {
+  captureTelemetry,
+  connectTunnel,
+  curl,
+  hooksApp,
+  proxyRequest,
+  readBytes,
+  startApp,
+  startHttpUpstream,
+  startTcpEcho,
+} from '../src/testing/index.ts';
 
 const tele = captureTelemetry({ verbosity: 'ERROR' });
 after(() => tele.stop());
@@ -19,33 +26,34 @@ const upstream = await startHttpUpstream({
   '/boom': { body: 'unreached' },
   '/nine': { status: 209, body: 'ninebytes' },
 });
-after(() => upstream.close());
 const echo = await startTcpEcho();
-after(() => echo.close());
 
-const proxy = await startTestProxy({
-  httpRequest: {
-    handleRequest: (head) => {
-      if (head.path === '/boom') throw new Error('request hook exploded');
-      if (head.path === '/reject') return Promise.reject('a string, not an Error');
-      return { kind: 'forward' };
+const proxy = await startApp(
+  hooksApp({
+    httpRequest: {
+      handleRequest: (head) => {
+        if (head.path === '/boom') throw new Error('request hook exploded');
+        if (head.path === '/reject') return Promise.reject('a string, not an Error');
+        return { kind: 'forward' };
+      },
+      handleResponse: (res) => {
+        if (res.status === 209) throw new Error('response hook exploded');
+        return undefined;
+      },
+      handleProxyConnectRequest: (head) => {
+        if (head.authority.startsWith('localhost')) throw new Error('connect hook exploded');
+        return { kind: 'allow' };
+      },
     },
-    handleResponse: (res) => {
-      if (res.status === 209) throw new Error('response hook exploded');
-      return undefined;
+    egress: {
+      handleConnection: (target) => {
+        if (target.port === 7) throw new Error('egress hook exploded');
+        return EgressDecision.direct(target);
+      },
     },
-    handleProxyConnectRequest: (head) => {
-      if (head.authority.startsWith('localhost')) throw new Error('connect hook exploded');
-      return { kind: 'allow' };
-    },
-  },
-  egress: {
-    handleConnection: (target) => {
-      if (target.port === 7) throw new Error('egress hook exploded');
-      return EgressDecision.direct(target);
-    },
-  },
-});
+  }),
+);
+after(() => Promise.all([upstream.close(), echo.close()]).then(() => proxy.stop()));
 
 test('a throwing request hook answers 500, is logged once with the connection fields, and counted', async () => {
   tele.clear();
@@ -65,7 +73,7 @@ test('a throwing request hook answers 500, is logged once with the connection fi
   open.socket.write('still');
   assert.equal((await readBytes(open.socket, 5)).toString(), 'still');
   open.socket.destroy();
-  assert.equal((await curl(['-x', proxy.url, `${upstream.origin}/ok`])).stdout, 'fine');
+  assert.equal((await curl(['-x', `http://${proxy.address()}`, `${upstream.origin}/ok`])).stdout, 'fine');
 });
 
 test('a non-Error rejection is wrapped and answered 500', async () => {
