@@ -11,39 +11,52 @@ import type { ConnectionStats } from '../src/context/contexts.ts';
 import { EgressDecision } from '../src/hooks/egress.ts';
 import { ConnectDirective, RequestDecision } from '../src/hooks/http-request.ts';
 import { IngressDecision } from '../src/hooks/ingress.ts';
-import type { HookCall } from '../src/hooks/run.ts';
-import { connectTunnel, proxyRequest, readBytes } from '../src/testing/clients.ts';
-import { startHttpUpstream, startTcpEcho } from '../src/testing/peers.ts';
-import { curl, startTestProxy } from './helpers.ts';
+import {
+  connectTunnel,
+  curl,
+  hooksApp,
+  proxyRequest,
+  readBytes,
+  startApp,
+  startHttpUpstream,
+  startTcpEcho,
+} from '../src/testing/index.ts';
 
 const upstream = await startHttpUpstream({
   '/hello': { body: 'hello', headers: { 'x-upstream': 'yes' } },
   '/rewritten': { body: 'rewritten path' },
 });
-after(() => upstream.close());
 const echo = await startTcpEcho();
-after(() => echo.close());
+after(() => Promise.all([upstream.close(), echo.close()]));
 
 test('IngressHook.handleConnection: block closes before reading, allow (async) serves', async () => {
-  const proxy = await startTestProxy({
-    ingress: {
-      handleConnection: async (ctx) =>
-        ctx.client.port % 2 === 0 ? IngressDecision.allow() : IngressDecision.allow(),
-    },
-  });
-  assert.equal((await curl(['-x', proxy.url, `${upstream.origin}/hello`])).stdout, 'hello');
-  const blocking = await startTestProxy({ ingress: { handleConnection: () => IngressDecision.block('no') } });
-  const r = await curl(['-x', blocking.url, `${upstream.origin}/hello`]);
+  const proxy = await startApp(
+    hooksApp({
+      ingress: {
+        handleConnection: async (ctx) =>
+          ctx.client.port % 2 === 0 ? IngressDecision.allow() : IngressDecision.allow(),
+      },
+    }),
+  );
+  assert.equal((await curl(['-x', `http://${proxy.address()}`, `${upstream.origin}/hello`])).stdout, 'hello');
+  const blocking = await startApp(
+    hooksApp({ ingress: { handleConnection: () => IngressDecision.block('no') } }),
+  );
+  after(() => Promise.all([proxy.stop(), blocking.stop()]));
+  const r = await curl(['-x', `http://${blocking.address()}`, `${upstream.origin}/hello`]);
   assert.notEqual(r.code, 0);
   assert.equal(upstream.requests.filter((q) => q.url === '/hello').length, 1);
 });
 
 test('IngressHook.handleConnectionClose: fires once per connection with statistics', async () => {
   const seen: ConnectionStats[] = [];
-  const proxy = await startTestProxy({
-    ingress: { handleConnectionClose: (stats) => void seen.push(stats) },
-  });
-  await curl(['-x', proxy.url, `${upstream.origin}/hello`, `${upstream.origin}/hello`]);
+  const proxy = await startApp(
+    hooksApp({
+      ingress: { handleConnectionClose: (stats) => void seen.push(stats) },
+    }),
+  );
+  after(() => proxy.stop());
+  await curl(['-x', `http://${proxy.address()}`, `${upstream.origin}/hello`, `${upstream.origin}/hello`]);
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(seen.length, 1);
   const s = seen[0]!;
@@ -53,14 +66,17 @@ test('IngressHook.handleConnectionClose: fires once per connection with statisti
 });
 
 test('HttpRequestHook.handleProxyConnectRequest: block answers its status, allow connects', async () => {
-  const proxy = await startTestProxy({
-    httpRequest: {
-      handleProxyConnectRequest: (head) =>
-        head.headers['proxy-authorization'] === 'Bearer ok'
-          ? ConnectDirective.allow()
-          : ConnectDirective.block(407, 'auth'),
-    },
-  });
+  const proxy = await startApp(
+    hooksApp({
+      httpRequest: {
+        handleProxyConnectRequest: (head) =>
+          head.headers['proxy-authorization'] === 'Bearer ok'
+            ? ConnectDirective.allow()
+            : ConnectDirective.block(407, 'auth'),
+      },
+    }),
+  );
+  after(() => proxy.stop());
   const refused = await connectTunnel(proxy.address(), echo.authority);
   assert.equal(refused.status, 407);
   refused.socket.destroy();
@@ -72,14 +88,17 @@ test('HttpRequestHook.handleProxyConnectRequest: block answers its status, allow
 });
 
 test('HttpRequestHook.handleProxyConnectResponse: may add headers to the 200', async () => {
-  const proxy = await startTestProxy({
-    httpRequest: {
-      handleProxyConnectResponse: (res) => {
-        res.headers['x-tunnel'] = 'edited';
-        return undefined;
+  const proxy = await startApp(
+    hooksApp({
+      httpRequest: {
+        handleProxyConnectResponse: (res) => {
+          res.headers['x-tunnel'] = 'edited';
+          return undefined;
+        },
       },
-    },
-  });
+    }),
+  );
+  after(() => proxy.stop());
   const t = await connectTunnel(proxy.address(), echo.authority);
   assert.equal(t.status, 200);
   assert.equal(t.headers['x-tunnel'], 'edited');
@@ -87,17 +106,20 @@ test('HttpRequestHook.handleProxyConnectResponse: may add headers to the 200', a
 });
 
 test('HttpRequestHook.handleRequest: rewrites, answers directly, or blocks', async () => {
-  const proxy = await startTestProxy({
-    httpRequest: {
-      handleRequest: (head) => {
-        if (head.path === '/direct') return RequestDecision.respond({ status: 299, body: 'from the app' });
-        if (head.path === '/blocked') return RequestDecision.block(451, 'unavailable');
-        head.path = '/rewritten';
-        head.headers['x-added'] = 'by hook';
-        return RequestDecision.forward();
+  const proxy = await startApp(
+    hooksApp({
+      httpRequest: {
+        handleRequest: (head) => {
+          if (head.path === '/direct') return RequestDecision.respond({ status: 299, body: 'from the app' });
+          if (head.path === '/blocked') return RequestDecision.block(451, 'unavailable');
+          head.path = '/rewritten';
+          head.headers['x-added'] = 'by hook';
+          return RequestDecision.forward();
+        },
       },
-    },
-  });
+    }),
+  );
+  after(() => proxy.stop());
   const rewritten = await proxyRequest(proxy.address(), `${upstream.origin}/anything`);
   assert.equal(rewritten.text, 'rewritten path');
   assert.equal(upstream.requests.at(-1)!.headers['x-added'], 'by hook');
@@ -109,15 +131,18 @@ test('HttpRequestHook.handleRequest: rewrites, answers directly, or blocks', asy
 });
 
 test('HttpRequestHook.handleResponse: may rewrite the response head', async () => {
-  const proxy = await startTestProxy({
-    httpRequest: {
-      handleResponse: (res) => {
-        delete res.headers['x-upstream'];
-        res.headers['x-proxy'] = 'added';
-        return undefined;
+  const proxy = await startApp(
+    hooksApp({
+      httpRequest: {
+        handleResponse: (res) => {
+          delete res.headers['x-upstream'];
+          res.headers['x-proxy'] = 'added';
+          return undefined;
+        },
       },
-    },
-  });
+    }),
+  );
+  after(() => proxy.stop());
   const r = await proxyRequest(proxy.address(), `${upstream.origin}/hello`);
   assert.equal(r.text, 'hello');
   assert.equal(r.headers['x-upstream'], undefined);
@@ -125,15 +150,18 @@ test('HttpRequestHook.handleResponse: may rewrite the response head', async () =
 });
 
 test('TunnelHook.getAppTunnelPipeline: the app gets both sides and pumps them itself', async () => {
-  const proxy = await startTestProxy({
-    tunnel: {
-      getAppTunnelPipeline: () => async (client, up) => {
-        client.on('data', (d: Buffer) => up.write(d.toString().toUpperCase()));
-        up.on('data', (d: Buffer) => client.write(d));
-        await new Promise((resolve) => client.on('close', resolve));
+  const proxy = await startApp(
+    hooksApp({
+      tunnel: {
+        getAppTunnelPipeline: () => async (client, up) => {
+          client.on('data', (d: Buffer) => up.write(d.toString().toUpperCase()));
+          up.on('data', (d: Buffer) => client.write(d));
+          await new Promise((resolve) => client.on('close', resolve));
+        },
       },
-    },
-  });
+    }),
+  );
+  after(() => proxy.stop());
   const t = await connectTunnel(proxy.address(), echo.authority);
   t.socket.write('shout');
   assert.equal((await readBytes(t.socket, 5)).toString(), 'SHOUT');
@@ -142,25 +170,30 @@ test('TunnelHook.getAppTunnelPipeline: the app gets both sides and pumps them it
 
 test('EgressHook.handleConnection: direct elsewhere, block (403), or via an upstream proxy', async () => {
   let chainedConnections = 0;
-  const chained = await startTestProxy({
-    ingress: {
-      handleConnection: () => {
-        chainedConnections++;
-        return IngressDecision.allow();
+  const chained = await startApp(
+    hooksApp({
+      ingress: {
+        handleConnection: () => {
+          chainedConnections++;
+          return IngressDecision.allow();
+        },
       },
-    },
-  });
-  const proxy = await startTestProxy({
-    egress: {
-      handleConnection: (target) => {
-        if (target.host === 'redirect.test')
-          return EgressDecision.direct({ host: '127.0.0.1', port: echo.port });
-        if (target.port === echo.port || target.port === upstream.port)
-          return EgressDecision.viaProxy(chained.address());
-        return EgressDecision.block('not today');
+    }),
+  );
+  const proxy = await startApp(
+    hooksApp({
+      egress: {
+        handleConnection: (target) => {
+          if (target.host === 'redirect.test')
+            return EgressDecision.direct({ host: '127.0.0.1', port: echo.port });
+          if (target.port === echo.port || target.port === upstream.port)
+            return EgressDecision.viaProxy(chained.proxy.address());
+          return EgressDecision.block('not today');
+        },
       },
-    },
-  });
+    }),
+  );
+  after(() => Promise.all([proxy.stop(), chained.stop()]));
   const redirected = await connectTunnel(proxy.address(), 'redirect.test:1');
   redirected.socket.write('hi');
   assert.equal((await readBytes(redirected.socket, 2)).toString(), 'hi');
@@ -183,21 +216,27 @@ test('EgressHook.handleConnection: direct elsewhere, block (403), or via an upst
 
 test('EgressHook.handleConnectionEstablished: gets the address connected to', async () => {
   const seen: string[] = [];
-  const proxy = await startTestProxy({
-    egress: { handleConnectionEstablished: (addr) => void seen.push(`${addr.host}:${addr.port}`) },
-  });
+  const proxy = await startApp(
+    hooksApp({
+      egress: { handleConnectionEstablished: (addr) => void seen.push(`${addr.host}:${addr.port}`) },
+    }),
+  );
+  after(() => proxy.stop());
   const t = await connectTunnel(proxy.address(), echo.authority);
   t.socket.destroy();
   assert.deepEqual(seen, [echo.authority]);
 });
 
 test('EgressHook.handleUpstreamIps and dnsResolveOverride: resolution under app control', async () => {
-  const proxy = await startTestProxy({
-    egress: {
-      dnsResolveOverride: (host) => (host === 'echo.test' ? ['127.0.0.1'] : undefined),
-      handleUpstreamIps: (ips, ctx) => (ctx.target.port === 1 ? [] : ips),
-    },
-  });
+  const proxy = await startApp(
+    hooksApp({
+      egress: {
+        dnsResolveOverride: (host) => (host === 'echo.test' ? ['127.0.0.1'] : undefined),
+        handleUpstreamIps: (ips, ctx) => (ctx.target.port === 1 ? [] : ips),
+      },
+    }),
+  );
+  after(() => proxy.stop());
   const t = await connectTunnel(proxy.address(), `echo.test:${echo.port}`);
   assert.equal(t.status, 200);
   t.socket.write('dns');
@@ -210,16 +249,19 @@ test('EgressHook.handleUpstreamIps and dnsResolveOverride: resolution under app 
 
 test('EgressHook.tcpConnectOverride: the app connects', async () => {
   let called = 0;
-  const proxy = await startTestProxy({
-    egress: {
-      tcpConnectOverride: async () => {
-        called++;
-        const s = net.connect(echo.port, '127.0.0.1');
-        await new Promise((resolve) => s.once('connect', resolve));
-        return s;
+  const proxy = await startApp(
+    hooksApp({
+      egress: {
+        tcpConnectOverride: async () => {
+          called++;
+          const s = net.connect(echo.port, '127.0.0.1');
+          await new Promise((resolve) => s.once('connect', resolve));
+          return s;
+        },
       },
-    },
-  });
+    }),
+  );
+  after(() => proxy.stop());
   const t = await connectTunnel(proxy.address(), '192.0.2.1:9'); // never dialled: the app connects
   t.socket.write('own');
   assert.equal((await readBytes(t.socket, 3)).toString(), 'own');
@@ -228,7 +270,6 @@ test('EgressHook.tcpConnectOverride: the app connects', async () => {
 });
 
 test('hooks fire in order for a CONNECT, and ext state flows from the request hook to egress', async () => {
-  const calls: HookCall[] = [];
   const app = defineApp({
     name: 'order',
     version: '1',
@@ -251,28 +292,28 @@ test('hooks fire in order for a CONNECT, and ext state flows from the request ho
       tunnel: { getAppTunnelPipeline: () => undefined },
     }),
   });
-  const proxy = await startTestProxy(app, {}, { record: (c) => calls.push(c) });
+  const proxy = await startApp(app);
+  after(() => proxy.stop());
   const t = await connectTunnel(proxy.address(), echo.authority);
   assert.equal(t.status, 200);
   t.socket.destroy();
-  await new Promise((r) => setTimeout(r, 100));
-  assert.deepEqual(
-    calls.map((c) => c.hook),
-    [
-      'IngressHook.handleConnection',
-      'HttpRequestHook.handleProxyConnectRequest',
-      'EgressHook.handleConnection',
-      'EgressHook.handleConnectionEstablished',
-      'HttpRequestHook.handleProxyConnectResponse',
-      'TunnelHook.getAppTunnelPipeline',
-      'IngressHook.handleConnectionClose',
-    ],
-  );
+  const conns = proxy.recorder.connections();
+  assert.equal(conns.length, 1);
+  await proxy.recorder.waitFor(conns[0]!, 'ingress.handleConnectionClose');
+  proxy.recorder.expectHooks(conns[0]!, [
+    'ingress.handleConnection',
+    'http.handleProxyConnectRequest',
+    'egress.handleConnection',
+    'egress.handleConnectionEstablished',
+    'http.handleProxyConnectResponse',
+    'tunnel.getAppTunnelPipeline',
+    'ingress.handleConnectionClose',
+  ]);
 });
 
 test('an unknown hook method is refused at start-up', async () => {
   await assert.rejects(
-    startTestProxy({ egress: { handleConection: () => EgressDecision.block('x') } as never }),
+    startApp(hooksApp({ egress: { handleConection: () => EgressDecision.block('x') } as never })),
     /hooks\.egress\.handleConection is not a EgressHook method/,
   );
 });

@@ -184,7 +184,14 @@ export async function startApp(
       start: async (s: never, restored: unknown) => recorder.wrap(await def.start(s, restored)),
     },
   } as OxyApp;
-  const proxy = await startOxy(recorded, settings, { restoredState: options.restoredState ?? null });
+  let proxy: RunningProxy;
+  try {
+    proxy = await startOxy(recorded, settings, { restoredState: options.restoredState ?? null });
+  } catch (e) {
+    handles?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   let stopped: Promise<void> | null = null;
   // The audit records as they stood when stop() removed the temporary directory.
   let final: AuditRecord[] | null = null;
