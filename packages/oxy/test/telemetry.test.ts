@@ -8,42 +8,38 @@ import http from 'node:http';
 import net from 'node:net';
 import { after, test } from 'node:test';
 import { log } from 'foundations/telemetry';
-import { captureTelemetry } from 'foundations/telemetry/testing';
-import { connectTunnel, readBytes } from '../src/testing/clients.ts';
-import { startHttpUpstream, startTcpEcho } from '../src/testing/peers.ts';
-import { startTestProxy } from './helpers.ts';
+import {
+  captureTelemetry,
+  connectTunnel,
+  hooksApp,
+  proxyRequest,
+  readBytes,
+  startApp,
+  startHttpUpstream,
+  startTcpEcho,
+} from '../src/testing/index.ts';
 
 const tele = captureTelemetry({ verbosity: 'INFO' });
 after(() => tele.stop());
 const upstream = await startHttpUpstream({ '/a': { body: 'a' } });
-after(() => upstream.close());
 const echo = await startTcpEcho();
-after(() => echo.close());
+after(() => Promise.all([upstream.close(), echo.close()]));
 
 test('one trace per request, linked to the connection trace; hook logs carry conn and request fields', async () => {
-  const proxy = await startTestProxy({
-    httpRequest: {
-      handleRequest: () => {
-        log.info('in hook');
-        return { kind: 'forward' };
+  const proxy = await startApp(
+    hooksApp({
+      httpRequest: {
+        handleRequest: () => {
+          log.info('in hook');
+          return { kind: 'forward' };
+        },
       },
-    },
-  });
+    }),
+  );
+  after(() => proxy.stop());
   tele.clear();
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  for (let i = 0; i < 2; i++) {
-    await new Promise<void>((resolve, reject) => {
-      http
-        .get(
-          { host: '127.0.0.1', port: proxy.address().port, path: `${upstream.origin}/a`, agent },
-          (res) => {
-            res.resume();
-            res.on('end', resolve);
-          },
-        )
-        .on('error', reject);
-    });
-  }
+  for (let i = 0; i < 2; i++) await proxyRequest(proxy.address(), `${upstream.origin}/a`, { agent });
   agent.destroy();
   await new Promise((r) => setTimeout(r, 100));
   const hookLogs = tele.logs.filter((l) => l.msg === 'in hook');
@@ -66,10 +62,11 @@ test('one trace per request, linked to the connection trace; hook logs carry con
 });
 
 test('drain: no new connections, a running tunnel goes on until the deadline, then is closed', async () => {
-  const proxy = await startTestProxy();
-  const { port } = proxy.address();
-  const t = await connectTunnel(proxy.address(), echo.authority);
-  const draining = proxy.drain(600);
+  const app = await startApp(hooksApp());
+  after(() => app.stop());
+  const { port } = app.proxy.address();
+  const t = await connectTunnel(app.address(), echo.authority);
+  const draining = app.proxy.drain(600);
   await new Promise((r) => setTimeout(r, 100));
   const refused = await new Promise<boolean>((resolve) => {
     const s = net.connect(port, '127.0.0.1');
