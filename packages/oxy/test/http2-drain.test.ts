@@ -7,17 +7,18 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http2 from 'node:http2';
 import { after, test } from 'node:test';
-import { connectTunnelH2, readBytes } from '../src/testing/clients.ts';
-import { startTcpEcho } from '../src/testing/peers.ts';
-import { startTestProxy } from './helpers.ts';
+import { connectTunnelH2, hooksApp, readBytes, startApp, startTcpEcho } from '../src/testing/index.ts';
 
 const echo = await startTcpEcho();
-after(() => echo.close());
-const proxy = await startTestProxy({});
-const idleProxy = await startTestProxy({}, { endpoints: { main: { http2: { idle_timeout: '300ms' } } } });
+const app = await startApp(hooksApp());
+const proxy = app.proxy;
+const idleProxy = await startApp(hooksApp(), {
+  settings: { endpoints: { main: { http2: { idle_timeout: '300ms' } } } },
+});
+after(() => echo.close().then(() => Promise.all([app.stop(), idleProxy.stop()])));
 
 test('drain: GOAWAY at once, the open tunnel finishes, then the session closes', async () => {
-  const s = http2.connect(proxy.url);
+  const s = http2.connect(`http://${app.address()}`);
   s.on('error', () => {});
   after(() => s.destroy());
   const t = await connectTunnelH2(s, echo.authority);
@@ -43,7 +44,7 @@ test('drain: GOAWAY at once, the open tunnel finishes, then the session closes',
 });
 
 test('a session without open streams for idle_timeout is closed with GOAWAY; an open tunnel keeps it', async () => {
-  const s = http2.connect(idleProxy.url);
+  const s = http2.connect(`http://${idleProxy.address()}`);
   s.on('error', () => {});
   after(() => s.destroy());
   const t = await connectTunnelH2(s, echo.authority);

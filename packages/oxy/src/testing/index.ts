@@ -72,3 +72,4 @@ export {
   type TlsUpstream,
 } from './peers.ts';
 export { diffLists, HookRecorder, type RecordedCall, summarize } from './recorder.ts';
+export { waitUntil } from './wait.ts';
