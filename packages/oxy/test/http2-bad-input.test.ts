@@ -8,45 +8,59 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http2 from 'node:http2';
-import net from 'node:net';
 import { after, test } from 'node:test';
 import { log } from 'foundations/telemetry';
-import { captureTelemetry } from 'foundations/telemetry/testing';
 import { ConnectDirective, RequestDecision } from '../src/hooks/http-request.ts';
 import { HTTP2_PREFACE } from '../src/onramps/http2/preface.ts';
-import { connectTunnelH2, readBytes } from '../src/testing/clients.ts';
-import { startTcpEcho, type TcpPeer } from '../src/testing/peers.ts';
-import { startTestProxy } from './helpers.ts';
+import {
+  captureTelemetry,
+  connectTunnelH2,
+  hooksApp,
+  rawExchange,
+  readBytes,
+  startApp,
+  startTcpEcho,
+  type TcpPeer,
+  unusedPort,
+  waitUntil,
+} from '../src/testing/index.ts';
 
 const echo: TcpPeer = await startTcpEcho();
-after(() => echo.close());
 /** CONNECTs to this peer get a response head the hook spoiled (a field name HTTP/2 refuses). */
 const badHead: TcpPeer = await startTcpEcho();
-after(() => badHead.close());
 const badHeadPort = badHead.port;
-const proxy = await startTestProxy({
-  httpRequest: {
-    handleProxyConnectRequest(head) {
-      log.info('connect hook', { authority: head.authority });
-      return head.headers['x-block'] === 'yes'
-        ? ConnectDirective.block(403, 'no thanks')
-        : ConnectDirective.allow();
+const app = await startApp(
+  hooksApp({
+    httpRequest: {
+      handleProxyConnectRequest(head) {
+        log.info('connect hook', { authority: head.authority });
+        return head.headers['x-block'] === 'yes'
+          ? ConnectDirective.block(403, 'no thanks')
+          : ConnectDirective.allow();
+      },
+      handleProxyConnectResponse(res, ctx) {
+        if (ctx.target.port === badHeadPort) res.headers['bad header name'] = 'x';
+        return res;
+      },
+      handleRequest(head) {
+        if (head.path === '/answered-by-hook') {
+          return RequestDecision.respond({
+            status: 418,
+            headers: { 'x-by': 'hook' },
+            body: 'short and stout',
+          });
+        }
+        return RequestDecision.forward();
+      },
     },
-    handleProxyConnectResponse(res, ctx) {
-      if (ctx.target.port === badHeadPort) res.headers['bad header name'] = 'x';
-      return res;
-    },
-    handleRequest(head) {
-      if (head.path === '/answered-by-hook') {
-        return RequestDecision.respond({ status: 418, headers: { 'x-by': 'hook' }, body: 'short and stout' });
-      }
-      return RequestDecision.forward();
-    },
-  },
-});
+  }),
+);
+after(() => Promise.all([echo.close(), badHead.close()]).then(() => app.stop()));
+const proxy = app.proxy;
+const proxyUrl = `http://${app.address()}`;
 
 function session(): http2.ClientHttp2Session {
-  const s = http2.connect(proxy.url);
+  const s = http2.connect(proxyUrl);
   s.on('error', () => {});
   after(() => s.destroy());
   return s;
@@ -63,30 +77,8 @@ async function stillServes(): Promise<void> {
   }
 }
 
-async function waitFor(cond: () => boolean, what: string, ms = 3000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 async function rawAfterPreface(bytes: Buffer): Promise<{ data: Buffer; closed: boolean }> {
-  const s = net.connect(proxy.address().port, '127.0.0.1');
-  s.on('error', () => {});
-  await once(s, 'connect');
-  s.write(Buffer.concat([HTTP2_PREFACE, bytes]));
-  const chunks: Buffer[] = [];
-  s.on('data', (c: Buffer) => chunks.push(c));
-  const closed = await new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => resolve(false), 3000);
-    s.on('close', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-  s.destroy();
-  return { data: Buffer.concat(chunks), closed };
+  return rawExchange(proxy.address(), Buffer.concat([HTTP2_PREFACE, bytes]), { timeoutMs: 3000 });
 }
 
 /** Frame types in the bytes a server sent (9-byte frame headers walked in order). */
@@ -157,7 +149,7 @@ test('a stream reset mid-tunnel closes its upstream only; siblings keep flowing'
   const b = await connectTunnelH2(s, echo.authority);
   const open = echo.open();
   a.stream.close(http2.constants.NGHTTP2_CANCEL);
-  await waitFor(() => echo.open() <= open - 1, 'the upstream of the reset stream to close');
+  await waitUntil(() => echo.open() <= open - 1, 'the upstream of the reset stream to close');
   b.stream.write('still here');
   assert.equal((await readBytes(b.stream, 10)).toString(), 'still here');
   b.stream.end();
@@ -166,21 +158,17 @@ test('a stream reset mid-tunnel closes its upstream only; siblings keep flowing'
 test('a client vanishing with 20 tunnels open: every upstream is closed', async () => {
   const own = await startTcpEcho(); // its own peer, so earlier tests' tunnels do not count
   after(() => own.close());
-  const s = http2.connect(proxy.url);
+  const s = http2.connect(proxyUrl);
   s.on('error', () => {});
   await Promise.all(Array.from({ length: 20 }, () => connectTunnelH2(s, own.authority)));
-  await waitFor(() => own.open() === 20, '20 upstreams');
+  await waitUntil(() => own.open() === 20, '20 upstreams');
   s.socket.destroy();
-  await waitFor(() => own.open() === 0, 'upstreams to close');
+  await waitUntil(() => own.open() === 0, 'upstreams to close');
   await stillServes();
 });
 
 test('a refused upstream is a 502 on its stream', async () => {
-  const closed = net.createServer();
-  closed.listen(0, '127.0.0.1');
-  await once(closed, 'listening');
-  const port = (closed.address() as net.AddressInfo).port;
-  closed.close();
+  const port = await unusedPort();
   const s = session();
   const t = await connectTunnelH2(s, `127.0.0.1:${port}`);
   assert.equal(t.status, 502);
@@ -215,7 +203,7 @@ test('each stream logs with its connection fields and its own request id, in a t
   assert.ok(r1.traceId !== undefined && r2.traceId !== undefined);
   assert.notEqual(r1.traceId, r2.traceId, 'a trace per stream');
   s.destroy();
-  await waitFor(() => tele.spans().some((sp) => sp.name === 'connection'), 'the connection span');
+  await waitUntil(() => tele.spans().some((sp) => sp.name === 'connection'), 'the connection span');
   const conn = tele.spans().find((sp) => sp.name === 'connection');
   const forks = tele.spans().filter((sp) => sp.name === 'connect' && sp.traceId === r1.traceId);
   assert.equal(forks.length, 1);
@@ -248,11 +236,7 @@ test('forwarding over HTTP/2: a hook answer, a refused upstream, an https :schem
   });
   assert.deepEqual([byHook.status, byHook.headers['x-by'], byHook.body], [418, 'hook', 'short and stout']);
 
-  const closed = net.createServer();
-  closed.listen(0, '127.0.0.1');
-  await once(closed, 'listening');
-  const port = (closed.address() as net.AddressInfo).port;
-  closed.close();
+  const port = await unusedPort();
   const refused = await h2Request(s, {
     ':method': 'GET',
     ':scheme': 'http',
@@ -280,6 +264,6 @@ test('a response head a hook spoiled resets that CONNECT stream; the proxy goes 
     st.once('close', () => resolve(`reset ${st.rstCode}`));
   });
   assert.equal(outcome, `reset ${http2.constants.NGHTTP2_INTERNAL_ERROR}`);
-  await waitFor(() => badHead.open() === 0, 'the upstream to close');
+  await waitUntil(() => badHead.open() === 0, 'the upstream to close');
   await stillServes();
 });

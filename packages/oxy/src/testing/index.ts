@@ -70,6 +70,7 @@ export {
   startTlsUpstream,
   type TcpPeer,
   type TlsUpstream,
+  unusedPort,
 } from './peers.ts';
 export { diffLists, HookRecorder, type RecordedCall, summarize } from './recorder.ts';
 export { waitUntil } from './wait.ts';

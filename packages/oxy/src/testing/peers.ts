@@ -218,3 +218,14 @@ export async function startTcpServer(
   const addr = await listen(server, host);
   return { ...peerOf(server, addr, sockets), accepted: () => accepted, open: () => sockets.size };
 }
+
+/**
+ * A loopback port nothing listens on (bound, then released), for "connection refused" cases.
+ * Another process could take it meanwhile; on a test machine that is rare enough.
+ */
+export async function unusedPort(host = '127.0.0.1'): Promise<number> {
+  const server = net.createServer();
+  const { port } = await listen(server, host);
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
