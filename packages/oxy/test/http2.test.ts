@@ -9,18 +9,22 @@ import http2 from 'node:http2';
 import { after, describe, test } from 'node:test';
 import { IngressDecision } from '../src/hooks/ingress.ts';
 import { HTTP2_PREFACE } from '../src/onramps/http2/preface.ts';
-import { connectTunnelH2, proxyRequest, rawExchange, readBytes } from '../src/testing/clients.ts';
 import {
+  connectTunnelH2,
+  curl,
   type HttpUpstream,
+  hooksApp,
+  proxyRequest,
+  rawExchange,
+  readBytes,
+  startApp,
   startHoldOpenServer,
   startHttpUpstream,
   startTcpEcho,
   type TcpPeer,
-} from '../src/testing/peers.ts';
-import { curl, startTestProxy } from './helpers.ts';
+} from '../src/testing/index.ts';
 
 const echo: TcpPeer = await startTcpEcho();
-after(() => echo.close());
 const upstream: HttpUpstream = await startHttpUpstream({
   'GET /hello': { status: 200, headers: { 'x-up': 'yes', 'keep-alive': 'timeout=5' }, body: 'hello h2' },
   // The peer has read the body by the time a route runs: answer with what it recorded.
@@ -29,13 +33,21 @@ const upstream: HttpUpstream = await startHttpUpstream({
     res.end(upstream.requests.at(-1)?.body);
   },
 });
-after(() => upstream.close());
-const proxy = await startTestProxy({});
-const proxyUrl = proxy.url;
+const proxy = await startApp(hooksApp());
+const proxyUrl = `http://${proxy.address()}`;
+const h1Only = await startApp(hooksApp(), {
+  settings: { endpoints: { main: { http2: { enabled: false } } } },
+});
 // An async ingress hook keeps the socket paused until it answers: detection must still work.
-const h1Only = await startTestProxy({}, { endpoints: { main: { http2: { enabled: false } } } });
-const slowIngress = await startTestProxy({
-  ingress: { handleConnection: () => new Promise((r) => setTimeout(() => r(IngressDecision.allow()), 20)) },
+const slowIngress = await startApp(
+  hooksApp({
+    ingress: { handleConnection: () => new Promise((r) => setTimeout(() => r(IngressDecision.allow()), 20)) },
+  }),
+);
+// Stopped together: each app's leak check also follows what the others opened while it ran.
+after(async () => {
+  await Promise.all([echo.close(), upstream.close()]);
+  await Promise.all([proxy.stop(), h1Only.stop(), slowIngress.stop()]);
 });
 
 function session(): http2.ClientHttp2Session {
