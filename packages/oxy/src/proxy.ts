@@ -85,6 +85,8 @@ export async function startProxy(
   } catch (e) {
     for (const s of servers.values()) s.close();
     for (const o of onramps) o.close();
+    // The runtime opened the audit file: a failed start must not leave it open.
+    await rt.audit.close();
     throw e;
   }
   let closing: Promise<void> | null = null;
