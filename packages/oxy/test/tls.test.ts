@@ -14,15 +14,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import tls from 'node:tls';
-import { defineApp } from '../src/app.ts';
 import { isOxyError } from '../src/errors.ts';
 import { IngressDecision } from '../src/hooks/ingress.ts';
 import { loadSecureContext } from '../src/onramps/tls/credentials.ts';
-import { startOxy } from '../src/proxy.ts';
-import { generateCertificate } from '../src/testing/certs.ts';
-import { readBytes } from '../src/testing/clients.ts';
-import { type HttpUpstream, startHttpUpstream, startTcpEcho, type TcpPeer } from '../src/testing/peers.ts';
-import { curl, startTestProxy, TEST_SETTINGS } from './helpers.ts';
+import {
+  curl,
+  generateCertificate,
+  type HttpUpstream,
+  hooksApp,
+  readBytes,
+  startApp,
+  startHttpUpstream,
+  startTcpEcho,
+  type TcpPeer,
+} from '../src/testing/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'oxy-tls-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -42,24 +47,26 @@ writeFileSync(files.otherKey, other.keyPem);
 writeFileSync(files.garbage, 'not a certificate\n');
 
 const echo: TcpPeer = await startTcpEcho();
-after(() => echo.close());
 const upstream: HttpUpstream = await startHttpUpstream({ 'GET /hello': { body: 'hello over tls' } });
-after(() => upstream.close());
-const proxy = await startTestProxy(
-  {},
-  {
+const proxy = await startApp(hooksApp(), {
+  settings: {
     endpoints: {
       main: { tls: { enabled: true, cert: files.cert, key: files.key, handshake_timeout: '1s' } },
     },
   },
-);
-const { port } = proxy.address();
-const slowIngress = await startTestProxy(
-  {
+});
+const { port } = proxy.proxy.address();
+const slowIngress = await startApp(
+  hooksApp({
     ingress: { handleConnection: () => new Promise((r) => setTimeout(() => r(IngressDecision.allow()), 20)) },
-  },
-  { endpoints: { main: { tls: { enabled: true, cert: files.cert, key: files.key } } } },
+  }),
+  { settings: { endpoints: { main: { tls: { enabled: true, cert: files.cert, key: files.key } } } } },
 );
+// Stopped together: each app's leak check also follows what the other opened while it ran.
+after(async () => {
+  await Promise.all([echo.close(), upstream.close()]);
+  await Promise.all([proxy.stop(), slowIngress.stop()]);
+});
 
 function h2Session(): http2.ClientHttp2Session {
   const s = http2.connect(`https://127.0.0.1:${port}`, { ca: cert.caPem });
@@ -275,12 +282,12 @@ describe('certificate and key files', () => {
   }
 
   test('the proxy refuses to start with a bad key, naming the settings path', async () => {
-    const app = defineApp({ name: 't', version: '0', description: 'd', start: () => ({}) });
     await assert.rejects(
-      startOxy(app, {
-        ...TEST_SETTINGS,
-        endpoints: {
-          main: { addr: '127.0.0.1:0', tls: { enabled: true, cert: files.cert, key: files.otherKey } },
+      startApp(hooksApp(), {
+        settings: {
+          endpoints: {
+            main: { addr: '127.0.0.1:0', tls: { enabled: true, cert: files.cert, key: files.otherKey } },
+          },
         },
       }),
       /endpoints\.main\.tls\.key/,
@@ -289,7 +296,7 @@ describe('certificate and key files', () => {
 });
 
 test('behind an async IngressHook.handleConnection, the handshake and both protocols still work', async () => {
-  const s = http2.connect(`https://127.0.0.1:${slowIngress.address().port}`, { ca: cert.caPem });
+  const s = http2.connect(`https://127.0.0.1:${slowIngress.proxy.address().port}`, { ca: cert.caPem });
   s.on('error', () => {});
   after(() => s.destroy());
   const st = s.request({ ':method': 'CONNECT', ':authority': echo.authority }, { endStream: false });
@@ -299,7 +306,7 @@ test('behind an async IngressHook.handleConnection, the handshake and both proto
   assert.equal((await readBytes(st, 6)).toString(), 'hooked');
   const r = await curl([
     '--proxy',
-    `https://localhost:${slowIngress.address().port}`,
+    `https://localhost:${slowIngress.proxy.address().port}`,
     '--proxy-cacert',
     files.ca,
     `${upstream.origin}/hello`,
