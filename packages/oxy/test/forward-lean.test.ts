@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import { after, test } from 'node:test';
-import { startTestProxy } from './helpers.ts';
+import { hooksApp, startApp } from '../src/testing/index.ts';
 
 type Responder = (socket: net.Socket, requestHead: string) => void;
 
@@ -76,10 +76,13 @@ const up = await rawUpstream({
   },
   '/stall': (s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\nfirst bytes'),
 });
-const proxy = await startTestProxy();
-const { host, port } = proxy.address();
+const proxy = await startApp(hooksApp());
+const { host, port } = proxy.proxy.address();
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-after(() => agent.destroy());
+after(() => {
+  agent.destroy();
+  return proxy.stop();
+});
 
 function get(
   path: string,
