@@ -8,13 +8,20 @@
  * `pause`; no timers touched per chunk (the idle check compares byte counters when it fires).
  *
  * Semantics, in order of precedence:
- * - backpressure: a side whose peer's `write` returns false is paused until `drain`;
+ * - backpressure: a side whose peer holds `SLACK` bytes or more unsent is paused until `drain`;
  * - half-close: one side's end (FIN) becomes `end()` on the other, and the other direction goes on;
  * - a side that errors or closes abruptly destroys the other;
  * - `idleTimeoutMs` without a byte either way, or `maxLifetimeMs` (0: none), destroys both;
  * - the pump settles once both sides have closed, with the bytes counted each way.
  */
 import type { Duplex } from 'node:stream';
+
+/**
+ * Bytes a side may hold queued before its source is paused. A stream's own highWaterMark (16 KiB
+ * for an HTTP/2 stream) would pause and resume the source on nearly every 64 KiB chunk; this
+ * bounds the buffering per tunnel direction instead, still a fixed amount (backpressure holds).
+ */
+const SLACK = 256 * 1024;
 
 /** Why a pump finished. `done` means both sides closed cleanly (FIN both ways). */
 export type PumpCloseReason =
@@ -80,11 +87,11 @@ export class StreamPump {
 
     const onClientData = (chunk: Buffer): void => {
       this.bytesUp += chunk.length;
-      if (!upstream.write(chunk)) client.pause();
+      if (!upstream.write(chunk) && upstream.writableLength >= SLACK) client.pause();
     };
     const onUpstreamData = (chunk: Buffer): void => {
       this.bytesDown += chunk.length;
-      if (!client.write(chunk)) upstream.pause();
+      if (!client.write(chunk) && client.writableLength >= SLACK) upstream.pause();
     };
     client.on('data', onClientData);
     upstream.on('data', onUpstreamData);
