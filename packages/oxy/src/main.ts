@@ -8,7 +8,7 @@ import { bootstrap, defineApp } from './app.ts';
 const app = defineApp({
   name: 'oxy',
   version: '0.1.0',
-  description: 'Oxy: a programmable forward proxy (HTTP/1.1 absolute-form, CONNECT, Upgrade)',
+  description: 'Oxy: a programmable forward proxy (HTTP/1.1 and HTTP/2: absolute-form, CONNECT, Upgrade)',
   start: () => ({}),
 });
 

@@ -24,7 +24,7 @@ import { TlsSettings } from './onramps/tls/settings.ts';
 const endpointFields = {
   addr: s.listenAddr('Address to listen on: host:port, [v6]:port, or a Unix socket path.', '127.0.0.1:8080'),
   protocol: s.oneOf(
-    'On-ramp protocol: "http" serves HTTP/1.1 forward-proxy requests (absolute-form, CONNECT, Upgrade).',
+    'On-ramp protocol: "http" serves forward-proxy requests over HTTP/1.1 and HTTP/2 (h2c prior knowledge, or ALPN with tls): absolute-form, CONNECT, Upgrade.',
     ['http'] as const,
     'http',
   ),
