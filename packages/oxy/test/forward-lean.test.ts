@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import { after, test } from 'node:test';
 import { hooksApp, startApp } from '../src/testing/index.ts';
 
@@ -172,4 +173,63 @@ test('a client that leaves mid-body closes the upstream connection', async () =>
   while (up.state.closed === closedBefore && Date.now() < deadline)
     await new Promise((r) => setTimeout(r, 10));
   assert.ok(up.state.closed > closedBefore, 'the upstream connection was closed');
+});
+
+test('an upstream stream that is not a TCP socket (tcpConnectOverride) is parsed from its data events', async () => {
+  let wrapped = 0;
+  const own = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const other = await startApp(
+    hooksApp({
+      egress: {
+        tcpConnectOverride: async (addrs: readonly { host: string; port: number }[]) => {
+          const a = addrs[0] as { host: string; port: number };
+          const s = net.connect(a.port, a.host);
+          await once(s, 'connect');
+          wrapped++;
+          // A plain Duplex over the socket: no libuv handle for the parser to read from.
+          const d = new Duplex({
+            read() {
+              s.resume();
+            },
+            write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void) {
+              s.write(chunk, cb);
+            },
+            destroy(err: Error | null, cb: (e: Error | null) => void) {
+              s.destroy();
+              cb(err);
+            },
+          });
+          s.on('data', (c) => {
+            if (!d.push(c)) s.pause();
+          });
+          s.on('end', () => d.push(null));
+          s.on('error', (e) => d.destroy(e));
+          return d;
+        },
+      },
+    }),
+  );
+  after(() => {
+    own.destroy();
+    return other.stop();
+  });
+  const a = other.proxy.address();
+  const fetch = (path: string) =>
+    new Promise<string>((resolve, reject) => {
+      http
+        .get({ host: a.host, port: a.port, path: `${up.origin}${path}`, agent: own }, (res) => {
+          let body = '';
+          res.setEncoding('latin1');
+          res.on('data', (c: string) => {
+            body += c;
+          });
+          res.on('end', () => resolve(body));
+        })
+        .on('error', reject);
+    });
+  assert.equal(await fetch('/chunked'), 'hello world');
+  assert.equal(await fetch('/ok'), 'ok');
+  assert.equal((await fetch('/big')).length, 4 << 20);
+  assert.equal(await fetch('/until-close'), 'body until close');
+  assert.ok(wrapped >= 1);
 });

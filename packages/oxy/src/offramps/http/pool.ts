@@ -30,6 +30,8 @@ import type { Runtime } from '../../runtime.ts';
 /** Node's binding of llhttp (`_http_common`), typed with the members used here. */
 interface NativeParser {
   initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
+  consume(handle: StreamHandle): void;
+  unconsume(): void;
   execute(data: Buffer): number | Error;
   finish(): number | Error | undefined;
   close(): void;
@@ -42,7 +44,15 @@ interface NativeParserClass {
   readonly kOnHeadersComplete: number;
   readonly kOnBody: number;
   readonly kOnMessageComplete: number;
+  readonly kOnExecute: number;
   readonly kLenientNone: number;
+}
+/** A libuv stream handle (`socket._handle`) the native parser can read from directly. */
+interface StreamHandle {
+  readonly isStreamBase?: boolean;
+  _consumed?: boolean;
+  readStart(): number;
+  readStop(): number;
 }
 const { HTTPParser } = createRequire(import.meta.url)('_http_common') as { HTTPParser: NativeParserClass };
 
@@ -114,8 +124,11 @@ class UpstreamConnection {
   #headers: string[] = [];
   #dead = false;
   #executing = false;
+  /** The handle the parser reads from in C++ (no 'data' events), or null. */
+  readonly #handle: StreamHandle | null;
   readonly #resume = (): void => {
-    this.socket.resume();
+    if (this.#handle !== null) this.#handle.readStart();
+    else this.socket.resume();
   };
 
   constructor(pool: HttpPool, key: string, socket: Duplex, remote: SocketAddr) {
@@ -126,13 +139,27 @@ class UpstreamConnection {
     const p = new HTTPParser();
     p.initialize(HTTPParser.RESPONSE, {}, http.maxHeaderSize, HTTPParser.kLenientNone);
     p[HTTPParser.kOnHeaders] = (headers: string[]) => {
+      if (this.exchange !== null) this.exchange.gotBytes = true;
       for (const h of headers) this.#headers.push(h);
     };
     p[HTTPParser.kOnHeadersComplete] = this.#onHeadersComplete;
     p[HTTPParser.kOnBody] = this.#onBody;
     p[HTTPParser.kOnMessageComplete] = this.#onMessageComplete;
     this.#parser = p;
-    socket.on('data', this.#onData);
+    // Like Node's HTTP server: a plain TCP socket is read by the parser itself, in C++, so a
+    // response costs no Buffer, stream push or 'data' event in JS. Other streams (a hook's
+    // `tcpConnectOverride`) are fed through 'data'.
+    const handle = (socket as { _handle?: StreamHandle | null })._handle ?? null;
+    if (handle !== null && handle.isStreamBase === true && handle._consumed !== true) {
+      handle._consumed = true;
+      p.consume(handle);
+      p[HTTPParser.kOnExecute] = this.#onExecute;
+      this.#handle = handle;
+      this.#executing = true; // callbacks run inside reads: the parser is closed on 'close'
+    } else {
+      this.#handle = null;
+      socket.on('data', this.#onData);
+    }
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
@@ -171,9 +198,28 @@ class UpstreamConnection {
     if (cur !== null && cur.pending !== null) {
       const chunk = cur.pending;
       cur.pending = null;
-      if (!cur.sink.onBody(chunk, this.#resume)) this.socket.pause();
+      if (!cur.sink.onBody(chunk, this.#resume)) this.#pause();
     }
   };
+
+  /** After the parser consumed a read (consume mode): errors, and the held body piece. */
+  readonly #onExecute = (ret: number | Error): void => {
+    if (ret instanceof Error) {
+      this.#fail(ret);
+      return;
+    }
+    const cur = this.exchange;
+    if (cur !== null && cur.pending !== null) {
+      const chunk = cur.pending;
+      cur.pending = null;
+      if (!cur.sink.onBody(chunk, this.#resume)) this.#pause();
+    }
+  };
+
+  #pause(): void {
+    if (this.#handle !== null) this.#handle.readStop();
+    else this.socket.pause();
+  }
 
   readonly #onHeadersComplete = (
     _major: number,
@@ -192,7 +238,11 @@ class UpstreamConnection {
       raw = this.#headers.concat(raw);
       this.#headers = [];
     }
-    if (ex === null) return 0;
+    if (ex === null) {
+      this.#fail(new Error('upstream sent a response without a request'));
+      return 0;
+    }
+    ex.gotBytes = true;
     if (status < 200) {
       if (status === 101) {
         this.#fail(new Error('upstream switched protocols without being asked'));
@@ -212,7 +262,7 @@ class UpstreamConnection {
     if (ex === null) return;
     const prev = ex.pending;
     ex.pending = chunk;
-    if (prev !== null && !ex.sink.onBody(prev, this.#resume)) this.socket.pause();
+    if (prev !== null && !ex.sink.onBody(prev, this.#resume)) this.#pause();
   };
 
   readonly #onMessageComplete = (): void => {
@@ -233,10 +283,11 @@ class UpstreamConnection {
   readonly #onEnd = (): void => {
     // A body delimited by the close ends here; anything else in flight failed.
     if (this.exchange !== null) {
+      const consumed = this.#handle !== null;
       this.#executing = true;
       const r = this.#parser.finish();
-      this.#executing = false;
-      if (this.#dead) this.#parser.close();
+      this.#executing = consumed;
+      if (this.#dead && !consumed) this.#parser.close();
       if (r instanceof Error) this.#fail(r);
     }
     this.#fail(new Error('upstream closed the connection'));
@@ -247,6 +298,10 @@ class UpstreamConnection {
   };
 
   readonly #onClose = (): void => {
+    if (this.#handle !== null) {
+      this.#parser.unconsume();
+      this.#parser.close();
+    }
     this.#fail(new Error('upstream closed the connection'));
   };
 
