@@ -138,7 +138,11 @@ export async function connectDirect(
         ...(source === null ? {} : { localAddress: source }),
       });
       socket = tcp;
-      remote = { host: tcp.remoteAddress ?? '', port: tcp.remotePort ?? addr.port };
+      // One candidate: it is the address connected to (no getpeername(2) per connection).
+      remote =
+        ips.length === 1
+          ? { host: ips[0] as string, port: addr.port }
+          : { host: tcp.remoteAddress ?? '', port: tcp.remotePort ?? addr.port };
     }
     egressMetrics.connect_latency_seconds().observe((performance.now() - started) / 1000);
     return { socket, remote: remote as SocketAddr };
