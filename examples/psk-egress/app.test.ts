@@ -14,6 +14,14 @@ test('a private address is blocked without the pre-shared key', async () => {
     assert.equal(t.status, 403, target);
     t.socket.destroy();
   }
+  // The IP literal is refused before anything is resolved; the name by what it resolves to.
+  const [byIp, byName] = proxy.recorder.connections();
+  proxy.recorder.expectHooks(byIp!, ['http.handleProxyConnectRequest', 'egress.handleConnection']);
+  proxy.recorder.expectHooks(byName!, [
+    'http.handleProxyConnectRequest',
+    'egress.handleConnection',
+    'egress.handleUpstreamIps',
+  ]);
 });
 
 test('the pre-shared key on the CONNECT opens private addresses', async () => {
