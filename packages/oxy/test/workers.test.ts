@@ -261,6 +261,41 @@ describe('oxy with workers: 2', () => {
     console.log(`workers: 2, ${ok} proxied requests over 3 restarts, ${errors.length} failed`);
   });
 
+  it('restarts from workers: 1 to 2 and back: the sockets and worker 0 state follow', async () => {
+    const telemetryPort = freshPort();
+    const single = (sock: string): string =>
+      config(sock, telemetryPort, '1s').replace('workers: 2', 'workers: 1');
+    const svc = new ServiceUnderTest(single, APP);
+    services.push(svc);
+    const first = await svc.start();
+    const port = await proxyPort(svc);
+    assert.equal(await proxiedGet(port, target, false), 'origin ok');
+    svc.writeConfig(config(svc.socket, telemetryPort, '1s'));
+    const up = await svc.restart();
+    assert.equal(up.code, 0, up.stdout + up.stderr);
+    extraPids.push(Number(/new process (\d+)/.exec(up.stdout)?.[1]));
+    await svc.waitGeneration(3);
+    // Worker 0 continues the single process's state; worker 1 starts afresh.
+    assert.deepEqual(
+      svc.generations
+        .slice(1)
+        .map((g) => g.counter)
+        .sort(),
+      [1, 2],
+    );
+    assert.ok(await waitExit(first.pid, 5000), 'the single process drained and exited');
+    await until('two ready workers', async () => (await workers(telemetryPort)).ready === 2);
+    assert.equal(await proxiedGet(port, target, false), 'origin ok', 'same port, now served by workers');
+    svc.writeConfig(single(svc.socket));
+    const down = await svc.restart();
+    assert.equal(down.code, 0, down.stdout + down.stderr);
+    const last = await svc.waitGeneration(4);
+    assert.equal(last.counter, 3, 'the single process got old worker 0 state');
+    for (const g of svc.generations.slice(1, 3))
+      assert.ok(await waitExit(g.pid, 5000), `worker ${g.pid} exited`);
+    assert.equal(await proxiedGet(port, target, false), 'origin ok');
+  });
+
   it('oxy --generate documents workers', async () => {
     const out = await new Promise<string>((resolve, reject) => {
       const c = spawn(process.execPath, [APP, '--generate', '-'], { env: cleanEnv() });
