@@ -273,7 +273,8 @@ describe('oxy with workers: 2', () => {
     svc.writeConfig(config(svc.socket, telemetryPort, '1s'));
     const up = await svc.restart();
     assert.equal(up.code, 0, up.stdout + up.stderr);
-    extraPids.push(Number(/new process (\d+)/.exec(up.stdout)?.[1]));
+    const supervisor = Number(/new process (\d+)/.exec(up.stdout)?.[1]);
+    extraPids.push(supervisor);
     await svc.waitGeneration(3);
     // Worker 0 continues the single process's state; worker 1 starts afresh.
     assert.deepEqual(
@@ -293,6 +294,7 @@ describe('oxy with workers: 2', () => {
     assert.equal(last.counter, 3, 'the single process got old worker 0 state');
     for (const g of svc.generations.slice(1, 3))
       assert.ok(await waitExit(g.pid, 5000), `worker ${g.pid} exited`);
+    assert.ok(await waitExit(supervisor, 5000), 'the supervisor exited after its workers');
     assert.equal(await proxiedGet(port, target, false), 'origin ok');
   });
 
