@@ -75,6 +75,10 @@ const up = await rawUpstream({
     s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n`);
     s.write(body);
   },
+  '/slow': (s) => {
+    s.write('HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nsl');
+    setTimeout(() => s.write('ow'), 500);
+  },
   '/stall': (s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\nfirst bytes'),
 });
 const proxy = await startApp(hooksApp());
@@ -232,4 +236,32 @@ test('an upstream stream that is not a TCP socket (tcpConnectOverride) is parsed
   assert.equal((await fetch('/big')).length, 4 << 20);
   assert.equal(await fetch('/until-close'), 'body until close');
   assert.ok(wrapped >= 1);
+});
+
+test('pooled connections close after pool_idle_timeout, also after a response longer than it', async () => {
+  const own = new http.Agent({ keepAlive: false });
+  const short = await startApp(hooksApp(), { settings: { egress: { pool_idle_timeout: '300ms' } } });
+  after(() => {
+    own.destroy();
+    return short.stop();
+  });
+  const a = short.proxy.address();
+  const closedBefore = up.state.closed;
+  const body = await new Promise<string>((resolve, reject) => {
+    http
+      .get({ host: a.host, port: a.port, path: `${up.origin}/slow`, agent: own }, (res) => {
+        let b = '';
+        res.setEncoding('latin1');
+        res.on('data', (c: string) => {
+          b += c;
+        });
+        res.on('end', () => resolve(b));
+      })
+      .on('error', reject);
+  });
+  assert.equal(body, 'slow');
+  const deadline = Date.now() + 3000;
+  while (up.state.closed === closedBefore && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 20));
+  assert.ok(up.state.closed > closedBefore, 'the idle upstream connection was closed');
 });

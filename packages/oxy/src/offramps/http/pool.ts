@@ -306,7 +306,12 @@ class UpstreamConnection {
   };
 
   readonly #onTimeout = (): void => {
-    if (this.exchange === null) this.destroy(); // idle past pool_idle_timeout
+    if (this.exchange === null) {
+      this.destroy(); // idle past pool_idle_timeout
+      return;
+    }
+    // A long response (reads in C++ do not touch the timer): arm it again for when it is idle.
+    (this.socket as net.Socket).setTimeout(this.#pool.idleTimeout);
   };
 
   /** Fails the exchange in flight (if any) and destroys the connection. */
