@@ -5,6 +5,7 @@
  * data, not diagnostics, and must not be dropped by verbosity or rate limits.
  */
 import fs from 'node:fs';
+import { OXY_ERR, OxyError } from './errors.ts';
 import type { AuditSettings } from './settings.ts';
 
 /** One audit record. Field names are stable: downstream tools parse them. */
@@ -41,11 +42,25 @@ export interface AuditSink {
 
 const OFF: AuditSink = { enabled: false, write() {}, close: async () => {} };
 
-/** Opens the audit sink `settings` describe. */
+/**
+ * Opens the audit file for appending, synchronously, so a path that cannot be opened is a
+ * start-up error naming `audit.path` rather than an unhandled stream error once running.
+ */
+function openFile(file: string): fs.WriteStream {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'a');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new OxyError(OXY_ERR.INVALID_APP, `audit.path: cannot open ${file}: ${code}`, { cause: e });
+  }
+  return fs.createWriteStream(file, { fd });
+}
+
+/** Opens the audit sink `settings` describe. Throws an OxyError naming `audit.path` when the file cannot be opened. */
 export function openAudit(settings: AuditSettings): AuditSink {
   if (settings.output === 'off') return OFF;
-  const stream =
-    settings.output === 'stdout' ? process.stdout : fs.createWriteStream(settings.path, { flags: 'a' });
+  const stream = settings.output === 'stdout' ? process.stdout : openFile(settings.path);
   // `close()` runs after the drain destroyed the last connections, but a tunnel or request torn
   // down that way writes its record a few ticks later: appended synchronously rather than
   // written to the ended stream (which throws ERR_STREAM_WRITE_AFTER_END, uncaught).
