@@ -369,7 +369,12 @@ export class HttpPool {
   request(target: UpstreamTarget, head: string, isHead: boolean, sink: ResponseSink): PendingRequest {
     const ex = new Exchange(target, head, isHead, sink);
     const list = this.#idle.get(target.key);
-    const conn = list?.pop();
+    let conn = list?.pop();
+    // A socket Node destroyed (a write error) whose events have not run yet is not reused.
+    while (conn?.socket.destroyed === true) {
+      conn.destroy();
+      conn = list?.pop();
+    }
     if (conn !== undefined) {
       if ((list as UpstreamConnection[]).length === 0) this.#idle.delete(target.key);
       ex.reused = true;
