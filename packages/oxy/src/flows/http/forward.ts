@@ -7,6 +7,12 @@
  * Order: `handleRequest` → `EgressHook.handleConnection` → (new connection only: DNS,
  * `handleUpstreamIps`, blocklist, connect, `handleConnectionEstablished`) → request sent,
  * body piped → `handleResponse` → response piped → audit record.
+ *
+ * Two upstream paths, one behaviour: an HTTP/1.1 request without a body and without
+ * `handleRequest`/`handleResponse` goes through the lean client (`offramps/http/pool.ts`: head
+ * written at once, response parsed in C++ and written straight into `res`), the hot path of a
+ * plain forward proxy; everything else (bodies, hooks that may rewrite the exchange, HTTP/2)
+ * through `http.request` and the `EgressAgent`. Both run the same egress pipeline.
  */
 import http from 'node:http';
 import type { Readable } from 'node:stream';
