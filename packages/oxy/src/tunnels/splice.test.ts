@@ -47,7 +47,7 @@ for (const [name, app] of [
     assert.equal(Number(n), up.length);
     assert.equal(hash, createHash('sha256').update(up).digest('hex'));
     assert.ok(got.subarray(nl + 1).equals(DOWN), 'download intact');
-    let rec: Record<string, unknown> | undefined;
+    let rec: ReturnType<typeof app.auditRecords>[number] | undefined;
     for (let i = 0; i < 50 && rec === undefined; i++) {
       rec = app.auditRecords().find((r) => r.target === server.authority && r.kind === 'tunnel');
       if (rec === undefined) await new Promise((r) => setTimeout(r, 20));
