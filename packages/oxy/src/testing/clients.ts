@@ -194,17 +194,27 @@ export async function readBytes(stream: Duplex, n: number, timeoutMs = 5000): Pr
     }
     stream.on('data', onData);
     stream.on('end', onEnd);
+    // A stream a previous read left paused (readUntil puts bytes back) flows again.
+    stream.resume();
   });
 }
 
 /**
- * Reads from `stream` until the text received so far (latin1) ends with `marker`, or matches it
- * when it is a RegExp, and returns that text. Rejects when the stream ends first or after
- * `timeoutMs` (default 5000). One listener for the whole read, so no chunk is lost between reads.
+ * Reads from `stream` until the text received (latin1) contains `marker` (a string, or a RegExp
+ * match) and returns the text up to the end of it. Bytes after the marker are put back: the
+ * stream is then left paused with them unshifted, for the next `readUntil` or `readBytes`.
+ * Rejects when the stream ends first or after `timeoutMs` (default 5000).
  */
 export async function readUntil(stream: Duplex, marker: string | RegExp, timeoutMs = 5000): Promise<string> {
   let text = '';
-  const done = (): boolean => (typeof marker === 'string' ? text.endsWith(marker) : marker.test(text));
+  const matchEnd = (): number => {
+    if (typeof marker === 'string') {
+      const at = text.indexOf(marker);
+      return at < 0 ? -1 : at + marker.length;
+    }
+    const m = marker.exec(text);
+    return m === null ? -1 : m.index + m[0].length;
+  };
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
       () => finish(new Error(`no ${String(marker)} before the timeout in: ${text}`)),
@@ -220,7 +230,15 @@ export async function readUntil(stream: Duplex, marker: string | RegExp, timeout
     }
     function onData(c: Buffer): void {
       text += c.toString('latin1');
-      if (done()) finish();
+      const end = matchEnd();
+      if (end < 0) return;
+      const rest = text.slice(end);
+      text = text.slice(0, end);
+      finish();
+      if (rest !== '') {
+        stream.pause();
+        stream.unshift(Buffer.from(rest, 'latin1'));
+      }
     }
     function onEnd(): void {
       finish(new Error(`the stream ended before ${String(marker)} in: ${text}`));
@@ -228,6 +246,7 @@ export async function readUntil(stream: Duplex, marker: string | RegExp, timeout
     stream.on('data', onData);
     stream.on('end', onEnd);
     stream.on('close', onEnd);
+    stream.resume();
   });
 }
 
@@ -243,7 +262,10 @@ export function rawConnect(proxy: ProxyAddress, bytes?: string | Buffer): net.So
   return socket;
 }
 
-/** Resolves with the milliseconds it took once `socket` closes; rejects after `timeoutMs` (default 5000). */
+/**
+ * Resolves with the milliseconds it took once `socket` closes; rejects after `timeoutMs` (default
+ * 5000). Resumes the socket, so what still arrives goes to the test's listeners (or nowhere).
+ */
 export async function waitForClose(socket: net.Socket | Duplex, timeoutMs = 5000): Promise<number> {
   const t0 = performance.now();
   if (socket.destroyed && (socket as { closed?: boolean }).closed) return 0;
@@ -256,6 +278,8 @@ export async function waitForClose(socket: net.Socket | Duplex, timeoutMs = 5000
       clearTimeout(timer);
       resolve(performance.now() - t0);
     });
+    // A paused socket never reads the FIN that closes it: let it flow (to the test's listeners).
+    socket.resume();
   });
 }
 
