@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { after, test } from 'node:test';
+import type { AuditRecord } from '../src/audit.ts';
 import {
   connectTunnel,
   curl,
@@ -18,6 +19,7 @@ import {
   startHttpUpstream,
   startTcpEcho,
   startTcpServer,
+  waitUntil,
 } from '../src/testing/index.ts';
 
 const upstream = await startHttpUpstream({ '/hello': { body: 'hello through a tunnel' } });
@@ -110,9 +112,13 @@ test('an idle tunnel is closed after tunnel_idle_timeout and audited', async () 
   await readBytes(t.socket, 1);
   t.socket.resume();
   await once(t.socket, 'close');
-  await new Promise((r) => setTimeout(r, 50));
+  // The record is written once the proxy has torn the tunnel down, a moment after the close.
+  const isIdleRecord = (r: AuditRecord) => r.close_reason === 'idle_timeout' && r.target === echo.authority;
+  await waitUntil(() => proxy.auditRecords().some(isIdleRecord), 'the idle tunnel audit record').catch(
+    () => {},
+  );
   const records = proxy.auditRecords();
-  const rec = records.find((r) => r.close_reason === 'idle_timeout' && r.target === echo.authority);
+  const rec = records.find(isIdleRecord);
   assert.ok(rec, JSON.stringify(records));
   assert.equal(rec.kind, 'tunnel');
   assert.equal(rec.target, echo.authority);
