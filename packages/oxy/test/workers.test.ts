@@ -118,6 +118,21 @@ async function acceptedPerWorker(telemetryPort: number): Promise<Map<string, num
   return out;
 }
 
+/** Pids of live processes whose command line names `configFile`. */
+function running(configFile: string): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((pid) => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(configFile) && isAlive(Number(pid));
+      } catch {
+        return false; // boundary: the process ended while we looked
+      }
+    })
+    .map(Number);
+}
+
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check().catch(() => false))) {
@@ -296,6 +311,29 @@ describe('oxy with workers: 2', () => {
       assert.ok(await waitExit(g.pid, 5000), `worker ${g.pid} exited`);
     assert.ok(await waitExit(supervisor, 5000), 'the supervisor exited after its workers');
     assert.equal(await proxiedGet(port, target, false), 'origin ok');
+  });
+
+  it('a version whose workers fail in start() fails the restart (exit 1); the old workers serve on', async () => {
+    const failFile = path.join(os.tmpdir(), `oxy-workers-fail-${process.pid}`);
+    after(() => fs.rmSync(failFile, { force: true }));
+    const telemetryPort = freshPort();
+    const svc = new ServiceUnderTest((sock) => config(sock, telemetryPort, '1s'), APP);
+    services.push(svc);
+    await svc.start({ env: { OXY_TEST_FAIL_FILE: failFile } });
+    await svc.waitGeneration(2);
+    const port = await proxyPort(svc);
+    const before = await workers(telemetryPort);
+    fs.writeFileSync(failFile, '');
+    const r = await svc.restart();
+    fs.rmSync(failFile);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /worker \d \(pid \d+\): failed to start: this version refuses to start/);
+    assert.equal(await proxiedGet(port, target, false), 'origin ok');
+    const now = await workers(telemetryPort);
+    assert.deepEqual(now.pids, before.pids, 'the old workers still serve');
+    assert.equal(now.ready, 2);
+    // The failed generation left nothing behind: the old supervisor and its two workers remain.
+    await until('the failed generation to be gone', async () => running(svc.config).length === 3);
   });
 
   it('oxy --generate documents workers', async () => {
