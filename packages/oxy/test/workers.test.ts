@@ -250,7 +250,7 @@ describe('oxy with workers: 2', () => {
     const loops = [loop(true), loop(false)];
     await sleep(200);
     const supervisors: number[] = [];
-    for (let i = 1; i <= 3; i++) {
+    for (let i = 1; i <= 2; i++) {
       const r = await svc.restart();
       assert.equal(r.code, 0, `restart ${i}: ${r.stdout}${r.stderr}`);
       const pid = Number(/new process (\d+)/.exec(r.stdout)?.[1]);
@@ -265,7 +265,7 @@ describe('oxy with workers: 2', () => {
     assert.deepEqual(errors.slice(0, 10), [], `${errors.length} failed requests`);
     assert.ok(ok > 50, `only ${ok} requests`);
     // Each new worker's start() got its predecessor's counter.
-    assert.deepEqual(svc.generations.map((g) => g.counter).sort(), [1, 1, 2, 2, 3, 3, 4, 4]);
+    assert.deepEqual(svc.generations.map((g) => g.counter).sort(), [1, 1, 2, 2, 3, 3]);
     // Old workers and old supervisors have exited; the newest serves with two workers.
     for (const g of svc.generations.slice(0, -2))
       assert.ok(await waitExit(g.pid, 8000), `worker ${g.pid} still runs`);
@@ -273,7 +273,7 @@ describe('oxy with workers: 2', () => {
       assert.ok(await waitExit(pid, 8000), `supervisor ${pid} still runs`);
     assert.ok(isAlive(supervisors.at(-1) as number));
     assert.equal((await workers(telemetryPort)).ready, 2);
-    console.log(`workers: 2, ${ok} proxied requests over 3 restarts, ${errors.length} failed`);
+    console.log(`workers: 2, ${ok} proxied requests over 2 restarts, ${errors.length} failed`);
   });
 
   it('restarts from workers: 1 to 2 and back: the sockets and worker 0 state follow', async () => {
