@@ -57,6 +57,9 @@ test('IngressHook.handleConnectionClose: fires once per connection with statisti
   );
   after(() => proxy.stop());
   await curl(['-x', `http://${proxy.address()}`, `${upstream.origin}/hello`, `${upstream.origin}/hello`]);
+  const [conn] = proxy.recorder.connections();
+  await proxy.recorder.waitFor(conn!, 'ingress.handleConnectionClose');
+  // A moment more, so a second call would be seen.
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(seen.length, 1);
   const s = seen[0]!;
