@@ -17,6 +17,7 @@ import {
   startApp,
   startHttpUpstream,
   startTcpEcho,
+  waitUntil,
 } from '../src/testing/index.ts';
 
 const tele = captureTelemetry({ verbosity: 'INFO' });
@@ -41,7 +42,8 @@ test('one trace per request, linked to the connection trace; hook logs carry con
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   for (let i = 0; i < 2; i++) await proxyRequest(proxy.address(), `${upstream.origin}/a`, { agent });
   agent.destroy();
-  await new Promise((r) => setTimeout(r, 100));
+  // The connection span ends once the proxy has seen the client go.
+  await waitUntil(() => tele.spans().some((s) => s.name === 'connection'), 'the connection span');
   const hookLogs = tele.logs.filter((l) => l.msg === 'in hook');
   assert.equal(hookLogs.length, 2);
   assert.equal(hookLogs[0]!.fields.conn_id, hookLogs[1]!.fields.conn_id, 'same connection');
