@@ -23,4 +23,13 @@ test('the CONNECT response names the address connected to', async () => {
     assert.match(connectHead, /proxy-status: oxy; next-hop="(127\.0\.0\.1|\[::1\]):\d+"/i);
     assert.match(stdout, /ok$/);
   }
+  // The response hook reads what the established hook recorded: that order is the app's premise.
+  const conns = proxy.recorder.connections();
+  assert.equal(conns.length, 2);
+  for (const conn of conns) {
+    proxy.recorder.expectHooks(conn, [
+      'egress.handleConnectionEstablished',
+      'http.handleProxyConnectResponse',
+    ]);
+  }
 });
