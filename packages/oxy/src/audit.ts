@@ -5,6 +5,7 @@
  * data, not diagnostics, and must not be dropped by verbosity or rate limits.
  */
 import fs from 'node:fs';
+import { log } from 'foundations/telemetry';
 import { OXY_ERR, OxyError } from './errors.ts';
 import type { AuditSettings } from './settings.ts';
 
@@ -61,6 +62,17 @@ function openFile(file: string): fs.WriteStream {
 export function openAudit(settings: AuditSettings): AuditSink {
   if (settings.output === 'off') return OFF;
   const stream = settings.output === 'stdout' ? process.stdout : openFile(settings.path);
+  // A write that fails once running (disk full, file system gone) loses audit records but must
+  // not take the proxy down with an unhandled stream error: log it, once per kind of failure.
+  const reported = new Set<string>();
+  if (stream !== process.stdout) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      const key = err.code ?? err.message;
+      if (reported.has(key)) return;
+      reported.add(key);
+      log.error('audit log write failed; records are being lost', { path: settings.path, err });
+    });
+  }
   // `close()` runs after the drain destroyed the last connections, but a tunnel or request torn
   // down that way writes its record a few ticks later: appended synchronously rather than
   // written to the ended stream (which throws ERR_STREAM_WRITE_AFTER_END, uncaught).

@@ -5,7 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { connectTunnel, hooksApp, readBytes, startApp, startTcpEcho } from '../src/testing/index.ts';
+import {
+  captureTelemetry,
+  connectTunnel,
+  hooksApp,
+  readBytes,
+  startApp,
+  startTcpEcho,
+  waitUntil,
+} from '../src/testing/index.ts';
 
 test('an audit path that cannot be opened fails the start, naming audit.path', async () => {
   await assert.rejects(
@@ -31,4 +39,26 @@ test('a tunnel still open at stop() is closed and audited, without an error afte
   assert.equal(records[0]?.kind, 'tunnel');
   assert.equal(records[0]?.target, echo.authority);
   assert.equal(records[0]?.bytes_up, 1);
+});
+
+test('a failing audit write (disk full) is logged once and the proxy keeps serving', async () => {
+  const echo = await startTcpEcho();
+  after(() => echo.close());
+  const tele = captureTelemetry();
+  after(() => tele.stop());
+  const oxy = await startApp(hooksApp(), { settings: { audit: { output: 'file', path: '/dev/full' } } });
+  for (let i = 0; i < 3; i++) {
+    const t = await connectTunnel(oxy.address(), echo.authority);
+    assert.equal(t.status, 200);
+    t.socket.write('y');
+    assert.equal((await readBytes(t.socket, 1)).toString(), 'y');
+    t.socket.end();
+    await new Promise((r) => t.socket.once('close', r));
+  }
+  await waitUntil(
+    () => tele.logs.some((r) => r.msg.startsWith('audit log write failed')),
+    'the audit error log',
+  );
+  assert.equal(tele.logs.filter((r) => r.msg.startsWith('audit log write failed')).length, 1);
+  await oxy.stop();
 });
