@@ -336,6 +336,20 @@ describe('oxy with workers: 2', () => {
     await until('the failed generation to be gone', async () => running(svc.config).length === 3);
   });
 
+  it('workers drain and exit when their supervisor is killed (SIGKILL): no orphans', async () => {
+    const telemetryPort = freshPort();
+    const svc = new ServiceUnderTest((sock) => config(sock, telemetryPort, '1s'), APP);
+    services.push(svc);
+    await svc.start();
+    await svc.waitGeneration(2);
+    await until('two ready workers', async () => (await workers(telemetryPort)).ready === 2);
+    const pids = svc.generations.map((g) => g.pid);
+    const supervisor = running(svc.config).find((p) => !pids.includes(p)) as number;
+    assert.ok(supervisor > 0, 'the supervisor process');
+    process.kill(supervisor, 'SIGKILL');
+    for (const pid of pids) assert.ok(await waitExit(pid, 5000), `worker ${pid} outlived its supervisor`);
+  });
+
   it('oxy --generate documents workers', async () => {
     const out = await new Promise<string>((resolve, reject) => {
       const c = spawn(process.execPath, [APP, '--generate', '-'], { env: cleanEnv() });
