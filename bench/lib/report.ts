@@ -291,7 +291,7 @@ export function page(lines: readonly ResultLine[], info: PageInfo, proxies: read
     '',
     'The harness installs what it lacks (Debian packages under the apt lock, the Node.js peers into',
     '`bench/node_modules`), builds `bench/tools/connload.c`, starts each proxy with the configuration',
-    'in `bench/lib/proxies.ts`, and stops it by PID. Raw result lines are kept in `bench/.work/`.',
+    'in `bench/lib/proxies.ts`, and stops it by PID. Raw result lines are kept in `bench/.work/`; those of this page are `docs/bench/results.jsonl`.',
     '',
   );
   return out.join('\n');
