@@ -52,7 +52,7 @@ test('a CONNECT through an in-process app reads as a transcript, with an audit r
 });
 
 test('stop() fails when something opened while the app ran is still open', async () => {
-  const oxy = await startApp(app);
+  const oxy = await startApp(app, { leakGraceMs: 500 });
   // A peer the test forgot to close: stop() must name it rather than let it outlive the test.
   const forgotten = await startTcpEcho();
   await assert.rejects(oxy.stop(), /the app leaked after stop\(\): 1 × TCP server/);

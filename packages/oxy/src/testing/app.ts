@@ -35,6 +35,11 @@ export interface StartAppOptions {
    * open after it stopped. Default true.
    */
   readonly leakCheck?: boolean;
+  /**
+   * How long `stop()` waits for handles to close before calling them leaked. Default 5000 ms:
+   * a loaded machine can take a while to deliver the last FIN of a pooled connection.
+   */
+  readonly leakGraceMs?: number;
 }
 
 /** An app running in this process. */
@@ -214,7 +219,7 @@ export async function startApp(
         };
         if (handles === null) return removeDir();
         // A closed handle is destroyed on a later tick: give the last ones a moment.
-        const deadline = Date.now() + 2000;
+        const deadline = Date.now() + (options.leakGraceMs ?? 5000);
         let leaks = handles.open();
         while (leaks.length > 0 && Date.now() < deadline) {
           await new Promise((r) => setTimeout(r, 20));
