@@ -12,6 +12,7 @@
  * 3. `shutdown()` last: it stops the server, flushes spans to the exporter and flushes logs.
  */
 import type { ServiceInfo } from '../service-info.ts';
+import { log } from './log/index.ts';
 import { configureLogging, flushLogs } from './log/logger.ts';
 import { configureMetrics } from './metrics/define.ts';
 import { startProcessMetrics } from './metrics/registry.ts';
@@ -94,6 +95,11 @@ export async function initTelemetry(
   if (settings.memory_profiler.enabled) await startHeapSampling(settings.memory_profiler.sampling_interval);
   const uninstallCrashHandler = options.crash === false ? null : installCrashHandler(options.crash);
   const server = settings.server.enabled ? await TelemetryServer.start(settings.server.addr) : null;
+  // With the default port 0 this line is the only way an operator learns where /metrics is.
+  if (server !== null) {
+    const a = server.address();
+    log.info('telemetry server listening', { addr: a.kind === 'unix' ? a.path : server.url() });
+  }
   let done: Promise<void> | null = null;
   return {
     server,
