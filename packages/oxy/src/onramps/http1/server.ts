@@ -24,7 +24,19 @@ import { type ConnectExchange, serveConnect } from '../../tunnels/connect.ts';
 import type { SocketOnRamp } from '../ingress.ts';
 
 const kConn = Symbol('oxy.ingress');
-type TaggedSocket = net.Socket & { [kConn]?: IngressConnection };
+const kSilent = Symbol('oxy.silentTimer');
+type TaggedSocket = net.Socket & { [kConn]?: IngressConnection; [kSilent]?: NodeJS.Timeout };
+
+/**
+ * Stops the silent-client timer of `socket`. Shared by every socket (no closure per
+ * connection); a CONNECT calls it too, so an idle tunnel does not keep the timer alive.
+ */
+function clearSilent(this: Duplex): void {
+  const s = this as TaggedSocket;
+  clearTimeout(s[kSilent]);
+  s[kSilent] = undefined;
+  s.off('close', clearSilent);
+}
 
 function connOf(socket: Duplex): IngressConnection | undefined {
   return (socket as TaggedSocket)[kConn];
@@ -117,6 +129,7 @@ export function createHttp1OnRamp(
       writeRawResponse(socket, 400, '400 CONNECT needs a host:port target\n');
       return;
     }
+    clearSilent.call(socket); // a CONNECT head arrived: the client is not silent
     socket.on('error', () => {}); // the tunnel's pump reports errors; before it, a reset only ends the attempt
     void serveConnect(rt, conn, new Http1ConnectExchange(req, socket, early), target);
   });
@@ -156,6 +169,16 @@ export function createHttp1OnRamp(
     writeRawResponse(socket, status, `${status} ${http.STATUS_CODES[status]}\n`);
   });
 
+  const closeIfSilent = (socket: TaggedSocket, conn: IngressConnection): void => {
+    socket[kSilent] = undefined;
+    socket.off('close', clearSilent);
+    if (socket.bytesRead === 0 && !socket.destroyed) {
+      conn.closeReason = 'header_timeout';
+      ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason: 'header_timeout' }).inc();
+      socket.destroy();
+    }
+  };
+
   // Node starts its header/request timeout checks when an HTTP server listens; this one never
   // listens itself (sockets come from the endpoint), so start them the same way.
   server.emit('listening');
@@ -172,16 +195,9 @@ export function createHttp1OnRamp(
       server.emit('connection', socket);
       // Node's header timeout starts with the first byte; a client that sends nothing at all
       // is closed here after the same time.
-      const silent = setTimeout(() => {
-        if (socket.bytesRead === 0 && !socket.destroyed) {
-          conn.closeReason = 'header_timeout';
-          ingressMetrics
-            .connections_failed_total({ endpoint: endpoint.name, reason: 'header_timeout' })
-            .inc();
-          socket.destroy();
-        }
-      }, ep.header_read_timeout).unref();
-      socket.once('close', () => clearTimeout(silent));
+      const s = socket as TaggedSocket;
+      s[kSilent] = setTimeout(closeIfSilent, ep.header_read_timeout, s, conn).unref();
+      s.once('close', clearSilent);
     },
   };
 }
