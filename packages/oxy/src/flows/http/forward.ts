@@ -31,10 +31,10 @@ import { countFailure, errorBody, recordEnd } from '../record.ts';
 import {
   type AbsoluteTarget,
   filterRawHeaders,
-  parseAuthority,
   stripHopByHop,
   toRawHeaders,
 } from './headers.ts';
+import { runRequestHook } from './request-hook.ts';
 
 /** The request side an on-ramp hands over: a readable body with Node's head fields. */
 export interface IncomingRequest extends Readable {
@@ -115,32 +115,16 @@ async function forward(
   let addr: SocketAddr = target.addr;
   const requestHook = rt.hooks.request;
   if (requestHook !== null) {
-    head = {
-      method: request.method,
-      scheme: target.scheme,
-      authority: target.authority,
-      path: target.path,
-      headers: req.headers,
-    };
-    let d: RequestDecision;
-    try {
-      d = await requestHook(head, request);
-    } catch (e) {
-      throw rt.hookFailed('HttpRequestHook.handleRequest', e);
-    }
-    request.decisions.push(`request:${d?.kind ?? 'forward'}`);
-    if (d !== undefined && d.kind !== 'forward') {
+    const ran = await runRequestHook(rt, requestHook, request, target, req.headers);
+    const d = ran.decision;
+    if (d.kind !== 'forward') {
       req.resume();
       respondDirect(res, request, d);
       recordEnd(rt, request, 0, 0, d.kind === 'block' ? 'blocked' : 'responded');
       return;
     }
-    if (head.authority !== target.authority) {
-      const parsed = parseAuthority(head.authority, target.scheme === 'https' ? 443 : 80);
-      if (parsed === null)
-        throw rt.hookFailed('HttpRequestHook.handleRequest', new Error('invalid authority'));
-      addr = parsed;
-    }
+    head = ran.head;
+    addr = ran.addr;
   }
 
   const eg = new EgressState(request.ingress, request, addr, rt.ext);

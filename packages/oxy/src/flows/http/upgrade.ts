@@ -13,7 +13,7 @@ import { formatHostPort } from '../../context/addr.ts';
 import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
 import { connectTunnelEgress } from '../../egress/connect.ts';
 import { httpStatusFor, isOxyError } from '../../errors.ts';
-import type { RequestDecision, RequestHead } from '../../hooks/http-request.ts';
+import type { RequestHead } from '../../hooks/http-request.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { tunnelMetrics } from '../../telemetry/metrics.ts';
@@ -21,6 +21,7 @@ import { countFailure, errorBody, recordEnd } from '../record.ts';
 import { StreamPump } from '../stream/pump.ts';
 import { reasonOf } from './forward.ts';
 import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
+import { runRequestHook } from './request-hook.ts';
 
 /** Writes a complete HTTP/1.1 response on a raw socket and ends it. */
 export function writeRawResponse(socket: Duplex, status: number, body: string, headers: string[] = []): void {
@@ -66,23 +67,12 @@ async function upgrade(
   target: AbsoluteTarget,
 ): Promise<void> {
   let head: RequestHead | null = null;
+  let addr = request.target;
   const hook = rt.hooks.request;
   if (hook !== null) {
-    head = {
-      method: request.method,
-      scheme: target.scheme,
-      authority: target.authority,
-      path: target.path,
-      headers: req.headers,
-    };
-    let d: RequestDecision;
-    try {
-      d = await hook(head, request);
-    } catch (e) {
-      throw rt.hookFailed('HttpRequestHook.handleRequest', e);
-    }
-    request.decisions.push(`request:${d?.kind ?? 'forward'}`);
-    if (d !== undefined && d.kind !== 'forward') {
+    const ran = await runRequestHook(rt, hook, request, target, req.headers);
+    const d = ran.decision;
+    if (d.kind !== 'forward') {
       const status = d.status;
       request.status = status;
       const body = d.kind === 'respond' ? String(d.body ?? '') : errorBody(status, d.reason);
@@ -91,9 +81,11 @@ async function upgrade(
       recordEnd(rt, request, 0, 0, d.kind === 'block' ? 'blocked' : 'responded');
       return;
     }
+    head = ran.head;
+    addr = ran.addr;
   }
 
-  const eg = new EgressState(request.ingress, request, request.target, rt.ext);
+  const eg = new EgressState(request.ingress, request, addr, rt.ext);
   const c = await connectTunnelEgress(rt, eg, request.decisions);
   request.upstream = formatHostPort(c.remote.host, c.remote.port);
   const upstream = c.socket;
