@@ -28,12 +28,7 @@ import { proxyAuthorization } from '../../offramps/upstream-proxy/connect.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
-import {
-  type AbsoluteTarget,
-  filterRawHeaders,
-  stripHopByHop,
-  toRawHeaders,
-} from './headers.ts';
+import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
 import { runRequestHook } from './request-hook.ts';
 
 /** The request side an on-ramp hands over: a readable body with Node's head fields. */
