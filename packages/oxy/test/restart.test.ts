@@ -13,6 +13,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isAlive, ServiceUnderTest, waitExit } from '../../foundations/test/fixtures/restart-harness.ts';
+import { proxiedGet, proxyPort } from './fixtures/proxied.ts';
 
 const APP = path.join(import.meta.dirname, 'fixtures', 'restart-app.ts');
 
@@ -31,42 +32,6 @@ const config = (sock: string, drain = '5s', telemetry = '    enabled: false'): s
     telemetry,
     '',
   ].join('\n');
-
-/** The proxy's port, from its "endpoint listening" log line. */
-async function proxyPort(svc: ServiceUnderTest): Promise<number> {
-  for (let i = 0; i < 200; i++) {
-    const m = /endpoint listening .*addr=127\.0\.0\.1:(\d+)/.exec(svc.stdoutText + svc.stderr);
-    if (m) return Number(m[1]);
-    await sleep(50);
-  }
-  throw new Error(`oxy did not log its address:\n${svc.stdoutText}${svc.stderr}`);
-}
-
-/** A GET for `target` through the proxy (absolute-form). */
-function proxiedGet(port: number, target: string, agent: http.Agent | false): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(
-      {
-        host: '127.0.0.1',
-        port,
-        path: target,
-        agent,
-        headers: agent === false ? { connection: 'close' } : {},
-      },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (d: string) => {
-          body += d;
-        });
-        res.on('end', () =>
-          res.statusCode === 200 ? resolve(body) : reject(new Error(`status ${res.statusCode}`)),
-        );
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-  });
-}
 
 describe('oxy graceful restart', () => {
   const origin = http.createServer({ keepAliveTimeout: 60_000 }, (_req, res) => res.end('origin ok'));

@@ -20,6 +20,7 @@ import {
   ServiceUnderTest,
   waitExit,
 } from '../../foundations/test/fixtures/restart-harness.ts';
+import { proxiedGet, proxyPort } from './fixtures/proxied.ts';
 
 const APP = path.join(import.meta.dirname, 'fixtures', 'restart-app.ts');
 
@@ -55,42 +56,6 @@ function get(port: number, pathname: string): Promise<{ status: number; body: st
       })
       .on('error', reject);
   });
-}
-
-/** A GET for `target` through the proxy (absolute-form); resolves with the body of a 200. */
-function proxiedGet(port: number, target: string, agent: http.Agent | false): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(
-      {
-        host: '127.0.0.1',
-        port,
-        path: target,
-        agent,
-        headers: agent === false ? { connection: 'close' } : {},
-      },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (d: string) => {
-          body += d;
-        });
-        res.on('end', () =>
-          res.statusCode === 200 ? resolve(body) : reject(new Error(`status ${res.statusCode}`)),
-        );
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-  });
-}
-
-/** The proxy's port, from a worker's "endpoint listening" log line. */
-async function proxyPort(svc: ServiceUnderTest): Promise<number> {
-  for (let i = 0; i < 300; i++) {
-    const m = /endpoint listening .*addr=127\.0\.0\.1:(\d+)/.exec(svc.stdoutText + svc.stderr);
-    if (m) return Number(m[1]);
-    await sleep(50);
-  }
-  throw new Error(`oxy did not log its address:\n${svc.stdoutText}${svc.stderr}`);
 }
 
 /** Worker pids and restart counts from the supervisor's `/health`. */
@@ -231,7 +196,7 @@ describe('oxy with workers: 2', () => {
       svc.generations.map((g) => g.counter),
       [1, 1],
     );
-    const port = await proxyPort(svc);
+    const port = await proxyPort(svc, 300);
     const stop = { done: false };
     let ok = 0;
     const errors: string[] = [];
@@ -283,7 +248,7 @@ describe('oxy with workers: 2', () => {
     const svc = new ServiceUnderTest(single, APP);
     services.push(svc);
     const first = await svc.start();
-    const port = await proxyPort(svc);
+    const port = await proxyPort(svc, 300);
     assert.equal(await proxiedGet(port, target, false), 'origin ok');
     svc.writeConfig(config(svc.socket, telemetryPort, '1s'));
     const up = await svc.restart();
@@ -321,7 +286,7 @@ describe('oxy with workers: 2', () => {
     services.push(svc);
     await svc.start({ env: { OXY_TEST_FAIL_FILE: failFile } });
     await svc.waitGeneration(2);
-    const port = await proxyPort(svc);
+    const port = await proxyPort(svc, 300);
     const before = await workers(telemetryPort);
     fs.writeFileSync(failFile, '');
     const r = await svc.restart();
