@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -13,25 +12,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { RESTARTER_EXIT, runRestarter } from '../src/restart/index.ts';
 import {
   cleanEnv,
+  get,
   isAlive,
   runRestarterProcess,
   ServiceUnderTest,
   waitExit,
 } from './fixtures/restart-harness.ts';
-
-function get(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (d: string) => {
-          body += d;
-        });
-        res.on('end', () => resolve(body));
-      })
-      .on('error', reject);
-  });
-}
 
 const config = (sock: string, extra = ''): string =>
   `restart:\n  socket: ${sock}\n  drain_timeout: 2s\n${extra}`;

@@ -7,29 +7,14 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { sdNotify } from '../src/restart/index.ts';
-import { cleanEnv, FIXTURE, ServiceUnderTest, waitExit } from './fixtures/restart-harness.ts';
+import { cleanEnv, FIXTURE, get, ServiceUnderTest, waitExit } from './fixtures/restart-harness.ts';
 
 const haveTools = spawnSync('systemd-socket-activate', ['--help']).status === 0;
 const skip = haveTools ? false : 'systemd-socket-activate is not installed (Debian package systemd)';
-
-function get(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (d: string) => {
-          body += d;
-        });
-        res.on('end', () => resolve(body));
-      })
-      .on('error', reject);
-  });
-}
 
 /** GETs until the activator listens (it starts the service on the first connection). */
 async function getWhenUp(port: number): Promise<string> {
