@@ -15,7 +15,7 @@ import type { SocketAddr } from '../context/contexts.ts';
 import { EgressState, type IngressConnection, RequestState } from '../context/state.ts';
 import { connectTunnelEgress } from '../egress/connect.ts';
 import { httpStatusFor, isOxyError } from '../errors.ts';
-import { reasonOf } from '../flows/http/forward.ts';
+import { reasonOf } from '../flows/http/lean-forward.ts';
 import { countFailure, recordEnd } from '../flows/record.ts';
 import { StreamPump } from '../flows/stream/pump.ts';
 import { canSplice, spliceTunnel } from '../flows/stream/splice.ts';

@@ -9,10 +9,11 @@
  * body piped → `handleResponse` → response piped → audit record.
  *
  * Two upstream paths, one behaviour: an HTTP/1.1 request without a body and without
- * `handleRequest`/`handleResponse` goes through the lean client (`offramps/http/pool.ts`: head
- * written at once, response parsed in C++ and written straight into `res`), the hot path of a
- * plain forward proxy; everything else (bodies, hooks that may rewrite the exchange, HTTP/2)
- * through `http.request` and the `EgressAgent`. Both run the same egress pipeline.
+ * `handleRequest`/`handleResponse` goes through the lean path (`lean-forward.ts`: head written
+ * at once through the pool of `offramps/http/pool.ts`, response parsed in C++ and written
+ * straight into `res`); everything else (bodies, hooks that may rewrite the exchange, HTTP/2)
+ * through `http.request` and the `EgressAgent`. Both run the same egress pipeline. (Cleartext
+ * HTTP/1.1 takes the lean path before `node:http` sees the request: `onramps/http1/lean.ts`.)
  */
 import http from 'node:http';
 import type { Readable } from 'node:stream';
@@ -23,12 +24,12 @@ import type { EgressAgent, EgressRequestOptions } from '../../egress/agent.ts';
 import { decideEgress, defaultDecision, egressBlocked } from '../../egress/connect.ts';
 import { httpStatusFor, isOxyError, OXY_ERR, toOxyError } from '../../errors.ts';
 import type { HttpHeaders, RequestDecision, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
-import type { HttpPool, ResponseSink, UpstreamTarget } from '../../offramps/http/pool.ts';
 import { proxyAuthorization } from '../../offramps/upstream-proxy/connect.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
 import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
+import { forwardBodiless, type LeanForward, type LeanResponse, reasonOf } from './lean-forward.ts';
 import { runRequestHook } from './request-hook.ts';
 
 /** The request side an on-ramp hands over: a readable body with Node's head fields. */
@@ -61,13 +62,6 @@ export function answerError(
   res.end(body);
 }
 
-/** A short client-safe reason for an error: hook failures say nothing about the app. */
-export function reasonOf(e: unknown): string {
-  if (!isOxyError(e)) return 'upstream failed';
-  if (e.code === OXY_ERR.HOOK_FAILED) return 'internal error';
-  return e.message;
-}
-
 /** Forwards one absolute-form request; never throws (failures become error responses). */
 export function serveForward(
   rt: Runtime,
@@ -77,6 +71,14 @@ export function serveForward(
   res: http.ServerResponse,
   target: AbsoluteTarget,
 ): void {
+  if (rt.hooks.request === null && rt.hooks.response === null && isBodiless(req)) {
+    // The lean path: no hook may rewrite the exchange and nothing to stream up.
+    req.resume();
+    if (rt.draining) res.shouldKeepAlive = false;
+    const out = new ServerResponseOut(res, rt);
+    out.run = forwardBodiless(rt, agent.pool, conn, req.method ?? 'GET', target, req.rawHeaders, out);
+    return;
+  }
   conn.requests++;
   const request = new RequestState(conn, 'forward', req.method ?? 'GET', target.addr, rt.ext);
   conn.endpoint.metrics.forwardRequests.inc();
@@ -142,36 +144,6 @@ async function forward(
   headers.push('Host', authority);
 
   const shared = rt.sharedPool ? '' : `|${request.ingress.id}`;
-  if (head === null && rt.hooks.response === null && isBodiless(req)) {
-    // The lean path: no hook may rewrite the exchange and nothing to stream up.
-    let target: UpstreamTarget;
-    let requestTarget = path;
-    if (decision.kind === 'direct') {
-      const to = decision.addr.host === addr.host && decision.addr.port === addr.port ? addr : decision.addr;
-      target = { key: `${formatHostPort(to.host, to.port)}${shared}`, egress: eg, addr: to, trusted: false };
-    } else {
-      const proxy = decision.proxy;
-      const token = proxyAuthorization(proxy.auth);
-      if (token !== undefined) headers.push('Proxy-Authorization', token);
-      requestTarget = `http://${authority}${path}`;
-      target = {
-        key: `proxy|${formatHostPort(proxy.host, proxy.port)}|${token ?? ''}${shared}`,
-        egress: eg,
-        addr: { host: proxy.host, port: proxy.port },
-        trusted: true,
-      };
-    }
-    return forwardLean(
-      rt,
-      agent.pool,
-      request,
-      req,
-      res,
-      target,
-      serialiseHead(request.method, requestTarget, headers),
-    );
-  }
-
   let options: EgressRequestOptions;
   if (decision.kind === 'direct') {
     const to = decision.addr.host === addr.host && decision.addr.port === addr.port ? addr : decision.addr;
@@ -261,64 +233,50 @@ function isBodiless(req: IncomingRequest): boolean {
   return cl === undefined || cl === '0';
 }
 
-/** The request line and header lines of an upstream request, ready to write. */
-function serialiseHead(method: string, target: string, raw: readonly string[]): string {
-  let out = `${method} ${target} HTTP/1.1\r\n`;
-  for (let i = 0; i < raw.length; i += 2) out += `${raw[i]}: ${raw[i + 1]}\r\n`;
-  return `${out}\r\n`;
-}
+/** The lean path's response side over a `node:http` response (HTTP/1.1 on-ramp over TLS, say). */
+class ServerResponseOut implements LeanResponse {
+  readonly #res: http.ServerResponse;
+  readonly #rt: Runtime;
+  run: LeanForward | null = null;
 
-/**
- * Sends a bodiless request through the lean pool and writes the response straight into `res`:
- * no `ClientRequest`, no `IncomingMessage`, no pipes. Settles like the `http.request` path.
- */
-function forwardLean(
-  rt: Runtime,
-  pool: HttpPool,
-  request: RequestState,
-  req: IncomingRequest,
-  res: http.ServerResponse,
-  target: UpstreamTarget,
-  head: string,
-): Promise<void> {
-  req.resume();
-  return new Promise<void>((resolve, reject) => {
-    let bytesDown = 0;
-    const sink: ResponseSink = {
-      onHead(status, statusText, rawHeaders, upstream) {
-        request.upstream = upstream;
-        request.status = status;
-        res.sendDate = false;
-        if (rt.draining) res.shouldKeepAlive = false;
-        res.writeHead(status, statusText, filterRawHeaders(rawHeaders, ''));
-      },
-      onBody(chunk, resume) {
-        bytesDown += chunk.length;
-        if (res.write(chunk)) return true;
-        res.once('drain', resume);
-        return false;
-      },
-      onEnd(last) {
-        if (last === null) res.end();
-        else {
-          bytesDown += last.length;
-          res.end(last);
-        }
-      },
-      onError(e) {
-        res.removeListener('close', onClose);
-        reject(e);
-      },
-    };
-    const pending = pool.request(target, head, request.method === 'HEAD', sink);
-    const onClose = (): void => {
-      const finished = res.writableFinished;
-      if (!finished) pending.abort();
-      recordEnd(rt, request, 0, bytesDown, finished ? 'done' : 'client_closed');
-      resolve();
-    };
-    res.once('close', onClose);
-  });
+  constructor(res: http.ServerResponse, rt: Runtime) {
+    this.#res = res;
+    this.#rt = rt;
+    res.once('close', () => {
+      if (!res.writableFinished) this.run?.clientClosed();
+    });
+  }
+
+  head(status: number, statusText: string, rawHeaders: string[]): void {
+    const res = this.#res;
+    res.sendDate = false;
+    if (this.#rt.draining) res.shouldKeepAlive = false;
+    res.writeHead(status, statusText, rawHeaders);
+  }
+
+  body(chunk: Buffer, resume: () => void): boolean {
+    if (this.#res.write(chunk)) return true;
+    this.#res.once('drain', resume);
+    return false;
+  }
+
+  end(last: Buffer | null): void {
+    if (last === null) this.#res.end();
+    else this.#res.end(last);
+  }
+
+  fail(status: number, body: string): void {
+    const res = this.#res;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.writeHead(status, {
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+    });
+    res.end(body);
+  }
 }
 
 async function relayResponse(

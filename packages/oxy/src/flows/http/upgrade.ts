@@ -19,8 +19,8 @@ import { forkRequest } from '../../telemetry/fork.ts';
 import { tunnelMetrics } from '../../telemetry/metrics.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
 import { StreamPump } from '../stream/pump.ts';
-import { reasonOf } from './forward.ts';
 import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
+import { reasonOf } from './lean-forward.ts';
 import { runRequestHook } from './request-hook.ts';
 
 /** Writes a complete HTTP/1.1 response on a raw socket and ends it. */

@@ -1,0 +1,187 @@
+/**
+ * The lean forwarding path: an HTTP/1.1 request without a body, when no `handleRequest` or
+ * `handleResponse` hook may rewrite the exchange. The request head is serialised by hand and
+ * sent through the keep-alive pool (`offramps/http/pool.ts`), and the response is handed, piece
+ * by piece, to a {@link LeanResponse}: the lean HTTP/1.1 on-ramp writes it straight onto the
+ * client socket; the `node:http` on-ramp adapts a `ServerResponse` to it. No `ClientRequest`,
+ * no `IncomingMessage`, no pipes: one run object per request.
+ *
+ * Order, as on the full path: `EgressHook.handleConnection` → (new upstream connection only:
+ * DNS, `handleUpstreamIps`, blocklist, connect, `handleConnectionEstablished`) → request sent →
+ * response relayed → audit record.
+ */
+import { formatHostPort } from '../../context/addr.ts';
+import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
+import { decideEgress, defaultDecision, egressBlocked } from '../../egress/connect.ts';
+import { httpStatusFor, isOxyError, OXY_ERR, type OxyError, toOxyError } from '../../errors.ts';
+import type { EgressDecision } from '../../hooks/egress.ts';
+import type { HttpPool, PendingRequest, ResponseSink, UpstreamTarget } from '../../offramps/http/pool.ts';
+import { proxyAuthorization } from '../../offramps/upstream-proxy/connect.ts';
+import type { Runtime } from '../../runtime.ts';
+import { forkRequest } from '../../telemetry/fork.ts';
+import { countFailure, errorBody, recordEnd } from '../record.ts';
+import { type AbsoluteTarget, filterRawHeaders } from './headers.ts';
+
+/** Where a lean exchange's response goes. Exactly one of `end` and `fail` is called, once. */
+export interface LeanResponse {
+  /** The response head; `rawHeaders` has no hop-by-hop fields. Nothing needs to be sent yet. */
+  head(status: number, statusText: string, rawHeaders: string[]): void;
+  /** A piece of the body. Return false to pause the upstream until `resume` is called. */
+  body(chunk: Buffer, resume: () => void): boolean;
+  /** The response is complete; `last` is a final piece of body, if any. */
+  end(last: Buffer | null): void;
+  /**
+   * The proxy answers `status` with the short text `body` itself (the upstream failed, or the
+   * egress decision refused); if the response's head already left, the response is cut instead.
+   */
+  fail(status: number, body: string): void;
+}
+
+/** A running lean exchange, as the on-ramp sees it. */
+export interface LeanForward {
+  /** The client went away before the response ended: drop the upstream exchange. */
+  clientClosed(): void;
+}
+
+/** A short client-safe reason for an error: hook failures say nothing about the app. */
+export function reasonOf(e: unknown): string {
+  if (!isOxyError(e)) return 'upstream failed';
+  if (e.code === OXY_ERR.HOOK_FAILED) return 'internal error';
+  return e.message;
+}
+
+/**
+ * Forwards one bodiless request to the absolute-form `target`; `rawHeaders` are the client's
+ * (`[name, value, …]`, hop-by-hop fields still in). Never throws: failures reach `out.fail`.
+ */
+export function forwardBodiless(
+  rt: Runtime,
+  pool: HttpPool,
+  conn: IngressConnection,
+  method: string,
+  target: AbsoluteTarget,
+  rawHeaders: readonly string[],
+  out: LeanResponse,
+): LeanForward {
+  conn.requests++;
+  const request = new RequestState(conn, 'forward', method, target.addr, rt.ext);
+  conn.endpoint.metrics.forwardRequests.inc();
+  const run = new LeanRun(rt, request, out);
+  forkRequest(request, () => {
+    const eg = new EgressState(conn, request, target.addr, rt.ext);
+    if (rt.hooks.egressConnection === null) {
+      // Without a hook the decision is known at once: no promise on the hot path.
+      run.send(pool, eg, defaultDecision(rt, eg), target, rawHeaders);
+      return;
+    }
+    decideEgress(rt, eg).then(
+      (d) => run.send(pool, eg, d, target, rawHeaders),
+      (e: unknown) => run.failWith(e),
+    );
+  });
+  return run;
+}
+
+/** One lean exchange: the pool's sink, and the on-ramp's handle. */
+class LeanRun implements ResponseSink, LeanForward {
+  readonly #rt: Runtime;
+  readonly #request: RequestState;
+  readonly #out: LeanResponse;
+  #pending: PendingRequest | null = null;
+  #bytesDown = 0;
+  #done = false;
+
+  constructor(rt: Runtime, request: RequestState, out: LeanResponse) {
+    this.#rt = rt;
+    this.#request = request;
+    this.#out = out;
+  }
+
+  send(
+    pool: HttpPool,
+    eg: EgressState,
+    decision: EgressDecision,
+    target: AbsoluteTarget,
+    rawHeaders: readonly string[],
+  ): void {
+    if (this.#done) return; // the client left while the egress hook ran
+    const request = this.#request;
+    request.decisions.push(`egress:${decision.kind}`);
+    if (decision.kind === 'block') {
+      this.failWith(egressBlocked(decision.reason));
+      return;
+    }
+    const headers = filterRawHeaders(rawHeaders, 'host');
+    headers.push('Host', target.authority);
+    const shared = this.#rt.sharedPool ? '' : `|${request.ingress.id}`;
+    let upstream: UpstreamTarget;
+    let requestTarget = target.path;
+    if (decision.kind === 'direct') {
+      const a = target.addr;
+      const to = decision.addr.host === a.host && decision.addr.port === a.port ? a : decision.addr;
+      upstream = {
+        key: `${formatHostPort(to.host, to.port)}${shared}`,
+        egress: eg,
+        addr: to,
+        trusted: false,
+      };
+    } else {
+      const proxy = decision.proxy;
+      const token = proxyAuthorization(proxy.auth);
+      if (token !== undefined) headers.push('Proxy-Authorization', token);
+      requestTarget = `http://${target.authority}${target.path}`;
+      upstream = {
+        key: `proxy|${formatHostPort(proxy.host, proxy.port)}|${token ?? ''}${shared}`,
+        egress: eg,
+        addr: { host: proxy.host, port: proxy.port },
+        trusted: true,
+      };
+    }
+    let head = `${request.method} ${requestTarget} HTTP/1.1\r\n`;
+    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    this.#pending = pool.request(upstream, `${head}\r\n`, request.method === 'HEAD', this);
+  }
+
+  /** Answers an error of the proxy's own and ends the exchange. */
+  failWith(e: unknown): void {
+    if (this.#done) return;
+    const status = httpStatusFor(e);
+    this.#request.status = status;
+    countFailure(this.#request, status);
+    this.#out.fail(status, errorBody(status, reasonOf(e)));
+    this.#finish(isOxyError(e) ? e.code : 'error');
+  }
+
+  onHead(status: number, statusText: string, rawHeaders: string[], upstream: string): void {
+    this.#request.upstream = upstream;
+    this.#request.status = status;
+    this.#out.head(status, statusText, filterRawHeaders(rawHeaders, ''));
+  }
+
+  onBody(chunk: Buffer, resume: () => void): boolean {
+    this.#bytesDown += chunk.length;
+    return this.#out.body(chunk, resume);
+  }
+
+  onEnd(last: Buffer | null): void {
+    if (last !== null) this.#bytesDown += last.length;
+    this.#out.end(last);
+    this.#finish('done');
+  }
+
+  onError(e: OxyError): void {
+    this.failWith(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream'));
+  }
+
+  clientClosed(): void {
+    if (this.#done) return;
+    this.#pending?.abort();
+    this.#finish('client_closed');
+  }
+
+  #finish(reason: string): void {
+    if (this.#done) return;
+    this.#done = true;
+    recordEnd(this.#rt, this.#request, 0, this.#bytesDown, reason);
+  }
+}
