@@ -174,3 +174,43 @@ export function parseAbsoluteTarget(url: string): AbsoluteTarget | null {
   else if (path.charCodeAt(0) === 63) path = `/${path}`;
   return { scheme, authority, addr, path };
 }
+
+/** Fields `node:http` keeps the first of when repeated (its `matchKnownFields`). */
+const SINGLE_VALUED = new Set([
+  'age',
+  'authorization',
+  'content-length',
+  'content-type',
+  'etag',
+  'expires',
+  'from',
+  'host',
+  'if-modified-since',
+  'if-unmodified-since',
+  'last-modified',
+  'location',
+  'max-forwards',
+  'proxy-authorization',
+  'referer',
+  'retry-after',
+  'server',
+  'user-agent',
+]);
+
+/**
+ * Raw headers (`[name, value, …]`) as the header object `node:http` would build: lower-case
+ * names; a repeated field joined with `, ` (`; ` for `cookie`), kept as an array for
+ * `set-cookie`, or its first value kept for the single-valued fields.
+ */
+export function rawToHeaders(raw: readonly string[]): HttpHeaders {
+  const out: HttpHeaders = {};
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    const value = raw[i + 1] as string;
+    const prev = out[name];
+    if (prev === undefined) out[name] = name === 'set-cookie' ? [value] : value;
+    else if (Array.isArray(prev)) prev.push(value);
+    else if (!SINGLE_VALUED.has(name)) out[name] = `${prev}${name === 'cookie' ? '; ' : ', '}${value}`;
+  }
+  return out;
+}

@@ -15,9 +15,9 @@ import { log } from 'foundations/telemetry';
 import type { EndpointState, IngressConnection } from '../../context/state.ts';
 import { EgressAgent } from '../../egress/agent.ts';
 import { serveForward } from '../../flows/http/forward.ts';
-import { parseAbsoluteTarget, parseAuthority } from '../../flows/http/headers.ts';
+import { parseAbsoluteTarget, parseAuthority, rawToHeaders } from '../../flows/http/headers.ts';
 import { serveUpgrade, writeRawResponse } from '../../flows/http/upgrade.ts';
-import type { RequestHead, ResponseHead } from '../../hooks/http-request.ts';
+import type { HttpHeaders, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
 import type { Runtime } from '../../runtime.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { type ConnectExchange, serveConnect } from '../../tunnels/connect.ts';
@@ -42,16 +42,37 @@ function connOf(socket: Duplex): IngressConnection | undefined {
   return (socket as TaggedSocket)[kConn];
 }
 
-/** The CONNECT exchange of HTTP/1.1: the response is written on the socket, which becomes the tunnel. */
-class Http1ConnectExchange implements ConnectExchange {
-  readonly head: RequestHead;
+/**
+ * The CONNECT exchange of HTTP/1.1: the response is written on the socket, which becomes the
+ * tunnel. The header object is built only if a hook asks for the head.
+ */
+export class Http1ConnectExchange implements ConnectExchange {
+  readonly #authority: string;
+  #headers: HttpHeaders | readonly string[];
+  #head: RequestHead | null = null;
   readonly #socket: Duplex;
-  readonly #early: Buffer;
+  readonly #early: Buffer | null;
 
-  constructor(req: http.IncomingMessage, socket: Duplex, early: Buffer) {
-    this.head = { method: 'CONNECT', scheme: '', authority: req.url ?? '', path: '', headers: req.headers };
+  /** `headers` is Node's header object, or raw headers (`[name, value, …]`). */
+  constructor(
+    authority: string,
+    headers: HttpHeaders | readonly string[],
+    socket: Duplex,
+    early: Buffer | null,
+  ) {
+    this.#authority = authority;
+    this.#headers = headers;
     this.#socket = socket;
     this.#early = early;
+  }
+
+  get head(): RequestHead {
+    if (this.#head === null) {
+      const h = this.#headers;
+      const headers = Array.isArray(h) ? rawToHeaders(h) : (h as HttpHeaders);
+      this.#head = { method: 'CONNECT', scheme: '', authority: this.#authority, path: '', headers };
+    }
+    return this.#head;
   }
 
   get closed(): boolean {
@@ -66,7 +87,7 @@ class Http1ConnectExchange implements ConnectExchange {
       for (const x of Array.isArray(v) ? v : [v]) out += `${name}: ${x}\r\n`;
     }
     this.#socket.write(`${out}\r\n`);
-    if (this.#early.length > 0) this.#socket.unshift(this.#early);
+    if (this.#early !== null && this.#early.length > 0) this.#socket.unshift(this.#early);
     return this.#socket;
   }
 
@@ -81,11 +102,41 @@ const CLIENT_ERRORS: Readonly<Record<string, [number, string]>> = {
   HPE_HEADERS_TIMEOUT: [408, 'header_timeout'],
 };
 
-/** Creates the HTTP/1.1 on-ramp of `endpoint`. */
-export function createHttp1OnRamp(
-  rt: Runtime,
+/**
+ * Answers a request the client got wrong (llhttp's error `code`, or a timeout) with its status
+ * (400, 431 or 408) and closes the connection once the answer is written.
+ */
+export function answerClientError(
   endpoint: EndpointState,
-): SocketOnRamp & { readonly server: http.Server; close(): void } {
+  conn: IngressConnection | undefined,
+  socket: Duplex,
+  code: string,
+): void {
+  const [status, reason] = CLIENT_ERRORS[code] ?? [400, 'bad_request'];
+  if (conn !== undefined) {
+    conn.closeReason = reason;
+    ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason }).inc();
+    conn.telemetry?.apply(() => log.debug('bad request from client', { reason, code }));
+  }
+  socket.once('finish', () => socket.destroy());
+  writeRawResponse(socket, status, `${status} ${http.STATUS_CODES[status]}\n`);
+}
+
+/** The `node:http` on-ramp's handle: `serve` for a new connection, `adopt` for one mid-way. */
+export interface Http1OnRamp extends SocketOnRamp {
+  readonly server: http.Server;
+  /** The upstream agent (and its lean pool) this endpoint forwards through. */
+  readonly agent: EgressAgent;
+  /**
+   * Takes over a connection whose first bytes were already read (and pushed back with
+   * `unshift`) by another reader: no silent-client timer, the parser starts with those bytes.
+   */
+  adopt(socket: net.Socket, conn: IngressConnection): void;
+  close(): void;
+}
+
+/** Creates the HTTP/1.1 on-ramp of `endpoint`. */
+export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1OnRamp {
   const ep = endpoint.settings;
   const agent = new EgressAgent(rt);
   const server = http.createServer({
@@ -131,7 +182,7 @@ export function createHttp1OnRamp(
     }
     clearSilent.call(socket); // a CONNECT head arrived: the client is not silent
     socket.on('error', () => {}); // the tunnel's pump reports errors; before it, a reset only ends the attempt
-    void serveConnect(rt, conn, new Http1ConnectExchange(req, socket, early), target);
+    void serveConnect(rt, conn, new Http1ConnectExchange(req.url ?? '', req.headers, socket, early), target);
   });
 
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, early: Buffer) => {
@@ -146,17 +197,10 @@ export function createHttp1OnRamp(
   });
 
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    const conn = connOf(socket);
     const code = err.code ?? '';
     if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
       socket.destroy();
       return;
-    }
-    const [status, reason] = CLIENT_ERRORS[code] ?? [400, 'bad_request'];
-    if (conn !== undefined) {
-      conn.closeReason = reason;
-      ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason }).inc();
-      conn.telemetry?.apply(() => log.debug('bad request from client', { reason, code }));
     }
     // A response already under way cannot be followed by an error status: just close. (A
     // request whose body turned out malformed has a response object that has not started.)
@@ -165,8 +209,7 @@ export function createHttp1OnRamp(
       socket.destroy();
       return;
     }
-    socket.once('finish', () => socket.destroy());
-    writeRawResponse(socket, status, `${status} ${http.STATUS_CODES[status]}\n`);
+    answerClientError(endpoint, connOf(socket), socket, code);
   });
 
   const closeIfSilent = (socket: TaggedSocket, conn: IngressConnection): void => {
@@ -186,6 +229,11 @@ export function createHttp1OnRamp(
   return {
     protocol: 'http/1.1',
     server,
+    agent,
+    adopt(socket: net.Socket, conn: IngressConnection): void {
+      (socket as TaggedSocket)[kConn] = conn;
+      server.emit('connection', socket);
+    },
     close(): void {
       server.close();
       agent.destroy();

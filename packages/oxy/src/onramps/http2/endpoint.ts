@@ -6,8 +6,9 @@
  *
  * - TLS on (`endpoints.<name>.tls.enabled`): the handshake first; ALPN `h2` → HTTP/2, anything
  *   else (`http/1.1`, or no ALPN) → HTTP/1.1.
- * - TLS off: the first bytes decide; the HTTP/2 preface (prior knowledge) → HTTP/2, anything
- *   else → HTTP/1.1, with those bytes given back to the parser.
+ * - TLS off: the lean HTTP/1.1 on-ramp (`http1/lean.ts`) reads the first bytes; the HTTP/2
+ *   preface (prior knowledge) → HTTP/2, anything else is HTTP/1.1: CONNECT and plain bodiless
+ *   forwarding served there, the rest handed to `node:http` with the bytes read given back.
  *
  * Ordering rule: this runs after the ingress decision (`acceptConnection`), inside the
  * connection's telemetry context, and sets `conn.protocol` before the chosen on-ramp reads a
@@ -20,12 +21,12 @@ import type { IngressProtocol } from '../../context/contexts.ts';
 import type { EndpointState, IngressConnection } from '../../context/state.ts';
 import type { Runtime } from '../../runtime.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
+import { createLeanOnRamp } from '../http1/lean.ts';
 import { createHttp1OnRamp } from '../http1/server.ts';
 import type { SocketOnRamp } from '../ingress.ts';
 import { acceptTls } from '../tls/accept.ts';
 import { alpnProtocols, loadSecureContext } from '../tls/credentials.ts';
 import { TlsSettings } from '../tls/settings.ts';
-import { sniffHttp2Preface } from './preface.ts';
 import { createHttp2OnRamp, type Http2OnRamp } from './server.ts';
 import { Http2Settings } from './settings.ts';
 
@@ -77,33 +78,19 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
     ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason: metric }).inc();
   };
 
-  const serveCleartext = (socket: net.Socket, conn: IngressConnection): void => {
-    if (h2 === null) {
-      h1.serve(socket, conn);
-      return;
-    }
-    const telemetry = conn.telemetry;
-    // The first bytes are part of the request head, so they share its deadline.
-    sniffHttp2Preface(socket, endpoint.settings.header_read_timeout).then((verdict) => {
-      const go = (): void => {
-        if (verdict === 'timeout') {
-          // As the HTTP/1.1 on-ramp does for a client that sends nothing.
-          failed(conn, 'header_timeout', 'header_timeout');
-          socket.destroy();
-        } else if (verdict === 'closed' || socket.destroyed) {
-          socket.destroy();
-        } else if (verdict === 'h2') {
+  // Cleartext connections start in the lean HTTP/1.1 on-ramp, which hands them to HTTP/2 when
+  // they open with its preface and to `node:http` for what it does not serve itself.
+  const lean = createLeanOnRamp(
+    rt,
+    endpoint,
+    h1,
+    h2 === null
+      ? null
+      : (socket, conn) => {
           setProtocol(conn, 'h2c');
           h2.serve(socket, conn);
-        } else {
-          h1.serve(socket, conn);
-          socket.resume();
-        }
-      };
-      if (telemetry === null) go();
-      else telemetry.apply(go);
-    });
-  };
+        },
+  );
 
   const serveTls = (
     socket: net.Socket,
@@ -147,12 +134,13 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
     tls: secureContext !== null,
     drain: () => h2?.drain() ?? Promise.resolve(),
     close(): void {
-      (h1 as { close?: () => void }).close?.();
+      lean.close();
+      h1.close();
       h2?.close();
     },
     serve(socket: net.Socket, conn: IngressConnection): void {
       if (secureContext !== null) serveTls(socket, conn, secureContext);
-      else serveCleartext(socket, conn);
+      else lean.serve(socket, conn);
     },
   };
 }

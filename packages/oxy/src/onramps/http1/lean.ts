@@ -1,0 +1,614 @@
+/**
+ * The lean HTTP/1.1 on-ramp of a cleartext `http` endpoint: the proxy's two hot paths without
+ * `node:http`. Each connection gets one object; request heads are parsed by llhttp (Node's own
+ * binding, strict, the same parser `node:http` uses, with the same `max_header_size`) and then:
+ *
+ * - `CONNECT host:port` → the tunnel pipeline at once (no `IncomingMessage`, no server parser
+ *   kept: the parser goes back to a free list when the head is read);
+ * - an HTTP/1.1 absolute-form `http://` request without a body, when no `handleRequest` or
+ *   `handleResponse` hook is installed → the lean forwarding path, whose response is written
+ *   straight onto the socket (head and a small body in one write);
+ * - anything else (a body, an `Upgrade`, HTTP/1.0, an origin-form target, `Expect`, hooks that
+ *   may rewrite the exchange) → the `node:http` on-ramp (`server.ts`) takes the connection over
+ *   for the rest of its life: the head is serialised again (llhttp accepted it, so `node:http`
+ *   reads it the same) and pushed back with the bytes after it.
+ * - The HTTP/2 preface (prior knowledge, when HTTP/2 is on) → the HTTP/2 on-ramp, with the bytes
+ *   read so far pushed back.
+ *
+ * Ordering rules: one request at a time per connection: bytes that arrive while a response is
+ * under way (pipelining) are held and parsed once it is done, so responses leave in order. Bad
+ * input is answered as `node:http` answers it (400 for a malformed head, 431 over
+ * `max_header_size`, 408 when a head takes longer than `header_read_timeout`), and closes the
+ * connection. A client that sends nothing within `header_read_timeout` is closed; an idle
+ * keep-alive connection after `idle_timeout`. Timeouts are checked by one sweep per endpoint,
+ * not a timer per connection.
+ */
+import http from 'node:http';
+import { createRequire } from 'node:module';
+import type net from 'node:net';
+import type { EndpointState, IngressConnection } from '../../context/state.ts';
+import { type AbsoluteTarget, parseAbsoluteTarget, parseAuthority } from '../../flows/http/headers.ts';
+import { forwardBodiless, type LeanForward, type LeanResponse } from '../../flows/http/lean-forward.ts';
+import { writeRawResponse } from '../../flows/http/upgrade.ts';
+import type { Runtime } from '../../runtime.ts';
+import { ingressMetrics } from '../../telemetry/metrics.ts';
+import { serveConnect } from '../../tunnels/connect.ts';
+import { classifyPreface } from '../http2/preface.ts';
+import type { SocketOnRamp } from '../ingress.ts';
+import { answerClientError, Http1ConnectExchange, type Http1OnRamp } from './server.ts';
+
+/** Node's binding of llhttp (`_http_common`), typed with the members used here. */
+interface RequestParser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
+  execute(data: Buffer): number | (Error & { code?: string });
+  free(): void;
+  close(): void;
+  owner: LeanConnection | null;
+  [callback: number]: unknown;
+}
+interface ParserClass {
+  new (): RequestParser;
+  readonly REQUEST: number;
+  readonly kOnHeaders: number;
+  readonly kOnHeadersComplete: number;
+  readonly kLenientNone: number;
+}
+const { HTTPParser, methods } = createRequire(import.meta.url)('_http_common') as {
+  HTTPParser: ParserClass;
+  methods: readonly string[];
+};
+
+/** Parsers not in use; a connection holds one only while a head is being read. */
+const freeParsers: RequestParser[] = [];
+const MAX_FREE_PARSERS = 256;
+/** The async resource the parsers report to `async_hooks`. */
+const PARSER_RESOURCE = {};
+
+function onParserHeaders(this: RequestParser, headers: string[], url: string): void {
+  const c = this.owner;
+  if (c === null) return;
+  for (const h of headers) c.partHeaders.push(h);
+  c.partUrl += url;
+}
+
+function onParserHeadersComplete(
+  this: RequestParser,
+  versionMajor: number,
+  versionMinor: number,
+  headers: string[] | undefined,
+  method: number,
+  url: string | undefined,
+  _statusCode: unknown,
+  _statusMessage: unknown,
+  upgrade: boolean,
+  shouldKeepAlive: boolean,
+): number {
+  const c = this.owner;
+  if (c !== null) {
+    c.ready = true;
+    c.version = versionMajor * 10 + versionMinor;
+    c.rawHeaders = headers ?? c.partHeaders;
+    c.url = url ?? c.partUrl;
+    c.method = methods[method] ?? '';
+    c.upgrade = upgrade;
+    c.keepAlive = shouldKeepAlive;
+    c.partHeaders = [];
+    c.partUrl = '';
+  }
+  // 2: no body, and stop after the head: `execute` returns where the next bytes start.
+  return 2;
+}
+
+function takeParser(owner: LeanConnection, maxHeaderSize: number): RequestParser {
+  let p = freeParsers.pop();
+  if (p === undefined) {
+    p = new HTTPParser();
+    p[HTTPParser.kOnHeaders] = onParserHeaders;
+    p[HTTPParser.kOnHeadersComplete] = onParserHeadersComplete;
+  }
+  p.initialize(HTTPParser.REQUEST, PARSER_RESOURCE, maxHeaderSize, HTTPParser.kLenientNone);
+  p.owner = owner;
+  return p;
+}
+
+function releaseParser(p: RequestParser): void {
+  p.owner = null;
+  p.free();
+  if (freeParsers.length < MAX_FREE_PARSERS) freeParsers.push(p);
+  else p.close();
+}
+
+// What a connection waits for, for the timeout sweep.
+/** A response is under way, or the connection left this on-ramp. */
+const BUSY = 0;
+/** Nothing received yet. */
+const SILENT = 1;
+/** Between keep-alive requests. */
+const IDLE = 2;
+/** Part of a head received. */
+const HEAD = 3;
+
+const kLean = Symbol('oxy.lean');
+type LeanSocket = net.Socket & { [kLean]?: LeanConnection; _httpMessage?: unknown };
+
+function onSocketData(this: LeanSocket, chunk: Buffer): void {
+  this[kLean]?.data(chunk);
+}
+function onSocketEnd(this: LeanSocket): void {
+  this[kLean]?.clientEnded();
+}
+function onSocketClose(this: LeanSocket): void {
+  this[kLean]?.closed();
+}
+/** Leaves `socket` as `node:http` leaves an upgraded one: not flowing, the next reader starts it. */
+function setUnread(socket: net.Socket): void {
+  (socket as { readableFlowing: boolean | null }).readableFlowing = null;
+}
+
+/**
+ * Runs `fn` in the connection's telemetry context: socket events run in the listener's, and
+ * the on-ramp taking over keeps the context it starts in.
+ */
+function inConnection(conn: IngressConnection, fn: () => void): void {
+  const t = conn.telemetry;
+  if (t === null) fn();
+  else t.apply(fn);
+}
+
+/** Errors end in 'close'; the tunnel or forwarding path reports what it needs. */
+function onSocketError(): void {}
+
+/** The endpoint-wide part: settings, the sweep, the other on-ramps to hand over to. */
+interface Ramp {
+  readonly rt: Runtime;
+  readonly endpoint: EndpointState;
+  readonly h1: Http1OnRamp;
+  readonly http2: ((socket: net.Socket, conn: IngressConnection) => void) | null;
+  readonly live: Set<LeanConnection>;
+  readonly maxHeaderSize: number;
+  readonly headerTimeout: number;
+  readonly idleTimeout: number;
+}
+
+/** One client connection while this on-ramp owns it. */
+class LeanConnection implements LeanResponse {
+  readonly socket: LeanSocket;
+  readonly conn: IngressConnection;
+  readonly ramp: Ramp;
+  phase: number = SILENT;
+  since = performance.now();
+  #parser: RequestParser | null = null;
+  /** Bytes received while a response was under way, or before HTTP/2 was ruled out. */
+  #held: Buffer[] | null = null;
+  #sniff: boolean;
+  #run: LeanForward | null = null;
+  #inFlight = false;
+  #isHead = false;
+  #pendingHead: string | null = null;
+  #headSent = false;
+  #chunked = false;
+  #closeAfter = false;
+
+  // The head just parsed (set by the parser callbacks).
+  ready = false;
+  version = 11;
+  method = '';
+  url = '';
+  rawHeaders: string[] = [];
+  upgrade = false;
+  keepAlive = true;
+  partHeaders: string[] = [];
+  partUrl = '';
+
+  constructor(socket: net.Socket, conn: IngressConnection, ramp: Ramp) {
+    this.socket = socket;
+    this.conn = conn;
+    this.ramp = ramp;
+    this.#sniff = ramp.http2 !== null;
+  }
+
+  data(chunk: Buffer): void {
+    if (this.#inFlight) {
+      this.#hold(chunk);
+      return;
+    }
+    if (this.#sniff) {
+      const bytes = this.#held === null ? chunk : Buffer.concat([...this.#held, chunk]);
+      const verdict = classifyPreface(bytes);
+      if (verdict === undefined) {
+        this.#held = [bytes];
+        this.#waitingForHead();
+        return;
+      }
+      this.#sniff = false;
+      this.#held = null;
+      if (verdict === 'h2') {
+        this.#leave();
+        setUnread(this.socket);
+        this.socket.unshift(bytes);
+        // Not from inside the socket's read callback: the session takes over its handle.
+        process.nextTick(startHttp2, this);
+        return;
+      }
+      chunk = bytes;
+    }
+    this.#execute(chunk);
+  }
+
+  #hold(chunk: Buffer): void {
+    if (this.#held === null) this.#held = [];
+    const held = this.#held;
+    held.push(chunk);
+    // A client that pipelines more than a few heads' worth waits for the responses first.
+    let n = 0;
+    for (const b of held) n += b.length;
+    if (n > this.ramp.maxHeaderSize * 4) this.socket.pause();
+  }
+
+  #waitingForHead(): void {
+    if (this.phase !== HEAD) {
+      this.phase = HEAD;
+      this.since = performance.now();
+    }
+  }
+
+  #execute(buf: Buffer): void {
+    if (this.#parser === null) this.#parser = takeParser(this, this.ramp.maxHeaderSize);
+    const p = this.#parser;
+    const r = p.execute(buf);
+    if (typeof r !== 'number') {
+      this.#leave();
+      answerClientError(this.ramp.endpoint, this.conn, this.socket, r.code ?? 'HPE_INVALID');
+      return;
+    }
+    if (!this.ready) {
+      this.#waitingForHead();
+      return;
+    }
+    this.ready = false;
+    // Between heads the parser holds no state: give it back (an idle connection holds none).
+    this.#parser = null;
+    releaseParser(p);
+    this.#dispatch(r < buf.length ? buf.subarray(r) : null);
+  }
+
+  #dispatch(rest: Buffer | null): void {
+    const method = this.method;
+    if (method === 'CONNECT') {
+      this.#connect(rest);
+      return;
+    }
+    const target = this.#leanTarget();
+    if (target === null) {
+      this.#handOver(rest);
+      return;
+    }
+    this.phase = BUSY;
+    this.socket._httpMessage = this; // a drain sees a response under way
+    if (rest !== null) this.#hold(rest);
+    this.#inFlight = true;
+    this.#isHead = method === 'HEAD';
+    this.#headSent = false;
+    const { rt } = this.ramp;
+    const run = forwardBodiless(
+      rt,
+      this.ramp.h1.agent.pool,
+      this.conn,
+      method,
+      target,
+      this.rawHeaders,
+      this,
+    );
+    if (this.#inFlight) this.#run = run;
+  }
+
+  /** The target of a request the lean path can forward, or null. */
+  #leanTarget(): AbsoluteTarget | null {
+    const hooks = this.ramp.rt.hooks;
+    if (this.version !== 11 || this.upgrade || hooks.request !== null || hooks.response !== null) return null;
+    const raw = this.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i] as string;
+      const n = name.length;
+      if (n !== 6 && n !== 14 && n !== 17) continue;
+      const lower = name.toLowerCase();
+      if (lower === 'transfer-encoding' || lower === 'expect') return null;
+      if (lower === 'content-length' && raw[i + 1] !== '0') return null;
+    }
+    const target = parseAbsoluteTarget(this.url);
+    return target !== null && target.scheme === 'http' ? target : null;
+  }
+
+  #connect(rest: Buffer | null): void {
+    const target = parseAuthority(this.url);
+    const early = this.#takeHeld(rest);
+    this.#leave();
+    const socket = this.socket;
+    if (target === null) {
+      writeRawResponse(socket, 400, '400 CONNECT needs a host:port target\n');
+      return;
+    }
+    // As node:http leaves a CONNECT socket: nobody reading, the tunnel's reader starts it.
+    setUnread(socket);
+    const ex = new Http1ConnectExchange(this.url, this.rawHeaders, socket, early);
+    void serveConnect(this.ramp.rt, this.conn, ex, target);
+  }
+
+  /** Gives the connection to the `node:http` on-ramp, starting with the head just parsed. */
+  #handOver(rest: Buffer | null): void {
+    let head = `${this.method} ${this.url} HTTP/${Math.floor(this.version / 10)}.${this.version % 10}\r\n`;
+    const raw = this.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+    const after = this.#takeHeld(rest);
+    const bytes = Buffer.from(`${head}\r\n`, 'latin1');
+    this.#leave();
+    const socket = this.socket;
+    socket.pause();
+    socket.unshift(after === null ? bytes : Buffer.concat([bytes, after]));
+    // Not from inside the socket's read callback: node:http takes over its handle.
+    process.nextTick(startHttp1, this);
+  }
+
+  #takeHeld(rest: Buffer | null): Buffer | null {
+    const held = this.#held;
+    this.#held = null;
+    if (held === null) return rest;
+    if (rest !== null) held.unshift(rest);
+    return held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held);
+  }
+
+  /** This on-ramp lets go of the connection (handed over, tunnel, error, or closed). */
+  #leave(): void {
+    const s = this.socket;
+    s.removeListener('data', onSocketData);
+    s.removeListener('end', onSocketEnd);
+    s.removeListener('close', onSocketClose);
+    s[kLean] = undefined;
+    this.phase = BUSY;
+    this.ramp.live.delete(this);
+    if (this.#parser !== null) {
+      releaseParser(this.#parser);
+      this.#parser = null;
+    }
+  }
+
+  // LeanResponse: the forwarding path's response, written onto the socket.
+
+  head(status: number, statusText: string, rawHeaders: string[]): void {
+    let h = `HTTP/1.1 ${status} ${statusText}\r\n`;
+    let length = false;
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i] as string;
+      if (name.length === 14 && name.toLowerCase() === 'content-length') length = true;
+      h += `${name}: ${rawHeaders[i + 1]}\r\n`;
+    }
+    const bodiless = this.#isHead || status === 204 || status === 304 || status < 200;
+    this.#chunked = !bodiless && !length;
+    if (this.#chunked) h += 'Transfer-Encoding: chunked\r\n';
+    this.#closeAfter = !this.keepAlive || this.ramp.rt.draining;
+    if (this.#closeAfter) h += 'Connection: close\r\n';
+    this.#pendingHead = `${h}\r\n`;
+  }
+
+  body(chunk: Buffer, resume: () => void): boolean {
+    if (this.#pendingHead !== null) this.#writeWithHead(chunk, false);
+    else if (this.#chunked) this.#writeChunk(chunk, false);
+    else this.socket.write(chunk);
+    if (!this.socket.writableNeedDrain) return true;
+    this.socket.once('drain', resume);
+    return false;
+  }
+
+  end(last: Buffer | null): void {
+    if (this.#pendingHead !== null) this.#writeWithHead(last, true);
+    else if (this.#chunked) this.#writeChunk(last, true);
+    else if (last !== null) this.socket.write(last);
+    this.#exchangeDone();
+  }
+
+  fail(status: number, body: string): void {
+    if (this.#headSent) {
+      this.socket.destroy();
+      this.#exchangeDone();
+      return;
+    }
+    this.#pendingHead = null;
+    this.#closeAfter = !this.keepAlive || this.ramp.rt.draining;
+    const close = this.#closeAfter ? 'Connection: close\r\n' : '';
+    this.socket.write(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n${close}\r\n${body}`,
+    );
+    this.#exchangeDone();
+  }
+
+  /** Writes the held head with `body` (and the chunked framing), in one write when small. */
+  #writeWithHead(body: Buffer | null, last: boolean): void {
+    const head = this.#pendingHead as string;
+    this.#pendingHead = null;
+    this.#headSent = true;
+    let prefix = head;
+    let suffix = '';
+    const n = body === null ? 0 : body.length;
+    if (this.#chunked) {
+      if (n > 0) {
+        prefix += `${n.toString(16)}\r\n`;
+        suffix = '\r\n';
+      }
+      if (last) suffix += '0\r\n\r\n';
+    }
+    const s = this.socket;
+    if (n === 0) {
+      s.write(prefix + suffix, 'latin1');
+      return;
+    }
+    if (n > 65536) {
+      s.cork();
+      s.write(prefix, 'latin1');
+      s.write(body as Buffer);
+      if (suffix !== '') s.write(suffix, 'latin1');
+      s.uncork();
+      return;
+    }
+    const out = Buffer.allocUnsafe(prefix.length + n + suffix.length);
+    out.write(prefix, 0, 'latin1');
+    (body as Buffer).copy(out, prefix.length);
+    if (suffix !== '') out.write(suffix, prefix.length + n, 'latin1');
+    s.write(out);
+  }
+
+  #writeChunk(chunk: Buffer | null, last: boolean): void {
+    const s = this.socket;
+    if (chunk === null || chunk.length === 0) {
+      if (last) s.write('0\r\n\r\n', 'latin1');
+      return;
+    }
+    s.cork();
+    s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    s.write(chunk);
+    s.write(last ? '\r\n0\r\n\r\n' : '\r\n', 'latin1');
+    s.uncork();
+  }
+
+  #exchangeDone(): void {
+    this.#inFlight = false;
+    this.#run = null;
+    const s = this.socket;
+    s._httpMessage = null;
+    if (s.destroyed || s[kLean] === undefined) return;
+    if (this.#closeAfter) {
+      this.#leave();
+      s.end();
+      return;
+    }
+    this.phase = IDLE;
+    this.since = performance.now();
+    if (this.#held !== null) process.nextTick(continueHeld, this);
+    else if (s.isPaused()) s.resume();
+  }
+
+  /** Parses what arrived while the last response was under way. */
+  continueHeld(): void {
+    if (this.#inFlight || this.socket[kLean] === undefined) return;
+    const held = this.#takeHeld(null);
+    if (this.socket.isPaused()) this.socket.resume();
+    if (held !== null) this.#execute(held);
+  }
+
+  /**
+   * The client sent FIN. As `node:http` does, a response still under way is abandoned (its
+   * upstream exchange dropped) and the connection closed.
+   */
+  clientEnded(): void {
+    if (this.#inFlight) {
+      this.closed();
+      this.socket.destroy();
+      return;
+    }
+    this.#leave();
+    this.socket.end();
+  }
+
+  closed(): void {
+    const run = this.#run;
+    this.#run = null;
+    this.#inFlight = false;
+    this.#held = null;
+    this.#leave();
+    run?.clientClosed();
+  }
+
+  /** The sweep found this connection past its deadline. */
+  expire(): void {
+    const { endpoint } = this.ramp;
+    const phase = this.phase;
+    this.#leave();
+    if (phase === IDLE) {
+      this.socket.destroy();
+      return;
+    }
+    if (phase === SILENT || this.socket.bytesRead === 0) {
+      this.conn.closeReason = 'header_timeout';
+      ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason: 'header_timeout' }).inc();
+      this.socket.destroy();
+      return;
+    }
+    answerClientError(endpoint, this.conn, this.socket, 'ERR_HTTP_REQUEST_TIMEOUT');
+  }
+}
+
+function startHttp2(c: LeanConnection): void {
+  const h2 = c.ramp.http2;
+  if (h2 === null || c.socket.destroyed) c.socket.destroy();
+  else inConnection(c.conn, () => h2(c.socket, c.conn));
+}
+
+function startHttp1(c: LeanConnection): void {
+  if (c.socket.destroyed) return;
+  inConnection(c.conn, () => c.ramp.h1.adopt(c.socket, c.conn));
+  c.socket.resume();
+}
+
+function continueHeld(c: LeanConnection): void {
+  c.continueHeld();
+}
+
+/** The lean on-ramp's handle. */
+export interface LeanOnRamp extends SocketOnRamp {
+  /** Connections it still owns (reading a head, or with a response under way). */
+  readonly size: number;
+  close(): void;
+}
+
+/**
+ * Creates the lean HTTP/1.1 on-ramp of cleartext `endpoint`; `h1` takes over what it does not
+ * serve itself, `http2` (or null when HTTP/2 is off) a connection that opens with the preface.
+ */
+export function createLeanOnRamp(
+  rt: Runtime,
+  endpoint: EndpointState,
+  h1: Http1OnRamp,
+  http2: ((socket: net.Socket, conn: IngressConnection) => void) | null,
+): LeanOnRamp {
+  const ep = endpoint.settings;
+  const ramp: Ramp = {
+    rt,
+    endpoint,
+    h1,
+    http2,
+    live: new Set(),
+    maxHeaderSize: ep.max_header_size,
+    headerTimeout: ep.header_read_timeout,
+    idleTimeout: ep.idle_timeout,
+  };
+  const sweep = setInterval(
+    () => {
+      const now = performance.now();
+      for (const c of ramp.live) {
+        if (c.phase === BUSY) continue;
+        const limit = c.phase === IDLE ? ramp.idleTimeout : ramp.headerTimeout;
+        if (limit > 0 && now - c.since >= limit) c.expire();
+      }
+    },
+    Math.max(100, Math.min(1000, ep.header_read_timeout / 2)),
+  ).unref();
+  return {
+    protocol: 'http/1.1',
+    get size() {
+      return ramp.live.size;
+    },
+    close(): void {
+      clearInterval(sweep);
+    },
+    serve(socket: net.Socket, conn: IngressConnection): void {
+      const c = new LeanConnection(socket, conn, ramp);
+      const s = socket as LeanSocket;
+      s[kLean] = c;
+      ramp.live.add(c);
+      s.on('error', onSocketError);
+      s.on('end', onSocketEnd);
+      s.on('close', onSocketClose);
+      s.on('data', onSocketData);
+    },
+  };
+}
