@@ -15,7 +15,7 @@ import type { SocketAddr } from '../context/contexts.ts';
 import type { EgressState } from '../context/state.ts';
 import { isOxyError, OXY_ERR, OxyError } from '../errors.ts';
 import { EgressDecision } from '../hooks/egress.ts';
-import { connectHappyEyeballs } from '../offramps/tcp/happy-eyeballs.ts';
+import { connectHappyEyeballs, type HappyEyeballsOptions } from '../offramps/tcp/happy-eyeballs.ts';
 import { connectViaProxy } from '../offramps/upstream-proxy/connect.ts';
 import type { Runtime } from '../runtime.ts';
 import { egressMetrics } from '../telemetry/metrics.ts';
@@ -95,7 +95,8 @@ export async function connectDirect(
 ): Promise<{ socket: Duplex; remote: SocketAddr }> {
   const started = performance.now();
   try {
-    let ips = await resolve(rt, eg, addr.host);
+    // A literal needs no resolution: no await, so no extra turn of the microtask queue.
+    let ips = net.isIP(addr.host) !== 0 ? [addr.host] : await resolve(rt, eg, addr.host);
     if (!trusted) {
       const ipsHook = rt.hooks.upstreamIps;
       if (ipsHook !== null) {
@@ -105,7 +106,7 @@ export async function connectDirect(
           throw rt.hookFailed('EgressHook.handleUpstreamIps', e);
         }
       }
-      const allowed = ips.filter((ip) => !rt.blocklist.has(ip));
+      const allowed = allowedIps(rt, ips);
       if (allowed.length === 0) {
         throw egressBlocked(
           ips.length === 0 ? 'no address left to connect to' : 'destination address is blocked',
@@ -131,12 +132,7 @@ export async function connectDirect(
       }
     }
     if (socket === undefined) {
-      const source = rt.settings.egress.source_addr;
-      const tcp = await connectHappyEyeballs(ips, addr.port, {
-        timeoutMs: rt.settings.egress.connect_timeout,
-        connect: allowHalfOpenConnect,
-        ...(source === null ? {} : { localAddress: source }),
-      });
+      const tcp = await connectHappyEyeballs(ips, addr.port, connectOptions(rt));
       socket = tcp;
       // One candidate: it is the address connected to (no getpeername(2) per connection).
       remote =
@@ -150,6 +146,31 @@ export async function connectDirect(
     egressMetrics.connect_failed_total({ code: isOxyError(e) ? e.code : 'unknown' }).inc();
     throw e;
   }
+}
+
+/** `ips` without the blocked ones; the same array when none is blocked (the usual case). */
+function allowedIps(rt: Runtime, ips: string[]): string[] {
+  for (let i = 0; i < ips.length; i++) {
+    if (rt.blocklist.has(ips[i] as string)) return ips.filter((ip) => !rt.blocklist.has(ip));
+  }
+  return ips;
+}
+
+const connectOptionsOf = new WeakMap<Runtime, HappyEyeballsOptions>();
+
+/** The Happy Eyeballs options of `rt`'s settings, built once per runtime. */
+function connectOptions(rt: Runtime): HappyEyeballsOptions {
+  let opts = connectOptionsOf.get(rt);
+  if (opts === undefined) {
+    const source = rt.settings.egress.source_addr;
+    opts = {
+      timeoutMs: rt.settings.egress.connect_timeout,
+      connect: allowHalfOpenConnect,
+      ...(source === null ? {} : { localAddress: source }),
+    };
+    connectOptionsOf.set(rt, opts);
+  }
+  return opts;
 }
 
 /** Fires `handleConnectionEstablished`; a throw destroys `socket` and fails the caller. */
@@ -173,7 +194,8 @@ export async function connectTunnelEgress(
   eg: EgressState,
   decisions: string[],
 ): Promise<EgressConnection> {
-  const decision = await decideEgress(rt, eg);
+  // Without a hook the decision is known now: no await, so no extra microtask turn.
+  const decision = rt.hooks.egressConnection === null ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
   decisions.push(`egress:${decision.kind}`);
   switch (decision.kind) {
     case 'block':

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { BlockList, isIPv4 } from 'node:net';
 import { describe, it } from 'node:test';
 import { parseSettings, s } from 'foundations/settings';
-import { CidrBlocklist, DEFAULT_BLOCKED_CIDRS } from './blocklist.ts';
+import { CidrBlocklist, DEFAULT_BLOCKED_CIDRS, parseDottedQuad } from './blocklist.ts';
 
 describe('CidrBlocklist', () => {
   const defaults = new CidrBlocklist(DEFAULT_BLOCKED_CIDRS);
@@ -118,5 +119,57 @@ describe('CidrBlocklist', () => {
     const parsed = parseSettings(schema, []);
     assert.deepEqual(parsed, [...DEFAULT_BLOCKED_CIDRS]);
     assert.deepEqual(new CidrBlocklist(parsed).cidrs, DEFAULT_BLOCKED_CIDRS);
+  });
+
+  it('parses dotted quads exactly as net.isIPv4 accepts them', () => {
+    const cases = [
+      '0.0.0.0',
+      '255.255.255.255',
+      '1.2.3.4',
+      '01.2.3.4',
+      '1.2.3.04',
+      '1.2.3.256',
+      '1.2.3',
+      '1.2.3.4.',
+      '.1.2.3.4',
+      '1..2.3',
+      '1.2.3.4.5',
+      '1.2.3.4 ',
+      ' 1.2.3.4',
+      '1.2.3.-4',
+      '1.2.3.a',
+      '1234.1.1.1',
+      '::1',
+      '::ffff:1.2.3.4',
+      '',
+      '0.0.0.00',
+      '10.0.0.1%eth0',
+    ];
+    for (const ip of cases) assert.equal(parseDottedQuad(ip) >= 0, isIPv4(ip), ip);
+    assert.equal(parseDottedQuad('1.2.3.4'), 0x01020304);
+    assert.equal(parseDottedQuad('255.255.255.255'), 0xffffffff);
+  });
+
+  it('answers IPv4 addresses exactly as net.BlockList does, for random addresses and ranges', () => {
+    let seed = 42;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const quad = () => `${rnd(256)}.${rnd(256)}.${rnd(256)}.${rnd(256)}`;
+    const cidrs = ['0.0.0.0/0', ...Array.from({ length: 30 }, () => `${quad()}/${rnd(33)}`)];
+    for (let k = 1; k <= cidrs.length; k += 10) {
+      const ours = new CidrBlocklist(cidrs.slice(1, k));
+      const theirs = new BlockList();
+      for (const c of cidrs.slice(1, k)) {
+        const [a, p] = c.split('/') as [string, string];
+        theirs.addSubnet(a, Number(p), 'ipv4');
+      }
+      for (let i = 0; i < 2000; i++) {
+        const ip = i % 3 === 0 ? (cidrs[1 + rnd(k)]?.split('/')[0] ?? quad()) : quad();
+        assert.equal(ours.has(ip), theirs.check(ip, 'ipv4'), `${ip} in ${k - 1} ranges`);
+      }
+    }
+    assert.equal(new CidrBlocklist(['0.0.0.0/0']).has('203.0.113.9'), true);
   });
 });

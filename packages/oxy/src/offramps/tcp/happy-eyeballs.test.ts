@@ -92,6 +92,40 @@ describe('connectHappyEyeballs on loopback', () => {
     );
   });
 
+  it('one address: CONNECT_TIMEOUT at the deadline, naming it, and the attempt is destroyed', async () => {
+    const sockets: net.Socket[] = [];
+    const t0 = performance.now();
+    await assert.rejects(
+      connectHappyEyeballs(['127.0.0.1'], port, {
+        timeoutMs: 150,
+        connect: () => {
+          const s = new net.Socket(); // never connects: an attempt into a blackhole
+          sockets.push(s);
+          return s;
+        },
+      }),
+      code(
+        'OXY_ERR_CONNECT_TIMEOUT',
+        new RegExp(`^connect to 127\\.0\\.0\\.1:${port} timed out after 150 ms$`),
+      ),
+    );
+    assert.ok(performance.now() - t0 >= 140);
+    assert.equal(sockets.length, 1);
+    assert.equal(sockets[0]?.destroyed, true);
+  });
+
+  it('one address: a connect that throws at once is the failed attempt', async () => {
+    await assert.rejects(
+      connectHappyEyeballs(['127.0.0.1'], port, {
+        timeoutMs: 2000,
+        connect: () => {
+          throw Object.assign(new Error('bad source'), { code: 'EINVAL' });
+        },
+      }),
+      code('OXY_ERR_CONNECT_FAILED', new RegExp(`^connect failed \\(EINVAL\\) to 127\\.0\\.0\\.1:${port}$`)),
+    );
+  });
+
   it('aborts pending attempts when the signal fires', async () => {
     const ac = new AbortController();
     const sockets: net.Socket[] = [];

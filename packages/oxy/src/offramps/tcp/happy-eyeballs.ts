@@ -62,6 +62,9 @@ export function connectHappyEyeballs(
   const sourceFamily = opts.localAddress === undefined ? 0 : net.isIP(opts.localAddress);
   const candidates = sourceFamily === 0 ? addresses : addresses.filter((a) => net.isIP(a) === sourceFamily);
 
+  if (candidates.length === 1 && opts.signal === undefined) {
+    return connectOne(candidates[0] as string, port, opts.timeoutMs, connect, opts.localAddress);
+  }
   return new Promise<net.Socket>((resolve, reject) => {
     if (candidates.length === 0) {
       const why =
@@ -157,6 +160,55 @@ export function connectHappyEyeballs(
     }, opts.timeoutMs);
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     startNext();
+  });
+}
+
+/**
+ * The race with one address and no signal (a literal IP, or a name with one address): a plain
+ * connect under the deadline, with the race's errors, and none of its per-attempt bookkeeping.
+ */
+function connectOne(
+  address: string,
+  port: number,
+  timeoutMs: number,
+  connect: NonNullable<HappyEyeballsOptions['connect']>,
+  localAddress: string | undefined,
+): Promise<net.Socket> {
+  return new Promise<net.Socket>((resolve, reject) => {
+    let socket: net.Socket;
+    try {
+      socket = connect(address, port, localAddress);
+    } catch (error) {
+      // Boundary: a synchronous throw from connect (bad source address) is the one failed attempt.
+      reject(summarise([{ address, error: error as NodeJS.ErrnoException }], port));
+      return;
+    }
+    const onError = (error: NodeJS.ErrnoException): void => {
+      clearTimeout(deadline);
+      socket.off('connect', onConnect);
+      socket.destroy();
+      reject(summarise([{ address, error }], port));
+    };
+    const onConnect = (): void => {
+      clearTimeout(deadline);
+      socket.off('error', onError);
+      socket.setNoDelay(true);
+      resolve(socket);
+    };
+    const deadline = setTimeout(() => {
+      socket.off('error', onError);
+      socket.off('connect', onConnect);
+      socket.destroy();
+      reject(
+        upstreamError(
+          OXY_ERR.CONNECT_TIMEOUT,
+          `connect to ${formatHostPort(address, port)} timed out after ${timeoutMs} ms`,
+          { retryable: true },
+        ),
+      );
+    }, timeoutMs);
+    socket.once('error', onError);
+    socket.once('connect', onConnect);
   });
 }
 
