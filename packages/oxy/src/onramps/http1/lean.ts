@@ -478,7 +478,9 @@ class LeanConnection implements LeanResponse {
     if (s.destroyed || s[kLean] === undefined) return;
     if (this.#closeAfter) {
       this.#leave();
-      s.end();
+      // As node:http: closed once the response is flushed, even if the client keeps its side
+      // open (the socket is half-open, and may be paused with pipelined requests unread).
+      s.destroySoon();
       return;
     }
     this.phase = IDLE;
