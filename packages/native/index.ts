@@ -7,7 +7,8 @@
  * - `seqpacket`: SOCK_SEQPACKET Unix sockets (whole messages);
  * - `passFd`: socket pairs and descriptor passing (SCM_RIGHTS);
  * - `netns`: open TUN devices and sockets inside another (or a new) network namespace;
- * - `FdSplice`: join two sockets in the kernel (splice(2) through pipes), bytes never in JS;
+ * - `FdSplice` / `startSplice`: join two sockets in the kernel (splice(2) through pipes), bytes
+ *   never in JS;
  * - `execve`: replace the process image (to start Node again under a filter set up first).
  *
  * Every refused system call throws a `NativeError` with a stable `NATIVE_ERR_<ERRNO>` code and
@@ -25,8 +26,8 @@ export type { SeccompAction, SeccompFilter, SeccompRule, ThreadSeccomp } from '.
 export * as seccomp from './src/seccomp.ts';
 export type { SeqpacketOptions, SeqpacketServer, SeqpacketSocket } from './src/seqpacket.ts';
 export * as seqpacket from './src/seqpacket.ts';
-export type { SpliceEnd, SpliceOptions } from './src/splice.ts';
-export { FdSplice } from './src/splice.ts';
+export type { SpliceEnd, SpliceOptions, SpliceOwner } from './src/splice.ts';
+export { FdSplice, spliceBytes, spliceEnd, spliceTotal, startSplice, stopSplice } from './src/splice.ts';
 export type { TunDevice, TunOptions } from './src/tun.ts';
 export * as tun from './src/tun.ts';
 

@@ -37,21 +37,23 @@ export interface Addon {
     cb: (kind: number, value: unknown) => void,
   ): PollHandle;
   pollControl(handle: PollHandle, op: number, flag: boolean): void;
-  spliceStart(
-    fd0: number,
-    fd1: number,
-    pipeSize: number,
-    cb: (kind: number, bytes0to1: number, bytes1to0: number, errno: number, side: number) => void,
-  ): SpliceHandle;
-  spliceBytes(handle: SpliceHandle): [number, number];
-  spliceStop(handle: SpliceHandle): void;
+  spliceStart(fd0: number, fd1: number, pipeSize: number, owner: SpliceOwner): void;
+  spliceBytes(owner: SpliceOwner): [number, number];
+  spliceTotal(owner: SpliceOwner): number;
+  spliceStop(owner: SpliceOwner): void;
 }
 
 /** An opaque uv_poll handle owned by the addon. */
 export type PollHandle = { readonly __pollHandle: unique symbol };
 
-/** An opaque splicer owned by the addon (src/splice.c). */
-export type SpliceHandle = { readonly __spliceHandle: unique symbol };
+/**
+ * The JS object a splicer is wrapped into (src/splice.c): the addon calls its `onSpliceEnd`
+ * once when the splice ends by itself (kind 0: both directions ended; 1: an error, with the
+ * errno and the side, 0, 1 or -1, that raised it).
+ */
+export interface SpliceOwner {
+  onSpliceEnd(kind: number, bytes0to1: number, bytes1to0: number, errno: number, side: number): void;
+}
 
 function load(): Addon {
   if (process.platform !== 'linux') {

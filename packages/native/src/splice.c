@@ -14,11 +14,15 @@
  * so half-close is carried across. The splice ends when both directions have shut (kind 0) or
  * at the first error (kind 1, with the errno and the side whose descriptor raised it).
  *
- * JS callback: cb(kind, bytes0to1, bytes1to0, errno, side), called once; by then the splicer
- * has closed its duplicates and pipes. spliceBytes(h) reads the counters at any time;
- * spliceStop(h) ends it without a callback.
+ * The JS side is an owner object the splicer is wrapped into (napi_wrap; no external, no
+ * closure, no async resource per splice: an idle tunnel costs this struct and one reference).
+ * At the end the addon calls owner.onSpliceEnd(kind, bytes0to1, bytes1to0, errno, side) once;
+ * by then the splicer has closed its duplicates and pipes and let go of the owner.
+ * spliceBytes(owner) reads the counters; spliceStop(owner) ends it without a callback.
  *
- * Lifetime as in poll.c: freed once both uv handles have closed and the external is finalised.
+ * Lifetime: while running, the owner is held strongly (a tunnel nobody else references still
+ * runs to its end). At the end (or stop) the wrap is removed and the reference deleted; the
+ * struct is freed once both uv handles have closed too.
  */
 #define _GNU_SOURCE
 #include "native.h"
@@ -50,8 +54,7 @@ typedef struct {
   int events[2];
   dir_t dir[2]; /* dir[i]: side i → side 1-i */
   napi_env env;
-  napi_ref cb;
-  napi_async_context actx;
+  napi_ref owner; /* napi_wrap's reference, strong while running; NULL once let go */
   int pipe_size;
   int uv_open; /* uv handles not yet closed */
   bool closing, finalized;
@@ -79,47 +82,53 @@ static void splicer_close(splicer_t *s) {
     if (s->dir[i].pw >= 0) close(s->dir[i].pw);
     s->dir[i].pr = s->dir[i].pw = -1;
   }
-  if (s->actx) napi_async_destroy(s->env, s->actx);
-  s->actx = NULL;
 }
 
+/* The owner was collected (or the env torn down) while still wrapped. */
 static void finalize(napi_env env, void *data, void *hint) {
-  (void)env;
   (void)hint;
   splicer_t *s = data;
-  s->finalized = true;
   splicer_close(s);
-  if (s->cb) napi_delete_reference(env, s->cb);
-  s->cb = NULL;
+  if (s->owner) napi_delete_reference(env, s->owner);
+  s->owner = NULL;
+  s->finalized = true;
   free_if_done(s);
 }
 
-/* Ends the splice and tells JS: kind 0 done, 1 error. */
+/* Lets go of the owner: unwraps it and deletes the reference. Returns the owner (or NULL). */
+static napi_value release_owner(splicer_t *s) {
+  napi_value owner = NULL;
+  void *ignored;
+  if (!s->owner) return NULL;
+  if (napi_get_reference_value(s->env, s->owner, &owner) != napi_ok) owner = NULL;
+  if (owner) napi_remove_wrap(s->env, owner, &ignored);
+  napi_delete_reference(s->env, s->owner);
+  s->owner = NULL;
+  s->finalized = true; /* the wrap is gone: no finaliser will come */
+  return owner;
+}
+
+/* Ends the splice and tells the owner: kind 0 done, 1 error. */
 static void finish(splicer_t *s, int kind, int err, int side) {
   napi_env env = s->env;
   napi_handle_scope scope;
-  napi_value cb, recv, argv[5], ignored;
-  napi_async_context actx = s->actx;
-  s->actx = NULL; /* kept alive for the callback below */
+  napi_value owner, fn, argv[5], ignored;
   splicer_close(s);
-  if (!s->cb || napi_open_handle_scope(env, &scope) != napi_ok) {
-    if (actx) napi_async_destroy(env, actx);
-    return;
-  }
-  if (napi_get_reference_value(env, s->cb, &cb) == napi_ok && napi_get_global(env, &recv) == napi_ok &&
+  if (!s->owner || napi_open_handle_scope(env, &scope) != napi_ok) return;
+  owner = release_owner(s);
+  if (owner && napi_get_named_property(env, owner, "onSpliceEnd", &fn) == napi_ok &&
       napi_create_int32(env, kind, &argv[0]) == napi_ok &&
       napi_create_double(env, (double)s->dir[0].bytes, &argv[1]) == napi_ok &&
       napi_create_double(env, (double)s->dir[1].bytes, &argv[2]) == napi_ok &&
       napi_create_int32(env, err, &argv[3]) == napi_ok && napi_create_int32(env, side, &argv[4]) == napi_ok) {
-    napi_delete_reference(env, s->cb);
-    s->cb = NULL;
-    if (napi_make_callback(env, actx, recv, cb, 5, argv, &ignored) == napi_pending_exception) {
+    /* No async context: the owner settles a promise, whose reactions keep their own context. */
+    if (napi_make_callback(env, NULL, owner, fn, 5, argv, &ignored) == napi_pending_exception) {
       napi_value e;
       if (napi_get_and_clear_last_exception(env, &e) == napi_ok) napi_fatal_exception(env, e);
     }
   }
   napi_close_handle_scope(env, scope);
-  if (actx) napi_async_destroy(env, actx);
+  free_if_done(s);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events);
@@ -222,9 +231,10 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   update_events(s, 1);
 }
 
-/* spliceStart(fd0, fd1, pipeSize, cb): external handle. The descriptors stay the caller's. */
+/* spliceStart(fd0, fd1, pipeSize, owner): wraps the splicer into owner. The descriptors stay the caller's. */
 static napi_value splice_start(napi_env env, napi_callback_info info) {
-  napi_value argv[4], out, name;
+  napi_value argv[4];
+  napi_valuetype t;
   int32_t fd0, fd1, pipe_size;
   uv_loop_t *loop;
   if (!get_args(env, info, 4, argv, NULL) || !arg_int32(env, argv[0], &fd0) || !arg_int32(env, argv[1], &fd1) ||
@@ -232,6 +242,10 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
     return NULL;
   if (fd0 < 0 || fd1 < 0 || fd0 == fd1 || pipe_size < 0 || pipe_size > (1 << 24)) {
     throw_type(env, "invalid descriptors or pipe size");
+    return NULL;
+  }
+  if (napi_typeof(env, argv[3], &t) != napi_ok || t != napi_object) {
+    throw_type(env, "the splice owner must be an object");
     return NULL;
   }
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
@@ -278,27 +292,45 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
     s->poll[i].data = s;
     s->uv_open++;
   }
-  if (napi_create_reference(env, argv[3], 1, &s->cb) != napi_ok ||
-      napi_create_string_utf8(env, "native:splice", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_async_init(env, NULL, name, &s->actx) != napi_ok ||
-      napi_create_external(env, s, finalize, NULL, &out) != napi_ok) {
+  uint32_t refs;
+  if (napi_wrap(env, argv[3], s, finalize, NULL, &s->owner) != napi_ok) {
+    /* Already wrapped (a second start on the same owner) or out of memory. */
     splicer_close(s);
-    if (s->cb) napi_delete_reference(env, s->cb);
+    s->owner = NULL;
     s->finalized = true;
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) throw_type(env, "this owner already has a splice");
+    return NULL;
+  }
+  if (napi_reference_ref(env, s->owner, &refs) != napi_ok) {
+    splicer_close(s);
+    release_owner(s);
+    free_if_done(s);
     return NULL;
   }
   update_events(s, 0);
   update_events(s, 1);
-  return out;
+  return make_undefined(env);
 }
 
-static splicer_t *get_splicer(napi_env env, napi_value v) {
+/* The running splicer wrapped into `owner`, or NULL with a TypeError pending. */
+static splicer_t *get_splicer(napi_env env, napi_value owner) {
   void *p = NULL;
-  if (napi_get_value_external(env, v, &p) != napi_ok || !p) throw_type(env, "expected a splice handle");
+  if (napi_unwrap(env, owner, &p) != napi_ok || !p) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value e;
+      napi_get_and_clear_last_exception(env, &e);
+    }
+    throw_type(env, "no splice is running for this owner");
+    return NULL;
+  }
   return p;
 }
 
-/* spliceBytes(h): [bytes0to1, bytes1to0]. */
+/* spliceBytes(owner): [bytes0to1, bytes1to0]. */
 static napi_value splice_bytes(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr, v;
   if (!get_args(env, info, 1, argv, NULL)) return NULL;
@@ -311,20 +343,30 @@ static napi_value splice_bytes(napi_env env, napi_callback_info info) {
   return arr;
 }
 
-/* spliceStop(h): ends the splice now, without a callback. */
+/* spliceTotal(owner): bytes moved both ways (one number: the idle check's cheap read). */
+static napi_value splice_total(napi_env env, napi_callback_info info) {
+  napi_value argv[1], v;
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  splicer_t *s = get_splicer(env, argv[0]);
+  if (!s || napi_create_double(env, (double)(s->dir[0].bytes + s->dir[1].bytes), &v) != napi_ok) return NULL;
+  return v;
+}
+
+/* spliceStop(owner): ends the splice now, without a callback. */
 static napi_value splice_stop(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv, NULL)) return NULL;
   splicer_t *s = get_splicer(env, argv[0]);
   if (!s) return NULL;
   splicer_close(s);
-  if (s->cb) napi_delete_reference(env, s->cb);
-  s->cb = NULL;
+  release_owner(s);
+  free_if_done(s);
   return make_undefined(env);
 }
 
 void register_splice(napi_env env, napi_value exports) {
   set_fn(env, exports, "spliceStart", splice_start);
   set_fn(env, exports, "spliceBytes", splice_bytes);
+  set_fn(env, exports, "spliceTotal", splice_total);
   set_fn(env, exports, "spliceStop", splice_stop);
 }

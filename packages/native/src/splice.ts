@@ -1,16 +1,25 @@
 /**
- * `FdSplice`: the JS half of splice.c. It joins two connected stream sockets in the kernel:
- * bytes go socket → pipe → socket with splice(2), driven by uv_poll on the event loop, and never
- * reach JS. Half-close is carried across (EOF on one side becomes shutdown(SHUT_WR) on the other);
+ * The JS half of splice.c: joining two connected stream sockets in the kernel. Bytes go
+ * socket → pipe → socket with splice(2), driven by uv_poll on the event loop, and never reach
+ * JS. Half-close is carried across (EOF on one side becomes shutdown(SHUT_WR) on the other);
  * the splice ends once both directions have ended, or at the first error.
  *
- * The descriptors stay the caller's: the addon works on duplicates and closes those itself. The
- * caller must stop reading the originals before starting (e.g. a paused net.Socket whose handle
- * has stopped reading) and close them after the end callback.
+ * The descriptors stay the caller's: the addon works on duplicates and closes those itself, so
+ * the caller may close its own as soon as the splice has started (the sockets stay open through
+ * the duplicates; closing a duplicate sends nothing to the peer). The caller must stop reading
+ * the originals before starting and must not read or write them while the splice runs.
+ *
+ * Two forms:
+ * - `startSplice(owner, …)`: the splicer is wrapped into an object of the caller's (no handle
+ *   object, closure or async resource per splice), whose `onSpliceEnd` the addon calls once.
+ *   For callers that hold many idle splices (a proxy's tunnels).
+ * - `FdSplice`: a self-contained object with an end callback.
  */
-import { addon, type SpliceHandle } from './addon.ts';
+import { addon, type SpliceOwner } from './addon.ts';
 import { errnoName } from './errno.ts';
 import { errnoError, type NativeError, toNativeError } from './errors.ts';
+
+export type { SpliceOwner } from './addon.ts';
 
 /** How a splice ended. Bytes are counted as read from each side. */
 export interface SpliceEnd {
@@ -24,7 +33,7 @@ export interface SpliceEnd {
   readonly side: 0 | 1 | -1;
 }
 
-/** Options of {@link FdSplice}. */
+/** Options of {@link startSplice} and {@link FdSplice}. */
 export interface SpliceOptions {
   /**
    * Size of each direction's pipe (F_SETPIPE_SZ, best effort; up to /proc/sys/fs/pipe-max-size).
@@ -37,33 +46,72 @@ export interface SpliceOptions {
 
 const DEFAULT_PIPE = 256 * 1024;
 
-/** A running splice between two socket descriptors. */
-export class FdSplice {
-  #handle: SpliceHandle | null;
+/**
+ * Starts splicing `fd0` ⇄ `fd1` on behalf of `owner`, whose `onSpliceEnd` the addon calls once
+ * when the splice ends by itself (decode its arguments with {@link spliceEnd}); not after
+ * {@link stopSplice}. An owner runs one splice at a time. Throws a `NativeError` when a
+ * descriptor cannot be duplicated or watched, a TypeError on bad arguments.
+ */
+export function startSplice(owner: SpliceOwner, fd0: number, fd1: number, options: SpliceOptions = {}): void {
+  try {
+    addon.spliceStart(fd0, fd1, options.pipeSize ?? DEFAULT_PIPE, owner);
+  } catch (e) {
+    if (e instanceof TypeError) throw e;
+    throw toNativeError(e, 'splice', 'splicing two sockets');
+  }
+}
+
+/** Bytes `owner`'s running splice moved so far: [fd0 → fd1, fd1 → fd0]. Throws if none runs. */
+export function spliceBytes(owner: SpliceOwner): [number, number] {
+  return addon.spliceBytes(owner);
+}
+
+/** Bytes `owner`'s running splice moved so far, both ways together. Throws if none runs. */
+export function spliceTotal(owner: SpliceOwner): number {
+  return addon.spliceTotal(owner);
+}
+
+/**
+ * Ends `owner`'s running splice now (its duplicates and pipes are closed, bytes still in a
+ * pipe are lost); `onSpliceEnd` is not called. Throws if none runs.
+ */
+export function stopSplice(owner: SpliceOwner): void {
+  addon.spliceStop(owner);
+}
+
+/** Decodes the arguments of `onSpliceEnd`. */
+export function spliceEnd(kind: number, b01: number, b10: number, errno: number, side: number): SpliceEnd {
+  const error =
+    kind === 0 ? undefined : errnoError(errno, errnoName(errno), 'splice', 'splice', 'splicing a socket');
+  return { bytes0to1: b01, bytes1to0: b10, error, side: side === 0 || side === 1 ? side : -1 };
+}
+
+/** A running splice between two socket descriptors, with an end callback. */
+export class FdSplice implements SpliceOwner {
+  #running = false;
+  readonly #onEnd: (end: SpliceEnd) => void;
 
   /** Starts splicing `fd0` ⇄ `fd1`; `onEnd` is called once, unless `stop()` came first. */
   constructor(fd0: number, fd1: number, onEnd: (end: SpliceEnd) => void, options: SpliceOptions = {}) {
-    const cb = (kind: number, b01: number, b10: number, errno: number, side: number): void => {
-      this.#handle = null;
-      const error =
-        kind === 0 ? undefined : errnoError(errno, errnoName(errno), 'splice', 'splice', 'splicing a socket');
-      onEnd({ bytes0to1: b01, bytes1to0: b10, error, side: side === 0 || side === 1 ? side : -1 });
-    };
-    try {
-      this.#handle = addon.spliceStart(fd0, fd1, options.pipeSize ?? DEFAULT_PIPE, cb);
-    } catch (e) {
-      throw toNativeError(e, 'splice', 'splicing two sockets');
-    }
+    this.#onEnd = onEnd;
+    startSplice(this, fd0, fd1, options);
+    this.#running = true;
+  }
+
+  /** The addon's entry point (see {@link SpliceOwner}); not for callers. */
+  onSpliceEnd(kind: number, b01: number, b10: number, errno: number, side: number): void {
+    this.#running = false;
+    this.#onEnd(spliceEnd(kind, b01, b10, errno, side));
   }
 
   /** True until the end callback ran or `stop()` was called. */
   get running(): boolean {
-    return this.#handle !== null;
+    return this.#running;
   }
 
   /** Bytes moved so far: [fd0 → fd1, fd1 → fd0]; [0, 0] once ended. */
   bytes(): [number, number] {
-    return this.#handle === null ? [0, 0] : addon.spliceBytes(this.#handle);
+    return this.#running ? spliceBytes(this) : [0, 0];
   }
 
   /**
@@ -71,10 +119,10 @@ export class FdSplice {
    * the end callback is not called. Returns the bytes moved, as {@link bytes}.
    */
   stop(): [number, number] {
-    if (this.#handle === null) return [0, 0];
-    const b = addon.spliceBytes(this.#handle);
-    addon.spliceStop(this.#handle);
-    this.#handle = null;
+    if (!this.#running) return [0, 0];
+    const b = spliceBytes(this);
+    stopSplice(this);
+    this.#running = false;
     return b;
   }
 }

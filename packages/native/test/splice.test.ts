@@ -8,7 +8,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
-import { FdSplice, type SpliceEnd } from 'native';
+import {
+  FdSplice,
+  type SpliceEnd,
+  spliceBytes,
+  spliceEnd,
+  spliceTotal,
+  startSplice,
+  stopSplice,
+} from 'native';
 
 let server: net.Server;
 const accepted: net.Socket[] = [];
@@ -144,4 +152,70 @@ test('bad arguments are a TypeError', () => {
 
 test('a descriptor that is not open is refused with a named error', () => {
   assert.throws(() => new FdSplice(100000 - 1, 100000 - 2, () => {}), /NATIVE_ERR_EBADF|refused/);
+});
+
+test('the caller may close its descriptors once started: bytes still flow, FINs come at the end', async () => {
+  const { a, b, end, inners } = await joined();
+  // Node's handles closed: only the splicer's duplicates keep the middle sockets open.
+  for (const s of inners) s.destroy();
+  await new Promise((r) => setTimeout(r, 20));
+  const atB = collect(b);
+  const atA = collect(a);
+  a.write('up');
+  b.write('down');
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(b.readableEnded, false, 'no FIN from closing a duplicate');
+  a.end();
+  assert.equal((await atB).toString(), 'up');
+  b.end();
+  assert.equal((await atA).toString(), 'down');
+  const r = await end;
+  assert.equal(r.error, undefined);
+  assert.deepEqual([r.bytes0to1, r.bytes1to0], [2, 4]);
+  for (const s of [a, b]) s.destroy();
+});
+
+test('startSplice: the owner object gets onSpliceEnd, once, and can splice again after', async () => {
+  const x = await pair();
+  const y = await pair();
+  const calls: number[][] = [];
+  const owner = {
+    onSpliceEnd(kind: number, b01: number, b10: number, errno: number, side: number): void {
+      calls.push([kind, b01, b10, errno, side]);
+    },
+  };
+  startSplice(owner, fdOf(x.inner), fdOf(y.inner));
+  assert.throws(() => startSplice(owner, fdOf(x.inner), fdOf(y.inner)), TypeError, 'one splice per owner');
+  x.outer.write('abc');
+  await once(y.outer, 'data');
+  assert.equal(spliceTotal(owner), 3);
+  assert.deepEqual(spliceBytes(owner), [3, 0]);
+  x.outer.end();
+  y.outer.resume();
+  y.outer.end();
+  await new Promise<void>((r) => {
+    const t = setInterval(() => {
+      if (calls.length > 0) {
+        clearInterval(t);
+        r();
+      }
+    }, 5);
+  });
+  assert.deepEqual(calls, [[0, 3, 0, 0, -1]]);
+  assert.throws(() => spliceBytes(owner), TypeError, 'ended: nothing runs');
+  assert.throws(() => stopSplice(owner), TypeError);
+  const end = spliceEnd(1, 1, 2, 104, 1);
+  assert.equal(end.error?.code, 'NATIVE_ERR_ECONNRESET');
+  assert.equal(end.side, 1);
+  // The owner is free again.
+  const z = await pair();
+  const w = await pair();
+  startSplice(owner, fdOf(z.inner), fdOf(w.inner));
+  stopSplice(owner);
+  for (const s of [x.outer, y.outer, x.inner, y.inner, z.outer, z.inner, w.outer, w.inner]) s.destroy();
+  assert.equal(calls.length, 1);
+});
+
+test('startSplice refuses an owner that is not an object', () => {
+  assert.throws(() => startSplice(42 as never, 5, 6), TypeError);
 });
