@@ -18,7 +18,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { type Link, type Span, type SpanContext, SpanStatusCode, TraceFlags } from '@opentelemetry/api';
-import { LEVELS, LogScope } from './log/logger.ts';
+import { LEVELS, type LogFieldSource, LogScope } from './log/logger.ts';
 import {
   bareSampledSpanContext,
   defaultSamplingRatio,
@@ -32,10 +32,38 @@ import {
   unsampledSpanContext,
 } from './trace/tracer.ts';
 
-/** The trace a context is in: a recording span, or only the ids of an unsampled trace. */
+/** The trace a context is in: a recording span, or only the ids of a trace nobody records. */
 interface TraceState {
   readonly span: Span | null;
   readonly sc: SpanContext;
+  readonly sampled: boolean;
+}
+
+/**
+ * A trace without a span object (unsampled, or sampled while nobody observes spans) whose ids
+ * are drawn when first read: most connections never write a record, send a `traceparent` or
+ * get a crash report, so drawing two random ids for each is wasted.
+ */
+class BareTrace implements TraceState {
+  readonly span = null;
+  readonly sampled: boolean;
+  #traceId: string | undefined;
+  #sc: SpanContext | undefined = undefined;
+
+  constructor(sampled: boolean, traceId: string | undefined) {
+    this.sampled = sampled;
+    this.#traceId = traceId;
+  }
+
+  get sc(): SpanContext {
+    if (this.#sc === undefined) {
+      this.#sc = this.sampled
+        ? bareSampledSpanContext(this.#traceId === undefined ? null : { traceId: this.#traceId })
+        : unsampledSpanContext(this.#traceId);
+      this.#traceId = undefined;
+    }
+    return this.#sc;
+  }
 }
 
 type PendingSpan =
@@ -66,6 +94,9 @@ export interface ForkOptions {
 
 const storage = new AsyncLocalStorage<TelemetryContext>();
 const NO_PENDING: readonly PendingSpan[] = [];
+const NO_LINKS: Link[] = [];
+/** `fork(name)`'s pending span per name (they are immutable), so a fork allocates none. */
+const forkSteps = new Map<string, readonly PendingSpan[]>();
 const errorContexts = new WeakMap<object, TelemetryContext>();
 
 /** The telemetry context: log fields plus the current trace, implicit along the async call stack. */
@@ -121,7 +152,12 @@ export class TelemetryContext {
 
   /** True when this context's trace is sampled (spans in it are recorded). */
   get sampled(): boolean {
-    return this.#trace !== null && (this.#trace.sc.traceFlags & TraceFlags.SAMPLED) !== 0;
+    return this.#trace?.sampled === true;
+  }
+
+  /** @internal True when this context is in a trace (its ids may not be drawn yet). */
+  get inTrace(): boolean {
+    return this.#trace !== null;
   }
 
   /** Adds fields to this context's log; they appear on every later record written in it. */
@@ -130,9 +166,31 @@ export class TelemetryContext {
     return this;
   }
 
+  /** Adds the fields of `source` to this context's log, computed when a record first needs them. */
+  addFieldSource(source: LogFieldSource): this {
+    this.#log.addSource(source);
+    return this;
+  }
+
   /** A context whose log starts as a copy of this one's: fields added to it stay in it. */
   withForkedLog(): TelemetryContext {
     return new TelemetryContext(this.#log.fork(), this.#trace, this.#ratio, this.#pending);
+  }
+
+  /**
+   * `withForkedLog().withForkedTrace(name)` plus `addFieldSource(source)`, in one step and
+   * without the intermediate contexts: the fork a server makes per connection and per request.
+   */
+  fork(name: string, source?: LogFieldSource): TelemetryContext {
+    let pending: readonly PendingSpan[];
+    if (this.#pending.length === 0) {
+      pending = forkSteps.get(name) ?? [];
+      if (pending.length === 0) {
+        pending = [{ kind: 'fork', name, links: NO_LINKS, sampled: undefined }];
+        if (forkSteps.size < 64) forkSteps.set(name, pending);
+      }
+    } else pending = [...this.#pending, { kind: 'fork', name, links: NO_LINKS, sampled: undefined }];
+    return new TelemetryContext(this.#log.fork(source), this.#trace, this.#ratio, pending);
   }
 
   /** A context with a child span `name` of the current span, started by `apply`. */
@@ -146,7 +204,7 @@ export class TelemetryContext {
    * branch set a ratio (`withSamplingRatio`) or `options.sampled` says otherwise.
    */
   withForkedTrace(name: string, options?: ForkOptions): TelemetryContext {
-    const links = (options?.links ?? []).map((context) => ({ context }));
+    const links = options?.links === undefined ? NO_LINKS : options.links.map((context) => ({ context }));
     return this.#plus({ kind: 'fork', name, links, sampled: options?.sampled });
   }
 
@@ -183,6 +241,13 @@ export class TelemetryContext {
    */
   apply<T>(fn: () => T): T {
     if (this.#pending.length === 0) return run(this, fn, null);
+    if (this.#pending.length === 1) {
+      // One step (a fork, a child span): no arrays unless a span is recorded.
+      const next = begin(this.#pending[0] as PendingSpan, this.#trace, this.#ratio);
+      const context = new TelemetryContext(this.#log, next, this.#ratio, NO_PENDING);
+      const span = next !== this.#trace && next !== null ? next.span : null;
+      return run(context, fn, span === null ? null : [span]);
+    }
     const { context, spans } = this.startPending();
     return run(context, fn, spans.length === 0 ? null : spans);
   }
@@ -270,22 +335,25 @@ function endSpans(spans: Span[], error: unknown): void {
 }
 
 function state(span: Span): TraceState {
-  return { span, sc: span.spanContext() };
+  const sc = span.spanContext();
+  return { span, sc, sampled: (sc.traceFlags & TraceFlags.SAMPLED) !== 0 };
 }
 
-function unsampled(traceId?: string): TraceState {
-  return { span: null, sc: unsampledSpanContext(traceId) };
+function unsampled(): TraceState {
+  return new BareTrace(false, undefined);
 }
 
 /** A sampled span: recording when someone observes spans, else only its ids. Null: tracing off. */
-function startSampled(name: string, parent: SpanContext | null, links: Link[]): TraceState | null {
-  if (!spansObserved()) return { span: null, sc: bareSampledSpanContext(parent) };
-  const span = startOtelSpan(name, parent, links);
+function startSampled(name: string, parent: SpanContext | null, links: () => Link[]): TraceState | null {
+  if (!spansObserved()) return new BareTrace(true, parent?.traceId);
+  const span = startOtelSpan(name, parent, links());
   return span === null ? null : state(span);
 }
 
+const noLinks = (): Link[] => NO_LINKS;
+
 function isSampled(t: TraceState | null): t is TraceState {
-  return t !== null && (t.sc.traceFlags & TraceFlags.SAMPLED) !== 0;
+  return t?.sampled === true;
 }
 
 /** Starts one pending span on top of `current`; returns the new trace state. */
@@ -300,7 +368,7 @@ function begin(p: PendingSpan, current: TraceState | null, ratio: number | null)
         return span === null ? current : state(span);
       }
       if (!sample(ratio ?? defaultSamplingRatio())) return unsampled();
-      const root = startSampled(p.name, null, []);
+      const root = startSampled(p.name, null, noLinks);
       if (root?.span != null && p.attributes !== undefined) root.span.setAttributes(p.attributes);
       return root ?? current;
     }
@@ -310,18 +378,19 @@ function begin(p: PendingSpan, current: TraceState | null, ratio: number | null)
         p.sampled ??
         (ratio !== null ? sample(ratio) : current !== null ? parentSampled : sample(defaultSamplingRatio()));
       if (!decision) return unsampled();
-      const links = parentSampled ? [{ context: current.sc }, ...p.links] : p.links;
+      // The link names the parent's ids: built only when a span is recorded.
+      const links = parentSampled ? () => [{ context: current.sc }, ...p.links] : () => p.links;
       return startSampled(p.name, null, links) ?? current;
     }
     case 'stitch': {
       const remote = parseTraceparent(p.traceparent);
       if (remote === null) {
         if (!(p.sampled ?? sample(ratio ?? defaultSamplingRatio()))) return unsampled();
-        return startSampled(p.name, null, []) ?? current;
+        return startSampled(p.name, null, noLinks) ?? current;
       }
       const decision = p.sampled ?? (remote.traceFlags & TraceFlags.SAMPLED) !== 0;
-      if (!decision) return { span: null, sc: { ...remote, traceFlags: TraceFlags.NONE } };
-      return startSampled(p.name, { ...remote, traceFlags: TraceFlags.SAMPLED }, []) ?? current;
+      if (!decision) return { span: null, sc: { ...remote, traceFlags: TraceFlags.NONE }, sampled: false };
+      return startSampled(p.name, { ...remote, traceFlags: TraceFlags.SAMPLED }, noLinks) ?? current;
     }
   }
 }
@@ -330,7 +399,7 @@ function begin(p: PendingSpan, current: TraceState | null, ratio: number | null)
 export function runInSpan<T>(name: string, fn: () => T): T {
   if (!tracingEnabled()) return fn();
   const cur = TelemetryContext.current();
-  if (cur.traceId !== undefined && cur.span === null) return fn(); // unsampled trace
+  if (cur.inTrace && cur.span === null) return fn(); // unsampled or unobserved trace
   return cur.withSpan(name).apply(fn);
 }
 

@@ -27,7 +27,7 @@ import { type CrashHandlerOptions, installCrashHandler } from './crash.ts';
 
 export { type CrashHandlerOptions, type CrashReport, installCrashHandler } from './crash.ts';
 export { type LogFields, log } from './log/index.ts';
-export { configureLogging, flushLogs } from './log/logger.ts';
+export { configureLogging, flushLogs, type LogFieldSource } from './log/logger.ts';
 export {
   type CounterHandle,
   configureMetrics,

@@ -7,10 +7,10 @@
  * Ordering rule: `ext` is built in the constructor (see `ext.ts`), before any hook can run.
  */
 import type net from 'node:net';
-import type { CounterHandle, TelemetryContext } from 'foundations/telemetry';
+import type { CounterHandle, LogFieldSource, TelemetryContext } from 'foundations/telemetry';
 import type { EndpointSettings } from '../settings.ts';
 import { httpMetrics } from '../telemetry/metrics.ts';
-import type { ListenAddr } from './addr.ts';
+import { formatHostPort, type ListenAddr } from './addr.ts';
 import type {
   EgressContext,
   EndpointContext,
@@ -52,7 +52,7 @@ export class EndpointState implements EndpointContext {
 }
 
 /** An accepted client connection. */
-export class IngressConnection implements IngressContext {
+export class IngressConnection implements IngressContext, LogFieldSource {
   readonly id = newId('c');
   readonly endpoint: EndpointState;
   readonly client: SocketAddr;
@@ -82,10 +82,19 @@ export class IngressConnection implements IngressContext {
     this.local = { host: socket.localAddress ?? '', port: socket.localPort ?? 0 };
     this.ext = newExt(ext.ingress);
   }
+
+  /** The log fields of the connection's telemetry context, computed when a record needs them. */
+  logFields(): Record<string, unknown> {
+    return {
+      conn_id: this.id,
+      endpoint: this.endpoint.name,
+      client: formatHostPort(this.client.host, this.client.port),
+    };
+  }
 }
 
 /** One request (CONNECT, absolute-form or Upgrade). */
-export class RequestState implements RequestContext {
+export class RequestState implements RequestContext, LogFieldSource {
   readonly id = newId('r');
   readonly ingress: IngressConnection;
   readonly kind: RequestKind;
@@ -112,6 +121,11 @@ export class RequestState implements RequestContext {
     this.method = method;
     this.target = target;
     this.ext = newExt(ext.request);
+  }
+
+  /** The log fields a request adds to its connection's, computed when a record needs them. */
+  logFields(): Record<string, unknown> {
+    return { request_id: this.id };
   }
 }
 

@@ -5,19 +5,17 @@
  * HTTP/2 connection does not become one giant trace.
  *
  * Ordering rule: the fork is made before any hook runs, so hook logs carry the fields.
+ *
+ * Cost: the fields are computed (and the client address formatted) only when a record is
+ * written or something reads them, and the new trace's ids are drawn only when read (see
+ * `TelemetryContext.fork`): a tunnel that logs nothing pays for two small objects per fork.
  */
 import { TelemetryContext } from 'foundations/telemetry';
-import { formatHostPort } from '../context/addr.ts';
 import type { IngressConnection, RequestState } from '../context/state.ts';
 
 /** Runs `fn` in a new telemetry context for `conn`, kept on `conn.telemetry`. */
 export function forkConnection<T>(conn: IngressConnection, fn: () => T): T {
-  const ctx = TelemetryContext.current().withForkedLog().withForkedTrace('connection');
-  ctx.addFields({
-    conn_id: conn.id,
-    endpoint: conn.endpoint.name,
-    client: formatHostPort(conn.client.host, conn.client.port),
-  });
+  const ctx = TelemetryContext.current().fork('connection', conn);
   return ctx.apply(() => {
     conn.telemetry = TelemetryContext.current();
     return fn();
@@ -27,8 +25,7 @@ export function forkConnection<T>(conn: IngressConnection, fn: () => T): T {
 /** Runs `fn` in a request context forked from its connection's, kept on `request.telemetry`. */
 export function forkRequest<T>(request: RequestState, fn: () => T): T {
   const base = request.ingress.telemetry ?? TelemetryContext.current();
-  const ctx = base.withForkedLog().withForkedTrace(request.kind === 'connect' ? 'connect' : 'request');
-  ctx.addFields({ request_id: request.id });
+  const ctx = base.fork(request.kind === 'connect' ? 'connect' : 'request', request);
   return ctx.apply(() => {
     request.telemetry = TelemetryContext.current();
     return fn();

@@ -76,6 +76,44 @@ describe('forked logs', () => {
   });
 });
 
+describe('field sources', () => {
+  it('are asked only when a record is written, and the fork keeps the fields of its fork time', () => {
+    const tele = captureTelemetry();
+    let asked = 0;
+    const source = {
+      logFields() {
+        asked++;
+        return { conn_id: 'c-1', client: '[::1]:5' };
+      },
+    };
+    const conn = TelemetryContext.current().fork('connection', source);
+    const request = conn.fork('request', { logFields: () => ({ request_id: 'r-1' }) });
+    conn.addFields({ later: true }); // after the fork: never reaches it
+    request.apply(() => undefined);
+    assert.equal(asked, 0, 'nothing written, nothing asked');
+    request.apply(() => log.info('tunnel up', { extra: 1 }));
+    conn.apply(() => log.info('conn'));
+    assert.deepEqual(
+      tele.logs.map((r) => [r.msg, r.fields]),
+      [
+        ['tunnel up', { conn_id: 'c-1', client: '[::1]:5', request_id: 'r-1', extra: 1 }],
+        ['conn', { conn_id: 'c-1', client: '[::1]:5', later: true }],
+      ],
+    );
+    assert.deepEqual(TelemetryContext.root().fields, {});
+    tele.stop();
+  });
+
+  it('keep every field through many additions', () => {
+    const ctx = TelemetryContext.current().fork('x', { logFields: () => ({ a: 0 }) });
+    for (let i = 1; i <= 20; i++) ctx.addFields({ [`f${i}`]: i, a: i });
+    const child = ctx.withForkedLog().addFieldSource({ logFields: () => ({ b: 1 }) });
+    assert.equal(Object.keys(ctx.fields).length, 21);
+    assert.equal(ctx.fields.a, 20);
+    assert.deepEqual({ ...child.fields }, { ...ctx.fields, b: 1 });
+  });
+});
+
 describe('log output', () => {
   it('writes JSON with the service name, level and structured fields', () => {
     const file = fileLogging('json.log', { format: 'json' });

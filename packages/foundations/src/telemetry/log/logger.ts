@@ -171,38 +171,82 @@ function redactInto(out: Record<string, unknown>, fields: Record<string, unknown
 }
 
 /**
+ * Fields computed only when first needed: a connection's scope names its id and client address,
+ * but formatting them costs time on every connection while most connections write no record.
+ * `logFields` must return the same fields whenever it is called (it may be called late, or more
+ * than once).
+ */
+export interface LogFieldSource {
+  logFields(): Record<string, unknown>;
+}
+
+/** One layer of a scope's fields: a copied plain object, or a source asked when needed. */
+type Layer = Readonly<Record<string, unknown>> | LogFieldSource;
+const NO_LAYERS: readonly Layer[] = [];
+/** Layers kept before `add` merges them into one object. */
+const MAX_LAYERS = 8;
+
+function isSource(layer: Layer): layer is LogFieldSource {
+  return typeof (layer as Partial<LogFieldSource>).logFields === 'function';
+}
+
+/**
  * Structured fields of one telemetry context. A fork copies the fields, so what is added
  * to the fork never reaches the parent or its siblings.
+ *
+ * Cost: fields are kept as immutable layers (added objects, copied when added, and field
+ * sources), merged the first time a record or a reader needs them. A fork shares its parent's
+ * layers, so forking and adding cost no copy of the fields until something is written.
  */
 export class LogScope {
-  readonly #fields: Record<string, unknown>;
+  #layers: readonly Layer[];
+  /** The merged fields, or null until first needed (and after `add`). */
+  #fields: Record<string, unknown> | null;
   #child: pino.Logger | undefined = undefined;
   #generation = -1;
 
-  constructor(fields: Record<string, unknown> = {}) {
-    this.#fields = fields;
+  constructor(fields?: Record<string, unknown>) {
+    this.#layers = fields === undefined ? NO_LAYERS : [fields];
+    this.#fields = fields ?? null;
   }
 
   /** The scope's fields (read-only view; use `add` to change them). */
   get fields(): Readonly<Record<string, unknown>> {
-    return this.#fields;
+    let merged = this.#fields;
+    if (merged === null) {
+      merged = {};
+      for (const layer of this.#layers) Object.assign(merged, isSource(layer) ? layer.logFields() : layer);
+      this.#fields = merged;
+    }
+    return merged;
   }
 
-  /** A new scope starting with a copy of these fields. */
-  fork(): LogScope {
-    return new LogScope({ ...this.#fields });
+  /** A new scope starting with a copy of these fields, plus those of `source` if given. */
+  fork(source?: LogFieldSource): LogScope {
+    const child = new LogScope();
+    child.#layers = source === undefined ? this.#layers : [...this.#layers, source];
+    return child;
   }
 
   /** Adds or overwrites fields in this scope. */
   add(fields: Record<string, unknown>): void {
-    Object.assign(this.#fields, fields);
+    this.#layers =
+      this.#layers.length >= MAX_LAYERS ? [{ ...this.fields, ...fields }] : [...this.#layers, { ...fields }];
+    this.#fields = null;
+    this.#child = undefined;
+  }
+
+  /** Adds the fields of `source`, asked for them when a record or a reader first needs them. */
+  addSource(source: LogFieldSource): void {
+    this.#layers = [...this.#layers, source];
+    this.#fields = null;
     this.#child = undefined;
   }
 
   #logger(): pino.Logger {
     if (this.#child === undefined || this.#generation !== sink.generation) {
       const bindings: Record<string, unknown> = {};
-      redactInto(bindings, this.#fields);
+      redactInto(bindings, this.fields);
       this.#child = sink.root.child(bindings);
       this.#generation = sink.generation;
     }
@@ -224,7 +268,7 @@ export class LogScope {
     if (!always && (level < minLevel || !rateAllows())) return;
     if (capture !== null) {
       const merged: Record<string, unknown> = {};
-      redactInto(merged, this.#fields);
+      redactInto(merged, this.fields);
       if (fields !== undefined) redactInto(merged, fields);
       const record: LogRecord = { level: verbosityOf(level), msg, fields: merged };
       if (traceId !== undefined) record.traceId = traceId;

@@ -220,6 +220,25 @@ describe('forked traces', () => {
     tele.stop();
   });
 
+  it('fork() is withForkedLog().withForkedTrace(): a linked trace of its own, recorded when observed', () => {
+    const tele = captureTelemetry({ samplingRatio: 1 });
+    TelemetryContext.current()
+      .fork('connection', { logFields: () => ({ conn_id: 'c-9' }) })
+      .apply(() => {
+        TelemetryContext.current()
+          .fork('request')
+          .apply(() => log.info('in request'));
+      });
+    const spans = tele.spans();
+    const conn = spans.find((s) => s.name === 'connection');
+    const req = spans.find((s) => s.name === 'request');
+    assert.notEqual(req?.traceId, conn?.traceId);
+    assert.deepEqual(req?.links, [{ traceId: conn?.traceId, spanId: conn?.spanId }]);
+    assert.deepEqual(tele.logs[0]?.fields, { conn_id: 'c-9' });
+    assert.equal(tele.logs[0]?.traceId, req?.traceId);
+    tele.stop();
+  });
+
   it('inherit the connection decision unless told otherwise', () => {
     const tele = captureTelemetry({ samplingRatio: 1 });
     TelemetryContext.current()
@@ -263,6 +282,20 @@ describe('unobserved tracing', () => {
     assert.equal(sampled, true);
     assert.equal(childSpan, null);
     assert.match(tp ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    // `fork` (log and trace in one step): ids drawn when first read, then stable.
+    TelemetryContext.current()
+      .fork('connection')
+      .apply(() => {
+        const ctx = TelemetryContext.current();
+        assert.equal(ctx.sampled, true);
+        assert.equal(ctx.span, null);
+        const id = ctx.traceId;
+        assert.match(id ?? '', /^[0-9a-f]{32}$/);
+        assert.equal(ctx.traceId, id);
+        assert.equal(ctx.traceparent(), ctx.traceparent());
+        assert.ok(ctx.traceparent()?.startsWith(`00-${id}-`));
+        ctx.fork('request').apply(() => assert.notEqual(TelemetryContext.current().traceId, id));
+      });
     // Attached again (a capture, an exporter): spans are recorded as before.
     const tele = captureTelemetry({ samplingRatio: 1 });
     TelemetryContext.current()

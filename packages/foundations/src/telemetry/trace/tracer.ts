@@ -177,7 +177,7 @@ export function spansObserved(): boolean {
 }
 
 /** A span context for a sampled trace whose spans nobody records: ids and the flag, no span object. */
-export function bareSampledSpanContext(parent: SpanContext | null): SpanContext {
+export function bareSampledSpanContext(parent: Pick<SpanContext, 'traceId'> | null): SpanContext {
   return {
     traceId: parent?.traceId ?? ids.generateTraceId(),
     spanId: ids.generateSpanId(),
