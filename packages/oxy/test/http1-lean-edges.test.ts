@@ -182,6 +182,15 @@ for (const [label, proxy] of [
         assert.ok(ms >= 250 && ms < 2000, `idle connection closed after ${ms} ms`);
       })(),
       (async () => {
+        // An empty line between requests is not the start of a head: closed as idle, no 408.
+        const c = await rawClient(addr);
+        await c.write(get('/len?crlf'));
+        await expectBody(c, '/len?crlf');
+        await c.write('\r\n');
+        await c.closed(4000);
+        assert.equal(c.pending.toString(), '', 'no 408 for an empty line');
+      })(),
+      (async () => {
         // A partial second head on a keep-alive connection: 408.
         const c = await rawClient(addr);
         await c.write(get('/len?1'));

@@ -130,6 +130,12 @@ test('keep-alive: every kind of response framing, many requests on one connectio
   assert.equal(r.headers.get('etag'), '"v1"');
   assert.equal(r.headers.get('transfer-encoding'), undefined);
 
+  // Empty lines before a request line are ignored, also in a write of their own.
+  await c.write('\r\n');
+  await new Promise((res) => setTimeout(res, 20));
+  await c.write(`\r\n${get('/len?crlf')}`);
+  await expectBody(c, '/len?crlf');
+
   // Nothing was left over after the bodiless ones: the next response parses from its first byte.
   await c.write(get('/len?last'));
   await expectBody(c, '/len?last');

@@ -111,6 +111,11 @@ function takeParser(owner: LeanConnection, maxHeaderSize: number): RequestParser
   return p;
 }
 
+function onlyEmptyLines(b: Buffer): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i] !== 13 && b[i] !== 10) return false;
+  return true;
+}
+
 function releaseParser(p: RequestParser): void {
   p.owner = null;
   p.free();
@@ -262,7 +267,9 @@ class LeanConnection implements LeanResponse {
       return;
     }
     if (!this.ready) {
-      this.#waitingForHead();
+      // Empty lines before a request line are ignored (RFC 9112 §2.2), as llhttp does: they do
+      // not start a head, so an idle connection stays idle rather than getting a 408.
+      if (this.phase === HEAD || !onlyEmptyLines(buf)) this.#waitingForHead();
       return;
     }
     this.ready = false;
