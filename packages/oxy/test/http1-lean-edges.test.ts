@@ -284,6 +284,19 @@ test('after a CONNECT the tunnel pipeline refuses (502), the proxy closes its so
   }
 });
 
+test('the HTTP/2 preface after a request, or with HTTP/2 off, is a 400 as with node:http', async () => {
+  const preface = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
+  let c = await rawClient(timedNoH2.proxy.address());
+  await c.write(preface);
+  assert.equal((await c.response()).status, 400);
+  await c.closed();
+  c = await rawClient(app.proxy.address());
+  await c.write(get('/len?h1') + preface);
+  await expectBody(c, '/len?h1');
+  assert.equal((await c.response()).status, 400);
+  await c.closed();
+});
+
 test('HTTP/2 prior knowledge whose preface arrives a byte at a time', async () => {
   const raw = net.connect(app.proxy.address().port, '127.0.0.1');
   await once(raw, 'connect');
@@ -335,7 +348,8 @@ test('drain: an idle keep-alive connection is closed; a response under way ends 
   await idle.write(get('/len?idle'));
   await expectBody(idle, '/len?idle');
   const busy = await rawClient(addr);
-  await busy.write(get('/slow?busy'));
+  // Pipelined behind the response under way: dropped, the connection closes after it.
+  await busy.write(get('/slow?busy') + get('/len?dropped'));
   await waitUntil(() => up.heads.at(-1)?.startsWith('GET /slow?busy ') === true, 'the request upstream');
   const t0 = performance.now();
   const done = drained.proxy.drain(5000);
@@ -345,7 +359,7 @@ test('drain: an idle keep-alive connection is closed; a response under way ends 
   const r = await busy.response();
   assert.equal(r.body.toString(), '/slow?busy');
   assert.equal(r.headers.get('connection'), 'close');
-  await busy.closed(2000);
+  assert.equal((await busy.closed(2000)).length, 0, 'nothing after the Connection: close response');
   await done;
   assert.equal(drained.proxy.runtime.connections.size, 0);
 });

@@ -27,6 +27,14 @@ const up = await rawUpstream({
     s.write(Buffer.from(`HTTP/1.1 200 OK\r\nx-back: ${x}\xe9\r\ncontent-length: 2\r\n\r\nok`, 'latin1'));
   },
   '/headers': (s, head) => s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${head.length}\r\n\r\n${head}`),
+  '/endless': (s) => {
+    s.write('HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n');
+    const piece = Buffer.alloc(256 << 10, 'e');
+    const timer = setInterval(() => {
+      if (s.destroyed) clearInterval(timer);
+      else if (!s.writableNeedDrain) s.write(piece);
+    }, 5);
+  },
   '/big': (s) => {
     const body = Buffer.alloc(3 << 20, 'b');
     s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n`);
@@ -142,6 +150,22 @@ test('pipelining far ahead (the socket is paused) and reading slowly: every resp
   assert.equal(big.body.length, 3 << 20);
   for (let i = 0; i < n; i++) await expectBody(c, `/len?${i}`);
   assert.equal(c.ended, false);
+});
+
+test('a client that resets while the proxy waits for it to read: the upstream exchange is dropped', async () => {
+  for (const leave of [(c: RawClient) => c.socket.resetAndDestroy(), (c: RawClient) => c.socket.end()]) {
+    const c = await rawClient(app.proxy.address());
+    c.socket.pause(); // never reads: the proxy's writes back up
+    const closedBefore = up.count.closed;
+    const audited = app.auditRecords().length;
+    await c.write(get('/endless'));
+    await new Promise((r) => setTimeout(r, 300));
+    leave(c);
+    await waitUntil(() => up.count.closed > closedBefore, 'the upstream connection closed');
+    const records = await app.waitForAudit(audited + 1);
+    assert.equal(records.at(-1)?.close_reason, 'client_closed');
+    c.destroy();
+  }
 });
 
 test('bytes outside ASCII in heads pass through unchanged both ways', async () => {

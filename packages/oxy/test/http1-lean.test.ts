@@ -34,6 +34,7 @@ const up = await rawUpstream({
   '/head': (s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n'),
   '/204': (s) => s.write('HTTP/1.1 204 No Content\r\nx-up: 204\r\n\r\n'),
   '/304': (s) => s.write('HTTP/1.1 304 Not Modified\r\netag: "v1"\r\n\r\n'),
+  '/304-length': (s) => s.write('HTTP/1.1 304 Not Modified\r\ncontent-length: 50\r\n\r\n'),
   '/slow': (s, head) => {
     const body = targetOf(head);
     setTimeout(() => s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n${body}`), 150);
@@ -129,6 +130,12 @@ test('keep-alive: every kind of response framing, many requests on one connectio
   assert.equal(r.status, 304);
   assert.equal(r.headers.get('etag'), '"v1"');
   assert.equal(r.headers.get('transfer-encoding'), undefined);
+
+  // A 304 may state the length of the representation it stands for: still no body.
+  await c.write(get('/304-length'));
+  r = await c.response();
+  assert.equal(r.status, 304);
+  assert.equal(r.headers.get('content-length'), '50');
 
   // Empty lines before a request line are ignored, also in a write of their own.
   await c.write('\r\n');
@@ -282,6 +289,15 @@ test('CONNECT: early data in the head packet reaches the upstream; also after a 
   await expectBody(c, '/slow?x');
   got = await c.until('after get');
   assert.match(got, /^HTTP\/1\.1 200 .*\r\n\r\nafter get$/s);
+  c.destroy();
+});
+
+test('CONNECT split at odd boundaries, early data in the last packet with the end of the head', async () => {
+  const c = await rawClient(addr);
+  const head = `CONNECT ${echo.authority} HTTP/1.1\r\nHost: ${echo.authority}\r\nX-A: 1\r\n\r\n`;
+  await c.writeSplit(`${head}split early`, [1, 4, 9, head.length - 3]);
+  const got = await c.until('split early');
+  assert.match(got, /^HTTP\/1\.1 200 .*\r\n\r\nsplit early$/s);
   c.destroy();
 });
 
