@@ -2,19 +2,38 @@
  * Accepting a client connection, for every on-ramp that starts from a socket: build the
  * ingress context (and its `ext`), fork telemetry, count it, ask `IngressHook.handleConnection`
  * and, if allowed, hand the socket to the on-ramp. When the socket closes, report the
- * statistics to `IngressHook.handleConnectionClose` exactly once.
+ * statistics to `IngressHook.handleConnectionClose` exactly once, in the connection's telemetry
+ * context. The statistics are the socket's own counters, so a path that moves bytes past Node
+ * (the kernel splice) tops them up before it lets the socket close.
+ *
+ * Memory: a connection costs no closure here: the 'close' listener is one shared function that
+ * finds the connection through two properties on the socket (an idle tunnel keeps its socket
+ * object for its whole life, so whatever hangs off it counts).
  *
  * Ordering rule: no byte is read from the socket before the ingress decision: with an async
  * hook the socket stays paused until it answers.
  */
 import type net from 'node:net';
 import { log } from 'foundations/telemetry';
-import type { IngressProtocol } from '../context/contexts.ts';
+import type { ConnectionStats, IngressProtocol } from '../context/contexts.ts';
 import { type EndpointState, IngressConnection } from '../context/state.ts';
 import type { IngressDecision } from '../hooks/ingress.ts';
 import type { Runtime } from '../runtime.ts';
 import { forkConnection } from '../telemetry/fork.ts';
 import { ingressMetrics } from '../telemetry/metrics.ts';
+
+const kConn = Symbol('oxy.ingressConnection');
+const kRuntime = Symbol('oxy.ingressRuntime');
+
+/** An accepted socket, tagged with what its close accounting needs. */
+type TaggedSocket = net.Socket & { [kConn]?: IngressConnection; [kRuntime]?: Runtime };
+
+/** The shared 'close' listener of accepted sockets (`this` is the socket). */
+function onSocketClose(this: TaggedSocket): void {
+  const conn = this[kConn];
+  const rt = this[kRuntime];
+  if (conn !== undefined && rt !== undefined) closed(rt, conn);
+}
 
 /** An on-ramp that serves connections handed to it after the ingress decision. */
 export interface SocketOnRamp {
@@ -35,8 +54,11 @@ export function acceptConnection(
   const labels = { endpoint: endpoint.name };
   ingressMetrics.connections_total(labels).inc();
   ingressMetrics.connections_active(labels).inc();
+  const tagged = socket as TaggedSocket;
+  tagged[kConn] = conn;
+  tagged[kRuntime] = rt;
+  socket.on('close', onSocketClose);
   forkConnection(conn, () => {
-    socket.once('close', () => closed(rt, conn));
     const hook = rt.hooks.ingressConnection;
     if (hook === null) {
       onramp.serve(socket, conn);
@@ -93,6 +115,18 @@ function closed(rt: Runtime, conn: IngressConnection): void {
     requests: conn.requests,
     closeReason: conn.closeReason,
   };
+  // 'close' comes from wherever the socket was destroyed (a shared timer, another connection's
+  // drain): the hook runs in its own connection's context.
+  if (conn.telemetry !== null) conn.telemetry.apply(() => runCloseHook(rt, hook, stats, conn));
+  else runCloseHook(rt, hook, stats, conn);
+}
+
+function runCloseHook(
+  rt: Runtime,
+  hook: (stats: ConnectionStats, ctx: IngressConnection) => void,
+  stats: ConnectionStats,
+  conn: IngressConnection,
+): void {
   try {
     hook(stats, conn);
   } catch (e) {

@@ -143,3 +143,155 @@ test('64 MiB up through a slow reader and 1 byte down arrive intact', async () =
   assert.equal(hash.digest('hex'), createHash('sha256').update(data).digest('hex'));
   assert.deepEqual([r.bytesUp, r.bytesDown, r.reason], [64 << 20, 1, 'done']);
 });
+
+type Handled = net.Socket & { _handle: unknown };
+
+test("once spliced, Node's handles are closed but the sockets stay (not destroyed) until the end", async () => {
+  const { client, server, done, clientSide, upstreamSide } = await tunnel();
+  await new Promise((r) => setImmediate(r));
+  for (const s of [clientSide, upstreamSide] as Handled[]) {
+    assert.equal(s._handle, null, 'handle released');
+    assert.equal(s.destroyed, false);
+  }
+  const closed: boolean[] = [];
+  clientSide.on('close', () => closed.push(true));
+  const atServer = readAll(server);
+  const atClient = readAll(client);
+  client.write('ping');
+  assert.equal((await readBytesOf(server, 4)).toString(), 'ping');
+  assert.equal(closed.length, 0, 'no close while the tunnel runs');
+  client.end();
+  server.end('pong');
+  assert.equal((await atClient).toString(), 'pong');
+  await atServer;
+  const r = await done;
+  assert.deepEqual([r.bytesUp, r.bytesDown, r.reason], [4, 4, 'done']);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(closed.length, 1);
+  assert.equal(clientSide.destroyed, true);
+  assert.equal(upstreamSide.destroyed, true);
+});
+
+/** Reads exactly `n` bytes from `s` (leaves it flowing). */
+function readBytesOf(s: net.Socket, n: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let got = 0;
+  return new Promise((resolve) => {
+    const on = (d: Buffer): void => {
+      parts.push(d);
+      got += d.length;
+      if (got >= n) {
+        s.off('data', on);
+        resolve(Buffer.concat(parts));
+      }
+    };
+    s.on('data', on);
+  });
+}
+
+test("'close' listeners see the tunnel's bytes in bytesRead / bytesWritten (as without a splice)", async () => {
+  const seen: number[][] = [];
+  const { client, server, done, clientSide, upstreamSide } = await tunnel(undefined, async (c) => {
+    c.write('early'); // read by Node before the splice: counted by the handle
+    await new Promise((r) => setTimeout(r, 30));
+  });
+  clientSide.on('close', () => seen.push([clientSide.bytesRead, clientSide.bytesWritten]));
+  upstreamSide.on('close', () => seen.push([upstreamSide.bytesRead, upstreamSide.bytesWritten]));
+  const atServer = readAll(server);
+  const atClient = readAll(client);
+  client.end('-up-');
+  server.end('down!!');
+  assert.equal((await atServer).toString(), 'early-up-');
+  assert.equal((await atClient).toString(), 'down!!');
+  const r = await done;
+  assert.deepEqual([r.bytesUp, r.bytesDown], [9, 6]);
+  await new Promise((r) => setTimeout(r, 20));
+  // client side: read 5 + 4, wrote 6; upstream side: read 6, wrote 5 + 4.
+  assert.deepEqual(seen, [
+    [9, 6],
+    [6, 9],
+  ]);
+});
+
+test('a destroy from outside stops the splice before any close listener runs', async () => {
+  const { client, server, done, clientSide } = await tunnel();
+  client.on('error', () => {});
+  server.on('error', () => {});
+  const serverEnded = once(server, 'end'); // FIN (half-open peers do not close by themselves)
+  client.write('12345');
+  await readBytesOf(server, 5);
+  let atClose = -1;
+  clientSide.on('close', () => {
+    atClose = clientSide.bytesRead;
+  });
+  clientSide.destroy();
+  const r = await done;
+  assert.equal(r.reason, 'client_reset');
+  assert.equal(r.bytesUp, 5);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(atClose, 5);
+  server.resume();
+  await serverEnded; // the upstream peer is closed too
+  assert.equal(clientSide.destroyed, true);
+});
+
+test('a client reset closes the upstream, and an upstream reset closes the client', async () => {
+  for (const which of ['client', 'upstream'] as const) {
+    const { client, server, done } = await tunnel();
+    client.on('error', () => {});
+    server.on('error', () => {});
+    client.write('x');
+    await readBytesOf(server, 1);
+    const [resetter, other] = which === 'client' ? [client, server] : [server, client];
+    other.resume();
+    const otherEnded = once(other, 'end');
+    resetter.resetAndDestroy();
+    const r = await done;
+    assert.match(r.reason, which === 'client' ? /^client_(reset|error)$/ : /^upstream_(reset|error)$/);
+    await otherEnded;
+  }
+});
+
+test('tunnels with the same idle timeout share one sweep: only the silent one closes', async () => {
+  const opts = { idleTimeoutMs: 80, maxLifetimeMs: 0 };
+  const busy = await tunnel(opts);
+  const quiet = await tunnel(opts);
+  for (const t of [busy, quiet]) {
+    t.client.on('error', () => {});
+    t.server.on('error', () => {});
+    t.server.resume();
+  }
+  const tick = setInterval(() => busy.client.write('.'), 20);
+  const r = await quiet.done;
+  assert.equal(r.reason, 'idle_timeout');
+  assert.equal(busy.client.destroyed, false, 'the busy tunnel is still open');
+  clearInterval(tick);
+  const b = await busy.done;
+  assert.equal(b.reason, 'idle_timeout');
+  assert.ok(b.bytesUp > 0);
+});
+
+test('tunnels with the same maximum lifetime close in start order, each after its own lifetime', async () => {
+  const opts = { idleTimeoutMs: 0, maxLifetimeMs: 150 };
+  const started: number[] = [];
+  const ended: Promise<number>[] = [];
+  for (let i = 0; i < 3; i++) {
+    const t = await tunnel(opts);
+    t.client.on('error', () => {});
+    t.server.on('error', () => {});
+    started.push(performance.now());
+    ended.push(
+      t.done.then((r) => {
+        assert.equal(r.reason, 'max_lifetime');
+        return performance.now();
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 40));
+  }
+  const ends = await Promise.all(ended);
+  for (let i = 0; i < 3; i++) {
+    const lived = (ends[i] as number) - (started[i] as number);
+    assert.ok(lived >= 140 && lived < 400, `tunnel ${i} lived ${lived} ms`);
+  }
+  assert.ok((ends[0] as number) <= (ends[1] as number) && (ends[1] as number) <= (ends[2] as number));
+});

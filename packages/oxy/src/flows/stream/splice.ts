@@ -3,24 +3,33 @@
  * hook inspects is handed to the native addon, which moves its bytes with splice(2) through a
  * pipe per direction, off the JS heap and without a JS callback per chunk. The result has the
  * same shape and the same close reasons as {@link StreamPump}'s, so the caller cannot tell
- * which ran (apart from speed).
+ * which ran (apart from speed and memory).
  *
  * Handing over: both sockets stop reading in Node (paused, their handle's `readStop`, and a
  * no-op `_read` so nothing restarts it); whatever Node had already read (the bytes that came
  * with the CONNECT head, an upstream's banner) is written to the other side through Node; once
  * every write Node holds has reached the kernel, the addon takes over duplicates of the two
- * descriptors. At the end the addon has closed its duplicates and the sockets are destroyed
- * through Node, so their handles are released as usual.
+ * descriptors.
  *
- * Falls back (returns null) when the addon is not built, or a side is not a plain TCP socket
- * (TLS, an HTTP/2 stream, a socket from a hook).
+ * Memory: an idle tunnel should cost little more than the kernel's sockets. Once the splice
+ * runs, each socket's Node handle (the libuv TCP handle, its wrap and its descriptor) is closed;
+ * the kernel socket stays open through the addon's duplicate, so the peers see nothing. The
+ * `net.Socket` objects stay, handle-less but not destroyed, so everything that watches them
+ * (the ingress accounting on 'close', a drain's `destroy()`) works as for any socket: their
+ * byte counters (`bytesRead`, `bytesWritten`) are topped up with the splice's counts, and they
+ * are destroyed (so 'close' fires) only when the tunnel really ends. A `destroy()` from outside
+ * stops the splice first (through the socket's own `_destroy`, so before any 'close' listener). There is no timer, promise or closure per tunnel beyond the one
+ * promise the caller awaits: idle timeouts are checked by one interval per timeout value, and
+ * maximum lifetimes by one timer per lifetime value over a queue in deadline order.
+ *
+ * Falls back (returns null from nothing: {@link canSplice} says false) when the addon is not
+ * built, or a side is not a plain TCP socket (TLS, an HTTP/2 stream, a socket from a hook).
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { PumpCloseReason, PumpOptions, PumpResult } from './pump.ts';
 
 type Native = typeof import('native');
-type FdSpliceT = InstanceType<Native['FdSplice']>;
 
 let native: Native | null = null;
 try {
@@ -36,13 +45,31 @@ export const spliceAvailable: boolean = native !== null;
 interface TcpHandle {
   fd?: number;
   reading?: boolean;
+  bytesRead?: number;
+  bytesWritten?: number;
+  onread?: unknown;
   readStop?(): number;
+  close?(): void;
 }
+
+/** A socket as seen here: Node's internals this module relies on. */
+type NodeSocket = net.Socket & { _handle: TcpHandle | null } & Record<symbol, unknown>;
+
+/** Node's own `kBytesRead` / `kBytesWritten` symbols: what a handle-less socket reports. */
+function counterSymbols(): [symbol, symbol] | null {
+  const syms = Object.getOwnPropertySymbols(new net.Socket());
+  const read = syms.find((s) => s.description === 'kBytesRead');
+  const written = syms.find((s) => s.description === 'kBytesWritten');
+  return read !== undefined && written !== undefined ? [read, written] : null;
+}
+/** Null when this Node lacks them: handles then stay open for the whole tunnel. */
+const counters = counterSymbols();
+const kRun = Symbol('oxy.spliceRun');
 
 function fdOf(s: Duplex): number {
   if (!(s instanceof net.Socket) || (s as { encrypted?: boolean }).encrypted === true) return -1;
   if (s.destroyed || s.connecting) return -1;
-  const h = (s as unknown as { _handle?: TcpHandle | null })._handle;
+  const h = (s as NodeSocket)._handle;
   if (h === null || h === undefined || typeof h.fd !== 'number' || typeof h.readStop !== 'function')
     return -1;
   return h.fd;
@@ -53,13 +80,13 @@ export function canSplice(client: Duplex, upstream: Duplex): boolean {
   return native !== null && fdOf(client) >= 0 && fdOf(upstream) >= 0;
 }
 
-const noRead = (): void => {};
+const noop = (): void => {};
 
 /** Stops Node reading `s` for good and returns what it had read but nobody consumed. */
 function detach(s: net.Socket): Buffer | null {
   s.pause();
-  s._read = noRead;
-  const h = (s as unknown as { _handle: TcpHandle })._handle;
+  s._read = noop;
+  const h = (s as NodeSocket)._handle as TcpHandle;
   if (h.reading === true) {
     h.reading = false;
     h.readStop?.();
@@ -76,108 +103,270 @@ function flush(s: net.Socket, chunk: Buffer | null): Promise<void> | null {
 }
 
 /**
+ * Closes `s`'s Node handle (libuv handle, wrap, descriptor) without destroying the socket: its
+ * byte counters move to the socket, as `destroy()` would move them. The addon's duplicate keeps
+ * the kernel socket open.
+ */
+function releaseHandle(s: NodeSocket, keys: [symbol, symbol]): void {
+  const h = s._handle as TcpHandle;
+  s[keys[0]] = h.bytesRead ?? 0;
+  s[keys[1]] = h.bytesWritten ?? 0;
+  h.onread = noop;
+  h.close?.();
+  s._handle = null;
+}
+
+function addCount(s: NodeSocket, key: symbol, n: number): void {
+  s[key] = (s[key] as number) + n;
+}
+
+/**
  * Splices `client` ⇄ `upstream` (both must pass {@link canSplice}) until both directions have
  * ended, an error, a timeout, or either socket is destroyed from outside. Never rejects.
  */
-export async function spliceTunnel(
-  client: Duplex,
-  upstream: Duplex,
-  options: PumpOptions,
-): Promise<PumpResult> {
-  const c = client as net.Socket;
-  const u = upstream as net.Socket;
+export function spliceTunnel(client: Duplex, upstream: Duplex, options: PumpOptions): Promise<PumpResult> {
+  const c = client as NodeSocket;
+  const u = upstream as NodeSocket;
   c.allowHalfOpen = true;
   u.allowHalfOpen = true;
   const early = detach(c);
   const banner = detach(u);
+  let run!: SpliceRun;
+  const done = new Promise<PumpResult>((resolve) => {
+    run = new SpliceRun(c, u, early?.length ?? 0, banner?.length ?? 0, resolve);
+  });
   const a = flush(u, early);
   const b = flush(c, banner);
-  if (a !== null) await a;
-  if (b !== null) await b;
-  const run = new SpliceRun(c, u, early?.length ?? 0, banner?.length ?? 0);
-  if (c.destroyed || u.destroyed)
-    run.settle(c.destroyed ? 'client_reset' : 'upstream_reset', 0, 0, undefined);
-  else run.start(options);
-  return run.done;
+  if (a === null && b === null) run.begin(options);
+  else void Promise.all([a, b]).then(() => run.begin(options));
+  return done;
 }
 
-/** One spliced tunnel: one object and its bound handlers, no closure per event. */
+const RUNNING = 1;
+const SETTLED = 2;
+
+/** One spliced tunnel: the addon's owner (no handle object), with no closure of its own. */
 class SpliceRun {
-  readonly done: Promise<PumpResult>;
-  #resolve!: (r: PumpResult) => void;
-  readonly #c: net.Socket;
-  readonly #u: net.Socket;
+  readonly #c: NodeSocket;
+  readonly #u: NodeSocket;
+  /** Bytes Node moved before the splice: up (client → upstream) and down. */
   readonly #up: number;
   readonly #down: number;
-  #splice: FdSpliceT | null = null;
-  #idleTimer: NodeJS.Timeout | undefined;
-  #lifeTimer: NodeJS.Timeout | undefined;
-  #lastTotal = -1;
-  #settled = false;
+  readonly #resolve: (r: PumpResult) => void;
+  #state = 0;
+  #released = false;
+  #idle: IdleSweep | null = null;
+  #life: LifeQueue | null = null;
+  /** Bytes both ways at the last idle sweep (-1: none yet). */
+  lastTotal = -1;
+  /** When the maximum lifetime ends (performance.now()). */
+  deadline = 0;
 
-  constructor(c: net.Socket, u: net.Socket, up: number, down: number) {
+  constructor(c: NodeSocket, u: NodeSocket, up: number, down: number, resolve: (r: PumpResult) => void) {
     this.#c = c;
     this.#u = u;
     this.#up = up;
     this.#down = down;
-    this.done = new Promise((resolve) => {
-      this.#resolve = resolve;
-    });
+    this.#resolve = resolve;
   }
 
-  start(options: PumpOptions): void {
-    this.#c.once('close', this.#onClientClose);
-    this.#u.once('close', this.#onUpstreamClose);
-    try {
-      this.#splice = new (native as Native).FdSplice(fdOf(this.#c), fdOf(this.#u), (end) => {
-        const reason: PumpCloseReason =
-          end.error === undefined
-            ? 'done'
-            : end.side === 0
-              ? 'client_error'
-              : end.side === 1
-                ? 'upstream_error'
-                : 'aborted';
-        this.settle(reason, end.bytes0to1, end.bytes1to0, end.error);
-      });
-    } catch (e) {
-      this.settle('aborted', 0, 0, e as Error);
+  /** Starts the splice (after Node's own writes reached the kernel). */
+  begin(options: PumpOptions): void {
+    const c = this.#c;
+    const u = this.#u;
+    const fc = fdOf(c);
+    const fu = fdOf(u);
+    if (fc < 0 || fu < 0) {
+      this.#settle(c.destroyed || fc < 0 ? 'client_reset' : 'upstream_reset', 0, 0, undefined);
       return;
     }
-    if (options.idleTimeoutMs > 0)
-      this.#idleTimer = setTimeout(this.#checkIdle, options.idleTimeoutMs).unref();
-    if (options.maxLifetimeMs > 0) {
-      this.#lifeTimer = setTimeout(this.#stop, options.maxLifetimeMs, 'max_lifetime').unref();
+    try {
+      (native as Native).startSplice(this, fc, fu);
+    } catch (e) {
+      this.#settle('aborted', 0, 0, e as Error);
+      return;
     }
+    this.#state = RUNNING;
+    if (counters !== null) {
+      releaseHandle(c, counters);
+      releaseHandle(u, counters);
+      this.#released = true;
+    }
+    // A destroy() from outside (a drain) stops the splice before 'close' is emitted, so every
+    // 'close' listener sees the final byte counts. No listener: an own `_destroy` per socket.
+    c[kRun] = this;
+    u[kRun] = this;
+    c._destroy = destroySpliced;
+    u._destroy = destroySpliced;
+    if (options.idleTimeoutMs > 0) this.#idle = IdleSweep.join(this, options.idleTimeoutMs);
+    if (options.maxLifetimeMs > 0) this.#life = LifeQueue.join(this, options.maxLifetimeMs);
   }
 
-  settle(reason: PumpCloseReason, up: number, down: number, error: Error | undefined): void {
-    if (this.#settled) return;
-    this.#settled = true;
-    clearTimeout(this.#idleTimer);
-    clearTimeout(this.#lifeTimer);
-    this.#c.off('close', this.#onClientClose);
-    this.#u.off('close', this.#onUpstreamClose);
-    this.#c.destroy();
-    this.#u.destroy();
+  /** The addon's callback: the splice ended by itself (both FINs, or an error). */
+  onSpliceEnd(kind: number, b01: number, b10: number, errno: number, side: number): void {
+    this.#state = 0;
+    const end = (native as Native).spliceEnd(kind, b01, b10, errno, side);
+    const reason: PumpCloseReason =
+      end.error === undefined
+        ? 'done'
+        : end.side === 0
+          ? 'client_error'
+          : end.side === 1
+            ? 'upstream_error'
+            : 'aborted';
+    this.#settle(reason, b01, b10, end.error);
+  }
+
+  /** Ends the tunnel now with `reason` (a timeout, or a socket destroyed from outside). */
+  stop(reason: PumpCloseReason): void {
+    if (this.#state !== RUNNING) return;
+    const n = native as Native;
+    const [up, down] = n.spliceBytes(this);
+    n.stopSplice(this);
+    this.#state = 0;
+    this.#settle(reason, up, down, undefined);
+  }
+
+  /** True when `s` is this tunnel's client side. */
+  isClient(s: NodeSocket): boolean {
+    return s === this.#c;
+  }
+
+  /** Bytes moved both ways so far (for the idle sweep). */
+  total(): number {
+    return this.#state === RUNNING ? (native as Native).spliceTotal(this) : -2;
+  }
+
+  #settle(reason: PumpCloseReason, up: number, down: number, error: Error | undefined): void {
+    if (this.#state === SETTLED) return;
+    this.#state = SETTLED;
+    this.#idle?.leave(this);
+    this.#life?.leave(this);
+    this.#idle = null;
+    this.#life = null;
+    const c = this.#c;
+    const u = this.#u;
+    if (c[kRun] === this) c[kRun] = undefined;
+    if (u[kRun] === this) u[kRun] = undefined;
+    if (this.#released && counters !== null) {
+      // As if Node had moved these bytes: the connection-close statistics read them.
+      addCount(c, counters[0], up);
+      addCount(c, counters[1], down);
+      addCount(u, counters[0], down);
+      addCount(u, counters[1], up);
+    }
+    c.destroy();
+    u.destroy();
     this.#resolve({ bytesUp: this.#up + up, bytesDown: this.#down + down, reason, error });
   }
+}
 
-  readonly #stop = (reason: PumpCloseReason): void => {
-    const [up, down] = this.#splice === null ? [0, 0] : this.#splice.stop();
-    this.settle(reason, up, down, undefined);
-  };
+const socketDestroy = net.Socket.prototype._destroy;
 
-  readonly #onClientClose = (): void => this.#stop('client_reset');
-  readonly #onUpstreamClose = (): void => this.#stop('upstream_reset');
+/** `_destroy` of a spliced socket: a destroy from outside ends the tunnel first. */
+function destroySpliced(this: NodeSocket, err: Error | null, cb: (err?: Error | null) => void): void {
+  const run = this[kRun] as SpliceRun | undefined;
+  if (run !== undefined) run.stop(run.isClient(this) ? 'client_reset' : 'upstream_reset');
+  socketDestroy.call(this, err, cb);
+}
 
-  readonly #checkIdle = (): void => {
-    const [up, down] = this.#splice?.bytes() ?? [0, 0];
-    if (up + down === this.#lastTotal) {
-      this.#stop('idle_timeout');
-      return;
+/**
+ * The idle check of every tunnel with the same idle timeout: one interval of that length. A
+ * tunnel whose byte count did not change between two sweeps is closed, so a silent tunnel
+ * closes between one and two timeouts after its last byte (as the pump's timer does).
+ */
+class IdleSweep {
+  static readonly #byMs = new Map<number, IdleSweep>();
+  readonly #ms: number;
+  readonly #runs = new Set<SpliceRun>();
+  readonly #timer: NodeJS.Timeout;
+
+  static join(run: SpliceRun, ms: number): IdleSweep {
+    let sweep = IdleSweep.#byMs.get(ms);
+    if (sweep === undefined) {
+      sweep = new IdleSweep(ms);
+      IdleSweep.#byMs.set(ms, sweep);
     }
-    this.#lastTotal = up + down;
-    this.#idleTimer?.refresh();
-  };
+    sweep.#runs.add(run);
+    return sweep;
+  }
+
+  private constructor(ms: number) {
+    this.#ms = ms;
+    this.#timer = setInterval(sweepIdle, ms, this).unref();
+  }
+
+  leave(run: SpliceRun): void {
+    this.#runs.delete(run);
+    if (this.#runs.size > 0) return;
+    clearInterval(this.#timer);
+    IdleSweep.#byMs.delete(this.#ms);
+  }
+
+  sweep(): void {
+    for (const run of this.#runs) {
+      const total = run.total();
+      if (total === run.lastTotal) run.stop('idle_timeout');
+      else run.lastTotal = total;
+    }
+  }
+}
+
+function sweepIdle(sweep: IdleSweep): void {
+  sweep.sweep();
+}
+
+/**
+ * The maximum lifetime of every tunnel with the same limit: tunnels join in start order, so
+ * deadlines are in order too, and one timer set for the earliest serves them all.
+ */
+class LifeQueue {
+  static readonly #byMs = new Map<number, LifeQueue>();
+  readonly #ms: number;
+  readonly #runs = new Set<SpliceRun>();
+  #timer: NodeJS.Timeout | null = null;
+
+  static join(run: SpliceRun, ms: number): LifeQueue {
+    let q = LifeQueue.#byMs.get(ms);
+    if (q === undefined) {
+      q = new LifeQueue(ms);
+      LifeQueue.#byMs.set(ms, q);
+    }
+    run.deadline = performance.now() + ms;
+    q.#runs.add(run);
+    if (q.#timer === null) q.#arm(run.deadline);
+    return q;
+  }
+
+  private constructor(ms: number) {
+    this.#ms = ms;
+  }
+
+  leave(run: SpliceRun): void {
+    this.#runs.delete(run);
+    if (this.#runs.size > 0) return;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    LifeQueue.#byMs.delete(this.#ms);
+  }
+
+  #arm(deadline: number): void {
+    this.#timer = setTimeout(expire, Math.max(1, deadline - performance.now()), this).unref();
+  }
+
+  expire(): void {
+    this.#timer = null;
+    const now = performance.now();
+    for (const run of this.#runs) {
+      if (run.deadline > now) {
+        this.#arm(run.deadline);
+        return;
+      }
+      run.stop('max_lifetime');
+    }
+  }
+}
+
+function expire(q: LifeQueue): void {
+  q.expire();
 }
