@@ -227,6 +227,29 @@ test('pipelined: a lean GET, a POST and a GET in one write', async () => {
   await expectBody(c, '/len?3');
 });
 
+test('pipelined: a large POST body behind a slow lean GET (held, the socket paused) arrives whole', async () => {
+  const c = await rawClient(addr);
+  const body = Buffer.alloc(300 << 10, 'p');
+  const post = `POST ${node.origin}/echo HTTP/1.1\r\nHost: ${node.authority}\r\nContent-Length: ${body.length}\r\n\r\n`;
+  await c.write(Buffer.concat([Buffer.from(get('/slow?first') + post), body, Buffer.from(get('/len?last'))]));
+  await expectBody(c, '/slow?first');
+  const r = await c.response();
+  assert.equal(r.body.length, 5 + body.length);
+  assert.ok(r.body.subarray(5).equals(body), 'the body arrived intact');
+  await expectBody(c, '/len?last');
+});
+
+test('many clients at once, each pipelining: every response on its own connection, in order', async () => {
+  await Promise.all(
+    Array.from({ length: 60 }, async (_, i) => {
+      const c = await rawClient(addr);
+      await c.writeSplit(get(`/len?${i}a`) + get(`/len?${i}b`) + get(`/slow?${i}c`), [i + 1], 1);
+      for (const x of ['a', 'b', 'c']) await expectBody(c, `/${x === 'c' ? 'slow' : 'len'}?${i}${x}`);
+      c.destroy();
+    }),
+  );
+});
+
 test('HTTP/1.0 is served by node:http and the connection closed', async () => {
   const c = await rawClient(addr);
   await c.write(`GET ${up.origin}/len?old HTTP/1.0\r\n\r\n`);
