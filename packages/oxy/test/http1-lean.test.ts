@@ -4,7 +4,8 @@
  * `Connection: close`, the hand-over to `node:http` in the middle of a connection (bodies,
  * HTTP/1.0, origin-form, `Expect`, chunked uploads, `Upgrade`), CONNECT with early data, and
  * the hook order and audit record of a lean request. Malformed input, timeouts, client
- * departures, draining and HTTP/2 prior knowledge: `http1-lean-edges.test.ts`.
+ * departures, draining and HTTP/2 prior knowledge: `http1-lean-edges.test.ts`; failing
+ * upstreams and egress hooks, deep pipelining: `http1-lean-failures.test.ts`.
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
