@@ -6,7 +6,7 @@
  *
  * Ordering rule: `ext` is built in the constructor (see `ext.ts`), before any hook can run.
  */
-import type net from 'node:net';
+import net from 'node:net';
 import type { CounterHandle, LogFieldSource, TelemetryContext } from 'foundations/telemetry';
 import type { EndpointSettings } from '../settings.ts';
 import { httpMetrics } from '../telemetry/metrics.ts';
@@ -30,6 +30,12 @@ export class EndpointState implements EndpointContext {
   readonly appSettings: unknown;
   readonly ext: object;
   readonly settings: EndpointSettings;
+  /**
+   * The local address of every connection accepted here, when the settings fix it (one IP, not
+   * a wildcard, and a port): shared, so a connection costs no `getsockname(2)` and no object
+   * for it. Null when only the kernel knows (`0.0.0.0`, `::`, port 0, a Unix socket).
+   */
+  readonly localAddr: SocketAddr | null;
   /** Metric handles of this endpoint, looked up once instead of per request. */
   readonly metrics: {
     readonly forwardRequests: CounterHandle;
@@ -45,10 +51,30 @@ export class EndpointState implements EndpointContext {
       upgradeRequests: httpMetrics.requests_total({ endpoint: name, kind: 'upgrade' }),
     };
     this.addr = settings.addr;
+    this.localAddr = fixedLocalAddr(settings.addr);
     this.appSettings = settings.app ?? null;
     this.settings = settings;
     this.ext = newExt(ext.endpoint);
   }
+}
+
+/**
+ * The address `getsockname(2)` reports for every connection accepted on `addr`, written as
+ * Node writes it, or null when it depends on the connection (a wildcard, port 0) or on a name.
+ */
+export function fixedLocalAddr(addr: ListenAddr): SocketAddr | null {
+  if (addr.kind !== 'tcp' || addr.port === 0) return null;
+  const family = net.isIP(addr.host);
+  if (family === 0) return null;
+  // Canonical text (`0:0::1` is `::1` to getsockname); IPv4-mapped forms are left to the kernel.
+  const host =
+    family === 4
+      ? addr.host
+      : addr.host.includes('.')
+        ? ''
+        : new net.SocketAddress({ address: addr.host, family: 'ipv6' }).address;
+  if (host === '' || host === '0.0.0.0' || host === '::') return null;
+  return Object.freeze({ host, port: addr.port });
 }
 
 /** An accepted client connection. */
@@ -79,7 +105,7 @@ export class IngressConnection implements IngressContext, LogFieldSource {
     this.socket = socket;
     this.protocol = protocol;
     this.client = { host: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
-    this.local = { host: socket.localAddress ?? '', port: socket.localPort ?? 0 };
+    this.local = endpoint.localAddr ?? { host: socket.localAddress ?? '', port: socket.localPort ?? 0 };
     this.ext = newExt(ext.ingress);
   }
 
