@@ -87,6 +87,20 @@ test('an upstream that refuses or resets before answering: 502, and the connecti
   await expectBody(c, '/len?next');
 });
 
+test('a HEAD the proxy answers itself (502, 403) has no body; the next response follows at once', async () => {
+  const port = await unusedPort();
+  for (const [proxy, target] of [
+    [app, `http://127.0.0.1:${port}/`],
+    [hooked, 'http://blocked.invalid/'],
+  ] as const) {
+    const c = await rawClient(proxy.proxy.address());
+    await c.write(`HEAD ${target} HTTP/1.1\r\nHost: x\r\n\r\n${get('/len?after-head')}`);
+    const r = await c.response({ head: true });
+    assert.ok(r.status === 502 || r.status === 403, r.head);
+    await expectBody(c, '/len?after-head');
+  }
+});
+
 test('a body the upstream cuts short never reaches the client as complete', async () => {
   for (const path of ['/cut-length', '/cut-chunked', '/reset-close']) {
     const c = await rawClient(app.proxy.address());

@@ -425,7 +425,8 @@ class LeanConnection implements LeanResponse {
     const close = this.#closeAfter ? 'Connection: close\r\n' : '';
     this.socket.write(
       `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
-        `Content-Length: ${Buffer.byteLength(body)}\r\n${close}\r\n${body}`,
+        // The answer to HEAD has no body (its length is stated all the same).
+        `Content-Length: ${Buffer.byteLength(body)}\r\n${close}\r\n${this.#isHead ? '' : body}`,
     );
     this.#exchangeDone();
   }
