@@ -363,3 +363,18 @@ test('drain: an idle keep-alive connection is closed; a response under way ends 
   await done;
   assert.equal(drained.proxy.runtime.connections.size, 0);
 });
+
+test('beginDrain (restart): the next response on a kept-alive connection says Connection: close, then it closes', async () => {
+  const restarting = await startApp(hooksApp());
+  after(() => restarting.stop());
+  const c = await rawClient(restarting.proxy.address());
+  await c.write(get('/len?before'));
+  const before = await c.response();
+  assert.equal(before.headers.get('connection'), undefined);
+  restarting.proxy.beginDrain();
+  await c.write(get('/len?after'));
+  const r = await c.response();
+  assert.equal(r.body.toString(), '/len?after');
+  assert.equal(r.headers.get('connection'), 'close');
+  await c.closed(2000);
+});
