@@ -18,8 +18,10 @@
  * Cost: the prom-client metric is created on first use (its label names come from the first
  * labels object, in sorted order). Each labelled child is cached per label-value tuple, so a
  * hot-path call is one string build (the values joined) plus one `Map` lookup; a metric without
- * labels is a property read. A metric appears in `/metrics` from its first use; call the
- * accessor once at start-up to expose a zero.
+ * labels is a property read. Counter and gauge handles keep their value in a number and hand it
+ * to prom-client when the metric is read (its `collect`): prom-client's own `inc` hashes and
+ * validates the labels on every call. A metric appears in `/metrics` from its first use; call
+ * the accessor once at start-up to expose a zero.
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { FND_ERR, FoundationsError } from '../../errors.ts';
@@ -111,6 +113,71 @@ type AnySpec = MetricSpec<MetricKind, unknown>;
 type PromMetric = Counter<string> | Gauge<string> | Histogram<string>;
 type Child = CounterHandle | GaugeHandle | HistogramHandle;
 
+/**
+ * A counter's or gauge's value between two reads of the metric: `inc`/`dec`/`set` change a
+ * number, and `flush` (run by prom-client's `collect` before every read) passes it on. Values
+ * prom-client would refuse are passed to it at once, so it throws the same errors.
+ */
+class Buffered implements CounterHandle, GaugeHandle {
+  readonly #prom: Counter<string> | Gauge<string>;
+  readonly #labels: Record<string, string> | null;
+  readonly #gauge: boolean;
+  /** Counter: the increment not yet passed on. Gauge: the value. */
+  #value = 0;
+  #touched = false;
+
+  constructor(prom: Counter<string> | Gauge<string>, labels: Record<string, string> | null, gauge: boolean) {
+    this.#prom = prom;
+    this.#labels = labels;
+    this.#gauge = gauge;
+  }
+
+  inc(value?: number): void {
+    if (value === undefined) this.#value++;
+    else if (typeof value === 'number' && (this.#gauge || (value >= 0 && Number.isFinite(value)))) {
+      this.#value += value;
+    } else return this.#refuse('inc', value);
+    this.#touched = true;
+  }
+
+  dec(value?: number): void {
+    if (value === undefined) this.#value--;
+    else if (typeof value === 'number') this.#value -= value;
+    else return this.#refuse('dec', value);
+    this.#touched = true;
+  }
+
+  set(value: number): void {
+    if (typeof value !== 'number') return this.#refuse('set', value);
+    this.#value = value;
+    this.#touched = true;
+  }
+
+  /** Passes the value on to prom-client. */
+  flush(): void {
+    if (!this.#touched) return;
+    const prom = this.#prom;
+    if (this.#gauge) {
+      if (this.#labels === null) (prom as Gauge<string>).set(this.#value);
+      else (prom as Gauge<string>).set(this.#labels, this.#value);
+      return;
+    }
+    const delta = this.#value;
+    this.#value = 0;
+    this.#touched = false;
+    if (this.#labels === null) (prom as Counter<string>).inc(delta);
+    else (prom as Counter<string>).inc(this.#labels, delta);
+  }
+
+  /** Hands a value this class does not take to prom-client itself: it throws, or takes it as it always did. */
+  #refuse(method: 'inc' | 'dec' | 'set', value: unknown): void {
+    const prom = this.#prom as unknown as Record<string, (...a: unknown[]) => void>;
+    const call = prom[method] as (...a: unknown[]) => void;
+    if (this.#labels === null) call.call(prom, value);
+    else call.call(prom, this.#labels, value);
+  }
+}
+
 /** How metric names and the `optional` flag are applied (from `telemetry.metrics`). */
 export interface MetricsNaming {
   /** Service name, or null for no prefix and no label (before telemetry is initialised). */
@@ -131,6 +198,10 @@ class Cell {
   promName = '';
   labelNames: string[] | undefined = undefined;
   readonly children = new Map<string, Child>();
+  /** The counter and gauge handles handed out, flushed before each read. */
+  readonly buffered: Buffered[] = [];
+  /** The handle of a counter or gauge without labels. */
+  unlabelled: Buffered | null = null;
 
   constructor(key: string, spec: AnySpec) {
     this.key = key;
@@ -143,12 +214,16 @@ class Cell {
         ? `${sanitize(naming.service)}_${this.key}`
         : this.key;
     const registers = this.spec.optional && !naming.reportOptional ? [] : [appRegistry];
+    const buffered = this.buffered;
+    const collect = (): void => {
+      for (const b of buffered) b.flush();
+    };
     const base = { name, help: this.spec.help, labelNames, registers };
     const prom =
       this.spec.kind === 'counter'
-        ? new Counter(base)
+        ? new Counter({ ...base, collect })
         : this.spec.kind === 'gauge'
-          ? new Gauge(base)
+          ? new Gauge({ ...base, collect })
           : new Histogram(
               this.spec.buckets === undefined ? base : { ...base, buckets: [...this.spec.buckets] },
             );
@@ -162,10 +237,26 @@ class Cell {
     if (this.prom !== undefined) appRegistry.removeSingleMetric(this.promName);
     this.prom = undefined;
     this.children.clear();
+    this.buffered.length = 0;
+    this.unlabelled = null;
+  }
+
+  /** A buffered handle for `labels` (null: no labels), or null for a histogram. */
+  #buffer(prom: PromMetric, labels: Record<string, string> | null): Buffered | null {
+    if (this.spec.kind === 'histogram') return null;
+    const b = new Buffered(prom as Counter<string> | Gauge<string>, labels, this.spec.kind === 'gauge');
+    this.buffered.push(b);
+    return b;
   }
 
   access(labels: Record<string, LabelValue> | undefined): Child {
-    if (labels === undefined) return (this.prom ?? this.create(this.labelNames ?? [])) as Child;
+    if (labels === undefined) {
+      if (this.unlabelled !== null) return this.unlabelled;
+      const prom = this.prom ?? this.create(this.labelNames ?? []);
+      if ((this.labelNames as string[]).length > 0) return prom as Child; // prom-client throws on use
+      this.unlabelled = this.#buffer(prom, null);
+      return this.unlabelled ?? (prom as Child);
+    }
     const prom = this.prom ?? this.create(this.labelNames ?? Object.keys(labels).sort());
     const names = this.labelNames as string[];
     let key: string;
@@ -177,7 +268,10 @@ class Cell {
     let child = this.children.get(key);
     if (child === undefined) {
       const values = names.map((n) => String(labels[n]));
-      child = prom.labels(...values) as Child;
+      const promChild = prom.labels(...values) as Child;
+      const own: Record<string, string> = {};
+      for (const n of names) own[n] = String(labels[n]);
+      child = this.#buffer(prom, own) ?? promChild;
       this.children.set(key, child);
     }
     return child;

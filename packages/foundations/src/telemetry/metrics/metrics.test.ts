@@ -14,6 +14,12 @@ const http = defineMetrics('http', {
   }),
 });
 
+const buffered = defineMetrics('buf', {
+  events_total: counter<{ kind: string }>('Events.'),
+  plain_total: counter('Events without labels.'),
+  level: gauge<{ pool: string }>('A level.'),
+});
+
 describe('typed metrics', () => {
   it('counts, gauges and observes, per label set', async () => {
     configureMetrics({ service: 'svc', format: 'metric_prefix', reportOptional: false });
@@ -96,5 +102,36 @@ describe('typed metrics', () => {
     for (let i = 0; i < n; i++) http.requests_total({ endpoint: 'main', status_code: 200 }).inc();
     const nsPerOp = ((performance.now() - t0) * 1e6) / n;
     assert.ok(nsPerOp < 5000, `${nsPerOp.toFixed(0)} ns per labelled inc`);
+  });
+
+  it('hands counter and gauge values to prom-client at each read, never twice', async () => {
+    configureMetrics({ service: 'svc', format: 'metric_prefix', reportOptional: false });
+    const tele = captureTelemetry();
+    const a = buffered.events_total({ kind: 'a' });
+    a.inc();
+    a.inc(2.5);
+    buffered.events_total({ kind: 'zero' }).inc(0);
+    buffered.plain_total().inc();
+    const level = buffered.level({ pool: 'p' });
+    level.inc(5);
+    level.dec(2);
+    assert.equal(await tele.metricValue('buf_events_total', { kind: 'a' }), 3.5);
+    assert.equal(await tele.metricValue('buf_events_total', { kind: 'zero' }), 0, 'inc(0) shows the series');
+    assert.equal(await tele.metricValue('buf_plain_total'), 1);
+    assert.equal(await tele.metricValue('buf_level', { pool: 'p' }), 3);
+    // Read again with nothing new: same values; then more.
+    assert.equal(await tele.metricValue('buf_events_total', { kind: 'a' }), 3.5);
+    a.inc();
+    level.set(-1);
+    const text = await renderMetrics();
+    assert.match(text, /^svc_buf_events_total\{kind="a"\} 4.5$/m);
+    assert.match(text, /^svc_buf_level\{pool="p"\} -1$/m);
+    assert.equal(await tele.metricValue('buf_level', { pool: 'p' }), -1);
+    // What prom-client refuses, it still refuses.
+    assert.throws(() => a.inc(-1), /not possible to decrease a counter/);
+    assert.throws(() => a.inc(Number.POSITIVE_INFINITY), /not a valid number/);
+    assert.throws(() => level.set('x' as unknown as number), /not a valid number/);
+    assert.equal(await tele.metricValue('buf_events_total', { kind: 'a' }), 4.5);
+    tele.stop();
   });
 });
