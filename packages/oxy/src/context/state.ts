@@ -119,6 +119,19 @@ export class IngressConnection implements IngressContext, LogFieldSource {
   }
 }
 
+/**
+ * An empty array with room for three elements. V8 gives an empty array 17 slots on its first
+ * push (184 bytes), kept for as long as the array lives: a tunnel's request lives as long as the
+ * tunnel and records one to three decisions. Popping keeps the capacity (64–72 bytes).
+ */
+function smallArray(): string[] {
+  const a = ['', '', ''];
+  a.pop();
+  a.pop();
+  a.pop();
+  return a;
+}
+
 /** One request (CONNECT, absolute-form or Upgrade). */
 export class RequestState implements RequestContext, LogFieldSource {
   readonly id = newId('r');
@@ -129,7 +142,7 @@ export class RequestState implements RequestContext, LogFieldSource {
   readonly startedAt = performance.now();
   readonly ext: object;
   /** Decisions taken, for the audit record. */
-  readonly decisions: string[] = [];
+  readonly decisions: string[] = smallArray();
   /** `ip:port` actually connected to. */
   upstream: string | null = null;
   status = 0;
