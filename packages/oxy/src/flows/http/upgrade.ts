@@ -23,11 +23,20 @@ import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } fr
 import { reasonOf } from './lean-forward.ts';
 import { runRequestHook } from './request-hook.ts';
 
-/** Writes a complete HTTP/1.1 response on a raw socket and ends it. */
+function destroyOnFinish(this: Duplex): void {
+  this.destroy();
+}
+
+/**
+ * Writes a complete HTTP/1.1 response on a raw socket and closes it once the response is
+ * written: endpoints allow half-open sockets, and a client that keeps its side open must not
+ * keep the connection.
+ */
 export function writeRawResponse(socket: Duplex, status: number, body: string, headers: string[] = []): void {
   let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Unknown'}\r\n`;
   for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
   head += `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n`;
+  socket.once('finish', destroyOnFinish);
   socket.end(head + body);
 }
 

@@ -333,7 +333,6 @@ class LeanConnection implements LeanResponse {
     const socket = this.socket;
     if (target === null) {
       writeRawResponse(socket, 400, '400 CONNECT needs a host:port target\n');
-      socket.destroySoon(); // closed once the answer is flushed, even if the client stays
       return;
     }
     // As node:http leaves a CONNECT socket: nobody reading, the tunnel's reader starts it.

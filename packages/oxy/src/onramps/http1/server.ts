@@ -118,7 +118,6 @@ export function answerClientError(
     ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason }).inc();
     conn.telemetry?.apply(() => log.debug('bad request from client', { reason, code }));
   }
-  socket.once('finish', () => socket.destroy());
   writeRawResponse(socket, status, `${status} ${http.STATUS_CODES[status]}\n`);
 }
 
