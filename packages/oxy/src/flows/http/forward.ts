@@ -247,11 +247,11 @@ class ServerResponseOut implements LeanResponse {
     });
   }
 
-  head(status: number, statusText: string, rawHeaders: string[]): void {
+  head(status: number, statusText: string, rawHeaders: readonly string[]): void {
     const res = this.#res;
     res.sendDate = false;
     if (this.#rt.draining) res.shouldKeepAlive = false;
-    res.writeHead(status, statusText, rawHeaders);
+    res.writeHead(status, statusText, filterRawHeaders(rawHeaders, ''));
   }
 
   body(chunk: Buffer, resume: () => void): boolean {

@@ -1,7 +1,14 @@
 /** Target parsing and hop-by-hop removal, including malformed targets. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { filterRawHeaders, parseAbsoluteTarget, parseAuthority, stripHopByHop } from './headers.ts';
+import {
+  filterRawHeaders,
+  parseAbsoluteTarget,
+  parseAuthority,
+  rawToHeaders,
+  serializeRawHeaders,
+  stripHopByHop,
+} from './headers.ts';
 
 test('authority-form targets', () => {
   assert.deepEqual(parseAuthority('example.com:443'), { host: 'example.com', port: 443 });
@@ -61,6 +68,9 @@ test('hop-by-hop fields and those Connection names are removed, others kept in o
     '2',
   ];
   assert.deepEqual(filterRawHeaders(raw, 'host'), ['Accept', '*/*', 'X-B', '2']);
+  // The lean path's one-string form keeps exactly the same fields, in order.
+  assert.equal(serializeRawHeaders(raw, 'host'), 'Accept: */*\r\nX-B: 2\r\n');
+  assert.equal(serializeRawHeaders(['Connection', 'content-length', 'Content-Length', '5'], ''), '');
   assert.deepEqual(filterRawHeaders(['Connection', 'Upgrade', 'Upgrade', 'websocket'], '', true), [
     'Connection',
     'Upgrade',
@@ -70,4 +80,28 @@ test('hop-by-hop fields and those Connection names are removed, others kept in o
   const h = { connection: 'x-a', 'x-a': '1', 'proxy-authorization': 'p', accept: 'b' };
   stripHopByHop(h);
   assert.deepEqual(h, { accept: 'b' });
+});
+
+test('raw headers become the header object node:http would build', () => {
+  const raw = [
+    'Host',
+    'a',
+    'host',
+    'b',
+    'Set-Cookie',
+    'x=1',
+    'set-cookie',
+    'y=2',
+    'Cookie',
+    'c=1',
+    'cookie',
+    'd=2',
+  ];
+  assert.deepEqual(rawToHeaders([...raw, 'X-A', '1', 'x-a', '2']), {
+    host: 'a',
+    'set-cookie': ['x=1', 'y=2'],
+    cookie: 'c=1; d=2',
+    'x-a': '1, 2',
+  });
+  assert.deepEqual(rawToHeaders([]), {});
 });

@@ -54,6 +54,17 @@ function rawConnectionTokens(raw: readonly string[]): Set<string> | null {
   return tokens;
 }
 
+/** True when field `name` crosses the proxy (see {@link filterRawHeaders} for the arguments). */
+function crosses(name: string, skip: string, listed: Set<string> | null, keepUpgrade: boolean): boolean {
+  const len = name.length;
+  if (!HOP_LENGTHS.has(len) && len !== skip.length && listed === null) return true;
+  const lower = name.toLowerCase();
+  if (lower === skip) return false;
+  if (HOP_BY_HOP.has(lower) && !(keepUpgrade && (lower === 'upgrade' || lower === 'connection')))
+    return false;
+  return !(listed?.has(lower) && !(keepUpgrade && lower === 'upgrade'));
+}
+
 /**
  * Copies raw headers (`[name, value, name, value, …]`) without hop-by-hop fields and without
  * `skip` (a lower-case name such as `host`, or ''). `keepUpgrade` keeps `Upgrade` and
@@ -64,15 +75,22 @@ export function filterRawHeaders(raw: readonly string[], skip: string, keepUpgra
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
-    const len = name.length;
-    if (HOP_LENGTHS.has(len) || len === skip.length || listed !== null) {
-      const lower = name.toLowerCase();
-      if (lower === skip) continue;
-      if (HOP_BY_HOP.has(lower) && !(keepUpgrade && (lower === 'upgrade' || lower === 'connection')))
-        continue;
-      if (listed?.has(lower) && !(keepUpgrade && lower === 'upgrade')) continue;
-    }
-    out.push(name, raw[i + 1] as string);
+    if (crosses(name, skip, listed, keepUpgrade)) out.push(name, raw[i + 1] as string);
+  }
+  return out;
+}
+
+/**
+ * The header lines (`Name: value\r\n` each) of the fields of `raw` that cross the proxy, as
+ * {@link filterRawHeaders} keeps them, in one string: the lean path writes heads without an
+ * intermediate array.
+ */
+export function serializeRawHeaders(raw: readonly string[], skip: string): string {
+  const listed = rawConnectionTokens(raw);
+  let out = '';
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (crosses(name, skip, listed, false)) out += `${name}: ${raw[i + 1]}\r\n`;
   }
   return out;
 }

@@ -20,12 +20,16 @@ import { proxyAuthorization } from '../../offramps/upstream-proxy/connect.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
-import { type AbsoluteTarget, filterRawHeaders } from './headers.ts';
+import { type AbsoluteTarget, serializeRawHeaders } from './headers.ts';
 
 /** Where a lean exchange's response goes. Exactly one of `end` and `fail` is called, once. */
 export interface LeanResponse {
-  /** The response head; `rawHeaders` has no hop-by-hop fields. Nothing needs to be sent yet. */
-  head(status: number, statusText: string, rawHeaders: string[]): void;
+  /**
+   * The response head, `rawHeaders` as the upstream sent them: hop-by-hop fields are still in,
+   * for the receiver to drop as it frames the response (`serializeRawHeaders`,
+   * `filterRawHeaders`). Nothing needs to be sent yet.
+   */
+  head(status: number, statusText: string, rawHeaders: readonly string[]): void;
   /** A piece of the body. Return false to pause the upstream until `resume` is called. */
   body(chunk: Buffer, resume: () => void): boolean;
   /** The response is complete; `last` is a final piece of body, if any. */
@@ -111,11 +115,10 @@ class LeanRun implements ResponseSink, LeanForward {
       this.failWith(egressBlocked(decision.reason));
       return;
     }
-    const headers = filterRawHeaders(rawHeaders, 'host');
-    headers.push('Host', target.authority);
     const shared = this.#rt.sharedPool ? '' : `|${request.ingress.id}`;
     let upstream: UpstreamTarget;
     let requestTarget = target.path;
+    let extra = `Host: ${target.authority}\r\n`;
     if (decision.kind === 'direct') {
       const a = target.addr;
       const to = decision.addr.host === a.host && decision.addr.port === a.port ? a : decision.addr;
@@ -128,7 +131,7 @@ class LeanRun implements ResponseSink, LeanForward {
     } else {
       const proxy = decision.proxy;
       const token = proxyAuthorization(proxy.auth);
-      if (token !== undefined) headers.push('Proxy-Authorization', token);
+      if (token !== undefined) extra += `Proxy-Authorization: ${token}\r\n`;
       requestTarget = `http://${target.authority}${target.path}`;
       upstream = {
         key: `proxy|${formatHostPort(proxy.host, proxy.port)}|${token ?? ''}${shared}`,
@@ -137,9 +140,8 @@ class LeanRun implements ResponseSink, LeanForward {
         trusted: true,
       };
     }
-    let head = `${request.method} ${requestTarget} HTTP/1.1\r\n`;
-    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
-    this.#pending = pool.request(upstream, `${head}\r\n`, request.method === 'HEAD', this);
+    const head = `${request.method} ${requestTarget} HTTP/1.1\r\n${serializeRawHeaders(rawHeaders, 'host')}${extra}\r\n`;
+    this.#pending = pool.request(upstream, head, request.method === 'HEAD', this);
   }
 
   /** Answers an error of the proxy's own and ends the exchange. */
@@ -155,7 +157,7 @@ class LeanRun implements ResponseSink, LeanForward {
   onHead(status: number, statusText: string, rawHeaders: string[], upstream: string): void {
     this.#request.upstream = upstream;
     this.#request.status = status;
-    this.#out.head(status, statusText, filterRawHeaders(rawHeaders, ''));
+    this.#out.head(status, statusText, rawHeaders);
   }
 
   onBody(chunk: Buffer, resume: () => void): boolean {

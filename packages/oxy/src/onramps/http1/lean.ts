@@ -27,7 +27,12 @@ import http from 'node:http';
 import { createRequire } from 'node:module';
 import type net from 'node:net';
 import type { EndpointState, IngressConnection } from '../../context/state.ts';
-import { type AbsoluteTarget, parseAbsoluteTarget, parseAuthority } from '../../flows/http/headers.ts';
+import {
+  type AbsoluteTarget,
+  parseAbsoluteTarget,
+  parseAuthority,
+  serializeRawHeaders,
+} from '../../flows/http/headers.ts';
 import { forwardBodiless, type LeanForward, type LeanResponse } from '../../flows/http/lean-forward.ts';
 import { writeRawResponse } from '../../flows/http/upgrade.ts';
 import type { Runtime } from '../../runtime.ts';
@@ -132,6 +137,9 @@ const SILENT = 1;
 const IDLE = 2;
 /** Part of a head received. */
 const HEAD = 3;
+
+/** A `Content-Length` line among serialised header lines. */
+const HAS_LENGTH = /(?:^|\n)content-length:/i;
 
 const kLean = Symbol('oxy.lean');
 type LeanSocket = net.Socket & { [kLean]?: LeanConnection; _httpMessage?: unknown };
@@ -381,16 +389,11 @@ class LeanConnection implements LeanResponse {
 
   // LeanResponse: the forwarding path's response, written onto the socket.
 
-  head(status: number, statusText: string, rawHeaders: string[]): void {
-    let h = `HTTP/1.1 ${status} ${statusText}\r\n`;
-    let length = false;
-    for (let i = 0; i < rawHeaders.length; i += 2) {
-      const name = rawHeaders[i] as string;
-      if (name.length === 14 && name.toLowerCase() === 'content-length') length = true;
-      h += `${name}: ${rawHeaders[i + 1]}\r\n`;
-    }
+  head(status: number, statusText: string, rawHeaders: readonly string[]): void {
+    const lines = serializeRawHeaders(rawHeaders, '');
+    let h = `HTTP/1.1 ${status} ${statusText}\r\n${lines}`;
     const bodiless = this.#isHead || status === 204 || status === 304 || status < 200;
-    this.#chunked = !bodiless && !length;
+    this.#chunked = !bodiless && !HAS_LENGTH.test(lines);
     if (this.#chunked) h += 'Transfer-Encoding: chunked\r\n';
     this.#closeAfter = !this.keepAlive || this.ramp.rt.draining;
     if (this.#closeAfter) h += 'Connection: close\r\n';
