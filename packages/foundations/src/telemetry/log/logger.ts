@@ -191,7 +191,9 @@ const MAX_LAYERS = 8;
  * room to grow (≈ 170 bytes for one element), kept for as long as the scope lives.
  */
 function withLayer(layers: readonly Layer[], layer: Layer): readonly Layer[] {
-  return layers.length === 0 ? [layer] : layers.concat([layer]);
+  if (layers.length === 0) return [layer];
+  if (layers.length === 1) return [layers[0] as Layer, layer];
+  return layers.concat([layer]);
 }
 
 function isSource(layer: Layer): layer is LogFieldSource {

@@ -18,9 +18,10 @@
  * Cost: the prom-client metric is created on first use (its label names come from the first
  * labels object, in sorted order). Each labelled child is cached per label-value tuple, so a
  * hot-path call is one string build (the values joined) plus one `Map` lookup; a metric without
- * labels is a property read. Counter and gauge handles keep their value in a number and hand it
- * to prom-client when the metric is read (its `collect`): prom-client's own `inc` hashes and
- * validates the labels on every call. A metric appears in `/metrics` from its first use; call
+ * labels is a property read. Handles keep their values in numbers (a histogram's: counts per
+ * bucket, sum and count) and hand them to prom-client when the metric is read (its `collect`):
+ * prom-client's own `inc` and `observe` hash and validate the labels on every call. Sums of
+ * fractional values may differ from prom-client's in the last bits (added in another order). A metric appears in `/metrics` from its first use; call
  * the accessor once at start-up to expose a zero.
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
@@ -113,6 +114,130 @@ type AnySpec = MetricSpec<MetricKind, unknown>;
 type PromMetric = Counter<string> | Gauge<string> | Histogram<string>;
 type Child = CounterHandle | GaugeHandle | HistogramHandle;
 
+/** The part of a prom-client histogram's internals a buffered handle adds its counts to. */
+interface HistogramEntry {
+  labels: object;
+  sum: number;
+  count: number;
+  bucketValues: Record<string, number>;
+}
+interface HistogramInternals {
+  hashMap: Record<string, HistogramEntry>;
+  upperBounds: readonly number[];
+  zero(labels: object): void;
+}
+
+/**
+ * True when this prom-client keeps histograms as `BufferedHistogram` expects (checked once on
+ * a throwaway histogram): otherwise histograms use prom-client's own handles, as before.
+ */
+const histogramInternalsKnown = ((): boolean => {
+  try {
+    const probe = new Histogram({
+      name: 'probe',
+      help: 'probe',
+      labelNames: ['a'],
+      buckets: [1],
+      registers: [],
+    });
+    const h = probe as unknown as HistogramInternals;
+    const labels = { a: 'x' };
+    h.zero(labels);
+    const entries = Object.values(h.hashMap);
+    const e = entries[0];
+    return (
+      entries.length === 1 &&
+      e?.labels === labels &&
+      e.sum === 0 &&
+      e.count === 0 &&
+      e.bucketValues[1] === 0 &&
+      Array.isArray(h.upperBounds) &&
+      h.upperBounds[0] === 1
+    );
+  } catch {
+    return false; // Boundary: another prom-client layout; fall back to its own handles.
+  }
+})();
+
+/**
+ * A histogram's observations between two reads: counts per bucket, sum and count, added to
+ * prom-client's series when the metric is read. prom-client's `observe` builds a closure, a
+ * labels object and a hash per call.
+ */
+class BufferedHistogram implements HistogramHandle {
+  readonly #prom: Histogram<string>;
+  readonly #labels: Record<string, string>;
+  readonly #bounds: readonly number[];
+  readonly #counts: number[];
+  #sum = 0;
+  #count = 0;
+  #entry: HistogramEntry | null = null;
+
+  constructor(prom: Histogram<string>, labels: Record<string, string>) {
+    this.#prom = prom;
+    this.#labels = labels;
+    this.#bounds = (prom as unknown as HistogramInternals).upperBounds;
+    this.#counts = this.#bounds.map(() => 0);
+  }
+
+  observe(value: number): void {
+    if (typeof value !== 'number' || !Number.isFinite(value)) {
+      this.#prom.observe(this.#labels, value); // throws its TypeError
+      return;
+    }
+    const bounds = this.#bounds;
+    for (let i = 0; i < bounds.length; i++) {
+      if (value <= (bounds[i] as number)) {
+        (this.#counts[i] as number)++;
+        break;
+      }
+    }
+    this.#sum += value;
+    this.#count++;
+  }
+
+  startTimer(): () => void {
+    const start = performance.now();
+    return () => this.observe((performance.now() - start) / 1000);
+  }
+
+  /** Adds the observations to prom-client's series for these labels. */
+  flush(): void {
+    if (this.#count === 0) return;
+    const h = this.#prom as unknown as HistogramInternals;
+    let entry = this.#entry;
+    if (entry === null || !Object.values(h.hashMap).includes(entry)) {
+      entry = Object.values(h.hashMap).find((e) => sameLabels(e.labels, this.#labels)) ?? null;
+      if (entry === null) {
+        h.zero(this.#labels);
+        entry = Object.values(h.hashMap).find((e) => e.labels === this.#labels) ?? null;
+      }
+      this.#entry = entry;
+    }
+    if (entry === null) return;
+    entry.sum += this.#sum;
+    entry.count += this.#count;
+    const bounds = this.#bounds;
+    for (let i = 0; i < bounds.length; i++) {
+      const n = this.#counts[i] as number;
+      if (n !== 0) {
+        entry.bucketValues[bounds[i] as number] = (entry.bucketValues[bounds[i] as number] ?? 0) + n;
+        this.#counts[i] = 0;
+      }
+    }
+    this.#sum = 0;
+    this.#count = 0;
+  }
+}
+
+function sameLabels(a: object, b: Record<string, string>): boolean {
+  const x = a as Record<string, unknown>;
+  const keys = Object.keys(b);
+  if (Object.keys(x).length !== keys.length) return false;
+  for (const k of keys) if (String(x[k]) !== b[k]) return false;
+  return true;
+}
+
 /**
  * A counter's or gauge's value between two reads of the metric: `inc`/`dec`/`set` change a
  * number, and `flush` (run by prom-client's `collect` before every read) passes it on. Values
@@ -136,19 +261,28 @@ class Buffered implements CounterHandle, GaugeHandle {
     if (value === undefined) this.#value++;
     else if (typeof value === 'number' && (this.#gauge || (value >= 0 && Number.isFinite(value)))) {
       this.#value += value;
-    } else return this.#refuse('inc', value);
+    } else {
+      this.#refuse('inc', value);
+      return;
+    }
     this.#touched = true;
   }
 
   dec(value?: number): void {
     if (value === undefined) this.#value--;
     else if (typeof value === 'number') this.#value -= value;
-    else return this.#refuse('dec', value);
+    else {
+      this.#refuse('dec', value);
+      return;
+    }
     this.#touched = true;
   }
 
   set(value: number): void {
-    if (typeof value !== 'number') return this.#refuse('set', value);
+    if (typeof value !== 'number') {
+      this.#refuse('set', value);
+      return;
+    }
     this.#value = value;
     this.#touched = true;
   }
@@ -198,10 +332,10 @@ class Cell {
   promName = '';
   labelNames: string[] | undefined = undefined;
   readonly children = new Map<string, Child>();
-  /** The counter and gauge handles handed out, flushed before each read. */
-  readonly buffered: Buffered[] = [];
-  /** The handle of a counter or gauge without labels. */
-  unlabelled: Buffered | null = null;
+  /** The handles handed out, flushed before each read. */
+  readonly buffered: (Buffered | BufferedHistogram)[] = [];
+  /** The handle of a metric without labels. */
+  unlabelled: Buffered | BufferedHistogram | null = null;
 
   constructor(key: string, spec: AnySpec) {
     this.key = key;
@@ -225,7 +359,9 @@ class Cell {
         : this.spec.kind === 'gauge'
           ? new Gauge({ ...base, collect })
           : new Histogram(
-              this.spec.buckets === undefined ? base : { ...base, buckets: [...this.spec.buckets] },
+              this.spec.buckets === undefined
+                ? { ...base, collect }
+                : { ...base, collect, buckets: [...this.spec.buckets] },
             );
     this.prom = prom;
     this.promName = name;
@@ -241,10 +377,13 @@ class Cell {
     this.unlabelled = null;
   }
 
-  /** A buffered handle for `labels` (null: no labels), or null for a histogram. */
-  #buffer(prom: PromMetric, labels: Record<string, string> | null): Buffered | null {
-    if (this.spec.kind === 'histogram') return null;
-    const b = new Buffered(prom as Counter<string> | Gauge<string>, labels, this.spec.kind === 'gauge');
+  /** A buffered handle for `labels` (null: no labels), or null where prom-client's own is used. */
+  #buffer(prom: PromMetric, labels: Record<string, string> | null): Buffered | BufferedHistogram | null {
+    let b: Buffered | BufferedHistogram;
+    if (this.spec.kind === 'histogram') {
+      if (!histogramInternalsKnown) return null;
+      b = new BufferedHistogram(prom as Histogram<string>, labels ?? {});
+    } else b = new Buffered(prom as Counter<string> | Gauge<string>, labels, this.spec.kind === 'gauge');
     this.buffered.push(b);
     return b;
   }

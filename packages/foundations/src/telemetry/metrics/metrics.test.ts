@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { Histogram, Registry } from 'prom-client';
 import { isFoundationsError } from '../../errors.ts';
 import { captureTelemetry } from '../testing.ts';
 import { configureMetrics, counter, defineMetrics, gauge, histogram } from './define.ts';
@@ -18,6 +19,8 @@ const buffered = defineMetrics('buf', {
   events_total: counter<{ kind: string }>('Events.'),
   plain_total: counter('Events without labels.'),
   level: gauge<{ pool: string }>('A level.'),
+  wait_seconds: histogram<{ pool: string }>('A wait.', { buckets: [0.01, 0.1, 1] }),
+  plain_seconds: histogram('A wait without labels.', { buckets: [0.5, 2] }),
 });
 
 describe('typed metrics', () => {
@@ -133,5 +136,42 @@ describe('typed metrics', () => {
     assert.throws(() => level.set('x' as unknown as number), /not a valid number/);
     assert.equal(await tele.metricValue('buf_events_total', { kind: 'a' }), 4.5);
     tele.stop();
+  });
+
+  it('renders buffered histograms exactly as prom-client does with the same observations', async () => {
+    configureMetrics({ service: 'svc', format: 'metric_prefix', reportOptional: false });
+    const registry = new Registry();
+    const reference = new Histogram({
+      name: 'svc_buf_wait_seconds',
+      help: 'A wait.',
+      labelNames: ['pool'],
+      buckets: [0.01, 0.1, 1],
+      registers: [registry],
+    });
+    const values = [0, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 3, 250];
+    const series = (text: string) =>
+      text
+        .split('\n')
+        .filter((l) => l.startsWith('svc_buf_wait_seconds'))
+        // Sums are added in another order (per read, not per observation): equal to 1e-9.
+        .map((l) => l.replace(/ (\S+)$/, (_, v: string) => ` ${Number(Number(v).toPrecision(9))}`))
+        .sort();
+    for (const round of [1, 2]) {
+      for (const [i, v] of values.entries()) {
+        const pool = i % 2 === 0 ? 'a' : 'b';
+        buffered.wait_seconds({ pool }).observe(v * round);
+        reference.observe({ pool }, v * round);
+      }
+      // Read between rounds: nothing is added twice.
+      assert.deepEqual(series(await renderMetrics()), series(await registry.metrics()), `round ${round}`);
+    }
+    const stop = buffered.plain_seconds().startTimer();
+    buffered.plain_seconds().observe(1);
+    stop();
+    const text = await renderMetrics();
+    assert.match(text, /^svc_buf_plain_seconds_count 2$/m);
+    assert.match(text, /^svc_buf_plain_seconds_bucket\{le="0.5"\} 1$/m);
+    assert.match(text, /^svc_buf_plain_seconds_bucket\{le="2"\} 2$/m);
+    assert.throws(() => buffered.plain_seconds().observe(Number.NaN), /not a valid number/);
   });
 });

@@ -183,8 +183,10 @@ function connectOne(
       reject(summarise([{ address, error: error as NodeJS.ErrnoException }], port));
       return;
     }
+    // `on` and `off` rather than `once`: `once` wraps each listener in another closure.
     const onError = (error: NodeJS.ErrnoException): void => {
       clearTimeout(deadline);
+      socket.off('error', onError);
       socket.off('connect', onConnect);
       socket.destroy();
       reject(summarise([{ address, error }], port));
@@ -192,6 +194,7 @@ function connectOne(
     const onConnect = (): void => {
       clearTimeout(deadline);
       socket.off('error', onError);
+      socket.off('connect', onConnect);
       socket.setNoDelay(true);
       resolve(socket);
     };
@@ -207,8 +210,8 @@ function connectOne(
         ),
       );
     }, timeoutMs);
-    socket.once('error', onError);
-    socket.once('connect', onConnect);
+    socket.on('error', onError);
+    socket.on('connect', onConnect);
   });
 }
 
