@@ -185,6 +185,13 @@ export function established(rt: Runtime, eg: EgressState, socket: Duplex, remote
   }
 }
 
+/** The audit text of each decision: one shared string, not one built and kept per tunnel. */
+const DECISION_TEXT: Readonly<Record<EgressDecision['kind'], string>> = {
+  direct: 'egress:direct',
+  viaProxy: 'egress:viaProxy',
+  block: 'egress:block',
+};
+
 /**
  * The whole pipeline for a tunnel: decision, then a direct connection or a CONNECT through the
  * upstream proxy. `decisions` receives `egress:<kind>` for the audit record.
@@ -196,7 +203,7 @@ export async function connectTunnelEgress(
 ): Promise<EgressConnection> {
   // Without a hook the decision is known now: no await, so no extra microtask turn.
   const decision = rt.hooks.egressConnection === null ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
-  decisions.push(`egress:${decision.kind}`);
+  decisions.push(DECISION_TEXT[decision.kind] ?? `egress:${decision.kind}`);
   switch (decision.kind) {
     case 'block':
       egressMetrics.connect_failed_total({ code: OXY_ERR.EGRESS_BLOCKED }).inc();
