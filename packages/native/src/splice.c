@@ -1,11 +1,12 @@
 /*
  * Kernel splicing of two connected stream sockets: bytes move socket → pipe → socket with
- * splice(2) and never enter user space (nor JS). Driven by uv_poll on the event loop.
+ * splice(2) and never enter user space (nor JS). Driven by the event loop.
  *
  * The caller hands over two socket descriptors it keeps owning (Node's net.Socket handles);
- * the splicer works on its own duplicates (F_DUPFD_CLOEXEC), so libuv's watcher of the
- * original descriptor and ours never share an epoll registration. The caller must have
- * stopped reading the originals (and must not write to them) for as long as the splice runs.
+ * the splicer works on its own duplicates (F_DUPFD_CLOEXEC), so the caller may close its
+ * descriptors once the splice runs (the sockets stay open through the duplicates; closing a
+ * duplicate sends nothing to the peer). The caller must have stopped reading the originals
+ * (and must not write to them) for as long as the splice runs.
  *
  * Each direction has its own pipe, made on the first byte (an idle tunnel costs no pipe) at the
  * kernel's default size and grown to the asked size after the first MiB (short tunnels never pay).
@@ -14,22 +15,30 @@
  * so half-close is carried across. The splice ends when both directions have shut (kind 0) or
  * at the first error (kind 1, with the errno and the side whose descriptor raised it).
  *
+ * Readiness: one epoll set per event loop (the reactor), watched by a single uv_poll, holds
+ * every splicer's descriptors (level-triggered, registered only while interested). A splicer is
+ * then a small struct with no libuv handle of its own: an idle tunnel costs ~150 bytes here.
+ * Events are dispatched in batches; a splicer closed during a batch is freed after it.
+ *
  * The JS side is an owner object the splicer is wrapped into (napi_wrap; no external, no
- * closure, no async resource per splice: an idle tunnel costs this struct and one reference).
- * At the end the addon calls owner.onSpliceEnd(kind, bytes0to1, bytes1to0, errno, side) once;
- * by then the splicer has closed its duplicates and pipes and let go of the owner.
- * spliceBytes(owner) reads the counters; spliceStop(owner) ends it without a callback.
+ * closure, no async resource per splice). At the end the addon calls
+ * owner.onSpliceEnd(kind, bytes0to1, bytes1to0, errno, side) once; by then the splicer has
+ * closed its duplicates and pipes and let go of the owner. spliceBytes(owner) reads the
+ * counters; spliceStop(owner) ends it without a callback.
  *
  * Lifetime: while running, the owner is held strongly (a tunnel nobody else references still
- * runs to its end). At the end (or stop) the wrap is removed and the reference deleted; the
- * struct is freed once both uv handles have closed too.
+ * runs to its end). At the end (or stop) the wrap is removed and the reference deleted, and the
+ * struct is freed (after the current batch, if one is being dispatched).
  */
 #define _GNU_SOURCE
 #include "native.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -38,6 +47,8 @@
 #define ROUND_BYTES (4u << 20)
 /* Bytes a direction moves at the kernel's default pipe size before its pipe is grown. */
 #define GROW_AFTER (1u << 20)
+/* Events taken from the reactor's epoll set per loop iteration. */
+#define BATCH 256
 
 typedef struct {
   int src, dst;    /* side indices */
@@ -48,35 +59,64 @@ typedef struct {
   bool eof, shut, blocked;
 } dir_t;
 
-typedef struct {
-  uv_poll_t poll[2];
+typedef struct splicer splicer_t;
+
+/* One per event loop: an epoll set of every splicer's descriptors, watched by one uv_poll. */
+typedef struct reactor {
+  uv_poll_t poll;
+  uv_loop_t *loop;
+  int epfd;
+  int dispatching;   /* > 0 while a batch is being dispatched */
+  int active;        /* open splicers: the loop stays alive while there are any */
+  splicer_t *dead;   /* closed during a batch, freed after it */
+  struct reactor *next;
+} reactor_t;
+
+struct splicer {
+  reactor_t *r;
   int fd[2];
-  int events[2];
-  dir_t dir[2]; /* dir[i]: side i → side 1-i */
+  uint32_t events[2]; /* epoll interest registered per side; 0: not in the set */
+  dir_t dir[2];       /* dir[i]: side i → side 1-i */
   napi_env env;
-  napi_ref owner; /* napi_wrap's reference, strong while running; NULL once let go */
+  napi_ref owner;     /* napi_wrap's reference, strong while running; NULL once let go */
+  splicer_t *next_dead;
   int pipe_size;
-  int uv_open; /* uv handles not yet closed */
-  bool closing, finalized;
-} splicer_t;
+  bool closing, finalized, queued;
+};
+
+static pthread_mutex_t reactors_lock = PTHREAD_MUTEX_INITIALIZER;
+static reactor_t *reactors = NULL;
+
+/* A splicer opened or closed: running splices keep the loop alive, as their sockets would. */
+static void count_active(reactor_t *r, int delta) {
+  r->active += delta;
+  if (r->epfd < 0) return;
+  if (r->active == 1 && delta > 0) uv_ref((uv_handle_t *)&r->poll);
+  if (r->active == 0) uv_unref((uv_handle_t *)&r->poll);
+}
 
 static void free_if_done(splicer_t *s) {
-  if (s->finalized && s->uv_open == 0) free(s);
+  if (!s->finalized || !s->closing || s->queued) return;
+  if (s->r->dispatching > 0) {
+    s->queued = true;
+    s->next_dead = s->r->dead;
+    s->r->dead = s;
+    return;
+  }
+  free(s);
 }
 
-static void on_uv_close(uv_handle_t *h) {
-  splicer_t *s = h->data;
-  s->uv_open--;
-  free_if_done(s);
-}
-
-/* Stops polling, closes duplicates and pipes. Idempotent. */
+/* Stops watching, closes duplicates and pipes. Idempotent. */
 static void splicer_close(splicer_t *s) {
   if (s->closing) return;
   s->closing = true;
+  count_active(s->r, -1);
   for (int i = 0; i < 2; i++) {
-    uv_poll_stop(&s->poll[i]);
-    uv_close((uv_handle_t *)&s->poll[i], on_uv_close);
+    if (s->events[i] != 0 && s->r->epfd >= 0) {
+      struct epoll_event unused = {0};
+      epoll_ctl(s->r->epfd, EPOLL_CTL_DEL, s->fd[i], &unused);
+    }
+    s->events[i] = 0;
     close(s->fd[i]);
     if (s->dir[i].pr >= 0) close(s->dir[i].pr);
     if (s->dir[i].pw >= 0) close(s->dir[i].pw);
@@ -131,16 +171,18 @@ static void finish(splicer_t *s, int kind, int err, int side) {
   free_if_done(s);
 }
 
-static void on_poll(uv_poll_t *h, int status, int events);
-
-static void update_events(splicer_t *s, int i) {
-  int ev = 0;
-  if (!s->dir[i].eof && !s->dir[i].blocked && s->dir[i].inpipe == 0) ev |= UV_READABLE;
-  if (s->dir[1 - i].blocked) ev |= UV_WRITABLE;
-  if (ev == s->events[i]) return;
+/* Registers side i's interest with the reactor. Returns 0 or an errno. */
+static int update_events(splicer_t *s, int i) {
+  uint32_t ev = 0;
+  if (!s->dir[i].eof && !s->dir[i].blocked && s->dir[i].inpipe == 0) ev |= EPOLLIN;
+  if (s->dir[1 - i].blocked) ev |= EPOLLOUT;
+  if (ev == s->events[i]) return 0;
+  /* Not interested: out of the set, so a hung-up socket cannot wake the loop for nothing. */
+  struct epoll_event e = {.events = ev, .data.ptr = (void *)((uintptr_t)s | (uintptr_t)i)};
+  int op = ev == 0 ? EPOLL_CTL_DEL : s->events[i] == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+  if (epoll_ctl(s->r->epfd, op, s->fd[i], &e) < 0) return errno;
   s->events[i] = ev;
-  if (ev) uv_poll_start(&s->poll[i], ev, on_poll);
-  else uv_poll_stop(&s->poll[i]);
+  return 0;
 }
 
 /* Moves what it can in direction d. Returns 0, or an errno with *side set to the side at fault. */
@@ -204,21 +246,23 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
   }
 }
 
-static void on_poll(uv_poll_t *h, int status, int events) {
-  splicer_t *s = h->data;
-  int i = h == &s->poll[0] ? 0 : 1;
+
+/* One readiness event for side i of s. */
+static void on_event(splicer_t *s, int i, uint32_t ev) {
   int side = i, err = 0;
   if (s->closing) return;
-  if (status < 0) {
-    /* libuv reports EPOLLERR as UV_EBADF: the socket's own error says what happened. */
+  if (ev & EPOLLERR) {
+    /* The socket's own error says what happened. */
     int e = 0;
     socklen_t len = sizeof e;
-    if (getsockopt(s->fd[i], SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e == 0) e = -status;
+    if (getsockopt(s->fd[i], SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e == 0) e = EIO;
     finish(s, 1, e, i);
     return;
   }
-  if (events & UV_WRITABLE) err = pump(s, &s->dir[1 - i], &side);
-  if (!err && (events & UV_READABLE)) err = pump(s, &s->dir[i], &side);
+  /* A hang-up is whatever we waited for: the splice calls then see EOF or the error. */
+  if (ev & EPOLLHUP) ev |= s->events[i];
+  if (ev & EPOLLOUT) err = pump(s, &s->dir[1 - i], &side);
+  if (!err && (ev & EPOLLIN)) err = pump(s, &s->dir[i], &side);
   if (err) {
     finish(s, 1, err, side);
     return;
@@ -227,8 +271,93 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     finish(s, 0, 0, -1);
     return;
   }
-  update_events(s, 0);
-  update_events(s, 1);
+  if ((err = update_events(s, 0)) != 0 || (err = update_events(s, 1)) != 0) finish(s, 1, err, -1);
+}
+
+static void on_reactor(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  reactor_t *r = h->data;
+  struct epoll_event ev[BATCH];
+  /* One batch per loop iteration; the set stays readable (level-triggered) if more is ready. */
+  int n = epoll_wait(r->epfd, ev, BATCH, 0);
+  r->dispatching++;
+  for (int k = 0; k < n; k++) {
+    uintptr_t p = (uintptr_t)ev[k].data.ptr;
+    on_event((splicer_t *)(p & ~(uintptr_t)1), (int)(p & 1), ev[k].events);
+  }
+  r->dispatching--;
+  if (r->dispatching == 0) {
+    while (r->dead) {
+      splicer_t *s = r->dead;
+      r->dead = s->next_dead;
+      free(s);
+    }
+  }
+}
+
+static void on_reactor_closed(uv_handle_t *h) {
+  reactor_t *r = h->data;
+  if (r->epfd >= 0) close(r->epfd);
+  r->epfd = -1; /* the struct itself is kept: splicers finalised later may still look at it */
+}
+
+/* The env is going away: unlink its loop's reactor and stop watching. */
+static void reactor_cleanup(void *arg) {
+  reactor_t *r = arg;
+  pthread_mutex_lock(&reactors_lock);
+  for (reactor_t **p = &reactors; *p; p = &(*p)->next) {
+    if (*p == r) {
+      *p = r->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&reactors_lock);
+  uv_poll_stop(&r->poll);
+  uv_close((uv_handle_t *)&r->poll, on_reactor_closed);
+  r->active = 0;
+}
+
+/* The reactor of `loop`, made on first use. Returns NULL with an exception pending. */
+static reactor_t *reactor_for(napi_env env, uv_loop_t *loop) {
+  reactor_t *r;
+  pthread_mutex_lock(&reactors_lock);
+  for (r = reactors; r && r->loop != loop; r = r->next) {
+  }
+  pthread_mutex_unlock(&reactors_lock);
+  if (r) return r;
+  r = calloc(1, sizeof *r);
+  if (!r) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  r->loop = loop;
+  r->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (r->epfd < 0) {
+    int e = errno;
+    free(r);
+    throw_errno(env, e, "epoll_create1", "making the splice reactor's epoll set");
+    return NULL;
+  }
+  int rc = uv_poll_init(loop, &r->poll, r->epfd);
+  if (rc == 0) {
+    r->poll.data = r;
+    rc = uv_poll_start(&r->poll, UV_READABLE, on_reactor);
+  }
+  if (rc < 0) {
+    close(r->epfd);
+    free(r); /* uv_poll_init only fails before the handle is registered */
+    throw_errno(env, -rc, "uv_poll_init", "watching the splice reactor");
+    return NULL;
+  }
+  /* Only running splices keep the loop alive (count_active). */
+  uv_unref((uv_handle_t *)&r->poll);
+  napi_add_env_cleanup_hook(env, reactor_cleanup, r);
+  pthread_mutex_lock(&reactors_lock);
+  r->next = reactors;
+  reactors = r;
+  pthread_mutex_unlock(&reactors_lock);
+  return r;
 }
 
 /* spliceStart(fd0, fd1, pipeSize, owner): wraps the splicer into owner. The descriptors stay the caller's. */
@@ -249,11 +378,14 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
+  reactor_t *r = reactor_for(env, loop);
+  if (!r) return NULL;
   splicer_t *s = calloc(1, sizeof *s);
   if (!s) {
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
+  s->r = r;
   s->env = env;
   s->pipe_size = pipe_size;
   s->fd[0] = fcntl(fd0, F_DUPFD_CLOEXEC, 3);
@@ -270,34 +402,20 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
     s->dir[i].dst = 1 - i;
     s->dir[i].pr = s->dir[i].pw = -1;
   }
-  for (int i = 0; i < 2; i++) {
-    int rc = uv_poll_init(loop, &s->poll[i], s->fd[i]);
-    if (rc < 0) {
-      if (i == 1) {
-        s->uv_open = 1;
-        s->finalized = true;
-        s->poll[0].data = s;
-        close(s->fd[1]);
-        s->fd[1] = -1;
-        uv_close((uv_handle_t *)&s->poll[0], on_uv_close);
-        close(s->fd[0]);
-      } else {
-        close(s->fd[0]);
-        close(s->fd[1]);
-        free(s);
-      }
-      throw_errno(env, -rc, "uv_poll_init", "watching a socket to splice it");
-      return NULL;
-    }
-    s->poll[i].data = s;
-    s->uv_open++;
+  count_active(r, 1);
+  int err = update_events(s, 0);
+  if (err == 0) err = update_events(s, 1);
+  if (err != 0) {
+    splicer_close(s);
+    free(s);
+    throw_errno(env, err, "epoll_ctl", "watching a socket to splice it");
+    return NULL;
   }
   uint32_t refs;
   if (napi_wrap(env, argv[3], s, finalize, NULL, &s->owner) != napi_ok) {
     /* Already wrapped (a second start on the same owner) or out of memory. */
     splicer_close(s);
-    s->owner = NULL;
-    s->finalized = true;
+    free(s);
     bool pending = false;
     napi_is_exception_pending(env, &pending);
     if (!pending) throw_type(env, "this owner already has a splice");
@@ -309,8 +427,6 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
     free_if_done(s);
     return NULL;
   }
-  update_events(s, 0);
-  update_events(s, 1);
   return make_undefined(env);
 }
 

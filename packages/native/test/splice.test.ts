@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import fs from 'node:fs';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import {
@@ -218,4 +219,41 @@ test('startSplice: the owner object gets onSpliceEnd, once, and can splice again
 
 test('startSplice refuses an owner that is not an object', () => {
   assert.throws(() => startSplice(42 as never, 5, 6), TypeError);
+});
+
+test('many splices at once: ends, resets and stops interleaved, no descriptor left behind', async () => {
+  const fds = (): number => fs.readdirSync('/proc/self/fd').length;
+  const joins = await Promise.all(Array.from({ length: 60 }, () => joined()));
+  for (const j of joins) for (const s of j.inners) s.destroy(); // only the splicers' duplicates remain
+  await new Promise((r) => setTimeout(r, 20));
+  const base = fds();
+  const outcomes = joins.map(async (j, i) => {
+    j.a.on('error', () => {});
+    j.b.on('error', () => {});
+    j.b.resume();
+    j.a.resume();
+    j.a.write(randomBytes(1000 + i * 100));
+    if (i % 3 === 0) {
+      j.a.end();
+      j.b.end();
+      const r = await j.end;
+      assert.equal(r.error, undefined);
+      assert.equal(r.bytes0to1, 1000 + i * 100);
+    } else if (i % 3 === 1) {
+      await new Promise((r) => setTimeout(r, i % 7));
+      (i % 2 === 0 ? j.a : j.b).resetAndDestroy();
+      const r = await j.end;
+      assert.ok(r.error !== undefined || r.bytes0to1 >= 0);
+    } else {
+      await new Promise((r) => setTimeout(r, i % 5));
+      j.splice.stop();
+      assert.equal(j.splice.running, false);
+    }
+    j.a.destroy();
+    j.b.destroy();
+  });
+  await Promise.all(outcomes);
+  await new Promise((r) => setTimeout(r, 50));
+  // Each splice held two duplicates (and maybe pipes); all are closed now.
+  assert.ok(fds() <= base - 2 * 60, `descriptors: ${base} before, ${fds()} after`);
 });
