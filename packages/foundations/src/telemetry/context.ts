@@ -45,24 +45,27 @@ interface TraceState {
  * get a crash report, so drawing two random ids for each is wasted.
  */
 class BareTrace implements TraceState {
-  readonly span = null;
   readonly sampled: boolean;
-  #traceId: string | undefined;
-  #sc: SpanContext | undefined = undefined;
+  /** The ids once drawn; before that, the trace id to keep (a child of a remote span), if any. */
+  #ids: SpanContext | string | undefined;
 
   constructor(sampled: boolean, traceId: string | undefined) {
     this.sampled = sampled;
-    this.#traceId = traceId;
+    this.#ids = traceId;
+  }
+
+  get span(): null {
+    return null;
   }
 
   get sc(): SpanContext {
-    if (this.#sc === undefined) {
-      this.#sc = this.sampled
-        ? bareSampledSpanContext(this.#traceId === undefined ? null : { traceId: this.#traceId })
-        : unsampledSpanContext(this.#traceId);
-      this.#traceId = undefined;
-    }
-    return this.#sc;
+    const ids = this.#ids;
+    if (typeof ids === 'object') return ids;
+    const sc = this.sampled
+      ? bareSampledSpanContext(ids === undefined ? null : { traceId: ids })
+      : unsampledSpanContext(ids);
+    this.#ids = sc;
+    return sc;
   }
 }
 

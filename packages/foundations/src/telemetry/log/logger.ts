@@ -186,18 +186,9 @@ const NO_LAYERS: readonly Layer[] = [];
 /** Layers kept before `add` merges them into one object. */
 const MAX_LAYERS = 8;
 
-/**
- * `layers` plus `layer`, in an array of exactly that length: a spread (`[...a, x]`) reserves
- * room to grow (≈ 170 bytes for one element), kept for as long as the scope lives.
- */
-function withLayer(layers: readonly Layer[], layer: Layer): readonly Layer[] {
-  if (layers.length === 0) return [layer];
-  if (layers.length === 1) return [layers[0] as Layer, layer];
-  return layers.concat([layer]);
-}
-
-function isSource(layer: Layer): layer is LogFieldSource {
-  return typeof (layer as Partial<LogFieldSource>).logFields === 'function';
+function mergeLayer(into: Record<string, unknown>, layer: Layer): void {
+  const source = layer as Partial<LogFieldSource>;
+  Object.assign(into, typeof source.logFields === 'function' ? source.logFields() : layer);
 }
 
 /**
@@ -209,15 +200,21 @@ function isSource(layer: Layer): layer is LogFieldSource {
  * layers, so forking and adding cost no copy of the fields until something is written.
  */
 export class LogScope {
-  #layers: readonly Layer[];
+  /** The first layers (shared with forks, never changed: a change makes a new array). */
+  #layers: readonly Layer[] = NO_LAYERS;
+  /** The last one or two layers, kept out of an array: a fork adds one, and most scopes stop there. */
+  #a: Layer | null = null;
+  #b: Layer | null = null;
   /** The merged fields, or null until first needed (and after `add`). */
-  #fields: Record<string, unknown> | null;
-  #child: pino.Logger | undefined = undefined;
-  #generation = -1;
+  #fields: Record<string, unknown> | null = null;
+  /** The pino child logger with these fields, built by the first record written. */
+  #out: { logger: pino.Logger; generation: number } | null = null;
 
   constructor(fields?: Record<string, unknown>) {
-    this.#layers = fields === undefined ? NO_LAYERS : [fields];
-    this.#fields = fields ?? null;
+    if (fields !== undefined) {
+      this.#a = fields;
+      this.#fields = fields;
+    }
   }
 
   /** The scope's fields (read-only view; use `add` to change them). */
@@ -225,7 +222,9 @@ export class LogScope {
     let merged = this.#fields;
     if (merged === null) {
       merged = {};
-      for (const layer of this.#layers) Object.assign(merged, isSource(layer) ? layer.logFields() : layer);
+      for (const layer of this.#layers) mergeLayer(merged, layer);
+      if (this.#a !== null) mergeLayer(merged, this.#a);
+      if (this.#b !== null) mergeLayer(merged, this.#b);
       this.#fields = merged;
     }
     return merged;
@@ -234,35 +233,52 @@ export class LogScope {
   /** A new scope starting with a copy of these fields, plus those of `source` if given. */
   fork(source?: LogFieldSource): LogScope {
     const child = new LogScope();
-    child.#layers = source === undefined ? this.#layers : withLayer(this.#layers, source);
+    child.#layers = this.#layers;
+    child.#a = this.#a;
+    child.#b = this.#b;
+    if (source !== undefined) child.#push(source);
     return child;
   }
 
   /** Adds or overwrites fields in this scope. */
   add(fields: Record<string, unknown>): void {
-    this.#layers =
-      this.#layers.length >= MAX_LAYERS
-        ? [{ ...this.fields, ...fields }]
-        : withLayer(this.#layers, { ...fields });
+    if (this.#layers.length + 2 >= MAX_LAYERS) {
+      const merged = { ...this.fields, ...fields };
+      this.#layers = NO_LAYERS;
+      this.#a = merged;
+      this.#b = null;
+    } else this.#push({ ...fields });
     this.#fields = null;
-    this.#child = undefined;
+    this.#out = null;
   }
 
   /** Adds the fields of `source`, asked for them when a record or a reader first needs them. */
   addSource(source: LogFieldSource): void {
-    this.#layers = withLayer(this.#layers, source);
+    this.#push(source);
     this.#fields = null;
-    this.#child = undefined;
+    this.#out = null;
+  }
+
+  #push(layer: Layer): void {
+    if (this.#a === null) this.#a = layer;
+    else if (this.#b === null) this.#b = layer;
+    else {
+      // A new array of exactly this length: a spread reserves room to grow, kept as long as the scope.
+      this.#layers = this.#layers.concat([this.#a, this.#b]);
+      this.#a = layer;
+      this.#b = null;
+    }
   }
 
   #logger(): pino.Logger {
-    if (this.#child === undefined || this.#generation !== sink.generation) {
+    let out = this.#out;
+    if (out === null || out.generation !== sink.generation) {
       const bindings: Record<string, unknown> = {};
       redactInto(bindings, this.fields);
-      this.#child = sink.root.child(bindings);
-      this.#generation = sink.generation;
+      out = { logger: sink.root.child(bindings), generation: sink.generation };
+      this.#out = out;
     }
-    return this.#child;
+    return out.logger;
   }
 
   /**
