@@ -14,7 +14,9 @@
  * no upstream decision), with the ratio of `withSamplingRatio` if a branch set one, else
  * `telemetry.tracing.sampling_ratio`. Spans inside an unsampled trace cost no OTel object, nor
  * do sampled ones while no span processor (exporter or test capture) is attached: such a trace
- * keeps its ids and sampled flag (for logs and `traceparent`) but records nothing.
+ * keeps its ids and sampled flag (for logs and `traceparent`) but records nothing; its ids are
+ * drawn when first read, and log fields given as a `LogFieldSource` are computed when first
+ * written, so a connection that logs nothing and sends no `traceparent` pays for neither.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { type Link, type Span, type SpanContext, SpanStatusCode, TraceFlags } from '@opentelemetry/api';
