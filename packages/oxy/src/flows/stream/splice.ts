@@ -22,7 +22,7 @@
  * promise the caller awaits: idle timeouts are checked by one interval per timeout value, and
  * maximum lifetimes by one timer per lifetime value over a queue in deadline order.
  *
- * Falls back (returns null from nothing: {@link canSplice} says false) when the addon is not
+ * Not used ({@link canSplice} says false, the caller runs the JS pump) when the addon is not
  * built, or a side is not a plain TCP socket (TLS, an HTTP/2 stream, a socket from a hook).
  */
 import net from 'node:net';
