@@ -41,4 +41,17 @@ void register_splice(napi_env env, napi_value exports);
 
 void set_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 
+/* reactor.c: one epoll set per event loop for descriptors the addon drives itself. */
+typedef struct reactor reactor_t;
+/* Called for each ready descriptor with the tag given to reactor_watch and the epoll events. */
+typedef void (*reactor_cb)(void *tag, uint32_t events);
+/* The reactor of env's loop, made on first use (with `cb`, its only callback). NULL: exception pending. */
+reactor_t *reactor_for(napi_env env, reactor_cb cb);
+/* Sets fd's interest to `events` (0: out of the set); *registered tracks it. Returns 0 or an errno. */
+int reactor_watch(reactor_t *r, int fd, uint32_t *registered, uint32_t events, void *tag);
+/* Counts running users (+1/-1): the loop stays alive while there are any. */
+void reactor_hold(reactor_t *r, int delta);
+/* free(p), after the batch being dispatched if there is one. */
+void reactor_free_later(reactor_t *r, void *p);
+
 #endif

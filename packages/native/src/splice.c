@@ -15,10 +15,8 @@
  * so half-close is carried across. The splice ends when both directions have shut (kind 0) or
  * at the first error (kind 1, with the errno and the side whose descriptor raised it).
  *
- * Readiness: one epoll set per event loop (the reactor), watched by a single uv_poll, holds
- * every splicer's descriptors (level-triggered, registered only while interested). A splicer is
- * then a small struct with no libuv handle of its own: an idle tunnel costs ~150 bytes here.
- * Events are dispatched in batches; a splicer closed during a batch is freed after it.
+ * Readiness comes from the reactor (reactor.c: one epoll set per event loop): a splicer is a
+ * small struct with no libuv handle of its own; an idle tunnel costs ~150 bytes here.
  *
  * The JS side is an owner object the splicer is wrapped into (napi_wrap; no external, no
  * closure, no async resource per splice). At the end the addon calls
@@ -35,20 +33,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <uv.h>
 
 /* Bytes moved per direction per wakeup before yielding to the loop (fairness between tunnels). */
 #define ROUND_BYTES (4u << 20)
 /* Bytes a direction moves at the kernel's default pipe size before its pipe is grown. */
 #define GROW_AFTER (1u << 20)
-/* Events taken from the reactor's epoll set per loop iteration. */
-#define BATCH 256
 
 typedef struct {
   int src, dst;    /* side indices */
@@ -61,17 +55,6 @@ typedef struct {
 
 typedef struct splicer splicer_t;
 
-/* One per event loop: an epoll set of every splicer's descriptors, watched by one uv_poll. */
-typedef struct reactor {
-  uv_poll_t poll;
-  uv_loop_t *loop;
-  int epfd;
-  int dispatching;   /* > 0 while a batch is being dispatched */
-  int active;        /* open splicers: the loop stays alive while there are any */
-  splicer_t *dead;   /* closed during a batch, freed after it */
-  struct reactor *next;
-} reactor_t;
-
 struct splicer {
   reactor_t *r;
   int fd[2];
@@ -79,43 +62,21 @@ struct splicer {
   dir_t dir[2];       /* dir[i]: side i → side 1-i */
   napi_env env;
   napi_ref owner;     /* napi_wrap's reference, strong while running; NULL once let go */
-  splicer_t *next_dead;
   int pipe_size;
-  bool closing, finalized, queued;
+  bool closing, finalized;
 };
 
-static pthread_mutex_t reactors_lock = PTHREAD_MUTEX_INITIALIZER;
-static reactor_t *reactors = NULL;
-
-/* A splicer opened or closed: running splices keep the loop alive, as their sockets would. */
-static void count_active(reactor_t *r, int delta) {
-  r->active += delta;
-  if (r->epfd < 0) return;
-  if (r->active == 1 && delta > 0) uv_ref((uv_handle_t *)&r->poll);
-  if (r->active == 0) uv_unref((uv_handle_t *)&r->poll);
-}
-
 static void free_if_done(splicer_t *s) {
-  if (!s->finalized || !s->closing || s->queued) return;
-  if (s->r->dispatching > 0) {
-    s->queued = true;
-    s->next_dead = s->r->dead;
-    s->r->dead = s;
-    return;
-  }
-  free(s);
+  if (s->finalized && s->closing) reactor_free_later(s->r, s);
 }
 
 /* Stops watching, closes duplicates and pipes. Idempotent. */
 static void splicer_close(splicer_t *s) {
   if (s->closing) return;
   s->closing = true;
-  count_active(s->r, -1);
+  reactor_hold(s->r, -1);
   for (int i = 0; i < 2; i++) {
-    if (s->events[i] != 0 && s->r->epfd >= 0) {
-      struct epoll_event unused = {0};
-      epoll_ctl(s->r->epfd, EPOLL_CTL_DEL, s->fd[i], &unused);
-    }
+    reactor_watch(s->r, s->fd[i], &s->events[i], 0, NULL);
     s->events[i] = 0;
     close(s->fd[i]);
     if (s->dir[i].pr >= 0) close(s->dir[i].pr);
@@ -176,13 +137,8 @@ static int update_events(splicer_t *s, int i) {
   uint32_t ev = 0;
   if (!s->dir[i].eof && !s->dir[i].blocked && s->dir[i].inpipe == 0) ev |= EPOLLIN;
   if (s->dir[1 - i].blocked) ev |= EPOLLOUT;
-  if (ev == s->events[i]) return 0;
-  /* Not interested: out of the set, so a hung-up socket cannot wake the loop for nothing. */
-  struct epoll_event e = {.events = ev, .data.ptr = (void *)((uintptr_t)s | (uintptr_t)i)};
-  int op = ev == 0 ? EPOLL_CTL_DEL : s->events[i] == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-  if (epoll_ctl(s->r->epfd, op, s->fd[i], &e) < 0) return errno;
-  s->events[i] = ev;
-  return 0;
+  /* The tag is the splicer with the side in its low bit (calloc'ed: aligned). */
+  return reactor_watch(s->r, s->fd[i], &s->events[i], ev, (void *)((uintptr_t)s | (uintptr_t)i));
 }
 
 /* Moves what it can in direction d. Returns 0, or an errno with *side set to the side at fault. */
@@ -274,90 +230,10 @@ static void on_event(splicer_t *s, int i, uint32_t ev) {
   if ((err = update_events(s, 0)) != 0 || (err = update_events(s, 1)) != 0) finish(s, 1, err, -1);
 }
 
-static void on_reactor(uv_poll_t *h, int status, int events) {
-  (void)status;
-  (void)events;
-  reactor_t *r = h->data;
-  struct epoll_event ev[BATCH];
-  /* One batch per loop iteration; the set stays readable (level-triggered) if more is ready. */
-  int n = epoll_wait(r->epfd, ev, BATCH, 0);
-  r->dispatching++;
-  for (int k = 0; k < n; k++) {
-    uintptr_t p = (uintptr_t)ev[k].data.ptr;
-    on_event((splicer_t *)(p & ~(uintptr_t)1), (int)(p & 1), ev[k].events);
-  }
-  r->dispatching--;
-  if (r->dispatching == 0) {
-    while (r->dead) {
-      splicer_t *s = r->dead;
-      r->dead = s->next_dead;
-      free(s);
-    }
-  }
-}
-
-static void on_reactor_closed(uv_handle_t *h) {
-  reactor_t *r = h->data;
-  if (r->epfd >= 0) close(r->epfd);
-  r->epfd = -1; /* the struct itself is kept: splicers finalised later may still look at it */
-}
-
-/* The env is going away: unlink its loop's reactor and stop watching. */
-static void reactor_cleanup(void *arg) {
-  reactor_t *r = arg;
-  pthread_mutex_lock(&reactors_lock);
-  for (reactor_t **p = &reactors; *p; p = &(*p)->next) {
-    if (*p == r) {
-      *p = r->next;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&reactors_lock);
-  uv_poll_stop(&r->poll);
-  uv_close((uv_handle_t *)&r->poll, on_reactor_closed);
-  r->active = 0;
-}
-
-/* The reactor of `loop`, made on first use. Returns NULL with an exception pending. */
-static reactor_t *reactor_for(napi_env env, uv_loop_t *loop) {
-  reactor_t *r;
-  pthread_mutex_lock(&reactors_lock);
-  for (r = reactors; r && r->loop != loop; r = r->next) {
-  }
-  pthread_mutex_unlock(&reactors_lock);
-  if (r) return r;
-  r = calloc(1, sizeof *r);
-  if (!r) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
-  r->loop = loop;
-  r->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (r->epfd < 0) {
-    int e = errno;
-    free(r);
-    throw_errno(env, e, "epoll_create1", "making the splice reactor's epoll set");
-    return NULL;
-  }
-  int rc = uv_poll_init(loop, &r->poll, r->epfd);
-  if (rc == 0) {
-    r->poll.data = r;
-    rc = uv_poll_start(&r->poll, UV_READABLE, on_reactor);
-  }
-  if (rc < 0) {
-    close(r->epfd);
-    free(r); /* uv_poll_init only fails before the handle is registered */
-    throw_errno(env, -rc, "uv_poll_init", "watching the splice reactor");
-    return NULL;
-  }
-  /* Only running splices keep the loop alive (count_active). */
-  uv_unref((uv_handle_t *)&r->poll);
-  napi_add_env_cleanup_hook(env, reactor_cleanup, r);
-  pthread_mutex_lock(&reactors_lock);
-  r->next = reactors;
-  reactors = r;
-  pthread_mutex_unlock(&reactors_lock);
-  return r;
+/* The reactor's callback: one ready side of one splicer. */
+static void on_ready(void *tag, uint32_t ev) {
+  uintptr_t p = (uintptr_t)tag;
+  on_event((splicer_t *)(p & ~(uintptr_t)1), (int)(p & 1), ev);
 }
 
 /* spliceStart(fd0, fd1, pipeSize, owner): wraps the splicer into owner. The descriptors stay the caller's. */
@@ -365,7 +241,6 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   napi_valuetype t;
   int32_t fd0, fd1, pipe_size;
-  uv_loop_t *loop;
   if (!get_args(env, info, 4, argv, NULL) || !arg_int32(env, argv[0], &fd0) || !arg_int32(env, argv[1], &fd1) ||
       !arg_int32(env, argv[2], &pipe_size))
     return NULL;
@@ -377,8 +252,7 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
     throw_type(env, "the splice owner must be an object");
     return NULL;
   }
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
-  reactor_t *r = reactor_for(env, loop);
+  reactor_t *r = reactor_for(env, on_ready);
   if (!r) return NULL;
   splicer_t *s = calloc(1, sizeof *s);
   if (!s) {
@@ -402,7 +276,7 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
     s->dir[i].dst = 1 - i;
     s->dir[i].pr = s->dir[i].pw = -1;
   }
-  count_active(r, 1);
+  reactor_hold(r, 1);
   int err = update_events(s, 0);
   if (err == 0) err = update_events(s, 1);
   if (err != 0) {
