@@ -27,7 +27,15 @@ export * as seccomp from './src/seccomp.ts';
 export type { SeqpacketOptions, SeqpacketServer, SeqpacketSocket } from './src/seqpacket.ts';
 export * as seqpacket from './src/seqpacket.ts';
 export type { SpliceEnd, SpliceOptions, SpliceOwner } from './src/splice.ts';
-export { FdSplice, spliceBytes, spliceEnd, spliceTotal, startSplice, stopSplice } from './src/splice.ts';
+export {
+  FdSplice,
+  spliceBytes,
+  spliceEnd,
+  spliceTotal,
+  startSplice,
+  stopSplice,
+  trimMemory,
+} from './src/splice.ts';
 export type { TunDevice, TunOptions } from './src/tun.ts';
 export * as tun from './src/tun.ts';
 

@@ -41,6 +41,7 @@ export interface Addon {
   spliceBytes(owner: SpliceOwner): [number, number];
   spliceTotal(owner: SpliceOwner): number;
   spliceStop(owner: SpliceOwner): void;
+  trimMemory(): boolean;
 }
 
 /** An opaque uv_poll handle owned by the addon. */

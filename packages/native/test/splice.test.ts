@@ -17,6 +17,7 @@ import {
   spliceTotal,
   startSplice,
   stopSplice,
+  trimMemory,
 } from 'native';
 
 let server: net.Server;
@@ -256,4 +257,11 @@ test('many splices at once: ends, resets and stops interleaved, no descriptor le
   await new Promise((r) => setTimeout(r, 50));
   // Each splice held two duplicates (and maybe pipes); all are closed now.
   assert.ok(fds() <= base - 2 * 60, `descriptors: ${base} before, ${fds()} after`);
+});
+
+test('trimMemory gives freed malloc memory back and says whether any was released', () => {
+  const held: Buffer[] = [];
+  for (let i = 0; i < 2000; i++) held.push(Buffer.allocUnsafeSlow(8000));
+  held.length = 0;
+  assert.equal(typeof trimMemory(), 'boolean');
 });

@@ -20,7 +20,10 @@
  * are destroyed (so 'close' fires) only when the tunnel really ends. A `destroy()` from outside
  * stops the splice first (through the socket's own `_destroy`, so before any 'close' listener). There is no timer, promise or closure per tunnel beyond the one
  * promise the caller awaits: idle timeouts are checked by one interval per timeout value, and
- * maximum lifetimes by one timer per lifetime value over a queue in deadline order.
+ * maximum lifetimes by one timer per lifetime value over a queue in deadline order. A burst of
+ * tunnels leaves much freed malloc memory resident (read buffers and handles of the sockets
+ * whose handles were closed, between the allocations that stay): once tunnels have stopped
+ * starting and ending for a second, it is given back to the kernel (`malloc_trim`).
  *
  * Not used ({@link canSplice} says false, the caller runs the JS pump) when the addon is not
  * built, or a side is not a plain TCP socket (TLS, an HTTP/2 stream, a socket from a hook).
@@ -142,6 +145,21 @@ export function spliceTunnel(client: Duplex, upstream: Duplex, options: PumpOpti
   return done;
 }
 
+/** Quiet time after the last tunnel start or end before freed memory is given back. */
+const TRIM_AFTER_MS = 1000;
+let trimTimer: NodeJS.Timeout | null = null;
+
+/** A tunnel started or ended: trim once things are quiet (a busy proxy never pays for it). */
+function noteActivity(): void {
+  if (trimTimer !== null) trimTimer.refresh();
+  else trimTimer = setTimeout(trimNow, TRIM_AFTER_MS).unref();
+}
+
+function trimNow(): void {
+  trimTimer = null;
+  (native as Native).trimMemory();
+}
+
 const RUNNING = 1;
 const SETTLED = 2;
 
@@ -198,6 +216,7 @@ class SpliceRun {
     u[kRun] = this;
     c._destroy = destroySpliced;
     u._destroy = destroySpliced;
+    noteActivity();
     if (options.idleTimeoutMs > 0) this.#idle = IdleSweep.join(this, options.idleTimeoutMs);
     if (options.maxLifetimeMs > 0) this.#life = LifeQueue.join(this, options.maxLifetimeMs);
   }
@@ -257,6 +276,7 @@ class SpliceRun {
     }
     c.destroy();
     u.destroy();
+    if (this.#released) noteActivity();
     this.#resolve({ bytesUp: this.#up + up, bytesDown: this.#down + down, reason, error });
   }
 }
