@@ -8,15 +8,28 @@
  * duplicate sends nothing to the peer). The caller must have stopped reading the originals
  * (and must not write to them) for as long as the splice runs.
  *
- * Each direction has its own pipe, made on the first byte (an idle tunnel costs no pipe) at the
+ * Each direction has its own pipe, taken on the first byte (an idle tunnel costs no pipe) at the
  * kernel's default size and grown to the asked size after the first MiB (short tunnels never pay).
+ * Pipes come from a small pool per thread: a pipe that ended empty and was never grown goes back
+ * to it, so a short tunnel makes and closes no pipe (pipe2 and two closes per direction saved);
+ * a process that ends just lets the pooled pipes go.
  * Per direction: read src → pipe; drain pipe → dst; when dst is full, stop reading src and
  * wait for dst to be writable; on EOF from src (once the pipe is empty) shutdown(dst, SHUT_WR),
  * so half-close is carried across. The splice ends when both directions have shut (kind 0) or
  * at the first error (kind 1, with the errno and the side whose descriptor raised it).
  *
  * Readiness comes from the reactor (reactor.c: one epoll set per event loop): a splicer is a
- * small struct with no libuv handle of its own; an idle tunnel costs ~150 bytes here.
+ * small struct with no libuv handle of its own; an idle tunnel costs ~150 bytes here. Each
+ * descriptor is registered once, edge-triggered for input, output and peer hang-up (WATCH), and
+ * not modified while the tunnel runs; it is removed explicitly before it is closed (a duplicate
+ * of the socket may outlive ours, and with it a registration pointing at a freed splicer).
+ * Edge-triggered: the splicer remembers what each side is ready for (set by events, cleared
+ * only by EAGAIN) and a direction runs until EAGAIN. One that used up its round (ROUND_BYTES)
+ * is re-armed (its registration renewed, which reports what is ready again), so it continues
+ * on the next loop turn after the other tunnels had theirs.
+ *
+ * The descriptors must be non-blocking; the duplicates share O_NONBLOCK with the caller's
+ * (Node's sockets have it): it is checked once per descriptor and set only if missing.
  *
  * The JS side is an owner object the splicer is wrapped into (napi_wrap; no external, no
  * closure, no async resource per splice). At the end the addon calls
@@ -37,6 +50,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -44,6 +58,12 @@
 #define ROUND_BYTES (4u << 20)
 /* Bytes a direction moves at the kernel's default pipe size before its pipe is grown. */
 #define GROW_AFTER (1u << 20)
+/* The kernel's default pipe capacity; only pipes still at it go back to the pool. */
+#define PIPE_DEFAULT 65536u
+/* Most empty pipes a thread keeps (fewer when the descriptor limit is low: 1/16 of it). */
+#define POOL_MAX 256
+/* How each descriptor is registered, once. */
+#define WATCH (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
 typedef struct {
   int src, dst;    /* side indices */
@@ -51,7 +71,7 @@ typedef struct {
   size_t inpipe;   /* bytes read into the pipe, not yet written out */
   size_t cap;      /* the pipe's capacity */
   uint64_t bytes;  /* bytes read from src */
-  bool eof, shut, blocked;
+  bool eof, shut;
 } dir_t;
 
 typedef struct splicer splicer_t;
@@ -59,7 +79,9 @@ typedef struct splicer splicer_t;
 struct splicer {
   reactor_t *r;
   int fd[2];
-  uint32_t events[2]; /* epoll interest registered per side; 0: not in the set */
+  uint32_t events[2]; /* epoll interest registered per side (WATCH); 0: not in the set */
+  bool can_read[2];   /* side i may have bytes (or EOF) to read: set by events, cleared by EAGAIN */
+  bool can_write[2];  /* side i may take bytes: likewise */
   dir_t dir[2];       /* dir[i]: side i → side 1-i */
   napi_env env;
   napi_ref owner;     /* napi_wrap's reference, strong while running; NULL once let go */
@@ -67,22 +89,82 @@ struct splicer {
   bool closing, finalized;
 };
 
+/* Empty pipes at the kernel's default size, for the next directions of this thread's splices. */
+typedef struct {
+  int n, max;
+  int ends[POOL_MAX][2]; /* [read end, write end] */
+} pipe_pool_t;
+
+static __thread pipe_pool_t *pool; /* one per JS thread (each has its own env and loop) */
+
+/* The env is going away (a worker thread ends): close the pooled pipes, pool no more. */
+static void pool_cleanup(void *arg) {
+  pipe_pool_t *p = arg;
+  while (p->n > 0) {
+    p->n--;
+    close(p->ends[p->n][0]);
+    close(p->ends[p->n][1]);
+  }
+  p->max = 0; /* pipes given back later (finalisers at teardown) are closed */
+}
+
+/* Makes this thread's pool on first use; without one (no memory) pipes are simply not pooled. */
+static void pool_init(napi_env env) {
+  struct rlimit lim;
+  if (pool) return;
+  pool = calloc(1, sizeof *pool);
+  if (!pool) return;
+  pool->max = POOL_MAX;
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur / 16 < POOL_MAX)
+    pool->max = (int)(lim.rlim_cur / 16);
+  napi_add_env_cleanup_hook(env, pool_cleanup, pool);
+}
+
+/* A pipe for direction d: a pooled one, or a new one at the kernel's default size. */
+static int pipe_take(dir_t *d) {
+  if (pool && pool->n > 0) {
+    pool->n--;
+    d->pr = pool->ends[pool->n][0];
+    d->pw = pool->ends[pool->n][1];
+  } else {
+    int p[2];
+    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) return errno;
+    d->pr = p[0];
+    d->pw = p[1];
+  }
+  d->cap = PIPE_DEFAULT;
+  return 0;
+}
+
+/* Direction d's pipe back to the pool if it ended empty and was never grown; else closed. */
+static void pipe_give(dir_t *d) {
+  if (d->pr < 0) return;
+  if (d->inpipe == 0 && d->cap == PIPE_DEFAULT && pool && pool->n < pool->max) {
+    pool->ends[pool->n][0] = d->pr;
+    pool->ends[pool->n][1] = d->pw;
+    pool->n++;
+  } else {
+    close(d->pr);
+    close(d->pw);
+  }
+  d->pr = d->pw = -1;
+}
+
 static void free_if_done(splicer_t *s) {
   if (s->finalized && s->closing) reactor_free_later(s->r, s);
 }
 
-/* Stops watching, closes duplicates and pipes. Idempotent. */
+/* Stops watching, closes duplicates, pools or closes pipes. Idempotent. */
 static void splicer_close(splicer_t *s) {
   if (s->closing) return;
   s->closing = true;
   reactor_hold(s->r, -1);
   for (int i = 0; i < 2; i++) {
+    /* Out of the set before the close: another duplicate may keep the socket (and the entry). */
     reactor_watch(s->r, s->fd[i], &s->events[i], 0, NULL);
     s->events[i] = 0;
     close(s->fd[i]);
-    if (s->dir[i].pr >= 0) close(s->dir[i].pr);
-    if (s->dir[i].pw >= 0) close(s->dir[i].pw);
-    s->dir[i].pr = s->dir[i].pw = -1;
+    pipe_give(&s->dir[i]);
   }
 }
 
@@ -133,25 +215,23 @@ static void finish(splicer_t *s, int kind, int err, int side) {
   free_if_done(s);
 }
 
-/* Registers side i's interest with the reactor. Returns 0 or an errno. */
-static int update_events(splicer_t *s, int i) {
-  uint32_t ev = 0;
-  if (!s->dir[i].eof && !s->dir[i].blocked && s->dir[i].inpipe == 0) ev |= EPOLLIN;
-  if (s->dir[1 - i].blocked) ev |= EPOLLOUT;
-  /* The tag is the splicer with the side in its low bit (calloc'ed: aligned). */
-  return reactor_watch(s->r, s->fd[i], &s->events[i], ev, (void *)((uintptr_t)s | (uintptr_t)i));
+/* Side i's registration: WATCH, tagged with the splicer and the side in its low bit. */
+static int watch(splicer_t *s, int i) {
+  return reactor_watch(s->r, s->fd[i], &s->events[i], WATCH, (void *)((uintptr_t)s | (uintptr_t)i));
 }
 
-/* Moves what it can in direction d. Returns 0, or an errno with *side set to the side at fault. */
+/* Moves what it can in direction d: until EAGAIN (which clears the side's readiness), EOF or the
+ * round's budget. Returns 0, or an errno with *side set to the side at fault. */
 static int pump(splicer_t *s, dir_t *d, int *side) {
   size_t moved = 0;
   for (;;) {
     while (d->inpipe > 0) {
+      if (!s->can_write[d->dst]) return 0;
       ssize_t n = splice(d->pr, NULL, s->fd[d->dst], NULL, d->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN) {
-          d->blocked = true;
+          s->can_write[d->dst] = false; /* until the next EPOLLOUT edge */
           return 0;
         }
         *side = d->dst;
@@ -159,7 +239,6 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
       }
       d->inpipe -= (size_t)n;
     }
-    d->blocked = false;
     if (d->eof) {
       if (!d->shut) {
         d->shut = true;
@@ -170,16 +249,13 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
       }
       return 0;
     }
-    if (moved >= ROUND_BYTES) return 0; /* level-triggered: the loop calls again */
+    if (!s->can_read[d->src] || moved >= ROUND_BYTES) return 0; /* the budget: see on_event */
     if (d->pr < 0) {
-      int p[2];
-      if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
+      int e = pipe_take(d);
+      if (e != 0) {
         *side = -1;
-        return errno;
+        return e;
       }
-      d->pr = p[0];
-      d->pw = p[1];
-      d->cap = 65536; /* the kernel's default */
     }
     /* Grow the pipe once a direction proves to be a bulk transfer; short tunnels never pay. */
     if (d->cap < (size_t)s->pipe_size && d->bytes >= GROW_AFTER) {
@@ -189,7 +265,10 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
     ssize_t n = splice(s->fd[d->src], NULL, d->pw, NULL, d->cap, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN) return 0;
+      if (errno == EAGAIN) {
+        s->can_read[d->src] = false; /* until the next EPOLLIN edge */
+        return 0;
+      }
       *side = d->src;
       return errno;
     }
@@ -203,8 +282,14 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
   }
 }
 
+/* True when direction i could move now: it stopped for its round's budget, not for EAGAIN. */
+static bool has_work(splicer_t *s, int i) {
+  dir_t *d = &s->dir[i];
+  if (d->shut) return false;
+  return d->inpipe > 0 ? s->can_write[d->dst] : d->eof || s->can_read[d->src];
+}
 
-/* One readiness event for side i of s. */
+/* One readiness event for side i of s: note it, then run both directions as far as they go. */
 static void on_event(splicer_t *s, int i, uint32_t ev) {
   int side = i, err = 0;
   if (s->closing) return;
@@ -216,10 +301,11 @@ static void on_event(splicer_t *s, int i, uint32_t ev) {
     finish(s, 1, e, i);
     return;
   }
-  /* A hang-up is whatever we waited for: the splice calls then see EOF or the error. */
-  if (ev & EPOLLHUP) ev |= s->events[i];
-  if (ev & EPOLLOUT) err = pump(s, &s->dir[1 - i], &side);
-  if (!err && (ev & EPOLLIN)) err = pump(s, &s->dir[i], &side);
+  /* A hang-up: the splice calls then see EOF or the error. */
+  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) s->can_read[i] = true;
+  if (ev & (EPOLLOUT | EPOLLHUP)) s->can_write[i] = true;
+  err = pump(s, &s->dir[0], &side);
+  if (!err) err = pump(s, &s->dir[1], &side);
   if (err) {
     finish(s, 1, err, side);
     return;
@@ -228,7 +314,12 @@ static void on_event(splicer_t *s, int i, uint32_t ev) {
     finish(s, 0, 0, -1);
     return;
   }
-  if ((err = update_events(s, 0)) != 0 || (err = update_events(s, 1)) != 0) finish(s, 1, err, -1);
+  /* A round used up: no edge will come for what is still ready. Renewing the registration
+   * (out and in again) reports it anew, at the reactor's next batch: the next loop turn. */
+  if (has_work(s, 0) || has_work(s, 1)) {
+    reactor_watch(s->r, s->fd[0], &s->events[0], 0, NULL);
+    if ((err = watch(s, 0)) != 0) finish(s, 1, err, 0);
+  }
 }
 
 /* The reactor's callback: one ready side of one splicer. */
@@ -276,10 +367,18 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
     s->dir[i].src = i;
     s->dir[i].dst = 1 - i;
     s->dir[i].pr = s->dir[i].pw = -1;
+    s->can_write[i] = true; /* until EAGAIN says otherwise */
   }
+  pool_init(env);
   reactor_hold(r, 1);
-  int err = update_events(s, 0);
-  if (err == 0) err = update_events(s, 1);
+  int err = 0;
+  for (int i = 0; i < 2 && err == 0; i++) {
+    /* The duplicate shares the socket's flags: only a blocking one costs a second call. */
+    int fl = fcntl(s->fd[i], F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(s->fd[i], F_SETFL, fl | O_NONBLOCK) < 0)) err = errno;
+    /* Once; the first batch reports what is ready already. */
+    else err = watch(s, i);
+  }
   if (err != 0) {
     splicer_close(s);
     free(s);

@@ -19,6 +19,7 @@ import {
   stopSplice,
   trimMemory,
 } from 'native';
+import { addon } from '../src/addon.ts';
 
 let server: net.Server;
 const accepted: net.Socket[] = [];
@@ -223,7 +224,7 @@ test('startSplice refuses an owner that is not an object', () => {
 });
 
 test('many splices at once: ends, resets and stops interleaved, no descriptor left behind', async () => {
-  const fds = (): number => fs.readdirSync('/proc/self/fd').length;
+  const fds = (): number => openFds().filter((l) => !l.startsWith('pipe:')).length; // pooled pipes stay
   const joins = await Promise.all(Array.from({ length: 60 }, () => joined()));
   for (const j of joins) for (const s of j.inners) s.destroy(); // only the splicers' duplicates remain
   await new Promise((r) => setTimeout(r, 20));
@@ -264,4 +265,137 @@ test('trimMemory gives freed malloc memory back and says whether any was release
   for (let i = 0; i < 2000; i++) held.push(Buffer.allocUnsafeSlow(8000));
   held.length = 0;
   assert.equal(typeof trimMemory(), 'boolean');
+});
+
+/** What each open descriptor of this process is (`socket:[…]`, `pipe:[…]`, …). */
+function openFds(): string[] {
+  const out: string[] = [];
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      out.push(fs.readlinkSync(`/proc/self/fd/${fd}`));
+    } catch {
+      // the directory's own descriptor, closed by now
+    }
+  }
+  return out;
+}
+
+/** The pipes this process holds open (one entry per pipe, however many ends). */
+const pipes = (): Set<string> => new Set(openFds().filter((l) => l.startsWith('pipe:')));
+
+/** A short tunnel: a few bytes each way, both ends closed; resolves once the splice ended. */
+async function shortTunnel(up: Buffer | string = 'ping', down: Buffer | string = 'pong'): Promise<SpliceEnd> {
+  const { a, b, end, inners } = await joined();
+  const atB = collect(b);
+  const atA = collect(a);
+  a.end(up);
+  b.end(down);
+  await Promise.all([atA, atB]);
+  const r = await end;
+  for (const s of [a, b, ...inners]) s.destroy();
+  return r;
+}
+
+test('pipes of ended splices are pooled: later short tunnels make and close none', async () => {
+  const { a, b, end, inners } = await joined();
+  a.write('x');
+  await once(b, 'data');
+  b.write('y');
+  await once(a, 'data');
+  const during = pipes(); // with this splice's two pipes
+  a.end();
+  b.end();
+  assert.equal((await end).error, undefined);
+  for (const s of [a, b, ...inners]) s.destroy();
+  const pooled = pipes();
+  for (const p of during) assert.ok(pooled.has(p), `${p} kept for reuse`);
+  for (let i = 0; i < 5; i++) {
+    const r = await shortTunnel(randomBytes(100 + i), 'x');
+    assert.equal(r.error, undefined);
+    assert.deepEqual([r.bytes0to1, r.bytes1to0], [100 + i, 1]);
+  }
+  assert.deepEqual(pipes(), pooled, 'the same pipes, reused');
+});
+
+test('a pipe grown for a bulk transfer is closed at the end, not pooled', async () => {
+  await shortTunnel(); // at least two pipes in the pool
+  const before = pipes();
+  const size = 3 * 2 ** 20; // past the 1 MiB after which a direction's pipe grows
+  const r = await shortTunnel(randomBytes(size), '');
+  assert.equal(r.error, undefined);
+  assert.deepEqual([r.bytes0to1, r.bytes1to0], [size, 0]);
+  const after = pipes();
+  // Both directions took a pooled pipe; the one that carried EOF only went back.
+  assert.equal(after.size, before.size - 1);
+  for (const p of after) assert.ok(before.has(p));
+});
+
+test('a pipe that still holds bytes is not pooled (a reset mid-transfer)', async () => {
+  await shortTunnel();
+  const before = pipes();
+  const { a, b, end, inners } = await joined();
+  b.pause(); // b reads nothing: the a → b pipe fills and stays full
+  b.on('error', () => {});
+  a.on('error', () => {});
+  a.write(randomBytes(8 * 2 ** 20));
+  await new Promise((r) => setTimeout(r, 100));
+  b.resetAndDestroy();
+  const r = await end;
+  assert.ok(r.error, 'an error');
+  assert.equal(r.side, 1);
+  for (const s of [a, ...inners]) s.destroy();
+  const after = pipes();
+  assert.ok(after.size < before.size + 1, `pipes: ${before.size} before, ${after.size} after`);
+  for (const p of after) assert.ok(before.has(p), 'no new pipe pooled');
+});
+
+test('a blocking descriptor is made non-blocking (the loop never waits on a socket)', async () => {
+  const x = await pair();
+  const y = await pair();
+  // The sockets' descriptions made blocking: a splice read past the last byte would then wait.
+  for (const s of [x.inner, y.inner]) addon.setFdFlags(fdOf(s), false, true);
+  let done!: (e: SpliceEnd) => void;
+  const end = new Promise<SpliceEnd>((r) => {
+    done = r;
+  });
+  new FdSplice(fdOf(x.inner), fdOf(y.inner), done);
+  const atB = collect(y.outer);
+  const atA = collect(x.outer);
+  // Enough both ways to fill the socket buffers: a blocking write would then wait for a reader
+  // on this very thread, forever.
+  const up = randomBytes(16 * 2 ** 20);
+  const down = randomBytes(16 * 2 ** 20);
+  x.outer.end(up);
+  y.outer.end(down);
+  const [gotA, gotB] = await Promise.all([atA, atB]);
+  assert.equal(sha(gotB), sha(up));
+  assert.equal(sha(gotA), sha(down));
+  const r = await end;
+  assert.equal(r.error, undefined);
+  assert.deepEqual([r.bytes0to1, r.bytes1to0], [up.length, down.length]);
+  for (const s of [x.outer, y.outer, x.inner, y.inner]) s.destroy();
+});
+
+test('a direction that uses up its round lets other splices run before it goes on', async () => {
+  // Two bulk tunnels and a short one at once: all finish, bytes intact (the round's budget
+  // re-arms a busy splice for the next loop turn instead of running it to the end).
+  const size = 24 * 2 ** 20;
+  const bulk = await Promise.all([joined(), joined()]);
+  const sums = bulk.map((j) => {
+    const data = randomBytes(size);
+    const got = collect(j.b);
+    j.a.end(data);
+    j.b.end();
+    j.a.resume();
+    return got.then((g) => [sha(g), sha(data)]);
+  });
+  const short = shortTunnel('hi', 'there');
+  for (const [got, sent] of await Promise.all(sums)) assert.equal(got, sent);
+  assert.equal((await short).error, undefined);
+  for (const j of bulk) {
+    const r = await j.end;
+    assert.equal(r.error, undefined);
+    assert.equal(r.bytes0to1, size);
+    for (const s of [j.a, j.b, ...j.inners]) s.destroy();
+  }
 });
