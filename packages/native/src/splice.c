@@ -46,7 +46,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
 #include <malloc.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -462,7 +464,11 @@ static napi_value splice_stop(napi_env env, napi_callback_info info) {
 static napi_value trim_memory(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out;
+#ifdef __GLIBC__
   napi_get_boolean(env, malloc_trim(0) == 1, &out);
+#else
+  napi_get_boolean(env, false, &out); /* other C libraries have no malloc_trim */
+#endif
   return out;
 }
 
