@@ -112,8 +112,8 @@ test('the idle timeout and the maximum lifetime end spliced tunnels', async () =
 });
 
 test('IngressHook.handleConnectionClose: a tunnel connection reports its bytes once', async () => {
-  // Today the tunnel pipeline skips the splice when this hook is installed; the statistics must
-  // be the same either way (the splice tops up the socket counters the hook reads).
+  // The tunnel is spliced with this hook installed too: the splice tops up the socket counters
+  // the hook reads.
   const seen: ConnectionStats[] = [];
   const app = await startApp(
     hooksApp({ ingress: { handleConnectionClose: (stats) => void seen.push(stats) } }),
@@ -123,6 +123,12 @@ test('IngressHook.handleConnectionClose: a tunnel connection reports its bytes o
   const payload = Buffer.alloc(10000, 7);
   t.socket.write(payload);
   await readBytes(t.socket, payload.length);
+  const [conn] = app.proxy.runtime.connections;
+  assert.equal(
+    (conn?.socket as unknown as { _handle: unknown })._handle,
+    null,
+    'spliced: Node handle closed',
+  );
   t.socket.end();
   await waitUntil(() => seen.length === 1, 'handleConnectionClose');
   await new Promise((r) => setTimeout(r, 50));

@@ -141,7 +141,6 @@ async function tunnel(rt: Runtime, request: RequestState, ex: ConnectExchange): 
       return;
     }
   }
-  const ep = request.ingress.endpoint.settings;
   if (pipeline !== undefined) {
     request.decisions.push('tunnel:app');
     let reason = 'done';
@@ -156,14 +155,23 @@ async function tunnel(rt: Runtime, request: RequestState, ex: ConnectExchange): 
     finishTunnel(rt, request, 0, 0, reason);
     return;
   }
+  // Returned, not awaited: this frame (and the sockets, exchange and egress result it holds)
+  // is released while the tunnel runs; an idle tunnel keeps only what `carry` needs.
+  return carry(rt, request, client, upstream);
+}
+
+/** Moves the tunnel's bytes until it ends, then reports it. */
+function carry(rt: Runtime, request: RequestState, client: Duplex, upstream: Duplex): Promise<void> {
+  const ep = request.ingress.endpoint.settings;
   const opts = { idleTimeoutMs: ep.tunnel_idle_timeout, maxLifetimeMs: ep.tunnel_max_lifetime };
   // Nothing inspects these bytes: move them in the kernel when both sides are plain TCP. The
-  // connection-close hook reads the client socket's byte counters, which a splice bypasses.
-  const r =
-    ep.tunnel_splice && rt.hooks.ingressConnectionClose === null && canSplice(client, upstream)
-      ? await spliceTunnel(client, upstream, opts)
-      : await new StreamPump(client, upstream, opts).done;
-  finishTunnel(rt, request, r.bytesUp, r.bytesDown, r.reason);
+  // splice adds its byte counts to the sockets' counters, so the connection-close hook still
+  // sees them.
+  const done =
+    ep.tunnel_splice && canSplice(client, upstream)
+      ? spliceTunnel(client, upstream, opts)
+      : new StreamPump(client, upstream, opts).done;
+  return done.then((r) => finishTunnel(rt, request, r.bytesUp, r.bytesDown, r.reason));
 }
 
 function finishTunnel(rt: Runtime, request: RequestState, up: number, down: number, reason: string): void {
