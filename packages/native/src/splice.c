@@ -56,8 +56,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Bytes moved per direction per wakeup before yielding to the loop (fairness between tunnels). */
+/* Bytes moved per direction per wakeup before yielding to the loop (fairness between tunnels).
+ * OXY_SPLICE_ROUND_BYTES (read once, at least 4096) overrides it: tests use small rounds. */
 #define ROUND_BYTES (4u << 20)
+static size_t round_bytes = 0;
 /* Bytes a direction moves at the kernel's default pipe size before its pipe is grown. */
 #define GROW_AFTER (1u << 20)
 /* The kernel's default pipe capacity; only pipes still at it go back to the pool. */
@@ -113,6 +115,11 @@ static void pool_cleanup(void *arg) {
 /* Makes this thread's pool on first use; without one (no memory) pipes are simply not pooled. */
 static void pool_init(napi_env env) {
   struct rlimit lim;
+  if (round_bytes == 0) {
+    const char *v = getenv("OXY_SPLICE_ROUND_BYTES");
+    long n = v ? strtol(v, NULL, 10) : 0;
+    round_bytes = n >= 4096 ? (size_t)n : ROUND_BYTES;
+  }
   if (pool) return;
   pool = calloc(1, sizeof *pool);
   if (!pool) return;
@@ -251,7 +258,7 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
       }
       return 0;
     }
-    if (!s->can_read[d->src] || moved >= ROUND_BYTES) return 0; /* the budget: see on_event */
+    if (!s->can_read[d->src] || moved >= round_bytes) return 0; /* the budget: see on_event */
     if (d->pr < 0) {
       int e = pipe_take(d);
       if (e != 0) {
@@ -316,11 +323,16 @@ static void on_event(splicer_t *s, int i, uint32_t ev) {
     finish(s, 0, 0, -1);
     return;
   }
-  /* A round used up: no edge will come for what is still ready. Renewing the registration
-   * (out and in again) reports it anew, at the reactor's next batch: the next loop turn. */
-  if (has_work(s, 0) || has_work(s, 1)) {
-    reactor_watch(s->r, s->fd[0], &s->events[0], 0, NULL);
-    if ((err = watch(s, 0)) != 0) finish(s, 1, err, 0);
+  /* A round used up (its source not drained: no edge will come for it). Renewing the source's
+   * registration (out and in again) reports what is ready anew, at the reactor's next batch:
+   * the next loop turn. A source with nothing left reports nothing, and its next byte an edge. */
+  for (int k = 0; k < 2; k++) {
+    if (!has_work(s, k)) continue;
+    reactor_watch(s->r, s->fd[k], &s->events[k], 0, NULL);
+    if ((err = watch(s, k)) != 0) {
+      finish(s, 1, err, k);
+      return;
+    }
   }
 }
 
