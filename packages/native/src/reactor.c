@@ -54,12 +54,6 @@ static void on_ready(uv_poll_t *h, int status, int events) {
   }
 }
 
-static void on_closed(uv_handle_t *h) {
-  reactor_t *r = h->data;
-  if (r->epfd >= 0) close(r->epfd);
-  r->epfd = -1; /* the struct is kept: users finalised later may still look at it */
-}
-
 /* The env is going away: unlink its loop's reactor and stop watching. */
 static void cleanup(void *arg) {
   reactor_t *r = arg;
@@ -73,7 +67,13 @@ static void cleanup(void *arg) {
   pthread_mutex_unlock(&reactors_lock);
   r->active = 0;
   uv_poll_stop(&r->poll);
-  uv_close((uv_handle_t *)&r->poll, on_closed);
+  /* No close callback: a worker's env unloads the addon before its loop runs the closing
+   * handles, and a callback here would then be a call into unmapped code (SIGSEGV). Closing
+   * the poll handle has taken the set out of libuv's epoll already; the struct is kept (users
+   * finalised later may still look at it). */
+  uv_close((uv_handle_t *)&r->poll, NULL);
+  close(r->epfd);
+  r->epfd = -1;
 }
 
 reactor_t *reactor_for(napi_env env, reactor_cb cb) {
