@@ -1,7 +1,7 @@
 /**
  * The JS half of splice.c: joining two connected stream sockets in the kernel. Bytes go
- * socket → pipe → socket with splice(2), driven by uv_poll on the event loop, and never reach
- * JS. Half-close is carried across (EOF on one side becomes shutdown(SHUT_WR) on the other);
+ * socket → pipe → socket with splice(2), driven by the addon's epoll set on the event loop, and
+ * never reach JS. Half-close is carried across (EOF on one side becomes shutdown(SHUT_WR) on the other);
  * the splice ends once both directions have ended, or at the first error.
  *
  * The descriptors stay the caller's: the addon works on duplicates and closes those itself, so
@@ -37,9 +37,10 @@ export interface SpliceEnd {
 export interface SpliceOptions {
   /**
    * Size of each direction's pipe (F_SETPIPE_SZ, best effort; up to /proc/sys/fs/pipe-max-size).
-   * Larger pipes move more per system call. Default 256 KiB. Pipes are made on a direction's
+   * Larger pipes move more per system call. Default 256 KiB. Pipes are taken on a direction's
    * first byte (idle splices hold none) at the kernel's default size, and grown to this one
-   * after the direction moved 1 MiB (short tunnels never pay for the resize).
+   * after the direction moved 1 MiB (short tunnels never pay for the resize). A pipe that ends
+   * empty and was never grown is kept for the next splice (up to 256 per thread).
    */
   readonly pipeSize?: number;
 }
