@@ -101,7 +101,8 @@ typedef struct {
 
 static __thread pipe_pool_t *pool; /* one per JS thread (each has its own env and loop) */
 
-/* The env is going away (a worker thread ends): close the pooled pipes, pool no more. */
+/* The env is going away (a worker thread ends; runs on its thread): close the pooled pipes and
+ * pool no more (pipes given back later, by finalisers at teardown, are closed). */
 static void pool_cleanup(void *arg) {
   pipe_pool_t *p = arg;
   while (p->n > 0) {
@@ -109,7 +110,8 @@ static void pool_cleanup(void *arg) {
     close(p->ends[p->n][0]);
     close(p->ends[p->n][1]);
   }
-  p->max = 0; /* pipes given back later (finalisers at teardown) are closed */
+  if (pool == p) pool = NULL;
+  free(p);
 }
 
 /* Makes this thread's pool on first use; without one (no memory) pipes are simply not pooled. */
