@@ -3,9 +3,11 @@
  * addon's C code drives itself (today the splicers of splice.c). A watched descriptor then costs
  * an epoll registration in the kernel and nothing in libuv: no uv handle per descriptor.
  *
- * Level-triggered; a descriptor is in the set only while someone is interested in it (so a
- * hung-up socket nobody waits on cannot wake the loop). Ready events are dispatched in batches
- * of up to BATCH per loop iteration to the reactor's callback with the tag given at watch time.
+ * The events are the user's: level-triggered interest set only while someone is interested (a
+ * hung-up socket nobody waits on then cannot wake the loop), or, as splice.c does, EPOLLET
+ * registered once for the descriptor's life. Ready events are dispatched in batches of up to
+ * BATCH per loop iteration to the reactor's callback with the tag given at watch time (the set
+ * is level-triggered in libuv's epoll: what a batch left comes on the next loop turn).
  * Memory freed while a batch is dispatched (`reactor_free_later`) is freed after the batch, so a
  * later event of the same batch never points at freed memory. The loop is kept alive while
  * `reactor_hold` says something is running.
