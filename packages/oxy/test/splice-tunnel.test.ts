@@ -124,11 +124,8 @@ test('IngressHook.handleConnectionClose: a tunnel connection reports its bytes o
   t.socket.write(payload);
   await readBytes(t.socket, payload.length);
   const [conn] = app.proxy.runtime.connections;
-  assert.equal(
-    (conn?.socket as unknown as { _handle: unknown })._handle,
-    null,
-    'spliced: Node handle closed',
-  );
+  assert.ok(conn !== undefined);
+  assert.equal((conn.socket as unknown as { _handle: unknown })._handle, null, 'spliced: Node handle closed');
   t.socket.end();
   await waitUntil(() => seen.length === 1, 'handleConnectionClose');
   await new Promise((r) => setTimeout(r, 50));
