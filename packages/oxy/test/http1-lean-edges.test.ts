@@ -19,7 +19,7 @@ import {
   unusedPort,
   waitUntil,
 } from '../src/testing/index.ts';
-import { type RawClient, rawClient, rawUpstream, targetOf } from './fixtures/raw-http.ts';
+import { expectBody, type RawClient, rawClient, rawUpstream, targetOf } from './fixtures/raw-http.ts';
 
 const up = await rawUpstream({
   '/len': (s, head) => {
@@ -48,14 +48,7 @@ after(async () => {
   await Promise.all([app.stop(), timed.stop(), timedNoH2.stop()]);
 });
 
-const get = (path: string, extra = ''): string =>
-  `GET ${up.origin}${path} HTTP/1.1\r\nHost: ${up.authority}\r\n${extra}\r\n`;
-
-async function expectBody(c: RawClient, body: string): Promise<void> {
-  const r = await c.response();
-  assert.equal(r.status, 200, r.head);
-  assert.equal(r.body.toString('latin1'), body);
-}
+const get = (path: string, extra = ''): string => up.get(path, extra);
 
 const t = `${up.origin}/len`;
 const malformed: [string, string, number][] = [

@@ -17,7 +17,7 @@ import {
   startTcpEcho,
   tracingHooks,
 } from '../src/testing/index.ts';
-import { type RawClient, rawClient, rawUpstream, targetOf } from './fixtures/raw-http.ts';
+import { expectBody, rawClient, rawUpstream, targetOf } from './fixtures/raw-http.ts';
 
 const up = await rawUpstream({
   '/len': (s, head) => {
@@ -80,12 +80,6 @@ const get = (path: string, extra = '', method = 'GET'): string =>
 function assertLean(r: { headers: ReadonlyMap<string, string> }): void {
   assert.equal(r.headers.get('keep-alive'), undefined, 'answered by the lean on-ramp');
   assert.equal(r.headers.get('connection'), undefined, 'answered by the lean on-ramp');
-}
-
-async function expectBody(c: RawClient, body: string): Promise<void> {
-  const r = await c.response();
-  assert.equal(r.status, 200, r.head);
-  assert.equal(r.body.toString('latin1'), body);
 }
 
 test('keep-alive: every kind of response framing, many requests on one connection', async () => {
