@@ -23,16 +23,9 @@
  * keep-alive connection after `idle_timeout`. Timeouts are checked by one sweep per endpoint,
  * not a timer per connection.
  */
-import http from 'node:http';
-import { createRequire } from 'node:module';
 import type net from 'node:net';
 import type { EndpointState, IngressConnection } from '../../context/state.ts';
-import {
-  type AbsoluteTarget,
-  parseAbsoluteTarget,
-  parseAuthority,
-  serializeRawHeaders,
-} from '../../flows/http/headers.ts';
+import { type AbsoluteTarget, parseAbsoluteTarget, parseAuthority } from '../../flows/http/headers.ts';
 import { forwardBodiless, type LeanForward, type LeanResponse } from '../../flows/http/lean-forward.ts';
 import { writeRawResponse } from '../../flows/http/upgrade.ts';
 import type { Runtime } from '../../runtime.ts';
@@ -40,92 +33,13 @@ import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { serveConnect } from '../../tunnels/connect.ts';
 import { classifyPreface } from '../http2/preface.ts';
 import type { SocketOnRamp } from '../ingress.ts';
+import { type HeadSink, type RequestParser, releaseParser, takeParser } from './request-parser.ts';
 import { answerClientError, Http1ConnectExchange, type Http1OnRamp } from './server.ts';
-
-/** Node's binding of llhttp (`_http_common`), typed with the members used here. */
-interface RequestParser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | (Error & { code?: string });
-  free(): void;
-  close(): void;
-  owner: LeanConnection | null;
-  [callback: number]: unknown;
-}
-interface ParserClass {
-  new (): RequestParser;
-  readonly REQUEST: number;
-  readonly kOnHeaders: number;
-  readonly kOnHeadersComplete: number;
-  readonly kLenientNone: number;
-}
-const { HTTPParser, methods } = createRequire(import.meta.url)('_http_common') as {
-  HTTPParser: ParserClass;
-  methods: readonly string[];
-};
-
-/** Parsers not in use; a connection holds one only while a head is being read. */
-const freeParsers: RequestParser[] = [];
-const MAX_FREE_PARSERS = 256;
-/** The async resource the parsers report to `async_hooks`. */
-const PARSER_RESOURCE = {};
-
-function onParserHeaders(this: RequestParser, headers: string[], url: string): void {
-  const c = this.owner;
-  if (c === null) return;
-  for (const h of headers) c.partHeaders.push(h);
-  c.partUrl += url;
-}
-
-function onParserHeadersComplete(
-  this: RequestParser,
-  versionMajor: number,
-  versionMinor: number,
-  headers: string[] | undefined,
-  method: number,
-  url: string | undefined,
-  _statusCode: unknown,
-  _statusMessage: unknown,
-  upgrade: boolean,
-  shouldKeepAlive: boolean,
-): number {
-  const c = this.owner;
-  if (c !== null) {
-    c.ready = true;
-    c.version = versionMajor * 10 + versionMinor;
-    c.rawHeaders = headers ?? c.partHeaders;
-    c.url = url ?? c.partUrl;
-    c.method = methods[method] ?? '';
-    c.upgrade = upgrade;
-    c.keepAlive = shouldKeepAlive;
-    c.partHeaders = [];
-    c.partUrl = '';
-  }
-  // 2: no body, and stop after the head: `execute` returns where the next bytes start.
-  return 2;
-}
-
-function takeParser(owner: LeanConnection, maxHeaderSize: number): RequestParser {
-  let p = freeParsers.pop();
-  if (p === undefined) {
-    p = new HTTPParser();
-    p[HTTPParser.kOnHeaders] = onParserHeaders;
-    p[HTTPParser.kOnHeadersComplete] = onParserHeadersComplete;
-  }
-  p.initialize(HTTPParser.REQUEST, PARSER_RESOURCE, maxHeaderSize, HTTPParser.kLenientNone);
-  p.owner = owner;
-  return p;
-}
+import { SocketResponse } from './socket-response.ts';
 
 function onlyEmptyLines(b: Buffer): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== 13 && b[i] !== 10) return false;
   return true;
-}
-
-function releaseParser(p: RequestParser): void {
-  p.owner = null;
-  p.free();
-  if (freeParsers.length < MAX_FREE_PARSERS) freeParsers.push(p);
-  else p.close();
 }
 
 // What a connection waits for, for the timeout sweep.
@@ -137,9 +51,6 @@ const SILENT = 1;
 const IDLE = 2;
 /** Part of a head received. */
 const HEAD = 3;
-
-/** A `Content-Length` line among serialised header lines. */
-const HAS_LENGTH = /(?:^|\n)content-length:/i;
 
 const kLean = Symbol('oxy.lean');
 type LeanSocket = net.Socket & { [kLean]?: LeanConnection; _httpMessage?: unknown };
@@ -184,7 +95,7 @@ interface Ramp {
 }
 
 /** One client connection while this on-ramp owns it. */
-class LeanConnection implements LeanResponse {
+class LeanConnection implements LeanResponse, HeadSink {
   readonly socket: LeanSocket;
   readonly conn: IngressConnection;
   readonly ramp: Ramp;
@@ -196,11 +107,7 @@ class LeanConnection implements LeanResponse {
   #sniff: boolean;
   #run: LeanForward | null = null;
   #inFlight = false;
-  #isHead = false;
-  #pendingHead: string | null = null;
-  #headSent = false;
-  #chunked = false;
-  #closeAfter = false;
+  readonly #out: SocketResponse;
 
   // The head just parsed (set by the parser callbacks).
   ready = false;
@@ -218,6 +125,7 @@ class LeanConnection implements LeanResponse {
     this.conn = conn;
     this.ramp = ramp;
     this.#sniff = ramp.http2 !== null;
+    this.#out = new SocketResponse(socket);
   }
 
   data(chunk: Buffer): void {
@@ -302,8 +210,7 @@ class LeanConnection implements LeanResponse {
     this.socket._httpMessage = this; // a drain sees a response under way
     if (rest !== null) this.#hold(rest);
     this.#inFlight = true;
-    this.#isHead = method === 'HEAD';
-    this.#headSent = false;
+    this.#out.reset(method);
     const { rt } = this.ramp;
     const run = forwardBodiless(
       rt,
@@ -387,98 +294,24 @@ class LeanConnection implements LeanResponse {
     }
   }
 
-  // LeanResponse: the forwarding path's response, written onto the socket.
+  // LeanResponse: the forwarding path's response, framed onto the socket by `#out`.
 
   head(status: number, statusText: string, rawHeaders: readonly string[]): void {
-    const lines = serializeRawHeaders(rawHeaders, '');
-    let h = `HTTP/1.1 ${status} ${statusText}\r\n${lines}`;
-    const bodiless = this.#isHead || status === 204 || status === 304 || status < 200;
-    this.#chunked = !bodiless && !HAS_LENGTH.test(lines);
-    if (this.#chunked) h += 'Transfer-Encoding: chunked\r\n';
-    this.#closeAfter = !this.keepAlive || this.ramp.rt.draining;
-    if (this.#closeAfter) h += 'Connection: close\r\n';
-    this.#pendingHead = `${h}\r\n`;
+    this.#out.head(status, statusText, rawHeaders, !this.keepAlive || this.ramp.rt.draining);
   }
 
   body(chunk: Buffer, resume: () => void): boolean {
-    if (this.#pendingHead !== null) this.#writeWithHead(chunk, false);
-    else if (this.#chunked) this.#writeChunk(chunk, false);
-    else this.socket.write(chunk);
-    if (!this.socket.writableNeedDrain) return true;
-    this.socket.once('drain', resume);
-    return false;
+    return this.#out.body(chunk, resume);
   }
 
   end(last: Buffer | null): void {
-    if (this.#pendingHead !== null) this.#writeWithHead(last, true);
-    else if (this.#chunked) this.#writeChunk(last, true);
-    else if (last !== null) this.socket.write(last);
+    this.#out.end(last);
     this.#exchangeDone();
   }
 
   fail(status: number, body: string): void {
-    if (this.#headSent) {
-      this.socket.destroy();
-      this.#exchangeDone();
-      return;
-    }
-    this.#pendingHead = null;
-    this.#closeAfter = !this.keepAlive || this.ramp.rt.draining;
-    const close = this.#closeAfter ? 'Connection: close\r\n' : '';
-    this.socket.write(
-      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
-        // The answer to HEAD has no body (its length is stated all the same).
-        `Content-Length: ${Buffer.byteLength(body)}\r\n${close}\r\n${this.#isHead ? '' : body}`,
-    );
+    this.#out.fail(status, body, !this.keepAlive || this.ramp.rt.draining);
     this.#exchangeDone();
-  }
-
-  /** Writes the held head with `body` (and the chunked framing), in one write when small. */
-  #writeWithHead(body: Buffer | null, last: boolean): void {
-    const head = this.#pendingHead as string;
-    this.#pendingHead = null;
-    this.#headSent = true;
-    let prefix = head;
-    let suffix = '';
-    const n = body === null ? 0 : body.length;
-    if (this.#chunked) {
-      if (n > 0) {
-        prefix += `${n.toString(16)}\r\n`;
-        suffix = '\r\n';
-      }
-      if (last) suffix += '0\r\n\r\n';
-    }
-    const s = this.socket;
-    if (n === 0) {
-      s.write(prefix + suffix, 'latin1');
-      return;
-    }
-    if (n > 65536) {
-      s.cork();
-      s.write(prefix, 'latin1');
-      s.write(body as Buffer);
-      if (suffix !== '') s.write(suffix, 'latin1');
-      s.uncork();
-      return;
-    }
-    const out = Buffer.allocUnsafe(prefix.length + n + suffix.length);
-    out.write(prefix, 0, 'latin1');
-    (body as Buffer).copy(out, prefix.length);
-    if (suffix !== '') out.write(suffix, prefix.length + n, 'latin1');
-    s.write(out);
-  }
-
-  #writeChunk(chunk: Buffer | null, last: boolean): void {
-    const s = this.socket;
-    if (chunk === null || chunk.length === 0) {
-      if (last) s.write('0\r\n\r\n', 'latin1');
-      return;
-    }
-    s.cork();
-    s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
-    s.write(chunk);
-    s.write(last ? '\r\n0\r\n\r\n' : '\r\n', 'latin1');
-    s.uncork();
   }
 
   #exchangeDone(): void {
@@ -487,7 +320,7 @@ class LeanConnection implements LeanResponse {
     const s = this.socket;
     s._httpMessage = null;
     if (s.destroyed || s[kLean] === undefined) return;
-    if (this.#closeAfter) {
+    if (this.#out.closeAfter) {
       this.#leave();
       // As node:http: closed once the response is flushed, even if the client keeps its side
       // open (the socket is half-open, and may be paused with pipelined requests unread).

@@ -1,0 +1,130 @@
+/**
+ * One lean HTTP/1.1 response framed onto a client socket: the head is held until the first
+ * piece of body (or the end) so that a small response leaves in one write; a body without a
+ * `Content-Length` from upstream is sent chunked; HEAD, 1xx, 204 and 304 carry no body. The
+ * connection fields say `Connection: close` when the response is the connection's last.
+ */
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { serializeRawHeaders } from '../../flows/http/headers.ts';
+
+/** A `Content-Length` line among serialised header lines. */
+const HAS_LENGTH = /(?:^|\n)content-length:/i;
+/** Above this, a body is written after its head rather than copied beside it. */
+const COPY_LIMIT = 65536;
+
+/** The framing state of the response under way on one socket. */
+export class SocketResponse {
+  readonly #socket: Duplex;
+  #isHead = false;
+  #pendingHead: string | null = null;
+  #headSent = false;
+  #chunked = false;
+  /** True when the connection closes after this response. */
+  closeAfter = false;
+
+  constructor(socket: Duplex) {
+    this.#socket = socket;
+  }
+
+  /** Starts a response to a request with `method`. */
+  reset(method: string): void {
+    this.#isHead = method === 'HEAD';
+    this.#pendingHead = null;
+    this.#headSent = false;
+    this.#chunked = false;
+    this.closeAfter = false;
+  }
+
+  /** Holds the head; `rawHeaders` as the upstream sent them (hop-by-hop fields dropped here). */
+  head(status: number, statusText: string, rawHeaders: readonly string[], close: boolean): void {
+    const lines = serializeRawHeaders(rawHeaders, '');
+    let h = `HTTP/1.1 ${status} ${statusText}\r\n${lines}`;
+    const bodiless = this.#isHead || status === 204 || status === 304 || status < 200;
+    this.#chunked = !bodiless && !HAS_LENGTH.test(lines);
+    if (this.#chunked) h += 'Transfer-Encoding: chunked\r\n';
+    this.closeAfter = close;
+    if (close) h += 'Connection: close\r\n';
+    this.#pendingHead = `${h}\r\n`;
+  }
+
+  /** Writes a piece of body; false (and `resume` on 'drain') when the socket is full. */
+  body(chunk: Buffer, resume: () => void): boolean {
+    if (this.#pendingHead !== null) this.#writeWithHead(chunk, false);
+    else if (this.#chunked) this.#writeChunk(chunk, false);
+    else this.#socket.write(chunk);
+    if (!this.#socket.writableNeedDrain) return true;
+    this.#socket.once('drain', resume);
+    return false;
+  }
+
+  /** Writes the last piece of body (if any) and the end of the framing. */
+  end(last: Buffer | null): void {
+    if (this.#pendingHead !== null) this.#writeWithHead(last, true);
+    else if (this.#chunked) this.#writeChunk(last, true);
+    else if (last !== null) this.#socket.write(last);
+  }
+
+  /** The proxy's own answer, or the socket destroyed when the upstream's head already left. */
+  fail(status: number, body: string, close: boolean): void {
+    if (this.#headSent) {
+      this.#socket.destroy();
+      return;
+    }
+    this.#pendingHead = null;
+    this.closeAfter = close;
+    this.#socket.write(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+        // The answer to HEAD has no body (its length is stated all the same).
+        `Content-Length: ${Buffer.byteLength(body)}\r\n${close ? 'Connection: close\r\n' : ''}\r\n${this.#isHead ? '' : body}`,
+    );
+  }
+
+  /** Writes the held head with `body` (and the chunked framing), in one write when small. */
+  #writeWithHead(body: Buffer | null, last: boolean): void {
+    const head = this.#pendingHead as string;
+    this.#pendingHead = null;
+    this.#headSent = true;
+    let prefix = head;
+    let suffix = '';
+    const n = body === null ? 0 : body.length;
+    if (this.#chunked) {
+      if (n > 0) {
+        prefix += `${n.toString(16)}\r\n`;
+        suffix = '\r\n';
+      }
+      if (last) suffix += '0\r\n\r\n';
+    }
+    const s = this.#socket;
+    if (n === 0) {
+      s.write(prefix + suffix, 'latin1');
+      return;
+    }
+    if (n > COPY_LIMIT) {
+      s.cork();
+      s.write(prefix, 'latin1');
+      s.write(body as Buffer);
+      if (suffix !== '') s.write(suffix, 'latin1');
+      s.uncork();
+      return;
+    }
+    const out = Buffer.allocUnsafe(prefix.length + n + suffix.length);
+    out.write(prefix, 0, 'latin1');
+    (body as Buffer).copy(out, prefix.length);
+    if (suffix !== '') out.write(suffix, prefix.length + n, 'latin1');
+    s.write(out);
+  }
+
+  #writeChunk(chunk: Buffer | null, last: boolean): void {
+    const s = this.#socket;
+    if (chunk === null || chunk.length === 0) {
+      if (last) s.write('0\r\n\r\n', 'latin1');
+      return;
+    }
+    s.cork();
+    s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    s.write(chunk);
+    s.write(last ? '\r\n0\r\n\r\n' : '\r\n', 'latin1');
+    s.uncork();
+  }
+}
