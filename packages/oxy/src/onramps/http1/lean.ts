@@ -399,6 +399,15 @@ function continueHeld(c: LeanConnection): void {
   c.continueHeld();
 }
 
+/**
+ * How often the sweep looks: half the shorter timeout (so a deadline is missed by at most half
+ * of it), between 100 ms and 1 s. A timeout of 0 is off and does not count.
+ */
+export function sweepInterval(headerTimeoutMs: number, idleTimeoutMs: number): number {
+  const on = [headerTimeoutMs, idleTimeoutMs].filter((t) => t > 0);
+  return on.length === 0 ? 1000 : Math.max(100, Math.min(1000, Math.min(...on) / 2));
+}
+
 /** The lean on-ramp's handle. */
 export interface LeanOnRamp extends SocketOnRamp {
   /** Connections it still owns (reading a head, or with a response under way). */
@@ -436,7 +445,7 @@ export function createLeanOnRamp(
         if (limit > 0 && now - c.since >= limit) c.expire();
       }
     },
-    Math.max(100, Math.min(1000, ep.header_read_timeout / 2)),
+    sweepInterval(ep.header_read_timeout, ep.idle_timeout),
   ).unref();
   return {
     protocol: 'http/1.1',
