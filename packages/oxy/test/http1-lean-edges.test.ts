@@ -369,3 +369,12 @@ test('beginDrain (restart): the next response on a kept-alive connection says Co
   assert.equal(r.headers.get('connection'), 'close');
   await c.closed(2000);
 });
+
+test('a head cut short by the client FIN gets a 400, as node:http answers it', async () => {
+  const c = await rawClient(app.proxy.address(), { allowHalfOpen: true });
+  await c.write(`GET ${up.origin}/len?cut HTTP/1.1\r\nHost: x\r\n`);
+  c.socket.end();
+  const r = await c.response();
+  assert.equal(r.status, 400, r.head);
+  await c.closed();
+});

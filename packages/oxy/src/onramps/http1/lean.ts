@@ -343,7 +343,7 @@ class LeanConnection implements LeanResponse, HeadSink {
 
   /**
    * The client sent FIN. As `node:http` does, a response still under way is abandoned (its
-   * upstream exchange dropped) and the connection closed.
+   * upstream exchange dropped) and the connection closed; a partial head gets a 400.
    */
   clientEnded(): void {
     if (this.#inFlight) {
@@ -351,8 +351,11 @@ class LeanConnection implements LeanResponse, HeadSink {
       this.socket.destroy();
       return;
     }
+    const partial = this.phase === HEAD;
     this.#leave();
-    this.socket.end();
+    // A head cut short by the client's FIN is a bad request, answered as node:http answers it.
+    if (partial) answerClientError(this.ramp.endpoint, this.conn, this.socket, 'HPE_INVALID_EOF_STATE');
+    else this.socket.end();
   }
 
   closed(): void {
