@@ -188,21 +188,15 @@ class UpstreamConnection {
     const r = this.#parser.execute(data);
     this.#executing = false;
     if (this.#dead) this.#parser.close();
-    if (r instanceof Error) {
-      this.#fail(r);
-      return;
-    }
-    // Body pieces of one read are held back by one, so a small response goes out in one write
-    // with its head (`onEnd(last)`); what is still held when the read is parsed goes out now.
-    const cur = this.exchange;
-    if (cur !== null && cur.pending !== null) {
-      const chunk = cur.pending;
-      cur.pending = null;
-      if (!cur.sink.onBody(chunk, this.#resume)) this.#pause();
-    }
+    this.#onExecute(r);
   };
 
-  /** After the parser consumed a read (consume mode): errors, and the held body piece. */
+  /**
+   * After the parser consumed a read (called by the parser in consume mode, by `#onData`
+   * otherwise): errors, and the held body piece. Body pieces of one read are held back by one,
+   * so a small response goes out in one write with its head (`onEnd(last)`); what is still held
+   * when the read is parsed goes out now.
+   */
   readonly #onExecute = (ret: number | Error): void => {
     if (ret instanceof Error) {
       this.#fail(ret);
