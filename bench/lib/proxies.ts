@@ -268,20 +268,25 @@ backend b
   },
 ];
 
-function startNginx(env: BenchEnv, name: string, port: number, pass: string, upstreamBlock: string) {
-  const dir = dirFor(env, name);
-  const cfg = conf(
-    env,
-    name,
-    'nginx.conf',
-    `user root;
+/** The top of every nginx config here: one worker in the foreground, files under `dir`. */
+function nginxMain(dir: string): string {
+  return `user root;
 worker_processes 1;
 daemon off;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log crit;
 worker_rlimit_nofile 65536;
 events { worker_connections 30000; }
-http {
+`;
+}
+
+function startNginx(env: BenchEnv, name: string, port: number, pass: string, upstreamBlock: string) {
+  const dir = dirFor(env, name);
+  const cfg = conf(
+    env,
+    name,
+    'nginx.conf',
+    `${nginxMain(dir)}http {
   access_log off;
   ${upstreamBlock}
   server {
@@ -306,14 +311,7 @@ export function startUpstream(env: BenchEnv, port: number, docroot: string): Pro
     env,
     'upstream',
     'nginx.conf',
-    `user root;
-worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log crit;
-worker_rlimit_nofile 65536;
-events { worker_connections 30000; }
-http {
+    `${nginxMain(dir)}http {
   access_log off;
   sendfile on;
   tcp_nopush on;
