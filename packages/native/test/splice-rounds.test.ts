@@ -10,36 +10,18 @@ process.env.OXY_SPLICE_ROUND_BYTES = String(64 * 1024);
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import net from 'node:net';
+import type net from 'node:net';
 import { after, before, test } from 'node:test';
 import { FdSplice, type SpliceEnd } from 'native';
+import { fdOf, loopbackPairs, type SocketPair } from './fixtures/socket-pairs.ts';
 
-let server: net.Server;
-const waiters: ((s: net.Socket) => void)[] = [];
-const accepted: net.Socket[] = [];
-
+let pairs: Awaited<ReturnType<typeof loopbackPairs>>;
 before(async () => {
-  server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => {
-    accepted.push(s);
-    waiters.shift()?.(s);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  pairs = await loopbackPairs();
 });
-after(() => {
-  for (const s of accepted) s.destroy();
-  server.close();
-});
+after(() => pairs.close());
+const pair = (): Promise<SocketPair> => pairs.pair();
 
-async function pair(): Promise<{ outer: net.Socket; inner: net.Socket }> {
-  const port = (server.address() as net.AddressInfo).port;
-  const inner = new Promise<net.Socket>((resolve) => waiters.push(resolve));
-  const outer = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-  await once(outer, 'connect');
-  return { outer, inner: await inner };
-}
-
-const fdOf = (s: net.Socket): number => (s as unknown as { _handle: { fd: number } })._handle.fd;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 function collect(s: net.Socket): Promise<Buffer> {

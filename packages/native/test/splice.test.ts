@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
 import { after, before, test } from 'node:test';
 import {
   FdSplice,
@@ -20,40 +20,14 @@ import {
   trimMemory,
 } from 'native';
 import { addon } from '../src/addon.ts';
+import { fdOf, loopbackPairs, type SocketPair } from './fixtures/socket-pairs.ts';
 
-let server: net.Server;
-const accepted: net.Socket[] = [];
-const waiters: ((s: net.Socket) => void)[] = [];
-
+let pairs: Awaited<ReturnType<typeof loopbackPairs>>;
 before(async () => {
-  server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => {
-    const w = waiters.shift();
-    if (w) w(s);
-    else accepted.push(s);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  pairs = await loopbackPairs();
 });
-after(() => {
-  for (const s of accepted) s.destroy();
-  server.close();
-});
-
-async function pair(): Promise<{ outer: net.Socket; inner: net.Socket }> {
-  const port = (server.address() as net.AddressInfo).port;
-  const inner = new Promise<net.Socket>((resolve) => {
-    const s = accepted.shift();
-    if (s) resolve(s);
-    else waiters.push(resolve);
-  });
-  const outer = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-  await once(outer, 'connect');
-  return { outer, inner: await inner };
-}
-
-function fdOf(s: net.Socket): number {
-  return (s as unknown as { _handle: { fd: number } })._handle.fd;
-}
+after(() => pairs.close());
+const pair = (): Promise<SocketPair> => pairs.pair();
 
 /** Two outer sockets joined through a splice of their inner ends. */
 async function joined(): Promise<{
