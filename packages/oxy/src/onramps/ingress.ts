@@ -19,7 +19,7 @@ import type { ConnectionStats, IngressProtocol } from '../context/contexts.ts';
 import { type EndpointState, IngressConnection } from '../context/state.ts';
 import type { IngressDecision } from '../hooks/ingress.ts';
 import type { Runtime } from '../runtime.ts';
-import { forkConnection } from '../telemetry/fork.ts';
+import { forkConnection, inConnectionContext } from '../telemetry/fork.ts';
 import { ingressMetrics } from '../telemetry/metrics.ts';
 
 const kConn = Symbol('oxy.ingressConnection');
@@ -117,8 +117,7 @@ function closed(rt: Runtime, conn: IngressConnection): void {
   };
   // 'close' comes from wherever the socket was destroyed (a shared timer, another connection's
   // drain): the hook runs in its own connection's context.
-  if (conn.telemetry !== null) conn.telemetry.apply(() => runCloseHook(rt, hook, stats, conn));
-  else runCloseHook(rt, hook, stats, conn);
+  inConnectionContext(conn, () => runCloseHook(rt, hook, stats, conn));
 }
 
 function runCloseHook(

@@ -22,6 +22,16 @@ export function forkConnection<T>(conn: IngressConnection, fn: () => T): T {
   });
 }
 
+/**
+ * Runs `fn` in `conn`'s telemetry context (or as it is, before the connection has one): for
+ * work started from a socket event, which runs in the listener's context, not the connection's.
+ */
+export function inConnectionContext(conn: IngressConnection, fn: () => void): void {
+  const t = conn.telemetry;
+  if (t === null) fn();
+  else t.apply(fn);
+}
+
 /** Runs `fn` in a request context forked from its connection's, kept on `request.telemetry`. */
 export function forkRequest<T>(request: RequestState, fn: () => T): T {
   const base = request.ingress.telemetry ?? TelemetryContext.current();

@@ -29,6 +29,7 @@ import { type AbsoluteTarget, parseAbsoluteTarget, parseAuthority } from '../../
 import { forwardBodiless, type LeanForward, type LeanResponse } from '../../flows/http/lean-forward.ts';
 import { writeRawResponse } from '../../flows/http/upgrade.ts';
 import type { Runtime } from '../../runtime.ts';
+import { inConnectionContext } from '../../telemetry/fork.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { serveConnect } from '../../tunnels/connect.ts';
 import { classifyPreface } from '../http2/preface.ts';
@@ -67,16 +68,6 @@ function onSocketClose(this: LeanSocket): void {
 /** Leaves `socket` as `node:http` leaves an upgraded one: not flowing, the next reader starts it. */
 function setUnread(socket: net.Socket): void {
   (socket as { readableFlowing: boolean | null }).readableFlowing = null;
-}
-
-/**
- * Runs `fn` in the connection's telemetry context: socket events run in the listener's, and
- * the on-ramp taking over keeps the context it starts in.
- */
-function inConnection(conn: IngressConnection, fn: () => void): void {
-  const t = conn.telemetry;
-  if (t === null) fn();
-  else t.apply(fn);
 }
 
 /** Errors end in 'close'; the tunnel or forwarding path reports what it needs. */
@@ -389,12 +380,12 @@ class LeanConnection implements LeanResponse, HeadSink {
 function startHttp2(c: LeanConnection): void {
   const h2 = c.ramp.http2;
   if (h2 === null || c.socket.destroyed) c.socket.destroy();
-  else inConnection(c.conn, () => h2(c.socket, c.conn));
+  else inConnectionContext(c.conn, () => h2(c.socket, c.conn));
 }
 
 function startHttp1(c: LeanConnection): void {
   if (c.socket.destroyed) return;
-  inConnection(c.conn, () => c.ramp.h1.adopt(c.socket, c.conn));
+  inConnectionContext(c.conn, () => c.ramp.h1.adopt(c.socket, c.conn));
   c.socket.resume();
 }
 

@@ -20,6 +20,7 @@ import { log } from 'foundations/telemetry';
 import type { IngressProtocol } from '../../context/contexts.ts';
 import type { EndpointState, IngressConnection } from '../../context/state.ts';
 import type { Runtime } from '../../runtime.ts';
+import { inConnectionContext } from '../../telemetry/fork.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { createLeanOnRamp } from '../http1/lean.ts';
 import { createHttp1OnRamp } from '../http1/server.ts';
@@ -97,7 +98,6 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
     conn: IngressConnection,
     ctx: NonNullable<typeof secureContext>,
   ): void => {
-    const telemetry = conn.telemetry;
     acceptTls(
       socket,
       { secureContext: ctx, alpn, handshakeTimeoutMs: settings.tls.handshake_timeout },
@@ -116,14 +116,11 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
             });
           }
         };
-        if (telemetry === null) go();
-        else telemetry.apply(go);
+        inConnectionContext(conn, go);
       },
       (reason, error) => {
         failed(conn, reason, 'tls_handshake');
-        const report = (): void => log.debug('TLS handshake failed', { reason, err: error?.message });
-        if (telemetry === null) report();
-        else telemetry.apply(report);
+        inConnectionContext(conn, () => log.debug('TLS handshake failed', { reason, err: error?.message }));
       },
     );
   };
