@@ -24,12 +24,11 @@ import type { EgressAgent, EgressRequestOptions } from '../../egress/agent.ts';
 import { decideEgress, defaultDecision, egressBlocked } from '../../egress/connect.ts';
 import { httpStatusFor, isOxyError, OXY_ERR, toOxyError } from '../../errors.ts';
 import type { HttpHeaders, RequestDecision, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
-import { proxyAuthorization } from '../../offramps/upstream-proxy/connect.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
 import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
-import { forwardBodiless, type LeanForward, type LeanResponse, reasonOf } from './lean-forward.ts';
+import { forwardBodiless, type LeanForward, type LeanResponse, reasonOf, routeFor } from './lean-forward.ts';
 import { runRequestHook } from './request-hook.ts';
 
 /** The request side an on-ramp hands over: a readable body with Node's head fields. */
@@ -143,37 +142,19 @@ async function forward(
   }
   headers.push('Host', authority);
 
-  const shared = rt.sharedPool ? '' : `|${request.ingress.id}`;
-  let options: EgressRequestOptions;
-  if (decision.kind === 'direct') {
-    const to = decision.addr.host === addr.host && decision.addr.port === addr.port ? addr : decision.addr;
-    options = {
-      agent,
-      method: head?.method ?? request.method,
-      path,
-      headers,
-      setHost: false,
-      oxyEgress: eg,
-      oxyAddr: to,
-      oxyTrusted: false,
-      oxyPoolKey: `${formatHostPort(to.host, to.port)}${shared}`,
-    };
-  } else {
-    const proxy = decision.proxy;
-    const token = proxyAuthorization(proxy.auth);
-    if (token !== undefined) headers.push('Proxy-Authorization', token);
-    options = {
-      agent,
-      method: head?.method ?? request.method,
-      path: `http://${authority}${path}`,
-      headers,
-      setHost: false,
-      oxyEgress: eg,
-      oxyAddr: { host: proxy.host, port: proxy.port },
-      oxyTrusted: true,
-      oxyPoolKey: `proxy|${formatHostPort(proxy.host, proxy.port)}|${token ?? ''}${shared}`,
-    };
-  }
+  const route = routeFor(rt, eg, decision, addr, authority, path);
+  if (route.proxyAuthorization !== undefined) headers.push('Proxy-Authorization', route.proxyAuthorization);
+  const options: EgressRequestOptions = {
+    agent,
+    method: head?.method ?? request.method,
+    path: route.requestTarget,
+    headers,
+    setHost: false,
+    oxyEgress: eg,
+    oxyAddr: route.target.addr,
+    oxyTrusted: route.target.trusted,
+    oxyPoolKey: route.target.key,
+  };
 
   await new Promise<void>((resolve, reject) => {
     const upReq = http.request(options);

@@ -11,6 +11,7 @@
  * response relayed → audit record.
  */
 import { formatHostPort } from '../../context/addr.ts';
+import type { SocketAddr } from '../../context/contexts.ts';
 import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
 import { decideEgress, defaultDecision, egressBlocked } from '../../egress/connect.ts';
 import { httpStatusFor, isOxyError, OXY_ERR, type OxyError, toOxyError } from '../../errors.ts';
@@ -45,6 +46,53 @@ export interface LeanResponse {
 export interface LeanForward {
   /** The client went away before the response ended: drop the upstream exchange. */
   clientClosed(): void;
+}
+
+/** Where a forwarded request goes once its egress decision allowed it. */
+export interface ForwardRoute {
+  /** The pool key and the address to connect to: the target, or the upstream proxy. */
+  readonly target: UpstreamTarget;
+  /** The request-target to send: origin-form to the target, absolute-form to a proxy. */
+  readonly requestTarget: string;
+  /** `Proxy-Authorization` for the upstream proxy, if it has credentials. */
+  readonly proxyAuthorization: string | undefined;
+}
+
+/**
+ * The route of a request to `addr` (`authority` and `path` as the request names them) under an
+ * allowing `decision`. Pool keys: the address decided on (the target, or the upstream proxy and
+ * its credentials), plus the client connection's id unless the pool may be shared
+ * (`egress/agent.ts` says why).
+ */
+export function routeFor(
+  rt: Runtime,
+  eg: EgressState,
+  decision: Exclude<EgressDecision, { kind: 'block' }>,
+  addr: SocketAddr,
+  authority: string,
+  path: string,
+): ForwardRoute {
+  const shared = rt.sharedPool ? '' : `|${eg.ingress.id}`;
+  if (decision.kind === 'direct') {
+    const to = decision.addr.host === addr.host && decision.addr.port === addr.port ? addr : decision.addr;
+    return {
+      target: { key: `${formatHostPort(to.host, to.port)}${shared}`, egress: eg, addr: to, trusted: false },
+      requestTarget: path,
+      proxyAuthorization: undefined,
+    };
+  }
+  const proxy = decision.proxy;
+  const token = proxyAuthorization(proxy.auth);
+  return {
+    target: {
+      key: `proxy|${formatHostPort(proxy.host, proxy.port)}|${token ?? ''}${shared}`,
+      egress: eg,
+      addr: { host: proxy.host, port: proxy.port },
+      trusted: true,
+    },
+    requestTarget: `http://${authority}${path}`,
+    proxyAuthorization: token,
+  };
 }
 
 /** A short client-safe reason for an error: hook failures say nothing about the app. */
@@ -115,33 +163,12 @@ class LeanRun implements ResponseSink, LeanForward {
       this.failWith(egressBlocked(decision.reason));
       return;
     }
-    const shared = this.#rt.sharedPool ? '' : `|${request.ingress.id}`;
-    let upstream: UpstreamTarget;
-    let requestTarget = target.path;
+    const route = routeFor(this.#rt, eg, decision, target.addr, target.authority, target.path);
     let extra = `Host: ${target.authority}\r\n`;
-    if (decision.kind === 'direct') {
-      const a = target.addr;
-      const to = decision.addr.host === a.host && decision.addr.port === a.port ? a : decision.addr;
-      upstream = {
-        key: `${formatHostPort(to.host, to.port)}${shared}`,
-        egress: eg,
-        addr: to,
-        trusted: false,
-      };
-    } else {
-      const proxy = decision.proxy;
-      const token = proxyAuthorization(proxy.auth);
-      if (token !== undefined) extra += `Proxy-Authorization: ${token}\r\n`;
-      requestTarget = `http://${target.authority}${target.path}`;
-      upstream = {
-        key: `proxy|${formatHostPort(proxy.host, proxy.port)}|${token ?? ''}${shared}`,
-        egress: eg,
-        addr: { host: proxy.host, port: proxy.port },
-        trusted: true,
-      };
-    }
-    const head = `${request.method} ${requestTarget} HTTP/1.1\r\n${serializeRawHeaders(rawHeaders, 'host')}${extra}\r\n`;
-    this.#pending = pool.request(upstream, head, request.method === 'HEAD', this);
+    if (route.proxyAuthorization !== undefined)
+      extra += `Proxy-Authorization: ${route.proxyAuthorization}\r\n`;
+    const head = `${request.method} ${route.requestTarget} HTTP/1.1\r\n${serializeRawHeaders(rawHeaders, 'host')}${extra}\r\n`;
+    this.#pending = pool.request(route.target, head, request.method === 'HEAD', this);
   }
 
   /** Answers an error of the proxy's own and ends the exchange. */
