@@ -18,8 +18,9 @@
  * (the ingress accounting on 'close', a drain's `destroy()`) works as for any socket: their
  * byte counters (`bytesRead`, `bytesWritten`) are topped up with the splice's counts, and they
  * are destroyed (so 'close' fires) only when the tunnel really ends. A `destroy()` from outside
- * stops the splice first (through the socket's own `_destroy`, so before any 'close' listener). There is no timer, promise or closure per tunnel beyond the one
- * promise the caller awaits: idle timeouts are checked by one interval per timeout value, and
+ * stops the splice first (through the socket's own `_destroy`, so before any 'close'
+ * listener). There is no timer, promise or closure per tunnel beyond the one promise the
+ * caller awaits: idle timeouts are checked by one interval per timeout value, and
  * maximum lifetimes by one timer per lifetime value over a queue in deadline order. A burst of
  * tunnels leaves much freed malloc memory resident (read buffers and handles of the sockets
  * whose handles were closed, between the allocations that stay): once tunnels have stopped
