@@ -1,62 +1,144 @@
 /*
- * The reactor: one epoll set per event loop, watched by a single uv_poll, for descriptors the
- * addon's C code drives itself (today the splicers of splice.c). A watched descriptor then costs
- * an epoll registration in the kernel and nothing in libuv: no uv handle per descriptor.
+ * The reactor: one epoll set per event loop, driven by a thread of its own, for descriptors the
+ * addon's C code drives itself (the splicers of splice.c). A watched descriptor costs an epoll
+ * registration in the kernel and nothing in libuv, and the system calls its readiness leads to
+ * (splice, shutdown, close, connect) run off the JS thread: on a loaded proxy the JS thread
+ * only parses, decides and accounts, and the kernel's share of moving the bytes goes to
+ * another core.
  *
- * The events are the user's: level-triggered interest set only while someone is interested (a
- * hung-up socket nobody waits on then cannot wake the loop), or, as splice.c does, EPOLLET
- * registered once for the descriptor's life. Ready events are dispatched in batches of up to
- * BATCH per loop iteration to the reactor's callback with the tag given at watch time (the set
- * is level-triggered in libuv's epoll: what a batch left comes on the next loop turn).
- * Memory freed while a batch is dispatched (`reactor_free_later`) is freed after the batch, so a
- * later event of the same batch never points at freed memory. The loop is kept alive while
- * `reactor_hold` says something is running.
+ * Threads: the JS thread makes the reactor, posts commands (`reactor_command`: run this item
+ * on the reactor thread, e.g. "connect and register it") and counts running users
+ * (`reactor_hold`: the JS loop stays alive while there are any). The reactor thread waits on the
+ * set, dispatches ready events in batches of up to BATCH to the reactor's callback, runs the
+ * commands, and asks the tick callback (if any) for its next deadline. Items the
+ * reactor thread finished with are posted back (`reactor_post`); the JS thread's done callback
+ * gets them, in post order, from one uv_async (wake-ups coalesce: one per loop turn at most).
+ *
+ * Memory: an item whose last reference is dropped is retired (`reactor_retire`, from either
+ * thread) and freed by the reactor thread after the batch it is dispatching, so an event of the
+ * same batch never points at freed memory; a descriptor taken out of the set (epoll_ctl DEL)
+ * is in no later batch. Once the thread has stopped (the env is going away), retired items are
+ * freed at once.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "native.h"
 
-/* Events taken from the epoll set per loop iteration. */
+/* Events taken from the epoll set per wait. */
 #define BATCH 256
 
 struct reactor {
-  uv_poll_t poll;
+  uv_async_t async; /* the JS loop's end: posted items */
   uv_loop_t *loop;
   reactor_cb cb;
+  reactor_cmd_cb cmd;
+  reactor_tick_cb tick;
+  reactor_done_cb done;
+  napi_env env;
   int epfd;
-  int dispatching;  /* > 0 while a batch is being dispatched */
-  int active;       /* running users: the loop stays alive while there are any */
-  void **dead;      /* freed after the current batch */
-  size_t ndead, capdead;
+  int wakefd; /* eventfd in the set (tag NULL): commands or stop */
+  pthread_t thread;
+  bool started, stopping, stopped;
+  int active; /* running users (JS thread only): the loop stays alive while there are any */
+
+  pthread_mutex_t lock; /* guards everything below */
+  bool sleeping;        /* the thread is (about to be) in epoll_wait: a command must wake it */
+  reactor_item_t *cmd_head, *cmd_tail;
+  reactor_item_t *done_head, *done_tail;
+  reactor_item_t *dead; /* retired: freed after the current batch */
   struct reactor *next;
 };
 
 static pthread_mutex_t reactors_lock = PTHREAD_MUTEX_INITIALIZER;
 static reactor_t *reactors = NULL;
 
-static void on_ready(uv_poll_t *h, int status, int events) {
-  (void)status;
-  (void)events;
-  reactor_t *r = h->data;
-  struct epoll_event ev[BATCH];
-  /* One batch per loop iteration; the set stays readable (level-triggered) if more is ready. */
-  int n = epoll_wait(r->epfd, ev, BATCH, 0);
-  r->dispatching++;
-  for (int k = 0; k < n; k++) r->cb(ev[k].data.ptr, ev[k].events);
-  r->dispatching--;
-  if (r->dispatching == 0) {
-    for (size_t i = 0; i < r->ndead; i++) free(r->dead[i]);
-    r->ndead = 0;
+static void push(reactor_item_t **head, reactor_item_t **tail, reactor_item_t *it) {
+  it->next = NULL;
+  if (*tail) (*tail)->next = it;
+  else *head = it;
+  *tail = it;
+}
+
+static void free_list(reactor_item_t *it) {
+  while (it) {
+    reactor_item_t *n = it->next;
+    free(it);
+    it = n;
   }
 }
 
-/* The env is going away: unlink its loop's reactor and stop watching. */
+static void *run(void *arg) {
+  reactor_t *r = arg;
+  struct epoll_event ev[BATCH];
+  for (;;) {
+    int timeout = r->tick ? r->tick(r) : -1;
+    pthread_mutex_lock(&r->lock);
+    reactor_item_t *cmds = r->cmd_head;
+    r->cmd_head = r->cmd_tail = NULL;
+    bool stop = r->stopping;
+    r->sleeping = cmds == NULL && !stop;
+    pthread_mutex_unlock(&r->lock);
+    if (stop) break;
+    if (cmds) {
+      /* Run them, then look again (for more, and for the deadlines they set) before sleeping. */
+      while (cmds) {
+        reactor_item_t *n = cmds->next;
+        r->cmd(r, cmds);
+        cmds = n;
+      }
+      continue;
+    }
+    int n = epoll_wait(r->epfd, ev, BATCH, timeout);
+    pthread_mutex_lock(&r->lock);
+    r->sleeping = false;
+    pthread_mutex_unlock(&r->lock);
+    for (int k = 0; k < n; k++) {
+      if (ev[k].data.ptr == NULL) {
+        uint64_t v;
+        ssize_t ignored = read(r->wakefd, &v, sizeof v);
+        (void)ignored;
+        continue;
+      }
+      r->cb(ev[k].data.ptr, ev[k].events);
+    }
+    pthread_mutex_lock(&r->lock);
+    reactor_item_t *dead = r->dead;
+    r->dead = NULL;
+    pthread_mutex_unlock(&r->lock);
+    free_list(dead);
+  }
+  return NULL;
+}
+
+/* JS thread: the items the reactor thread posted, in order. */
+static void on_async(uv_async_t *h) {
+  reactor_t *r = h->data;
+  pthread_mutex_lock(&r->lock);
+  reactor_item_t *it = r->done_head;
+  r->done_head = r->done_tail = NULL;
+  pthread_mutex_unlock(&r->lock);
+  while (it) {
+    reactor_item_t *n = it->next;
+    r->done(r->env, it);
+    it = n;
+  }
+}
+
+static void wake(reactor_t *r) {
+  uint64_t one = 1;
+  ssize_t ignored = write(r->wakefd, &one, sizeof one);
+  (void)ignored;
+}
+
+/* The env is going away: stop the thread, unlink the reactor, stop watching. */
 static void cleanup(void *arg) {
   reactor_t *r = arg;
   pthread_mutex_lock(&reactors_lock);
@@ -67,18 +149,33 @@ static void cleanup(void *arg) {
     }
   }
   pthread_mutex_unlock(&reactors_lock);
+  if (r->started) {
+    pthread_mutex_lock(&r->lock);
+    r->stopping = true;
+    pthread_mutex_unlock(&r->lock);
+    wake(r);
+    pthread_join(r->thread, NULL);
+  }
+  pthread_mutex_lock(&r->lock);
+  r->stopped = true;
+  reactor_item_t *dead = r->dead;
+  r->dead = NULL;
+  /* Posted items nobody will take: their owners are finalised with the env. */
+  r->done_head = r->done_tail = NULL;
+  pthread_mutex_unlock(&r->lock);
+  free_list(dead);
   r->active = 0;
-  uv_poll_stop(&r->poll);
   /* No close callback: a worker's env unloads the addon before its loop runs the closing
-   * handles, and a callback here would then be a call into unmapped code (SIGSEGV). Closing
-   * the poll handle has taken the set out of libuv's epoll already; the struct is kept (users
-   * finalised later may still look at it). */
-  uv_close((uv_handle_t *)&r->poll, NULL);
+   * handles, and a callback here would then be a call into unmapped code (SIGSEGV). The struct
+   * is kept (users finalised later may still look at it). */
+  uv_close((uv_handle_t *)&r->async, NULL);
   close(r->epfd);
+  close(r->wakefd);
   r->epfd = -1;
+  r->wakefd = -1;
 }
 
-reactor_t *reactor_for(napi_env env, reactor_cb cb) {
+reactor_t *reactor_for(napi_env env, reactor_cb cb, reactor_cmd_cb cmd, reactor_tick_cb tick, reactor_done_cb done) {
   uv_loop_t *loop;
   reactor_t *r;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
@@ -93,26 +190,52 @@ reactor_t *reactor_for(napi_env env, reactor_cb cb) {
     return NULL;
   }
   r->loop = loop;
+  r->env = env;
   r->cb = cb;
+  r->cmd = cmd;
+  r->tick = tick;
+  r->done = done;
+  pthread_mutex_init(&r->lock, NULL);
   r->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (r->epfd < 0) {
+  r->wakefd = r->epfd < 0 ? -1 : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (r->wakefd < 0) {
     int e = errno;
+    const char *call = r->epfd < 0 ? "epoll_create1" : "eventfd";
+    if (r->epfd >= 0) close(r->epfd);
     free(r);
-    throw_errno(env, e, "epoll_create1", "making the addon's epoll set");
+    throw_errno(env, e, call, "making the addon's epoll set");
     return NULL;
   }
-  int rc = uv_poll_init(loop, &r->poll, r->epfd);
+  struct epoll_event we = {.events = EPOLLIN, .data.ptr = NULL};
+  int rc = epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->wakefd, &we) < 0 ? -errno : 0;
+  const char *what = "epoll_ctl";
   if (rc == 0) {
-    r->poll.data = r;
-    rc = uv_poll_start(&r->poll, UV_READABLE, on_ready);
+    what = "uv_async_init";
+    rc = uv_async_init(loop, &r->async, on_async);
+  }
+  if (rc == 0) {
+    r->async.data = r;
+    uv_unref((uv_handle_t *)&r->async); /* only running users keep the loop alive */
+    rc = -pthread_create(&r->thread, NULL, run, r);
+    if (rc < 0) {
+      /* The handle is the loop's until closed: the struct is leaked with it. */
+      uv_close((uv_handle_t *)&r->async, NULL);
+      close(r->epfd);
+      close(r->wakefd);
+      r->epfd = r->wakefd = -1;
+      r->stopped = true;
+      throw_errno(env, -rc, "pthread_create", "starting the addon's reactor thread");
+      return NULL;
+    }
   }
   if (rc < 0) {
     close(r->epfd);
-    free(r); /* uv_poll_init fails before the handle is registered; start cannot fail on epoll */
-    throw_errno(env, -rc, "uv_poll_init", "watching the addon's epoll set");
+    close(r->wakefd);
+    free(r);
+    throw_errno(env, -rc, what, "making the addon's epoll set");
     return NULL;
   }
-  uv_unref((uv_handle_t *)&r->poll); /* only running users keep the loop alive (reactor_hold) */
+  r->started = true;
   napi_add_env_cleanup_hook(env, cleanup, r);
   pthread_mutex_lock(&reactors_lock);
   r->next = reactors;
@@ -133,22 +256,46 @@ int reactor_watch(reactor_t *r, int fd, uint32_t *registered, uint32_t events, v
 
 void reactor_hold(reactor_t *r, int delta) {
   r->active += delta;
-  if (r->epfd < 0) return;
-  if (r->active == 1 && delta > 0) uv_ref((uv_handle_t *)&r->poll);
-  if (r->active == 0) uv_unref((uv_handle_t *)&r->poll);
+  if (r->stopped) return;
+  if (r->active == 1 && delta > 0) uv_ref((uv_handle_t *)&r->async);
+  if (r->active == 0) uv_unref((uv_handle_t *)&r->async);
 }
 
-void reactor_free_later(reactor_t *r, void *p) {
-  if (r->dispatching == 0) {
-    free(p);
+bool reactor_command(reactor_t *r, reactor_item_t *it) {
+  pthread_mutex_lock(&r->lock);
+  if (r->stopping || r->stopped) {
+    pthread_mutex_unlock(&r->lock);
+    return false;
+  }
+  push(&r->cmd_head, &r->cmd_tail, it);
+  bool sleeping = r->sleeping;
+  r->sleeping = false; /* one wake-up per sleep */
+  pthread_mutex_unlock(&r->lock);
+  if (sleeping) wake(r);
+  return true;
+}
+
+void reactor_post(reactor_t *r, reactor_item_t *it) {
+  pthread_mutex_lock(&r->lock);
+  push(&r->done_head, &r->done_tail, it);
+  pthread_mutex_unlock(&r->lock);
+  uv_async_send(&r->async);
+}
+
+void reactor_retire(reactor_t *r, reactor_item_t *it) {
+  pthread_mutex_lock(&r->lock);
+  if (r->stopped) {
+    pthread_mutex_unlock(&r->lock);
+    free(it);
     return;
   }
-  if (r->ndead == r->capdead) {
-    size_t cap = r->capdead ? r->capdead * 2 : 64;
-    void **d = realloc(r->dead, cap * sizeof *d);
-    if (!d) return; /* leak rather than free under a pending event */
-    r->dead = d;
-    r->capdead = cap;
-  }
-  r->dead[r->ndead++] = p;
+  it->next = r->dead;
+  r->dead = it;
+  pthread_mutex_unlock(&r->lock);
+}
+
+int64_t reactor_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

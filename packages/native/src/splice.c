@@ -1,45 +1,44 @@
 /*
  * Kernel splicing of two connected stream sockets: bytes move socket → pipe → socket with
- * splice(2) and never enter user space (nor JS). Driven by the event loop.
+ * splice(2) and never enter user space (nor JS). Driven by the reactor (reactor.c): its own
+ * epoll set and thread, so the system calls that move a tunnel's bytes run off the JS thread.
  *
- * The caller hands over two socket descriptors it keeps owning (Node's net.Socket handles);
- * the splicer works on its own duplicates (F_DUPFD_CLOEXEC), so the caller may close its
+ * spliceStart(fd0, fd1, pipeSize, owner): two connected sockets the caller keeps owning; the
+ * splicer works on its own duplicates (F_DUPFD_CLOEXEC), so the caller may close its
  * descriptors once the splice runs (the sockets stay open through the duplicates; closing a
- * duplicate sends nothing to the peer). The caller must have stopped reading the originals
- * (and must not write to them) for as long as the splice runs.
+ * duplicate sends nothing to the peer). The caller must have stopped reading them (and must
+ * not write to them) for as long as the splice runs.
  *
  * Each direction has its own pipe, taken on the first byte (an idle tunnel costs no pipe) at the
  * kernel's default size and grown to the asked size after the first MiB (short tunnels never pay).
- * Pipes come from a small pool per thread: a pipe that ended empty and was never grown goes back
- * to it, so a short tunnel makes and closes no pipe (pipe2 and two closes per direction saved);
- * a process that ends just lets the pooled pipes go.
+ * Pipes come from a pool on the reactor thread: a pipe that ended empty and was never grown goes
+ * back to it, so a short tunnel makes and closes no pipe.
  * Per direction: read src → pipe; drain pipe → dst; when dst is full, stop reading src and
  * wait for dst to be writable; on EOF from src (once the pipe is empty) shutdown(dst, SHUT_WR),
  * so half-close is carried across. The splice ends when both directions have shut (kind 0) or
  * at the first error (kind 1, with the errno and the side whose descriptor raised it).
  *
- * Readiness comes from the reactor (reactor.c: one epoll set per event loop): a splicer is a
- * small struct with no libuv handle of its own; an idle tunnel costs ~150 bytes here. Each
- * descriptor is registered once, edge-triggered for input, output and peer hang-up (WATCH), and
- * not modified while the tunnel runs; it is removed explicitly before it is closed (a duplicate
- * of the socket may outlive ours, and with it a registration pointing at a freed splicer).
- * Edge-triggered: the splicer remembers what each side is ready for (set by events, cleared
- * only by EAGAIN) and a direction runs until EAGAIN. One that used up its round (ROUND_BYTES)
- * is re-armed (its registration renewed, which reports what is ready again), so it continues
- * on the next loop turn after the other tunnels had theirs.
+ * Each descriptor is registered once, edge-triggered for input, output and peer hang-up (WATCH),
+ * and removed before it is closed (a duplicate of the socket may outlive ours, and with it a
+ * registration pointing at a freed splicer). The splicer remembers what each side is ready for
+ * (set by events, cleared only by EAGAIN) and a direction runs until EAGAIN. One that used up its
+ * round (ROUND_BYTES) is re-armed (its registration renewed, which reports what is ready again),
+ * so it continues after the other tunnels of the batch had theirs.
  *
- * The descriptors must be non-blocking; the duplicates share O_NONBLOCK with the caller's
- * (Node's sockets have it): it is checked once per descriptor and set only if missing.
+ * The descriptors must be non-blocking; duplicates share O_NONBLOCK with the caller's (Node's
+ * sockets have it): it is checked once per descriptor and set only if missing.
+ *
+ * Threads: a splicer's state is guarded by its own mutex (the reactor thread holds it while it
+ * moves the splicer's bytes; the JS thread while it reads counters or stops it). It is freed
+ * (retired through the reactor) once neither thread refers to it: the JS owner let go, the
+ * reactor thread done with it (out of the set, no command pending), and no post on its way
+ * to JS.
  *
  * The JS side is an owner object the splicer is wrapped into (napi_wrap; no external, no
  * closure, no async resource per splice). At the end the addon calls
  * owner.onSpliceEnd(kind, bytes0to1, bytes1to0, errno, side) once; by then the splicer has
  * closed its duplicates and pipes and let go of the owner. spliceBytes(owner) reads the
  * counters; spliceStop(owner) ends it without a callback.
- *
- * Lifetime: while running, the owner is held strongly (a tunnel nobody else references still
- * runs to its end). At the end (or stop) the wrap is removed and the reference deleted, and the
- * struct is freed (after the current batch, if one is being dispatched).
  */
 #define _GNU_SOURCE
 #include "native.h"
@@ -49,6 +48,7 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -56,7 +56,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Bytes moved per direction per wakeup before yielding to the loop (fairness between tunnels).
+/* Bytes moved per direction per wakeup before yielding to the others (fairness between tunnels).
  * OXY_SPLICE_ROUND_BYTES (read once, at least 4096) overrides it: tests use small rounds. */
 #define ROUND_BYTES (4u << 20)
 static size_t round_bytes = 0;
@@ -64,10 +64,14 @@ static size_t round_bytes = 0;
 #define GROW_AFTER (1u << 20)
 /* The kernel's default pipe capacity; only pipes still at it go back to the pool. */
 #define PIPE_DEFAULT 65536u
-/* Most empty pipes a thread keeps (fewer when the descriptor limit is low: 1/16 of it). */
+/* Most empty pipes a reactor thread keeps (fewer when the descriptor limit is low: 1/16 of it). */
 #define POOL_MAX 256
 /* How each descriptor is registered, once. */
 #define WATCH (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+
+/* End kinds. */
+#define END_DONE 0
+#define END_ERROR 1
 
 typedef struct {
   int src, dst;    /* side indices */
@@ -81,58 +85,72 @@ typedef struct {
 typedef struct splicer splicer_t;
 
 struct splicer {
+  reactor_item_t item; /* first: the reactor's lists */
   reactor_t *r;
+  pthread_mutex_t mu;
   int fd[2];
   uint32_t events[2]; /* epoll interest registered per side (WATCH); 0: not in the set */
   bool can_read[2];   /* side i may have bytes (or EOF) to read: set by events, cleared by EAGAIN */
   bool can_write[2];  /* side i may take bytes: likewise */
   dir_t dir[2];       /* dir[i]: side i → side 1-i */
+  int pipe_size;
+  bool closing;       /* out of the set, descriptors closed */
+  /* Who refers to it; freed when none does. */
+  bool js_ref, thread_ref, queued;
+  bool cmd_pending;   /* posted to the reactor thread, not yet run there */
+  bool retired;
+  bool ended;         /* the end was posted, not yet taken */
+  int end_kind, end_err, end_side;
   napi_env env;
   napi_ref owner;     /* napi_wrap's reference, strong while running; NULL once let go */
-  int pipe_size;
-  bool closing, finalized;
 };
 
-/* Empty pipes at the kernel's default size, for the next directions of this thread's splices. */
+static void on_ready(void *tag, uint32_t ev);
+static void on_command(reactor_t *r, reactor_item_t *it);
+static void on_done(napi_env env, reactor_item_t *it);
+
+/* ---- pipe pool (reactor thread only) ---- */
+
 typedef struct {
   int n, max;
   int ends[POOL_MAX][2]; /* [read end, write end] */
 } pipe_pool_t;
 
-static __thread pipe_pool_t *pool; /* one per JS thread (each has its own env and loop) */
+static __thread pipe_pool_t *pool;
+static pthread_key_t pool_key;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 
-/* The env is going away (a worker thread ends; runs on its thread): close the pooled pipes and
- * pool no more (pipes given back later, by finalisers at teardown, are closed). */
-static void pool_cleanup(void *arg) {
+/* The reactor thread ends (its env is going away): close the pooled pipes. */
+static void pool_free(void *arg) {
   pipe_pool_t *p = arg;
   while (p->n > 0) {
     p->n--;
     close(p->ends[p->n][0]);
     close(p->ends[p->n][1]);
   }
-  if (pool == p) pool = NULL;
   free(p);
 }
 
+static void pool_key_make(void) {
+  pthread_key_create(&pool_key, pool_free);
+}
+
 /* Makes this thread's pool on first use; without one (no memory) pipes are simply not pooled. */
-static void pool_init(napi_env env) {
+static void pool_init(void) {
   struct rlimit lim;
-  if (round_bytes == 0) {
-    const char *v = getenv("OXY_SPLICE_ROUND_BYTES");
-    long n = v ? strtol(v, NULL, 10) : 0;
-    round_bytes = n >= 4096 ? (size_t)n : ROUND_BYTES;
-  }
   if (pool) return;
+  pthread_once(&pool_once, pool_key_make);
   pool = calloc(1, sizeof *pool);
   if (!pool) return;
   pool->max = POOL_MAX;
   if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur / 16 < POOL_MAX)
     pool->max = (int)(lim.rlim_cur / 16);
-  napi_add_env_cleanup_hook(env, pool_cleanup, pool);
+  pthread_setspecific(pool_key, pool);
 }
 
 /* A pipe for direction d: a pooled one, or a new one at the kernel's default size. */
 static int pipe_take(dir_t *d) {
+  pool_init();
   if (pool && pool->n > 0) {
     pool->n--;
     d->pr = pool->ends[pool->n][0];
@@ -147,10 +165,10 @@ static int pipe_take(dir_t *d) {
   return 0;
 }
 
-/* Direction d's pipe back to the pool if it ended empty and was never grown; else closed. */
-static void pipe_give(dir_t *d) {
+/* Direction d's pipe back to the pool (if `may_pool`, it ended empty and was never grown); else closed. */
+static void pipe_give(dir_t *d, bool may_pool) {
   if (d->pr < 0) return;
-  if (d->inpipe == 0 && d->cap == PIPE_DEFAULT && pool && pool->n < pool->max) {
+  if (may_pool && d->inpipe == 0 && d->cap == PIPE_DEFAULT && pool && pool->n < pool->max) {
     pool->ends[pool->n][0] = d->pr;
     pool->ends[pool->n][1] = d->pw;
     pool->n++;
@@ -161,70 +179,50 @@ static void pipe_give(dir_t *d) {
   d->pr = d->pw = -1;
 }
 
-static void free_if_done(splicer_t *s) {
-  if (s->finalized && s->closing) reactor_free_later(s->r, s);
+/* ---- lifetime ---- */
+
+/* Under s->mu: true (once) when nobody refers to s any more: the caller retires it after
+ * unlocking. A stale event of the batch in flight may still lock it; it is freed after. */
+static bool unreferenced(splicer_t *s) {
+  if (s->retired || s->js_ref || s->thread_ref || s->queued) return false;
+  s->retired = true;
+  return true;
 }
 
-/* Stops watching, closes duplicates, pools or closes pipes. Idempotent. */
-static void splicer_close(splicer_t *s) {
+static void retire(splicer_t *s) {
+  reactor_retire(s->r, &s->item);
+}
+
+/* Under s->mu: out of the set, descriptors and pipes closed (pooled on the reactor thread). Idempotent. */
+static void close_fds(splicer_t *s, bool on_thread) {
   if (s->closing) return;
   s->closing = true;
-  reactor_hold(s->r, -1);
   for (int i = 0; i < 2; i++) {
-    /* Out of the set before the close: another duplicate may keep the socket (and the entry). */
-    reactor_watch(s->r, s->fd[i], &s->events[i], 0, NULL);
-    s->events[i] = 0;
-    close(s->fd[i]);
-    pipe_give(&s->dir[i]);
-  }
-}
-
-/* The owner was collected (or the env torn down) while still wrapped. */
-static void finalize(napi_env env, void *data, void *hint) {
-  (void)hint;
-  splicer_t *s = data;
-  splicer_close(s);
-  if (s->owner) napi_delete_reference(env, s->owner);
-  s->owner = NULL;
-  s->finalized = true;
-  free_if_done(s);
-}
-
-/* Lets go of the owner: unwraps it and deletes the reference. Returns the owner (or NULL). */
-static napi_value release_owner(splicer_t *s) {
-  napi_value owner = NULL;
-  void *ignored;
-  if (!s->owner) return NULL;
-  if (napi_get_reference_value(s->env, s->owner, &owner) != napi_ok) owner = NULL;
-  if (owner) napi_remove_wrap(s->env, owner, &ignored);
-  napi_delete_reference(s->env, s->owner);
-  s->owner = NULL;
-  s->finalized = true; /* the wrap is gone: no finaliser will come */
-  return owner;
-}
-
-/* Ends the splice and tells the owner: kind 0 done, 1 error. */
-static void finish(splicer_t *s, int kind, int err, int side) {
-  napi_env env = s->env;
-  napi_handle_scope scope;
-  napi_value owner, fn, argv[5], ignored;
-  splicer_close(s);
-  if (!s->owner || napi_open_handle_scope(env, &scope) != napi_ok) return;
-  owner = release_owner(s);
-  if (owner && napi_get_named_property(env, owner, "onSpliceEnd", &fn) == napi_ok &&
-      napi_create_int32(env, kind, &argv[0]) == napi_ok &&
-      napi_create_double(env, (double)s->dir[0].bytes, &argv[1]) == napi_ok &&
-      napi_create_double(env, (double)s->dir[1].bytes, &argv[2]) == napi_ok &&
-      napi_create_int32(env, err, &argv[3]) == napi_ok && napi_create_int32(env, side, &argv[4]) == napi_ok) {
-    /* No async context: the owner settles a promise, whose reactions keep their own context. */
-    if (napi_make_callback(env, NULL, owner, fn, 5, argv, &ignored) == napi_pending_exception) {
-      napi_value e;
-      if (napi_get_and_clear_last_exception(env, &e) == napi_ok) napi_fatal_exception(env, e);
+    if (s->fd[i] >= 0) {
+      /* Out of the set before the close: another duplicate may keep the socket (and the entry). */
+      reactor_watch(s->r, s->fd[i], &s->events[i], 0, NULL);
+      close(s->fd[i]);
+      s->fd[i] = -1;
     }
+    s->events[i] = 0;
+    pipe_give(&s->dir[i], on_thread);
   }
-  napi_close_handle_scope(env, scope);
-  free_if_done(s);
 }
+
+/* Reactor thread, under s->mu: ends the splice and tells the JS thread. The caller unlocks and
+ * retires s if unreferenced. */
+static void finish(splicer_t *s, int kind, int err, int side) {
+  close_fds(s, true);
+  s->end_kind = kind;
+  s->end_err = err;
+  s->end_side = side;
+  s->thread_ref = false;
+  s->ended = true;
+  s->queued = true;
+  reactor_post(s->r, &s->item);
+}
+
+/* ---- moving bytes (reactor thread, under s->mu) ---- */
 
 /* Side i's registration: WATCH, tagged with the splicer and the side in its low bit. */
 static int watch(splicer_t *s, int i) {
@@ -288,7 +286,7 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
       continue;
     }
     d->inpipe = (size_t)n;
-    d->bytes += (uint64_t)n;
+    __atomic_store_n(&d->bytes, d->bytes + (uint64_t)n, __ATOMIC_RELAXED);
     moved += (size_t)n;
   }
 }
@@ -300,54 +298,248 @@ static bool has_work(splicer_t *s, int i) {
   return d->inpipe > 0 ? s->can_write[d->dst] : d->eof || s->can_read[d->src];
 }
 
-/* One readiness event for side i of s: note it, then run both directions as far as they go. */
-static void on_event(splicer_t *s, int i, uint32_t ev) {
-  int side = i, err = 0;
-  if (s->closing) return;
-  if (ev & EPOLLERR) {
-    /* The socket's own error says what happened. */
-    int e = 0;
-    socklen_t len = sizeof e;
-    if (getsockopt(s->fd[i], SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e == 0) e = EIO;
-    finish(s, 1, e, i);
-    return;
-  }
-  /* A hang-up: the splice calls then see EOF or the error. */
-  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) s->can_read[i] = true;
-  if (ev & (EPOLLOUT | EPOLLHUP)) s->can_write[i] = true;
-  err = pump(s, &s->dir[0], &side);
+/* Runs both directions as far as they go; ends the splice when both have shut or on an error. */
+static void run_both(splicer_t *s) {
+  int side = -1, err = pump(s, &s->dir[0], &side);
   if (!err) err = pump(s, &s->dir[1], &side);
   if (err) {
-    finish(s, 1, err, side);
+    finish(s, END_ERROR, err, side);
     return;
   }
   if (s->dir[0].shut && s->dir[1].shut) {
-    finish(s, 0, 0, -1);
+    finish(s, END_DONE, 0, -1);
     return;
   }
   /* A round used up (its source not drained: no edge will come for it). Renewing the source's
-   * registration (out and in again) reports what is ready anew, at the reactor's next batch:
-   * the next loop turn. A source with nothing left reports nothing, and its next byte an edge. */
+   * registration (out and in again) reports what is ready anew, in a later batch. A source with
+   * nothing left reports nothing, and its next byte an edge. */
   for (int k = 0; k < 2; k++) {
     if (!has_work(s, k)) continue;
     reactor_watch(s->r, s->fd[k], &s->events[k], 0, NULL);
     if ((err = watch(s, k)) != 0) {
-      finish(s, 1, err, k);
+      finish(s, END_ERROR, err, k);
       return;
     }
   }
 }
 
+/* The socket's pending error (SO_ERROR), or `fallback` when it has none. */
+static int sock_error(int fd, int fallback) {
+  int e = 0;
+  socklen_t len = sizeof e;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e == 0) e = fallback;
+  return e;
+}
+
+/* One readiness event for side i of s. */
+static void on_event(splicer_t *s, int i, uint32_t ev) {
+  if (s->closing) return;
+  if (ev & EPOLLERR) {
+    /* The socket's own error says what happened. */
+    finish(s, END_ERROR, sock_error(s->fd[i], EIO), i);
+    return;
+  }
+  /* A hang-up: the splice calls then see EOF or the error. */
+  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) s->can_read[i] = true;
+  if (ev & (EPOLLOUT | EPOLLHUP)) s->can_write[i] = true;
+  run_both(s);
+}
+
 /* The reactor's callback: one ready side of one splicer. */
 static void on_ready(void *tag, uint32_t ev) {
   uintptr_t p = (uintptr_t)tag;
-  on_event((splicer_t *)(p & ~(uintptr_t)1), (int)(p & 1), ev);
+  splicer_t *s = (splicer_t *)(p & ~(uintptr_t)1);
+  pthread_mutex_lock(&s->mu);
+  on_event(s, (int)(p & 1), ev);
+  bool gone = unreferenced(s);
+  pthread_mutex_unlock(&s->mu);
+  if (gone) retire(s);
+}
+
+/* Makes fd non-blocking if it is not (a duplicate shares the flag with the caller's descriptor). */
+static int ensure_nonblocking(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) return errno;
+  return 0;
+}
+
+/* A command from the JS thread: start watching. */
+static void on_command(reactor_t *r, reactor_item_t *it) {
+  (void)r;
+  splicer_t *s = (splicer_t *)it;
+  pthread_mutex_lock(&s->mu);
+  s->cmd_pending = false;
+  if (s->closing) {
+    /* Stopped before it started. */
+    s->thread_ref = false;
+  } else {
+    int err = 0, side = -1;
+    for (int i = 0; i < 2 && err == 0; i++) {
+      side = i;
+      err = ensure_nonblocking(s->fd[i]);
+      /* Once; what is ready already is reported by the next wait. */
+      if (err == 0) err = watch(s, i);
+    }
+    if (err != 0) finish(s, END_ERROR, err, side);
+  }
+  bool gone = unreferenced(s);
+  pthread_mutex_unlock(&s->mu);
+  if (gone) retire(s);
+}
+
+/* ---- the JS thread ---- */
+
+/* Lets go of the owner: unwraps it and deletes the reference. Returns the owner (or NULL). */
+static napi_value release_owner(splicer_t *s) {
+  napi_value owner = NULL;
+  void *ignored;
+  if (!s->owner) return NULL;
+  if (napi_get_reference_value(s->env, s->owner, &owner) != napi_ok) owner = NULL;
+  if (owner) napi_remove_wrap(s->env, owner, &ignored);
+  napi_delete_reference(s->env, s->owner);
+  s->owner = NULL;
+  return owner;
+}
+
+static void call_owner(napi_env env, napi_value owner, const char *name, size_t argc, napi_value *argv) {
+  napi_value fn, ignored;
+  if (napi_get_named_property(env, owner, name, &fn) != napi_ok) return;
+  /* No async context: the owner settles a promise, whose reactions keep their own context. */
+  if (napi_make_callback(env, NULL, owner, fn, argc, argv, &ignored) == napi_pending_exception) {
+    napi_value e;
+    if (napi_get_and_clear_last_exception(env, &e) == napi_ok) napi_fatal_exception(env, e);
+  }
+}
+
+/* JS thread: what the reactor thread posted for s. */
+static void on_done(napi_env env, reactor_item_t *it) {
+  splicer_t *s = (splicer_t *)it;
+  pthread_mutex_lock(&s->mu);
+  bool ended = s->ended;
+  s->ended = false;
+  s->queued = false;
+  bool mine = ended && s->js_ref && s->owner != NULL;
+  if (mine) s->js_ref = false; /* let go below */
+  int kind = s->end_kind, err = s->end_err, side = s->end_side;
+  double b0 = (double)s->dir[0].bytes, b1 = (double)s->dir[1].bytes;
+  bool gone = unreferenced(s);
+  pthread_mutex_unlock(&s->mu);
+  if (mine) {
+    napi_handle_scope scope;
+    reactor_hold(s->r, -1);
+    if (napi_open_handle_scope(env, &scope) == napi_ok) {
+      napi_value owner = release_owner(s), argv[5];
+      if (owner && napi_create_int32(env, kind, &argv[0]) == napi_ok &&
+          napi_create_double(env, b0, &argv[1]) == napi_ok && napi_create_double(env, b1, &argv[2]) == napi_ok &&
+          napi_create_int32(env, err, &argv[3]) == napi_ok && napi_create_int32(env, side, &argv[4]) == napi_ok)
+        call_owner(env, owner, "onSpliceEnd", 5, argv);
+      napi_close_handle_scope(env, scope);
+    }
+  }
+  if (gone) retire(s);
+}
+
+/* JS thread: ends s now (stop, or its owner collected): no callback. */
+static void stop(splicer_t *s) {
+  pthread_mutex_lock(&s->mu);
+  bool was_running = s->js_ref;
+  close_fds(s, false);
+  /* The reactor thread keeps its reference while its command is pending; otherwise only a batch
+   * in flight may still name s (the retirement waits for it). */
+  bool pending = s->cmd_pending;
+  if (s->thread_ref && !pending) s->thread_ref = false;
+  s->js_ref = false;
+  bool gone = unreferenced(s);
+  pthread_mutex_unlock(&s->mu);
+  if (was_running) reactor_hold(s->r, -1);
+  if (gone) retire(s);
+}
+
+/* The owner was collected (or the env torn down) while still wrapped. */
+static void finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  splicer_t *s = data;
+  if (s->owner) napi_delete_reference(env, s->owner);
+  s->owner = NULL;
+  stop(s);
+}
+
+static splicer_t *splicer_new(napi_env env, int pipe_size) {
+  reactor_t *r = reactor_for(env, on_ready, on_command, NULL, on_done);
+  if (!r) return NULL;
+  splicer_t *s = calloc(1, sizeof *s);
+  if (!s) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  if (round_bytes == 0) {
+    const char *v = getenv("OXY_SPLICE_ROUND_BYTES");
+    long n = v ? strtol(v, NULL, 10) : 0;
+    round_bytes = n >= 4096 ? (size_t)n : ROUND_BYTES;
+  }
+  pthread_mutex_init(&s->mu, NULL);
+  s->r = r;
+  s->env = env;
+  s->pipe_size = pipe_size;
+  s->fd[0] = s->fd[1] = -1;
+  for (int i = 0; i < 2; i++) {
+    s->dir[i].src = i;
+    s->dir[i].dst = 1 - i;
+    s->dir[i].pr = s->dir[i].pw = -1;
+    s->can_write[i] = true; /* until EAGAIN says otherwise */
+  }
+  return s;
+}
+
+/* Drops a splicer that never reached the reactor thread. */
+static void splicer_drop(splicer_t *s) {
+  for (int i = 0; i < 2; i++)
+    if (s->fd[i] >= 0) close(s->fd[i]);
+  free(s);
+}
+
+/* Wraps s into owner and hands it to the reactor thread. NULL with an exception pending on failure. */
+static napi_value launch(napi_env env, splicer_t *s, napi_value owner) {
+  uint32_t refs;
+  if (napi_wrap(env, owner, s, finalize, NULL, &s->owner) != napi_ok) {
+    /* Already wrapped (a second start on the same owner) or out of memory. */
+    splicer_drop(s);
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) throw_type(env, "this owner already has a splice");
+    return NULL;
+  }
+  if (napi_reference_ref(env, s->owner, &refs) != napi_ok) {
+    void *ignored;
+    napi_remove_wrap(env, owner, &ignored);
+    napi_delete_reference(env, s->owner);
+    splicer_drop(s);
+    return NULL;
+  }
+  s->js_ref = true;
+  s->thread_ref = true;
+  s->cmd_pending = true;
+  reactor_hold(s->r, 1);
+  if (!reactor_command(s->r, &s->item)) {
+    void *ignored;
+    reactor_hold(s->r, -1);
+    napi_remove_wrap(env, owner, &ignored);
+    napi_delete_reference(env, s->owner);
+    splicer_drop(s);
+    napi_throw_error(env, NULL, "the addon's reactor is stopping");
+    return NULL;
+  }
+  return make_undefined(env);
+}
+
+static bool is_object(napi_env env, napi_value v) {
+  napi_valuetype t;
+  return napi_typeof(env, v, &t) == napi_ok && t == napi_object;
 }
 
 /* spliceStart(fd0, fd1, pipeSize, owner): wraps the splicer into owner. The descriptors stay the caller's. */
 static napi_value splice_start(napi_env env, napi_callback_info info) {
   napi_value argv[4];
-  napi_valuetype t;
   int32_t fd0, fd1, pipe_size;
   if (!get_args(env, info, 4, argv, NULL) || !arg_int32(env, argv[0], &fd0) || !arg_int32(env, argv[1], &fd1) ||
       !arg_int32(env, argv[2], &pipe_size))
@@ -356,68 +548,21 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
     throw_type(env, "invalid descriptors or pipe size");
     return NULL;
   }
-  if (napi_typeof(env, argv[3], &t) != napi_ok || t != napi_object) {
+  if (!is_object(env, argv[3])) {
     throw_type(env, "the splice owner must be an object");
     return NULL;
   }
-  reactor_t *r = reactor_for(env, on_ready);
-  if (!r) return NULL;
-  splicer_t *s = calloc(1, sizeof *s);
-  if (!s) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
-  s->r = r;
-  s->env = env;
-  s->pipe_size = pipe_size;
+  splicer_t *s = splicer_new(env, pipe_size);
+  if (!s) return NULL;
   s->fd[0] = fcntl(fd0, F_DUPFD_CLOEXEC, 3);
   s->fd[1] = s->fd[0] < 0 ? -1 : fcntl(fd1, F_DUPFD_CLOEXEC, 3);
   if (s->fd[1] < 0) {
     int e = errno;
-    if (s->fd[0] >= 0) close(s->fd[0]);
-    free(s);
+    splicer_drop(s);
     throw_errno(env, e, "fcntl", "duplicating a socket descriptor to splice it");
     return NULL;
   }
-  for (int i = 0; i < 2; i++) {
-    s->dir[i].src = i;
-    s->dir[i].dst = 1 - i;
-    s->dir[i].pr = s->dir[i].pw = -1;
-    s->can_write[i] = true; /* until EAGAIN says otherwise */
-  }
-  pool_init(env);
-  reactor_hold(r, 1);
-  int err = 0;
-  for (int i = 0; i < 2 && err == 0; i++) {
-    /* The duplicate shares the socket's flags: only a blocking one costs a second call. */
-    int fl = fcntl(s->fd[i], F_GETFL);
-    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(s->fd[i], F_SETFL, fl | O_NONBLOCK) < 0)) err = errno;
-    /* Once; the first batch reports what is ready already. */
-    else err = watch(s, i);
-  }
-  if (err != 0) {
-    splicer_close(s);
-    free(s);
-    throw_errno(env, err, "epoll_ctl", "watching a socket to splice it");
-    return NULL;
-  }
-  uint32_t refs;
-  if (napi_wrap(env, argv[3], s, finalize, NULL, &s->owner) != napi_ok) {
-    /* Already wrapped (a second start on the same owner) or out of memory. */
-    splicer_close(s);
-    free(s);
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (!pending) throw_type(env, "this owner already has a splice");
-    return NULL;
-  }
-  if (napi_reference_ref(env, s->owner, &refs) != napi_ok) {
-    splicer_close(s);
-    release_owner(s);
-    free_if_done(s);
-    return NULL;
-  }
-  return make_undefined(env);
+  return launch(env, s, argv[3]);
 }
 
 /* The running splicer wrapped into `owner`, or NULL with a TypeError pending. */
@@ -443,8 +588,8 @@ static napi_value splice_bytes(napi_env env, napi_callback_info info) {
   splicer_t *s = get_splicer(env, argv[0]);
   if (!s || napi_create_array_with_length(env, 2, &arr) != napi_ok) return NULL;
   for (uint32_t i = 0; i < 2; i++) {
-    if (napi_create_double(env, (double)s->dir[i].bytes, &v) != napi_ok || napi_set_element(env, arr, i, v) != napi_ok)
-      return NULL;
+    double b = (double)__atomic_load_n(&s->dir[i].bytes, __ATOMIC_RELAXED);
+    if (napi_create_double(env, b, &v) != napi_ok || napi_set_element(env, arr, i, v) != napi_ok) return NULL;
   }
   return arr;
 }
@@ -454,7 +599,9 @@ static napi_value splice_total(napi_env env, napi_callback_info info) {
   napi_value argv[1], v;
   if (!get_args(env, info, 1, argv, NULL)) return NULL;
   splicer_t *s = get_splicer(env, argv[0]);
-  if (!s || napi_create_double(env, (double)(s->dir[0].bytes + s->dir[1].bytes), &v) != napi_ok) return NULL;
+  if (!s) return NULL;
+  uint64_t t = __atomic_load_n(&s->dir[0].bytes, __ATOMIC_RELAXED) + __atomic_load_n(&s->dir[1].bytes, __ATOMIC_RELAXED);
+  if (napi_create_double(env, (double)t, &v) != napi_ok) return NULL;
   return v;
 }
 
@@ -464,9 +611,8 @@ static napi_value splice_stop(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 1, argv, NULL)) return NULL;
   splicer_t *s = get_splicer(env, argv[0]);
   if (!s) return NULL;
-  splicer_close(s);
   release_owner(s);
-  free_if_done(s);
+  stop(s);
   return make_undefined(env);
 }
 

@@ -1,8 +1,10 @@
 /**
  * The JS half of splice.c: joining two connected stream sockets in the kernel. Bytes go
- * socket → pipe → socket with splice(2), driven by the addon's epoll set on the event loop, and
- * never reach JS. Half-close is carried across (EOF on one side becomes shutdown(SHUT_WR) on the other);
- * the splice ends once both directions have ended, or at the first error.
+ * socket → pipe → socket with splice(2), driven by the addon's reactor: an epoll set and a thread
+ * of its own per event loop, so neither the bytes nor the system calls that move them touch the
+ * JS thread; only the end comes back to it (`onSpliceEnd`, on the loop). Half-close is carried
+ * across (EOF on one side becomes shutdown(SHUT_WR) on the other); the splice ends once both
+ * directions have ended, or at the first error.
  *
  * The descriptors stay the caller's: the addon works on duplicates and closes those itself, so
  * the caller may close its own as soon as the splice has started (the sockets stay open through

@@ -373,3 +373,37 @@ test('a direction that uses up its round lets other splices run before it goes o
     for (const s of [j.a, j.b, ...j.inners]) s.destroy();
   }
 });
+
+test('stops from the JS thread while the reactor thread moves bytes: no end callback after, nothing left behind', async () => {
+  // The reactor thread may be inside a splice's round when JS stops it: the splicer's lock
+  // makes the stop wait for the round, and the struct outlives any event already taken.
+  const fds = (): number => openFds().filter((l) => !l.startsWith('pipe:')).length;
+  const joins = await Promise.all(Array.from({ length: 30 }, () => joined()));
+  for (const j of joins) for (const s of j.inners) s.destroy();
+  await new Promise((r) => setTimeout(r, 20));
+  const base = fds();
+  let ends = 0;
+  for (const [i, j] of joins.entries()) {
+    j.a.on('error', () => {});
+    j.b.on('error', () => {});
+    j.a.resume();
+    j.b.resume();
+    void j.end.then(() => ends++);
+    const chunk = randomBytes(256 * 1024);
+    for (let k = 0; k < 8; k++) {
+      j.a.write(chunk);
+      j.b.write(chunk);
+    }
+    await new Promise((r) => setTimeout(r, i % 4));
+    const [up, down] = j.splice.stop();
+    assert.ok(up >= 0 && down >= 0);
+    assert.equal(j.splice.running, false);
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(ends, 0, 'no end callback after a stop');
+  for (const j of joins) {
+    j.a.destroy();
+    j.b.destroy();
+  }
+  assert.ok(fds() <= base - 2 * joins.length, `descriptors: ${base} before, ${fds()} after`);
+});
