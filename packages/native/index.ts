@@ -9,6 +9,8 @@
  * - `netns`: open TUN devices and sockets inside another (or a new) network namespace;
  * - `FdSplice` / `startSplice`: join two sockets in the kernel (splice(2) through pipes), bytes
  *   never in JS;
+ * - `SocketWriter`: write to a socket from the addon's reactor thread (the bytes copied, the
+ *   system call off the JS thread);
  * - `execve`: replace the process image (to start Node again under a filter set up first).
  *
  * Every refused system call throws a `NativeError` with a stable `NATIVE_ERR_<ERRNO>` code and
@@ -38,6 +40,7 @@ export {
 } from './src/splice.ts';
 export type { TunDevice, TunOptions } from './src/tun.ts';
 export * as tun from './src/tun.ts';
+export { SocketWriter } from './src/writer.ts';
 
 /**
  * Replaces the process image (execve(2)); returns only by throwing. Seccomp filters survive,

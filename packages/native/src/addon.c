@@ -117,6 +117,7 @@ static napi_value init(napi_env env, napi_value exports) {
   register_sock(env, exports);
   register_poll(env, exports);
   register_splice(env, exports);
+  register_writer(env, exports);
   return exports;
 }
 

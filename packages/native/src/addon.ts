@@ -42,6 +42,12 @@ export interface Addon {
   spliceTotal(owner: SpliceOwner): number;
   spliceStop(owner: SpliceOwner): void;
   trimMemory(): boolean;
+  writerOpen(owner: WriterOwner, fd: number): void;
+  writerSend(owner: WriterOwner, data: Buffer | string, encoding: number): number;
+  writerDrained(owner: WriterOwner): boolean;
+  writerEnd(owner: WriterOwner): void;
+  writerWritten(owner: WriterOwner): number;
+  writerClose(owner: WriterOwner): void;
 }
 
 /** An opaque uv_poll handle owned by the addon. */
@@ -54,6 +60,11 @@ export type PollHandle = { readonly __pollHandle: unique symbol };
  */
 export interface SpliceOwner {
   onSpliceEnd(kind: number, bytes0to1: number, bytes1to0: number, errno: number, side: number): void;
+}
+
+/** The JS object a socket writer is wrapped into (src/writer.c): `onWriterDrain` is called once its queue emptied, when asked. */
+export interface WriterOwner {
+  onWriterDrain(): void;
 }
 
 function load(): Addon {

@@ -38,38 +38,43 @@ void register_tun(napi_env env, napi_value exports);
 void register_sock(napi_env env, napi_value exports);
 void register_poll(napi_env env, napi_value exports);
 void register_splice(napi_env env, napi_value exports);
+void register_writer(napi_env env, napi_value exports);
 
 void set_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 
 /* reactor.c: one epoll set per event loop, on a thread of its own, for descriptors the addon
- * drives itself. Items are structs whose first member is a reactor_item_t, allocated with malloc. */
+ * drives itself. Items are structs whose first member is a reactor_item_t, allocated with malloc
+ * (at least 2-byte aligned: a watch tag is the item's address with a side in its low bit). */
 typedef struct reactor reactor_t;
-typedef struct reactor_item {
-  struct reactor_item *next;
-} reactor_item_t;
-/* Reactor thread: one ready descriptor, with the tag given to reactor_watch and the epoll events. */
-typedef void (*reactor_cb)(void *tag, uint32_t events);
-/* Reactor thread: a command posted by reactor_command. */
-typedef void (*reactor_cmd_cb)(reactor_t *r, reactor_item_t *it);
-/* Reactor thread, before each wait: runs what is due, returns the wait's timeout (ms, -1: none). */
-typedef int (*reactor_tick_cb)(reactor_t *r);
-/* JS thread: an item the reactor thread posted (reactor_post), in post order. */
-typedef void (*reactor_done_cb)(napi_env env, reactor_item_t *it);
-/* The reactor of env's loop, made (and its thread started) on first use with these callbacks
- * (`tick` may be NULL: no deadlines). NULL: exception pending. */
-reactor_t *reactor_for(napi_env env, reactor_cb cb, reactor_cmd_cb cmd, reactor_tick_cb tick, reactor_done_cb done);
-/* Sets fd's interest to `events` (0: out of the set); *registered tracks it. Returns 0 or an
- * errno. Either thread, under the item's own lock. */
-int reactor_watch(reactor_t *r, int fd, uint32_t *registered, uint32_t events, void *tag);
+typedef struct reactor_item reactor_item_t;
+/* What the reactor calls for an item. */
+typedef struct {
+  /* Reactor thread: the item was posted with reactor_command. */
+  void (*command)(reactor_t *r, reactor_item_t *it);
+  /* Reactor thread: a descriptor watched with tag `it | side` is ready with `events`. */
+  void (*event)(reactor_item_t *it, int side, uint32_t events);
+  /* JS thread: the item was posted with reactor_post (items come in post order). */
+  void (*done)(napi_env env, reactor_item_t *it);
+} reactor_ops_t;
+struct reactor_item {
+  const reactor_ops_t *ops;
+  reactor_item_t *next_cmd;  /* the command list, then the retired list */
+  reactor_item_t *next_done; /* the list of posts to the JS thread */
+};
+/* The reactor of env's loop, made (and its thread started) on first use. NULL: exception pending. */
+reactor_t *reactor_for(napi_env env);
+/* Sets fd's interest to `events` (0: out of the set); *registered tracks it; events come to
+ * it->ops->event with `side` (0 or 1). Returns 0 or an errno. Either thread, under the item's own lock. */
+int reactor_watch(reactor_t *r, int fd, uint32_t *registered, uint32_t events, reactor_item_t *it, int side);
 /* JS thread: counts running users (+1/-1); the loop stays alive while there are any. */
 void reactor_hold(reactor_t *r, int delta);
-/* JS thread: runs `it` on the reactor thread. False once the reactor is stopping. */
+/* JS thread: runs its command on the reactor thread. An item is in the command list at most once
+ * at a time. False once the reactor is stopping. */
 bool reactor_command(reactor_t *r, reactor_item_t *it);
-/* Reactor thread: hands `it` to the JS thread's done callback. */
+/* Reactor thread: hands `it` to its done callback on the JS thread. An item is posted at most
+ * once at a time. */
 void reactor_post(reactor_t *r, reactor_item_t *it);
 /* Either thread: free(it) once no batch being dispatched can point at it. */
 void reactor_retire(reactor_t *r, reactor_item_t *it);
-/* CLOCK_MONOTONIC in milliseconds. */
-int64_t reactor_now_ms(void);
 
 #endif

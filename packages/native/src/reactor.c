@@ -9,10 +9,10 @@
  * Threads: the JS thread makes the reactor, posts commands (`reactor_command`: run this item
  * on the reactor thread, e.g. "connect and register it") and counts running users
  * (`reactor_hold`: the JS loop stays alive while there are any). The reactor thread waits on the
- * set, dispatches ready events in batches of up to BATCH to the reactor's callback, runs the
- * commands, and asks the tick callback (if any) for its next deadline. Items the
- * reactor thread finished with are posted back (`reactor_post`); the JS thread's done callback
- * gets them, in post order, from one uv_async (wake-ups coalesce: one per loop turn at most).
+ * set, dispatches ready events in batches of up to BATCH to their items' event callbacks and
+ * runs the commands. Items the reactor thread has news of are posted back (`reactor_post`);
+ * their done callbacks run on the JS thread, in post order, from one uv_async (wake-ups
+ * coalesce: one per loop turn at most).
  *
  * Memory: an item whose last reference is dropped is retired (`reactor_retire`, from either
  * thread) and freed by the reactor thread after the batch it is dispatching, so an event of the
@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -38,10 +37,6 @@
 struct reactor {
   uv_async_t async; /* the JS loop's end: posted items */
   uv_loop_t *loop;
-  reactor_cb cb;
-  reactor_cmd_cb cmd;
-  reactor_tick_cb tick;
-  reactor_done_cb done;
   napi_env env;
   int epfd;
   int wakefd; /* eventfd in the set (tag NULL): commands or stop */
@@ -60,16 +55,9 @@ struct reactor {
 static pthread_mutex_t reactors_lock = PTHREAD_MUTEX_INITIALIZER;
 static reactor_t *reactors = NULL;
 
-static void push(reactor_item_t **head, reactor_item_t **tail, reactor_item_t *it) {
-  it->next = NULL;
-  if (*tail) (*tail)->next = it;
-  else *head = it;
-  *tail = it;
-}
-
 static void free_list(reactor_item_t *it) {
   while (it) {
-    reactor_item_t *n = it->next;
+    reactor_item_t *n = it->next_cmd;
     free(it);
     it = n;
   }
@@ -79,7 +67,6 @@ static void *run(void *arg) {
   reactor_t *r = arg;
   struct epoll_event ev[BATCH];
   for (;;) {
-    int timeout = r->tick ? r->tick(r) : -1;
     pthread_mutex_lock(&r->lock);
     reactor_item_t *cmds = r->cmd_head;
     r->cmd_head = r->cmd_tail = NULL;
@@ -90,13 +77,13 @@ static void *run(void *arg) {
     if (cmds) {
       /* Run them, then look again (for more, and for the deadlines they set) before sleeping. */
       while (cmds) {
-        reactor_item_t *n = cmds->next;
-        r->cmd(r, cmds);
+        reactor_item_t *n = cmds->next_cmd;
+        cmds->ops->command(r, cmds);
         cmds = n;
       }
       continue;
     }
-    int n = epoll_wait(r->epfd, ev, BATCH, timeout);
+    int n = epoll_wait(r->epfd, ev, BATCH, -1);
     pthread_mutex_lock(&r->lock);
     r->sleeping = false;
     pthread_mutex_unlock(&r->lock);
@@ -107,7 +94,9 @@ static void *run(void *arg) {
         (void)ignored;
         continue;
       }
-      r->cb(ev[k].data.ptr, ev[k].events);
+      uintptr_t tag = (uintptr_t)ev[k].data.ptr;
+      reactor_item_t *it = (reactor_item_t *)(tag & ~(uintptr_t)1);
+      it->ops->event(it, (int)(tag & 1), ev[k].events);
     }
     pthread_mutex_lock(&r->lock);
     reactor_item_t *dead = r->dead;
@@ -126,8 +115,8 @@ static void on_async(uv_async_t *h) {
   r->done_head = r->done_tail = NULL;
   pthread_mutex_unlock(&r->lock);
   while (it) {
-    reactor_item_t *n = it->next;
-    r->done(r->env, it);
+    reactor_item_t *n = it->next_done;
+    it->ops->done(r->env, it);
     it = n;
   }
 }
@@ -175,7 +164,7 @@ static void cleanup(void *arg) {
   r->wakefd = -1;
 }
 
-reactor_t *reactor_for(napi_env env, reactor_cb cb, reactor_cmd_cb cmd, reactor_tick_cb tick, reactor_done_cb done) {
+reactor_t *reactor_for(napi_env env) {
   uv_loop_t *loop;
   reactor_t *r;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
@@ -191,10 +180,6 @@ reactor_t *reactor_for(napi_env env, reactor_cb cb, reactor_cmd_cb cmd, reactor_
   }
   r->loop = loop;
   r->env = env;
-  r->cb = cb;
-  r->cmd = cmd;
-  r->tick = tick;
-  r->done = done;
   pthread_mutex_init(&r->lock, NULL);
   r->epfd = epoll_create1(EPOLL_CLOEXEC);
   r->wakefd = r->epfd < 0 ? -1 : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -244,10 +229,10 @@ reactor_t *reactor_for(napi_env env, reactor_cb cb, reactor_cmd_cb cmd, reactor_
   return r;
 }
 
-int reactor_watch(reactor_t *r, int fd, uint32_t *registered, uint32_t events, void *tag) {
+int reactor_watch(reactor_t *r, int fd, uint32_t *registered, uint32_t events, reactor_item_t *it, int side) {
   if (events == *registered) return 0;
   if (r->epfd < 0) return EBADF;
-  struct epoll_event e = {.events = events, .data.ptr = tag};
+  struct epoll_event e = {.events = events, .data.ptr = (void *)((uintptr_t)it | (uintptr_t)(side & 1))};
   int op = events == 0 ? EPOLL_CTL_DEL : *registered == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
   if (epoll_ctl(r->epfd, op, fd, &e) < 0) return errno;
   *registered = events;
@@ -267,7 +252,10 @@ bool reactor_command(reactor_t *r, reactor_item_t *it) {
     pthread_mutex_unlock(&r->lock);
     return false;
   }
-  push(&r->cmd_head, &r->cmd_tail, it);
+  it->next_cmd = NULL;
+  if (r->cmd_tail) r->cmd_tail->next_cmd = it;
+  else r->cmd_head = it;
+  r->cmd_tail = it;
   bool sleeping = r->sleeping;
   r->sleeping = false; /* one wake-up per sleep */
   pthread_mutex_unlock(&r->lock);
@@ -277,7 +265,10 @@ bool reactor_command(reactor_t *r, reactor_item_t *it) {
 
 void reactor_post(reactor_t *r, reactor_item_t *it) {
   pthread_mutex_lock(&r->lock);
-  push(&r->done_head, &r->done_tail, it);
+  it->next_done = NULL;
+  if (r->done_tail) r->done_tail->next_done = it;
+  else r->done_head = it;
+  r->done_tail = it;
   pthread_mutex_unlock(&r->lock);
   uv_async_send(&r->async);
 }
@@ -289,13 +280,7 @@ void reactor_retire(reactor_t *r, reactor_item_t *it) {
     free(it);
     return;
   }
-  it->next = r->dead;
+  it->next_cmd = r->dead;
   r->dead = it;
   pthread_mutex_unlock(&r->lock);
-}
-
-int64_t reactor_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

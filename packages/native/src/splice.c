@@ -105,9 +105,10 @@ struct splicer {
   napi_ref owner;     /* napi_wrap's reference, strong while running; NULL once let go */
 };
 
-static void on_ready(void *tag, uint32_t ev);
+static void on_ready(reactor_item_t *it, int side, uint32_t ev);
 static void on_command(reactor_t *r, reactor_item_t *it);
 static void on_done(napi_env env, reactor_item_t *it);
+static const reactor_ops_t ops = {on_command, on_ready, on_done};
 
 /* ---- pipe pool (reactor thread only) ---- */
 
@@ -200,7 +201,7 @@ static void close_fds(splicer_t *s, bool on_thread) {
   for (int i = 0; i < 2; i++) {
     if (s->fd[i] >= 0) {
       /* Out of the set before the close: another duplicate may keep the socket (and the entry). */
-      reactor_watch(s->r, s->fd[i], &s->events[i], 0, NULL);
+      reactor_watch(s->r, s->fd[i], &s->events[i], 0, &s->item, i);
       close(s->fd[i]);
       s->fd[i] = -1;
     }
@@ -224,9 +225,9 @@ static void finish(splicer_t *s, int kind, int err, int side) {
 
 /* ---- moving bytes (reactor thread, under s->mu) ---- */
 
-/* Side i's registration: WATCH, tagged with the splicer and the side in its low bit. */
+/* Side i's registration: WATCH. */
 static int watch(splicer_t *s, int i) {
-  return reactor_watch(s->r, s->fd[i], &s->events[i], WATCH, (void *)((uintptr_t)s | (uintptr_t)i));
+  return reactor_watch(s->r, s->fd[i], &s->events[i], WATCH, &s->item, i);
 }
 
 /* Moves what it can in direction d: until EAGAIN (which clears the side's readiness), EOF or the
@@ -315,7 +316,7 @@ static void run_both(splicer_t *s) {
    * nothing left reports nothing, and its next byte an edge. */
   for (int k = 0; k < 2; k++) {
     if (!has_work(s, k)) continue;
-    reactor_watch(s->r, s->fd[k], &s->events[k], 0, NULL);
+    reactor_watch(s->r, s->fd[k], &s->events[k], 0, &s->item, k);
     if ((err = watch(s, k)) != 0) {
       finish(s, END_ERROR, err, k);
       return;
@@ -346,11 +347,10 @@ static void on_event(splicer_t *s, int i, uint32_t ev) {
 }
 
 /* The reactor's callback: one ready side of one splicer. */
-static void on_ready(void *tag, uint32_t ev) {
-  uintptr_t p = (uintptr_t)tag;
-  splicer_t *s = (splicer_t *)(p & ~(uintptr_t)1);
+static void on_ready(reactor_item_t *it, int side, uint32_t ev) {
+  splicer_t *s = (splicer_t *)it;
   pthread_mutex_lock(&s->mu);
-  on_event(s, (int)(p & 1), ev);
+  on_event(s, side, ev);
   bool gone = unreferenced(s);
   pthread_mutex_unlock(&s->mu);
   if (gone) retire(s);
@@ -465,7 +465,7 @@ static void finalize(napi_env env, void *data, void *hint) {
 }
 
 static splicer_t *splicer_new(napi_env env, int pipe_size) {
-  reactor_t *r = reactor_for(env, on_ready, on_command, NULL, on_done);
+  reactor_t *r = reactor_for(env);
   if (!r) return NULL;
   splicer_t *s = calloc(1, sizeof *s);
   if (!s) {
@@ -478,6 +478,7 @@ static splicer_t *splicer_new(napi_env env, int pipe_size) {
     round_bytes = n >= 4096 ? (size_t)n : ROUND_BYTES;
   }
   pthread_mutex_init(&s->mu, NULL);
+  s->item.ops = &ops;
   s->r = r;
   s->env = env;
   s->pipe_size = pipe_size;

@@ -1,0 +1,156 @@
+/**
+ * Writes from the reactor thread to real TCP connections on loopback: the inner end of a pair
+ * (accepted with `pauseOnConnect`, so Node never touches it) is written through a
+ * `SocketWriter`; the outer end reads what arrives.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import type net from 'node:net';
+import { after, before, test } from 'node:test';
+import { isNativeError, SocketWriter } from 'native';
+import { fdOf, loopbackPairs, type SocketPair } from './fixtures/socket-pairs.ts';
+
+let pairs: Awaited<ReturnType<typeof loopbackPairs>>;
+before(async () => {
+  pairs = await loopbackPairs();
+});
+after(() => pairs.close());
+const pair = (): Promise<SocketPair> => pairs.pair();
+
+function collect(s: net.Socket): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  s.on('data', (d: Buffer) => parts.push(d));
+  return once(s, 'end').then(() => Buffer.concat(parts));
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+const sockets = (): number =>
+  fs.readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:');
+    } catch {
+      return false;
+    }
+  }).length;
+
+test('buffers and strings (latin1, utf8) arrive whole and in order; end() follows the last byte', async () => {
+  const { outer, inner } = await pair();
+  const got = collect(outer);
+  const w = new SocketWriter(fdOf(inner));
+  const expected: Buffer[] = [];
+  for (let i = 0; i < 300; i++) {
+    if (i % 3 === 0) {
+      const b = randomBytes(1 + ((i * 7919) % 70000));
+      w.send(b);
+      expected.push(b);
+    } else if (i % 3 === 1) {
+      const s = `HTTP/1.1 200 OK\r\nX-N: ${i}\r\n\u00e9\r\n`;
+      w.send(s, 'latin1');
+      expected.push(Buffer.from(s, 'latin1'));
+    } else {
+      const s = `tunnel ${i} \u2603 ✓`;
+      w.send(s, 'utf8');
+      expected.push(Buffer.from(s, 'utf8'));
+    }
+  }
+  w.end();
+  const all = Buffer.concat(expected);
+  assert.equal(sha(await got), sha(all));
+  assert.equal(w.written, all.length);
+  w.close();
+  inner.destroy();
+  outer.destroy();
+});
+
+test('a peer that does not read: the queue holds, drained() says so, and the callback comes once it is written', async () => {
+  const { outer, inner } = await pair();
+  outer.pause();
+  const w = new SocketWriter(fdOf(inner));
+  const big = randomBytes(16 * 2 ** 20);
+  const queued = w.send(big);
+  assert.ok(queued > 0 && queued <= big.length);
+  await new Promise((r) => setTimeout(r, 50));
+  let drained = false;
+  const empty = new Promise<void>((resolve) => {
+    if (w.drained(() => resolve())) resolve();
+  });
+  void empty.then(() => {
+    drained = true;
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(drained, false, 'still queued while the peer reads nothing');
+  const got = collect(outer);
+  outer.resume();
+  await empty;
+  w.end();
+  assert.equal(sha(await got), sha(big));
+  w.close();
+  inner.destroy();
+  outer.destroy();
+});
+
+test('the caller may close its descriptor at once: the bytes still go, then FIN once the writer is closed', async () => {
+  const { outer, inner } = await pair();
+  const got = collect(outer);
+  const w = new SocketWriter(fdOf(inner));
+  const data = randomBytes(3 * 2 ** 20);
+  w.send(data);
+  inner.destroy(); // Node closes its descriptor; the writer's duplicate keeps the socket
+  w.close(); // closed once written: the peer sees the bytes, then EOF
+  assert.equal(sha(await got), sha(data));
+  outer.destroy();
+});
+
+test('after the peer reset, sends are dropped (0) and nothing breaks', async () => {
+  const { outer, inner } = await pair();
+  const w = new SocketWriter(fdOf(inner));
+  w.send('hello');
+  outer.resetAndDestroy();
+  await new Promise((r) => setTimeout(r, 50));
+  let n = 1;
+  for (let i = 0; i < 50 && n !== 0; i++) {
+    n = w.send(randomBytes(65536));
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  assert.equal(n, 0, 'dropped once the socket failed');
+  assert.equal(
+    w.drained(() => {}),
+    true,
+  );
+  w.close();
+  assert.equal(w.send('late'), 0);
+  inner.destroy();
+});
+
+test('many writers at once, closed with data still queued: every socket is closed in the end', async () => {
+  const all = await Promise.all(Array.from({ length: 40 }, () => pair()));
+  for (const p of all) p.outer.on('error', () => {});
+  await new Promise((r) => setTimeout(r, 20));
+  const base = sockets();
+  const got = all.map((p) => collect(p.outer));
+  for (const [i, p] of all.entries()) {
+    const w = new SocketWriter(fdOf(p.inner));
+    w.send(randomBytes(100_000 + i));
+    w.close();
+    p.inner.destroy();
+  }
+  const sizes = (await Promise.all(got)).map((b) => b.length);
+  assert.deepEqual(
+    sizes,
+    all.map((_, i) => 100_000 + i),
+  );
+  await new Promise((r) => setTimeout(r, 50));
+  assert.ok(sockets() <= base - all.length, `sockets: ${base} before, ${sockets()} after`);
+  for (const p of all) p.outer.destroy();
+});
+
+test('bad arguments are a TypeError; a descriptor that is not open a named error', () => {
+  assert.throws(() => new SocketWriter(-1), TypeError);
+  assert.throws(
+    () => new SocketWriter(987654),
+    (e: unknown) =>
+      isNativeError(e) && /EBADF/.test((e as Error).message + String((e as { code?: string }).code)),
+  );
+});
