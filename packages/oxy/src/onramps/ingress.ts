@@ -17,6 +17,7 @@ import type net from 'node:net';
 import { log } from 'foundations/telemetry';
 import type { ConnectionStats, IngressProtocol } from '../context/contexts.ts';
 import { type EndpointState, IngressConnection } from '../context/state.ts';
+import { offloadedBytes } from '../flows/stream/offload.ts';
 import type { IngressDecision } from '../hooks/ingress.ts';
 import type { Runtime } from '../runtime.ts';
 import { forkConnection, inConnectionContext } from '../telemetry/fork.ts';
@@ -110,7 +111,7 @@ function closed(rt: Runtime, conn: IngressConnection): void {
   if (hook === null) return;
   const stats = {
     bytesIn: conn.socket.bytesRead,
-    bytesOut: conn.socket.bytesWritten,
+    bytesOut: conn.socket.bytesWritten + offloadedBytes(conn.socket),
     durationMs: performance.now() - conn.startedAt,
     requests: conn.requests,
     closeReason: conn.closeReason,

@@ -31,6 +31,7 @@
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { isOffloaded, stopOffload, writesFlushed } from './offload.ts';
 import type { PumpCloseReason, PumpOptions, PumpResult } from './pump.ts';
 
 type Native = typeof import('native');
@@ -141,9 +142,17 @@ export function spliceTunnel(client: Duplex, upstream: Duplex, options: PumpOpti
   });
   const a = flush(u, early);
   const b = flush(c, banner);
-  if (a === null && b === null) run.begin(options);
-  else void Promise.all([a, b]).then(() => run.begin(options));
+  if (a === null && b === null && !isOffloaded(c) && !isOffloaded(u)) run.begin(options);
+  else void Promise.all([a, b]).then(() => handOver(c, u, run, options));
   return done;
+}
+
+/** Starts the splice once the sockets' offloaded writes (the CONNECT answer, say) are written. */
+async function handOver(c: NodeSocket, u: NodeSocket, run: SpliceRun, options: PumpOptions): Promise<void> {
+  await Promise.all([writesFlushed(c), writesFlushed(u)]);
+  stopOffload(c);
+  stopOffload(u);
+  run.begin(options);
 }
 
 /** Quiet time after the last tunnel start or end before freed memory is given back. */

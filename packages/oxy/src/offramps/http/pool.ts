@@ -25,6 +25,7 @@ import type { SocketAddr } from '../../context/contexts.ts';
 import type { EgressState } from '../../context/state.ts';
 import { connectDirect, established } from '../../egress/connect.ts';
 import { OXY_ERR, type OxyError, toOxyError } from '../../errors.ts';
+import { offloadWrites, writeDirect } from '../../flows/stream/offload.ts';
 import type { Runtime } from '../../runtime.ts';
 
 /** Node's binding of llhttp (`_http_common`), typed with the members used here. */
@@ -163,6 +164,8 @@ class UpstreamConnection {
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
+    // The request heads are written on the addon's reactor thread (a plain TCP socket only).
+    if (handle !== null) offloadWrites(socket as net.Socket);
     const s = socket as Partial<net.Socket>;
     if (typeof s.setTimeout === 'function') {
       s.setTimeout(pool.idleTimeout);
@@ -174,7 +177,7 @@ class UpstreamConnection {
   send(ex: Exchange): void {
     this.exchange = ex;
     this.#keepAlive = false;
-    this.socket.write(ex.head, 'latin1');
+    writeDirect(this.socket as net.Socket, ex.head, 'latin1');
   }
 
   readonly #onData = (data: Buffer): void => {

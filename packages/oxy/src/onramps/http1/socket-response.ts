@@ -5,8 +5,9 @@
  * connection fields say `Connection: close` when the response is the connection's last.
  */
 import http from 'node:http';
-import type { Duplex } from 'node:stream';
+import type net from 'node:net';
 import { serializeRawHeaders } from '../../flows/http/headers.ts';
+import { offloadWrites, writeDirect } from '../../flows/stream/offload.ts';
 
 /** A `Content-Length` line among serialised header lines. */
 const HAS_LENGTH = /(?:^|\n)content-length:/i;
@@ -15,7 +16,7 @@ const COPY_LIMIT = 65536;
 
 /** The framing state of the response under way on one socket. */
 export class SocketResponse {
-  readonly #socket: Duplex;
+  readonly #socket: net.Socket;
   #isHead = false;
   #pendingHead: string | null = null;
   #headSent = false;
@@ -23,7 +24,7 @@ export class SocketResponse {
   /** True when the connection closes after this response. */
   closeAfter = false;
 
-  constructor(socket: Duplex) {
+  constructor(socket: net.Socket) {
     this.#socket = socket;
   }
 
@@ -38,6 +39,9 @@ export class SocketResponse {
 
   /** Holds the head; `rawHeaders` as the upstream sent them (hop-by-hop fields dropped here). */
   head(status: number, statusText: string, rawHeaders: readonly string[], close: boolean): void {
+    // From the first response on, writes are made on the addon's reactor thread (the HTTP/2
+    // preface was ruled out by then: nghttp2 would write to the handle itself).
+    offloadWrites(this.#socket);
     const lines = serializeRawHeaders(rawHeaders, '');
     let h = `HTTP/1.1 ${status} ${statusText}\r\n${lines}`;
     const bodiless = this.#isHead || status === 204 || status === 304 || status < 200;
@@ -73,10 +77,13 @@ export class SocketResponse {
     }
     this.#pendingHead = null;
     this.closeAfter = close;
-    this.#socket.write(
+    offloadWrites(this.#socket);
+    writeDirect(
+      this.#socket,
       `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
         // The answer to HEAD has no body (its length is stated all the same).
         `Content-Length: ${Buffer.byteLength(body)}\r\n${close ? 'Connection: close\r\n' : ''}\r\n${this.#isHead ? '' : body}`,
+      'utf8',
     );
   }
 
@@ -97,7 +104,7 @@ export class SocketResponse {
     }
     const s = this.#socket;
     if (n === 0) {
-      s.write(prefix + suffix, 'latin1');
+      writeDirect(s, prefix + suffix, 'latin1');
       return;
     }
     if (n > COPY_LIMIT) {
@@ -112,7 +119,7 @@ export class SocketResponse {
     out.write(prefix, 0, 'latin1');
     (body as Buffer).copy(out, prefix.length);
     if (suffix !== '') out.write(suffix, prefix.length + n, 'latin1');
-    s.write(out);
+    writeDirect(s, out, 'latin1');
   }
 
   #writeChunk(chunk: Buffer | null, last: boolean): void {

@@ -1,0 +1,180 @@
+/**
+ * Socket writes made off the JS thread. On the lean HTTP/1.1 paths a forwarded request costs
+ * two small writes (the request head upstream, the response to the client), and each write(2)
+ * runs the kernel's whole TCP transmit path, on loopback the receiver's too, in the caller: a
+ * third of the JS thread's time. A socket given to {@link offloadWrites} writes through the
+ * native addon's `SocketWriter` instead: the bytes are copied into a queue and the addon's
+ * reactor thread writes them, in order.
+ *
+ * Everything that writes to the socket keeps working unchanged: the socket's own `_write`,
+ * `_writev` and `_final` are replaced, so `write()`, `cork()`, `end()`, `destroySoon()` and
+ * whoever takes the socket over later (the `node:http` on-ramp after a hand-over, a CONNECT
+ * answer) go through the same queue in order. Backpressure holds: a write is acknowledged at
+ * once while less than {@link HIGH_WATER} is queued, and after the queue has drained otherwise,
+ * so `write()` returns false and 'drain' comes as for any socket. `end()` becomes a
+ * shutdown(SHUT_WR) after the queue. The writer holds a duplicate of the descriptor and is
+ * closed with the socket ('close'), after what it holds is written. Reads are untouched.
+ *
+ * Whoever hands the descriptor itself to other code that writes (the kernel splice) waits for
+ * {@link writesFlushed} first and then stops offloading ({@link stopOffload}).
+ *
+ * Not used (the socket writes as usual) without the addon, for TLS sockets, sockets without a
+ * descriptor, or a socket Node still holds writes for.
+ */
+import net from 'node:net';
+
+type Native = typeof import('native');
+type SocketWriter = InstanceType<Native['SocketWriter']>;
+
+let native: Native | null = null;
+try {
+  native = await import('native');
+} catch {
+  // Named boundary: without the addon (not built, not Linux) sockets write as usual.
+  native = null;
+}
+
+/** Queued bytes above which a write is acknowledged only once the queue has drained. */
+export const HIGH_WATER = 64 * 1024;
+
+const kWriter = Symbol('oxy.offloadWriter');
+const kSent = Symbol('oxy.offloadSent');
+
+type Socket = net.Socket & {
+  [kWriter]?: SocketWriter | null;
+  [kSent]?: number;
+  _handle: { fd?: number } | null;
+  encrypted?: boolean;
+};
+
+type WriteCb = (err?: Error | null) => void;
+
+/**
+ * From now on, `socket`'s writes are made on the addon's reactor thread. False (nothing
+ * changed) when that cannot be: no addon, TLS, no descriptor, or writes Node still holds.
+ */
+export function offloadWrites(socket: net.Socket): boolean {
+  const s = socket as Socket;
+  if (s[kWriter] != null) return true;
+  if (native === null || s.encrypted === true || s.destroyed || s.connecting) return false;
+  const fd = s._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0 || s.writableLength > 0 || s.writableCorked > 0) return false;
+  try {
+    s[kWriter] = new native.SocketWriter(fd);
+  } catch {
+    return false; // e.g. out of descriptors: Node's own writes serve
+  }
+  s[kSent] ??= 0;
+  s._write = writeOne;
+  s._writev = writeMany;
+  s._final = finalOne;
+  s.once('close', closeWriter);
+  return true;
+}
+
+/**
+ * Writes `data` on an offloaded socket straight into its queue when nothing is buffered in
+ * front of it (the common case), else through `socket.write`. For the lean paths' one-write
+ * messages: no stream machinery per message.
+ */
+export function writeDirect(socket: net.Socket, data: Buffer | string, encoding: 'latin1' | 'utf8'): void {
+  const s = socket as Socket;
+  const w = s[kWriter];
+  if (w == null || s.writableLength > 0 || s.writableCorked > 0 || !s.writable) {
+    if (typeof data === 'string') s.write(data, encoding);
+    else s.write(data);
+    return;
+  }
+  const n = typeof data === 'string' ? w.send(data, encoding) : w.send(data);
+  s[kSent] =
+    (s[kSent] as number) + (typeof data === 'string' ? Buffer.byteLength(data, encoding) : data.length);
+  // Past the mark, later writes are held in the stream (corked) until the queue has drained.
+  if (n >= HIGH_WATER) {
+    s.cork();
+    if (w.drained(() => s.uncork())) s.uncork();
+  }
+}
+
+/** True when `socket`'s writes are made on the reactor thread. */
+export function isOffloaded(socket: net.Socket): boolean {
+  return (socket as Socket)[kWriter] != null;
+}
+
+/** Bytes written through the writer (not counted in `socket.bytesWritten`). */
+export function offloadedBytes(socket: net.Socket): number {
+  return (socket as Socket)[kSent] ?? 0;
+}
+
+/** Null if `socket` writes as usual or has nothing queued; else resolves once its queue is written. */
+export function writesFlushed(socket: net.Socket): Promise<void> | null {
+  const w = (socket as Socket)[kWriter];
+  if (w == null) return null;
+  return new Promise<void>((resolve) => {
+    if (w.drained(resolve)) resolve();
+  });
+}
+
+/** Stops offloading `socket`'s writes (call once {@link writesFlushed} resolved); Node writes again. */
+export function stopOffload(socket: net.Socket): void {
+  const s = socket as Socket;
+  const w = s[kWriter];
+  if (w == null) return;
+  s[kWriter] = null;
+  w.close();
+  s.off('close', closeWriter);
+  const proto = net.Socket.prototype as unknown as Socket;
+  s._write = proto._write;
+  s._writev = proto._writev;
+  s._final = proto._final;
+}
+
+function writerOf(s: Socket): SocketWriter {
+  return s[kWriter] as SocketWriter;
+}
+
+function send(s: Socket, w: SocketWriter, chunk: Buffer | string, encoding: BufferEncoding): number {
+  if (typeof chunk !== 'string') {
+    s[kSent] = (s[kSent] as number) + chunk.length;
+    return w.send(chunk);
+  }
+  if (encoding === 'latin1' || encoding === 'binary' || encoding === 'utf8' || encoding === 'utf-8') {
+    const enc = encoding === 'latin1' || encoding === 'binary' ? 'latin1' : 'utf8';
+    s[kSent] = (s[kSent] as number) + Buffer.byteLength(chunk, enc);
+    return w.send(chunk, enc);
+  }
+  const b = Buffer.from(chunk, encoding);
+  s[kSent] = (s[kSent] as number) + b.length;
+  return w.send(b);
+}
+
+/** Acknowledges a write now, or once the queue has drained when it is past the mark. */
+function ack(w: SocketWriter, queued: number, cb: WriteCb): void {
+  if (queued < HIGH_WATER || w.drained(cb)) cb();
+}
+
+function writeOne(this: Socket, chunk: Buffer | string, encoding: BufferEncoding, cb: WriteCb): void {
+  const w = writerOf(this);
+  ack(w, send(this, w, chunk, encoding), cb);
+}
+
+function writeMany(
+  this: Socket,
+  chunks: { chunk: Buffer | string; encoding: BufferEncoding }[],
+  cb: WriteCb,
+): void {
+  const w = writerOf(this);
+  let queued = 0;
+  for (const c of chunks) queued = send(this, w, c.chunk, c.encoding);
+  ack(w, queued, cb);
+}
+
+function finalOne(this: Socket, cb: WriteCb): void {
+  writerOf(this).end();
+  cb();
+}
+
+function closeWriter(this: Socket): void {
+  const w = this[kWriter];
+  this[kWriter] = null;
+  w?.close();
+}
