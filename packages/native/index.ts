@@ -20,6 +20,7 @@
 import { addon } from './src/addon.ts';
 import { toNativeError } from './src/errors.ts';
 
+export { errnoName } from './src/errno.ts';
 export { isNativeError, NativeError } from './src/errors.ts';
 export * as netns from './src/netns.ts';
 export type { FdChannel, FdMessage, SocketPairType } from './src/pass-fd.ts';
@@ -35,7 +36,9 @@ export {
   spliceEnd,
   spliceTotal,
   startSplice,
+  startTunnel,
   stopSplice,
+  type TunnelTarget,
   trimMemory,
 } from './src/splice.ts';
 export type { TunDevice, TunOptions } from './src/tun.ts';

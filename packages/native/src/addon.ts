@@ -40,7 +40,18 @@ export interface Addon {
   spliceStart(fd0: number, fd1: number, pipeSize: number, owner: SpliceOwner): void;
   spliceBytes(owner: SpliceOwner): [number, number];
   spliceTotal(owner: SpliceOwner): number;
-  spliceStop(owner: SpliceOwner): void;
+  spliceStop(owner: SpliceOwner): boolean;
+  tunnelStart(
+    owner: SpliceOwner,
+    clientFd: number,
+    ip: string,
+    port: number,
+    sourceIp: string,
+    head: Buffer | null,
+    early: Buffer | null,
+    timeoutMs: number,
+    pipeSize: number,
+  ): void;
   trimMemory(): boolean;
   writerOpen(owner: WriterOwner, fd: number): void;
   writerSend(owner: WriterOwner, data: Buffer | string, encoding: number): number;
@@ -56,10 +67,12 @@ export type PollHandle = { readonly __pollHandle: unique symbol };
 /**
  * The JS object a splicer is wrapped into (src/splice.c): the addon calls its `onSpliceEnd`
  * once when the splice ends by itself (kind 0: both directions ended; 1: an error, with the
- * errno and the side, 0, 1 or -1, that raised it).
+ * errno and the side, 0, 1 or -1, that raised it; 2: a tunnel's connect failed, with its errno).
  */
 export interface SpliceOwner {
   onSpliceEnd(kind: number, bytes0to1: number, bytes1to0: number, errno: number, side: number): void;
+  /** A tunnel (`tunnelStart`) connected upstream: its head is on its way to the client. */
+  onSpliceConnected?(): void;
 }
 
 /** The JS object a socket writer is wrapped into (src/writer.c): `onWriterDrain` is called once its queue emptied, when asked. */

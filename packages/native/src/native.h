@@ -66,6 +66,9 @@ reactor_t *reactor_for(napi_env env);
 /* Sets fd's interest to `events` (0: out of the set); *registered tracks it; events come to
  * it->ops->event with `side` (0 or 1). Returns 0 or an errno. Either thread, under the item's own lock. */
 int reactor_watch(reactor_t *r, int fd, uint32_t *registered, uint32_t events, reactor_item_t *it, int side);
+/* Sets the function the reactor thread calls before each wait: it runs what is due and returns
+ * the wait's timeout in ms (-1: none). One per reactor; the same one may be set again. */
+void reactor_set_tick(reactor_t *r, int (*tick)(reactor_t *r));
 /* JS thread: counts running users (+1/-1); the loop stays alive while there are any. */
 void reactor_hold(reactor_t *r, int delta);
 /* JS thread: runs its command on the reactor thread. An item is in the command list at most once

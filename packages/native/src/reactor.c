@@ -9,8 +9,8 @@
  * Threads: the JS thread makes the reactor, posts commands (`reactor_command`: run this item
  * on the reactor thread, e.g. "connect and register it") and counts running users
  * (`reactor_hold`: the JS loop stays alive while there are any). The reactor thread waits on the
- * set, dispatches ready events in batches of up to BATCH to their items' event callbacks and
- * runs the commands. Items the reactor thread has news of are posted back (`reactor_post`);
+ * set, dispatches ready events in batches of up to BATCH to their items' event callbacks, runs
+ * the commands, and asks the tick function (if set) for its next deadline. Items the reactor thread has news of are posted back (`reactor_post`);
  * their done callbacks run on the JS thread, in post order, from one uv_async (wake-ups
  * coalesce: one per loop turn at most).
  *
@@ -38,6 +38,7 @@ struct reactor {
   uv_async_t async; /* the JS loop's end: posted items */
   uv_loop_t *loop;
   napi_env env;
+  int (*tick)(reactor_t *r); /* reactor thread: what is due before each wait */
   int epfd;
   int wakefd; /* eventfd in the set (tag NULL): commands or stop */
   pthread_t thread;
@@ -67,6 +68,8 @@ static void *run(void *arg) {
   reactor_t *r = arg;
   struct epoll_event ev[BATCH];
   for (;;) {
+    int (*tick)(reactor_t *) = __atomic_load_n(&r->tick, __ATOMIC_ACQUIRE);
+    int timeout = tick ? tick(r) : -1;
     pthread_mutex_lock(&r->lock);
     reactor_item_t *cmds = r->cmd_head;
     r->cmd_head = r->cmd_tail = NULL;
@@ -83,7 +86,7 @@ static void *run(void *arg) {
       }
       continue;
     }
-    int n = epoll_wait(r->epfd, ev, BATCH, -1);
+    int n = epoll_wait(r->epfd, ev, BATCH, timeout);
     pthread_mutex_lock(&r->lock);
     r->sleeping = false;
     pthread_mutex_unlock(&r->lock);
@@ -237,6 +240,10 @@ int reactor_watch(reactor_t *r, int fd, uint32_t *registered, uint32_t events, r
   if (epoll_ctl(r->epfd, op, fd, &e) < 0) return errno;
   *registered = events;
   return 0;
+}
+
+void reactor_set_tick(reactor_t *r, int (*tick)(reactor_t *r)) {
+  __atomic_store_n(&r->tick, tick, __ATOMIC_RELEASE);
 }
 
 void reactor_hold(reactor_t *r, int delta) {

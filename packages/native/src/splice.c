@@ -3,11 +3,20 @@
  * splice(2) and never enter user space (nor JS). Driven by the reactor (reactor.c): its own
  * epoll set and thread, so the system calls that move a tunnel's bytes run off the JS thread.
  *
- * spliceStart(fd0, fd1, pipeSize, owner): two connected sockets the caller keeps owning; the
- * splicer works on its own duplicates (F_DUPFD_CLOEXEC), so the caller may close its
- * descriptors once the splice runs (the sockets stay open through the duplicates; closing a
- * duplicate sends nothing to the peer). The caller must have stopped reading them (and must
- * not write to them) for as long as the splice runs.
+ * Two ways in:
+ * - spliceStart(fd0, fd1, pipeSize, owner): two connected sockets the caller keeps owning; the
+ *   splicer works on its own duplicates (F_DUPFD_CLOEXEC), so the caller may close its
+ *   descriptors once the splice runs (the sockets stay open through the duplicates; closing a
+ *   duplicate sends nothing to the peer).
+ * - tunnelStart(owner, clientFd, ip, port, sourceIp, head, early, timeoutMs, pipeSize): the
+ *   whole of an unhooked CONNECT tunnel once its policy ran in JS. On the reactor thread: a
+ *   non-blocking socket to ip:port (TCP_NODELAY, bound to sourceIp if given), the connect
+ *   awaited until its deadline; then `head` (the 2xx answer) written to the client and `early`
+ *   (bytes that came after the CONNECT head) to the upstream, then the splice. The JS thread
+ *   hears owner.onSpliceConnected() once connected (it may then close its own handle of the
+ *   client: the splicer has a duplicate); if the connect fails or times out, onSpliceEnd comes
+ *   with kind 2 and the errno, nothing was written to the client, and JS answers 502 or 504.
+ * The caller must have stopped reading the sockets (and must not write to them) meanwhile.
  *
  * Each direction has its own pipe, taken on the first byte (an idle tunnel costs no pipe) at the
  * kernel's default size and grown to the asked size after the first MiB (short tunnels never pay).
@@ -31,8 +40,8 @@
  * Threads: a splicer's state is guarded by its own mutex (the reactor thread holds it while it
  * moves the splicer's bytes; the JS thread while it reads counters or stops it). It is freed
  * (retired through the reactor) once neither thread refers to it: the JS owner let go, the
- * reactor thread done with it (out of the set, no command pending), and no post on its way
- * to JS.
+ * reactor thread done with it (out of the set, no command or connect deadline pending), and no
+ * post on its way to JS.
  *
  * The JS side is an owner object the splicer is wrapped into (napi_wrap; no external, no
  * closure, no async resource per splice). At the end the addon calls
@@ -43,14 +52,19 @@
 #define _GNU_SOURCE
 #include "native.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -69,9 +83,14 @@ static size_t round_bytes = 0;
 /* How each descriptor is registered, once. */
 #define WATCH (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
+/* What the JS thread is to hear (posted, then taken under the lock). */
+#define NOTE_CONNECTED 1
+#define NOTE_END 2
+
 /* End kinds. */
 #define END_DONE 0
 #define END_ERROR 1
+#define END_CONNECT 2
 
 typedef struct {
   int src, dst;    /* side indices */
@@ -84,6 +103,18 @@ typedef struct {
 
 typedef struct splicer splicer_t;
 
+/* A tunnel's connect phase (tunnelStart): freed once connected and its bytes written. */
+typedef struct {
+  struct sockaddr_storage addr, src;
+  socklen_t addrlen, srclen;
+  int64_t deadline;       /* CLOCK_MONOTONIC ms; 0: none */
+  splicer_t *prev, *next; /* the reactor thread's list of connects with a deadline */
+  bool linked;
+  /* pre[i]: bytes to write to side i before any spliced byte (the 2xx head; early data). */
+  uint8_t *pre[2];
+  size_t pre_len[2], pre_off[2];
+} connect_t;
+
 struct splicer {
   reactor_item_t item; /* first: the reactor's lists */
   reactor_t *r;
@@ -93,13 +124,17 @@ struct splicer {
   bool can_read[2];   /* side i may have bytes (or EOF) to read: set by events, cleared by EAGAIN */
   bool can_write[2];  /* side i may take bytes: likewise */
   dir_t dir[2];       /* dir[i]: side i → side 1-i */
+  connect_t *cx;      /* tunnelStart, until connected and its bytes written */
   int pipe_size;
+  bool connecting;    /* waiting for the upstream connect */
+  bool tunnel;        /* tunnelStart */
+  bool connected;     /* tunnelStart: connected (its head may have been written) */
   bool closing;       /* out of the set, descriptors closed */
   /* Who refers to it; freed when none does. */
   bool js_ref, thread_ref, queued;
   bool cmd_pending;   /* posted to the reactor thread, not yet run there */
   bool retired;
-  bool ended;         /* the end was posted, not yet taken */
+  int notes;          /* NOTE_* posted, not yet taken */
   int end_kind, end_err, end_side;
   napi_env env;
   napi_ref owner;     /* napi_wrap's reference, strong while running; NULL once let go */
@@ -108,6 +143,7 @@ struct splicer {
 static void on_ready(reactor_item_t *it, int side, uint32_t ev);
 static void on_command(reactor_t *r, reactor_item_t *it);
 static void on_done(napi_env env, reactor_item_t *it);
+static int on_tick(reactor_t *r);
 static const reactor_ops_t ops = {on_command, on_ready, on_done};
 
 /* ---- pipe pool (reactor thread only) ---- */
@@ -182,6 +218,13 @@ static void pipe_give(dir_t *d, bool may_pool) {
 
 /* ---- lifetime ---- */
 
+static void free_connect(connect_t *cx) {
+  if (!cx) return;
+  free(cx->pre[0]);
+  free(cx->pre[1]);
+  free(cx);
+}
+
 /* Under s->mu: true (once) when nobody refers to s any more: the caller retires it after
  * unlocking. A stale event of the batch in flight may still lock it; it is freed after. */
 static bool unreferenced(splicer_t *s) {
@@ -191,6 +234,8 @@ static bool unreferenced(splicer_t *s) {
 }
 
 static void retire(splicer_t *s) {
+  free_connect(s->cx); /* a stale event stops at `closing`, before the connect phase */
+  s->cx = NULL;
   reactor_retire(s->r, &s->item);
 }
 
@@ -210,17 +255,38 @@ static void close_fds(splicer_t *s, bool on_thread) {
   }
 }
 
+/* Reactor thread, under s->mu: tells the JS thread `note`. */
+static void notify(splicer_t *s, int note) {
+  s->notes |= note;
+  if (s->queued) return;
+  s->queued = true;
+  reactor_post(s->r, &s->item);
+}
+
+/* The reactor thread's connects with a deadline (tunnelStart), checked before each wait. */
+static __thread splicer_t *connecting_head;
+
+static void unlink_connecting(splicer_t *s) {
+  connect_t *cx = s->cx;
+  if (!cx || !cx->linked) return;
+  if (cx->prev) cx->prev->cx->next = cx->next;
+  else connecting_head = cx->next;
+  if (cx->next) cx->next->cx->prev = cx->prev;
+  cx->prev = cx->next = NULL;
+  cx->linked = false;
+}
+
 /* Reactor thread, under s->mu: ends the splice and tells the JS thread. The caller unlocks and
  * retires s if unreferenced. */
 static void finish(splicer_t *s, int kind, int err, int side) {
   close_fds(s, true);
+  unlink_connecting(s);
+  s->connecting = false;
   s->end_kind = kind;
   s->end_err = err;
   s->end_side = side;
   s->thread_ref = false;
-  s->ended = true;
-  s->queued = true;
-  reactor_post(s->r, &s->item);
+  notify(s, NOTE_END);
 }
 
 /* ---- moving bytes (reactor thread, under s->mu) ---- */
@@ -230,10 +296,36 @@ static int watch(splicer_t *s, int i) {
   return reactor_watch(s->r, s->fd[i], &s->events[i], WATCH, &s->item, i);
 }
 
+/* Writes what is still to be written to side i before the splice (the connect phase's bytes). */
+static int write_pre(splicer_t *s, int i, int *side) {
+  connect_t *cx = s->cx;
+  while (cx && cx->pre_off[i] < cx->pre_len[i]) {
+    if (!s->can_write[i]) return 0;
+    ssize_t n = send(s->fd[i], cx->pre[i] + cx->pre_off[i], cx->pre_len[i] - cx->pre_off[i], MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        s->can_write[i] = false;
+        return 0;
+      }
+      *side = i;
+      return errno;
+    }
+    cx->pre_off[i] += (size_t)n;
+  }
+  return 0;
+}
+
+static bool pre_pending(splicer_t *s, int i) {
+  return s->cx && s->cx->pre_off[i] < s->cx->pre_len[i];
+}
+
 /* Moves what it can in direction d: until EAGAIN (which clears the side's readiness), EOF or the
  * round's budget. Returns 0, or an errno with *side set to the side at fault. */
 static int pump(splicer_t *s, dir_t *d, int *side) {
   size_t moved = 0;
+  int e = write_pre(s, d->dst, side);
+  if (e != 0 || pre_pending(s, d->dst)) return e;
   for (;;) {
     while (d->inpipe > 0) {
       if (!s->can_write[d->dst]) return 0;
@@ -261,7 +353,7 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
     }
     if (!s->can_read[d->src] || moved >= round_bytes) return 0; /* the budget: see on_event */
     if (d->pr < 0) {
-      int e = pipe_take(d);
+      e = pipe_take(d);
       if (e != 0) {
         *side = -1;
         return e;
@@ -307,6 +399,10 @@ static void run_both(splicer_t *s) {
     finish(s, END_ERROR, err, side);
     return;
   }
+  if (s->cx && !pre_pending(s, 0) && !pre_pending(s, 1)) {
+    free_connect(s->cx);
+    s->cx = NULL;
+  }
   if (s->dir[0].shut && s->dir[1].shut) {
     finish(s, END_DONE, 0, -1);
     return;
@@ -335,6 +431,26 @@ static int sock_error(int fd, int fallback) {
 /* One readiness event for side i of s. */
 static void on_event(splicer_t *s, int i, uint32_t ev) {
   if (s->closing) return;
+  if (s->connecting) {
+    if (i == 1 && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+      int e = sock_error(s->fd[1], (ev & (EPOLLERR | EPOLLHUP)) ? ECONNREFUSED : 0);
+      if (e != 0) {
+        finish(s, END_CONNECT, e, 1);
+        return;
+      }
+      s->connecting = false;
+      s->connected = true;
+      unlink_connecting(s);
+      notify(s, NOTE_CONNECTED);
+    } else if (i == 0 && (ev & EPOLLERR)) {
+      finish(s, END_ERROR, sock_error(s->fd[0], EIO), 0);
+      return;
+    }
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) s->can_read[i] = true;
+    if (ev & (EPOLLOUT | EPOLLHUP)) s->can_write[i] = true;
+    if (!s->connecting) run_both(s);
+    return;
+  }
   if (ev & EPOLLERR) {
     /* The socket's own error says what happened. */
     finish(s, END_ERROR, sock_error(s->fd[i], EIO), i);
@@ -363,7 +479,31 @@ static int ensure_nonblocking(int fd) {
   return 0;
 }
 
-/* A command from the JS thread: start watching. */
+/* Reactor thread, under s->mu: the upstream socket of a tunnel, its connect started. */
+static int start_connect(splicer_t *s) {
+  connect_t *cx = s->cx;
+  int one = 1;
+  int fd = socket(cx->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  s->fd[1] = fd;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* as Node's noDelay; best effort */
+  if (cx->srclen > 0) {
+    /* The port is picked at connect (by the 4-tuple), not at bind: no port used up per source. */
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&cx->src, cx->srclen) < 0) return errno;
+  }
+  if (connect(fd, (struct sockaddr *)&cx->addr, cx->addrlen) < 0 && errno != EINPROGRESS) return errno;
+  s->connecting = true;
+  return 0;
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A command from the JS thread: start watching (and connecting, for a tunnel). */
 static void on_command(reactor_t *r, reactor_item_t *it) {
   (void)r;
   splicer_t *s = (splicer_t *)it;
@@ -373,18 +513,59 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
     /* Stopped before it started. */
     s->thread_ref = false;
   } else {
-    int err = 0, side = -1;
-    for (int i = 0; i < 2 && err == 0; i++) {
-      side = i;
-      err = ensure_nonblocking(s->fd[i]);
-      /* Once; what is ready already is reported by the next wait. */
-      if (err == 0) err = watch(s, i);
+    int err = 0, side = 1;
+    if (s->cx) err = start_connect(s);
+    if (err != 0) {
+      finish(s, END_CONNECT, err, 1);
+    } else {
+      for (int i = 0; i < 2 && err == 0; i++) {
+        side = i;
+        /* A tunnel's upstream socket was made non-blocking. */
+        if (!(s->cx && i == 1)) err = ensure_nonblocking(s->fd[i]);
+        /* Once; what is ready already is reported by the next wait. */
+        if (err == 0) err = watch(s, i);
+      }
+      if (err != 0) {
+        finish(s, END_ERROR, err, side);
+      } else if (s->connecting && s->cx->deadline > 0) {
+        connect_t *cx = s->cx;
+        cx->next = connecting_head;
+        if (connecting_head) connecting_head->cx->prev = s;
+        connecting_head = s;
+        cx->prev = NULL;
+        cx->linked = true;
+      }
     }
-    if (err != 0) finish(s, END_ERROR, err, side);
   }
   bool gone = unreferenced(s);
   pthread_mutex_unlock(&s->mu);
   if (gone) retire(s);
+}
+
+/* Before each wait: connects past their deadline fail with ETIMEDOUT; the next deadline. */
+static int on_tick(reactor_t *r) {
+  (void)r;
+  if (!connecting_head) return -1;
+  int64_t now = now_ms(), next = INT64_MAX;
+  splicer_t *s = connecting_head;
+  while (s) {
+    pthread_mutex_lock(&s->mu);
+    splicer_t *n = s->cx->next;
+    if (s->closing) {
+      /* Stopped by the JS thread while connecting: this list held the last reference. */
+      unlink_connecting(s);
+      s->thread_ref = false;
+    } else if (s->cx->deadline <= now) {
+      finish(s, END_CONNECT, ETIMEDOUT, 1);
+    } else if (s->cx->deadline < next) {
+      next = s->cx->deadline;
+    }
+    bool gone = unreferenced(s);
+    pthread_mutex_unlock(&s->mu);
+    if (gone) retire(s);
+    s = n;
+  }
+  return next == INT64_MAX ? -1 : (int)(next - now);
 }
 
 /* ---- the JS thread ---- */
@@ -415,21 +596,24 @@ static void call_owner(napi_env env, napi_value owner, const char *name, size_t 
 static void on_done(napi_env env, reactor_item_t *it) {
   splicer_t *s = (splicer_t *)it;
   pthread_mutex_lock(&s->mu);
-  bool ended = s->ended;
-  s->ended = false;
+  int notes = s->notes;
+  s->notes = 0;
   s->queued = false;
-  bool mine = ended && s->js_ref && s->owner != NULL;
-  if (mine) s->js_ref = false; /* let go below */
+  bool mine = s->js_ref && s->owner != NULL;
+  if (mine && (notes & NOTE_END)) s->js_ref = false; /* let go below */
   int kind = s->end_kind, err = s->end_err, side = s->end_side;
   double b0 = (double)s->dir[0].bytes, b1 = (double)s->dir[1].bytes;
   bool gone = unreferenced(s);
   pthread_mutex_unlock(&s->mu);
   if (mine) {
     napi_handle_scope scope;
-    reactor_hold(s->r, -1);
+    if (notes & NOTE_END) reactor_hold(s->r, -1);
     if (napi_open_handle_scope(env, &scope) == napi_ok) {
-      napi_value owner = release_owner(s), argv[5];
-      if (owner && napi_create_int32(env, kind, &argv[0]) == napi_ok &&
+      napi_value owner = NULL, argv[5];
+      if (notes & NOTE_END) owner = release_owner(s);
+      else if (napi_get_reference_value(env, s->owner, &owner) != napi_ok) owner = NULL;
+      if (owner && (notes & NOTE_CONNECTED)) call_owner(env, owner, "onSpliceConnected", 0, NULL);
+      if (owner && (notes & NOTE_END) && napi_create_int32(env, kind, &argv[0]) == napi_ok &&
           napi_create_double(env, b0, &argv[1]) == napi_ok && napi_create_double(env, b1, &argv[2]) == napi_ok &&
           napi_create_int32(env, err, &argv[3]) == napi_ok && napi_create_int32(env, side, &argv[4]) == napi_ok)
         call_owner(env, owner, "onSpliceEnd", 5, argv);
@@ -439,20 +623,23 @@ static void on_done(napi_env env, reactor_item_t *it) {
   if (gone) retire(s);
 }
 
-/* JS thread: ends s now (stop, or its owner collected): no callback. */
-static void stop(splicer_t *s) {
+/* JS thread: ends s now (stop, or its owner collected): no callback. True if it had not
+ * connected yet (a tunnel: nothing was written to the client). */
+static bool stop(splicer_t *s) {
   pthread_mutex_lock(&s->mu);
   bool was_running = s->js_ref;
+  bool connecting = s->tunnel && !s->connected;
   close_fds(s, false);
-  /* The reactor thread keeps its reference while its command is pending; otherwise only a batch
-   * in flight may still name s (the retirement waits for it). */
-  bool pending = s->cmd_pending;
+  /* The reactor thread keeps its reference while its command is pending or a connect deadline
+   * names s; otherwise only a batch in flight may (the retirement waits for it). */
+  bool pending = s->cmd_pending || (s->cx != NULL && s->cx->linked);
   if (s->thread_ref && !pending) s->thread_ref = false;
   s->js_ref = false;
   bool gone = unreferenced(s);
   pthread_mutex_unlock(&s->mu);
   if (was_running) reactor_hold(s->r, -1);
   if (gone) retire(s);
+  return connecting;
 }
 
 /* The owner was collected (or the env torn down) while still wrapped. */
@@ -477,6 +664,7 @@ static splicer_t *splicer_new(napi_env env, int pipe_size) {
     long n = v ? strtol(v, NULL, 10) : 0;
     round_bytes = n >= 4096 ? (size_t)n : ROUND_BYTES;
   }
+  reactor_set_tick(r, on_tick);
   pthread_mutex_init(&s->mu, NULL);
   s->item.ops = &ops;
   s->r = r;
@@ -496,6 +684,7 @@ static splicer_t *splicer_new(napi_env env, int pipe_size) {
 static void splicer_drop(splicer_t *s) {
   for (int i = 0; i < 2; i++)
     if (s->fd[i] >= 0) close(s->fd[i]);
+  free_connect(s->cx);
   free(s);
 }
 
@@ -566,6 +755,105 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
   return launch(env, s, argv[3]);
 }
 
+/* Parses a literal IP (no zone) and port into `ss`. */
+static bool parse_addr(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len) {
+  memset(ss, 0, sizeof *ss);
+  struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+  if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons((uint16_t)port);
+    *len = sizeof *v4;
+    return true;
+  }
+  if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons((uint16_t)port);
+    *len = sizeof *v6;
+    return true;
+  }
+  return false;
+}
+
+/* Copies a Buffer argument (or null/undefined: none) into pre-bytes. */
+static bool arg_pre(napi_env env, napi_value v, uint8_t **out, size_t *len) {
+  napi_valuetype t;
+  *out = NULL;
+  *len = 0;
+  if (napi_typeof(env, v, &t) != napi_ok) return false;
+  if (t == napi_null || t == napi_undefined) return true;
+  void *data;
+  size_t n;
+  if (!arg_buffer(env, v, &data, &n)) return false;
+  if (n == 0) return true;
+  *out = malloc(n);
+  if (!*out) {
+    napi_throw_error(env, NULL, "out of memory");
+    return false;
+  }
+  memcpy(*out, data, n);
+  *len = n;
+  return true;
+}
+
+/* tunnelStart(owner, clientFd, ip, port, sourceIp, head, early, timeoutMs, pipeSize): see the top. */
+static napi_value tunnel_start(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  int32_t cfd, port, timeout, pipe_size;
+  char *ip = NULL, *src = NULL;
+  size_t iplen, srclen;
+  if (!get_args(env, info, 9, argv, NULL)) return NULL;
+  if (!is_object(env, argv[0])) {
+    throw_type(env, "the splice owner must be an object");
+    return NULL;
+  }
+  if (!arg_int32(env, argv[1], &cfd) || !arg_int32(env, argv[3], &port) || !arg_int32(env, argv[7], &timeout) ||
+      !arg_int32(env, argv[8], &pipe_size))
+    return NULL;
+  if (cfd < 0 || port <= 0 || port > 65535 || timeout < 0 || pipe_size < 0 || pipe_size > (1 << 24)) {
+    throw_type(env, "invalid descriptor, port, timeout or pipe size");
+    return NULL;
+  }
+  connect_t *cx = calloc(1, sizeof *cx);
+  if (!cx) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  bool ok = arg_string(env, argv[2], &ip, &iplen) && arg_string(env, argv[4], &src, &srclen);
+  if (ok && !parse_addr(ip, port, &cx->addr, &cx->addrlen)) {
+    throw_type(env, "the upstream address must be a literal IP");
+    ok = false;
+  }
+  if (ok && srclen > 0 && !parse_addr(src, 0, &cx->src, &cx->srclen)) {
+    throw_type(env, "the source address must be a literal IP");
+    ok = false;
+  }
+  if (ok && cx->srclen > 0 && cx->src.ss_family != cx->addr.ss_family) cx->srclen = 0; /* as Node: other family, unbound */
+  free(ip);
+  free(src);
+  if (ok) ok = arg_pre(env, argv[5], &cx->pre[0], &cx->pre_len[0]) && arg_pre(env, argv[6], &cx->pre[1], &cx->pre_len[1]);
+  if (!ok) {
+    free_connect(cx);
+    return NULL;
+  }
+  splicer_t *s = splicer_new(env, pipe_size);
+  if (!s) {
+    free_connect(cx);
+    return NULL;
+  }
+  s->cx = cx;
+  s->tunnel = true;
+  cx->deadline = timeout > 0 ? now_ms() + timeout : 0;
+  s->fd[0] = fcntl(cfd, F_DUPFD_CLOEXEC, 3);
+  if (s->fd[0] < 0) {
+    int e = errno;
+    splicer_drop(s);
+    throw_errno(env, e, "fcntl", "duplicating the client's descriptor to splice it");
+    return NULL;
+  }
+  return launch(env, s, argv[0]);
+}
+
 /* The running splicer wrapped into `owner`, or NULL with a TypeError pending. */
 static splicer_t *get_splicer(napi_env env, napi_value owner) {
   void *p = NULL;
@@ -606,15 +894,16 @@ static napi_value splice_total(napi_env env, napi_callback_info info) {
   return v;
 }
 
-/* spliceStop(owner): ends the splice now, without a callback. */
+/* spliceStop(owner): ends the splice now, without a callback. True if a tunnel had not connected
+ * yet (nothing was written to its client). */
 static napi_value splice_stop(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
+  napi_value argv[1], out;
   if (!get_args(env, info, 1, argv, NULL)) return NULL;
   splicer_t *s = get_splicer(env, argv[0]);
   if (!s) return NULL;
   release_owner(s);
-  stop(s);
-  return make_undefined(env);
+  napi_get_boolean(env, stop(s), &out);
+  return out;
 }
 
 /*
@@ -636,6 +925,7 @@ static napi_value trim_memory(napi_env env, napi_callback_info info) {
 void register_splice(napi_env env, napi_value exports) {
   set_fn(env, exports, "trimMemory", trim_memory);
   set_fn(env, exports, "spliceStart", splice_start);
+  set_fn(env, exports, "tunnelStart", tunnel_start);
   set_fn(env, exports, "spliceBytes", splice_bytes);
   set_fn(env, exports, "spliceTotal", splice_total);
   set_fn(env, exports, "spliceStop", splice_stop);

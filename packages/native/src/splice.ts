@@ -76,10 +76,58 @@ export function spliceTotal(owner: SpliceOwner): number {
 
 /**
  * Ends `owner`'s running splice now (its duplicates and pipes are closed, bytes still in a
- * pipe are lost); `onSpliceEnd` is not called. Throws if none runs.
+ * pipe are lost); `onSpliceEnd` is not called. Returns true for a tunnel ({@link startTunnel})
+ * that had not connected yet: nothing was written to its client. Throws if none runs.
  */
-export function stopSplice(owner: SpliceOwner): void {
-  addon.spliceStop(owner);
+export function stopSplice(owner: SpliceOwner): boolean {
+  return addon.spliceStop(owner);
+}
+
+/** Where {@link startTunnel} connects, and what it writes first. */
+export interface TunnelTarget {
+  /** A literal IPv4 or IPv6 address (no zone). */
+  readonly ip: string;
+  readonly port: number;
+  /** A literal IP to bind the upstream socket to (of the same family), or '' for none. */
+  readonly sourceIp: string;
+  /** Written to the client once connected, before any spliced byte (the 2xx answer). */
+  readonly head: Buffer | null;
+  /** Written to the upstream once connected, before any spliced byte (bytes that came after the CONNECT head). */
+  readonly early: Buffer | null;
+  /** The connect's deadline in ms (0: none); past it the tunnel ends with kind 2, ETIMEDOUT. */
+  readonly timeoutMs: number;
+}
+
+/**
+ * The whole of a CONNECT tunnel on the addon's reactor thread: connects to `to`, writes its
+ * head and early bytes, then splices `clientFd` (duplicated; the caller keeps its own, and must
+ * not read or write it meanwhile) ⇄ the upstream. `owner.onSpliceConnected()` comes once
+ * connected; `onSpliceEnd` at the end, with kind 2 and the errno if the connect failed (nothing
+ * was written to the client then). Throws a TypeError on bad arguments (an address that is not
+ * a literal IP), a `NativeError` when the client's descriptor cannot be duplicated.
+ */
+export function startTunnel(
+  owner: SpliceOwner,
+  clientFd: number,
+  to: TunnelTarget,
+  options: SpliceOptions = {},
+): void {
+  try {
+    addon.tunnelStart(
+      owner,
+      clientFd,
+      to.ip,
+      to.port,
+      to.sourceIp,
+      to.head,
+      to.early,
+      to.timeoutMs,
+      options.pipeSize ?? DEFAULT_PIPE,
+    );
+  } catch (e) {
+    if (e instanceof TypeError) throw e;
+    throw toNativeError(e, 'splice', 'starting a tunnel');
+  }
 }
 
 /**

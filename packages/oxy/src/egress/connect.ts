@@ -96,24 +96,8 @@ export async function connectDirect(
   const started = performance.now();
   try {
     // A literal needs no resolution: no await, so no extra turn of the microtask queue.
-    let ips = net.isIP(addr.host) !== 0 ? [addr.host] : await resolve(rt, eg, addr.host);
-    if (!trusted) {
-      const ipsHook = rt.hooks.upstreamIps;
-      if (ipsHook !== null) {
-        try {
-          ips = await ipsHook(ips, eg);
-        } catch (e) {
-          throw rt.hookFailed('EgressHook.handleUpstreamIps', e);
-        }
-      }
-      const allowed = allowedIps(rt, ips);
-      if (allowed.length === 0) {
-        throw egressBlocked(
-          ips.length === 0 ? 'no address left to connect to' : 'destination address is blocked',
-        );
-      }
-      ips = allowed;
-    }
+    const literal = net.isIP(addr.host) !== 0 && (trusted || rt.hooks.upstreamIps === null);
+    const ips = literal ? allowedLiteral(rt, addr.host, trusted) : await addressesOf(rt, eg, addr, trusted);
     let socket: Duplex | undefined;
     let remote: SocketAddr | undefined;
     const override = rt.hooks.tcpConnectOverride;
@@ -146,6 +130,41 @@ export async function connectDirect(
     egressMetrics.connect_failed_total({ code: isOxyError(e) ? e.code : 'unknown' }).inc();
     throw e;
   }
+}
+
+/**
+ * The addresses to connect to for `addr`: resolution, `handleUpstreamIps` and `blocked_cidrs`
+ * (unless `trusted`, for an upstream proxy). Throws the blocked error when none is left.
+ */
+export async function addressesOf(
+  rt: Runtime,
+  eg: EgressState,
+  addr: SocketAddr,
+  trusted: boolean,
+): Promise<string[]> {
+  let ips = net.isIP(addr.host) !== 0 ? [addr.host] : await resolve(rt, eg, addr.host);
+  if (trusted) return ips;
+  const ipsHook = rt.hooks.upstreamIps;
+  if (ipsHook !== null) {
+    try {
+      ips = await ipsHook(ips, eg);
+    } catch (e) {
+      throw rt.hookFailed('EgressHook.handleUpstreamIps', e);
+    }
+  }
+  const allowed = allowedIps(rt, ips);
+  if (allowed.length === 0) {
+    throw egressBlocked(
+      ips.length === 0 ? 'no address left to connect to' : 'destination address is blocked',
+    );
+  }
+  return allowed;
+}
+
+/** A literal address without `handleUpstreamIps`: the blocklist alone, and no await. */
+export function allowedLiteral(rt: Runtime, ip: string, trusted: boolean): string[] {
+  if (!trusted && rt.blocklist.has(ip)) throw egressBlocked('destination address is blocked');
+  return [ip];
 }
 
 /** `ips` without the blocked ones; the same array when none is blocked (the usual case). */

@@ -10,20 +10,31 @@
  * `getAppTunnelPipeline` → the app's pipeline, the kernel splice (plain TCP both sides, nothing
  * inspecting) or the pump → audit record and metrics.
  */
+import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SocketAddr } from '../context/contexts.ts';
 import { EgressState, type IngressConnection, RequestState } from '../context/state.ts';
-import { connectTunnelEgress } from '../egress/connect.ts';
+import { addressesOf, allowedLiteral, connectTunnelEgress } from '../egress/connect.ts';
 import { httpStatusFor, isOxyError } from '../errors.ts';
 import { reasonOf } from '../flows/http/lean-forward.ts';
 import { countFailure, recordEnd } from '../flows/record.ts';
 import { StreamPump } from '../flows/stream/pump.ts';
-import { canSplice, spliceTunnel } from '../flows/stream/splice.ts';
+import { canSplice, canSpliceOne, spliceConnect, spliceTunnel } from '../flows/stream/splice.ts';
 import type { ConnectDirective, RequestHead, ResponseHead } from '../hooks/http-request.ts';
 import type { AppTunnelPipeline } from '../hooks/tunnel.ts';
+import { connectFailure } from '../offramps/tcp/happy-eyeballs.ts';
 import type { Runtime } from '../runtime.ts';
 import { forkRequest } from '../telemetry/fork.ts';
-import { tunnelMetrics } from '../telemetry/metrics.ts';
+import { egressMetrics, tunnelMetrics } from '../telemetry/metrics.ts';
+
+/** A client the addon can run a whole tunnel for: a plain TCP socket, read by nobody. */
+export interface SpliceableClient {
+  readonly socket: Duplex;
+  /** Bytes that came after the CONNECT head, for the upstream. */
+  readonly early: Buffer | null;
+  /** The 2xx answer to write once connected. */
+  readonly head: Buffer;
+}
 
 /** A CONNECT as an on-ramp presents it. */
 export interface ConnectExchange {
@@ -34,6 +45,12 @@ export interface ConnectExchange {
   accept(res: ResponseHead): Duplex;
   /** Answers `status` with a short text body and ends the exchange. */
   reject(status: number, body: string): void;
+  /**
+   * The client for the addon's whole-tunnel path ({@link spliceConnect}), or null when it cannot
+   * take it (TLS, an HTTP/2 stream, writes still queued). Accepting is then the addon's: the
+   * exchange is not `accept`ed, and `reject` still answers a failed connect.
+   */
+  spliceable?(): SpliceableClient | null;
 }
 
 /** Runs one CONNECT tunnel to `target` until it ends; never throws. */
@@ -85,6 +102,18 @@ async function tunnel(rt: Runtime, request: RequestState, ex: ConnectExchange): 
   }
 
   const eg = new EgressState(request.ingress, request, request.target, rt.ext);
+  const client = wholeTunnel(rt, ex);
+  if (client !== null) return addonTunnel(rt, request, ex, eg, client);
+  return tunnelInJs(rt, request, ex, eg);
+}
+
+/** Egress, answer, pipeline and carry, in JS (the general path). */
+async function tunnelInJs(
+  rt: Runtime,
+  request: RequestState,
+  ex: ConnectExchange,
+  eg: EgressState,
+): Promise<void> {
   let upstream: Duplex;
   let early: Buffer | null;
   try {
@@ -158,6 +187,85 @@ async function tunnel(rt: Runtime, request: RequestState, ex: ConnectExchange): 
   // Returned, not awaited: this frame (and the sockets, exchange and egress result it holds)
   // is released while the tunnel runs; an idle tunnel keeps only what `carry` needs.
   return carry(rt, request, client, upstream);
+}
+
+/**
+ * The addon can run the whole tunnel (connect, answer, splice) when nothing between the egress
+ * decision and the splice needs JS: no egress, response or pipeline hook, the direct default
+ * egress, splicing on, and a client the addon can take.
+ */
+function wholeTunnel(rt: Runtime, ex: ConnectExchange): SpliceableClient | null {
+  const h = rt.hooks;
+  if (
+    h.egressConnection !== null ||
+    h.tcpConnectOverride !== null ||
+    h.egressEstablished !== null ||
+    h.proxyConnectResponse !== null ||
+    h.appTunnelPipeline !== null ||
+    rt.defaultProxy !== null ||
+    ex.spliceable === undefined
+  )
+    return null;
+  return ex.spliceable();
+}
+
+/** The tunnel run by the addon: the policy here (resolution, blocklist), the rest on its thread. */
+async function addonTunnel(
+  rt: Runtime,
+  request: RequestState,
+  ex: ConnectExchange,
+  eg: EgressState,
+  client: SpliceableClient,
+): Promise<void> {
+  const ep = request.ingress.endpoint.settings;
+  if (!ep.tunnel_splice || !canSpliceOne(client.socket)) return tunnelInJs(rt, request, ex, eg);
+  request.decisions.push('egress:direct');
+  const target = eg.target;
+  const started = performance.now();
+  let ips: string[];
+  try {
+    ips =
+      net.isIP(target.host) !== 0 && rt.hooks.upstreamIps === null
+        ? allowedLiteral(rt, target.host, false)
+        : await addressesOf(rt, eg, target, false);
+  } catch (e) {
+    egressMetrics.connect_failed_total({ code: isOxyError(e) ? e.code : 'unknown' }).inc();
+    refuse(rt, request, ex, httpStatusFor(e), reasonOf(e), isOxyError(e) ? e.code : 'error');
+    return;
+  }
+  const source = rt.settings.egress.source_addr;
+  const ip = ips[0] as string;
+  // Several addresses (a name with A and AAAA records) race in JS (Happy Eyeballs); a zone id
+  // (fe80::1%eth0) is not for the addon either.
+  if (ips.length !== 1 || ip.includes('%') || ex.closed) {
+    request.decisions.pop();
+    return tunnelInJs(rt, request, ex, eg);
+  }
+  request.upstream = formatRemote({ host: ip, port: target.port });
+  const timeoutMs = rt.settings.egress.connect_timeout;
+  const r = await spliceConnect(
+    client.socket,
+    {
+      ip,
+      port: target.port,
+      sourceIp: source !== null && net.isIP(source) === net.isIP(ip) ? source : '',
+      head: client.head,
+      early: client.early,
+      connectTimeoutMs: timeoutMs,
+    },
+    { idleTimeoutMs: ep.tunnel_idle_timeout, maxLifetimeMs: ep.tunnel_max_lifetime },
+    () => {
+      request.status = 200;
+      egressMetrics.connect_latency_seconds().observe((performance.now() - started) / 1000);
+    },
+  );
+  if (r.connectError !== null) {
+    const err = connectFailure(ip, target.port, r.connectError, timeoutMs);
+    egressMetrics.connect_failed_total({ code: err.code }).inc();
+    refuse(rt, request, ex, httpStatusFor(err), reasonOf(err), err.code);
+    return;
+  }
+  finishTunnel(rt, request, r.bytesUp, r.bytesDown, r.reason);
 }
 
 /** Moves the tunnel's bytes until it ends, then reports it. */

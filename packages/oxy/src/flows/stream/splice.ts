@@ -155,6 +155,52 @@ async function handOver(c: NodeSocket, u: NodeSocket, run: SpliceRun, options: P
   run.begin(options);
 }
 
+/** Where {@link spliceConnect} connects, and what it writes first. */
+export interface SpliceConnectTarget {
+  /** A literal IP (no zone) and port. */
+  readonly ip: string;
+  readonly port: number;
+  /** A literal IP of the same family to bind to, or ''. */
+  readonly sourceIp: string;
+  /** The answer written to the client once connected (the 2xx head). */
+  readonly head: Buffer;
+  /** Bytes that came after the CONNECT head, written to the upstream once connected. */
+  readonly early: Buffer | null;
+  readonly connectTimeoutMs: number;
+}
+
+/** The end of a {@link spliceConnect}: the tunnel's, or the connect's failure (an errno name). */
+export type SpliceConnectResult = PumpResult & { readonly connectError: string | null };
+
+/**
+ * The whole of an unhooked CONNECT tunnel in the addon (`client` must pass {@link canSpliceOne}):
+ * the upstream connect, the 2xx head, the early bytes and the splice all run on the reactor
+ * thread. `onConnected` is called once connected (the head is on its way; Node's handle of the
+ * client is closed then). If the connect fails (`connectError`, e.g. 'ECONNREFUSED' or
+ * 'ETIMEDOUT') nothing was written to the client and its socket is as it was: answer it.
+ * Never rejects.
+ */
+export function spliceConnect(
+  client: Duplex,
+  to: SpliceConnectTarget,
+  options: PumpOptions,
+  onConnected: () => void,
+): Promise<SpliceConnectResult> {
+  const c = client as NodeSocket;
+  c.allowHalfOpen = true;
+  detach(c);
+  return new Promise<SpliceConnectResult>((resolve) => {
+    // The early bytes count as moved up, as when Node writes them (spliceTunnel).
+    const run = new SpliceRun(c, null, to.early?.length ?? 0, 0, resolve as (r: PumpResult) => void);
+    run.connect(to, options, onConnected);
+  });
+}
+
+/** True when `client` alone could be spliced (a plain TCP socket and the addon): see {@link spliceConnect}. */
+export function canSpliceOne(client: Duplex): boolean {
+  return native !== null && fdOf(client) >= 0;
+}
+
 /** Quiet time after the last tunnel start or end before freed memory is given back. */
 const TRIM_AFTER_MS = 1000;
 let trimTimer: NodeJS.Timeout | null = null;
@@ -172,11 +218,14 @@ function trimNow(): void {
 
 const RUNNING = 1;
 const SETTLED = 2;
+/** `onSpliceEnd`'s kind for a tunnel whose connect failed. */
+const CONNECT_FAILED = 2;
 
 /** One spliced tunnel: the addon's owner (no handle object), with no closure of its own. */
 class SpliceRun {
   readonly #c: NodeSocket;
-  readonly #u: NodeSocket;
+  /** Null for a tunnel the addon connects itself ({@link spliceConnect}). */
+  readonly #u: NodeSocket | null;
   /** Bytes Node moved before the splice: up (client → upstream) and down. */
   readonly #up: number;
   readonly #down: number;
@@ -185,12 +234,22 @@ class SpliceRun {
   #released = false;
   #idle: IdleSweep | null = null;
   #life: LifeQueue | null = null;
+  #options: PumpOptions | null = null;
+  /** The answer the addon writes to the client before the tunnel's bytes (for its counter). */
+  #headOut = 0;
+  #onConnected: (() => void) | null = null;
   /** Bytes both ways at the last idle sweep (-1: none yet). */
   lastTotal = -1;
   /** When the maximum lifetime ends (performance.now()). */
   deadline = 0;
 
-  constructor(c: NodeSocket, u: NodeSocket, up: number, down: number, resolve: (r: PumpResult) => void) {
+  constructor(
+    c: NodeSocket,
+    u: NodeSocket | null,
+    up: number,
+    down: number,
+    resolve: (r: PumpResult) => void,
+  ) {
     this.#c = c;
     this.#u = u;
     this.#up = up;
@@ -198,10 +257,60 @@ class SpliceRun {
     this.#resolve = resolve;
   }
 
+  /** Starts the addon's tunnel: connect, head, early bytes, splice ({@link spliceConnect}). */
+  connect(to: SpliceConnectTarget, options: PumpOptions, onConnected: () => void): void {
+    const c = this.#c;
+    const fc = fdOf(c);
+    if (fc < 0) {
+      this.#settle('client_reset', 0, 0, undefined);
+      return;
+    }
+    try {
+      (native as Native).startTunnel(this, fc, {
+        ip: to.ip,
+        port: to.port,
+        sourceIp: to.sourceIp,
+        head: to.head,
+        early: to.early,
+        timeoutMs: to.connectTimeoutMs,
+      });
+    } catch (e) {
+      this.#settle('aborted', 0, 0, e as Error);
+      return;
+    }
+    this.#state = RUNNING;
+    this.#headOut = to.head.length;
+    this.#options = options;
+    this.#onConnected = onConnected;
+    // A destroy() from outside (a drain) ends the tunnel, connecting or not.
+    c[kRun] = this;
+    c._destroy = destroySpliced;
+  }
+
+  /** The addon's callback: the tunnel connected, its head is on its way to the client. */
+  onSpliceConnected(): void {
+    if (this.#state !== RUNNING) return;
+    const c = this.#c;
+    if (counters !== null) {
+      releaseHandle(c, counters);
+      this.#released = true;
+    }
+    noteActivity();
+    this.#join(this.#options as PumpOptions);
+    const cb = this.#onConnected;
+    this.#onConnected = null;
+    cb?.();
+  }
+
+  #join(options: PumpOptions): void {
+    if (options.idleTimeoutMs > 0) this.#idle = IdleSweep.join(this, options.idleTimeoutMs);
+    if (options.maxLifetimeMs > 0) this.#life = LifeQueue.join(this, options.maxLifetimeMs);
+  }
+
   /** Starts the splice (after Node's own writes reached the kernel). */
   begin(options: PumpOptions): void {
     const c = this.#c;
-    const u = this.#u;
+    const u = this.#u as NodeSocket;
     const fc = fdOf(c);
     const fu = fdOf(u);
     if (fc < 0 || fu < 0) {
@@ -227,13 +336,16 @@ class SpliceRun {
     c._destroy = destroySpliced;
     u._destroy = destroySpliced;
     noteActivity();
-    if (options.idleTimeoutMs > 0) this.#idle = IdleSweep.join(this, options.idleTimeoutMs);
-    if (options.maxLifetimeMs > 0) this.#life = LifeQueue.join(this, options.maxLifetimeMs);
+    this.#join(options);
   }
 
   /** The addon's callback: the splice ended by itself (both FINs, or an error). */
   onSpliceEnd(kind: number, b01: number, b10: number, errno: number, side: number): void {
     this.#state = 0;
+    if (kind === CONNECT_FAILED) {
+      this.#settle('upstream_error', 0, 0, undefined, (native as Native).errnoName(errno));
+      return;
+    }
     const end = (native as Native).spliceEnd(kind, b01, b10, errno, side);
     const reason: PumpCloseReason =
       end.error === undefined
@@ -253,7 +365,7 @@ class SpliceRun {
     const [up, down] = n.spliceBytes(this);
     n.stopSplice(this);
     this.#state = 0;
-    this.#settle(reason, up, down, undefined);
+    this.#settle(reason, up, down, undefined, null);
   }
 
   /** True when `s` is this tunnel's client side. */
@@ -266,7 +378,13 @@ class SpliceRun {
     return this.#state === RUNNING ? (native as Native).spliceTotal(this) : -2;
   }
 
-  #settle(reason: PumpCloseReason, up: number, down: number, error: Error | undefined): void {
+  #settle(
+    reason: PumpCloseReason,
+    up: number,
+    down: number,
+    error: Error | undefined,
+    connectError: string | null = null,
+  ): void {
     if (this.#state === SETTLED) return;
     this.#state = SETTLED;
     this.#idle?.leave(this);
@@ -276,18 +394,23 @@ class SpliceRun {
     const c = this.#c;
     const u = this.#u;
     if (c[kRun] === this) c[kRun] = undefined;
-    if (u[kRun] === this) u[kRun] = undefined;
+    if (u !== null && u[kRun] === this) u[kRun] = undefined;
     if (this.#released && counters !== null) {
       // As if Node had moved these bytes: the connection-close statistics read them.
       addCount(c, counters[0], up);
-      addCount(c, counters[1], down);
-      addCount(u, counters[0], down);
-      addCount(u, counters[1], up);
+      addCount(c, counters[1], down + this.#headOut);
+      if (u !== null) {
+        addCount(u, counters[0], down);
+        addCount(u, counters[1], up);
+      }
     }
-    c.destroy();
-    u.destroy();
+    // A failed connect leaves the client to the caller (it answers 502 or 504).
+    if (connectError === null) c.destroy();
+    else c._destroy = socketDestroy;
+    u?.destroy();
     if (this.#released) noteActivity();
-    this.#resolve({ bytesUp: this.#up + up, bytesDown: this.#down + down, reason, error });
+    const r = { bytesUp: this.#up + up, bytesDown: this.#down + down, reason, error, connectError };
+    this.#resolve(r);
   }
 }
 

@@ -215,6 +215,29 @@ function connectOne(
   });
 }
 
+/**
+ * The error of a connect to `address` that failed with `errnoCode` (e.g. `ECONNREFUSED`), made
+ * elsewhere (the addon's reactor thread): the same codes and messages as a failed race.
+ */
+export function connectFailure(
+  address: string,
+  port: number,
+  errnoCode: string,
+  timeoutMs: number,
+): OxyError {
+  if (errnoCode === 'ETIMEDOUT') {
+    return upstreamError(
+      OXY_ERR.CONNECT_TIMEOUT,
+      `connect to ${formatHostPort(address, port)} timed out after ${timeoutMs} ms`,
+      { retryable: true },
+    );
+  }
+  const error = Object.assign(new Error(`connect ${errnoCode} ${formatHostPort(address, port)}`), {
+    code: errnoCode,
+  }) as NodeJS.ErrnoException;
+  return summarise([{ address, error }], port);
+}
+
 const UNREACHABLE_ERRNOS = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN']);
 
 /** One error for a race in which every attempt failed: the most telling kind wins. */

@@ -9,7 +9,7 @@
  * closes the connection. Idle keep-alive connections close after `idle_timeout`.
  */
 import http from 'node:http';
-import type net from 'node:net';
+import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { log } from 'foundations/telemetry';
 import type { EndpointState, IngressConnection } from '../../context/state.ts';
@@ -17,10 +17,11 @@ import { EgressAgent } from '../../egress/agent.ts';
 import { serveForward } from '../../flows/http/forward.ts';
 import { parseAbsoluteTarget, parseAuthority, rawToHeaders } from '../../flows/http/headers.ts';
 import { serveUpgrade, writeRawResponse } from '../../flows/http/upgrade.ts';
+import { isOffloaded } from '../../flows/stream/offload.ts';
 import type { HttpHeaders, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
 import type { Runtime } from '../../runtime.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
-import { type ConnectExchange, serveConnect } from '../../tunnels/connect.ts';
+import { type ConnectExchange, type SpliceableClient, serveConnect } from '../../tunnels/connect.ts';
 import type { SocketOnRamp } from '../ingress.ts';
 
 const kConn = Symbol('oxy.ingress');
@@ -94,7 +95,22 @@ export class Http1ConnectExchange implements ConnectExchange {
   reject(status: number, body: string): void {
     writeRawResponse(this.#socket, status, body);
   }
+
+  /** A plain TCP client with nothing queued for it can have its whole tunnel run by the addon. */
+  spliceable(): SpliceableClient | null {
+    const s = this.#socket;
+    if (!(s instanceof net.Socket) || (s as { encrypted?: boolean }).encrypted === true) return null;
+    if (isOffloaded(s) || s.writableLength > 0) return null;
+    return {
+      socket: s,
+      early: this.#early !== null && this.#early.length > 0 ? this.#early : null,
+      head: ESTABLISHED,
+    };
+  }
 }
+
+/** The answer to a CONNECT no hook changed. */
+const ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection Established\r\n\r\n', 'latin1');
 
 const CLIENT_ERRORS: Readonly<Record<string, [number, string]>> = {
   HPE_HEADER_OVERFLOW: [431, 'headers_too_large'],
