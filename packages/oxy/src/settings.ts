@@ -37,7 +37,8 @@ const endpointFields = {
   tunnel_idle_timeout: s.duration('A tunnel with no bytes either way for this long is closed.', '5m'),
   tunnel_max_lifetime: s.duration('A tunnel older than this is closed; 0s means no limit.', '0s'),
   tunnel_splice: s.bool(
-    'Tunnels no hook inspects (plain TCP both sides) move their bytes in the kernel (splice(2)).',
+    'Tunnels no hook inspects (plain TCP both sides) move their bytes in the kernel (splice(2)), on the ' +
+      "native addon's thread; with no egress, response or pipeline hook the addon connects them too.",
     true,
   ),
   tls: TlsSettings,
