@@ -1,0 +1,114 @@
+/*
+ * The splicer shared by splice.c (the reactor thread's half: moving bytes, connecting tunnels)
+ * and splice-js.c (the JS thread's half: starting, stopping, reporting). Private to the addon.
+ */
+#ifndef OXY_SPLICE_H
+#define OXY_SPLICE_H
+#define _GNU_SOURCE
+#include "native.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Bytes moved per direction per wakeup before yielding to the others (fairness between tunnels).
+ * OXY_SPLICE_ROUND_BYTES (read once, at least 4096) overrides it: tests use small rounds. */
+#define ROUND_BYTES (4u << 20)
+extern size_t round_bytes;
+/* Bytes a direction moves at the kernel's default pipe size before its pipe is grown. */
+#define GROW_AFTER (1u << 20)
+/* The kernel's default pipe capacity; only pipes still at it go back to the pool. */
+#define PIPE_DEFAULT 65536u
+/* Most empty pipes a reactor thread keeps (fewer when the descriptor limit is low: 1/16 of it). */
+#define POOL_MAX 256
+/* How each descriptor is registered, once. */
+#define WATCH (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+
+/* What the JS thread is to hear (posted, then taken under the lock). */
+#define NOTE_CONNECTED 1
+#define NOTE_END 2
+
+/* End kinds. */
+#define END_DONE 0
+#define END_ERROR 1
+#define END_CONNECT 2
+
+typedef struct {
+  int src, dst;    /* side indices */
+  int pr, pw;      /* pipe ends, -1 until the first byte */
+  size_t inpipe;   /* bytes read into the pipe, not yet written out */
+  size_t cap;      /* the pipe's capacity */
+  uint64_t bytes;  /* bytes read from src */
+  bool eof, shut;
+} dir_t;
+
+typedef struct splicer splicer_t;
+
+/* A tunnel's connect phase (tunnelStart): freed once connected and its bytes written. */
+typedef struct {
+  struct sockaddr_storage addr, src;
+  socklen_t addrlen, srclen;
+  int64_t deadline;       /* CLOCK_MONOTONIC ms; 0: none */
+  splicer_t *prev, *next; /* the reactor thread's list of connects with a deadline */
+  bool linked;
+  /* pre[i]: bytes to write to side i before any spliced byte (the 2xx head; early data). */
+  uint8_t *pre[2];
+  size_t pre_len[2], pre_off[2];
+} connect_t;
+
+struct splicer {
+  reactor_item_t item; /* first: the reactor's lists */
+  reactor_t *r;
+  pthread_mutex_t mu;
+  int fd[2];
+  uint32_t events[2]; /* epoll interest registered per side (WATCH); 0: not in the set */
+  bool can_read[2];   /* side i may have bytes (or EOF) to read: set by events, cleared by EAGAIN */
+  bool can_write[2];  /* side i may take bytes: likewise */
+  dir_t dir[2];       /* dir[i]: side i → side 1-i */
+  connect_t *cx;      /* tunnelStart, until connected and its bytes written */
+  int pipe_size;
+  bool connecting;    /* waiting for the upstream connect */
+  bool tunnel;        /* tunnelStart */
+  bool connected;     /* tunnelStart: connected (its head may have been written) */
+  bool closing;       /* out of the set, descriptors closed */
+  /* Who refers to it; freed when none does. */
+  bool js_ref, thread_ref, queued;
+  bool cmd_pending;   /* posted to the reactor thread, not yet run there */
+  bool retired;
+  int notes;          /* NOTE_* posted, not yet taken */
+  int end_kind, end_err, end_side;
+  napi_env env;
+  napi_ref owner;     /* napi_wrap's reference, strong while running; NULL once let go */
+};
+
+/* splice.c */
+extern const reactor_ops_t splicer_ops;
+/* Under s->mu: true (once) when nobody refers to s any more: the caller retires it after unlocking. */
+bool splicer_unreferenced(splicer_t *s);
+/* Frees s (and its connect phase) through the reactor, after the batch in flight. */
+void splicer_retire(splicer_t *s);
+/* Under s->mu: out of the set, descriptors and pipes closed (pooled on the reactor thread). */
+void splicer_close(splicer_t *s, bool on_thread);
+void connect_free(connect_t *cx);
+/* Reactor thread, before each wait: connect deadlines. */
+int splicer_tick(reactor_t *r);
+int64_t splicer_now_ms(void);
+
+/* splice-js.c */
+/* JS thread: what the reactor thread posted for a splicer. */
+void splicer_done(napi_env env, reactor_item_t *it);
+
+#endif
