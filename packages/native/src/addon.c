@@ -89,6 +89,21 @@ napi_value make_int(napi_env env, int64_t n) {
   return v;
 }
 
+void *unwrap_owner(napi_env env, napi_value owner, const char *missing) {
+  void *p = NULL;
+  if (napi_unwrap(env, owner, &p) != napi_ok || !p) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value e;
+      napi_get_and_clear_last_exception(env, &e);
+    }
+    throw_type(env, missing);
+    return NULL;
+  }
+  return p;
+}
+
 napi_value make_undefined(napi_env env) {
   napi_value v = NULL;
   napi_get_undefined(env, &v);

@@ -28,6 +28,8 @@ bool arg_buffer(napi_env env, napi_value v, void **data, size_t *len);
 bool arg_array(napi_env env, napi_value v, uint32_t *len);
 
 napi_value make_int(napi_env env, int64_t n);
+/* The native struct wrapped into `owner` (napi_wrap), or NULL with a TypeError saying `missing`. */
+void *unwrap_owner(napi_env env, napi_value owner, const char *missing);
 napi_value make_undefined(napi_env env);
 
 /* Argument count check; throws and returns false when fewer than `want` were given. */

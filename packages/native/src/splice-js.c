@@ -292,18 +292,7 @@ static napi_value tunnel_start(napi_env env, napi_callback_info info) {
 
 /* The running splicer wrapped into `owner`, or NULL with a TypeError pending. */
 static splicer_t *get_splicer(napi_env env, napi_value owner) {
-  void *p = NULL;
-  if (napi_unwrap(env, owner, &p) != napi_ok || !p) {
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) {
-      napi_value e;
-      napi_get_and_clear_last_exception(env, &e);
-    }
-    throw_type(env, "no splice is running for this owner");
-    return NULL;
-  }
-  return p;
+  return unwrap_owner(env, owner, "no splice is running for this owner");
 }
 
 /* spliceBytes(owner): [bytes0to1, bytes1to0]. */

@@ -233,18 +233,7 @@ static void finalize(napi_env env, void *data, void *hint) {
 }
 
 static writer_t *get_writer(napi_env env, napi_value owner) {
-  void *p = NULL;
-  if (napi_unwrap(env, owner, &p) != napi_ok || !p) {
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) {
-      napi_value e;
-      napi_get_and_clear_last_exception(env, &e);
-    }
-    throw_type(env, "no writer is open for this owner");
-    return NULL;
-  }
-  return p;
+  return unwrap_owner(env, owner, "no writer is open for this owner");
 }
 
 /* writerOpen(owner, fd) */

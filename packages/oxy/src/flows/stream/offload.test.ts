@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
+import { socketPair } from '../../../test/fixtures/socket-pair.ts';
 import {
   isOffloaded,
   offloadedBytes,
@@ -18,23 +19,6 @@ import {
   writesFlushed,
 } from './offload.ts';
 import { spliceTunnel } from './splice.ts';
-
-/** `outer` is the reading end; `inner` the accepted end whose writes are offloaded. */
-async function socketPair(): Promise<{ outer: net.Socket; inner: net.Socket }> {
-  const server = net.createServer({ allowHalfOpen: true });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  const outer = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-  const [inner] = (await once(server, 'connection')) as [net.Socket];
-  server.close();
-  await once(outer, 'connect');
-  after(() => {
-    outer.destroy();
-    inner.destroy();
-  });
-  return { outer, inner };
-}
 
 function collect(s: net.Socket): Promise<Buffer> {
   const parts: Buffer[] = [];

@@ -5,28 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import net from 'node:net';
+import type net from 'node:net';
 import { after, test } from 'node:test';
+import { socketPair } from '../../../test/fixtures/socket-pair.ts';
 import { StreamPump } from './pump.ts';
-
-/** A socket pair: `a` is our client end, `b` the server's end; plus the proxy-facing ends. */
-async function socketPair(): Promise<{ outer: net.Socket; inner: net.Socket; close: () => void }> {
-  const server = net.createServer({ allowHalfOpen: true });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  const outer = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-  const [inner] = (await once(server, 'connection')) as [net.Socket];
-  server.close();
-  return {
-    outer,
-    inner,
-    close: () => {
-      outer.destroy();
-      inner.destroy();
-    },
-  };
-}
 
 /** client ⇄ [clientSide | pump | upstreamSide] ⇄ server */
 async function tunnel(opts = { idleTimeoutMs: 0, maxLifetimeMs: 0 }) {

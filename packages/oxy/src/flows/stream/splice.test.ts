@@ -7,26 +7,10 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import net from 'node:net';
-import { after, test } from 'node:test';
+import type net from 'node:net';
+import { test } from 'node:test';
+import { socketPair } from '../../../test/fixtures/socket-pair.ts';
 import { canSplice, spliceAvailable, spliceTunnel } from './splice.ts';
-
-/** `outer` is our end; `inner` is the accepted end the splice works on. */
-async function socketPair(): Promise<{ outer: net.Socket; inner: net.Socket }> {
-  const server = net.createServer({ allowHalfOpen: true });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  const outer = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-  const [inner] = (await once(server, 'connection')) as [net.Socket];
-  server.close();
-  await once(outer, 'connect');
-  after(() => {
-    outer.destroy();
-    inner.destroy();
-  });
-  return { outer, inner };
-}
 
 /** client ⇄ [c.inner | splice | u.outer] ⇄ server */
 async function tunnel(
