@@ -85,14 +85,18 @@ function pick<T extends string>(arg: string | undefined, all: readonly T[], what
   return wanted as T[];
 }
 
-async function docInfo(env: BenchEnv, command: string) {
+/** "YYYY-MM-DD HH:MM UTC" of an ISO time. */
+const minuteOf = (iso: string): string => `${iso.slice(0, 16).replace('T', ' ')} UTC`;
+
+async function docInfo(env: BenchEnv, command: string, measuredAt?: string) {
   // Hand-written findings (profiles, what would change them) kept beside the harness.
   const notes = join(ROOT, 'bench/analysis.md');
   const profile = existsSync(notes) ? readFileSync(notes, 'utf8') : undefined;
   return {
     machine: describeMachine(),
     versions: await versions(ROOT, env.node),
-    date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
+    // When the measurements were made (the first of them), not when the page was written.
+    date: minuteOf(measuredAt ?? new Date().toISOString()),
     command,
     notes: PROXIES.map((p) => ({ name: p.name, note: p.note })),
     ...(profile ? { profile } : {}),
@@ -134,7 +138,7 @@ async function main(): Promise<void> {
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as ResultLine);
-    writeDocs(lines, await docInfo(env, 'npm run bench'), names);
+    writeDocs(lines, await docInfo(env, 'npm run bench', lines[0]?.time), names);
     return;
   }
 
@@ -273,7 +277,7 @@ async function main(): Promise<void> {
   }
   if (docs) {
     const args = process.argv.slice(2).join(' ');
-    writeDocs(lines, await docInfo(env, `npm run bench${args ? ` -- ${args}` : ''}`), shown);
+    writeDocs(lines, await docInfo(env, `npm run bench${args ? ` -- ${args}` : ''}`, lines[0]?.time), shown);
   }
 }
 
