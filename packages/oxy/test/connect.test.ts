@@ -144,6 +144,23 @@ test('egress.source_addr: upstream connections come from the configured address'
   assert.deepEqual(seen, ['127.0.0.2']);
 });
 
+test('an IPv6 target is connected by the addon too; an IPv4 source_addr is not applied to it', async () => {
+  const seen: string[] = [];
+  const server = await startTcpServer((s) => {
+    seen.push(s.remoteAddress ?? '');
+    s.end('over v6');
+  }, '::1');
+  after(() => server.close());
+  const sourced = await startApp(hooksApp(), { settings: { egress: { source_addr: '127.0.0.2' } } });
+  after(() => sourced.stop());
+  const t = await connectTunnel(sourced.address(), server.authority);
+  assert.equal(t.status, 200);
+  const body = Buffer.concat([t.head, await readBytes(t.socket, 7)]).toString();
+  assert.equal(body, 'over v6');
+  t.socket.destroy();
+  assert.deepEqual(seen, ['::1']);
+});
+
 test('bytes sent right behind the CONNECT head reach the upstream', async () => {
   const s = rawConnect(
     proxy.address(),
