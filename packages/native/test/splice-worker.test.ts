@@ -4,18 +4,11 @@
  * env's cleanup hook) and does not take the process down.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import { test } from 'node:test';
 import { Worker } from 'node:worker_threads';
+import { countFds } from './fixtures/open-fds.ts';
 
-const pipes = (): number =>
-  fs.readdirSync('/proc/self/fd').filter((fd) => {
-    try {
-      return fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith('pipe:');
-    } catch {
-      return false;
-    }
-  }).length;
+const pipes = (): number => countFds('pipe');
 
 test('a worker thread splices, pools pipes and ends: its pipes are closed, the process goes on', async () => {
   const before = pipes();

@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import fs from 'node:fs';
 import type net from 'node:net';
 import { after, before, test } from 'node:test';
 import {
@@ -20,6 +19,7 @@ import {
   trimMemory,
 } from 'native';
 import { addon } from '../src/addon.ts';
+import { openFds } from './fixtures/open-fds.ts';
 import { fdOf, loopbackPairs, type SocketPair } from './fixtures/socket-pairs.ts';
 
 let pairs: Awaited<ReturnType<typeof loopbackPairs>>;
@@ -240,19 +240,6 @@ test('trimMemory gives freed malloc memory back and says whether any was release
   held.length = 0;
   assert.equal(typeof trimMemory(), 'boolean');
 });
-
-/** What each open descriptor of this process is (`socket:[…]`, `pipe:[…]`, …). */
-function openFds(): string[] {
-  const out: string[] = [];
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    try {
-      out.push(fs.readlinkSync(`/proc/self/fd/${fd}`));
-    } catch {
-      // the directory's own descriptor, closed by now
-    }
-  }
-  return out;
-}
 
 /** The pipes this process holds open (one entry per pipe, however many ends). */
 const pipes = (): Set<string> => new Set(openFds().filter((l) => l.startsWith('pipe:')));

@@ -6,10 +6,10 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import fs from 'node:fs';
 import type net from 'node:net';
 import { after, before, test } from 'node:test';
 import { isNativeError, SocketWriter } from 'native';
+import { countFds } from './fixtures/open-fds.ts';
 import { fdOf, loopbackPairs, type SocketPair } from './fixtures/socket-pairs.ts';
 
 let pairs: Awaited<ReturnType<typeof loopbackPairs>>;
@@ -26,14 +26,7 @@ function collect(s: net.Socket): Promise<Buffer> {
 }
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-const sockets = (): number =>
-  fs.readdirSync('/proc/self/fd').filter((fd) => {
-    try {
-      return fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:');
-    } catch {
-      return false;
-    }
-  }).length;
+const sockets = (): number => countFds('socket');
 
 test('buffers and strings (latin1, utf8) arrive whole and in order; end() follows the last byte', async () => {
   const { outer, inner } = await pair();
