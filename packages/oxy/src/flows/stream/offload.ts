@@ -85,9 +85,7 @@ export function writeDirect(socket: net.Socket, data: Buffer | string, encoding:
     else s.write(data);
     return;
   }
-  const n = typeof data === 'string' ? w.send(data, encoding) : w.send(data);
-  s[kSent] =
-    (s[kSent] as number) + (typeof data === 'string' ? Buffer.byteLength(data, encoding) : data.length);
+  const n = send(s, w, data, encoding);
   // Past the mark, later writes are held in the stream (corked) until the queue has drained.
   if (n >= HIGH_WATER) {
     s.cork();
