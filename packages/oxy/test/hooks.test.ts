@@ -250,6 +250,34 @@ test('EgressHook.handleUpstreamIps and dnsResolveOverride: resolution under app 
   none.socket.destroy();
 });
 
+test('a name with several addresses: resolution and handleUpstreamIps run once, then the race', async () => {
+  // The addon's tunnel path takes one address only; with two it hands the ones it resolved to
+  // the JS race instead of resolving again.
+  let resolved = 0;
+  let filtered = 0;
+  const proxy = await startApp(
+    hooksApp({
+      egress: {
+        dnsResolveOverride: () => {
+          resolved++;
+          return ['127.0.0.1', '127.0.0.1'];
+        },
+        handleUpstreamIps: (ips) => {
+          filtered++;
+          return ips;
+        },
+      },
+    }),
+  );
+  after(() => proxy.stop());
+  const t = await connectTunnel(proxy.address(), `twice.test:${echo.port}`);
+  assert.equal(t.status, 200);
+  t.socket.write('once');
+  assert.equal((await readBytes(t.socket, 4)).toString(), 'once');
+  t.socket.destroy();
+  assert.deepEqual([resolved, filtered], [1, 1]);
+});
+
 test('EgressHook.tcpConnectOverride: the app connects', async () => {
   let called = 0;
   const proxy = await startApp(

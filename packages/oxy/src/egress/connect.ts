@@ -85,19 +85,20 @@ async function resolve(rt: Runtime, eg: EgressState, host: string): Promise<stri
 
 /**
  * Connects to `addr` (a name or an IP): resolution, the IP hook and the blocklist (unless
- * `trusted`, for an upstream proxy), then the connect and the established event.
+ * `trusted`, for an upstream proxy, or `resolved` gives their outcome already), then the
+ * connect and the established event.
  */
 export async function connectDirect(
   rt: Runtime,
   eg: EgressState,
   addr: SocketAddr,
   trusted: boolean,
+  resolved?: readonly string[],
 ): Promise<{ socket: Duplex; remote: SocketAddr }> {
   const started = performance.now();
   try {
-    // A literal needs no resolution: no await, so no extra turn of the microtask queue.
-    const literal = net.isIP(addr.host) !== 0 && (trusted || rt.hooks.upstreamIps === null);
-    const ips = literal ? allowedLiteral(rt, addr.host, trusted) : await addressesOf(rt, eg, addr, trusted);
+    const found = resolved ?? addressesFor(rt, eg, addr, trusted);
+    const ips = Array.isArray(found) ? (found as string[]) : await found;
     let socket: Duplex | undefined;
     let remote: SocketAddr | undefined;
     const override = rt.hooks.tcpConnectOverride;
@@ -161,8 +162,22 @@ export async function addressesOf(
   return allowed;
 }
 
+/**
+ * {@link addressesOf}, with the answer at once (no promise, so no extra turn of the microtask
+ * queue) for a literal address that no `handleUpstreamIps` sees.
+ */
+export function addressesFor(
+  rt: Runtime,
+  eg: EgressState,
+  addr: SocketAddr,
+  trusted: boolean,
+): string[] | Promise<string[]> {
+  const literal = net.isIP(addr.host) !== 0 && (trusted || rt.hooks.upstreamIps === null);
+  return literal ? allowedLiteral(rt, addr.host, trusted) : addressesOf(rt, eg, addr, trusted);
+}
+
 /** A literal address without `handleUpstreamIps`: the blocklist alone, and no await. */
-export function allowedLiteral(rt: Runtime, ip: string, trusted: boolean): string[] {
+function allowedLiteral(rt: Runtime, ip: string, trusted: boolean): string[] {
   if (!trusted && rt.blocklist.has(ip)) throw egressBlocked('destination address is blocked');
   return [ip];
 }
@@ -219,6 +234,7 @@ export async function connectTunnelEgress(
   rt: Runtime,
   eg: EgressState,
   decisions: string[],
+  resolved?: readonly string[],
 ): Promise<EgressConnection> {
   // Without a hook the decision is known now: no await, so no extra microtask turn.
   const decision = rt.hooks.egressConnection === null ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
@@ -228,7 +244,7 @@ export async function connectTunnelEgress(
       egressMetrics.connect_failed_total({ code: OXY_ERR.EGRESS_BLOCKED }).inc();
       throw egressBlocked(decision.reason);
     case 'direct': {
-      const { socket, remote } = await connectDirect(rt, eg, decision.addr, false);
+      const { socket, remote } = await connectDirect(rt, eg, decision.addr, false, resolved);
       established(rt, eg, socket, remote);
       return { socket, remote, head: null };
     }

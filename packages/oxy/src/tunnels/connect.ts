@@ -14,7 +14,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SocketAddr } from '../context/contexts.ts';
 import { EgressState, type IngressConnection, RequestState } from '../context/state.ts';
-import { addressesOf, allowedLiteral, connectTunnelEgress } from '../egress/connect.ts';
+import { addressesFor, connectTunnelEgress } from '../egress/connect.ts';
 import { httpStatusFor, isOxyError } from '../errors.ts';
 import { reasonOf } from '../flows/http/lean-forward.ts';
 import { countFailure, recordEnd } from '../flows/record.ts';
@@ -113,11 +113,12 @@ async function tunnelInJs(
   request: RequestState,
   ex: ConnectExchange,
   eg: EgressState,
+  resolved?: readonly string[],
 ): Promise<void> {
   let upstream: Duplex;
   let early: Buffer | null;
   try {
-    const c = await connectTunnelEgress(rt, eg, request.decisions);
+    const c = await connectTunnelEgress(rt, eg, request.decisions, resolved);
     upstream = c.socket;
     early = c.head;
     request.upstream = formatRemote(c.remote);
@@ -219,16 +220,14 @@ async function addonTunnel(
 ): Promise<void> {
   const ep = request.ingress.endpoint.settings;
   if (!ep.tunnel_splice || !canSpliceOne(client.socket)) return tunnelInJs(rt, request, ex, eg);
-  request.decisions.push('egress:direct');
   const target = eg.target;
   const started = performance.now();
   let ips: string[];
   try {
-    ips =
-      net.isIP(target.host) !== 0 && rt.hooks.upstreamIps === null
-        ? allowedLiteral(rt, target.host, false)
-        : await addressesOf(rt, eg, target, false);
+    const found = addressesFor(rt, eg, target, false);
+    ips = Array.isArray(found) ? found : await found;
   } catch (e) {
+    request.decisions.push('egress:direct');
     egressMetrics.connect_failed_total({ code: isOxyError(e) ? e.code : 'unknown' }).inc();
     refuse(rt, request, ex, httpStatusFor(e), reasonOf(e), isOxyError(e) ? e.code : 'error');
     return;
@@ -236,11 +235,10 @@ async function addonTunnel(
   const source = rt.settings.egress.source_addr;
   const ip = ips[0] as string;
   // Several addresses (a name with A and AAAA records) race in JS (Happy Eyeballs); a zone id
-  // (fe80::1%eth0) is not for the addon either.
-  if (ips.length !== 1 || ip.includes('%') || ex.closed) {
-    request.decisions.pop();
-    return tunnelInJs(rt, request, ex, eg);
-  }
+  // (fe80::1%eth0) is not for the addon either. The addresses go along: the resolution and
+  // `handleUpstreamIps` ran once.
+  if (ips.length !== 1 || ip.includes('%') || ex.closed) return tunnelInJs(rt, request, ex, eg, ips);
+  request.decisions.push('egress:direct');
   request.upstream = formatRemote({ host: ip, port: target.port });
   const timeoutMs = rt.settings.egress.connect_timeout;
   const r = await spliceConnect(
