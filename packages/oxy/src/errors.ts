@@ -156,3 +156,10 @@ export function httpStatusFor(e: unknown): number {
     return e.status;
   return STATUS_BY_CODE[e.code] ?? 502;
 }
+
+/** A short client-safe reason for an error: hook failures say nothing about the app. */
+export function clientReason(e: unknown): string {
+  if (!isOxyError(e)) return 'upstream failed';
+  if (e.code === OXY_ERR.HOOK_FAILED) return 'internal error';
+  return e.message;
+}

@@ -12,6 +12,7 @@ import type { ErasedExtFactories } from './context/ext.ts';
 import type { IngressConnection } from './context/state.ts';
 import { DnsResolver } from './dns/resolver.ts';
 import { hookFailed, type OxyError } from './errors.ts';
+import { type FastPaths, planFastPaths } from './fast-paths.ts';
 import type { UpstreamProxy } from './hooks/egress.ts';
 import type { ResolvedHooks } from './hooks/run.ts';
 import { CidrBlocklist } from './offramps/tcp/blocklist.ts';
@@ -29,11 +30,8 @@ export class Runtime {
   readonly audit: AuditSink;
   /** `egress.upstream_proxy` when enabled: the default decision becomes `viaProxy`. */
   readonly defaultProxy: UpstreamProxy | null;
-  /**
-   * True when no egress hook can tell one client's connection from another's, so upstream
-   * HTTP connections may be pooled across clients; otherwise each client gets its own pool.
-   */
-  readonly sharedPool: boolean;
+  /** The fast paths this app may take, decided once from its hooks and settings. */
+  readonly fast: FastPaths;
   /** Live ingress connections. */
   readonly connections = new Set<IngressConnection>();
   /** Set by `drain()`: later responses carry `Connection: close`. */
@@ -53,13 +51,11 @@ export class Runtime {
     this.blocklist = new CidrBlocklist(settings.egress.blocked_cidrs as readonly string[]);
     this.audit = openAudit(settings.audit);
     this.defaultProxy = upstreamProxyFromSettings(settings.egress.upstream_proxy) ?? null;
-    this.sharedPool =
-      hooks.egressConnection === null &&
-      hooks.egressEstablished === null &&
-      hooks.upstreamIps === null &&
-      hooks.dnsResolveOverride === null &&
-      hooks.tcpConnectOverride === null &&
-      ext.egress === null;
+    this.fast = planFastPaths({
+      hooks,
+      egressExt: ext.egress !== null,
+      defaultProxy: this.defaultProxy !== null,
+    });
   }
 
   /**

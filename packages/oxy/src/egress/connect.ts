@@ -16,7 +16,7 @@ import type { EgressState } from '../context/state.ts';
 import { isOxyError, OXY_ERR, OxyError } from '../errors.ts';
 import { EgressDecision } from '../hooks/egress.ts';
 import { connectHappyEyeballs, type HappyEyeballsOptions } from '../offramps/tcp/happy-eyeballs.ts';
-import { connectViaProxy } from '../offramps/upstream-proxy/connect.ts';
+import { connectViaProxy, type UpstreamProxy } from '../offramps/upstream-proxy/connect.ts';
 import type { Runtime } from '../runtime.ts';
 import { egressMetrics } from '../telemetry/metrics.ts';
 
@@ -125,10 +125,10 @@ export async function connectDirect(
           ? { host: ips[0] as string, port: addr.port }
           : { host: tcp.remoteAddress ?? '', port: tcp.remotePort ?? addr.port };
     }
-    egressMetrics.connect_latency_seconds().observe((performance.now() - started) / 1000);
+    connectObserved(started);
     return { socket, remote: remote as SocketAddr };
   } catch (e) {
-    egressMetrics.connect_failed_total({ code: isOxyError(e) ? e.code : 'unknown' }).inc();
+    connectFailed(isOxyError(e) ? e.code : 'unknown');
     throw e;
   }
 }
@@ -172,7 +172,7 @@ export function addressesFor(
   addr: SocketAddr,
   trusted: boolean,
 ): string[] | Promise<string[]> {
-  const literal = net.isIP(addr.host) !== 0 && (trusted || rt.hooks.upstreamIps === null);
+  const literal = net.isIP(addr.host) !== 0 && (trusted || rt.fast.literalEgress);
   return literal ? allowedLiteral(rt, addr.host, trusted) : addressesOf(rt, eg, addr, trusted);
 }
 
@@ -226,42 +226,134 @@ const DECISION_TEXT: Readonly<Record<EgressDecision['kind'], string>> = {
   block: 'egress:block',
 };
 
+/** The transport an egress connection carries. */
+export type Transport = 'tcp' | 'udp';
+
 /**
- * The whole pipeline for a tunnel: decision, then a direct connection or a CONNECT through the
- * upstream proxy. `decisions` receives `egress:<kind>` for the audit record.
+ * An egress decision carried out up to the connect: for a direct connection, the addresses to
+ * try (resolved, seen by `handleUpstreamIps`, past the blocklist); for an upstream proxy, the
+ * proxy. Every connector (Happy Eyeballs in JS, the addon's whole tunnel, a UDP socket) starts
+ * from one, so the steps before the connect are written once.
+ */
+export type EgressRoute =
+  | { readonly kind: 'direct'; readonly ips: readonly string[]; readonly port: number }
+  | { readonly kind: 'viaProxy'; readonly proxy: UpstreamProxy };
+
+/**
+ * The steps of the egress pipeline before any connect: the decision (hook or default, recorded
+ * in `decisions` as `egress:<kind>`), then for a direct one resolution, `handleUpstreamIps` and
+ * `blocked_cidrs`. Throws the blocked error (403) for a block decision or when no address is
+ * left. Answers at once (no promise) when nothing needs an await: the default decision and an
+ * IP literal.
+ */
+export function routeEgress(
+  rt: Runtime,
+  eg: EgressState,
+  decisions: string[],
+  transport: Transport,
+): EgressRoute | Promise<EgressRoute> {
+  if (rt.fast.defaultEgress) return routeFor(rt, eg, defaultDecision(rt, eg), decisions, transport);
+  return decideEgress(rt, eg).then((d) => routeFor(rt, eg, d, decisions, transport));
+}
+
+function routeFor(
+  rt: Runtime,
+  eg: EgressState,
+  decision: EgressDecision,
+  decisions: string[],
+  transport: Transport,
+): EgressRoute | Promise<EgressRoute> {
+  decisions.push(DECISION_TEXT[decision.kind] ?? `egress:${decision.kind}`);
+  switch (decision.kind) {
+    case 'block':
+      connectFailed(OXY_ERR.EGRESS_BLOCKED);
+      throw egressBlocked(decision.reason);
+    case 'direct': {
+      const port = decision.addr.port;
+      const found = guardFailure(() => addressesFor(rt, eg, decision.addr, false));
+      return Array.isArray(found)
+        ? { kind: 'direct', ips: found, port }
+        : found.then((ips) => ({ kind: 'direct', ips, port }));
+    }
+    case 'viaProxy':
+      if (transport === 'udp') {
+        connectFailed(OXY_ERR.EGRESS_BLOCKED);
+        throw egressBlocked('an upstream HTTP proxy cannot carry UDP');
+      }
+      return { kind: 'viaProxy', proxy: decision.proxy };
+    default:
+      throw rt.hookFailed(
+        'EgressHook.handleConnection',
+        new TypeError(`unknown egress decision kind ${JSON.stringify((decision as { kind: unknown }).kind)}`),
+      );
+  }
+}
+
+/** Runs `f`, counting a failure (sync or async) as a failed connect. */
+function guardFailure<T>(f: () => T | Promise<T>): T | Promise<T> {
+  let r: T | Promise<T>;
+  try {
+    r = f();
+  } catch (e) {
+    connectFailed(isOxyError(e) ? e.code : 'unknown');
+    throw e;
+  }
+  if (!(r instanceof Promise)) return r;
+  return r.catch((e: unknown) => {
+    connectFailed(isOxyError(e) ? e.code : 'unknown');
+    throw e;
+  });
+}
+
+/** Counts a failed upstream connect by error code (every connector reports here). */
+export function connectFailed(code: string): void {
+  egressMetrics.connect_failed_total({ code }).inc();
+}
+
+/** Observes a successful connect's latency from `started` (every connector reports here). */
+export function connectObserved(started: number): void {
+  egressMetrics.connect_latency_seconds().observe((performance.now() - started) / 1000);
+}
+
+/**
+ * Connects a byte stream along `route`: a direct TCP connection (the override or Happy
+ * Eyeballs) or a CONNECT through the upstream proxy, then `handleConnectionEstablished`.
+ */
+export async function connectStream(
+  rt: Runtime,
+  eg: EgressState,
+  route: EgressRoute,
+): Promise<EgressConnection> {
+  if (route.kind === 'direct') {
+    const addr = { host: route.ips[0] ?? eg.target.host, port: route.port };
+    const { socket, remote } = await connectDirect(rt, eg, addr, false, route.ips);
+    established(rt, eg, socket, remote);
+    return { socket, remote, head: null };
+  }
+  const started = performance.now();
+  const proxy = route.proxy;
+  const tunnel = await connectViaProxy(proxy, eg.target, {
+    timeoutMs: rt.settings.egress.connect_timeout,
+  }).catch((e: unknown) => {
+    connectFailed(isOxyError(e) ? e.code : 'unknown');
+    throw e;
+  });
+  connectObserved(started);
+  const remote = { host: proxy.host, port: proxy.port };
+  tunnel.socket.allowHalfOpen = true;
+  established(rt, eg, tunnel.socket, remote);
+  return { socket: tunnel.socket, remote, head: tunnel.head.length > 0 ? tunnel.head : null };
+}
+
+/**
+ * The whole pipeline for a byte stream: {@link routeEgress}, then {@link connectStream}.
+ * `decisions` receives `egress:<kind>` for the audit record.
  */
 export async function connectTunnelEgress(
   rt: Runtime,
   eg: EgressState,
   decisions: string[],
-  resolved?: readonly string[],
 ): Promise<EgressConnection> {
-  // Without a hook the decision is known now: no await, so no extra microtask turn.
-  const decision = rt.hooks.egressConnection === null ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
-  decisions.push(DECISION_TEXT[decision.kind] ?? `egress:${decision.kind}`);
-  switch (decision.kind) {
-    case 'block':
-      egressMetrics.connect_failed_total({ code: OXY_ERR.EGRESS_BLOCKED }).inc();
-      throw egressBlocked(decision.reason);
-    case 'direct': {
-      const { socket, remote } = await connectDirect(rt, eg, decision.addr, false, resolved);
-      established(rt, eg, socket, remote);
-      return { socket, remote, head: null };
-    }
-    case 'viaProxy': {
-      const started = performance.now();
-      const proxy = decision.proxy;
-      const tunnel = await connectViaProxy(proxy, eg.target, {
-        timeoutMs: rt.settings.egress.connect_timeout,
-      }).catch((e: unknown) => {
-        egressMetrics.connect_failed_total({ code: isOxyError(e) ? e.code : 'unknown' }).inc();
-        throw e;
-      });
-      egressMetrics.connect_latency_seconds().observe((performance.now() - started) / 1000);
-      const remote = { host: proxy.host, port: proxy.port };
-      tunnel.socket.allowHalfOpen = true;
-      established(rt, eg, tunnel.socket, remote);
-      return { socket: tunnel.socket, remote, head: tunnel.head.length > 0 ? tunnel.head : null };
-    }
-  }
+  const r = routeEgress(rt, eg, decisions, 'tcp');
+  return connectStream(rt, eg, r instanceof Promise ? await r : r);
 }

@@ -70,7 +70,7 @@ export function serveForward(
   res: http.ServerResponse,
   target: AbsoluteTarget,
 ): void {
-  if (rt.hooks.request === null && rt.hooks.response === null && isBodiless(req)) {
+  if (rt.fast.leanForward && isBodiless(req)) {
     // The lean path: no hook may rewrite the exchange and nothing to stream up.
     req.resume();
     if (rt.draining) res.shouldKeepAlive = false;
@@ -125,7 +125,7 @@ async function forward(
 
   const eg = new EgressState(request.ingress, request, addr, rt.ext);
   // Without a hook the decision is known at once: no await on the hot path.
-  const decision = rt.hooks.egressConnection === null ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
+  const decision = rt.fast.defaultEgress ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
   request.decisions.push(`egress:${decision.kind}`);
   if (decision.kind === 'block') throw egressBlocked(decision.reason);
 

@@ -14,7 +14,7 @@ import { formatHostPort } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
 import { decideEgress, defaultDecision, egressBlocked } from '../../egress/connect.ts';
-import { httpStatusFor, isOxyError, OXY_ERR, type OxyError, toOxyError } from '../../errors.ts';
+import { clientReason, httpStatusFor, isOxyError, OXY_ERR, type OxyError, toOxyError } from '../../errors.ts';
 import type { EgressDecision } from '../../hooks/egress.ts';
 import type { HttpPool, PendingRequest, ResponseSink, UpstreamTarget } from '../../offramps/http/pool.ts';
 import { proxyAuthorization } from '../../offramps/upstream-proxy/connect.ts';
@@ -72,7 +72,7 @@ export function routeFor(
   authority: string,
   path: string,
 ): ForwardRoute {
-  const shared = rt.sharedPool ? '' : `|${eg.ingress.id}`;
+  const shared = rt.fast.sharedPool ? '' : `|${eg.ingress.id}`;
   if (decision.kind === 'direct') {
     const to = decision.addr.host === addr.host && decision.addr.port === addr.port ? addr : decision.addr;
     return {
@@ -95,12 +95,8 @@ export function routeFor(
   };
 }
 
-/** A short client-safe reason for an error: hook failures say nothing about the app. */
-export function reasonOf(e: unknown): string {
-  if (!isOxyError(e)) return 'upstream failed';
-  if (e.code === OXY_ERR.HOOK_FAILED) return 'internal error';
-  return e.message;
-}
+/** A short client-safe reason for an error (`clientReason`, under the name the HTTP flows use). */
+export const reasonOf = clientReason;
 
 /**
  * Forwards one bodiless request to the absolute-form `target`; `rawHeaders` are the client's
@@ -121,7 +117,7 @@ export function forwardBodiless(
   const run = new LeanRun(rt, request, out);
   forkRequest(request, () => {
     const eg = new EgressState(conn, request, target.addr, rt.ext);
-    if (rt.hooks.egressConnection === null) {
+    if (rt.fast.defaultEgress) {
       // Without a hook the decision is known at once: no promise on the hot path.
       run.send(pool, eg, defaultDecision(rt, eg), target, rawHeaders);
       return;

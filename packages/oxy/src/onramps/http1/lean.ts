@@ -217,8 +217,7 @@ class LeanConnection implements LeanResponse, HeadSink {
 
   /** The target of a request the lean path can forward, or null. */
   #leanTarget(): AbsoluteTarget | null {
-    const hooks = this.ramp.rt.hooks;
-    if (this.version !== 11 || this.upgrade || hooks.request !== null || hooks.response !== null) return null;
+    if (this.version !== 11 || this.upgrade || !this.ramp.rt.fast.leanForward) return null;
     const raw = this.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i] as string;

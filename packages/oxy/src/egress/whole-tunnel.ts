@@ -1,0 +1,85 @@
+/**
+ * The addon's connector: for a tunnel whose route is one direct address and whose client is a
+ * plain TCP socket, the native addon's reactor thread connects, writes the on-ramp's answer
+ * (a CONNECT's 2xx, nothing for a `tcp` endpoint), the early bytes, and splices. It is a
+ * connector of the egress pipeline like Happy Eyeballs: the decision, DNS, `handleUpstreamIps`
+ * and the blocklist ran before it (`routeEgress`), and it reports to the same metrics.
+ *
+ * Whether it may be used is the fast-path plan's call (`rt.fast.wholeTunnel`) plus what only
+ * the route and the client can tell: one address without a zone, splicing on, a client the
+ * addon can take.
+ */
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { EgressState } from '../context/state.ts';
+import { canSpliceOne, type SpliceConnectResult, spliceConnect } from '../flows/stream/splice.ts';
+import { connectFailure } from '../offramps/tcp/happy-eyeballs.ts';
+import type { Runtime } from '../runtime.ts';
+import { connectFailed, connectObserved, type EgressRoute } from './connect.ts';
+
+/** A client the addon can run a whole tunnel for: a plain TCP socket, read by nobody. */
+export interface SpliceableClient {
+  readonly socket: Duplex;
+  /** Bytes that came before the tunnel started (after a CONNECT head), for the upstream. */
+  readonly early: Buffer | null;
+  /** The answer to write to the client once connected (may be empty). */
+  readonly head: Buffer;
+}
+
+/** The single address the addon can connect to for `route`, or null when it cannot take it. */
+export function wholeTunnelAddress(route: EgressRoute): string | null {
+  if (route.kind !== 'direct' || route.ips.length !== 1) return null;
+  const ip = route.ips[0] as string;
+  // A zone id (fe80::1%eth0) is not for the addon; several addresses race in JS (Happy Eyeballs).
+  return ip.includes('%') ? null : ip;
+}
+
+/** True when the addon can take `client` for a whole tunnel. */
+export function canRunWhole(client: SpliceableClient): boolean {
+  return canSpliceOne(client.socket);
+}
+
+/** The outcome of {@link connectWholeTunnel}: the tunnel's result, or the connect error (already counted). */
+export type WholeTunnelResult =
+  | { readonly ok: true; readonly result: SpliceConnectResult }
+  | { readonly ok: false; readonly error: Error };
+
+/**
+ * Runs the whole tunnel to `ip`:`route.port` on the addon's thread until it ends. `onConnected`
+ * fires once the upstream connected (the head is on its way). Never rejects.
+ */
+export async function connectWholeTunnel(
+  rt: Runtime,
+  eg: EgressState,
+  ip: string,
+  port: number,
+  client: SpliceableClient,
+  onConnected: () => void,
+): Promise<WholeTunnelResult> {
+  const ep = eg.ingress.endpoint.settings;
+  const source = rt.settings.egress.source_addr;
+  const timeoutMs = rt.settings.egress.connect_timeout;
+  const started = performance.now();
+  const r = await spliceConnect(
+    client.socket,
+    {
+      ip,
+      port,
+      sourceIp: source !== null && net.isIP(source) === net.isIP(ip) ? source : '',
+      head: client.head,
+      early: client.early,
+      connectTimeoutMs: timeoutMs,
+    },
+    { idleTimeoutMs: ep.tunnel_idle_timeout, maxLifetimeMs: ep.tunnel_max_lifetime },
+    () => {
+      connectObserved(started);
+      onConnected();
+    },
+  );
+  if (r.connectError !== null) {
+    const error = connectFailure(ip, port, r.connectError, timeoutMs);
+    connectFailed(error.code);
+    return { ok: false, error };
+  }
+  return { ok: true, result: r };
+}

@@ -1,0 +1,80 @@
+/**
+ * The fast-path plan: every public hook method, registered alone, turns off exactly the fast
+ * paths it must. A hook method added without an expectation here fails the test, and one added
+ * to `ResolvedHooks` without an entry in `DISABLES` does not compile.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { type FastPath, planFastPaths } from './fast-paths.ts';
+import { HOOK_METHODS, type Hooks, type ResolvedHooks, resolveHooks } from './hooks/run.ts';
+
+/** What each public method must turn off, by `group.method`. */
+const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
+  'lifecycle.stateForRestart': [],
+  'lifecycle.handleShutdown': [],
+  'ingress.handleConnection': [],
+  'ingress.handleConnectionClose': [],
+  'httpRequest.handleProxyConnectRequest': [],
+  'httpRequest.handleProxyConnectResponse': ['wholeTunnel'],
+  'httpRequest.handleRequest': ['leanForward'],
+  'httpRequest.handleResponse': ['leanForward'],
+  'tunnel.getAppTunnelPipeline': ['wholeTunnel'],
+  'egress.handleConnection': ['sharedPool', 'defaultEgress'],
+  'egress.handleConnectionEstablished': ['wholeTunnel', 'sharedPool'],
+  'egress.handleUpstreamIps': ['sharedPool', 'literalEgress'],
+  'egress.dnsResolveOverride': ['sharedPool'],
+  'egress.tcpConnectOverride': ['wholeTunnel', 'sharedPool'],
+};
+
+const ALL: readonly FastPath[] = [
+  'wholeTunnel',
+  'sharedPool',
+  'leanForward',
+  'defaultEgress',
+  'literalEgress',
+];
+
+function disabledBy(
+  hooks: ResolvedHooks,
+  extra: { egressExt?: boolean; defaultProxy?: boolean } = {},
+): FastPath[] {
+  const plan = planFastPaths({
+    hooks,
+    egressExt: extra.egressExt ?? false,
+    defaultProxy: extra.defaultProxy ?? false,
+  });
+  return ALL.filter((p) => !plan[p]);
+}
+
+test('an app without hooks takes every fast path', () => {
+  assert.deepEqual(disabledBy(resolveHooks({})), []);
+});
+
+test('every hook method turns off exactly the fast paths it must', () => {
+  const seen = new Set<string>();
+  for (const [group, methods] of Object.entries(HOOK_METHODS)) {
+    for (const method of methods) {
+      const name = `${group}.${method}`;
+      seen.add(name);
+      const expected = EXPECTED[name];
+      assert.ok(expected !== undefined, `no fast-path expectation for ${name}: say what it turns off`);
+      const hooks = resolveHooks({ [group]: { [method]: () => undefined } } as Hooks);
+      assert.equal(
+        Object.values(hooks).filter((f) => f !== null).length,
+        1,
+        `${name} resolves to exactly one method`,
+      );
+      assert.deepEqual(disabledBy(hooks), [...expected].sort(byOrder), name);
+    }
+  }
+  assert.deepEqual([...seen].sort(), Object.keys(EXPECTED).sort(), 'EXPECTED names only real methods');
+});
+
+test('egress ext and a default upstream proxy turn off what they must', () => {
+  assert.deepEqual(disabledBy(resolveHooks({}), { egressExt: true }), ['sharedPool']);
+  assert.deepEqual(disabledBy(resolveHooks({}), { defaultProxy: true }), ['wholeTunnel']);
+});
+
+function byOrder(a: FastPath, b: FastPath): number {
+  return ALL.indexOf(a) - ALL.indexOf(b);
+}

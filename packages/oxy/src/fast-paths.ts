@@ -1,0 +1,94 @@
+/**
+ * Which fast paths of the one pipeline apply to an app, decided once at start-up from the hooks
+ * it implements and its settings, in this one place. A fast path is an optimisation of the
+ * pipeline (the addon running a whole tunnel, pooling upstream connections across clients,
+ * forwarding without the hook stages), never a second pipeline: it may only be taken when no
+ * hook the app implements would have run on the way it skips.
+ *
+ * Ordering rule: `planFastPaths` runs when the runtime is built, after `resolveHooks` and before
+ * any endpoint listens; call sites read the plan and never test hooks themselves.
+ *
+ * {@link DISABLES} lists every resolved hook method, so a hook added to `ResolvedHooks` does not
+ * compile until someone says which fast paths it turns off.
+ */
+import type { ResolvedHooks } from './hooks/run.ts';
+
+/** The fast paths, each true when it may be taken. */
+export interface FastPaths {
+  /**
+   * A tunnel (CONNECT, `tcp` endpoint) whose egress is a direct connection to one address runs
+   * whole on the addon's reactor thread: connect, answer, splice. The egress decision, DNS and
+   * the IP hook still run in JS before it; nothing may need JS between connect and splice.
+   */
+  readonly wholeTunnel: boolean;
+  /**
+   * Upstream HTTP connections are pooled across clients: no egress hook can tell one client's
+   * connection from another's. Otherwise each client connection has a pool of its own.
+   */
+  readonly sharedPool: boolean;
+  /**
+   * Forwarded HTTP/1.1 requests without a body go through the lean exchange (no request or
+   * response hook stage to run).
+   */
+  readonly leanForward: boolean;
+  /** The egress decision is the default one (no `EgressHook.handleConnection`): known without an await. */
+  readonly defaultEgress: boolean;
+  /** An IP-literal target needs no promise (no `handleUpstreamIps` to await). */
+  readonly literalEgress: boolean;
+}
+
+/** The name of each fast path. */
+export type FastPath = keyof FastPaths;
+
+/**
+ * For every resolved hook method, the fast paths its presence turns off. Keyed by every member
+ * of {@link ResolvedHooks}: a new hook must be listed here to compile.
+ */
+export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPath[] } = {
+  stateForRestart: [],
+  handleShutdown: [],
+  ingressConnection: [],
+  ingressConnectionClose: [],
+  proxyConnectRequest: [],
+  // Rewrites the 2xx the addon would write itself.
+  proxyConnectResponse: ['wholeTunnel'],
+  request: ['leanForward'],
+  response: ['leanForward'],
+  // The app moves the bytes.
+  appTunnelPipeline: ['wholeTunnel'],
+  egressConnection: ['sharedPool', 'defaultEgress'],
+  // Fires between connect and answer, and may fail the connection.
+  egressEstablished: ['wholeTunnel', 'sharedPool'],
+  upstreamIps: ['sharedPool', 'literalEgress'],
+  dnsResolveOverride: ['sharedPool'],
+  // Replaces the connect the addon would make.
+  tcpConnectOverride: ['wholeTunnel', 'sharedPool'],
+};
+
+/** What besides the hooks decides the plan. */
+export interface FastPathInputs {
+  readonly hooks: ResolvedHooks;
+  /** The app declares per-egress-connection state (each connection is its own). */
+  readonly egressExt: boolean;
+  /** `egress.upstream_proxy` is on: the default decision goes through another proxy. */
+  readonly defaultProxy: boolean;
+}
+
+/** Decides the fast paths for an app. */
+export function planFastPaths(inputs: FastPathInputs): FastPaths {
+  const plan: Record<FastPath, boolean> = {
+    wholeTunnel: true,
+    sharedPool: true,
+    leanForward: true,
+    defaultEgress: true,
+    literalEgress: true,
+  };
+  for (const method of Object.keys(DISABLES) as (keyof ResolvedHooks)[]) {
+    if (inputs.hooks[method] === null) continue;
+    for (const path of DISABLES[method]) plan[path] = false;
+  }
+  if (inputs.egressExt) plan.sharedPool = false;
+  // The default decision is `viaProxy`, which the addon does not speak.
+  if (inputs.defaultProxy) plan.wholeTunnel = false;
+  return plan;
+}

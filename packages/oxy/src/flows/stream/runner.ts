@@ -1,0 +1,245 @@
+/**
+ * The stream runner: the one pipeline every byte-stream unit goes through, whatever on-ramp
+ * produced it: a CONNECT tunnel (HTTP/1.1 or HTTP/2), an `Upgrade`, a `tcp` endpoint's
+ * connection (with or without a PROXY protocol header), and later MASQUE and upgraded IP flows.
+ * An on-ramp wraps its client side in a {@link StreamIngress} (how to answer, how to refuse) and
+ * calls {@link runStream}; an on-ramp that connected upstream itself (an Upgrade, which must
+ * see the 101 first) calls {@link carryStream}.
+ *
+ * Order: egress route (decision → DNS → `handleUpstreamIps` → `blocked_cidrs`) → connect (the
+ * addon's whole tunnel when the fast-path plan and the route allow, otherwise Happy Eyeballs,
+ * the override or the upstream proxy, then `handleConnectionEstablished`) → the on-ramp's
+ * answer (a CONNECT's `handleProxyConnectResponse` and 2xx) → `getAppTunnelPipeline` → the
+ * app's pipeline, the kernel splice (plain TCP both sides) or the JS pump → metrics and exactly
+ * one audit record, however the unit ends.
+ */
+import type { Duplex } from 'node:stream';
+import { formatHostPort } from '../../context/addr.ts';
+import { EgressState, type RequestState } from '../../context/state.ts';
+import { connectStream, type EgressConnection, type EgressRoute, routeEgress } from '../../egress/connect.ts';
+import {
+  canRunWhole,
+  connectWholeTunnel,
+  type SpliceableClient,
+  wholeTunnelAddress,
+} from '../../egress/whole-tunnel.ts';
+import { clientReason, httpStatusFor, isOxyError, OXY_ERR } from '../../errors.ts';
+import type { AppTunnelPipeline } from '../../hooks/tunnel.ts';
+import type { Runtime } from '../../runtime.ts';
+import { tunnelMetrics } from '../../telemetry/metrics.ts';
+import { countFailure, recordEnd } from '../record.ts';
+import { StreamPump } from './pump.ts';
+import { canSplice, spliceTunnel } from './splice.ts';
+
+export type { SpliceableClient } from '../../egress/whole-tunnel.ts';
+
+/** Why an on-ramp refused to answer after the upstream connected. */
+export interface StreamRefusal {
+  readonly status: number;
+  readonly reason: string;
+  /** The audit record's close reason. */
+  readonly why: string;
+}
+
+/** The client side of a stream unit, as its on-ramp presents it to the runner. */
+export interface StreamIngress {
+  /** True once the client went away (the unit is abandoned). */
+  readonly closed: boolean;
+  /**
+   * Called once the upstream connected: answers the client (a CONNECT's 2xx; nothing for a raw
+   * TCP connection) and returns the stream of the client's bytes, or a refusal, which the runner
+   * then answers through `reject`. Called at most once.
+   */
+  accept(): Duplex | StreamRefusal | Promise<Duplex | StreamRefusal>;
+  /** Tells the client the unit failed (`status` in HTTP terms) and ends its side. */
+  reject(status: number, reason: string): void;
+  /**
+   * The client for the addon's whole tunnel, or null when it cannot take it (TLS, an HTTP/2
+   * stream, writes still queued). The addon then writes `head` itself: `accept` is not called.
+   */
+  spliceable?(): SpliceableClient | null;
+}
+
+function isRefusal(v: Duplex | StreamRefusal): v is StreamRefusal {
+  return typeof (v as StreamRefusal).status === 'number' && typeof (v as Duplex).pipe !== 'function';
+}
+
+/** Refuses a unit: the status is counted, answered (unless the client left) and recorded. */
+export function refuseStream(
+  rt: Runtime,
+  request: RequestState,
+  ingress: StreamIngress,
+  status: number,
+  reason: string,
+  why: string,
+): void {
+  request.status = status;
+  countFailure(request, status);
+  if (!ingress.closed) ingress.reject(status, reason);
+  recordEnd(rt, request, 0, 0, why);
+}
+
+function refuseWith(rt: Runtime, request: RequestState, ingress: StreamIngress, e: unknown): void {
+  refuseStream(rt, request, ingress, httpStatusFor(e), clientReason(e), isOxyError(e) ? e.code : 'error');
+}
+
+/**
+ * Runs one stream unit from the egress route to the end of its bytes. `request` is the unit's
+ * context (its target is where the client asked to go). Never throws.
+ */
+export async function runStream(rt: Runtime, request: RequestState, ingress: StreamIngress): Promise<void> {
+  const eg = new EgressState(request.ingress, request, request.target, rt.ext);
+  let route: EgressRoute;
+  try {
+    const r = routeEgress(rt, eg, request.decisions, 'tcp');
+    route = r instanceof Promise ? await r : r;
+  } catch (e) {
+    refuseWith(rt, request, ingress, e);
+    return;
+  }
+  if (ingress.closed) {
+    recordEnd(rt, request, 0, 0, 'client_closed');
+    return;
+  }
+  const whole = wholeClient(rt, request, ingress, route);
+  if (whole !== null) return runWhole(rt, request, ingress, eg, route, whole);
+
+  let upstream: EgressConnection;
+  try {
+    upstream = await connectStream(rt, eg, route);
+  } catch (e) {
+    refuseWith(rt, request, ingress, e);
+    return;
+  }
+  request.upstream = formatHostPort(upstream.remote.host, upstream.remote.port);
+  if (ingress.closed) {
+    upstream.socket.destroy();
+    recordEnd(rt, request, 0, 0, 'client_closed');
+    return;
+  }
+  let answered: Duplex | StreamRefusal;
+  try {
+    const a = ingress.accept();
+    answered = a instanceof Promise ? await a : a;
+  } catch (e) {
+    upstream.socket.destroy();
+    refuseWith(rt, request, ingress, e);
+    return;
+  }
+  if (isRefusal(answered)) {
+    upstream.socket.destroy();
+    if (ingress.closed) recordEnd(rt, request, 0, 0, 'client_closed');
+    else refuseStream(rt, request, ingress, answered.status, answered.reason, answered.why);
+    return;
+  }
+  if (upstream.head !== null) answered.write(upstream.head);
+  // Returned, not awaited: this frame (route, exchange, egress result) is released while the
+  // tunnel runs; an idle tunnel keeps only what the carry needs.
+  return carryStream(rt, request, eg, answered, upstream.socket);
+}
+
+/** The client for the addon's whole tunnel, when the plan, the route and the client allow it. */
+function wholeClient(
+  rt: Runtime,
+  request: RequestState,
+  ingress: StreamIngress,
+  route: EgressRoute,
+): SpliceableClient | null {
+  if (!rt.fast.wholeTunnel || ingress.spliceable === undefined) return null;
+  if (!request.ingress.endpoint.settings.tunnel_splice || wholeTunnelAddress(route) === null) return null;
+  const client = ingress.spliceable();
+  return client !== null && canRunWhole(client) ? client : null;
+}
+
+async function runWhole(
+  rt: Runtime,
+  request: RequestState,
+  ingress: StreamIngress,
+  eg: EgressState,
+  route: EgressRoute,
+  client: SpliceableClient,
+): Promise<void> {
+  const ip = wholeTunnelAddress(route) as string;
+  const port = (route as { port: number }).port;
+  request.upstream = formatHostPort(ip, port);
+  const r = await connectWholeTunnel(rt, eg, ip, port, client, () => {
+    request.status = 200;
+  });
+  if (!r.ok) {
+    refuseWith(rt, request, ingress, r.error);
+    return;
+  }
+  finishStream(rt, request, r.result.bytesUp, r.result.bytesDown, r.result.reason);
+}
+
+/**
+ * Carries a connected unit's bytes until it ends, then reports it: the app's pipeline when
+ * `getAppTunnelPipeline` returns one, otherwise the kernel splice (plain TCP both sides,
+ * splicing on) or the JS pump. Never throws.
+ */
+export async function carryStream(
+  rt: Runtime,
+  request: RequestState,
+  eg: EgressState,
+  client: Duplex,
+  upstream: Duplex,
+): Promise<void> {
+  const pipelineHook = rt.hooks.appTunnelPipeline;
+  if (pipelineHook !== null) {
+    let pipeline: AppTunnelPipeline | undefined;
+    try {
+      pipeline = await pipelineHook(request, eg);
+    } catch (e) {
+      rt.hookFailed('TunnelHook.getAppTunnelPipeline', e);
+      client.destroy();
+      upstream.destroy();
+      finishStream(rt, request, 0, 0, OXY_ERR.HOOK_FAILED);
+      return;
+    }
+    if (pipeline !== undefined) return runPipeline(rt, request, pipeline, client, upstream);
+  }
+  const ep = request.ingress.endpoint.settings;
+  const opts = { idleTimeoutMs: ep.tunnel_idle_timeout, maxLifetimeMs: ep.tunnel_max_lifetime };
+  // Nothing inspects these bytes: move them in the kernel when both sides are plain TCP. The
+  // splice adds its byte counts to the sockets' counters, so the connection-close hook still
+  // sees them.
+  const r =
+    ep.tunnel_splice && canSplice(client, upstream)
+      ? await spliceTunnel(client, upstream, opts)
+      : await new StreamPump(client, upstream, opts).done;
+  finishStream(rt, request, r.bytesUp, r.bytesDown, r.reason);
+}
+
+async function runPipeline(
+  rt: Runtime,
+  request: RequestState,
+  pipeline: AppTunnelPipeline,
+  client: Duplex,
+  upstream: Duplex,
+): Promise<void> {
+  request.decisions.push('tunnel:app');
+  let reason = 'done';
+  try {
+    await pipeline(client, upstream);
+  } catch (e) {
+    rt.hookFailed('TunnelHook.getAppTunnelPipeline', e);
+    reason = OXY_ERR.HOOK_FAILED;
+  }
+  client.destroy();
+  upstream.destroy();
+  finishStream(rt, request, 0, 0, reason);
+}
+
+/** The end of a carried unit: tunnel metrics and its one audit record. */
+export function finishStream(
+  rt: Runtime,
+  request: RequestState,
+  up: number,
+  down: number,
+  reason: string,
+): void {
+  tunnelMetrics.bytes_total({ direction: 'up' }).inc(up);
+  tunnelMetrics.bytes_total({ direction: 'down' }).inc(down);
+  tunnelMetrics.duration_seconds().observe((performance.now() - request.startedAt) / 1000);
+  recordEnd(rt, request, up, down, reason);
+}
