@@ -11,8 +11,8 @@ import type { AuditSettings } from './settings.ts';
 
 /** One audit record. Field names are stable: downstream tools parse them. */
 export interface AuditRecord {
-  /** `tunnel` (CONNECT, Upgrade) or `request` (absolute-form). */
-  readonly kind: 'tunnel' | 'request';
+  /** `tunnel` (CONNECT, Upgrade, a `tcp` connection), `request` (absolute-form) or `udp_session`. */
+  readonly kind: 'tunnel' | 'request' | 'udp_session';
   readonly conn_id: string;
   readonly request_id: string;
   readonly endpoint: string;

@@ -32,6 +32,13 @@ function rows(schema: z.ZodType, path: string, out: string[]): void {
       );
       rows(node.value, `${path}.<name>`, out);
       return;
+    case 'variants':
+      // Each kind's keys under its own heading row: `endpoints.<name>` (protocol: tcp).
+      for (const [name, section] of Object.entries(node.variants)) {
+        out.push(`| **\`${path}\` with \`${node.key}: ${name}\`** | | |`);
+        rows(section, path, out);
+      }
+      return;
     case 'optional':
       out.push(`| \`${path}\` | \`~\` | ${node.description} |`);
       return;

@@ -61,6 +61,11 @@ export const OXY_ERR = {
   ABORTED: 'OXY_ERR_ABORTED',
   /** The upstream server broke the exchange (reset, malformed response). → 502 */
   UPSTREAM_FAILED: 'OXY_ERR_UPSTREAM_FAILED',
+  /**
+   * A unit has nowhere to go: a `tcp` or `udp` endpoint without a target, a PROXY header
+   * destination, or an egress hook that names one. → 502, or the connection reset.
+   */
+  NO_TARGET: 'OXY_ERR_NO_TARGET',
 
   // --- tunnels -------------------------------------------------------------------------
   /** A tunnel saw no bytes either way for its idle timeout. */

@@ -14,9 +14,11 @@ import type { OxyApp } from './app.ts';
 import { eraseExtFactories, eraseHooks } from './context/ext.ts';
 import { EndpointState } from './context/state.ts';
 import { describeListening, drain, openEndpoint } from './endpoints.ts';
+import { OXY_ERR, OxyError } from './errors.ts';
 import { type HookCall, resolveHooks } from './hooks/run.ts';
 import { createHttpOnRamp } from './onramps/http2/endpoint.ts';
-import { acceptConnection } from './onramps/ingress.ts';
+import { acceptConnection, type SocketOnRamp } from './onramps/ingress.ts';
+import { createTcpOnRamp } from './onramps/tcp/onramp.ts';
 import { Runtime } from './runtime.ts';
 import { type AppSettings, buildSettingsSchema } from './settings.ts';
 import { ingressMetrics } from './telemetry/metrics.ts';
@@ -70,7 +72,7 @@ export async function startProxy(
   try {
     for (const [name, ep] of Object.entries(settings.endpoints)) {
       const endpoint = new EndpointState(name, ep, ext);
-      const onramp = createHttpOnRamp(rt, endpoint);
+      const onramp = createOnRamp(rt, endpoint);
       onramps.push(onramp);
       const server = await openEndpoint(name, ep.addr, options.listeners);
       server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
@@ -113,6 +115,25 @@ export async function startProxy(
       return closing;
     },
   };
+}
+
+/** An endpoint's on-ramp as the proxy drives it: serve accepted sockets, drain, close. */
+type EndpointOnRamp = SocketOnRamp & { drain(): Promise<void>; close(): void };
+
+/** The on-ramp of `endpoint`, chosen by its `protocol`. */
+function createOnRamp(rt: Runtime, endpoint: EndpointState): EndpointOnRamp {
+  const ep = endpoint.settings;
+  switch (ep.protocol) {
+    case 'http':
+      return createHttpOnRamp(rt, endpoint);
+    case 'tcp':
+      return { ...createTcpOnRamp(rt, ep), drain: () => Promise.resolve(), close: () => {} };
+    case 'udp':
+      throw new OxyError(
+        OXY_ERR.INVALID_APP,
+        `endpoints.${endpoint.name}.protocol: udp endpoints are not served yet`,
+      );
+  }
 }
 
 /**

@@ -20,37 +20,104 @@ import { UpstreamProxySettings } from './offramps/upstream-proxy/settings.ts';
 import { Http2Settings } from './onramps/http2/settings.ts';
 import { TlsSettings } from './onramps/tls/settings.ts';
 
-/** The fields of one endpoint, without the app's part. */
-const endpointFields = {
-  addr: s.listenAddr('Address to listen on: host:port, [v6]:port, or a Unix socket path.', '127.0.0.1:8080'),
-  protocol: s.oneOf(
-    'On-ramp protocol: "http" serves forward-proxy requests over HTTP/1.1 and HTTP/2 (h2c prior knowledge, or ALPN with tls): absolute-form, CONNECT, Upgrade.',
-    ['http'] as const,
-    'http',
+/** The limits of byte-stream units (tunnels), for the endpoints that carry them. */
+const streamFields = {
+  tunnel_idle_timeout: s.duration('A tunnel with no bytes either way for this long is closed.', '5m'),
+  tunnel_max_lifetime: s.duration('A tunnel older than this is closed; 0s means no limit.', '0s'),
+  tunnel_splice: s.bool(
+    'Tunnels no hook inspects (plain TCP both sides) move their bytes in the kernel (splice(2)), on the ' +
+      "native addon's thread; with no hook between connect and splice, the addon connects them too.",
+    true,
   ),
+};
+
+/** The fields of an `http` endpoint, without the app's part. */
+const httpFields = {
+  addr: s.listenAddr('Address to listen on: host:port, [v6]:port, or a Unix socket path.', '127.0.0.1:8080'),
   header_read_timeout: s.duration(
     'Time allowed to receive a whole request head; slower clients get 408 and are closed (slowloris).',
     '10s',
   ),
   idle_timeout: s.duration('How long a keep-alive client connection may sit idle between requests.', '60s'),
   max_header_size: s.size('Largest request head accepted; a larger one is answered 431.', '16KiB'),
-  tunnel_idle_timeout: s.duration('A tunnel with no bytes either way for this long is closed.', '5m'),
-  tunnel_max_lifetime: s.duration('A tunnel older than this is closed; 0s means no limit.', '0s'),
-  tunnel_splice: s.bool(
-    'Tunnels no hook inspects (plain TCP both sides) move their bytes in the kernel (splice(2)), on the ' +
-      "native addon's thread; with no egress, response or pipeline hook the addon connects them too.",
-    true,
-  ),
+  ...streamFields,
   tls: TlsSettings,
   http2: Http2Settings,
 };
 
-const endpointDescription = 'A listening endpoint: where clients reach the proxy, and its limits.';
+/** The fields of a `tcp` endpoint, without the app's part. */
+const tcpFields = {
+  addr: s.listenAddr('Address to listen on: host:port, [v6]:port, or a Unix socket path.', '127.0.0.1:8080'),
+  tcp: s.object('Raw TCP forwarding: each accepted connection is a tunnel to a target.', {
+    target: s.optional(
+      'Where each connection goes, as "host:port" (a name is resolved per connection). ~: the ' +
+        'destination of the PROXY protocol header, or whatever EgressHook.handleConnection decides ' +
+        '(a connection with neither is refused).',
+      s.socketAddr('The target, host:port or [v6]:port.', '127.0.0.1:80'),
+    ),
+  }),
+  ...streamFields,
+};
+
+/** The fields of a `udp` endpoint, without the app's part. */
+const udpFields = {
+  addr: s.listenAddr('Address to listen on: host:port or [v6]:port (UDP).', '127.0.0.1:8053'),
+  udp: s.object(
+    'UDP forwarding: datagrams are grouped in sessions by client address, one upstream socket each.',
+    {
+      target: s.optional(
+        'Where each session goes, as "host:port" (a name is resolved per session). ~: the destination ' +
+          'of the PROXY protocol header, or whatever EgressHook.handleConnection decides (a session ' +
+          'with neither is dropped).',
+        s.socketAddr('The target, host:port or [v6]:port.', '127.0.0.1:53'),
+      ),
+      idle_timeout: s.duration('A session with no datagram either way for this long ends.', '60s'),
+      max_sessions: s.int(
+        'Sessions open at once on this endpoint; datagrams of new clients beyond it are dropped.',
+        10000,
+        {
+          min: 1,
+        },
+      ),
+      max_datagram_size: s.size('Largest datagram carried; larger ones are dropped and counted.', 65507),
+    },
+  ),
+};
+
+const endpointDescription =
+  'A listening endpoint: where clients reach the proxy, what it speaks, and its limits.';
+const protocolDescription =
+  'On-ramp protocol. "http": forward-proxy requests over HTTP/1.1 and HTTP/2 (h2c prior knowledge, ' +
+  'or ALPN with tls): absolute-form, CONNECT, Upgrade. "tcp": every connection is a tunnel to tcp.target. ' +
+  '"udp": datagram sessions to udp.target. Each protocol has its own keys.';
+
+/** The endpoint kinds and their fields, with the app's part `app` when it has one. */
+function endpointSchema<A extends Record<string, z.ZodType>>(app: A) {
+  return s.variants(
+    endpointDescription,
+    'protocol',
+    protocolDescription,
+    { http: { ...httpFields, ...app }, tcp: { ...tcpFields, ...app }, udp: { ...udpFields, ...app } },
+    'http',
+  );
+}
 
 /** Settings of one endpoint (`endpoints.<name>`), without the app's part. */
-export const EndpointSettings = s.object(endpointDescription, endpointFields);
-/** The value of {@link EndpointSettings}. */
+export const EndpointSettings = endpointSchema({});
+/** The value of {@link EndpointSettings}: one of the endpoint kinds, told apart by `protocol`. */
 export type EndpointSettings = Infer<typeof EndpointSettings>;
+/** The settings of an `http` endpoint. */
+export type HttpEndpointSettings = Extract<EndpointSettings, { readonly protocol: 'http' }>;
+/** `settings` as an `http` endpoint's; the HTTP on-ramps are created for those only. */
+export function httpEndpoint(settings: EndpointSettings): HttpEndpointSettings {
+  if (settings.protocol !== 'http') throw new TypeError(`not an http endpoint: ${settings.protocol}`);
+  return settings;
+}
+
+/** The settings of a `tcp` endpoint. */
+export type TcpEndpointSettings = Extract<EndpointSettings, { readonly protocol: 'tcp' }>;
+/** The settings of a `udp` endpoint. */
+export type UdpEndpointSettings = Extract<EndpointSettings, { readonly protocol: 'udp' }>;
 
 /** `egress`: how the proxy connects out. */
 export const EgressSettings = s.object('How the proxy connects to destinations.', {
@@ -132,9 +199,7 @@ export type AppSettings<S extends AppSettingsSchemas = AppSettingsSchemas> = Omi
  */
 export function buildSettingsSchema(schemas: AppSettingsSchemas = {}, name = 'oxy'): z.ZodType {
   const endpoint =
-    schemas.endpoint === undefined
-      ? EndpointSettings
-      : s.object(endpointDescription, { ...endpointFields, app: schemas.endpoint });
+    schemas.endpoint === undefined ? EndpointSettings : endpointSchema({ app: schemas.endpoint });
   return s.object(`Settings of ${name}.`, {
     ...rootFields,
     restart: restartSettings(name),

@@ -57,7 +57,11 @@ let upstream: HttpUpstream;
 before(async () => {
   echo = await startTcpEcho();
   upstream = await startHttpUpstream({ '/x': { body: 'hello' } });
-  oxy = await startApp(app);
+  oxy = await startApp(app, {
+    settings: {
+      endpoints: { main: {}, raw: { protocol: 'tcp', tcp: { target: `localhost:${echo.port}` } } },
+    },
+  });
 });
 
 after(async () => {
@@ -168,6 +172,17 @@ async function pingAndEnd(h2: H2Tunnel): Promise<void> {
   if (!h2.stream.closed) await once(h2.stream, 'close');
 }
 
+test('a connection to a tcp endpoint fires the hooks in HOOK_ORDERS.tcp_endpoint', async () => {
+  await expectOrder('tcp_endpoint', async () => {
+    const [host, port] = oxy.address('raw').split(':');
+    const socket = net.connect({ host, port: Number(port) });
+    socket.write('ping');
+    assert.equal((await readBytes(socket, 4)).toString(), 'ping');
+    socket.end();
+    await once(socket, 'close');
+  });
+});
+
 test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
   assert.deepEqual(Object.keys(HOOK_ORDERS).sort(), [
     'connect_blocked',
@@ -178,5 +193,6 @@ test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
     'forward_http1',
     'forward_http1_keepalive',
     'ingress_blocked',
+    'tcp_endpoint',
   ]);
 });

@@ -5,7 +5,7 @@
  */
 import YAML, { Pair, type Scalar, YAMLMap, YAMLSeq } from 'yaml';
 import { z } from 'zod';
-import { requireNode, type SettingsNode } from './schema.ts';
+import { requireNode, type SettingsNode, variantSchema } from './schema.ts';
 
 /** Options for `generateYaml`. */
 export interface GenerateYamlOptions {
@@ -63,6 +63,9 @@ function build(doc: YAML.Document, schema: z.ZodType, input: unknown): YAML.Node
       for (const item of items) seq.items.push(build(doc, node.item, item));
       return seq;
     }
+    case 'variants':
+      // Only the keys of the kind shown: the given one, or the default kind.
+      return build(doc, variantSchema(node, input) ?? (node.variants[node.default] as z.ZodType), input);
     case 'object': {
       const map = new YAMLMap();
       const given = isRecord(input) ? input : {};

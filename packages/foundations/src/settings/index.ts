@@ -25,5 +25,5 @@ export {
   parseSocketAddr,
   type SocketAddr,
 } from './net.ts';
-export { type Infer, type SettingsNode, s, settingsNode } from './schema.ts';
+export { type Infer, type SettingsNode, s, settingsNode, variantSchema } from './schema.ts';
 export { formatDuration, formatSize, parseDuration, parseSize } from './units.ts';

@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import type { z } from 'zod';
 import { FND_ERR, FoundationsError } from '../errors.ts';
-import { requireNode, type SettingsNode, settingsNode } from './schema.ts';
+import { requireNode, type SettingsNode, settingsNode, variantSchema } from './schema.ts';
 
 /** One problem found in the settings: where, what, and the file that set that key if known. */
 export interface SettingsIssue {
@@ -95,6 +95,13 @@ function merge(
   origins: Map<string, string>,
 ): unknown {
   if (over === undefined) return base;
+  // A section of several kinds merges as the kind the result will have (the later file's key wins).
+  if (node?.kind === 'variants') {
+    const key = node.key;
+    const tag = isRecord(over) && over[key] !== undefined ? over : isRecord(base) ? base : over;
+    const section = variantSchema(node, tag);
+    node = section === undefined ? undefined : settingsNode(section);
+  }
   if (node?.kind === 'object' || node?.kind === 'map') {
     if (over === null) return base; // an empty section leaves everything as it was
     if (isRecord(over)) {
@@ -135,6 +142,7 @@ function originOf(path: readonly Key[], origins: Map<string, string>): string | 
 function nodeAt(root: SettingsNode, path: readonly PropertyKey[]): SettingsNode | undefined {
   let node: SettingsNode | undefined = root;
   for (const key of path) {
+    if (node?.kind === 'variants') node = allVariantFields(node);
     if (node?.kind === 'object') {
       const field: z.ZodType | undefined = node.shape[String(key)];
       node = field === undefined ? undefined : settingsNode(field);
@@ -142,6 +150,16 @@ function nodeAt(root: SettingsNode, path: readonly PropertyKey[]): SettingsNode 
     else return undefined;
   }
   return node;
+}
+
+/** Every variant's fields as one section, for hints where the input is not at hand. */
+function allVariantFields(node: SettingsNode & { kind: 'variants' }): SettingsNode {
+  const shape: Record<string, z.ZodType> = {};
+  for (const section of Object.values(node.variants)) {
+    const n = settingsNode(section);
+    if (n?.kind === 'object') Object.assign(shape, n.shape);
+  }
+  return { kind: 'object', description: node.description, shape };
 }
 
 function editDistance(a: string, b: string): number {

@@ -31,6 +31,16 @@ export type SettingsNode =
       readonly shape: Readonly<Record<string, z.ZodType>>;
     }
   | {
+      readonly kind: 'variants';
+      readonly description: string;
+      /** The field whose value picks the variant (e.g. `protocol`). */
+      readonly key: string;
+      /** Each variant's section (an object node, the key's literal first). */
+      readonly variants: Readonly<Record<string, z.ZodType>>;
+      /** The variant used when the key is not given. */
+      readonly default: string;
+    }
+  | {
       readonly kind: 'map';
       readonly description: string;
       readonly value: z.ZodType;
@@ -42,6 +52,21 @@ const registry = new WeakMap<z.ZodType, SettingsNode>();
 /** The registry entry of a settings schema, or undefined for a schema not built by `s.*`. */
 export function settingsNode(schema: z.ZodType): SettingsNode | undefined {
   return registry.get(schema);
+}
+
+/**
+ * The section schema of a `variants` node for `input`: the variant its key names, or the default
+ * one when the key is not given. Undefined when the key names no variant.
+ */
+export function variantSchema(
+  node: SettingsNode & { kind: 'variants' },
+  input: unknown,
+): z.ZodType | undefined {
+  const tag =
+    typeof input === 'object' && input !== null && !Array.isArray(input)
+      ? ((input as Record<string, unknown>)[node.key] ?? node.default)
+      : node.default;
+  return typeof tag === 'string' && Object.hasOwn(node.variants, tag) ? node.variants[tag] : undefined;
 }
 
 /** Like `settingsNode`, but a schema not built by `s.*` is a programming error. */
@@ -168,6 +193,66 @@ function objectSchema<Shape extends Record<string, z.ZodType>>(description: stri
   );
 }
 
+/** The section of one variant: its fields after the discriminating key. */
+type VariantOutput<K extends string, N extends string, Shape extends Record<string, z.ZodType>> = {
+  readonly [P in K]: N;
+} & z.output<z.ZodObject<Shape>>;
+
+function isPlainRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function variantsSchema<
+  K extends string,
+  V extends Record<string, Record<string, z.ZodType>>,
+  D extends keyof V & string,
+>(description: string, key: K, keyDescription: string, variants: V, def: D) {
+  const names = Object.keys(variants);
+  if (!names.includes(def)) throw new TypeError(`settings: "${description}" has no variant "${def}"`);
+  const sections: Record<string, z.ZodType> = {};
+  const options: z.ZodObject[] = [];
+  for (const name of names) {
+    const shape = variants[name] as Record<string, z.ZodType>;
+    if (key in shape)
+      throw new TypeError(`settings: variant "${name}" of "${description}" must not define "${key}"`);
+    for (const [k, field] of Object.entries(shape)) requireNode(field, `field "${k}" of "${description}"`);
+    // The key is a bare literal (a prefault would hide it from the union's discriminator); the
+    // preprocess below fills in the default variant's name when it is not given.
+    const tag = register(z.literal(name).describe(keyDescription), {
+      kind: 'leaf',
+      description: keyDescription,
+      default: name,
+    });
+    const full = { [key]: tag, ...shape };
+    const section = register(z.strictObject(full, expected('a mapping')).describe(description), {
+      kind: 'object',
+      description,
+      shape: full,
+    });
+    sections[name] = section;
+    options.push(section as z.ZodObject);
+  }
+  const union = z.discriminatedUnion(key, options as [z.ZodObject, ...z.ZodObject[]], {
+    error: (iss: { input?: unknown }) =>
+      isPlainRecord(iss.input) && iss.input[key] !== undefined
+        ? `expected one of ${names.map((n) => JSON.stringify(n)).join(', ')}, got ${showValue(iss.input[key])}`
+        : 'expected a mapping',
+  });
+  const withDefault = z.preprocess(
+    (v) =>
+      v === undefined ? { [key]: def } : isPlainRecord(v) && v[key] === undefined ? { ...v, [key]: def } : v,
+    union,
+  );
+  type Out = { [N in keyof V & string]: VariantOutput<K, N, V[N]> }[keyof V & string];
+  return register(withDefault.describe(description), {
+    kind: 'variants',
+    description,
+    key,
+    variants: sections,
+    default: def,
+  }) as unknown as z.ZodType<Out, unknown>;
+}
+
 /** The settings helpers. Each takes the field's description first and its default second. */
 export const s = {
   /** A string. */
@@ -193,7 +278,7 @@ export const s = {
   /** `~` (null, the default) or a value of `inner` (a leaf or list helper; its default is not used). */
   optional: <I extends z.ZodType>(description: string, inner: I) => {
     const node = requireNode(inner, `the inner schema of "${description}"`);
-    if (node.kind === 'object' || node.kind === 'map') {
+    if (node.kind === 'object' || node.kind === 'map' || node.kind === 'variants') {
       throw new TypeError(`settings: "${description}": a section cannot be optional; use s.enabled`);
     }
     return register(
@@ -267,6 +352,12 @@ export const s = {
   },
   /** A section: a fixed set of fields. Its default is every field's default; unknown keys are errors. */
   object: objectSchema,
+  /**
+   * A section of several kinds, picked by the value of `key` (`def` when it is not given): each
+   * variant has its own fields, so a config (and the generated YAML) shows only the keys that
+   * apply to its kind, and a key of another kind is an unknown key.
+   */
+  variants: variantsSchema,
   /**
    * An optional subsystem: a section whose first key is `enabled`, with its knobs always present
    * (and shown in the generated config) whether it is on or not.

@@ -65,9 +65,12 @@ export interface IngressContext<X extends ExtTypes = ExtTypes> {
 
 /**
  * What a request asks for: `connect` (a CONNECT tunnel), `forward` (an absolute-form request
- * forwarded upstream) or `upgrade` (an absolute-form request with `Upgrade`, e.g. WebSocket).
+ * forwarded upstream), `upgrade` (an absolute-form request with `Upgrade`, e.g. WebSocket),
+ * `tcp` (a connection to a `tcp` endpoint, carried as a tunnel) or `udp` (a datagram session
+ * on a `udp` endpoint). Every unit of traffic has a request context, so the tunnel and egress
+ * hooks see the same shape whatever the on-ramp.
  */
-export type RequestKind = 'connect' | 'forward' | 'upgrade';
+export type RequestKind = 'connect' | 'forward' | 'upgrade' | 'tcp' | 'udp';
 
 /** One request on an ingress connection (a CONNECT, or one absolute-form request). */
 export interface RequestContext<X extends ExtTypes = ExtTypes> {

@@ -36,6 +36,8 @@ export class EndpointState implements EndpointContext {
    * for it. Null when only the kernel knows (`0.0.0.0`, `::`, port 0, a Unix socket).
    */
   readonly localAddr: SocketAddr | null;
+  /** The limits of the stream units (tunnels) accepted here, in milliseconds. */
+  readonly stream: StreamLimits;
   /** Metric handles of this endpoint, looked up once instead of per request. */
   readonly metrics: {
     readonly forwardRequests: CounterHandle;
@@ -54,8 +56,24 @@ export class EndpointState implements EndpointContext {
     this.localAddr = fixedLocalAddr(settings.addr);
     this.appSettings = settings.app ?? null;
     this.settings = settings;
+    this.stream =
+      settings.protocol === 'udp'
+        ? { idleTimeoutMs: settings.udp.idle_timeout, maxLifetimeMs: 0, splice: false }
+        : {
+            idleTimeoutMs: settings.tunnel_idle_timeout,
+            maxLifetimeMs: settings.tunnel_max_lifetime,
+            splice: settings.tunnel_splice,
+          };
     this.ext = newExt(ext.endpoint);
   }
+}
+
+/** Idle and lifetime limits of a stream unit, and whether the kernel may splice it. */
+export interface StreamLimits {
+  readonly idleTimeoutMs: number;
+  /** 0: no limit. */
+  readonly maxLifetimeMs: number;
+  readonly splice: boolean;
 }
 
 /**

@@ -270,6 +270,10 @@ function routeFor(
       throw egressBlocked(decision.reason);
     case 'direct': {
       const port = decision.addr.port;
+      if (decision.addr.host === '' || port === 0) {
+        connectFailed(OXY_ERR.NO_TARGET);
+        throw new OxyError(OXY_ERR.NO_TARGET, 'no destination to connect to', { source: 'internal' });
+      }
       const found = guardFailure(() => addressesFor(rt, eg, decision.addr, false));
       return Array.isArray(found)
         ? { kind: 'direct', ips: found, port }

@@ -56,7 +56,6 @@ export async function connectWholeTunnel(
   client: SpliceableClient,
   onConnected: () => void,
 ): Promise<WholeTunnelResult> {
-  const ep = eg.ingress.endpoint.settings;
   const source = rt.settings.egress.source_addr;
   const timeoutMs = rt.settings.egress.connect_timeout;
   const started = performance.now();
@@ -70,7 +69,7 @@ export async function connectWholeTunnel(
       early: client.early,
       connectTimeoutMs: timeoutMs,
     },
-    { idleTimeoutMs: ep.tunnel_idle_timeout, maxLifetimeMs: ep.tunnel_max_lifetime },
+    eg.ingress.endpoint.stream,
     () => {
       connectObserved(started);
       onConnected();

@@ -2,10 +2,21 @@
  * The end of a request or tunnel: its audit record and its failure metric, written in one
  * place so every on-ramp reports the same fields.
  */
+import type { AuditRecord } from '../audit.ts';
 import { formatHostPort } from '../context/addr.ts';
+import type { RequestKind } from '../context/contexts.ts';
 import type { RequestState } from '../context/state.ts';
 import type { Runtime } from '../runtime.ts';
 import { httpMetrics } from '../telemetry/metrics.ts';
+
+/** The audit record kind of each request kind: streams are tunnels, datagram sessions their own. */
+const RECORD_KIND: Readonly<Record<RequestKind, AuditRecord['kind']>> = {
+  forward: 'request',
+  connect: 'tunnel',
+  upgrade: 'tunnel',
+  tcp: 'tunnel',
+  udp: 'udp_session',
+};
 
 /** Counts a status the proxy answered itself (an error, not relayed from upstream). */
 export function countFailure(request: RequestState, status: number): void {
@@ -23,7 +34,7 @@ export function recordEnd(
   if (!rt.audit.enabled) return;
   const conn = request.ingress;
   rt.audit.write({
-    kind: request.kind === 'forward' ? 'request' : 'tunnel',
+    kind: RECORD_KIND[request.kind],
     conn_id: conn.id,
     request_id: request.id,
     endpoint: conn.endpoint.name,

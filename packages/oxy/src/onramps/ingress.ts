@@ -41,6 +41,12 @@ export interface SocketOnRamp {
   readonly protocol: IngressProtocol;
   /** Serves `socket` (already allowed); called inside the connection's telemetry context. */
   serve(socket: net.Socket, conn: IngressConnection): void;
+  /**
+   * True when `serve` decides itself when the socket starts flowing (a `tcp` endpoint reads
+   * nothing before its upstream is connected). Otherwise a socket held paused for an async
+   * ingress decision is resumed right after `serve`.
+   */
+  readonly startsReading?: boolean;
 }
 
 /** Accepts `socket` on `endpoint` for `onramp`. Never throws. */
@@ -92,7 +98,7 @@ function decide(conn: IngressConnection, socket: net.Socket, onramp: SocketOnRam
   }
   if (socket.destroyed) return;
   onramp.serve(socket, conn);
-  socket.resume();
+  if (onramp.startsReading !== true) socket.resume();
 }
 
 function refuse(rt: Runtime, conn: IngressConnection, socket: net.Socket, e: unknown): void {

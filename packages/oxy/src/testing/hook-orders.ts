@@ -213,6 +213,23 @@ export const TRAFFIC_FLOWS = {
       { hook: 'ingress.handleConnectionClose' },
     ],
   },
+  tcp_endpoint: {
+    title: 'A connection to a `tcp` endpoint',
+    description:
+      'A client connects to an endpoint with `protocol: tcp` and `tcp.target: localhost:port`: ' +
+      'the connection is a tunnel to the target, through the same egress and tunnel hooks as a ' +
+      'CONNECT (without the HTTP request hooks: there is no request).',
+    steps: [
+      ...TCP_ACCEPT,
+      ...EGRESS_CONNECT,
+      { hook: 'tunnel.getAppTunnelPipeline', answer: "undefined: Oxy's pump" },
+      { from: 'Client', to: 'Oxy', message: 'bytes' },
+      { from: 'Oxy', to: 'Upstream', message: 'bytes' },
+      { from: 'Upstream', to: 'Oxy', message: 'bytes' },
+      { from: 'Oxy', to: 'Client', message: 'bytes' },
+      ...CLIENT_CLOSE,
+    ],
+  },
 } as const satisfies Record<string, TrafficFlow>;
 
 /** The kinds of traffic in {@link TRAFFIC_FLOWS}. */

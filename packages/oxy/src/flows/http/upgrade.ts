@@ -149,11 +149,7 @@ async function upgrade(
       socket.write(`${out}\r\n`);
       if (upHead.length > 0) socket.write(upHead);
       if (clientHead.length > 0) upSocket.write(clientHead);
-      const ep = request.ingress.endpoint.settings;
-      const pump = new StreamPump(socket, upSocket, {
-        idleTimeoutMs: ep.tunnel_idle_timeout,
-        maxLifetimeMs: ep.tunnel_max_lifetime,
-      });
+      const pump = new StreamPump(socket, upSocket, request.ingress.endpoint.stream);
       pump.done.then((r) => {
         tunnelMetrics.bytes_total({ direction: 'up' }).inc(r.bytesUp);
         tunnelMetrics.bytes_total({ direction: 'down' }).inc(r.bytesDown);

@@ -146,7 +146,7 @@ function wholeClient(
   route: EgressRoute,
 ): SpliceableClient | null {
   if (!rt.fast.wholeTunnel || ingress.spliceable === undefined) return null;
-  if (!request.ingress.endpoint.settings.tunnel_splice || wholeTunnelAddress(route) === null) return null;
+  if (!request.ingress.endpoint.stream.splice || wholeTunnelAddress(route) === null) return null;
   const client = ingress.spliceable();
   return client !== null && canRunWhole(client) ? client : null;
 }
@@ -198,13 +198,12 @@ export async function carryStream(
     }
     if (pipeline !== undefined) return runPipeline(rt, request, pipeline, client, upstream);
   }
-  const ep = request.ingress.endpoint.settings;
-  const opts = { idleTimeoutMs: ep.tunnel_idle_timeout, maxLifetimeMs: ep.tunnel_max_lifetime };
+  const opts = request.ingress.endpoint.stream;
   // Nothing inspects these bytes: move them in the kernel when both sides are plain TCP. The
   // splice adds its byte counts to the sockets' counters, so the connection-close hook still
   // sees them.
   const r =
-    ep.tunnel_splice && canSplice(client, upstream)
+    opts.splice && canSplice(client, upstream)
       ? await spliceTunnel(client, upstream, opts)
       : await new StreamPump(client, upstream, opts).done;
   finishStream(rt, request, r.bytesUp, r.bytesDown, r.reason);

@@ -29,6 +29,7 @@ import { type AbsoluteTarget, parseAbsoluteTarget, parseAuthority } from '../../
 import { forwardBodiless, type LeanForward, type LeanResponse } from '../../flows/http/lean-forward.ts';
 import { writeRawResponse } from '../../flows/http/upgrade.ts';
 import type { Runtime } from '../../runtime.ts';
+import { httpEndpoint } from '../../settings.ts';
 import { inConnectionContext } from '../../telemetry/fork.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { serveConnect } from '../../tunnels/connect.ts';
@@ -418,7 +419,7 @@ export function createLeanOnRamp(
   h1: Http1OnRamp,
   http2: ((socket: net.Socket, conn: IngressConnection) => void) | null,
 ): LeanOnRamp {
-  const ep = endpoint.settings;
+  const ep = httpEndpoint(endpoint.settings);
   const ramp: Ramp = {
     rt,
     endpoint,

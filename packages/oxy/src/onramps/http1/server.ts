@@ -20,6 +20,7 @@ import { serveUpgrade, writeRawResponse } from '../../flows/http/upgrade.ts';
 import { isOffloaded } from '../../flows/stream/offload.ts';
 import type { HttpHeaders, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
 import type { Runtime } from '../../runtime.ts';
+import { httpEndpoint } from '../../settings.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { type ConnectExchange, type SpliceableClient, serveConnect } from '../../tunnels/connect.ts';
 import type { SocketOnRamp } from '../ingress.ts';
@@ -152,7 +153,7 @@ export interface Http1OnRamp extends SocketOnRamp {
 
 /** Creates the HTTP/1.1 on-ramp of `endpoint`. */
 export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1OnRamp {
-  const ep = endpoint.settings;
+  const ep = httpEndpoint(endpoint.settings);
   const agent = new EgressAgent(rt);
   const server = http.createServer({
     maxHeaderSize: ep.max_header_size,

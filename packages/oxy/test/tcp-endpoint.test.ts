@@ -1,0 +1,169 @@
+/**
+ * `tcp` endpoints: every connection is a tunnel to `tcp.target` (or where the egress hook sends
+ * it), carried by the same stream runner as a CONNECT: bytes and half-close both ways, the
+ * addon's whole tunnel when no hook needs JS, the JS path with hooks, the blocklist, refusals
+ * as resets, the audit record, and chaining through an upstream proxy.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import net from 'node:net';
+import { after, test } from 'node:test';
+import type { AuditRecord } from '../src/audit.ts';
+import { EgressDecision } from '../src/hooks/egress.ts';
+import { appSettings } from '../src/proxy.ts';
+import {
+  type AppUnderTest,
+  hooksApp,
+  readBytes,
+  startApp,
+  startTcpEcho,
+  waitUntil,
+} from '../src/testing/index.ts';
+
+const echo = await startTcpEcho();
+const other = await startTcpEcho();
+const opened: AppUnderTest[] = [];
+after(async () => {
+  await Promise.all(opened.map((a) => a.stop()));
+  await Promise.all([echo.close(), other.close()]);
+});
+
+async function start(hooks: Parameters<typeof hooksApp>[0], raw: Record<string, unknown>, extra = {}) {
+  const app = await startApp(hooksApp(hooks), {
+    settings: { endpoints: { main: {}, raw: { protocol: 'tcp', ...raw } }, ...extra },
+  });
+  opened.push(app);
+  return app;
+}
+
+function dial(app: AppUnderTest): net.Socket {
+  const [host, port] = app.address('raw').split(':');
+  const s = net.connect({ host, port: Number(port), allowHalfOpen: true });
+  s.on('error', () => {});
+  return s;
+}
+
+async function recordFor(app: AppUnderTest, match: (r: AuditRecord) => boolean): Promise<AuditRecord> {
+  await waitUntil(() => app.auditRecords().some(match), 'the audit record');
+  return app.auditRecords().find(match) as AuditRecord;
+}
+
+test('without hooks a connection is a whole tunnel to tcp.target: bytes, half-close, audit', async () => {
+  const app = await start({}, { tcp: { target: echo.authority } });
+  const s = dial(app);
+  s.write('ping');
+  assert.equal((await readBytes(s, 4)).toString(), 'ping');
+  s.end('after-fin');
+  assert.equal((await readBytes(s, 9)).toString(), 'after-fin');
+  await once(s, 'close');
+  const rec = await recordFor(app, (r) => r.target === echo.authority);
+  assert.equal(rec.kind, 'tunnel');
+  assert.equal(rec.upstream, echo.authority);
+  assert.equal(rec.status, 200);
+  assert.equal(rec.bytes_up, 13);
+  assert.equal(rec.bytes_down, 13);
+  assert.deepEqual(rec.decisions, ['egress:direct']);
+  assert.match(rec.client, /^127\.0\.0\.1:\d+$/);
+});
+
+test('an egress hook routes the connection; the app pipeline sees its bytes (the JS path)', async () => {
+  const seen: string[] = [];
+  const app = await start(
+    {
+      egress: { handleConnection: () => EgressDecision.direct({ host: '127.0.0.1', port: other.port }) },
+      tunnel: {
+        getAppTunnelPipeline: (ctx) => async (client, upstream) => {
+          seen.push(ctx.kind);
+          client.pipe(upstream);
+          upstream.pipe(client);
+          await once(client, 'end');
+          upstream.end();
+          await once(upstream, 'end');
+        },
+      },
+    },
+    { tcp: { target: null } },
+  );
+  const s = dial(app);
+  s.write('routed');
+  assert.equal((await readBytes(s, 6)).toString(), 'routed');
+  s.end();
+  await once(s, 'close');
+  assert.deepEqual(seen, ['tcp']);
+  const rec = await recordFor(app, (r) => r.upstream === other.authority);
+  assert.deepEqual(rec.decisions, ['egress:direct', 'tunnel:app']);
+});
+
+test('a blocked destination, no destination and a refused one reset the client and are audited', async () => {
+  const blocked = await start(
+    {},
+    { tcp: { target: echo.authority } },
+    { egress: { blocked_cidrs: ['127.0.0.0/8'] } },
+  );
+  const none = await start({}, { tcp: { target: null } });
+  const refused = await start({}, { tcp: { target: '127.0.0.1:1' } });
+  for (const [app, reason] of [
+    [blocked, 'OXY_ERR_EGRESS_BLOCKED'],
+    [none, 'OXY_ERR_NO_TARGET'],
+    [refused, 'OXY_ERR_CONNECT_REFUSED'],
+  ] as const) {
+    const s = dial(app);
+    s.write('nothing reaches anyone');
+    const [err] = await Promise.race([once(s, 'error'), once(s, 'close').then(() => [null])]);
+    assert.equal((err as NodeJS.ErrnoException | null)?.code, 'ECONNRESET', reason);
+    const rec = await recordFor(app, (r) => r.close_reason === reason);
+    assert.equal(rec.kind, 'tunnel');
+    assert.equal(rec.bytes_up, 0);
+  }
+  // The endpoint still serves the next client.
+  const again = dial(blocked);
+  again.destroy();
+});
+
+test('through an upstream proxy the connection is a CONNECT tunnel', async () => {
+  const chained = await startApp(hooksApp());
+  opened.push(chained);
+  const app = await start(
+    {},
+    { tcp: { target: echo.authority } },
+    { egress: { upstream_proxy: { enabled: true, addr: chained.address() } } },
+  );
+  const s = dial(app);
+  s.write('chain');
+  assert.equal((await readBytes(s, 5)).toString(), 'chain');
+  s.destroy();
+  const rec = await recordFor(chained, (r) => r.kind === 'tunnel' && r.target === echo.authority);
+  assert.equal(rec.status, 200);
+});
+
+test('tcp settings are checked: a bad target names its key, http keys do not apply', () => {
+  const app = hooksApp();
+  assert.throws(
+    () =>
+      appSettings(app, [
+        { source: 'x.yaml', value: { endpoints: { raw: { protocol: 'tcp', tcp: { target: 'nope' } } } } },
+      ]),
+    /endpoints\.raw\.tcp\.target/,
+  );
+  assert.throws(
+    () =>
+      appSettings(app, [
+        { source: 'x.yaml', value: { endpoints: { raw: { protocol: 'tcp', max_header_size: '1KiB' } } } },
+      ]),
+    /endpoints\.raw.*max_header_size/s,
+  );
+});
+
+test('behind an async ingress decision no byte the client sent early is lost', async () => {
+  const app = await start(
+    {
+      ingress: { handleConnection: async () => ({ kind: 'allow' }) as const },
+      egress: { handleConnection: async (t) => EgressDecision.direct(t) },
+    },
+    { tcp: { target: echo.authority } },
+  );
+  const s = dial(app);
+  s.write('sent before any decision');
+  assert.equal((await readBytes(s, 24)).toString(), 'sent before any decision');
+  s.destroy();
+});
