@@ -16,8 +16,10 @@ export interface AuditRecord {
   readonly conn_id: string;
   readonly request_id: string;
   readonly endpoint: string;
-  /** `ip:port` of the client. */
+  /** `ip:port` of the client (the PROXY protocol header's source when the endpoint reads one). */
   readonly client: string;
+  /** `ip:port` of the socket's own peer: the PROXY header's sender when there was one, else `client`. */
+  readonly peer: string;
   /** What the client asked for: `host:port`. */
   readonly target: string;
   /** `ip:port` actually connected to (or the upstream proxy's), null if none. */

@@ -53,8 +53,13 @@ export interface IngressContext<X extends ExtTypes = ExtTypes> {
   /** Process-unique id, the `conn_id` log field. */
   readonly id: string;
   readonly endpoint: EndpointContext<X>;
-  /** The client's address as the socket reports it (or as a PROXY protocol header says). */
+  /**
+   * The client's address: the source a PROXY protocol header names when the endpoint reads one,
+   * otherwise the socket's peer. Every hook, log line and audit record uses this one.
+   */
   readonly client: SocketAddr;
+  /** The socket's own peer (a load balancer, with PROXY protocol); equals `client` without a header. */
+  readonly peer: SocketAddr;
   /** The local address the client connected to. */
   readonly local: SocketAddr;
   readonly protocol: IngressProtocol;

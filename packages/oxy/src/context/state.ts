@@ -99,7 +99,9 @@ export function fixedLocalAddr(addr: ListenAddr): SocketAddr | null {
 export class IngressConnection implements IngressContext, LogFieldSource {
   readonly id = newId('c');
   readonly endpoint: EndpointState;
-  readonly client: SocketAddr;
+  /** The client: the socket's peer, or the source a PROXY protocol header names (set once, before any hook after the header). */
+  client: SocketAddr;
+  readonly peer: SocketAddr;
   readonly local: SocketAddr;
   readonly protocol: IngressProtocol;
   readonly startedAt = performance.now();
@@ -122,7 +124,8 @@ export class IngressConnection implements IngressContext, LogFieldSource {
     this.endpoint = endpoint;
     this.socket = socket;
     this.protocol = protocol;
-    this.client = { host: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+    this.peer = { host: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+    this.client = this.peer;
     this.local = endpoint.localAddr ?? { host: socket.localAddress ?? '', port: socket.localPort ?? 0 };
     this.ext = newExt(ext.ingress);
   }

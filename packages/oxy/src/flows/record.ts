@@ -33,12 +33,14 @@ export function recordEnd(
 ): void {
   if (!rt.audit.enabled) return;
   const conn = request.ingress;
+  const client = formatHostPort(conn.client.host, conn.client.port);
   rt.audit.write({
     kind: RECORD_KIND[request.kind],
     conn_id: conn.id,
     request_id: request.id,
     endpoint: conn.endpoint.name,
-    client: formatHostPort(conn.client.host, conn.client.port),
+    client,
+    peer: conn.peer === conn.client ? client : formatHostPort(conn.peer.host, conn.peer.port),
     target: formatHostPort(request.target.host, request.target.port),
     upstream: request.upstream,
     decisions: request.decisions,
