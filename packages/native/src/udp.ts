@@ -260,6 +260,21 @@ export class UdpSocket {
   }
 
   /**
+   * Sends datagram `i` of a received batch (to `address`:`port`, or to the peer of a connected
+   * socket) without making a view of it: how a relay forwards one datagram to its session's
+   * upstream. Results as `send`.
+   */
+  sendFrom(batch: UdpBatch, i: number, port?: number, address?: string): UdpSendResult {
+    const h = this.#live();
+    if (!Number.isInteger(i) || i < 0 || i >= batch.count)
+      throw new TypeError(`no datagram ${i} in a batch of ${batch.count}`);
+    const r = addon.udpSend(h, batch.data, batch.offset(i), batch.length(i), address ?? null, port ?? 0);
+    if (r >= 0) return SEND[r] as UdpSendResult;
+    this.#later(-r, 'sendto');
+    return 'failed';
+  }
+
+  /**
    * Sends many datagrams with sendmmsg: a received batch (each back to its sender, or all to
    * `to`; nothing is copied), or a list (each to its own address, or all to `to`). Returns how
    * many were sent or queued; failures go to `onError` (the first of them) and are counted.

@@ -234,6 +234,16 @@ test('sendBatch: a list to several peers, and a batch to one target', async () =
     (await relayed).map((m) => m.data),
     ['x', 'y', 'z'],
   );
+  // one datagram of a batch, forwarded without a view
+  s.onBatch((batch) => {
+    for (let i = batch.count - 1; i >= 0; i--) s.sendFrom(batch, i, b.address().port, '127.0.0.1');
+    assert.throws(() => s.sendFrom(batch, batch.count), { name: 'TypeError', message: /no datagram/ });
+  });
+  const reversed = messages(b, 2);
+  a.send('first', s.address().port, '127.0.0.1');
+  a.send('second', s.address().port, '127.0.0.1');
+  const r = (await reversed).map((m) => m.data);
+  assert.ok(r.includes('first') && r.includes('second'), r.join());
   // a datagram without an address on an unconnected socket fails alone; the others go
   const errors: string[] = [];
   s.onError((e) => errors.push(e.code));
