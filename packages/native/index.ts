@@ -11,6 +11,8 @@
  *   never in JS;
  * - `SocketWriter`: write to a socket from the addon's reactor thread (the bytes copied, the
  *   system call off the JS thread);
+ * - `UdpSocket`: UDP sockets read and written in batches (recvmmsg, sendmmsg) that can adopt a
+ *   descriptor (graceful restarts, systemd);
  * - `execve`: replace the process image (to start Node again under a filter set up first).
  *
  * Every refused system call throws a `NativeError` with a stable `NATIVE_ERR_<ERRNO>` code and
@@ -43,6 +45,20 @@ export {
 } from './src/splice.ts';
 export type { TunDevice, TunOptions } from './src/tun.ts';
 export * as tun from './src/tun.ts';
+export {
+  formatIpv4,
+  formatIpv6,
+  type UdpAddressInfo,
+  UdpBatch,
+  type UdpBindOptions,
+  type UdpConnectOptions,
+  type UdpOutgoing,
+  type UdpSendResult,
+  UdpSocket,
+  type UdpSocketOptions,
+  type UdpStats,
+  type UdpTarget,
+} from './src/udp.ts';
 export { SocketWriter } from './src/writer.ts';
 
 /**

@@ -133,6 +133,7 @@ static napi_value init(napi_env env, napi_value exports) {
   register_poll(env, exports);
   register_splice(env, exports);
   register_writer(env, exports);
+  register_udp(env, exports);
   return exports;
 }
 

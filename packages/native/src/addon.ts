@@ -59,7 +59,50 @@ export interface Addon {
   writerEnd(owner: WriterOwner): void;
   writerWritten(owner: WriterOwner): number;
   writerClose(owner: WriterOwner): void;
+  udpSocket(
+    family: number,
+    reuseAddr: boolean,
+    reusePort: boolean,
+    v6Only: number,
+    rcvbuf: number,
+    sndbuf: number,
+  ): number;
+  udpAdopt(fd: number): number;
+  udpBind(fd: number, ip: string, port: number): void;
+  udpConnect(fd: number, ip: string, port: number): void;
+  udpAddress(fd: number, peer: boolean): [string, number] | null;
+  udpPackAddress(ip: string, port: number): Int32Array;
+  udpStart(
+    fd: number,
+    scratch: ArrayBuffer,
+    meta: Int32Array,
+    batch: number,
+    maxSize: number,
+    rounds: number,
+    maxQueue: number,
+    cb: (kind: number, value: number) => void,
+  ): UdpHandle;
+  udpSend(
+    h: UdpHandle,
+    data: Uint8Array,
+    offset: number,
+    length: number,
+    ip: string | null,
+    port: number,
+  ): number;
+  udpSendMany(
+    h: UdpHandle,
+    data: Uint8Array,
+    meta: Int32Array,
+    count: number,
+    to: Int32Array | null,
+  ): number | [number, number];
+  udpControl(h: UdpHandle, op: number, flag: boolean): void;
+  udpStats(h: UdpHandle): number[];
 }
+
+/** An opaque UDP socket handle owned by the addon (src/udp.c). */
+export type UdpHandle = { readonly __udpHandle: unique symbol };
 
 /** An opaque uv_poll handle owned by the addon. */
 export type PollHandle = { readonly __pollHandle: unique symbol };

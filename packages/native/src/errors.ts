@@ -20,7 +20,8 @@ export type NativeOperation =
   | 'exec'
   | 'poll'
   | 'splice'
-  | 'netns';
+  | 'netns'
+  | 'udp';
 
 /** An errno raised by the addon, or the addon being unavailable. */
 export class NativeError extends Error {
@@ -81,6 +82,16 @@ const HINTS: Record<string, string> = {
   'connect:ENOENT': 'nothing exists at that path: is the server running?',
   'connect:ECONNREFUSED': 'nothing listens at that path: is the server running?',
   'connect:EACCES': 'the socket file is not writable by this user: fix its mode or owner',
+  'udp:EADDRINUSE':
+    'another socket holds that address and port: pick another port, or set reusePort on every socket sharing it',
+  'udp:EADDRNOTAVAIL': 'the address is not one of this host: bind to an address of a local interface',
+  'udp:ECONNREFUSED': 'nothing listens on the peer port (ICMP port unreachable)',
+  'udp:EHOSTUNREACH': 'the peer host is unreachable (ICMP host unreachable, or no route)',
+  'udp:ENETUNREACH': 'there is no route to the peer network',
+  'udp:EMSGSIZE':
+    'the datagram is larger than the path allows (at most 65,507 bytes over IPv4, less than the MTU without fragments)',
+  'udp:EPROTOTYPE': 'the descriptor is not an IPv4 or IPv6 UDP socket',
+  'udp:EDESTADDRREQ': 'the socket is not connected: give the datagram an address and a port',
   '*:ENAMETOOLONG':
     'Unix socket paths are limited to 107 bytes: use a shorter path or an abstract name (@name)',
   '*:EMSGSIZE':
