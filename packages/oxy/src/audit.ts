@@ -33,6 +33,10 @@ export interface AuditRecord {
   readonly duration_ms: number;
   /** `done`, `client_reset`, `idle_timeout`, `blocked`, an `OXY_ERR_*` code, … */
   readonly close_reason: string;
+  /** Datagrams client → upstream (`udp_session` records only). */
+  readonly datagrams_up?: number;
+  /** Datagrams upstream → client (`udp_session` records only). */
+  readonly datagrams_down?: number;
 }
 
 /** Where audit records go. */

@@ -77,6 +77,7 @@ export async function drain(
       // HTTP/2 multiplexes requests the checks below cannot see; its GOAWAY is under way.
       if (conn.protocol === 'h2' || conn.protocol === 'h2c') continue;
       // An idle keep-alive connection has nothing to finish: close it now.
+      if (conn.socket === null) continue; // datagram sessions are drained by their on-ramp
       if (conn.tunnels === 0 && (conn.socket as { _httpMessage?: unknown })._httpMessage == null) {
         conn.closeReason = 'drained';
         conn.socket.end();
@@ -86,7 +87,7 @@ export async function drain(
   }
   for (const conn of rt.connections) {
     conn.closeReason = 'drained';
-    conn.socket.destroy();
+    conn.socket?.destroy();
   }
   await closed;
 }

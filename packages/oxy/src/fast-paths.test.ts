@@ -19,6 +19,7 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'httpRequest.handleRequest': ['leanForward'],
   'httpRequest.handleResponse': ['leanForward'],
   'tunnel.getAppTunnelPipeline': ['wholeTunnel'],
+  'datagram.handleDatagram': ['rawDatagrams'],
   'egress.handleConnection': ['sharedPool', 'defaultEgress'],
   'egress.handleConnectionEstablished': ['wholeTunnel', 'sharedPool'],
   'egress.handleUpstreamIps': ['sharedPool', 'literalEgress'],

@@ -35,6 +35,11 @@ export interface FastPaths {
   readonly defaultEgress: boolean;
   /** An IP-literal target needs no promise (no `handleUpstreamIps` to await). */
   readonly literalEgress: boolean;
+  /**
+   * Datagrams are forwarded straight from the receive batch (no view, no hook call), and the
+   * replies of one batch go back to their client in one sendmmsg.
+   */
+  readonly rawDatagrams: boolean;
 }
 
 /** The name of each fast path. */
@@ -56,6 +61,8 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   response: ['leanForward'],
   // The app moves the bytes.
   appTunnelPipeline: ['wholeTunnel'],
+  // Sees (and may rewrite) every datagram.
+  datagram: ['rawDatagrams'],
   egressConnection: ['sharedPool', 'defaultEgress'],
   // Fires between connect and answer, and may fail the connection.
   egressEstablished: ['wholeTunnel', 'sharedPool'],
@@ -82,6 +89,7 @@ export function planFastPaths(inputs: FastPathInputs): FastPaths {
     leanForward: true,
     defaultEgress: true,
     literalEgress: true,
+    rawDatagrams: true,
   };
   for (const method of Object.keys(DISABLES) as (keyof ResolvedHooks)[]) {
     if (inputs.hooks[method] === null) continue;

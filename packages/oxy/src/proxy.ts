@@ -11,6 +11,7 @@ import type { Listeners } from 'foundations/restart';
 import { parseSettings, type SettingsSource } from 'foundations/settings';
 import { log } from 'foundations/telemetry';
 import type { OxyApp } from './app.ts';
+import { formatHostPort } from './context/addr.ts';
 import { eraseExtFactories, eraseHooks } from './context/ext.ts';
 import { EndpointState } from './context/state.ts';
 import { describeListening, drain, openEndpoint } from './endpoints.ts';
@@ -19,6 +20,7 @@ import { type HookCall, resolveHooks } from './hooks/run.ts';
 import { createHttpOnRamp } from './onramps/http2/endpoint.ts';
 import { acceptConnection, type SocketOnRamp } from './onramps/ingress.ts';
 import { createTcpOnRamp } from './onramps/tcp/onramp.ts';
+import { openUdpOnRamp, type UdpOnRamp } from './onramps/udp/onramp.ts';
 import { Runtime } from './runtime.ts';
 import { type AppSettings, buildSettingsSchema } from './settings.ts';
 import { ingressMetrics } from './telemetry/metrics.ts';
@@ -26,9 +28,11 @@ import { ingressMetrics } from './telemetry/metrics.ts';
 /** A running app. */
 export interface RunningProxy {
   readonly runtime: Runtime;
-  /** The listening servers by endpoint name. */
+  /** The listening servers by endpoint name (`http` and `tcp` endpoints). */
   readonly servers: ReadonlyMap<string, net.Server>;
-  /** Where endpoint `name` (default `main`) listens, as `{ host, port }` (TCP endpoints). */
+  /** The `udp` endpoints by name. */
+  readonly datagramEndpoints: ReadonlyMap<string, UdpOnRamp>;
+  /** Where endpoint `name` (default `main`) listens, as `{ host, port }`. */
   address(name?: string): { host: string; port: number };
   /** Stops accepting, lets connections finish for up to `timeoutMs`, then closes the rest. */
   drain(timeoutMs: number): Promise<void>;
@@ -68,10 +72,22 @@ export async function startProxy(
   );
   const rt = new Runtime(hooks, ext, settings);
   const servers = new Map<string, net.Server>();
+  const datagramEndpoints = new Map<string, UdpOnRamp>();
   const onramps: { close(): void; drain(): Promise<void> }[] = [];
   try {
     for (const [name, ep] of Object.entries(settings.endpoints)) {
       const endpoint = new EndpointState(name, ep, ext);
+      if (ep.protocol === 'udp') {
+        const udp = openUdpOnRamp(rt, endpoint, ep);
+        onramps.push(udp);
+        datagramEndpoints.set(name, udp);
+        log.info('endpoint listening', {
+          endpoint: name,
+          addr: formatHostPort(udp.address().host, udp.address().port),
+          protocol: ep.protocol,
+        });
+        continue;
+      }
       const onramp = createOnRamp(rt, endpoint);
       onramps.push(onramp);
       const server = await openEndpoint(name, ep.addr, options.listeners);
@@ -95,7 +111,10 @@ export async function startProxy(
   return {
     runtime: rt,
     servers,
+    datagramEndpoints,
     address(name = 'main') {
+      const udp = datagramEndpoints.get(name);
+      if (udp !== undefined) return udp.address();
       const a = servers.get(name)?.address();
       if (a === null || a === undefined || typeof a === 'string')
         throw new Error(`endpoint ${name} has no TCP address`);

@@ -26,7 +26,7 @@ after(() => echo.close());
 /** The proxy's client-side sockets whose Node handle is closed (spliced tunnels). */
 function splicedSockets(app: AppUnderTest): net.Socket[] {
   return [...app.proxy.runtime.connections]
-    .map((c) => c.socket)
+    .flatMap((c) => (c.socket === null ? [] : [c.socket]))
     .filter((s) => (s as unknown as { _handle: unknown })._handle === null && !s.destroyed);
 }
 

@@ -12,3 +12,6 @@ export type ListenAddr =
 export function formatHostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/** The target of a unit that has none (no fixed target, no PROXY header): only an egress hook can send it somewhere. */
+export const NO_TARGET: Readonly<{ host: string; port: number }> = Object.freeze({ host: '', port: 0 });

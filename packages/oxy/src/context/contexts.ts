@@ -46,7 +46,7 @@ export interface EndpointContext<X extends ExtTypes = ExtTypes> {
 }
 
 /** The on-ramp protocol of an ingress connection. Grows with the on-ramps. */
-export type IngressProtocol = 'http/1.1' | 'h2' | 'h2c' | 'proxy-protocol' | 'tcp';
+export type IngressProtocol = 'http/1.1' | 'h2' | 'h2c' | 'proxy-protocol' | 'tcp' | 'udp';
 
 /** One accepted client connection. Created when the connection is accepted, before any byte is read. */
 export interface IngressContext<X extends ExtTypes = ExtTypes> {

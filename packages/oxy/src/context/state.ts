@@ -106,7 +106,8 @@ export class IngressConnection implements IngressContext, LogFieldSource {
   readonly protocol: IngressProtocol;
   readonly startedAt = performance.now();
   readonly ext: object;
-  readonly socket: net.Socket;
+  /** The accepted socket; null for a datagram session (its on-ramp's socket is shared). */
+  readonly socket: net.Socket | null;
   /** The connection's telemetry context (forked log with conn fields, its own trace). */
   telemetry: TelemetryContext | null = null;
   requests = 0;
@@ -115,18 +116,25 @@ export class IngressConnection implements IngressContext, LogFieldSource {
   closeReason = 'client_closed';
   closed = false;
 
+  /** `from` is the accepted socket, or a datagram session's addresses. */
   constructor(
     endpoint: EndpointState,
-    socket: net.Socket,
+    from: net.Socket | { readonly peer: SocketAddr; readonly local: SocketAddr },
     protocol: IngressProtocol,
     ext: ErasedExtFactories,
   ) {
     this.endpoint = endpoint;
-    this.socket = socket;
     this.protocol = protocol;
-    this.peer = { host: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+    if (from instanceof net.Socket) {
+      this.socket = from;
+      this.peer = { host: from.remoteAddress ?? '', port: from.remotePort ?? 0 };
+      this.local = endpoint.localAddr ?? { host: from.localAddress ?? '', port: from.localPort ?? 0 };
+    } else {
+      this.socket = null;
+      this.peer = from.peer;
+      this.local = from.local;
+    }
     this.client = this.peer;
-    this.local = endpoint.localAddr ?? { host: socket.localAddress ?? '', port: socket.localPort ?? 0 };
     this.ext = newExt(ext.ingress);
   }
 

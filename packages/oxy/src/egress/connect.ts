@@ -208,7 +208,12 @@ function connectOptions(rt: Runtime): HappyEyeballsOptions {
 }
 
 /** Fires `handleConnectionEstablished`; a throw destroys `socket` and fails the caller. */
-export function established(rt: Runtime, eg: EgressState, socket: Duplex, remote: SocketAddr): void {
+export function established(
+  rt: Runtime,
+  eg: EgressState,
+  socket: { destroy(): unknown },
+  remote: SocketAddr,
+): void {
   const hook = rt.hooks.egressEstablished;
   if (hook === null) return;
   try {

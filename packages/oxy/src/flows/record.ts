@@ -30,6 +30,7 @@ export function recordEnd(
   bytesUp: number,
   bytesDown: number,
   closeReason: string,
+  datagrams?: { readonly datagrams_up: number; readonly datagrams_down: number },
 ): void {
   if (!rt.audit.enabled) return;
   const conn = request.ingress;
@@ -49,6 +50,7 @@ export function recordEnd(
     bytes_down: bytesDown,
     duration_ms: Math.round((performance.now() - request.startedAt) * 1000) / 1000,
     close_reason: closeReason,
+    ...datagrams,
   });
 }
 

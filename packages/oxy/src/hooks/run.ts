@@ -18,6 +18,12 @@ import type {
   SocketAddr,
 } from '../context/contexts.ts';
 import { OXY_ERR, OxyError } from '../errors.ts';
+import {
+  DATAGRAM_HOOK_METHODS,
+  type DatagramDirection,
+  type DatagramHook,
+  type DatagramVerdict,
+} from './datagram.ts';
 import { EGRESS_HOOK_METHODS, type EgressDecision, type EgressHook } from './egress.ts';
 import {
   type ConnectDirective,
@@ -37,6 +43,7 @@ export interface Hooks<X extends ExtTypes = ExtTypes> {
   readonly ingress?: IngressHook<X>;
   readonly httpRequest?: HttpRequestHook<X>;
   readonly tunnel?: TunnelHook<X>;
+  readonly datagram?: DatagramHook<X>;
   readonly egress?: EgressHook<X>;
 }
 
@@ -46,6 +53,7 @@ export const HOOK_METHODS = {
   ingress: INGRESS_HOOK_METHODS,
   httpRequest: HTTP_REQUEST_HOOK_METHODS,
   tunnel: TUNNEL_HOOK_METHODS,
+  datagram: DATAGRAM_HOOK_METHODS,
   egress: EGRESS_HOOK_METHODS,
 } as const;
 
@@ -55,6 +63,7 @@ const GROUP_NAMES: Readonly<Record<keyof Hooks, string>> = {
   ingress: 'IngressHook',
   httpRequest: 'HttpRequestHook',
   tunnel: 'TunnelHook',
+  datagram: 'DatagramHook',
   egress: 'EgressHook',
 };
 
@@ -74,6 +83,9 @@ export interface ResolvedHooks {
   readonly response: ((res: ResponseHead, ctx: RequestContext) => Maybe<ResponseHead | undefined>) | null;
   readonly appTunnelPipeline:
     | ((ctx: RequestContext, egress: EgressContext) => Maybe<AppTunnelPipeline | undefined>)
+    | null;
+  readonly datagram:
+    | ((data: Uint8Array, direction: DatagramDirection, ctx: RequestContext) => DatagramVerdict | undefined)
     | null;
   readonly egressConnection: ((target: SocketAddr, ctx: EgressContext) => Maybe<EgressDecision>) | null;
   readonly egressEstablished: ((upstream: SocketAddr, ctx: EgressContext) => void) | null;
@@ -170,6 +182,7 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     request: bind('httpRequest', 'handleRequest'),
     response: bind('httpRequest', 'handleResponse'),
     appTunnelPipeline: bind('tunnel', 'getAppTunnelPipeline'),
+    datagram: bind('datagram', 'handleDatagram'),
     egressConnection: bind('egress', 'handleConnection'),
     egressEstablished: bind('egress', 'handleConnectionEstablished'),
     upstreamIps: bind('egress', 'handleUpstreamIps'),

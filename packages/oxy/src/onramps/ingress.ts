@@ -115,9 +115,10 @@ function closed(rt: Runtime, conn: IngressConnection): void {
   ingressMetrics.connections_active({ endpoint: conn.endpoint.name }).dec();
   const hook = rt.hooks.ingressConnectionClose;
   if (hook === null) return;
+  const socket = conn.socket as net.Socket; // accepted connections have one
   const stats = {
-    bytesIn: conn.socket.bytesRead,
-    bytesOut: conn.socket.bytesWritten + offloadedBytes(conn.socket),
+    bytesIn: socket.bytesRead,
+    bytesOut: socket.bytesWritten + offloadedBytes(socket),
     durationMs: performance.now() - conn.startedAt,
     requests: conn.requests,
     closeReason: conn.closeReason,

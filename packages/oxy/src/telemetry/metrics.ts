@@ -55,3 +55,21 @@ export const dnsMetrics = defineMetrics('dns', {
 export const hookMetrics = defineMetrics('hooks', {
   failures_total: counter<{ hook: string }>('App hook calls that threw or rejected.'),
 });
+
+/** Datagram sessions (`udp` endpoints, and later CONNECT-UDP and upgraded UDP flows). */
+export const datagramMetrics = defineMetrics('udp', {
+  sessions_active: gauge<{ endpoint: string }>('Open datagram sessions.'),
+  sessions_total: counter<{ endpoint: string }>('Datagram sessions opened.'),
+  datagrams_total: counter<{ direction: 'up' | 'down' }>(
+    'Datagrams forwarded through sessions (up = client to upstream), counted when a session ends.',
+  ),
+  bytes_total: counter<{ direction: 'up' | 'down' }>(
+    'Payload bytes forwarded through sessions, counted when a session ends.',
+  ),
+  dropped_total: counter<{ reason: string }>(
+    'Datagrams dropped: refused session, too many sessions, too large, a hook, a full queue.',
+  ),
+  session_duration_seconds: histogram('How long datagram sessions lasted.', {
+    buckets: [0.01, 0.1, 1, 5, 15, 60, 300, 900, 3600],
+  }),
+});

@@ -21,6 +21,7 @@ export const GROUP_LABELS = {
   ingress: 'ingress',
   httpRequest: 'http',
   tunnel: 'tunnel',
+  datagram: 'datagram',
   egress: 'egress',
 } as const;
 

@@ -14,6 +14,7 @@
  */
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { NO_TARGET } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { type IngressConnection, RequestState } from '../../context/state.ts';
 import { runStream, type SpliceableClient, type StreamIngress } from '../../flows/stream/runner.ts';
@@ -23,8 +24,6 @@ import { forkRequest } from '../../telemetry/fork.ts';
 import type { SocketOnRamp } from '../ingress.ts';
 
 const NO_HEAD = Buffer.alloc(0);
-/** The target of a connection that has none: only an egress hook can send it somewhere. */
-const NO_TARGET: SocketAddr = Object.freeze({ host: '', port: 0 });
 
 /** The on-ramp of a `tcp` endpoint with `settings`. */
 export function createTcpOnRamp(rt: Runtime, settings: TcpEndpointSettings): SocketOnRamp {

@@ -1,0 +1,52 @@
+/**
+ * The UDP connector of the egress pipeline: a datagram session's own upstream socket, connected
+ * to the first address of its route (so the kernel drops datagrams from anyone else, and an
+ * ICMP error for it reaches this socket), from `egress.source_addr` when it is of the same
+ * family. The route (decision, DNS, `handleUpstreamIps`, `blocked_cidrs`) was made before, by
+ * `routeEgress(…, 'udp')`, exactly as for a stream.
+ *
+ * There is no Happy Eyeballs for UDP: nothing answers a connect, so the first address is taken
+ * (the resolver orders them).
+ */
+import net from 'node:net';
+import { UdpSocket } from 'native';
+import type { SocketAddr } from '../context/contexts.ts';
+import { OXY_ERR, OxyError } from '../errors.ts';
+import type { Runtime } from '../runtime.ts';
+
+/** A connected upstream UDP socket and the address it is connected to. */
+export interface UdpUpstream {
+  readonly socket: UdpSocket;
+  readonly remote: SocketAddr;
+}
+
+/** Opens a UDP socket connected to `ips[0]`:`port`. Throws `OXY_ERR_CONNECT_FAILED` when the kernel refuses. */
+export function connectUdp(
+  rt: Runtime,
+  ips: readonly string[],
+  port: number,
+  maxDatagram: number,
+): UdpUpstream {
+  const ip = ips[0];
+  if (ip === undefined)
+    throw new OxyError(OXY_ERR.CONNECT_FAILED, 'no address to send to', { source: 'internal' });
+  const source = rt.settings.egress.source_addr;
+  try {
+    const socket = UdpSocket.connect({
+      address: ip,
+      port,
+      maxDatagramSize: maxDatagram,
+      ...(source !== null && net.isIP(source) === net.isIP(ip) ? { localAddress: source } : {}),
+    });
+    return { socket, remote: { host: ip, port } };
+  } catch (e) {
+    throw new OxyError(
+      OXY_ERR.CONNECT_FAILED,
+      `cannot open a UDP socket to ${ip}:${port}: ${(e as Error).message}`,
+      {
+        source: 'upstream',
+        cause: e,
+      },
+    );
+  }
+}

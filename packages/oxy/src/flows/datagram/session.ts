@@ -1,0 +1,291 @@
+/**
+ * The datagram runner: the one pipeline every datagram session goes through, whatever on-ramp
+ * produced it (a `udp` endpoint's client, with or without a PROXY header; later CONNECT-UDP and
+ * upgraded UDP flows). An on-ramp makes a session per client, feeds it the client's datagrams
+ * and gives it a way to reply ({@link DatagramIngress}); the session does the rest: the ingress
+ * decision, the egress route (decision, DNS, `handleUpstreamIps`, `blocked_cidrs`), a connected
+ * upstream UDP socket of its own, `DatagramHook.handleDatagram` both ways, counts, and at the
+ * end metrics, one `udp_session` audit record and `IngressHook.handleConnectionClose`.
+ *
+ * Order: `IngressHook.handleConnection` → `EgressHook.handleConnection` → resolution →
+ * `handleUpstreamIps` → blocklist → upstream socket → `handleConnectionEstablished` → datagrams
+ * (`handleDatagram`) → end (idle, drain, shutdown) → audit → `handleConnectionClose`.
+ *
+ * States: `opening` (datagrams wait in a small bounded queue), `open`, `refused` (the ingress or
+ * egress said no: datagrams are dropped and counted until the session idles out, so a refused
+ * client costs one record per idle period, not one per datagram), `closed`.
+ *
+ * Timers: none per session. The on-ramp sweeps its sessions for idleness, reading `lastActive`,
+ * which is set from the time its caller read once per received batch.
+ */
+import type { UdpBatch, UdpSocket } from 'native';
+import { formatHostPort } from '../../context/addr.ts';
+import type { IngressConnection } from '../../context/state.ts';
+import { EgressState, RequestState } from '../../context/state.ts';
+import { connectFailed, connectObserved, established, routeEgress } from '../../egress/connect.ts';
+import { connectUdp } from '../../egress/udp.ts';
+import { httpStatusFor, isOxyError } from '../../errors.ts';
+import type { DatagramVerdict } from '../../hooks/datagram.ts';
+import type { IngressDecision } from '../../hooks/ingress.ts';
+import type { Runtime } from '../../runtime.ts';
+import { forkConnection, forkRequest, inConnectionContext } from '../../telemetry/fork.ts';
+import { datagramMetrics } from '../../telemetry/metrics.ts';
+import { recordEnd } from '../record.ts';
+
+/** How an on-ramp answers a session's client. */
+export interface DatagramIngress {
+  /** Sends one datagram to the client (behind the on-ramp's header form, if it has one). */
+  reply(data: Uint8Array): void;
+  /**
+   * Sends every datagram of an upstream batch to the client, unchanged: the fast path when no
+   * hook sees datagrams (one sendmmsg for the batch when the on-ramp has no header to add).
+   */
+  replyBatch(batch: UdpBatch): void;
+  /** The session ended: the on-ramp forgets it. */
+  ended(session: DatagramSession): void;
+}
+
+/** The state of a session (see the module comment). */
+export type SessionState = 'opening' | 'open' | 'refused' | 'closed';
+
+/** Datagrams held while a session opens; more are dropped (UDP's answer to a full queue). */
+const MAX_PENDING = 64;
+
+/** One client's datagram session. */
+export class DatagramSession {
+  readonly conn: IngressConnection;
+  readonly request: RequestState;
+  state: SessionState = 'opening';
+  /** `performance.now()` of the last datagram either way (set from the caller's batch time). */
+  lastActive: number;
+  datagramsUp = 0;
+  datagramsDown = 0;
+  bytesUp = 0;
+  bytesDown = 0;
+  readonly #rt: Runtime;
+  readonly #ingress: DatagramIngress;
+  readonly #maxDatagram: number;
+  #upstream: UdpSocket | null = null;
+  #pending: Buffer[] | null = null;
+  #reason = 'idle_timeout';
+
+  constructor(
+    rt: Runtime,
+    conn: IngressConnection,
+    target: { host: string; port: number },
+    ingress: DatagramIngress,
+    now: number,
+    maxDatagram: number,
+  ) {
+    this.#rt = rt;
+    this.#maxDatagram = maxDatagram;
+    this.conn = conn;
+    this.#ingress = ingress;
+    this.lastActive = now;
+    conn.requests = 1;
+    this.request = new RequestState(conn, 'udp', 'UDP', target, rt.ext);
+    datagramMetrics.sessions_total({ endpoint: conn.endpoint.name }).inc();
+    datagramMetrics.sessions_active({ endpoint: conn.endpoint.name }).inc();
+    forkConnection(conn, () => forkRequest(this.request, () => void this.#start()));
+  }
+
+  /** A datagram from the client: `batch` datagram `i`, received at `now`. */
+  fromClient(batch: UdpBatch, i: number, now: number): void {
+    this.lastActive = now;
+    const n = batch.length(i);
+    if (this.state === 'open') {
+      const up = this.#upstream as UdpSocket;
+      const hook = this.#rt.hooks.datagram;
+      if (hook === null) {
+        this.datagramsUp++;
+        this.bytesUp += n;
+        up.sendFrom(batch, i);
+        return;
+      }
+      const out = this.#verdict(hook, batch.payload(i), 'up');
+      if (out === null) return;
+      this.datagramsUp++;
+      this.bytesUp += out.length;
+      up.send(out);
+      return;
+    }
+    if (this.state === 'opening') {
+      this.#pending ??= [];
+      if (this.#pending.length < MAX_PENDING) this.#pending.push(batch.copy(i));
+      else datagramMetrics.dropped_total({ reason: 'session_opening' }).inc();
+      return;
+    }
+    datagramMetrics.dropped_total({ reason: this.state === 'refused' ? 'refused' : 'closed' }).inc();
+  }
+
+  /** Ends the session now with `reason` (idle, drain, shutdown); idempotent. */
+  close(reason: string): void {
+    if (this.state === 'closed') return;
+    this.#reason = this.state === 'refused' ? this.#reason : reason;
+    this.state = 'closed';
+    this.#upstream?.close();
+    this.#upstream = null;
+    this.#pending = null;
+    inConnectionContext(this.conn, () => this.#finish());
+  }
+
+  async #start(): Promise<void> {
+    const rt = this.#rt;
+    const ingressHook = rt.hooks.ingressConnection;
+    if (ingressHook !== null) {
+      let d: IngressDecision;
+      try {
+        d = await ingressHook(this.conn);
+      } catch (e) {
+        rt.hookFailed('IngressHook.handleConnection', e);
+        this.#refuse(500, 'OXY_ERR_HOOK_FAILED');
+        return;
+      }
+      if (d !== undefined && d.kind === 'block') {
+        this.#refuse(403, 'blocked');
+        return;
+      }
+    }
+    if (this.state !== 'opening') return;
+    const eg = new EgressState(this.conn, this.request, this.request.target, rt.ext);
+    const started = performance.now();
+    try {
+      const r = routeEgress(rt, eg, this.request.decisions, 'udp');
+      const route = r instanceof Promise ? await r : r;
+      if (route.kind !== 'direct') throw new TypeError('unreachable: UDP routes are direct');
+      if (this.state !== 'opening') return;
+      const { socket, remote } = connectUdp(rt, route.ips, route.port, this.#maxDatagram);
+      this.#upstream = socket;
+      this.request.upstream = formatHostPort(remote.host, remote.port);
+      connectObserved(started);
+      established(rt, eg, { destroy: () => socket.close() }, remote);
+    } catch (e) {
+      this.#upstream?.close();
+      this.#upstream = null;
+      if (!(e instanceof TypeError)) connectFailed(isOxyError(e) ? e.code : 'unknown');
+      this.#refuse(httpStatusFor(e), isOxyError(e) ? e.code : 'error');
+      return;
+    }
+    if (this.state !== 'opening') {
+      this.#upstream.close();
+      return;
+    }
+    this.request.status = 200;
+    this.state = 'open';
+    const up = this.#upstream;
+    up.onBatch((batch) => this.#fromUpstream(batch));
+    up.onError(() => {
+      // An ICMP error for the upstream (port unreachable): counted by the socket; the session
+      // goes on, as a UDP flow would, until it idles out.
+    });
+    const pending = this.#pending;
+    this.#pending = null;
+    if (pending !== null) for (const d of pending) this.#sendUp(d);
+  }
+
+  #sendUp(data: Uint8Array): void {
+    const hook = this.#rt.hooks.datagram;
+    const out = hook === null ? data : this.#verdict(hook, data, 'up');
+    if (out === null) return;
+    this.datagramsUp++;
+    this.bytesUp += out.length;
+    this.#upstream?.send(out);
+  }
+
+  #fromUpstream(batch: UdpBatch): void {
+    if (this.state !== 'open') return;
+    this.lastActive = performance.now();
+    const hook = this.#rt.hooks.datagram;
+    if (hook === null) {
+      let bytes = 0;
+      for (let i = 0; i < batch.count; i++) bytes += batch.length(i);
+      this.datagramsDown += batch.count;
+      this.bytesDown += bytes;
+      this.#ingress.replyBatch(batch);
+      return;
+    }
+    for (let i = 0; i < batch.count; i++) {
+      const out = this.#verdict(hook, batch.payload(i), 'down');
+      if (out === null) continue;
+      this.datagramsDown++;
+      this.bytesDown += out.length;
+      this.#ingress.reply(out);
+    }
+  }
+
+  /** The bytes to send for `data` after the hook, or null to drop it. */
+  #verdict(
+    hook: NonNullable<Runtime['hooks']['datagram']>,
+    data: Uint8Array,
+    direction: 'up' | 'down',
+  ): Uint8Array | null {
+    let v: DatagramVerdict | undefined;
+    try {
+      v = hook(data, direction, this.request);
+    } catch (e) {
+      inConnectionContext(this.conn, () => this.#rt.hookFailed('DatagramHook.handleDatagram', e));
+      datagramMetrics.dropped_total({ reason: 'hook_failed' }).inc();
+      return null;
+    }
+    if (v === undefined || v.kind === 'pass') return data;
+    if (v.kind === 'rewrite') return v.data;
+    if (v.kind === 'drop') {
+      datagramMetrics.dropped_total({ reason: v.reason }).inc();
+      return null;
+    }
+    // A verdict of a kind the framework does not know fails closed.
+    inConnectionContext(this.conn, () =>
+      this.#rt.hookFailed(
+        'DatagramHook.handleDatagram',
+        new TypeError(`unknown datagram verdict ${JSON.stringify((v as { kind: unknown }).kind)}`),
+      ),
+    );
+    datagramMetrics.dropped_total({ reason: 'hook_failed' }).inc();
+    return null;
+  }
+
+  #refuse(status: number, reason: string): void {
+    if (this.state === 'closed') return;
+    this.request.status = status;
+    this.#reason = reason;
+    this.conn.closeReason = reason;
+    this.state = 'refused';
+    if (this.#pending !== null)
+      datagramMetrics.dropped_total({ reason: 'refused' }).inc(this.#pending.length);
+    this.#pending = null;
+  }
+
+  #finish(): void {
+    const rt = this.#rt;
+    const endpoint = this.conn.endpoint.name;
+    datagramMetrics.sessions_active({ endpoint }).dec();
+    datagramMetrics.datagrams_total({ direction: 'up' }).inc(this.datagramsUp);
+    datagramMetrics.datagrams_total({ direction: 'down' }).inc(this.datagramsDown);
+    datagramMetrics.bytes_total({ direction: 'up' }).inc(this.bytesUp);
+    datagramMetrics.bytes_total({ direction: 'down' }).inc(this.bytesDown);
+    const durationMs = performance.now() - this.conn.startedAt;
+    datagramMetrics.session_duration_seconds().observe(durationMs / 1000);
+    if (this.conn.closeReason === 'client_closed') this.conn.closeReason = this.#reason;
+    recordEnd(rt, this.request, this.bytesUp, this.bytesDown, this.#reason, {
+      datagrams_up: this.datagramsUp,
+      datagrams_down: this.datagramsDown,
+    });
+    this.#ingress.ended(this);
+    const hook = rt.hooks.ingressConnectionClose;
+    if (hook === null) return;
+    try {
+      hook(
+        {
+          bytesIn: this.bytesUp,
+          bytesOut: this.bytesDown,
+          durationMs,
+          requests: 1,
+          closeReason: this.conn.closeReason,
+        },
+        this.conn,
+      );
+    } catch (e) {
+      rt.hookFailed('IngressHook.handleConnectionClose', e);
+    }
+  }
+}

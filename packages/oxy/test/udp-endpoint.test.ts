@@ -1,0 +1,189 @@
+/**
+ * `udp` endpoints: datagram sessions by client address through the datagram runner: DNS with
+ * dig (Debian's bind9-dnsutils, when installed) and with a client written here, 10,000
+ * datagrams with none lost, idle expiry with a `udp_session` audit record, refusals by the
+ * blocklist, the datagram hook rewriting and dropping, and the session bound.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawnSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { after, test } from 'node:test';
+import { promisify } from 'node:util';
+import type { AuditRecord } from '../src/audit.ts';
+import { DatagramVerdict } from '../src/hooks/datagram.ts';
+import { EgressDecision } from '../src/hooks/egress.ts';
+import { DNS_TYPE, decodeDnsMessage, encodeDnsMessage } from '../src/protocols/dns/codec.ts';
+import { type AppUnderTest, hooksApp, startApp, startDnsServer, waitUntil } from '../src/testing/index.ts';
+
+const execFileAsync = promisify(execFile);
+const dns = await startDnsServer({ records: { 'example.test': { A: ['192.0.2.7'] } } });
+const echo = dgram.createSocket('udp4');
+echo.on('message', (msg, from) => echo.send(msg, from.port, from.address));
+echo.bind(0, '127.0.0.1');
+await once(echo, 'listening');
+const echoPort = echo.address().port;
+
+const opened: AppUnderTest[] = [];
+after(async () => {
+  await Promise.all(opened.map((a) => a.stop()));
+  echo.close();
+  await dns.close();
+});
+
+async function start(hooks: Parameters<typeof hooksApp>[0], udp: Record<string, unknown>, extra = {}) {
+  const app = await startApp(hooksApp(hooks), {
+    settings: { endpoints: { main: {}, dns: { protocol: 'udp', addr: '127.0.0.1:0', udp } }, ...extra },
+  });
+  opened.push(app);
+  return app;
+}
+
+function portOf(app: AppUnderTest): number {
+  return Number(app.address('dns').split(':').at(-1));
+}
+
+/** Sends `payload` from a new socket and resolves with the first answer (or rejects after `ms`). */
+async function ask(port: number, payload: Buffer, ms = 2000): Promise<Buffer> {
+  const s = dgram.createSocket('udp4');
+  try {
+    s.send(payload, port, '127.0.0.1');
+    const timer = setTimeout(() => s.emit('error', new Error('no answer')), ms);
+    const [msg] = (await once(s, 'message')) as [Buffer];
+    clearTimeout(timer);
+    return msg;
+  } finally {
+    s.close();
+  }
+}
+
+function query(id: number, name: string): Buffer {
+  return Buffer.from(
+    encodeDnsMessage({
+      header: { id, qr: false, opcode: 0, aa: false, tc: false, rd: true, ra: false, rcode: 0 },
+      questions: [{ name, type: DNS_TYPE.A, class: 1 }],
+      answers: [],
+      authorities: [],
+      additionals: [],
+    }),
+  );
+}
+
+async function recordFor(app: AppUnderTest, match: (r: AuditRecord) => boolean): Promise<AuditRecord> {
+  await waitUntil(() => app.auditRecords().some(match), 'the audit record');
+  return app.auditRecords().find(match) as AuditRecord;
+}
+
+test('a DNS query through a udp endpoint reaches the server and its answer comes back', async () => {
+  const app = await start({}, { target: dns.address });
+  const answer = decodeDnsMessage(await ask(portOf(app), query(4242, 'example.test')));
+  assert.equal(answer.header.id, 4242);
+  assert.deepEqual(
+    answer.answers.map((a) => a.address),
+    ['192.0.2.7'],
+  );
+});
+
+test('dig through the endpoint', {
+  skip: spawnSync('dig', ['-v']).error ? 'dig is not installed (bind9-dnsutils)' : false,
+}, async () => {
+  const app = await start({}, { target: dns.address });
+  // Asynchronously: the proxy and the DNS server run in this process.
+  const r = await execFileAsync(
+    'dig',
+    ['+short', '+tries=1', '+time=2', '-p', String(portOf(app)), '@127.0.0.1', 'example.test', 'A'],
+    {
+      encoding: 'utf8',
+    },
+  );
+  assert.equal(r.stdout.trim(), '192.0.2.7', r.stderr);
+});
+
+test('10,000 datagrams through one session: none lost, counted in the audit record at idle expiry', async () => {
+  // An idle timeout long enough that a loaded machine's pause does not end the session mid-run.
+  const app = await start({}, { target: `127.0.0.1:${echoPort}`, idle_timeout: '1500ms' });
+  const port = portOf(app);
+  const client = dgram.createSocket('udp4');
+  const total = 10_000;
+  const window = 64;
+  let sent = 0;
+  let received = 0;
+  const seen = new Uint8Array(total);
+  const done = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`received ${received} of ${total}`)), 20_000);
+    client.on('message', (msg) => {
+      const n = msg.readUInt32BE(0);
+      if (seen[n] === 0) {
+        seen[n] = 1;
+        received++;
+      }
+      if (received === total) {
+        clearTimeout(timer);
+        resolve();
+      } else if (sent < total) send();
+    });
+  });
+  const send = () => {
+    // A buffer per datagram: dgram reads it when the send happens, not when it is queued.
+    const payload = Buffer.alloc(100);
+    payload.writeUInt32BE(sent++, 0);
+    client.send(payload, port, '127.0.0.1');
+  };
+  client.bind(0, '127.0.0.1');
+  await once(client, 'listening');
+  for (let i = 0; i < window; i++) send();
+  await done;
+  const local = `127.0.0.1:${client.address().port}`;
+  client.close();
+  const rec = await recordFor(app, (r) => r.kind === 'udp_session' && r.client === local);
+  assert.equal(rec.close_reason, 'idle_timeout');
+  assert.equal(rec.datagrams_up, total);
+  assert.equal(rec.datagrams_down, total);
+  assert.equal(rec.bytes_up, total * 100);
+  assert.equal(rec.upstream, `127.0.0.1:${echoPort}`);
+  assert.deepEqual(rec.decisions, ['egress:direct']);
+});
+
+test('a blocked destination refuses the session: nothing is sent, one record per session', async () => {
+  const app = await start(
+    {},
+    { target: `127.0.0.1:${echoPort}`, idle_timeout: '200ms' },
+    { egress: { blocked_cidrs: ['127.0.0.0/8'] } },
+  );
+  await assert.rejects(ask(portOf(app), Buffer.from('x'), 300), /no answer/);
+  const rec = await recordFor(app, (r) => r.kind === 'udp_session');
+  assert.equal(rec.status, 403);
+  assert.equal(rec.close_reason, 'OXY_ERR_EGRESS_BLOCKED');
+  assert.equal(rec.datagrams_up, 0);
+});
+
+test('the datagram hook rewrites and drops; the egress hook picks the target', async () => {
+  const app = await start(
+    {
+      egress: { handleConnection: () => EgressDecision.direct({ host: '127.0.0.1', port: echoPort }) },
+      datagram: {
+        handleDatagram: (data, direction) => {
+          const text = Buffer.from(data).toString();
+          if (text === 'drop me') return DatagramVerdict.drop('test');
+          return direction === 'down' ? DatagramVerdict.rewrite(Buffer.from(`${text}!`)) : undefined;
+        },
+      },
+    },
+    { target: null },
+  );
+  assert.equal((await ask(portOf(app), Buffer.from('hello'))).toString(), 'hello!');
+  await assert.rejects(ask(portOf(app), Buffer.from('drop me'), 300), /no answer/);
+});
+
+test('beyond max_sessions, datagrams of new clients are dropped; existing sessions go on', async () => {
+  const app = await start({}, { target: `127.0.0.1:${echoPort}`, max_sessions: 1 });
+  const first = dgram.createSocket('udp4');
+  first.bind(0, '127.0.0.1');
+  await once(first, 'listening');
+  first.send('one', portOf(app), '127.0.0.1');
+  assert.equal(((await once(first, 'message')) as [Buffer])[0].toString(), 'one');
+  await assert.rejects(ask(portOf(app), Buffer.from('two'), 300), /no answer/);
+  first.send('again', portOf(app), '127.0.0.1');
+  assert.equal(((await once(first, 'message')) as [Buffer])[0].toString(), 'again');
+  first.close();
+});
