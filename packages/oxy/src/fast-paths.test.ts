@@ -27,13 +27,10 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'egress.tcpConnectOverride': ['wholeTunnel', 'sharedPool'],
 };
 
-const ALL: readonly FastPath[] = [
-  'wholeTunnel',
-  'sharedPool',
-  'leanForward',
-  'defaultEgress',
-  'literalEgress',
-];
+/** Every fast path, as the plan names them. */
+const ALL = Object.keys(
+  planFastPaths({ hooks: resolveHooks({}), egressExt: false, defaultProxy: false }),
+) as FastPath[];
 
 function disabledBy(
   hooks: ResolvedHooks,
