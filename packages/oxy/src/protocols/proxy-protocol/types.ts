@@ -85,7 +85,15 @@ export class ProxyProtocolError extends OxyError {
   readonly reason: ProxyReason;
 
   constructor(reason: ProxyReason, message: string) {
-    super(OXY_ERR.PROXY_PROTOCOL, `PROXY protocol: ${reason}: ${message}`, { source: 'downstream' });
+    // No stack: a malformed header is a peer's input, not a bug here, and capturing a stack was
+    // most of the cost of refusing one (a flood of bad headers must stay cheap).
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      super(OXY_ERR.PROXY_PROTOCOL, `PROXY protocol: ${reason}: ${message}`, { source: 'downstream' });
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.reason = reason;
   }
 }
