@@ -146,6 +146,9 @@ describe('PROXY protocol from real peers', { skip }, () => {
       '  default_backend be_v2tls',
       'backend be_v2tls',
       `  server s ${target} send-proxy-v2 proxy-v2-options ssl,unique-id,authority,crc32c,cert-cn,ssl-cipher,cert-sig,cert-key`,
+      // Health checks: haproxy sends a LOCAL header on them.
+      'backend be_checks',
+      `  server s ${target} send-proxy-v2 proxy-v2-options crc32c check inter 200ms`,
       '',
     ].join('\n');
     const cfgPath = join(dir, 'haproxy.cfg');
@@ -241,6 +244,13 @@ describe('PROXY protocol from real peers', { skip }, () => {
     assert.ok(t.ssl?.cipher === cipher.name || t.ssl?.cipher === cipher.standardName, `${t.ssl?.cipher}`);
     assert.equal(t.ssl?.cn, 'client.test');
     assert.ok((t.ssl?.sig_alg ?? '').length > 0 && (t.ssl?.key_alg ?? '').length > 0, JSON.stringify(t.ssl));
+  });
+
+  it('haproxy health checks with send-proxy-v2: a LOCAL header, accepted, no addresses', async () => {
+    const s = await seenWhere((x) => x.header.command === 'local');
+    assert.equal(s.header.version, 2);
+    assert.equal(s.header.addresses, null);
+    assert.equal(proxyHeaderView(s.header).source, null);
   });
 
   it('curl --haproxy-protocol: a v1 header with curl’s own address, then its request', async () => {

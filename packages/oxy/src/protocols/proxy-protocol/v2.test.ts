@@ -297,7 +297,7 @@ describe('PROXY v2: TLVs', () => {
     for (const at of [0x0e + 2, 20, 31, good.length - 1]) {
       const bad = Buffer.from(good);
       bad[at]! ^= 0x01;
-      assert.throws(() => decodeV2(bad), rejects(at === 31 ? 'bad_crc' : 'bad_crc'), `byte ${at}`);
+      assert.throws(() => decodeV2(bad), rejects('bad_crc'), `byte ${at}`);
     }
   });
 
