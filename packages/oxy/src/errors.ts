@@ -35,6 +35,12 @@ export const OXY_ERR = {
   BLOCKED: 'OXY_ERR_BLOCKED',
   /** The client went away before the exchange finished. */
   CLIENT_CLOSED: 'OXY_ERR_CLIENT_CLOSED',
+  /**
+   * A PROXY protocol (or SPP) header was malformed, too long, late, or came from a peer outside
+   * `proxy_protocol.trusted_cidrs`. The error's `reason` says which; the connection is closed (or
+   * the datagram dropped) and nothing reaches an upstream.
+   */
+  PROXY_PROTOCOL: 'OXY_ERR_PROXY_PROTOCOL',
 
   // --- egress --------------------------------------------------------------------------
   /** The egress decision or `egress.blocked_cidrs` refused the destination (→ 403). */

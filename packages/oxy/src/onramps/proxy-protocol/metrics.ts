@@ -1,0 +1,28 @@
+/**
+ * Metrics of the PROXY protocol on-ramp: headers accepted by version, headers refused by reason.
+ * A module of its own (not `telemetry/metrics.ts`) so the on-ramp owns its metrics. Names come
+ * out as `<service>_proxy_protocol_headers_total` and `<service>_proxy_protocol_rejected_total`.
+ */
+import { counter, defineMetrics } from 'foundations/telemetry';
+import type { ProxyReason, ProxyVersion } from '../../protocols/proxy-protocol/index.ts';
+
+/** The `proxy_protocol` metric group. */
+export const proxyProtocolMetrics = defineMetrics('proxy_protocol', {
+  headers_total: counter<{ version: string }>(
+    'PROXY protocol headers accepted, by version (1, 2, spp); per connection, or per datagram on udp.',
+  ),
+  rejected_total: counter<{ reason: string }>(
+    'Connections closed or datagrams dropped for their PROXY header, by reason (bad_signature, ' +
+      'too_long, bad_crc, truncated, untrusted, timeout, …).',
+  ),
+});
+
+/** Counts an accepted header. */
+export function countHeader(version: ProxyVersion): void {
+  proxyProtocolMetrics.headers_total({ version: String(version) }).inc();
+}
+
+/** Counts a refused header (or an untrusted peer). */
+export function countRejected(reason: ProxyReason): void {
+  proxyProtocolMetrics.rejected_total({ reason }).inc();
+}

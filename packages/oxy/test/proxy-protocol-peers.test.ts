@@ -1,0 +1,272 @@
+/**
+ * readProxyHeader against real senders: haproxy (Debian's 2.6) in front of a small TCP server,
+ * with `send-proxy` (v1), `send-proxy-v2`, and `send-proxy-v2` with
+ * `proxy-v2-options ssl,unique-id,authority,crc32c,…` behind a TLS bind (certificates made with
+ * openssl, a client certificate included so the CN and verify fields are filled); and curl's
+ * `--haproxy-protocol` (v1) straight at the server. Every address asserted is one the client
+ * socket itself reports, so nothing here is a hard-coded answer.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import tls from 'node:tls';
+import { promisify } from 'node:util';
+import { parseSettings } from 'foundations/settings';
+import {
+  ProxyProtocolSettings,
+  proxyReadOptions,
+  readProxyHeader,
+} from '../src/onramps/proxy-protocol/index.ts';
+import { type ProxyHeader, proxyHeaderView } from '../src/protocols/proxy-protocol/index.ts';
+
+const execFileAsync = promisify(execFile);
+
+function has(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    // Boundary: `command -v` exits non-zero when the tool is absent.
+    return false;
+  }
+}
+
+const missing = ['haproxy', 'curl', 'openssl'].filter((c) => !has(c));
+const skip =
+  missing.length > 0 ? `needs ${missing.join(', ')} (Debian: apt-get install ${missing.join(' ')})` : false;
+
+/** What the reader saw on one connection. */
+interface Seen {
+  readonly header: ProxyHeader;
+  readonly peerPort: number;
+  readonly rest: string;
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = s.address() as net.AddressInfo;
+  s.close();
+  await once(s, 'close');
+  return port;
+}
+
+async function waitListening(port: number, deadline: number): Promise<void> {
+  for (;;) {
+    try {
+      const c = net.connect(port, '127.0.0.1');
+      await once(c, 'connect');
+      c.destroy();
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await sleep(50);
+    }
+  }
+}
+
+describe('PROXY protocol from real peers', { skip }, () => {
+  const dir = skip ? '' : mkdtempSync(join(tmpdir(), 'oxy-pp-'));
+  const seen: Seen[] = [];
+  const server = net.createServer({ pauseOnConnect: true });
+  const options = proxyReadOptions(parseSettings(ProxyProtocolSettings, []));
+  let haproxy: ChildProcess | undefined;
+  let haproxyLog = '';
+  const ports = { v1: 0, v2: 0, tls: 0, server: 0 };
+
+  before(async () => {
+    // The reader: the header, then one HTTP-ish answer naming the source it saw.
+    server.on('connection', (socket) => {
+      socket.on('error', () => {});
+      readProxyHeader(socket, options).then(
+        ({ header, rest }) => {
+          seen.push({ header, peerPort: socket.remotePort ?? 0, rest: rest?.toString() ?? '' });
+          const body = JSON.stringify(proxyHeaderView(header));
+          socket.end(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+          socket.resume();
+        },
+        () => {},
+      );
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    ports.server = (server.address() as net.AddressInfo).port;
+
+    const ssl = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-x509'];
+    ssl(['req', ...ec, '-keyout', 'srv.key', '-out', 'srv.pem', '-subj', '/CN=test.example']);
+    ssl([
+      'req',
+      ...ec,
+      '-keyout',
+      'cli.key',
+      '-out',
+      'cli.pem',
+      '-subj',
+      '/CN=client.test',
+      '-addext',
+      'extendedKeyUsage=clientAuth',
+    ]);
+    writeFileSync(
+      join(dir, 'srv-combined.pem'),
+      readFileSync(join(dir, 'srv.pem'), 'utf8') + readFileSync(join(dir, 'srv.key'), 'utf8'),
+    );
+
+    ports.v1 = await freePort();
+    ports.v2 = await freePort();
+    ports.tls = await freePort();
+    const target = `127.0.0.1:${ports.server}`;
+    const cfg = [
+      'global',
+      '  nbthread 1',
+      'defaults',
+      '  mode tcp',
+      '  timeout connect 2s',
+      '  timeout client 5s',
+      '  timeout server 5s',
+      'frontend v1',
+      `  bind 127.0.0.1:${ports.v1}`,
+      '  default_backend be_v1',
+      'backend be_v1',
+      `  server s ${target} send-proxy`,
+      'frontend v2',
+      `  bind 127.0.0.1:${ports.v2}`,
+      '  default_backend be_v2',
+      'backend be_v2',
+      `  server s ${target} send-proxy-v2`,
+      'frontend v2tls',
+      `  bind 127.0.0.1:${ports.tls} ssl crt ${join(dir, 'srv-combined.pem')} ca-file ${join(dir, 'cli.pem')} verify optional alpn h2,http/1.1`,
+      '  unique-id-format id-%ci-%cp',
+      '  default_backend be_v2tls',
+      'backend be_v2tls',
+      `  server s ${target} send-proxy-v2 proxy-v2-options ssl,unique-id,authority,crc32c,cert-cn,ssl-cipher,cert-sig,cert-key`,
+      // Health checks: haproxy sends a LOCAL header on them.
+      'backend be_checks',
+      `  server s ${target} send-proxy-v2 proxy-v2-options crc32c check inter 200ms`,
+      '',
+    ].join('\n');
+    const cfgPath = join(dir, 'haproxy.cfg');
+    writeFileSync(cfgPath, cfg);
+    execFileSync('haproxy', ['-c', '-f', cfgPath], { stdio: 'pipe' });
+    haproxy = spawn('haproxy', ['-f', cfgPath, '-db'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    haproxy.stdout?.on('data', (d) => (haproxyLog += d));
+    haproxy.stderr?.on('data', (d) => (haproxyLog += d));
+    const deadline = Date.now() + 10_000;
+    for (const p of [ports.v1, ports.v2, ports.tls]) await waitListening(p, deadline);
+  });
+
+  after(async () => {
+    if (haproxy !== undefined && haproxy.exitCode === null) {
+      haproxy.kill('SIGTERM');
+      await once(haproxy, 'exit');
+    }
+    server.close();
+    if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Sends `text` on `socket` once connected and resolves with what came back, when closed. */
+  async function exchange(socket: net.Socket, text: string): Promise<string> {
+    let got = '';
+    socket.on('data', (d) => (got += d));
+    socket.write(text);
+    await once(socket, 'close');
+    return got;
+  }
+
+  /** The connection the reader saw that matches `pick` (haproxy's own probes are there too). */
+  async function seenWhere(pick: (s: Seen) => boolean): Promise<Seen> {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const found = seen.find(pick);
+      if (found !== undefined) return found;
+      assert.ok(Date.now() < deadline, `no such connection reached the reader; haproxy said: ${haproxyLog}`);
+      await sleep(10);
+    }
+  }
+  const fromPort = (port: number | undefined) => (s: Seen) =>
+    s.header.addresses?.family === 'inet' && s.header.addresses.source.port === port;
+
+  for (const [name, key, version] of [
+    ['send-proxy (v1)', 'v1', 1],
+    ['send-proxy-v2', 'v2', 2],
+  ] as const) {
+    it(`haproxy ${name}: the header's source is the client's own address`, async () => {
+      const client = net.connect(ports[key], '127.0.0.1');
+      await once(client, 'connect');
+      const local = { host: client.localAddress, port: client.localPort };
+      const answer = await exchange(client, 'hello');
+      const s = await seenWhere(fromPort(local.port));
+      assert.equal(s.header.version, version);
+      assert.equal(s.header.command, 'proxy');
+      assert.equal(s.header.transport, 'stream');
+      assert.deepEqual(s.header.addresses, {
+        family: 'inet',
+        source: local,
+        destination: { host: '127.0.0.1', port: ports[key] },
+      });
+      assert.match(answer, new RegExp(`"source":"127\\.0\\.0\\.1:${local.port}"`));
+    });
+  }
+
+  it('haproxy send-proxy-v2 behind TLS: SSL, UNIQUE_ID, AUTHORITY, ALPN and a CRC32C that checks', async () => {
+    const client = tls.connect({
+      host: '127.0.0.1',
+      port: ports.tls,
+      servername: 'test.example',
+      ALPNProtocols: ['http/1.1'],
+      rejectUnauthorized: false,
+      cert: readFileSync(join(dir, 'cli.pem')),
+      key: readFileSync(join(dir, 'cli.key')),
+    });
+    await once(client, 'secureConnect');
+    const local = { host: client.localAddress, port: client.localPort };
+    const cipher = client.getCipher();
+    const protocol = client.getProtocol();
+    await exchange(client, 'hello');
+    const s = await seenWhere(fromPort(local.port));
+    assert.deepEqual(s.header.addresses?.source, local);
+    const view = proxyHeaderView(s.header);
+    const t = view.tlvs;
+    assert.match(t.crc32c ?? '', /^0x[0-9a-f]{8}$/);
+    assert.equal(t.alpn, 'http/1.1');
+    assert.equal(t.authority, 'test.example');
+    assert.equal(t.unique_id, `id-127.0.0.1-${local.port}`);
+    assert.equal(t.ssl?.client_ssl, true);
+    assert.equal(t.ssl?.client_cert_conn, true);
+    assert.equal(t.ssl?.verified, true);
+    assert.equal(t.ssl?.version, protocol);
+    assert.ok(t.ssl?.cipher === cipher.name || t.ssl?.cipher === cipher.standardName, `${t.ssl?.cipher}`);
+    assert.equal(t.ssl?.cn, 'client.test');
+    assert.ok((t.ssl?.sig_alg ?? '').length > 0 && (t.ssl?.key_alg ?? '').length > 0, JSON.stringify(t.ssl));
+  });
+
+  it('haproxy health checks with send-proxy-v2: a LOCAL header, accepted, no addresses', async () => {
+    const s = await seenWhere((x) => x.header.command === 'local');
+    assert.equal(s.header.version, 2);
+    assert.equal(s.header.addresses, null);
+    assert.equal(proxyHeaderView(s.header).source, null);
+  });
+
+  it('curl --haproxy-protocol: a v1 header with curl’s own address, then its request', async () => {
+    // Not execFileSync: the reader runs in this process and must keep answering.
+    const { stdout: out } = await execFileAsync('curl', [
+      '-sS',
+      '--max-time',
+      '5',
+      '--haproxy-protocol',
+      `http://127.0.0.1:${ports.server}/path`,
+    ]);
+    const s = await seenWhere((x) => x.header.version === 1 && x.rest.startsWith('GET /path '));
+    assert.equal(s.header.version, 1);
+    assert.deepEqual(s.header.addresses?.source, { host: '127.0.0.1', port: s.peerPort });
+    assert.deepEqual(s.header.addresses?.destination, { host: '127.0.0.1', port: ports.server });
+    assert.match(s.rest, /^GET \/path HTTP\/1\.1\r\n/);
+    assert.equal(JSON.parse(out).source, `127.0.0.1:${s.peerPort}`);
+  });
+});
