@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import { log } from 'foundations/telemetry';
 import { OXY_ERR, OxyError } from './errors.ts';
+import type { ProxyHeaderView } from './protocols/proxy-protocol/view.ts';
 import type { AuditSettings } from './settings.ts';
 
 /** One audit record. Field names are stable: downstream tools parse them. */
@@ -33,6 +34,8 @@ export interface AuditRecord {
   readonly duration_ms: number;
   /** `done`, `client_reset`, `idle_timeout`, `blocked`, an `OXY_ERR_*` code, … */
   readonly close_reason: string;
+  /** The PROXY protocol header the connection opened with (version, addresses, TLVs by name), when there was one. */
+  readonly proxy_protocol?: ProxyHeaderView;
   /** Datagrams client → upstream (`udp_session` records only). */
   readonly datagrams_up?: number;
   /** Datagrams upstream → client (`udp_session` records only). */

@@ -14,6 +14,7 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'lifecycle.handleShutdown': [],
   'ingress.handleConnection': [],
   'ingress.handleConnectionClose': [],
+  'proxyProtocol.handleConnection': [],
   'httpRequest.handleProxyConnectRequest': [],
   'httpRequest.handleProxyConnectResponse': ['wholeTunnel'],
   'httpRequest.handleRequest': ['leanForward'],

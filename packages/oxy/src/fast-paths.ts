@@ -54,6 +54,7 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   handleShutdown: [],
   ingressConnection: [],
   ingressConnectionClose: [],
+  proxyProtocolConnection: [],
   proxyConnectRequest: [],
   // Rewrites the 2xx the addon would write itself.
   proxyConnectResponse: ['wholeTunnel'],

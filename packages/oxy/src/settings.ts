@@ -17,6 +17,7 @@ import type { z } from 'zod';
 import { DnsSettings } from './dns/settings.ts';
 import { DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
 import { UpstreamProxySettings } from './offramps/upstream-proxy/settings.ts';
+import { ProxyProtocolSettings } from './onramps/proxy-protocol/settings.ts';
 import { Http2Settings } from './onramps/http2/settings.ts';
 import { TlsSettings } from './onramps/tls/settings.ts';
 
@@ -41,6 +42,7 @@ const httpFields = {
   idle_timeout: s.duration('How long a keep-alive client connection may sit idle between requests.', '60s'),
   max_header_size: s.size('Largest request head accepted; a larger one is answered 431.', '16KiB'),
   ...streamFields,
+  proxy_protocol: ProxyProtocolSettings,
   tls: TlsSettings,
   http2: Http2Settings,
 };
@@ -57,6 +59,7 @@ const tcpFields = {
     ),
   }),
   ...streamFields,
+  proxy_protocol: ProxyProtocolSettings,
 };
 
 /** The fields of a `udp` endpoint, without the app's part. */
@@ -82,6 +85,7 @@ const udpFields = {
       max_datagram_size: s.size('Largest datagram carried; larger ones are dropped and counted.', 65507),
     },
   ),
+  proxy_protocol: ProxyProtocolSettings,
 };
 
 const endpointDescription =

@@ -10,6 +10,7 @@
  * Ordering rule: a context is created with its `ext` already built (the app's factory runs once,
  * at creation), so hooks never see a context whose shape changes later.
  */
+import type { ProxyHeader } from '../protocols/proxy-protocol/types.ts';
 import type { ListenAddr } from './addr.ts';
 
 /** A host (IP address or name; IPv6 without brackets) and a port. */
@@ -60,6 +61,8 @@ export interface IngressContext<X extends ExtTypes = ExtTypes> {
   readonly client: SocketAddr;
   /** The socket's own peer (a load balancer, with PROXY protocol); equals `client` without a header. */
   readonly peer: SocketAddr;
+  /** The PROXY protocol header the connection opened with (its TLVs included), or null. */
+  readonly proxyHeader: ProxyHeader | null;
   /** The local address the client connected to. */
   readonly local: SocketAddr;
   readonly protocol: IngressProtocol;

@@ -9,6 +9,8 @@
 import net from 'node:net';
 import type { CounterHandle, LogFieldSource, TelemetryContext } from 'foundations/telemetry';
 import type { EndpointSettings } from '../settings.ts';
+import { proxyReadOptions, type ReadProxyHeaderOptions } from '../onramps/proxy-protocol/read.ts';
+import type { ProxyHeader } from '../protocols/proxy-protocol/index.ts';
 import { httpMetrics } from '../telemetry/metrics.ts';
 import { formatHostPort, type ListenAddr } from './addr.ts';
 import type {
@@ -38,6 +40,8 @@ export class EndpointState implements EndpointContext {
   readonly localAddr: SocketAddr | null;
   /** The limits of the stream units (tunnels) accepted here, in milliseconds. */
   readonly stream: StreamLimits;
+  /** How to read the PROXY header every connection must open with, or null when it is off. */
+  readonly proxyProtocol: ReadProxyHeaderOptions | null;
   /** Metric handles of this endpoint, looked up once instead of per request. */
   readonly metrics: {
     readonly forwardRequests: CounterHandle;
@@ -64,6 +68,9 @@ export class EndpointState implements EndpointContext {
             maxLifetimeMs: settings.tunnel_max_lifetime,
             splice: settings.tunnel_splice,
           };
+    this.proxyProtocol = settings.proxy_protocol.enabled
+      ? proxyReadOptions(settings.proxy_protocol, { unshift: true })
+      : null;
     this.ext = newExt(ext.endpoint);
   }
 }
@@ -106,6 +113,8 @@ export class IngressConnection implements IngressContext, LogFieldSource {
   readonly protocol: IngressProtocol;
   readonly startedAt = performance.now();
   readonly ext: object;
+  /** The PROXY protocol header the connection (or session) opened with, or null. */
+  proxyHeader: ProxyHeader | null = null;
   /** The accepted socket; null for a datagram session (its on-ramp's socket is shared). */
   readonly socket: net.Socket | null;
   /** The connection's telemetry context (forked log with conn fields, its own trace). */
@@ -136,6 +145,16 @@ export class IngressConnection implements IngressContext, LogFieldSource {
     }
     this.client = this.peer;
     this.ext = newExt(ext.ingress);
+  }
+
+  /**
+   * Takes the client from a PROXY header: its source, when the header carries addresses (a
+   * LOCAL command or UNSPEC family leaves the socket's peer as the client).
+   */
+  setProxyHeader(header: ProxyHeader): void {
+    this.proxyHeader = header;
+    const a = header.addresses;
+    if (a !== null && a.family !== 'unix') this.client = a.source;
   }
 
   /** The log fields of the connection's telemetry context, computed when a record needs them. */

@@ -5,6 +5,7 @@
 import type { AuditRecord } from '../audit.ts';
 import { formatHostPort } from '../context/addr.ts';
 import type { RequestKind } from '../context/contexts.ts';
+import { proxyHeaderView } from '../protocols/proxy-protocol/view.ts';
 import type { RequestState } from '../context/state.ts';
 import type { Runtime } from '../runtime.ts';
 import { httpMetrics } from '../telemetry/metrics.ts';
@@ -51,6 +52,7 @@ export function recordEnd(
     duration_ms: Math.round((performance.now() - request.startedAt) * 1000) / 1000,
     close_reason: closeReason,
     ...datagrams,
+    ...(conn.proxyHeader === null ? {} : { proxy_protocol: proxyHeaderView(conn.proxyHeader) }),
   });
 }
 

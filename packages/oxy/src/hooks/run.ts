@@ -18,6 +18,7 @@ import type {
   SocketAddr,
 } from '../context/contexts.ts';
 import { OXY_ERR, OxyError } from '../errors.ts';
+import type { ProxyHeader } from '../protocols/proxy-protocol/types.ts';
 import {
   DATAGRAM_HOOK_METHODS,
   type DatagramDirection,
@@ -35,12 +36,14 @@ import {
 } from './http-request.ts';
 import { INGRESS_HOOK_METHODS, type IngressDecision, type IngressHook } from './ingress.ts';
 import { type AppLifecycleHook, LIFECYCLE_HOOK_METHODS } from './lifecycle.ts';
+import { PROXY_PROTOCOL_HOOK_METHODS, type ProxyProtocolHook } from './proxy-protocol.ts';
 import { type AppTunnelPipeline, TUNNEL_HOOK_METHODS, type TunnelHook } from './tunnel.ts';
 
 /** The hooks an app implements, returned by its `start()`. Every group is optional. */
 export interface Hooks<X extends ExtTypes = ExtTypes> {
   readonly lifecycle?: AppLifecycleHook;
   readonly ingress?: IngressHook<X>;
+  readonly proxyProtocol?: ProxyProtocolHook<X>;
   readonly httpRequest?: HttpRequestHook<X>;
   readonly tunnel?: TunnelHook<X>;
   readonly datagram?: DatagramHook<X>;
@@ -51,6 +54,7 @@ export interface Hooks<X extends ExtTypes = ExtTypes> {
 export const HOOK_METHODS = {
   lifecycle: LIFECYCLE_HOOK_METHODS,
   ingress: INGRESS_HOOK_METHODS,
+  proxyProtocol: PROXY_PROTOCOL_HOOK_METHODS,
   httpRequest: HTTP_REQUEST_HOOK_METHODS,
   tunnel: TUNNEL_HOOK_METHODS,
   datagram: DATAGRAM_HOOK_METHODS,
@@ -61,6 +65,7 @@ export const HOOK_METHODS = {
 const GROUP_NAMES: Readonly<Record<keyof Hooks, string>> = {
   lifecycle: 'AppLifecycleHook',
   ingress: 'IngressHook',
+  proxyProtocol: 'ProxyProtocolHook',
   httpRequest: 'HttpRequestHook',
   tunnel: 'TunnelHook',
   datagram: 'DatagramHook',
@@ -75,6 +80,9 @@ export interface ResolvedHooks {
   readonly handleShutdown: (() => Maybe<void>) | null;
   readonly ingressConnection: ((ctx: IngressContext) => Maybe<IngressDecision>) | null;
   readonly ingressConnectionClose: ((stats: ConnectionStats, ctx: IngressContext) => void) | null;
+  readonly proxyProtocolConnection:
+    | ((header: ProxyHeader, ctx: IngressContext) => Maybe<IngressDecision>)
+    | null;
   readonly proxyConnectRequest: ((head: RequestHead, ctx: RequestContext) => Maybe<ConnectDirective>) | null;
   readonly proxyConnectResponse:
     | ((res: ResponseHead, ctx: RequestContext) => Maybe<ResponseHead | undefined>)
@@ -177,6 +185,7 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     handleShutdown: bind('lifecycle', 'handleShutdown'),
     ingressConnection: bind('ingress', 'handleConnection'),
     ingressConnectionClose: bind('ingress', 'handleConnectionClose'),
+    proxyProtocolConnection: bind('proxyProtocol', 'handleConnection'),
     proxyConnectRequest: bind('httpRequest', 'handleProxyConnectRequest'),
     proxyConnectResponse: bind('httpRequest', 'handleProxyConnectResponse'),
     request: bind('httpRequest', 'handleRequest'),

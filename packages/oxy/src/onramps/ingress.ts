@@ -18,6 +18,7 @@ import { log } from 'foundations/telemetry';
 import type { ConnectionStats, IngressProtocol } from '../context/contexts.ts';
 import { type EndpointState, IngressConnection } from '../context/state.ts';
 import { offloadedBytes } from '../flows/stream/offload.ts';
+import { type ReadProxyHeaderOptions, readProxyHeader } from './proxy-protocol/read.ts';
 import type { IngressDecision } from '../hooks/ingress.ts';
 import type { Runtime } from '../runtime.ts';
 import { forkConnection, inConnectionContext } from '../telemetry/fork.ts';
@@ -66,43 +67,104 @@ export function acceptConnection(
   tagged[kRuntime] = rt;
   socket.on('close', onSocketClose);
   forkConnection(conn, () => {
-    const hook = rt.hooks.ingressConnection;
-    if (hook === null) {
-      onramp.serve(socket, conn);
-      return;
-    }
-    socket.pause();
-    let decision: IngressDecision | Promise<IngressDecision>;
-    try {
-      decision = hook(conn);
-    } catch (e) {
-      refuse(rt, conn, socket, e);
-      return;
-    }
-    if (decision instanceof Promise) {
-      decision.then(
-        (d) => decide(conn, socket, onramp, d),
-        (e: unknown) => refuse(rt, conn, socket, e),
-      );
-    } else decide(conn, socket, onramp, decision);
+    const pp = endpoint.proxyProtocol;
+    if (pp === null) decideIngress(rt, conn, socket, onramp, false);
+    else readHeader(rt, conn, socket, onramp, pp);
   });
 }
 
-function decide(conn: IngressConnection, socket: net.Socket, onramp: SocketOnRamp, d: IngressDecision): void {
-  if (d !== undefined && d.kind === 'block') {
-    conn.closeReason = 'blocked';
-    ingressMetrics.connections_failed_total({ endpoint: conn.endpoint.name, reason: 'blocked' }).inc();
-    log.debug('connection blocked', { reason: d.reason });
-    socket.destroy();
-    return;
-  }
-  if (socket.destroyed) return;
-  onramp.serve(socket, conn);
-  if (onramp.startsReading !== true) socket.resume();
+/**
+ * An endpoint with `proxy_protocol.enabled`: the header first (trusted peer, timeout, any number
+ * of reads), then `ProxyProtocolHook.handleConnection`, then the ingress decision, which thus
+ * sees the header's source as `ctx.client`. Bytes after the header stay in the socket.
+ */
+function readHeader(
+  rt: Runtime,
+  conn: IngressConnection,
+  socket: net.Socket,
+  onramp: SocketOnRamp,
+  options: ReadProxyHeaderOptions,
+): void {
+  readProxyHeader(socket, options).then(
+    ({ header }) => {
+      conn.setProxyHeader(header);
+      const hook = rt.hooks.proxyProtocolConnection;
+      if (hook === null) {
+        decideIngress(rt, conn, socket, onramp, true);
+        return;
+      }
+      let d: IngressDecision | Promise<IngressDecision>;
+      try {
+        d = hook(header, conn);
+      } catch (e) {
+        refuse(rt, conn, socket, e, 'ProxyProtocolHook.handleConnection');
+        return;
+      }
+      const then = (decision: IngressDecision): void => {
+        if (isBlock(conn, socket, decision)) return;
+        decideIngress(rt, conn, socket, onramp, true);
+      };
+      if (d instanceof Promise)
+        d.then(then, (e: unknown) => refuse(rt, conn, socket, e, 'ProxyProtocolHook.handleConnection'));
+      else then(d);
+    },
+    (e: unknown) => {
+      // Already counted by reason and the socket destroyed by the reader.
+      conn.closeReason = 'proxy_protocol';
+      ingressMetrics.connections_failed_total({ endpoint: conn.endpoint.name, reason: 'proxy_protocol' }).inc();
+      log.debug('PROXY header refused', { reason: (e as { reason?: string }).reason, err: (e as Error).message });
+    },
+  );
 }
 
-function refuse(rt: Runtime, conn: IngressConnection, socket: net.Socket, e: unknown): void {
-  rt.hookFailed('IngressHook.handleConnection', e);
+/** `IngressHook.handleConnection`, then the on-ramp. `paused`: the socket was held paused before. */
+function decideIngress(
+  rt: Runtime,
+  conn: IngressConnection,
+  socket: net.Socket,
+  onramp: SocketOnRamp,
+  paused: boolean,
+): void {
+  const hook = rt.hooks.ingressConnection;
+  if (hook === null) {
+    serve(conn, socket, onramp, paused);
+    return;
+  }
+  socket.pause();
+  let decision: IngressDecision | Promise<IngressDecision>;
+  try {
+    decision = hook(conn);
+  } catch (e) {
+    refuse(rt, conn, socket, e, 'IngressHook.handleConnection');
+    return;
+  }
+  const then = (d: IngressDecision): void => {
+    if (isBlock(conn, socket, d)) return;
+    serve(conn, socket, onramp, true);
+  };
+  if (decision instanceof Promise)
+    decision.then(then, (e: unknown) => refuse(rt, conn, socket, e, 'IngressHook.handleConnection'));
+  else then(decision);
+}
+
+/** True (and the socket closed) when `d` blocks the connection. */
+function isBlock(conn: IngressConnection, socket: net.Socket, d: IngressDecision): boolean {
+  if (d === undefined || d.kind !== 'block') return false;
+  conn.closeReason = 'blocked';
+  ingressMetrics.connections_failed_total({ endpoint: conn.endpoint.name, reason: 'blocked' }).inc();
+  log.debug('connection blocked', { reason: d.reason });
+  socket.destroy();
+  return true;
+}
+
+function serve(conn: IngressConnection, socket: net.Socket, onramp: SocketOnRamp, paused: boolean): void {
+  if (socket.destroyed) return;
+  onramp.serve(socket, conn);
+  if (paused && onramp.startsReading !== true) socket.resume();
+}
+
+function refuse(rt: Runtime, conn: IngressConnection, socket: net.Socket, e: unknown, hook: string): void {
+  rt.hookFailed(hook, e);
   conn.closeReason = 'OXY_ERR_HOOK_FAILED';
   ingressMetrics.connections_failed_total({ endpoint: conn.endpoint.name, reason: 'hook_failed' }).inc();
   socket.destroy();

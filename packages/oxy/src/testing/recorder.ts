@@ -19,6 +19,7 @@ import type { Hooks } from '../hooks/run.ts';
 export const GROUP_LABELS = {
   lifecycle: 'lifecycle',
   ingress: 'ingress',
+  proxyProtocol: 'proxyProtocol',
   httpRequest: 'http',
   tunnel: 'tunnel',
   datagram: 'datagram',

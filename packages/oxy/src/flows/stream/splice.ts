@@ -188,11 +188,14 @@ export function spliceConnect(
 ): Promise<SpliceConnectResult> {
   const c = client as NodeSocket;
   c.allowHalfOpen = true;
-  detach(c);
+  // Whatever Node read ahead while the socket waited goes up after the on-ramp's early bytes.
+  const held = detach(c);
+  const target =
+    held === null ? to : { ...to, early: to.early === null ? held : Buffer.concat([to.early, held]) };
   return new Promise<SpliceConnectResult>((resolve) => {
     // The early bytes count as moved up, as when Node writes them (spliceTunnel).
-    const run = new SpliceRun(c, null, to.early?.length ?? 0, 0, resolve as (r: PumpResult) => void);
-    run.connect(to, options, onConnected);
+    const run = new SpliceRun(c, null, target.early?.length ?? 0, 0, resolve as (r: PumpResult) => void);
+    run.connect(target, options, onConnected);
   });
 }
 

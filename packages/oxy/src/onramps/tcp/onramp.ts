@@ -32,9 +32,15 @@ export function createTcpOnRamp(rt: Runtime, settings: TcpEndpointSettings): Soc
     protocol: 'tcp',
     startsReading: true,
     serve(socket: net.Socket, conn: IngressConnection): void {
-      void serveTcp(rt, conn, socket, fixed ?? NO_TARGET, null);
+      void serveTcp(rt, conn, socket, fixed ?? headerDestination(conn) ?? NO_TARGET, null);
     },
   };
+}
+
+/** The destination a PROXY header names, when the connection had one with addresses. */
+function headerDestination(conn: IngressConnection): SocketAddr | null {
+  const a = conn.proxyHeader?.addresses;
+  return a === undefined || a === null || a.family === 'unix' ? null : a.destination;
 }
 
 /**
