@@ -234,16 +234,25 @@ test('sendBatch: a list to several peers, and a batch to one target', async () =
     (await relayed).map((m) => m.data),
     ['x', 'y', 'z'],
   );
-  // one datagram of a batch, forwarded without a view
+  // one datagram of a batch forwarded without a view: its first bytes left out, a header added
+  const bTarget = UdpSocket.target('127.0.0.1', b.address().port);
   s.onBatch((batch) => {
-    for (let i = batch.count - 1; i >= 0; i--) s.sendFrom(batch, i, b.address().port, '127.0.0.1');
+    for (let i = batch.count - 1; i >= 0; i--)
+      s.sendFrom(batch, i, bTarget, { skip: 4, header: Buffer.from('H:') });
     assert.throws(() => s.sendFrom(batch, batch.count), { name: 'TypeError', message: /no datagram/ });
+    assert.throws(() => s.sendFrom(batch, 0, bTarget, { skip: 99 }), { name: 'TypeError', message: /skip/ });
   });
   const reversed = messages(b, 2);
-  a.send('first', s.address().port, '127.0.0.1');
-  a.send('second', s.address().port, '127.0.0.1');
+  a.send('hdr:first', s.address().port, '127.0.0.1');
+  a.send('hdr:second', s.address().port, '127.0.0.1');
   const r = (await reversed).map((m) => m.data);
-  assert.ok(r.includes('first') && r.includes('second'), r.join());
+  assert.ok(r.includes('H:first') && r.includes('H:second'), r.join());
+  // a header before every payload of a batch
+  s.onBatch((batch) => s.sendBatch(batch, bTarget, Buffer.from('SPP|')));
+  const headed = messages(b, 2);
+  a.send('one', s.address().port, '127.0.0.1');
+  a.send('two', s.address().port, '127.0.0.1');
+  assert.deepEqual((await headed).map((m) => m.data).sort(), ['SPP|one', 'SPP|two']);
   // a datagram without an address on an unconnected socket fails alone; the others go
   const errors: string[] = [];
   s.onError((e) => errors.push(e.code));
