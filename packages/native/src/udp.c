@@ -19,7 +19,8 @@
  * without JS touching a byte; a `header` is sent before each payload (a second iovec: a PROXY
  * protocol or SPP header on replies costs no copy).
  *
- * Functions (the fd belongs to the socket from udpStart on; before that to the caller):
+ * Functions (the fd belongs to the socket once udpStart returns; before that, and when it
+ * throws, to the caller):
  * - udpSocket(family, reuseAddr, reusePort, v6Only (-1 default, 0, 1), rcvbuf, sndbuf): fd
  * - udpAdopt(fd): family (4 or 6), after checking it is a datagram socket; made non-blocking and
  *   close-on-exec
@@ -365,7 +366,7 @@ static void udp_close(udp_t *u) {
   u->closing = true;
   uv_poll_stop(&u->poll);
   uv_close((uv_handle_t *)&u->poll, on_uv_close);
-  close(u->fd);
+  if (u->fd >= 0) close(u->fd);
   free_queue(u);
   napi_ref *refs[] = {&u->cb, &u->scratch_ref, &u->meta_ref};
   for (int i = 0; i < 3; i++) {
@@ -630,7 +631,8 @@ static bool arg_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   return false;
 }
 
-/* udpStart(fd, scratch, meta, batch, maxSize, rounds, maxQueue, cb): handle. Takes fd. */
+/* udpStart(fd, scratch, meta, batch, maxSize, rounds, maxQueue, cb): handle, which owns fd from
+ * then on; when it throws, fd stays the caller's. */
 static napi_value udp_start(napi_env env, napi_callback_info info) {
   napi_value argv[8], out, name;
   int32_t fd, batch, max, rounds, qmax, *meta;
@@ -692,7 +694,8 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
       napi_async_init(env, NULL, name, &u->actx) != napi_ok ||
       napi_create_external(env, u, finalize, NULL, &out) != napi_ok) {
     u->finalized = true;
-    udp_close(u); /* closes fd, frees u once the handle has closed */
+    u->fd = -1; /* on failure the descriptor stays the caller's */
+    udp_close(u); /* frees u once the handle has closed */
     return NULL;
   }
   return out; /* reading starts with udpControl(h, 1, true) */
