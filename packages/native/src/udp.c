@@ -27,7 +27,9 @@
  * - udpBind(fd, ip, port), udpConnect(fd, ip, port), udpAddress(fd, peer): [ip, port] | null
  * - udpStart(fd, scratch: ArrayBuffer, meta: Int32Array, batch, maxSize, rounds, maxQueue, cb):
  *   a handle; cb(kind, value): 0 batch (count), 1 error (errno; reading continues: an ICMP error
- *   on a connected socket, ECONNREFUSED and the like), 2 fatal error (errno; reading stopped)
+ *   on a connected socket, ECONNREFUSED and the like), 2 fatal error (errno; reading stopped),
+ *   3 a pending socket error read with SO_ERROR (libuv reports EPOLLERR as EBADF and stops the
+ *   handle; it is started again)
  * - udpSend(h, data, offset, length, to: ip | Int32Array target | null, port, header | null): 0 sent,
  *   1 queued, 2 dropped (queue full), -errno (this datagram failed)
  * - udpSendMany(h, data, meta, count, to: Int32Array | null, header | null): datagrams sent or
@@ -61,7 +63,7 @@
 
 #define MAX_BATCH 64
 #define META 8
-enum { CB_BATCH = 0, CB_ERROR = 1, CB_FATAL = 2 };
+enum { CB_BATCH = 0, CB_ERROR = 1, CB_FATAL = 2, CB_SOCKET_ERROR = 3 };
 enum { ST_RECV, ST_RECV_BYTES, ST_TRUNC, ST_SENT, ST_SENT_BYTES, ST_QUEUED, ST_DROPPED, ST_SEND_ERR, ST_RECV_ERR,
        ST_BATCHES, ST_COUNT };
 
@@ -561,7 +563,7 @@ static void on_poll_error(udp_t *u, int status) {
     else {
       u->err_spins = 0;
       u->stats[ST_RECV_ERR]++;
-      call_js(u, CB_ERROR, err);
+      call_js(u, CB_SOCKET_ERROR, err);
     }
     restart(u); /* libuv stopped the handle: start it again */
     return;

@@ -98,7 +98,7 @@ export interface UdpStats {
   readonly batches: number;
 }
 
-const CB = { batch: 0, error: 1, fatal: 2 } as const;
+const CB = { batch: 0, error: 1, fatal: 2, socketError: 3 } as const;
 const OP = { close: 0, reading: 1, ref: 2 } as const;
 const SEND: readonly UdpSendResult[] = ['sent', 'queued', 'dropped'];
 
@@ -408,7 +408,8 @@ export class UdpSocket {
       this.#onBatch?.(this.#batch);
       return;
     }
-    const e = errnoError(value, errnoName(value), 'recvmmsg', 'udp', `receiving on ${this.#what}`);
+    const syscall = kind === CB.socketError ? 'getsockopt(SO_ERROR)' : 'recvmmsg';
+    const e = errnoError(value, errnoName(value), syscall, 'udp', `receiving on ${this.#what}`);
     if (kind === CB.fatal) this.close();
     this.#onError?.(e);
   }
