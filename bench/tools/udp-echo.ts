@@ -46,11 +46,13 @@ function contextSwitches(): number {
 /** The echo server: prints its port, then on each "mark" line prints its counters since the last one. */
 function serve(kind: string): void {
   let datagrams = 0;
+  let batches = 0; // receive callbacks: one per batch (native) or per datagram (dgram)
   let port: number;
   if (kind === 'native') {
     const s = UdpSocket.bind({ address: '127.0.0.1', receiveBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
     s.onBatch((b) => {
       datagrams += b.count;
+      batches++;
       s.sendBatch(b);
     });
     port = s.address().port;
@@ -58,6 +60,7 @@ function serve(kind: string): void {
     const s = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
     s.on('message', (m, r) => {
       datagrams++;
+      batches++;
       s.send(m, r.port, r.address);
     });
     s.bind(0, '127.0.0.1');
@@ -68,16 +71,18 @@ function serve(kind: string): void {
   let cpu = process.cpuUsage();
   let cs = contextSwitches();
   let n0 = 0;
+  let b0 = 0;
   const lines = createInterface({ input: process.stdin });
   lines.on('line', () => {
     const used = process.cpuUsage(cpu);
     const now = contextSwitches();
     process.stdout.write(
-      `${JSON.stringify({ datagrams: datagrams - n0, cpuUs: used.user + used.system, ctxSwitches: now - cs })}\n`,
+      `${JSON.stringify({ datagrams: datagrams - n0, batches: batches - b0, cpuUs: used.user + used.system, ctxSwitches: now - cs })}\n`,
     );
     cpu = process.cpuUsage();
     cs = now;
     n0 = datagrams;
+    b0 = batches;
   });
   lines.on('close', () => process.exit(0));
 }
@@ -89,6 +94,7 @@ interface Result {
   serverCpuUsPerDatagram: number;
   serverCpuShare: number;
   serverCtxSwitchesPer1kDatagrams: number;
+  serverMeanBatch: number;
   clientCpuShare: number;
   restarts: number;
   loadAverage: number;
@@ -157,6 +163,7 @@ async function run(kind: string, size: number, seconds: number, window: number):
     serverCtxSwitchesPer1kDatagrams: Number(
       (((srv.ctxSwitches ?? 0) * 1000) / Math.max(1, srv.datagrams ?? 0)).toFixed(2),
     ),
+    serverMeanBatch: Number(((srv.datagrams ?? 0) / Math.max(1, srv.batches ?? 0)).toFixed(1)),
     clientCpuShare: Number(((clientCpu.user + clientCpu.system) / 1e6 / elapsed).toFixed(2)),
     restarts,
     loadAverage: Number(loadavg()[0]?.toFixed(1)),

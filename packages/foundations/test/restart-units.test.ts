@@ -155,6 +155,7 @@ describe('inheritance variables', () => {
     assert.deepEqual(ok, {
       controlFd: 5,
       listeners: [{ fd: 3, name: 'main', addr: { kind: 'tcp', host: '::1', port: 80 }, source: 'handover' }],
+      datagrams: [],
     });
     assert.equal(parseHandoverEnv({}), null);
     const bad = (v: string, re: RegExp): void => {

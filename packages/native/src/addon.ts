@@ -87,8 +87,9 @@ export interface Addon {
     data: Uint8Array,
     offset: number,
     length: number,
-    ip: string | null,
+    to: string | Int32Array | null,
     port: number,
+    header: Uint8Array | null,
   ): number;
   udpSendMany(
     h: UdpHandle,
@@ -96,6 +97,7 @@ export interface Addon {
     meta: Int32Array,
     count: number,
     to: Int32Array | null,
+    header: Uint8Array | null,
   ): number | [number, number];
   udpControl(h: UdpHandle, op: number, flag: boolean): void;
   udpStats(h: UdpHandle): number[];

@@ -32,9 +32,14 @@ export function sharedScratch(): { scratch: ArrayBuffer; bytes: Buffer; meta: In
   return { scratch, bytes: scratchBytes, meta };
 }
 
-/** Formats four host-order words as an IPv6 address (RFC 5952: lower case, longest zero run as `::`, v4-mapped dotted). */
+/**
+ * Formats four host-order words as an IPv6 address the way Node does (`net.SocketAddress`,
+ * libuv's inet_ntop): lower case, the first longest run of two or more zero groups as `::`,
+ * v4-mapped (`::ffff:1.2.3.4`) and v4-compatible (`::1.2.3.4`) addresses dotted.
+ */
 export function formatIpv6(w0: number, w1: number, w2: number, w3: number): string {
   if (w0 === 0 && w1 === 0 && w2 >>> 0 === 0xffff) return `::ffff:${formatIpv4(w3)}`;
+  if (w0 === 0 && w1 === 0 && w2 === 0 && w3 >>> 16 !== 0) return `::${formatIpv4(w3)}`;
   const groups = [
     w0 >>> 16,
     w0 & 0xffff,

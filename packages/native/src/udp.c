@@ -16,20 +16,24 @@
  * Metadata, 8 int32 per datagram: [offset, length, port, family (4, 6; 0 for none), a0..a3], the
  * address in host-order 32-bit words (IPv4: a0; IPv6: a0..a3, v4-mapped as the kernel gives it).
  * Sends take the same layout, so a received batch can be sent back (an echo) or on (a relay)
- * without JS touching a byte.
+ * without JS touching a byte; a `header` is sent before each payload (a second iovec: a PROXY
+ * protocol or SPP header on replies costs no copy).
  *
- * Functions (the fd belongs to the socket from udpStart on; before that to the caller):
+ * Functions (the fd belongs to the socket once udpStart returns; before that, and when it
+ * throws, to the caller):
  * - udpSocket(family, reuseAddr, reusePort, v6Only (-1 default, 0, 1), rcvbuf, sndbuf): fd
  * - udpAdopt(fd): family (4 or 6), after checking it is a datagram socket; made non-blocking and
  *   close-on-exec
  * - udpBind(fd, ip, port), udpConnect(fd, ip, port), udpAddress(fd, peer): [ip, port] | null
  * - udpStart(fd, scratch: ArrayBuffer, meta: Int32Array, batch, maxSize, rounds, maxQueue, cb):
  *   a handle; cb(kind, value): 0 batch (count), 1 error (errno; reading continues: an ICMP error
- *   on a connected socket, ECONNREFUSED and the like), 2 fatal error (errno; reading stopped)
- * - udpSend(h, data, offset, length, ip | null, port): 0 sent, 1 queued, 2 dropped (queue full),
- *   -errno (this datagram failed)
- * - udpSendMany(h, data, meta, count, to: Int32Array | null): datagrams sent or queued; `to`
- *   ([port, family, a0..a3]) overrides every datagram's address. A datagram that fails is
+ *   on a connected socket, ECONNREFUSED and the like), 2 fatal error (errno; reading stopped),
+ *   3 a pending socket error read with SO_ERROR (libuv reports EPOLLERR as EBADF and stops the
+ *   handle; it is started again)
+ * - udpSend(h, data, offset, length, to: ip | Int32Array target | null, port, header | null): 0 sent,
+ *   1 queued, 2 dropped (queue full), -errno (this datagram failed)
+ * - udpSendMany(h, data, meta, count, to: Int32Array | null, header | null): datagrams sent or
+ *   queued; `to` ([port, family, a0..a3]) overrides every datagram's address. A datagram that fails is
  *   counted and skipped; then the result is [accepted, errno of the first failure].
  * - udpControl(h, op, flag): 0 close, 1 reading on/off, 2 ref/unref
  * - udpStats(h): [received, receivedBytes, truncated, sent, sentBytes, queued, dropped,
@@ -59,7 +63,7 @@
 
 #define MAX_BATCH 64
 #define META 8
-enum { CB_BATCH = 0, CB_ERROR = 1, CB_FATAL = 2 };
+enum { CB_BATCH = 0, CB_ERROR = 1, CB_FATAL = 2, CB_SOCKET_ERROR = 3 };
 enum { ST_RECV, ST_RECV_BYTES, ST_TRUNC, ST_SENT, ST_SENT_BYTES, ST_QUEUED, ST_DROPPED, ST_SEND_ERR, ST_RECV_ERR,
        ST_BATCHES, ST_COUNT };
 
@@ -364,7 +368,7 @@ static void udp_close(udp_t *u) {
   u->closing = true;
   uv_poll_stop(&u->poll);
   uv_close((uv_handle_t *)&u->poll, on_uv_close);
-  close(u->fd);
+  if (u->fd >= 0) close(u->fd);
   free_queue(u);
   napi_ref *refs[] = {&u->cb, &u->scratch_ref, &u->meta_ref};
   for (int i = 0; i < 3; i++) {
@@ -468,22 +472,24 @@ static void read_batches(udp_t *u) {
   }
 }
 
-/* Copies a datagram into the write queue; false when the queue is full (dropped). */
-static bool enqueue(udp_t *u, const uint8_t *data, size_t len, const struct sockaddr_in6 *sa, socklen_t salen) {
+/* Copies a datagram (header then data) into the write queue; false when the queue is full (dropped). */
+static bool enqueue(udp_t *u, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
+                    const struct sockaddr_in6 *sa, socklen_t salen) {
   if (u->qlen >= u->qmax) {
     u->stats[ST_DROPPED]++;
     return false;
   }
-  qitem_t *q = malloc(sizeof *q + (len ? len : 1));
+  qitem_t *q = malloc(sizeof *q + hlen + len + 1);
   if (!q) {
     u->stats[ST_DROPPED]++;
     return false;
   }
   q->next = NULL;
-  q->len = len;
+  q->len = hlen + len;
   q->salen = salen;
   if (salen) memcpy(&q->sa, sa, salen);
-  memcpy(q->data, data, len);
+  if (hlen) memcpy(q->data, hdr, hlen);
+  memcpy(q->data + hlen, data, len);
   if (u->qtail) u->qtail->next = q;
   else u->qhead = q;
   u->qtail = q;
@@ -557,7 +563,7 @@ static void on_poll_error(udp_t *u, int status) {
     else {
       u->err_spins = 0;
       u->stats[ST_RECV_ERR]++;
-      call_js(u, CB_ERROR, err);
+      call_js(u, CB_SOCKET_ERROR, err);
     }
     restart(u); /* libuv stopped the handle: start it again */
     return;
@@ -627,7 +633,8 @@ static bool arg_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   return false;
 }
 
-/* udpStart(fd, scratch, meta, batch, maxSize, rounds, maxQueue, cb): handle. Takes fd. */
+/* udpStart(fd, scratch, meta, batch, maxSize, rounds, maxQueue, cb): handle, which owns fd from
+ * then on; when it throws, fd stays the caller's. */
 static napi_value udp_start(napi_env env, napi_callback_info info) {
   napi_value argv[8], out, name;
   int32_t fd, batch, max, rounds, qmax, *meta;
@@ -689,37 +696,57 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
       napi_async_init(env, NULL, name, &u->actx) != napi_ok ||
       napi_create_external(env, u, finalize, NULL, &out) != napi_ok) {
     u->finalized = true;
-    udp_close(u); /* closes fd, frees u once the handle has closed */
+    u->fd = -1; /* on failure the descriptor stays the caller's */
+    udp_close(u); /* frees u once the handle has closed */
     return NULL;
   }
   return out; /* reading starts with udpControl(h, 1, true) */
 }
 
-/* Sends one datagram now, or queues it behind others. 0 sent, 1 queued, 2 dropped, -errno. */
-static int send_one(udp_t *u, const uint8_t *data, size_t len, const struct sockaddr_in6 *sa, socklen_t salen) {
-  if (u->qhead) return enqueue(u, data, len, sa, salen) ? 1 : 2;
+/* Sends one datagram (header then data) now, or queues it behind others. 0 sent, 1 queued,
+ * 2 dropped, -errno. */
+static int send_one(udp_t *u, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
+                    const struct sockaddr_in6 *sa, socklen_t salen) {
+  if (u->qhead) return enqueue(u, hdr, hlen, data, len, sa, salen) ? 1 : 2;
+  struct iovec iov[2] = {{(void *)hdr, hlen}, {(void *)data, len}};
+  struct msghdr msg = {.msg_name = salen ? (void *)sa : NULL,
+                       .msg_namelen = salen,
+                       .msg_iov = hlen ? iov : iov + 1,
+                       .msg_iovlen = hlen ? 2 : 1};
   ssize_t w;
-  do w = sendto(u->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, salen ? (const struct sockaddr *)sa : NULL, salen);
+  do w = sendmsg(u->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
   while (w < 0 && errno == EINTR);
   if (w >= 0) {
     u->stats[ST_SENT]++;
-    u->stats[ST_SENT_BYTES] += (double)len;
+    u->stats[ST_SENT_BYTES] += (double)(hlen + len);
     return 0;
   }
-  if (errno == EAGAIN || errno == ENOBUFS) return enqueue(u, data, len, sa, salen) ? 1 : 2;
+  if (errno == EAGAIN || errno == ENOBUFS) return enqueue(u, hdr, hlen, data, len, sa, salen) ? 1 : 2;
   u->stats[ST_SEND_ERR]++;
   return -errno;
 }
 
-/* udpSend(h, data, offset, length, ip | null, port) */
-static napi_value udp_send(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  int32_t off, len, port;
-  uint8_t *data;
-  size_t size;
+/* An optional Uint8Array argument (null/undefined: none). */
+static bool arg_opt_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   napi_valuetype t;
-  if (!get_args(env, info, 6, argv, NULL) || !arg_bytes(env, argv[1], &data, &size) ||
-      !arg_int32(env, argv[2], &off) || !arg_int32(env, argv[3], &len) || !arg_int32(env, argv[5], &port))
+  *data = NULL;
+  *len = 0;
+  if (napi_typeof(env, v, &t) != napi_ok) return false;
+  if (t == napi_null || t == napi_undefined) return true;
+  return arg_bytes(env, v, data, len);
+}
+
+/* udpSend(h, data, offset, length, to: ip string | Int32Array target | null, port, header | null) */
+static napi_value udp_send(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  int32_t off, len, port;
+  uint8_t *data, *hdr;
+  size_t size, hlen;
+  napi_valuetype t;
+  bool is_target = false;
+  if (!get_args(env, info, 7, argv, NULL) || !arg_bytes(env, argv[1], &data, &size) ||
+      !arg_int32(env, argv[2], &off) || !arg_int32(env, argv[3], &len) || !arg_int32(env, argv[5], &port) ||
+      !arg_opt_bytes(env, argv[6], &hdr, &hlen))
     return NULL;
   udp_t *u = get_udp(env, argv[0]);
   if (!u) return NULL;
@@ -729,8 +756,17 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   }
   struct sockaddr_in6 sa;
   socklen_t salen = 0;
-  if (napi_typeof(env, argv[4], &t) != napi_ok) return NULL;
-  if (t != napi_null && t != napi_undefined) {
+  if (napi_typeof(env, argv[4], &t) != napi_ok || napi_is_typedarray(env, argv[4], &is_target) != napi_ok) return NULL;
+  if (is_target) {
+    int32_t *to;
+    size_t to_len;
+    if (!arg_int32_array(env, argv[4], &to, &to_len)) return NULL;
+    salen = to_len < 6 ? 0 : ints_to_addr(to, u->family, &sa);
+    if (salen == 0) {
+      throw_type(env, "the target is not [port, family, a0..a3] of the socket's family");
+      return NULL;
+    }
+  } else if (t != napi_null && t != napi_undefined) {
     char *ip;
     if (!arg_string(env, argv[4], &ip, NULL)) return NULL;
     salen = port < 1 || port > 65535 ? 0 : parse_addr(ip, port, u->family, &sa);
@@ -743,19 +779,19 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
     throw_type(env, "an unconnected UDP socket needs an address and a port to send to");
     return NULL;
   }
-  return make_int(env, send_one(u, data + off, (size_t)len, &sa, salen));
+  return make_int(env, send_one(u, hdr, hlen, data + off, (size_t)len, &sa, salen));
 }
 
-/* udpSendMany(h, data, meta, count, to | null): datagrams sent or queued. */
+/* udpSendMany(h, data, meta, count, to | null, header | null): datagrams sent or queued. */
 static napi_value udp_send_many(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  uint8_t *data;
-  size_t size, meta_len, to_len = 0;
+  napi_value argv[6];
+  uint8_t *data, *hdr;
+  size_t size, meta_len, to_len = 0, hlen;
   int32_t *meta, *to = NULL, count;
   napi_valuetype t;
-  if (!get_args(env, info, 5, argv, NULL) || !arg_bytes(env, argv[1], &data, &size) ||
+  if (!get_args(env, info, 6, argv, NULL) || !arg_bytes(env, argv[1], &data, &size) ||
       !arg_int32_array(env, argv[2], &meta, &meta_len) || !arg_int32(env, argv[3], &count) ||
-      napi_typeof(env, argv[4], &t) != napi_ok)
+      napi_typeof(env, argv[4], &t) != napi_ok || !arg_opt_bytes(env, argv[5], &hdr, &hlen))
     return NULL;
   if (t != napi_null && t != napi_undefined && !arg_int32_array(env, argv[4], &to, &to_len)) return NULL;
   udp_t *u = get_udp(env, argv[0]);
@@ -772,19 +808,22 @@ static napi_value udp_send_many(napi_env env, napi_callback_info info) {
     }
   }
   struct mmsghdr msgs[MAX_BATCH];
-  struct iovec iov[MAX_BATCH];
+  struct iovec iov[MAX_BATCH][2];
   struct sockaddr_in6 addrs[MAX_BATCH];
   socklen_t lens[MAX_BATCH];
   int32_t accepted = 0, first_err = 0, i = 0;
+  int niov = hlen ? 2 : 1;
   while (i < count) {
     int n = 0;
     memset(msgs, 0, sizeof msgs);
     for (; i + n < count && n < MAX_BATCH; n++) {
       int32_t *m = meta + (size_t)(i + n) * META;
-      iov[n].iov_base = data + m[0];
-      iov[n].iov_len = (size_t)m[1];
-      msgs[n].msg_hdr.msg_iov = &iov[n];
-      msgs[n].msg_hdr.msg_iovlen = 1;
+      iov[n][0].iov_base = hdr;
+      iov[n][0].iov_len = hlen;
+      iov[n][1].iov_base = data + m[0];
+      iov[n][1].iov_len = (size_t)m[1];
+      msgs[n].msg_hdr.msg_iov = &iov[n][2 - niov];
+      msgs[n].msg_hdr.msg_iovlen = (size_t)niov;
       lens[n] = 0;
       if (to || (!u->connected && m[3] != 0)) {
         lens[n] = ints_to_addr(to ? to : m + 2, u->family, &addrs[n]);
@@ -809,7 +848,7 @@ static napi_value udp_send_many(napi_env env, napi_callback_info info) {
       } else {
         for (int k = 0; k < sent; k++) {
           u->stats[ST_SENT]++;
-          u->stats[ST_SENT_BYTES] += (double)iov[k].iov_len;
+          u->stats[ST_SENT_BYTES] += (double)(hlen + iov[k][1].iov_len);
         }
         accepted += sent;
         i += sent; /* after a short count, the next call reports why it stopped */
@@ -818,7 +857,8 @@ static napi_value udp_send_many(napi_env env, napi_callback_info info) {
     }
     /* The socket is full (or others wait before these): queue the rest of this chunk. */
     for (int k = sent; k < n; k++)
-      if (enqueue(u, iov[k].iov_base, iov[k].iov_len, &addrs[k], msgs[k].msg_hdr.msg_namelen)) accepted++;
+      if (enqueue(u, hdr, hlen, iov[k][1].iov_base, iov[k][1].iov_len, &addrs[k], msgs[k].msg_hdr.msg_namelen))
+        accepted++;
     i += n - sent;
   }
   if (!first_err) return make_int(env, accepted);

@@ -98,7 +98,7 @@ export interface UdpStats {
   readonly batches: number;
 }
 
-const CB = { batch: 0, error: 1, fatal: 2 } as const;
+const CB = { batch: 0, error: 1, fatal: 2, socketError: 3 } as const;
 const OP = { close: 0, reading: 1, ref: 2 } as const;
 const SEND: readonly UdpSendResult[] = ['sent', 'queued', 'dropped'];
 
@@ -253,37 +253,48 @@ export class UdpSocket {
    */
   send(data: Uint8Array, port?: number, address?: string): UdpSendResult {
     const h = this.#live();
-    const r = addon.udpSend(h, data, 0, data.length, address ?? null, port ?? 0);
-    if (r >= 0) return SEND[r] as UdpSendResult;
-    this.#later(-r, 'sendto');
-    return 'failed';
+    return this.#result(addon.udpSend(h, data, 0, data.length, address ?? null, port ?? 0, null));
   }
 
   /**
-   * Sends datagram `i` of a received batch (to `address`:`port`, or to the peer of a connected
-   * socket) without making a view of it: how a relay forwards one datagram to its session's
-   * upstream. Results as `send`.
+   * Sends datagram `i` of a received batch (to `to`, or to the peer of a connected socket)
+   * without making a view of it: how a relay forwards one datagram to its session's upstream.
+   * `skip` leaves out the payload's first bytes (a PROXY protocol or SPP header just parsed);
+   * `header` is sent before it (one header added, no copy). Results as `send`.
    */
-  sendFrom(batch: UdpBatch, i: number, port?: number, address?: string): UdpSendResult {
+  sendFrom(
+    batch: UdpBatch,
+    i: number,
+    to?: UdpTarget | null,
+    opts: { readonly skip?: number; readonly header?: Uint8Array } = {},
+  ): UdpSendResult {
     const h = this.#live();
-    if (!Number.isInteger(i) || i < 0 || i >= batch.count)
+    if (!Number.isInteger(i) || i < 0 || i >= batch.count) {
       throw new TypeError(`no datagram ${i} in a batch of ${batch.count}`);
-    const r = addon.udpSend(h, batch.data, batch.offset(i), batch.length(i), address ?? null, port ?? 0);
-    if (r >= 0) return SEND[r] as UdpSendResult;
-    this.#later(-r, 'sendto');
-    return 'failed';
+    }
+    const skip = opts.skip ?? 0;
+    const length = batch.length(i);
+    if (!Number.isInteger(skip) || skip < 0 || skip > length) {
+      throw new TypeError(`skip must be from 0 to the datagram's ${length} bytes`);
+    }
+    const offset = batch.offset(i) + skip;
+    return this.#result(
+      addon.udpSend(h, batch.data, offset, length - skip, to ?? null, 0, opts.header ?? null),
+    );
   }
 
   /**
    * Sends many datagrams with sendmmsg: a received batch (each back to its sender, or all to
-   * `to`; nothing is copied), or a list (each to its own address, or all to `to`). Returns how
-   * many were sent or queued; failures go to `onError` (the first of them) and are counted.
+   * `to`; nothing is copied), or a list (each to its own address, or all to `to`). A `header`
+   * goes before every payload (e.g. an SPP header on every reply of a session; no copy).
+   * Returns how many were sent or queued; failures go to `onError` (the first of them) and are
+   * counted.
    */
-  sendBatch(items: UdpBatch | readonly UdpOutgoing[], to?: UdpTarget): number {
+  sendBatch(items: UdpBatch | readonly UdpOutgoing[], to?: UdpTarget | null, header?: Uint8Array): number {
     const h = this.#live();
     let r: number | [number, number];
     if (items instanceof UdpBatch) {
-      r = addon.udpSendMany(h, items.data, items.meta, items.count, to ?? null);
+      r = addon.udpSendMany(h, items.data, items.meta, items.count, to ?? null, header ?? null);
     } else {
       if (items.length === 0) return 0;
       const meta = new Int32Array(items.length * META_INTS);
@@ -297,11 +308,11 @@ export class UdpSocket {
         meta[i * META_INTS] = at;
         meta[i * META_INTS + 1] = it.data.length;
         at += it.data.length;
-        if (it.address !== undefined && to === undefined) {
+        if (it.address !== undefined && (to === undefined || to === null)) {
           meta.set(addon.udpPackAddress(it.address, it.port ?? 0), i * META_INTS + 2);
         }
       }
-      r = addon.udpSendMany(h, data, meta, items.length, to ?? null);
+      r = addon.udpSendMany(h, data, meta, items.length, to ?? null, header ?? null);
     }
     if (typeof r === 'number') return r;
     this.#later(r[1], 'sendmmsg');
@@ -368,6 +379,12 @@ export class UdpSocket {
     addon.udpControl(h, OP.close, false);
   }
 
+  #result(r: number): UdpSendResult {
+    if (r >= 0) return SEND[r] as UdpSendResult;
+    this.#later(-r, 'sendmsg');
+    return 'failed';
+  }
+
   #live(): UdpHandle {
     if (this.#handle === null) throw errnoError(9, 'EBADF', 'send', 'udp', `sending on closed ${this.#what}`);
     return this.#handle;
@@ -391,7 +408,8 @@ export class UdpSocket {
       this.#onBatch?.(this.#batch);
       return;
     }
-    const e = errnoError(value, errnoName(value), 'recvmmsg', 'udp', `receiving on ${this.#what}`);
+    const syscall = kind === CB.socketError ? 'getsockopt(SO_ERROR)' : 'recvmmsg';
+    const e = errnoError(value, errnoName(value), syscall, 'udp', `receiving on ${this.#what}`);
     if (kind === CB.fatal) this.close();
     this.#onError?.(e);
   }

@@ -5,6 +5,7 @@
  * See docs/restarts.md for the sequence, the protocol and the exit codes.
  */
 
+export { type ActiveDatagram, type DatagramAddr, DatagramListeners } from './datagrams.ts';
 export {
   decodeBody,
   encodeFrame,
@@ -20,6 +21,7 @@ export {
   decodeProcAddr,
   HANDOVER_ENV,
   type Handover,
+  type InheritedDatagram,
   type InheritedSocket,
   parseHandoverEnv,
   parseSystemdEnv,

@@ -4,7 +4,8 @@
  * - **systemd socket activation**: `LISTEN_FDS` descriptors starting at fd 3, meant for us
  *   only when `LISTEN_PID` is our pid (or absent), named by `LISTEN_FDNAMES`;
  * - **our own restart handover**: `FOUNDATIONS_HANDOVER`, JSON written by the previous
- *   process: `{ "control": fd, "listeners": [{ "name", "addr", "fd" }] }`.
+ *   process: `{ "control": fd, "listeners": [{ "name", "addr", "fd" }],
+ *   "datagrams": [{ "name", "host", "port", "fd" }] }` (UDP sockets; absent from older versions).
  *
  * Both are read once, at start-up, and removed from `process.env` so that nothing started
  * later (a restart child, a shell-out) believes the descriptors are its own. Bad values are
@@ -29,11 +30,21 @@ export interface InheritedSocket {
   readonly source: 'systemd' | 'handover';
 }
 
-/** What the previous process handed over: the control channel and its listeners. */
+/** One UDP socket handed over by the previous process (systemd's come as `InheritedSocket`s). */
+export interface InheritedDatagram {
+  readonly fd: number;
+  readonly name: string;
+  /** The address and port it is bound to. */
+  readonly host: string;
+  readonly port: number;
+}
+
+/** What the previous process handed over: the control channel, its listeners and UDP sockets. */
 export interface Handover {
   /** Our end of the socketpair to the old process (reports and the app's state). */
   readonly controlFd: number;
   readonly listeners: readonly InheritedSocket[];
+  readonly datagrams: readonly InheritedDatagram[];
 }
 
 function listenError(message: string): FoundationsError {
@@ -107,7 +118,23 @@ export function parseHandoverEnv(env: NodeJS.ProcessEnv): Handover | null {
     if (typeof e.name !== 'string') throw listenError(`${HANDOVER_ENV}: ${where}.name: expected a string`);
     return { fd: e.fd, name: e.name, addr: toListenAddr(e.addr, where), source: 'handover' };
   });
-  return { controlFd: v.control, listeners };
+  if (v.datagrams !== undefined && !Array.isArray(v.datagrams))
+    throw listenError(`${HANDOVER_ENV}: datagrams: expected a list`);
+  const datagrams = ((v.datagrams as unknown[] | undefined) ?? []).map(
+    (d: unknown, i: number): InheritedDatagram => {
+      const e = d as Record<string, unknown> | null;
+      const where = `${HANDOVER_ENV}: datagrams[${i}]`;
+      if (typeof e !== 'object' || e === null) throw listenError(`${where}: expected an object`);
+      if (!isFd(e.fd)) throw listenError(`${where}.fd: expected a descriptor number`);
+      if (typeof e.name !== 'string') throw listenError(`${where}.name: expected a string`);
+      if (typeof e.host !== 'string' || net.isIP(e.host) === 0)
+        throw listenError(`${where}.host: expected an IP address`);
+      if (typeof e.port !== 'number' || !Number.isInteger(e.port) || e.port < 1 || e.port > 65535)
+        throw listenError(`${where}.port: expected a port`);
+      return { fd: e.fd, name: e.name, host: e.host, port: e.port };
+    },
+  );
+  return { controlFd: v.control, listeners, datagrams };
 }
 
 /** Removes both sources' variables, so processes we start do not inherit them by accident. */

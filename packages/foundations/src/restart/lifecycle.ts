@@ -5,7 +5,8 @@
  * Ordering rules (see docs/restarts.md for the diagram):
  * 1. `startLifecycle()` runs first, before the app's `start()`: it takes the inherited
  *    sockets and, in a process started by a restart, reads the previous process's state.
- * 2. The app opens every endpoint with `lifecycle.listen(name, addr, server)`.
+ * 2. The app opens every endpoint with `lifecycle.listen(name, addr, server)` (UDP ones with
+ *    `lifecycle.bindUdp(name, addr)`).
  * 3. `lifecycle.ready()` once they accept: it opens (or inherits) the restart socket, tells
  *    the old process and systemd, and only from then on accepts restart requests.
  *    On a start-up error call `lifecycle.failed(err)` and exit non-zero.
@@ -15,9 +16,11 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import type { UdpSocket, UdpSocketOptions } from 'native';
 import { FND_ERR, FoundationsError } from '../errors.ts';
 import type { ServiceInfo } from '../service-info.ts';
 import type { ListenAddr } from '../settings/net.ts';
+import type { DatagramAddr } from './datagrams.ts';
 import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME, type RestarterMessage } from './frames.ts';
 import type { HandoverChannel } from './handover.ts';
 import type { Listeners, ListenOptions } from './listeners.ts';
@@ -125,6 +128,11 @@ export class Lifecycle {
     return this.listeners.listen(name, addr, server, opts);
   }
 
+  /** Opens a UDP endpoint on an inherited socket if one matches, else a fresh one. See `DatagramListeners.bind`. */
+  bindUdp(name: string, addr: DatagramAddr, opts?: UdpSocketOptions): UdpSocket {
+    return this.listeners.datagrams.bind(name, addr, opts);
+  }
+
   /**
    * Declares the service ready: endpoints accept. Opens the restart socket (when enabled),
    * reports "ready" to the process that started us, and notifies systemd.
@@ -150,6 +158,9 @@ export class Lifecycle {
         name: s.name,
         source: s.source,
       });
+    }
+    for (const d of this.listeners.datagrams.unused) {
+      this.#log('warn', 'inherited UDP socket matches no endpoint; left open', { fd: d.fd, name: d.name });
     }
     const n = await sdNotify({ READY: 1, MAINPID: process.pid, STATUS: `${this.#opts.info.name} ready` });
     if (n.kind === 'failed') this.#log('warn', 'sd_notify READY failed', { reason: n.reason });
@@ -192,6 +203,7 @@ export class Lifecycle {
     }
     const next = await startNextProcess({
       listeners: this.listeners.active,
+      datagrams: this.listeners.datagrams.active,
       state,
       readyTimeoutMs: this.#opts.settings.ready_timeout,
       signal: this.#abort.signal,

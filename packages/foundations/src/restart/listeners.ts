@@ -21,7 +21,13 @@ import path from 'node:path';
 import util from 'node:util';
 import { FND_ERR, FoundationsError } from '../errors.ts';
 import { formatListenAddr, type ListenAddr } from '../settings/net.ts';
-import { type InheritedSocket, sameListenAddr, socketAddressOfFd } from './inherited.ts';
+import { DatagramListeners } from './datagrams.ts';
+import {
+  type InheritedDatagram,
+  type InheritedSocket,
+  sameListenAddr,
+  socketAddressOfFd,
+} from './inherited.ts';
 import { TaskTracker } from './task-tracker.ts';
 
 /** A server opened through `Listeners.listen`, with what a restart needs to pass it on. */
@@ -61,15 +67,26 @@ export function serverFd(server: net.Server): number {
 export class Listeners {
   /** Connections accepted on tracked listeners; draining waits on it. */
   readonly connections: TaskTracker;
+  /** UDP sockets (`datagrams.bind(name, addr)`), handed on at a restart like the listeners. */
+  readonly datagrams: DatagramListeners;
   readonly #inherited: InheritedSocket[];
   readonly #used = new Set<InheritedSocket>();
   readonly #active: ActiveListener[] = [];
   readonly #sockets = new Set<net.Socket>();
 
-  /** `inherited` comes from `parseSystemdEnv` / `parseHandoverEnv` (see `startLifecycle`). */
-  constructor(inherited: readonly InheritedSocket[] = [], connections: TaskTracker = new TaskTracker()) {
+  /** `inherited` and `datagrams` come from `parseSystemdEnv` / `parseHandoverEnv` (see `startLifecycle`). */
+  constructor(
+    inherited: readonly InheritedSocket[] = [],
+    connections: TaskTracker = new TaskTracker(),
+    datagrams: readonly InheritedDatagram[] = [],
+  ) {
     this.#inherited = [...inherited];
     this.connections = connections;
+    this.datagrams = new DatagramListeners(
+      datagrams,
+      (name) => this.#claimNamed(name),
+      (s) => this.#used.delete(s),
+    );
   }
 
   /** The servers opened so far, in order. */
@@ -145,8 +162,12 @@ export class Listeners {
     return held;
   }
 
-  /** Stops accepting on every listener; the kernel sockets stay open in any process we handed them to. */
+  /**
+   * Stops accepting on every listener and reading on every UDP socket; the kernel sockets stay
+   * open in any process we handed them to (and the UDP ones here too, for replies).
+   */
   stopAccepting(): void {
+    this.datagrams.stopReading();
     for (const l of this.#active) {
       // net.Server.prototype.close, not http.Server#close: the latter also closes idle
       // keep-alive connections, racing with clients that are sending their next request.
@@ -168,6 +189,15 @@ export class Listeners {
         return a !== null && sameListenAddr(addr, a);
       });
     }
+    if (found) this.#used.add(found);
+    return found;
+  }
+
+  /** An unclaimed systemd socket named `name`, now claimed (systemd names UDP sockets too). */
+  #claimNamed(name: string): InheritedSocket | undefined {
+    const found = this.#inherited.find(
+      (s) => !this.#used.has(s) && s.source === 'systemd' && s.name === name,
+    );
     if (found) this.#used.add(found);
     return found;
   }

@@ -31,7 +31,7 @@ export function processInheritance(): ProcessInheritance {
   const inherited = handover ? handover.listeners : parseSystemdEnv(env);
   scrubInheritanceEnv(env);
   cached = {
-    listeners: new Listeners(inherited),
+    listeners: new Listeners(inherited, undefined, handover?.datagrams ?? []),
     channel: handover ? new HandoverChannel(handover.controlFd) : null,
   };
   return cached;

@@ -13,6 +13,7 @@
  */
 import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
 import type net from 'node:net';
+import type { ActiveDatagram } from './datagrams.ts';
 import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME, toChildReport } from './frames.ts';
 import { HANDOVER_ENV } from './inherited.ts';
 import type { ActiveListener } from './listeners.ts';
@@ -25,6 +26,8 @@ export type NextOutcome =
 /** What `startNextProcess` needs. */
 export interface NextProcessOptions {
   readonly listeners: readonly ActiveListener[];
+  /** UDP sockets to hand on, after the listeners' descriptors. Default none. */
+  readonly datagrams?: readonly ActiveDatagram[];
   /** The app's state (JSON-serialisable), delivered to the child's `restoredState`. */
   readonly state: unknown;
   readonly readyTimeoutMs: number;
@@ -36,11 +39,14 @@ export interface NextProcessOptions {
 
 /** Starts the new process and resolves when it reports ready, fails, exits or times out. */
 export function startNextProcess(opts: NextProcessOptions): Promise<NextOutcome> {
-  const fds = opts.listeners.map((l) => l.fd);
+  const datagrams = opts.datagrams ?? [];
+  const fds = [...opts.listeners.map((l) => l.fd), ...datagrams.map((d) => d.fd)];
   const controlSlot = 3 + fds.length;
+  const firstDatagram = 3 + opts.listeners.length;
   const handover = {
     control: controlSlot,
     listeners: opts.listeners.map((l, i) => ({ name: l.name, addr: l.addr, fd: 3 + i })),
+    datagrams: datagrams.map((d, i) => ({ name: d.name, host: d.host, port: d.port, fd: firstDatagram + i })),
   };
   const stdio: StdioOptions = ['ignore', 'inherit', 'inherit', ...fds, 'pipe'];
   let state: Buffer;

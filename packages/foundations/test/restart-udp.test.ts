@@ -1,0 +1,125 @@
+/**
+ * Graceful restarts of a UDP endpoint with real processes: the bound socket is handed to the
+ * new process (the addon adopts it), a datagram flow every millisecond across the restart is
+ * answered by one generation or the other, and what was lost is reported. Also the handover
+ * variable's `datagrams` list: parsed, and malformed entries refused by name.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HANDOVER_ENV, parseHandoverEnv } from '../src/restart/index.ts';
+import { ServiceUnderTest, waitExit } from './fixtures/restart-harness.ts';
+
+const FIXTURE = path.join(import.meta.dirname, 'fixtures', 'restart-udp-service.ts');
+const services: ServiceUnderTest[] = [];
+after(() => {
+  for (const s of services) s.cleanup();
+});
+
+describe('UDP endpoint across a graceful restart', () => {
+  it('keeps its port and socket; a flow every millisecond is answered throughout', async (t) => {
+    const svc = new ServiceUnderTest((sock) => `restart:\n  socket: ${sock}\n  drain_timeout: 1s\n`, FIXTURE);
+    services.push(svc);
+    const first = await svc.start();
+    const client = dgram.createSocket('udp4');
+    after(() => client.close());
+    await new Promise<void>((resolve) => client.bind(0, '127.0.0.1', () => resolve()));
+    const answeredBy = new Map<number, string>();
+    client.on('message', (m) => {
+      const [pid, seq] = m.toString().split(' ');
+      answeredBy.set(Number(seq), pid as string);
+    });
+    let seq = 0;
+    const timer = setInterval(() => client.send(String(seq++), first.port, '127.0.0.1'), 1);
+    await sleep(200);
+    const r = await svc.restart();
+    assert.equal(r.code, 0, r.stderr);
+    const second = await svc.waitGeneration(2);
+    assert.equal(second.port, first.port, 'the same socket, so the same port');
+    assert.equal(second.restarted, true);
+    await sleep(300);
+    clearInterval(timer);
+    await sleep(200);
+    const sent = seq;
+    const lost = sent - answeredBy.size;
+    t.diagnostic(`sent ${sent} datagrams (one per ms) across the restart, ${lost} unanswered`);
+    const pids = new Set(answeredBy.values());
+    assert.ok(pids.has(String(first.pid)) && pids.has(String(second.pid)), [...pids].join());
+    // after the handover every answer comes from the new process
+    const last = [...answeredBy.entries()].sort((a, b) => a[0] - b[0]).slice(-20);
+    assert.ok(last.every(([, pid]) => pid === String(second.pid)));
+    assert.ok(lost <= sent * 0.01, `lost ${lost} of ${sent}`);
+    assert.ok(await waitExit(first.pid, 10_000), 'the old process exits after draining');
+  });
+});
+
+const haveActivate = spawnSync('systemd-socket-activate', ['--help']).status === 0;
+
+describe('UDP endpoint from systemd (ListenDatagram=, by FileDescriptorName=)', {
+  skip: haveActivate ? false : 'systemd-socket-activate is not installed (Debian package systemd)',
+}, () => {
+  it('adopts the activated socket by name, reads the datagram that started it, and hands it on', async () => {
+    const svc = new ServiceUnderTest((sock) => `restart:\n  socket: ${sock}\n  drain_timeout: 1s\n`, FIXTURE);
+    services.push(svc);
+    const port = 20000 + Math.floor(Math.random() * 10000);
+    const client = dgram.createSocket('udp4');
+    after(() => client.close());
+    const replies: string[] = [];
+    client.on('message', (m) => replies.push(m.toString()));
+    const started = svc.start({
+      command: 'systemd-socket-activate',
+      args: [
+        '--datagram',
+        '-l',
+        `127.0.0.1:${port}`,
+        '--fdname=echo',
+        process.execPath,
+        FIXTURE,
+        '-c',
+        svc.config,
+      ],
+    });
+    // the activator starts the service on the first datagram; it waits in the socket for it
+    const poke = setInterval(() => client.send('wake', port, '127.0.0.1'), 100);
+    const first = await started.finally(() => clearInterval(poke));
+    assert.equal(first.port, port);
+    const until = Date.now() + 5000;
+    while (!replies.includes(`${first.pid} wake`) && Date.now() < until) await sleep(20);
+    assert.ok(replies.includes(`${first.pid} wake`), replies.join());
+    const r = await svc.restart();
+    assert.equal(r.code, 0, r.stderr);
+    const second = await svc.waitGeneration(2);
+    assert.equal(second.port, port);
+    client.send('after', port, '127.0.0.1');
+    while (!replies.includes(`${second.pid} after`) && Date.now() < until + 5000) await sleep(20);
+    assert.ok(replies.includes(`${second.pid} after`), replies.join());
+  });
+});
+
+describe('handover variable: datagrams', () => {
+  const base = { control: 9, listeners: [] };
+  const parse = (v: unknown) => parseHandoverEnv({ [HANDOVER_ENV]: JSON.stringify(v) });
+
+  it('parses the list, and accepts its absence (an older version handing over)', () => {
+    assert.deepEqual(
+      parse({ ...base, datagrams: [{ name: 'dns', host: '::1', port: 53, fd: 4 }] })?.datagrams,
+      [{ name: 'dns', host: '::1', port: 53, fd: 4 }],
+    );
+    assert.deepEqual(parse(base)?.datagrams, []);
+  });
+
+  it('refuses malformed entries, naming the field', () => {
+    const bad: [unknown, RegExp][] = [
+      [{ ...base, datagrams: {} }, /datagrams: expected a list/],
+      [{ ...base, datagrams: [null] }, /datagrams\[0\]: expected an object/],
+      [{ ...base, datagrams: [{ name: 'a', host: '127.0.0.1', port: 53, fd: 1 }] }, /datagrams\[0\]\.fd/],
+      [{ ...base, datagrams: [{ name: 'a', host: 'localhost', port: 53, fd: 4 }] }, /datagrams\[0\]\.host/],
+      [{ ...base, datagrams: [{ name: 'a', host: '127.0.0.1', port: 0, fd: 4 }] }, /datagrams\[0\]\.port/],
+      [{ ...base, datagrams: [{ host: '127.0.0.1', port: 53, fd: 4 }] }, /datagrams\[0\]\.name/],
+    ];
+    for (const [v, message] of bad) assert.throws(() => parse(v), { code: 'FND_ERR_LISTEN', message });
+  });
+});
