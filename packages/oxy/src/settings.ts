@@ -17,8 +17,8 @@ import type { z } from 'zod';
 import { DnsSettings } from './dns/settings.ts';
 import { DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
 import { UpstreamProxySettings } from './offramps/upstream-proxy/settings.ts';
-import { ProxyProtocolSettings } from './onramps/proxy-protocol/settings.ts';
 import { Http2Settings } from './onramps/http2/settings.ts';
+import { ProxyProtocolSettings } from './onramps/proxy-protocol/settings.ts';
 import { TlsSettings } from './onramps/tls/settings.ts';
 
 /** The limits of byte-stream units (tunnels), for the endpoints that carry them. */

@@ -8,9 +8,9 @@
  */
 import net from 'node:net';
 import type { CounterHandle, LogFieldSource, TelemetryContext } from 'foundations/telemetry';
-import type { EndpointSettings } from '../settings.ts';
 import { proxyReadOptions, type ReadProxyHeaderOptions } from '../onramps/proxy-protocol/read.ts';
 import type { ProxyHeader } from '../protocols/proxy-protocol/index.ts';
+import type { EndpointSettings } from '../settings.ts';
 import { httpMetrics } from '../telemetry/metrics.ts';
 import { formatHostPort, type ListenAddr } from './addr.ts';
 import type {

@@ -5,8 +5,8 @@
 import type { AuditRecord } from '../audit.ts';
 import { formatHostPort } from '../context/addr.ts';
 import type { RequestKind } from '../context/contexts.ts';
-import { proxyHeaderView } from '../protocols/proxy-protocol/view.ts';
 import type { RequestState } from '../context/state.ts';
+import { proxyHeaderView } from '../protocols/proxy-protocol/view.ts';
 import type { Runtime } from '../runtime.ts';
 import { httpMetrics } from '../telemetry/metrics.ts';
 

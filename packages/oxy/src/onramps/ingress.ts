@@ -18,11 +18,11 @@ import { log } from 'foundations/telemetry';
 import type { ConnectionStats, IngressProtocol } from '../context/contexts.ts';
 import { type EndpointState, IngressConnection } from '../context/state.ts';
 import { offloadedBytes } from '../flows/stream/offload.ts';
-import { type ReadProxyHeaderOptions, readProxyHeader } from './proxy-protocol/read.ts';
 import type { IngressDecision } from '../hooks/ingress.ts';
 import type { Runtime } from '../runtime.ts';
 import { forkConnection, inConnectionContext } from '../telemetry/fork.ts';
 import { ingressMetrics } from '../telemetry/metrics.ts';
+import { type ReadProxyHeaderOptions, readProxyHeader } from './proxy-protocol/read.ts';
 
 const kConn = Symbol('oxy.ingressConnection');
 const kRuntime = Symbol('oxy.ingressRuntime');
@@ -111,8 +111,13 @@ function readHeader(
     (e: unknown) => {
       // Already counted by reason and the socket destroyed by the reader.
       conn.closeReason = 'proxy_protocol';
-      ingressMetrics.connections_failed_total({ endpoint: conn.endpoint.name, reason: 'proxy_protocol' }).inc();
-      log.debug('PROXY header refused', { reason: (e as { reason?: string }).reason, err: (e as Error).message });
+      ingressMetrics
+        .connections_failed_total({ endpoint: conn.endpoint.name, reason: 'proxy_protocol' })
+        .inc();
+      log.debug('PROXY header refused', {
+        reason: (e as { reason?: string }).reason,
+        err: (e as Error).message,
+      });
     },
   );
 }

@@ -48,6 +48,8 @@ export interface DatagramIngress {
 /** The state of a session (see the module comment). */
 export type SessionState = 'opening' | 'open' | 'refused' | 'closed';
 
+const NO_SKIP = Object.freeze({});
+
 /** Datagrams held while a session opens; more are dropped (UDP's answer to a full queue). */
 const MAX_PENDING = 64;
 
@@ -89,20 +91,23 @@ export class DatagramSession {
     forkConnection(conn, () => forkRequest(this.request, () => void this.#start()));
   }
 
-  /** A datagram from the client: `batch` datagram `i`, received at `now`. */
-  fromClient(batch: UdpBatch, i: number, now: number): void {
+  /**
+   * A datagram from the client: `batch` datagram `i` without its first `skip` bytes (a PROXY
+   * header the on-ramp parsed), received at `now`.
+   */
+  fromClient(batch: UdpBatch, i: number, now: number, skip = 0): void {
     this.lastActive = now;
-    const n = batch.length(i);
+    const n = batch.length(i) - skip;
     if (this.state === 'open') {
       const up = this.#upstream as UdpSocket;
       const hook = this.#rt.hooks.datagram;
       if (hook === null) {
         this.datagramsUp++;
         this.bytesUp += n;
-        up.sendFrom(batch, i);
+        up.sendFrom(batch, i, null, skip === 0 ? NO_SKIP : { skip });
         return;
       }
-      const out = this.#verdict(hook, batch.payload(i), 'up');
+      const out = this.#verdict(hook, batch.payload(i).subarray(skip), 'up');
       if (out === null) return;
       this.datagramsUp++;
       this.bytesUp += out.length;
@@ -111,7 +116,8 @@ export class DatagramSession {
     }
     if (this.state === 'opening') {
       this.#pending ??= [];
-      if (this.#pending.length < MAX_PENDING) this.#pending.push(batch.copy(i));
+      if (this.#pending.length < MAX_PENDING)
+        this.#pending.push(Buffer.from(batch.payload(i).subarray(skip)));
       else datagramMetrics.dropped_total({ reason: 'session_opening' }).inc();
       return;
     }
@@ -131,6 +137,22 @@ export class DatagramSession {
 
   async #start(): Promise<void> {
     const rt = this.#rt;
+    const header = this.conn.proxyHeader;
+    const ppHook = rt.hooks.proxyProtocolConnection;
+    if (header !== null && ppHook !== null) {
+      let d: IngressDecision;
+      try {
+        d = await ppHook(header, this.conn);
+      } catch (e) {
+        rt.hookFailed('ProxyProtocolHook.handleConnection', e);
+        this.#refuse(500, 'OXY_ERR_HOOK_FAILED');
+        return;
+      }
+      if (d !== undefined && d.kind === 'block') {
+        this.#refuse(403, 'blocked');
+        return;
+      }
+    }
     const ingressHook = rt.hooks.ingressConnection;
     if (ingressHook !== null) {
       let d: IngressDecision;

@@ -11,15 +11,24 @@
  *
  * Timers: one interval per endpoint, at a quarter of the idle timeout; none per session.
  */
-import { UdpSocket, type UdpTarget } from 'native';
+import { type UdpBatch, UdpSocket } from 'native';
 import { NO_TARGET } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { type EndpointState, IngressConnection } from '../../context/state.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
 import { type DatagramIngress, DatagramSession } from '../../flows/datagram/session.ts';
+import type { ProxyHeader } from '../../protocols/proxy-protocol/index.ts';
 import type { Runtime } from '../../runtime.ts';
 import type { UdpEndpointSettings } from '../../settings.ts';
 import { datagramMetrics } from '../../telemetry/metrics.ts';
+import {
+  type DatagramWithHeader,
+  encodeDatagramReply,
+  parseDatagramHeader,
+} from '../proxy-protocol/datagram.ts';
+import { TrustedPeers } from '../proxy-protocol/trust.ts';
+
+const EMPTY = new Uint8Array(0);
 
 /** A running `udp` endpoint. */
 export interface UdpOnRamp {
@@ -74,41 +83,90 @@ export function openUdpOnRamp(
   const sessions = new Map<number | string, DatagramSession>();
   const tooMany = datagramMetrics.dropped_total({ reason: 'too_many_sessions' });
 
-  const newSession = (key: number | string, host: string, port: number, now: number): DatagramSession => {
+  /**
+   * A new session for the client `key`, reached at `host`:`port` (its own address, or the proxy
+   * in front, which gets each reply behind `header`'s answer).
+   */
+  const newSession = (
+    key: number | string,
+    host: string,
+    port: number,
+    now: number,
+    header: ProxyHeader | null,
+  ): DatagramSession => {
     const peer = { host, port };
-    let to: UdpTarget | null = null;
+    const to = UdpSocket.target(host, port);
+    const replyHeader = header === null ? null : encodeDatagramReply(header, EMPTY);
     const ingress: DatagramIngress = {
       reply: (data) => {
-        socket.send(data, port, host);
+        socket.send(replyHeader === null ? data : Buffer.concat([replyHeader, data]), port, host);
       },
       replyBatch: (batch) => {
-        to ??= UdpSocket.target(host, port);
-        socket.sendBatch(batch, to);
+        socket.sendBatch(batch, to, replyHeader ?? undefined);
       },
       ended: () => {
         sessions.delete(key);
       },
     };
     const conn = new IngressConnection(endpoint, { peer, local }, 'udp', rt.ext);
-    return new DatagramSession(rt, conn, target, ingress, now, maxDatagram);
+    let dest = target;
+    if (header !== null) {
+      conn.setProxyHeader(header);
+      const a = header.addresses;
+      if (settings.udp.target === null && a !== null && a.family !== 'unix') dest = a.destination;
+    }
+    return new DatagramSession(rt, conn, dest, ingress, now, maxDatagram);
   };
 
-  socket.onBatch((batch) => {
-    const now = performance.now();
-    for (let i = 0; i < batch.count; i++) {
-      const key = batch.peerKey(i);
-      let session = sessions.get(key);
-      if (session === undefined) {
-        if (sessions.size >= maxSessions) {
-          tooMany.inc();
+  const session = (
+    key: number | string,
+    batch: UdpBatch,
+    i: number,
+    now: number,
+    header: ProxyHeader | null,
+  ) => {
+    let s = sessions.get(key);
+    if (s === undefined) {
+      if (sessions.size >= maxSessions) {
+        tooMany.inc();
+        return undefined;
+      }
+      s = newSession(key, batch.address(i), batch.port(i), now, header);
+      sessions.set(key, s);
+    }
+    return s;
+  };
+
+  const pp = settings.proxy_protocol;
+  if (!pp.enabled) {
+    socket.onBatch((batch) => {
+      const now = performance.now();
+      for (let i = 0; i < batch.count; i++)
+        session(batch.peerKey(i), batch, i, now, null)?.fromClient(batch, i, now);
+    });
+  } else {
+    // A header before every datagram: trust, then the header; the session is the header's client.
+    const trusted = new TrustedPeers(pp.trusted_cidrs as readonly string[]);
+    const format = pp.udp_format;
+    const refused = datagramMetrics.dropped_total({ reason: 'proxy_protocol' });
+    socket.onBatch((batch) => {
+      const now = performance.now();
+      for (let i = 0; i < batch.count; i++) {
+        let parsed: DatagramWithHeader;
+        try {
+          parsed = parseDatagramHeader(batch.payload(i), format, { peer: batch.address(i), trusted });
+        } catch {
+          // Named boundary: a datagram without a valid header from a trusted peer is dropped (counted by reason).
+          refused.inc();
           continue;
         }
-        session = newSession(key, batch.address(i), batch.port(i), now);
-        sessions.set(key, session);
+        const a = parsed.header.addresses;
+        const client = a === null || a.family === 'unix' ? null : a.source;
+        const key = client === null ? batch.peerKey(i) : `${batch.peerKey(i)}>${client.host}|${client.port}`;
+        session(key, batch, i, now, parsed.header)?.fromClient(batch, i, now, parsed.header.length);
       }
-      session.fromClient(batch, i, now);
-    }
-  });
+    });
+  }
 
   const sweep = setInterval(
     () => {
