@@ -96,14 +96,18 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
         info,
         settings: typed.restart,
         stateForRestart: () => proxy?.runtime.hooks.stateForRestart?.(),
-        async drain() {
+        async drain(deadline) {
           if (proxy === undefined) return;
           proxy.beginDrain(); // Connection: close on later HTTP/1 responses, GOAWAY on HTTP/2
+          // UDP sessions are no connections the lifecycle sees: wait for them here (they idle
+          // out), while the TCP side drains beside them.
+          const datagrams = proxy.drainDatagrams(deadline);
           try {
             await proxy.runtime.hooks.handleShutdown?.();
           } catch (e) {
             log.error('handleShutdown failed', { err: e });
           }
+          await datagrams;
         },
         forceClose() {
           for (const conn of proxy?.runtime.connections ?? []) conn.closeReason = 'drained';

@@ -43,6 +43,11 @@ export interface RunningProxy {
    * this, then waits for connections and destroys what remains at `restart.drain_timeout`.
    */
   beginDrain(): void;
+  /**
+   * Waits for the datagram sessions of `udp` endpoints to end (they idle out; their endpoints
+   * stopped reading at `beginDrain`), ending those left at `deadline` (a `Date.now()` time).
+   */
+  drainDatagrams(deadline: number): Promise<void>;
   /** `drain(0)`, then closes what the runtime opened (the audit file). */
   close(): Promise<void>;
 }
@@ -73,14 +78,16 @@ export async function startProxy(
   const rt = new Runtime(hooks, ext, settings);
   const servers = new Map<string, net.Server>();
   const datagramEndpoints = new Map<string, UdpOnRamp>();
+  const datagramOnRamps = new Set<unknown>();
   const onramps: { close(): void; drain(): Promise<void> }[] = [];
   try {
     for (const [name, ep] of Object.entries(settings.endpoints)) {
       const endpoint = new EndpointState(name, ep, ext);
       if (ep.protocol === 'udp') {
-        const udp = openUdpOnRamp(rt, endpoint, ep);
+        const udp = openUdpOnRamp(rt, endpoint, ep, options.listeners);
         onramps.push(udp);
         datagramEndpoints.set(name, udp);
+        datagramOnRamps.add(udp);
         log.info('endpoint listening', {
           endpoint: name,
           addr: formatHostPort(udp.address().host, udp.address().port),
@@ -123,7 +130,11 @@ export async function startProxy(
     drain: (timeoutMs) => drain(rt, [...servers.values()], timeoutMs, onramps),
     beginDrain() {
       rt.draining = true;
-      for (const o of onramps) void o.drain();
+      for (const o of onramps) if (!datagramOnRamps.has(o)) void o.drain();
+      for (const u of datagramEndpoints.values()) u.socket.closed || u.socket.setReading(false);
+    },
+    async drainDatagrams(deadline) {
+      await Promise.all([...datagramEndpoints.values()].map((u) => u.drain(deadline)));
     },
     close() {
       closing ??= (async () => {

@@ -11,6 +11,7 @@
  *
  * Timers: one interval per endpoint, at a quarter of the idle timeout; none per session.
  */
+import type { Listeners } from 'foundations/restart';
 import { type UdpBatch, UdpSocket } from 'native';
 import { NO_TARGET } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
@@ -38,21 +39,25 @@ export interface UdpOnRamp {
   address(): SocketAddr;
   /** Sessions open now. */
   readonly sessionCount: number;
-  /** Stops reading new datagrams; open sessions go on until they idle out or `close()`. */
-  drain(): Promise<void>;
+  /**
+   * Stops reading new datagrams (after a restart the next process reads them); open sessions go
+   * on until they idle out. Resolves once none is left, or at `deadline` (a `Date.now()` time)
+   * after ending those that remain (`drained`).
+   */
+  drain(deadline?: number): Promise<void>;
   /** Ends every session (`drained`) and closes the socket. */
   close(): void;
 }
 
 /**
- * Opens `udp` endpoint `endpoint` (bound to its `addr`, or to `inherited`, a descriptor handed
- * over by the previous process). Throws `OXY_ERR_LISTEN` naming the settings key.
+ * Opens `udp` endpoint `endpoint` on its `addr` (with the restart lifecycle's `listeners`, the
+ * socket the previous process handed over). Throws `OXY_ERR_LISTEN` naming the settings key.
  */
 export function openUdpOnRamp(
   rt: Runtime,
   endpoint: EndpointState,
   settings: UdpEndpointSettings,
-  inherited?: number,
+  listeners?: Listeners,
 ): UdpOnRamp {
   const addr = settings.addr;
   const where = `endpoints.${endpoint.name}.addr`;
@@ -62,10 +67,12 @@ export function openUdpOnRamp(
   let socket: UdpSocket;
   try {
     const opts = { maxDatagramSize: maxDatagram, receiveBufferSize: 4 << 20 };
+    // Under the restart lifecycle the socket handed over by the previous process (or systemd)
+    // is taken when one matches, and handed on at the next restart.
     socket =
-      inherited === undefined
+      listeners === undefined
         ? UdpSocket.bind({ address: addr.host, port: addr.port, ...opts })
-        : UdpSocket.adopt(inherited, opts);
+        : listeners.datagrams.bind(endpoint.name, { host: addr.host, port: addr.port }, opts);
   } catch (e) {
     throw new OxyError(
       OXY_ERR.LISTEN,
@@ -183,9 +190,12 @@ export function openUdpOnRamp(
     get sessionCount() {
       return sessions.size;
     },
-    drain() {
+    async drain(deadline = Number.POSITIVE_INFINITY) {
       if (!socket.closed) socket.setReading(false);
-      return Promise.resolve();
+      while (sessions.size > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - Date.now()))));
+      }
+      for (const s of [...sessions.values()]) s.close('drained');
     },
     close() {
       if (closed) return;
