@@ -315,8 +315,8 @@ export class FlowTracker {
     try {
       const q = parseQuoted(p, parseIcmp(p));
       const ip = q.ip;
-      let sport = q.srcPort < 0 ? 0 : q.srcPort;
-      let dport = q.dstPort < 0 ? 0 : q.dstPort;
+      let sport = Math.max(q.srcPort, 0);
+      let dport = Math.max(q.dstPort, 0);
       if (ip.protocol === IP_PROTO.ICMP || ip.protocol === IP_PROTO.ICMPV6) {
         // parseQuoted gives (id, type): rebuild the echo key (id, 0) or (0, id).
         const request = dport === (ip.version === 4 ? ICMP4.ECHO_REQUEST : ICMP6.ECHO_REQUEST);
