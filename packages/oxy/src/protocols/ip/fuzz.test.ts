@@ -125,7 +125,10 @@ function mutate(src: Buffer, r: () => number): Buffer {
   for (let i = 0; i < ops; i++) {
     switch (r() % 7) {
       case 0: // flip bits
-        if (b.length) b[r() % b.length] ^= 1 << (r() % 8);
+        if (b.length) {
+          const at = r() % b.length;
+          b[at] = b[at]! ^ (1 << (r() % 8));
+        }
         break;
       case 1: // random byte
         if (b.length) b[r() % b.length] = r() & 0xff;
