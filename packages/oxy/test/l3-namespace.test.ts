@@ -197,16 +197,18 @@ describe('IP→TCP upgrade through a TUN device in a user+net namespace', { skip
     assert.deepEqual([m.id, m.seq, rep.buf.subarray(m.bodyOffset).toString()], [0x4242, 9, 'ping']);
   });
 
-  it('a refused step is a named error: which step, the kernel\'s or the tool\'s message, how to allow it', async (t) => {
+  it("a refused step is a named error: which step, the kernel's or the tool's message, how to allow it", async (t) => {
     if (skipped) return t.skip(skipped);
     await assert.rejects(
       startUpgradeNamespace({ device: 'oxy1', routes: ['300.1.0.0/16'], listenPort: 0 }),
       (e: Error & { code?: string }) =>
-        e.code === 'OXY_ERR_NAMESPACE_FAILED' && /ip route add 300\.1\.0\.0\/16 was refused: .*300/.test(e.message),
+        e.code === 'OXY_ERR_NAMESPACE_FAILED' &&
+        /ip route add 300\.1\.0\.0\/16 was refused: .*300/.test(e.message),
     );
     await assert.rejects(
       startUpgradeNamespace({ device: 'a-device-name-too-long', listenPort: 0 }),
-      (e: Error & { code?: string }) => e.code === 'OXY_ERR_NAMESPACE_FAILED' && /tun was refused/.test(e.message),
+      (e: Error & { code?: string }) =>
+        e.code === 'OXY_ERR_NAMESPACE_FAILED' && /tun was refused/.test(e.message),
     );
   });
 });

@@ -18,7 +18,7 @@
  *    whole pool went round, clear of the namespace kernel's TIME_WAIT for the same 4-tuple.
  */
 import { addressBytes, formatAddress, parseCidr } from '../../protocols/ip/address.ts';
-import { updateChecksum } from '../../protocols/ip/checksum.ts';
+import { sumWords, updateChecksumSums } from '../../protocols/ip/checksum.ts';
 import { l4ChecksumField } from '../../protocols/ip/l4-checksum.ts';
 import { IP_PROTO, type IpPacket } from '../../protocols/ip/packet.ts';
 import { clampMss } from '../../protocols/tcp/header.ts';
@@ -328,24 +328,22 @@ function slotKeyOf(addr: Uint8Array, port: number): string {
 export function rewrite(p: IpPacket, src: Buffer, sport: number, dst: Buffer, dport: number): void {
   const b = p.buf;
   const n = p.addrLength;
-  const oldAddrs = Buffer.from(b.subarray(p.srcOffset, p.srcOffset + 2 * n));
-  const oldPorts = Buffer.from(b.subarray(p.l4Offset, p.l4Offset + 4));
-  src.copy(b, p.srcOffset);
+  const a0 = p.srcOffset;
+  const a1 = a0 + 2 * n; // source and destination are adjacent
+  const l4 = p.l4Offset;
+  // Sum the rewritten words before and after, in place (no copies of the old bytes).
+  const oldAddrSum = sumWords(b, a0, a1);
+  const oldPortSum = b.readUInt16BE(l4) + b.readUInt16BE(l4 + 2);
+  src.copy(b, a0);
   dst.copy(b, p.dstOffset);
-  b.writeUInt16BE(sport, p.l4Offset);
-  b.writeUInt16BE(dport, p.l4Offset + 2);
-  if (p.version === 4) {
-    const at = 10;
-    b.writeUInt16BE(
-      updateChecksum(b.readUInt16BE(at), oldAddrs, b.subarray(p.srcOffset, p.srcOffset + 2 * n)),
-      at,
-    );
-  }
-  const field = p.l4Offset + l4ChecksumField(p.protocol);
+  b.writeUInt16BE(sport, l4);
+  b.writeUInt16BE(dport, l4 + 2);
+  const addrSum = sumWords(b, a0, a1);
+  if (p.version === 4) b.writeUInt16BE(updateChecksumSums(b.readUInt16BE(10), n, oldAddrSum, addrSum), 10);
+  const field = l4 + l4ChecksumField(p.protocol);
   const old = b.readUInt16BE(field);
   if (p.protocol === IP_PROTO.UDP && old === 0 && p.version === 4) return; // no checksum
-  let sum = updateChecksum(old, oldAddrs, b.subarray(p.srcOffset, p.srcOffset + 2 * n));
-  sum = updateChecksum(sum, oldPorts, b.subarray(p.l4Offset, p.l4Offset + 4));
+  let sum = updateChecksumSums(old, n + 2, oldAddrSum + oldPortSum, addrSum + sport + dport);
   if (sum === 0 && p.protocol === IP_PROTO.UDP) sum = 0xffff;
   b.writeUInt16BE(sum, field);
 }

@@ -68,3 +68,12 @@ export function updateChecksum(checksum: number, oldBytes: Uint8Array, newBytes:
     (~checksum & 0xffff) + ((oldBytes.length >>> 1) * 0xffff - sumWords(oldBytes)) + sumWords(newBytes);
   return ~fold(sum) & 0xffff;
 }
+
+/**
+ * `updateChecksum` from sums instead of bytes: `words` 16-bit words whose unfolded sum was
+ * `oldSum` now sum to `newSum`. Lets a rewrite sum the bytes before and after in place, with no
+ * copy of the old bytes.
+ */
+export function updateChecksumSums(checksum: number, words: number, oldSum: number, newSum: number): number {
+  return ~fold((~checksum & 0xffff) + (words * 0xffff - oldSum) + newSum) & 0xffff;
+}
