@@ -109,6 +109,26 @@ describe('upgrade NAT', () => {
     assert.equal(l4ChecksumOk(q.ip), true, 'quoted TCP checksum (whole segment quoted)');
   });
 
+  it("a mapped flow's packet cut short inside its TCP header is left alone, both ways", () => {
+    const n = nat();
+    const syn = parseIp(
+      buildTcpPacket('192.0.2.55', '203.0.113.10', { srcPort: 5555, dstPort: 443, flags: TCP_FLAG.SYN }),
+    );
+    n.map(syn);
+    const cut = (b: Buffer) => {
+      const c = Buffer.from(b.subarray(0, 32)); // 12 bytes of TCP: ports present, checksum not
+      c.writeUInt16BE(32, 2);
+      return parseIp(c, { verifyChecksum: false });
+    };
+    assert.equal(n.rewriteOutbound(cut(syn.buf)), null);
+    const back = buildTcpPacket('10.0.0.1', '10.9.0.1', {
+      srcPort: 8080,
+      dstPort: 1024,
+      flags: TCP_FLAG.ACK,
+    });
+    assert.equal(n.rewriteInbound(cut(back)), null);
+  });
+
   it('packets of unmapped flows and slots are left alone', () => {
     const n = nat();
     const p = parseIp(

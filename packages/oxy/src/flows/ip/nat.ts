@@ -163,8 +163,7 @@ export class UpgradeNat {
     };
     const f = this.#families[p.version];
     if (f === null) return refuse('no_family');
-    if ((p.protocol !== IP_PROTO.TCP && p.protocol !== IP_PROTO.UDP) || p.buf.length < p.l4Offset + 8)
-      return refuse('not_tcp_udp');
+    if (!transportFits(p)) return refuse('not_tcp_udp');
     if (this.#byFlow.size >= this.#max) return refuse('table_full');
     const slots = f.hosts * this.#portCount;
     for (let i = 0; i < PROBES; i++) {
@@ -215,7 +214,7 @@ export class UpgradeNat {
    * flow has none (left untouched).
    */
   rewriteOutbound(p: IpPacket, now = this.#now()): NatMapping | null {
-    if (p.buf.length < p.l4Offset + 8) return null;
+    if (!transportFits(p)) return null;
     const m = this.#byFlow.get(packetFlowKey(p));
     if (m === undefined) return null;
     const f = this.#families[m.version]!;
@@ -237,8 +236,7 @@ export class UpgradeNat {
       if (m) m.lastUsed = now;
       return m;
     }
-    if (p.buf.length < p.l4Offset + 8 || (p.protocol !== IP_PROTO.TCP && p.protocol !== IP_PROTO.UDP))
-      return null;
+    if (!transportFits(p)) return null;
     const m = this.#bySlot.get(
       slotKeyOf(p.buf.subarray(p.dstOffset, p.dstOffset + p.addrLength), p.buf.readUInt16BE(p.l4Offset + 2)),
     );
@@ -291,6 +289,12 @@ export class UpgradeNat {
     this.#timer = null;
     for (const m of [...this.#byFlow.values()]) this.release(m);
   }
+}
+
+/** Whether `p` is TCP or UDP with its whole fixed header present (the rewrite touches both ends). */
+function transportFits(p: IpPacket): boolean {
+  if (p.protocol === IP_PROTO.TCP) return p.buf.length >= p.l4Offset + 20;
+  return p.protocol === IP_PROTO.UDP && p.buf.length >= p.l4Offset + 8;
 }
 
 function family(o: NatFamilyOptions): Family {
