@@ -23,6 +23,14 @@ export const ipFlowMetrics = defineMetrics('ip_flows', {
   ),
 });
 
+/** IP fragment reassembly (`protocols/ip/reassembly.ts`). */
+export const ipFragmentMetrics = defineMetrics('ip_fragments', {
+  reassembled_total: counter<{ reassembler: string }>('Datagrams reassembled from fragments.'),
+  dropped_total: counter<{ reassembler: string; reason: string }>(
+    'Fragments dropped, by reason (timeout, overlap, too_big, too_many_fragments, over_limit, inconsistent).',
+  ),
+});
+
 /** The userspace NAT of the IP→TCP upgrade. */
 export const ipNatMetrics = defineMetrics('ip_nat', {
   mappings_active: gauge<{ nat: string }>('NAT mappings held now.'),

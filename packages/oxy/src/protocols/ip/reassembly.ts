@@ -13,11 +13,14 @@
  * header, which only the first fragment carries), and call `expire` periodically (also done on
  * every `push`).
  */
+import { ipFragmentMetrics } from '../../flows/ip/metrics.ts';
 import { internetChecksum } from './checksum.ts';
 import { type IpPacket, parseIp } from './packet.ts';
 
 /** Bounds of a `Reassembler`. */
 export interface ReassemblyOptions {
+  /** Name in metrics (the tunnel endpoint). Default 'ip'. */
+  readonly name?: string;
   /** Largest reassembled payload, in bytes. Default 65535. */
   readonly maxPacketBytes?: number;
   /** Fragment bytes held in all, before the oldest pending datagram is evicted. Default 4 MiB. */
@@ -81,6 +84,7 @@ export class Reassembler {
   readonly #maxFragments: number;
   readonly #timeout: number;
   readonly #onTimeout: ((first: IpPacket) => void) | undefined;
+  readonly #name: string;
   readonly #pending = new Map<string, Pending>();
   #held = 0;
 
@@ -91,6 +95,7 @@ export class Reassembler {
     this.#maxFragments = opts.maxFragments ?? 64;
     this.#timeout = opts.timeoutMs ?? 30_000;
     this.#onTimeout = opts.onTimeout;
+    this.#name = opts.name ?? 'ip';
   }
 
   /** Bytes of fragment data held now. */
@@ -152,6 +157,7 @@ export class Reassembler {
     this.#pending.delete(key);
     this.#held -= e.bytes;
     this.stats.reassembled++;
+    ipFragmentMetrics.reassembled_total({ reassembler: this.#name }).inc();
     return assemble(e.first, e.parts, e.total);
   }
 
@@ -163,7 +169,7 @@ export class Reassembler {
       this.#pending.delete(key);
       if (!e.dead) {
         this.#held -= e.bytes;
-        this.stats.dropped.timeout += e.parts.length;
+        this.#count('timeout', e.parts.length);
         if (e.first !== null && this.#onTimeout) this.#onTimeout(e.first);
       }
       n++;
@@ -177,17 +183,23 @@ export class Reassembler {
       if (key === keep) continue;
       this.#pending.delete(key);
       this.#held -= e.dead ? 0 : e.bytes;
-      if (!e.dead) this.stats.dropped.over_limit += e.parts.length;
+      if (!e.dead) this.#count('over_limit', e.parts.length);
       return true;
     }
     return false;
   }
 
+  #count(reason: ReassemblyDropReason, n: number): void {
+    if (n === 0) return;
+    this.stats.dropped[reason] += n;
+    ipFragmentMetrics.dropped_total({ reassembler: this.#name, reason }).inc(n);
+  }
+
   #drop(e: Pending | null, _key: string, reason: ReassemblyDropReason, count: number): null {
-    this.stats.dropped[reason] += count;
+    this.#count(reason, count);
     if (e !== null && !e.dead) {
       // The whole datagram goes; remember it (without its bytes) so late fragments go too.
-      this.stats.dropped[reason] += e.parts.length;
+      this.#count(reason, e.parts.length);
       this.#held -= e.bytes;
       e.parts = [];
       e.bytes = 0;
