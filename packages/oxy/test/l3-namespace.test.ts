@@ -197,6 +197,50 @@ describe('IP→TCP upgrade through a TUN device in a user+net namespace', { skip
     assert.deepEqual([m.id, m.seq, rep.buf.subarray(m.bodyOffset).toString()], [0x4242, 9, 'ping']);
   });
 
+  it('downgrade: a connection opened in the namespace comes out of the TUN as packets, the socket comes here unread', async (t) => {
+    if (skipped || !ns) return t.skip(skipped);
+    const cap = new Capture(ns);
+    const connected = ns.connect({ host: '10.9.0.5', port: 22, localAddress: '10.0.0.1' });
+    const syn = await cap.next(
+      'the downgrade SYN',
+      (p) => p.protocol === 6 && p.buf[p.l4Offset + 13] === SYN,
+    );
+    kernelPacketValid(syn);
+    const s = parseTcpOf(syn);
+    assert.equal(formatAddress(syn.buf, syn.dstOffset, 4), '10.9.0.5');
+    assert.equal(s.dstPort, 22);
+    // Play the remote host: SYN|ACK, then at once a banner (as an SSH server sends first).
+    const remote = (flags: number, seq: number, payload = Buffer.alloc(0)) =>
+      ns!.tun.write(
+        buildTcpPacket('10.9.0.5', '10.0.0.1', {
+          srcPort: 22,
+          dstPort: s.srcPort,
+          seq,
+          ack: (s.seq + 1) >>> 0,
+          flags,
+          payload,
+        }),
+      );
+    remote(SYN | ACK, 5000);
+    remote(PSH | ACK, 5001, Buffer.from('SSH-2.0-test\r\n'));
+    const sock = await connected;
+    assert.equal(sock.remoteAddress, '10.9.0.5');
+    const [banner] = (await once(sock, 'data')) as [Buffer];
+    assert.equal(banner.toString(), 'SSH-2.0-test\r\n', 'the bytes sent before the hand-over were not lost');
+    sock.write('SSH-2.0-client\r\n');
+    const out = await cap.next('the client data', (p) => p.protocol === 6 && parseTcpOf(p).payloadLength > 0);
+    kernelPacketValid(out);
+    assert.equal(
+      out.buf.subarray(out.l4Offset + parseTcpOf(out).headerLength).toString(),
+      'SSH-2.0-client\r\n',
+    );
+    sock.destroy();
+    await assert.rejects(
+      ns.connect({ host: '10.9.0.6', port: 22, timeoutMs: 300 }),
+      (e: Error & { code?: string }) => e.code === 'OXY_ERR_CONNECT_TIMEOUT',
+    );
+  });
+
   it("a refused step is a named error: which step, the kernel's or the tool's message, how to allow it", async (t) => {
     if (skipped) return t.skip(skipped);
     await assert.rejects(

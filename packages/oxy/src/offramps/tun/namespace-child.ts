@@ -5,7 +5,9 @@
  * routes with `ip`, listens on the namespace's listener, then hands both to the parent: the TUN
  * descriptor over fd 3 (SCM_RIGHTS; never Node IPC, which aborts on non-sockets), the listener
  * over Node IPC (closing its own copy in the send callback, or both would share one accept
- * queue). It stays alive, holding nothing but the namespace's future needs, until fd 3 closes.
+ * queue). It stays alive until fd 3 closes, opening the downgrade connections asked for over
+ * IPC (`{ type: 'connect', id, host, port, localAddress?, localPort? }`): each socket is handed
+ * over in its 'connect' event, paused, so not a byte of it is read here.
  *
  * Every step reports a failure as one IPC message `{ type: 'error', step, message, code }`.
  */
@@ -83,5 +85,45 @@ server.listen({ host: cfg.listenHost, port: cfg.listenPort, ipv6Only: false }, (
   const port = (server.address() as net.AddressInfo).port;
   send({ type: 'ready', device: dev.name, port }, server, () => server.close());
   channel.on('end', () => process.exit(0));
+  process.on('message', onRequest);
   channel.on('error', () => process.exit(0));
 });
+
+/** A downgrade connection request from the parent. */
+interface ConnectRequest {
+  readonly type: 'connect' | 'cancel';
+  readonly id: number;
+  readonly host: string;
+  readonly port: number;
+  readonly localAddress?: string;
+  readonly localPort?: number;
+}
+
+const connecting = new Map<number, net.Socket>();
+
+function onRequest(m: ConnectRequest): void {
+  if (m.type === 'cancel') {
+    connecting.get(m.id)?.destroy();
+    connecting.delete(m.id);
+    return;
+  }
+  if (m.type !== 'connect') return;
+  const s = net.connect({
+    host: m.host,
+    port: m.port,
+    ...(m.localAddress ? { localAddress: m.localAddress } : {}),
+    ...(m.localPort ? { localPort: m.localPort } : {}),
+  });
+  // Paused, and handed over in its 'connect' event (before Node's first read): the peer's first
+  // bytes (an SSH banner) stay in the kernel for the parent.
+  s.pause();
+  connecting.set(m.id, s);
+  s.once('connect', () => {
+    connecting.delete(m.id);
+    process.send!({ type: 'connected', id: m.id }, s as never, { keepOpen: false } as never);
+  });
+  s.once('error', (e: NodeJS.ErrnoException) => {
+    connecting.delete(m.id);
+    send({ type: 'connect-error', id: m.id, message: e.message, code: e.code ?? '' });
+  });
+}

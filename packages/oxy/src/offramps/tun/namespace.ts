@@ -49,8 +49,24 @@ export interface UpgradeNamespace {
   readonly port: number;
   /** The namespace's child process. */
   readonly child: ChildProcess;
+  /**
+   * Downgrade: a TCP connection opened from inside the namespace (its SYN comes out of the TUN
+   * device), handed over once connected; no byte of it is read before. Rejects with
+   * `OXY_ERR_CONNECT_FAILED` (the kernel's message) or `OXY_ERR_CONNECT_TIMEOUT`.
+   */
+  connect(target: NamespaceConnectOptions): Promise<net.Socket>;
   /** Closes the device and the listener and ends the child. */
   close(): Promise<void>;
+}
+
+/** Where a downgrade connection goes, from where. */
+export interface NamespaceConnectOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly localAddress?: string;
+  readonly localPort?: number;
+  /** Give up after this long (ms). Default 10 000. */
+  readonly timeoutMs?: number;
 }
 
 /** Hints per refused step, for the error message. */
@@ -143,11 +159,52 @@ export async function startUpgradeNamespace(opts: UpgradeNamespaceOptions = {}):
   const dev = device as unknown as TunDevice;
   const srv = server as unknown as net.Server;
   child.channel?.unref();
+  const waiting = new Map<number, { resolve: (s: net.Socket) => void; reject: (e: Error) => void }>();
+  let nextId = 1;
+  child.on('message', (m: { type: string; id?: number; message?: string; code?: string }, handle) => {
+    const w = m.id === undefined ? undefined : waiting.get(m.id);
+    if (w === undefined) {
+      if (m.type === 'connected') (handle as net.Socket | undefined)?.destroy(); // given up on
+      return;
+    }
+    waiting.delete(m.id!);
+    if (m.type === 'connected') w.resolve(handle as net.Socket);
+    else if (m.type === 'connect-error')
+      w.reject(new OxyError(OXY_ERR.CONNECT_FAILED, `downgrade connect failed: ${m.message} (${m.code})`));
+  });
+  child.once('exit', () => {
+    for (const w of waiting.values()) w.reject(failed('connect', 'the namespace child exited'));
+    waiting.clear();
+  });
   return {
     tun: dev,
     server: srv,
     port,
     child,
+    connect: (t) =>
+      new Promise<net.Socket>((resolve, reject) => {
+        const id = nextId++;
+        const ms = t.timeoutMs ?? 10_000;
+        const timer = setTimeout(() => {
+          waiting.delete(id);
+          child.send({ type: 'cancel', id });
+          reject(
+            new OxyError(
+              OXY_ERR.CONNECT_TIMEOUT,
+              `downgrade connect to ${t.host}:${t.port}: no answer in ${ms} ms`,
+            ),
+          );
+        }, ms);
+        const settle =
+          <T>(f: (v: T) => void) =>
+          (v: T) => {
+            clearTimeout(timer);
+            f(v);
+          };
+        waiting.set(id, { resolve: settle(resolve), reject: settle(reject) });
+        const { timeoutMs: _, ...target } = t;
+        child.send({ type: 'connect', id, ...target });
+      }),
     close: async () => {
       dev.close();
       srv.close();
