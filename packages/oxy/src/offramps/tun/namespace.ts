@@ -116,9 +116,12 @@ export async function startUpgradeNamespace(opts: UpgradeNamespaceOptions = {}):
   child.stderr!.on('data', (d: string) => {
     if (stderr.length < 4096) stderr += d;
   });
-  let device: TunDevice | null = null;
-  let server: net.Server | null = null;
-  let port = 0;
+  // What the child hands over (a holder, since the callbacks fill it in).
+  const got: { device: TunDevice | null; server: net.Server | null; port: number } = {
+    device: null,
+    server: null,
+    port: 0,
+  };
   try {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
@@ -128,36 +131,37 @@ export async function startUpgradeNamespace(opts: UpgradeNamespaceOptions = {}):
       const done = (e?: Error) => {
         clearTimeout(timer);
         if (e) reject(e);
-        else if (device && server) resolve();
+        else if (got.device && got.server) resolve();
       };
       channel.on('message', (m) => {
         if (m.fds.length !== 1) return done(failed('pass the TUN descriptor', 'no descriptor received'));
-        device = tun.fromFd(m.fds[0]!, m.data.toString(), { maxPacketSize: cfg.mtu });
+        got.device = tun.fromFd(m.fds[0]!, m.data.toString(), { maxPacketSize: cfg.mtu });
         done();
       });
       child.on('message', (m: { type: string; step?: string; message?: string; port?: number }, handle) => {
         if (m.type === 'error') return done(failed(m.step ?? 'start', m.message ?? 'unknown error'));
         if (m.type === 'ready') {
-          server = handle as net.Server;
-          port = m.port ?? 0;
+          got.server = handle as net.Server;
+          got.port = m.port ?? 0;
           done();
         }
       });
       child.on('error', (e) => done(failed('unshare', e.message)));
       child.on('close', (code) => {
-        if (!device || !server)
+        if (!got.device || !got.server)
           done(failed('unshare', stderr.trim() || `the child exited with code ${code}`));
       });
     });
   } catch (e) {
-    (device as TunDevice | null)?.close();
-    (server as net.Server | null)?.close();
+    got.device?.close();
+    got.server?.close();
     channel.close();
     child.kill('SIGKILL');
     throw e;
   }
-  const dev = device as unknown as TunDevice;
-  const srv = server as unknown as net.Server;
+  const { device: dev, server: srv, port } = got;
+  if (dev === null || srv === null)
+    throw failed('start', 'the namespace child answered without a device or listener');
   child.channel?.unref();
   const waiting = new Map<number, { resolve: (s: net.Socket) => void; reject: (e: Error) => void }>();
   let nextId = 1;
