@@ -62,3 +62,12 @@ export function fillIpv4Checksum(p: IpPacket): void {
   p.buf.writeUInt16BE(0, 10);
   p.buf.writeUInt16BE(internetChecksum(p.buf, 0, p.l4Offset), 10);
 }
+
+/**
+ * Recomputes every checksum of a packet after a hook rewrote it: the upper layer's (skipped for
+ * a fragment, whose checksum covers bytes it lacks) and the IPv4 header's.
+ */
+export function fillChecksums(p: IpPacket): void {
+  if (p.fragment === null) fillL4Checksum(p);
+  fillIpv4Checksum(p);
+}

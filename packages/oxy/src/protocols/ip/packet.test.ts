@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { formatAddress } from './address.ts';
 import { buildIp, buildTcpPacket, buildUdpPacket, mssOption, udpDatagram } from './builder.ts';
 import { internetChecksum } from './checksum.ts';
-import { fillIpv4Checksum, l4ChecksumOk } from './l4-checksum.ts';
+import { fillChecksums, fillIpv4Checksum, l4ChecksumOk } from './l4-checksum.ts';
 import { IP_PROTO, MAX_EXTENSION_HEADERS, parseIp } from './packet.ts';
 import { isPacketError, type PacketDropReason } from './packet-error.ts';
 
@@ -58,6 +58,16 @@ describe('IPv4', () => {
     assert.equal(l4ChecksumOk(p), true);
     pkt[30] = pkt[30]! ^ 1; // flip a bit of the TCP header
     assert.equal(l4ChecksumOk(parseIp(pkt)), false);
+  });
+
+  it('fillChecksums repairs a packet a hook rewrote (new destination port and TTL)', () => {
+    const p = parseIp(buildUdpPacket('10.0.0.1', 1, '10.0.0.2', 2, Buffer.from('payload')));
+    p.buf.writeUInt16BE(5353, p.l4Offset + 2);
+    p.buf[8] = 9;
+    assert.equal(l4ChecksumOk(p), false);
+    assert.throws(() => parseIp(p.buf));
+    fillChecksums(p);
+    assert.equal(l4ChecksumOk(parseIp(p.buf)), true);
   });
 
   it('trims a buffer longer than the total length; refuses one shorter', () => {
