@@ -80,6 +80,14 @@ export const OXY_ERR = {
   MAX_LIFETIME: 'OXY_ERR_MAX_LIFETIME',
   /** The process is draining (restart or shutdown) and the deadline passed. */
   DRAINED: 'OXY_ERR_DRAINED',
+
+  // --- layer 3 (IP packets, flows, NAT, the upgrade namespace) -------------------------
+  /** An IP, TCP, UDP, ICMP or GUE packet could not be parsed; the packet is dropped, counted. */
+  PACKET_MALFORMED: 'OXY_ERR_PACKET_MALFORMED',
+  /** A bounded layer-3 table (flows, NAT slots, fragments) is full and nothing could be evicted. */
+  L3_TABLE_FULL: 'OXY_ERR_L3_TABLE_FULL',
+  /** The upgrade namespace could not be set up (the message names what the kernel refused). */
+  NAMESPACE_FAILED: 'OXY_ERR_NAMESPACE_FAILED',
 } as const;
 
 /** One of the stable `OXY_ERR_*` codes. */
