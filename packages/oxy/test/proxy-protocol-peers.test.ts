@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,6 +36,12 @@ function has(cmd: string): boolean {
     return false;
   }
 }
+
+/** Debian's stream module for nginx, when nginx and the module are installed. */
+const NGINX_STREAM = ((): string | null => {
+  const path = '/usr/lib/nginx/modules/ngx_stream_module.so';
+  return has('nginx') && existsSync(path) ? path : null;
+})();
 
 const missing = ['haproxy', 'curl', 'openssl'].filter((c) => !has(c));
 const skip =
@@ -77,8 +83,9 @@ describe('PROXY protocol from real peers', { skip }, () => {
   const server = net.createServer({ pauseOnConnect: true });
   const options = proxyReadOptions(parseSettings(ProxyProtocolSettings, []));
   let haproxy: ChildProcess | undefined;
+  let nginx: ChildProcess | undefined;
   let haproxyLog = '';
-  const ports = { v1: 0, v2: 0, tls: 0, server: 0 };
+  const ports = { v1: 0, v2: 0, tls: 0, server: 0, nginx: 0 };
 
   before(async () => {
     // The reader: the header, then one HTTP-ish answer naming the source it saw.
@@ -159,12 +166,35 @@ describe('PROXY protocol from real peers', { skip }, () => {
     haproxy.stderr?.on('data', (d) => (haproxyLog += d));
     const deadline = Date.now() + 10_000;
     for (const p of [ports.v1, ports.v2, ports.tls]) await waitListening(p, deadline);
+
+    if (NGINX_STREAM !== null) {
+      ports.nginx = await freePort();
+      const conf = [
+        `load_module ${NGINX_STREAM};`,
+        'daemon off;',
+        'worker_processes 1;',
+        `pid ${join(dir, 'nginx.pid')};`,
+        `error_log ${join(dir, 'nginx-error.log')};`,
+        'events { worker_connections 64; }',
+        'stream {',
+        `  server { listen 127.0.0.1:${ports.nginx}; proxy_pass ${target}; proxy_protocol on; }`,
+        '}',
+        '',
+      ].join('\n');
+      writeFileSync(join(dir, 'nginx.conf'), conf);
+      nginx = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'nginx-error.log')], {
+        stdio: 'ignore',
+      });
+      await waitListening(ports.nginx, Date.now() + 10_000);
+    }
   });
 
   after(async () => {
-    if (haproxy !== undefined && haproxy.exitCode === null) {
-      haproxy.kill('SIGTERM');
-      await once(haproxy, 'exit');
+    for (const child of [haproxy, nginx]) {
+      if (child !== undefined && child.exitCode === null) {
+        child.kill('SIGTERM');
+        await once(child, 'exit');
+      }
     }
     server.close();
     if (dir !== '') rmSync(dir, { recursive: true, force: true });
@@ -251,6 +281,22 @@ describe('PROXY protocol from real peers', { skip }, () => {
     assert.equal(s.header.version, 2);
     assert.equal(s.header.addresses, null);
     assert.equal(proxyHeaderView(s.header).source, null);
+  });
+
+  it('nginx stream with proxy_protocol on: a v1 header with the client’s address', {
+    skip:
+      NGINX_STREAM === null
+        ? 'needs nginx with its stream module (Debian: nginx libnginx-mod-stream)'
+        : false,
+  }, async () => {
+    const client = net.connect(ports.nginx, '127.0.0.1');
+    await once(client, 'connect');
+    const local = { host: client.localAddress, port: client.localPort };
+    const answer = await exchange(client, 'hello');
+    const s = await seenWhere(fromPort(local.port));
+    assert.equal(s.header.version, 1);
+    assert.deepEqual(s.header.addresses?.destination, { host: '127.0.0.1', port: ports.nginx });
+    assert.match(answer, /^HTTP\/1\.1 200 OK/);
   });
 
   it('curl --haproxy-protocol: a v1 header with curl’s own address, then its request', async () => {
