@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +23,11 @@ import {
   proxyReadOptions,
   readProxyHeader,
 } from '../src/onramps/proxy-protocol/index.ts';
-import { type ProxyHeader, proxyHeaderView } from '../src/protocols/proxy-protocol/index.ts';
+import {
+  encodeProxyHeader,
+  type ProxyHeader,
+  proxyHeaderView,
+} from '../src/protocols/proxy-protocol/index.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -37,6 +41,12 @@ function has(cmd: string): boolean {
   }
 }
 
+/** Debian's stream module for nginx, when nginx and the module are installed. */
+const NGINX_STREAM = ((): string | null => {
+  const path = '/usr/lib/nginx/modules/ngx_stream_module.so';
+  return has('nginx') && existsSync(path) ? path : null;
+})();
+
 const missing = ['haproxy', 'curl', 'openssl'].filter((c) => !has(c));
 const skip =
   missing.length > 0 ? `needs ${missing.join(', ')} (Debian: apt-get install ${missing.join(' ')})` : false;
@@ -45,7 +55,8 @@ const skip =
 interface Seen {
   readonly header: ProxyHeader;
   readonly peerPort: number;
-  readonly rest: string;
+  /** The bytes after the header: `rest`, then whatever else the peer sent. */
+  data: string;
 }
 
 async function freePort(): Promise<number> {
@@ -77,8 +88,9 @@ describe('PROXY protocol from real peers', { skip }, () => {
   const server = net.createServer({ pauseOnConnect: true });
   const options = proxyReadOptions(parseSettings(ProxyProtocolSettings, []));
   let haproxy: ChildProcess | undefined;
+  let nginx: ChildProcess | undefined;
   let haproxyLog = '';
-  const ports = { v1: 0, v2: 0, tls: 0, server: 0 };
+  const ports = { v1: 0, v2: 0, tls: 0, server: 0, nginx: 0, accept: 0 };
 
   before(async () => {
     // The reader: the header, then one HTTP-ish answer naming the source it saw.
@@ -86,7 +98,9 @@ describe('PROXY protocol from real peers', { skip }, () => {
       socket.on('error', () => {});
       readProxyHeader(socket, options).then(
         ({ header, rest }) => {
-          seen.push({ header, peerPort: socket.remotePort ?? 0, rest: rest?.toString() ?? '' });
+          const entry: Seen = { header, peerPort: socket.remotePort ?? 0, data: rest?.toString() ?? '' };
+          seen.push(entry);
+          socket.on('data', (d) => (entry.data += d));
           const body = JSON.stringify(proxyHeaderView(header));
           socket.end(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
           socket.resume();
@@ -121,6 +135,7 @@ describe('PROXY protocol from real peers', { skip }, () => {
     ports.v1 = await freePort();
     ports.v2 = await freePort();
     ports.tls = await freePort();
+    ports.accept = await freePort();
     const target = `127.0.0.1:${ports.server}`;
     const cfg = [
       'global',
@@ -146,6 +161,12 @@ describe('PROXY protocol from real peers', { skip }, () => {
       '  default_backend be_v2tls',
       'backend be_v2tls',
       `  server s ${target} send-proxy-v2 proxy-v2-options ssl,unique-id,authority,crc32c,cert-cn,ssl-cipher,cert-sig,cert-key`,
+      // Our encoder as the sender: haproxy parses it (accept-proxy) and relays what it read.
+      'frontend accept',
+      `  bind 127.0.0.1:${ports.accept} accept-proxy`,
+      '  default_backend be_relay',
+      'backend be_relay',
+      `  server s ${target} send-proxy-v2 proxy-v2-options authority,crc32c`,
       // Health checks: haproxy sends a LOCAL header on them.
       'backend be_checks',
       `  server s ${target} send-proxy-v2 proxy-v2-options crc32c check inter 200ms`,
@@ -158,20 +179,43 @@ describe('PROXY protocol from real peers', { skip }, () => {
     haproxy.stdout?.on('data', (d) => (haproxyLog += d));
     haproxy.stderr?.on('data', (d) => (haproxyLog += d));
     const deadline = Date.now() + 10_000;
-    for (const p of [ports.v1, ports.v2, ports.tls]) await waitListening(p, deadline);
+    for (const p of [ports.v1, ports.v2, ports.tls, ports.accept]) await waitListening(p, deadline);
+
+    if (NGINX_STREAM !== null) {
+      ports.nginx = await freePort();
+      const conf = [
+        `load_module ${NGINX_STREAM};`,
+        'daemon off;',
+        'worker_processes 1;',
+        `pid ${join(dir, 'nginx.pid')};`,
+        `error_log ${join(dir, 'nginx-error.log')};`,
+        'events { worker_connections 64; }',
+        'stream {',
+        `  server { listen 127.0.0.1:${ports.nginx}; proxy_pass ${target}; proxy_protocol on; }`,
+        '}',
+        '',
+      ].join('\n');
+      writeFileSync(join(dir, 'nginx.conf'), conf);
+      nginx = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'nginx-error.log')], {
+        stdio: 'ignore',
+      });
+      await waitListening(ports.nginx, Date.now() + 10_000);
+    }
   });
 
   after(async () => {
-    if (haproxy !== undefined && haproxy.exitCode === null) {
-      haproxy.kill('SIGTERM');
-      await once(haproxy, 'exit');
+    for (const child of [haproxy, nginx]) {
+      if (child !== undefined && child.exitCode === null) {
+        child.kill('SIGTERM');
+        await once(child, 'exit');
+      }
     }
     server.close();
     if (dir !== '') rmSync(dir, { recursive: true, force: true });
   });
 
   /** Sends `text` on `socket` once connected and resolves with what came back, when closed. */
-  async function exchange(socket: net.Socket, text: string): Promise<string> {
+  async function exchange(socket: net.Socket, text: string | Uint8Array): Promise<string> {
     let got = '';
     socket.on('data', (d) => (got += d));
     socket.write(text);
@@ -253,6 +297,76 @@ describe('PROXY protocol from real peers', { skip }, () => {
     assert.equal(proxyHeaderView(s.header).source, null);
   });
 
+  for (const [name, version, family, host] of [
+    ['v1 TCP4', 1, 'inet', '192.0.2.44'],
+    ['v2 TCP6 with AUTHORITY and CRC32C', 2, 'inet6', '2001:db8::44'],
+  ] as const) {
+    it(`our encoder (${name}) is accepted by haproxy's accept-proxy, which relays the same client`, async () => {
+      const port = 1 + Math.floor(Math.random() * 1000); // below the ephemeral range: no real client has it
+      const header = encodeProxyHeader(
+        {
+          addresses: {
+            family,
+            source: { host, port },
+            destination: { host: family === 'inet' ? '198.51.100.5' : '2001:db8::5', port: 80 },
+          },
+          tlvs: version === 2 ? [{ type: 'authority', value: 'relayed.example' }] : [],
+        },
+        { version, crc32c: version === 2 },
+      );
+      const client = net.connect(ports.accept, '127.0.0.1');
+      await once(client, 'connect');
+      await exchange(client, Buffer.concat([header, Buffer.from('hello')]));
+      const s = await seenWhere(
+        (x) => x.header.addresses?.family === family && x.header.addresses.source.port === port,
+      );
+      assert.deepEqual(s.header.addresses?.source, { host, port });
+      if (version === 2) assert.equal(proxyHeaderView(s.header).tlvs.authority, 'relayed.example');
+    });
+  }
+
+  it('haproxy refuses a header whose CRC32C we damaged: nothing reaches the reader', async () => {
+    const port = 1 + Math.floor(Math.random() * 1000); // below the ephemeral range: no real client has it
+    const header = Buffer.from(
+      encodeProxyHeader(
+        {
+          addresses: {
+            family: 'inet',
+            source: { host: '192.0.2.45', port },
+            destination: { host: '192.0.2.1', port: 1 },
+          },
+        },
+        { version: 2, crc32c: true },
+      ),
+    );
+    header[header.length - 1]! ^= 0xff; // the last byte of the CRC32C value
+    const client = net.connect(ports.accept, '127.0.0.1');
+    await once(client, 'connect');
+    // haproxy closes or resets the connection: either way, no answer.
+    const answer = await exchange(client, Buffer.concat([header, Buffer.from('hello')])).catch(
+      (e: NodeJS.ErrnoException) => (e.code === 'ECONNRESET' ? '' : Promise.reject(e)),
+    );
+    assert.equal(answer, '');
+    await sleep(100);
+    assert.equal(seen.find(fromPort(port)), undefined);
+  });
+
+  it('nginx stream with proxy_protocol on: a v1 header with the client’s address', {
+    skip:
+      NGINX_STREAM === null
+        ? 'needs nginx with its stream module (Debian: nginx libnginx-mod-stream)'
+        : false,
+  }, async () => {
+    const client = net.connect(ports.nginx, '127.0.0.1');
+    await once(client, 'connect');
+    const local = { host: client.localAddress, port: client.localPort };
+    const answer = await exchange(client, 'hello');
+    const s = await seenWhere(fromPort(local.port));
+    assert.equal(s.header.version, 1);
+    assert.deepEqual(s.header.addresses?.destination, { host: '127.0.0.1', port: ports.nginx });
+    assert.match(answer, /^HTTP\/1\.1 200 OK/);
+  });
+
   it('curl --haproxy-protocol: a v1 header with curl’s own address, then its request', async () => {
     // Not execFileSync: the reader runs in this process and must keep answering.
     const { stdout: out } = await execFileAsync('curl', [
@@ -262,11 +376,19 @@ describe('PROXY protocol from real peers', { skip }, () => {
       '--haproxy-protocol',
       `http://127.0.0.1:${ports.server}/path`,
     ]);
-    const s = await seenWhere((x) => x.header.version === 1 && x.rest.startsWith('GET /path '));
+    // curl's header names curl itself: its source is the reader's TCP peer (not so behind haproxy or nginx).
+    const s = await seenWhere(
+      (x) =>
+        x.header.version === 1 &&
+        x.header.addresses?.family === 'inet' &&
+        x.header.addresses.source.port === x.peerPort,
+    );
     assert.equal(s.header.version, 1);
     assert.deepEqual(s.header.addresses?.source, { host: '127.0.0.1', port: s.peerPort });
     assert.deepEqual(s.header.addresses?.destination, { host: '127.0.0.1', port: ports.server });
-    assert.match(s.rest, /^GET \/path HTTP\/1\.1\r\n/);
+    // The request follows the header, in the same segment or a later one.
+    await seenWhere(() => s.data.includes('\r\n\r\n'));
+    assert.match(s.data, /^GET \/path HTTP\/1\.1\r\n/);
     assert.equal(JSON.parse(out).source, `127.0.0.1:${s.peerPort}`);
   });
 });
