@@ -14,7 +14,8 @@ import type { Duplex } from 'node:stream';
 import type { SocketAddr } from '../context/contexts.ts';
 import type { EgressState } from '../context/state.ts';
 import { isOxyError, OXY_ERR, OxyError } from '../errors.ts';
-import { EgressDecision } from '../hooks/egress.ts';
+import { EgressDecision, type ProxyHeaderOut } from '../hooks/egress.ts';
+import { encodeProxyHeader } from '../protocols/proxy-protocol/index.ts';
 import { connectHappyEyeballs, type HappyEyeballsOptions } from '../offramps/tcp/happy-eyeballs.ts';
 import { connectViaProxy, type UpstreamProxy } from '../offramps/upstream-proxy/connect.ts';
 import type { Runtime } from '../runtime.ts';
@@ -241,7 +242,13 @@ export type Transport = 'tcp' | 'udp';
  * from one, so the steps before the connect are written once.
  */
 export type EgressRoute =
-  | { readonly kind: 'direct'; readonly ips: readonly string[]; readonly port: number }
+  | {
+      readonly kind: 'direct';
+      readonly ips: readonly string[];
+      readonly port: number;
+      /** A PROXY header to send first, or undefined. */
+      readonly proxyHeader?: ProxyHeaderOut;
+    }
   | { readonly kind: 'viaProxy'; readonly proxy: UpstreamProxy };
 
 /**
@@ -280,9 +287,15 @@ function routeFor(
         throw new OxyError(OXY_ERR.NO_TARGET, 'no destination to connect to', { source: 'internal' });
       }
       const found = guardFailure(() => addressesFor(rt, eg, decision.addr, false));
+      const proxyHeader = decision.options?.proxyProtocol;
+      if (proxyHeader === undefined) {
+        return Array.isArray(found)
+          ? { kind: 'direct', ips: found, port }
+          : found.then((ips) => ({ kind: 'direct', ips, port }));
+      }
       return Array.isArray(found)
-        ? { kind: 'direct', ips: found, port }
-        : found.then((ips) => ({ kind: 'direct', ips, port }));
+        ? { kind: 'direct', ips: found, port, proxyHeader }
+        : found.then((ips) => ({ kind: 'direct', ips, port, proxyHeader }));
     }
     case 'viaProxy':
       if (transport === 'udp') {
@@ -337,6 +350,7 @@ export async function connectStream(
     const addr = { host: route.ips[0] ?? eg.target.host, port: route.port };
     const { socket, remote } = await connectDirect(rt, eg, addr, false, route.ips);
     established(rt, eg, socket, remote);
+    if (route.proxyHeader !== undefined) socket.write(proxyHeaderFor(eg, route.proxyHeader, remote));
     return { socket, remote, head: null };
   }
   const started = performance.now();
@@ -352,6 +366,25 @@ export async function connectStream(
   tunnel.socket.allowHalfOpen = true;
   established(rt, eg, tunnel.socket, remote);
   return { socket: tunnel.socket, remote, head: tunnel.head.length > 0 ? tunnel.head : null };
+}
+
+/**
+ * The PROXY header the off-ramp sends first: the client (as the ingress context has it, a PROXY
+ * header's source included) to `remote`, the address connected to.
+ */
+export function proxyHeaderFor(eg: EgressState, out: ProxyHeaderOut, remote: SocketAddr): Buffer {
+  const client = eg.ingress.client;
+  const v4 = net.isIPv4(client.host) && net.isIPv4(remote.host);
+  const v6 = net.isIPv6(client.host) && net.isIPv6(remote.host);
+  const addresses =
+    v4 || v6
+      ? { family: v4 ? ('inet' as const) : ('inet6' as const), source: client, destination: remote }
+      : null; // mixed families: UNSPEC / UNKNOWN, as the specification says
+  const bytes = encodeProxyHeader(
+    { addresses, ...(out.version === 2 && out.tlvs !== undefined ? { tlvs: out.tlvs } : {}) },
+    { version: out.version, ...(out.crc32c === true ? { crc32c: true } : {}) },
+  );
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /**

@@ -14,19 +14,44 @@
 import type { Duplex } from 'node:stream';
 import type { EgressContext, ExtTypes, SocketAddr } from '../context/contexts.ts';
 import type { UpstreamProxy } from '../offramps/upstream-proxy/connect.ts';
+import type { ProxyTlv } from '../protocols/proxy-protocol/types.ts';
 
 export type { UpstreamProxy, UpstreamProxyAuth } from '../offramps/upstream-proxy/connect.ts';
 
+/**
+ * A PROXY protocol header to send the upstream before the first byte (the off-ramp), so Oxy can
+ * sit in front of haproxy, nginx or another Oxy and pass the client on. The source is the
+ * client (`ctx.ingress.client`), the destination the address connected to.
+ */
+export interface ProxyHeaderOut {
+  /** 1 (text, TCP only) or 2 (binary, with TLVs). */
+  readonly version: 1 | 2;
+  /** v2 only: TLVs to carry, e.g. `{ type: 'authority', value: 'example.com' }`. */
+  readonly tlvs?: readonly ProxyTlv[];
+  /** v2 only: add a CRC32C TLV over the header. Default false. */
+  readonly crc32c?: boolean;
+}
+
+/** Options of a direct egress decision. */
+export interface DirectOptions {
+  /** Send a PROXY protocol header first (TCP only; ignored for UDP). */
+  readonly proxyProtocol?: ProxyHeaderOut;
+}
+
 /** Where an egress connection goes. Build one with {@link EgressDecision}. */
 export type EgressDecision =
-  | { readonly kind: 'direct'; readonly addr: SocketAddr }
+  | { readonly kind: 'direct'; readonly addr: SocketAddr; readonly options?: DirectOptions }
   | { readonly kind: 'block'; readonly reason: string }
   | { readonly kind: 'viaProxy'; readonly proxy: UpstreamProxy };
 
 /** Constructors of {@link EgressDecision}. */
 export const EgressDecision = {
-  /** Connect to `addr` (usually the target as given; a name is resolved). */
-  direct: (addr: SocketAddr): EgressDecision => ({ kind: 'direct', addr }),
+  /**
+   * Connect to `addr` (usually the target as given; a name is resolved). `options.proxyProtocol`
+   * sends a PROXY header with the client's address before the first byte.
+   */
+  direct: (addr: SocketAddr, options?: DirectOptions): EgressDecision =>
+    options === undefined ? { kind: 'direct', addr } : { kind: 'direct', addr, options },
   /** Do not connect: the client gets 403 with `reason` in the log and audit record. */
   block: (reason: string): EgressDecision => ({ kind: 'block', reason }),
   /** Go through another HTTP proxy (CONNECT for tunnels, absolute-form for plain requests). */

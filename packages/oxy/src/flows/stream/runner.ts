@@ -16,7 +16,13 @@
 import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../context/addr.ts';
 import { EgressState, type RequestState } from '../../context/state.ts';
-import { connectStream, type EgressConnection, type EgressRoute, routeEgress } from '../../egress/connect.ts';
+import {
+  connectStream,
+  type EgressConnection,
+  type EgressRoute,
+  proxyHeaderFor,
+  routeEgress,
+} from '../../egress/connect.ts';
 import {
   canRunWhole,
   connectWholeTunnel,
@@ -160,8 +166,14 @@ async function runWhole(
   client: SpliceableClient,
 ): Promise<void> {
   const ip = wholeTunnelAddress(route) as string;
-  const port = (route as { port: number }).port;
+  const direct = route as Extract<EgressRoute, { kind: 'direct' }>;
+  const port = direct.port;
   request.upstream = formatHostPort(ip, port);
+  // The off-ramp's PROXY header goes up before anything the client sent.
+  if (direct.proxyHeader !== undefined) {
+    const head = proxyHeaderFor(eg, direct.proxyHeader, { host: ip, port });
+    client = { ...client, early: client.early === null ? head : Buffer.concat([head, client.early]) };
+  }
   const r = await connectWholeTunnel(rt, eg, ip, port, client, () => {
     request.status = 200;
   });

@@ -1,0 +1,312 @@
+/**
+ * PROXY protocol on Oxy's endpoints, with real peers: haproxy (TLS terminated there) in front of
+ * an `http` endpoint with `send-proxy-v2` and `proxy-v2-options ssl,unique-id,authority`, and in
+ * front of a `tcp` endpoint with `send-proxy` (v1); `curl --haproxy-protocol` straight at an
+ * endpoint; a `tcp` endpoint without a target going to the header's destination; untrusted and
+ * malformed senders; PROXY v2 and SPP before datagrams on a `udp` endpoint, with the replies'
+ * headers swapped; and the off-ramp: nginx (stream, `proxy_protocol on`) behind Oxy reads the
+ * client's address from the header Oxy sends.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import type { AuditRecord } from '../src/audit.ts';
+import type { IngressContext } from '../src/context/contexts.ts';
+import { EgressDecision } from '../src/hooks/egress.ts';
+import { IngressDecision } from '../src/hooks/ingress.ts';
+import {
+  decodeSpp,
+  decodeV2,
+  encodeProxyHeader,
+  encodeSpp,
+  type ProxyHeader,
+} from '../src/protocols/proxy-protocol/index.ts';
+import {
+  type AppUnderTest,
+  generateCertificate,
+  hooksApp,
+  readBytes,
+  startApp,
+  startHttpUpstream,
+  startTcpEcho,
+  waitUntil,
+} from '../src/testing/index.ts';
+import {
+  freePort,
+  type L4Peer,
+  missingL4Peers,
+  startHaproxy,
+  startNginxStream,
+} from './fixtures/l4-peers.ts';
+
+const execFileAsync = promisify(execFile);
+const upstream = await startHttpUpstream({ '/hi': { body: 'hello via haproxy' } });
+const echo = await startTcpEcho();
+const opened: AppUnderTest[] = [];
+const peers: L4Peer[] = [];
+after(async () => {
+  await Promise.all(peers.map((p) => p.stop()));
+  await Promise.all(opened.map((a) => a.stop()));
+  await Promise.all([upstream.close(), echo.close()]);
+});
+
+/** What the hooks saw, per connection: the client, the peer and the header. */
+const seen: { client: string; peer: string; header: ProxyHeader | null }[] = [];
+const note = (ctx: IngressContext) => {
+  seen.push({
+    client: `${ctx.client.host}:${ctx.client.port}`,
+    peer: `${ctx.peer.host}:${ctx.peer.port}`,
+    header: ctx.proxyHeader,
+  });
+  return IngressDecision.allow();
+};
+
+async function start(endpoints: Record<string, unknown>, hooks = {}): Promise<AppUnderTest> {
+  const app = await startApp(hooksApp({ ingress: { handleConnection: note }, ...hooks }), {
+    settings: { endpoints: { main: {}, ...endpoints } },
+  });
+  opened.push(app);
+  return app;
+}
+
+async function recordWhere(app: AppUnderTest, match: (r: AuditRecord) => boolean): Promise<AuditRecord> {
+  await waitUntil(() => app.auditRecords().some(match), 'the audit record');
+  return app.auditRecords().find(match) as AuditRecord;
+}
+
+const pp = { proxy_protocol: { enabled: true } };
+
+describe('haproxy in front', { skip: missingL4Peers('haproxy', 'curl') }, () => {
+  let app: AppUnderTest;
+  const ports = { tls: 0, tcp: 0 };
+  let dir = '';
+
+  before(async () => {
+    app = await start({
+      web: { protocol: 'http', addr: '127.0.0.1:0', ...pp },
+      raw: { protocol: 'tcp', addr: '127.0.0.1:0', tcp: { target: echo.authority }, ...pp },
+    });
+    dir = mkdtempSync(join(tmpdir(), 'oxy-pp-certs-'));
+    const cert = await generateCertificate({ dnsNames: ['localhost'] });
+    writeFileSync(join(dir, 'haproxy.pem'), `${cert.certPem.trimEnd()}\n${cert.keyPem.trimEnd()}\n`);
+    ports.tls = await freePort();
+    ports.tcp = await freePort();
+    peers.push(
+      await startHaproxy(
+        [
+          'frontend tls',
+          `  bind 127.0.0.1:${ports.tls} ssl crt ${join(dir, 'haproxy.pem')}`,
+          '  unique-id-format %{+X}o\\ %ci:%cp_%fi:%fp_%Ts_%rt',
+          '  default_backend web',
+          'backend web',
+          `  server oxy ${app.address('web')} send-proxy-v2 proxy-v2-options ssl,unique-id,authority`,
+          'frontend raw',
+          `  bind 127.0.0.1:${ports.tcp}`,
+          '  default_backend raw',
+          'backend raw',
+          `  server oxy ${app.address('raw')} send-proxy`,
+        ].join('\n'),
+        [ports.tls, ports.tcp],
+      ),
+    );
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('curl through haproxy (TLS, send-proxy-v2) to an http endpoint: hooks and audit see curl and the TLVs', async () => {
+    seen.length = 0;
+    const r = await execFileAsync('curl', [
+      '-sS',
+      '--proxy',
+      `https://localhost:${ports.tls}`,
+      '--proxy-insecure',
+      '-w',
+      '\n%{local_port}',
+      `${upstream.origin}/hi`,
+    ]);
+    const [body, localPort] = r.stdout.split('\n');
+    assert.equal(body, 'hello via haproxy');
+    const curlAddr = `127.0.0.1:${localPort}`;
+    const conn = seen.find((s) => s.client === curlAddr);
+    assert.ok(conn, `the ingress hook saw curl (${curlAddr}): ${JSON.stringify(seen.map((s) => s.client))}`);
+    assert.notEqual(conn.peer, curlAddr, 'the socket peer is haproxy');
+    const types = conn.header?.tlvs.map((t) => t.type) ?? [];
+    for (const t of ['ssl', 'unique_id', 'authority'])
+      assert.ok(types.includes(t as never), `TLV ${t} in ${types}`);
+    const rec = await recordWhere(app, (x) => x.client === curlAddr);
+    assert.equal(rec.kind, 'request');
+    assert.equal(rec.peer, conn.peer);
+    assert.equal(rec.proxy_protocol?.version, 2);
+    assert.equal(rec.proxy_protocol?.tlvs.authority, 'localhost');
+    assert.equal(rec.proxy_protocol?.tlvs.ssl?.client_ssl, true);
+    assert.ok(rec.proxy_protocol?.tlvs.unique_id);
+  });
+
+  test('a client through haproxy (send-proxy, v1) to a tcp endpoint: the tunnel record names the client', async () => {
+    const s = net.connect(ports.tcp, '127.0.0.1');
+    await once(s, 'connect');
+    const clientAddr = `127.0.0.1:${s.localPort}`;
+    s.write('over v1');
+    assert.equal((await readBytes(s, 7)).toString(), 'over v1');
+    s.destroy();
+    const rec = await recordWhere(app, (x) => x.kind === 'tunnel' && x.client === clientAddr);
+    assert.equal(rec.upstream, echo.authority);
+    assert.equal(rec.proxy_protocol?.version, 1);
+  });
+});
+
+test('curl --haproxy-protocol straight at an http endpoint', { skip: missingL4Peers('curl') }, async () => {
+  const app = await start({ web: { protocol: 'http', addr: '127.0.0.1:0', ...pp } });
+  const r = await execFileAsync('curl', [
+    '-sS',
+    '--haproxy-protocol',
+    '-x',
+    `http://${app.address('web')}`,
+    '-w',
+    '\n%{local_port}',
+    `${upstream.origin}/hi`,
+  ]);
+  const [body, localPort] = r.stdout.split('\n');
+  assert.equal(body, 'hello via haproxy');
+  const rec = await recordWhere(app, (x) => x.client === `127.0.0.1:${localPort}`);
+  assert.equal(rec.proxy_protocol?.version, 1);
+});
+
+test('a tcp endpoint without a target goes to the header destination; early bytes are kept', async () => {
+  const app = await start({ raw: { protocol: 'tcp', addr: '127.0.0.1:0', tcp: { target: null }, ...pp } });
+  const [host, port] = app.address('raw').split(':');
+  const s = net.connect(Number(port), host);
+  await once(s, 'connect');
+  const header = encodeProxyHeader(
+    {
+      addresses: {
+        family: 'inet',
+        source: { host: '192.0.2.9', port: 4321 },
+        destination: { host: '127.0.0.1', port: echo.port },
+      },
+    },
+    { version: 2 },
+  );
+  s.write(Buffer.concat([header, Buffer.from('right behind the header')]));
+  assert.equal((await readBytes(s, 23)).toString(), 'right behind the header');
+  s.destroy();
+  const rec = await recordWhere(app, (x) => x.client === '192.0.2.9:4321');
+  assert.equal(rec.upstream, echo.authority);
+});
+
+test('untrusted senders and malformed headers are closed unread, and the next client is served', async () => {
+  const app = await start({
+    strict: {
+      protocol: 'tcp',
+      addr: '127.0.0.1:0',
+      tcp: { target: echo.authority },
+      proxy_protocol: { enabled: true, trusted_cidrs: [] },
+    },
+    raw: { protocol: 'tcp', addr: '127.0.0.1:0', tcp: { target: echo.authority }, ...pp },
+  });
+  for (const [name, bytes] of [
+    ['strict', Buffer.from('PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\nhello')],
+    ['raw', Buffer.from('GET / HTTP/1.1\r\n\r\n')],
+    ['raw', Buffer.from('PROXY TCP4 999.0.2.1 127.0.0.1 1 2\r\n')],
+  ] as const) {
+    const [host, port] = app.address(name).split(':');
+    const s = net.connect(Number(port), host);
+    s.on('error', () => {});
+    s.write(bytes);
+    s.resume();
+    await once(s, 'close');
+  }
+  assert.equal(
+    app.auditRecords().filter((r) => r.kind === 'tunnel').length,
+    0,
+    'nothing reached an upstream',
+  );
+  const [host, port] = app.address('raw').split(':');
+  const ok = net.connect(Number(port), host);
+  ok.write(Buffer.concat([Buffer.from('PROXY TCP4 192.0.2.1 127.0.0.1 1111 2222\r\n'), Buffer.from('fine')]));
+  assert.equal((await readBytes(ok, 4)).toString(), 'fine');
+  ok.destroy();
+});
+
+describe('PROXY headers before datagrams on a udp endpoint', () => {
+  const echoUdp = dgram.createSocket('udp4');
+  before(async () => {
+    echoUdp.on('message', (m, from) => echoUdp.send(m, from.port, from.address));
+    echoUdp.bind(0, '127.0.0.1');
+    await once(echoUdp, 'listening');
+  });
+  after(() => echoUdp.close());
+
+  for (const format of ['v2', 'spp'] as const) {
+    test(`${format}: the session is the header's client, the reply carries the swapped header`, async () => {
+      const app = await start({
+        [`u${format}`]: {
+          protocol: 'udp',
+          addr: '127.0.0.1:0',
+          udp: { target: `127.0.0.1:${echoUdp.address().port}`, idle_timeout: '300ms' },
+          proxy_protocol: { enabled: true, udp_format: format },
+        },
+      });
+      const port = Number(app.address(`u${format}`).split(':').at(-1));
+      const client = { host: '198.51.100.4', port: 5353 };
+      const front = { host: '127.0.0.1', port };
+      const head =
+        format === 'spp'
+          ? encodeSpp(client, front)
+          : encodeProxyHeader(
+              { transport: 'dgram', addresses: { family: 'inet', source: client, destination: front } },
+              { version: 2 },
+            );
+      const s = dgram.createSocket('udp4');
+      s.bind(0, '127.0.0.1');
+      await once(s, 'listening');
+      s.send(Buffer.concat([head, Buffer.from('ping')]), port, '127.0.0.1');
+      const [reply] = (await once(s, 'message')) as [Buffer];
+      s.close();
+      const back = format === 'spp' ? decodeSpp(reply) : decodeV2(reply);
+      assert.equal(reply.subarray(back.length).toString(), 'ping');
+      assert.deepEqual(back.addresses?.source, front);
+      assert.deepEqual(back.addresses?.destination, client);
+      const rec = await recordWhere(app, (x) => x.kind === 'udp_session' && x.client === '198.51.100.4:5353');
+      assert.equal(rec.datagrams_up, 1);
+      assert.equal(rec.proxy_protocol?.version, format === 'spp' ? 'spp' : 2);
+    });
+  }
+});
+
+describe("the off-ramp: nginx behind Oxy reads the client from Oxy's header", {
+  skip: missingL4Peers('nginx'),
+}, () => {
+  for (const version of [1, 2] as const) {
+    test(`PROXY v${version} to nginx stream (proxy_protocol on)`, async () => {
+      const port = await freePort();
+      peers.push(
+        await startNginxStream(
+          `  server { listen 127.0.0.1:${port} proxy_protocol; return "$proxy_protocol_addr:$proxy_protocol_port\\n"; }`,
+          [port],
+        ),
+      );
+      const app = await start(
+        { raw: { protocol: 'tcp', addr: '127.0.0.1:0', tcp: { target: `127.0.0.1:${port}` } } },
+        {
+          egress: {
+            handleConnection: (t: { host: string; port: number }) =>
+              EgressDecision.direct(t, { proxyProtocol: { version } }),
+          },
+        },
+      );
+      const [host, p] = app.address('raw').split(':');
+      const s = net.connect(Number(p), host);
+      await once(s, 'connect');
+      const line = (await readBytes(s, `127.0.0.1:${s.localPort}\n`.length)).toString();
+      assert.equal(line, `127.0.0.1:${s.localPort}\n`);
+      s.destroy();
+    });
+  }
+});
