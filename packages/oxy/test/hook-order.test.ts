@@ -6,6 +6,7 @@
  * the generated reference) is updated.
  */
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
 import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
@@ -51,21 +52,43 @@ const app = defineApp({
 });
 
 let oxy: AppUnderTest;
+let udpEcho: dgram.Socket;
+let udpEcho6: dgram.Socket;
 let echo: TcpPeer;
 let upstream: HttpUpstream;
 
 before(async () => {
   echo = await startTcpEcho();
   upstream = await startHttpUpstream({ '/x': { body: 'hello' } });
+  // `localhost` resolves to ::1 and 127.0.0.1, and UDP has no Happy Eyeballs: the first
+  // address is used, so the echo answers on both, on one port.
+  udpEcho = dgram.createSocket('udp4');
+  udpEcho.on('message', (m, from) => udpEcho.send(m, from.port, from.address));
+  udpEcho.bind(0, '127.0.0.1');
+  await once(udpEcho, 'listening');
+  udpEcho6 = dgram.createSocket({ type: 'udp6', ipv6Only: true });
+  udpEcho6.on('message', (m, from) => udpEcho6.send(m, from.port, from.address));
+  udpEcho6.bind(udpEcho.address().port, '::1');
+  await once(udpEcho6, 'listening');
   oxy = await startApp(app, {
     settings: {
-      endpoints: { main: {}, raw: { protocol: 'tcp', tcp: { target: `localhost:${echo.port}` } } },
+      endpoints: {
+        main: {},
+        raw: { protocol: 'tcp', tcp: { target: `localhost:${echo.port}` } },
+        dgram: {
+          protocol: 'udp',
+          addr: '127.0.0.1:0',
+          udp: { target: `localhost:${udpEcho.address().port}`, idle_timeout: '200ms' },
+        },
+      },
     },
   });
 });
 
 after(async () => {
   await echo.close();
+  udpEcho.close();
+  udpEcho6.close();
   await upstream.close();
   await oxy.stop();
 });
@@ -183,6 +206,16 @@ test('a connection to a tcp endpoint fires the hooks in HOOK_ORDERS.tcp_endpoint
   });
 });
 
+test('a datagram session fires the hooks in HOOK_ORDERS.udp_session', async () => {
+  await expectOrder('udp_session', async () => {
+    const s = dgram.createSocket('udp4');
+    s.send('ping', Number(oxy.address('dgram').split(':').at(-1)), '127.0.0.1');
+    const [reply] = (await once(s, 'message')) as [Buffer];
+    assert.equal(reply.toString(), 'ping');
+    s.close();
+  });
+});
+
 test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
   assert.deepEqual(Object.keys(HOOK_ORDERS).sort(), [
     'connect_blocked',
@@ -194,5 +227,6 @@ test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
     'forward_http1_keepalive',
     'ingress_blocked',
     'tcp_endpoint',
+    'udp_session',
   ]);
 });

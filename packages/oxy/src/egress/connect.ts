@@ -15,9 +15,9 @@ import type { SocketAddr } from '../context/contexts.ts';
 import type { EgressState } from '../context/state.ts';
 import { isOxyError, OXY_ERR, OxyError } from '../errors.ts';
 import { EgressDecision, type ProxyHeaderOut } from '../hooks/egress.ts';
-import { encodeProxyHeader } from '../protocols/proxy-protocol/index.ts';
 import { connectHappyEyeballs, type HappyEyeballsOptions } from '../offramps/tcp/happy-eyeballs.ts';
 import { connectViaProxy, type UpstreamProxy } from '../offramps/upstream-proxy/connect.ts';
+import { encodeProxyHeader } from '../protocols/proxy-protocol/index.ts';
 import type { Runtime } from '../runtime.ts';
 import { egressMetrics } from '../telemetry/metrics.ts';
 

@@ -230,6 +230,30 @@ export const TRAFFIC_FLOWS = {
       ...CLIENT_CLOSE,
     ],
   },
+  udp_session: {
+    title: 'A datagram session on a `udp` endpoint',
+    description:
+      'A client sends one datagram to an endpoint with `protocol: udp` and `udp.target: ' +
+      'localhost:port` and gets the answer; the session ends when it idles out. The ingress ' +
+      'and egress hooks run once per session (UDP has no connect to override), the datagram ' +
+      'hook once per datagram each way.',
+    steps: [
+      { from: 'Client', to: 'Oxy', message: 'datagram (new client address: new session)' },
+      { hook: 'ingress.handleConnection', answer: 'allow' },
+      { hook: 'egress.handleConnection', answer: 'direct(target)' },
+      { hook: 'egress.dnsResolveOverride', answer: 'undefined: built-in resolver' },
+      { hook: 'egress.handleUpstreamIps', answer: 'the addresses as given' },
+      { note: 'egress.blocked_cidrs check; a connected UDP socket for the session' },
+      { hook: 'egress.handleConnectionEstablished' },
+      { hook: 'datagram.handleDatagram', answer: 'undefined: pass' },
+      { from: 'Oxy', to: 'Upstream', message: 'datagram' },
+      { from: 'Upstream', to: 'Oxy', message: 'datagram' },
+      { hook: 'datagram.handleDatagram', answer: 'undefined: pass' },
+      { from: 'Oxy', to: 'Client', message: 'datagram' },
+      { note: 'udp.idle_timeout without a datagram: the session ends, its audit record is written' },
+      { hook: 'ingress.handleConnectionClose' },
+    ],
+  },
 } as const satisfies Record<string, TrafficFlow>;
 
 /** The kinds of traffic in {@link TRAFFIC_FLOWS}. */
@@ -271,6 +295,8 @@ export function tracingHooks(overrides: HookOverrides = {}): Hooks {
       ...overrides.httpRequest,
     },
     tunnel: { getAppTunnelPipeline: () => undefined, ...overrides.tunnel },
+    proxyProtocol: { handleConnection: () => IngressDecision.allow(), ...overrides.proxyProtocol },
+    datagram: { handleDatagram: () => undefined, ...overrides.datagram },
     egress: {
       handleConnection: (target: SocketAddr) => EgressDecision.direct(target),
       handleConnectionEstablished: () => {},
