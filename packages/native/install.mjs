@@ -90,8 +90,8 @@ if (process.env.OXY_NATIVE_SKIP_BUILD === '1') {
     });
   } catch {
     fail(
-      'building the addon failed (see above). It needs a C compiler, make, python3 and ' +
-        'libseccomp-dev (apt-get install build-essential libseccomp-dev).',
+      'building the addon failed (see above). It needs a C compiler, make and python3 ' +
+        '(apt-get install build-essential python3).',
     );
   }
   console.log(`native: built against Node headers in ${nodedir}`);

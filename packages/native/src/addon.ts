@@ -94,7 +94,7 @@ function load(): Addon {
     throw new NativeError(
       'NATIVE_ERR_NOT_BUILT',
       `the native addon is not built or failed to load (${(e as Error).message}): run \`npm rebuild native\` ` +
-        '(needs a C compiler, make, python3 and libseccomp-dev)',
+        '(needs a C compiler, make and python3)',
     );
   }
 }
