@@ -13,7 +13,7 @@ import { writeFileSync } from 'node:fs';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import type { z } from 'zod';
 import { FND_ERR, FoundationsError, isFoundationsError } from '../errors.ts';
-import { runRestarter } from '../restart/index.ts';
+import { runRestarter, withResolvedRestartSocket } from '../restart/index.ts';
 import type { ServiceInfo } from '../service-info.ts';
 import { generateYaml } from '../settings/generate.ts';
 import { formatIssue, mergeSources, parseSettings, readYamlFile, SettingsError } from '../settings/load.ts';
@@ -199,7 +199,8 @@ export function parseCli<S extends z.ZodType, O extends AppOptions = Record<neve
   }
   return {
     kind: values.restart === true ? 'restart' : 'run',
-    settings,
+    // An empty restart.socket becomes the per-user, per-instance default (restart/socket-path.ts).
+    settings: withResolvedRestartSocket(settings, { service: spec.info.name, configFiles }),
     options: options as OptionValues<O>,
     configFiles,
   };
