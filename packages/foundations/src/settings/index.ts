@@ -20,6 +20,7 @@ export {
   formatListenAddr,
   formatSocketAddr,
   type ListenAddr,
+  type ParseFailure,
   parseCidr,
   parseListenAddr,
   parseSocketAddr,
