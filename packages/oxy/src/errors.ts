@@ -69,6 +69,10 @@ export const OXY_ERR = {
   MAX_LIFETIME: 'OXY_ERR_MAX_LIFETIME',
   /** The process is draining (restart or shutdown) and the deadline passed. */
   DRAINED: 'OXY_ERR_DRAINED',
+
+  // --- tooling -------------------------------------------------------------------------
+  /** `oxy new` cannot write the starter app (bad name, directory exists, no tarballs). */
+  NEW_APP: 'OXY_ERR_NEW_APP',
 } as const;
 
 /** One of the stable `OXY_ERR_*` codes. */
