@@ -92,7 +92,7 @@ test('requests go through; internal.example is refused by the egress hook', asyn
 
 const README = (name: string) => `# ${name}
 
-A forward proxy built on [Oxy](https://github.com/). Started with \`oxy new ${name}\`.
+A forward proxy built on Oxy (a programmable proxy framework for Node.js), started with \`oxy new ${name}\`.
 
 \`\`\`sh
 npm install
