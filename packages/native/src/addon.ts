@@ -3,6 +3,7 @@
  * goes through the wrappers, which turn errnos into `NativeError`s; nothing outside it should
  * import this file. Loading fails with one clear error off Linux or when the build was skipped.
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { NativeError } from './errors.ts';
 
@@ -133,13 +134,17 @@ function load(): Addon {
     );
   }
   const require = createRequire(import.meta.url);
+  // src/addon.ts in the repository, dist/src/addon.js in a packed package: build/ is at the root.
+  const file = existsSync(new URL('../build/Release/oxy_native.node', import.meta.url))
+    ? '../build/Release/oxy_native.node'
+    : '../../build/Release/oxy_native.node';
   try {
-    return require('../build/Release/oxy_native.node') as Addon;
+    return require(file) as Addon;
   } catch (e) {
     throw new NativeError(
       'NATIVE_ERR_NOT_BUILT',
       `the native addon is not built or failed to load (${(e as Error).message}): run \`npm rebuild native\` ` +
-        '(needs a C compiler, make, python3 and libseccomp-dev)',
+        '(needs a C compiler, make and python3)',
     );
   }
 }

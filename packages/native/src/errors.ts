@@ -66,7 +66,7 @@ const HINTS: Record<string, string> = {
   'tun:EINVAL': 'a device of that name exists but is not a TUN device: pick another name',
   'seccomp:EINVAL':
     'the kernel lacks seccomp filters (CONFIG_SECCOMP_FILTER) or an action (SECCOMP_RET_LOG needs Linux 4.14), or a name is misspelt',
-  'seccomp:EACCES': 'the process needs CAP_SYS_ADMIN or no_new_privs (libseccomp sets it unless told not to)',
+  'seccomp:EACCES': 'the process needs CAP_SYS_ADMIN or no_new_privs (the addon sets it before installing)',
   'seccomp:ESRCH':
     'a thread runs under a different filter, so TSYNC failed: install the sandbox once, from the main thread',
   'seccomp:EFAULT': 'the filter program is invalid: report this as a bug',

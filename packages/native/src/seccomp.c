@@ -1,36 +1,89 @@
 /*
- * seccomp: install a filter built from a list of syscall names, with libseccomp.
+ * seccomp: install a filter built from a list of syscall names, as a classic BPF program
+ * assembled here against the kernel's own headers (no libseccomp, so `npm ci` needs no -dev
+ * package and the addon links nothing but libc).
  *
- * Why libseccomp rather than raw BPF: it owns the per-architecture syscall tables (names that
- * do not exist on this architecture are skipped, misspelt names are reported), the audit-arch
- * check, and TSYNC. The filter is always synchronised to every thread of the process (TSYNC):
- * without it libuv's thread pool keeps running unfiltered, a verified bypass.
+ * The program, in order:
+ *   1. the architecture check libseccomp makes: seccomp_data.arch must be this build's
+ *      AUDIT_ARCH, else the process is killed (a syscall number means another syscall on
+ *      another ABI, e.g. i386 through int 0x80 on x86_64);
+ *   2. on x86_64, syscalls with the x32 bit set are killed too (same numbers, other ABI);
+ *   3. one `jeq nr` + `ret action` pair per syscall with an action other than the default;
+ *   4. `ret default`.
+ * It is installed with seccomp(2) and SECCOMP_FILTER_FLAG_TSYNC, after PR_SET_NO_NEW_PRIVS:
+ * without TSYNC libuv's thread pool keeps running unfiltered, a verified bypass.
  *
- * Actions are passed as small integers, mirrored in index.ts.
+ * Syscall names resolve through syscall-names.h (generated from the kernel headers): a name
+ * Linux defines somewhere but not on this architecture is skipped; any other is a typo.
+ * Actions are passed as small integers, mirrored in seccomp.ts.
  */
 #include "native.h"
 
 #include <errno.h>
-#include <seccomp.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#if defined(__x86_64__) && defined(__ILP32__)
+#define OXY_AUDIT_ARCH AUDIT_ARCH_X86_64 /* x32: same audit arch, syscalls carry the x32 bit */
+#define OXY_X32_ABI 1
+#elif defined(__x86_64__)
+#define OXY_AUDIT_ARCH AUDIT_ARCH_X86_64
+#define OXY_X32_ABI 0
+#elif defined(__i386__)
+#define OXY_AUDIT_ARCH AUDIT_ARCH_I386
+#elif defined(__aarch64__) && defined(__AARCH64EB__)
+#define OXY_AUDIT_ARCH AUDIT_ARCH_AARCH64BE
+#elif defined(__aarch64__)
+#define OXY_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#elif defined(__riscv) && __riscv_xlen == 64
+#define OXY_AUDIT_ARCH AUDIT_ARCH_RISCV64
+#else
+#error "seccomp.c: unknown architecture; add its AUDIT_ARCH_* here"
+#endif
+
+#ifndef __X32_SYSCALL_BIT
+#define __X32_SYSCALL_BIT 0x40000000
+#endif
+
+typedef struct {
+  const char *name;
+  int nr; /* -1: not on this architecture */
+} syscall_entry_t;
+
+static const syscall_entry_t syscalls[] = {
+#include "syscall-names.h"
+};
+#define NSYSCALLS (sizeof syscalls / sizeof syscalls[0])
 
 enum { ACT_KILL_PROCESS = 0, ACT_ERRNO = 1, ACT_LOG = 2, ACT_TRAP = 3, ACT_ALLOW = 4 };
 
 static bool to_action(int kind, int err, uint32_t *out) {
   switch (kind) {
-    case ACT_KILL_PROCESS: *out = SCMP_ACT_KILL_PROCESS; return true;
-    case ACT_ERRNO: *out = SCMP_ACT_ERRNO((uint16_t)err); return err > 0 && err < 4096;
-    case ACT_LOG: *out = SCMP_ACT_LOG; return true;
-    case ACT_TRAP: *out = SCMP_ACT_TRAP; return true;
-    case ACT_ALLOW: *out = SCMP_ACT_ALLOW; return true;
+    case ACT_KILL_PROCESS: *out = SECCOMP_RET_KILL_PROCESS; return true;
+    case ACT_ERRNO: *out = SECCOMP_RET_ERRNO | ((uint32_t)err & SECCOMP_RET_DATA); return err > 0 && err < 4096;
+    case ACT_LOG: *out = SECCOMP_RET_LOG; return true;
+    case ACT_TRAP: *out = SECCOMP_RET_TRAP; return true;
+    case ACT_ALLOW: *out = SECCOMP_RET_ALLOW; return true;
     default: return false;
   }
 }
 
-/* unknownSyscalls(names: string[]): string[] — names libseccomp does not know on any arch. */
+/* The entry for `name`, or NULL when Linux defines no such syscall on any known table. */
+static const syscall_entry_t *lookup(const char *name) {
+  for (size_t i = 0; i < NSYSCALLS; i++)
+    if (strcmp(syscalls[i].name, name) == 0) return &syscalls[i];
+  return NULL;
+}
+
+/* unknownSyscalls(names: string[]): string[] — names Linux defines on no architecture. */
 static napi_value unknown_syscalls(napi_env env, napi_callback_info info) {
   napi_value argv[1], out, item;
   uint32_t n, found = 0;
@@ -40,16 +93,49 @@ static napi_value unknown_syscalls(napi_env env, napi_callback_info info) {
     char *name;
     if (napi_get_element(env, argv[0], i, &item) != napi_ok || !arg_string(env, item, &name, NULL))
       return NULL;
-    int nr = seccomp_syscall_resolve_name(name);
+    bool known = lookup(name) != NULL;
     free(name);
-    if (nr == __NR_SCMP_ERROR) napi_set_element(env, out, found++, item);
+    if (!known) napi_set_element(env, out, found++, item);
   }
   return out;
 }
 
+/* A growing BPF program. */
+typedef struct {
+  struct sock_filter *insns;
+  size_t len, cap;
+} prog_t;
+
+static bool emit(prog_t *p, struct sock_filter insn) {
+  if (p->len == p->cap) {
+    size_t cap = p->cap ? p->cap * 2 : 256;
+    struct sock_filter *next = realloc(p->insns, cap * sizeof *next);
+    if (!next) return false;
+    p->insns = next;
+    p->cap = cap;
+  }
+  p->insns[p->len++] = insn;
+  return true;
+}
+
+/* The architecture check (and x32 check on x86_64) that opens every program; leaves nr in A. */
+static bool emit_prologue(prog_t *p) {
+  bool ok = emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch))) &&
+            emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, OXY_AUDIT_ARCH, 1, 0)) &&
+            emit(p, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS)) &&
+            emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)));
+#if defined(__x86_64__)
+  /* Native x86_64 refuses x32 syscalls; an x32 build refuses plain x86_64 ones. */
+  ok = ok && emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, __X32_SYSCALL_BIT, OXY_X32_ABI ? 1 : 0,
+                                                  OXY_X32_ABI ? 0 : 1)) &&
+       emit(p, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
+#endif
+  return ok;
+}
+
 /* Adds one rule per name in `names` with `action`; on failure fills what/detail, returns -errno. */
-static int add_rules(napi_env env, scmp_filter_ctx ctx, uint32_t action, napi_value names, const char **what,
-                     char *detail, size_t dlen, bool *js_error) {
+static int add_rules(napi_env env, prog_t *p, uint32_t action, napi_value names, const char **what, char *detail,
+                     size_t dlen, bool *js_error) {
   napi_value item;
   uint32_t n;
   if (!arg_array(env, names, &n)) {
@@ -62,18 +148,18 @@ static int add_rules(napi_env env, scmp_filter_ctx ctx, uint32_t action, napi_va
       *js_error = true;
       return -EINVAL;
     }
-    int rc = 0, nr = seccomp_syscall_resolve_name(name);
-    if (nr == __NR_SCMP_ERROR) {
+    const syscall_entry_t *e = lookup(name);
+    int rc = 0;
+    if (!e) {
       rc = -EINVAL;
-      *what = "seccomp_syscall_resolve_name";
+      *what = "seccomp";
       snprintf(detail, dlen, "unknown syscall name \"%s\"", name);
-    } else {
-      rc = seccomp_rule_add(ctx, action, nr, 0);
-      /* A syscall absent from this architecture is not an error: the lists are portable. */
-      if (rc == -EDOM || (nr < 0 && rc != 0)) rc = 0;
-      if (rc != 0) {
-        *what = "seccomp_rule_add";
-        snprintf(detail, dlen, "adding a rule for \"%s\"", name);
+    } else if (e->nr >= 0) { /* A syscall absent from this architecture is skipped: lists are portable. */
+      if (!emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)e->nr, 0, 1)) ||
+          !emit(p, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, action))) {
+        rc = -ENOMEM;
+        *what = "seccomp";
+        snprintf(detail, dlen, "assembling the filter");
       }
     }
     free(name);
@@ -82,10 +168,36 @@ static int add_rules(napi_env env, scmp_filter_ctx ctx, uint32_t action, napi_va
   return 0;
 }
 
+/* Installs `p` on this thread, or every thread with TSYNC; returns 0 or -errno. */
+static int load(prog_t *p, bool tsync, const char **what, char *detail, size_t dlen) {
+  if (p->len > BPF_MAXINSNS) {
+    *what = "seccomp";
+    snprintf(detail, dlen, "the filter has %zu instructions, more than the kernel's %d", p->len, BPF_MAXINSNS);
+    return -EINVAL;
+  }
+  /* Lets an unprivileged process install a filter; set-uid binaries no longer gain privileges. */
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    *what = "prctl";
+    snprintf(detail, dlen, "setting PR_SET_NO_NEW_PRIVS");
+    return -errno;
+  }
+  struct sock_fprog fprog = {.len = (unsigned short)p->len, .filter = p->insns};
+  *what = "seccomp";
+  snprintf(detail, dlen, "installing the filter%s", tsync ? " on every thread (TSYNC)" : "");
+  long rc = syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, tsync ? SECCOMP_FILTER_FLAG_TSYNC : 0, &fprog);
+  if (rc < 0) return -errno;
+  /* With TSYNC, a positive value is the id of a thread that could not be synchronised. */
+  if (rc > 0) {
+    snprintf(detail, dlen, "thread %ld could not be synchronised (TSYNC)", rc);
+    return -ESRCH;
+  }
+  return 0;
+}
+
 /*
  * install(defaultKind, defaultErrno, groups: [kind, errno, names: string[]][], tsync: boolean)
  * Each group's syscalls get the group's action; every other syscall gets the default action.
- * A syscall must appear in one group only.
+ * A syscall must appear in one group only (the first match wins).
  */
 static napi_value install(napi_env env, napi_callback_info info) {
   napi_value argv[4], group, v;
@@ -99,46 +211,32 @@ static napi_value install(napi_env env, napi_callback_info info) {
     throw_type(env, "invalid seccomp action or errno");
     return NULL;
   }
-  scmp_filter_ctx ctx = seccomp_init(def_action);
-  if (!ctx) {
-    throw_errno(env, ENOMEM, "seccomp_init", "creating the filter");
-    return NULL;
-  }
-  const char *what = "seccomp_attr_set";
-  char detail[160] = "setting filter attributes";
-  /* Report the kernel's own errno from seccomp_load, not libseccomp's ECANCELED. */
-  int rc = seccomp_attr_set(ctx, SCMP_FLTATR_API_SYSRAWRC, 1);
-  if (rc == 0 && tsync) rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
+  prog_t p = {0};
+  const char *what = "seccomp";
+  char detail[160] = "assembling the filter";
+  int rc = emit_prologue(&p) ? 0 : -ENOMEM;
   for (uint32_t g = 0; rc == 0 && g < ngroups; g++) {
     napi_value names;
     if (napi_get_element(env, argv[2], g, &group) != napi_ok || napi_get_element(env, group, 0, &v) != napi_ok ||
         !arg_int32(env, v, &gkind) || napi_get_element(env, group, 1, &v) != napi_ok || !arg_int32(env, v, &gerr) ||
         napi_get_element(env, group, 2, &names) != napi_ok) {
-      seccomp_release(ctx);
+      free(p.insns);
       return NULL;
     }
     if (!to_action(gkind, gerr, &action)) {
-      seccomp_release(ctx);
+      free(p.insns);
       throw_type(env, "invalid seccomp action or errno");
       return NULL;
     }
-    rc = add_rules(env, ctx, action, names, &what, detail, sizeof detail, &js_error);
+    rc = add_rules(env, &p, action, names, &what, detail, sizeof detail, &js_error);
   }
   if (js_error) {
-    seccomp_release(ctx);
+    free(p.insns);
     return NULL;
   }
-  if (rc == 0) {
-    what = "seccomp_load";
-    snprintf(detail, sizeof detail, "installing the filter%s", tsync ? " on every thread (TSYNC)" : "");
-    rc = seccomp_load(ctx);
-    /* With TSYNC, a positive value is the id of a thread that could not be synchronised. */
-    if (rc > 0) {
-      snprintf(detail, sizeof detail, "thread %d could not be synchronised (TSYNC)", rc);
-      rc = -ESRCH;
-    }
-  }
-  seccomp_release(ctx);
+  if (rc == 0) rc = emit(&p, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, def_action)) ? 0 : -ENOMEM;
+  if (rc == 0) rc = load(&p, tsync, &what, detail, sizeof detail);
+  free(p.insns);
   if (rc != 0) {
     throw_errno(env, -rc, what, detail);
     return NULL;
@@ -151,14 +249,10 @@ static napi_value syscall_name(napi_env env, napi_callback_info info) {
   napi_value argv[1], out;
   int32_t nr;
   if (!get_args(env, info, 1, argv, NULL) || !arg_int32(env, argv[0], &nr)) return NULL;
-  char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
-  if (!name) {
-    napi_get_null(env, &out);
-    return out;
-  }
-  napi_status st = napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &out);
-  free(name);
-  return st == napi_ok ? out : NULL;
+  for (size_t i = 0; nr >= 0 && i < NSYSCALLS; i++)
+    if (syscalls[i].nr == nr) return napi_create_string_utf8(env, syscalls[i].name, NAPI_AUTO_LENGTH, &out) == napi_ok ? out : NULL;
+  napi_get_null(env, &out);
+  return out;
 }
 
 void register_seccomp(napi_env env, napi_value exports) {

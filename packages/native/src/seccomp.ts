@@ -1,5 +1,5 @@
 /**
- * seccomp filters from a list of syscall names (libseccomp underneath).
+ * seccomp filters from a list of syscall names (a BPF program the addon assembles itself).
  *
  * `install` always synchronises the filter to every thread (TSYNC) unless told otherwise:
  * without it libuv's thread pool and V8's threads run unfiltered, so an async `fs` call
@@ -47,7 +47,7 @@ function sameAction(a: SeccompAction, b: SeccompAction): boolean {
   return a.kind === b.kind && (a.kind !== 'return_error' || a.errno === (b as { errno: number }).errno);
 }
 
-/** Names libseccomp does not know on any architecture (typos). */
+/** Names Linux defines on no architecture (typos). */
 export function unknownSyscalls(names: readonly string[]): string[] {
   return addon.seccompUnknownSyscalls([...names]);
 }
@@ -71,7 +71,7 @@ export function install(filter: SeccompFilter): void {
   }
   const [dk, de] = encode(filter.defaultAction);
   // One action per syscall: a later rule wins; rules equal to the default are left out
-  // (libseccomp refuses them, and they change nothing).
+  // (they change nothing, and only lengthen the program).
   const owner = new Map<string, number>();
   filter.rules.forEach((r, i) => {
     for (const name of r.syscalls) owner.set(name, i);

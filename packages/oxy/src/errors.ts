@@ -88,6 +88,10 @@ export const OXY_ERR = {
   L3_TABLE_FULL: 'OXY_ERR_L3_TABLE_FULL',
   /** The upgrade namespace could not be set up (the message names what the kernel refused). */
   NAMESPACE_FAILED: 'OXY_ERR_NAMESPACE_FAILED',
+
+  // --- tooling -------------------------------------------------------------------------
+  /** `oxy new` cannot write the starter app (bad name, directory exists, no tarballs). */
+  NEW_APP: 'OXY_ERR_NEW_APP',
 } as const;
 
 /** One of the stable `OXY_ERR_*` codes. */

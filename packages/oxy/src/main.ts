@@ -5,6 +5,12 @@
  */
 import { bootstrap, defineApp } from './app.ts';
 
+// `oxy new NAME [--from DIR]` writes a starter app (scaffold.ts) instead of running the proxy.
+if (process.argv[2] === 'new') {
+  const { runNew } = await import('./scaffold-cli.ts');
+  process.exit(runNew(process.argv.slice(3)));
+}
+
 const app = defineApp({
   name: 'oxy',
   version: '0.1.0',

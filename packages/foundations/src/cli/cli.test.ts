@@ -76,7 +76,10 @@ test('--version prints name and version', async () => {
 test('--generate - writes the annotated default config to stdout; FILE writes a file that loads back', async () => {
   const r = await run('--generate', '-');
   assert.equal(r.code, 0);
-  assert.match(r.stdout, /^# fixture 1\.2\.3: A fixture service for CLI tests\.\n/);
+  assert.match(
+    r.stdout,
+    /^# yaml-language-server: \$schema=fixture\.schema\.json\n# fixture 1\.2\.3: A fixture service for CLI tests\.\n/,
+  );
   assert.match(r.stdout, /# What main prints\.\ngreeting: hello\n/);
   assert.match(r.stdout, /\n# Telemetry settings\.\ntelemetry:\n {2}# Logging settings\.\n {2}logging:\n/);
   assert.match(r.stdout, /restart:\n {2}# Listen on the restart socket/);
@@ -85,6 +88,13 @@ test('--generate - writes the annotated default config to stdout; FILE writes a 
   assert.equal(g.code, 0);
   assert.equal(g.stdout, '');
   assert.equal(readFileSync(out, 'utf8'), r.stdout);
+  // The schema its first line names is written beside it, and is what --schema prints.
+  const schema = await run('--schema');
+  assert.equal(schema.code, 0);
+  assert.equal(readFileSync(join(dir, 'fixture.schema.json'), 'utf8'), schema.stdout);
+  const parsed = JSON.parse(schema.stdout);
+  assert.equal(parsed.$schema, 'https://json-schema.org/draft/2020-12/schema');
+  assert.equal(parsed.properties.greeting.default, 'hello');
   const check = await run('--check', '-c', out);
   assert.equal(check.code, 0);
   assert.equal(check.stdout, `${out}: ok\n`);

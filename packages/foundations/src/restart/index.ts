@@ -43,5 +43,15 @@ export { type ProcessInheritance, processInheritance, processListeners } from '.
 export { RESTARTER_EXIT, type RestarterOptions, runRestarter } from './restarter.ts';
 export { formatNotifyState, type NotifyOutcome, type NotifyState, sdNotify } from './sd-notify.ts';
 export { RestartSettings, restartSettings } from './settings.ts';
+export {
+  checkRestartSocketOwner,
+  defaultRestartSocket,
+  type InstanceIdentity,
+  resolveRestartSocket,
+  restartSocketDir,
+  restartSocketName,
+  type SocketPathEnv,
+  withResolvedRestartSocket,
+} from './socket-path.ts';
 export { type NextOutcome, type NextProcessOptions, startNextProcess } from './spawn-next.ts';
 export { type TaskToken, TaskTracker, type WaitOutcome } from './task-tracker.ts';

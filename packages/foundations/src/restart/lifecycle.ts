@@ -27,6 +27,7 @@ import type { Listeners, ListenOptions } from './listeners.ts';
 import { processInheritance } from './process-inheritance.ts';
 import { type NotifyState, sdNotify } from './sd-notify.ts';
 import type { RestartSettings } from './settings.ts';
+import { checkRestartSocketOwner, resolveRestartSocket, restartSocketInUse } from './socket-path.ts';
 import { startNextProcess } from './spawn-next.ts';
 import { TaskTracker } from './task-tracker.ts';
 
@@ -142,9 +143,17 @@ export class Lifecycle {
     const { settings } = this.#opts;
     if (settings.enabled) {
       const server = net.createServer((socket) => this.#serveRestarter(socket));
-      const addr: ListenAddr = { kind: 'unix', path: settings.socket };
       try {
-        await this.listeners.listen(RESTART_SOCKET_NAME, addr, server, { mode: 0o600, untracked: true });
+        // Empty when the service was not started through the CLI (which resolves it first).
+        const socketPath = resolveRestartSocket(settings.socket, { service: this.#opts.info.name });
+        const addr: ListenAddr = { kind: 'unix', path: socketPath };
+        if (!this.restarted) checkRestartSocketOwner(socketPath);
+        await this.listeners
+          .listen(RESTART_SOCKET_NAME, addr, server, { mode: 0o600, untracked: true })
+          .catch((e) => {
+            const code = ((e as Error).cause as NodeJS.ErrnoException | undefined)?.code;
+            throw code === 'EADDRINUSE' ? restartSocketInUse(socketPath, e) : e;
+          });
       } catch (e) {
         this.failed(e);
         throw e;

@@ -15,6 +15,8 @@ import {
   type RestarterMessage,
   toRestarterAnswer,
 } from './frames.ts';
+import type { InstanceIdentity } from './socket-path.ts';
+import { resolveRestartSocket } from './socket-path.ts';
 
 /** Exit codes of restarter mode. 2 is the CLI's own code for an invalid config or usage. */
 export const RESTARTER_EXIT = {
@@ -38,6 +40,8 @@ export interface RestarterOptions {
   readonly timeoutMs?: number;
   /** Where the one-line result goes (default stdout for success, stderr otherwise). */
   readonly print?: (line: string, ok: boolean) => void;
+  /** Resolves an empty `restart.socket` to the instance's default (the CLI resolves it first). */
+  readonly identity?: InstanceIdentity;
 }
 
 const defaultPrint = (line: string, ok: boolean): void => {
@@ -50,7 +54,8 @@ export async function runRestarter(
   opts: RestarterOptions = {},
 ): Promise<number> {
   const print = opts.print ?? defaultPrint;
-  const socketPath = restart.socket;
+  const socketPath =
+    restart.socket === '' && opts.identity ? resolveRestartSocket('', opts.identity) : restart.socket;
   const st = fs.statSync(socketPath, { throwIfNoEntry: false });
   if (!st) {
     print(`restart: no instance is listening: ${socketPath} does not exist`, false);

@@ -3,11 +3,12 @@
  * the running instance and the restarter (`--restart -c FILE`) read the same file, which
  * is how the restarter finds the socket.
  *
- * The default socket path is absolute (both sides may run from different directories),
- * per service name (two services on one host do not collide) and under /tmp (writable by
- * an unprivileged user). /tmp is shared, so the restarter checks that the socket file is
- * owned by its own user before trusting it; production units should point it at
- * `/run/<service>/restart.sock` (RuntimeDirectory=), as the sample unit does.
+ * The default socket path is empty, meaning "derived" (socket-path.ts): per user (under
+ * $XDG_RUNTIME_DIR, /run for root, else a private 0700 directory in tmpdir) and per instance
+ * (service name plus a hash of the -c files' paths), so two instances on one host never
+ * collide. The CLI resolves it before the service or the restarter runs. The restarter still
+ * checks that the socket file is owned by its own user before trusting it; production units
+ * may point it at `/run/<service>/restart.sock` (RuntimeDirectory=), as the sample unit does.
  */
 import { type Infer, s } from '../settings/index.ts';
 
@@ -18,8 +19,10 @@ export function restartSettings(serviceName: string) {
     true,
     {
       socket: s.path(
-        'Restart coordination Unix socket (created with mode 0600: only this user may trigger a restart).',
-        `/tmp/${serviceName}-restart.sock`,
+        'Restart coordination Unix socket (created with mode 0600: only this user may trigger a restart). Empty: ' +
+          `per user and per instance, $XDG_RUNTIME_DIR/${serviceName}-restart[-HASH].sock (/run/... for root, else ` +
+          '<tmpdir>/foundations-<uid>/...), HASH from the -c files, so two instances never collide.',
+        '',
       ),
       drain_timeout: s.duration(
         'After a restart or SIGTERM, how long the old process lets connections and tunnels finish before closing them.',
@@ -34,7 +37,7 @@ export function restartSettings(serviceName: string) {
   );
 }
 
-/** The `restart` section with the Foundations default socket (`/tmp/foundations-restart.sock`). */
+/** The `restart` section of a service named `foundations` (derived default socket). */
 export const RestartSettings = restartSettings('foundations');
 
 /** Parsed `restart` settings (durations in milliseconds). */

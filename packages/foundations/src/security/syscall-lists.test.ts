@@ -25,7 +25,7 @@ import {
   violationActionFromSettings,
 } from './index.ts';
 
-test('every predefined list names only syscalls libseccomp knows', () => {
+test('every predefined list names only syscalls Linux defines', () => {
   for (const l of [
     SERVICE_BASICS,
     ASYNC,

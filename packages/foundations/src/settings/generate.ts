@@ -1,6 +1,6 @@
 /**
  * Generating documentation from a settings schema: the complete config as annotated YAML (each
- * description as a comment above its key), and a JSON Schema of the YAML (input) form for
+ * description as a comment above its key, map entries included), and a JSON Schema of the YAML (input) form for
  * editors. The YAML loads back to exactly the defaults (or to the given values).
  */
 import YAML, { Pair, type Scalar, YAMLMap, YAMLSeq } from 'yaml';
@@ -79,9 +79,13 @@ function build(doc: YAML.Document, schema: z.ZodType, input: unknown): YAML.Node
     case 'map': {
       const map = new YAMLMap();
       const entries = isRecord(input) ? input : node.default;
+      // Entries are named by the user (an endpoint's name): the comment says what one entry is.
+      const what = requireNode(node.value, 'a map value').description;
       for (const [key, entry] of Object.entries(entries)) {
         if (entry === null) continue; // deleted by a later file
-        map.items.push(new Pair(doc.createNode(key), build(doc, node.value, entry)));
+        const keyNode = doc.createNode(key) as Scalar;
+        keyNode.commentBefore = comment(`"${key}": ${what}`);
+        map.items.push(new Pair(keyNode, build(doc, node.value, entry)));
       }
       return map;
     }
@@ -111,4 +115,19 @@ export function generateYaml(schema: z.ZodType, opts: GenerateYamlOptions = {}):
 export function toJsonSchema(schema: z.ZodType): Record<string, unknown> {
   requireNode(schema, 'the root schema');
   return z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+}
+
+/**
+ * The mapping-key lines of a generated `yaml` with no comment directly above them (for tests:
+ * a generated config documents every key). A list item's first key may have its comment on the
+ * item's dash line (`- # text`).
+ */
+export function uncommentedYamlKeys(yaml: string): string[] {
+  const lines = yaml.split('\n');
+  const missing: string[] = [];
+  lines.forEach((line, i) => {
+    if (/^\s*#/.test(line) || !/^\s*(- )?("[^"]*"|'[^']*'|[^\s#"'-][^:#]*):(\s|$)/.test(line)) return;
+    if (!/^\s*(- )?#/.test(lines[i - 1] ?? '')) missing.push(`line ${i + 1}: ${line.trim()}`);
+  });
+  return missing;
 }

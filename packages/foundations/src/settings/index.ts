@@ -3,7 +3,7 @@
  * YAML files merged over those defaults, with errors that name the key path and the file, and
  * generated as an annotated YAML config and a JSON Schema. See docs/foundations.md.
  */
-export { type GenerateYamlOptions, generateYaml, toJsonSchema } from './generate.ts';
+export { type GenerateYamlOptions, generateYaml, toJsonSchema, uncommentedYamlKeys } from './generate.ts';
 export {
   defaultSettings,
   formatIssue,
@@ -20,6 +20,7 @@ export {
   formatListenAddr,
   formatSocketAddr,
   type ListenAddr,
+  type ParseFailure,
   parseCidr,
   parseListenAddr,
   parseSocketAddr,
