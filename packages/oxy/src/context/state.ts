@@ -4,7 +4,8 @@
  * telemetry, counters). One object per context: hooks get the same object Oxy works with, so
  * nothing is copied per hook call.
  *
- * Ordering rule: `ext` is built in the constructor (see `ext.ts`), before any hook can run.
+ * Ordering rule: `ext` is built in the constructor (see `ext.ts`), before any hook can run; a
+ * kind the app gives no factory for gets a fresh empty object when a hook first reads it.
  */
 import net from 'node:net';
 import type { CounterHandle, LogFieldSource, TelemetryContext } from 'foundations/telemetry';
@@ -28,7 +29,12 @@ export class EndpointState implements EndpointContext {
   readonly name: string;
   readonly addr: ListenAddr;
   readonly appSettings: unknown;
-  readonly ext: object;
+  #ext: object | null;
+  /** The app's state (`ext.ts`): built by its factory, or an empty object made on first use. */
+  get ext(): object {
+    if (this.#ext === null) this.#ext = {};
+    return this.#ext;
+  }
   readonly settings: EndpointSettings;
   /**
    * The local address of every connection accepted here, when the settings fix it (one IP, not
@@ -54,7 +60,7 @@ export class EndpointState implements EndpointContext {
     this.localAddr = fixedLocalAddr(settings.addr);
     this.appSettings = settings.app ?? null;
     this.settings = settings;
-    this.ext = newExt(ext.endpoint);
+    this.#ext = newExt(ext.endpoint);
   }
 }
 
@@ -85,7 +91,12 @@ export class IngressConnection implements IngressContext, LogFieldSource {
   readonly local: SocketAddr;
   readonly protocol: IngressProtocol;
   readonly startedAt = performance.now();
-  readonly ext: object;
+  #ext: object | null;
+  /** The app's state (`ext.ts`): built by its factory, or an empty object made on first use. */
+  get ext(): object {
+    if (this.#ext === null) this.#ext = {};
+    return this.#ext;
+  }
   readonly socket: net.Socket;
   /** The connection's telemetry context (forked log with conn fields, its own trace). */
   telemetry: TelemetryContext | null = null;
@@ -106,7 +117,7 @@ export class IngressConnection implements IngressContext, LogFieldSource {
     this.protocol = protocol;
     this.client = { host: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
     this.local = endpoint.localAddr ?? { host: socket.localAddress ?? '', port: socket.localPort ?? 0 };
-    this.ext = newExt(ext.ingress);
+    this.#ext = newExt(ext.ingress);
   }
 
   /** The log fields of the connection's telemetry context, computed when a record needs them. */
@@ -140,7 +151,12 @@ export class RequestState implements RequestContext, LogFieldSource {
   readonly method: string;
   readonly target: SocketAddr;
   readonly startedAt = performance.now();
-  readonly ext: object;
+  #ext: object | null;
+  /** The app's state (`ext.ts`): built by its factory, or an empty object made on first use. */
+  get ext(): object {
+    if (this.#ext === null) this.#ext = {};
+    return this.#ext;
+  }
   /** Decisions taken, for the audit record. */
   readonly decisions: string[] = smallArray();
   /** `ip:port` actually connected to. */
@@ -159,7 +175,7 @@ export class RequestState implements RequestContext, LogFieldSource {
     this.kind = kind;
     this.method = method;
     this.target = target;
-    this.ext = newExt(ext.request);
+    this.#ext = newExt(ext.request);
   }
 
   /** The log fields a request adds to its connection's, computed when a record needs them. */
@@ -174,7 +190,12 @@ export class EgressState implements EgressContext {
   readonly ingress: IngressConnection;
   readonly request: RequestState | null;
   readonly target: SocketAddr;
-  readonly ext: object;
+  #ext: object | null;
+  /** The app's state (`ext.ts`): built by its factory, or an empty object made on first use. */
+  get ext(): object {
+    if (this.#ext === null) this.#ext = {};
+    return this.#ext;
+  }
 
   constructor(
     ingress: IngressConnection,
@@ -185,6 +206,6 @@ export class EgressState implements EgressContext {
     this.ingress = ingress;
     this.request = request;
     this.target = target;
-    this.ext = newExt(ext.egress);
+    this.#ext = newExt(ext.egress);
   }
 }
