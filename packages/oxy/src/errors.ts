@@ -23,6 +23,11 @@ export const OXY_ERR = {
   INVALID_APP: 'OXY_ERR_INVALID_APP',
   /** An endpoint could not listen. Start-up; the message names `endpoints.<name>.addr`. */
   LISTEN: 'OXY_ERR_LISTEN',
+  /**
+   * A hook returned something that is not a decision of its kind (an unknown `kind`, a missing
+   * field, a non-address). Handled as the hook throwing: that request or connection fails closed.
+   */
+  INVALID_DECISION: 'OXY_ERR_INVALID_DECISION',
 
   // --- ingress -------------------------------------------------------------------------
   /** The client sent a malformed request (→ 400, connection closed). */
