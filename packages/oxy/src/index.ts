@@ -3,6 +3,7 @@
  * and the error catalogue. Everything else under `src/` is internal and may change.
  */
 export { type AppDefinition, type AppHookTypes, bootstrap, defineApp, type OxyApp } from './app.ts';
+export { type ComposeInfo, composeApps } from './compose.ts';
 export { formatHostPort, type ListenAddr } from './context/addr.ts';
 export type {
   ConnectionStats,
@@ -28,8 +29,10 @@ export {
   type OxyErrorOptions,
 } from './errors.ts';
 export {
+  type EgressBlock,
   EgressDecision,
   type EgressHook,
+  type UpstreamIpsAnswer,
   type UpstreamProxy,
   type UpstreamProxyAuth,
 } from './hooks/egress.ts';
