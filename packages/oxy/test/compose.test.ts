@@ -8,7 +8,6 @@ import { after, test } from 'node:test';
 import { s } from 'foundations/settings';
 import { defineApp } from '../src/app.ts';
 import { composeApps } from '../src/compose.ts';
-import { EgressDecision } from '../src/hooks/egress.ts';
 import { ConnectDirective, RequestDecision } from '../src/hooks/http-request.ts';
 import {
   captureTelemetry,
