@@ -10,6 +10,7 @@
  * code is set through `process.exitCode`, so pending output is flushed.
  */
 import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import type { z } from 'zod';
 import { FND_ERR, FoundationsError, isFoundationsError } from '../errors.ts';
@@ -98,7 +99,12 @@ const BUILT_IN_HELP: readonly [string, string, string][] = [
   ['config', 'FILE', 'Merge settings from a YAML file over the defaults (repeatable; later files win).'],
   ['generate', 'FILE', 'Write the complete annotated config to FILE ("-" for stdout) and exit.'],
   ['check', '', 'Validate the settings and exit (0 if valid).'],
-  ['restart', '', 'Restart the running instance gracefully with these settings and exit.'],
+  [
+    'restart',
+    '',
+    'Restart the running instance gracefully: the new process loads the -c files given here (without -c, the files it ' +
+      'was started with); exits 0 once it is ready, naming the files it loaded.',
+  ],
   ['help', '', 'Show this help and exit.'],
   ['version', '', 'Print the version and exit.'],
 ];
@@ -270,7 +276,10 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
   const settings = command.settings as Record<string, unknown>;
   if (command.kind === 'restart') {
     try {
+      // The files given here (validated above) replace the instance's own; none keeps them.
+      const files = command.configFiles.map((f) => path.resolve(f));
       return await runRestarter(settings.restart as { socket: string }, {
+        ...(files.length === 0 ? {} : { configFiles: files }),
         print: (line, ok) => (ok ? io.stdout : io.stderr)(`${line}\n`),
       });
     } catch (e) {
