@@ -123,11 +123,16 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
   const { log } = await import('foundations/telemetry');
   const { buildSettingsSchema } = await import('./settings.ts');
   const { startProxy, normalizeSettings } = await import('./proxy.ts');
+  const { checkOxySettings } = await import('./settings-check.ts');
+  const { isSettingFailure } = await import('./errors.ts');
+  const { FND_ERR, FoundationsError } = await import('foundations');
   const def = app.definition;
   const info = { name: def.name, version: def.version, description: def.description };
   await runService({
     info,
     settings: buildSettingsSchema(def.settings ?? {}, def.name),
+    // --check, --restart and a start run the same checks (files, ranges, address clashes).
+    check: (settings) => checkOxySettings(normalizeSettings(settings as AppSettings)),
     async main({ settings, telemetry }) {
       const typed = normalizeSettings(settings as AppSettings);
       const sandbox = typed.security.syscall_sandboxing;
@@ -194,6 +199,9 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
         });
       } catch (e) {
         lifecycle.failed(e); // the restarter waiting on this start-up learns why it failed
+        // A setting is the cause: one line naming the key, exit 2, as --check would have said.
+        if (isSettingFailure(e))
+          throw new FoundationsError(FND_ERR.SETTINGS, e.message, { userError: true, cause: e });
         throw e;
       }
       // The lifecycle exits the process once drained.

@@ -161,3 +161,11 @@ export function httpStatusFor(e: unknown): number {
     return e.status;
   return STATUS_BY_CODE[e.code] ?? 502;
 }
+
+/**
+ * True for a start-up failure caused by a setting (`OXY_ERR_INVALID_APP`, `OXY_ERR_LISTEN`),
+ * whose message starts with the key: the CLI shows it as one line and exits 2.
+ */
+export function isSettingFailure(e: unknown): e is OxyError {
+  return isOxyError(e) && (e.code === OXY_ERR.INVALID_APP || e.code === OXY_ERR.LISTEN);
+}
