@@ -107,7 +107,11 @@ const BUILT_IN = {
 const BUILT_IN_HELP: readonly [string, string, string][] = [
   ['config', 'FILE', 'Merge settings from a YAML file over the defaults (repeatable; later files win).'],
   ['generate', 'FILE', 'Write the complete annotated config to FILE ("-" for stdout) and exit.'],
-  ['check', '', 'Validate the settings and exit (0 if valid).'],
+  [
+    'check',
+    '',
+    'Run every check a start runs short of binding sockets, and exit (0: the settings would start).',
+  ],
   [
     'restart',
     '',
