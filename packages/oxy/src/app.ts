@@ -7,13 +7,27 @@
  * → hooks resolved and validated → endpoints listen → "listening" logged per endpoint. Any
  * failure before the endpoints listen exits non-zero with a message naming the settings path.
  */
-import type { ExtTypes } from './context/contexts.ts';
+import type { ExtTypes, WithEndpointSettings } from './context/contexts.ts';
 import type { ExtFactories } from './context/ext.ts';
-import type { Hooks } from './hooks/run.ts';
-import type { AppSettings, AppSettingsSchemas } from './settings.ts';
+import type { HOOK_METHODS, Hooks } from './hooks/run.ts';
+import type { AppSettings, AppSettingsSchemas, OutputOf } from './settings.ts';
+
+/**
+ * The type parameter of the hooks an app's `start` returns: its ext types `X` with its
+ * per-endpoint settings type (from `settings.endpoint`) attached, so `ctx.endpoint.appSettings`
+ * is typed in every hook.
+ */
+export type AppHookTypes<X extends ExtTypes, S extends AppSettingsSchemas> = WithEndpointSettings<
+  X,
+  OutputOf<S['endpoint']>
+>;
 
 /** What an app is. Pass it to {@link defineApp}. */
-export interface AppDefinition<X extends ExtTypes, S extends AppSettingsSchemas> {
+export interface AppDefinition<
+  X extends ExtTypes,
+  S extends AppSettingsSchemas,
+  H extends Hooks<AppHookTypes<X, S>> = Hooks<AppHookTypes<X, S>>,
+> {
   /** Short machine-friendly name (metric prefix, `--version`). */
   readonly name: string;
   readonly version: string;
@@ -21,7 +35,11 @@ export interface AppDefinition<X extends ExtTypes, S extends AppSettingsSchemas>
   readonly description: string;
   /** The app's own settings: `app` (a section) and `endpoint` (each `endpoints.<name>.app`). */
   readonly settings?: S;
-  /** Factories of the app's state, one per context kind; each runs once per context. */
+  /**
+   * Factories of the app's state, one per context kind; each runs once per context, when it is
+   * created. A kind declared in `X` whose type has a required field needs its factory (a
+   * compile error otherwise); a kind without one gets an empty object the hooks may fill.
+   */
   readonly ext?: ExtFactories<X>;
   /**
    * Runs once at start-up after settings and telemetry, before any endpoint listens. Returns the
@@ -29,7 +47,7 @@ export interface AppDefinition<X extends ExtTypes, S extends AppSettingsSchemas>
    * previous process's `AppLifecycleHook.stateForRestart` returned, or `null`. Throwing exits
    * the process non-zero.
    */
-  start(settings: AppSettings<S>, restoredState: unknown): Hooks<X> | Promise<Hooks<X>>;
+  start(settings: AppSettings<S>, restoredState: unknown): H | Promise<H>;
 }
 
 /** An app, as returned by {@link defineApp}. Run it with `bootstrap(app)`. */
@@ -37,21 +55,59 @@ export interface OxyApp<X extends ExtTypes = ExtTypes, S extends AppSettingsSche
   readonly definition: AppDefinition<X, S>;
 }
 
+/** The ext kinds of `X` whose type has a required field: those need a factory. */
+type RequiredExtKinds<X extends ExtTypes> = {
+  [K in keyof X & keyof ExtTypes]-?: Record<never, never> extends NonNullable<X[K]> ? never : K;
+}[keyof X & keyof ExtTypes];
+
+/** Requires `ext` factories for the kinds in {@link RequiredExtKinds}; nothing otherwise. */
+type ExtRequirement<X extends ExtTypes> = [RequiredExtKinds<X>] extends [never]
+  ? unknown
+  : { readonly ext: { readonly [K in RequiredExtKinds<X>]: () => X[K] } };
+
+/** Hook method names by group, as types (from `HOOK_METHODS`, the list `resolveHooks` checks). */
+type MethodNames = { readonly [G in keyof typeof HOOK_METHODS]: (typeof HOOK_METHODS)[G][number] };
+
+// biome-ignore lint/suspicious/noExplicitAny: any function: a method of a hook object
+type AnyFunction = (...args: any[]) => unknown;
+
 /**
- * Defines an Oxy app. Ext types are inferred from the `ext` factories, or given explicitly:
- * `defineApp<{ ingress: Auth }>({ … })`.
+ * `H` with every unknown group and every unknown method turned to `never`, so a typo (next to a
+ * valid sibling too, where excess-property checks stay silent) does not compile. Non-function
+ * fields of hook objects (a class's own data) are left alone, as `resolveHooks` leaves them.
+ */
+type KnownHooksOnly<H> = {
+  [G in keyof H]: G extends keyof MethodNames
+    ? {
+        [M in keyof H[G]]: M extends MethodNames[G] ? H[G][M] : H[G][M] extends AnyFunction ? never : H[G][M];
+      }
+    : never;
+};
+
+/** Checks the names of the hooks `start` returns (see {@link KnownHooksOnly}). */
+interface HookNameCheck<S extends AppSettingsSchemas, H> {
+  start(settings: AppSettings<S>, restoredState: unknown): KnownHooksOnly<H> | Promise<KnownHooksOnly<H>>;
+}
+
+/**
+ * Defines an Oxy app. Ext types and settings are inferred from the `ext` factories and the
+ * `settings` schemas; ext types may be given explicitly too, `defineApp<{ ingress: Auth }>({ … })`
+ * (then a kind with required fields needs its factory, and the hook names are checked at
+ * start-up only, since TypeScript infers no type argument when one is given).
+ * Hook groups and method names are checked at compile time and again at start-up.
  */
 export function defineApp<
   X extends ExtTypes = Record<never, never>,
   S extends AppSettingsSchemas = Record<never, never>,
->(definition: AppDefinition<X, S>): OxyApp<X, S> {
+  H extends Hooks<AppHookTypes<X, S>> = Hooks<AppHookTypes<X, S>>,
+>(definition: AppDefinition<X, S, H> & ExtRequirement<X> & HookNameCheck<S, H>): OxyApp<X, S> {
   if (typeof definition?.start !== 'function') throw new TypeError('defineApp: `start` must be a function');
   for (const key of ['name', 'version', 'description'] as const) {
     if (typeof definition[key] !== 'string' || definition[key] === '') {
       throw new TypeError(`defineApp: \`${key}\` must be a non-empty string`);
     }
   }
-  return Object.freeze({ definition });
+  return Object.freeze({ definition: definition as AppDefinition<X, S> });
 }
 
 /**
@@ -67,11 +123,16 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
   const { log } = await import('foundations/telemetry');
   const { buildSettingsSchema } = await import('./settings.ts');
   const { startProxy, normalizeSettings } = await import('./proxy.ts');
+  const { checkOxySettings } = await import('./settings-check.ts');
+  const { isSettingFailure } = await import('./errors.ts');
+  const { FND_ERR, FoundationsError } = await import('foundations');
   const def = app.definition;
   const info = { name: def.name, version: def.version, description: def.description };
   await runService({
     info,
     settings: buildSettingsSchema(def.settings ?? {}, def.name),
+    // --check, --restart and a start run the same checks (files, ranges, address clashes).
+    check: (settings) => checkOxySettings(normalizeSettings(settings as AppSettings)),
     async main({ settings, telemetry }) {
       const typed = normalizeSettings(settings as AppSettings);
       const sandbox = typed.security.syscall_sandboxing;
@@ -142,6 +203,9 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
         });
       } catch (e) {
         lifecycle.failed(e); // the restarter waiting on this start-up learns why it failed
+        // A setting is the cause: one line naming the key, exit 2, as --check would have said.
+        if (isSettingFailure(e))
+          throw new FoundationsError(FND_ERR.SETTINGS, e.message, { userError: true, cause: e });
         throw e;
       }
       // The lifecycle exits the process once drained.

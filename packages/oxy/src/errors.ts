@@ -23,6 +23,11 @@ export const OXY_ERR = {
   INVALID_APP: 'OXY_ERR_INVALID_APP',
   /** An endpoint could not listen. Start-up; the message names `endpoints.<name>.addr`. */
   LISTEN: 'OXY_ERR_LISTEN',
+  /**
+   * A hook returned something that is not a decision of its kind (an unknown `kind`, a missing
+   * field, a non-address). Handled as the hook throwing: that request or connection fails closed.
+   */
+  INVALID_DECISION: 'OXY_ERR_INVALID_DECISION',
 
   // --- ingress -------------------------------------------------------------------------
   /** The client sent a malformed request (→ 400, connection closed). */
@@ -185,4 +190,12 @@ export function clientReason(e: unknown): string {
   if (!isOxyError(e)) return 'upstream failed';
   if (e.code === OXY_ERR.HOOK_FAILED) return 'internal error';
   return e.message;
+}
+
+/**
+ * True for a start-up failure caused by a setting (`OXY_ERR_INVALID_APP`, `OXY_ERR_LISTEN`),
+ * whose message starts with the key: the CLI shows it as one line and exits 2.
+ */
+export function isSettingFailure(e: unknown): e is OxyError {
+  return isOxyError(e) && (e.code === OXY_ERR.INVALID_APP || e.code === OXY_ERR.LISTEN);
 }

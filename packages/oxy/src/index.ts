@@ -2,12 +2,14 @@
  * Oxy's public API: the app model, the hooks and their decisions, the contexts hooks receive,
  * and the error catalogue. Everything else under `src/` is internal and may change.
  */
-export { type AppDefinition, bootstrap, defineApp, type OxyApp } from './app.ts';
+export { type AppDefinition, type AppHookTypes, bootstrap, defineApp, type OxyApp } from './app.ts';
+export { type ComposeInfo, composeApps } from './compose.ts';
 export { formatHostPort, type ListenAddr } from './context/addr.ts';
 export type {
   ConnectionStats,
   EgressContext,
   EndpointContext,
+  EndpointSettingsOf,
   ExtOf,
   ExtTypes,
   IngressContext,
@@ -15,6 +17,7 @@ export type {
   RequestContext,
   RequestKind,
   SocketAddr,
+  WithEndpointSettings,
 } from './context/contexts.ts';
 export type { ExtFactories } from './context/ext.ts';
 export {
@@ -26,8 +29,10 @@ export {
   type OxyErrorOptions,
 } from './errors.ts';
 export {
+  type EgressBlock,
   EgressDecision,
   type EgressHook,
+  type UpstreamIpsAnswer,
   type UpstreamProxy,
   type UpstreamProxyAuth,
 } from './hooks/egress.ts';

@@ -11,7 +11,7 @@ import { type AuditSink, openAudit } from './audit.ts';
 import type { ErasedExtFactories } from './context/ext.ts';
 import type { IngressConnection } from './context/state.ts';
 import { DnsResolver } from './dns/resolver.ts';
-import { hookFailed, type OxyError } from './errors.ts';
+import { hookFailed, isOxyError, OXY_ERR, type OxyError } from './errors.ts';
 import { type FastPaths, planFastPaths } from './fast-paths.ts';
 import type { UpstreamProxy } from './hooks/egress.ts';
 import type { ResolvedHooks } from './hooks/run.ts';
@@ -63,6 +63,8 @@ export class Runtime {
    * fields, counted, and returned as the `OXY_ERR_HOOK_FAILED` error that fails the caller.
    */
   hookFailed(hook: string, thrown: unknown): OxyError {
+    // A block from a hook that returns addresses (`validate.ts`) is the app's decision, not a failure.
+    if (isOxyError(thrown) && thrown.code === OXY_ERR.EGRESS_BLOCKED) return thrown;
     const err = hookFailed(hook, thrown);
     hookMetrics.failures_total({ hook }).inc();
     log.error('app hook failed', { hook, err: err.cause ?? err });

@@ -185,7 +185,8 @@ export interface AppSettingsSchemas {
   readonly endpoint?: z.ZodType;
 }
 
-type OutputOf<T> = T extends z.ZodType ? z.output<T> : null;
+/** The value a settings schema parses to, or `null` where the app defines none. */
+export type OutputOf<T> = T extends z.ZodType ? z.output<T> : null;
 
 /** The settings an app's `start()` receives: Oxy's, with the app's sections typed. */
 export type AppSettings<S extends AppSettingsSchemas = AppSettingsSchemas> = Omit<

@@ -28,7 +28,7 @@ const app = defineApp({
         handleRequest: (_head, ctx) =>
           RequestDecision.respond({
             status: 200,
-            body: `${greeting} ${tag} ${(ctx.ingress.endpoint.appSettings as { tag: string }).tag}`,
+            body: `${greeting} ${tag} ${ctx.ingress.endpoint.appSettings.tag}`,
           }),
       },
     };

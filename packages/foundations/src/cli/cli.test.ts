@@ -170,13 +170,19 @@ test('main gets merged settings, app options and the config files', async () => 
   });
 });
 
-test('a user error from main exits 2 with one line; a crash exits 1 with the stack', async () => {
+test('a user error from main exits 2 with one line; a crash exits 1 with one line, the stack only at DEBUG', async () => {
   const user = await run('-c', file('u.yaml', 'fail: user\n'));
   assert.equal(user.code, 2);
   assert.equal(user.stderr, 'fixture: the app refused this\n');
   const crash = await run('-c', file('c.yaml', 'fail: crash\n'));
   assert.equal(crash.code, 1);
-  assert.match(crash.stderr, /^fixture: fatal: Error: boom\n\s+at /);
+  assert.equal(crash.stderr, 'fixture: fatal: boom\n');
+  const debug = await run(
+    '-c',
+    file('d.yaml', 'fail: crash\ntelemetry:\n  logging:\n    verbosity: DEBUG\n'),
+  );
+  assert.equal(debug.code, 1);
+  assert.match(debug.stderr, /^fixture: fatal: boom\nError: boom\n\s+at /);
 });
 
 test('a Foundations failure at start-up (telemetry cannot listen) exits 1 with one line', async () => {

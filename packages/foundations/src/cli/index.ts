@@ -16,6 +16,7 @@ import type { z } from 'zod';
 import { FND_ERR, FoundationsError, isFoundationsError } from '../errors.ts';
 import { runRestarter, withResolvedRestartSocket } from '../restart/index.ts';
 import type { ServiceInfo } from '../service-info.ts';
+import { checkSettings, type SettingsProblem } from '../settings/checks.ts';
 import { generateYaml, toJsonSchema } from '../settings/generate.ts';
 import { formatIssue, mergeSources, parseSettings, readYamlFile, SettingsError } from '../settings/load.ts';
 import { type Infer, settingsNode } from '../settings/schema.ts';
@@ -72,6 +73,14 @@ export interface ServiceSpec<S extends z.ZodType, O extends AppOptions = Record<
   readonly settings: S;
   readonly options?: O;
   /**
+   * Checks the parsed settings beyond their schema, as start-up would (files readable,
+   * directories present, values the program cannot use), without opening, creating or binding
+   * anything. Runs for `--check`, `--restart` and before `main`, after Foundations' own checks
+   * (`restart.socket`, `telemetry.logging.file`). Return every problem; the CLI names the file
+   * that set each key and exits 2.
+   */
+  check?(settings: Infer<S>): readonly SettingsProblem[];
+  /**
    * Runs the service, after settings are loaded and telemetry is up. The returned promise is
    * the service's life: when it settles, telemetry shuts down and the process may exit.
    */
@@ -105,9 +114,18 @@ const BUILT_IN_HELP: readonly [string, string, string][] = [
     'FILE',
     'Write the complete annotated config to FILE ("-" for stdout), with NAME.schema.json beside it, and exit.',
   ],
-  ['check', '', 'Validate the settings and exit (0 if valid).'],
+  [
+    'check',
+    '',
+    'Run every check a start runs short of binding sockets, and exit (0: the settings would start).',
+  ],
   ['schema', '', "Print the settings' JSON Schema (for editors: save it as NAME.schema.json) and exit."],
-  ['restart', '', 'Restart the running instance gracefully with these settings and exit.'],
+  [
+    'restart',
+    '',
+    'Restart the running instance gracefully: the new process loads the -c files given here (without -c, the files it ' +
+      'was started with); exits 0 once it is ready, naming the files it loaded.',
+  ],
   ['help', '', 'Show this help and exit.'],
   ['version', '', 'Print the version and exit.'],
 ];
@@ -203,6 +221,8 @@ export function parseCli<S extends z.ZodType, O extends AppOptions = Record<neve
       yaml: generateYaml(spec.settings, { header, values: merged }),
     };
   }
+  // Everything start-up would refuse short of binding sockets, for --check and a start alike.
+  checkSettings(spec.settings, sources, settings, spec.check?.bind(spec));
   if (values.check === true) return { kind: 'check', configFiles };
   const options: Record<string, unknown> = {};
   for (const [name, o] of Object.entries(spec.options ?? {})) {
@@ -302,7 +322,10 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
   const settings = command.settings as Record<string, unknown>;
   if (command.kind === 'restart') {
     try {
+      // The files given here (validated above) replace the instance's own; none keeps them.
+      const files = command.configFiles.map((f) => path.resolve(f));
       return await runRestarter(settings.restart as { socket: string }, {
+        ...(files.length === 0 ? {} : { configFiles: files }),
         print: (line, ok) => (ok ? io.stdout : io.stderr)(`${line}\n`),
       });
     } catch (e) {
@@ -325,7 +348,7 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
     });
     return 0;
   } catch (e) {
-    return reportFailure(e, name, io);
+    return reportFailure(e, name, io, debugVerbosity(settings));
   } finally {
     await telemetry
       ?.shutdown()
@@ -334,17 +357,27 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
 }
 
 /**
- * Prints a start-up failure: a user error as one line (exit 2); another `FoundationsError`, whose
- * message already says what failed and where, as one line too (exit 1); anything else, being
- * unexpected, with its stack (exit 1).
+ * Prints a failure as one line: a user error (a bad setting found at start-up too) exits 2;
+ * another `FoundationsError`, whose message already says what failed and where, exits 1; so
+ * does anything else, being unexpected, with its stack on the following lines only when
+ * `debug` (the settings' log verbosity is DEBUG or TRACE).
  */
-function reportFailure(e: unknown, name: string, io: CliIo): number {
+function reportFailure(e: unknown, name: string, io: CliIo, debug = false): number {
   if (isFoundationsError(e)) {
     io.stderr(`${name}: ${e.message}\n`);
+    if (debug && e.stack !== undefined) io.stderr(`${e.stack}\n`);
     return e.userError ? 2 : 1;
   }
-  io.stderr(`${name}: fatal: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  const message = e instanceof Error ? e.message.split('\n')[0] : String(e);
+  io.stderr(`${name}: fatal: ${message}\n`);
+  if (debug && e instanceof Error && e.stack !== undefined) io.stderr(`${e.stack}\n`);
   return 1;
+}
+
+/** True when `settings.telemetry.logging.verbosity` asks for DEBUG or TRACE records. */
+function debugVerbosity(settings: Record<string, unknown>): boolean {
+  const logging = (settings.telemetry as { logging?: { verbosity?: unknown } } | undefined)?.logging;
+  return logging?.verbosity === 'DEBUG' || logging?.verbosity === 'TRACE';
 }
 
 /**

@@ -17,8 +17,10 @@ export const MAX_STATE_FRAME = 256 * 1024 * 1024;
 
 /** Messages between `oxy --restart` and the running instance. */
 export type RestarterMessage =
-  | { readonly type: 'restart' }
-  | { readonly type: 'complete'; readonly pid: number }
+  /** `config`: absolute paths of the files the new process loads (absent: the instance's own). */
+  | { readonly type: 'restart'; readonly config?: readonly string[] }
+  /** `config`: the files the new process was started with and loaded before it reported ready. */
+  | { readonly type: 'complete'; readonly pid: number; readonly config?: readonly string[] }
   | { readonly type: 'failed'; readonly reason: string }
   | { readonly type: 'refused'; readonly reason: string };
 
@@ -106,6 +108,11 @@ export function decodeBody(body: Buffer): { type: string; [key: string]: unknown
   return value as { type: string; [key: string]: unknown };
 }
 
+/** `value` when it is a list of strings, else `undefined`. */
+export function stringList(value: unknown): readonly string[] | undefined {
+  return Array.isArray(value) && value.every((v) => typeof v === 'string') ? value : undefined;
+}
+
 /** Validates a message received by the restarter; throws `FND_ERR_RESTART` on anything else. */
 export function toRestarterAnswer(m: {
   type: string;
@@ -113,7 +120,12 @@ export function toRestarterAnswer(m: {
 }): Exclude<RestarterMessage, { type: 'restart' }> {
   switch (m.type) {
     case 'complete':
-      if (typeof m.pid === 'number' && Number.isInteger(m.pid)) return { type: 'complete', pid: m.pid };
+      if (typeof m.pid === 'number' && Number.isInteger(m.pid)) {
+        const config = stringList(m.config);
+        return config === undefined
+          ? { type: 'complete', pid: m.pid }
+          : { type: 'complete', pid: m.pid, config };
+      }
       break;
     case 'failed':
     case 'refused':

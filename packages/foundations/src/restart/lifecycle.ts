@@ -21,7 +21,7 @@ import { FND_ERR, FoundationsError } from '../errors.ts';
 import type { ServiceInfo } from '../service-info.ts';
 import type { ListenAddr } from '../settings/net.ts';
 import type { DatagramAddr } from './datagrams.ts';
-import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME, type RestarterMessage } from './frames.ts';
+import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME, type RestarterMessage, stringList } from './frames.ts';
 import type { HandoverChannel } from './handover.ts';
 import type { Listeners, ListenOptions } from './listeners.ts';
 import { processInheritance } from './process-inheritance.ts';
@@ -186,8 +186,8 @@ export class Lifecycle {
    * Starts the next process and, when it is ready, drains and exits this one (in the
    * background). Resolves with the answer for the restarter.
    */
-  async restart(): Promise<RestartOutcome> {
-    const outcome = await this.#handover();
+  async restart(configFiles?: readonly string[]): Promise<RestartOutcome> {
+    const outcome = await this.#handover(configFiles);
     if (outcome.type === 'complete') setImmediate(() => void this.#drainAndExit('restart'));
     return outcome;
   }
@@ -197,7 +197,7 @@ export class Lifecycle {
     return this.#drainAndExit('shutdown');
   }
 
-  async #handover(): Promise<RestartOutcome> {
+  async #handover(configFiles?: readonly string[]): Promise<RestartOutcome> {
     if (this.#phase === 'restarting') return { type: 'refused', reason: 'a restart is already in progress' };
     if (this.#phase === 'draining') return { type: 'refused', reason: 'this instance is shutting down' };
     if (this.#phase === 'starting') return { type: 'refused', reason: 'this instance is still starting' };
@@ -216,6 +216,7 @@ export class Lifecycle {
       state,
       readyTimeoutMs: this.#opts.settings.ready_timeout,
       signal: this.#abort.signal,
+      ...(configFiles === undefined ? {} : { configFiles }),
     });
     if (next.kind === 'failed') {
       if (this.#phase === 'restarting') this.#phase = 'ready';
@@ -223,10 +224,10 @@ export class Lifecycle {
       return { type: 'failed', reason: next.reason };
     }
     this.#phase = 'draining';
-    this.#log('info', 'restart complete; draining', { new_pid: next.pid });
+    this.#log('info', 'restart complete; draining', { new_pid: next.pid, config: next.config.join(', ') });
     // Harmless when the new process already said so; needed with NotifyAccess=main.
     this.#notify({ MAINPID: next.pid });
-    return { type: 'complete', pid: next.pid };
+    return { type: 'complete', pid: next.pid, config: next.config };
   }
 
   #serveRestarter(socket: net.Socket): void {
@@ -248,7 +249,12 @@ export class Lifecycle {
           socket.end(encodeFrame({ type: 'failed', reason: `unknown request "${m.type}"` }));
           return;
         }
-        void this.#handover().then((answer) => {
+        const config = stringList(m.config);
+        if (m.config !== undefined && config === undefined) {
+          socket.end(encodeFrame({ type: 'failed', reason: '"config" must be a list of file paths' }));
+          return;
+        }
+        void this.#handover(config).then((answer) => {
           socket.end(encodeFrame(answer), () => {
             if (answer.type === 'complete') void this.#drainAndExit('restart');
           });

@@ -4,7 +4,9 @@
  * tell a restart that happened from a signal that was merely delivered.
  *
  * The CLI validates FILE before calling `runRestarter`, so an invalid config fails before
- * anything is touched (exit 2, the CLI's usage/config error code).
+ * anything is touched (exit 2, the CLI's usage/config error code). The files given are sent
+ * (as absolute paths) for the new process to load instead of the instance's own `-c` files,
+ * and the answer names the files the new process loaded.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -38,6 +40,11 @@ export const RESTARTER_EXIT = {
 export interface RestarterOptions {
   /** How long to wait for the answer; default 120 s (longer than the default ready_timeout). */
   readonly timeoutMs?: number;
+  /**
+   * Absolute paths of the config files the new process loads, replacing the instance's own;
+   * undefined keeps the files the instance was started with.
+   */
+  readonly configFiles?: readonly string[];
   /** Where the one-line result goes (default stdout for success, stderr otherwise). */
   readonly print?: (line: string, ok: boolean) => void;
   /** Resolves an empty `restart.socket` to the instance's default (the CLI resolves it first). */
@@ -74,11 +81,15 @@ export async function runRestarter(
     );
     return RESTARTER_EXIT.NO_INSTANCE;
   }
-  const answer = await ask(socketPath, opts.timeoutMs ?? 120_000);
+  const request: RestarterMessage =
+    opts.configFiles === undefined ? { type: 'restart' } : { type: 'restart', config: opts.configFiles };
+  const answer = await ask(socketPath, request, opts.timeoutMs ?? 120_000);
   switch (answer.type) {
-    case 'complete':
-      print(`restart complete: new process ${answer.pid}`, true);
+    case 'complete': {
+      const loaded = answer.config === undefined ? '' : ` loaded ${describeFiles(answer.config)}`;
+      print(`restart complete: new process ${answer.pid}${loaded}`, true);
       return RESTARTER_EXIT.COMPLETE;
+    }
     case 'failed':
       print(`restart failed: ${answer.reason}`, false);
       return RESTARTER_EXIT.FAILED;
@@ -99,7 +110,11 @@ type Answer =
   | { readonly type: 'no-instance'; readonly reason: string }
   | { readonly type: 'no-answer'; readonly reason: string };
 
-function ask(socketPath: string, timeoutMs: number): Promise<Answer> {
+function describeFiles(files: readonly string[]): string {
+  return files.length === 0 ? 'the default settings (no -c file)' : files.join(', ');
+}
+
+function ask(socketPath: string, request: RestarterMessage, timeoutMs: number): Promise<Answer> {
   return new Promise((resolve) => {
     const socket = net.connect(socketPath);
     const decoder = new FrameDecoder(MAX_CONTROL_FRAME);
@@ -118,7 +133,7 @@ function ask(socketPath: string, timeoutMs: number): Promise<Answer> {
     );
     socket.once('connect', () => {
       connected = true;
-      socket.write(encodeFrame({ type: 'restart' }));
+      socket.write(encodeFrame(request));
     });
     socket.on('data', (chunk: Buffer) => {
       try {

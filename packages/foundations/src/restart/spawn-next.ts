@@ -3,7 +3,8 @@
  * listening socket inherited, hand it the app's state, and wait for its verdict.
  *
  * The child is the same program with the same command line (`process.execPath`,
- * `process.execArgv`, `process.argv`), so it re-reads its config from disk. Its stdio
+ * `process.execArgv`, `process.argv`), so it re-reads its config from disk; when the restarter
+ * named config files (`--restart -c FILE…`), those replace the `-c`/`--config` options. Its stdio
  * slots 3…N are our listening descriptors; the last slot is a socketpair (`'pipe'`), the
  * control channel. `FOUNDATIONS_HANDOVER` tells it which slot is which.
  *
@@ -20,7 +21,13 @@ import type { ActiveListener } from './listeners.ts';
 
 /** The verdict on a new process. */
 export type NextOutcome =
-  | { readonly kind: 'ready'; readonly pid: number; readonly child: ChildProcess }
+  | {
+      readonly kind: 'ready';
+      readonly pid: number;
+      readonly child: ChildProcess;
+      /** The `-c` files the child was started with (it loaded them before reporting ready). */
+      readonly config: readonly string[];
+    }
   | { readonly kind: 'failed'; readonly reason: string };
 
 /** What `startNextProcess` needs. */
@@ -33,6 +40,8 @@ export interface NextProcessOptions {
   readonly readyTimeoutMs: number;
   /** Aborting kills the child and fails the restart (a shutdown arrived meanwhile). */
   readonly signal?: AbortSignal;
+  /** Config files for the child, replacing this process's `-c` options; default: keep them. */
+  readonly configFiles?: readonly string[];
   /** Environment for the child; the handover variable is added. Default `process.env`. */
   readonly env?: NodeJS.ProcessEnv;
 }
@@ -56,10 +65,12 @@ export function startNextProcess(opts: NextProcessOptions): Promise<NextOutcome>
     return Promise.resolve({ kind: 'failed', reason: (e as Error).message });
   }
 
+  const args = withConfigFiles(process.argv.slice(1), opts.configFiles);
+  const config = configFilesOf(args);
   return new Promise<NextOutcome>((resolve) => {
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+      child = spawn(process.execPath, [...process.execArgv, ...args], {
         stdio,
         env: { ...(opts.env ?? process.env), [HANDOVER_ENV]: JSON.stringify(handover) },
       });
@@ -113,7 +124,7 @@ export function startNextProcess(opts: NextProcessOptions): Promise<NextOutcome>
       try {
         for (const m of decoder.push(chunk)) {
           const report = toChildReport(m);
-          if (report.type === 'ready') finish({ kind: 'ready', pid: child.pid ?? report.pid, child });
+          if (report.type === 'ready') finish({ kind: 'ready', pid: child.pid ?? report.pid, child, config });
           else
             finish({
               kind: 'failed',
@@ -128,4 +139,49 @@ export function startNextProcess(opts: NextProcessOptions): Promise<NextOutcome>
     control.on('error', () => {});
     control.write(state);
   });
+}
+
+/** True for the argument that starts a `-c`/`--config` option, and whether its value is inline. */
+function configOption(arg: string): 'separate' | 'inline' | null {
+  if (arg === '-c' || arg === '--config') return 'separate';
+  if (arg.startsWith('--config=') || (arg.startsWith('-c') && arg.length > 2)) return 'inline';
+  return null;
+}
+
+/**
+ * `args` (the script and its options) with every `-c`/`--config` option replaced by `files`,
+ * or unchanged when `files` is undefined. Other options keep their places; the files go last,
+ * in the order given (later files win, as on any command line).
+ */
+export function withConfigFiles(args: readonly string[], files: readonly string[] | undefined): string[] {
+  if (files === undefined) return [...args];
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string;
+    if (arg === '--') {
+      out.push(...args.slice(i));
+      break;
+    }
+    const kind = configOption(arg);
+    if (kind === 'separate') i++;
+    else if (kind === null) out.push(arg);
+  }
+  const end = out.indexOf('--');
+  const options = files.flatMap((f) => ['-c', f]);
+  if (end < 0) out.push(...options);
+  else out.splice(end, 0, ...options);
+  return out;
+}
+
+/** The `-c`/`--config` values in `args`, in order. */
+export function configFilesOf(args: readonly string[]): string[] {
+  const files: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string;
+    if (arg === '--') break;
+    const kind = configOption(arg);
+    if (kind === 'separate' && i + 1 < args.length) files.push(args[++i] as string);
+    else if (kind === 'inline') files.push(arg.startsWith('--config=') ? arg.slice(9) : arg.slice(2));
+  }
+  return files;
 }

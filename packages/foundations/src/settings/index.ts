@@ -3,6 +3,13 @@
  * YAML files merged over those defaults, with errors that name the key path and the file, and
  * generated as an annotated YAML config and a JSON Schema. See docs/foundations.md.
  */
+export {
+  checkSettings,
+  foundationsChecks,
+  type SettingsProblem,
+  unreadableFile,
+  unwritableFile,
+} from './checks.ts';
 export { type GenerateYamlOptions, generateYaml, toJsonSchema, uncommentedYamlKeys } from './generate.ts';
 export {
   defaultSettings,
@@ -15,6 +22,7 @@ export {
   SettingsError,
   type SettingsIssue,
   type SettingsSource,
+  settingOrigin,
 } from './load.ts';
 export {
   formatListenAddr,

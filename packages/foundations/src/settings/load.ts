@@ -269,6 +269,29 @@ export function defaultSettings<S extends z.ZodType>(schema: S): z.output<S> {
   return parseSettings(schema, []);
 }
 
+/**
+ * The source (file) that set the key at dotted `path` (`endpoints.main.tls.cert`,
+ * `egress.dns.nameservers[1]`) or the closest section above it, when `sources` are merged over
+ * the defaults of `schema`; `undefined` when the key keeps its default.
+ */
+export function settingOrigin(
+  schema: z.ZodType,
+  sources: readonly SettingsSource[],
+  path: string,
+): string | undefined {
+  const root = requireNode(schema, 'the root schema');
+  const origins = new Map<string, string>();
+  let merged: unknown;
+  for (const { source, value } of sources) merged = merge(root, merged, value, [], source, origins);
+  for (let p = path; ; ) {
+    const found = origins.get(p);
+    if (found !== undefined) return found;
+    const cut = Math.max(p.lastIndexOf('.'), p.lastIndexOf('['));
+    if (cut <= 0) return undefined;
+    p = p.slice(0, cut);
+  }
+}
+
 /** Merges sources like `parseSettings` does, without parsing: the input-form document. */
 export function mergeSources(schema: z.ZodType, objects: readonly SettingsSource[]): unknown {
   const root = requireNode(schema, 'the root schema');

@@ -172,7 +172,7 @@ const size = z
     return bytes;
   });
 
-const cidr = parsedString('a CIDR like "10.0.0.0/8"', parseCidr);
+const cidr = parsedString<string>('a CIDR like "10.0.0.0/8"', parseCidr);
 
 function boolLeaf(description: string, def: boolean) {
   return leaf(description, z.boolean(expected('true or false')), def);
@@ -263,7 +263,6 @@ export const s = {
   /** A finite number, optionally bounded (inclusive). */
   num: (description: string, def: number, range: { min?: number; max?: number } = {}) =>
     numberLeaf('a number', description, def, range),
-  /** `true` or `false`. */
   /** `true` or `false`. */
   bool: boolLeaf,
   /** A file system path, kept as written (relative paths resolve against the working directory). */

@@ -21,7 +21,8 @@ export interface SocketAddr {
 
 /**
  * The app's state types, one per context kind. An app declares the kinds it uses:
- * `defineApp<{ ingress: { psk: boolean } }>(…)` or lets `ext` factories infer them.
+ * `defineApp<{ ingress: { psk?: boolean } }>(…)` (a kind with required fields needs its factory),
+ * or lets `ext` factories infer them: `ext: { ingress: () => ({ psk: false }) }`.
  */
 export interface ExtTypes {
   endpoint?: object;
@@ -29,6 +30,22 @@ export interface ExtTypes {
   request?: object;
   egress?: object;
 }
+
+/** Type-only key under which an app's per-endpoint settings type travels beside its ext types. */
+declare const ENDPOINT_SETTINGS: unique symbol;
+
+/**
+ * `X` with `E`, the type of the app's per-endpoint settings (`endpoints.<name>.app`), attached:
+ * hooks typed with it see `ctx.endpoint.appSettings` as `E`. `defineApp` gives the hooks that
+ * `start` returns this type from the app's `settings.endpoint` schema; write it yourself only
+ * for hooks declared apart from the app (`class Gate implements IngressHook<WithEndpointSettings<MyExt, MyEndpoint>>`).
+ */
+export type WithEndpointSettings<X extends ExtTypes, E> = X & { readonly [ENDPOINT_SETTINGS]?: E };
+
+/** The per-endpoint settings type carried by `X` (see {@link WithEndpointSettings}), or `unknown`. */
+export type EndpointSettingsOf<X extends ExtTypes> = X extends { readonly [ENDPOINT_SETTINGS]?: infer E }
+  ? E
+  : unknown;
 
 /** The ext type of context kind `K`, or an empty object type when the app declares none. */
 export type ExtOf<X extends ExtTypes, K extends keyof ExtTypes> = X[K] extends object
@@ -41,8 +58,11 @@ export interface EndpointContext<X extends ExtTypes = ExtTypes> {
   readonly name: string;
   /** Where it listens. */
   readonly addr: ListenAddr;
-  /** The endpoint's app settings (`endpoints.<name>.app`), parsed by the app's `endpointSettings`. */
-  readonly appSettings: unknown;
+  /**
+   * The endpoint's app settings (`endpoints.<name>.app`), parsed by the app's `settings.endpoint`
+   * schema and typed by it in the hooks `start` returns; `null` when the app defines none.
+   */
+  readonly appSettings: EndpointSettingsOf<X>;
   readonly ext: ExtOf<X, 'endpoint'>;
 }
 

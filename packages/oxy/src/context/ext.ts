@@ -5,8 +5,10 @@
  * sides, so no other module carries the app's generics.
  *
  * Ordering rule: factories run once per context, at its creation (`newExt`), so an `ext`
- * object's shape is fixed from birth (fastify). An absent factory gives a shared frozen empty
- * object: no allocation on the hot path for apps that keep no state.
+ * object's shape is fixed from birth (fastify). A kind without a factory gets an empty,
+ * extensible object, made when a hook first reads `ctx.ext` (so apps that keep no state pay no
+ * allocation); the app types such a kind with optional fields only (`{ psk?: boolean }`), since
+ * `defineApp` requires a factory for a kind with required fields.
  */
 import type { Hooks } from '../hooks/run.ts';
 import type { ExtTypes } from './contexts.ts';
@@ -24,9 +26,6 @@ export interface ErasedExtFactories {
   readonly request: (() => object) | null;
   readonly egress: (() => object) | null;
 }
-
-/** The `ext` of contexts whose kind the app keeps no state for. */
-export const EMPTY_EXT: object = Object.freeze({});
 
 /** No factories at all (apps without `ext`, tests). */
 export const NO_EXT: ErasedExtFactories = Object.freeze({
@@ -59,9 +58,15 @@ export function eraseExtFactories(ext: object | undefined): ErasedExtFactories {
   };
 }
 
-/** Builds a context's `ext` with its factory, or returns the shared empty object. */
-export function newExt(factory: (() => object) | null): object {
-  return factory === null ? EMPTY_EXT : factory();
+/**
+ * Builds a context's `ext` with its factory, or `null` when the app has none for that kind
+ * (the context then makes an empty object on first read).
+ */
+export function newExt(factory: (() => object) | null): object | null {
+  if (factory === null) return null;
+  const ext = factory();
+  if (typeof ext !== 'object' || ext === null) throw new TypeError('an ext factory must return an object');
+  return ext;
 }
 
 /**

@@ -4,7 +4,8 @@
  * telemetry, counters). One object per context: hooks get the same object Oxy works with, so
  * nothing is copied per hook call.
  *
- * Ordering rule: `ext` is built in the constructor (see `ext.ts`), before any hook can run.
+ * Ordering rule: `ext` is built in the constructor (see `ext.ts`), before any hook can run; a
+ * kind the app gives no factory for gets a fresh empty object when a hook first reads it.
  */
 import net from 'node:net';
 import type { CounterHandle, LogFieldSource, TelemetryContext } from 'foundations/telemetry';
@@ -30,7 +31,12 @@ export class EndpointState implements EndpointContext {
   readonly name: string;
   readonly addr: ListenAddr;
   readonly appSettings: unknown;
-  readonly ext: object;
+  #ext: object | null;
+  /** The app's state (`ext.ts`): built by its factory, or an empty object made on first use. */
+  get ext(): object {
+    if (this.#ext === null) this.#ext = {};
+    return this.#ext;
+  }
   readonly settings: EndpointSettings;
   /**
    * The local address of every connection accepted here, when the settings fix it (one IP, not
@@ -71,7 +77,7 @@ export class EndpointState implements EndpointContext {
     this.proxyProtocol = settings.proxy_protocol.enabled
       ? proxyReadOptions(settings.proxy_protocol, { unshift: true })
       : null;
-    this.ext = newExt(ext.endpoint);
+    this.#ext = newExt(ext.endpoint);
   }
 }
 
@@ -112,7 +118,12 @@ export class IngressConnection implements IngressContext, LogFieldSource {
   readonly local: SocketAddr;
   readonly protocol: IngressProtocol;
   readonly startedAt = performance.now();
-  readonly ext: object;
+  #ext: object | null;
+  /** The app's state (`ext.ts`): built by its factory, or an empty object made on first use. */
+  get ext(): object {
+    if (this.#ext === null) this.#ext = {};
+    return this.#ext;
+  }
   /** The PROXY protocol header the connection (or session) opened with, or null. */
   proxyHeader: ProxyHeader | null = null;
   /** The accepted socket; null for a datagram session (its on-ramp's socket is shared). */
@@ -144,7 +155,7 @@ export class IngressConnection implements IngressContext, LogFieldSource {
       this.local = from.local;
     }
     this.client = this.peer;
-    this.ext = newExt(ext.ingress);
+    this.#ext = newExt(ext.ingress);
   }
 
   /**
@@ -188,7 +199,12 @@ export class RequestState implements RequestContext, LogFieldSource {
   readonly method: string;
   readonly target: SocketAddr;
   readonly startedAt = performance.now();
-  readonly ext: object;
+  #ext: object | null;
+  /** The app's state (`ext.ts`): built by its factory, or an empty object made on first use. */
+  get ext(): object {
+    if (this.#ext === null) this.#ext = {};
+    return this.#ext;
+  }
   /** Decisions taken, for the audit record. */
   readonly decisions: string[] = smallArray();
   /** `ip:port` actually connected to. */
@@ -207,7 +223,7 @@ export class RequestState implements RequestContext, LogFieldSource {
     this.kind = kind;
     this.method = method;
     this.target = target;
-    this.ext = newExt(ext.request);
+    this.#ext = newExt(ext.request);
   }
 
   /** The log fields a request adds to its connection's, computed when a record needs them. */
@@ -222,7 +238,12 @@ export class EgressState implements EgressContext {
   readonly ingress: IngressConnection;
   readonly request: RequestState | null;
   readonly target: SocketAddr;
-  readonly ext: object;
+  #ext: object | null;
+  /** The app's state (`ext.ts`): built by its factory, or an empty object made on first use. */
+  get ext(): object {
+    if (this.#ext === null) this.#ext = {};
+    return this.#ext;
+  }
 
   constructor(
     ingress: IngressConnection,
@@ -233,6 +254,6 @@ export class EgressState implements EgressContext {
     this.ingress = ingress;
     this.request = request;
     this.target = target;
-    this.ext = newExt(ext.egress);
+    this.#ext = newExt(ext.egress);
   }
 }

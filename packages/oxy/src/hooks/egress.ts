@@ -53,10 +53,16 @@ export const EgressDecision = {
   direct: (addr: SocketAddr, options?: DirectOptions): EgressDecision =>
     options === undefined ? { kind: 'direct', addr } : { kind: 'direct', addr, options },
   /** Do not connect: the client gets 403 with `reason` in the log and audit record. */
-  block: (reason: string): EgressDecision => ({ kind: 'block', reason }),
+  block: (reason: string): EgressBlock => ({ kind: 'block', reason }),
   /** Go through another HTTP proxy (CONNECT for tunnels, absolute-form for plain requests). */
   viaProxy: (proxy: UpstreamProxy): EgressDecision => ({ kind: 'viaProxy', proxy }),
 } as const;
+
+/** A block decision: what `EgressDecision.block(reason)` builds. */
+export type EgressBlock = Extract<EgressDecision, { readonly kind: 'block' }>;
+
+/** What `handleUpstreamIps` and `dnsResolveOverride` answer: addresses, or a block with a reason. */
+export type UpstreamIpsAnswer = string[] | EgressBlock;
 
 /** Hooks on egress connections. Every method is optional. */
 export interface EgressHook<X extends ExtTypes = ExtTypes> {
@@ -75,19 +81,21 @@ export interface EgressHook<X extends ExtTypes = ExtTypes> {
   /**
    * Fires once per new upstream connection with the addresses about to be tried: those resolved
    * (or given by `dnsResolveOverride`), or the IP literal. Runs before the `blocked_cidrs`
-   * check. Return the addresses to try, in order; an empty list blocks (403). Not called for
-   * connections to an upstream proxy. Default: the addresses as given.
+   * check. Return the addresses to try, in order, or `EgressDecision.block(reason)` to refuse
+   * with your reason (403; the reason goes to the log and audit record). An empty list blocks
+   * too, with the reason "no address left to connect to". Not called for connections to an
+   * upstream proxy. Default: the addresses as given.
    */
-  handleUpstreamIps?(ips: string[], ctx: EgressContext<X>): string[] | Promise<string[]>;
+  handleUpstreamIps?(ips: string[], ctx: EgressContext<X>): UpstreamIpsAnswer | Promise<UpstreamIpsAnswer>;
   /**
-   * Fires instead of the built-in resolver for each name to resolve. Return the addresses, or
-   * `undefined` to use the built-in resolver after all. Default: the built-in resolver
-   * (`egress.dns`, cached).
+   * Fires instead of the built-in resolver for each name to resolve. Return the addresses,
+   * `undefined` to use the built-in resolver after all, or `EgressDecision.block(reason)` to
+   * refuse (403 with the reason). Default: the built-in resolver (`egress.dns`, cached).
    */
   dnsResolveOverride?(
     host: string,
     ctx: EgressContext<X>,
-  ): string[] | undefined | Promise<string[] | undefined>;
+  ): UpstreamIpsAnswer | undefined | Promise<UpstreamIpsAnswer | undefined>;
   /**
    * Fires instead of the built-in connect (Happy Eyeballs across `addrs`, `connect_timeout`,
    * `source_addr`). Return a connected stream, or `undefined` to use the built-in connect after

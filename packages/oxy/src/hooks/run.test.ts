@@ -1,7 +1,8 @@
 /** Hook resolution: class instances and plain objects, unknown names refused, absent methods null, recording. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { IngressContext } from '../context/contexts.ts';
+import type { EgressContext, IngressContext } from '../context/contexts.ts';
+import { EgressDecision } from './egress.ts';
 import { IngressDecision } from './ingress.ts';
 import { type HookCall, resolveHooks } from './run.ts';
 
@@ -29,12 +30,43 @@ test('unknown groups, unknown methods and non-objects are refused with a message
   assert.throws(() => resolveHooks(null as never), /start\(\) must return an object/);
 });
 
-test('recording reports each call with the context id, and nothing is wrapped without it', () => {
+test('recording reports each call with the context id, and events are not wrapped without it', () => {
   const fn = () => IngressDecision.allow();
-  const plain = resolveHooks({ ingress: { handleConnection: fn } });
-  assert.equal(plain.ingressConnection?.name, 'bound fn');
+  const close = () => {};
+  const plain = resolveHooks({ ingress: { handleConnection: fn, handleConnectionClose: close } });
+  assert.equal(plain.ingressConnectionClose?.name, 'bound close');
+  assert.equal(plain.ingressConnection?.name, 'checked IngressHook.handleConnection');
   const calls: HookCall[] = [];
   const recorded = resolveHooks({ ingress: { handleConnection: fn } }, { record: (c) => calls.push(c) });
   recorded.ingressConnection?.({ id: 'c-1' } as IngressContext);
   assert.deepEqual(calls, [{ hook: 'IngressHook.handleConnection', contextId: 'c-1' }]);
+});
+
+test('a decision of an unknown kind throws OXY_ERR_INVALID_DECISION, sync or async; a known one passes', async () => {
+  const ctx = { id: 'c-1' } as IngressContext;
+  const bad = resolveHooks({ ingress: { handleConnection: () => ({ kind: 'maybe' }) as never } });
+  assert.throws(() => bad.ingressConnection?.(ctx), {
+    code: 'OXY_ERR_INVALID_DECISION',
+    message: /returned \{ kind: "maybe" \}, not an IngressDecision/,
+  });
+  const late = resolveHooks({ ingress: { handleConnection: async () => undefined as never } });
+  await assert.rejects(async () => late.ingressConnection?.(ctx), { code: 'OXY_ERR_INVALID_DECISION' });
+  const good = resolveHooks({ ingress: { handleConnection: () => IngressDecision.block('no') } });
+  assert.deepEqual(good.ingressConnection?.(ctx), { kind: 'block', reason: 'no' });
+});
+
+test('handleUpstreamIps may block with a reason; a non-address in its list is refused', async () => {
+  const eg = { id: 'e-1' } as EgressContext;
+  const h = resolveHooks({
+    egress: {
+      handleUpstreamIps: (ips) => (ips.length > 1 ? EgressDecision.block('too many') : ips),
+    },
+  });
+  assert.throws(() => h.upstreamIps?.(['192.0.2.1', '192.0.2.2'], eg), {
+    code: 'OXY_ERR_EGRESS_BLOCKED',
+    message: 'too many',
+  });
+  assert.deepEqual(h.upstreamIps?.(['192.0.2.1'], eg), ['192.0.2.1']);
+  const bad = resolveHooks({ egress: { handleUpstreamIps: () => ['example.com'] } });
+  assert.throws(() => bad.upstreamIps?.([], eg), { code: 'OXY_ERR_INVALID_DECISION' });
 });

@@ -5,8 +5,12 @@
  * to its object, and leaves `null` where the app implements nothing. Call sites then pay one
  * `!== null` branch and no `await` for an absent hook (pino's habit).
  *
+ * Each present decision-returning method is wrapped once so that what it returns is checked
+ * (`validate.ts`): a decision the framework does not know fails that request or connection
+ * closed, as a throw would. Event methods are bound as they are.
+ *
  * When a test asks for it (`record`), each present method is wrapped to report its calls, so
- * tests can assert the order in which hooks fired; without it nothing is wrapped.
+ * tests can assert the order in which hooks fired.
  */
 import type { Duplex } from 'node:stream';
 import type {
@@ -38,6 +42,7 @@ import { INGRESS_HOOK_METHODS, type IngressDecision, type IngressHook } from './
 import { type AppLifecycleHook, LIFECYCLE_HOOK_METHODS } from './lifecycle.ts';
 import { PROXY_PROTOCOL_HOOK_METHODS, type ProxyProtocolHook } from './proxy-protocol.ts';
 import { type AppTunnelPipeline, TUNNEL_HOOK_METHODS, type TunnelHook } from './tunnel.ts';
+import { checked } from './validate.ts';
 
 /** The hooks an app implements, returned by its `start()`. Every group is optional. */
 export interface Hooks<X extends ExtTypes = ExtTypes> {
@@ -172,9 +177,9 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     const obj = hooks[group] as Record<string, unknown> | undefined;
     const fn = obj?.[method];
     if (typeof fn !== 'function') return null;
-    const bound = fn.bind(obj);
-    if (record === undefined) return bound;
     const hook = `${GROUP_NAMES[group]}.${method}`;
+    const bound = checked(`${group}.${method}`, hook, fn.bind(obj));
+    if (record === undefined) return bound;
     return (...args: unknown[]) => {
       record({ hook, contextId: contextIdOf(args) });
       return bound(...args);

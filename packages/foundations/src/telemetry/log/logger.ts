@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
 import { FND_ERR, FoundationsError } from '../../errors.ts';
+import { unwritableFile } from '../../settings/checks.ts';
 import type { LoggingSettings, Verbosity } from '../settings-types.ts';
 import { formatTextLine } from './text-format.ts';
 
@@ -101,6 +102,11 @@ function openLogFile(file: string): number {
         userError: true,
       },
     );
+  }
+  // A file under /proc opens but every write fails, and the writer would retry forever.
+  const why = unwritableFile(file, true);
+  if (why !== null) {
+    throw new FoundationsError(FND_ERR.SETTINGS, `telemetry.logging.file: ${why}`, { userError: true });
   }
   try {
     fs.mkdirSync(path.dirname(file), { recursive: true });

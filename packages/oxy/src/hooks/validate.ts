@@ -1,0 +1,169 @@
+/**
+ * Checks what decision-returning hooks return, in one place, so a decision the framework does
+ * not know fails closed. TypeScript stops most mistakes, but plain JavaScript apps, casts and
+ * `as never` do not go through it: an unknown `kind` must not be read as "allow" by one call
+ * site and hang the request at another.
+ *
+ * `resolveHooks` wraps each present decision hook with {@link checked} at start-up. A value that
+ * is not a decision of the hook's kind becomes a thrown `OXY_ERR_INVALID_DECISION`, so every
+ * call site handles it exactly as it handles a throwing hook: that connection or request only
+ * fails (500, or 502 for hooks on the way out), logged once with the connection's fields and
+ * counted in `hooks_failures_total`.
+ *
+ * The one exception is a hook whose normal return is not a decision but that may block:
+ * `handleUpstreamIps` and `dnsResolveOverride` may return `EgressDecision.block(reason)`. That
+ * becomes a thrown `OXY_ERR_EGRESS_BLOCKED` with the app's reason, which the runtime passes on
+ * as the block it is (403 with the reason), not as a failure.
+ *
+ * Ordering rule: a synchronous hook stays synchronous (the check runs on the value); a promise
+ * is checked when it settles.
+ */
+import net from 'node:net';
+import { OXY_ERR, OxyError } from '../errors.ts';
+
+/** Returns `null` for a valid value, or a short text saying what was expected. */
+type Check = (value: unknown) => string | null;
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null;
+}
+
+const isStatus = (v: unknown, min: number): boolean =>
+  Number.isInteger(v) && (v as number) >= min && (v as number) <= 599;
+const isReason = (v: unknown): boolean => typeof v === 'string';
+
+function isBlock(v: unknown, withStatus: boolean): boolean {
+  if (!isObject(v) || v.kind !== 'block' || !isReason(v.reason)) return false;
+  return !withStatus || isStatus(v.status, 400);
+}
+
+function isAddr(v: unknown): boolean {
+  return isObject(v) && typeof v.host === 'string' && v.host !== '' && isStatusPort(v.port);
+}
+
+function isStatusPort(v: unknown): boolean {
+  return Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 65535;
+}
+
+function isIpList(v: unknown): boolean {
+  return Array.isArray(v) && v.every((ip) => typeof ip === 'string' && net.isIP(ip) !== 0);
+}
+
+const ingressDecision: Check = (v) =>
+  (isObject(v) && v.kind === 'allow') || isBlock(v, false)
+    ? null
+    : 'an IngressDecision (allow, or block with a reason)';
+
+const connectDirective: Check = (v) =>
+  (isObject(v) && v.kind === 'allow') || isBlock(v, true)
+    ? null
+    : 'a ConnectDirective (allow, or block with a 4xx/5xx status and a reason)';
+
+function isBody(v: unknown): boolean {
+  return v === undefined || typeof v === 'string' || v instanceof Uint8Array;
+}
+
+const requestDecision: Check = (v) => {
+  if (isObject(v) && v.kind === 'forward') return null;
+  if (isBlock(v, true)) return null;
+  if (
+    isObject(v) &&
+    v.kind === 'respond' &&
+    isStatus(v.status, 200) &&
+    isBody(v.body) &&
+    (v.headers === undefined || isObject(v.headers))
+  )
+    return null;
+  return 'a RequestDecision (forward, respond with a status, or block with a 4xx/5xx status and a reason)';
+};
+
+const responseHead: Check = (v) =>
+  v === undefined || (isObject(v) && isStatus(v.status, 100) && isObject(v.headers))
+    ? null
+    : 'a ResponseHead (a status and headers) or undefined';
+
+const egressDecision: Check = (v) => {
+  if (isBlock(v, false)) return null;
+  if (isObject(v) && v.kind === 'direct' && isAddr(v.addr)) return null;
+  if (isObject(v) && v.kind === 'viaProxy' && isAddr(v.proxy)) return null;
+  return 'an EgressDecision (direct with an address, block with a reason, or viaProxy with a proxy)';
+};
+
+const ipList: Check = (v) => (isIpList(v) ? null : 'a list of IP addresses, or EgressDecision.block(reason)');
+
+const ipListOrNothing: Check = (v) =>
+  v === undefined || isIpList(v)
+    ? null
+    : 'a list of IP addresses, undefined, or EgressDecision.block(reason)';
+
+const pipelineOrNothing: Check = (v) =>
+  v === undefined || typeof v === 'function' ? null : 'an AppTunnelPipeline function or undefined';
+
+const streamOrNothing: Check = (v) =>
+  v === undefined || (isObject(v) && typeof v.write === 'function' && typeof v.on === 'function')
+    ? null
+    : 'a connected Duplex stream or undefined';
+
+/**
+ * The checks, by `group.method`; methods not listed are events (their return is ignored), or,
+ * for `datagram.handleDatagram`, checked by the datagram runner itself (a wrapper per datagram
+ * would cost every packet; an unknown verdict drops the datagram there).
+ */
+const CHECKS: Readonly<Record<string, Check>> = {
+  'ingress.handleConnection': ingressDecision,
+  'proxyProtocol.handleConnection': ingressDecision,
+  'httpRequest.handleProxyConnectRequest': connectDirective,
+  'httpRequest.handleProxyConnectResponse': responseHead,
+  'httpRequest.handleRequest': requestDecision,
+  'httpRequest.handleResponse': responseHead,
+  'tunnel.getAppTunnelPipeline': pipelineOrNothing,
+  'egress.handleConnection': egressDecision,
+  'egress.handleUpstreamIps': ipList,
+  'egress.dnsResolveOverride': ipListOrNothing,
+  'egress.tcpConnectOverride': streamOrNothing,
+};
+
+/** Hooks that return addresses and may block instead, with a reason. */
+const MAY_BLOCK = new Set(['egress.handleUpstreamIps', 'egress.dnsResolveOverride']);
+
+/** A short description of a returned value for the log (never the whole object). */
+function describe(v: unknown): string {
+  if (v === undefined || v === null) return String(v);
+  if (isObject(v) && 'kind' in v) return `{ kind: ${JSON.stringify(v.kind)} }`;
+  if (Array.isArray(v)) return 'a list';
+  return typeof v;
+}
+
+/**
+ * Wraps `fn`, the app's `group.method` bound to its object, so that what it returns is checked
+ * (see the module comment). Returns `fn` itself for methods whose return is ignored.
+ */
+export function checked<F extends (...args: never[]) => unknown>(
+  key: string,
+  interfaceName: string,
+  fn: F,
+): F {
+  const check = CHECKS[key];
+  if (check === undefined) return fn;
+  const mayBlock = MAY_BLOCK.has(key);
+  const verify = (value: unknown): unknown => {
+    if (mayBlock && isBlock(value, false)) {
+      throw new OxyError(OXY_ERR.EGRESS_BLOCKED, (value as { reason: string }).reason, {
+        source: 'internal',
+      });
+    }
+    const expected = check(value);
+    if (expected === null) return value;
+    throw new OxyError(OXY_ERR.INVALID_DECISION, `returned ${describe(value)}, not ${expected}`, {
+      source: 'internal',
+    });
+  };
+  const wrapped = (...args: never[]): unknown => {
+    const r = fn(...args);
+    return isObject(r) && typeof (r as { then?: unknown }).then === 'function'
+      ? (r as unknown as Promise<unknown>).then(verify)
+      : verify(r);
+  };
+  Object.defineProperty(wrapped, 'name', { value: `checked ${interfaceName}` });
+  return wrapped as F;
+}

@@ -1,0 +1,104 @@
+/**
+ * Oxy's checks of its settings beyond their schema: every validation start-up runs short of
+ * binding sockets, by the same functions start-up calls (TLS credentials, HTTP/2 limits, DNS
+ * nameservers), plus what only shows when a socket is bound or a file opened (two endpoints on
+ * one address, the audit file's directory, the source address). `bootstrap` gives this to the
+ * CLI as `ServiceSpec.check`, so `--check`, `--restart` and a start all run it, and a
+ * configuration `--check` accepts starts.
+ *
+ * Ordering rule: read-only. Files are read, nothing is created, opened for writing or bound.
+ */
+import net from 'node:net';
+import { type SettingsProblem, unwritableFile } from 'foundations/settings';
+import type { ListenAddr } from './context/addr.ts';
+import { DnsResolver } from './dns/resolver.ts';
+import { http2ServerOptions } from './onramps/http2/server.ts';
+import { loadSecureContext } from './onramps/tls/credentials.ts';
+import type { AppSettings } from './settings.ts';
+
+/** An error from a start-up validator as a problem: `"<key>: <message>"` split at the key. */
+function problemOf(e: unknown, fallbackPath: string): SettingsProblem {
+  const issues = (e as { issues?: readonly { path: string; message: string }[] }).issues;
+  if (issues !== undefined && issues[0] !== undefined)
+    return { path: issues[0].path, message: issues[0].message };
+  const message = e instanceof Error ? e.message : String(e);
+  const m = /^([A-Za-z0-9_.[\]"-]+): (.*)$/s.exec(message);
+  return m === null ? { path: fallbackPath, message } : { path: m[1] as string, message: m[2] as string };
+}
+
+function attempt(problems: SettingsProblem[], where: string, run: () => unknown): void {
+  try {
+    run();
+  } catch (e) {
+    problems.push(problemOf(e, where));
+  }
+}
+
+/** True when binding both `a` and `b` would fail with EADDRINUSE (port 0 never clashes). */
+function clashes(a: ListenAddr, b: ListenAddr): boolean {
+  if (a.kind === 'unix' || b.kind === 'unix')
+    return a.kind === 'unix' && b.kind === 'unix' && a.path === b.path;
+  if (a.port === 0 || a.port !== b.port) return false;
+  if (a.host === b.host) return true;
+  // `::` takes IPv4 too (dual stack); `0.0.0.0` takes every IPv4 address.
+  if (a.host === '::' || b.host === '::') return true;
+  const v4 = (h: string) => net.isIPv4(h) || h === 'localhost';
+  return (a.host === '0.0.0.0' && v4(b.host)) || (b.host === '0.0.0.0' && v4(a.host));
+}
+
+function describe(addr: ListenAddr): string {
+  return addr.kind === 'unix'
+    ? addr.path
+    : `${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}`;
+}
+
+/** Adds a problem for each address in `seen` that clashes with an earlier one. */
+function clashesIn(seen: readonly { key: string; addr: ListenAddr }[], problems: SettingsProblem[]): void {
+  for (let i = 0; i < seen.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const [earlier, later] = [seen[j], seen[i]] as [(typeof seen)[number], (typeof seen)[number]];
+      if (clashes(earlier.addr, later.addr)) {
+        problems.push({
+          path: later.key,
+          message: `${describe(later.addr)} clashes with ${earlier.key} (${describe(earlier.addr)}): both cannot listen`,
+        });
+      }
+    }
+  }
+}
+
+/** Every problem start-up would find in `settings` before (or when) binding, as keys and messages. */
+export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
+  const problems: SettingsProblem[] = [];
+  const seen: { key: string; addr: ListenAddr }[] = [];
+  const udpSeen: { key: string; addr: ListenAddr }[] = [];
+  for (const [name, ep] of Object.entries(settings.endpoints)) {
+    const where = `endpoints.${name}`;
+    if (ep.protocol === 'http') {
+      const { tls, http2 } = ep;
+      if (tls.enabled) attempt(problems, `${where}.tls`, () => loadSecureContext(tls, `${where}.tls`));
+      if (http2.enabled)
+        attempt(problems, `${where}.http2`, () => http2ServerOptions(http2, `${where}.http2`));
+    }
+    // A udp endpoint may share its port with a TCP one: only like transports clash.
+    if (ep.protocol === 'udp') udpSeen.push({ key: `${where}.addr`, addr: ep.addr });
+    else seen.push({ key: `${where}.addr`, addr: ep.addr });
+  }
+  clashesIn(udpSeen, problems);
+  const server = settings.telemetry.server;
+  if (server.enabled) seen.push({ key: 'telemetry.server.addr', addr: server.addr as ListenAddr });
+  clashesIn(seen, problems);
+  attempt(problems, 'egress.dns', () => new DnsResolver(settings.egress.dns));
+  const source = settings.egress.source_addr;
+  if (source !== null && net.isIP(source) === 0) {
+    problems.push({
+      path: 'egress.source_addr',
+      message: `expected an IP address of this host, got "${source}"`,
+    });
+  }
+  if (settings.audit.output === 'file') {
+    const why = unwritableFile(settings.audit.path, false);
+    if (why !== null) problems.push({ path: 'audit.path', message: why });
+  }
+  return problems;
+}

@@ -1,0 +1,152 @@
+/**
+ * `--check` runs every validation start-up runs short of binding sockets, on the real program:
+ * for each bad value, `--check` exits 2 with one line naming the key and the file, and a start
+ * with the same file fails the same way (exit 2, one line, no stack, before the app's `start`);
+ * a configuration `--check` accepts starts.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { cleanEnv } from '../../foundations/test/fixtures/restart-harness.ts';
+
+const APP = path.join(import.meta.dirname, 'fixtures', 'restart-app.ts');
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-check-'));
+const children: ChildProcess[] = [];
+after(() => {
+  for (const c of children) c.kill('SIGKILL');
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** The settings every case starts from: nothing that could clash with another test. */
+const BASE = `restart:\n  enabled: false\ntelemetry:\n  server:\n    enabled: false\n`;
+
+function run(
+  args: string[],
+  untilLine?: RegExp,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [APP, ...args], {
+      cwd: dir,
+      env: cleanEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (untilLine?.test(stdout)) child.kill('SIGTERM');
+    });
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** `--check` and a start with `yaml` (over BASE) both fail: exit 2, one line matching `line`. */
+async function failsBoth(name: string, yaml: string, line: RegExp, base = BASE): Promise<void> {
+  fs.writeFileSync(path.join(dir, name), base + yaml);
+  const check = await run(['--check', '-c', name]);
+  assert.equal(check.code, 2, check.stderr);
+  assert.match(check.stderr, line);
+  assert.match(check.stderr, new RegExp(`\\(in ${name.replace('.', '\\.')}\\)\\n`), 'the file is named');
+  const start = await run(['-c', name]);
+  assert.equal(start.code, 2, start.stderr);
+  assert.match(start.stderr, line);
+  assert.equal(start.stderr.trimEnd().split('\n').length, 1, `one line, no stack: ${start.stderr}`);
+  assert.doesNotMatch(start.stdout, /"pid"/, "the app's start never ran");
+}
+
+test('a TLS certificate that cannot be read', async () => {
+  await failsBoth(
+    'tls.yaml',
+    'endpoints:\n  main:\n    addr: 127.0.0.1:0\n    tls:\n      enabled: true\n      cert: missing-cert.pem\n      key: missing-key.pem\n',
+    /^oxy-restart-test: endpoints\.main\.tls\.cert: cannot read missing-cert\.pem: ENOENT/m,
+  );
+});
+
+test('an audit file in a directory that does not exist', async () => {
+  await failsBoth(
+    'audit.yaml',
+    'audit:\n  output: file\n  path: /nonexistent-dir/audit.log\n',
+    /^oxy-restart-test: audit\.path: directory \/nonexistent-dir does not exist/m,
+  );
+});
+
+test('http2.max_frame_size below the 16KiB minimum of RFC 9113', async () => {
+  await failsBoth(
+    'frame.yaml',
+    'endpoints:\n  main:\n    addr: 127.0.0.1:0\n    http2:\n      max_frame_size: 1KiB\n',
+    /^oxy-restart-test: endpoints\.main\.http2\.max_frame_size: must be between 16384 and 16777215 bytes, got 1024/m,
+  );
+});
+
+test('two endpoints on one address', async () => {
+  await failsBoth(
+    'clash.yaml',
+    'endpoints:\n  main:\n    addr: 127.0.0.1:18999\n  other:\n    addr: 0.0.0.0:18999\n',
+    /^oxy-restart-test: endpoints\.other\.addr: 0\.0\.0\.0:18999 clashes with endpoints\.main\.addr \(127\.0\.0\.1:18999\)/m,
+  );
+});
+
+test('a nameserver that is not an IP address', async () => {
+  await failsBoth(
+    'dns.yaml',
+    'egress:\n  dns:\n    nameservers: ["not-an-ip"]\n',
+    /^oxy-restart-test: egress\.dns\.nameservers\[0\]: expected an IP address with an optional port/m,
+  );
+});
+
+test('a relative restart socket path', async () => {
+  await failsBoth(
+    'socket.yaml',
+    'restart:\n  enabled: true\n  socket: relative.sock\n',
+    /^oxy-restart-test: restart\.socket: must be an absolute path/m,
+    'telemetry:\n  server:\n    enabled: false\n',
+  );
+});
+
+test('a source address that is not an IP', async () => {
+  await failsBoth(
+    'source.yaml',
+    'egress:\n  source_addr: my-host\n',
+    /^oxy-restart-test: egress\.source_addr: expected an IP address of this host, got "my-host"/m,
+  );
+});
+
+test('a configuration --check accepts starts', async () => {
+  fs.writeFileSync(
+    path.join(dir, 'good.yaml'),
+    `${BASE}endpoints:\n  main:\n    addr: 127.0.0.1:0\naudit:\n  output: file\n  path: ${path.join(dir, 'audit.log')}\n`,
+  );
+  const check = await run(['--check', '-c', 'good.yaml']);
+  assert.equal(check.code, 0, check.stderr);
+  assert.equal(check.stdout, 'good.yaml: ok\n');
+  const start = await run(['-c', 'good.yaml'], /"pid"/);
+  assert.match(start.stdout, /"pid"/, start.stderr);
+});
+
+test('what only binding can tell (an address in use) fails a start as one line naming the key, exit 2', async () => {
+  const busy = net.createServer();
+  await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+  after(() => busy.close());
+  const port = (busy.address() as net.AddressInfo).port;
+  fs.writeFileSync(path.join(dir, 'busy.yaml'), `${BASE}endpoints:\n  main:\n    addr: 127.0.0.1:${port}\n`);
+  const start = await run(['-c', 'busy.yaml']);
+  assert.equal(start.code, 2, start.stderr);
+  assert.match(
+    start.stderr,
+    new RegExp(
+      `^oxy-restart-test: endpoints\\.main\\.addr: cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`,
+    ),
+  );
+  assert.equal(start.stderr.trimEnd().split('\n').length, 1, `one line, no stack: ${start.stderr}`);
+});
