@@ -5,6 +5,7 @@
 export { type AppDefinition, bootstrap, defineApp, type OxyApp } from './app.ts';
 export { formatHostPort, type ListenAddr } from './context/addr.ts';
 export type {
+  ClientIdentity,
   ConnectionStats,
   EgressContext,
   EndpointContext,
@@ -43,6 +44,12 @@ export {
 export { IngressDecision, type IngressHook } from './hooks/ingress.ts';
 export type { AppLifecycleHook } from './hooks/lifecycle.ts';
 export type { HookCall, Hooks } from './hooks/run.ts';
+export {
+  CertificateChoice,
+  ClientIdentityDecision,
+  type TlsCertificate,
+  type TlsHook,
+} from './hooks/tls.ts';
 export type { AppTunnelPipeline, TunnelHook } from './hooks/tunnel.ts';
 export { CidrBlocklist, DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
 export { appSettings, type RunningProxy, type StartOptions, startOxy, startProxy } from './proxy.ts';

@@ -12,6 +12,7 @@ import type { EndpointSettings } from '../settings.ts';
 import { httpMetrics } from '../telemetry/metrics.ts';
 import { formatHostPort, type ListenAddr } from './addr.ts';
 import type {
+  ClientIdentity,
   EgressContext,
   EndpointContext,
   IngressContext,
@@ -87,6 +88,8 @@ export class IngressConnection implements IngressContext, LogFieldSource {
   readonly startedAt = performance.now();
   readonly ext: object;
   readonly socket: net.Socket;
+  /** Set by the TLS on-ramp once a client certificate verified (see `IngressContext`). */
+  clientIdentity: ClientIdentity | null = null;
   /** The connection's telemetry context (forked log with conn fields, its own trace). */
   telemetry: TelemetryContext | null = null;
   requests = 0;

@@ -10,6 +10,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type {
+  ClientIdentity,
   ConnectionStats,
   EgressContext,
   ExtTypes,
@@ -29,6 +30,12 @@ import {
 } from './http-request.ts';
 import { INGRESS_HOOK_METHODS, type IngressDecision, type IngressHook } from './ingress.ts';
 import { type AppLifecycleHook, LIFECYCLE_HOOK_METHODS } from './lifecycle.ts';
+import {
+  type CertificateChoice,
+  type ClientIdentityDecision,
+  TLS_HOOK_METHODS,
+  type TlsHook,
+} from './tls.ts';
 import { type AppTunnelPipeline, TUNNEL_HOOK_METHODS, type TunnelHook } from './tunnel.ts';
 
 /** The hooks an app implements, returned by its `start()`. Every group is optional. */
@@ -38,6 +45,7 @@ export interface Hooks<X extends ExtTypes = ExtTypes> {
   readonly httpRequest?: HttpRequestHook<X>;
   readonly tunnel?: TunnelHook<X>;
   readonly egress?: EgressHook<X>;
+  readonly tls?: TlsHook<X>;
 }
 
 /** The hook groups and the methods each may have: hook names as data. */
@@ -47,6 +55,7 @@ export const HOOK_METHODS = {
   httpRequest: HTTP_REQUEST_HOOK_METHODS,
   tunnel: TUNNEL_HOOK_METHODS,
   egress: EGRESS_HOOK_METHODS,
+  tls: TLS_HOOK_METHODS,
 } as const;
 
 /** The interface name of each group, as logs and errors spell it. */
@@ -56,6 +65,7 @@ const GROUP_NAMES: Readonly<Record<keyof Hooks, string>> = {
   httpRequest: 'HttpRequestHook',
   tunnel: 'TunnelHook',
   egress: 'EgressHook',
+  tls: 'TlsHook',
 };
 
 type Maybe<T> = T | Promise<T>;
@@ -81,6 +91,10 @@ export interface ResolvedHooks {
   readonly dnsResolveOverride: ((host: string, ctx: EgressContext) => Maybe<string[] | undefined>) | null;
   readonly tcpConnectOverride:
     | ((addrs: readonly SocketAddr[], ctx: EgressContext) => Maybe<Duplex | undefined>)
+    | null;
+  readonly tlsSelectCertificate: ((sni: string, ctx: IngressContext) => Maybe<CertificateChoice>) | null;
+  readonly tlsClientIdentity:
+    | ((identity: ClientIdentity | null, ctx: IngressContext) => Maybe<ClientIdentityDecision>)
     | null;
 }
 
@@ -175,6 +189,8 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     upstreamIps: bind('egress', 'handleUpstreamIps'),
     dnsResolveOverride: bind('egress', 'dnsResolveOverride'),
     tcpConnectOverride: bind('egress', 'tcpConnectOverride'),
+    tlsSelectCertificate: bind('tls', 'selectCertificate'),
+    tlsClientIdentity: bind('tls', 'handleClientIdentity'),
   };
 }
 

@@ -22,6 +22,7 @@ export const GROUP_LABELS = {
   httpRequest: 'http',
   tunnel: 'tunnel',
   egress: 'egress',
+  tls: 'tls',
 } as const;
 
 /** One recorded call. */
