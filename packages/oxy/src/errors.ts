@@ -61,6 +61,11 @@ export const OXY_ERR = {
   ABORTED: 'OXY_ERR_ABORTED',
   /** The upstream server broke the exchange (reset, malformed response). → 502 */
   UPSTREAM_FAILED: 'OXY_ERR_UPSTREAM_FAILED',
+  /**
+   * TLS to the origin failed: its certificate did not verify (the reason names OpenSSL's code),
+   * the handshake failed, or no offered ALPN protocol was chosen. → 502, never a plain-text retry.
+   */
+  UPSTREAM_TLS: 'OXY_ERR_UPSTREAM_TLS',
 
   // --- tunnels -------------------------------------------------------------------------
   /** A tunnel saw no bytes either way for its idle timeout. */
@@ -144,6 +149,7 @@ const STATUS_BY_CODE: Readonly<Partial<Record<string, number>>> = {
   OXY_ERR_DNS_TIMEOUT: 504,
   OXY_ERR_CONNECT_TIMEOUT: 504,
   OXY_ERR_HOOK_FAILED: 500,
+  OXY_ERR_UPSTREAM_TLS: 502,
 };
 
 /**

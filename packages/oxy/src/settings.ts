@@ -16,6 +16,7 @@ import { WorkersSetting } from 'foundations/workers';
 import type { z } from 'zod';
 import { DnsSettings } from './dns/settings.ts';
 import { DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
+import { UpstreamTlsSettings } from './offramps/tls/settings.ts';
 import { UpstreamProxySettings } from './offramps/upstream-proxy/settings.ts';
 import { Http2Settings } from './onramps/http2/settings.ts';
 import { TlsSettings } from './onramps/tls/settings.ts';
@@ -77,6 +78,7 @@ export const EgressSettings = s.object('How the proxy connects to destinations.'
   ),
   upstream_proxy: UpstreamProxySettings,
   dns: DnsSettings,
+  tls: UpstreamTlsSettings,
 });
 /** The value of {@link EgressSettings}. */
 export type EgressSettings = Infer<typeof EgressSettings>;
