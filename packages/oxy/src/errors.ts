@@ -74,6 +74,12 @@ export const OXY_ERR = {
   MAX_LIFETIME: 'OXY_ERR_MAX_LIFETIME',
   /** The process is draining (restart or shutdown) and the deadline passed. */
   DRAINED: 'OXY_ERR_DRAINED',
+
+  // --- TLS interception ------------------------------------------------------------------
+  /** The interception CA cannot be loaded or generated. Start-up; names `interception.ca.*`. */
+  INTERCEPTION_CA: 'OXY_ERR_INTERCEPTION_CA',
+  /** A tunnel's first bytes are not a well-formed TLS ClientHello (garbage, truncated, bad SNI). */
+  TLS_CLIENT_HELLO: 'OXY_ERR_TLS_CLIENT_HELLO',
 } as const;
 
 /** One of the stable `OXY_ERR_*` codes. */

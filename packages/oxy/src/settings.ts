@@ -1,5 +1,5 @@
 /**
- * Oxy's settings: `endpoints`, `egress`, `restart`, `audit` and `telemetry`, plus the app's own
+ * Oxy's settings: `endpoints`, `egress`, `interception`, `restart`, `audit` and `telemetry`, plus the app's own
  * section (`app`) and per-endpoint app settings (`endpoints.<name>.app`) when the app defines
  * them. One schema, so `oxy --generate` writes one annotated config with all of it, and the
  * default config is a working forward proxy on 127.0.0.1:8080.
@@ -20,6 +20,7 @@ import { UpstreamTlsSettings } from './offramps/tls/settings.ts';
 import { UpstreamProxySettings } from './offramps/upstream-proxy/settings.ts';
 import { Http2Settings } from './onramps/http2/settings.ts';
 import { TlsSettings } from './onramps/tls/settings.ts';
+import { InterceptionSettings } from './tunnels/tls-intercept/settings.ts';
 
 /** The fields of one endpoint, without the app's part. */
 const endpointFields = {
@@ -100,6 +101,7 @@ const rootFields = {
   endpoints: s.map('Listening endpoints by name.', EndpointSettings, { main: {} }),
   workers: WorkersSetting,
   egress: EgressSettings,
+  interception: InterceptionSettings,
   restart: restartSettings('oxy'),
   audit: AuditSettings,
   security: SecuritySettings,
