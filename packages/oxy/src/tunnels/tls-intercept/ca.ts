@@ -142,7 +142,10 @@ async function generate(): Promise<{ certPem: string; keyPem: string }> {
     ],
   });
   const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
-  return { certPem: cert.toString('pem'), keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
+  return {
+    certPem: `${cert.toString('pem')}\n`,
+    keyPem: `${x509.PemConverter.encode(pkcs8, 'PRIVATE KEY')}\n`,
+  };
 }
 
 /** Publishes `text` as `final` unless it exists: write a 0600 temporary file, then link(2). */
