@@ -229,3 +229,44 @@ describe('bad ClientHellos fail their tunnel only', () => {
     });
   }
 });
+
+describe('start-up', () => {
+  test('interception on: the CA is generated before the endpoints listen', async () => {
+    const caDir = join(dir, 'startup-ca');
+    const app = await startApp(hooksApp(), {
+      settings: { interception: { enabled: true, hosts: ['*.example'], ca: { dir: caDir } } },
+    });
+    try {
+      const rt = app.proxy.runtime;
+      assert.ok(rt.interception !== null);
+      assert.equal(rt.interception.ca.source, 'generated');
+      assert.ok(
+        rt.interception.shouldIntercept('a.example', 'x') && !rt.interception.shouldIntercept(null, 'b.test'),
+      );
+    } finally {
+      await app.stop();
+    }
+  });
+
+  test('bad interception.hosts, ca and egress.tls.extra_ca fail the start, naming the key', async () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [
+        { interception: { enabled: true, hosts: ['ok.example', 'bad host'], ca: { dir: join(dir, 'x') } } },
+        /interception\.hosts\[1\]/,
+      ],
+      [
+        {
+          interception: {
+            enabled: true,
+            ca: { cert: join(dir, 'absent.pem'), key: join(dir, 'absent.pem') },
+          },
+        },
+        /interception\.ca\.cert/,
+      ],
+      [{ egress: { tls: { extra_ca: [join(dir, 'absent.pem')] } } }, /egress\.tls\.extra_ca\[0\]/],
+    ];
+    for (const [settings, message] of cases) {
+      await assert.rejects(startApp(hooksApp(), { settings }), message);
+    }
+  });
+});

@@ -75,15 +75,31 @@ export function loadUpstreamTrust(
   return trustOf(extra);
 }
 
+/** The DER bytes of a PEM certificate, base64-decoded (cheaper than parsing it). */
+function derOf(pem: string): Buffer {
+  return Buffer.from(pem.replace(/-----[^-]+-----|\s+/g, ''), 'base64');
+}
+
+/** Digests of the bundled root store's certificates, computed once per process. */
+let rootDigests: string[] | null = null;
+
 /** The trust of the system store plus `extraPem` (PEM certificates). */
 export function trustOf(extraPem: readonly string[]): UpstreamTrust {
-  const all = [...tls.rootCertificates, ...extraPem];
-  // Order-free and whitespace-free: the same CAs listed differently are the same trust.
+  rootDigests ??= tls.rootCertificates.map((pem) => createHash('sha256').update(derOf(pem)).digest('hex'));
+  const digests = [
+    ...rootDigests,
+    ...extraPem.map((pem) => createHash('sha256').update(derOf(pem)).digest('hex')),
+  ];
+  // Order-free: the same CAs listed differently are the same trust.
   const hash = createHash('sha256');
-  for (const der of all.map((pem) => new X509Certificate(pem).fingerprint256).sort()) hash.update(der);
+  for (const d of new Set(digests.sort())) hash.update(d);
   return {
     hash: hash.digest('hex'),
-    secureContext: tls.createSecureContext({ ca: all }),
+    // Without extra CAs, OpenSSL's default store is the bundled one: no need to load it again.
+    secureContext:
+      extraPem.length === 0
+        ? tls.createSecureContext()
+        : tls.createSecureContext({ ca: [...tls.rootCertificates, ...extraPem] }),
     extraCount: extraPem.length,
   };
 }
