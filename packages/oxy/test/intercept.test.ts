@@ -7,6 +7,7 @@
  * TLS garbage, a truncated ClientHello and a bad SNI fail their tunnel only.
  */
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http2 from 'node:http2';
@@ -14,9 +15,11 @@ import type net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import tls from 'node:tls';
 import { trustOf, type UpstreamTrust } from '../src/offramps/tls/connect.ts';
 import {
   connectTunnel,
+  connectTunnelH2,
   curl,
   generateCertificate,
   generateCertificateAuthority,
@@ -150,6 +153,31 @@ describe('curl with only the interception CA trusted', () => {
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /certificate/i);
   });
+});
+
+test('through an HTTP/2 CONNECT stream too (the tunnel is any duplex)', async () => {
+  const t = await connectTunnelH2(trusting.address(), `localhost:${originPort}`);
+  assert.equal(t.status, 200);
+  try {
+    const secure = tls.connect({
+      socket: t.stream,
+      servername: 'localhost',
+      ca: interception.ca.certPem,
+      ALPNProtocols: ['http/1.1'],
+    });
+    await once(secure, 'secureConnect');
+    assert.equal(
+      secure.getPeerX509Certificate()?.issuer,
+      new X509Certificate(interception.ca.certPem).subject,
+    );
+    secure.write('GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n');
+    let text = '';
+    for await (const chunk of secure) text += (chunk as Buffer).toString();
+    assert.match(text, /^HTTP\/1\.1 200/);
+    assert.match(text, /hello from origin over 1\.1$/);
+  } finally {
+    t.session.close();
+  }
 });
 
 test('an origin whose CA is not configured: 502 with the reason, no downgrade', async () => {
