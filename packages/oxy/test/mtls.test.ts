@@ -18,6 +18,7 @@ import { after, describe, test } from 'node:test';
 import tls from 'node:tls';
 import type { ClientIdentity } from '../src/context/contexts.ts';
 import { isOxyError } from '../src/errors.ts';
+import { IngressDecision } from '../src/hooks/ingress.ts';
 import { CertificateChoice, ClientIdentityDecision } from '../src/hooks/tls.ts';
 import { loadEndpointTls } from '../src/onramps/tls/credentials.ts';
 import {
@@ -99,12 +100,18 @@ const clientFiles = (name: keyof typeof certs) => ({
 const upstream: HttpUpstream = await startHttpUpstream({ 'GET /hello': { body: 'hello mtls' } });
 const seen: (ClientIdentity | null)[] = [];
 const identities: (ClientIdentity | null)[] = [];
+const atAccept: (ClientIdentity | null)[] = [];
 /** Close reasons of connections, by the client port (the ingress context's `client.port`). */
 const closeReasons = new Map<number, string>();
 const altCertificate = { cert: alt.certPem, key: alt.keyPem };
 const app = () =>
   hooksApp({
     ingress: {
+      // At accept, before the handshake: never an identity yet.
+      handleConnection: (ctx) => {
+        atAccept.push(ctx.clientIdentity);
+        return IngressDecision.allow();
+      },
       handleConnectionClose: (stats, ctx) => void closeReasons.set(ctx.client.port, stats.closeReason),
     },
     tls: {
@@ -276,6 +283,24 @@ describe('TlsHook', () => {
     // The next client is served.
     const ok = clientFiles('valid');
     assert.match((await sClient(portOf('required'), ['-cert', ok.cert, '-key', ok.key])).stdout, /200/);
+  });
+
+  test('order on one connection: ingress, SNI certificate, identity, requests, close', async () => {
+    const proxy = proxies.required;
+    proxy.recorder.clear();
+    const f = clientFiles('valid');
+    assert.match((await sClient(portOf('required'), ['-cert', f.cert, '-key', f.key])).stdout, /200/);
+    const [conn, ...others] = proxy.recorder.connections();
+    assert.ok(conn !== undefined && others.length === 0, proxy.recorder.transcript());
+    await proxy.recorder.waitFor(conn, 'ingress.handleConnectionClose');
+    assert.deepEqual(proxy.recorder.hooksOf(conn), [
+      'ingress.handleConnection',
+      'tls.selectCertificate',
+      'tls.handleClientIdentity',
+      'http.handleRequest',
+      'ingress.handleConnectionClose',
+    ]);
+    assert.ok(atAccept.length > 0 && atAccept.every((i) => i === null));
   });
 
   test('selectCertificate serves another certificate for its SNI, the default otherwise', async () => {
