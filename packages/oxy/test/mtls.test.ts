@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -321,6 +322,32 @@ describe('TlsHook', () => {
     assert.equal(await peerCn('alt.test'), 'CN=alt.test');
     assert.equal(await peerCn('localhost'), 'CN=localhost');
   });
+});
+
+test('HTTP/2 over mTLS (ALPN h2): the request hook sees the identity', async () => {
+  const session = http2.connect(`https://localhost:${portOf('required')}`, {
+    ca: server.caPem,
+    cert: certs.second.certPem,
+    key: certs.second.keyPem,
+  });
+  session.on('error', () => {});
+  try {
+    const req = session.request({
+      ':method': 'GET',
+      ':scheme': 'http',
+      ':authority': upstream.authority,
+      ':path': '/hello',
+    });
+    let body = '';
+    req.setEncoding('utf8').on('data', (d: string) => (body += d));
+    const [headers] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+    await once(req, 'end');
+    assert.equal(headers[':status'], 200);
+    assert.equal(body, 'hello mtls');
+    assert.equal(seen.at(-1)?.subject, 'CN=bob');
+  } finally {
+    session.close();
+  }
 });
 
 describe('curl through a TLS endpoint (HTTPS proxy)', () => {
