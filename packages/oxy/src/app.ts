@@ -111,7 +111,8 @@ export function defineApp<
 }
 
 /**
- * Runs `app` as a service: the command line (`-c`, `--generate`, `--check`, `--restart`, …),
+ * Runs `app` as a service: the command line (`-c`, `--generate`, `--check`, `--restart`, …,
+ * and the `ca export` subcommand, which prints the interception CA and exits),
  * settings, telemetry, `start`, the endpoints, and draining on SIGTERM/SIGINT. Resolves when
  * the service has stopped; sets `process.exitCode`.
  */
@@ -128,6 +129,13 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
   const { FND_ERR, FoundationsError } = await import('foundations');
   const def = app.definition;
   const info = { name: def.name, version: def.version, description: def.description };
+  const ca = await import('./tunnels/tls-intercept/cli.ts');
+  if (ca.isCaCommand(process.argv.slice(2))) {
+    // `oxy ca export`: prints the interception CA and exits, without starting the service.
+    const schema = buildSettingsSchema(def.settings ?? {}, def.name);
+    process.exitCode = await ca.runCaCommand(process.argv.slice(2), { info, settings: schema });
+    return;
+  }
   await runService({
     info,
     settings: buildSettingsSchema(def.settings ?? {}, def.name),

@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import { log } from 'foundations/telemetry';
+import type { ClientIdentity } from './context/contexts.ts';
 import { OXY_ERR, OxyError } from './errors.ts';
 import type { ProxyHeaderView } from './protocols/proxy-protocol/view.ts';
 import type { AuditSettings } from './settings.ts';
@@ -40,6 +41,33 @@ export interface AuditRecord {
   readonly datagrams_up?: number;
   /** Datagrams upstream → client (`udp_session` records only). */
   readonly datagrams_down?: number;
+  /** The client's verified certificate identity (mTLS), or null without one. */
+  readonly client_identity: AuditClientIdentity | null;
+}
+
+/** A client identity in an audit record: `ClientIdentity` with snake_case keys. */
+export interface AuditClientIdentity {
+  readonly subject: string;
+  readonly sans: readonly string[];
+  readonly issuer: string;
+  readonly fingerprint_sha256: string;
+  readonly not_before: string;
+  readonly not_after: string;
+  readonly serial: string;
+}
+
+/** The audit form of a client identity. */
+export function auditIdentity(identity: ClientIdentity | null): AuditClientIdentity | null {
+  if (identity === null) return null;
+  return {
+    subject: identity.subject,
+    sans: identity.sans,
+    issuer: identity.issuer,
+    fingerprint_sha256: identity.fingerprintSha256,
+    not_before: identity.notBefore,
+    not_after: identity.notAfter,
+    serial: identity.serialNumber,
+  };
 }
 
 /** Where audit records go. */

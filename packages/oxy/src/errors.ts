@@ -77,6 +77,11 @@ export const OXY_ERR = {
    * destination, or an egress hook that names one. → 502, or the connection reset.
    */
   NO_TARGET: 'OXY_ERR_NO_TARGET',
+  /**
+   * TLS to the origin failed: its certificate did not verify (the reason names OpenSSL's code),
+   * the handshake failed, or no offered ALPN protocol was chosen. → 502, never a plain-text retry.
+   */
+  UPSTREAM_TLS: 'OXY_ERR_UPSTREAM_TLS',
 
   // --- tunnels -------------------------------------------------------------------------
   /** A tunnel saw no bytes either way for its idle timeout. */
@@ -97,6 +102,12 @@ export const OXY_ERR = {
   // --- tooling -------------------------------------------------------------------------
   /** `oxy new` cannot write the starter app (bad name, directory exists, no tarballs). */
   NEW_APP: 'OXY_ERR_NEW_APP',
+
+  // --- TLS interception ------------------------------------------------------------------
+  /** The interception CA cannot be loaded or generated. Start-up; names `interception.ca.*`. */
+  INTERCEPTION_CA: 'OXY_ERR_INTERCEPTION_CA',
+  /** A tunnel's first bytes are not a well-formed TLS ClientHello (garbage, truncated, bad SNI). */
+  TLS_CLIENT_HELLO: 'OXY_ERR_TLS_CLIENT_HELLO',
 } as const;
 
 /** One of the stable `OXY_ERR_*` codes. */
@@ -172,6 +183,7 @@ const STATUS_BY_CODE: Readonly<Partial<Record<string, number>>> = {
   OXY_ERR_DNS_TIMEOUT: 504,
   OXY_ERR_CONNECT_TIMEOUT: 504,
   OXY_ERR_HOOK_FAILED: 500,
+  OXY_ERR_UPSTREAM_TLS: 502,
 };
 
 /**

@@ -15,6 +15,8 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'ingress.handleConnection': [],
   'ingress.handleConnectionClose': [],
   'proxyProtocol.handleConnection': [],
+  'tls.selectCertificate': [],
+  'tls.handleClientIdentity': [],
   'httpRequest.handleProxyConnectRequest': [],
   'httpRequest.handleProxyConnectResponse': ['wholeTunnel'],
   'httpRequest.handleRequest': ['leanForward'],

@@ -55,6 +55,9 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   ingressConnection: [],
   ingressConnectionClose: [],
   proxyProtocolConnection: [],
+  // TLS clients never take the whole tunnel (the addon splices plain TCP only).
+  tlsSelectCertificate: [],
+  tlsClientIdentity: [],
   proxyConnectRequest: [],
   // Rewrites the 2xx the addon would write itself.
   proxyConnectResponse: ['wholeTunnel'],

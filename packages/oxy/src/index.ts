@@ -6,6 +6,7 @@ export { type AppDefinition, type AppHookTypes, bootstrap, defineApp, type OxyAp
 export { type ComposeInfo, composeApps } from './compose.ts';
 export { formatHostPort, type ListenAddr } from './context/addr.ts';
 export type {
+  ClientIdentity,
   ConnectionStats,
   EgressContext,
   EndpointContext,
@@ -48,6 +49,12 @@ export {
 export { IngressDecision, type IngressHook } from './hooks/ingress.ts';
 export type { AppLifecycleHook } from './hooks/lifecycle.ts';
 export type { HookCall, Hooks } from './hooks/run.ts';
+export {
+  CertificateChoice,
+  ClientIdentityDecision,
+  type TlsCertificate,
+  type TlsHook,
+} from './hooks/tls.ts';
 export type { AppTunnelPipeline, TunnelHook } from './hooks/tunnel.ts';
 export { CidrBlocklist, DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
 export { appSettings, type RunningProxy, type StartOptions, startOxy, startProxy } from './proxy.ts';

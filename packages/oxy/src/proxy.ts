@@ -75,7 +75,12 @@ export async function startProxy(
     eraseHooks(typed),
     options.record === undefined ? {} : { record: options.record },
   );
-  const rt = new Runtime(hooks, ext, settings);
+  // The interception CA is loaded (or generated) before anything listens: a bad one fails the
+  // start. Imported only when on: certificate minting pulls in @peculiar/x509.
+  const interception = settings.interception?.enabled
+    ? await (await import('./tunnels/tls-intercept/index.ts')).loadInterception(settings.interception)
+    : null;
+  const rt = new Runtime(hooks, ext, settings, interception);
   const servers = new Map<string, net.Server>();
   const datagramEndpoints = new Map<string, UdpOnRamp>();
   const datagramOnRamps = new Set<unknown>();

@@ -16,9 +16,11 @@ import { type FastPaths, planFastPaths } from './fast-paths.ts';
 import type { UpstreamProxy } from './hooks/egress.ts';
 import type { ResolvedHooks } from './hooks/run.ts';
 import { CidrBlocklist } from './offramps/tcp/blocklist.ts';
+import { loadUpstreamTrust, type UpstreamTrust } from './offramps/tls/connect.ts';
 import { upstreamProxyFromSettings } from './offramps/upstream-proxy/settings.ts';
 import type { AppSettings } from './settings.ts';
 import { dnsMetrics, hookMetrics } from './telemetry/metrics.ts';
+import type { Interception } from './tunnels/tls-intercept/index.ts';
 
 /** What every on-ramp and pipeline of one app shares. */
 export class Runtime {
@@ -32,13 +34,25 @@ export class Runtime {
   readonly defaultProxy: UpstreamProxy | null;
   /** The fast paths this app may take, decided once from its hooks and settings. */
   readonly fast: FastPaths;
+  /**
+   * HTTPS interception (`interception.enabled`): the CA, the leaf minter and the hosts
+   * matcher, loaded at start-up by `startProxy`; null when off.
+   */
+  readonly interception: Interception | null;
   /** Live ingress connections. */
   readonly connections = new Set<IngressConnection>();
   /** Set by `drain()`: later responses carry `Connection: close`. */
   draining = false;
+  #upstreamTrust: UpstreamTrust | null = null;
 
-  constructor(hooks: ResolvedHooks, ext: ErasedExtFactories, settings: AppSettings) {
+  constructor(
+    hooks: ResolvedHooks,
+    ext: ErasedExtFactories,
+    settings: AppSettings,
+    interception: Interception | null = null,
+  ) {
     this.hooks = hooks;
+    this.interception = interception;
     this.ext = ext;
     this.settings = settings;
     this.resolver = new DnsResolver(settings.egress.dns, {
@@ -51,11 +65,23 @@ export class Runtime {
     this.blocklist = new CidrBlocklist(settings.egress.blocked_cidrs as readonly string[]);
     this.audit = openAudit(settings.audit);
     this.defaultProxy = upstreamProxyFromSettings(settings.egress.upstream_proxy) ?? null;
+    // Named CA files are read now, so a bad one fails the start naming egress.tls.extra_ca[i].
+    if ((settings.egress.tls?.extra_ca.length ?? 0) > 0)
+      this.#upstreamTrust = loadUpstreamTrust(settings.egress.tls);
     this.fast = planFastPaths({
       hooks,
       egressExt: ext.egress !== null,
       defaultProxy: this.defaultProxy !== null,
     });
+  }
+
+  /**
+   * The CAs origins are verified against (system store plus `egress.tls.extra_ca`), for
+   * `connectTls` (offramps/tls/connect.ts). Built on first use when no extra CA is configured.
+   */
+  get upstreamTrust(): UpstreamTrust {
+    this.#upstreamTrust ??= loadUpstreamTrust(this.settings.egress.tls ?? { extra_ca: [] });
+    return this.#upstreamTrust;
   }
 
   /**

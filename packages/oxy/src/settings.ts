@@ -1,5 +1,5 @@
 /**
- * Oxy's settings: `endpoints`, `egress`, `restart`, `audit` and `telemetry`, plus the app's own
+ * Oxy's settings: `endpoints`, `egress`, `interception`, `restart`, `audit` and `telemetry`, plus the app's own
  * section (`app`) and per-endpoint app settings (`endpoints.<name>.app`) when the app defines
  * them. One schema, so `oxy --generate` writes one annotated config with all of it, and the
  * default config is a working forward proxy on 127.0.0.1:8080.
@@ -16,10 +16,12 @@ import { WorkersSetting } from 'foundations/workers';
 import type { z } from 'zod';
 import { DnsSettings } from './dns/settings.ts';
 import { DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
+import { UpstreamTlsSettings } from './offramps/tls/settings.ts';
 import { UpstreamProxySettings } from './offramps/upstream-proxy/settings.ts';
 import { Http2Settings } from './onramps/http2/settings.ts';
 import { ProxyProtocolSettings } from './onramps/proxy-protocol/settings.ts';
 import { TlsSettings } from './onramps/tls/settings.ts';
+import { InterceptionSettings } from './tunnels/tls-intercept/settings.ts';
 
 /** The limits of byte-stream units (tunnels), for the endpoints that carry them. */
 const streamFields = {
@@ -148,6 +150,7 @@ export const EgressSettings = s.object('How the proxy connects to destinations.'
   ),
   upstream_proxy: UpstreamProxySettings,
   dns: DnsSettings,
+  tls: UpstreamTlsSettings,
 });
 /** The value of {@link EgressSettings}. */
 export type EgressSettings = Infer<typeof EgressSettings>;
@@ -169,6 +172,7 @@ const rootFields = {
   endpoints: s.map('Listening endpoints by name.', EndpointSettings, { main: {} }),
   workers: WorkersSetting,
   egress: EgressSettings,
+  interception: InterceptionSettings,
   restart: restartSettings('oxy'),
   audit: AuditSettings,
   security: SecuritySettings,

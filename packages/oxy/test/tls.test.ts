@@ -246,6 +246,8 @@ describe('certificate and key files', () => {
     cert: files.cert,
     key: files.key,
     min_version: 'TLSv1.2' as const,
+    client_auth: 'none' as const,
+    client_ca: '',
     handshake_timeout: 1000,
     ...over,
   });

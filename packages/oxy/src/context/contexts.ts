@@ -69,6 +69,28 @@ export interface EndpointContext<X extends ExtTypes = ExtTypes> {
 /** The on-ramp protocol of an ingress connection. Grows with the on-ramps. */
 export type IngressProtocol = 'http/1.1' | 'h2' | 'h2c' | 'proxy-protocol' | 'tcp' | 'udp';
 
+/**
+ * The identity a client proved with a certificate during the TLS handshake (mTLS): read from
+ * its leaf certificate after that certificate verified against the endpoint's `tls.client_ca`.
+ * Only verified certificates become identities; Oxy never exposes one that failed.
+ */
+export interface ClientIdentity {
+  /** The subject distinguished name, one `KEY=value` per attribute joined by `, ` (`CN=alice, O=Example`). */
+  readonly subject: string;
+  /** Subject alternative names as OpenSSL writes them: `DNS:a.example`, `IP Address:10.0.0.1`, `URI:spiffe://…`, `email:…`. */
+  readonly sans: readonly string[];
+  /** The issuer distinguished name, written like `subject`. */
+  readonly issuer: string;
+  /** SHA-256 fingerprint of the DER certificate, upper-case hex pairs joined by `:`. */
+  readonly fingerprintSha256: string;
+  /** Start of validity (ISO 8601). */
+  readonly notBefore: string;
+  /** End of validity (ISO 8601). */
+  readonly notAfter: string;
+  /** Serial number, upper-case hex. */
+  readonly serialNumber: string;
+}
+
 /** One accepted client connection. Created when the connection is accepted, before any byte is read. */
 export interface IngressContext<X extends ExtTypes = ExtTypes> {
   /** Process-unique id, the `conn_id` log field. */
@@ -88,6 +110,13 @@ export interface IngressContext<X extends ExtTypes = ExtTypes> {
   readonly protocol: IngressProtocol;
   /** `performance.now()` at accept. */
   readonly startedAt: number;
+  /**
+   * The client's verified certificate identity on a TLS endpoint with `tls.client_auth`
+   * `optional` or `required`; `null` without TLS, without a client certificate, and before the
+   * handshake (so always in `IngressHook.handleConnection`, which runs at accept). Set once the
+   * handshake verified the certificate, before `TlsHook.handleClientIdentity` and any request hook.
+   */
+  readonly clientIdentity: ClientIdentity | null;
   readonly ext: ExtOf<X, 'ingress'>;
 }
 

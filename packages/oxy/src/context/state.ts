@@ -15,6 +15,7 @@ import type { EndpointSettings } from '../settings.ts';
 import { httpMetrics } from '../telemetry/metrics.ts';
 import { formatHostPort, type ListenAddr } from './addr.ts';
 import type {
+  ClientIdentity,
   EgressContext,
   EndpointContext,
   IngressContext,
@@ -128,6 +129,8 @@ export class IngressConnection implements IngressContext, LogFieldSource {
   proxyHeader: ProxyHeader | null = null;
   /** The accepted socket; null for a datagram session (its on-ramp's socket is shared). */
   readonly socket: net.Socket | null;
+  /** Set by the TLS on-ramp once a client certificate verified (see `IngressContext`). */
+  clientIdentity: ClientIdentity | null = null;
   /** The connection's telemetry context (forked log with conn fields, its own trace). */
   telemetry: TelemetryContext | null = null;
   requests = 0;

@@ -2,7 +2,7 @@
  * The end of a request or tunnel: its audit record and its failure metric, written in one
  * place so every on-ramp reports the same fields.
  */
-import type { AuditRecord } from '../audit.ts';
+import { type AuditRecord, auditIdentity } from '../audit.ts';
 import { formatHostPort } from '../context/addr.ts';
 import type { RequestKind } from '../context/contexts.ts';
 import type { RequestState } from '../context/state.ts';
@@ -51,6 +51,7 @@ export function recordEnd(
     bytes_down: bytesDown,
     duration_ms: Math.round((performance.now() - request.startedAt) * 1000) / 1000,
     close_reason: closeReason,
+    client_identity: auditIdentity(conn.clientIdentity),
     ...datagrams,
     ...(conn.proxyHeader === null ? {} : { proxy_protocol: proxyHeaderView(conn.proxyHeader) }),
   });

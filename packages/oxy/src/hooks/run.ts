@@ -14,6 +14,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type {
+  ClientIdentity,
   ConnectionStats,
   EgressContext,
   ExtTypes,
@@ -41,6 +42,12 @@ import {
 import { INGRESS_HOOK_METHODS, type IngressDecision, type IngressHook } from './ingress.ts';
 import { type AppLifecycleHook, LIFECYCLE_HOOK_METHODS } from './lifecycle.ts';
 import { PROXY_PROTOCOL_HOOK_METHODS, type ProxyProtocolHook } from './proxy-protocol.ts';
+import {
+  type CertificateChoice,
+  type ClientIdentityDecision,
+  TLS_HOOK_METHODS,
+  type TlsHook,
+} from './tls.ts';
 import { type AppTunnelPipeline, TUNNEL_HOOK_METHODS, type TunnelHook } from './tunnel.ts';
 import { checked } from './validate.ts';
 
@@ -53,6 +60,7 @@ export interface Hooks<X extends ExtTypes = ExtTypes> {
   readonly tunnel?: TunnelHook<X>;
   readonly datagram?: DatagramHook<X>;
   readonly egress?: EgressHook<X>;
+  readonly tls?: TlsHook<X>;
 }
 
 /** The hook groups and the methods each may have: hook names as data. */
@@ -64,6 +72,7 @@ export const HOOK_METHODS = {
   tunnel: TUNNEL_HOOK_METHODS,
   datagram: DATAGRAM_HOOK_METHODS,
   egress: EGRESS_HOOK_METHODS,
+  tls: TLS_HOOK_METHODS,
 } as const;
 
 /** The interface name of each group, as logs and errors spell it. */
@@ -75,6 +84,7 @@ const GROUP_NAMES: Readonly<Record<keyof Hooks, string>> = {
   tunnel: 'TunnelHook',
   datagram: 'DatagramHook',
   egress: 'EgressHook',
+  tls: 'TlsHook',
 };
 
 type Maybe<T> = T | Promise<T>;
@@ -106,6 +116,10 @@ export interface ResolvedHooks {
   readonly dnsResolveOverride: ((host: string, ctx: EgressContext) => Maybe<string[] | undefined>) | null;
   readonly tcpConnectOverride:
     | ((addrs: readonly SocketAddr[], ctx: EgressContext) => Maybe<Duplex | undefined>)
+    | null;
+  readonly tlsSelectCertificate: ((sni: string, ctx: IngressContext) => Maybe<CertificateChoice>) | null;
+  readonly tlsClientIdentity:
+    | ((identity: ClientIdentity | null, ctx: IngressContext) => Maybe<ClientIdentityDecision>)
     | null;
 }
 
@@ -202,6 +216,8 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     upstreamIps: bind('egress', 'handleUpstreamIps'),
     dnsResolveOverride: bind('egress', 'dnsResolveOverride'),
     tcpConnectOverride: bind('egress', 'tcpConnectOverride'),
+    tlsSelectCertificate: bind('tls', 'selectCertificate'),
+    tlsClientIdentity: bind('tls', 'handleClientIdentity'),
   };
 }
 

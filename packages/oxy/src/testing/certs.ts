@@ -32,6 +32,12 @@ export interface CertificateOptions {
   readonly days?: number;
   /** Sign with this CA instead of self-signing. */
   readonly issuer?: CertificateAuthority;
+  /** What the certificate is for (its extended key usage): a TLS `server` (default) or `client` (mTLS). */
+  readonly purpose?: 'server' | 'client';
+  /** Start of validity, overriding `days` with `notAfter` (e.g. an expired certificate). */
+  readonly notBefore?: Date;
+  /** End of validity, with `notBefore`. */
+  readonly notAfter?: Date;
 }
 
 /** A CA able to sign leaf certificates (as TLS interception needs). */
@@ -97,20 +103,26 @@ export async function generateCertificate(options: CertificateOptions = {}): Pro
       x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment,
       true,
     ),
-    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+    new x509.ExtendedKeyUsageExtension([
+      options.purpose === 'client' ? x509.ExtendedKeyUsage.clientAuth : x509.ExtendedKeyUsage.serverAuth,
+    ]),
     new x509.SubjectAlternativeNameExtension([
       ...dnsNames.map((value) => ({ type: 'dns' as const, value })),
       ...ips.map((value) => ({ type: 'ip' as const, value })),
     ]),
   ];
   const days = options.days ?? 7;
+  const dates =
+    options.notBefore !== undefined && options.notAfter !== undefined
+      ? { notBefore: options.notBefore, notAfter: options.notAfter }
+      : validity(days);
   const issuer = options.issuer;
   const cert = issuer
     ? await x509.X509CertificateGenerator.create({
         serialNumber: serial(),
         subject: `CN=${commonName}`,
         issuer: issuer.cert.subject,
-        ...validity(days),
+        ...dates,
         publicKey: keys.publicKey,
         signingKey: issuer.key,
         signingAlgorithm: ALG,
@@ -119,7 +131,7 @@ export async function generateCertificate(options: CertificateOptions = {}): Pro
     : await x509.X509CertificateGenerator.createSelfSigned({
         serialNumber: serial(),
         name: `CN=${commonName}`,
-        ...validity(days),
+        ...dates,
         keys,
         signingAlgorithm: ALG,
         extensions,

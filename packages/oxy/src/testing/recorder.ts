@@ -24,6 +24,7 @@ export const GROUP_LABELS = {
   tunnel: 'tunnel',
   datagram: 'datagram',
   egress: 'egress',
+  tls: 'tls',
 } as const;
 
 /** One recorded call. */

@@ -11,14 +11,16 @@
  *   forwarding served there, the rest handed to `node:http` with the bytes read given back.
  *
  * Ordering rule: this runs after the ingress decision (`acceptConnection`), inside the
- * connection's telemetry context, and sets `conn.protocol` before the chosen on-ramp reads a
- * request; the certificate and key are read once, when the endpoint is created.
+ * connection's telemetry context, and sets `conn.protocol` (and `conn.clientIdentity`, then
+ * asks `TlsHook.handleClientIdentity`) before the chosen on-ramp reads a request; the
+ * certificate, key and client CA are read once, when the endpoint is created.
  */
 import type net from 'node:net';
 import { defaultSettings } from 'foundations/settings';
 import { log } from 'foundations/telemetry';
-import type { IngressProtocol } from '../../context/contexts.ts';
+import type { ClientIdentity, IngressProtocol } from '../../context/contexts.ts';
 import type { EndpointState, IngressConnection } from '../../context/state.ts';
+import type { CertificateChoice } from '../../hooks/tls.ts';
 import type { Runtime } from '../../runtime.ts';
 import { inConnectionContext } from '../../telemetry/fork.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
@@ -26,7 +28,7 @@ import { createLeanOnRamp } from '../http1/lean.ts';
 import { createHttp1OnRamp } from '../http1/server.ts';
 import type { SocketOnRamp } from '../ingress.ts';
 import { acceptTls } from '../tls/accept.ts';
-import { alpnProtocols, loadSecureContext } from '../tls/credentials.ts';
+import { alpnProtocols, type EndpointTls, loadEndpointTls } from '../tls/credentials.ts';
 import { TlsSettings } from '../tls/settings.ts';
 import { createHttp2OnRamp, type Http2OnRamp } from './server.ts';
 import { Http2Settings } from './settings.ts';
@@ -72,7 +74,8 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
   const h2 = settings.http2.enabled
     ? createHttp2OnRamp(rt, endpoint, settings.http2, `${where}.http2`)
     : null;
-  const secureContext = settings.tls.enabled ? loadSecureContext(settings.tls, `${where}.tls`) : null;
+  const endpointTls = settings.tls.enabled ? loadEndpointTls(settings.tls, `${where}.tls`) : null;
+  const secureContext = endpointTls?.secureContext ?? null;
   const alpn = alpnProtocols(h2 !== null);
   const failed = (conn: IngressConnection, reason: string, metric: string): void => {
     conn.closeReason = reason;
@@ -93,15 +96,32 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
         },
   );
 
-  const serveTls = (
-    socket: net.Socket,
-    conn: IngressConnection,
-    ctx: NonNullable<typeof secureContext>,
-  ): void => {
+  const selectHook = rt.hooks.tlsSelectCertificate;
+  const identityHook = rt.hooks.tlsClientIdentity;
+  const serveTls = (socket: net.Socket, conn: IngressConnection, tlsOn: EndpointTls): void => {
+    const selectContext =
+      selectHook === null
+        ? undefined
+        : async (sni: string) => {
+            let choice: CertificateChoice;
+            try {
+              choice = await selectHook(sni, conn);
+            } catch (e) {
+              throw rt.hookFailed('TlsHook.selectCertificate', e);
+            }
+            return choice.kind === 'use' ? tlsOn.contextFor(choice.certificate) : undefined;
+          };
     acceptTls(
       socket,
-      { secureContext: ctx, alpn, handshakeTimeoutMs: settings.tls.handshake_timeout },
-      (tlsSocket, protocol) => {
+      {
+        secureContext: tlsOn.secureContext,
+        alpn,
+        handshakeTimeoutMs: settings.tls.handshake_timeout,
+        clientAuth: tlsOn.clientAuth,
+        ...(selectContext === undefined ? {} : { selectContext }),
+      },
+      (tlsSocket, protocol, identity) => {
+        conn.clientIdentity = identity;
         const go = (): void => {
           if (protocol === 'h2' && h2 !== null) {
             setProtocol(conn, 'h2');
@@ -116,11 +136,50 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
             });
           }
         };
-        inConnectionContext(conn, go);
+        if (identityHook === null || tlsOn.clientAuth === 'none') inConnectionContext(conn, go);
+        else inConnectionContext(conn, () => askIdentity(tlsSocket, conn, identity, go));
       },
       (reason, error) => {
         failed(conn, reason, 'tls_handshake');
         inConnectionContext(conn, () => log.debug('TLS handshake failed', { reason, err: error?.message }));
+      },
+    );
+  };
+
+  /** `TlsHook.handleClientIdentity`, then `go`, or the connection closed as refused. */
+  const askIdentity = (
+    tlsSocket: net.Socket,
+    conn: IngressConnection,
+    identity: ClientIdentity | null,
+    go: () => void,
+  ): void => {
+    const refuse = (reason: string): void => {
+      failed(conn, 'blocked', 'client_identity_refused');
+      log.debug('client identity refused', { reason, subject: identity?.subject });
+      tlsSocket.destroy();
+    };
+    let decision: ReturnType<NonNullable<typeof identityHook>>;
+    try {
+      decision = identityHook!(identity, conn);
+    } catch (e) {
+      rt.hookFailed('TlsHook.handleClientIdentity', e);
+      refuse('hook_failed');
+      return;
+    }
+    if (!(decision instanceof Promise)) {
+      if (decision.kind === 'accept') go();
+      else refuse(decision.reason);
+      return;
+    }
+    decision.then(
+      (d) => {
+        if (tlsSocket.destroyed) return;
+        if (d.kind === 'accept') go();
+        else refuse(d.reason);
+      },
+      (e: unknown) => {
+        rt.hookFailed('TlsHook.handleClientIdentity', e);
+        refuse('hook_failed');
       },
     );
   };
@@ -136,7 +195,7 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
       h2?.close();
     },
     serve(socket: net.Socket, conn: IngressConnection): void {
-      if (secureContext !== null) serveTls(socket, conn, secureContext);
+      if (endpointTls !== null) serveTls(socket, conn, endpointTls);
       else lean.serve(socket, conn);
     },
   };
