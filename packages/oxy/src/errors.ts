@@ -69,6 +69,16 @@ export const OXY_ERR = {
   MAX_LIFETIME: 'OXY_ERR_MAX_LIFETIME',
   /** The process is draining (restart or shutdown) and the deadline passed. */
   DRAINED: 'OXY_ERR_DRAINED',
+
+  // --- MASQUE (capsules, CONNECT-UDP, CONNECT-IP) ----------------------------------------
+  /** A capsule stream broke the capsule protocol (RFC 9297 §3.3): the stream is aborted. */
+  CAPSULE_MALFORMED: 'OXY_ERR_CAPSULE_MALFORMED',
+  /** A capsule was longer than the configured maximum: the stream is aborted. */
+  CAPSULE_TOO_LARGE: 'OXY_ERR_CAPSULE_TOO_LARGE',
+  /** A URI template for CONNECT-UDP or CONNECT-IP breaks RFC 9298 §2 / RFC 9484 §3. Start-up. */
+  MASQUE_TEMPLATE: 'OXY_ERR_MASQUE_TEMPLATE',
+  /** A MASQUE proxy refused the tunnel (its status and `Proxy-Status` are on the error). */
+  MASQUE_REFUSED: 'OXY_ERR_MASQUE_REFUSED',
 } as const;
 
 /** One of the stable `OXY_ERR_*` codes. */
