@@ -4,6 +4,7 @@ import { OXY_ERR, OxyError } from '../../errors.ts';
 import { formatProxyStatus, parseCapsuleProtocol, parseProxyStatus } from './proxy-status.ts';
 import {
   checkMasqueRequest,
+  type MasqueEndpointTemplates,
   type MasqueRequestHead,
   masqueProtocolOf,
   masqueSuccess,
@@ -44,7 +45,12 @@ const h1 = (
   ...over,
 });
 
-function refused(head: MasqueRequestHead, status: number, details: RegExp, ep = endpoint) {
+function refused(
+  head: MasqueRequestHead,
+  status: number,
+  details: RegExp,
+  ep: MasqueEndpointTemplates = endpoint,
+) {
   const r = checkMasqueRequest(head, ep);
   assert.equal(r.ok, false, JSON.stringify(head));
   if (r.ok) return;
