@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { isOxyError } from '../src/errors.ts';
@@ -168,19 +169,21 @@ describe('MASQUE client: CONNECT-UDP', () => {
     await client.close();
   });
 
-  it('fails the tunnel with a typed error on a capsule above the limit', async () => {
-    const client = createMasqueClient({ proxy: proxyFor('1.1'), httpVersion: '1.1' });
-    const tunnel = await client.connectUdp('garbage.test', 9);
-    const errors: unknown[] = [];
-    tunnel.on('error', (e) => errors.push(e));
-    await assert.rejects(
-      nextDatagram(tunnel),
-      (e: unknown) => isOxyError(e) && e.code === 'OXY_ERR_CAPSULE_TOO_LARGE',
-    );
-    assert.equal(errors.length, 1);
-    assert.ok(tunnel.closed);
-    await client.close();
-  });
+  for (const v of versions) {
+    it(`fails the tunnel with a typed error on a capsule above the limit over HTTP/${v}`, async () => {
+      const client = createMasqueClient({ proxy: proxyFor(v), httpVersion: v });
+      const tunnel = await client.connectUdp('garbage.test', 9);
+      const errors: unknown[] = [];
+      tunnel.on('error', (e) => errors.push(e));
+      await assert.rejects(
+        nextDatagram(tunnel),
+        (e: unknown) => isOxyError(e) && e.code === 'OXY_ERR_CAPSULE_TOO_LARGE',
+      );
+      assert.equal(errors.length, 1);
+      assert.ok(tunnel.closed);
+      await client.close();
+    });
+  }
 
   it('refuses to use a proxy that does not enable extended CONNECT', async () => {
     const plain = await startMasqueServer({ enableConnectProtocol: false });
@@ -208,6 +211,39 @@ describe('MASQUE client: CONNECT-UDP', () => {
       (e: unknown) => isOxyError(e) && e.code === 'OXY_ERR_CONNECT_REFUSED',
     );
     await dead.close();
+  });
+});
+
+describe('MASQUE server side (acceptMasqueTunnel)', () => {
+  it('resets the stream with PROTOCOL_ERROR when the client sends a malformed capsule', async () => {
+    const session = http2.connect(`http://127.0.0.1:${server.h2Port}`);
+    try {
+      await new Promise((resolve) => session.once('remoteSettings', resolve));
+      const stream = session.request(
+        {
+          ':method': 'CONNECT',
+          ':protocol': 'connect-udp',
+          ':scheme': 'http',
+          ':authority': `127.0.0.1:${server.h2Port}`,
+          ':path': `/.well-known/masque/udp/127.0.0.1/${echoPort}/`,
+        },
+        { endStream: false },
+      );
+      const headers = await new Promise<http2.IncomingHttpHeaders>((resolve) =>
+        stream.once('response', resolve),
+      );
+      const errors: Error[] = [];
+      stream.on('error', (e) => errors.push(e));
+      assert.equal(headers[':status'], 200);
+      // A DATAGRAM capsule declaring 2^30 bytes: above the server's limit.
+      stream.write(Uint8Array.of(0x00, 0xc0, 0, 0, 0, 0x40, 0, 0, 0));
+      stream.resume();
+      await new Promise((resolve) => stream.once('close', resolve));
+      assert.equal(stream.rstCode, http2.constants.NGHTTP2_PROTOCOL_ERROR);
+      assert.match(String(errors[0]), /NGHTTP2_PROTOCOL_ERROR/);
+    } finally {
+      session.destroy();
+    }
   });
 });
 

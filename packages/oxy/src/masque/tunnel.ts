@@ -100,13 +100,16 @@ export class MasqueTunnel<
       try {
         this.#decoder.end();
       } catch (e) {
-        this.#fail(e as OxyError);
+        this.fail(e as OxyError);
         return;
       }
       // The proxy finished its side; finish ours so the stream closes.
       s.end();
     });
-    s.on('error', (e: Error) => this.#fail(toTunnelError(e)));
+    s.on('error', (e: Error) => {
+      this.#record(toTunnelError(e));
+      s.destroy();
+    });
     s.on('close', () => this.#finish());
     // Reading starts on the next turn, once the caller awaiting the tunnel has attached its
     // listeners; until then the stream buffers (capsules sent with the answer are not lost).
@@ -230,11 +233,9 @@ export class MasqueTunnel<
   protected handleCapsule(_capsule: Capsule): void {}
 
   #onData(chunk: Uint8Array): void {
-    if (this.#closed) return;
-    let capsules: Capsule[];
+    if (this.#closed || this.#error !== undefined) return;
     try {
-      capsules = this.#decoder.push(chunk);
-      for (const c of capsules) {
+      for (const c of this.#decoder.push(chunk)) {
         if (c.type === CAPSULE_TYPE.DATAGRAM) {
           const d = decodeDatagramCapsule(c.value);
           if (this.protocol === 'connect-udp' && d.contextId === 0 && d.payload.length > MAX_UDP_PAYLOAD) {
@@ -247,28 +248,31 @@ export class MasqueTunnel<
         } else {
           this.handleCapsule(c);
         }
-        if (this.#closed) return;
+        if (this.#closed || this.#error !== undefined) return;
       }
     } catch (e) {
-      const err = toTunnelError(e);
-      this.#fail(err);
-      this.#abort(err);
+      // Our codec's errors fail the tunnel; anything else came from a listener and stays the
+      // listener's (thrown on, as EventEmitter does).
+      if (!isOxyError(e) || (e.code !== OXY_ERR.CAPSULE_MALFORMED && e.code !== OXY_ERR.CAPSULE_TOO_LARGE))
+        throw e;
+      this.fail(e);
     }
   }
 
-  /** Records the first error and emits it; `close` follows from the stream. */
+  /** Records the first error, emits it, and aborts the stream; `close` follows. */
   protected fail(err: OxyError): void {
-    this.#fail(err);
+    if (!this.#record(err)) return;
     this.#abort(err);
   }
 
-  #fail(err: OxyError): void {
-    if (this.#closed || this.#error !== undefined) return;
+  /** Keeps the first error and emits it; false when the tunnel had already failed or closed. */
+  #record(err: OxyError): boolean {
+    if (this.#closed || this.#error !== undefined) return false;
     this.#error = err;
     // `error` without a listener would throw from inside a stream callback; the error is
     // kept on `tunnel.error` and thrown by the iterator instead.
     if (this.#untyped.listenerCount('error') > 0) this.#untyped.emit('error', err);
-    this.#stream.destroy();
+    return true;
   }
 
   #finish(): void {
