@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { isOxyError } from '../src/errors.ts';
 import { createMasqueClient, MasqueRefusedError, type UdpTunnel } from '../src/masque/client.ts';
@@ -196,7 +196,7 @@ describe('MASQUE client: CONNECT-UDP', () => {
     }
   });
 
-  it('settles on abort and on an unreachable proxy', async () => {
+  it('settles on abort, on an unreachable proxy and on a silent one', async () => {
     const client = createMasqueClient({ proxy: proxyFor('2') });
     const ac = new AbortController();
     ac.abort();
@@ -211,6 +211,28 @@ describe('MASQUE client: CONNECT-UDP', () => {
       (e: unknown) => isOxyError(e) && e.code === 'OXY_ERR_CONNECT_REFUSED',
     );
     await dead.close();
+    // A proxy that accepts but never speaks: the timeout covers the session's set-up.
+    const sockets = new Set<net.Socket>();
+    const silent = net.createServer((sock) => sockets.add(sock));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      for (const v of versions) {
+        const port = (silent.address() as AddressInfo).port;
+        const mute = createMasqueClient({
+          proxy: `http://127.0.0.1:${port}`,
+          httpVersion: v,
+          connectTimeoutMs: 200,
+        });
+        await assert.rejects(
+          mute.connectUdp('127.0.0.1', echoPort),
+          (e: unknown) => isOxyError(e) && e.code === 'OXY_ERR_CONNECT_TIMEOUT',
+        );
+        await mute.close();
+      }
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 });
 

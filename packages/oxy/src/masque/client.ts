@@ -145,6 +145,8 @@ export function createMasqueClient(options: MasqueClientOptions): MasqueClient {
   const timeoutMs = options.connectTimeoutMs ?? 10_000;
   const open = new Set<UdpTunnel | IpTunnel>();
   let session: Promise<http2.ClientHttp2Session> | undefined;
+  /** The session behind `session`, ready or not, so `close` can end one that never got SETTINGS. */
+  let raw: http2.ClientHttp2Session | undefined;
   let closing = false;
 
   function originOf(protocol: MasqueProtocol): URL {
@@ -154,6 +156,7 @@ export function createMasqueClient(options: MasqueClientOptions): MasqueClient {
   function getSession(): Promise<http2.ClientHttp2Session> {
     if (session !== undefined) return session;
     const s = http2.connect(proxy.origin, { ...options.tls, settings: { enablePush: false } });
+    raw = s;
     const ready = new Promise<http2.ClientHttp2Session>((resolve, reject) => {
       const fail = (e: unknown) => reject(toError(e, 'the HTTP/2 connection to the MASQUE proxy failed'));
       s.once('error', fail);
@@ -196,53 +199,70 @@ export function createMasqueClient(options: MasqueClientOptions): MasqueClient {
     return init.protocol === 'connect-udp' ? new UdpTunnel(init) : new IpTunnel(init);
   }
 
-  async function openH2(target: Target, signal: AbortSignal | undefined): Promise<UdpTunnel | IpTunnel> {
-    const s = await getSession();
+  function openH2(target: Target, signal: AbortSignal | undefined): Promise<UdpTunnel | IpTunnel> {
     const origin = originOf(target.protocol);
-    const stream = s.request(
-      {
-        ':method': 'CONNECT',
-        ':protocol': target.protocol,
-        ':scheme': origin.protocol.slice(0, -1),
-        ':authority': origin.host,
-        ':path': target.path,
-        'capsule-protocol': '?1',
-        ...options.headers,
-      },
-      { endStream: false },
-    );
+    // The timeout and the signal cover the session's set-up too: a proxy that accepts but
+    // never sends SETTINGS must not hang the caller.
     return settle(signal, (resolve, reject) => {
-      const fail = (e: unknown) => reject(toError(e, 'the MASQUE request stream failed'));
-      stream.once('error', fail);
-      stream.once('close', () => fail(new Error(`stream closed before an answer (code ${stream.rstCode})`)));
-      stream.once('response', (headers) => {
-        const status = Number(headers[':status']);
-        stream.off('error', fail);
-        if (status < 200 || status > 299) {
-          stream.close(http2.constants.NGHTTP2_CANCEL);
-          reject(new MasqueRefusedError(status, headers['proxy-status'], `status ${status}`));
+      let stream: http2.ClientHttp2Stream | undefined;
+      let cancelled = false;
+      getSession().then((s) => {
+        if (cancelled) return;
+        try {
+          stream = s.request(
+            {
+              ':method': 'CONNECT',
+              ':protocol': target.protocol,
+              ':scheme': origin.protocol.slice(0, -1),
+              ':authority': origin.host,
+              ':path': target.path,
+              'capsule-protocol': '?1',
+              ...options.headers,
+            },
+            { endStream: false },
+          );
+        } catch (e) {
+          // The session went away between SETTINGS and this request.
+          reject(toError(e, 'the MASQUE request could not be sent'));
           return;
         }
-        const bad = badCapsuleResponse(status, headers);
-        if (bad !== undefined) {
-          stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
-          reject(new MasqueRefusedError(status, headers['proxy-status'], bad));
-          return;
-        }
-        stream.removeAllListeners('close');
-        resolve(
-          makeTunnel({
-            protocol: target.protocol,
-            stream,
-            status,
-            headers,
-            maxCapsuleSize: options.maxCapsuleSize,
-            highWaterMark: options.highWaterMark,
-            abort: () => stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR),
-          }),
-        );
-      });
-      return () => stream.close(http2.constants.NGHTTP2_CANCEL);
+        const st = stream;
+        const fail = (e: unknown) => reject(toError(e, 'the MASQUE request stream failed'));
+        const early = () => fail(new Error(`stream closed before an answer (code ${st.rstCode})`));
+        st.once('error', fail);
+        st.once('close', early);
+        st.once('response', (headers) => {
+          const status = Number(headers[':status']);
+          st.off('error', fail);
+          st.off('close', early);
+          if (status < 200 || status > 299) {
+            st.close(http2.constants.NGHTTP2_CANCEL);
+            reject(new MasqueRefusedError(status, headers['proxy-status'], `status ${status}`));
+            return;
+          }
+          const bad = badCapsuleResponse(status, headers);
+          if (bad !== undefined) {
+            st.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+            reject(new MasqueRefusedError(status, headers['proxy-status'], bad));
+            return;
+          }
+          resolve(
+            makeTunnel({
+              protocol: target.protocol,
+              stream: st,
+              status,
+              headers,
+              maxCapsuleSize: options.maxCapsuleSize,
+              highWaterMark: options.highWaterMark,
+              abort: () => st.close(http2.constants.NGHTTP2_PROTOCOL_ERROR),
+            }),
+          );
+        });
+      }, reject);
+      return () => {
+        cancelled = true;
+        stream?.close(http2.constants.NGHTTP2_CANCEL);
+      };
     });
   }
 
@@ -384,8 +404,12 @@ export function createMasqueClient(options: MasqueClientOptions): MasqueClient {
     async close() {
       closing = true;
       await Promise.all([...open].map((t) => t.close()));
-      const s = await session?.catch(() => undefined);
-      if (s !== undefined && !s.closed) await new Promise<void>((resolve) => s.close(() => resolve()));
+      const s = raw;
+      if (s === undefined || s.destroyed) return;
+      // No tunnel is left: a ready session closes with GOAWAY; one still waiting for SETTINGS
+      // (or that refused extended CONNECT) has nothing to finish and is destroyed.
+      if (s.closed || s.remoteSettings.enableConnectProtocol !== true) s.destroy();
+      else await new Promise<void>((resolve) => s.close(() => resolve()));
     },
   };
 }
