@@ -17,6 +17,7 @@ import {
   decodeDnsMessage,
   encodeDnsMessage,
 } from '../src/protocols/dns/codec.ts';
+import { generateCertificate } from '../src/testing/certs.ts';
 import { startDnsServer, type TestDnsServer } from '../src/testing/dns-server.ts';
 import { startMasqueServer, type TestMasqueServer } from './fixtures/masque-server.ts';
 
@@ -232,6 +233,54 @@ describe('MASQUE client: CONNECT-UDP', () => {
     } finally {
       for (const sock of sockets) sock.destroy();
       await new Promise((resolve) => silent.close(resolve));
+    }
+  });
+});
+
+describe('MASQUE client over TLS', () => {
+  it('opens tunnels through an https proxy, HTTP/2 chosen by ALPN and HTTP/1.1', async () => {
+    const cert = await generateCertificate();
+    const secure = await startMasqueServer({ tls: { cert: cert.certPem, key: cert.keyPem } });
+    try {
+      for (const v of versions) {
+        const port = v === '2' ? secure.h2Port : secure.h1Port;
+        const client = createMasqueClient({
+          proxy: `https://127.0.0.1:${port}`,
+          httpVersion: v,
+          tls: { ca: cert.caPem },
+        });
+        const tunnel = await client.connectUdp('127.0.0.1', dns.port);
+        tunnel.send(dnsQuery(7, 'www.example.test'));
+        assert.deepEqual(
+          decodeDnsMessage(await nextDatagram(tunnel)).answers.map((a) => a.address),
+          ['192.0.2.44'],
+        );
+        await client.close();
+        // An untrusted certificate fails the open, typed.
+        const untrusting = createMasqueClient({ proxy: `https://127.0.0.1:${port}`, httpVersion: v });
+        await assert.rejects(
+          untrusting.connectUdp('127.0.0.1', dns.port),
+          (e: unknown) => isOxyError(e) && e.code === 'OXY_ERR_UPSTREAM_FAILED',
+        );
+        await untrusting.close();
+      }
+    } finally {
+      await secure.close();
+    }
+  });
+
+  it('reaches an IPv6 literal target end to end', async () => {
+    const echo6 = dgram.createSocket('udp6');
+    echo6.on('message', (msg, rinfo) => echo6.send(msg, rinfo.port, rinfo.address));
+    await new Promise<void>((resolve) => echo6.bind(0, '::1', resolve));
+    try {
+      const client = createMasqueClient({ proxy: proxyFor('2') });
+      const tunnel = await client.connectUdp('::1', (echo6.address() as AddressInfo).port);
+      tunnel.send(Buffer.from('over v6'));
+      assert.equal(Buffer.from(await nextDatagram(tunnel)).toString(), 'over v6');
+      await client.close();
+    } finally {
+      echo6.close();
     }
   });
 });
