@@ -37,6 +37,7 @@ import {
   parseUriTemplate,
   type UriTemplate,
 } from '../protocols/masque/template.ts';
+import { settleOpen } from './settle.ts';
 import { IpTunnel, type TunnelInit, UdpTunnel } from './tunnel.ts';
 
 export type { IpAddressRange, IpPrefixEntry, IpVersion } from '../protocols/capsule/connect-ip.ts';
@@ -203,7 +204,7 @@ export function createMasqueClient(options: MasqueClientOptions): MasqueClient {
     const origin = originOf(target.protocol);
     // The timeout and the signal cover the session's set-up too: a proxy that accepts but
     // never sends SETTINGS must not hang the caller.
-    return settle(signal, (resolve, reject) => {
+    return settleOpen<UdpTunnel | IpTunnel>(timeoutMs, signal, (resolve, reject) => {
       let stream: http2.ClientHttp2Stream | undefined;
       let cancelled = false;
       getSession().then((s) => {
@@ -268,22 +269,22 @@ export function createMasqueClient(options: MasqueClientOptions): MasqueClient {
 
   function openH1(target: Target, signal: AbortSignal | undefined): Promise<UdpTunnel | IpTunnel> {
     const origin = originOf(target.protocol);
-    const req = (proxy.protocol === 'https:' ? https : http).request({
-      ...(proxy.protocol === 'https:' ? options.tls : {}),
-      host: proxy.hostname.replace(/^\[|\]$/g, ''),
-      port: proxy.port || (proxy.protocol === 'https:' ? 443 : 80),
-      method: 'GET',
-      path: target.path,
-      agent: false,
-      headers: {
-        Host: origin.host,
-        Connection: 'Upgrade',
-        Upgrade: target.protocol,
-        'Capsule-Protocol': '?1',
-        ...options.headers,
-      },
-    });
-    return settle(signal, (resolve, reject) => {
+    return settleOpen<UdpTunnel | IpTunnel>(timeoutMs, signal, (resolve, reject) => {
+      const req = (proxy.protocol === 'https:' ? https : http).request({
+        ...(proxy.protocol === 'https:' ? options.tls : {}),
+        host: proxy.hostname.replace(/^\[|\]$/g, ''),
+        port: proxy.port || (proxy.protocol === 'https:' ? 443 : 80),
+        method: 'GET',
+        path: target.path,
+        agent: false,
+        headers: {
+          Host: origin.host,
+          Connection: 'Upgrade',
+          Upgrade: target.protocol,
+          'Capsule-Protocol': '?1',
+          ...options.headers,
+        },
+      });
       req.once('error', (e) => reject(toError(e, 'the HTTP/1.1 connection to the MASQUE proxy failed')));
       req.once('response', (res) => {
         res.resume();
@@ -327,52 +328,6 @@ export function createMasqueClient(options: MasqueClientOptions): MasqueClient {
       });
       req.end();
       return () => req.destroy();
-    });
-  }
-
-  /** Runs `body` with the timeout and the caller's signal; `body` returns its cancel step. */
-  function settle<T>(
-    signal: AbortSignal | undefined,
-    body: (resolve: (v: T) => void, reject: (e: OxyError) => void) => () => void,
-  ): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      let done = false;
-      const finish = () => {
-        done = true;
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-      };
-      const cancel = body(
-        (v) => {
-          if (done) return;
-          finish();
-          resolve(v);
-        },
-        (e) => {
-          if (done) return;
-          finish();
-          reject(e);
-        },
-      );
-      const stop = (e: OxyError) => {
-        if (done) return;
-        finish();
-        cancel();
-        reject(e);
-      };
-      const timer = setTimeout(
-        () =>
-          stop(
-            new OxyError(OXY_ERR.CONNECT_TIMEOUT, `MASQUE tunnel not open after ${timeoutMs} ms`, {
-              retryable: true,
-            }),
-          ),
-        timeoutMs,
-      );
-      const onAbort = () =>
-        stop(new OxyError(OXY_ERR.ABORTED, 'MASQUE tunnel open aborted', { cause: signal?.reason }));
-      if (signal?.aborted) onAbort();
-      else signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
