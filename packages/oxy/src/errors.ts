@@ -108,6 +108,16 @@ export const OXY_ERR = {
   INTERCEPTION_CA: 'OXY_ERR_INTERCEPTION_CA',
   /** A tunnel's first bytes are not a well-formed TLS ClientHello (garbage, truncated, bad SNI). */
   TLS_CLIENT_HELLO: 'OXY_ERR_TLS_CLIENT_HELLO',
+
+  // --- MASQUE (capsules, CONNECT-UDP, CONNECT-IP) ----------------------------------------
+  /** A capsule stream broke the capsule protocol (RFC 9297 §3.3): the stream is aborted. */
+  CAPSULE_MALFORMED: 'OXY_ERR_CAPSULE_MALFORMED',
+  /** A capsule was longer than the configured maximum: the stream is aborted. */
+  CAPSULE_TOO_LARGE: 'OXY_ERR_CAPSULE_TOO_LARGE',
+  /** A URI template for CONNECT-UDP or CONNECT-IP breaks RFC 9298 §2 / RFC 9484 §3. Start-up. */
+  MASQUE_TEMPLATE: 'OXY_ERR_MASQUE_TEMPLATE',
+  /** A MASQUE proxy refused the tunnel (its status and `Proxy-Status` are on the error). */
+  MASQUE_REFUSED: 'OXY_ERR_MASQUE_REFUSED',
 } as const;
 
 /** One of the stable `OXY_ERR_*` codes. */
