@@ -35,6 +35,8 @@ export const OXY_ERR = {
   BLOCKED: 'OXY_ERR_BLOCKED',
   /** The client went away before the exchange finished. */
   CLIENT_CLOSED: 'OXY_ERR_CLIENT_CLOSED',
+  /** A request body stopped arriving: no piece within `body_read_timeout` (→ 408, closed). */
+  BODY_TIMEOUT: 'OXY_ERR_BODY_TIMEOUT',
 
   // --- egress --------------------------------------------------------------------------
   /** The egress decision or `egress.blocked_cidrs` refused the destination (→ 403). */
@@ -139,6 +141,7 @@ const STATUS_BY_CODE: Readonly<Partial<Record<string, number>>> = {
   OXY_ERR_BAD_REQUEST: 400,
   OXY_ERR_HEADERS_TOO_LARGE: 431,
   OXY_ERR_HEADER_TIMEOUT: 408,
+  OXY_ERR_BODY_TIMEOUT: 408,
   OXY_ERR_BLOCKED: 403,
   OXY_ERR_EGRESS_BLOCKED: 403,
   OXY_ERR_DNS_TIMEOUT: 504,

@@ -33,6 +33,11 @@ const endpointFields = {
     '10s',
   ),
   idle_timeout: s.duration('How long a keep-alive client connection may sit idle between requests.', '60s'),
+  body_read_timeout: s.duration(
+    'Longest wait for the next piece of a request body (HTTP/1.1 and HTTP/2); a stalled body gets 408 ' +
+      '(or its response is cut) and its upstream request is dropped. 0s means no limit.',
+    '30s',
+  ),
   max_header_size: s.size('Largest request head accepted; a larger one is answered 431.', '16KiB'),
   tunnel_idle_timeout: s.duration('A tunnel with no bytes either way for this long is closed.', '5m'),
   tunnel_max_lifetime: s.duration('A tunnel older than this is closed; 0s means no limit.', '0s'),

@@ -116,32 +116,67 @@ async function upgrade(
       headers,
       setHost: false,
     });
+    let answered = false;
     upReq.on('error', (e) => {
       upstream.destroy();
-      reject(e);
+      if (!answered) reject(e);
     });
+    // A client that leaves before the upstream answers takes the upstream connection with it.
+    const onEarlyClose = (): void => {
+      if (answered) return;
+      answered = true;
+      upReq.destroy();
+      upstream.destroy();
+      recordEnd(rt, request, 0, 0, 'client_closed');
+      resolve();
+    };
+    socket.once('close', onEarlyClose);
     upReq.on('response', (upRes) => {
-      // Not switching: relay the answer and close, as the client's connection is spent.
+      if (answered) return;
+      answered = true;
+      socket.off('close', onEarlyClose);
+      // Not switching: relay the answer, streamed (never held whole), and close, as the
+      // client's connection is spent. A body without a length is delimited by the close.
       request.status = upRes.statusCode ?? 502;
       let out = `HTTP/1.1 ${request.status} ${upRes.statusMessage ?? ''}\r\n`;
       const raw = filterRawHeaders(upRes.rawHeaders, 'content-length');
       for (let i = 0; i < raw.length; i += 2) out += `${raw[i]}: ${raw[i + 1]}\r\n`;
-      const chunks: Buffer[] = [];
-      upRes.on('data', (d: Buffer) => chunks.push(d));
-      upRes.on('end', () => {
-        const body = Buffer.concat(chunks);
-        socket.end(
-          Buffer.concat([
-            Buffer.from(`${out}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`),
-            body,
-          ]),
-        );
+      const length = upRes.headers['content-length'];
+      if (length !== undefined && upRes.headers['transfer-encoding'] === undefined)
+        out += `Content-Length: ${length}\r\n`;
+      socket.write(`${out}Connection: close\r\n\r\n`);
+      let bytesDown = 0;
+      let done = false;
+      const finish = (reason: string): void => {
+        if (done) return;
+        done = true;
         upstream.destroy();
-        recordEnd(rt, request, 0, body.length, 'not_upgraded');
+        recordEnd(rt, request, 0, bytesDown, reason);
         resolve();
+      };
+      upRes.on('data', (d: Buffer) => {
+        bytesDown += d.length;
+        if (!socket.write(d)) upRes.pause();
       });
+      socket.on('drain', () => upRes.resume());
+      upRes.on('end', () => {
+        socket.once('finish', destroyOnFinish);
+        socket.end();
+        finish('not_upgraded');
+      });
+      upRes.on('error', () => {
+        socket.destroy();
+        finish('upstream_reset');
+      });
+      socket.once('close', () => finish('client_closed'));
     });
     upReq.on('upgrade', (upRes, upSocket: Duplex, upHead: Buffer) => {
+      if (answered) {
+        upSocket.destroy();
+        return;
+      }
+      answered = true;
+      socket.off('close', onEarlyClose);
       request.status = 101;
       let out = `HTTP/1.1 101 ${upRes.statusMessage ?? 'Switching Protocols'}\r\n`;
       for (let i = 0; i < upRes.rawHeaders.length; i += 2)
