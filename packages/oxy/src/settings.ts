@@ -94,6 +94,16 @@ export const AuditSettings = s.object('Audit log: one JSON record per tunnel and
     'off',
   ),
   path: s.path('The audit file when output is "file" (appended to).', 'oxy-audit.log'),
+  max_buffer: s.size(
+    'Records held in memory while the file cannot be written (disk full); past this, records are ' +
+      'dropped and counted in oxy_audit_records_dropped_total.',
+    '16MiB',
+  ),
+  retry_interval: s.duration(
+    'How often a failed audit write is retried on a reopened file, and how often the file is checked ' +
+      'for a rename or removal (logrotate) and reopened.',
+    '1s',
+  ),
 });
 /** The value of {@link AuditSettings}. */
 export type AuditSettings = Infer<typeof AuditSettings>;

@@ -55,3 +55,13 @@ export const dnsMetrics = defineMetrics('dns', {
 export const hookMetrics = defineMetrics('hooks', {
   failures_total: counter<{ hook: string }>('App hook calls that threw or rejected.'),
 });
+
+/** The audit log writer (`audit.output: file`). */
+export const auditMetrics = defineMetrics('audit', {
+  records_written_total: counter('Audit records written to the file.'),
+  records_dropped_total: counter(
+    'Audit records lost: the buffer was full while the file could not be written, or the sink was closed.',
+  ),
+  write_errors_total: counter('Audit file writes that failed (they are retried).'),
+  buffered_bytes: gauge('Bytes of audit records waiting to be written.'),
+});
