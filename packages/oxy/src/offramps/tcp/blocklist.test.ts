@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import { BlockList, isIPv4 } from 'node:net';
 import { describe, it } from 'node:test';
 import { parseSettings, s } from 'foundations/settings';
-import { CidrBlocklist, DEFAULT_BLOCKED_CIDRS, parseDottedQuad } from './blocklist.ts';
+import {
+  CidrBlocklist,
+  DEFAULT_BLOCKED_CIDRS,
+  embeddedIPv4,
+  parseDottedQuad,
+  parseIPv6,
+} from './blocklist.ts';
 
 describe('CidrBlocklist', () => {
   const defaults = new CidrBlocklist(DEFAULT_BLOCKED_CIDRS);
@@ -54,7 +60,6 @@ describe('CidrBlocklist', () => {
       '128.0.0.1',
       '2001:4860:4860::8888',
       '2606:4700::1111',
-      '::2',
       'fec0::1',
       'fbff::1',
     ];
@@ -74,6 +79,39 @@ describe('CidrBlocklist', () => {
     }
     for (const ip of ['::ffff:8.8.8.8', '::ffff:808:808', '64:ff9b::1.1.1.1'])
       assert.equal(defaults.has(ip), false, ip);
+  });
+
+  it('checks every well-known IPv6 form that embeds an IPv4 address as that address', () => {
+    const blocked = [
+      '::127.0.0.1', // IPv4-compatible (deprecated)
+      '::a00:1',
+      '::2', // IPv4-compatible 0.0.0.2, inside 0.0.0.0/8
+      '::ffff:0:127.0.0.1', // SIIT
+      '::ffff:0:a9fe:a9fe', // SIIT 169.254.169.254 (cloud metadata)
+      '64:ff9b:1:7f00:1:0:0:0', // local-use NAT64 /48: 127.0.0.1 around the u octet
+      '64:ff9b:1:a9fe:a9:fe00::', // local-use NAT64 /48: 169.254.169.254
+      '2002:7f00:1::', // 6to4 of 127.0.0.1
+      '2002:c0a8:101::1', // 6to4 of 192.168.1.1
+      '2001:0:4136:e378:8000:63bf:f5ff:fffe', // Teredo, client 10.0.0.1 (inverted)
+      '2001:0:a00:1::1', // Teredo, server 10.0.0.1
+    ];
+    for (const ip of blocked) assert.equal(defaults.has(ip), true, ip);
+    const allowed = [
+      '::8.8.8.8',
+      '::ffff:0:8.8.8.8',
+      '64:ff9b:1:808:8:800::',
+      '2002:808:808::1',
+      '2001:0:4136:e378:8000:63bf:f7f7:f7f7',
+    ];
+    for (const ip of allowed) assert.equal(defaults.has(ip), false, ip);
+  });
+
+  it('parses IPv6 addresses to their 16 bytes, and finds what they embed', () => {
+    assert.deepEqual([...parseIPv6('::')], new Array(16).fill(0));
+    assert.deepEqual([...parseIPv6('1::ff:1.2.3.4')], [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 1, 2, 3, 4]);
+    assert.deepEqual([...parseIPv6('2002:c0a8:101::')].slice(0, 6), [0x20, 0x02, 0xc0, 0xa8, 1, 1]);
+    assert.deepEqual(embeddedIPv4(parseIPv6('2001:db8::1')), []);
+    assert.deepEqual(embeddedIPv4(parseIPv6('64:ff9b::c000:201')), [0xc0000201]);
   });
 
   it('ignores a zone index', () => {
