@@ -155,6 +155,7 @@ async function forward(
     oxyAddr: route.target.addr,
     oxyTrusted: route.target.trusted,
     oxyPoolKey: route.target.key,
+    oxyCancel: { cancelled: false },
   };
 
   await exchange(rt, request, req, res, options);
@@ -215,6 +216,7 @@ function exchange(
       settled = true;
       clearTimeout(bodyTimer);
       req.unpipe(upReq);
+      if (options.oxyCancel !== undefined) options.oxyCancel.cancelled = true;
       if (!upReq.writableFinished || upResponse === null || !upResponse.complete) upReq.destroy();
       recordEnd(rt, request, bytesUp, bytesDown, reason);
       resolve();
@@ -231,6 +233,7 @@ function exchange(
       settled = true;
       clearTimeout(bodyTimer);
       req.unpipe(upReq);
+      if (options.oxyCancel !== undefined) options.oxyCancel.cancelled = true;
       upReq.destroy();
       // The request body was not read to its end: the connection cannot carry another request.
       if (!req.complete) closeAfterResponse(req, res);
