@@ -15,7 +15,11 @@ const upstream = await startHttpUpstream({ 'GET /hello': { status: 200, body: 'h
 // Reads requests and never answers.
 const silent = await startTcpServer((s) => s.resume());
 const oxy = await startApp(hooksApp(), {
-  settings: { endpoints: { main: { header_read_timeout: '600ms', body_read_timeout: '500ms', max_header_size: '8KiB' } } },
+  settings: {
+    endpoints: {
+      main: { header_read_timeout: '600ms', body_read_timeout: '500ms', max_header_size: '8KiB' },
+    },
+  },
 });
 after(async () => {
   await Promise.all([upstream.close(), silent.close()]);
@@ -105,7 +109,10 @@ test('oversized heads: 431 and closed, nothing forwarded, memory flat', async ()
     );
     for (const a of answers) assert.match(a, /^HTTP\/1\.1 431 /);
   });
-  assert.ok(upstream.requests.slice(before).every((r) => r.headers['x-pad'] === undefined), 'no oversized head forwarded');
+  assert.ok(
+    upstream.requests.slice(before).every((r) => r.headers['x-pad'] === undefined),
+    'no oversized head forwarded',
+  );
   assert.ok(process.memoryUsage().rss - rss0 < 100 * 1024 * 1024);
   await fdsBackTo(baseline);
 });

@@ -85,9 +85,8 @@ describe('HTTP/2 stream reset', () => {
       req.end();
       setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), 50);
     }
-    await waitUntil(() => silent.accepted() >= n, 'every request to reach the upstream');
+    const records = await oxy.waitForAudit(before + n, 10_000);
     await waitUntil(() => silent.open() === 0, 'the upstream connections to be closed', 5000);
-    const records = await oxy.waitForAudit(before + n);
     const mine = records.slice(before);
     assert.equal(mine.length, n);
     for (const r of mine) assert.equal(r.close_reason, 'client_closed');

@@ -250,7 +250,9 @@ function exchange(
     upReq.on('information', (info: { statusCode: number }) => {
       if (info.statusCode === 101) fail(switchedUnasked());
     });
-    res.on('close', () => settle(responseComplete(res) ? 'done' : 'client_closed'));
+    res.on('close', () =>
+      settle(upResponse?.complete === true && responseComplete(res) ? 'done' : 'client_closed'),
+    );
     upReq.on('response', (upRes) => {
       if (settled) {
         upRes.destroy();

@@ -172,7 +172,10 @@ export class StreamPump {
 
   #sideClosed(side: Duplex, other: Duplex, abrupt: PumpCloseReason): void {
     // A clean close has seen FIN both ways; anything else ends the tunnel for the other side too.
-    if (!(side.readableEnded && side.writableFinished) && !other.destroyed) {
+    // An HTTP/2 stream reports both ends finished after a RST_STREAM too: its code tells.
+    const rst = (side as { rstCode?: number }).rstCode;
+    const clean = side.readableEnded && side.writableFinished && (rst === undefined || rst === 0);
+    if (!clean && !other.destroyed) {
       this.#reason ??= abrupt;
       abortForPeer(other);
     }
