@@ -63,6 +63,8 @@ export const OXY_ERR = {
   ABORTED: 'OXY_ERR_ABORTED',
   /** The upstream server broke the exchange (reset, malformed response). → 502 */
   UPSTREAM_FAILED: 'OXY_ERR_UPSTREAM_FAILED',
+  /** The upstream sent no response head within `egress.response_timeout` of the request. → 504 */
+  RESPONSE_TIMEOUT: 'OXY_ERR_RESPONSE_TIMEOUT',
 
   // --- tunnels -------------------------------------------------------------------------
   /** A tunnel saw no bytes either way for its idle timeout. */
@@ -146,6 +148,7 @@ const STATUS_BY_CODE: Readonly<Partial<Record<string, number>>> = {
   OXY_ERR_EGRESS_BLOCKED: 403,
   OXY_ERR_DNS_TIMEOUT: 504,
   OXY_ERR_CONNECT_TIMEOUT: 504,
+  OXY_ERR_RESPONSE_TIMEOUT: 504,
   OXY_ERR_HOOK_FAILED: 500,
 };
 

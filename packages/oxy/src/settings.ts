@@ -72,6 +72,11 @@ export const EgressSettings = s.object('How the proxy connects to destinations.'
     'Local address to connect from (an IP of this host); ~ lets the kernel choose.',
     s.str('A local IP address.', '0.0.0.0'),
   ),
+  response_timeout: s.duration(
+    "Longest wait for a forwarded request's response head once the request was sent; then 504 and " +
+      'the upstream connection is closed. 0s means no limit.',
+    '60s',
+  ),
   pool_idle_timeout: s.duration('How long an idle upstream HTTP connection is kept for reuse.', '4s'),
   pool_max_idle: s.int(
     'Idle upstream HTTP connections kept per origin (and per client when egress hooks are installed).',

@@ -62,7 +62,9 @@ const bigAnswer = await rawUpstream((s) => {
   pump();
 });
 
-const oxy = await startApp(hooksApp(), { settings: { endpoints: { main: { body_read_timeout: '300ms' } } } });
+const oxy = await startApp(hooksApp(), {
+  settings: { endpoints: { main: { body_read_timeout: '300ms' } }, egress: { response_timeout: '400ms' } },
+});
 after(async () => {
   await Promise.all([silent.close(), switching.close(), bigAnswer.close()]);
   await oxy.stop();
@@ -185,5 +187,34 @@ describe('a request body that stops arriving', () => {
     await waitUntil(() => silent.open() === 0, 'the upstream connection to be closed');
     await waitUntil(() => req.closed, 'the stream to be closed');
     s.destroy();
+  });
+});
+
+describe('an upstream that never answers', () => {
+  test('504 after egress.response_timeout on every path, upstream released, audited', async () => {
+    const heads = [
+      `GET http://${silent.authority}/lean HTTP/1.1\r\nHost: ${silent.authority}\r\n\r\n`,
+      `POST http://${silent.authority}/full HTTP/1.1\r\nHost: ${silent.authority}\r\nContent-Length: 2\r\n\r\nhi`,
+      `GET http://${silent.authority}/up HTTP/1.1\r\nHost: ${silent.authority}\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n`,
+    ];
+    for (const head of heads) {
+      const before = oxy.auditRecords().length;
+      const started = performance.now();
+      const c = rawConnect(oxy.address(), head);
+      const answer = await readUntil(c, '\r\n\r\n', 3000);
+      assert.match(answer, /^HTTP\/1\.1 504 /, head);
+      assert.ok(performance.now() - started >= 350, 'not before the timeout');
+      const records = await oxy.waitForAudit(before + 1);
+      assert.equal(records.at(-1)?.close_reason, 'OXY_ERR_RESPONSE_TIMEOUT');
+      c.destroy();
+    }
+    const s = h2session();
+    const req = s.request({ ':method': 'GET', ':authority': silent.authority, ':path': '/h2' });
+    req.on('error', () => {});
+    req.end();
+    const [headers] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+    assert.equal(headers[':status'], 504);
+    s.destroy();
+    await waitUntil(() => silent.open() === 0, 'the upstream connections to be closed');
   });
 });

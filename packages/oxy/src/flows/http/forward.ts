@@ -241,6 +241,19 @@ function exchange(
     };
 
     upReq.on('error', (e) => fail(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream')));
+    // Once the request is sent, its response head must come within `egress.response_timeout`.
+    const responseLimit = rt.settings.egress.response_timeout;
+    let responseTimer: NodeJS.Timeout | undefined;
+    if (responseLimit > 0)
+      upReq.once('finish', () => {
+        if (settled || upResponse !== null) return;
+        responseTimer = setTimeout(() => {
+          if (upResponse === null)
+            fail(new OxyError(OXY_ERR.RESPONSE_TIMEOUT, 'upstream response timeout', { source: 'upstream' }));
+        }, responseLimit);
+      });
+    res.once('close', () => clearTimeout(responseTimer));
+    upReq.once('close', () => clearTimeout(responseTimer));
     // A 101 to a request that did not ask to switch (hop-by-hop `Upgrade` is never forwarded):
     // Node reports it as an upgrade, or as an informational response followed by nothing.
     upReq.on('upgrade', (_upRes, socket: Duplex) => {
@@ -265,6 +278,7 @@ function exchange(
         return;
       }
       upResponse = upRes;
+      clearTimeout(responseTimer);
       const s = upReq.socket;
       if (s !== null && s.remoteAddress !== undefined)
         request.upstream = formatHostPort(s.remoteAddress, s.remotePort ?? 0);

@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../context/addr.ts';
 import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
 import { connectTunnelEgress } from '../../egress/connect.ts';
-import { httpStatusFor, isOxyError } from '../../errors.ts';
+import { httpStatusFor, isOxyError, OXY_ERR, OxyError } from '../../errors.ts';
 import type { RequestHead } from '../../hooks/http-request.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
@@ -119,7 +119,10 @@ async function upgrade(
     let answered = false;
     upReq.on('error', (e) => {
       upstream.destroy();
-      if (!answered) reject(e);
+      if (answered) return;
+      answered = true;
+      socket.off('close', onEarlyClose);
+      reject(e);
     });
     // A client that leaves before the upstream answers takes the upstream connection with it.
     const onEarlyClose = (): void => {
@@ -131,6 +134,18 @@ async function upgrade(
       resolve();
     };
     socket.once('close', onEarlyClose);
+    // The answer (101 or not) must come within `egress.response_timeout`.
+    const limit = rt.settings.egress.response_timeout;
+    const timer =
+      limit > 0
+        ? setTimeout(() => {
+            if (!answered)
+              upReq.destroy(
+                new OxyError(OXY_ERR.RESPONSE_TIMEOUT, 'upstream response timeout', { source: 'upstream' }),
+              );
+          }, limit)
+        : undefined;
+    upReq.once('close', () => clearTimeout(timer));
     upReq.on('response', (upRes) => {
       if (answered) return;
       answered = true;
