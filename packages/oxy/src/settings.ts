@@ -73,8 +73,9 @@ export const EgressSettings = s.object('How the proxy connects to destinations.'
     s.str('A local IP address.', '0.0.0.0'),
   ),
   response_timeout: s.duration(
-    "Longest wait for a forwarded request's response head once the request was sent; then 504 and " +
-      'the upstream connection is closed. 0s means no limit.',
+    "Longest wait for a forwarded request's response head once the request was sent (then 504), and " +
+      'longest time a response body may make no progress (then it is cut); the upstream connection is ' +
+      'closed either way. 0s means no limit.',
     '60s',
   ),
   pool_idle_timeout: s.duration('How long an idle upstream HTTP connection is kept for reuse.', '4s'),

@@ -62,11 +62,13 @@ const bigAnswer = await rawUpstream((s) => {
   pump();
 });
 
+// Sends a head and the start of a body, then nothing.
+const stalling = await rawUpstream((s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nfirst'));
 const oxy = await startApp(hooksApp(), {
   settings: { endpoints: { main: { body_read_timeout: '300ms' } }, egress: { response_timeout: '400ms' } },
 });
 after(async () => {
-  await Promise.all([silent.close(), switching.close(), bigAnswer.close()]);
+  await Promise.all([silent.close(), switching.close(), bigAnswer.close(), stalling.close()]);
   await oxy.stop();
 });
 
@@ -80,13 +82,18 @@ describe('HTTP/2 stream reset', () => {
   test('a GET reset while waiting for the upstream releases its connection and is audited', async () => {
     const before = oxy.auditRecords().length;
     const s = h2session();
+    await once(s, 'remoteSettings');
     const n = 20;
-    for (let i = 0; i < n; i++) {
+    const accepted = silent.accepted();
+    const reqs = Array.from({ length: n }, (_, i) => {
       const req = s.request({ ':method': 'GET', ':authority': silent.authority, ':path': `/r${i}` });
       req.on('error', () => {});
       req.end();
-      setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), 50);
-    }
+      return req;
+    });
+    // Reset once every request is waiting on its upstream connection.
+    await waitUntil(() => silent.accepted() >= accepted + n, 'every request upstream', 10_000);
+    for (const req of reqs) req.close(http2.constants.NGHTTP2_CANCEL);
     const records = await oxy.waitForAudit(before + n, 10_000);
     await waitUntil(() => silent.open() === 0, 'the upstream connections to be closed', 5000);
     const mine = records.slice(before);
@@ -216,5 +223,34 @@ describe('an upstream that never answers', () => {
     assert.equal(headers[':status'], 504);
     s.destroy();
     await waitUntil(() => silent.open() === 0, 'the upstream connections to be closed');
+  });
+});
+
+describe('a response body that stops moving', () => {
+  test('is cut after egress.response_timeout without progress, on every path, upstream released', async () => {
+    const heads = [
+      `GET http://${stalling.authority}/lean HTTP/1.1\r\nHost: ${stalling.authority}\r\n\r\n`,
+      `POST http://${stalling.authority}/full HTTP/1.1\r\nHost: ${stalling.authority}\r\nContent-Length: 2\r\n\r\nhi`,
+    ];
+    for (const head of heads) {
+      const before = oxy.auditRecords().length;
+      const c = rawConnect(oxy.address(), head);
+      await readUntil(c, 'first', 3000);
+      await waitForClose(c, 3000);
+      const records = await oxy.waitForAudit(before + 1);
+      assert.equal(records.at(-1)?.close_reason, 'OXY_ERR_RESPONSE_TIMEOUT', head);
+    }
+    const before = oxy.auditRecords().length;
+    const s = h2session();
+    const req = s.request({ ':method': 'GET', ':authority': stalling.authority, ':path': '/h2' });
+    req.on('error', () => {});
+    req.end();
+    req.resume();
+    await new Promise((r) => req.on('close', r));
+    assert.notEqual(req.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+    const records = await oxy.waitForAudit(before + 1);
+    assert.equal(records.at(-1)?.close_reason, 'OXY_ERR_RESPONSE_TIMEOUT');
+    s.destroy();
+    await waitUntil(() => stalling.open() === 0, 'the upstream connections to be closed');
   });
 });

@@ -226,7 +226,7 @@ function exchange(
       if (settled) return;
       if (res.headersSent) {
         request.status = httpStatusFor(e);
-        res.destroy();
+        cutResponse(res);
         settle(e.code);
         return;
       }
@@ -288,8 +288,24 @@ function exchange(
           upRes.on('data', (chunk: Buffer) => {
             bytesDown += chunk.length;
           });
-          upRes.on('error', () => res.destroy());
+          upRes.on('error', () => cutResponse(res));
           upRes.pipe(res);
+          // A body that makes no progress for a whole `egress.response_timeout` (the upstream
+          // stopped sending, or the client stopped reading) is cut.
+          if (responseLimit > 0) {
+            let seen = -1;
+            const stall = setTimeout(function check() {
+              if (settled) return;
+              if (bytesDown !== seen) {
+                seen = bytesDown;
+                stall.refresh();
+                return;
+              }
+              settle(OXY_ERR.RESPONSE_TIMEOUT);
+              cutResponse(res);
+            }, responseLimit);
+            res.once('close', () => clearTimeout(stall));
+          }
         },
         (e: unknown) => fail(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream')),
       );
@@ -313,6 +329,16 @@ function exchange(
     req.on('end', () => clearTimeout(bodyTimer));
     req.pipe(upReq);
   });
+}
+
+/**
+ * Cuts a response that has started: the HTTP/1.1 connection is closed, the HTTP/2 stream reset
+ * with INTERNAL_ERROR (a destroy would send NO_ERROR, which reads as a clean end).
+ */
+function cutResponse(res: http.ServerResponse): void {
+  const stream = (res as { stream?: http2.ServerHttp2Stream }).stream;
+  if (stream === undefined) res.destroy();
+  else if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
 }
 
 function switchedUnasked(): OxyError {
