@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { BlockList, isIPv4 } from 'node:net';
+import { BlockList, isIP, isIPv4 } from 'node:net';
 import { describe, it } from 'node:test';
 import { parseSettings, s } from 'foundations/settings';
 import {
@@ -157,6 +157,44 @@ describe('CidrBlocklist', () => {
     const parsed = parseSettings(schema, []);
     assert.deepEqual(parsed, [...DEFAULT_BLOCKED_CIDRS]);
     assert.deepEqual(new CidrBlocklist(parsed).cidrs, DEFAULT_BLOCKED_CIDRS);
+  });
+
+  it('parses random IPv6 addresses in every textual form back to their bytes (fuzz)', () => {
+    let seed = 7;
+    const rnd = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const deadline = performance.now() + 300;
+    let n = 0;
+    while (performance.now() < deadline) {
+      n++;
+      // Bytes with runs of zeros, so '::' compression has something to compress.
+      const bytes = Array.from({ length: 16 }, () => (rnd(3) === 0 ? 0 : rnd(256)));
+      const groups = Array.from(
+        { length: 8 },
+        (_, i) => ((bytes[2 * i] as number) << 8) | (bytes[2 * i + 1] as number),
+      );
+      const text = groups.map((g) => g.toString(16));
+      if (rnd(2) === 0) {
+        const v4 = bytes.slice(12).join('.');
+        text.splice(6, 2, v4);
+      }
+      let form = text.join(':');
+      // Compress the first run of zero groups (before a dotted tail), as `::`.
+      const start = text.indexOf('0');
+      if (start >= 0 && rnd(2) === 0) {
+        let end = start;
+        while (end < text.length && text[end] === '0') end++;
+        form = `${text.slice(0, start).join(':')}::${text.slice(end).join(':')}`;
+      }
+      if (rnd(4) === 0) form = form.toUpperCase();
+      assert.equal(isIP(form), 6, form);
+      assert.deepEqual([...parseIPv6(form)], bytes, form);
+      // What it embeds is always a 32-bit address, never a throw.
+      for (const v4 of embeddedIPv4(parseIPv6(form))) assert.ok(v4 >= 0 && v4 <= 0xffffffff, form);
+    }
+    assert.ok(n > 100);
   });
 
   it('parses dotted quads exactly as net.isIPv4 accepts them', () => {
