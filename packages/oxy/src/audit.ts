@@ -202,7 +202,8 @@ class AuditFile implements AuditSink {
   /** Keeps the whole lines that reached the file, cuts off a partial one, and waits for a retry. */
   #failed(err: WriteFailure, batch: Buffer): void {
     auditMetrics.write_errors_total().inc();
-    const whole = batch.lastIndexOf(10, err.written - 1) + 1;
+    // (A negative offset would search from the end: nothing written means no whole line.)
+    const whole = err.written === 0 ? 0 : batch.lastIndexOf(10, err.written - 1) + 1;
     if (whole > 0) this.#written(countLines(batch.subarray(0, whole).toString()), whole);
     const partial = err.written - whole;
     if (partial > 0) {

@@ -127,10 +127,12 @@ test('past audit.max_buffer records are dropped and counted, the rest written af
   await waitFor(async () => ((await tele.metricValue('audit_records_dropped_total')) ?? 0) > 0, 'a drop');
   setFileSizeLimit('unlimited');
   // Every record is either written or counted as dropped.
-  await waitFor(
-    async () => lines(file).length + ((await tele.metricValue('audit_records_dropped_total')) ?? 0) === 21,
-    'the held records',
-  );
+  let seen = '';
+  await waitFor(async () => {
+    const dropped = (await tele.metricValue('audit_records_dropped_total')) ?? 0;
+    seen = `${lines(file).length} written, ${dropped} dropped`;
+    return lines(file).length + dropped === 21;
+  }, 'the held records').catch((e: Error) => assert.fail(`${e.message}: ${seen}`));
   assert.ok(lines(file).length >= 5, 'the held records were written');
   const dropped = (await tele.metricValue('audit_records_dropped_total')) ?? 0;
   assert.ok(dropped >= 14, `dropped ${dropped}`);
