@@ -46,6 +46,8 @@ export const OXY_ERR = {
    * the datagram dropped) and nothing reaches an upstream.
    */
   PROXY_PROTOCOL: 'OXY_ERR_PROXY_PROTOCOL',
+  /** A request body stopped arriving: no piece within `body_read_timeout` (→ 408, closed). */
+  BODY_TIMEOUT: 'OXY_ERR_BODY_TIMEOUT',
 
   // --- egress --------------------------------------------------------------------------
   /** The egress decision or `egress.blocked_cidrs` refused the destination (→ 403). */
@@ -82,6 +84,8 @@ export const OXY_ERR = {
    * the handshake failed, or no offered ALPN protocol was chosen. → 502, never a plain-text retry.
    */
   UPSTREAM_TLS: 'OXY_ERR_UPSTREAM_TLS',
+  /** The upstream sent no response head within `egress.response_timeout` of the request. → 504 */
+  RESPONSE_TIMEOUT: 'OXY_ERR_RESPONSE_TIMEOUT',
 
   // --- tunnels -------------------------------------------------------------------------
   /** A tunnel saw no bytes either way for its idle timeout. */
@@ -188,10 +192,12 @@ const STATUS_BY_CODE: Readonly<Partial<Record<string, number>>> = {
   OXY_ERR_BAD_REQUEST: 400,
   OXY_ERR_HEADERS_TOO_LARGE: 431,
   OXY_ERR_HEADER_TIMEOUT: 408,
+  OXY_ERR_BODY_TIMEOUT: 408,
   OXY_ERR_BLOCKED: 403,
   OXY_ERR_EGRESS_BLOCKED: 403,
   OXY_ERR_DNS_TIMEOUT: 504,
   OXY_ERR_CONNECT_TIMEOUT: 504,
+  OXY_ERR_RESPONSE_TIMEOUT: 504,
   OXY_ERR_HOOK_FAILED: 500,
   OXY_ERR_UPSTREAM_TLS: 502,
 };

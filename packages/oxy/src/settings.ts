@@ -42,6 +42,11 @@ const httpFields = {
     '10s',
   ),
   idle_timeout: s.duration('How long a keep-alive client connection may sit idle between requests.', '60s'),
+  body_read_timeout: s.duration(
+    'Longest wait for the next piece of a request body (HTTP/1.1 and HTTP/2); a stalled body gets 408 ' +
+      '(or its response is cut) and its upstream request is dropped. 0s means no limit.',
+    '30s',
+  ),
   max_header_size: s.size('Largest request head accepted; a larger one is answered 431.', '16KiB'),
   ...streamFields,
   proxy_protocol: ProxyProtocolSettings,
@@ -140,6 +145,12 @@ export const EgressSettings = s.object('How the proxy connects to destinations.'
     'Local address to connect from (an IP of this host); ~ lets the kernel choose.',
     s.str('A local IP address.', '0.0.0.0'),
   ),
+  response_timeout: s.duration(
+    "Longest wait for a forwarded request's response head once the request was sent (then 504), and " +
+      'longest time a response body may make no progress (then it is cut); the upstream connection is ' +
+      'closed either way. 0s means no limit.',
+    '60s',
+  ),
   pool_idle_timeout: s.duration('How long an idle upstream HTTP connection is kept for reuse.', '4s'),
   pool_max_idle: s.int(
     'Idle upstream HTTP connections kept per origin (and per client when egress hooks are installed).',
@@ -163,6 +174,16 @@ export const AuditSettings = s.object('Audit log: one JSON record per tunnel and
     'off',
   ),
   path: s.path('The audit file when output is "file" (appended to).', 'oxy-audit.log'),
+  max_buffer: s.size(
+    'Records held in memory while the file cannot be written (disk full); past this, records are ' +
+      'dropped and counted in oxy_audit_records_dropped_total.',
+    '16MiB',
+  ),
+  retry_interval: s.duration(
+    'How often a failed audit write is retried on a reopened file, and how often the file is checked ' +
+      'for a rename or removal (logrotate) and reopened.',
+    '1s',
+  ),
 });
 /** The value of {@link AuditSettings}. */
 export type AuditSettings = Infer<typeof AuditSettings>;

@@ -204,11 +204,10 @@ for (const [label, proxy] of [
 }
 
 test('a client that leaves while a response is under way: the upstream exchange is dropped', async () => {
+  // A FIN is not leaving: a half-closed client still reads its response (issue 19).
   const cases: [string, string, (c: RawClient) => void][] = [
-    ['FIN mid-body', '/stall', (c) => c.socket.end()],
     ['reset mid-body', '/stall', (c) => c.socket.resetAndDestroy()],
-    ['FIN mid-chunked-body', '/stall-chunked', (c) => c.socket.end()],
-    ['FIN before the response head', '/hang', (c) => c.socket.end()],
+    ['reset mid-chunked-body', '/stall-chunked', (c) => c.socket.resetAndDestroy()],
     ['reset before the response head', '/hang', (c) => c.socket.resetAndDestroy()],
   ];
   for (const [name, path, leave] of cases) {

@@ -24,6 +24,12 @@ export interface EgressRequestOptions extends http.RequestOptions {
   /** True for an upstream proxy: no `handleUpstreamIps`, no blocklist. */
   readonly oxyTrusted: boolean;
   readonly oxyPoolKey: string;
+  /**
+   * Set once the request was dropped (its client reset or left) before a connection was
+   * given to it: a new connection made for it is closed on arrival rather than pooled unused,
+   * so requests reset at once cannot pile up idle upstream connections.
+   */
+  readonly oxyCancel?: { cancelled: boolean };
 }
 
 type CreateCallback = (err: Error | null, socket?: Duplex) => void;
@@ -62,6 +68,11 @@ export class EgressAgent extends http.Agent {
     const rt = this.#rt;
     connectDirect(rt, o.oxyEgress, o.oxyAddr, o.oxyTrusted).then(
       ({ socket, remote }) => {
+        if (o.oxyCancel?.cancelled === true) {
+          socket.destroy();
+          callback(new Error('request dropped before its upstream connection was ready'));
+          return;
+        }
         try {
           established(rt, o.oxyEgress, socket, remote);
         } catch (e) {

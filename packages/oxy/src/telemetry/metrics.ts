@@ -73,3 +73,13 @@ export const datagramMetrics = defineMetrics('udp', {
     buckets: [0.01, 0.1, 1, 5, 15, 60, 300, 900, 3600],
   }),
 });
+
+/** The audit log writer (`audit.output: file`). */
+export const auditMetrics = defineMetrics('audit', {
+  records_written_total: counter('Audit records written to the file.'),
+  records_dropped_total: counter(
+    'Audit records lost: the buffer was full while the file could not be written, or the sink was closed.',
+  ),
+  write_errors_total: counter('Audit file writes that failed (they are retried).'),
+  buffered_bytes: gauge('Bytes of audit records waiting to be written.'),
+});

@@ -17,16 +17,16 @@
  */
 import http from 'node:http';
 import type { Readable } from 'node:stream';
-import { formatHostPort } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
 import type { EgressAgent, EgressRequestOptions } from '../../egress/agent.ts';
 import { decideEgress, defaultDecision, egressBlocked } from '../../egress/connect.ts';
-import { httpStatusFor, isOxyError, OXY_ERR, toOxyError } from '../../errors.ts';
-import type { HttpHeaders, RequestDecision, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
+import { httpStatusFor, isOxyError } from '../../errors.ts';
+import type { HttpHeaders, RequestDecision, RequestHead } from '../../hooks/http-request.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
+import { exchange } from './forward-exchange.ts';
 import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
 import { forwardBodiless, type LeanForward, type LeanResponse, reasonOf, routeFor } from './lean-forward.ts';
 import { runRequestHook } from './request-hook.ts';
@@ -154,55 +154,10 @@ async function forward(
     oxyAddr: route.target.addr,
     oxyTrusted: route.target.trusted,
     oxyPoolKey: route.target.key,
+    oxyCancel: { cancelled: false },
   };
 
-  await new Promise<void>((resolve, reject) => {
-    const upReq = http.request(options);
-    let bytesUp = 0;
-    upReq.on('error', (e) => {
-      req.unpipe(upReq);
-      reject(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream'));
-    });
-    res.on('close', () => {
-      if (!res.writableFinished) {
-        upReq.destroy();
-        resolve();
-      }
-    });
-    upReq.on('response', (upRes) => {
-      const s = upReq.socket;
-      if (s !== null && s.remoteAddress !== undefined)
-        request.upstream = formatHostPort(s.remoteAddress, s.remotePort ?? 0);
-      relayResponse(rt, request, upRes, res).then(
-        () => {
-          let bytesDown = 0;
-          upRes.on('data', (chunk: Buffer) => {
-            bytesDown += chunk.length;
-          });
-          upRes.on('error', () => res.destroy());
-          upRes.pipe(res);
-          res.on('close', () => {
-            recordEnd(rt, request, bytesUp, bytesDown, res.writableFinished ? 'done' : 'client_closed');
-            resolve();
-          });
-        },
-        (e: unknown) => {
-          upRes.destroy();
-          reject(e);
-        },
-      );
-    });
-    if (req.complete && req.readableLength === 0) {
-      // No body (or an empty one), already read: send the request now, not a tick after `end`.
-      upReq.end();
-      req.resume();
-    } else {
-      req.on('data', (chunk: Buffer) => {
-        bytesUp += chunk.length;
-      });
-      req.pipe(upReq);
-    }
-  });
+  await exchange(rt, request, req, res, options);
 }
 
 /** True for an HTTP/1.1 request that carries no body (no `Transfer-Encoding`, no or a zero length). */
@@ -258,30 +213,4 @@ class ServerResponseOut implements LeanResponse {
     });
     res.end(body);
   }
-}
-
-async function relayResponse(
-  rt: Runtime,
-  request: RequestState,
-  upRes: http.IncomingMessage,
-  res: http.ServerResponse,
-): Promise<void> {
-  const status = upRes.statusCode ?? 502;
-  request.status = status;
-  res.sendDate = false;
-  if (rt.draining) res.shouldKeepAlive = false;
-  const hook = rt.hooks.response;
-  if (hook === null) {
-    res.writeHead(status, upRes.statusMessage, filterRawHeaders(upRes.rawHeaders, ''));
-    return;
-  }
-  let resHead: ResponseHead = { status, headers: { ...upRes.headers } };
-  try {
-    resHead = (await hook(resHead, request)) ?? resHead;
-  } catch (e) {
-    throw rt.hookFailed('HttpRequestHook.handleResponse', e);
-  }
-  stripHopByHop(resHead.headers);
-  request.status = resHead.status;
-  res.writeHead(resHead.status, toRawHeaders(resHead.headers));
 }

@@ -138,6 +138,9 @@ class LeanRun implements ResponseSink, LeanForward {
   #pending: PendingRequest | null = null;
   #bytesDown = 0;
   #done = false;
+  /** Checks, every `egress.response_timeout`, that the response body is still moving. */
+  #stallTimer: NodeJS.Timeout | undefined;
+  #bytesAtCheck = -1;
 
   constructor(rt: Runtime, request: RequestState, out: LeanResponse) {
     this.#rt = rt;
@@ -181,7 +184,25 @@ class LeanRun implements ResponseSink, LeanForward {
     this.#request.upstream = upstream;
     this.#request.status = status;
     this.#out.head(status, statusText, rawHeaders);
+    const limit = this.#rt.settings.egress.response_timeout;
+    if (limit > 0) this.#stallTimer = setTimeout(this.#checkStall, limit);
   }
+
+  /**
+   * A response body that made no progress for a whole `egress.response_timeout` (the upstream
+   * stopped sending, or the client stopped reading) is cut and its upstream connection closed.
+   */
+  readonly #checkStall = (): void => {
+    if (this.#done) return;
+    if (this.#bytesDown !== this.#bytesAtCheck) {
+      this.#bytesAtCheck = this.#bytesDown;
+      this.#stallTimer?.refresh();
+      return;
+    }
+    this.#pending?.abort();
+    this.#out.fail(504, errorBody(504, 'upstream response timeout'));
+    this.#finish(OXY_ERR.RESPONSE_TIMEOUT);
+  };
 
   onBody(chunk: Buffer, resume: () => void): boolean {
     this.#bytesDown += chunk.length;
@@ -207,6 +228,7 @@ class LeanRun implements ResponseSink, LeanForward {
   #finish(reason: string): void {
     if (this.#done) return;
     this.#done = true;
+    clearTimeout(this.#stallTimer);
     recordEnd(this.#rt, this.#request, 0, this.#bytesDown, reason);
   }
 }

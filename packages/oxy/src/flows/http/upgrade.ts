@@ -1,24 +1,23 @@
 /**
  * `Upgrade` through an absolute-form request (WebSocket over a plain forward proxy): the
  * request goes upstream like a forwarded one, but on its own connection (never pooled), and a
- * `101` turns both connections into a tunnel through the stream pump. Any other answer is
+ * `101` turns both connections into a tunnel carried by the stream runner (`carryStream`). Any other answer is
  * relayed and the client connection closed.
  *
  * Order: `handleRequest` → egress pipeline (as for a tunnel) → request sent → `101` relayed →
- * pump → audit record.
+ * `getAppTunnelPipeline` → the pipeline, splice or pump → audit record.
  */
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../context/addr.ts';
 import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
 import { connectTunnelEgress } from '../../egress/connect.ts';
-import { httpStatusFor, isOxyError } from '../../errors.ts';
+import { httpStatusFor, isOxyError, OXY_ERR, OxyError } from '../../errors.ts';
 import type { RequestHead } from '../../hooks/http-request.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
-import { tunnelMetrics } from '../../telemetry/metrics.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
-import { StreamPump } from '../stream/pump.ts';
+import { carryStream } from '../stream/runner.ts';
 import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
 import { reasonOf } from './lean-forward.ts';
 import { runRequestHook } from './request-hook.ts';
@@ -116,32 +115,82 @@ async function upgrade(
       headers,
       setHost: false,
     });
+    let answered = false;
     upReq.on('error', (e) => {
       upstream.destroy();
+      if (answered) return;
+      answered = true;
+      socket.off('close', onEarlyClose);
       reject(e);
     });
+    // A client that leaves before the upstream answers takes the upstream connection with it.
+    const onEarlyClose = (): void => {
+      if (answered) return;
+      answered = true;
+      upReq.destroy();
+      upstream.destroy();
+      recordEnd(rt, request, 0, 0, 'client_closed');
+      resolve();
+    };
+    socket.once('close', onEarlyClose);
+    // The answer (101 or not) must come within `egress.response_timeout`.
+    const limit = rt.settings.egress.response_timeout;
+    const timer =
+      limit > 0
+        ? setTimeout(() => {
+            if (!answered)
+              upReq.destroy(
+                new OxyError(OXY_ERR.RESPONSE_TIMEOUT, 'upstream response timeout', { source: 'upstream' }),
+              );
+          }, limit)
+        : undefined;
+    upReq.once('close', () => clearTimeout(timer));
     upReq.on('response', (upRes) => {
-      // Not switching: relay the answer and close, as the client's connection is spent.
+      if (answered) return;
+      answered = true;
+      socket.off('close', onEarlyClose);
+      // Not switching: relay the answer, streamed (never held whole), and close, as the
+      // client's connection is spent. A body without a length is delimited by the close.
       request.status = upRes.statusCode ?? 502;
       let out = `HTTP/1.1 ${request.status} ${upRes.statusMessage ?? ''}\r\n`;
       const raw = filterRawHeaders(upRes.rawHeaders, 'content-length');
       for (let i = 0; i < raw.length; i += 2) out += `${raw[i]}: ${raw[i + 1]}\r\n`;
-      const chunks: Buffer[] = [];
-      upRes.on('data', (d: Buffer) => chunks.push(d));
-      upRes.on('end', () => {
-        const body = Buffer.concat(chunks);
-        socket.end(
-          Buffer.concat([
-            Buffer.from(`${out}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`),
-            body,
-          ]),
-        );
+      const length = upRes.headers['content-length'];
+      if (length !== undefined && upRes.headers['transfer-encoding'] === undefined)
+        out += `Content-Length: ${length}\r\n`;
+      socket.write(`${out}Connection: close\r\n\r\n`);
+      let bytesDown = 0;
+      let done = false;
+      const finish = (reason: string): void => {
+        if (done) return;
+        done = true;
         upstream.destroy();
-        recordEnd(rt, request, 0, body.length, 'not_upgraded');
+        recordEnd(rt, request, 0, bytesDown, reason);
         resolve();
+      };
+      upRes.on('data', (d: Buffer) => {
+        bytesDown += d.length;
+        if (!socket.write(d)) upRes.pause();
       });
+      socket.on('drain', () => upRes.resume());
+      upRes.on('end', () => {
+        socket.once('finish', destroyOnFinish);
+        socket.end();
+        finish('not_upgraded');
+      });
+      upRes.on('error', () => {
+        socket.destroy();
+        finish('upstream_reset');
+      });
+      socket.once('close', () => finish('client_closed'));
     });
     upReq.on('upgrade', (upRes, upSocket: Duplex, upHead: Buffer) => {
+      if (answered) {
+        upSocket.destroy();
+        return;
+      }
+      answered = true;
+      socket.off('close', onEarlyClose);
       request.status = 101;
       let out = `HTTP/1.1 101 ${upRes.statusMessage ?? 'Switching Protocols'}\r\n`;
       for (let i = 0; i < upRes.rawHeaders.length; i += 2)
@@ -149,14 +198,9 @@ async function upgrade(
       socket.write(`${out}\r\n`);
       if (upHead.length > 0) socket.write(upHead);
       if (clientHead.length > 0) upSocket.write(clientHead);
-      const pump = new StreamPump(socket, upSocket, request.ingress.endpoint.stream);
-      pump.done.then((r) => {
-        tunnelMetrics.bytes_total({ direction: 'up' }).inc(r.bytesUp);
-        tunnelMetrics.bytes_total({ direction: 'down' }).inc(r.bytesDown);
-        tunnelMetrics.duration_seconds().observe((performance.now() - request.startedAt) / 1000);
-        recordEnd(rt, request, r.bytesUp, r.bytesDown, r.reason);
-        resolve();
-      });
+      // From here the upgraded connection is a stream unit like any tunnel: the same carrier
+      // (pipeline hook, splice or pump), metrics and audit record.
+      carryStream(rt, request, eg, socket, upSocket).then(resolve);
     });
     upReq.end();
   });

@@ -17,6 +17,22 @@
 import type { Duplex } from 'node:stream';
 
 /**
+ * A side may carry a function under this key that aborts it when the *other* side failed
+ * (reset or error), instead of a plain `destroy()`: an HTTP/2 CONNECT stream is reset with
+ * CONNECT_ERROR there (RFC 9113 §8.5), which a destroy would send as NO_ERROR or INTERNAL_ERROR.
+ */
+export const kAbortForPeer: unique symbol = Symbol('oxy.abortForPeer');
+
+/** A duplex that may say how to abort it when its peer failed. */
+type Abortable = Duplex & { [kAbortForPeer]?: () => void };
+
+function abortForPeer(side: Duplex): void {
+  const abort = (side as Abortable)[kAbortForPeer];
+  if (abort === undefined) side.destroy();
+  else abort();
+}
+
+/**
  * Bytes a side may hold queued before its source is paused. A stream's own highWaterMark (16 KiB
  * for an HTTP/2 stream) would pause and resume the source on nearly every 64 KiB chunk; this
  * bounds the buffering per tunnel direction instead, still a fixed amount (backpressure holds).
@@ -135,7 +151,11 @@ export class StreamPump {
 
   #fail(reason: PumpCloseReason, e: Error): void {
     this.#error ??= e;
-    this.close(reason);
+    this.#reason ??= reason;
+    if (reason === 'upstream_error') abortForPeer(this.#client);
+    else if (reason === 'client_error') abortForPeer(this.#upstream);
+    this.#client.destroy();
+    this.#upstream.destroy();
   }
 
   #onClientClose(): void {
@@ -152,9 +172,12 @@ export class StreamPump {
 
   #sideClosed(side: Duplex, other: Duplex, abrupt: PumpCloseReason): void {
     // A clean close has seen FIN both ways; anything else ends the tunnel for the other side too.
-    if (!(side.readableEnded && side.writableFinished) && !other.destroyed) {
+    // An HTTP/2 stream reports both ends finished after a RST_STREAM too: its code tells.
+    const rst = (side as { rstCode?: number }).rstCode;
+    const clean = side.readableEnded && side.writableFinished && (rst === undefined || rst === 0);
+    if (!clean && !other.destroyed) {
       this.#reason ??= abrupt;
-      other.destroy();
+      abortForPeer(other);
     }
     if (this.#clientClosed && this.#upstreamClosed) this.#finish();
   }

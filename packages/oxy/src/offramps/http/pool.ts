@@ -24,7 +24,7 @@ import { formatHostPort } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import type { EgressState } from '../../context/state.ts';
 import { connectDirect, established } from '../../egress/connect.ts';
-import { OXY_ERR, type OxyError, toOxyError } from '../../errors.ts';
+import { OXY_ERR, OxyError, toOxyError } from '../../errors.ts';
 import { offloadWrites, writeDirect } from '../../flows/stream/offload.ts';
 import type { Runtime } from '../../runtime.ts';
 
@@ -93,6 +93,8 @@ class Exchange implements PendingRequest {
   aborted = false;
   pending: Buffer | null = null;
   conn: UpstreamConnection | null = null;
+  /** Fires when no response head arrived within `egress.response_timeout`. */
+  timer: NodeJS.Timeout | undefined;
 
   constructor(target: UpstreamTarget, head: string, isHead: boolean, sink: ResponseSink) {
     this.target = target;
@@ -104,6 +106,7 @@ class Exchange implements PendingRequest {
   abort(): void {
     if (this.aborted) return;
     this.aborted = true;
+    clearTimeout(this.timer);
     const c = this.conn;
     if (c !== null && c.exchange === this) {
       c.exchange = null;
@@ -177,6 +180,17 @@ class UpstreamConnection {
   send(ex: Exchange): void {
     this.exchange = ex;
     this.#keepAlive = false;
+    const limit = this.#pool.responseTimeout;
+    if (limit > 0) {
+      clearTimeout(ex.timer);
+      ex.timer = setTimeout(() => {
+        if (this.exchange !== ex || ex.responded) return;
+        ex.reused = false; // not retried: the upstream is slow, not gone
+        this.#fail(
+          new OxyError(OXY_ERR.RESPONSE_TIMEOUT, 'upstream response timeout', { source: 'upstream' }),
+        );
+      }, limit);
+    }
     writeDirect(this.socket as net.Socket, ex.head, 'latin1');
   }
 
@@ -250,6 +264,7 @@ class UpstreamConnection {
     }
     this.#keepAlive = keepAlive;
     ex.responded = true;
+    clearTimeout(ex.timer);
     ex.sink.onHead(status, statusText, raw, this.upstream);
     return ex.isHead ? 1 : 0;
   };
@@ -315,6 +330,7 @@ class UpstreamConnection {
   #fail(e: Error): void {
     const ex = this.exchange;
     this.exchange = null;
+    if (ex !== null) clearTimeout(ex.timer);
     this.destroy();
     if (ex === null) return;
     if (ex.aborted) return;
@@ -351,12 +367,15 @@ export class HttpPool {
   readonly #idle = new Map<string, UpstreamConnection[]>();
   readonly #maxIdle: number;
   readonly idleTimeout: number;
+  /** `egress.response_timeout`: longest wait for a response head (0: none). */
+  readonly responseTimeout: number;
   #closed = false;
 
   constructor(rt: Runtime) {
     this.#rt = rt;
     this.#maxIdle = Math.max(1, rt.settings.egress.pool_max_idle);
     this.idleTimeout = rt.settings.egress.pool_idle_timeout;
+    this.responseTimeout = rt.settings.egress.response_timeout;
   }
 
   /**

@@ -1,8 +1,14 @@
 import assert from 'node:assert/strict';
-import { BlockList, isIPv4 } from 'node:net';
+import { BlockList, isIP, isIPv4 } from 'node:net';
 import { describe, it } from 'node:test';
 import { parseSettings, s } from 'foundations/settings';
-import { CidrBlocklist, DEFAULT_BLOCKED_CIDRS, parseDottedQuad } from './blocklist.ts';
+import {
+  CidrBlocklist,
+  DEFAULT_BLOCKED_CIDRS,
+  embeddedIPv4,
+  parseDottedQuad,
+  parseIPv6,
+} from './blocklist.ts';
 
 describe('CidrBlocklist', () => {
   const defaults = new CidrBlocklist(DEFAULT_BLOCKED_CIDRS);
@@ -54,7 +60,6 @@ describe('CidrBlocklist', () => {
       '128.0.0.1',
       '2001:4860:4860::8888',
       '2606:4700::1111',
-      '::2',
       'fec0::1',
       'fbff::1',
     ];
@@ -74,6 +79,39 @@ describe('CidrBlocklist', () => {
     }
     for (const ip of ['::ffff:8.8.8.8', '::ffff:808:808', '64:ff9b::1.1.1.1'])
       assert.equal(defaults.has(ip), false, ip);
+  });
+
+  it('checks every well-known IPv6 form that embeds an IPv4 address as that address', () => {
+    const blocked = [
+      '::127.0.0.1', // IPv4-compatible (deprecated)
+      '::a00:1',
+      '::2', // IPv4-compatible 0.0.0.2, inside 0.0.0.0/8
+      '::ffff:0:127.0.0.1', // SIIT
+      '::ffff:0:a9fe:a9fe', // SIIT 169.254.169.254 (cloud metadata)
+      '64:ff9b:1:7f00:1:0:0:0', // local-use NAT64 /48: 127.0.0.1 around the u octet
+      '64:ff9b:1:a9fe:a9:fe00::', // local-use NAT64 /48: 169.254.169.254
+      '2002:7f00:1::', // 6to4 of 127.0.0.1
+      '2002:c0a8:101::1', // 6to4 of 192.168.1.1
+      '2001:0:4136:e378:8000:63bf:f5ff:fffe', // Teredo, client 10.0.0.1 (inverted)
+      '2001:0:a00:1::1', // Teredo, server 10.0.0.1
+    ];
+    for (const ip of blocked) assert.equal(defaults.has(ip), true, ip);
+    const allowed = [
+      '::8.8.8.8',
+      '::ffff:0:8.8.8.8',
+      '64:ff9b:1:808:8:800::',
+      '2002:808:808::1',
+      '2001:0:4136:e378:8000:63bf:f7f7:f7f7',
+    ];
+    for (const ip of allowed) assert.equal(defaults.has(ip), false, ip);
+  });
+
+  it('parses IPv6 addresses to their 16 bytes, and finds what they embed', () => {
+    assert.deepEqual([...parseIPv6('::')], new Array(16).fill(0));
+    assert.deepEqual([...parseIPv6('1::ff:1.2.3.4')], [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 1, 2, 3, 4]);
+    assert.deepEqual([...parseIPv6('2002:c0a8:101::')].slice(0, 6), [0x20, 0x02, 0xc0, 0xa8, 1, 1]);
+    assert.deepEqual(embeddedIPv4(parseIPv6('2001:db8::1')), []);
+    assert.deepEqual(embeddedIPv4(parseIPv6('64:ff9b::c000:201')), [0xc0000201]);
   });
 
   it('ignores a zone index', () => {
@@ -119,6 +157,44 @@ describe('CidrBlocklist', () => {
     const parsed = parseSettings(schema, []);
     assert.deepEqual(parsed, [...DEFAULT_BLOCKED_CIDRS]);
     assert.deepEqual(new CidrBlocklist(parsed).cidrs, DEFAULT_BLOCKED_CIDRS);
+  });
+
+  it('parses random IPv6 addresses in every textual form back to their bytes (fuzz)', () => {
+    let seed = 7;
+    const rnd = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const deadline = performance.now() + 300;
+    let n = 0;
+    while (performance.now() < deadline) {
+      n++;
+      // Bytes with runs of zeros, so '::' compression has something to compress.
+      const bytes = Array.from({ length: 16 }, () => (rnd(3) === 0 ? 0 : rnd(256)));
+      const groups = Array.from(
+        { length: 8 },
+        (_, i) => ((bytes[2 * i] as number) << 8) | (bytes[2 * i + 1] as number),
+      );
+      const text = groups.map((g) => g.toString(16));
+      if (rnd(2) === 0) {
+        const v4 = bytes.slice(12).join('.');
+        text.splice(6, 2, v4);
+      }
+      let form = text.join(':');
+      // Compress the first run of zero groups (before a dotted tail), as `::`.
+      const start = text.indexOf('0');
+      if (start >= 0 && rnd(2) === 0) {
+        let end = start;
+        while (end < text.length && text[end] === '0') end++;
+        form = `${text.slice(0, start).join(':')}::${text.slice(end).join(':')}`;
+      }
+      if (rnd(4) === 0) form = form.toUpperCase();
+      assert.equal(isIP(form), 6, form);
+      assert.deepEqual([...parseIPv6(form)], bytes, form);
+      // What it embeds is always a 32-bit address, never a throw.
+      for (const v4 of embeddedIPv4(parseIPv6(form))) assert.ok(v4 >= 0 && v4 <= 0xffffffff, form);
+    }
+    assert.ok(n > 100);
   });
 
   it('parses dotted quads exactly as net.isIPv4 accepts them', () => {

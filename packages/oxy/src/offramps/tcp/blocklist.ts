@@ -2,11 +2,14 @@
  * CIDR membership for `egress.blocked_cidrs`, on Node's `net.BlockList`.
  *
  * The check runs on the address about to be connected to, after DNS, so a public name that
- * resolves to 127.0.0.1 is blocked like the literal. An IPv4 address can hide inside IPv6: an
- * IPv4-mapped address (`::ffff:10.0.0.1`) reaches the IPv4 host through a dual-stack socket, and
- * one under the NAT64 prefix (`64:ff9b::a00:1`) reaches it through a NAT64 gateway, so both are
- * checked as the IPv4 address they carry: each IPv4 range is also added as its `::ffff:0:0/96`
- * and `64:ff9b::/96` images. A zone index (`fe80::1%eth0`) is ignored.
+ * resolves to 127.0.0.1 is blocked like the literal. An IPv4 address can hide inside IPv6, and
+ * reach the IPv4 host through a dual-stack socket, a translator or a tunnel relay; such an
+ * address is blocked when the IPv4 address it carries is (as well as by the IPv6 ranges):
+ * IPv4-mapped `::ffff:0:0/96`, IPv4-compatible `::/96` (deprecated, RFC 4291 §2.5.5.1), SIIT
+ * `::ffff:0:0:0/96` (RFC 2765), NAT64 `64:ff9b::/96` (RFC 6052) and the local-use
+ * `64:ff9b:1::/48` (RFC 8215, RFC 6052 §2.2 layout), 6to4 `2002::/16` (RFC 3056) and Teredo
+ * `2001::/32` (RFC 4380: the client's address, inverted, and the server's). A zone index
+ * (`fe80::1%eth0`) is ignored.
  *
  * Hot path: every upstream connect asks `has`. A dotted-quad IPv4 address (the common case) is
  * parsed by hand and matched against the IPv4 ranges as integers: `BlockList.check` with a
@@ -61,9 +64,6 @@ export class CidrBlocklist {
         const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
         this.#v4.push((parseDottedQuad(address) & mask) >>> 0, mask);
         this.#list.addSubnet(address, prefix, 'ipv4');
-        // The same hosts reached through IPv6: BlockList matches any textual form of these.
-        this.#list.addSubnet(`::ffff:${address}`, 96 + prefix, 'ipv6');
-        this.#list.addSubnet(`64:ff9b::${address}`, 96 + prefix, 'ipv6');
       } else {
         this.#list.addSubnet(address, prefix, 'ipv6');
       }
@@ -72,26 +72,102 @@ export class CidrBlocklist {
   }
 
   /**
-   * True when `ip` is inside one of the ranges. IPv4-mapped and NAT64 (`64:ff9b::/96`) IPv6
-   * addresses are checked as the IPv4 address they carry. A string that is not an IP address
-   * is reported as blocked, so a caller's mistake fails closed.
+   * True when `ip` is inside one of the ranges. An IPv6 address that carries an IPv4 address
+   * (see the top of this module) is also checked as that IPv4 address. A string that is not an
+   * IP address is reported as blocked, so a caller's mistake fails closed.
    */
   has(ip: string): boolean {
     const v4 = parseDottedQuad(ip);
-    if (v4 >= 0) {
-      const ranges = this.#v4;
-      for (let i = 0; i < ranges.length; i += 2) {
-        if ((v4 & (ranges[i + 1] as number)) >>> 0 === ranges[i]) return true;
-      }
-      return false;
-    }
+    if (v4 >= 0) return this.#hasV4(v4);
     const percent = ip.indexOf('%');
     const address = percent < 0 ? ip : ip.slice(0, percent);
     const family = isIP(address);
     if (family === 4) return this.#list.check(address, 'ipv4');
     if (family !== 6) return true;
-    return this.#list.check(address, 'ipv6');
+    if (this.#list.check(address, 'ipv6')) return true;
+    for (const embedded of embeddedIPv4(parseIPv6(address))) if (this.#hasV4(embedded)) return true;
+    return false;
   }
+
+  #hasV4(v4: number): boolean {
+    const ranges = this.#v4;
+    for (let i = 0; i < ranges.length; i += 2) {
+      if ((v4 & (ranges[i + 1] as number)) >>> 0 === ranges[i]) return true;
+    }
+    return false;
+  }
+}
+
+/** The 16 bytes of an IPv6 address `isIP` accepted (`::`, an embedded dotted quad). */
+export function parseIPv6(address: string): Uint8Array {
+  const out = new Uint8Array(16);
+  const gap = address.indexOf('::');
+  const parse = (part: string): number[] => {
+    if (part === '') return [];
+    const bytes: number[] = [];
+    for (const group of part.split(':')) {
+      if (group.includes('.')) {
+        const v4 = parseDottedQuad(group);
+        bytes.push(v4 >>> 24, (v4 >>> 16) & 255, (v4 >>> 8) & 255, v4 & 255);
+      } else {
+        const v = Number.parseInt(group, 16);
+        bytes.push(v >> 8, v & 255);
+      }
+    }
+    return bytes;
+  };
+  if (gap < 0) {
+    out.set(parse(address));
+    return out;
+  }
+  const head = parse(address.slice(0, gap));
+  const tail = parse(address.slice(gap + 2));
+  out.set(head);
+  out.set(tail, 16 - tail.length);
+  return out;
+}
+
+function v4At(b: Uint8Array, i: number): number {
+  return (
+    (((b[i] as number) << 24) |
+      ((b[i + 1] as number) << 16) |
+      ((b[i + 2] as number) << 8) |
+      (b[i + 3] as number)) >>>
+    0
+  );
+}
+
+function zeros(b: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+/** The IPv4 addresses an IPv6 address carries, by the well-known forms (none for most). */
+export function embeddedIPv4(b: Uint8Array): number[] {
+  // ::ffff:a.b.c.d (mapped), ::a.b.c.d (compatible), ::ffff:0:a.b.c.d (SIIT)
+  if (zeros(b, 0, 10) && ((b[10] === 0xff && b[11] === 0xff) || (b[10] === 0 && b[11] === 0)))
+    return [v4At(b, 12)];
+  if (zeros(b, 0, 8) && b[8] === 0xff && b[9] === 0xff && b[10] === 0 && b[11] === 0) return [v4At(b, 12)];
+  if (b[0] === 0 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b) {
+    // 64:ff9b::/96 (RFC 6052 well-known prefix)
+    if (zeros(b, 4, 12)) return [v4At(b, 12)];
+    // 64:ff9b:1::/48 (RFC 8215): a /48 prefix puts the address in bytes 6-7 and 9-11 (8 is `u`)
+    if (b[4] === 0 && b[5] === 1) {
+      const v4 =
+        (((b[6] as number) << 24) |
+          ((b[7] as number) << 16) |
+          ((b[9] as number) << 8) |
+          (b[10] as number)) >>>
+        0;
+      return [v4];
+    }
+    return [];
+  }
+  // 2002:aabb:ccdd::/48 (6to4)
+  if (b[0] === 0x20 && b[1] === 0x02) return [v4At(b, 2)];
+  // 2001:0::/32 (Teredo): the server's address, and the client's, inverted
+  if (b[0] === 0x20 && b[1] === 0x01 && b[2] === 0 && b[3] === 0) return [v4At(b, 4), ~v4At(b, 12) >>> 0];
+  return [];
 }
 
 /**

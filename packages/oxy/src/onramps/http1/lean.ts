@@ -36,7 +36,13 @@ import { serveConnect } from '../../tunnels/connect.ts';
 import { classifyPreface } from '../http2/preface.ts';
 import type { SocketOnRamp } from '../ingress.ts';
 import { type HeadSink, type RequestParser, releaseParser, takeParser } from './request-parser.ts';
-import { answerClientError, Http1ConnectExchange, type Http1OnRamp } from './server.ts';
+import {
+  answerClientError,
+  answerHeadProblem,
+  Http1ConnectExchange,
+  type Http1OnRamp,
+  headProblem,
+} from './server.ts';
 import { SocketResponse } from './socket-response.ts';
 
 function onlyEmptyLines(b: Buffer): boolean {
@@ -99,6 +105,8 @@ class LeanConnection implements LeanResponse, HeadSink {
   #sniff: boolean;
   #run: LeanForward | null = null;
   #inFlight = false;
+  /** The client sent FIN while a response was under way: close once it is written. */
+  #clientEnded = false;
   readonly #out: SocketResponse;
 
   // The head just parsed (set by the parser callbacks).
@@ -188,6 +196,13 @@ class LeanConnection implements LeanResponse, HeadSink {
   }
 
   #dispatch(rest: Buffer | null): void {
+    const problem = headProblem(Math.floor(this.version / 10), this.version % 10, this.rawHeaders);
+    if (problem !== null) {
+      this.#takeHeld(rest);
+      this.#leave();
+      answerHeadProblem(this.ramp.endpoint, this.conn, this.socket, problem);
+      return;
+    }
     const method = this.method;
     if (method === 'CONNECT') {
       this.#connect(rest);
@@ -288,7 +303,12 @@ class LeanConnection implements LeanResponse, HeadSink {
   // LeanResponse: the forwarding path's response, framed onto the socket by `#out`.
 
   head(status: number, statusText: string, rawHeaders: readonly string[]): void {
-    this.#out.head(status, statusText, rawHeaders, !this.keepAlive || this.ramp.rt.draining);
+    this.#out.head(status, statusText, rawHeaders, this.#closeAfter());
+  }
+
+  /** The response in flight is the connection's last: the client asked, half-closed, or we drain. */
+  #closeAfter(): boolean {
+    return !this.keepAlive || this.#clientEnded || this.ramp.rt.draining;
   }
 
   body(chunk: Buffer, resume: () => void): boolean {
@@ -301,7 +321,7 @@ class LeanConnection implements LeanResponse, HeadSink {
   }
 
   fail(status: number, body: string): void {
-    this.#out.fail(status, body, !this.keepAlive || this.ramp.rt.draining);
+    this.#out.fail(status, body, this.#closeAfter());
     this.#exchangeDone();
   }
 
@@ -311,7 +331,7 @@ class LeanConnection implements LeanResponse, HeadSink {
     const s = this.socket;
     s._httpMessage = null;
     if (s.destroyed || s[kLean] === undefined) return;
-    if (this.#out.closeAfter) {
+    if (this.#out.closeAfter || this.#clientEnded) {
       this.#leave();
       // As node:http: closed once the response is flushed, even if the client keeps its side
       // open (the socket is half-open, and may be paused with pipelined requests unread).
@@ -333,13 +353,13 @@ class LeanConnection implements LeanResponse, HeadSink {
   }
 
   /**
-   * The client sent FIN. As `node:http` does, a response still under way is abandoned (its
-   * upstream exchange dropped) and the connection closed; a partial head gets a 400.
+   * The client sent FIN. A response still under way is written, and the connection closed
+   * after it (a half-closed client is still reading); a partial head gets a 400.
    */
   clientEnded(): void {
     if (this.#inFlight) {
-      this.closed();
-      this.socket.destroy();
+      this.#clientEnded = true;
+      this.#held = null; // requests after the FIN are not served: the connection ends
       return;
     }
     const partial = this.phase === HEAD;

@@ -120,6 +120,69 @@ const CLIENT_ERRORS: Readonly<Record<string, [number, string]>> = {
 };
 
 /**
+ * What is wrong with a parsed request head that llhttp accepted, as `[status, reason]`, or
+ * null: a version other than HTTP/1.x → 505 (`HTTP/2.0` in a request line is not HTTP/2); more
+ * than one `Host` field, or none in HTTP/1.1 → 400 (RFC 9112 §3.2); HTTP/1.0 with
+ * `Transfer-Encoding` → 400, its framing being faulty (§6.1: llhttp would read its body up to
+ * the close, so it cannot be served and the connection kept). `rawHeaders` is `[name, value, …]`.
+ */
+export function headProblem(
+  major: number,
+  minor: number,
+  rawHeaders: readonly string[],
+): [number, string] | null {
+  if (major !== 1) return [505, 'version_not_supported'];
+  let hosts = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.length === 4 && name.toLowerCase() === 'host') hosts++;
+    else if (minor === 0 && name.length === 17 && name.toLowerCase() === 'transfer-encoding')
+      return [400, 'bad_framing'];
+  }
+  if (hosts > 1 || (hosts === 0 && minor >= 1)) return [400, hosts > 1 ? 'duplicate_host' : 'missing_host'];
+  return null;
+}
+
+/**
+ * Answers a head {@link headProblem} refused with its status and closes the connection once
+ * the answer is written.
+ */
+export function answerHeadProblem(
+  endpoint: EndpointState,
+  conn: IngressConnection | undefined,
+  socket: Duplex,
+  [status, reason]: [number, string],
+): void {
+  if (conn !== undefined) {
+    conn.closeReason = reason;
+    ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason }).inc();
+  }
+  writeRawResponse(socket, status, `${status} ${http.STATUS_CODES[status]}\n`);
+}
+
+/** Checks a `node:http` request head; answers and returns false when it is refused. */
+function acceptHead(endpoint: EndpointState, req: http.IncomingMessage, socket: Duplex): boolean {
+  const problem = headProblem(req.httpVersionMajor, req.httpVersionMinor, req.rawHeaders);
+  if (problem === null) return true;
+  const res = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+  // The socket stays with Node until the response object lets go of it: answer through it.
+  if (res != null && !res.headersSent) {
+    const body = `${problem[0]} ${http.STATUS_CODES[problem[0]]}\n`;
+    const conn = connOf(socket);
+    if (conn !== undefined) {
+      conn.closeReason = problem[1];
+      ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason: problem[1] }).inc();
+    }
+    res.shouldKeepAlive = false;
+    res.writeHead(problem[0], { 'content-type': 'text/plain', 'content-length': body.length });
+    res.end(body);
+    return false;
+  }
+  answerHeadProblem(endpoint, connOf(socket), socket, problem);
+  return false;
+}
+
+/**
  * Answers a request the client got wrong (llhttp's error `code`, or a timeout) with its status
  * (400, 431 or 408) and closes the connection once the answer is written.
  */
@@ -164,11 +227,18 @@ export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1On
     requireHostHeader: false,
     noDelay: true,
   });
+  // A client that half-closes after its request (FIN) still gets the response; the connection
+  // closes once it is written (endpoints accept with allowHalfOpen).
+  (server as { httpAllowHalfOpen?: boolean }).httpAllowHalfOpen = true;
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const conn = connOf(req.socket);
     if (conn === undefined) {
       res.destroy();
+      return;
+    }
+    if (!acceptHead(endpoint, req, req.socket)) {
+      req.resume();
       return;
     }
     const target = parseAbsoluteTarget(req.url ?? '');
@@ -191,6 +261,7 @@ export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1On
       socket.destroy();
       return;
     }
+    if (!acceptHead(endpoint, req, socket)) return;
     const target = parseAuthority(req.url ?? '');
     if (target === null) {
       writeRawResponse(socket, 400, '400 CONNECT needs a host:port target\n');
@@ -203,6 +274,7 @@ export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1On
 
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, early: Buffer) => {
     const conn = connOf(socket);
+    if (!acceptHead(endpoint, req, socket)) return;
     const target = parseAbsoluteTarget(req.url ?? '');
     if (conn === undefined || target === null || target.scheme !== 'http') {
       writeRawResponse(socket, 400, '400 Upgrade needs an absolute-form http:// target\n');

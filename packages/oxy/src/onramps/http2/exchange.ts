@@ -8,6 +8,7 @@
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { log } from 'foundations/telemetry';
+import { kAbortForPeer } from '../../flows/stream/pump.ts';
 import type { HttpHeaders, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
 import type { ConnectExchange } from '../../tunnels/connect.ts';
 import { http2ResponseHeaders, regularHeaders } from './headers.ts';
@@ -46,6 +47,11 @@ export class Http2ConnectExchange implements ConnectExchange {
   }
 
   accept(res: ResponseHead): Duplex {
+    const stream = this.#stream as http2.ServerHttp2Stream & { [kAbortForPeer]?: () => void };
+    // The upstream connection reset or failed: RST_STREAM CONNECT_ERROR (RFC 9113 §8.5).
+    stream[kAbortForPeer] = () => {
+      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);
+    };
     try {
       this.#stream.respond({ ...http2ResponseHeaders(res.headers), ':status': res.status });
     } catch (e) {

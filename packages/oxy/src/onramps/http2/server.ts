@@ -23,6 +23,8 @@ import { serveForward } from '../../flows/http/forward.ts';
 import { parseAuthority } from '../../flows/http/headers.ts';
 import type { RequestHead } from '../../hooks/http-request.ts';
 import type { Runtime } from '../../runtime.ts';
+import { httpEndpoint } from '../../settings.ts';
+import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { serveConnect } from '../../tunnels/connect.ts';
 import { ForwardResponse, forwardRequest, Http2ConnectExchange, respondText } from './exchange.ts';
 import { classifyRequest } from './headers.ts';
@@ -32,11 +34,39 @@ import type { Http2Settings } from './settings.ts';
 const kConn = Symbol('oxy.http2.conn');
 const kOpen = Symbol('oxy.http2.open');
 const kIdle = Symbol('oxy.http2.idle');
+const kSeen = Symbol('oxy.http2.seen');
+const kBlockSince = Symbol('oxy.http2.blockSince');
 
 interface TaggedSession extends http2.ServerHttp2Session {
   [kConn]?: IngressConnection;
   [kOpen]?: number;
   [kIdle]?: NodeJS.Timeout | undefined;
+  /** The highest stream id whose header block completed (its 'stream' event ran). */
+  [kSeen]?: number;
+  /** When a header block was first seen unfinished, or undefined. */
+  [kBlockSince]?: number | undefined;
+}
+
+/**
+ * True when `session` has been inside one header block (HEADERS without END_HEADERS, then
+ * CONTINUATION frames or nothing) for `limitMs` or more. nghttp2 records a stream id as soon
+ * as its HEADERS frame starts (`lastProcStreamID`), while the 'stream' event waits for the end
+ * of the block; while a block is open the client can send nothing else (RFC 9113 §6.10).
+ */
+function headerBlockExpired(session: TaggedSession, now: number, limitMs: number): boolean {
+  let started: number;
+  try {
+    started = session.state.lastProcStreamID ?? 0;
+  } catch {
+    // Boundary: the session was destroyed between the sweep's check and this call.
+    return false;
+  }
+  if (started <= (session[kSeen] ?? 0)) {
+    session[kBlockSince] = undefined;
+    return false;
+  }
+  session[kBlockSince] ??= now;
+  return now - session[kBlockSince] >= limitMs;
 }
 
 /**
@@ -128,6 +158,28 @@ export function createHttp2OnRamp(
   let pendingConn: IngressConnection | undefined;
   const extended = new Map<string, ExtendedConnectHandler>();
 
+  // A header block that never ends holds the connection (and nghttp2's buffers) with no stream
+  // for the idle timer to see: it gets `header_read_timeout`, as an HTTP/1.1 head does.
+  const headerLimit = httpEndpoint(endpoint.settings).header_read_timeout;
+  const sweep =
+    headerLimit > 0
+      ? setInterval(
+          () => {
+            const now = performance.now();
+            for (const session of sessions) {
+              if (session.destroyed || !headerBlockExpired(session, now, headerLimit)) continue;
+              const conn = session[kConn];
+              if (conn !== undefined) conn.closeReason = 'header_timeout';
+              ingressMetrics
+                .connections_failed_total({ endpoint: endpoint.name, reason: 'header_timeout' })
+                .inc();
+              session.destroy();
+            }
+          },
+          Math.max(50, Math.min(1000, headerLimit / 4)),
+        ).unref()
+      : undefined;
+
   const armIdle = (session: TaggedSession): void => {
     clearTimeout(session[kIdle]);
     session[kIdle] = undefined;
@@ -178,6 +230,8 @@ export function createHttp2OnRamp(
       return;
     }
     session[kOpen] = (session[kOpen] ?? 0) + 1;
+    const id = stream.id ?? 0;
+    if (id > (session[kSeen] ?? 0)) session[kSeen] = id;
     armIdle(session);
     stream.once('close', () => {
       session[kOpen] = (session[kOpen] ?? 1) - 1;
@@ -284,6 +338,7 @@ export function createHttp2OnRamp(
     },
     close(): void {
       draining = true;
+      clearInterval(sweep);
       for (const s of sessions) s.destroy();
       agent.destroy();
     },
