@@ -103,7 +103,8 @@ function section(settings: Record<string, unknown>, key: string): Record<string,
 export function foundationsChecks(settings: Record<string, unknown>): SettingsProblem[] {
   const problems: SettingsProblem[] = [];
   const restart = section(settings, 'restart');
-  if (restart?.enabled === true && typeof restart.socket === 'string') {
+  // An empty socket is the per-instance default, resolved later (restart/socket-path.ts).
+  if (restart?.enabled === true && typeof restart.socket === 'string' && restart.socket !== '') {
     const socket = restart.socket;
     if (!path.isAbsolute(socket)) {
       problems.push({

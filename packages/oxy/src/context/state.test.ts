@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, it } from 'node:test';
-import type { EndpointSettings } from '../settings.ts';
+import { defaultSettings } from 'foundations/settings';
+import { EndpointSettings } from '../settings.ts';
 import { NO_EXT } from './ext.ts';
 import { EndpointState, fixedLocalAddr, IngressConnection } from './state.ts';
 
@@ -61,7 +62,10 @@ describe('IngressConnection.local', () => {
       const port = await freePort(host);
       const conn = await acceptOn(host, port);
       try {
-        const settings = { addr: { kind: 'tcp', host, port } } as EndpointSettings;
+        const settings = {
+          ...defaultSettings(EndpointSettings),
+          addr: { kind: 'tcp', host, port },
+        } as EndpointSettings;
         const endpoint = new EndpointState('main', settings, NO_EXT);
         const c = new IngressConnection(endpoint, conn.socket, 'http/1.1', NO_EXT);
         assert.deepEqual({ ...c.local }, { host: conn.socket.localAddress, port: conn.socket.localPort });

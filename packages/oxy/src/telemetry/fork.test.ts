@@ -5,11 +5,12 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { defaultSettings } from 'foundations/settings';
 import { log, TelemetryContext } from 'foundations/telemetry';
 import { captureTelemetry } from 'foundations/telemetry/testing';
 import { NO_EXT } from '../context/ext.ts';
 import { EndpointState, IngressConnection, RequestState } from '../context/state.ts';
-import type { EndpointSettings } from '../settings.ts';
+import { EndpointSettings } from '../settings.ts';
 import { forkConnection, forkRequest } from './fork.ts';
 
 describe('telemetry forks', () => {
@@ -35,7 +36,10 @@ describe('telemetry forks', () => {
     after(() => tele.stop());
     const endpoint = new EndpointState(
       'main',
-      { addr: { kind: 'tcp', host: '::1', port: 0 } } as EndpointSettings,
+      {
+        ...defaultSettings(EndpointSettings),
+        addr: { kind: 'tcp', host: '::1', port: 0 },
+      } as EndpointSettings,
       NO_EXT,
     );
     const conn = new IngressConnection(endpoint, sockets[1] as net.Socket, 'http/1.1', NO_EXT);

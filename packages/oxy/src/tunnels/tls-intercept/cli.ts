@@ -94,7 +94,8 @@ export async function runCaCommand(
     return 0;
   } catch (e) {
     if (!isOxyError(e)) throw e;
+    // The CA files a setting names cannot be used: a user error, exit 2, as at start-up.
     io.stderr(`${name}: ${e.message}\n`);
-    return 1;
+    return 2;
   }
 }
