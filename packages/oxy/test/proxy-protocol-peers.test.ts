@@ -28,18 +28,9 @@ import {
   type ProxyHeader,
   proxyHeaderView,
 } from '../src/protocols/proxy-protocol/index.ts';
+import { freePort, has } from './fixtures/l4-peers.ts';
 
 const execFileAsync = promisify(execFile);
-
-function has(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    // Boundary: `command -v` exits non-zero when the tool is absent.
-    return false;
-  }
-}
 
 /** Debian's stream module for nginx, when nginx and the module are installed. */
 const NGINX_STREAM = ((): string | null => {
@@ -57,15 +48,6 @@ interface Seen {
   readonly peerPort: number;
   /** The bytes after the header: `rest`, then whatever else the peer sent. */
   data: string;
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as net.AddressInfo;
-  s.close();
-  await once(s, 'close');
-  return port;
 }
 
 async function waitListening(port: number, deadline: number): Promise<void> {
