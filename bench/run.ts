@@ -8,7 +8,8 @@
  * during which other processes used more than 10 % of the machine is marked busy and repeated
  * once at the end of its run.
  *
- *   npm run bench -- --report bench/.work/results-X.jsonl   regenerates docs from saved lines.
+ *   npm run bench -- --report bench/.work/results-X.jsonl [--command "npm run bench -- …"]
+ *     regenerates docs from saved lines (--command: the command they came from, for the page).
  *
  * Scenarios and proxies may be comma lists (`S1,S3 oxy,squid`). `--docs` writes
  * docs/benchmarks.md and docs/bench/*.svg (the default for a full run that is not --quick).
@@ -74,6 +75,7 @@ const { values, positionals } = parseArgs({
     'no-docs': { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
     report: { type: 'string' },
+    command: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -165,7 +167,7 @@ async function main(): Promise<void> {
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as ResultLine);
-    writeDocs(lines, await docInfo(env, 'npm run bench', lines[0]?.time), names);
+    writeDocs(lines, await docInfo(env, values.command ?? 'npm run bench', lines[0]?.time), names);
     return;
   }
 

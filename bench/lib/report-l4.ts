@@ -57,7 +57,8 @@ export function l4Page(lines: readonly ResultLine[], info: PageInfo, proxies: re
     '```',
     '',
     'Configurations are in `bench/lib/proxies-l4.ts`; the load generators are',
-    '`bench/tools/connload.c` (S6b, without `--proxy`) and `bench/tools/udp-load.ts` (S7).',
+    '`bench/tools/connload.c` (S6b, without `--proxy`) and `bench/tools/udp-load.ts` (S7). The raw',
+    'result lines of this page are `docs/bench/results-l4.jsonl`.',
     '',
   );
   return out.join('\n');
