@@ -134,7 +134,13 @@ function writeDocs(lines: ResultLine[], info: Awaited<ReturnType<typeof docInfo>
     log('wrote docs/benchmarks.md');
   }
   if (l4.length > 0) {
-    writeFileSync(join(ROOT, 'docs/bench-l4.md'), l4Page(l4, info, names));
+    // Hand-written findings for the layer-4 page (profiles, what would change them).
+    const notes = join(ROOT, 'bench/analysis-l4.md');
+    const profile = existsSync(notes) ? readFileSync(notes, 'utf8') : undefined;
+    writeFileSync(
+      join(ROOT, 'docs/bench-l4.md'),
+      l4Page(l4, { ...info, ...(profile ? { profile } : {}) }, names),
+    );
     log('wrote docs/bench-l4.md');
   }
 }

@@ -47,6 +47,7 @@ export function l4Page(lines: readonly ResultLine[], info: PageInfo, proxies: re
   for (const n of info.notes) if (proxies.includes(n.name)) out.push(`| ${n.name} | ${n.note} |`);
   out.push('', '## Versions', '', '| software | version |', '| --- | --- |');
   for (const [k, v] of Object.entries(info.versions)) out.push(`| ${k} | ${v} |`);
+  if (info.profile) out.push('', info.profile.trim());
   out.push(
     '',
     '## Reproducing',
