@@ -141,6 +141,9 @@ const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]
   S7c: L4_UDP_COLUMNS('queries_per_s', 'queries/s', 'query'),
 };
 
+/** Columns of Oxy's CPU split by thread (threads.ts). */
+const THREAD_SPLIT = /^(js|reactor)_/;
+
 /** The markdown table of one scenario, best first, with each row as a share of "direct". */
 export function table(sc: Scenario, cells: readonly Cell[]): string {
   const m = METRICS[sc];
@@ -167,7 +170,10 @@ export function table(sc: Scenario, cells: readonly Cell[]): string {
     const share = direct && c.proxy !== 'direct' ? `${((c.med.primary! / direct) * 100).toFixed(0)} %` : '';
     return [
       c.proxy.startsWith('oxy') ? `**${c.proxy}**` : c.proxy,
-      ...cols.map((col) => fmt(c.med[col.key], col.digits)),
+      // Oxy's per-thread split means nothing for a single-threaded peer: its total says it all.
+      ...cols.map((col) =>
+        THREAD_SPLIT.test(col.key) && !c.proxy.startsWith('oxy') ? '–' : fmt(c.med[col.key], col.digits),
+      ),
       ...(direct ? [share] : []),
       `${c.runs}${c.busyRuns ? ` (${c.busyRuns} busy)` : ''}`,
     ];
