@@ -8,7 +8,8 @@
  * during which other processes used more than 10 % of the machine is marked busy and repeated
  * once at the end of its run.
  *
- *   npm run bench -- --report bench/.work/results-X.jsonl   regenerates docs from saved lines.
+ *   npm run bench -- --report bench/.work/results-X.jsonl [--command "npm run bench -- …"]
+ *     regenerates docs from saved lines (--command: the command they came from, for the page).
  *
  * Scenarios and proxies may be comma lists (`S1,S3 oxy,squid`). `--docs` writes
  * docs/benchmarks.md and docs/bench/*.svg (the default for a full run that is not --quick).
@@ -16,6 +17,7 @@
  */
 import { type StdioOptions, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -24,14 +26,18 @@ import { BUSY_THRESHOLD, CpuWatch, describeMachine, foreignLoad } from './lib/ma
 import { installCleanup, stopProcess } from './lib/procs.ts';
 import {
   type BenchEnv,
+  HTTP_SCENARIOS,
+  L4_SCENARIOS,
   PROXIES,
   type ProxyDef,
   type Running,
   SCENARIOS,
   type Scenario,
+  startUdpPeers,
   startUpstream,
 } from './lib/proxies.ts';
 import { page, type ResultLine, summarise, svgChart, table } from './lib/report.ts';
+import { l4Page } from './lib/report-l4.ts';
 import {
   type Figures,
   METRICS,
@@ -43,6 +49,7 @@ import {
   type ScenarioEnv,
   Unsupported,
 } from './lib/scenarios.ts';
+import { runS6a, runS6b, runS7 } from './lib/scenarios-l4.ts';
 import {
   buildConnload,
   ensureApt,
@@ -54,6 +61,9 @@ import {
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const UPSTREAM_PORT = 21080;
+/** The UDP upstreams of S7 (bench/tools/udp-peers.ts): an echo server and a DNS responder. */
+const UDP_ECHO_PORT = 21081;
+const DNS_PORT = 21082;
 const FIRST_PROXY_PORT = 21100;
 
 const { values, positionals } = parseArgs({
@@ -65,6 +75,7 @@ const { values, positionals } = parseArgs({
     'no-docs': { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
     report: { type: 'string' },
+    command: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -73,9 +84,12 @@ function log(s: string): void {
   process.stderr.write(`bench: ${s}\n`);
 }
 
+/** Names that stand for several scenarios on the command line. */
+const GROUPS: Record<string, string[]> = { S6: ['S6a', 'S6b'], S7: ['S7a', 'S7b', 'S7c'] };
+
 function pick<T extends string>(arg: string | undefined, all: readonly T[], what: string): T[] {
   if (!arg || arg === 'all') return [...all];
-  const wanted = arg.split(',');
+  const wanted = arg.split(',').flatMap((w) => GROUPS[w] ?? [w]);
   for (const w of wanted) {
     if (!all.includes(w as T)) {
       log(`unknown ${what} "${w}"; one of: ${all.join(', ')}, all`);
@@ -103,13 +117,32 @@ async function docInfo(env: BenchEnv, command: string, measuredAt?: string) {
   };
 }
 
+/**
+ * Writes the pages of the scenarios that were run: docs/benchmarks.md for S1–S5 and
+ * docs/bench-l4.md for S6/S7, each with its charts, so a run of one group leaves the other's page
+ * as it was.
+ */
 function writeDocs(lines: ResultLine[], info: Awaited<ReturnType<typeof docInfo>>, names: string[]): void {
   const dir = join(ROOT, 'docs/bench');
   mkdirSync(dir, { recursive: true });
   for (const [sc, cells] of summarise(lines, names))
     writeFileSync(join(dir, `${sc}.svg`), svgChart(sc, cells));
-  writeFileSync(join(ROOT, 'docs/benchmarks.md'), page(lines, info, names));
-  log('wrote docs/benchmarks.md and docs/bench/*.svg');
+  const http = lines.filter((l) => HTTP_SCENARIOS.includes(l.scenario));
+  const l4 = lines.filter((l) => L4_SCENARIOS.includes(l.scenario));
+  if (http.length > 0) {
+    writeFileSync(join(ROOT, 'docs/benchmarks.md'), page(http, info, names));
+    log('wrote docs/benchmarks.md');
+  }
+  if (l4.length > 0) {
+    // Hand-written findings for the layer-4 page (profiles, what would change them).
+    const notes = join(ROOT, 'bench/analysis-l4.md');
+    const profile = existsSync(notes) ? readFileSync(notes, 'utf8') : undefined;
+    writeFileSync(
+      join(ROOT, 'docs/bench-l4.md'),
+      l4Page(l4, { ...info, ...(profile ? { profile } : {}) }, names),
+    );
+    log('wrote docs/bench-l4.md');
+  }
 }
 
 async function main(): Promise<void> {
@@ -128,6 +161,8 @@ async function main(): Promise<void> {
     root: ROOT,
     work,
     upstream: `127.0.0.1:${UPSTREAM_PORT}`,
+    udpEcho: `127.0.0.1:${UDP_ECHO_PORT}`,
+    dns: `127.0.0.1:${DNS_PORT}`,
     node: process.execPath,
     oxyEnv: values['cpu-prof'] ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${join(work, 'prof')}` } : {},
   };
@@ -138,7 +173,7 @@ async function main(): Promise<void> {
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as ResultLine);
-    writeDocs(lines, await docInfo(env, 'npm run bench', lines[0]?.time), names);
+    writeDocs(lines, await docInfo(env, values.command ?? 'npm run bench', lines[0]?.time), names);
     return;
   }
 
@@ -166,9 +201,14 @@ async function main(): Promise<void> {
     node: env.node,
     connload,
     upstream: env.upstream,
+    udpEcho: env.udpEcho,
+    dns: env.dns,
     quick: values.quick,
   };
   const upstream = await startUpstream(env, UPSTREAM_PORT, docroot);
+  const udpPeers = scenarios.some((s) => s.startsWith('S7'))
+    ? await startUdpPeers(env, UDP_ECHO_PORT, DNS_PORT)
+    : null;
   const resultsFile = join(work, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.jsonl`);
   log(`results go to ${resultsFile}`);
 
@@ -187,7 +227,7 @@ async function main(): Promise<void> {
     try {
       if (proxy.start) {
         const idx = PROXIES.indexOf(proxy);
-        running = await proxy.start(env, FIRST_PROXY_PORT + idx);
+        running = await proxy.start(env, FIRST_PROXY_PORT + idx, sc);
       }
       // Wait (a little) for a quiet machine before starting the clock; not worth it for --quick.
       for (let i = 0; i < 2 && !values.quick && (await foreignLoad(1000)) > BUSY_THRESHOLD; i++) {
@@ -196,19 +236,24 @@ async function main(): Promise<void> {
       }
       const watch = new CpuWatch();
       const addr = running?.addr ?? null;
+      const pid = running?.proc.pid ?? null;
       let figures: Figures;
       if (sc === 'S1') figures = await runS1(senv, addr);
       else if (sc === 'S2') figures = await runS2(senv, addr);
       else if (sc === 'S3') figures = await runS3(senv, addr);
-      else if (sc === 'S4') figures = await runS4(senv, addr, running?.proc.pid ?? null);
-      else figures = await runS5(senv, addr);
+      else if (sc === 'S4') figures = await runS4(senv, addr, pid);
+      else if (sc === 'S5') figures = await runS5(senv, addr);
+      else if (sc === 'S6a') figures = await runS6a(senv, addr, pid);
+      else if (sc === 'S6b') figures = await runS6b(senv, addr, pid);
+      else figures = await runS7(senv, sc, addr, pid);
       const cpu = watch.stop();
       return {
         ...base,
         status: 'ok',
         foreign_cpu: round(cpu.foreign),
         busy: cpu.foreign > BUSY_THRESHOLD,
-        figures: roundAll(figures),
+        // The load average beside every figure: the machine is shared with other work.
+        figures: roundAll({ ...figures, load1: loadavg()[0] ?? 0 }),
       };
     } catch (err) {
       const status = err instanceof Unsupported ? 'unsupported' : 'error';
@@ -267,6 +312,7 @@ async function main(): Promise<void> {
     }
   }
   await stopProcess(upstream.proc);
+  if (udpPeers) await stopProcess(udpPeers.proc);
   log(`done in ${Math.round((Date.now() - started) / 1000)} s`);
 
   const shown = proxies.map((p) => p.name);

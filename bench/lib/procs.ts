@@ -94,6 +94,29 @@ export async function waitForPort(host: string, port: number, timeoutMs: number,
   throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
 }
 
+/**
+ * Waits until a UDP socket is bound to 127.0.0.1:port (found in /proc/net/udp: there is nothing
+ * to connect to), or throws after `timeoutMs` or when `proc` exits first.
+ */
+export async function waitForUdpPort(port: number, timeoutMs: number, proc?: Proc): Promise<void> {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const deadline = Date.now() + timeoutMs;
+  let gone = false;
+  void proc?.exited.then(() => {
+    gone = true;
+  });
+  while (Date.now() < deadline) {
+    if (gone)
+      throw new Error(
+        `${proc?.name} exited before listening on udp 127.0.0.1:${port} (see ${proc?.logFile})`,
+      );
+    const table = readFileSync('/proc/net/udp', 'utf8');
+    if (table.split('\n').some((l) => l.trim().split(/\s+/)[1] === local)) return;
+    await sleep(100);
+  }
+  throw new Error(`nothing listens on udp 127.0.0.1:${port} after ${timeoutMs} ms`);
+}
+
 /** Result of {@link runCommand}. */
 export interface CommandResult {
   code: number | null;

@@ -7,14 +7,22 @@
  * Every proxy listens on its own fixed port below the ephemeral range (see the Linux notes:
  * a listener inside it can meet EADDRINUSE from other clients' TIME_WAIT sockets).
  */
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Proc, startProcess, waitForPort } from './procs.ts';
+import { conf, dirFor, launch, nginxMain } from './launch.ts';
+import { type Proc, startProcess, waitForUdpPort } from './procs.ts';
+import { L4_PROXIES, oxyL4Endpoint } from './proxies-l4.ts';
 
-/** The scenarios of the issue. */
-export const SCENARIOS = ['S1', 'S2', 'S3', 'S4', 'S5'] as const;
+/**
+ * The scenarios of the issue. S6 (a `tcp` endpoint) and S7 (a `udp` endpoint) have several
+ * figures each, one scenario per figure: `S6` and `S7` on the command line name all of theirs.
+ */
+export const SCENARIOS = ['S1', 'S2', 'S3', 'S4', 'S5', 'S6a', 'S6b', 'S7a', 'S7b', 'S7c'] as const;
 /** One scenario name. */
 export type Scenario = (typeof SCENARIOS)[number];
+/** The HTTP scenarios, docs/benchmarks.md. */
+export const HTTP_SCENARIOS: readonly Scenario[] = ['S1', 'S2', 'S3', 'S4', 'S5'];
+/** The layer-4 scenarios, docs/bench-l4.md. */
+export const L4_SCENARIOS: readonly Scenario[] = ['S6a', 'S6b', 'S7a', 'S7b', 'S7c'];
 
 /** Where things are, handed to every proxy's `start`. */
 export interface BenchEnv {
@@ -24,6 +32,10 @@ export interface BenchEnv {
   readonly work: string;
   /** The upstream origin, host:port. */
   readonly upstream: string;
+  /** The UDP echo upstream of S7, host:port. */
+  readonly udpEcho: string;
+  /** The DNS responder of S7, host:port. */
+  readonly dns: string;
   /** The pinned Node 24 binary. */
   readonly node: string;
   /** Extra environment for Oxy (e.g. NODE_OPTIONS=--cpu-prof). */
@@ -45,54 +57,26 @@ export interface ProxyDef {
   readonly scenarios: readonly Scenario[];
   /** Debian package it needs, if any. */
   readonly apt?: string;
-  /** Starts it on 127.0.0.1:port; resolves once it accepts connections. */
-  start?(env: BenchEnv, port: number): Promise<Running>;
+  /** Starts it on 127.0.0.1:port, set up for `scenario`; resolves once it accepts connections. */
+  start?(env: BenchEnv, port: number, scenario: Scenario): Promise<Running>;
 }
 
-const ALL: readonly Scenario[] = SCENARIOS;
+const ALL: readonly Scenario[] = ['S1', 'S2', 'S3', 'S4', 'S5'];
 const FORWARD_ONLY: readonly Scenario[] = ['S1'];
-
-async function launch(
-  env: BenchEnv,
-  name: string,
-  port: number,
-  cmd: string,
-  args: string[],
-  extraEnv: NodeJS.ProcessEnv = {},
-  startMs = 15000,
-): Promise<Running> {
-  const proc = startProcess(name, cmd, args, { logFile: join(dirFor(env, name), 'out.log'), env: extraEnv });
-  await waitForPort('127.0.0.1', port, startMs, proc);
-  return { proc, addr: `127.0.0.1:${port}` };
-}
-
-/** A world-writable directory per proxy: some drop root and must still write their logs there. */
-function dirFor(env: BenchEnv, name: string): string {
-  const dir = join(env.work, name);
-  if (!existsSync(dir)) mkdirSync(dir, { recursive: true });
-  chmodSync(dir, 0o777);
-  return dir;
-}
-
-function conf(env: BenchEnv, name: string, file: string, text: string): string {
-  const path = join(dirFor(env, name), file);
-  writeFileSync(path, text);
-  return path;
-}
 
 /** Every row, in the order the tables show them. `direct` has no proxy: it is the machine's limit. */
 export const PROXIES: readonly ProxyDef[] = [
   {
     name: 'direct',
     note: 'client straight to the upstream, no proxy: the limit of the machine',
-    scenarios: ['S1', 'S2', 'S3', 'S5'],
+    scenarios: ['S1', 'S2', 'S3', 'S5', 'S6a', 'S6b', 'S7a', 'S7b', 'S7c'],
   },
   {
     name: 'oxy',
-    note: 'this project, default forward proxy (`oxy -c`), one worker',
-    scenarios: ALL,
-    start(env, port) {
-      return startOxy(env, 'oxy', port, 1);
+    note: 'this project, default forward proxy (`oxy -c`), one worker; for S6 and S7 a `tcp` or `udp` endpoint with a fixed target instead',
+    scenarios: SCENARIOS,
+    start(env, port, scenario) {
+      return startOxy(env, 'oxy', port, 1, scenario);
     },
   },
   {
@@ -266,19 +250,8 @@ backend b
       ]);
     },
   },
+  ...L4_PROXIES,
 ];
-
-/** The top of every nginx config here: one worker in the foreground, files under `dir`. */
-function nginxMain(dir: string): string {
-  return `user root;
-worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log crit;
-worker_rlimit_nofile 65536;
-events { worker_connections 30000; }
-`;
-}
 
 function startNginx(env: BenchEnv, name: string, port: number, pass: string, upstreamBlock: string) {
   const dir = dirFor(env, name);
@@ -329,8 +302,15 @@ export function startUpstream(env: BenchEnv, port: number, docroot: string): Pro
 }
 
 /** Oxy's default forward proxy with only what loopback benchmarking needs changed. */
-function startOxy(env: BenchEnv, name: string, port: number, workers: number): Promise<Running> {
+function startOxy(
+  env: BenchEnv,
+  name: string,
+  port: number,
+  workers: number,
+  scenario: Scenario = 'S1',
+): Promise<Running> {
   const dir = dirFor(env, name);
+  const l4 = oxyL4Endpoint(env, port, scenario);
   const cfg = conf(
     env,
     name,
@@ -340,8 +320,7 @@ function startOxy(env: BenchEnv, name: string, port: number, workers: number): P
       '# loopback upstream (egress to loopback is blocked by default), with its own restart',
       '# socket so that another Oxy on this machine cannot stop it from starting.',
       'endpoints:',
-      '  main:',
-      `    addr: "127.0.0.1:${port}"`,
+      ...(l4?.yaml ?? ['  main:', `    addr: "127.0.0.1:${port}"`]),
       'egress:',
       '  blocked_cidrs: []',
       `workers: ${workers}`,
@@ -350,5 +329,18 @@ function startOxy(env: BenchEnv, name: string, port: number, workers: number): P
       '',
     ].join('\n'),
   );
-  return launch(env, name, port, join(env.root, 'node_modules/.bin/oxy'), ['-c', cfg], env.oxyEnv);
+  const bin = join(env.root, 'node_modules/.bin/oxy');
+  return launch(env, name, port, bin, ['-c', cfg], env.oxyEnv, 15000, l4?.udp ?? false);
+}
+
+/** The UDP upstreams of S7: bench/tools/udp-peers.ts (echo and DNS) on fixed loopback ports. */
+export async function startUdpPeers(env: BenchEnv, echoPort: number, dnsPort: number): Promise<Running> {
+  const proc = startProcess(
+    'udp-peers',
+    env.node,
+    [join(env.root, 'bench/tools/udp-peers.ts'), '--echo', String(echoPort), '--dns', String(dnsPort)],
+    { logFile: join(dirFor(env, 'udp-peers'), 'out.log') },
+  );
+  await waitForUdpPort(dnsPort, 15000, proc);
+  return { proc, addr: `127.0.0.1:${echoPort}` };
 }

@@ -81,6 +81,25 @@ function fmt(x: number | undefined, digits = 1): string {
   return x.toFixed(digits);
 }
 
+function L4_UDP_COLUMNS(
+  key: string,
+  head: string,
+  unit: string,
+): { key: string; head: string; digits?: number }[] {
+  return [
+    { key, head },
+    { key: `cpu_us_per_${unit}`, head: `CPU µs/${unit}`, digits: 2 },
+    { key: `js_us_per_${unit}`, head: `JS thread µs/${unit}`, digits: 2 },
+    { key: `reactor_us_per_${unit}`, head: `reactor µs/${unit}`, digits: 2 },
+    {
+      key: unit === 'query' ? 'bad' : 'restarts',
+      head: unit === 'query' ? 'bad answers' : 'loop restarts',
+      digits: 0,
+    },
+    { key: 'load1', head: 'load avg', digits: 1 },
+  ];
+}
+
 const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]> = {
   S1: [
     { key: 'rps', head: 'requests/s' },
@@ -101,7 +120,29 @@ const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]
     { key: 'pss_after_mib', head: 'PSS after MiB', digits: 1 },
   ],
   S5: [{ key: 'gbit_per_s', head: 'Gbit/s', digits: 2 }],
+  S6a: [
+    { key: 'gbit_per_s', head: 'Gbit/s', digits: 2 },
+    { key: 'cpu_s_per_gib', head: 'CPU s/GiB', digits: 2 },
+    { key: 'js_s_per_gib', head: 'JS thread s/GiB', digits: 2 },
+    { key: 'reactor_s_per_gib', head: 'reactor s/GiB', digits: 2 },
+    { key: 'load1', head: 'load avg', digits: 1 },
+  ],
+  S6b: [
+    { key: 'conns_per_s', head: 'connections/s' },
+    { key: 'cpu_us_per_conn', head: 'CPU µs/conn', digits: 1 },
+    { key: 'js_us_per_conn', head: 'JS thread µs/conn', digits: 1 },
+    { key: 'reactor_us_per_conn', head: 'reactor µs/conn', digits: 1 },
+    { key: 'connect_p99_ms', head: 'connect p99 ms', digits: 2 },
+    { key: 'errors', head: 'errors', digits: 0 },
+    { key: 'load1', head: 'load avg', digits: 1 },
+  ],
+  S7a: L4_UDP_COLUMNS('datagrams_per_s', 'datagrams/s', 'datagram'),
+  S7b: L4_UDP_COLUMNS('datagrams_per_s', 'datagrams/s', 'datagram'),
+  S7c: L4_UDP_COLUMNS('queries_per_s', 'queries/s', 'query'),
 };
+
+/** Columns of Oxy's CPU split by thread (threads.ts). */
+const THREAD_SPLIT = /^(js|reactor)_/;
 
 /** The markdown table of one scenario, best first, with each row as a share of "direct". */
 export function table(sc: Scenario, cells: readonly Cell[]): string {
@@ -129,7 +170,10 @@ export function table(sc: Scenario, cells: readonly Cell[]): string {
     const share = direct && c.proxy !== 'direct' ? `${((c.med.primary! / direct) * 100).toFixed(0)} %` : '';
     return [
       c.proxy.startsWith('oxy') ? `**${c.proxy}**` : c.proxy,
-      ...cols.map((col) => fmt(c.med[col.key], col.digits)),
+      // Oxy's per-thread split means nothing for a single-threaded peer: its total says it all.
+      ...cols.map((col) =>
+        THREAD_SPLIT.test(col.key) && !c.proxy.startsWith('oxy') ? '–' : fmt(c.med[col.key], col.digits),
+      ),
       ...(direct ? [share] : []),
       `${c.runs}${c.busyRuns ? ` (${c.busyRuns} busy)` : ''}`,
     ];
@@ -198,7 +242,17 @@ const TARGETS: Record<
   S3: { goal: '≥ 10,000 tunnels/s', ok: (o) => o.med.tunnels_per_s! >= 10000 },
   S4: { goal: '≤ 6 KiB per idle tunnel', ok: (o) => o.med.kib_per_tunnel! <= 6 },
   S5: undefined,
+  S6a: { goal: '≥ 1.0× the better of haproxy-tcp and nginx-stream', ok: (o, peers) => atLeast(o, peers, 1) },
+  S6b: { goal: '≥ 1.0× the better of haproxy-tcp and nginx-stream', ok: (o, peers) => atLeast(o, peers, 1) },
+  S7a: { goal: '≥ 1.5× nginx-stream', ok: (o, peers) => atLeast(o, peers, 1.5) },
+  S7b: { goal: '≥ 1.5× nginx-stream', ok: (o, peers) => atLeast(o, peers, 1.5) },
+  S7c: { goal: '≥ 1.5× nginx-stream', ok: (o, peers) => atLeast(o, peers, 1.5) },
 };
+
+/** Oxy's primary figure is at least `factor` times every peer's (higher is better). */
+function atLeast(oxy: Cell, peers: Cell[], factor: number): boolean {
+  return peers.length > 0 && peers.every((p) => oxy.med.primary! >= factor * p.med.primary!);
+}
 
 /** Rows that are not forward proxies (a fixed upstream): the stretch goal of S1, not a rival. */
 const FIXED = new Set(['nginx-fixed', 'haproxy-fixed']);
@@ -260,6 +314,11 @@ export function page(lines: readonly ResultLine[], info: PageInfo, proxies: read
     `- Measurements: ${lines.length} (${busy} on a busy machine: more than 10 % of its CPU used by other processes during the run; a cell uses only quiet runs when it has three of them, otherwise all its runs, and says how many were busy)`,
     '',
   ];
+  out.push(
+    'The layer-4 scenarios (S6, a `tcp` endpoint; S7, a `udp` endpoint) against HAProxy and nginx',
+    '`stream` have their own page, [bench-l4.md](bench-l4.md).',
+    '',
+  );
   if ([...sums.values()].some((cells) => cells.some((c) => c.proxy === 'oxy'))) {
     out.push('## Oxy against the targets', '', targetsTable(sums), '');
     out.push('For S4 lower is better, so a ratio below 1× is ahead of the peer.', '');
@@ -287,6 +346,7 @@ export function page(lines: readonly ResultLine[], info: PageInfo, proxies: read
     'npm run bench                      # every scenario, every proxy, 3 runs each (about 20 min)',
     'npm run bench -- S1 oxy --quick    # one short run of one cell',
     'npm run bench -- all squid,oxy     # a subset of proxies',
+    'npm run bench -- S6,S7 --docs      # the layer-4 scenarios only: writes docs/bench-l4.md',
     '```',
     '',
     'The harness installs what it lacks (Debian packages under the apt lock, the Node.js peers into',

@@ -1,0 +1,62 @@
+/**
+ * CPU time of a process tree split by thread, from /proc/<pid>/task/<tid>/schedstat (run time
+ * in nanoseconds, finer than the 10 ms ticks of /proc/<pid>/stat, which matters for a 1-second
+ * run). Oxy's work is on two threads: the JS thread (the process's main thread) and the native
+ * addon's reactor thread, which inherits the main thread's name; V8's and libuv's helpers have
+ * names of their own and are counted as "other".
+ *
+ * Ordering rule: take a sample before and after the measured window and subtract ({@link cpuSplitSince}).
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { processTree } from './procs.ts';
+
+/** Nanoseconds of CPU run time of a process tree, split by kind of thread. */
+export interface CpuSplit {
+  /** The main (JS) thread of each process. */
+  js: number;
+  /** Threads named like the main thread: the addon's reactor thread in Oxy. */
+  reactor: number;
+  /** Everything else: V8 workers, libuv's pool, the inspector's signal thread. */
+  other: number;
+}
+
+function read(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined; // the thread or process exited while we looked
+  }
+}
+
+/** A sample of the tree's CPU run time now. */
+export function cpuSplit(root: number): CpuSplit {
+  const out: CpuSplit = { js: 0, reactor: 0, other: 0 };
+  for (const pid of processTree(root)) {
+    const mainComm = read(`/proc/${pid}/comm`)?.trim();
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tids) {
+      const ns = Number(read(`/proc/${pid}/task/${tid}/schedstat`)?.split(' ')[0] ?? 0);
+      if (Number(tid) === pid) out.js += ns;
+      else if (read(`/proc/${pid}/task/${tid}/comm`)?.trim() === mainComm) out.reactor += ns;
+      else out.other += ns;
+    }
+  }
+  return out;
+}
+
+/**
+ * CPU seconds used since `before`, by kind and in total. Threads that exited in between are lost:
+ * a proxy under test keeps its threads for its lifetime, so that is only ever a helper.
+ */
+export function cpuSplitSince(root: number, before: CpuSplit): CpuSplit & { total: number } {
+  const now = cpuSplit(root);
+  const js = Math.max(0, now.js - before.js) / 1e9;
+  const reactor = Math.max(0, now.reactor - before.reactor) / 1e9;
+  const other = Math.max(0, now.other - before.other) / 1e9;
+  return { js, reactor, other, total: js + reactor + other };
+}
