@@ -17,7 +17,8 @@
  *   - overrides: the first defined answer wins (`getAppTunnelPipeline`, `dnsResolveOverride`,
  *     `tcpConnectOverride`);
  *   - events: every app's method fires, in order, even when an earlier one threw (the first
- *     error is rethrown afterwards, to be logged as that hook's failure).
+ *     error is rethrown afterwards, to be logged as that hook's failure): `handleConnectionClose`,
+ *     `handleConnectionEstablished`, `handleRequestEnd`.
  *
  * Each app's hooks are resolved on their own first (`resolveHooks`), so its hook names are
  * checked and its decisions validated before they are combined: an unknown decision from one
@@ -246,6 +247,18 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
           ({ m, fn }) =>
             () =>
               fn(stats, viewOf(ctx as never, m)),
+        ),
+      );
+  }
+
+  const ends = all('requestEnd');
+  if (ends.length > 0) {
+    httpRequest.handleRequestEnd = (info: never, ctx: object) =>
+      fireAll(
+        ends.map(
+          ({ m, fn }) =>
+            () =>
+              fn(info, viewOf(ctx as never, m)),
         ),
       );
   }

@@ -21,6 +21,7 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'httpRequest.handleProxyConnectResponse': ['wholeTunnel'],
   'httpRequest.handleRequest': ['leanForward'],
   'httpRequest.handleResponse': ['leanForward'],
+  'httpRequest.handleRequestEnd': [],
   'tunnel.getAppTunnelPipeline': ['wholeTunnel'],
   'datagram.handleDatagram': ['rawDatagrams'],
   'egress.handleConnection': ['sharedPool', 'defaultEgress'],

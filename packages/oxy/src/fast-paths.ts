@@ -63,6 +63,8 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   proxyConnectResponse: ['wholeTunnel'],
   request: ['leanForward'],
   response: ['leanForward'],
+  // An event after the end: every path fires it (`flows/record.ts`).
+  requestEnd: [],
   // The app moves the bytes.
   appTunnelPipeline: ['wholeTunnel'],
   // Sees (and may rewrite) every datagram.

@@ -36,6 +36,7 @@ import {
   HTTP_REQUEST_HOOK_METHODS,
   type HttpRequestHook,
   type RequestDecision,
+  type RequestEndInfo,
   type RequestHead,
   type ResponseHead,
 } from './http-request.ts';
@@ -104,6 +105,7 @@ export interface ResolvedHooks {
     | null;
   readonly request: ((head: RequestHead, ctx: RequestContext) => Maybe<RequestDecision>) | null;
   readonly response: ((res: ResponseHead, ctx: RequestContext) => Maybe<ResponseHead | undefined>) | null;
+  readonly requestEnd: ((info: RequestEndInfo, ctx: RequestContext) => void) | null;
   readonly appTunnelPipeline:
     | ((ctx: RequestContext, egress: EgressContext) => Maybe<AppTunnelPipeline | undefined>)
     | null;
@@ -209,6 +211,7 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     proxyConnectResponse: bind('httpRequest', 'handleProxyConnectResponse'),
     request: bind('httpRequest', 'handleRequest'),
     response: bind('httpRequest', 'handleResponse'),
+    requestEnd: bind('httpRequest', 'handleRequestEnd'),
     appTunnelPipeline: bind('tunnel', 'getAppTunnelPipeline'),
     datagram: bind('datagram', 'handleDatagram'),
     egressConnection: bind('egress', 'handleConnection'),
