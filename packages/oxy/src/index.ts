@@ -43,6 +43,8 @@ export {
   type HttpHeaders,
   type HttpRequestHook,
   RequestDecision,
+  type RequestEndInfo,
+  type RequestError,
   type RequestHead,
   type ResponseHead,
 } from './hooks/http-request.ts';

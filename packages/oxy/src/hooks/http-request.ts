@@ -112,7 +112,10 @@ export interface RequestEndInfo {
    * `idle_timeout`, or an `OXY_ERR_*` code for a failure.
    */
   readonly closeReason: string;
-  /** The failure, or null when the request did not fail. */
+  /**
+   * What failed or blocked it (`code` `blocked` and the app's reason for a block by a request
+   * hook), or null when it went through.
+   */
   readonly error: RequestError | null;
 }
 
