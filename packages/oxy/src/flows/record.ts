@@ -48,16 +48,29 @@ export function recordEnd(
   const hook = rt.hooks.requestEnd;
   if (hook !== null) {
     const info = endInfo(request, bytesUp, bytesDown, closeReason);
-    try {
-      const r: unknown = hook(info, request);
-      // An async hook's rejection is logged like a throw, not left unhandled.
-      if (r instanceof Promise) r.catch((e: unknown) => rt.hookFailed('HttpRequestHook.handleRequestEnd', e));
-    } catch (e) {
-      rt.hookFailed('HttpRequestHook.handleRequestEnd', e);
-    }
+    // The end may come from a socket event in another context: the hook (and what it logs)
+    // runs in the request's.
+    const t = request.telemetry;
+    if (t === null) runEndHook(rt, hook, info, request);
+    else t.apply(() => runEndHook(rt, hook, info, request));
   }
   if (isFailure(closeReason) && log.enabled('DEBUG')) logFailure(request, closeReason);
   if (rt.audit.enabled) writeAudit(rt, request, bytesUp, bytesDown, closeReason, datagrams);
+}
+
+function runEndHook(
+  rt: Runtime,
+  hook: (info: RequestEndInfo, ctx: RequestState) => void,
+  info: RequestEndInfo,
+  request: RequestState,
+): void {
+  try {
+    const r: unknown = hook(info, request);
+    // An async hook's rejection is logged like a throw, not left unhandled.
+    if (r instanceof Promise) r.catch((e: unknown) => rt.hookFailed('HttpRequestHook.handleRequestEnd', e));
+  } catch (e) {
+    rt.hookFailed('HttpRequestHook.handleRequestEnd', e);
+  }
 }
 
 /** Close reasons that are failures: a block, an `OXY_ERR_*` code, an error either side. */
