@@ -15,7 +15,7 @@
  *   - rewrites: each app gets what the previous one returned (`handleProxyConnectResponse`,
  *     `handleResponse`, `handleUpstreamIps`; a block or an empty list stops there);
  *   - overrides: the first defined answer wins (`getAppTunnelPipeline`, `dnsResolveOverride`,
- *     `tcpConnectOverride`);
+ *     `tcpConnectOverride`, `selectUpstream`);
  *   - events: every app's method fires, in order, even when an earlier one threw (the first
  *     error is rethrown afterwards, to be logged as that hook's failure): `handleConnectionClose`,
  *     `handleConnectionEstablished`, `handleRequestEnd`.
@@ -350,6 +350,7 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
   for (const [key, method] of [
     ['dnsResolveOverride', 'dnsResolveOverride'],
     ['tcpConnectOverride', 'tcpConnectOverride'],
+    ['selectUpstream', 'selectUpstream'],
   ] as const) {
     const overrides = all(key);
     if (overrides.length === 0) continue;

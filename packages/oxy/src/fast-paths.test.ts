@@ -29,6 +29,7 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'egress.handleUpstreamIps': ['sharedPool', 'literalEgress'],
   'egress.dnsResolveOverride': ['sharedPool'],
   'egress.tcpConnectOverride': ['wholeTunnel', 'sharedPool'],
+  'egress.selectUpstream': ['wholeTunnel', 'sharedPool', 'literalEgress'],
 };
 
 /** Every fast path, as the plan names them. */

@@ -76,6 +76,8 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   dnsResolveOverride: ['sharedPool'],
   // Replaces the connect the addon would make.
   tcpConnectOverride: ['wholeTunnel', 'sharedPool'],
+  // Chooses (and retries) the upstream per connection, in JS; may answer later.
+  selectUpstream: ['wholeTunnel', 'sharedPool', 'literalEgress'],
 };
 
 /** What besides the hooks decides the plan. */

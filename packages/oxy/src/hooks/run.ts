@@ -119,6 +119,9 @@ export interface ResolvedHooks {
   readonly tcpConnectOverride:
     | ((addrs: readonly SocketAddr[], ctx: EgressContext) => Maybe<Duplex | undefined>)
     | null;
+  readonly selectUpstream:
+    | ((target: SocketAddr, ctx: EgressContext) => Maybe<readonly string[] | undefined>)
+    | null;
   readonly tlsSelectCertificate: ((sni: string, ctx: IngressContext) => Maybe<CertificateChoice>) | null;
   readonly tlsClientIdentity:
     | ((identity: ClientIdentity | null, ctx: IngressContext) => Maybe<ClientIdentityDecision>)
@@ -219,6 +222,7 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     upstreamIps: bind('egress', 'handleUpstreamIps'),
     dnsResolveOverride: bind('egress', 'dnsResolveOverride'),
     tcpConnectOverride: bind('egress', 'tcpConnectOverride'),
+    selectUpstream: bind('egress', 'selectUpstream'),
     tlsSelectCertificate: bind('tls', 'selectCertificate'),
     tlsClientIdentity: bind('tls', 'handleClientIdentity'),
   };

@@ -53,6 +53,7 @@ const TCP_ACCEPT: readonly FlowStep[] = [
 /** The egress steps for a new upstream connection to a name, with every default taken. */
 const EGRESS_CONNECT: readonly FlowStep[] = [
   { hook: 'egress.handleConnection', answer: 'direct(target)' },
+  { hook: 'egress.selectUpstream', answer: 'undefined: the target itself' },
   { hook: 'egress.dnsResolveOverride', answer: 'undefined: built-in resolver' },
   { hook: 'egress.handleUpstreamIps', answer: 'the addresses as given' },
   { note: 'egress.blocked_cidrs check' },
@@ -325,6 +326,7 @@ export function tracingHooks(overrides: HookOverrides = {}): Hooks {
       handleUpstreamIps: (ips: string[]) => ips,
       dnsResolveOverride: () => undefined,
       tcpConnectOverride: () => undefined,
+      selectUpstream: () => undefined,
       ...overrides.egress,
     },
   };
