@@ -182,6 +182,8 @@ class LeanRun implements ResponseSink, LeanForward {
   }
 
   onUpstream(upstream: string, reused: boolean): void {
+    // Stamped each time: a retry on a new connection (the reused one was closed) counts from it.
+    this.#request.connectedAt = performance.now();
     this.#request.upstream = upstream;
     this.#request.upstreamReused = reused;
   }
