@@ -1,7 +1,11 @@
-/** The Proxy-Status example: curl sees the next hop on the CONNECT response, for an IP and for a name. */
+/**
+ * The Proxy-Status example: curl sees the next hop on the CONNECT response, for an IP and for
+ * a name; forwarded responses name it too, on a new and on a reused upstream connection.
+ */
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { after, test } from 'node:test';
-import { curl, startApp, startHttpUpstream } from 'oxy/testing';
+import { curl, proxyRequest, startApp, startHttpUpstream } from 'oxy/testing';
 import { app } from './app.ts';
 
 const upstream = await startHttpUpstream({ '/': { body: 'ok' } });
@@ -32,4 +36,19 @@ test('the CONNECT response names the address connected to', async () => {
       'http.handleProxyConnectResponse',
     ]);
   }
+});
+
+test('two forwarded requests on one keep-alive connection both name the next hop', async () => {
+  const before = upstream.accepted();
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    for (let i = 0; i < 2; i++) {
+      const res = await proxyRequest(proxy.address(), `${upstream.origin}/`, { agent });
+      assert.equal(res.text, 'ok');
+      assert.equal(res.headers['proxy-status'], `oxy; next-hop="127.0.0.1:${upstream.port}"`);
+    }
+  } finally {
+    agent.destroy();
+  }
+  assert.equal(upstream.accepted() - before, 1, 'the second request reused the upstream connection');
 });

@@ -15,9 +15,10 @@
  *   - rewrites: each app gets what the previous one returned (`handleProxyConnectResponse`,
  *     `handleResponse`, `handleUpstreamIps`; a block or an empty list stops there);
  *   - overrides: the first defined answer wins (`getAppTunnelPipeline`, `dnsResolveOverride`,
- *     `tcpConnectOverride`);
+ *     `tcpConnectOverride`, `selectUpstream`);
  *   - events: every app's method fires, in order, even when an earlier one threw (the first
- *     error is rethrown afterwards, to be logged as that hook's failure).
+ *     error is rethrown afterwards, to be logged as that hook's failure): `handleConnectionClose`,
+ *     `handleConnectionEstablished`, `handleRequestEnd`.
  *
  * Each app's hooks are resolved on their own first (`resolveHooks`), so its hook names are
  * checked and its decisions validated before they are combined: an unknown decision from one
@@ -250,6 +251,18 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
       );
   }
 
+  const ends = all('requestEnd');
+  if (ends.length > 0) {
+    httpRequest.handleRequestEnd = (info: never, ctx: object) =>
+      fireAll(
+        ends.map(
+          ({ m, fn }) =>
+            () =>
+              fn(info, viewOf(ctx as never, m)),
+        ),
+      );
+  }
+
   const connectRequests = all('proxyConnectRequest');
   if (connectRequests.length > 0) {
     httpRequest.handleProxyConnectRequest = async (head: never, ctx: object): Promise<ConnectDirective> => {
@@ -337,6 +350,7 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
   for (const [key, method] of [
     ['dnsResolveOverride', 'dnsResolveOverride'],
     ['tcpConnectOverride', 'tcpConnectOverride'],
+    ['selectUpstream', 'selectUpstream'],
   ] as const) {
     const overrides = all(key);
     if (overrides.length === 0) continue;

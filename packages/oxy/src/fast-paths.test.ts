@@ -21,6 +21,7 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'httpRequest.handleProxyConnectResponse': ['wholeTunnel'],
   'httpRequest.handleRequest': ['leanForward'],
   'httpRequest.handleResponse': ['leanForward'],
+  'httpRequest.handleRequestEnd': [],
   'tunnel.getAppTunnelPipeline': ['wholeTunnel'],
   'datagram.handleDatagram': ['rawDatagrams'],
   'egress.handleConnection': ['sharedPool', 'defaultEgress'],
@@ -28,6 +29,7 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'egress.handleUpstreamIps': ['sharedPool', 'literalEgress'],
   'egress.dnsResolveOverride': ['sharedPool'],
   'egress.tcpConnectOverride': ['wholeTunnel', 'sharedPool'],
+  'egress.selectUpstream': ['wholeTunnel', 'sharedPool', 'literalEgress'],
 };
 
 /** Every fast path, as the plan names them. */

@@ -63,6 +63,8 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   proxyConnectResponse: ['wholeTunnel'],
   request: ['leanForward'],
   response: ['leanForward'],
+  // An event after the end: every path fires it (`flows/record.ts`).
+  requestEnd: [],
   // The app moves the bytes.
   appTunnelPipeline: ['wholeTunnel'],
   // Sees (and may rewrite) every datagram.
@@ -74,6 +76,8 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   dnsResolveOverride: ['sharedPool'],
   // Replaces the connect the addon would make.
   tcpConnectOverride: ['wholeTunnel', 'sharedPool'],
+  // Chooses (and retries) the upstream per connection, in JS; may answer later.
+  selectUpstream: ['wholeTunnel', 'sharedPool', 'literalEgress'],
 };
 
 /** What besides the hooks decides the plan. */

@@ -43,6 +43,8 @@ export {
   type HttpHeaders,
   type HttpRequestHook,
   RequestDecision,
+  type RequestEndInfo,
+  type RequestError,
   type RequestHead,
   type ResponseHead,
 } from './hooks/http-request.ts';
@@ -58,4 +60,11 @@ export {
 export type { AppTunnelPipeline, TunnelHook } from './hooks/tunnel.ts';
 export { CidrBlocklist, DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
 export { appSettings, type RunningProxy, type StartOptions, startOxy, startProxy } from './proxy.ts';
+export {
+  type RequestLogLine,
+  type RequestLogOptions,
+  requestLog,
+  requestLogHooks,
+  requestLogLine,
+} from './request-log.ts';
 export type { AppSettings, AppSettingsSchemas, OxySettings } from './settings.ts';

@@ -11,6 +11,7 @@ import { type AuditSink, openAudit } from './audit.ts';
 import type { ErasedExtFactories } from './context/ext.ts';
 import type { IngressConnection } from './context/state.ts';
 import { DnsResolver } from './dns/resolver.ts';
+import { UpstreamHealth } from './egress/upstream-select.ts';
 import { hookFailed, isOxyError, OXY_ERR, type OxyError } from './errors.ts';
 import { type FastPaths, planFastPaths } from './fast-paths.ts';
 import type { UpstreamProxy } from './hooks/egress.ts';
@@ -32,6 +33,8 @@ export class Runtime {
   readonly audit: AuditSink;
   /** `egress.upstream_proxy` when enabled: the default decision becomes `viaProxy`. */
   readonly defaultProxy: UpstreamProxy | null;
+  /** Passive health of the upstreams `EgressHook.selectUpstream` names (`egress.upstream_health`). */
+  readonly upstreamHealth: UpstreamHealth;
   /** The fast paths this app may take, decided once from its hooks and settings. */
   readonly fast: FastPaths;
   /**
@@ -65,6 +68,8 @@ export class Runtime {
     this.blocklist = new CidrBlocklist(settings.egress.blocked_cidrs as readonly string[]);
     this.audit = openAudit(settings.audit);
     this.defaultProxy = upstreamProxyFromSettings(settings.egress.upstream_proxy) ?? null;
+    const health = settings.egress.upstream_health;
+    this.upstreamHealth = new UpstreamHealth(health.failures, health.cooldown);
     // Named CA files are read now, so a bad one fails the start naming egress.tls.extra_ca[i].
     if ((settings.egress.tls?.extra_ca.length ?? 0) > 0)
       this.#upstreamTrust = loadUpstreamTrust(settings.egress.tls);

@@ -159,6 +159,14 @@ export const EgressSettings = s.object('How the proxy connects to destinations.'
       min: 0,
     },
   ),
+  upstream_health: s.object(
+    'Passive health of the upstreams an app names with `EgressHook.selectUpstream`: an upstream whose ' +
+      'connects failed `failures` times in a row is skipped for `cooldown` (unless every candidate is).',
+    {
+      failures: s.int('Consecutive connect failures that eject an upstream.', 3, { min: 1 }),
+      cooldown: s.duration('How long an ejected upstream is skipped.', '10s'),
+    },
+  ),
   upstream_proxy: UpstreamProxySettings,
   dns: DnsSettings,
   tls: UpstreamTlsSettings,

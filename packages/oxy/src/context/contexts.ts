@@ -140,6 +140,14 @@ export interface RequestContext<X extends ExtTypes = ExtTypes> {
   readonly target: SocketAddr;
   /** `performance.now()` when the request head was read. */
   readonly startedAt: number;
+  /**
+   * `ip:port` of the upstream connection the request goes out on, once there is one (set
+   * before `handleResponse` and `handleProxyConnectResponse`, for new and pooled connections
+   * alike), or null: not connected yet, blocked, or failed before a connection.
+   */
+  readonly upstream: string | null;
+  /** True when {@link upstream} is a keep-alive connection reused from the pool. */
+  readonly upstreamReused: boolean;
   readonly ext: ExtOf<X, 'request'>;
 }
 

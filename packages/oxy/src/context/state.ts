@@ -210,8 +210,30 @@ export class RequestState implements RequestContext, LogFieldSource {
   }
   /** Decisions taken, for the audit record. */
   readonly decisions: string[] = smallArray();
-  /** `ip:port` actually connected to. */
-  upstream: string | null = null;
+  /**
+   * Where {@link upstream} is kept. Not a private field: `composeApps` hands hooks a view whose
+   * prototype is this object, and an accessor reading `#x` through such a view throws.
+   */
+  upstreamAddr: string | null = null;
+  /**
+   * `ip:port` of the upstream connection the request went out on (made or reused), or null
+   * until there is one. Setting it the first time stamps {@link connectedAt}.
+   */
+  get upstream(): string | null {
+    return this.upstreamAddr;
+  }
+  set upstream(addr: string | null) {
+    if (this.connectedAt === 0 && addr !== null) this.connectedAt = performance.now();
+    this.upstreamAddr = addr;
+  }
+  /** True when the upstream connection came from the keep-alive pool. */
+  upstreamReused = false;
+  /** `performance.now()` when the upstream connection was ready; 0 until then. */
+  connectedAt = 0;
+  /** `performance.now()` when the upstream's response head arrived; 0 until then (or for a tunnel). */
+  respondedAt = 0;
+  /** What failed the request, when a flow knows more than its close reason (`record.ts`). */
+  error: unknown = null;
   status = 0;
   telemetry: TelemetryContext | null = null;
 

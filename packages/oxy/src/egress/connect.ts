@@ -20,6 +20,7 @@ import { connectViaProxy, type UpstreamProxy } from '../offramps/upstream-proxy/
 import { encodeProxyHeader } from '../protocols/proxy-protocol/index.ts';
 import type { Runtime } from '../runtime.ts';
 import { egressMetrics } from '../telemetry/metrics.ts';
+import { connectFirst, selectCandidates } from './upstream-select.ts';
 
 /** A connected upstream. */
 export interface EgressConnection {
@@ -90,6 +91,23 @@ async function resolve(rt: Runtime, eg: EgressState, host: string): Promise<stri
  * connect and the established event.
  */
 export async function connectDirect(
+  rt: Runtime,
+  eg: EgressState,
+  addr: SocketAddr,
+  trusted: boolean,
+  resolved?: readonly string[],
+): Promise<{ socket: Duplex; remote: SocketAddr }> {
+  // An upstream an app routes to a set of (`selectUpstream`): the candidates in turn.
+  if (!trusted && resolved === undefined && rt.hooks.selectUpstream !== null) {
+    const candidates = await selectCandidates(rt, eg, addr);
+    if (candidates !== null)
+      return connectFirst(rt.upstreamHealth, candidates, (c) => connectOne(rt, eg, c, false));
+  }
+  return connectOne(rt, eg, addr, trusted, resolved);
+}
+
+/** {@link connectDirect} to one address. */
+async function connectOne(
   rt: Runtime,
   eg: EgressState,
   addr: SocketAddr,
@@ -246,6 +264,11 @@ export type EgressRoute =
       readonly kind: 'direct';
       readonly ips: readonly string[];
       readonly port: number;
+      /**
+       * Set (and `ips` empty) when `selectUpstream` picks the upstream for this address at
+       * connect time (TCP only): {@link connectStream} resolves and connects the candidates.
+       */
+      readonly select?: SocketAddr;
       /** A PROXY header to send first, or undefined. */
       readonly proxyHeader?: ProxyHeaderOut;
     }
@@ -286,8 +309,14 @@ function routeFor(
         connectFailed(OXY_ERR.NO_TARGET);
         throw new OxyError(OXY_ERR.NO_TARGET, 'no destination to connect to', { source: 'internal' });
       }
-      const found = guardFailure(() => addressesFor(rt, eg, decision.addr, false));
       const proxyHeader = decision.options?.proxyProtocol;
+      if (transport === 'tcp' && rt.hooks.selectUpstream !== null) {
+        const select = decision.addr;
+        return proxyHeader === undefined
+          ? { kind: 'direct', ips: [], port, select }
+          : { kind: 'direct', ips: [], port, select, proxyHeader };
+      }
+      const found = guardFailure(() => addressesFor(rt, eg, decision.addr, false));
       if (proxyHeader === undefined) {
         return Array.isArray(found)
           ? { kind: 'direct', ips: found, port }
@@ -347,8 +376,14 @@ export async function connectStream(
   route: EgressRoute,
 ): Promise<EgressConnection> {
   if (route.kind === 'direct') {
-    const addr = { host: route.ips[0] ?? eg.target.host, port: route.port };
-    const { socket, remote } = await connectDirect(rt, eg, addr, false, route.ips);
+    const addr = route.select ?? { host: route.ips[0] ?? eg.target.host, port: route.port };
+    const { socket, remote } = await connectDirect(
+      rt,
+      eg,
+      addr,
+      false,
+      route.select === undefined ? route.ips : undefined,
+    );
     established(rt, eg, socket, remote);
     if (route.proxyHeader !== undefined) socket.write(proxyHeaderFor(eg, route.proxyHeader, remote));
     return { socket, remote, head: null };

@@ -1,11 +1,20 @@
 /**
- * The end of a request or tunnel: its audit record and its failure metric, written in one
- * place so every on-ramp reports the same fields.
+ * The end of a request or tunnel: its audit record, `HttpRequestHook.handleRequestEnd`, the
+ * DEBUG line of a failed request and its failure metric, in one place so every on-ramp reports
+ * the same fields.
+ *
+ * Ordering rule: {@link recordEnd} runs exactly once per request or tunnel, after its status
+ * and upstream are final; the hook fires before the audit record is written (a throwing hook
+ * is logged and counted and changes nothing). With no hook, no audit and DEBUG off it returns
+ * after three branches.
  */
+import { log } from 'foundations/telemetry';
 import { type AuditRecord, auditIdentity } from '../audit.ts';
 import { formatHostPort } from '../context/addr.ts';
 import type { RequestKind } from '../context/contexts.ts';
 import type { RequestState } from '../context/state.ts';
+import { clientReason, isOxyError } from '../errors.ts';
+import type { RequestEndInfo, RequestError } from '../hooks/http-request.ts';
 import { proxyHeaderView } from '../protocols/proxy-protocol/view.ts';
 import type { Runtime } from '../runtime.ts';
 import { httpMetrics } from '../telemetry/metrics.ts';
@@ -24,7 +33,10 @@ export function countFailure(request: RequestState, status: number): void {
   httpMetrics.requests_failed_total({ endpoint: request.ingress.endpoint.name, status }).inc();
 }
 
-/** Writes the audit record of a finished request or tunnel (when audit is on). */
+/**
+ * Ends a request or tunnel: fires `handleRequestEnd`, logs a failure at DEBUG, and writes the
+ * audit record (when audit is on). Call exactly once per request or tunnel.
+ */
 export function recordEnd(
   rt: Runtime,
   request: RequestState,
@@ -33,7 +45,122 @@ export function recordEnd(
   closeReason: string,
   datagrams?: { readonly datagrams_up: number; readonly datagrams_down: number },
 ): void {
-  if (!rt.audit.enabled) return;
+  const hook = rt.hooks.requestEnd;
+  if (hook !== null) {
+    const info = endInfo(request, bytesUp, bytesDown, closeReason);
+    // The end may come from a socket event in another context: the hook (and what it logs)
+    // runs in the request's.
+    const t = request.telemetry;
+    if (t === null) runEndHook(rt, hook, info, request);
+    else t.apply(() => runEndHook(rt, hook, info, request));
+  }
+  if (isFailure(closeReason) && log.enabled('DEBUG')) logFailure(request, closeReason);
+  if (rt.audit.enabled) writeAudit(rt, request, bytesUp, bytesDown, closeReason, datagrams);
+}
+
+function runEndHook(
+  rt: Runtime,
+  hook: (info: RequestEndInfo, ctx: RequestState) => void,
+  info: RequestEndInfo,
+  request: RequestState,
+): void {
+  try {
+    const r: unknown = hook(info, request);
+    // An async hook's rejection is logged like a throw, not left unhandled.
+    if (r instanceof Promise) r.catch((e: unknown) => rt.hookFailed('HttpRequestHook.handleRequestEnd', e));
+  } catch (e) {
+    rt.hookFailed('HttpRequestHook.handleRequestEnd', e);
+  }
+}
+
+/** Close reasons that are failures: a block, an `OXY_ERR_*` code, an error either side. */
+function isFailure(closeReason: string): boolean {
+  return (
+    closeReason === 'blocked' ||
+    closeReason.startsWith('OXY_ERR_') ||
+    closeReason === 'error' ||
+    closeReason === 'upstream_error' ||
+    closeReason === 'upstream_reset'
+  );
+}
+
+/** The error of a request, from what its flow recorded or else from its close reason. */
+function errorOf(request: RequestState, closeReason: string): RequestError | null {
+  const e = request.error;
+  if (isOxyError(e)) return { code: e.code, message: clientReason(e) };
+  if (e instanceof Error) return { code: 'error', message: e.message };
+  if (typeof e === 'string') return { code: closeReason, message: e };
+  if (closeReason === 'blocked' || !isFailure(closeReason)) return null;
+  return { code: closeReason, message: closeReason };
+}
+
+const ms = (from: number, to: number): number => Math.round((to - from) * 1000) / 1000;
+
+/** The {@link RequestEndInfo} of a request that just ended. */
+export function endInfo(
+  request: RequestState,
+  bytesUp: number,
+  bytesDown: number,
+  closeReason: string,
+): RequestEndInfo {
+  const start = request.startedAt;
+  return {
+    kind: request.kind,
+    method: request.method,
+    target: formatHostPort(request.target.host, request.target.port),
+    status: request.status,
+    upstream: request.upstream,
+    upstreamReused: request.upstreamReused,
+    bytesUp,
+    bytesDown,
+    durationMs: ms(start, performance.now()),
+    connectMs: request.connectedAt === 0 ? null : ms(start, request.connectedAt),
+    firstByteMs: request.respondedAt === 0 ? null : ms(start, request.respondedAt),
+    closeReason,
+    error: errorOf(request, closeReason),
+  };
+}
+
+/**
+ * The DEBUG line of a failed request: what happened (refused, timed out, blocked) and who
+ * decided (the hook decisions taken, e.g. `request:block`, `egress:block`).
+ */
+function logFailure(request: RequestState, closeReason: string): void {
+  const err = errorOf(request, closeReason);
+  const fields = {
+    request_id: request.id,
+    kind: request.kind,
+    method: request.method,
+    target: formatHostPort(request.target.host, request.target.port),
+    status: request.status,
+    close_reason: closeReason,
+    blocked_by: blockedBy(request, closeReason),
+    decisions: request.decisions.join(' '),
+    upstream: request.upstream,
+    err: err?.message,
+  };
+  const t = request.telemetry;
+  if (t === null) log.debug('request failed', fields);
+  else t.apply(() => log.debug('request failed', fields));
+}
+
+/** Who blocked a request: the hook decision that said `block`, or the blocklist. */
+function blockedBy(request: RequestState, closeReason: string): string | undefined {
+  const d = request.decisions.find((x) => x.endsWith(':block'));
+  if (d !== undefined) return d.slice(0, d.indexOf(':'));
+  if (closeReason === 'OXY_ERR_EGRESS_BLOCKED') return 'egress';
+  if (closeReason === 'blocked' || closeReason === 'OXY_ERR_BLOCKED') return 'app';
+  return undefined;
+}
+
+function writeAudit(
+  rt: Runtime,
+  request: RequestState,
+  bytesUp: number,
+  bytesDown: number,
+  closeReason: string,
+  datagrams: { readonly datagrams_up: number; readonly datagrams_down: number } | undefined,
+): void {
   const conn = request.ingress;
   const client = formatHostPort(conn.client.host, conn.client.port);
   rt.audit.write({

@@ -105,6 +105,21 @@ export interface EgressHook<X extends ExtTypes = ExtTypes> {
     addrs: readonly SocketAddr[],
     ctx: EgressContext<X>,
   ): Duplex | undefined | Promise<Duplex | undefined>;
+  /**
+   * For apps that route to a set of upstreams: fires once per new upstream TCP connection
+   * (CONNECT, `tcp` endpoint, forwarded request, Upgrade; not `udp`, not through an upstream
+   * proxy), after `handleConnection` chose `direct(addr)`, with that `addr`. Return the
+   * candidates to connect to instead, `host:port` (`[v6]:port`) in order of preference, or
+   * `undefined` to connect to `addr`. Each candidate goes through resolution,
+   * `handleUpstreamIps` and the blocklist; on a failed resolution or connect the next is tried.
+   * Passive health: an upstream that failed `egress.upstream_health.failures` times in a row
+   * is skipped for `egress.upstream_health.cooldown` (all are tried when all are ejected). An
+   * empty list blocks (403). Default: `undefined`.
+   */
+  selectUpstream?(
+    target: SocketAddr,
+    ctx: EgressContext<X>,
+  ): readonly string[] | undefined | Promise<readonly string[] | undefined>;
 }
 
 /** The method names of {@link EgressHook}, for validation at registration. */
@@ -114,4 +129,5 @@ export const EGRESS_HOOK_METHODS = [
   'handleUpstreamIps',
   'dnsResolveOverride',
   'tcpConnectOverride',
+  'selectUpstream',
 ] as const;

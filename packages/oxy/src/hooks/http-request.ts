@@ -9,7 +9,7 @@
  *
  * Heads are plain mutable objects: a hook rewrites by assigning to them.
  */
-import type { ExtTypes, RequestContext } from '../context/contexts.ts';
+import type { ExtTypes, RequestContext, RequestKind } from '../context/contexts.ts';
 
 /** Header fields with lower-case names, as Node gives them (`set-cookie` is always an array). */
 export type HttpHeaders = Record<string, string | string[] | undefined>;
@@ -73,6 +73,52 @@ export const RequestDecision = {
   block: (status = 403, reason = 'blocked'): RequestDecision => ({ kind: 'block', status, reason }),
 } as const;
 
+/** What went wrong with a request that failed, as the proxy saw it. */
+export interface RequestError {
+  /** A stable `OXY_ERR_*` code, or `error` for anything else. */
+  readonly code: string;
+  /** A short human-readable text (the code itself when nothing more is known). */
+  readonly message: string;
+}
+
+/**
+ * How a request or tunnel ended, given to {@link HttpRequestHook.handleRequestEnd}: the same
+ * facts as its audit record. Times are milliseconds from when the request head was read (or
+ * the `tcp`/`udp` session began).
+ */
+export interface RequestEndInfo {
+  readonly kind: RequestKind;
+  /** The request method (`CONNECT`, `GET`, …); `TCP` or `UDP` for an endpoint tunnel. */
+  readonly method: string;
+  /** Where the client asked to go, `host:port`. */
+  readonly target: string;
+  /** The status the client got; 0 when none was sent (a `tcp` tunnel, a client that left early). */
+  readonly status: number;
+  /** `ip:port` the request went to upstream, or null when no upstream was reached. */
+  readonly upstream: string | null;
+  /** True when the upstream connection was reused from the keep-alive pool. */
+  readonly upstreamReused: boolean;
+  /** Payload bytes from the client to upstream (request body, tunnel bytes). */
+  readonly bytesUp: number;
+  /** Payload bytes from upstream to the client (response body, tunnel bytes). */
+  readonly bytesDown: number;
+  readonly durationMs: number;
+  /** When the upstream connection was ready (made, or taken from the pool); null if never. */
+  readonly connectMs: number | null;
+  /** When the upstream's response head arrived; null if never, or for a tunnel. */
+  readonly firstByteMs: number | null;
+  /**
+   * Why it ended: `done`, `client_closed`, `upstream_closed`, `blocked`, `responded`,
+   * `idle_timeout`, or an `OXY_ERR_*` code for a failure.
+   */
+  readonly closeReason: string;
+  /**
+   * What failed or blocked it (`code` `blocked` and the app's reason for a block by a request
+   * hook), or null when it went through.
+   */
+  readonly error: RequestError | null;
+}
+
 /** Hooks on HTTP requests. Every method is optional. */
 export interface HttpRequestHook<X extends ExtTypes = ExtTypes> {
   /**
@@ -111,6 +157,13 @@ export interface HttpRequestHook<X extends ExtTypes = ExtTypes> {
     res: ResponseHead,
     ctx: RequestContext<X>,
   ): ResponseHead | undefined | Promise<ResponseHead | undefined>;
+  /**
+   * Fires once per request or tunnel when it ends, however it ends: every forwarded request,
+   * CONNECT (HTTP/1.1 and HTTP/2), `Upgrade`, `tcp` endpoint tunnel and `udp` session, blocked
+   * or failed ones included, at the moment its audit record is written. An event: what it
+   * returns is ignored, a throw is logged and counted. Keep it cheap (it runs on every request).
+   */
+  handleRequestEnd?(info: RequestEndInfo, ctx: RequestContext<X>): void;
 }
 
 /** The method names of {@link HttpRequestHook}, for validation at registration. */
@@ -119,4 +172,5 @@ export const HTTP_REQUEST_HOOK_METHODS = [
   'handleProxyConnectResponse',
   'handleRequest',
   'handleResponse',
+  'handleRequestEnd',
 ] as const;

@@ -36,6 +36,7 @@ import {
   HTTP_REQUEST_HOOK_METHODS,
   type HttpRequestHook,
   type RequestDecision,
+  type RequestEndInfo,
   type RequestHead,
   type ResponseHead,
 } from './http-request.ts';
@@ -104,6 +105,7 @@ export interface ResolvedHooks {
     | null;
   readonly request: ((head: RequestHead, ctx: RequestContext) => Maybe<RequestDecision>) | null;
   readonly response: ((res: ResponseHead, ctx: RequestContext) => Maybe<ResponseHead | undefined>) | null;
+  readonly requestEnd: ((info: RequestEndInfo, ctx: RequestContext) => void) | null;
   readonly appTunnelPipeline:
     | ((ctx: RequestContext, egress: EgressContext) => Maybe<AppTunnelPipeline | undefined>)
     | null;
@@ -116,6 +118,9 @@ export interface ResolvedHooks {
   readonly dnsResolveOverride: ((host: string, ctx: EgressContext) => Maybe<string[] | undefined>) | null;
   readonly tcpConnectOverride:
     | ((addrs: readonly SocketAddr[], ctx: EgressContext) => Maybe<Duplex | undefined>)
+    | null;
+  readonly selectUpstream:
+    | ((target: SocketAddr, ctx: EgressContext) => Maybe<readonly string[] | undefined>)
     | null;
   readonly tlsSelectCertificate: ((sni: string, ctx: IngressContext) => Maybe<CertificateChoice>) | null;
   readonly tlsClientIdentity:
@@ -209,6 +214,7 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     proxyConnectResponse: bind('httpRequest', 'handleProxyConnectResponse'),
     request: bind('httpRequest', 'handleRequest'),
     response: bind('httpRequest', 'handleResponse'),
+    requestEnd: bind('httpRequest', 'handleRequestEnd'),
     appTunnelPipeline: bind('tunnel', 'getAppTunnelPipeline'),
     datagram: bind('datagram', 'handleDatagram'),
     egressConnection: bind('egress', 'handleConnection'),
@@ -216,6 +222,7 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     upstreamIps: bind('egress', 'handleUpstreamIps'),
     dnsResolveOverride: bind('egress', 'dnsResolveOverride'),
     tcpConnectOverride: bind('egress', 'tcpConnectOverride'),
+    selectUpstream: bind('egress', 'selectUpstream'),
     tlsSelectCertificate: bind('tls', 'selectCertificate'),
     tlsClientIdentity: bind('tls', 'handleClientIdentity'),
   };

@@ -96,6 +96,11 @@ const ipListOrNothing: Check = (v) =>
     ? null
     : 'a list of IP addresses, undefined, or EgressDecision.block(reason)';
 
+const upstreamListOrNothing: Check = (v) =>
+  v === undefined || (Array.isArray(v) && v.every((x) => typeof x === 'string'))
+    ? null
+    : 'a list of host:port strings, or undefined';
+
 const pipelineOrNothing: Check = (v) =>
   v === undefined || typeof v === 'function' ? null : 'an AppTunnelPipeline function or undefined';
 
@@ -121,6 +126,7 @@ const CHECKS: Readonly<Record<string, Check>> = {
   'egress.handleUpstreamIps': ipList,
   'egress.dnsResolveOverride': ipListOrNothing,
   'egress.tcpConnectOverride': streamOrNothing,
+  'egress.selectUpstream': upstreamListOrNothing,
 };
 
 /** Hooks that return addresses and may block instead, with a reason. */

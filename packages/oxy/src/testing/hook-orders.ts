@@ -53,6 +53,7 @@ const TCP_ACCEPT: readonly FlowStep[] = [
 /** The egress steps for a new upstream connection to a name, with every default taken. */
 const EGRESS_CONNECT: readonly FlowStep[] = [
   { hook: 'egress.handleConnection', answer: 'direct(target)' },
+  { hook: 'egress.selectUpstream', answer: 'undefined: the target itself' },
   { hook: 'egress.dnsResolveOverride', answer: 'undefined: built-in resolver' },
   { hook: 'egress.handleUpstreamIps', answer: 'the addresses as given' },
   { note: 'egress.blocked_cidrs check' },
@@ -76,6 +77,19 @@ const CLIENT_CLOSE: readonly FlowStep[] = [
   { hook: 'ingress.handleConnectionClose' },
 ];
 
+/** The end of a request: its audit record and the event, once the response is complete. */
+const REQUEST_END: FlowStep = { hook: 'http.handleRequestEnd' };
+
+/**
+ * A tunnel's client closes: the client connection's close hook fires first, then the tunnel
+ * (whose upstream side is closed after it) ends with its record and event.
+ */
+const TUNNEL_CLOSE: readonly FlowStep[] = [
+  ...CLIENT_CLOSE,
+  { note: 'the upstream side is closed: the tunnel ends' },
+  REQUEST_END,
+];
+
 /** One CONNECT stream on an HTTP/2 session, from its HEADERS to the tunnel's bytes. */
 const H2_CONNECT_STREAM: readonly FlowStep[] = [
   { from: 'Client', to: 'Oxy', message: 'HEADERS :method CONNECT :authority localhost:port' },
@@ -84,6 +98,8 @@ const H2_CONNECT_STREAM: readonly FlowStep[] = [
   ...CONNECT_TUNNEL.map((s) =>
     'message' in s && s.message.startsWith('200') ? { ...s, message: 'HEADERS :status 200' } : s,
   ),
+  { from: 'Client', to: 'Oxy', message: 'END_STREAM' },
+  REQUEST_END,
 ];
 
 /** Every kind of traffic whose hook order is documented and checked. */
@@ -99,7 +115,7 @@ export const TRAFFIC_FLOWS = {
       { hook: 'http.handleProxyConnectRequest', answer: 'allow' },
       ...EGRESS_CONNECT,
       ...CONNECT_TUNNEL,
-      ...CLIENT_CLOSE,
+      ...TUNNEL_CLOSE,
     ],
   },
   forward_http1: {
@@ -117,6 +133,7 @@ export const TRAFFIC_FLOWS = {
       { from: 'Upstream', to: 'Oxy', message: '200 head' },
       { hook: 'http.handleResponse', answer: 'undefined: the response as received' },
       { from: 'Oxy', to: 'Client', message: '200 head and body' },
+      REQUEST_END,
       ...CLIENT_CLOSE,
     ],
   },
@@ -136,6 +153,7 @@ export const TRAFFIC_FLOWS = {
       { from: 'Upstream', to: 'Oxy', message: '200 head' },
       { hook: 'http.handleResponse', answer: 'undefined: the response as received' },
       { from: 'Oxy', to: 'Client', message: '200 head and body' },
+      REQUEST_END,
       { from: 'Client', to: 'Oxy', message: 'GET http://localhost:port/x (same connection)' },
       { hook: 'http.handleRequest', answer: 'forward' },
       { hook: 'egress.handleConnection', answer: 'direct(target)' },
@@ -144,6 +162,7 @@ export const TRAFFIC_FLOWS = {
       { from: 'Upstream', to: 'Oxy', message: '200 head' },
       { hook: 'http.handleResponse', answer: 'undefined: the response as received' },
       { from: 'Oxy', to: 'Client', message: '200 head and body' },
+      REQUEST_END,
       ...CLIENT_CLOSE,
     ],
   },
@@ -169,6 +188,7 @@ export const TRAFFIC_FLOWS = {
       { from: 'Client', to: 'Oxy', message: 'CONNECT denied.localhost:443' },
       { hook: 'http.handleProxyConnectRequest', answer: 'block(403, reason)' },
       { from: 'Oxy', to: 'Client', message: '403 Forbidden' },
+      REQUEST_END,
       ...CLIENT_CLOSE,
     ],
   },
@@ -183,6 +203,7 @@ export const TRAFFIC_FLOWS = {
       { hook: 'http.handleProxyConnectRequest', answer: 'allow' },
       { hook: 'egress.handleConnection', answer: 'block(reason)' },
       { from: 'Oxy', to: 'Client', message: '403 Forbidden' },
+      REQUEST_END,
       ...CLIENT_CLOSE,
     ],
   },
@@ -195,7 +216,7 @@ export const TRAFFIC_FLOWS = {
     steps: [
       ...TCP_ACCEPT,
       ...H2_CONNECT_STREAM,
-      { from: 'Client', to: 'Oxy', message: 'END_STREAM, GOAWAY, close' },
+      { from: 'Client', to: 'Oxy', message: 'GOAWAY, close' },
       { hook: 'ingress.handleConnectionClose' },
     ],
   },
@@ -209,7 +230,7 @@ export const TRAFFIC_FLOWS = {
       ...H2_CONNECT_STREAM,
       { note: 'stream 1 ended, session open' },
       ...H2_CONNECT_STREAM,
-      { from: 'Client', to: 'Oxy', message: 'END_STREAM, GOAWAY, close' },
+      { from: 'Client', to: 'Oxy', message: 'GOAWAY, close' },
       { hook: 'ingress.handleConnectionClose' },
     ],
   },
@@ -227,7 +248,7 @@ export const TRAFFIC_FLOWS = {
       { from: 'Oxy', to: 'Upstream', message: 'bytes' },
       { from: 'Upstream', to: 'Oxy', message: 'bytes' },
       { from: 'Oxy', to: 'Client', message: 'bytes' },
-      ...CLIENT_CLOSE,
+      ...TUNNEL_CLOSE,
     ],
   },
   udp_session: {
@@ -251,6 +272,7 @@ export const TRAFFIC_FLOWS = {
       { hook: 'datagram.handleDatagram', answer: 'undefined: pass' },
       { from: 'Oxy', to: 'Client', message: 'datagram' },
       { note: 'udp.idle_timeout without a datagram: the session ends, its audit record is written' },
+      REQUEST_END,
       { hook: 'ingress.handleConnectionClose' },
     ],
   },
@@ -292,6 +314,7 @@ export function tracingHooks(overrides: HookOverrides = {}): Hooks {
       handleProxyConnectResponse: () => undefined,
       handleRequest: () => RequestDecision.forward(),
       handleResponse: () => undefined,
+      handleRequestEnd: () => {},
       ...overrides.httpRequest,
     },
     tunnel: { getAppTunnelPipeline: () => undefined, ...overrides.tunnel },
@@ -303,6 +326,7 @@ export function tracingHooks(overrides: HookOverrides = {}): Hooks {
       handleUpstreamIps: (ips: string[]) => ips,
       dnsResolveOverride: () => undefined,
       tcpConnectOverride: () => undefined,
+      selectUpstream: () => undefined,
       ...overrides.egress,
     },
   };

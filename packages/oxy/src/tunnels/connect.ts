@@ -74,6 +74,7 @@ async function tunnel(rt: Runtime, request: RequestState, ex: ConnectExchange): 
     }
     request.decisions.push(`connect:${d?.kind ?? 'allow'}`);
     if (d !== undefined && d.kind === 'block') {
+      request.error = d.reason;
       refuseStream(rt, request, ingress, d.status, d.reason, 'blocked');
       return;
     }

@@ -12,6 +12,7 @@
  */
 import http from 'node:http';
 import http2 from 'node:http2';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../context/addr.ts';
 import type { RequestState } from '../../context/state.ts';
@@ -66,6 +67,7 @@ export function exchange(
       return;
     }
     const upReq = http.request(options);
+    upReq.once('socket', (s) => upstreamOf(request, upReq, s));
     let bytesUp = 0;
     let bytesDown = 0;
     let settled = false;
@@ -88,6 +90,7 @@ export function exchange(
     const fail = (e: OxyError): void => {
       if (settled) return;
       if (res.headersSent) {
+        request.error = e;
         request.status = httpStatusFor(e);
         cutResponse(res);
         settle(e.code);
@@ -141,10 +144,8 @@ export function exchange(
         return;
       }
       upResponse = upRes;
+      request.respondedAt = performance.now();
       clearTimeout(responseTimer);
-      const s = upReq.socket;
-      if (s !== null && s.remoteAddress !== undefined)
-        request.upstream = formatHostPort(s.remoteAddress, s.remotePort ?? 0);
       relayResponse(rt, request, upRes, res).then(
         () => {
           if (settled) return;
@@ -192,6 +193,22 @@ export function exchange(
     req.on('end', () => clearTimeout(bodyTimer));
     req.pipe(upReq);
   });
+}
+
+/**
+ * Notes on the request the upstream connection it got from the agent: a pooled one at once, a
+ * new one once connected (the agent hands it over connected; a socket still connecting is
+ * waited for). Runs before the request is written, so `handleResponse` sees it.
+ */
+function upstreamOf(request: RequestState, upReq: http.ClientRequest, s: Duplex): void {
+  const sock = s as Partial<net.Socket>;
+  const note = (): void => {
+    request.upstreamReused = upReq.reusedSocket;
+    if (sock.remoteAddress !== undefined)
+      request.upstream = formatHostPort(sock.remoteAddress, sock.remotePort ?? 0);
+  };
+  if (sock.connecting === true) s.once('connect', note);
+  else note();
 }
 
 /**

@@ -84,6 +84,7 @@ export function serveForward(
   if (rt.draining) res.shouldKeepAlive = false;
   forkRequest(request, () => forward(rt, agent, request, req, res, target)).catch((e: unknown) => {
     answerError(res, request, httpStatusFor(e), reasonOf(e));
+    request.error = e;
     recordEnd(rt, request, 0, 0, isOxyError(e) ? e.code : 'error');
   });
 }
@@ -116,6 +117,7 @@ async function forward(
     if (d.kind !== 'forward') {
       req.resume();
       respondDirect(res, request, d);
+      if (d.kind === 'block') request.error = d.reason;
       recordEnd(rt, request, 0, 0, d.kind === 'block' ? 'blocked' : 'responded');
       return;
     }

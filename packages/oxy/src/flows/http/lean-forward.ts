@@ -175,13 +175,21 @@ class LeanRun implements ResponseSink, LeanForward {
     if (this.#done) return;
     const status = httpStatusFor(e);
     this.#request.status = status;
+    this.#request.error = e;
     countFailure(this.#request, status);
     this.#out.fail(status, errorBody(status, reasonOf(e)));
     this.#finish(isOxyError(e) ? e.code : 'error');
   }
 
-  onHead(status: number, statusText: string, rawHeaders: string[], upstream: string): void {
+  onUpstream(upstream: string, reused: boolean): void {
+    // Stamped each time: a retry on a new connection (the reused one was closed) counts from it.
+    this.#request.connectedAt = performance.now();
     this.#request.upstream = upstream;
+    this.#request.upstreamReused = reused;
+  }
+
+  onHead(status: number, statusText: string, rawHeaders: string[]): void {
+    this.#request.respondedAt = performance.now();
     this.#request.status = status;
     this.#out.head(status, statusText, rawHeaders);
     const limit = this.#rt.settings.egress.response_timeout;

@@ -59,6 +59,7 @@ export function serveUpgrade(
       countFailure(request, status);
       if (socket.writable) writeRawResponse(socket, status, errorBody(status, reasonOf(e)));
       else socket.destroy();
+      request.error = e;
       recordEnd(rt, request, 0, 0, isOxyError(e) ? e.code : 'error');
     })
     .finally(() => {
@@ -86,6 +87,7 @@ async function upgrade(
       const body = d.kind === 'respond' ? String(d.body ?? '') : errorBody(status, d.reason);
       if (d.kind === 'block') countFailure(request, status);
       writeRawResponse(socket, status, body);
+      if (d.kind === 'block') request.error = d.reason;
       recordEnd(rt, request, 0, 0, d.kind === 'block' ? 'blocked' : 'responded');
       return;
     }
@@ -149,6 +151,7 @@ async function upgrade(
       if (answered) return;
       answered = true;
       socket.off('close', onEarlyClose);
+      request.respondedAt = performance.now();
       // Not switching: relay the answer, streamed (never held whole), and close, as the
       // client's connection is spent. A body without a length is delimited by the close.
       request.status = upRes.statusCode ?? 502;
@@ -191,6 +194,7 @@ async function upgrade(
       }
       answered = true;
       socket.off('close', onEarlyClose);
+      request.respondedAt = performance.now();
       request.status = 101;
       let out = `HTTP/1.1 101 ${upRes.statusMessage ?? 'Switching Protocols'}\r\n`;
       for (let i = 0; i < upRes.rawHeaders.length; i += 2)

@@ -59,8 +59,13 @@ const { HTTPParser } = createRequire(import.meta.url)('_http_common') as { HTTPP
 
 /** Where a response goes, as it arrives. Exactly one of `onEnd` and `onError` is called, once. */
 export interface ResponseSink {
+  /**
+   * The exchange got its upstream connection (`ip:port`), reused from the pool or new; called
+   * again if a reused one turned out closed and the request is retried on a new one.
+   */
+  onUpstream(upstream: string, reused: boolean): void;
   /** The final (non-1xx) response head; `rawHeaders` is `[name, value, …]` as received. */
-  onHead(status: number, statusText: string, rawHeaders: string[], upstream: string): void;
+  onHead(status: number, statusText: string, rawHeaders: string[]): void;
   /** A piece of the body. Return false to pause the upstream until `resume` is called. */
   onBody(chunk: Buffer, resume: () => void): boolean;
   /** The response is complete; `last` is a final piece of body not yet given to `onBody`. */
@@ -265,7 +270,7 @@ class UpstreamConnection {
     this.#keepAlive = keepAlive;
     ex.responded = true;
     clearTimeout(ex.timer);
-    ex.sink.onHead(status, statusText, raw, this.upstream);
+    ex.sink.onHead(status, statusText, raw);
     return ex.isHead ? 1 : 0;
   };
 
@@ -395,6 +400,7 @@ export class HttpPool {
       if ((list as UpstreamConnection[]).length === 0) this.#idle.delete(target.key);
       ex.reused = true;
       ex.conn = conn;
+      sink.onUpstream(conn.upstream, true);
       conn.send(ex);
     } else {
       this.#open(ex);
@@ -419,6 +425,7 @@ export class HttpPool {
         }
         const conn = new UpstreamConnection(this, t.key, socket, remote);
         ex.conn = conn;
+        ex.sink.onUpstream(conn.upstream, false);
         conn.send(ex);
       },
       (e: unknown) => {
