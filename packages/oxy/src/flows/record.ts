@@ -17,6 +17,7 @@ const RECORD_KIND: Readonly<Record<RequestKind, AuditRecord['kind']>> = {
   upgrade: 'tunnel',
   tcp: 'tunnel',
   udp: 'udp_session',
+  'connect-udp': 'udp_session',
 };
 
 /** Counts a status the proxy answered itself (an error, not relayed from upstream). */
