@@ -39,6 +39,7 @@ export function recordEnd(
   const client = formatHostPort(conn.client.host, conn.client.port);
   rt.audit.write({
     kind: RECORD_KIND[request.kind],
+    request_kind: request.kind,
     conn_id: conn.id,
     request_id: request.id,
     endpoint: conn.endpoint.name,

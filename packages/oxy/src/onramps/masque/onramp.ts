@@ -208,14 +208,9 @@ class Http2MasqueExchange implements MasqueExchange {
 
   refuse(r: MasqueRefusal): void {
     if (this.closed || this.stream.headersSent) return;
-    const body = `${r.status} ${r.details}\n`;
-    this.stream.respond({
-      ':status': r.status,
-      'proxy-status': r.proxyStatus,
-      'content-type': 'text/plain; charset=utf-8',
-      'content-length': Buffer.byteLength(body),
-    });
-    this.stream.end(body);
+    // Headers only: `Proxy-Status` carries the details, and a client that cancels the stream
+    // on a refusal (as `oxy/masque` does) would otherwise keep an unread body open.
+    this.stream.respond({ ':status': r.status, 'proxy-status': r.proxyStatus }, { endStream: true });
   }
 
   accept(): void {
