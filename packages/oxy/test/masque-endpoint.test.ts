@@ -16,6 +16,7 @@ import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import type { AuditRecord } from '../src/audit.ts';
 import { isOxyError } from '../src/errors.ts';
+import { ConnectDirective } from '../src/hooks/http-request.ts';
 import { createMasqueClient, MasqueRefusedError } from '../src/masque/client.ts';
 import { encodeDatagramCapsule } from '../src/protocols/capsule/codec.ts';
 import { type AppUnderTest, hooksApp, startApp, startDnsServer, waitUntil } from '../src/testing/index.ts';
@@ -33,6 +34,8 @@ let echoPort: number;
 let echoed = 0;
 let oxy: AppUnderTest;
 let blocking: AppUnderTest;
+/** Refuses targets on port 9 with the request hook; tunnels idle out after 300 ms. */
+let hooked: AppUnderTest;
 
 before(async () => {
   echo = dgram.createSocket('udp4');
@@ -49,10 +52,22 @@ before(async () => {
   blocking = await startApp(hooksApp({}), {
     settings: { egress: { blocked_cidrs: ['127.0.0.0/8', '::1/128'] } },
   });
+  hooked = await startApp(
+    hooksApp({
+      httpRequest: {
+        handleProxyConnectRequest: (_head, ctx) =>
+          ctx.target.port === 9
+            ? ConnectDirective.block(407, 'no tunnels to port 9')
+            : ConnectDirective.allow(),
+      },
+    }),
+    { settings: { endpoints: { main: { tunnel_idle_timeout: '300ms' } } } },
+  );
 });
 
 after(async () => {
   // In reverse order: each app's leak check counts what was opened after it started.
+  await hooked.stop();
   await blocking.stop();
   await oxy.stop();
   echo.close();
@@ -244,4 +259,34 @@ test('a bad template is a start-up error naming its key', async () => {
     }),
     (e: unknown) => isOxyError(e) && /endpoints\.main\.masque\.udp_template/.test(e.message),
   );
+});
+
+test('the CONNECT request hook sees CONNECT-UDP requests; its block is answered with its status', async () => {
+  const client = createMasqueClient({ proxy: proxyOf(hooked) });
+  try {
+    const e = await refusal(client.connectUdp('127.0.0.1', 9));
+    assert.equal(e.status, 407);
+    assert.equal(e.proxyStatus[0]?.error, 'http_request_denied');
+    const rec = await recordFor(hooked, (r) => r.request_kind === 'connect-udp' && r.status === 407);
+    assert.deepEqual(rec.decisions, ['connect:block']);
+  } finally {
+    await client.close();
+  }
+});
+
+test('a tunnel with no datagram for tunnel_idle_timeout ends, and its stream is closed', async () => {
+  const client = createMasqueClient({ proxy: proxyOf(hooked) });
+  try {
+    const tunnel = await client.connectUdp('127.0.0.1', echoPort);
+    tunnel.send(Buffer.from('once'));
+    const started = performance.now();
+    await tunnel.whenClosed;
+    assert.ok(performance.now() - started >= 250, 'closed before the idle timeout');
+    const rec = await recordFor(hooked, (r) => r.request_kind === 'connect-udp' && r.status === 200);
+    assert.equal(rec.close_reason, 'idle_timeout');
+    assert.equal(rec.datagrams_up, 1);
+    assert.equal(rec.datagrams_down, 1);
+  } finally {
+    await client.close();
+  }
 });
