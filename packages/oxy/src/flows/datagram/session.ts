@@ -197,8 +197,17 @@ export class DatagramSession {
   }
 
   async #start(): Promise<void> {
-    if (this.#ownsConnection) await this.#connectionHooks();
-    if (this.state !== 'opening') return;
+    const hooks = this.#rt.hooks;
+    const connectionHooks =
+      this.#ownsConnection &&
+      ((this.conn.proxyHeader !== null && hooks.proxyProtocolConnection !== null) ||
+        hooks.ingressConnection !== null);
+    // Without hooks to wait for, the route runs in this turn: a session whose route needs no
+    // lookup opens synchronously, and the rest of its first batch goes straight upstream.
+    if (connectionHooks) {
+      await this.#connectionHooks();
+      if (this.state !== 'opening') return;
+    }
     await this.#route();
   }
 
