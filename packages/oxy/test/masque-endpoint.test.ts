@@ -290,3 +290,14 @@ test('a tunnel with no datagram for tunnel_idle_timeout ends, and its stream is 
     await client.close();
   }
 });
+
+test('over HTTP/1.1 a blocked target gets 403 with Proxy-Status too', async () => {
+  const client = createMasqueClient({ proxy: proxyOf(blocking), httpVersion: '1.1' });
+  try {
+    const e = await refusal(client.connectUdp('127.0.0.1', echoPort));
+    assert.equal(e.status, 403);
+    assert.equal(e.proxyStatus[0]?.error, 'destination_ip_prohibited');
+  } finally {
+    await client.close();
+  }
+});
