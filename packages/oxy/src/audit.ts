@@ -30,6 +30,11 @@ import { auditMetrics } from './telemetry/metrics.ts';
 export interface AuditRecord {
   /** `tunnel` (CONNECT, Upgrade, a `tcp` connection), `request` (absolute-form) or `udp_session`. */
   readonly kind: 'tunnel' | 'request' | 'udp_session';
+  /**
+   * The request kind behind the record (`RequestKind`): `connect`, `forward`, `upgrade`, `tcp`,
+   * `udp`, or `connect-udp` (a MASQUE CONNECT-UDP tunnel, written as a `udp_session`).
+   */
+  readonly request_kind?: string;
   readonly conn_id: string;
   readonly request_id: string;
   readonly endpoint: string;

@@ -19,6 +19,7 @@ import { DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
 import { UpstreamTlsSettings } from './offramps/tls/settings.ts';
 import { UpstreamProxySettings } from './offramps/upstream-proxy/settings.ts';
 import { Http2Settings } from './onramps/http2/settings.ts';
+import { MasqueSettings } from './onramps/masque/settings.ts';
 import { ProxyProtocolSettings } from './onramps/proxy-protocol/settings.ts';
 import { TlsSettings } from './onramps/tls/settings.ts';
 import { InterceptionSettings } from './tunnels/tls-intercept/settings.ts';
@@ -52,6 +53,7 @@ const httpFields = {
   proxy_protocol: ProxyProtocolSettings,
   tls: TlsSettings,
   http2: Http2Settings,
+  masque: MasqueSettings,
 };
 
 /** The fields of a `tcp` endpoint, without the app's part. */

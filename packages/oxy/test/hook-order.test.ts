@@ -12,6 +12,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { ConnectDirective, defineApp, EgressDecision, IngressDecision } from '../src/index.ts';
+import { createMasqueClient } from '../src/masque/client.ts';
 import { type AppUnderTest, startApp } from '../src/testing/app.ts';
 import {
   connectTunnel,
@@ -216,6 +217,20 @@ test('a datagram session fires the hooks in HOOK_ORDERS.udp_session', async () =
   });
 });
 
+test('a CONNECT-UDP stream over HTTP/2 fires the hooks in HOOK_ORDERS.connect_udp_http2', async () => {
+  await expectOrder('connect_udp_http2', async () => {
+    const client = createMasqueClient({ proxy: `http://${oxy.address()}` });
+    const tunnel = await client.connectUdp('localhost', udpEcho.address().port);
+    assert.equal(tunnel.status, 200);
+    tunnel.send(Buffer.from('ping'));
+    for await (const reply of tunnel) {
+      assert.equal(Buffer.from(reply).toString(), 'ping');
+      break;
+    }
+    await client.close();
+  });
+});
+
 test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
   assert.deepEqual(Object.keys(HOOK_ORDERS).sort(), [
     'connect_blocked',
@@ -223,6 +238,7 @@ test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
     'connect_http1',
     'connect_http2',
     'connect_http2_two_streams',
+    'connect_udp_http2',
     'forward_http1',
     'forward_http1_keepalive',
     'ingress_blocked',

@@ -171,17 +171,27 @@ describe('HTTP/2 cleartext (prior knowledge)', () => {
     assert.equal(r.text, 'hello h2');
   });
 
-  test('extended CONNECT is answered 501 for now (reserved for MASQUE)', async () => {
+  test('extended CONNECT: CONNECT-IP is answered 501 (no IP pipeline yet), an unknown :protocol too', async () => {
+    // CONNECT-UDP is served (test/masque-endpoint.test.ts).
     const s = session();
     await once(s, 'remoteSettings');
-    const r = await h2Get(s, {
+    const ip = await h2Get(s, {
       ':method': 'CONNECT',
-      ':protocol': 'connect-udp',
+      ':protocol': 'connect-ip',
       ':scheme': 'http',
       ':authority': 'localhost',
-      ':path': '/.well-known/masque/udp/192.0.2.1/443/',
+      ':path': '/.well-known/masque/ip/*/*/',
     });
-    assert.equal(r.status, 501);
+    assert.equal(ip.status, 501);
+    assert.match(String(ip.headers['proxy-status']), /^oxy; error=http_request_error; details=".*layer-3/);
+    const other = await h2Get(s, {
+      ':method': 'CONNECT',
+      ':protocol': 'x-unknown',
+      ':scheme': 'http',
+      ':authority': 'localhost',
+      ':path': '/',
+    });
+    assert.equal(other.status, 501);
   });
 });
 

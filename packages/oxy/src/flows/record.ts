@@ -26,6 +26,7 @@ const RECORD_KIND: Readonly<Record<RequestKind, AuditRecord['kind']>> = {
   upgrade: 'tunnel',
   tcp: 'tunnel',
   udp: 'udp_session',
+  'connect-udp': 'udp_session',
 };
 
 /** Counts a status the proxy answered itself (an error, not relayed from upstream). */
@@ -165,6 +166,7 @@ function writeAudit(
   const client = formatHostPort(conn.client.host, conn.client.port);
   rt.audit.write({
     kind: RECORD_KIND[request.kind],
+    request_kind: request.kind,
     conn_id: conn.id,
     request_id: request.id,
     endpoint: conn.endpoint.name,

@@ -276,6 +276,40 @@ export const TRAFFIC_FLOWS = {
       { hook: 'ingress.handleConnectionClose' },
     ],
   },
+  connect_udp_http2: {
+    title: 'CONNECT-UDP (MASQUE) over HTTP/2',
+    description:
+      'A client opens a cleartext HTTP/2 session, opens one extended CONNECT stream with ' +
+      '`:protocol connect-udp` (RFC 9298) to `localhost:port`, sends one datagram in a DATAGRAM ' +
+      'capsule, gets the answer and closes the session. The request hook is the CONNECT one; ' +
+      'the rest is the datagram runner of `udp` endpoints, and the 200 waits for its socket.',
+    steps: [
+      ...TCP_ACCEPT,
+      {
+        from: 'Client',
+        to: 'Oxy',
+        message:
+          'HEADERS :method CONNECT :protocol connect-udp :path /.well-known/masque/udp/localhost/port/',
+      },
+      { note: 'checkMasqueRequest: framing, template, target (else 400 with Proxy-Status)' },
+      { hook: 'http.handleProxyConnectRequest', answer: 'allow' },
+      { hook: 'egress.handleConnection', answer: 'direct(target)' },
+      { hook: 'egress.dnsResolveOverride', answer: 'undefined: built-in resolver' },
+      { hook: 'egress.handleUpstreamIps', answer: 'the addresses as given' },
+      { note: 'egress.blocked_cidrs check (403 destination_ip_prohibited); a connected UDP socket' },
+      { hook: 'egress.handleConnectionEstablished' },
+      { from: 'Oxy', to: 'Client', message: 'HEADERS :status 200, capsule-protocol: ?1' },
+      { from: 'Client', to: 'Oxy', message: 'DATAGRAM capsule (context 0)' },
+      { hook: 'datagram.handleDatagram', answer: 'undefined: pass' },
+      { from: 'Oxy', to: 'Upstream', message: 'datagram' },
+      { from: 'Upstream', to: 'Oxy', message: 'datagram' },
+      { hook: 'datagram.handleDatagram', answer: 'undefined: pass' },
+      { from: 'Oxy', to: 'Client', message: 'DATAGRAM capsule (context 0)' },
+      { from: 'Client', to: 'Oxy', message: 'END_STREAM, GOAWAY, close' },
+      { note: 'the session ends (client_closed): its udp_session audit record is written' },
+      { hook: 'ingress.handleConnectionClose' },
+    ],
+  },
 } as const satisfies Record<string, TrafficFlow>;
 
 /** The kinds of traffic in {@link TRAFFIC_FLOWS}. */

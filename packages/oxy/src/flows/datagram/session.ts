@@ -17,6 +17,12 @@
  *
  * Timers: none per session. The on-ramp sweeps its sessions for idleness, reading `lastActive`,
  * which is set from the time its caller read once per received batch.
+ *
+ * A session can also carry a request its on-ramp made (CONNECT-UDP: `options.request`, kind
+ * `connect-udp`): the connection and its hooks are then the on-ramp's, so the session skips the
+ * PROXY-header and ingress hooks, leaves `conn.requests` and `conn.closeReason` alone and does
+ * not call `handleConnectionClose`; client datagrams come as bytes (`fromClientData`), and the
+ * on-ramp waits for `opened` before answering the client (a refusal's error gives its status).
  */
 import type { UdpBatch, UdpSocket } from 'native';
 import { formatHostPort } from '../../context/addr.ts';
@@ -24,7 +30,7 @@ import type { IngressConnection } from '../../context/state.ts';
 import { EgressState, RequestState } from '../../context/state.ts';
 import { connectFailed, connectObserved, established, routeEgress } from '../../egress/connect.ts';
 import { connectUdp } from '../../egress/udp.ts';
-import { httpStatusFor, isOxyError } from '../../errors.ts';
+import { httpStatusFor, isOxyError, OXY_ERR, OxyError } from '../../errors.ts';
 import type { DatagramVerdict } from '../../hooks/datagram.ts';
 import type { IngressDecision } from '../../hooks/ingress.ts';
 import type { Runtime } from '../../runtime.ts';
@@ -48,6 +54,19 @@ export interface DatagramIngress {
 /** The state of a session (see the module comment). */
 export type SessionState = 'opening' | 'open' | 'refused' | 'closed';
 
+/** How a session's opening ended: open, or refused (or closed first) with the error why. */
+export type SessionOutcome = { readonly open: true } | { readonly open: false; readonly error: unknown };
+
+/** Options of a {@link DatagramSession}. */
+export interface DatagramSessionOptions {
+  /**
+   * The request the session carries, made by an on-ramp that already ran the connection's hooks
+   * and the request's own (CONNECT-UDP). Without it the session is its own connection's only
+   * request (a `udp` endpoint's client) and makes a `udp` request itself.
+   */
+  readonly request?: RequestState | undefined;
+}
+
 const NO_SKIP = Object.freeze({});
 
 /** Datagrams held while a session opens; more are dropped (UDP's answer to a full queue). */
@@ -70,6 +89,15 @@ export class DatagramSession {
   #upstream: UdpSocket | null = null;
   #pending: Buffer[] | null = null;
   #reason = 'idle_timeout';
+  /** True when the session is its connection's only unit (a `udp` endpoint's client). */
+  readonly #ownsConnection: boolean;
+  #settle: ((outcome: SessionOutcome) => void) | null = null;
+  /**
+   * Resolves once the session is `open` or refused (or closed while opening): an on-ramp that
+   * answers its client (CONNECT-UDP) waits for it, so a blocked or unresolvable target is
+   * refused before any datagram is sent.
+   */
+  readonly opened: Promise<SessionOutcome>;
 
   constructor(
     rt: Runtime,
@@ -78,17 +106,43 @@ export class DatagramSession {
     ingress: DatagramIngress,
     now: number,
     maxDatagram: number,
+    options: DatagramSessionOptions = {},
   ) {
     this.#rt = rt;
     this.#maxDatagram = maxDatagram;
     this.conn = conn;
     this.#ingress = ingress;
     this.lastActive = now;
-    conn.requests = 1;
-    this.request = new RequestState(conn, 'udp', 'UDP', target, rt.ext);
+    this.opened = new Promise((resolve) => {
+      this.#settle = resolve;
+    });
+    this.#ownsConnection = options.request === undefined;
+    if (options.request === undefined) conn.requests = 1;
+    this.request = options.request ?? new RequestState(conn, 'udp', 'UDP', target, rt.ext);
     datagramMetrics.sessions_total({ endpoint: conn.endpoint.name }).inc();
     datagramMetrics.sessions_active({ endpoint: conn.endpoint.name }).inc();
-    forkConnection(conn, () => forkRequest(this.request, () => void this.#start()));
+    // An on-ramp's request is already in its telemetry context (the on-ramp forked it).
+    if (this.#ownsConnection) forkConnection(conn, () => forkRequest(this.request, () => void this.#start()));
+    else void this.#start();
+  }
+
+  /**
+   * A datagram from the client as bytes (a CONNECT-UDP DATAGRAM capsule's payload), received
+   * at `now`. The bytes are copied if they must wait for the session to open.
+   */
+  fromClientData(data: Uint8Array, now: number): void {
+    this.lastActive = now;
+    if (this.state === 'open') {
+      this.#sendUp(data);
+      return;
+    }
+    if (this.state === 'opening') {
+      this.#pending ??= [];
+      if (this.#pending.length < MAX_PENDING) this.#pending.push(Buffer.from(data));
+      else datagramMetrics.dropped_total({ reason: 'session_opening' }).inc();
+      return;
+    }
+    datagramMetrics.dropped_total({ reason: this.state === 'refused' ? 'refused' : 'closed' }).inc();
   }
 
   /**
@@ -129,13 +183,36 @@ export class DatagramSession {
     if (this.state === 'closed') return;
     this.#reason = this.state === 'refused' ? this.#reason : reason;
     this.state = 'closed';
+    this.#settled({ open: false, error: new OxyError(OXY_ERR.CLIENT_CLOSED, `session closed: ${reason}`) });
     this.#upstream?.close();
     this.#upstream = null;
     this.#pending = null;
     inConnectionContext(this.conn, () => this.#finish());
   }
 
+  #settled(outcome: SessionOutcome): void {
+    const settle = this.#settle;
+    this.#settle = null;
+    settle?.(outcome);
+  }
+
   async #start(): Promise<void> {
+    const hooks = this.#rt.hooks;
+    const connectionHooks =
+      this.#ownsConnection &&
+      ((this.conn.proxyHeader !== null && hooks.proxyProtocolConnection !== null) ||
+        hooks.ingressConnection !== null);
+    // Without hooks to wait for, the route runs in this turn: a session whose route needs no
+    // lookup opens synchronously, and the rest of its first batch goes straight upstream.
+    if (connectionHooks) {
+      await this.#connectionHooks();
+      if (this.state !== 'opening') return;
+    }
+    await this.#route();
+  }
+
+  /** The PROXY-header and ingress hooks of a session that is its connection's only unit. */
+  async #connectionHooks(): Promise<void> {
     const rt = this.#rt;
     const header = this.conn.proxyHeader;
     const ppHook = rt.hooks.proxyProtocolConnection;
@@ -144,12 +221,11 @@ export class DatagramSession {
       try {
         d = await ppHook(header, this.conn);
       } catch (e) {
-        rt.hookFailed('ProxyProtocolHook.handleConnection', e);
-        this.#refuse(500, 'OXY_ERR_HOOK_FAILED');
+        this.#refuse(500, 'OXY_ERR_HOOK_FAILED', rt.hookFailed('ProxyProtocolHook.handleConnection', e));
         return;
       }
       if (d !== undefined && d.kind === 'block') {
-        this.#refuse(403, 'blocked');
+        this.#refuse(403, 'blocked', blockedBy('ProxyProtocolHook.handleConnection'));
         return;
       }
     }
@@ -159,16 +235,19 @@ export class DatagramSession {
       try {
         d = await ingressHook(this.conn);
       } catch (e) {
-        rt.hookFailed('IngressHook.handleConnection', e);
-        this.#refuse(500, 'OXY_ERR_HOOK_FAILED');
+        this.#refuse(500, 'OXY_ERR_HOOK_FAILED', rt.hookFailed('IngressHook.handleConnection', e));
         return;
       }
       if (d !== undefined && d.kind === 'block') {
-        this.#refuse(403, 'blocked');
+        this.#refuse(403, 'blocked', blockedBy('IngressHook.handleConnection'));
         return;
       }
     }
-    if (this.state !== 'opening') return;
+  }
+
+  /** The egress route and the upstream socket; the session is `open` after it, or refused. */
+  async #route(): Promise<void> {
+    const rt = this.#rt;
     const eg = new EgressState(this.conn, this.request, this.request.target, rt.ext);
     const started = performance.now();
     try {
@@ -185,7 +264,7 @@ export class DatagramSession {
       this.#upstream?.close();
       this.#upstream = null;
       if (!(e instanceof TypeError)) connectFailed(isOxyError(e) ? e.code : 'unknown');
-      this.#refuse(httpStatusFor(e), isOxyError(e) ? e.code : 'error');
+      this.#refuse(httpStatusFor(e), isOxyError(e) ? e.code : 'error', e);
       return;
     }
     if (this.state !== 'opening') {
@@ -194,6 +273,7 @@ export class DatagramSession {
     }
     this.request.status = 200;
     this.state = 'open';
+    this.#settled({ open: true });
     const up = this.#upstream;
     up.onBatch((batch) => this.#fromUpstream(batch));
     up.onError(() => {
@@ -266,12 +346,13 @@ export class DatagramSession {
     return null;
   }
 
-  #refuse(status: number, reason: string): void {
+  #refuse(status: number, reason: string, error: unknown): void {
     if (this.state === 'closed') return;
     this.request.status = status;
     this.#reason = reason;
-    this.conn.closeReason = reason;
+    if (this.#ownsConnection) this.conn.closeReason = reason;
     this.state = 'refused';
+    this.#settled({ open: false, error });
     if (this.#pending !== null)
       datagramMetrics.dropped_total({ reason: 'refused' }).inc(this.#pending.length);
     this.#pending = null;
@@ -287,14 +368,15 @@ export class DatagramSession {
     datagramMetrics.bytes_total({ direction: 'down' }).inc(this.bytesDown);
     const durationMs = performance.now() - this.conn.startedAt;
     datagramMetrics.session_duration_seconds().observe(durationMs / 1000);
-    if (this.conn.closeReason === 'client_closed') this.conn.closeReason = this.#reason;
+    if (this.#ownsConnection && this.conn.closeReason === 'client_closed')
+      this.conn.closeReason = this.#reason;
     recordEnd(rt, this.request, this.bytesUp, this.bytesDown, this.#reason, {
       datagrams_up: this.datagramsUp,
       datagrams_down: this.datagramsDown,
     });
     this.#ingress.ended(this);
     const hook = rt.hooks.ingressConnectionClose;
-    if (hook === null) return;
+    if (hook === null || !this.#ownsConnection) return;
     try {
       hook(
         {
@@ -310,4 +392,8 @@ export class DatagramSession {
       rt.hookFailed('IngressHook.handleConnectionClose', e);
     }
   }
+}
+
+function blockedBy(hook: string): OxyError {
+  return new OxyError(OXY_ERR.BLOCKED, `blocked by ${hook}`, { status: 403 });
 }

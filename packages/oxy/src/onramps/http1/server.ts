@@ -211,7 +211,33 @@ export interface Http1OnRamp extends SocketOnRamp {
    * `unshift`) by another reader: no silent-client timer, the parser starts with those bytes.
    */
   adopt(socket: net.Socket, conn: IngressConnection): void;
+  /**
+   * Serves `Upgrade` requests naming `protocol` (MASQUE's `connect-udp`, `connect-ip`) with
+   * `handler` instead of the forwarding upgrade pipeline. The handler owns the socket.
+   */
+  handleUpgradeProtocol(protocol: string, handler: UpgradeProtocolHandler): void;
   close(): void;
+}
+
+/** Serves an `Upgrade` request for a protocol the proxy itself speaks; it owns `socket`. */
+export type UpgradeProtocolHandler = (
+  req: http.IncomingMessage,
+  socket: Duplex,
+  early: Buffer,
+  conn: IngressConnection,
+) => void;
+
+/** The handler registered for one of the protocols an `Upgrade` header names, if any. */
+function upgradeHandler(
+  handlers: ReadonlyMap<string, UpgradeProtocolHandler>,
+  upgrade: string | undefined,
+): UpgradeProtocolHandler | undefined {
+  if (handlers.size === 0 || upgrade === undefined) return undefined;
+  for (const token of upgrade.split(',')) {
+    const h = handlers.get(token.trim().toLowerCase());
+    if (h !== undefined) return h;
+  }
+  return undefined;
 }
 
 /** Creates the HTTP/1.1 on-ramp of `endpoint`. */
@@ -272,9 +298,16 @@ export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1On
     void serveConnect(rt, conn, new Http1ConnectExchange(req.url ?? '', req.headers, socket, early), target);
   });
 
+  const upgradeHandlers = new Map<string, UpgradeProtocolHandler>();
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, early: Buffer) => {
     const conn = connOf(socket);
     if (!acceptHead(endpoint, req, socket)) return;
+    const own = conn === undefined ? undefined : upgradeHandler(upgradeHandlers, req.headers.upgrade);
+    if (own !== undefined && conn !== undefined) {
+      clearSilent.call(socket);
+      own(req, socket, early, conn);
+      return;
+    }
     const target = parseAbsoluteTarget(req.url ?? '');
     if (conn === undefined || target === null || target.scheme !== 'http') {
       writeRawResponse(socket, 400, '400 Upgrade needs an absolute-form http:// target\n');
@@ -321,6 +354,9 @@ export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1On
     adopt(socket: net.Socket, conn: IngressConnection): void {
       (socket as TaggedSocket)[kConn] = conn;
       server.emit('connection', socket);
+    },
+    handleUpgradeProtocol(protocol: string, handler: UpgradeProtocolHandler): void {
+      upgradeHandlers.set(protocol.toLowerCase(), handler);
     },
     close(): void {
       server.close();

@@ -27,6 +27,7 @@ import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { createLeanOnRamp } from '../http1/lean.ts';
 import { createHttp1OnRamp } from '../http1/server.ts';
 import type { SocketOnRamp } from '../ingress.ts';
+import { createMasqueOnRamp } from '../masque/onramp.ts';
 import { acceptTls } from '../tls/accept.ts';
 import { alpnProtocols, type EndpointTls, loadEndpointTls } from '../tls/credentials.ts';
 import { TlsSettings } from '../tls/settings.ts';
@@ -74,6 +75,18 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
   const h2 = settings.http2.enabled
     ? createHttp2OnRamp(rt, endpoint, settings.http2, `${where}.http2`)
     : null;
+  // MASQUE (CONNECT-UDP) over both versions: extended CONNECT streams and Upgrade requests.
+  const masque = createMasqueOnRamp(rt, endpoint);
+  if (masque !== null) {
+    for (const protocol of masque.protocols) {
+      h2?.handleExtendedConnect(protocol, (stream, head, conn) =>
+        masque.serveHttp2(protocol, stream, head, conn),
+      );
+      h1.handleUpgradeProtocol(protocol, (req, socket, early, conn) =>
+        masque.serveHttp1(req, socket, early, conn),
+      );
+    }
+  }
   const endpointTls = settings.tls.enabled ? loadEndpointTls(settings.tls, `${where}.tls`) : null;
   const secureContext = endpointTls?.secureContext ?? null;
   const alpn = alpnProtocols(h2 !== null);

@@ -98,7 +98,10 @@ test('extended CONNECT: 501 by default, served by a registered handler, 500 if i
     const [data] = (await once(ws.st, 'data')) as [Buffer];
     assert.equal(data.toString(), 'echo me');
     ws.st.close();
-    assert.equal((await open('connect-udp')).h[':status'], 501);
+    // connect-udp is MASQUE's (served by the endpoint); a protocol nobody registered is 501.
+    assert.equal((await open('x-unregistered')).h[':status'], 501);
+    assert.equal((await open('connect-udp')).h[':status'], 400);
+    assert.match(String((await open('connect-udp')).h['proxy-status']), /error=http_request_error/);
     assert.equal((await open('broken')).h[':status'], 500);
   } finally {
     session.destroy();

@@ -4,7 +4,8 @@
  * its own request with its own request context and trace (forked from the connection's by the
  * pipelines): CONNECT streams become tunnels multiplexed on the one connection, other methods
  * are forwarded, and extended CONNECT (RFC 8441) is advertised (SETTINGS_ENABLE_CONNECT_PROTOCOL)
- * but answered 501 until MASQUE lands.
+ * and served by the handler registered for its `:protocol` (MASQUE's `connect-udp` and
+ * `connect-ip`, `onramps/masque/onramp.ts`), others answered 501.
  *
  * Ordering rules: a stream gets an error listener before anything else can fail on it (an
  * unhandled stream error would end the process); a session closes with GOAWAY after
@@ -256,7 +257,7 @@ export function createHttp2OnRamp(
           return;
         }
         metrics.extendedConnect.inc();
-        // Reserved for MASQUE (CONNECT-UDP, CONNECT-IP over HTTP/2): advertised, not served yet.
+        // A :protocol no handler serves (MASQUE registers connect-udp and connect-ip).
         respondText(stream, 501, `501 extended CONNECT (:protocol ${shape.protocol}) is not served here\n`);
         return;
       }

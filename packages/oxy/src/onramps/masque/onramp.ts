@@ -1,0 +1,379 @@
+/**
+ * MASQUE on an `http` endpoint: CONNECT-UDP (RFC 9298) over HTTP/2 extended CONNECT
+ * (`:protocol connect-udp`) and HTTP/1.1 `Upgrade: connect-udp`, carried by the one datagram
+ * runner (`flows/datagram/session.ts`), so a tunnel gets the same egress decisions, DNS,
+ * `blocked_cidrs`, datagram hook, metrics and `udp_session` audit record as a `udp` endpoint's
+ * client. The HTTP on-ramps hand their MASQUE requests here; the capsule session itself is
+ * `masque/server.ts`.
+ *
+ * Order: request checks (`checkMasqueRequest`: framing, template, target; refusals 400/501)
+ * → `HttpRequestHook.handleProxyConnectRequest` (the same hook as CONNECT; a block is answered
+ * with its status) → the session's egress route (decision, DNS, `handleUpstreamIps`,
+ * blocklist, upstream socket, `handleConnectionEstablished`) → the answer: 200 (HTTP/2) or 101
+ * (HTTP/1.1) once the session is `open`, else the refusal `refusalForError` gives (403
+ * `destination_ip_prohibited`, 502 `dns_error`, …), always with `Proxy-Status` → DATAGRAM
+ * capsules both ways (`handleDatagram`) → end (stream closed, idle, capsule error) → audit.
+ * No datagram reaches the target before the answer is decided: those the client sends early
+ * wait in the session's bounded queue, or in the unread stream.
+ *
+ * CONNECT-IP (RFC 9484) needs the layer-3 pipeline, which is not wired to the on-ramps yet: it
+ * is answered 501 with a `Proxy-Status` saying so.
+ */
+import http from 'node:http';
+import type http2 from 'node:http2';
+import type { Duplex } from 'node:stream';
+import { defaultSettings } from 'foundations/settings';
+import { log } from 'foundations/telemetry';
+import { formatHostPort } from '../../context/addr.ts';
+import { type EndpointState, type IngressConnection, RequestState } from '../../context/state.ts';
+import { OXY_ERR, OxyError } from '../../errors.ts';
+import { DatagramSession } from '../../flows/datagram/session.ts';
+import { writeRawResponse } from '../../flows/http/upgrade.ts';
+import { countFailure, recordEnd } from '../../flows/record.ts';
+import type { ConnectDirective, HttpHeaders, RequestHead } from '../../hooks/http-request.ts';
+import { acceptMasqueTunnel } from '../../masque/server.ts';
+import { MAX_UDP_PAYLOAD, type UdpTunnel } from '../../masque/tunnel.ts';
+import {
+  type ConnectUdpRequest,
+  checkMasqueRequest,
+  type MasqueEndpointTemplates,
+  type MasqueRefusal,
+  type MasqueRequestHead,
+  masqueProtocolOf,
+  masqueRefusal,
+  masqueSuccess,
+  refusalForError,
+} from '../../protocols/masque/request.ts';
+import { type MasqueProtocol, parseUriTemplate, type UriTemplate } from '../../protocols/masque/template.ts';
+import type { Runtime } from '../../runtime.ts';
+import { httpEndpoint } from '../../settings.ts';
+import { forkRequest } from '../../telemetry/fork.ts';
+import { datagramMetrics } from '../../telemetry/metrics.ts';
+import { MasqueSettings } from './settings.ts';
+
+/** The proxy's name in `Proxy-Status` fields. */
+const PROXY_NAME = 'oxy';
+
+/** Bytes of capsules queued to a slow client beyond which replies are dropped, as UDP would. */
+const MAX_QUEUED_TO_CLIENT = 4 * 1024 * 1024;
+
+/** The MASQUE side of an `http` endpoint, called by its HTTP/2 and HTTP/1.1 on-ramps. */
+export interface MasqueOnRamp {
+  /** The MASQUE protocols served (`connect-ip` is answered 501: see the module comment). */
+  readonly protocols: readonly MasqueProtocol[];
+  /** Serves an HTTP/2 extended CONNECT stream whose `:protocol` is `protocol`. */
+  serveHttp2(
+    protocol: MasqueProtocol,
+    stream: http2.ServerHttp2Stream,
+    head: RequestHead,
+    conn: IngressConnection,
+  ): void;
+  /** Serves an HTTP/1.1 request with `Upgrade: connect-udp` (or `connect-ip`) on `socket`. */
+  serveHttp1(req: http.IncomingMessage, socket: Duplex, early: Buffer, conn: IngressConnection): void;
+}
+
+/** The endpoint's `masque` section, or its defaults when the schema lacks it. */
+function masqueSection(endpoint: EndpointState): MasqueSettings {
+  const ep = endpoint.settings as { masque?: MasqueSettings };
+  return ep.masque ?? defaultSettings(MasqueSettings);
+}
+
+function parseTemplate(where: string, key: string, source: string, protocol: MasqueProtocol): UriTemplate {
+  try {
+    return parseUriTemplate(source, protocol);
+  } catch (e) {
+    throw new OxyError(
+      OXY_ERR.INVALID_APP,
+      `${where}.masque.${key}: ${e instanceof Error ? e.message : String(e)}`,
+      { cause: e },
+    );
+  }
+}
+
+/**
+ * Creates the MASQUE on-ramp of `http` endpoint `endpoint`, or null when `masque.enabled` is
+ * false. Parses both templates now: a bad one throws `OXY_ERR_INVALID_APP` naming its key
+ * (`endpoints.<name>.masque.udp_template`).
+ */
+export function createMasqueOnRamp(rt: Runtime, endpoint: EndpointState): MasqueOnRamp | null {
+  const where = `endpoints.${endpoint.name}`;
+  const settings = masqueSection(endpoint);
+  if (!settings.enabled) return null;
+  const udp = parseTemplate(where, 'udp_template', settings.udp_template, 'connect-udp');
+  // Parsed so a bad one fails at start-up; not matched until CONNECT-IP is served.
+  parseTemplate(where, 'ip_template', settings.ip_template, 'connect-ip');
+  const templates: MasqueEndpointTemplates = { udp, proxyName: PROXY_NAME };
+  const idleMs = httpEndpoint(endpoint.settings).tunnel_idle_timeout;
+
+  const serve = (
+    ex: MasqueExchange,
+    head: MasqueRequestHead,
+    hookHead: RequestHead,
+    conn: IngressConnection,
+  ) => {
+    const protocol = masqueProtocolOf(head);
+    if (protocol === 'connect-ip') {
+      ex.refuse(
+        masqueRefusal(
+          501,
+          'http_request_error',
+          'connect-ip is not served yet: it needs the layer-3 (IP flow) pipeline',
+          PROXY_NAME,
+        ),
+      );
+      return;
+    }
+    const checked = checkMasqueRequest(head, templates);
+    if (!checked.ok) {
+      conn.telemetry?.apply(() => log.debug('MASQUE request refused', { details: checked.refusal.details }));
+      ex.refuse(checked.refusal);
+      return;
+    }
+    const req = checked.request as ConnectUdpRequest;
+    conn.requests++;
+    conn.tunnels++;
+    const target = { host: req.target.host, port: req.port };
+    const request = new RequestState(conn, 'connect-udp', head.method, target, rt.ext);
+    void forkRequest(request, () => runTunnel(rt, request, ex, hookHead, idleMs))
+      .catch((e: unknown) => {
+        log.error('CONNECT-UDP tunnel failed', { err: e });
+        ex.stream.destroy();
+      })
+      .finally(() => {
+        conn.tunnels--;
+      });
+  };
+
+  return {
+    protocols: ['connect-udp', 'connect-ip'],
+    serveHttp2(protocol, stream, head, conn): void {
+      const mhead: MasqueRequestHead = {
+        httpVersion: '2',
+        method: head.method,
+        protocol,
+        path: head.path,
+        scheme: head.scheme,
+        authority: head.authority,
+        headers: head.headers,
+      };
+      serve(new Http2MasqueExchange(stream), mhead, head, conn);
+    },
+    serveHttp1(req, socket, early, conn): void {
+      socket.on('error', () => {}); // the tunnel reports its end; before it, a reset only ends the attempt
+      const headers = req.headers as HttpHeaders;
+      const mhead: MasqueRequestHead = {
+        httpVersion: '1.1',
+        method: req.method ?? 'GET',
+        path: req.url ?? '',
+        headers,
+      };
+      const hookHead: RequestHead = {
+        method: mhead.method,
+        scheme: '',
+        authority: typeof headers['host'] === 'string' ? headers['host'] : '',
+        path: mhead.path,
+        headers,
+      };
+      serve(new Http1MasqueExchange(socket, early), mhead, hookHead, conn);
+    },
+  };
+}
+
+/** A MASQUE request as the runner below sees it, whatever the HTTP version. */
+interface MasqueExchange {
+  readonly httpVersion: '2' | '1.1';
+  /** The HTTP/2 stream, or the socket to upgrade. */
+  readonly stream: Duplex;
+  /** Bytes read past the HTTP/1.1 head. */
+  readonly early: Buffer | undefined;
+  readonly closed: boolean;
+  /** Answers the refusal (status, `Proxy-Status`, a short body) and ends the exchange. */
+  refuse(r: MasqueRefusal): void;
+  /** Sends the success answer; the stream then carries capsules. */
+  accept(): void;
+}
+
+class Http2MasqueExchange implements MasqueExchange {
+  readonly httpVersion = '2';
+  readonly early = undefined;
+  readonly stream: http2.ServerHttp2Stream;
+
+  constructor(stream: http2.ServerHttp2Stream) {
+    this.stream = stream;
+  }
+
+  get closed(): boolean {
+    return this.stream.destroyed || this.stream.closed;
+  }
+
+  refuse(r: MasqueRefusal): void {
+    if (this.closed || this.stream.headersSent) return;
+    // Headers only: `Proxy-Status` carries the details, and a client that cancels the stream
+    // on a refusal (as `oxy/masque` does) would otherwise keep an unread body open.
+    this.stream.respond({ ':status': r.status, 'proxy-status': r.proxyStatus }, { endStream: true });
+  }
+
+  accept(): void {
+    const ok = masqueSuccess('connect-udp', '2');
+    this.stream.respond({ ':status': ok.status, ...ok.headers });
+  }
+}
+
+class Http1MasqueExchange implements MasqueExchange {
+  readonly httpVersion = '1.1';
+  readonly stream: Duplex;
+  readonly early: Buffer | undefined;
+
+  constructor(socket: Duplex, early: Buffer) {
+    this.stream = socket;
+    this.early = early.length > 0 ? early : undefined;
+  }
+
+  get closed(): boolean {
+    return this.stream.destroyed || !this.stream.writable;
+  }
+
+  refuse(r: MasqueRefusal): void {
+    if (this.closed) return;
+    writeRawResponse(this.stream, r.status, `${r.status} ${r.details}\n`, [
+      'Proxy-Status',
+      r.proxyStatus,
+      'Content-Type',
+      'text/plain; charset=utf-8',
+    ]);
+  }
+
+  accept(): void {
+    const ok = masqueSuccess('connect-udp', '1.1');
+    let out = `HTTP/1.1 ${ok.status} ${http.STATUS_CODES[ok.status]}\r\n`;
+    for (const [name, value] of Object.entries(ok.headers)) out += `${name}: ${value}\r\n`;
+    this.stream.write(`${out}\r\n`);
+  }
+}
+
+/** How a session answers its client: DATAGRAM capsules on the tunnel, once there is one. */
+class CapsuleIngress {
+  tunnel: UdpTunnel | null = null;
+  /** The tunnel's stream, whose queued bytes bound what is buffered for a slow client. */
+  stream: Duplex | null = null;
+  #idle: NodeJS.Timeout | undefined;
+
+  reply(data: Uint8Array): void {
+    const t = this.tunnel;
+    if (t === null || t.closed) return;
+    if ((this.stream?.writableLength ?? 0) > MAX_QUEUED_TO_CLIENT) {
+      datagramMetrics.dropped_total({ reason: 'client_backpressure' }).inc();
+      return;
+    }
+    t.send(data);
+  }
+
+  replyBatch(batch: { readonly count: number; payload(i: number): Uint8Array }): void {
+    for (let i = 0; i < batch.count; i++) this.reply(batch.payload(i));
+  }
+
+  ended(): void {
+    clearTimeout(this.#idle);
+    // The session is over (idle, refused, the stream gone): end our side of the stream.
+    void this.tunnel?.close();
+  }
+
+  /** Ends `session` after `idleMs` without a datagram either way (`tunnel_idle_timeout`). */
+  armIdle(session: DatagramSession, idleMs: number): void {
+    if (idleMs <= 0) return;
+    const check = (): void => {
+      const quiet = performance.now() - session.lastActive;
+      if (quiet >= idleMs) session.close('idle_timeout');
+      else this.#idle = setTimeout(check, idleMs - quiet + 1).unref();
+    };
+    this.#idle = setTimeout(check, idleMs).unref();
+  }
+}
+
+/** Runs one CONNECT-UDP request from its request hook to the end of its session. */
+async function runTunnel(
+  rt: Runtime,
+  request: RequestState,
+  ex: MasqueExchange,
+  hookHead: RequestHead,
+  idleMs: number,
+): Promise<void> {
+  const hop = formatHostPort(request.target.host, request.target.port);
+  const refuseEarly = (r: MasqueRefusal, reason: string): void => {
+    request.status = r.status;
+    countFailure(request, r.status);
+    ex.refuse(r);
+    recordEnd(rt, request, 0, 0, reason, { datagrams_up: 0, datagrams_down: 0 });
+  };
+  const connectHook = rt.hooks.proxyConnectRequest;
+  if (connectHook !== null) {
+    let d: ConnectDirective;
+    try {
+      d = await connectHook(hookHead, request);
+    } catch (e) {
+      const err = rt.hookFailed('HttpRequestHook.handleProxyConnectRequest', e);
+      refuseEarly(refusalForError(err, PROXY_NAME, hop), err.code);
+      return;
+    }
+    request.decisions.push(`connect:${d?.kind ?? 'allow'}`);
+    if (d !== undefined && d.kind === 'block') {
+      refuseEarly(
+        masqueRefusal(d.status, 'http_request_denied', d.reason, PROXY_NAME, { nextHop: hop }),
+        'blocked',
+      );
+      return;
+    }
+  }
+  if (ex.closed) {
+    request.status = 499;
+    recordEnd(rt, request, 0, 0, 'client_closed', { datagrams_up: 0, datagrams_down: 0 });
+    return;
+  }
+  const ingress = new CapsuleIngress();
+  const session = new DatagramSession(
+    rt,
+    request.ingress,
+    request.target,
+    ingress,
+    performance.now(),
+    MAX_UDP_PAYLOAD,
+    {
+      request,
+    },
+  );
+  const gone = (): void => {
+    if (session.state === 'opening') request.status = 499;
+    session.close('client_closed');
+  };
+  ex.stream.once('close', gone);
+  const outcome = await session.opened;
+  if (!outcome.open) {
+    if (session.state === 'refused') {
+      const r = refusalForError(outcome.error, PROXY_NAME, hop);
+      request.status = r.status;
+      countFailure(request, r.status);
+      ex.refuse(r);
+      session.close('refused');
+    }
+    return;
+  }
+  ex.accept();
+  const tunnel = acceptMasqueTunnel({
+    protocol: 'connect-udp',
+    stream: ex.stream,
+    httpVersion: ex.httpVersion,
+    head: ex.early,
+  });
+  ingress.tunnel = tunnel;
+  ingress.stream = ex.stream;
+  tunnel.on('datagram', (payload, contextId) => {
+    // RFC 9298 §4: context 0 carries UDP payloads; no other context is registered here.
+    if (contextId === 0) session.fromClientData(payload, performance.now());
+    else datagramMetrics.dropped_total({ reason: 'context_id' }).inc();
+  });
+  tunnel.on('error', (e) => {
+    log.debug('CONNECT-UDP capsule error', { code: e.code, err: e.message });
+  });
+  tunnel.once('close', () => session.close(tunnel.error === undefined ? 'client_closed' : tunnel.error.code));
+  ingress.armIdle(session, idleMs);
+}
