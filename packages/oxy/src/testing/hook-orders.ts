@@ -307,6 +307,7 @@ export const TRAFFIC_FLOWS = {
       { from: 'Oxy', to: 'Client', message: 'DATAGRAM capsule (context 0)' },
       { from: 'Client', to: 'Oxy', message: 'END_STREAM, GOAWAY, close' },
       { note: 'the session ends (client_closed): its udp_session audit record is written' },
+      REQUEST_END,
       { hook: 'ingress.handleConnectionClose' },
     ],
   },
