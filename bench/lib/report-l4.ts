@@ -47,7 +47,8 @@ export function l4Page(lines: readonly ResultLine[], info: PageInfo, proxies: re
     out.push(`![${m.title}](bench/${sc}.svg)`, '', table(sc, cells), '');
   }
   out.push('## The proxies', '', '| row | what runs |', '| --- | --- |');
-  for (const n of info.notes) if (proxies.includes(n.name)) out.push(`| ${n.name} | ${n.note} |`);
+  const present = new Set(lines.map((l) => l.proxy));
+  for (const n of info.notes) if (present.has(n.name)) out.push(`| ${n.name} | ${n.note} |`);
   out.push('', '## Versions', '', '| software | version |', '| --- | --- |');
   for (const [k, v] of Object.entries(info.versions)) out.push(`| ${k} | ${v} |`);
   if (info.profile) out.push('', info.profile.trim());
