@@ -9,7 +9,9 @@ import { METRICS } from './scenarios.ts';
 
 /** The whole docs/bench-l4.md page. Charts are referenced as bench/<scenario>.svg beside it. */
 export function l4Page(lines: readonly ResultLine[], info: PageInfo, proxies: readonly string[]): string {
-  const sums = summarise(lines, proxies);
+  // Every cell uses all its runs: on this shared machine most runs are busy, and a cell of three
+  // quiet runs beside one of six busy ones would compare different conditions.
+  const sums = summarise(lines, proxies, false);
   const busy = lines.filter((l) => l.busy).length;
   const out: string[] = [
     '# Benchmarks: layer 4 (S6, S7)',
@@ -21,7 +23,8 @@ export function l4Page(lines: readonly ResultLine[], info: PageInfo, proxies: re
     '[benchmarks.md](benchmarks.md). Every proxy runs with one worker on loopback against the same',
     'targets: for S6 the nginx upstream serving files from tmpfs, for S7 a UDP echo server and a DNS',
     'responder (bench/tools/udp-peers.ts). The "direct" row talks to the target with no proxy. Each',
-    'figure is the median of the runs listed, interleaved across proxies (the order rotated each run).',
+    'figure is the median of all the runs listed (busy or not), interleaved across proxies (the order',
+    'rotated each run); "busy" means other processes used more than 10 % of the machine meanwhile.',
     '',
     "CPU is the proxy's own (all its threads, from /proc/<pid>/task/*/schedstat over the measured",
     'window) per unit of work. For Oxy it is split into its two working threads: the JS thread and the',
@@ -44,7 +47,8 @@ export function l4Page(lines: readonly ResultLine[], info: PageInfo, proxies: re
     out.push(`![${m.title}](bench/${sc}.svg)`, '', table(sc, cells), '');
   }
   out.push('## The proxies', '', '| row | what runs |', '| --- | --- |');
-  for (const n of info.notes) if (proxies.includes(n.name)) out.push(`| ${n.name} | ${n.note} |`);
+  const present = new Set(lines.map((l) => l.proxy));
+  for (const n of info.notes) if (present.has(n.name)) out.push(`| ${n.name} | ${n.note} |`);
   out.push('', '## Versions', '', '| software | version |', '| --- | --- |');
   for (const [k, v] of Object.entries(info.versions)) out.push(`| ${k} | ${v} |`);
   if (info.profile) out.push('', info.profile.trim());

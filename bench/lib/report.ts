@@ -44,8 +44,14 @@ export interface Cell {
  * Medians per scenario and proxy. A cell uses only the runs on a quiet machine when it has at
  * least three (busy runs were repeated), and all its runs otherwise, saying how many were busy:
  * a median of one lucky quiet run would be less honest than a median of three noisy ones.
+ * With `preferQuiet` false every cell uses all its runs (for a run where most were busy, so that
+ * cells of the same table are not medians of different conditions).
  */
-export function summarise(lines: readonly ResultLine[], proxies: readonly string[]): Map<Scenario, Cell[]> {
+export function summarise(
+  lines: readonly ResultLine[],
+  proxies: readonly string[],
+  preferQuiet = true,
+): Map<Scenario, Cell[]> {
   const out = new Map<Scenario, Cell[]>();
   for (const sc of SCENARIOS) {
     const cells: Cell[] = [];
@@ -54,7 +60,7 @@ export function summarise(lines: readonly ResultLine[], proxies: readonly string
       if (mine.length === 0) continue;
       const ok = mine.filter((l) => l.status === 'ok');
       const quiet = ok.filter((l) => !l.busy);
-      const use = quiet.length >= 3 ? quiet : ok;
+      const use = preferQuiet && quiet.length >= 3 ? quiet : ok;
       const med: Record<string, number> = {};
       for (const key of Object.keys(use[0]?.figures ?? {})) {
         const vals = use.map((l) => l.figures?.[key]).filter((v): v is number => typeof v === 'number');
