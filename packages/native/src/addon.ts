@@ -59,6 +59,7 @@ export interface Addon {
   writerDrained(owner: WriterOwner): boolean;
   writerEnd(owner: WriterOwner): void;
   writerWritten(owner: WriterOwner): number;
+  writerError(owner: WriterOwner): number;
   writerClose(owner: WriterOwner): void;
   udpSocket(
     family: number,

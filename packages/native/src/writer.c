@@ -13,6 +13,7 @@
  * - writerDrained(owner): true if nothing is queued; else false, and owner.onWriterDrain() is
  *   called once the queue has emptied (or the socket failed: the rest is dropped).
  * - writerEnd(owner): shutdown(SHUT_WR) once the queue is written.
+ * - writerError(owner): the errno of the first failed write, or 0.
  * - writerClose(owner): lets go of the owner; the duplicate is closed once the queue is written
  *   (or at once if it is empty).
  * - writerWritten(owner): bytes written to the socket so far.
@@ -380,6 +381,19 @@ static napi_value writer_written(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* writerError(owner): the first write error's errno (the peer reset, a broken pipe), or 0. */
+static napi_value writer_error(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out;
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  writer_t *w = get_writer(env, argv[0]);
+  if (!w) return NULL;
+  pthread_mutex_lock(&w->mu);
+  int err = w->err;
+  pthread_mutex_unlock(&w->mu);
+  napi_create_int32(env, err, &out);
+  return out;
+}
+
 /* writerClose(owner): lets go; the duplicate is closed once the queue is written. */
 static napi_value writer_close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -400,5 +414,6 @@ void register_writer(napi_env env, napi_value exports) {
   set_fn(env, exports, "writerDrained", writer_drained);
   set_fn(env, exports, "writerEnd", writer_end);
   set_fn(env, exports, "writerWritten", writer_written);
+  set_fn(env, exports, "writerError", writer_error);
   set_fn(env, exports, "writerClose", writer_close);
 }

@@ -11,7 +11,8 @@
  * the socket only through it (an end, too: {@link SocketWriter.end}); reading is unaffected.
  */
 import { addon, type WriterOwner } from './addon.ts';
-import { toNativeError } from './errors.ts';
+import { errnoName } from './errno.ts';
+import { errnoError, type NativeError, toNativeError } from './errors.ts';
 
 const BUFFER = 0;
 const LATIN1 = 1;
@@ -62,6 +63,18 @@ export class SocketWriter implements WriterOwner {
   /** Bytes written to the socket so far (0 once closed). */
   get written(): number {
     return this.#open ? addon.writerWritten(this) : 0;
+  }
+
+  /**
+   * The first write error (the peer reset, a broken pipe) as a `NativeError`, or null. After one,
+   * everything queued was dropped and later sends are too: the socket is dead for writing.
+   */
+  get error(): NativeError | null {
+    if (!this.#open) return null;
+    const errno = addon.writerError(this);
+    return errno === 0
+      ? null
+      : errnoError(errno, errnoName(errno), 'sendmsg', 'send', 'writing to the socket');
   }
 
   /** Lets go: the duplicate is closed once everything queued is written. No more callbacks. */

@@ -147,3 +147,27 @@ test('bad arguments are a TypeError; a descriptor that is not open a named error
       isNativeError(e) && /EBADF/.test((e as Error).message + String((e as { code?: string }).code)),
   );
 });
+
+test('a peer that resets: the queue is dropped, drained() answers, and error names the errno', async () => {
+  const { outer, inner } = await pair();
+  const w = new SocketWriter(fdOf(inner));
+  assert.equal(w.error, null);
+  outer.pause(); // nothing read: the writes back up
+  const chunk = Buffer.alloc(1 << 20);
+  for (let i = 0; i < 8; i++) w.send(chunk);
+  outer.resetAndDestroy();
+  await new Promise<void>((resolve) => {
+    const again = (): void => {
+      if (w.error !== null) resolve();
+      else if (w.drained(again)) setTimeout(again, 20).unref?.();
+      else w.send(chunk); // keep writing until the reset is met
+    };
+    again();
+  });
+  const e: unknown = w.error;
+  assert.ok(isNativeError(e), String(e));
+  assert.match((e as { code: string }).code, /NATIVE_ERR_(EPIPE|ECONNRESET)/);
+  assert.equal(w.send(chunk), 0, 'later sends are dropped');
+  w.close();
+  inner.destroy();
+});

@@ -86,10 +86,19 @@ export function writeDirect(socket: net.Socket, data: Buffer | string, encoding:
     return;
   }
   const n = send(s, w, data, encoding);
-  // Past the mark, later writes are held in the stream (corked) until the queue has drained.
+  // Past the mark, later writes are held in the stream (corked) until the queue has drained;
+  // a failed queue (the peer reset) destroys the socket, as a failed write would.
   if (n >= HIGH_WATER) {
     s.cork();
-    if (w.drained(() => s.uncork())) s.uncork();
+    const drained = (): void => {
+      const e = w.error;
+      if (e !== null) s.destroy(e);
+      else s.uncork();
+    };
+    if (w.drained(drained)) drained();
+  } else if (n === 0) {
+    const e = w.error;
+    if (e !== null) s.destroy(e);
   }
 }
 
@@ -145,9 +154,17 @@ function send(s: Socket, w: SocketWriter, chunk: Buffer | string, encoding: Buff
   return w.send(b);
 }
 
-/** Acknowledges a write now, or once the queue has drained when it is past the mark. */
+/**
+ * Acknowledges a write now, or once the queue has drained when it is past the mark. A write
+ * the reactor failed (the peer reset) fails the stream, so the socket is destroyed and whoever
+ * feeds it (a response from upstream) learns the client is gone, even if Node is not reading.
+ */
 function ack(w: SocketWriter, queued: number, cb: WriteCb): void {
-  if (queued < HIGH_WATER || w.drained(cb)) cb();
+  if (queued < HIGH_WATER) {
+    cb(queued === 0 ? (w.error ?? undefined) : undefined);
+    return;
+  }
+  if (w.drained(() => cb(w.error ?? undefined))) cb(w.error ?? undefined);
 }
 
 function writeOne(this: Socket, chunk: Buffer | string, encoding: BufferEncoding, cb: WriteCb): void {
