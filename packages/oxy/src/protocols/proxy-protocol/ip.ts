@@ -5,6 +5,7 @@
  * no zone index). Formatting gives Node's textual form, so a header's source compares equal to
  * what `socket.remoteAddress` would say for the same peer.
  */
+import { formatAddress } from '../ip/address.ts';
 
 /** Parses a dotted quad into `out[at..at+4)`; false when it is not canonical IPv4. */
 export function parseIPv4Into(text: string, out: Uint8Array, at: number): boolean {
@@ -107,26 +108,7 @@ export function isV4Mapped(bytes: Uint8Array, at = 0): boolean {
  */
 export function formatIPv6(bytes: Uint8Array, at = 0): string {
   if (isV4Mapped(bytes, at)) return `::ffff:${formatIPv4(bytes, at + 12)}`;
-  const w: number[] = [];
-  for (let i = 0; i < 8; i++) w.push((bytes[at + i * 2]! << 8) | bytes[at + i * 2 + 1]!);
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (w[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && w[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (ws: number[]) => ws.map((x) => x.toString(16)).join(':');
-  if (bestStart < 0) return hex(w);
-  return `${hex(w.slice(0, bestStart))}::${hex(w.slice(bestStart + bestLen))}`;
+  return formatAddress(bytes, at, 16);
 }
 
 /** 16 bytes of an IPv6 address, or of an IPv4 address as IPv4-mapped; `null` if neither. */
