@@ -140,10 +140,11 @@ function readAudit(file: string): AuditRecord[] {
     // Boundary: no record written yet means no file yet.
     return [];
   }
-  return text
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as AuditRecord);
+  // A record is a whole line: the writer appends in the background, so a read may catch the
+  // last one half written. Only lines ended by their newline are records yet.
+  const lines = text.split('\n');
+  lines.pop(); // after the last newline: '' or a record still being written
+  return lines.filter((l) => l !== '').map((l) => JSON.parse(l) as AuditRecord);
 }
 
 async function waitForRecords(
