@@ -5,40 +5,11 @@
  * before `main` runs (so a log file under /proc fails at once instead of spinning).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
+import { serviceRunner } from './testdata/run-service.ts';
 
-const FIXTURE = fileURLToPath(new URL('./testdata/service.ts', import.meta.url));
-const dir = mkdtempSync(join(tmpdir(), 'fnd-checks-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-
-function file(name: string, text: string): string {
-  writeFileSync(join(dir, name), text);
-  return name;
-}
-
-function run(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [FIXTURE, ...args], {
-      cwd: dir,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const { dir, file, run } = serviceRunner('fnd-checks-');
 
 /** `--check` and a start with `name` both fail with exit 2 and one line matching `line`. */
 async function failsBoth(name: string, text: string, line: RegExp): Promise<void> {

@@ -1,43 +1,13 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
 import YAML from 'yaml';
 import { s } from '../settings/index.ts';
 import { helpText, parseCli, runCli } from './index.ts';
+import { serviceRunner } from './testdata/run-service.ts';
 
-const FIXTURE = fileURLToPath(new URL('./testdata/service.ts', import.meta.url));
-const dir = mkdtempSync(join(tmpdir(), 'fnd-cli-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-
-/** Writes `name` in the children's working directory and returns the name. */
-function file(name: string, text: string): string {
-  writeFileSync(join(dir, name), text);
-  return name;
-}
-
-/** Runs the fixture service with `args`; resolves with its exit code and output. */
-function run(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [FIXTURE, ...args], {
-      cwd: dir,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const { dir, file, run } = serviceRunner('fnd-cli-');
 
 /** No stack trace: no "at " frames, no file URLs. */
 function assertNoStack(text: string): void {
