@@ -98,6 +98,20 @@ export interface UdpStats {
   readonly batches: number;
 }
 
+/** The order of the counters the addon's udpStats returns (src/udp.c). */
+const STAT_KEYS = [
+  'received',
+  'receivedBytes',
+  'truncated',
+  'sent',
+  'sentBytes',
+  'queued',
+  'dropped',
+  'sendErrors',
+  'receiveErrors',
+  'batches',
+] as const satisfies readonly (keyof UdpStats)[];
+
 const CB = { batch: 0, error: 1, fatal: 2, socketError: 3 } as const;
 const OP = { close: 0, reading: 1, ref: 2 } as const;
 const SEND: readonly UdpSendResult[] = ['sent', 'queued', 'dropped'];
@@ -333,41 +347,8 @@ export class UdpSocket {
   stats(): UdpStats {
     if (this.#handle === null)
       throw errnoError(9, 'EBADF', 'udp', 'udp', `reading the counters of ${this.#what}`);
-    const [
-      received,
-      receivedBytes,
-      truncated,
-      sent,
-      sentBytes,
-      queued,
-      dropped,
-      sendErrors,
-      receiveErrors,
-      batches,
-    ] = addon.udpStats(this.#handle) as [
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-    ];
-    return {
-      received,
-      receivedBytes,
-      truncated,
-      sent,
-      sentBytes,
-      queued,
-      dropped,
-      sendErrors,
-      receiveErrors,
-      batches,
-    };
+    const values = addon.udpStats(this.#handle) as number[];
+    return Object.fromEntries(STAT_KEYS.map((k, n) => [k, values[n] as number])) as unknown as UdpStats;
   }
 
   /** Stops reading and closes the descriptor; queued datagrams are dropped. Idempotent. */
