@@ -32,7 +32,9 @@ export interface AuditRecord {
   readonly kind: 'tunnel' | 'request' | 'udp_session';
   /**
    * The request kind behind the record (`RequestKind`): `connect`, `forward`, `upgrade`, `tcp`,
-   * `udp`, or `connect-udp` (a MASQUE CONNECT-UDP tunnel, written as a `udp_session`).
+   * `udp`, `connect-udp` (a MASQUE CONNECT-UDP tunnel, written as a `udp_session`), `ip-tcp`
+   * (an IP tunnel's TCP flow upgraded to a stream, a `tunnel`) or `ip-udp` (its UDP flow, a
+   * `udp_session`).
    */
   readonly request_kind?: string;
   readonly conn_id: string;

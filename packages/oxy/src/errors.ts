@@ -102,6 +102,10 @@ export const OXY_ERR = {
   L3_TABLE_FULL: 'OXY_ERR_L3_TABLE_FULL',
   /** The upgrade namespace could not be set up (the message names what the kernel refused). */
   NAMESPACE_FAILED: 'OXY_ERR_NAMESPACE_FAILED',
+  /** The IP→TCP upgrade service is not available in this build or could not start. */
+  TCP_UPGRADE_UNAVAILABLE: 'OXY_ERR_TCP_UPGRADE_UNAVAILABLE',
+  /** An IP tunnel was refused (`IpTunnelHook.handleTunnel` or the ingress hook said block). */
+  IP_TUNNEL_REFUSED: 'OXY_ERR_IP_TUNNEL_REFUSED',
 
   // --- tooling -------------------------------------------------------------------------
   /** `oxy new` cannot write the starter app (bad name, directory exists, no tarballs). */

@@ -30,6 +30,10 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'egress.dnsResolveOverride': ['sharedPool'],
   'egress.tcpConnectOverride': ['wholeTunnel', 'sharedPool'],
   'egress.selectUpstream': ['wholeTunnel', 'sharedPool', 'literalEgress'],
+  'ipTunnel.handleTunnel': [],
+  'ipFlow.handleFlow': [],
+  'ipFlow.handlePacket': [],
+  'ipFlow.handleFlowEnd': [],
 };
 
 /** Every fast path, as the plan names them. */

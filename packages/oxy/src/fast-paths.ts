@@ -78,6 +78,14 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   tcpConnectOverride: ['wholeTunnel', 'sharedPool'],
   // Chooses (and retries) the upstream per connection, in JS; may answer later.
   selectUpstream: ['wholeTunnel', 'sharedPool', 'literalEgress'],
+  // The layer-3 hooks run in the IP pipeline only, which has no fast path of its own here:
+  // each is tested for presence once per tunnel, flow or packet there.
+  ipTunnel: [],
+  ipFlow: [],
+  // Sees (and may rewrite) every packet of upgraded flows; upgraded UDP flows' datagrams are
+  // still carried by the datagram runner as bytes, so raw datagrams stay on.
+  ipPacket: [],
+  ipFlowEnd: [],
 };
 
 /** What besides the hooks decides the plan. */

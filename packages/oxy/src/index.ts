@@ -49,6 +49,15 @@ export {
   type ResponseHead,
 } from './hooks/http-request.ts';
 export { IngressDecision, type IngressHook } from './hooks/ingress.ts';
+export {
+  type IpDirection,
+  IpFlowDecision,
+  type IpFlowEndInfo,
+  type IpFlowHook,
+  type IpFlowView,
+  IpPacketVerdict,
+  type IpTunnelHook,
+} from './hooks/ip.ts';
 export type { AppLifecycleHook } from './hooks/lifecycle.ts';
 export type { HookCall, Hooks } from './hooks/run.ts';
 export {

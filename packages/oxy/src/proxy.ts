@@ -19,6 +19,8 @@ import { OXY_ERR, OxyError } from './errors.ts';
 import { type HookCall, resolveHooks } from './hooks/run.ts';
 import { createHttpOnRamp } from './onramps/http2/endpoint.ts';
 import { acceptConnection, type SocketOnRamp } from './onramps/ingress.ts';
+import { openIpGueOnRamp } from './onramps/ip-tunnel/gue.ts';
+import { openIpSeqpacketOnRamp } from './onramps/ip-tunnel/seqpacket.ts';
 import { createTcpOnRamp } from './onramps/tcp/onramp.ts';
 import { openUdpOnRamp, type UdpOnRamp } from './onramps/udp/onramp.ts';
 import { Runtime } from './runtime.ts';
@@ -84,6 +86,8 @@ export async function startProxy(
   const servers = new Map<string, net.Server>();
   const datagramEndpoints = new Map<string, UdpOnRamp>();
   const datagramOnRamps = new Set<unknown>();
+  /** `ip_gue` endpoints' UDP addresses, for `address(name)`. */
+  const ipEndpoints = new Map<string, { host: string; port: number }>();
   const onramps: { close(): void; drain(): Promise<void> }[] = [];
   try {
     for (const [name, ep] of Object.entries(settings.endpoints)) {
@@ -96,6 +100,23 @@ export async function startProxy(
         log.info('endpoint listening', {
           endpoint: name,
           addr: formatHostPort(udp.address().host, udp.address().port),
+          protocol: ep.protocol,
+        });
+        continue;
+      }
+      if (ep.protocol === 'ip_seqpacket') {
+        const ip = openIpSeqpacketOnRamp(rt, endpoint, ep);
+        onramps.push(ip);
+        log.info('endpoint listening', { endpoint: name, addr: ip.path, protocol: ep.protocol });
+        continue;
+      }
+      if (ep.protocol === 'ip_gue') {
+        const gue = openIpGueOnRamp(rt, endpoint, ep);
+        onramps.push(gue);
+        ipEndpoints.set(name, gue.address());
+        log.info('endpoint listening', {
+          endpoint: name,
+          addr: formatHostPort(gue.address().host, gue.address().port),
           protocol: ep.protocol,
         });
         continue;
@@ -127,6 +148,8 @@ export async function startProxy(
     address(name = 'main') {
       const udp = datagramEndpoints.get(name);
       if (udp !== undefined) return udp.address();
+      const gue = ipEndpoints.get(name);
+      if (gue !== undefined) return gue;
       const a = servers.get(name)?.address();
       if (a === null || a === undefined || typeof a === 'string')
         throw new Error(`endpoint ${name} has no TCP address`);
@@ -145,6 +168,7 @@ export async function startProxy(
       closing ??= (async () => {
         await drain(rt, [...servers.values()], 0, onramps);
         for (const o of onramps) o.close();
+        await rt.closeTcpUpgrade();
         await rt.audit.close();
       })();
       return closing;
@@ -164,9 +188,11 @@ function createOnRamp(rt: Runtime, endpoint: EndpointState): EndpointOnRamp {
     case 'tcp':
       return { ...createTcpOnRamp(rt, ep), drain: () => Promise.resolve(), close: () => {} };
     case 'udp':
+    case 'ip_seqpacket':
+    case 'ip_gue':
       throw new OxyError(
         OXY_ERR.INVALID_APP,
-        `endpoints.${endpoint.name}.protocol: udp endpoints are not served yet`,
+        `endpoints.${endpoint.name}.protocol: ${ep.protocol} endpoints have no socket on-ramp`,
       );
   }
 }

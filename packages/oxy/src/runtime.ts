@@ -14,6 +14,7 @@ import { DnsResolver } from './dns/resolver.ts';
 import { UpstreamHealth } from './egress/upstream-select.ts';
 import { hookFailed, isOxyError, OXY_ERR, type OxyError } from './errors.ts';
 import { type FastPaths, planFastPaths } from './fast-paths.ts';
+import type { TcpUpgrade } from './flows/ip/port.ts';
 import type { UpstreamProxy } from './hooks/egress.ts';
 import type { ResolvedHooks } from './hooks/run.ts';
 import { CidrBlocklist } from './offramps/tcp/blocklist.ts';
@@ -47,6 +48,7 @@ export class Runtime {
   /** Set by `drain()`: later responses carry `Connection: close`. */
   draining = false;
   #upstreamTrust: UpstreamTrust | null = null;
+  #tcpUpgrade: Promise<TcpUpgrade> | null = null;
 
   constructor(
     hooks: ResolvedHooks,
@@ -87,6 +89,34 @@ export class Runtime {
   get upstreamTrust(): UpstreamTrust {
     this.#upstreamTrust ??= loadUpstreamTrust(this.settings.egress.tls ?? { extra_ca: [] });
     return this.#upstreamTrust;
+  }
+
+  /**
+   * The process's IP→TCP upgrade service (`flows/ip/tcp-upgrade.ts`), started on the first call
+   * (the first upgraded TCP flow of any IP tunnel) and shared after. A failed start stays failed:
+   * every later flow gets the same rejection instead of a new namespace attempt per SYN.
+   */
+  tcpUpgrade(): Promise<TcpUpgrade> {
+    if (this.#tcpUpgrade === null) {
+      this.#tcpUpgrade = import('./flows/ip/tcp-upgrade.ts').then((m) => m.startTcpUpgrade(this));
+      // The rejection is handled by every caller; this keeps an unused one from being "unhandled".
+      this.#tcpUpgrade.catch(() => {});
+    }
+    return this.#tcpUpgrade;
+  }
+
+  /** Closes the IP→TCP upgrade service if it was started (at shutdown, after the drain). */
+  async closeTcpUpgrade(): Promise<void> {
+    const started = this.#tcpUpgrade;
+    this.#tcpUpgrade = null;
+    if (started === null) return;
+    let up: TcpUpgrade;
+    try {
+      up = await started;
+    } catch {
+      return; // Named boundary: a service that never started has nothing to close.
+    }
+    await up.close();
   }
 
   /**

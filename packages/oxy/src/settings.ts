@@ -19,6 +19,7 @@ import { DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
 import { UpstreamTlsSettings } from './offramps/tls/settings.ts';
 import { UpstreamProxySettings } from './offramps/upstream-proxy/settings.ts';
 import { Http2Settings } from './onramps/http2/settings.ts';
+import { ipGueFields, ipSeqpacketFields } from './onramps/ip-tunnel/settings.ts';
 import { MasqueSettings } from './onramps/masque/settings.ts';
 import { ProxyProtocolSettings } from './onramps/proxy-protocol/settings.ts';
 import { TlsSettings } from './onramps/tls/settings.ts';
@@ -102,7 +103,8 @@ const endpointDescription =
 const protocolDescription =
   'On-ramp protocol. "http": forward-proxy requests over HTTP/1.1 and HTTP/2 (h2c prior knowledge, ' +
   'or ALPN with tls): absolute-form, CONNECT, Upgrade. "tcp": every connection is a tunnel to tcp.target. ' +
-  '"udp": datagram sessions to udp.target. Each protocol has its own keys.';
+  '"udp": datagram sessions to udp.target. "ip_seqpacket": IP tunnels over a SOCK_SEQPACKET Unix ' +
+  'socket. "ip_gue": IP tunnels over GUE (UDP). Each protocol has its own keys.';
 
 /** The endpoint kinds and their fields, with the app's part `app` when it has one. */
 function endpointSchema<A extends Record<string, z.ZodType>>(app: A) {
@@ -110,7 +112,14 @@ function endpointSchema<A extends Record<string, z.ZodType>>(app: A) {
     endpointDescription,
     'protocol',
     protocolDescription,
-    { http: { ...httpFields, ...app }, tcp: { ...tcpFields, ...app }, udp: { ...udpFields, ...app } },
+    {
+      http: { ...httpFields, ...app },
+      tcp: { ...tcpFields, ...app },
+      udp: { ...udpFields, ...app },
+      // Upgraded TCP flows are tunnels in the stream runner: the stream limits apply to them.
+      ip_seqpacket: { ...ipSeqpacketFields, ...streamFields, ...app },
+      ip_gue: { ...ipGueFields, ...streamFields, ...app },
+    },
     'http',
   );
 }
@@ -131,6 +140,11 @@ export function httpEndpoint(settings: EndpointSettings): HttpEndpointSettings {
 export type TcpEndpointSettings = Extract<EndpointSettings, { readonly protocol: 'tcp' }>;
 /** The settings of a `udp` endpoint. */
 export type UdpEndpointSettings = Extract<EndpointSettings, { readonly protocol: 'udp' }>;
+
+/** The settings of an `ip_seqpacket` endpoint. */
+export type IpSeqpacketEndpointSettings = Extract<EndpointSettings, { readonly protocol: 'ip_seqpacket' }>;
+/** The settings of an `ip_gue` endpoint. */
+export type IpGueEndpointSettings = Extract<EndpointSettings, { readonly protocol: 'ip_gue' }>;
 
 /** `egress`: how the proxy connects out. */
 export const EgressSettings = s.object('How the proxy connects to destinations.', {

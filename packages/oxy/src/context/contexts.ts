@@ -67,7 +67,15 @@ export interface EndpointContext<X extends ExtTypes = ExtTypes> {
 }
 
 /** The on-ramp protocol of an ingress connection. Grows with the on-ramps. */
-export type IngressProtocol = 'http/1.1' | 'h2' | 'h2c' | 'proxy-protocol' | 'tcp' | 'udp';
+export type IngressProtocol =
+  | 'http/1.1'
+  | 'h2'
+  | 'h2c'
+  | 'proxy-protocol'
+  | 'tcp'
+  | 'udp'
+  | 'ip_seqpacket'
+  | 'ip_gue';
 
 /**
  * The identity a client proved with a certificate during the TLS handshake (mTLS): read from
@@ -125,10 +133,19 @@ export interface IngressContext<X extends ExtTypes = ExtTypes> {
  * forwarded upstream), `upgrade` (an absolute-form request with `Upgrade`, e.g. WebSocket),
  * `tcp` (a connection to a `tcp` endpoint, carried as a tunnel), `udp` (a datagram session
  * on a `udp` endpoint) or `connect-udp` (a MASQUE CONNECT-UDP request, RFC 9298, carried as a
+ * datagram session), `ip-tcp` or `ip-udp` (a flow of an IP tunnel upgraded to a stream or a
  * datagram session). Every unit of traffic has a request context, so the tunnel and egress
  * hooks see the same shape whatever the on-ramp.
  */
-export type RequestKind = 'connect' | 'forward' | 'upgrade' | 'tcp' | 'udp' | 'connect-udp';
+export type RequestKind =
+  | 'connect'
+  | 'forward'
+  | 'upgrade'
+  | 'tcp'
+  | 'udp'
+  | 'connect-udp'
+  | 'ip-tcp'
+  | 'ip-udp';
 
 /** One request on an ingress connection (a CONNECT, or one absolute-form request). */
 export interface RequestContext<X extends ExtTypes = ExtTypes> {

@@ -75,9 +75,11 @@ export class EndpointState implements EndpointContext {
             maxLifetimeMs: settings.tunnel_max_lifetime,
             splice: settings.tunnel_splice,
           };
-    this.proxyProtocol = settings.proxy_protocol.enabled
-      ? proxyReadOptions(settings.proxy_protocol, { unshift: true })
-      : null;
+    // IP tunnel endpoints carry packets, never a PROXY header.
+    this.proxyProtocol =
+      'proxy_protocol' in settings && settings.proxy_protocol.enabled
+        ? proxyReadOptions(settings.proxy_protocol, { unshift: true })
+        : null;
     this.#ext = newExt(ext.endpoint);
   }
 }

@@ -27,6 +27,8 @@ const RECORD_KIND: Readonly<Record<RequestKind, AuditRecord['kind']>> = {
   tcp: 'tunnel',
   udp: 'udp_session',
   'connect-udp': 'udp_session',
+  'ip-tcp': 'tunnel',
+  'ip-udp': 'udp_session',
 };
 
 /** Counts a status the proxy answered itself (an error, not relayed from upstream). */

@@ -41,6 +41,17 @@ import {
   type ResponseHead,
 } from './http-request.ts';
 import { INGRESS_HOOK_METHODS, type IngressDecision, type IngressHook } from './ingress.ts';
+import {
+  IP_FLOW_HOOK_METHODS,
+  IP_TUNNEL_HOOK_METHODS,
+  type IpDirection,
+  type IpFlowDecision,
+  type IpFlowEndInfo,
+  type IpFlowHook,
+  type IpFlowView,
+  type IpPacketVerdict,
+  type IpTunnelHook,
+} from './ip.ts';
 import { type AppLifecycleHook, LIFECYCLE_HOOK_METHODS } from './lifecycle.ts';
 import { PROXY_PROTOCOL_HOOK_METHODS, type ProxyProtocolHook } from './proxy-protocol.ts';
 import {
@@ -62,6 +73,8 @@ export interface Hooks<X extends ExtTypes = ExtTypes> {
   readonly datagram?: DatagramHook<X>;
   readonly egress?: EgressHook<X>;
   readonly tls?: TlsHook<X>;
+  readonly ipTunnel?: IpTunnelHook<X>;
+  readonly ipFlow?: IpFlowHook<X>;
 }
 
 /** The hook groups and the methods each may have: hook names as data. */
@@ -74,6 +87,8 @@ export const HOOK_METHODS = {
   datagram: DATAGRAM_HOOK_METHODS,
   egress: EGRESS_HOOK_METHODS,
   tls: TLS_HOOK_METHODS,
+  ipTunnel: IP_TUNNEL_HOOK_METHODS,
+  ipFlow: IP_FLOW_HOOK_METHODS,
 } as const;
 
 /** The interface name of each group, as logs and errors spell it. */
@@ -86,6 +101,8 @@ const GROUP_NAMES: Readonly<Record<keyof Hooks, string>> = {
   datagram: 'DatagramHook',
   egress: 'EgressHook',
   tls: 'TlsHook',
+  ipTunnel: 'IpTunnelHook',
+  ipFlow: 'IpFlowHook',
 };
 
 type Maybe<T> = T | Promise<T>;
@@ -126,6 +143,17 @@ export interface ResolvedHooks {
   readonly tlsClientIdentity:
     | ((identity: ClientIdentity | null, ctx: IngressContext) => Maybe<ClientIdentityDecision>)
     | null;
+  readonly ipTunnel: ((context: Uint8Array, ctx: IngressContext) => Maybe<IngressDecision>) | null;
+  readonly ipFlow: ((flow: IpFlowView, ctx: IngressContext) => Maybe<IpFlowDecision>) | null;
+  readonly ipPacket:
+    | ((
+        packet: Buffer,
+        direction: IpDirection,
+        flow: IpFlowView,
+        ctx: IngressContext,
+      ) => IpPacketVerdict | undefined)
+    | null;
+  readonly ipFlowEnd: ((flow: IpFlowView, info: IpFlowEndInfo, ctx: IngressContext) => void) | null;
 }
 
 /** One recorded hook call: `IngressHook.handleConnection` and the id of the context it got. */
@@ -225,6 +253,10 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     selectUpstream: bind('egress', 'selectUpstream'),
     tlsSelectCertificate: bind('tls', 'selectCertificate'),
     tlsClientIdentity: bind('tls', 'handleClientIdentity'),
+    ipTunnel: bind('ipTunnel', 'handleTunnel'),
+    ipFlow: bind('ipFlow', 'handleFlow'),
+    ipPacket: bind('ipFlow', 'handlePacket'),
+    ipFlowEnd: bind('ipFlow', 'handleFlowEnd'),
   };
 }
 

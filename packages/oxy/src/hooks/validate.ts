@@ -101,6 +101,13 @@ const upstreamListOrNothing: Check = (v) =>
     ? null
     : 'a list of host:port strings, or undefined';
 
+const ipFlowDecision: Check = (v) => {
+  if (isObject(v) && (v.kind === 'upgrade' || v.kind === 'forward')) return null;
+  if (isObject(v) && (v.kind === 'drop' || v.kind === 'reject') && isReason(v.reason)) return null;
+  if (isObject(v) && v.kind === 'redirect' && isAddr(v.addr)) return null;
+  return 'an IpFlowDecision (upgrade, redirect with an address, forward, drop or reject with a reason)';
+};
+
 const pipelineOrNothing: Check = (v) =>
   v === undefined || typeof v === 'function' ? null : 'an AppTunnelPipeline function or undefined';
 
@@ -111,7 +118,7 @@ const streamOrNothing: Check = (v) =>
 
 /**
  * The checks, by `group.method`; methods not listed are events (their return is ignored), or,
- * for `datagram.handleDatagram`, checked by the datagram runner itself (a wrapper per datagram
+ * for `datagram.handleDatagram` and `ipFlow.handlePacket`, checked by their runner itself (a wrapper per datagram
  * would cost every packet; an unknown verdict drops the datagram there).
  */
 const CHECKS: Readonly<Record<string, Check>> = {
@@ -127,6 +134,8 @@ const CHECKS: Readonly<Record<string, Check>> = {
   'egress.dnsResolveOverride': ipListOrNothing,
   'egress.tcpConnectOverride': streamOrNothing,
   'egress.selectUpstream': upstreamListOrNothing,
+  'ipTunnel.handleTunnel': ingressDecision,
+  'ipFlow.handleFlow': ipFlowDecision,
 };
 
 /** Hooks that return addresses and may block instead, with a reason. */

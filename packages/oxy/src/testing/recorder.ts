@@ -25,6 +25,8 @@ export const GROUP_LABELS = {
   datagram: 'datagram',
   egress: 'egress',
   tls: 'tls',
+  ipTunnel: 'ipTunnel',
+  ipFlow: 'ipFlow',
 } as const;
 
 /** One recorded call. */

@@ -39,3 +39,21 @@ export const ipNatMetrics = defineMetrics('ip_nat', {
     'Flows that could not get a NAT mapping (pool exhausted, table full, other family).',
   ),
 });
+
+/** The IP pipeline of tunnels (`flows/ip/pipeline.ts`), by endpoint. */
+export const ipPipelineMetrics = defineMetrics('ip_pipeline', {
+  tunnels_active: gauge<{ endpoint: string }>('IP tunnels open now.'),
+  tunnels_total: counter<{ endpoint: string }>('IP tunnels opened (refused ones included).'),
+  packets_total: counter<{ endpoint: string; direction: 'up' | 'down' }>(
+    'IP packets through tunnels: up = from clients, down = sent to clients (counted per flow end and per drop, not per packet).',
+  ),
+  packets_dropped_total: counter<{ endpoint: string; reason: string }>(
+    'IP packets dropped, by reason (malformed: the parser reason; no_flow, protocol, rejected, a hook reason, ...).',
+  ),
+  flows_decided_total: counter<{ endpoint: string; decision: string }>(
+    'Flow decisions: upgrade, redirect, forward, drop, reject.',
+  ),
+  icmp_sent_total: counter<{ endpoint: string; kind: string }>(
+    'ICMP messages and TCP resets Oxy generated for clients: echo_reply, unreachable, time_exceeded, too_big, tcp_reset.',
+  ),
+});

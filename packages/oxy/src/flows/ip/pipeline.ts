@@ -1,0 +1,542 @@
+/**
+ * The IP pipeline of one tunnel: every on-ramp (SEQPACKET, GUE, CONNECT-IP) hands it the
+ * client's raw IP packets and a port to answer through; it turns flows into streams and
+ * datagram sessions, and their replies back into packets.
+ *
+ * Order per client packet: parse (strict; malformed packets are dropped by parser reason) →
+ * reassemble fragments (bounded) → ICMP echo to the gateway answered here → flow tracker → on a
+ * new flow, `IpFlowHook.handleFlow` (or the default: upgrade TCP and UDP, drop the rest) → the
+ * packet MTU check → `handlePacket('up')` → the flow's way out: the IP→TCP upgrade service, the
+ * flow's datagram session, the IP off-ramp, a drop, or a refusal (TCP RST, ICMP unreachable).
+ * Order per reply: the upgrade service, the session (downgraded with `buildUdpPacket`) or the
+ * off-ramp → tracker (TCP state both ways) → `handlePacket('down')` → the tunnel.
+ *
+ * Packets of a flow whose decision or upgrade is still pending wait in order, at most
+ * `ip.max_pending_packets`, copied. A flow ends when the tracker ends it (idle, closed, reset,
+ * evicted) or when the tunnel closes: its session closes and `handleFlowEnd` fires once.
+ *
+ * Cost: with no `IpFlowHook`, the default decision is taken in the same turn and no flow view
+ * is built for a hook; without `handlePacket`, no verdict is asked for.
+ */
+import { log } from 'foundations/telemetry';
+import type { SocketAddr } from '../../context/contexts.ts';
+import type { IpFlowDecision, IpFlowEndInfo, IpFlowView } from '../../hooks/ip.ts';
+import { ipSettingsOf } from '../../onramps/ip-tunnel/settings.ts';
+import {
+  echoReply,
+  icmpTimeExceeded,
+  icmpUnreachable,
+  packetTooBig,
+  tcpReset,
+} from '../../protocols/icmp/generate.ts';
+import { ICMP4, ICMP6 } from '../../protocols/icmp/icmp.ts';
+import { addressBytes } from '../../protocols/ip/address.ts';
+import { fillChecksums } from '../../protocols/ip/l4-checksum.ts';
+import { IP_PROTO, type IpPacket, parseIp } from '../../protocols/ip/packet.ts';
+import { isPacketError } from '../../protocols/ip/packet-error.ts';
+import { Reassembler } from '../../protocols/ip/reassembly.ts';
+import { udpPayload } from '../../protocols/udp/header.ts';
+import type { Runtime } from '../../runtime.ts';
+import { inConnectionContext } from '../../telemetry/fork.ts';
+import type { DatagramSession } from '../datagram/session.ts';
+import { type FlowEndReason, FlowTracker, type IpFlow } from './flow-tracker.ts';
+import { ipPipelineMetrics } from './metrics.ts';
+import { IpOffRamp } from './offramp.ts';
+import type { IpTunnelPort, TcpUpgrade } from './port.ts';
+import { openUdpFlow } from './udp-flow.ts';
+
+/** The IP pipeline of one tunnel: on-ramps (SEQPACKET, GUE, and CONNECT-IP from branch masque3) feed it packets. */
+export interface IpPipeline {
+  fromClient(packet: Buffer): void;
+  close(reason: string): void;
+}
+
+/** Where a flow's packets go. */
+type Way = 'deciding' | 'starting' | 'tcp' | 'udp' | 'forward' | 'drop' | 'reject';
+
+/** The pipeline's state of one flow (`IpFlow.data`). */
+interface FlowCtl {
+  readonly view: IpFlowView;
+  way: Way;
+  /** The decision's kind, for `handleFlowEnd` and metrics. */
+  decision: string;
+  /** Why packets are dropped or refused (`drop`, `reject`). */
+  reason: string;
+  redirect: SocketAddr | null;
+  session: DatagramSession | null;
+  pending: IpPacket[] | null;
+}
+
+let nextPortId = 1;
+
+/** A process-unique id for a tunnel's port (on-ramps number their tunnels with it). */
+export function newTunnelId(): number {
+  return nextPortId++;
+}
+
+/** Opens the IP pipeline of the tunnel behind `port`. */
+export function openIpPipeline(rt: Runtime, port: IpTunnelPort): IpPipeline {
+  return new TunnelPipeline(rt, port);
+}
+
+const PROTOCOL_NAME: Readonly<Record<number, IpFlowView['protocol']>> = {
+  [IP_PROTO.TCP]: 'tcp',
+  [IP_PROTO.UDP]: 'udp',
+  [IP_PROTO.ICMP]: 'icmp',
+  [IP_PROTO.ICMPV6]: 'icmp',
+};
+
+class TunnelPipeline implements IpPipeline {
+  readonly #rt: Runtime;
+  readonly #port: IpTunnelPort;
+  /** The port the upgrade service answers through: replies pass the tracker and `handlePacket`. */
+  readonly #inner: IpTunnelPort;
+  readonly #endpoint: string;
+  readonly #tracker: FlowTracker;
+  readonly #reassembler: Reassembler;
+  readonly #gw4: Buffer;
+  readonly #gw6: Buffer;
+  readonly #mtu: number;
+  readonly #maxPending: number;
+  readonly #offrampPath: string | null;
+  #offramp: IpOffRamp | null = null;
+  #tcp: TcpUpgrade | null = null;
+  #tcpFailed = false;
+  #tcpStarting: Promise<void> | null = null;
+  #closed = false;
+  readonly #drops = new Map<string, { inc(n?: number): void }>();
+
+  constructor(rt: Runtime, port: IpTunnelPort) {
+    this.#rt = rt;
+    this.#port = port;
+    const conn = port.ingress;
+    this.#endpoint = conn.endpoint.name;
+    const ip = ipSettingsOf(conn.endpoint.settings);
+    this.#gw4 = addressBytes(ip.gateway_v4);
+    this.#gw6 = addressBytes(ip.gateway_v6);
+    this.#mtu = ip.mtu;
+    this.#maxPending = ip.max_pending_packets;
+    this.#offrampPath = ip.offramp;
+    const transitory = ip.tcp_transitory_timeout;
+    this.#tracker = new FlowTracker({
+      name: this.#endpoint,
+      maxFlows: ip.max_flows,
+      tcpTimeouts: {
+        established: ip.tcp_established_timeout,
+        syn_sent: transitory,
+        fin_wait: transitory,
+        time_wait: transitory,
+      },
+      udpTimeouts: { replied: ip.udp_timeout, unreplied: Math.max(10_000, ip.udp_timeout / 6) },
+      icmpTimeout: ip.icmp_timeout,
+    });
+    this.#tracker.subscribe({ handleFlowEnd: (flow, reason) => this.#flowEnded(flow, reason) });
+    this.#tracker.start();
+    this.#reassembler = new Reassembler({
+      name: this.#endpoint,
+      onTimeout: (first) => this.#icmp(icmpTimeExceeded(first, 1), 'time_exceeded'),
+    });
+    const self = this;
+    this.#inner = {
+      id: port.id,
+      ingress: conn,
+      get closed() {
+        return port.closed || self.#closed;
+      },
+      send: (packet) => this.#fromInside(packet),
+    };
+  }
+
+  fromClient(buf: Buffer): void {
+    if (this.#closed) return;
+    let p: IpPacket;
+    try {
+      p = parseIp(buf);
+    } catch (e) {
+      this.#drop(isPacketError(e) ? e.reason : 'malformed');
+      return;
+    }
+    if (p.fragment !== null) {
+      const whole = this.#reassembler.push(p);
+      if (whole === null) return;
+      p = whole;
+    }
+    if (this.#isGatewayEcho(p)) {
+      this.#icmp(echoReply(p), 'echo_reply');
+      return;
+    }
+    const r = this.#tracker.observe(p);
+    if (r.kind === 'untracked') {
+      this.#drop(r.reason);
+      return;
+    }
+    const flow = r.flow;
+    if (r.related) {
+      // The client's ICMP error about a flow: only an off-ramp can use it.
+      const c = flow.data as FlowCtl | null;
+      if (c?.way === 'forward') this.#forward(p);
+      else this.#drop('icmp_error');
+      return;
+    }
+    if (r.isNew) this.#decide(flow, p);
+    this.#carry(flow.data as FlowCtl, p);
+  }
+
+  close(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#tracker.close();
+    this.#offramp?.close();
+    this.#tcp?.release(this.#inner);
+    log.debug('IP tunnel pipeline closed', { reason });
+  }
+
+  #isGatewayEcho(p: IpPacket): boolean {
+    const v4 = p.version === 4;
+    if (p.protocol !== (v4 ? IP_PROTO.ICMP : IP_PROTO.ICMPV6) || p.buf.length < p.l4Offset + 8) return false;
+    if (p.buf[p.l4Offset] !== (v4 ? ICMP4.ECHO_REQUEST : ICMP6.ECHO_REQUEST)) return false;
+    const gw = v4 ? this.#gw4 : this.#gw6;
+    return gw.length === p.addrLength && gw.equals(p.buf.subarray(p.dstOffset, p.dstOffset + p.addrLength));
+  }
+
+  /** Takes the flow's decision: the hook's (maybe later), or the default one now. */
+  #decide(flow: IpFlow, p: IpPacket): void {
+    const view: IpFlowView = {
+      id: flow.id,
+      version: flow.version,
+      protocol: PROTOCOL_NAME[flow.protocol] ?? 'other',
+      protocolNumber: flow.protocol,
+      src: { host: flow.srcAddress, port: flow.srcPort },
+      dst: { host: flow.dstAddress, port: flow.dstPort },
+    };
+    const c: FlowCtl = {
+      view,
+      way: 'deciding',
+      decision: 'deciding',
+      reason: '',
+      redirect: null,
+      session: null,
+      pending: null,
+    };
+    flow.data = c;
+    const hook = this.#rt.hooks.ipFlow;
+    if (hook === null) {
+      this.#apply(flow, c, p, view.protocol === 'tcp' || view.protocol === 'udp' ? UPGRADE : DROP_PROTOCOL);
+      return;
+    }
+    let d: IpFlowDecision | Promise<IpFlowDecision>;
+    try {
+      d = hook(view, this.#port.ingress);
+    } catch (e) {
+      this.#hookFailed(flow, c, p, e);
+      return;
+    }
+    if (!(d instanceof Promise)) {
+      this.#apply(flow, c, p, d);
+      return;
+    }
+    d.then(
+      (decision) => this.#settled(flow, c, decision),
+      (e: unknown) => this.#settled(flow, c, null, e),
+    );
+  }
+
+  #hookFailed(flow: IpFlow, c: FlowCtl, p: IpPacket, e: unknown): void {
+    inConnectionContext(this.#port.ingress, () => this.#rt.hookFailed('IpFlowHook.handleFlow', e));
+    this.#apply(flow, c, p, { kind: 'reject', reason: 'hook_failed' });
+  }
+
+  /** An async decision arrived: apply it and release the packets that waited. */
+  #settled(flow: IpFlow, c: FlowCtl, d: IpFlowDecision | null, e?: unknown): void {
+    if (c.way !== 'deciding') return; // the flow ended meanwhile
+    const first = c.pending?.[0];
+    if (first === undefined) return;
+    if (d === null) this.#hookFailed(flow, c, first, e);
+    else this.#apply(flow, c, first, d);
+    this.#flush(c);
+  }
+
+  /** Sets the flow's way from decision `d`, `p` being its first packet. */
+  #apply(flow: IpFlow, c: FlowCtl, p: IpPacket, d: IpFlowDecision): void {
+    c.decision = d.kind;
+    ipPipelineMetrics.flows_decided_total({ endpoint: this.#endpoint, decision: d.kind }).inc();
+    switch (d.kind) {
+      case 'drop':
+      case 'reject':
+        c.way = d.kind;
+        c.reason = d.reason;
+        return;
+      case 'forward':
+        if (this.#offrampPath === null) {
+          c.way = 'reject';
+          c.reason = 'no_offramp';
+        } else c.way = 'forward';
+        return;
+      case 'redirect':
+      case 'upgrade':
+        c.redirect = d.kind === 'redirect' ? d.addr : null;
+        if (flow.protocol === IP_PROTO.UDP) this.#openUdp(flow, c, p);
+        else if (flow.protocol === IP_PROTO.TCP) this.#startTcp(c);
+        else {
+          c.way = 'drop';
+          c.reason = 'protocol';
+        }
+        return;
+    }
+  }
+
+  #openUdp(flow: IpFlow, c: FlowCtl, first: IpPacket): void {
+    c.way = 'udp';
+    const target = c.redirect ?? c.view.dst;
+    const session = openUdpFlow(
+      this.#rt,
+      this.#port.ingress,
+      flow,
+      target,
+      (packet) => this.#toClient(c, packet),
+      performance.now(),
+    );
+    c.session = session;
+    const firstCopy = Buffer.from(first.buf);
+    void session.opened.then((o) => {
+      if (o.open || c.way !== 'udp') return;
+      // Blocked or unreachable: the client hears it as ICMP, later packets too.
+      c.way = 'reject';
+      c.reason = 'egress_refused';
+      this.#refuse(parseIp(firstCopy));
+      session.close('refused');
+    });
+  }
+
+  #startTcp(c: FlowCtl): void {
+    if (this.#tcp !== null) {
+      c.way = 'tcp';
+      return;
+    }
+    if (this.#tcpFailed) {
+      c.way = 'reject';
+      c.reason = 'tcp_upgrade_unavailable';
+      return;
+    }
+    c.way = 'starting';
+    this.#tcpStarting ??= this.#rt.tcpUpgrade().then(
+      (up) => {
+        this.#tcp = up;
+      },
+      (e: unknown) => {
+        this.#tcpFailed = true;
+        log.warn('IP→TCP upgrade unavailable: TCP flows are refused', { err: e });
+      },
+    );
+    void this.#tcpStarting.then(() => {
+      if (c.way !== 'starting') return;
+      if (this.#tcp !== null) c.way = 'tcp';
+      else {
+        c.way = 'reject';
+        c.reason = 'tcp_upgrade_unavailable';
+      }
+      this.#flush(c);
+    });
+  }
+
+  #flush(c: FlowCtl): void {
+    const pending = c.pending;
+    c.pending = null;
+    if (pending !== null) for (const p of pending) this.#carry(c, p);
+  }
+
+  /** One client packet of a flow whose way is known (or held while it is not). */
+  #carry(c: FlowCtl, p: IpPacket): void {
+    if (this.#closed) return;
+    switch (c.way) {
+      case 'deciding':
+      case 'starting': {
+        c.pending ??= [];
+        if (c.pending.length >= this.#maxPending) this.#drop('pending_full');
+        else c.pending.push(copyPacket(p));
+        return;
+      }
+      case 'drop':
+        this.#drop(c.reason);
+        return;
+      case 'reject':
+        this.#drop(c.reason);
+        this.#refuse(p);
+        return;
+    }
+    if (p.buf.length > this.#mtu) {
+      this.#drop('too_big');
+      this.#icmp(packetTooBig(p, this.#mtu), 'too_big');
+      return;
+    }
+    const q = this.#hooked(c, p, 'up');
+    if (q === null) return;
+    switch (c.way) {
+      case 'tcp':
+        (this.#tcp as TcpUpgrade).fromClient(this.#inner, q, c.redirect);
+        return;
+      case 'udp': {
+        let payload: Buffer;
+        try {
+          payload = udpPayload(q);
+        } catch (e) {
+          this.#drop(isPacketError(e) ? e.reason : 'malformed');
+          return;
+        }
+        c.session?.fromClientData(payload, performance.now());
+        return;
+      }
+      case 'forward':
+        if (q.ttl <= 1) {
+          this.#drop('ttl_exceeded');
+          this.#icmp(
+            icmpTimeExceeded(q, 0, { from: q.version === 4 ? this.#gw4 : this.#gw6 }),
+            'time_exceeded',
+          );
+          return;
+        }
+        this.#forward(q);
+        return;
+    }
+  }
+
+  #forward(p: IpPacket): void {
+    this.#offramp ??= new IpOffRamp(
+      this.#offrampPath as string,
+      { endpoint: this.#endpoint, conn: this.#port.ingress.id, tunnel: this.#port.id },
+      this.#maxPending,
+      (packet) => this.#fromInside(packet),
+      (reason) => this.#drop(reason),
+    );
+    this.#offramp.send(p.buf);
+  }
+
+  /** `handlePacket` when the app has one: the packet to carry on with, or null (dropped). */
+  #hooked(c: FlowCtl, p: IpPacket, direction: 'up' | 'down'): IpPacket | null {
+    const hook = this.#rt.hooks.ipPacket;
+    if (hook === null) return p;
+    let v: ReturnType<typeof hook>;
+    try {
+      v = hook(p.buf, direction, c.view, this.#port.ingress);
+    } catch (e) {
+      inConnectionContext(this.#port.ingress, () => this.#rt.hookFailed('IpFlowHook.handlePacket', e));
+      this.#drop('hook_failed');
+      return null;
+    }
+    if (v === undefined || v.kind === 'pass') return p;
+    if (v.kind === 'drop') {
+      this.#drop(typeof v.reason === 'string' ? v.reason : 'hook');
+      return null;
+    }
+    if (v.kind === 'rewritten') {
+      try {
+        const q = parseIp(p.buf, { verifyChecksum: false });
+        fillChecksums(q);
+        return q;
+      } catch (e) {
+        this.#drop(isPacketError(e) ? e.reason : 'malformed');
+        return null;
+      }
+    }
+    // A verdict the framework does not know fails closed.
+    inConnectionContext(this.#port.ingress, () =>
+      this.#rt.hookFailed('IpFlowHook.handlePacket', new TypeError('unknown IP packet verdict')),
+    );
+    this.#drop('hook_failed');
+    return null;
+  }
+
+  /** A reply from inside (the upgrade service, the off-ramp): tracked, hooked, sent to the client. */
+  #fromInside(buf: Buffer): void {
+    if (this.#closed || this.#port.closed) return;
+    let p: IpPacket;
+    try {
+      p = parseIp(buf);
+    } catch (e) {
+      this.#drop(isPacketError(e) ? e.reason : 'malformed');
+      return;
+    }
+    const r = this.#tracker.observe(p);
+    if (r.kind === 'untracked') {
+      // An ICMP error from inside about no flow, or a RST for one already gone: nobody to tell.
+      this.#drop(r.reason);
+      return;
+    }
+    if (r.isNew) {
+      // Inside may not open flows towards the client.
+      this.#tracker.remove(r.flow, 'removed');
+      this.#drop('unsolicited');
+      return;
+    }
+    const c = r.flow.data as FlowCtl;
+    const q = this.#hooked(c, p, 'down');
+    if (q !== null) this.#port.send(q.buf);
+  }
+
+  /** A reply packet built here (a UDP downgrade): counted on its flow, hooked, sent. */
+  #toClient(c: FlowCtl, packet: Buffer): void {
+    if (this.#closed || this.#port.closed) return;
+    // Built here, so it parses; parsed again to keep the tracker's counts and state both ways.
+    const p = parseIp(packet);
+    this.#tracker.observe(p);
+    const q = this.#hooked(c, p, 'down');
+    if (q !== null) this.#port.send(q.buf);
+  }
+
+  /** Refuses `p`: a TCP RST, or ICMP administratively prohibited. */
+  #refuse(p: IpPacket): void {
+    if (p.protocol === IP_PROTO.TCP) this.#icmp(tcpReset(p), 'tcp_reset');
+    else this.#icmp(icmpUnreachable(p, 'admin'), 'unreachable');
+  }
+
+  #icmp(packet: Buffer | null, kind: string): void {
+    if (packet === null || this.#port.closed) return;
+    ipPipelineMetrics.icmp_sent_total({ endpoint: this.#endpoint, kind }).inc();
+    this.#port.send(packet);
+  }
+
+  #drop(reason: string): void {
+    let c = this.#drops.get(reason);
+    if (c === undefined) {
+      c = ipPipelineMetrics.packets_dropped_total({ endpoint: this.#endpoint, reason });
+      this.#drops.set(reason, c);
+    }
+    c.inc();
+  }
+
+  #flowEnded(flow: IpFlow, reason: FlowEndReason): void {
+    const c = flow.data as FlowCtl | null;
+    if (c === null) return;
+    c.way = 'drop';
+    c.reason = 'flow_ended';
+    c.pending = null;
+    c.session?.close(reason === 'shutdown' ? 'tunnel_closed' : `flow_${reason}`);
+    c.session = null;
+    ipPipelineMetrics.packets_total({ endpoint: this.#endpoint, direction: 'up' }).inc(flow.packetsUp);
+    ipPipelineMetrics.packets_total({ endpoint: this.#endpoint, direction: 'down' }).inc(flow.packetsDown);
+    const hook = this.#rt.hooks.ipFlowEnd;
+    if (hook === null) return;
+    const info: IpFlowEndInfo = {
+      decision: c.decision,
+      reason,
+      packetsUp: flow.packetsUp,
+      bytesUp: flow.bytesUp,
+      packetsDown: flow.packetsDown,
+      bytesDown: flow.bytesDown,
+      durationMs: Date.now() - flow.createdAt,
+    };
+    try {
+      hook(c.view, info, this.#port.ingress);
+    } catch (e) {
+      inConnectionContext(this.#port.ingress, () => this.#rt.hookFailed('IpFlowHook.handleFlowEnd', e));
+    }
+  }
+}
+
+const UPGRADE: IpFlowDecision = Object.freeze({ kind: 'upgrade' });
+const DROP_PROTOCOL: IpFlowDecision = Object.freeze({ kind: 'drop', reason: 'protocol' });
+
+/** A packet that must outlive the read batch it came in. */
+function copyPacket(p: IpPacket): IpPacket {
+  return { ...p, buf: Buffer.from(p.buf) };
+}
