@@ -209,7 +209,9 @@ async function viaGue(c: Client): Promise<void> {
     const g = decodeGue(m);
     c.dev.write(g.payload);
   });
-  cleanups.push(() => u.close());
+  cleanups.push(() => {
+    u.close();
+  });
 }
 
 let seqClient: Client | null = null;
