@@ -8,11 +8,18 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { seqpacket } from 'native';
 import { ConnectDirective, defineApp, EgressDecision, IngressDecision } from '../src/index.ts';
 import { createMasqueClient } from '../src/masque/client.ts';
+import { buildUdpPacket } from '../src/protocols/ip/builder.ts';
+import { parseIp } from '../src/protocols/ip/packet.ts';
+import { udpPayload } from '../src/protocols/udp/header.ts';
 import { type AppUnderTest, startApp } from '../src/testing/app.ts';
 import {
   connectTunnel,
@@ -57,6 +64,8 @@ let udpEcho: dgram.Socket;
 let udpEcho6: dgram.Socket;
 let echo: TcpPeer;
 let upstream: HttpUpstream;
+const ipDir = mkdtempSync(path.join(tmpdir(), 'oxy-hook-order-'));
+const ipSocket = path.join(ipDir, 'ip.sock');
 
 before(async () => {
   echo = await startTcpEcho();
@@ -76,6 +85,7 @@ before(async () => {
       endpoints: {
         main: {},
         raw: { protocol: 'tcp', tcp: { target: `localhost:${echo.port}` } },
+        ip: { protocol: 'ip_seqpacket', addr: ipSocket },
         dgram: {
           protocol: 'udp',
           addr: '127.0.0.1:0',
@@ -92,6 +102,7 @@ after(async () => {
   udpEcho6.close();
   await upstream.close();
   await oxy.stop();
+  rmSync(ipDir, { recursive: true, force: true });
 });
 
 /**
@@ -231,6 +242,17 @@ test('a CONNECT-UDP stream over HTTP/2 fires the hooks in HOOK_ORDERS.connect_ud
   });
 });
 
+test('an IP tunnel with one UDP flow fires the hooks in HOOK_ORDERS.ip_tunnel_udp', async () => {
+  await expectOrder('ip_tunnel_udp', async () => {
+    const s = await seqpacket.connect(ipSocket);
+    s.send(Buffer.from('context'));
+    s.send(buildUdpPacket('10.7.0.2', 40000, '127.0.0.1', udpEcho.address().port, Buffer.from('ping')));
+    const [replies] = (await once(s, 'messages')) as [Buffer[]];
+    assert.equal(udpPayload(parseIp(replies[0] as Buffer)).toString(), 'ping');
+    s.close();
+  });
+});
+
 test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
   assert.deepEqual(Object.keys(HOOK_ORDERS).sort(), [
     'connect_blocked',
@@ -242,6 +264,7 @@ test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
     'forward_http1',
     'forward_http1_keepalive',
     'ingress_blocked',
+    'ip_tunnel_udp',
     'tcp_endpoint',
     'udp_session',
   ]);

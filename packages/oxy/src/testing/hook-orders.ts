@@ -14,6 +14,7 @@ import type { SocketAddr } from '../context/contexts.ts';
 import { EgressDecision } from '../hooks/egress.ts';
 import { ConnectDirective, RequestDecision } from '../hooks/http-request.ts';
 import { IngressDecision } from '../hooks/ingress.ts';
+import { IpFlowDecision } from '../hooks/ip.ts';
 import type { HOOK_METHODS, Hooks } from '../hooks/run.ts';
 import type { GROUP_LABELS } from './recorder.ts';
 
@@ -311,6 +312,41 @@ export const TRAFFIC_FLOWS = {
       { hook: 'ingress.handleConnectionClose' },
     ],
   },
+  ip_tunnel_udp: {
+    title: 'IP tunnel (SEQPACKET) with one upgraded UDP flow',
+    description:
+      'A client connects to an `ip_seqpacket` endpoint, sends its context, then one IPv4/UDP ' +
+      'packet to 127.0.0.1:port; the flow is upgraded into a datagram session, the reply comes ' +
+      'back as an IP packet, and the client closes the tunnel. An IP literal target skips ' +
+      '`egress.dnsResolveOverride`.',
+    steps: [
+      { from: 'Client', to: 'Oxy', message: 'SEQPACKET connect' },
+      { hook: 'ingress.handleConnection', answer: 'allow' },
+      { from: 'Client', to: 'Oxy', message: 'first message: the context' },
+      { hook: 'ipTunnel.handleTunnel', answer: 'allow' },
+      { from: 'Client', to: 'Oxy', message: 'IPv4/UDP packet to 127.0.0.1:port' },
+      { note: 'parse, reassemble, flow tracker: a new flow' },
+      { hook: 'ipFlow.handleFlow', answer: 'upgrade' },
+      { hook: 'ipFlow.handlePacket', answer: 'undefined: pass (up)' },
+      { note: 'a datagram session of kind ip-udp in the datagram runner' },
+      { hook: 'egress.handleConnection', answer: 'direct(target)' },
+      { hook: 'egress.handleUpstreamIps', answer: 'the addresses as given' },
+      { note: 'egress.blocked_cidrs check (ICMP administratively prohibited); a connected UDP socket' },
+      { hook: 'egress.handleConnectionEstablished' },
+      { hook: 'datagram.handleDatagram', answer: 'undefined: pass' },
+      { from: 'Oxy', to: 'Upstream', message: 'datagram' },
+      { from: 'Upstream', to: 'Oxy', message: 'datagram' },
+      { hook: 'datagram.handleDatagram', answer: 'undefined: pass' },
+      { note: 'downgraded: buildUdpPacket from the flow destination to its source' },
+      { hook: 'ipFlow.handlePacket', answer: 'undefined: pass (down)' },
+      { from: 'Oxy', to: 'Client', message: 'IPv4/UDP reply packet' },
+      { from: 'Client', to: 'Oxy', message: 'close' },
+      { note: 'the flows end (shutdown): each session writes its udp_session audit record' },
+      REQUEST_END,
+      { hook: 'ipFlow.handleFlowEnd' },
+      { hook: 'ingress.handleConnectionClose' },
+    ],
+  },
 } as const satisfies Record<string, TrafficFlow>;
 
 /** The kinds of traffic in {@link TRAFFIC_FLOWS}. */
@@ -355,6 +391,13 @@ export function tracingHooks(overrides: HookOverrides = {}): Hooks {
     tunnel: { getAppTunnelPipeline: () => undefined, ...overrides.tunnel },
     proxyProtocol: { handleConnection: () => IngressDecision.allow(), ...overrides.proxyProtocol },
     datagram: { handleDatagram: () => undefined, ...overrides.datagram },
+    ipTunnel: { handleTunnel: () => IngressDecision.allow(), ...overrides.ipTunnel },
+    ipFlow: {
+      handleFlow: () => IpFlowDecision.upgrade(),
+      handlePacket: () => undefined,
+      handleFlowEnd: () => {},
+      ...overrides.ipFlow,
+    },
     egress: {
       handleConnection: (target: SocketAddr) => EgressDecision.direct(target),
       handleConnectionEstablished: () => {},

@@ -56,6 +56,7 @@ type Way = 'deciding' | 'starting' | 'tcp' | 'udp' | 'forward' | 'drop' | 'rejec
 
 /** The pipeline's state of one flow (`IpFlow.data`). */
 interface FlowCtl {
+  readonly flow: IpFlow;
   readonly view: IpFlowView;
   way: Way;
   /** The decision's kind, for `handleFlowEnd` and metrics. */
@@ -178,7 +179,7 @@ class TunnelPipeline implements IpPipeline {
       else this.#drop('icmp_error');
       return;
     }
-    if (r.isNew) this.#decide(flow, p);
+    if (r.isNew) this.#decide(flow);
     this.#carry(flow.data as FlowCtl, p);
   }
 
@@ -200,7 +201,7 @@ class TunnelPipeline implements IpPipeline {
   }
 
   /** Takes the flow's decision: the hook's (maybe later), or the default one now. */
-  #decide(flow: IpFlow, p: IpPacket): void {
+  #decide(flow: IpFlow): void {
     const view: IpFlowView = {
       id: flow.id,
       version: flow.version,
@@ -210,6 +211,7 @@ class TunnelPipeline implements IpPipeline {
       dst: { host: flow.dstAddress, port: flow.dstPort },
     };
     const c: FlowCtl = {
+      flow,
       view,
       way: 'deciding',
       decision: 'deciding',
@@ -221,18 +223,18 @@ class TunnelPipeline implements IpPipeline {
     flow.data = c;
     const hook = this.#rt.hooks.ipFlow;
     if (hook === null) {
-      this.#apply(flow, c, p, view.protocol === 'tcp' || view.protocol === 'udp' ? UPGRADE : DROP_PROTOCOL);
+      this.#apply(flow, c, view.protocol === 'tcp' || view.protocol === 'udp' ? UPGRADE : DROP_PROTOCOL);
       return;
     }
     let d: IpFlowDecision | Promise<IpFlowDecision>;
     try {
       d = hook(view, this.#port.ingress);
     } catch (e) {
-      this.#hookFailed(flow, c, p, e);
+      this.#hookFailed(flow, c, e);
       return;
     }
     if (!(d instanceof Promise)) {
-      this.#apply(flow, c, p, d);
+      this.#apply(flow, c, d);
       return;
     }
     d.then(
@@ -241,23 +243,21 @@ class TunnelPipeline implements IpPipeline {
     );
   }
 
-  #hookFailed(flow: IpFlow, c: FlowCtl, p: IpPacket, e: unknown): void {
+  #hookFailed(flow: IpFlow, c: FlowCtl, e: unknown): void {
     inConnectionContext(this.#port.ingress, () => this.#rt.hookFailed('IpFlowHook.handleFlow', e));
-    this.#apply(flow, c, p, { kind: 'reject', reason: 'hook_failed' });
+    this.#apply(flow, c, { kind: 'reject', reason: 'hook_failed' });
   }
 
   /** An async decision arrived: apply it and release the packets that waited. */
   #settled(flow: IpFlow, c: FlowCtl, d: IpFlowDecision | null, e?: unknown): void {
     if (c.way !== 'deciding') return; // the flow ended meanwhile
-    const first = c.pending?.[0];
-    if (first === undefined) return;
-    if (d === null) this.#hookFailed(flow, c, first, e);
-    else this.#apply(flow, c, first, d);
+    if (d === null) this.#hookFailed(flow, c, e);
+    else this.#apply(flow, c, d);
     this.#flush(c);
   }
 
-  /** Sets the flow's way from decision `d`, `p` being its first packet. */
-  #apply(flow: IpFlow, c: FlowCtl, p: IpPacket, d: IpFlowDecision): void {
+  /** Sets the flow's way from decision `d`. */
+  #apply(flow: IpFlow, c: FlowCtl, d: IpFlowDecision): void {
     c.decision = d.kind;
     ipPipelineMetrics.flows_decided_total({ endpoint: this.#endpoint, decision: d.kind }).inc();
     switch (d.kind) {
@@ -275,7 +275,8 @@ class TunnelPipeline implements IpPipeline {
       case 'redirect':
       case 'upgrade':
         c.redirect = d.kind === 'redirect' ? d.addr : null;
-        if (flow.protocol === IP_PROTO.UDP) this.#openUdp(flow, c, p);
+        // The session opens on the first packet `handlePacket` lets through (see #carry).
+        if (flow.protocol === IP_PROTO.UDP) c.way = 'udp';
         else if (flow.protocol === IP_PROTO.TCP) this.#startTcp(c);
         else {
           c.way = 'drop';
@@ -285,8 +286,8 @@ class TunnelPipeline implements IpPipeline {
     }
   }
 
-  #openUdp(flow: IpFlow, c: FlowCtl, first: IpPacket): void {
-    c.way = 'udp';
+  #openUdp(c: FlowCtl, first: IpPacket): void {
+    const flow = c.flow;
     const target = c.redirect ?? c.view.dst;
     const session = openUdpFlow(
       this.#rt,
@@ -376,6 +377,7 @@ class TunnelPipeline implements IpPipeline {
         (this.#tcp as TcpUpgrade).fromClient(this.#inner, q, c.redirect);
         return;
       case 'udp': {
+        if (c.session === null) this.#openUdp(c, q);
         let payload: Buffer;
         try {
           payload = udpPayload(q);
