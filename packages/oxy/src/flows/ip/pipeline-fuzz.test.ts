@@ -110,7 +110,10 @@ function mutate(src: Buffer, r: () => number): Buffer {
   for (let i = 0; i < ops; i++) {
     switch (r() % 6) {
       case 0:
-        if (b.length) b[r() % b.length] ^= 1 << (r() % 8);
+        if (b.length) {
+          const at = r() % b.length;
+          b[at] = (b[at] as number) ^ (1 << (r() % 8));
+        }
         break;
       case 1:
         if (b.length) b[r() % b.length] = r() & 0xff;
