@@ -1,0 +1,150 @@
+/**
+ * The IP pipeline's rules that the end-to-end tests do not reach: an async flow decision holds
+ * the flow's packets in order and releases them once; a throwing flow hook rejects the flow; a
+ * packet over `ip.mtu` is answered with "fragmentation needed" / "packet too big"; a forwarded
+ * packet whose TTL runs out is answered with "time exceeded" from the gateway; fragments are
+ * reassembled before the flow sees them.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { defineApp } from '../../app.ts';
+import { NO_EXT } from '../../context/ext.ts';
+import { EndpointState, IngressConnection } from '../../context/state.ts';
+import { IpFlowDecision } from '../../hooks/ip.ts';
+import { type Hooks, resolveHooks } from '../../hooks/run.ts';
+import { ICMP4, ICMP6, parseIcmp } from '../../protocols/icmp/icmp.ts';
+import { buildIp, buildTcpPacket, buildUdpPacket } from '../../protocols/ip/builder.ts';
+import { IP_PROTO, type IpPacket, parseIp } from '../../protocols/ip/packet.ts';
+import { parseTcpOf } from '../../protocols/tcp/header.ts';
+import { appSettings } from '../../proxy.ts';
+import { Runtime } from '../../runtime.ts';
+import { openIpPipeline } from './pipeline.ts';
+
+function setup(hooks: Hooks, ip: Record<string, unknown> = {}) {
+  const app = defineApp({ name: 't', version: '0', description: 'd', start: () => ({}) });
+  const settings = appSettings(app, [
+    {
+      source: 'test',
+      value: {
+        telemetry: { server: { enabled: false } },
+        endpoints: { main: { protocol: 'ip_seqpacket', addr: '/tmp/unused.sock', ip } },
+      },
+    },
+  ]);
+  const rt = new Runtime(resolveHooks(hooks), NO_EXT, settings);
+  const endpoint = new EndpointState('main', settings.endpoints.main as never, NO_EXT);
+  const conn = new IngressConnection(
+    endpoint,
+    { peer: { host: '', port: 0 }, local: { host: '', port: 0 } },
+    'ip_seqpacket',
+    NO_EXT,
+  );
+  const sent: IpPacket[] = [];
+  const pipeline = openIpPipeline(rt, {
+    id: 1,
+    ingress: conn,
+    closed: false,
+    send: (p) => sent.push(parseIp(p)),
+  });
+  return { pipeline, sent };
+}
+
+const syn = (dst: string, sport: number, seq: number) =>
+  buildTcpPacket('10.7.0.2', dst, { srcPort: sport, dstPort: 80, seq, flags: 0x02 });
+
+test('an async decision holds the flow’s packets in order, then applies to each; a throw rejects', async () => {
+  let release: (d: IpFlowDecision) => void = () => {};
+  const seen: number[] = [];
+  const { pipeline, sent } = setup({
+    ipFlow: {
+      handleFlow: (flow) => {
+        seen.push(flow.id);
+        if (flow.dst.host === '198.18.0.7') throw new Error('boom');
+        return new Promise<IpFlowDecision>((r) => {
+          release = r;
+        });
+      },
+    },
+  });
+  pipeline.fromClient(syn('198.18.0.1', 1000, 10));
+  pipeline.fromClient(syn('198.18.0.1', 1000, 10)); // a retransmission: same flow
+  assert.equal(sent.length, 0, 'nothing answered before the decision');
+  release(IpFlowDecision.reject('later'));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(sent.length, 2, 'both held packets were refused');
+  for (const p of sent) assert.equal(parseTcpOf(p).flags & 0x04, 0x04);
+  assert.deepEqual(seen, [1], 'one decision per flow');
+  pipeline.fromClient(syn('198.18.0.7', 1001, 20));
+  assert.equal(sent.length, 3);
+  assert.equal(parseTcpOf(sent[2] as IpPacket).ack, 21);
+  pipeline.close('test');
+});
+
+test('a packet over ip.mtu gets "fragmentation needed" (v4, DF) or "packet too big" (v6)', () => {
+  const { pipeline, sent } = setup(
+    { ipFlow: { handleFlow: () => IpFlowDecision.forward() } },
+    { mtu: 1280, offramp: '/nonexistent/offramp.sock' },
+  );
+  pipeline.fromClient(buildUdpPacket('10.7.0.2', 1, '198.18.0.1', 2, Buffer.alloc(1400)));
+  pipeline.fromClient(buildUdpPacket('fd00::2', 1, 'fd00::9', 2, Buffer.alloc(1400)));
+  assert.equal(sent.length, 2);
+  const v4 = parseIcmp(sent[0] as IpPacket);
+  assert.equal(v4.type, ICMP4.DEST_UNREACH);
+  assert.equal(v4.code, 4);
+  assert.equal(v4.mtu, 1280);
+  const v6 = parseIcmp(sent[1] as IpPacket);
+  assert.equal(v6.type, ICMP6.PACKET_TOO_BIG);
+  assert.equal(v6.mtu, 1280);
+  pipeline.close('test');
+});
+
+test('a forwarded packet with TTL 1 gets "time exceeded" from the gateway', () => {
+  const { pipeline, sent } = setup(
+    { ipFlow: { handleFlow: () => IpFlowDecision.forward() } },
+    { offramp: '/nonexistent/offramp.sock' },
+  );
+  pipeline.fromClient(
+    buildIp({ src: '10.7.0.2', dst: '198.18.0.1', protocol: IP_PROTO.UDP, payload: Buffer.alloc(8), ttl: 1 }),
+  );
+  assert.equal(sent.length, 1);
+  const p = sent[0] as IpPacket;
+  assert.equal(parseIcmp(p).type, ICMP4.TIME_EXCEEDED);
+  assert.equal([...p.buf.subarray(p.srcOffset, p.srcOffset + 4)].join('.'), '100.64.0.1');
+  pipeline.close('test');
+});
+
+test('fragments are reassembled before the flow decision and handlePacket see the packet', () => {
+  const sizes: number[] = [];
+  let flows = 0;
+  const { pipeline } = setup(
+    {
+      ipFlow: {
+        handleFlow: () => {
+          flows++;
+          return IpFlowDecision.forward();
+        },
+        handlePacket: (packet) => {
+          sizes.push(packet.length);
+          return undefined;
+        },
+      },
+    },
+    { offramp: '/nonexistent/offramp.sock' },
+  );
+  const payload = Buffer.alloc(8 + 2000, 1);
+  payload.writeUInt16BE(8 + 2000, 4);
+  const frag = (offset: number, more: boolean, data: Buffer) =>
+    buildIp({
+      src: '10.7.0.2',
+      dst: '198.18.0.1',
+      protocol: IP_PROTO.UDP,
+      payload: data,
+      fragment: { id: 5, offset, more },
+    });
+  pipeline.fromClient(frag(1000, false, payload.subarray(1000)));
+  assert.equal(flows, 0, 'a lone non-first fragment makes no flow');
+  pipeline.fromClient(frag(0, true, payload.subarray(0, 1000)));
+  assert.equal(flows, 1);
+  assert.deepEqual(sizes, [20 + 8 + 2000], 'one whole datagram');
+  pipeline.close('test');
+});
