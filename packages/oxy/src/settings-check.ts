@@ -80,8 +80,19 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
       if (http2.enabled)
         attempt(problems, `${where}.http2`, () => http2ServerOptions(http2, `${where}.http2`));
     }
-    // A udp endpoint may share its port with a TCP one: only like transports clash.
-    if (ep.protocol === 'udp') udpSeen.push({ key: `${where}.addr`, addr: ep.addr });
+    if (ep.protocol === 'ip_seqpacket' && ep.addr.kind !== 'unix')
+      problems.push({
+        path: `${where}.addr`,
+        message: 'an ip_seqpacket endpoint listens on a Unix socket path',
+      });
+    if ((ep.protocol === 'ip_gue' || ep.protocol === 'udp') && ep.addr.kind !== 'tcp')
+      problems.push({
+        path: `${where}.addr`,
+        message: `a ${ep.protocol} endpoint listens on host:port, not a path`,
+      });
+    // A udp (or GUE) endpoint may share its port with a TCP one: only like transports clash.
+    if (ep.protocol === 'udp' || ep.protocol === 'ip_gue')
+      udpSeen.push({ key: `${where}.addr`, addr: ep.addr });
     else seen.push({ key: `${where}.addr`, addr: ep.addr });
   }
   clashesIn(udpSeen, problems);
