@@ -228,7 +228,10 @@ class TunnelPipeline implements IpPipeline {
     }
     let d: IpFlowDecision | Promise<IpFlowDecision>;
     try {
-      d = hook(view, this.#port.ingress);
+      // In the tunnel's telemetry context, so what the hook logs carries the connection's fields.
+      const conn = this.#port.ingress;
+      const t = conn.telemetry;
+      d = t === null ? hook(view, conn) : t.apply(() => hook(view, conn));
     } catch (e) {
       this.#hookFailed(flow, c, e);
       return;
