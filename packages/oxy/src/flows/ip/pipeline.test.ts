@@ -19,6 +19,7 @@ import { parseTcpOf } from '../../protocols/tcp/header.ts';
 import { appSettings } from '../../proxy.ts';
 import { Runtime } from '../../runtime.ts';
 import { openIpPipeline } from './pipeline.ts';
+import type { TcpUpgrade } from './port.ts';
 
 function setup(hooks: Hooks, ip: Record<string, unknown> = {}) {
   const app = defineApp({ name: 't', version: '0', description: 'd', start: () => ({}) });
@@ -46,7 +47,7 @@ function setup(hooks: Hooks, ip: Record<string, unknown> = {}) {
     closed: false,
     send: (p) => sent.push(parseIp(p)),
   });
-  return { pipeline, sent };
+  return { pipeline, sent, rt };
 }
 
 const syn = (dst: string, sport: number, seq: number) =>
@@ -147,4 +148,64 @@ test('fragments are reassembled before the flow decision and handlePacket see th
   assert.equal(flows, 1);
   assert.deepEqual(sizes, [20 + 8 + 2000], 'one whole datagram');
   pipeline.close('test');
+});
+
+test('TCP flows go to the upgrade service in order once it started, with the redirect; replies reach the client; release at close', async () => {
+  const { pipeline, sent, rt } = setup({
+    ipFlow: {
+      handleFlow: (flow) =>
+        flow.dst.port === 81
+          ? IpFlowDecision.redirect({ host: '127.0.0.1', port: 8081 })
+          : IpFlowDecision.upgrade(),
+    },
+  });
+  const got: { seq: number; redirect: string | null }[] = [];
+  const released: number[] = [];
+  let start: (u: TcpUpgrade) => void = () => {};
+  let starts = 0;
+  rt.tcpUpgrade = () => {
+    starts++;
+    return new Promise<TcpUpgrade>((r) => {
+      start = r;
+    });
+  };
+  const fake: TcpUpgrade = {
+    fromClient(port, packet, redirect) {
+      const t = parseTcpOf(packet);
+      got.push({ seq: t.seq, redirect: redirect === null ? null : `${redirect.host}:${redirect.port}` });
+      // The kernel's SYN|ACK, as the service would send it back through the port.
+      if (t.flags === 0x02)
+        port.send(
+          buildTcpPacket(
+            packet.buf.subarray(packet.dstOffset, packet.dstOffset + 4),
+            packet.buf.subarray(packet.srcOffset, packet.srcOffset + 4),
+            {
+              srcPort: t.dstPort,
+              dstPort: t.srcPort,
+              seq: 500,
+              ack: t.seq + 1,
+              flags: 0x12,
+            },
+          ),
+        );
+    },
+    release: (port) => released.push(port.id),
+    close: async () => {},
+  };
+  pipeline.fromClient(syn('198.18.0.80', 2000, 1));
+  pipeline.fromClient(
+    buildTcpPacket('10.7.0.2', '198.18.0.81', { srcPort: 2001, dstPort: 81, seq: 2, flags: 0x02 }),
+  );
+  assert.equal(got.length, 0, 'held while the service starts');
+  start(fake);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(starts, 1, 'one start for the process');
+  assert.deepEqual(got, [
+    { seq: 1, redirect: null },
+    { seq: 2, redirect: '127.0.0.1:8081' },
+  ]);
+  assert.equal(sent.length, 2, 'both SYN|ACKs reached the client');
+  for (const p of sent) assert.equal(parseTcpOf(p).flags, 0x12);
+  pipeline.close('test');
+  assert.deepEqual(released, [1]);
 });
