@@ -19,8 +19,7 @@
  * is built for a hook; without `handlePacket`, no verdict is asked for.
  */
 import { log } from 'foundations/telemetry';
-import type { SocketAddr } from '../../context/contexts.ts';
-import type { IpFlowDecision, IpFlowEndInfo, IpFlowView } from '../../hooks/ip.ts';
+import type { IpDirection, IpFlowDecision } from '../../hooks/ip.ts';
 import { ipSettingsOf } from '../../onramps/ip-tunnel/settings.ts';
 import {
   echoReply,
@@ -29,16 +28,21 @@ import {
   packetTooBig,
   tcpReset,
 } from '../../protocols/icmp/generate.ts';
-import { ICMP4, ICMP6 } from '../../protocols/icmp/icmp.ts';
 import { addressBytes } from '../../protocols/ip/address.ts';
-import { fillChecksums } from '../../protocols/ip/l4-checksum.ts';
 import { IP_PROTO, type IpPacket, parseIp } from '../../protocols/ip/packet.ts';
 import { isPacketError } from '../../protocols/ip/packet-error.ts';
 import { Reassembler } from '../../protocols/ip/reassembly.ts';
 import { udpPayload } from '../../protocols/udp/header.ts';
 import type { Runtime } from '../../runtime.ts';
 import { inConnectionContext } from '../../telemetry/fork.ts';
-import type { DatagramSession } from '../datagram/session.ts';
+import {
+  applyPacketHook,
+  type FlowCtl,
+  flowEndInfo,
+  isEchoTo,
+  newFlowCtl,
+  trackerOptions,
+} from './flow-ctl.ts';
 import { type FlowEndReason, FlowTracker, type IpFlow } from './flow-tracker.ts';
 import { ipPipelineMetrics } from './metrics.ts';
 import { IpOffRamp } from './offramp.ts';
@@ -49,23 +53,6 @@ import { openUdpFlow } from './udp-flow.ts';
 export interface IpPipeline {
   fromClient(packet: Buffer): void;
   close(reason: string): void;
-}
-
-/** Where a flow's packets go. */
-type Way = 'deciding' | 'starting' | 'tcp' | 'udp' | 'forward' | 'drop' | 'reject';
-
-/** The pipeline's state of one flow (`IpFlow.data`). */
-interface FlowCtl {
-  readonly flow: IpFlow;
-  readonly view: IpFlowView;
-  way: Way;
-  /** The decision's kind, for `handleFlowEnd` and metrics. */
-  decision: string;
-  /** Why packets are dropped or refused (`drop`, `reject`). */
-  reason: string;
-  redirect: SocketAddr | null;
-  session: DatagramSession | null;
-  pending: IpPacket[] | null;
 }
 
 let nextPortId = 1;
@@ -79,13 +66,6 @@ export function newTunnelId(): number {
 export function openIpPipeline(rt: Runtime, port: IpTunnelPort): IpPipeline {
   return new TunnelPipeline(rt, port);
 }
-
-const PROTOCOL_NAME: Readonly<Record<number, IpFlowView['protocol']>> = {
-  [IP_PROTO.TCP]: 'tcp',
-  [IP_PROTO.UDP]: 'udp',
-  [IP_PROTO.ICMP]: 'icmp',
-  [IP_PROTO.ICMPV6]: 'icmp',
-};
 
 class TunnelPipeline implements IpPipeline {
   readonly #rt: Runtime;
@@ -106,6 +86,7 @@ class TunnelPipeline implements IpPipeline {
   #tcpStarting: Promise<void> | null = null;
   #closed = false;
   readonly #drops = new Map<string, { inc(n?: number): void }>();
+  readonly #dropFn = (reason: string): void => this.#drop(reason);
 
   constructor(rt: Runtime, port: IpTunnelPort) {
     this.#rt = rt;
@@ -118,19 +99,7 @@ class TunnelPipeline implements IpPipeline {
     this.#mtu = ip.mtu;
     this.#maxPending = ip.max_pending_packets;
     this.#offrampPath = ip.offramp;
-    const transitory = ip.tcp_transitory_timeout;
-    this.#tracker = new FlowTracker({
-      name: this.#endpoint,
-      maxFlows: ip.max_flows,
-      tcpTimeouts: {
-        established: ip.tcp_established_timeout,
-        syn_sent: transitory,
-        fin_wait: transitory,
-        time_wait: transitory,
-      },
-      udpTimeouts: { replied: ip.udp_timeout, unreplied: Math.max(10_000, ip.udp_timeout / 6) },
-      icmpTimeout: ip.icmp_timeout,
-    });
+    this.#tracker = new FlowTracker(trackerOptions(this.#endpoint, ip));
     this.#tracker.subscribe({ handleFlowEnd: (flow, reason) => this.#flowEnded(flow, reason) });
     this.#tracker.start();
     this.#reassembler = new Reassembler({
@@ -162,7 +131,7 @@ class TunnelPipeline implements IpPipeline {
       if (whole === null) return;
       p = whole;
     }
-    if (this.#isGatewayEcho(p)) {
+    if (isEchoTo(p, this.#gw4, this.#gw6)) {
       this.#icmp(echoReply(p), 'echo_reply');
       return;
     }
@@ -192,38 +161,13 @@ class TunnelPipeline implements IpPipeline {
     log.debug('IP tunnel pipeline closed', { reason });
   }
 
-  #isGatewayEcho(p: IpPacket): boolean {
-    const v4 = p.version === 4;
-    if (p.protocol !== (v4 ? IP_PROTO.ICMP : IP_PROTO.ICMPV6) || p.buf.length < p.l4Offset + 8) return false;
-    if (p.buf[p.l4Offset] !== (v4 ? ICMP4.ECHO_REQUEST : ICMP6.ECHO_REQUEST)) return false;
-    const gw = v4 ? this.#gw4 : this.#gw6;
-    return gw.length === p.addrLength && gw.equals(p.buf.subarray(p.dstOffset, p.dstOffset + p.addrLength));
-  }
-
   /** Takes the flow's decision: the hook's (maybe later), or the default one now. */
   #decide(flow: IpFlow): void {
-    const view: IpFlowView = {
-      id: flow.id,
-      version: flow.version,
-      protocol: PROTOCOL_NAME[flow.protocol] ?? 'other',
-      protocolNumber: flow.protocol,
-      src: { host: flow.srcAddress, port: flow.srcPort },
-      dst: { host: flow.dstAddress, port: flow.dstPort },
-    };
-    const c: FlowCtl = {
-      flow,
-      view,
-      way: 'deciding',
-      decision: 'deciding',
-      reason: '',
-      redirect: null,
-      session: null,
-      pending: null,
-    };
+    const c = newFlowCtl(flow);
     flow.data = c;
     const hook = this.#rt.hooks.ipFlow;
     if (hook === null) {
-      this.#apply(flow, c, view.protocol === 'tcp' || view.protocol === 'udp' ? UPGRADE : DROP_PROTOCOL);
+      this.#apply(flow, c, c.view.protocol === 'tcp' || c.view.protocol === 'udp' ? UPGRADE : DROP_PROTOCOL);
       return;
     }
     let d: IpFlowDecision | Promise<IpFlowDecision>;
@@ -231,7 +175,7 @@ class TunnelPipeline implements IpPipeline {
       // In the tunnel's telemetry context, so what the hook logs carries the connection's fields.
       const conn = this.#port.ingress;
       const t = conn.telemetry;
-      d = t === null ? hook(view, conn) : t.apply(() => hook(view, conn));
+      d = t === null ? hook(c.view, conn) : t.apply(() => hook(c.view, conn));
     } catch (e) {
       this.#hookFailed(flow, c, e);
       return;
@@ -417,38 +361,10 @@ class TunnelPipeline implements IpPipeline {
   }
 
   /** `handlePacket` when the app has one: the packet to carry on with, or null (dropped). */
-  #hooked(c: FlowCtl, p: IpPacket, direction: 'up' | 'down'): IpPacket | null {
+  #hooked(c: FlowCtl, p: IpPacket, direction: IpDirection): IpPacket | null {
     const hook = this.#rt.hooks.ipPacket;
     if (hook === null) return p;
-    let v: ReturnType<typeof hook>;
-    try {
-      v = hook(p.buf, direction, c.view, this.#port.ingress);
-    } catch (e) {
-      inConnectionContext(this.#port.ingress, () => this.#rt.hookFailed('IpFlowHook.handlePacket', e));
-      this.#drop('hook_failed');
-      return null;
-    }
-    if (v === undefined || v.kind === 'pass') return p;
-    if (v.kind === 'drop') {
-      this.#drop(typeof v.reason === 'string' ? v.reason : 'hook');
-      return null;
-    }
-    if (v.kind === 'rewritten') {
-      try {
-        const q = parseIp(p.buf, { verifyChecksum: false });
-        fillChecksums(q);
-        return q;
-      } catch (e) {
-        this.#drop(isPacketError(e) ? e.reason : 'malformed');
-        return null;
-      }
-    }
-    // A verdict the framework does not know fails closed.
-    inConnectionContext(this.#port.ingress, () =>
-      this.#rt.hookFailed('IpFlowHook.handlePacket', new TypeError('unknown IP packet verdict')),
-    );
-    this.#drop('hook_failed');
-    return null;
+    return applyPacketHook(this.#rt, hook, this.#port.ingress, c, p, direction, this.#dropFn);
   }
 
   /** A reply from inside (the upgrade service, the off-ramp): tracked, hooked, sent to the client. */
@@ -521,15 +437,7 @@ class TunnelPipeline implements IpPipeline {
     ipPipelineMetrics.packets_total({ endpoint: this.#endpoint, direction: 'down' }).inc(flow.packetsDown);
     const hook = this.#rt.hooks.ipFlowEnd;
     if (hook === null) return;
-    const info: IpFlowEndInfo = {
-      decision: c.decision,
-      reason,
-      packetsUp: flow.packetsUp,
-      bytesUp: flow.bytesUp,
-      packetsDown: flow.packetsDown,
-      bytesDown: flow.bytesDown,
-      durationMs: Date.now() - flow.createdAt,
-    };
+    const info = flowEndInfo(c, reason);
     try {
       hook(c.view, info, this.#port.ingress);
     } catch (e) {
