@@ -164,7 +164,6 @@ class TunnelPipeline implements IpPipeline {
   /** Takes the flow's decision: the hook's (maybe later), or the default one now. */
   #decide(flow: IpFlow): void {
     const c = newFlowCtl(flow);
-    flow.data = c;
     const hook = this.#rt.hooks.ipFlow;
     if (hook === null) {
       this.#apply(flow, c, c.view.protocol === 'tcp' || c.view.protocol === 'udp' ? UPGRADE : DROP_PROTOCOL);
