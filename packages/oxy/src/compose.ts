@@ -37,6 +37,7 @@ import { eraseExtFactories, eraseHooks } from './context/ext.ts';
 import type { EgressDecision } from './hooks/egress.ts';
 import type { ConnectDirective, RequestDecision, ResponseHead } from './hooks/http-request.ts';
 import type { IngressDecision } from './hooks/ingress.ts';
+import type { IpFlowDecision, IpPacketVerdict } from './hooks/ip.ts';
 import { type Hooks, type ResolvedHooks, resolveHooks } from './hooks/run.ts';
 import type { AppSettings, AppSettingsSchemas } from './settings.ts';
 
@@ -363,6 +364,69 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
     };
   }
 
-  const groups = { lifecycle, ingress, httpRequest, tunnel, egress };
+  const { ipTunnel, ipFlow } = combineIp(members, resolved);
+  const groups = { lifecycle, ingress, httpRequest, tunnel, egress, ipTunnel, ipFlow };
   return Object.fromEntries(Object.entries(groups).filter(([, g]) => Object.keys(g).length > 0)) as Hooks;
+}
+
+/**
+ * The layer-3 hooks combined by the same rule: `handleTunnel` and `handleFlow` are decisions
+ * (the first answer other than allow/upgrade wins); `handlePacket` runs each app in order until
+ * one drops the packet (a rewrite by any app is reported once, after all); `handleFlowEnd` is an
+ * event every app gets.
+ */
+function combineIp(
+  members: readonly Member[],
+  resolved: readonly Table[],
+): { ipTunnel: Record<string, unknown>; ipFlow: Record<string, unknown> } {
+  const all = <K extends keyof Table>(key: K) => present(members, resolved, key);
+  const ipTunnel: Record<string, unknown> = {};
+  const ipFlow: Record<string, unknown> = {};
+  const tunnels = all('ipTunnel');
+  if (tunnels.length > 0) {
+    ipTunnel.handleTunnel = async (context: Uint8Array, ctx: object): Promise<IngressDecision> => {
+      let d: IngressDecision | undefined;
+      for (const { m, fn } of tunnels) {
+        d = await fn(context, viewOf(ctx as never, m));
+        if (d.kind !== 'allow') return d;
+      }
+      return d as IngressDecision;
+    };
+  }
+  const flows = all('ipFlow');
+  if (flows.length > 0) {
+    ipFlow.handleFlow = async (flow: never, ctx: object): Promise<IpFlowDecision> => {
+      let d: IpFlowDecision | undefined;
+      for (const { m, fn } of flows) {
+        d = await fn(flow, viewOf(ctx as never, m));
+        if (d.kind !== 'upgrade') return d;
+      }
+      return d as IpFlowDecision;
+    };
+  }
+  const packets = all('ipPacket');
+  if (packets.length > 0) {
+    ipFlow.handlePacket = (packet: Buffer, direction: never, flow: never, ctx: object) => {
+      let rewritten: IpPacketVerdict | undefined;
+      for (const { m, fn } of packets) {
+        const v = fn(packet, direction, flow, viewOf(ctx as never, m));
+        if (v === undefined || v.kind === 'pass') continue;
+        if (v.kind !== 'rewritten') return v;
+        rewritten = v;
+      }
+      return rewritten;
+    };
+  }
+  const ends = all('ipFlowEnd');
+  if (ends.length > 0) {
+    ipFlow.handleFlowEnd = (flow: never, info: never, ctx: object) =>
+      fireAll(
+        ends.map(
+          ({ m, fn }) =>
+            () =>
+              fn(flow, info, viewOf(ctx as never, m)),
+        ),
+      );
+  }
+  return { ipTunnel, ipFlow };
 }

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { type SeqpacketSocket, seqpacket } from 'native';
+import { composeApps } from '../src/compose.ts';
 import { defineApp, IngressDecision, IpFlowDecision, IpPacketVerdict } from '../src/index.ts';
 import { decodeGue, encodeGue } from '../src/protocols/gue/codec.ts';
 import { ICMP4, ICMP6, parseIcmp } from '../src/protocols/icmp/icmp.ts';
@@ -370,5 +371,67 @@ test('GUE: tunnels are keyed by sender and extension fields, replies carry the s
     assert.equal(parseIcmp(parseIp(v1?.payload as Buffer)).type, ICMP4.ECHO_REPLY);
   } finally {
     u.close();
+  }
+});
+
+test('composed apps: the first flow answer other than upgrade wins, each app sees the tunnel and its own ext', async () => {
+  const seen: string[] = [];
+  const a = defineApp({
+    name: 'a',
+    version: '0',
+    description: 'rejects one destination',
+    start: () => ({
+      ipTunnel: {
+        handleTunnel: (_c, ctx) => {
+          (ctx.ext as { who?: string }).who = 'a';
+          seen.push('a.tunnel');
+          return IngressDecision.allow();
+        },
+      },
+      ipFlow: {
+        handleFlow: (flow) =>
+          flow.dst.host === REFUSED ? IpFlowDecision.reject('a') : IpFlowDecision.upgrade(),
+      },
+    }),
+  });
+  const b = defineApp({
+    name: 'b',
+    version: '0',
+    description: 'redirects everything to the echo',
+    start: () => ({
+      ipTunnel: {
+        handleTunnel: (_c, ctx) => {
+          seen.push(`b.tunnel ext.who=${(ctx.ext as { who?: string }).who}`);
+          return IngressDecision.allow();
+        },
+      },
+      ipFlow: {
+        handleFlow: () => IpFlowDecision.redirect({ host: '127.0.0.1', port: echoPort }),
+        handleFlowEnd: (flow, info) => seen.push(`b.end ${flow.dst.host} ${info.decision}`),
+      },
+    }),
+  });
+  const composed = await startApp(composeApps(a, b), {
+    settings: {
+      endpoints: {
+        main: { addr: '127.0.0.1:0' },
+        ip: { protocol: 'ip_seqpacket', addr: path.join(dir, 'composed.sock') },
+      },
+    },
+  });
+  try {
+    const t = await tunnel(path.join(dir, 'composed.sock'));
+    t.s.send(buildUdpPacket(CLIENT, 40040, REFUSED, 53, Buffer.from('x')));
+    assert.equal(parseIcmp(await t.next()).code, 13);
+    t.s.send(buildUdpPacket(CLIENT, 40041, '198.18.0.5', 53, Buffer.from('y')));
+    assert.equal(udpPayload(await t.next()).toString(), 'echo:y');
+    t.s.close();
+    await t.closed;
+    const deadline = Date.now() + 3000;
+    while (seen.length < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(seen.slice(0, 2), ['a.tunnel', 'b.tunnel ext.who=undefined']);
+    assert.deepEqual(seen.slice(2).sort(), [`b.end ${REFUSED} reject`, 'b.end 198.18.0.5 redirect'].sort());
+  } finally {
+    await composed.stop();
   }
 });
