@@ -209,3 +209,24 @@ test('TCP flows go to the upgrade service in order once it started, with the red
   pipeline.close('test');
   assert.deepEqual(released, [1]);
 });
+
+test('a datagram whose fragments never complete gets "time exceeded" (code 1) with no further fragment', async (t) => {
+  t.mock.timers.enable({ apis: ['setInterval', 'Date'] });
+  const { pipeline, sent } = setup({});
+  pipeline.fromClient(
+    buildIp({
+      src: '10.7.0.2',
+      dst: '198.18.0.1',
+      protocol: IP_PROTO.UDP,
+      payload: Buffer.alloc(1000, 1),
+      fragment: { id: 9, offset: 0, more: true },
+    }),
+  );
+  assert.equal(sent.length, 0);
+  t.mock.timers.tick(31_000);
+  assert.equal(sent.length, 1);
+  const m = parseIcmp(sent[0] as IpPacket);
+  assert.equal(m.type, ICMP4.TIME_EXCEEDED);
+  assert.equal(m.code, 1);
+  pipeline.close('test');
+});

@@ -85,6 +85,7 @@ class TunnelPipeline implements IpPipeline {
   #tcpFailed = false;
   #tcpStarting: Promise<void> | null = null;
   #closed = false;
+  readonly #expiry: NodeJS.Timeout;
   readonly #drops = new Map<string, { inc(n?: number): void }>();
   readonly #dropFn = (reason: string): void => this.#drop(reason);
 
@@ -106,6 +107,10 @@ class TunnelPipeline implements IpPipeline {
       name: this.#endpoint,
       onTimeout: (first) => this.#icmp(icmpTimeExceeded(first, 1), 'time_exceeded'),
     });
+    // Fragments that never complete time out here too, not only when the next fragment comes.
+    this.#expiry = setInterval(() => {
+      if (this.#reassembler.pending > 0) this.#reassembler.expire();
+    }, 1000).unref();
     const self = this;
     this.#inner = {
       id: port.id,
@@ -155,6 +160,7 @@ class TunnelPipeline implements IpPipeline {
   close(reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#expiry);
     this.#tracker.close();
     this.#offramp?.close();
     this.#tcp?.release(this.#inner);
