@@ -32,7 +32,8 @@ export interface AuditRecord {
   readonly kind: 'tunnel' | 'request' | 'udp_session';
   /**
    * The request kind behind the record (`RequestKind`): `connect`, `forward`, `upgrade`, `tcp`,
-   * `udp`, or `connect-udp` (a MASQUE CONNECT-UDP tunnel, written as a `udp_session`).
+   * `udp`, `connect-udp` (a MASQUE CONNECT-UDP tunnel, written as a `udp_session`), or `ip-tcp`
+   * (a TCP flow of an IP tunnel upgraded to a stream, written as a `tunnel`).
    */
   readonly request_kind?: string;
   readonly conn_id: string;

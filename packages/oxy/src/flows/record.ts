@@ -27,6 +27,7 @@ const RECORD_KIND: Readonly<Record<RequestKind, AuditRecord['kind']>> = {
   tcp: 'tunnel',
   udp: 'udp_session',
   'connect-udp': 'udp_session',
+  'ip-tcp': 'tunnel',
 };
 
 /** Counts a status the proxy answered itself (an error, not relayed from upstream). */

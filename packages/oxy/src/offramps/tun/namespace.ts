@@ -37,6 +37,12 @@ export interface UpgradeNamespaceOptions {
   readonly listenPort?: number;
   /** Give up after this long (ms). Default 10 000. */
   readonly timeoutMs?: number;
+  /**
+   * Whether the network namespace is owned by a new, unprivileged user namespace. Default true;
+   * false (a plain `unshare --net`) needs root (CAP_SYS_ADMIN), for kernels that refuse
+   * unprivileged user namespaces.
+   */
+  readonly userNamespace?: boolean;
 }
 
 /** A running upgrade namespace. */
@@ -103,7 +109,8 @@ export async function startUpgradeNamespace(opts: UpgradeNamespaceOptions = {}):
   const [mine, theirs] = passFd.socketPair('stream');
   let child: ChildProcess;
   try {
-    child = spawn('unshare', [...UNSHARE, process.execPath, CHILD], {
+    const unshare = opts.userNamespace === false ? ['--net'] : UNSHARE;
+    child = spawn('unshare', [...unshare, process.execPath, CHILD], {
       stdio: ['ignore', 'ignore', 'pipe', theirs, 'ipc'],
       env: { ...process.env, OXY_NS_CONFIG: JSON.stringify(cfg) },
     });

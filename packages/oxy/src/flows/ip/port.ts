@@ -1,0 +1,22 @@
+import type { SocketAddr } from '../../context/contexts.ts';
+import type { IngressConnection } from '../../context/state.ts';
+import type { IpPacket } from '../../protocols/ip/packet.ts';
+/** One IP tunnel as the IP pipeline's parts see it: where reply packets go, and whose they are. */
+export interface IpTunnelPort {
+  /** Unique in the process for the tunnel's life. */
+  readonly id: number;
+  /** The tunnel's ingress connection: hooks' ctx, audit and logs. */
+  readonly ingress: IngressConnection;
+  /** Sends one whole IP packet to the client through the tunnel (dropped and counted when the tunnel is gone or full). */
+  send(packet: Buffer): void;
+  /** True once the tunnel ended. */
+  readonly closed: boolean;
+}
+/** The IP→TCP upgrade service (flows/ip/tcp-upgrade.ts, built by branch l3tcp): one per process, started on first use. */
+export interface TcpUpgrade {
+  /** A packet (client → destination) of a TCP flow that the flow decision upgraded; replies go back through `port.send`. The kernel-accepted stream runs in the stream runner with egress target = the original destination, or `redirect` when set. */
+  fromClient(port: IpTunnelPort, packet: IpPacket, redirect: SocketAddr | null): void;
+  /** The tunnel ended: its flows are reset and forgotten. */
+  release(port: IpTunnelPort): void;
+  close(): Promise<void>;
+}
