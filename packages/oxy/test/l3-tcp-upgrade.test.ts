@@ -16,8 +16,13 @@ import type net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { AuditRecord } from '../src/audit.ts';
 import { EndpointState, IngressConnection } from '../src/context/state.ts';
+import type { IpTunnelPort } from '../src/flows/ip/port.ts';
 import { isNamespaceRefusal, startTcpUpgrade, type TcpUpgradeService } from '../src/flows/ip/tcp-upgrade.ts';
 import { EgressDecision } from '../src/hooks/egress.ts';
+import { formatAddress } from '../src/protocols/ip/address.ts';
+import { buildTcpPacket } from '../src/protocols/ip/builder.ts';
+import { parseIp } from '../src/protocols/ip/packet.ts';
+import { parseTcpOf, TCP_FLAG } from '../src/protocols/tcp/header.ts';
 import { type AppUnderTest, hooksApp, startApp, startTcpEcho, waitUntil } from '../src/testing/index.ts';
 import { ClientTunnel, clientTunnelRefusal } from './fixtures/client-tunnel.ts';
 
@@ -41,6 +46,21 @@ describe('IP→TCP upgrade service: client namespace → tunnel → upgrade name
   let upgrade: TcpUpgradeService | null = null;
   let skipped = '';
   const tunnels: ClientTunnel[] = [];
+
+  /** A tunnel port with no client namespace: what it is sent, parsed. */
+  const fakePort = (id: number) => {
+    const rt = app.proxy.runtime;
+    const endpoint = new EndpointState('tun', rt.settings.endpoints.main as never, rt.ext);
+    const ingress = new IngressConnection(
+      endpoint,
+      { peer: { host: '192.0.2.1', port: id }, local: { host: '192.0.2.2', port: 0 } },
+      'tcp',
+      rt.ext,
+    );
+    const sent: Buffer[] = [];
+    const port: IpTunnelPort = { id, ingress, closed: false, send: (b) => sent.push(Buffer.from(b)) };
+    return { port, sent };
+  };
 
   const tunnel = (redirect: { host: string; port: number } | null = null) => {
     const rt = app.proxy.runtime;
@@ -149,6 +169,39 @@ describe('IP→TCP upgrade service: client namespace → tunnel → upgrade name
       10_000,
     );
     assert.equal(upgrade!.flows, 0);
+  });
+
+  it('a stray segment is answered with a RST; equal 5-tuples on two tunnels are two flows', async (t) => {
+    if (skipped) return t.skip(skipped);
+    const a = fakePort(9001);
+    const b = fakePort(9002);
+    const seg = (flags: number) =>
+      parseIp(
+        buildTcpPacket('10.200.0.9', '198.18.2.2', { srcPort: 40000, dstPort: 80, seq: 7, ack: 99, flags }),
+      );
+    upgrade!.fromClient(a.port, seg(TCP_FLAG.ACK), null);
+    assert.equal(a.sent.length, 1);
+    const rst = parseIp(a.sent[0]!);
+    assert.equal(formatAddress(rst.buf, rst.srcOffset, 4), '198.18.2.2');
+    assert.equal(parseTcpOf(rst).flags & TCP_FLAG.RST, TCP_FLAG.RST);
+    assert.equal(parseTcpOf(rst).seq, 99);
+    assert.equal(upgrade!.flows, 0);
+    a.sent.length = 0;
+    // The same SYN from two tunnels: two slots, each tunnel gets its own SYN|ACK.
+    upgrade!.fromClient(a.port, seg(TCP_FLAG.SYN), null);
+    upgrade!.fromClient(b.port, seg(TCP_FLAG.SYN), null);
+    assert.equal(upgrade!.flows, 2);
+    await waitUntil(() => a.sent.length > 0 && b.sent.length > 0, 'both SYN|ACKs');
+    for (const x of [a, b]) {
+      const p = parseIp(x.sent[0]!);
+      assert.equal(formatAddress(p.buf, p.dstOffset, 4), '10.200.0.9');
+      assert.equal(parseTcpOf(p).flags & (TCP_FLAG.SYN | TCP_FLAG.ACK), TCP_FLAG.SYN | TCP_FLAG.ACK);
+      assert.equal(parseTcpOf(p).ack, 8);
+    }
+    upgrade!.release(a.port);
+    upgrade!.release(b.port);
+    assert.equal(upgrade!.flows, 0);
+    assert.equal(upgrade!.ports, 0);
   });
 
   it('release() resets the flows of a tunnel; the upstream side closes', async (t) => {
