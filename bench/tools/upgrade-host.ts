@@ -6,7 +6,11 @@
  * (only as the harness's readiness signal); the harness then runs curl or connload inside the
  * namespace (`ip netns exec`) and measures this process's CPU. SIGTERM ends it cleanly.
  *
- *   node bench/tools/upgrade-host.ts --port P --upstream 127.0.0.1:21080 --ns oxybench-s10 [--mtu 65000]
+ *   node bench/tools/upgrade-host.ts --port P --upstream 127.0.0.1:21080 --ns oxybench-s10
+ *     [--mtu 65000] [--copy-reads]
+ *
+ * Both TUN devices are read into reused buffers unless `--copy-reads` (a Buffer per packet, the
+ * default of the service): the fixture's port writes every packet before the next read.
  *
  * Needs root (ip netns add), like the test it shares the client fixture with.
  */
@@ -28,6 +32,8 @@ const { values } = parseArgs({
     upstream: { type: 'string' },
     ns: { type: 'string', default: 'oxybench-s10' },
     mtu: { type: 'string', default: '65000' },
+    // Both devices read into reused buffers (the fixture's port writes before the next read).
+    'copy-reads': { type: 'boolean', default: false },
   },
 });
 const [host, port] = (values.upstream ?? '').split(':');
@@ -50,7 +56,8 @@ const settings = appSettings(app, [
   },
 ]);
 const rt = new Runtime(NO_HOOKS, NO_EXT, settings);
-const upgrade = await startTcpUpgrade(rt, { mtu });
+const reuse = !values['copy-reads'];
+const upgrade = await startTcpUpgrade(rt, { mtu, reuseReadBuffers: reuse });
 const endpoint = new EndpointState('tun', settings.endpoints.main as never, NO_EXT);
 const conn = new IngressConnection(
   endpoint,
@@ -62,6 +69,7 @@ const tunnel = new ClientTunnel(upgrade, conn, {
   name: values.ns!,
   mtu,
   redirect: { host, port: Number(port) },
+  reuseBuffers: reuse,
 });
 // Readiness for the harness: nothing is served here.
 const ready = net.createServer((s) => s.destroy()).listen(Number(values.port), '127.0.0.1');

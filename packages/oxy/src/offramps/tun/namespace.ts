@@ -43,6 +43,11 @@ export interface UpgradeNamespaceOptions {
    * unprivileged user namespaces.
    */
   readonly userNamespace?: boolean;
+  /**
+   * Read the device into one reused buffer (`TunOptions.reuseBuffers`): packets are valid only
+   * until the 'packets' listeners and their microtasks have run. Default false.
+   */
+  readonly reuseReadBuffers?: boolean;
 }
 
 /** A running upgrade namespace. */
@@ -142,7 +147,10 @@ export async function startUpgradeNamespace(opts: UpgradeNamespaceOptions = {}):
       };
       channel.on('message', (m) => {
         if (m.fds.length !== 1) return done(failed('pass the TUN descriptor', 'no descriptor received'));
-        got.device = tun.fromFd(m.fds[0]!, m.data.toString(), { maxPacketSize: cfg.mtu });
+        got.device = tun.fromFd(m.fds[0]!, m.data.toString(), {
+          maxPacketSize: cfg.mtu,
+          reuseBuffers: opts.reuseReadBuffers ?? false,
+        });
         done();
       });
       child.on('message', (m: { type: string; step?: string; message?: string; port?: number }, handle) => {
