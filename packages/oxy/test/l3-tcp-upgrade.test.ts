@@ -19,6 +19,7 @@ import { EndpointState, IngressConnection } from '../src/context/state.ts';
 import type { IpTunnelPort } from '../src/flows/ip/port.ts';
 import { isNamespaceRefusal, startTcpUpgrade, type TcpUpgradeService } from '../src/flows/ip/tcp-upgrade.ts';
 import { EgressDecision } from '../src/hooks/egress.ts';
+import { startUpgradeNamespace } from '../src/offramps/tun/namespace.ts';
 import { formatAddress } from '../src/protocols/ip/address.ts';
 import { buildTcpPacket } from '../src/protocols/ip/builder.ts';
 import { parseIp } from '../src/protocols/ip/packet.ts';
@@ -221,5 +222,17 @@ describe('IP→TCP upgrade service: client namespace → tunnel → upgrade name
     const rec = await recordOf(app, (x) => x.target === `127.0.0.1:${e.port}` && x.bytes_up === 1);
     assert.equal(rec.request_kind, 'ip-tcp');
     held.kill();
+  });
+
+  it('as root, the namespace also starts without a user namespace (the fallback when it is refused)', async (t) => {
+    if (skipped) return t.skip(skipped);
+    if (process.getuid?.() !== 0) return t.skip('needs root');
+    const ns = await startUpgradeNamespace({ userNamespace: false, listenPort: 0, device: 'oxyroot0' });
+    try {
+      assert.ok(ns.port > 0);
+      assert.equal(ns.tun.name, 'oxyroot0');
+    } finally {
+      await ns.close();
+    }
   });
 });
