@@ -124,7 +124,7 @@ export interface IngressContext<X extends ExtTypes = ExtTypes> {
  * What a request asks for: `connect` (a CONNECT tunnel), `forward` (an absolute-form request
  * forwarded upstream), `upgrade` (an absolute-form request with `Upgrade`, e.g. WebSocket),
  * `tcp` (a connection to a `tcp` endpoint, carried as a tunnel), `udp` (a datagram session
- * on a `udp` endpoint) or `connect-udp` (a MASQUE CONNECT-UDP request, RFC 9298, carried as a
+ * on a `udp` endpoint), `connect-udp` (a MASQUE CONNECT-UDP request, RFC 9298, carried as a
  * datagram session), or `ip-tcp` (a TCP flow of an IP tunnel upgraded through the kernel, carried
  * as a tunnel). Every unit of traffic has a request context, so the tunnel and egress
  * hooks see the same shape whatever the on-ramp.
