@@ -206,6 +206,35 @@ describe('IP→TCP upgrade service: client namespace → tunnel → upgrade name
     assert.equal(upgrade!.ports, 0);
   });
 
+  it('a port whose send throws: its replies are dropped, the service goes on', async (t) => {
+    if (skipped) return t.skip(skipped);
+    const bad = fakePort(9003);
+    let tries = 0;
+    const broken: IpTunnelPort = {
+      ...bad.port,
+      send: () => {
+        tries++;
+        throw new Error('tunnel broke');
+      },
+    };
+    const syn = (sport: number) =>
+      parseIp(
+        buildTcpPacket('10.200.0.9', '198.18.2.3', {
+          srcPort: sport,
+          dstPort: 80,
+          seq: 1,
+          flags: TCP_FLAG.SYN,
+        }),
+      );
+    upgrade!.fromClient(broken, syn(40001), null);
+    await waitUntil(() => tries > 0, 'the SYN|ACK to be sent');
+    const good = fakePort(9004);
+    upgrade!.fromClient(good.port, syn(40002), null);
+    await waitUntil(() => good.sent.length > 0, 'the next flow still answered');
+    upgrade!.release(broken);
+    upgrade!.release(good.port);
+  });
+
   it('release() resets the flows of a tunnel; the upstream side closes', async (t) => {
     if (skipped) return t.skip(skipped);
     const e = await echo;

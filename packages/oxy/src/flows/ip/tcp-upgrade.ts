@@ -47,7 +47,7 @@ export const ipTcpUpgradeMetrics = defineMetrics('ip_tcp_upgrade', {
   ),
   streams_total: counter('Sockets accepted in the namespace and run in the stream runner.'),
   packets_dropped_total: counter<{ direction: 'up' | 'down'; reason: string }>(
-    'Packets the upgrade dropped: up = from clients (not_tcp, fragment, no_flow, refused), down = from the kernel (malformed, no_flow, tunnel_closed).',
+    'Packets the upgrade dropped: up = from clients (not_tcp, fragment, no_flow, refused, write_failed), down = from the kernel (malformed, no_flow, tunnel_closed, send_failed, device_error).',
   ),
 });
 
@@ -174,7 +174,8 @@ class UpgradeService implements TcpUpgradeService {
     });
     this.#listener = { 4: addressBytes(LISTENER_V4), 6: addressBytes(LISTENER_V6) };
     ns.tun.on('packets', (pkts) => this.#fromKernel(pkts));
-    ns.tun.on('error', () => {}); // a failed write is a lost packet; TCP retransmits
+    // A failed read or queued write is lost packets; TCP retransmits.
+    ns.tun.on('error', () => dropDown('device_error'));
     ns.tun.setRef(false);
     ns.server.on('connection', (s: net.Socket) => this.#accepted(s));
     ns.server.unref();
@@ -265,9 +266,19 @@ class UpgradeService implements TcpUpgradeService {
   }
 
   #flush(): void {
-    const batch = this.#out;
+    let batch = this.#out;
     this.#out = [];
-    if (!this.#closed) this.#ns.tun.write(batch);
+    while (!this.#closed && batch.length > 0) {
+      try {
+        this.#ns.tun.write(batch);
+        return;
+      } catch {
+        // Boundary: the kernel refused the batch's first packet (the rest were not tried): drop
+        // that one, write the others. Thrown here, it would end the process from a microtask.
+        dropUp('write_failed');
+        batch = batch.slice(1);
+      }
+    }
   }
 
   /** Answers a client packet with a RST, as a host without its connection would. */
@@ -304,7 +315,12 @@ class UpgradeService implements TcpUpgradeService {
         const flags = p.buf[p.l4Offset + 13]!;
         if ((flags & (FIN | RST)) !== 0) this.#closing(flow, flags, false);
       }
-      flow.port.send(p.buf);
+      try {
+        flow.port.send(p.buf);
+      } catch {
+        // Boundary: a port's failure must not end the process from the device's read callback.
+        dropDown('send_failed');
+      }
     }
   }
 
