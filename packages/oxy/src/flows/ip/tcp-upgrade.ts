@@ -19,10 +19,8 @@
  *    of the caller); device reads come in batches of up to 64 packets.
  */
 import type net from 'node:net';
-import type { Duplex } from 'node:stream';
 import { counter, defineMetrics, gauge } from 'foundations/telemetry';
 import type { SocketAddr } from '../../context/contexts.ts';
-import { RequestState } from '../../context/state.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
 import { startUpgradeNamespace, type UpgradeNamespace } from '../../offramps/tun/namespace.ts';
 import { tcpReset } from '../../protocols/icmp/generate.ts';
@@ -30,11 +28,10 @@ import { addressBytes, formatAddress } from '../../protocols/ip/address.ts';
 import { IP_PROTO, type IpPacket, parseIp } from '../../protocols/ip/packet.ts';
 import { clampMss, TCP_FLAG } from '../../protocols/tcp/header.ts';
 import type { Runtime } from '../../runtime.ts';
-import { forkRequest } from '../../telemetry/fork.ts';
-import { runStream, type SpliceableClient, type StreamIngress } from '../stream/runner.ts';
 import { packetFlowKey } from './flow-key.ts';
 import { type NatMapping, rewrite, UpgradeNat } from './nat.ts';
 import type { IpTunnelPort, TcpUpgrade } from './port.ts';
+import { resetSocket, runUpgradedStream } from './upgraded-stream.ts';
 
 export type { IpTunnelPort, TcpUpgrade } from './port.ts';
 
@@ -367,55 +364,10 @@ class UpgradeService implements TcpUpgradeService {
     flow.socket = socket;
     socket.setNoDelay(true);
     ipTcpUpgradeMetrics.streams_total().inc();
-    const conn = flow.port.ingress;
     const dst = flow.mapping;
     const target = flow.redirect ?? { host: formatAddress(dst.originalDstAddr), port: dst.originalDstPort };
-    conn.requests++;
-    conn.tunnels++;
-    const request = new RequestState(conn, 'ip-tcp', 'TCP', target, this.#rt.ext);
-    // Nothing is read from the client until the upstream is connected (or the addon takes it).
-    socket.pause();
-    void forkRequest(request, () => runStream(this.#rt, request, new UpgradedIngress(socket))).finally(() => {
-      conn.tunnels--;
-    });
+    void runUpgradedStream(this.#rt, flow.port.ingress, socket, target);
   }
-}
-
-/**
- * An upgraded flow's accepted socket as the stream runner sees it: no answer to write (the
- * client's TCP is already established with the namespace kernel), a reset to refuse.
- */
-class UpgradedIngress implements StreamIngress {
-  readonly #socket: net.Socket;
-
-  constructor(socket: net.Socket) {
-    this.#socket = socket;
-  }
-
-  get closed(): boolean {
-    return this.#socket.destroyed;
-  }
-
-  accept(): Duplex {
-    return this.#socket;
-  }
-
-  reject(): void {
-    resetSocket(this.#socket);
-  }
-
-  spliceable(): SpliceableClient | null {
-    return this.#socket.writableLength > 0 ? null : { socket: this.#socket, early: null, head: EMPTY };
-  }
-}
-
-const EMPTY = Buffer.alloc(0);
-
-/** Resets a socket; one whose handle the splice took is destroyed, which ends the splice. */
-function resetSocket(s: net.Socket): void {
-  // Without a handle, resetAndDestroy would destroy with an ERR_SOCKET_CLOSED error event.
-  if ((s as net.Socket & { _handle: unknown })._handle) s.resetAndDestroy();
-  else s.destroy();
 }
 
 function dropUp(reason: string): void {
