@@ -27,6 +27,7 @@ import { installCleanup, stopProcess } from './lib/procs.ts';
 import {
   type BenchEnv,
   HTTP_SCENARIOS,
+  L3_SCENARIOS,
   L4_SCENARIOS,
   PROXIES,
   type ProxyDef,
@@ -37,6 +38,7 @@ import {
   startUpstream,
 } from './lib/proxies.ts';
 import { page, type ResultLine, summarise, svgChart, table } from './lib/report.ts';
+import { l3Page } from './lib/report-l3.ts';
 import { l4Page } from './lib/report-l4.ts';
 import {
   type Figures,
@@ -49,6 +51,7 @@ import {
   type ScenarioEnv,
   Unsupported,
 } from './lib/scenarios.ts';
+import { runS10a, runS10b } from './lib/scenarios-l3.ts';
 import { runS6a, runS6b, runS7 } from './lib/scenarios-l4.ts';
 import {
   buildConnload,
@@ -85,7 +88,11 @@ function log(s: string): void {
 }
 
 /** Names that stand for several scenarios on the command line. */
-const GROUPS: Record<string, string[]> = { S6: ['S6a', 'S6b'], S7: ['S7a', 'S7b', 'S7c'] };
+const GROUPS: Record<string, string[]> = {
+  S6: ['S6a', 'S6b'],
+  S7: ['S7a', 'S7b', 'S7c'],
+  S10: ['S10a', 'S10b'],
+};
 
 function pick<T extends string>(arg: string | undefined, all: readonly T[], what: string): T[] {
   if (!arg || arg === 'all') return [...all];
@@ -119,16 +126,17 @@ async function docInfo(env: BenchEnv, command: string, measuredAt?: string) {
 
 /**
  * Writes the pages of the scenarios that were run: docs/benchmarks.md for S1–S5 and
- * docs/bench-l4.md for S6/S7, each with its charts, so a run of one group leaves the other's page
- * as it was.
+ * docs/bench-l4.md for S6/S7 and docs/bench-l3.md for S10, each with its charts, so a run of one
+ * group leaves the other pages as they were.
  */
 function writeDocs(lines: ResultLine[], info: Awaited<ReturnType<typeof docInfo>>, names: string[]): void {
   const dir = join(ROOT, 'docs/bench');
   mkdirSync(dir, { recursive: true });
   const http = lines.filter((l) => HTTP_SCENARIOS.includes(l.scenario));
   const l4 = lines.filter((l) => L4_SCENARIOS.includes(l.scenario));
-  // The layer-4 page takes every run of a cell (see l4Page); its charts must agree with it.
-  const charts = [...summarise(http, names), ...summarise(l4, names, false)];
+  const l3 = lines.filter((l) => L3_SCENARIOS.includes(l.scenario));
+  // The layer-4 and layer-3 pages take every run of a cell (see l4Page); their charts must agree.
+  const charts = [...summarise(http, names), ...summarise(l4, names, false), ...summarise(l3, names, false)];
   for (const [sc, cells] of charts) writeFileSync(join(dir, `${sc}.svg`), svgChart(sc, cells));
   if (http.length > 0) {
     writeFileSync(join(ROOT, 'docs/benchmarks.md'), page(http, info, names));
@@ -143,6 +151,13 @@ function writeDocs(lines: ResultLine[], info: Awaited<ReturnType<typeof docInfo>
       l4Page(l4, { ...info, ...(profile ? { profile } : {}) }, names),
     );
     log('wrote docs/bench-l4.md');
+  }
+  if (l3.length > 0) {
+    // Hand-written findings for the layer-3 page (where the CPU goes, what would change it).
+    const notes = join(ROOT, 'bench/analysis-l3.md');
+    const profile = existsSync(notes) ? readFileSync(notes, 'utf8') : undefined;
+    writeFileSync(join(ROOT, 'docs/bench-l3.md'), l3Page(l3, { ...info, profile }, names));
+    log('wrote docs/bench-l3.md');
   }
 }
 
@@ -246,6 +261,8 @@ async function main(): Promise<void> {
       else if (sc === 'S5') figures = await runS5(senv, addr);
       else if (sc === 'S6a') figures = await runS6a(senv, addr, pid);
       else if (sc === 'S6b') figures = await runS6b(senv, addr, pid);
+      else if (sc === 'S10a') figures = await runS10a(senv, addr, pid);
+      else if (sc === 'S10b') figures = await runS10b(senv, addr, pid);
       else figures = await runS7(senv, sc, addr, pid);
       const cpu = watch.stop();
       return {

@@ -11,18 +11,34 @@ import { join } from 'node:path';
 import { conf, dirFor, launch, nginxMain } from './launch.ts';
 import { type Proc, startProcess, waitForUdpPort } from './procs.ts';
 import { L4_PROXIES, oxyL4Endpoint } from './proxies-l4.ts';
+import { startUpgradeHost } from './scenarios-l3.ts';
 
 /**
  * The scenarios of the issue. S6 (a `tcp` endpoint) and S7 (a `udp` endpoint) have several
  * figures each, one scenario per figure: `S6` and `S7` on the command line name all of theirs.
  */
-export const SCENARIOS = ['S1', 'S2', 'S3', 'S4', 'S5', 'S6a', 'S6b', 'S7a', 'S7b', 'S7c'] as const;
+export const SCENARIOS = [
+  'S1',
+  'S2',
+  'S3',
+  'S4',
+  'S5',
+  'S6a',
+  'S6b',
+  'S7a',
+  'S7b',
+  'S7c',
+  'S10a',
+  'S10b',
+] as const;
 /** One scenario name. */
 export type Scenario = (typeof SCENARIOS)[number];
 /** The HTTP scenarios, docs/benchmarks.md. */
 export const HTTP_SCENARIOS: readonly Scenario[] = ['S1', 'S2', 'S3', 'S4', 'S5'];
 /** The layer-4 scenarios, docs/bench-l4.md. */
 export const L4_SCENARIOS: readonly Scenario[] = ['S6a', 'S6b', 'S7a', 'S7b', 'S7c'];
+/** The IP→TCP upgrade, docs/bench-l3.md. */
+export const L3_SCENARIOS: readonly Scenario[] = ['S10a', 'S10b'];
 
 /** Where things are, handed to every proxy's `start`. */
 export interface BenchEnv {
@@ -69,13 +85,14 @@ export const PROXIES: readonly ProxyDef[] = [
   {
     name: 'direct',
     note: 'client straight to the upstream, no proxy: the limit of the machine',
-    scenarios: ['S1', 'S2', 'S3', 'S5', 'S6a', 'S6b', 'S7a', 'S7b', 'S7c'],
+    scenarios: ['S1', 'S2', 'S3', 'S5', 'S6a', 'S6b', 'S7a', 'S7b', 'S7c', 'S10a'],
   },
   {
     name: 'oxy',
-    note: 'this project, default forward proxy (`oxy -c`), one worker; for S6 and S7 a `tcp` or `udp` endpoint with a fixed target instead',
+    note: 'this project, default forward proxy (`oxy -c`), one worker; for S6 and S7 a `tcp` or `udp` endpoint with a fixed target instead; for S10 the IP→TCP upgrade service bridged to a client namespace (bench/tools/upgrade-host.ts)',
     scenarios: SCENARIOS,
     start(env, port, scenario) {
+      if (scenario.startsWith('S10')) return startUpgradeHost(env, 'oxy', port);
       return startOxy(env, 'oxy', port, 1, scenario);
     },
   },

@@ -145,6 +145,23 @@ const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]
   S7a: L4_UDP_COLUMNS('datagrams_per_s', 'datagrams/s', 'datagram'),
   S7b: L4_UDP_COLUMNS('datagrams_per_s', 'datagrams/s', 'datagram'),
   S7c: L4_UDP_COLUMNS('queries_per_s', 'queries/s', 'query'),
+  S10a: [
+    { key: 'gbit_per_s', head: 'Gbit/s', digits: 2 },
+    { key: 'cores_per_gbps', head: 'cores per Gbit/s', digits: 2 },
+    { key: 'js_cores_per_gbps', head: 'JS thread', digits: 2 },
+    { key: 'reactor_cores_per_gbps', head: 'reactor', digits: 2 },
+    { key: 'other_cores_per_gbps', head: 'other (GC)', digits: 2 },
+    { key: 'load1', head: 'load avg', digits: 1 },
+  ],
+  S10b: [
+    { key: 'flows_per_s', head: 'flows/s' },
+    { key: 'cpu_us_per_flow', head: 'CPU µs/flow', digits: 1 },
+    { key: 'js_us_per_flow', head: 'JS thread µs/flow', digits: 1 },
+    { key: 'reactor_us_per_flow', head: 'reactor µs/flow', digits: 1 },
+    { key: 'connect_p99_ms', head: 'connect p99 ms', digits: 2 },
+    { key: 'errors', head: 'errors', digits: 0 },
+    { key: 'load1', head: 'load avg', digits: 1 },
+  ],
 };
 
 /** Columns of Oxy's CPU split by thread (threads.ts). */
@@ -253,6 +270,8 @@ const TARGETS: Record<
   S7a: { goal: '≥ 1.5× nginx-stream', ok: (o, peers) => atLeast(o, peers, 1.5) },
   S7b: { goal: '≥ 1.5× nginx-stream', ok: (o, peers) => atLeast(o, peers, 1.5) },
   S7c: { goal: '≥ 1.5× nginx-stream', ok: (o, peers) => atLeast(o, peers, 1.5) },
+  S10a: { goal: '≥ 1.5 Gbit/s', ok: (o) => o.med.gbit_per_s! >= 1.5 },
+  S10b: undefined,
 };
 
 /** Oxy's primary figure is at least `factor` times every peer's (higher is better). */

@@ -36,6 +36,8 @@ export interface Addon {
     maxSize: number,
     batch: number,
     cb: (kind: number, value: unknown) => void,
+    slab?: Buffer,
+    lengths?: Int32Array,
   ): PollHandle;
   pollControl(handle: PollHandle, op: number, flag: boolean): void;
   spliceStart(fd0: number, fd1: number, pipeSize: number, owner: SpliceOwner): void;

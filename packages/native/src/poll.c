@@ -3,14 +3,17 @@
  *
  * A poller watches one non-blocking fd in one of three modes:
  *  - READ: on readability, read up to `batch` whole packets/messages in a C loop and hand them to
- *    JS in one call as an array of Buffers (one Buffer per read);
+ *    JS in one call as an array of Buffers (one Buffer per read); or, with a slab (a Buffer and an
+ *    Int32Array of lengths given by JS, kept for the poller's life), read them straight into the
+ *    slab one after another and hand JS only their count: no copy, no Buffer per packet, and the
+ *    next batch reuses the slab;
  *  - ACCEPT: on readability, accept up to `batch` connections (non-blocking, close-on-exec) and
  *    hand JS an array of fds;
  *  - NOTIFY: tell JS the fd is readable; JS reads (used for SCM_RIGHTS messages).
  * Writability is reported when asked for (after a write found the fd full).
  *
  * JS callback: cb(kind, value) with kind 0 data (Buffer[]), 1 writable, 2 error (errno),
- * 3 accepted (number[]), 4 readable, 5 end of stream.
+ * 3 accepted (number[]), 4 readable, 5 end of stream, 6 data in the slab (count).
  *
  * Lifetime: the struct is freed only when both the uv handle has closed and the JS external has
  * been finalised, so neither side can touch freed memory. The poller owns the fd and closes it.
@@ -25,7 +28,7 @@
 #include <uv.h>
 
 enum { MODE_READ = 0, MODE_ACCEPT = 1, MODE_NOTIFY = 2 };
-enum { CB_DATA = 0, CB_WRITABLE = 1, CB_ERROR = 2, CB_ACCEPTED = 3, CB_READABLE = 4, CB_END = 5 };
+enum { CB_DATA = 0, CB_WRITABLE = 1, CB_ERROR = 2, CB_ACCEPTED = 3, CB_READABLE = 4, CB_END = 5, CB_SLAB = 6 };
 
 typedef struct {
   uv_poll_t poll;
@@ -36,6 +39,11 @@ typedef struct {
   bool is_socket, closing, uv_closed, finalized, reading;
   size_t max_size;
   char *buf;
+  /* Slab reads: JS's Buffer and lengths array, referenced so their memory stays put. */
+  char *slab;
+  size_t slab_size;
+  int32_t *lens;
+  napi_ref slab_ref, lens_ref;
 } poller_t;
 
 static void on_uv_close(uv_handle_t *h) {
@@ -57,6 +65,10 @@ static void poller_close(poller_t *p) {
   p->cb = NULL;
   if (p->actx) napi_async_destroy(p->env, p->actx);
   p->actx = NULL;
+  if (p->slab_ref) napi_delete_reference(p->env, p->slab_ref);
+  if (p->lens_ref) napi_delete_reference(p->env, p->lens_ref);
+  p->slab_ref = p->lens_ref = NULL;
+  p->slab = NULL;
 }
 
 static void finalize(napi_env env, void *data, void *hint) {
@@ -99,7 +111,49 @@ static void restart(poller_t *p) {
   (void)rc;
 }
 
+/* A batch read straight into the slab: each packet after the last, while a whole one still fits. */
+static void read_slab(poller_t *p) {
+  napi_env env = p->env;
+  napi_handle_scope scope;
+  uint32_t n = 0;
+  size_t off = 0;
+  int err = 0;
+  bool end = false;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  for (int i = 0; i < p->batch && off + p->max_size <= p->slab_size; i++) {
+    ssize_t r = p->is_socket ? recv(p->fd, p->slab + off, p->max_size, MSG_TRUNC | MSG_DONTWAIT)
+                             : read(p->fd, p->slab + off, p->max_size);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) err = errno;
+      break;
+    }
+    if (r == 0) {
+      end = true;
+      break;
+    }
+    if ((size_t)r > p->max_size) {
+      err = EMSGSIZE; /* never deliver a message cut */
+      break;
+    }
+    p->lens[n++] = (int32_t)r;
+    off += (size_t)r;
+  }
+  if (n > 0) call_js(p, CB_SLAB, make_int(env, n));
+  if (end || err) {
+    p->reading = false;
+    restart(p);
+  }
+  if (end) call_js(p, CB_END, NULL);
+  if (err) call_js(p, CB_ERROR, make_int(env, err));
+  napi_close_handle_scope(env, scope);
+}
+
 static void read_batch(poller_t *p) {
+  if (p->slab) {
+    read_slab(p);
+    return;
+  }
   napi_env env = p->env;
   napi_handle_scope scope;
   napi_value arr, buf;
@@ -175,19 +229,42 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   else read_batch(p);
 }
 
-/* pollStart(fd, mode, isSocket, maxSize, batch, cb): external handle. Takes ownership of fd. */
+/*
+ * pollStart(fd, mode, isSocket, maxSize, batch, cb, slab?, lengths?): external handle. Takes
+ * ownership of fd. With `slab` (a Buffer of at least maxSize bytes) and `lengths` (an Int32Array
+ * of at least `batch`), READ mode reads into the slab and reports counts (CB_SLAB).
+ */
 static napi_value poll_start(napi_env env, napi_callback_info info) {
-  napi_value argv[6], out, name;
+  napi_value argv[8], out, name;
+  size_t argc = 8;
   int32_t fd, mode, max, batch;
   bool is_socket;
   uv_loop_t *loop;
-  if (!get_args(env, info, 6, argv, NULL) || !arg_int32(env, argv[0], &fd) || !arg_int32(env, argv[1], &mode) ||
-      !arg_bool(env, argv[2], &is_socket) || !arg_int32(env, argv[3], &max) || !arg_int32(env, argv[4], &batch))
+  void *slab = NULL, *lens = NULL;
+  size_t slab_size = 0, lens_count = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 6) {
+    throw_type(env, "too few arguments");
+    return NULL;
+  }
+  if (!arg_int32(env, argv[0], &fd) || !arg_int32(env, argv[1], &mode) || !arg_bool(env, argv[2], &is_socket) ||
+      !arg_int32(env, argv[3], &max) || !arg_int32(env, argv[4], &batch))
     return NULL;
   if (mode < MODE_READ || mode > MODE_NOTIFY || max < 1 || max > (1 << 24) || batch < 1 || batch > 4096) {
     /* Bad arguments are a caller's bug: fd stays the caller's. */
     throw_type(env, "invalid poll mode, size or batch");
     return NULL;
+  }
+  if (argc >= 8 && mode == MODE_READ) {
+    napi_typedarray_type type;
+    napi_value ab;
+    size_t ab_off;
+    if (!arg_buffer(env, argv[6], &slab, &slab_size)) return NULL;
+    if (napi_get_typedarray_info(env, argv[7], &type, &lens_count, &lens, &ab, &ab_off) != napi_ok ||
+        type != napi_int32_array || lens_count < (size_t)batch || slab_size < (size_t)max) {
+      throw_type(env, "a slab must hold one packet of maxSize, and lengths must be an Int32Array of batch");
+      return NULL;
+    }
   }
   /* From here on the poller owns fd: every failure closes it. */
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
@@ -195,7 +272,7 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   poller_t *p = calloc(1, sizeof *p);
-  if (!p || (mode == MODE_READ && !(p->buf = malloc((size_t)max)))) {
+  if (!p || (mode == MODE_READ && !slab && !(p->buf = malloc((size_t)max)))) {
     free(p);
     close(fd);
     napi_throw_error(env, NULL, "out of memory");
@@ -217,6 +294,17 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   p->poll.data = p;
+  if (slab) {
+    p->slab = slab;
+    p->slab_size = slab_size;
+    p->lens = lens;
+    if (napi_create_reference(env, argv[6], 1, &p->slab_ref) != napi_ok ||
+        napi_create_reference(env, argv[7], 1, &p->lens_ref) != napi_ok) {
+      p->finalized = true;
+      poller_close(p);
+      return NULL;
+    }
+  }
   if (napi_create_reference(env, argv[5], 1, &p->cb) != napi_ok ||
       napi_create_string_utf8(env, "native:poll", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_async_init(env, NULL, name, &p->actx) != napi_ok ||

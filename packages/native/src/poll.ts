@@ -3,6 +3,10 @@
  * loop (uv_poll, never the thread pool) and turns the addon's `(kind, value)` callbacks into
  * method calls on a sink. It also keeps a write queue: batched writes go straight to the
  * kernel, and whatever did not fit waits for writability, in order.
+ *
+ * With `reuse`, reads go straight into one slab this poller keeps: each packet is a view of it,
+ * valid until the `data` call (and the microtasks it queued) returned, since the next batch
+ * overwrites it. No copy and no garbage per packet; a sink that keeps a packet must copy it.
  */
 import { addon, type PollHandle } from './addon.ts';
 import { errnoName } from './errno.ts';
@@ -21,7 +25,7 @@ export interface PollSink {
 /** How the poller reads: whole packets/messages, accepted connections, or only a notification. */
 export const PollMode = { read: 0, accept: 1, notify: 2 } as const;
 
-const CB = { data: 0, writable: 1, error: 2, accepted: 3, readable: 4, end: 5 } as const;
+const CB = { data: 0, writable: 1, error: 2, accepted: 3, readable: 4, end: 5, slab: 6 } as const;
 const OP = { close: 0, writable: 1, reading: 2, ref: 3 } as const;
 
 /** One watched descriptor. `close()` stops polling and closes the descriptor. */
@@ -36,15 +40,35 @@ export class Poller {
   constructor(
     fd: number,
     mode: number,
-    opts: { isSocket: boolean; maxSize: number; batch: number; op: NativeOperation; what: string },
+    opts: {
+      isSocket: boolean;
+      maxSize: number;
+      batch: number;
+      op: NativeOperation;
+      what: string;
+      reuse?: boolean;
+    },
     sink: PollSink,
   ) {
     this.fd = fd;
     this.#isSocket = opts.isSocket;
     this.#op = opts.op;
     this.#what = opts.what;
+    // The reused slab: room for a whole batch of the largest packets.
+    const slab = opts.reuse === true ? Buffer.allocUnsafeSlow(opts.batch * opts.maxSize) : undefined;
+    const lengths = slab === undefined ? undefined : new Int32Array(opts.batch);
     const onEvent = (kind: number, value: unknown): void => {
-      if (kind === CB.data) sink.data?.(value as Buffer[]);
+      if (kind === CB.slab) {
+        const n = value as number;
+        const views: Buffer[] = new Array(n);
+        let off = 0;
+        for (let i = 0; i < n; i++) {
+          const len = lengths![i]!;
+          views[i] = slab!.subarray(off, off + len);
+          off += len;
+        }
+        sink.data?.(views);
+      } else if (kind === CB.data) sink.data?.(value as Buffer[]);
       else if (kind === CB.accepted) sink.accepted?.(value as number[]);
       else if (kind === CB.readable) sink.readable?.();
       else if (kind === CB.end) sink.end?.();
@@ -63,7 +87,10 @@ export class Poller {
       }
     };
     try {
-      this.#handle = addon.pollStart(fd, mode, opts.isSocket, opts.maxSize, opts.batch, onEvent);
+      this.#handle =
+        slab === undefined
+          ? addon.pollStart(fd, mode, opts.isSocket, opts.maxSize, opts.batch, onEvent)
+          : addon.pollStart(fd, mode, opts.isSocket, opts.maxSize, opts.batch, onEvent, slab, lengths);
     } catch (e) {
       throw toNativeError(e, 'poll', this.#what);
     }

@@ -16,6 +16,13 @@ export interface TunOptions {
   readonly batch?: number;
   /** Largest packet accepted; match the device MTU. Default 65535. */
   readonly maxPacketSize?: number;
+  /**
+   * Read into one buffer reused by every batch (batch × maxPacketSize bytes): the packets a
+   * 'packets' listener gets are views of it, valid only until the listeners (and the microtasks
+   * they queued) have run; copy a packet to keep it. Saves a copy and a Buffer per packet, which
+   * at large MTUs is most of what reading costs in JS (the garbage collector). Default false.
+   */
+  readonly reuseBuffers?: boolean;
 }
 
 /** Events of a `TunDevice`. */
@@ -44,6 +51,7 @@ export class TunDevice extends EventEmitter<TunEvents> {
         isSocket: false,
         maxSize: opts.maxPacketSize ?? 65535,
         batch: opts.batch ?? 64,
+        reuse: opts.reuseBuffers ?? false,
         op: 'tun',
         what: `reading TUN device ${name}`,
       },

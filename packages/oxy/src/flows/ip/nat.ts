@@ -151,10 +151,14 @@ export class UpgradeNat {
 
   /**
    * Claims a slot for the flow of `p` (its first packet, client → destination; TCP or UDP).
-   * Returns the existing mapping if the flow has one, or a refusal reason.
+   * Returns the existing mapping if the flow has one, or a refusal reason. `scope` (default
+   * none) is prefixed to the flow key, so that equal 5-tuples of different tunnels get
+   * different mappings; a scoped mapping is found with `get(scope + packetFlowKey(p))`, and
+   * the caller rewrites its client packets itself (`rewrite`), since `rewriteOutbound` and
+   * `attach` know unscoped keys only.
    */
-  map(p: IpPacket, now = this.#now()): NatMapping | NatRefusal {
-    const key = packetFlowKey(p);
+  map(p: IpPacket, now = this.#now(), scope = ''): NatMapping | NatRefusal {
+    const key = scope + packetFlowKey(p);
     const had = this.#byFlow.get(key);
     if (had) return had;
     const refuse = (why: NatRefusal) => {

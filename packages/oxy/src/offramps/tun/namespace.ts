@@ -37,6 +37,17 @@ export interface UpgradeNamespaceOptions {
   readonly listenPort?: number;
   /** Give up after this long (ms). Default 10 000. */
   readonly timeoutMs?: number;
+  /**
+   * Whether the network namespace is owned by a new, unprivileged user namespace. Default true;
+   * false (a plain `unshare --net`) needs root (CAP_SYS_ADMIN), for kernels that refuse
+   * unprivileged user namespaces.
+   */
+  readonly userNamespace?: boolean;
+  /**
+   * Read the device into one reused buffer (`TunOptions.reuseBuffers`): packets are valid only
+   * until the 'packets' listeners and their microtasks have run. Default false.
+   */
+  readonly reuseReadBuffers?: boolean;
 }
 
 /** A running upgrade namespace. */
@@ -103,7 +114,8 @@ export async function startUpgradeNamespace(opts: UpgradeNamespaceOptions = {}):
   const [mine, theirs] = passFd.socketPair('stream');
   let child: ChildProcess;
   try {
-    child = spawn('unshare', [...UNSHARE, process.execPath, CHILD], {
+    const unshare = opts.userNamespace === false ? ['--net'] : UNSHARE;
+    child = spawn('unshare', [...unshare, process.execPath, CHILD], {
       stdio: ['ignore', 'ignore', 'pipe', theirs, 'ipc'],
       env: { ...process.env, OXY_NS_CONFIG: JSON.stringify(cfg) },
     });
@@ -135,7 +147,10 @@ export async function startUpgradeNamespace(opts: UpgradeNamespaceOptions = {}):
       };
       channel.on('message', (m) => {
         if (m.fds.length !== 1) return done(failed('pass the TUN descriptor', 'no descriptor received'));
-        got.device = tun.fromFd(m.fds[0]!, m.data.toString(), { maxPacketSize: cfg.mtu });
+        got.device = tun.fromFd(m.fds[0]!, m.data.toString(), {
+          maxPacketSize: cfg.mtu,
+          reuseBuffers: opts.reuseReadBuffers ?? false,
+        });
         done();
       });
       child.on('message', (m: { type: string; step?: string; message?: string; port?: number }, handle) => {
