@@ -90,7 +90,7 @@ export interface HttpBodyHook<X extends ExtTypes = ExtTypes> {
   /**
    * Fires once per forwarded response that may have a body (not for `HEAD`, 204, 304), after
    * `handleResponse` and before the response head goes to the client. As above for the
-   * response body. Throwing answers 502. Default: `undefined`.
+   * response body. Throwing answers 500. Default: `undefined`.
    */
   getResponseBodyFilter?(res: ResponseHead, ctx: RequestContext<X>): BodyFilter | undefined;
 }
