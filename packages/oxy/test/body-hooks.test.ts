@@ -217,7 +217,9 @@ describe('HTTP/1.1', () => {
 
   test('a request body stopped mid-way: the client gets the status, the upstream request is aborted', async () => {
     const before = { ...up.counts };
-    const r = await h1('main', 'POST', '/stop-req/hash', pieces(1024 * 1024), { 'content-length': 1024 * 1024 });
+    const r = await h1('main', 'POST', '/stop-req/hash', pieces(1024 * 1024), {
+      'content-length': 1024 * 1024,
+    });
     assert.equal(r.status, 451);
     assert.match(r.body.toString(), /upload refused/);
     assert.equal(r.headers.connection, 'close');
@@ -227,7 +229,13 @@ describe('HTTP/1.1', () => {
 
   test('a response body stopped mid-way is cut: curl sees a partial transfer', async () => {
     requests++;
-    const r = await curl(['-x', proxyUrl, '-o', '/dev/null', `http://${up.authority}/stop-res/stream?n=1048576`]);
+    const r = await curl([
+      '-x',
+      proxyUrl,
+      '-o',
+      '/dev/null',
+      `http://${up.authority}/stop-res/stream?n=1048576`,
+    ]);
     // 18: "transfer closed with outstanding read data remaining".
     assert.equal(r.code, 18, r.stderr);
   });
