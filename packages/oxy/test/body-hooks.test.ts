@@ -131,7 +131,7 @@ function h1(
 ): Promise<Got> {
   requests++;
   const [host, port] = oxy.address(endpoint).split(':');
-  return new Promise((resolve, reject) => {
+  return new Promise((resolve) => {
     const req = http.request({
       host,
       port: Number(port),
@@ -140,7 +140,8 @@ function h1(
       headers,
       agent: false,
     });
-    req.on('error', (e) => reject(e));
+    // A response cut before its head arrived is a reset: status 0, not complete.
+    req.on('error', () => resolve({ status: 0, headers: {}, body: Buffer.alloc(0), complete: false }));
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -158,10 +159,23 @@ function h1(
     void (async () => {
       for (const p of pieces) {
         if (req.destroyed) return;
-        if (!req.write(p)) await Promise.race([once(req, 'drain'), once(req, 'close')]);
+        if (!req.write(p)) await drained(req);
       }
       req.end();
     })();
+  });
+}
+
+/** Waits until `w` drains or closes, leaving no listener behind. */
+function drained(w: NodeJS.EventEmitter): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      w.off('drain', done);
+      w.off('close', done);
+      resolve();
+    };
+    w.on('drain', done);
+    w.on('close', done);
   });
 }
 
@@ -259,8 +273,10 @@ describe('HTTP/1.1', () => {
   test('limits: a response over max_response_body is 502 when declared, cut when streamed', async () => {
     const declared = await h1('limited', 'GET', '/stream?n=4096');
     assert.equal(declared.status, 502);
+    // Cut: the first piece is already over the limit, so the client may see the connection
+    // close before the head (status 0) or a truncated 200; never a complete response.
     const streamed = await h1('limited', 'GET', '/stream?n=200000&chunked=1');
-    assert.equal(streamed.status, 200);
+    assert.ok(streamed.status === 0 || streamed.status === 200, String(streamed.status));
     assert.equal(streamed.complete, false);
     const small = await h1('limited', 'GET', '/stream?n=1024');
     assert.deepEqual([small.status, small.body.length], [200, 1024]);
@@ -283,7 +299,7 @@ async function h2(
   void (async () => {
     for (const p of body) {
       if (st.destroyed) return;
-      if (!st.write(p)) await Promise.race([once(st, 'drain'), once(st, 'close')]);
+      if (!st.write(p)) await drained(st);
     }
     if (body.length > 0 && !st.destroyed) st.end();
   })();
@@ -295,7 +311,13 @@ async function h2(
   });
   const chunks: Buffer[] = [];
   st.on('data', (c: Buffer) => chunks.push(c));
-  await once(st, 'close');
+  // A stream the server ended with RST_STREAM(NO_ERROR) while this side still had body to send
+  // (a stop) stays open in Node's client until destroyed: the response is whole at its end.
+  st.on('end', () => {
+    if (!st.writableFinished) setImmediate(() => st.destroy());
+  });
+  // Not `once`: it rejects on the stream's 'error', which a reset stream emits.
+  if (!st.closed) await new Promise((resolve) => st.once('close', resolve));
   return {
     status,
     headers,
