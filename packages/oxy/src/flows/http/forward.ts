@@ -143,44 +143,51 @@ async function forward(
   // Throws BodyStopped (answered by the caller) for a body declared over `max_request_body`.
   const requestStage = mayHaveBody(req) ? requestBodyStage(rt, bodyHead, request) : null;
 
-  const eg = new EgressState(request.ingress, request, addr, rt.ext);
-  // Without a hook the decision is known at once: no await on the hot path.
-  const decision = rt.fast.defaultEgress ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
-  request.decisions.push(`egress:${decision.kind}`);
-  if (decision.kind === 'block') throw egressBlocked(decision.reason);
+  let options: EgressRequestOptions;
+  try {
+    const eg = new EgressState(request.ingress, request, addr, rt.ext);
+    // Without a hook the decision is known at once: no await on the hot path.
+    const decision = rt.fast.defaultEgress ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
+    request.decisions.push(`egress:${decision.kind}`);
+    if (decision.kind === 'block') throw egressBlocked(decision.reason);
 
-  const authority = head?.authority ?? target.authority;
-  const path = head?.path ?? target.path;
-  let headers: string[];
-  if (head === null) {
-    headers = filterRawHeaders(req.rawHeaders, 'host');
-  } else {
-    const h = { ...head.headers };
-    stripHopByHop(h);
-    delete h.host;
-    headers = toRawHeaders(h);
-  }
-  headers.push('Host', authority);
-  // A body the app may rewrite has no length known in advance: send it chunked.
-  if (requestStage?.rewrites === true) {
-    headers = withoutLength(headers);
-    headers.push('Transfer-Encoding', 'chunked');
-  }
+    const authority = head?.authority ?? target.authority;
+    const path = head?.path ?? target.path;
+    let headers: string[];
+    if (head === null) {
+      headers = filterRawHeaders(req.rawHeaders, 'host');
+    } else {
+      const h = { ...head.headers };
+      stripHopByHop(h);
+      delete h.host;
+      headers = toRawHeaders(h);
+    }
+    headers.push('Host', authority);
+    // A body the app may rewrite has no length known in advance: send it chunked.
+    if (requestStage?.rewrites === true) {
+      headers = withoutLength(headers);
+      headers.push('Transfer-Encoding', 'chunked');
+    }
 
-  const route = routeFor(rt, eg, decision, addr, authority, path);
-  if (route.proxyAuthorization !== undefined) headers.push('Proxy-Authorization', route.proxyAuthorization);
-  const options: EgressRequestOptions = {
-    agent,
-    method: head?.method ?? request.method,
-    path: route.requestTarget,
-    headers,
-    setHost: false,
-    oxyEgress: eg,
-    oxyAddr: route.target.addr,
-    oxyTrusted: route.target.trusted,
-    oxyPoolKey: route.target.key,
-    oxyCancel: { cancelled: false },
-  };
+    const route = routeFor(rt, eg, decision, addr, authority, path);
+    if (route.proxyAuthorization !== undefined) headers.push('Proxy-Authorization', route.proxyAuthorization);
+    options = {
+      agent,
+      method: head?.method ?? request.method,
+      path: route.requestTarget,
+      headers,
+      setHost: false,
+      oxyEgress: eg,
+      oxyAddr: route.target.addr,
+      oxyTrusted: route.target.trusted,
+      oxyPoolKey: route.target.key,
+      oxyCancel: { cancelled: false },
+    };
+  } catch (e) {
+    // The body's filter was chosen before egress: it hears that the request ended without it.
+    requestStage?.abort(isOxyError(e) ? e.code : 'error');
+    throw e;
+  }
 
   await exchange(rt, request, req, res, options, bodyHead, requestStage);
 }
