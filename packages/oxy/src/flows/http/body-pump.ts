@@ -25,14 +25,23 @@ function isThenable(v: unknown): v is Promise<Buffer | null> {
 
 /**
  * Pumps `src` into `sink` through `stage`. `onStop` gets what the stage threw or rejected with
- * (a `BodyStopped`), once; the caller fails the exchange with it.
+ * (a `BodyStopped`), once; the caller fails the exchange with it. `beforeFirst`, when given, runs
+ * once before the first bytes are written to `sink` or it is ended (a response head held back).
  */
 export function pumpBody(
   src: Readable,
   stage: BodyStage,
   sink: Writable,
   onStop: (e: unknown) => void,
+  beforeFirst: (() => void) | null = null,
 ): BodyPump {
+  let first = beforeFirst;
+  const started = (): void => {
+    if (first === null) return;
+    const f = first;
+    first = null;
+    f();
+  };
   let stopped = false;
   let ended = false;
   /** Reasons the source is paused: a pending filter call, a full sink. */
@@ -51,6 +60,7 @@ export function pumpBody(
   };
   const deliver = (out: Buffer | null): void => {
     if (stopped || out === null || out.length === 0) return;
+    started();
     if (!sink.write(out)) {
       hold();
       sink.once('drain', release);
@@ -59,6 +69,7 @@ export function pumpBody(
   const finish = (last: Buffer | null): void => {
     if (stopped) return;
     ended = true;
+    started();
     if (last === null || last.length === 0) sink.end();
     else sink.end(last);
   };

@@ -161,20 +161,25 @@ export function exchange(
       request.respondedAt = performance.now();
       clearTimeout(responseTimer);
       relayResponse(rt, request, upRes, res, bodyHead).then(
-        (stage) => {
+        (body) => {
           if (settled) {
-            stage?.abort('client_closed');
+            body?.stage.abort('client_closed');
             return;
           }
           upRes.on('data', (chunk: Buffer) => {
             bytesDown += chunk.length;
           });
           upRes.on('error', () => cutResponse(res));
-          if (stage === null) upRes.pipe(res);
-          // A stop after the head left cuts the response (`fail`), with the stop's status recorded.
+          if (body === null) upRes.pipe(res);
+          // The head goes with the stage's first bytes: a stop before them is answered with its
+          // status (`fail`); a stop after them cuts the response, with the stop's status recorded.
           else
-            responsePump = pumpBody(upRes, stage, res, (e) =>
-              fail(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream')),
+            responsePump = pumpBody(
+              upRes,
+              body.stage,
+              res,
+              (e) => fail(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream')),
+              body.sendHead,
             );
           // A body that makes no progress for a whole `egress.response_timeout` (the upstream
           // stopped sending, or the client stopped reading) is cut.
@@ -271,9 +276,17 @@ export function closeAfterResponse(req: IncomingRequest, res: http.ServerRespons
   req.resume();
 }
 
+/** A response body with a stage, and how to send its head once the stage passes bytes on. */
+interface StagedBody {
+  readonly stage: BodyStage;
+  readonly sendHead: () => void;
+}
+
 /**
- * Sends the response head to the client, after `handleResponse` and the choice of the response
- * body's stage (returned: null when nothing watches the body). A stage that may rewrite the body
+ * Runs `handleResponse` and chooses the response body's stage. Without a stage the head is sent
+ * at once (null is returned); with one it is returned with the head held back until the stage
+ * passes its first bytes on (or the body ends), so that a stop, a limit or a failing filter
+ * before that is answered with a status rather than a cut. A stage that may rewrite the body
  * drops `Content-Length` (HTTP/1.1 then sends it chunked, HTTP/2 without a length). Rejects,
  * before anything is sent, when a hook fails or the head declares a body over the limit.
  */
@@ -283,7 +296,7 @@ async function relayResponse(
   upRes: http.IncomingMessage,
   res: http.ServerResponse,
   bodyHead: RequestHead,
-): Promise<BodyStage | null> {
+): Promise<StagedBody | null> {
   const status = upRes.statusCode ?? 502;
   request.status = status;
   res.sendDate = false;
@@ -292,8 +305,12 @@ async function relayResponse(
   if (hook === null) {
     const stage = responseBodyStage(rt, bodyHead, { status, headers: upRes.headers }, request);
     const raw = filterRawHeaders(upRes.rawHeaders, '');
-    res.writeHead(status, upRes.statusMessage, stage?.rewrites === true ? withoutLength(raw) : raw);
-    return stage;
+    const send = (): void => {
+      request.status = status;
+      res.writeHead(status, upRes.statusMessage, stage?.rewrites === true ? withoutLength(raw) : raw);
+    };
+    if (stage === null) send();
+    return stage === null ? null : { stage, sendHead: send };
   }
   let resHead: ResponseHead = { status, headers: { ...upRes.headers } };
   try {
@@ -304,7 +321,11 @@ async function relayResponse(
   const stage = responseBodyStage(rt, bodyHead, resHead, request);
   stripHopByHop(resHead.headers);
   if (stage?.rewrites === true) delete resHead.headers['content-length'];
-  request.status = resHead.status;
-  res.writeHead(resHead.status, toRawHeaders(resHead.headers));
-  return stage;
+  const final = resHead;
+  const send = (): void => {
+    request.status = final.status;
+    res.writeHead(final.status, toRawHeaders(final.headers));
+  };
+  if (stage === null) send();
+  return stage === null ? null : { stage, sendHead: send };
 }
