@@ -14,7 +14,9 @@
  * the calls itself so chunks still reach the filter one at a time, in order. After `end`, a
  * throw, or `abort`, nothing more reaches the filter. A head that declares a length over the
  * limit is refused by the factory itself (it throws {@link BodyStopped}), before anything is
- * sent on.
+ * sent on. An engine holds a response head back until the stage's first bytes (or its end), so
+ * that a stop before them is answered with its status instead of cutting a response that has
+ * not really begun (`forward-exchange.ts` does).
  */
 import type { RequestState } from '../../context/state.ts';
 import { OXY_ERR, OxyError, type OxyErrorCode } from '../../errors.ts';
