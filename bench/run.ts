@@ -48,6 +48,7 @@ import {
   runS3,
   runS4,
   runS5,
+  runS9,
   type ScenarioEnv,
   Unsupported,
 } from './lib/scenarios.ts';
@@ -259,6 +260,7 @@ async function main(): Promise<void> {
       else if (sc === 'S3') figures = await runS3(senv, addr);
       else if (sc === 'S4') figures = await runS4(senv, addr, pid);
       else if (sc === 'S5') figures = await runS5(senv, addr);
+      else if (sc === 'S9') figures = await runS9(senv, addr, pid);
       else if (sc === 'S6a') figures = await runS6a(senv, addr, pid);
       else if (sc === 'S6b') figures = await runS6b(senv, addr, pid);
       else if (sc === 'S10a') figures = await runS10a(senv, addr, pid);
@@ -339,10 +341,32 @@ async function main(): Promise<void> {
       `\n### ${METRICS[sc].title} (${METRICS[sc].unit}, medians)\n\n${table(sc, cells)}\n`,
     );
   }
+  const s9 = summarise(lines, shown).get('S9');
+  if (s9 !== undefined) process.stdout.write(`\n${s9Ratios(s9)}\n`);
   if (docs) {
     const args = process.argv.slice(2).join(' ');
     writeDocs(lines, await docInfo(env, `npm run bench${args ? ` -- ${args}` : ''}`, lines[0]?.time), shown);
   }
+}
+
+/** S9's point: the counting body hook's throughput against the same transfer without it. */
+function s9Ratios(cells: readonly { proxy: string; med: Record<string, number> }[]): string {
+  const by = (p: string) => cells.find((c) => c.proxy === p)?.med;
+  const body = by('oxy-body');
+  const out = ['S9 ratios (target: oxy-body at least 0.7× the same transfer without the hook):'];
+  for (const peer of ['oxy-head', 'oxy']) {
+    const other = by(peer);
+    if (body?.primary !== undefined && other?.primary)
+      out.push(
+        `  oxy-body / ${peer}: ${(body.primary / other.primary).toFixed(2)}× throughput; CPU ${fmtS(body.cpu_s_per_gib)} vs ${fmtS(other.cpu_s_per_gib)} s/GiB`,
+      );
+  }
+  out.push(`  load average (1 min): ${(loadavg()[0] ?? 0).toFixed(2)}`);
+  return out.join('\n');
+}
+
+function fmtS(x: number | undefined): string {
+  return x === undefined ? '–' : x.toFixed(2);
 }
 
 function round(x: number): number {

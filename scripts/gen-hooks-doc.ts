@@ -28,7 +28,14 @@ export const DOC_PATH = path.join(ROOT, 'docs/hooks.md');
 const HOOKS_DIR = path.join(ROOT, 'packages/oxy/src/hooks');
 const INTRO_PATH = path.join(ROOT, 'docs/hooks.intro.md');
 /** Modules in the order a connection meets them; any other module follows, sorted by name. */
-const MODULE_ORDER = ['ingress.ts', 'http-request.ts', 'egress.ts', 'tunnel.ts', 'lifecycle.ts'];
+const MODULE_ORDER = [
+  'ingress.ts',
+  'http-request.ts',
+  'http-body.ts',
+  'egress.ts',
+  'tunnel.ts',
+  'lifecycle.ts',
+];
 const HOOK_NAME = /^[A-Z]\w*Hook$/;
 
 /** A bad source for the reference (e.g. a hook method without TSDoc); the message names it. */
@@ -282,6 +289,7 @@ const LABEL_TO_HOOK: Readonly<Record<string, string>> = {
   lifecycle: 'AppLifecycleHook',
   ingress: 'IngressHook',
   http: 'HttpRequestHook',
+  httpBody: 'HttpBodyHook',
   tunnel: 'TunnelHook',
   egress: 'EgressHook',
 };

@@ -30,6 +30,7 @@ export const SCENARIOS = [
   'S7c',
   'S10a',
   'S10b',
+  'S9',
 ] as const;
 /** One scenario name. */
 export type Scenario = (typeof SCENARIOS)[number];
@@ -85,7 +86,7 @@ export const PROXIES: readonly ProxyDef[] = [
   {
     name: 'direct',
     note: 'client straight to the upstream, no proxy: the limit of the machine',
-    scenarios: ['S1', 'S2', 'S3', 'S5', 'S6a', 'S6b', 'S7a', 'S7b', 'S7c', 'S10a'],
+    scenarios: ['S1', 'S2', 'S3', 'S5', 'S6a', 'S6b', 'S7a', 'S7b', 'S7c', 'S10a', 'S9'],
   },
   {
     name: 'oxy',
@@ -94,6 +95,25 @@ export const PROXIES: readonly ProxyDef[] = [
     start(env, port, scenario) {
       if (scenario.startsWith('S10')) return startUpgradeHost(env, 'oxy', port);
       return startOxy(env, 'oxy', port, 1, scenario);
+    },
+  },
+  {
+    name: 'oxy-body',
+    note: 'this project with a body hook that counts every response body byte (bench/apps/body-count.ts); S9 only',
+    scenarios: ['S9'],
+    start(env, port) {
+      return startOxy(env, 'oxy-body', port, 1, 'S9', { app: 'bench/apps/body-count.ts' });
+    },
+  },
+  {
+    name: 'oxy-head',
+    note: 'the same app with a response-head hook only: the same forwarding path without a body stage; S9 only',
+    scenarios: ['S9'],
+    start(env, port) {
+      return startOxy(env, 'oxy-head', port, 1, 'S9', {
+        app: 'bench/apps/body-count.ts',
+        env: { OXY_BENCH_BODY: 'head' },
+      });
     },
   },
   {
@@ -325,6 +345,7 @@ function startOxy(
   port: number,
   workers: number,
   scenario: Scenario = 'S1',
+  custom: { readonly app: string; readonly env?: NodeJS.ProcessEnv } | null = null,
 ): Promise<Running> {
   const dir = dirFor(env, name);
   const l4 = oxyL4Endpoint(env, port, scenario);
@@ -346,6 +367,12 @@ function startOxy(
       '',
     ].join('\n'),
   );
+  // An app of the bench's own (S9) runs its script with the pinned Node instead of `oxy`.
+  if (custom !== null)
+    return launch(env, name, port, env.node, [join(env.root, custom.app), '-c', cfg], {
+      ...env.oxyEnv,
+      ...custom.env,
+    });
   const bin = join(env.root, 'node_modules/.bin/oxy');
   return launch(env, name, port, bin, ['-c', cfg], env.oxyEnv, 15000, l4?.udp ?? false);
 }

@@ -114,6 +114,11 @@ const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]
     { key: 'errors', head: 'errors', digits: 0 },
   ],
   S2: [{ key: 'gbit_per_s', head: 'Gbit/s', digits: 2 }],
+  S9: [
+    { key: 'gbit_per_s', head: 'Gbit/s', digits: 2 },
+    { key: 'cpu_s_per_gib', head: 'proxy CPU s/GiB', digits: 2 },
+    { key: 'load1', head: 'load avg', digits: 1 },
+  ],
   S3: [
     { key: 'tunnels_per_s', head: 'tunnels/s' },
     { key: 'setup_p50_ms', head: 'setup p50 ms', digits: 2 },
@@ -265,6 +270,8 @@ const TARGETS: Record<
   S3: { goal: '≥ 10,000 tunnels/s', ok: (o) => o.med.tunnels_per_s! >= 10000 },
   S4: { goal: '≤ 6 KiB per idle tunnel', ok: (o) => o.med.kib_per_tunnel! <= 6 },
   S5: undefined,
+  // Judged between Oxy's own rows (oxy-body against oxy-head and oxy), printed after the tables.
+  S9: undefined,
   S6a: { goal: '≥ 1.0× the better of haproxy-tcp and nginx-stream', ok: (o, peers) => atLeast(o, peers, 1) },
   S6b: { goal: '≥ 1.0× the better of haproxy-tcp and nginx-stream', ok: (o, peers) => atLeast(o, peers, 1) },
   S7a: { goal: '≥ 1.5× nginx-stream', ok: (o, peers) => atLeast(o, peers, 1.5) },

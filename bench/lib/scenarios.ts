@@ -10,6 +10,7 @@ import { type Proc, runCommand, startProcess, stopProcess, treePss } from './pro
 import type { Scenario } from './proxies.ts';
 import { L3_METRICS } from './scenarios-l3.ts';
 import { L4_METRICS } from './scenarios-l4.ts';
+import { cpuSplit, cpuSplitSince } from './threads.ts';
 
 /** Paths and switches every scenario needs. */
 export interface ScenarioEnv {
@@ -70,6 +71,12 @@ export const METRICS: Record<
   },
   ...L4_METRICS,
   ...L3_METRICS,
+  S9: {
+    title: 'S9: forward HTTP/1.1 GET of 1 GiB, with and without a counting body hook',
+    unit: 'Gbit/s',
+    higherIsBetter: true,
+    what: 'curl -x (absolute-form, no tunnel), 1 GiB from the upstream; oxy-body counts every body byte in a body hook, oxy-head has a head hook only (same path, no body stage), oxy has no hook (lean path)',
+  },
 };
 
 function lastJson(text: string): Record<string, number | string | boolean> {
@@ -238,4 +245,30 @@ export async function runS5(env: ScenarioEnv, proxy: string | null): Promise<Fig
     ok: Number(j.ok),
     errors: Number(j.errors),
   };
+}
+
+/** S9: one absolute-form download through the proxy (bodies pass its HTTP path, not a tunnel), with the proxy's CPU per GiB. */
+export async function runS9(env: ScenarioEnv, proxy: string | null, pid: number | null): Promise<Figures> {
+  const file = env.quick ? '/256m' : '/1g';
+  const expected = env.quick ? 256 * 2 ** 20 : 2 ** 30;
+  const before = pid ? cpuSplit(pid) : null;
+  const args = [
+    '-s',
+    '-o',
+    '/dev/null',
+    '--max-time',
+    '120',
+    '-w',
+    '%{speed_download} %{size_download} %{http_code}',
+  ];
+  if (proxy) args.push('-x', `http://${proxy}`);
+  args.push(`http://${env.upstream}${file}`);
+  const r = await runCommand('curl', args, { timeoutMs: 130000 });
+  const cpu = pid && before ? cpuSplitSince(pid, before) : null;
+  const [speed, size, code] = r.stdout.trim().split(' ').map(Number);
+  if (code !== 200 || size !== expected)
+    throw new Error(`curl: HTTP ${code}, ${size} of ${expected} bytes (exit ${r.code}) ${r.stderr.trim()}`);
+  const gbps = ((speed ?? 0) * 8) / 1e9;
+  const gib = expected / 2 ** 30;
+  return { primary: gbps, gbit_per_s: gbps, ...(cpu ? { cpu_s_per_gib: cpu.total / gib } : {}) };
 }

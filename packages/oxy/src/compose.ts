@@ -13,7 +13,8 @@
  *     `handleRequest`: the first answer other than allow/forward; `EgressHook.handleConnection`:
  *     the first block, else the first answer other than `direct(target)`);
  *   - rewrites: each app gets what the previous one returned (`handleProxyConnectResponse`,
- *     `handleResponse`, `handleUpstreamIps`; a block or an empty list stops there);
+ *     `handleResponse`, `handleUpstreamIps`; a block or an empty list stops there); body
+ *     filters are chained the same way, chunk by chunk (`hooks/body-chain.ts`);
  *   - overrides: the first defined answer wins (`getAppTunnelPipeline`, `dnsResolveOverride`,
  *     `tcpConnectOverride`, `selectUpstream`);
  *   - events: every app's method fires, in order, even when an earlier one threw (the first
@@ -34,7 +35,9 @@ import type { z } from 'zod';
 import type { OxyApp } from './app.ts';
 import type { SocketAddr } from './context/contexts.ts';
 import { eraseExtFactories, eraseHooks } from './context/ext.ts';
+import { chainFilters } from './hooks/body-chain.ts';
 import type { EgressDecision } from './hooks/egress.ts';
+import type { BodyFilter } from './hooks/http-body.ts';
 import type { ConnectDirective, RequestDecision, ResponseHead } from './hooks/http-request.ts';
 import type { IngressDecision } from './hooks/ingress.ts';
 import type { IpFlowDecision, IpPacketVerdict } from './hooks/ip.ts';
@@ -207,6 +210,7 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
   const lifecycle: Record<string, unknown> = {};
   const ingress: Record<string, unknown> = {};
   const httpRequest: Record<string, unknown> = {};
+  const httpBody: Record<string, unknown> = {};
   const tunnel: Record<string, unknown> = {};
   const egress: Record<string, unknown> = {};
 
@@ -299,6 +303,23 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
     };
   }
 
+  for (const [key, method] of [
+    ['requestBodyFilter', 'getRequestBodyFilter'],
+    ['responseBodyFilter', 'getResponseBodyFilter'],
+  ] as const) {
+    const choosers = all(key);
+    if (choosers.length === 0) continue;
+    httpBody[method] = (head: never, ctx: object): BodyFilter | undefined => {
+      const filters: BodyFilter[] = [];
+      for (const { m, fn } of choosers) {
+        const f = fn(head, viewOf(ctx as never, m));
+        if (f instanceof Promise) throw new Error(`${m.name}: choose the body filter synchronously`);
+        if (f !== undefined) filters.push(f);
+      }
+      return filters.length === 0 ? undefined : chainFilters(filters);
+    };
+  }
+
   const pipelines = all('appTunnelPipeline');
   if (pipelines.length > 0) {
     tunnel.getAppTunnelPipeline = async (ctx: object, eg: object) => {
@@ -365,7 +386,7 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
   }
 
   const { ipTunnel, ipFlow } = combineIp(members, resolved);
-  const groups = { lifecycle, ingress, httpRequest, tunnel, egress, ipTunnel, ipFlow };
+  const groups = { lifecycle, ingress, httpRequest, httpBody, tunnel, egress, ipTunnel, ipFlow };
   return Object.fromEntries(Object.entries(groups).filter(([, g]) => Object.keys(g).length > 0)) as Hooks;
 }
 

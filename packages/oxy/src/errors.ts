@@ -126,6 +126,15 @@ export const OXY_ERR = {
   MASQUE_TEMPLATE: 'OXY_ERR_MASQUE_TEMPLATE',
   /** A MASQUE proxy refused the tunnel (its status and `Proxy-Status` are on the error). */
   MASQUE_REFUSED: 'OXY_ERR_MASQUE_REFUSED',
+
+  // --- bodies (flows/http/body-stage.ts) ---------------------------------------------------
+  /**
+   * A body went over `max_request_body` (→ 413, upstream request dropped) or `max_response_body`
+   * (→ 502 before the response head left, the response cut after). The status is on the error.
+   */
+  BODY_TOO_LARGE: 'OXY_ERR_BODY_TOO_LARGE',
+  /** A body filter stopped the body (`BodyVerdict.stop`); its status and reason are on the error. */
+  BODY_STOPPED: 'OXY_ERR_BODY_STOPPED',
 } as const;
 
 /** One of the stable `OXY_ERR_*` codes. */
@@ -206,14 +215,21 @@ const STATUS_BY_CODE: Readonly<Partial<Record<string, number>>> = {
   OXY_ERR_UPSTREAM_TLS: 502,
 };
 
+/** Codes whose error carries the status to answer (a block, a failed hook, a stopped body). */
+const STATUS_OF_ERROR: ReadonlySet<string> = new Set([
+  OXY_ERR.BLOCKED,
+  OXY_ERR.HOOK_FAILED,
+  OXY_ERR.BODY_TOO_LARGE,
+  OXY_ERR.BODY_STOPPED,
+]);
+
 /**
  * The HTTP status the proxy answers for an error: the error's own `status` for blocks, the
  * catalogue's status otherwise, and 502 for anything else that went wrong on the way out.
  */
 export function httpStatusFor(e: unknown): number {
   if (!isOxyError(e)) return 502;
-  if ((e.code === OXY_ERR.BLOCKED || e.code === OXY_ERR.HOOK_FAILED) && e.status !== undefined)
-    return e.status;
+  if (e.status !== undefined && STATUS_OF_ERROR.has(e.code)) return e.status;
   return STATUS_BY_CODE[e.code] ?? 502;
 }
 

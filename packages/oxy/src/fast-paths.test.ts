@@ -22,6 +22,8 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'httpRequest.handleRequest': ['leanForward'],
   'httpRequest.handleResponse': ['leanForward'],
   'httpRequest.handleRequestEnd': [],
+  'httpBody.getRequestBodyFilter': ['leanForward'],
+  'httpBody.getResponseBodyFilter': ['leanForward'],
   'tunnel.getAppTunnelPipeline': ['wholeTunnel'],
   'datagram.handleDatagram': ['rawDatagrams'],
   'egress.handleConnection': ['sharedPool', 'defaultEgress'],
@@ -80,6 +82,19 @@ test('every hook method turns off exactly the fast paths it must', () => {
 test('egress ext and a default upstream proxy turn off what they must', () => {
   assert.deepEqual(disabledBy(resolveHooks({}), { egressExt: true }), ['sharedPool']);
   assert.deepEqual(disabledBy(resolveHooks({}), { defaultProxy: true }), ['wholeTunnel']);
+});
+
+test('a response body limit turns off the lean path (it does not count bodies)', () => {
+  const plan = planFastPaths({
+    hooks: resolveHooks({}),
+    egressExt: false,
+    defaultProxy: false,
+    responseBodyLimit: true,
+  });
+  assert.deepEqual(
+    ALL.filter((p) => !plan[p]),
+    ['leanForward'],
+  );
 });
 
 function byOrder(a: FastPath, b: FastPath): number {

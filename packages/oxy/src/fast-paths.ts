@@ -63,6 +63,9 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   proxyConnectResponse: ['wholeTunnel'],
   request: ['leanForward'],
   response: ['leanForward'],
+  // The lean path streams no body through JS stages.
+  requestBodyFilter: ['leanForward'],
+  responseBodyFilter: ['leanForward'],
   // An event after the end: every path fires it (`flows/record.ts`).
   requestEnd: [],
   // The app moves the bytes.
@@ -95,6 +98,11 @@ export interface FastPathInputs {
   readonly egressExt: boolean;
   /** `egress.upstream_proxy` is on: the default decision goes through another proxy. */
   readonly defaultProxy: boolean;
+  /**
+   * Some `http` endpoint sets `max_response_body`: responses must pass the body stage that
+   * counts them (`flows/http/body-stage.ts`), which the lean path does not run.
+   */
+  readonly responseBodyLimit?: boolean;
 }
 
 /** Decides the fast paths for an app. */
@@ -114,5 +122,6 @@ export function planFastPaths(inputs: FastPathInputs): FastPaths {
   if (inputs.egressExt) plan.sharedPool = false;
   // The default decision is `viaProxy`, which the addon does not speak.
   if (inputs.defaultProxy) plan.wholeTunnel = false;
+  if (inputs.responseBodyLimit === true) plan.leanForward = false;
   return plan;
 }

@@ -38,6 +38,16 @@ export {
   type UpstreamProxyAuth,
 } from './hooks/egress.ts';
 export {
+  type BodyChunkResult,
+  type BodyFilter,
+  type BodyStop,
+  type BodyTotals,
+  BodyVerdict,
+  type HttpBodyHook,
+  type WholeBodyOptions,
+  wholeBody,
+} from './hooks/http-body.ts';
+export {
   ConnectDirective,
   type DirectResponse,
   type HttpHeaders,

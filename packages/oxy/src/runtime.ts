@@ -79,6 +79,9 @@ export class Runtime {
       hooks,
       egressExt: ext.egress !== null,
       defaultProxy: this.defaultProxy !== null,
+      responseBodyLimit: Object.values(settings.endpoints).some(
+        (ep) => ep.protocol === 'http' && ep.max_response_body > 0,
+      ),
     });
   }
 

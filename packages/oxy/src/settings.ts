@@ -50,6 +50,17 @@ const httpFields = {
     '30s',
   ),
   max_header_size: s.size('Largest request head accepted; a larger one is answered 431.', '16KiB'),
+  max_request_body: s.size(
+    'Largest request body forwarded (HTTP/1.1 and HTTP/2, counted as received); a declared or streamed ' +
+      'larger one is answered 413 and its upstream request dropped. 0 means no limit.',
+    '0B',
+  ),
+  max_response_body: s.size(
+    'Largest response body relayed, counted as received from upstream: a larger declared one is ' +
+      'answered 502, a longer streamed one is cut (HTTP/1.1 connection closed, HTTP/2 stream reset). ' +
+      '0 means no limit.',
+    '0B',
+  ),
   ...streamFields,
   proxy_protocol: ProxyProtocolSettings,
   tls: TlsSettings,

@@ -137,6 +137,16 @@ test('an absolute-form request fires the hooks in HOOK_ORDERS.forward_http1', as
   });
 });
 
+test('a request with a body fires the hooks in HOOK_ORDERS.forward_http1_body', async () => {
+  await expectOrder('forward_http1_body', async () => {
+    const res = await proxyRequest(oxy.address(), `http://localhost:${upstream.port}/x`, {
+      method: 'POST',
+      body: 'some body',
+    });
+    assert.equal(res.status, 200);
+  });
+});
+
 test('two requests on a keep-alive connection fire the hooks in HOOK_ORDERS.forward_http1_keepalive', async () => {
   await expectOrder('forward_http1_keepalive', async () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -262,6 +272,7 @@ test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
     'connect_http2_two_streams',
     'connect_udp_http2',
     'forward_http1',
+    'forward_http1_body',
     'forward_http1_keepalive',
     'ingress_blocked',
     'ip_tunnel_udp',

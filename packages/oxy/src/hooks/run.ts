@@ -31,6 +31,7 @@ import {
   type DatagramVerdict,
 } from './datagram.ts';
 import { EGRESS_HOOK_METHODS, type EgressDecision, type EgressHook } from './egress.ts';
+import { type BodyFilter, HTTP_BODY_HOOK_METHODS, type HttpBodyHook } from './http-body.ts';
 import {
   type ConnectDirective,
   HTTP_REQUEST_HOOK_METHODS,
@@ -69,6 +70,7 @@ export interface Hooks<X extends ExtTypes = ExtTypes> {
   readonly ingress?: IngressHook<X>;
   readonly proxyProtocol?: ProxyProtocolHook<X>;
   readonly httpRequest?: HttpRequestHook<X>;
+  readonly httpBody?: HttpBodyHook<X>;
   readonly tunnel?: TunnelHook<X>;
   readonly datagram?: DatagramHook<X>;
   readonly egress?: EgressHook<X>;
@@ -83,6 +85,7 @@ export const HOOK_METHODS = {
   ingress: INGRESS_HOOK_METHODS,
   proxyProtocol: PROXY_PROTOCOL_HOOK_METHODS,
   httpRequest: HTTP_REQUEST_HOOK_METHODS,
+  httpBody: HTTP_BODY_HOOK_METHODS,
   tunnel: TUNNEL_HOOK_METHODS,
   datagram: DATAGRAM_HOOK_METHODS,
   egress: EGRESS_HOOK_METHODS,
@@ -97,6 +100,7 @@ const GROUP_NAMES: Readonly<Record<keyof Hooks, string>> = {
   ingress: 'IngressHook',
   proxyProtocol: 'ProxyProtocolHook',
   httpRequest: 'HttpRequestHook',
+  httpBody: 'HttpBodyHook',
   tunnel: 'TunnelHook',
   datagram: 'DatagramHook',
   egress: 'EgressHook',
@@ -123,6 +127,8 @@ export interface ResolvedHooks {
   readonly request: ((head: RequestHead, ctx: RequestContext) => Maybe<RequestDecision>) | null;
   readonly response: ((res: ResponseHead, ctx: RequestContext) => Maybe<ResponseHead | undefined>) | null;
   readonly requestEnd: ((info: RequestEndInfo, ctx: RequestContext) => void) | null;
+  readonly requestBodyFilter: ((head: RequestHead, ctx: RequestContext) => BodyFilter | undefined) | null;
+  readonly responseBodyFilter: ((res: ResponseHead, ctx: RequestContext) => BodyFilter | undefined) | null;
   readonly appTunnelPipeline:
     | ((ctx: RequestContext, egress: EgressContext) => Maybe<AppTunnelPipeline | undefined>)
     | null;
@@ -243,6 +249,8 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     request: bind('httpRequest', 'handleRequest'),
     response: bind('httpRequest', 'handleResponse'),
     requestEnd: bind('httpRequest', 'handleRequestEnd'),
+    requestBodyFilter: bind('httpBody', 'getRequestBodyFilter'),
+    responseBodyFilter: bind('httpBody', 'getResponseBodyFilter'),
     appTunnelPipeline: bind('tunnel', 'getAppTunnelPipeline'),
     datagram: bind('datagram', 'handleDatagram'),
     egressConnection: bind('egress', 'handleConnection'),

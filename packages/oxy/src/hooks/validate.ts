@@ -82,6 +82,17 @@ const responseHead: Check = (v) =>
     ? null
     : 'a ResponseHead (a status and headers) or undefined';
 
+/** A body filter is chosen synchronously (its own methods may be async): see `hooks/http-body.ts`. */
+const bodyFilterOrNothing: Check = (v) =>
+  v === undefined ||
+  (isObject(v) &&
+    typeof v.then !== 'function' &&
+    (v.onChunk === undefined || typeof v.onChunk === 'function') &&
+    (v.onEnd === undefined || typeof v.onEnd === 'function') &&
+    (v.onAbort === undefined || typeof v.onAbort === 'function'))
+    ? null
+    : 'a BodyFilter (an object with onChunk, onEnd, onAbort methods, returned synchronously) or undefined';
+
 const egressDecision: Check = (v) => {
   if (isBlock(v, false)) return null;
   if (isObject(v) && v.kind === 'direct' && isAddr(v.addr)) return null;
@@ -128,6 +139,8 @@ const CHECKS: Readonly<Record<string, Check>> = {
   'httpRequest.handleProxyConnectResponse': responseHead,
   'httpRequest.handleRequest': requestDecision,
   'httpRequest.handleResponse': responseHead,
+  'httpBody.getRequestBodyFilter': bodyFilterOrNothing,
+  'httpBody.getResponseBodyFilter': bodyFilterOrNothing,
   'tunnel.getAppTunnelPipeline': pipelineOrNothing,
   'egress.handleConnection': egressDecision,
   'egress.handleUpstreamIps': ipList,

@@ -78,6 +78,13 @@ const CLIENT_CLOSE: readonly FlowStep[] = [
   { hook: 'ingress.handleConnectionClose' },
 ];
 
+/** The response head through `handleResponse`, then the response body's filter is chosen. */
+const RESPONSE_HEAD: readonly FlowStep[] = [
+  { from: 'Upstream', to: 'Oxy', message: '200 head' },
+  { hook: 'http.handleResponse', answer: 'undefined: the response as received' },
+  { hook: 'httpBody.getResponseBodyFilter', answer: 'undefined: the body streams untouched' },
+];
+
 /** The end of a request: its audit record and the event, once the response is complete. */
 const REQUEST_END: FlowStep = { hook: 'http.handleRequestEnd' };
 
@@ -131,9 +138,34 @@ export const TRAFFIC_FLOWS = {
       { hook: 'http.handleRequest', answer: 'forward' },
       ...EGRESS_CONNECT,
       { from: 'Oxy', to: 'Upstream', message: 'GET /x' },
-      { from: 'Upstream', to: 'Oxy', message: '200 head' },
-      { hook: 'http.handleResponse', answer: 'undefined: the response as received' },
+      ...RESPONSE_HEAD,
       { from: 'Oxy', to: 'Client', message: '200 head and body' },
+      REQUEST_END,
+      ...CLIENT_CLOSE,
+    ],
+  },
+  forward_http1_body: {
+    title: 'Request with a body, through body filters',
+    description:
+      'A client sends `POST http://localhost:port/x` with a body on a new connection. The request ' +
+      "body's filter is chosen right after `http.handleRequest` (before any egress hook, so a " +
+      'body declared over `max_request_body` is answered 413 without connecting); each body then ' +
+      'streams through its filter (`onChunk` per chunk, `onEnd` at the end; not hooks of their ' +
+      'own, so not recorded) and the size limits.',
+    steps: [
+      ...TCP_ACCEPT,
+      { from: 'Client', to: 'Oxy', message: 'POST http://localhost:port/x (head)' },
+      { hook: 'http.handleRequest', answer: 'forward' },
+      { hook: 'httpBody.getRequestBodyFilter', answer: 'undefined: the body streams untouched' },
+      ...EGRESS_CONNECT,
+      { from: 'Oxy', to: 'Upstream', message: 'POST /x (head)' },
+      { from: 'Client', to: 'Oxy', message: 'body chunks' },
+      { note: 'each chunk: limit, then filter.onChunk (observe, rewrite or stop); at the end filter.onEnd' },
+      { from: 'Oxy', to: 'Upstream', message: 'body chunks (chunked if the filter rewrites)' },
+      ...RESPONSE_HEAD,
+      { from: 'Oxy', to: 'Client', message: '200 head' },
+      { note: 'each chunk: limit, then filter.onChunk; at the end filter.onEnd' },
+      { from: 'Oxy', to: 'Client', message: 'body chunks (chunked if the filter rewrites)' },
       REQUEST_END,
       ...CLIENT_CLOSE,
     ],
@@ -151,8 +183,7 @@ export const TRAFFIC_FLOWS = {
       { hook: 'http.handleRequest', answer: 'forward' },
       ...EGRESS_CONNECT,
       { from: 'Oxy', to: 'Upstream', message: 'GET /x' },
-      { from: 'Upstream', to: 'Oxy', message: '200 head' },
-      { hook: 'http.handleResponse', answer: 'undefined: the response as received' },
+      ...RESPONSE_HEAD,
       { from: 'Oxy', to: 'Client', message: '200 head and body' },
       REQUEST_END,
       { from: 'Client', to: 'Oxy', message: 'GET http://localhost:port/x (same connection)' },
@@ -160,8 +191,7 @@ export const TRAFFIC_FLOWS = {
       { hook: 'egress.handleConnection', answer: 'direct(target)' },
       { note: 'pooled upstream connection reused: no resolution, no connect' },
       { from: 'Oxy', to: 'Upstream', message: 'GET /x' },
-      { from: 'Upstream', to: 'Oxy', message: '200 head' },
-      { hook: 'http.handleResponse', answer: 'undefined: the response as received' },
+      ...RESPONSE_HEAD,
       { from: 'Oxy', to: 'Client', message: '200 head and body' },
       REQUEST_END,
       ...CLIENT_CLOSE,
@@ -387,6 +417,11 @@ export function tracingHooks(overrides: HookOverrides = {}): Hooks {
       handleResponse: () => undefined,
       handleRequestEnd: () => {},
       ...overrides.httpRequest,
+    },
+    httpBody: {
+      getRequestBodyFilter: () => undefined,
+      getResponseBodyFilter: () => undefined,
+      ...overrides.httpBody,
     },
     tunnel: { getAppTunnelPipeline: () => undefined, ...overrides.tunnel },
     proxyProtocol: { handleConnection: () => IngressDecision.allow(), ...overrides.proxyProtocol },

@@ -21,6 +21,7 @@ export const GROUP_LABELS = {
   ingress: 'ingress',
   proxyProtocol: 'proxyProtocol',
   httpRequest: 'http',
+  httpBody: 'httpBody',
   tunnel: 'tunnel',
   datagram: 'datagram',
   egress: 'egress',

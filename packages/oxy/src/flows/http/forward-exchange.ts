@@ -2,7 +2,8 @@
  * One forwarded exchange on the `http.request` path (bodies, hooks, HTTP/2): the request sent
  * upstream with its body streamed up, the response head through `handleResponse`, the body
  * streamed down. Split from `forward.ts`, which decides and routes; this owns how an exchange
- * ends.
+ * ends. A body with a stage (`body-stage.ts`: body hooks, size limits) is pumped through it
+ * (`body-pump.ts`) instead of piped; a stop from it fails the exchange like any failure.
  *
  * Ordering rules: whatever ends the exchange (completion, a client reset or hang-up, a stalled
  * body, no response head in time, an upstream failure), it settles once: exactly one audit
@@ -18,10 +19,12 @@ import { formatHostPort } from '../../context/addr.ts';
 import type { RequestState } from '../../context/state.ts';
 import type { EgressRequestOptions } from '../../egress/agent.ts';
 import { httpStatusFor, OXY_ERR, OxyError, toOxyError } from '../../errors.ts';
-import type { ResponseHead } from '../../hooks/http-request.ts';
+import type { RequestHead, ResponseHead } from '../../hooks/http-request.ts';
 import type { Runtime } from '../../runtime.ts';
 import { httpEndpoint } from '../../settings.ts';
 import { recordEnd } from '../record.ts';
+import { type BodyPump, pumpBody, withoutLength } from './body-pump.ts';
+import { type BodyStage, responseBodyStage } from './body-stage.ts';
 import type { IncomingRequest } from './forward.ts';
 import { filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
 
@@ -49,7 +52,8 @@ function clientGone(res: http.ServerResponse): boolean {
  * exchange is over however it ends, with exactly one audit record written and the upstream
  * request either complete (its connection back in the pool) or destroyed; rejects (nothing
  * recorded yet: the caller answers and records) only while the client can still get an error
- * status.
+ * status. `requestStage` is the request body's stage (null: piped as it is); `bodyHead` is the
+ * head the response body's filter is chosen with.
  */
 export function exchange(
   rt: Runtime,
@@ -57,10 +61,13 @@ export function exchange(
   req: IncomingRequest,
   res: http.ServerResponse,
   options: EgressRequestOptions,
+  bodyHead: RequestHead,
+  requestStage: BodyStage | null,
 ): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     if (clientGone(res)) {
       // The client left while the hooks or the egress decision ran: nothing to send.
+      requestStage?.abort('client_closed');
       req.resume();
       recordEnd(rt, request, 0, 0, 'client_closed');
       resolve();
@@ -73,6 +80,9 @@ export function exchange(
     let settled = false;
     let bodyTimer: NodeJS.Timeout | undefined;
     let upResponse: http.IncomingMessage | null = null;
+    // Bodies going through their stages; cancelled however the exchange ends.
+    let requestPump: BodyPump | null = null;
+    let responsePump: BodyPump | null = null;
     const bodyTimeout = httpEndpoint(request.ingress.endpoint.settings).body_read_timeout;
 
     /** Ends the exchange with its record; the upstream request is dropped unless it completed. */
@@ -81,6 +91,8 @@ export function exchange(
       settled = true;
       clearTimeout(bodyTimer);
       req.unpipe(upReq);
+      requestPump?.cancel(reason);
+      responsePump?.cancel(reason);
       if (options.oxyCancel !== undefined) options.oxyCancel.cancelled = true;
       if (!upReq.writableFinished || upResponse === null || !upResponse.complete) upReq.destroy();
       recordEnd(rt, request, bytesUp, bytesDown, reason);
@@ -99,6 +111,8 @@ export function exchange(
       settled = true;
       clearTimeout(bodyTimer);
       req.unpipe(upReq);
+      requestPump?.cancel(e.code);
+      responsePump?.cancel(e.code);
       if (options.oxyCancel !== undefined) options.oxyCancel.cancelled = true;
       upReq.destroy();
       // The request body was not read to its end: the connection cannot carry another request.
@@ -146,14 +160,27 @@ export function exchange(
       upResponse = upRes;
       request.respondedAt = performance.now();
       clearTimeout(responseTimer);
-      relayResponse(rt, request, upRes, res).then(
-        () => {
-          if (settled) return;
+      relayResponse(rt, request, upRes, res, bodyHead).then(
+        (body) => {
+          if (settled) {
+            body?.stage.abort('client_closed');
+            return;
+          }
           upRes.on('data', (chunk: Buffer) => {
             bytesDown += chunk.length;
           });
           upRes.on('error', () => cutResponse(res));
-          upRes.pipe(res);
+          if (body === null) upRes.pipe(res);
+          // The head goes with the stage's first bytes: a stop before them is answered with its
+          // status (`fail`); a stop after them cuts the response, with the stop's status recorded.
+          else
+            responsePump = pumpBody(
+              upRes,
+              body.stage,
+              res,
+              (e) => fail(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream')),
+              body.sendHead,
+            );
           // A body that makes no progress for a whole `egress.response_timeout` (the upstream
           // stopped sending, or the client stopped reading) is cut.
           if (responseLimit > 0) {
@@ -174,7 +201,7 @@ export function exchange(
         (e: unknown) => fail(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream')),
       );
     });
-    if (req.complete && req.readableLength === 0) {
+    if (requestStage === null && req.complete && req.readableLength === 0) {
       // No body (or an empty one), already read: send the request now, not a tick after `end`.
       upReq.end();
       req.resume();
@@ -191,7 +218,12 @@ export function exchange(
       bodyTimer?.refresh();
     });
     req.on('end', () => clearTimeout(bodyTimer));
-    req.pipe(upReq);
+    if (requestStage === null) req.pipe(upReq);
+    // A stop answers the client (or cuts a response that started) and drops the upstream request.
+    else
+      requestPump = pumpBody(req, requestStage, upReq, (e) =>
+        fail(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'downstream')),
+      );
   });
 }
 
@@ -232,7 +264,7 @@ function switchedUnasked(): OxyError {
  * an HTTP/2 stream is reset with NO_ERROR after the response (RFC 9113 §8.1: the client may stop
  * sending its body).
  */
-function closeAfterResponse(req: IncomingRequest, res: http.ServerResponse): void {
+export function closeAfterResponse(req: IncomingRequest, res: http.ServerResponse): void {
   const stream = (res as { stream?: http2.ServerHttp2Stream }).stream;
   if (stream === undefined) {
     res.shouldKeepAlive = false;
@@ -244,20 +276,41 @@ function closeAfterResponse(req: IncomingRequest, res: http.ServerResponse): voi
   req.resume();
 }
 
+/** A response body with a stage, and how to send its head once the stage passes bytes on. */
+interface StagedBody {
+  readonly stage: BodyStage;
+  readonly sendHead: () => void;
+}
+
+/**
+ * Runs `handleResponse` and chooses the response body's stage. Without a stage the head is sent
+ * at once (null is returned); with one it is returned with the head held back until the stage
+ * passes its first bytes on (or the body ends), so that a stop, a limit or a failing filter
+ * before that is answered with a status rather than a cut. A stage that may rewrite the body
+ * drops `Content-Length` (HTTP/1.1 then sends it chunked, HTTP/2 without a length). Rejects,
+ * before anything is sent, when a hook fails or the head declares a body over the limit.
+ */
 async function relayResponse(
   rt: Runtime,
   request: RequestState,
   upRes: http.IncomingMessage,
   res: http.ServerResponse,
-): Promise<void> {
+  bodyHead: RequestHead,
+): Promise<StagedBody | null> {
   const status = upRes.statusCode ?? 502;
   request.status = status;
   res.sendDate = false;
   if (rt.draining) res.shouldKeepAlive = false;
   const hook = rt.hooks.response;
   if (hook === null) {
-    res.writeHead(status, upRes.statusMessage, filterRawHeaders(upRes.rawHeaders, ''));
-    return;
+    const stage = responseBodyStage(rt, bodyHead, { status, headers: upRes.headers }, request);
+    const raw = filterRawHeaders(upRes.rawHeaders, '');
+    const send = (): void => {
+      request.status = status;
+      res.writeHead(status, upRes.statusMessage, stage?.rewrites === true ? withoutLength(raw) : raw);
+    };
+    if (stage === null) send();
+    return stage === null ? null : { stage, sendHead: send };
   }
   let resHead: ResponseHead = { status, headers: { ...upRes.headers } };
   try {
@@ -265,7 +318,14 @@ async function relayResponse(
   } catch (e) {
     throw rt.hookFailed('HttpRequestHook.handleResponse', e);
   }
+  const stage = responseBodyStage(rt, bodyHead, resHead, request);
   stripHopByHop(resHead.headers);
-  request.status = resHead.status;
-  res.writeHead(resHead.status, toRawHeaders(resHead.headers));
+  if (stage?.rewrites === true) delete resHead.headers['content-length'];
+  const final = resHead;
+  const send = (): void => {
+    request.status = final.status;
+    res.writeHead(final.status, toRawHeaders(final.headers));
+  };
+  if (stage === null) send();
+  return stage === null ? null : { stage, sendHead: send };
 }

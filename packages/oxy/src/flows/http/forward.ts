@@ -6,7 +6,10 @@
  *
  * Order: `handleRequest` → `EgressHook.handleConnection` → (new connection only: DNS,
  * `handleUpstreamIps`, blocklist, connect, `handleConnectionEstablished`) → request sent,
- * body piped → `handleResponse` → response piped → audit record.
+ * body piped → `handleResponse` → response piped → audit record. With body hooks or limits
+ * (`body-stage.ts`), `getRequestBodyFilter` runs right after `handleRequest` (before any egress
+ * hook, so a body declared too large is answered 413 without connecting) and
+ * `getResponseBodyFilter` right after `handleResponse`; the bodies then flow through their stages.
  *
  * Two upstream paths, one behaviour: an HTTP/1.1 request without a body and without
  * `handleRequest`/`handleResponse` goes through the lean path (`lean-forward.ts`: head written
@@ -26,7 +29,9 @@ import type { HttpHeaders, RequestDecision, RequestHead } from '../../hooks/http
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
-import { exchange } from './forward-exchange.ts';
+import { withoutLength } from './body-pump.ts';
+import { BodyStopped, requestBodyStage } from './body-stage.ts';
+import { closeAfterResponse, exchange } from './forward-exchange.ts';
 import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
 import { forwardBodiless, type LeanForward, type LeanResponse, reasonOf, routeFor } from './lean-forward.ts';
 import { runRequestHook } from './request-hook.ts';
@@ -83,6 +88,9 @@ export function serveForward(
   conn.endpoint.metrics.forwardRequests.inc();
   if (rt.draining) res.shouldKeepAlive = false;
   forkRequest(request, () => forward(rt, agent, request, req, res, target)).catch((e: unknown) => {
+    // A body refused before it was read (declared over the limit): the connection cannot
+    // carry another request behind it.
+    if (e instanceof BodyStopped && !req.complete) closeAfterResponse(req, res);
     answerError(res, request, httpStatusFor(e), reasonOf(e));
     request.error = e;
     recordEnd(rt, request, 0, 0, isOxyError(e) ? e.code : 'error');
@@ -124,42 +132,74 @@ async function forward(
     head = ran.head;
     addr = ran.addr;
   }
-
-  const eg = new EgressState(request.ingress, request, addr, rt.ext);
-  // Without a hook the decision is known at once: no await on the hot path.
-  const decision = rt.fast.defaultEgress ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
-  request.decisions.push(`egress:${decision.kind}`);
-  if (decision.kind === 'block') throw egressBlocked(decision.reason);
-
-  const authority = head?.authority ?? target.authority;
-  const path = head?.path ?? target.path;
-  let headers: string[];
-  if (head === null) {
-    headers = filterRawHeaders(req.rawHeaders, 'host');
-  } else {
-    const h = { ...head.headers };
-    stripHopByHop(h);
-    delete h.host;
-    headers = toRawHeaders(h);
-  }
-  headers.push('Host', authority);
-
-  const route = routeFor(rt, eg, decision, addr, authority, path);
-  if (route.proxyAuthorization !== undefined) headers.push('Proxy-Authorization', route.proxyAuthorization);
-  const options: EgressRequestOptions = {
-    agent,
-    method: head?.method ?? request.method,
-    path: route.requestTarget,
-    headers,
-    setHost: false,
-    oxyEgress: eg,
-    oxyAddr: route.target.addr,
-    oxyTrusted: route.target.trusted,
-    oxyPoolKey: route.target.key,
-    oxyCancel: { cancelled: false },
+  // The head the body hooks see: the request hook's (with its edits), or the request as it came.
+  const bodyHead: RequestHead = head ?? {
+    method: request.method,
+    scheme: target.scheme,
+    authority: target.authority,
+    path: target.path,
+    headers: req.headers,
   };
+  // Throws BodyStopped (answered by the caller) for a body declared over `max_request_body`.
+  const requestStage = mayHaveBody(req) ? requestBodyStage(rt, bodyHead, request) : null;
 
-  await exchange(rt, request, req, res, options);
+  let options: EgressRequestOptions;
+  try {
+    const eg = new EgressState(request.ingress, request, addr, rt.ext);
+    // Without a hook the decision is known at once: no await on the hot path.
+    const decision = rt.fast.defaultEgress ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
+    request.decisions.push(`egress:${decision.kind}`);
+    if (decision.kind === 'block') throw egressBlocked(decision.reason);
+
+    const authority = head?.authority ?? target.authority;
+    const path = head?.path ?? target.path;
+    let headers: string[];
+    if (head === null) {
+      headers = filterRawHeaders(req.rawHeaders, 'host');
+    } else {
+      const h = { ...head.headers };
+      stripHopByHop(h);
+      delete h.host;
+      headers = toRawHeaders(h);
+    }
+    headers.push('Host', authority);
+    // A body the app may rewrite has no length known in advance: send it chunked.
+    if (requestStage?.rewrites === true) {
+      headers = withoutLength(headers);
+      headers.push('Transfer-Encoding', 'chunked');
+    }
+
+    const route = routeFor(rt, eg, decision, addr, authority, path);
+    if (route.proxyAuthorization !== undefined) headers.push('Proxy-Authorization', route.proxyAuthorization);
+    options = {
+      agent,
+      method: head?.method ?? request.method,
+      path: route.requestTarget,
+      headers,
+      setHost: false,
+      oxyEgress: eg,
+      oxyAddr: route.target.addr,
+      oxyTrusted: route.target.trusted,
+      oxyPoolKey: route.target.key,
+      oxyCancel: { cancelled: false },
+    };
+  } catch (e) {
+    // The body's filter was chosen before egress: it hears that the request ended without it.
+    requestStage?.abort(isOxyError(e) ? e.code : 'error');
+    throw e;
+  }
+
+  await exchange(rt, request, req, res, options, bodyHead, requestStage);
+}
+
+/** False when the request certainly has no body (a zero length, HTTP/2 END_STREAM on its head). */
+function mayHaveBody(req: IncomingRequest): boolean {
+  const h = req.headers;
+  if (h['content-length'] === '0') return false;
+  if (req instanceof http.IncomingMessage)
+    return h['transfer-encoding'] !== undefined || h['content-length'] !== undefined;
+  const stream = (req as { stream?: { endAfterHeaders?: boolean } }).stream;
+  return stream?.endAfterHeaders !== true;
 }
 
 /** True for an HTTP/1.1 request that carries no body (no `Transfer-Encoding`, no or a zero length). */
