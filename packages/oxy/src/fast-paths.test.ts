@@ -22,6 +22,7 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'httpRequest.handleRequest': ['leanForward'],
   'httpRequest.handleResponse': ['leanForward'],
   'httpRequest.handleRequestEnd': [],
+  'tunnel.handleTunnelStart': ['wholeTunnel'],
   'tunnel.getAppTunnelPipeline': ['wholeTunnel'],
   'datagram.handleDatagram': ['rawDatagrams'],
   'egress.handleConnection': ['sharedPool', 'defaultEgress'],
@@ -39,12 +40,13 @@ const ALL = Object.keys(
 
 function disabledBy(
   hooks: ResolvedHooks,
-  extra: { egressExt?: boolean; defaultProxy?: boolean } = {},
+  extra: { egressExt?: boolean; defaultProxy?: boolean; interception?: boolean } = {},
 ): FastPath[] {
   const plan = planFastPaths({
     hooks,
     egressExt: extra.egressExt ?? false,
     defaultProxy: extra.defaultProxy ?? false,
+    interception: extra.interception ?? false,
   });
   return ALL.filter((p) => !plan[p]);
 }
@@ -73,9 +75,11 @@ test('every hook method turns off exactly the fast paths it must', () => {
   assert.deepEqual([...seen].sort(), Object.keys(EXPECTED).sort(), 'EXPECTED names only real methods');
 });
 
-test('egress ext and a default upstream proxy turn off what they must', () => {
+test('egress ext, a default upstream proxy and interception turn off what they must', () => {
   assert.deepEqual(disabledBy(resolveHooks({}), { egressExt: true }), ['sharedPool']);
   assert.deepEqual(disabledBy(resolveHooks({}), { defaultProxy: true }), ['wholeTunnel']);
+  // Every CONNECT tunnel's first bytes are read in JS to decide.
+  assert.deepEqual(disabledBy(resolveHooks({}), { interception: true }), ['wholeTunnel']);
 });
 
 function byOrder(a: FastPath, b: FastPath): number {

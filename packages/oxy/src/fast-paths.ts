@@ -65,6 +65,8 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   response: ['leanForward'],
   // An event after the end: every path fires it (`flows/record.ts`).
   requestEnd: [],
+  // Reads the client's first bytes in JS before deciding how the tunnel runs.
+  tunnelStart: ['wholeTunnel'],
   // The app moves the bytes.
   appTunnelPipeline: ['wholeTunnel'],
   // Sees (and may rewrite) every datagram.
@@ -87,6 +89,8 @@ export interface FastPathInputs {
   readonly egressExt: boolean;
   /** `egress.upstream_proxy` is on: the default decision goes through another proxy. */
   readonly defaultProxy: boolean;
+  /** `interception.enabled`: every CONNECT tunnel's first bytes are read in JS. */
+  readonly interception?: boolean;
 }
 
 /** Decides the fast paths for an app. */
@@ -106,5 +110,6 @@ export function planFastPaths(inputs: FastPathInputs): FastPaths {
   if (inputs.egressExt) plan.sharedPool = false;
   // The default decision is `viaProxy`, which the addon does not speak.
   if (inputs.defaultProxy) plan.wholeTunnel = false;
+  if (inputs.interception === true) plan.wholeTunnel = false;
   return plan;
 }

@@ -77,6 +77,7 @@ export class Runtime {
       hooks,
       egressExt: ext.egress !== null,
       defaultProxy: this.defaultProxy !== null,
+      interception: interception !== null,
     });
   }
 

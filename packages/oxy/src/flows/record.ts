@@ -27,6 +27,8 @@ const RECORD_KIND: Readonly<Record<RequestKind, AuditRecord['kind']>> = {
   tcp: 'tunnel',
   udp: 'udp_session',
   'connect-udp': 'udp_session',
+  intercepted: 'request',
+  tunnelled: 'request',
 };
 
 /** Counts a status the proxy answered itself (an error, not relayed from upstream). */
@@ -181,6 +183,7 @@ function writeAudit(
     duration_ms: Math.round((performance.now() - request.startedAt) * 1000) / 1000,
     close_reason: closeReason,
     client_identity: auditIdentity(conn.clientIdentity),
+    ...(request.parentId === null ? {} : { parent_request_id: request.parentId }),
     ...datagrams,
     ...(conn.proxyHeader === null ? {} : { proxy_protocol: proxyHeaderView(conn.proxyHeader) }),
   });

@@ -49,7 +49,13 @@ import {
   TLS_HOOK_METHODS,
   type TlsHook,
 } from './tls.ts';
-import { type AppTunnelPipeline, TUNNEL_HOOK_METHODS, type TunnelHook } from './tunnel.ts';
+import {
+  type AppTunnelPipeline,
+  TUNNEL_HOOK_METHODS,
+  type TunnelDecision,
+  type TunnelHook,
+  type TunnelStart,
+} from './tunnel.ts';
 import { checked } from './validate.ts';
 
 /** The hooks an app implements, returned by its `start()`. Every group is optional. */
@@ -106,6 +112,7 @@ export interface ResolvedHooks {
   readonly request: ((head: RequestHead, ctx: RequestContext) => Maybe<RequestDecision>) | null;
   readonly response: ((res: ResponseHead, ctx: RequestContext) => Maybe<ResponseHead | undefined>) | null;
   readonly requestEnd: ((info: RequestEndInfo, ctx: RequestContext) => void) | null;
+  readonly tunnelStart: ((first: TunnelStart, ctx: RequestContext) => Maybe<TunnelDecision>) | null;
   readonly appTunnelPipeline:
     | ((ctx: RequestContext, egress: EgressContext) => Maybe<AppTunnelPipeline | undefined>)
     | null;
@@ -215,6 +222,7 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     request: bind('httpRequest', 'handleRequest'),
     response: bind('httpRequest', 'handleResponse'),
     requestEnd: bind('httpRequest', 'handleRequestEnd'),
+    tunnelStart: bind('tunnel', 'handleTunnelStart'),
     appTunnelPipeline: bind('tunnel', 'getAppTunnelPipeline'),
     datagram: bind('datagram', 'handleDatagram'),
     egressConnection: bind('egress', 'handleConnection'),

@@ -104,6 +104,12 @@ const upstreamListOrNothing: Check = (v) =>
 const pipelineOrNothing: Check = (v) =>
   v === undefined || typeof v === 'function' ? null : 'an AppTunnelPipeline function or undefined';
 
+const tunnelDecision: Check = (v) =>
+  (isObject(v) && (v.kind === 'intercept' || v.kind === 'passThrough' || v.kind === 'http')) ||
+  isBlock(v, false)
+    ? null
+    : 'a TunnelDecision (intercept, passThrough, http, or block with a reason)';
+
 const streamOrNothing: Check = (v) =>
   v === undefined || (isObject(v) && typeof v.write === 'function' && typeof v.on === 'function')
     ? null
@@ -121,6 +127,7 @@ const CHECKS: Readonly<Record<string, Check>> = {
   'httpRequest.handleProxyConnectResponse': responseHead,
   'httpRequest.handleRequest': requestDecision,
   'httpRequest.handleResponse': responseHead,
+  'tunnel.handleTunnelStart': tunnelDecision,
   'tunnel.getAppTunnelPipeline': pipelineOrNothing,
   'egress.handleConnection': egressDecision,
   'egress.handleUpstreamIps': ipList,
