@@ -15,6 +15,7 @@ import { EgressDecision } from '../hooks/egress.ts';
 import { ConnectDirective, RequestDecision } from '../hooks/http-request.ts';
 import { IngressDecision } from '../hooks/ingress.ts';
 import type { HOOK_METHODS, Hooks } from '../hooks/run.ts';
+import { TunnelDecision } from '../hooks/tunnel.ts';
 import type { GROUP_LABELS } from './recorder.ts';
 
 type Groups = typeof HOOK_METHODS;
@@ -65,8 +66,9 @@ const EGRESS_CONNECT: readonly FlowStep[] = [
 const CONNECT_TUNNEL: readonly FlowStep[] = [
   { hook: 'http.handleProxyConnectResponse', answer: 'undefined: plain 200' },
   { from: 'Oxy', to: 'Client', message: '200 Connection established' },
+  { from: 'Client', to: 'Oxy', message: 'first bytes (a ClientHello, a request line, …)' },
+  { hook: 'tunnel.handleTunnelStart', answer: 'passThrough (or intercept / http / block)' },
   { hook: 'tunnel.getAppTunnelPipeline', answer: "undefined: Oxy's pump" },
-  { from: 'Client', to: 'Oxy', message: 'bytes' },
   { from: 'Oxy', to: 'Upstream', message: 'bytes' },
   { from: 'Upstream', to: 'Oxy', message: 'bytes' },
   { from: 'Oxy', to: 'Client', message: 'bytes' },
@@ -352,7 +354,11 @@ export function tracingHooks(overrides: HookOverrides = {}): Hooks {
       handleRequestEnd: () => {},
       ...overrides.httpRequest,
     },
-    tunnel: { getAppTunnelPipeline: () => undefined, ...overrides.tunnel },
+    tunnel: {
+      handleTunnelStart: () => TunnelDecision.passThrough(),
+      getAppTunnelPipeline: () => undefined,
+      ...overrides.tunnel,
+    },
     proxyProtocol: { handleConnection: () => IngressDecision.allow(), ...overrides.proxyProtocol },
     datagram: { handleDatagram: () => undefined, ...overrides.datagram },
     egress: {
