@@ -85,6 +85,8 @@ let all: AppUnderTest;
 let selective: AppUnderTest;
 let trustingSelf: AppUnderTest;
 let hooked: AppUnderTest;
+let tlsEndpoint: AppUnderTest;
+const proxyCaFile = join(dir, 'proxy-ca.pem');
 const starts: TunnelStart[] = [];
 const caFile = join(dir, 'oxy-ca.pem');
 
@@ -113,12 +115,31 @@ before(async () => {
       },
     }),
   );
+  // A TLS endpoint: curl reaches the proxy itself over TLS, then intercepted TLS inside.
+  const proxyCa = await generateCertificateAuthority('Proxy CA');
+  const proxyCert = await generateCertificate({
+    dnsNames: ['localhost'],
+    ips: ['127.0.0.1'],
+    issuer: proxyCa,
+  });
+  writeFileSync(proxyCaFile, proxyCa.certPem);
+  writeFileSync(join(dir, 'proxy.pem'), proxyCert.certPem);
+  writeFileSync(join(dir, 'proxy-key.pem'), proxyCert.keyPem);
+  tlsEndpoint = await startApp(hooksApp({}), {
+    settings: {
+      endpoints: {
+        main: { tls: { enabled: true, cert: join(dir, 'proxy.pem'), key: join(dir, 'proxy-key.pem') } },
+      },
+      interception: interception([]),
+      egress,
+    },
+  });
   // `oxy ca export` prints the CA the proxy generated into ca.dir (the same files).
   writeFileSync(caFile, all.proxy.runtime.interception?.ca.certPem ?? '');
 });
 
 after(async () => {
-  await Promise.all([all.stop(), selective.stop(), trustingSelf.stop(), hooked.stop()]);
+  await Promise.all([all.stop(), selective.stop(), trustingSelf.stop(), hooked.stop(), tlsEndpoint.stop()]);
   origin.server.close();
   selfOrigin.server.close();
   plainOrigin.close();
@@ -243,6 +264,26 @@ describe('interception.enabled, every tunnel', () => {
       const r = await via(all, `https://localhost:${origin.port}/next`, '--cacert', caFile);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, 'origin saw GET /next over 1.1');
+    });
+  }
+});
+
+describe('a TLS endpoint', () => {
+  for (const [name, proxyTrust] of [
+    ['--proxy-cacert', ['--proxy-cacert', proxyCaFile]],
+    ['--proxy-insecure', ['--proxy-insecure']],
+  ] as const) {
+    test(`curl ${name} to the proxy, the interception CA for the origin`, async () => {
+      const r = await curl([
+        '--proxy',
+        `https://localhost:${tlsEndpoint.address().split(':')[1]}`,
+        ...proxyTrust,
+        '--cacert',
+        caFile,
+        `https://localhost:${origin.port}/via-tls`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'origin saw GET /via-tls over 1.1');
     });
   }
 });
