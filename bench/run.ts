@@ -22,6 +22,7 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { runS8, startTlsOrigin } from './lib/intercept.ts';
 import { BUSY_THRESHOLD, CpuWatch, describeMachine, foreignLoad } from './lib/machine.ts';
 import { installCleanup, stopProcess } from './lib/procs.ts';
 import {
@@ -85,7 +86,11 @@ function log(s: string): void {
 }
 
 /** Names that stand for several scenarios on the command line. */
-const GROUPS: Record<string, string[]> = { S6: ['S6a', 'S6b'], S7: ['S7a', 'S7b', 'S7c'] };
+const GROUPS: Record<string, string[]> = {
+  S6: ['S6a', 'S6b'],
+  S7: ['S7a', 'S7b', 'S7c'],
+  S8: ['S8a', 'S8b'],
+};
 
 function pick<T extends string>(arg: string | undefined, all: readonly T[], what: string): T[] {
   if (!arg || arg === 'all') return [...all];
@@ -210,6 +215,7 @@ async function main(): Promise<void> {
   const udpPeers = scenarios.some((s) => s.startsWith('S7'))
     ? await startUdpPeers(env, UDP_ECHO_PORT, DNS_PORT)
     : null;
+  const tlsOrigin = scenarios.some((s) => s.startsWith('S8')) ? await startTlsOrigin(env, docroot) : null;
   const resultsFile = join(work, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.jsonl`);
   log(`results go to ${resultsFile}`);
 
@@ -246,6 +252,7 @@ async function main(): Promise<void> {
       else if (sc === 'S5') figures = await runS5(senv, addr);
       else if (sc === 'S6a') figures = await runS6a(senv, addr, pid);
       else if (sc === 'S6b') figures = await runS6b(senv, addr, pid);
+      else if (sc === 'S8a' || sc === 'S8b') figures = await runS8(senv, sc, proxy.name, addr, pid);
       else figures = await runS7(senv, sc, addr, pid);
       const cpu = watch.stop();
       return {
@@ -314,6 +321,7 @@ async function main(): Promise<void> {
   }
   await stopProcess(upstream.proc);
   if (udpPeers) await stopProcess(udpPeers.proc);
+  if (tlsOrigin) await stopProcess(tlsOrigin.proc);
   log(`done in ${Math.round((Date.now() - started) / 1000)} s`);
 
   const shown = proxies.map((p) => p.name);

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { S8_METRICS } from './intercept.ts';
 import { type Proc, runCommand, startProcess, stopProcess, treePss } from './procs.ts';
 import type { Scenario } from './proxies.ts';
 import { L4_METRICS } from './scenarios-l4.ts';
@@ -68,6 +69,7 @@ export const METRICS: Record<
     what: 'h2c, 100 CONNECT streams each carrying a GET of 10 MiB (bench/tools/h2-connect.ts); the direct row uses 100 TCP connections, as no peer speaks HTTP/2 CONNECT in cleartext',
   },
   ...L4_METRICS,
+  ...S8_METRICS,
 };
 
 function lastJson(text: string): Record<string, number | string | boolean> {

@@ -193,8 +193,8 @@ export async function serveTunnelHttp2(
   const closed = once(stream, 'close').catch(() => undefined);
   pending = { rt, conn, options };
   try {
-    // Through a plain JS stream: nghttp2 on a TLS socket that itself runs over a JS stream
-    // (the replayed ClientHello) stalls after the bytes it found buffered.
+    // Through a plain JS stream: nghttp2 directly on this TLS socket stalls after the bytes
+    // it found buffered (data the TLS socket read before the session existed).
     http2Server().emit('connection', withPrefix(Buffer.alloc(0), stream));
   } finally {
     pending = null;
