@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
-import { TunnelDecision, type TunnelStart } from '../src/index.ts';
+import { RequestDecision, TunnelDecision, type TunnelStart } from '../src/index.ts';
 import {
   type AppUnderTest,
   connectTunnel,
@@ -86,6 +86,8 @@ let selective: AppUnderTest;
 let trustingSelf: AppUnderTest;
 let hooked: AppUnderTest;
 let tlsEndpoint: AppUnderTest;
+let filtering: AppUnderTest;
+const seenKinds: string[] = [];
 const proxyCaFile = join(dir, 'proxy-ca.pem');
 const starts: TunnelStart[] = [];
 const caFile = join(dir, 'oxy-ca.pem');
@@ -110,10 +112,28 @@ before(async () => {
           starts.push(first);
           if (first.kind === 'http') return TunnelDecision.http();
           if (first.serverName === 'blocked.test') return TunnelDecision.block('test block');
+          if (first.serverName === 'throws.test') throw new Error('hook bug');
+          // No interception settings in this app: intercept() cannot be served.
+          if (first.serverName === 'intercept.test') return TunnelDecision.intercept();
+          if (first.kind === 'other') return TunnelDecision.http();
           return TunnelDecision.passThrough();
         },
       },
     }),
+  );
+  // The request hook sees intercepted requests like plain ones, and may answer them itself.
+  filtering = await startApp(
+    hooksApp({
+      httpRequest: {
+        handleRequest: (head, ctx) => {
+          seenKinds.push(`${ctx.kind} ${head.method} ${head.path} parent=${ctx.parentId !== null}`);
+          return head.path === '/secret'
+            ? RequestDecision.block(403, 'no secrets')
+            : RequestDecision.forward();
+        },
+      },
+    }),
+    { settings: { interception: interception([]), egress } },
   );
   // A TLS endpoint: curl reaches the proxy itself over TLS, then intercepted TLS inside.
   const proxyCa = await generateCertificateAuthority('Proxy CA');
@@ -139,7 +159,14 @@ before(async () => {
 });
 
 after(async () => {
-  await Promise.all([all.stop(), selective.stop(), trustingSelf.stop(), hooked.stop(), tlsEndpoint.stop()]);
+  await Promise.all([
+    all.stop(),
+    selective.stop(),
+    trustingSelf.stop(),
+    hooked.stop(),
+    tlsEndpoint.stop(),
+    filtering.stop(),
+  ]);
   origin.server.close();
   selfOrigin.server.close();
   plainOrigin.close();
@@ -268,6 +295,22 @@ describe('interception.enabled, every tunnel', () => {
   }
 });
 
+test('intercepted requests go through handleRequest (kind intercepted, with a parent) and may be blocked', async () => {
+  const ok = await via(filtering, `https://localhost:${origin.port}/fine`, '--cacert', caFile);
+  assert.equal(ok.stdout, 'origin saw GET /fine over 1.1', ok.stderr);
+  const blocked = await via(
+    filtering,
+    `https://localhost:${origin.port}/secret`,
+    '--cacert',
+    caFile,
+    '-w',
+    ' %{http_code}',
+  );
+  assert.equal(blocked.code, 0, blocked.stderr);
+  assert.match(blocked.stdout, /no secrets.* 403$/s);
+  assert.deepEqual(seenKinds, ['intercepted GET /fine parent=true', 'intercepted GET /secret parent=true']);
+});
+
 describe('a TLS endpoint', () => {
   for (const [name, proxyTrust] of [
     ['--proxy-cacert', ['--proxy-cacert', proxyCaFile]],
@@ -325,6 +368,25 @@ describe('TunnelHook.handleTunnelStart', () => {
     await waitForClose(t.socket as net.Socket);
     await waitFor(() => hooked.auditRecords().some((x) => x.close_reason === 'blocked'));
   });
+});
+
+describe('TunnelHook.handleTunnelStart failures close that tunnel only', () => {
+  for (const [name, bytes, reason] of [
+    ['a throwing hook', clientHelloBytes('throws.test'), 'OXY_ERR_HOOK_FAILED'],
+    ['intercept() without interception.enabled', clientHelloBytes('intercept.test'), 'OXY_ERR_BLOCKED'],
+    ['http() for bytes that are not HTTP', Buffer.from([0, 1, 2, 3]), 'OXY_ERR_BLOCKED'],
+  ] as const) {
+    test(name, async () => {
+      const t = await connectTunnel(hooked.address(), `127.0.0.1:${plainPort}`);
+      assert.equal(t.status, 200);
+      t.socket.on('error', () => {});
+      t.socket.write(bytes);
+      await waitForClose(t.socket as net.Socket);
+      await waitFor(() => hooked.auditRecords().some((x) => x.close_reason === reason));
+      const r = await via(hooked, `http://127.0.0.1:${plainPort}/after`, '-p');
+      assert.equal(r.stdout, 'plain origin saw /after', r.stderr);
+    });
+  }
 });
 
 describe('https:// absolute-form requests', () => {
