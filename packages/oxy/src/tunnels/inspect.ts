@@ -250,6 +250,9 @@ async function intercept(
     finishStream(rt, request, 0, 0, err.code);
     return;
   }
+  // Errors after the handshakes end the tunnel through 'close'; none may go unhandled.
+  clientTls.on('error', () => {});
+  origin.socket.on('error', () => {});
   const h2 = clientTls.alpnProtocol === 'h2';
   const agent = new TunnelOriginAgent(rt, request, route, name, origin.socket, h2 ? 6 : 1);
   return serveInside(rt, request, client, clientTls, agent, 'intercepted', 'https', h2);

@@ -155,8 +155,12 @@ function http2Server(): http2.Http2Server {
   if (h2server !== null) return h2server;
   const server = http2.createServer({ settings: { enablePush: false } });
   server.on('session', (s: http2.ServerHttp2Session) => {
-    (s as TaggedSession)[kSession] = pending ?? undefined;
+    const served = pending ?? undefined;
+    (s as TaggedSession)[kSession] = served;
     s.on('error', () => {}); // the tunnel ends with its socket; nothing else to tell
+    // Idle like the endpoint's own sessions: closed (GOAWAY) after `idle_timeout` without frames.
+    const idle = served === undefined ? 0 : httpEndpoint(served.conn.endpoint.settings).idle_timeout;
+    if (idle > 0) s.setTimeout(idle, () => s.close());
   });
   server.on('stream', (stream: http2.ServerHttp2Stream, headers, _flags, rawHeaders: string[]) => {
     stream.on('error', () => {});
