@@ -92,11 +92,22 @@ function firstBytes(client: Duplex, upstream: Duplex): Promise<FirstBytes> {
   });
 }
 
-/** `http` when the bytes start like an HTTP/1.x request line: a method token of capitals, then a space. */
-function looksLikeHttp(chunk: Buffer): boolean {
+/**
+ * What a tunnel's first bytes look like: `tls` for a TLS handshake record (`0x16`), `http` when
+ * they start like an HTTP/1.x request line (a method token of 3 to 20 capitals, then a space, or
+ * only capitals so far), `other` for anything else.
+ */
+export function classifyFirstBytes(chunk: Uint8Array): 'tls' | 'http' | 'other' {
+  if (chunk.length === 0) return 'other';
+  if (chunk[0] === 0x16) return 'tls';
   let i = 0;
-  while (i < chunk.length && i < 20 && chunk[i] !== undefined && chunk[i]! >= 65 && chunk[i]! <= 90) i++;
-  return i >= 3 && (i === chunk.length || chunk[i] === 32);
+  while (i < chunk.length && i < 21) {
+    const c = chunk[i] as number;
+    if (c < 65 || c > 90) break;
+    i++;
+  }
+  if (i === chunk.length) return i >= 1 ? 'http' : 'other';
+  return i >= 3 && i <= 20 && chunk[i] === 32 ? 'http' : 'other';
 }
 
 /** A failure of an inspected tunnel: counted, logged once, the tunnel closed with `code`. */
@@ -145,7 +156,8 @@ export async function inspectTunnel(
   if (first.who !== 'client') return carryStream(rt, request, eg, client, upstream);
   let start: TunnelStart;
   let hello: PeekedClientHello | null = null;
-  if (first.chunk[0] === 0x16) {
+  const kind = classifyFirstBytes(first.chunk);
+  if (kind === 'tls') {
     try {
       hello = await readClientHello(client, { timeoutMs: FIRST_BYTES_MS });
     } catch (e) {
@@ -154,7 +166,7 @@ export async function inspectTunnel(
     }
     start = { kind: 'tls', serverName: hello.hello.serverName, alpn: hello.hello.alpn };
   } else {
-    start = { kind: looksLikeHttp(first.chunk) ? 'http' : 'other', serverName: null, alpn: [] };
+    start = { kind, serverName: null, alpn: [] };
   }
 
   let decision: TunnelDecision;
