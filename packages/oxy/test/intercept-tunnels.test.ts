@@ -5,8 +5,8 @@
  * HTTP/2 CONNECT, `interception.hosts` (the client sees the origin's own certificate when passed
  * through), an origin whose certificate does not verify (502 with the reason) unless its CA is in
  * `egress.tls.extra_ca`, TLS garbage, a truncated ClientHello and a bad SNI (that tunnel fails,
- * the next client is served), plain HTTP inside a tunnel, and `https://` absolute-form requests
- * on HTTP/1.1 and HTTP/2.
+ * the next client is served), and plain HTTP inside a tunnel. (`https://` absolute-form
+ * requests: https-forward.test.ts.)
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
@@ -29,8 +29,6 @@ import {
   generateCertificate,
   generateCertificateAuthority,
   hooksApp,
-  rawConnect,
-  readUntil,
   startApp,
   waitForClose,
 } from '../src/testing/index.ts';
@@ -244,6 +242,27 @@ describe('interception.enabled, every tunnel', () => {
     }
   });
 
+  test('HTTP/2 inside an HTTP/2 CONNECT stream', async () => {
+    const t = await connectTunnelH2(all.address(), `localhost:${origin.port}`);
+    assert.equal(t.status, 200);
+    try {
+      const inner = http2.connect(`https://localhost:${origin.port}`, {
+        createConnection: () =>
+          tls.connect({ socket: t.stream, servername: 'localhost', ca: readCa(), ALPNProtocols: ['h2'] }),
+      });
+      inner.on('error', () => {});
+      const req = inner.request({ ':path': '/h2-in-h2' });
+      const [h] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+      let body = '';
+      for await (const c of req) body += c;
+      assert.equal(h[':status'], 200);
+      assert.equal(body, 'origin saw GET /h2-in-h2 over 1.1');
+      inner.close();
+    } finally {
+      t.session.close();
+    }
+  });
+
   test('an origin whose certificate does not verify: 502 naming the reason inside the TLS, no downgrade', async () => {
     const before = selfOrigin.seen.length;
     const r = await via(
@@ -387,50 +406,6 @@ describe('TunnelHook.handleTunnelStart failures close that tunnel only', () => {
       assert.equal(r.stdout, 'plain origin saw /after', r.stderr);
     });
   }
-});
-
-describe('https:// absolute-form requests', () => {
-  test('HTTP/1.1: forwarded over verified TLS', async () => {
-    const s = rawConnect(
-      all.address(),
-      `GET https://localhost:${origin.port}/abs HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n`,
-    );
-    const text = await readUntil(s, /over 1\.1$/);
-    assert.match(text, /^HTTP\/1\.1 200/);
-    assert.match(text, /origin saw GET \/abs over 1\.1$/);
-    s.destroy();
-  });
-
-  test('HTTP/1.1: an origin that does not verify is a 502 naming the reason', async () => {
-    const s = rawConnect(
-      all.address(),
-      `GET https://localhost:${selfOrigin.port}/ HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n`,
-    );
-    const text = await readUntil(s, /\n$/);
-    assert.match(text, /^HTTP\/1\.1 502/);
-    assert.match(text, /certificate verification failed/);
-    s.destroy();
-  });
-
-  test('HTTP/2 :scheme https', async () => {
-    const session = http2.connect(`http://${all.address()}`);
-    session.on('error', () => {});
-    try {
-      const req = session.request({
-        ':method': 'GET',
-        ':scheme': 'https',
-        ':authority': `localhost:${origin.port}`,
-        ':path': '/h2',
-      });
-      const [h] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
-      let body = '';
-      for await (const c of req) body += c;
-      assert.equal(h[':status'], 200);
-      assert.equal(body, 'origin saw GET /h2 over 1.1');
-    } finally {
-      session.close();
-    }
-  });
 });
 
 function readCa(): string {
