@@ -23,6 +23,7 @@ import tls from 'node:tls';
 import { RequestDecision, TunnelDecision, type TunnelStart } from '../src/index.ts';
 import {
   type AppUnderTest,
+  captureTelemetry,
   connectTunnel,
   connectTunnelH2,
   curl,
@@ -33,6 +34,7 @@ import {
   waitForClose,
 } from '../src/testing/index.ts';
 
+const tele = captureTelemetry({ verbosity: 'INFO' });
 const dir = mkdtempSync(join(tmpdir(), 'oxy-intercept-tunnels-'));
 const caDir = join(dir, 'ca');
 
@@ -169,6 +171,7 @@ after(async () => {
   selfOrigin.server.close();
   plainOrigin.close();
   rmSync(dir, { recursive: true, force: true });
+  tele.stop();
 });
 
 const via = (proxy: AppUnderTest, url: string, ...args: string[]) =>
@@ -293,7 +296,10 @@ describe('interception.enabled, every tunnel', () => {
     ['a truncated ClientHello', clientHelloBytes('localhost').subarray(0, 60)],
     ['an SNI with invalid characters', clientHelloBytes('bad host!')],
   ] as const) {
-    test(`${name}: that tunnel fails cleanly, the next client is served`, async () => {
+    test(`${name}: that tunnel fails cleanly, counted and logged once, the next client is served`, async () => {
+      const counted =
+        (await tele.metricValue('interception_failures_total', { reason: 'client_hello' })) ?? 0;
+      const logged = tele.logs.filter((l) => l.msg === 'inspected tunnel failed').length;
       const t = await connectTunnel(all.address(), `localhost:${origin.port}`);
       assert.equal(t.status, 200);
       t.socket.on('error', () => {});
@@ -307,6 +313,13 @@ describe('interception.enabled, every tunnel', () => {
             (x) => x.close_reason === 'OXY_ERR_TLS_CLIENT_HELLO' && x.request_id !== records[0]?.request_id,
           ),
       );
+      assert.equal(
+        await tele.metricValue('interception_failures_total', { reason: 'client_hello' }),
+        counted + 1,
+      );
+      const logs = tele.logs.filter((l) => l.msg === 'inspected tunnel failed').slice(logged);
+      assert.equal(logs.length, 1, JSON.stringify(logs));
+      assert.equal(typeof logs[0]?.fields.conn_id, 'string', JSON.stringify(logs[0]));
       const r = await via(all, `https://localhost:${origin.port}/next`, '--cacert', caFile);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, 'origin saw GET /next over 1.1');
