@@ -22,6 +22,7 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { runS8, startTlsOrigin } from './lib/intercept.ts';
 import { BUSY_THRESHOLD, CpuWatch, describeMachine, foreignLoad } from './lib/machine.ts';
 import { installCleanup, stopProcess } from './lib/procs.ts';
 import {
@@ -93,6 +94,7 @@ const GROUPS: Record<string, string[]> = {
   S6: ['S6a', 'S6b'],
   S7: ['S7a', 'S7b', 'S7c'],
   S10: ['S10a', 'S10b'],
+  S8: ['S8a', 'S8b'],
 };
 
 function pick<T extends string>(arg: string | undefined, all: readonly T[], what: string): T[] {
@@ -226,6 +228,7 @@ async function main(): Promise<void> {
   const udpPeers = scenarios.some((s) => s.startsWith('S7'))
     ? await startUdpPeers(env, UDP_ECHO_PORT, DNS_PORT)
     : null;
+  const tlsOrigin = scenarios.some((s) => s.startsWith('S8')) ? await startTlsOrigin(env, docroot) : null;
   const resultsFile = join(work, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.jsonl`);
   log(`results go to ${resultsFile}`);
 
@@ -265,6 +268,7 @@ async function main(): Promise<void> {
       else if (sc === 'S6b') figures = await runS6b(senv, addr, pid);
       else if (sc === 'S10a') figures = await runS10a(senv, addr, pid);
       else if (sc === 'S10b') figures = await runS10b(senv, addr, pid);
+      else if (sc === 'S8a' || sc === 'S8b') figures = await runS8(senv, sc, proxy.name, addr, pid);
       else figures = await runS7(senv, sc, addr, pid);
       const cpu = watch.stop();
       return {
@@ -333,6 +337,7 @@ async function main(): Promise<void> {
   }
   await stopProcess(upstream.proc);
   if (udpPeers) await stopProcess(udpPeers.proc);
+  if (tlsOrigin) await stopProcess(tlsOrigin.proc);
   log(`done in ${Math.round((Date.now() - started) / 1000)} s`);
 
   const shown = proxies.map((p) => p.name);

@@ -8,6 +8,7 @@
  * a listener inside it can meet EADDRINUSE from other clients' TIME_WAIT sockets).
  */
 import { join } from 'node:path';
+import { ensureS8Certs, MITMPROXY, oxyS8Yaml, S8 } from './intercept.ts';
 import { conf, dirFor, launch, nginxMain } from './launch.ts';
 import { type Proc, startProcess, waitForUdpPort } from './procs.ts';
 import { L4_PROXIES, oxyL4Endpoint } from './proxies-l4.ts';
@@ -31,6 +32,8 @@ export const SCENARIOS = [
   'S10a',
   'S10b',
   'S9',
+  'S8a',
+  'S8b',
 ] as const;
 /** One scenario name. */
 export type Scenario = (typeof SCENARIOS)[number];
@@ -86,7 +89,7 @@ export const PROXIES: readonly ProxyDef[] = [
   {
     name: 'direct',
     note: 'client straight to the upstream, no proxy: the limit of the machine',
-    scenarios: ['S1', 'S2', 'S3', 'S5', 'S6a', 'S6b', 'S7a', 'S7b', 'S7c', 'S10a', 'S9'],
+    scenarios: ['S1', 'S2', 'S3', 'S5', 'S6a', 'S6b', 'S7a', 'S7b', 'S7c', 'S8a', 'S8b', 'S9', 'S10a'],
   },
   {
     name: 'oxy',
@@ -288,6 +291,7 @@ backend b
     },
   },
   ...L4_PROXIES,
+  MITMPROXY,
 ];
 
 function startNginx(env: BenchEnv, name: string, port: number, pass: string, upstreamBlock: string) {
@@ -339,7 +343,7 @@ export function startUpstream(env: BenchEnv, port: number, docroot: string): Pro
 }
 
 /** Oxy's default forward proxy with only what loopback benchmarking needs changed. */
-function startOxy(
+async function startOxy(
   env: BenchEnv,
   name: string,
   port: number,
@@ -349,6 +353,8 @@ function startOxy(
 ): Promise<Running> {
   const dir = dirFor(env, name);
   const l4 = oxyL4Endpoint(env, port, scenario);
+  // S8: interception on, the TLS origin's CA trusted for origins.
+  const s8 = S8.includes(scenario) ? await ensureS8Certs(env.work) : null;
   const cfg = conf(
     env,
     name,
@@ -361,6 +367,7 @@ function startOxy(
       ...(l4?.yaml ?? ['  main:', `    addr: "127.0.0.1:${port}"`]),
       'egress:',
       '  blocked_cidrs: []',
+      ...(s8 === null ? [] : ['  tls:', `    extra_ca: ["${s8.ca}"]`, ...oxyS8Yaml(env, name)]),
       `workers: ${workers}`,
       'restart:',
       `  socket: "${dir}/restart.sock"`,
@@ -374,7 +381,7 @@ function startOxy(
       ...custom.env,
     });
   const bin = join(env.root, 'node_modules/.bin/oxy');
-  return launch(env, name, port, bin, ['-c', cfg], env.oxyEnv, 15000, l4?.udp ?? false);
+  return launch(env, name, port, bin, ['-c', cfg], env.oxyEnv, s8 === null ? 15000 : 30000, l4?.udp ?? false);
 }
 
 /** The UDP upstreams of S7: bench/tools/udp-peers.ts (echo and DNS) on fixed loopback ports. */

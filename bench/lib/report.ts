@@ -167,6 +167,18 @@ const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]
     { key: 'errors', head: 'errors', digits: 0 },
     { key: 'load1', head: 'load avg', digits: 1 },
   ],
+  S8a: [
+    { key: 'rate', head: 'requests/s' },
+    { key: 'cpu_us_per_request', head: 'CPU µs/request', digits: 1 },
+    { key: 'errors', head: 'errors', digits: 0 },
+    { key: 'load1', head: 'load avg', digits: 1 },
+  ],
+  S8b: [
+    { key: 'rate', head: 'tunnels/s' },
+    { key: 'cpu_us_per_tunnel', head: 'CPU µs/tunnel', digits: 1 },
+    { key: 'errors', head: 'errors', digits: 0 },
+    { key: 'load1', head: 'load avg', digits: 1 },
+  ],
 };
 
 /** Columns of Oxy's CPU split by thread (threads.ts). */
@@ -279,6 +291,8 @@ const TARGETS: Record<
   S7c: { goal: '≥ 1.5× nginx-stream', ok: (o, peers) => atLeast(o, peers, 1.5) },
   S10a: { goal: '≥ 1.5 Gbit/s', ok: (o) => o.med.gbit_per_s! >= 1.5 },
   S10b: undefined,
+  S8a: { goal: '≥ 5× mitmproxy', ok: (o, peers) => atLeast(o, peers, 5) },
+  S8b: { goal: '≥ 5× mitmproxy', ok: (o, peers) => atLeast(o, peers, 5) },
 };
 
 /** Oxy's primary figure is at least `factor` times every peer's (higher is better). */

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { S8_METRICS } from './intercept.ts';
 import { type Proc, runCommand, startProcess, stopProcess, treePss } from './procs.ts';
 import type { Scenario } from './proxies.ts';
 import { L3_METRICS } from './scenarios-l3.ts';
@@ -77,6 +78,7 @@ export const METRICS: Record<
     higherIsBetter: true,
     what: 'curl -x (absolute-form, no tunnel), 1 GiB from the upstream; oxy-body counts every body byte in a body hook, oxy-head has a head hook only (same path, no body stage), oxy has no hook (lean path)',
   },
+  ...S8_METRICS,
 };
 
 function lastJson(text: string): Record<string, number | string | boolean> {

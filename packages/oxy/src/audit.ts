@@ -33,12 +33,18 @@ export interface AuditRecord {
   /**
    * The request kind behind the record (`RequestKind`): `connect`, `forward`, `upgrade`, `tcp`,
    * `udp`, `connect-udp` (a MASQUE CONNECT-UDP tunnel, written as a `udp_session`), `ip-tcp`
-   * (an IP tunnel's TCP flow upgraded to a stream, a `tunnel`) or `ip-udp` (its UDP flow, a
-   * `udp_session`).
+   * (an IP tunnel's TCP flow upgraded to a stream, a `tunnel`), `ip-udp` (its UDP flow, a
+   * `udp_session`), `intercepted` or `tunnelled` (requests read inside a tunnel, written as
+   * `request`).
    */
   readonly request_kind?: string;
   readonly conn_id: string;
   readonly request_id: string;
+  /**
+   * For a request read inside a tunnel (`request_kind` `intercepted` or `tunnelled`): the
+   * `request_id` of the CONNECT that carried it. Absent otherwise.
+   */
+  readonly parent_request_id?: string;
   readonly endpoint: string;
   /** `ip:port` of the client (the PROXY protocol header's source when the endpoint reads one). */
   readonly client: string;

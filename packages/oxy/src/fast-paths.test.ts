@@ -24,6 +24,7 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'httpRequest.handleRequestEnd': [],
   'httpBody.getRequestBodyFilter': ['leanForward'],
   'httpBody.getResponseBodyFilter': ['leanForward'],
+  'tunnel.handleTunnelStart': ['wholeTunnel'],
   'tunnel.getAppTunnelPipeline': ['wholeTunnel'],
   'datagram.handleDatagram': ['rawDatagrams'],
   'egress.handleConnection': ['sharedPool', 'defaultEgress'],
@@ -45,12 +46,13 @@ const ALL = Object.keys(
 
 function disabledBy(
   hooks: ResolvedHooks,
-  extra: { egressExt?: boolean; defaultProxy?: boolean } = {},
+  extra: { egressExt?: boolean; defaultProxy?: boolean; interception?: boolean } = {},
 ): FastPath[] {
   const plan = planFastPaths({
     hooks,
     egressExt: extra.egressExt ?? false,
     defaultProxy: extra.defaultProxy ?? false,
+    interception: extra.interception ?? false,
   });
   return ALL.filter((p) => !plan[p]);
 }
@@ -79,9 +81,11 @@ test('every hook method turns off exactly the fast paths it must', () => {
   assert.deepEqual([...seen].sort(), Object.keys(EXPECTED).sort(), 'EXPECTED names only real methods');
 });
 
-test('egress ext and a default upstream proxy turn off what they must', () => {
+test('egress ext, a default upstream proxy and interception turn off what they must', () => {
   assert.deepEqual(disabledBy(resolveHooks({}), { egressExt: true }), ['sharedPool']);
   assert.deepEqual(disabledBy(resolveHooks({}), { defaultProxy: true }), ['wholeTunnel']);
+  // Every CONNECT tunnel's first bytes are read in JS to decide.
+  assert.deepEqual(disabledBy(resolveHooks({}), { interception: true }), ['wholeTunnel']);
 });
 
 test('a response body limit turns off the lean path (it does not count bodies)', () => {

@@ -68,6 +68,8 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   responseBodyFilter: ['leanForward'],
   // An event after the end: every path fires it (`flows/record.ts`).
   requestEnd: [],
+  // Reads the client's first bytes in JS before deciding how the tunnel runs.
+  tunnelStart: ['wholeTunnel'],
   // The app moves the bytes.
   appTunnelPipeline: ['wholeTunnel'],
   // Sees (and may rewrite) every datagram.
@@ -103,6 +105,8 @@ export interface FastPathInputs {
    * counts them (`flows/http/body-stage.ts`), which the lean path does not run.
    */
   readonly responseBodyLimit?: boolean;
+  /** `interception.enabled`: every CONNECT tunnel's first bytes are read in JS. */
+  readonly interception?: boolean;
 }
 
 /** Decides the fast paths for an app. */
@@ -123,5 +127,6 @@ export function planFastPaths(inputs: FastPathInputs): FastPaths {
   // The default decision is `viaProxy`, which the addon does not speak.
   if (inputs.defaultProxy) plan.wholeTunnel = false;
   if (inputs.responseBodyLimit === true) plan.leanForward = false;
+  if (inputs.interception === true) plan.wholeTunnel = false;
   return plan;
 }

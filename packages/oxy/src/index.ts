@@ -76,7 +76,8 @@ export {
   type TlsCertificate,
   type TlsHook,
 } from './hooks/tls.ts';
-export type { AppTunnelPipeline, TunnelHook } from './hooks/tunnel.ts';
+export type { AppTunnelPipeline, TunnelHook, TunnelStart } from './hooks/tunnel.ts';
+export { TunnelDecision } from './hooks/tunnel.ts';
 export { CidrBlocklist, DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
 export { appSettings, type RunningProxy, type StartOptions, startOxy, startProxy } from './proxy.ts';
 export {

@@ -82,6 +82,7 @@ export class Runtime {
       responseBodyLimit: Object.values(settings.endpoints).some(
         (ep) => ep.protocol === 'http' && ep.max_response_body > 0,
       ),
+      interception: interception !== null,
     });
   }
 

@@ -134,7 +134,10 @@ export interface IngressContext<X extends ExtTypes = ExtTypes> {
  * `tcp` (a connection to a `tcp` endpoint, carried as a tunnel), `udp` (a datagram session
  * on a `udp` endpoint) or `connect-udp` (a MASQUE CONNECT-UDP request, RFC 9298, carried as a
  * datagram session), `ip-tcp` or `ip-udp` (a flow of an IP tunnel upgraded to a stream or a
- * datagram session). Every unit of traffic has a request context, so the tunnel and egress
+ * datagram session), `intercepted` (a request read from an intercepted HTTPS tunnel, sent to the
+ * origin over TLS) or `tunnelled` (a plain HTTP request read from inside a CONNECT tunnel a
+ * `TunnelHook.handleTunnelStart` sent to HTTP); the last two name their tunnel's request in
+ * {@link RequestContext.parentId}. Every unit of traffic has a request context, so the tunnel and egress
  * hooks see the same shape whatever the on-ramp.
  */
 export type RequestKind =
@@ -145,7 +148,9 @@ export type RequestKind =
   | 'udp'
   | 'connect-udp'
   | 'ip-tcp'
-  | 'ip-udp';
+  | 'ip-udp'
+  | 'intercepted'
+  | 'tunnelled';
 
 /** One request on an ingress connection (a CONNECT, or one absolute-form request). */
 export interface RequestContext<X extends ExtTypes = ExtTypes> {
@@ -153,6 +158,11 @@ export interface RequestContext<X extends ExtTypes = ExtTypes> {
   readonly id: string;
   readonly ingress: IngressContext<X>;
   readonly kind: RequestKind;
+  /**
+   * The id of the CONNECT request whose tunnel carried this request (kinds `intercepted` and
+   * `tunnelled`), or null.
+   */
+  readonly parentId: string | null;
   readonly method: string;
   /** Where the client asked to go: the CONNECT authority, or the absolute URL's host and port. */
   readonly target: SocketAddr;

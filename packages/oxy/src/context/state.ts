@@ -201,6 +201,8 @@ export class RequestState implements RequestContext, LogFieldSource {
   readonly id = newId('r');
   readonly ingress: IngressConnection;
   readonly kind: RequestKind;
+  /** The tunnel's request id for a request read inside a tunnel; null otherwise. */
+  parentId: string | null = null;
   readonly method: string;
   readonly target: SocketAddr;
   readonly startedAt = performance.now();

@@ -13,6 +13,7 @@ import type { Duplex } from 'node:stream';
 import type { SocketAddr } from '../context/contexts.ts';
 import type { EgressState } from '../context/state.ts';
 import { HttpPool } from '../offramps/http/pool.ts';
+import { connectHttpsOrigin } from '../offramps/tls/origin.ts';
 import type { Runtime } from '../runtime.ts';
 import { connectDirect, established } from './connect.ts';
 
@@ -30,6 +31,11 @@ export interface EgressRequestOptions extends http.RequestOptions {
    * so requests reset at once cannot pile up idle upstream connections.
    */
   readonly oxyCancel?: { cancelled: boolean };
+  /**
+   * For an `https://` target: the name TLS verifies (SNI unless an IP literal). The connection
+   * is made by `connectHttpsOrigin` (egress, then verified TLS); pool keys carry it.
+   */
+  readonly oxyTls?: string;
 }
 
 type CreateCallback = (err: Error | null, socket?: Duplex) => void;
@@ -66,6 +72,18 @@ export class EgressAgent extends http.Agent {
   override createConnection(options: http.ClientRequestArgs, callback: CreateCallback): Duplex | undefined {
     const o = options as EgressRequestOptions;
     const rt = this.#rt;
+    if (o.oxyTls !== undefined) {
+      connectHttpsOrigin(rt, o.oxyEgress, o.oxyAddr, o.oxyTls, o.oxyTrusted).then(
+        ({ socket }) => {
+          if (o.oxyCancel?.cancelled === true) {
+            socket.destroy();
+            callback(new Error('request dropped before its upstream connection was ready'));
+          } else callback(null, socket);
+        },
+        (e: unknown) => callback(e as Error),
+      );
+      return undefined;
+    }
     connectDirect(rt, o.oxyEgress, o.oxyAddr, o.oxyTrusted).then(
       ({ socket, remote }) => {
         if (o.oxyCancel?.cancelled === true) {

@@ -29,6 +29,8 @@ const RECORD_KIND: Readonly<Record<RequestKind, AuditRecord['kind']>> = {
   'connect-udp': 'udp_session',
   'ip-tcp': 'tunnel',
   'ip-udp': 'udp_session',
+  intercepted: 'request',
+  tunnelled: 'request',
 };
 
 /** Counts a status the proxy answered itself (an error, not relayed from upstream). */
@@ -183,6 +185,7 @@ function writeAudit(
     duration_ms: Math.round((performance.now() - request.startedAt) * 1000) / 1000,
     close_reason: closeReason,
     client_identity: auditIdentity(conn.clientIdentity),
+    ...(request.parentId === null ? {} : { parent_request_id: request.parentId }),
     ...datagrams,
     ...(conn.proxyHeader === null ? {} : { proxy_protocol: proxyHeaderView(conn.proxyHeader) }),
   });

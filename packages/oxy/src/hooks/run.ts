@@ -61,7 +61,13 @@ import {
   TLS_HOOK_METHODS,
   type TlsHook,
 } from './tls.ts';
-import { type AppTunnelPipeline, TUNNEL_HOOK_METHODS, type TunnelHook } from './tunnel.ts';
+import {
+  type AppTunnelPipeline,
+  TUNNEL_HOOK_METHODS,
+  type TunnelDecision,
+  type TunnelHook,
+  type TunnelStart,
+} from './tunnel.ts';
 import { checked } from './validate.ts';
 
 /** The hooks an app implements, returned by its `start()`. Every group is optional. */
@@ -129,6 +135,7 @@ export interface ResolvedHooks {
   readonly requestEnd: ((info: RequestEndInfo, ctx: RequestContext) => void) | null;
   readonly requestBodyFilter: ((head: RequestHead, ctx: RequestContext) => BodyFilter | undefined) | null;
   readonly responseBodyFilter: ((res: ResponseHead, ctx: RequestContext) => BodyFilter | undefined) | null;
+  readonly tunnelStart: ((first: TunnelStart, ctx: RequestContext) => Maybe<TunnelDecision>) | null;
   readonly appTunnelPipeline:
     | ((ctx: RequestContext, egress: EgressContext) => Maybe<AppTunnelPipeline | undefined>)
     | null;
@@ -251,6 +258,7 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     requestEnd: bind('httpRequest', 'handleRequestEnd'),
     requestBodyFilter: bind('httpBody', 'getRequestBodyFilter'),
     responseBodyFilter: bind('httpBody', 'getResponseBodyFilter'),
+    tunnelStart: bind('tunnel', 'handleTunnelStart'),
     appTunnelPipeline: bind('tunnel', 'getAppTunnelPipeline'),
     datagram: bind('datagram', 'handleDatagram'),
     egressConnection: bind('egress', 'handleConnection'),

@@ -122,6 +122,12 @@ const ipFlowDecision: Check = (v) => {
 const pipelineOrNothing: Check = (v) =>
   v === undefined || typeof v === 'function' ? null : 'an AppTunnelPipeline function or undefined';
 
+const tunnelDecision: Check = (v) =>
+  (isObject(v) && (v.kind === 'intercept' || v.kind === 'passThrough' || v.kind === 'http')) ||
+  isBlock(v, false)
+    ? null
+    : 'a TunnelDecision (intercept, passThrough, http, or block with a reason)';
+
 const streamOrNothing: Check = (v) =>
   v === undefined || (isObject(v) && typeof v.write === 'function' && typeof v.on === 'function')
     ? null
@@ -141,6 +147,7 @@ const CHECKS: Readonly<Record<string, Check>> = {
   'httpRequest.handleResponse': responseHead,
   'httpBody.getRequestBodyFilter': bodyFilterOrNothing,
   'httpBody.getResponseBodyFilter': bodyFilterOrNothing,
+  'tunnel.handleTunnelStart': tunnelDecision,
   'tunnel.getAppTunnelPipeline': pipelineOrNothing,
   'egress.handleConnection': egressDecision,
   'egress.handleUpstreamIps': ipList,

@@ -16,6 +16,7 @@ import { ConnectDirective, RequestDecision } from '../hooks/http-request.ts';
 import { IngressDecision } from '../hooks/ingress.ts';
 import { IpFlowDecision } from '../hooks/ip.ts';
 import type { HOOK_METHODS, Hooks } from '../hooks/run.ts';
+import { TunnelDecision } from '../hooks/tunnel.ts';
 import type { GROUP_LABELS } from './recorder.ts';
 
 type Groups = typeof HOOK_METHODS;
@@ -66,8 +67,9 @@ const EGRESS_CONNECT: readonly FlowStep[] = [
 const CONNECT_TUNNEL: readonly FlowStep[] = [
   { hook: 'http.handleProxyConnectResponse', answer: 'undefined: plain 200' },
   { from: 'Oxy', to: 'Client', message: '200 Connection established' },
+  { from: 'Client', to: 'Oxy', message: 'first bytes (a ClientHello, a request line, …)' },
+  { hook: 'tunnel.handleTunnelStart', answer: 'passThrough (or intercept / http / block)' },
   { hook: 'tunnel.getAppTunnelPipeline', answer: "undefined: Oxy's pump" },
-  { from: 'Client', to: 'Oxy', message: 'bytes' },
   { from: 'Oxy', to: 'Upstream', message: 'bytes' },
   { from: 'Upstream', to: 'Oxy', message: 'bytes' },
   { from: 'Oxy', to: 'Client', message: 'bytes' },
@@ -423,7 +425,11 @@ export function tracingHooks(overrides: HookOverrides = {}): Hooks {
       getResponseBodyFilter: () => undefined,
       ...overrides.httpBody,
     },
-    tunnel: { getAppTunnelPipeline: () => undefined, ...overrides.tunnel },
+    tunnel: {
+      handleTunnelStart: () => TunnelDecision.passThrough(),
+      getAppTunnelPipeline: () => undefined,
+      ...overrides.tunnel,
+    },
     proxyProtocol: { handleConnection: () => IngressDecision.allow(), ...overrides.proxyProtocol },
     datagram: { handleDatagram: () => undefined, ...overrides.datagram },
     ipTunnel: { handleTunnel: () => IngressDecision.allow(), ...overrides.ipTunnel },

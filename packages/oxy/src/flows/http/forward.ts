@@ -20,11 +20,11 @@
  */
 import http from 'node:http';
 import type { Readable } from 'node:stream';
-import type { SocketAddr } from '../../context/contexts.ts';
+import type { RequestKind, SocketAddr } from '../../context/contexts.ts';
 import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
 import type { EgressAgent, EgressRequestOptions } from '../../egress/agent.ts';
 import { decideEgress, defaultDecision, egressBlocked } from '../../egress/connect.ts';
-import { httpStatusFor, isOxyError } from '../../errors.ts';
+import { httpStatusFor, isOxyError, OXY_ERR, OxyError } from '../../errors.ts';
 import type { HttpHeaders, RequestDecision, RequestHead } from '../../hooks/http-request.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
@@ -66,7 +66,19 @@ export function answerError(
   res.end(body);
 }
 
-/** Forwards one absolute-form request; never throws (failures become error responses). */
+/** Where a request read inside a tunnel came from (see {@link serveForward}). */
+export interface WithinTunnel {
+  /** `intercepted` (inside a TLS tunnel Oxy terminated) or `tunnelled` (plain HTTP inside one). */
+  readonly kind: RequestKind;
+  /** The tunnel's CONNECT request, named in the audit record's `parent_request_id`. */
+  readonly parent: RequestState;
+}
+
+/**
+ * Forwards one absolute-form request; never throws (failures become error responses). An
+ * `https` target goes to the origin over verified TLS (`offramps/tls/origin.ts`), never in the
+ * clear. `within` marks a request read inside a tunnel (its agent is then the tunnel's own).
+ */
 export function serveForward(
   rt: Runtime,
   agent: EgressAgent,
@@ -74,8 +86,9 @@ export function serveForward(
   req: IncomingRequest,
   res: http.ServerResponse,
   target: AbsoluteTarget,
+  within?: WithinTunnel,
 ): void {
-  if (rt.fast.leanForward && isBodiless(req)) {
+  if (rt.fast.leanForward && within === undefined && target.scheme === 'http' && isBodiless(req)) {
     // The lean path: no hook may rewrite the exchange and nothing to stream up.
     req.resume();
     if (rt.draining) res.shouldKeepAlive = false;
@@ -84,7 +97,8 @@ export function serveForward(
     return;
   }
   conn.requests++;
-  const request = new RequestState(conn, 'forward', req.method ?? 'GET', target.addr, rt.ext);
+  const request = new RequestState(conn, within?.kind ?? 'forward', req.method ?? 'GET', target.addr, rt.ext);
+  if (within !== undefined) request.parentId = within.parent.id;
   conn.endpoint.metrics.forwardRequests.inc();
   if (rt.draining) res.shouldKeepAlive = false;
   forkRequest(request, () => forward(rt, agent, request, req, res, target)).catch((e: unknown) => {
@@ -169,6 +183,13 @@ async function forward(
       headers.push('Transfer-Encoding', 'chunked');
     }
 
+    const secure = target.scheme === 'https';
+    // TLS through an upstream proxy would need a CONNECT there first: refused, never sent in the clear.
+    if (secure && decision.kind === 'viaProxy')
+      throw new OxyError(OXY_ERR.UPSTREAM_FAILED, 'https:// targets cannot go through an upstream proxy', {
+        source: 'internal',
+        status: 502,
+      });
     const route = routeFor(rt, eg, decision, addr, authority, path);
     if (route.proxyAuthorization !== undefined) headers.push('Proxy-Authorization', route.proxyAuthorization);
     options = {
@@ -180,8 +201,9 @@ async function forward(
       oxyEgress: eg,
       oxyAddr: route.target.addr,
       oxyTrusted: route.target.trusted,
-      oxyPoolKey: route.target.key,
+      oxyPoolKey: secure ? `https|${route.target.key}` : route.target.key,
       oxyCancel: { cancelled: false },
+      ...(secure ? { oxyTls: addr.host } : {}),
     };
   } catch (e) {
     // The body's filter was chosen before egress: it hears that the request ended without it.

@@ -9,7 +9,9 @@
  * Order: egress route (decision → DNS → `handleUpstreamIps` → `blocked_cidrs`) → connect (the
  * addon's whole tunnel when the fast-path plan and the route allow, otherwise Happy Eyeballs,
  * the override or the upstream proxy, then `handleConnectionEstablished`) → the on-ramp's
- * answer (a CONNECT's `handleProxyConnectResponse` and 2xx) → `getAppTunnelPipeline` → the
+ * answer (a CONNECT's `handleProxyConnectResponse` and 2xx) → (a CONNECT, with
+ * `TunnelHook.handleTunnelStart` or `interception.enabled`: its first bytes and the tunnel
+ * decision, `tunnels/inspect.ts`) → `getAppTunnelPipeline` → the
  * app's pipeline, the kernel splice (plain TCP both sides) or the JS pump → metrics and exactly
  * one audit record, however the unit ends.
  */
@@ -33,6 +35,7 @@ import { clientReason, httpStatusFor, isOxyError, OXY_ERR } from '../../errors.t
 import type { AppTunnelPipeline } from '../../hooks/tunnel.ts';
 import type { Runtime } from '../../runtime.ts';
 import { tunnelMetrics } from '../../telemetry/metrics.ts';
+import { inspectsTunnels, inspectTunnel } from '../../tunnels/inspect.ts';
 import { countFailure, recordEnd } from '../record.ts';
 import { StreamPump } from './pump.ts';
 import { canSplice, spliceTunnel } from './splice.ts';
@@ -139,6 +142,10 @@ export async function runStream(rt: Runtime, request: RequestState, ingress: Str
     return;
   }
   if (upstream.head !== null) answered.write(upstream.head);
+  // A CONNECT's first bytes decide how it runs (intercept, HTTP, pass through, close) when a
+  // hook or `interception.enabled` asks (`tunnels/inspect.ts`).
+  if (request.kind === 'connect' && inspectsTunnels(rt))
+    return inspectTunnel(rt, request, eg, route, answered, upstream.socket);
   // Returned, not awaited: this frame (route, exchange, egress result) is released while the
   // tunnel runs; an idle tunnel keeps only what the carry needs.
   return carryStream(rt, request, eg, answered, upstream.socket);

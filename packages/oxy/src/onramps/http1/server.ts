@@ -268,8 +268,9 @@ export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1On
       return;
     }
     const target = parseAbsoluteTarget(req.url ?? '');
-    if (target === null || target.scheme !== 'http') {
-      const body = '400 a forward proxy needs an absolute-form http:// target or CONNECT\n';
+    // `https://` targets go to the origin over verified TLS (`offramps/tls/origin.ts`).
+    if (target === null || (target.scheme !== 'http' && target.scheme !== 'https')) {
+      const body = '400 a forward proxy needs an absolute-form http:// or https:// target or CONNECT\n';
       res.writeHead(400, {
         'content-type': 'text/plain',
         'content-length': body.length,

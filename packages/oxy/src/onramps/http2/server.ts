@@ -269,13 +269,17 @@ export function createHttp2OnRamp(
         return;
       case 'request': {
         const { head } = shape;
-        const addr = head.scheme === 'http' ? parseAuthority(head.authority, 80) : null;
+        // `:scheme https` goes to the origin over verified TLS (`offramps/tls/origin.ts`).
+        const addr =
+          head.scheme === 'http' || head.scheme === 'https'
+            ? parseAuthority(head.authority, head.scheme === 'http' ? 80 : 443)
+            : null;
         if (addr === null) {
           metrics.malformed.inc();
           respondText(
             stream,
             400,
-            '400 a forward proxy needs an http :scheme and a host[:port] :authority\n',
+            '400 a forward proxy needs an http(s) :scheme and a host[:port] :authority\n',
           );
           return;
         }
@@ -284,7 +288,7 @@ export function createHttp2OnRamp(
         // The forwarding pipeline is written against Node's response API, which the HTTP/2
         // compatibility response implements for everything it uses.
         serveForward(rt, agent, conn, req, res as unknown as Parameters<typeof serveForward>[4], {
-          scheme: 'http',
+          scheme: head.scheme,
           authority: head.authority,
           addr,
           path: head.path,

@@ -86,7 +86,7 @@ export type InterceptOutcome =
  * closing a socket with unread bytes resets it, and the reset could destroy the answer before
  * the client reads it. Resolves once the client closed, or after the deadline.
  */
-async function answerBadGateway(clientTls: Duplex, reason: string, timeoutMs: number): Promise<void> {
+export async function answerBadGateway(clientTls: Duplex, reason: string, timeoutMs: number): Promise<void> {
   const body = `502 Bad Gateway: ${reason}\n`;
   const deadline = (ms: number) => new Promise((r) => setTimeout(r, ms).unref());
   clientTls.on('error', () => {}); // a client that leaves early changes nothing here

@@ -11,6 +11,7 @@
  * Ordering rule: `readClientHello` pauses the client and removes its listeners before it
  * resolves; nothing else may read the client until `terminateTls` takes it over.
  */
+import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { OXY_ERR, OxyError } from '../../errors.ts';
@@ -135,7 +136,13 @@ export function terminateTls(
   alpn: readonly string[],
   timeoutMs = 10_000,
 ): Promise<tls.TLSSocket> {
-  const socket = new tls.TLSSocket(withPrefix(replay, client), {
+  // A plain TCP socket keeps its native handle: the replayed bytes go back into its readable
+  // buffer, which TLSSocket hands to OpenSSL first (`ssl.receive` of what is buffered), and
+  // every later byte is read natively. Anything else (an HTTP/2 stream, a socket with its
+  // handle gone) goes through the replaying JS stream.
+  const native = client instanceof net.Socket && (client as { _handle?: unknown })._handle != null;
+  if (native) client.unshift(replay);
+  const socket = new tls.TLSSocket(native ? client : withPrefix(replay, client), {
     isServer: true,
     secureContext: leaf.secureContext,
     ...(alpn.length === 0 ? {} : { ALPNProtocols: [...alpn] }),
