@@ -49,7 +49,7 @@ import {
   type ScenarioEnv,
   Unsupported,
 } from './lib/scenarios.ts';
-import { runS6a, runS6b, runS7 } from './lib/scenarios-l4.ts';
+import { runS6a, runS6b, runS7, runS11 } from './lib/scenarios-l4.ts';
 import {
   buildConnload,
   ensureApt,
@@ -85,7 +85,12 @@ function log(s: string): void {
 }
 
 /** Names that stand for several scenarios on the command line. */
-const GROUPS: Record<string, string[]> = { S6: ['S6a', 'S6b'], S7: ['S7a', 'S7b', 'S7c'] };
+const GROUPS: Record<string, string[]> = {
+  S6: ['S6a', 'S6b'],
+  S7: ['S7a', 'S7b', 'S7c'],
+  // S7b is the same load through a plain udp endpoint, measured beside S11 in the same run.
+  S11: ['S7b', 'S11a', 'S11b'],
+};
 
 function pick<T extends string>(arg: string | undefined, all: readonly T[], what: string): T[] {
   if (!arg || arg === 'all') return [...all];
@@ -207,7 +212,7 @@ async function main(): Promise<void> {
     quick: values.quick,
   };
   const upstream = await startUpstream(env, UPSTREAM_PORT, docroot);
-  const udpPeers = scenarios.some((s) => s.startsWith('S7'))
+  const udpPeers = scenarios.some((s) => s.startsWith('S7') || s.startsWith('S11'))
     ? await startUdpPeers(env, UDP_ECHO_PORT, DNS_PORT)
     : null;
   const resultsFile = join(work, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.jsonl`);
@@ -246,6 +251,7 @@ async function main(): Promise<void> {
       else if (sc === 'S5') figures = await runS5(senv, addr);
       else if (sc === 'S6a') figures = await runS6a(senv, addr, pid);
       else if (sc === 'S6b') figures = await runS6b(senv, addr, pid);
+      else if (sc === 'S11a' || sc === 'S11b') figures = await runS11(senv, sc, addr, pid);
       else figures = await runS7(senv, sc, addr, pid);
       const cpu = watch.stop();
       return {

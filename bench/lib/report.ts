@@ -145,6 +145,8 @@ const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]
   S7a: L4_UDP_COLUMNS('datagrams_per_s', 'datagrams/s', 'datagram'),
   S7b: L4_UDP_COLUMNS('datagrams_per_s', 'datagrams/s', 'datagram'),
   S7c: L4_UDP_COLUMNS('queries_per_s', 'queries/s', 'query'),
+  S11a: L4_UDP_COLUMNS('datagrams_per_s', 'datagrams/s', 'datagram'),
+  S11b: L4_UDP_COLUMNS('datagrams_per_s', 'datagrams/s', 'datagram'),
 };
 
 /** Columns of Oxy's CPU split by thread (threads.ts). */
@@ -253,6 +255,8 @@ const TARGETS: Record<
   S7a: { goal: '≥ 1.5× nginx-stream', ok: (o, peers) => atLeast(o, peers, 1.5) },
   S7b: { goal: '≥ 1.5× nginx-stream', ok: (o, peers) => atLeast(o, peers, 1.5) },
   S7c: { goal: '≥ 1.5× nginx-stream', ok: (o, peers) => atLeast(o, peers, 1.5) },
+  S11a: undefined,
+  S11b: undefined,
 };
 
 /** Oxy's primary figure is at least `factor` times every peer's (higher is better). */

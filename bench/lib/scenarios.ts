@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Proc, runCommand, startProcess, stopProcess, treePss } from './procs.ts';
 import type { Scenario } from './proxies.ts';
-import { L4_METRICS } from './scenarios-l4.ts';
+import { L4_METRICS, S11_METRICS } from './scenarios-l4.ts';
 
 /** Paths and switches every scenario needs. */
 export interface ScenarioEnv {
@@ -68,6 +68,7 @@ export const METRICS: Record<
     what: 'h2c, 100 CONNECT streams each carrying a GET of 10 MiB (bench/tools/h2-connect.ts); the direct row uses 100 TCP connections, as no peer speaks HTTP/2 CONNECT in cleartext',
   },
   ...L4_METRICS,
+  ...S11_METRICS,
 };
 
 function lastJson(text: string): Record<string, number | string | boolean> {
