@@ -125,10 +125,11 @@ export interface IngressContext<X extends ExtTypes = ExtTypes> {
  * forwarded upstream), `upgrade` (an absolute-form request with `Upgrade`, e.g. WebSocket),
  * `tcp` (a connection to a `tcp` endpoint, carried as a tunnel), `udp` (a datagram session
  * on a `udp` endpoint) or `connect-udp` (a MASQUE CONNECT-UDP request, RFC 9298, carried as a
- * datagram session). Every unit of traffic has a request context, so the tunnel and egress
+ * datagram session) or `connect-ip` (a MASQUE CONNECT-IP tunnel, RFC 9484, its packets fed to the
+ * IP pipeline). Every unit of traffic has a request context, so the tunnel and egress
  * hooks see the same shape whatever the on-ramp.
  */
-export type RequestKind = 'connect' | 'forward' | 'upgrade' | 'tcp' | 'udp' | 'connect-udp';
+export type RequestKind = 'connect' | 'forward' | 'upgrade' | 'tcp' | 'udp' | 'connect-udp' | 'connect-ip';
 
 /** One request on an ingress connection (a CONNECT, or one absolute-form request). */
 export interface RequestContext<X extends ExtTypes = ExtTypes> {

@@ -27,6 +27,8 @@ const RECORD_KIND: Readonly<Record<RequestKind, AuditRecord['kind']>> = {
   tcp: 'tunnel',
   udp: 'udp_session',
   'connect-udp': 'udp_session',
+  // A CONNECT-IP tunnel: bytes of IP packets, and the packets counted as datagrams.
+  'connect-ip': 'tunnel',
 };
 
 /** Counts a status the proxy answered itself (an error, not relayed from upstream). */
