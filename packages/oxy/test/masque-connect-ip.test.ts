@@ -11,6 +11,7 @@ import http2 from 'node:http2';
 import { after, describe, it } from 'node:test';
 import { renderMetrics } from 'foundations/telemetry';
 import { createMasqueClient, type IpTunnel, MasqueRefusedError } from '../src/masque/client.ts';
+import { encodeDatagramCapsule } from '../src/protocols/capsule/codec.ts';
 import { buildIp, icmpMessage } from '../src/protocols/ip/builder.ts';
 import { IP_PROTO } from '../src/protocols/ip/packet.ts';
 import { hooksApp, startApp, waitUntil } from '../src/testing/index.ts';
@@ -170,6 +171,51 @@ describe('CONNECT-IP', () => {
       assert.equal(stream.rstCode, http2.constants.NGHTTP2_PROTOCOL_ERROR);
       const records = await oxy.waitForAudit(audits + 1);
       assert.equal(records[records.length - 1]!.close_reason, 'OXY_ERR_CAPSULE_MALFORMED');
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it('drops and counts packets to a client that does not read, beyond the bounded queue', async () => {
+    // The tiny pool has one address, so the client knows it without reading ADDRESS_ASSIGN.
+    const before = await dropped('client_backpressure');
+    const session = http2.connect(`http://${tiny.address()}`);
+    try {
+      await new Promise((resolve) => session.once('remoteSettings', resolve));
+      const stream = session.request(
+        {
+          ':method': 'CONNECT',
+          ':protocol': 'connect-ip',
+          ':scheme': 'http',
+          ':authority': tiny.address(),
+          ':path': '/.well-known/masque/ip/*/*/',
+          'capsule-protocol': '?1',
+        },
+        { endStream: false },
+      );
+      stream.on('error', () => {});
+      await new Promise((resolve) => stream.once('response', resolve));
+      stream.pause();
+      const body = Buffer.alloc(1200, 0x61);
+      const capsule = Buffer.from(
+        encodeDatagramCapsule(
+          buildIp({
+            src: '100.65.0.2',
+            dst: '100.65.0.1',
+            protocol: IP_PROTO.ICMP,
+            payload: icmpMessage(8, 0, 1, body),
+          }),
+        ),
+      );
+      // About 2.5 MiB of echo replies for a client that reads none of them (queue bound: 1 MiB).
+      for (let i = 0; i < 2000; i++) stream.write(capsule);
+      await waitUntil(() => stream.writableLength === 0, 'the pings sent', 10_000);
+      let now = before;
+      for (let i = 0; i < 100 && now === before; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        now = await dropped('client_backpressure');
+      }
+      assert.ok(now > before, 'replies beyond the queue bound were dropped and counted');
     } finally {
       session.destroy();
     }
