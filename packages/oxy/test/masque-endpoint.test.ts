@@ -3,7 +3,7 @@
  * the project's client (`oxy/masque`) over HTTP/2 and HTTP/1.1 to a UDP echo, the python-h2
  * client resolving a name with the test DNS server, and the refusals with their status and
  * `Proxy-Status`: a blocked target (403, before any datagram reaches it), a path that does not
- * match the template (400), an unresolvable name (502 `dns_error`), CONNECT-IP (501). The
+ * match the template (400), an unresolvable name (502 `dns_error`), CONNECT-IP without an address pool or with a DNS-name scope (501). The
  * audit records are `udp_session` records of `connect-udp` requests, with datagram counts.
  */
 import assert from 'node:assert/strict';

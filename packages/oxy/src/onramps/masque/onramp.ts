@@ -59,7 +59,7 @@ const MAX_QUEUED_TO_CLIENT = 4 * 1024 * 1024;
 
 /** The MASQUE side of an `http` endpoint, called by its HTTP/2 and HTTP/1.1 on-ramps. */
 export interface MasqueOnRamp {
-  /** The MASQUE protocols served (`connect-ip` is answered 501: see the module comment). */
+  /** The MASQUE protocols served (`connect-ip` is answered 501 when the endpoint has no address pool). */
   readonly protocols: readonly MasqueProtocol[];
   /** Serves an HTTP/2 extended CONNECT stream whose `:protocol` is `protocol`. */
   serveHttp2(
