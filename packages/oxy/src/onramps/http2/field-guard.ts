@@ -23,6 +23,9 @@ import type net from 'node:net';
 import { Duplex } from 'node:stream';
 import { FieldScanner } from './field-scanner.ts';
 
+/** Streams marked and not yet announced, beyond which the connection is ended. */
+const MAX_MARKS = 65_536;
+
 /** The marks of one connection, shared by the socket wrapper and the on-ramp's stream handler. */
 export class FieldGuard {
   readonly #marked: number[] = [];
@@ -35,8 +38,17 @@ export class FieldGuard {
 
   /** Records that `streamId`'s current header block is malformed. */
   mark(streamId: number, reason: string): void {
-    if (streamId > this.#announced) this.#marked.push(streamId);
-    else if (this.#open.has(streamId)) this.onLateMark?.(streamId, reason);
+    if (streamId <= this.#announced) {
+      if (this.#open.has(streamId)) this.onLateMark?.(streamId, reason);
+      return;
+    }
+    // Marks wait at most one chunk for their stream (nghttp2 announces or refuses it then);
+    // this many waiting means a client sending little else than malformed header blocks.
+    if (this.#marked.length >= MAX_MARKS) {
+      this.onBroken?.(new Error('too many malformed header blocks'));
+      return;
+    }
+    this.#marked.push(streamId);
   }
 
   /**

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isOxyError } from '../../errors.ts';
 import { HpackDecoder } from '../../protocols/hpack/decoder.ts';
+import { FieldGuard } from './field-guard.ts';
 import { FieldScanner, fieldProblem } from './field-scanner.ts';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -150,5 +151,24 @@ describe('fuzz', () => {
     assert.ok(cases >= 10_000, `only ${cases} cases in the time allowed`);
     const grown = process.memoryUsage().heapUsed - heap0;
     assert.ok(grown < 64 * 1024 * 1024, `heap grew by ${grown} bytes`);
+  });
+});
+
+describe('FieldGuard', () => {
+  it('resets marked streams when announced, forgets stale marks, resets late (trailer) marks', () => {
+    const guard = new FieldGuard();
+    const closed: [number, number][] = [];
+    const stream = (id: number) => ({ close: (code: number) => closed.push([id, code]) });
+    guard.onLateMark = (id) => guard.reset(id, 1);
+    guard.mark(1, 'x');
+    guard.mark(3, 'x'); // refused by nghttp2 itself: never announced
+    assert.equal(guard.announce(1, stream(1)), true);
+    assert.equal(guard.announce(5, stream(5)), false, 'the stale mark of 3 is dropped');
+    assert.equal(guard.announce(7, stream(7)), false);
+    guard.mark(5, 'bad trailers');
+    assert.deepEqual(closed, [[5, 1]]);
+    guard.forget(7);
+    guard.mark(7, 'after close');
+    assert.deepEqual(closed, [[5, 1]], 'a closed stream is not reset');
   });
 });
