@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import { after, test } from 'node:test';
+import { HUFFMAN_CODES, HUFFMAN_LENGTHS } from '../src/protocols/hpack/tables.ts';
 import { hooksApp, startApp, startHttpUpstream, waitUntil } from '../src/testing/index.ts';
 import { FLAG, FRAME, frame, getFields, headerBlock, type RawH2, rawH2 } from './fixtures/h2-frames.ts';
 
@@ -81,4 +82,38 @@ test('a bad value in a CONTINUATION frame, and an upper-case field name', async 
   assert.equal(c.rstCode(1), PROTOCOL_ERROR);
   assert.equal(c.rstCode(3), PROTOCOL_ERROR);
   assert.equal(seen('/hello?cont') + seen('/hello?upper'), 0);
+});
+
+/** `text` Huffman-coded (RFC 7541 §5.2), as browsers and curl send values. */
+function huffman(text: string): Buffer {
+  let bits = 0n;
+  let n = 0n;
+  for (const c of Buffer.from(text, 'latin1')) {
+    bits = (bits << BigInt(HUFFMAN_LENGTHS[c]!)) | BigInt(HUFFMAN_CODES[c]!);
+    n += BigInt(HUFFMAN_LENGTHS[c]!);
+  }
+  const pad = (8n - (n % 8n)) % 8n;
+  bits = (bits << pad) | ((1n << pad) - 1n);
+  const out = Buffer.alloc(Number((n + pad) / 8n));
+  for (let i = out.length - 1; i >= 0; i--, bits >>= 8n) out[i] = Number(bits & 0xffn);
+  return out;
+}
+
+test('a Huffman-coded value with CR LF is refused like a literal one', async () => {
+  const c = await client();
+  const name = Buffer.from('x-bad');
+  const value = huffman('a\r\nx-injected: 1');
+  const field = Buffer.concat([
+    Buffer.from([0x00, name.length]),
+    name,
+    Buffer.from([0x80 | value.length]),
+    value,
+  ]);
+  const block = Buffer.concat([headerBlock(getFields(upstream.authority, '/hello?huffman')), field]);
+  c.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, block));
+  c.write(request(3, getFields(upstream.authority, '/hello')));
+  await waitUntil(() => c.answered(3) || c.closed, 'the normal stream answered');
+  await waitUntil(() => c.rstCode(1) !== undefined || c.answered(1), 'stream 1 ended');
+  assert.equal(c.rstCode(1), PROTOCOL_ERROR);
+  assert.equal(seen('/hello?huffman'), 0);
 });
