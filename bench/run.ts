@@ -54,7 +54,7 @@ import {
   Unsupported,
 } from './lib/scenarios.ts';
 import { runS10a, runS10b } from './lib/scenarios-l3.ts';
-import { runS6a, runS6b, runS7 } from './lib/scenarios-l4.ts';
+import { runS6a, runS6b, runS7, runS11 } from './lib/scenarios-l4.ts';
 import {
   buildConnload,
   ensureApt,
@@ -95,6 +95,8 @@ const GROUPS: Record<string, string[]> = {
   S7: ['S7a', 'S7b', 'S7c'],
   S10: ['S10a', 'S10b'],
   S8: ['S8a', 'S8b'],
+  // S7b is the same load through a plain udp endpoint, measured beside S11 in the same run.
+  S11: ['S7b', 'S11a', 'S11b'],
 };
 
 function pick<T extends string>(arg: string | undefined, all: readonly T[], what: string): T[] {
@@ -225,7 +227,7 @@ async function main(): Promise<void> {
     quick: values.quick,
   };
   const upstream = await startUpstream(env, UPSTREAM_PORT, docroot);
-  const udpPeers = scenarios.some((s) => s.startsWith('S7'))
+  const udpPeers = scenarios.some((s) => s.startsWith('S7') || s.startsWith('S11'))
     ? await startUdpPeers(env, UDP_ECHO_PORT, DNS_PORT)
     : null;
   const tlsOrigin = scenarios.some((s) => s.startsWith('S8')) ? await startTlsOrigin(env, docroot) : null;
@@ -269,6 +271,7 @@ async function main(): Promise<void> {
       else if (sc === 'S10a') figures = await runS10a(senv, addr, pid);
       else if (sc === 'S10b') figures = await runS10b(senv, addr, pid);
       else if (sc === 'S8a' || sc === 'S8b') figures = await runS8(senv, sc, proxy.name, addr, pid);
+      else if (sc === 'S11a' || sc === 'S11b') figures = await runS11(senv, sc, addr, pid);
       else figures = await runS7(senv, sc, addr, pid);
       const cpu = watch.stop();
       return {

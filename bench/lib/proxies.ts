@@ -17,6 +17,9 @@ import { startUpgradeHost } from './scenarios-l3.ts';
 /**
  * The scenarios of the issue. S6 (a `tcp` endpoint) and S7 (a `udp` endpoint) have several
  * figures each, one scenario per figure: `S6` and `S7` on the command line name all of theirs.
+ * S11 (CONNECT-UDP over HTTP/2 through Oxy's default `http` endpoint) has S11a (one stream) and
+ * S11b (100 streams); `S11` on the command line names them and S7b, the same load through a
+ * plain `udp` endpoint, so the two are measured in the same run.
  */
 export const SCENARIOS = [
   'S1',
@@ -34,6 +37,8 @@ export const SCENARIOS = [
   'S9',
   'S8a',
   'S8b',
+  'S11a',
+  'S11b',
 ] as const;
 /** One scenario name. */
 export type Scenario = (typeof SCENARIOS)[number];

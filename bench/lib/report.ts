@@ -179,6 +179,8 @@ const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]
     { key: 'errors', head: 'errors', digits: 0 },
     { key: 'load1', head: 'load avg', digits: 1 },
   ],
+  S11a: L4_UDP_COLUMNS('datagrams_per_s', 'datagrams/s', 'datagram'),
+  S11b: L4_UDP_COLUMNS('datagrams_per_s', 'datagrams/s', 'datagram'),
 };
 
 /** Columns of Oxy's CPU split by thread (threads.ts). */
@@ -293,6 +295,8 @@ const TARGETS: Record<
   S10b: undefined,
   S8a: { goal: '≥ 5× mitmproxy', ok: (o, peers) => atLeast(o, peers, 5) },
   S8b: { goal: '≥ 5× mitmproxy', ok: (o, peers) => atLeast(o, peers, 5) },
+  S11a: undefined,
+  S11b: undefined,
 };
 
 /** Oxy's primary figure is at least `factor` times every peer's (higher is better). */

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runCommand } from './procs.ts';
 import type { Scenario } from './proxies.ts';
-import type { Figures, ScenarioEnv } from './scenarios.ts';
+import { type Figures, type ScenarioEnv, Unsupported } from './scenarios.ts';
 import { type CpuSplit, cpuSplit, cpuSplitSince } from './threads.ts';
 
 /** What each layer-4 scenario measures, merged into METRICS. */
@@ -49,6 +49,25 @@ export const L4_METRICS: Record<
     unit: 'queries/s',
     higherIsBetter: true,
     what: 'A queries from 16 client sockets, 4 in flight each, to a responder answering a fixed A record (bench/tools/udp-peers.ts), each answer checked, 5 s',
+  },
+};
+
+/** What S11 measures, merged into METRICS. */
+export const S11_METRICS: Record<
+  Extract<Scenario, `S11${string}`>,
+  { title: string; unit: string; higherIsBetter: boolean; what: string }
+> = {
+  S11a: {
+    title: 'S11a: CONNECT-UDP over HTTP/2, one stream, 1,200 B datagrams',
+    unit: 'datagrams/s',
+    higherIsBetter: true,
+    what: 'the closed loop of S7b (window 256) carried in DATAGRAM capsules on one extended CONNECT stream of one h2c connection (bench/tools/masque-load.ts, `oxy/masque`); compare with S7b of the same run',
+  },
+  S11b: {
+    title: 'S11b: CONNECT-UDP over HTTP/2, 100 streams, 1,200 B datagrams',
+    unit: 'datagrams/s',
+    higherIsBetter: true,
+    what: 'as S11a with the window spread over 100 tunnels (3 datagrams each) on one h2c connection',
   },
 };
 
@@ -178,6 +197,53 @@ export async function runS7(
     primary: rate,
     [dns ? 'queries_per_s' : 'datagrams_per_s']: rate,
     bad: Number(j.bad),
+    restarts: Number(j.restarts),
+    ...(cpu ? { cpu_share: cpu.total / Number(j.seconds) } : {}),
+  };
+}
+
+/** S11a, S11b: CONNECT-UDP over HTTP/2 through Oxy's http endpoint to the UDP echo upstream. */
+export async function runS11(
+  env: ScenarioEnv,
+  sc: 'S11a' | 'S11b',
+  proxy: string | null,
+  pid: number | null,
+): Promise<Figures> {
+  if (proxy === null) throw new Unsupported('S11 needs a MASQUE proxy');
+  const seconds = env.quick ? 2 : 5;
+  const args = [
+    join(env.root, 'bench/tools/masque-load.ts'),
+    '--proxy',
+    `http://${proxy}`,
+    '--target',
+    env.udpEcho,
+    '--streams',
+    sc === 'S11a' ? '1' : '100',
+    '--seconds',
+    String(seconds),
+  ];
+  if (pid) args.push('--pid', String(pid));
+  const r = await runCommand(env.node, args, { timeoutMs: (seconds + 60) * 1000 });
+  if (r.code !== 0)
+    throw new Error(`masque-load: exit ${r.code} ${r.stderr.trim().split('\n').slice(-2).join(' ')}`);
+  const j = lastJson(r.stdout);
+  const n = Number(j.round_trips);
+  if (n === 0) throw new Error(`nothing came back: ${JSON.stringify(j)}`);
+  const cpu =
+    j.cpu_s === undefined
+      ? null
+      : {
+          total: Number(j.cpu_s),
+          js: Number(j.cpu_js_s),
+          reactor: Number(j.cpu_reactor_s),
+          other: Number(j.cpu_other_s),
+        };
+  const rate = Number(j.round_trips_per_s);
+  return {
+    ...cpuPer(cpu, n * 2, 'datagram'),
+    primary: rate,
+    datagrams_per_s: rate,
+    bad: 0,
     restarts: Number(j.restarts),
     ...(cpu ? { cpu_share: cpu.total / Number(j.seconds) } : {}),
   };

@@ -10,7 +10,7 @@ import { S8_METRICS } from './intercept.ts';
 import { type Proc, runCommand, startProcess, stopProcess, treePss } from './procs.ts';
 import type { Scenario } from './proxies.ts';
 import { L3_METRICS } from './scenarios-l3.ts';
-import { L4_METRICS } from './scenarios-l4.ts';
+import { L4_METRICS, S11_METRICS } from './scenarios-l4.ts';
 import { cpuSplit, cpuSplitSince } from './threads.ts';
 
 /** Paths and switches every scenario needs. */
@@ -79,6 +79,7 @@ export const METRICS: Record<
     what: 'curl -x (absolute-form, no tunnel), 1 GiB from the upstream; oxy-body counts every body byte in a body hook, oxy-head has a head hook only (same path, no body stage), oxy has no hook (lean path)',
   },
   ...S8_METRICS,
+  ...S11_METRICS,
 };
 
 function lastJson(text: string): Record<string, number | string | boolean> {

@@ -28,12 +28,16 @@ import { auditMetrics } from './telemetry/metrics.ts';
 
 /** One audit record. Field names are stable: downstream tools parse them. */
 export interface AuditRecord {
-  /** `tunnel` (CONNECT, Upgrade, a `tcp` connection), `request` (absolute-form) or `udp_session`. */
+  /**
+   * `tunnel` (CONNECT, Upgrade, a `tcp` connection, a CONNECT-IP tunnel), `request`
+   * (absolute-form) or `udp_session`.
+   */
   readonly kind: 'tunnel' | 'request' | 'udp_session';
   /**
    * The request kind behind the record (`RequestKind`): `connect`, `forward`, `upgrade`, `tcp`,
-   * `udp`, `connect-udp` (a MASQUE CONNECT-UDP tunnel, written as a `udp_session`), `ip-tcp`
-   * (an IP tunnel's TCP flow upgraded to a stream, a `tunnel`), `ip-udp` (its UDP flow, a
+   * `udp`, `connect-udp` (a MASQUE CONNECT-UDP tunnel, written as a `udp_session`), `connect-ip`
+   * (a MASQUE CONNECT-IP tunnel, written as a `tunnel` whose datagram counts are its IP packets),
+   * `ip-tcp` (an IP tunnel's TCP flow upgraded to a stream, a `tunnel`), `ip-udp` (its UDP flow, a
    * `udp_session`), `intercepted` or `tunnelled` (requests read inside a tunnel, written as
    * `request`).
    */
@@ -65,9 +69,9 @@ export interface AuditRecord {
   readonly close_reason: string;
   /** The PROXY protocol header the connection opened with (version, addresses, TLVs by name), when there was one. */
   readonly proxy_protocol?: ProxyHeaderView;
-  /** Datagrams client → upstream (`udp_session` records only). */
+  /** Datagrams client → upstream (`udp_session` records, and CONNECT-IP `tunnel` records: IP packets). */
   readonly datagrams_up?: number;
-  /** Datagrams upstream → client (`udp_session` records only). */
+  /** Datagrams upstream → client (`udp_session` records, and CONNECT-IP `tunnel` records: IP packets). */
   readonly datagrams_down?: number;
   /** The client's verified certificate identity (mTLS), or null without one. */
   readonly client_identity: AuditClientIdentity | null;

@@ -117,6 +117,10 @@ export const OXY_ERR = {
   /** A tunnel's first bytes are not a well-formed TLS ClientHello (garbage, truncated, bad SNI). */
   TLS_CLIENT_HELLO: 'OXY_ERR_TLS_CLIENT_HELLO',
 
+  // --- HTTP/2 field inspection -----------------------------------------------------------
+  /** An HPACK header block no encoder may send (RFC 7541): the connection is closed. */
+  HPACK_MALFORMED: 'OXY_ERR_HPACK_MALFORMED',
+
   // --- MASQUE (capsules, CONNECT-UDP, CONNECT-IP) ----------------------------------------
   /** A capsule stream broke the capsule protocol (RFC 9297 §3.3): the stream is aborted. */
   CAPSULE_MALFORMED: 'OXY_ERR_CAPSULE_MALFORMED',

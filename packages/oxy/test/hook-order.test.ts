@@ -17,8 +17,8 @@ import { after, before, test } from 'node:test';
 import { seqpacket } from 'native';
 import { ConnectDirective, defineApp, EgressDecision, IngressDecision } from '../src/index.ts';
 import { createMasqueClient } from '../src/masque/client.ts';
-import { buildUdpPacket } from '../src/protocols/ip/builder.ts';
-import { parseIp } from '../src/protocols/ip/packet.ts';
+import { buildIp, buildUdpPacket, icmpMessage } from '../src/protocols/ip/builder.ts';
+import { IP_PROTO, parseIp } from '../src/protocols/ip/packet.ts';
 import { udpPayload } from '../src/protocols/udp/header.ts';
 import { type AppUnderTest, startApp } from '../src/testing/app.ts';
 import {
@@ -263,6 +263,29 @@ test('an IP tunnel with one UDP flow fires the hooks in HOOK_ORDERS.ip_tunnel_ud
   });
 });
 
+test('a CONNECT-IP stream over HTTP/2 fires the hooks in HOOK_ORDERS.connect_ip_http2', async () => {
+  await expectOrder('connect_ip_http2', async () => {
+    const client = createMasqueClient({ proxy: `http://${oxy.address()}` });
+    const tunnel = await client.connectIp();
+    assert.equal(tunnel.status, 200);
+    if (tunnel.assigned.length === 0) await once(tunnel, 'addressAssign');
+    const me = tunnel.assigned.find((a) => a.version === 4)!.address;
+    tunnel.send(
+      buildIp({
+        src: me,
+        dst: '100.64.0.1',
+        protocol: IP_PROTO.ICMP,
+        payload: icmpMessage(8, 0, 1, Buffer.from('hi')),
+      }),
+    );
+    for await (const reply of tunnel) {
+      assert.equal(Buffer.from(reply).subarray(28).toString(), 'hi');
+      break;
+    }
+    await client.close();
+  });
+});
+
 test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
   assert.deepEqual(Object.keys(HOOK_ORDERS).sort(), [
     'connect_blocked',
@@ -270,6 +293,7 @@ test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
     'connect_http1',
     'connect_http2',
     'connect_http2_two_streams',
+    'connect_ip_http2',
     'connect_udp_http2',
     'forward_http1',
     'forward_http1_body',

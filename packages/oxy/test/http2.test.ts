@@ -171,8 +171,8 @@ describe('HTTP/2 cleartext (prior knowledge)', () => {
     assert.equal(r.text, 'hello h2');
   });
 
-  test('extended CONNECT: CONNECT-IP is answered 501 (no IP pipeline yet), an unknown :protocol too', async () => {
-    // CONNECT-UDP is served (test/masque-endpoint.test.ts).
+  test('extended CONNECT: a CONNECT-IP scope by DNS name is answered 501, an unknown :protocol too', async () => {
+    // CONNECT-UDP and CONNECT-IP are served (test/masque-endpoint.test.ts, masque-connect-ip.test.ts).
     const s = session();
     await once(s, 'remoteSettings');
     const ip = await h2Get(s, {
@@ -180,10 +180,13 @@ describe('HTTP/2 cleartext (prior knowledge)', () => {
       ':protocol': 'connect-ip',
       ':scheme': 'http',
       ':authority': 'localhost',
-      ':path': '/.well-known/masque/ip/*/*/',
+      ':path': '/.well-known/masque/ip/example.com/*/',
     });
     assert.equal(ip.status, 501);
-    assert.match(String(ip.headers['proxy-status']), /^oxy; error=http_request_error; details=".*layer-3/);
+    assert.match(
+      String(ip.headers['proxy-status']),
+      /^oxy; error=http_request_error; details=".*DNS-name target/,
+    );
     const other = await h2Get(s, {
       ':method': 'CONNECT',
       ':protocol': 'x-unknown',

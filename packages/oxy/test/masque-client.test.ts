@@ -186,6 +186,36 @@ describe('MASQUE client: CONNECT-UDP', () => {
     });
   }
 
+  it('closes promptly after HTTP/2 refusals whose bodies it did not read (issue 16)', async () => {
+    // A refusal (403) and a malformed 2xx (content-type on a capsule response), each with a
+    // short body: the client never reads either, and close() used to wait for them forever.
+    let n = 0;
+    const plain = http2.createServer({ settings: { enableConnectProtocol: true } });
+    plain.on('stream', (s) => {
+      if (n++ % 2 === 0) s.respond({ ':status': 403, 'proxy-status': 'p; error=destination_ip_prohibited' });
+      else s.respond({ ':status': 200, 'content-type': 'text/plain' });
+      s.end('not for you\n');
+    });
+    await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+    try {
+      const client = createMasqueClient({
+        proxy: `http://127.0.0.1:${(plain.address() as AddressInfo).port}`,
+      });
+      await assert.rejects(
+        client.connectUdp('127.0.0.1', echoPort),
+        (e: unknown) => (e as MasqueRefusedError).status === 403,
+      );
+      await assert.rejects(client.connectUdp('127.0.0.1', echoPort), /content-type/);
+      const closed = await Promise.race([
+        client.close().then(() => 'closed'),
+        new Promise((resolve) => setTimeout(resolve, 3000, 'hung')),
+      ]);
+      assert.equal(closed, 'closed');
+    } finally {
+      plain.close();
+    }
+  });
+
   it('refuses to use a proxy that does not enable extended CONNECT', async () => {
     const plain = await startMasqueServer({ enableConnectProtocol: false });
     try {

@@ -133,7 +133,8 @@ export interface IngressContext<X extends ExtTypes = ExtTypes> {
  * forwarded upstream), `upgrade` (an absolute-form request with `Upgrade`, e.g. WebSocket),
  * `tcp` (a connection to a `tcp` endpoint, carried as a tunnel), `udp` (a datagram session
  * on a `udp` endpoint) or `connect-udp` (a MASQUE CONNECT-UDP request, RFC 9298, carried as a
- * datagram session), `ip-tcp` or `ip-udp` (a flow of an IP tunnel upgraded to a stream or a
+ * datagram session), `connect-ip` (a MASQUE CONNECT-IP tunnel, RFC 9484, its packets fed to the
+ * IP pipeline), `ip-tcp` or `ip-udp` (a flow of an IP tunnel upgraded to a stream or a
  * datagram session), `intercepted` (a request read from an intercepted HTTPS tunnel, sent to the
  * origin over TLS) or `tunnelled` (a plain HTTP request read from inside a CONNECT tunnel a
  * `TunnelHook.handleTunnelStart` sent to HTTP); the last two name their tunnel's request in
@@ -147,6 +148,7 @@ export type RequestKind =
   | 'tcp'
   | 'udp'
   | 'connect-udp'
+  | 'connect-ip'
   | 'ip-tcp'
   | 'ip-udp'
   | 'intercepted'

@@ -31,6 +31,8 @@ const RECORD_KIND: Readonly<Record<RequestKind, AuditRecord['kind']>> = {
   'ip-udp': 'udp_session',
   intercepted: 'request',
   tunnelled: 'request',
+  // A CONNECT-IP tunnel: bytes of IP packets, and the packets counted as datagrams.
+  'connect-ip': 'tunnel',
 };
 
 /** Counts a status the proxy answered itself (an error, not relayed from upstream). */

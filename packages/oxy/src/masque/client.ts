@@ -236,13 +236,21 @@ export function createMasqueClient(options: MasqueClientOptions): MasqueClient {
           const status = Number(headers[':status']);
           st.off('error', fail);
           st.off('close', early);
+          if (status < 200 || status > 299 || badCapsuleResponse(status, headers) !== undefined) {
+            // Boundary: the open already failed; the reset below may surface as a stream error.
+            st.on('error', () => {});
+          }
           if (status < 200 || status > 299) {
+            // The refusal's body is not wanted, but a stream whose readable side is never
+            // consumed never emits 'close', and `session.close()` (in `close()`) waits for it.
+            st.resume();
             st.close(http2.constants.NGHTTP2_CANCEL);
             reject(new MasqueRefusedError(status, headers['proxy-status'], `status ${status}`));
             return;
           }
           const bad = badCapsuleResponse(status, headers);
           if (bad !== undefined) {
+            st.resume();
             st.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
             reject(new MasqueRefusedError(status, headers['proxy-status'], bad));
             return;

@@ -379,6 +379,37 @@ export const TRAFFIC_FLOWS = {
       { hook: 'ingress.handleConnectionClose' },
     ],
   },
+  connect_ip_http2: {
+    title: 'CONNECT-IP (MASQUE) over HTTP/2',
+    description:
+      'A client opens a cleartext HTTP/2 session, opens one extended CONNECT stream with ' +
+      '`:protocol connect-ip` (RFC 9484) and scope `*`, gets its address and routes, pings the ' +
+      'gateway in a DATAGRAM capsule, gets the reply and closes the session. The request hook is ' +
+      'the CONNECT one; no upstream socket is opened for the tunnel itself: its packets go to the ' +
+      'IP pipeline, whose own hooks run per flow.',
+    steps: [
+      ...TCP_ACCEPT,
+      {
+        from: 'Client',
+        to: 'Oxy',
+        message: 'HEADERS :method CONNECT :protocol connect-ip :path /.well-known/masque/ip/*/*/',
+      },
+      { note: 'checkMasqueRequest: framing, template, scope (else 400 with Proxy-Status)' },
+      { hook: 'http.handleProxyConnectRequest', answer: 'allow' },
+      { note: 'one address of each family from masque.ip_pool (none free: 503 connection_limit_reached)' },
+      { from: 'Oxy', to: 'Client', message: 'HEADERS :status 200, capsule-protocol: ?1' },
+      { from: 'Oxy', to: 'Client', message: 'ADDRESS_ASSIGN, ROUTE_ADVERTISEMENT capsules' },
+      { from: 'Client', to: 'Oxy', message: 'DATAGRAM capsule (context 0): ICMP echo to the gateway' },
+      {
+        note: 'checked: source = the assigned address, destination and protocol in scope; to the IP pipeline',
+      },
+      { from: 'Oxy', to: 'Client', message: 'DATAGRAM capsule (context 0): ICMP echo reply' },
+      { from: 'Client', to: 'Oxy', message: 'END_STREAM, GOAWAY, close' },
+      { note: 'the tunnel ends: pipeline closed, address released, its tunnel audit record written' },
+      REQUEST_END,
+      { hook: 'ingress.handleConnectionClose' },
+    ],
+  },
 } as const satisfies Record<string, TrafficFlow>;
 
 /** The kinds of traffic in {@link TRAFFIC_FLOWS}. */

@@ -12,7 +12,8 @@ export const http2Metrics = defineMetrics('http2', {
     'HTTP/2 client connections served, by protocol (h2 over TLS, h2c with prior knowledge).',
   ),
   streams_refused_total: counter<{ endpoint: string; reason: string }>(
-    'HTTP/2 streams answered by the on-ramp itself: malformed (400) or extended CONNECT (501).',
+    'HTTP/2 streams answered by the on-ramp itself: malformed (400), extended CONNECT (501), ' +
+      'malformed fields (RST_STREAM PROTOCOL_ERROR, `http2.strict_fields`).',
   ),
 });
 
@@ -21,6 +22,8 @@ export interface Http2EndpointMetrics {
   readonly sessionsActive: GaugeHandle;
   readonly malformed: CounterHandle;
   readonly extendedConnect: CounterHandle;
+  /** Streams reset because a field was malformed (`reason="malformed_field"`). */
+  readonly malformedFields: CounterHandle;
 }
 
 /** Creates the cached handles of `endpoint`. */
@@ -29,5 +32,6 @@ export function http2EndpointMetrics(endpoint: string): Http2EndpointMetrics {
     sessionsActive: http2Metrics.sessions_active({ endpoint }),
     malformed: http2Metrics.streams_refused_total({ endpoint, reason: 'malformed' }),
     extendedConnect: http2Metrics.streams_refused_total({ endpoint, reason: 'extended_connect' }),
+    malformedFields: http2Metrics.streams_refused_total({ endpoint, reason: 'malformed_field' }),
   };
 }

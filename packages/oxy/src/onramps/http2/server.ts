@@ -28,6 +28,7 @@ import { httpEndpoint } from '../../settings.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { serveConnect } from '../../tunnels/connect.ts';
 import { ForwardResponse, forwardRequest, Http2ConnectExchange, respondText } from './exchange.ts';
+import { FieldGuard, GuardedSocket } from './field-guard.ts';
 import { classifyRequest } from './headers.ts';
 import { http2EndpointMetrics, http2Metrics } from './metrics.ts';
 import type { Http2Settings } from './settings.ts';
@@ -37,6 +38,7 @@ const kOpen = Symbol('oxy.http2.open');
 const kIdle = Symbol('oxy.http2.idle');
 const kSeen = Symbol('oxy.http2.seen');
 const kBlockSince = Symbol('oxy.http2.blockSince');
+const kGuard = Symbol('oxy.http2.guard');
 
 interface TaggedSession extends http2.ServerHttp2Session {
   [kConn]?: IngressConnection;
@@ -46,6 +48,8 @@ interface TaggedSession extends http2.ServerHttp2Session {
   [kSeen]?: number;
   /** When a header block was first seen unfinished, or undefined. */
   [kBlockSince]?: number | undefined;
+  /** The strict-fields guard (`http2.strict_fields`), or undefined when off. */
+  [kGuard]?: FieldGuard | undefined;
 }
 
 /**
@@ -107,6 +111,8 @@ export interface Http2OnRamp {
 }
 
 const MIN_FRAME = 16_384;
+/** SETTINGS_HEADER_TABLE_SIZE as advertised: nghttp2's default, which the server never changes. */
+const HEADER_TABLE_SIZE = 4096;
 const MAX_FRAME = 16_777_215;
 const MAX_WINDOW = 2 ** 31 - 1;
 
@@ -230,9 +236,20 @@ export function createHttp2OnRamp(
       stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
       return;
     }
-    session[kOpen] = (session[kOpen] ?? 0) + 1;
     const id = stream.id ?? 0;
     if (id > (session[kSeen] ?? 0)) session[kSeen] = id;
+    const guard = session[kGuard];
+    if (guard !== undefined) {
+      if (guard.announce(id, stream)) {
+        // RFC 9113 §8.2.1: a malformed request is a stream error of type PROTOCOL_ERROR.
+        metrics.malformedFields.inc();
+        conn.telemetry?.apply(() => log.debug('malformed HTTP/2 field', { stream: id }));
+        stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+        return;
+      }
+      stream.once('close', () => guard.forget(id));
+    }
+    session[kOpen] = (session[kOpen] ?? 0) + 1;
     armIdle(session);
     stream.once('close', () => {
       session[kOpen] = (session[kOpen] ?? 1) - 1;
@@ -308,12 +325,32 @@ export function createHttp2OnRamp(
       const take = (s: http2.ServerHttp2Session): void => {
         session = s as TaggedSession;
       };
+      const guard = settings.strict_fields ? new FieldGuard() : undefined;
       server.once('session', take);
       try {
-        server.emit('connection', socket);
+        server.emit(
+          'connection',
+          guard === undefined
+            ? socket
+            : new GuardedSocket(socket, guard, HEADER_TABLE_SIZE, settings.max_frame_size),
+        );
       } finally {
         pendingConn = undefined;
         server.off('session', take);
+      }
+      if (guard !== undefined && session !== undefined) {
+        const s = session;
+        s[kGuard] = guard;
+        guard.onLateMark = (id) => {
+          metrics.malformedFields.inc();
+          guard.reset(id, http2.constants.NGHTTP2_PROTOCOL_ERROR);
+        };
+        guard.onBroken = (e) => {
+          // nghttp2 ends such a connection too (COMPRESSION_ERROR); never serve it unguarded.
+          conn.closeReason = 'malformed';
+          conn.telemetry?.apply(() => log.debug('HTTP/2 header block unreadable', { err: e.message }));
+          s.destroy();
+        };
       }
       // Endpoints accept with allowHalfOpen (tunnels need it), but HTTP/2 has no half-closed
       // connection: a client that sent FIN will send no more frames, so its streams are over.

@@ -30,6 +30,13 @@ export const Http2Settings = s.enabled(
       'Memory one connection may use for HTTP/2 state before new streams are refused.',
       '64MiB',
     ),
+    strict_fields: s.bool(
+      'Refuse a request whose fields are malformed (RFC 9113 §8.2.1: CR, LF or NUL in a value, ' +
+        'whitespace around it, a name that is not lowercase token characters) with RST_STREAM ' +
+        'PROTOCOL_ERROR. Node drops such a field silently otherwise; the guard reads the connection ' +
+        'in JavaScript, which costs throughput (docs/limits.md).',
+      true,
+    ),
     idle_timeout: s.duration('A connection with no open stream for this long is closed with GOAWAY.', '5m'),
   },
 );

@@ -16,10 +16,11 @@
  * No datagram reaches the target before the answer is decided: those the client sends early
  * wait in the session's bounded queue, or in the unread stream.
  *
- * CONNECT-IP (RFC 9484) needs the layer-3 pipeline, which is not wired to the on-ramps yet: it
- * is answered 501 with a `Proxy-Status` saying so.
+ * CONNECT-IP (RFC 9484) requests pass the same checks and are served by `connect-ip.ts` (an
+ * address from the endpoint's `masque.ip_pool`, packets to the IP pipeline); with both pool
+ * prefixes empty they are answered 501.
  */
-import http from 'node:http';
+import type http from 'node:http';
 import type http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { defaultSettings } from 'foundations/settings';
@@ -28,20 +29,16 @@ import { formatHostPort } from '../../context/addr.ts';
 import { type EndpointState, type IngressConnection, RequestState } from '../../context/state.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
 import { DatagramSession } from '../../flows/datagram/session.ts';
-import { writeRawResponse } from '../../flows/http/upgrade.ts';
 import { countFailure, recordEnd } from '../../flows/record.ts';
 import type { ConnectDirective, HttpHeaders, RequestHead } from '../../hooks/http-request.ts';
 import { acceptMasqueTunnel } from '../../masque/server.ts';
 import { MAX_UDP_PAYLOAD, type UdpTunnel } from '../../masque/tunnel.ts';
 import {
-  type ConnectUdpRequest,
   checkMasqueRequest,
   type MasqueEndpointTemplates,
   type MasqueRefusal,
   type MasqueRequestHead,
-  masqueProtocolOf,
   masqueRefusal,
-  masqueSuccess,
   refusalForError,
 } from '../../protocols/masque/request.ts';
 import { type MasqueProtocol, parseUriTemplate, type UriTemplate } from '../../protocols/masque/template.ts';
@@ -49,6 +46,9 @@ import type { Runtime } from '../../runtime.ts';
 import { httpEndpoint } from '../../settings.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { datagramMetrics } from '../../telemetry/metrics.ts';
+import { type ConnectIpServe, serveConnectIp } from './connect-ip.ts';
+import { Http1MasqueExchange, Http2MasqueExchange, type MasqueExchange } from './exchange.ts';
+import { IpPool, registerIpPool } from './ip-pool.ts';
 import { MasqueSettings } from './settings.ts';
 
 /** The proxy's name in `Proxy-Status` fields. */
@@ -59,7 +59,7 @@ const MAX_QUEUED_TO_CLIENT = 4 * 1024 * 1024;
 
 /** The MASQUE side of an `http` endpoint, called by its HTTP/2 and HTTP/1.1 on-ramps. */
 export interface MasqueOnRamp {
-  /** The MASQUE protocols served (`connect-ip` is answered 501: see the module comment). */
+  /** The MASQUE protocols served (`connect-ip` is answered 501 when the endpoint has no address pool). */
   readonly protocols: readonly MasqueProtocol[];
   /** Serves an HTTP/2 extended CONNECT stream whose `:protocol` is `protocol`. */
   serveHttp2(
@@ -100,10 +100,14 @@ export function createMasqueOnRamp(rt: Runtime, endpoint: EndpointState): Masque
   const settings = masqueSection(endpoint);
   if (!settings.enabled) return null;
   const udp = parseTemplate(where, 'udp_template', settings.udp_template, 'connect-udp');
-  // Parsed so a bad one fails at start-up; not matched until CONNECT-IP is served.
-  parseTemplate(where, 'ip_template', settings.ip_template, 'connect-ip');
-  const templates: MasqueEndpointTemplates = { udp, proxyName: PROXY_NAME };
+  const ipTemplate = parseTemplate(where, 'ip_template', settings.ip_template, 'connect-ip');
+  const templates: MasqueEndpointTemplates = { udp, ip: ipTemplate, proxyName: PROXY_NAME };
   const idleMs = httpEndpoint(endpoint.settings).tunnel_idle_timeout;
+  // CONNECT-IP needs an address pool; without one (both prefixes empty) it is answered 501.
+  const { ipv4, ipv6 } = settings.ip_pool;
+  const pool = ipv4 === '' && ipv6 === '' ? null : new IpPool(ipv4, ipv6, `${where}.masque.ip_pool`);
+  if (pool !== null) registerIpPool(endpoint, pool);
+  const ip: ConnectIpServe | null = pool === null ? null : { rt, pool, proxyName: PROXY_NAME, idleMs };
 
   const serve = (
     ex: MasqueExchange,
@@ -111,25 +115,23 @@ export function createMasqueOnRamp(rt: Runtime, endpoint: EndpointState): Masque
     hookHead: RequestHead,
     conn: IngressConnection,
   ) => {
-    const protocol = masqueProtocolOf(head);
-    if (protocol === 'connect-ip') {
-      ex.refuse(
-        masqueRefusal(
-          501,
-          'http_request_error',
-          'connect-ip is not served yet: it needs the layer-3 (IP flow) pipeline',
-          PROXY_NAME,
-        ),
-      );
-      return;
-    }
     const checked = checkMasqueRequest(head, templates);
     if (!checked.ok) {
       conn.telemetry?.apply(() => log.debug('MASQUE request refused', { details: checked.refusal.details }));
       ex.refuse(checked.refusal);
       return;
     }
-    const req = checked.request as ConnectUdpRequest;
+    if (checked.request.kind === 'connect-ip') {
+      if (ip === null) {
+        ex.refuse(
+          masqueRefusal(501, 'http_request_error', 'connect-ip is not served on this endpoint', PROXY_NAME),
+        );
+        return;
+      }
+      serveConnectIp(ip, ex, checked.request, hookHead, conn);
+      return;
+    }
+    const req = checked.request;
     conn.requests++;
     conn.tunnels++;
     const target = { host: req.target.host, port: req.port };
@@ -177,78 +179,6 @@ export function createMasqueOnRamp(rt: Runtime, endpoint: EndpointState): Masque
       serve(new Http1MasqueExchange(socket, early), mhead, hookHead, conn);
     },
   };
-}
-
-/** A MASQUE request as the runner below sees it, whatever the HTTP version. */
-interface MasqueExchange {
-  readonly httpVersion: '2' | '1.1';
-  /** The HTTP/2 stream, or the socket to upgrade. */
-  readonly stream: Duplex;
-  /** Bytes read past the HTTP/1.1 head. */
-  readonly early: Buffer | undefined;
-  readonly closed: boolean;
-  /** Answers the refusal (status, `Proxy-Status`, a short body) and ends the exchange. */
-  refuse(r: MasqueRefusal): void;
-  /** Sends the success answer; the stream then carries capsules. */
-  accept(): void;
-}
-
-class Http2MasqueExchange implements MasqueExchange {
-  readonly httpVersion = '2';
-  readonly early = undefined;
-  readonly stream: http2.ServerHttp2Stream;
-
-  constructor(stream: http2.ServerHttp2Stream) {
-    this.stream = stream;
-  }
-
-  get closed(): boolean {
-    return this.stream.destroyed || this.stream.closed;
-  }
-
-  refuse(r: MasqueRefusal): void {
-    if (this.closed || this.stream.headersSent) return;
-    // Headers only: `Proxy-Status` carries the details, and a client that cancels the stream
-    // on a refusal (as `oxy/masque` does) would otherwise keep an unread body open.
-    this.stream.respond({ ':status': r.status, 'proxy-status': r.proxyStatus }, { endStream: true });
-  }
-
-  accept(): void {
-    const ok = masqueSuccess('connect-udp', '2');
-    this.stream.respond({ ':status': ok.status, ...ok.headers });
-  }
-}
-
-class Http1MasqueExchange implements MasqueExchange {
-  readonly httpVersion = '1.1';
-  readonly stream: Duplex;
-  readonly early: Buffer | undefined;
-
-  constructor(socket: Duplex, early: Buffer) {
-    this.stream = socket;
-    this.early = early.length > 0 ? early : undefined;
-  }
-
-  get closed(): boolean {
-    return this.stream.destroyed || !this.stream.writable;
-  }
-
-  refuse(r: MasqueRefusal): void {
-    if (this.closed) return;
-    writeRawResponse(this.stream, r.status, `${r.status} ${r.details}\n`, [
-      'Proxy-Status',
-      r.proxyStatus,
-      'Content-Type',
-      'text/plain; charset=utf-8',
-    ]);
-  }
-
-  accept(): void {
-    const ok = masqueSuccess('connect-udp', '1.1');
-    let out = `HTTP/1.1 ${ok.status} ${http.STATUS_CODES[ok.status]}\r\n`;
-    for (const [name, value] of Object.entries(ok.headers)) out += `${name}: ${value}\r\n`;
-    this.stream.write(`${out}\r\n`);
-  }
 }
 
 /** How a session answers its client: DATAGRAM capsules on the tunnel, once there is one. */
@@ -357,7 +287,7 @@ async function runTunnel(
     }
     return;
   }
-  ex.accept();
+  ex.accept('connect-udp');
   const tunnel = acceptMasqueTunnel({
     protocol: 'connect-udp',
     stream: ex.stream,
