@@ -1,7 +1,7 @@
 /**
  * CONNECT-IP (RFC 9484) served on an `http` endpoint, with the project's client (`oxy/masque`)
  * over HTTP/2 extended CONNECT and HTTP/1.1 Upgrade: the assigned address and routes, pings to
- * the gateway answered (by the placeholder pipeline until the l3 branch's pipeline lands),
+ * the gateway answered by the IP pipeline,
  * packets outside the address or scope dropped and counted, pool exhaustion (503 with
  * Proxy-Status), malformed capsules closing the tunnel, one audit record per tunnel.
  */
@@ -220,6 +220,5 @@ describe('CONNECT-IP', () => {
       session.destroy();
     }
   });
-
-  it.skip('a TCP download over CONNECT-IP (sha256 checked): needs the l3 pipeline; the placeholder only answers pings', () => {});
+  // The TCP download over CONNECT-IP, with a real kernel client: masque-connect-ip-netns.test.ts.
 });

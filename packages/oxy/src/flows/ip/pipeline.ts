@@ -18,9 +18,11 @@
  * Cost: with no `IpFlowHook`, the default decision is taken in the same turn and no flow view
  * is built for a hook; without `handlePacket`, no verdict is asked for.
  */
+
 import { log } from 'foundations/telemetry';
 import type { IpDirection, IpFlowDecision } from '../../hooks/ip.ts';
 import { ipSettingsOf } from '../../onramps/ip-tunnel/settings.ts';
+import { ipGatewaysOf } from '../../onramps/masque/ip-pool.ts';
 import {
   echoReply,
   icmpTimeExceeded,
@@ -95,8 +97,11 @@ class TunnelPipeline implements IpPipeline {
     const conn = port.ingress;
     this.#endpoint = conn.endpoint.name;
     const ip = ipSettingsOf(conn.endpoint.settings);
-    this.#gw4 = addressBytes(ip.gateway_v4);
-    this.#gw6 = addressBytes(ip.gateway_v6);
+    // A CONNECT-IP tunnel's gateway is its pool's first address (`masque.ip_pool`), the address
+    // its client was told in ADDRESS_ASSIGN's routes; an IP tunnel endpoint's is `ip.gateway_*`.
+    const pool = ipGatewaysOf(conn.endpoint);
+    this.#gw4 = addressBytes(pool?.v4 ?? ip.gateway_v4);
+    this.#gw6 = addressBytes(pool?.v6 ?? ip.gateway_v6);
     this.#mtu = ip.mtu;
     this.#maxPending = ip.max_pending_packets;
     this.#offrampPath = ip.offramp;
