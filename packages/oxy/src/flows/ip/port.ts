@@ -23,7 +23,7 @@ export interface IpTunnelPort {
   readonly closed: boolean;
 }
 
-/** The IP→TCP upgrade service (flows/ip/tcp-upgrade.ts, built by branch l3tcp): one per process, started on first use. */
+/** The IP→TCP upgrade service (flows/ip/tcp-upgrade.ts): one per process, started on first use. */
 export interface TcpUpgrade {
   /** A packet (client → destination) of a TCP flow that the flow decision upgraded; replies go back through `port.send`. The kernel-accepted stream runs in the stream runner with egress target = the original destination, or `redirect` when set. */
   fromClient(port: IpTunnelPort, packet: IpPacket, redirect: SocketAddr | null): void;
