@@ -18,8 +18,8 @@ import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
 import { carryStream } from '../stream/runner.ts';
+import { reasonOf } from './exchange.ts';
 import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
-import { reasonOf } from './lean-forward.ts';
 import { runRequestHook } from './request-hook.ts';
 
 function destroyOnFinish(this: Duplex): void {

@@ -1,20 +1,27 @@
 /**
- * A lean keep-alive HTTP/1.1 client for forwarded requests without a body: the request head is
- * serialised by hand and written in one call, the response is parsed by llhttp (the same native
- * parser, in strict mode, that `node:http` uses) and handed to a sink as it arrives. It exists
- * because `http.request` + `Agent` + `pipe` cost more per request than the proxy's own work:
- * a `ClientRequest`, an `IncomingMessage`, two pipes and a dozen listeners per request. Here a
- * connection carries its listeners for life and a request costs one object.
+ * The HTTP/1.1 client of the proxy: every forwarded request (HTTP/1.1 and HTTP/2 on-ramps, any
+ * body) goes upstream through this keep-alive pool. The request head is serialised by the
+ * caller and written in one call; a body follows, streamed with backpressure in its framing
+ * (`Content-Length` as given, or chunked with trailers); the response is parsed by llhttp (the
+ * same native parser, in strict mode, that `node:http` uses) and handed to a sink as it
+ * arrives, trailers included. One object per connection carries its listeners for life; a
+ * request costs one object.
  *
  * New connections come from the egress pipeline (`connectDirect`, then
- * `handleConnectionEstablished`), exactly as for the `http.Agent` in `egress/agent.ts`; pool
- * keys are the caller's (see there for why they may include the client connection's id).
+ * `handleConnectionEstablished`); an `https` target then gets TLS from `connectTls`
+ * (`offramps/tls/connect.ts`: verified against `rt.upstreamTrust`, ALPN `http/1.1`; a
+ * verification failure is a 502 naming the reason, never a retry in the clear). Pool keys are
+ * the caller's and name the scheme (`flows/http/exchange.ts`, `routeFor`, says why they may
+ * include the client connection's id).
  *
  * Ordering rules: a connection returns to the pool only after a complete response that llhttp
- * says may be followed by another; anything unexpected (bytes without a request, a parse error,
- * a 101) destroys it. A request that fails on a reused connection before any response byte
- * (the upstream closed it while it sat idle) is retried once on a new connection: it had no
- * body, so it can be sent again.
+ * says may be followed by another, and only once the request body was sent whole; anything
+ * unexpected (bytes without a request, a parse error, a 101) destroys it. 1xx answers go to the
+ * sink's `onInformational` (a `100 Continue` is relayed) and the final answer follows. A
+ * bodiless idempotent request that fails on a reused connection before any response byte (the
+ * upstream closed it while it sat idle) is retried once on a new connection; nothing else is.
+ * `egress.response_timeout` runs from the end of the request (its body sent) to the response
+ * head.
  */
 import http from 'node:http';
 import { createRequire } from 'node:module';
@@ -27,6 +34,7 @@ import { connectDirect, established } from '../../egress/connect.ts';
 import { OXY_ERR, OxyError, toOxyError } from '../../errors.ts';
 import { offloadWrites, writeDirect } from '../../flows/stream/offload.ts';
 import type { Runtime } from '../../runtime.ts';
+import { connectTls } from '../tls/connect.ts';
 
 /** Node's binding of llhttp (`_http_common`), typed with the members used here. */
 interface NativeParser {
@@ -64,26 +72,54 @@ export interface ResponseSink {
    * again if a reused one turned out closed and the request is retried on a new one.
    */
   onUpstream(upstream: string, reused: boolean): void;
+  /** A 1xx answer other than 101 (`100 Continue`, `103 Early Hints`); the final one follows. */
+  onInformational(status: number, rawHeaders: string[]): void;
   /** The final (non-1xx) response head; `rawHeaders` is `[name, value, …]` as received. */
   onHead(status: number, statusText: string, rawHeaders: string[]): void;
   /** A piece of the body. Return false to pause the upstream until `resume` is called. */
   onBody(chunk: Buffer, resume: () => void): boolean;
-  /** The response is complete; `last` is a final piece of body not yet given to `onBody`. */
-  onEnd(last: Buffer | null): void;
+  /**
+   * The response is complete; `last` is a final piece of body not yet given to `onBody`,
+   * `trailers` the trailer fields of a chunked body (`[name, value, …]`), if any.
+   */
+  onEnd(last: Buffer | null, trailers: string[] | null): void;
   /** The exchange failed; `responded` says whether `onHead` was called. */
   onError(e: OxyError, responded: boolean): void;
 }
 
+/** Where a request body is written, once its head left. */
+export interface BodyOut {
+  /** Sends a piece (framed when chunked); false when the connection is full: wait for `onDrain`. */
+  write(chunk: Buffer): boolean;
+  /** Calls `fn` once the connection can take more. */
+  onDrain(fn: () => void): void;
+  /** The body is complete; `trailers` (`[name, value, …]`) are sent when the body is chunked. */
+  end(trailers: readonly string[] | null): void;
+}
+
+/** A request body the pool sends after the head. */
+export interface RequestBody {
+  /** True: chunked framing (the head says `Transfer-Encoding: chunked`); false: as the head's `Content-Length` says. */
+  readonly chunked: boolean;
+  /** The head left on a connection: send the body through `out`. Called at most once. */
+  start(out: BodyOut): void;
+}
+
 /** What the pool needs to open a connection when none is idle. */
 export interface UpstreamTarget {
-  /** The pool key (see `egress/agent.ts`). */
+  /** The pool key: names the scheme, the address and, when it matters, the client connection. */
   readonly key: string;
   readonly egress: EgressState;
   /** The address to connect to: the decided target or the upstream proxy. */
   readonly addr: SocketAddr;
   /** True for an upstream proxy: no `handleUpstreamIps`, no blocklist. */
   readonly trusted: boolean;
+  /** For an `https` origin: the name (or IP literal) its certificate must match; null in the clear. */
+  readonly tls: string | null;
 }
+
+/** Methods a request may be sent twice with (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 /** One request: what was sent, where its response goes, and how far it got. */
 class Exchange implements PendingRequest {
@@ -91,21 +127,34 @@ class Exchange implements PendingRequest {
   readonly isHead: boolean;
   readonly sink: ResponseSink;
   readonly target: UpstreamTarget;
+  readonly body: RequestBody | null;
+  /** A bodiless idempotent request: may be sent again if a reused connection turns out closed. */
+  readonly retriable: boolean;
   /** On a connection reused from the pool (a failure before the response may be retried). */
   reused = false;
   responded = false;
   gotBytes = false;
   aborted = false;
+  /** The request (head and body) was sent whole. */
+  sent = false;
   pending: Buffer | null = null;
   conn: UpstreamConnection | null = null;
-  /** Fires when no response head arrived within `egress.response_timeout`. */
+  /** Fires when no response head arrived within `egress.response_timeout` of the request's end. */
   timer: NodeJS.Timeout | undefined;
 
-  constructor(target: UpstreamTarget, head: string, isHead: boolean, sink: ResponseSink) {
+  constructor(
+    target: UpstreamTarget,
+    method: string,
+    head: string,
+    sink: ResponseSink,
+    body: RequestBody | null,
+  ) {
     this.target = target;
     this.head = head;
-    this.isHead = isHead;
+    this.isHead = method === 'HEAD';
     this.sink = sink;
+    this.body = body;
+    this.retriable = body === null && IDEMPOTENT.has(method);
   }
 
   abort(): void {
@@ -117,6 +166,52 @@ class Exchange implements PendingRequest {
       c.exchange = null;
       c.destroy();
     }
+  }
+}
+
+/** The request body's way onto one connection; writes after the exchange left it are dropped. */
+class ConnectionBodyOut implements BodyOut {
+  readonly #conn: UpstreamConnection;
+  readonly #ex: Exchange;
+  readonly #chunked: boolean;
+  #ended = false;
+
+  constructor(conn: UpstreamConnection, ex: Exchange, chunked: boolean) {
+    this.#conn = conn;
+    this.#ex = ex;
+    this.#chunked = chunked;
+  }
+
+  #live(): boolean {
+    return !this.#ended && this.#conn.exchange === this.#ex && !this.#conn.dead;
+  }
+
+  write(chunk: Buffer): boolean {
+    if (!this.#live() || chunk.length === 0) return true;
+    const s = this.#conn.socket;
+    if (!this.#chunked) return s.write(chunk);
+    s.cork();
+    s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    s.write(chunk);
+    const ok = s.write('\r\n', 'latin1');
+    s.uncork();
+    return ok;
+  }
+
+  onDrain(fn: () => void): void {
+    this.#conn.socket.once('drain', fn);
+  }
+
+  end(trailers: readonly string[] | null): void {
+    if (!this.#live()) return;
+    this.#ended = true;
+    if (this.#chunked) {
+      let last = '0\r\n';
+      if (trailers !== null)
+        for (let i = 0; i + 1 < trailers.length; i += 2) last += `${trailers[i]}: ${trailers[i + 1]}\r\n`;
+      this.#conn.socket.write(`${last}\r\n`, 'latin1');
+    }
+    this.#conn.requestSent(this.#ex);
   }
 }
 
@@ -156,9 +251,10 @@ class UpstreamConnection {
     p[HTTPParser.kOnMessageComplete] = this.#onMessageComplete;
     this.#parser = p;
     // Like Node's HTTP server: a plain TCP socket is read by the parser itself, in C++, so a
-    // response costs no Buffer, stream push or 'data' event in JS. Other streams (a hook's
+    // response costs no Buffer, stream push or 'data' event in JS. Other streams (TLS, a hook's
     // `tcpConnectOverride`) are fed through 'data'.
-    const handle = (socket as { _handle?: StreamHandle | null })._handle ?? null;
+    const plain = (socket as { encrypted?: boolean }).encrypted !== true;
+    const handle = plain ? ((socket as { _handle?: StreamHandle | null })._handle ?? null) : null;
     if (handle !== null && handle.isStreamBase === true && handle._consumed !== true) {
       handle._consumed = true;
       p.consume(handle);
@@ -173,7 +269,7 @@ class UpstreamConnection {
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
     // The request heads are written on the addon's reactor thread (a plain TCP socket only).
-    if (handle !== null) offloadWrites(socket as net.Socket);
+    if (this.#handle !== null) offloadWrites(socket as net.Socket);
     const s = socket as Partial<net.Socket>;
     if (typeof s.setTimeout === 'function') {
       s.setTimeout(pool.idleTimeout);
@@ -181,22 +277,26 @@ class UpstreamConnection {
     }
   }
 
-  /** Sends `ex` on this connection. */
+  /** Sends `ex` on this connection: the head at once, then its body (if any) as it comes. */
   send(ex: Exchange): void {
     this.exchange = ex;
     this.#keepAlive = false;
-    const limit = this.#pool.responseTimeout;
-    if (limit > 0) {
-      clearTimeout(ex.timer);
-      ex.timer = setTimeout(() => {
-        if (this.exchange !== ex || ex.responded) return;
-        ex.reused = false; // not retried: the upstream is slow, not gone
-        this.#fail(
-          new OxyError(OXY_ERR.RESPONSE_TIMEOUT, 'upstream response timeout', { source: 'upstream' }),
-        );
-      }, limit);
-    }
     writeDirect(this.socket as net.Socket, ex.head, 'latin1');
+    if (ex.body === null) this.requestSent(ex);
+    else ex.body.start(new ConnectionBodyOut(this, ex, ex.body.chunked));
+  }
+
+  /** The request went out whole: its response head must now come within `egress.response_timeout`. */
+  requestSent(ex: Exchange): void {
+    ex.sent = true;
+    const limit = this.#pool.responseTimeout;
+    if (limit <= 0 || ex.responded) return;
+    clearTimeout(ex.timer);
+    ex.timer = setTimeout(() => {
+      if (this.exchange !== ex || ex.responded) return;
+      ex.reused = false; // not retried: the upstream is slow, not gone
+      this.#fail(new OxyError(OXY_ERR.RESPONSE_TIMEOUT, 'upstream response timeout', { source: 'upstream' }));
+    }, limit);
   }
 
   readonly #onData = (data: Buffer): void => {
@@ -264,7 +364,8 @@ class UpstreamConnection {
         this.#fail(new Error('upstream switched protocols without being asked'));
         return 0;
       }
-      this.#informational = true; // 1xx: dropped, the final response follows
+      this.#informational = true; // the final response follows
+      ex.sink.onInformational(status, raw);
       return 0;
     }
     this.#keepAlive = keepAlive;
@@ -292,9 +393,17 @@ class UpstreamConnection {
     this.exchange = null;
     const last = ex.pending;
     ex.pending = null;
-    if (this.#keepAlive && !this.#dead) this.#pool.release(this);
+    // Trailers of a chunked body arrive as fields after the head.
+    let trailers: string[] | null = null;
+    if (this.#headers.length > 0) {
+      trailers = this.#headers;
+      this.#headers = [];
+    }
+    // A response that ended before the request body did (a 413, say) leaves the connection
+    // mid-request: it cannot carry another.
+    if (this.#keepAlive && !this.#dead && ex.sent) this.#pool.release(this);
     else this.destroy();
-    ex.sink.onEnd(last);
+    ex.sink.onEnd(last, trailers);
   };
 
   readonly #onEnd = (): void => {
@@ -327,7 +436,7 @@ class UpstreamConnection {
       this.destroy(); // idle past pool_idle_timeout
       return;
     }
-    // A long response (reads in C++ do not touch the timer): arm it again for when it is idle.
+    // A long exchange (reads in C++ do not touch the timer): arm it again for when it is idle.
     (this.socket as net.Socket).setTimeout(this.#pool.idleTimeout);
   };
 
@@ -339,7 +448,7 @@ class UpstreamConnection {
     this.destroy();
     if (ex === null) return;
     if (ex.aborted) return;
-    if (ex.reused && !ex.gotBytes) {
+    if (ex.reused && ex.retriable && !ex.gotBytes) {
       this.#pool.retry(ex);
       return;
     }
@@ -384,11 +493,18 @@ export class HttpPool {
   }
 
   /**
-   * Sends a bodiless request (`head` is the whole serialised head, ending in an empty line) to
-   * `target`, on an idle connection or a new one; the response goes to `sink`.
+   * Sends a request to `target`, on an idle connection or a new one: `head` is the whole
+   * serialised head (ending in an empty line, its framing fields matching `body`), `body` what
+   * follows it (null: none). The response goes to `sink`.
    */
-  request(target: UpstreamTarget, head: string, isHead: boolean, sink: ResponseSink): PendingRequest {
-    const ex = new Exchange(target, head, isHead, sink);
+  request(
+    target: UpstreamTarget,
+    method: string,
+    head: string,
+    sink: ResponseSink,
+    body: RequestBody | null = null,
+  ): PendingRequest {
+    const ex = new Exchange(target, method, head, sink, body);
     const list = this.#idle.get(target.key);
     let conn = list?.pop();
     // A socket Node destroyed (a write error) whose events have not run yet is not reused.
@@ -411,33 +527,53 @@ export class HttpPool {
   #open(ex: Exchange): void {
     const rt = this.#rt;
     const t = ex.target;
-    connectDirect(rt, t.egress, t.addr, t.trusted).then(
-      ({ socket, remote }) => {
-        if (ex.aborted || this.#closed) {
-          socket.destroy();
-          return;
-        }
-        try {
-          established(rt, t.egress, socket, remote);
-        } catch (e) {
-          ex.sink.onError(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream'), false);
-          return;
-        }
-        const conn = new UpstreamConnection(this, t.key, socket, remote);
-        ex.conn = conn;
-        ex.sink.onUpstream(conn.upstream, false);
-        conn.send(ex);
-      },
-      (e: unknown) => {
-        if (!ex.aborted) ex.sink.onError(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream'), false);
-      },
-    );
+    const failed = (e: unknown): void => {
+      if (!ex.aborted) ex.sink.onError(toOxyError(e, OXY_ERR.UPSTREAM_FAILED, 'upstream'), false);
+    };
+    connectDirect(rt, t.egress, t.addr, t.trusted).then(({ socket, remote }) => {
+      if (ex.aborted || this.#closed) {
+        socket.destroy();
+        return;
+      }
+      try {
+        established(rt, t.egress, socket, remote);
+      } catch (e) {
+        socket.destroy();
+        failed(e);
+        return;
+      }
+      if (t.tls === null) {
+        this.#start(ex, socket, remote);
+        return;
+      }
+      // Verified TLS over the connection egress made; a failure is the exchange's (502 with
+      // the reason), never a retry in the clear.
+      connectTls({
+        host: t.tls,
+        port: t.addr.port,
+        trust: rt.upstreamTrust,
+        socket,
+        alpn: ['http/1.1'],
+        timeoutMs: rt.settings.egress.connect_timeout,
+      }).then(({ socket: tlsSocket }) => {
+        if (ex.aborted || this.#closed) tlsSocket.destroy();
+        else this.#start(ex, tlsSocket, remote);
+      }, failed);
+    }, failed);
+  }
+
+  #start(ex: Exchange, socket: Duplex, remote: SocketAddr): void {
+    const conn = new UpstreamConnection(this, ex.target.key, socket, remote);
+    ex.conn = conn;
+    ex.sink.onUpstream(conn.upstream, false);
+    conn.send(ex);
   }
 
   /** Sends an exchange again on a new connection (its reused one turned out to be closed). */
   retry(ex: Exchange): void {
     ex.reused = false;
     ex.gotBytes = false;
+    ex.sent = false;
     ex.conn = null;
     this.#open(ex);
   }

@@ -25,8 +25,8 @@
  */
 import type net from 'node:net';
 import type { EndpointState, IngressConnection } from '../../context/state.ts';
+import { type ExchangeResponse, type ForwardRun, forwardRequest } from '../../flows/http/exchange.ts';
 import { type AbsoluteTarget, parseAbsoluteTarget, parseAuthority } from '../../flows/http/headers.ts';
-import { forwardBodiless, type LeanForward, type LeanResponse } from '../../flows/http/lean-forward.ts';
 import { writeRawResponse } from '../../flows/http/upgrade.ts';
 import type { Runtime } from '../../runtime.ts';
 import { httpEndpoint } from '../../settings.ts';
@@ -93,7 +93,7 @@ interface Ramp {
 }
 
 /** One client connection while this on-ramp owns it. */
-class LeanConnection implements LeanResponse, HeadSink {
+class LeanConnection implements ExchangeResponse, HeadSink {
   readonly socket: LeanSocket;
   readonly conn: IngressConnection;
   readonly ramp: Ramp;
@@ -103,7 +103,7 @@ class LeanConnection implements LeanResponse, HeadSink {
   /** Bytes received while a response was under way, or before HTTP/2 was ruled out. */
   #held: Buffer[] | null = null;
   #sniff: boolean;
-  #run: LeanForward | null = null;
+  #run: ForwardRun | null = null;
   #inFlight = false;
   /** The client sent FIN while a response was under way: close once it is written. */
   #clientEnded = false;
@@ -219,13 +219,11 @@ class LeanConnection implements LeanResponse, HeadSink {
     this.#inFlight = true;
     this.#out.reset(method);
     const { rt } = this.ramp;
-    const run = forwardBodiless(
+    const run = forwardRequest(
       rt,
-      this.ramp.h1.agent.pool,
+      this.ramp.h1.pool,
       this.conn,
-      method,
-      target,
-      this.rawHeaders,
+      { method, target, rawHeaders: this.rawHeaders, body: null, expectContinue: false },
       this,
     );
     if (this.#inFlight) this.#run = run;
@@ -300,7 +298,7 @@ class LeanConnection implements LeanResponse, HeadSink {
     }
   }
 
-  // LeanResponse: the forwarding path's response, framed onto the socket by `#out`.
+  // ExchangeResponse: the forwarding path's response, framed onto the socket by `#out`.
 
   head(status: number, statusText: string, rawHeaders: readonly string[]): void {
     this.#out.head(status, statusText, rawHeaders, this.#closeAfter());
@@ -315,9 +313,22 @@ class LeanConnection implements LeanResponse, HeadSink {
     return this.#out.body(chunk, resume);
   }
 
-  end(last: Buffer | null): void {
-    this.#out.end(last);
+  end(last: Buffer | null, trailers: readonly string[] | null): void {
+    this.#out.end(last, trailers);
     this.#exchangeDone();
+  }
+
+  answer(status: number, rawHeaders: readonly string[], body: string | Uint8Array): void {
+    this.#out.answer(status, rawHeaders, body, this.#closeAfter());
+    this.#exchangeDone();
+  }
+
+  informational(status: number, rawHeaders: readonly string[]): void {
+    this.#out.informational(status, rawHeaders);
+  }
+
+  bodyUnread(): void {
+    this.#clientEnded = true; // the rest of the body is unread: no further request on this connection
   }
 
   fail(status: number, body: string): void {

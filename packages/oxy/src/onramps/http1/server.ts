@@ -13,12 +13,12 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { log } from 'foundations/telemetry';
 import type { EndpointState, IngressConnection } from '../../context/state.ts';
-import { EgressAgent } from '../../egress/agent.ts';
 import { serveForward } from '../../flows/http/forward.ts';
 import { parseAbsoluteTarget, parseAuthority, rawToHeaders } from '../../flows/http/headers.ts';
 import { serveUpgrade, writeRawResponse } from '../../flows/http/upgrade.ts';
 import { isOffloaded } from '../../flows/stream/offload.ts';
 import type { HttpHeaders, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
+import { HttpPool } from '../../offramps/http/pool.ts';
 import type { Runtime } from '../../runtime.ts';
 import { httpEndpoint } from '../../settings.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
@@ -204,8 +204,8 @@ export function answerClientError(
 /** The `node:http` on-ramp's handle: `serve` for a new connection, `adopt` for one mid-way. */
 export interface Http1OnRamp extends SocketOnRamp {
   readonly server: http.Server;
-  /** The upstream agent (and its lean pool) this endpoint forwards through. */
-  readonly agent: EgressAgent;
+  /** The keep-alive upstream pool this endpoint forwards through. */
+  readonly pool: HttpPool;
   /**
    * Takes over a connection whose first bytes were already read (and pushed back with
    * `unshift`) by another reader: no silent-client timer, the parser starts with those bytes.
@@ -243,7 +243,7 @@ function upgradeHandler(
 /** Creates the HTTP/1.1 on-ramp of `endpoint`. */
 export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1OnRamp {
   const ep = httpEndpoint(endpoint.settings);
-  const agent = new EgressAgent(rt);
+  const pool = new HttpPool(rt);
   const server = http.createServer({
     maxHeaderSize: ep.max_header_size,
     headersTimeout: ep.header_read_timeout,
@@ -278,7 +278,7 @@ export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1On
       res.end(body);
       return;
     }
-    serveForward(rt, agent, conn, req, res, target);
+    serveForward(rt, pool, conn, req, res, target);
   });
 
   server.on('connect', (req: http.IncomingMessage, socket: Duplex, early: Buffer) => {
@@ -350,7 +350,7 @@ export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1On
   return {
     protocol: 'http/1.1',
     server,
-    agent,
+    pool,
     adopt(socket: net.Socket, conn: IngressConnection): void {
       (socket as TaggedSocket)[kConn] = conn;
       server.emit('connection', socket);
@@ -360,7 +360,7 @@ export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1On
     },
     close(): void {
       server.close();
-      agent.destroy();
+      pool.destroy();
     },
     serve(socket: net.Socket, conn: IngressConnection): void {
       (socket as TaggedSocket)[kConn] = conn;
