@@ -11,7 +11,11 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import type { IngressConnection } from '../src/context/state.ts';
+import { serveHttp1Stream } from '../src/onramps/http1/lean.ts';
+import type { Runtime } from '../src/runtime.ts';
 import {
+  connectTunnel,
   type HttpUpstream,
   hooksApp,
   rawConnect,
@@ -110,6 +114,7 @@ test('a large Content-Length body streams up whole', async () => {
 });
 
 test('a final answer before the body ends the exchange: relayed, and the client connection closed', async () => {
+  const before = proxy.auditRecords().length;
   const c = rawConnect(
     proxy.address(),
     `POST http://${early.authority}/ HTTP/1.1\r\nHost: ${early.authority}\r\nContent-Length: 100000\r\n\r\nabc`,
@@ -118,7 +123,7 @@ test('a final answer before the body ends the exchange: relayed, and the client 
   const text = await readUntil(c, 'too large');
   assert.match(text, /^HTTP\/1\.1 413/);
   await waitForClose(c);
-  const record = proxy.auditRecords().at(-1);
+  const record = (await proxy.waitForAudit(before + 1))[before];
   assert.equal(record?.status, 413);
   assert.equal(record?.close_reason, 'done');
 });
@@ -170,5 +175,39 @@ test('a POST on a reused connection the upstream closed is not sent again', asyn
     agent.destroy();
   } finally {
     await flaky.close();
+  }
+});
+
+test('serveHttp1Stream serves HTTP/1.1 inside a tunnel: origin-form requests go to the given origin, bodies too', async () => {
+  let rt: Runtime | null = null;
+  const inner = await startApp(
+    hooksApp({
+      tunnel: {
+        getAppTunnelPipeline: (ctx) => async (client, upstreamSide) => {
+          upstreamSide.destroy();
+          const ingress = ctx.ingress as unknown as IngressConnection;
+          serveHttp1Stream(rt as Runtime, ingress.endpoint, client, ingress, {
+            origin: { scheme: 'http', authority: upstream.authority },
+          });
+          await new Promise((resolve) => client.once('close', resolve));
+        },
+      },
+    }),
+  );
+  rt = inner.proxy.runtime;
+  try {
+    const t = await connectTunnel(inner.address(), upstream.authority);
+    assert.equal(t.status, 200);
+    t.socket.write(
+      'POST /echo HTTP/1.1\r\nHost: inside\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-sum: 3\r\n\r\n',
+    );
+    const text = await readUntil(t.socket, /0\r\n(?:[^\r\n]+\r\n)*\r\n$/);
+    assert.match(text, /^HTTP\/1\.1 200/);
+    assert.match(text, /got 3 bytes, framing chunked/);
+    assert.match(text, /x-back: sum was 3/i);
+    assert.equal(upstream.requests.at(-1)?.url, '/echo');
+    t.socket.destroy();
+  } finally {
+    await inner.stop();
   }
 });

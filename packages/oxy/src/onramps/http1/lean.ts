@@ -1,33 +1,44 @@
 /**
- * The lean HTTP/1.1 on-ramp of a cleartext `http` endpoint: the proxy's two hot paths without
- * `node:http`. Each connection gets one object; request heads are parsed by llhttp (Node's own
- * binding, strict, the same parser `node:http` uses, with the same `max_header_size`) and then:
+ * The HTTP/1.1 on-ramp: the server side of the one HTTP/1.1 exchange engine, on any stream (a
+ * plain TCP socket, a TLS socket from a TLS endpoint, an intercepted or tunnelled stream). Each
+ * connection gets one object; requests are parsed by llhttp (`request-parser.ts`: Node's own
+ * binding, strict, with `max_header_size`), heads and bodies, and then:
  *
- * - `CONNECT host:port` → the tunnel pipeline at once (no `IncomingMessage`, no server parser
- *   kept: the parser goes back to a free list when the head is read);
- * - an HTTP/1.1 absolute-form `http://` request without a body, when no `handleRequest` or
- *   `handleResponse` hook is installed → the lean forwarding path, whose response is written
- *   straight onto the socket (head and a small body in one write);
- * - anything else (a body, an `Upgrade`, HTTP/1.0, an origin-form target, `Expect`, hooks that
- *   may rewrite the exchange) → the `node:http` on-ramp (`server.ts`) takes the connection over
- *   for the rest of its life: the head is serialised again (llhttp accepted it, so `node:http`
- *   reads it the same) and pushed back with the bytes after it.
- * - The HTTP/2 preface (prior knowledge, when HTTP/2 is on) → the HTTP/2 on-ramp, with the bytes
- *   read so far pushed back.
+ * - `CONNECT host:port` → the tunnel pipeline (the parser stops after the head);
+ * - `Upgrade` → a protocol the proxy speaks itself (MASQUE's `connect-udp`, registered with
+ *   `handleUpgradeProtocol`), or the forwarding upgrade pipeline (`flows/http/upgrade.ts`: the
+ *   101 switches both sides into the stream runner);
+ * - anything else → the exchange engine (`flows/http/exchange.ts`): absolute-form targets, and
+ *   origin-form ones where the stream serves an origin ({@link Http1StreamOptions.origin});
+ *   bodies in either framing with trailers, `Expect: 100-continue` carried upstream (the 100,
+ *   or the final answer, relayed), HTTP/1.0 (no chunked framing: a body without a length ends
+ *   with the connection). The response is framed straight onto the stream (`socket-response.ts`).
+ * - The HTTP/2 preface (prior knowledge, cleartext, when HTTP/2 is on) → the HTTP/2 on-ramp,
+ *   with the bytes read so far pushed back.
  *
- * Ordering rules: one request at a time per connection: bytes that arrive while a response is
- * under way (pipelining) are held and parsed once it is done, so responses leave in order. Bad
- * input is answered as `node:http` answers it (400 for a malformed head, 431 over
- * `max_header_size`, 408 when a head takes longer than `header_read_timeout`), and closes the
- * connection. A client that sends nothing within `header_read_timeout` is closed; an idle
- * keep-alive connection after `idle_timeout`. Timeouts are checked by one sweep per endpoint,
- * not a timer per connection.
+ * Ordering rules: pipelined requests are parsed as they arrive and served one at a time, their
+ * responses in order; while one is served, the stream is paused once another head is queued,
+ * so what is buffered stays within one read. Bad input is answered as `node:http` answers it
+ * (400 for a malformed head or body, 431 over `max_header_size`, 408 when a head takes longer
+ * than `header_read_timeout`, 417 for an `Expect` other than `100-continue`) after the
+ * responses before it, and closes the connection. A client that sends nothing within
+ * `header_read_timeout` is closed; an idle keep-alive connection after `idle_timeout`.
+ * Timeouts are checked by one sweep per endpoint, not a timer per connection.
  */
 import type net from 'node:net';
-import type { EndpointState, IngressConnection } from '../../context/state.ts';
-import { type ExchangeResponse, type ForwardRun, forwardRequest } from '../../flows/http/exchange.ts';
-import { type AbsoluteTarget, parseAbsoluteTarget, parseAuthority } from '../../flows/http/headers.ts';
-import { writeRawResponse } from '../../flows/http/upgrade.ts';
+import type { Duplex } from 'node:stream';
+import type { RequestKind } from '../../context/contexts.ts';
+import type { EndpointState, IngressConnection, RequestState } from '../../context/state.ts';
+import { OXY_ERR, OxyError } from '../../errors.ts';
+import type { BodySink, BodySource, ExchangeResponse, ForwardRun } from '../../flows/http/exchange.ts';
+import { forwardRequest } from '../../flows/http/exchange.ts';
+import {
+  type AbsoluteTarget,
+  parseAbsoluteTarget,
+  parseAuthority,
+  rawToHeaders,
+} from '../../flows/http/headers.ts';
+import { serveUpgrade, writeRawResponse } from '../../flows/http/upgrade.ts';
 import type { Runtime } from '../../runtime.ts';
 import { httpEndpoint } from '../../settings.ts';
 import { inConnectionContext } from '../../telemetry/fork.ts';
@@ -35,15 +46,27 @@ import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { serveConnect } from '../../tunnels/connect.ts';
 import { classifyPreface } from '../http2/preface.ts';
 import type { SocketOnRamp } from '../ingress.ts';
-import { type HeadSink, type RequestParser, releaseParser, takeParser } from './request-parser.ts';
+import { type ParsedHead, READ_BODY, RequestParser, STOP_AFTER_HEAD } from './request-parser.ts';
 import {
   answerClientError,
   answerHeadProblem,
   Http1ConnectExchange,
   type Http1OnRamp,
+  type Http1RequestHead,
   headProblem,
+  upgradeHandler,
 } from './server.ts';
 import { SocketResponse } from './socket-response.ts';
+
+/** How {@link serveHttp1Stream} serves a stream. */
+export interface Http1StreamOptions {
+  /** The audit record's request kind of the requests on it (e.g. `intercepted`); default `forward`. */
+  readonly kind?: RequestKind;
+  /** The request the stream came in on (the tunnel of an intercepted or tunnelled stream). */
+  readonly parent?: RequestState;
+  /** Origin-form requests (`GET /path`) go to this origin; without it they are refused (400). */
+  readonly origin?: { readonly scheme: 'http' | 'https'; readonly authority: string };
+}
 
 function onlyEmptyLines(b: Buffer): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== 13 && b[i] !== 10) return false;
@@ -51,7 +74,7 @@ function onlyEmptyLines(b: Buffer): boolean {
 }
 
 // What a connection waits for, for the timeout sweep.
-/** A response is under way, or the connection left this on-ramp. */
+/** A request is being served, or the connection left this on-ramp. */
 const BUSY = 0;
 /** Nothing received yet. */
 const SILENT = 1;
@@ -61,7 +84,7 @@ const IDLE = 2;
 const HEAD = 3;
 
 const kLean = Symbol('oxy.lean');
-type LeanSocket = net.Socket & { [kLean]?: LeanConnection; _httpMessage?: unknown };
+type LeanSocket = Duplex & { [kLean]?: LeanConnection; _httpMessage?: unknown };
 
 function onSocketData(this: LeanSocket, chunk: Buffer): void {
   this[kLean]?.data(chunk);
@@ -73,14 +96,24 @@ function onSocketClose(this: LeanSocket): void {
   this[kLean]?.closed();
 }
 /** Leaves `socket` as `node:http` leaves an upgraded one: not flowing, the next reader starts it. */
-function setUnread(socket: net.Socket): void {
+function setUnread(socket: Duplex): void {
   (socket as { readableFlowing: boolean | null }).readableFlowing = null;
 }
+/** Closes `s` once what was written is flushed, even if the client keeps its side open. */
+function closeSoon(s: Duplex): void {
+  const sock = s as Partial<net.Socket>;
+  if (typeof sock.destroySoon === 'function') {
+    sock.destroySoon();
+    return;
+  }
+  s.once('finish', () => s.destroy());
+  s.end();
+}
 
-/** Errors end in 'close'; the tunnel or forwarding path reports what it needs. */
+/** Errors end in 'close'; the exchange or tunnel reports what it needs. */
 function onSocketError(): void {}
 
-/** The endpoint-wide part: settings, the sweep, the other on-ramps to hand over to. */
+/** The endpoint-wide part: settings, the pool, the sweep, the on-ramps to hand over to. */
 interface Ramp {
   readonly rt: Runtime;
   readonly endpoint: EndpointState;
@@ -92,47 +125,160 @@ interface Ramp {
   readonly idleTimeout: number;
 }
 
+/** One request on a connection: its head, and its body as the engine's {@link BodySource}. */
+class H1Request implements BodySource {
+  readonly head: ParsedHead;
+  readonly #conn: LeanConnection;
+  /** `Content-Length`, or -1 for chunked. */
+  length = -1;
+  hasBody = false;
+  expectContinue = false;
+  problem: [number, string] | null = null;
+  /** The whole message was parsed (its body, if any, included). */
+  complete = false;
+  #chunks: Buffer[] = [];
+  #trailers: string[] | null = null;
+  #sink: BodySink | null = null;
+  #paused = false;
+  #endSent = false;
+  #stopped = false;
+  readonly #resume = (): void => {
+    this.#paused = false;
+    this.#flush();
+    if (!this.#paused) this.#conn.resumeReading();
+  };
+
+  constructor(head: ParsedHead, conn: LeanConnection) {
+    this.head = head;
+    this.#conn = conn;
+  }
+
+  /** True when the body was not all read and handed on (the connection cannot carry another request). */
+  get unread(): boolean {
+    return this.#stopped || !this.complete;
+  }
+
+  push(chunk: Buffer): void {
+    if (this.#stopped) return;
+    this.#chunks.push(chunk);
+    if (this.#sink !== null && !this.#paused) this.#flush();
+  }
+
+  finish(trailers: string[] | null): void {
+    this.complete = true;
+    this.#trailers = trailers;
+    if (this.#sink !== null && !this.#paused) this.#flush();
+  }
+
+  fail(e: unknown): void {
+    const sink = this.#sink;
+    this.stop();
+    sink?.error(e);
+  }
+
+  start(sink: BodySink): void {
+    if (this.#stopped) return;
+    this.#sink = sink;
+    this.#flush();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#sink = null;
+    this.#chunks = [];
+  }
+
+  #flush(): void {
+    const sink = this.#sink;
+    if (sink === null) return;
+    while (this.#chunks.length > 0) {
+      const c = this.#chunks.shift() as Buffer;
+      if (!sink.data(c, this.#resume)) {
+        if (this.#sink === null) return;
+        this.#paused = true;
+        this.#conn.pauseReading();
+        return;
+      }
+      if (this.#sink === null) return;
+    }
+    if (this.complete && !this.#endSent) {
+      this.#endSent = true;
+      sink.end(this.#trailers);
+    }
+  }
+}
+
+/** What a head says about its body and `Expect` (llhttp validated the framing fields). */
+function describe(req: H1Request): void {
+  const raw = req.head.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    const n = name.length;
+    if (n !== 6 && n !== 14 && n !== 17) continue;
+    const lower = name.toLowerCase();
+    if (lower === 'transfer-encoding') {
+      req.hasBody = true;
+      req.length = -1;
+    } else if (lower === 'content-length') {
+      const len = Number(raw[i + 1]);
+      if (len > 0 && !req.hasBody) {
+        req.hasBody = true;
+        req.length = len;
+      }
+    } else if (lower === 'expect') {
+      if ((raw[i + 1] as string).trim().toLowerCase() === '100-continue' && req.head.version === 11)
+        req.expectContinue = true;
+      else req.problem = [417, 'expectation_failed'];
+    }
+  }
+  if (!req.hasBody) req.expectContinue = false;
+}
+
 /** One client connection while this on-ramp owns it. */
-class LeanConnection implements ExchangeResponse, HeadSink {
+class LeanConnection implements ExchangeResponse {
   readonly socket: LeanSocket;
   readonly conn: IngressConnection;
   readonly ramp: Ramp;
+  readonly #options: Http1StreamOptions;
   phase: number = SILENT;
   since = performance.now();
   #parser: RequestParser | null = null;
-  /** Bytes received while a response was under way, or before HTTP/2 was ruled out. */
-  #held: Buffer[] | null = null;
-  #sniff: boolean;
+  /** Requests parsed and not yet answered, in order; the first is served when `#active`. */
+  readonly #queue: H1Request[] = [];
+  /** The request whose body the parser is reading. */
+  #parsing: H1Request | null = null;
+  #active: H1Request | null = null;
   #run: ForwardRun | null = null;
-  #inFlight = false;
-  /** The client sent FIN while a response was under way: close once it is written. */
+  /** Bytes not given to the parser: after a head it stopped at, or before HTTP/2 was ruled out. */
+  #held: Buffer[] | null = null;
+  /** The parser stopped after a CONNECT, Upgrade or refused head: what follows is held raw. */
+  #stopped = false;
+  /** llhttp's error code for bad input after requests still to be answered. */
+  #parseError: string | null = null;
+  #sniff: boolean;
+  /** The client sent FIN: close once the responses under way are written. */
   #clientEnded = false;
+  /** The request served now leaves its body unread: the connection closes after its response. */
+  #closeAfterThis = false;
+  #readPaused = false;
   readonly #out: SocketResponse;
 
-  // The head just parsed (set by the parser callbacks).
-  ready = false;
-  version = 11;
-  method = '';
-  url = '';
-  rawHeaders: string[] = [];
-  upgrade = false;
-  keepAlive = true;
-  partHeaders: string[] = [];
-  partUrl = '';
-
-  constructor(socket: net.Socket, conn: IngressConnection, ramp: Ramp) {
+  constructor(
+    socket: Duplex,
+    conn: IngressConnection,
+    ramp: Ramp,
+    options: Http1StreamOptions,
+    sniff: boolean,
+  ) {
     this.socket = socket;
     this.conn = conn;
     this.ramp = ramp;
-    this.#sniff = ramp.http2 !== null;
+    this.#options = options;
+    this.#sniff = sniff;
     this.#out = new SocketResponse(socket);
   }
 
   data(chunk: Buffer): void {
-    if (this.#inFlight) {
-      this.#hold(chunk);
-      return;
-    }
     if (this.#sniff) {
       const bytes = this.#held === null ? chunk : Buffer.concat([...this.#held, chunk]);
       const verdict = classifyPreface(bytes);
@@ -153,17 +299,20 @@ class LeanConnection implements ExchangeResponse, HeadSink {
       }
       chunk = bytes;
     }
+    if (this.#stopped || this.#parseError !== null) {
+      this.#hold(chunk);
+      return;
+    }
     this.#execute(chunk);
   }
 
   #hold(chunk: Buffer): void {
     if (this.#held === null) this.#held = [];
-    const held = this.#held;
-    held.push(chunk);
-    // A client that pipelines more than a few heads' worth waits for the responses first.
+    this.#held.push(chunk);
+    // What follows a CONNECT or Upgrade head waits for its tunnel: no more than a few heads' worth.
     let n = 0;
-    for (const b of held) n += b.length;
-    if (n > this.ramp.maxHeaderSize * 4) this.socket.pause();
+    for (const b of this.#held) n += b.length;
+    if (n > this.ramp.maxHeaderSize * 4) this.pauseReading();
   }
 
   #waitingForHead(): void {
@@ -174,80 +323,161 @@ class LeanConnection implements ExchangeResponse, HeadSink {
   }
 
   #execute(buf: Buffer): void {
-    if (this.#parser === null) this.#parser = takeParser(this, this.ramp.maxHeaderSize);
-    const p = this.#parser;
-    const r = p.execute(buf);
+    if (this.#parser === null) this.#parser = new RequestParser(this.#events, this.ramp.maxHeaderSize);
+    const r = this.#parser.execute(buf);
     if (typeof r !== 'number') {
-      this.#leave();
-      answerClientError(this.ramp.endpoint, this.conn, this.socket, r.code ?? 'HPE_INVALID');
+      this.#badInput(r.code ?? 'HPE_INVALID');
       return;
     }
-    if (!this.ready) {
+    if (this.#stopped && r < buf.length) this.#hold(buf.subarray(r));
+    if (this.#active === null && this.#queue.length === 0 && !this.#stopped) {
       // Empty lines before a request line are ignored (RFC 9112 §2.2), as llhttp does: they do
       // not start a head, so an idle connection stays idle rather than getting a 408.
       if (this.phase === HEAD || !onlyEmptyLines(buf)) this.#waitingForHead();
       return;
     }
-    this.ready = false;
-    // Between heads the parser holds no state: give it back (an idle connection holds none).
+    this.#next();
+  }
+
+  /** llhttp refused the bytes: the body under way fails, and the client gets 400 (431, …) in turn. */
+  #badInput(code: string): void {
+    this.#parser?.release();
     this.#parser = null;
-    releaseParser(p);
-    this.#dispatch(r < buf.length ? buf.subarray(r) : null);
+    this.#parseError = code;
+    const parsing = this.#parsing;
+    this.#parsing = null;
+    if (parsing !== null && parsing === this.#active) {
+      // A malformed body of the request being served: that exchange fails (400 while its
+      // response has not started, else cut), and the connection closes after it.
+      this.#queue.length = 1;
+      parsing.fail(new OxyError(OXY_ERR.BAD_REQUEST, 'malformed request body', { source: 'downstream' }));
+      return;
+    }
+    if (parsing !== null) this.#queue.pop(); // its head was read, its body is not: not served
+    this.#next();
   }
 
-  #dispatch(rest: Buffer | null): void {
-    const problem = headProblem(Math.floor(this.version / 10), this.version % 10, this.rawHeaders);
-    if (problem !== null) {
-      this.#takeHeld(rest);
+  /** The parser's receiver. */
+  readonly #events = {
+    head: (head: ParsedHead): number => {
+      const req = new H1Request(head, this);
+      this.#queue.push(req);
+      this.phase = BUSY;
+      const problem = headProblem(Math.floor(head.version / 10), head.version % 10, head.rawHeaders);
+      if (problem !== null) req.problem = problem;
+      else describe(req);
+      if (req.problem !== null || head.method === 'CONNECT' || head.upgrade) {
+        this.#stopped = true;
+        return STOP_AFTER_HEAD;
+      }
+      // One request served and one more read ahead: the rest waits in the socket.
+      if (this.#queue.length > 1) this.pauseReading();
+      if (req.hasBody) this.#parsing = req;
+      else req.complete = true;
+      return READ_BODY;
+    },
+    body: (chunk: Buffer): void => {
+      this.#parsing?.push(chunk);
+    },
+    end: (trailers: string[] | null): void => {
+      const req = this.#parsing;
+      this.#parsing = null;
+      req?.finish(trailers);
+    },
+  };
+
+  pauseReading(): void {
+    if (this.#readPaused) return;
+    this.#readPaused = true;
+    this.socket.pause();
+  }
+
+  resumeReading(): void {
+    if (!this.#readPaused || this.socket[kLean] === undefined) return;
+    // Another head is queued behind the one served: it waits for its turn.
+    if (this.#queue.length > 1 && this.#parsing === null) return;
+    this.#readPaused = false;
+    this.socket.resume();
+  }
+
+  /** Serves the next queued request if none is under way. */
+  #next(): void {
+    if (this.#active !== null || this.socket[kLean] === undefined) return;
+    const req = this.#queue[0];
+    if (req === undefined) {
+      const code = this.#parseError;
+      if (code !== null) {
+        this.#leave();
+        answerClientError(this.ramp.endpoint, this.conn, this.socket, code);
+      }
+      return;
+    }
+    if (req.problem !== null) {
       this.#leave();
-      answerHeadProblem(this.ramp.endpoint, this.conn, this.socket, problem);
+      answerHeadProblem(this.ramp.endpoint, this.conn, this.socket, req.problem);
       return;
     }
-    const method = this.method;
-    if (method === 'CONNECT') {
-      this.#connect(rest);
+    if (req.head.method === 'CONNECT') {
+      this.#connect(req);
       return;
     }
-    const target = this.#leanTarget();
+    if (req.head.upgrade) {
+      this.#upgrade(req);
+      return;
+    }
+    const target = this.#targetOf(req.head.url);
     if (target === null) {
-      this.#handOver(rest);
+      this.#leave();
+      writeRawResponse(
+        this.socket,
+        400,
+        '400 a forward proxy needs an absolute-form http:// target or CONNECT\n',
+        ['Content-Type', 'text/plain'],
+      );
       return;
     }
-    this.phase = BUSY;
-    this.socket._httpMessage = this; // a drain sees a response under way
-    if (rest !== null) this.#hold(rest);
-    this.#inFlight = true;
-    this.#out.reset(method);
-    const { rt } = this.ramp;
-    const run = forwardRequest(
-      rt,
-      this.ramp.h1.pool,
-      this.conn,
-      { method, target, rawHeaders: this.rawHeaders, body: null, expectContinue: false },
-      this,
-    );
-    if (this.#inFlight) this.#run = run;
+    this.#serve(req, target);
   }
 
-  /** The target of a request the lean path can forward, or null. */
-  #leanTarget(): AbsoluteTarget | null {
-    if (this.version !== 11 || this.upgrade || !this.ramp.rt.fast.leanForward) return null;
-    const raw = this.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i] as string;
-      const n = name.length;
-      if (n !== 6 && n !== 14 && n !== 17) continue;
-      const lower = name.toLowerCase();
-      if (lower === 'transfer-encoding' || lower === 'expect') return null;
-      if (lower === 'content-length' && raw[i + 1] !== '0') return null;
+  #targetOf(url: string): AbsoluteTarget | null {
+    if (url.charCodeAt(0) === 47 /* / */) {
+      const origin = this.#options.origin;
+      if (origin === undefined) return null;
+      const addr = parseAuthority(origin.authority, origin.scheme === 'https' ? 443 : 80);
+      return addr === null ? null : { scheme: origin.scheme, authority: origin.authority, addr, path: url };
     }
-    const target = parseAbsoluteTarget(this.url);
+    const target = parseAbsoluteTarget(url);
     return target !== null && target.scheme === 'http' ? target : null;
   }
 
-  #connect(rest: Buffer | null): void {
-    const target = parseAuthority(this.url);
-    const early = this.#takeHeld(rest);
+  #serve(req: H1Request, target: AbsoluteTarget): void {
+    this.#active = req;
+    this.#closeAfterThis = false;
+    this.phase = BUSY;
+    this.socket._httpMessage = this; // a drain sees a response under way
+    const head = req.head;
+    this.#out.reset(head.method, head.version);
+    const run = forwardRequest(
+      this.ramp.rt,
+      this.ramp.h1.pool,
+      this.conn,
+      {
+        method: head.method,
+        target,
+        rawHeaders: head.rawHeaders,
+        body: req.hasBody ? req : null,
+        expectContinue: req.expectContinue,
+        ...(this.#options.kind === undefined ? {} : { kind: this.#options.kind }),
+      },
+      this,
+    );
+    if (this.#active === req) this.#run = run;
+  }
+
+  #connect(req: H1Request): void {
+    const url = req.head.url;
+    const target = parseAuthority(url);
+    const early = this.#takeHeld();
     this.#leave();
     const socket = this.socket;
     if (target === null) {
@@ -256,34 +486,48 @@ class LeanConnection implements ExchangeResponse, HeadSink {
     }
     // As node:http leaves a CONNECT socket: nobody reading, the tunnel's reader starts it.
     setUnread(socket);
-    const ex = new Http1ConnectExchange(this.url, this.rawHeaders, socket, early);
+    const ex = new Http1ConnectExchange(url, req.head.rawHeaders, socket, early);
     void serveConnect(this.ramp.rt, this.conn, ex, target);
   }
 
-  /** Gives the connection to the `node:http` on-ramp, starting with the head just parsed. */
-  #handOver(rest: Buffer | null): void {
-    let head = `${this.method} ${this.url} HTTP/${Math.floor(this.version / 10)}.${this.version % 10}\r\n`;
-    const raw = this.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
-    const after = this.#takeHeld(rest);
-    const bytes = Buffer.from(`${head}\r\n`, 'latin1');
+  #upgrade(req: H1Request): void {
+    const early = this.#takeHeld() ?? Buffer.alloc(0);
     this.#leave();
     const socket = this.socket;
-    socket.pause();
-    socket.unshift(after === null ? bytes : Buffer.concat([bytes, after]));
-    // Not from inside the socket's read callback: node:http takes over its handle.
-    process.nextTick(startHttp1, this);
+    setUnread(socket);
+    const h = req.head;
+    const head: Http1RequestHead = {
+      method: h.method,
+      url: h.url,
+      rawHeaders: h.rawHeaders,
+      headers: rawToHeaders(h.rawHeaders),
+      httpVersion: `${Math.floor(h.version / 10)}.${h.version % 10}`,
+    };
+    const upgrade = head.headers.upgrade;
+    const own = upgradeHandler(
+      this.ramp.h1.upgradeHandlers,
+      Array.isArray(upgrade) ? upgrade.join(',') : upgrade,
+    );
+    if (own !== undefined) {
+      own(head, socket, early, this.conn);
+      return;
+    }
+    const target = parseAbsoluteTarget(h.url);
+    if (target === null || target.scheme !== 'http') {
+      writeRawResponse(socket, 400, '400 Upgrade needs an absolute-form http:// target\n');
+      return;
+    }
+    void serveUpgrade(this.ramp.rt, this.conn, head, socket, early, target);
   }
 
-  #takeHeld(rest: Buffer | null): Buffer | null {
+  #takeHeld(): Buffer | null {
     const held = this.#held;
     this.#held = null;
-    if (held === null) return rest;
-    if (rest !== null) held.unshift(rest);
+    if (held === null || held.length === 0) return null;
     return held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held);
   }
 
-  /** This on-ramp lets go of the connection (handed over, tunnel, error, or closed). */
+  /** This on-ramp lets go of the connection (tunnel, upgrade, error, or closed). */
   #leave(): void {
     const s = this.socket;
     s.removeListener('data', onSocketData);
@@ -292,21 +536,30 @@ class LeanConnection implements ExchangeResponse, HeadSink {
     s[kLean] = undefined;
     this.phase = BUSY;
     this.ramp.live.delete(this);
-    if (this.#parser !== null) {
-      releaseParser(this.#parser);
-      this.#parser = null;
+    this.#parser?.release();
+    this.#parser = null;
+    if (this.#readPaused) {
+      this.#readPaused = false;
+      s.resume();
     }
   }
 
-  // ExchangeResponse: the forwarding path's response, framed onto the socket by `#out`.
+  // ExchangeResponse: the engine's response, framed onto the stream by `#out`.
 
   head(status: number, statusText: string, rawHeaders: readonly string[]): void {
     this.#out.head(status, statusText, rawHeaders, this.#closeAfter());
   }
 
-  /** The response in flight is the connection's last: the client asked, half-closed, or we drain. */
+  /** The response in flight is the connection's last: the client asked, half-closed, left its body, or we drain. */
   #closeAfter(): boolean {
-    return !this.keepAlive || this.#clientEnded || this.ramp.rt.draining;
+    const req = this.#active;
+    return (
+      req === null ||
+      !req.head.keepAlive ||
+      this.#clientEnded ||
+      this.#closeAfterThis ||
+      this.ramp.rt.draining
+    );
   }
 
   body(chunk: Buffer, resume: () => void): boolean {
@@ -318,59 +571,74 @@ class LeanConnection implements ExchangeResponse, HeadSink {
     this.#exchangeDone();
   }
 
+  fail(status: number, body: string): void {
+    this.#out.fail(status, body, this.#closeAfter());
+    this.#exchangeDone();
+  }
+
   answer(status: number, rawHeaders: readonly string[], body: string | Uint8Array): void {
     this.#out.answer(status, rawHeaders, body, this.#closeAfter());
     this.#exchangeDone();
   }
 
   informational(status: number, rawHeaders: readonly string[]): void {
+    // A 100 only to a client waiting for it; other 1xx to HTTP/1.1 clients (1.0 has none).
+    const req = this.#active;
+    if (req === null || req.head.version !== 11 || (status === 100 && !req.expectContinue)) return;
     this.#out.informational(status, rawHeaders);
   }
 
   bodyUnread(): void {
-    this.#clientEnded = true; // the rest of the body is unread: no further request on this connection
-  }
-
-  fail(status: number, body: string): void {
-    this.#out.fail(status, body, this.#closeAfter());
-    this.#exchangeDone();
+    this.#closeAfterThis = true;
   }
 
   #exchangeDone(): void {
-    this.#inFlight = false;
+    const req = this.#active;
+    this.#active = null;
     this.#run = null;
+    this.#queue.shift();
     const s = this.socket;
     s._httpMessage = null;
     if (s.destroyed || s[kLean] === undefined) return;
-    if (this.#out.closeAfter || this.#clientEnded) {
+    if (this.#out.closeAfter || this.#clientEnded || this.#closeAfterThis || req?.unread === true) {
       this.#leave();
       // As node:http: closed once the response is flushed, even if the client keeps its side
       // open (the socket is half-open, and may be paused with pipelined requests unread).
-      s.destroySoon();
+      closeSoon(s);
       return;
     }
-    this.phase = IDLE;
+    this.phase = this.#queue.length > 0 ? BUSY : IDLE;
     this.since = performance.now();
-    if (this.#held !== null) process.nextTick(continueHeld, this);
-    else if (s.isPaused()) s.resume();
+    if (this.#queue.length > 0 || this.#parseError !== null) process.nextTick(continueQueued, this);
+    else if (this.#readPaused && this.#parsing === null) {
+      this.#readPaused = false;
+      s.resume();
+    }
   }
 
-  /** Parses what arrived while the last response was under way. */
-  continueHeld(): void {
-    if (this.#inFlight || this.socket[kLean] === undefined) return;
-    const held = this.#takeHeld(null);
-    if (this.socket.isPaused()) this.socket.resume();
-    if (held !== null) this.#execute(held);
+  /** Serves what was queued while the last response was under way. */
+  continueQueued(): void {
+    if (this.#active !== null || this.socket[kLean] === undefined) return;
+    this.#next();
+    if (this.#active === null && this.#queue.length === 0 && this.#readPaused && this.#parsing === null) {
+      this.#readPaused = false;
+      this.socket.resume();
+    } else if (this.#queue.length <= 1) this.resumeReading();
   }
 
   /**
-   * The client sent FIN. A response still under way is written, and the connection closed
-   * after it (a half-closed client is still reading); a partial head gets a 400.
+   * The client sent FIN. Responses under way are written and the connection closed after them
+   * (a half-closed client is still reading); a partial head gets a 400, a partial body fails its
+   * exchange.
    */
   clientEnded(): void {
-    if (this.#inFlight) {
+    const parsing = this.#parsing;
+    if (this.#active !== null || this.#queue.length > 0) {
       this.#clientEnded = true;
-      this.#held = null; // requests after the FIN are not served: the connection ends
+      if (parsing !== null) {
+        this.#parsing = null;
+        parsing.fail(new OxyError(OXY_ERR.BAD_REQUEST, 'request body cut short', { source: 'downstream' }));
+      }
       return;
     }
     const partial = this.phase === HEAD;
@@ -383,7 +651,8 @@ class LeanConnection implements ExchangeResponse, HeadSink {
   closed(): void {
     const run = this.#run;
     this.#run = null;
-    this.#inFlight = false;
+    this.#active = null;
+    this.#queue.length = 0;
     this.#held = null;
     this.#leave();
     run?.clientClosed();
@@ -398,7 +667,8 @@ class LeanConnection implements ExchangeResponse, HeadSink {
       this.socket.destroy();
       return;
     }
-    if (phase === SILENT || this.socket.bytesRead === 0) {
+    const bytesRead = (this.socket as Partial<net.Socket>).bytesRead ?? 1;
+    if (phase === SILENT || bytesRead === 0) {
       this.conn.closeReason = 'header_timeout';
       ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason: 'header_timeout' }).inc();
       this.socket.destroy();
@@ -411,17 +681,11 @@ class LeanConnection implements ExchangeResponse, HeadSink {
 function startHttp2(c: LeanConnection): void {
   const h2 = c.ramp.http2;
   if (h2 === null || c.socket.destroyed) c.socket.destroy();
-  else inConnectionContext(c.conn, () => h2(c.socket, c.conn));
+  else inConnectionContext(c.conn, () => h2(c.socket as net.Socket, c.conn));
 }
 
-function startHttp1(c: LeanConnection): void {
-  if (c.socket.destroyed) return;
-  inConnectionContext(c.conn, () => c.ramp.h1.adopt(c.socket, c.conn));
-  c.socket.resume();
-}
-
-function continueHeld(c: LeanConnection): void {
-  c.continueHeld();
+function continueQueued(c: LeanConnection): void {
+  c.continueQueued();
 }
 
 /**
@@ -433,16 +697,39 @@ export function sweepInterval(headerTimeoutMs: number, idleTimeoutMs: number): n
   return on.length === 0 ? 1000 : Math.max(100, Math.min(1000, Math.min(...on) / 2));
 }
 
-/** The lean on-ramp's handle. */
+/** The on-ramp's handle. */
 export interface LeanOnRamp extends SocketOnRamp {
-  /** Connections it still owns (reading a head, or with a response under way). */
+  /** Connections it still owns (reading a head, or with a request under way). */
   readonly size: number;
   close(): void;
 }
 
+/** Each endpoint's ramp, for {@link serveHttp1Stream}. */
+const ramps = new WeakMap<EndpointState, Ramp>();
+
+function startConnection(
+  ramp: Ramp,
+  stream: Duplex,
+  conn: IngressConnection,
+  options: Http1StreamOptions,
+): void {
+  const sniff = ramp.http2 !== null && (stream as { encrypted?: boolean }).encrypted !== true;
+  const c = new LeanConnection(stream, conn, ramp, options, sniff);
+  const s = stream as LeanSocket;
+  s[kLean] = c;
+  ramp.live.add(c);
+  s.on('error', onSocketError);
+  s.on('end', onSocketEnd);
+  s.on('close', onSocketClose);
+  s.on('data', onSocketData);
+}
+
+const NO_OPTIONS: Http1StreamOptions = {};
+
 /**
- * Creates the lean HTTP/1.1 on-ramp of cleartext `endpoint`; `h1` takes over what it does not
- * serve itself, `http2` (or null when HTTP/2 is off) a connection that opens with the preface.
+ * Creates the HTTP/1.1 on-ramp of `endpoint` (cleartext sockets and TLS sockets alike); `h1`
+ * holds the upstream pool and the `Upgrade` protocols, `http2` (or null when HTTP/2 is off)
+ * takes a cleartext connection that opens with the preface.
  */
 export function createLeanOnRamp(
   rt: Runtime,
@@ -461,6 +748,7 @@ export function createLeanOnRamp(
     headerTimeout: ep.header_read_timeout,
     idleTimeout: ep.idle_timeout,
   };
+  ramps.set(endpoint, ramp);
   const sweep = setInterval(
     () => {
       const now = performance.now();
@@ -479,16 +767,33 @@ export function createLeanOnRamp(
     },
     close(): void {
       clearInterval(sweep);
+      if (ramps.get(endpoint) === ramp) ramps.delete(endpoint);
     },
     serve(socket: net.Socket, conn: IngressConnection): void {
-      const c = new LeanConnection(socket, conn, ramp);
-      const s = socket as LeanSocket;
-      s[kLean] = c;
-      ramp.live.add(c);
-      s.on('error', onSocketError);
-      s.on('end', onSocketEnd);
-      s.on('close', onSocketClose);
-      s.on('data', onSocketData);
+      startConnection(ramp, socket, conn, NO_OPTIONS);
     },
   };
+}
+
+/**
+ * Serves HTTP/1.1 on `stream` (any Duplex: a TLS socket, a decrypted intercepted stream, the
+ * bytes of a tunnel) for `endpoint`, whose `http` on-ramp must exist (its upstream pool,
+ * `Upgrade` protocols, timeouts and sweep serve this stream too). Requests go through the same
+ * pipeline as the endpoint's own: hooks, egress, audit records (with `options.kind`).
+ * Origin-form requests go to `options.origin`; without it they are refused with 400. The stream
+ * is read from now on; a stream without a descriptor is written through its own `write`.
+ * Throws `OXY_ERR_INVALID_APP` when the endpoint has no HTTP on-ramp.
+ */
+export function serveHttp1Stream(
+  rt: Runtime,
+  endpoint: EndpointState,
+  stream: Duplex,
+  conn: IngressConnection,
+  options: Http1StreamOptions = NO_OPTIONS,
+): void {
+  const ramp = ramps.get(endpoint);
+  if (ramp === undefined || ramp.rt !== rt)
+    throw new OxyError(OXY_ERR.INVALID_APP, `endpoint ${endpoint.name} has no HTTP/1.1 on-ramp`);
+  startConnection(ramp, stream, conn, options);
+  if (stream.isPaused()) stream.resume();
 }

@@ -49,6 +49,7 @@ import type { Runtime } from '../../runtime.ts';
 import { httpEndpoint } from '../../settings.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { datagramMetrics } from '../../telemetry/metrics.ts';
+import type { Http1RequestHead } from '../http1/server.ts';
 import { MasqueSettings } from './settings.ts';
 
 /** The proxy's name in `Proxy-Status` fields. */
@@ -69,7 +70,7 @@ export interface MasqueOnRamp {
     conn: IngressConnection,
   ): void;
   /** Serves an HTTP/1.1 request with `Upgrade: connect-udp` (or `connect-ip`) on `socket`. */
-  serveHttp1(req: http.IncomingMessage, socket: Duplex, early: Buffer, conn: IngressConnection): void;
+  serveHttp1(req: Http1RequestHead, socket: Duplex, early: Buffer, conn: IngressConnection): void;
 }
 
 /** The endpoint's `masque` section, or its defaults when the schema lacks it. */
