@@ -712,8 +712,8 @@ function startConnection(
   stream: Duplex,
   conn: IngressConnection,
   options: Http1StreamOptions,
+  sniff: boolean,
 ): void {
-  const sniff = ramp.http2 !== null && (stream as { encrypted?: boolean }).encrypted !== true;
   const c = new LeanConnection(stream, conn, ramp, options, sniff);
   const s = stream as LeanSocket;
   s[kLean] = c;
@@ -770,7 +770,9 @@ export function createLeanOnRamp(
       if (ramps.get(endpoint) === ramp) ramps.delete(endpoint);
     },
     serve(socket: net.Socket, conn: IngressConnection): void {
-      startConnection(ramp, socket, conn, NO_OPTIONS);
+      // HTTP/2 prior knowledge is looked for on cleartext sockets only (TLS chose by ALPN).
+      const sniff = http2 !== null && (socket as { encrypted?: boolean }).encrypted !== true;
+      startConnection(ramp, socket, conn, NO_OPTIONS, sniff);
     },
   };
 }
@@ -794,6 +796,6 @@ export function serveHttp1Stream(
   const ramp = ramps.get(endpoint);
   if (ramp === undefined || ramp.rt !== rt)
     throw new OxyError(OXY_ERR.INVALID_APP, `endpoint ${endpoint.name} has no HTTP/1.1 on-ramp`);
-  startConnection(ramp, stream, conn, options);
+  startConnection(ramp, stream, conn, options, false);
   if (stream.isPaused()) stream.resume();
 }
