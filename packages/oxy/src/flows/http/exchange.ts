@@ -313,7 +313,13 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
     const head = this.#head;
     const scheme = head?.scheme ?? input.target.scheme;
     const authority = head?.authority ?? input.target.authority;
-    const route = routeFor(this.#rt, eg, decision, addr, scheme, authority, head?.path ?? input.target.path);
+    let route: ForwardRoute;
+    try {
+      route = routeFor(this.#rt, eg, decision, addr, scheme, authority, head?.path ?? input.target.path);
+    } catch (e) {
+      this.failWith(e); // `https` through an upstream proxy
+      return;
+    }
     // The fields: the client's as received (hop-by-hop dropped while serialising), or the hook's.
     let fields: string;
     if (head === null) fields = serializeRawHeaders(input.rawHeaders, 'host');

@@ -189,6 +189,7 @@ class ConnectionBodyOut implements BodyOut {
   write(chunk: Buffer): boolean {
     if (!this.#live() || chunk.length === 0) return true;
     const s = this.#conn.socket;
+    if (chunk.length > 65536 && s.writableLength === 0) this.#conn.offload();
     if (!this.#chunked) return s.write(chunk);
     s.cork();
     s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
@@ -230,6 +231,13 @@ class UpstreamConnection {
   #executing = false;
   /** The handle the parser reads from in C++ (no 'data' events), or null. */
   readonly #handle: StreamHandle | null;
+  /** A plain TCP socket (its writes may be offloaded). */
+  #plain = false;
+
+  /** Moves this socket's writes to the addon's reactor thread (a plain TCP socket with nothing queued). */
+  offload(): void {
+    if (this.#plain) offloadWrites(this.socket as net.Socket);
+  }
   readonly #resume = (): void => {
     if (this.#handle !== null) this.#handle.readStart();
     else this.socket.resume();
@@ -268,8 +276,10 @@ class UpstreamConnection {
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
-    // The request heads are written on the addon's reactor thread (a plain TCP socket only).
-    if (this.#handle !== null) offloadWrites(socket as net.Socket);
+    // Request heads are written from the JS thread: an offloaded write costs a cross-thread
+    // wake-up, more than the write itself for a small head. A large request body moves the
+    // socket's writes to the addon's reactor thread (`ConnectionBodyOut`).
+    this.#plain = this.#handle !== null;
     const s = socket as Partial<net.Socket>;
     if (typeof s.setTimeout === 'function') {
       s.setTimeout(pool.idleTimeout);

@@ -48,9 +48,6 @@ export class SocketResponse {
 
   /** Holds the head; `rawHeaders` as the upstream sent them (hop-by-hop fields dropped here). */
   head(status: number, statusText: string, rawHeaders: readonly string[], close: boolean): void {
-    // From the first response on, writes are made on the addon's reactor thread (the HTTP/2
-    // preface was ruled out by then: nghttp2 would write to the handle itself).
-    offloadWrites(this.#socket);
     const lines = serializeRawHeaders(rawHeaders, '');
     let h = `HTTP/1.1 ${status} ${statusText}\r\n${lines}`;
     const bodiless = this.#isHead || status === 204 || status === 304 || status < 200;
@@ -68,6 +65,9 @@ export class SocketResponse {
 
   /** Writes a piece of body; false (and `resume` on 'drain') when the socket is full. */
   body(chunk: Buffer, resume: () => void): boolean {
+    // A large body is written on the addon's reactor thread (the copy and the kernel's transmit
+    // path off the JS thread pay for the wake-up); small responses are written from here.
+    if (chunk.length > COPY_LIMIT && this.#socket.writableLength === 0) offloadWrites(this.#socket);
     if (this.#pendingHead !== null) this.#writeWithHead(chunk, false);
     else if (this.#chunked) this.#writeChunk(chunk, false);
     else this.#socket.write(chunk);
@@ -129,7 +129,6 @@ export class SocketResponse {
     }
     this.#pendingHead = null;
     this.closeAfter = close;
-    offloadWrites(this.#socket);
     writeDirect(
       this.#socket,
       `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
