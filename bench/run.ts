@@ -260,7 +260,7 @@ async function main(): Promise<void> {
       const addr = running?.addr ?? null;
       const pid = running?.proc.pid ?? null;
       let figures: Figures;
-      if (sc === 'S1') figures = await runS1(senv, addr);
+      if (sc === 'S1') figures = await runS1(senv, addr, pid);
       else if (sc === 'S2') figures = await runS2(senv, addr);
       else if (sc === 'S3') figures = await runS3(senv, addr);
       else if (sc === 'S4') figures = await runS4(senv, addr, pid);

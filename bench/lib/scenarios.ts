@@ -7,11 +7,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { S8_METRICS } from './intercept.ts';
-import { type Proc, runCommand, startProcess, stopProcess, treePss } from './procs.ts';
+import { type Proc, runCommand, startProcess, stopProcess, treeCpuTicks, treePss } from './procs.ts';
 import type { Scenario } from './proxies.ts';
 import { L3_METRICS } from './scenarios-l3.ts';
 import { L4_METRICS, S11_METRICS } from './scenarios-l4.ts';
 import { cpuSplit, cpuSplitSince } from './threads.ts';
+
+/** Clock ticks per second of /proc/PID/stat (Linux's USER_HZ, 100 on every kernel we run). */
+const CLOCK_TICKS = 100;
 
 /** Paths and switches every scenario needs. */
 export interface ScenarioEnv {
@@ -92,13 +95,19 @@ function lastJson(text: string): Record<string, number | string | boolean> {
 }
 
 /** S1: wrk with the absolute-form request line; a short warm-up first, then the measured run. */
-export async function runS1(env: ScenarioEnv, proxy: string | null): Promise<Figures> {
+export async function runS1(
+  env: ScenarioEnv,
+  proxy: string | null,
+  pid: number | null = null,
+): Promise<Figures> {
   const url = proxy ? `http://${env.upstream}/1k` : '/1k';
   const wrkEnv = { BENCH_URL: url, BENCH_HOST: env.upstream };
   const target = `http://${proxy ?? env.upstream}/`;
   const script = join(env.root, 'bench/s1.lua');
   const seconds = env.quick ? 3 : 10;
   await runCommand('wrk', ['-t1', '-c64', '-d1s', '-s', script, target], { env: wrkEnv, timeoutMs: 20000 });
+  // The proxy's CPU (every thread, user + system) over the measured run, per request.
+  const ticksBefore = pid === null ? 0 : treeCpuTicks(pid);
   const r = await runCommand(
     'wrk',
     ['-t2', '-c64', `-d${seconds}s`, '--timeout', '5s', '-s', script, target],
@@ -117,9 +126,11 @@ export async function runS1(env: ScenarioEnv, proxy: string | null): Promise<Fig
     Number(j.err_timeout);
   const rps = requests / (Number(j.duration_us) / 1e6);
   if (requests === 0) throw new Error(`no request succeeded (errors ${errors})`);
+  const cpuUs = pid === null ? null : ((treeCpuTicks(pid) - ticksBefore) * 1e6) / CLOCK_TICKS / requests;
   return {
     primary: rps,
     rps,
+    ...(cpuUs === null ? {} : { cpu_us_per_req: cpuUs }),
     p50_ms: Number(j.p50_us) / 1000,
     p99_ms: Number(j.p99_us) / 1000,
     errors,

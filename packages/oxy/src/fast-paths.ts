@@ -27,8 +27,8 @@ export interface FastPaths {
    */
   readonly sharedPool: boolean;
   /**
-   * Forwarded HTTP/1.1 requests without a body go through the lean exchange (no request or
-   * response hook stage to run).
+   * No hook may rewrite a forwarded exchange (no request or response hook; body hooks must turn
+   * this off too): the exchange engine skips those stages and the response body stage.
    */
   readonly leanForward: boolean;
   /** The egress decision is the default one (no `EgressHook.handleConnection`): known without an await. */

@@ -32,7 +32,6 @@ import { carryStream, finishStream } from '../flows/stream/runner.ts';
 import { TunnelDecision, type TunnelStart } from '../hooks/tunnel.ts';
 import { connectTls, type UpstreamTlsConnection } from '../offramps/tls/connect.ts';
 import type { Runtime } from '../runtime.ts';
-import { TunnelOriginAgent } from './origin-agent.ts';
 import { serveTunnelHttp, serveTunnelHttp2 } from './serve-http.ts';
 import { answerBadGateway } from './tls-intercept/index.ts';
 import { type PeekedClientHello, readClientHello, terminateTls } from './tls-intercept/terminate.ts';
@@ -148,7 +147,7 @@ export async function inspectTunnel(
   rt: Runtime,
   request: RequestState,
   eg: EgressState,
-  route: EgressRoute,
+  _route: EgressRoute,
   client: Duplex,
   upstream: Duplex,
 ): Promise<void> {
@@ -195,15 +194,16 @@ export async function inspectTunnel(
     case 'http': {
       if (start.kind !== 'http')
         return refuse(rt, request, client, upstream, `http() for a ${start.kind} start`);
-      const agent = new TunnelOriginAgent(rt, request, route, null, upstream, 1);
-      return serveInside(rt, request, client, client, agent, 'tunnelled', 'http', false);
+      // The requests go through the endpoint's pool along the same egress pipeline.
+      upstream.destroy();
+      return serveInside(rt, request, client, client, request.target.host, 'tunnelled', 'http', false);
     }
     case 'intercept':
       if (hello === null)
         return refuse(rt, request, client, upstream, `intercept() for a ${start.kind} start`);
       if (rt.interception === null)
         return refuse(rt, request, client, upstream, 'intercept() without interception.enabled');
-      return intercept(rt, request, route, client, upstream, hello);
+      return intercept(rt, request, client, upstream, hello);
   }
 }
 
@@ -214,7 +214,6 @@ function refuse(rt: Runtime, request: RequestState, client: Duplex, upstream: Du
 async function intercept(
   rt: Runtime,
   request: RequestState,
-  route: EgressRoute,
   client: Duplex,
   upstream: Duplex,
   peeked: PeekedClientHello,
@@ -266,8 +265,10 @@ async function intercept(
   clientTls.on('error', () => {});
   origin.socket.on('error', () => {});
   const h2 = clientTls.alpnProtocol === 'h2';
-  const agent = new TunnelOriginAgent(rt, request, route, name, origin.socket, h2 ? 6 : 1);
-  return serveInside(rt, request, client, clientTls, agent, 'intercepted', 'https', h2);
+  // The verified connection proved the origin; the requests go through the endpoint's pool,
+  // whose https connections are verified for the same name (`routeFor`'s key holds it).
+  origin.socket.destroy();
+  return serveInside(rt, request, client, clientTls, name, 'intercepted', 'https', h2);
 }
 
 /** Serves the requests inside a tunnel until its client side closes, then writes its record. */
@@ -276,7 +277,7 @@ async function serveInside(
   request: RequestState,
   raw: Duplex,
   stream: Duplex,
-  agent: TunnelOriginAgent,
+  serverName: string,
   kind: 'intercepted' | 'tunnelled',
   scheme: 'http' | 'https',
   h2: boolean,
@@ -287,14 +288,13 @@ async function serveInside(
   const options = {
     kind,
     parent: request,
-    origin: { scheme, authority: formatHostPort(request.target.host, request.target.port) },
-    agent,
+    origin: { scheme, authority: formatHostPort(serverName, request.target.port) },
+    serverName,
   };
   try {
     if (h2) await serveTunnelHttp2(rt, stream, request.ingress, options);
     else await serveTunnelHttp(rt, stream, request.ingress, options);
   } finally {
-    agent.destroy();
     raw.destroy();
   }
   finishStream(rt, request, (sock.bytesRead ?? 0) - read0, (sock.bytesWritten ?? 0) - written0, 'done');

@@ -1,30 +1,25 @@
 /**
  * HTTP served on a tunnel's bytes: the decrypted stream of an intercepted HTTPS tunnel
  * (HTTP/1.1 or, when ALPN chose it, HTTP/2) and plain HTTP inside a CONNECT a hook sent to
- * HTTP. Each request goes through the same forwarding pipeline as a plain one
- * (`flows/http/forward.ts`: request hook, egress decision, response hook, audit), with its
- * kind (`intercepted` or `tunnelled`), the tunnel's request as its parent, and the tunnel's own
- * upstream agent (`tunnels/origin-agent.ts`), so every request goes to the CONNECT target.
- *
- * {@link serveTunnelHttp} is the one seam to the HTTP/1.1 engine: today it feeds the stream to
- * a `node:http` server (one per endpoint, never listening) through `emit('connection')`; the
- * engine's `serveHttp1Stream` takes its place at merge with the same arguments.
+ * HTTP. Each request goes through the same engine and forwarding pipeline as a plain one
+ * (`onramps/http1/lean.ts` `serveHttp1Stream`, `flows/http/exchange.ts`: request hook, body
+ * stages, egress decision, response hook, audit), with its kind (`intercepted` or
+ * `tunnelled`), the tunnel's request as its parent, and the CONNECT target as its origin: every
+ * request goes there, through the endpoint's upstream pool (a pooled https connection is
+ * verified for the same name, so it is shared only between requests to that name).
  *
  * Ordering rule: the stream is handed over after the tunnel's TLS (if any) finished; the
- * promise settles when the stream closed, after which the caller closes the upstream agent and
- * writes the tunnel's record.
+ * promise settles when the stream closed, after which the caller writes the tunnel's record.
  */
 import { once } from 'node:events';
-import http from 'node:http';
+import type http from 'node:http';
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { RequestKind } from '../context/contexts.ts';
-import type { EndpointState, IngressConnection, RequestState } from '../context/state.ts';
-import type { EgressAgent } from '../egress/agent.ts';
+import type { IngressConnection, RequestState } from '../context/state.ts';
 import { serveForward } from '../flows/http/forward.ts';
 import { parseAbsoluteTarget } from '../flows/http/headers.ts';
-import { writeRawResponse } from '../flows/http/upgrade.ts';
-import { answerClientError } from '../onramps/http1/server.ts';
+import { endpointPool, serveHttp1Stream } from '../onramps/http1/lean.ts';
 import { ForwardResponse, forwardRequest, respondText } from '../onramps/http2/exchange.ts';
 import { classifyRequest } from '../onramps/http2/headers.ts';
 import type { Runtime } from '../runtime.ts';
@@ -39,8 +34,8 @@ export interface TunnelHttpOptions {
   readonly parent: RequestState;
   /** The scheme and authority requests are forwarded to (the CONNECT target). */
   readonly origin: { readonly scheme: 'http' | 'https'; readonly authority: string };
-  /** The tunnel's upstream agent: every request goes to the CONNECT target. */
-  readonly agent: EgressAgent;
+  /** The name an https origin's certificate must match (the client's SNI, else the target host). */
+  readonly serverName: string;
 }
 
 interface Served {
@@ -48,9 +43,6 @@ interface Served {
   readonly conn: IngressConnection;
   readonly options: TunnelHttpOptions;
 }
-
-const kServed = Symbol('oxy.tunnelHttp');
-type Tagged = Duplex & { [kServed]?: Served };
 
 /**
  * Forwards one request read inside a tunnel: origin-form (`GET /x`, the usual case) or an
@@ -80,57 +72,16 @@ function forwardInside(
     authority: host ?? options.origin.authority,
     addr: options.parent.target,
     path,
+    serverName: options.serverName,
   };
-  serveForward(rt, options.agent, conn, req, res, target, { kind: options.kind, parent: options.parent });
-}
-
-const servers = new WeakMap<EndpointState, http.Server>();
-
-/** The `node:http` server that reads tunnels' HTTP/1.1 for `endpoint` (made on first use). */
-function http1ServerFor(endpoint: EndpointState): http.Server {
-  let server = servers.get(endpoint);
-  if (server !== undefined) return server;
-  const ep = httpEndpoint(endpoint.settings);
-  server = http.createServer({
-    maxHeaderSize: ep.max_header_size,
-    headersTimeout: ep.header_read_timeout,
-    requestTimeout: 0,
-    keepAliveTimeout: ep.idle_timeout,
-    requireHostHeader: false,
-    noDelay: true,
-  });
-  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const served = (req.socket as Tagged)[kServed];
-    if (served === undefined) {
-      res.destroy();
-      return;
-    }
-    forwardInside(served, req, res, req.url ?? '/', req.headers.host);
-  });
-  // CONNECT and Upgrade inside a tunnel are not served: answered, and the tunnel closes.
-  const refuse = (_req: http.IncomingMessage, socket: Duplex): void => {
-    writeRawResponse(socket, 501, '501 CONNECT and Upgrade are not served inside a tunnel\n');
-  };
-  server.on('connect', refuse);
-  server.on('upgrade', refuse);
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    const served = (socket as Tagged)[kServed];
-    if (!socket.writable || err.code === 'ECONNRESET' || served === undefined) {
-      socket.destroy();
-      return;
-    }
-    answerClientError(endpoint, served.conn, socket, err.code ?? '');
-  });
-  server.emit('listening'); // starts Node's header-timeout checks, as the on-ramp does
-  servers.set(endpoint, server);
-  return server;
+  const pool = endpointPool(rt, conn.endpoint);
+  serveForward(rt, pool, conn, req, res, target, { kind: options.kind, parent: options.parent });
 }
 
 /**
- * Serves HTTP/1.1 on `stream` (a tunnel's bytes, decrypted or plain) for `conn`, each request
- * through the forwarding pipeline as {@link TunnelHttpOptions} say. Settles when the stream
- * closed. THE seam for the HTTP/1.1 engine: at merge, this body becomes
- * `serveHttp1Stream(rt, conn.endpoint, stream, conn, { kind, parent, origin })`.
+ * Serves HTTP/1.1 on `stream` (a tunnel's bytes, decrypted or plain) for `conn` with the one
+ * HTTP/1.1 engine, each request through the forwarding pipeline as {@link TunnelHttpOptions}
+ * say. Settles when the stream closed.
  */
 export async function serveTunnelHttp(
   rt: Runtime,
@@ -138,10 +89,12 @@ export async function serveTunnelHttp(
   conn: IngressConnection,
   options: TunnelHttpOptions,
 ): Promise<void> {
-  (stream as Tagged)[kServed] = { rt, conn, options };
   const closed = once(stream, 'close').catch(() => undefined);
-  http1ServerFor(conn.endpoint).emit('connection', stream);
-  stream.resume();
+  serveHttp1Stream(rt, conn.endpoint, stream, conn, {
+    kind: options.kind,
+    parent: options.parent,
+    origin: { ...options.origin, addr: options.parent.target, serverName: options.serverName },
+  });
   await closed;
 }
 

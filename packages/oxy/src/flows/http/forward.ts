@@ -1,40 +1,30 @@
 /**
- * The forwarding pipeline for absolute-form requests (`GET http://host/path`): request hook,
- * egress decision, the keep-alive upstream pool, response hook, and the body streamed back.
- * Protocol-neutral: an on-ramp hands it a Node request/response pair (HTTP/1.1's, or HTTP/2's
- * compatibility objects) and the parsed target.
+ * Forwarding for the HTTP/2 on-ramp (and any on-ramp holding Node's request/response pair):
+ * adapts Node's HTTP/2 compatibility request and response to the HTTP exchange engine
+ * (`exchange.ts`), which runs the request pipeline and sends the request through the
+ * keep-alive pool (`offramps/http/pool.ts`), the only HTTP/1.1 client. HTTP/1.1 on-ramps frame
+ * the engine's response onto their stream themselves (`onramps/http1/`).
  *
- * Order: `handleRequest` → `EgressHook.handleConnection` → (new connection only: DNS,
- * `handleUpstreamIps`, blocklist, connect, `handleConnectionEstablished`) → request sent,
- * body piped → `handleResponse` → response piped → audit record. With body hooks or limits
- * (`body-stage.ts`), `getRequestBodyFilter` runs right after `handleRequest` (before any egress
- * hook, so a body declared too large is answered 413 without connecting) and
- * `getResponseBodyFilter` right after `handleResponse`; the bodies then flow through their stages.
- *
- * Two upstream paths, one behaviour: an HTTP/1.1 request without a body and without
- * `handleRequest`/`handleResponse` goes through the lean path (`lean-forward.ts`: head written
- * at once through the pool of `offramps/http/pool.ts`, response parsed in C++ and written
- * straight into `res`); everything else (bodies, hooks that may rewrite the exchange, HTTP/2)
- * through `http.request` and the `EgressAgent`. Both run the same egress pipeline. (Cleartext
- * HTTP/1.1 takes the lean path before `node:http` sees the request: `onramps/http1/lean.ts`.)
+ * Order: as in `exchange.ts`; this module only moves bytes between Node's objects and the
+ * engine. Ordering rule: the response's 'close' before its end tells the engine the client
+ * left (an HTTP/2 RST_STREAM or a lost connection), so the exchange settles once either way.
  */
-import http from 'node:http';
+import type http from 'node:http';
+import http2 from 'node:http2';
 import type { Readable } from 'node:stream';
-import type { RequestKind, SocketAddr } from '../../context/contexts.ts';
-import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
-import type { EgressAgent, EgressRequestOptions } from '../../egress/agent.ts';
-import { decideEgress, defaultDecision, egressBlocked } from '../../egress/connect.ts';
-import { httpStatusFor, isOxyError, OXY_ERR, OxyError } from '../../errors.ts';
-import type { HttpHeaders, RequestDecision, RequestHead } from '../../hooks/http-request.ts';
+import type { RequestKind } from '../../context/contexts.ts';
+import type { IngressConnection, RequestState } from '../../context/state.ts';
+import type { HttpHeaders } from '../../hooks/http-request.ts';
+import type { HttpPool } from '../../offramps/http/pool.ts';
 import type { Runtime } from '../../runtime.ts';
-import { forkRequest } from '../../telemetry/fork.ts';
-import { countFailure, errorBody, recordEnd } from '../record.ts';
-import { withoutLength } from './body-pump.ts';
-import { BodyStopped, requestBodyStage } from './body-stage.ts';
-import { closeAfterResponse, exchange } from './forward-exchange.ts';
-import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
-import { forwardBodiless, type LeanForward, type LeanResponse, reasonOf, routeFor } from './lean-forward.ts';
-import { runRequestHook } from './request-hook.ts';
+import {
+  type BodySink,
+  type BodySource,
+  type ExchangeResponse,
+  type ForwardRun,
+  forwardRequest,
+} from './exchange.ts';
+import { type AbsoluteTarget, filterRawHeaders, rawToHeaders } from './headers.ts';
 
 /** The request side an on-ramp hands over: a readable body with Node's head fields. */
 export interface IncomingRequest extends Readable {
@@ -43,208 +33,120 @@ export interface IncomingRequest extends Readable {
   readonly complete?: boolean;
   readonly rawHeaders: string[];
   readonly headers: HttpHeaders;
+  readonly rawTrailers?: string[];
 }
 
-/** Sends an error the proxy answers itself, unless the response has started (then it is cut). */
-export function answerError(
-  res: http.ServerResponse,
-  request: RequestState,
-  status: number,
-  message: string,
-): void {
-  request.status = status;
-  countFailure(request, status);
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const body = errorBody(status, message);
-  res.writeHead(status, {
-    'content-type': 'text/plain; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-  });
-  res.end(body);
-}
-
-/** Where a request read inside a tunnel came from (see {@link serveForward}). */
-export interface WithinTunnel {
-  /** `intercepted` (inside a TLS tunnel Oxy terminated) or `tunnelled` (plain HTTP inside one). */
-  readonly kind: RequestKind;
-  /** The tunnel's CONNECT request, named in the audit record's `parent_request_id`. */
-  readonly parent: RequestState;
-}
-
-/**
- * Forwards one absolute-form request; never throws (failures become error responses). An
- * `https` target goes to the origin over verified TLS (`offramps/tls/origin.ts`), never in the
- * clear. `within` marks a request read inside a tunnel (its agent is then the tunnel's own).
- */
+/** Forwards one request held in Node's request/response pair; never throws (failures become error responses). */
 export function serveForward(
   rt: Runtime,
-  agent: EgressAgent,
+  pool: HttpPool,
   conn: IngressConnection,
   req: IncomingRequest,
   res: http.ServerResponse,
   target: AbsoluteTarget,
-  within?: WithinTunnel,
+  within?: { readonly kind: RequestKind; readonly parent: RequestState },
 ): void {
-  if (rt.fast.leanForward && within === undefined && target.scheme === 'http' && isBodiless(req)) {
-    // The lean path: no hook may rewrite the exchange and nothing to stream up.
-    req.resume();
-    if (rt.draining) res.shouldKeepAlive = false;
-    const out = new ServerResponseOut(res, rt);
-    out.run = forwardBodiless(rt, agent.pool, conn, req.method ?? 'GET', target, req.rawHeaders, out);
-    return;
-  }
-  conn.requests++;
-  const request = new RequestState(conn, within?.kind ?? 'forward', req.method ?? 'GET', target.addr, rt.ext);
-  if (within !== undefined) request.parentId = within.parent.id;
-  conn.endpoint.metrics.forwardRequests.inc();
   if (rt.draining) res.shouldKeepAlive = false;
-  forkRequest(request, () => forward(rt, agent, request, req, res, target)).catch((e: unknown) => {
-    // A body refused before it was read (declared over the limit): the connection cannot
-    // carry another request behind it.
-    if (e instanceof BodyStopped && !req.complete) closeAfterResponse(req, res);
-    answerError(res, request, httpStatusFor(e), reasonOf(e));
-    request.error = e;
-    recordEnd(rt, request, 0, 0, isOxyError(e) ? e.code : 'error');
-  });
+  const out = new ServerResponseOut(res, rt, req);
+  out.run = forwardRequest(
+    rt,
+    pool,
+    conn,
+    {
+      method: req.method ?? 'GET',
+      target,
+      rawHeaders: req.rawHeaders,
+      body: bodyOf(req),
+      // Node answered `Expect: 100-continue` itself (HTTP/1.1) or there is none (HTTP/2).
+      expectContinue: false,
+      ...(within === undefined ? {} : { kind: within.kind, parent: within.parent }),
+    },
+    out,
+  );
 }
 
-function respondDirect(res: http.ServerResponse, request: RequestState, d: RequestDecision): void {
-  if (d.kind === 'respond') {
-    request.status = d.status;
-    const body = d.body ?? '';
-    res.writeHead(d.status, { ...d.headers, 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-  } else if (d.kind === 'block') {
-    answerError(res, request, d.status, d.reason);
+/** The body of `req` for the engine, or null when it has none (then it is drained). */
+function bodyOf(req: IncomingRequest): BodySource | null {
+  const stream = (req as { stream?: http2.ServerHttp2Stream }).stream;
+  const te = req.headers['transfer-encoding'];
+  const cl = req.headers['content-length'];
+  const length = typeof cl === 'string' && /^\d+$/.test(cl) ? Number(cl) : -1;
+  const none =
+    stream !== undefined ? stream.endAfterHeaders || length === 0 : te === undefined && length <= 0;
+  if (none) {
+    req.resume();
+    return null;
   }
+  return new ReadableBody(req, te !== undefined ? -1 : length);
 }
 
-async function forward(
-  rt: Runtime,
-  agent: EgressAgent,
-  request: RequestState,
-  req: IncomingRequest,
-  res: http.ServerResponse,
-  target: AbsoluteTarget,
-): Promise<void> {
-  let head: RequestHead | null = null;
-  let addr: SocketAddr = target.addr;
-  const requestHook = rt.hooks.request;
-  if (requestHook !== null) {
-    const ran = await runRequestHook(rt, requestHook, request, target, req.headers);
-    const d = ran.decision;
-    if (d.kind !== 'forward') {
-      req.resume();
-      respondDirect(res, request, d);
-      if (d.kind === 'block') request.error = d.reason;
-      recordEnd(rt, request, 0, 0, d.kind === 'block' ? 'blocked' : 'responded');
-      return;
-    }
-    head = ran.head;
-    addr = ran.addr;
-  }
-  // The head the body hooks see: the request hook's (with its edits), or the request as it came.
-  const bodyHead: RequestHead = head ?? {
-    method: request.method,
-    scheme: target.scheme,
-    authority: target.authority,
-    path: target.path,
-    headers: req.headers,
+/** A Node readable request body as the engine's {@link BodySource}. */
+class ReadableBody implements BodySource {
+  readonly length: number;
+  readonly #req: IncomingRequest;
+  #sink: BodySink | null = null;
+  readonly #resume = (): void => {
+    this.#req.resume();
   };
-  // Throws BodyStopped (answered by the caller) for a body declared over `max_request_body`.
-  const requestStage = mayHaveBody(req) ? requestBodyStage(rt, bodyHead, request) : null;
+  readonly #onData = (chunk: Buffer): void => {
+    if (this.#sink !== null && !this.#sink.data(chunk, this.#resume)) this.#req.pause();
+  };
+  readonly #onEnd = (): void => {
+    const t = this.#req.rawTrailers;
+    this.#sink?.end(t !== undefined && t.length > 0 ? t : null);
+  };
+  readonly #onError = (e: Error): void => {
+    this.#sink?.error(e);
+  };
 
-  let options: EgressRequestOptions;
-  try {
-    const eg = new EgressState(request.ingress, request, addr, rt.ext);
-    // Without a hook the decision is known at once: no await on the hot path.
-    const decision = rt.fast.defaultEgress ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
-    request.decisions.push(`egress:${decision.kind}`);
-    if (decision.kind === 'block') throw egressBlocked(decision.reason);
-
-    const authority = head?.authority ?? target.authority;
-    const path = head?.path ?? target.path;
-    let headers: string[];
-    if (head === null) {
-      headers = filterRawHeaders(req.rawHeaders, 'host');
-    } else {
-      const h = { ...head.headers };
-      stripHopByHop(h);
-      delete h.host;
-      headers = toRawHeaders(h);
-    }
-    headers.push('Host', authority);
-    // A body the app may rewrite has no length known in advance: send it chunked.
-    if (requestStage?.rewrites === true) {
-      headers = withoutLength(headers);
-      headers.push('Transfer-Encoding', 'chunked');
-    }
-
-    const secure = target.scheme === 'https';
-    // TLS through an upstream proxy would need a CONNECT there first: refused, never sent in the clear.
-    if (secure && decision.kind === 'viaProxy')
-      throw new OxyError(OXY_ERR.UPSTREAM_FAILED, 'https:// targets cannot go through an upstream proxy', {
-        source: 'internal',
-        status: 502,
-      });
-    const route = routeFor(rt, eg, decision, addr, authority, path);
-    if (route.proxyAuthorization !== undefined) headers.push('Proxy-Authorization', route.proxyAuthorization);
-    options = {
-      agent,
-      method: head?.method ?? request.method,
-      path: route.requestTarget,
-      headers,
-      setHost: false,
-      oxyEgress: eg,
-      oxyAddr: route.target.addr,
-      oxyTrusted: route.target.trusted,
-      oxyPoolKey: secure ? `https|${route.target.key}` : route.target.key,
-      oxyCancel: { cancelled: false },
-      ...(secure ? { oxyTls: addr.host } : {}),
-    };
-  } catch (e) {
-    // The body's filter was chosen before egress: it hears that the request ended without it.
-    requestStage?.abort(isOxyError(e) ? e.code : 'error');
-    throw e;
+  constructor(req: IncomingRequest, length: number) {
+    this.#req = req;
+    this.length = length;
   }
 
-  await exchange(rt, request, req, res, options, bodyHead, requestStage);
+  start(sink: BodySink): void {
+    this.#sink = sink;
+    const req = this.#req;
+    req.on('data', this.#onData);
+    req.once('end', this.#onEnd);
+    req.on('error', this.#onError);
+  }
+
+  stop(): void {
+    this.#sink = null;
+    const req = this.#req;
+    req.off('data', this.#onData);
+    req.off('end', this.#onEnd);
+    req.resume(); // drained, not held
+  }
 }
 
-/** False when the request certainly has no body (a zero length, HTTP/2 END_STREAM on its head). */
-function mayHaveBody(req: IncomingRequest): boolean {
-  const h = req.headers;
-  if (h['content-length'] === '0') return false;
-  if (req instanceof http.IncomingMessage)
-    return h['transfer-encoding'] !== undefined || h['content-length'] !== undefined;
-  const stream = (req as { stream?: { endAfterHeaders?: boolean } }).stream;
-  return stream?.endAfterHeaders !== true;
+/**
+ * Cuts a response that has started: the HTTP/1.1 connection is closed, the HTTP/2 stream reset
+ * with INTERNAL_ERROR (a destroy would send NO_ERROR, which reads as a clean end).
+ */
+function cutResponse(res: http.ServerResponse): void {
+  const stream = (res as { stream?: http2.ServerHttp2Stream }).stream;
+  if (stream === undefined) res.destroy();
+  else if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
 }
 
-/** True for an HTTP/1.1 request that carries no body (no `Transfer-Encoding`, no or a zero length). */
-function isBodiless(req: IncomingRequest): boolean {
-  if (!(req instanceof http.IncomingMessage)) return false;
-  const h = req.headers;
-  if (h['transfer-encoding'] !== undefined) return false;
-  const cl = h['content-length'];
-  return cl === undefined || cl === '0';
-}
-
-/** The lean path's response side over a `node:http` response (HTTP/1.1 on-ramp over TLS, say). */
-class ServerResponseOut implements LeanResponse {
+/** The engine's response side over Node's response object (HTTP/2 compatibility, or `node:http`). */
+class ServerResponseOut implements ExchangeResponse {
   readonly #res: http.ServerResponse;
   readonly #rt: Runtime;
-  run: LeanForward | null = null;
+  readonly #req: IncomingRequest;
+  /** Where 'close' and 'drain' are heard: the HTTP/2 stream (its compatibility response, made by hand, relays neither), or the response. */
+  readonly #events: NodeJS.EventEmitter;
+  run: ForwardRun | null = null;
 
-  constructor(res: http.ServerResponse, rt: Runtime) {
+  constructor(res: http.ServerResponse, rt: Runtime, req: IncomingRequest) {
     this.#res = res;
     this.#rt = rt;
-    res.once('close', () => {
-      if (!res.writableFinished) this.run?.clientClosed();
-    });
+    this.#req = req;
+    this.#events = (res as { stream?: http2.ServerHttp2Stream }).stream ?? res;
+    // Closed before the engine ended the exchange: the client left (after the end: nothing to do).
+    this.#events.once('close', () => this.run?.clientClosed());
   }
 
   head(status: number, statusText: string, rawHeaders: readonly string[]): void {
@@ -256,11 +158,12 @@ class ServerResponseOut implements LeanResponse {
 
   body(chunk: Buffer, resume: () => void): boolean {
     if (this.#res.write(chunk)) return true;
-    this.#res.once('drain', resume);
+    this.#events.once('drain', resume);
     return false;
   }
 
-  end(last: Buffer | null): void {
+  end(last: Buffer | null, trailers: readonly string[] | null): void {
+    if (trailers !== null) this.#res.addTrailers(rawToHeaders(trailers) as http.OutgoingHttpHeaders);
     if (last === null) this.#res.end();
     else this.#res.end(last);
   }
@@ -268,7 +171,7 @@ class ServerResponseOut implements LeanResponse {
   fail(status: number, body: string): void {
     const res = this.#res;
     if (res.headersSent) {
-      res.destroy();
+      cutResponse(res);
       return;
     }
     res.writeHead(status, {
@@ -276,5 +179,35 @@ class ServerResponseOut implements LeanResponse {
       'content-length': Buffer.byteLength(body),
     });
     res.end(body);
+  }
+
+  answer(status: number, rawHeaders: readonly string[], body: string | Uint8Array): void {
+    const res = this.#res;
+    res.writeHead(status, [...rawHeaders, 'content-length', String(Buffer.byteLength(body))]);
+    res.end(body);
+  }
+
+  informational(): void {
+    // Node answered `Expect: 100-continue` itself; HTTP/2 clients do not wait for a 100.
+  }
+
+  /**
+   * The request body is not read to its end: an HTTP/1.1 connection closes after the response,
+   * an HTTP/2 stream is reset with NO_ERROR after it (RFC 9113 §8.1: the client may stop sending).
+   */
+  bodyUnread(): void {
+    const res = this.#res;
+    const stream = (res as { stream?: http2.ServerHttp2Stream }).stream;
+    if (stream === undefined) {
+      res.shouldKeepAlive = false;
+      // A head already sent said keep-alive: the connection still ends once the response is out.
+      const socket = res.socket; // detached from the response by 'finish'
+      if (res.headersSent) res.once('finish', () => socket?.destroySoon());
+      return;
+    }
+    stream.once('finish', () => {
+      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    });
+    this.#req.resume();
   }
 }

@@ -166,6 +166,11 @@ export interface AbsoluteTarget {
   readonly addr: SocketAddr;
   /** Path and query, at least `/`. */
   readonly path: string;
+  /**
+   * For an `https` target whose certificate names another host than `addr` (an intercepted
+   * tunnel to an IP literal whose client sent an SNI): the name to verify. Default `addr.host`.
+   */
+  readonly serverName?: string;
 }
 
 /** Parses an absolute-form target (`http://host:port/path?q`), or null if it is not one. */

@@ -8,8 +8,8 @@
  *
  * Everything that writes to the socket keeps working unchanged: the socket's own `_write`,
  * `_writev` and `_final` are replaced, so `write()`, `cork()`, `end()`, `destroySoon()` and
- * whoever takes the socket over later (the `node:http` on-ramp after a hand-over, a CONNECT
- * answer) go through the same queue in order. Backpressure holds: a write is acknowledged at
+ * whoever takes the socket over later (a CONNECT answer, an upgraded stream) go through the
+ * same queue in order. Backpressure holds: a write is acknowledged at
  * once while less than {@link HIGH_WATER} is queued, and after the queue has drained otherwise,
  * so `write()` returns false and 'drain' comes as for any socket. `end()` becomes a
  * shutdown(SHUT_WR) after the queue. The writer holds a duplicate of the descriptor and is

@@ -1,48 +1,24 @@
 /**
- * The HTTP/1.1 on-ramp of an `http` endpoint: Node's HTTP server (llhttp, strict parsing) fed
- * with sockets the ingress step allowed, dispatching absolute-form requests to the forwarding
- * pipeline, CONNECT to the tunnel pipeline and `Upgrade` to the upgrade pipeline.
- *
- * Bad input is answered here (`clientError`): a malformed request or conflicting framing
- * (`Content-Length` twice with different values, or with `Transfer-Encoding`) → 400, a head
- * over `max_header_size` → 431, a head not received within `header_read_timeout` → 408; each
- * closes the connection. Idle keep-alive connections close after `idle_timeout`.
+ * What the HTTP/1.1 on-ramp (`lean.ts`) shares with the rest of the proxy: the endpoint's
+ * upstream pool and its `Upgrade` protocols (the {@link Http1OnRamp} handle), the CONNECT
+ * exchange, and the answers to bad input. Bad input is answered as `node:http` answers it: a
+ * malformed request or conflicting framing (`Content-Length` twice with different values, or
+ * with `Transfer-Encoding`) → 400, a head over `max_header_size` → 431, a head not received
+ * within `header_read_timeout` → 408; each closes the connection.
  */
 import http from 'node:http';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { log } from 'foundations/telemetry';
 import type { EndpointState, IngressConnection } from '../../context/state.ts';
-import { EgressAgent } from '../../egress/agent.ts';
-import { serveForward } from '../../flows/http/forward.ts';
-import { parseAbsoluteTarget, parseAuthority, rawToHeaders } from '../../flows/http/headers.ts';
-import { serveUpgrade, writeRawResponse } from '../../flows/http/upgrade.ts';
+import { rawToHeaders } from '../../flows/http/headers.ts';
+import { writeRawResponse } from '../../flows/http/upgrade.ts';
 import { isOffloaded } from '../../flows/stream/offload.ts';
 import type { HttpHeaders, RequestHead, ResponseHead } from '../../hooks/http-request.ts';
+import { HttpPool } from '../../offramps/http/pool.ts';
 import type { Runtime } from '../../runtime.ts';
-import { httpEndpoint } from '../../settings.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
-import { type ConnectExchange, type SpliceableClient, serveConnect } from '../../tunnels/connect.ts';
-import type { SocketOnRamp } from '../ingress.ts';
-
-const kConn = Symbol('oxy.ingress');
-const kSilent = Symbol('oxy.silentTimer');
-type TaggedSocket = net.Socket & { [kConn]?: IngressConnection; [kSilent]?: NodeJS.Timeout };
-
-/**
- * Stops the silent-client timer of `socket`. Shared by every socket (no closure per
- * connection); a CONNECT calls it too, so an idle tunnel does not keep the timer alive.
- */
-function clearSilent(this: Duplex): void {
-  const s = this as TaggedSocket;
-  clearTimeout(s[kSilent]);
-  s[kSilent] = undefined;
-  s.off('close', clearSilent);
-}
-
-function connOf(socket: Duplex): IngressConnection | undefined {
-  return (socket as TaggedSocket)[kConn];
-}
+import type { ConnectExchange, SpliceableClient } from '../../tunnels/connect.ts';
 
 /**
  * The CONNECT exchange of HTTP/1.1: the response is written on the socket, which becomes the
@@ -160,28 +136,6 @@ export function answerHeadProblem(
   writeRawResponse(socket, status, `${status} ${http.STATUS_CODES[status]}\n`);
 }
 
-/** Checks a `node:http` request head; answers and returns false when it is refused. */
-function acceptHead(endpoint: EndpointState, req: http.IncomingMessage, socket: Duplex): boolean {
-  const problem = headProblem(req.httpVersionMajor, req.httpVersionMinor, req.rawHeaders);
-  if (problem === null) return true;
-  const res = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
-  // The socket stays with Node until the response object lets go of it: answer through it.
-  if (res != null && !res.headersSent) {
-    const body = `${problem[0]} ${http.STATUS_CODES[problem[0]]}\n`;
-    const conn = connOf(socket);
-    if (conn !== undefined) {
-      conn.closeReason = problem[1];
-      ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason: problem[1] }).inc();
-    }
-    res.shouldKeepAlive = false;
-    res.writeHead(problem[0], { 'content-type': 'text/plain', 'content-length': body.length });
-    res.end(body);
-    return false;
-  }
-  answerHeadProblem(endpoint, connOf(socket), socket, problem);
-  return false;
-}
-
 /**
  * Answers a request the client got wrong (llhttp's error `code`, or a timeout) with its status
  * (400, 431 or 408) and closes the connection once the answer is written.
@@ -201,34 +155,28 @@ export function answerClientError(
   writeRawResponse(socket, status, `${status} ${http.STATUS_CODES[status]}\n`);
 }
 
-/** The `node:http` on-ramp's handle: `serve` for a new connection, `adopt` for one mid-way. */
-export interface Http1OnRamp extends SocketOnRamp {
-  readonly server: http.Server;
-  /** The upstream agent (and its lean pool) this endpoint forwards through. */
-  readonly agent: EgressAgent;
-  /**
-   * Takes over a connection whose first bytes were already read (and pushed back with
-   * `unshift`) by another reader: no silent-client timer, the parser starts with those bytes.
-   */
-  adopt(socket: net.Socket, conn: IngressConnection): void;
-  /**
-   * Serves `Upgrade` requests naming `protocol` (MASQUE's `connect-udp`, `connect-ip`) with
-   * `handler` instead of the forwarding upgrade pipeline. The handler owns the socket.
-   */
-  handleUpgradeProtocol(protocol: string, handler: UpgradeProtocolHandler): void;
-  close(): void;
+/** A request head as an `Upgrade` handler sees it (the fields of Node's `IncomingMessage` it uses). */
+export interface Http1RequestHead {
+  readonly method: string;
+  readonly url: string;
+  /** Fields by lower-case name (repeated ones joined as Node joins them). */
+  readonly headers: HttpHeaders;
+  /** `[name, value, …]` as received. */
+  readonly rawHeaders: readonly string[];
+  /** `1.1` or `1.0`. */
+  readonly httpVersion: string;
 }
 
 /** Serves an `Upgrade` request for a protocol the proxy itself speaks; it owns `socket`. */
 export type UpgradeProtocolHandler = (
-  req: http.IncomingMessage,
+  req: Http1RequestHead,
   socket: Duplex,
   early: Buffer,
   conn: IngressConnection,
 ) => void;
 
 /** The handler registered for one of the protocols an `Upgrade` header names, if any. */
-function upgradeHandler(
+export function upgradeHandler(
   handlers: ReadonlyMap<string, UpgradeProtocolHandler>,
   upgrade: string | undefined,
 ): UpgradeProtocolHandler | undefined {
@@ -240,137 +188,33 @@ function upgradeHandler(
   return undefined;
 }
 
-/** Creates the HTTP/1.1 on-ramp of `endpoint`. */
-export function createHttp1OnRamp(rt: Runtime, endpoint: EndpointState): Http1OnRamp {
-  const ep = httpEndpoint(endpoint.settings);
-  const agent = new EgressAgent(rt);
-  const server = http.createServer({
-    maxHeaderSize: ep.max_header_size,
-    headersTimeout: ep.header_read_timeout,
-    requestTimeout: 0,
-    keepAliveTimeout: ep.idle_timeout,
-    connectionsCheckingInterval: Math.max(100, Math.min(1000, ep.header_read_timeout / 2)),
-    requireHostHeader: false,
-    noDelay: true,
-  });
-  // A client that half-closes after its request (FIN) still gets the response; the connection
-  // closes once it is written (endpoints accept with allowHalfOpen).
-  (server as { httpAllowHalfOpen?: boolean }).httpAllowHalfOpen = true;
+/** An endpoint's HTTP/1.1 side: the upstream pool and the `Upgrade` protocols it serves itself. */
+export interface Http1OnRamp {
+  /** The keep-alive upstream pool this endpoint forwards through. */
+  readonly pool: HttpPool;
+  /** The registered `Upgrade` protocols, by lower-case token. */
+  readonly upgradeHandlers: ReadonlyMap<string, UpgradeProtocolHandler>;
+  /**
+   * Serves `Upgrade` requests naming `protocol` (MASQUE's `connect-udp`, `connect-ip`) with
+   * `handler` instead of the forwarding upgrade pipeline. The handler owns the socket.
+   */
+  handleUpgradeProtocol(protocol: string, handler: UpgradeProtocolHandler): void;
+  /** Closes the pool's idle connections. */
+  close(): void;
+}
 
-  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const conn = connOf(req.socket);
-    if (conn === undefined) {
-      res.destroy();
-      return;
-    }
-    if (!acceptHead(endpoint, req, req.socket)) {
-      req.resume();
-      return;
-    }
-    const target = parseAbsoluteTarget(req.url ?? '');
-    // `https://` targets go to the origin over verified TLS (`offramps/tls/origin.ts`).
-    if (target === null || (target.scheme !== 'http' && target.scheme !== 'https')) {
-      const body = '400 a forward proxy needs an absolute-form http:// or https:// target or CONNECT\n';
-      res.writeHead(400, {
-        'content-type': 'text/plain',
-        'content-length': body.length,
-        connection: 'close',
-      });
-      res.end(body);
-      return;
-    }
-    serveForward(rt, agent, conn, req, res, target);
-  });
-
-  server.on('connect', (req: http.IncomingMessage, socket: Duplex, early: Buffer) => {
-    const conn = connOf(socket);
-    if (conn === undefined) {
-      socket.destroy();
-      return;
-    }
-    if (!acceptHead(endpoint, req, socket)) return;
-    const target = parseAuthority(req.url ?? '');
-    if (target === null) {
-      writeRawResponse(socket, 400, '400 CONNECT needs a host:port target\n');
-      return;
-    }
-    clearSilent.call(socket); // a CONNECT head arrived: the client is not silent
-    socket.on('error', () => {}); // the tunnel's pump reports errors; before it, a reset only ends the attempt
-    void serveConnect(rt, conn, new Http1ConnectExchange(req.url ?? '', req.headers, socket, early), target);
-  });
-
+/** Creates the HTTP/1.1 side of an endpoint (its connections are served by `lean.ts`). */
+export function createHttp1OnRamp(rt: Runtime): Http1OnRamp {
+  const pool = new HttpPool(rt);
   const upgradeHandlers = new Map<string, UpgradeProtocolHandler>();
-  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, early: Buffer) => {
-    const conn = connOf(socket);
-    if (!acceptHead(endpoint, req, socket)) return;
-    const own = conn === undefined ? undefined : upgradeHandler(upgradeHandlers, req.headers.upgrade);
-    if (own !== undefined && conn !== undefined) {
-      clearSilent.call(socket);
-      own(req, socket, early, conn);
-      return;
-    }
-    const target = parseAbsoluteTarget(req.url ?? '');
-    if (conn === undefined || target === null || target.scheme !== 'http') {
-      writeRawResponse(socket, 400, '400 Upgrade needs an absolute-form http:// target\n');
-      return;
-    }
-    socket.on('error', () => {});
-    void serveUpgrade(rt, conn, req, socket, early, target);
-  });
-
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    const code = err.code ?? '';
-    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
-      socket.destroy();
-      return;
-    }
-    // A response already under way cannot be followed by an error status: just close. (A
-    // request whose body turned out malformed has a response object that has not started.)
-    const pending = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    if (pending?.headersSent) {
-      socket.destroy();
-      return;
-    }
-    answerClientError(endpoint, connOf(socket), socket, code);
-  });
-
-  const closeIfSilent = (socket: TaggedSocket, conn: IngressConnection): void => {
-    socket[kSilent] = undefined;
-    socket.off('close', clearSilent);
-    if (socket.bytesRead === 0 && !socket.destroyed) {
-      conn.closeReason = 'header_timeout';
-      ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason: 'header_timeout' }).inc();
-      socket.destroy();
-    }
-  };
-
-  // Node starts its header/request timeout checks when an HTTP server listens; this one never
-  // listens itself (sockets come from the endpoint), so start them the same way.
-  server.emit('listening');
-
   return {
-    protocol: 'http/1.1',
-    server,
-    agent,
-    adopt(socket: net.Socket, conn: IngressConnection): void {
-      (socket as TaggedSocket)[kConn] = conn;
-      server.emit('connection', socket);
-    },
+    pool,
+    upgradeHandlers,
     handleUpgradeProtocol(protocol: string, handler: UpgradeProtocolHandler): void {
       upgradeHandlers.set(protocol.toLowerCase(), handler);
     },
     close(): void {
-      server.close();
-      agent.destroy();
-    },
-    serve(socket: net.Socket, conn: IngressConnection): void {
-      (socket as TaggedSocket)[kConn] = conn;
-      server.emit('connection', socket);
-      // Node's header timeout starts with the first byte; a client that sends nothing at all
-      // is closed here after the same time.
-      const s = socket as TaggedSocket;
-      s[kSilent] = setTimeout(closeIfSilent, ep.header_read_timeout, s, conn).unref();
-      s.once('close', clearSilent);
+      pool.destroy();
     },
   };
 }

@@ -6,9 +6,8 @@
  *
  * - TLS on (`endpoints.<name>.tls.enabled`): the handshake first; ALPN `h2` → HTTP/2, anything
  *   else (`http/1.1`, or no ALPN) → HTTP/1.1.
- * - TLS off: the lean HTTP/1.1 on-ramp (`http1/lean.ts`) reads the first bytes; the HTTP/2
- *   preface (prior knowledge) → HTTP/2, anything else is HTTP/1.1: CONNECT and plain bodiless
- *   forwarding served there, the rest handed to `node:http` with the bytes read given back.
+ * - TLS off: the HTTP/1.1 on-ramp (`http1/lean.ts`) reads the first bytes; the HTTP/2
+ *   preface (prior knowledge) → HTTP/2, anything else is HTTP/1.1, served there.
  *
  * Ordering rule: this runs after the ingress decision (`acceptConnection`), inside the
  * connection's telemetry context, and sets `conn.protocol` (and `conn.clientIdentity`, then
@@ -71,7 +70,7 @@ function setProtocol(conn: IngressConnection, protocol: IngressProtocol): void {
 export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRamp {
   const where = `endpoints.${endpoint.name}`;
   const settings = sections(endpoint);
-  const h1 = createHttp1OnRamp(rt, endpoint);
+  const h1 = createHttp1OnRamp(rt);
   const h2 = settings.http2.enabled
     ? createHttp2OnRamp(rt, endpoint, settings.http2, `${where}.http2`)
     : null;
@@ -95,8 +94,8 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
     ingressMetrics.connections_failed_total({ endpoint: endpoint.name, reason: metric }).inc();
   };
 
-  // Cleartext connections start in the lean HTTP/1.1 on-ramp, which hands them to HTTP/2 when
-  // they open with its preface and to `node:http` for what it does not serve itself.
+  // Every HTTP/1.1 connection, cleartext or TLS, is served by the HTTP/1.1 on-ramp; a cleartext
+  // one that opens with the HTTP/2 preface is handed to HTTP/2.
   const lean = createLeanOnRamp(
     rt,
     endpoint,
@@ -140,7 +139,7 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
             setProtocol(conn, 'h2');
             h2.serve(tlsSocket, conn);
           } else {
-            h1.serve(tlsSocket, conn);
+            lean.serve(tlsSocket, conn);
             // The drain tells a busy HTTP/1.1 connection by the response in flight on
             // `conn.socket`; with TLS, Node keeps it on the TLS socket, so show it through.
             Object.defineProperty(socket, '_httpMessage', {

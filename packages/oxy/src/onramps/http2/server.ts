@@ -18,11 +18,11 @@ import http2 from 'node:http2';
 import type net from 'node:net';
 import { log } from 'foundations/telemetry';
 import type { EndpointState, IngressConnection } from '../../context/state.ts';
-import { EgressAgent } from '../../egress/agent.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
 import { serveForward } from '../../flows/http/forward.ts';
 import { parseAuthority } from '../../flows/http/headers.ts';
 import type { RequestHead } from '../../hooks/http-request.ts';
+import { HttpPool } from '../../offramps/http/pool.ts';
 import type { Runtime } from '../../runtime.ts';
 import { httpEndpoint } from '../../settings.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
@@ -156,7 +156,7 @@ export function createHttp2OnRamp(
   where: string,
 ): Http2OnRamp {
   const server = http2.createServer(http2ServerOptions(settings, where));
-  const agent = new EgressAgent(rt);
+  const pool = new HttpPool(rt);
   const sessions = new Set<TaggedSession>();
   const metrics = http2EndpointMetrics(endpoint.name);
   let draining = false;
@@ -304,7 +304,7 @@ export function createHttp2OnRamp(
         const res = new ForwardResponse(stream);
         // The forwarding pipeline is written against Node's response API, which the HTTP/2
         // compatibility response implements for everything it uses.
-        serveForward(rt, agent, conn, req, res as unknown as Parameters<typeof serveForward>[4], {
+        serveForward(rt, pool, conn, req, res as unknown as Parameters<typeof serveForward>[4], {
           scheme: head.scheme,
           authority: head.authority,
           addr,
@@ -382,7 +382,7 @@ export function createHttp2OnRamp(
       draining = true;
       clearInterval(sweep);
       for (const s of sessions) s.destroy();
-      agent.destroy();
+      pool.destroy();
     },
     get sessions(): number {
       return sessions.size;

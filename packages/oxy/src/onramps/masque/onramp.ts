@@ -20,7 +20,6 @@
  * address from the endpoint's `masque.ip_pool`, packets to the IP pipeline); with both pool
  * prefixes empty they are answered 501.
  */
-import type http from 'node:http';
 import type http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { defaultSettings } from 'foundations/settings';
@@ -46,6 +45,7 @@ import type { Runtime } from '../../runtime.ts';
 import { httpEndpoint } from '../../settings.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { datagramMetrics } from '../../telemetry/metrics.ts';
+import type { Http1RequestHead } from '../http1/server.ts';
 import { type ConnectIpServe, serveConnectIp } from './connect-ip.ts';
 import { Http1MasqueExchange, Http2MasqueExchange, type MasqueExchange } from './exchange.ts';
 import { IpPool, registerIpPool } from './ip-pool.ts';
@@ -69,7 +69,7 @@ export interface MasqueOnRamp {
     conn: IngressConnection,
   ): void;
   /** Serves an HTTP/1.1 request with `Upgrade: connect-udp` (or `connect-ip`) on `socket`. */
-  serveHttp1(req: http.IncomingMessage, socket: Duplex, early: Buffer, conn: IngressConnection): void;
+  serveHttp1(req: Http1RequestHead, socket: Duplex, early: Buffer, conn: IngressConnection): void;
 }
 
 /** The endpoint's `masque` section, or its defaults when the schema lacks it. */
