@@ -229,6 +229,8 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
   #bodyOut: BodyOut | null = null;
   #bodyTimer: NodeJS.Timeout | undefined;
   #requestPipe: StagePipe | null = null;
+  /** The request body's stage, chosen before egress; piped once the request is sent. */
+  #upStage: BodyStage | null = null;
   #responsePipe: StagePipe | null = null;
   /** While `handleResponse` runs: the body pieces and end that arrived meanwhile. */
   #held: {
@@ -266,6 +268,7 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
     const target = this.#input.target;
     const hook = rt.hooks.request;
     if (hook === null) {
+      if (!this.#openUpStage()) return;
       const eg = new EgressState(request.ingress, request, target.addr, rt.ext);
       if (rt.fast.defaultEgress) {
         // Without a hook the decision is known at once: no promise on the hot path.
@@ -300,6 +303,7 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
           return;
         }
         this.#head = ran.head;
+        if (!this.#openUpStage()) return;
         const eg = new EgressState(request.ingress, request, ran.addr, rt.ext);
         const decision = rt.fast.defaultEgress ? defaultDecision(rt, eg) : await decideEgress(rt, eg);
         this.#send(eg, decision, ran.addr);
@@ -352,7 +356,7 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
       extra += `Proxy-Authorization: ${route.proxyAuthorization}\r\n`;
     let body: RequestBody | null = null;
     if (input.body !== null) {
-      const stage = requestBodyStage(this.#rt, this.#headForStage(), request);
+      const stage = this.#upStage;
       if (stage !== null) this.#requestPipe = this.#pipeUp(stage);
       // Framing: the length as the client stated it, unless a stage may change it (or there was
       // none: chunked); `Content-Length` is never sent with chunked.
@@ -365,6 +369,22 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
     const method = head?.method ?? request.method;
     const text = `${method} ${route.requestTarget} HTTP/1.1\r\n${fields}${extra}\r\n`;
     this.#pending = this.#pool.request(route.target, method, text, this, body);
+  }
+
+  /**
+   * Chooses the request body's stage: after the request hook forwarded, before egress (the
+   * hooks' order), so a filter hears of an egress refusal (`abort`) and a body declared over
+   * `max_request_body` is refused before any upstream work. False when it was refused.
+   */
+  #openUpStage(): boolean {
+    if (this.#input.body === null) return true;
+    try {
+      this.#upStage = requestBodyStage(this.#rt, this.#headForStage(), this.#request);
+      return true;
+    } catch (e) {
+      this.failWith(e);
+      return false;
+    }
   }
 
   /** The head a body stage sees: the hook's, or one built from the client's fields. */
@@ -466,7 +486,8 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
     this.#pending?.abort();
     this.#discardBody();
     this.#answerError(status, reason);
-    this.#finish(e instanceof BodyStopped ? 'body_stopped' : isOxyError(e) ? e.code : 'error');
+    // A stopped body's code (`OXY_ERR_BODY_STOPPED`, `OXY_ERR_BODY_TOO_LARGE`) is its close reason.
+    this.#finish(isOxyError(e) ? e.code : 'error');
   }
 
   #answerError(status: number, reason: string): void {
@@ -529,7 +550,13 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
     let fields = rawHeaders;
     if (!this.#rt.fast.leanForward) {
       const resHead = res ?? { status, headers: rawToHeaders(rawHeaders) };
-      const stage = responseBodyStage(this.#rt, this.#headForStage(), resHead, this.#request);
+      let stage: BodyStage | null;
+      try {
+        stage = responseBodyStage(this.#rt, this.#headForStage(), resHead, this.#request);
+      } catch (e) {
+        this.failWith(e); // a length declared over `max_response_body`, a chooser that threw
+        return;
+      }
       if (stage !== null) {
         // A stage may change the length: the framing is chunked (HTTP/1.1) or none (HTTP/2).
         if (stage.rewrites) fields = filterRawHeaders(rawHeaders, 'content-length');
@@ -620,7 +647,8 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
     this.#done = true;
     clearTimeout(this.#stallTimer);
     clearTimeout(this.#bodyTimer);
-    this.#requestPipe?.abort(reason);
+    if (this.#requestPipe !== null) this.#requestPipe.abort(reason);
+    else this.#upStage?.abort(reason);
     this.#responsePipe?.abort(reason);
     recordEnd(this.#rt, this.#request, this.#bytesUp, this.#bytesDown, reason);
   }
