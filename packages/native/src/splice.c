@@ -470,7 +470,9 @@ static void on_event(splicer_t *s, int i, uint32_t ev) {
   if (s->closing) return;
   if (s->connecting) {
     if (i == 1 && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
-      int e = sock_error(s->fd[1], (ev & (EPOLLERR | EPOLLHUP)) ? ECONNREFUSED : 0);
+      /* Writable without an error or hang-up: connected (a failed connect raises EPOLLERR), so
+       * SO_ERROR is read only when there is one to read. */
+      int e = (ev & (EPOLLERR | EPOLLHUP)) ? sock_error(s->fd[1], ECONNREFUSED) : 0;
       if (e != 0) {
         finish(s, END_CONNECT, e, 1);
         return;
