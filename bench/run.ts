@@ -241,7 +241,7 @@ async function main(): Promise<void> {
       let figures: Figures;
       if (sc === 'S1') figures = await runS1(senv, addr);
       else if (sc === 'S2') figures = await runS2(senv, addr);
-      else if (sc === 'S3') figures = await runS3(senv, addr);
+      else if (sc === 'S3') figures = await runS3(senv, addr, pid);
       else if (sc === 'S4') figures = await runS4(senv, addr, pid);
       else if (sc === 'S5') figures = await runS5(senv, addr);
       else if (sc === 'S6a') figures = await runS6a(senv, addr, pid);
