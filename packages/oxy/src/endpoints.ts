@@ -18,18 +18,14 @@ import type { Runtime } from './runtime.ts';
  * `allowHalfOpen` (tunnels carry half-close) and `noDelay`. With `listeners` (the restart
  * lifecycle's), a socket inherited from the previous process or from systemd is used when one
  * matches by name or address, and the server is handed on at the next restart. Throws
- * `OXY_ERR_LISTEN` naming the settings path. With `pauseOnConnect`, an accepted socket's handle
- * does not start reading (no poll registration, nothing read ahead) until someone resumes it:
- * for on-ramps that decide themselves when a socket flows (a `tcp` endpoint's, whose bytes
- * usually go to the addon's tunnel without Node reading any).
+ * `OXY_ERR_LISTEN` naming the settings path.
  */
 export async function openEndpoint(
   name: string,
   addr: ListenAddr,
   listeners?: Listeners,
-  pauseOnConnect = false,
 ): Promise<net.Server> {
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect });
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false });
   const options = addr.kind === 'tcp' ? { host: addr.host, port: addr.port } : { path: addr.path };
   try {
     if (listeners) await listeners.listen(name, addr, server, { backlog: 1024 });

@@ -102,7 +102,7 @@ export async function startProxy(
       }
       const onramp = createOnRamp(rt, endpoint);
       onramps.push(onramp);
-      const server = await openEndpoint(name, ep.addr, options.listeners, onramp.startsReading === true);
+      const server = await openEndpoint(name, ep.addr, options.listeners);
       server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
       servers.set(name, server);
       ingressMetrics.connections_active({ endpoint: name }).set(0);

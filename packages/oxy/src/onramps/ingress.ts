@@ -44,9 +44,8 @@ export interface SocketOnRamp {
   serve(socket: net.Socket, conn: IngressConnection): void;
   /**
    * True when `serve` decides itself when the socket starts flowing (a `tcp` endpoint reads
-   * nothing before its upstream is connected). Its sockets are accepted with their handle not
-   * reading (`pauseOnConnect`): whoever reads resumes them. Otherwise a socket held paused for
-   * an async ingress decision is resumed right after `serve`.
+   * nothing before its upstream is connected). Otherwise a socket held paused for an async
+   * ingress decision is resumed right after `serve`.
    */
   readonly startsReading?: boolean;
 }
