@@ -11,8 +11,9 @@
  * (`reactor_hold`: the JS loop stays alive while there are any). The reactor thread waits on the
  * set, dispatches ready events in batches of up to BATCH to their items' event callbacks, runs
  * the commands, and asks the tick function (if set) for its next deadline. A command that finds
- * the thread asleep wakes it at the end of the JS loop turn (a uv_check, with a uv_idle so the
- * loop does not block first), once for all the commands of that turn. Items the reactor thread
+ * the thread asleep wakes it at once, or, if the caller allows (`at_turn_end`: a tunnel's
+ * start), at the end of the JS loop turn (a uv_check, with a uv_idle so the loop does not
+ * block first), once for all such commands of that turn. Items the reactor thread
  * has news of are posted back (`reactor_post`);
  * their done callbacks run on the JS thread, in post order, from one uv_async (wake-ups
  * coalesce: one per loop turn at most).
@@ -287,7 +288,7 @@ void reactor_hold(reactor_t *r, int delta) {
   if (r->active == 0) uv_unref((uv_handle_t *)&r->async);
 }
 
-bool reactor_command(reactor_t *r, reactor_item_t *it) {
+bool reactor_command(reactor_t *r, reactor_item_t *it, bool at_turn_end) {
   pthread_mutex_lock(&r->lock);
   if (r->stopping || r->stopped) {
     pthread_mutex_unlock(&r->lock);
@@ -298,7 +299,12 @@ bool reactor_command(reactor_t *r, reactor_item_t *it) {
   else r->cmd_head = it;
   r->cmd_tail = it;
   bool sleeping = r->sleeping;
+  if (sleeping && !at_turn_end) r->sleeping = false; /* one wake-up per sleep */
   pthread_mutex_unlock(&r->lock);
+  if (sleeping && !at_turn_end) {
+    wake(r);
+    return true;
+  }
   /* A sleeping thread is woken once, at the end of this loop turn (on_check), for every
    * command the turn queues: a burst of accepted tunnels costs one wake-up, not one each. */
   if (sleeping && !r->wake_due) {

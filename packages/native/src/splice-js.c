@@ -152,7 +152,8 @@ static napi_value launch(napi_env env, splicer_t *s, napi_value owner) {
   s->thread_ref = true;
   s->cmd_pending = true;
   reactor_hold(s->r, 1);
-  if (!reactor_command(s->r, &s->item)) {
+  /* Woken at the end of the loop turn: a burst of accepted tunnels starts on one wake-up. */
+  if (!reactor_command(s->r, &s->item, true)) {
     void *ignored;
     reactor_hold(s->r, -1);
     napi_remove_wrap(env, owner, &ignored);
