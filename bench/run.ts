@@ -262,7 +262,7 @@ async function main(): Promise<void> {
       let figures: Figures;
       if (sc === 'S1') figures = await runS1(senv, addr, pid);
       else if (sc === 'S2') figures = await runS2(senv, addr);
-      else if (sc === 'S3') figures = await runS3(senv, addr);
+      else if (sc === 'S3') figures = await runS3(senv, addr, pid);
       else if (sc === 'S4') figures = await runS4(senv, addr, pid);
       else if (sc === 'S5') figures = await runS5(senv, addr);
       else if (sc === 'S9') figures = await runS9(senv, addr, pid);

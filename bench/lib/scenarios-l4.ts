@@ -82,7 +82,7 @@ function lastJson(text: string): Record<string, number | string | boolean> {
 }
 
 /** Per-unit CPU figures in microseconds: the whole proxy, and Oxy's two threads. */
-function cpuPer(cpu: (CpuSplit & { total: number }) | null, units: number, unit: string): Figures {
+export function cpuPer(cpu: (CpuSplit & { total: number }) | null, units: number, unit: string): Figures {
   if (!cpu || units <= 0) return { primary: 0 };
   const us = (s: number) => (s * 1e6) / units;
   return {

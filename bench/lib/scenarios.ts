@@ -10,7 +10,7 @@ import { S8_METRICS } from './intercept.ts';
 import { type Proc, runCommand, startProcess, stopProcess, treeCpuTicks, treePss } from './procs.ts';
 import type { Scenario } from './proxies.ts';
 import { L3_METRICS } from './scenarios-l3.ts';
-import { L4_METRICS, S11_METRICS } from './scenarios-l4.ts';
+import { cpuPer, L4_METRICS, S11_METRICS } from './scenarios-l4.ts';
 import { cpuSplit, cpuSplitSince } from './threads.ts';
 
 /** Clock ticks per second of /proc/PID/stat (Linux's USER_HZ, 100 on every kernel we run). */
@@ -162,19 +162,30 @@ export async function runS2(env: ScenarioEnv, proxy: string | null): Promise<Fig
   return { primary: gbps, gbit_per_s: gbps, bytes: size };
 }
 
-/** S3: short tunnels from the C load generator. */
-export async function runS3(env: ScenarioEnv, proxy: string | null): Promise<Figures> {
+/**
+ * S3: short tunnels from the C load generator. With the proxy's `pid`, also its CPU per tunnel
+ * (all its threads, and Oxy's JS and reactor threads apart): steadier than the rate on a
+ * shared machine.
+ */
+export async function runS3(
+  env: ScenarioEnv,
+  proxy: string | null,
+  pid: number | null = null,
+): Promise<Figures> {
   const seconds = env.quick ? 3 : 10;
   const base = ['tunnels', '--target', env.upstream, '--path', '/1k', '-c', '64', '--sources', '16'];
   if (proxy) base.push('--proxy', proxy);
   await runCommand(env.connload, [...base, '-d', '1'], { timeoutMs: 20000 }); // warm-up
   await sleep(500);
+  const before = pid ? cpuSplit(pid) : null;
   const r = await runCommand(env.connload, [...base, '-d', String(seconds)], {
     timeoutMs: (seconds + 30) * 1000,
   });
+  const cpu = pid && before ? cpuSplitSince(pid, before) : null;
   const j = lastJson(r.stdout);
   if (Number(j.tunnels) === 0) throw new Error(`no tunnel completed: ${JSON.stringify(j)}`);
   return {
+    ...cpuPer(cpu, Number(j.tunnels), 'tunnel'),
     primary: Number(j.tunnels_per_s),
     tunnels_per_s: Number(j.tunnels_per_s),
     setup_p50_ms: Number(j.setup_p50_ms),

@@ -120,8 +120,12 @@ export type PollHandle = { readonly __pollHandle: unique symbol };
  */
 export interface SpliceOwner {
   onSpliceEnd(kind: number, bytes0to1: number, bytes1to0: number, errno: number, side: number): void;
-  /** A tunnel (`tunnelStart`) connected upstream: its head is on its way to the client. */
-  onSpliceConnected?(): void;
+  /**
+   * A tunnel (`tunnelStart`) connected upstream (its head is on its way to the client), after
+   * `connectMs`. Announced just before `onSpliceEnd` when the tunnel ends within 50 ms of its
+   * connect, else 50 ms after it: a short tunnel wakes the JS thread once.
+   */
+  onSpliceConnected?(connectMs: number): void;
 }
 
 /** The JS object a socket writer is wrapped into (src/writer.c): `onWriterDrain` is called once its queue emptied, when asked. */

@@ -75,8 +75,9 @@ void reactor_set_tick(reactor_t *r, int (*tick)(reactor_t *r));
 /* JS thread: counts running users (+1/-1); the loop stays alive while there are any. */
 void reactor_hold(reactor_t *r, int delta);
 /* JS thread: runs its command on the reactor thread. An item is in the command list at most once
- * at a time. False once the reactor is stopping. */
-bool reactor_command(reactor_t *r, reactor_item_t *it);
+ * at a time. False once the reactor is stopping. A sleeping reactor thread is woken at once, or
+ * with `at_turn_end` once at the end of this JS loop turn for all such commands. */
+bool reactor_command(reactor_t *r, reactor_item_t *it, bool at_turn_end);
 /* Reactor thread: hands `it` to its done callback on the JS thread. An item is posted at most
  * once at a time. */
 void reactor_post(reactor_t *r, reactor_item_t *it);

@@ -10,7 +10,11 @@
  * on the reactor thread, e.g. "connect and register it") and counts running users
  * (`reactor_hold`: the JS loop stays alive while there are any). The reactor thread waits on the
  * set, dispatches ready events in batches of up to BATCH to their items' event callbacks, runs
- * the commands, and asks the tick function (if set) for its next deadline. Items the reactor thread has news of are posted back (`reactor_post`);
+ * the commands, and asks the tick function (if set) for its next deadline. A command that finds
+ * the thread asleep wakes it at once, or, if the caller allows (`at_turn_end`: a tunnel's
+ * start), at the end of the JS loop turn (a uv_check, with a uv_idle so the loop does not
+ * block first), once for all such commands of that turn. Items the reactor thread
+ * has news of are posted back (`reactor_post`);
  * their done callbacks run on the JS thread, in post order, from one uv_async (wake-ups
  * coalesce: one per loop turn at most).
  *
@@ -36,6 +40,9 @@
 
 struct reactor {
   uv_async_t async; /* the JS loop's end: posted items */
+  uv_check_t check; /* JS thread: wakes the thread once, after the loop turn's commands */
+  uv_idle_t idle;   /* JS thread: active while a wake is due, so the loop does not block first */
+  bool wake_due;    /* JS thread: a wake is due at the end of this loop turn */
   uv_loop_t *loop;
   napi_env env;
   int (*tick)(reactor_t *r); /* reactor thread: what is due before each wait */
@@ -130,6 +137,23 @@ static void wake(reactor_t *r) {
   (void)ignored;
 }
 
+/* JS thread, at the end of the loop turn that queued commands: one wake for all of them. */
+static void on_check(uv_check_t *h) {
+  reactor_t *r = h->data;
+  uv_check_stop(&r->check);
+  uv_idle_stop(&r->idle);
+  r->wake_due = false;
+  pthread_mutex_lock(&r->lock);
+  bool sleeping = r->sleeping && r->cmd_head != NULL;
+  if (sleeping) r->sleeping = false; /* one wake-up per sleep */
+  pthread_mutex_unlock(&r->lock);
+  if (sleeping) wake(r);
+}
+
+static void on_idle(uv_idle_t *h) {
+  (void)h; /* only its being active matters: the loop polls without blocking */
+}
+
 /* The env is going away: stop the thread, unlink the reactor, stop watching. */
 static void cleanup(void *arg) {
   reactor_t *r = arg;
@@ -161,6 +185,8 @@ static void cleanup(void *arg) {
    * handles, and a callback here would then be a call into unmapped code (SIGSEGV). The struct
    * is kept (users finalised later may still look at it). */
   uv_close((uv_handle_t *)&r->async, NULL);
+  uv_close((uv_handle_t *)&r->check, NULL);
+  uv_close((uv_handle_t *)&r->idle, NULL);
   close(r->epfd);
   close(r->wakefd);
   r->epfd = -1;
@@ -202,12 +228,21 @@ reactor_t *reactor_for(napi_env env) {
     rc = uv_async_init(loop, &r->async, on_async);
   }
   if (rc == 0) {
+    /* Never fail once the loop is alive; unref'd: a due wake does not keep the loop alive. */
+    uv_check_init(loop, &r->check);
+    uv_idle_init(loop, &r->idle);
+    r->check.data = r;
+    r->idle.data = r;
+    uv_unref((uv_handle_t *)&r->check);
+    uv_unref((uv_handle_t *)&r->idle);
     r->async.data = r;
     uv_unref((uv_handle_t *)&r->async); /* only running users keep the loop alive */
     rc = -pthread_create(&r->thread, NULL, run, r);
     if (rc < 0) {
-      /* The handle is the loop's until closed: the struct is leaked with it. */
+      /* The handles are the loop's until closed: the struct is leaked with them. */
       uv_close((uv_handle_t *)&r->async, NULL);
+      uv_close((uv_handle_t *)&r->check, NULL);
+      uv_close((uv_handle_t *)&r->idle, NULL);
       close(r->epfd);
       close(r->wakefd);
       r->epfd = r->wakefd = -1;
@@ -253,7 +288,7 @@ void reactor_hold(reactor_t *r, int delta) {
   if (r->active == 0) uv_unref((uv_handle_t *)&r->async);
 }
 
-bool reactor_command(reactor_t *r, reactor_item_t *it) {
+bool reactor_command(reactor_t *r, reactor_item_t *it, bool at_turn_end) {
   pthread_mutex_lock(&r->lock);
   if (r->stopping || r->stopped) {
     pthread_mutex_unlock(&r->lock);
@@ -264,9 +299,19 @@ bool reactor_command(reactor_t *r, reactor_item_t *it) {
   else r->cmd_head = it;
   r->cmd_tail = it;
   bool sleeping = r->sleeping;
-  r->sleeping = false; /* one wake-up per sleep */
+  if (sleeping && !at_turn_end) r->sleeping = false; /* one wake-up per sleep */
   pthread_mutex_unlock(&r->lock);
-  if (sleeping) wake(r);
+  if (sleeping && !at_turn_end) {
+    wake(r);
+    return true;
+  }
+  /* A sleeping thread is woken once, at the end of this loop turn (on_check), for every
+   * command the turn queues: a burst of accepted tunnels costs one wake-up, not one each. */
+  if (sleeping && !r->wake_due) {
+    r->wake_due = true;
+    uv_idle_start(&r->idle, on_idle);
+    uv_check_start(&r->check, on_check);
+  }
   return true;
 }
 

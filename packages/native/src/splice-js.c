@@ -38,7 +38,7 @@ void splicer_done(napi_env env, reactor_item_t *it) {
   bool mine = s->js_ref && s->owner != NULL;
   if (mine && (notes & NOTE_END)) s->js_ref = false; /* let go below */
   int kind = s->end_kind, err = s->end_err, side = s->end_side;
-  double b0 = (double)s->dir[0].bytes, b1 = (double)s->dir[1].bytes;
+  double b0 = (double)s->dir[0].bytes, b1 = (double)s->dir[1].bytes, connect_ms = s->connect_ms;
   bool gone = splicer_unreferenced(s);
   pthread_mutex_unlock(&s->mu);
   if (mine) {
@@ -48,7 +48,8 @@ void splicer_done(napi_env env, reactor_item_t *it) {
       napi_value owner = NULL, argv[5];
       if (notes & NOTE_END) owner = release_owner(s);
       else if (napi_get_reference_value(env, s->owner, &owner) != napi_ok) owner = NULL;
-      if (owner && (notes & NOTE_CONNECTED)) call_owner(env, owner, "onSpliceConnected", 0, NULL);
+      if (owner && (notes & NOTE_CONNECTED) && napi_create_double(env, connect_ms, &argv[0]) == napi_ok)
+        call_owner(env, owner, "onSpliceConnected", 1, argv);
       if (owner && (notes & NOTE_END) && napi_create_int32(env, kind, &argv[0]) == napi_ok &&
           napi_create_double(env, b0, &argv[1]) == napi_ok && napi_create_double(env, b1, &argv[2]) == napi_ok &&
           napi_create_int32(env, err, &argv[3]) == napi_ok && napi_create_int32(env, side, &argv[4]) == napi_ok)
@@ -100,6 +101,11 @@ static splicer_t *splicer_new(napi_env env, int pipe_size) {
     long n = v ? strtol(v, NULL, 10) : 0;
     round_bytes = n >= 4096 ? (size_t)n : ROUND_BYTES;
   }
+  if (copy_bytes == (size_t)-1) {
+    const char *v = getenv("OXY_SPLICE_COPY_BYTES");
+    long n = v ? strtol(v, NULL, 10) : -1;
+    copy_bytes = n >= 0 ? (size_t)n : COPY_BYTES;
+  }
   reactor_set_tick(r, splicer_tick);
   pthread_mutex_init(&s->mu, NULL);
   s->item.ops = &splicer_ops;
@@ -146,7 +152,8 @@ static napi_value launch(napi_env env, splicer_t *s, napi_value owner) {
   s->thread_ref = true;
   s->cmd_pending = true;
   reactor_hold(s->r, 1);
-  if (!reactor_command(s->r, &s->item)) {
+  /* Woken at the end of the loop turn: a burst of accepted tunnels starts on one wake-up. */
+  if (!reactor_command(s->r, &s->item, true)) {
     void *ignored;
     reactor_hold(s->r, -1);
     napi_remove_wrap(env, owner, &ignored);

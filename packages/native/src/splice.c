@@ -13,12 +13,21 @@
  *   non-blocking socket to ip:port (TCP_NODELAY, bound to sourceIp if given), the connect
  *   awaited until its deadline; then `head` (the 2xx answer) written to the client and `early`
  *   (bytes that came after the CONNECT head) to the upstream, then the splice. The JS thread
- *   hears owner.onSpliceConnected() once connected (it may then close its own handle of the
- *   client: the splicer has a duplicate); if the connect fails or times out, onSpliceEnd comes
- *   with kind 2 and the errno, nothing was written to the client, and JS answers 502 or 504.
+ *   hears owner.onSpliceConnected(connectMs) once connected (it may then close its own handle
+ *   of the client: the splicer has a duplicate), ANNOUNCE_MS after the connect, or with the end
+ *   if that comes first: a short tunnel wakes the JS thread once, not twice. If the connect
+ *   fails or times out, onSpliceEnd comes with kind 2 and the errno, nothing was written to the
+ *   client, and JS answers 502 or 504.
  * The caller must have stopped reading the sockets (and must not write to them) meanwhile.
  *
- * Each direction has its own pipe, taken on the first byte (an idle tunnel costs no pipe) at the
+ * A direction's first COPY_BYTES are copied (recv into the reactor thread's buffer, send), not
+ * spliced: a short exchange then costs a read and a write per message where splicing costs two
+ * splices and a pipe, and a short read (the receive queue emptied) ends the direction's turn
+ * without the read that would only say EAGAIN, or, once the peer's FIN was reported
+ * (EPOLLRDHUP), the one that would only say 0, as nginx reads. Bytes the destination did not
+ * take are held (malloc'd) and written before anything else; a copying direction reads only
+ * while its destination takes bytes.
+ * After that each direction has its own pipe, taken then (an idle tunnel costs no pipe) at the
  * kernel's default size and grown to the asked size after the first MiB (short tunnels never pay).
  * Pipes come from a pool on the reactor thread: a pipe that ended empty and was never grown goes
  * back to it, so a short tunnel makes and closes no pipe.
@@ -29,13 +38,15 @@
  *
  * Each descriptor is registered once, edge-triggered for input, output and peer hang-up (WATCH),
  * and removed before it is closed (a duplicate of the socket may outlive ours, and with it a
- * registration pointing at a freed splicer). The splicer remembers what each side is ready for
+ * registration pointing at a freed splicer), except a tunnel's upstream socket: the reactor
+ * made it and nobody duplicates it, so its close removes it. The splicer remembers what each side is ready for
  * (set by events, cleared only by EAGAIN) and a direction runs until EAGAIN. One that used up its
  * round (ROUND_BYTES) is re-armed (its registration renewed, which reports what is ready again),
  * so it continues after the other tunnels of the batch had theirs.
  *
  * The descriptors must be non-blocking; duplicates share O_NONBLOCK with the caller's (Node's
- * sockets have it): it is checked once per descriptor and set only if missing.
+ * sockets have it): spliceStart checks it once per descriptor and sets it only if missing;
+ * tunnelStart's client is a Node socket and its upstream the reactor's own, both non-blocking.
  *
  * Threads: a splicer's state is guarded by its own mutex (the reactor thread holds it while it
  * moves the splicer's bytes; the JS thread while it reads counters or stops it). It is freed
@@ -52,16 +63,18 @@
 #include "splice.h"
 
 size_t round_bytes = 0;
+size_t copy_bytes = (size_t)-1; /* unset: read from the environment by splicer_new */
 
 static void on_ready(reactor_item_t *it, int side, uint32_t ev);
 static void on_command(reactor_t *r, reactor_item_t *it);
 const reactor_ops_t splicer_ops = {on_command, on_ready, splicer_done};
 
-/* ---- pipe pool (reactor thread only) ---- */
+/* ---- pipe pool and copy buffer (reactor thread only; heap, not TLS: the addon is dlopen'd) ---- */
 
 typedef struct {
   int n, max;
   int ends[POOL_MAX][2]; /* [read end, write end] */
+  uint8_t buf[COPY_BUF]; /* the thread's copy buffer (a young direction's bytes: see pump) */
 } pipe_pool_t;
 
 static __thread pipe_pool_t *pool;
@@ -156,13 +169,17 @@ void splicer_close(splicer_t *s, bool on_thread) {
   s->closing = true;
   for (int i = 0; i < 2; i++) {
     if (s->fd[i] >= 0) {
-      /* Out of the set before the close: another duplicate may keep the socket (and the entry). */
-      reactor_watch(s->r, s->fd[i], &s->events[i], 0, &s->item, i);
+      /* Out of the set before the close: another duplicate may keep the socket (and the entry).
+       * A tunnel's upstream socket is the reactor's own, never duplicated: its close removes it. */
+      if (!(s->tunnel && i == 1)) reactor_watch(s->r, s->fd[i], &s->events[i], 0, &s->item, i);
       close(s->fd[i]);
       s->fd[i] = -1;
     }
     s->events[i] = 0;
     pipe_give(&s->dir[i], on_thread);
+    free(s->dir[i].held);
+    s->dir[i].held = NULL;
+    s->dir[i].held_len = s->dir[i].held_off = 0;
   }
 }
 
@@ -197,7 +214,24 @@ static void finish(splicer_t *s, int kind, int err, int side) {
   s->end_err = err;
   s->end_side = side;
   s->thread_ref = false;
-  notify(s, NOTE_END);
+  /* A tunnel that ends before it was announced is announced with its end (one wake-up). */
+  int note = NOTE_END;
+  if (s->connected && !s->announced) {
+    s->announced = true;
+    note |= NOTE_CONNECTED;
+  }
+  notify(s, note);
+}
+
+/* Reactor thread, under s->mu: links s into the list checked by splicer_tick. */
+static void link_connecting(splicer_t *s) {
+  connect_t *cx = s->cx;
+  if (cx->linked) return;
+  cx->next = connecting_head;
+  if (connecting_head) connecting_head->cx->prev = s;
+  connecting_head = s;
+  cx->prev = NULL;
+  cx->linked = true;
 }
 
 /* ---- moving bytes (reactor thread, under s->mu) ---- */
@@ -233,11 +267,91 @@ static bool pre_pending(splicer_t *s, int i) {
 
 /* Moves what it can in direction d: until EAGAIN (which clears the side's readiness), EOF or the
  * round's budget. Returns 0, or an errno with *side set to the side at fault. */
+/* Writes direction d's held bytes (copied, not yet taken by dst). */
+static int write_held(splicer_t *s, dir_t *d, int *side) {
+  while (d->held_off < d->held_len) {
+    if (!s->can_write[d->dst]) return 0;
+    ssize_t n = send(s->fd[d->dst], d->held + d->held_off, d->held_len - d->held_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        s->can_write[d->dst] = false;
+        return 0;
+      }
+      *side = d->dst;
+      return errno;
+    }
+    d->held_off += (size_t)n;
+  }
+  free(d->held);
+  d->held = NULL;
+  d->held_len = d->held_off = 0;
+  return 0;
+}
+
+/* One read from src into the copy buffer and its write to dst (what dst does not take is held).
+ * Returns 0 or an errno (*side set); *stop when the direction has nothing more to do now. */
+static int copy_once(splicer_t *s, dir_t *d, size_t *moved, int *side, bool *stop) {
+  uint8_t *copy_buf = pool->buf;
+  ssize_t n = recv(s->fd[d->src], copy_buf, COPY_BUF, MSG_DONTWAIT);
+  if (n < 0) {
+    if (errno == EINTR) return 0;
+    if (errno == EAGAIN) {
+      s->can_read[d->src] = false; /* until the next EPOLLIN edge */
+      *stop = true;
+      return 0;
+    }
+    *side = d->src;
+    return errno;
+  }
+  if (n == 0) {
+    d->eof = true;
+    return 0;
+  }
+  __atomic_store_n(&d->bytes, d->bytes + (uint64_t)n, __ATOMIC_RELAXED);
+  *moved += (size_t)n;
+  /* A short read emptied the receive queue: any later byte raises a new edge (as nginx reads).
+   * If the peer's FIN was reported, the end of file is next: no read just to see the 0. */
+  if ((size_t)n < COPY_BUF) {
+    if (s->rdhup[d->src]) d->eof = true;
+    else s->can_read[d->src] = false;
+  }
+  size_t off = 0;
+  while (off < (size_t)n && s->can_write[d->dst]) {
+    ssize_t w = send(s->fd[d->dst], copy_buf + off, (size_t)n - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        s->can_write[d->dst] = false;
+        break;
+      }
+      *side = d->dst;
+      return errno;
+    }
+    off += (size_t)w;
+  }
+  if (off < (size_t)n) {
+    d->held = malloc((size_t)n - off);
+    if (!d->held) {
+      *side = -1;
+      return ENOMEM;
+    }
+    memcpy(d->held, copy_buf + off, (size_t)n - off);
+    d->held_len = (size_t)n - off;
+    d->held_off = 0;
+    *stop = true;
+  }
+  return 0;
+}
+
 static int pump(splicer_t *s, dir_t *d, int *side) {
   size_t moved = 0;
   int e = write_pre(s, d->dst, side);
   if (e != 0 || pre_pending(s, d->dst)) return e;
   for (;;) {
+    if (d->held != NULL) {
+      if ((e = write_held(s, d, side)) != 0 || d->held != NULL) return e;
+    }
     while (d->inpipe > 0) {
       if (!s->can_write[d->dst]) return 0;
       ssize_t n = splice(d->pr, NULL, s->fd[d->dst], NULL, d->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -263,6 +377,13 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
       return 0;
     }
     if (!s->can_read[d->src] || moved >= round_bytes) return 0; /* the budget: see on_event */
+    if (d->pr < 0 && d->bytes < copy_bytes && (pool_init(), pool != NULL)) {
+      /* Copy while the direction is young: only once dst takes bytes (no holding ahead). */
+      if (!s->can_write[d->dst]) return 0;
+      bool stop = false;
+      if ((e = copy_once(s, d, &moved, side, &stop)) != 0 || stop) return e;
+      continue;
+    }
     if (d->pr < 0) {
       e = pipe_take(d);
       if (e != 0) {
@@ -299,7 +420,11 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
 static bool has_work(splicer_t *s, int i) {
   dir_t *d = &s->dir[i];
   if (d->shut) return false;
-  return d->inpipe > 0 ? s->can_write[d->dst] : d->eof || s->can_read[d->src];
+  if (d->inpipe > 0 || d->held != NULL) return s->can_write[d->dst];
+  if (d->eof) return true;
+  /* A copying direction reads only once dst takes bytes: its EPOLLOUT edge resumes it. */
+  if (d->pr < 0 && d->bytes < copy_bytes && !s->can_write[d->dst]) return false;
+  return s->can_read[d->src];
 }
 
 /* Runs both directions as far as they go; ends the splice when both have shut or on an error. */
@@ -310,7 +435,8 @@ static void run_both(splicer_t *s) {
     finish(s, END_ERROR, err, side);
     return;
   }
-  if (s->cx && !pre_pending(s, 0) && !pre_pending(s, 1)) {
+  /* The connect phase is kept while the tunnel waits to be announced (its list links are there). */
+  if (s->cx && !s->cx->linked && !pre_pending(s, 0) && !pre_pending(s, 1)) {
     connect_free(s->cx);
     s->cx = NULL;
   }
@@ -344,24 +470,31 @@ static void on_event(splicer_t *s, int i, uint32_t ev) {
   if (s->closing) return;
   if (s->connecting) {
     if (i == 1 && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
-      int e = sock_error(s->fd[1], (ev & (EPOLLERR | EPOLLHUP)) ? ECONNREFUSED : 0);
+      /* Writable without an error or hang-up: connected (a failed connect raises EPOLLERR), so
+       * SO_ERROR is read only when there is one to read. */
+      int e = (ev & (EPOLLERR | EPOLLHUP)) ? sock_error(s->fd[1], ECONNREFUSED) : 0;
       if (e != 0) {
         finish(s, END_CONNECT, e, 1);
         return;
       }
       s->connecting = false;
       s->connected = true;
-      unlink_connecting(s);
-      notify(s, NOTE_CONNECTED);
+      /* Announced with its end, or by splicer_tick after ANNOUNCE_MS if it runs longer. */
+      int64_t now = splicer_now_ms();
+      s->connect_ms = (double)(now - s->cx->started);
+      s->cx->deadline = now + ANNOUNCE_MS;
+      link_connecting(s);
     } else if (i == 0 && (ev & EPOLLERR)) {
       finish(s, END_ERROR, sock_error(s->fd[0], EIO), 0);
       return;
     }
+    if (ev & EPOLLRDHUP) s->rdhup[i] = true;
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) s->can_read[i] = true;
     if (ev & (EPOLLOUT | EPOLLHUP)) s->can_write[i] = true;
     if (!s->connecting) run_both(s);
     return;
   }
+  if (ev & EPOLLRDHUP) s->rdhup[i] = true;
   if (ev & EPOLLERR) {
     /* The socket's own error says what happened. */
     finish(s, END_ERROR, sock_error(s->fd[i], EIO), i);
@@ -403,6 +536,7 @@ static int start_connect(splicer_t *s) {
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&cx->src, cx->srclen) < 0) return errno;
   }
+  cx->started = splicer_now_ms();
   if (connect(fd, (struct sockaddr *)&cx->addr, cx->addrlen) < 0 && errno != EINPROGRESS) return errno;
   s->connecting = true;
   return 0;
@@ -431,20 +565,16 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
     } else {
       for (int i = 0; i < 2 && err == 0; i++) {
         side = i;
-        /* A tunnel's upstream socket was made non-blocking. */
-        if (!(s->cx && i == 1)) err = ensure_nonblocking(s->fd[i]);
+        /* A tunnel's upstream socket was made non-blocking, and its client is a Node socket
+         * (libuv accepts and connects with O_NONBLOCK): no fcntl for either. */
+        if (!s->tunnel) err = ensure_nonblocking(s->fd[i]);
         /* Once; what is ready already is reported by the next wait. */
         if (err == 0) err = watch(s, i);
       }
       if (err != 0) {
         finish(s, END_ERROR, err, side);
       } else if (s->connecting && s->cx->deadline > 0) {
-        connect_t *cx = s->cx;
-        cx->next = connecting_head;
-        if (connecting_head) connecting_head->cx->prev = s;
-        connecting_head = s;
-        cx->prev = NULL;
-        cx->linked = true;
+        link_connecting(s);
       }
     }
   }
@@ -466,6 +596,15 @@ int splicer_tick(reactor_t *r) {
       /* Stopped by the JS thread while connecting: this list held the last reference. */
       unlink_connecting(s);
       s->thread_ref = false;
+    } else if (s->cx->deadline <= now && s->connected) {
+      /* Connected a while ago and still running: announce it. */
+      unlink_connecting(s);
+      s->announced = true;
+      notify(s, NOTE_CONNECTED);
+      if (!pre_pending(s, 0) && !pre_pending(s, 1)) {
+        connect_free(s->cx);
+        s->cx = NULL;
+      }
     } else if (s->cx->deadline <= now) {
       finish(s, END_CONNECT, ETIMEDOUT, 1);
     } else if (s->cx->deadline < next) {

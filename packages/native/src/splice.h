@@ -34,6 +34,16 @@ extern size_t round_bytes;
 #define PIPE_DEFAULT 65536u
 /* Most empty pipes a reactor thread keeps (fewer when the descriptor limit is low: 1/16 of it). */
 #define POOL_MAX 256
+/* Bytes a direction copies through user space (read/write) before it takes a pipe and splices:
+ * a short exchange costs a read and a write per message instead of two splices and a pipe.
+ * OXY_SPLICE_COPY_BYTES (read once; 0 splices from the first byte) overrides it. */
+#define COPY_BYTES (32u << 10)
+extern size_t copy_bytes;
+/* The reactor thread's copy buffer (one read's most). */
+#define COPY_BUF (16u << 10)
+/* How long after its connect a tunnel is announced to JS (onSpliceConnected) if it has not ended
+ * by then: a short tunnel is announced with its end, one wake-up of the JS thread instead of two. */
+#define ANNOUNCE_MS 50
 /* How each descriptor is registered, once. */
 #define WATCH (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
@@ -52,6 +62,8 @@ typedef struct {
   size_t inpipe;   /* bytes read into the pipe, not yet written out */
   size_t cap;      /* the pipe's capacity */
   uint64_t bytes;  /* bytes read from src */
+  uint8_t *held;   /* copied bytes read from src that dst did not take yet (malloc'd) */
+  size_t held_len, held_off;
   bool eof, shut;
 } dir_t;
 
@@ -61,8 +73,10 @@ typedef struct splicer splicer_t;
 typedef struct {
   struct sockaddr_storage addr, src;
   socklen_t addrlen, srclen;
-  int64_t deadline;       /* CLOCK_MONOTONIC ms; 0: none */
-  splicer_t *prev, *next; /* the reactor thread's list of connects with a deadline */
+  int64_t deadline;       /* CLOCK_MONOTONIC ms; 0: none. Once connected: when to announce it */
+  int64_t started;        /* CLOCK_MONOTONIC ms the connect started */
+  splicer_t *prev, *next; /* the reactor thread's list of connects with a deadline, then of
+                             connected tunnels not yet announced */
   bool linked;
   /* pre[i]: bytes to write to side i before any spliced byte (the 2xx head; early data). */
   uint8_t *pre[2];
@@ -77,12 +91,15 @@ struct splicer {
   uint32_t events[2]; /* epoll interest registered per side (WATCH); 0: not in the set */
   bool can_read[2];   /* side i may have bytes (or EOF) to read: set by events, cleared by EAGAIN */
   bool can_write[2];  /* side i may take bytes: likewise */
+  bool rdhup[2];      /* side i reported its peer's FIN: a short read from it means end of file */
   dir_t dir[2];       /* dir[i]: side i → side 1-i */
   connect_t *cx;      /* tunnelStart, until connected and its bytes written */
   int pipe_size;
   bool connecting;    /* waiting for the upstream connect */
   bool tunnel;        /* tunnelStart */
   bool connected;     /* tunnelStart: connected (its head may have been written) */
+  bool announced;     /* tunnelStart: NOTE_CONNECTED posted */
+  double connect_ms;  /* tunnelStart: how long the connect took */
   bool closing;       /* out of the set, descriptors closed */
   /* Who refers to it; freed when none does. */
   bool js_ref, thread_ref, queued;

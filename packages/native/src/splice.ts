@@ -101,8 +101,8 @@ export interface TunnelTarget {
 /**
  * The whole of a CONNECT tunnel on the addon's reactor thread: connects to `to`, writes its
  * head and early bytes, then splices `clientFd` (duplicated; the caller keeps its own, and must
- * not read or write it meanwhile) ⇄ the upstream. `owner.onSpliceConnected()` comes once
- * connected; `onSpliceEnd` at the end, with kind 2 and the errno if the connect failed (nothing
+ * not read or write it meanwhile) ⇄ the upstream. `owner.onSpliceConnected(connectMs)` comes
+ * once connected (with the end, if the tunnel ends within 50 ms of its connect); `onSpliceEnd` at the end, with kind 2 and the errno if the connect failed (nothing
  * was written to the client then). Throws a TypeError on bad arguments (an address that is not
  * a literal IP), a `NativeError` when the client's descriptor cannot be duplicated.
  */

@@ -332,7 +332,8 @@ static napi_value writer_send(napi_env env, napi_callback_info info) {
   }
   double queued = (double)w->queued;
   pthread_mutex_unlock(&w->mu);
-  if (go && !reactor_command(w->r, &w->item)) {
+  /* Now, not at the turn's end: a write's latency is the forwarded response's. */
+  if (go && !reactor_command(w->r, &w->item, false)) {
     pthread_mutex_lock(&w->mu);
     w->scheduled = false;
     drop_queue(w);

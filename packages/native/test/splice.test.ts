@@ -257,12 +257,31 @@ async function shortTunnel(up: Buffer | string = 'ping', down: Buffer | string =
   return r;
 }
 
-test('pipes of ended splices are pooled: later short tunnels make and close none', async () => {
+/** Past the bytes a direction copies before it splices (COPY_BYTES in splice.h). */
+const PAST_COPY = 40 * 1024;
+
+/** Resolves once `n` bytes came in on `s`. */
+function received(s: net.Socket, n: number): Promise<void> {
+  let got = 0;
+  return new Promise((resolve) => {
+    const on = (d: Buffer): void => {
+      got += d.length;
+      if (got < n) return;
+      s.off('data', on);
+      resolve();
+    };
+    s.on('data', on);
+  });
+}
+
+test('pipes of ended splices are pooled: later tunnels make and close none', async () => {
   const { a, b, end, inners } = await joined();
-  a.write('x');
-  await once(b, 'data');
-  b.write('y');
-  await once(a, 'data');
+  const atB = received(b, PAST_COPY);
+  a.write(randomBytes(PAST_COPY));
+  await atB;
+  const atA = received(a, PAST_COPY);
+  b.write(randomBytes(PAST_COPY));
+  await atA;
   const during = pipes(); // with this splice's two pipes
   a.end();
   b.end();
@@ -271,11 +290,36 @@ test('pipes of ended splices are pooled: later short tunnels make and close none
   const pooled = pipes();
   for (const p of during) assert.ok(pooled.has(p), `${p} kept for reuse`);
   for (let i = 0; i < 5; i++) {
-    const r = await shortTunnel(randomBytes(100 + i), 'x');
+    const r = await shortTunnel(randomBytes(PAST_COPY + i), 'x');
     assert.equal(r.error, undefined);
-    assert.deepEqual([r.bytes0to1, r.bytes1to0], [100 + i, 1]);
+    assert.deepEqual([r.bytes0to1, r.bytes1to0], [PAST_COPY + i, 1]);
   }
   assert.deepEqual(pipes(), pooled, 'the same pipes, reused');
+});
+
+test('a short exchange is copied, not spliced: it takes no pipe', async () => {
+  await shortTunnel(randomBytes(PAST_COPY), randomBytes(PAST_COPY)); // pipes in the pool
+  const { a, b, end, inners } = await joined();
+  const before = pipes();
+  let pooled = 0;
+  // Each message is read and written through the reactor's buffer; no pipe leaves the pool.
+  for (let i = 0; i < 3; i++) {
+    const atB = received(b, 1000);
+    a.write(randomBytes(1000));
+    await atB;
+    const atA = received(a, 2000);
+    b.write(randomBytes(2000));
+    await atA;
+    assert.deepEqual(pipes(), before);
+    pooled++;
+  }
+  a.end();
+  b.end();
+  const r = await end;
+  assert.equal(r.error, undefined);
+  assert.deepEqual([r.bytes0to1, r.bytes1to0], [3000, 6000]);
+  assert.equal(pooled, 3);
+  for (const s of [a, b, ...inners]) s.destroy();
 });
 
 test('a pipe grown for a bulk transfer is closed at the end, not pooled', async () => {

@@ -27,10 +27,17 @@ class Owner {
       this.#done = r;
     });
   }
-  onSpliceConnected(): void {
+  connectMs = -1;
+  /** Whether the end had come when the connect was announced. */
+  endedFirst = false;
+  #ended = false;
+  onSpliceConnected(connectMs: number): void {
     this.connected = true;
+    this.connectMs = connectMs;
+    this.endedFirst = this.#ended;
   }
   onSpliceEnd(kind: number, b01: number, b10: number, errno: number, side: number): void {
+    this.#ended = true;
     this.#done({ ...spliceEnd(kind === 2 ? 1 : kind, b01, b10, errno, side), kind, errno });
   }
 }
@@ -74,6 +81,52 @@ test('connects, answers the client, sends the early bytes, then splices both way
   assert.deepEqual([end.bytes0to1, end.bytes1to0], [16, down.length]);
   outer.destroy();
   up.destroy();
+});
+
+test('a tunnel that ends at once is announced with its end; a longer one while it runs', async () => {
+  const upstream = net.createServer({ allowHalfOpen: true });
+  upstream.listen(0, '127.0.0.1');
+  await once(upstream, 'listening');
+  after(() => upstream.close());
+  const port = (upstream.address() as net.AddressInfo).port;
+  const start = async (): Promise<{ owner: Owner; outer: net.Socket; up: net.Socket }> => {
+    const { outer, inner } = await pair();
+    const owner = new Owner();
+    startTunnel(owner, fdOf(inner), {
+      ip: '127.0.0.1',
+      port,
+      sourceIp: '',
+      head: null,
+      early: null,
+      timeoutMs: 2000,
+    });
+    inner.destroy();
+    const [up] = (await once(upstream, 'connection')) as [net.Socket];
+    return { owner, outer, up };
+  };
+  // Short: both ends close within the announce delay; one callback turn carries both.
+  const short = await start();
+  const gotShort = collect(short.outer);
+  short.up.end('bye');
+  short.outer.end();
+  short.up.resume();
+  assert.equal((await gotShort).toString(), 'bye');
+  assert.equal((await short.owner.end).kind, 0);
+  assert.equal(short.owner.connected, true);
+  assert.ok(short.owner.connectMs >= 0 && short.owner.connectMs < 2000, `${short.owner.connectMs} ms`);
+  // Long: announced while it still runs.
+  const long = await start();
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(long.owner.connected, true, 'announced after the delay');
+  const gotLong = collect(long.outer);
+  long.up.end('later');
+  long.outer.end();
+  long.up.resume();
+  assert.equal((await gotLong).toString(), 'later');
+  assert.equal((await long.owner.end).kind, 0);
+  assert.equal(long.owner.endedFirst, false);
+  short.outer.destroy();
+  long.outer.destroy();
 });
 
 test('a refused connect ends with kind 2 and ECONNREFUSED; nothing reached the client', async () => {

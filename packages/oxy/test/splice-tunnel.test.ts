@@ -125,7 +125,11 @@ test('IngressHook.handleConnectionClose: a tunnel connection reports its bytes o
   await readBytes(t.socket, payload.length);
   const [conn] = app.proxy.runtime.connections;
   assert.ok(conn !== undefined);
-  assert.equal((conn.socket as unknown as { _handle: unknown })._handle, null, 'spliced: Node handle closed');
+  // Closed once the addon announces the connect (at most 50 ms after it, for a tunnel still running).
+  await waitUntil(
+    () => (conn.socket as unknown as { _handle: unknown })._handle === null,
+    'spliced: Node handle closed',
+  );
   t.socket.end();
   await waitUntil(() => seen.length === 1, 'handleConnectionClose');
   await new Promise((r) => setTimeout(r, 50));

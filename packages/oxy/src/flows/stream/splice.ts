@@ -175,8 +175,9 @@ export type SpliceConnectResult = PumpResult & { readonly connectError: string |
 /**
  * The whole of an unhooked CONNECT tunnel in the addon (`client` must pass {@link canSpliceOne}):
  * the upstream connect, the 2xx head, the early bytes and the splice all run on the reactor
- * thread. `onConnected` is called once connected (the head is on its way; Node's handle of the
- * client is closed then). If the connect fails (`connectError`, e.g. 'ECONNREFUSED' or
+ * thread. `onConnected(connectMs)` is called once connected (the head is on its way; Node's
+ * handle of the client is closed then), or just before the end for a tunnel that ends within
+ * 50 ms of its connect. If the connect fails (`connectError`, e.g. 'ECONNREFUSED' or
  * 'ETIMEDOUT') nothing was written to the client and its socket is as it was: answer it.
  * Never rejects.
  */
@@ -184,7 +185,7 @@ export function spliceConnect(
   client: Duplex,
   to: SpliceConnectTarget,
   options: PumpOptions,
-  onConnected: () => void,
+  onConnected: (connectMs: number) => void,
 ): Promise<SpliceConnectResult> {
   const c = client as NodeSocket;
   c.allowHalfOpen = true;
@@ -240,7 +241,7 @@ class SpliceRun {
   #options: PumpOptions | null = null;
   /** The answer the addon writes to the client before the tunnel's bytes (for its counter). */
   #headOut = 0;
-  #onConnected: (() => void) | null = null;
+  #onConnected: ((connectMs: number) => void) | null = null;
   /** Bytes both ways at the last idle sweep (-1: none yet). */
   lastTotal = -1;
   /** When the maximum lifetime ends (performance.now()). */
@@ -261,7 +262,7 @@ class SpliceRun {
   }
 
   /** Starts the addon's tunnel: connect, head, early bytes, splice ({@link spliceConnect}). */
-  connect(to: SpliceConnectTarget, options: PumpOptions, onConnected: () => void): void {
+  connect(to: SpliceConnectTarget, options: PumpOptions, onConnected: (connectMs: number) => void): void {
     const c = this.#c;
     const fc = fdOf(c);
     if (fc < 0) {
@@ -290,8 +291,11 @@ class SpliceRun {
     c._destroy = destroySpliced;
   }
 
-  /** The addon's callback: the tunnel connected, its head is on its way to the client. */
-  onSpliceConnected(): void {
+  /**
+   * The addon's callback: the tunnel connected `connectMs` ago, its head is on its way to the
+   * client. A short tunnel hears it just before its end (one wake-up for both).
+   */
+  onSpliceConnected(connectMs: number): void {
     if (this.#state !== RUNNING) return;
     const c = this.#c;
     if (counters !== null) {
@@ -302,7 +306,7 @@ class SpliceRun {
     this.#join(this.#options as PumpOptions);
     const cb = this.#onConnected;
     this.#onConnected = null;
-    cb?.();
+    cb?.(connectMs);
   }
 
   #join(options: PumpOptions): void {
