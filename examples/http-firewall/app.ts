@@ -22,6 +22,21 @@ function hostOf(authority: string): string {
     .toLowerCase();
 }
 
+/**
+ * The firewall's rule for one request head: blocked host, then blocked path prefix, else
+ * forward. Shared with the layer-3 firewall example, which applies it to HTTP inside IP flows.
+ */
+export function checkRequest(
+  hosts: ReadonlySet<string>,
+  paths: readonly string[],
+  head: { readonly authority: string; readonly path: string },
+): RequestDecision {
+  if (hosts.has(hostOf(head.authority))) return RequestDecision.block(403, 'host blocked by firewall');
+  if (paths.some((p) => head.path.startsWith(p)))
+    return RequestDecision.block(403, 'path blocked by firewall');
+  return RequestDecision.forward();
+}
+
 export const app = defineApp({
   name: 'http-firewall',
   version: '0.1.0',
@@ -32,13 +47,7 @@ export const app = defineApp({
     const paths = settings.app.blocked_paths;
     return {
       httpRequest: {
-        handleRequest(head) {
-          if (hosts.has(hostOf(head.authority)))
-            return RequestDecision.block(403, 'host blocked by firewall');
-          if (paths.some((p) => head.path.startsWith(p)))
-            return RequestDecision.block(403, 'path blocked by firewall');
-          return RequestDecision.forward();
-        },
+        handleRequest: (head) => checkRequest(hosts, paths, head),
         handleProxyConnectRequest(head) {
           return hosts.has(hostOf(head.authority))
             ? ConnectDirective.block(403, 'host blocked by firewall')

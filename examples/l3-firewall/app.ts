@@ -5,17 +5,18 @@
  * - to an address of a blocked host (the names are resolved at start, and again every minute)
  *   or inside a blocked CIDR: rejected (the client's TCP sees a RST, UDP an ICMP "prohibited");
  * - TCP to an allowed port (80 by default): upgraded to a stream, which then goes through
- *   the egress pipeline like any CONNECT tunnel (egress.blocked_cidrs, audit);
+ *   the egress pipeline like any CONNECT tunnel (egress.blocked_cidrs, audit); when the
+ *   client's first bytes are an HTTP request (`TunnelHook.handleTunnelStart`), the stream is
+ *   parsed as HTTP and each request gets the HTTP firewall example's rules (`checkRequest`:
+ *   blocked hosts by the `Host` field, blocked path prefixes), answered 403 when refused;
  * - UDP to an allowed port (53 by default): upgraded into a datagram session;
  * - anything else: rejected.
- *
- * What remains for a full HTTP firewall at layer 3: the path rule (`blocked_paths`) needs the
- * HTTP inside an upgraded port-80 flow, which the stream runner carries as bytes today.
  */
 import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import { s } from 'foundations/settings';
-import { defineApp, IpFlowDecision, type IpFlowView } from 'oxy';
+import { defineApp, IpFlowDecision, type IpFlowView, TunnelDecision } from 'oxy';
+import { checkRequest } from '../http-firewall/app.ts';
 
 const L3FirewallSettings = s.object('The layer-3 firewall rules.', {
   blocked_hosts: s.list(
@@ -24,6 +25,11 @@ const L3FirewallSettings = s.object('The layer-3 firewall rules.', {
     ['blocked.example'],
   ),
   blocked_cidrs: s.cidrList('Destination ranges no flow may reach.', []),
+  blocked_paths: s.list(
+    'Path prefixes no HTTP request inside an upgraded TCP flow may ask for.',
+    s.str('A path prefix.', '/'),
+    ['/admin'],
+  ),
   tcp_ports: s.list(
     'TCP destination ports upgraded to streams.',
     s.int('A port.', 80, { min: 1, max: 65535 }),
@@ -85,6 +91,18 @@ export const app = defineApp({
     };
     await resolveHosts(settings.app.blocked_hosts, rules.blockedAddresses);
     setInterval(() => void resolveHosts(settings.app.blocked_hosts, rules.blockedAddresses), 60_000).unref();
-    return { ipFlow: { handleFlow: (flow) => decideFlow(rules, flow) } };
+    const hosts = new Set(settings.app.blocked_hosts.map((h) => h.toLowerCase()));
+    const paths = settings.app.blocked_paths;
+    return {
+      ipFlow: { handleFlow: (flow) => decideFlow(rules, flow) },
+      // HTTP inside an upgraded flow is parsed, so the HTTP rules apply to each request.
+      tunnel: {
+        handleTunnelStart: (first, ctx) =>
+          ctx.kind === 'ip-tcp' && first.kind === 'http'
+            ? TunnelDecision.http()
+            : TunnelDecision.passThrough(),
+      },
+      httpRequest: { handleRequest: (head) => checkRequest(hosts, paths, head) },
+    };
   },
 });

@@ -42,6 +42,7 @@ import type { ConnectDirective, RequestDecision, ResponseHead } from './hooks/ht
 import type { IngressDecision } from './hooks/ingress.ts';
 import type { IpFlowDecision, IpPacketVerdict } from './hooks/ip.ts';
 import { type Hooks, type ResolvedHooks, resolveHooks } from './hooks/run.ts';
+import type { TunnelDecision } from './hooks/tunnel.ts';
 import type { AppSettings, AppSettingsSchemas } from './settings.ts';
 
 /** Name, version and description of a composed app; by default the apps' own, joined with `+`. */
@@ -317,6 +318,19 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
         if (f !== undefined) filters.push(f);
       }
       return filters.length === 0 ? undefined : chainFilters(filters);
+    };
+  }
+
+  // Decisions: the first answer other than passThrough wins (intercept, http, block).
+  const starts = all('tunnelStart');
+  if (starts.length > 0) {
+    tunnel.handleTunnelStart = async (first: never, ctx: object): Promise<TunnelDecision> => {
+      let d: TunnelDecision | undefined;
+      for (const { m, fn } of starts) {
+        d = await fn(first, viewOf(ctx as never, m));
+        if (d.kind !== 'passThrough') return d;
+      }
+      return d as TunnelDecision;
     };
   }
 

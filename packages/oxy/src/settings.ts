@@ -147,6 +147,19 @@ export function httpEndpoint(settings: EndpointSettings): HttpEndpointSettings {
   return settings;
 }
 
+let httpDefaults: HttpEndpointSettings | null = null;
+
+/**
+ * The HTTP settings that apply to HTTP read on `settings`' endpoint: its own for an `http`
+ * endpoint, the defaults for the others (HTTP parsed inside a `tcp` endpoint's stream or an
+ * upgraded IP flow, when a `TunnelHook.handleTunnelStart` says so).
+ */
+export function httpSettingsOf(settings: EndpointSettings): HttpEndpointSettings {
+  if (settings.protocol === 'http') return settings;
+  httpDefaults ??= httpEndpoint(EndpointSettings.parse({ protocol: 'http' }) as EndpointSettings);
+  return httpDefaults;
+}
+
 /** The settings of a `tcp` endpoint. */
 export type TcpEndpointSettings = Extract<EndpointSettings, { readonly protocol: 'tcp' }>;
 /** The settings of a `udp` endpoint. */

@@ -1,9 +1,11 @@
 /**
- * `TunnelHook`: control over the bytes of a tunnel (a CONNECT today; PROXY protocol streams
- * and upgraded IP flows later go through the same stream pipeline).
+ * `TunnelHook`: control over the bytes of a tunnel: a CONNECT, a `tcp` endpoint's stream or a
+ * TCP flow of an IP tunnel upgraded to a stream (request kinds `connect`, `tcp`, `ip-tcp`), all
+ * in the one stream runner.
  *
- * Order: CONNECT allowed → egress connected → CONNECT response sent → (CONNECT tunnels, when
- * the app has `handleTunnelStart` or `interception.enabled`: the client's first bytes are read
+ * Order: CONNECT allowed → egress connected → CONNECT response sent (or the stream accepted) →
+ * (when the app has `handleTunnelStart`, or for CONNECT tunnels `interception.enabled`: the
+ * client's first bytes are read
  * → `handleTunnelStart` → intercept, parse as HTTP, pass through or block) →
  * `getAppTunnelPipeline` (pass-through only) → the app's pipeline or Oxy's pump → audit record.
  */
@@ -54,7 +56,7 @@ export const TunnelDecision = {
   passThrough: (): TunnelDecision => PASS_THROUGH,
   /**
    * Parse the bytes as HTTP/1.1 requests (kind `tunnelled`), each through the request pipeline
-   * to the CONNECT target in the clear. Only for an `http` start; otherwise blocked.
+   * to the tunnel's target in the clear. Only for an `http` start; otherwise blocked.
    */
   http: (): TunnelDecision => HTTP,
   /** Close the tunnel; `reason` goes to the log and the audit record. */
@@ -64,8 +66,9 @@ export const TunnelDecision = {
 /** Hooks on tunnels. Every method is optional. */
 export interface TunnelHook<X extends ExtTypes = ExtTypes> {
   /**
-   * Fires once per CONNECT tunnel (HTTP/1.1 or HTTP/2), after the 2xx, when the client's first
-   * bytes arrived: a whole ClientHello (`kind: 'tls'`, with its SNI and ALPN), the start of an
+   * Fires once per tunnel (a CONNECT over HTTP/1.1 or HTTP/2 after its 2xx, a `tcp` endpoint's
+   * stream, an upgraded `ip-tcp` flow; `ctx.kind` says which), when the client's first bytes
+   * arrived: a whole ClientHello (`kind: 'tls'`, with its SNI and ALPN), the start of an
    * HTTP request, or anything else. Not called when the upstream speaks first (the tunnel is
    * passed through). Its presence turns off the addon's whole-tunnel path. Throwing closes this
    * tunnel only. Default (no hook): intercept a `tls` start when `interception.enabled` and the

@@ -276,8 +276,9 @@ export const TRAFFIC_FLOWS = {
     steps: [
       ...TCP_ACCEPT,
       ...EGRESS_CONNECT,
+      { from: 'Client', to: 'Oxy', message: 'first bytes' },
+      { hook: 'tunnel.handleTunnelStart', answer: 'passThrough (or http / block)' },
       { hook: 'tunnel.getAppTunnelPipeline', answer: "undefined: Oxy's pump" },
-      { from: 'Client', to: 'Oxy', message: 'bytes' },
       { from: 'Oxy', to: 'Upstream', message: 'bytes' },
       { from: 'Upstream', to: 'Oxy', message: 'bytes' },
       { from: 'Oxy', to: 'Client', message: 'bytes' },

@@ -1,5 +1,6 @@
 /**
- * What happens to a CONNECT tunnel's bytes once the 2xx went out, when the app has
+ * What happens to a tunnel's bytes once it is open (a CONNECT's 2xx went out, a `tcp` endpoint's
+ * or an upgraded IP flow's stream is connected), when the app has
  * `TunnelHook.handleTunnelStart` or `interception.enabled` is on: the client's first bytes are
  * read (a whole ClientHello for TLS), a decision is taken per tunnel (the hook's, or the
  * default from `interception.*`), and the tunnel is intercepted, served as HTTP, passed
@@ -25,6 +26,7 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { counter, defineMetrics, log } from 'foundations/telemetry';
 import { formatHostPort } from '../context/addr.ts';
+import type { RequestKind } from '../context/contexts.ts';
 import type { EgressState, RequestState } from '../context/state.ts';
 import type { EgressRoute } from '../egress/connect.ts';
 import { isOxyError, OXY_ERR, OxyError } from '../errors.ts';
@@ -39,7 +41,7 @@ import { type PeekedClientHello, readClientHello, terminateTls } from './tls-int
 /** Interception's counters. */
 export const interceptionMetrics = defineMetrics('interception', {
   tunnels_total: counter<{ decision: string }>(
-    'CONNECT tunnels whose first bytes were read, by decision: intercept, http, passThrough, block.',
+    'Tunnels whose first bytes were read (CONNECT, tcp endpoint, upgraded IP flow), by decision: intercept, http, passThrough, block.',
   ),
   failures_total: counter<{ reason: string }>(
     'Inspected tunnels that failed: client_hello (garbage, truncated, bad SNI), client_handshake ' +
@@ -51,9 +53,15 @@ export const interceptionMetrics = defineMetrics('interception', {
 /** How long the client has to send its first bytes (and a whole ClientHello), and each handshake. */
 const FIRST_BYTES_MS = 10_000;
 
-/** True when CONNECT tunnels go through {@link inspectTunnel} (a hook or `interception.enabled`). */
-export function inspectsTunnels(rt: Runtime): boolean {
-  return rt.interception !== null || rt.hooks.tunnelStart !== null;
+/**
+ * True when a stream of `kind` goes through {@link inspectTunnel}: a CONNECT tunnel when the
+ * app has `handleTunnelStart` or `interception.enabled` is on; a `tcp` endpoint's stream or an
+ * upgraded IP flow (`ip-tcp`) only when the app has the hook (the settings' default intercepts
+ * CONNECT tunnels only: a raw stream names no host to match `interception.hosts`).
+ */
+export function inspectsTunnels(rt: Runtime, kind: RequestKind): boolean {
+  if (kind === 'connect') return rt.interception !== null || rt.hooks.tunnelStart !== null;
+  return (kind === 'tcp' || kind === 'ip-tcp') && rt.hooks.tunnelStart !== null;
 }
 
 type FirstBytes = { readonly who: 'client'; readonly chunk: Buffer } | { readonly who: 'upstream' | 'none' };
@@ -88,6 +96,10 @@ function firstBytes(client: Duplex, upstream: Duplex): Promise<FirstBytes> {
     upstream.on('data', onUpstream);
     client.once('end', onNone);
     client.once('close', onNone);
+    // A 'data' listener does not start a stream paused on purpose (an upgraded flow's socket is
+    // held until its upstream connected): read both now.
+    client.resume();
+    upstream.resume();
   });
 }
 

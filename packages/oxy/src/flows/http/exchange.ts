@@ -37,7 +37,7 @@ import type {
 } from '../../offramps/http/pool.ts';
 import { proxyAuthorization } from '../../offramps/upstream-proxy/connect.ts';
 import type { Runtime } from '../../runtime.ts';
-import { httpEndpoint } from '../../settings.ts';
+import { httpSettingsOf } from '../../settings.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
 import { type BodyStage, BodyStopped, requestBodyStage, responseBodyStage } from './body-stage.ts';
@@ -407,7 +407,7 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
   start(out: BodyOut): void {
     if (this.#done) return;
     this.#bodyOut = out;
-    const limit = httpEndpoint(this.#request.ingress.endpoint.settings).body_read_timeout;
+    const limit = httpSettingsOf(this.#request.ingress.endpoint.settings).body_read_timeout;
     // A body that stops arriving would hold the upstream connection for ever: each piece must
     // follow the last within `body_read_timeout`.
     if (limit > 0) this.#bodyTimer = setTimeout(this.#bodyTimeout, limit);

@@ -142,9 +142,9 @@ export async function runStream(rt: Runtime, request: RequestState, ingress: Str
     return;
   }
   if (upstream.head !== null) answered.write(upstream.head);
-  // A CONNECT's first bytes decide how it runs (intercept, HTTP, pass through, close) when a
+  // A tunnel's first bytes decide how it runs (intercept, HTTP, pass through, close) when a
   // hook or `interception.enabled` asks (`tunnels/inspect.ts`).
-  if (request.kind === 'connect' && inspectsTunnels(rt))
+  if (inspectsTunnels(rt, request.kind))
     return inspectTunnel(rt, request, eg, route, answered, upstream.socket);
   // Returned, not awaited: this frame (route, exchange, egress result) is released while the
   // tunnel runs; an idle tunnel keeps only what the carry needs.

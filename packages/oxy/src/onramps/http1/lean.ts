@@ -31,7 +31,7 @@ import type { EndpointState, IngressConnection } from '../../context/state.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
 import type { HttpPool } from '../../offramps/http/pool.ts';
 import type { Runtime } from '../../runtime.ts';
-import { httpEndpoint } from '../../settings.ts';
+import { httpSettingsOf } from '../../settings.ts';
 import type { SocketOnRamp } from '../ingress.ts';
 import {
   BUSY,
@@ -46,7 +46,7 @@ import {
   onSocketError,
   type Ramp,
 } from './connection.ts';
-import type { Http1OnRamp } from './server.ts';
+import { createHttp1OnRamp, type Http1OnRamp } from './server.ts';
 
 export type { Http1StreamOptions } from './connection.ts';
 
@@ -99,7 +99,7 @@ export function createLeanOnRamp(
   h1: Http1OnRamp,
   http2: ((socket: net.Socket, conn: IngressConnection) => void) | null,
 ): LeanOnRamp {
-  const ep = httpEndpoint(endpoint.settings);
+  const ep = httpSettingsOf(endpoint.settings);
   const ramp: Ramp = {
     rt,
     endpoint,
@@ -155,10 +155,7 @@ export function serveHttp1Stream(
   conn: IngressConnection,
   options: Http1StreamOptions = NO_OPTIONS,
 ): void {
-  const ramp = ramps.get(endpoint);
-  if (ramp === undefined || ramp.rt !== rt)
-    throw new OxyError(OXY_ERR.INVALID_APP, `endpoint ${endpoint.name} has no HTTP/1.1 on-ramp`);
-  startConnection(ramp, stream, conn, options, false);
+  startConnection(rampOf(rt, endpoint), stream, conn, options, false);
   if (stream.isPaused()) stream.resume();
 }
 
@@ -167,8 +164,20 @@ export function serveHttp1Stream(
  * behalf (HTTP/2 inside an intercepted tunnel). Throws `OXY_ERR_INVALID_APP` when it has none.
  */
 export function endpointPool(rt: Runtime, endpoint: EndpointState): HttpPool {
+  return rampOf(rt, endpoint).h1.pool;
+}
+
+/**
+ * The ramp of `endpoint`: its HTTP on-ramp's, or, for an endpoint that is not `http` (a `tcp`
+ * endpoint, an IP tunnel, whose streams a hook sent to HTTP), one made on first use with the
+ * HTTP defaults (`httpSettingsOf`), its own upstream pool and timeout sweep. Throws
+ * `OXY_ERR_INVALID_APP` for an `http` endpoint whose on-ramp is gone.
+ */
+function rampOf(rt: Runtime, endpoint: EndpointState): Ramp {
   const ramp = ramps.get(endpoint);
-  if (ramp === undefined || ramp.rt !== rt)
+  if (ramp !== undefined && ramp.rt === rt) return ramp;
+  if (endpoint.settings.protocol === 'http')
     throw new OxyError(OXY_ERR.INVALID_APP, `endpoint ${endpoint.name} has no HTTP/1.1 on-ramp`);
-  return ramp.h1.pool;
+  createLeanOnRamp(rt, endpoint, createHttp1OnRamp(rt), null);
+  return ramps.get(endpoint) as Ramp;
 }
