@@ -127,6 +127,8 @@ describe('PROXY v1: malformed lines', () => {
     ['a signed port', 'PROXY TCP4 1.2.3.4 1.2.3.4 +1 2\r\n', 'bad_port'],
     ['no CRLF in 107 bytes', `PROXY UNKNOWN ${'x'.repeat(100)}`, 'too_long'],
     ['a 108-byte line', `PROXY UNKNOWN ${'x'.repeat(92)}\r\n`, 'too_long'],
+    // A CR in the 107th byte has no room for its LF: the same answer whole or split at 107 bytes.
+    ['a CR in the last allowed byte', `PROXY UNKNOWN ${'x'.repeat(92)}\rz`, 'too_long'],
     ['a line cut short', 'PROXY TCP4 1.2.3.4', 'truncated'],
   ];
   for (const [name, line, reason] of cases) {

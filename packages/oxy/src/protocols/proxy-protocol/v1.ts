@@ -30,7 +30,9 @@ export function v1LineLength(bytes: Uint8Array): number {
       if (bytes[i - 1] === 0x0d) return i + 1;
       throw new ProxyProtocolError('bad_line', 'LF without CR');
     }
-    if (c === 0x0d && i + 1 < bytes.length && bytes[i + 1] !== 0x0a) {
+    // Only bytes within the limit are judged, so a split read gives the same answer as a whole
+    // one: a CR in the last allowed byte leaves no room for its LF (`too_long` below).
+    if (c === 0x0d && i + 1 < end && bytes[i + 1] !== 0x0a) {
       throw new ProxyProtocolError('bad_line', 'CR without LF');
     }
   }
