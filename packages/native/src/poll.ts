@@ -106,16 +106,20 @@ export class Poller {
     return this.#queue.length;
   }
 
-  /** Writes buffers as whole packets/messages, in order. Returns false when some had to wait. */
+  /**
+   * Writes buffers as whole packets/messages, in order. Returns false when some had to wait.
+   * Those are copied into the queue, so a caller may reuse its buffers once this returns (a TUN
+   * device read into one reused slab hands its packets on as views).
+   */
   write(buffers: Buffer[]): boolean {
     if (this.#handle === null) throw errnoError(9, 'EBADF', 'write', this.#op, this.#what);
     if (this.#queue.length > 0) {
-      this.#queue.push(...buffers);
+      for (const b of buffers) this.#queue.push(Buffer.from(b));
       return false;
     }
     const n = this.#writeNow(buffers);
     if (n === buffers.length) return true;
-    this.#queue = buffers.slice(n);
+    this.#queue = buffers.slice(n).map((b) => Buffer.from(b));
     addon.pollControl(this.#handle, OP.writable, true);
     return false;
   }

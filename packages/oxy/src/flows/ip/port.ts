@@ -17,7 +17,11 @@ export interface IpTunnelPort {
   readonly id: number;
   /** The tunnel's ingress connection: hooks' ctx, audit and logs. */
   readonly ingress: IngressConnection;
-  /** Sends one whole IP packet to the client through the tunnel (dropped and counted when the tunnel is gone or full). */
+  /**
+   * Sends one whole IP packet to the client through the tunnel (dropped and counted when the
+   * tunnel is gone or full). `packet` may be a view of a buffer the caller reuses as soon as
+   * this returns (the upgrade service's TUN reads): write it or copy it before returning.
+   */
   send(packet: Buffer): void;
   /** True once the tunnel ended. */
   readonly closed: boolean;

@@ -66,9 +66,10 @@ export interface TcpUpgradeOptions {
   readonly idleTimeoutMs?: number;
   /**
    * Read the device into one reused buffer: no copy and no garbage per packet (at MTU 65,000,
-   * most of the JS thread's and the garbage collector's work). Only for ports whose `send`
-   * writes or copies the packet before returning, never queues it: the next read overwrites
-   * it. Default false.
+   * most of the JS thread's and the garbage collector's work). Safe because every port's `send`
+   * writes or copies the packet before it returns (the `IpTunnelPort` contract: SEQPACKET and
+   * TUN queues copy, GUE and UDP sockets copy into their queue, CONNECT-IP frames a capsule).
+   * Default true; false gives each packet its own buffer.
    */
   readonly reuseReadBuffers?: boolean;
 }
@@ -118,7 +119,7 @@ export async function startTcpUpgrade(rt: Runtime, opts: TcpUpgradeOptions = {})
     addresses: [`${LISTENER_V4}/24`, `${LISTENER_V6}/64`],
     routes: [v4Pool, v6Pool],
     listenPort: 0,
-    reuseReadBuffers: opts.reuseReadBuffers ?? false,
+    reuseReadBuffers: opts.reuseReadBuffers ?? true,
   };
   let ns: UpgradeNamespace;
   try {
