@@ -229,28 +229,6 @@ test('ICMP echo to the gateway (v4 and v6) is answered; to anyone else it is dro
   t.s.close();
 });
 
-test('a TCP flow without the upgrade service (this branch) is refused with a RST', async (tc) => {
-  const { startTcpUpgrade } = await import('../src/flows/ip/tcp-upgrade.ts');
-  const available = await startTcpUpgrade(defaults.proxy.runtime).then(
-    async (u) => {
-      await u.close();
-      return true;
-    },
-    () => false,
-  );
-  if (available) {
-    tc.skip('the IP→TCP upgrade service is built: TCP flows are upgraded (test/l3-netns.test.ts)');
-    return;
-  }
-  const t = await tunnel(path.join(dir, 'default.sock'));
-  t.s.send(buildTcpPacket(CLIENT, '127.0.0.1', { srcPort: 40001, dstPort: 9, seq: 1000, flags: 0x02 }));
-  const r = await t.next();
-  const h = parseTcpOf(r);
-  assert.equal(h.flags & 0x04, 0x04, 'RST');
-  assert.equal(h.ack, 1001);
-  t.s.close();
-});
-
 test('blocked CIDRs apply to upgraded UDP flows: the client gets ICMP administratively prohibited', async () => {
   const blocked = await startApp(
     defineApp({ name: 'l3-blocked', version: '1.0.0', description: 'default blocklist', start: () => ({}) }),
