@@ -35,7 +35,6 @@ import type {
   ResponseSink,
   UpstreamTarget,
 } from '../../offramps/http/pool.ts';
-import { proxyAuthorization } from '../../offramps/upstream-proxy/connect.ts';
 import type { Runtime } from '../../runtime.ts';
 import { httpSettingsOf } from '../../settings.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
@@ -50,6 +49,7 @@ import {
   toRawHeaders,
 } from './headers.ts';
 import { runRequestHook } from './request-hook.ts';
+import { type ForwardRoute, routeFor } from './route.ts';
 import { StagePipe } from './stage-pipe.ts';
 
 /** Where an exchange's response goes. Exactly one of `end`, `fail` and `answer` ends it. */
@@ -104,75 +104,6 @@ export interface ForwardRun {
   /** The client went away before the response ended: drop the upstream exchange. */
   clientClosed(): void;
 }
-
-/** Where a forwarded request goes once its egress decision allowed it. */
-export interface ForwardRoute {
-  /** The pool key and the address to connect to: the target, or the upstream proxy. */
-  readonly target: UpstreamTarget;
-  /** The request-target to send: origin-form to the target, absolute-form to a proxy. */
-  readonly requestTarget: string;
-  /** `Proxy-Authorization` for the upstream proxy, if it has credentials. */
-  readonly proxyAuthorization: string | undefined;
-}
-
-/**
- * The route of a request to `addr` (`scheme`, `authority` and `path` as the request names them)
- * under an allowing `decision`. Pool keys: the scheme and the address decided on (the target, or
- * the upstream proxy and its credentials), plus the client connection's id unless the pool may
- * be shared: with egress hooks installed, two clients' requests to one origin must not share a
- * connection a hook allowed for one of them only. Throws for `https` through an upstream proxy
- * (that would need a CONNECT tunnel, not yet made here; never sent in the clear).
- */
-export function routeFor(
-  rt: Runtime,
-  eg: EgressState,
-  decision: Exclude<EgressDecision, { kind: 'block' }>,
-  addr: SocketAddr,
-  scheme: string,
-  authority: string,
-  path: string,
-  serverName?: string,
-): ForwardRoute {
-  const shared = rt.fast.sharedPool ? '' : `|${eg.ingress.id}`;
-  const https = scheme === 'https';
-  if (decision.kind === 'direct') {
-    const to = decision.addr.host === addr.host && decision.addr.port === addr.port ? addr : decision.addr;
-    const tls = https ? (serverName ?? addr.host) : null;
-    return {
-      target: {
-        // An https connection is verified for one name: the name is part of the key.
-        key: `${tls === null ? '' : `https|${tls}|`}${formatHostPort(to.host, to.port)}${shared}`,
-        egress: eg,
-        addr: to,
-        trusted: false,
-        tls,
-      },
-      requestTarget: path,
-      proxyAuthorization: undefined,
-    };
-  }
-  if (https)
-    throw new OxyError(OXY_ERR.UPSTREAM_FAILED, 'https:// through an upstream proxy is not supported', {
-      source: 'upstream',
-      status: 502,
-    });
-  const proxy = decision.proxy;
-  const token = proxyAuthorization(proxy.auth);
-  return {
-    target: {
-      key: `proxy|${formatHostPort(proxy.host, proxy.port)}|${token ?? ''}${shared}`,
-      egress: eg,
-      addr: { host: proxy.host, port: proxy.port },
-      trusted: true,
-      tls: null,
-    },
-    requestTarget: `http://${authority}${path}`,
-    proxyAuthorization: token,
-  };
-}
-
-/** A short client-safe reason for an error (`clientReason`, under the name the HTTP flows use). */
-export const reasonOf = clientReason;
 
 /** What an on-ramp hands the engine for one forwarded request. */
 export interface ForwardInput {
@@ -480,7 +411,7 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
       reason = e.reason;
     } else {
       status = httpStatusFor(e);
-      reason = reasonOf(e);
+      reason = clientReason(e);
     }
     this.#request.error = e;
     this.#pending?.abort();

@@ -13,14 +13,13 @@ import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../context/addr.ts';
 import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
 import { connectTunnelEgress } from '../../egress/connect.ts';
-import { httpStatusFor, isOxyError, OXY_ERR, OxyError, toOxyError } from '../../errors.ts';
+import { clientReason, httpStatusFor, isOxyError, OXY_ERR, OxyError, toOxyError } from '../../errors.ts';
 import type { RequestHead } from '../../hooks/http-request.ts';
 import type { Http1RequestHead } from '../../onramps/http1/server.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { countFailure, errorBody, recordEnd } from '../record.ts';
 import { carryStream } from '../stream/runner.ts';
-import { reasonOf } from './exchange.ts';
 import { type AbsoluteTarget, filterRawHeaders, stripHopByHop, toRawHeaders } from './headers.ts';
 import { runRequestHook } from './request-hook.ts';
 
@@ -59,7 +58,7 @@ export function serveUpgrade(
       const status = httpStatusFor(e);
       request.status = status;
       countFailure(request, status);
-      if (socket.writable) writeRawResponse(socket, status, errorBody(status, reasonOf(e)));
+      if (socket.writable) writeRawResponse(socket, status, errorBody(status, clientReason(e)));
       else socket.destroy();
       request.error = e;
       recordEnd(rt, request, 0, 0, isOxyError(e) ? e.code : 'error');
