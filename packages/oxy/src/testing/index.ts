@@ -48,6 +48,7 @@ export {
   waitForClose,
 } from './clients.ts';
 export * from './dns-server.ts';
+export { randomFloat, randomUint32 } from './fuzz.ts';
 export {
   HOOK_ORDERS,
   type HookName,

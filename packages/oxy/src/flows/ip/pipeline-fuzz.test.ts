@@ -32,23 +32,12 @@ import { IP_PROTO, parseIp } from '../../protocols/ip/packet.ts';
 import { isPacketError } from '../../protocols/ip/packet-error.ts';
 import { appSettings } from '../../proxy.ts';
 import { Runtime } from '../../runtime.ts';
+import { randomUint32 } from '../../testing/fuzz.ts';
 import { openIpPipeline } from './pipeline.ts';
 import type { IpTunnelPort } from './port.ts';
 
 const ITERATIONS = 100_000;
 const TIME_LIMIT_MS = 60_000;
-
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
 
 function seeds(): Buffer[] {
   const udp4 = buildUdpPacket('10.7.0.2', 40000, '198.18.0.53', 53, Buffer.from('query'));
@@ -208,7 +197,7 @@ test(`${ITERATIONS} mutated packets through the IP pipeline: no throw, replies p
   };
   const pipeline = openIpPipeline(rt, port);
   const seed = Number(process.env.OXY_FUZZ_SEED ?? Date.now() % 0xffffffff);
-  const r = rng(seed);
+  const r = randomUint32(seed);
   const base = seeds();
   const heapBefore = process.memoryUsage().heapUsed;
   const started = performance.now();

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isOxyError } from '../../errors.ts';
 import { HpackDecoder } from '../../protocols/hpack/decoder.ts';
+import { randomFloat } from '../../testing/fuzz.ts';
 import { FieldGuard } from './field-guard.ts';
 import { FieldScanner, fieldProblem } from './field-scanner.ts';
 
@@ -94,23 +95,11 @@ describe('FieldScanner', () => {
   });
 });
 
-// A seeded generator, so a failure names a case that can be replayed.
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('fuzz', () => {
   it('random and mutated input: only the typed error, bounded memory', () => {
     const CASES = 100_000;
     const end = performance.now() + 20_000;
-    const rand = rng(19);
+    const rand = randomFloat(19);
     const seeds = [
       Buffer.from('828684410f7777772e6578616d706c652e636f6d', 'hex'),
       Buffer.from('828441' + '8cf1e3c2e5f23a6ba0ab90f4ff', 'hex'),

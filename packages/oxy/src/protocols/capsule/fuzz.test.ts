@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isOxyError } from '../../errors.ts';
+import { randomFloat } from '../../testing/fuzz.ts';
 import {
   CAPSULE_TYPE,
   CapsuleDecoder,
@@ -25,18 +26,6 @@ import {
 const CASES = 100_000;
 const TIME_LIMIT_MS = 30_000;
 const MAX = 512;
-
-// A seeded generator, so a failure names a case that can be replayed.
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const seeds: Uint8Array[] = [
   encodeDatagramCapsule(Uint8Array.of(1, 2, 3)),
@@ -83,7 +72,7 @@ function makeInput(rand: () => number): Uint8Array {
 
 describe('capsule fuzz', () => {
   it(`survives ${CASES} random and mutated streams in random chunkings`, () => {
-    const rand = rng(0x9297);
+    const rand = randomFloat(0x9297);
     const started = Date.now();
     const heapBefore = process.memoryUsage().heapUsed;
     let capsules = 0;

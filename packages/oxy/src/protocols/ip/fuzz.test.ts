@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FlowTracker } from '../../flows/ip/flow-tracker.ts';
 import { UpgradeNat } from '../../flows/ip/nat.ts';
+import { randomUint32 } from '../../testing/fuzz.ts';
 import { decodeGue, encodeGue } from '../gue/codec.ts';
 import { echoReply, icmpTimeExceeded, icmpUnreachable, packetTooBig, tcpReset } from '../icmp/generate.ts';
 import { parseIcmp, parseQuoted } from '../icmp/icmp.ts';
@@ -24,19 +25,6 @@ import { Reassembler } from './reassembly.ts';
 
 const ITERATIONS = 100_000;
 const TIME_LIMIT_MS = 90_000;
-
-/** xorshift32: fast, seedable. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
 
 function seeds(): Buffer[] {
   const ext = () => Buffer.from([0, 0, 1, 4, 0, 0, 0, 0]); // next header set below, PadN(4)
@@ -171,7 +159,7 @@ function mutate(src: Buffer, r: () => number): Buffer {
 
 test('fuzz: 100 000 mutated packets through every layer-3 reader, only PacketError, bounded memory', () => {
   const seed = Number(process.env.OXY_FUZZ_SEED ?? 0x0c0ffee);
-  const r = rng(seed);
+  const r = randomUint32(seed);
   const all = seeds();
   const reassembler = new Reassembler({ maxTotalBytes: 256 * 1024, maxPending: 256 });
   const tracker = new FlowTracker({ maxFlows: 2000 });

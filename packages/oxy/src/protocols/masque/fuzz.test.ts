@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isOxyError } from '../../errors.ts';
+import { randomFloat } from '../../testing/fuzz.ts';
 import { parseCapsuleProtocol, parseProxyStatus } from './proxy-status.ts';
 import { checkMasqueRequest } from './request.ts';
 import { checkIpTarget, checkTargetHost } from './targets.ts';
@@ -14,17 +15,6 @@ import { DEFAULT_TEMPLATES, matchUriTemplate, parseUriTemplate } from './templat
 
 const CASES = 30_000;
 const TIME_LIMIT_MS = 20_000;
-
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ALPHABET = '/{}?&=,%:.*;+#!-_~09afAF3 "\\\t\u00e9\u0000';
 const samples = [
@@ -61,7 +51,7 @@ function mutate(rand: () => number): string {
 
 describe('MASQUE parser fuzz', () => {
   it(`survives ${CASES} random and mutated templates, paths and fields`, () => {
-    const rand = rng(0x9298);
+    const rand = randomFloat(0x9298);
     const udp = parseUriTemplate(DEFAULT_TEMPLATES['connect-udp'], 'connect-udp');
     const ip = parseUriTemplate(DEFAULT_TEMPLATES['connect-ip'], 'connect-ip');
     const started = Date.now();

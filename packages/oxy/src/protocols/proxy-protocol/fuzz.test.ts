@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { randomUint32 } from '../../testing/fuzz.ts';
 import {
   decodeProxyHeader,
   decodeSpp,
@@ -26,15 +27,8 @@ const BUDGET_MS = 30_000;
 const MAX_V2 = 2048;
 
 function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  const next = () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 0x100000000;
-  };
+  const u32 = randomUint32(seed);
+  const next = () => u32() / 0x100000000;
   const int = (n: number) => Math.floor(next() * n);
   const bytes = (n: number) => {
     const out = new Uint8Array(n);
