@@ -18,6 +18,7 @@
  */
 
 import { BlockList, isIP } from 'node:net';
+import { splitCidr } from '../../protocols/ip/cidr-text.ts';
 
 /**
  * What egress refuses by default: destinations inside the proxy's own host or networks, which a
@@ -51,15 +52,7 @@ export class CidrBlocklist {
   /** Throws a `RangeError` naming the entry when one is not `address/prefix` or an address. */
   constructor(cidrs: readonly string[]) {
     this.cidrs = cidrs.map((cidr, i) => {
-      const slash = cidr.indexOf('/');
-      const address = slash < 0 ? cidr : cidr.slice(0, slash);
-      const family = isIP(address);
-      const bits = family === 4 ? 32 : 128;
-      const prefixText = slash < 0 ? String(bits) : cidr.slice(slash + 1);
-      const prefix = Number(prefixText);
-      if (family === 0 || address.includes('%') || !/^\d{1,3}$/.test(prefixText) || prefix > bits) {
-        throw new RangeError(`blocked CIDR #${i} "${cidr}" is not an IPv4 or IPv6 address/prefix`);
-      }
+      const { address, family, prefix } = splitCidr(cidr, i, 'blocked CIDR');
       if (family === 4) {
         const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
         this.#v4.push((parseDottedQuad(address) & mask) >>> 0, mask);

@@ -7,6 +7,7 @@
  * added: trust must not widen beyond what was written.
  */
 import { BlockList, isIP } from 'node:net';
+import { splitCidr } from '../../protocols/ip/cidr-text.ts';
 
 /** A set of trusted CIDR ranges. */
 export class TrustedPeers {
@@ -17,15 +18,7 @@ export class TrustedPeers {
   constructor(cidrs: readonly string[]) {
     this.#empty = cidrs.length === 0;
     for (const [i, cidr] of cidrs.entries()) {
-      const slash = cidr.indexOf('/');
-      const address = slash < 0 ? cidr : cidr.slice(0, slash);
-      const family = isIP(address);
-      const bits = family === 4 ? 32 : 128;
-      const prefixText = slash < 0 ? String(bits) : cidr.slice(slash + 1);
-      const prefix = Number(prefixText);
-      if (family === 0 || address.includes('%') || !/^\d{1,3}$/.test(prefixText) || prefix > bits) {
-        throw new RangeError(`trusted CIDR #${i} "${cidr}" is not an IPv4 or IPv6 address/prefix`);
-      }
+      const { address, family, prefix } = splitCidr(cidr, i, 'trusted CIDR');
       if (family === 4) {
         this.#list.addSubnet(address, prefix, 'ipv4');
         this.#list.addSubnet(`::ffff:${address}`, 96 + prefix, 'ipv6');
