@@ -4,14 +4,19 @@
  * whose tables it uses.
  */
 
-import { type PageInfo, type ResultLine, summarise, table, targetsTable } from './report.ts';
-import { METRICS } from './scenarios.ts';
+import {
+  aboutSections,
+  type PageInfo,
+  type ResultLine,
+  runFacts,
+  scenarioSections,
+  summarise,
+} from './report.ts';
 
 /** The whole docs/bench-l3.md page. Charts are referenced as bench/<scenario>.svg beside it. */
 export function l3Page(lines: readonly ResultLine[], info: PageInfo, proxies: readonly string[]): string {
   // Every cell uses all its runs, as on the layer-4 page: most runs here are busy.
   const sums = summarise(lines, proxies, false);
-  const busy = lines.filter((l) => l.busy).length;
   const out: string[] = [
     '# Benchmarks: layer 3, the IP→TCP upgrade (S10)',
     '',
@@ -31,22 +36,9 @@ export function l3Page(lines: readonly ResultLine[], info: PageInfo, proxies: re
     "and helpers). curl, nginx and the kernel's softirq work done outside the process are not in it.",
     "The load average (1 min) beside each figure is the machine's, which other work shares.",
     '',
-    `- Date: ${info.date}`,
-    `- Machine: ${info.machine}`,
-    `- Measurements: ${lines.length} (${busy} on a busy machine: more than 10 % of its CPU used by other processes during the run)`,
-    '',
+    ...runFacts(lines, info),
   ];
-  if ([...sums.values()].some((cells) => cells.some((c) => c.proxy === 'oxy'))) {
-    out.push('## Oxy against the targets', '', targetsTable(sums), '');
-  }
-  for (const [sc, cells] of sums) {
-    const m = METRICS[sc];
-    out.push(`## ${m.title}`, '', `${m.what}. Ranked by ${m.unit}, higher is better.`, '');
-    out.push(`![${m.title}](bench/${sc}.svg)`, '', table(sc, cells), '');
-  }
-  out.push('## Versions', '', '| software | version |', '| --- | --- |');
-  for (const [k, v] of Object.entries(info.versions)) out.push(`| ${k} | ${v} |`);
-  if (info.profile) out.push('', info.profile.trim());
+  out.push(...scenarioSections(sums), ...aboutSections(info, null));
   out.push(
     '',
     '## Reproducing',

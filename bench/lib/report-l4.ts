@@ -4,15 +4,20 @@
  * it was. A pure function of the result lines, like report.ts, whose tables it uses.
  */
 
-import { type PageInfo, type ResultLine, summarise, table, targetsTable } from './report.ts';
-import { METRICS } from './scenarios.ts';
+import {
+  aboutSections,
+  type PageInfo,
+  type ResultLine,
+  runFacts,
+  scenarioSections,
+  summarise,
+} from './report.ts';
 
 /** The whole docs/bench-l4.md page. Charts are referenced as bench/<scenario>.svg beside it. */
 export function l4Page(lines: readonly ResultLine[], info: PageInfo, proxies: readonly string[]): string {
   // Every cell uses all its runs: on this shared machine most runs are busy, and a cell of three
   // quiet runs beside one of six busy ones would compare different conditions.
   const sums = summarise(lines, proxies, false);
-  const busy = lines.filter((l) => l.busy).length;
   const out: string[] = [
     '# Benchmarks: layer 4 (S6, S7)',
     '',
@@ -33,25 +38,10 @@ export function l4Page(lines: readonly ResultLine[], info: PageInfo, proxies: re
     'the same two cores, so a proxy that uses less CPU leaves more to them. The load average',
     "(1 min) beside each figure is the machine's, which other engineers' work shares.",
     '',
-    `- Date: ${info.date}`,
-    `- Machine: ${info.machine}`,
-    `- Measurements: ${lines.length} (${busy} on a busy machine: more than 10 % of its CPU used by other processes during the run)`,
-    '',
+    ...runFacts(lines, info),
   ];
-  if ([...sums.values()].some((cells) => cells.some((c) => c.proxy === 'oxy'))) {
-    out.push('## Oxy against the targets', '', targetsTable(sums), '');
-  }
-  for (const [sc, cells] of sums) {
-    const m = METRICS[sc];
-    out.push(`## ${m.title}`, '', `${m.what}. Ranked by ${m.unit}, higher is better.`, '');
-    out.push(`![${m.title}](bench/${sc}.svg)`, '', table(sc, cells), '');
-  }
-  out.push('## The proxies', '', '| row | what runs |', '| --- | --- |');
   const present = new Set(lines.map((l) => l.proxy));
-  for (const n of info.notes) if (present.has(n.name)) out.push(`| ${n.name} | ${n.note} |`);
-  out.push('', '## Versions', '', '| software | version |', '| --- | --- |');
-  for (const [k, v] of Object.entries(info.versions)) out.push(`| ${k} | ${v} |`);
-  if (info.profile) out.push('', info.profile.trim());
+  out.push(...scenarioSections(sums), ...aboutSections(info, (name) => present.has(name)));
   out.push(
     '',
     '## Reproducing',

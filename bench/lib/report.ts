@@ -343,10 +343,63 @@ export interface PageInfo {
   profile?: string;
 }
 
+/**
+ * The facts under a page's introduction: date, machine, and the measurements with how many were
+ * busy; `cells` says how a cell chooses among them.
+ */
+export function runFacts(lines: readonly ResultLine[], info: PageInfo, cells = ''): string[] {
+  const busy = lines.filter((l) => l.busy).length;
+  return [
+    `- Date: ${info.date}`,
+    `- Machine: ${info.machine}`,
+    `- Measurements: ${lines.length} (${busy} on a busy machine: more than 10 % of its CPU used by other processes during the run${cells})`,
+    '',
+  ];
+}
+
+/**
+ * The body every page shares: the targets table when Oxy ran (with `targetsNote` under it), then
+ * a section per scenario with its chart and table.
+ */
+export function scenarioSections(sums: Map<Scenario, Cell[]>, targetsNote?: string): string[] {
+  const out: string[] = [];
+  if ([...sums.values()].some((cells) => cells.some((c) => c.proxy === 'oxy'))) {
+    out.push('## Oxy against the targets', '', targetsTable(sums), '');
+    if (targetsNote !== undefined) out.push(targetsNote, '');
+  }
+  for (const [sc, cells] of sums) {
+    const m = METRICS[sc];
+    out.push(
+      `## ${m.title}`,
+      '',
+      `${m.what}. Ranked by ${m.unit}, ${m.higherIsBetter ? 'higher' : 'lower'} is better.`,
+      '',
+    );
+    out.push(`![${m.title}](bench/${sc}.svg)`, '', table(sc, cells), '');
+  }
+  return out;
+}
+
+/**
+ * The closing sections: what each proxy row runs (those `shown`; none when `shown` is null),
+ * the software versions and the profile.
+ */
+export function aboutSections(info: PageInfo, shown: ((name: string) => boolean) | null): string[] {
+  const out: string[] = [];
+  if (shown !== null) {
+    out.push('## The proxies', '', '| row | what runs |', '| --- | --- |');
+    for (const n of info.notes) if (shown(n.name)) out.push(`| ${n.name} | ${n.note} |`);
+    out.push('');
+  }
+  out.push('## Versions', '', '| software | version |', '| --- | --- |');
+  for (const [k, v] of Object.entries(info.versions)) out.push(`| ${k} | ${v} |`);
+  if (info.profile) out.push('', info.profile.trim());
+  return out;
+}
+
 /** The whole docs/benchmarks.md page. Charts are referenced as bench/<scenario>.svg beside it. */
 export function page(lines: readonly ResultLine[], info: PageInfo, proxies: readonly string[]): string {
   const sums = summarise(lines, proxies);
-  const busy = lines.filter((l) => l.busy).length;
   const out: string[] = [
     '# Benchmarks',
     '',
@@ -359,35 +412,21 @@ export function page(lines: readonly ResultLine[], info: PageInfo, proxies: read
     'across proxies. Absolute figures drift 20–30 % between runs and machines: compare rows of the',
     'same run, not with other pages.',
     '',
-    `- Date: ${info.date}`,
-    `- Machine: ${info.machine}`,
-    `- Measurements: ${lines.length} (${busy} on a busy machine: more than 10 % of its CPU used by other processes during the run; a cell uses only quiet runs when it has three of them, otherwise all its runs, and says how many were busy)`,
-    '',
+    ...runFacts(
+      lines,
+      info,
+      '; a cell uses only quiet runs when it has three of them, otherwise all its runs, and says how many were busy',
+    ),
   ];
   out.push(
     'The layer-4 scenarios (S6, a `tcp` endpoint; S7, a `udp` endpoint) against HAProxy and nginx',
     '`stream` have their own page, [bench-l4.md](bench-l4.md).',
     '',
   );
-  if ([...sums.values()].some((cells) => cells.some((c) => c.proxy === 'oxy'))) {
-    out.push('## Oxy against the targets', '', targetsTable(sums), '');
-    out.push('For S4 lower is better, so a ratio below 1× is ahead of the peer.', '');
-  }
-  for (const [sc, cells] of sums) {
-    const m = METRICS[sc];
-    out.push(
-      `## ${m.title}`,
-      '',
-      `${m.what}. Ranked by ${m.unit}, ${m.higherIsBetter ? 'higher' : 'lower'} is better.`,
-      '',
-    );
-    out.push(`![${m.title}](bench/${sc}.svg)`, '', table(sc, cells), '');
-  }
-  out.push('## The proxies', '', '| row | what runs |', '| --- | --- |');
-  for (const n of info.notes) if (proxies.includes(n.name)) out.push(`| ${n.name} | ${n.note} |`);
-  out.push('', '## Versions', '', '| software | version |', '| --- | --- |');
-  for (const [k, v] of Object.entries(info.versions)) out.push(`| ${k} | ${v} |`);
-  if (info.profile) out.push('', info.profile.trim());
+  out.push(
+    ...scenarioSections(sums, 'For S4 lower is better, so a ratio below 1× is ahead of the peer.'),
+    ...aboutSections(info, (name) => proxies.includes(name)),
+  );
   out.push(
     '',
     '## Reproducing',
