@@ -20,7 +20,6 @@
  * a failure is answered with an error status; afterwards the response is cut.
  */
 import http from 'node:http';
-import { formatHostPort } from '../../context/addr.ts';
 import type { RequestKind, SocketAddr } from '../../context/contexts.ts';
 import { EgressState, type IngressConnection, RequestState } from '../../context/state.ts';
 import { decideEgress, defaultDecision, egressBlocked } from '../../egress/connect.ts';
@@ -33,7 +32,6 @@ import type {
   PendingRequest,
   RequestBody,
   ResponseSink,
-  UpstreamTarget,
 } from '../../offramps/http/pool.ts';
 import type { Runtime } from '../../runtime.ts';
 import { httpSettingsOf } from '../../settings.ts';
