@@ -13,21 +13,17 @@
  * the measured window is reported, split into its JS, reactor and other threads.
  * Prints one JSON line.
  */
-import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { type UdpOutgoing, UdpSocket } from 'native';
-import { cpuSplit, cpuSplitSince } from '../lib/threads.ts';
+import { CLOSED_LOOP_OPTIONS, runClosedLoop } from '../lib/closed-loop.ts';
 
 const { values } = parseArgs({
   options: {
     target: { type: 'string' },
     mode: { type: 'string', default: 'echo' },
     size: { type: 'string', default: '64' },
-    window: { type: 'string', default: '256' },
     clients: { type: 'string', default: '4' },
-    seconds: { type: 'string', default: '5' },
-    warmup: { type: 'string', default: '0.7' },
-    pid: { type: 'string' },
+    ...CLOSED_LOOP_OPTIONS,
   },
 });
 if (!values.target) throw new Error('--target host:port is required');
@@ -99,54 +95,24 @@ const sockets = Array.from({ length: clients }, () => {
   return s;
 });
 
-function kick(): void {
-  for (const s of sockets)
-    for (let i = 0; i < each; i += 64)
-      s.sendBatch(
-        Array.from({ length: Math.min(64, each - i) }, () => ({
-          data: dns ? query() : payload,
-          address,
-          port,
-        })),
-      );
-}
-
-kick();
-let seen = 0;
-let restarts = 0;
-const watchdog = setInterval(() => {
-  if (received === seen) {
-    restarts++;
-    kick();
-  }
-  seen = received;
-}, 100);
-await new Promise((r) => setTimeout(r, Number(values.warmup) * 1000));
-const pid = values.pid ? Number(values.pid) : null;
-const cpu0 = pid ? cpuSplit(pid) : null;
-const r0 = received;
-const bad0 = bad;
-restarts = 0;
-const t0 = process.hrtime.bigint();
-await new Promise((r) => setTimeout(r, Number(values.seconds) * 1000));
-const got = received - r0;
-const elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
-const cpu = pid && cpu0 ? cpuSplitSince(pid, cpu0) : null;
-clearInterval(watchdog);
+const result = await runClosedLoop({
+  kick() {
+    for (const s of sockets)
+      for (let i = 0; i < each; i += 64)
+        s.sendBatch(
+          Array.from({ length: Math.min(64, each - i) }, () => ({
+            data: dns ? query() : payload,
+            address,
+            port,
+          })),
+        );
+  },
+  received: () => received,
+  bad: () => bad,
+  args: values,
+});
 for (const s of sockets) s.close();
 process.stdout.write(
-  `${JSON.stringify({
-    mode: dns ? 'dns' : 'echo',
-    size: dns ? QUERY.length : payload.length,
-    round_trips: got,
-    round_trips_per_s: got / elapsed,
-    bad: bad - bad0,
-    restarts,
-    seconds: elapsed,
-    load_average: loadavg()[0],
-    ...(cpu
-      ? { cpu_s: cpu.total, cpu_js_s: cpu.js, cpu_reactor_s: cpu.reactor, cpu_other_s: cpu.other }
-      : {}),
-  })}\n`,
+  `${JSON.stringify({ mode: dns ? 'dns' : 'echo', size: dns ? QUERY.length : payload.length, ...result })}\n`,
 );
 process.exit(0);

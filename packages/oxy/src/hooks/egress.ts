@@ -10,6 +10,9 @@
  * With `viaProxy` the upstream proxy resolves the target's name: the proxy's own address is
  * resolved and connected to without `handleUpstreamIps` or the `blocked_cidrs` check (it is
  * configured by the operator or the app, not chosen by the client).
+ * A CONNECT-IP request whose scope is a DNS name runs the resolution steps alone, once, before
+ * it is answered: `dnsResolveOverride` or the resolver → `handleUpstreamIps` → `blocked_cidrs`,
+ * with `ctx.target` `{ host: name, port: 0 }`; the addresses left are the tunnel's scope.
  */
 import type { Duplex } from 'node:stream';
 import type { EgressContext, ExtTypes, SocketAddr } from '../context/contexts.ts';
@@ -84,13 +87,15 @@ export interface EgressHook<X extends ExtTypes = ExtTypes> {
    * check. Return the addresses to try, in order, or `EgressDecision.block(reason)` to refuse
    * with your reason (403; the reason goes to the log and audit record). An empty list blocks
    * too, with the reason "no address left to connect to". Not called for connections to an
-   * upstream proxy. Default: the addresses as given.
+   * upstream proxy. Also fires once for a CONNECT-IP tunnel whose scope is a DNS name, with
+   * its resolved addresses (what is left becomes the scope). Default: the addresses as given.
    */
   handleUpstreamIps?(ips: string[], ctx: EgressContext<X>): UpstreamIpsAnswer | Promise<UpstreamIpsAnswer>;
   /**
-   * Fires instead of the built-in resolver for each name to resolve. Return the addresses,
-   * `undefined` to use the built-in resolver after all, or `EgressDecision.block(reason)` to
-   * refuse (403 with the reason). Default: the built-in resolver (`egress.dns`, cached).
+   * Fires instead of the built-in resolver for each name to resolve, a CONNECT-IP scope's name
+   * included (`ctx.target.port` 0). Return the addresses, `undefined` to use the built-in
+   * resolver after all, or `EgressDecision.block(reason)` to refuse (403 with the reason).
+   * Default: the built-in resolver (`egress.dns`, cached).
    */
   dnsResolveOverride?(
     host: string,

@@ -4,16 +4,20 @@
  * DATAGRAM capsules (context 0) and handed to the IP flow pipeline (`flows/ip/pipeline.ts`)
  * through an {@link IpTunnelPort}.
  *
- * Order: request checks (`checkMasqueRequest`, done by the caller: template, scope; a DNS-name
- * target is answered 501) → `HttpRequestHook.handleProxyConnectRequest` (a block is answered
- * with its status) → one address of each family from the endpoint's pool (`ip-pool.ts`; none
- * free: 503 `connection_limit_reached`) → 200 (HTTP/2) or 101 (HTTP/1.1) with
- * `Capsule-Protocol: ?1` → ADDRESS_ASSIGN (the leased /32 and /128) and ROUTE_ADVERTISEMENT (the
- * scope: `target` and `ipproto`) → capsules both ways: ADDRESS_REQUEST answered with a full
- * ADDRESS_ASSIGN, DATAGRAM packets checked (source = the assigned address, destination and
- * protocol inside the scope or the gateway; violations dropped and counted) then given to the
- * pipeline → end (stream closed, idle `tunnel_idle_timeout`, malformed capsule: RST_STREAM
- * PROTOCOL_ERROR or the socket closed) → pipeline closed, address released, one audit record
+ * Order: request checks (`checkMasqueRequest`, done by the caller: template, scope) →
+ * `HttpRequestHook.handleProxyConnectRequest` (a block is answered with its status) → for a
+ * DNS-name target, its resolution into the scope (`ip-scope.ts`: the egress pipeline's
+ * resolution, `handleUpstreamIps` and `blocked_cidrs`; failures answered through
+ * `refusalForError`: 502 `dns_error`, 403 `destination_ip_prohibited`, …) → one address of
+ * each family from the endpoint's pool (`ip-pool.ts`; none free: 503
+ * `connection_limit_reached`) → 200 (HTTP/2) or 101 (HTTP/1.1) with `Capsule-Protocol: ?1` →
+ * ADDRESS_ASSIGN (the leased /32 and /128) and ROUTE_ADVERTISEMENT (the scope: the prefix,
+ * every address for `*`, or each resolved address alone, with `ipproto`) → capsules both ways:
+ * ADDRESS_REQUEST answered with a full ADDRESS_ASSIGN, DATAGRAM packets checked (source = the
+ * assigned address, destination and protocol inside the scope or the gateway; violations
+ * dropped and counted) then given to the pipeline → end (stream closed, idle
+ * `tunnel_idle_timeout`, malformed capsule: RST_STREAM PROTOCOL_ERROR or the socket closed) →
+ * pipeline closed, address released, one audit record
  * (`tunnel`, kind `connect-ip`, bytes and packets each way).
  */
 
@@ -21,15 +25,15 @@ import { log } from 'foundations/telemetry';
 import type { SocketAddr } from '../../context/contexts.ts';
 import type { IngressConnection } from '../../context/state.ts';
 import { RequestState } from '../../context/state.ts';
+import { isOxyError } from '../../errors.ts';
 import { openIpPipeline } from '../../flows/ip/pipeline.ts';
 import type { IpTunnelPort } from '../../flows/ip/port.ts';
 import { countFailure, recordEnd } from '../../flows/record.ts';
 import type { ConnectDirective, RequestHead } from '../../hooks/http-request.ts';
 import { acceptMasqueTunnel } from '../../masque/server.ts';
 import type { IpTunnel } from '../../masque/tunnel.ts';
-import type { IpAddressRange, IpPrefixEntry } from '../../protocols/capsule/connect-ip.ts';
-import { formatIp } from '../../protocols/capsule/ip-address.ts';
-import { addressBytes, type Cidr, inCidr, parseCidr } from '../../protocols/ip/address.ts';
+import type { IpPrefixEntry } from '../../protocols/capsule/connect-ip.ts';
+import { addressBytes } from '../../protocols/ip/address.ts';
 import { IP_PROTO, parseIp } from '../../protocols/ip/packet.ts';
 import {
   type ConnectIpRequest,
@@ -42,6 +46,7 @@ import { forkRequest } from '../../telemetry/fork.ts';
 import type { MasqueExchange } from './exchange.ts';
 import { connectIpMetrics } from './ip-metrics.ts';
 import type { IpLease, IpPool } from './ip-pool.ts';
+import { type IpScope, inScope, literalScope, resolveScope, scopeRoutes } from './ip-scope.ts';
 
 /** Bytes of capsules queued to a slow client beyond which packets to it are dropped, as a router would. */
 export const MAX_QUEUED_TO_CLIENT = 1024 * 1024;
@@ -64,20 +69,10 @@ export function serveConnectIp(
   hookHead: RequestHead,
   conn: IngressConnection,
 ): void {
-  if (req.target.kind === 'dns') {
-    ex.refuse(
-      masqueRefusal(
-        501,
-        'http_request_error',
-        'a DNS-name target is not served; use * or an IP prefix',
-        cfg.proxyName,
-      ),
-    );
-    return;
-  }
   conn.requests++;
   conn.tunnels++;
-  const host = req.target.kind === 'any' ? '*' : `${req.target.address}/${req.target.prefixLength}`;
+  const t = req.target;
+  const host = t.kind === 'any' ? '*' : t.kind === 'dns' ? t.host : `${t.address}/${t.prefixLength}`;
   const target: SocketAddr = { host, port: 0 };
   const request = new RequestState(conn, 'connect-ip', hookHead.method, target, cfg.rt.ext);
   void forkRequest(request, () => runIpTunnel(cfg, request, ex, req, hookHead))
@@ -88,38 +83,6 @@ export function serveConnectIp(
     .finally(() => {
       conn.tunnels--;
     });
-}
-
-/** The inclusive range of a prefix, as text. */
-function prefixRange(address: string, prefixLength: number): [string, string] {
-  const bytes = addressBytes(address);
-  const lo = Uint8Array.from(bytes);
-  const hi = Uint8Array.from(bytes);
-  for (let bit = prefixLength; bit < bytes.length * 8; bit++) {
-    const i = bit >> 3;
-    const m = 0x80 >> (bit & 7);
-    lo[i] = (lo[i] as number) & ~m;
-    hi[i] = (hi[i] as number) | m;
-  }
-  return [formatIp(lo), formatIp(hi)];
-}
-
-/** The routes of the scope (RFC 9484 §4.7.3): IPv4 before IPv6, one range per family leased. */
-export function scopeRoutes(req: ConnectIpRequest, lease: Pick<IpLease, 'v4' | 'v6'>): IpAddressRange[] {
-  const protocol = req.ipproto === '*' ? 0 : req.ipproto;
-  const routes: IpAddressRange[] = [];
-  for (const version of [4, 6] as const) {
-    if ((version === 4 ? lease.v4 : lease.v6) === null) continue;
-    if (req.target.kind === 'prefix') {
-      if (req.target.version !== version) continue;
-      const [start, end] = prefixRange(req.target.address, req.target.prefixLength);
-      routes.push({ version, start, end, protocol });
-    } else {
-      const [start, end] = version === 4 ? prefixRange('0.0.0.0', 0) : prefixRange('::', 0);
-      routes.push({ version, start, end, protocol });
-    }
-  }
-  return routes;
 }
 
 /** The port the pipeline answers through: DATAGRAM capsules on the tunnel, bounded. */
@@ -196,6 +159,17 @@ async function runIpTunnel(
     refuse(blocked, blocked.status >= 500 ? 'OXY_ERR_HOOK_FAILED' : 'blocked');
     return;
   }
+  let scope: IpScope;
+  if (req.target.kind === 'dns') {
+    const name = req.target.host;
+    try {
+      scope = await resolveScope(rt, request, name, req.ipproto, cfg.pool.gateways);
+    } catch (e) {
+      const r = refusalForError(e, cfg.proxyName, name);
+      refuse(r, isOxyError(e) ? e.code : 'unknown');
+      return;
+    }
+  } else scope = literalScope(req);
   if (ex.closed) {
     request.status = 499;
     recordEnd(rt, request, 0, 0, 'client_closed', none);
@@ -230,7 +204,7 @@ async function runIpTunnel(
   connectIpMetrics.tunnels_total({ endpoint }).inc();
   const port = new CapsulePort(request.ingress, tunnel, ex.stream);
   const pipeline = openIpPipeline(rt, port);
-  const check = packetCheck(req, lease, cfg.pool.gateways);
+  const check = packetCheck(scope, lease, cfg.pool.gateways);
 
   const assigned = (ids: { 4: number; 6: number }, refused: IpPrefixEntry[] = []): IpPrefixEntry[] => [
     ...(lease.v4 === null
@@ -243,7 +217,7 @@ async function runIpTunnel(
   ];
   const answered = { 4: 0, 6: 0 };
   tunnel.assignAddresses(assigned(answered));
-  tunnel.advertiseRoutes(scopeRoutes(req, lease));
+  tunnel.advertiseRoutes(scopeRoutes(scope, lease));
 
   tunnel.on('addressRequest', (entries) => {
     const refused: IpPrefixEntry[] = [];
@@ -313,7 +287,7 @@ async function runIpTunnel(
  * drop reason (`malformed`, `source`, `scope`).
  */
 export function packetCheck(
-  req: ConnectIpRequest,
+  scope: IpScope,
   lease: Pick<IpLease, 'v4' | 'v6'>,
   gateways: { readonly v4: string | null; readonly v6: string | null },
 ): (packet: Buffer) => string | null {
@@ -321,8 +295,6 @@ export function packetCheck(
   const src6 = lease.v6 === null ? null : addressBytes(lease.v6);
   const gw4 = gateways.v4 === null ? null : addressBytes(gateways.v4);
   const gw6 = gateways.v6 === null ? null : addressBytes(gateways.v6);
-  const scope: Cidr | null =
-    req.target.kind === 'prefix' ? parseCidr(`${req.target.address}/${req.target.prefixLength}`) : null;
   return (packet) => {
     let p: ReturnType<typeof parseIp>;
     try {
@@ -337,9 +309,8 @@ export function packetCheck(
     const gw = p.version === 4 ? gw4 : gw6;
     const icmp = p.protocol === (p.version === 4 ? IP_PROTO.ICMP : IP_PROTO.ICMPV6);
     if (icmp && gw !== null && gw.compare(p.buf, p.dstOffset, p.dstOffset + p.addrLength) === 0) return null;
-    if (scope !== null && (scope.bytes.length !== p.addrLength || !inCidr(scope, p.buf, p.dstOffset)))
-      return 'scope';
-    if (req.ipproto !== '*' && p.protocol !== req.ipproto) return 'scope';
+    if (!inScope(scope, p.buf, p.dstOffset, p.addrLength)) return 'scope';
+    if (scope.ipproto !== '*' && p.protocol !== scope.ipproto) return 'scope';
     return null;
   };
 }

@@ -9,8 +9,9 @@ import { isOxyError } from '../../errors.ts';
 import { buildIp, icmpMessage, udpDatagram } from '../../protocols/ip/builder.ts';
 import { IP_PROTO } from '../../protocols/ip/packet.ts';
 import type { ConnectIpRequest } from '../../protocols/masque/request.ts';
-import { packetCheck, scopeRoutes } from './connect-ip.ts';
+import { packetCheck } from './connect-ip.ts';
 import { IpPool } from './ip-pool.ts';
+import { literalScope, scopeRoutes } from './ip-scope.ts';
 
 describe('IpPool', () => {
   it('gives the gateway the first address and leases the rest until exhausted', () => {
@@ -57,15 +58,8 @@ describe('IpPool', () => {
   });
 });
 
-const scope = (
-  target: ConnectIpRequest['target'],
-  ipproto: ConnectIpRequest['ipproto'],
-): ConnectIpRequest => ({
-  kind: 'connect-ip',
-  target,
-  ipproto,
-  capsuleProtocol: true,
-});
+const scope = (target: ConnectIpRequest['target'], ipproto: ConnectIpRequest['ipproto']) =>
+  literalScope({ kind: 'connect-ip', target, ipproto, capsuleProtocol: true });
 const lease = { v4: '100.64.0.2', v6: 'fd00:64::2' };
 const gateways = { v4: '100.64.0.1', v6: 'fd00:64::1' };
 const udp = (src: string, dst: string) =>
