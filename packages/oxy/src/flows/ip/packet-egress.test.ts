@@ -70,7 +70,9 @@ test('datagramPath: datagrams leave as UDP packets from the client; replies come
   assert.equal(formatAddress(p.buf.subarray(p.dstOffset, p.dstOffset + 4)), '198.18.0.53');
   assert.equal(p.buf.readUInt16BE(p.l4Offset), 40000);
   assert.equal(udpPayload(p).toString(), 'query');
-  assert.ok(claims.deliver(parseIp(buildUdpPacket('198.18.0.53', 53, '10.7.0.2', 40000, Buffer.from('answer')))));
+  assert.ok(
+    claims.deliver(parseIp(buildUdpPacket('198.18.0.53', 53, '10.7.0.2', 40000, Buffer.from('answer')))),
+  );
   assert.deepEqual(replies, ['answer']);
   d.close();
   d.send(Buffer.from('late'));
