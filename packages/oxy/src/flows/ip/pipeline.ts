@@ -47,6 +47,7 @@ import {
   newFlowCtl,
   trackerOptions,
 } from './flow-ctl.ts';
+import { packetFlowKey } from './flow-key.ts';
 import { type FlowEndReason, FlowTracker, type IpFlow } from './flow-tracker.ts';
 import { ipPipelineMetrics } from './metrics.ts';
 import { IpOffRamp } from './offramp.ts';
@@ -390,17 +391,27 @@ class TunnelPipeline implements IpPipeline {
     return this.#offramp;
   }
 
-  /** A packet from the off-ramp: a claimed flow's (rule in `packet-egress.ts`), else a forwarded one's. */
+  /**
+   * A packet from the off-ramp: a claimed flow's (rule in `packet-egress.ts`), else a forwarded
+   * flow's. A late packet of a flow sent out by `EgressDecision.packets` has the 5-tuple of the
+   * client's upgraded flow; it is dropped before it can touch that flow's state or reach the client.
+   */
   #fromOffRamp(buf: Buffer): void {
     if (this.#closed) return;
-    if (this.#claims.size > 0) {
-      try {
-        if (this.#claims.deliver(parseIp(buf))) return;
-      } catch {
-        // Malformed: #fromInside counts it by the parser's reason.
-      }
+    let p: IpPacket;
+    try {
+      p = parseIp(buf);
+    } catch (e) {
+      this.#drop(isPacketError(e) ? e.reason : 'malformed');
+      return;
     }
-    this.#fromInside(buf);
+    if (this.#claims.deliver(p)) return;
+    const known = p.fragment === null ? this.#tracker.get(packetFlowKey(p)) : undefined;
+    if (known !== undefined && (known.data as FlowCtl | null)?.way !== 'forward') {
+      this.#drop('unsolicited');
+      return;
+    }
+    this.#fromInside(buf, true);
   }
 
   /** `handlePacket` when the app has one: the packet to carry on with, or null (dropped). */
@@ -410,8 +421,11 @@ class TunnelPipeline implements IpPipeline {
     return applyPacketHook(this.#rt, hook, this.#port.ingress, c, p, direction, this.#dropFn);
   }
 
-  /** A reply from inside (the upgrade service, the off-ramp): tracked, hooked, sent to the client. */
-  #fromInside(buf: Buffer): void {
+  /**
+   * A reply from inside (the upgrade service, the off-ramp): tracked, hooked, sent to the client.
+   * From the off-ramp (`offramp`), only a forwarded flow's packets (and ICMP errors) pass.
+   */
+  #fromInside(buf: Buffer, offramp = false): void {
     if (this.#closed || this.#port.closed) return;
     let p: IpPacket;
     try {
@@ -433,6 +447,10 @@ class TunnelPipeline implements IpPipeline {
       return;
     }
     const c = r.flow.data as FlowCtl;
+    if (offramp && c.way !== 'forward') {
+      this.#drop('unsolicited');
+      return;
+    }
     const q = this.#hooked(c, p, 'down');
     if (q !== null) this.#port.send(q.buf);
   }
