@@ -43,8 +43,10 @@ import { type AppUnderTest, startApp, waitUntil } from '../src/testing/index.ts'
 const run = promisify(execFile);
 
 const WEB = '198.18.0.80';
+const WEB6 = '2001:db8::80';
 const DNS = '198.18.0.54';
 const CLIENT = '10.7.1.2';
+const CLIENT6 = 'fd00:7::2';
 const BODY_BYTES = 4 << 20;
 /** The server's body: a fixed pattern both the server (another process) and the test make. */
 const BODY_CODE = `const b=Buffer.alloc(${BODY_BYTES});for(let i=0;i<b.length;i+=4)b.writeUInt32LE((i*2654435761)>>>0,i);`;
@@ -70,8 +72,7 @@ const app = defineApp({
   start: () => ({
     egress: {
       handleConnection: (target) => {
-        if (target.host === WEB || target.host === DNS || target.host === 'packets.test')
-          return EgressDecision.packets();
+        if ([WEB, WEB6, DNS, 'packets.test'].includes(target.host)) return EgressDecision.packets();
         return EgressDecision.block('not a test address');
       },
     },
@@ -93,8 +94,12 @@ async function inNs(
   }
 }
 
-/** A namespace with `addr` on a TUN device that is its default route; this process holds the device. */
-async function tunNamespace(tag: string, addr: string): Promise<{ ns: string; dev: TunDevice }> {
+/** A namespace with `addr` and `addr6` on a TUN device that is its default route (v4, v6); this process holds the device. */
+async function tunNamespace(
+  tag: string,
+  addr: string,
+  addr6: string,
+): Promise<{ ns: string; dev: TunDevice }> {
   const ns = `oxy-l3p-${process.pid}-${tag}`;
   await run('ip', ['netns', 'add', ns]);
   cleanups.push(() => run('ip', ['netns', 'del', ns]).then(() => {}));
@@ -103,8 +108,10 @@ async function tunNamespace(tag: string, addr: string): Promise<{ ns: string; de
   for (const args of [
     ['link', 'set', 'lo', 'up'],
     ['addr', 'add', `${addr}/32`, 'dev', 'oxyt0'],
+    ['-6', 'addr', 'add', `${addr6}/128`, 'dev', 'oxyt0', 'nodad'],
     ['link', 'set', 'oxyt0', 'up', 'mtu', '1500'],
     ['route', 'add', 'default', 'dev', 'oxyt0'],
+    ['-6', 'route', 'add', 'default', 'dev', 'oxyt0'],
   ])
     await run('ip', ['-n', ns, ...args]);
   return { ns, dev };
@@ -145,9 +152,9 @@ function startOffRampPeer(webDev: TunDevice): void {
   });
 }
 
-/** Starts the HTTP server inside the server namespace, on WEB:80. */
+/** Starts the HTTP server inside the server namespace, on port 80 of both its addresses. */
 async function startServer(ns: string): Promise<void> {
-  const code = `${BODY_CODE}require('node:http').createServer((q,r)=>{r.writeHead(200,{'content-length':b.length});r.end(b)}).listen(80,'${WEB}',()=>console.log('ready'))`;
+  const code = `${BODY_CODE}require('node:http').createServer((q,r)=>{r.writeHead(200,{'content-length':b.length});r.end(b)}).listen({port:80,host:'::',ipv6Only:false},()=>console.log('ready'))`;
   const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', code], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -177,7 +184,7 @@ before(async () => {
     return;
   }
   dns = await startDnsServer({ records: { 'svc.test': { A: ['192.0.2.9'] } } });
-  const web = await tunNamespace('w', WEB);
+  const web = await tunNamespace('w', WEB, WEB6);
   startOffRampPeer(web.dev);
   await startServer(web.ns);
   oxy = await startApp(app, {
@@ -199,7 +206,7 @@ before(async () => {
     refused = e.message;
     return;
   }
-  client = await tunNamespace('c', CLIENT);
+  client = await tunNamespace('c', CLIENT, CLIENT6);
   const s = await seqpacket.connect(path.join(dir, 'ip.sock'));
   s.send(Buffer.from(JSON.stringify({ tenant: 'packets' })));
   client.dev.on('packets', (ps) => s.send(ps));
@@ -240,6 +247,24 @@ test('TCP: an upgraded stream downgraded to packets reaches a real server throug
   assert.doesNotMatch(rec.close_reason, /^OXY_ERR/);
   assert.ok(rec.bytes_down >= BODY_BYTES, `bytes_down ${rec.bytes_down}`);
   assert.ok(((await tele.metricValue('ip_packet_egress_flows_total', { protocol: 'tcp' })) ?? 0) >= 1);
+});
+
+test('TCP over IPv6: the downgrade connection leaves from the client v6 address', async (t) => {
+  if (client === null) {
+    t.skip(`the kernel refused: ${refused}`);
+    return;
+  }
+  tcpSources.clear();
+  const r = await inNs(
+    client.ns,
+    ['sh', '-c', `curl -sS -g --max-time 20 http://[${WEB6}]/ | sha256sum`],
+    30_000,
+  );
+  const body = new Function(`${BODY_CODE}return b;`)() as Buffer;
+  assert.equal(r.out.split(' ')[0], createHash('sha256').update(body).digest('hex'), r.err);
+  assert.deepEqual([...tcpSources], [CLIENT6]);
+  const rec = await recordOf((x) => x.request_kind === 'ip-tcp' && x.target === `[${WEB6}]:80`);
+  assert.ok(rec.decisions.includes('egress:packets'), JSON.stringify(rec.decisions));
 });
 
 test('UDP: a datagram session sent out as packets gets its answer back from the off-ramp', async (t) => {
