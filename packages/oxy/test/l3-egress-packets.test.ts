@@ -33,6 +33,7 @@ import { netns, type SeqpacketSocket, seqpacket, type TunDevice, tun } from 'nat
 import type { AuditRecord } from '../src/audit.ts';
 import { isNamespaceRefusal } from '../src/flows/ip/tcp-upgrade.ts';
 import { defineApp, EgressDecision } from '../src/index.ts';
+import { icmpUnreachable } from '../src/protocols/icmp/generate.ts';
 import { formatAddress } from '../src/protocols/ip/address.ts';
 import { buildUdpPacket } from '../src/protocols/ip/builder.ts';
 import { parseIp } from '../src/protocols/ip/packet.ts';
@@ -44,6 +45,8 @@ const run = promisify(execFile);
 
 const WEB = '198.18.0.80';
 const WEB6 = '2001:db8::80';
+/** A destination the off-ramp peer answers with ICMP host unreachable. */
+const UNREACHABLE = '198.18.0.81';
 const DNS = '198.18.0.54';
 const CLIENT = '10.7.1.2';
 const CLIENT6 = 'fd00:7::2';
@@ -72,7 +75,8 @@ const app = defineApp({
   start: () => ({
     egress: {
       handleConnection: (target) => {
-        if ([WEB, WEB6, DNS, 'packets.test'].includes(target.host)) return EgressDecision.packets();
+        if ([WEB, WEB6, DNS, UNREACHABLE, 'packets.test'].includes(target.host))
+          return EgressDecision.packets();
         return EgressDecision.block('not a test address');
       },
     },
@@ -133,6 +137,11 @@ function startOffRampPeer(webDev: TunDevice): void {
         }
         const p = parseIp(m);
         const src = formatAddress(p.buf.subarray(p.srcOffset, p.srcOffset + p.addrLength));
+        if (p.protocol === 6 && formatAddress(p.buf.subarray(p.dstOffset, p.dstOffset + 4)) === UNREACHABLE) {
+          const icmp = icmpUnreachable(p, 'host');
+          if (icmp !== null) s.send(icmp);
+          continue;
+        }
         if (p.protocol === 6) {
           tcpSources.add(src);
           tcpConn = s;
@@ -265,6 +274,21 @@ test('TCP over IPv6: the downgrade connection leaves from the client v6 address'
   assert.deepEqual([...tcpSources], [CLIENT6]);
   const rec = await recordOf((x) => x.request_kind === 'ip-tcp' && x.target === `[${WEB6}]:80`);
   assert.ok(rec.decisions.includes('egress:packets'), JSON.stringify(rec.decisions));
+});
+
+test('TCP: ICMP host unreachable from the off-ramp reaches the namespace kernel: the downgrade connect fails at once', async (t) => {
+  if (client === null) {
+    t.skip(`the kernel refused: ${refused}`);
+    return;
+  }
+  const started = performance.now();
+  const r = await inNs(client.ns, ['curl', '-sS', '--max-time', '20', `http://${UNREACHABLE}/`], 30_000);
+  assert.notEqual(r.code, 0, 'curl failed');
+  // Without the ICMP translation the connect would wait for egress.connect_timeout.
+  assert.ok(performance.now() - started < 5000, `took ${performance.now() - started} ms`);
+  const rec = await recordOf((x) => x.request_kind === 'ip-tcp' && x.target === `${UNREACHABLE}:80`);
+  assert.ok(rec.decisions.includes('egress:packets'));
+  assert.equal(rec.close_reason, 'OXY_ERR_CONNECT_FAILED');
 });
 
 test('UDP: a datagram session sent out as packets gets its answer back from the off-ramp', async (t) => {

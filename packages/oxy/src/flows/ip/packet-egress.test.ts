@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { RequestState } from '../../context/state.ts';
 import { packetPathFor, setPacketPath } from '../../egress/packets.ts';
+import { icmpUnreachable } from '../../protocols/icmp/generate.ts';
 import { addressBytes, formatAddress } from '../../protocols/ip/address.ts';
 import { buildUdpPacket } from '../../protocols/ip/builder.ts';
 import { type IpPacket, parseIp } from '../../protocols/ip/packet.ts';
@@ -100,4 +101,28 @@ test('packetPathFor: refused, with the reason, for a unit without a path, and fo
   setPacketPath(udp, path);
   assert.equal(packetPathFor(udp, { host: '192.0.2.1', port: 53 }), path);
   assert.throws(() => packetPathFor(udp, { host: 'dns.test', port: 53 }), /needs an IP address and port/);
+});
+
+test('claims: an ICMP error goes to the claim of the flow whose packet it quotes; a UDP path drops it', () => {
+  const { out, sent, claims } = fakeOut();
+  const replies: string[] = [];
+  const d = datagramPath(out, CLIENT, 40000, () => {}).openDatagrams!(
+    { host: '198.18.0.53', port: 53 },
+    (b) => replies.push(b.toString()),
+  );
+  d.send(Buffer.from('query'));
+  const error = icmpUnreachable(parseIp(sent[0]!), 'port');
+  assert.ok(error !== null);
+  assert.ok(claims.deliver(parseIp(Buffer.from(error))), 'the UDP path claims it');
+  assert.deepEqual(replies, [], 'and delivers no datagram for it');
+  const seen: IpPacket[] = [];
+  const key = addressKey(addressBytes('198.18.0.53'), 53, CLIENT, 40000, 17);
+  claims.claim(key, (p) => seen.push(p)); // a second claimant of the key, to see what is delivered
+  assert.ok(claims.deliver(parseIp(error)));
+  assert.equal(seen[0]?.protocol, 1);
+  const unrelated = icmpUnreachable(
+    parseIp(buildUdpPacket('10.7.0.2', 40009, '198.18.0.53', 53, Buffer.from('x'))),
+    'port',
+  );
+  assert.equal(claims.deliver(parseIp(unrelated!)), false);
 });

@@ -15,12 +15,13 @@
 import { counter, defineMetrics, gauge } from 'foundations/telemetry';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { type DatagramPackets, noPacketPath, type PacketPath } from '../../egress/packets.ts';
+import { parseIcmp, parseQuoted } from '../../protocols/icmp/icmp.ts';
 import { addressBytes } from '../../protocols/ip/address.ts';
 import { buildUdpPacket } from '../../protocols/ip/builder.ts';
 import { IP_PROTO, type IpPacket } from '../../protocols/ip/packet.ts';
 import { isPacketError } from '../../protocols/ip/packet-error.ts';
 import { udpPayload } from '../../protocols/udp/header.ts';
-import { packetFlowKey } from './flow-key.ts';
+import { packetFlowKey, reverseFlowKey } from './flow-key.ts';
 import type { PacketsOut } from './port.ts';
 
 /** Metrics of flows sent out as packets by an egress decision (per flow, never per packet but drops). */
@@ -55,13 +56,32 @@ export class PacketClaims {
     if (this.#byKey.get(key) === onPacket) this.#byKey.delete(key);
   }
 
-  /** Hands `p` to its claim; false when no claim has its key. */
+  /**
+   * Hands `p` to its claim; false when no claim has its key. An ICMP error goes to the claim of
+   * the flow it quotes (a packet that flow sent, so the claim's key is the quoted one reversed).
+   */
   deliver(p: IpPacket): boolean {
     if (this.#byKey.size === 0 || p.fragment !== null) return false;
-    const to = this.#byKey.get(packetFlowKey(p));
+    const icmp = p.protocol === (p.version === 4 ? IP_PROTO.ICMP : IP_PROTO.ICMPV6);
+    const key = icmp ? quotedReplyKey(p) : packetFlowKey(p);
+    const to = key === null ? undefined : this.#byKey.get(key);
     if (to === undefined) return false;
     to(p);
     return true;
+  }
+}
+
+/** The reply key of the packet an ICMP error quotes, or null when `p` quotes none (or is malformed). */
+function quotedReplyKey(p: IpPacket): string | null {
+  try {
+    const msg = parseIcmp(p);
+    if (!msg.isError) return null;
+    const q = parseQuoted(p, msg);
+    if (q.srcPort < 0) return null;
+    return reverseFlowKey(q.ip.buf, q.ip.srcOffset, q.ip.addrLength, q.ip.protocol, q.srcPort, q.dstPort);
+  } catch (e) {
+    if (isPacketError(e)) return null;
+    throw e;
   }
 }
 
@@ -84,6 +104,11 @@ export function datagramPath(
       const key = addressKey(dst, addr.port, client, clientPort, IP_PROTO.UDP);
       let open = true;
       const onPacket = (p: IpPacket): void => {
+        if (p.protocol !== IP_PROTO.UDP) {
+          // An ICMP error about the flow: a UDP session goes on until it idles out, as with a socket.
+          packetEgressMetrics.packets_dropped_total({ reason: 'icmp_error' }).inc();
+          return;
+        }
         let payload: Buffer;
         try {
           payload = udpPayload(p);

@@ -17,6 +17,8 @@
  *    retransmitted FINs), or until its tunnel is released (the socket is then destroyed).
  * 3. Checksums are updated incrementally (`rewrite`, RFC 1624) both ways; a packet of another
  *    family than the client's is never made (such a decision is refused).
+ * 4. An ICMP error from the off-ramp quoting the connection's packet is translated inside and
+ *    out (`nat-icmp.ts`) before it is written into the device, so the kernel's TCP hears it.
  */
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -27,6 +29,7 @@ import type { UpgradeNamespace } from '../../offramps/tun/namespace.ts';
 import { addressBytes } from '../../protocols/ip/address.ts';
 import { IP_PROTO, type IpPacket } from '../../protocols/ip/packet.ts';
 import { rewrite } from './nat.ts';
+import { translateIcmpError } from './nat-icmp.ts';
 import { addressKey, packetEgressMetrics } from './packet-egress.ts';
 import type { IpTunnelPort, PacketsOut } from './port.ts';
 
@@ -189,10 +192,28 @@ export class TcpDowngrade {
     return true;
   }
 
-  /** A reply from the off-ramp: back to the namespace's address and local port, into the device. */
+  /**
+   * A reply from the off-ramp: back to the namespace's address and local port, into the device.
+   * An ICMP error about the connection (unreachable, packet too big) is translated inside and out
+   * (`nat-icmp.ts`: it then comes from the destination), so the namespace kernel's TCP hears it.
+   */
   #fromOffRamp(conn: DowngradeConn, p: IpPacket): void {
-    if (conn.gone || p.buf.length < p.l4Offset + 20) return;
-    rewrite(p, conn.dst, conn.dstPort, conn.local, conn.localPort);
+    if (conn.gone) return;
+    if (p.protocol !== IP_PROTO.TCP) {
+      const inside = {
+        protocol: IP_PROTO.TCP,
+        clientAddr: conn.local,
+        clientPort: conn.localPort,
+        originalDstAddr: conn.dst,
+        originalDstPort: conn.dstPort,
+      };
+      const quotesUs = (addr: Buffer, port: number) =>
+        port === conn.clientPort && addr.equals(conn.client) ? inside : undefined;
+      if (translateIcmpError(p, quotesUs) === null) return;
+    } else {
+      if (p.buf.length < p.l4Offset + 20) return;
+      rewrite(p, conn.dst, conn.dstPort, conn.local, conn.localPort);
+    }
     try {
       this.#ns.tun.write([p.buf]);
     } catch {
