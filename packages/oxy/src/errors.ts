@@ -106,6 +106,11 @@ export const OXY_ERR = {
   TCP_UPGRADE_UNAVAILABLE: 'OXY_ERR_TCP_UPGRADE_UNAVAILABLE',
   /** An IP tunnel was refused (`IpTunnelHook.handleTunnel` or the ingress hook said block). */
   IP_TUNNEL_REFUSED: 'OXY_ERR_IP_TUNNEL_REFUSED',
+  /**
+   * `EgressDecision.packets` for a unit that has no way out as packets: not a flow of an IP
+   * tunnel, a tunnel without `ip.offramp`, a destination that is not an IP literal (502).
+   */
+  EGRESS_NO_PACKET_PATH: 'OXY_ERR_EGRESS_NO_PACKET_PATH',
 
   // --- tooling -------------------------------------------------------------------------
   /** `oxy new` cannot write the starter app (bad name, directory exists, no tarballs). */

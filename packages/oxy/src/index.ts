@@ -33,6 +33,7 @@ export {
   type EgressBlock,
   EgressDecision,
   type EgressHook,
+  type PacketsOptions,
   type UpstreamIpsAnswer,
   type UpstreamProxy,
   type UpstreamProxyAuth,

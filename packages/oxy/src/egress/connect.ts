@@ -20,6 +20,7 @@ import { connectViaProxy, type UpstreamProxy } from '../offramps/upstream-proxy/
 import { encodeProxyHeader } from '../protocols/proxy-protocol/index.ts';
 import type { Runtime } from '../runtime.ts';
 import { egressMetrics } from '../telemetry/metrics.ts';
+import { noPacketPath, type PacketPath, packetPathFor } from './packets.ts';
 import { connectFirst, selectCandidates } from './upstream-select.ts';
 
 /** A connected upstream. */
@@ -248,6 +249,7 @@ const DECISION_TEXT: Readonly<Record<EgressDecision['kind'], string>> = {
   direct: 'egress:direct',
   viaProxy: 'egress:viaProxy',
   block: 'egress:block',
+  packets: 'egress:packets',
 };
 
 /** The transport an egress connection carries. */
@@ -272,7 +274,9 @@ export type EgressRoute =
       /** A PROXY header to send first, or undefined. */
       readonly proxyHeader?: ProxyHeaderOut;
     }
-  | { readonly kind: 'viaProxy'; readonly proxy: UpstreamProxy };
+  | { readonly kind: 'viaProxy'; readonly proxy: UpstreamProxy }
+  /** Out as IP packets through the unit's IP tunnel off-ramp (`EgressDecision.packets`). */
+  | { readonly kind: 'packets'; readonly path: PacketPath; readonly addr: SocketAddr };
 
 /**
  * The steps of the egress pipeline before any connect: the decision (hook or default, recorded
@@ -332,6 +336,15 @@ function routeFor(
         throw egressBlocked('an upstream HTTP proxy cannot carry UDP');
       }
       return { kind: 'viaProxy', proxy: decision.proxy };
+    case 'packets': {
+      const addr = decision.options?.addr ?? eg.target;
+      try {
+        return { kind: 'packets', path: packetPathFor(eg.request, addr), addr };
+      } catch (e) {
+        connectFailed(OXY_ERR.EGRESS_NO_PACKET_PATH);
+        throw e;
+      }
+    }
     default:
       throw rt.hookFailed(
         'EgressHook.handleConnection',
@@ -388,6 +401,7 @@ export async function connectStream(
     if (route.proxyHeader !== undefined) socket.write(proxyHeaderFor(eg, route.proxyHeader, remote));
     return { socket, remote, head: null };
   }
+  if (route.kind === 'packets') return connectPackets(rt, eg, route);
   const started = performance.now();
   const proxy = route.proxy;
   const tunnel = await connectViaProxy(proxy, eg.target, {
@@ -401,6 +415,27 @@ export async function connectStream(
   tunnel.socket.allowHalfOpen = true;
   established(rt, eg, tunnel.socket, remote);
   return { socket: tunnel.socket, remote, head: tunnel.head.length > 0 ? tunnel.head : null };
+}
+
+/** A stream whose packets leave through the IP tunnel's off-ramp (`EgressDecision.packets`). */
+async function connectPackets(
+  rt: Runtime,
+  eg: EgressState,
+  route: Extract<EgressRoute, { kind: 'packets' }>,
+): Promise<EgressConnection> {
+  const started = performance.now();
+  const connect = route.path.connectStream;
+  if (connect === undefined) {
+    connectFailed(OXY_ERR.EGRESS_NO_PACKET_PATH);
+    throw noPacketPath('EgressDecision.packets: this flow carries datagrams, not a stream');
+  }
+  const socket = await connect(route.addr, rt.settings.egress.connect_timeout).catch((e: unknown) => {
+    connectFailed(isOxyError(e) ? e.code : 'unknown');
+    throw e;
+  });
+  connectObserved(started);
+  established(rt, eg, socket, route.addr);
+  return { socket, remote: route.addr, head: null };
 }
 
 /**

@@ -9,7 +9,9 @@
  * `tcpConnectOverride` or Happy Eyeballs → `handleConnectionEstablished`.
  * With `viaProxy` the upstream proxy resolves the target's name: the proxy's own address is
  * resolved and connected to without `handleUpstreamIps` or the `blocked_cidrs` check (it is
- * configured by the operator or the app, not chosen by the client).
+ * configured by the operator or the app, not chosen by the client). With `packets` nothing is
+ * resolved or connected on this host's network: the flow leaves as IP packets through its IP
+ * tunnel's off-ramp (`ip.offramp`), a router the operator configured, like an upstream proxy.
  * A CONNECT-IP request whose scope is a DNS name runs the resolution steps alone, once, before
  * it is answered: `dnsResolveOverride` or the resolver → `handleUpstreamIps` → `blocked_cidrs`,
  * with `ctx.target` `{ host: name, port: 0 }`; the addresses left are the tunnel's scope.
@@ -41,11 +43,21 @@ export interface DirectOptions {
   readonly proxyProtocol?: ProxyHeaderOut;
 }
 
+/** Options of a packets egress decision. */
+export interface PacketsOptions {
+  /**
+   * The destination the packets are addressed to, an IP literal. Default: the target (the
+   * flow's original destination, or its `IpFlowDecision.redirect` address).
+   */
+  readonly addr?: SocketAddr;
+}
+
 /** Where an egress connection goes. Build one with {@link EgressDecision}. */
 export type EgressDecision =
   | { readonly kind: 'direct'; readonly addr: SocketAddr; readonly options?: DirectOptions }
   | { readonly kind: 'block'; readonly reason: string }
-  | { readonly kind: 'viaProxy'; readonly proxy: UpstreamProxy };
+  | { readonly kind: 'viaProxy'; readonly proxy: UpstreamProxy }
+  | { readonly kind: 'packets'; readonly options?: PacketsOptions };
 
 /** Constructors of {@link EgressDecision}. */
 export const EgressDecision = {
@@ -59,6 +71,19 @@ export const EgressDecision = {
   block: (reason: string): EgressBlock => ({ kind: 'block', reason }),
   /** Go through another HTTP proxy (CONNECT for tunnels, absolute-form for plain requests). */
   viaProxy: (proxy: UpstreamProxy): EgressDecision => ({ kind: 'viaProxy', proxy }),
+  /**
+   * Downgrade: send the flow out as IP packets through its IP tunnel's off-ramp
+   * (`endpoints.<name>.ip.offramp`) instead of connecting from this host. Only for the flows of
+   * an IP tunnel (request kinds `ip-tcp` and `ip-udp`): a stream is carried to a TCP connection
+   * opened inside the upgrade namespace, whose packets leave with the client's own addresses; a
+   * UDP session's datagrams leave as UDP packets from the client's address. Replies come back
+   * through the off-ramp. Anything else (a CONNECT, a `tcp` or `udp` endpoint, a forwarded
+   * request, a tunnel without `ip.offramp`) is refused with `OXY_ERR_EGRESS_NO_PACKET_PATH`
+   * (502). Not resolved, not checked against `egress.blocked_cidrs`: the off-ramp is the
+   * operator's router, as an upstream proxy is. Audited as `egress:packets`.
+   */
+  packets: (options?: PacketsOptions): EgressDecision =>
+    options === undefined ? { kind: 'packets' } : { kind: 'packets', options },
 } as const;
 
 /** A block decision: what `EgressDecision.block(reason)` builds. */

@@ -70,3 +70,23 @@ test('handleUpstreamIps may block with a reason; a non-address in its list is re
   const bad = resolveHooks({ egress: { handleUpstreamIps: () => ['example.com'] } });
   assert.throws(() => bad.upstreamIps?.([], eg), { code: 'OXY_ERR_INVALID_DECISION' });
 });
+
+test('EgressDecision.packets is a valid egress decision, with or without an IP address; a name or a bad addr is refused', () => {
+  const target = { host: '198.18.0.80', port: 80 };
+  const eg = { id: 'e-1' } as EgressContext;
+  const decide = (d: unknown) => resolveHooks({ egress: { handleConnection: () => d as EgressDecision } });
+  assert.deepEqual(EgressDecision.packets(), { kind: 'packets' });
+  assert.deepEqual(decide(EgressDecision.packets()).egressConnection?.(target, eg), { kind: 'packets' });
+  const to = EgressDecision.packets({ addr: { host: '2001:db8::1', port: 53 } });
+  assert.deepEqual(decide(to).egressConnection?.(target, eg), to);
+  for (const bad of [
+    EgressDecision.packets({ addr: { host: 'example.com', port: 80 } }),
+    { kind: 'packets', options: { addr: { host: '192.0.2.1', port: 70000 } } },
+    { kind: 'packets', options: 'no' },
+  ]) {
+    assert.throws(() => decide(bad).egressConnection?.(target, eg), {
+      code: 'OXY_ERR_INVALID_DECISION',
+      message: /packets with an optional IP address/,
+    });
+  }
+});

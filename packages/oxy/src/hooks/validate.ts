@@ -93,11 +93,18 @@ const bodyFilterOrNothing: Check = (v) =>
     ? null
     : 'a BodyFilter (an object with onChunk, onEnd, onAbort methods, returned synchronously) or undefined';
 
+/** `EgressDecision.packets` options: none, or an `addr` whose host is an IP literal. */
+const packetsOptions = (o: unknown): boolean =>
+  o === undefined ||
+  (isObject(o) &&
+    (o.addr === undefined || (isAddr(o.addr) && net.isIP((o.addr as { host: string }).host) !== 0)));
+
 const egressDecision: Check = (v) => {
   if (isBlock(v, false)) return null;
   if (isObject(v) && v.kind === 'direct' && isAddr(v.addr)) return null;
   if (isObject(v) && v.kind === 'viaProxy' && isAddr(v.proxy)) return null;
-  return 'an EgressDecision (direct with an address, block with a reason, or viaProxy with a proxy)';
+  if (isObject(v) && v.kind === 'packets' && packetsOptions(v.options)) return null;
+  return 'an EgressDecision (direct with an address, block with a reason, viaProxy with a proxy, or packets with an optional IP address)';
 };
 
 const ipList: Check = (v) => (isIpList(v) ? null : 'a list of IP addresses, or EgressDecision.block(reason)');

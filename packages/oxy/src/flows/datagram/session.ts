@@ -29,6 +29,7 @@ import { formatHostPort } from '../../context/addr.ts';
 import type { IngressConnection } from '../../context/state.ts';
 import { EgressState, RequestState } from '../../context/state.ts';
 import { connectFailed, connectObserved, established, routeEgress } from '../../egress/connect.ts';
+import { type DatagramPackets, noPacketPath } from '../../egress/packets.ts';
 import { connectUdp } from '../../egress/udp.ts';
 import { httpStatusFor, isOxyError, OXY_ERR, OxyError } from '../../errors.ts';
 import type { DatagramVerdict } from '../../hooks/datagram.ts';
@@ -87,6 +88,8 @@ export class DatagramSession {
   readonly #ingress: DatagramIngress;
   readonly #maxDatagram: number;
   #upstream: UdpSocket | null = null;
+  /** The way out as IP packets instead of a socket (`EgressDecision.packets`, IP tunnels only). */
+  #packets: DatagramPackets | null = null;
   #pending: Buffer[] | null = null;
   #reason = 'idle_timeout';
   /** True when the session is its connection's only unit (a `udp` endpoint's client). */
@@ -152,6 +155,10 @@ export class DatagramSession {
   fromClient(batch: UdpBatch, i: number, now: number, skip = 0): void {
     this.lastActive = now;
     const n = batch.length(i) - skip;
+    if (this.state === 'open' && this.#packets !== null) {
+      this.#sendUp(batch.payload(i).subarray(skip));
+      return;
+    }
     if (this.state === 'open') {
       const up = this.#upstream as UdpSocket;
       const hook = this.#rt.hooks.datagram;
@@ -186,6 +193,8 @@ export class DatagramSession {
     this.#settled({ open: false, error: new OxyError(OXY_ERR.CLIENT_CLOSED, `session closed: ${reason}`) });
     this.#upstream?.close();
     this.#upstream = null;
+    this.#packets?.close();
+    this.#packets = null;
     this.#pending = null;
     inConnectionContext(this.conn, () => this.#finish());
   }
@@ -253,30 +262,43 @@ export class DatagramSession {
     try {
       const r = routeEgress(rt, eg, this.request.decisions, 'udp');
       const route = r instanceof Promise ? await r : r;
-      if (route.kind !== 'direct') throw new TypeError('unreachable: UDP routes are direct');
+      if (route.kind === 'viaProxy') throw new TypeError('unreachable: UDP routes are direct or packets');
       if (this.state !== 'opening') return;
-      const { socket, remote } = connectUdp(rt, route.ips, route.port, this.#maxDatagram);
-      this.#upstream = socket;
-      this.request.upstream = formatHostPort(remote.host, remote.port);
-      connectObserved(started);
-      established(rt, eg, { destroy: () => socket.close() }, remote);
+      if (route.kind === 'packets') {
+        const open = route.path.openDatagrams;
+        if (open === undefined) throw noPacketPath('EgressDecision.packets: this flow carries a stream');
+        const packets = open(route.addr, (data) => this.#fromPackets(data));
+        this.#packets = packets;
+        this.request.upstream = formatHostPort(route.addr.host, route.addr.port);
+        connectObserved(started);
+        established(rt, eg, { destroy: () => packets.close() }, route.addr);
+      } else {
+        const { socket, remote } = connectUdp(rt, route.ips, route.port, this.#maxDatagram);
+        this.#upstream = socket;
+        this.request.upstream = formatHostPort(remote.host, remote.port);
+        connectObserved(started);
+        established(rt, eg, { destroy: () => socket.close() }, remote);
+      }
     } catch (e) {
       this.#upstream?.close();
       this.#upstream = null;
+      this.#packets?.close();
+      this.#packets = null;
       if (!(e instanceof TypeError)) connectFailed(isOxyError(e) ? e.code : 'unknown');
       this.#refuse(httpStatusFor(e), isOxyError(e) ? e.code : 'error', e);
       return;
     }
     if (this.state !== 'opening') {
-      this.#upstream.close();
+      this.#upstream?.close();
+      this.#packets?.close();
       return;
     }
     this.request.status = 200;
     this.state = 'open';
     this.#settled({ open: true });
     const up = this.#upstream;
-    up.onBatch((batch) => this.#fromUpstream(batch));
-    up.onError(() => {
+    up?.onBatch((batch) => this.#fromUpstream(batch));
+    up?.onError(() => {
       // An ICMP error for the upstream (port unreachable): counted by the socket; the session
       // goes on, as a UDP flow would, until it idles out.
     });
@@ -291,7 +313,20 @@ export class DatagramSession {
     if (out === null) return;
     this.datagramsUp++;
     this.bytesUp += out.length;
-    this.#upstream?.send(out);
+    if (this.#packets !== null) this.#packets.send(out);
+    else this.#upstream?.send(out);
+  }
+
+  /** A reply datagram that came back through the off-ramp (`EgressDecision.packets`). */
+  #fromPackets(data: Buffer): void {
+    if (this.state !== 'open') return;
+    this.lastActive = performance.now();
+    const hook = this.#rt.hooks.datagram;
+    const out = hook === null ? data : this.#verdict(hook, data, 'down');
+    if (out === null) return;
+    this.datagramsDown++;
+    this.bytesDown += out.length;
+    this.#ingress.reply(out);
   }
 
   #fromUpstream(batch: UdpBatch): void {

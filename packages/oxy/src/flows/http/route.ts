@@ -6,6 +6,8 @@
 import { formatHostPort } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import type { EgressState } from '../../context/state.ts';
+import { connectFailed } from '../../egress/connect.ts';
+import { noPacketPath } from '../../egress/packets.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
 import type { EgressDecision } from '../../hooks/egress.ts';
 import type { UpstreamTarget } from '../../offramps/http/pool.ts';
@@ -28,7 +30,8 @@ export interface ForwardRoute {
  * the upstream proxy and its credentials), plus the client connection's id unless the pool may
  * be shared: with egress hooks installed, two clients' requests to one origin must not share a
  * connection a hook allowed for one of them only. Throws for `https` through an upstream proxy
- * (that would need a CONNECT tunnel, not yet made here; never sent in the clear).
+ * (that would need a CONNECT tunnel, not yet made here; never sent in the clear), and for
+ * `packets` (`OXY_ERR_EGRESS_NO_PACKET_PATH`: a forwarded request is not a flow of an IP tunnel).
  */
 export function routeFor(
   rt: Runtime,
@@ -57,6 +60,12 @@ export function routeFor(
       requestTarget: path,
       proxyAuthorization: undefined,
     };
+  }
+  if (decision.kind === 'packets') {
+    connectFailed(OXY_ERR.EGRESS_NO_PACKET_PATH);
+    throw noPacketPath(
+      'EgressDecision.packets cannot be carried out: a forwarded request is not a flow of an IP tunnel',
+    );
   }
   if (https)
     throw new OxyError(OXY_ERR.UPSTREAM_FAILED, 'https:// through an upstream proxy is not supported', {

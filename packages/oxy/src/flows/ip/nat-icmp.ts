@@ -14,14 +14,20 @@ import { IP_PROTO, type IpPacket } from '../../protocols/ip/packet.ts';
 import { isPacketError } from '../../protocols/ip/packet-error.ts';
 import type { NatMapping } from './nat.ts';
 
+/** What a translation needs of a mapping: the quoted packet becomes (client → original destination). */
+export type IcmpNatTarget = Pick<
+  NatMapping,
+  'protocol' | 'clientAddr' | 'clientPort' | 'originalDstAddr' | 'originalDstPort'
+>;
+
 /**
  * Translates an ICMP error about a slot in place; returns its mapping, or null when `p` is not
- * an error about a mapped slot (left untouched).
+ * an error about a mapped slot (left untouched). `lookup` gets the quoted packet's source.
  */
-export function translateIcmpError(
+export function translateIcmpError<M extends IcmpNatTarget>(
   p: IpPacket,
-  lookup: (addr: Buffer, port: number) => NatMapping | undefined,
-): NatMapping | null {
+  lookup: (addr: Buffer, port: number) => M | undefined,
+): M | null {
   let q: ReturnType<typeof parseQuoted>;
   try {
     const msg = parseIcmp(p);

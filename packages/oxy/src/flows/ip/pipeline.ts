@@ -9,7 +9,9 @@
  * packet MTU check → `handlePacket('up')` → the flow's way out: the IP→TCP upgrade service, the
  * flow's datagram session, the IP off-ramp, a drop, or a refusal (TCP RST, ICMP unreachable).
  * Order per reply: the upgrade service, the session (downgraded with `buildUdpPacket`) or the
- * off-ramp → tracker (TCP state both ways) → `handlePacket('down')` → the tunnel.
+ * off-ramp → tracker (TCP state both ways) → `handlePacket('down')` → the tunnel. A packet from
+ * the off-ramp goes first to the flow that claimed its key (`EgressDecision.packets`,
+ * `packet-egress.ts`), and only otherwise to the tunnel's forwarded flows.
  *
  * Packets of a flow whose decision or upgrade is still pending wait in order, at most
  * `ip.max_pending_packets`, copied. A flow ends when the tracker ends it (idle, closed, reset,
@@ -45,9 +47,11 @@ import {
   newFlowCtl,
   trackerOptions,
 } from './flow-ctl.ts';
+import { packetFlowKey } from './flow-key.ts';
 import { type FlowEndReason, FlowTracker, type IpFlow } from './flow-tracker.ts';
 import { ipPipelineMetrics } from './metrics.ts';
 import { IpOffRamp } from './offramp.ts';
+import { datagramPath, PacketClaims } from './packet-egress.ts';
 import type { IpTunnelPort, TcpUpgrade } from './port.ts';
 import { openUdpFlow } from './udp-flow.ts';
 
@@ -83,6 +87,8 @@ class TunnelPipeline implements IpPipeline {
   readonly #maxPending: number;
   readonly #offrampPath: string | null;
   #offramp: IpOffRamp | null = null;
+  /** Flows sent out as packets by an egress decision: their replies from the off-ramp. */
+  readonly #claims = new PacketClaims();
   #tcp: TcpUpgrade | null = null;
   #tcpFailed = false;
   #tcpStarting: Promise<void> | null = null;
@@ -124,6 +130,14 @@ class TunnelPipeline implements IpPipeline {
         return port.closed || self.#closed;
       },
       send: (packet) => this.#fromInside(packet),
+      packets:
+        this.#offrampPath === null
+          ? undefined
+          : {
+              send: (packet) => this.#offrampConn().send(packet),
+              claim: (key, onPacket) => this.#claims.claim(key, onPacket),
+              release: (key, onPacket) => this.#claims.release(key, onPacket),
+            },
     };
   }
 
@@ -246,6 +260,7 @@ class TunnelPipeline implements IpPipeline {
   #openUdp(c: FlowCtl, first: IpPacket): void {
     const flow = c.flow;
     const target = c.redirect ?? c.view.dst;
+    const out = this.#inner.packets;
     const session = openUdpFlow(
       this.#rt,
       this.#port.ingress,
@@ -253,6 +268,7 @@ class TunnelPipeline implements IpPipeline {
       target,
       (packet) => this.#toClient(c, packet),
       performance.now(),
+      out === undefined ? null : datagramPath(out, flow.src, flow.srcPort, this.#dropFn),
     );
     c.session = session;
     const firstCopy = Buffer.from(first.buf);
@@ -360,14 +376,42 @@ class TunnelPipeline implements IpPipeline {
   }
 
   #forward(p: IpPacket): void {
+    this.#offrampConn().send(p.buf);
+  }
+
+  /** The tunnel's off-ramp connection, opened on first use. */
+  #offrampConn(): IpOffRamp {
     this.#offramp ??= new IpOffRamp(
       this.#offrampPath as string,
       { endpoint: this.#endpoint, conn: this.#port.ingress.id, tunnel: this.#port.id },
       this.#maxPending,
-      (packet) => this.#fromInside(packet),
+      (packet) => this.#fromOffRamp(packet),
       (reason) => this.#drop(reason),
     );
-    this.#offramp.send(p.buf);
+    return this.#offramp;
+  }
+
+  /**
+   * A packet from the off-ramp: a claimed flow's (rule in `packet-egress.ts`), else a forwarded
+   * flow's. A late packet of a flow sent out by `EgressDecision.packets` has the 5-tuple of the
+   * client's upgraded flow; it is dropped before it can touch that flow's state or reach the client.
+   */
+  #fromOffRamp(buf: Buffer): void {
+    if (this.#closed) return;
+    let p: IpPacket;
+    try {
+      p = parseIp(buf);
+    } catch (e) {
+      this.#drop(isPacketError(e) ? e.reason : 'malformed');
+      return;
+    }
+    if (this.#claims.deliver(p)) return;
+    const known = p.fragment === null ? this.#tracker.get(packetFlowKey(p)) : undefined;
+    if (known !== undefined && (known.data as FlowCtl | null)?.way !== 'forward') {
+      this.#drop('unsolicited');
+      return;
+    }
+    this.#fromInside(buf, true);
   }
 
   /** `handlePacket` when the app has one: the packet to carry on with, or null (dropped). */
@@ -377,8 +421,11 @@ class TunnelPipeline implements IpPipeline {
     return applyPacketHook(this.#rt, hook, this.#port.ingress, c, p, direction, this.#dropFn);
   }
 
-  /** A reply from inside (the upgrade service, the off-ramp): tracked, hooked, sent to the client. */
-  #fromInside(buf: Buffer): void {
+  /**
+   * A reply from inside (the upgrade service, the off-ramp): tracked, hooked, sent to the client.
+   * From the off-ramp (`offramp`), only a forwarded flow's packets (and ICMP errors) pass.
+   */
+  #fromInside(buf: Buffer, offramp = false): void {
     if (this.#closed || this.#port.closed) return;
     let p: IpPacket;
     try {
@@ -400,6 +447,10 @@ class TunnelPipeline implements IpPipeline {
       return;
     }
     const c = r.flow.data as FlowCtl;
+    if (offramp && c.way !== 'forward') {
+      this.#drop('unsolicited');
+      return;
+    }
     const q = this.#hooked(c, p, 'down');
     if (q !== null) this.#port.send(q.buf);
   }

@@ -25,6 +25,24 @@ export interface IpTunnelPort {
   send(packet: Buffer): void;
   /** True once the tunnel ended. */
   readonly closed: boolean;
+  /**
+   * The tunnel's way out as IP packets for `EgressDecision.packets` (its `ip.offramp`);
+   * absent when it has none.
+   */
+  readonly packets?: PacketsOut | undefined;
+}
+
+/**
+ * A tunnel's IP off-ramp as an egress connector sees it (`flows/ip/packet-egress.ts`): packets
+ * out, and the replies of the flows it claimed back (matched before the tunnel's own flows).
+ */
+export interface PacketsOut {
+  /** Sends one IP packet through the off-ramp (written or copied before this returns). */
+  send(packet: Buffer): void;
+  /** Delivers packets from the off-ramp whose flow key is `key` to `onPacket`, until released. */
+  claim(key: string, onPacket: (packet: IpPacket) => void): void;
+  /** Forgets the claim of `key` if it is still `onPacket`'s (a newer claim of the key stays). */
+  release(key: string, onPacket: (packet: IpPacket) => void): void;
 }
 
 /** The IP→TCP upgrade service (flows/ip/tcp-upgrade.ts): one per process, started on first use. */

@@ -31,6 +31,7 @@ import type { Runtime } from '../../runtime.ts';
 import { packetFlowKey } from './flow-key.ts';
 import { type NatMapping, rewrite, UpgradeNat } from './nat.ts';
 import type { IpTunnelPort, TcpUpgrade } from './port.ts';
+import { TcpDowngrade } from './tcp-downgrade.ts';
 import { resetSocket, runUpgradedStream } from './upgraded-stream.ts';
 
 export type { IpTunnelPort, TcpUpgrade } from './port.ts';
@@ -117,7 +118,9 @@ export async function startTcpUpgrade(rt: Runtime, opts: TcpUpgradeOptions = {})
     device: opts.device ?? 'oxy0',
     mtu,
     addresses: [`${LISTENER_V4}/24`, `${LISTENER_V6}/64`],
-    routes: [v4Pool, v6Pool],
+    // The pools, and the default routes that take the downgrade connections' packets
+    // (`EgressDecision.packets`, tcp-downgrade.ts) out of the device.
+    routes: [v4Pool, v6Pool, '0.0.0.0/0', '::/0'],
     listenPort: 0,
     reuseReadBuffers: opts.reuseReadBuffers ?? true,
   };
@@ -146,6 +149,8 @@ class UpgradeService implements TcpUpgradeService {
   /** Client packets waiting for this microtask's batch write. */
   #out: Buffer[] = [];
   readonly #sweep: NodeJS.Timeout;
+  /** Streams whose egress decision sent them out as packets (tcp-downgrade.ts). */
+  readonly #down: TcpDowngrade;
   #closed = false;
 
   constructor(
@@ -171,6 +176,7 @@ class UpgradeService implements TcpUpgradeService {
       idleTimeoutMs: this.#idle,
     });
     this.#listener = { 4: addressBytes(LISTENER_V4), 6: addressBytes(LISTENER_V6) };
+    this.#down = new TcpDowngrade(ns, { 4: LISTENER_V4, 6: LISTENER_V6 }, this.#linger);
     ns.tun.on('packets', (pkts) => this.#fromKernel(pkts));
     // A failed read or queued write is lost packets; TCP retransmits.
     ns.tun.on('error', () => dropDown('device_error'));
@@ -251,6 +257,7 @@ class UpgradeService implements TcpUpgradeService {
     if (set === undefined) return;
     for (const flow of [...set]) this.#forget(flow, 'released');
     this.#byPort.delete(port.id);
+    this.#down.release(port);
   }
 
   async close(): Promise<void> {
@@ -259,6 +266,7 @@ class UpgradeService implements TcpUpgradeService {
     clearInterval(this.#sweep);
     for (const set of [...this.#byPort.values()]) for (const flow of [...set]) this.#forget(flow, 'shutdown');
     this.#byPort.clear();
+    this.#down.close();
     this.#nat.close();
     await this.#ns.close();
   }
@@ -298,6 +306,7 @@ class UpgradeService implements TcpUpgradeService {
         dropDown('malformed'); // Boundary: the kernel's packets parse; count the impossible.
         continue;
       }
+      if (this.#down.fromKernel(p)) continue; // a downgrade connection's, out through the off-ramp
       const m = this.#nat.rewriteInbound(p, now);
       const flow = m?.data as UpgradeFlow | undefined;
       if (flow === undefined) {
@@ -367,7 +376,8 @@ class UpgradeService implements TcpUpgradeService {
     ipTcpUpgradeMetrics.streams_total().inc();
     const dst = flow.mapping;
     const target = flow.redirect ?? { host: formatAddress(dst.originalDstAddr), port: dst.originalDstPort };
-    void runUpgradedStream(this.#rt, flow.port.ingress, socket, target);
+    const packets = this.#down.pathFor(flow.port, dst.clientAddr, dst.clientPort);
+    void runUpgradedStream(this.#rt, flow.port.ingress, socket, target, packets);
   }
 }
 

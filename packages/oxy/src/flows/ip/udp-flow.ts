@@ -11,6 +11,7 @@
  */
 import type { SocketAddr } from '../../context/contexts.ts';
 import { type IngressConnection, RequestState } from '../../context/state.ts';
+import { type PacketPath, setPacketPath } from '../../egress/packets.ts';
 import { buildUdpPacket } from '../../protocols/ip/builder.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
@@ -23,7 +24,8 @@ const MAX_UDP_PAYLOAD = 65507;
 /**
  * Opens the datagram session of UDP flow `flow` on tunnel connection `conn`, to `target` (the
  * flow's destination, or a redirect). Each reply becomes a UDP packet from the flow's
- * destination to its source, handed to `down`.
+ * destination to its source, handed to `down`. `packets` is the flow's way out as IP packets
+ * when its tunnel has an off-ramp (`EgressDecision.packets`), else null.
  */
 export function openUdpFlow(
   rt: Runtime,
@@ -32,6 +34,7 @@ export function openUdpFlow(
   target: SocketAddr,
   down: (packet: Buffer) => void,
   now: number,
+  packets: PacketPath | null = null,
 ): DatagramSession {
   const reply = (data: Uint8Array): void =>
     down(buildUdpPacket(flow.dst, flow.dstPort, flow.src, flow.srcPort, data));
@@ -44,6 +47,7 @@ export function openUdpFlow(
   };
   conn.requests++;
   const request = new RequestState(conn, 'ip-udp', 'UDP', target, rt.ext);
+  if (packets !== null) setPacketPath(request, packets);
   return forkRequest(
     request,
     () => new DatagramSession(rt, conn, target, ingress, now, MAX_UDP_PAYLOAD, { request }),

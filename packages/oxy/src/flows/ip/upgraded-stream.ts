@@ -12,20 +12,26 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { type IngressConnection, RequestState } from '../../context/state.ts';
+import { type PacketPath, setPacketPath } from '../../egress/packets.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { runStream, type SpliceableClient, type StreamIngress } from '../stream/runner.ts';
 
-/** Runs an accepted upgraded socket to `target` in the stream runner. Never throws. */
+/**
+ * Runs an accepted upgraded socket to `target` in the stream runner. `packets` is the flow's
+ * way out as IP packets (`EgressDecision.packets`) when its tunnel has an off-ramp. Never throws.
+ */
 export function runUpgradedStream(
   rt: Runtime,
   conn: IngressConnection,
   socket: net.Socket,
   target: SocketAddr,
+  packets: PacketPath | null = null,
 ): Promise<void> {
   conn.requests++;
   conn.tunnels++;
   const request = new RequestState(conn, 'ip-tcp', 'TCP', target, rt.ext);
+  if (packets !== null) setPacketPath(request, packets);
   // Nothing is read from the client until the upstream is connected (or the addon takes it).
   socket.pause();
   return forkRequest(request, () => runStream(rt, request, new UpgradedIngress(socket))).finally(() => {
