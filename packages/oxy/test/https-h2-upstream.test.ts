@@ -1,0 +1,328 @@
+/**
+ * HTTPS origins that choose HTTP/2 in ALPN (`egress.tls.http2`, `offramps/http2/`), with real
+ * peers on loopback: `node:http2` secure servers with and without HTTP/1.1, an HTTP/1.1-only
+ * origin, an origin whose certificate does not verify, one that limits concurrent streams, one
+ * that refuses streams and one that sends GOAWAY. Checked: `https://` absolute-form requests get
+ * the body (over h2 when the origin offers it, else HTTP/1.1, as the audit's
+ * `upstream_protocol` says), concurrent requests share one session, the stream limit opens more
+ * sessions, a refused stream is retried once, a GOAWAY'd session is replaced, a body hook
+ * rewrites a body arriving over h2, request bodies and trailers cross, an intercepted request
+ * reaches an h2-only origin, and verification failures stay 502 with the reason.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import http2 from 'node:http2';
+import https from 'node:https';
+import type net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { type BodyFilter, defineApp } from '../src/index.ts';
+import {
+  type AppUnderTest,
+  curl,
+  generateCertificate,
+  generateCertificateAuthority,
+  hooksApp,
+  startApp,
+} from '../src/testing/index.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'oxy-h2-upstream-'));
+const originCa = await generateCertificateAuthority('Origin CA');
+const originCaFile = join(dir, 'origin-ca.pem');
+writeFileSync(originCaFile, originCa.certPem);
+const cert = await generateCertificate({ dnsNames: ['localhost'], ips: ['127.0.0.1'], issuer: originCa });
+const selfSigned = await generateCertificate({ dnsNames: ['localhost'], ips: ['127.0.0.1'] });
+
+/** An HTTP/2 origin; counts its sessions and the most streams one session had open at once. */
+async function startH2Origin(
+  options: { allowHTTP1: boolean; selfSigned?: boolean; maxStreams?: number },
+  handle?: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => boolean,
+) {
+  const c = options.selfSigned === true ? selfSigned : cert;
+  const state = { sessions: 0, maxOpen: 0, streams: 0 };
+  const server = http2.createSecureServer({
+    cert: c.certPem,
+    key: c.keyPem,
+    allowHTTP1: options.allowHTTP1,
+    ...(options.maxStreams === undefined ? {} : { settings: { maxConcurrentStreams: options.maxStreams } }),
+  });
+  server.on('session', (session) => {
+    state.sessions++;
+    let open = 0;
+    session.on('stream', (stream) => {
+      open++;
+      state.streams++;
+      state.maxOpen = Math.max(state.maxOpen, open);
+      stream.on('close', () => open--);
+    });
+  });
+  server.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+    if (req.httpVersion === '2.0' && handle?.(req, res) === true) return;
+    let body = '';
+    req.on('data', (d: Buffer) => {
+      body += d.toString();
+    });
+    req.on('end', () => {
+      const te = req.headers.te === undefined ? '' : ` te=${req.headers.te}`;
+      res.end(
+        `origin saw ${req.method} ${req.url} over ${req.httpVersion}${te}${body ? ` body=${body}` : ''}`,
+      );
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, state, port: (server.address() as net.AddressInfo).port };
+}
+
+const both = await startH2Origin({ allowHTTP1: true });
+let refusedOnce = 0;
+const h2only = await startH2Origin({ allowHTTP1: false }, (req, res) => {
+  const path = req.url;
+  if (path === '/trailers') {
+    res.addTrailers({ 'x-checksum': 'abc' });
+    res.end('with trailers');
+    return true;
+  }
+  if ((path === '/refuse-once' && refusedOnce++ === 0) || path === '/refuse-always') {
+    req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    return true;
+  }
+  if (path === '/bye') {
+    res.end('bye');
+    req.stream.session?.close(); // GOAWAY (NO_ERROR): this session takes no new stream
+    return true;
+  }
+  if (path.startsWith('/slow')) {
+    setTimeout(() => res.end('slow'), 150);
+    return true;
+  }
+  return false;
+});
+const limited = await startH2Origin({ allowHTTP1: false, maxStreams: 2 }, (_req, res) => {
+  setTimeout(() => res.end('limited'), 150);
+  return true;
+});
+const untrusted = await startH2Origin({ allowHTTP1: false, selfSigned: true });
+const h1only = https.createServer({ cert: cert.certPem, key: cert.keyPem }, (req, res) =>
+  res.end(`h1 origin saw ${req.url} over ${req.httpVersion}`),
+);
+h1only.listen(0, '127.0.0.1');
+await once(h1only, 'listening');
+const h1Port = (h1only.address() as net.AddressInfo).port;
+
+const upper: BodyFilter = { rewrites: true, onChunk: (c) => c.toString('latin1').toUpperCase() };
+const bodyApp = defineApp({
+  name: 'h2-body',
+  version: '1.0.0',
+  description: 'upper-cases response bodies under /upper/',
+  start: () => ({
+    httpBody: {
+      getResponseBodyFilter: (_res, ctx) =>
+        (ctx.ext as { path?: string }).path?.startsWith('/upper/') ? upper : undefined,
+    },
+    httpRequest: {
+      handleRequest(head, ctx) {
+        (ctx.ext as { path?: string }).path = head.path;
+        return { kind: 'forward' };
+      },
+    },
+  }),
+});
+
+let oxy: AppUnderTest;
+let bodies: AppUnderTest;
+let h1Proxy: AppUnderTest;
+const caFile = join(dir, 'oxy-ca.pem');
+
+before(async () => {
+  const egress = { tls: { extra_ca: [originCaFile] } };
+  oxy = await startApp(hooksApp({}), {
+    settings: { egress, interception: { enabled: true, hosts: [], ca: { dir: join(dir, 'ca') } } },
+  });
+  bodies = await startApp(bodyApp, { settings: { egress } });
+  h1Proxy = await startApp(hooksApp({}), {
+    settings: { egress: { tls: { extra_ca: [originCaFile], http2: false } } },
+  });
+  writeFileSync(caFile, oxy.proxy.runtime.interception?.ca.certPem ?? '');
+});
+
+after(async () => {
+  await Promise.all([oxy.stop(), bodies.stop(), h1Proxy.stop()]);
+  for (const s of [both, h2only, limited, untrusted]) s.server.close();
+  h1only.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** An absolute-form `https://` request through `proxy` (HTTP/1.1 to the proxy). */
+function viaProxy(
+  proxy: AppUnderTest,
+  url: string,
+  init: { method?: string; body?: string; agent?: http.Agent } = {},
+): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
+  const [host, port] = proxy.address().split(':') as [string, string];
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host, port: Number(port), method: init.method ?? 'GET', path: url, agent: init.agent ?? false },
+      (res) => {
+        let body = '';
+        res.setEncoding('latin1');
+        res.on('data', (c: string) => {
+          body += c;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+        res.on('error', reject);
+      },
+    );
+    req.setHeader('host', new URL(url).host);
+    req.on('error', reject);
+    req.end(init.body);
+  });
+}
+
+/** The audit records of `proxy` written since `from` whose target has port `port`. */
+async function recordsFor(proxy: AppUnderTest, from: number, port: number, n: number) {
+  await proxy.waitForAudit(from + n);
+  return proxy
+    .auditRecords()
+    .slice(from)
+    .filter((r) => r.target.endsWith(`:${port}`) && r.kind === 'request');
+}
+
+describe('https:// absolute-form to HTTP/2 origins', { timeout: 10_000 }, () => {
+  test('an origin offering h2 and http/1.1 answers over h2; the audit says upstream_protocol h2', async () => {
+    const from = oxy.auditRecords().length;
+    const r = await viaProxy(oxy, `https://localhost:${both.port}/a?b=1`);
+    assert.equal(r.status, 200);
+    assert.equal(r.body, 'origin saw GET /a?b=1 over 2.0 te=trailers');
+    const [rec] = await recordsFor(oxy, from, both.port, 1);
+    assert.equal(rec?.upstream_protocol, 'h2');
+    assert.equal(rec?.status, 200);
+  });
+
+  test('an h2-only origin gets a POST body; its trailers reach an HTTP/2 client', async () => {
+    const r = await viaProxy(oxy, `https://localhost:${h2only.port}/post`, {
+      method: 'POST',
+      body: 'x'.repeat(70_000),
+    });
+    assert.equal(r.status, 200);
+    assert.equal(r.body, `origin saw POST /post over 2.0 te=trailers body=${'x'.repeat(70_000)}`);
+    const session = http2.connect(`http://${oxy.address()}`);
+    session.on('error', () => {});
+    try {
+      const req = session.request({
+        ':scheme': 'https',
+        ':authority': `localhost:${h2only.port}`,
+        ':path': '/trailers',
+      });
+      req.end();
+      let body = '';
+      req.setEncoding('latin1');
+      req.on('data', (c: string) => {
+        body += c;
+      });
+      const [trailers] = (await once(req, 'trailers')) as [http2.IncomingHttpHeaders];
+      assert.equal(body, 'with trailers');
+      assert.equal(trailers['x-checksum'], 'abc');
+    } finally {
+      session.close();
+    }
+  });
+
+  test('concurrent requests share one HTTP/2 session', async () => {
+    const sessions = h2only.state.sessions;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 20 });
+    try {
+      const all = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          viaProxy(oxy, `https://localhost:${h2only.port}/slow?${i}`, { agent }),
+        ),
+      );
+      for (const r of all) assert.equal(r.body, 'slow');
+    } finally {
+      agent.destroy();
+    }
+    // The session opened by the earlier tests carries them all.
+    assert.ok(h2only.state.sessions - sessions <= 1, `${h2only.state.sessions - sessions} new sessions`);
+    assert.ok(h2only.state.maxOpen >= 10, `at most ${h2only.state.maxOpen} streams at once`);
+  });
+
+  test('SETTINGS_MAX_CONCURRENT_STREAMS is honoured: more sessions, never more streams than allowed', async () => {
+    const all = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => viaProxy(oxy, `https://localhost:${limited.port}/${i}`)),
+    );
+    for (const r of all) assert.equal(r.body, 'limited');
+    assert.equal(limited.state.maxOpen, 2);
+    assert.ok(limited.state.sessions >= 2, `${limited.state.sessions} sessions`);
+  });
+
+  test('a refused stream is sent once more; refused twice, it is a 502', async () => {
+    const r = await viaProxy(oxy, `https://localhost:${h2only.port}/refuse-once`);
+    assert.equal(r.status, 200);
+    assert.equal(r.body, 'origin saw GET /refuse-once over 2.0 te=trailers');
+    const streams = h2only.state.streams;
+    const bad = await viaProxy(oxy, `https://localhost:${h2only.port}/refuse-always`);
+    assert.equal(bad.status, 502);
+    assert.equal(h2only.state.streams - streams, 2);
+  });
+
+  test('after a GOAWAY the next request goes on a new session', async () => {
+    const r = await viaProxy(oxy, `https://localhost:${h2only.port}/bye`);
+    assert.equal(r.body, 'bye');
+    const sessions = h2only.state.sessions;
+    const next = await viaProxy(oxy, `https://localhost:${h2only.port}/after`);
+    assert.equal(next.body, 'origin saw GET /after over 2.0 te=trailers');
+    assert.equal(h2only.state.sessions, sessions + 1);
+  });
+
+  test('a body hook rewrites a response body that arrived over h2', async () => {
+    const r = await viaProxy(bodies, `https://localhost:${h2only.port}/upper/x`);
+    assert.equal(r.status, 200);
+    assert.equal(r.body, 'ORIGIN SAW GET /UPPER/X OVER 2.0 TE=TRAILERS');
+    assert.equal(r.headers['content-length'], undefined);
+  });
+
+  test('an origin whose certificate does not verify is a 502 naming the reason', async () => {
+    const r = await viaProxy(oxy, `https://localhost:${untrusted.port}/`);
+    assert.equal(r.status, 502);
+    assert.match(r.body, /certificate verification failed/);
+    assert.equal(untrusted.state.streams, 0);
+  });
+
+  test('an HTTP/1.1-only origin still works, and keeps working once known', async () => {
+    const from = oxy.auditRecords().length;
+    for (let i = 0; i < 2; i++) {
+      const r = await viaProxy(oxy, `https://localhost:${h1Port}/h1/${i}`);
+      assert.equal(r.body, `h1 origin saw /h1/${i} over 1.1`);
+    }
+    const recs = await recordsFor(oxy, from, h1Port, 2);
+    assert.deepEqual(
+      recs.map((x) => x.upstream_protocol),
+      ['http/1.1', 'http/1.1'],
+    );
+  });
+
+  test('egress.tls.http2 false: the same origin is served over HTTP/1.1', async () => {
+    const r = await viaProxy(h1Proxy, `https://localhost:${both.port}/off`);
+    assert.equal(r.body, 'origin saw GET /off over 1.1');
+  });
+});
+
+describe('intercepted requests', { timeout: 20_000 }, () => {
+  test('curl through a CONNECT, with only the exported CA trusted, reaches an h2-only origin', async () => {
+    for (const version of ['--http1.1', '--http2']) {
+      const r = await curl([
+        '-x',
+        `http://${oxy.address()}`,
+        '--cacert',
+        caFile,
+        version,
+        `https://localhost:${h2only.port}/inside`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'origin saw GET /inside over 2.0 te=trailers');
+    }
+  });
+});
