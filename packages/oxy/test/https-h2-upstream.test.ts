@@ -27,6 +27,7 @@ import {
   generateCertificateAuthority,
   hooksApp,
   startApp,
+  waitUntil,
 } from '../src/testing/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'oxy-h2-upstream-'));
@@ -42,7 +43,7 @@ async function startH2Origin(
   handle?: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => boolean,
 ) {
   const c = options.selfSigned === true ? selfSigned : cert;
-  const state = { sessions: 0, maxOpen: 0, streams: 0 };
+  const state = { sessions: 0, closed: 0, maxOpen: 0, streams: 0 };
   const server = http2.createSecureServer({
     cert: c.certPem,
     key: c.keyPem,
@@ -51,6 +52,7 @@ async function startH2Origin(
   });
   server.on('session', (session) => {
     state.sessions++;
+    session.on('close', () => state.closed++);
     let open = 0;
     session.on('stream', (stream) => {
       open++;
@@ -79,6 +81,8 @@ async function startH2Origin(
 
 const both = await startH2Origin({ allowHTTP1: true });
 let refusedOnce = 0;
+/** RST_STREAM codes of `/hang` streams, as the origin received them. */
+const hangCodes: number[] = [];
 const h2only = await startH2Origin({ allowHTTP1: false }, (req, res) => {
   const path = req.url;
   if (path === '/trailers') {
@@ -93,6 +97,11 @@ const h2only = await startH2Origin({ allowHTTP1: false }, (req, res) => {
   if (path === '/bye') {
     res.end('bye');
     req.stream.session?.close(); // GOAWAY (NO_ERROR): this session takes no new stream
+    return true;
+  }
+  if (path === '/hang') {
+    // Read when the reset arrives: the compat layer closes the stream again afterwards.
+    req.stream.on('aborted', () => hangCodes.push(req.stream.rstCode ?? -1));
     return true;
   }
   if (path.startsWith('/slow')) {
@@ -135,6 +144,7 @@ const bodyApp = defineApp({
 let oxy: AppUnderTest;
 let bodies: AppUnderTest;
 let h1Proxy: AppUnderTest;
+let idle: AppUnderTest;
 const caFile = join(dir, 'oxy-ca.pem');
 
 before(async () => {
@@ -146,11 +156,14 @@ before(async () => {
   h1Proxy = await startApp(hooksApp({}), {
     settings: { egress: { tls: { extra_ca: [originCaFile], http2: false } } },
   });
+  idle = await startApp(hooksApp({}), {
+    settings: { egress: { tls: { extra_ca: [originCaFile] }, pool_idle_timeout: '300ms' } },
+  });
   writeFileSync(caFile, oxy.proxy.runtime.interception?.ca.certPem ?? '');
 });
 
 after(async () => {
-  await Promise.all([oxy.stop(), bodies.stop(), h1Proxy.stop()]);
+  await Promise.all([oxy.stop(), bodies.stop(), h1Proxy.stop(), idle.stop()]);
   for (const s of [both, h2only, limited, untrusted]) s.server.close();
   h1only.close();
   rmSync(dir, { recursive: true, force: true });
@@ -307,6 +320,38 @@ describe('https:// absolute-form to HTTP/2 origins', { timeout: 10_000 }, () => 
   test('egress.tls.http2 false: the same origin is served over HTTP/1.1', async () => {
     const r = await viaProxy(h1Proxy, `https://localhost:${both.port}/off`);
     assert.equal(r.body, 'origin saw GET /off over 1.1');
+  });
+});
+
+describe('session and stream lifetimes', { timeout: 10_000 }, () => {
+  test('a client that leaves cancels its stream (RST_STREAM CANCEL); the session carries on', async () => {
+    const sessions = h2only.state.sessions;
+    const streams = h2only.state.streams;
+    // An HTTP/2 client to the proxy: it resets its stream, and the proxy hears of it at once.
+    const client = http2.connect(`http://${oxy.address()}`);
+    client.on('error', () => {});
+    const hang = client.request({
+      ':scheme': 'https',
+      ':authority': `localhost:${h2only.port}`,
+      ':path': '/hang',
+    });
+    hang.on('error', () => {});
+    hang.end();
+    await waitUntil(() => h2only.state.streams > streams, 'the origin saw /hang');
+    hang.close(http2.constants.NGHTTP2_CANCEL);
+    client.close();
+    await waitUntil(() => hangCodes.length === 1, 'the origin saw the stream close');
+    assert.equal(hangCodes[0], http2.constants.NGHTTP2_CANCEL);
+    const next = await viaProxy(oxy, `https://localhost:${h2only.port}/after-cancel`);
+    assert.equal(next.body, 'origin saw GET /after-cancel over 2.0 te=trailers');
+    assert.equal(h2only.state.sessions, sessions);
+  });
+
+  test('a session with no stream for egress.pool_idle_timeout is closed', async () => {
+    const closed = both.state.closed;
+    const r = await viaProxy(idle, `https://localhost:${both.port}/idle`);
+    assert.equal(r.body, 'origin saw GET /idle over 2.0 te=trailers');
+    await waitUntil(() => both.state.closed > closed, 'the idle session closed', 3000);
   });
 });
 
