@@ -19,7 +19,7 @@ import type net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type BodyFilter, defineApp } from '../src/index.ts';
+import { type BodyFilter, BodyVerdict, defineApp } from '../src/index.ts';
 import {
   type AppUnderTest,
   curl,
@@ -43,7 +43,9 @@ async function startH2Origin(
   handle?: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => boolean,
 ) {
   const c = options.selfSigned === true ? selfSigned : cert;
-  const state = { sessions: 0, closed: 0, maxOpen: 0, streams: 0 };
+  /** `path code` of every stream the proxy reset, as received. */
+  const resets: string[] = [];
+  const state = { sessions: 0, closed: 0, maxOpen: 0, streams: 0, resets };
   const server = http2.createSecureServer({
     cert: c.certPem,
     key: c.keyPem,
@@ -54,7 +56,8 @@ async function startH2Origin(
     state.sessions++;
     session.on('close', () => state.closed++);
     let open = 0;
-    session.on('stream', (stream) => {
+    session.on('stream', (stream, headers) => {
+      stream.on('aborted', () => resets.push(`${headers[':path']} ${stream.rstCode}`));
       open++;
       state.streams++;
       state.maxOpen = Math.max(state.maxOpen, open);
@@ -129,6 +132,10 @@ const bodyApp = defineApp({
   description: 'upper-cases response bodies under /upper/',
   start: () => ({
     httpBody: {
+      getRequestBodyFilter: (head) =>
+        head.path.startsWith('/stop-req/')
+          ? { onChunk: () => BodyVerdict.stop(451, 'upload refused') }
+          : undefined,
       getResponseBodyFilter: (_res, ctx) =>
         (ctx.ext as { path?: string }).path?.startsWith('/upper/') ? upper : undefined,
     },
@@ -157,7 +164,9 @@ before(async () => {
     settings: { egress: { tls: { extra_ca: [originCaFile], http2: false } } },
   });
   idle = await startApp(hooksApp({}), {
-    settings: { egress: { tls: { extra_ca: [originCaFile] }, pool_idle_timeout: '300ms' } },
+    settings: {
+      egress: { tls: { extra_ca: [originCaFile] }, pool_idle_timeout: '300ms', response_timeout: '300ms' },
+    },
   });
   writeFileSync(caFile, oxy.proxy.runtime.interception?.ca.certPem ?? '');
 });
@@ -297,6 +306,30 @@ describe('https:// absolute-form to HTTP/2 origins', { timeout: 10_000 }, () => 
     assert.equal(r.headers['content-length'], undefined);
   });
 
+  test('a request body stopped by a body hook: the client gets its status, the upstream stream is reset', async () => {
+    const client = http2.connect(`http://${bodies.address()}`);
+    client.on('error', () => {});
+    try {
+      const req = client.request({
+        ':method': 'POST',
+        ':scheme': 'https',
+        ':authority': `localhost:${h2only.port}`,
+        ':path': '/stop-req/x',
+      });
+      req.on('error', () => {});
+      req.write('first piece');
+      const [h] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+      assert.equal(h[':status'], 451);
+      req.close();
+    } finally {
+      client.destroy();
+    }
+    await waitUntil(
+      () => h2only.state.resets.includes(`/stop-req/x ${http2.constants.NGHTTP2_CANCEL}`),
+      `the origin saw the stream reset (${h2only.state.resets.join(', ')})`,
+    );
+  });
+
   test('an origin whose certificate does not verify is a 502 naming the reason', async () => {
     const r = await viaProxy(oxy, `https://localhost:${untrusted.port}/`);
     assert.equal(r.status, 502);
@@ -345,6 +378,14 @@ describe('session and stream lifetimes', { timeout: 10_000 }, () => {
     const next = await viaProxy(oxy, `https://localhost:${h2only.port}/after-cancel`);
     assert.equal(next.body, 'origin saw GET /after-cancel over 2.0 te=trailers');
     assert.equal(h2only.state.sessions, sessions);
+  });
+
+  test('egress.response_timeout: no head in time is a 504, and the stream is reset', async () => {
+    const from = h2only.state.resets.length;
+    const r = await viaProxy(idle, `https://localhost:${h2only.port}/hang`);
+    assert.equal(r.status, 504);
+    await waitUntil(() => h2only.state.resets.length > from, 'the origin saw the reset');
+    assert.equal(h2only.state.resets[from], `/hang ${http2.constants.NGHTTP2_CANCEL}`);
   });
 
   test('a session with no stream for egress.pool_idle_timeout is closed', async () => {
