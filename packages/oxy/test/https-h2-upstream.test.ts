@@ -253,6 +253,37 @@ describe('https:// absolute-form to HTTP/2 origins', { timeout: 10_000 }, () => 
     }
   });
 
+  test("Expect: 100-continue: the origin's 100 reaches the client, then the body goes up", async () => {
+    const [host, port] = oxy.address().split(':') as [string, string];
+    const res = await new Promise<{ body: string; continued: boolean }>((resolve, reject) => {
+      let continued = false;
+      const req = http.request(
+        {
+          host,
+          port: Number(port),
+          method: 'PUT',
+          path: `https://localhost:${h2only.port}/expect`,
+          agent: false,
+          headers: { host: `localhost:${h2only.port}`, expect: '100-continue', 'content-length': '5' },
+        },
+        (r) => {
+          let body = '';
+          r.on('data', (c: Buffer) => {
+            body += c.toString();
+          });
+          r.on('end', () => resolve({ body, continued }));
+        },
+      );
+      req.on('continue', () => {
+        continued = true;
+        req.end('hello');
+      });
+      req.on('error', reject);
+    });
+    assert.equal(res.continued, true);
+    assert.equal(res.body, 'origin saw PUT /expect over 2.0 te=trailers body=hello');
+  });
+
   test('concurrent requests share one HTTP/2 session', async () => {
     const sessions = h2only.state.sessions;
     const agent = new http.Agent({ keepAlive: true, maxSockets: 20 });
