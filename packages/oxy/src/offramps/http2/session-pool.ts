@@ -83,14 +83,18 @@ export class UpstreamSession {
   /** A stream closed: its slot is free. */
   closed(): void {
     this.active--;
-    if (this.active === 0 && !this.retired) {
-      clearTimeout(this.#idle);
-      this.#idle = setTimeout(() => {
-        if (this.active === 0) this.retire();
-      }, this.#owner.idleTimeout);
-      this.#idle.unref();
-    }
+    this.armIdle();
     this.#owner.pump(this.key);
+  }
+
+  /** Without a stream open, the session closes after `egress.pool_idle_timeout`. */
+  armIdle(): void {
+    if (this.active !== 0 || this.retired) return;
+    clearTimeout(this.#idle);
+    this.#idle = setTimeout(() => {
+      if (this.active === 0) this.retire();
+    }, this.#owner.idleTimeout);
+    this.#idle.unref();
   }
 
   /** No new streams; the session closes once those in flight ended. */
@@ -289,6 +293,7 @@ export class Http2Upstream implements Http2Dispatcher {
       s.ready = true;
       this.#opening.delete(key);
       this.pump(key);
+      s.armIdle(); // every request that waited for it may have left
     });
     session.on('goaway', (_code: number, lastStreamID: number) => {
       s.goawayLastStream = lastStreamID;
