@@ -4,10 +4,13 @@
  * origin, an origin whose certificate does not verify, one that limits concurrent streams, one
  * that refuses streams and one that sends GOAWAY. Checked: `https://` absolute-form requests get
  * the body (over h2 when the origin offers it, else HTTP/1.1, as the audit's
- * `upstream_protocol` says), concurrent requests share one session, the stream limit opens more
- * sessions, a refused stream is retried once, a GOAWAY'd session is replaced, a body hook
- * rewrites a body arriving over h2, request bodies and trailers cross, an intercepted request
- * reaches an h2-only origin, and verification failures stay 502 with the reason.
+ * `upstream_protocol` says), request bodies, `100 Continue` and trailers cross, a response body
+ * is paced by the client, concurrent requests share one session, the stream limit opens more
+ * sessions, a refused stream is retried once, a GOAWAY'd session is replaced, an upstream reset
+ * cuts the response, a client leaving, a body hook stopping the upload and the response timeout
+ * reset the upstream stream (CANCEL) and leave the session up, idle sessions close, a body hook
+ * rewrites a body arriving over h2, an intercepted request reaches an h2-only origin, and
+ * verification failures stay 502 with the reason.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -84,6 +87,9 @@ async function startH2Origin(
 
 const both = await startH2Origin({ allowHTTP1: true });
 let refusedOnce = 0;
+/** Bytes `/big` got accepted by its stream so far (it waits for 'drain' when told to). */
+let bigWritten = 0;
+const BIG = 16 * 1024 * 1024;
 /** RST_STREAM codes of `/hang` streams, as the origin received them. */
 const hangCodes: number[] = [];
 const h2only = await startH2Origin({ allowHTTP1: false }, (req, res) => {
@@ -95,6 +101,28 @@ const h2only = await startH2Origin({ allowHTTP1: false }, (req, res) => {
   }
   if ((path === '/refuse-once' && refusedOnce++ === 0) || path === '/refuse-always') {
     req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    return true;
+  }
+  if (path === '/cut') {
+    res.writeHead(200);
+    res.write('partial');
+    setTimeout(() => req.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR), 20);
+    return true;
+  }
+  if (path === '/big') {
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    bigWritten = 0;
+    const pump = (): void => {
+      while (bigWritten < BIG) {
+        bigWritten += chunk.length;
+        if (!res.write(chunk)) {
+          res.once('drain', pump);
+          return;
+        }
+      }
+      res.end();
+    };
+    pump();
     return true;
   }
   if (path === '/bye') {
@@ -282,6 +310,37 @@ describe('https:// absolute-form to HTTP/2 origins', { timeout: 10_000 }, () => 
     });
     assert.equal(res.continued, true);
     assert.equal(res.body, 'origin saw PUT /expect over 2.0 te=trailers body=hello');
+  });
+
+  test('a response body is paced by the client: the origin waits while the client does not read', async () => {
+    const [host, port] = oxy.address().split(':') as [string, string];
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = http.request(
+        { host, port: Number(port), path: `https://localhost:${h2only.port}/big`, agent: false },
+        resolve,
+      );
+      req.setHeader('host', `localhost:${h2only.port}`);
+      req.on('error', reject);
+      req.end();
+    });
+    res.pause();
+    await new Promise((r) => setTimeout(r, 400));
+    const whilePaused = bigWritten;
+    assert.ok(
+      whilePaused > 0 && whilePaused < BIG,
+      `${whilePaused} bytes written while the client read nothing`,
+    );
+    let got = 0;
+    res.on('data', (c: Buffer) => {
+      got += c.length;
+    });
+    res.resume();
+    await once(res, 'end');
+    assert.equal(got, BIG);
+  });
+
+  test('an origin that resets a stream after the head: the response is cut', async () => {
+    await assert.rejects(viaProxy(oxy, `https://localhost:${h2only.port}/cut`));
   });
 
   test('concurrent requests share one HTTP/2 session', async () => {
