@@ -136,13 +136,13 @@ const h2only = await startH2Origin({ allowHTTP1: false }, (req, res) => {
     return true;
   }
   if (path.startsWith('/slow')) {
-    setTimeout(() => res.end('slow'), 150);
+    setTimeout(() => res.end('slow'), 300);
     return true;
   }
   return false;
 });
 const limited = await startH2Origin({ allowHTTP1: false, maxStreams: 2 }, (_req, res) => {
-  setTimeout(() => res.end('limited'), 150);
+  setTimeout(() => res.end('limited'), 300);
   return true;
 });
 const untrusted = await startH2Origin({ allowHTTP1: false, selfSigned: true });
