@@ -58,6 +58,11 @@ export interface AuditRecord {
   readonly target: string;
   /** `ip:port` actually connected to (or the upstream proxy's), null if none. */
   readonly upstream: string | null;
+  /**
+   * For a request forwarded to an `https` origin: the protocol the origin chose in ALPN, `h2`
+   * or `http/1.1`. Absent otherwise (cleartext, tunnels, no upstream reached).
+   */
+  readonly upstream_protocol?: 'h2' | 'http/1.1';
   /** Decisions taken, in order: `connect:allow`, `egress:direct`, `request:respond`, … */
   readonly decisions: readonly string[];
   /** The status the client got (200 for an established tunnel). */

@@ -232,6 +232,8 @@ export class RequestState implements RequestContext, LogFieldSource {
   }
   /** True when the upstream connection came from the keep-alive pool. */
   upstreamReused = false;
+  /** What an `https` origin chose in ALPN (`h2`, `http/1.1`); null in the clear or before TLS. */
+  upstreamProtocol: 'h2' | 'http/1.1' | null = null;
   /** `performance.now()` when the upstream connection was ready; 0 until then. */
   connectedAt = 0;
   /** `performance.now()` when the upstream's response head arrived; 0 until then (or for a tunnel). */

@@ -188,6 +188,7 @@ function writeAudit(
     close_reason: closeReason,
     client_identity: auditIdentity(conn.clientIdentity),
     ...(request.parentId === null ? {} : { parent_request_id: request.parentId }),
+    ...(request.upstreamProtocol === null ? {} : { upstream_protocol: request.upstreamProtocol }),
     ...datagrams,
     ...(conn.proxyHeader === null ? {} : { proxy_protocol: proxyHeaderView(conn.proxyHeader) }),
   });

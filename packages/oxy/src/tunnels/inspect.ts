@@ -241,7 +241,8 @@ async function intercept(
       port: request.target.port,
       socket: upstream,
       trust: rt.upstreamTrust,
-      alpn: ['http/1.1'],
+      // What the pool will offer: an h2-only origin refuses a hello without h2.
+      alpn: rt.settings.egress.tls.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
       timeoutMs: FIRST_BYTES_MS,
     });
   } catch (e) {

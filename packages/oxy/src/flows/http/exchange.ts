@@ -175,6 +175,8 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
   #downTrailers: string[] | null = null;
   /** The request body goes up chunked (the pool's framing). */
   chunked = false;
+  /** The route goes to an `https` origin. */
+  #https = false;
 
   constructor(
     rt: Runtime,
@@ -296,6 +298,7 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
       body = this;
     }
     const method = head?.method ?? request.method;
+    this.#https = route.target.tls !== null;
     const text = `${method} ${route.requestTarget} HTTP/1.1\r\n${fields}${extra}\r\n`;
     this.#pending = this.#pool.request(route.target, method, text, this, body);
   }
@@ -427,11 +430,14 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
 
   // ResponseSink: the upstream's answer.
 
-  onUpstream(upstream: string, reused: boolean): void {
+  onUpstream(upstream: string, reused: boolean, protocol?: 'h2'): void {
     // Stamped each time: a retry on a new connection (the reused one was closed) counts from it.
     this.#request.connectedAt = performance.now();
     this.#request.upstream = upstream;
     this.#request.upstreamReused = reused;
+    // What an https origin chose in ALPN (the audit record's `upstream_protocol`).
+    if (protocol !== undefined) this.#request.upstreamProtocol = protocol;
+    else if (this.#https) this.#request.upstreamProtocol = 'http/1.1';
   }
 
   onInformational(status: number, rawHeaders: string[]): void {

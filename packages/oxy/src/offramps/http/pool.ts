@@ -10,7 +10,10 @@
  * New connections come from the egress pipeline (`connectDirect`, then
  * `handleConnectionEstablished`); an `https` target then gets TLS from `connectTls`
  * (`offramps/tls/connect.ts`: verified against `rt.upstreamTrust`, ALPN `http/1.1`; a
- * verification failure is a 502 naming the reason, never a retry in the clear). Pool keys are
+ * verification failure is a 502 naming the reason, never a retry in the clear). With
+ * `egress.tls.http2` on, `https` requests go to the HTTP/2 upstream first
+ * (`offramps/http2/session-pool.ts`): it offers ALPN `h2, http/1.1`, keeps origins that chose
+ * h2, and hands back (`requestOn`, then `request` again) those that chose HTTP/1.1. Pool keys are
  * the caller's and name the scheme (`flows/http/exchange.ts`, `routeFor`, says why they may
  * include the client connection's id).
  *
@@ -29,6 +32,7 @@ import type { EgressState } from '../../context/state.ts';
 import { connectDirect, established } from '../../egress/connect.ts';
 import { OXY_ERR, type OxyError, toOxyError } from '../../errors.ts';
 import type { Runtime } from '../../runtime.ts';
+import { Http2Upstream } from '../http2/session-pool.ts';
 import { connectTls } from '../tls/connect.ts';
 import { Exchange, UpstreamConnection } from './connection.ts';
 
@@ -37,8 +41,9 @@ export interface ResponseSink {
   /**
    * The exchange got its upstream connection (`ip:port`), reused from the pool or new; called
    * again if a reused one turned out closed and the request is retried on a new one.
+   * `protocol` is `h2` for a stream of an HTTP/2 session, absent for HTTP/1.1.
    */
-  onUpstream(upstream: string, reused: boolean): void;
+  onUpstream(upstream: string, reused: boolean, protocol?: 'h2'): void;
   /** A 1xx answer other than 101 (`100 Continue`, `103 Early Hints`); the final one follows. */
   onInformational(status: number, rawHeaders: string[]): void;
   /** The final (non-1xx) response head; `rawHeaders` is `[name, value, …]` as received. */
@@ -98,6 +103,8 @@ export class HttpPool {
   readonly idleTimeout: number;
   /** `egress.response_timeout`: longest wait for a response head (0: none). */
   readonly responseTimeout: number;
+  /** The HTTP/2 client for `https` origins (`egress.tls.http2`), or null. */
+  readonly http2: Http2Upstream | null;
   #closed = false;
 
   constructor(rt: Runtime) {
@@ -105,6 +112,7 @@ export class HttpPool {
     this.#maxIdle = Math.max(1, rt.settings.egress.pool_max_idle);
     this.idleTimeout = rt.settings.egress.pool_idle_timeout;
     this.responseTimeout = rt.settings.egress.response_timeout;
+    this.http2 = rt.settings.egress.tls.http2 ? new Http2Upstream(rt, this) : null;
   }
 
   /**
@@ -119,6 +127,10 @@ export class HttpPool {
     sink: ResponseSink,
     body: RequestBody | null = null,
   ): PendingRequest {
+    if (target.tls !== null && this.http2 !== null) {
+      const h2 = this.http2.request(target, method, head, sink, body);
+      if (h2 !== null) return h2; // null: an origin known to speak HTTP/1.1
+    }
     const ex = new Exchange(target, method, head, sink, body);
     const list = this.#idle.get(target.key);
     let conn = list?.pop();
@@ -177,6 +189,25 @@ export class HttpPool {
     }, failed);
   }
 
+  /**
+   * Sends a request (as `request` does) on `socket`, a verified connection to `remote` opened
+   * elsewhere: the HTTP/2 upstream's, when the origin chose HTTP/1.1 in ALPN. The connection
+   * joins the pool afterwards like one opened here.
+   */
+  requestOn(
+    socket: Duplex,
+    remote: SocketAddr,
+    target: UpstreamTarget,
+    method: string,
+    head: string,
+    sink: ResponseSink,
+    body: RequestBody | null,
+  ): PendingRequest {
+    const ex = new Exchange(target, method, head, sink, body);
+    this.#start(ex, socket, remote);
+    return ex;
+  }
+
   #start(ex: Exchange, socket: Duplex, remote: SocketAddr): void {
     const conn = new UpstreamConnection(this, ex.target.key, socket, remote);
     ex.conn = conn;
@@ -220,6 +251,7 @@ export class HttpPool {
   /** Closes every idle connection; requests in flight finish, their connections then close. */
   destroy(): void {
     this.#closed = true;
+    this.http2?.destroy();
     for (const list of [...this.#idle.values()]) for (const c of [...list]) c.destroy();
     this.#idle.clear();
   }

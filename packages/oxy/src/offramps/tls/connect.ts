@@ -49,7 +49,7 @@ function bad(path: string, message: string, cause?: unknown): never {
  * holds no certificate. `where` is the settings path of the list.
  */
 export function loadUpstreamTrust(
-  settings: UpstreamTlsSettings,
+  settings: Pick<UpstreamTlsSettings, 'extra_ca'>,
   where = 'egress.tls.extra_ca',
 ): UpstreamTrust {
   const extra: string[] = [];

@@ -5,9 +5,10 @@
  * `handleConnectionEstablished`) followed by verified TLS (`connectTls`: SNI, ALPN
  * `http/1.1`, the system store plus `egress.tls.extra_ca`, sessions cached per trust).
  *
- * Why ALPN offers `http/1.1` only: the request pipeline's upstream side speaks HTTP/1.1
- * (`http.request` today, the HTTP engine later). An origin that cannot speak it fails its
- * request with a 502, never a downgrade to cleartext.
+ * Why ALPN offers `http/1.1` only here: a caller of this connector hands the socket to an
+ * HTTP/1.1 client. The forwarding pipeline's own https connections offer `h2, http/1.1` and run
+ * HTTP/2 when the origin chooses it (`offramps/http2/session-pool.ts`). An origin that cannot
+ * speak what was offered fails its request with a 502, never a downgrade to cleartext.
  *
  * Ordering rule: TCP connect → `handleConnectionEstablished` → TLS handshake → the socket is
  * handed to the HTTP client. A verification failure rejects with `OXY_ERR_UPSTREAM_TLS`

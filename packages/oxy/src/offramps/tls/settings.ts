@@ -1,6 +1,6 @@
 /**
  * Settings of TLS towards origins (`egress.tls`): which CAs an origin's certificate may chain
- * to besides the system store. The files are read once, when the process starts (a restart
+ * to besides the system store, and whether ALPN offers `h2`. The files are read once, when the process starts (a restart
  * reads them anew); their content, not their names, identifies the trust configuration that
  * TLS sessions are cached under.
  */
@@ -14,6 +14,10 @@ export const UpstreamTlsSettings = s.object(
       'PEM files of CA certificates (each may hold several) trusted for origins in addition to the system store, e.g. an internal CA.',
       s.path('A PEM file of CA certificates.', ''),
       [],
+    ),
+    http2: s.bool(
+      'Offer ALPN h2 (then http/1.1) to HTTPS origins: one that chooses h2 gets the requests for it multiplexed on shared HTTP/2 sessions; false offers http/1.1 only.',
+      true,
     ),
   },
 );
