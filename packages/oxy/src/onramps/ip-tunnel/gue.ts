@@ -11,7 +11,12 @@
  * datagrams of new tunnels are dropped.
  *
  * Timers: one sweep per endpoint, at a quarter of the idle timeout; none per tunnel.
+ *
+ * Restarts: the socket is handed to the next process (`listeners.datagrams`), which reads it
+ * once it is ready; this process then stops reading, so a tunnel's next datagram opens it anew
+ * there, and the tunnels left here idle out (replies still leave through the shared socket).
  */
+import type { Listeners } from 'foundations/restart';
 import { UdpSocket } from 'native';
 import type { EndpointState } from '../../context/state.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
@@ -36,11 +41,16 @@ interface GueTunnel {
   lastActive: number;
 }
 
-/** Binds `settings.addr` (host:port). Throws `OXY_ERR_LISTEN` naming the settings key. */
+/**
+ * Binds `settings.addr` (host:port); with the restart lifecycle's `listeners`, adopts the socket
+ * the previous process (or systemd) handed over and hands it on at the next restart. Throws
+ * `OXY_ERR_LISTEN` naming the settings key.
+ */
 export function openIpGueOnRamp(
   rt: Runtime,
   endpoint: EndpointState,
   settings: IpGueEndpointSettings,
+  listeners?: Listeners,
 ): IpGueOnRamp {
   const where = `endpoints.${endpoint.name}.addr`;
   const addr = settings.addr;
@@ -48,12 +58,11 @@ export function openIpGueOnRamp(
     throw new OxyError(OXY_ERR.LISTEN, `${where}: an ip_gue endpoint listens on host:port`);
   let socket: UdpSocket;
   try {
-    socket = UdpSocket.bind({
-      address: addr.host,
-      port: addr.port,
-      maxDatagramSize: 65535,
-      receiveBufferSize: 4 << 20,
-    });
+    const opts = { maxDatagramSize: 65535, receiveBufferSize: 4 << 20 };
+    socket =
+      listeners === undefined
+        ? UdpSocket.bind({ address: addr.host, port: addr.port, ...opts })
+        : listeners.datagrams.bind(endpoint.name, { host: addr.host, port: addr.port }, opts);
   } catch (e) {
     throw new OxyError(
       OXY_ERR.LISTEN,
