@@ -84,6 +84,8 @@ class TunnelPipeline implements IpPipeline {
   readonly #offrampPath: string | null;
   #offramp: IpOffRamp | null = null;
   #tcp: TcpUpgrade | null = null;
+  /** The MTU of upgraded TCP flows: the tunnel's, or the upgrade device's when smaller. */
+  #tcpMtu = 0;
   #tcpFailed = false;
   #tcpStarting: Promise<void> | null = null;
   #closed = false;
@@ -102,7 +104,9 @@ class TunnelPipeline implements IpPipeline {
     const pool = ipGatewaysOf(conn.endpoint);
     this.#gw4 = addressBytes(pool?.v4 ?? ip.gateway_v4);
     this.#gw6 = addressBytes(pool?.v6 ?? ip.gateway_v6);
-    this.#mtu = ip.mtu;
+    // The tunnel's MTU: `ip.mtu`, or what the carrier holds when that is less (RFC 1191/8201:
+    // the client learns it from the "too big" answers to larger packets).
+    this.#mtu = Math.min(ip.mtu, port.mtu ?? IP_MAX);
     this.#maxPending = ip.max_pending_packets;
     this.#offrampPath = ip.offramp;
     this.#tracker = new FlowTracker(trackerOptions(this.#endpoint, ip));
@@ -124,6 +128,7 @@ class TunnelPipeline implements IpPipeline {
         return port.closed || self.#closed;
       },
       send: (packet) => this.#fromInside(packet),
+      mtu: this.#mtu,
     };
   }
 
@@ -280,6 +285,7 @@ class TunnelPipeline implements IpPipeline {
     this.#tcpStarting ??= this.#rt.tcpUpgrade().then(
       (up) => {
         this.#tcp = up;
+        this.#tcpMtu = Math.min(this.#mtu, up.mtu ?? IP_MAX);
       },
       (e: unknown) => {
         this.#tcpFailed = true;
@@ -322,9 +328,10 @@ class TunnelPipeline implements IpPipeline {
         this.#refuse(p);
         return;
     }
-    if (p.buf.length > this.#mtu) {
+    const mtu = c.way === 'tcp' ? this.#tcpMtu : this.#mtu;
+    if (p.buf.length > mtu) {
       this.#drop('too_big');
-      this.#icmp(packetTooBig(p, this.#mtu), 'too_big');
+      this.#icmp(packetTooBig(p, mtu), 'too_big');
       return;
     }
     const q = this.#hooked(c, p, 'up');
@@ -456,6 +463,8 @@ class TunnelPipeline implements IpPipeline {
   }
 }
 
+/** The largest IP packet (IPv4 total length; an IPv6 payload without jumbograms is close). */
+const IP_MAX = 65535;
 const UPGRADE: IpFlowDecision = Object.freeze({ kind: 'upgrade' });
 const DROP_PROTOCOL: IpFlowDecision = Object.freeze({ kind: 'drop', reason: 'protocol' });
 

@@ -25,6 +25,12 @@ export interface IpTunnelPort {
   send(packet: Buffer): void;
   /** True once the tunnel ended. */
   readonly closed: boolean;
+  /**
+   * The largest IP packet the tunnel carries, when its carrier limits it below 65,535 (a GUE
+   * datagram's room). The pipeline's port to the upgrade service carries the tunnel's MTU (the
+   * smaller of this and `ip.mtu`), to which the service clamps the MSS of upgraded SYNs.
+   */
+  readonly mtu?: number;
 }
 
 /** The IP→TCP upgrade service (flows/ip/tcp-upgrade.ts): one per process, started on first use. */
@@ -34,4 +40,9 @@ export interface TcpUpgrade {
   /** The tunnel ended: its flows are reset and forgotten. */
   release(port: IpTunnelPort): void;
   close(): Promise<void>;
+  /**
+   * The MTU of the device upgraded flows' packets go into, when below 65,535: the pipeline
+   * answers larger client packets of upgraded flows with ICMP "too big" carrying it.
+   */
+  readonly mtu?: number;
 }

@@ -16,6 +16,7 @@
  * once it is ready; this process then stops reading, so a tunnel's next datagram opens it anew
  * there, and the tunnels left here idle out (replies still leave through the shared socket).
  */
+import net from 'node:net';
 import type { Listeners } from 'foundations/restart';
 import { UdpSocket } from 'native';
 import type { EndpointState } from '../../context/state.ts';
@@ -35,6 +36,12 @@ export interface IpGueOnRamp {
   drain(): Promise<void>;
   close(): void;
 }
+
+/** The largest UDP payload: 65,535 − 20 (IPv4 header) − 8, and 65,535 − 8 for IPv6. */
+const MAX_UDP_PAYLOAD_V4 = 65507;
+const MAX_UDP_PAYLOAD_V6 = 65527;
+/** The GUE header without extension fields (variant 0; variant 1 has none at all). */
+const GUE_HEADER = 4;
 
 interface GueTunnel {
   readonly tunnel: IpTunnel;
@@ -74,6 +81,7 @@ export function openIpGueOnRamp(
   }
   const bound = socket.address();
   const local = { host: bound.address, port: bound.port };
+  const v6 = net.isIPv6(bound.address);
   const tunnels = new Map<string, GueTunnel>();
   const idleMs = settings.gue.idle_timeout;
   const maxTunnels = settings.gue.max_tunnels;
@@ -90,6 +98,8 @@ export function openIpGueOnRamp(
         local,
         protocol: 'ip_gue',
         context: extensions,
+        // What fits one UDP datagram with the GUE header and this tunnel's extension fields.
+        mtu: (v6 ? MAX_UDP_PAYLOAD_V6 : MAX_UDP_PAYLOAD_V4) - GUE_HEADER - extensions.length,
         send: (packet) => {
           g.lastActive = performance.now();
           const out = variant === 1 ? encodeGue(packet, { variant: 1 }) : encodeGue(packet, { extensions });
