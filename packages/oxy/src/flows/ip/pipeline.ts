@@ -6,7 +6,8 @@
  * Order per client packet: parse (strict; malformed packets are dropped by parser reason) →
  * reassemble fragments (bounded) → ICMP echo to the gateway answered here → flow tracker → on a
  * new flow, `IpFlowHook.handleFlow` (or the default: upgrade TCP and UDP, drop the rest) → the
- * packet MTU check → `handlePacket('up')` → the flow's way out: the IP→TCP upgrade service, the
+ * packet MTU check (the tunnel's: `ip.mtu` or the carrier's `port.mtu`, and the upgrade device's
+ * for upgraded TCP; over it, ICMP too big) → `handlePacket('up')` → the flow's way out: the IP→TCP upgrade service, the
  * flow's datagram session, the IP off-ramp, a drop, or a refusal (TCP RST, ICMP unreachable).
  * Order per reply: the upgrade service, the session (downgraded with `buildUdpPacket`) or the
  * off-ramp → tracker (TCP state both ways) → `handlePacket('down')` → the tunnel.
