@@ -29,7 +29,13 @@ export type { FdChannel, FdMessage, SocketPairType } from './src/pass-fd.ts';
 export * as passFd from './src/pass-fd.ts';
 export type { SeccompAction, SeccompFilter, SeccompRule, ThreadSeccomp } from './src/seccomp.ts';
 export * as seccomp from './src/seccomp.ts';
-export type { SeqpacketOptions, SeqpacketServer, SeqpacketSocket } from './src/seqpacket.ts';
+export type {
+  SeqpacketListenOptions,
+  SeqpacketOptions,
+  SeqpacketServer,
+  SeqpacketServerOptions,
+  SeqpacketSocket,
+} from './src/seqpacket.ts';
 export * as seqpacket from './src/seqpacket.ts';
 export type { SpliceEnd, SpliceOptions, SpliceOwner } from './src/splice.ts';
 export {

@@ -28,6 +28,7 @@ export interface Addon {
   recvFds(fd: number, maxBytes: number): { data: Buffer; fds: number[] } | null;
   writeMany(fd: number, buffers: Buffer[], isSocket: boolean): number;
   setFdFlags(fd: number, nonBlocking: boolean, cloexec: boolean): void;
+  socketKind(fd: number): [domain: number, type: number, listening: number];
   execve(path: string, argv: string[], env: string[], keepFds: number[]): never;
   pollStart(
     fd: number,

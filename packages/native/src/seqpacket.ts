@@ -6,7 +6,8 @@
  * A zero-length read means the peer closed, so empty messages are refused on send.
  */
 import { EventEmitter } from 'node:events';
-import { closeSync as closeFd, unlinkSync } from 'node:fs';
+import { closeSync as closeFd, lstatSync, renameSync, rmSync, unlinkSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { addon } from './addon.ts';
 import { NativeError, toNativeError } from './errors.ts';
@@ -104,15 +105,23 @@ export interface SeqpacketServerEvents {
   close: [];
 }
 
+/** Options for a listening socket. */
+export interface SeqpacketServerOptions extends SeqpacketOptions {
+  /** Whether `close()` removes the socket's file. Default true for `listen`, false for `listenFd`. */
+  readonly unlinkOnClose?: boolean;
+}
+
 /** A listening SEQPACKET socket. */
 export class SeqpacketServer extends EventEmitter<SeqpacketServerEvents> {
   /** The path listened on (`@name` for an abstract socket). */
   readonly path: string;
   readonly #poller: Poller;
+  readonly #unlink: boolean;
 
-  constructor(fd: number, path: string, opts: SeqpacketOptions) {
+  constructor(fd: number, path: string, opts: SeqpacketServerOptions) {
     super();
     this.path = path;
+    this.#unlink = opts.unlinkOnClose ?? true;
     this.#poller = new Poller(
       fd,
       PollMode.accept,
@@ -126,11 +135,19 @@ export class SeqpacketServer extends EventEmitter<SeqpacketServerEvents> {
     );
   }
 
-  /** Stops accepting, closes the socket and removes its file. Accepted sockets stay open. */
+  /** The listening descriptor (what a restart hands to the next process). */
+  get fd(): number {
+    return this.#poller.fd;
+  }
+
+  /**
+   * Stops accepting, closes the socket and removes its file (unless `unlinkOnClose` is false:
+   * another process may listen on the same socket now). Accepted sockets stay open.
+   */
   close(): void {
     if (this.#poller.closed) return;
     this.#poller.close();
-    if (!this.path.startsWith('@')) {
+    if (this.#unlink && !this.path.startsWith('@')) {
       try {
         unlinkSync(this.path);
       } catch {
@@ -141,18 +158,86 @@ export class SeqpacketServer extends EventEmitter<SeqpacketServerEvents> {
   }
 }
 
+/** Options for `listen`. */
+export interface SeqpacketListenOptions extends SeqpacketServerOptions {
+  /** Accept queue length. Default 511. */
+  readonly backlog?: number;
+  /**
+   * Bind under a temporary name and rename into place, replacing a stale socket file (one no
+   * process accepts on); a live one is refused with EADDRINUSE, anything not a socket with
+   * EEXIST. The file then appears atomically, and `unlinkOnClose` defaults to false (a restart's
+   * next process may listen on it). Not for abstract (`@name`) sockets.
+   */
+  readonly replace?: boolean;
+}
+
 /** Listens on `path` (a file path, or `@name` for Linux's abstract namespace). */
-export function listen(path: string, opts: SeqpacketOptions & { backlog?: number } = {}): SeqpacketServer {
+export function listen(path: string, opts: SeqpacketListenOptions = {}): SeqpacketServer {
+  const replace = opts.replace === true && !path.startsWith('@');
+  const bindPath = replace ? join(dirname(path), `.${basename(path)}.${process.pid}.tmp`) : path;
+  let fd = -1;
+  try {
+    if (replace) {
+      refuseLiveOrForeign(path);
+      rmSync(bindPath, { force: true });
+    }
+    fd = addon.unixSocket(SEQPACKET);
+    addon.unixBindListen(fd, bindPath, opts.backlog ?? 511);
+    if (replace) renameSync(bindPath, path);
+  } catch (e) {
+    if (fd >= 0) closeFd(fd);
+    if (replace) rmSync(bindPath, { force: true });
+    throw toNativeError(e, 'listen', `listening on SEQPACKET socket ${path}`);
+  }
+  return new SeqpacketServer(fd, path, { ...opts, unlinkOnClose: opts.unlinkOnClose ?? !replace });
+}
+
+/** Throws EEXIST for a file at `path` that is not a socket, EADDRINUSE for one someone accepts on. */
+function refuseLiveOrForeign(path: string): void {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (st === undefined) return;
+  if (!st.isSocket())
+    throw Object.assign(new Error(`${path} exists and is not a socket`), { code: 'EEXIST' });
   let fd = -1;
   try {
     fd = addon.unixSocket(SEQPACKET);
-    addon.unixBindListen(fd, path, opts.backlog ?? 511);
+    addon.unixConnect(fd, path); // connected, or its queue is full: someone listens
   } catch (e) {
+    const code = (e as { code?: string }).code ?? '';
+    // Refused: no one listens (a stale file). Of the wrong type: not ours to replace.
+    if (/ECONNREFUSED/.test(code)) return;
+    if (!/EPROTOTYPE/.test(code)) throw e;
+  } finally {
     if (fd >= 0) closeFd(fd);
-    throw toNativeError(e, 'listen', `listening on SEQPACKET socket ${path}`);
   }
-  return new SeqpacketServer(fd, path, opts);
+  throw Object.assign(new Error(`another process listens on ${path}`), { code: 'EADDRINUSE' });
 }
+
+/**
+ * Listens on an inherited listening SEQPACKET descriptor (a restart's handover, systemd's
+ * `ListenSequentialPacket=`); takes ownership of `fd`. `path` only names it. Throws
+ * `NATIVE_ERR_EPROTOTYPE` when `fd` is not a listening Unix SEQPACKET socket.
+ */
+export function listenFd(fd: number, path: string, opts: SeqpacketServerOptions = {}): SeqpacketServer {
+  let kind: [number, number, number];
+  try {
+    kind = addon.socketKind(fd);
+    addon.setFdFlags(fd, true, true);
+  } catch (e) {
+    throw toNativeError(e, 'listen', `listening on inherited SEQPACKET descriptor ${fd} (${path})`);
+  }
+  const [domain, type, listening] = kind;
+  if (domain !== AF_UNIX || type !== SOCK_SEQPACKET || listening !== 1) {
+    throw new NativeError(
+      'NATIVE_ERR_EPROTOTYPE',
+      `descriptor ${fd} (${path}) is not a listening Unix SEQPACKET socket (domain ${domain}, type ${type})`,
+    );
+  }
+  return new SeqpacketServer(fd, path, { ...opts, unlinkOnClose: opts.unlinkOnClose ?? false });
+}
+
+const AF_UNIX = 1;
+const SOCK_SEQPACKET = 5;
 
 /** Connects to `path`, retrying while the listener's queue is full, for up to `timeoutMs`. */
 export async function connect(

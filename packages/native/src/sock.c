@@ -308,7 +308,27 @@ static napi_value set_fd_flags(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+/* socketKind(fd): [domain, type, listening] of a socket descriptor (to check an inherited one). */
+static napi_value socket_kind(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out;
+  int32_t fd;
+  if (!get_args(env, info, 1, argv, NULL) || !arg_int32(env, argv[0], &fd)) return NULL;
+  int domain = 0, type = 0, acc = 0;
+  socklen_t l1 = sizeof domain, l2 = sizeof type, l3 = sizeof acc;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l1) < 0 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l2) < 0 ||
+      getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &l3) < 0) {
+    throw_errno(env, errno, "getsockopt", "reading a descriptor's socket kind");
+    return NULL;
+  }
+  if (napi_create_array_with_length(env, 3, &out) != napi_ok || napi_set_element(env, out, 0, make_int(env, domain)) != napi_ok ||
+      napi_set_element(env, out, 1, make_int(env, type)) != napi_ok ||
+      napi_set_element(env, out, 2, make_int(env, acc)) != napi_ok)
+    return NULL;
+  return out;
+}
+
 void register_sock(napi_env env, napi_value exports) {
+  set_fn(env, exports, "socketKind", socket_kind);
   set_fn(env, exports, "setFdFlags", set_fd_flags);
   set_fn(env, exports, "unixSocket", unix_socket);
   set_fn(env, exports, "unixBindListen", unix_bind_listen);

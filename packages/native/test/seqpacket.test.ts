@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { isNativeError, seqpacket } from 'native';
+import { isNativeError, passFd, seqpacket } from 'native';
 
 const dir = mkdtempSync(join(tmpdir(), 'seqpacket-'));
 const closers: (() => void)[] = [];
@@ -147,3 +147,64 @@ test('opening and closing many sockets leaks no descriptor', async () => {
   await new Promise((r) => setImmediate(r)); // uv_close callbacks run
   assert.equal(count(), before);
 });
+
+test('listen with replace: a stale file is replaced, a live listener refused, the file kept on close', async () => {
+  const path = join(dir, 'replace.sock');
+  const first = seqpacket.listen(path);
+  first.close(); // unlinks: make a stale one by hand below
+  const stale = seqpacket.listen(path, { unlinkOnClose: false });
+  stale.close(); // the file stays, nobody accepts on it
+  assert.ok(statSync(path).isSocket());
+  const live = seqpacket.listen(path, { replace: true });
+  closers.push(() => live.close());
+  assert.throws(() => seqpacket.listen(path, { replace: true }), /another process listens/);
+  const accepted = once(live, 'connection');
+  const client = await seqpacket.connect(path);
+  closers.push(() => client.close());
+  const [server] = (await accepted) as [seqpacket.SeqpacketSocket];
+  closers.push(() => server.close());
+  live.close();
+  assert.ok(statSync(path).isSocket(), 'replace mode leaves the file for the next process');
+  writeFileSync(join(dir, 'plain'), 'x');
+  assert.throws(() => seqpacket.listen(join(dir, 'plain'), { replace: true }), /not a socket/);
+});
+
+test('listenFd: the same listening socket accepts through a second descriptor; others are refused', async () => {
+  const path = join(dir, 'adopt.sock');
+  const original = seqpacket.listen(path, { replace: true });
+  closers.push(() => original.close());
+  const copy = seqpacket.listenFd(dupFd(original.fd), path);
+  closers.push(() => copy.close());
+  const inode = statSync(path).ino;
+  original.close(); // the old owner goes: the socket lives on in the copy, its file untouched
+  assert.equal(statSync(path).ino, inode);
+  const accepted = once(copy, 'connection');
+  const client = await seqpacket.connect(path);
+  closers.push(() => client.close());
+  const [server] = (await accepted) as [seqpacket.SeqpacketSocket];
+  closers.push(() => server.close());
+  const echoed = once(client, 'messages');
+  server.on('messages', (ms) => server.send(ms));
+  client.send(Buffer.from('hello'));
+  assert.equal(((await echoed)[0] as Buffer[])[0]!.toString(), 'hello');
+  const [a, b] = seqpacket.pair();
+  closers.push(() => (a.close(), b.close()));
+  assert.throws(
+    () => seqpacket.listenFd(dupFd(a.fd), 'pair'),
+    (e) => isNativeError(e) && /not a listening Unix SEQPACKET socket/.test(e.message),
+  );
+});
+
+/** A second descriptor for the same socket, passed with SCM_RIGHTS as a restart's child gets it. */
+function dupFd(fd: number): number {
+  const [a, b] = passFd.socketPair('stream');
+  try {
+    passFd.send(a, [fd]);
+    const got = passFd.receive(b);
+    assert.equal(got?.fds.length, 1);
+    return got!.fds[0]!;
+  } finally {
+    closeSync(a);
+    closeSync(b);
+  }
+}

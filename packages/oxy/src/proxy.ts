@@ -105,13 +105,13 @@ export async function startProxy(
         continue;
       }
       if (ep.protocol === 'ip_seqpacket') {
-        const ip = openIpSeqpacketOnRamp(rt, endpoint, ep);
+        const ip = openIpSeqpacketOnRamp(rt, endpoint, ep, options.listeners);
         onramps.push(ip);
         log.info('endpoint listening', { endpoint: name, addr: ip.path, protocol: ep.protocol });
         continue;
       }
       if (ep.protocol === 'ip_gue') {
-        const gue = openIpGueOnRamp(rt, endpoint, ep);
+        const gue = openIpGueOnRamp(rt, endpoint, ep, options.listeners);
         onramps.push(gue);
         ipEndpoints.set(name, gue.address());
         log.info('endpoint listening', {

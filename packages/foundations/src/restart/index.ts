@@ -38,7 +38,14 @@ export {
   type RestartOutcome,
   startLifecycle,
 } from './lifecycle.ts';
-export { type ActiveListener, Listeners, type ListenOptions, serverFd, unixSocketLive } from './listeners.ts';
+export {
+  type ActiveListener,
+  type ForeignListener,
+  Listeners,
+  type ListenOptions,
+  serverFd,
+  unixSocketLive,
+} from './listeners.ts';
 export { type ProcessInheritance, processInheritance, processListeners } from './process-inheritance.ts';
 export { RESTARTER_EXIT, type RestarterOptions, runRestarter } from './restarter.ts';
 export { formatNotifyState, type NotifyOutcome, type NotifyState, sdNotify } from './sd-notify.ts';

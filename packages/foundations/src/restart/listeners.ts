@@ -43,6 +43,17 @@ export interface ActiveListener {
   readonly origin: 'systemd' | 'handover' | 'bound';
 }
 
+/**
+ * A listening socket that something other than `net.Server` accepts on (a SOCK_SEQPACKET
+ * listener from the addon), as `Listeners.listenWith`'s `open` returns it.
+ */
+export interface ForeignListener {
+  /** The listening descriptor, handed on at a restart. */
+  readonly fd: number;
+  /** Stops accepting and closes this process's descriptor (the next process's copy lives on). */
+  stopAccepting(): void;
+}
+
 /** Options for `Listeners.listen`. */
 export interface ListenOptions {
   /** File mode for a Unix socket bound here (e.g. `0o600`); default from the umask. */
@@ -72,7 +83,9 @@ export class Listeners {
   readonly #inherited: InheritedSocket[];
   readonly #used = new Set<InheritedSocket>();
   readonly #active: ActiveListener[] = [];
-  readonly #sockets = new Set<net.Socket>();
+  /** Open accepted connections: Node sockets, and foreign ones from `track`. */
+  readonly #sockets = new Set<{ destroy(): void }>();
+  readonly #foreign = new Map<ActiveListener, ForeignListener>();
 
   /** `inherited` and `datagrams` come from `parseSystemdEnv` / `parseHandoverEnv` (see `startLifecycle`). */
   constructor(
@@ -143,6 +156,62 @@ export class Listeners {
   }
 
   /**
+   * Opens endpoint `name`'s socket through `open`, for a socket Node's `net` cannot listen on
+   * (a SOCK_SEQPACKET listener): `open(fd)` gets the inherited descriptor that matches (the
+   * previous process's by name, then by address; systemd's by `FileDescriptorName=`, then by
+   * address) and must listen on it as it is, or gets null and binds at `addr` itself. Recorded
+   * like `listen`'s servers, so a restart hands the same kernel socket on; `stopAccepting()`
+   * calls the listener's. Connections it accepts are counted through `track`. Errors `open`
+   * throws become `FND_ERR_LISTEN` naming the endpoint and address.
+   */
+  listenWith(
+    name: string,
+    addr: ListenAddr,
+    open: (inheritedFd: number | null) => ForeignListener,
+  ): ActiveListener {
+    const inherited = this.#claim(name, addr);
+    let listener: ForeignListener;
+    try {
+      listener = open(inherited?.fd ?? null);
+    } catch (e) {
+      if (inherited) this.#used.delete(inherited);
+      const code = (e as NodeJS.ErrnoException).code ?? '';
+      throw new FoundationsError(
+        FND_ERR.LISTEN,
+        `endpoint "${name}" (${formatListenAddr(addr)}): cannot listen: ${(e as Error).message}`,
+        { cause: e, userError: /EADDRINUSE|EACCES|EADDRNOTAVAIL|EEXIST|EPROTOTYPE/.test(code) },
+      );
+    }
+    const active: ActiveListener = {
+      name,
+      addr,
+      server: null,
+      fd: listener.fd,
+      origin: inherited ? inherited.source : 'bound',
+    };
+    this.#active.push(active);
+    this.#foreign.set(active, listener);
+    return active;
+  }
+
+  /**
+   * Counts a connection accepted outside `net` (one from a `listenWith` listener) like the
+   * sockets `listen` accepts: draining waits for it, and at the deadline `conn.destroy()` runs.
+   * Returns the function to call once when it has ended.
+   */
+  track(conn: { destroy(): void }): () => void {
+    this.#sockets.add(conn);
+    const token = this.connections.closed ? undefined : this.connections.start();
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.#sockets.delete(conn);
+      token?.done();
+    };
+  }
+
+  /**
    * Claims endpoint `name`'s socket for a process that does not accept on it itself (a
    * supervisor whose worker processes do): an inherited socket as it is, else a TCP or Unix
    * socket bound at `addr` that no event loop here polls. It is not listening yet; the first
@@ -172,6 +241,7 @@ export class Listeners {
       // net.Server.prototype.close, not http.Server#close: the latter also closes idle
       // keep-alive connections, racing with clients that are sending their next request.
       if (l.server?.listening) net.Server.prototype.close.call(l.server);
+      this.#foreign.get(l)?.stopAccepting();
     }
   }
 
@@ -203,14 +273,9 @@ export class Listeners {
   }
 
   #track(socket: net.Socket): void {
-    this.#sockets.add(socket);
     // A connection accepted after the tracker closed (the race between close and the last
     // accept) is still served and still force-closed at the deadline, just not awaited.
-    const token = this.connections.closed ? undefined : this.connections.start();
-    socket.once('close', () => {
-      this.#sockets.delete(socket);
-      token?.done();
-    });
+    socket.once('close', this.track(socket));
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * The IP pipeline's rules that the end-to-end tests do not reach: an async flow decision holds
  * the flow's packets in order and releases them once; a throwing flow hook rejects the flow; a
- * packet over `ip.mtu` is answered with "fragmentation needed" / "packet too big"; a forwarded
+ * packet over the tunnel's MTU (`ip.mtu`, the carrier's limit, the upgrade device's for upgraded
+ * TCP flows) is answered with "fragmentation needed" / "packet too big"; a forwarded
  * packet whose TTL runs out is answered with "time exceeded" from the gateway; fragments are
  * reassembled before the flow sees them.
  */
@@ -21,7 +22,7 @@ import { Runtime } from '../../runtime.ts';
 import { openIpPipeline } from './pipeline.ts';
 import type { TcpUpgrade } from './port.ts';
 
-function setup(hooks: Hooks, ip: Record<string, unknown> = {}) {
+function setup(hooks: Hooks, ip: Record<string, unknown> = {}, portMtu?: number) {
   const app = defineApp({ name: 't', version: '0', description: 'd', start: () => ({}) });
   const settings = appSettings(app, [
     {
@@ -46,6 +47,7 @@ function setup(hooks: Hooks, ip: Record<string, unknown> = {}) {
     ingress: conn,
     closed: false,
     send: (p) => sent.push(parseIp(p)),
+    ...(portMtu === undefined ? {} : { mtu: portMtu }),
   });
   return { pipeline, sent, rt };
 }
@@ -228,5 +230,79 @@ test('a datagram whose fragments never complete gets "time exceeded" (code 1) wi
   const m = parseIcmp(sent[0] as IpPacket);
   assert.equal(m.type, ICMP4.TIME_EXCEEDED);
   assert.equal(m.code, 1);
+  pipeline.close('test');
+});
+
+test('the tunnel MTU is the smaller of ip.mtu and the carrier’s: over it, "too big" with that MTU', () => {
+  const { pipeline, sent } = setup(
+    { ipFlow: { handleFlow: () => IpFlowDecision.forward() } },
+    { mtu: 9000, offramp: '/nonexistent/offramp.sock' },
+    1400,
+  );
+  pipeline.fromClient(buildUdpPacket('10.7.0.2', 1, '198.18.0.1', 2, Buffer.alloc(1400 - 28 + 1)));
+  pipeline.fromClient(buildUdpPacket('fd00::2', 1, 'fd00::9', 2, Buffer.alloc(1500)));
+  // Without DF an IPv4 packet is not answered (RFC 1191 asks only for DF); it is dropped.
+  pipeline.fromClient(
+    buildIp({
+      src: '10.7.0.2',
+      dst: '198.18.0.1',
+      protocol: IP_PROTO.UDP,
+      payload: Buffer.alloc(2000),
+      dontFragment: false,
+    }),
+  );
+  assert.equal(sent.length, 2);
+  const v4 = parseIcmp(sent[0] as IpPacket);
+  assert.equal(v4.type, ICMP4.DEST_UNREACH);
+  assert.equal(v4.code, 4);
+  assert.equal(v4.mtu, 1400);
+  const v6 = parseIcmp(sent[1] as IpPacket);
+  assert.equal(v6.type, ICMP6.PACKET_TOO_BIG);
+  assert.equal(v6.mtu, 1400);
+  pipeline.close('test');
+});
+
+test('upgraded TCP flows also fit the upgrade device: larger packets get "too big" with its MTU; the service sees the tunnel MTU', async () => {
+  const { pipeline, sent, rt } = setup({}, { mtu: 9000 }, 8000);
+  const seen: { len: number; portMtu: number | undefined }[] = [];
+  const fake: TcpUpgrade = {
+    mtu: 1500,
+    fromClient: (port, packet) => seen.push({ len: packet.buf.length, portMtu: port.mtu }),
+    release: () => {},
+    close: async () => {},
+  };
+  rt.tcpUpgrade = () => Promise.resolve(fake);
+  const seg = (len: number, flags: number, v6 = false) =>
+    buildTcpPacket(v6 ? 'fd00::2' : '10.7.0.2', v6 ? 'fd00::80' : '198.18.0.80', {
+      srcPort: 3000,
+      dstPort: 80,
+      seq: 1,
+      flags,
+      payload: Buffer.alloc(len - (v6 ? 60 : 40)),
+    });
+  pipeline.fromClient(seg(60, 0x02));
+  await new Promise((r) => setImmediate(r));
+  pipeline.fromClient(seg(1500, 0x10));
+  pipeline.fromClient(seg(1501, 0x10));
+  pipeline.fromClient(seg(80, 0x02, true));
+  pipeline.fromClient(seg(4000, 0x10, true));
+  assert.deepEqual(
+    seen.map((x) => x.len),
+    [60, 1500, 80],
+  );
+  assert.ok(
+    seen.every((x) => x.portMtu === 8000),
+    'the service is told the tunnel MTU (for the MSS clamp)',
+  );
+  assert.equal(sent.length, 2);
+  const v4 = parseIcmp(sent[0] as IpPacket);
+  assert.equal(v4.type, ICMP4.DEST_UNREACH);
+  assert.equal(v4.code, 4);
+  assert.equal(v4.mtu, 1500);
+  const v6 = parseIcmp(sent[1] as IpPacket);
+  assert.equal(v6.type, ICMP6.PACKET_TOO_BIG);
+  assert.equal(v6.mtu, 1500);
+  // The quoted packet is the client's own (its TCP matches the error to the connection).
+  assert.equal(sent[0]!.buf.readUInt16BE(sent[0]!.l4Offset + 8 + 20), 3000);
   pipeline.close('test');
 });

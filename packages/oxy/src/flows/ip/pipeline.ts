@@ -6,7 +6,8 @@
  * Order per client packet: parse (strict; malformed packets are dropped by parser reason) →
  * reassemble fragments (bounded) → ICMP echo to the gateway answered here → flow tracker → on a
  * new flow, `IpFlowHook.handleFlow` (or the default: upgrade TCP and UDP, drop the rest) → the
- * packet MTU check → `handlePacket('up')` → the flow's way out: the IP→TCP upgrade service, the
+ * packet MTU check (the tunnel's: `ip.mtu` or the carrier's `port.mtu`, and the upgrade device's
+ * for upgraded TCP; over it, ICMP too big) → `handlePacket('up')` → the flow's way out: the IP→TCP upgrade service, the
  * flow's datagram session, the IP off-ramp, a drop, or a refusal (TCP RST, ICMP unreachable).
  * Order per reply: the upgrade service, the session (downgraded with `buildUdpPacket`) or the
  * off-ramp → tracker (TCP state both ways) → `handlePacket('down')` → the tunnel. A packet from
@@ -90,6 +91,8 @@ class TunnelPipeline implements IpPipeline {
   /** Flows sent out as packets by an egress decision: their replies from the off-ramp. */
   readonly #claims = new PacketClaims();
   #tcp: TcpUpgrade | null = null;
+  /** The MTU of upgraded TCP flows: the tunnel's, or the upgrade device's when smaller. */
+  #tcpMtu = 0;
   #tcpFailed = false;
   #tcpStarting: Promise<void> | null = null;
   #closed = false;
@@ -108,7 +111,9 @@ class TunnelPipeline implements IpPipeline {
     const pool = ipGatewaysOf(conn.endpoint);
     this.#gw4 = addressBytes(pool?.v4 ?? ip.gateway_v4);
     this.#gw6 = addressBytes(pool?.v6 ?? ip.gateway_v6);
-    this.#mtu = ip.mtu;
+    // The tunnel's MTU: `ip.mtu`, or what the carrier holds when that is less (RFC 1191/8201:
+    // the client learns it from the "too big" answers to larger packets).
+    this.#mtu = Math.min(ip.mtu, port.mtu ?? IP_MAX);
     this.#maxPending = ip.max_pending_packets;
     this.#offrampPath = ip.offramp;
     this.#tracker = new FlowTracker(trackerOptions(this.#endpoint, ip));
@@ -138,6 +143,7 @@ class TunnelPipeline implements IpPipeline {
               claim: (key, onPacket) => this.#claims.claim(key, onPacket),
               release: (key, onPacket) => this.#claims.release(key, onPacket),
             },
+      mtu: this.#mtu,
     };
   }
 
@@ -296,6 +302,7 @@ class TunnelPipeline implements IpPipeline {
     this.#tcpStarting ??= this.#rt.tcpUpgrade().then(
       (up) => {
         this.#tcp = up;
+        this.#tcpMtu = Math.min(this.#mtu, up.mtu ?? IP_MAX);
       },
       (e: unknown) => {
         this.#tcpFailed = true;
@@ -338,9 +345,10 @@ class TunnelPipeline implements IpPipeline {
         this.#refuse(p);
         return;
     }
-    if (p.buf.length > this.#mtu) {
+    const mtu = c.way === 'tcp' ? this.#tcpMtu : this.#mtu;
+    if (p.buf.length > mtu) {
       this.#drop('too_big');
-      this.#icmp(packetTooBig(p, this.#mtu), 'too_big');
+      this.#icmp(packetTooBig(p, mtu), 'too_big');
       return;
     }
     const q = this.#hooked(c, p, 'up');
@@ -507,6 +515,8 @@ class TunnelPipeline implements IpPipeline {
   }
 }
 
+/** The largest IP packet (IPv4 total length; an IPv6 payload without jumbograms is close). */
+const IP_MAX = 65535;
 const UPGRADE: IpFlowDecision = Object.freeze({ kind: 'upgrade' });
 const DROP_PROTOCOL: IpFlowDecision = Object.freeze({ kind: 'drop', reason: 'protocol' });
 

@@ -30,6 +30,12 @@ export interface IpTunnelPort {
    * absent when it has none.
    */
   readonly packets?: PacketsOut | undefined;
+  /**
+   * The largest IP packet the tunnel carries, when its carrier limits it below 65,535 (a GUE
+   * datagram's room). The pipeline's port to the upgrade service carries the tunnel's MTU (the
+   * smaller of this and `ip.mtu`), to which the service clamps the MSS of upgraded SYNs.
+   */
+  readonly mtu?: number;
 }
 
 /**
@@ -52,4 +58,9 @@ export interface TcpUpgrade {
   /** The tunnel ended: its flows are reset and forgotten. */
   release(port: IpTunnelPort): void;
   close(): Promise<void>;
+  /**
+   * The MTU of the device upgraded flows' packets go into, when below 65,535: the pipeline
+   * answers larger client packets of upgraded flows with ICMP "too big" carrying it.
+   */
+  readonly mtu?: number;
 }

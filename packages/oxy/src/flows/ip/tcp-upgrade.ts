@@ -137,6 +137,8 @@ export async function startTcpUpgrade(rt: Runtime, opts: TcpUpgradeOptions = {})
 }
 
 class UpgradeService implements TcpUpgradeService {
+  /** The device's MTU: the pipeline answers larger client packets with ICMP "too big". */
+  readonly mtu: number;
   readonly #rt: Runtime;
   readonly #ns: UpgradeNamespace;
   readonly #nat: UpgradeNat;
@@ -161,6 +163,7 @@ class UpgradeService implements TcpUpgradeService {
     v6: string,
     mtu: number,
   ) {
+    this.mtu = mtu;
     this.#rt = rt;
     this.#ns = ns;
     this.#linger = opts.closeLingerMs ?? 5000;
@@ -212,7 +215,12 @@ class UpgradeService implements TcpUpgradeService {
     if (flow === null) return;
     const mapping = flow.mapping;
     rewrite(p, mapping.slotAddr, mapping.slotPort, this.#listener[mapping.version], this.#ns.port);
-    if ((flags & SYN) !== 0) clampMss(p, this.#mss);
+    // Also to the tunnel's MTU, so the kernel's segments fit the tunnel (RFC 6691: MTU − 40/60).
+    if ((flags & SYN) !== 0)
+      clampMss(
+        p,
+        port.mtu === undefined ? this.#mss : Math.min(this.#mss, port.mtu - (p.version === 4 ? 40 : 60)),
+      );
     mapping.lastUsed = Date.now();
     if ((flags & (FIN | RST)) !== 0) this.#closing(flow, flags, true);
     if (this.#out.length === 0) queueMicrotask(() => this.#flush());

@@ -11,7 +11,13 @@
  * datagrams of new tunnels are dropped.
  *
  * Timers: one sweep per endpoint, at a quarter of the idle timeout; none per tunnel.
+ *
+ * Restarts: the socket is handed to the next process (`listeners.datagrams`), which reads it
+ * once it is ready; this process then stops reading, so a tunnel's next datagram opens it anew
+ * there, and the tunnels left here idle out (replies still leave through the shared socket).
  */
+import net from 'node:net';
+import type { Listeners } from 'foundations/restart';
 import { UdpSocket } from 'native';
 import type { EndpointState } from '../../context/state.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
@@ -31,16 +37,27 @@ export interface IpGueOnRamp {
   close(): void;
 }
 
+/** The largest UDP payload: 65,535 − 20 (IPv4 header) − 8, and 65,535 − 8 for IPv6. */
+const MAX_UDP_PAYLOAD_V4 = 65507;
+const MAX_UDP_PAYLOAD_V6 = 65527;
+/** The GUE header without extension fields (variant 0; variant 1 has none at all). */
+const GUE_HEADER = 4;
+
 interface GueTunnel {
   readonly tunnel: IpTunnel;
   lastActive: number;
 }
 
-/** Binds `settings.addr` (host:port). Throws `OXY_ERR_LISTEN` naming the settings key. */
+/**
+ * Binds `settings.addr` (host:port); with the restart lifecycle's `listeners`, adopts the socket
+ * the previous process (or systemd) handed over and hands it on at the next restart. Throws
+ * `OXY_ERR_LISTEN` naming the settings key.
+ */
 export function openIpGueOnRamp(
   rt: Runtime,
   endpoint: EndpointState,
   settings: IpGueEndpointSettings,
+  listeners?: Listeners,
 ): IpGueOnRamp {
   const where = `endpoints.${endpoint.name}.addr`;
   const addr = settings.addr;
@@ -48,12 +65,11 @@ export function openIpGueOnRamp(
     throw new OxyError(OXY_ERR.LISTEN, `${where}: an ip_gue endpoint listens on host:port`);
   let socket: UdpSocket;
   try {
-    socket = UdpSocket.bind({
-      address: addr.host,
-      port: addr.port,
-      maxDatagramSize: 65535,
-      receiveBufferSize: 4 << 20,
-    });
+    const opts = { maxDatagramSize: 65535, receiveBufferSize: 4 << 20 };
+    socket =
+      listeners === undefined
+        ? UdpSocket.bind({ address: addr.host, port: addr.port, ...opts })
+        : listeners.datagrams.bind(endpoint.name, { host: addr.host, port: addr.port }, opts);
   } catch (e) {
     throw new OxyError(
       OXY_ERR.LISTEN,
@@ -65,6 +81,7 @@ export function openIpGueOnRamp(
   }
   const bound = socket.address();
   const local = { host: bound.address, port: bound.port };
+  const v6 = net.isIPv6(bound.address);
   const tunnels = new Map<string, GueTunnel>();
   const idleMs = settings.gue.idle_timeout;
   const maxTunnels = settings.gue.max_tunnels;
@@ -81,6 +98,8 @@ export function openIpGueOnRamp(
         local,
         protocol: 'ip_gue',
         context: extensions,
+        // What fits one UDP datagram with the GUE header and this tunnel's extension fields.
+        mtu: (v6 ? MAX_UDP_PAYLOAD_V6 : MAX_UDP_PAYLOAD_V4) - GUE_HEADER - extensions.length,
         send: (packet) => {
           g.lastActive = performance.now();
           const out = variant === 1 ? encodeGue(packet, { variant: 1 }) : encodeGue(packet, { extensions });

@@ -7,7 +7,14 @@
  * Ordering rule: the first message of a connection is never a packet; packets that arrive
  * while the tunnel's hooks decide wait in the tunnel (bounded). A refused tunnel's connection
  * is closed; a closed connection ends its tunnel (`client_closed`).
+ *
+ * Restarts: with the lifecycle's `listeners`, the listening socket is the one the previous
+ * process handed over (or systemd's `ListenSequentialPacket=`), else bound under a temporary
+ * name and renamed into place; a restart hands it on, so the path is never unlinked and a
+ * client connecting meanwhile waits in the accept queue instead of being refused. Each open
+ * tunnel counts as a connection: an old process serves its tunnels until `drain_timeout`.
  */
+import type { Listeners } from 'foundations/restart';
 import { log } from 'foundations/telemetry';
 import { type SeqpacketServer, type SeqpacketSocket, seqpacket } from 'native';
 import type { EndpointState } from '../../context/state.ts';
@@ -33,24 +40,42 @@ export interface IpSeqpacketOnRamp {
   close(): void;
 }
 
-/** Listens on `settings.addr` (a path). Throws `OXY_ERR_LISTEN` naming the settings key. */
+/**
+ * Listens on `settings.addr` (a path); with the restart lifecycle's `listeners`, on the socket
+ * handed over when one matches, and handed on at the next restart. Throws `OXY_ERR_LISTEN`
+ * naming the settings key.
+ */
 export function openIpSeqpacketOnRamp(
   rt: Runtime,
   endpoint: EndpointState,
   settings: IpSeqpacketEndpointSettings,
+  listeners?: Listeners,
 ): IpSeqpacketOnRamp {
   const where = `endpoints.${endpoint.name}.addr`;
   const addr = settings.addr;
   if (addr.kind !== 'unix')
     throw new OxyError(OXY_ERR.LISTEN, `${where}: an ip_seqpacket endpoint listens on a Unix socket path`);
-  let server: SeqpacketServer;
+  const opts = { maxMessageSize: MAX_MESSAGE };
+  let opened: SeqpacketServer | undefined;
   try {
-    server = seqpacket.listen(addr.path, { maxMessageSize: MAX_MESSAGE });
+    if (listeners === undefined) opened = seqpacket.listen(addr.path, opts);
+    else {
+      listeners.listenWith(endpoint.name, addr, (fd) => {
+        const s =
+          fd === null
+            ? seqpacket.listen(addr.path, { ...opts, replace: true })
+            : seqpacket.listenFd(fd, addr.path, opts);
+        opened = s;
+        return { fd: s.fd, stopAccepting: () => s.close() };
+      });
+    }
   } catch (e) {
     throw new OxyError(OXY_ERR.LISTEN, `${where}: cannot listen on ${addr.path}: ${(e as Error).message}`, {
       cause: e,
     });
   }
+  if (opened === undefined) throw new OxyError(OXY_ERR.LISTEN, `${where}: no listening socket`);
+  const server = opened;
   /** Open connections and their tunnels (null until the first message). */
   const tunnels = new Map<SeqpacketSocket, IpTunnel | null>();
   server.on('error', (e) => log.warn('ip_seqpacket accept failed', { endpoint: endpoint.name, err: e }));
@@ -59,6 +84,13 @@ export function openIpSeqpacketOnRamp(
   function accept(socket: SeqpacketSocket): void {
     let tunnel: IpTunnel | null = null;
     tunnels.set(socket, null);
+    // Draining waits for the tunnel; at the deadline it ends `drained`.
+    const untrack = listeners?.track({
+      destroy: () => {
+        tunnel?.close('drained');
+        socket.close();
+      },
+    });
     const local = { host: addr.kind === 'unix' ? addr.path : '', port: 0 };
     socket.on('messages', (messages) => {
       let i = 0;
@@ -89,6 +121,7 @@ export function openIpSeqpacketOnRamp(
       socket.close();
     });
     socket.on('close', () => {
+      untrack?.();
       tunnels.delete(socket);
       tunnel?.close('client_closed');
     });

@@ -43,6 +43,8 @@ export interface OpenIpTunnelOptions {
   readonly send: SendPacket;
   /** The tunnel was refused (hooks said block or failed): a connected carrier closes. */
   readonly refused?: () => void;
+  /** The largest IP packet the carrier holds, when below 65,535 (`IpTunnelPort.mtu`). */
+  readonly mtu?: number;
 }
 
 /** Opens a tunnel on `endpoint`; its hooks run now (their answer may come later). */
@@ -92,6 +94,7 @@ class Tunnel implements IpTunnel {
         }
         this.#bytesOut += packet.length;
       },
+      ...(o.mtu === undefined ? {} : { mtu: o.mtu }),
     };
     forkConnection(conn, () => void this.#decide());
   }
