@@ -10,6 +10,7 @@
  */
 import net from 'node:net';
 import { type SettingsProblem, unwritableFile } from 'foundations/settings';
+import { workerCount } from 'foundations/workers';
 import type { ListenAddr } from './context/addr.ts';
 import { DnsResolver } from './dns/resolver.ts';
 import { http2ServerOptions } from './onramps/http2/server.ts';
@@ -89,6 +90,13 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
       problems.push({
         path: `${where}.addr`,
         message: `a ${ep.protocol} endpoint listens on host:port, not a path`,
+      });
+    // The supervisor of `workers: N` shares stream listeners only; datagram sessions and IP
+    // tunnels keep per-process state that several processes on one socket would split.
+    if (ep.protocol !== 'http' && ep.protocol !== 'tcp' && workerCount(settings.workers) > 1)
+      problems.push({
+        path: `${where}.protocol`,
+        message: `a ${ep.protocol} endpoint runs in one process: set workers: 1 (workers: ${settings.workers} shares only http and tcp listeners)`,
       });
     // A udp (or GUE) endpoint may share its port with a TCP one: only like transports clash.
     if (ep.protocol === 'udp' || ep.protocol === 'ip_gue')

@@ -122,6 +122,14 @@ test('a source address that is not an IP', async () => {
   );
 });
 
+test('a udp endpoint with workers: 2', async () => {
+  await failsBoth(
+    'workers-udp.yaml',
+    'workers: 2\nendpoints:\n  dns:\n    protocol: udp\n    addr: 127.0.0.1:0\n    udp:\n      target: 127.0.0.1:53\n',
+    /^oxy-restart-test: endpoints\.dns\.protocol: a udp endpoint runs in one process: set workers: 1/m,
+  );
+});
+
 test('a configuration --check accepts starts', async () => {
   fs.writeFileSync(
     path.join(dir, 'good.yaml'),
