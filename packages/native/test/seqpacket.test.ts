@@ -188,7 +188,10 @@ test('listenFd: the same listening socket accepts through a second descriptor; o
   client.send(Buffer.from('hello'));
   assert.equal(((await echoed)[0] as Buffer[])[0]!.toString(), 'hello');
   const [a, b] = seqpacket.pair();
-  closers.push(() => (a.close(), b.close()));
+  closers.push(() => {
+    a.close();
+    b.close();
+  });
   assert.throws(
     () => seqpacket.listenFd(dupFd(a.fd), 'pair'),
     (e) => isNativeError(e) && /not a listening Unix SEQPACKET socket/.test(e.message),
