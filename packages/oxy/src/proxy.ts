@@ -128,7 +128,8 @@ export async function startProxy(
       server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
       // A `tcp` endpoint whose connections all go whole to the addon skips Node's sockets.
       const fixed = ep.protocol === 'tcp' ? ep.tcp.target : null;
-      if (fixed !== null && rawAcceptApplies(rt, endpoint, fixed)) takeRawAccept(rt, endpoint, server, fixed);
+      if (fixed !== null && rawAcceptApplies(rt, endpoint, fixed))
+        takeRawAccept(rt, endpoint, server, fixed, options.listeners?.connections ?? null);
       servers.set(name, server);
       ingressMetrics.connections_active({ endpoint: name }).set(0);
       log.info('endpoint listening', {

@@ -19,6 +19,7 @@
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { TaskToken, TaskTracker } from 'foundations/restart';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { type EndpointState, IngressConnection, RequestState } from '../../context/state.ts';
 import type { RawClient, RawTcpHandle, RawTunnel } from '../../flows/stream/raw-tunnel.ts';
@@ -55,6 +56,8 @@ interface RawAccept {
   /** The local address when it is the same for every connection (not a wildcard). */
   readonly local: SocketAddr | null;
   readonly original: (err: number, handle?: RawTcpHandle) => void;
+  /** The restart lifecycle's connection tracker (a drain waits for what it counts), if any. */
+  readonly tracker: TaskTracker | null;
 }
 
 /** True when every connection of `endpoint` (targeting `target`) can be accepted raw. */
@@ -72,13 +75,16 @@ export function rawAcceptApplies(rt: Runtime, endpoint: EndpointState, target: S
 
 /**
  * Takes over `server`'s accepting for `endpoint` (see the top). False, and nothing changed,
- * when the listening handle is not one this knows.
+ * when the listening handle is not one this knows. `tracker` is the restart lifecycle's
+ * connection tracker (`Listeners.connections`): a raw connection is counted there as the
+ * lifecycle counts a socket's, so a restart's drain waits for it.
  */
 export function takeRawAccept(
   rt: Runtime,
   endpoint: EndpointState,
   server: net.Server,
   target: SocketAddr,
+  tracker: TaskTracker | null,
 ): boolean {
   const s = server as Server;
   const h = s._handle;
@@ -89,7 +95,7 @@ export function takeRawAccept(
     (a !== null && typeof a === 'object' && a.address !== '0.0.0.0' && a.address !== '::'
       ? { host: a.address, port: a.port }
       : null);
-  h[kRaw] = { rt, endpoint, server: s, target, local, original: h.onconnection };
+  h[kRaw] = { rt, endpoint, server: s, target, local, original: h.onconnection, tracker };
   h.onconnection = onRawConnection;
   return true;
 }
@@ -120,10 +126,18 @@ function onRawConnection(this: ListenHandle, err: number, handle?: RawTcpHandle)
   ingressMetrics.connections_active(labels).inc();
   const ingress = new RawTcpIngress(st, handle);
   conn.abort = () => ingress.abort();
-  forkConnection(conn, () => serve(rt, conn, st.target, ingress));
+  // Accepted after the tracker closed (a drain racing the last accept): served, not awaited.
+  const token = st.tracker === null || st.tracker.closed ? null : st.tracker.start();
+  forkConnection(conn, () => serve(rt, conn, st.target, ingress, token));
 }
 
-function serve(rt: Runtime, conn: IngressConnection, target: SocketAddr, ingress: RawTcpIngress): void {
+function serve(
+  rt: Runtime,
+  conn: IngressConnection,
+  target: SocketAddr,
+  ingress: RawTcpIngress,
+  token: TaskToken | null,
+): void {
   conn.requests++;
   conn.tunnels++;
   const request = new RequestState(conn, 'tcp', 'TCP', target, rt.ext);
@@ -134,6 +148,7 @@ function serve(rt: Runtime, conn: IngressConnection, target: SocketAddr, ingress
     conn.closed = true;
     rt.connections.delete(conn);
     ingressMetrics.connections_active({ endpoint: conn.endpoint.name }).dec();
+    token?.done();
   });
 }
 
