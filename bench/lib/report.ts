@@ -143,6 +143,8 @@ const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]
     { key: 'cpu_us_per_conn', head: 'CPU µs/conn', digits: 1 },
     { key: 'js_us_per_conn', head: 'JS thread µs/conn', digits: 1 },
     { key: 'reactor_us_per_conn', head: 'reactor µs/conn', digits: 1 },
+    { key: 'js_csw_per_conn', head: 'JS switches/conn', digits: 2 },
+    { key: 'reactor_csw_per_conn', head: 'reactor switches/conn', digits: 2 },
     { key: 'connect_p99_ms', head: 'connect p99 ms', digits: 2 },
     { key: 'errors', head: 'errors', digits: 0 },
     { key: 'load1', head: 'load avg', digits: 1 },

@@ -82,7 +82,11 @@ function lastJson(text: string): Record<string, number | string | boolean> {
 }
 
 /** Per-unit CPU figures in microseconds: the whole proxy, and Oxy's two threads. */
-export function cpuPer(cpu: (CpuSplit & { total: number }) | null, units: number, unit: string): Figures {
+export function cpuPer(
+  cpu: (Omit<CpuSplit, 'jsSwitches' | 'reactorSwitches'> & Partial<CpuSplit> & { total: number }) | null,
+  units: number,
+  unit: string,
+): Figures {
   if (!cpu || units <= 0) return { primary: 0 };
   const us = (s: number) => (s * 1e6) / units;
   return {
@@ -90,6 +94,12 @@ export function cpuPer(cpu: (CpuSplit & { total: number }) | null, units: number
     [`cpu_us_per_${unit}`]: us(cpu.total),
     [`js_us_per_${unit}`]: us(cpu.js),
     [`reactor_us_per_${unit}`]: us(cpu.reactor),
+    // Context switches of the JS and reactor threads (sampled in this process only: not the UDP
+    // load generator's figures).
+    ...(cpu.jsSwitches === undefined ? {} : { [`js_csw_per_${unit}`]: cpu.jsSwitches / units }),
+    ...(cpu.reactorSwitches === undefined
+      ? {}
+      : { [`reactor_csw_per_${unit}`]: cpu.reactorSwitches / units }),
   };
 }
 

@@ -18,6 +18,15 @@ export interface CpuSplit {
   reactor: number;
   /** Everything else: V8 workers, libuv's pool, the inspector's signal thread. */
   other: number;
+  /** Context switches (voluntary and not) of the JS threads and of the reactor threads. */
+  jsSwitches: number;
+  reactorSwitches: number;
+}
+
+function switchesOf(status: string | undefined): number {
+  if (status === undefined) return 0;
+  const m = /^voluntary_ctxt_switches:\s*(\d+)\s*\nnonvoluntary_ctxt_switches:\s*(\d+)/m.exec(status);
+  return m === null ? 0 : Number(m[1]) + Number(m[2]);
 }
 
 function read(path: string): string | undefined {
@@ -30,7 +39,7 @@ function read(path: string): string | undefined {
 
 /** A sample of the tree's CPU run time now. */
 export function cpuSplit(root: number): CpuSplit {
-  const out: CpuSplit = { js: 0, reactor: 0, other: 0 };
+  const out: CpuSplit = { js: 0, reactor: 0, other: 0, jsSwitches: 0, reactorSwitches: 0 };
   for (const pid of processTree(root)) {
     const mainComm = read(`/proc/${pid}/comm`)?.trim();
     let tids: string[];
@@ -41,9 +50,13 @@ export function cpuSplit(root: number): CpuSplit {
     }
     for (const tid of tids) {
       const ns = Number(read(`/proc/${pid}/task/${tid}/schedstat`)?.split(' ')[0] ?? 0);
-      if (Number(tid) === pid) out.js += ns;
-      else if (read(`/proc/${pid}/task/${tid}/comm`)?.trim() === mainComm) out.reactor += ns;
-      else out.other += ns;
+      if (Number(tid) === pid) {
+        out.js += ns;
+        out.jsSwitches += switchesOf(read(`/proc/${pid}/task/${tid}/status`));
+      } else if (read(`/proc/${pid}/task/${tid}/comm`)?.trim() === mainComm) {
+        out.reactor += ns;
+        out.reactorSwitches += switchesOf(read(`/proc/${pid}/task/${tid}/status`));
+      } else out.other += ns;
     }
   }
   return out;
@@ -58,5 +71,7 @@ export function cpuSplitSince(root: number, before: CpuSplit): CpuSplit & { tota
   const js = Math.max(0, now.js - before.js) / 1e9;
   const reactor = Math.max(0, now.reactor - before.reactor) / 1e9;
   const other = Math.max(0, now.other - before.other) / 1e9;
-  return { js, reactor, other, total: js + reactor + other };
+  const jsSwitches = Math.max(0, now.jsSwitches - before.jsSwitches);
+  const reactorSwitches = Math.max(0, now.reactorSwitches - before.reactorSwitches);
+  return { js, reactor, other, jsSwitches, reactorSwitches, total: js + reactor + other };
 }

@@ -179,7 +179,11 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
           await datagrams;
         },
         forceClose() {
-          for (const conn of proxy?.runtime.connections ?? []) conn.closeReason = 'drained';
+          for (const conn of proxy?.runtime.connections ?? []) {
+            conn.closeReason = 'drained';
+            // The lifecycle destroys the sockets it tracks next; a raw tcp connection has none.
+            if (conn.socket === null) conn.abort?.();
+          }
         },
         beforeExit: () => proxy?.runtime.audit.close(),
         log: (level, msg, fields) => log[level](msg, fields),

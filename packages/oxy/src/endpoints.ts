@@ -87,7 +87,8 @@ export async function drain(
   }
   for (const conn of rt.connections) {
     conn.closeReason = 'drained';
-    conn.socket?.destroy();
+    if (conn.socket !== null) conn.socket.destroy();
+    else conn.abort?.();
   }
   await closed;
 }

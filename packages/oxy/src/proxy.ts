@@ -22,6 +22,7 @@ import { acceptConnection, type SocketOnRamp } from './onramps/ingress.ts';
 import { openIpGueOnRamp } from './onramps/ip-tunnel/gue.ts';
 import { openIpSeqpacketOnRamp } from './onramps/ip-tunnel/seqpacket.ts';
 import { createTcpOnRamp } from './onramps/tcp/onramp.ts';
+import { rawAcceptApplies, takeRawAccept } from './onramps/tcp/raw-accept.ts';
 import { openUdpOnRamp, type UdpOnRamp } from './onramps/udp/onramp.ts';
 import { Runtime } from './runtime.ts';
 import { type AppSettings, buildSettingsSchema } from './settings.ts';
@@ -125,6 +126,10 @@ export async function startProxy(
       onramps.push(onramp);
       const server = await openEndpoint(name, ep.addr, options.listeners);
       server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
+      // A `tcp` endpoint whose connections all go whole to the addon skips Node's sockets.
+      const fixed = ep.protocol === 'tcp' ? ep.tcp.target : null;
+      if (fixed !== null && rawAcceptApplies(rt, endpoint, fixed))
+        takeRawAccept(rt, endpoint, server, fixed, options.listeners?.connections ?? null);
       servers.set(name, server);
       ingressMetrics.connections_active({ endpoint: name }).set(0);
       log.info('endpoint listening', {

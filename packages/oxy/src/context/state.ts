@@ -140,6 +140,11 @@ export class IngressConnection implements IngressContext, LogFieldSource {
   tunnels = 0;
   closeReason = 'client_closed';
   closed = false;
+  /**
+   * Ends a connection that has no socket here (a `tcp` endpoint's raw accept,
+   * `onramps/tcp/raw-accept.ts`): what a drain calls at its deadline instead of destroying it.
+   */
+  abort: (() => void) | null = null;
 
   /** `from` is the accepted socket, or a datagram session's addresses. */
   constructor(

@@ -12,14 +12,25 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { EgressState } from '../context/state.ts';
-import { canSpliceOne, type SpliceConnectResult, spliceConnect } from '../flows/stream/splice.ts';
+import { type RawClient, rawTunnel } from '../flows/stream/raw-tunnel.ts';
+import {
+  canSpliceOne,
+  type SpliceConnectResult,
+  type SpliceConnectTarget,
+  spliceConnect,
+} from '../flows/stream/splice.ts';
 import { connectFailure } from '../offramps/tcp/happy-eyeballs.ts';
 import type { Runtime } from '../runtime.ts';
 import { connectFailed, connectObserved, type EgressRoute } from './connect.ts';
 
 /** A client the addon can run a whole tunnel for: a plain TCP socket, read by nobody. */
 export interface SpliceableClient {
-  readonly socket: Duplex;
+  readonly socket: Duplex | null;
+  /**
+   * Instead of `socket`: an accepted handle that never became a socket (`onramps/tcp/raw-accept.ts`),
+   * and where its tunnel is to be reported once started (a drain stops it through that).
+   */
+  readonly raw?: RawClient;
   /** Bytes that came before the tunnel started (after a CONNECT head), for the upstream. */
   readonly early: Buffer | null;
   /** The answer to write to the client once connected (may be empty). */
@@ -36,7 +47,7 @@ export function wholeTunnelAddress(route: EgressRoute): string | null {
 
 /** True when the addon can take `client` for a whole tunnel. */
 export function canRunWhole(client: SpliceableClient): boolean {
-  return canSpliceOne(client.socket);
+  return client.raw !== undefined || (client.socket !== null && canSpliceOne(client.socket));
 }
 
 /** The outcome of {@link connectWholeTunnel}: the tunnel's result, or the connect error (already counted). */
@@ -59,22 +70,23 @@ export async function connectWholeTunnel(
 ): Promise<WholeTunnelResult> {
   const source = rt.settings.egress.source_addr;
   const timeoutMs = rt.settings.egress.connect_timeout;
-  const r = await spliceConnect(
-    client.socket,
-    {
-      ip,
-      port,
-      sourceIp: source !== null && net.isIP(source) === net.isIP(ip) ? source : '',
-      head: client.head,
-      early: client.early,
-      connectTimeoutMs: timeoutMs,
-    },
-    eg.ingress.endpoint.stream,
-    (connectMs) => {
-      connectObserved(performance.now() - connectMs);
-      onConnected();
-    },
-  );
+  const target: SpliceConnectTarget = {
+    ip,
+    port,
+    sourceIp: source !== null && net.isIP(source) === net.isIP(ip) ? source : '',
+    head: client.head,
+    early: client.early,
+    connectTimeoutMs: timeoutMs,
+  };
+  const connected = (connectMs: number): void => {
+    connectObserved(performance.now() - connectMs);
+    onConnected();
+  };
+  const options = eg.ingress.endpoint.stream;
+  const r =
+    client.raw !== undefined
+      ? await rawTunnel(client.raw, target, options, connected)
+      : await spliceConnect(client.socket as Duplex, target, options, connected);
   if (r.connectError !== null) {
     const error = connectFailure(ip, port, r.connectError, timeoutMs);
     connectFailed(error.code);

@@ -210,7 +210,7 @@ const TRIM_AFTER_MS = 1000;
 let trimTimer: NodeJS.Timeout | null = null;
 
 /** A tunnel started or ended: trim once things are quiet (a busy proxy never pays for it). */
-function noteActivity(): void {
+export function noteActivity(): void {
   if (trimTimer !== null) trimTimer.refresh();
   else trimTimer = setTimeout(trimNow, TRIM_AFTER_MS).unref();
 }
@@ -430,18 +430,30 @@ function destroySpliced(this: NodeSocket, err: Error | null, cb: (err?: Error | 
   socketDestroy.call(this, err, cb);
 }
 
+/** A running tunnel as the idle sweep and the lifetime queue see it (a splice, a raw tunnel). */
+export interface TimedRun {
+  /** Bytes both ways at the last idle sweep (-1: none yet). */
+  lastTotal: number;
+  /** When the maximum lifetime ends (performance.now()). */
+  deadline: number;
+  /** Bytes moved both ways so far. */
+  total(): number;
+  /** Ends the tunnel now with `reason`. */
+  stop(reason: PumpCloseReason): void;
+}
+
 /**
  * The idle check of every tunnel with the same idle timeout: one interval of that length. A
  * tunnel whose byte count did not change between two sweeps is closed, so a silent tunnel
  * closes between one and two timeouts after its last byte (as the pump's timer does).
  */
-class IdleSweep {
+export class IdleSweep {
   static readonly #byMs = new Map<number, IdleSweep>();
   readonly #ms: number;
-  readonly #runs = new Set<SpliceRun>();
+  readonly #runs = new Set<TimedRun>();
   readonly #timer: NodeJS.Timeout;
 
-  static join(run: SpliceRun, ms: number): IdleSweep {
+  static join(run: TimedRun, ms: number): IdleSweep {
     let sweep = IdleSweep.#byMs.get(ms);
     if (sweep === undefined) {
       sweep = new IdleSweep(ms);
@@ -456,7 +468,7 @@ class IdleSweep {
     this.#timer = setInterval(sweepIdle, ms, this).unref();
   }
 
-  leave(run: SpliceRun): void {
+  leave(run: TimedRun): void {
     this.#runs.delete(run);
     if (this.#runs.size > 0) return;
     clearInterval(this.#timer);
@@ -480,13 +492,13 @@ function sweepIdle(sweep: IdleSweep): void {
  * The maximum lifetime of every tunnel with the same limit: tunnels join in start order, so
  * deadlines are in order too, and one timer set for the earliest serves them all.
  */
-class LifeQueue {
+export class LifeQueue {
   static readonly #byMs = new Map<number, LifeQueue>();
   readonly #ms: number;
-  readonly #runs = new Set<SpliceRun>();
+  readonly #runs = new Set<TimedRun>();
   #timer: NodeJS.Timeout | null = null;
 
-  static join(run: SpliceRun, ms: number): LifeQueue {
+  static join(run: TimedRun, ms: number): LifeQueue {
     let q = LifeQueue.#byMs.get(ms);
     if (q === undefined) {
       q = new LifeQueue(ms);
@@ -502,7 +514,7 @@ class LifeQueue {
     this.#ms = ms;
   }
 
-  leave(run: SpliceRun): void {
+  leave(run: TimedRun): void {
     this.#runs.delete(run);
     if (this.#runs.size > 0) return;
     if (this.#timer !== null) clearTimeout(this.#timer);
