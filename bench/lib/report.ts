@@ -111,7 +111,10 @@ const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]
     { key: 'rps', head: 'requests/s' },
     { key: 'p50_ms', head: 'p50 ms', digits: 2 },
     { key: 'p99_ms', head: 'p99 ms', digits: 2 },
+    { key: 'cpu_us_per_req', head: 'CPU µs/request', digits: 1 },
+    { key: 'vcsw_per_req', head: 'sleeps/request', digits: 2 },
     { key: 'errors', head: 'errors', digits: 0 },
+    { key: 'load1', head: 'load avg', digits: 1 },
   ],
   S2: [{ key: 'gbit_per_s', head: 'Gbit/s', digits: 2 }],
   S9: [
