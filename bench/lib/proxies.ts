@@ -112,7 +112,11 @@ export const PROXIES: readonly ProxyDef[] = [
     start(env, port, scenario) {
       const root = process.env.BENCH_OXY_REF ?? env.root;
       const flags = process.env.BENCH_OXY_REF_FLAGS;
-      const refEnv = { ...env, root, oxyEnv: flags === undefined ? env.oxyEnv : { ...env.oxyEnv, OXY_NODE_FLAGS: flags } };
+      const refEnv = {
+        ...env,
+        root,
+        oxyEnv: flags === undefined ? env.oxyEnv : { ...env.oxyEnv, OXY_NODE_FLAGS: flags },
+      };
       return startOxy(refEnv, 'oxy-ref', port, 1, scenario);
     },
   },

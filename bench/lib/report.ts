@@ -400,6 +400,8 @@ export function page(lines: readonly ResultLine[], info: PageInfo, proxies: read
     'npm run bench -- S1 oxy --quick    # one short run of one cell',
     'npm run bench -- all squid,oxy     # a subset of proxies',
     'npm run bench -- S6,S7 --docs      # the layer-4 scenarios only: writes docs/bench-l4.md',
+    'npm run bench -- S1 oxy,trafficserver --pin   # S1 with no spare core: proxy alone on CPU 1, wrk and nginx on CPU 0',
+    'BENCH_OXY_REF=/path/to/other/checkout npm run bench -- S1 oxy,oxy-ref   # before/after in one run',
     '```',
     '',
     'The harness installs what it lacks (Debian packages under the apt lock, the Node.js peers into',
