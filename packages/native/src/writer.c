@@ -413,7 +413,8 @@ static napi_value writer_close(napi_env env, napi_callback_info info) {
  * writerTrySend(owner, data, encoding): as writerSend, but when nothing is queued or on its way
  * the bytes are written here, on the calling (JS) thread, straight from the caller's memory:
  * no copy, no command and no wake-up of the reactor thread. Only what the socket did not take
- * (EAGAIN, a short write) is copied into the queue for the reactor thread. Bytes stay in order:
+ * (EAGAIN, a short write) is copied into the queue for the reactor thread; -1 when the socket
+ * failed (the bytes dropped: writerError says why). Bytes stay in order:
  * with anything queued, it appends as writerSend does. For small writes, where the hand-over to
  * the other thread costs more than the write (a machine with no spare core pays it twice).
  */
@@ -482,7 +483,8 @@ static napi_value writer_try_send(napi_env env, napi_callback_info info) {
       go = schedule(w);
     } else oom = true;
   }
-  double queued = (double)w->queued;
+  /* -1: dropped, the socket failed (the caller need not ask writerError after each write). */
+  double queued = w->err != 0 ? -1 : (double)w->queued;
   pthread_mutex_unlock(&w->mu);
   free(heap);
   if (oom) {

@@ -106,7 +106,8 @@ export function writeDirect(socket: net.Socket, data: Buffer | string, encoding:
       else s.uncork();
     };
     if (w.drained(drained)) drained();
-  } else if (n === 0) {
+  } else if (n < 0 || (n === 0 && data.length > INLINE_LIMIT)) {
+    // -1: an inline write failed (the peer reset); 0 from a queued send may be a drop too.
     const e = w.error;
     if (e !== null) s.destroy(e);
   }
@@ -176,9 +177,10 @@ function send(
  * the reactor failed (the peer reset) fails the stream, so the socket is destroyed and whoever
  * feeds it (a response from upstream) learns the client is gone, even if Node is not reading.
  */
-function ack(w: SocketWriter, queued: number, cb: WriteCb): void {
+function ack(w: SocketWriter, queued: number, cb: WriteCb, inline: boolean): void {
   if (queued < HIGH_WATER) {
-    cb(queued === 0 ? (w.error ?? undefined) : undefined);
+    // An inline write says -1 when the socket failed; a queued one says 0, as when all is written.
+    cb(queued < 0 || (queued === 0 && !inline) ? (w.error ?? undefined) : undefined);
     return;
   }
   if (w.drained(() => cb(w.error ?? undefined))) cb(w.error ?? undefined);
@@ -186,7 +188,8 @@ function ack(w: SocketWriter, queued: number, cb: WriteCb): void {
 
 function writeOne(this: Socket, chunk: Buffer | string, encoding: BufferEncoding, cb: WriteCb): void {
   const w = writerOf(this);
-  ack(w, send(this, w, chunk, encoding, chunk.length <= INLINE_LIMIT), cb);
+  const inline = chunk.length <= INLINE_LIMIT;
+  ack(w, send(this, w, chunk, encoding, inline), cb, inline);
 }
 
 function writeMany(
@@ -202,12 +205,12 @@ function writeMany(
     const parts = chunks.map((c) =>
       typeof c.chunk === 'string' ? Buffer.from(c.chunk, c.encoding) : c.chunk,
     );
-    ack(w, send(this, w, Buffer.concat(parts), 'latin1', true), cb);
+    ack(w, send(this, w, Buffer.concat(parts), 'latin1', true), cb, true);
     return;
   }
   let queued = 0;
-  for (const c of chunks) queued = send(this, w, c.chunk, c.encoding, c.chunk.length <= INLINE_LIMIT);
-  ack(w, queued, cb);
+  for (const c of chunks) queued = send(this, w, c.chunk, c.encoding, false);
+  ack(w, queued, cb, false);
 }
 
 function finalOne(this: Socket, cb: WriteCb): void {
