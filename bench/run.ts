@@ -14,6 +14,8 @@
  * Scenarios and proxies may be comma lists (`S1,S3 oxy,squid`). `--docs` writes
  * docs/benchmarks.md and docs/bench/*.svg (the default for a full run that is not --quick).
  * `--cpu-prof` runs Oxy under `node --cpu-prof`; profiles land in bench/.work/prof/.
+ * `--pin` (S1) emulates a machine with no spare core for the proxy: the proxy, all its threads,
+ * alone on CPU 1; wrk, the upstream and the harness on CPU 0 (taskset).
  */
 import { type StdioOptions, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -24,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runS8, startTlsOrigin } from './lib/intercept.ts';
 import { BUSY_THRESHOLD, CpuWatch, describeMachine, foreignLoad } from './lib/machine.ts';
-import { installCleanup, stopProcess } from './lib/procs.ts';
+import { installCleanup, pinTree, stopProcess } from './lib/procs.ts';
 import {
   type BenchEnv,
   HTTP_SCENARIOS,
@@ -79,6 +81,7 @@ const { values, positionals } = parseArgs({
     docs: { type: 'boolean', default: false },
     'no-docs': { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
+    pin: { type: 'boolean', default: false },
     report: { type: 'string' },
     command: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
@@ -225,8 +228,13 @@ async function main(): Promise<void> {
     udpEcho: env.udpEcho,
     dns: env.dns,
     quick: values.quick,
+    pin: values.pin,
   };
   const upstream = await startUpstream(env, UPSTREAM_PORT, docroot);
+  if (values.pin) {
+    pinTree(process.pid, '0');
+    pinTree(upstream.proc.pid, '0');
+  }
   const udpPeers = scenarios.some((s) => s.startsWith('S7') || s.startsWith('S11'))
     ? await startUdpPeers(env, UDP_ECHO_PORT, DNS_PORT)
     : null;
@@ -250,6 +258,7 @@ async function main(): Promise<void> {
       if (proxy.start) {
         const idx = PROXIES.indexOf(proxy);
         running = await proxy.start(env, FIRST_PROXY_PORT + idx, sc);
+        if (values.pin) pinTree(running.proc.pid, '1');
       }
       // Wait (a little) for a quiet machine before starting the clock; not worth it for --quick.
       for (let i = 0; i < 2 && !values.quick && (await foreignLoad(1000)) > BUSY_THRESHOLD; i++) {

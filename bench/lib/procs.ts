@@ -5,7 +5,7 @@
  *
  * Ordering rule: `installCleanup()` runs once at start-up, before the first `startProcess()`.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -184,6 +184,15 @@ export function installCleanup(): void {
       process.exit(130);
     });
   }
+}
+
+/**
+ * Binds every thread of `root`'s process tree to `cpus` (a taskset list, "1" or "0-1"); threads
+ * and processes started later inherit it from their parent thread. For the `--pin` layout.
+ */
+export function pinTree(root: number, cpus: string): void {
+  for (const pid of processTree(root))
+    spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
 }
 
 /** The PID and all its descendants (found through /proc), e.g. a proxy's worker processes. */

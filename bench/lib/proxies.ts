@@ -106,6 +106,21 @@ export const PROXIES: readonly ProxyDef[] = [
     },
   },
   {
+    name: 'oxy-ref',
+    note: 'Oxy from another checkout (`BENCH_OXY_REF`, its `node_modules` installed and addon built) with `OXY_NODE_FLAGS` from `BENCH_OXY_REF_FLAGS` if set, for a before/after in one run; S1 only',
+    scenarios: ['S1'],
+    start(env, port, scenario) {
+      const root = process.env.BENCH_OXY_REF ?? env.root;
+      const flags = process.env.BENCH_OXY_REF_FLAGS;
+      const refEnv = {
+        ...env,
+        root,
+        oxyEnv: flags === undefined ? env.oxyEnv : { ...env.oxyEnv, OXY_NODE_FLAGS: flags },
+      };
+      return startOxy(refEnv, 'oxy-ref', port, 1, scenario);
+    },
+  },
+  {
     name: 'oxy-body',
     note: 'this project with a body hook that counts every response body byte (bench/apps/body-count.ts); S9 only',
     scenarios: ['S9'],

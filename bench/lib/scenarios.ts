@@ -11,7 +11,7 @@ import { type Proc, runCommand, startProcess, stopProcess, treeCpuTicks, treePss
 import type { Scenario } from './proxies.ts';
 import { L3_METRICS } from './scenarios-l3.ts';
 import { cpuPer, L4_METRICS, S11_METRICS } from './scenarios-l4.ts';
-import { cpuSplit, cpuSplitSince } from './threads.ts';
+import { cpuSplit, cpuSplitSince, ctxSwitches } from './threads.ts';
 
 /** Clock ticks per second of /proc/PID/stat (Linux's USER_HZ, 100 on every kernel we run). */
 const CLOCK_TICKS = 100;
@@ -27,6 +27,12 @@ export interface ScenarioEnv {
   readonly udpEcho: string;
   readonly dns: string;
   readonly quick: boolean;
+  /**
+   * The `--pin` layout (S1): the load generator runs on CPU 0 with the upstream, the proxy alone
+   * on CPU 1, so no proxy thread has a spare core and every hand-over between its threads is a
+   * context switch on the same CPU.
+   */
+  readonly pin?: boolean;
 }
 
 /** The figures of one run. `primary` is the one the table and chart rank by. */
@@ -105,17 +111,24 @@ export async function runS1(
   const target = `http://${proxy ?? env.upstream}/`;
   const script = join(env.root, 'bench/s1.lua');
   const seconds = env.quick ? 3 : 10;
-  await runCommand('wrk', ['-t1', '-c64', '-d1s', '-s', script, target], { env: wrkEnv, timeoutMs: 20000 });
-  // The proxy's CPU (every thread, user + system) over the measured run, per request.
+  // With --pin, wrk shares CPU 0 with the upstream (the harness pinned the proxy and the upstream).
+  const wrk = (args: string[]): [string, string[]] =>
+    env.pin ? ['taskset', ['-c', '0', 'wrk', ...args]] : ['wrk', args];
+  await runCommand(...wrk(['-t1', '-c64', '-d1s', '-s', script, target]), { env: wrkEnv, timeoutMs: 20000 });
+  // The proxy's CPU (every thread, user + system) over the measured run, per request; Oxy's JS
+  // and reactor threads apart; its context switches (each voluntary one is a sleep and a wake-up).
   const ticksBefore = pid === null ? 0 : treeCpuTicks(pid);
+  const splitBefore = pid === null ? null : cpuSplit(pid);
+  const ctxBefore = pid === null ? null : ctxSwitches(pid);
   const r = await runCommand(
-    'wrk',
-    ['-t2', '-c64', `-d${seconds}s`, '--timeout', '5s', '-s', script, target],
+    ...wrk(['-t2', '-c64', `-d${seconds}s`, '--timeout', '5s', '-s', script, target]),
     {
       env: wrkEnv,
       timeoutMs: (seconds + 30) * 1000,
     },
   );
+  const split = pid === null || splitBefore === null ? null : cpuSplitSince(pid, splitBefore);
+  const ctxAfter = pid === null ? null : ctxSwitches(pid);
   const j = lastJson(r.stdout);
   const requests = Number(j.requests);
   const errors =
@@ -127,10 +140,24 @@ export async function runS1(
   const rps = requests / (Number(j.duration_us) / 1e6);
   if (requests === 0) throw new Error(`no request succeeded (errors ${errors})`);
   const cpuUs = pid === null ? null : ((treeCpuTicks(pid) - ticksBefore) * 1e6) / CLOCK_TICKS / requests;
+  const perReq = (x: number): number => x / requests;
   return {
     primary: rps,
     rps,
     ...(cpuUs === null ? {} : { cpu_us_per_req: cpuUs }),
+    ...(split === null
+      ? {}
+      : {
+          js_us_per_req: perReq(split.js * 1e6),
+          reactor_us_per_req: perReq(split.reactor * 1e6),
+          other_us_per_req: perReq(split.other * 1e6),
+        }),
+    ...(ctxBefore === null || ctxAfter === null
+      ? {}
+      : {
+          vcsw_per_req: perReq(ctxAfter.voluntary - ctxBefore.voluntary),
+          ivcsw_per_req: perReq(ctxAfter.involuntary - ctxBefore.involuntary),
+        }),
     p50_ms: Number(j.p50_us) / 1000,
     p99_ms: Number(j.p99_us) / 1000,
     errors,

@@ -75,3 +75,25 @@ export function cpuSplitSince(root: number, before: CpuSplit): CpuSplit & { tota
   const reactorSwitches = Math.max(0, now.reactorSwitches - before.reactorSwitches);
   return { js, reactor, other, jsSwitches, reactorSwitches, total: js + reactor + other };
 }
+
+/**
+ * Context switches of a process tree so far, all threads, voluntary (the thread slept: a
+ * wake-up follows) and not (preempted), from /proc/<pid>/task/<tid>/status.
+ */
+export function ctxSwitches(root: number): { voluntary: number; involuntary: number } {
+  const out = { voluntary: 0, involuntary: 0 };
+  for (const pid of processTree(root)) {
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tids) {
+      const s = read(`/proc/${pid}/task/${tid}/status`) ?? '';
+      out.voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(s)?.[1] ?? 0);
+      out.involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(s)?.[1] ?? 0);
+    }
+  }
+  return out;
+}

@@ -59,6 +59,7 @@ export interface Addon {
   trimMemory(): boolean;
   writerOpen(owner: WriterOwner, fd: number): void;
   writerSend(owner: WriterOwner, data: Buffer | string, encoding: number): number;
+  writerTrySend(owner: WriterOwner, data: Buffer | string, encoding: number): number;
   writerDrained(owner: WriterOwner): boolean;
   writerEnd(owner: WriterOwner): void;
   writerWritten(owner: WriterOwner): number;

@@ -409,7 +409,101 @@ static napi_value writer_close(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+/*
+ * writerTrySend(owner, data, encoding): as writerSend, but when nothing is queued or on its way
+ * the bytes are written here, on the calling (JS) thread, straight from the caller's memory:
+ * no copy, no command and no wake-up of the reactor thread. Only what the socket did not take
+ * (EAGAIN, a short write) is copied into the queue for the reactor thread; -1 when the socket
+ * failed (the bytes dropped: writerError says why). Bytes stay in order:
+ * with anything queued, it appends as writerSend does. For small writes, where the hand-over to
+ * the other thread costs more than the write (a machine with no spare core pays it twice).
+ */
+#define TRY_STACK 4096
+static napi_value writer_try_send(napi_env env, napi_callback_info info) {
+  napi_value argv[3], out;
+  int32_t enc;
+  if (!get_args(env, info, 3, argv, NULL) || !arg_int32(env, argv[2], &enc)) return NULL;
+  writer_t *w = get_writer(env, argv[0]);
+  if (!w) return NULL;
+  uint8_t stack[TRY_STACK];
+  uint8_t *data = NULL, *heap = NULL;
+  size_t n = 0;
+  if (enc == 0) {
+    void *d;
+    if (!arg_buffer(env, argv[1], &d, &n)) return NULL;
+    data = d;
+  } else if (enc == 1 || enc == 2) {
+    size_t len;
+    napi_status st = enc == 1 ? napi_get_value_string_latin1(env, argv[1], NULL, 0, &len)
+                              : napi_get_value_string_utf8(env, argv[1], NULL, 0, &len);
+    if (st != napi_ok) {
+      throw_type(env, "the data must be a string");
+      return NULL;
+    }
+    data = len < TRY_STACK ? stack : (heap = malloc(len + 1));
+    if (!data) {
+      napi_throw_error(env, NULL, "out of memory");
+      return NULL;
+    }
+    if (enc == 1) napi_get_value_string_latin1(env, argv[1], (char *)data, len + 1, &n);
+    else napi_get_value_string_utf8(env, argv[1], (char *)data, len + 1, &n);
+  } else {
+    throw_type(env, "unknown encoding");
+    return NULL;
+  }
+  size_t off = 0;
+  bool go = false, oom = false;
+  pthread_mutex_lock(&w->mu);
+  if (n == 0 || w->err != 0 || w->close_req || w->fd < 0) {
+    n = 0; /* nothing to send, or the socket failed: dropped, as writerSend drops it */
+  } else if (w->head == NULL && !w->scheduled && !w->waiting) {
+    for (;;) {
+      ssize_t sent = send(w->fd, data + off, n - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (sent < 0 && errno == EINTR) continue;
+      if (sent < 0 && errno != EAGAIN) w->err = errno;
+      if (sent > 0) {
+        off += (size_t)sent;
+        __atomic_store_n(&w->written, w->written + (uint64_t)sent, __ATOMIC_RELAXED);
+        if (off < n) continue;
+      }
+      break;
+    }
+  }
+  if (n > off && w->err == 0) {
+    chunk_t *c = malloc(sizeof *c + (n - off));
+    if (c) {
+      memcpy(c->data, data + off, n - off);
+      c->next = NULL;
+      c->len = n - off;
+      c->off = 0;
+      if (w->tail) w->tail->next = c;
+      else w->head = c;
+      w->tail = c;
+      w->queued += n - off;
+      go = schedule(w);
+    } else oom = true;
+  }
+  /* -1: dropped, the socket failed (the caller need not ask writerError after each write). */
+  double queued = w->err != 0 ? -1 : (double)w->queued;
+  pthread_mutex_unlock(&w->mu);
+  free(heap);
+  if (oom) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  if (go && !reactor_command(w->r, &w->item, false)) {
+    pthread_mutex_lock(&w->mu);
+    w->scheduled = false;
+    drop_queue(w);
+    pthread_mutex_unlock(&w->mu);
+    queued = 0;
+  }
+  napi_create_double(env, queued, &out);
+  return out;
+}
+
 void register_writer(napi_env env, napi_value exports) {
+  set_fn(env, exports, "writerTrySend", writer_try_send);
   set_fn(env, exports, "writerOpen", writer_open);
   set_fn(env, exports, "writerSend", writer_send);
   set_fn(env, exports, "writerDrained", writer_drained);

@@ -45,6 +45,19 @@ export class SocketWriter implements WriterOwner {
   }
 
   /**
+   * As {@link send}, but when nothing is queued the bytes are written at once on this thread,
+   * from `data` itself; only what the socket does not take is copied into the queue for the
+   * reactor thread. Bytes stay in order. For small writes, where handing over to the reactor
+   * thread costs more than the write. Returns the bytes queued, or -1 when the socket failed (a
+   * write error, now or before: the bytes were dropped; {@link error} says why).
+   */
+  trySend(data: Buffer | string, encoding: 'latin1' | 'utf8' = 'utf8'): number {
+    if (!this.#open) return 0;
+    if (typeof data !== 'string') return addon.writerTrySend(this, data, BUFFER);
+    return addon.writerTrySend(this, data, encoding === 'latin1' ? LATIN1 : UTF8);
+  }
+
+  /**
    * True if nothing is queued. Else false, and `cb` is called once the queue has been written
    * (or dropped after a write error). One callback at a time: a later call replaces it.
    */

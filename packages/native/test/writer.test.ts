@@ -171,3 +171,67 @@ test('a peer that resets: the queue is dropped, drained() answers, and error nam
   w.close();
   inner.destroy();
 });
+
+test('trySend writes at once on the calling thread when nothing is queued; mixed with send, bytes stay in order', async () => {
+  const { outer, inner } = await pair();
+  const got = collect(outer);
+  const w = new SocketWriter(fdOf(inner));
+  // Nothing queued: written before the call returns, no reactor turn in between.
+  assert.equal(w.trySend('GET / HTTP/1.1\r\n\r\n', 'latin1'), 0);
+  assert.equal(w.written, 18);
+  const expected: Buffer[] = [Buffer.from('GET / HTTP/1.1\r\n\r\n', 'latin1')];
+  for (let i = 0; i < 400; i++) {
+    const b =
+      i % 5 === 0 ? randomBytes(1 + ((i * 7919) % 200000)) : Buffer.from(`piece ${i} \u2603\n`, 'utf8');
+    if (i % 2 === 0) w.send(b);
+    else if (i % 3 === 0) w.trySend(b.toString('latin1'), 'latin1');
+    else w.trySend(b);
+    expected.push(b);
+  }
+  w.end();
+  const all = Buffer.concat(expected);
+  assert.equal(sha(await got), sha(all));
+  assert.equal(w.written, all.length);
+  w.close();
+  inner.destroy();
+  outer.destroy();
+});
+
+test('trySend to a peer that does not read: the rest is queued for the reactor thread and arrives once read', async () => {
+  const { outer, inner } = await pair();
+  outer.pause();
+  const w = new SocketWriter(fdOf(inner));
+  const big = randomBytes(8 * 1024 * 1024);
+  const queued = w.trySend(big);
+  assert.ok(queued > 0 && queued < big.length, `part written at once, the rest queued (${queued})`);
+  const tail = Buffer.from('the end', 'latin1');
+  w.trySend(tail); // behind the queue, not before it
+  const drained = new Promise<void>((resolve) => {
+    if (w.drained(resolve)) resolve();
+  });
+  const got = collect(outer);
+  outer.resume();
+  await drained;
+  w.end();
+  assert.equal(sha(await got), sha(Buffer.concat([big, tail])));
+  w.close();
+  inner.destroy();
+  outer.destroy();
+});
+
+test('trySend after the peer reset: an error, and later sends are dropped', async () => {
+  const { outer, inner } = await pair();
+  const w = new SocketWriter(fdOf(inner));
+  outer.resetAndDestroy();
+  await once(outer, 'close');
+  let error = null;
+  for (let i = 0; i < 50 && error === null; i++) {
+    w.trySend(Buffer.alloc(1024));
+    error = w.error;
+    if (error === null) await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.ok(error !== null && isNativeError(error), 'the reset is reported');
+  assert.equal(w.trySend('more', 'latin1'), -1, 'dropped: the socket failed');
+  w.close();
+  inner.destroy();
+});

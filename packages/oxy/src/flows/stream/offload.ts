@@ -15,6 +15,13 @@
  * shutdown(SHUT_WR) after the queue. The writer holds a duplicate of the descriptor and is
  * closed with the socket ('close'), after what it holds is written. Reads are untouched.
  *
+ * A small write ({@link INLINE_LIMIT} or less) with nothing queued before it is made at once on
+ * the JS thread, from the caller's memory (`SocketWriter.trySend`): a forwarded request's head
+ * and a small response cost the write(2) and nothing else: no `WriteWrap`, no after-write tick,
+ * no copy, and no wake-up of the reactor thread, which would cost more than the write itself
+ * (twice on a machine with no spare core). Only what the socket does not take at once goes to
+ * the reactor thread's queue; large writes go there whole.
+ *
  * Whoever hands the descriptor itself to other code that writes (the kernel splice) waits for
  * {@link writesFlushed} first and then stops offloading ({@link stopOffload}).
  *
@@ -36,6 +43,9 @@ try {
 
 /** Queued bytes above which a write is acknowledged only once the queue has drained. */
 export const HIGH_WATER = 64 * 1024;
+
+/** Writes of at most this many bytes are made on the JS thread when nothing is queued. */
+export const INLINE_LIMIT = 64 * 1024;
 
 const kWriter = Symbol('oxy.offloadWriter');
 const kSent = Symbol('oxy.offloadSent');
@@ -85,7 +95,7 @@ export function writeDirect(socket: net.Socket, data: Buffer | string, encoding:
     else s.write(data);
     return;
   }
-  const n = send(s, w, data, encoding);
+  const n = send(s, w, data, encoding, data.length <= INLINE_LIMIT);
   // Past the mark, later writes are held in the stream (corked) until the queue has drained;
   // a failed queue (the peer reset) destroys the socket, as a failed write would.
   if (n >= HIGH_WATER) {
@@ -96,7 +106,8 @@ export function writeDirect(socket: net.Socket, data: Buffer | string, encoding:
       else s.uncork();
     };
     if (w.drained(drained)) drained();
-  } else if (n === 0) {
+  } else if (n < 0 || (n === 0 && data.length > INLINE_LIMIT)) {
+    // -1: an inline write failed (the peer reset); 0 from a queued send may be a drop too.
     const e = w.error;
     if (e !== null) s.destroy(e);
   }
@@ -139,19 +150,26 @@ function writerOf(s: Socket): SocketWriter {
   return s[kWriter] as SocketWriter;
 }
 
-function send(s: Socket, w: SocketWriter, chunk: Buffer | string, encoding: BufferEncoding): number {
+/** Queues (or, `inline`, tries to write at once) one chunk; the bytes queued after it. */
+function send(
+  s: Socket,
+  w: SocketWriter,
+  chunk: Buffer | string,
+  encoding: BufferEncoding,
+  inline: boolean,
+): number {
   if (typeof chunk !== 'string') {
     s[kSent] = (s[kSent] as number) + chunk.length;
-    return w.send(chunk);
+    return inline ? w.trySend(chunk) : w.send(chunk);
   }
   if (encoding === 'latin1' || encoding === 'binary' || encoding === 'utf8' || encoding === 'utf-8') {
     const enc = encoding === 'latin1' || encoding === 'binary' ? 'latin1' : 'utf8';
-    s[kSent] = (s[kSent] as number) + Buffer.byteLength(chunk, enc);
-    return w.send(chunk, enc);
+    s[kSent] = (s[kSent] as number) + (enc === 'latin1' ? chunk.length : Buffer.byteLength(chunk, enc));
+    return inline ? w.trySend(chunk, enc) : w.send(chunk, enc);
   }
   const b = Buffer.from(chunk, encoding);
   s[kSent] = (s[kSent] as number) + b.length;
-  return w.send(b);
+  return inline ? w.trySend(b) : w.send(b);
 }
 
 /**
@@ -159,9 +177,10 @@ function send(s: Socket, w: SocketWriter, chunk: Buffer | string, encoding: Buff
  * the reactor failed (the peer reset) fails the stream, so the socket is destroyed and whoever
  * feeds it (a response from upstream) learns the client is gone, even if Node is not reading.
  */
-function ack(w: SocketWriter, queued: number, cb: WriteCb): void {
+function ack(w: SocketWriter, queued: number, cb: WriteCb, inline: boolean): void {
   if (queued < HIGH_WATER) {
-    cb(queued === 0 ? (w.error ?? undefined) : undefined);
+    // An inline write says -1 when the socket failed; a queued one says 0, as when all is written.
+    cb(queued < 0 || (queued === 0 && !inline) ? (w.error ?? undefined) : undefined);
     return;
   }
   if (w.drained(() => cb(w.error ?? undefined))) cb(w.error ?? undefined);
@@ -169,7 +188,8 @@ function ack(w: SocketWriter, queued: number, cb: WriteCb): void {
 
 function writeOne(this: Socket, chunk: Buffer | string, encoding: BufferEncoding, cb: WriteCb): void {
   const w = writerOf(this);
-  ack(w, send(this, w, chunk, encoding), cb);
+  const inline = chunk.length <= INLINE_LIMIT;
+  ack(w, send(this, w, chunk, encoding, inline), cb, inline);
 }
 
 function writeMany(
@@ -178,9 +198,19 @@ function writeMany(
   cb: WriteCb,
 ): void {
   const w = writerOf(this);
+  let total = 0;
+  for (const c of chunks) total += c.chunk.length;
+  if (total <= INLINE_LIMIT) {
+    // A corked message (a chunk with its framing): one write, as Node's writev would make it.
+    const parts = chunks.map((c) =>
+      typeof c.chunk === 'string' ? Buffer.from(c.chunk, c.encoding) : c.chunk,
+    );
+    ack(w, send(this, w, Buffer.concat(parts), 'latin1', true), cb, true);
+    return;
+  }
   let queued = 0;
-  for (const c of chunks) queued = send(this, w, c.chunk, c.encoding);
-  ack(w, queued, cb);
+  for (const c of chunks) queued = send(this, w, c.chunk, c.encoding, false);
+  ack(w, queued, cb, false);
 }
 
 function finalOne(this: Socket, cb: WriteCb): void {

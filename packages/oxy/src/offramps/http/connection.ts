@@ -203,10 +203,11 @@ export class UpstreamConnection {
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
-    // Request heads are written from the JS thread: an offloaded write costs a cross-thread
-    // wake-up, more than the write itself for a small head. A large request body moves the
-    // socket's writes to the addon's reactor thread (`ConnectionBodyOut`).
+    // Writes go through the addon's writer (`offload.ts`): a request head is written at once on
+    // the JS thread, without Node's per-write machinery (a cross-thread hand-over would cost
+    // more than the write); large request bodies are written on the reactor thread.
     this.#plain = this.#handle !== null;
+    if (this.#plain) offloadWrites(socket as net.Socket);
     const s = socket as Partial<net.Socket>;
     if (typeof s.setTimeout === 'function') {
       s.setTimeout(pool.idleTimeout);

@@ -4,6 +4,12 @@
  * (`request.ts`), the dispatch to CONNECT, `Upgrade` and the exchange engine, and the response
  * framed onto the stream (`socket-response.ts`).
  *
+ * On a plain TCP socket, the parser reads the socket's handle itself once HTTP/2 is ruled out
+ * (no `'data'` events: `RequestParser.consume`); pausing then stops the handle's reads. It gives
+ * the socket back (unconsumed, reading through `'data'`) whenever the connection leaves this
+ * on-ramp or the parser stops (CONNECT, Upgrade, bad input), so whoever takes the socket over
+ * reads it as usual.
+ *
  * Ordering rules: one request served at a time, responses in order; the stream is paused once a
  * head is queued behind the one served; bad input is answered after the responses before it.
  */
@@ -27,7 +33,13 @@ import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { serveConnect } from '../../tunnels/connect.ts';
 import { classifyPreface } from '../http2/preface.ts';
 import { describe, H1Request } from './request.ts';
-import { type ParsedHead, READ_BODY, RequestParser, STOP_AFTER_HEAD } from './request-parser.ts';
+import {
+  type ParsedHead,
+  READ_BODY,
+  RequestParser,
+  STOP_AFTER_HEAD,
+  type StreamHandle,
+} from './request-parser.ts';
 import {
   answerClientError,
   answerHeadProblem,
@@ -57,6 +69,8 @@ export interface Http1StreamOptions {
     readonly serverName?: string;
   };
 }
+
+const EMPTY = Buffer.alloc(0);
 
 function onlyEmptyLines(b: Buffer): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== 13 && b[i] !== 10) return false;
@@ -159,6 +173,22 @@ export class LeanConnection implements ExchangeResponse {
     this.#out = new SocketResponse(socket);
   }
 
+  /**
+   * Lets the parser read the socket's handle itself when it can: a plain TCP socket (not TLS, not
+   * another Duplex), HTTP/2 ruled out, nothing held or buffered, the parser not stopped.
+   */
+  consumeIfPlain(): void {
+    const s = this.socket as LeanSocket & { encrypted?: boolean; _handle?: StreamHandle | null };
+    if (this.#sniff || this.#stopped || this.#parseError !== null || this.#held !== null) return;
+    if (s.encrypted === true || s.readableLength > 0 || s[kLean] !== this) return;
+    const h = s._handle;
+    if (h == null || h.isStreamBase !== true || h._consumed === true) return;
+    if (this.#parser === null) this.#parser = new RequestParser(this.#events, this.ramp.maxHeaderSize);
+    this.#parser.consume(h);
+    // Paused through the stream before: the handle's reads are what pause now.
+    if (this.#readPaused) h.readStop();
+  }
+
   data(chunk: Buffer): void {
     if (this.#sniff) {
       const bytes = this.#held === null ? chunk : Buffer.concat([...this.#held, chunk]);
@@ -179,6 +209,9 @@ export class LeanConnection implements ExchangeResponse {
         return;
       }
       chunk = bytes;
+      this.#execute(chunk);
+      this.consumeIfPlain();
+      return;
     }
     if (this.#stopped || this.#parseError !== null) {
       this.#hold(chunk);
@@ -205,13 +238,24 @@ export class LeanConnection implements ExchangeResponse {
 
   #execute(buf: Buffer): void {
     if (this.#parser === null) this.#parser = new RequestParser(this.#events, this.ramp.maxHeaderSize);
-    const r = this.#parser.execute(buf);
+    this.#afterExecute(this.#parser.execute(buf), buf);
+  }
+
+  /** After a read was parsed (by `#execute`, or by the parser itself from the handle: `buf` null). */
+  #afterExecute(r: number | (Error & { code?: string }), buf: Buffer | null): void {
     if (typeof r !== 'number') {
       this.#badInput(r.code ?? 'HPE_INVALID');
       return;
     }
-    if (this.#stopped && r < buf.length) this.#hold(buf.subarray(r));
+    if (this.#stopped) {
+      // The socket reads through 'data' again: what follows the head is held for its taker.
+      const b = buf ?? this.#parser?.currentBuffer() ?? EMPTY;
+      this.#stopConsuming();
+      if (r < b.length) this.#hold(b.subarray(r));
+    }
     if (this.#active === null && this.#queue.length === 0 && !this.#stopped) {
+      // A read that completed no head: a copy of it, when the parser read it itself.
+      if (buf === null) buf = this.#parser?.currentBuffer() ?? EMPTY;
       // Empty lines before a request line are ignored (RFC 9112 §2.2), as llhttp does: they do
       // not start a head, so an idle connection stays idle rather than getting a 408.
       if (this.phase === HEAD || !onlyEmptyLines(buf)) this.#waitingForHead();
@@ -220,8 +264,21 @@ export class LeanConnection implements ExchangeResponse {
     this.#next();
   }
 
+  /**
+   * The parser stops reading the handle (if it did); reads stopped by a pause start again,
+   * and the socket (paused as a stream too) buffers them for whoever reads it next.
+   */
+  #stopConsuming(): void {
+    const p = this.#parser;
+    const h = p?.handle ?? null;
+    if (p === null || h === null) return;
+    p.unconsume();
+    if (this.#readPaused) h.readStart();
+  }
+
   /** llhttp refused the bytes: the body under way fails, and the client gets 400 (431, …) in turn. */
   #badInput(code: string): void {
+    this.#stopConsuming();
     this.#parser?.release();
     this.#parser = null;
     this.#parseError = code;
@@ -265,20 +322,29 @@ export class LeanConnection implements ExchangeResponse {
       this.#parsing = null;
       req?.finish(trailers);
     },
+    executed: (ret: number | (Error & { code?: string })): void => {
+      this.#afterExecute(ret, null);
+    },
   };
 
   pauseReading(): void {
     if (this.#readPaused) return;
     this.#readPaused = true;
     this.socket.pause();
+    this.#parser?.handle?.readStop();
   }
 
   resumeReading(): void {
     if (!this.#readPaused || this.socket[kLean] === undefined) return;
     // Another head is queued behind the one served: it waits for its turn.
     if (this.#queue.length > 1 && this.#parsing === null) return;
+    this.#unpause();
+  }
+
+  #unpause(): void {
     this.#readPaused = false;
     this.socket.resume();
+    this.#parser?.handle?.readStart();
   }
 
   /** Serves the next queued request if none is under way. */
@@ -421,6 +487,7 @@ export class LeanConnection implements ExchangeResponse {
     s[kLean] = undefined;
     this.phase = BUSY;
     this.ramp.live.delete(this);
+    this.#stopConsuming();
     this.#parser?.release();
     this.#parser = null;
     if (this.#readPaused) {
@@ -495,20 +562,16 @@ export class LeanConnection implements ExchangeResponse {
     this.phase = this.#queue.length > 0 ? BUSY : IDLE;
     this.since = performance.now();
     if (this.#queue.length > 0 || this.#parseError !== null) process.nextTick(continueQueued, this);
-    else if (this.#readPaused && this.#parsing === null) {
-      this.#readPaused = false;
-      s.resume();
-    }
+    else if (this.#readPaused && this.#parsing === null) this.#unpause();
   }
 
   /** Serves what was queued while the last response was under way. */
   continueQueued(): void {
     if (this.#active !== null || this.socket[kLean] === undefined) return;
     this.#next();
-    if (this.#active === null && this.#queue.length === 0 && this.#readPaused && this.#parsing === null) {
-      this.#readPaused = false;
-      this.socket.resume();
-    } else if (this.#queue.length <= 1) this.resumeReading();
+    if (this.#active === null && this.#queue.length === 0 && this.#readPaused && this.#parsing === null)
+      this.#unpause();
+    else if (this.#queue.length <= 1) this.resumeReading();
   }
 
   /**

@@ -84,6 +84,8 @@ function startConnection(
   s.on('end', onSocketEnd);
   s.on('close', onSocketClose);
   s.on('data', onSocketData);
+  // Without HTTP/2 to look for, a plain TCP socket is read by the parser from the start.
+  c.consumeIfPlain();
 }
 
 const NO_OPTIONS: Http1StreamOptions = {};

@@ -5,10 +5,15 @@
  * to a {@link RequestEvents} receiver. One parser per connection, kept while the connection is
  * served here and given back to a free list when it leaves.
  *
- * Ordering rules: events come in the order of the bytes, from inside `execute`; a receiver that
- * answers `STOP_AFTER_HEAD` from `head` (CONNECT, Upgrade) ends parsing there, and `execute`
- * returns where the bytes after that head start. Pipelined requests are parsed as they arrive;
- * the receiver queues them.
+ * A parser may also read a plain TCP socket's handle itself ({@link RequestParser.consume}), as
+ * `node:http`'s server does: each read is parsed in C++ from a buffer the binding reuses, with no
+ * `Buffer`, stream push or `'data'` event in JS, and `executed` is called after it.
+ *
+ * Ordering rules: events come in the order of the bytes, from inside `execute` (or a consumed
+ * read); a receiver that answers `STOP_AFTER_HEAD` from `head` (CONNECT, Upgrade) ends parsing
+ * there, and `execute` returns (`executed` receives) where the bytes after that head start.
+ * Pipelined requests are parsed as they arrive; the receiver queues them. A consuming parser is
+ * given back (`release`) only after it stopped consuming, which `release` does first.
  */
 import { createRequire } from 'node:module';
 
@@ -38,6 +43,16 @@ export interface RequestEvents {
   body(chunk: Buffer): void;
   /** The message of the last head is complete; `trailers` (`[name, value, …]`) if it had any. */
   end(trailers: string[] | null): void;
+  /** A read the parser consumed itself was parsed: the bytes consumed, or llhttp's error. */
+  executed(ret: number | (Error & { code?: string })): void;
+}
+
+/** A libuv stream handle (`socket._handle`) the parser can read from itself. */
+export interface StreamHandle {
+  readonly isStreamBase?: boolean;
+  _consumed?: boolean;
+  readStart(): number;
+  readStop(): number;
 }
 
 /** Node's binding of llhttp (`_http_common`), typed with the members used here. */
@@ -47,6 +62,9 @@ interface NativeParser {
   finish(): number | (Error & { code?: string }) | undefined;
   free(): void;
   close(): void;
+  consume(handle: StreamHandle): void;
+  unconsume(): void;
+  getCurrentBuffer(): Buffer;
   [callback: number]: unknown;
   owner: RequestParser | null;
 }
@@ -57,6 +75,7 @@ interface ParserClass {
   readonly kOnHeadersComplete: number;
   readonly kOnBody: number;
   readonly kOnMessageComplete: number;
+  readonly kOnExecute: number;
   readonly kLenientNone: number;
 }
 const { HTTPParser, methods } = createRequire(import.meta.url)('_http_common') as {
@@ -106,10 +125,20 @@ function onMessageComplete(this: NativeParser): void {
   this.owner?.messageComplete();
 }
 
+function onExecute(this: NativeParser, ret: number | (Error & { code?: string })): void {
+  this.owner?.events.executed(ret);
+}
+
+function closeParser(p: NativeParser): void {
+  p.close();
+}
+
 /** One connection's request parser. */
 export class RequestParser {
   readonly events: RequestEvents;
   #native: NativeParser | null;
+  /** The socket handle the parser reads itself, or null (fed through `execute`). */
+  #handle: StreamHandle | null = null;
   /** Fields (and URL) of a long head flushed before its end, or trailers after a body. */
   #part: string[] = [];
   #partUrl = '';
@@ -124,6 +153,7 @@ export class RequestParser {
       p[HTTPParser.kOnHeadersComplete] = onHeadersComplete;
       p[HTTPParser.kOnBody] = onBody;
       p[HTTPParser.kOnMessageComplete] = onMessageComplete;
+      p[HTTPParser.kOnExecute] = onExecute;
     }
     p.initialize(HTTPParser.REQUEST, PARSER_RESOURCE, maxHeaderSize, HTTPParser.kLenientNone);
     p.owner = this;
@@ -137,6 +167,29 @@ export class RequestParser {
     return p.execute(data);
   }
 
+  /**
+   * From now on the parser reads `handle` itself (a plain TCP socket's, not consumed by anyone
+   * else, nothing buffered in the socket): events come from its reads, then `executed`. The
+   * socket still sees the end of input and errors ('end', 'close').
+   */
+  consume(handle: StreamHandle): void {
+    const p = this.#native;
+    if (p === null || this.#handle !== null) return;
+    handle._consumed = true;
+    p.consume(handle);
+    this.#handle = handle;
+  }
+
+  /** The handle this parser reads, or null. */
+  get handle(): StreamHandle | null {
+    return this.#handle;
+  }
+
+  /** The bytes of the read being parsed, from inside `executed` (a copy). */
+  currentBuffer(): Buffer {
+    return this.#native?.getCurrentBuffer() ?? Buffer.alloc(0);
+  }
+
   /** True between a head and the end of its message (a body being read). */
   get inBody(): boolean {
     return this.#inBody;
@@ -146,11 +199,24 @@ export class RequestParser {
   release(): void {
     const p = this.#native;
     if (p === null) return;
+    const consumed = this.unconsume();
     this.#native = null;
     p.owner = null;
     p.free();
     if (freeParsers.length < MAX_FREE_PARSERS) freeParsers.push(p);
+    // This may run inside the parser's own read callback: then it is closed after it.
+    else if (consumed) setImmediate(closeParser, p);
     else p.close();
+  }
+
+  /** Stops reading the handle (if it did): the socket reads for itself again. True if it did. */
+  unconsume(): boolean {
+    const h = this.#handle;
+    if (h === null) return false;
+    this.#handle = null;
+    this.#native?.unconsume();
+    h._consumed = false;
+    return true;
   }
 
   fields(headers: string[], url: string): void {

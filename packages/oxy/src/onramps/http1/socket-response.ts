@@ -3,9 +3,10 @@
  * piece of body (or the end) so that a small response leaves in one write; a body without a
  * `Content-Length` from upstream is sent chunked (to an HTTP/1.0 client: delimited by the close
  * instead); HEAD, 1xx, 204 and 304 carry no body. The connection fields say `Connection: close`
- * when the response is the connection's last. On a plain TCP socket the writes are offloaded to
- * the addon's reactor thread; any other stream (TLS, an intercepted stream) is written through
- * its own `write`.
+ * when the response is the connection's last. On a plain TCP socket the writes go through the
+ * addon's writer from the first response on (`offload.ts`): a small response is written at once
+ * on the JS thread without Node's per-write machinery, a large body on the reactor thread; any
+ * other stream (TLS, an intercepted stream) is written through its own `write`.
  */
 import http from 'node:http';
 import type net from 'node:net';
@@ -48,6 +49,7 @@ export class SocketResponse {
 
   /** Holds the head; `rawHeaders` as the upstream sent them (hop-by-hop fields dropped here). */
   head(status: number, statusText: string, rawHeaders: readonly string[], close: boolean): void {
+    offloadWrites(this.#socket);
     const lines = serializeRawHeaders(rawHeaders, '');
     let h = `HTTP/1.1 ${status} ${statusText}\r\n${lines}`;
     const bodiless = this.#isHead || status === 204 || status === 304 || status < 200;
@@ -65,9 +67,6 @@ export class SocketResponse {
 
   /** Writes a piece of body; false (and `resume` on 'drain') when the socket is full. */
   body(chunk: Buffer, resume: () => void): boolean {
-    // A large body is written on the addon's reactor thread (the copy and the kernel's transmit
-    // path off the JS thread pay for the wake-up); small responses are written from here.
-    if (chunk.length > COPY_LIMIT && this.#socket.writableLength === 0) offloadWrites(this.#socket);
     if (this.#pendingHead !== null) this.#writeWithHead(chunk, false);
     else if (this.#chunked) this.#writeChunk(chunk, false);
     else this.#socket.write(chunk);
@@ -89,6 +88,7 @@ export class SocketResponse {
 
   /** A whole response the proxy decided on (`handleRequest` answered): head and body in one write. */
   answer(status: number, rawHeaders: readonly string[], body: string | Uint8Array, close: boolean): void {
+    offloadWrites(this.#socket);
     this.#pendingHead = null;
     this.closeAfter = close;
     const b =
