@@ -14,8 +14,8 @@
  * Scenarios and proxies may be comma lists (`S1,S3 oxy,squid`). `--docs` writes
  * docs/benchmarks.md and docs/bench/*.svg (the default for a full run that is not --quick).
  * `--cpu-prof` runs Oxy under `node --cpu-prof`; profiles land in bench/.work/prof/.
- * `--pin` (S1) emulates a machine with no spare core for the proxy: the proxy, all its threads,
- * alone on CPU 1; wrk, the upstream and the harness on CPU 0 (taskset).
+ * `--pin` (any scenario) emulates a machine with no spare core for the proxy: the proxy, all its threads,
+ * alone on CPU 1; the load generator, the upstream and the harness on CPU 0 (taskset).
  */
 import { type StdioOptions, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';

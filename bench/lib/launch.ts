@@ -9,7 +9,6 @@ import { startProcess, waitForPort, waitForUdpPort } from './procs.ts';
 import type { BenchEnv, Running } from './proxies.ts';
 
 /** What the harness starts besides the proxies under test: never pinned with them. */
-const UNPINNED = new Set(['upstream', 'tls-origin']);
 
 /** Starts a proxy and waits for its port (TCP, or UDP with `udp`). */
 export async function launch(
@@ -22,17 +21,7 @@ export async function launch(
   startMs = 15000,
   udp = false,
 ): Promise<Running> {
-  // OXY_BENCH_PIN_CPU=<cpu>: the proxy under test runs on that one cpu (run the harness itself
-  // with `taskset -c <another>` so the load generator and the upstream stay off it): the
-  // "no spare core" layout, where a proxy's second thread competes with its first.
-  const pin = process.env.OXY_BENCH_PIN_CPU;
-  const pinned = pin !== undefined && pin !== '' && !UNPINNED.has(name);
-  const proc = pinned
-    ? startProcess(name, 'taskset', ['-c', pin, cmd, ...args], {
-        logFile: join(dirFor(env, name), 'out.log'),
-        env: extraEnv,
-      })
-    : startProcess(name, cmd, args, { logFile: join(dirFor(env, name), 'out.log'), env: extraEnv });
+  const proc = startProcess(name, cmd, args, { logFile: join(dirFor(env, name), 'out.log'), env: extraEnv });
   if (udp) await waitForUdpPort(port, startMs, proc);
   else await waitForPort('127.0.0.1', port, startMs, proc);
   return { proc, addr: `127.0.0.1:${port}` };
