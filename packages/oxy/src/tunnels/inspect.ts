@@ -26,13 +26,15 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { counter, defineMetrics, log } from 'foundations/telemetry';
 import { formatHostPort } from '../context/addr.ts';
-import type { RequestKind } from '../context/contexts.ts';
+import type { RequestKind, SocketAddr } from '../context/contexts.ts';
 import type { EgressState, RequestState } from '../context/state.ts';
 import type { EgressRoute } from '../egress/connect.ts';
 import { isOxyError, OXY_ERR, OxyError } from '../errors.ts';
+import { routeFor } from '../flows/http/route.ts';
 import { carryStream, finishStream } from '../flows/stream/runner.ts';
 import { TunnelDecision, type TunnelStart } from '../hooks/tunnel.ts';
 import { connectTls, type UpstreamTlsConnection } from '../offramps/tls/connect.ts';
+import { endpointPool } from '../onramps/http1/lean.ts';
 import type { Runtime } from '../runtime.ts';
 import { serveTunnelHttp, serveTunnelHttp2 } from './serve-http.ts';
 import { answerBadGateway } from './tls-intercept/index.ts';
@@ -159,9 +161,10 @@ export async function inspectTunnel(
   rt: Runtime,
   request: RequestState,
   eg: EgressState,
-  _route: EgressRoute,
+  route: EgressRoute,
   client: Duplex,
   upstream: Duplex,
+  remote: SocketAddr,
 ): Promise<void> {
   const first = await firstBytes(client, upstream);
   if (first.who !== 'client') return carryStream(rt, request, eg, client, upstream);
@@ -215,7 +218,7 @@ export async function inspectTunnel(
         return refuse(rt, request, client, upstream, `intercept() for a ${start.kind} start`);
       if (rt.interception === null)
         return refuse(rt, request, client, upstream, 'intercept() without interception.enabled');
-      return intercept(rt, request, client, upstream, hello);
+      return intercept(rt, request, eg, handOver(rt, route, remote), client, upstream, hello);
   }
 }
 
@@ -223,9 +226,23 @@ function refuse(rt: Runtime, request: RequestState, client: Duplex, upstream: Du
   fail(rt, request, [client, upstream], 'refused', new OxyError(OXY_ERR.BLOCKED, `tunnel refused: ${why}`));
 }
 
+/**
+ * Where the verified origin connection of an intercepted tunnel may go once the origin is
+ * proved: the endpoint's pool, when the tunnel's requests will route exactly as the tunnel did
+ * (the default egress decision, a direct connection without a PROXY header), so the first
+ * request does not open a second connection. Null otherwise (a `handleConnection` hook decides
+ * each request anew): the connection is closed.
+ */
+function handOver(rt: Runtime, route: EgressRoute, remote: SocketAddr): SocketAddr | null {
+  if (!rt.fast.defaultEgress || route.kind !== 'direct' || route.proxyHeader !== undefined) return null;
+  return remote;
+}
+
 async function intercept(
   rt: Runtime,
   request: RequestState,
+  eg: EgressState,
+  remote: SocketAddr | null,
   client: Duplex,
   upstream: Duplex,
   peeked: PeekedClientHello,
@@ -275,11 +292,17 @@ async function intercept(
   }
   // Errors after the handshakes end the tunnel through 'close'; none may go unhandled.
   clientTls.on('error', () => {});
-  origin.socket.on('error', () => {});
   const h2 = clientTls.alpnProtocol === 'h2';
   // The verified connection proved the origin; the requests go through the endpoint's pool,
-  // whose https connections are verified for the same name (`routeFor`'s key holds it).
-  origin.socket.destroy();
+  // whose https connections are verified for the same name (`routeFor`'s key holds it). The
+  // connection joins that pool under the key the tunnel's requests use, when they route as
+  // the tunnel did; otherwise it is closed.
+  if (remote === null) origin.socket.destroy();
+  else {
+    const target = request.target;
+    const key = routeFor(rt, eg, { kind: 'direct', addr: target }, target, 'https', '', '/', name).target.key;
+    endpointPool(rt, request.ingress.endpoint).adopt(key, origin.socket, remote);
+  }
   return serveInside(rt, request, client, clientTls, name, 'intercepted', 'https', h2);
 }
 

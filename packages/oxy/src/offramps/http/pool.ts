@@ -208,6 +208,17 @@ export class HttpPool {
     else list.push(conn);
   }
 
+  /**
+   * Adds an established connection made elsewhere to the idle list of `key`, as if a request
+   * had just finished on it: an intercepted tunnel's origin connection, verified for the name
+   * `key` names (`tunnels/inspect.ts`), so that the tunnel's first request does not open a
+   * second one. Closed instead when the pool is closed or the list is full.
+   */
+  adopt(key: string, socket: Duplex, remote: SocketAddr): void {
+    if (this.#closed || socket.destroyed) socket.destroy();
+    else this.release(new UpstreamConnection(this, key, socket, remote));
+  }
+
   /** Removes a closed connection from the idle lists. */
   forget(conn: UpstreamConnection): void {
     const list = this.#idle.get(conn.key);
