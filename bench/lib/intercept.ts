@@ -55,7 +55,12 @@ openssl x509 -req -in origin.csr -CA origin-ca.pem -CAkey origin-ca-key.pem -CAc
   return { dir, ca };
 }
 
-/** The TLS origin: nginx serving the docroot over HTTPS with keep-alive. */
+/**
+ * The TLS origin: nginx serving the docroot over HTTPS with keep-alive, on both loopback
+ * addresses of `localhost` (the name the client CONNECTs to), as a real origin answers on every
+ * address its name resolves to. On 127.0.0.1 alone, each proxy's connect to ::1 (tried first)
+ * was refused on every new tunnel: a third of Oxy's CPU per tunnel went to that failure.
+ */
 export async function startTlsOrigin(env: BenchEnv, docroot: string): Promise<Running> {
   const certs = await ensureS8Certs(env.work);
   const dir = dirFor(env, 'tls-origin');
@@ -71,6 +76,7 @@ export async function startTlsOrigin(env: BenchEnv, docroot: string): Promise<Ru
   ssl_session_cache shared:S8:10m;
   server {
     listen 127.0.0.1:${S8_ORIGIN_PORT} ssl reuseport backlog=4096;
+    listen [::1]:${S8_ORIGIN_PORT} ssl reuseport backlog=4096;
     ssl_certificate ${certs.dir}/origin.pem;
     ssl_certificate_key ${certs.dir}/origin-key.pem;
     root ${docroot};

@@ -41,7 +41,11 @@ const counts = { tcp: 0, tls: 0 };
 const origin = https.createServer({ cert: originCert.certPem, key: originCert.keyPem }, (req, res) =>
   res.end(`origin saw ${req.url}`),
 );
-origin.on('connection', () => counts.tcp++);
+const sockets: net.Socket[] = [];
+origin.on('connection', (socket: net.Socket) => {
+  counts.tcp++;
+  sockets.push(socket);
+});
 origin.on('secureConnection', () => counts.tls++);
 origin.listen(0, '127.0.0.1');
 await once(origin, 'listening');
@@ -86,6 +90,23 @@ describe('the verifying origin connection goes to the pool', () => {
 
   test('three requests in a tunnel use that one connection', async () => {
     assert.deepEqual(await tunnel(await proxy('three'), '/a', '/b', '/c'), { tcp: 1, tls: 1 });
+  });
+
+  test('a second tunnel finds an idle connection: its own is closed, not piled up', async () => {
+    const app = await proxy('second');
+    const first = sockets.length;
+    assert.deepEqual(await tunnel(app, '/1'), { tcp: 1, tls: 1 });
+    assert.deepEqual(await tunnel(app, '/2'), { tcp: 1, tls: 1 });
+    // One connection stays in the pool; the second tunnel's verifying one was closed.
+    const open = async () => {
+      for (let i = 0; i < 50; i++) {
+        const n = sockets.slice(first).filter((x) => !x.destroyed).length;
+        if (n <= 1) return n;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return -1;
+    };
+    assert.equal(await open(), 1);
   });
 
   test('a per-client pool (handleUpstreamIps installed): still one connection', async () => {

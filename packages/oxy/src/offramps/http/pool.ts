@@ -212,10 +212,11 @@ export class HttpPool {
    * Adds an established connection made elsewhere to the idle list of `key`, as if a request
    * had just finished on it: an intercepted tunnel's origin connection, verified for the name
    * `key` names (`tunnels/inspect.ts`), so that the tunnel's first request does not open a
-   * second one. Closed instead when the pool is closed or the list is full.
+   * second one. Closed instead when a connection of `key` is already idle (the request takes
+   * that one; a second would only wait out its idle timeout) or the pool is closed.
    */
   adopt(key: string, socket: Duplex, remote: SocketAddr): void {
-    if (this.#closed || socket.destroyed) socket.destroy();
+    if (this.#closed || socket.destroyed || this.#idle.has(key)) socket.destroy();
     else this.release(new UpstreamConnection(this, key, socket, remote));
   }
 
