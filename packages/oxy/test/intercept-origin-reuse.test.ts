@@ -2,6 +2,8 @@
  * An intercepted tunnel costs one TLS handshake with the origin: the verified connection that
  * proved the origin before the client's handshake is handed to the endpoint's pool, under the
  * key the tunnel's requests use, instead of being closed while the pool opens a second one.
+ * A tunnel that finds a connection of that key idle (verified for the same name under the
+ * same trust) skips the handshake: the idle connection carries its first request.
  * Counted at a real HTTPS origin (TCP connections and TLS handshakes), with curl as the client
  * trusting only the interception CA; with a shared pool and with a per-client pool (an egress
  * hook makes the key carry the client connection's id). An egress hook that decides where
@@ -92,12 +94,12 @@ describe('the verifying origin connection goes to the pool', () => {
     assert.deepEqual(await tunnel(await proxy('three'), '/a', '/b', '/c'), { tcp: 1, tls: 1 });
   });
 
-  test('a second tunnel finds an idle connection: its own is closed, not piled up', async () => {
+  test('a second tunnel finds the first one idle: no second handshake, its TCP connection closed', async () => {
     const app = await proxy('second');
     const first = sockets.length;
     assert.deepEqual(await tunnel(app, '/1'), { tcp: 1, tls: 1 });
-    assert.deepEqual(await tunnel(app, '/2'), { tcp: 1, tls: 1 });
-    // One connection stays in the pool; the second tunnel's verifying one was closed.
+    // The idle connection proved the origin for this name: the tunnel's own is closed unused.
+    assert.deepEqual(await tunnel(app, '/2'), { tcp: 1, tls: 0 });
     const open = async () => {
       for (let i = 0; i < 50; i++) {
         const n = sockets.slice(first).filter((x) => !x.destroyed).length;

@@ -12,9 +12,12 @@
  * client's TLS terminated, offering `h2` and `http/1.1` as the client did (each request is
  * re-sent by the pipeline, so the two sides need not speak the same version) → the requests
  * inside, each through the forwarding pipeline as kind `intercepted`, linked to this tunnel's
- * request, on the tunnel's upstream agent. An origin that fails TLS is answered 502 naming the
- * reason inside the client's TLS; a client that sends garbage, a truncated or malformed
- * ClientHello, or aborts the handshake loses its tunnel only. Each failure is counted
+ * request, on the tunnel's upstream agent. The verified origin connection joins the endpoint's
+ * pool for those requests; a tunnel that finds a connection of its pool key idle (verified for
+ * the same name under the same trust) skips the origin handshake and closes its TCP
+ * connection. An origin that fails TLS is answered 502 naming the reason inside the client's
+ * TLS; a client that sends garbage, a truncated or malformed ClientHello, or aborts the
+ * handshake loses its tunnel only. Each failure is counted
  * (`oxy_interception_failures_total{reason}`), logged once at WARN with the tunnel's fields, and
  * written as the tunnel's close reason.
  *
@@ -24,6 +27,7 @@
 
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
+import type tls from 'node:tls';
 import { counter, defineMetrics, log } from 'foundations/telemetry';
 import { formatHostPort } from '../context/addr.ts';
 import type { RequestKind, SocketAddr } from '../context/contexts.ts';
@@ -238,6 +242,12 @@ function handOver(rt: Runtime, route: EgressRoute, remote: SocketAddr): SocketAd
   return remote;
 }
 
+/** The pool key the requests of a tunnel to `request.target`, verified for `name`, use. */
+function poolKey(rt: Runtime, request: RequestState, eg: EgressState, name: string): string {
+  const target = request.target;
+  return routeFor(rt, eg, { kind: 'direct', addr: target }, target, 'https', '', '/', name).target.key;
+}
+
 async function intercept(
   rt: Runtime,
   request: RequestState,
@@ -247,9 +257,28 @@ async function intercept(
   upstream: Duplex,
   peeked: PeekedClientHello,
 ): Promise<void> {
-  const interception = rt.interception as NonNullable<Runtime['interception']>;
-  const { hello, bytes } = peeked;
-  const name = hello.serverName ?? request.target.host;
+  const name = peeked.hello.serverName ?? request.target.host;
+  const pool = endpointPool(rt, request.ingress.endpoint);
+  const key = remote === null ? null : poolKey(rt, request, eg, name);
+  // A connection of the same key idle in the pool was verified for this name under this trust,
+  // and the first request takes it: the origin is proved without another handshake. The
+  // tunnel's own TCP connection is closed unused.
+  if (key !== null && pool.hasIdle(key)) {
+    upstream.destroy();
+    const clientTls = await terminateClient(rt, request, client, upstream, peeked, true, null);
+    if (clientTls === null) return;
+    clientTls.on('error', () => {});
+    return serveInside(
+      rt,
+      request,
+      client,
+      clientTls,
+      name,
+      'intercepted',
+      'https',
+      clientTls.alpnProtocol === 'h2',
+    );
+  }
   let origin: UpstreamTlsConnection | null = null;
   let failure: OxyError | null = null;
   try {
@@ -264,18 +293,8 @@ async function intercept(
   } catch (e) {
     failure = isOxyError(e) ? e : new OxyError(OXY_ERR.UPSTREAM_TLS, String(e), { source: 'upstream' });
   }
-  // Every request is re-sent by the pipeline: the client may speak h2 whatever the origin speaks.
-  const offered = ['h2', 'http/1.1'].filter((p) => hello.alpn.includes(p));
-  const clientAlpn = failure === null ? offered : offered.filter((p) => p === 'http/1.1');
-  let clientTls: Awaited<ReturnType<typeof terminateTls>>;
-  try {
-    const leaf = await interception.leaves.leafFor(hello.serverName, request.target.host);
-    clientTls = await terminateTls(client, bytes, leaf, clientAlpn, FIRST_BYTES_MS);
-  } catch (e) {
-    origin?.socket.destroy();
-    const err = isOxyError(e) ? e : new OxyError(OXY_ERR.TLS_CLIENT_HELLO, String(e));
-    return fail(rt, request, [client, upstream], 'client_handshake', err);
-  }
+  const clientTls = await terminateClient(rt, request, client, upstream, peeked, failure === null, origin);
+  if (clientTls === null) return;
   if (origin === null) {
     const err = failure as OxyError;
     upstream.destroy();
@@ -292,18 +311,52 @@ async function intercept(
   }
   // Errors after the handshakes end the tunnel through 'close'; none may go unhandled.
   clientTls.on('error', () => {});
-  const h2 = clientTls.alpnProtocol === 'h2';
   // The verified connection proved the origin; the requests go through the endpoint's pool,
   // whose https connections are verified for the same name (`routeFor`'s key holds it). The
   // connection joins that pool under the key the tunnel's requests use, when they route as
   // the tunnel did; otherwise it is closed.
-  if (remote === null) origin.socket.destroy();
-  else {
-    const target = request.target;
-    const key = routeFor(rt, eg, { kind: 'direct', addr: target }, target, 'https', '', '/', name).target.key;
-    endpointPool(rt, request.ingress.endpoint).adopt(key, origin.socket, remote);
+  if (key === null) origin.socket.destroy();
+  else pool.adopt(key, origin.socket, remote as SocketAddr);
+  return serveInside(
+    rt,
+    request,
+    client,
+    clientTls,
+    name,
+    'intercepted',
+    'https',
+    clientTls.alpnProtocol === 'h2',
+  );
+}
+
+/**
+ * The client's TLS, terminated with the leaf for its SNI (or the CONNECT host). `originOk`
+ * false offers `http/1.1` only (the 502 goes out in HTTP/1.1). On failure the tunnel is
+ * recorded as failed (`client_handshake`), `origin` closed, and null returned.
+ */
+async function terminateClient(
+  rt: Runtime,
+  request: RequestState,
+  client: Duplex,
+  upstream: Duplex,
+  peeked: PeekedClientHello,
+  originOk: boolean,
+  origin: UpstreamTlsConnection | null,
+): Promise<tls.TLSSocket | null> {
+  const interception = rt.interception as NonNullable<Runtime['interception']>;
+  const { hello, bytes } = peeked;
+  // Every request is re-sent by the pipeline: the client may speak h2 whatever the origin speaks.
+  const offered = ['h2', 'http/1.1'].filter((p) => hello.alpn.includes(p));
+  const clientAlpn = originOk ? offered : offered.filter((p) => p === 'http/1.1');
+  try {
+    const leaf = await interception.leaves.leafFor(hello.serverName, request.target.host);
+    return await terminateTls(client, bytes, leaf, clientAlpn, FIRST_BYTES_MS);
+  } catch (e) {
+    origin?.socket.destroy();
+    const err = isOxyError(e) ? e : new OxyError(OXY_ERR.TLS_CLIENT_HELLO, String(e));
+    fail(rt, request, [client, upstream], 'client_handshake', err);
+    return null;
   }
-  return serveInside(rt, request, client, clientTls, name, 'intercepted', 'https', h2);
 }
 
 /** Serves the requests inside a tunnel until its client side closes, then writes its record. */

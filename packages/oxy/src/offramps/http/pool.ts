@@ -220,6 +220,11 @@ export class HttpPool {
     else this.release(new UpstreamConnection(this, key, socket, remote));
   }
 
+  /** True when a connection of `key` is idle: the next request to `key` takes it. */
+  hasIdle(key: string): boolean {
+    return this.#idle.has(key);
+  }
+
   /** Removes a closed connection from the idle lists. */
   forget(conn: UpstreamConnection): void {
     const list = this.#idle.get(conn.key);
