@@ -4,12 +4,13 @@
  * the proxy's interception CA. S8a counts requests/s on keep-alive connections inside 32
  * intercepted tunnels; S8b counts new intercepted tunnels/s (CONNECT, TLS with a minted leaf,
  * one `GET /1k`, close), 32 at a time. Both with the proxy's CPU time per unit of work. The
- * peer is mitmproxy (`mitmdump`, Debian), the reference intercepting proxy.
+ * load client is C over OpenSSL (bench/tools/tls-load.c), so the proxies, not the client, set
+ * the rate. The peer is mitmproxy (`mitmdump`, Debian), the reference intercepting proxy.
  *
  * Ordering rule: `ensureS8Certs` runs before the origin and any proxy start (the proxies read
  * the origin CA at start-up); a proxy's interception CA exists once it listens.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { conf, dirFor, launch, nginxMain } from './launch.ts';
 import { runCommand } from './procs.ts';
@@ -28,13 +29,13 @@ export const S8_METRICS = {
     title: 'S8a: intercepted HTTPS, keep-alive requests',
     unit: 'requests/s',
     higherIsBetter: true,
-    what: '32 intercepted CONNECT tunnels, each `GET /1k` after `GET /1k` on one TLS connection (client trusts only the proxy CA), 10 s (bench/tools/s8-load.ts); CPU per request',
+    what: '32 intercepted CONNECT tunnels, each `GET /1k` after `GET /1k` on one TLS connection (client trusts only the proxy CA), 10 s (bench/tools/tls-load.c); CPU per request',
   },
   S8b: {
     title: 'S8b: new intercepted tunnels',
     unit: 'tunnels/s',
     higherIsBetter: true,
-    what: 'CONNECT, TLS handshake with the minted leaf, one `GET /1k`, close; 32 at a time for 10 s (bench/tools/s8-load.ts); CPU per tunnel',
+    what: 'CONNECT, full TLS handshake with the minted leaf (no resumption), one `GET /1k`, close; 32 at a time for 10 s (bench/tools/tls-load.c); CPU per tunnel',
   },
 } as const;
 
@@ -54,7 +55,12 @@ openssl x509 -req -in origin.csr -CA origin-ca.pem -CAkey origin-ca-key.pem -CAc
   return { dir, ca };
 }
 
-/** The TLS origin: nginx serving the docroot over HTTPS with keep-alive. */
+/**
+ * The TLS origin: nginx serving the docroot over HTTPS with keep-alive, on both loopback
+ * addresses of `localhost` (the name the client CONNECTs to), as a real origin answers on every
+ * address its name resolves to. On 127.0.0.1 alone, each proxy's connect to ::1 (tried first)
+ * was refused on every new tunnel: a third of Oxy's CPU per tunnel went to that failure.
+ */
 export async function startTlsOrigin(env: BenchEnv, docroot: string): Promise<Running> {
   const certs = await ensureS8Certs(env.work);
   const dir = dirFor(env, 'tls-origin');
@@ -70,6 +76,7 @@ export async function startTlsOrigin(env: BenchEnv, docroot: string): Promise<Ru
   ssl_session_cache shared:S8:10m;
   server {
     listen 127.0.0.1:${S8_ORIGIN_PORT} ssl reuseport backlog=4096;
+    listen [::1]:${S8_ORIGIN_PORT} ssl reuseport backlog=4096;
     ssl_certificate ${certs.dir}/origin.pem;
     ssl_certificate_key ${certs.dir}/origin-key.pem;
     root ${docroot};
@@ -124,6 +131,19 @@ export const MITMPROXY: ProxyDef = {
   },
 };
 
+/**
+ * Builds bench/tools/tls-load.c (C over OpenSSL: a Node.js TLS client cost as much CPU per
+ * request as the proxies it measured) once per work directory; returns the binary's path.
+ */
+export async function buildTlsLoad(root: string, work: string): Promise<string> {
+  const src = join(root, 'bench/tools/tls-load.c');
+  const out = join(work, 'tls-load');
+  if (existsSync(out) && statSync(out).mtimeMs > statSync(src).mtimeMs) return out;
+  const r = await runCommand('cc', ['-O2', '-Wall', '-o', out, src, '-lssl', '-lcrypto']);
+  if (r.code !== 0) throw new Error(`building tls-load failed (needs libssl-dev):\n${r.stderr}`);
+  return out;
+}
+
 /** S8a or S8b through `proxy` (null: straight to the origin). */
 export async function runS8(
   env: ScenarioEnv,
@@ -133,23 +153,21 @@ export async function runS8(
   pid: number | null,
 ): Promise<Figures> {
   const seconds = env.quick ? 3 : 10;
-  const mode = sc === 'S8a' ? 'keepalive' : 'tunnels';
+  const load = await buildTlsLoad(env.root, env.work);
   const args = [
-    join(env.root, 'bench/tools/s8-load.ts'),
+    sc === 'S8a' ? 'keepalive' : 'tunnels',
     '--target',
     `127.0.0.1:${S8_ORIGIN_PORT}`,
     '--ca',
     caOf(env.work, proxyName),
-    '--mode',
-    mode,
-    '--conns',
+    '-c',
     '32',
   ];
   if (proxy !== null) args.push('--proxy', proxy);
   // Warm-up: leaves minted, sessions and pools filled.
-  await runCommand(env.node, [...args, '--seconds', '1'], { timeoutMs: 30000 });
+  await runCommand(load, [...args, '-d', '1'], { timeoutMs: 30000 });
   const before = pid ? cpuSplit(pid) : null;
-  const r = await runCommand(env.node, [...args, '--seconds', String(seconds)], {
+  const r = await runCommand(load, [...args, '-d', String(seconds)], {
     timeoutMs: (seconds + 30) * 1000,
   });
   const cpu = pid && before ? cpuSplitSince(pid, before) : null;
@@ -157,7 +175,7 @@ export async function runS8(
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .pop();
-  if (!line) throw new Error(`s8-load printed nothing: ${r.stderr.slice(-300)}`);
+  if (!line) throw new Error(`tls-load printed nothing: ${r.stderr.slice(-300)}`);
   const j = JSON.parse(line) as { count: number; seconds: number; errors: number };
   if (j.count === 0) throw new Error(`no exchange succeeded (errors ${j.errors}): ${r.stderr.slice(-300)}`);
   const rate = j.count / j.seconds;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { runCommand } from './procs.ts';
 
 /** Debian packages of the tools the harness drives itself (not a proxy under test). */
-export const TOOL_PACKAGES = ['wrk', 'curl', 'nginx-light', 'gcc', 'libc6-dev'] as const;
+export const TOOL_PACKAGES = ['wrk', 'curl', 'nginx-light', 'gcc', 'libc6-dev', 'libssl-dev'] as const;
 
 async function installed(pkg: string): Promise<boolean> {
   const r = await runCommand('dpkg-query', ['-W', `-f=\${Status}`, pkg]);

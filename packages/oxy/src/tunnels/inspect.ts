@@ -12,9 +12,12 @@
  * client's TLS terminated, offering `h2` and `http/1.1` as the client did (each request is
  * re-sent by the pipeline, so the two sides need not speak the same version) → the requests
  * inside, each through the forwarding pipeline as kind `intercepted`, linked to this tunnel's
- * request, on the tunnel's upstream agent. An origin that fails TLS is answered 502 naming the
- * reason inside the client's TLS; a client that sends garbage, a truncated or malformed
- * ClientHello, or aborts the handshake loses its tunnel only. Each failure is counted
+ * request, on the tunnel's upstream agent. The verified origin connection joins the endpoint's
+ * pool for those requests; a tunnel that finds a connection of its pool key idle (verified for
+ * the same name under the same trust) skips the origin handshake and closes its TCP
+ * connection. An origin that fails TLS is answered 502 naming the reason inside the client's
+ * TLS; a client that sends garbage, a truncated or malformed ClientHello, or aborts the
+ * handshake loses its tunnel only. Each failure is counted
  * (`oxy_interception_failures_total{reason}`), logged once at WARN with the tunnel's fields, and
  * written as the tunnel's close reason.
  *
@@ -24,15 +27,18 @@
 
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
+import type tls from 'node:tls';
 import { counter, defineMetrics, log } from 'foundations/telemetry';
 import { formatHostPort } from '../context/addr.ts';
-import type { RequestKind } from '../context/contexts.ts';
+import type { RequestKind, SocketAddr } from '../context/contexts.ts';
 import type { EgressState, RequestState } from '../context/state.ts';
 import type { EgressRoute } from '../egress/connect.ts';
 import { isOxyError, OXY_ERR, OxyError } from '../errors.ts';
+import { routeFor } from '../flows/http/route.ts';
 import { carryStream, finishStream } from '../flows/stream/runner.ts';
 import { TunnelDecision, type TunnelStart } from '../hooks/tunnel.ts';
 import { connectTls, type UpstreamTlsConnection } from '../offramps/tls/connect.ts';
+import { endpointPool } from '../onramps/http1/lean.ts';
 import type { Runtime } from '../runtime.ts';
 import { serveTunnelHttp, serveTunnelHttp2 } from './serve-http.ts';
 import { answerBadGateway } from './tls-intercept/index.ts';
@@ -159,9 +165,10 @@ export async function inspectTunnel(
   rt: Runtime,
   request: RequestState,
   eg: EgressState,
-  _route: EgressRoute,
+  route: EgressRoute,
   client: Duplex,
   upstream: Duplex,
+  remote: SocketAddr,
 ): Promise<void> {
   const first = await firstBytes(client, upstream);
   if (first.who !== 'client') return carryStream(rt, request, eg, client, upstream);
@@ -215,7 +222,7 @@ export async function inspectTunnel(
         return refuse(rt, request, client, upstream, `intercept() for a ${start.kind} start`);
       if (rt.interception === null)
         return refuse(rt, request, client, upstream, 'intercept() without interception.enabled');
-      return intercept(rt, request, client, upstream, hello);
+      return intercept(rt, request, eg, handOver(rt, route, remote), client, upstream, hello);
   }
 }
 
@@ -223,16 +230,55 @@ function refuse(rt: Runtime, request: RequestState, client: Duplex, upstream: Du
   fail(rt, request, [client, upstream], 'refused', new OxyError(OXY_ERR.BLOCKED, `tunnel refused: ${why}`));
 }
 
+/**
+ * Where the verified origin connection of an intercepted tunnel may go once the origin is
+ * proved: the endpoint's pool, when the tunnel's requests will route exactly as the tunnel did
+ * (the default egress decision, a direct connection without a PROXY header), so the first
+ * request does not open a second connection. Null otherwise (a `handleConnection` hook decides
+ * each request anew): the connection is closed.
+ */
+function handOver(rt: Runtime, route: EgressRoute, remote: SocketAddr): SocketAddr | null {
+  if (!rt.fast.defaultEgress || route.kind !== 'direct' || route.proxyHeader !== undefined) return null;
+  return remote;
+}
+
+/** The pool key the requests of a tunnel to `request.target`, verified for `name`, use. */
+function poolKey(rt: Runtime, request: RequestState, eg: EgressState, name: string): string {
+  const target = request.target;
+  return routeFor(rt, eg, { kind: 'direct', addr: target }, target, 'https', '', '/', name).target.key;
+}
+
 async function intercept(
   rt: Runtime,
   request: RequestState,
+  eg: EgressState,
+  remote: SocketAddr | null,
   client: Duplex,
   upstream: Duplex,
   peeked: PeekedClientHello,
 ): Promise<void> {
-  const interception = rt.interception as NonNullable<Runtime['interception']>;
-  const { hello, bytes } = peeked;
-  const name = hello.serverName ?? request.target.host;
+  const name = peeked.hello.serverName ?? request.target.host;
+  const pool = endpointPool(rt, request.ingress.endpoint);
+  const key = remote === null ? null : poolKey(rt, request, eg, name);
+  // A connection of the same key idle in the pool was verified for this name under this trust,
+  // and the first request takes it: the origin is proved without another handshake. The
+  // tunnel's own TCP connection is closed unused.
+  if (key !== null && pool.hasIdle(key)) {
+    upstream.destroy();
+    const clientTls = await terminateClient(rt, request, client, upstream, peeked, true, null);
+    if (clientTls === null) return;
+    clientTls.on('error', () => {});
+    return serveInside(
+      rt,
+      request,
+      client,
+      clientTls,
+      name,
+      'intercepted',
+      'https',
+      clientTls.alpnProtocol === 'h2',
+    );
+  }
   let origin: UpstreamTlsConnection | null = null;
   let failure: OxyError | null = null;
   try {
@@ -248,18 +294,8 @@ async function intercept(
   } catch (e) {
     failure = isOxyError(e) ? e : new OxyError(OXY_ERR.UPSTREAM_TLS, String(e), { source: 'upstream' });
   }
-  // Every request is re-sent by the pipeline: the client may speak h2 whatever the origin speaks.
-  const offered = ['h2', 'http/1.1'].filter((p) => hello.alpn.includes(p));
-  const clientAlpn = failure === null ? offered : offered.filter((p) => p === 'http/1.1');
-  let clientTls: Awaited<ReturnType<typeof terminateTls>>;
-  try {
-    const leaf = await interception.leaves.leafFor(hello.serverName, request.target.host);
-    clientTls = await terminateTls(client, bytes, leaf, clientAlpn, FIRST_BYTES_MS);
-  } catch (e) {
-    origin?.socket.destroy();
-    const err = isOxyError(e) ? e : new OxyError(OXY_ERR.TLS_CLIENT_HELLO, String(e));
-    return fail(rt, request, [client, upstream], 'client_handshake', err);
-  }
+  const clientTls = await terminateClient(rt, request, client, upstream, peeked, failure === null, origin);
+  if (clientTls === null) return;
   if (origin === null) {
     const err = failure as OxyError;
     upstream.destroy();
@@ -276,12 +312,52 @@ async function intercept(
   }
   // Errors after the handshakes end the tunnel through 'close'; none may go unhandled.
   clientTls.on('error', () => {});
-  origin.socket.on('error', () => {});
-  const h2 = clientTls.alpnProtocol === 'h2';
   // The verified connection proved the origin; the requests go through the endpoint's pool,
-  // whose https connections are verified for the same name (`routeFor`'s key holds it).
-  origin.socket.destroy();
-  return serveInside(rt, request, client, clientTls, name, 'intercepted', 'https', h2);
+  // whose https connections are verified for the same name (`routeFor`'s key holds it). The
+  // connection joins that pool under the key the tunnel's requests use, when they route as
+  // the tunnel did; otherwise it is closed.
+  if (key === null) origin.socket.destroy();
+  else pool.adopt(key, origin.socket, remote as SocketAddr, origin.alpn);
+  return serveInside(
+    rt,
+    request,
+    client,
+    clientTls,
+    name,
+    'intercepted',
+    'https',
+    clientTls.alpnProtocol === 'h2',
+  );
+}
+
+/**
+ * The client's TLS, terminated with the leaf for its SNI (or the CONNECT host). `originOk`
+ * false offers `http/1.1` only (the 502 goes out in HTTP/1.1). On failure the tunnel is
+ * recorded as failed (`client_handshake`), `origin` closed, and null returned.
+ */
+async function terminateClient(
+  rt: Runtime,
+  request: RequestState,
+  client: Duplex,
+  upstream: Duplex,
+  peeked: PeekedClientHello,
+  originOk: boolean,
+  origin: UpstreamTlsConnection | null,
+): Promise<tls.TLSSocket | null> {
+  const interception = rt.interception as NonNullable<Runtime['interception']>;
+  const { hello, bytes } = peeked;
+  // Every request is re-sent by the pipeline: the client may speak h2 whatever the origin speaks.
+  const offered = ['h2', 'http/1.1'].filter((p) => hello.alpn.includes(p));
+  const clientAlpn = originOk ? offered : offered.filter((p) => p === 'http/1.1');
+  try {
+    const leaf = await interception.leaves.leafFor(hello.serverName, request.target.host);
+    return await terminateTls(client, bytes, leaf, clientAlpn, FIRST_BYTES_MS);
+  } catch (e) {
+    origin?.socket.destroy();
+    const err = isOxyError(e) ? e : new OxyError(OXY_ERR.TLS_CLIENT_HELLO, String(e));
+    fail(rt, request, [client, upstream], 'client_handshake', err);
+    return null;
+  }
 }
 
 /** Serves the requests inside a tunnel until its client side closes, then writes its record. */

@@ -145,7 +145,7 @@ export async function runStream(rt: Runtime, request: RequestState, ingress: Str
   // A tunnel's first bytes decide how it runs (intercept, HTTP, pass through, close) when a
   // hook or `interception.enabled` asks (`tunnels/inspect.ts`).
   if (inspectsTunnels(rt, request.kind))
-    return inspectTunnel(rt, request, eg, route, answered, upstream.socket);
+    return inspectTunnel(rt, request, eg, route, answered, upstream.socket, upstream.remote);
   // Returned, not awaited: this frame (route, exchange, egress result) is released while the
   // tunnel runs; an idle tunnel keeps only what the carry needs.
   return carryStream(rt, request, eg, answered, upstream.socket);

@@ -27,6 +27,7 @@
  * head.
  */
 import type { Duplex } from 'node:stream';
+import type tls from 'node:tls';
 import type { SocketAddr } from '../../context/contexts.ts';
 import type { EgressState } from '../../context/state.ts';
 import { connectDirect, established } from '../../egress/connect.ts';
@@ -237,6 +238,36 @@ export class HttpPool {
     }
     if (list.length >= this.#maxIdle) conn.destroy();
     else list.push(conn);
+  }
+
+  /**
+   * Adds an established connection made elsewhere to the idle list of `key`, as if a request
+   * had just finished on it: an intercepted tunnel's origin connection, verified for the name
+   * `key` names (`tunnels/inspect.ts`), so that the tunnel's first request does not open a
+   * second one. Closed instead when a connection of `key` is already idle (the request takes
+   * that one; a second would only wait out its idle timeout) or the pool is closed. A TLS
+   * connection whose ALPN chose `h2` becomes a session of the HTTP/2 upstream instead (closed
+   * when that is off); one that chose HTTP/1.1 tells the HTTP/2 upstream so.
+   */
+  adopt(key: string, socket: Duplex, remote: SocketAddr, alpn: 'h2' | 'http/1.1' = 'http/1.1'): void {
+    if (alpn === 'h2') {
+      if (this.http2 === null || this.#closed) socket.destroy();
+      else this.http2.adopt(key, socket as tls.TLSSocket, remote);
+      return;
+    }
+    this.http2?.learnedHttp1(key);
+    if (this.#closed || socket.destroyed || this.#idle.has(key)) socket.destroy();
+    else this.release(new UpstreamConnection(this, key, socket, remote));
+  }
+
+  /**
+   * True when the next request to `key` has a verified connection waiting: an idle HTTP/1.1
+   * connection, or an open HTTP/2 session of an origin that chose h2.
+   */
+  hasIdle(key: string): boolean {
+    if (this.#idle.has(key)) return true;
+    const h2 = this.http2;
+    return h2 !== null && h2.protocolOf(key) === 'h2' && h2.sessionsOf(key).length > 0;
   }
 
   /** Removes a closed connection from the idle lists. */

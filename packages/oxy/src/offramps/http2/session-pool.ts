@@ -133,6 +133,15 @@ export class Http2Upstream implements Http2Dispatcher {
     return this.#protocols.get(key);
   }
 
+  /**
+   * Records that the origin of `key` chose HTTP/1.1 on a connection opened elsewhere (the one
+   * that proved an intercepted tunnel's origin, adopted by the HTTP/1.1 pool), so its requests
+   * go to that pool instead of opening a connection here to find out.
+   */
+  learnedHttp1(key: string): void {
+    this.#protocols.set(key, 'http/1.1');
+  }
+
   /** Sessions open to `key` (for tests and metrics). */
   sessionsOf(key: string): readonly UpstreamSession[] {
     return this.#sessions.get(key) ?? [];

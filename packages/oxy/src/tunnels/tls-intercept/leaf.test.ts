@@ -5,6 +5,7 @@
  * concurrently) in a bounded LRU.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -68,6 +69,36 @@ describe('minted leaves verify against the CA alone', () => {
     ]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'ok');
+  });
+
+  test('the leaf is served with the CA after it (no chain built per handshake)', async () => {
+    const leaf = await new LeafMinter(ca).leafFor('chain.test', 'chain.test');
+    const port = await serve(leaf);
+    // openssl s_client prints every certificate the server sent.
+    const out = await new Promise<string>((resolve) => {
+      execFile(
+        'openssl',
+        [
+          's_client',
+          '-connect',
+          `127.0.0.1:${port}`,
+          '-servername',
+          'chain.test',
+          '-showcerts',
+          '-CAfile',
+          caFile,
+        ],
+        { timeout: 10_000 },
+        (_err, stdout) => resolve(stdout),
+      );
+    }).catch(() => '');
+    const sent = out.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+    assert.equal(sent.length, 2, out);
+    assert.equal(
+      new X509Certificate(sent[1] as string).fingerprint256,
+      new X509Certificate(ca.certPem).fingerprint256,
+    );
+    assert.match(out, /Verify return code: 0 \(ok\)/);
   });
 
   test('an IP literal target without SNI: IP SAN (v4 and v6)', async () => {

@@ -1,0 +1,126 @@
+/**
+ * An intercepted tunnel costs one TLS handshake with the origin: the verified connection that
+ * proved the origin before the client's handshake is handed to the endpoint's pool, under the
+ * key the tunnel's requests use, instead of being closed while the pool opens a second one.
+ * A tunnel that finds a connection of that key idle (verified for the same name under the
+ * same trust) skips the handshake: the idle connection carries its first request.
+ * Counted at a real HTTPS origin (TCP connections and TLS handshakes), with curl as the client
+ * trusting only the interception CA; with a shared pool and with a per-client pool (an egress
+ * hook makes the key carry the client connection's id). An egress hook that decides where
+ * connections go keeps the old way (the tunnel's connection is not handed over): a request's
+ * own decision may send it elsewhere.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
+import type net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { EgressDecision } from '../src/index.ts';
+import {
+  type AppUnderTest,
+  curl,
+  generateCertificate,
+  generateCertificateAuthority,
+  hooksApp,
+  startApp,
+} from '../src/testing/index.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'oxy-intercept-reuse-'));
+const originCa = await generateCertificateAuthority('Origin CA');
+const originCert = await generateCertificate({
+  dnsNames: ['localhost'],
+  ips: ['127.0.0.1'],
+  issuer: originCa,
+});
+const originCaFile = join(dir, 'origin-ca.pem');
+writeFileSync(originCaFile, originCa.certPem);
+
+/** The origin: counts TCP connections and finished TLS handshakes. */
+const counts = { tcp: 0, tls: 0 };
+const origin = https.createServer({ cert: originCert.certPem, key: originCert.keyPem }, (req, res) =>
+  res.end(`origin saw ${req.url}`),
+);
+const sockets: net.Socket[] = [];
+origin.on('connection', (socket: net.Socket) => {
+  counts.tcp++;
+  sockets.push(socket);
+});
+origin.on('secureConnection', () => counts.tls++);
+origin.listen(0, '127.0.0.1');
+await once(origin, 'listening');
+const port = (origin.address() as net.AddressInfo).port;
+
+const settings = (name: string) => ({
+  interception: { enabled: true, hosts: [], ca: { cert: '', key: '', dir: join(dir, name) } },
+  egress: { tls: { extra_ca: [originCaFile] } },
+});
+
+const apps: AppUnderTest[] = [];
+
+/** A new proxy per test, so no test finds a connection another one left in a pool. */
+async function proxy(name: string, hooks: Parameters<typeof hooksApp>[0] = {}): Promise<AppUnderTest> {
+  const app = await startApp(hooksApp(hooks), { settings: settings(name) });
+  apps.push(app);
+  return app;
+}
+
+after(async () => {
+  await Promise.all(apps.map((a) => a.stop()));
+  origin.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** One tunnel through `proxy` with `paths.length` requests inside; returns the origin's counts it caused. */
+async function tunnel(proxy: AppUnderTest, ...paths: string[]): Promise<{ tcp: number; tls: number }> {
+  const caFile = join(dir, `ca-${proxy.address().replace(/\W/g, '_')}.pem`);
+  writeFileSync(caFile, proxy.proxy.runtime.interception?.ca.certPem ?? '');
+  const start = { ...counts };
+  const urls = paths.map((p) => `https://localhost:${port}${p}`);
+  const r = await curl(['-x', `http://${proxy.address()}`, '--cacert', caFile, '--http1.1', ...urls]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, paths.map((p) => `origin saw ${p}`).join(''));
+  return { tcp: counts.tcp - start.tcp, tls: counts.tls - start.tls };
+}
+
+describe('the verifying origin connection goes to the pool', () => {
+  test('a tunnel with one request: one TCP connection and one TLS handshake at the origin', async () => {
+    assert.deepEqual(await tunnel(await proxy('one'), '/one'), { tcp: 1, tls: 1 });
+  });
+
+  test('three requests in a tunnel use that one connection', async () => {
+    assert.deepEqual(await tunnel(await proxy('three'), '/a', '/b', '/c'), { tcp: 1, tls: 1 });
+  });
+
+  test('a second tunnel finds the first one idle: no second handshake, its TCP connection closed', async () => {
+    const app = await proxy('second');
+    const first = sockets.length;
+    assert.deepEqual(await tunnel(app, '/1'), { tcp: 1, tls: 1 });
+    // The idle connection proved the origin for this name: the tunnel's own is closed unused.
+    assert.deepEqual(await tunnel(app, '/2'), { tcp: 1, tls: 0 });
+    const open = async () => {
+      for (let i = 0; i < 50; i++) {
+        const n = sockets.slice(first).filter((x) => !x.destroyed).length;
+        if (n <= 1) return n;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return -1;
+    };
+    assert.equal(await open(), 1);
+  });
+
+  test('a per-client pool (handleUpstreamIps installed): still one connection', async () => {
+    // The default decision still holds, but pool keys carry the client connection's id.
+    const app = await proxy('per-client', { egress: { handleUpstreamIps: (ips) => ips } });
+    assert.deepEqual(await tunnel(app, '/p'), { tcp: 1, tls: 1 });
+  });
+
+  test('handleConnection installed: the request decides anew, the tunnel connection is closed', async () => {
+    const app = await proxy('deciding', {
+      egress: { handleConnection: (target) => EgressDecision.direct(target) },
+    });
+    assert.deepEqual(await tunnel(app, '/d'), { tcp: 2, tls: 2 });
+  });
+});
