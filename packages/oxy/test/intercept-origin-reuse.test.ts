@@ -8,11 +8,13 @@
  * trusting only the interception CA; with a shared pool and with a per-client pool (an egress
  * hook makes the key carry the client connection's id). An egress hook that decides where
  * connections go keeps the old way (the tunnel's connection is not handed over): a request's
- * own decision may send it elsewhere.
+ * own decision may send it elsewhere. An origin that chooses h2 in ALPN: the verifying
+ * connection becomes the HTTP/2 upstream's session, so again one handshake.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import https from 'node:https';
 import type net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -67,9 +69,22 @@ async function proxy(name: string, hooks: Parameters<typeof hooksApp>[0] = {}): 
   return app;
 }
 
+/** An h2-only origin, counted the same way. */
+const h2Counts = { tcp: 0, tls: 0 };
+const h2Origin = http2.createSecureServer(
+  { cert: originCert.certPem, key: originCert.keyPem, allowHTTP1: false },
+  (req, res) => res.end(`h2 origin saw ${req.url}`),
+);
+h2Origin.on('connection', () => h2Counts.tcp++);
+h2Origin.on('secureConnection', () => h2Counts.tls++);
+h2Origin.listen(0, '127.0.0.1');
+await once(h2Origin, 'listening');
+const h2Port = (h2Origin.address() as net.AddressInfo).port;
+
 after(async () => {
   await Promise.all(apps.map((a) => a.stop()));
   origin.close();
+  h2Origin.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -123,4 +138,15 @@ describe('the verifying origin connection goes to the pool', () => {
     });
     assert.deepEqual(await tunnel(app, '/d'), { tcp: 2, tls: 2 });
   });
+});
+
+test('an origin that chooses h2: the verifying connection carries the requests as an HTTP/2 session', async () => {
+  const app = await proxy('h2');
+  const caFile = join(dir, 'ca-h2.pem');
+  writeFileSync(caFile, app.proxy.runtime.interception?.ca.certPem ?? '');
+  const urls = ['/x', '/y'].map((p) => `https://localhost:${h2Port}${p}`);
+  const r = await curl(['-x', `http://${app.address()}`, '--cacert', caFile, '--http1.1', ...urls]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'h2 origin saw /xh2 origin saw /y');
+  assert.deepEqual(h2Counts, { tcp: 1, tls: 1 });
 });
