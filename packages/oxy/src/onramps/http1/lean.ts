@@ -33,22 +33,22 @@ import type { HttpPool } from '../../offramps/http/pool.ts';
 import type { Runtime } from '../../runtime.ts';
 import { httpSettingsOf } from '../../settings.ts';
 import type { SocketOnRamp } from '../ingress.ts';
+import { LeanConnection } from './connection.ts';
 import {
   BUSY,
   type Http1StreamOptions,
   IDLE,
   kLean,
-  LeanConnection,
   type LeanSocket,
   onSocketClose,
   onSocketData,
   onSocketEnd,
   onSocketError,
   type Ramp,
-} from './connection.ts';
+} from './connection-socket.ts';
 import { createHttp1OnRamp, type Http1OnRamp } from './server.ts';
 
-export type { Http1StreamOptions } from './connection.ts';
+export type { Http1StreamOptions } from './connection-socket.ts';
 
 /**
  * How often the sweep looks: half the shorter timeout (so a deadline is missed by at most half
