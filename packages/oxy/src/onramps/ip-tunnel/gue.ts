@@ -18,7 +18,7 @@
  */
 import net from 'node:net';
 import type { Listeners } from 'foundations/restart';
-import { UdpSocket } from 'native';
+import type { UdpSocket } from 'native';
 import type { EndpointState } from '../../context/state.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
 import { ipPipelineMetrics } from '../../flows/ip/metrics.ts';
@@ -26,6 +26,7 @@ import { decodeGue, encodeGue, type GueMessage } from '../../protocols/gue/codec
 import { isPacketError } from '../../protocols/ip/packet-error.ts';
 import type { Runtime } from '../../runtime.ts';
 import type { IpGueEndpointSettings } from '../../settings.ts';
+import { bindEndpointUdp } from '../udp/bind.ts';
 import { type IpTunnel, openIpTunnel } from './tunnel.ts';
 
 /** A running `ip_gue` endpoint. */
@@ -63,22 +64,7 @@ export function openIpGueOnRamp(
   const addr = settings.addr;
   if (addr.kind !== 'tcp')
     throw new OxyError(OXY_ERR.LISTEN, `${where}: an ip_gue endpoint listens on host:port`);
-  let socket: UdpSocket;
-  try {
-    const opts = { maxDatagramSize: 65535, receiveBufferSize: 4 << 20 };
-    socket =
-      listeners === undefined
-        ? UdpSocket.bind({ address: addr.host, port: addr.port, ...opts })
-        : listeners.datagrams.bind(endpoint.name, { host: addr.host, port: addr.port }, opts);
-  } catch (e) {
-    throw new OxyError(
-      OXY_ERR.LISTEN,
-      `${where}: cannot listen on UDP ${addr.host}:${addr.port}: ${(e as Error).message}`,
-      {
-        cause: e,
-      },
-    );
-  }
+  const socket = bindEndpointUdp(endpoint.name, addr.host, addr.port, 65535, listeners);
   const bound = socket.address();
   const local = { host: bound.address, port: bound.port };
   const v6 = net.isIPv6(bound.address);

@@ -28,6 +28,7 @@ import {
   parseDatagramHeader,
 } from '../proxy-protocol/datagram.ts';
 import { TrustedPeers } from '../proxy-protocol/trust.ts';
+import { bindEndpointUdp } from './bind.ts';
 
 const EMPTY = new Uint8Array(0);
 
@@ -64,24 +65,7 @@ export function openUdpOnRamp(
   if (addr.kind !== 'tcp')
     throw new OxyError(OXY_ERR.LISTEN, `${where}: a udp endpoint listens on host:port, not a path`);
   const maxDatagram = Math.min(65535, settings.udp.max_datagram_size);
-  let socket: UdpSocket;
-  try {
-    const opts = { maxDatagramSize: maxDatagram, receiveBufferSize: 4 << 20 };
-    // Under the restart lifecycle the socket handed over by the previous process (or systemd)
-    // is taken when one matches, and handed on at the next restart.
-    socket =
-      listeners === undefined
-        ? UdpSocket.bind({ address: addr.host, port: addr.port, ...opts })
-        : listeners.datagrams.bind(endpoint.name, { host: addr.host, port: addr.port }, opts);
-  } catch (e) {
-    throw new OxyError(
-      OXY_ERR.LISTEN,
-      `${where}: cannot listen on UDP ${addr.host}:${addr.port}: ${(e as Error).message}`,
-      {
-        cause: e,
-      },
-    );
-  }
+  const socket = bindEndpointUdp(endpoint.name, addr.host, addr.port, maxDatagram, listeners);
   const bound = socket.address();
   const local: SocketAddr = { host: bound.address, port: bound.port };
   const target = settings.udp.target ?? NO_TARGET;
