@@ -3,15 +3,16 @@
  * comparison that stays usable on a shared, noisy machine, where `npm run bench` (one fresh
  * process per measurement, minutes apart) compares one moment's machine with another's.
  *
- *   node bench/tools/s1-interleave.ts [--ref DIR] [--no-ts] [--pin] [--rounds 8] [--seconds 2]
- *     [--gc]
+ *   node bench/tools/s1-interleave.ts [--ref DIR] [--ref-flags=FLAGS] [--no-ts] [--pin]
+ *     [--rounds 8] [--seconds 2] [--gc]
  *
  * Starts the harness's nginx upstream (its config, another port), Oxy from this checkout, Oxy
  * from `--ref` (another checkout with `node_modules` and the addon built; `bin/oxy` as the
- * harness runs it) and trafficserver (the harness's settings), warms each up, then for each
- * round measures every proxy for `--seconds` in turn (the order rotated each round) with
- * `wrk -t2 -c64` and `bench/s1.lua`. Per window: requests/s, p99, CPU µs per request of the
- * process tree (all threads) and of the main thread. Prints one line per proxy with the windows
+ * harness runs it; `--ref-flags=FLAGS` gives it `OXY_NODE_FLAGS` instead of `bin/oxy`'s
+ * default, and without `--ref` it is this checkout: an A/B of V8 flags) and trafficserver (the
+ * harness's settings), warms each up, then for each round measures every proxy for `--seconds`
+ * in turn (the order rotated each round) with `wrk -t2 -c64` and `bench/s1.lua`. Per window:
+ * requests/s, p99, CPU µs per request of the process tree (all threads) and of the main thread. Prints one line per proxy with the windows
  * and their medians. `--pin`: each proxy on CPU 1, nginx and wrk on CPU 0. `--gc`: the Oxy
  * processes run with `--trace-gc-nvp` and also report V8's own count of bytes allocated per
  * request and GC pause per request (their log lines counted between the window's ends).
@@ -28,6 +29,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const { values } = parseArgs({
   options: {
     ref: { type: 'string' },
+    'ref-flags': { type: 'string' },
     'no-ts': { type: 'boolean', default: false },
     pin: { type: 'boolean', default: false },
     rounds: { type: 'string', default: '8' },
@@ -70,11 +72,16 @@ interface Target {
   log: string[];
 }
 const targets: Target[] = [];
-const oxyFlags = `--max-semi-space-size=2${values.gc ? ' --trace-gc-nvp' : ''}`;
-const oxies: [string, string][] = [['oxy', ROOT]];
-if (values.ref !== undefined) oxies.push(['oxy-ref', resolve(values.ref)]);
+const gcFlag = values.gc ? ' --trace-gc-nvp' : '';
+const oxies: [string, string, string][] = [['oxy', ROOT, `--max-semi-space-size=2${gcFlag}`]];
+if (values.ref !== undefined || values['ref-flags'] !== undefined)
+  oxies.push([
+    'oxy-ref',
+    resolve(values.ref ?? ROOT),
+    `${values['ref-flags'] ?? '--max-semi-space-size=2'}${gcFlag}`,
+  ]);
 let port = 22120;
-for (const [name, root] of oxies) {
+for (const [name, root, flags] of oxies) {
   port++;
   const cfg = join(WORK, `${name}.yaml`);
   writeFileSync(
@@ -84,7 +91,7 @@ for (const [name, root] of oxies) {
   // Line-buffered, so that a window's GC lines arrive before its end.
   const c = start(
     ['stdbuf', '-oL', join(root, 'node_modules/.bin/oxy'), '-c', cfg],
-    { OXY_NODE_FLAGS: oxyFlags },
+    { OXY_NODE_FLAGS: flags },
     'pipe',
   );
   const t: Target = { name, port, pid: c.pid as number, log: [] };
