@@ -280,13 +280,14 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
     const limit = httpSettingsOf(this.#request.ingress.endpoint.settings).body_read_timeout;
     // A body that stops arriving would hold the upstream connection for ever: each piece must
     // follow the last within `body_read_timeout`.
-    if (limit > 0) this.#bodyTimer = setTimeout(this.#bodyTimeout, limit);
+    if (limit > 0) this.#bodyTimer = setTimeout(ExchangeRun.#bodyTimeout, limit, this);
     this.#input.body?.start(this);
   }
 
-  readonly #bodyTimeout = (): void => {
-    this.failWith(new OxyError(OXY_ERR.BODY_TIMEOUT, 'request body timeout', { source: 'downstream' }));
-  };
+  // The timers' callbacks take the run as their argument: no closure per exchange.
+  static #bodyTimeout(run: ExchangeRun): void {
+    run.failWith(new OxyError(OXY_ERR.BODY_TIMEOUT, 'request body timeout', { source: 'downstream' }));
+  }
 
   // BodySink: the client's body pieces.
 
@@ -388,7 +389,7 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
     request.respondedAt = performance.now();
     request.status = status;
     const limit = this.#rt.settings.egress.response_timeout;
-    if (limit > 0) this.#stallTimer = setTimeout(this.#checkStall, limit);
+    if (limit > 0) this.#stallTimer = setTimeout(ExchangeRun.#checkStall, limit, this);
     const hook = this.#rt.hooks.response;
     if (hook === null) {
       this.#startBody(status, statusText, rawHeaders);
@@ -447,17 +448,15 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
    * A response body that made no progress for a whole `egress.response_timeout` (the upstream
    * stopped sending, or the client stopped reading) is cut and its upstream connection closed.
    */
-  readonly #checkStall = (): void => {
-    if (this.#done) return;
-    if (this.#bytesDown !== this.#bytesAtCheck) {
-      this.#bytesAtCheck = this.#bytesDown;
-      this.#stallTimer?.refresh();
+  static #checkStall(run: ExchangeRun): void {
+    if (run.#done) return;
+    if (run.#bytesDown !== run.#bytesAtCheck) {
+      run.#bytesAtCheck = run.#bytesDown;
+      run.#stallTimer?.refresh();
       return;
     }
-    this.failWith(
-      new OxyError(OXY_ERR.RESPONSE_TIMEOUT, 'upstream response timeout', { source: 'upstream' }),
-    );
-  };
+    run.failWith(new OxyError(OXY_ERR.RESPONSE_TIMEOUT, 'upstream response timeout', { source: 'upstream' }));
+  }
 
   onBody(chunk: Buffer, resume: () => void): boolean {
     if (this.#done) return true;

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
   filterRawHeaders,
+  keepsContentLength,
   parseAbsoluteTarget,
   parseAuthority,
   rawToHeaders,
@@ -80,6 +81,40 @@ test('hop-by-hop fields and those Connection names are removed, others kept in o
   const h = { connection: 'x-a', 'x-a': '1', 'proxy-authorization': 'p', accept: 'b' };
   stripHopByHop(h);
   assert.deepEqual(h, { accept: 'b' });
+});
+
+test('Connection values: single tokens, lists, several fields, and keepsContentLength agrees with the serialised lines', () => {
+  // One token, in any case and spacing; close and keep-alive name no field.
+  assert.equal(serializeRawHeaders(['Connection', ' X-A ', 'X-A', '1', 'X-B', '2'], ''), 'X-B: 2\r\n');
+  assert.equal(serializeRawHeaders(['Connection', 'Keep-Alive', 'X-A', '1'], ''), 'X-A: 1\r\n');
+  assert.equal(serializeRawHeaders(['Connection', 'close', 'X-A', '1'], ''), 'X-A: 1\r\n');
+  assert.equal(serializeRawHeaders(['Connection', '', 'X-A', '1'], ''), 'X-A: 1\r\n');
+  // Tokens from several Connection fields add up; a list with empty members.
+  const raw = ['Connection', 'x-a', 'X-A', '1', 'Connection', 'close,, X-B', 'X-B', '2', 'X-C', '3'];
+  assert.equal(serializeRawHeaders(raw, ''), 'X-C: 3\r\n');
+  assert.deepEqual(filterRawHeaders(raw, ''), ['X-C', '3']);
+  const h = { connection: ['x-a', 'keep-alive, X-B'], 'x-a': '1', 'x-b': '2', 'x-c': '3' };
+  stripHopByHop(h);
+  assert.deepEqual(h, { 'x-c': '3' });
+  // keepsContentLength: true exactly when the serialised lines (no skip) carry a length.
+  const cases: string[][] = [
+    ['Content-Length', '5'],
+    ['content-LENGTH', '0', 'X', 'y'],
+    ['Connection', 'content-length', 'Content-Length', '5'],
+    ['Connection', 'keep-alive, Content-Length', 'Content-Length', '5'],
+    ['Connection', 'keep-alive', 'Content-Length', '5'],
+    ['X-Content-Length', '5'],
+    ['Transfer-Encoding', 'chunked'],
+    [],
+  ];
+  for (const c of cases)
+    assert.equal(
+      keepsContentLength(c),
+      /(?:^|\n)content-length:/i.test(serializeRawHeaders(c, '')),
+      c.join(),
+    );
+  assert.equal(keepsContentLength(['Content-Length', '5']), true);
+  assert.equal(keepsContentLength(['Connection', 'content-length', 'Content-Length', '5']), false);
 });
 
 test('raw headers become the header object node:http would build', () => {

@@ -29,27 +29,39 @@ const HOP_LENGTHS = new Set([...HOP_BY_HOP].map((n) => n.length));
 /** The field names a `Connection` header lists (lower-case), or null when there is none. */
 function connectionTokens(value: string | string[] | undefined): Set<string> | null {
   if (value === undefined) return null;
-  const tokens = new Set<string>();
-  for (const v of Array.isArray(value) ? value : [value]) {
-    for (const t of v.split(',')) {
-      const name = t.trim().toLowerCase();
-      if (name !== '' && name !== 'close' && name !== 'keep-alive') tokens.add(name);
+  let tokens: Set<string> | null = null;
+  for (const v of Array.isArray(value) ? value : [value]) tokens = addConnectionTokens(v, tokens);
+  return tokens;
+}
+
+/**
+ * Adds the field names one `Connection` value lists to `tokens` (made when the first one is
+ * found) and returns it. The usual values (`keep-alive`, `close`) list none and allocate nothing.
+ */
+function addConnectionTokens(value: string, tokens: Set<string> | null): Set<string> | null {
+  if (!value.includes(',')) {
+    const name = value.trim().toLowerCase();
+    if (name === '' || name === 'close' || name === 'keep-alive') return tokens;
+    tokens ??= new Set();
+    tokens.add(name);
+    return tokens;
+  }
+  for (const t of value.split(',')) {
+    const name = t.trim().toLowerCase();
+    if (name !== '' && name !== 'close' && name !== 'keep-alive') {
+      tokens ??= new Set();
+      tokens.add(name);
     }
   }
-  return tokens.size === 0 ? null : tokens;
+  return tokens;
 }
 
 function rawConnectionTokens(raw: readonly string[]): Set<string> | null {
   let tokens: Set<string> | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
-    if (name.length === 10 && name.toLowerCase() === 'connection') {
-      const t = connectionTokens(raw[i + 1]);
-      if (t !== null) {
-        tokens ??= new Set();
-        for (const x of t) tokens.add(x);
-      }
-    }
+    if (name.length === 10 && name.toLowerCase() === 'connection')
+      tokens = addConnectionTokens(raw[i + 1] as string, tokens);
   }
   return tokens;
 }
@@ -93,6 +105,20 @@ export function serializeRawHeaders(raw: readonly string[], skip: string): strin
     if (crosses(name, skip, listed, false)) out += `${name}: ${raw[i + 1]}\r\n`;
   }
   return out;
+}
+
+/**
+ * True when `raw` has a `Content-Length` field that crosses the proxy: when the lines
+ * {@link serializeRawHeaders} makes of `raw` (with no `skip`) state a length. A scan of the
+ * names, without searching the serialised text.
+ */
+export function keepsContentLength(raw: readonly string[]): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 14 && name.toLowerCase() === 'content-length')
+      return crosses(name, '', rawConnectionTokens(raw), false);
+  }
+  return false;
 }
 
 /** Removes hop-by-hop fields from a header object (lower-case names), in place. */

@@ -230,11 +230,14 @@ export class UpstreamConnection {
     const limit = this.#pool.responseTimeout;
     if (limit <= 0 || ex.responded) return;
     clearTimeout(ex.timer);
-    ex.timer = setTimeout(() => {
-      if (this.exchange !== ex || ex.responded) return;
-      ex.reused = false; // not retried: the upstream is slow, not gone
-      this.#fail(new OxyError(OXY_ERR.RESPONSE_TIMEOUT, 'upstream response timeout', { source: 'upstream' }));
-    }, limit);
+    ex.timer = setTimeout(UpstreamConnection.#headTimeout, limit, this, ex);
+  }
+
+  /** No response head within `egress.response_timeout` (a callback with arguments: no closure per request). */
+  static #headTimeout(conn: UpstreamConnection, ex: Exchange): void {
+    if (conn.exchange !== ex || ex.responded) return;
+    ex.reused = false; // not retried: the upstream is slow, not gone
+    conn.#fail(new OxyError(OXY_ERR.RESPONSE_TIMEOUT, 'upstream response timeout', { source: 'upstream' }));
   }
 
   readonly #onData = (data: Buffer): void => {

@@ -17,7 +17,7 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { IngressConnection } from '../../context/state.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
-import type { ExchangeResponse, ForwardRun } from '../../flows/http/exchange.ts';
+import type { ExchangeResponse, ForwardInput, ForwardRun } from '../../flows/http/exchange.ts';
 import { forwardRequest } from '../../flows/http/exchange.ts';
 import {
   type AbsoluteTarget,
@@ -348,21 +348,18 @@ export class LeanConnection implements ExchangeResponse {
     this.socket._httpMessage = this; // a drain sees a response under way
     const head = req.head;
     this.#out.reset(head.method, head.version);
-    const run = forwardRequest(
-      this.ramp.rt,
-      this.ramp.h1.pool,
-      this.conn,
-      {
-        method: head.method,
-        target,
-        rawHeaders: head.rawHeaders,
-        body: req.hasBody ? req : null,
-        expectContinue: req.expectContinue,
-        ...(this.#options.kind === undefined ? {} : { kind: this.#options.kind }),
-        ...(this.#options.parent === undefined ? {} : { parent: this.#options.parent }),
-      },
-      this,
-    );
+    const input: { -readonly [K in keyof ForwardInput]: ForwardInput[K] } = {
+      method: head.method,
+      target,
+      rawHeaders: head.rawHeaders,
+      body: req.hasBody ? req : null,
+      expectContinue: req.expectContinue,
+    };
+    // Set only when given (no spread of a throw-away object per request).
+    const { kind, parent } = this.#options;
+    if (kind !== undefined) input.kind = kind;
+    if (parent !== undefined) input.parent = parent;
+    const run = forwardRequest(this.ramp.rt, this.ramp.h1.pool, this.conn, input, this);
     if (this.#active === req) this.#run = run;
   }
 

@@ -232,9 +232,16 @@ export class RequestParser {
     upgrade: boolean,
     keepAlive: boolean,
   ): number {
-    const rawHeaders = headers ?? this.#part;
+    let rawHeaders: string[];
+    if (headers === undefined) {
+      // The fields came in pieces (a long head): they are the head's now.
+      rawHeaders = this.#part;
+      this.#part = [];
+    } else {
+      rawHeaders = headers;
+      if (this.#part.length > 0) this.#part = [];
+    }
     const head: ParsedHead = { version, method, url: url ?? this.#partUrl, rawHeaders, upgrade, keepAlive };
-    this.#part = [];
     this.#partUrl = '';
     const r = this.events.head(head);
     this.#inBody = r === READ_BODY;

@@ -30,11 +30,8 @@ export class H1Request implements BodySource {
   #paused = false;
   #endSent = false;
   #stopped = false;
-  readonly #resume = (): void => {
-    this.#paused = false;
-    this.#flush();
-    if (!this.#paused) this.#conn.resumeReading();
-  };
+  /** What a paused sink calls to go on; made when a body is first handed on (a bodiless request needs none). */
+  #resume: (() => void) | null = null;
 
   constructor(head: ParsedHead, conn: ReadControl) {
     this.head = head;
@@ -81,6 +78,11 @@ export class H1Request implements BodySource {
     if (sink === null) return;
     while (this.#chunks.length > 0) {
       const c = this.#chunks.shift() as Buffer;
+      this.#resume ??= () => {
+        this.#paused = false;
+        this.#flush();
+        if (!this.#paused) this.#conn.resumeReading();
+      };
       if (!sink.data(c, this.#resume)) {
         if (this.#sink === null) return;
         this.#paused = true;

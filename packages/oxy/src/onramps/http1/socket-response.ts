@@ -11,11 +11,9 @@
 import http from 'node:http';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { serializeRawHeaders } from '../../flows/http/headers.ts';
+import { keepsContentLength, serializeRawHeaders } from '../../flows/http/headers.ts';
 import { offloadWrites, writeDirect } from '../../flows/stream/offload.ts';
 
-/** A `Content-Length` line among serialised header lines. */
-const HAS_LENGTH = /(?:^|\n)content-length:/i;
 /** Above this, a body is written after its head rather than copied beside it. */
 const COPY_LIMIT = 65536;
 
@@ -53,7 +51,7 @@ export class SocketResponse {
     const lines = serializeRawHeaders(rawHeaders, '');
     let h = `HTTP/1.1 ${status} ${statusText}\r\n${lines}`;
     const bodiless = this.#isHead || status === 204 || status === 304 || status < 200;
-    this.#chunked = !bodiless && !HAS_LENGTH.test(lines);
+    this.#chunked = !bodiless && !keepsContentLength(rawHeaders);
     // HTTP/1.0 has no chunked framing: the close ends the body.
     if (this.#chunked && this.#http10) {
       this.#chunked = false;

@@ -1,0 +1,219 @@
+/**
+ * S1 with the proxies alive side by side, measured in short interleaved windows: a same-time
+ * comparison that stays usable on a shared, noisy machine, where `npm run bench` (one fresh
+ * process per measurement, minutes apart) compares one moment's machine with another's.
+ *
+ *   node bench/tools/s1-interleave.ts [--ref DIR] [--ref-flags=FLAGS] [--no-ts] [--pin]
+ *     [--rounds 8] [--seconds 2] [--gc]
+ *
+ * Starts the harness's nginx upstream (its config, another port), Oxy from this checkout, Oxy
+ * from `--ref` (another checkout with `node_modules` and the addon built; `bin/oxy` as the
+ * harness runs it; `--ref-flags=FLAGS` gives it `OXY_NODE_FLAGS` instead of `bin/oxy`'s
+ * default, and without `--ref` it is this checkout: an A/B of V8 flags) and trafficserver (the
+ * harness's settings), warms each up, then for each round measures every proxy for `--seconds`
+ * in turn (the order rotated each round) with `wrk -t2 -c64` and `bench/s1.lua`. Per window:
+ * requests/s, p99, CPU µs per request of the process tree (all threads) and of the main thread. Prints one line per proxy with the windows
+ * and their medians. `--pin`: each proxy on CPU 1, nginx and wrk on CPU 0. `--gc`: the Oxy
+ * processes run with `--trace-gc-nvp` and also report V8's own count of bytes allocated per
+ * request and GC pause per request (their log lines counted between the window's ends).
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { processTree, waitForPort } from '../lib/procs.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const { values } = parseArgs({
+  options: {
+    ref: { type: 'string' },
+    'ref-flags': { type: 'string' },
+    'no-ts': { type: 'boolean', default: false },
+    pin: { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '8' },
+    seconds: { type: 'string', default: '2' },
+    gc: { type: 'boolean', default: false },
+  },
+});
+const UPSTREAM = 22080;
+const WORK = join(ROOT, 'bench/.work/s1-interleave');
+mkdirSync(WORK, { recursive: true });
+const kids: ChildProcess[] = [];
+// SIGTERM, not SIGKILL: nginx's master then stops its worker (a killed master leaves it listening).
+process.once('exit', () => {
+  for (const k of kids) if (k.exitCode === null) k.kill('SIGTERM');
+});
+const onCpu0 = (cmd: string[]): string[] => (values.pin ? ['taskset', '-c', '0', ...cmd] : cmd);
+function start(cmd: string[], env: NodeJS.ProcessEnv = {}, log = 'ignore'): ChildProcess {
+  const out = log === 'ignore' ? 'ignore' : 'pipe';
+  const c = spawn(cmd[0] as string, cmd.slice(1), {
+    stdio: ['ignore', out, out],
+    env: { ...process.env, ...env },
+  });
+  kids.push(c);
+  return c;
+}
+
+// The harness's upstream config (bench/lib/proxies.ts writes it on every run), on another port.
+const nginxConf = readFileSync(join(ROOT, 'bench/.work/upstream/nginx.conf'), 'utf8')
+  .replaceAll(':21080', `:${UPSTREAM}`)
+  .replaceAll(join(ROOT, 'bench/.work/upstream'), WORK);
+writeFileSync(join(WORK, 'nginx.conf'), nginxConf);
+start(onCpu0(['nginx', '-c', join(WORK, 'nginx.conf')]));
+await waitForPort('127.0.0.1', UPSTREAM, 10000);
+
+interface Target {
+  name: string;
+  port: number;
+  pid: number;
+  /** Oxy's output (for --gc), as far as read. */
+  log: string[];
+}
+const targets: Target[] = [];
+const gcFlag = values.gc ? ' --trace-gc-nvp' : '';
+const oxies: [string, string, string][] = [['oxy', ROOT, `--max-semi-space-size=2${gcFlag}`]];
+if (values.ref !== undefined || values['ref-flags'] !== undefined)
+  oxies.push([
+    'oxy-ref',
+    resolve(values.ref ?? ROOT),
+    `${values['ref-flags'] ?? '--max-semi-space-size=2'}${gcFlag}`,
+  ]);
+let port = 22120;
+for (const [name, root, flags] of oxies) {
+  port++;
+  const cfg = join(WORK, `${name}.yaml`);
+  writeFileSync(
+    cfg,
+    `endpoints:\n  main:\n    addr: "127.0.0.1:${port}"\negress:\n  blocked_cidrs: []\nworkers: 1\nrestart:\n  socket: "${WORK}/${name}.sock"\n`,
+  );
+  // Line-buffered, so that a window's GC lines arrive before its end.
+  const c = start(
+    ['stdbuf', '-oL', join(root, 'node_modules/.bin/oxy'), '-c', cfg],
+    { OXY_NODE_FLAGS: flags },
+    'pipe',
+  );
+  const t: Target = { name, port, pid: c.pid as number, log: [] };
+  c.stdout?.setEncoding('utf8').on('data', (d: string) => t.log.push(d));
+  c.stderr?.resume();
+  await waitForPort('127.0.0.1', port, 60000);
+  targets.push(t);
+}
+if (!values['no-ts']) {
+  port = 22130;
+  const c = start(['traffic_server'], {
+    PROXY_CONFIG_HTTP_SERVER_PORTS: String(port),
+    PROXY_CONFIG_URL_REMAP_REMAP_REQUIRED: '0',
+    PROXY_CONFIG_REVERSE_PROXY_ENABLED: '0',
+    PROXY_CONFIG_HTTP_CACHE_HTTP: '0',
+    PROXY_CONFIG_EXEC_THREAD_AUTOCONFIG: '0',
+    PROXY_CONFIG_EXEC_THREAD_LIMIT: '1',
+    PROXY_CONFIG_ACCEPT_THREADS: '0',
+    PROXY_CONFIG_HTTP_CONNECT_PORTS: '1-65535',
+    PROXY_CONFIG_HTTP_INSERT_REQUEST_VIA_STR: '0',
+    PROXY_CONFIG_HTTP_INSERT_RESPONSE_VIA_STR: '0',
+    PROXY_CONFIG_NET_CONNECTIONS_THROTTLE: '30000',
+    PROXY_CONFIG_LOG_LOGGING_ENABLED: '0',
+  });
+  await waitForPort('127.0.0.1', port, 60000);
+  targets.push({ name: 'trafficserver', port, pid: c.pid as number, log: [] });
+}
+
+/** Run time (ns) of a process tree, all threads, and of its main thread. */
+function cpu(pid: number): { all: number; main: number } {
+  let all = 0;
+  let main = 0;
+  for (const p of processTree(pid)) {
+    let tids: string[] = [];
+    try {
+      tids = readdirSync(`/proc/${p}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tids) {
+      try {
+        const ns = Number(readFileSync(`/proc/${p}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+        all += ns;
+        if (Number(tid) === pid) main += ns;
+      } catch {
+        // the thread exited
+      }
+    }
+  }
+  return { all, main };
+}
+
+const wrkEnv = {
+  ...process.env,
+  BENCH_URL: `http://127.0.0.1:${UPSTREAM}/1k`,
+  BENCH_HOST: `127.0.0.1:${UPSTREAM}`,
+};
+function wrk(port: number, args: string[]): Record<string, number> {
+  const cmd = onCpu0(['wrk', ...args, '-s', join(ROOT, 'bench/s1.lua'), `http://127.0.0.1:${port}/`]);
+  const r = spawnSync(cmd[0] as string, cmd.slice(1), { env: wrkEnv, encoding: 'utf8', timeout: 60000 });
+  const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+  if (line === undefined) throw new Error(`wrk: ${r.stderr}`);
+  return JSON.parse(line) as Record<string, number>;
+}
+
+/** Bytes allocated and pause (ms) of the scavenges in `text` (--trace-gc-nvp lines). */
+function gcOf(text: string): { bytes: number; pause: number } {
+  let bytes = 0;
+  let pause = 0;
+  for (const l of text.split('\n')) {
+    if (!l.includes(' gc=')) continue;
+    bytes += Number(/ allocated=(\d+)/.exec(l)?.[1] ?? 0);
+    pause += Number(/ pause=([\d.]+)/.exec(l)?.[1] ?? 0);
+  }
+  return { bytes, pause };
+}
+
+for (const t of targets) {
+  if (values.pin)
+    for (const p of processTree(t.pid)) spawnSync('taskset', ['-a', '-p', '-c', '1', String(p)]);
+  wrk(t.port, ['-t1', '-c64', '-d3s']); // warm-up
+}
+const seconds = Number(values.seconds);
+const rounds = Number(values.rounds);
+type Row = Record<'rps' | 'p99' | 'us' | 'main' | 'bytes' | 'gcUs', number[]>;
+const rows = new Map<string, Row>();
+for (let r = 0; r < rounds; r++) {
+  for (let i = 0; i < targets.length; i++) {
+    const t = targets[(i + r) % targets.length] as Target;
+    // wrk runs synchronously: Oxy's output is read in these pauses, before and after the window.
+    if (values.gc) await sleep(300);
+    const before = cpu(t.pid);
+    const logAt = t.log.length;
+    const j = wrk(t.port, ['-t2', '-c64', `-d${seconds}s`]);
+    const after = cpu(t.pid);
+    if (values.gc) await sleep(300);
+    const n = j.requests as number;
+    const row = rows.get(t.name) ?? { rps: [], p99: [], us: [], main: [], bytes: [], gcUs: [] };
+    rows.set(t.name, row);
+    row.rps.push(n / ((j.duration_us as number) / 1e6));
+    row.p99.push((j.p99_us as number) / 1000);
+    row.us.push((after.all - before.all) / 1e3 / n);
+    row.main.push((after.main - before.main) / 1e3 / n);
+    if (values.gc && t.name !== 'trafficserver') {
+      const gc = gcOf(t.log.slice(logAt).join(''));
+      row.bytes.push(gc.bytes / n);
+      row.gcUs.push((gc.pause * 1000) / n);
+    }
+  }
+  process.stderr.write(
+    `round ${r + 1}/${rounds}, load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]}\n`,
+  );
+}
+const median = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)] ?? Number.NaN;
+const f = (x: number, d = 1): string => x.toFixed(d);
+for (const [name, row] of rows) {
+  let line = `${name.padEnd(14)} µs/request ${row.us.map((x) => f(x)).join(' ')} | median ${f(median(row.us))} (main thread ${f(median(row.main))}), requests/s ${f(median(row.rps), 0)}, p99 ${f(median(row.p99), 2)} ms`;
+  if (row.bytes.length > 0)
+    line += `, allocated ${f(median(row.bytes), 0)} B/request, GC pause ${f(median(row.gcUs), 2)} µs/request`;
+  process.stdout.write(`${line}\n`);
+}
+process.stdout.write(
+  `layout ${values.pin ? 'pinned' : 'free'}, load average ${readFileSync('/proc/loadavg', 'utf8').trim()}\n`,
+);
+process.exit(0);
