@@ -8,6 +8,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import type net from 'node:net';
 import { after, before, test } from 'node:test';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { isNativeError, SocketWriter } from 'native';
 import { countFds } from './fixtures/open-fds.ts';
 import { fdOf, loopbackPairs, type SocketPair } from './fixtures/socket-pairs.ts';
@@ -26,6 +29,10 @@ function collect(s: net.Socket): Promise<Buffer> {
 }
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+// A full collection on demand, for the test of an owner nobody else holds.
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc') as () => void;
 const sockets = (): number => countFds('socket');
 
 test('buffers and strings (latin1, utf8) arrive whole and in order; end() follows the last byte', async () => {
@@ -234,4 +241,47 @@ test('trySend after the peer reset: an error, and later sends are dropped', asyn
   assert.equal(w.trySend('more', 'latin1'), -1, 'dropped: the socket failed');
   w.close();
   inner.destroy();
+});
+
+test('a writer only its own drain callback refers to is not collected: the callback comes, then the end', async () => {
+  // Once the closure returns, the writer is reachable only through the callback it holds (the
+  // promise's resolve reaches the awaiting test, never the other way round). A collection here
+  // used to finalise it: the writer let go (no drain news, no end), the test hung.
+  const { outer, inner } = await pair();
+  outer.pause();
+  const got = collect(outer);
+  const big = randomBytes(8 * 2 ** 20);
+  let collected = false;
+  const registry = new FinalizationRegistry(() => {
+    collected = true;
+  });
+  const drained = ((): Promise<void> => {
+    const w = new SocketWriter(fdOf(inner));
+    registry.register(w, 'writer');
+    const queued = w.trySend(big);
+    assert.ok(queued > 0, `the peer reads nothing: part of it is queued (${queued})`);
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        w.end();
+        w.close();
+        resolve();
+      };
+      if (w.drained(done)) done();
+    });
+  })();
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await nextTurn(); // finalisers of collected owners run from the loop
+  }
+  outer.resume();
+  // Bounded: without the hold the drain never comes (an 8 MiB loopback write takes milliseconds).
+  const outcome = await Promise.race([
+    drained.then(() => 'drained'),
+    sleep(8000, 'no drain', { ref: false }),
+  ]);
+  assert.equal(outcome, 'drained');
+  assert.equal(collected, false, 'collected while its drain was due');
+  assert.equal(sha(await got), sha(big), 'every byte, then the end');
+  inner.destroy();
+  outer.destroy();
 });
