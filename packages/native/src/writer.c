@@ -207,7 +207,11 @@ static void on_done(napi_env env, reactor_item_t *it) {
   writer_t *w = (writer_t *)it;
   pthread_mutex_lock(&w->mu);
   w->posted = false;
-  bool mine = w->js_ref && w->owner != NULL;
+  /* A drain asked for again after this post, with bytes queued since, is not over: its news
+   * comes with a later post (those bytes are the reactor thread's, which posts once they are
+   * written). Telling the owner now would release its writes early. */
+  bool mine = w->js_ref && w->owner != NULL && !(w->drain_wanted && w->head != NULL);
+  if (mine) w->drain_wanted = false; /* asked again and emptied again: this post answers both */
   bool gone = unreferenced(w);
   pthread_mutex_unlock(&w->mu);
   if (mine) {

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { readSync } from 'node:fs';
 import type net from 'node:net';
 import { after, before, test } from 'node:test';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
@@ -269,19 +270,76 @@ test('a writer only its own drain callback refers to is not collected: the callb
       if (w.drained(done)) done();
     });
   })();
-  for (let i = 0; i < 3; i++) {
-    gc();
-    await nextTurn(); // finalisers of collected owners run from the loop
+  try {
+    for (let i = 0; i < 3; i++) {
+      gc();
+      await nextTurn(); // finalisers of collected owners run from the loop
+    }
+    outer.resume();
+    // Bounded: without the hold the drain never comes (an 8 MiB loopback write takes milliseconds).
+    const outcome = await Promise.race([
+      drained.then(() => 'drained'),
+      sleep(8000, 'no drain', { ref: false }),
+    ]);
+    assert.equal(outcome, 'drained');
+    assert.equal(collected, false, 'collected while its drain was due');
+    assert.equal(sha(await got), sha(big), 'every byte, then the end');
+  } finally {
+    inner.destroy();
+    outer.destroy();
   }
-  outer.resume();
-  // Bounded: without the hold the drain never comes (an 8 MiB loopback write takes milliseconds).
-  const outcome = await Promise.race([
-    drained.then(() => 'drained'),
-    sleep(8000, 'no drain', { ref: false }),
-  ]);
-  assert.equal(outcome, 'drained');
-  assert.equal(collected, false, 'collected while its drain was due');
-  assert.equal(sha(await got), sha(big), 'every byte, then the end');
-  inner.destroy();
-  outer.destroy();
 });
+
+test('a drain asked for again before the last one was delivered waits for the bytes queued since', async () => {
+  // The reactor thread posts a drain once the queue empties; if the JS thread meanwhile queued
+  // more and asked again, that post must not answer the new question (it did: the callback came
+  // with megabytes still queued, so a caller's held writes, or a hand-over, went early).
+  const { outer, inner } = await pair();
+  outer.pause();
+  const w = new SocketWriter(fdOf(inner));
+  try {
+    await askedAgain(w, outer);
+  } finally {
+    w.close();
+    inner.destroy();
+    outer.destroy();
+  }
+});
+
+async function askedAgain(w: SocketWriter, outer: net.Socket): Promise<void> {
+  const chunk = Buffer.alloc(16 * 2 ** 20, 7);
+  w.send(chunk); // more than the socket takes while nobody reads
+  assert.equal(
+    w.drained(() => {}), // replaced by the second callback before it is due
+    false,
+  );
+  // Read behind Node's back, this thread never yielding: the reactor thread writes the rest and
+  // posts the drain, which waits for this turn to end.
+  const sink = Buffer.alloc(1 << 20);
+  const deadline = Date.now() + 8000;
+  while (w.written < chunk.length) {
+    assert.ok(Date.now() < deadline, `the reactor thread wrote ${w.written} of ${chunk.length}`);
+    try {
+      readSync(fdOf(outer), sink);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+  }
+  w.send(chunk); // queued behind a socket nobody reads until this turn ends
+  let writtenAtDrain = -1;
+  const drained = new Promise<void>((resolve) => {
+    const done = (): void => {
+      writtenAtDrain = w.written;
+      resolve();
+    };
+    if (w.drained(done)) done();
+  });
+  assert.ok(w.written < 2 * chunk.length, 'still queued when the turn ends');
+  await nextTurn(); // the stale post is delivered here
+  await nextTurn();
+  outer.resume();
+  outer.on('data', () => {});
+  await drained;
+  assert.equal(writtenAtDrain, 2 * chunk.length, 'the callback came once everything was written');
+}
