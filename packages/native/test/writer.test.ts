@@ -13,7 +13,7 @@ import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promi
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { isNativeError, SocketWriter } from 'native';
-import { countFds } from './fixtures/open-fds.ts';
+import { countFds, epollEntries, socketInode } from './fixtures/open-fds.ts';
 import { fdOf, loopbackPairs, type SocketPair } from './fixtures/socket-pairs.ts';
 
 let pairs: Awaited<ReturnType<typeof loopbackPairs>>;
@@ -343,3 +343,38 @@ async function askedAgain(w: SocketWriter, outer: net.Socket): Promise<void> {
   await drained;
   assert.equal(writtenAtDrain, 2 * chunk.length, 'the callback came once everything was written');
 }
+
+test('a writer that waited for EPOLLOUT leaves no registration behind when the caller keeps its descriptor', async () => {
+  // Registrations belong to the open file description: a duplicate closed while the caller's
+  // descriptor keeps the socket open would stay in the reactor's set (and point at a freed
+  // writer) unless the writer takes it out first. Every writer's duplicate gets the same number.
+  const { outer, inner } = await pair();
+  outer.pause();
+  const fd = fdOf(inner);
+  const ino = socketInode(fd);
+  const theirs = (): { tfd: number }[] => epollEntries().filter((e) => e.ino === ino && e.tfd !== fd);
+  const w = new SocketWriter(fd);
+  const big = randomBytes(8 * 2 ** 20);
+  const got = collect(outer);
+  try {
+    assert.ok(w.send(big) > 0);
+    const deadline = Date.now() + 8000;
+    while (theirs().length === 0) {
+      assert.ok(Date.now() < deadline, 'the writer never waited for EPOLLOUT');
+      await sleep(5);
+    }
+    const drained = new Promise<void>((resolve) => {
+      if (w.drained(resolve)) resolve();
+    });
+    outer.resume();
+    await drained;
+    w.end();
+    w.close(); // the duplicate is closed; Node's descriptor of the socket stays open
+    assert.equal(sha(await got), sha(big));
+    assert.deepEqual(theirs(), [], 'no registration of the socket but under its own descriptor');
+  } finally {
+    w.close();
+    inner.destroy();
+    outer.destroy();
+  }
+});
