@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { readSync } from 'node:fs';
+import { readFileSync, readSync } from 'node:fs';
 import type net from 'node:net';
 import { after, before, test } from 'node:test';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
@@ -326,7 +326,10 @@ async function askedAgain(w: SocketWriter, outer: net.Socket): Promise<void> {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
     }
   }
-  w.send(chunk); // queued behind a socket nobody reads until this turn ends
+  // More than the socket's buffers can ever take (the receive buffer grew while we read): most
+  // of it stays queued behind a socket nobody reads until this turn ends.
+  const more = Buffer.alloc(kernelMax('tcp_rmem') + kernelMax('tcp_wmem') + chunk.length, 8);
+  w.send(more);
   let writtenAtDrain = -1;
   const drained = new Promise<void>((resolve) => {
     const done = (): void => {
@@ -335,13 +338,19 @@ async function askedAgain(w: SocketWriter, outer: net.Socket): Promise<void> {
     };
     if (w.drained(done)) done();
   });
-  assert.ok(w.written < 2 * chunk.length, 'still queued when the turn ends');
+  const total = chunk.length + more.length;
+  assert.ok(w.written < total, 'still queued when the turn ends');
   await nextTurn(); // the stale post is delivered here
   await nextTurn();
   outer.resume();
   outer.on('data', () => {});
   await drained;
-  assert.equal(writtenAtDrain, 2 * chunk.length, 'the callback came once everything was written');
+  assert.equal(writtenAtDrain, total, 'the callback came once everything was written');
+}
+
+/** The most a TCP socket's buffer may grow to (`tcp_rmem` or `tcp_wmem`: min, default, max). */
+function kernelMax(name: 'tcp_rmem' | 'tcp_wmem'): number {
+  return Number(readFileSync(`/proc/sys/net/ipv4/${name}`, 'latin1').trim().split(/\s+/)[2]);
 }
 
 test('a writer that waited for EPOLLOUT leaves no registration behind when the caller keeps its descriptor', async () => {
