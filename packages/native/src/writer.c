@@ -11,7 +11,10 @@
  * - writerSend(owner, data, encoding): queues a copy of a Buffer (encoding 0) or a string
  *   (1 latin1, 2 utf8); returns the bytes queued and not yet written. Bytes go out in order.
  * - writerDrained(owner): true if nothing is queued; else false, and owner.onWriterDrain() is
- *   called once the queue has emptied (or the socket failed: the rest is dropped).
+ *   called once the queue has emptied (or the socket failed: the rest is dropped). Until then the
+ *   owner is referenced strongly and the loop kept alive (as a pending write keeps a Node socket
+ *   and the process): an owner only the callback's own closure refers to would otherwise be
+ *   collected, its finaliser would let go of the writer, and the news would never come.
  * - writerEnd(owner): shutdown(SHUT_WR) once the queue is written.
  * - writerError(owner): the errno of the first failed write, or 0.
  * - writerClose(owner): lets go of the owner; the duplicate is closed once the queue is written
@@ -62,6 +65,7 @@ typedef struct {
   bool posted;      /* in the reactor's done list */
   bool drain_wanted, shut_req, shut_done, close_req, retired;
   bool js_ref;
+  bool drain_held; /* JS thread only: a drain callback is due: owner referenced, loop held */
   napi_env env;
   napi_ref owner;
 } writer_t;
@@ -181,20 +185,42 @@ static void on_event(reactor_item_t *it, int side, uint32_t ev) {
   if (gone) reactor_retire(w->r, &w->item);
 }
 
+/* JS thread: a drain callback is due (writerDrained said false): the owner must outlive it. */
+static void hold_owner(napi_env env, writer_t *w) {
+  uint32_t refs;
+  if (w->drain_held || napi_reference_ref(env, w->owner, &refs) != napi_ok) return;
+  w->drain_held = true;
+  reactor_hold(w->r, 1);
+}
+
+/* JS thread: the drain callback came, or the owner let go: the owner is weak again. */
+static void release_owner(napi_env env, writer_t *w) {
+  uint32_t refs;
+  if (!w->drain_held) return;
+  w->drain_held = false;
+  if (w->owner) napi_reference_unref(env, w->owner, &refs);
+  reactor_hold(w->r, -1);
+}
+
 /* JS thread: the queue emptied; tell the owner if it still listens. */
 static void on_done(napi_env env, reactor_item_t *it) {
   writer_t *w = (writer_t *)it;
   pthread_mutex_lock(&w->mu);
   w->posted = false;
-  bool mine = w->js_ref && w->owner != NULL;
+  /* A drain asked for again after this post, with bytes queued since, is not over: its news
+   * comes with a later post (those bytes are the reactor thread's, which posts once they are
+   * written). Telling the owner now would release its writes early. */
+  bool mine = w->js_ref && w->owner != NULL && !(w->drain_wanted && w->head != NULL);
+  if (mine) w->drain_wanted = false; /* asked again and emptied again: this post answers both */
   bool gone = unreferenced(w);
   pthread_mutex_unlock(&w->mu);
   if (mine) {
     napi_handle_scope scope;
     napi_value owner, fn, ignored;
     if (napi_open_handle_scope(env, &scope) == napi_ok) {
-      if (napi_get_reference_value(env, w->owner, &owner) == napi_ok && owner &&
-          napi_get_named_property(env, owner, "onWriterDrain", &fn) == napi_ok &&
+      bool got = napi_get_reference_value(env, w->owner, &owner) == napi_ok && owner;
+      release_owner(env, w); /* the scope holds the owner through the call */
+      if (got && napi_get_named_property(env, owner, "onWriterDrain", &fn) == napi_ok &&
           napi_make_callback(env, NULL, owner, fn, 0, NULL, &ignored) == napi_pending_exception) {
         napi_value e;
         if (napi_get_and_clear_last_exception(env, &e) == napi_ok) napi_fatal_exception(env, e);
@@ -228,8 +254,10 @@ static void let_go(writer_t *w) {
 static void finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   writer_t *w = data;
-  if (w->owner) napi_delete_reference(env, w->owner);
-  w->owner = NULL;
+  napi_ref owner = w->owner;
+  w->owner = NULL;       /* the reference being finalised is not unref'ed, only deleted */
+  release_owner(env, w); /* held (a drain due), the owner goes only with the env */
+  if (owner) napi_delete_reference(env, owner);
   let_go(w);
 }
 
@@ -355,6 +383,7 @@ static napi_value writer_drained(napi_env env, napi_callback_info info) {
   bool empty = w->head == NULL;
   if (!empty) w->drain_wanted = true;
   pthread_mutex_unlock(&w->mu);
+  if (!empty) hold_owner(env, w);
   napi_get_boolean(env, empty, &out);
   return out;
 }
@@ -403,6 +432,7 @@ static napi_value writer_close(napi_env env, napi_callback_info info) {
   writer_t *w = get_writer(env, argv[0]);
   if (!w) return NULL;
   napi_remove_wrap(env, argv[0], &ignored);
+  release_owner(env, w);
   napi_delete_reference(env, w->owner);
   w->owner = NULL;
   let_go(w);

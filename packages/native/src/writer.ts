@@ -59,7 +59,9 @@ export class SocketWriter implements WriterOwner {
 
   /**
    * True if nothing is queued. Else false, and `cb` is called once the queue has been written
-   * (or dropped after a write error). One callback at a time: a later call replaces it.
+   * (or dropped after a write error). One callback at a time: a later call replaces it. Until
+   * it comes (or `close()`), the writer is kept from collection and the process alive, as a
+   * pending write keeps a socket: the callback comes even if nothing else refers to the writer.
    */
   drained(cb: () => void): boolean {
     if (!this.#open) return true;

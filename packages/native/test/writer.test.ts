@@ -6,10 +6,14 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { readFileSync, readSync } from 'node:fs';
 import type net from 'node:net';
 import { after, before, test } from 'node:test';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { isNativeError, SocketWriter } from 'native';
-import { countFds } from './fixtures/open-fds.ts';
+import { countFds, epollEntries, socketInode } from './fixtures/open-fds.ts';
 import { fdOf, loopbackPairs, type SocketPair } from './fixtures/socket-pairs.ts';
 
 let pairs: Awaited<ReturnType<typeof loopbackPairs>>;
@@ -26,6 +30,10 @@ function collect(s: net.Socket): Promise<Buffer> {
 }
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+// A full collection on demand, for the test of an owner nobody else holds.
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc') as () => void;
 const sockets = (): number => countFds('socket');
 
 test('buffers and strings (latin1, utf8) arrive whole and in order; end() follows the last byte', async () => {
@@ -234,4 +242,148 @@ test('trySend after the peer reset: an error, and later sends are dropped', asyn
   assert.equal(w.trySend('more', 'latin1'), -1, 'dropped: the socket failed');
   w.close();
   inner.destroy();
+});
+
+test('a writer only its own drain callback refers to is not collected: the callback comes, then the end', async () => {
+  // Once the closure returns, the writer is reachable only through the callback it holds (the
+  // promise's resolve reaches the awaiting test, never the other way round). A collection here
+  // used to finalise it: the writer let go (no drain news, no end), the test hung.
+  const { outer, inner } = await pair();
+  outer.pause();
+  const got = collect(outer);
+  const big = randomBytes(8 * 2 ** 20);
+  let collected = false;
+  const registry = new FinalizationRegistry(() => {
+    collected = true;
+  });
+  const drained = ((): Promise<void> => {
+    const w = new SocketWriter(fdOf(inner));
+    registry.register(w, 'writer');
+    const queued = w.trySend(big);
+    assert.ok(queued > 0, `the peer reads nothing: part of it is queued (${queued})`);
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        w.end();
+        w.close();
+        resolve();
+      };
+      if (w.drained(done)) done();
+    });
+  })();
+  try {
+    for (let i = 0; i < 3; i++) {
+      gc();
+      await nextTurn(); // finalisers of collected owners run from the loop
+    }
+    outer.resume();
+    // Bounded: without the hold the drain never comes (an 8 MiB loopback write takes milliseconds).
+    const outcome = await Promise.race([
+      drained.then(() => 'drained'),
+      sleep(8000, 'no drain', { ref: false }),
+    ]);
+    assert.equal(outcome, 'drained');
+    assert.equal(collected, false, 'collected while its drain was due');
+    assert.equal(sha(await got), sha(big), 'every byte, then the end');
+  } finally {
+    inner.destroy();
+    outer.destroy();
+  }
+});
+
+test('a drain asked for again before the last one was delivered waits for the bytes queued since', async () => {
+  // The reactor thread posts a drain once the queue empties; if the JS thread meanwhile queued
+  // more and asked again, that post must not answer the new question (it did: the callback came
+  // with megabytes still queued, so a caller's held writes, or a hand-over, went early).
+  const { outer, inner } = await pair();
+  outer.pause();
+  const w = new SocketWriter(fdOf(inner));
+  try {
+    await askedAgain(w, outer);
+  } finally {
+    w.close();
+    inner.destroy();
+    outer.destroy();
+  }
+});
+
+async function askedAgain(w: SocketWriter, outer: net.Socket): Promise<void> {
+  const chunk = Buffer.alloc(16 * 2 ** 20, 7);
+  w.send(chunk); // more than the socket takes while nobody reads
+  assert.equal(
+    w.drained(() => {}), // replaced by the second callback before it is due
+    false,
+  );
+  // Read behind Node's back, this thread never yielding: the reactor thread writes the rest and
+  // posts the drain, which waits for this turn to end.
+  const sink = Buffer.alloc(1 << 20);
+  const deadline = Date.now() + 8000;
+  while (w.written < chunk.length) {
+    assert.ok(Date.now() < deadline, `the reactor thread wrote ${w.written} of ${chunk.length}`);
+    try {
+      readSync(fdOf(outer), sink);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+  }
+  // More than the socket's buffers can ever take (the receive buffer grew while we read): most
+  // of it stays queued behind a socket nobody reads until this turn ends.
+  const more = Buffer.alloc(kernelMax('tcp_rmem') + kernelMax('tcp_wmem') + chunk.length, 8);
+  w.send(more);
+  let writtenAtDrain = -1;
+  const drained = new Promise<void>((resolve) => {
+    const done = (): void => {
+      writtenAtDrain = w.written;
+      resolve();
+    };
+    if (w.drained(done)) done();
+  });
+  const total = chunk.length + more.length;
+  assert.ok(w.written < total, 'still queued when the turn ends');
+  await nextTurn(); // the stale post is delivered here
+  await nextTurn();
+  outer.resume();
+  outer.on('data', () => {});
+  await drained;
+  assert.equal(writtenAtDrain, total, 'the callback came once everything was written');
+}
+
+/** The most a TCP socket's buffer may grow to (`tcp_rmem` or `tcp_wmem`: min, default, max). */
+function kernelMax(name: 'tcp_rmem' | 'tcp_wmem'): number {
+  return Number(readFileSync(`/proc/sys/net/ipv4/${name}`, 'latin1').trim().split(/\s+/)[2]);
+}
+
+test('a writer that waited for EPOLLOUT leaves no registration behind when the caller keeps its descriptor', async () => {
+  // Registrations belong to the open file description: a duplicate closed while the caller's
+  // descriptor keeps the socket open would stay in the reactor's set (and point at a freed
+  // writer) unless the writer takes it out first. Every writer's duplicate gets the same number.
+  const { outer, inner } = await pair();
+  outer.pause();
+  const fd = fdOf(inner);
+  const ino = socketInode(fd);
+  const theirs = (): { tfd: number }[] => epollEntries().filter((e) => e.ino === ino && e.tfd !== fd);
+  const w = new SocketWriter(fd);
+  const big = randomBytes(8 * 2 ** 20);
+  const got = collect(outer);
+  try {
+    assert.ok(w.send(big) > 0);
+    const deadline = Date.now() + 8000;
+    while (theirs().length === 0) {
+      assert.ok(Date.now() < deadline, 'the writer never waited for EPOLLOUT');
+      await sleep(5);
+    }
+    const drained = new Promise<void>((resolve) => {
+      if (w.drained(resolve)) resolve();
+    });
+    outer.resume();
+    await drained;
+    w.end();
+    w.close(); // the duplicate is closed; Node's descriptor of the socket stays open
+    assert.equal(sha(await got), sha(big));
+    assert.deepEqual(theirs(), [], 'no registration of the socket but under its own descriptor');
+  } finally {
+    w.close();
+    inner.destroy();
+    outer.destroy();
+  }
 });
