@@ -236,7 +236,12 @@ test('TCP over IPv6: the downgrade connection leaves from the client v6 address'
   );
   const body = new Function(`${BODY_CODE}return b;`)() as Buffer;
   assert.equal(r.out.split(' ')[0], createHash('sha256').update(body).digest('hex'), r.err);
-  assert.deepEqual([...tcpSources], [CLIENT6]);
+  // IPv6 sources only: a late segment of the IPv4 test's connection (a FIN retransmitted on a
+  // loaded machine) may still come through from CLIENT.
+  assert.deepEqual(
+    [...tcpSources].filter((a) => a.includes(':')),
+    [CLIENT6],
+  );
   const rec = await recordOf((x) => x.request_kind === 'ip-tcp' && x.target === `[${WEB6}]:80`);
   assert.ok(rec.decisions.includes('egress:packets'), JSON.stringify(rec.decisions));
 });
