@@ -125,7 +125,11 @@ describe('oxy with workers: 2', () => {
     origin.close();
   });
 
-  it('serves through both workers, respawns a killed one, and drains on SIGTERM (exit 0, no orphans)', async () => {
+  // Both this test and the next start several Oxy processes in turn; on a loaded two-core machine
+  // they took 83 s and 179 s (the suite's default is 120 s).
+  it('serves through both workers, respawns a killed one, and drains on SIGTERM (exit 0, no orphans)', {
+    timeout: 360_000,
+  }, async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-workers-'));
     const telemetryPort = freshPort();
     const file = path.join(dir, 'config.yaml');
@@ -187,7 +191,9 @@ describe('oxy with workers: 2', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('oxy --restart with workers: 2 under a load loop loses no request; worker i gets old worker i state', async () => {
+  it('oxy --restart with workers: 2 under a load loop loses no request; worker i gets old worker i state', {
+    timeout: 360_000,
+  }, async () => {
     const telemetryPort = freshPort();
     const svc = new ServiceUnderTest((sock) => config(sock, telemetryPort), APP);
     services.push(svc);
