@@ -10,12 +10,13 @@
  * Ordering rule: `ensureS8Certs` runs before the origin and any proxy start (the proxies read
  * the origin CA at start-up); a proxy's interception CA exists once it listens.
  */
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { conf, dirFor, launch, nginxMain } from './launch.ts';
 import { runCommand } from './procs.ts';
 import type { BenchEnv, ProxyDef, Running, Scenario } from './proxies.ts';
 import type { Figures, ScenarioEnv } from './scenarios.ts';
+import { builtSince, LOAD_COMMON_HEADER } from './setup.ts';
 import { cpuSplit, cpuSplitSince } from './threads.ts';
 
 /** The TLS origin's fixed port (below the ephemeral range, like every port of the harness). */
@@ -138,7 +139,7 @@ export const MITMPROXY: ProxyDef = {
 export async function buildTlsLoad(root: string, work: string): Promise<string> {
   const src = join(root, 'bench/tools/tls-load.c');
   const out = join(work, 'tls-load');
-  if (existsSync(out) && statSync(out).mtimeMs > statSync(src).mtimeMs) return out;
+  if (builtSince(out, [src, join(root, LOAD_COMMON_HEADER)])) return out;
   const r = await runCommand('cc', ['-O2', '-Wall', '-o', out, src, '-lssl', '-lcrypto']);
   if (r.code !== 0) throw new Error(`building tls-load failed (needs libssl-dev):\n${r.stderr}`);
   return out;

@@ -64,11 +64,21 @@ export async function ensureNpmPeers(root: string, log: (s: string) => void): Pr
   return r.code === 0;
 }
 
-/** Compiles bench/tools/connload.c into the work directory when the source is newer. */
+/** The header the C load tools (connload.c, tls-load.c) include: a change to it rebuilds both. */
+export const LOAD_COMMON_HEADER = 'bench/tools/load-common.h';
+
+/** True when `out` exists and is newer than every one of `sources`. */
+export function builtSince(out: string, sources: readonly string[]): boolean {
+  if (!existsSync(out)) return false;
+  const built = statSync(out).mtimeMs;
+  return sources.every((src) => built > statSync(src).mtimeMs);
+}
+
+/** Compiles bench/tools/connload.c into the work directory when it or its header is newer. */
 export async function buildConnload(root: string, work: string): Promise<string> {
   const src = join(root, 'bench/tools/connload.c');
   const out = join(work, 'connload');
-  if (existsSync(out) && statSync(out).mtimeMs > statSync(src).mtimeMs) return out;
+  if (builtSince(out, [src, join(root, LOAD_COMMON_HEADER)])) return out;
   const r = await runCommand('cc', ['-O2', '-Wall', '-o', out, src]);
   if (r.code !== 0) throw new Error(`building connload failed:\n${r.stderr}`);
   return out;

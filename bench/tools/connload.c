@@ -21,24 +21,11 @@
  * 10-second run do not exhaust the ephemeral ports of a single source address.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
+#include "load-common.h"
 
 enum state { IDLE_SLOT, CONNECTING, READ_CONNECT_RESP, READ_RESP, ESTABLISHED };
 
@@ -52,45 +39,14 @@ struct slot {
   char buf[4096];
 };
 
-static struct sockaddr_in proxy_addr, target_addr;
-static int use_proxy = 0;
-static const char *target_str = NULL;
-static const char *path = "/1k";
-static int concurrency = 64;
-static double duration = 10;
+static struct load_args opt = {.path = "/1k", .concurrency = 64, .duration = 10, .sources = 16};
 static int count = 5000;
-static int sources = 16;
-static int source_next = 0;
 static char connect_req[512], get_req[512];
 static size_t connect_req_len, get_req_len;
-static volatile sig_atomic_t stop_flag = 0;
 
 static uint32_t *lat_us;
 static size_t lat_n = 0, lat_cap = 0;
 static long done_ok = 0, errors = 0, timeouts = 0, refused = 0;
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void on_signal(int sig) {
-  (void)sig;
-  stop_flag = 1;
-}
-
-static int parse_addr(const char *s, struct sockaddr_in *out) {
-  char host[256];
-  const char *colon = strrchr(s, ':');
-  if (!colon || (size_t)(colon - s) >= sizeof host) return -1;
-  memcpy(host, s, colon - s);
-  host[colon - s] = 0;
-  memset(out, 0, sizeof *out);
-  out->sin_family = AF_INET;
-  out->sin_port = htons((uint16_t)atoi(colon + 1));
-  return inet_pton(AF_INET, host, &out->sin_addr) == 1 ? 0 : -1;
-}
 
 static void record_latency(double seconds) {
   if (lat_n == lat_cap) {
@@ -125,59 +81,16 @@ static void slot_close(int ep, struct slot *s) {
 }
 
 static int slot_open(int ep, struct slot *s, uint32_t id) {
-  const struct sockaddr_in *dst = use_proxy ? &proxy_addr : &target_addr;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = load_connect(&opt, &s->t0);
   if (fd < 0) return -1;
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (sources > 1 && (ntohl(dst->sin_addr.s_addr) >> 24) == 127) {
-    struct sockaddr_in src = {.sin_family = AF_INET};
-    src.sin_addr.s_addr = htonl(0x7f000001 + (uint32_t)(source_next++ % sources));
-    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
-      close(fd);
-      return -1;
-    }
-  }
   s->fd = fd;
   s->st = CONNECTING;
-  s->t0 = now();
   s->len = 0;
   s->body_need = -1;
   s->head_len = 0;
-  if (connect(fd, (const struct sockaddr *)dst, sizeof *dst) < 0 && errno != EINPROGRESS) {
-    close(fd);
-    s->fd = -1;
-    s->st = IDLE_SLOT;
-    return -1;
-  }
   struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = id};
   epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
   return 0;
-}
-
-static int send_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) return -1; /* a few hundred bytes to a fresh socket never hits EAGAIN */
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-/* Returns the length of the response head once "\r\n\r\n" is in the buffer, 0 before. */
-static size_t head_end(const struct slot *s) {
-  const char *e = memmem(s->buf, s->len, "\r\n\r\n", 4);
-  return e ? (size_t)(e - s->buf) + 4 : 0;
-}
-
-static long content_length(const char *head, size_t n) {
-  for (size_t i = 0; i + 15 < n; i++) {
-    if ((head[i] == '\n') && strncasecmp(head + i + 1, "content-length:", 15) == 0)
-      return strtol(head + i + 16, NULL, 10);
-  }
-  return -1;
 }
 
 /* Advances one slot after an epoll event. Returns 1 when the tunnel completed, -1 on error. */
@@ -192,13 +105,13 @@ static int slot_step(int ep, struct slot *s, uint32_t id, int idle_mode) {
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = id};
     epoll_ctl(ep, EPOLL_CTL_MOD, s->fd, &ev);
-    if (use_proxy) {
+    if (opt.use_proxy) {
       s->st = READ_CONNECT_RESP;
-      return send_all(s->fd, connect_req, connect_req_len) < 0 ? -1 : 0;
+      return load_send_all(s->fd, connect_req, connect_req_len) < 0 ? -1 : 0;
     }
-    record_latency(now() - s->t0);
+    record_latency(load_now() - s->t0);
     s->st = READ_RESP;
-    return send_all(s->fd, get_req, get_req_len) < 0 ? -1 : 0;
+    return load_send_all(s->fd, get_req, get_req_len) < 0 ? -1 : 0;
   }
   if (s->st == ESTABLISHED) {
     char junk[256];
@@ -210,10 +123,10 @@ static int slot_step(int ep, struct slot *s, uint32_t id, int idle_mode) {
   if (r == 0) return -1;
   s->len += (size_t)r;
   if (s->st == READ_CONNECT_RESP) {
-    size_t h = head_end(s);
+    size_t h = load_head_end(s->buf, s->len);
     if (!h) return s->len == sizeof s->buf ? -1 : 0;
     if (s->len < 12 || strncmp(s->buf + 8, " 200", 4) != 0) return -1;
-    record_latency(now() - s->t0);
+    record_latency(load_now() - s->t0);
     memmove(s->buf, s->buf + h, s->len - h);
     s->len -= h;
     if (idle_mode) {
@@ -221,14 +134,14 @@ static int slot_step(int ep, struct slot *s, uint32_t id, int idle_mode) {
       return 1;
     }
     s->st = READ_RESP;
-    if (send_all(s->fd, get_req, get_req_len) < 0) return -1;
+    if (load_send_all(s->fd, get_req, get_req_len) < 0) return -1;
     if (s->len == 0) return 0;
   }
   if (s->body_need < 0) {
-    size_t h = head_end(s);
+    size_t h = load_head_end(s->buf, s->len);
     if (!h) return s->len == sizeof s->buf ? -1 : 0;
     if (strncmp(s->buf + 8, " 200", 4) != 0) return -1;
-    long cl = content_length(s->buf, h);
+    long cl = load_content_length(s->buf, h);
     if (cl < 0) return -1;
     s->head_len = h;
     s->body_need = cl;
@@ -256,35 +169,29 @@ int main(int argc, char **argv) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) usage();
-    if (!strcmp(a, "--proxy")) {
-      if (parse_addr(v, &proxy_addr)) usage();
-      use_proxy = 1;
-    } else if (!strcmp(a, "--target")) {
-      if (parse_addr(v, &target_addr)) usage();
-      target_str = v;
-    } else if (!strcmp(a, "--path")) path = v;
-    else if (!strcmp(a, "-c")) concurrency = atoi(v);
-    else if (!strcmp(a, "-d")) duration = atof(v);
-    else if (!strcmp(a, "-n")) count = atoi(v);
-    else if (!strcmp(a, "--sources")) sources = atoi(v);
-    else usage();
+    int shared = load_shared_option(&opt, a, v);
+    if (shared < 0) usage();
+    else if (shared == 0) {
+      if (!strcmp(a, "-n")) count = atoi(v);
+      else usage();
+    }
     i++;
   }
-  if (!target_str || concurrency < 1 || (idle_mode && !use_proxy)) usage();
+  if (!opt.target_str || opt.concurrency < 1 || (idle_mode && !opt.use_proxy)) usage();
+  const char *target_str = opt.target_str;
+  int concurrency = opt.concurrency;
   connect_req_len = (size_t)snprintf(connect_req, sizeof connect_req,
                                      "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target_str, target_str);
   get_req_len = (size_t)snprintf(get_req, sizeof get_req,
-                                 "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, target_str);
-  signal(SIGPIPE, SIG_IGN);
-  signal(SIGTERM, on_signal);
-  signal(SIGINT, on_signal);
+                                 "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", opt.path, target_str);
+  load_signals();
 
   int ep = epoll_create1(EPOLL_CLOEXEC);
   int nslots = idle_mode ? count : concurrency;
   struct slot *slots = calloc((size_t)nslots, sizeof *slots);
   for (int i = 0; i < nslots; i++) slots[i].fd = -1, slots[i].st = IDLE_SLOT;
 
-  double start = now(), deadline = start + duration, last_sweep = start;
+  double start = load_now(), deadline = start + opt.duration, last_sweep = start;
   int opened = 0, in_setup = 0, settled = 0;
   struct epoll_event evs[256];
 
@@ -293,8 +200,8 @@ int main(int argc, char **argv) {
       if (slot_open(ep, &slots[i], (uint32_t)i) < 0) errors++;
 
   for (;;) {
-    if (stop_flag) break;
-    double t = now();
+    if (load_stop) break;
+    double t = load_now();
     if (idle_mode) {
       while (in_setup < concurrency && opened < count) {
         if (slot_open(ep, &slots[opened], (uint32_t)opened) < 0) {
@@ -326,9 +233,9 @@ int main(int argc, char **argv) {
       if (rc > 0) done_ok++;
       else errors++;
       slot_close(ep, s);
-      if (now() < deadline && slot_open(ep, s, id) < 0) errors++;
+      if (load_now() < deadline && slot_open(ep, s, id) < 0) errors++;
     }
-    t = now();
+    t = load_now();
     if (t - last_sweep > 0.25) { /* a tunnel stuck for 5 s is a timeout */
       last_sweep = t;
       for (int i = 0; i < (idle_mode ? opened : concurrency); i++) {
@@ -343,7 +250,7 @@ int main(int argc, char **argv) {
       }
     }
   }
-  double elapsed = (idle_mode ? now() : deadline) - start;
+  double elapsed = (idle_mode ? load_now() : deadline) - start;
   qsort(lat_us, lat_n, sizeof *lat_us, cmp_u32);
   if (idle_mode) {
     long established = 0;
@@ -353,7 +260,7 @@ int main(int argc, char **argv) {
            established, errors, refused, timeouts, elapsed, percentile_ms(50), percentile_ms(99));
     fflush(stdout);
     char b[64];
-    while (!stop_flag && read(0, b, sizeof b) > 0) {
+    while (!load_stop && read(0, b, sizeof b) > 0) {
     }
     return 0;
   }

@@ -31,8 +31,10 @@ before(async () => {
 });
 
 after(async () => {
-  await proxy.stop();
-  await up.close();
+  // Either may be missing when `before` failed; the upstream left open would keep this file's
+  // process alive (the runner then waits for it forever).
+  await proxy?.stop();
+  await up?.close();
 });
 
 /** The resident set of a process, in bytes, from /proc. */

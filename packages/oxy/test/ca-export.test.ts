@@ -24,7 +24,8 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 function oxy(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(bin, args, { timeout: 20_000, cwd: dir }, (err, stdout, stderr) => {
+    // A bound, not an expectation: a start on a loaded two-core machine took over 10 s.
+    execFile(bin, args, { timeout: 60_000, cwd: dir }, (err, stdout, stderr) => {
       resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr });
     });
   });

@@ -37,7 +37,8 @@ function run(
     children.push(child);
     let stdout = '';
     let stderr = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    // A bound, not an expectation: one start on a loaded two-core machine took over 10 s.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     child.stdout.on('data', (d) => {
       stdout += d;
       if (untilLine?.test(stdout)) child.kill('SIGTERM');

@@ -18,7 +18,7 @@
  * are refused.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
@@ -27,9 +27,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
 import { captureTelemetry } from 'foundations/telemetry/testing';
-import { netns, type SeqpacketSocket, seqpacket, type TunDevice, tun } from 'native';
+import { type SeqpacketSocket, seqpacket, type TunDevice } from 'native';
 import type { AuditRecord } from '../src/audit.ts';
 import { isNamespaceRefusal } from '../src/flows/ip/tcp-upgrade.ts';
 import { defineApp, EgressDecision } from '../src/index.ts';
@@ -40,8 +39,14 @@ import { parseIp } from '../src/protocols/ip/packet.ts';
 import { udpPayload } from '../src/protocols/udp/header.ts';
 import { startDnsServer, type TestDnsServer } from '../src/testing/dns-server.ts';
 import { type AppUnderTest, startApp, waitUntil } from '../src/testing/index.ts';
-
-const run = promisify(execFile);
+import {
+  type Cleanup,
+  inNamespace,
+  tunNamespace as makeTunNamespace,
+  type NamespaceRun,
+  namespaceRefusal,
+  type TunNamespace,
+} from './fixtures/tun-namespace.ts';
 
 const WEB = '198.18.0.80';
 const WEB6 = '2001:db8::80';
@@ -60,7 +65,7 @@ let dns: TestDnsServer;
 let oxy: AppUnderTest;
 let offramp: seqpacket.SeqpacketServer;
 let server: ChildProcess | null = null;
-const cleanups: (() => Promise<void> | void)[] = [];
+const cleanups: Cleanup[] = [];
 /** Source addresses of the TCP packets the off-ramp peer received. */
 const tcpSources = new Set<string>();
 /** Context messages of the off-ramp connections. */
@@ -83,43 +88,13 @@ const app = defineApp({
   }),
 });
 
-/** `ip netns exec ns cmd…`, bounded in time. */
-async function inNs(
-  ns: string,
-  cmd: string[],
-  timeoutMs = 20_000,
-): Promise<{ out: string; err: string; code: number }> {
-  try {
-    const r = await run('ip', ['netns', 'exec', ns, ...cmd], { timeout: timeoutMs, maxBuffer: 1 << 20 });
-    return { out: r.stdout, err: r.stderr, code: 0 };
-  } catch (e) {
-    const x = e as { stdout?: string; stderr?: string; code?: number };
-    return { out: x.stdout ?? '', err: x.stderr ?? '', code: typeof x.code === 'number' ? x.code : -1 };
-  }
-}
+/** `ip netns exec ns cmd…`, bounded in time (20 s unless told). */
+const inNs = (ns: string, cmd: string[], timeoutMs = 20_000): Promise<NamespaceRun> =>
+  inNamespace(ns, cmd, timeoutMs);
 
 /** A namespace with `addr` and `addr6` on a TUN device that is its default route (v4, v6); this process holds the device. */
-async function tunNamespace(
-  tag: string,
-  addr: string,
-  addr6: string,
-): Promise<{ ns: string; dev: TunDevice }> {
-  const ns = `oxy-l3p-${process.pid}-${tag}`;
-  await run('ip', ['netns', 'add', ns]);
-  cleanups.push(() => run('ip', ['netns', 'del', ns]).then(() => {}));
-  const dev = netns.run(`/run/netns/${ns}`, () => tun.open('oxyt0'));
-  cleanups.push(() => dev.close());
-  for (const args of [
-    ['link', 'set', 'lo', 'up'],
-    ['addr', 'add', `${addr}/32`, 'dev', 'oxyt0'],
-    ['-6', 'addr', 'add', `${addr6}/128`, 'dev', 'oxyt0', 'nodad'],
-    ['link', 'set', 'oxyt0', 'up', 'mtu', '1500'],
-    ['route', 'add', 'default', 'dev', 'oxyt0'],
-    ['-6', 'route', 'add', 'default', 'dev', 'oxyt0'],
-  ])
-    await run('ip', ['-n', ns, ...args]);
-  return { ns, dev };
-}
+const tunNamespace = (tag: string, addr: string, addr6: string): Promise<TunNamespace> =>
+  makeTunNamespace({ ns: `oxy-l3p-${process.pid}-${tag}`, device: 'oxyt0', addr4: addr, addr6 }, cleanups);
 
 /** The off-ramp peer: UDP to the DNS address is answered from the test DNS server; TCP goes to the server's device. */
 function startOffRampPeer(webDev: TunDevice): void {
@@ -176,22 +151,12 @@ async function startServer(ns: string): Promise<void> {
   await waitUntil(() => out.includes('ready'), 'the server in its namespace', 10_000);
 }
 
-let client: { ns: string; dev: TunDevice } | null = null;
+let client: TunNamespace | null = null;
 
 before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'oxy-l3p-'));
-  try {
-    const probe = `oxy-l3p-${process.pid}-probe`;
-    await run('ip', ['netns', 'add', probe]);
-    try {
-      netns.run(`/run/netns/${probe}`, () => tun.open('probe0')).close();
-    } finally {
-      await run('ip', ['netns', 'del', probe]);
-    }
-  } catch (e) {
-    refused = (e as { stderr?: string }).stderr?.trim() || (e as Error).message;
-    return;
-  }
+  refused = await namespaceRefusal('oxy-l3p');
+  if (refused !== null) return;
   dns = await startDnsServer({ records: { 'svc.test': { A: ['192.0.2.9'] } } });
   const web = await tunNamespace('w', WEB, WEB6);
   startOffRampPeer(web.dev);
@@ -271,7 +236,12 @@ test('TCP over IPv6: the downgrade connection leaves from the client v6 address'
   );
   const body = new Function(`${BODY_CODE}return b;`)() as Buffer;
   assert.equal(r.out.split(' ')[0], createHash('sha256').update(body).digest('hex'), r.err);
-  assert.deepEqual([...tcpSources], [CLIENT6]);
+  // IPv6 sources only: a late segment of the IPv4 test's connection (a FIN retransmitted on a
+  // loaded machine) may still come through from CLIENT.
+  assert.deepEqual(
+    [...tcpSources].filter((a) => a.includes(':')),
+    [CLIENT6],
+  );
   const rec = await recordOf((x) => x.request_kind === 'ip-tcp' && x.target === `[${WEB6}]:80`);
   assert.ok(rec.decisions.includes('egress:packets'), JSON.stringify(rec.decisions));
 });

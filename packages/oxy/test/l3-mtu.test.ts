@@ -11,7 +11,6 @@
  * namespace are refused.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,14 +18,18 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
-import { netns, seqpacket, type TunDevice, tun } from 'native';
+import { seqpacket } from 'native';
 import { defineApp, EgressDecision } from '../src/index.ts';
 import { ICMP4, ICMP6, parseIcmp } from '../src/protocols/icmp/icmp.ts';
 import { IP_PROTO, parseIp } from '../src/protocols/ip/packet.ts';
 import { type AppUnderTest, startApp } from '../src/testing/app.ts';
-
-const run = promisify(execFile);
+import {
+  type Cleanup,
+  inNamespace,
+  type NamespaceRun,
+  namespaceRefusal,
+  tunNamespace,
+} from './fixtures/tun-namespace.ts';
 
 const HTTP4 = '198.18.0.80';
 const HTTP6 = '2001:db8::80';
@@ -40,7 +43,7 @@ let web: http.Server;
 let webPort: number;
 let oxy: AppUnderTest;
 const body = randomBytes(SIZE);
-const cleanups: (() => Promise<void> | void)[] = [];
+const cleanups: Cleanup[] = [];
 
 const app = defineApp({
   name: 'l3-mtu',
@@ -56,34 +59,14 @@ const app = defineApp({
   }),
 });
 
-async function inNs(
-  ns: string,
-  cmd: string[],
-  timeoutMs = 60_000,
-): Promise<{ out: string; err: string; code: number }> {
-  try {
-    const r = await run('ip', ['netns', 'exec', ns, ...cmd], { timeout: timeoutMs, maxBuffer: 1 << 20 });
-    return { out: r.stdout, err: r.stderr, code: 0 };
-  } catch (e) {
-    const x = e as { stdout?: string; stderr?: string; code?: number };
-    return { out: x.stdout ?? '', err: x.stderr ?? '', code: typeof x.code === 'number' ? x.code : -1 };
-  }
-}
+/** `ip netns exec ns cmd…`, bounded in time (60 s unless told). */
+const inNs = (ns: string, cmd: string[], timeoutMs = 60_000): Promise<NamespaceRun> =>
+  inNamespace(ns, cmd, timeoutMs);
 
 before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'oxy-l3mtu-'));
-  try {
-    const probe = `oxy-mtu-${process.pid}-probe`;
-    await run('ip', ['netns', 'add', probe]);
-    try {
-      netns.run(`/run/netns/${probe}`, () => tun.open('probe0')).close();
-    } finally {
-      await run('ip', ['netns', 'del', probe]);
-    }
-  } catch (e) {
-    refused = (e as { stderr?: string }).stderr?.trim() || (e as Error).message;
-    return;
-  }
+  refused = await namespaceRefusal('oxy-mtu');
+  if (refused !== null) return;
   writeFileSync(path.join(dir, 'upload.bin'), body);
   // GET: the body; POST: the sha256 of what arrived.
   web = http.createServer((req, res) => {
@@ -124,22 +107,10 @@ interface Down {
 
 /** A namespace whose default routes go into a TUN device (MTU 9000) bridged to a SEQPACKET tunnel. */
 async function client(): Promise<{ ns: string; down: Down }> {
-  const ns = `oxy-mtu-${process.pid}`;
-  await run('ip', ['netns', 'add', ns]);
-  cleanups.push(() => run('ip', ['netns', 'del', ns]).then(() => {}));
-  const dev: TunDevice = netns.run(`/run/netns/${ns}`, () =>
-    tun.open('oxyc0', { maxPacketSize: CLIENT_MTU }),
+  const { ns, dev } = await tunNamespace(
+    { ns: `oxy-mtu-${process.pid}`, device: 'oxyc0', addr4: '10.7.0.5', addr6: 'fd00::5', mtu: CLIENT_MTU },
+    cleanups,
   );
-  cleanups.push(() => dev.close());
-  for (const args of [
-    ['link', 'set', 'lo', 'up'],
-    ['addr', 'add', '10.7.0.5/32', 'dev', 'oxyc0'],
-    ['-6', 'addr', 'add', 'fd00::5/128', 'dev', 'oxyc0', 'nodad'],
-    ['link', 'set', 'oxyc0', 'up', 'mtu', String(CLIENT_MTU)],
-    ['route', 'add', 'default', 'dev', 'oxyc0'],
-    ['-6', 'route', 'add', 'default', 'dev', 'oxyc0'],
-  ])
-    await run('ip', ['-n', ns, ...args]);
   const s = await seqpacket.connect(path.join(dir, 'ip.sock'));
   cleanups.push(() => s.close());
   s.send(Buffer.from('mtu-test'));

@@ -12,7 +12,6 @@
  * Skips, with the kernel's message, only where namespaces or TUN devices are refused.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
@@ -21,8 +20,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
-import { netns, type SeqpacketSocket, seqpacket, type TunDevice, tun } from 'native';
+import { type SeqpacketSocket, seqpacket } from 'native';
 import { defineApp, EgressDecision, IpFlowDecision } from '../src/index.ts';
 import { decodeGue, encodeGue } from '../src/protocols/gue/codec.ts';
 import { buildUdpPacket } from '../src/protocols/ip/builder.ts';
@@ -30,8 +28,14 @@ import { parseIp } from '../src/protocols/ip/packet.ts';
 import { udpPayload } from '../src/protocols/udp/header.ts';
 import { type AppUnderTest, startApp } from '../src/testing/app.ts';
 import { startDnsServer, type TestDnsServer } from '../src/testing/dns-server.ts';
-
-const run = promisify(execFile);
+import {
+  type Cleanup,
+  inNamespace,
+  type NamespaceRun,
+  namespaceRefusal,
+  type TunNamespace,
+  tunNamespace,
+} from './fixtures/tun-namespace.ts';
 
 const DNS = '198.18.0.53';
 const HTTP = '198.18.0.80';
@@ -57,12 +61,9 @@ function bigBody(): Buffer {
 }
 let oxy: AppUnderTest;
 let offramp: seqpacket.SeqpacketServer;
-const cleanups: (() => Promise<void> | void)[] = [];
+const cleanups: Cleanup[] = [];
 
-interface Client {
-  readonly ns: string;
-  readonly dev: TunDevice;
-}
+type Client = TunNamespace;
 
 const app = defineApp({
   name: 'l3-netns',
@@ -87,54 +88,18 @@ const app = defineApp({
   }),
 });
 
-/** `ip netns exec ns cmd…`, bounded in time; resolves with stdout, stderr and the exit code. */
-async function inNs(
-  ns: string,
-  cmd: string[],
-  timeoutMs = 15_000,
-): Promise<{ out: string; err: string; code: number }> {
-  try {
-    const r = await run('ip', ['netns', 'exec', ns, ...cmd], { timeout: timeoutMs, maxBuffer: 1 << 20 });
-    return { out: r.stdout, err: r.stderr, code: 0 };
-  } catch (e) {
-    const x = e as { stdout?: string; stderr?: string; code?: number };
-    return { out: x.stdout ?? '', err: x.stderr ?? '', code: typeof x.code === 'number' ? x.code : -1 };
-  }
-}
+/** `ip netns exec ns cmd…`, bounded in time (15 s unless told). */
+const inNs = (ns: string, cmd: string[], timeoutMs = 15_000): Promise<NamespaceRun> =>
+  inNamespace(ns, cmd, timeoutMs);
 
 /** A namespace whose default routes (v4 and v6) go into a TUN device this process holds. */
-async function clientNamespace(tag: string, addr4: string, addr6: string): Promise<Client> {
-  const ns = `oxy-l3-${process.pid}-${tag}`;
-  await run('ip', ['netns', 'add', ns]);
-  cleanups.push(() => run('ip', ['netns', 'del', ns]).then(() => {}));
-  const dev = netns.run(`/run/netns/${ns}`, () => tun.open('oxyc0'));
-  cleanups.push(() => dev.close());
-  for (const args of [
-    ['link', 'set', 'lo', 'up'],
-    ['addr', 'add', `${addr4}/32`, 'dev', 'oxyc0'],
-    ['-6', 'addr', 'add', `${addr6}/128`, 'dev', 'oxyc0', 'nodad'],
-    ['link', 'set', 'oxyc0', 'up', 'mtu', '1500'],
-    ['route', 'add', 'default', 'dev', 'oxyc0'],
-    ['-6', 'route', 'add', 'default', 'dev', 'oxyc0'],
-  ])
-    await run('ip', ['-n', ns, ...args]);
-  return { ns, dev };
-}
+const clientNamespace = (tag: string, addr4: string, addr6: string): Promise<Client> =>
+  tunNamespace({ ns: `oxy-l3-${process.pid}-${tag}`, device: 'oxyc0', addr4, addr6 }, cleanups);
 
 before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'oxy-l3ns-'));
-  try {
-    const probe = `oxy-l3-${process.pid}-probe`;
-    await run('ip', ['netns', 'add', probe]);
-    try {
-      netns.run(`/run/netns/${probe}`, () => tun.open('probe0')).close();
-    } finally {
-      await run('ip', ['netns', 'del', probe]);
-    }
-  } catch (e) {
-    refused = (e as { stderr?: string }).stderr?.trim() || (e as Error).message;
-    return;
-  }
+  refused = await namespaceRefusal('oxy-l3');
+  if (refused !== null) return;
   dns = await startDnsServer({ records: { 'svc.test': { A: ['192.0.2.7'] } } });
   // The 64 MiB body is made only when the TCP upgrade test runs.
   web = http.createServer((_req, res) => {

@@ -50,6 +50,22 @@ interface Seen {
   data: string;
 }
 
+/** Source ports given out by {@link lowPort}: each test's header names a port no other test's does. */
+const lowPorts = new Set<number>();
+
+/**
+ * A client port for a header we encode: below the ephemeral range (no real client has it) and
+ * never one an earlier test used, since the reader's list keeps every connection (two tests
+ * drawing the same port made the refused-header test find the other test's connection).
+ */
+function lowPort(): number {
+  let port: number;
+  do port = 1 + Math.floor(Math.random() * 1000);
+  while (lowPorts.has(port));
+  lowPorts.add(port);
+  return port;
+}
+
 async function waitListening(port: number, deadline: number): Promise<void> {
   for (;;) {
     try {
@@ -284,7 +300,7 @@ describe('PROXY protocol from real peers', { skip }, () => {
     ['v2 TCP6 with AUTHORITY and CRC32C', 2, 'inet6', '2001:db8::44'],
   ] as const) {
     it(`our encoder (${name}) is accepted by haproxy's accept-proxy, which relays the same client`, async () => {
-      const port = 1 + Math.floor(Math.random() * 1000); // below the ephemeral range: no real client has it
+      const port = lowPort();
       const header = encodeProxyHeader(
         {
           addresses: {
@@ -308,7 +324,7 @@ describe('PROXY protocol from real peers', { skip }, () => {
   }
 
   it('haproxy refuses a header whose CRC32C we damaged: nothing reaches the reader', async () => {
-    const port = 1 + Math.floor(Math.random() * 1000); // below the ephemeral range: no real client has it
+    const port = lowPort();
     const header = Buffer.from(
       encodeProxyHeader(
         {

@@ -53,7 +53,8 @@ async function start(config: string): Promise<ChildProcess> {
   pids.add(child.pid!);
   let log = '';
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not ready: ${log}`)), 15_000);
+    // A minute: Node.js processes starting on a loaded two-core machine have taken over 15 s.
+    const timer = setTimeout(() => reject(new Error(`not ready: ${log}`)), 60_000);
     child.once('exit', (code) => reject(new Error(`exited ${code}: ${log}`)));
     child.stderr!.on('data', (d: Buffer) => {
       log += d.toString();

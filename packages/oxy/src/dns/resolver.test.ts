@@ -186,7 +186,10 @@ describe('DnsResolver against a loopback DNS server', () => {
       (await make({ fallback_nameservers: [fallback.address] }).resolve('dual.test')).addresses,
       ['198.51.100.1'],
     );
-    assert.ok(performance.now() - t0 < 150);
+    // Waiting for the primary would take its 1 s timeout; a loaded machine may take a few
+    // hundred ms for the two loopback exchanges, so the bound sits between the two.
+    const ms = performance.now() - t0;
+    assert.ok(ms < 500, `${ms} ms`);
   });
 
   it('does not ask the fallback when the primary says the name does not exist', async () => {

@@ -262,7 +262,10 @@ export interface StartAppProcessOptions {
   /** Extra command-line arguments after `-c <file>`. */
   readonly args?: readonly string[];
   readonly env?: NodeJS.ProcessEnv;
-  /** Time allowed until every endpoint has logged that it listens. Default 15 s. */
+  /**
+   * Time allowed until every endpoint has logged that it listens. Default 60 s: a start on a
+   * loaded two-core CI machine has taken over 15 s; a working start returns as soon as it listens.
+   */
   readonly timeoutMs?: number;
 }
 
@@ -313,8 +316,8 @@ export async function startAppProcess(
   const expected = Object.keys(isPlainObject(settings.endpoints) ? settings.endpoints : { main: 1 }).length;
   const ready = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new Error(`the app did not listen within ${options.timeoutMs ?? 15000} ms:\n${out}`)),
-      options.timeoutMs ?? 15000,
+      () => reject(new Error(`the app did not listen within ${options.timeoutMs ?? 60_000} ms:\n${out}`)),
+      options.timeoutMs ?? 60_000,
     );
     const onData = (chunk: Buffer): void => {
       out += chunk.toString('utf8');

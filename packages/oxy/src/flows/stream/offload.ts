@@ -29,17 +29,9 @@
  * descriptor, or a socket Node still holds writes for.
  */
 import net from 'node:net';
+import { type Native, native } from './native-addon.ts';
 
-type Native = typeof import('native');
 type SocketWriter = InstanceType<Native['SocketWriter']>;
-
-let native: Native | null = null;
-try {
-  native = await import('native');
-} catch {
-  // Named boundary: without the addon (not built, not Linux) sockets write as usual.
-  native = null;
-}
 
 /** Queued bytes above which a write is acknowledged only once the queue has drained. */
 export const HIGH_WATER = 64 * 1024;

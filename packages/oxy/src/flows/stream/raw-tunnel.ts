@@ -11,6 +11,7 @@
  * apart. Ordering: `onConnected` before the end; the handle is left open when the connect failed
  * (the caller resets it).
  */
+import { type Native, native } from './native-addon.ts';
 import type { PumpCloseReason, PumpOptions } from './pump.ts';
 import {
   IdleSweep,
@@ -20,16 +21,6 @@ import {
   type SpliceConnectTarget,
   type TimedRun,
 } from './splice.ts';
-
-type Native = typeof import('native');
-
-let native: Native | null = null;
-try {
-  native = await import('native');
-} catch {
-  // Named boundary: without the addon there are no raw clients (raw-accept.ts checks first).
-  native = null;
-}
 
 /** The libuv TCP handle Node passes to a listening handle's `onconnection` (its internals used here). */
 export interface RawTcpHandle {

@@ -31,18 +31,9 @@
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { type Native, native } from './native-addon.ts';
 import { isOffloaded, stopOffload, writesFlushed } from './offload.ts';
 import type { PumpCloseReason, PumpOptions, PumpResult } from './pump.ts';
-
-type Native = typeof import('native');
-
-let native: Native | null = null;
-try {
-  native = await import('native');
-} catch {
-  // Named boundary: without the addon (not built, not Linux) tunnels use the JS pump.
-  native = null;
-}
 
 /** True when the native addon is loaded and tunnels can be spliced. */
 export const spliceAvailable: boolean = native !== null;
