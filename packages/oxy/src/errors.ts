@@ -102,6 +102,8 @@ export const OXY_ERR = {
   L3_TABLE_FULL: 'OXY_ERR_L3_TABLE_FULL',
   /** The upgrade namespace could not be set up (the message names what the kernel refused). */
   NAMESPACE_FAILED: 'OXY_ERR_NAMESPACE_FAILED',
+  /** The upgrade namespace's helper did not answer in time (nothing was refused: the machine was slow or the helper hung). */
+  NAMESPACE_TIMEOUT: 'OXY_ERR_NAMESPACE_TIMEOUT',
   /** The IP→TCP upgrade service is not available in this build or could not start. */
   TCP_UPGRADE_UNAVAILABLE: 'OXY_ERR_TCP_UPGRADE_UNAVAILABLE',
   /** An IP tunnel was refused (`IpTunnelHook.handleTunnel` or the ingress hook said block). */

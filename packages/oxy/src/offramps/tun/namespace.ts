@@ -35,7 +35,7 @@ export interface UpgradeNamespaceOptions {
   readonly routes?: readonly string[];
   /** Listener port; 0 picks one. Default 8080. */
   readonly listenPort?: number;
-  /** Give up after this long (ms). Default 10 000. */
+  /** Give up waiting for the helper after this long (ms). Default 30 000. */
   readonly timeoutMs?: number;
   /**
    * Whether the network namespace is owned by a new, unprivileged user namespace. Default true;
@@ -103,6 +103,7 @@ function failed(step: string, message: string): OxyError {
 /** Starts the upgrade namespace. */
 export async function startUpgradeNamespace(opts: UpgradeNamespaceOptions = {}): Promise<UpgradeNamespace> {
   const addresses = opts.addresses ?? ['10.0.0.1/24', 'fd00::1/64'];
+  const startTimeout = opts.timeoutMs ?? 30_000;
   const cfg: NamespaceChildConfig = {
     device: opts.device ?? 'oxy0',
     mtu: opts.mtu ?? 1500,
@@ -136,9 +137,17 @@ export async function startUpgradeNamespace(opts: UpgradeNamespaceOptions = {}):
   };
   try {
     await new Promise<void>((resolve, reject) => {
+      // A helper that does not answer was not refused anything: a distinct error, so callers
+      // (and tests) never mistake a slow machine for a kernel that lacks namespaces.
       const timer = setTimeout(
-        () => reject(failed('start', `no answer within ${opts.timeoutMs ?? 10_000} ms`)),
-        opts.timeoutMs ?? 10_000,
+        () =>
+          reject(
+            new OxyError(
+              OXY_ERR.NAMESPACE_TIMEOUT,
+              `upgrade namespace: the helper did not answer within ${startTimeout} ms (a busy machine, or a hung helper; timeoutMs raises the bound)`,
+            ),
+          ),
+        startTimeout,
       );
       const done = (e?: Error) => {
         clearTimeout(timer);
