@@ -170,8 +170,9 @@ void splicer_close(splicer_t *s, bool on_thread) {
   for (int i = 0; i < 2; i++) {
     if (s->fd[i] >= 0) {
       /* Out of the set before the close: another duplicate may keep the socket (and the entry).
-       * A tunnel's upstream socket is the reactor's own, never duplicated: its close removes it. */
-      if (!(s->tunnel && i == 1)) reactor_watch(s->r, s->fd[i], &s->events[i], 0, &s->item, i);
+       * A tunnel's upstream socket is the reactor's own, never duplicated: its close removes it;
+       * so is the client of a tunnel the reactor accepted (accept.c). */
+      if (!(s->tunnel && (i == 1 || s->lst))) reactor_watch(s->r, s->fd[i], &s->events[i], 0, &s->item, i);
       close(s->fd[i]);
       s->fd[i] = -1;
     }
@@ -207,6 +208,11 @@ static void unlink_connecting(splicer_t *s) {
 /* Reactor thread, under s->mu: ends the splice and tells the JS thread. The caller unlocks and
  * retires s if splicer_unreferenced. */
 static void finish(splicer_t *s, int kind, int err, int side) {
+  if (s->lst && kind == END_CONNECT && s->fd[0] >= 0) {
+    /* A reset tells a raw TCP client at once that nothing was forwarded (as raw-accept.ts). */
+    struct linger lg = {1, 0};
+    setsockopt(s->fd[0], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
   splicer_close(s, true);
   unlink_connecting(s);
   s->connecting = false;
@@ -214,6 +220,10 @@ static void finish(splicer_t *s, int kind, int err, int side) {
   s->end_err = err;
   s->end_side = side;
   s->thread_ref = false;
+  if (s->lst && !s->announced) {
+    listener_ended(s); /* one record of the listener's batch: JS never heard of it */
+    return;
+  }
   /* A tunnel that ends before it was announced is announced with its end (one wake-up). */
   int note = NOTE_END;
   if (s->connected && !s->announced) {
@@ -601,6 +611,8 @@ int splicer_tick(reactor_t *r) {
       unlink_connecting(s);
       s->announced = true;
       notify(s, NOTE_CONNECTED);
+      /* JS adopts it (wraps it into an owner); after the post: the listener's news follows it. */
+      if (s->lst) listener_announced(s);
       if (!pre_pending(s, 0) && !pre_pending(s, 1)) {
         connect_free(s->cx);
         s->cx = NULL;
@@ -618,3 +630,26 @@ int splicer_tick(reactor_t *r) {
   return next == INT64_MAX ? -1 : (int)(next - now);
 }
 
+
+void splicer_abort(splicer_t *s) {
+  if (!s->closing) finish(s, END_ABORT, 0, -1);
+}
+
+splicer_t *splicer_alloc(reactor_t *r, napi_env env, int pipe_size) {
+  splicer_t *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
+  reactor_set_tick(r, splicer_tick);
+  pthread_mutex_init(&s->mu, NULL);
+  s->item.ops = &splicer_ops;
+  s->r = r;
+  s->env = env;
+  s->pipe_size = pipe_size;
+  s->fd[0] = s->fd[1] = -1;
+  for (int i = 0; i < 2; i++) {
+    s->dir[i].src = i;
+    s->dir[i].dst = 1 - i;
+    s->dir[i].pr = s->dir[i].pw = -1;
+    s->can_write[i] = true; /* until EAGAIN says otherwise */
+  }
+  return s;
+}
