@@ -19,6 +19,9 @@
  * after a splicer's (never the other way round). A listener is never freed (one per endpoint
  * start, a few hundred bytes): tunnels it accepted may refer to it until their end.
  *
+ * Records are held back up to RECORD_DELAY_MS (RECORD_BATCH at most) so that one wake-up of the
+ * JS thread serves many connections (listener_tick, from the reactor's tick).
+ *
  * JS side (the owner the listener is wrapped into):
  *   owner.onRecords(numbers: Float64Array, peers: string[], locals: string[] | null, live, stopped)
  *     REC_FIELDS numbers per record: kind (END_*), bytes client→upstream, upstream→client, errno,
@@ -34,6 +37,11 @@
 /* Connections accepted per readiness report before the other descriptors get their turn. */
 #define ACCEPT_BATCH 64
 #define REC_FIELDS 10
+/* Records are held up to RECORD_DELAY_MS (or until RECORD_BATCH of them) before the JS thread
+ * is woken for them: on a busy endpoint one wake-up serves dozens of connections. A stopped
+ * listener's records go at once (a drain waits for them). */
+#define RECORD_DELAY_MS 10
+#define RECORD_BATCH 64
 
 typedef struct {
   int kind, err, side;
@@ -55,6 +63,9 @@ struct listener {
   bool nodelay, wildcard;
   bool held;            /* JS thread: holds the loop */
   splicer_t *live_head; /* reactor thread: tunnels JS has not heard of */
+  listener_t *due_next; /* reactor thread: in the list of listeners holding records */
+  bool due_linked;
+  int64_t due_at; /* CLOCK_MONOTONIC ms: when the held records go to JS */
 
   pthread_mutex_t mu; /* guards what follows */
   rec_t *recs;
@@ -91,6 +102,27 @@ static void post(listener_t *l) {
   reactor_post(l->r, &l->item);
 }
 
+/* The reactor thread's listeners holding records back (listener_tick posts them when due). */
+static __thread listener_t *due_head;
+
+int listener_tick(int64_t now) {
+  int64_t next = INT64_MAX;
+  for (listener_t **p = &due_head; *p;) {
+    listener_t *l = *p;
+    if (l->due_at <= now) {
+      pthread_mutex_lock(&l->mu);
+      if (l->nrec > 0) post(l);
+      pthread_mutex_unlock(&l->mu);
+      *p = l->due_next;
+      l->due_linked = false;
+      continue;
+    }
+    if (l->due_at < next) next = l->due_at;
+    p = &l->due_next;
+  }
+  return next == INT64_MAX ? -1 : (int)(next - now);
+}
+
 void listener_ended(splicer_t *s) {
   listener_t *l = s->lst;
   live_unlink(s);
@@ -117,8 +149,15 @@ void listener_ended(splicer_t *s) {
     rc->local = s->local;
   }
   l->live--;
-  post(l);
+  bool now = l->stopping || l->nrec >= RECORD_BATCH;
+  if (now) post(l);
   pthread_mutex_unlock(&l->mu);
+  if (!now && !l->due_linked) {
+    l->due_at = splicer_now_ms() + RECORD_DELAY_MS;
+    l->due_next = due_head;
+    due_head = l;
+    l->due_linked = true;
+  }
 }
 
 void listener_announced(splicer_t *s) {

@@ -379,7 +379,10 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
     if (d->eof) {
       if (!d->shut) {
         d->shut = true;
-        if (shutdown(s->fd[d->dst], SHUT_WR) < 0 && errno != ENOTCONN) {
+        /* The tunnel's last direction, to a descriptor no one else holds (the reactor's own
+         * upstream socket, a client it accepted): the close that follows sends the FIN. */
+        bool last = s->dir[d->dst].shut && s->tunnel && (d->dst == 1 || s->lst);
+        if (!last && shutdown(s->fd[d->dst], SHUT_WR) < 0 && errno != ENOTCONN) {
           *side = d->dst;
           return errno;
         }
@@ -594,10 +597,19 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
 }
 
 /* Before each wait: connects past their deadline fail with ETIMEDOUT; the next deadline. */
+static int connects_tick(int64_t now);
+
 int splicer_tick(reactor_t *r) {
   (void)r;
+  int64_t now = splicer_now_ms();
+  int a = listener_tick(now), b = connects_tick(now);
+  return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
+/* Connects past their deadline fail with ETIMEDOUT, connected tunnels due are announced; the next deadline. */
+static int connects_tick(int64_t now) {
   if (!connecting_head) return -1;
-  int64_t now = splicer_now_ms(), next = INT64_MAX;
+  int64_t next = INT64_MAX;
   splicer_t *s = connecting_head;
   while (s) {
     pthread_mutex_lock(&s->mu);

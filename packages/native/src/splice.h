@@ -142,6 +142,8 @@ void splicer_abort(splicer_t *s);
  * record goes to the listener's batch; or it was announced: JS is to adopt it. */
 void listener_ended(splicer_t *s);
 void listener_announced(splicer_t *s);
+/* accept.c (reactor thread, from splicer_tick): posts held records that are due; ms to the next. */
+int listener_tick(int64_t now);
 /* accept.c (JS thread): wraps announced s into a new owner from the listener's JS side. */
 bool listener_adopt(napi_env env, splicer_t *s);
 
