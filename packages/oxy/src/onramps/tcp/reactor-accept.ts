@@ -106,15 +106,19 @@ export function takeReactorAccept(
   const n = native as Native;
   const source = rt.settings.egress.source_addr;
   const listener = new ReactorListener(rt, endpoint, target, local, tracker);
-  n.startAccepting(listener, h.fd, {
-    ip: target.host,
-    port: target.port,
-    sourceIp: source !== null && net.isIP(source) === net.isIP(target.host) ? source : '',
-    timeoutMs: rt.settings.egress.connect_timeout,
-    pipeSize: PIPE_SIZE,
-    noDelay: s.noDelay === true,
-    wildcard,
-  });
+  try {
+    n.startAccepting(listener, h.fd, {
+      ip: target.host,
+      port: target.port,
+      sourceIp: source !== null && net.isIP(source) === net.isIP(target.host) ? source : '',
+      timeoutMs: rt.settings.egress.connect_timeout,
+      pipeSize: PIPE_SIZE,
+      noDelay: s.noDelay === true,
+      wildcard,
+    });
+  } catch {
+    return false; // e.g. out of descriptors for the duplicate: the raw accept serves
+  }
   // libuv registers the descriptor on its next poll: until it is out of libuv's set, both
   // threads are woken, and a connection JS accepts takes the raw way.
   const fd = h.fd;
