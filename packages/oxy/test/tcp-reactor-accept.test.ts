@@ -31,11 +31,12 @@ after(async () => {
   await echo.close();
 });
 
-async function start(target: string, egress: object = {}): Promise<AppUnderTest> {
+async function start(target: string, egress: object = {}, audit = true): Promise<AppUnderTest> {
   const app = await startApp(hooksApp({}), {
     settings: {
       endpoints: { main: {}, raw: { protocol: 'tcp', tcp: { target } } },
       ...(Object.keys(egress).length === 0 ? {} : { egress }),
+      ...(audit ? {} : { audit: { output: 'off' } }),
     },
   });
   opened.push(app);
@@ -201,4 +202,45 @@ test('many concurrent connections: none lost, one record each', { skip, timeout:
   assert.ok(tunnels(app).every((r) => r.close_reason === 'done'));
   assert.equal((await metric('ingress_connections_total', 'raw')) - total, n);
   assert.equal(await metric('ingress_connections_active', 'raw'), 0);
+});
+
+/** The sum of a metric's samples whose labels match `labels` (a regexp on the label text). */
+async function metricSum(name: string, labels: RegExp): Promise<number> {
+  let sum = 0;
+  for (const line of (await renderMetrics()).split('\n')) {
+    const m = new RegExp(`^\\w*${name}(?:\\{([^}]*)\\})? ([0-9.e+]+)$`).exec(line);
+    if (m !== null && labels.test(m[1] ?? '')) sum += Number(m[2]);
+  }
+  return sum;
+}
+
+test('with nothing to see the contexts (no audit, hooks or ext), a record is its metrics alone', {
+  skip,
+}, async () => {
+  const app = await start(echo.authority, {}, false);
+  const refused = await start('127.0.0.1:1', {}, false);
+  const before = {
+    total: await metric('ingress_connections_total', 'raw'),
+    up: await metricSum('tunnel_bytes_total', /direction="up"/),
+    down: await metricSum('tunnel_bytes_total', /direction="down"/),
+    tunnels: await metricSum('tunnel_duration_seconds_count', /.*/),
+    failed: await metricSum('http_requests_failed_total', /status="502"/),
+    connectFailed: await metricSum('egress_connect_failed_total', /OXY_ERR_CONNECT_REFUSED/),
+  };
+  const records = reactorAcceptStats.records;
+  await Promise.all(['abc', 'defgh'].map((t) => exchange(app, t)));
+  const s = dial(refused);
+  const [err] = await Promise.race([once(s, 'error'), once(s, 'close').then(() => [null])]);
+  assert.equal((err as NodeJS.ErrnoException | null)?.code, 'ECONNRESET');
+  await waitUntil(() => reactorAcceptStats.records - records === 3, 'three records');
+  assert.equal((await metric('ingress_connections_total', 'raw')) - before.total, 3);
+  assert.equal((await metricSum('tunnel_bytes_total', /direction="up"/)) - before.up, 8);
+  assert.equal((await metricSum('tunnel_bytes_total', /direction="down"/)) - before.down, 8);
+  assert.equal((await metricSum('tunnel_duration_seconds_count', /.*/)) - before.tunnels, 2);
+  assert.equal((await metricSum('http_requests_failed_total', /status="502"/)) - before.failed, 1);
+  assert.equal(
+    (await metricSum('egress_connect_failed_total', /OXY_ERR_CONNECT_REFUSED/)) - before.connectFailed,
+    1,
+  );
+  assert.equal(app.auditRecords().length, 0);
 });

@@ -24,6 +24,7 @@
  */
 import net from 'node:net';
 import type { TaskToken, TaskTracker } from 'foundations/restart';
+import { log } from 'foundations/telemetry';
 import { formatHostPort } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { EgressState, type EndpointState, IngressConnection, RequestState } from '../../context/state.ts';
@@ -36,7 +37,7 @@ import type { SpliceConnectResult } from '../../flows/stream/splice.ts';
 import { connectFailure } from '../../offramps/tcp/happy-eyeballs.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkConnection, forkRequest } from '../../telemetry/fork.ts';
-import { ingressMetrics } from '../../telemetry/metrics.ts';
+import { httpMetrics, ingressMetrics, tunnelMetrics } from '../../telemetry/metrics.ts';
 
 type Native = typeof import('native');
 
@@ -164,6 +165,12 @@ class ReactorListener {
   readonly #labels: { endpoint: string };
   /** While stopped with tunnels JS has not heard of: their one entry in `rt.connections`. */
   #pending: { conn: IngressConnection; token: TaskToken | null } | null = null;
+  /**
+   * Nothing could see a record's contexts: no audit, no `handleRequestEnd`, no `ext` factory
+   * (and, checked per batch, DEBUG off: failures are logged there). A record is then only its
+   * metrics, counted as `#ended` counts them, without the objects.
+   */
+  readonly #lean: boolean;
   stopped = false;
 
   constructor(
@@ -180,6 +187,13 @@ class ReactorListener {
     this.#local = local;
     this.#tracker = tracker;
     this.#labels = { endpoint: endpoint.name };
+    const x = rt.ext;
+    this.#lean =
+      !rt.audit.enabled &&
+      rt.hooks.requestEnd === null &&
+      x.ingress === null &&
+      x.request === null &&
+      x.egress === null;
   }
 
   /** The listening handle closes: no more accepts; what runs is held for a drain. */
@@ -206,19 +220,50 @@ class ReactorListener {
   onRecords(n: Float64Array, peers: string[], locals: string[] | null, live: number, stopped: boolean): void {
     const now = performance.now();
     reactorAcceptStats.records += peers.length;
-    for (let i = 0, o = 0; i < peers.length; i++, o += FIELDS) {
-      const peer = { host: peers[i] as string, port: n[o + 8] as number };
-      const local =
-        locals === null
-          ? (this.#local as SocketAddr)
-          : { host: locals[i] as string, port: n[o + 9] as number };
-      this.#ended(now, peer, local, n, o);
-    }
+    if (this.#lean && !log.enabled('DEBUG')) this.#counted(n, peers.length);
+    else
+      for (let i = 0, o = 0; i < peers.length; i++, o += FIELDS) {
+        const peer = { host: peers[i] as string, port: n[o + 8] as number };
+        const local =
+          locals === null
+            ? (this.#local as SocketAddr)
+            : { host: locals[i] as string, port: n[o + 9] as number };
+        this.#ended(now, peer, local, n, o);
+      }
     const p = this.#pending;
     if (p !== null && stopped && live === 0) {
       this.#pending = null;
       this.#rt.connections.delete(p.conn);
       p.token?.done();
+    }
+  }
+
+  /** `count` records of a lean listener: the metrics `#ended` would count, and nothing else. */
+  #counted(n: Float64Array, count: number): void {
+    const t = this.#target;
+    const up = tunnelMetrics.bytes_total({ direction: 'up' });
+    const down = tunnelMetrics.bytes_total({ direction: 'down' });
+    const duration = tunnelMetrics.duration_seconds();
+    ingressMetrics.connections_total(this.#labels).inc(count);
+    for (let i = 0, o = 0; i < count; i++, o += FIELDS) {
+      if (n[o] === KIND_CONNECT) {
+        const timeout = this.#rt.settings.egress.connect_timeout;
+        const error = connectFailure(
+          t.host,
+          t.port,
+          (native as Native).errnoName(n[o + 3] as number),
+          timeout,
+        );
+        connectFailed(error.code);
+        httpMetrics
+          .requests_failed_total({ endpoint: this.#endpoint.name, status: httpStatusFor(error) })
+          .inc();
+        continue;
+      }
+      connectObserved(performance.now() - (n[o + 5] as number));
+      up.inc(n[o + 1] as number);
+      down.inc(n[o + 2] as number);
+      duration.observe((n[o + 6] as number) / 1000);
     }
   }
 
