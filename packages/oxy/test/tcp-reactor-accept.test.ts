@@ -244,3 +244,31 @@ test('with nothing to see the contexts (no audit, hooks or ext), a record is its
   );
   assert.equal(app.auditRecords().length, 0);
 });
+
+test('a drain ends tunnels still connecting: recorded as never connected (no 200)', {
+  skip,
+  timeout: 15000,
+}, async () => {
+  // A listener that never accepts, its backlog of one filled: later SYNs are dropped, so those
+  // connects hang (as in connect.test.ts).
+  const { spawn } = await import('node:child_process');
+  const peer = spawn(process.execPath, [
+    '-e',
+    "const s=require('net').createServer().listen({port:0,host:'127.0.0.1',backlog:1},()=>{" +
+      "process.stdout.write(s.address().port+'\\n',()=>Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0,30000))})",
+  ]);
+  after(() => peer.kill());
+  const [line] = (await once(peer.stdout, 'data')) as [Buffer];
+  const app = await start(`127.0.0.1:${Number(line.toString().trim())}`);
+  const clients = Array.from({ length: 4 }, () => dial(app));
+  await Promise.all(clients.map((c) => once(c, 'connect')));
+  await new Promise((r) => setTimeout(r, 100));
+  await app.proxy.drain(100);
+  for (const c of clients) c.destroy();
+  await waitUntil(() => tunnels(app).length === 4, 'four records');
+  const recs = tunnels(app);
+  assert.ok(recs.every((r) => r.close_reason === 'client_reset'));
+  const hung = recs.filter((r) => r.status === 0);
+  assert.ok(hung.length >= 1, 'at least one connect was still hanging');
+  for (const r of hung) assert.equal(r.bytes_down, 0);
+});

@@ -260,7 +260,8 @@ class ReactorListener {
           .inc();
         continue;
       }
-      connectObserved(performance.now() - (n[o + 5] as number));
+      const connectMs = n[o + 5] as number;
+      if (connectMs >= 0) connectObserved(performance.now() - connectMs);
       up.inc(n[o + 1] as number);
       down.inc(n[o + 2] as number);
       duration.observe((n[o + 6] as number) / 1000);
@@ -301,8 +302,12 @@ class ReactorListener {
     }
     request.upstream = this.#upstream;
     request.connectedAt = request.startedAt;
-    request.status = 200;
-    connectObserved(performance.now() - (n[o + 5] as number));
+    // Ended while connecting (a drain's deadline, the client gone): never connected, no 200.
+    const connectMs = n[o + 5] as number;
+    if (connectMs >= 0) {
+      request.status = 200;
+      connectObserved(performance.now() - connectMs);
+    }
     let reason: PumpCloseReason | 'done' = 'done';
     if (kind === KIND_ABORT) {
       reason = 'client_reset';
