@@ -3,7 +3,7 @@
  * splice(2) and never enter user space (nor JS). Driven by the reactor (reactor.c): its own
  * epoll set and thread, so the system calls that move a tunnel's bytes run off the JS thread.
  *
- * Two ways in:
+ * Three ways in:
  * - spliceStart(fd0, fd1, pipeSize, owner): two connected sockets the caller keeps owning; the
  *   splicer works on its own duplicates (F_DUPFD_CLOEXEC), so the caller may close its
  *   descriptors once the splice runs (the sockets stay open through the duplicates; closing a
@@ -18,6 +18,8 @@
  *   if that comes first: a short tunnel wakes the JS thread once, not twice. If the connect
  *   fails or times out, onSpliceEnd comes with kind 2 and the errno, nothing was written to the
  *   client, and JS answers 502 or 504.
+ * - a client accepted on the reactor thread (accept.c): a tunnel as tunnelStart's, its client
+ *   descriptor the splicer's own; its end goes to the listener's batch unless it was announced.
  * The caller must have stopped reading the sockets (and must not write to them) meanwhile.
  *
  * A direction's first COPY_BYTES are copied (recv into the reactor thread's buffer, send), not
@@ -33,7 +35,8 @@
  * back to it, so a short tunnel makes and closes no pipe.
  * Per direction: read src → pipe; drain pipe → dst; when dst is full, stop reading src and
  * wait for dst to be writable; on EOF from src (once the pipe is empty) shutdown(dst, SHUT_WR),
- * so half-close is carried across. The splice ends when both directions have shut (kind 0) or
+ * so half-close is carried across (not for a tunnel's last direction when dst is a descriptor
+ * no one else holds: the close that follows sends the FIN). The splice ends when both directions have shut (kind 0) or
  * at the first error (kind 1, with the errno and the side whose descriptor raised it).
  *
  * Each descriptor is registered once, edge-triggered for input, output and peer hang-up (WATCH),
