@@ -22,6 +22,14 @@
 import { addon } from './src/addon.ts';
 import { toNativeError } from './src/errors.ts';
 
+export {
+  type AcceptTarget,
+  abortAccepted,
+  type ListenerOwner,
+  startAccepting,
+  stopAccepting,
+  unpollListener,
+} from './src/accept.ts';
 export { errnoName } from './src/errno.ts';
 export { isNativeError, NativeError } from './src/errors.ts';
 export * as netns from './src/netns.ts';

@@ -132,6 +132,7 @@ static napi_value init(napi_env env, napi_value exports) {
   register_sock(env, exports);
   register_poll(env, exports);
   register_splice(env, exports);
+  register_accept(env, exports);
   register_writer(env, exports);
   register_udp(env, exports);
   return exports;

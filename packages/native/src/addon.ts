@@ -57,6 +57,20 @@ export interface Addon {
     pipeSize: number,
   ): void;
   trimMemory(): boolean;
+  acceptStart(
+    owner: ListenerOwner,
+    listenFd: number,
+    ip: string,
+    port: number,
+    sourceIp: string,
+    timeoutMs: number,
+    pipeSize: number,
+    noDelay: boolean,
+    wildcard: boolean,
+  ): void;
+  acceptUnpoll(fd: number): boolean;
+  acceptStop(owner: ListenerOwner): number;
+  acceptAbort(owner: ListenerOwner): void;
   writerOpen(owner: WriterOwner, fd: number): void;
   writerSend(owner: WriterOwner, data: Buffer | string, encoding: number): number;
   writerTrySend(owner: WriterOwner, data: Buffer | string, encoding: number): number;
@@ -128,6 +142,34 @@ export interface SpliceOwner {
    * connect, else 50 ms after it: a short tunnel wakes the JS thread once.
    */
   onSpliceConnected?(connectMs: number): void;
+}
+
+/**
+ * The JS object a reactor-thread listener is wrapped into (src/accept.c): it hears of finished
+ * connections in batches and adopts the ones that run longer than 50 ms.
+ */
+export interface ListenerOwner {
+  /**
+   * Connections that ended, ten numbers each (see src/accept.c): kind, bytes client→upstream,
+   * upstream→client, errno, side, connect ms (-1: never connected), ms since the accept, ms since
+   * the end, peer port, local port; their peers' hosts (and local hosts, for a wildcard
+   * listener); tunnels still running that JS has not heard of; whether accepting has stopped.
+   */
+  onRecords(
+    numbers: Float64Array,
+    peers: string[],
+    locals: string[] | null,
+    live: number,
+    stopped: boolean,
+  ): void;
+  /** A tunnel announced 50 ms after its connect: returns the owner it is wrapped into. */
+  onTunnel(
+    peer: string,
+    peerPort: number,
+    local: string | null,
+    localPort: number,
+    sinceAcceptMs: number,
+  ): SpliceOwner;
 }
 
 /** The JS object a socket writer is wrapped into (src/writer.c): `onWriterDrain` is called once its queue emptied, when asked. */

@@ -40,6 +40,7 @@ void register_tun(napi_env env, napi_value exports);
 void register_sock(napi_env env, napi_value exports);
 void register_poll(napi_env env, napi_value exports);
 void register_splice(napi_env env, napi_value exports);
+void register_accept(napi_env env, napi_value exports);
 void register_writer(napi_env env, napi_value exports);
 void register_udp(napi_env env, napi_value exports);
 

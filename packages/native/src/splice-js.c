@@ -31,6 +31,21 @@ static void call_owner(napi_env env, napi_value owner, const char *name, size_t 
 /* JS thread: what the reactor thread posted for s. */
 void splicer_done(napi_env env, reactor_item_t *it) {
   splicer_t *s = (splicer_t *)it;
+  if (s->lst) {
+    /* Accepted by the reactor thread and announced: JS adopts it before hearing its news. */
+    pthread_mutex_lock(&s->mu);
+    bool adopt = s->adopt && s->owner == NULL;
+    s->adopt = false;
+    pthread_mutex_unlock(&s->mu);
+    if (adopt && !listener_adopt(env, s)) {
+      pthread_mutex_lock(&s->mu);
+      s->queued = false;
+      s->notes = 0;
+      pthread_mutex_unlock(&s->mu);
+      splicer_stop(s);
+      return;
+    }
+  }
   pthread_mutex_lock(&s->mu);
   int notes = s->notes;
   s->notes = 0;
@@ -62,7 +77,7 @@ void splicer_done(napi_env env, reactor_item_t *it) {
 
 /* JS thread: ends s now (stop, or its owner collected): no callback. True if it had not
  * connected yet (a tunnel: nothing was written to the client). */
-static bool stop(splicer_t *s) {
+bool splicer_stop(splicer_t *s) {
   pthread_mutex_lock(&s->mu);
   bool was_running = s->js_ref;
   bool connecting = s->tunnel && !s->connected;
@@ -85,17 +100,11 @@ static void finalize(napi_env env, void *data, void *hint) {
   splicer_t *s = data;
   if (s->owner) napi_delete_reference(env, s->owner);
   s->owner = NULL;
-  stop(s);
+  splicer_stop(s);
 }
 
-static splicer_t *splicer_new(napi_env env, int pipe_size) {
-  reactor_t *r = reactor_for(env);
-  if (!r) return NULL;
-  splicer_t *s = calloc(1, sizeof *s);
-  if (!s) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
+/* Reads the splicer's tunables from the environment, once (JS thread). */
+void splicer_config(void) {
   if (round_bytes == 0) {
     const char *v = getenv("OXY_SPLICE_ROUND_BYTES");
     long n = v ? strtol(v, NULL, 10) : 0;
@@ -106,19 +115,14 @@ static splicer_t *splicer_new(napi_env env, int pipe_size) {
     long n = v ? strtol(v, NULL, 10) : -1;
     copy_bytes = n >= 0 ? (size_t)n : COPY_BYTES;
   }
-  reactor_set_tick(r, splicer_tick);
-  pthread_mutex_init(&s->mu, NULL);
-  s->item.ops = &splicer_ops;
-  s->r = r;
-  s->env = env;
-  s->pipe_size = pipe_size;
-  s->fd[0] = s->fd[1] = -1;
-  for (int i = 0; i < 2; i++) {
-    s->dir[i].src = i;
-    s->dir[i].dst = 1 - i;
-    s->dir[i].pr = s->dir[i].pw = -1;
-    s->can_write[i] = true; /* until EAGAIN says otherwise */
-  }
+}
+
+static splicer_t *splicer_new(napi_env env, int pipe_size) {
+  reactor_t *r = reactor_for(env);
+  if (!r) return NULL;
+  splicer_config();
+  splicer_t *s = splicer_alloc(r, env, pipe_size);
+  if (!s) napi_throw_error(env, NULL, "out of memory");
   return s;
 }
 
@@ -168,6 +172,20 @@ static napi_value launch(napi_env env, splicer_t *s, napi_value owner) {
 static bool is_object(napi_env env, napi_value v) {
   napi_valuetype t;
   return napi_typeof(env, v, &t) == napi_ok && t == napi_object;
+}
+
+bool splicer_wrap(napi_env env, splicer_t *s, napi_value owner) {
+  uint32_t refs;
+  if (napi_wrap(env, owner, s, finalize, NULL, &s->owner) != napi_ok) return false;
+  if (napi_reference_ref(env, s->owner, &refs) != napi_ok) {
+    void *ignored;
+    napi_remove_wrap(env, owner, &ignored);
+    napi_delete_reference(env, s->owner);
+    s->owner = NULL;
+    return false;
+  }
+  reactor_hold(s->r, 1);
+  return true;
 }
 
 /* spliceStart(fd0, fd1, pipeSize, owner): wraps the splicer into owner. The descriptors stay the caller's. */
@@ -334,7 +352,7 @@ static napi_value splice_stop(napi_env env, napi_callback_info info) {
   splicer_t *s = get_splicer(env, argv[0]);
   if (!s) return NULL;
   release_owner(s);
-  napi_get_boolean(env, stop(s), &out);
+  napi_get_boolean(env, splicer_stop(s), &out);
   return out;
 }
 

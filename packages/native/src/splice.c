@@ -3,7 +3,7 @@
  * splice(2) and never enter user space (nor JS). Driven by the reactor (reactor.c): its own
  * epoll set and thread, so the system calls that move a tunnel's bytes run off the JS thread.
  *
- * Two ways in:
+ * Three ways in:
  * - spliceStart(fd0, fd1, pipeSize, owner): two connected sockets the caller keeps owning; the
  *   splicer works on its own duplicates (F_DUPFD_CLOEXEC), so the caller may close its
  *   descriptors once the splice runs (the sockets stay open through the duplicates; closing a
@@ -18,6 +18,8 @@
  *   if that comes first: a short tunnel wakes the JS thread once, not twice. If the connect
  *   fails or times out, onSpliceEnd comes with kind 2 and the errno, nothing was written to the
  *   client, and JS answers 502 or 504.
+ * - a client accepted on the reactor thread (accept.c): a tunnel as tunnelStart's, its client
+ *   descriptor the splicer's own; its end goes to the listener's batch unless it was announced.
  * The caller must have stopped reading the sockets (and must not write to them) meanwhile.
  *
  * A direction's first COPY_BYTES are copied (recv into the reactor thread's buffer, send), not
@@ -33,7 +35,8 @@
  * back to it, so a short tunnel makes and closes no pipe.
  * Per direction: read src → pipe; drain pipe → dst; when dst is full, stop reading src and
  * wait for dst to be writable; on EOF from src (once the pipe is empty) shutdown(dst, SHUT_WR),
- * so half-close is carried across. The splice ends when both directions have shut (kind 0) or
+ * so half-close is carried across (not for a tunnel's last direction when dst is a descriptor
+ * no one else holds: the close that follows sends the FIN). The splice ends when both directions have shut (kind 0) or
  * at the first error (kind 1, with the errno and the side whose descriptor raised it).
  *
  * Each descriptor is registered once, edge-triggered for input, output and peer hang-up (WATCH),
@@ -170,8 +173,9 @@ void splicer_close(splicer_t *s, bool on_thread) {
   for (int i = 0; i < 2; i++) {
     if (s->fd[i] >= 0) {
       /* Out of the set before the close: another duplicate may keep the socket (and the entry).
-       * A tunnel's upstream socket is the reactor's own, never duplicated: its close removes it. */
-      if (!(s->tunnel && i == 1)) reactor_watch(s->r, s->fd[i], &s->events[i], 0, &s->item, i);
+       * A tunnel's upstream socket is the reactor's own, never duplicated: its close removes it;
+       * so is the client of a tunnel the reactor accepted (accept.c). */
+      if (!(s->tunnel && (i == 1 || s->lst))) reactor_watch(s->r, s->fd[i], &s->events[i], 0, &s->item, i);
       close(s->fd[i]);
       s->fd[i] = -1;
     }
@@ -207,6 +211,11 @@ static void unlink_connecting(splicer_t *s) {
 /* Reactor thread, under s->mu: ends the splice and tells the JS thread. The caller unlocks and
  * retires s if splicer_unreferenced. */
 static void finish(splicer_t *s, int kind, int err, int side) {
+  if (s->lst && kind == END_CONNECT && s->fd[0] >= 0) {
+    /* A reset tells a raw TCP client at once that nothing was forwarded (as raw-accept.ts). */
+    struct linger lg = {1, 0};
+    setsockopt(s->fd[0], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
   splicer_close(s, true);
   unlink_connecting(s);
   s->connecting = false;
@@ -214,6 +223,10 @@ static void finish(splicer_t *s, int kind, int err, int side) {
   s->end_err = err;
   s->end_side = side;
   s->thread_ref = false;
+  if (s->lst && !s->announced) {
+    listener_ended(s); /* one record of the listener's batch: JS never heard of it */
+    return;
+  }
   /* A tunnel that ends before it was announced is announced with its end (one wake-up). */
   int note = NOTE_END;
   if (s->connected && !s->announced) {
@@ -369,7 +382,10 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
     if (d->eof) {
       if (!d->shut) {
         d->shut = true;
-        if (shutdown(s->fd[d->dst], SHUT_WR) < 0 && errno != ENOTCONN) {
+        /* The tunnel's last direction, to a descriptor no one else holds (the reactor's own
+         * upstream socket, a client it accepted): the close that follows sends the FIN. */
+        bool last = s->dir[d->dst].shut && s->tunnel && (d->dst == 1 || s->lst);
+        if (!last && shutdown(s->fd[d->dst], SHUT_WR) < 0 && errno != ENOTCONN) {
           *side = d->dst;
           return errno;
         }
@@ -584,10 +600,19 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
 }
 
 /* Before each wait: connects past their deadline fail with ETIMEDOUT; the next deadline. */
+static int connects_tick(int64_t now);
+
 int splicer_tick(reactor_t *r) {
   (void)r;
+  int64_t now = splicer_now_ms();
+  int a = listener_tick(now), b = connects_tick(now);
+  return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
+/* Connects past their deadline fail with ETIMEDOUT, connected tunnels due are announced; the next deadline. */
+static int connects_tick(int64_t now) {
   if (!connecting_head) return -1;
-  int64_t now = splicer_now_ms(), next = INT64_MAX;
+  int64_t next = INT64_MAX;
   splicer_t *s = connecting_head;
   while (s) {
     pthread_mutex_lock(&s->mu);
@@ -601,6 +626,8 @@ int splicer_tick(reactor_t *r) {
       unlink_connecting(s);
       s->announced = true;
       notify(s, NOTE_CONNECTED);
+      /* JS adopts it (wraps it into an owner); after the post: the listener's news follows it. */
+      if (s->lst) listener_announced(s);
       if (!pre_pending(s, 0) && !pre_pending(s, 1)) {
         connect_free(s->cx);
         s->cx = NULL;
@@ -618,3 +645,26 @@ int splicer_tick(reactor_t *r) {
   return next == INT64_MAX ? -1 : (int)(next - now);
 }
 
+
+void splicer_abort(splicer_t *s) {
+  if (!s->closing) finish(s, END_ABORT, 0, -1);
+}
+
+splicer_t *splicer_alloc(reactor_t *r, napi_env env, int pipe_size) {
+  splicer_t *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
+  reactor_set_tick(r, splicer_tick);
+  pthread_mutex_init(&s->mu, NULL);
+  s->item.ops = &splicer_ops;
+  s->r = r;
+  s->env = env;
+  s->pipe_size = pipe_size;
+  s->fd[0] = s->fd[1] = -1;
+  for (int i = 0; i < 2; i++) {
+    s->dir[i].src = i;
+    s->dir[i].dst = 1 - i;
+    s->dir[i].pr = s->dir[i].pw = -1;
+    s->can_write[i] = true; /* until EAGAIN says otherwise */
+  }
+  return s;
+}

@@ -55,6 +55,7 @@ extern size_t copy_bytes;
 #define END_DONE 0
 #define END_ERROR 1
 #define END_CONNECT 2
+#define END_ABORT 3 /* accept.c: a drain's deadline ended a tunnel JS had not heard of */
 
 typedef struct {
   int src, dst;    /* side indices */
@@ -68,6 +69,7 @@ typedef struct {
 } dir_t;
 
 typedef struct splicer splicer_t;
+typedef struct listener listener_t;
 
 /* A tunnel's connect phase (tunnelStart): freed once connected and its bytes written. */
 typedef struct {
@@ -109,6 +111,13 @@ struct splicer {
   int end_kind, end_err, end_side;
   napi_env env;
   napi_ref owner;     /* napi_wrap's reference, strong while running; NULL once let go */
+  /* accept.c: a tunnel the reactor thread accepted itself (NULL otherwise). Until announced it
+   * has no owner: its end becomes a record of the listener's batch, or, announced, JS adopts it. */
+  listener_t *lst;
+  splicer_t *lprev, *lnext; /* the listener's tunnels JS has not heard of (reactor thread only) */
+  bool adopt;               /* announced: JS is to adopt it (wrap it into an owner) */
+  int64_t accepted_ns;      /* CLOCK_MONOTONIC */
+  struct sockaddr_storage peer, local;
 };
 
 /* splice.c */
@@ -124,7 +133,27 @@ void connect_free(connect_t *cx);
 int splicer_tick(reactor_t *r);
 int64_t splicer_now_ms(void);
 
+/* Reactor thread: a new tunnel for an accepted client (accept.c), set up as tunnelStart's. */
+splicer_t *splicer_alloc(reactor_t *r, napi_env env, int pipe_size);
+/* Reactor thread, under s->mu: ends s (a drain's deadline): kind END_ABORT. */
+void splicer_abort(splicer_t *s);
+
+/* accept.c (reactor thread, under s->mu): s, of a listener, ended before JS heard of it: its
+ * record goes to the listener's batch; or it was announced: JS is to adopt it. */
+void listener_ended(splicer_t *s);
+void listener_announced(splicer_t *s);
+/* accept.c (reactor thread, from splicer_tick): posts held records that are due; ms to the next. */
+int listener_tick(int64_t now);
+/* accept.c (JS thread): wraps announced s into a new owner from the listener's JS side. */
+bool listener_adopt(napi_env env, splicer_t *s);
+
 /* splice-js.c */
+/* JS thread: reads the tunables from the environment, once. */
+void splicer_config(void);
+/* JS thread: wraps s into owner (as tunnelStart does) and holds the loop; false on failure. */
+bool splicer_wrap(napi_env env, splicer_t *s, napi_value owner);
+/* JS thread: ends s now, without a callback (see spliceStop). */
+bool splicer_stop(splicer_t *s);
 /* JS thread: what the reactor thread posted for a splicer. */
 void splicer_done(napi_env env, reactor_item_t *it);
 

@@ -23,6 +23,7 @@ import { openIpGueOnRamp } from './onramps/ip-tunnel/gue.ts';
 import { openIpSeqpacketOnRamp } from './onramps/ip-tunnel/seqpacket.ts';
 import { createTcpOnRamp } from './onramps/tcp/onramp.ts';
 import { rawAcceptApplies, takeRawAccept } from './onramps/tcp/raw-accept.ts';
+import { reactorAcceptApplies, takeReactorAccept } from './onramps/tcp/reactor-accept.ts';
 import { openUdpOnRamp, type UdpOnRamp } from './onramps/udp/onramp.ts';
 import { Runtime } from './runtime.ts';
 import { type AppSettings, buildSettingsSchema } from './settings.ts';
@@ -128,8 +129,12 @@ export async function startProxy(
       server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
       // A `tcp` endpoint whose connections all go whole to the addon skips Node's sockets.
       const fixed = ep.protocol === 'tcp' ? ep.tcp.target : null;
-      if (fixed !== null && rawAcceptApplies(rt, endpoint, fixed))
-        takeRawAccept(rt, endpoint, server, fixed, options.listeners?.connections ?? null);
+      if (fixed !== null && rawAcceptApplies(rt, endpoint, fixed)) {
+        const tracker = options.listeners?.connections ?? null;
+        // With nothing to decide per connection, the addon's reactor thread accepts them too.
+        if (takeRawAccept(rt, endpoint, server, fixed, tracker) && reactorAcceptApplies(rt, fixed))
+          takeReactorAccept(rt, endpoint, server, fixed, tracker);
+      }
       servers.set(name, server);
       ingressMetrics.connections_active({ endpoint: name }).set(0);
       log.info('endpoint listening', {

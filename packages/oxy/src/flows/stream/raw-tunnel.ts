@@ -108,6 +108,14 @@ export class RawTunnel implements TimedRun {
     this.#state = RUNNING;
   }
 
+  /**
+   * A tunnel the addon's reactor thread accepted and started itself (`onramps/tcp/reactor-accept.ts`),
+   * now wrapped into this owner: running, as after {@link start}.
+   */
+  adopt(): void {
+    this.#state = RUNNING;
+  }
+
   /** The addon's callback: connected `connectMs` ago (for a short tunnel, just before its end). */
   onSpliceConnected(connectMs: number): void {
     if (this.#state !== RUNNING) return;

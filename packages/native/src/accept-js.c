@@ -1,0 +1,295 @@
+/*
+ * The JS thread's half of the listener (accept.c has the reactor thread's): acceptStart,
+ * acceptUnpoll, acceptStop, acceptAbort, and listener_done / listener_adopt, which hand the
+ * reactor thread's records and announced tunnels to the listener's JS owner.
+ */
+#include "accept.h" /* first: _GNU_SOURCE */
+
+#include <uv.h>
+
+static napi_value addr_string(napi_env env, const struct sockaddr_storage *ss, int *port) {
+  char buf[INET6_ADDRSTRLEN] = "";
+  napi_value v;
+  *port = 0;
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+    *port = ntohs(a->sin_port);
+  } else if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+    *port = ntohs(a->sin6_port);
+  }
+  if (napi_create_string_latin1(env, buf, NAPI_AUTO_LENGTH, &v) != napi_ok) return NULL;
+  return v;
+}
+
+static bool same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
+  if (a->ss_family != b->ss_family) return false;
+  if (a->ss_family == AF_INET)
+    return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+  if (a->ss_family == AF_INET6)
+    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+  return false;
+}
+
+static void call(napi_env env, napi_value owner, const char *name, size_t argc, napi_value *argv, napi_value *out) {
+  napi_value fn, ignored;
+  if (out) *out = NULL;
+  if (napi_get_named_property(env, owner, name, &fn) != napi_ok) return;
+  if (napi_make_callback(env, NULL, owner, fn, argc, argv, out ? out : &ignored) == napi_pending_exception) {
+    napi_value e;
+    if (out) *out = NULL;
+    if (napi_get_and_clear_last_exception(env, &e) == napi_ok) napi_fatal_exception(env, e);
+  }
+}
+
+/* Builds a string array of the records' hosts (`local`: the local addresses), reusing a string
+ * while the host repeats (loopback benchmarks, a few busy clients). */
+static napi_value hosts_of(napi_env env, rec_t *recs, size_t n, bool local, double *nums) {
+  napi_value arr, prev = NULL;
+  const struct sockaddr_storage *prev_ss = NULL;
+  if (napi_create_array_with_length(env, n, &arr) != napi_ok) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    const struct sockaddr_storage *ss = local ? &recs[i].local : &recs[i].peer;
+    int port = 0;
+    napi_value v = prev;
+    if (prev_ss && same_host(prev_ss, ss)) {
+      port = ntohs(ss->ss_family == AF_INET ? ((const struct sockaddr_in *)ss)->sin_port
+                                            : ((const struct sockaddr_in6 *)ss)->sin6_port);
+    } else {
+      v = addr_string(env, ss, &port);
+      if (!v) return NULL;
+    }
+    prev = v;
+    prev_ss = ss;
+    nums[i * REC_FIELDS + (local ? 9 : 8)] = port;
+    if (napi_set_element(env, arr, (uint32_t)i, v) != napi_ok) return NULL;
+  }
+  return arr;
+}
+
+void listener_done(napi_env env, reactor_item_t *it) {
+  listener_t *l = (listener_t *)it;
+  pthread_mutex_lock(&l->mu);
+  rec_t *recs = l->recs;
+  size_t n = l->nrec;
+  l->recs = NULL;
+  l->nrec = l->cap = 0;
+  l->queued = false;
+  int live = l->live;
+  bool stopped = l->stopped;
+  pthread_mutex_unlock(&l->mu);
+  napi_handle_scope scope;
+  napi_value owner = NULL;
+  if (l->owner && napi_open_handle_scope(env, &scope) == napi_ok) {
+    if (napi_get_reference_value(env, l->owner, &owner) == napi_ok && owner) {
+      int64_t now = now_ns();
+      napi_value ab, nums, argv[5];
+      double *d = NULL;
+      bool ok = napi_create_arraybuffer(env, n * REC_FIELDS * sizeof(double) + 8, (void **)&d, &ab) == napi_ok &&
+                napi_create_typedarray(env, napi_float64_array, n * REC_FIELDS, ab, 0, &nums) == napi_ok;
+      for (size_t i = 0; ok && i < n; i++) {
+        rec_t *rc = &recs[i];
+        double *f = d + i * REC_FIELDS;
+        f[0] = rc->kind;
+        f[1] = rc->b01;
+        f[2] = rc->b10;
+        f[3] = rc->err;
+        f[4] = rc->side;
+        f[5] = rc->connect_ms;
+        f[6] = (double)(now - rc->accepted_ns) / 1e6;
+        f[7] = (double)(now - rc->ended_ns) / 1e6;
+      }
+      if (ok) {
+        argv[0] = nums;
+        argv[1] = hosts_of(env, recs, n, false, d);
+        argv[2] = NULL;
+        if (l->wildcard) argv[2] = hosts_of(env, recs, n, true, d);
+        else napi_get_null(env, &argv[2]);
+        ok = argv[1] && argv[2] && napi_create_int32(env, live, &argv[3]) == napi_ok &&
+             napi_get_boolean(env, stopped, &argv[4]) == napi_ok;
+      }
+      if (ok) call(env, owner, "onRecords", 5, argv, NULL);
+    }
+    napi_close_handle_scope(env, scope);
+  }
+  free(recs);
+  if (stopped && live == 0 && l->held) {
+    l->held = false;
+    reactor_hold(l->r, -1);
+    if (l->owner) {
+      napi_delete_reference(env, l->owner);
+      l->owner = NULL;
+    }
+  }
+}
+
+bool listener_adopt(napi_env env, splicer_t *s) {
+  listener_t *l = s->lst;
+  napi_handle_scope scope;
+  bool ok = false;
+  if (l->owner && napi_open_handle_scope(env, &scope) == napi_ok) {
+    napi_value owner, argv[5], tunnel = NULL;
+    int pport, lport;
+    if (napi_get_reference_value(env, l->owner, &owner) == napi_ok && owner) {
+      argv[0] = addr_string(env, &s->peer, &pport);
+      argv[2] = l->wildcard ? addr_string(env, &s->local, &lport) : NULL;
+      if (!l->wildcard) {
+        lport = 0;
+        napi_get_null(env, &argv[2]);
+      }
+      if (argv[0] && argv[2] && napi_create_int32(env, pport, &argv[1]) == napi_ok &&
+          napi_create_int32(env, lport, &argv[3]) == napi_ok &&
+          napi_create_double(env, (double)(now_ns() - s->accepted_ns) / 1e6, &argv[4]) == napi_ok)
+        call(env, owner, "onTunnel", 5, argv, &tunnel);
+      napi_valuetype t;
+      if (tunnel && napi_typeof(env, tunnel, &t) == napi_ok && t == napi_object) ok = splicer_wrap(env, s, tunnel);
+    }
+    napi_close_handle_scope(env, scope);
+  }
+  if (!ok) reactor_hold(s->r, 1); /* splicer_stop lets go of the hold an adopted tunnel has */
+  return ok;
+}
+
+static bool parse_ip(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len) {
+  memset(ss, 0, sizeof *ss);
+  struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+  if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons((uint16_t)port);
+    *len = sizeof *v4;
+    return true;
+  }
+  if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons((uint16_t)port);
+    *len = sizeof *v6;
+    return true;
+  }
+  return false;
+}
+
+/* Asks the reactor thread to look at the flags (once queued, later changes are seen too). */
+static void command(listener_t *l) {
+  pthread_mutex_lock(&l->mu);
+  bool queue = !l->cmd_pending;
+  l->cmd_pending = true;
+  pthread_mutex_unlock(&l->mu);
+  if (queue) reactor_command(l->r, &l->item, false);
+}
+
+/* acceptStart(owner, listenFd, ip, port, sourceIp, timeoutMs, pipeSize, noDelay, wildcard) */
+static napi_value accept_start(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  int32_t fd, port, timeout, pipe_size;
+  bool nodelay, wildcard;
+  char *ip = NULL, *src = NULL;
+  size_t iplen, srclen;
+  if (!get_args(env, info, 9, argv, NULL) || !arg_int32(env, argv[1], &fd) || !arg_int32(env, argv[3], &port) ||
+      !arg_int32(env, argv[5], &timeout) || !arg_int32(env, argv[6], &pipe_size) || !arg_bool(env, argv[7], &nodelay) ||
+      !arg_bool(env, argv[8], &wildcard))
+    return NULL;
+  if (fd < 0 || port <= 0 || port > 65535 || timeout < 0 || pipe_size < 0 || pipe_size > (1 << 24)) {
+    throw_type(env, "invalid descriptor, port, timeout or pipe size");
+    return NULL;
+  }
+  reactor_t *r = reactor_for(env);
+  if (!r) return NULL;
+  listener_t *l = calloc(1, sizeof *l);
+  if (!l) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  bool ok = arg_string(env, argv[2], &ip, &iplen) && arg_string(env, argv[4], &src, &srclen);
+  if (ok && !parse_ip(ip, port, &l->addr, &l->addrlen)) {
+    throw_type(env, "the upstream address must be a literal IP");
+    ok = false;
+  }
+  if (ok && srclen > 0 && !parse_ip(src, 0, &l->src, &l->srclen)) {
+    throw_type(env, "the source address must be a literal IP");
+    ok = false;
+  }
+  if (ok && l->srclen > 0 && l->src.ss_family != l->addr.ss_family) l->srclen = 0;
+  free(ip);
+  free(src);
+  if (ok) {
+    l->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (l->fd < 0) {
+      throw_errno(env, errno, "fcntl", "duplicating the listening descriptor");
+      ok = false;
+    }
+  }
+  if (ok && napi_wrap(env, argv[0], l, NULL, NULL, NULL) != napi_ok) {
+    close(l->fd);
+    ok = false;
+  }
+  if (!ok) {
+    free(l);
+    return NULL;
+  }
+  splicer_config();
+  reactor_set_tick(r, splicer_tick);
+  pthread_mutex_init(&l->mu, NULL);
+  l->item.ops = &listener_ops;
+  l->r = r;
+  l->env = env;
+  l->timeout_ms = timeout;
+  l->pipe_size = pipe_size;
+  l->nodelay = nodelay;
+  l->wildcard = wildcard;
+  napi_create_reference(env, argv[0], 1, &l->owner);
+  l->held = true;
+  reactor_hold(r, 1);
+  command(l);
+  return make_undefined(env);
+}
+
+/* acceptUnpoll(fd): takes fd out of libuv's epoll set; false if it is not there (yet). */
+static napi_value accept_unpoll(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out;
+  int32_t fd;
+  uv_loop_t *loop;
+  if (!get_args(env, info, 1, argv, NULL) || !arg_int32(env, argv[0], &fd)) return NULL;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
+  struct epoll_event dummy = {0};
+  int bfd = uv_backend_fd(loop);
+  napi_get_boolean(env, bfd >= 0 && epoll_ctl(bfd, EPOLL_CTL_DEL, fd, &dummy) == 0, &out);
+  return out;
+}
+
+/* acceptStop(owner): stops accepting (the duplicate is closed on the reactor thread); returns
+ * how many tunnels JS has not heard of yet. */
+static napi_value accept_stop(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  listener_t *l = unwrap_owner(env, argv[0], "no listener for this owner");
+  if (!l) return NULL;
+  pthread_mutex_lock(&l->mu);
+  l->stopping = true;
+  int live = l->live;
+  pthread_mutex_unlock(&l->mu);
+  command(l);
+  return make_int(env, live);
+}
+
+/* acceptAbort(owner): ends every tunnel JS has not heard of (their records follow). */
+static napi_value accept_abort(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  listener_t *l = unwrap_owner(env, argv[0], "no listener for this owner");
+  if (!l) return NULL;
+  pthread_mutex_lock(&l->mu);
+  l->aborting = true;
+  pthread_mutex_unlock(&l->mu);
+  command(l);
+  return make_undefined(env);
+}
+
+void register_accept(napi_env env, napi_value exports) {
+  set_fn(env, exports, "acceptStart", accept_start);
+  set_fn(env, exports, "acceptUnpoll", accept_unpoll);
+  set_fn(env, exports, "acceptStop", accept_stop);
+  set_fn(env, exports, "acceptAbort", accept_abort);
+}

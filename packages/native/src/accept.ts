@@ -1,0 +1,72 @@
+/**
+ * The JS half of src/accept.c: a listening socket whose connections the addon's reactor thread
+ * accepts, connects to one fixed address and carries itself (the whole tunnel of `startTunnel`,
+ * without a JS call per connection). JS hears of connections that ended in batches
+ * (`ListenerOwner.onRecords`) and adopts the ones that run longer than 50 ms after their connect
+ * (`ListenerOwner.onTunnel` returns their `SpliceOwner`).
+ *
+ * The listening descriptor stays the caller's: the addon works on a duplicate, and
+ * {@link unpollListener} takes the original out of libuv's epoll set so that only the reactor
+ * thread is woken for new connections. {@link stopAccepting} closes the duplicate (call it when
+ * the caller's listening handle closes); the tunnels still running end by themselves or at
+ * {@link abortAccepted}.
+ */
+import { addon, type ListenerOwner } from './addon.ts';
+import { toNativeError } from './errors.ts';
+
+export type { ListenerOwner } from './addon.ts';
+
+/** Where {@link startAccepting}'s connections go, and how. */
+export interface AcceptTarget {
+  /** A literal IPv4 or IPv6 address (no zone). */
+  readonly ip: string;
+  readonly port: number;
+  /** A literal IP to bind the upstream sockets to (of the same family), or '' for none. */
+  readonly sourceIp: string;
+  /** Each connect's deadline in ms (0: none). */
+  readonly timeoutMs: number;
+  /** Pipe size once a direction splices (see `SpliceOptions.pipeSize`). */
+  readonly pipeSize: number;
+  /** TCP_NODELAY on accepted clients. */
+  readonly noDelay: boolean;
+  /** The listening address is a wildcard: records carry each connection's local address. */
+  readonly wildcard: boolean;
+}
+
+/**
+ * Accepts `listenFd`'s connections on the reactor thread for `owner` (see the top). Throws a
+ * `NativeError` when the descriptor cannot be duplicated, a TypeError on bad arguments.
+ */
+export function startAccepting(owner: ListenerOwner, listenFd: number, to: AcceptTarget): void {
+  try {
+    addon.acceptStart(
+      owner,
+      listenFd,
+      to.ip,
+      to.port,
+      to.sourceIp,
+      to.timeoutMs,
+      to.pipeSize,
+      to.noDelay,
+      to.wildcard,
+    );
+  } catch (e) {
+    if (e instanceof TypeError) throw e;
+    throw toNativeError(e, 'listen', 'accepting on the reactor thread');
+  }
+}
+
+/** Takes `fd` out of the JS thread's libuv epoll set; false when it is not (yet) in it. */
+export function unpollListener(fd: number): boolean {
+  return addon.acceptUnpoll(fd);
+}
+
+/** Stops accepting for `owner`; returns how many tunnels JS has not heard of yet. */
+export function stopAccepting(owner: ListenerOwner): number {
+  return addon.acceptStop(owner);
+}
+
+/** Ends every tunnel of `owner` JS has not heard of yet (their records follow in a batch). */
+export function abortAccepted(owner: ListenerOwner): void {
+  addon.acceptAbort(owner);
+}
