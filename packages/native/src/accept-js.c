@@ -152,25 +152,6 @@ bool listener_adopt(napi_env env, splicer_t *s) {
   return ok;
 }
 
-static bool parse_ip(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len) {
-  memset(ss, 0, sizeof *ss);
-  struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-  if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons((uint16_t)port);
-    *len = sizeof *v4;
-    return true;
-  }
-  if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons((uint16_t)port);
-    *len = sizeof *v6;
-    return true;
-  }
-  return false;
-}
-
 /* Asks the reactor thread to look at the flags (once queued, later changes are seen too). */
 static void command(listener_t *l) {
   pthread_mutex_lock(&l->mu);
@@ -203,11 +184,11 @@ static napi_value accept_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   bool ok = arg_string(env, argv[2], &ip, &iplen) && arg_string(env, argv[4], &src, &srclen);
-  if (ok && !parse_ip(ip, port, &l->addr, &l->addrlen)) {
+  if (ok && !splicer_parse_addr(ip, port, &l->addr, &l->addrlen)) {
     throw_type(env, "the upstream address must be a literal IP");
     ok = false;
   }
-  if (ok && srclen > 0 && !parse_ip(src, 0, &l->src, &l->srclen)) {
+  if (ok && srclen > 0 && !splicer_parse_addr(src, 0, &l->src, &l->srclen)) {
     throw_type(env, "the source address must be a literal IP");
     ok = false;
   }

@@ -216,8 +216,8 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
   return launch(env, s, argv[3]);
 }
 
-/* Parses a literal IP (no zone) and port into `ss`. */
-static bool parse_addr(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len) {
+/* Parses a literal IP (no zone) and port into `ss` (also accept-js.c's). */
+bool splicer_parse_addr(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len) {
   memset(ss, 0, sizeof *ss);
   struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
   struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
@@ -281,11 +281,11 @@ static napi_value tunnel_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   bool ok = arg_string(env, argv[2], &ip, &iplen) && arg_string(env, argv[4], &src, &srclen);
-  if (ok && !parse_addr(ip, port, &cx->addr, &cx->addrlen)) {
+  if (ok && !splicer_parse_addr(ip, port, &cx->addr, &cx->addrlen)) {
     throw_type(env, "the upstream address must be a literal IP");
     ok = false;
   }
-  if (ok && srclen > 0 && !parse_addr(src, 0, &cx->src, &cx->srclen)) {
+  if (ok && srclen > 0 && !splicer_parse_addr(src, 0, &cx->src, &cx->srclen)) {
     throw_type(env, "the source address must be a literal IP");
     ok = false;
   }

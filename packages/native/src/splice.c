@@ -72,77 +72,6 @@ static void on_ready(reactor_item_t *it, int side, uint32_t ev);
 static void on_command(reactor_t *r, reactor_item_t *it);
 const reactor_ops_t splicer_ops = {on_command, on_ready, splicer_done};
 
-/* ---- pipe pool and copy buffer (reactor thread only; heap, not TLS: the addon is dlopen'd) ---- */
-
-typedef struct {
-  int n, max;
-  int ends[POOL_MAX][2]; /* [read end, write end] */
-  uint8_t buf[COPY_BUF]; /* the thread's copy buffer (a young direction's bytes: see pump) */
-} pipe_pool_t;
-
-static __thread pipe_pool_t *pool;
-static pthread_key_t pool_key;
-static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
-
-/* The reactor thread ends (its env is going away): close the pooled pipes. */
-static void pool_free(void *arg) {
-  pipe_pool_t *p = arg;
-  while (p->n > 0) {
-    p->n--;
-    close(p->ends[p->n][0]);
-    close(p->ends[p->n][1]);
-  }
-  free(p);
-}
-
-static void pool_key_make(void) {
-  pthread_key_create(&pool_key, pool_free);
-}
-
-/* Makes this thread's pool on first use; without one (no memory) pipes are simply not pooled. */
-static void pool_init(void) {
-  struct rlimit lim;
-  if (pool) return;
-  pthread_once(&pool_once, pool_key_make);
-  pool = calloc(1, sizeof *pool);
-  if (!pool) return;
-  pool->max = POOL_MAX;
-  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur / 16 < POOL_MAX)
-    pool->max = (int)(lim.rlim_cur / 16);
-  pthread_setspecific(pool_key, pool);
-}
-
-/* A pipe for direction d: a pooled one, or a new one at the kernel's default size. */
-static int pipe_take(dir_t *d) {
-  pool_init();
-  if (pool && pool->n > 0) {
-    pool->n--;
-    d->pr = pool->ends[pool->n][0];
-    d->pw = pool->ends[pool->n][1];
-  } else {
-    int p[2];
-    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) return errno;
-    d->pr = p[0];
-    d->pw = p[1];
-  }
-  d->cap = PIPE_DEFAULT;
-  return 0;
-}
-
-/* Direction d's pipe back to the pool (if `may_pool`, it ended empty and was never grown); else closed. */
-static void pipe_give(dir_t *d, bool may_pool) {
-  if (d->pr < 0) return;
-  if (may_pool && d->inpipe == 0 && d->cap == PIPE_DEFAULT && pool && pool->n < pool->max) {
-    pool->ends[pool->n][0] = d->pr;
-    pool->ends[pool->n][1] = d->pw;
-    pool->n++;
-  } else {
-    close(d->pr);
-    close(d->pw);
-  }
-  d->pr = d->pw = -1;
-}
-
 /* ---- lifetime ---- */
 
 void connect_free(connect_t *cx) {
@@ -180,7 +109,7 @@ void splicer_close(splicer_t *s, bool on_thread) {
       s->fd[i] = -1;
     }
     s->events[i] = 0;
-    pipe_give(&s->dir[i], on_thread);
+    splice_pipe_give(&s->dir[i], on_thread);
     free(s->dir[i].held);
     s->dir[i].held = NULL;
     s->dir[i].held_len = s->dir[i].held_off = 0;
@@ -305,7 +234,7 @@ static int write_held(splicer_t *s, dir_t *d, int *side) {
 /* One read from src into the copy buffer and its write to dst (what dst does not take is held).
  * Returns 0 or an errno (*side set); *stop when the direction has nothing more to do now. */
 static int copy_once(splicer_t *s, dir_t *d, size_t *moved, int *side, bool *stop) {
-  uint8_t *copy_buf = pool->buf;
+  uint8_t *copy_buf = splice_copy_buf();
   ssize_t n = recv(s->fd[d->src], copy_buf, COPY_BUF, MSG_DONTWAIT);
   if (n < 0) {
     if (errno == EINTR) return 0;
@@ -393,7 +322,7 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
       return 0;
     }
     if (!s->can_read[d->src] || moved >= round_bytes) return 0; /* the budget: see on_event */
-    if (d->pr < 0 && d->bytes < copy_bytes && (pool_init(), pool != NULL)) {
+    if (d->pr < 0 && d->bytes < copy_bytes && splice_copy_buf() != NULL) {
       /* Copy while the direction is young: only once dst takes bytes (no holding ahead). */
       if (!s->can_write[d->dst]) return 0;
       bool stop = false;
@@ -401,7 +330,7 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
       continue;
     }
     if (d->pr < 0) {
-      e = pipe_take(d);
+      e = splice_pipe_take(d);
       if (e != 0) {
         *side = -1;
         return e;

@@ -136,6 +136,12 @@ int64_t splicer_now_ms(void);
 /* Reactor thread: a new tunnel for an accepted client (accept.c), set up as tunnelStart's. */
 splicer_t *splicer_alloc(reactor_t *r, napi_env env, int pipe_size);
 /* Reactor thread, under s->mu: ends s (a drain's deadline): kind END_ABORT. */
+/* splice-js.c: a literal IP (no zone) and port as a socket address. */
+bool splicer_parse_addr(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len);
+/* splice-pipes.c: the reactor thread's pipe pool and copy buffer. */
+int splice_pipe_take(dir_t *d);
+void splice_pipe_give(dir_t *d, bool may_pool);
+uint8_t *splice_copy_buf(void);
 void splicer_abort(splicer_t *s);
 
 /* accept.c (reactor thread, under s->mu): s, of a listener, ended before JS heard of it: its
