@@ -83,7 +83,9 @@ function lastJson(text: string): Record<string, number | string | boolean> {
 
 /** Per-unit CPU figures in microseconds: the whole proxy, and Oxy's two threads. */
 export function cpuPer(
-  cpu: (Omit<CpuSplit, 'jsSwitches' | 'reactorSwitches'> & Partial<CpuSplit> & { total: number }) | null,
+  cpu:
+    | (Omit<CpuSplit, 'jsSwitches' | 'reactorSwitches' | 'group'> & Partial<CpuSplit> & { total: number })
+    | null,
   units: number,
   unit: string,
 ): Figures {

@@ -5,6 +5,11 @@
  * addon's reactor thread, which inherits the main thread's name; V8's and libuv's helpers have
  * names of their own and are counted as "other".
  *
+ * A thread that exits takes its schedstat with it (tinyproxy 1.11 runs a thread per connection
+ * and ends it with the connection), so each process's thread-group total from /proc/<pid>/stat
+ * (utime + stime, which count exited threads, in 10 ms ticks) is sampled too: what it grew by
+ * beyond the live threads' run time is the exited threads' and is counted as "other".
+ *
  * Ordering rule: take a sample before and after the measured window and subtract ({@link cpuSplitSince}).
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -21,6 +26,22 @@ export interface CpuSplit {
   /** Context switches (voluntary and not) of the JS threads and of the reactor threads. */
   jsSwitches: number;
   reactorSwitches: number;
+  /** Each process's thread-group CPU time (exited threads included), from /proc/<pid>/stat. */
+  group: number;
+}
+
+/** Clock ticks per second of /proc/<pid>/stat (USER_HZ: 100 on Linux). */
+const TICK_NS = 1e9 / 100;
+/** Below this (two ticks), a difference of the tick-grained group total is rounding. */
+const GROUP_NOISE_NS = 2 * TICK_NS;
+
+/** utime + stime of a thread group, in ns (exited threads included). */
+function groupNs(pid: number): number {
+  const stat = read(`/proc/${pid}/stat`);
+  if (stat === undefined) return 0;
+  // Fields after the command's closing parenthesis start at field 3 (state); utime is 14, stime 15.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11] ?? 0) + Number(f[12] ?? 0)) * TICK_NS;
 }
 
 function switchesOf(status: string | undefined): number {
@@ -39,8 +60,9 @@ function read(path: string): string | undefined {
 
 /** A sample of the tree's CPU run time now. */
 export function cpuSplit(root: number): CpuSplit {
-  const out: CpuSplit = { js: 0, reactor: 0, other: 0, jsSwitches: 0, reactorSwitches: 0 };
+  const out: CpuSplit = { js: 0, reactor: 0, other: 0, jsSwitches: 0, reactorSwitches: 0, group: 0 };
   for (const pid of processTree(root)) {
+    out.group += groupNs(pid);
     const mainComm = read(`/proc/${pid}/comm`)?.trim();
     let tids: string[];
     try {
@@ -63,17 +85,21 @@ export function cpuSplit(root: number): CpuSplit {
 }
 
 /**
- * CPU seconds used since `before`, by kind and in total. Threads that exited in between are lost:
- * a proxy under test keeps its threads for its lifetime, so that is only ever a helper.
+ * CPU seconds used since `before`, by kind and in total. Threads that exited in between (a
+ * thread per connection) are counted as "other", from the thread-group totals; a process that
+ * exited in between is lost (only ever a helper: a proxy under test runs for the whole window).
  */
 export function cpuSplitSince(root: number, before: CpuSplit): CpuSplit & { total: number } {
   const now = cpuSplit(root);
   const js = Math.max(0, now.js - before.js) / 1e9;
   const reactor = Math.max(0, now.reactor - before.reactor) / 1e9;
-  const other = Math.max(0, now.other - before.other) / 1e9;
+  let other = Math.max(0, now.other - before.other) / 1e9;
   const jsSwitches = Math.max(0, now.jsSwitches - before.jsSwitches);
   const reactorSwitches = Math.max(0, now.reactorSwitches - before.reactorSwitches);
-  return { js, reactor, other, jsSwitches, reactorSwitches, total: js + reactor + other };
+  const group = now.group - before.group;
+  const exited = group - (js + reactor + other) * 1e9;
+  if (exited > GROUP_NOISE_NS) other += exited / 1e9;
+  return { js, reactor, other, jsSwitches, reactorSwitches, group: group / 1e9, total: js + reactor + other };
 }
 
 /**
