@@ -89,6 +89,27 @@ export interface ProxyDef {
 const ALL: readonly Scenario[] = ['S1', 'S2', 'S3', 'S4', 'S5'];
 const FORWARD_ONLY: readonly Scenario[] = ['S1'];
 
+/**
+ * trafficserver's settings for the benchmarks: one exec thread, cache off, any CONNECT port, no
+ * Via, no logs. records.config entries can be overridden by PROXY_CONFIG_* variables, so the
+ * packaged config stays untouched.
+ */
+export function trafficserverEnv(port: number): Record<string, string> {
+  return {
+    PROXY_CONFIG_HTTP_SERVER_PORTS: String(port),
+    PROXY_CONFIG_URL_REMAP_REMAP_REQUIRED: '0',
+    PROXY_CONFIG_REVERSE_PROXY_ENABLED: '0',
+    PROXY_CONFIG_HTTP_CACHE_HTTP: '0',
+    PROXY_CONFIG_EXEC_THREAD_AUTOCONFIG: '0',
+    PROXY_CONFIG_EXEC_THREAD_LIMIT: '1',
+    PROXY_CONFIG_ACCEPT_THREADS: '0',
+    PROXY_CONFIG_HTTP_CONNECT_PORTS: '1-65535',
+    PROXY_CONFIG_HTTP_INSERT_REQUEST_VIA_STR: '0',
+    PROXY_CONFIG_HTTP_INSERT_RESPONSE_VIA_STR: '0',
+    PROXY_CONFIG_NET_CONNECTIONS_THROTTLE: '30000',
+    PROXY_CONFIG_LOG_LOGGING_ENABLED: '0',
+  };
+}
 /** Every row, in the order the tables show them. `direct` has no proxy: it is the machine's limit. */
 export const PROXIES: readonly ProxyDef[] = [
   {
@@ -209,30 +230,7 @@ DisableViaHeader Yes
     scenarios: ALL,
     apt: 'trafficserver',
     start(env, port) {
-      // records.config entries can be overridden by PROXY_CONFIG_* variables: the packaged config
-      // stays untouched.
-      return launch(
-        env,
-        'trafficserver',
-        port,
-        'traffic_server',
-        [],
-        {
-          PROXY_CONFIG_HTTP_SERVER_PORTS: String(port),
-          PROXY_CONFIG_URL_REMAP_REMAP_REQUIRED: '0',
-          PROXY_CONFIG_REVERSE_PROXY_ENABLED: '0',
-          PROXY_CONFIG_HTTP_CACHE_HTTP: '0',
-          PROXY_CONFIG_EXEC_THREAD_AUTOCONFIG: '0',
-          PROXY_CONFIG_EXEC_THREAD_LIMIT: '1',
-          PROXY_CONFIG_ACCEPT_THREADS: '0',
-          PROXY_CONFIG_HTTP_CONNECT_PORTS: '1-65535',
-          PROXY_CONFIG_HTTP_INSERT_REQUEST_VIA_STR: '0',
-          PROXY_CONFIG_HTTP_INSERT_RESPONSE_VIA_STR: '0',
-          PROXY_CONFIG_NET_CONNECTIONS_THROTTLE: '30000',
-          PROXY_CONFIG_LOG_LOGGING_ENABLED: '0',
-        },
-        60000,
-      );
+      return launch(env, 'trafficserver', port, 'traffic_server', [], trafficserverEnv(port), 60000);
     },
   },
   {

@@ -24,6 +24,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { processTree, waitForPort } from '../lib/procs.ts';
+import { trafficserverEnv } from '../lib/proxies.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const { values } = parseArgs({
@@ -102,20 +103,7 @@ for (const [name, root, flags] of oxies) {
 }
 if (!values['no-ts']) {
   port = 22130;
-  const c = start(['traffic_server'], {
-    PROXY_CONFIG_HTTP_SERVER_PORTS: String(port),
-    PROXY_CONFIG_URL_REMAP_REMAP_REQUIRED: '0',
-    PROXY_CONFIG_REVERSE_PROXY_ENABLED: '0',
-    PROXY_CONFIG_HTTP_CACHE_HTTP: '0',
-    PROXY_CONFIG_EXEC_THREAD_AUTOCONFIG: '0',
-    PROXY_CONFIG_EXEC_THREAD_LIMIT: '1',
-    PROXY_CONFIG_ACCEPT_THREADS: '0',
-    PROXY_CONFIG_HTTP_CONNECT_PORTS: '1-65535',
-    PROXY_CONFIG_HTTP_INSERT_REQUEST_VIA_STR: '0',
-    PROXY_CONFIG_HTTP_INSERT_RESPONSE_VIA_STR: '0',
-    PROXY_CONFIG_NET_CONNECTIONS_THROTTLE: '30000',
-    PROXY_CONFIG_LOG_LOGGING_ENABLED: '0',
-  });
+  const c = start(['traffic_server'], trafficserverEnv(port));
   await waitForPort('127.0.0.1', port, 60000);
   targets.push({ name: 'trafficserver', port, pid: c.pid as number, log: [] });
 }

@@ -20,6 +20,7 @@ import {
   type SpliceConnectResult,
   type SpliceConnectTarget,
   type TimedRun,
+  tunnelTarget,
 } from './splice.ts';
 
 /** The libuv TCP handle Node passes to a listening handle's `onconnection` (its internals used here). */
@@ -93,14 +94,7 @@ export class RawTunnel implements TimedRun {
 
   start(to: SpliceConnectTarget): void {
     try {
-      (native as Native).startTunnel(this, this.#client.fd, {
-        ip: to.ip,
-        port: to.port,
-        sourceIp: to.sourceIp,
-        head: to.head,
-        early: to.early,
-        timeoutMs: to.connectTimeoutMs,
-      });
+      (native as Native).startTunnel(this, this.#client.fd, tunnelTarget(to));
     } catch (e) {
       this.#settle('aborted', 0, 0, e as Error, null);
       return;

@@ -31,6 +31,7 @@
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { TunnelTarget } from 'native';
 import { type Native, native } from './native-addon.ts';
 import { isOffloaded, stopOffload, writesFlushed } from './offload.ts';
 import type { PumpCloseReason, PumpOptions, PumpResult } from './pump.ts';
@@ -160,6 +161,18 @@ export interface SpliceConnectTarget {
   readonly connectTimeoutMs: number;
 }
 
+/** The addon's form of `to` (its deadline named `timeoutMs`), for `startTunnel`. */
+export function tunnelTarget(to: SpliceConnectTarget): TunnelTarget {
+  return {
+    ip: to.ip,
+    port: to.port,
+    sourceIp: to.sourceIp,
+    head: to.head,
+    early: to.early,
+    timeoutMs: to.connectTimeoutMs,
+  };
+}
+
 /** The end of a {@link spliceConnect}: the tunnel's, or the connect's failure (an errno name). */
 export type SpliceConnectResult = PumpResult & { readonly connectError: string | null };
 
@@ -261,14 +274,7 @@ class SpliceRun {
       return;
     }
     try {
-      (native as Native).startTunnel(this, fc, {
-        ip: to.ip,
-        port: to.port,
-        sourceIp: to.sourceIp,
-        head: to.head,
-        early: to.early,
-        timeoutMs: to.connectTimeoutMs,
-      });
+      (native as Native).startTunnel(this, fc, tunnelTarget(to));
     } catch (e) {
       this.#settle('aborted', 0, 0, e as Error);
       return;
