@@ -30,6 +30,7 @@ import type { SocketAddr } from '../../context/contexts.ts';
 import { EgressState, type EndpointState, IngressConnection, RequestState } from '../../context/state.ts';
 import { connectFailed, connectObserved } from '../../egress/connect.ts';
 import { clientReason, httpStatusFor } from '../../errors.ts';
+import { type Native, native } from '../../flows/stream/native-addon.ts';
 import type { PumpCloseReason } from '../../flows/stream/pump.ts';
 import { type RawClient, RawTunnel } from '../../flows/stream/raw-tunnel.ts';
 import { finishStream, refuseStream, type StreamIngress } from '../../flows/stream/runner.ts';
@@ -38,16 +39,6 @@ import { connectFailure } from '../../offramps/tcp/happy-eyeballs.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkConnection, forkRequest } from '../../telemetry/fork.ts';
 import { httpMetrics, ingressMetrics, tunnelMetrics } from '../../telemetry/metrics.ts';
-
-type Native = typeof import('native');
-
-let native: Native | null = null;
-try {
-  native = await import('native');
-} catch {
-  // Named boundary: without the addon the raw accept serves (reactorAcceptApplies says no).
-  native = null;
-}
 
 /** The pipe size of a whole tunnel (the addon's default for `startTunnel`). */
 const PIPE_SIZE = 256 * 1024;
@@ -74,6 +65,7 @@ interface ListenHandle {
  */
 export function reactorAcceptApplies(rt: Runtime, target: SocketAddr): boolean {
   const family = net.isIP(target.host);
+  // Without the addon the raw accept serves.
   return (
     native !== null &&
     process.env.OXY_REACTOR_ACCEPT !== '0' &&
