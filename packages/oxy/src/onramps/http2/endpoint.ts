@@ -71,8 +71,10 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
   const where = `endpoints.${endpoint.name}`;
   const settings = sections(endpoint);
   const h1 = createHttp1OnRamp(rt);
+  // One upstream pool for both versions: an HTTP/2 client's request and an HTTP/1.1 client's
+  // to the same origin share its keep-alive connections and HTTP/2 sessions.
   const h2 = settings.http2.enabled
-    ? createHttp2OnRamp(rt, endpoint, settings.http2, `${where}.http2`)
+    ? createHttp2OnRamp(rt, endpoint, settings.http2, `${where}.http2`, h1.pool)
     : null;
   // MASQUE (CONNECT-UDP) over both versions: extended CONNECT streams and Upgrade requests.
   const masque = createMasqueOnRamp(rt, endpoint);
