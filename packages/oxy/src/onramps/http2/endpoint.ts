@@ -155,7 +155,10 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
       },
       (reason, error) => {
         failed(conn, reason, 'tls_handshake');
-        inConnectionContext(conn, () => log.debug('TLS handshake failed', { reason, err: error?.message }));
+        // Visible at the default verbosity, once per connection, with its fields: a refused
+        // client certificate or TLS garbage is an operator's question (the rate limit bounds
+        // a flood of them).
+        inConnectionContext(conn, () => log.info('TLS handshake failed', { reason, err: error?.message }));
       },
     );
   };
@@ -169,7 +172,7 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
   ): void => {
     const refuse = (reason: string): void => {
       failed(conn, 'blocked', 'client_identity_refused');
-      log.debug('client identity refused', { reason, subject: identity?.subject });
+      log.info('client identity refused', { reason, subject: identity?.subject });
       tlsSocket.destroy();
     };
     let decision: ReturnType<NonNullable<typeof identityHook>>;
