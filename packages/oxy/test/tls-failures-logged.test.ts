@@ -104,12 +104,18 @@ test('refused client certificates and TLS garbage are logged once each at INFO w
   garbage.end(Buffer.from('\x16\x03\x01\x00\x05garbage that is not a ClientHello', 'latin1'));
   await once(garbage, 'close');
   assert.match(await tlsClient(port, valid), /^HTTP\/1\.1 404 /); // served: the upstream's answer
-  await waitUntil(() => tele.logs.filter((l) => l.msg === 'TLS handshake failed').length >= 3, 'three logged');
+  await waitUntil(
+    () => tele.logs.filter((l) => l.msg === 'TLS handshake failed').length >= 3,
+    'three logged',
+  );
   const failed = tele.logs.filter((l) => l.msg === 'TLS handshake failed');
   assert.equal(failed.length, 3, JSON.stringify(failed));
   const reasons = failed.map((l) => String(l.fields['reason']));
   assert.ok(reasons.includes('CERT_HAS_EXPIRED'), reasons.join());
-  assert.ok(reasons.some((r) => /ISSUER|UNABLE_TO/.test(r)), reasons.join());
+  assert.ok(
+    reasons.some((r) => /ISSUER|UNABLE_TO/.test(r)),
+    reasons.join(),
+  );
   for (const l of failed) {
     assert.equal(l.level, 'INFO');
     assert.match(String(l.fields['conn_id']), /^c-/);
