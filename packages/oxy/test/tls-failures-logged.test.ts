@@ -123,3 +123,17 @@ test('refused client certificates and TLS garbage are logged once each at INFO w
     assert.match(String(l.fields['client']), /^127\.0\.0\.1:\d+$/);
   }
 });
+
+test('a client that ends before its ClientHello is closed at once, not after handshake_timeout', async () => {
+  const port = Number(oxy.address().split(':').at(-1));
+  const s = net.connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  await once(s, 'connect');
+  const started = performance.now();
+  s.end(); // FIN, and nothing else
+  s.resume();
+  await once(s, 'close');
+  const ms = performance.now() - started;
+  // handshake_timeout is 10 s; a prompt close takes milliseconds (2 s leaves room for a loaded machine).
+  assert.ok(ms < 2000, `closed after ${ms.toFixed(0)} ms`);
+});
