@@ -29,11 +29,13 @@ export {
   type OxyErrorCode,
   type OxyErrorOptions,
 } from './errors.ts';
+export { type DatagramDirection, type DatagramHook, DatagramVerdict } from './hooks/datagram.ts';
 export {
   type EgressBlock,
   EgressDecision,
   type EgressHook,
   type PacketsOptions,
+  type ProxyHeaderOut,
   type UpstreamIpsAnswer,
   type UpstreamProxy,
   type UpstreamProxyAuth,
@@ -70,6 +72,7 @@ export {
   type IpTunnelHook,
 } from './hooks/ip.ts';
 export type { AppLifecycleHook } from './hooks/lifecycle.ts';
+export type { ProxyProtocolHook } from './hooks/proxy-protocol.ts';
 export type { HookCall, Hooks } from './hooks/run.ts';
 export {
   CertificateChoice,
@@ -80,6 +83,16 @@ export {
 export type { AppTunnelPipeline, TunnelHook, TunnelStart } from './hooks/tunnel.ts';
 export { TunnelDecision } from './hooks/tunnel.ts';
 export { CidrBlocklist, DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
+export {
+  PP2_CLIENT,
+  type ProxyAddresses,
+  type ProxyHeader,
+  type ProxyHeaderView,
+  type ProxyRawTlv,
+  type ProxySslTlv,
+  type ProxyTlv,
+  proxyHeaderView,
+} from './protocols/proxy-protocol/index.ts';
 export { appSettings, type RunningProxy, type StartOptions, startOxy, startProxy } from './proxy.ts';
 export {
   type RequestLogLine,

@@ -16,6 +16,8 @@ import { DnsResolver } from './dns/resolver.ts';
 import { http2ServerOptions } from './onramps/http2/server.ts';
 import { loadSecureContext } from './onramps/tls/credentials.ts';
 import type { AppSettings } from './settings.ts';
+import { checkInterceptionCa } from './tunnels/tls-intercept/ca.ts';
+import { compileHostPatterns } from './tunnels/tls-intercept/hosts.ts';
 
 /** An error from a start-up validator as a problem: `"<key>: <message>"` split at the key. */
 function problemOf(e: unknown, fallbackPath: string): SettingsProblem {
@@ -114,6 +116,12 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
       path: 'egress.source_addr',
       message: `expected an IP address of this host, got "${source}"`,
     });
+  }
+  // What `loadInterception` checks at start, short of generating a CA.
+  const interception = settings.interception;
+  if (interception.enabled) {
+    attempt(problems, 'interception.hosts', () => compileHostPatterns(interception.hosts));
+    attempt(problems, 'interception.ca', () => checkInterceptionCa(interception.ca));
   }
   if (settings.audit.output === 'file') {
     const why = unwritableFile(settings.audit.path, false);

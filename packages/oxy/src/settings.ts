@@ -21,7 +21,7 @@ import { UpstreamProxySettings } from './offramps/upstream-proxy/settings.ts';
 import { Http2Settings } from './onramps/http2/settings.ts';
 import { ipGueFields, ipSeqpacketFields } from './onramps/ip-tunnel/settings.ts';
 import { MasqueSettings } from './onramps/masque/settings.ts';
-import { ProxyProtocolSettings } from './onramps/proxy-protocol/settings.ts';
+import { ProxyProtocolDatagramSettings, ProxyProtocolSettings } from './onramps/proxy-protocol/settings.ts';
 import { TlsSettings } from './onramps/tls/settings.ts';
 import { InterceptionSettings } from './tunnels/tls-intercept/settings.ts';
 
@@ -106,7 +106,7 @@ const udpFields = {
       max_datagram_size: s.size('Largest datagram carried; larger ones are dropped and counted.', 65507),
     },
   ),
-  proxy_protocol: ProxyProtocolSettings,
+  proxy_protocol: ProxyProtocolDatagramSettings,
 };
 
 const endpointDescription =

@@ -131,6 +131,27 @@ test('a udp endpoint with workers: 2', async () => {
   );
 });
 
+test('a malformed interception.hosts pattern (--check once accepted what a start refused)', async () => {
+  await failsBoth(
+    'hosts.yaml',
+    'interception:\n  enabled: true\n  hosts: ["*.*.bad"]\n  ca:\n    dir: ca\n',
+    /^oxy-restart-test: interception\.hosts\[0\]: "\*\.\*\.bad" is not a host name, an IP literal or \*\.domain/m,
+  );
+});
+
+test('an interception CA that cannot be read, or is not a CA', async () => {
+  await failsBoth(
+    'ca-missing.yaml',
+    'interception:\n  enabled: true\n  ca:\n    cert: missing-ca.pem\n    key: missing-ca-key.pem\n',
+    /^oxy-restart-test: interception\.ca\.cert: cannot read missing-ca\.pem: ENOENT/m,
+  );
+  await failsBoth(
+    'ca-half.yaml',
+    'interception:\n  enabled: true\n  ca:\n    key: some-key.pem\n',
+    /^oxy-restart-test: interception\.ca\.cert: required when ca\.key is set/m,
+  );
+});
+
 test('a configuration --check accepts starts', async () => {
   fs.writeFileSync(
     path.join(dir, 'good.yaml'),

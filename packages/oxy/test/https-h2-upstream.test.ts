@@ -474,6 +474,45 @@ describe('session and stream lifetimes', { timeout: 60_000 }, () => {
     assert.equal(h2only.state.sessions, sessions);
   });
 
+  test('an HTTP/2 client cancelling mid-response, then HTTP/1.1 and HTTP/2 clients: one upstream session', async () => {
+    // A fresh origin, so that its session count is this test's alone. The endpoint's two
+    // on-ramps once had a pool each: the HTTP/1.1 client's request opened a second session
+    // while the HTTP/2 client's was open and idle.
+    const fresh = await startH2Origin({ allowHTTP1: false }, (req, res) => {
+      if (req.url !== '/long') return false;
+      res.write(Buffer.alloc(64 * 1024, 0x62)); // the rest never comes: the client cancels
+      return true;
+    });
+    try {
+      const client = http2.connect(`http://${oxy.address()}`);
+      client.on('error', () => {});
+      const ask = (path: string) =>
+        client.request({ ':scheme': 'https', ':authority': `localhost:${fresh.port}`, ':path': path });
+      const long = ask('/long');
+      long.on('error', () => {});
+      long.end();
+      await once(long, 'data'); // mid-response
+      long.close(http2.constants.NGHTTP2_CANCEL);
+      await waitUntil(() => fresh.state.resets.length === 1, 'the origin saw the cancel');
+      const h1 = await viaProxy(oxy, `https://localhost:${fresh.port}/from-h1`);
+      assert.equal(h1.body, 'origin saw GET /from-h1 over 2.0 te=trailers');
+      const h2 = ask('/from-h2');
+      h2.end();
+      let body = '';
+      h2.setEncoding('latin1');
+      h2.on('data', (c: string) => {
+        body += c;
+      });
+      await once(h2, 'end');
+      client.close();
+      assert.equal(body, 'origin saw GET /from-h2 over 2.0 te=trailers');
+      assert.equal(fresh.state.sessions, 1, `${fresh.state.sessions} sessions to one origin`);
+      assert.equal(fresh.state.closed, 0);
+    } finally {
+      fresh.server.close();
+    }
+  });
+
   test('egress.response_timeout: no head in time is a 504, and the stream is reset', async () => {
     const from = h2only.state.resets.length;
     const r = await viaProxy(idle, `https://localhost:${h2only.port}/hang`);

@@ -180,7 +180,9 @@ function unknownKeyMessage(section: SettingsNode | undefined, key: string): stri
   if (section?.kind !== 'object') return 'unknown key';
   const best = Object.keys(section.shape)
     .map((k) => ({ k, d: editDistance(k, key) }))
-    .filter(({ d }) => d <= 2)
+    // 0: the key exists in another variant's section of the same name (hints see every
+    // variant's fields); suggesting the key itself would only confuse.
+    .filter(({ d }) => d > 0 && d <= 2)
     .sort((a, b) => a.d - b.d)[0];
   return best === undefined ? 'unknown key' : `unknown key (did you mean "${best.k}"?)`;
 }

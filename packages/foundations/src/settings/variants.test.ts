@@ -68,6 +68,32 @@ test('an unknown kind and a key of another kind are errors naming their path', (
   );
 });
 
+test("a key of another kind's nested section is unknown, without a hint naming the key itself", () => {
+  const Pp = (extra: 'timeout' | 'format') =>
+    s.object('PROXY.', {
+      enabled: s.bool('On.', false),
+      ...(extra === 'timeout'
+        ? { header_timeout: s.duration('Timeout.', '5s') }
+        : { udp_format: s.str('Format.', 'v2') }),
+    });
+  const Ep = s.variants(
+    'An endpoint.',
+    'protocol',
+    'What it speaks.',
+    { tcp: { pp: Pp('timeout') }, udp: { pp: Pp('format') } },
+    'tcp',
+  );
+  const Root = s.object('Settings.', { endpoints: s.map('Endpoints.', Ep, {}) });
+  let message = '';
+  try {
+    parseSettings(Root, [{ source: 'f.yaml', value: { endpoints: { a: { pp: { udp_format: 'spp' } } } } }]);
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  assert.match(message, /endpoints\.a\.pp\.udp_format: unknown key/);
+  assert.doesNotMatch(message, /did you mean "udp_format"/);
+});
+
 test('a later file may change the kind; keys merge as the kind the result has', () => {
   const got = parse(
     { endpoints: { main: { addr: '127.0.0.1:1' } } },

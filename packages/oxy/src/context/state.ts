@@ -75,9 +75,10 @@ export class EndpointState implements EndpointContext {
             maxLifetimeMs: settings.tunnel_max_lifetime,
             splice: settings.tunnel_splice,
           };
-    // IP tunnel endpoints carry packets, never a PROXY header.
+    // IP tunnel endpoints carry packets, never a PROXY header; a udp endpoint reads one per
+    // datagram (`onramps/udp/onramp.ts`), not at the start of a connection.
     this.proxyProtocol =
-      'proxy_protocol' in settings && settings.proxy_protocol.enabled
+      (settings.protocol === 'http' || settings.protocol === 'tcp') && settings.proxy_protocol.enabled
         ? proxyReadOptions(settings.proxy_protocol, { unshift: true })
         : null;
     this.#ext = newExt(ext.endpoint);

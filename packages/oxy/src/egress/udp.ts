@@ -14,6 +14,15 @@ import type { SocketAddr } from '../context/contexts.ts';
 import { OXY_ERR, OxyError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
 
+/**
+ * SO_RCVBUF of a session's upstream socket. The kernel's default (`net.core.rmem_default`, often
+ * 208 KiB) holds a few hundred small datagrams: an upstream answering a burst faster than the
+ * event loop turns (a busy or loaded machine) overflowed it, and replies were lost that a
+ * client talking to the upstream directly gets. Memory is charged only for datagrams waiting;
+ * the kernel caps the value at `net.core.rmem_max`. The endpoint's own socket has 4 MiB.
+ */
+export const UPSTREAM_RECEIVE_BUFFER = 4 << 20;
+
 /** A connected upstream UDP socket and the address it is connected to. */
 export interface UdpUpstream {
   readonly socket: UdpSocket;
@@ -36,6 +45,7 @@ export function connectUdp(
       address: ip,
       port,
       maxDatagramSize: maxDatagram,
+      receiveBufferSize: UPSTREAM_RECEIVE_BUFFER,
       ...(source !== null && net.isIP(source) === net.isIP(ip) ? { localAddress: source } : {}),
     });
     return { socket, remote: { host: ip, port } };

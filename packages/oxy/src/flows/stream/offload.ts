@@ -41,10 +41,12 @@ export const INLINE_LIMIT = 64 * 1024;
 
 const kWriter = Symbol('oxy.offloadWriter');
 const kSent = Symbol('oxy.offloadSent');
+const kOnWriteFailure = Symbol('oxy.offloadOnWriteFailure');
 
 type Socket = net.Socket & {
   [kWriter]?: SocketWriter | null;
   [kSent]?: number;
+  [kOnWriteFailure]?: (e: Error) => void;
   _handle: { fd?: number } | null;
   encrypted?: boolean;
 };
@@ -75,6 +77,24 @@ export function offloadWrites(socket: net.Socket): boolean {
 }
 
 /**
+ * Makes a failed write on offloaded `socket` (the peer reset) call `fn` instead of destroying
+ * the socket; the writes after it are acknowledged and dropped. The read side stays open, so
+ * what the peer sent before it reset can still be read: an upstream that answers a request
+ * early and closes without reading the rest of its body (its kernel then resets). The caller
+ * destroys the socket once it read what it needs.
+ */
+export function onWriteFailure(socket: net.Socket, fn: (e: Error) => void): void {
+  (socket as Socket)[kOnWriteFailure] = fn;
+}
+
+/** A write failed: the socket's handler learns it, or the socket is destroyed. */
+function writeFailed(s: Socket, e: Error): void {
+  const fn = s[kOnWriteFailure];
+  if (fn === undefined) s.destroy(e);
+  else fn(e);
+}
+
+/**
  * Writes `data` on an offloaded socket straight into its queue when nothing is buffered in
  * front of it (the common case), else through `socket.write`. For the lean paths' one-write
  * messages: no stream machinery per message.
@@ -94,14 +114,14 @@ export function writeDirect(socket: net.Socket, data: Buffer | string, encoding:
     s.cork();
     const drained = (): void => {
       const e = w.error;
-      if (e !== null) s.destroy(e);
+      if (e !== null) writeFailed(s, e);
       else s.uncork();
     };
     if (w.drained(drained)) drained();
   } else if (n < 0 || (n === 0 && data.length > INLINE_LIMIT)) {
     // -1: an inline write failed (the peer reset); 0 from a queued send may be a drop too.
     const e = w.error;
-    if (e !== null) s.destroy(e);
+    if (e !== null) writeFailed(s, e);
   }
 }
 
@@ -167,21 +187,29 @@ function send(
 /**
  * Acknowledges a write now, or once the queue has drained when it is past the mark. A write
  * the reactor failed (the peer reset) fails the stream, so the socket is destroyed and whoever
- * feeds it (a response from upstream) learns the client is gone, even if Node is not reading.
+ * feeds it (a response from upstream) learns the client is gone, even if Node is not reading;
+ * with {@link onWriteFailure}, its handler learns it instead and the write is acknowledged.
  */
-function ack(w: SocketWriter, queued: number, cb: WriteCb, inline: boolean): void {
+function ack(s: Socket, w: SocketWriter, queued: number, cb: WriteCb, inline: boolean): void {
+  const done = (e: Error | null): void => {
+    if (e === null || s[kOnWriteFailure] === undefined) cb(e ?? undefined);
+    else {
+      writeFailed(s, e);
+      cb();
+    }
+  };
   if (queued < HIGH_WATER) {
     // An inline write says -1 when the socket failed; a queued one says 0, as when all is written.
-    cb(queued < 0 || (queued === 0 && !inline) ? (w.error ?? undefined) : undefined);
+    done(queued < 0 || (queued === 0 && !inline) ? w.error : null);
     return;
   }
-  if (w.drained(() => cb(w.error ?? undefined))) cb(w.error ?? undefined);
+  if (w.drained(() => done(w.error))) done(w.error);
 }
 
 function writeOne(this: Socket, chunk: Buffer | string, encoding: BufferEncoding, cb: WriteCb): void {
   const w = writerOf(this);
   const inline = chunk.length <= INLINE_LIMIT;
-  ack(w, send(this, w, chunk, encoding, inline), cb, inline);
+  ack(this, w, send(this, w, chunk, encoding, inline), cb, inline);
 }
 
 function writeMany(
@@ -197,12 +225,12 @@ function writeMany(
     const parts = chunks.map((c) =>
       typeof c.chunk === 'string' ? Buffer.from(c.chunk, c.encoding) : c.chunk,
     );
-    ack(w, send(this, w, Buffer.concat(parts), 'latin1', true), cb, true);
+    ack(this, w, send(this, w, Buffer.concat(parts), 'latin1', true), cb, true);
     return;
   }
   let queued = 0;
   for (const c of chunks) queued = send(this, w, c.chunk, c.encoding, false);
-  ack(w, queued, cb, false);
+  ack(this, w, queued, cb, false);
 }
 
 function finalOne(this: Socket, cb: WriteCb): void {

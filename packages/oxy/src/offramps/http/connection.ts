@@ -13,7 +13,7 @@ import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { OXY_ERR, OxyError, toOxyError } from '../../errors.ts';
-import { offloadWrites, writeDirect } from '../../flows/stream/offload.ts';
+import { offloadWrites, onWriteFailure, writeDirect } from '../../flows/stream/offload.ts';
 import type { BodyOut, HttpPool, PendingRequest, RequestBody, ResponseSink, UpstreamTarget } from './pool.ts';
 
 /** Node's binding of llhttp (`_http_common`), typed with the members used here. */
@@ -44,6 +44,13 @@ interface StreamHandle {
   readStop(): number;
 }
 const { HTTPParser } = createRequire(import.meta.url)('_http_common') as { HTTPParser: NativeParserClass };
+
+/**
+ * How long an exchange whose request could not be written whole (the upstream reset) waits for
+ * the rest of a response already on its way before it fails. The connection's end normally
+ * comes first: a reset connection reads to its end at once.
+ */
+const WRITE_FAILURE_GRACE_MS = 5000;
 
 /** Methods a request may be sent twice with (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -110,7 +117,7 @@ class ConnectionBodyOut implements BodyOut {
   }
 
   #live(): boolean {
-    return !this.#ended && this.#conn.exchange === this.#ex && !this.#conn.dead;
+    return !this.#ended && this.#conn.exchange === this.#ex && !this.#conn.dead && !this.#conn.writeFailed;
   }
 
   write(chunk: Buffer): boolean {
@@ -155,6 +162,8 @@ export class UpstreamConnection {
   #informational = false;
   #headers: string[] = [];
   #dead = false;
+  /** A write failed (the upstream reset): the request's rest is dropped, the response still read. */
+  writeFailed = false;
   #executing = false;
   /** The handle the parser reads from in C++ (no 'data' events), or null. */
   readonly #handle: StreamHandle | null;
@@ -207,7 +216,8 @@ export class UpstreamConnection {
     // the JS thread, without Node's per-write machinery (a cross-thread hand-over would cost
     // more than the write); large request bodies are written on the reactor thread.
     this.#plain = this.#handle !== null;
-    if (this.#plain) offloadWrites(socket as net.Socket);
+    if (this.#plain && offloadWrites(socket as net.Socket))
+      onWriteFailure(socket as net.Socket, this.#onWriteFailure);
     const s = socket as Partial<net.Socket>;
     if (typeof s.setTimeout === 'function') {
       s.setTimeout(pool.idleTimeout);
@@ -342,7 +352,7 @@ export class UpstreamConnection {
     }
     // A response that ended before the request body did (a 413, say) leaves the connection
     // mid-request: it cannot carry another.
-    if (this.#keepAlive && !this.#dead && ex.sent) this.#pool.release(this);
+    if (this.#keepAlive && !this.#dead && ex.sent && !this.writeFailed) this.#pool.release(this);
     else this.destroy();
     ex.sink.onEnd(last, trailers);
   };
@@ -362,6 +372,27 @@ export class UpstreamConnection {
 
   readonly #onError = (e: Error): void => {
     this.#fail(e);
+  };
+
+  /**
+   * A write failed: the upstream reset, typically after answering early and closing without
+   * reading the rest of the request body (Python's `http.server` answering 501 to a POST, an
+   * origin refusing an upload with 413). That answer may already be in the receive buffer, as
+   * curl talking to the origin directly would show it: the rest of the body is dropped and the
+   * response read on; the connection's end (or {@link WRITE_FAILURE_GRACE_MS}) fails the
+   * exchange if no whole response came. Without an exchange the connection just goes.
+   */
+  readonly #onWriteFailure = (e: Error): void => {
+    if (this.writeFailed || this.#dead) return;
+    this.writeFailed = true;
+    const ex = this.exchange;
+    if (ex === null) {
+      this.#fail(e);
+      return;
+    }
+    setTimeout(() => {
+      if (this.exchange === ex) this.#fail(e);
+    }, WRITE_FAILURE_GRACE_MS).unref();
   };
 
   readonly #onClose = (): void => {

@@ -72,6 +72,9 @@ describe('verification', () => {
       err.message,
       /certificate verification failed: UNABLE_TO_(VERIFY_LEAF_SIGNATURE|GET_ISSUER_CERT_LOCALLY)/,
     );
+    // The reason names Oxy's setting, not Node's command-line flag.
+    assert.match(err.message, /egress\.tls\.extra_ca/);
+    assert.doesNotMatch(err.message, /--use-system-ca/);
   });
 
   test('with the CA in extra_ca it is accepted, SNI carries the name', async () => {

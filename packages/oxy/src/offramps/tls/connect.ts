@@ -176,9 +176,12 @@ function tlsFailure(host: string, port: number, e: NodeJS.ErrnoException): OxyEr
   const where = `${host.includes(':') ? `[${host}]` : host}:${port}`;
   const code = e.code ?? 'TLS_ERROR';
   const verify = /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS_CERT_ALTNAME|HOSTNAME|DEPTH_ZERO/.test(code);
+  // Node's message may end in advice about its own flags (`--use-system-ca`), which does not
+  // apply to Oxy: the setting to name is egress.tls.extra_ca.
+  const message = e.message.replace(/; if the root CA is installed locally.*$/s, '');
   const reason = verify
-    ? `certificate verification failed: ${code} (${e.message})`
-    : `${code} (${e.message})`;
+    ? `certificate verification failed: ${code} (${message}; a private CA belongs in egress.tls.extra_ca)`
+    : `${code} (${message})`;
   return new OxyError(OXY_ERR.UPSTREAM_TLS, `TLS to ${where} failed: ${reason}`, {
     source: 'upstream',
     cause: e,

@@ -71,8 +71,10 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
   const where = `endpoints.${endpoint.name}`;
   const settings = sections(endpoint);
   const h1 = createHttp1OnRamp(rt);
+  // One upstream pool for both versions: an HTTP/2 client's request and an HTTP/1.1 client's
+  // to the same origin share its keep-alive connections and HTTP/2 sessions.
   const h2 = settings.http2.enabled
-    ? createHttp2OnRamp(rt, endpoint, settings.http2, `${where}.http2`)
+    ? createHttp2OnRamp(rt, endpoint, settings.http2, `${where}.http2`, h1.pool)
     : null;
   // MASQUE (CONNECT-UDP) over both versions: extended CONNECT streams and Upgrade requests.
   const masque = createMasqueOnRamp(rt, endpoint);
@@ -153,7 +155,10 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
       },
       (reason, error) => {
         failed(conn, reason, 'tls_handshake');
-        inConnectionContext(conn, () => log.debug('TLS handshake failed', { reason, err: error?.message }));
+        // Visible at the default verbosity, once per connection, with its fields: a refused
+        // client certificate or TLS garbage is an operator's question (the rate limit bounds
+        // a flood of them).
+        inConnectionContext(conn, () => log.info('TLS handshake failed', { reason, err: error?.message }));
       },
     );
   };
@@ -167,7 +172,7 @@ export function createHttpOnRamp(rt: Runtime, endpoint: EndpointState): HttpOnRa
   ): void => {
     const refuse = (reason: string): void => {
       failed(conn, 'blocked', 'client_identity_refused');
-      log.debug('client identity refused', { reason, subject: identity?.subject });
+      log.info('client identity refused', { reason, subject: identity?.subject });
       tlsSocket.destroy();
     };
     let decision: ReturnType<NonNullable<typeof identityHook>>;

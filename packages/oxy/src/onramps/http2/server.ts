@@ -22,7 +22,7 @@ import { OXY_ERR, OxyError } from '../../errors.ts';
 import { serveForward } from '../../flows/http/forward.ts';
 import { parseAuthority } from '../../flows/http/headers.ts';
 import type { RequestHead } from '../../hooks/http-request.ts';
-import { HttpPool } from '../../offramps/http/pool.ts';
+import type { HttpPool } from '../../offramps/http/pool.ts';
 import type { Runtime } from '../../runtime.ts';
 import { httpEndpoint } from '../../settings.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
@@ -104,7 +104,7 @@ export interface Http2OnRamp {
    * sessions have closed. New connections handed over afterwards get GOAWAY at once.
    */
   drain(): Promise<void>;
-  /** Destroys every session at once and releases the upstream pool (after a drain, or on shutdown). */
+  /** Destroys every session at once (after a drain, or on shutdown); the pool's owner closes the pool. */
   close(): void;
   /** Open sessions. */
   readonly sessions: number;
@@ -147,16 +147,18 @@ export function http2ServerOptions(settings: Http2Settings, where: string): http
 
 /**
  * Creates the HTTP/2 on-ramp of `endpoint`. `where` is the settings path of `settings`
- * (`endpoints.main.http2`), named in start-up errors.
+ * (`endpoints.main.http2`), named in start-up errors. `pool` is the endpoint's upstream pool,
+ * shared with its HTTP/1.1 on-ramp (which owns and closes it), so that requests from HTTP/1.1
+ * and HTTP/2 clients reuse the same upstream connections and HTTP/2 sessions.
  */
 export function createHttp2OnRamp(
   rt: Runtime,
   endpoint: EndpointState,
   settings: Http2Settings,
   where: string,
+  pool: HttpPool,
 ): Http2OnRamp {
   const server = http2.createServer(http2ServerOptions(settings, where));
-  const pool = new HttpPool(rt);
   const sessions = new Set<TaggedSession>();
   const metrics = http2EndpointMetrics(endpoint.name);
   let draining = false;
@@ -382,7 +384,6 @@ export function createHttp2OnRamp(
       draining = true;
       clearInterval(sweep);
       for (const s of sessions) s.destroy();
-      pool.destroy();
     },
     get sessions(): number {
       return sessions.size;

@@ -17,5 +17,5 @@ export {
   type ReadProxyHeaderOptions,
   readProxyHeader,
 } from './read.ts';
-export { DEFAULT_TRUSTED_CIDRS, ProxyProtocolSettings } from './settings.ts';
+export { DEFAULT_TRUSTED_CIDRS, ProxyProtocolDatagramSettings, ProxyProtocolSettings } from './settings.ts';
 export { TrustedPeers } from './trust.ts';

@@ -9,6 +9,7 @@ import { encodeV2, ProxyProtocolError, type ProxyReason } from '../../protocols/
 import {
   encodeDatagramReply,
   type ProxyHeaderRead,
+  ProxyProtocolDatagramSettings,
   ProxyProtocolSettings,
   parseDatagramHeader,
   proxyReadOptions,
@@ -162,15 +163,21 @@ describe('readProxyHeader on real sockets', () => {
 });
 
 describe('ProxyProtocolSettings and TrustedPeers', () => {
-  it('defaults: off, loopback trusted, 5s, v2', () => {
+  it('defaults: off, loopback trusted, 5s for connections, v2 for datagrams', () => {
     const s = parseSettings(ProxyProtocolSettings, []);
-    assert.deepEqual(s, {
-      enabled: false,
-      trusted_cidrs: ['127.0.0.0/8', '::1/128'],
-      header_timeout: 5000,
-      udp_format: 'v2',
-    });
-    assert.throws(() => parseSettings(ProxyProtocolSettings, [{ source: 't', value: { udp_format: 'v1' } }]));
+    assert.deepEqual(s, { enabled: false, trusted_cidrs: ['127.0.0.0/8', '::1/128'], header_timeout: 5000 });
+    const d = parseSettings(ProxyProtocolDatagramSettings, []);
+    assert.deepEqual(d, { enabled: false, trusted_cidrs: ['127.0.0.0/8', '::1/128'], udp_format: 'v2' });
+    assert.throws(() =>
+      parseSettings(ProxyProtocolDatagramSettings, [{ source: 't', value: { udp_format: 'v1' } }]),
+    );
+    // Each section has only the keys that apply to its endpoints.
+    assert.throws(() =>
+      parseSettings(ProxyProtocolSettings, [{ source: 't', value: { udp_format: 'spp' } }]),
+    );
+    assert.throws(() =>
+      parseSettings(ProxyProtocolDatagramSettings, [{ source: 't', value: { header_timeout: '1s' } }]),
+    );
   });
 
   it('matches IPv4 ranges in their IPv4-mapped form too, and nothing that is not an address', () => {

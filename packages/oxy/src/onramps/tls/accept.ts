@@ -85,6 +85,9 @@ export function acceptTls(
   const onError = (e: NodeJS.ErrnoException): void => fail(e.code ?? 'tls_error', e);
   tlsSocket.on('error', onError);
   tlsSocket.once('close', () => fail('client_closed', undefined));
+  // A client that ends before the handshake (a FIN before or inside its ClientHello) is gone:
+  // closed now, not held until handshake_timeout.
+  tlsSocket.once('end', () => fail('client_closed', undefined));
   tlsSocket.once('secure', () => {
     if (settled) return;
     const auth = checkClientCertificate(tlsSocket, clientAuth);

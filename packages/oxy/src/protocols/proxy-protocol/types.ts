@@ -158,7 +158,8 @@ export interface ProxyRawTlv {
 
 /**
  * The SSL TLV (0x20): what the sending proxy knew of the client's TLS. `verify` is 0 when the
- * client presented a certificate that verified. The strings are the sub-TLVs, `undefined` when
+ * client presented a certificate that verified, and also (haproxy) when it presented none:
+ * check `client` for {@link PP2_CLIENT}`.CERT_CONN` too. The strings are the sub-TLVs, `undefined` when
  * absent; sub-TLVs of unknown types are kept in `unknown`.
  */
 export interface ProxySslTlv {

@@ -12,7 +12,11 @@ export interface ProxySslView {
   readonly client_ssl: boolean;
   readonly client_cert_conn: boolean;
   readonly client_cert_sess: boolean;
-  /** `verify === 0`: a client certificate was presented and verified. */
+  /**
+   * A client certificate was presented (`client_cert_conn` or `client_cert_sess`) and verified
+   * (`verify === 0`). haproxy sends `verify` 0 when the client sent no certificate at all, so
+   * `verify` alone does not say that a certificate was checked.
+   */
   readonly verified: boolean;
   readonly verify: number;
   readonly version?: string;
@@ -66,7 +70,7 @@ function sslView(t: Extract<ProxyTlv, { type: 'ssl' }>): ProxySslView {
     client_ssl: (t.client & PP2_CLIENT.SSL) !== 0,
     client_cert_conn: (t.client & PP2_CLIENT.CERT_CONN) !== 0,
     client_cert_sess: (t.client & PP2_CLIENT.CERT_SESS) !== 0,
-    verified: t.verify === 0,
+    verified: t.verify === 0 && (t.client & (PP2_CLIENT.CERT_CONN | PP2_CLIENT.CERT_SESS)) !== 0,
     verify: t.verify,
   };
   const pairs = [

@@ -79,13 +79,12 @@ function signingParams(key: ReturnType<typeof createPrivateKey>): SigningParams 
   throw new Error(`unsupported key type ${key.asymmetricKeyType}`);
 }
 
-/** Builds the CA from PEM texts, checking that it is a CA and that the key is its own. */
-async function fromPem(
+/** Checks PEM texts of a CA: a CA certificate, unexpired, and its own key of a supported type. */
+function parseCaPem(
   certText: string,
   keyText: string,
   where: { cert: string; key: string },
-  source: InterceptionCa['source'],
-): Promise<InterceptionCa> {
+): { node: X509Certificate; key: ReturnType<typeof createPrivateKey>; params: SigningParams } {
   let node: X509Certificate;
   try {
     node = new X509Certificate(certText);
@@ -107,6 +106,17 @@ async function fromPem(
   } catch (e) {
     throw caError(where.key, (e as Error).message, e);
   }
+  return { node, key, params };
+}
+
+/** Builds the CA from PEM texts, checking that it is a CA and that the key is its own. */
+async function fromPem(
+  certText: string,
+  keyText: string,
+  where: { cert: string; key: string },
+  source: InterceptionCa['source'],
+): Promise<InterceptionCa> {
+  const { node, key, params } = parseCaPem(certText, keyText, where);
   const signingKey = key.toCryptoKey(params as webcrypto.EcKeyImportParams, false, [
     'sign',
   ]) as unknown as webcrypto.CryptoKey;
@@ -204,6 +214,22 @@ async function fromDir(dir: string, where: string, waitMs: number): Promise<Inte
     names,
     generatedHere ? 'generated' : 'dir',
   );
+}
+
+/**
+ * The checks of {@link loadInterceptionCa} that read files and create nothing, for `--check`:
+ * the operator's `cert` and `key` (both set, readable, a CA, unexpired, the key its own), or a
+ * `dir` to generate into. Throws `OXY_ERR_INTERCEPTION_CA` naming the settings key.
+ */
+export function checkInterceptionCa(settings: InterceptionSettings['ca'], where = 'interception.ca'): void {
+  if (settings.cert !== '' || settings.key !== '') {
+    if (settings.cert === '') throw caError(`${where}.cert`, 'required when ca.key is set');
+    if (settings.key === '') throw caError(`${where}.key`, 'required when ca.cert is set');
+    const names = { cert: `${where}.cert`, key: `${where}.key` };
+    parseCaPem(readText(names.cert, settings.cert), readText(names.key, settings.key), names);
+    return;
+  }
+  if (settings.dir === '') throw caError(`${where}.dir`, 'required when ca.cert and ca.key are empty');
 }
 
 /** Options of {@link loadInterceptionCa}. */
