@@ -4,7 +4,7 @@
  * SEQPACKET tunnel into Oxy and the other over GUE (UDP). Real tools run inside: `dig` (IP→UDP
  * upgrade into the datagram runner, then egress to a test DNS server on 127.0.0.1), `ping` (the
  * gateway's echo), `curl` (a destination the flow hook refuses: the kernel's TCP sees the RST;
- * and, once the IP→TCP upgrade service is built, a 64 MiB download whose sha256 is checked).
+ * and a 16 MiB download whose sha256 is checked).
  * A flow hook forwards one destination as packets to a SEQPACKET off-ramp peer that routes the
  * DNS query itself. Client destinations are test addresses (198.18.0.0/15) that an egress
  * hook maps to loopback listeners: nothing leaves the machine.
@@ -41,7 +41,7 @@ const DNS = '198.18.0.53';
 const HTTP = '198.18.0.80';
 const REFUSED = '198.18.0.66';
 const ROUTED = '198.18.0.99';
-const BIG = 64 << 20;
+const BIG = 16 << 20;
 
 /** Why the kernel refused the namespaces or TUN devices, or null when they work. */
 let refused: string | null = null;
@@ -51,7 +51,7 @@ let web: http.Server;
 let webPort: number;
 let big: Buffer | null = null;
 
-/** The 64 MiB body (a fixed pattern), made on first use. */
+/** The 16 MiB body (a fixed pattern), made on first use. */
 function bigBody(): Buffer {
   if (big === null) {
     big = Buffer.alloc(BIG);
@@ -101,7 +101,7 @@ before(async () => {
   refused = await namespaceRefusal('oxy-l3');
   if (refused !== null) return;
   dns = await startDnsServer({ records: { 'svc.test': { A: ['192.0.2.7'] } } });
-  // The 64 MiB body is made only when the TCP upgrade test runs.
+  // The 16 MiB body is made only when the TCP upgrade test runs.
   web = http.createServer((_req, res) => {
     res.writeHead(200, { 'content-length': BIG });
     res.end(bigBody());
@@ -262,7 +262,7 @@ test('one audit record per upgraded flow, kind ip-udp, with the original destina
   gueClient = null;
 });
 
-test('IP→TCP upgrade: curl fetches 64 MiB through the tunnel, sha256 checked', async (t) => {
+test('IP→TCP upgrade: curl fetches 16 MiB through the tunnel, sha256 checked', async (t) => {
   if (refused !== null) {
     t.skip(`the kernel refused: ${refused}`);
     return;
@@ -271,13 +271,9 @@ test('IP→TCP upgrade: curl fetches 64 MiB through the tunnel, sha256 checked',
     () => null,
     (e: unknown) => (e as { code?: string }).code,
   );
-  if (available === 'OXY_ERR_TCP_UPGRADE_UNAVAILABLE') {
-    t.skip('needs flows/ip/tcp-upgrade.ts from branch l3tcp');
-    return;
-  }
   assert.equal(available, null, `the upgrade service failed to start: ${available}`);
   const c = await clientNamespace('t', '10.7.0.4', 'fd00::4');
   await viaSeqpacket(c);
-  const r = await inNs(c.ns, ['sh', '-c', `curl -sS --max-time 60 http://${HTTP}/big | sha256sum`], 90_000);
+  const r = await inNs(c.ns, ['sh', '-c', `curl -sS --max-time 120 http://${HTTP}/big | sha256sum`], 150_000);
   assert.equal(r.out.split(' ')[0], createHash('sha256').update(bigBody()).digest('hex'), r.err);
 });
