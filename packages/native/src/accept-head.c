@@ -14,8 +14,8 @@
  * stopping. The HTTP/2 preface is another method (`PRI`).
  *
  * A head is counted in the listener's `live` from its accept until JS let go of it: through a
- * tunnel (whose end the record says), acceptRelease, or a hand-back (counted out when posted).
- * So a drain that waits for `live` waits for heads too.
+ * tunnel (whose end the record says), acceptRelease, or a hand-back (counted out once JS has
+ * it). So a drain that waits for `live` waits for heads too, also those on their way to JS.
  *
  * Threads: the reading list and a head's fields are the reactor thread's until it is posted;
  * posted heads are the listener's (its mutex), then the JS thread's, which frees them through
@@ -58,8 +58,6 @@ static void post_head(head_t *h, int kind) {
   if (l->posted_tail) l->posted_tail->next = h;
   else l->posted = h;
   l->posted_tail = h;
-  /* A head handed back is JS's connection now; a CONNECT head stays counted until JS let go. */
-  if (kind == HEAD_BACK) l->live--;
   listener_post(l);
   pthread_mutex_unlock(&l->mu);
 }
@@ -229,18 +227,16 @@ static bool call_on_heads(napi_env env, listener_t *l, napi_value owner, head_t 
 
 void heads_deliver(napi_env env, listener_t *l, napi_value owner, head_t *list) {
   if (!list) return;
-  if (!owner || !call_on_heads(env, l, owner, list)) {
-    /* Nobody to serve them: closed, and a CONNECT head no longer counted. */
-    for (head_t *h = list; h; h = h->next) {
-      if (h->fd < 0) continue;
-      close(h->fd);
-      if (h->kind == HEAD_CONNECT) {
-        pthread_mutex_lock(&l->mu);
-        l->live--;
-        pthread_mutex_unlock(&l->mu);
-      }
-    }
+  bool delivered = owner && call_on_heads(env, l, owner, list);
+  int gone = 0;
+  for (head_t *h = list; h; h = h->next) {
+    /* Handed back: JS's connection now. Not delivered: closed, and no longer counted. */
+    if (h->kind == HEAD_BACK || !delivered) gone++;
+    if (!delivered && h->fd >= 0) close(h->fd);
   }
+  pthread_mutex_lock(&l->mu);
+  l->live -= gone;
+  pthread_mutex_unlock(&l->mu);
   for (head_t *h = list, *n; h; h = n) {
     n = h->next;
     reactor_retire(l->r, &h->item);

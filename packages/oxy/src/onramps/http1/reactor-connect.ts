@@ -146,6 +146,13 @@ export class ConnectListener {
   #nextId = 1;
   /** While stopped with heads or tunnels the addon still holds: their one entry in `rt.connections`. */
   #pending: { conn: IngressConnection; token: TaskToken | null } | null = null;
+  /** The addon holds nothing more (stopped, `live` 0). */
+  #addonDone = false;
+  /**
+   * Connections JS took on after the stop (heads handed back, CONNECTs decided), which the
+   * restart tracker, closed by then, cannot count: the pending entry's token waits for them.
+   */
+  #afterStop = 0;
   stopped = false;
 
   constructor(
@@ -199,7 +206,26 @@ export class ConnectListener {
 
   #handBack(fd: number, bytes: Buffer, peer: SocketAddr, local: SocketAddr | null): void {
     reactorConnectStats.handedBack++;
-    adoptConnection(this.rt, this.endpoint, this.#server, { fd, bytes, peer, local });
+    const socket = adoptConnection(this.rt, this.endpoint, this.#server, { fd, bytes, peer, local });
+    if (this.#pending !== null) socket.once('close', this.#holdForDrain());
+  }
+
+  /** Counts a connection taken on after the stop; returns its release. */
+  #holdForDrain(): () => void {
+    this.#afterStop++;
+    return () => {
+      this.#afterStop--;
+      this.#release();
+    };
+  }
+
+  /** Lets the drain go once neither the addon nor JS holds anything from before the stop. */
+  #release(): void {
+    const p = this.#pending;
+    if (p === null || !this.#addonDone || this.#afterStop > 0) return;
+    this.#pending = null;
+    this.rt.connections.delete(p.conn);
+    p.token?.done();
   }
 
   /** A CONNECT head: today's policy, then the addon's tunnel or an answer in JS. */
@@ -226,6 +252,7 @@ export class ConnectListener {
     ingressMetrics.connections_active(this.#labels).inc();
     const tracker = this.#tracker;
     const token = tracker === null || tracker.closed ? null : tracker.start();
+    const held = token === null && this.#pending !== null ? this.#holdForDrain() : null;
     const ex = new ReactorConnectExchange(this, fd, head.url, head.rawHeaders);
     conn.abort = () => ex.abort();
     forkConnection(conn, () => {
@@ -235,6 +262,7 @@ export class ConnectListener {
           rt.connections.delete(conn);
           ingressMetrics.connections_active(this.#labels).dec();
           token?.done();
+          held?.();
         }),
       );
     });
@@ -266,11 +294,9 @@ export class ConnectListener {
         n[o + 11] as number,
       );
     }
-    const p = this.#pending;
-    if (p !== null && stopped && live === 0) {
-      this.#pending = null;
-      this.rt.connections.delete(p.conn);
-      p.token?.done();
+    if (stopped && live === 0) {
+      this.#addonDone = true;
+      this.#release();
     }
   }
 
