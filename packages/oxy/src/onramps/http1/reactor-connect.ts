@@ -175,13 +175,15 @@ export class ConnectListener {
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
+    // Held even when nothing is live now: the reactor thread may accept until it sees the stop,
+    // and what it accepted comes back as heads, after the restart tracker closed. The addon's
+    // last word (stopped, nothing live) always comes.
     const live = (native as Native).stopAccepting(this);
-    if (live === 0) return;
     // Not a connection: the drain's view of what the addon still holds.
     const conn = {
       protocol: 'http/1.1',
       socket: null,
-      tunnels: live,
+      tunnels: Math.max(1, live),
       closeReason: 'client_closed',
       abort: () => (native as Native).abortAccepted(this),
     } as unknown as IngressConnection;
