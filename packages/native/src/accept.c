@@ -22,6 +22,11 @@
  * Records are held back up to RECORD_DELAY_MS (RECORD_BATCH at most) so that one wake-up of the
  * JS thread serves many connections (listener_tick, from the reactor's tick).
  *
+ * Connect mode (accept-head.c, acceptConnectStart): for an `http` endpoint the reactor thread
+ * reads each connection's request head instead, hands CONNECT heads to JS for the policy and the
+ * rest back to JS to serve; a tunnel JS starts for a head (acceptConnect) is linked here as
+ * start_one's are, and its record carries JS's id (a failed connect: the client's descriptor).
+ *
  * JS side (the owner the listener is wrapped into):
  *   owner.onRecords(numbers: Float64Array, peers: string[], locals: string[] | null, live, stopped)
  *     REC_FIELDS numbers per record: kind (END_*), bytes client→upstream, upstream→client, errno,
