@@ -24,6 +24,7 @@ import {
   connectTunnelH2,
   curl,
   hooksApp,
+  randomUint32,
   rawConnect,
   readBytes,
   readUntil,
@@ -283,4 +284,52 @@ test('an adopted tunnel keeps the idle timeout', { skip }, async () => {
   assert.ok(ms >= 150 && ms < 2000, `closed after ${ms} ms`);
   const [rec] = await app.waitForAudit(1);
   assert.equal(rec?.close_reason, 'idle_timeout');
+});
+
+/** A CONNECT head, mutated: bytes flipped, cut, repeated or spliced with random ones. */
+function mutatedHead(next: () => number, target: string): Buffer {
+  const base = Buffer.from(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nX-A: b\r\n\r\n`, 'latin1');
+  const out = Buffer.from(base);
+  const kind = next() % 5;
+  if (kind === 0) for (let i = 0; i < 3; i++) out[next() % out.length] = next() & 0xff;
+  if (kind === 1) return out.subarray(0, next() % out.length);
+  if (kind === 2) return Buffer.concat([out, out.subarray(0, next() % out.length)]);
+  if (kind === 3) return Buffer.from(Array.from({ length: 1 + (next() % 64) }, () => next() & 0xff));
+  if (kind === 4) return Buffer.concat([out.subarray(0, 8 + (next() % 20)), Buffer.from([next() & 0xff])]);
+  return out;
+}
+
+test('fuzz: mutated and random heads are answered or closed; the proxy serves on, nothing leaks', {
+  skip,
+}, async () => {
+  const app = await start(true, { egress: { blocked_cidrs: ['10.0.0.0/8'] } });
+  const next = randomUint32(0x53c0);
+  const before = { ...reactorConnectStats };
+  const deadline = performance.now() + 4000;
+  let sent = 0;
+  while (performance.now() < deadline && sent < 300) {
+    const batch = Array.from({ length: 10 }, () => {
+      const s = rawConnect(
+        app.address(),
+        mutatedHead(next, next() % 2 === 0 ? '10.9.9.9:443' : echo.authority),
+      );
+      s.on('error', () => {});
+      s.on('data', () => {});
+      // Ends its side: a head cut short is answered (or the connection closed) at once.
+      s.end();
+      return waitForClose(s, 3000).catch(() => s.destroy());
+    });
+    await Promise.all(batch);
+    sent += batch.length;
+  }
+  assert.ok(sent >= 100, `only ${sent} heads in the time`);
+  // Both ways out of the reactor were taken: heads decided in JS, connections handed back.
+  assert.ok(reactorConnectStats.connects > before.connects, 'some heads decided');
+  assert.ok(reactorConnectStats.handedBack > before.handedBack + 50, 'many handed back');
+  // Still serving, and every connection accounted for.
+  const t = await connectTunnel(app.address(), echo.authority);
+  assert.equal(t.status, 200);
+  t.socket.destroy();
+  await waitUntil(() => app.proxy.runtime.connections.size === 0, 'no connection left');
+  await app.stop();
 });
