@@ -23,10 +23,16 @@ import { addon } from './src/addon.ts';
 import { toNativeError } from './src/errors.ts';
 
 export {
+  type AcceptedTunnelTarget,
   type AcceptTarget,
   abortAccepted,
+  type ConnectAcceptOptions,
+  type ConnectListenerOwner,
+  connectAccepted,
   type ListenerOwner,
+  releaseAccepted,
   startAccepting,
+  startConnectAccepting,
   stopAccepting,
   unpollListener,
 } from './src/accept.ts';

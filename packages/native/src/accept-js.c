@@ -69,6 +69,32 @@ static napi_value hosts_of(napi_env env, rec_t *recs, size_t n, bool local, doub
   return arr;
 }
 
+/* The records' numbers (REC_FIELDS each), in a new Float64Array. */
+static napi_value record_numbers(napi_env env, rec_t *recs, size_t n, double **out) {
+  napi_value ab, nums;
+  double *d = NULL;
+  if (napi_create_arraybuffer(env, n * REC_FIELDS * sizeof(double) + 8, (void **)&d, &ab) != napi_ok ||
+      napi_create_typedarray(env, napi_float64_array, n * REC_FIELDS, ab, 0, &nums) != napi_ok)
+    return NULL;
+  int64_t now = now_ns();
+  for (size_t i = 0; i < n; i++) {
+    rec_t *rc = &recs[i];
+    double *f = d + i * REC_FIELDS;
+    f[0] = rc->kind;
+    f[1] = rc->b01;
+    f[2] = rc->b10;
+    f[3] = rc->err;
+    f[4] = rc->side;
+    f[5] = rc->connect_ms;
+    f[6] = (double)(now - rc->accepted_ns) / 1e6;
+    f[7] = (double)(now - rc->ended_ns) / 1e6;
+    f[10] = rc->id;
+    f[11] = rc->fd;
+  }
+  *out = d;
+  return nums;
+}
+
 void listener_done(napi_env env, reactor_item_t *it) {
   listener_t *l = (listener_t *)it;
   pthread_mutex_lock(&l->mu);
@@ -76,45 +102,50 @@ void listener_done(napi_env env, reactor_item_t *it) {
   size_t n = l->nrec;
   l->recs = NULL;
   l->nrec = l->cap = 0;
+  head_t *heads = l->posted;
+  l->posted = l->posted_tail = NULL;
   l->queued = false;
-  int live = l->live;
   bool stopped = l->stopped;
   pthread_mutex_unlock(&l->mu);
   napi_handle_scope scope;
   napi_value owner = NULL;
+  bool called = false;
   if (l->owner && napi_open_handle_scope(env, &scope) == napi_ok) {
-    if (napi_get_reference_value(env, l->owner, &owner) == napi_ok && owner) {
-      int64_t now = now_ns();
-      napi_value ab, nums, argv[5];
-      double *d = NULL;
-      bool ok = napi_create_arraybuffer(env, n * REC_FIELDS * sizeof(double) + 8, (void **)&d, &ab) == napi_ok &&
-                napi_create_typedarray(env, napi_float64_array, n * REC_FIELDS, ab, 0, &nums) == napi_ok;
-      for (size_t i = 0; ok && i < n; i++) {
-        rec_t *rc = &recs[i];
-        double *f = d + i * REC_FIELDS;
-        f[0] = rc->kind;
-        f[1] = rc->b01;
-        f[2] = rc->b10;
-        f[3] = rc->err;
-        f[4] = rc->side;
-        f[5] = rc->connect_ms;
-        f[6] = (double)(now - rc->accepted_ns) / 1e6;
-        f[7] = (double)(now - rc->ended_ns) / 1e6;
-      }
-      if (ok) {
-        argv[0] = nums;
+    if (napi_get_reference_value(env, l->owner, &owner) != napi_ok) owner = NULL;
+    /* Heads first: a record can only be of a head JS already had. */
+    if (l->connect_mode) heads_deliver(env, l, owner, heads);
+    heads = NULL;
+    pthread_mutex_lock(&l->mu);
+    int live = l->live; /* after the heads: JS may have let go of some */
+    pthread_mutex_unlock(&l->mu);
+    double *d = NULL;
+    napi_value argv[5];
+    if (owner && (n > 0 || stopped || !l->connect_mode) && (argv[0] = record_numbers(env, recs, n, &d)) != NULL) {
+      bool ok;
+      if (l->connect_mode) {
+        ok = napi_create_int32(env, live, &argv[1]) == napi_ok && napi_get_boolean(env, stopped, &argv[2]) == napi_ok;
+        if (ok) call(env, owner, "onConnectRecords", 3, argv, NULL);
+        called = ok;
+      } else {
         argv[1] = hosts_of(env, recs, n, false, d);
         argv[2] = NULL;
         if (l->wildcard) argv[2] = hosts_of(env, recs, n, true, d);
         else napi_get_null(env, &argv[2]);
         ok = argv[1] && argv[2] && napi_create_int32(env, live, &argv[3]) == napi_ok &&
              napi_get_boolean(env, stopped, &argv[4]) == napi_ok;
+        if (ok) call(env, owner, "onRecords", 5, argv, NULL);
       }
-      if (ok) call(env, owner, "onRecords", 5, argv, NULL);
     }
     napi_close_handle_scope(env, scope);
   }
+  if (heads) heads_deliver(env, l, NULL, heads);
+  /* Descriptors of failed connects nobody took: closed. */
+  for (size_t i = 0; !called && i < n; i++)
+    if (recs[i].fd >= 0) close(recs[i].fd);
   free(recs);
+  pthread_mutex_lock(&l->mu);
+  int live = l->live;
+  pthread_mutex_unlock(&l->mu);
   if (stopped && live == 0 && l->held) {
     l->held = false;
     reactor_hold(l->r, -1);
@@ -132,7 +163,12 @@ bool listener_adopt(napi_env env, splicer_t *s) {
   if (l->owner && napi_open_handle_scope(env, &scope) == napi_ok) {
     napi_value owner, argv[5], tunnel = NULL;
     int pport, lport;
-    if (napi_get_reference_value(env, l->owner, &owner) == napi_ok && owner) {
+    if (l->connect_mode && napi_get_reference_value(env, l->owner, &owner) == napi_ok && owner) {
+      /* JS knows the tunnel by its id (acceptConnect). */
+      if (napi_create_double(env, s->lst_id, &argv[0]) == napi_ok) call(env, owner, "onConnectTunnel", 1, argv, &tunnel);
+      napi_valuetype t;
+      if (tunnel && napi_typeof(env, tunnel, &t) == napi_ok && t == napi_object) ok = splicer_wrap(env, s, tunnel);
+    } else if (napi_get_reference_value(env, l->owner, &owner) == napi_ok && owner) {
       argv[0] = addr_string(env, &s->peer, &pport);
       argv[2] = l->wildcard ? addr_string(env, &s->local, &lport) : NULL;
       if (!l->wildcard) {
@@ -161,6 +197,43 @@ static void command(listener_t *l) {
   if (queue) reactor_command(l->r, &l->item, false);
 }
 
+/* A listener on a duplicate of fd, wrapped into owner and started (JS thread); NULL with an
+ * exception pending. `setup` fills in what its mode needs before it starts. */
+static listener_t *listener_new(napi_env env, napi_value owner, int fd) {
+  reactor_t *r = reactor_for(env);
+  if (!r) return NULL;
+  listener_t *l = calloc(1, sizeof *l);
+  if (!l) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  l->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (l->fd < 0) {
+    throw_errno(env, errno, "fcntl", "duplicating the listening descriptor");
+    free(l);
+    return NULL;
+  }
+  if (napi_wrap(env, owner, l, NULL, NULL, NULL) != napi_ok) {
+    close(l->fd);
+    free(l);
+    return NULL;
+  }
+  splicer_config();
+  reactor_set_tick(r, splicer_tick);
+  pthread_mutex_init(&l->mu, NULL);
+  l->item.ops = &listener_ops;
+  l->r = r;
+  l->env = env;
+  return l;
+}
+
+static void listener_go(napi_env env, listener_t *l, napi_value owner) {
+  napi_create_reference(env, owner, 1, &l->owner);
+  l->held = true;
+  reactor_hold(l->r, 1);
+  command(l);
+}
+
 /* acceptStart(owner, listenFd, ip, port, sourceIp, timeoutMs, pipeSize, noDelay, wildcard) */
 static napi_value accept_start(napi_env env, napi_callback_info info) {
   napi_value argv[9];
@@ -176,54 +249,137 @@ static napi_value accept_start(napi_env env, napi_callback_info info) {
     throw_type(env, "invalid descriptor, port, timeout or pipe size");
     return NULL;
   }
-  reactor_t *r = reactor_for(env);
-  if (!r) return NULL;
-  listener_t *l = calloc(1, sizeof *l);
-  if (!l) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
+  struct sockaddr_storage addr, srcaddr;
+  socklen_t addrlen = 0, srcaddrlen = 0;
   bool ok = arg_string(env, argv[2], &ip, &iplen) && arg_string(env, argv[4], &src, &srclen);
-  if (ok && !splicer_parse_addr(ip, port, &l->addr, &l->addrlen)) {
+  if (ok && !splicer_parse_addr(ip, port, &addr, &addrlen)) {
     throw_type(env, "the upstream address must be a literal IP");
     ok = false;
   }
-  if (ok && srclen > 0 && !splicer_parse_addr(src, 0, &l->src, &l->srclen)) {
+  if (ok && srclen > 0 && !splicer_parse_addr(src, 0, &srcaddr, &srcaddrlen)) {
     throw_type(env, "the source address must be a literal IP");
     ok = false;
   }
-  if (ok && l->srclen > 0 && l->src.ss_family != l->addr.ss_family) l->srclen = 0;
   free(ip);
   free(src);
-  if (ok) {
-    l->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    if (l->fd < 0) {
-      throw_errno(env, errno, "fcntl", "duplicating the listening descriptor");
-      ok = false;
-    }
+  listener_t *l = ok ? listener_new(env, argv[0], fd) : NULL;
+  if (!l) return NULL;
+  l->addr = addr;
+  l->addrlen = addrlen;
+  if (srcaddrlen > 0 && srcaddr.ss_family == addr.ss_family) {
+    l->src = srcaddr;
+    l->srclen = srcaddrlen;
   }
-  if (ok && napi_wrap(env, argv[0], l, NULL, NULL, NULL) != napi_ok) {
-    close(l->fd);
-    ok = false;
-  }
-  if (!ok) {
-    free(l);
-    return NULL;
-  }
-  splicer_config();
-  reactor_set_tick(r, splicer_tick);
-  pthread_mutex_init(&l->mu, NULL);
-  l->item.ops = &listener_ops;
-  l->r = r;
-  l->env = env;
   l->timeout_ms = timeout;
   l->pipe_size = pipe_size;
   l->nodelay = nodelay;
   l->wildcard = wildcard;
-  napi_create_reference(env, argv[0], 1, &l->owner);
-  l->held = true;
-  reactor_hold(r, 1);
-  command(l);
+  listener_go(env, l, argv[0]);
+  return make_undefined(env);
+}
+
+/* acceptConnectStart(owner, listenFd, pipeSize, noDelay, wildcard, headTimeoutMs): connect mode
+ * (accept-head.c). */
+static napi_value accept_connect_start(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  int32_t fd, pipe_size, head_timeout;
+  bool nodelay, wildcard;
+  if (!get_args(env, info, 6, argv, NULL) || !arg_int32(env, argv[1], &fd) || !arg_int32(env, argv[2], &pipe_size) ||
+      !arg_bool(env, argv[3], &nodelay) || !arg_bool(env, argv[4], &wildcard) || !arg_int32(env, argv[5], &head_timeout))
+    return NULL;
+  if (fd < 0 || pipe_size < 0 || pipe_size > (1 << 24) || head_timeout <= 0) {
+    throw_type(env, "invalid descriptor, pipe size or head timeout");
+    return NULL;
+  }
+  listener_t *l = listener_new(env, argv[0], fd);
+  if (!l) return NULL;
+  l->connect_mode = true;
+  l->head_timeout_ms = head_timeout;
+  l->pipe_size = pipe_size;
+  l->nodelay = nodelay;
+  l->wildcard = wildcard;
+  listener_go(env, l, argv[0]);
+  return make_undefined(env);
+}
+
+/* acceptConnect(owner, id, fd, ip, port, sourceIp, head, early, timeoutMs): the reactor thread
+ * connects to ip:port for the CONNECT head JS had as `fd` (the descriptor is the addon's from
+ * now on), writes `head` to the client and `early` upstream, and carries the tunnel as a `tcp`
+ * endpoint's; its record (or onConnectTunnel) carries `id`. */
+static napi_value accept_connect(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  int32_t fd, port, timeout;
+  double id;
+  char *ip = NULL, *src = NULL;
+  size_t iplen, srclen;
+  if (!get_args(env, info, 9, argv, NULL)) return NULL;
+  listener_t *l = unwrap_owner(env, argv[0], "no listener for this owner");
+  if (!l || napi_get_value_double(env, argv[1], &id) != napi_ok || !arg_int32(env, argv[2], &fd) ||
+      !arg_int32(env, argv[4], &port) || !arg_int32(env, argv[8], &timeout))
+    return NULL;
+  if (!l->connect_mode || fd < 0 || port <= 0 || port > 65535 || timeout < 0) {
+    throw_type(env, "not a connect-mode listener, or an invalid descriptor, port or timeout");
+    return NULL;
+  }
+  connect_t *cx = calloc(1, sizeof *cx);
+  if (!cx) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  bool ok = arg_string(env, argv[3], &ip, &iplen) && arg_string(env, argv[5], &src, &srclen);
+  if (ok && !splicer_parse_addr(ip, port, &cx->addr, &cx->addrlen)) {
+    throw_type(env, "the upstream address must be a literal IP");
+    ok = false;
+  }
+  if (ok && srclen > 0 && !splicer_parse_addr(src, 0, &cx->src, &cx->srclen)) {
+    throw_type(env, "the source address must be a literal IP");
+    ok = false;
+  }
+  if (ok && cx->srclen > 0 && cx->src.ss_family != cx->addr.ss_family) cx->srclen = 0;
+  free(ip);
+  free(src);
+  if (ok)
+    ok = splicer_arg_pre(env, argv[6], &cx->pre[0], &cx->pre_len[0]) &&
+         splicer_arg_pre(env, argv[7], &cx->pre[1], &cx->pre_len[1]);
+  splicer_t *s = ok ? splicer_alloc(l->r, env, l->pipe_size) : NULL;
+  if (!s) {
+    if (ok) napi_throw_error(env, NULL, "out of memory");
+    connect_free(cx);
+    return NULL;
+  }
+  s->accepted_ns = now_ns();
+  cx->deadline = timeout > 0 ? s->accepted_ns / 1000000 + timeout : 0;
+  s->cx = cx;
+  s->tunnel = true;
+  s->fd[0] = fd;
+  s->thread_ref = true;
+  s->lst = l;
+  s->lst_id = id;
+  s->keep_client = true;
+  /* Counted in `live` as its head was: nothing to add. Linked on the reactor thread, which is
+   * woken once at the end of this loop turn for every tunnel the turn started. */
+  pthread_mutex_lock(&l->mu);
+  s->lnext = l->starts;
+  l->starts = s;
+  bool queue = !l->cmd_pending;
+  l->cmd_pending = true;
+  pthread_mutex_unlock(&l->mu);
+  if (queue) reactor_command(l->r, &l->item, true);
+  return make_undefined(env);
+}
+
+/* acceptRelease(owner): JS keeps a CONNECT head's descriptor (a refusal it answers itself): the
+ * head no longer counts as the listener's. */
+static napi_value accept_release(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  listener_t *l = unwrap_owner(env, argv[0], "no listener for this owner");
+  if (!l) return NULL;
+  pthread_mutex_lock(&l->mu);
+  l->live--;
+  /* A stopped listener's last: JS hears that nothing is left (and the listener lets go). */
+  if (l->stopped && l->live == 0) listener_post(l);
+  pthread_mutex_unlock(&l->mu);
   return make_undefined(env);
 }
 
@@ -270,6 +426,9 @@ static napi_value accept_abort(napi_env env, napi_callback_info info) {
 
 void register_accept(napi_env env, napi_value exports) {
   set_fn(env, exports, "acceptStart", accept_start);
+  set_fn(env, exports, "acceptConnectStart", accept_connect_start);
+  set_fn(env, exports, "acceptConnect", accept_connect);
+  set_fn(env, exports, "acceptRelease", accept_release);
   set_fn(env, exports, "acceptUnpoll", accept_unpoll);
   set_fn(env, exports, "acceptStop", accept_stop);
   set_fn(env, exports, "acceptAbort", accept_abort);

@@ -22,6 +22,11 @@
  * Records are held back up to RECORD_DELAY_MS (RECORD_BATCH at most) so that one wake-up of the
  * JS thread serves many connections (listener_tick, from the reactor's tick).
  *
+ * Connect mode (accept-head.c, acceptConnectStart): for an `http` endpoint the reactor thread
+ * reads each connection's request head instead, hands CONNECT heads to JS for the policy and the
+ * rest back to JS to serve; a tunnel JS starts for a head (acceptConnect) is linked here as
+ * start_one's are, and its record carries JS's id (a failed connect: the client's descriptor).
+ *
  * JS side (the owner the listener is wrapped into):
  *   owner.onRecords(numbers: Float64Array, peers: string[], locals: string[] | null, live, stopped)
  *     REC_FIELDS numbers per record: kind (END_*), bytes client→upstream, upstream→client, errno,
@@ -46,12 +51,12 @@ static void live_unlink(splicer_t *s) {
   s->lprev = s->lnext = NULL;
 }
 
-/* Under l->mu: posts the listener to the JS thread unless it is on its way. */
-static void post(listener_t *l) {
+void listener_post(listener_t *l) {
   if (l->queued) return;
   l->queued = true;
   reactor_post(l->r, &l->item);
 }
+#define post listener_post
 
 /* The reactor thread's listeners holding records back (listener_tick posts them when due). */
 static __thread listener_t *due_head;
@@ -71,12 +76,16 @@ int listener_tick(int64_t now) {
     if (l->due_at < next) next = l->due_at;
     p = &l->due_next;
   }
+  int heads = heads_tick(now);
+  if (heads >= 0 && (next == INT64_MAX || heads < next - now)) return heads;
   return next == INT64_MAX ? -1 : (int)(next - now);
 }
 
 void listener_ended(splicer_t *s) {
   listener_t *l = s->lst;
   live_unlink(s);
+  /* A client waiting for its answer to a failed connect is not held back with the others. */
+  bool urgent = s->kept_fd >= 0;
   pthread_mutex_lock(&l->mu);
   if (l->nrec == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 64;
@@ -98,9 +107,14 @@ void listener_ended(splicer_t *s) {
     rc->ended_ns = now_ns();
     rc->peer = s->peer;
     rc->local = s->local;
+    rc->id = s->lst_id;
+    rc->fd = s->kept_fd;
+    s->kept_fd = -1;
   }
   l->live--;
-  bool now = l->stopping || l->nrec >= RECORD_BATCH;
+  if (s->kept_fd >= 0) close(s->kept_fd); /* no room for its record: nobody can answer it */
+  s->kept_fd = -1;
+  bool now = l->stopping || urgent || l->nrec >= RECORD_BATCH;
   if (now) post(l);
   pthread_mutex_unlock(&l->mu);
   if (!now && !l->due_linked) {
@@ -122,6 +136,13 @@ void listener_announced(splicer_t *s) {
    * which is posted first). */
   if (l->stopping && l->live == 0) post(l);
   pthread_mutex_unlock(&l->mu);
+}
+
+void listener_start(listener_t *l, splicer_t *s) {
+  s->lnext = l->live_head;
+  if (l->live_head) l->live_head->lprev = s;
+  l->live_head = s;
+  splicer_ops.command(l->r, &s->item); /* connect and watch, on this thread */
 }
 
 /* One accepted client: a tunnel to the listener's target, started as tunnelStart's. */
@@ -151,13 +172,10 @@ static void start_one(listener_t *l, int cfd, const struct sockaddr_storage *pee
     socklen_t len = sizeof s->local;
     getsockname(cfd, (struct sockaddr *)&s->local, &len);
   }
-  s->lnext = l->live_head;
-  if (l->live_head) l->live_head->lprev = s;
-  l->live_head = s;
   pthread_mutex_lock(&l->mu);
   l->live++;
   pthread_mutex_unlock(&l->mu);
-  splicer_ops.command(l->r, &s->item); /* connect and watch, on this thread */
+  listener_start(l, s);
 }
 
 static void on_ready(reactor_item_t *it, int side, uint32_t ev) {
@@ -172,7 +190,8 @@ static void on_ready(reactor_item_t *it, int side, uint32_t ev) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       break; /* EAGAIN; or out of descriptors: reported again by the next wait */
     }
-    start_one(l, cfd, &peer);
+    if (l->connect_mode) head_accept(l, cfd, &peer);
+    else start_one(l, cfd, &peer);
   }
 }
 
@@ -181,7 +200,15 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
   pthread_mutex_lock(&l->mu);
   l->cmd_pending = false;
   bool stopping = l->stopping, aborting = l->aborting;
+  splicer_t *starts = l->starts;
+  l->starts = NULL;
   pthread_mutex_unlock(&l->mu);
+  /* Tunnels JS started for heads it decided (acceptConnect), in the order it started them. */
+  for (splicer_t *s = starts, *n; s; s = n) {
+    n = s->lnext;
+    s->lnext = NULL;
+    listener_start(l, s);
+  }
   if (!stopping && l->fd >= 0 && l->events == 0) {
     /* Level-triggered: a batch that leaves connections queued is reported again. */
     if (reactor_watch(r, l->fd, &l->events, EPOLLIN, &l->item, 0) != 0) stopping = true;
@@ -191,6 +218,7 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
     reactor_watch(r, l->fd, &l->events, 0, &l->item, 0);
     close(l->fd);
     l->fd = -1;
+    if (l->connect_mode) heads_hand_back(l); /* JS serves them: nothing is held here */
     pthread_mutex_lock(&l->mu);
     l->stopped = true;
     post(l);

@@ -11,10 +11,10 @@
  * the caller's listening handle closes); the tunnels still running end by themselves or at
  * {@link abortAccepted}.
  */
-import { addon, type ListenerOwner } from './addon.ts';
+import { addon, type ConnectListenerOwner, type ListenerOwner } from './addon.ts';
 import { toNativeError } from './errors.ts';
 
-export type { ListenerOwner } from './addon.ts';
+export type { ConnectListenerOwner, ListenerOwner } from './addon.ts';
 
 /** Where {@link startAccepting}'s connections go, and how. */
 export interface AcceptTarget {
@@ -56,17 +56,81 @@ export function startAccepting(owner: ListenerOwner, listenFd: number, to: Accep
   }
 }
 
+/** How a connect-mode listener ({@link startConnectAccepting}) works. */
+export interface ConnectAcceptOptions {
+  /** Pipe size once a direction splices (see `SpliceOptions.pipeSize`). */
+  readonly pipeSize: number;
+  /** TCP_NODELAY on accepted clients. */
+  readonly noDelay: boolean;
+  /** The listening address is a wildcard: heads carry each connection's local address. */
+  readonly wildcard: boolean;
+  /** How long the reactor thread reads a head before handing the connection back (ms, > 0). */
+  readonly headTimeoutMs: number;
+}
+
+/**
+ * Accepts `listenFd`'s connections on the reactor thread for `owner` in connect mode: the reactor
+ * reads each request head; complete CONNECT heads go to `owner.onHeads` for a decision, the
+ * rest is handed back there too (src/accept-head.c). Throws like {@link startAccepting}.
+ */
+export function startConnectAccepting(
+  owner: ConnectListenerOwner,
+  listenFd: number,
+  o: ConnectAcceptOptions,
+): void {
+  try {
+    addon.acceptConnectStart(owner, listenFd, o.pipeSize, o.noDelay, o.wildcard, o.headTimeoutMs);
+  } catch (e) {
+    if (e instanceof TypeError) throw e;
+    throw toNativeError(e, 'listen', 'accepting on the reactor thread');
+  }
+}
+
+/** Where {@link connectAccepted} connects, and what it writes first. */
+export interface AcceptedTunnelTarget {
+  /** A literal IP (no zone) and port. */
+  readonly ip: string;
+  readonly port: number;
+  /** A literal IP of the same family to bind to, or ''. */
+  readonly sourceIp: string;
+  /** Written to the client once connected (the 2xx head). */
+  readonly head: Buffer | null;
+  /** Written upstream once connected. */
+  readonly early: Buffer | null;
+  /** The connect's deadline in ms (0: none). */
+  readonly timeoutMs: number;
+}
+
+/**
+ * The reactor thread connects for the CONNECT head JS had as `fd` (the descriptor is the addon's
+ * from now on), answers and carries the tunnel; its end comes in `onConnectRecords` with `id`
+ * (a failed connect with the client's descriptor back), or it is adopted (`onConnectTunnel`).
+ */
+export function connectAccepted(
+  owner: ConnectListenerOwner,
+  id: number,
+  fd: number,
+  to: AcceptedTunnelTarget,
+): void {
+  addon.acceptConnect(owner, id, fd, to.ip, to.port, to.sourceIp, to.head, to.early, to.timeoutMs);
+}
+
+/** JS keeps a CONNECT head's descriptor itself (a refusal it answers): see src/accept-head.c. */
+export function releaseAccepted(owner: ConnectListenerOwner): void {
+  addon.acceptRelease(owner);
+}
+
 /** Takes `fd` out of the JS thread's libuv epoll set; false when it is not (yet) in it. */
 export function unpollListener(fd: number): boolean {
   return addon.acceptUnpoll(fd);
 }
 
 /** Stops accepting for `owner`; returns how many tunnels JS has not heard of yet. */
-export function stopAccepting(owner: ListenerOwner): number {
+export function stopAccepting(owner: ListenerOwner | ConnectListenerOwner): number {
   return addon.acceptStop(owner);
 }
 
 /** Ends every tunnel of `owner` JS has not heard of yet (their records follow in a batch). */
-export function abortAccepted(owner: ListenerOwner): void {
+export function abortAccepted(owner: ListenerOwner | ConnectListenerOwner): void {
   addon.acceptAbort(owner);
 }

@@ -68,9 +68,29 @@ export interface Addon {
     noDelay: boolean,
     wildcard: boolean,
   ): void;
+  acceptConnectStart(
+    owner: ConnectListenerOwner,
+    listenFd: number,
+    pipeSize: number,
+    noDelay: boolean,
+    wildcard: boolean,
+    headTimeoutMs: number,
+  ): void;
+  acceptConnect(
+    owner: ConnectListenerOwner,
+    id: number,
+    fd: number,
+    ip: string,
+    port: number,
+    sourceIp: string,
+    head: Buffer | null,
+    early: Buffer | null,
+    timeoutMs: number,
+  ): void;
+  acceptRelease(owner: ConnectListenerOwner): void;
   acceptUnpoll(fd: number): boolean;
-  acceptStop(owner: ListenerOwner): number;
-  acceptAbort(owner: ListenerOwner): void;
+  acceptStop(owner: ListenerOwner | ConnectListenerOwner): number;
+  acceptAbort(owner: ListenerOwner | ConnectListenerOwner): void;
   writerOpen(owner: WriterOwner, fd: number): void;
   writerSend(owner: WriterOwner, data: Buffer | string, encoding: number): number;
   writerTrySend(owner: WriterOwner, data: Buffer | string, encoding: number): number;
@@ -150,7 +170,7 @@ export interface SpliceOwner {
  */
 export interface ListenerOwner {
   /**
-   * Connections that ended, ten numbers each (see src/accept.c): kind, bytes client→upstream,
+   * Connections that ended, twelve numbers each (see src/accept.c; the last two are connect mode's): kind, bytes client→upstream,
    * upstream→client, errno, side, connect ms (-1: never connected), ms since the accept, ms since
    * the end, peer port, local port; their peers' hosts (and local hosts, for a wildcard
    * listener); tunnels still running that JS has not heard of; whether accepting has stopped.
@@ -170,6 +190,31 @@ export interface ListenerOwner {
     localPort: number,
     sinceAcceptMs: number,
   ): SpliceOwner;
+}
+
+/**
+ * The JS object a connect-mode listener is wrapped into (src/accept-head.c): the reactor thread
+ * reads each connection's request head; JS hears of CONNECT heads to decide and of connections
+ * handed back to serve (`onHeads`), of the tunnels it started that ended (`onConnectRecords`)
+ * and of the ones that run longer than 50 ms (`onConnectTunnel`).
+ */
+export interface ConnectListenerOwner {
+  /**
+   * Heads read, six numbers each: descriptor (JS's from now on), kind (0: a complete CONNECT
+   * head with nothing after it; 1: handed back), ms since the accept, peer port, local port,
+   * the head's length in `bytes` (one after another); the peers' hosts (and local hosts, for a
+   * wildcard listener).
+   */
+  onHeads(numbers: Float64Array, bytes: Buffer, peers: string[], locals: string[] | null): void;
+  /**
+   * Tunnels started with `acceptConnect` that ended, twelve numbers each (the layout of
+   * `ListenerOwner.onRecords`; field 10 the tunnel's id, field 11 the client's descriptor after a
+   * failed connect, else -1); heads and tunnels JS has not heard the end of; whether accepting
+   * has stopped.
+   */
+  onConnectRecords(numbers: Float64Array, live: number, stopped: boolean): void;
+  /** A tunnel announced 50 ms after its connect: returns the owner it is wrapped into. */
+  onConnectTunnel(id: number): SpliceOwner | null;
 }
 
 /** The JS object a socket writer is wrapped into (src/writer.c): `onWriterDrain` is called once its queue emptied, when asked. */

@@ -117,6 +117,26 @@ void splicer_config(void) {
   }
 }
 
+splicer_t *splicer_alloc(reactor_t *r, napi_env env, int pipe_size) {
+  splicer_t *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
+  reactor_set_tick(r, splicer_tick);
+  pthread_mutex_init(&s->mu, NULL);
+  s->item.ops = &splicer_ops;
+  s->r = r;
+  s->env = env;
+  s->pipe_size = pipe_size;
+  s->fd[0] = s->fd[1] = -1;
+  s->kept_fd = -1;
+  for (int i = 0; i < 2; i++) {
+    s->dir[i].src = i;
+    s->dir[i].dst = 1 - i;
+    s->dir[i].pr = s->dir[i].pw = -1;
+    s->can_write[i] = true; /* until EAGAIN says otherwise */
+  }
+  return s;
+}
+
 static splicer_t *splicer_new(napi_env env, int pipe_size) {
   reactor_t *r = reactor_for(env);
   if (!r) return NULL;
@@ -236,8 +256,8 @@ bool splicer_parse_addr(const char *ip, int port, struct sockaddr_storage *ss, s
   return false;
 }
 
-/* Copies a Buffer argument (or null/undefined: none) into pre-bytes. */
-static bool arg_pre(napi_env env, napi_value v, uint8_t **out, size_t *len) {
+/* Copies a Buffer argument (or null/undefined: none) into pre-bytes (also accept-js.c's). */
+bool splicer_arg_pre(napi_env env, napi_value v, uint8_t **out, size_t *len) {
   napi_valuetype t;
   *out = NULL;
   *len = 0;
@@ -292,7 +312,8 @@ static napi_value tunnel_start(napi_env env, napi_callback_info info) {
   if (ok && cx->srclen > 0 && cx->src.ss_family != cx->addr.ss_family) cx->srclen = 0; /* as Node: other family, unbound */
   free(ip);
   free(src);
-  if (ok) ok = arg_pre(env, argv[5], &cx->pre[0], &cx->pre_len[0]) && arg_pre(env, argv[6], &cx->pre[1], &cx->pre_len[1]);
+  if (ok) ok = splicer_arg_pre(env, argv[5], &cx->pre[0], &cx->pre_len[0]) &&
+              splicer_arg_pre(env, argv[6], &cx->pre[1], &cx->pre_len[1]);
   if (!ok) {
     connect_free(cx);
     return NULL;

@@ -140,7 +140,12 @@ static void unlink_connecting(splicer_t *s) {
 /* Reactor thread, under s->mu: ends the splice and tells the JS thread. The caller unlocks and
  * retires s if splicer_unreferenced. */
 static void finish(splicer_t *s, int kind, int err, int side) {
-  if (s->lst && kind == END_CONNECT && s->fd[0] >= 0) {
+  if (s->lst && kind == END_CONNECT && s->fd[0] >= 0 && s->keep_client) {
+    /* An `http` endpoint's client (connect mode): JS answers it 502 or 504, as today's path. */
+    reactor_watch(s->r, s->fd[0], &s->events[0], 0, &s->item, 0);
+    s->kept_fd = s->fd[0];
+    s->fd[0] = -1;
+  } else if (s->lst && kind == END_CONNECT && s->fd[0] >= 0) {
     /* A reset tells a raw TCP client at once that nothing was forwarded (as raw-accept.ts). */
     struct linger lg = {1, 0};
     setsockopt(s->fd[0], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -574,26 +579,6 @@ static int connects_tick(int64_t now) {
   return next == INT64_MAX ? -1 : (int)(next - now);
 }
 
-
 void splicer_abort(splicer_t *s) {
   if (!s->closing) finish(s, END_ABORT, 0, -1);
-}
-
-splicer_t *splicer_alloc(reactor_t *r, napi_env env, int pipe_size) {
-  splicer_t *s = calloc(1, sizeof *s);
-  if (!s) return NULL;
-  reactor_set_tick(r, splicer_tick);
-  pthread_mutex_init(&s->mu, NULL);
-  s->item.ops = &splicer_ops;
-  s->r = r;
-  s->env = env;
-  s->pipe_size = pipe_size;
-  s->fd[0] = s->fd[1] = -1;
-  for (int i = 0; i < 2; i++) {
-    s->dir[i].src = i;
-    s->dir[i].dst = 1 - i;
-    s->dir[i].pr = s->dir[i].pw = -1;
-    s->can_write[i] = true; /* until EAGAIN says otherwise */
-  }
-  return s;
 }

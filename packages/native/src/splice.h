@@ -116,6 +116,9 @@ struct splicer {
   listener_t *lst;
   splicer_t *lprev, *lnext; /* the listener's tunnels JS has not heard of (reactor thread only) */
   bool adopt;               /* announced: JS is to adopt it (wrap it into an owner) */
+  bool keep_client;         /* connect mode: a failed connect keeps the client for JS to answer */
+  int kept_fd;              /* ... that client's descriptor, until it goes in the record; else -1 */
+  double lst_id;            /* connect mode: JS's id of the tunnel, in its record */
   int64_t accepted_ns;      /* CLOCK_MONOTONIC */
   struct sockaddr_storage peer, local;
 };
@@ -133,11 +136,13 @@ void connect_free(connect_t *cx);
 int splicer_tick(reactor_t *r);
 int64_t splicer_now_ms(void);
 
-/* Reactor thread: a new tunnel for an accepted client (accept.c), set up as tunnelStart's. */
+/* Either thread (splice-js.c): a new splicer, set up as tunnelStart's (accept.c's tunnels too). */
 splicer_t *splicer_alloc(reactor_t *r, napi_env env, int pipe_size);
 /* Reactor thread, under s->mu: ends s (a drain's deadline): kind END_ABORT. */
 /* splice-js.c: a literal IP (no zone) and port as a socket address. */
 bool splicer_parse_addr(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len);
+/* splice-js.c: a Buffer argument (null or undefined: none) copied into malloc'd bytes. */
+bool splicer_arg_pre(napi_env env, napi_value v, uint8_t **out, size_t *len);
 /* splice-pipes.c: the reactor thread's pipe pool and copy buffer. */
 int splice_pipe_take(dir_t *d);
 void splice_pipe_give(dir_t *d, bool may_pool);

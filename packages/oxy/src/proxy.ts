@@ -17,6 +17,7 @@ import { EndpointState } from './context/state.ts';
 import { describeListening, drain, openEndpoint } from './endpoints.ts';
 import { OXY_ERR, OxyError } from './errors.ts';
 import { type HookCall, resolveHooks } from './hooks/run.ts';
+import { connectAcceptApplies, takeConnectAccept } from './onramps/http1/reactor-connect.ts';
 import { createHttpOnRamp } from './onramps/http2/endpoint.ts';
 import { acceptConnection, type SocketOnRamp } from './onramps/ingress.ts';
 import { openIpGueOnRamp } from './onramps/ip-tunnel/gue.ts';
@@ -135,6 +136,11 @@ export async function startProxy(
         if (takeRawAccept(rt, endpoint, server, fixed, tracker) && reactorAcceptApplies(rt, fixed))
           takeReactorAccept(rt, endpoint, server, fixed, tracker);
       }
+      // An `http` endpoint whose only JS per connection is the CONNECT policy: the reactor
+      // thread accepts and reads the heads (`onramps/http1/reactor-connect.ts`).
+      const tls = (onramp as { tls?: boolean }).tls === true;
+      if (ep.protocol === 'http' && connectAcceptApplies(rt, endpoint, tls))
+        takeConnectAccept(rt, endpoint, server, options.listeners?.connections ?? null);
       servers.set(name, server);
       ingressMetrics.connections_active({ endpoint: name }).set(0);
       log.info('endpoint listening', {

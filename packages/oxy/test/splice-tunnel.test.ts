@@ -20,6 +20,9 @@ import {
   waitUntil,
 } from '../src/testing/index.ts';
 
+// These follow Node's socket of a spliced tunnel: the path an `http` endpoint takes when the
+// reactor thread does not accept for it (reactor-connect.test.ts covers that path's tunnels).
+process.env.OXY_REACTOR_ACCEPT = '0';
 const echo = await startTcpEcho();
 after(() => echo.close());
 

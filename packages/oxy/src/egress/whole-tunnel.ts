@@ -12,6 +12,7 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { EgressState } from '../context/state.ts';
+import type { PumpOptions } from '../flows/stream/pump.ts';
 import { type RawClient, rawTunnel } from '../flows/stream/raw-tunnel.ts';
 import {
   canSpliceOne,
@@ -31,10 +32,25 @@ export interface SpliceableClient {
    * and where its tunnel is to be reported once started (a drain stops it through that).
    */
   readonly raw?: RawClient;
+  /**
+   * Instead of `socket`: a connection whose head the addon's reactor thread read and still holds
+   * (`onramps/http1/reactor-connect.ts`): the listener connects and carries it.
+   */
+  readonly reactor?: ReactorClient;
   /** Bytes that came before the tunnel started (after a CONNECT head), for the upstream. */
   readonly early: Buffer | null;
   /** The answer to write to the client once connected (may be empty). */
   readonly head: Buffer;
+}
+
+/** A client the addon's listener holds: it runs the whole tunnel as `spliceConnect` would. */
+export interface ReactorClient {
+  /** Connects and carries; resolves as `spliceConnect` does (a failed connect leaves the client to answer). */
+  connect(
+    to: SpliceConnectTarget,
+    options: PumpOptions,
+    onConnected: (connectMs: number) => void,
+  ): Promise<SpliceConnectResult>;
 }
 
 /** The single address the addon can connect to for `route`, or null when it cannot take it. */
@@ -47,7 +63,11 @@ export function wholeTunnelAddress(route: EgressRoute): string | null {
 
 /** True when the addon can take `client` for a whole tunnel. */
 export function canRunWhole(client: SpliceableClient): boolean {
-  return client.raw !== undefined || (client.socket !== null && canSpliceOne(client.socket));
+  return (
+    client.raw !== undefined ||
+    client.reactor !== undefined ||
+    (client.socket !== null && canSpliceOne(client.socket))
+  );
 }
 
 /** The outcome of {@link connectWholeTunnel}: the tunnel's result, or the connect error (already counted). */
@@ -86,7 +106,9 @@ export async function connectWholeTunnel(
   const r =
     client.raw !== undefined
       ? await rawTunnel(client.raw, target, options, connected)
-      : await spliceConnect(client.socket as Duplex, target, options, connected);
+      : client.reactor !== undefined
+        ? await client.reactor.connect(target, options, connected)
+        : await spliceConnect(client.socket as Duplex, target, options, connected);
   if (r.connectError !== null) {
     const error = connectFailure(ip, port, r.connectError, timeoutMs);
     connectFailed(error.code);

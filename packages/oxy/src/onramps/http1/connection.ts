@@ -159,6 +159,8 @@ export class LeanConnection implements ExchangeResponse {
       return;
     }
     this.#execute(chunk);
+    // A socket handed over with bytes pushed back (`adopt.ts`): read by the parser once they are in.
+    if (this.#parser !== null && this.#parser.handle === null) this.consumeIfPlain();
   }
 
   #hold(chunk: Buffer): void {

@@ -43,7 +43,7 @@ import { httpMetrics, ingressMetrics, tunnelMetrics } from '../../telemetry/metr
 /** The pipe size of a whole tunnel (the addon's default for `startTunnel`). */
 const PIPE_SIZE = 256 * 1024;
 /** Record layout (src/accept.c): numbers per record and their offsets. */
-const FIELDS = 10;
+const FIELDS = 12;
 const KIND_CONNECT = 2;
 const KIND_ABORT = 3;
 /** Tries to take the listening descriptor out of libuv's set before giving up. */
@@ -99,8 +99,8 @@ export function takeReactorAccept(
   const n = native as Native;
   const source = rt.settings.egress.source_addr;
   const listener = new ReactorListener(rt, endpoint, target, local, tracker);
-  try {
-    n.startAccepting(listener, h.fd, {
+  return moveAccepting(server, listener, (fd) =>
+    n.startAccepting(listener, fd, {
       ip: target.host,
       port: target.port,
       sourceIp: source !== null && net.isIP(source) === net.isIP(target.host) ? source : '',
@@ -108,7 +108,33 @@ export function takeReactorAccept(
       pipeSize: PIPE_SIZE,
       noDelay: s.noDelay === true,
       wildcard,
-    });
+    }),
+  );
+}
+
+/** A reactor-thread listener's JS owner, as {@link moveAccepting} drives it. */
+export interface MovedListener {
+  readonly stopped: boolean;
+  /** The listening handle closes: stop the addon's accepting. */
+  stop(): void;
+}
+
+/**
+ * Moves `server`'s accepting to the addon's reactor thread: `start(fd)` starts the addon's
+ * listener on the listening descriptor; libuv then stops polling it (a connection it still
+ * delivers is served the usual way), and closing the listening handle stops `listener`. False,
+ * nothing changed, when the handle is not one this knows or `start` throws.
+ */
+export function moveAccepting(
+  server: net.Server,
+  listener: MovedListener,
+  start: (fd: number) => void,
+): boolean {
+  const h = (server as Server)._handle;
+  if (h === null || typeof h.fd !== 'number' || h.fd < 0) return false;
+  const n = native as Native;
+  try {
+    start(h.fd);
   } catch {
     return false; // e.g. out of descriptors for the duplicate: the raw accept serves
   }
