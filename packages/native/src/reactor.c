@@ -101,7 +101,7 @@ static void *run(void *arg) {
     r->sleeping = cmds == NULL && !stop;
     pthread_mutex_unlock(&r->lock);
     if (stop) break;
-    if (!cmds) flush_posts(r); /* before sleeping, and with no lock held */
+    flush_posts(r); /* what the last batch and the tick posted: once, with no lock held */
     if (cmds) {
       /* Run them, then look again (for more, and for the deadlines they set) before sleeping. */
       while (cmds) {
