@@ -2,8 +2,9 @@
  * CPU time of a process tree split by thread, from /proc/<pid>/task/<tid>/schedstat (run time
  * in nanoseconds, finer than the 10 ms ticks of /proc/<pid>/stat, which matters for a 1-second
  * run). Oxy's work is on two threads: the JS thread (the process's main thread) and the native
- * addon's reactor thread, which inherits the main thread's name; V8's and libuv's helpers have
- * names of their own and are counted as "other".
+ * addon's reactor thread (named `oxy-reactor`; before that name it inherited the main thread's,
+ * which still counts, for older checkouts); V8's and libuv's helpers have names of their own
+ * and are counted as "other".
  *
  * A thread that exits takes its schedstat with it (tinyproxy 1.11 runs a thread per connection
  * and ends it with the connection), so each process's thread-group total from /proc/<pid>/stat
@@ -19,7 +20,7 @@ import { processTree } from './procs.ts';
 export interface CpuSplit {
   /** The main (JS) thread of each process. */
   js: number;
-  /** Threads named like the main thread: the addon's reactor thread in Oxy. */
+  /** The addon's reactor thread in Oxy (`oxy-reactor`, or named like the main thread). */
   reactor: number;
   /** Everything else: V8 workers, libuv's pool, the inspector's signal thread. */
   other: number;
@@ -58,6 +59,14 @@ function read(path: string): string | undefined {
   }
 }
 
+/** The addon's reactor thread: named so, or (older builds) named like the main thread. */
+function isReactor(comm: string | undefined, mainComm: string | undefined): boolean {
+  return comm === REACTOR_THREAD || comm === mainComm;
+}
+
+/** The name the addon gives its reactor thread (packages/native/src/reactor.c). */
+const REACTOR_THREAD = 'oxy-reactor';
+
 /** A sample of the tree's CPU run time now. */
 export function cpuSplit(root: number): CpuSplit {
   const out: CpuSplit = { js: 0, reactor: 0, other: 0, jsSwitches: 0, reactorSwitches: 0, group: 0 };
@@ -75,7 +84,7 @@ export function cpuSplit(root: number): CpuSplit {
       if (Number(tid) === pid) {
         out.js += ns;
         out.jsSwitches += switchesOf(read(`/proc/${pid}/task/${tid}/status`));
-      } else if (read(`/proc/${pid}/task/${tid}/comm`)?.trim() === mainComm) {
+      } else if (isReactor(read(`/proc/${pid}/task/${tid}/comm`)?.trim(), mainComm)) {
         out.reactor += ns;
         out.reactorSwitches += switchesOf(read(`/proc/${pid}/task/${tid}/status`));
       } else out.other += ns;
