@@ -45,7 +45,9 @@ import {
   onSocketEnd,
   onSocketError,
   type Ramp,
+  setUnread,
 } from './connection-socket.ts';
+import { NativeH1, nativeH1Applies } from './native-engine.ts';
 import { createHttp1OnRamp, type Http1OnRamp } from './server.ts';
 
 export type { Http1StreamOptions } from './connection-socket.ts';
@@ -113,17 +115,25 @@ export function createLeanOnRamp(
     idleTimeout: ep.idle_timeout,
   };
   ramps.set(endpoint, ramp);
-  const sweep = setInterval(
-    () => {
-      const now = performance.now();
-      for (const c of ramp.live) {
-        if (c.phase === BUSY) continue;
-        const limit = c.phase === IDLE ? ramp.idleTimeout : ramp.headerTimeout;
-        if (limit > 0 && now - c.since >= limit) c.expire();
-      }
-    },
-    sweepInterval(ep.header_read_timeout, ep.idle_timeout),
-  ).unref();
+  const every = sweepInterval(ep.header_read_timeout, ep.idle_timeout);
+  // The addon's engine (`native-engine.ts`) serves plain connections where it applies; what it
+  // hands back comes here as a new connection would, with the bytes it read unshifted.
+  const nativeH1 = nativeH1Applies(rt, endpoint)
+    ? new NativeH1(rt, endpoint, every, (socket, conn, bytes) => {
+        setUnread(socket);
+        if (bytes !== null) socket.unshift(bytes);
+        startConnection(ramp, socket, conn, NO_OPTIONS, http2 !== null);
+      })
+    : null;
+  const sweep = setInterval(() => {
+    nativeH1?.sweep();
+    const now = performance.now();
+    for (const c of ramp.live) {
+      if (c.phase === BUSY) continue;
+      const limit = c.phase === IDLE ? ramp.idleTimeout : ramp.headerTimeout;
+      if (limit > 0 && now - c.since >= limit) c.expire();
+    }
+  }, every).unref();
   return {
     protocol: 'http/1.1',
     get size() {
@@ -131,11 +141,13 @@ export function createLeanOnRamp(
     },
     close(): void {
       clearInterval(sweep);
+      nativeH1?.close();
       if (ramps.get(endpoint) === ramp) ramps.delete(endpoint);
     },
     serve(socket: net.Socket, conn: IngressConnection): void {
       // HTTP/2 prior knowledge is looked for on cleartext sockets only (TLS chose by ALPN).
       const sniff = http2 !== null && (socket as { encrypted?: boolean }).encrypted !== true;
+      if (nativeH1?.serve(socket, conn) === true) return;
       startConnection(ramp, socket, conn, NO_OPTIONS, sniff);
     },
   };
