@@ -77,6 +77,7 @@ const counters = ((): [symbol, symbol] | null => {
 interface TcpHandle {
   fd?: number;
   reading?: boolean;
+  readStart?(): number;
   readStop?(): number;
 }
 type NodeSocket = net.Socket & { _handle: TcpHandle | null; _httpMessage?: unknown } & Record<
@@ -208,6 +209,7 @@ export class NativeH1 {
         case 4:
           nativeH1Stats.handedBack++;
           this.#release(ev[1], served);
+          restartReading(served.socket);
           this.#handBack(served.socket, served.conn, ev[16]);
           break;
         case 5:
@@ -384,6 +386,17 @@ export class NativeH1 {
     }
     answerClientError(this.#endpoint, conn, socket, 'ERR_HTTP_REQUEST_TIMEOUT');
   }
+}
+
+/**
+ * Node reads the socket again (as its `tryReadStart`), before the JS on-ramp gets it: the
+ * on-ramp's parser may take the handle over (`consumeIfPlain`), and reads only a reading one.
+ */
+function restartReading(s: NodeSocket): void {
+  const h = s._handle;
+  if (h === null || h.reading === true || typeof h.readStart !== 'function') return;
+  h.reading = true;
+  h.readStart();
 }
 
 /** The error the exchange engine records for each failure the addon reports. */
