@@ -696,9 +696,9 @@ void h1_answer(h1_conn_t *c, const char *bytes, size_t n, bool close) {
 }
 
 /* The upstream closed or failed with the response still to come. */
-static void upstream_gone(h1_conn_t *c) {
+static void upstream_gone(h1_conn_t *c, bool eof) {
   if (c->head_parsed) {
-    if (c->framing == 3) complete(c);
+    if (c->framing == 3 && eof) complete(c); /* a close-delimited body ends with a clean close only */
     else fail(c, F_CLOSED);
     return;
   }
@@ -737,7 +737,7 @@ static void on_up(uv_poll_t *h, int status, int events) {
     return;
   }
   if (status < 0) {
-    upstream_gone(c);
+    upstream_gone(c, false);
     return;
   }
   if (events & UV_WRITABLE) {
@@ -755,7 +755,7 @@ static void on_up(uv_poll_t *h, int status, int events) {
     ssize_t n = recv(u->fd, c->rhead + c->rhead_len, cap - c->rhead_len, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
     if (n <= 0) {
-      upstream_gone(c);
+      upstream_gone(c, n == 0);
       return;
     }
     c->got_bytes = true;
@@ -766,7 +766,7 @@ static void on_up(uv_poll_t *h, int status, int events) {
     ssize_t n = recv(u->fd, c->e->scratch, READ_SIZE, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
     if (n <= 0) {
-      upstream_gone(c);
+      upstream_gone(c, n == 0);
       return;
     }
     if (!relay(c, c->e->scratch, (size_t)n)) return;
