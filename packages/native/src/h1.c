@@ -507,6 +507,8 @@ static void complete(h1_conn_t *c) {
     return;
   }
   record(c, EV_DONE, 0);
+  /* the response ended before the request body did: the rest is not read, the connection closes */
+  if (c->body_left > 0) c->close_after = true;
   h1_up_t *u = c->up;
   c->up = NULL;
   if (u) {
