@@ -126,6 +126,7 @@ export interface Addon {
   h1Adopt(engine: H1EngineHandle, id: number, fd: number, upstream: string): boolean;
   h1Answer(engine: H1EngineHandle, id: number, bytes: Buffer, close: boolean): void;
   h1Drop(engine: H1EngineHandle, id: number): void;
+  h1Busy(engine: H1EngineHandle, id: number): boolean;
   h1Control(engine: H1EngineHandle, op: number, flag: boolean): void;
   h1ParseRequest(buf: Buffer, max: number): number | H1ParsedRequest;
   h1ParseResponse(buf: Buffer, max: number, bodiless: boolean, close: boolean): number | H1ParsedResponse;

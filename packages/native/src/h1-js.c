@@ -14,6 +14,8 @@
  *   duplicate of fd is taken); false when the client connection is gone.
  * - h1Answer(engine, id, bytes, close): JS's answer to a failed request (EV_FAIL, not responded).
  * - h1Control(engine, op, flag): 0 close, 1 draining.
+ * - h1Drop(engine, id): stops serving a connection at once; h1Busy(engine, id): a request under
+ *   way or a response still being written.
  * - h1ParseRequest(buf, max), h1ParseResponse(buf, max): a number (H1_*) or an object with
  *   the head's length and what was read, and the head rewritten as the engine sends it.
  * - h1Chunks(buf): [consumed, done, dataBytes] or -1 (malformed).
@@ -291,6 +293,17 @@ static napi_value h1_drop_js(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+static napi_value h1_busy_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2], out;
+  int32_t id;
+  if (!get_args(env, info, 2, argv, NULL)) return NULL;
+  engine_box_t *b = get_engine(env, argv[0]);
+  if (!b || !arg_int32(env, argv[1], &id)) return NULL;
+  h1_conn_t *c = h1_conn_find(&b->e, id);
+  napi_get_boolean(env, c != NULL && h1_busy(c), &out);
+  return out;
+}
+
 static void prop_num(napi_env env, napi_value o, const char *k, double v) {
   napi_value x;
   napi_create_double(env, v, &x);
@@ -375,6 +388,7 @@ void register_h1(napi_env env, napi_value exports) {
   set_fn(env, exports, "h1Answer", h1_answer_js);
   set_fn(env, exports, "h1Control", h1_control);
   set_fn(env, exports, "h1Drop", h1_drop_js);
+  set_fn(env, exports, "h1Busy", h1_busy_js);
   set_fn(env, exports, "h1ParseRequest", parse_req);
   set_fn(env, exports, "h1ParseResponse", parse_res);
   set_fn(env, exports, "h1Chunks", chunks);

@@ -174,7 +174,15 @@ static bool parse_authority(const char *a, size_t len, h1_req_t *r) {
 int h1_parse_request(const char *buf, size_t len, size_t max, h1_req_t *r) {
   size_t lim = len < max ? len : max;
   const char *end = memmem(buf, lim, "\r\n\r\n", 4);
-  if (!end) return len >= max ? H1_HANDBACK : H1_INCOMPLETE;
+  if (!end) {
+    /* bytes no head may hold go to llhttp now, not after a timeout: NUL, bare LF, bare CR */
+    for (size_t i = 0; i < lim; i++) {
+      char ch = buf[i];
+      if (ch == 0 || (ch == '\n' && (i == 0 || buf[i - 1] != '\r')) || (ch == '\r' && i + 1 < lim && buf[i + 1] != '\n'))
+        return H1_HANDBACK;
+    }
+    return len >= max ? H1_HANDBACK : H1_INCOMPLETE;
+  }
   size_t head_len = (size_t)(end - buf) + 4, p = 0;
   memset(r, 0, offsetof(h1_req_t, fields));
   r->nlisted = 0;

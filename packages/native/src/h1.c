@@ -254,7 +254,7 @@ static void hand_back(h1_conn_t *c, int type, int phase) {
     conn_close(c, true);
     return;
   }
-  ev->kind = phase;
+  ev->kind = type == EV_HANDBACK ? c->served : phase;
   ev->bytes_up = c->rx;
   ev->bytes_down = c->tx;
   if (c->in_len > 0) {
@@ -388,6 +388,7 @@ static void start_request(h1_conn_t *c) {
   used += body;
   memmove(c->in, c->in + used, c->in_len - used);
   c->in_len -= used;
+  c->served++;
   c->t_start = uv_hrtime();
   c->t_connect = c->t_head = 0;
   c->status = 0;
@@ -422,6 +423,16 @@ static void start_request(h1_conn_t *c) {
 
 /* Looks for a whole head in what was read: serves it, hands the connection back, or waits. */
 static void try_head(h1_conn_t *c) {
+  /* empty lines before a request line are ignored (RFC 9112 §2.2), and do not start a head */
+  if (c->state != ST_HEAD) {
+    size_t k = 0;
+    while (k + 1 < c->in_len && c->in[k] == '\r' && c->in[k + 1] == '\n') k += 2;
+    if (k > 0) {
+      memmove(c->in, c->in + k, c->in_len - k);
+      c->in_len -= k;
+    }
+    if (c->in_len == 1 && c->in[0] == '\r') return;
+  }
   if (c->in_len == 0) return;
   int r = h1_parse_request(c->in, c->in_len, c->e->max_header, &c->req);
   if (r == H1_INCOMPLETE) {
@@ -886,28 +897,16 @@ void h1_drop(h1_conn_t *c) {
   conn_close(c, false);
 }
 
+bool h1_busy(h1_conn_t *c) {
+  return (c->state != ST_IDLE && c->state != ST_SILENT && c->state != ST_HEAD) || buf_pending(&c->out) > 0;
+}
+
 void h1_drain(h1_engine_t *e) {
   e->draining = true;
-  h1_conn_t *next;
-  for (h1_conn_t *c = e->conns; c; c = next) {
-    next = c->next;
-    if ((c->state == ST_IDLE || c->state == ST_SILENT) && buf_pending(&c->out) == 0 && c->in_len == 0) {
-      int id = c->id;
-      double rx = c->rx, tx = c->tx;
-      shutdown(c->fd, SHUT_WR);
-      conn_close(c, false);
-      h1_event_t *ev = calloc(1, sizeof *ev);
-      if (!ev) continue;
-      ev->type = EV_CLOSED;
-      ev->id = id;
-      ev->kind = 1;
-      ev->bytes_up = rx;
-      ev->bytes_down = tx;
-      h1_push(e, ev);
-    } else if (!c->head_parsed) {
-      c->close_after = true;
-    }
-  }
+  /* responses whose head has not left yet say Connection: close; idle connections are the
+   * drain loop's to end (as for the JS on-ramp) */
+  for (h1_conn_t *c = e->conns; c; c = c->next)
+    if ((c->state == ST_ROUTE || c->state == ST_UP || c->state == ST_ANSWER) && !c->head_parsed) c->close_after = true;
 }
 
 void h1_engine_close(h1_engine_t *e) {

@@ -156,6 +156,7 @@ struct h1_conn {
   h1_engine_t *e;
   h1_conn_t *next, *prev;
   int fd, id, state, events;
+  int served; /* requests started on this connection */
   bool closing, client_eof, close_after;
   char *in;
   size_t in_len, in_cap;
@@ -193,6 +194,8 @@ void h1_sweep(h1_engine_t *e);
 void h1_drain(h1_engine_t *e);
 /* Stops serving a connection at once, without an event (its JS socket went away). */
 void h1_drop(h1_conn_t *c);
+/* True while a request is under way or a response is being written (for the drain loop). */
+bool h1_busy(h1_conn_t *c);
 void h1_engine_close(h1_engine_t *e);
 void h1_push(h1_engine_t *e, h1_event_t *ev);
 void h1_handle_closed(uv_handle_t *h);

@@ -80,7 +80,12 @@ export function h1Drop(e: H1EngineHandle, id: number): void {
   addon.h1Drop(e, id);
 }
 
-/** Draining: idle connections close now, others after their response. */
+/** True while connection `id` has a request under way or a response still being written. */
+export function h1Busy(e: H1EngineHandle, id: number): boolean {
+  return addon.h1Busy(e, id);
+}
+
+/** Draining: responses whose head has not left say `Connection: close` (idle connections are the caller's to end). */
 export function h1Drain(e: H1EngineHandle): void {
   addon.h1Control(e, 1, true);
 }

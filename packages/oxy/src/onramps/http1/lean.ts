@@ -119,14 +119,13 @@ export function createLeanOnRamp(
   // The addon's engine (`native-engine.ts`) serves plain connections where it applies; what it
   // hands back comes here as a new connection would, with the bytes it read unshifted.
   const nativeH1 = nativeH1Applies(rt, endpoint)
-    ? new NativeH1(rt, endpoint, every, (socket, conn, bytes) => {
+    ? new NativeH1(rt, endpoint, every, (socket, conn, bytes, first) => {
         setUnread(socket);
         if (bytes !== null) socket.unshift(bytes);
-        startConnection(ramp, socket, conn, NO_OPTIONS, http2 !== null);
+        startConnection(ramp, socket, conn, NO_OPTIONS, first && http2 !== null);
       })
     : null;
   const sweep = setInterval(() => {
-    nativeH1?.sweep();
     const now = performance.now();
     for (const c of ramp.live) {
       if (c.phase === BUSY) continue;

@@ -93,6 +93,17 @@ interface Served {
   pending: RequestState | null;
 }
 
+/**
+ * Gives a connection to the JS on-ramp with the bytes the addon read and did not act on;
+ * `first`: no request was served on it before (only then is the HTTP/2 preface looked for).
+ */
+export type HandBack = (
+  socket: net.Socket,
+  conn: IngressConnection,
+  bytes: Buffer | null,
+  first: boolean,
+) => void;
+
 /** What the native engine did in this process (for tests and benchmarks). */
 export const nativeH1Stats = { served: 0, handedBack: 0, requests: 0 };
 
@@ -106,21 +117,18 @@ export class NativeH1 {
   readonly #h1: H1;
   readonly #engine: Engine;
   readonly #served = new Map<number, Served>();
-  readonly #handBack: (socket: net.Socket, conn: IngressConnection, bytes: Buffer | null) => void;
+  readonly #handBack: HandBack;
   #nextId = 1;
-  #draining = false;
   #closed = false;
 
-  constructor(
-    rt: Runtime,
-    endpoint: EndpointState,
-    sweepMs: number,
-    handBack: (socket: net.Socket, conn: IngressConnection, bytes: Buffer | null) => void,
-  ) {
+  constructor(rt: Runtime, endpoint: EndpointState, sweepMs: number, handBack: HandBack) {
     this.#rt = rt;
     this.#endpoint = endpoint;
     this.#h1 = (native as Native).h1;
     this.#handBack = handBack;
+    rt.onDraining(() => {
+      if (!this.#closed) this.#h1.h1Drain(this.#engine);
+    });
     const ep = httpSettingsOf(endpoint.settings);
     this.#engine = this.#h1.h1Engine(
       {
@@ -164,7 +172,12 @@ export class NativeH1 {
     }
     const served: Served = { socket: s, conn, pending: null };
     this.#served.set(id, served);
-    s._httpMessage = BUSY_MARK;
+    // The drain loop ends a connection with no response under way: the addon knows which.
+    Object.defineProperty(s, '_httpMessage', {
+      configurable: true,
+      get: () => (!this.#closed && this.#h1.h1Busy(this.#engine, id) ? BUSY_MARK : null),
+      set: () => {},
+    });
     s.on('close', () => {
       if (this.#served.get(id) !== served) return;
       this.#served.delete(id);
@@ -172,14 +185,6 @@ export class NativeH1 {
     });
     nativeH1Stats.served++;
     return true;
-  }
-
-  /** The ramp's sweep: draining starts closing the addon's idle connections. */
-  sweep(): void {
-    if (this.#rt.draining && !this.#draining) {
-      this.#draining = true;
-      this.#h1.h1Drain(this.#engine);
-    }
   }
 
   /**
@@ -210,7 +215,7 @@ export class NativeH1 {
           nativeH1Stats.handedBack++;
           this.#release(ev[1], served);
           restartReading(served.socket);
-          this.#handBack(served.socket, served.conn, ev[16]);
+          this.#handBack(served.socket, served.conn, ev[16], ev[2] === 0);
           break;
         case 5:
           this.#connectionClosed(ev[1], served, ev);
@@ -355,11 +360,9 @@ export class NativeH1 {
   #release(id: number, served: Served): void {
     this.#served.delete(id);
     const s = served.socket;
+    delete (s as { _httpMessage?: unknown })._httpMessage;
     s._httpMessage = null;
-    if (served.pending !== null) {
-      // Cannot happen (a request is handed back before any of it is acted on); kept honest.
-      served.pending = null;
-    }
+    served.pending = null;
   }
 
   #connectionClosed(id: number, served: Served, ev: RawEvent): void {
