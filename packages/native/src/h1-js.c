@@ -9,7 +9,9 @@
  *   poolMaxIdle, sweepMs]; cb(events) gets an array of events, each an array:
  *   [type, id, kind, status, responded, reused, bodyUnread, bytesUp, bytesDown, msTotal,
  *   msConnect, msHead, method, host, port, upstream, bytes | null] (see h1.h for the types).
- * - h1Serve(engine, fd, id, bytes | null): true when the engine took a duplicate of fd.
+ * - h1Serve(engine, fd, id, bytes | null): true when the engine serves fd (non-blocking, still
+ *   the caller's to close, after h1Drop or the connection's EV_CLOSED or EV_HANDBACK; the
+ *   caller's own event loop registration of fd must be inactive meanwhile).
  * - h1Adopt(engine, id, fd, upstream): the upstream connection for a request in EV_ROUTE (a
  *   duplicate of fd is taken); false when the client connection is gone.
  * - h1Answer(engine, id, bytes, close): JS's answer to a failed request (EV_FAIL, not responded).
@@ -217,9 +219,7 @@ static napi_value h1_serve(napi_env env, napi_callback_info info) {
   napi_typeof(env, argv[3], &t);
   if (t != napi_null && t != napi_undefined && !arg_buffer(env, argv[3], &data, &len)) return NULL;
   napi_value out;
-  int d = dup_nonblocking(fd);
-  bool ok = d >= 0 && h1_conn_start(&b->e, d, id, data, len) != NULL;
-  if (d >= 0 && !ok) close(d);
+  bool ok = h1_conn_start(&b->e, fd, id, data, len) != NULL;
   kick(&b->e);
   napi_get_boolean(env, ok, &out);
   return out;
@@ -285,9 +285,15 @@ static napi_value h1_control(napi_env env, napi_callback_info info) {
 static napi_value h1_drop_js(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int32_t id;
+  void *p = NULL;
   if (!get_args(env, info, 2, argv, NULL)) return NULL;
-  engine_box_t *b = get_engine(env, argv[0]);
-  if (!b || !arg_int32(env, argv[1], &id)) return NULL;
+  /* also after h1Control(close): connections it served until then still leave its poll set */
+  if (napi_get_value_external(env, argv[0], &p) != napi_ok || !p) {
+    throw_type(env, "expected an h1 engine");
+    return NULL;
+  }
+  engine_box_t *b = p;
+  if (!arg_int32(env, argv[1], &id)) return NULL;
   h1_conn_t *c = h1_conn_find(&b->e, id);
   if (c) h1_drop(c);
   return make_undefined(env);

@@ -13,8 +13,9 @@
  * Ordering rules: one request at a time per connection, responses in order; a request is
  * handed back to JS (with the connection, for good) only before anything of it was acted on;
  * a failure before the response head left is answered by JS (the connection waits in
- * ST_ANSWER), after it the client connection is cut. The client descriptor is a duplicate:
- * the JS socket keeps the original, and closes it when told the connection ended.
+ * ST_ANSWER), after it the client connection is cut. The client descriptor stays the JS
+ * socket's (Node stops polling it while the engine does): the socket closes it when told the
+ * connection ended, and tells the engine to stop (h1_drop) before it closes it otherwise.
  */
 #define _GNU_SOURCE
 #include "h1.h"
@@ -224,8 +225,8 @@ static void conn_stop(h1_conn_t *c) {
   c->state = ST_GONE;
   if (c->up) up_close(c->up);
   conn_unlink(c);
+  /* the descriptor is the JS socket's: it closes it (after this poll left the loop's set) */
   uv_poll_stop(&c->poll);
-  close(c->fd);
   c->e->handles++;
   uv_close((uv_handle_t *)&c->poll, conn_closed);
 }

@@ -178,11 +178,17 @@ export class NativeH1 {
       get: () => (!this.#closed && this.#h1.h1Busy(this.#engine, id) ? BUSY_MARK : null),
       set: () => {},
     });
-    s.on('close', () => {
-      if (this.#served.get(id) !== served) return;
-      this.#served.delete(id);
-      if (!this.#closed) this.#h1.h1Drop(this.#engine, id);
-    });
+    // Destroyed from outside (a drain's deadline, a shutdown): the addon lets go of the
+    // descriptor before Node closes it (a number reused by the next accept must not be polled).
+    const destroy = s._destroy;
+    s._destroy = (err, cb) => {
+      if (this.#served.get(id) === served) {
+        this.#served.delete(id);
+        this.#h1.h1Drop(this.#engine, id);
+        restore(s);
+      }
+      destroy.call(s, err, cb);
+    };
     nativeH1Stats.served++;
     return true;
   }
@@ -359,9 +365,7 @@ export class NativeH1 {
    */
   #release(id: number, served: Served): void {
     this.#served.delete(id);
-    const s = served.socket;
-    delete (s as { _httpMessage?: unknown })._httpMessage;
-    s._httpMessage = null;
+    restore(served.socket);
     served.pending = null;
   }
 
@@ -389,6 +393,13 @@ export class NativeH1 {
     }
     answerClientError(this.#endpoint, conn, socket, 'ERR_HTTP_REQUEST_TIMEOUT');
   }
+}
+
+/** The socket as it was before the addon served it (its own `_destroy`, a plain `_httpMessage`). */
+function restore(s: NodeSocket): void {
+  delete (s as { _destroy?: unknown })._destroy;
+  delete (s as { _httpMessage?: unknown })._httpMessage;
+  s._httpMessage = null;
 }
 
 /**
