@@ -337,6 +337,71 @@ static size_t put_fields(const char *buf, const h1_field_t *fields, int nfields,
   return o;
 }
 
+static bool same_name(const char *buf, const h1_field_t *a, const h1_field_t *b) {
+  if (a->name_len != b->name_len) return false;
+  for (uint32_t k = 0; k < a->name_len; k++) {
+    unsigned char x = (unsigned char)buf[a->name + k], y = (unsigned char)buf[b->name + k];
+    if (x >= 'A' && x <= 'Z') x = (unsigned char)(x + 32);
+    if (y >= 'A' && y <= 'Z') y = (unsigned char)(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
+
+/* Fields node:http keeps the first of when repeated (headers.ts SINGLE_VALUED). */
+static bool single_valued(const char *n, size_t len) {
+  static const char *const names[] = {"age", "authorization", "content-length", "content-type", "etag", "expires",
+                                      "from", "host", "if-modified-since", "if-unmodified-since", "last-modified",
+                                      "location", "max-forwards", "proxy-authorization", "referer", "retry-after",
+                                      "server", "user-agent"};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+    if (eq_lower(n, len, names[i])) return true;
+  return false;
+}
+
+/*
+ * The fields of a request with a body as the JS engine sends them: it builds the head a body
+ * stage sees (`rawToHeaders`: lower-case names, repeats joined with ", " ("; " for cookie),
+ * set-cookie kept one per line, the first of a single-valued field) and sends that object's
+ * fields, in the order of their first occurrence.
+ */
+static size_t put_merged(const char *buf, const h1_req_t *r, char *out, size_t o, size_t cap) {
+  for (int i = 0; i < r->nfields; i++) {
+    const h1_field_t *f = &r->fields[i];
+    const char *n = buf + f->name;
+    if (hop_by_hop(n, f->name_len) || is_listed(buf, f, r->listed, r->nlisted)) continue;
+    if ((f->name_len == 4 && eq_lower(n, 4, "host")) || (f->name_len == 14 && eq_lower(n, 14, "content-length")))
+      continue;
+    bool seen = false;
+    for (int j = 0; j < i && !seen; j++) seen = same_name(buf, f, &r->fields[j]);
+    if (seen) continue;
+    bool cookie = eq_lower(n, f->name_len, "cookie"), set_cookie = eq_lower(n, f->name_len, "set-cookie");
+    bool single = single_valued(n, f->name_len);
+    char lower[256];
+    if (f->name_len >= sizeof lower) return 0;
+    for (uint32_t k = 0; k < f->name_len; k++) lower[k] = (char)((n[k] >= 'A' && n[k] <= 'Z') ? n[k] + 32 : n[k]);
+    PUT(lower, f->name_len);
+    PUT(": ", 2);
+    PUT(buf + f->value, f->value_len);
+    for (int k = i + 1; k < r->nfields; k++) {
+      const h1_field_t *g = &r->fields[k];
+      if (!same_name(buf, f, g)) continue;
+      if (set_cookie) {
+        PUT("\r\n", 2);
+        PUT(lower, f->name_len);
+        PUT(": ", 2);
+      } else if (single) {
+        continue;
+      } else {
+        PUT(cookie ? "; " : ", ", 2);
+      }
+      PUT(buf + g->value, g->value_len);
+    }
+    PUT("\r\n", 2);
+  }
+  return o;
+}
+
 size_t h1_rewrite_request(const char *buf, const h1_req_t *r, char *out, size_t cap) {
   size_t o = 0;
   PUT(buf, r->method_len);
@@ -345,7 +410,7 @@ size_t h1_rewrite_request(const char *buf, const h1_req_t *r, char *out, size_t 
   PUT(buf + r->path, r->path_len);
   PUT(" HTTP/1.1\r\n", 11);
   bool body = r->content_length > 0;
-  o = put_fields(buf, r->fields, r->nfields, r->listed, r->nlisted, true, body, out, o, cap);
+  o = body ? put_merged(buf, r, out, o, cap) : put_fields(buf, r->fields, r->nfields, r->listed, r->nlisted, true, false, out, o, cap);
   if (o == 0) return 0;
   PUT("Host: ", 6);
   PUT(buf + r->auth, r->auth_len);

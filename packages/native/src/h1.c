@@ -616,6 +616,8 @@ static bool on_head(h1_conn_t *c) {
   }
   c->head_parsed = true;
   c->t_head = uv_hrtime();
+  c->stall_check_at = h1_now() + c->e->response_timeout;
+  c->bytes_at_check = -1;
   c->status = res->status;
   bool bodiless = c->req.is_head || res->status == 204 || res->status == 304;
   char *head = malloc(res->head_len + 96);
@@ -653,25 +655,33 @@ static bool on_head(h1_conn_t *c) {
   return true;
 }
 
-/* Moves request body bytes that arrived from the client to the upstream's queue. */
+/* Moves request body bytes that arrived from the client to the upstream's queue, as far as the
+ * queue has room, and writes them. */
 static void move_body(h1_conn_t *c) {
-  size_t pending = buf_pending(&c->up_out);
-  size_t room = pending >= 2 * UP_OUT_HIGH ? 0 : 2 * UP_OUT_HIGH - pending;
-  size_t take = c->in_len;
-  if ((int64_t)take > c->body_left) take = (size_t)c->body_left;
-  if (take > room) take = room;
-  if (take > 0) {
-    if (!buf_add(&c->up_out, c->in, take)) {
-      conn_close(c, true);
-      return;
+  for (;;) {
+    size_t pending = buf_pending(&c->up_out);
+    size_t room = pending >= 2 * UP_OUT_HIGH ? 0 : 2 * UP_OUT_HIGH - pending;
+    size_t take = c->in_len;
+    if ((int64_t)take > c->body_left) take = (size_t)c->body_left;
+    if (take > room) take = room;
+    if (take > 0) {
+      if (!buf_add(&c->up_out, c->in, take)) {
+        conn_close(c, true);
+        return;
+      }
+      memmove(c->in, c->in + take, c->in_len - take);
+      c->in_len -= take;
+      c->body_left -= (int64_t)take;
+      c->bytes_up += (double)take;
+      c->progress_up = h1_now();
     }
-    memmove(c->in, c->in + take, c->in_len - take);
-    c->in_len -= take;
-    c->body_left -= (int64_t)take;
-    c->bytes_up += (double)take;
-    c->progress_up = h1_now();
+    h1_up_t *u = c->up;
+    flush_up(c);
+    /* more to move only if the queue emptied and the same exchange goes on */
+    if (take == 0 || c->up != u || !u || c->state != ST_UP || buf_pending(&c->up_out) > 0 || c->in_len == 0 ||
+        c->body_left == 0)
+      return;
   }
-  flush_up(c);
 }
 
 /* The request fails: before the response head, JS answers it (the connection waits in
@@ -755,7 +765,8 @@ static void on_up(uv_poll_t *h, int status, int events) {
     return;
   }
   if (events & UV_WRITABLE) {
-    flush_up(c);
+    if (c->body_left > 0 && c->in_len > 0) move_body(c);
+    else flush_up(c);
     if (c->up != u || u->closing) return;
   }
   if (!(events & UV_READABLE)) return;
@@ -877,8 +888,15 @@ void h1_sweep(h1_engine_t *e) {
     case ST_UP:
       if (e->response_timeout > 0 && c->sent && !c->head_parsed && now - c->t_sent >= e->response_timeout)
         fail(c, F_TIMEOUT);
-      else if (e->response_timeout > 0 && c->head_parsed && now - c->progress >= e->response_timeout)
-        fail(c, F_TIMEOUT);
+      else if (e->response_timeout > 0 && c->head_parsed && now >= c->stall_check_at) {
+        /* as the JS engine's stall check: cut once a whole period passed without a byte */
+        if (c->bytes_down != c->bytes_at_check) {
+          c->bytes_at_check = c->bytes_down;
+          c->stall_check_at = now + e->response_timeout;
+        } else {
+          fail(c, F_TIMEOUT);
+        }
+      }
       else if (e->body_timeout > 0 && c->body_left > 0 && now - c->progress_up >= e->body_timeout)
         fail(c, F_BODY_TIMEOUT);
       break;
@@ -920,3 +938,4 @@ void h1_engine_close(h1_engine_t *e) {
   uv_close((uv_handle_t *)&e->sweep, h1_handle_closed);
   uv_close((uv_handle_t *)&e->check, h1_handle_closed);
 }
+

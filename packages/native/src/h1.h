@@ -178,6 +178,8 @@ struct h1_conn {
   h1_chunks_t chunks;
   double bytes_up, bytes_down;
   double rx, tx; /* client bytes read and written, for the connection's stats */
+  uint64_t stall_check_at; /* the next response-timeout check of a body under way */
+  double bytes_at_check;
   int status;
 };
 
