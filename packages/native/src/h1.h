@@ -201,6 +201,30 @@ bool h1_busy(h1_conn_t *c);
 void h1_engine_close(h1_engine_t *e);
 void h1_push(h1_engine_t *e, h1_event_t *ev);
 void h1_handle_closed(uv_handle_t *h);
+/* Internal to h1.c and h1-up.c. */
+#define READ_SIZE 65536
+#define UP_OUT_HIGH 65536
+bool h1_buf_add(h1_buf_t *b, const char *p, size_t n);
+size_t h1_buf_pending(const h1_buf_t *b);
+int h1_buf_flush(h1_buf_t *b, int fd);
+h1_event_t *h1_event_new(h1_conn_t *c, int type);
+void h1_record(h1_conn_t *c, int type, int kind);
+void h1_client_poll(h1_conn_t *c);
+bool h1_flush_client(h1_conn_t *c);
+void h1_conn_close(h1_conn_t *c, bool tell);
+void h1_complete(h1_conn_t *c);
+void h1_fail(h1_conn_t *c, int kind);
+void h1_engine_maybe_free(h1_engine_t *e);
+/* h1-up.c */
+void h1_up_poll(h1_up_t *u);
+void h1_up_close(h1_up_t *u);
+void h1_up_closed(uv_handle_t *h);
+void h1_up_release(h1_engine_t *e, h1_up_t *u);
+h1_up_t *h1_up_take(h1_engine_t *e, const char *key);
+void h1_send_request(h1_conn_t *c);
+void h1_move_body(h1_conn_t *c);
+void h1_on_up(uv_poll_t *h, int status, int events);
+
 /* The JS side let go of the engine: freed once its handles have closed. */
 void h1_engine_release(h1_engine_t *e);
 

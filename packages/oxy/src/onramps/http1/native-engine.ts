@@ -53,7 +53,7 @@ type Engine = ReturnType<H1['h1Engine']>;
 type RawEvent = Parameters<Parameters<H1['h1Engine']>[1]>[0][number];
 
 /** On by default where it applies; `OXY_NATIVE_H1=0` off, `=1` on. */
-const DEFAULT_ON = false;
+const DEFAULT_ON = true;
 
 /** True when the native engine may serve `endpoint`'s plain connections for `rt`. */
 export function nativeH1Applies(rt: Runtime, endpoint: EndpointState): boolean {
