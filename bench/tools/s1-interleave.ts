@@ -3,13 +3,15 @@
  * comparison that stays usable on a shared, noisy machine, where `npm run bench` (one fresh
  * process per measurement, minutes apart) compares one moment's machine with another's.
  *
- *   node bench/tools/s1-interleave.ts [--ref DIR] [--ref-flags=FLAGS] [--no-ts] [--pin]
- *     [--rounds 8] [--seconds 2] [--gc]
+ *   node bench/tools/s1-interleave.ts [--ref DIR] [--ref-flags=FLAGS] [--ref-env=K=V] [--no-ts]
+ *     [--pin] [--rounds 8] [--seconds 2] [--gc]
  *
  * Starts the harness's nginx upstream (its config, another port), Oxy from this checkout, Oxy
  * from `--ref` (another checkout with `node_modules` and the addon built; `bin/oxy` as the
  * harness runs it; `--ref-flags=FLAGS` gives it `OXY_NODE_FLAGS` instead of `bin/oxy`'s
- * default, and without `--ref` it is this checkout: an A/B of V8 flags) and trafficserver (the
+ * default, and without `--ref` it is this checkout: an A/B of V8 flags; `--ref-env=K=V` sets an
+ * environment variable for it alone, e.g. `OXY_NATIVE_H1=0` for an A/B of the native HTTP/1.1
+ * engine) and trafficserver (the
  * harness's settings), warms each up, then for each round measures every proxy for `--seconds`
  * in turn (the order rotated each round) with `wrk -t2 -c64` and `bench/s1.lua`. Per window:
  * requests/s, p99, CPU µs per request of the process tree (all threads) and of the main thread. Prints one line per proxy with the windows
@@ -31,6 +33,7 @@ const { values } = parseArgs({
   options: {
     ref: { type: 'string' },
     'ref-flags': { type: 'string' },
+    'ref-env': { type: 'string' },
     'no-ts': { type: 'boolean', default: false },
     pin: { type: 'boolean', default: false },
     rounds: { type: 'string', default: '8' },
@@ -75,12 +78,17 @@ interface Target {
 const targets: Target[] = [];
 const gcFlag = values.gc ? ' --trace-gc-nvp' : '';
 const oxies: [string, string, string][] = [['oxy', ROOT, `--max-semi-space-size=2${gcFlag}`]];
-if (values.ref !== undefined || values['ref-flags'] !== undefined)
+if (values.ref !== undefined || values['ref-flags'] !== undefined || values['ref-env'] !== undefined)
   oxies.push([
     'oxy-ref',
     resolve(values.ref ?? ROOT),
     `${values['ref-flags'] ?? '--max-semi-space-size=2'}${gcFlag}`,
   ]);
+const refEnv: Record<string, string> = {};
+if (values['ref-env'] !== undefined) {
+  const eq = values['ref-env'].indexOf('=');
+  refEnv[values['ref-env'].slice(0, eq)] = values['ref-env'].slice(eq + 1);
+}
 let port = 22120;
 for (const [name, root, flags] of oxies) {
   port++;
@@ -92,7 +100,7 @@ for (const [name, root, flags] of oxies) {
   // Line-buffered, so that a window's GC lines arrive before its end.
   const c = start(
     ['stdbuf', '-oL', join(root, 'node_modules/.bin/oxy'), '-c', cfg],
-    { OXY_NODE_FLAGS: flags },
+    { OXY_NODE_FLAGS: flags, ...(name === 'oxy-ref' ? refEnv : {}) },
     'pipe',
   );
   const t: Target = { name, port, pid: c.pid as number, log: [] };

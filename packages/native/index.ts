@@ -38,6 +38,7 @@ export {
 } from './src/accept.ts';
 export { errnoName } from './src/errno.ts';
 export { isNativeError, NativeError } from './src/errors.ts';
+export * as h1 from './src/h1.ts';
 export * as netns from './src/netns.ts';
 export type { FdChannel, FdMessage, SocketPairType } from './src/pass-fd.ts';
 export * as passFd from './src/pass-fd.ts';

@@ -141,6 +141,65 @@ export interface Addon {
   ): number | [number, number];
   udpControl(h: UdpHandle, op: number, flag: boolean): void;
   udpStats(h: UdpHandle): number[];
+  h1Engine(settings: number[], cb: (events: H1RawEvent[]) => void): H1EngineHandle;
+  h1Serve(engine: H1EngineHandle, fd: number, id: number, bytes: Buffer | null): boolean;
+  h1Adopt(engine: H1EngineHandle, id: number, fd: number, upstream: string): boolean;
+  h1Answer(engine: H1EngineHandle, id: number, bytes: Buffer, close: boolean): void;
+  h1Drop(engine: H1EngineHandle, id: number): void;
+  h1Busy(engine: H1EngineHandle, id: number): boolean;
+  h1Control(engine: H1EngineHandle, op: number, flag: boolean): void;
+  h1ParseRequest(buf: Buffer, max: number): number | H1ParsedRequest;
+  h1ParseResponse(buf: Buffer, max: number, bodiless: boolean, close: boolean): number | H1ParsedResponse;
+  h1Chunks(buf: Buffer): number | [number, number, number];
+}
+
+/** An opaque native HTTP/1.1 engine (src/h1.c). */
+export type H1EngineHandle = { readonly __h1Engine: unique symbol };
+
+/**
+ * One event of the native HTTP/1.1 engine (src/h1-js.c): [type, id, kind, status, responded,
+ * reused, bodyUnread, bytesUp, bytesDown, msTotal, msConnect, msHead, method, host, port,
+ * upstream, bytes].
+ */
+export type H1RawEvent = [
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  string,
+  string,
+  number,
+  string,
+  Buffer | null,
+];
+
+/** A request head as the native parser read it (a test surface). */
+export interface H1ParsedRequest {
+  headLength: number;
+  method: string;
+  host: string;
+  port: number;
+  keepAlive: number;
+  contentLength: number;
+  rewritten: string;
+}
+
+/** A response head as the native parser read it (a test surface). */
+export interface H1ParsedResponse {
+  headLength: number;
+  status: number;
+  keepAlive: number;
+  chunked: number;
+  contentLength: number;
+  rewritten: string;
 }
 
 /** An opaque UDP socket handle owned by the addon (src/udp.c). */

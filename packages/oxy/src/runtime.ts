@@ -45,8 +45,21 @@ export class Runtime {
   readonly interception: Interception | null;
   /** Live ingress connections. */
   readonly connections = new Set<IngressConnection>();
+  #draining = false;
+  readonly #onDraining: (() => void)[] = [];
   /** Set by `drain()`: later responses carry `Connection: close`. */
-  draining = false;
+  get draining(): boolean {
+    return this.#draining;
+  }
+  set draining(on: boolean) {
+    const starts = on && !this.#draining;
+    this.#draining = on;
+    if (starts) for (const fn of this.#onDraining) fn();
+  }
+  /** Calls `fn` when draining starts: for engines that cannot read the flag (the addon's). */
+  onDraining(fn: () => void): void {
+    this.#onDraining.push(fn);
+  }
   #upstreamTrust: UpstreamTrust | null = null;
   #tcpUpgrade: Promise<TcpUpgrade> | null = null;
 

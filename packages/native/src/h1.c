@@ -1,0 +1,568 @@
+/*
+ * The native HTTP/1.1 forward engine, client side (h1-up.c has the upstream side): serves the
+ * common subset of forwarded HTTP/1.1 requests of a plain TCP client connection on the JS thread, driven by uv_poll (as udp.c): no reactor
+ * thread, no cross-thread wake-up. Per request it parses the head (h1-parse.c), rewrites it as
+ * the JS engine does, sends it on a keep-alive upstream connection from its own pool, parses the
+ * response head and relays the body in its framing, with backpressure both ways (the upstream
+ * is read only once what went to the client was written; the client only while its bytes have
+ * somewhere to go). JS is called once per loop turn (uv_check) with the batch of what happened
+ * (h1-js.c): a request that needs a new upstream connection (JS runs the egress pipeline and
+ * connects), finished requests (JS writes the metrics, the request-end hook and the audit
+ * h1_record), failures (JS answers them as the JS engine would), hand-backs and closes.
+ *
+ * Ordering rules: one request at a time per connection, responses in order; a request is
+ * handed back to JS (with the connection, for good) only before anything of it was acted on;
+ * a failure before the response head left is answered by JS (the connection waits in
+ * ST_ANSWER), after it the client connection is cut. The client descriptor stays the JS
+ * socket's (Node stops polling it while the engine does): the socket closes it when told the
+ * connection ended, and tells the engine to stop (h1_drop) before it closes it otherwise.
+ */
+#define _GNU_SOURCE
+#include "h1.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+
+
+
+uint64_t h1_now(void) { return uv_hrtime() / 1000000; }
+
+static double ms_since(uint64_t t_ns, uint64_t now_ns) { return t_ns == 0 ? -1 : (double)(now_ns - t_ns) / 1e6; }
+
+/* ---- events to JS ---- */
+
+void h1_push(h1_engine_t *e, h1_event_t *ev) {
+  ev->next = NULL;
+  if (e->ev_tail) e->ev_tail->next = ev;
+  else e->ev_head = ev;
+  e->ev_tail = ev;
+}
+
+h1_event_t *h1_event_new(h1_conn_t *c, int type) {
+  h1_event_t *ev = calloc(1, sizeof *ev);
+  if (!ev) return NULL;
+  ev->type = type;
+  ev->id = c->id;
+  return ev;
+}
+
+/* The request's record (EV_DONE or EV_FAIL), its figures as they stand. */
+void h1_record(h1_conn_t *c, int type, int kind) {
+  h1_event_t *ev = h1_event_new(c, type);
+  if (!ev) return;
+  uint64_t now = uv_hrtime();
+  ev->kind = kind;
+  /* EV_FAIL: whether the answer must close the connection (the JS engine's closeAfter) */
+  ev->status = type == EV_FAIL ? c->close_after : c->status;
+  ev->responded = c->head_parsed;
+  ev->reused = c->reused;
+  ev->body_unread = c->body_left > 0;
+  ev->bytes_up = c->bytes_up;
+  ev->bytes_down = c->bytes_down;
+  ev->t_total = ms_since(c->t_start, now);
+  ev->t_connect = ms_since(c->t_connect, now);
+  ev->t_head = ms_since(c->t_head, now);
+  memcpy(ev->method, c->method, sizeof ev->method);
+  memcpy(ev->host, c->req.host, sizeof ev->host);
+  ev->port = c->req.port;
+  if (c->up) memcpy(ev->upstream, c->up->upstream, sizeof ev->upstream);
+  h1_push(c->e, ev);
+}
+
+static void conn_closed(uv_handle_t *h);
+
+/* ---- polling ---- */
+
+static void on_client(uv_poll_t *h, int status, int events);
+
+void h1_client_poll(h1_conn_t *c) {
+  if (c->closing) return;
+  int ev = 0;
+  bool room = c->in_len < c->in_cap;
+  if (!c->client_eof && room) ev |= UV_READABLE;
+  /* while a request body goes up, the client is read only as fast as the upstream takes it */
+  if (c->state == ST_UP && c->body_left > 0 && h1_buf_pending(&c->up_out) >= UP_OUT_HIGH) ev &= ~UV_READABLE;
+  if (h1_buf_pending(&c->out) > 0) ev |= UV_WRITABLE;
+  if (ev == c->events) return;
+  c->events = ev;
+  if (ev) uv_poll_start(&c->poll, ev, on_client);
+  else uv_poll_stop(&c->poll);
+}
+
+
+/* ---- upstream connections ---- */
+
+
+
+
+/* ---- the client connection ---- */
+
+static void try_head(h1_conn_t *c);
+
+static void conn_unlink(h1_conn_t *c) {
+  h1_engine_t *e = c->e;
+  if (c->prev) c->prev->next = c->next;
+  else if (e->conns == c) e->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->next = c->prev = NULL;
+}
+
+/* Stops driving the client: the poll, the duplicate descriptor, the upstream in use. */
+static void conn_stop(h1_conn_t *c) {
+  if (c->closing) return;
+  c->closing = true;
+  c->state = ST_GONE;
+  if (c->up) h1_up_close(c->up);
+  conn_unlink(c);
+  /* the descriptor is the JS socket's: it closes it (after this poll left the loop's set) */
+  uv_poll_stop(&c->poll);
+  c->e->handles++;
+  uv_close((uv_handle_t *)&c->poll, conn_closed);
+}
+
+/* Ends the connection; `tell`: JS destroys its socket (EV_CLOSED). */
+void h1_conn_close(h1_conn_t *c, bool tell) {
+  if (c->closing) return;
+  h1_engine_t *e = c->e;
+  int id = c->id;
+  double rx = c->rx, tx = c->tx;
+  conn_stop(c);
+  if (!tell) return;
+  h1_event_t *ev = calloc(1, sizeof *ev);
+  if (!ev) return;
+  ev->type = EV_CLOSED;
+  ev->id = id;
+  ev->bytes_up = rx;
+  ev->bytes_down = tx;
+  h1_push(e, ev);
+}
+
+/* The connection goes back to JS with what was read and not acted on (EV_HANDBACK or EV_EXPIRE). */
+static void hand_back(h1_conn_t *c, int type, int phase) {
+  h1_event_t *ev = h1_event_new(c, type);
+  if (!ev) {
+    h1_conn_close(c, true);
+    return;
+  }
+  ev->kind = type == EV_HANDBACK ? c->served : phase;
+  ev->bytes_up = c->rx;
+  ev->bytes_down = c->tx;
+  if (c->in_len > 0) {
+    ev->bytes = malloc(c->in_len);
+    if (ev->bytes) {
+      memcpy(ev->bytes, c->in, c->in_len);
+      ev->nbytes = c->in_len;
+    }
+  }
+  conn_stop(c);
+  h1_push(c->e, ev);
+}
+
+h1_conn_t *h1_conn_find(h1_engine_t *e, int id) {
+  for (h1_conn_t *c = e->conns; c; c = c->next)
+    if (c->id == id) return c;
+  return NULL;
+}
+
+h1_conn_t *h1_conn_start(h1_engine_t *e, int fd, int id, const char *bytes, size_t n) {
+  h1_conn_t *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->in_cap = e->max_header + READ_SIZE;
+  c->in = malloc(c->in_cap);
+  if (!c->in || n > c->in_cap || uv_poll_init_socket(e->loop, &c->poll, fd) != 0) {
+    free(c->in);
+    free(c);
+    return NULL;
+  }
+  c->poll.data = c;
+  c->e = e;
+  c->fd = fd;
+  c->id = id;
+  c->state = ST_SILENT;
+  c->since = h1_now();
+  c->events = -1;
+  c->next = e->conns;
+  if (e->conns) e->conns->prev = c;
+  e->conns = c;
+  if (n > 0) {
+    memcpy(c->in, bytes, n);
+    c->in_len = n;
+    try_head(c);
+  }
+  if (!c->closing) h1_client_poll(c);
+  return c;
+}
+
+void h1_engine_maybe_free(h1_engine_t *e) {
+  if (e->finalized && e->closed && e->handles == 0) {
+    free(e->scratch);
+    free(e);
+  }
+}
+
+static void conn_closed(uv_handle_t *h) {
+  h1_conn_t *c = h->data;
+  h1_engine_t *e = c->e;
+  free(c->in);
+  free(c->up_out.data);
+  free(c->out.data);
+  free(c->rhead);
+  free(c);
+  e->handles--;
+  h1_engine_maybe_free(e);
+}
+
+
+void h1_engine_release(h1_engine_t *e) {
+  e->finalized = true;
+  h1_engine_maybe_free(e);
+}
+
+void h1_handle_closed(uv_handle_t *h) {
+  /* engine handles (check, sweep): counted the same way */
+  h1_engine_t *e = h->data;
+  e->handles--;
+  h1_engine_maybe_free(e);
+}
+
+/* ---- requests ---- */
+
+static void format_key(char *key, size_t cap, const char *host, int port) {
+  if (strchr(host, ':')) snprintf(key, cap, "[%s]:%d", host, port);
+  else snprintf(key, cap, "%s:%d", host, port);
+}
+
+/* Takes the head at the start of `in` (parsed into c->req): rewrites it, takes the body bytes
+ * that came with it, and sends it on an idle upstream connection, or asks JS for one. */
+static void start_request(h1_conn_t *c) {
+  h1_req_t *r = &c->req;
+  size_t cap = r->head_len + 320;
+  c->up_out.off = c->up_out.len = 0;
+  if (c->up_out.cap < cap) {
+    char *d = realloc(c->up_out.data, cap);
+    if (!d) {
+      h1_conn_close(c, true);
+      return;
+    }
+    c->up_out.data = d;
+    c->up_out.cap = cap;
+  }
+  size_t n = h1_rewrite_request(c->in, r, c->up_out.data, c->up_out.cap);
+  if (n == 0) {
+    hand_back(c, EV_HANDBACK, 0);
+    return;
+  }
+  c->up_out.len = n;
+  c->req_len = n;
+  memcpy(c->method, c->in, r->method_len);
+  c->method[r->method_len] = 0;
+  format_key(c->key, sizeof c->key, r->host, r->port);
+  /* the head is acted on from here: consume it, and the body bytes that came with it */
+  size_t used = r->head_len;
+  c->body_left = r->content_length > 0 ? r->content_length : 0;
+  size_t body = c->in_len - used;
+  if ((int64_t)body > c->body_left) body = (size_t)c->body_left;
+  if (body > 0 && !h1_buf_add(&c->up_out, c->in + used, body)) {
+    h1_conn_close(c, true);
+    return;
+  }
+  c->body_left -= (int64_t)body;
+  c->bytes_up = (double)body;
+  used += body;
+  memmove(c->in, c->in + used, c->in_len - used);
+  c->in_len -= used;
+  c->served++;
+  c->t_start = uv_hrtime();
+  c->t_connect = c->t_head = 0;
+  c->status = 0;
+  c->bytes_down = 0;
+  c->reused = c->retried = c->sent = c->got_bytes = c->head_parsed = false;
+  c->close_after = !r->keep_alive || c->client_eof || c->e->draining;
+  c->rhead_len = 0;
+  c->framing = 0;
+  memset(&c->chunks, 0, sizeof c->chunks);
+  c->progress = h1_now();
+  h1_up_t *u = h1_up_take(c->e, c->key);
+  if (u) {
+    c->reused = true;
+    c->up = u;
+    u->conn = c;
+    c->t_connect = uv_hrtime();
+    c->state = ST_UP;
+    h1_send_request(c);
+    return;
+  }
+  c->state = ST_ROUTE;
+  h1_event_t *ev = h1_event_new(c, EV_ROUTE);
+  if (!ev) {
+    h1_conn_close(c, true);
+    return;
+  }
+  memcpy(ev->host, r->host, sizeof ev->host);
+  ev->port = r->port;
+  memcpy(ev->method, c->method, sizeof ev->method);
+  h1_push(c->e, ev);
+}
+
+/* Looks for a whole head in what was read: serves it, hands the connection back, or waits. */
+static void try_head(h1_conn_t *c) {
+  /* empty lines before a request line are ignored (RFC 9112 §2.2), and do not start a head */
+  if (c->state != ST_HEAD) {
+    size_t k = 0;
+    while (k + 1 < c->in_len && c->in[k] == '\r' && c->in[k + 1] == '\n') k += 2;
+    if (k > 0) {
+      memmove(c->in, c->in + k, c->in_len - k);
+      c->in_len -= k;
+    }
+    if (c->in_len == 1 && c->in[0] == '\r') return;
+  }
+  if (c->in_len == 0) return;
+  int r = h1_parse_request(c->in, c->in_len, c->e->max_header, &c->req);
+  if (r == H1_INCOMPLETE) {
+    if (c->state != ST_HEAD) {
+      c->state = ST_HEAD;
+      c->since = h1_now();
+    }
+    return;
+  }
+  if (r == H1_HANDBACK) {
+    hand_back(c, EV_HANDBACK, 0);
+    return;
+  }
+  start_request(c);
+}
+
+
+
+
+
+/* Flushes the client side; on a write error the client is gone (the exchange ends with it). */
+bool h1_flush_client(h1_conn_t *c) {
+  size_t before = h1_buf_pending(&c->out);
+  int err = h1_buf_flush(&c->out, c->fd);
+  c->tx += (double)(before - h1_buf_pending(&c->out));
+  if (err && err != EAGAIN) {
+    if (c->state == ST_UP) h1_record(c, EV_DONE, F_CLIENT_CLOSED);
+    h1_conn_close(c, true);
+    return false;
+  }
+  h1_client_poll(c);
+  if (c->up) h1_up_poll(c->up);
+  return true;
+}
+
+/* The response ended: the h1_record, the upstream back to the pool, the next request. */
+void h1_complete(h1_conn_t *c) {
+  if (c->encode && c->framing != 0 && !h1_buf_add(&c->out, "0\r\n\r\n", 5)) {
+    h1_conn_close(c, true);
+    return;
+  }
+  h1_record(c, EV_DONE, 0);
+  /* the response ended before the request body did: the rest is not read, the connection closes */
+  if (c->body_left > 0) c->close_after = true;
+  h1_up_t *u = c->up;
+  c->up = NULL;
+  if (u) {
+    if (c->upstream_reusable && c->sent) h1_up_release(c->e, u);
+    else h1_up_close(u);
+  }
+  c->state = ST_IDLE;
+  c->since = h1_now();
+  if (!h1_flush_client(c)) return;
+  if (c->close_after) {
+    if (h1_buf_pending(&c->out) == 0) {
+      shutdown(c->fd, SHUT_WR);
+      h1_conn_close(c, true);
+    }
+    /* else closed once flushed (on_client) */
+    return;
+  }
+  try_head(c);
+  if (!c->closing) h1_client_poll(c);
+}
+
+
+
+
+/* The request fails: before the response head, JS answers it (the connection waits in
+ * ST_ANSWER); after it, the client connection is cut. */
+void h1_fail(h1_conn_t *c, int kind) {
+  if (c->state != ST_UP && c->state != ST_ROUTE) return;
+  h1_record(c, EV_FAIL, kind);
+  if (c->up) h1_up_close(c->up);
+  if (c->head_parsed) {
+    h1_conn_close(c, true);
+    return;
+  }
+  c->state = ST_ANSWER;
+  h1_client_poll(c);
+}
+
+void h1_answer(h1_conn_t *c, const char *bytes, size_t n, bool close) {
+  if (c->state != ST_ANSWER && c->state != ST_ROUTE) return;
+  if (!h1_buf_add(&c->out, bytes, n)) {
+    h1_conn_close(c, true);
+    return;
+  }
+  c->close_after = c->close_after || close || c->body_left > 0;
+  c->state = ST_IDLE;
+  c->since = h1_now();
+  if (!h1_flush_client(c)) return;
+  if (c->close_after) {
+    if (h1_buf_pending(&c->out) == 0) {
+      shutdown(c->fd, SHUT_WR);
+      h1_conn_close(c, true);
+    }
+    return;
+  }
+  try_head(c);
+  if (!c->closing) h1_client_poll(c);
+}
+
+
+
+static void client_gone(h1_conn_t *c) {
+  if (c->state == ST_UP || c->state == ST_ROUTE) h1_record(c, EV_DONE, F_CLIENT_CLOSED);
+  h1_conn_close(c, true);
+}
+
+static void on_client(uv_poll_t *h, int status, int events) {
+  h1_conn_t *c = h->data;
+  if (c->closing) return;
+  if (status < 0) {
+    client_gone(c);
+    return;
+  }
+  if (events & UV_WRITABLE) {
+    if (!h1_flush_client(c)) return;
+    if (c->close_after && c->state == ST_IDLE && h1_buf_pending(&c->out) == 0) {
+      shutdown(c->fd, SHUT_WR);
+      h1_conn_close(c, true);
+      return;
+    }
+  }
+  if (!(events & UV_READABLE) || c->in_len >= c->in_cap) return;
+  ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n < 0) {
+    client_gone(c);
+    return;
+  }
+  if (n == 0) {
+    c->client_eof = true;
+    switch (c->state) {
+    case ST_SILENT:
+    case ST_IDLE:
+      if (c->in_len == 0 && h1_buf_pending(&c->out) == 0) {
+        shutdown(c->fd, SHUT_WR);
+        h1_conn_close(c, true);
+        return;
+      }
+      break;
+    case ST_HEAD:
+      hand_back(c, EV_HANDBACK, 0); /* JS reads the EOF itself and answers the cut head */
+      return;
+    case ST_UP:
+    case ST_ROUTE:
+      c->close_after = true;
+      if (c->body_left > 0) {
+        h1_fail(c, F_BODY_CUT);
+        return;
+      }
+      break;
+    default:
+      c->close_after = true;
+    }
+    h1_client_poll(c);
+    return;
+  }
+  c->in_len += (size_t)n;
+  c->rx += (double)n;
+  switch (c->state) {
+  case ST_SILENT:
+  case ST_HEAD:
+  case ST_IDLE:
+    try_head(c);
+    break;
+  case ST_UP:
+    if (c->body_left > 0) h1_move_body(c);
+    break;
+  default:
+    break;
+  }
+  if (!c->closing) h1_client_poll(c);
+}
+
+void h1_sweep(h1_engine_t *e) {
+  uint64_t now = h1_now();
+  h1_conn_t *next;
+  for (h1_conn_t *c = e->conns; c; c = next) {
+    next = c->next;
+    switch (c->state) {
+    case ST_SILENT:
+    case ST_HEAD:
+      if (e->header_timeout > 0 && now - c->since >= e->header_timeout)
+        hand_back(c, EV_EXPIRE, c->state == ST_HEAD ? 3 : 1);
+      break;
+    case ST_IDLE:
+      if (e->idle_timeout > 0 && now - c->since >= e->idle_timeout && h1_buf_pending(&c->out) == 0) h1_conn_close(c, true);
+      break;
+    case ST_UP:
+      if (e->response_timeout > 0 && c->sent && !c->head_parsed && now - c->t_sent >= e->response_timeout)
+        h1_fail(c, F_TIMEOUT);
+      else if (e->response_timeout > 0 && c->head_parsed && now >= c->stall_check_at) {
+        /* as the JS engine's stall check: cut once a whole period passed without a byte */
+        if (c->bytes_down != c->bytes_at_check) {
+          c->bytes_at_check = c->bytes_down;
+          c->stall_check_at = now + e->response_timeout;
+        } else {
+          h1_fail(c, F_TIMEOUT);
+        }
+      }
+      else if (e->body_timeout > 0 && c->body_left > 0 && now - c->progress_up >= e->body_timeout)
+        h1_fail(c, F_BODY_TIMEOUT);
+      break;
+    default:
+      break;
+    }
+  }
+  h1_up_t *un;
+  for (h1_up_t *u = e->idle; u; u = un) {
+    un = u->next;
+    if (e->pool_idle_timeout > 0 && now - u->idle_since >= e->pool_idle_timeout) h1_up_close(u);
+  }
+}
+
+void h1_drop(h1_conn_t *c) {
+  if (c->state == ST_UP || c->state == ST_ROUTE) h1_record(c, EV_DONE, F_CLIENT_CLOSED);
+  h1_conn_close(c, false);
+}
+
+bool h1_busy(h1_conn_t *c) {
+  return (c->state != ST_IDLE && c->state != ST_SILENT && c->state != ST_HEAD) || h1_buf_pending(&c->out) > 0;
+}
+
+void h1_drain(h1_engine_t *e) {
+  e->draining = true;
+  /* responses whose head has not left yet say Connection: close; idle connections are the
+   * drain loop's to end (as for the JS on-ramp) */
+  for (h1_conn_t *c = e->conns; c; c = c->next)
+    if ((c->state == ST_ROUTE || c->state == ST_UP || c->state == ST_ANSWER) && !c->head_parsed) c->close_after = true;
+}
+
+void h1_engine_close(h1_engine_t *e) {
+  if (e->closed) return;
+  e->closed = true;
+  while (e->idle) h1_up_close(e->idle);
+  uv_timer_stop(&e->sweep);
+  uv_check_stop(&e->check);
+  e->handles += 2;
+  uv_close((uv_handle_t *)&e->sweep, h1_handle_closed);
+  uv_close((uv_handle_t *)&e->check, h1_handle_closed);
+}
+

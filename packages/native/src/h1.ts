@@ -1,0 +1,116 @@
+/**
+ * The JS half of the native HTTP/1.1 forward engine (src/h1.c, h1-parse.c, h1-js.c): the
+ * common subset of forwarded HTTP/1.1 requests parsed, rewritten and relayed in C on the JS
+ * thread, with JS called once per loop turn for the policy (`packages/oxy`,
+ * `onramps/http1/native-engine.ts`, says what it decides). These are thin typed wrappers; the
+ * engine's contract is in src/h1-js.c.
+ */
+import {
+  addon,
+  type H1EngineHandle,
+  type H1ParsedRequest,
+  type H1ParsedResponse,
+  type H1RawEvent,
+} from './addon.ts';
+
+export type { H1EngineHandle, H1ParsedRequest, H1ParsedResponse, H1RawEvent };
+
+/** Event types (`H1RawEvent[0]`). */
+export const H1_EVENT = { route: 1, done: 2, fail: 3, handBack: 4, closed: 5, expire: 6 } as const;
+/** Failure kinds (`H1RawEvent[2]` of a `fail` or `done` event). */
+export const H1_FAIL = {
+  closed: 1,
+  timeout: 2,
+  badResponse: 3,
+  bodyTimeout: 4,
+  clientClosed: 5,
+  bodyCut: 6,
+} as const;
+/** Parser results besides a head: more bytes needed, left to the JS engine, malformed response. */
+export const H1_PARSE = { incomplete: 0, handBack: -1, bad: -2 } as const;
+
+/** The engine's settings, in milliseconds and bytes. */
+export interface H1EngineSettings {
+  readonly maxHeaderSize: number;
+  readonly maxResponseHeaderSize: number;
+  readonly headerTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly responseTimeoutMs: number;
+  readonly bodyTimeoutMs: number;
+  readonly poolIdleTimeoutMs: number;
+  readonly poolMaxIdle: number;
+  readonly sweepMs: number;
+}
+
+/** Makes an engine on this thread's loop; `onEvents` gets each loop turn's batch. */
+export function h1Engine(s: H1EngineSettings, onEvents: (events: H1RawEvent[]) => void): H1EngineHandle {
+  return addon.h1Engine(
+    [
+      s.maxHeaderSize,
+      s.maxResponseHeaderSize,
+      s.headerTimeoutMs,
+      s.idleTimeoutMs,
+      s.responseTimeoutMs,
+      s.bodyTimeoutMs,
+      s.poolIdleTimeoutMs,
+      s.poolMaxIdle,
+      s.sweepMs,
+    ],
+    onEvents,
+  );
+}
+
+/** Gives the engine a duplicate of client socket `fd` with the bytes already read; false when it cannot take it. */
+export function h1Serve(e: H1EngineHandle, fd: number, id: number, bytes: Buffer | null): boolean {
+  return addon.h1Serve(e, fd, id, bytes);
+}
+
+/** The upstream connection (a duplicate of `fd` is taken) for the request of connection `id` waiting on a route. */
+export function h1Adopt(e: H1EngineHandle, id: number, fd: number, upstream: string): boolean {
+  return addon.h1Adopt(e, id, fd, upstream);
+}
+
+/** Writes JS's answer to a failed request of connection `id`; `close` ends the connection after it. */
+export function h1Answer(e: H1EngineHandle, id: number, bytes: Buffer, close: boolean): void {
+  addon.h1Answer(e, id, bytes, close);
+}
+
+/** Stops serving connection `id` at once (its JS socket went away); no event follows. */
+export function h1Drop(e: H1EngineHandle, id: number): void {
+  addon.h1Drop(e, id);
+}
+
+/** True while connection `id` has a request under way or a response still being written. */
+export function h1Busy(e: H1EngineHandle, id: number): boolean {
+  return addon.h1Busy(e, id);
+}
+
+/** Draining: responses whose head has not left say `Connection: close` (idle connections are the caller's to end). */
+export function h1Drain(e: H1EngineHandle): void {
+  addon.h1Control(e, 1, true);
+}
+
+/** Closes the engine (its idle upstream connections, its timers). */
+export function h1Close(e: H1EngineHandle): void {
+  addon.h1Control(e, 0, false);
+}
+
+/** The native request parser, for tests: a head, or an `H1_PARSE` code. */
+export function h1ParseRequest(buf: Buffer, max: number): number | H1ParsedRequest {
+  return addon.h1ParseRequest(buf, max);
+}
+
+/** The native response parser, for tests: a head (rewritten as relayed), or an `H1_PARSE` code. */
+export function h1ParseResponse(
+  buf: Buffer,
+  max: number,
+  bodiless: boolean,
+  close: boolean,
+): number | H1ParsedResponse {
+  return addon.h1ParseResponse(buf, max, bodiless, close);
+}
+
+/** The chunked-body tracker, for tests: [bytes of the body, done (1/0), data bytes], or -1. */
+export function h1Chunks(buf: Buffer): number | [number, number, number] {
+  return addon.h1Chunks(buf);
+}
