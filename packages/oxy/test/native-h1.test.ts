@@ -200,7 +200,11 @@ test('hand-back: CONNECT, HTTP/1.0, a chunked upload and a malformed head go to 
   const bad = await rawClient(native.proxy.address());
   await bad.write(`GET ${up.origin}/ HTTP/1.1\r\nBad Name: x\r\n\r\n`);
   assert.equal((await bad.response()).status, 400);
+  // A CONNECT as a connection's first request is read by the reactor thread (connect mode) and
+  // never reaches the engine; after a GET the engine holds the connection and hands it back.
   const tunnel = await rawClient(native.proxy.address());
+  await tunnel.write(up.get('/len?before-connect'));
+  await expectBody(tunnel, '/len?before-connect');
   await tunnel.write(`CONNECT ${up.authority} HTTP/1.1\r\nHost: ${up.authority}\r\n\r\n`);
   assert.equal((await tunnel.response({ head: true })).status, 200);
   tunnel.destroy();
