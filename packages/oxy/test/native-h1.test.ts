@@ -10,12 +10,10 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { closeSync } from 'node:fs';
 import net from 'node:net';
 import { after, test } from 'node:test';
-import { passFd } from 'native';
-import { serveHttp1Descriptor } from '../src/onramps/http1/lean.ts';
 import { nativeH1Stats } from '../src/onramps/http1/native-engine.ts';
+import { reactorConnectStats } from '../src/onramps/http1/reactor-connect.ts';
 import { captureTelemetry, hooksApp, startApp, startHttpUpstream, waitUntil } from '../src/testing/index.ts';
 import { expectBody, type RawResponse, rawClient, rawUpstream } from './fixtures/raw-http.ts';
 
@@ -267,41 +265,24 @@ test('audit records and metrics: the same for the same requests, engine on or of
   }
 });
 
-test('serveHttp1Descriptor: a descriptor and the bytes already read, served as a new connection', async () => {
-  // A connection accepted elsewhere: a throwaway server's, its descriptor duplicated (passed
-  // over a socket pair) so that nobody else owns the copy; the first bytes "already read".
-  const server = net.createServer({ pauseOnConnect: true });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
-  const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-  await once(client, 'connect');
-  const [theirs] = await accepted;
-  const [a, b] = passFd.socketPair('stream');
-  passFd.send(a, [(theirs as unknown as { _handle: { fd: number } })._handle.fd]);
-  const fd = passFd.receive(b)?.fds[0] as number;
-  closeSync(a);
-  closeSync(b);
-  theirs.destroy();
-  server.close();
-  // The endpoint, as the proxy's own connections have it.
-  const probe = await rawClient(native.proxy.address());
-  await probe.write(up.get('/len?probe'));
-  await expectBody(probe, '/len?probe');
-  const endpoint = [...native.proxy.runtime.connections][0]?.endpoint;
-  probe.destroy();
-  assert.ok(endpoint !== undefined);
+test('a connection the reactor thread accepted and handed back (adoptConnection) is served by the engine, the bytes it read first', async () => {
+  // The reactor reads a connection's first bytes looking for a CONNECT; a GET split across two
+  // writes is handed back with its first part, which the engine must serve before its own reads.
   const before = nativeH1Stats.served;
-  const request = Buffer.from(up.get('/len?descriptor'));
-  const ok = serveHttp1Descriptor(native.proxy.runtime, endpoint, fd, request.subarray(0, 10));
-  assert.equal(ok, true);
-  client.write(request.subarray(10));
+  const handedBefore = reactorConnectStats.handedBack;
+  const request = Buffer.from(up.get('/len?handed-back'));
+  const client = net.connect(native.proxy.address().port, '127.0.0.1');
+  await once(client, 'connect');
   let got = '';
   client.on('data', (d: Buffer) => {
     got += d.toString('latin1');
   });
-  await waitUntil(() => got.endsWith('/len?descriptor'), 'the response');
+  client.write(request.subarray(0, 10));
+  await new Promise((r) => setTimeout(r, 50));
+  client.write(request.subarray(10));
+  await waitUntil(() => got.endsWith('/len?handed-back'), 'the response');
   assert.match(got, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.equal(reactorConnectStats.handedBack - handedBefore, 1, 'the reactor handed it back');
   assert.equal(nativeH1Stats.served - before, 1, 'the native engine took it');
   client.destroy();
 });

@@ -25,14 +25,14 @@
  * `header_read_timeout` is closed; an idle keep-alive connection after `idle_timeout`.
  * Timeouts are checked by one sweep per endpoint, not a timer per connection.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { EndpointState, IngressConnection } from '../../context/state.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
 import type { HttpPool } from '../../offramps/http/pool.ts';
 import type { Runtime } from '../../runtime.ts';
 import { httpSettingsOf } from '../../settings.ts';
-import { acceptConnection, type SocketOnRamp } from '../ingress.ts';
+import type { SocketOnRamp } from '../ingress.ts';
 import { LeanConnection } from './connection.ts';
 import {
   BUSY,
@@ -70,8 +70,6 @@ export interface LeanOnRamp extends SocketOnRamp {
 
 /** Each endpoint's ramp, for {@link serveHttp1Stream}. */
 const ramps = new WeakMap<EndpointState, Ramp>();
-/** Each endpoint's on-ramp, for {@link serveHttp1Descriptor}. */
-const onRamps = new WeakMap<EndpointState, LeanOnRamp>();
 
 function startConnection(
   ramp: Ramp,
@@ -144,7 +142,6 @@ export function createLeanOnRamp(
       clearInterval(sweep);
       nativeH1?.close();
       if (ramps.get(endpoint) === ramp) ramps.delete(endpoint);
-      if (onRamps.get(endpoint) === onRamp) onRamps.delete(endpoint);
     },
     serve(socket: net.Socket, conn: IngressConnection): void {
       // HTTP/2 prior knowledge is looked for on cleartext sockets only (TLS chose by ALPN).
@@ -153,30 +150,7 @@ export function createLeanOnRamp(
       startConnection(ramp, socket, conn, NO_OPTIONS, sniff);
     },
   };
-  onRamps.set(endpoint, onRamp);
   return onRamp;
-}
-
-/**
- * Serves a plain TCP client connection of `endpoint` given as a descriptor and the bytes already
- * read from it (another accept path read them, e.g. the reactor thread's while it looked for a
- * CONNECT): the descriptor becomes a `net.Socket` (which owns it from now on) with `bytes`
- * unshifted, and goes through the ingress pipeline (hooks, metrics, `rt.connections`) to this
- * on-ramp as a connection accepted by the endpoint's own server would; the native engine takes
- * it where it applies. False (the descriptor untouched) when the endpoint has no HTTP on-ramp.
- */
-export function serveHttp1Descriptor(
-  rt: Runtime,
-  endpoint: EndpointState,
-  fd: number,
-  bytes: Buffer | null,
-): boolean {
-  const onRamp = onRamps.get(endpoint);
-  if (onRamp === undefined || ramps.get(endpoint)?.rt !== rt) return false;
-  const socket = new net.Socket({ fd, readable: true, writable: true });
-  if (bytes !== null && bytes.length > 0) socket.unshift(bytes);
-  acceptConnection(rt, endpoint, socket, onRamp);
-  return true;
 }
 
 /**
