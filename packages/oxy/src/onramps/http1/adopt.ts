@@ -35,7 +35,30 @@ type Accepted = net.Socket & {
   _server: net.Server;
 };
 
-const bytesRead = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'bytesRead') as PropertyDescriptor;
+/**
+ * Adds to `socket`'s `bytesRead` and `bytesWritten` what was read from and written to its
+ * descriptor outside Node (by the reactor thread before a hand-back, by the native HTTP/1.1
+ * engine while it served the connection), so that the connection's statistics (the close hook's
+ * `bytesIn` and `bytesOut`) count every byte once. Node's counters cannot be topped up while the
+ * socket has a handle; the sums stack with an earlier call's.
+ */
+export function countOutside(socket: net.Socket, bytesIn: number, bytesOut: number): void {
+  for (const [key, extra] of [
+    ['bytesRead', bytesIn],
+    ['bytesWritten', bytesOut],
+  ] as const) {
+    if (extra <= 0) continue;
+    const was = (Object.getOwnPropertyDescriptor(socket, key) ??
+      Object.getOwnPropertyDescriptor(net.Socket.prototype, key)) as PropertyDescriptor;
+    const get = was.get as (this: net.Socket) => number;
+    Object.defineProperty(socket, key, {
+      configurable: true,
+      get(this: net.Socket): number {
+        return get.call(this) + extra;
+      },
+    });
+  }
+}
 
 function nodeAddr(a: SocketAddr): { address: string; family: string; port: number } {
   return { address: a.host, family: net.isIPv6(a.host) ? 'IPv6' : 'IPv4', port: a.port };
@@ -67,13 +90,7 @@ export function adoptConnection(
   if (c.bytes !== null && c.bytes.length > 0) {
     socket.unshift(c.bytes);
     // They were read from the client: counted as the socket's (timeouts and statistics read it).
-    const extra = c.bytes.length;
-    Object.defineProperty(socket, 'bytesRead', {
-      configurable: true,
-      get(this: net.Socket): number {
-        return (bytesRead.get as (this: net.Socket) => number).call(this) + extra;
-      },
-    });
+    countOutside(socket, c.bytes.length, 0);
   }
   // As net.Server's own accept: counted (its close waits for it), then announced.
   s._connections++;

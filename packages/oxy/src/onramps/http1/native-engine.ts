@@ -46,6 +46,7 @@ import type { Runtime } from '../../runtime.ts';
 import { httpSettingsOf } from '../../settings.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
+import { countOutside } from './adopt.ts';
 import { answerClientError } from './server.ts';
 
 type H1 = Native['h1'];
@@ -221,6 +222,8 @@ export class NativeH1 {
           nativeH1Stats.handedBack++;
           this.#release(ev[1], served);
           restartReading(served.socket);
+          // What the addon read and wrote on the connection counts as the socket's.
+          countOutside(served.socket, ev[7], ev[8]);
           this.#handBack(served.socket, served.conn, ev[16], ev[2] === 0);
           break;
         case 5:
@@ -358,11 +361,7 @@ export class NativeH1 {
     return status;
   }
 
-  /**
-   * The connection leaves the addon. (A handed-back socket's counters do not include the bytes
-   * the addon read before it handed it back: Node's counters cannot be topped up while it has
-   * a handle.)
-   */
+  /** The connection leaves the addon. */
   #release(id: number, served: Served): void {
     this.#served.delete(id);
     restore(served.socket);
