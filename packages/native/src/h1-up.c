@@ -145,8 +145,11 @@ void h1_flush_up(h1_conn_t *c) {
   if (!u) return;
   int err = h1_buf_flush(&c->up_out, u->fd);
   if (err && err != EAGAIN) {
-    h1_fail(c, F_CLOSED);
-    return;
+    /* An origin may answer an upload early and close (its kernel then resets): the rest of the
+     * body is dropped and the answer already received is still read and relayed, as the JS
+     * engine does; none is a 502 when the upstream's end is read. Never reused. */
+    c->up_write_failed = true;
+    c->up_out.off = c->up_out.len = 0;
   }
   if (!c->sent && h1_buf_pending(&c->up_out) == 0 && c->body_left == 0) {
     c->sent = true;
@@ -307,7 +310,7 @@ void h1_move_body(h1_conn_t *c) {
     if ((int64_t)take > c->body_left) take = (size_t)c->body_left;
     if (take > room) take = room;
     if (take > 0) {
-      if (!h1_buf_add(&c->up_out, c->in, take)) {
+      if (!c->up_write_failed && !h1_buf_add(&c->up_out, c->in, take)) {
         h1_conn_close(c, true);
         return;
       }
@@ -339,6 +342,7 @@ static void upstream_gone(h1_conn_t *c, bool eof) {
     c->retried = true;
     c->reused = false;
     c->sent = false;
+    c->up_write_failed = false;
     c->t_connect = 0;
     c->up_out.off = 0;
     c->up_out.len = c->req_len;
@@ -357,6 +361,38 @@ static void upstream_gone(h1_conn_t *c, bool eof) {
   h1_fail(c, F_CLOSED);
 }
 
+/* One read of the upstream's answer: false once the exchange ended or failed (nothing more to
+ * do in this callback), or when nothing is to be read now. `*more` is set when a read got bytes. */
+static bool up_read(h1_conn_t *c, h1_up_t *u, bool *more) {
+  *more = false;
+  if (!c->head_parsed) {
+    size_t cap = c->e->max_response_header + READ_SIZE;
+    if (!c->rhead) c->rhead = malloc(cap);
+    if (!c->rhead) {
+      h1_conn_close(c, true);
+      return false;
+    }
+    ssize_t n = recv(u->fd, c->rhead + c->rhead_len, cap - c->rhead_len, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+    if (n <= 0) {
+      upstream_gone(c, n == 0);
+      return false;
+    }
+    c->got_bytes = true;
+    c->rhead_len += (size_t)n;
+    *more = true;
+    return on_head(c);
+  }
+  ssize_t n = recv(u->fd, c->e->scratch, READ_SIZE, MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+  if (n <= 0) {
+    upstream_gone(c, n == 0);
+    return false;
+  }
+  *more = true;
+  return relay(c, c->e->scratch, (size_t)n);
+}
+
 void h1_on_up(uv_poll_t *h, int status, int events) {
   h1_up_t *u = h->data;
   h1_conn_t *c = u->conn;
@@ -367,8 +403,14 @@ void h1_on_up(uv_poll_t *h, int status, int events) {
     if (status < 0 || n >= 0 || (errno != EAGAIN && errno != EINTR)) h1_up_close(u);
     return;
   }
+  bool more;
   if (status < 0) {
-    upstream_gone(c, false);
+    /* An error (a reset, libuv stopped the poll): what arrived before it is still read (an early
+     * answer to an upload), a bounded amount, then the end is the read's error or end of file. */
+    for (int i = 0; i < 256; i++)
+      if (!up_read(c, u, &more) || !more || c->up != u || u->closing || c->state != ST_UP) break;
+    if (c->up == u && !u->closing && c->state == ST_UP) upstream_gone(c, false);
+    else if (!c->closing && c->state == ST_UP) h1_flush_client(c);
     return;
   }
   if (events & UV_WRITABLE) {
@@ -377,31 +419,7 @@ void h1_on_up(uv_poll_t *h, int status, int events) {
     if (c->up != u || u->closing) return;
   }
   if (!(events & UV_READABLE)) return;
-  if (!c->head_parsed) {
-    size_t cap = c->e->max_response_header + READ_SIZE;
-    if (!c->rhead) c->rhead = malloc(cap);
-    if (!c->rhead) {
-      h1_conn_close(c, true);
-      return;
-    }
-    ssize_t n = recv(u->fd, c->rhead + c->rhead_len, cap - c->rhead_len, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    if (n <= 0) {
-      upstream_gone(c, n == 0);
-      return;
-    }
-    c->got_bytes = true;
-    c->rhead_len += (size_t)n;
-    if (!on_head(c)) return;
-  } else {
-    if (h1_buf_pending(&c->out) > 0) return;
-    ssize_t n = recv(u->fd, c->e->scratch, READ_SIZE, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    if (n <= 0) {
-      upstream_gone(c, n == 0);
-      return;
-    }
-    if (!relay(c, c->e->scratch, (size_t)n)) return;
-  }
+  if (c->head_parsed && h1_buf_pending(&c->out) > 0) return;
+  if (!up_read(c, u, &more)) return;
   if (!c->closing && c->state == ST_UP) h1_flush_client(c);
 }

@@ -282,6 +282,7 @@ static void start_request(h1_conn_t *c) {
   c->status = 0;
   c->bytes_down = 0;
   c->reused = c->retried = c->sent = c->got_bytes = c->head_parsed = false;
+  c->up_write_failed = false;
   c->close_after = !r->keep_alive || c->client_eof || c->e->draining;
   c->rhead_len = 0;
   c->framing = 0;
@@ -368,7 +369,7 @@ void h1_complete(h1_conn_t *c) {
   h1_up_t *u = c->up;
   c->up = NULL;
   if (u) {
-    if (c->upstream_reusable && c->sent) h1_up_release(c->e, u);
+    if (c->upstream_reusable && c->sent && !c->up_write_failed) h1_up_release(c->e, u);
     else h1_up_close(u);
   }
   c->state = ST_IDLE;

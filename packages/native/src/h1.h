@@ -167,6 +167,7 @@ struct h1_conn {
   size_t req_len; /* the rewritten head, kept in up_out for a retry */
   h1_up_t *up;
   bool reused, retried, sent, got_bytes, head_parsed, encode, upstream_reusable;
+  bool up_write_failed; /* a body write failed: the rest is dropped, the answer still read */
   int64_t body_left; /* request body bytes still to come from the client */
   h1_buf_t up_out;   /* to the upstream */
   h1_buf_t out;      /* to the client */
