@@ -76,17 +76,17 @@ export type WholeTunnelResult =
   | { readonly ok: false; readonly error: Error };
 
 /**
- * Runs the whole tunnel to `ip`:`route.port` on the addon's thread until it ends. `onConnected`
- * fires once the upstream connected (the head is on its way), or just before the end of a
- * tunnel that ended within 50 ms of its connect. Never rejects.
+ * Runs the whole tunnel to `ip`:`route.port` on the addon's thread until it ends. `request`'s
+ * status becomes 200 once the upstream connected (the head is on its way), or just before the
+ * end of a tunnel that ended within 50 ms of its connect. Never rejects.
  */
-export async function connectWholeTunnel(
+export function connectWholeTunnel(
   rt: Runtime,
   eg: EgressState,
   ip: string,
   port: number,
   client: SpliceableClient,
-  onConnected: () => void,
+  request: { status: number },
 ): Promise<WholeTunnelResult> {
   const source = rt.settings.egress.source_addr;
   const timeoutMs = rt.settings.egress.connect_timeout;
@@ -100,19 +100,25 @@ export async function connectWholeTunnel(
   };
   const connected = (connectMs: number): void => {
     connectObserved(performance.now() - connectMs);
-    onConnected();
+    request.status = 200;
   };
   const options = eg.ingress.endpoint.stream;
-  const r =
-    client.raw !== undefined
-      ? await rawTunnel(client.raw, target, options, connected)
-      : client.reactor !== undefined
-        ? await client.reactor.connect(target, options, connected)
-        : await spliceConnect(client.socket as Duplex, target, options, connected);
-  if (r.connectError !== null) {
+  let p: Promise<SpliceConnectResult>;
+  try {
+    p =
+      client.raw !== undefined
+        ? rawTunnel(client.raw, target, options, connected)
+        : client.reactor !== undefined
+          ? client.reactor.connect(target, options, connected)
+          : spliceConnect(client.socket as Duplex, target, options, connected);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  // One continuation, no async frame: a short tunnel's garbage is mostly its promises.
+  return p.then((r): WholeTunnelResult => {
+    if (r.connectError === null) return { ok: true, result: r };
     const error = connectFailure(ip, port, r.connectError, timeoutMs);
     connectFailed(error.code);
     return { ok: false, error };
-  }
-  return { ok: true, result: r };
+  });
 }

@@ -60,24 +60,34 @@ export function serveConnect(
   });
 }
 
-async function tunnel(rt: Runtime, request: RequestState, ex: ConnectExchange): Promise<void> {
+function tunnel(rt: Runtime, request: RequestState, ex: ConnectExchange): Promise<void> {
   const ingress = new ConnectIngress(rt, request, ex);
   const connectHook = rt.hooks.proxyConnectRequest;
-  if (connectHook !== null) {
-    let d: ConnectDirective;
-    try {
-      d = await connectHook(ex.head, request);
-    } catch (e) {
-      const err = rt.hookFailed('HttpRequestHook.handleProxyConnectRequest', e);
-      refuseStream(rt, request, ingress, httpStatusFor(err), clientReason(err), err.code);
-      return;
-    }
-    request.decisions.push(`connect:${d?.kind ?? 'allow'}`);
-    if (d !== undefined && d.kind === 'block') {
-      request.error = d.reason;
-      refuseStream(rt, request, ingress, d.status, d.reason, 'blocked');
-      return;
-    }
+  // No hook: straight to the runner, without an async frame of its own.
+  if (connectHook === null) return runStream(rt, request, ingress);
+  return hooked(rt, request, ex, ingress, connectHook);
+}
+
+async function hooked(
+  rt: Runtime,
+  request: RequestState,
+  ex: ConnectExchange,
+  ingress: ConnectIngress,
+  connectHook: NonNullable<Runtime['hooks']['proxyConnectRequest']>,
+): Promise<void> {
+  let d: ConnectDirective;
+  try {
+    d = await connectHook(ex.head, request);
+  } catch (e) {
+    const err = rt.hookFailed('HttpRequestHook.handleProxyConnectRequest', e);
+    refuseStream(rt, request, ingress, httpStatusFor(err), clientReason(err), err.code);
+    return;
+  }
+  request.decisions.push(`connect:${d?.kind ?? 'allow'}`);
+  if (d !== undefined && d.kind === 'block') {
+    request.error = d.reason;
+    refuseStream(rt, request, ingress, d.status, d.reason, 'blocked');
+    return;
   }
   return runStream(rt, request, ingress);
 }
@@ -93,7 +103,12 @@ class ConnectIngress implements StreamIngress {
     this.#rt = rt;
     this.#request = request;
     this.#ex = ex;
-    this.spliceable = ex.spliceable === undefined ? undefined : () => ex.spliceable?.() ?? null;
+    // A method of this class, not a closure per tunnel; undefined when the exchange has none.
+    this.spliceable = ex.spliceable === undefined ? undefined : this.#spliceable;
+  }
+
+  #spliceable(this: ConnectIngress): SpliceableClient | null {
+    return this.#ex.spliceable?.() ?? null;
   }
 
   get closed(): boolean {

@@ -100,6 +100,25 @@ export function takeConnectAccept(
   );
 }
 
+/**
+ * CONNECT authorities already parsed (`parseAuthority`'s answer, null included), so a client that
+ * opens tunnels to the same few targets does not slice, test and lower-case the text each time.
+ * Bounded: emptied when full. Each tunnel still gets its own target object.
+ */
+const authorities = new Map<string, { readonly host: string; readonly port: number } | null>();
+const MAX_AUTHORITIES = 1024;
+
+/** `parseAuthority(text)` through {@link authorities}: a new object each call. */
+function targetOf(text: string): SocketAddr | null {
+  let t = authorities.get(text);
+  if (t === undefined) {
+    t = parseAuthority(text);
+    if (authorities.size >= MAX_AUTHORITIES) authorities.clear();
+    authorities.set(text, t === null ? null : { host: t.host, port: t.port });
+  }
+  return t === null ? null : { host: t.host, port: t.port };
+}
+
 /** The head being parsed (the parser's receiver is shared: parsing is synchronous). */
 let parsed: ParsedHead | null = null;
 const CAPTURE: RequestEvents = {
@@ -233,7 +252,7 @@ export class ConnectListener {
   /** A CONNECT head: today's policy, then the addon's tunnel or an answer in JS. */
   #connect(fd: number, bytes: Buffer, peer: SocketAddr, local: SocketAddr | null, sinceAccept: number): void {
     const head = connectHead(bytes, this.#maxHeaderSize);
-    const target = head === null ? null : parseAuthority(head.url);
+    const target = head === null ? null : targetOf(head.url);
     if (head === null || target === null) {
       // The on-ramp answers it as it answers any head it refuses.
       (native as Native).releaseAccepted(this);
