@@ -111,6 +111,7 @@ const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]
     { key: 'rps', head: 'requests/s' },
     { key: 'p50_ms', head: 'p50 ms', digits: 2 },
     { key: 'p99_ms', head: 'p99 ms', digits: 2 },
+    { key: 'p99_measured_ms', head: 'measured p99 ms', digits: 2 },
     { key: 'cpu_us_per_req', head: 'CPU µs/request', digits: 1 },
     { key: 'vcsw_per_req', head: 'sleeps/request', digits: 2 },
     { key: 'errors', head: 'errors', digits: 0 },

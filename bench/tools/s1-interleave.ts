@@ -14,7 +14,7 @@
  * engine) and trafficserver (the
  * harness's settings), warms each up, then for each round measures every proxy for `--seconds`
  * in turn (the order rotated each round) with `wrk -t2 -c64` and `bench/s1.lua`. Per window:
- * requests/s, p99, CPU µs per request of the process tree (all threads) and of the main thread. Prints one line per proxy with the windows
+ * requests/s, p99 (wrk's, and measured: its coordinated-omission correction undone, bench/s1.lua), CPU µs per request of the process tree (all threads) and of the main thread. Prints one line per proxy with the windows
  * and their medians. `--pin`: each proxy on CPU 1, nginx and wrk on CPU 0. `--gc`: the Oxy
  * processes run with `--trace-gc-nvp` and also report V8's own count of bytes allocated per
  * request and GC pause per request (their log lines counted between the window's ends).
@@ -172,7 +172,7 @@ for (const t of targets) {
 }
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
-type Row = Record<'rps' | 'p99' | 'us' | 'main' | 'bytes' | 'gcUs', number[]>;
+type Row = Record<'rps' | 'p99' | 'p99m' | 'us' | 'main' | 'bytes' | 'gcUs', number[]>;
 const rows = new Map<string, Row>();
 for (let r = 0; r < rounds; r++) {
   for (let i = 0; i < targets.length; i++) {
@@ -185,10 +185,11 @@ for (let r = 0; r < rounds; r++) {
     const after = cpu(t.pid);
     if (values.gc) await sleep(300);
     const n = j.requests as number;
-    const row = rows.get(t.name) ?? { rps: [], p99: [], us: [], main: [], bytes: [], gcUs: [] };
+    const row = rows.get(t.name) ?? { rps: [], p99: [], p99m: [], us: [], main: [], bytes: [], gcUs: [] };
     rows.set(t.name, row);
     row.rps.push(n / ((j.duration_us as number) / 1e6));
     row.p99.push((j.p99_us as number) / 1000);
+    row.p99m.push((j.p99_measured_us as number) / 1000);
     row.us.push((after.all - before.all) / 1e3 / n);
     row.main.push((after.main - before.main) / 1e3 / n);
     if (values.gc && t.name !== 'trafficserver') {
@@ -204,7 +205,7 @@ for (let r = 0; r < rounds; r++) {
 const median = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)] ?? Number.NaN;
 const f = (x: number, d = 1): string => x.toFixed(d);
 for (const [name, row] of rows) {
-  let line = `${name.padEnd(14)} µs/request ${row.us.map((x) => f(x)).join(' ')} | median ${f(median(row.us))} (main thread ${f(median(row.main))}), requests/s ${f(median(row.rps), 0)}, p99 ${f(median(row.p99), 2)} ms`;
+  let line = `${name.padEnd(14)} µs/request ${row.us.map((x) => f(x)).join(' ')} | median ${f(median(row.us))} (main thread ${f(median(row.main))}), requests/s ${f(median(row.rps), 0)}, p99 ${f(median(row.p99), 2)} ms (measured ${f(median(row.p99m), 2)})`;
   if (row.bytes.length > 0)
     line += `, allocated ${f(median(row.bytes), 0)} B/request, GC pause ${f(median(row.gcUs), 2)} µs/request`;
   process.stdout.write(`${line}\n`);
