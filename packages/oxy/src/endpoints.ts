@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import type { Listeners } from 'foundations/restart';
 import { formatHostPort, type ListenAddr } from './context/addr.ts';
+import type { IngressConnection } from './context/state.ts';
 import { OXY_ERR, OxyError } from './errors.ts';
 import type { Runtime } from './runtime.ts';
 
@@ -85,10 +86,23 @@ export async function drain(
     }
     await new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - performance.now()))));
   }
+  const aborted: IngressConnection[] = [];
   for (const conn of rt.connections) {
     conn.closeReason = 'drained';
     if (conn.socket !== null) conn.socket.destroy();
-    else conn.abort?.();
+    else if (conn.abort !== null) {
+      conn.abort();
+      aborted.push(conn);
+    }
   }
   await closed;
+  // What the addon's reactor thread holds (its tunnels, a stopped listener's heads) leaves once
+  // its news of the abort arrives, a loop turn or two later on a loaded machine: waited for,
+  // within a bound, so that "no connection is left" holds when this resolves.
+  const bound = performance.now() + ABORT_NEWS_MS;
+  while (aborted.some((c) => rt.connections.has(c)) && performance.now() < bound)
+    await new Promise((r) => setTimeout(r, 5));
 }
+
+/** How long `drain` waits for the addon's news of connections it aborted. */
+const ABORT_NEWS_MS = 3000;
