@@ -310,8 +310,6 @@ static napi_value accept_connect(napi_env env, napi_callback_info info) {
   napi_value argv[9];
   int32_t fd, port, timeout;
   double id;
-  char *ip = NULL, *src = NULL;
-  size_t iplen, srclen;
   if (!get_args(env, info, 9, argv, NULL)) return NULL;
   listener_t *l = unwrap_owner(env, argv[0], "no listener for this owner");
   if (!l || napi_get_value_double(env, argv[1], &id) != napi_ok || !arg_int32(env, argv[2], &fd) ||
@@ -321,29 +319,11 @@ static napi_value accept_connect(napi_env env, napi_callback_info info) {
     throw_type(env, "not a connect-mode listener, or an invalid descriptor, port or timeout");
     return NULL;
   }
-  connect_t *cx = calloc(1, sizeof *cx);
-  if (!cx) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
-  bool ok = arg_string(env, argv[3], &ip, &iplen) && arg_string(env, argv[5], &src, &srclen);
-  if (ok && !splicer_parse_addr(ip, port, &cx->addr, &cx->addrlen)) {
-    throw_type(env, "the upstream address must be a literal IP");
-    ok = false;
-  }
-  if (ok && srclen > 0 && !splicer_parse_addr(src, 0, &cx->src, &cx->srclen)) {
-    throw_type(env, "the source address must be a literal IP");
-    ok = false;
-  }
-  if (ok && cx->srclen > 0 && cx->src.ss_family != cx->addr.ss_family) cx->srclen = 0;
-  free(ip);
-  free(src);
-  if (ok)
-    ok = splicer_arg_pre(env, argv[6], &cx->pre[0], &cx->pre_len[0]) &&
-         splicer_arg_pre(env, argv[7], &cx->pre[1], &cx->pre_len[1]);
-  splicer_t *s = ok ? splicer_alloc(l->r, env, l->pipe_size) : NULL;
+  connect_t *cx = splicer_connect_args(env, argv[3], port, argv[5], argv[6], argv[7]);
+  if (!cx) return NULL;
+  splicer_t *s = splicer_alloc(l->r, env, l->pipe_size);
   if (!s) {
-    if (ok) napi_throw_error(env, NULL, "out of memory");
+    napi_throw_error(env, NULL, "out of memory");
     connect_free(cx);
     return NULL;
   }

@@ -27,9 +27,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-
-
-
 uint64_t h1_now(void) { return uv_hrtime() / 1000000; }
 
 static double ms_since(uint64_t t_ns, uint64_t now_ns) { return t_ns == 0 ? -1 : (double)(now_ns - t_ns) / 1e6; }
@@ -96,9 +93,6 @@ void h1_client_poll(h1_conn_t *c) {
 
 
 /* ---- upstream connections ---- */
-
-
-
 
 /* ---- the client connection ---- */
 
@@ -338,10 +332,6 @@ static void try_head(h1_conn_t *c) {
   start_request(c);
 }
 
-
-
-
-
 /* Flushes the client side; on a write error the client is gone (the exchange ends with it). */
 bool h1_flush_client(h1_conn_t *c) {
   size_t before = h1_buf_pending(&c->out);
@@ -355,6 +345,24 @@ bool h1_flush_client(h1_conn_t *c) {
   h1_client_poll(c);
   if (c->up) h1_up_poll(c->up);
   return true;
+}
+
+/* An exchange is over (answered or relayed): the connection waits for its next request, or
+ * closes once what is queued for the client is written when it must. */
+static void next_request(h1_conn_t *c) {
+  c->state = ST_IDLE;
+  c->since = h1_now();
+  if (!h1_flush_client(c)) return;
+  if (c->close_after) {
+    if (h1_buf_pending(&c->out) == 0) {
+      shutdown(c->fd, SHUT_WR);
+      h1_conn_close(c, true);
+    }
+    /* else closed once flushed (on_client) */
+    return;
+  }
+  try_head(c);
+  if (!c->closing) h1_client_poll(c);
 }
 
 /* The response ended: the h1_record, the upstream back to the pool, the next request. */
@@ -372,23 +380,8 @@ void h1_complete(h1_conn_t *c) {
     if (c->upstream_reusable && c->sent && !c->up_write_failed) h1_up_release(c->e, u);
     else h1_up_close(u);
   }
-  c->state = ST_IDLE;
-  c->since = h1_now();
-  if (!h1_flush_client(c)) return;
-  if (c->close_after) {
-    if (h1_buf_pending(&c->out) == 0) {
-      shutdown(c->fd, SHUT_WR);
-      h1_conn_close(c, true);
-    }
-    /* else closed once flushed (on_client) */
-    return;
-  }
-  try_head(c);
-  if (!c->closing) h1_client_poll(c);
+  next_request(c);
 }
-
-
-
 
 /* The request fails: before the response head, JS answers it (the connection waits in
  * ST_ANSWER); after it, the client connection is cut. */
@@ -411,21 +404,8 @@ void h1_answer(h1_conn_t *c, const char *bytes, size_t n, bool close) {
     return;
   }
   c->close_after = c->close_after || close || c->body_left > 0;
-  c->state = ST_IDLE;
-  c->since = h1_now();
-  if (!h1_flush_client(c)) return;
-  if (c->close_after) {
-    if (h1_buf_pending(&c->out) == 0) {
-      shutdown(c->fd, SHUT_WR);
-      h1_conn_close(c, true);
-    }
-    return;
-  }
-  try_head(c);
-  if (!c->closing) h1_client_poll(c);
+  next_request(c);
 }
-
-
 
 static void client_gone(h1_conn_t *c) {
   if (c->state == ST_UP || c->state == ST_ROUTE) h1_record(c, EV_DONE, F_CLIENT_CLOSED);

@@ -277,12 +277,44 @@ bool splicer_arg_pre(napi_env env, napi_value v, uint8_t **out, size_t *len) {
   return true;
 }
 
+/* The connect of a whole tunnel from JS arguments: `ip` and `src` literal IPs (`src` "" for
+ * none; of the other family it is left unbound, as Node does), the bytes written to the client
+ * and upstream once connected. NULL with a JS exception pending on bad arguments. */
+connect_t *splicer_connect_args(napi_env env, napi_value ip_v, int32_t port, napi_value src_v, napi_value head_v,
+                                napi_value early_v) {
+  char *ip = NULL, *src = NULL;
+  size_t iplen, srclen = 0;
+  connect_t *cx = calloc(1, sizeof *cx);
+  if (!cx) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  bool ok = arg_string(env, ip_v, &ip, &iplen) && arg_string(env, src_v, &src, &srclen);
+  if (ok && !splicer_parse_addr(ip, port, &cx->addr, &cx->addrlen)) {
+    throw_type(env, "the upstream address must be a literal IP");
+    ok = false;
+  }
+  if (ok && srclen > 0 && !splicer_parse_addr(src, 0, &cx->src, &cx->srclen)) {
+    throw_type(env, "the source address must be a literal IP");
+    ok = false;
+  }
+  if (ok && cx->srclen > 0 && cx->src.ss_family != cx->addr.ss_family) cx->srclen = 0;
+  free(ip);
+  free(src);
+  if (ok)
+    ok = splicer_arg_pre(env, head_v, &cx->pre[0], &cx->pre_len[0]) &&
+         splicer_arg_pre(env, early_v, &cx->pre[1], &cx->pre_len[1]);
+  if (!ok) {
+    connect_free(cx);
+    return NULL;
+  }
+  return cx;
+}
+
 /* tunnelStart(owner, clientFd, ip, port, sourceIp, head, early, timeoutMs, pipeSize): see the top. */
 static napi_value tunnel_start(napi_env env, napi_callback_info info) {
   napi_value argv[9];
   int32_t cfd, port, timeout, pipe_size;
-  char *ip = NULL, *src = NULL;
-  size_t iplen, srclen;
   if (!get_args(env, info, 9, argv, NULL)) return NULL;
   if (!is_object(env, argv[0])) {
     throw_type(env, "the splice owner must be an object");
@@ -295,29 +327,8 @@ static napi_value tunnel_start(napi_env env, napi_callback_info info) {
     throw_type(env, "invalid descriptor, port, timeout or pipe size");
     return NULL;
   }
-  connect_t *cx = calloc(1, sizeof *cx);
-  if (!cx) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
-  bool ok = arg_string(env, argv[2], &ip, &iplen) && arg_string(env, argv[4], &src, &srclen);
-  if (ok && !splicer_parse_addr(ip, port, &cx->addr, &cx->addrlen)) {
-    throw_type(env, "the upstream address must be a literal IP");
-    ok = false;
-  }
-  if (ok && srclen > 0 && !splicer_parse_addr(src, 0, &cx->src, &cx->srclen)) {
-    throw_type(env, "the source address must be a literal IP");
-    ok = false;
-  }
-  if (ok && cx->srclen > 0 && cx->src.ss_family != cx->addr.ss_family) cx->srclen = 0; /* as Node: other family, unbound */
-  free(ip);
-  free(src);
-  if (ok) ok = splicer_arg_pre(env, argv[5], &cx->pre[0], &cx->pre_len[0]) &&
-              splicer_arg_pre(env, argv[6], &cx->pre[1], &cx->pre_len[1]);
-  if (!ok) {
-    connect_free(cx);
-    return NULL;
-  }
+  connect_t *cx = splicer_connect_args(env, argv[2], port, argv[4], argv[5], argv[6]);
+  if (!cx) return NULL;
   splicer_t *s = splicer_new(env, pipe_size);
   if (!s) {
     connect_free(cx);

@@ -132,6 +132,9 @@ void splicer_retire(splicer_t *s);
 /* Under s->mu: out of the set, descriptors and pipes closed (pooled on the reactor thread). */
 void splicer_close(splicer_t *s, bool on_thread);
 void connect_free(connect_t *cx);
+/* splice-js.c: a connect from JS arguments (literal IPs, the bytes to write); NULL, JS exception pending, if bad. */
+connect_t *splicer_connect_args(napi_env env, napi_value ip, int32_t port, napi_value src, napi_value head,
+                                napi_value early);
 /* Reactor thread, before each wait: connect deadlines. */
 int splicer_tick(reactor_t *r);
 int64_t splicer_now_ms(void);
