@@ -286,3 +286,25 @@ test('a connection the reactor thread accepted and handed back (adoptConnection)
   assert.equal(nativeH1Stats.served - before, 1, 'the native engine took it');
   client.destroy();
 });
+
+test('the close hook counts the bytes of a connection the engine served, as the JS engine does', async () => {
+  const stats: { bytesIn: number; bytesOut: number }[] = [];
+  const hook = hooksApp({ ingress: { handleConnectionClose: (s) => void stats.push(s) } });
+  for (const on of [true, false]) {
+    process.env.OXY_NATIVE_H1 = on ? '1' : '0';
+    const app = await startApp(hook, { settings });
+    delete process.env.OXY_NATIVE_H1;
+    const before = nativeH1Stats.requests;
+    const c = await rawClient(app.proxy.address());
+    await c.write(up.get('/len?counted'));
+    await expectBody(c, '/len?counted');
+    c.destroy();
+    await waitUntil(() => stats.length === (on ? 1 : 2), 'the close hook');
+    assert.equal(nativeH1Stats.requests - before, on ? 1 : 0, on ? 'served by the engine' : 'served by JS');
+    await app.stop();
+  }
+  const [n, j] = stats as [{ bytesIn: number; bytesOut: number }, { bytesIn: number; bytesOut: number }];
+  assert.ok(n.bytesIn > 0 && n.bytesOut > 0, JSON.stringify(n));
+  assert.equal(n.bytesIn, j.bytesIn);
+  assert.equal(n.bytesOut, j.bytesOut);
+});

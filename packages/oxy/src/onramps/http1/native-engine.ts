@@ -29,7 +29,7 @@
  * turns the engine off, `OXY_NATIVE_H1=1` on where it applies.
  */
 import http from 'node:http';
-import net from 'node:net';
+import type net from 'node:net';
 import { log } from 'foundations/telemetry';
 import { formatHostPort } from '../../context/addr.ts';
 import {
@@ -68,13 +68,6 @@ export function nativeH1Applies(rt: Runtime, endpoint: EndpointState): boolean {
 }
 
 /** Node's own byte-counter symbols of a socket without a handle (as `splice.ts` uses them). */
-const counters = ((): [symbol, symbol] | null => {
-  const syms = Object.getOwnPropertySymbols(new net.Socket());
-  const read = syms.find((s) => s.description === 'kBytesRead');
-  const written = syms.find((s) => s.description === 'kBytesWritten');
-  return read !== undefined && written !== undefined ? [read, written] : null;
-})();
-
 interface TcpHandle {
   fd?: number;
   reading?: boolean;
@@ -371,12 +364,8 @@ export class NativeH1 {
   #connectionClosed(id: number, served: Served, ev: RawEvent): void {
     this.#release(id, served);
     if (ev[2] === 1) served.conn.closeReason = 'drained';
-    const s = served.socket;
-    s.destroy();
-    if (counters !== null) {
-      s[counters[0]] = ((s[counters[0]] as number) ?? 0) + ev[7];
-      s[counters[1]] = ((s[counters[1]] as number) ?? 0) + ev[8];
-    }
+    countOutside(served.socket, ev[7], ev[8]);
+    served.socket.destroy();
   }
 
   /** `header_read_timeout` passed: as the JS on-ramp's sweep (`LeanConnection.expire`). */

@@ -19,7 +19,11 @@ import { rawToHeaders } from '../../flows/http/headers.ts';
 import { type Native, native } from '../../flows/stream/native-addon.ts';
 import type { PumpCloseReason, PumpOptions } from '../../flows/stream/pump.ts';
 import { type RawClient, RawTunnel } from '../../flows/stream/raw-tunnel.ts';
-import type { SpliceConnectResult, SpliceConnectTarget } from '../../flows/stream/splice.ts';
+import {
+  type SpliceConnectResult,
+  type SpliceConnectTarget,
+  tunnelTarget,
+} from '../../flows/stream/splice.ts';
 import type { RequestHead, ResponseHead } from '../../hooks/http-request.ts';
 import type { ConnectExchange, SpliceableClient } from '../../tunnels/connect.ts';
 import { setUnread } from './connection-socket.ts';
@@ -133,14 +137,7 @@ export class ReactorConnectExchange implements ConnectExchange, ReactorClient {
     const done = new Promise<SpliceConnectResult>((resolve) => {
       this.#resolve = resolve;
     });
-    (native as Native).connectAccepted(this.#listener, this.#id, fd, {
-      ip: to.ip,
-      port: to.port,
-      sourceIp: to.sourceIp,
-      head: to.head,
-      early: to.early,
-      timeoutMs: to.connectTimeoutMs,
-    });
+    (native as Native).connectAccepted(this.#listener, this.#id, fd, tunnelTarget(to));
     return done;
   }
 
