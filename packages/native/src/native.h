@@ -85,5 +85,7 @@ bool reactor_command(reactor_t *r, reactor_item_t *it, bool at_turn_end);
 void reactor_post(reactor_t *r, reactor_item_t *it);
 /* Either thread: free(it) once no batch being dispatched can point at it. */
 void reactor_retire(reactor_t *r, reactor_item_t *it);
+/* splice-pipes.c: the calling thread's pipe pool, closed (inline reactors, at the env's end). */
+void splice_pipes_release(void);
 
 #endif

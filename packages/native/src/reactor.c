@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -47,6 +48,11 @@ struct reactor {
   uv_check_t check; /* JS thread: wakes the thread once, after the loop turn's commands */
   uv_idle_t idle;   /* JS thread: active while a wake is due, so the loop does not block first */
   bool wake_due;    /* JS thread: a wake is due at the end of this loop turn */
+  /* Inline mode (no thread): the JS loop polls the set and runs what the thread would. */
+  bool inline_mode;
+  bool dispatching; /* JS thread, inline: inside inline_run (commands queue without a wake) */
+  uv_poll_t poll;   /* inline: the set is readable */
+  uv_timer_t timer; /* inline: the tick's next deadline */
   uv_loop_t *loop;
   napi_env env;
   int (*tick)(reactor_t *r); /* reactor thread: what is due before each wait */
@@ -75,6 +81,11 @@ static void free_list(reactor_item_t *it) {
     it = n;
   }
 }
+
+static void on_async(uv_async_t *h);
+static void on_check(uv_check_t *h);
+static void on_inline_timer(uv_timer_t *h);
+static void inline_run(reactor_t *r);
 
 /* The reactor this thread drives (NULL on any other thread). */
 static __thread reactor_t *self;
@@ -161,6 +172,10 @@ static void on_check(uv_check_t *h) {
   uv_check_stop(&r->check);
   uv_idle_stop(&r->idle);
   r->wake_due = false;
+  if (r->inline_mode) {
+    inline_run(r);
+    return;
+  }
   pthread_mutex_lock(&r->lock);
   bool sleeping = r->sleeping && r->cmd_head != NULL;
   if (sleeping) r->sleeping = false; /* one wake-up per sleep */
@@ -170,6 +185,77 @@ static void on_check(uv_check_t *h) {
 
 static void on_idle(uv_idle_t *h) {
   (void)h; /* only its being active matters: the loop polls without blocking */
+}
+
+/* Inline mode: what run() does for one wake-up, on the JS thread, never blocking. Rounds go on
+ * while commands are queued (the done callbacks of a round may queue more: a tunnel's 200
+ * leads to its splice) or the set had a full batch; a bounded number, then the loop turn ends
+ * and the rest waits for the next (the poll stays readable, the check is re-armed). */
+static void inline_run(reactor_t *r) {
+  struct epoll_event ev[BATCH];
+  if (r->dispatching || r->stopped) return;
+  r->dispatching = true;
+  bool more = false;
+  for (int round = 0; round < 16; round++) {
+    self = r;
+    pthread_mutex_lock(&r->lock);
+    reactor_item_t *cmds = r->cmd_head;
+    r->cmd_head = r->cmd_tail = NULL;
+    pthread_mutex_unlock(&r->lock);
+    while (cmds) {
+      reactor_item_t *n = cmds->next_cmd;
+      cmds->ops->command(r, cmds);
+      cmds = n;
+    }
+    int n = epoll_wait(r->epfd, ev, BATCH, 0);
+    for (int k = 0; k < n; k++) {
+      uintptr_t tag = (uintptr_t)ev[k].data.ptr;
+      reactor_item_t *it = (reactor_item_t *)(tag & ~(uintptr_t)1);
+      if (it) it->ops->event(it, (int)(tag & 1), ev[k].events); /* NULL: the unused eventfd */
+    }
+    pthread_mutex_lock(&r->lock);
+    reactor_item_t *dead = r->dead;
+    r->dead = NULL;
+    pthread_mutex_unlock(&r->lock);
+    free_list(dead);
+    self = NULL;
+    if (r->post_due) {
+      r->post_due = false;
+      on_async(&r->async); /* JS callbacks, outside the reactor's role: they may queue commands */
+    }
+    pthread_mutex_lock(&r->lock);
+    more = r->cmd_head != NULL;
+    pthread_mutex_unlock(&r->lock);
+    if (!more && n < BATCH) break;
+    more = true;
+  }
+  r->dispatching = false;
+  if (r->stopped) return;
+  if (more && !r->wake_due) {
+    r->wake_due = true;
+    uv_idle_start(&r->idle, on_idle);
+    uv_check_start(&r->check, on_check);
+  }
+  int (*tick)(reactor_t *) = r->tick;
+  self = r;
+  int timeout = tick ? tick(r) : -1;
+  self = NULL;
+  if (r->post_due) {
+    r->post_due = false;
+    on_async(&r->async);
+  }
+  if (timeout >= 0) uv_timer_start(&r->timer, on_inline_timer, (uint64_t)timeout, 0);
+  else uv_timer_stop(&r->timer);
+}
+
+static void on_inline_poll(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  inline_run(h->data);
+}
+
+static void on_inline_timer(uv_timer_t *h) {
+  inline_run(h->data);
 }
 
 /* The env is going away: stop the thread, unlink the reactor, stop watching. */
@@ -205,10 +291,22 @@ static void cleanup(void *arg) {
   uv_close((uv_handle_t *)&r->async, NULL);
   uv_close((uv_handle_t *)&r->check, NULL);
   uv_close((uv_handle_t *)&r->idle, NULL);
+  if (r->inline_mode) {
+    uv_close((uv_handle_t *)&r->poll, NULL);
+    uv_close((uv_handle_t *)&r->timer, NULL);
+    splice_pipes_release();
+  }
   close(r->epfd);
   close(r->wakefd);
   r->epfd = -1;
   r->wakefd = -1;
+}
+
+/* Which way reactors are driven: OXY_REACTOR=thread gives each its own thread; inline (the
+ * default) has the JS loop drive it. */
+static bool reactor_inline_chosen(void) {
+  const char *v = getenv("OXY_REACTOR");
+  return !(v && strcmp(v, "thread") == 0);
 }
 
 reactor_t *reactor_for(napi_env env) {
@@ -255,7 +353,32 @@ reactor_t *reactor_for(napi_env env) {
     uv_unref((uv_handle_t *)&r->idle);
     r->async.data = r;
     uv_unref((uv_handle_t *)&r->async); /* only running users keep the loop alive */
-    rc = -pthread_create(&r->thread, NULL, run, r);
+    r->inline_mode = reactor_inline_chosen();
+    if (r->inline_mode) {
+      rc = uv_poll_init(loop, &r->poll, r->epfd);
+      what = "uv_poll_init";
+      if (rc == 0) {
+        r->poll.data = r;
+        uv_timer_init(loop, &r->timer);
+        r->timer.data = r;
+        uv_unref((uv_handle_t *)&r->timer);
+        uv_poll_start(&r->poll, UV_READABLE, on_inline_poll);
+        uv_unref((uv_handle_t *)&r->poll);
+      } else {
+        uv_close((uv_handle_t *)&r->async, NULL);
+        uv_close((uv_handle_t *)&r->check, NULL);
+        uv_close((uv_handle_t *)&r->idle, NULL);
+        close(r->epfd);
+        close(r->wakefd);
+        r->epfd = r->wakefd = -1;
+        r->stopped = true;
+        throw_errno(env, -rc, what, "polling the addon's epoll set on the JS loop");
+        return NULL;
+      }
+    } else {
+      rc = -pthread_create(&r->thread, NULL, run, r);
+      r->started = rc == 0;
+    }
     if (rc < 0) {
       /* The handles are the loop's until closed: the struct is leaked with them. */
       uv_close((uv_handle_t *)&r->async, NULL);
@@ -276,7 +399,6 @@ reactor_t *reactor_for(napi_env env) {
     throw_errno(env, -rc, what, "making the addon's epoll set");
     return NULL;
   }
-  r->started = true;
   napi_add_env_cleanup_hook(env, cleanup, r);
   pthread_mutex_lock(&reactors_lock);
   r->next = reactors;
@@ -302,8 +424,10 @@ void reactor_set_tick(reactor_t *r, int (*tick)(reactor_t *r)) {
 void reactor_hold(reactor_t *r, int delta) {
   r->active += delta;
   if (r->stopped) return;
-  if (r->active == 1 && delta > 0) uv_ref((uv_handle_t *)&r->async);
-  if (r->active == 0) uv_unref((uv_handle_t *)&r->async);
+  /* Inline, the poll of the set is what keeps the loop alive; threaded, the wake-ups back. */
+  uv_handle_t *h = r->inline_mode ? (uv_handle_t *)&r->poll : (uv_handle_t *)&r->async;
+  if (r->active == 1 && delta > 0) uv_ref(h);
+  if (r->active == 0) uv_unref(h);
 }
 
 bool reactor_command(reactor_t *r, reactor_item_t *it, bool at_turn_end) {
@@ -316,6 +440,16 @@ bool reactor_command(reactor_t *r, reactor_item_t *it, bool at_turn_end) {
   if (r->cmd_tail) r->cmd_tail->next_cmd = it;
   else r->cmd_head = it;
   r->cmd_tail = it;
+  if (r->inline_mode) {
+    pthread_mutex_unlock(&r->lock);
+    /* Run at the end of this loop turn, or by the dispatch under way. */
+    if (!r->dispatching && !r->wake_due) {
+      r->wake_due = true;
+      uv_idle_start(&r->idle, on_idle);
+      uv_check_start(&r->check, on_check);
+    }
+    return true;
+  }
   bool sleeping = r->sleeping;
   if (sleeping && !at_turn_end) r->sleeping = false; /* one wake-up per sleep */
   pthread_mutex_unlock(&r->lock);

@@ -1,8 +1,11 @@
 /*
- * The reactor thread's pipe pool and copy buffer, for the splicer (splice.c). Reactor thread
- * only. Kept on the heap behind a thread-specific key, not in TLS storage of its own size: the
- * addon is dlopen'd. A pipe that ended empty and was never grown goes back to the pool, so a
- * short tunnel makes and closes no pipe; the pool's pipes are closed when the thread ends.
+ * The pipe pool and copy buffer of the thread that drives a reactor (its own thread, or the JS
+ * thread in inline mode), for the splicer (splice.c). That thread only. Kept on the heap behind
+ * a thread-specific key, not in TLS storage of its own size: the addon is dlopen'd. A pipe that
+ * ended empty and was never grown goes back to the pool, so a short tunnel makes and closes no
+ * pipe; the pool's pipes are closed when a reactor thread ends, or, inline, when the env goes
+ * (splice_pipes_release: a worker's JS thread outlives the addon's code, and a key destructor
+ * left to run at its exit would call unmapped code).
  */
 #include "splice.h"
 
@@ -80,4 +83,12 @@ void splice_pipe_give(dir_t *d, bool may_pool) {
 uint8_t *splice_copy_buf(void) {
   pool_init();
   return pool ? pool->buf : NULL;
+}
+
+/* This thread's pool, closed now (the env whose JS thread drives the reactor is going away). */
+void splice_pipes_release(void) {
+  if (!pool) return;
+  pthread_setspecific(pool_key, NULL);
+  pool_free(pool);
+  pool = NULL;
 }
