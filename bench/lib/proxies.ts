@@ -128,16 +128,19 @@ export const PROXIES: readonly ProxyDef[] = [
   },
   {
     name: 'oxy-ref',
-    note: 'Oxy from another checkout (`BENCH_OXY_REF`, its `node_modules` installed and addon built) with `OXY_NODE_FLAGS` from `BENCH_OXY_REF_FLAGS` if set, for a before/after in one run; S1 only',
-    scenarios: ['S1'],
+    note: 'Oxy from another checkout (`BENCH_OXY_REF`, its `node_modules` installed and addon built) with `OXY_NODE_FLAGS` from `BENCH_OXY_REF_FLAGS` and extra environment from `BENCH_OXY_REF_ENV` (`K=V,K=V`) if set, for a before/after in one run',
+    scenarios: ['S1', 'S2', 'S3', 'S4', 'S6a', 'S6b', 'S7a', 'S7b', 'S7c'],
     start(env, port, scenario) {
       const root = process.env.BENCH_OXY_REF ?? env.root;
       const flags = process.env.BENCH_OXY_REF_FLAGS;
-      const refEnv = {
-        ...env,
-        root,
-        oxyEnv: flags === undefined ? env.oxyEnv : { ...env.oxyEnv, OXY_NODE_FLAGS: flags },
-      };
+      const extra = Object.fromEntries(
+        (process.env.BENCH_OXY_REF_ENV ?? '')
+          .split(',')
+          .filter((kv) => kv.includes('='))
+          .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+      );
+      const oxyEnv = { ...env.oxyEnv, ...extra, ...(flags === undefined ? {} : { OXY_NODE_FLAGS: flags }) };
+      const refEnv = { ...env, root, oxyEnv };
       return startOxy(refEnv, 'oxy-ref', port, 1, scenario);
     },
   },

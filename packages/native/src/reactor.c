@@ -22,6 +22,12 @@
  * held made the JS thread block on that lock and the two threads switch back and forth (two
  * to four switches per post, measured).
  *
+ * Inline mode (OXY_REACTOR=inline): no thread. The JS loop polls the epoll set (a uv_poll on
+ * its descriptor) and runs, on the JS thread, what the thread would: commands at the end of the
+ * loop turn that queued them, events as the set turns readable, the tick from a uv_timer, and
+ * the posts' done callbacks straight after the round that posted them. No wake-up crosses
+ * threads; the kernel's share of moving the bytes stays on the JS thread's core.
+ *
  * Memory: an item whose last reference is dropped is retired (`reactor_retire`, from either
  * thread) and freed by the reactor thread after the batch it is dispatching, so an event of the
  * same batch never points at freed memory; a descriptor taken out of the set (epoll_ctl DEL)
@@ -302,11 +308,11 @@ static void cleanup(void *arg) {
   r->wakefd = -1;
 }
 
-/* Which way reactors are driven: OXY_REACTOR=thread gives each its own thread; inline (the
- * default) has the JS loop drive it. */
+/* Which way reactors are driven: a thread of their own (the default), or, with
+ * OXY_REACTOR=inline, the JS loop (docs/internals.md has the figures for both). */
 static bool reactor_inline_chosen(void) {
   const char *v = getenv("OXY_REACTOR");
-  return !(v && strcmp(v, "thread") == 0);
+  return v && strcmp(v, "inline") == 0;
 }
 
 reactor_t *reactor_for(napi_env env) {
