@@ -22,6 +22,17 @@ export interface Proc {
 
 const live = new Set<Proc>();
 
+/**
+ * Whether each process starts in a session of its own (`BENCH_SESSIONS=own`) or in the
+ * harness's (`shared`, the default). Where the kernel groups the scheduling of a session's
+ * threads (autogroup, on by default in Debian's kernel), a session is what a service's cgroup is
+ * under systemd: CPU is shared between the proxy, the upstream and the load generator as
+ * services, and not by thread count, which favours the proxy with the most threads.
+ */
+export function ownSessions(): boolean {
+  return process.env.BENCH_SESSIONS === 'own';
+}
+
 /** Options for {@link startProcess}. */
 export interface StartOptions {
   env?: NodeJS.ProcessEnv;
@@ -37,6 +48,7 @@ export function startProcess(name: string, cmd: string, args: string[], opts: St
     env: { ...process.env, ...opts.env },
     cwd: opts.cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: ownSessions(),
   });
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
@@ -131,7 +143,11 @@ export function runCommand(
   opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; input?: string } = {},
 ): Promise<CommandResult> {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      env: { ...process.env, ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: ownSessions(),
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
