@@ -65,6 +65,7 @@ import {
   TOOL_PACKAGES,
   versions,
 } from './lib/setup.ts';
+import { wakeRoundTrip } from './lib/wake.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const UPSTREAM_PORT = 21080;
@@ -117,12 +118,15 @@ function pick<T extends string>(arg: string | undefined, all: readonly T[], what
 /** "YYYY-MM-DD HH:MM UTC" of an ISO time. */
 const minuteOf = (iso: string): string => `${iso.slice(0, 16).replace('T', ' ')} UTC`;
 
+/** Measured at the start of a run (bench/lib/wake.ts), for the page's machine line. */
+let wakeNote = '';
+
 async function docInfo(env: BenchEnv, command: string, measuredAt?: string) {
   // Hand-written findings (profiles, what would change them) kept beside the harness.
   const notes = join(ROOT, 'bench/analysis.md');
   const profile = existsSync(notes) ? readFileSync(notes, 'utf8') : undefined;
   return {
-    machine: describeMachine(),
+    machine: describeMachine() + wakeNote,
     versions: await versions(ROOT, env.node),
     // When the measurements were made (the first of them), not when the page was written.
     date: minuteOf(measuredAt ?? new Date().toISOString()),
@@ -241,6 +245,9 @@ async function main(): Promise<void> {
   const tlsOrigin = scenarios.some((s) => s.startsWith('S8')) ? await startTlsOrigin(env, docroot) : null;
   const resultsFile = join(work, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.jsonl`);
   log(`results go to ${resultsFile}`);
+  const wake = await wakeRoundTrip();
+  wakeNote = `; a cross-thread wake-up round trip (futex ping-pong) ${wake.medianUs.toFixed(1)} µs median, p90 ${wake.p90Us.toFixed(1)} µs, load ${(loadavg()[0] ?? 0).toFixed(1)}`;
+  log(`this machine:${wakeNote.slice(1)}`);
 
   const lines: ResultLine[] = [];
   const unsupported = new Set<string>();
