@@ -360,9 +360,11 @@ reactor_t *reactor_for(napi_env env) {
     r->async.data = r;
     uv_unref((uv_handle_t *)&r->async); /* only running users keep the loop alive */
     r->inline_mode = reactor_inline_chosen();
+    const char *doing = "starting the addon's reactor thread";
     if (r->inline_mode) {
-      rc = uv_poll_init(loop, &r->poll, r->epfd);
       what = "uv_poll_init";
+      doing = "polling the addon's epoll set on the JS loop";
+      rc = uv_poll_init(loop, &r->poll, r->epfd);
       if (rc == 0) {
         r->poll.data = r;
         uv_timer_init(loop, &r->timer);
@@ -370,18 +372,9 @@ reactor_t *reactor_for(napi_env env) {
         uv_unref((uv_handle_t *)&r->timer);
         uv_poll_start(&r->poll, UV_READABLE, on_inline_poll);
         uv_unref((uv_handle_t *)&r->poll);
-      } else {
-        uv_close((uv_handle_t *)&r->async, NULL);
-        uv_close((uv_handle_t *)&r->check, NULL);
-        uv_close((uv_handle_t *)&r->idle, NULL);
-        close(r->epfd);
-        close(r->wakefd);
-        r->epfd = r->wakefd = -1;
-        r->stopped = true;
-        throw_errno(env, -rc, what, "polling the addon's epoll set on the JS loop");
-        return NULL;
       }
     } else {
+      what = "pthread_create";
       rc = -pthread_create(&r->thread, NULL, run, r);
       r->started = rc == 0;
     }
@@ -394,7 +387,7 @@ reactor_t *reactor_for(napi_env env) {
       close(r->wakefd);
       r->epfd = r->wakefd = -1;
       r->stopped = true;
-      throw_errno(env, -rc, "pthread_create", "starting the addon's reactor thread");
+      throw_errno(env, -rc, what, doing);
       return NULL;
     }
   }
