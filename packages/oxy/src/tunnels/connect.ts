@@ -44,20 +44,43 @@ export interface ConnectExchange {
   spliceable?(): SpliceableClient | null;
 }
 
-/** Runs one CONNECT tunnel to `target` until it ends; never throws. */
+/**
+ * Runs one CONNECT tunnel to `target` until it ends; never throws. `ended`, if given, runs as
+ * the tunnel ends, after `conn.tunnels` dropped: an on-ramp's end of the connection.
+ *
+ * An idle tunnel waits on one chain of continuations, all made in the request's telemetry
+ * context (so the end runs there too): the fork's function returns nothing, so no wrapper
+ * promise of `apply` waits in the connection's context, and that context's frame is not kept
+ * per tunnel; a `.finally` of the on-ramp's own would add a promise, a reaction and a pair of
+ * closures more. (The fork's wrapper noted the request's context on an error escaping as a
+ * rejection; `runStream` never rejects.)
+ */
 export function serveConnect(
   rt: Runtime,
   conn: IngressConnection,
   ex: ConnectExchange,
   target: SocketAddr,
+  ended: (() => void) | null = null,
 ): Promise<void> {
   conn.requests++;
   conn.tunnels++;
   const request = new RequestState(conn, 'connect', 'CONNECT', target, rt.ext);
   conn.endpoint.metrics.connectRequests.inc();
-  return forkRequest(request, () => tunnel(rt, request, ex)).finally(() => {
+  // `finally`'s work by hand: two closures sharing this call's context (`finally` would add two
+  // closures and a context more).
+  const end = (): void => {
     conn.tunnels--;
+    ended?.();
+  };
+  const failed = (e: unknown): never => {
+    end();
+    throw e;
+  };
+  let served: Promise<void> | null = null;
+  forkRequest(request, () => {
+    served = tunnel(rt, request, ex).then(end, failed);
   });
+  return served as unknown as Promise<void>;
 }
 
 function tunnel(rt: Runtime, request: RequestState, ex: ConnectExchange): Promise<void> {

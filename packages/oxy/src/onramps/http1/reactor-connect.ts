@@ -276,8 +276,9 @@ export class ConnectListener {
     const held = token === null && this.#pending !== null ? this.#holdForDrain() : null;
     const ex = new ReactorConnectExchange(this, fd, head.url, head.rawHeaders);
     conn.abort = () => ex.abort();
+    // The connection's end runs in the tunnel's own continuation (no second one per tunnel).
     forkConnection(conn, () => {
-      void serveConnect(rt, conn, ex, target).finally(() =>
+      void serveConnect(rt, conn, ex, target, () =>
         ex.whenClosed(() => {
           conn.closed = true;
           rt.connections.delete(conn);
