@@ -39,6 +39,7 @@ import { connectFailure } from '../../offramps/tcp/happy-eyeballs.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkConnection, forkRequest } from '../../telemetry/fork.ts';
 import { httpMetrics, ingressMetrics, tunnelMetrics } from '../../telemetry/metrics.ts';
+import { endAccepted, takeAccepted } from './reactor-accepted.ts';
 
 /** The pipe size of a whole tunnel (the addon's default for `startTunnel`). */
 const PIPE_SIZE = 256 * 1024;
@@ -352,13 +353,15 @@ class ReactorListener {
     const endpoint = this.#endpoint;
     reactorAcceptStats.adopted++;
     const local = localHost === null ? (this.#local as SocketAddr) : { host: localHost, port: localPort };
-    const conn = new IngressConnection(endpoint, { peer: { host, port }, local }, 'tcp', rt.ext);
-    (conn as { startedAt: number }).startedAt = performance.now() - sinceAccept;
-    rt.connections.add(conn);
-    ingressMetrics.connections_total(this.#labels).inc();
-    ingressMetrics.connections_active(this.#labels).inc();
-    const tracker = this.#tracker;
-    const token = tracker === null || tracker.closed ? null : tracker.start();
+    const { conn, token } = takeAccepted(
+      rt,
+      endpoint,
+      { peer: { host, port }, local },
+      'tcp',
+      sinceAccept,
+      this.#labels,
+      this.#tracker,
+    );
     let run: RawTunnel | null = null;
     forkConnection(conn, () => {
       conn.requests++;
@@ -381,10 +384,7 @@ class ReactorListener {
         finishStream(rt, request, r.bytesUp, r.bytesDown, r.reason);
       }).finally(() => {
         conn.tunnels--;
-        conn.closed = true;
-        rt.connections.delete(conn);
-        ingressMetrics.connections_active(this.#labels).dec();
-        token?.done();
+        endAccepted(rt, conn, this.#labels, token);
       });
     });
     const tunnel = run as unknown as RawTunnel;
