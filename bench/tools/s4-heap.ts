@@ -8,10 +8,11 @@
  * prints the difference by constructor: objects and bytes per tunnel. PSS growth as S4 counts
  * it (after a warm-up, before any snapshot) and the heap's size after a full GC are beside it.
  *
- *   node bench/tools/s4-heap.ts [--root DIR] [-n 5000] [--top 30]
+ *   node bench/tools/s4-heap.ts [--root DIR] [-n 5000] [--top 30] [--strings] [--tcp]
  *
  * `--root` is the checkout whose `oxy` runs (default this one; another checkout's node_modules
- * installed and addon built). The upstream is a listener in this process that accepts and holds.
+ * installed and addon built). `--tcp` measures an idle connection of a `tcp` endpoint with a
+ * fixed target (S6's shape, reactor accept) instead, opened from this process. The upstream is a listener in this process that accepts and holds.
  * Needs bench/.work/connload (built by `npm run bench`). Loopback only; everything is stopped at
  * the end.
  */
@@ -29,6 +30,8 @@ const { values } = parseArgs({
     root: { type: 'string', default: here },
     n: { type: 'string', short: 'n', default: '5000' },
     top: { type: 'string', default: '30' },
+    /** A `tcp` endpoint to the upstream instead of CONNECT: idle connections this process opens. */
+    tcp: { type: 'boolean', default: false },
     /** Strings by their text (digits as #), to see which a tunnel keeps. */
     strings: { type: 'boolean', default: false },
   },
@@ -55,6 +58,7 @@ writeFileSync(
     'endpoints:',
     '  main:',
     `    addr: "127.0.0.1:${port}"`,
+    ...(values.tcp ? ['    protocol: tcp', '    tcp:', `      target: "127.0.0.1:${upPort}"`] : []),
     'egress:',
     '  blocked_cidrs: []',
     'workers: 1',
@@ -225,6 +229,37 @@ function pssOf(pid: number): number {
 }
 
 function hold(count: number): { settled: Promise<number>; stop: () => Promise<void> } {
+  return values.tcp ? holdTcp(count) : holdConnect(count);
+}
+
+/** `count` idle connections to the `tcp` endpoint, 200 at a time, from this process. */
+function holdTcp(count: number): { settled: Promise<number>; stop: () => Promise<void> } {
+  const sockets: net.Socket[] = [];
+  const settled = (async (): Promise<number> => {
+    let ok = 0;
+    for (let i = 0; i < count; i += 200) {
+      const batch = Array.from(
+        { length: Math.min(200, count - i) },
+        () =>
+          new Promise<boolean>((r) => {
+            const s = net.connect(port, '127.0.0.1', () => r(true));
+            s.on('error', () => r(false));
+            sockets.push(s);
+          }),
+      );
+      for (const b of await Promise.all(batch)) if (b) ok++;
+    }
+    // The tunnel is the addon's until it runs 50 ms: then JS adopts it.
+    await sleep(500);
+    return ok;
+  })();
+  const stop = async (): Promise<void> => {
+    for (const s of sockets) s.destroy();
+  };
+  return { settled, stop };
+}
+
+function holdConnect(count: number): { settled: Promise<number>; stop: () => Promise<void> } {
   const p: ChildProcess = spawn(
     connload,
     [
