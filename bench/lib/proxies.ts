@@ -128,8 +128,8 @@ export const PROXIES: readonly ProxyDef[] = [
   },
   {
     name: 'oxy-ref',
-    note: 'Oxy from another checkout (`BENCH_OXY_REF`, its `node_modules` installed and addon built) with `OXY_NODE_FLAGS` from `BENCH_OXY_REF_FLAGS` if set, for a before/after in one run; S1 and S4',
-    scenarios: ['S1', 'S4'],
+    note: 'Oxy from another checkout (`BENCH_OXY_REF`, its `node_modules` installed and addon built) with `OXY_NODE_FLAGS` from `BENCH_OXY_REF_FLAGS` if set, for a before/after in one run; S1 only',
+    scenarios: ['S1'],
     start(env, port, scenario) {
       const root = process.env.BENCH_OXY_REF ?? env.root;
       const flags = process.env.BENCH_OXY_REF_FLAGS;
