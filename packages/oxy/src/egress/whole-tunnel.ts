@@ -70,15 +70,13 @@ export function canRunWhole(client: SpliceableClient): boolean {
   );
 }
 
-/** The outcome of {@link connectWholeTunnel}: the tunnel's result, or the connect error (already counted). */
-export type WholeTunnelResult =
-  | { readonly ok: true; readonly result: SpliceConnectResult }
-  | { readonly ok: false; readonly error: Error };
-
 /**
- * Runs the whole tunnel to `ip`:`route.port` on the addon's thread until it ends. `request`'s
- * status becomes 200 once the upstream connected (the head is on its way), or just before the
- * end of a tunnel that ended within 50 ms of its connect. Never rejects.
+ * Runs the whole tunnel to `ip`:`port` on the addon's thread until it ends. `request`'s status
+ * becomes 200 once the upstream connected (the head is on its way), or just before the end of a
+ * tunnel that ended within 50 ms of its connect. Never rejects. A failed connect resolves with its
+ * `connectError` set: {@link wholeTunnelFailure} makes and counts its error. The caller's own
+ * continuation reads the result: an idle tunnel keeps one continuation less waiting (no
+ * promise, reaction and closure here per tunnel).
  */
 export function connectWholeTunnel(
   rt: Runtime,
@@ -87,38 +85,35 @@ export function connectWholeTunnel(
   port: number,
   client: SpliceableClient,
   request: { status: number },
-): Promise<WholeTunnelResult> {
+): Promise<SpliceConnectResult> {
   const source = rt.settings.egress.source_addr;
-  const timeoutMs = rt.settings.egress.connect_timeout;
   const target: SpliceConnectTarget = {
     ip,
     port,
     sourceIp: source !== null && net.isIP(source) === net.isIP(ip) ? source : '',
     head: client.head,
     early: client.early,
-    connectTimeoutMs: timeoutMs,
+    connectTimeoutMs: rt.settings.egress.connect_timeout,
   };
   const connected = (connectMs: number): void => {
     connectObserved(performance.now() - connectMs);
     request.status = 200;
   };
   const options = eg.ingress.endpoint.stream;
-  let p: Promise<SpliceConnectResult>;
   try {
-    p =
-      client.raw !== undefined
-        ? rawTunnel(client.raw, target, options, connected)
-        : client.reactor !== undefined
-          ? client.reactor.connect(target, options, connected)
-          : spliceConnect(client.socket as Duplex, target, options, connected);
+    return client.raw !== undefined
+      ? rawTunnel(client.raw, target, options, connected)
+      : client.reactor !== undefined
+        ? client.reactor.connect(target, options, connected)
+        : spliceConnect(client.socket as Duplex, target, options, connected);
   } catch (e) {
     return Promise.reject(e);
   }
-  // One continuation, no async frame: a short tunnel's garbage is mostly its promises.
-  return p.then((r): WholeTunnelResult => {
-    if (r.connectError === null) return { ok: true, result: r };
-    const error = connectFailure(ip, port, r.connectError, timeoutMs);
-    connectFailed(error.code);
-    return { ok: false, error };
-  });
+}
+
+/** The error of a whole tunnel whose connect to `ip`:`port` failed with `connectError`, counted. */
+export function wholeTunnelFailure(rt: Runtime, ip: string, port: number, connectError: string): Error {
+  const error = connectFailure(ip, port, connectError, rt.settings.egress.connect_timeout);
+  connectFailed(error.code);
+  return error;
 }

@@ -11,6 +11,7 @@
  * `getAppTunnelPipeline` → the app's pipeline, the kernel splice or the pump → audit record.
  */
 import type { Duplex } from 'node:stream';
+import { TelemetryContext } from 'foundations/telemetry';
 import type { SocketAddr } from '../context/contexts.ts';
 import { type IngressConnection, RequestState } from '../context/state.ts';
 import { clientReason, httpStatusFor } from '../errors.ts';
@@ -44,20 +45,47 @@ export interface ConnectExchange {
   spliceable?(): SpliceableClient | null;
 }
 
-/** Runs one CONNECT tunnel to `target` until it ends; never throws. */
+/**
+ * Runs one CONNECT tunnel to `target` until it ends; never throws. `ended`, if given, runs as
+ * the tunnel ends, after `conn.tunnels` dropped: an on-ramp's end of the connection.
+ *
+ * An idle tunnel waits on as few continuations as its telemetry allows. When the request's span
+ * is recorded, the fork's `apply` waits for the tunnel to end it, in the connection's context
+ * (a promise and two closures, and that context's frame kept, per tunnel). When none is (no
+ * exporter, not sampled), nothing waits there: the end runs in the request's context, on the
+ * tunnel's own promise. (`apply`'s wrapper also notes the context of an error escaping as a
+ * rejection, for the crash log; `runStream` never rejects.) A `.finally` of the on-ramp's own
+ * would add a promise, a reaction and a pair of closures more: `ended` replaces it.
+ */
 export function serveConnect(
   rt: Runtime,
   conn: IngressConnection,
   ex: ConnectExchange,
   target: SocketAddr,
+  ended: (() => void) | null = null,
 ): Promise<void> {
   conn.requests++;
   conn.tunnels++;
   const request = new RequestState(conn, 'connect', 'CONNECT', target, rt.ext);
   conn.endpoint.metrics.connectRequests.inc();
-  return forkRequest(request, () => tunnel(rt, request, ex)).finally(() => {
+  // `finally`'s work by hand: two closures sharing this call's context (`finally` would add two
+  // closures and a context more).
+  const end = (): void => {
     conn.tunnels--;
+    ended?.();
+  };
+  const failed = (e: unknown): never => {
+    end();
+    throw e;
+  };
+  let served: Promise<void> | null = null;
+  const spanned = forkRequest(request, (): Promise<void> | undefined => {
+    const p = tunnel(rt, request, ex);
+    if (TelemetryContext.current().span !== null) return p; // `apply` ends the span with it
+    served = p.then(end, failed);
+    return undefined;
   });
+  return spanned === undefined ? (served as unknown as Promise<void>) : spanned.then(end, failed);
 }
 
 function tunnel(rt: Runtime, request: RequestState, ex: ConnectExchange): Promise<void> {

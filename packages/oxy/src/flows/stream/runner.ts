@@ -30,6 +30,7 @@ import {
   connectWholeTunnel,
   type SpliceableClient,
   wholeTunnelAddress,
+  wholeTunnelFailure,
 } from '../../egress/whole-tunnel.ts';
 import { clientReason, httpStatusFor, isOxyError, OXY_ERR } from '../../errors.ts';
 import type { AppTunnelPipeline } from '../../hooks/tunnel.ts';
@@ -212,6 +213,33 @@ function wholeClient(
   return client !== null && canRunWhole(client) ? client : null;
 }
 
+/**
+ * `formatHostPort(ip, port)` of the whole tunnels' upstreams, made once: an idle tunnel to the
+ * same upstream as many others keeps no text of its own. Bounded: emptied when full.
+ */
+const upstreams = new Map<string, Map<number, string>>();
+const MAX_UPSTREAMS = 1024;
+let upstreamCount = 0;
+
+function upstreamText(ip: string, port: number): string {
+  let byPort = upstreams.get(ip);
+  let text = byPort?.get(port);
+  if (text !== undefined) return text;
+  text = formatHostPort(ip, port);
+  if (upstreamCount >= MAX_UPSTREAMS) {
+    upstreams.clear();
+    upstreamCount = 0;
+    byPort = undefined;
+  }
+  if (byPort === undefined) {
+    byPort = new Map();
+    upstreams.set(ip, byPort);
+  }
+  byPort.set(port, text);
+  upstreamCount++;
+  return text;
+}
+
 function runWhole(
   rt: Runtime,
   request: RequestState,
@@ -223,15 +251,17 @@ function runWhole(
   const ip = wholeTunnelAddress(route) as string;
   const direct = route as Extract<EgressRoute, { kind: 'direct' }>;
   const port = direct.port;
-  request.upstream = formatHostPort(ip, port);
+  request.upstream = upstreamText(ip, port);
   // The off-ramp's PROXY header goes up before anything the client sent.
   if (direct.proxyHeader !== undefined) {
     const head = proxyHeaderFor(eg, direct.proxyHeader, { host: ip, port });
     client = { ...client, early: client.early === null ? head : Buffer.concat([head, client.early]) };
   }
+  // One continuation per tunnel, this one: an idle tunnel waits on nothing else here.
   return connectWholeTunnel(rt, eg, ip, port, client, request).then((r) => {
-    if (!r.ok) refuseWith(rt, request, ingress, r.error);
-    else finishStream(rt, request, r.result.bytesUp, r.result.bytesDown, r.result.reason);
+    if (r.connectError !== null)
+      refuseWith(rt, request, ingress, wholeTunnelFailure(rt, ip, port, r.connectError));
+    else finishStream(rt, request, r.bytesUp, r.bytesDown, r.reason);
   });
 }
 

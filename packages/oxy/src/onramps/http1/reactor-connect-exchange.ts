@@ -41,11 +41,15 @@ const ADOPTED: RawClient = { fd: -1, closeHandle() {}, track() {} };
 
 function ignore(): void {}
 
+/** A carried tunnel's header lines: let go (see `adopt`). */
+const NO_HEADERS: readonly string[] = [];
+
 /** One CONNECT read by the reactor thread. */
 export class ReactorConnectExchange implements ConnectExchange, ReactorClient {
   readonly #listener: ConnectListener;
   readonly #authority: string;
-  readonly #rawHeaders: readonly string[];
+  /** The head's header lines until the tunnel is carried on (see `adopt`). */
+  #rawHeaders: readonly string[];
   /** The client's descriptor while JS holds it (-1: the addon's, or a socket's). */
   #fd: number;
   /** The descriptor still counts as the listener's (a head it posted): released when JS keeps it. */
@@ -177,9 +181,15 @@ export class ReactorConnectExchange implements ConnectExchange, ReactorClient {
     this.#settle({ bytesUp: this.#early + b01, bytesDown: b10, reason, error, connectError: null });
   }
 
-  /** The tunnel runs on: from now on a raw tunnel's owner reports it (the sweeps, a drain's stop). */
+  /**
+   * The tunnel runs on: from now on a raw tunnel's owner reports it (the sweeps, a drain's stop).
+   * Its header lines are let go (an idle tunnel kept their array and strings): the descriptor
+   * never comes back to JS to be answered, and the head is read by the CONNECT hook only, before
+   * the route (`tunnels/connect.ts`); a head read later has the authority and no headers.
+   */
   adopt(): RawTunnel {
     this.#id = 0;
+    this.#rawHeaders = NO_HEADERS;
     const resolve = this.#resolve as (r: SpliceConnectResult) => void;
     this.#resolve = null;
     const run = new RawTunnel(

@@ -30,16 +30,16 @@
 import type net from 'node:net';
 import type { TaskToken, TaskTracker } from 'foundations/restart';
 import type { SocketAddr } from '../../context/contexts.ts';
-import { type EndpointState, IngressConnection } from '../../context/state.ts';
+import type { EndpointState, IngressConnection } from '../../context/state.ts';
 import { parseAuthority } from '../../flows/http/headers.ts';
 import { type Native, native } from '../../flows/stream/native-addon.ts';
 import type { RawTunnel } from '../../flows/stream/raw-tunnel.ts';
 import type { Runtime } from '../../runtime.ts';
 import { httpSettingsOf } from '../../settings.ts';
 import { forkConnection } from '../../telemetry/fork.ts';
-import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { serveConnect } from '../../tunnels/connect.ts';
 import { moveAccepting } from '../tcp/reactor-accept.ts';
+import { endAccepted, takeAccepted } from '../tcp/reactor-accepted.ts';
 import { adoptConnection } from './adopt.ts';
 import { ReactorConnectExchange } from './reactor-connect-exchange.ts';
 import { type ParsedHead, type RequestEvents, RequestParser, STOP_AFTER_HEAD } from './request-parser.ts';
@@ -261,28 +261,23 @@ export class ConnectListener {
     }
     reactorConnectStats.connects++;
     const rt = this.rt;
-    const conn = new IngressConnection(
+    const { conn, token } = takeAccepted(
+      rt,
       this.endpoint,
       { peer, local: local ?? { host: '', port: 0 } },
       'http/1.1',
-      rt.ext,
+      sinceAccept,
+      this.#labels,
+      this.#tracker,
     );
-    (conn as { startedAt: number }).startedAt = performance.now() - sinceAccept;
-    rt.connections.add(conn);
-    ingressMetrics.connections_total(this.#labels).inc();
-    ingressMetrics.connections_active(this.#labels).inc();
-    const tracker = this.#tracker;
-    const token = tracker === null || tracker.closed ? null : tracker.start();
     const held = token === null && this.#pending !== null ? this.#holdForDrain() : null;
     const ex = new ReactorConnectExchange(this, fd, head.url, head.rawHeaders);
     conn.abort = () => ex.abort();
+    // The connection's end runs in the tunnel's own continuation (no second one per tunnel).
     forkConnection(conn, () => {
-      void serveConnect(rt, conn, ex, target).finally(() =>
+      void serveConnect(rt, conn, ex, target, () =>
         ex.whenClosed(() => {
-          conn.closed = true;
-          rt.connections.delete(conn);
-          ingressMetrics.connections_active(this.#labels).dec();
-          token?.done();
+          endAccepted(rt, conn, this.#labels, token);
           held?.();
         }),
       );

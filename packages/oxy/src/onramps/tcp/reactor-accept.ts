@@ -24,7 +24,7 @@
  */
 import net from 'node:net';
 import type { TaskToken, TaskTracker } from 'foundations/restart';
-import { log } from 'foundations/telemetry';
+import { log, TelemetryContext } from 'foundations/telemetry';
 import { formatHostPort } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { EgressState, type EndpointState, IngressConnection, RequestState } from '../../context/state.ts';
@@ -39,6 +39,7 @@ import { connectFailure } from '../../offramps/tcp/happy-eyeballs.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkConnection, forkRequest } from '../../telemetry/fork.ts';
 import { httpMetrics, ingressMetrics, tunnelMetrics } from '../../telemetry/metrics.ts';
+import { endAccepted, takeAccepted } from './reactor-accepted.ts';
 
 /** The pipe size of a whole tunnel (the addon's default for `startTunnel`). */
 const PIPE_SIZE = 256 * 1024;
@@ -352,40 +353,55 @@ class ReactorListener {
     const endpoint = this.#endpoint;
     reactorAcceptStats.adopted++;
     const local = localHost === null ? (this.#local as SocketAddr) : { host: localHost, port: localPort };
-    const conn = new IngressConnection(endpoint, { peer: { host, port }, local }, 'tcp', rt.ext);
-    (conn as { startedAt: number }).startedAt = performance.now() - sinceAccept;
-    rt.connections.add(conn);
-    ingressMetrics.connections_total(this.#labels).inc();
-    ingressMetrics.connections_active(this.#labels).inc();
-    const tracker = this.#tracker;
-    const token = tracker === null || tracker.closed ? null : tracker.start();
+    const { conn, token } = takeAccepted(
+      rt,
+      endpoint,
+      { peer: { host, port }, local },
+      'tcp',
+      sinceAccept,
+      this.#labels,
+      this.#tracker,
+    );
     let run: RawTunnel | null = null;
     forkConnection(conn, () => {
       conn.requests++;
       conn.tunnels++;
       const request = new RequestState(conn, 'tcp', 'TCP', this.#target, rt.ext);
       (request as { startedAt: number }).startedAt = conn.startedAt;
-      void forkRequest(request, async () => {
-        new EgressState(conn, request, request.target, rt.ext);
-        request.decisions.push('egress:direct');
-        request.upstream = this.#upstream;
-        request.connectedAt = request.startedAt;
-        const connected = (connectMs: number): void => {
-          connectObserved(performance.now() - connectMs);
-          request.status = 200;
-        };
-        const r = await new Promise<SpliceConnectResult>((resolve) => {
-          run = new RawTunnel(ADOPTED, 0, endpoint.stream, connected, resolve);
-          run.adopt();
-        });
-        finishStream(rt, request, r.bytesUp, r.bytesDown, r.reason);
-      }).finally(() => {
+      // One chain of continuations per idle tunnel, as `serveConnect`'s: `finally`'s work as a
+      // `.then` pair, and the fork's wrapper only when it has a recorded span to end.
+      const end = (): void => {
         conn.tunnels--;
-        conn.closed = true;
-        rt.connections.delete(conn);
-        ingressMetrics.connections_active(this.#labels).dec();
-        token?.done();
+        endAccepted(rt, conn, this.#labels, token);
+      };
+      const failed = (e: unknown): never => {
+        end();
+        throw e;
+      };
+      const spanned = forkRequest(request, (): Promise<void> | undefined => {
+        let carried: Promise<void>;
+        try {
+          new EgressState(conn, request, request.target, rt.ext);
+          request.decisions.push('egress:direct');
+          request.upstream = this.#upstream;
+          request.connectedAt = request.startedAt;
+          carried = new Promise<SpliceConnectResult>((resolve) => {
+            // Made here, not a variable of the scope, so it goes once the tunnel reported it.
+            const connected = (connectMs: number): void => {
+              connectObserved(performance.now() - connectMs);
+              request.status = 200;
+            };
+            run = new RawTunnel(ADOPTED, 0, endpoint.stream, connected, resolve);
+            run.adopt();
+          }).then((r) => finishStream(rt, request, r.bytesUp, r.bytesDown, r.reason));
+        } catch (e) {
+          carried = Promise.reject(e);
+        }
+        if (TelemetryContext.current().span !== null) return carried;
+        void carried.then(end, failed);
+        return undefined;
       });
+      if (spanned !== undefined) void spanned.then(end, failed);
     });
     const tunnel = run as unknown as RawTunnel;
     conn.abort = () => tunnel.stop('client_reset');
