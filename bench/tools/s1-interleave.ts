@@ -4,7 +4,7 @@
  * process per measurement, minutes apart) compares one moment's machine with another's.
  *
  *   node bench/tools/s1-interleave.ts [--ref DIR] [--ref-flags=FLAGS] [--ref-env=K=V] [--no-ts]
- *     [--pin] [--rounds 8] [--seconds 2] [--gc]
+ *     [--pin] [--rounds 8] [--seconds 2] [--gc] [--port-base 22080]
  *
  * Starts the harness's nginx upstream (its config, another port), Oxy from this checkout, Oxy
  * from `--ref` (another checkout with `node_modules` and the addon built; `bin/oxy` as the
@@ -18,6 +18,7 @@
  * and their medians. `--pin`: each proxy on CPU 1, nginx and wrk on CPU 0. `--gc`: the Oxy
  * processes run with `--trace-gc-nvp` and also report V8's own count of bytes allocated per
  * request and GC pause per request (their log lines counted between the window's ends).
+ * `--port-base`: the upstream's port; the proxies listen at +41, +42 and +50.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -39,9 +40,12 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '8' },
     seconds: { type: 'string', default: '2' },
     gc: { type: 'boolean', default: false },
+    'port-base': { type: 'string', default: '22080' },
   },
 });
-const UPSTREAM = 22080;
+// Other checkouts may run this tool at the same time: --port-base moves all its ports.
+const BASE = Number(values['port-base']);
+const UPSTREAM = BASE;
 const WORK = join(ROOT, 'bench/.work/s1-interleave');
 mkdirSync(WORK, { recursive: true });
 const kids: ChildProcess[] = [];
@@ -89,7 +93,7 @@ if (values['ref-env'] !== undefined) {
   const eq = values['ref-env'].indexOf('=');
   refEnv[values['ref-env'].slice(0, eq)] = values['ref-env'].slice(eq + 1);
 }
-let port = 22120;
+let port = BASE + 40;
 for (const [name, root, flags] of oxies) {
   port++;
   const cfg = join(WORK, `${name}.yaml`);
@@ -110,7 +114,7 @@ for (const [name, root, flags] of oxies) {
   targets.push(t);
 }
 if (!values['no-ts']) {
-  port = 22130;
+  port = BASE + 50;
   const c = start(['traffic_server'], trafficserverEnv(port));
   await waitForPort('127.0.0.1', port, 60000);
   targets.push({ name: 'trafficserver', port, pid: c.pid as number, log: [] });

@@ -93,6 +93,7 @@ void h1_up_close(h1_up_t *u) {
   for (h1_up_t **p = &e->idle; *p; p = &(*p)->next)
     if (*p == u) {
       *p = u->next;
+      e->nidle--;
       break;
     }
   if (u->conn && u->conn->up == u) u->conn->up = NULL;
@@ -105,16 +106,19 @@ void h1_up_close(h1_up_t *u) {
 
 void h1_up_release(h1_engine_t *e, h1_up_t *u) {
   u->conn = NULL;
+  /* fewer idle connections in all than the limit: no need to count this origin's */
   int same = 0;
-  for (h1_up_t *x = e->idle; x; x = x->next)
-    if (strcmp(x->key, u->key) == 0) same++;
+  if (e->nidle >= e->pool_max_idle)
+    for (h1_up_t *x = e->idle; x; x = x->next)
+      if (strcmp(x->key, u->key) == 0) same++;
   if (e->closed || same >= e->pool_max_idle) {
     h1_up_close(u);
     return;
   }
-  u->idle_since = h1_now();
+  u->idle_since = h1_now(e);
   u->next = e->idle;
   e->idle = u;
+  e->nidle++;
   h1_up_poll(u); /* an idle connection is read only to see it close */
   uv_unref((uv_handle_t *)&u->poll);
 }
@@ -125,6 +129,7 @@ h1_up_t *h1_up_take(h1_engine_t *e, const char *key) {
     if (strcmp(u->key, key) != 0) continue;
     *p = u->next;
     u->next = NULL;
+    e->nidle--;
     uv_ref((uv_handle_t *)&u->poll);
     return u;
   }
@@ -153,7 +158,7 @@ void h1_flush_up(h1_conn_t *c) {
   }
   if (!c->sent && h1_buf_pending(&c->up_out) == 0 && c->body_left == 0) {
     c->sent = true;
-    c->t_sent = h1_now();
+    c->t_sent = h1_now(c->e);
   }
   h1_up_poll(u);
   h1_client_poll(c);
@@ -163,7 +168,7 @@ void h1_flush_up(h1_conn_t *c) {
  * request to the next instead of going readable|writable and back, each change an epoll_ctl
  * DEL and ADD in libuv (uv_poll_start), two thirds of the syscalls of a small request. */
 void h1_send_request(h1_conn_t *c) {
-  c->progress_up = h1_now();
+  c->progress_up = h1_now(c->e);
   if (c->body_left > 0 && c->in_len > 0) h1_move_body(c);
   else h1_flush_up(c);
 }
@@ -224,7 +229,7 @@ static bool relay(h1_conn_t *c, const char *p, size_t n) {
       return false;
     }
   }
-  c->progress = h1_now();
+  c->progress = h1_now(c->e);
   if (take < n) c->upstream_reusable = false; /* bytes after the response: not reused */
   if (done) h1_complete(c);
   return true;
@@ -263,7 +268,7 @@ static bool on_head(h1_conn_t *c) {
   }
   c->head_parsed = true;
   c->t_head = uv_hrtime();
-  c->stall_check_at = h1_now() + c->e->response_timeout;
+  c->stall_check_at = h1_now(c->e) + c->e->response_timeout;
   c->bytes_at_check = -1;
   c->status = res->status;
   bool bodiless = c->req.is_head || res->status == 204 || res->status == 304;
@@ -320,7 +325,7 @@ void h1_move_body(h1_conn_t *c) {
       c->in_len -= take;
       c->body_left -= (int64_t)take;
       c->bytes_up += (double)take;
-      c->progress_up = h1_now();
+      c->progress_up = h1_now(c->e);
     }
     h1_up_t *u = c->up;
     h1_flush_up(c);
@@ -349,6 +354,7 @@ static void upstream_gone(h1_conn_t *c, bool eof) {
     c->up_out.off = 0;
     c->up_out.len = c->req_len;
     c->state = ST_ROUTE;
+    c->routed = true;
     h1_event_t *ev = h1_event_new(c, EV_ROUTE);
     if (!ev) {
       h1_conn_close(c, true);

@@ -287,24 +287,36 @@ test('a connection the reactor thread accepted and handed back (adoptConnection)
   client.destroy();
 });
 
-test('the close hook counts the bytes of a connection the engine served, as the JS engine does', async () => {
-  const stats: { bytesIn: number; bytesOut: number }[] = [];
+test('the close hook counts the bytes and requests of a connection the engine served, as the JS engine does', async () => {
+  // No request-end hook, no audit: the engine is quiet, its requests on pooled upstream
+  // connections counted in C and given to the connection when it leaves the addon.
+  type Stats = { bytesIn: number; bytesOut: number; requests: number };
+  const stats: Stats[] = [];
   const hook = hooksApp({ ingress: { handleConnectionClose: (s) => void stats.push(s) } });
+  const tele = captureTelemetry({ verbosity: 'INFO' });
   for (const on of [true, false]) {
     process.env.OXY_NATIVE_H1 = on ? '1' : '0';
     const app = await startApp(hook, { settings });
     delete process.env.OXY_NATIVE_H1;
     const before = nativeH1Stats.requests;
+    const total0 = (await tele.metricValue('http_requests_total', { kind: 'forward' })) ?? 0;
     const c = await rawClient(app.proxy.address());
-    await c.write(up.get('/len?counted'));
-    await expectBody(c, '/len?counted');
+    for (let i = 0; i < 3; i++) {
+      await c.write(up.get(`/len?counted${i}`));
+      await expectBody(c, `/len?counted${i}`);
+    }
+    const total = ((await tele.metricValue('http_requests_total', { kind: 'forward' })) ?? 0) - total0;
+    assert.equal(total, 3, 'the requests metric');
     c.destroy();
     await waitUntil(() => stats.length === (on ? 1 : 2), 'the close hook');
-    assert.equal(nativeH1Stats.requests - before, on ? 1 : 0, on ? 'served by the engine' : 'served by JS');
+    assert.equal(nativeH1Stats.requests - before, on ? 3 : 0, on ? 'served by the engine' : 'served by JS');
     await app.stop();
   }
-  const [n, j] = stats as [{ bytesIn: number; bytesOut: number }, { bytesIn: number; bytesOut: number }];
+  tele.stop();
+  const [n, j] = stats as [Stats, Stats];
   assert.ok(n.bytesIn > 0 && n.bytesOut > 0, JSON.stringify(n));
   assert.equal(n.bytesIn, j.bytesIn);
   assert.equal(n.bytesOut, j.bytesOut);
+  assert.equal(n.requests, 3);
+  assert.equal(j.requests, 3);
 });
