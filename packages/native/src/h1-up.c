@@ -28,7 +28,8 @@ void h1_flush_up(h1_conn_t *c);
 
 /* ---- buffers ---- */
 
-bool h1_buf_add(h1_buf_t *b, const char *p, size_t n) {
+/* Room for n more bytes at data + len; false when out of memory. */
+static bool buf_reserve(h1_buf_t *b, size_t n) {
   if (b->off > 0 && b->off == b->len) b->off = b->len = 0;
   if (b->len + n > b->cap) {
     if (b->off > 0) {
@@ -45,6 +46,11 @@ bool h1_buf_add(h1_buf_t *b, const char *p, size_t n) {
       b->cap = cap;
     }
   }
+  return true;
+}
+
+bool h1_buf_add(h1_buf_t *b, const char *p, size_t n) {
+  if (!buf_reserve(b, n)) return false;
   memcpy(b->data + b->len, p, n);
   b->len += n;
   return true;
@@ -189,7 +195,7 @@ void h1_adopt(h1_conn_t *c, int fd, const char *upstream) {
   snprintf(u->upstream, sizeof u->upstream, "%s", upstream);
   u->conn = c;
   c->up = u;
-  c->t_connect = uv_hrtime();
+  c->t_connect = h1_stamp(c->e);
   c->state = ST_UP;
   h1_send_request(c);
 }
@@ -267,18 +273,18 @@ static bool on_head(h1_conn_t *c) {
     c->rhead_len -= res->head_len;
   }
   c->head_parsed = true;
-  c->t_head = uv_hrtime();
+  c->t_head = h1_stamp(c->e);
   c->stall_check_at = h1_now(c->e) + c->e->response_timeout;
   c->bytes_at_check = -1;
   c->status = res->status;
   bool bodiless = c->req.is_head || res->status == 204 || res->status == 304;
-  char *head = malloc(res->head_len + 96);
-  if (!head) return false;
+  /* rewritten straight into the client's queue */
   bool chunked;
-  size_t o = h1_rewrite_response(c->rhead, res, bodiless, c->close_after, &chunked, head, res->head_len + 96);
-  bool ok = o > 0 && h1_buf_add(&c->out, head, o);
-  free(head);
-  if (!ok) {
+  size_t cap = res->head_len + 96, o = 0;
+  if (buf_reserve(&c->out, cap))
+    o = h1_rewrite_response(c->rhead, res, bodiless, c->close_after, &chunked, c->out.data + c->out.len, cap);
+  c->out.len += o;
+  if (o == 0) {
     h1_conn_close(c, true);
     return false;
   }

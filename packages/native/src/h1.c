@@ -284,7 +284,7 @@ static void start_request(h1_conn_t *c) {
   memmove(c->in, c->in + used, c->in_len - used);
   c->in_len -= used;
   c->served++;
-  c->t_start = uv_hrtime();
+  c->t_start = h1_stamp(c->e);
   c->t_connect = c->t_head = 0;
   c->status = 0;
   c->bytes_down = 0;
@@ -300,7 +300,7 @@ static void start_request(h1_conn_t *c) {
     c->reused = true;
     c->up = u;
     u->conn = c;
-    c->t_connect = uv_hrtime();
+    c->t_connect = h1_stamp(c->e);
     c->state = ST_UP;
     h1_send_request(c);
     return;

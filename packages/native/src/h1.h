@@ -194,6 +194,9 @@ struct h1_conn {
 /* h1.c */
 /* The loop's clock in ms (uv_now: read once per loop turn), for timeouts and idle times. */
 static inline uint64_t h1_now(const h1_engine_t *e) { return uv_now(e->loop); }
+/* A request's timestamp (ns) for its record; none (0) when the engine is quiet: nothing reads
+ * the timings then (the request-end hook and the audit record are the only readers). */
+static inline uint64_t h1_stamp(const h1_engine_t *e) { return e->quiet ? 0 : uv_hrtime(); }
 h1_conn_t *h1_conn_start(h1_engine_t *e, int fd, int id, const char *bytes, size_t n);
 h1_conn_t *h1_conn_find(h1_engine_t *e, int id);
 /* JS gave the upstream for a request waiting in ST_ROUTE (fd already the engine's). */
