@@ -147,7 +147,7 @@ export interface Addon {
   h1Answer(engine: H1EngineHandle, id: number, bytes: Buffer, close: boolean): void;
   h1Drop(engine: H1EngineHandle, id: number): number;
   h1Busy(engine: H1EngineHandle, id: number): boolean;
-  h1Control(engine: H1EngineHandle, op: number, flag: boolean): void;
+  h1Control(engine: H1EngineHandle, op: number, flag: boolean): number | undefined;
   h1ParseRequest(buf: Buffer, max: number): number | H1ParsedRequest;
   h1ParseResponse(buf: Buffer, max: number, bodiless: boolean, close: boolean): number | H1ParsedResponse;
   h1Chunks(buf: Buffer): number | [number, number, number];

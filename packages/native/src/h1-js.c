@@ -1,7 +1,8 @@
 /*
  * The JS surface of the native HTTP/1.1 forward engine (h1.c): making an engine, giving it a
  * client connection, answering its questions, and the once-per-loop-turn batch of what happened
- * (uv_check, and a uv_idle while events wait so that the loop does not sleep on them). Also the
+ * (uv_check, and a uv_idle while events wait so that the loop does not sleep on them; quiet
+ * counts alone within a millisecond, uv_timer). Also the
  * codecs (h1-parse.c) as pure functions, for tests.
  *
  * - h1Engine(settings: number[9], cb): an engine; settings are [maxHeader, maxResponseHeader,
@@ -18,7 +19,7 @@
  * - h1Adopt(engine, id, fd, upstream): the upstream connection for a request in EV_ROUTE (a
  *   duplicate of fd is taken); false when the client connection is gone.
  * - h1Answer(engine, id, bytes, close): JS's answer to a failed request (EV_FAIL, not responded).
- * - h1Control(engine, op, flag): 0 close, 1 draining, 2 quiet (flag): a request that ends well
+ * - h1Control(engine, op, flag): 0 close (returns the quiet count not yet told), 1 draining, 2 quiet (flag): a request that ends well
  *   and did not ask for a route is counted instead of told (nothing observes its record).
  * - h1Drop(engine, id): stops serving a connection at once; returns its quiet count (as its
  *   EV_CLOSED would have); h1Busy(engine, id): a request under way or a response still being
@@ -39,7 +40,14 @@
 typedef struct {
   h1_engine_t e;
   uv_idle_t idle;
+  uv_timer_t flush; /* quiet counts alone wait for it (QUIET_WAIT_MS) */
 } engine_box_t;
+
+/* Quiet counts with no event to ride on are told at most every QUIET_WAIT_MS, or once
+ * QUIET_BATCH of them wait: when the loop turns once or twice per request (a proxy with a core to
+ * itself), a call into JS per turn for a count was the largest cost left in the batch. */
+#define QUIET_WAIT_MS 1
+#define QUIET_BATCH 64
 
 static void on_idle(uv_idle_t *h) { (void)h; }
 
@@ -104,9 +112,16 @@ static void deliver(h1_engine_t *e) {
   }
 }
 
-static void on_check(uv_check_t *h) {
+static void on_flush(uv_timer_t *h) {
   engine_box_t *b = h->data;
   if (b->e.ev_head || b->e.quiet_done > 0) deliver(&b->e);
+}
+
+static void on_check(uv_check_t *h) {
+  engine_box_t *b = h->data;
+  if (b->e.ev_head || b->e.quiet_done >= QUIET_BATCH) deliver(&b->e);
+  else if (b->e.quiet_done > 0 && !uv_is_active((uv_handle_t *)&b->flush))
+    uv_timer_start(&b->flush, on_flush, QUIET_WAIT_MS, 0);
   if (!b->e.ev_head) uv_idle_stop(&b->idle);
 }
 
@@ -134,6 +149,8 @@ static void engine_finalize(napi_env env, void *data, void *hint) {
     h1_engine_close(e);
     e->handles++;
     uv_close((uv_handle_t *)&b->idle, h1_handle_closed);
+    e->handles++;
+    uv_close((uv_handle_t *)&b->flush, h1_handle_closed);
   }
   h1_engine_release(e);
 }
@@ -190,7 +207,9 @@ static napi_value h1_engine(napi_env env, napi_callback_info info) {
   uv_check_init(loop, &e->check);
   uv_timer_init(loop, &e->sweep);
   uv_idle_init(loop, &b->idle);
-  e->check.data = e->sweep.data = b->idle.data = b;
+  uv_timer_init(loop, &b->flush);
+  e->check.data = e->sweep.data = b->idle.data = b->flush.data = b;
+  uv_unref((uv_handle_t *)&b->flush);
   uv_unref((uv_handle_t *)&e->check);
   uv_unref((uv_handle_t *)&e->sweep);
   uv_unref((uv_handle_t *)&b->idle);
@@ -279,17 +298,23 @@ static napi_value h1_control(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 3, argv, NULL)) return NULL;
   engine_box_t *b = get_engine(env, argv[0]);
   if (!b || !arg_int32(env, argv[1], &op) || !arg_bool(env, argv[2], &flag)) return NULL;
+  double quiet = 0;
   if (op == 0) {
+    /* quiet counts not yet told go back with the call */
+    quiet = b->e.quiet_done;
+    b->e.quiet_done = 0;
     h1_engine_close(&b->e);
     b->e.handles++;
     uv_close((uv_handle_t *)&b->idle, h1_handle_closed);
+    b->e.handles++;
+    uv_close((uv_handle_t *)&b->flush, h1_handle_closed);
   } else if (op == 1) {
     h1_drain(&b->e);
     kick(&b->e);
   } else if (op == 2) {
     b->e.quiet = flag;
   }
-  return make_undefined(env);
+  return op == 0 ? make_int(env, (int64_t)quiet) : make_undefined(env);
 }
 
 static napi_value h1_drop_js(napi_env env, napi_callback_info info) {

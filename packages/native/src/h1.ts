@@ -110,9 +110,12 @@ export function h1Drain(e: H1EngineHandle): void {
   addon.h1Control(e, 1, true);
 }
 
-/** Closes the engine (its idle upstream connections, its timers). */
-export function h1Close(e: H1EngineHandle): void {
-  addon.h1Control(e, 0, false);
+/**
+ * Closes the engine (its idle upstream connections, its timers). Returns the quiet requests not
+ * yet told in a batch.
+ */
+export function h1Close(e: H1EngineHandle): number {
+  return addon.h1Control(e, 0, false) ?? 0;
 }
 
 /** The native request parser, for tests: a head, or an `H1_PARSE` code. */

@@ -16,7 +16,8 @@
  *   call and audit record the exchange engine makes (`recordEnd`). When nothing observes the
  *   record (no request-end hook, audit off, DEBUG off: `quiet`), the addon only counts the
  *   requests that end well on a pooled upstream connection; a batch's count goes to the
- *   requests metric, a connection's to `conn.requests` when it leaves the addon. This is the
+ *   requests metric (within a millisecond when no other event carries it), a connection's to
+ *   `conn.requests` when it leaves the addon. This is the
  *   cost of S1's requests: no JS, no allocation per request.
  * - `fail`: an upstream failure (reset, timeout, malformed response) or a client failure (body
  *   cut short, body timeout): recorded and, before the response head left, answered here.
@@ -213,14 +214,18 @@ export class NativeH1 {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#h1.h1Close(this.#engine);
+    this.#countQuiet(this.#h1.h1Close(this.#engine));
+  }
+
+  /** Requests the addon counted instead of telling (quiet mode). */
+  #countQuiet(quiet: number): void {
+    if (quiet <= 0) return;
+    nativeH1Stats.requests += quiet;
+    this.#endpoint.metrics.forwardRequests.inc(quiet);
   }
 
   #onEvents(events: RawEvent[], quiet: number): void {
-    if (quiet > 0) {
-      nativeH1Stats.requests += quiet;
-      this.#endpoint.metrics.forwardRequests.inc(quiet);
-    }
+    this.#countQuiet(quiet);
     this.#checkQuiet();
     for (const ev of events) {
       const served = this.#served.get(ev[1]);
