@@ -120,10 +120,14 @@ if (!values['no-ts']) {
   targets.push({ name: 'trafficserver', port, pid: c.pid as number, log: [] });
 }
 
-/** Run time (ns) of a process tree, all threads, and of its main thread. */
-function cpu(pid: number): { all: number; main: number } {
+/**
+ * Run time (ns) of a process tree, all threads, and of its main thread; `wait`: its threads'
+ * time runnable but not running (schedstat's run delay: the machine's share of a tail).
+ */
+function cpu(pid: number): { all: number; main: number; wait: number } {
   let all = 0;
   let main = 0;
+  let wait = 0;
   for (const p of processTree(pid)) {
     let tids: string[] = [];
     try {
@@ -133,15 +137,17 @@ function cpu(pid: number): { all: number; main: number } {
     }
     for (const tid of tids) {
       try {
-        const ns = Number(readFileSync(`/proc/${p}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+        const [run, delay] = readFileSync(`/proc/${p}/task/${tid}/schedstat`, 'utf8').split(' ');
+        const ns = Number(run);
         all += ns;
+        wait += Number(delay);
         if (Number(tid) === pid) main += ns;
       } catch {
         // the thread exited
       }
     }
   }
-  return { all, main };
+  return { all, main, wait };
 }
 
 const wrkEnv = {
@@ -176,7 +182,7 @@ for (const t of targets) {
 }
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
-type Row = Record<'rps' | 'p99' | 'p99m' | 'us' | 'main' | 'bytes' | 'gcUs', number[]>;
+type Row = Record<'rps' | 'p99' | 'p99m' | 'us' | 'main' | 'wait' | 'bytes' | 'gcUs', number[]>;
 const rows = new Map<string, Row>();
 for (let r = 0; r < rounds; r++) {
   for (let i = 0; i < targets.length; i++) {
@@ -189,13 +195,23 @@ for (let r = 0; r < rounds; r++) {
     const after = cpu(t.pid);
     if (values.gc) await sleep(300);
     const n = j.requests as number;
-    const row = rows.get(t.name) ?? { rps: [], p99: [], p99m: [], us: [], main: [], bytes: [], gcUs: [] };
+    const row = rows.get(t.name) ?? {
+      rps: [],
+      p99: [],
+      p99m: [],
+      us: [],
+      main: [],
+      wait: [],
+      bytes: [],
+      gcUs: [],
+    };
     rows.set(t.name, row);
     row.rps.push(n / ((j.duration_us as number) / 1e6));
     row.p99.push((j.p99_us as number) / 1000);
     row.p99m.push((j.p99_measured_us as number) / 1000);
     row.us.push((after.all - before.all) / 1e3 / n);
     row.main.push((after.main - before.main) / 1e3 / n);
+    row.wait.push((after.wait - before.wait) / 1e6 / seconds);
     if (values.gc && t.name !== 'trafficserver') {
       const gc = gcOf(t.log.slice(logAt).join(''));
       row.bytes.push(gc.bytes / n);
@@ -209,7 +225,7 @@ for (let r = 0; r < rounds; r++) {
 const median = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)] ?? Number.NaN;
 const f = (x: number, d = 1): string => x.toFixed(d);
 for (const [name, row] of rows) {
-  let line = `${name.padEnd(14)} µs/request ${row.us.map((x) => f(x)).join(' ')} | median ${f(median(row.us))} (main thread ${f(median(row.main))}), requests/s ${f(median(row.rps), 0)}, p99 ${f(median(row.p99), 2)} ms (measured ${f(median(row.p99m), 2)})`;
+  let line = `${name.padEnd(14)} µs/request ${row.us.map((x) => f(x)).join(' ')} | median ${f(median(row.us))} (main thread ${f(median(row.main))}, waiting for a CPU ${f(median(row.wait))} ms/s), requests/s ${f(median(row.rps), 0)}, p99 ${f(median(row.p99), 2)} ms (measured ${f(median(row.p99m), 2)})`;
   if (row.bytes.length > 0)
     line += `, allocated ${f(median(row.bytes), 0)} B/request, GC pause ${f(median(row.gcUs), 2)} µs/request`;
   process.stdout.write(`${line}\n`);
