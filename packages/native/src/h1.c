@@ -8,7 +8,8 @@
  * somewhere to go). JS is called once per loop turn (uv_check) with the batch of what happened
  * (h1-js.c): a request that needs a new upstream connection (JS runs the egress pipeline and
  * connects), finished requests (JS writes the metrics, the request-end hook and the audit
- * h1_record), failures (JS answers them as the JS engine would), hand-backs and closes.
+ * record; in quiet mode, when nothing reads a record, one that ended well is only counted),
+ * failures (JS answers them as the JS engine would), hand-backs and closes.
  *
  * Ordering rules: one request at a time per connection, responses in order; a request is
  * handed back to JS (with the connection, for good) only before anything of it was acted on;

@@ -325,3 +325,34 @@ test('the close hook counts the bytes and requests of a connection the engine se
   assert.equal(n.requests, 3);
   assert.equal(j.requests, 3);
 });
+
+test('quiet mode: a request that fails on a pooled connection is still counted once, as by the JS engine', async () => {
+  // No request-end hook, no audit: requests that end well are counted in C; the one cut by
+  // the upstream's reset comes as its own event. Both engines count three requests.
+  const requests: number[] = [];
+  const hook = hooksApp({ ingress: { handleConnectionClose: (s) => void requests.push(s.requests) } });
+  const tele = captureTelemetry({ verbosity: 'INFO' });
+  const totals: number[] = [];
+  for (const on of [true, false]) {
+    process.env.OXY_NATIVE_H1 = on ? '1' : '0';
+    const app = await startApp(hook, { settings });
+    delete process.env.OXY_NATIVE_H1;
+    const total0 = (await tele.metricValue('http_requests_total', { kind: 'forward' })) ?? 0;
+    const served = nativeH1Stats.requests;
+    const c = await rawClient(app.proxy.address());
+    for (const path of ['/len?q1', '/len?q2']) {
+      await c.write(up.get(path));
+      await expectBody(c, path);
+    }
+    await c.write(up.get('/reset'));
+    assert.ok((await c.closed(3000)).toString('latin1').endsWith('partial'));
+    await waitUntil(() => requests.length === totals.length + 1, 'the close hook');
+    totals.push(((await tele.metricValue('http_requests_total', { kind: 'forward' })) ?? 0) - total0);
+    // the engine's own count: the two that ended well (the reset is a failure)
+    assert.equal(nativeH1Stats.requests - served, on ? 2 : 0);
+    await app.stop();
+  }
+  tele.stop();
+  assert.deepEqual(requests, [3, 3]);
+  assert.deepEqual(totals, [3, 3]);
+});
