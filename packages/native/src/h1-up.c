@@ -172,7 +172,7 @@ void h1_flush_up(h1_conn_t *c) {
 
 /* Writes first and polls after: the upstream's poll then keeps its events (readable) from one
  * request to the next instead of going readable|writable and back, each change an epoll_ctl
- * DEL and ADD in libuv (uv_poll_start), two thirds of the syscalls of a small request. */
+ * DEL and ADD in libuv (uv_poll_start), a third of the syscalls of a small request. */
 void h1_send_request(h1_conn_t *c) {
   c->progress_up = h1_now(c->e);
   if (c->body_left > 0 && c->in_len > 0) h1_move_body(c);
