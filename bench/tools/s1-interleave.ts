@@ -4,7 +4,7 @@
  * process per measurement, minutes apart) compares one moment's machine with another's.
  *
  *   node bench/tools/s1-interleave.ts [--ref DIR] [--ref-flags=FLAGS] [--ref-env=K=V] [--no-ts]
- *     [--pin] [--rounds 8] [--seconds 2] [--gc]
+ *     [--pin] [--rounds 8] [--seconds 2] [--gc] [--port-base 22080]
  *
  * Starts the harness's nginx upstream (its config, another port), Oxy from this checkout, Oxy
  * from `--ref` (another checkout with `node_modules` and the addon built; `bin/oxy` as the
@@ -14,10 +14,14 @@
  * engine) and trafficserver (the
  * harness's settings), warms each up, then for each round measures every proxy for `--seconds`
  * in turn (the order rotated each round) with `wrk -t2 -c64` and `bench/s1.lua`. Per window:
- * requests/s, p99 (wrk's, and measured: its coordinated-omission correction undone, bench/s1.lua), CPU µs per request of the process tree (all threads) and of the main thread. Prints one line per proxy with the windows
- * and their medians. `--pin`: each proxy on CPU 1, nginx and wrk on CPU 0. `--gc`: the Oxy
+ * requests/s, p99 (wrk's, and measured: its coordinated-omission correction undone,
+ * bench/s1.lua), CPU µs per request of the process tree (all threads) and of the main thread,
+ * the threads' time waiting for a CPU and their sleeps (voluntary context switches) per request,
+ * the upstream nginx's CPU per request and each CPU's idle share (`/proc/stat`: CPU 0 / CPU 1).
+ * Prints one line per proxy with the windows and their medians. `--pin`: each proxy on CPU 1, nginx and wrk on CPU 0. `--gc`: the Oxy
  * processes run with `--trace-gc-nvp` and also report V8's own count of bytes allocated per
  * request and GC pause per request (their log lines counted between the window's ends).
+ * `--port-base`: the upstream's port; the proxies listen at +41, +42 and +50.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -39,9 +43,12 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '8' },
     seconds: { type: 'string', default: '2' },
     gc: { type: 'boolean', default: false },
+    'port-base': { type: 'string', default: '22080' },
   },
 });
-const UPSTREAM = 22080;
+// Other checkouts may run this tool at the same time: --port-base moves all its ports.
+const BASE = Number(values['port-base']);
+const UPSTREAM = BASE;
 const WORK = join(ROOT, 'bench/.work/s1-interleave');
 mkdirSync(WORK, { recursive: true });
 const kids: ChildProcess[] = [];
@@ -65,7 +72,7 @@ const nginxConf = readFileSync(join(ROOT, 'bench/.work/upstream/nginx.conf'), 'u
   .replaceAll(':21080', `:${UPSTREAM}`)
   .replaceAll(join(ROOT, 'bench/.work/upstream'), WORK);
 writeFileSync(join(WORK, 'nginx.conf'), nginxConf);
-start(onCpu0(['nginx', '-c', join(WORK, 'nginx.conf')]));
+const nginx = start(onCpu0(['nginx', '-c', join(WORK, 'nginx.conf')]));
 await waitForPort('127.0.0.1', UPSTREAM, 10000);
 
 interface Target {
@@ -89,7 +96,7 @@ if (values['ref-env'] !== undefined) {
   const eq = values['ref-env'].indexOf('=');
   refEnv[values['ref-env'].slice(0, eq)] = values['ref-env'].slice(eq + 1);
 }
-let port = 22120;
+let port = BASE + 40;
 for (const [name, root, flags] of oxies) {
   port++;
   const cfg = join(WORK, `${name}.yaml`);
@@ -110,16 +117,21 @@ for (const [name, root, flags] of oxies) {
   targets.push(t);
 }
 if (!values['no-ts']) {
-  port = 22130;
+  port = BASE + 50;
   const c = start(['traffic_server'], trafficserverEnv(port));
   await waitForPort('127.0.0.1', port, 60000);
   targets.push({ name: 'trafficserver', port, pid: c.pid as number, log: [] });
 }
 
-/** Run time (ns) of a process tree, all threads, and of its main thread. */
-function cpu(pid: number): { all: number; main: number } {
+/**
+ * Run time (ns) of a process tree, all threads, and of its main thread; `wait`: its threads'
+ * time runnable but not running (schedstat's run delay: the machine's share of a tail).
+ */
+function cpu(pid: number): { all: number; main: number; wait: number; sleeps: number } {
   let all = 0;
   let main = 0;
+  let wait = 0;
+  let sleeps = 0;
   for (const p of processTree(pid)) {
     let tids: string[] = [];
     try {
@@ -129,15 +141,19 @@ function cpu(pid: number): { all: number; main: number } {
     }
     for (const tid of tids) {
       try {
-        const ns = Number(readFileSync(`/proc/${p}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+        const [run, delay] = readFileSync(`/proc/${p}/task/${tid}/schedstat`, 'utf8').split(' ');
+        const ns = Number(run);
         all += ns;
+        wait += Number(delay);
         if (Number(tid) === pid) main += ns;
+        const status = readFileSync(`/proc/${p}/task/${tid}/status`, 'utf8');
+        sleeps += Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
       } catch {
         // the thread exited
       }
     }
   }
-  return { all, main };
+  return { all, main, wait, sleeps };
 }
 
 const wrkEnv = {
@@ -151,6 +167,18 @@ function wrk(port: number, args: string[]): Record<string, number> {
   const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
   if (line === undefined) throw new Error(`wrk: ${r.stderr}`);
   return JSON.parse(line) as Record<string, number>;
+}
+
+/** Idle and total jiffies of each CPU (`/proc/stat`), by CPU number. */
+function cpuStat(): { idle: number; all: number }[] {
+  const out: { idle: number; all: number }[] = [];
+  for (const l of readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = /^cpu(\d+) (.*)$/.exec(l);
+    if (m === null) continue;
+    const v = (m[2] as string).split(' ').map(Number);
+    out[Number(m[1])] = { idle: (v[3] ?? 0) + (v[4] ?? 0), all: v.reduce((a, b) => a + b, 0) };
+  }
+  return out;
 }
 
 /** Bytes allocated and pause (ms) of the scavenges in `text` (--trace-gc-nvp lines). */
@@ -172,7 +200,10 @@ for (const t of targets) {
 }
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
-type Row = Record<'rps' | 'p99' | 'p99m' | 'us' | 'main' | 'bytes' | 'gcUs', number[]>;
+type Row = Record<
+  'rps' | 'p99' | 'p99m' | 'us' | 'main' | 'wait' | 'sleeps' | 'nginx' | 'idle0' | 'idle1' | 'bytes' | 'gcUs',
+  number[]
+>;
 const rows = new Map<string, Row>();
 for (let r = 0; r < rounds; r++) {
   for (let i = 0; i < targets.length; i++) {
@@ -180,18 +211,43 @@ for (let r = 0; r < rounds; r++) {
     // wrk runs synchronously: Oxy's output is read in these pauses, before and after the window.
     if (values.gc) await sleep(300);
     const before = cpu(t.pid);
+    const upBefore = cpu(nginx.pid as number).all;
+    const statBefore = cpuStat();
     const logAt = t.log.length;
     const j = wrk(t.port, ['-t2', '-c64', `-d${seconds}s`]);
     const after = cpu(t.pid);
+    const upAfter = cpu(nginx.pid as number).all;
+    const statAfter = cpuStat();
     if (values.gc) await sleep(300);
     const n = j.requests as number;
-    const row = rows.get(t.name) ?? { rps: [], p99: [], p99m: [], us: [], main: [], bytes: [], gcUs: [] };
+    const row = rows.get(t.name) ?? {
+      rps: [],
+      p99: [],
+      p99m: [],
+      us: [],
+      main: [],
+      wait: [],
+      sleeps: [],
+      nginx: [],
+      idle0: [],
+      idle1: [],
+      bytes: [],
+      gcUs: [],
+    };
     rows.set(t.name, row);
     row.rps.push(n / ((j.duration_us as number) / 1e6));
     row.p99.push((j.p99_us as number) / 1000);
     row.p99m.push((j.p99_measured_us as number) / 1000);
     row.us.push((after.all - before.all) / 1e3 / n);
     row.main.push((after.main - before.main) / 1e3 / n);
+    row.wait.push((after.wait - before.wait) / 1e6 / seconds);
+    row.sleeps.push((after.sleeps - before.sleeps) / n);
+    row.nginx.push((upAfter - upBefore) / 1e3 / n);
+    const idle = (c: number): number =>
+      ((statAfter[c]?.idle ?? 0) - (statBefore[c]?.idle ?? 0)) /
+      ((statAfter[c]?.all ?? 0) - (statBefore[c]?.all ?? 0) || 1);
+    row.idle0.push(idle(0) * 100);
+    row.idle1.push(idle(1) * 100);
     if (values.gc && t.name !== 'trafficserver') {
       const gc = gcOf(t.log.slice(logAt).join(''));
       row.bytes.push(gc.bytes / n);
@@ -205,7 +261,7 @@ for (let r = 0; r < rounds; r++) {
 const median = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)] ?? Number.NaN;
 const f = (x: number, d = 1): string => x.toFixed(d);
 for (const [name, row] of rows) {
-  let line = `${name.padEnd(14)} µs/request ${row.us.map((x) => f(x)).join(' ')} | median ${f(median(row.us))} (main thread ${f(median(row.main))}), requests/s ${f(median(row.rps), 0)}, p99 ${f(median(row.p99), 2)} ms (measured ${f(median(row.p99m), 2)})`;
+  let line = `${name.padEnd(14)} µs/request ${row.us.map((x) => f(x)).join(' ')} | median ${f(median(row.us))} (main thread ${f(median(row.main))}, waiting for a CPU ${f(median(row.wait))} ms/s, sleeps ${f(median(row.sleeps), 2)}/request; nginx ${f(median(row.nginx))} µs/request; CPU idle ${f(median(row.idle0), 0)} % / ${f(median(row.idle1), 0)} %), requests/s ${f(median(row.rps), 0)}, p99 ${f(median(row.p99), 2)} ms (measured ${f(median(row.p99m), 2)})`;
   if (row.bytes.length > 0)
     line += `, allocated ${f(median(row.bytes), 0)} B/request, GC pause ${f(median(row.gcUs), 2)} µs/request`;
   process.stdout.write(`${line}\n`);

@@ -141,13 +141,13 @@ export interface Addon {
   ): number | [number, number];
   udpControl(h: UdpHandle, op: number, flag: boolean): void;
   udpStats(h: UdpHandle): number[];
-  h1Engine(settings: number[], cb: (events: H1RawEvent[]) => void): H1EngineHandle;
+  h1Engine(settings: number[], cb: (events: H1RawEvent[], quiet: number) => void): H1EngineHandle;
   h1Serve(engine: H1EngineHandle, fd: number, id: number, bytes: Buffer | null): boolean;
   h1Adopt(engine: H1EngineHandle, id: number, fd: number, upstream: string): boolean;
   h1Answer(engine: H1EngineHandle, id: number, bytes: Buffer, close: boolean): void;
-  h1Drop(engine: H1EngineHandle, id: number): void;
+  h1Drop(engine: H1EngineHandle, id: number): number;
   h1Busy(engine: H1EngineHandle, id: number): boolean;
-  h1Control(engine: H1EngineHandle, op: number, flag: boolean): void;
+  h1Control(engine: H1EngineHandle, op: number, flag: boolean): number | undefined;
   h1ParseRequest(buf: Buffer, max: number): number | H1ParsedRequest;
   h1ParseResponse(buf: Buffer, max: number, bodiless: boolean, close: boolean): number | H1ParsedResponse;
   h1Chunks(buf: Buffer): number | [number, number, number];

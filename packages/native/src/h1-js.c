@@ -1,23 +1,29 @@
 /*
  * The JS surface of the native HTTP/1.1 forward engine (h1.c): making an engine, giving it a
  * client connection, answering its questions, and the once-per-loop-turn batch of what happened
- * (uv_check, and a uv_idle while events wait so that the loop does not sleep on them). Also the
+ * (uv_check, and a uv_idle while events wait so that the loop does not sleep on them; quiet
+ * counts alone within a millisecond, uv_timer). Also the
  * codecs (h1-parse.c) as pure functions, for tests.
  *
  * - h1Engine(settings: number[9], cb): an engine; settings are [maxHeader, maxResponseHeader,
  *   headerTimeoutMs, idleTimeoutMs, responseTimeoutMs, bodyTimeoutMs, poolIdleTimeoutMs,
- *   poolMaxIdle, sweepMs]; cb(events) gets an array of events, each an array:
+ *   poolMaxIdle, sweepMs]; cb(events, quiet) gets an array of events, each an array:
  *   [type, id, kind, status, responded, reused, bodyUnread, bytesUp, bytesDown, msTotal,
- *   msConnect, msHead, method, host, port, upstream, bytes | null] (see h1.h for the types).
+ *   msConnect, msHead, method, host, port, upstream, bytes | null] (see h1.h for the types),
+ *   and the number of requests that ended well since the last batch without an event of their
+ *   own (quiet mode); a connection's own such count comes in the `status` of its EV_CLOSED,
+ *   EV_HANDBACK or EV_EXPIRE.
  * - h1Serve(engine, fd, id, bytes | null): true when the engine serves fd (non-blocking, still
  *   the caller's to close, after h1Drop or the connection's EV_CLOSED or EV_HANDBACK; the
  *   caller's own event loop registration of fd must be inactive meanwhile).
  * - h1Adopt(engine, id, fd, upstream): the upstream connection for a request in EV_ROUTE (a
  *   duplicate of fd is taken); false when the client connection is gone.
  * - h1Answer(engine, id, bytes, close): JS's answer to a failed request (EV_FAIL, not responded).
- * - h1Control(engine, op, flag): 0 close, 1 draining.
- * - h1Drop(engine, id): stops serving a connection at once; h1Busy(engine, id): a request under
- *   way or a response still being written.
+ * - h1Control(engine, op, flag): 0 close (returns the quiet count not yet told), 1 draining, 2 quiet (flag): a request that ends well
+ *   and did not ask for a route is counted instead of told (nothing observes its record).
+ * - h1Drop(engine, id): stops serving a connection at once; returns its quiet count (as its
+ *   EV_CLOSED would have); h1Busy(engine, id): a request under way or a response still being
+ *   written.
  * - h1ParseRequest(buf, max), h1ParseResponse(buf, max): a number (H1_*) or an object with
  *   the head's length and what was read, and the head rewritten as the engine sends it.
  * - h1Chunks(buf): [consumed, done, dataBytes] or -1 (malformed).
@@ -34,7 +40,14 @@
 typedef struct {
   h1_engine_t e;
   uv_idle_t idle;
+  uv_timer_t flush; /* quiet counts alone wait for it (QUIET_WAIT_MS) */
 } engine_box_t;
+
+/* Quiet counts with no event to ride on are told at most every QUIET_WAIT_MS, or once
+ * QUIET_BATCH of them wait: when the loop turns once or twice per request (a proxy with a core to
+ * itself), a call into JS per turn for a count was the largest cost left in the batch. */
+#define QUIET_WAIT_MS 1
+#define QUIET_BATCH 64
 
 static void on_idle(uv_idle_t *h) { (void)h; }
 
@@ -50,13 +63,16 @@ static void set_str(napi_env env, napi_value arr, uint32_t i, const char *s) {
 
 static void deliver(h1_engine_t *e) {
   napi_env env = e->env;
-  for (int round = 0; round < 8 && e->ev_head && e->cb; round++) {
+  for (int round = 0; round < 8 && (e->ev_head || e->quiet_done > 0) && e->cb; round++) {
     h1_event_t *ev = e->ev_head;
     e->ev_head = e->ev_tail = NULL;
     napi_handle_scope scope;
     if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-    napi_value list, cb, recv, ignored;
-    napi_create_array(env, &list);
+    napi_value args[2], cb, recv, ignored;
+    napi_create_array(env, &args[0]);
+    napi_value list = args[0];
+    napi_create_double(env, e->quiet_done, &args[1]);
+    e->quiet_done = 0;
     uint32_t n = 0;
     while (ev) {
       h1_event_t *next = ev->next;
@@ -88,7 +104,7 @@ static void deliver(h1_engine_t *e) {
       ev = next;
     }
     if (napi_get_reference_value(env, e->cb, &cb) == napi_ok && napi_get_global(env, &recv) == napi_ok &&
-        napi_make_callback(env, e->actx, recv, cb, 1, &list, &ignored) == napi_pending_exception) {
+        napi_make_callback(env, e->actx, recv, cb, 2, args, &ignored) == napi_pending_exception) {
       napi_value err;
       if (napi_get_and_clear_last_exception(env, &err) == napi_ok) napi_fatal_exception(env, err);
     }
@@ -96,9 +112,16 @@ static void deliver(h1_engine_t *e) {
   }
 }
 
+static void on_flush(uv_timer_t *h) {
+  engine_box_t *b = h->data;
+  if (b->e.ev_head || b->e.quiet_done > 0) deliver(&b->e);
+}
+
 static void on_check(uv_check_t *h) {
   engine_box_t *b = h->data;
-  if (b->e.ev_head) deliver(&b->e);
+  if (b->e.ev_head || b->e.quiet_done >= QUIET_BATCH) deliver(&b->e);
+  else if (b->e.quiet_done > 0 && !uv_is_active((uv_handle_t *)&b->flush))
+    uv_timer_start(&b->flush, on_flush, QUIET_WAIT_MS, 0);
   if (!b->e.ev_head) uv_idle_stop(&b->idle);
 }
 
@@ -126,6 +149,8 @@ static void engine_finalize(napi_env env, void *data, void *hint) {
     h1_engine_close(e);
     e->handles++;
     uv_close((uv_handle_t *)&b->idle, h1_handle_closed);
+    e->handles++;
+    uv_close((uv_handle_t *)&b->flush, h1_handle_closed);
   }
   h1_engine_release(e);
 }
@@ -182,7 +207,9 @@ static napi_value h1_engine(napi_env env, napi_callback_info info) {
   uv_check_init(loop, &e->check);
   uv_timer_init(loop, &e->sweep);
   uv_idle_init(loop, &b->idle);
-  e->check.data = e->sweep.data = b->idle.data = b;
+  uv_timer_init(loop, &b->flush);
+  e->check.data = e->sweep.data = b->idle.data = b->flush.data = b;
+  uv_unref((uv_handle_t *)&b->flush);
   uv_unref((uv_handle_t *)&e->check);
   uv_unref((uv_handle_t *)&e->sweep);
   uv_unref((uv_handle_t *)&b->idle);
@@ -271,15 +298,23 @@ static napi_value h1_control(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 3, argv, NULL)) return NULL;
   engine_box_t *b = get_engine(env, argv[0]);
   if (!b || !arg_int32(env, argv[1], &op) || !arg_bool(env, argv[2], &flag)) return NULL;
+  double quiet = 0;
   if (op == 0) {
+    /* quiet counts not yet told go back with the call */
+    quiet = b->e.quiet_done;
+    b->e.quiet_done = 0;
     h1_engine_close(&b->e);
     b->e.handles++;
     uv_close((uv_handle_t *)&b->idle, h1_handle_closed);
+    b->e.handles++;
+    uv_close((uv_handle_t *)&b->flush, h1_handle_closed);
   } else if (op == 1) {
     h1_drain(&b->e);
     kick(&b->e);
+  } else if (op == 2) {
+    b->e.quiet = flag;
   }
-  return make_undefined(env);
+  return op == 0 ? make_int(env, (int64_t)quiet) : make_undefined(env);
 }
 
 static napi_value h1_drop_js(napi_env env, napi_callback_info info) {
@@ -295,8 +330,9 @@ static napi_value h1_drop_js(napi_env env, napi_callback_info info) {
   engine_box_t *b = p;
   if (!arg_int32(env, argv[1], &id)) return NULL;
   h1_conn_t *c = h1_conn_find(&b->e, id);
+  int quiet = c ? c->quiet : 0;
   if (c) h1_drop(c);
-  return make_undefined(env);
+  return make_int(env, quiet);
 }
 
 static napi_value h1_busy_js(napi_env env, napi_callback_info info) {

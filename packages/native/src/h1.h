@@ -106,7 +106,7 @@ typedef struct h1_event {
   struct h1_event *next;
   int type, id;
   int kind;      /* EV_FAIL: F_*; EV_EXPIRE: the phase */
-  int status;
+  int status; /* EV_CLOSED, EV_HANDBACK, EV_EXPIRE: the connection's quiet requests */
   bool responded, reused, body_unread;
   double bytes_up, bytes_down;
   double t_total, t_connect, t_head; /* ms before the record was made; -1: none */
@@ -144,6 +144,11 @@ struct h1_engine {
   uint64_t header_timeout, idle_timeout, response_timeout, body_timeout, pool_idle_timeout; /* ms, 0: off */
   int pool_max_idle;
   bool draining, closed, in_callback;
+  /* Nothing observes a finished request (no request-end hook, audit or DEBUG log): one that
+   * ends well is counted (quiet_done, the connection's quiet) instead of getting an EV_DONE. */
+  bool quiet;
+  double quiet_done; /* such requests since the last batch */
+  int nidle;         /* connections in the idle list */
   int handles; /* uv handles still to close before the struct may go */
   bool finalized;
   char *scratch; /* one read's worth, shared */
@@ -157,6 +162,8 @@ struct h1_conn {
   h1_conn_t *next, *prev;
   int fd, id, state, events;
   int served; /* requests started on this connection */
+  int quiet;  /* requests counted, not told (engine quiet), not yet given to JS */
+  bool routed; /* the request asked JS for its upstream (EV_ROUTE): JS holds its record */
   bool closing, client_eof, close_after;
   char *in;
   size_t in_len, in_cap;
@@ -185,7 +192,11 @@ struct h1_conn {
 };
 
 /* h1.c */
-uint64_t h1_now(void);
+/* The loop's clock in ms (uv_now: read once per loop turn), for timeouts and idle times. */
+static inline uint64_t h1_now(const h1_engine_t *e) { return uv_now(e->loop); }
+/* A request's timestamp (ns) for its record; none (0) when the engine is quiet: nothing reads
+ * the timings then (the request-end hook and the audit record are the only readers). */
+static inline uint64_t h1_stamp(const h1_engine_t *e) { return e->quiet ? 0 : uv_hrtime(); }
 h1_conn_t *h1_conn_start(h1_engine_t *e, int fd, int id, const char *bytes, size_t n);
 h1_conn_t *h1_conn_find(h1_engine_t *e, int id);
 /* JS gave the upstream for a request waiting in ST_ROUTE (fd already the engine's). */

@@ -42,8 +42,16 @@ export interface H1EngineSettings {
   readonly sweepMs: number;
 }
 
-/** Makes an engine on this thread's loop; `onEvents` gets each loop turn's batch. */
-export function h1Engine(s: H1EngineSettings, onEvents: (events: H1RawEvent[]) => void): H1EngineHandle {
+/**
+ * Makes an engine on this thread's loop; `onEvents` gets each loop turn's batch, and the number
+ * of requests that ended well since the last batch without an event of their own (quiet mode,
+ * {@link h1Quiet}; a connection's own count is the `status` of its `closed`, `handBack` or
+ * `expire` event).
+ */
+export function h1Engine(
+  s: H1EngineSettings,
+  onEvents: (events: H1RawEvent[], quiet: number) => void,
+): H1EngineHandle {
   return addon.h1Engine(
     [
       s.maxHeaderSize,
@@ -75,9 +83,21 @@ export function h1Answer(e: H1EngineHandle, id: number, bytes: Buffer, close: bo
   addon.h1Answer(e, id, bytes, close);
 }
 
-/** Stops serving connection `id` at once (its JS socket went away); no event follows. */
-export function h1Drop(e: H1EngineHandle, id: number): void {
-  addon.h1Drop(e, id);
+/**
+ * Stops serving connection `id` at once (its JS socket went away); no event follows. Returns its
+ * quiet requests not yet told (as its `closed` event would have).
+ */
+export function h1Drop(e: H1EngineHandle, id: number): number {
+  return addon.h1Drop(e, id);
+}
+
+/**
+ * Quiet mode: nothing observes a finished request's record (no request-end hook, no audit, no
+ * DEBUG log), so one that ends well, on an upstream connection from the pool, is only counted
+ * (see {@link h1Engine}); failures and requests that asked for a route keep their events.
+ */
+export function h1Quiet(e: H1EngineHandle, on: boolean): void {
+  addon.h1Control(e, 2, on);
 }
 
 /** True while connection `id` has a request under way or a response still being written. */
@@ -90,9 +110,12 @@ export function h1Drain(e: H1EngineHandle): void {
   addon.h1Control(e, 1, true);
 }
 
-/** Closes the engine (its idle upstream connections, its timers). */
-export function h1Close(e: H1EngineHandle): void {
-  addon.h1Control(e, 0, false);
+/**
+ * Closes the engine (its idle upstream connections, its timers). Returns the quiet requests not
+ * yet told in a batch.
+ */
+export function h1Close(e: H1EngineHandle): number {
+  return addon.h1Control(e, 0, false) ?? 0;
 }
 
 /** The native request parser, for tests: a head, or an `H1_PARSE` code. */

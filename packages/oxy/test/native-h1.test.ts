@@ -117,6 +117,8 @@ test('the upstream receives the same bytes from both engines, and the client the
   ]);
   assert.deepEqual(n.upstream, j.upstream);
   assert.deepEqual(n.responses, j.responses);
+  // quiet mode: the count comes with the next batch, within a millisecond
+  await waitUntil(() => nativeH1Stats.requests - before >= 5, 'the count');
   assert.equal(nativeH1Stats.requests - before, 5, 'the native engine served them');
 });
 
@@ -129,6 +131,7 @@ test('keep-alive: one pooled upstream connection; every framing relayed as the J
     await expectBody(c, `/len?${i}`);
   }
   assert.ok(up.count.accepted - accepted <= 1, 'one upstream connection at most (it may be pooled already)');
+  await waitUntil(() => nativeH1Stats.requests - before >= 20, 'the count');
   assert.equal(nativeH1Stats.requests - before, 20);
   const [n, j] = await both(
     ['/chunked', '/close', '/204', '/304', '/len?after']
@@ -287,24 +290,69 @@ test('a connection the reactor thread accepted and handed back (adoptConnection)
   client.destroy();
 });
 
-test('the close hook counts the bytes of a connection the engine served, as the JS engine does', async () => {
-  const stats: { bytesIn: number; bytesOut: number }[] = [];
+test('the close hook counts the bytes and requests of a connection the engine served, as the JS engine does', async () => {
+  // No request-end hook, no audit: the engine is quiet, its requests on pooled upstream
+  // connections counted in C and given to the connection when it leaves the addon.
+  type Stats = { bytesIn: number; bytesOut: number; requests: number };
+  const stats: Stats[] = [];
   const hook = hooksApp({ ingress: { handleConnectionClose: (s) => void stats.push(s) } });
+  const tele = captureTelemetry({ verbosity: 'INFO' });
   for (const on of [true, false]) {
     process.env.OXY_NATIVE_H1 = on ? '1' : '0';
     const app = await startApp(hook, { settings });
     delete process.env.OXY_NATIVE_H1;
     const before = nativeH1Stats.requests;
+    const total0 = (await tele.metricValue('http_requests_total', { kind: 'forward' })) ?? 0;
     const c = await rawClient(app.proxy.address());
-    await c.write(up.get('/len?counted'));
-    await expectBody(c, '/len?counted');
+    for (let i = 0; i < 3; i++) {
+      await c.write(up.get(`/len?counted${i}`));
+      await expectBody(c, `/len?counted${i}`);
+    }
+    const total = async () =>
+      ((await tele.metricValue('http_requests_total', { kind: 'forward' })) ?? 0) - total0;
+    for (let i = 0; i < 100 && (await total()) < 3; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(await total(), 3, 'the requests metric');
     c.destroy();
     await waitUntil(() => stats.length === (on ? 1 : 2), 'the close hook');
-    assert.equal(nativeH1Stats.requests - before, on ? 1 : 0, on ? 'served by the engine' : 'served by JS');
+    assert.equal(nativeH1Stats.requests - before, on ? 3 : 0, on ? 'served by the engine' : 'served by JS');
     await app.stop();
   }
-  const [n, j] = stats as [{ bytesIn: number; bytesOut: number }, { bytesIn: number; bytesOut: number }];
+  tele.stop();
+  const [n, j] = stats as [Stats, Stats];
   assert.ok(n.bytesIn > 0 && n.bytesOut > 0, JSON.stringify(n));
   assert.equal(n.bytesIn, j.bytesIn);
   assert.equal(n.bytesOut, j.bytesOut);
+  assert.equal(n.requests, 3);
+  assert.equal(j.requests, 3);
+});
+
+test('quiet mode: a request that fails on a pooled connection is still counted once, as by the JS engine', async () => {
+  // No request-end hook, no audit: requests that end well are counted in C; the one cut by
+  // the upstream's reset comes as its own event. Both engines count three requests.
+  const requests: number[] = [];
+  const hook = hooksApp({ ingress: { handleConnectionClose: (s) => void requests.push(s.requests) } });
+  const tele = captureTelemetry({ verbosity: 'INFO' });
+  const totals: number[] = [];
+  for (const on of [true, false]) {
+    process.env.OXY_NATIVE_H1 = on ? '1' : '0';
+    const app = await startApp(hook, { settings });
+    delete process.env.OXY_NATIVE_H1;
+    const total0 = (await tele.metricValue('http_requests_total', { kind: 'forward' })) ?? 0;
+    const served = nativeH1Stats.requests;
+    const c = await rawClient(app.proxy.address());
+    for (const path of ['/len?q1', '/len?q2']) {
+      await c.write(up.get(path));
+      await expectBody(c, path);
+    }
+    await c.write(up.get('/reset'));
+    assert.ok((await c.closed(3000)).toString('latin1').endsWith('partial'));
+    await waitUntil(() => requests.length === totals.length + 1, 'the close hook');
+    totals.push(((await tele.metricValue('http_requests_total', { kind: 'forward' })) ?? 0) - total0);
+    // the engine's own count: the two that ended well (the reset is a failure)
+    assert.equal(nativeH1Stats.requests - served, on ? 2 : 0);
+    await app.stop();
+  }
+  tele.stop();
+  assert.deepEqual(requests, [3, 3]);
+  assert.deepEqual(totals, [3, 3]);
 });

@@ -13,7 +13,12 @@
  *   descriptor goes to the addon (a duplicate; the JS socket is then closed). A failure is
  *   answered here exactly as the exchange engine answers it (`failWith`).
  * - `done`: a finished request becomes the same `RequestState`, metrics, `handleRequestEnd`
- *   call and audit record the exchange engine makes (`recordEnd`).
+ *   call and audit record the exchange engine makes (`recordEnd`). When nothing observes the
+ *   record (no request-end hook, audit off, DEBUG off: `quiet`), the addon only counts the
+ *   requests that end well on a pooled upstream connection; a batch's count goes to the
+ *   requests metric (within a millisecond when no other event carries it), a connection's to
+ *   `conn.requests` when it leaves the addon. This is the
+ *   cost of S1's requests: no JS, no allocation per request.
  * - `fail`: an upstream failure (reset, timeout, malformed response) or a client failure (body
  *   cut short, body timeout): recorded and, before the response head left, answered here.
  * - `handBack`: a request outside the addon's subset (CONNECT, Upgrade, Expect, chunked
@@ -114,6 +119,8 @@ export class NativeH1 {
   readonly #handBack: HandBack;
   #nextId = 1;
   #closed = false;
+  /** Whether the addon is told that nothing observes a record (it then counts instead). */
+  #quiet = false;
 
   constructor(rt: Runtime, endpoint: EndpointState, sweepMs: number, handBack: HandBack) {
     this.#rt = rt;
@@ -136,8 +143,21 @@ export class NativeH1 {
         poolMaxIdle: Math.max(1, rt.settings.egress.pool_max_idle),
         sweepMs,
       },
-      (events) => this.#onEvents(events),
+      (events, quiet) => this.#onEvents(events, quiet),
     );
+    this.#checkQuiet();
+  }
+
+  /**
+   * Quiet mode follows what observes a record: checked at each batch (DEBUG may be turned on at
+   * run time; requests that ended in the same loop turn are counted either way).
+   */
+  #checkQuiet(): void {
+    const rt = this.#rt;
+    const quiet = rt.hooks.requestEnd === null && !rt.audit.enabled && !log.enabled('DEBUG');
+    if (quiet === this.#quiet || this.#closed) return;
+    this.#quiet = quiet;
+    this.#h1.h1Quiet(this.#engine, quiet);
   }
 
   /**
@@ -178,7 +198,7 @@ export class NativeH1 {
     s._destroy = (err, cb) => {
       if (this.#served.get(id) === served) {
         this.#served.delete(id);
-        this.#h1.h1Drop(this.#engine, id);
+        served.conn.requests += this.#h1.h1Drop(this.#engine, id);
         restore(s);
       }
       destroy.call(s, err, cb);
@@ -194,10 +214,19 @@ export class NativeH1 {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#h1.h1Close(this.#engine);
+    this.#countQuiet(this.#h1.h1Close(this.#engine));
   }
 
-  #onEvents(events: RawEvent[]): void {
+  /** Requests the addon counted instead of telling (quiet mode). */
+  #countQuiet(quiet: number): void {
+    if (quiet <= 0) return;
+    nativeH1Stats.requests += quiet;
+    this.#endpoint.metrics.forwardRequests.inc(quiet);
+  }
+
+  #onEvents(events: RawEvent[], quiet: number): void {
+    this.#countQuiet(quiet);
+    this.#checkQuiet();
     for (const ev of events) {
       const served = this.#served.get(ev[1]);
       if (served === undefined) continue;
@@ -213,6 +242,7 @@ export class NativeH1 {
           break;
         case 4:
           nativeH1Stats.handedBack++;
+          served.conn.requests += ev[3];
           this.#release(ev[1], served);
           restartReading(served.socket);
           // What the addon read and wrote on the connection counts as the socket's.
@@ -223,6 +253,7 @@ export class NativeH1 {
           this.#connectionClosed(ev[1], served, ev);
           break;
         case 6:
+          served.conn.requests += ev[3];
           this.#release(ev[1], served);
           this.#expire(served, ev[2]);
           break;
@@ -362,6 +393,7 @@ export class NativeH1 {
   }
 
   #connectionClosed(id: number, served: Served, ev: RawEvent): void {
+    served.conn.requests += ev[3];
     this.#release(id, served);
     if (ev[2] === 1) served.conn.closeReason = 'drained';
     countOutside(served.socket, ev[7], ev[8]);
