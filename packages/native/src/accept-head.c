@@ -105,7 +105,7 @@ void head_accept(listener_t *l, int cfd, const struct sockaddr_storage *peer) {
   h->accepted_ns = now_ns();
   h->deadline = h->accepted_ns / 1000000 + l->head_timeout_ms;
   int one = 1;
-  if (l->nodelay) setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (l->nodelay && !l->nodelay_inherited) setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (l->wildcard) {
     socklen_t len = sizeof h->local;
     getsockname(cfd, (struct sockaddr *)&h->local, &len);

@@ -155,7 +155,7 @@ static void start_one(listener_t *l, int cfd, const struct sockaddr_storage *pee
     return;
   }
   int one = 1;
-  if (l->nodelay) setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (l->nodelay && !l->nodelay_inherited) setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   cx->addr = l->addr;
   cx->addrlen = l->addrlen;
   cx->src = l->src;
@@ -210,6 +210,12 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
     listener_start(l, s);
   }
   if (!stopping && l->fd >= 0 && l->events == 0) {
+    /* Accepted sockets inherit TCP_NODELAY from the listening socket: one call, not one per
+     * connection. The socket is the caller's too; a connection it accepts itself (before
+     * acceptUnpoll) is one of this endpoint's and gets the same option there. */
+    int one = 1;
+    if (l->nodelay && !l->nodelay_inherited)
+      l->nodelay_inherited = setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0;
     /* Level-triggered: a batch that leaves connections queued is reported again. */
     if (reactor_watch(r, l->fd, &l->events, EPOLLIN, &l->item, 0) != 0) stopping = true;
   }

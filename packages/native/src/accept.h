@@ -57,6 +57,9 @@ struct listener {
   socklen_t addrlen, srclen;
   int timeout_ms, pipe_size;
   bool nodelay, wildcard;
+  /* Reactor thread: TCP_NODELAY was set on the listening socket, which accepted sockets inherit
+   * (Linux): not set again per connection. */
+  bool nodelay_inherited;
   /* An `http` endpoint's listener: the reactor thread reads each request head (accept-head.c). */
   bool connect_mode;
   int head_timeout_ms;

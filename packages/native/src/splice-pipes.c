@@ -6,6 +6,9 @@
  * pipe; the pool's pipes are closed when a reactor thread ends, or, inline, when the env goes
  * (splice_pipes_release: a worker's JS thread outlives the addon's code, and a key destructor
  * left to run at its exit would call unmapped code).
+ * Growing a direction's pipe (splice_pipe_grow) goes in two steps, and the second, past
+ * GROW_FIRST, is for at most BULK_PIPES pipes at once (a process-wide count: either thread may
+ * close a pipe).
  */
 #include "splice.h"
 
@@ -65,9 +68,34 @@ int splice_pipe_take(dir_t *d) {
   return 0;
 }
 
+/* Pipes larger than GROW_FIRST in the process (either thread closes them: atomic). */
+static int bulk_pipes;
+
+void splice_pipe_grow(dir_t *d, size_t asked) {
+  size_t want = asked;
+  bool bulk = want > GROW_FIRST && d->bytes >= GROW_BULK_AFTER;
+  if (want > GROW_FIRST && !bulk) want = GROW_FIRST;
+  if (bulk && __atomic_add_fetch(&bulk_pipes, 1, __ATOMIC_RELAXED) > BULK_PIPES) {
+    __atomic_sub_fetch(&bulk_pipes, 1, __ATOMIC_RELAXED); /* the budget is spent: stay as it is */
+    bulk = false;
+    want = GROW_FIRST;
+  }
+  if (want <= d->cap) {
+    if (bulk) __atomic_sub_fetch(&bulk_pipes, 1, __ATOMIC_RELAXED);
+    return;
+  }
+  int c = fcntl(d->pw, F_SETPIPE_SZ, (int)want);
+  if (c < 0 && bulk) __atomic_sub_fetch(&bulk_pipes, 1, __ATOMIC_RELAXED);
+  d->bulk = bulk && c > 0;
+  /* Failed (EPERM past an unprivileged user's share, ENOMEM): not asked again at this size. */
+  d->cap = c > 0 ? (size_t)c : want;
+}
+
 /* Direction d's pipe back to the pool (if `may_pool`, it ended empty and was never grown); else closed. */
 void splice_pipe_give(dir_t *d, bool may_pool) {
   if (d->pr < 0) return;
+  if (d->bulk) __atomic_sub_fetch(&bulk_pipes, 1, __ATOMIC_RELAXED);
+  d->bulk = false;
   if (may_pool && d->inpipe == 0 && d->cap == PIPE_DEFAULT && pool && pool->n < pool->max) {
     pool->ends[pool->n][0] = d->pr;
     pool->ends[pool->n][1] = d->pw;

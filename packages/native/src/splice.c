@@ -30,7 +30,9 @@
  * take are held (malloc'd) and written before anything else; a copying direction reads only
  * while its destination takes bytes.
  * After that each direction has its own pipe, taken then (an idle tunnel costs no pipe) at the
- * kernel's default size and grown to the asked size after the first MiB (short tunnels never pay).
+ * kernel's default size, grown to 256 KiB (at most the asked size) after the first MiB (short
+ * tunnels never pay) and to the asked size after 16 MiB (a long transfer: with 1 MiB a GiB
+ * takes a third less of the reactor thread's CPU than with 256 KiB; see GROW_BULK_AFTER).
  * Pipes come from a pool on the reactor thread: a pipe that ended empty and was never grown goes
  * back to it, so a short tunnel makes and closes no pipe.
  * Per direction: read src → pipe; drain pipe → dst; when dst is full, stop reading src and
@@ -342,10 +344,7 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
       }
     }
     /* Grow the pipe once a direction proves to be a bulk transfer; short tunnels never pay. */
-    if (d->cap < (size_t)s->pipe_size && d->bytes >= GROW_AFTER) {
-      int c = fcntl(d->pw, F_SETPIPE_SZ, s->pipe_size); /* best effort */
-      d->cap = c > 0 ? (size_t)c : (size_t)s->pipe_size;
-    }
+    if (d->cap < (size_t)s->pipe_size && d->bytes >= GROW_AFTER) splice_pipe_grow(d, (size_t)s->pipe_size);
     ssize_t n = splice(s->fd[d->src], NULL, d->pw, NULL, d->cap, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n < 0) {
       if (errno == EINTR) continue;

@@ -38,16 +38,18 @@ export interface SpliceEnd {
 /** Options of {@link startSplice} and {@link FdSplice}. */
 export interface SpliceOptions {
   /**
-   * Size of each direction's pipe (F_SETPIPE_SZ, best effort; up to /proc/sys/fs/pipe-max-size).
-   * Larger pipes move more per system call. Default 256 KiB. Pipes are taken on a direction's
-   * first byte (idle splices hold none) at the kernel's default size, and grown to this one
-   * after the direction moved 1 MiB (short tunnels never pay for the resize). A pipe that ends
-   * empty and was never grown is kept for the next splice (up to 256 per thread).
+   * Size of each direction's pipe in a long transfer (F_SETPIPE_SZ, best effort; up to
+   * /proc/sys/fs/pipe-max-size). Larger pipes move more per system call. Default 1 MiB. Pipes
+   * are taken on a direction's first byte (idle splices hold none) at the kernel's default size,
+   * grown to 256 KiB (or this size if smaller) after the direction moved 1 MiB (short tunnels
+   * never pay for the resize), and to this size after 16 MiB, for at most 32 pipes of the
+   * process at once (an unprivileged user's pipes share 64 MiB). A pipe that ends empty and was
+   * never grown is kept for the next splice (up to 256 per thread).
    */
   readonly pipeSize?: number;
 }
 
-const DEFAULT_PIPE = 256 * 1024;
+const DEFAULT_PIPE = 1024 * 1024;
 
 /**
  * Starts splicing `fd0` ⇄ `fd1` on behalf of `owner`, whose `onSpliceEnd` the addon calls once

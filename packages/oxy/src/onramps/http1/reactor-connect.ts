@@ -45,8 +45,8 @@ import { ReactorConnectExchange } from './reactor-connect-exchange.ts';
 import { type ParsedHead, type RequestEvents, RequestParser, STOP_AFTER_HEAD } from './request-parser.ts';
 import { headProblem } from './server.ts';
 
-/** The pipe size of a whole tunnel (the addon's default for `startTunnel`). */
-const PIPE_SIZE = 256 * 1024;
+/** The pipe size a whole tunnel's long transfer reaches (the addon's default for `startTunnel`). */
+const PIPE_SIZE = 1024 * 1024;
 /** The longest the reactor thread reads a head before handing the connection back. */
 const HEAD_DEADLINE_MS = 500;
 /** onHeads' layout (src/accept-head.c). */

@@ -41,8 +41,8 @@ import { forkConnection, forkRequest } from '../../telemetry/fork.ts';
 import { httpMetrics, ingressMetrics, tunnelMetrics } from '../../telemetry/metrics.ts';
 import { endAccepted, takeAccepted } from './reactor-accepted.ts';
 
-/** The pipe size of a whole tunnel (the addon's default for `startTunnel`). */
-const PIPE_SIZE = 256 * 1024;
+/** The pipe size a whole tunnel's long transfer reaches (the addon's default for `startTunnel`). */
+const PIPE_SIZE = 1024 * 1024;
 /** Record layout (src/accept.c): numbers per record and their offsets. */
 const FIELDS = 12;
 const KIND_CONNECT = 2;
