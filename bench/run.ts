@@ -16,6 +16,8 @@
  * `--cpu-prof` runs Oxy under `node --cpu-prof`; profiles land in bench/.work/prof/.
  * `--pin` (any scenario) emulates a machine with no spare core for the proxy: the proxy, all its threads,
  * alone on CPU 1; the load generator, the upstream and the harness on CPU 0 (taskset).
+ * Every process starts in a session of its own (`BENCH_SESSIONS=shared`: in the harness's), so
+ * that where the kernel schedules sessions as groups (autogroup) CPU is shared between services.
  */
 import { type StdioOptions, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';

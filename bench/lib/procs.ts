@@ -23,14 +23,14 @@ export interface Proc {
 const live = new Set<Proc>();
 
 /**
- * Whether each process starts in a session of its own (`BENCH_SESSIONS=own`) or in the
- * harness's (`shared`, the default). Where the kernel groups the scheduling of a session's
- * threads (autogroup, on by default in Debian's kernel), a session is what a service's cgroup is
- * under systemd: CPU is shared between the proxy, the upstream and the load generator as
- * services, and not by thread count, which favours the proxy with the most threads.
+ * Whether each process starts in a session of its own (`BENCH_SESSIONS=own`, the default) or in
+ * the harness's (`shared`). Where the kernel groups the scheduling of a session's threads
+ * (autogroup, on by default in Debian's kernel), a session is what a service's cgroup is under
+ * systemd: CPU is shared between the proxy, the upstream and the load generator as services, as
+ * on a server, and not by thread count, which favours the proxy with the most threads.
  */
 export function ownSessions(): boolean {
-  return process.env.BENCH_SESSIONS === 'own';
+  return process.env.BENCH_SESSIONS !== 'shared';
 }
 
 /** Options for {@link startProcess}. */

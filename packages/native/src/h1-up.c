@@ -418,6 +418,7 @@ void h1_on_up(uv_poll_t *h, int status, int events) {
     return;
   }
   bool more;
+  u->e->stirred = true;
   if (status < 0) {
     /* An error (a reset, libuv stopped the poll): what arrived before it is still read (an early
      * answer to an upload), a bounded amount, then the end is the read's error or end of file. */

@@ -152,6 +152,14 @@ struct h1_engine {
   int handles; /* uv handles still to close before the struct may go */
   bool finalized;
   char *scratch; /* one read's worth, shared */
+  /* Spinning (OXY_SPIN_US): after a loop turn with engine events, the loop's epoll set is polled
+   * for up to spin_ns before libuv may sleep in it (h1_spin). */
+  uv_prepare_t spin;
+  uint64_t spin_ns;
+  bool stirred; /* an engine event ran since the last prepare */
+  bool spin_ok; /* this thread was rarely preempted in the last window: it has a core to itself */
+  uint64_t spin_window; /* loop time (ms) the window began */
+  long spin_preempted;  /* the thread's involuntary switches when it began */
 };
 
 enum { ST_SILENT, ST_HEAD, ST_IDLE, ST_ROUTE, ST_UP, ST_ANSWER, ST_GONE };
@@ -211,6 +219,8 @@ void h1_drop(h1_conn_t *c);
 /* True while a request is under way or a response is being written (for the drain loop). */
 bool h1_busy(h1_conn_t *c);
 void h1_engine_close(h1_engine_t *e);
+/* Starts spinning before the loop sleeps (ns > 0), for this engine's loop. */
+void h1_spin_start(h1_engine_t *e, uint64_t ns);
 void h1_push(h1_engine_t *e, h1_event_t *ev);
 void h1_handle_closed(uv_handle_t *h);
 /* Internal to h1.c and h1-up.c. */
