@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 
 test('the native engine spinning before the loop sleeps passes its tests', { timeout: 180_000 }, async () => {
-  const env = { ...process.env, OXY_SPIN_US: '50' };
+  const env: NodeJS.ProcessEnv = { ...process.env, OXY_SPIN_US: '50' };
   delete env.NODE_TEST_CONTEXT; // a child `node --test` that inherits it reports here instead of running
   const child = spawn(
     process.execPath,
