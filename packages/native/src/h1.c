@@ -22,8 +22,6 @@
 #include "h1.h"
 
 #include <errno.h>
-#include <poll.h>
-#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -570,45 +568,5 @@ void h1_engine_close(h1_engine_t *e) {
   uv_close((uv_handle_t *)&e->sweep, h1_handle_closed);
   uv_close((uv_handle_t *)&e->check, h1_handle_closed);
   uv_close((uv_handle_t *)&e->spin, h1_handle_closed);
-}
-
-/* ---- spinning ---- */
-
-/* Before the loop would sleep, after a turn with engine events: the loop's epoll set is polled
- * until something is ready or spin_ns passed. Where the proxy has a core of its own and the
- * load is steady, the next event is usually microseconds away, and catching it awake spares
- * the sleep, the wake-up (an interrupt to this core from whoever sent it) and its cache. */
-/* Spinning only pays where nobody else wants this core: a thread that another preempts more
- * than SPIN_PREEMPTS times in a window of SPIN_WINDOW_MS (getrusage's involuntary switches)
- * shares its core, and its spin would take the time of the process it waits for. */
-#define SPIN_WINDOW_MS 100
-#define SPIN_PREEMPTS 50
-static bool spin_allowed(h1_engine_t *e) {
-  uint64_t now = uv_now(e->loop);
-  if (now - e->spin_window >= SPIN_WINDOW_MS) {
-    struct rusage ru;
-    if (getrusage(RUSAGE_THREAD, &ru) == 0) {
-      e->spin_ok = ru.ru_nivcsw - e->spin_preempted <= SPIN_PREEMPTS;
-      e->spin_preempted = ru.ru_nivcsw;
-    }
-    e->spin_window = now;
-  }
-  return e->spin_ok;
-}
-
-static void on_spin(uv_prepare_t *h) {
-  h1_engine_t *e = h->data;
-  if (!e->stirred) return;
-  e->stirred = false;
-  if (!spin_allowed(e)) return;
-  struct pollfd p = {.fd = uv_backend_fd(e->loop), .events = POLLIN};
-  uint64_t end = uv_hrtime() + e->spin_ns;
-  while (poll(&p, 1, 0) == 0 && uv_hrtime() < end) {
-  }
-}
-
-void h1_spin_start(h1_engine_t *e, uint64_t ns) {
-  e->spin_ns = ns;
-  if (ns > 0) uv_prepare_start(&e->spin, on_spin);
 }
 

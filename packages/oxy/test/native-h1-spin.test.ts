@@ -4,31 +4,10 @@
  * engine's own tests, run again in a child `node --test` with it set.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-
-const root = fileURLToPath(new URL('../../..', import.meta.url));
+import { runTestFiles } from './fixtures/child-tests.ts';
 
 test('the native engine spinning before the loop sleeps passes its tests', { timeout: 180_000 }, async () => {
-  const env: NodeJS.ProcessEnv = { ...process.env, OXY_SPIN_US: '50' };
-  delete env.NODE_TEST_CONTEXT; // a child `node --test` that inherits it reports here instead of running
-  const child = spawn(
-    process.execPath,
-    ['--test', '--test-reporter=dot', 'packages/oxy/test/native-h1.test.ts'],
-    {
-      cwd: root,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  assert.equal(code, 0, `OXY_SPIN_US=50: ${out.slice(-4000)}`);
+  const { code, out } = await runTestFiles(['packages/oxy/test/native-h1.test.ts'], { OXY_SPIN_US: '50' });
+  assert.equal(code, 0, `OXY_SPIN_US=50: ${out}`);
 });

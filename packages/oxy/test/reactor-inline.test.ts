@@ -4,11 +4,9 @@
  * and `tcp` endpoints, run again in that mode, each file in a child `node --test` of its own.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { runTestFiles } from './fixtures/child-tests.ts';
 
-const root = fileURLToPath(new URL('../../..', import.meta.url));
 const FILES = [
   'packages/native/test/splice.test.ts',
   'packages/native/test/splice-worker.test.ts',
@@ -21,26 +19,6 @@ const FILES = [
 ];
 
 test('the reactor run inline passes the tests of what it carries', { timeout: 240_000 }, async () => {
-  const child = spawn(process.execPath, ['--test', '--test-reporter=dot', ...FILES], {
-    cwd: root,
-    env: { ...withoutTestContext(), OXY_REACTOR: 'inline' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  assert.equal(code, 0, `OXY_REACTOR=inline: ${out.slice(-4000)}`);
+  const { code, out } = await runTestFiles(FILES, { OXY_REACTOR: 'inline' });
+  assert.equal(code, 0, `OXY_REACTOR=inline: ${out}`);
 });
-
-/** This process's environment without the runner's marker (a child `node --test` that inherits
- * it reports to this runner instead of running its files). */
-function withoutTestContext(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env.NODE_TEST_CONTEXT;
-  return env;
-}
