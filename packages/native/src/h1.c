@@ -137,7 +137,7 @@ void h1_conn_close(h1_conn_t *c, bool tell) {
 }
 
 /* The connection goes back to JS with what was read and not acted on (EV_HANDBACK or EV_EXPIRE). */
-static void hand_back(h1_conn_t *c, int type, int phase) {
+void h1_hand_back(h1_conn_t *c, int type, int phase) {
   h1_event_t *ev = h1_event_new(c, type);
   if (!ev) {
     h1_conn_close(c, true);
@@ -262,7 +262,7 @@ static void start_request(h1_conn_t *c) {
   }
   size_t n = h1_rewrite_request(c->in, r, c->up_out.data, c->up_out.cap);
   if (n == 0) {
-    hand_back(c, EV_HANDBACK, 0);
+    h1_hand_back(c, EV_HANDBACK, 0);
     return;
   }
   c->up_out.len = n;
@@ -341,7 +341,7 @@ static void try_head(h1_conn_t *c) {
     return;
   }
   if (r == H1_HANDBACK) {
-    hand_back(c, EV_HANDBACK, 0);
+    h1_hand_back(c, EV_HANDBACK, 0);
     return;
   }
   start_request(c);
@@ -362,6 +362,37 @@ bool h1_flush_client(h1_conn_t *c) {
   return true;
 }
 
+/* The connection closes, what was queued for the client written. If the client is still
+ * sending the body of the request just answered (an early answer to an upload), a close now
+ * would have the kernel reset the connection over the unread bytes, and the client could lose
+ * the answer before reading it: the write side is shut, and the rest of that body is read and
+ * dropped (linger_read) before the close. */
+static void close_written(h1_conn_t *c) {
+  shutdown(c->fd, SHUT_WR);
+  if (c->body_left > 0 && !c->client_eof && !c->lingering) {
+    c->lingering = true;
+    c->linger_start = c->since = h1_now(c->e);
+    c->in_len = 0;
+    h1_client_poll(c);
+    return;
+  }
+  h1_conn_close(c, true);
+}
+
+/* Lingering: what the client still sends is read and dropped; its end (or an error) closes. */
+static void linger_read(h1_conn_t *c) {
+  for (int i = 0; i < 16; i++) {
+    ssize_t n = recv(c->fd, c->e->scratch, READ_SIZE, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n <= 0) {
+      h1_conn_close(c, true);
+      return;
+    }
+    c->rx += (double)n;
+    c->since = h1_now(c->e);
+  }
+}
+
 /* An exchange is over (answered or relayed): the connection waits for its next request, or
  * closes once what is queued for the client is written when it must. */
 static void next_request(h1_conn_t *c) {
@@ -369,10 +400,7 @@ static void next_request(h1_conn_t *c) {
   c->since = h1_now(c->e);
   if (!h1_flush_client(c)) return;
   if (c->close_after) {
-    if (h1_buf_pending(&c->out) == 0) {
-      shutdown(c->fd, SHUT_WR);
-      h1_conn_close(c, true);
-    }
+    if (h1_buf_pending(&c->out) == 0) close_written(c);
     /* else closed once flushed (on_client) */
     return;
   }
@@ -440,11 +468,14 @@ static void on_client(uv_poll_t *h, int status, int events) {
     client_gone(c);
     return;
   }
+  if (c->lingering) {
+    if (events & UV_READABLE) linger_read(c);
+    return;
+  }
   if (events & UV_WRITABLE) {
     if (!h1_flush_client(c)) return;
     if (c->close_after && c->state == ST_IDLE && h1_buf_pending(&c->out) == 0) {
-      shutdown(c->fd, SHUT_WR);
-      h1_conn_close(c, true);
+      close_written(c);
       return;
     }
   }
@@ -467,7 +498,7 @@ static void on_client(uv_poll_t *h, int status, int events) {
       }
       break;
     case ST_HEAD:
-      hand_back(c, EV_HANDBACK, 0); /* JS reads the EOF itself and answers the cut head */
+      h1_hand_back(c, EV_HANDBACK, 0); /* JS reads the EOF itself and answers the cut head */
       return;
     case ST_UP:
     case ST_ROUTE:
@@ -498,46 +529,6 @@ static void on_client(uv_poll_t *h, int status, int events) {
     break;
   }
   if (!c->closing) h1_client_poll(c);
-}
-
-void h1_sweep(h1_engine_t *e) {
-  uint64_t now = h1_now(e);
-  h1_conn_t *next;
-  for (h1_conn_t *c = e->conns; c; c = next) {
-    next = c->next;
-    switch (c->state) {
-    case ST_SILENT:
-    case ST_HEAD:
-      if (e->header_timeout > 0 && now - c->since >= e->header_timeout)
-        hand_back(c, EV_EXPIRE, c->state == ST_HEAD ? 3 : 1);
-      break;
-    case ST_IDLE:
-      if (e->idle_timeout > 0 && now - c->since >= e->idle_timeout && h1_buf_pending(&c->out) == 0) h1_conn_close(c, true);
-      break;
-    case ST_UP:
-      if (e->response_timeout > 0 && c->sent && !c->head_parsed && now - c->t_sent >= e->response_timeout)
-        h1_fail(c, F_TIMEOUT);
-      else if (e->response_timeout > 0 && c->head_parsed && now >= c->stall_check_at) {
-        /* as the JS engine's stall check: cut once a whole period passed without a byte */
-        if (c->bytes_down != c->bytes_at_check) {
-          c->bytes_at_check = c->bytes_down;
-          c->stall_check_at = now + e->response_timeout;
-        } else {
-          h1_fail(c, F_TIMEOUT);
-        }
-      }
-      else if (e->body_timeout > 0 && c->body_left > 0 && now - c->progress_up >= e->body_timeout)
-        h1_fail(c, F_BODY_TIMEOUT);
-      break;
-    default:
-      break;
-    }
-  }
-  h1_up_t *un;
-  for (h1_up_t *u = e->idle; u; u = un) {
-    un = u->next;
-    if (e->pool_idle_timeout > 0 && now - u->idle_since >= e->pool_idle_timeout) h1_up_close(u);
-  }
 }
 
 void h1_drop(h1_conn_t *c) {

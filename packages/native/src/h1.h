@@ -173,6 +173,8 @@ struct h1_conn {
   int quiet;  /* requests counted, not told (engine quiet), not yet given to JS */
   bool routed; /* the request asked JS for its upstream (EV_ROUTE): JS holds its record */
   bool closing, client_eof, close_after;
+  bool lingering; /* answered and shut for writing: the rest of the request body is read and dropped */
+  uint64_t linger_start;
   char *in;
   size_t in_len, in_cap;
   h1_req_t req;
@@ -221,11 +223,17 @@ bool h1_busy(h1_conn_t *c);
 void h1_engine_close(h1_engine_t *e);
 /* Starts spinning before the loop sleeps (ns > 0), for this engine's loop. */
 void h1_spin_start(h1_engine_t *e, uint64_t ns);
+/* h1.c: hands a connection back to JS (EV_HANDBACK or EV_EXPIRE) with what it read. */
+void h1_hand_back(h1_conn_t *c, int type, int phase);
 void h1_push(h1_engine_t *e, h1_event_t *ev);
 void h1_handle_closed(uv_handle_t *h);
 /* Internal to h1.c and h1-up.c. */
 #define READ_SIZE 65536
 #define UP_OUT_HIGH 65536
+/* Lingering, as nginx's lingering_close: how long a connection that answered before its
+ * request body ended goes on reading it (ms without a byte, and in all). */
+#define LINGER_QUIET_MS 5000
+#define LINGER_MAX_MS 30000
 bool h1_buf_add(h1_buf_t *b, const char *p, size_t n);
 size_t h1_buf_pending(const h1_buf_t *b);
 int h1_buf_flush(h1_buf_t *b, int fd);

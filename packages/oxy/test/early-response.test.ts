@@ -13,6 +13,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { nativeH1Stats } from '../src/onramps/http1/native-engine.ts';
 import { type AppUnderTest, curl, hooksApp, startApp } from '../src/testing/index.ts';
 
 const BODY = Buffer.alloc(4 << 20, 0x61);
@@ -90,4 +91,37 @@ test('HTTP/2 client: the same upload gets the 413', async () => {
   } finally {
     client.destroy();
   }
+});
+
+test('HTTP/1.1 client still sending the refused upload: the answer, then the end once the body is sent, never a reset', async () => {
+  // The proxy answers and must close, with the client mid-body: it shuts its write side and
+  // reads the rest of the body (lingering close). Closing at once would reset the connection
+  // over the unread bytes, and a client could lose the answer it had not read yet.
+  const served = nativeH1Stats.served;
+  const sock = net.connect({
+    port: Number(oxy.address().split(':').pop()),
+    host: '127.0.0.1',
+    allowHalfOpen: true,
+  });
+  await once(sock, 'connect');
+  let error: Error | null = null;
+  sock.on('error', (e) => {
+    error = e;
+  });
+  let got = '';
+  sock.setEncoding('latin1');
+  sock.on('data', (d: string) => {
+    got += d;
+  });
+  const ended = new Promise((resolve) => sock.once('end', resolve).once('close', resolve));
+  sock.write(
+    `POST http://127.0.0.1:${port}/upload HTTP/1.1\r\nhost: 127.0.0.1:${port}\r\ncontent-length: ${BODY.length}\r\n\r\n`,
+  );
+  sock.end(BODY); // all of it at once: much of it still unread by the proxy when it answers
+  await ended;
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(error, null, 'no reset');
+  assert.match(got, /^HTTP\/1\.1 413 .*too big\n$/s, 'the answer, whole');
+  assert.equal(nativeH1Stats.served - served, 1, 'the native engine served it');
+  sock.destroy();
 });
