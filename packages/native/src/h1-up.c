@@ -359,17 +359,7 @@ static void upstream_gone(h1_conn_t *c, bool eof) {
     c->t_connect = 0;
     c->up_out.off = 0;
     c->up_out.len = c->req_len;
-    c->state = ST_ROUTE;
-    c->routed = true;
-    h1_event_t *ev = h1_event_new(c, EV_ROUTE);
-    if (!ev) {
-      h1_conn_close(c, true);
-      return;
-    }
-    memcpy(ev->host, c->req.host, sizeof ev->host);
-    ev->port = c->req.port;
-    memcpy(ev->method, c->method, sizeof ev->method);
-    h1_push(c->e, ev);
+    h1_ask_route(c);
     return;
   }
   h1_fail(c, F_CLOSED);

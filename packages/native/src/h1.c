@@ -306,6 +306,11 @@ static void start_request(h1_conn_t *c) {
     h1_send_request(c);
     return;
   }
+  h1_ask_route(c);
+}
+
+/* The request waits for JS to connect an upstream for it (EV_ROUTE, with its target). */
+void h1_ask_route(h1_conn_t *c) {
   c->state = ST_ROUTE;
   c->routed = true;
   h1_event_t *ev = h1_event_new(c, EV_ROUTE);
@@ -313,8 +318,8 @@ static void start_request(h1_conn_t *c) {
     h1_conn_close(c, true);
     return;
   }
-  memcpy(ev->host, r->host, sizeof ev->host);
-  ev->port = r->port;
+  memcpy(ev->host, c->req.host, sizeof ev->host);
+  ev->port = c->req.port;
   memcpy(ev->method, c->method, sizeof ev->method);
   h1_push(c->e, ev);
 }

@@ -225,6 +225,8 @@ void h1_engine_close(h1_engine_t *e);
 void h1_spin_start(h1_engine_t *e, uint64_t ns);
 /* h1.c: hands a connection back to JS (EV_HANDBACK or EV_EXPIRE) with what it read. */
 void h1_hand_back(h1_conn_t *c, int type, int phase);
+/* h1.c: the request waits in ST_ROUTE for JS to connect an upstream (an EV_ROUTE event). */
+void h1_ask_route(h1_conn_t *c);
 void h1_push(h1_engine_t *e, h1_event_t *ev);
 void h1_handle_closed(uv_handle_t *h);
 /* Internal to h1.c and h1-up.c. */

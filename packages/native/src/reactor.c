@@ -90,6 +90,7 @@ static void free_list(reactor_item_t *it) {
 
 static void on_async(uv_async_t *h);
 static void on_check(uv_check_t *h);
+static void on_idle(uv_idle_t *h);
 static void on_inline_timer(uv_timer_t *h);
 static void inline_run(reactor_t *r);
 
@@ -100,7 +101,51 @@ static __thread reactor_t *self;
 static void flush_posts(reactor_t *r) {
   if (!r->post_due) return;
   r->post_due = false;
-  uv_async_send(&r->async);
+  /* Inline, this is the JS thread: the callbacks run now (they may queue commands). */
+  if (r->inline_mode) on_async(&r->async);
+  else uv_async_send(&r->async);
+}
+
+/* Runs a list of commands taken from the queue, in order. */
+static void run_commands(reactor_t *r, reactor_item_t *cmds) {
+  while (cmds) {
+    reactor_item_t *n = cmds->next_cmd;
+    cmds->ops->command(r, cmds);
+    cmds = n;
+  }
+}
+
+/* A batch of events to their items (the eventfd's, tagged NULL, is drained). */
+static void dispatch(reactor_t *r, const struct epoll_event *ev, int n) {
+  for (int k = 0; k < n; k++) {
+    if (ev[k].data.ptr == NULL) {
+      uint64_t v;
+      ssize_t ignored = read(r->wakefd, &v, sizeof v);
+      (void)ignored;
+      continue;
+    }
+    uintptr_t tag = (uintptr_t)ev[k].data.ptr;
+    reactor_item_t *it = (reactor_item_t *)(tag & ~(uintptr_t)1);
+    it->ops->event(it, (int)(tag & 1), ev[k].events);
+  }
+}
+
+/* After a batch: the items retired meanwhile are freed (no event of the batch is left to use them). */
+static void free_retired(reactor_t *r) {
+  pthread_mutex_lock(&r->lock);
+  reactor_item_t *dead = r->dead;
+  r->dead = NULL;
+  pthread_mutex_unlock(&r->lock);
+  free_list(dead);
+}
+
+/* JS thread: a check at the end of this loop turn (and an idle so the loop does not block
+ * before it), once, for whatever the turn queues. */
+static void check_at_turn_end(reactor_t *r) {
+  if (r->wake_due) return;
+  r->wake_due = true;
+  uv_idle_start(&r->idle, on_idle);
+  uv_check_start(&r->check, on_check);
 }
 
 static void *run(void *arg) {
@@ -121,33 +166,15 @@ static void *run(void *arg) {
     flush_posts(r); /* what the last batch and the tick posted: once, with no lock held */
     if (cmds) {
       /* Run them, then look again (for more, and for the deadlines they set) before sleeping. */
-      while (cmds) {
-        reactor_item_t *n = cmds->next_cmd;
-        cmds->ops->command(r, cmds);
-        cmds = n;
-      }
+      run_commands(r, cmds);
       continue;
     }
     int n = epoll_wait(r->epfd, ev, BATCH, timeout);
     pthread_mutex_lock(&r->lock);
     r->sleeping = false;
     pthread_mutex_unlock(&r->lock);
-    for (int k = 0; k < n; k++) {
-      if (ev[k].data.ptr == NULL) {
-        uint64_t v;
-        ssize_t ignored = read(r->wakefd, &v, sizeof v);
-        (void)ignored;
-        continue;
-      }
-      uintptr_t tag = (uintptr_t)ev[k].data.ptr;
-      reactor_item_t *it = (reactor_item_t *)(tag & ~(uintptr_t)1);
-      it->ops->event(it, (int)(tag & 1), ev[k].events);
-    }
-    pthread_mutex_lock(&r->lock);
-    reactor_item_t *dead = r->dead;
-    r->dead = NULL;
-    pthread_mutex_unlock(&r->lock);
-    free_list(dead);
+    dispatch(r, ev, n);
+    free_retired(r);
   }
   return NULL;
 }
@@ -208,27 +235,12 @@ static void inline_run(reactor_t *r) {
     reactor_item_t *cmds = r->cmd_head;
     r->cmd_head = r->cmd_tail = NULL;
     pthread_mutex_unlock(&r->lock);
-    while (cmds) {
-      reactor_item_t *n = cmds->next_cmd;
-      cmds->ops->command(r, cmds);
-      cmds = n;
-    }
+    run_commands(r, cmds);
     int n = epoll_wait(r->epfd, ev, BATCH, 0);
-    for (int k = 0; k < n; k++) {
-      uintptr_t tag = (uintptr_t)ev[k].data.ptr;
-      reactor_item_t *it = (reactor_item_t *)(tag & ~(uintptr_t)1);
-      if (it) it->ops->event(it, (int)(tag & 1), ev[k].events); /* NULL: the unused eventfd */
-    }
-    pthread_mutex_lock(&r->lock);
-    reactor_item_t *dead = r->dead;
-    r->dead = NULL;
-    pthread_mutex_unlock(&r->lock);
-    free_list(dead);
+    dispatch(r, ev, n);
+    free_retired(r);
     self = NULL;
-    if (r->post_due) {
-      r->post_due = false;
-      on_async(&r->async); /* JS callbacks, outside the reactor's role: they may queue commands */
-    }
+    flush_posts(r); /* JS callbacks, outside the reactor's role: they may queue commands */
     pthread_mutex_lock(&r->lock);
     more = r->cmd_head != NULL;
     pthread_mutex_unlock(&r->lock);
@@ -237,19 +249,12 @@ static void inline_run(reactor_t *r) {
   }
   r->dispatching = false;
   if (r->stopped) return;
-  if (more && !r->wake_due) {
-    r->wake_due = true;
-    uv_idle_start(&r->idle, on_idle);
-    uv_check_start(&r->check, on_check);
-  }
+  if (more) check_at_turn_end(r);
   int (*tick)(reactor_t *) = r->tick;
   self = r;
   int timeout = tick ? tick(r) : -1;
   self = NULL;
-  if (r->post_due) {
-    r->post_due = false;
-    on_async(&r->async);
-  }
+  flush_posts(r);
   if (timeout >= 0) uv_timer_start(&r->timer, on_inline_timer, (uint64_t)timeout, 0);
   else uv_timer_stop(&r->timer);
 }
@@ -442,11 +447,7 @@ bool reactor_command(reactor_t *r, reactor_item_t *it, bool at_turn_end) {
   if (r->inline_mode) {
     pthread_mutex_unlock(&r->lock);
     /* Run at the end of this loop turn, or by the dispatch under way. */
-    if (!r->dispatching && !r->wake_due) {
-      r->wake_due = true;
-      uv_idle_start(&r->idle, on_idle);
-      uv_check_start(&r->check, on_check);
-    }
+    if (!r->dispatching) check_at_turn_end(r);
     return true;
   }
   bool sleeping = r->sleeping;
@@ -458,11 +459,7 @@ bool reactor_command(reactor_t *r, reactor_item_t *it, bool at_turn_end) {
   }
   /* A sleeping thread is woken once, at the end of this loop turn (on_check), for every
    * command the turn queues: a burst of accepted tunnels costs one wake-up, not one each. */
-  if (sleeping && !r->wake_due) {
-    r->wake_due = true;
-    uv_idle_start(&r->idle, on_idle);
-    uv_check_start(&r->check, on_check);
-  }
+  if (sleeping) check_at_turn_end(r);
   return true;
 }
 
