@@ -41,3 +41,43 @@ export function forkRequest<T>(request: RequestState, fn: () => T): T {
     return fn();
   });
 }
+
+/**
+ * {@link forkRequest} for a request that lives as long as the promise `fn` returns, with `end`
+ * run once it settles (a rejection, or a throw of `fn`, is passed on after `end`): `.finally`'s work, on as few
+ * continuations as the telemetry allows, for what idle tunnels keep waiting. When the request's
+ * span is recorded, the fork's `apply` waits for the promise to end the span, in the fork's
+ * context; when none is (no exporter, not sampled), nothing waits there, and `end` rides on the
+ * promise itself, in the request's context.
+ */
+export function forkRequestUntil(
+  request: RequestState,
+  fn: () => Promise<void>,
+  end: () => void,
+): Promise<void> {
+  const failed = rethrowAfter(end);
+  let served: Promise<void> | null = null;
+  const spanned = forkRequest(request, (): Promise<void> | undefined => {
+    let p: Promise<void>;
+    try {
+      p = fn();
+    } catch (e) {
+      p = Promise.reject(e); // thrown before its promise: ended the same way
+    }
+    if (TelemetryContext.current().span !== null) return p; // `apply` ends the span with it
+    served = p.then(end, failed);
+    return undefined;
+  });
+  return spanned === undefined ? (served as unknown as Promise<void>) : spanned.then(end, failed);
+}
+
+/**
+ * `end`, then the error again: made apart from {@link forkRequestUntil}'s scope, so that what an
+ * idle tunnel keeps waiting is `end` and this, not that call's whole context.
+ */
+function rethrowAfter(end: () => void): (e: unknown) => never {
+  return (e) => {
+    end();
+    throw e;
+  };
+}

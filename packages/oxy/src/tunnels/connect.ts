@@ -11,7 +11,6 @@
  * `getAppTunnelPipeline` → the app's pipeline, the kernel splice or the pump → audit record.
  */
 import type { Duplex } from 'node:stream';
-import { TelemetryContext } from 'foundations/telemetry';
 import type { SocketAddr } from '../context/contexts.ts';
 import { type IngressConnection, RequestState } from '../context/state.ts';
 import { clientReason, httpStatusFor } from '../errors.ts';
@@ -24,7 +23,7 @@ import {
 } from '../flows/stream/runner.ts';
 import type { ConnectDirective, RequestHead, ResponseHead } from '../hooks/http-request.ts';
 import type { Runtime } from '../runtime.ts';
-import { forkRequest } from '../telemetry/fork.ts';
+import { forkRequestUntil } from '../telemetry/fork.ts';
 
 export type { SpliceableClient } from '../flows/stream/runner.ts';
 
@@ -47,15 +46,10 @@ export interface ConnectExchange {
 
 /**
  * Runs one CONNECT tunnel to `target` until it ends; never throws. `ended`, if given, runs as
- * the tunnel ends, after `conn.tunnels` dropped: an on-ramp's end of the connection.
- *
- * An idle tunnel waits on as few continuations as its telemetry allows. When the request's span
- * is recorded, the fork's `apply` waits for the tunnel to end it, in the connection's context
- * (a promise and two closures, and that context's frame kept, per tunnel). When none is (no
- * exporter, not sampled), nothing waits there: the end runs in the request's context, on the
- * tunnel's own promise. (`apply`'s wrapper also notes the context of an error escaping as a
- * rejection, for the crash log; `runStream` never rejects.) A `.finally` of the on-ramp's own
- * would add a promise, a reaction and a pair of closures more: `ended` replaces it.
+ * the tunnel ends, after `conn.tunnels` dropped: an on-ramp's end of the connection, instead
+ * of a `.finally` of its own (a promise, a reaction and a pair of closures more per idle
+ * tunnel). The tunnel waits on as few continuations as its telemetry allows
+ * ({@link forkRequestUntil}).
  */
 export function serveConnect(
   rt: Runtime,
@@ -68,24 +62,14 @@ export function serveConnect(
   conn.tunnels++;
   const request = new RequestState(conn, 'connect', 'CONNECT', target, rt.ext);
   conn.endpoint.metrics.connectRequests.inc();
-  // `finally`'s work by hand: two closures sharing this call's context (`finally` would add two
-  // closures and a context more).
-  const end = (): void => {
-    conn.tunnels--;
-    ended?.();
-  };
-  const failed = (e: unknown): never => {
-    end();
-    throw e;
-  };
-  let served: Promise<void> | null = null;
-  const spanned = forkRequest(request, (): Promise<void> | undefined => {
-    const p = tunnel(rt, request, ex);
-    if (TelemetryContext.current().span !== null) return p; // `apply` ends the span with it
-    served = p.then(end, failed);
-    return undefined;
-  });
-  return spanned === undefined ? (served as unknown as Promise<void>) : spanned.then(end, failed);
+  return forkRequestUntil(
+    request,
+    () => tunnel(rt, request, ex),
+    (): void => {
+      conn.tunnels--;
+      ended?.();
+    },
+  );
 }
 
 function tunnel(rt: Runtime, request: RequestState, ex: ConnectExchange): Promise<void> {

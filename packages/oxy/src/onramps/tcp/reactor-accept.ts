@@ -24,7 +24,7 @@
  */
 import net from 'node:net';
 import type { TaskToken, TaskTracker } from 'foundations/restart';
-import { log, TelemetryContext } from 'foundations/telemetry';
+import { log } from 'foundations/telemetry';
 import { formatHostPort } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { EgressState, type EndpointState, IngressConnection, RequestState } from '../../context/state.ts';
@@ -37,7 +37,7 @@ import { finishStream, refuseStream, type StreamIngress } from '../../flows/stre
 import type { SpliceConnectResult } from '../../flows/stream/splice.ts';
 import { connectFailure } from '../../offramps/tcp/happy-eyeballs.ts';
 import type { Runtime } from '../../runtime.ts';
-import { forkConnection, forkRequest } from '../../telemetry/fork.ts';
+import { forkConnection, forkRequest, forkRequestUntil } from '../../telemetry/fork.ts';
 import { httpMetrics, ingressMetrics, tunnelMetrics } from '../../telemetry/metrics.ts';
 import { endAccepted, takeAccepted } from './reactor-accepted.ts';
 
@@ -368,24 +368,15 @@ class ReactorListener {
       conn.tunnels++;
       const request = new RequestState(conn, 'tcp', 'TCP', this.#target, rt.ext);
       (request as { startedAt: number }).startedAt = conn.startedAt;
-      // One chain of continuations per idle tunnel, as `serveConnect`'s: `finally`'s work as a
-      // `.then` pair, and the fork's wrapper only when it has a recorded span to end.
-      const end = (): void => {
-        conn.tunnels--;
-        endAccepted(rt, conn, this.#labels, token);
-      };
-      const failed = (e: unknown): never => {
-        end();
-        throw e;
-      };
-      const spanned = forkRequest(request, (): Promise<void> | undefined => {
-        let carried: Promise<void>;
-        try {
+      // One chain of continuations per idle tunnel, as `serveConnect`'s.
+      void forkRequestUntil(
+        request,
+        () => {
           new EgressState(conn, request, request.target, rt.ext);
           request.decisions.push('egress:direct');
           request.upstream = this.#upstream;
           request.connectedAt = request.startedAt;
-          carried = new Promise<SpliceConnectResult>((resolve) => {
+          return new Promise<SpliceConnectResult>((resolve) => {
             // Made here, not a variable of the scope, so it goes once the tunnel reported it.
             const connected = (connectMs: number): void => {
               connectObserved(performance.now() - connectMs);
@@ -394,14 +385,12 @@ class ReactorListener {
             run = new RawTunnel(ADOPTED, 0, endpoint.stream, connected, resolve);
             run.adopt();
           }).then((r) => finishStream(rt, request, r.bytesUp, r.bytesDown, r.reason));
-        } catch (e) {
-          carried = Promise.reject(e);
-        }
-        if (TelemetryContext.current().span !== null) return carried;
-        void carried.then(end, failed);
-        return undefined;
-      });
-      if (spanned !== undefined) void spanned.then(end, failed);
+        },
+        (): void => {
+          conn.tunnels--;
+          endAccepted(rt, conn, this.#labels, token);
+        },
+      );
     });
     const tunnel = run as unknown as RawTunnel;
     conn.abort = () => tunnel.stop('client_reset');
