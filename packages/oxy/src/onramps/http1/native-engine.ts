@@ -261,24 +261,31 @@ export class NativeH1 {
     }
   }
 
+  /** The request an event is about: the one waiting for its upstream, or a new one. */
   #request(served: Served, ev: RawEvent): RequestState {
-    const rt = this.#rt;
-    let request = served.pending;
+    const request = served.pending ?? this.#newRequest(served, ev);
     served.pending = null;
-    if (request === null) {
-      request = new RequestState(served.conn, 'forward', ev[12], { host: ev[13], port: ev[14] }, rt.ext);
-      served.conn.requests++;
-      served.conn.endpoint.metrics.forwardRequests.inc();
-    }
+    return request;
+  }
+
+  /** A forwarded request of the event's method and target on `served`, counted. */
+  #newRequest(served: Served, ev: RawEvent): RequestState {
+    const request = new RequestState(
+      served.conn,
+      'forward',
+      ev[12],
+      { host: ev[13], port: ev[14] },
+      this.#rt.ext,
+    );
+    served.conn.requests++;
+    served.conn.endpoint.metrics.forwardRequests.inc();
     return request;
   }
 
   /** A new upstream connection, made as the JS pool makes one. */
   #route(id: number, served: Served, ev: RawEvent): void {
     const rt = this.#rt;
-    const request = new RequestState(served.conn, 'forward', ev[12], { host: ev[13], port: ev[14] }, rt.ext);
-    served.conn.requests++;
-    served.conn.endpoint.metrics.forwardRequests.inc();
+    const request = this.#newRequest(served, ev);
     served.pending = request;
     const eg = new EgressState(served.conn, request, request.target, rt.ext);
     connectDirect(rt, eg, request.target, false).then(
