@@ -4,7 +4,7 @@
  * process per measurement, minutes apart) compares one moment's machine with another's.
  *
  *   node bench/tools/s1-interleave.ts [--ref DIR] [--ref-flags=FLAGS] [--ref-env=K=V] [--no-ts]
- *     [--pin] [--rounds 8] [--seconds 2] [--gc] [--port-base 22080]
+ *     [--pin] [--rounds 8] [--seconds 2] [--gc] [--port-base 22080] [--connections 64]
  *
  * Starts the harness's nginx upstream (its config, another port), Oxy from this checkout, Oxy
  * from `--ref` (another checkout with `node_modules` and the addon built; `bin/oxy` as the
@@ -13,7 +13,7 @@
  * environment variable for it alone, e.g. `OXY_NATIVE_H1=0` for an A/B of the native HTTP/1.1
  * engine) and trafficserver (the
  * harness's settings), warms each up, then for each round measures every proxy for `--seconds`
- * in turn (the order rotated each round) with `wrk -t2 -c64` and `bench/s1.lua`. Per window:
+ * in turn (the order rotated each round) with `wrk -t2 -c64` (`--connections`) and `bench/s1.lua`. Per window:
  * requests/s, p99 (wrk's, and measured: its coordinated-omission correction undone,
  * bench/s1.lua), CPU µs per request of the process tree (all threads) and of the main thread,
  * the threads' time waiting for a CPU and their sleeps (voluntary context switches) per request,
@@ -44,11 +44,13 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '2' },
     gc: { type: 'boolean', default: false },
     'port-base': { type: 'string', default: '22080' },
+    connections: { type: 'string', default: '64' },
   },
 });
 // Other checkouts may run this tool at the same time: --port-base moves all its ports.
 const BASE = Number(values['port-base']);
 const UPSTREAM = BASE;
+const CONNECTIONS = Number(values.connections);
 const WORK = join(ROOT, 'bench/.work/s1-interleave');
 mkdirSync(WORK, { recursive: true });
 const kids: ChildProcess[] = [];
@@ -214,7 +216,7 @@ for (let r = 0; r < rounds; r++) {
     const upBefore = cpu(nginx.pid as number).all;
     const statBefore = cpuStat();
     const logAt = t.log.length;
-    const j = wrk(t.port, ['-t2', '-c64', `-d${seconds}s`]);
+    const j = wrk(t.port, [CONNECTIONS > 1 ? '-t2' : '-t1', `-c${CONNECTIONS}`, `-d${seconds}s`]);
     const after = cpu(t.pid);
     const upAfter = cpu(nginx.pid as number).all;
     const statAfter = cpuStat();

@@ -196,7 +196,7 @@ void h1_adopt(h1_conn_t *c, int fd, const char *upstream) {
   u->conn = c;
   c->up = u;
   c->t_connect = h1_stamp(c->e);
-  c->state = ST_UP;
+  h1_set_state(c, ST_UP);
   h1_send_request(c);
 }
 

@@ -109,7 +109,7 @@ static void conn_unlink(h1_conn_t *c) {
 static void conn_stop(h1_conn_t *c) {
   if (c->closing) return;
   c->closing = true;
-  c->state = ST_GONE;
+  h1_set_state(c, ST_GONE);
   if (c->up) h1_up_close(c->up);
   conn_unlink(c);
   /* the descriptor is the JS socket's: it closes it (after this poll left the loop's set) */
@@ -178,7 +178,7 @@ h1_conn_t *h1_conn_start(h1_engine_t *e, int fd, int id, const char *bytes, size
   c->e = e;
   c->fd = fd;
   c->id = id;
-  c->state = ST_SILENT;
+  h1_set_state(c, ST_SILENT);
   c->since = h1_now(e);
   c->events = -1;
   c->next = e->conns;
@@ -302,7 +302,7 @@ static void start_request(h1_conn_t *c) {
     c->up = u;
     u->conn = c;
     c->t_connect = h1_stamp(c->e);
-    c->state = ST_UP;
+    h1_set_state(c, ST_UP);
     h1_send_request(c);
     return;
   }
@@ -311,7 +311,7 @@ static void start_request(h1_conn_t *c) {
 
 /* The request waits for JS to connect an upstream for it (EV_ROUTE, with its target). */
 void h1_ask_route(h1_conn_t *c) {
-  c->state = ST_ROUTE;
+  h1_set_state(c, ST_ROUTE);
   c->routed = true;
   h1_event_t *ev = h1_event_new(c, EV_ROUTE);
   if (!ev) {
@@ -340,7 +340,7 @@ static void try_head(h1_conn_t *c) {
   int r = h1_parse_request(c->in, c->in_len, c->e->max_header, &c->req);
   if (r == H1_INCOMPLETE) {
     if (c->state != ST_HEAD) {
-      c->state = ST_HEAD;
+      h1_set_state(c, ST_HEAD);
       c->since = h1_now(c->e);
     }
     return;
@@ -401,7 +401,7 @@ static void linger_read(h1_conn_t *c) {
 /* An exchange is over (answered or relayed): the connection waits for its next request, or
  * closes once what is queued for the client is written when it must. */
 static void next_request(h1_conn_t *c) {
-  c->state = ST_IDLE;
+  h1_set_state(c, ST_IDLE);
   c->since = h1_now(c->e);
   if (!h1_flush_client(c)) return;
   if (c->close_after) {
@@ -446,7 +446,7 @@ void h1_fail(h1_conn_t *c, int kind) {
     h1_conn_close(c, true);
     return;
   }
-  c->state = ST_ANSWER;
+  h1_set_state(c, ST_ANSWER);
   h1_client_poll(c);
 }
 
@@ -559,10 +559,10 @@ void h1_engine_close(h1_engine_t *e) {
   while (e->idle) h1_up_close(e->idle);
   uv_timer_stop(&e->sweep);
   uv_check_stop(&e->check);
-  uv_prepare_stop(&e->spin);
+  uv_prepare_stop(&e->nap);
   e->handles += 3;
   uv_close((uv_handle_t *)&e->sweep, h1_handle_closed);
   uv_close((uv_handle_t *)&e->check, h1_handle_closed);
-  uv_close((uv_handle_t *)&e->spin, h1_handle_closed);
+  uv_close((uv_handle_t *)&e->nap, h1_handle_closed);
 }
 

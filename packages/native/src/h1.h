@@ -152,14 +152,16 @@ struct h1_engine {
   int handles; /* uv handles still to close before the struct may go */
   bool finalized;
   char *scratch; /* one read's worth, shared */
-  /* Spinning (OXY_SPIN_US): after a loop turn with engine events, the loop's epoll set is polled
-   * for up to spin_ns before libuv may sleep in it (h1_spin). */
-  uv_prepare_t spin;
-  uint64_t spin_ns;
-  bool stirred; /* an engine event ran since the last prepare */
-  bool spin_ok; /* this thread was rarely preempted in the last window: it has a core to itself */
-  uint64_t spin_window; /* loop time (ms) the window began */
-  long spin_preempted;  /* the thread's involuntary switches when it began */
+  /* Napping (OXY_NAP_US, h1-loop.c): once busy, a turn with engine events that finds nothing
+   * more ready sleeps nap_ns on a timer before libuv may sleep in epoll. */
+  uv_prepare_t nap;
+  uint64_t nap_ns;
+  bool stirred;        /* an engine event ran since the last prepare */
+  bool nap_always;     /* OXY_NAP_ALWAYS=1: whatever the load (tests) */
+  int nap_turns;       /* turns with events in this window */
+  int active;          /* connections with a request in progress (h1_set_state) */
+  uint64_t nap_window; /* uv_hrtime() the window began */
+  uint64_t nap_gap;    /* the last window's mean time between turns with events (ns) */
 };
 
 enum { ST_SILENT, ST_HEAD, ST_IDLE, ST_ROUTE, ST_UP, ST_ANSWER, ST_GONE };
@@ -201,6 +203,14 @@ struct h1_conn {
   int status;
 };
 
+/* A request is in progress from its route to its answer: the engine counts those (napping asks
+ * for several at once, h1-loop.c). Every change of state goes through here. */
+static inline bool h1_active_state(int st) { return st == ST_ROUTE || st == ST_UP || st == ST_ANSWER; }
+static inline void h1_set_state(h1_conn_t *c, int st) {
+  c->e->active += (int)h1_active_state(st) - (int)h1_active_state(c->state);
+  c->state = st;
+}
+
 /* h1.c */
 /* The loop's clock in ms (uv_now: read once per loop turn), for timeouts and idle times. */
 static inline uint64_t h1_now(const h1_engine_t *e) { return uv_now(e->loop); }
@@ -221,8 +231,9 @@ void h1_drop(h1_conn_t *c);
 /* True while a request is under way or a response is being written (for the drain loop). */
 bool h1_busy(h1_conn_t *c);
 void h1_engine_close(h1_engine_t *e);
-/* Starts spinning before the loop sleeps (ns > 0), for this engine's loop. */
-void h1_spin_start(h1_engine_t *e, uint64_t ns);
+/* Starts napping (ns > 0) when the engine is busy: h1-loop.c. */
+#define H1_NAP_US 100
+void h1_nap_start(h1_engine_t *e, uint64_t ns);
 /* h1.c: hands a connection back to JS (EV_HANDBACK or EV_EXPIRE) with what it read. */
 void h1_hand_back(h1_conn_t *c, int type, int phase);
 /* h1.c: the request waits in ST_ROUTE for JS to connect an upstream (an EV_ROUTE event). */
