@@ -150,6 +150,7 @@ static void start_one(listener_t *l, int cfd, const struct sockaddr_storage *pee
   splicer_t *s = splicer_alloc(l->r, l->env, l->pipe_size);
   connect_t *cx = s ? calloc(1, sizeof *cx) : NULL;
   if (!cx) {
+    if (s) reactor_tunnels(l->r, -1);
     free(s);
     close(cfd);
     return;

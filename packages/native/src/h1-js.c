@@ -214,12 +214,10 @@ static napi_value h1_engine(napi_env env, napi_callback_info info) {
   uv_unref((uv_handle_t *)&e->sweep);
   uv_unref((uv_handle_t *)&b->idle);
   uv_check_start(&e->check, on_check);
-  uv_prepare_init(loop, &e->nap);
-  e->nap.data = b;
-  uv_unref((uv_handle_t *)&e->nap);
-  const char *nap = getenv("OXY_NAP_US"), *always = getenv("OXY_NAP_ALWAYS");
-  e->nap_always = always && strcmp(always, "1") == 0;
-  h1_nap_start(e, (nap && *nap ? strtoull(nap, NULL, 10) : H1_NAP_US) * 1000);
+  uv_prepare_init(loop, &e->nap_check);
+  e->nap_check.data = b;
+  uv_unref((uv_handle_t *)&e->nap_check);
+  h1_nap_start(e);
   uint64_t every = s[8] < 10 ? 10 : (uint64_t)s[8];
   uv_timer_start(&e->sweep, on_sweep, every, every);
   napi_create_reference(env, argv[1], 1, &e->cb);

@@ -559,10 +559,10 @@ void h1_engine_close(h1_engine_t *e) {
   while (e->idle) h1_up_close(e->idle);
   uv_timer_stop(&e->sweep);
   uv_check_stop(&e->check);
-  uv_prepare_stop(&e->nap);
+  uv_prepare_stop(&e->nap_check);
   e->handles += 3;
   uv_close((uv_handle_t *)&e->sweep, h1_handle_closed);
   uv_close((uv_handle_t *)&e->check, h1_handle_closed);
-  uv_close((uv_handle_t *)&e->nap, h1_handle_closed);
+  uv_close((uv_handle_t *)&e->nap_check, h1_handle_closed);
 }
 

@@ -85,6 +85,7 @@ ssize_t h1_chunks_feed(h1_chunks_t *c, const char *buf, size_t len, bool *done);
 
 /* ---- the engine (h1.c) and its JS surface (h1-js.c) ---- */
 #include <uv.h>
+#include "nap.h"
 #include "native.h"
 
 typedef struct h1_engine h1_engine_t;
@@ -152,13 +153,11 @@ struct h1_engine {
   int handles; /* uv handles still to close before the struct may go */
   bool finalized;
   char *scratch; /* one read's worth, shared */
-  /* Napping (OXY_NAP_US, h1-loop.c): once busy, a turn with engine events that finds nothing
-   * more ready sleeps nap_ns on a timer before libuv may sleep in epoll. */
-  uv_prepare_t nap;
-  uint64_t nap_ns;
-  bool stirred;        /* an engine event ran since the last prepare */
-  bool nap_always;     /* OXY_NAP_ALWAYS=1: whatever the load (tests) */
-  int nap_turns;       /* turns with events in this window */
+  /* Napping (nap.h): once busy, a turn with engine events that finds nothing more ready
+   * sleeps on a timer before libuv may sleep in epoll (h1-loop.c). */
+  uv_prepare_t nap_check;
+  nap_t nap;
+  bool stirred; /* an engine event ran since the last prepare */
   int active;          /* connections with a request in progress (h1_set_state) */
   uint64_t nap_window; /* uv_hrtime() the window began */
   uint64_t nap_gap;    /* the last window's mean time between turns with events (ns) */
@@ -231,9 +230,8 @@ void h1_drop(h1_conn_t *c);
 /* True while a request is under way or a response is being written (for the drain loop). */
 bool h1_busy(h1_conn_t *c);
 void h1_engine_close(h1_engine_t *e);
-/* Starts napping (ns > 0) when the engine is busy: h1-loop.c. */
-#define H1_NAP_US 100
-void h1_nap_start(h1_engine_t *e, uint64_t ns);
+/* Starts napping when the engine is busy (h1-loop.c), as the environment says (nap_init). */
+void h1_nap_start(h1_engine_t *e);
 /* h1.c: hands a connection back to JS (EV_HANDBACK or EV_EXPIRE) with what it read. */
 void h1_hand_back(h1_conn_t *c, int type, int phase);
 /* h1.c: the request waits in ST_ROUTE for JS to connect an upstream (an EV_ROUTE event). */

@@ -76,6 +76,8 @@ int reactor_watch(reactor_t *r, int fd, uint32_t *registered, uint32_t events, r
 void reactor_set_tick(reactor_t *r, int (*tick)(reactor_t *r));
 /* JS thread: counts running users (+1/-1); the loop stays alive while there are any. */
 void reactor_hold(reactor_t *r, int delta);
+/* Counts open tunnels (splicers from their making to their close), for the thread's naps. */
+void reactor_tunnels(reactor_t *r, int delta);
 /* JS thread: runs its command on the reactor thread. An item is in the command list at most once
  * at a time. False once the reactor is stopping. A sleeping reactor thread is woken at once, or
  * with `at_turn_end` once at the end of this JS loop turn for all such commands. */

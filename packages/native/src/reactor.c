@@ -22,6 +22,11 @@
  * held made the JS thread block on that lock and the two threads switch back and forth (two
  * to four switches per post, measured).
  *
+ * Napping (nap.h): busy with many tunnels, a turn with events or commands that leaves nothing
+ * ready sleeps on a timer instead of in epoll_wait, and meanwhile counts as awake (a command
+ * queues without a wake-up and runs after the nap), so neither the JS thread's commands nor the
+ * peers' bytes wake it one by one.
+ *
  * Inline mode (OXY_REACTOR=inline): no thread. The JS loop polls the epoll set (a uv_poll on
  * its descriptor) and runs, on the JS thread, what the thread would: commands at the end of the
  * loop turn that queued them, events as the set turns readable, the tick from a uv_timer, and
@@ -44,6 +49,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "nap.h"
 #include "native.h"
 
 /* Events taken from the epoll set per wait. */
@@ -68,6 +74,8 @@ struct reactor {
   bool started, stopping, stopped;
   bool post_due; /* reactor thread: items were posted since the last uv_async_send */
   int active; /* running users (JS thread only): the loop stays alive while there are any */
+  int tunnels; /* open tunnels (either thread, atomic): the exchanges in progress of a nap */
+  nap_t nap;   /* reactor thread (nap.h): napping once busy with many tunnels */
 
   pthread_mutex_t lock; /* guards everything below */
   bool sleeping;        /* the thread is (about to be) in epoll_wait: a command must wake it */
@@ -153,6 +161,7 @@ static void *run(void *arg) {
   struct epoll_event ev[BATCH];
   pthread_setname_np(pthread_self(), "oxy-reactor"); /* for top -H, perf and /proc: not "MainThread" */
   self = r;
+  bool stirred = false; /* the last turn had events or commands */
   for (;;) {
     int (*tick)(reactor_t *) = __atomic_load_n(&r->tick, __ATOMIC_ACQUIRE);
     int timeout = tick ? tick(r) : -1;
@@ -160,19 +169,34 @@ static void *run(void *arg) {
     reactor_item_t *cmds = r->cmd_head;
     r->cmd_head = r->cmd_tail = NULL;
     bool stop = r->stopping;
-    r->sleeping = cmds == NULL && !stop;
+    /* Napping, the thread is awake for the commands' purposes: they queue without a wake-up
+     * and run after the nap. */
+    bool nap = cmds == NULL && !stop && stirred && timeout != 0 &&
+               nap_worth(&r->nap, uv_hrtime(), __atomic_load_n(&r->tunnels, __ATOMIC_RELAXED));
+    r->sleeping = cmds == NULL && !stop && !nap;
     pthread_mutex_unlock(&r->lock);
     if (stop) break;
     flush_posts(r); /* what the last batch and the tick posted: once, with no lock held */
     if (cmds) {
       /* Run them, then look again (for more, and for the deadlines they set) before sleeping. */
       run_commands(r, cmds);
+      stirred = true;
       continue;
     }
-    int n = epoll_wait(r->epfd, ev, BATCH, timeout);
-    pthread_mutex_lock(&r->lock);
-    r->sleeping = false;
-    pthread_mutex_unlock(&r->lock);
+    int n;
+    if (nap) {
+      n = r->nap.always ? 0 : epoll_wait(r->epfd, ev, BATCH, 0); /* the tests' nap comes even with more ready */
+      if (n == 0) {
+        nap_sleep(&r->nap);
+        n = epoll_wait(r->epfd, ev, BATCH, 0);
+      }
+    } else {
+      n = epoll_wait(r->epfd, ev, BATCH, timeout);
+      pthread_mutex_lock(&r->lock);
+      r->sleeping = false;
+      pthread_mutex_unlock(&r->lock);
+    }
+    stirred = n > 0;
     dispatch(r, ev, n);
     free_retired(r);
   }
@@ -365,6 +389,7 @@ reactor_t *reactor_for(napi_env env) {
     r->async.data = r;
     uv_unref((uv_handle_t *)&r->async); /* only running users keep the loop alive */
     r->inline_mode = reactor_inline_chosen();
+    nap_init(&r->nap); /* the thread's; inline, the JS loop sleeps as libuv does */
     const char *doing = "starting the addon's reactor thread";
     if (r->inline_mode) {
       what = "uv_poll_init";
@@ -432,6 +457,10 @@ void reactor_hold(reactor_t *r, int delta) {
   uv_handle_t *h = r->inline_mode ? (uv_handle_t *)&r->poll : (uv_handle_t *)&r->async;
   if (r->active == 1 && delta > 0) uv_ref(h);
   if (r->active == 0) uv_unref(h);
+}
+
+void reactor_tunnels(reactor_t *r, int delta) {
+  __atomic_add_fetch(&r->tunnels, delta, __ATOMIC_RELAXED);
 }
 
 bool reactor_command(reactor_t *r, reactor_item_t *it, bool at_turn_end) {

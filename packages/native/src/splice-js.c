@@ -120,6 +120,7 @@ void splicer_config(void) {
 splicer_t *splicer_alloc(reactor_t *r, napi_env env, int pipe_size) {
   splicer_t *s = calloc(1, sizeof *s);
   if (!s) return NULL;
+  reactor_tunnels(r, 1); /* until splicer_close or splicer_drop */
   reactor_set_tick(r, splicer_tick);
   pthread_mutex_init(&s->mu, NULL);
   s->item.ops = &splicer_ops;
@@ -148,6 +149,7 @@ static splicer_t *splicer_new(napi_env env, int pipe_size) {
 
 /* Drops a splicer that never reached the reactor thread. */
 static void splicer_drop(splicer_t *s) {
+  reactor_tunnels(s->r, -1);
   for (int i = 0; i < 2; i++)
     if (s->fd[i] >= 0) close(s->fd[i]);
   connect_free(s->cx);

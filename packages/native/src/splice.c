@@ -101,6 +101,7 @@ void splicer_retire(splicer_t *s) {
 void splicer_close(splicer_t *s, bool on_thread) {
   if (s->closing) return;
   s->closing = true;
+  reactor_tunnels(s->r, -1);
   for (int i = 0; i < 2; i++) {
     if (s->fd[i] >= 0) {
       /* Out of the set before the close: another duplicate may keep the socket (and the entry).
