@@ -158,9 +158,7 @@ struct h1_engine {
   uv_prepare_t nap_check;
   nap_t nap;
   bool stirred; /* an engine event ran since the last prepare */
-  int active;          /* connections with a request in progress (h1_set_state) */
-  uint64_t nap_window; /* uv_hrtime() the window began */
-  uint64_t nap_gap;    /* the last window's mean time between turns with events (ns) */
+  int active;   /* connections with a request in progress (h1_set_state) */
 };
 
 enum { ST_SILENT, ST_HEAD, ST_IDLE, ST_ROUTE, ST_UP, ST_ANSWER, ST_GONE };
