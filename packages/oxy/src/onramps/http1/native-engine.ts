@@ -196,11 +196,7 @@ export class NativeH1 {
     // descriptor before Node closes it (a number reused by the next accept must not be polled).
     const destroy = s._destroy;
     s._destroy = (err, cb) => {
-      if (this.#served.get(id) === served) {
-        this.#served.delete(id);
-        served.conn.requests += this.#h1.h1Drop(this.#engine, id);
-        restore(s);
-      }
+      if (this.#served.get(id) === served) this.#release(id, served, this.#h1.h1Drop(this.#engine, id));
       destroy.call(s, err, cb);
     };
     nativeH1Stats.served++;
@@ -242,8 +238,7 @@ export class NativeH1 {
           break;
         case 4:
           nativeH1Stats.handedBack++;
-          served.conn.requests += ev[3];
-          this.#release(ev[1], served);
+          this.#release(ev[1], served, ev[3]);
           restartReading(served.socket);
           // What the addon read and wrote on the connection counts as the socket's.
           countOutside(served.socket, ev[7], ev[8]);
@@ -253,8 +248,7 @@ export class NativeH1 {
           this.#connectionClosed(ev[1], served, ev);
           break;
         case 6:
-          served.conn.requests += ev[3];
-          this.#release(ev[1], served);
+          this.#release(ev[1], served, ev[3]);
           this.#expire(served, ev[2]);
           break;
       }
@@ -392,16 +386,16 @@ export class NativeH1 {
     return status;
   }
 
-  /** The connection leaves the addon. */
-  #release(id: number, served: Served): void {
+  /** The connection leaves the addon, with the requests it counted on it in quiet mode. */
+  #release(id: number, served: Served, quiet: number): void {
+    served.conn.requests += quiet;
     this.#served.delete(id);
     restore(served.socket);
     served.pending = null;
   }
 
   #connectionClosed(id: number, served: Served, ev: RawEvent): void {
-    served.conn.requests += ev[3];
-    this.#release(id, served);
+    this.#release(id, served, ev[3]);
     if (ev[2] === 1) served.conn.closeReason = 'drained';
     countOutside(served.socket, ev[7], ev[8]);
     served.socket.destroy();
