@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { runTestFiles } from './fixtures/child-tests.ts';
+import { REACTOR_TEST_FILES, runTestFiles } from './fixtures/child-tests.ts';
 
 const ENV = { OXY_NAP_ALWAYS: '1', OXY_NAP_US: '200' };
 
@@ -20,14 +20,6 @@ test('the native engine napping after every turn passes its tests', { timeout: 1
 test('the reactor thread napping after every turn passes the tests of what it carries', {
   timeout: 240_000,
 }, async () => {
-  const files = [
-    'packages/native/test/splice.test.ts',
-    'packages/native/test/writer.test.ts',
-    'packages/oxy/test/connect.test.ts',
-    'packages/oxy/test/reactor-connect.test.ts',
-    'packages/oxy/test/tcp-reactor-accept.test.ts',
-    'packages/oxy/test/splice-tunnel.test.ts',
-  ];
-  const { code, out } = await runTestFiles(files, ENV);
+  const { code, out } = await runTestFiles(REACTOR_TEST_FILES, ENV);
   assert.equal(code, 0, `OXY_NAP_ALWAYS=1: ${out}`);
 });

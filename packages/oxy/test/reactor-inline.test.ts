@@ -5,20 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { runTestFiles } from './fixtures/child-tests.ts';
-
-const FILES = [
-  'packages/native/test/splice.test.ts',
-  'packages/native/test/splice-worker.test.ts',
-  'packages/native/test/writer.test.ts',
-  'packages/native/test/udp.test.ts',
-  'packages/oxy/test/connect.test.ts',
-  'packages/oxy/test/reactor-connect.test.ts',
-  'packages/oxy/test/tcp-reactor-accept.test.ts',
-  'packages/oxy/test/splice-tunnel.test.ts',
-];
+import { REACTOR_TEST_FILES, runTestFiles } from './fixtures/child-tests.ts';
 
 test('the reactor run inline passes the tests of what it carries', { timeout: 240_000 }, async () => {
-  const { code, out } = await runTestFiles(FILES, { OXY_REACTOR: 'inline' });
+  const { code, out } = await runTestFiles(REACTOR_TEST_FILES, { OXY_REACTOR: 'inline' });
   assert.equal(code, 0, `OXY_REACTOR=inline: ${out}`);
 });
