@@ -31,6 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { processTree, waitForPort } from '../lib/procs.ts';
 import { trafficserverEnv } from '../lib/proxies.ts';
+import { ctxSwitches } from '../lib/threads.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const { values } = parseArgs({
@@ -127,13 +128,13 @@ if (!values['no-ts']) {
 
 /**
  * Run time (ns) of a process tree, all threads, and of its main thread; `wait`: its threads'
- * time runnable but not running (schedstat's run delay: the machine's share of a tail).
+ * time runnable but not running (schedstat's run delay: the machine's share of a tail); `sleeps`:
+ * their voluntary context switches.
  */
 function cpu(pid: number): { all: number; main: number; wait: number; sleeps: number } {
   let all = 0;
   let main = 0;
   let wait = 0;
-  let sleeps = 0;
   for (const p of processTree(pid)) {
     let tids: string[] = [];
     try {
@@ -148,14 +149,12 @@ function cpu(pid: number): { all: number; main: number; wait: number; sleeps: nu
         all += ns;
         wait += Number(delay);
         if (Number(tid) === pid) main += ns;
-        const status = readFileSync(`/proc/${p}/task/${tid}/status`, 'utf8');
-        sleeps += Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
       } catch {
         // the thread exited
       }
     }
   }
-  return { all, main, wait, sleeps };
+  return { all, main, wait, sleeps: ctxSwitches(pid).voluntary };
 }
 
 const wrkEnv = {
