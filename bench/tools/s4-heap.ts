@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
+import { treePss, waitForPort } from '../lib/procs.ts';
 
 const here = resolve(import.meta.dirname, '../..');
 const { values } = parseArgs({
@@ -73,18 +74,18 @@ const oxy = spawn(join(root, 'node_modules/.bin/oxy'), ['-c', cfg], {
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 try {
-  await waitListening(port);
+  await waitForPort('127.0.0.1', port, 15000);
   const warm = hold(200);
   await warm.settled;
   await sleep(500);
   await warm.stop();
   await sleep(1500);
   // PSS as S4 counts it, before any snapshot (writing one grows the process's malloc arenas).
-  const pssA = pssOf(oxy.pid as number);
+  const pssA = treePss(oxy.pid as number);
   const tunnels = hold(n);
   const established = await tunnels.settled;
   await sleep(2000);
-  const pssB = pssOf(oxy.pid as number);
+  const pssB = treePss(oxy.pid as number);
   const b = await measure('with the tunnels');
   await tunnels.stop();
   await sleep(2000);
@@ -222,12 +223,6 @@ function report(a: Measure, b: Measure, established: number, pssA: number, pssB:
     console.log(`| ${per(count)} | ${per(size)} | ${name} |`);
 }
 
-function pssOf(pid: number): number {
-  const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-  const m = /^Pss:\s+(\d+) kB/m.exec(text);
-  return Number(m?.[1] ?? 0) * 1024;
-}
-
 function hold(count: number): { settled: Promise<number>; stop: () => Promise<void> } {
   return values.tcp ? holdTcp(count) : holdConnect(count);
 }
@@ -298,19 +293,4 @@ async function freePort(): Promise<number> {
   const p = (s.address() as net.AddressInfo).port;
   await new Promise((r) => s.close(r));
   return p;
-}
-
-async function waitListening(p: number): Promise<void> {
-  for (let i = 0; i < 150; i++) {
-    const ok = await new Promise<boolean>((r) => {
-      const c = net.connect(p, '127.0.0.1', () => {
-        c.destroy();
-        r(true);
-      });
-      c.on('error', () => r(false));
-    });
-    if (ok) return;
-    await sleep(100);
-  }
-  throw new Error('oxy did not listen');
 }
