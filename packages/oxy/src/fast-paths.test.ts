@@ -24,15 +24,15 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'httpRequest.handleRequestEnd': [],
   'httpBody.getRequestBodyFilter': ['leanForward'],
   'httpBody.getResponseBodyFilter': ['leanForward'],
-  'tunnel.handleTunnelStart': ['wholeTunnel'],
+  'tunnel.handleTunnelStart': ['wholeTunnel', 'lateTunnelConnect'],
   'tunnel.getAppTunnelPipeline': ['wholeTunnel'],
   'datagram.handleDatagram': ['rawDatagrams'],
-  'egress.handleConnection': ['sharedPool', 'defaultEgress'],
-  'egress.handleConnectionEstablished': ['wholeTunnel', 'sharedPool'],
+  'egress.handleConnection': ['sharedPool', 'defaultEgress', 'lateTunnelConnect'],
+  'egress.handleConnectionEstablished': ['wholeTunnel', 'sharedPool', 'lateTunnelConnect'],
   'egress.handleUpstreamIps': ['sharedPool', 'literalEgress'],
   'egress.dnsResolveOverride': ['sharedPool'],
-  'egress.tcpConnectOverride': ['wholeTunnel', 'sharedPool'],
-  'egress.selectUpstream': ['wholeTunnel', 'sharedPool', 'literalEgress'],
+  'egress.tcpConnectOverride': ['wholeTunnel', 'sharedPool', 'lateTunnelConnect'],
+  'egress.selectUpstream': ['wholeTunnel', 'sharedPool', 'literalEgress', 'lateTunnelConnect'],
   'ipTunnel.handleTunnel': [],
   'ipFlow.handleFlow': [],
   'ipFlow.handlePacket': [],
@@ -82,8 +82,11 @@ test('every hook method turns off exactly the fast paths it must', () => {
 });
 
 test('egress ext, a default upstream proxy and interception turn off what they must', () => {
-  assert.deepEqual(disabledBy(resolveHooks({}), { egressExt: true }), ['sharedPool']);
-  assert.deepEqual(disabledBy(resolveHooks({}), { defaultProxy: true }), ['wholeTunnel']);
+  assert.deepEqual(disabledBy(resolveHooks({}), { egressExt: true }), ['sharedPool', 'lateTunnelConnect']);
+  assert.deepEqual(disabledBy(resolveHooks({}), { defaultProxy: true }), [
+    'wholeTunnel',
+    'lateTunnelConnect',
+  ]);
   // Every CONNECT tunnel's first bytes are read in JS to decide.
   assert.deepEqual(disabledBy(resolveHooks({}), { interception: true }), ['wholeTunnel']);
 });

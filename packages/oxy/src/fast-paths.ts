@@ -40,6 +40,13 @@ export interface FastPaths {
    * replies of one batch go back to their client in one sendmmsg.
    */
   readonly rawDatagrams: boolean;
+  /**
+   * An intercepted CONNECT tunnel whose requests an idle verified connection of the pool will
+   * carry is answered without an upstream connection of its own; one is made only when its
+   * first bytes say the pool cannot serve it (`tunnels/inspect.ts`). Off when a hook must see
+   * each tunnel's connection before the answer, or decides per tunnel what its bytes become.
+   */
+  readonly lateTunnelConnect: boolean;
 }
 
 /** The name of each fast path. */
@@ -68,21 +75,22 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   responseBodyFilter: ['leanForward'],
   // An event after the end: every path fires it (`flows/record.ts`).
   requestEnd: [],
-  // Reads the client's first bytes in JS before deciding how the tunnel runs.
-  tunnelStart: ['wholeTunnel'],
+  // Reads the client's first bytes in JS before deciding how the tunnel runs (and may pass
+  // through what the default would intercept).
+  tunnelStart: ['wholeTunnel', 'lateTunnelConnect'],
   // The app moves the bytes.
   appTunnelPipeline: ['wholeTunnel'],
   // Sees (and may rewrite) every datagram.
   datagram: ['rawDatagrams'],
-  egressConnection: ['sharedPool', 'defaultEgress'],
+  egressConnection: ['sharedPool', 'defaultEgress', 'lateTunnelConnect'],
   // Fires between connect and answer, and may fail the connection.
-  egressEstablished: ['wholeTunnel', 'sharedPool'],
+  egressEstablished: ['wholeTunnel', 'sharedPool', 'lateTunnelConnect'],
   upstreamIps: ['sharedPool', 'literalEgress'],
   dnsResolveOverride: ['sharedPool'],
   // Replaces the connect the addon would make.
-  tcpConnectOverride: ['wholeTunnel', 'sharedPool'],
+  tcpConnectOverride: ['wholeTunnel', 'sharedPool', 'lateTunnelConnect'],
   // Chooses (and retries) the upstream per connection, in JS; may answer later.
-  selectUpstream: ['wholeTunnel', 'sharedPool', 'literalEgress'],
+  selectUpstream: ['wholeTunnel', 'sharedPool', 'literalEgress', 'lateTunnelConnect'],
   // The layer-3 hooks run in the IP pipeline only, which has no fast path of its own here:
   // each is tested for presence once per tunnel, flow or packet there.
   ipTunnel: [],
@@ -118,14 +126,23 @@ export function planFastPaths(inputs: FastPathInputs): FastPaths {
     defaultEgress: true,
     literalEgress: true,
     rawDatagrams: true,
+    lateTunnelConnect: true,
   };
   for (const method of Object.keys(DISABLES) as (keyof ResolvedHooks)[]) {
     if (inputs.hooks[method] === null) continue;
     for (const path of DISABLES[method]) plan[path] = false;
   }
-  if (inputs.egressExt) plan.sharedPool = false;
-  // The default decision is `viaProxy`, which the addon does not speak.
-  if (inputs.defaultProxy) plan.wholeTunnel = false;
+  // Each egress connection is its own: no tunnel leans on another's.
+  if (inputs.egressExt) {
+    plan.sharedPool = false;
+    plan.lateTunnelConnect = false;
+  }
+  // The default decision is `viaProxy`, which the addon does not speak, and whose tunnels the
+  // pool of direct connections does not serve.
+  if (inputs.defaultProxy) {
+    plan.wholeTunnel = false;
+    plan.lateTunnelConnect = false;
+  }
   if (inputs.responseBodyLimit === true) plan.leanForward = false;
   if (inputs.interception === true) plan.wholeTunnel = false;
   return plan;

@@ -3,7 +3,10 @@
  * proved the origin before the client's handshake is handed to the endpoint's pool, under the
  * key the tunnel's requests use, instead of being closed while the pool opens a second one.
  * A tunnel that finds a connection of that key idle (verified for the same name under the
- * same trust) skips the handshake: the idle connection carries its first request.
+ * same trust) skips the handshake: the idle connection carries its first request. When the
+ * pool holds one for the CONNECT host before the tunnel is answered, the tunnel makes no TCP
+ * connection of its own at all (the `lateTunnelConnect` fast path); it connects only if its
+ * bytes turn out to need one (not TLS, another SNI), and a failure then is answered inside.
  * Counted at a real HTTPS origin (TCP connections and TLS handshakes), with curl as the client
  * trusting only the interception CA; with a shared pool and with a per-client pool (an egress
  * hook makes the key carry the client connection's id). An egress hook that decides where
@@ -16,18 +19,22 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import https from 'node:https';
-import type net from 'node:net';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import tls from 'node:tls';
 import { EgressDecision } from '../src/index.ts';
 import {
   type AppUnderTest,
+  connectTunnel,
   curl,
   generateCertificate,
   generateCertificateAuthority,
   hooksApp,
   startApp,
+  waitForClose,
+  waitUntil,
 } from '../src/testing/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'oxy-intercept-reuse-'));
@@ -109,12 +116,12 @@ describe('the verifying origin connection goes to the pool', () => {
     assert.deepEqual(await tunnel(await proxy('three'), '/a', '/b', '/c'), { tcp: 1, tls: 1 });
   });
 
-  test('a second tunnel finds the first one idle: no second handshake, its TCP connection closed', async () => {
+  test('a second tunnel finds the first one idle: no connection of its own, no second handshake', async () => {
     const app = await proxy('second');
     const first = sockets.length;
     assert.deepEqual(await tunnel(app, '/1'), { tcp: 1, tls: 1 });
-    // The idle connection proved the origin for this name: the tunnel's own is closed unused.
-    assert.deepEqual(await tunnel(app, '/2'), { tcp: 1, tls: 0 });
+    // The idle connection proves the origin for this name: the tunnel is answered without one.
+    assert.deepEqual(await tunnel(app, '/2'), { tcp: 0, tls: 0 });
     const open = async () => {
       for (let i = 0; i < 50; i++) {
         const n = sockets.slice(first).filter((x) => !x.destroyed).length;
@@ -150,3 +157,68 @@ test('an origin that chooses h2: the verifying connection carries the requests a
   assert.equal(r.stdout, 'h2 origin saw /xh2 origin saw /y');
   assert.deepEqual(h2Counts, { tcp: 1, tls: 1 });
 });
+
+describe('a tunnel the pool serves is answered before it connects', () => {
+  test('bytes that are not TLS: it connects then and passes them through', async () => {
+    const app = await proxy('late-pass');
+    assert.deepEqual(await tunnel(app, '/warm'), { tcp: 1, tls: 1 });
+    const before = { ...counts };
+    const t = await connectTunnel(app.address(), `localhost:${port}`);
+    assert.equal(t.status, 200);
+    assert.equal(counts.tcp, before.tcp, 'answered without a connection of its own');
+    t.socket.on('error', () => {});
+    t.socket.write('not a TLS record\r\n');
+    // The origin gets the bytes over a connection made now, answers them as garbage, closes.
+    await waitUntil(() => counts.tcp === before.tcp + 1, 'the late connection', 5000);
+    await waitForClose(t.socket);
+    const records = await app.waitForAudit(2);
+    const rec = records.find((r) => r.decisions?.includes('tunnel:passThrough'));
+    assert.ok(rec, JSON.stringify(records));
+    assert.match(String(rec.upstream), /^127\.0\.0\.1:\d+$/);
+  });
+
+  test('another SNI after the origin stopped listening: a 502 inside the client TLS, recorded', async () => {
+    const app = await proxy('late-fail');
+    // An origin whose listener closes while the pool's idle connection to it stays open.
+    const server = https.createServer({ cert: originCert.certPem, key: originCert.keyPem }, (_q, s) =>
+      s.end('late origin'),
+    );
+    const listener = net.createServer((s) => server.emit('connection', s));
+    listener.listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    const latePort = (listener.address() as net.AddressInfo).port;
+    const caFile = join(dir, 'ca-late-fail.pem');
+    writeFileSync(caFile, app.proxy.runtime.interception?.ca.certPem ?? '');
+    const warm = await curl([
+      '-x',
+      `http://${app.address()}`,
+      '--cacert',
+      caFile,
+      `https://localhost:${latePort}/`,
+    ]);
+    assert.equal(warm.stdout, 'late origin', warm.stderr);
+    // Stops listening now; its callback would wait for the pool's connection to end.
+    listener.close();
+
+    const t = await connectTunnel(app.address(), `localhost:${latePort}`);
+    assert.equal(t.status, 200, 'the pool proved the origin: answered before any connect');
+    // The pool has nothing verified for this name: the tunnel needs its own connection, which
+    // is refused; the client hears why inside its TLS.
+    const client = tls.connect({
+      socket: t.socket,
+      servername: 'other.test',
+      ca: app.proxy.runtime.interception?.ca.certPem,
+    });
+    await once(client, 'secureConnect');
+    client.end('GET / HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n');
+    let answer = '';
+    for await (const chunk of client) answer += String(chunk);
+    assert.match(answer, /^HTTP\/1\.1 502 /);
+    await waitUntil(() => app.auditRecords().length >= 3, 'the failed tunnel record', 5000);
+    const rec = app.auditRecords().find((r) => r.close_reason === 'OXY_ERR_CONNECT_REFUSED');
+    assert.ok(rec, JSON.stringify(app.auditRecords()));
+    assert.deepEqual(rec.decisions, ['egress:direct', 'tunnel:intercept']);
+    server.close();
+  });
+});
+

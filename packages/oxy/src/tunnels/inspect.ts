@@ -32,7 +32,7 @@ import { counter, defineMetrics, log } from 'foundations/telemetry';
 import { formatHostPort } from '../context/addr.ts';
 import type { RequestKind, SocketAddr } from '../context/contexts.ts';
 import type { EgressState, RequestState } from '../context/state.ts';
-import type { EgressRoute } from '../egress/connect.ts';
+import type { EgressConnection, EgressRoute } from '../egress/connect.ts';
 import { isOxyError, OXY_ERR, OxyError } from '../errors.ts';
 import { routeFor } from '../flows/http/route.ts';
 import { carryStream, finishStream } from '../flows/stream/runner.ts';
@@ -52,7 +52,8 @@ export const interceptionMetrics = defineMetrics('interception', {
   failures_total: counter<{ reason: string }>(
     'Inspected tunnels that failed: client_hello (garbage, truncated, bad SNI), client_handshake ' +
       '(the client refused the minted leaf), origin_tls (the origin failed verification or TLS), ' +
-      'hook (handleTunnelStart threw), refused (a decision that does not fit the bytes).',
+      'hook (handleTunnelStart threw), refused (a decision that does not fit the bytes), ' +
+      'upstream_connect (a tunnel answered before it had a connection of its own could not connect).',
   ),
 });
 
@@ -73,19 +74,19 @@ export function inspectsTunnels(rt: Runtime, kind: RequestKind): boolean {
 type FirstBytes = { readonly who: 'client'; readonly chunk: Buffer } | { readonly who: 'upstream' | 'none' };
 
 /**
- * Waits for the first bytes of either side; what was read is pushed back (`unshift`) into its
- * stream, so nothing is lost for whoever reads next.
+ * Waits for the first bytes of either side (the client's only, before a late connect); what was
+ * read is pushed back (`unshift`) into its stream, so nothing is lost for whoever reads next.
  */
-function firstBytes(client: Duplex, upstream: Duplex): Promise<FirstBytes> {
+function firstBytes(client: Duplex, upstream: Duplex | null): Promise<FirstBytes> {
   return new Promise((resolve) => {
     const done = (r: FirstBytes): void => {
       clearTimeout(timer);
       client.off('data', onClient);
-      upstream.off('data', onUpstream);
+      upstream?.off('data', onUpstream);
       client.off('end', onNone);
       client.off('close', onNone);
       client.pause();
-      upstream.pause();
+      upstream?.pause();
       resolve(r);
     };
     const onClient = (chunk: Buffer): void => {
@@ -94,19 +95,69 @@ function firstBytes(client: Duplex, upstream: Duplex): Promise<FirstBytes> {
     };
     const onUpstream = (chunk: Buffer): void => {
       done({ who: 'upstream' });
-      upstream.unshift(chunk);
+      upstream?.unshift(chunk);
     };
     const onNone = (): void => done({ who: 'none' });
     const timer = setTimeout(onNone, FIRST_BYTES_MS);
     client.on('data', onClient);
-    upstream.on('data', onUpstream);
+    upstream?.on('data', onUpstream);
     client.once('end', onNone);
     client.once('close', onNone);
     // A 'data' listener does not start a stream paused on purpose (an upgraded flow's socket is
     // held until its upstream connected): read both now.
     client.resume();
-    upstream.resume();
+    upstream?.resume();
   });
+}
+
+/**
+ * A tunnel's upstream: connected before the CONNECT was answered, or, on the
+ * `lateTunnelConnect` path, connected only when the tunnel's bytes need a connection of its
+ * own (the pool cannot serve its requests, or it is passed through).
+ */
+export class TunnelUpstream {
+  #socket: Duplex | null;
+  #remote: SocketAddr | null;
+  readonly #connect: (() => Promise<EgressConnection>) | null;
+
+  private constructor(conn: EgressConnection | null, connect: (() => Promise<EgressConnection>) | null) {
+    this.#socket = conn?.socket ?? null;
+    this.#remote = conn?.remote ?? null;
+    this.#connect = connect;
+  }
+
+  /** An upstream connected before the answer. */
+  static connected(conn: EgressConnection): TunnelUpstream {
+    return new TunnelUpstream(conn, null);
+  }
+
+  /** An upstream that `connect` opens on first use; `connect` records where it went. */
+  static late(connect: () => Promise<EgressConnection>): TunnelUpstream {
+    return new TunnelUpstream(null, connect);
+  }
+
+  /** The socket, or null while a late upstream is not connected. */
+  get socket(): Duplex | null {
+    return this.#socket;
+  }
+
+  /** The address connected to, or null while not connected. */
+  get remote(): SocketAddr | null {
+    return this.#remote;
+  }
+
+  /** The socket, connecting a late upstream now; throws the connect's error. */
+  async open(): Promise<Duplex> {
+    if (this.#socket !== null) return this.#socket;
+    const conn = await (this.#connect as () => Promise<EgressConnection>)();
+    this.#socket = conn.socket;
+    this.#remote = conn.remote;
+    return conn.socket;
+  }
+
+  destroy(): void {
+    this.#socket?.destroy();
+  }
 }
 
 /**
@@ -131,23 +182,30 @@ export function classifyFirstBytes(chunk: Uint8Array): 'tls' | 'http' | 'other' 
 function fail(
   rt: Runtime,
   request: RequestState,
-  streams: readonly Duplex[],
+  client: Duplex,
+  upstream: TunnelUpstream,
   reason: string,
   error: OxyError,
 ): void {
   interceptionMetrics.failures_total({ reason }).inc();
   request.error = error;
+  warn(request, request.target.host, reason, error);
+  client.destroy();
+  upstream.destroy();
+  finishStream(rt, request, 0, 0, error.code);
+}
+
+/** The one WARN line of a failed inspected tunnel, with its fields. */
+function warn(request: RequestState, target: string, reason: string, error: OxyError): void {
   const fields = {
     request_id: request.id,
-    target: formatHostPort(request.target.host, request.target.port),
+    target: formatHostPort(target, request.target.port),
     reason,
     err: error.message,
   };
   const t = request.telemetry;
   if (t === null) log.warn('inspected tunnel failed', fields);
   else t.apply(() => log.warn('inspected tunnel failed', fields));
-  for (const s of streams) s.destroy();
-  finishStream(rt, request, 0, 0, error.code);
 }
 
 /** The default decision (no hook): `interception.*` for TLS, pass-through otherwise. */
@@ -155,6 +213,25 @@ function defaultDecision(rt: Runtime, request: RequestState, start: TunnelStart)
   if (start.kind === 'tls' && rt.interception?.shouldIntercept(start.serverName, request.target.host))
     return TunnelDecision.intercept();
   return TunnelDecision.passThrough();
+}
+
+/**
+ * True when a CONNECT tunnel may be answered before it has an upstream connection of its own
+ * (the `lateTunnelConnect` fast path): the default decision would intercept it by its CONNECT
+ * host, its requests would route as the tunnel does, and the pool holds a connection verified
+ * for that host, idle. The origin is then known to be reachable, and the first request takes
+ * that connection: a connection of the tunnel's own would be opened and closed unused. A
+ * tunnel that turns out otherwise (another SNI, not TLS, passed through) connects then.
+ */
+export function connectsLate(
+  rt: Runtime,
+  request: RequestState,
+  eg: EgressState,
+  route: EgressRoute,
+): boolean {
+  if (!rt.fast.lateTunnelConnect || request.kind !== 'connect' || rt.interception === null) return false;
+  if (!adoptable(rt, route) || !rt.interception.shouldIntercept(null, request.target.host)) return false;
+  return endpointPool(rt, request.ingress.endpoint).hasIdle(poolKey(rt, request, eg, request.target.host));
 }
 
 /**
@@ -167,11 +244,17 @@ export async function inspectTunnel(
   eg: EgressState,
   route: EgressRoute,
   client: Duplex,
-  upstream: Duplex,
-  remote: SocketAddr,
+  upstream: TunnelUpstream,
 ): Promise<void> {
-  const first = await firstBytes(client, upstream);
-  if (first.who !== 'client') return carryStream(rt, request, eg, client, upstream);
+  const first = await firstBytes(client, upstream.socket);
+  if (first.who !== 'client') {
+    // A client that left before a late upstream was needed: nothing to connect for.
+    if (upstream.socket === null && (client.destroyed || client.readableEnded)) {
+      client.destroy();
+      return finishStream(rt, request, 0, 0, 'client_closed');
+    }
+    return passThrough(rt, request, eg, client, upstream);
+  }
   let start: TunnelStart;
   let hello: PeekedClientHello | null = null;
   const kind = classifyFirstBytes(first.chunk);
@@ -180,7 +263,7 @@ export async function inspectTunnel(
       hello = await readClientHello(client, { timeoutMs: FIRST_BYTES_MS });
     } catch (e) {
       const err = isOxyError(e) ? e : new OxyError(OXY_ERR.TLS_CLIENT_HELLO, String(e));
-      return fail(rt, request, [client, upstream], 'client_hello', err);
+      return fail(rt, request, client, upstream, 'client_hello', err);
     }
     start = { kind: 'tls', serverName: hello.hello.serverName, alpn: hello.hello.alpn };
   } else {
@@ -194,7 +277,7 @@ export async function inspectTunnel(
     try {
       decision = await hook(start, request);
     } catch (e) {
-      return fail(rt, request, [client, upstream], 'hook', rt.hookFailed('TunnelHook.handleTunnelStart', e));
+      return fail(rt, request, client, upstream, 'hook', rt.hookFailed('TunnelHook.handleTunnelStart', e));
     }
   }
   request.decisions.push(`tunnel:${decision.kind}`);
@@ -203,7 +286,7 @@ export async function inspectTunnel(
   switch (decision.kind) {
     case 'passThrough':
       if (hello !== null) client.unshift(hello.bytes);
-      return carryStream(rt, request, eg, client, upstream);
+      return passThrough(rt, request, eg, client, upstream);
     case 'block':
       client.destroy();
       upstream.destroy();
@@ -222,24 +305,51 @@ export async function inspectTunnel(
         return refuse(rt, request, client, upstream, `intercept() for a ${start.kind} start`);
       if (rt.interception === null)
         return refuse(rt, request, client, upstream, 'intercept() without interception.enabled');
-      return intercept(rt, request, eg, handOver(rt, route, remote), client, upstream, hello);
+      return intercept(rt, request, eg, adoptable(rt, route), client, upstream, hello);
   }
 }
 
-function refuse(rt: Runtime, request: RequestState, client: Duplex, upstream: Duplex, why: string): void {
-  fail(rt, request, [client, upstream], 'refused', new OxyError(OXY_ERR.BLOCKED, `tunnel refused: ${why}`));
+/** A late connect's failure as an error (the connectors throw `OxyError`s). */
+function connectError(e: unknown): OxyError {
+  return isOxyError(e) ? e : new OxyError(OXY_ERR.CONNECT_FAILED, String(e), { source: 'upstream' });
+}
+
+/** Carries the tunnel's bytes as they are, connecting a late upstream first. */
+async function passThrough(
+  rt: Runtime,
+  request: RequestState,
+  eg: EgressState,
+  client: Duplex,
+  upstream: TunnelUpstream,
+): Promise<void> {
+  let socket: Duplex;
+  try {
+    socket = await upstream.open();
+  } catch (e) {
+    return fail(rt, request, client, upstream, 'upstream_connect', connectError(e));
+  }
+  return carryStream(rt, request, eg, client, socket);
+}
+
+function refuse(
+  rt: Runtime,
+  request: RequestState,
+  client: Duplex,
+  upstream: TunnelUpstream,
+  why: string,
+): void {
+  fail(rt, request, client, upstream, 'refused', new OxyError(OXY_ERR.BLOCKED, `tunnel refused: ${why}`));
 }
 
 /**
- * Where the verified origin connection of an intercepted tunnel may go once the origin is
- * proved: the endpoint's pool, when the tunnel's requests will route exactly as the tunnel did
+ * True when the verified origin connection of an intercepted tunnel may go to the endpoint's
+ * pool once the origin is proved: the tunnel's requests will route exactly as the tunnel did
  * (the default egress decision, a direct connection without a PROXY header), so the first
- * request does not open a second connection. Null otherwise (a `handleConnection` hook decides
- * each request anew): the connection is closed.
+ * request does not open a second connection. Otherwise (a `handleConnection` hook decides
+ * each request anew) the connection is closed.
  */
-function handOver(rt: Runtime, route: EgressRoute, remote: SocketAddr): SocketAddr | null {
-  if (!rt.fast.defaultEgress || route.kind !== 'direct' || route.proxyHeader !== undefined) return null;
-  return remote;
+function adoptable(rt: Runtime, route: EgressRoute): boolean {
+  return rt.fast.defaultEgress && route.kind === 'direct' && route.proxyHeader === undefined;
 }
 
 /** The pool key the requests of a tunnel to `request.target`, verified for `name`, use. */
@@ -252,17 +362,17 @@ async function intercept(
   rt: Runtime,
   request: RequestState,
   eg: EgressState,
-  remote: SocketAddr | null,
+  toPool: boolean,
   client: Duplex,
-  upstream: Duplex,
+  upstream: TunnelUpstream,
   peeked: PeekedClientHello,
 ): Promise<void> {
   const name = peeked.hello.serverName ?? request.target.host;
   const pool = endpointPool(rt, request.ingress.endpoint);
-  const key = remote === null ? null : poolKey(rt, request, eg, name);
+  const key = toPool ? poolKey(rt, request, eg, name) : null;
   // A connection of the same key idle in the pool was verified for this name under this trust,
   // and the first request takes it: the origin is proved without another handshake. The
-  // tunnel's own TCP connection is closed unused.
+  // tunnel's own TCP connection, if it has one, is closed unused.
   if (key !== null && pool.hasIdle(key)) {
     upstream.destroy();
     const clientTls = await terminateClient(rt, request, client, upstream, peeked, true, null);
@@ -281,30 +391,37 @@ async function intercept(
   }
   let origin: UpstreamTlsConnection | null = null;
   let failure: OxyError | null = null;
+  let reason = 'origin_tls';
+  let socket: Duplex | null = null;
   try {
-    origin = await connectTls({
-      host: name,
-      port: request.target.port,
-      socket: upstream,
-      trust: rt.upstreamTrust,
-      // What the pool will offer: an h2-only origin refuses a hello without h2.
-      alpn: rt.settings.egress.tls.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
-      timeoutMs: FIRST_BYTES_MS,
-    });
+    socket = await upstream.open();
   } catch (e) {
-    failure = isOxyError(e) ? e : new OxyError(OXY_ERR.UPSTREAM_TLS, String(e), { source: 'upstream' });
+    failure = connectError(e);
+    reason = 'upstream_connect';
+  }
+  if (socket !== null) {
+    try {
+      origin = await connectTls({
+        host: name,
+        port: request.target.port,
+        socket,
+        trust: rt.upstreamTrust,
+        // What the pool will offer: an h2-only origin refuses a hello without h2.
+        alpn: rt.settings.egress.tls.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
+        timeoutMs: FIRST_BYTES_MS,
+      });
+    } catch (e) {
+      failure = isOxyError(e) ? e : new OxyError(OXY_ERR.UPSTREAM_TLS, String(e), { source: 'upstream' });
+    }
   }
   const clientTls = await terminateClient(rt, request, client, upstream, peeked, failure === null, origin);
   if (clientTls === null) return;
   if (origin === null) {
     const err = failure as OxyError;
     upstream.destroy();
-    interceptionMetrics.failures_total({ reason: 'origin_tls' }).inc();
+    interceptionMetrics.failures_total({ reason }).inc();
     request.error = err;
-    const t = request.telemetry;
-    const fields = { request_id: request.id, target: name, reason: 'origin_tls', err: err.message };
-    if (t === null) log.warn('inspected tunnel failed', fields);
-    else t.apply(() => log.warn('inspected tunnel failed', fields));
+    warn(request, name, reason, err);
     await answerBadGateway(clientTls, err.message, FIRST_BYTES_MS);
     clientTls.destroy();
     finishStream(rt, request, 0, 0, err.code);
@@ -317,7 +434,7 @@ async function intercept(
   // connection joins that pool under the key the tunnel's requests use, when they route as
   // the tunnel did; otherwise it is closed.
   if (key === null) origin.socket.destroy();
-  else pool.adopt(key, origin.socket, remote as SocketAddr, origin.alpn);
+  else pool.adopt(key, origin.socket, upstream.remote as SocketAddr, origin.alpn);
   return serveInside(
     rt,
     request,
@@ -339,7 +456,7 @@ async function terminateClient(
   rt: Runtime,
   request: RequestState,
   client: Duplex,
-  upstream: Duplex,
+  upstream: TunnelUpstream,
   peeked: PeekedClientHello,
   originOk: boolean,
   origin: UpstreamTlsConnection | null,
@@ -355,7 +472,7 @@ async function terminateClient(
   } catch (e) {
     origin?.socket.destroy();
     const err = isOxyError(e) ? e : new OxyError(OXY_ERR.TLS_CLIENT_HELLO, String(e));
-    fail(rt, request, [client, upstream], 'client_handshake', err);
+    fail(rt, request, client, upstream, 'client_handshake', err);
     return null;
   }
 }

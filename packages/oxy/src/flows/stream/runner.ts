@@ -36,7 +36,7 @@ import { clientReason, httpStatusFor, isOxyError, OXY_ERR } from '../../errors.t
 import type { AppTunnelPipeline } from '../../hooks/tunnel.ts';
 import type { Runtime } from '../../runtime.ts';
 import { tunnelMetrics } from '../../telemetry/metrics.ts';
-import { inspectsTunnels, inspectTunnel } from '../../tunnels/inspect.ts';
+import { connectsLate, inspectsTunnels, inspectTunnel, TunnelUpstream } from '../../tunnels/inspect.ts';
 import { countFailure, recordEnd } from '../record.ts';
 import { StreamPump } from './pump.ts';
 import { canSplice, spliceTunnel } from './splice.ts';
@@ -152,7 +152,55 @@ function connectRoute(
   }
   const whole = wholeClient(rt, request, ingress, route);
   if (whole !== null) return runWhole(rt, request, ingress, eg, route, whole);
+  if (connectsLate(rt, request, eg, route)) return runLate(rt, request, ingress, eg, route);
   return runConnected(rt, request, ingress, eg, route);
+}
+
+/**
+ * An intercepted tunnel the pool will serve (`lateTunnelConnect`): answered now, connected
+ * only if its first bytes say it needs a connection of its own.
+ */
+async function runLate(
+  rt: Runtime,
+  request: RequestState,
+  ingress: StreamIngress,
+  eg: EgressState,
+  route: EgressRoute,
+): Promise<void> {
+  const client = await answer(rt, request, ingress, null);
+  if (client === null) return;
+  const upstream = TunnelUpstream.late(async () => {
+    const conn = await connectStream(rt, eg, route);
+    request.upstream = formatHostPort(conn.remote.host, conn.remote.port);
+    return conn;
+  });
+  return inspectTunnel(rt, request, eg, route, client, upstream);
+}
+
+/**
+ * The on-ramp's answer (a CONNECT's 2xx): the client's stream, or null when it was refused (or
+ * the client left), recorded, and `upstream` closed.
+ */
+async function answer(
+  rt: Runtime,
+  request: RequestState,
+  ingress: StreamIngress,
+  upstream: Duplex | null,
+): Promise<Duplex | null> {
+  let answered: Duplex | StreamRefusal;
+  try {
+    const a = ingress.accept();
+    answered = a instanceof Promise ? await a : a;
+  } catch (e) {
+    upstream?.destroy();
+    refuseWith(rt, request, ingress, e);
+    return null;
+  }
+  if (!isRefusal(answered)) return answered;
+  upstream?.destroy();
+  if (ingress.closed) recordEnd(rt, request, 0, 0, 'client_closed');
+  else refuseStream(rt, request, ingress, answered.status, answered.reason, answered.why);
+  return null;
 }
 
 async function runConnected(
@@ -175,26 +223,13 @@ async function runConnected(
     recordEnd(rt, request, 0, 0, 'client_closed');
     return;
   }
-  let answered: Duplex | StreamRefusal;
-  try {
-    const a = ingress.accept();
-    answered = a instanceof Promise ? await a : a;
-  } catch (e) {
-    upstream.socket.destroy();
-    refuseWith(rt, request, ingress, e);
-    return;
-  }
-  if (isRefusal(answered)) {
-    upstream.socket.destroy();
-    if (ingress.closed) recordEnd(rt, request, 0, 0, 'client_closed');
-    else refuseStream(rt, request, ingress, answered.status, answered.reason, answered.why);
-    return;
-  }
+  const answered = await answer(rt, request, ingress, upstream.socket);
+  if (answered === null) return;
   if (upstream.head !== null) answered.write(upstream.head);
   // A tunnel's first bytes decide how it runs (intercept, HTTP, pass through, close) when a
   // hook or `interception.enabled` asks (`tunnels/inspect.ts`).
   if (inspectsTunnels(rt, request.kind))
-    return inspectTunnel(rt, request, eg, route, answered, upstream.socket, upstream.remote);
+    return inspectTunnel(rt, request, eg, route, answered, TunnelUpstream.connected(upstream));
   // Returned, not awaited: this frame (route, exchange, egress result) is released while the
   // tunnel runs; an idle tunnel keeps only what the carry needs.
   return carryStream(rt, request, eg, answered, upstream.socket);
