@@ -64,6 +64,7 @@ export {
   type TunnelTarget,
   trimMemory,
 } from './src/splice.ts';
+export * as tlsContext from './src/tls.ts';
 export type { TunDevice, TunOptions } from './src/tun.ts';
 export * as tun from './src/tun.ts';
 export {

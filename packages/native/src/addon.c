@@ -136,6 +136,7 @@ static napi_value init(napi_env env, napi_value exports) {
   register_writer(env, exports);
   register_udp(env, exports);
   register_h1(env, exports);
+  register_tls(env, exports);
   return exports;
 }
 

@@ -151,6 +151,7 @@ export interface Addon {
   h1ParseRequest(buf: Buffer, max: number): number | H1ParsedRequest;
   h1ParseResponse(buf: Buffer, max: number, bodiless: boolean, close: boolean): number | H1ParsedResponse;
   h1Chunks(buf: Buffer): number | [number, number, number];
+  tlsSetTickets(address: bigint, count: number): boolean;
 }
 
 /** An opaque native HTTP/1.1 engine (src/h1.c). */

@@ -222,3 +222,36 @@ describe('a tunnel the pool serves is answered before it connects', () => {
   });
 });
 
+describe('TLS 1.3 session tickets to intercepted clients', () => {
+  /** Tickets a client gets in one intercepted tunnel through `app`, with one request inside. */
+  async function ticketsThrough(app: AppUnderTest): Promise<number> {
+    const t = await connectTunnel(app.address(), `localhost:${port}`);
+    assert.equal(t.status, 200);
+    const client = tls.connect({
+      socket: t.socket,
+      servername: 'localhost',
+      ca: app.proxy.runtime.interception?.ca.certPem,
+      minVersion: 'TLSv1.3',
+    });
+    let tickets = 0;
+    client.on('session', () => tickets++);
+    await once(client, 'secureConnect');
+    client.end('GET /t HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
+    let answer = '';
+    for await (const chunk of client) answer += String(chunk);
+    assert.match(answer, /origin saw \/t$/);
+    return tickets;
+  }
+
+  test('none by default; interception.session_tickets sends that many', async () => {
+    assert.equal(await ticketsThrough(await proxy('tickets-default')), 0);
+    const app = await startApp(hooksApp({}), {
+      settings: {
+        ...settings('tickets-two'),
+        interception: { ...settings('tickets-two').interception, session_tickets: 2 },
+      },
+    });
+    apps.push(app);
+    assert.equal(await ticketsThrough(app), 2);
+  });
+});

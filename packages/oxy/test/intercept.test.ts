@@ -60,6 +60,7 @@ const settings = (hosts: string[]) => ({
   hosts,
   ca: { cert: '', key: '', dir: join(dir, 'ca') },
   leaf_cache_size: 16,
+  session_tickets: 0,
 });
 const interception = (await loadInterception(settings([]))) as Interception;
 const onlyExample = (await loadInterception(settings(['*.example']))) as Interception;

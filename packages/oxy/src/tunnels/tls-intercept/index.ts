@@ -55,7 +55,7 @@ export async function loadInterception(settings: InterceptionSettings): Promise<
   const ca = await loadInterceptionCa(settings.ca);
   return {
     ca,
-    leaves: new LeafMinter(ca, { max: settings.leaf_cache_size }),
+    leaves: new LeafMinter(ca, { max: settings.leaf_cache_size, sessionTickets: settings.session_tickets }),
     hosts,
     shouldIntercept: (serverName, connectHost) => hosts.matches(serverName ?? connectHost),
   };

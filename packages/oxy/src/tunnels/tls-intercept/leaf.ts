@@ -24,7 +24,9 @@ import { randomBytes, webcrypto } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import * as x509 from '@peculiar/x509';
+import { log } from 'foundations/telemetry';
 import { LRUCache } from 'lru-cache';
+import { native } from '../../flows/stream/native-addon.ts';
 import type { InterceptionCa } from './ca.ts';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
@@ -46,6 +48,11 @@ export interface LeafMinterOptions {
   readonly max?: number;
   /** Days a leaf is valid. Default 30. */
   readonly days?: number;
+  /**
+   * TLS 1.3 session tickets each leaf's context sends after a full handshake
+   * (`interception.session_tickets`). Default: OpenSSL's (2).
+   */
+  readonly sessionTickets?: number;
 }
 
 const LEAF_ALG = { name: 'ECDSA', namedCurve: 'P-256' } as const;
@@ -59,10 +66,28 @@ export function canonicalIp(host: string): string | null {
   return family === 4 ? bare : new net.SocketAddress({ address: bare, family: 'ipv6' }).address;
 }
 
+let ticketsUnset = false;
+
+/**
+ * Sets a leaf context's session tickets through the addon (Node has no option for it); where
+ * it cannot, the leaf keeps OpenSSL's two, said once at WARN.
+ */
+function setTickets(ctx: tls.SecureContext, count: number): void {
+  if (native?.tlsContext.setSessionTickets(ctx, count) === true || ticketsUnset) return;
+  ticketsUnset = true;
+  log.warn(
+    'interception.session_tickets not applied: this Node does not expose its TLS contexts to the addon',
+    {
+      session_tickets: count,
+    },
+  );
+}
+
 /** Mints and caches leaf certificates signed by one interception CA. */
 export class LeafMinter {
   readonly #ca: InterceptionCa;
   readonly #days: number;
+  readonly #tickets: number | undefined;
   readonly #cache: LRUCache<string, Promise<LeafCertificate>>;
   #keys: Promise<{ pair: webcrypto.CryptoKeyPair; pem: string; aki: x509.Extension }> | null = null;
   /** Leaves signed so far (not served from the cache). */
@@ -71,6 +96,7 @@ export class LeafMinter {
   constructor(ca: InterceptionCa, options: LeafMinterOptions = {}) {
     this.#ca = ca;
     this.#days = options.days ?? 30;
+    this.#tickets = options.sessionTickets;
     this.#cache = new LRUCache({ max: options.max ?? 1024 });
   }
 
@@ -142,11 +168,13 @@ export class LeafMinter {
     });
     this.minted++;
     const certPem = cert.toString('pem');
+    const secureContext = tls.createSecureContext({ cert: `${certPem}\n${this.#ca.certPem}`, key: keys.pem });
+    if (this.#tickets !== undefined) setTickets(secureContext, this.#tickets);
     return Object.freeze({
       name,
       certPem,
       keyPem: keys.pem,
-      secureContext: tls.createSecureContext({ cert: `${certPem}\n${this.#ca.certPem}`, key: keys.pem }),
+      secureContext,
       notAfter,
     });
   }

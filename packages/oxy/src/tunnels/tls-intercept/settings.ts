@@ -25,6 +25,11 @@ export const InterceptionSettings = s.enabled(
       ),
     }),
     leaf_cache_size: s.int('Minted leaf certificates kept (LRU), by server name.', 1024, { min: 1 }),
+    session_tickets: s.int(
+      'TLS 1.3 session tickets sent to an intercepted client after each full handshake, for it to resume later ones. 0 (the default) sends none: a TLS 1.3 resumption saves no round trip, and the tickets cost both sides CPU and a write on every tunnel. OpenSSL alone would send 2.',
+      0,
+      { min: 0, max: 16 },
+    ),
   },
 );
 
