@@ -84,6 +84,20 @@ export {
 export { SocketWriter } from './src/writer.ts';
 
 /**
+ * Sets TCP_CONGESTION on TCP socket `fd` (a listening socket passes it on to every connection it
+ * accepts later). Throws a `NativeError`: `ENOENT` when the kernel has no such algorithm,
+ * `EPERM` when it is not in `net.ipv4.tcp_allowed_congestion_control` and the process lacks
+ * CAP_NET_ADMIN.
+ */
+export function setTcpCongestion(fd: number, name: string): void {
+  try {
+    addon.tcpSetCongestion(fd, name);
+  } catch (e) {
+    throw toNativeError(e, 'socket', `setting TCP congestion control "${name}"`);
+  }
+}
+
+/**
  * Replaces the process image (execve(2)); returns only by throwing. Seccomp filters survive,
  * which is the point: a filter installed just before is in force from the new program's first
  * instruction. Descriptors survive if they lack close-on-exec or are in `keepFds` (default

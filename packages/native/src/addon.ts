@@ -30,6 +30,7 @@ export interface Addon {
   setFdFlags(fd: number, nonBlocking: boolean, cloexec: boolean): void;
   socketKind(fd: number): [domain: number, type: number, listening: number];
   execve(path: string, argv: string[], env: string[], keepFds: number[]): never;
+  tcpSetCongestion(fd: number, name: string): void;
   pollStart(
     fd: number,
     mode: number,

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -327,6 +329,23 @@ static napi_value socket_kind(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* tcpSetCongestion(fd, name): TCP_CONGESTION on a TCP socket (a listening one passes it on to
+ * the connections it accepts). Throws the errno: ENOENT for an algorithm the kernel lacks,
+ * EPERM for one outside net.ipv4.tcp_allowed_congestion_control without CAP_NET_ADMIN. */
+static napi_value tcp_set_congestion(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t fd;
+  char *name;
+  size_t len;
+  if (!get_args(env, info, 2, argv, NULL) || !arg_int32(env, argv[0], &fd)) return NULL;
+  if (!arg_string(env, argv[1], &name, &len)) return NULL;
+  int rc = setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, (socklen_t)len);
+  int err = errno;
+  if (rc < 0) throw_errno(env, err, "setsockopt", name);
+  free(name);
+  return NULL;
+}
+
 void register_sock(napi_env env, napi_value exports) {
   set_fn(env, exports, "socketKind", socket_kind);
   set_fn(env, exports, "setFdFlags", set_fd_flags);
@@ -338,4 +357,5 @@ void register_sock(napi_env env, napi_value exports) {
   set_fn(env, exports, "recvFds", recv_fds);
   set_fn(env, exports, "writeMany", write_many);
   set_fn(env, exports, "execve", exec_ve);
+  set_fn(env, exports, "tcpSetCongestion", tcp_set_congestion);
 }

@@ -12,19 +12,22 @@ import type { Listeners } from 'foundations/restart';
 import { formatHostPort, type ListenAddr } from './context/addr.ts';
 import type { IngressConnection } from './context/state.ts';
 import { OXY_ERR, OxyError } from './errors.ts';
+import { native } from './flows/stream/native-addon.ts';
 import type { Runtime } from './runtime.ts';
 
 /**
  * Opens the listening socket of endpoint `name` at `addr`. The returned server accepts with
  * `allowHalfOpen` (tunnels carry half-close) and `noDelay`. With `listeners` (the restart
  * lifecycle's), a socket inherited from the previous process or from systemd is used when one
- * matches by name or address, and the server is handed on at the next restart. Throws
- * `OXY_ERR_LISTEN` naming the settings path.
+ * matches by name or address, and the server is handed on at the next restart. A non-empty
+ * `congestion` is set on the listening socket (TCP only), so accepted connections inherit it.
+ * Throws `OXY_ERR_LISTEN` naming the settings path.
  */
 export async function openEndpoint(
   name: string,
   addr: ListenAddr,
   listeners?: Listeners,
+  congestion = '',
 ): Promise<net.Server> {
   const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false });
   const options = addr.kind === 'tcp' ? { host: addr.host, port: addr.port } : { path: addr.path };
@@ -44,7 +47,29 @@ export async function openEndpoint(
       },
     );
   }
+  if (congestion !== '' && addr.kind === 'tcp') {
+    try {
+      setCongestion(server, congestion);
+    } catch (e) {
+      server.close();
+      throw new OxyError(
+        OXY_ERR.LISTEN,
+        `endpoints.${name}.tcp_congestion_control: the kernel refused "${congestion}" (${(e as Error).message}); ` +
+          'it must be an algorithm of net.ipv4.tcp_available_congestion_control (modprobe tcp_<name> if not), ' +
+          'and of net.ipv4.tcp_allowed_congestion_control unless Oxy has CAP_NET_ADMIN',
+        { cause: e },
+      );
+    }
+  }
   return server;
+}
+
+/** TCP_CONGESTION on `server`'s listening socket, through the addon (Node has no option for it). */
+function setCongestion(server: net.Server, algorithm: string): void {
+  const fd = (server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (native === null) throw new Error('the native addon is not loaded');
+  if (fd === undefined || fd < 0) throw new Error('the listening socket has no descriptor');
+  native.setTcpCongestion(fd, algorithm);
 }
 
 /** `host:port` or the socket path a server listens on. */

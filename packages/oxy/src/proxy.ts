@@ -126,7 +126,7 @@ export async function startProxy(
       }
       const onramp = createOnRamp(rt, endpoint);
       onramps.push(onramp);
-      const server = await openEndpoint(name, ep.addr, options.listeners);
+      const server = await openEndpoint(name, ep.addr, options.listeners, ep.tcp_congestion_control);
       server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
       // A `tcp` endpoint whose connections all go whole to the addon skips Node's sockets.
       const fixed = ep.protocol === 'tcp' ? ep.tcp.target : null;

@@ -36,6 +36,17 @@ const streamFields = {
   ),
 };
 
+/** How an endpoint's accepted TCP connections send (`http` and `tcp` endpoints). */
+const congestionFields = {
+  tcp_congestion_control: s.str(
+    "TCP congestion control of the endpoint's accepted connections, which paces what Oxy sends to " +
+      'clients (a download through a tunnel, a response). Empty: the system default ' +
+      '(net.ipv4.tcp_congestion_control). A name from net.ipv4.tcp_allowed_congestion_control, such as ' +
+      'cubic or bbr; set on the listening socket, so every accepted connection inherits it.',
+    '',
+  ),
+};
+
 /** The fields of an `http` endpoint, without the app's part. */
 const httpFields = {
   addr: s.listenAddr('Address to listen on: host:port, [v6]:port, or a Unix socket path.', '127.0.0.1:8080'),
@@ -62,6 +73,7 @@ const httpFields = {
     '0B',
   ),
   ...streamFields,
+  ...congestionFields,
   proxy_protocol: ProxyProtocolSettings,
   tls: TlsSettings,
   http2: Http2Settings,
@@ -80,6 +92,7 @@ const tcpFields = {
     ),
   }),
   ...streamFields,
+  ...congestionFields,
   proxy_protocol: ProxyProtocolSettings,
 };
 
