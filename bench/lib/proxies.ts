@@ -164,6 +164,14 @@ export const PROXIES: readonly ProxyDef[] = [
     },
   },
   {
+    name: 'oxy-cubic',
+    note: 'this project with `endpoints.main.tcp_congestion_control: cubic`: its sends to the client paced by cubic whatever the system default (BBR on some machines, where it halves S2; bench/analysis.md)',
+    scenarios: ['S2'],
+    start(env, port) {
+      return startOxy(env, 'oxy-cubic', port, 1, 'S2', null, 'cubic');
+    },
+  },
+  {
     name: 'oxy-2w',
     note: 'this project with `workers: 2` (one process per core sharing the listener); here the load generator and upstream share those two cores, so this row cannot show the 2-worker scaling the target asks for (see docs: Multi-core)',
     scenarios: ['S1', 'S3'],
@@ -371,6 +379,7 @@ async function startOxy(
   workers: number,
   scenario: Scenario = 'S1',
   custom: { readonly app: string; readonly env?: NodeJS.ProcessEnv } | null = null,
+  congestion = '',
 ): Promise<Running> {
   const dir = dirFor(env, name);
   const l4 = oxyL4Endpoint(env, port, scenario);
@@ -385,7 +394,11 @@ async function startOxy(
       '# loopback upstream (egress to loopback is blocked by default), with its own restart',
       '# socket so that another Oxy on this machine cannot stop it from starting.',
       'endpoints:',
-      ...(l4?.yaml ?? ['  main:', `    addr: "127.0.0.1:${port}"`]),
+      ...(l4?.yaml ?? [
+        '  main:',
+        `    addr: "127.0.0.1:${port}"`,
+        ...(congestion === '' ? [] : [`    tcp_congestion_control: ${congestion}`]),
+      ]),
       'egress:',
       '  blocked_cidrs: []',
       ...(s8 === null ? [] : ['  tls:', `    extra_ca: ["${s8.ca}"]`, ...oxyS8Yaml(env, name)]),
