@@ -66,10 +66,16 @@ export async function openEndpoint(
 
 /** TCP_CONGESTION on `server`'s listening socket, through the addon (Node has no option for it). */
 function setCongestion(server: net.Server, algorithm: string): void {
-  const fd = (server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  const fd = listeningFd(server);
   if (native === null) throw new Error('the native addon is not loaded');
-  if (fd === undefined || fd < 0) throw new Error('the listening socket has no descriptor');
+  if (fd === null) throw new Error('the listening socket has no descriptor');
   native.setTcpCongestion(fd, algorithm);
+}
+
+/** The descriptor of `server`'s listening socket (Node's handle internals), or null without one. */
+export function listeningFd(server: net.Server): number | null {
+  const fd = (server as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : null;
 }
 
 /** `host:port` or the socket path a server listens on. */

@@ -29,6 +29,7 @@ import { formatHostPort } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { EgressState, type EndpointState, IngressConnection, RequestState } from '../../context/state.ts';
 import { connectFailed, connectObserved } from '../../egress/connect.ts';
+import { listeningFd } from '../../endpoints.ts';
 import { clientReason, httpStatusFor } from '../../errors.ts';
 import { type Native, native } from '../../flows/stream/native-addon.ts';
 import type { PumpCloseReason } from '../../flows/stream/pump.ts';
@@ -55,7 +56,6 @@ export const reactorAcceptStats = { records: 0, adopted: 0 };
 
 type Server = net.Server & { _handle: ListenHandle | null; noDelay?: boolean };
 interface ListenHandle {
-  fd: number;
   onconnection: (...args: unknown[]) => void;
   close(cb?: () => void): void;
 }
@@ -92,9 +92,8 @@ export function takeReactorAccept(
   tracker: TaskTracker | null,
 ): boolean {
   const s = server as Server;
-  const h = s._handle;
   const a = s.address();
-  if (h === null || typeof h.fd !== 'number' || h.fd < 0 || a === null || typeof a !== 'object') return false;
+  if (listeningFd(server) === null || a === null || typeof a !== 'object') return false;
   const wildcard = a.address === '0.0.0.0' || a.address === '::';
   const local = wildcard ? null : (endpoint.localAddr ?? { host: a.address, port: a.port });
   const n = native as Native;
@@ -132,16 +131,16 @@ export function moveAccepting(
   start: (fd: number) => void,
 ): boolean {
   const h = (server as Server)._handle;
-  if (h === null || typeof h.fd !== 'number' || h.fd < 0) return false;
+  const fd = listeningFd(server);
+  if (h === null || fd === null) return false;
   const n = native as Native;
   try {
-    start(h.fd);
+    start(fd);
   } catch {
     return false; // e.g. out of descriptors for the duplicate: the raw accept serves
   }
   // libuv registers the descriptor on its next poll: until it is out of libuv's set, both
   // threads are woken, and a connection JS accepts takes the raw way.
-  const fd = h.fd;
   let tries = 0;
   const unpoll = (): void => {
     if (listener.stopped || n.unpollListener(fd) || ++tries >= UNPOLL_TRIES) return;
