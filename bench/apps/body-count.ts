@@ -2,7 +2,9 @@
  * The app of S9 (`npm run bench -- S9`): Oxy's default forward proxy plus a body hook that counts
  * the bytes of every response body (observes only: the body, its length and framing pass
  * unchanged). `OXY_BENCH_BODY=head` installs a response-head hook only instead: the same
- * forwarding path without a body stage, to tell the stage's cost from the path's.
+ * forwarding path without a body stage, to tell the stage's cost from the path's. The filter
+ * takes its chunks lent (`chunks: 'lent'`, it keeps none); `OXY_BENCH_CHUNKS=owned` measures it
+ * taking them owned.
  */
 import { bootstrap, defineApp, type Hooks } from 'oxy';
 
@@ -10,6 +12,8 @@ let counted = 0;
 const count: Hooks = {
   httpBody: {
     getResponseBodyFilter: () => ({
+      // It keeps no chunk: the proxy may read the next one into the same memory.
+      chunks: process.env.OXY_BENCH_CHUNKS === 'owned' ? 'owned' : 'lent',
       onChunk(chunk) {
         counted += chunk.length;
       },

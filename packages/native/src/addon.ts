@@ -149,11 +149,27 @@ export interface Addon {
   h1Drop(engine: H1EngineHandle, id: number): number;
   h1Busy(engine: H1EngineHandle, id: number): boolean;
   h1Control(engine: H1EngineHandle, op: number, flag: boolean): number | undefined;
+  h1FilterBodies(engine: H1EngineHandle, cb: H1FilterCallback): void;
+  h1Filter(engine: H1EngineHandle, id: number, mode: number): void;
+  h1Resume(engine: H1EngineHandle, id: number, bytes: Buffer | null, stop: boolean): boolean;
   h1ParseRequest(buf: Buffer, max: number): number | H1ParsedRequest;
   h1ParseResponse(buf: Buffer, max: number, bodiless: boolean, close: boolean): number | H1ParsedResponse;
   h1Chunks(buf: Buffer): number | [number, number, number];
   tlsSetTickets(address: bigint, count: number): boolean;
 }
+
+/**
+ * The native engine's call for a filtered response body (src/h1-body.c): `n` payload bytes at
+ * the start of `buf` (the filter's to keep, unless lent), or the end (`n` < 0). Returns what goes to the
+ * client: `undefined` the payload, a Buffer instead, `null` nothing, or a code (1 pending: the
+ * connection waits for `h1Resume`; 2 stopped). Never throws.
+ */
+export type H1FilterCallback = (
+  id: number,
+  n: number,
+  buf: Buffer | undefined,
+  headSent: boolean,
+) => Buffer | null | undefined | number;
 
 /** An opaque native HTTP/1.1 engine (src/h1.c). */
 export type H1EngineHandle = { readonly __h1Engine: unique symbol };

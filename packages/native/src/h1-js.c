@@ -21,6 +21,9 @@
  * - h1Answer(engine, id, bytes, close): JS's answer to a failed request (EV_FAIL, not responded).
  * - h1Control(engine, op, flag): 0 close (returns the quiet count not yet told), 1 draining, 2 quiet (flag): a request that ends well
  *   and did not ask for a route is counted instead of told (nothing observes its record).
+ * - h1FilterBodies(engine, cb), h1Filter(engine, id, mode), h1Resume(engine, id, bytes, stop):
+ *   response body filters (h1-body.c says how): each response head with a body comes as an
+ *   EV_HEAD event (status, and its bytes as received), JS chooses, and cb gets the chunks.
  * - h1Drop(engine, id): stops serving a connection at once; returns its quiet count (as its
  *   EV_CLOSED would have); h1Busy(engine, id): a request under way or a response still being
  *   written.
@@ -63,8 +66,9 @@ static void set_str(napi_env env, napi_value arr, uint32_t i, const char *s) {
 
 static void deliver(h1_engine_t *e) {
   napi_env env = e->env;
-  for (int round = 0; round < 8 && (e->ev_head || e->quiet_done > 0) && e->cb; round++) {
+  for (int round = 0; round < 8 && (e->ev_head || e->quiet_done > 0 || e->want_tick) && e->cb; round++) {
     h1_event_t *ev = e->ev_head;
+    e->want_tick = false;
     e->ev_head = e->ev_tail = NULL;
     napi_handle_scope scope;
     if (napi_open_handle_scope(env, &scope) != napi_ok) return;
@@ -119,10 +123,10 @@ static void on_flush(uv_timer_t *h) {
 
 static void on_check(uv_check_t *h) {
   engine_box_t *b = h->data;
-  if (b->e.ev_head || b->e.quiet_done >= QUIET_BATCH) deliver(&b->e);
+  if (b->e.ev_head || b->e.want_tick || b->e.quiet_done >= QUIET_BATCH) deliver(&b->e);
   else if (b->e.quiet_done > 0 && !uv_is_active((uv_handle_t *)&b->flush))
     uv_timer_start(&b->flush, on_flush, QUIET_WAIT_MS, 0);
-  if (!b->e.ev_head) uv_idle_stop(&b->idle);
+  if (!b->e.ev_head && !b->e.want_tick) uv_idle_stop(&b->idle);
 }
 
 static void on_sweep(uv_timer_t *h) {
@@ -134,7 +138,8 @@ static void on_sweep(uv_timer_t *h) {
 /* Events made outside a poll callback (JS calls, the sweep) must not wait for the next wake-up. */
 static void kick(h1_engine_t *e) {
   engine_box_t *b = (engine_box_t *)e;
-  if (e->ev_head && !e->closed && !uv_is_active((uv_handle_t *)&b->idle)) uv_idle_start(&b->idle, on_idle);
+  if ((e->ev_head || e->want_tick) && !e->closed && !uv_is_active((uv_handle_t *)&b->idle))
+    uv_idle_start(&b->idle, on_idle);
 }
 
 static void engine_finalize(napi_env env, void *data, void *hint) {
@@ -143,6 +148,8 @@ static void engine_finalize(napi_env env, void *data, void *hint) {
   h1_engine_t *e = &b->e;
   if (e->cb) napi_delete_reference(env, e->cb);
   e->cb = NULL;
+  if (e->filter_cb) napi_delete_reference(env, e->filter_cb);
+  e->filter_cb = NULL;
   if (e->actx) napi_async_destroy(env, e->actx);
   e->actx = NULL;
   if (!e->closed) {
@@ -350,6 +357,57 @@ static napi_value h1_busy_js(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* h1FilterBodies(engine, cb): response heads with a body go to JS first, filtered bodies to cb. */
+static napi_value h1_filter_bodies(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  napi_valuetype t;
+  if (!get_args(env, info, 2, argv, NULL)) return NULL;
+  engine_box_t *b = get_engine(env, argv[0]);
+  if (!b) return NULL;
+  if (napi_typeof(env, argv[1], &t) != napi_ok || t != napi_function) {
+    throw_type(env, "cb: a function");
+    return NULL;
+  }
+  if (b->e.filter_cb) napi_delete_reference(env, b->e.filter_cb);
+  napi_create_reference(env, argv[1], 1, &b->e.filter_cb);
+  b->e.filter_bodies = true;
+  return make_undefined(env);
+}
+
+/* h1Filter(engine, id, mode): JS's choice for the response head of an EV_HEAD. */
+static napi_value h1_filter_js(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t id, mode;
+  if (!get_args(env, info, 3, argv, NULL)) return NULL;
+  engine_box_t *b = get_engine(env, argv[0]);
+  if (!b || !arg_int32(env, argv[1], &id) || !arg_int32(env, argv[2], &mode)) return NULL;
+  h1_conn_t *c = h1_conn_find(&b->e, id);
+  if (c) h1_filter_start(c, mode);
+  kick(&b->e);
+  return make_undefined(env);
+}
+
+/* h1Resume(engine, id, bytes | null, stop): a filter's promise settled. */
+static napi_value h1_resume_js(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int32_t id;
+  bool stop;
+  void *data = NULL;
+  size_t len = 0;
+  napi_valuetype t;
+  if (!get_args(env, info, 4, argv, NULL)) return NULL;
+  engine_box_t *b = get_engine(env, argv[0]);
+  if (!b || !arg_int32(env, argv[1], &id) || !arg_bool(env, argv[3], &stop)) return NULL;
+  napi_typeof(env, argv[2], &t);
+  if (t != napi_null && t != napi_undefined && !arg_buffer(env, argv[2], &data, &len)) return NULL;
+  h1_conn_t *c = h1_conn_find(&b->e, id);
+  if (c) h1_filter_resume(c, data, len, stop);
+  kick(&b->e);
+  napi_value out;
+  napi_get_boolean(env, c != NULL && !c->closing && c->state == ST_ANSWER, &out);
+  return out;
+}
+
 static void prop_num(napi_env env, napi_value o, const char *k, double v) {
   napi_value x;
   napi_create_double(env, v, &x);
@@ -435,6 +493,9 @@ void register_h1(napi_env env, napi_value exports) {
   set_fn(env, exports, "h1Control", h1_control);
   set_fn(env, exports, "h1Drop", h1_drop_js);
   set_fn(env, exports, "h1Busy", h1_busy_js);
+  set_fn(env, exports, "h1FilterBodies", h1_filter_bodies);
+  set_fn(env, exports, "h1Filter", h1_filter_js);
+  set_fn(env, exports, "h1Resume", h1_resume_js);
   set_fn(env, exports, "h1ParseRequest", parse_req);
   set_fn(env, exports, "h1ParseResponse", parse_res);
   set_fn(env, exports, "h1Chunks", chunks);

@@ -52,7 +52,9 @@ void h1_sweep(h1_engine_t *e) {
     case ST_UP:
       if (e->response_timeout > 0 && c->sent && !c->head_parsed && now - c->t_sent >= e->response_timeout)
         h1_fail(c, F_TIMEOUT);
-      else if (e->response_timeout > 0 && c->head_parsed && now >= c->stall_check_at) {
+      /* a filter at work (choosing, or its promise) is not the upstream stalling */
+      else if (e->response_timeout > 0 && c->head_parsed && now >= c->stall_check_at && c->filter != FILTER_ASK &&
+               !c->filter_wait) {
         /* as the JS engine's stall check: cut once a whole period passed without a byte */
         if (c->bytes_down != c->bytes_at_check) {
           c->bytes_at_check = c->bytes_down;

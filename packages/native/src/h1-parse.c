@@ -450,9 +450,28 @@ size_t h1_rewrite_response(const char *buf, const h1_res_t *r, bool bodiless, bo
   return o;
 }
 
+size_t h1_rewrite_response_unsized(const char *buf, const h1_res_t *r, bool close, char *out, size_t cap) {
+  size_t o = 0;
+  char line[32];
+  int k = snprintf(line, sizeof line, "HTTP/1.1 %d ", r->status);
+  PUT(line, (size_t)k);
+  PUT(buf + r->reason, r->reason_len);
+  PUT("\r\n", 2);
+  o = put_fields(buf, r->fields, r->nfields, r->listed, r->nlisted, false, true, out, o, cap);
+  if (o == 0) return 0;
+  PUT("Transfer-Encoding: chunked\r\n", 28);
+  if (close) PUT("Connection: close\r\n", 19);
+  PUT("\r\n", 2);
+  return o;
+}
+
 enum { C_SIZE, C_EXT, C_SIZE_LF, C_DATA, C_DATA_CR, C_DATA_LF, C_TRAILER, C_TRAILER_LF, C_LAST_LF };
 
 ssize_t h1_chunks_feed(h1_chunks_t *c, const char *buf, size_t len, bool *done) {
+  return h1_chunks_decode(c, buf, len, done, NULL, NULL);
+}
+
+ssize_t h1_chunks_decode(h1_chunks_t *c, const char *buf, size_t len, bool *done, char *dst, size_t *payload) {
   size_t i = 0;
   *done = false;
   while (i < len) {
@@ -487,6 +506,10 @@ ssize_t h1_chunks_feed(h1_chunks_t *c, const char *buf, size_t len, bool *done) 
     case C_DATA: {
       size_t n = len - i;
       if ((uint64_t)n > c->left) n = (size_t)c->left;
+      if (dst) {
+        memmove(dst + *payload, buf + i, n);
+        *payload += n;
+      }
       c->left -= n;
       c->data += n;
       i += n;

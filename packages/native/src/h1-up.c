@@ -23,7 +23,6 @@
 
 static bool on_head(h1_conn_t *c);
 static bool relay(h1_conn_t *c, const char *p, size_t n);
-static void upstream_gone(h1_conn_t *c, bool eof);
 void h1_flush_up(h1_conn_t *c);
 
 /* ---- buffers ---- */
@@ -85,6 +84,8 @@ void h1_up_poll(h1_up_t *u) {
     if (h1_buf_pending(&c->up_out) > 0) ev |= UV_WRITABLE;
     /* backpressure: the upstream is read once the client took what came before */
     if (c->head_parsed && h1_buf_pending(&c->out) > 0) ev &= ~UV_READABLE;
+    /* a filtered body: not while JS chooses or a call is in flight, nor before what was read */
+    if (c->filter == FILTER_ASK || c->filter_wait || c->rest_len > 0 || c->filter_end) ev &= ~UV_READABLE;
   }
   if (ev == u->events) return;
   u->events = ev;
@@ -278,16 +279,6 @@ static bool on_head(h1_conn_t *c) {
   c->bytes_at_check = -1;
   c->status = res->status;
   bool bodiless = c->req.is_head || res->status == 204 || res->status == 304;
-  /* rewritten straight into the client's queue */
-  bool chunked;
-  size_t cap = res->head_len + 96, o = 0;
-  if (buf_reserve(&c->out, cap))
-    o = h1_rewrite_response(c->rhead, res, bodiless, c->close_after, &chunked, c->out.data + c->out.len, cap);
-  c->out.len += o;
-  if (o == 0) {
-    h1_conn_close(c, true);
-    return false;
-  }
   c->upstream_reusable = res->keep_alive;
   if (bodiless) c->framing = 0;
   else if (res->chunked) c->framing = 2;
@@ -298,13 +289,31 @@ static bool on_head(h1_conn_t *c) {
     c->framing = 3;
     c->upstream_reusable = false;
   }
+  if (c->e->filter_bodies && !bodiless) {
+    h1_filter_ask(c); /* JS chooses a filter first (h1-body.c) */
+    return false;
+  }
+  return h1_head_relay(c, bodiless);
+}
+
+bool h1_head_relay(h1_conn_t *c, bool bodiless) {
+  h1_res_t *res = &c->res;
+  /* rewritten straight into the client's queue */
+  bool chunked;
+  size_t cap = res->head_len + 96, o = 0;
+  if (buf_reserve(&c->out, cap))
+    o = h1_rewrite_response(c->rhead, res, bodiless, c->close_after, &chunked, c->out.data + c->out.len, cap);
+  c->out.len += o;
+  if (o == 0) {
+    h1_conn_close(c, true);
+    return false;
+  }
   c->encode = chunked && c->framing != 2;
   size_t rest = c->rhead_len - res->head_len;
   const char *p = c->rhead + res->head_len;
   c->rhead_len = 0;
   if (c->framing == 0 || (c->framing == 1 && c->res_left == 0)) {
     if (rest > 0) c->upstream_reusable = false;
-    c->framing = c->framing == 1 ? 1 : 0;
     c->encode = c->encode && c->framing != 0;
     h1_complete(c);
     return false;
@@ -343,8 +352,13 @@ void h1_move_body(h1_conn_t *c) {
 }
 
 /* The upstream closed or failed with the response still to come. */
-static void upstream_gone(h1_conn_t *c, bool eof) {
+void h1_upstream_gone(h1_conn_t *c, bool eof) {
   if (c->head_parsed) {
+    if (c->filter == FILTER_ON && c->framing == 3 && eof) { /* the end goes through the filter first */
+      c->filter_end = 1;
+      h1_filter_pump(c);
+      return;
+    }
     if (c->framing == 3 && eof) h1_complete(c); /* a close-delimited body ends with a clean close only */
     else h1_fail(c, F_CLOSED);
     return;
@@ -369,6 +383,7 @@ static void upstream_gone(h1_conn_t *c, bool eof) {
  * do in this callback), or when nothing is to be read now. `*more` is set when a read got bytes. */
 static bool up_read(h1_conn_t *c, h1_up_t *u, bool *more) {
   *more = false;
+  if (c->filter != FILTER_NONE) return h1_filter_read(c, u, more);
   if (!c->head_parsed) {
     size_t cap = c->e->max_response_header + READ_SIZE;
     if (!c->rhead) c->rhead = malloc(cap);
@@ -379,7 +394,7 @@ static bool up_read(h1_conn_t *c, h1_up_t *u, bool *more) {
     ssize_t n = recv(u->fd, c->rhead + c->rhead_len, cap - c->rhead_len, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
     if (n <= 0) {
-      upstream_gone(c, n == 0);
+      h1_upstream_gone(c, n == 0);
       return false;
     }
     c->got_bytes = true;
@@ -390,7 +405,7 @@ static bool up_read(h1_conn_t *c, h1_up_t *u, bool *more) {
   ssize_t n = recv(u->fd, c->e->scratch, READ_SIZE, MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
   if (n <= 0) {
-    upstream_gone(c, n == 0);
+    h1_upstream_gone(c, n == 0);
     return false;
   }
   *more = true;
@@ -414,7 +429,7 @@ void h1_on_up(uv_poll_t *h, int status, int events) {
      * answer to an upload), a bounded amount, then the end is the read's error or end of file. */
     for (int i = 0; i < 256; i++)
       if (!up_read(c, u, &more) || !more || c->up != u || u->closing || c->state != ST_UP) break;
-    if (c->up == u && !u->closing && c->state == ST_UP) upstream_gone(c, false);
+    if (c->up == u && !u->closing && c->state == ST_UP) h1_upstream_gone(c, false);
     else if (!c->closing && c->state == ST_UP) h1_flush_client(c);
     return;
   }

@@ -55,7 +55,7 @@ void h1_record(h1_conn_t *c, int type, int kind) {
   ev->kind = kind;
   /* EV_FAIL: whether the answer must close the connection (the JS engine's closeAfter) */
   ev->status = type == EV_FAIL ? c->close_after : c->status;
-  ev->responded = c->head_parsed;
+  ev->responded = h1_responded(c);
   ev->reused = c->reused;
   ev->body_unread = c->body_left > 0;
   ev->bytes_up = c->bytes_up;
@@ -110,6 +110,7 @@ static void conn_stop(h1_conn_t *c) {
   if (c->closing) return;
   c->closing = true;
   h1_set_state(c, ST_GONE);
+  h1_filter_reset(c);
   if (c->up) h1_up_close(c->up);
   conn_unlink(c);
   /* the descriptor is the JS socket's: it closes it (after this poll left the loop's set) */
@@ -442,7 +443,9 @@ void h1_fail(h1_conn_t *c, int kind) {
   if (c->state != ST_UP && c->state != ST_ROUTE) return;
   h1_record(c, EV_FAIL, kind);
   if (c->up) h1_up_close(c->up);
-  if (c->head_parsed) {
+  bool responded = h1_responded(c);
+  h1_filter_reset(c);
+  if (responded) {
     h1_conn_close(c, true);
     return;
   }
@@ -482,6 +485,11 @@ static void on_client(uv_poll_t *h, int status, int events) {
     if (c->close_after && c->state == ST_IDLE && h1_buf_pending(&c->out) == 0) {
       close_written(c);
       return;
+    }
+    /* a filtered body's bytes read with its head wait for the client to take what came before */
+    if (c->filter == FILTER_ON && c->rest_len > 0 && h1_buf_pending(&c->out) == 0) {
+      h1_filter_pump(c);
+      if (c->closing) return;
     }
   }
   if (!(events & UV_READABLE) || c->in_len >= c->in_cap) return;
@@ -550,7 +558,7 @@ void h1_drain(h1_engine_t *e) {
   /* responses whose head has not left yet say Connection: close; idle connections are the
    * drain loop's to end (as for the JS on-ramp) */
   for (h1_conn_t *c = e->conns; c; c = c->next)
-    if ((c->state == ST_ROUTE || c->state == ST_UP || c->state == ST_ANSWER) && !c->head_parsed) c->close_after = true;
+    if ((c->state == ST_ROUTE || c->state == ST_UP || c->state == ST_ANSWER) && !h1_responded(c)) c->close_after = true;
 }
 
 void h1_engine_close(h1_engine_t *e) {

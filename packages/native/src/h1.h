@@ -70,6 +70,9 @@ size_t h1_rewrite_request(const char *buf, const h1_req_t *r, char *out, size_t 
  * 1xx, 204, 304. */
 size_t h1_rewrite_response(const char *buf, const h1_res_t *r, bool bodiless, bool close, bool *chunked,
                            char *out, size_t cap);
+/* As h1_rewrite_response, without the upstream's Content-Length (the body then goes chunked):
+ * for a body filter that may change the body's length. */
+size_t h1_rewrite_response_unsized(const char *buf, const h1_res_t *r, bool close, char *out, size_t cap);
 
 /* The chunked-body tracker: passes bytes through and says where the body ends. */
 typedef struct {
@@ -81,6 +84,9 @@ typedef struct {
 /* Consumes up to len bytes of a chunked body: returns how many belong to it (the rest follows
  * it), sets *done when the last chunk and its trailers ended; -1 on malformed framing. */
 ssize_t h1_chunks_feed(h1_chunks_t *c, const char *buf, size_t len, bool *done);
+/* As h1_chunks_feed, and the chunk data (the payload, without framing) is moved to dst (which
+ * may be buf itself: it never runs ahead of the input), its length added to *payload. */
+ssize_t h1_chunks_decode(h1_chunks_t *c, const char *buf, size_t len, bool *done, char *dst, size_t *payload);
 
 
 /* ---- the engine (h1.c) and its JS surface (h1-js.c) ---- */
@@ -99,7 +105,7 @@ typedef struct {
 } h1_buf_t;
 
 /* What the engine tells JS, batched once per loop turn. */
-enum { EV_ROUTE = 1, EV_DONE = 2, EV_FAIL = 3, EV_HANDBACK = 4, EV_CLOSED = 5, EV_EXPIRE = 6 };
+enum { EV_ROUTE = 1, EV_DONE = 2, EV_FAIL = 3, EV_HANDBACK = 4, EV_CLOSED = 5, EV_EXPIRE = 6, EV_HEAD = 7 };
 /* Why a request failed (EV_FAIL). */
 enum { F_CLOSED = 1, F_TIMEOUT = 2, F_BAD_RESPONSE = 3, F_BODY_TIMEOUT = 4, F_CLIENT_CLOSED = 5, F_BODY_CUT = 6 };
 
@@ -159,6 +165,13 @@ struct h1_engine {
   nap_t nap;
   bool stirred; /* an engine event ran since the last prepare */
   int active;   /* connections with a request in progress (h1_set_state) */
+  /* Response bodies go through the app's filter (h1-body.c): each response head with a body is
+   * shown to JS first (EV_HEAD), and a filtered body's chunks are given to `filter_cb`. */
+  bool filter_bodies;
+  napi_ref filter_cb;
+  /* A batch is due even without events: a filter's promise waits for its microtasks, which
+   * run when JS is next called (deliver's napi_make_callback). */
+  bool want_tick;
 };
 
 enum { ST_SILENT, ST_HEAD, ST_IDLE, ST_ROUTE, ST_UP, ST_ANSWER, ST_GONE };
@@ -198,7 +211,25 @@ struct h1_conn {
   uint64_t stall_check_at; /* the next response-timeout check of a body under way */
   double bytes_at_check;
   int status;
+  /* The response body through the app's filter (h1-body.c). */
+  int filter;          /* FILTER_* */
+  bool filter_wait;    /* a chunk or the end is with JS (its promise): the upstream is not read */
+  int filter_end;      /* 1: the body ended upstream, its end goes to JS next; 2: the end is with JS */
+  bool filter_pumping; /* in h1_filter_pump (no recursion) */
+  bool filter_lends;   /* the filter keeps no chunk: one read buffer serves the whole body */
+  bool head_held;      /* the response head waits in `held` for the first bytes out (or the end) */
+  h1_buf_t held;
+  size_t rest_off, rest_len; /* body bytes read with the head, in rhead, not yet filtered */
+  napi_ref ab;               /* the memory of the next read: an ArrayBuffer given to JS with its bytes */
+  char *ab_data;
 };
+
+enum { FILTER_NONE, FILTER_ASK, FILTER_ON };
+/* What a filter call returned (h1-body.c). */
+enum { FILTER_PASS, FILTER_PENDING, FILTER_STOPPED };
+/* A bit of h1_filter_start's mode: the filter takes its chunks lent. */
+#define FILTER_LEND 4
+#define FILTER_READ 65536
 
 /* A request is in progress from its route to its answer: the engine counts those (napping asks
  * for several at once, h1-loop.c). Every change of state goes through here. */
@@ -254,7 +285,28 @@ void h1_conn_close(h1_conn_t *c, bool tell);
 void h1_complete(h1_conn_t *c);
 void h1_fail(h1_conn_t *c, int kind);
 void h1_engine_maybe_free(h1_engine_t *e);
+/* The response head left for the client (a filtered body holds it back until its first bytes). */
+static inline bool h1_responded(const h1_conn_t *c) { return c->head_parsed && !c->head_held; }
+/* h1-body.c */
+/* The response head is in: shown to JS (EV_HEAD) before anything of the body moves. */
+void h1_filter_ask(h1_conn_t *c);
+/* JS's choice: mode 0 no filter, 1 a filter that observes, 2 one that rewrites (either with
+ * FILTER_LEND: it keeps no chunk past its call); -1 refused (JS answers it: h1_answer). */
+void h1_filter_start(h1_conn_t *c, int mode);
+/* A filter's promise settled: bytes to send (NULL: nothing), or the body stopped. */
+void h1_filter_resume(h1_conn_t *c, const char *bytes, size_t n, bool stop);
+/* Moves the filtered body on as far as it can: bytes read with the head, the upstream, the end. */
+void h1_filter_pump(h1_conn_t *c);
+/* A filtered exchange ends: the memory it held. */
+void h1_filter_reset(h1_conn_t *c);
+/* One read of a filtered body's upstream (h1-up.c's up_read for a filtered body). */
+bool h1_filter_read(h1_conn_t *c, h1_up_t *u, bool *more);
 /* h1-up.c */
+/* The upstream closed or failed with the response still to come. */
+void h1_upstream_gone(h1_conn_t *c, bool eof);
+/* Sends the response head in c->rhead on (rewritten) and relays the body bytes read with it;
+ * false once the exchange ended (or failed). */
+bool h1_head_relay(h1_conn_t *c, bool bodiless);
 void h1_up_poll(h1_up_t *u);
 void h1_up_close(h1_up_t *u);
 void h1_up_closed(uv_handle_t *h);

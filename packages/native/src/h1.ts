@@ -8,15 +8,20 @@
 import {
   addon,
   type H1EngineHandle,
+  type H1FilterCallback,
   type H1ParsedRequest,
   type H1ParsedResponse,
   type H1RawEvent,
 } from './addon.ts';
 
-export type { H1EngineHandle, H1ParsedRequest, H1ParsedResponse, H1RawEvent };
+export type { H1EngineHandle, H1FilterCallback, H1ParsedRequest, H1ParsedResponse, H1RawEvent };
 
 /** Event types (`H1RawEvent[0]`). */
-export const H1_EVENT = { route: 1, done: 2, fail: 3, handBack: 4, closed: 5, expire: 6 } as const;
+export const H1_EVENT = { route: 1, done: 2, fail: 3, handBack: 4, closed: 5, expire: 6, head: 7 } as const;
+/** What a filter callback returns besides bytes: the filter's promise is pending, or it stopped. */
+export const H1_FILTER = { pending: 1, stopped: 2 } as const;
+/** The choices of {@link h1Filter}; `lend` is added to `observe` or `rewrite` for a filter that keeps no chunk. */
+export const H1_FILTER_MODE = { refused: -1, none: 0, observe: 1, rewrite: 2, lend: 4 } as const;
 /** Failure kinds (`H1RawEvent[2]` of a `fail` or `done` event). */
 export const H1_FAIL = {
   closed: 1,
@@ -98,6 +103,27 @@ export function h1Drop(e: H1EngineHandle, id: number): number {
  */
 export function h1Quiet(e: H1EngineHandle, on: boolean): void {
   addon.h1Control(e, 2, on);
+}
+
+/**
+ * From now on each response head with a body is shown to JS first (an `H1_EVENT.head` event
+ * with the head's bytes, answered by {@link h1Filter}), and a filtered body's chunks go to `cb`.
+ */
+export function h1FilterBodies(e: H1EngineHandle, cb: H1FilterCallback): void {
+  addon.h1FilterBodies(e, cb);
+}
+
+/** JS's choice for the response head of connection `id` (an `H1_FILTER_MODE`). */
+export function h1Filter(e: H1EngineHandle, id: number, mode: number): void {
+  addon.h1Filter(e, id, mode);
+}
+
+/**
+ * A filter's promise settled: the bytes to send (null: none), or `stop`. True when the stop is
+ * for JS to answer (no response bytes had left: the connection waits for {@link h1Answer}).
+ */
+export function h1Resume(e: H1EngineHandle, id: number, bytes: Buffer | null, stop: boolean): boolean {
+  return addon.h1Resume(e, id, bytes, stop);
 }
 
 /** True while connection `id` has a request under way or a response still being written. */

@@ -19,10 +19,10 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'tls.handleClientIdentity': [],
   'httpRequest.handleProxyConnectRequest': [],
   'httpRequest.handleProxyConnectResponse': ['wholeTunnel'],
-  'httpRequest.handleRequest': ['leanForward'],
-  'httpRequest.handleResponse': ['leanForward'],
+  'httpRequest.handleRequest': ['leanForward', 'nativeForward'],
+  'httpRequest.handleResponse': ['leanForward', 'nativeForward'],
   'httpRequest.handleRequestEnd': [],
-  'httpBody.getRequestBodyFilter': ['leanForward'],
+  'httpBody.getRequestBodyFilter': ['leanForward', 'nativeForward'],
   'httpBody.getResponseBodyFilter': ['leanForward'],
   'tunnel.handleTunnelStart': ['wholeTunnel', 'lateTunnelConnect'],
   'tunnel.getAppTunnelPipeline': ['wholeTunnel'],
@@ -91,7 +91,7 @@ test('egress ext, a default upstream proxy and interception turn off what they m
   assert.deepEqual(disabledBy(resolveHooks({}), { interception: true }), ['wholeTunnel']);
 });
 
-test('a response body limit turns off the lean path (it does not count bodies)', () => {
+test('a response body limit turns off the lean path and the native engine (neither counts bodies)', () => {
   const plan = planFastPaths({
     hooks: resolveHooks({}),
     egressExt: false,
@@ -100,7 +100,7 @@ test('a response body limit turns off the lean path (it does not count bodies)',
   });
   assert.deepEqual(
     ALL.filter((p) => !plan[p]),
-    ['leanForward'],
+    ['leanForward', 'nativeForward'],
   );
 });
 

@@ -31,6 +31,12 @@ export interface FastPaths {
    * this off too): the exchange engine skips those stages and the response body stage.
    */
   readonly leanForward: boolean;
+  /**
+   * No hook sees or rewrites a forwarded request's head or its request body (a response body
+   * filter may watch the response body): the native HTTP/1.1 engine may serve the exchange, and
+   * gives a response body filter the body's chunks itself (`onramps/http1/native-body.ts`).
+   */
+  readonly nativeForward: boolean;
   /** The egress decision is the default one (no `EgressHook.handleConnection`): known without an await. */
   readonly defaultEgress: boolean;
   /** An IP-literal target needs no promise (no `handleUpstreamIps` to await). */
@@ -68,10 +74,10 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   proxyConnectRequest: [],
   // Rewrites the 2xx the addon would write itself.
   proxyConnectResponse: ['wholeTunnel'],
-  request: ['leanForward'],
-  response: ['leanForward'],
-  // The lean path streams no body through JS stages.
-  requestBodyFilter: ['leanForward'],
+  request: ['leanForward', 'nativeForward'],
+  response: ['leanForward', 'nativeForward'],
+  // The lean path streams no body through JS stages; the native engine filters response bodies only.
+  requestBodyFilter: ['leanForward', 'nativeForward'],
   responseBodyFilter: ['leanForward'],
   // An event after the end: every path fires it (`flows/record.ts`).
   requestEnd: [],
@@ -123,6 +129,7 @@ export function planFastPaths(inputs: FastPathInputs): FastPaths {
     wholeTunnel: true,
     sharedPool: true,
     leanForward: true,
+    nativeForward: true,
     defaultEgress: true,
     literalEgress: true,
     rawDatagrams: true,
@@ -143,7 +150,10 @@ export function planFastPaths(inputs: FastPathInputs): FastPaths {
     plan.wholeTunnel = false;
     plan.lateTunnelConnect = false;
   }
-  if (inputs.responseBodyLimit === true) plan.leanForward = false;
+  if (inputs.responseBodyLimit === true) {
+    plan.leanForward = false;
+    plan.nativeForward = false;
+  }
   if (inputs.interception === true) plan.wholeTunnel = false;
   return plan;
 }

@@ -47,6 +47,8 @@ export function chainFilters(filters: readonly BodyFilter[]): BodyFilter {
   };
   return {
     rewrites: filters.some((f) => f.rewrites === true),
+    // A chunk is lent to the chain only when no filter of it keeps one.
+    chunks: filters.every((f) => f.chunks === 'lent' || f.onChunk === undefined) ? 'lent' : 'owned',
     async onChunk(chunk) {
       return count(await through(filters, 0, chunk)) ?? null;
     },

@@ -69,6 +69,15 @@ export interface BodyFilter {
    * (`OXY_ERR_INVALID_DECISION`), since the length was already promised.
    */
   readonly rewrites?: boolean;
+  /**
+   * Who owns the chunks given to `onChunk`. `'owned'` (the default): each chunk is the filter's
+   * to keep, as long as it likes (hold it, slice it, return it later). `'lent'`: the filter keeps
+   * no chunk, nor a view of one (`subarray`), past its `onChunk` call (or the promise it
+   * returned); the proxy may then read the next chunk into the same memory, which saves an
+   * allocation, and the garbage collection it brings, per chunk: a third of the CPU of a filtered
+   * download on the native HTTP/1.1 engine. Copy (`Buffer.from(chunk)`) what a lent filter keeps.
+   */
+  readonly chunks?: 'owned' | 'lent';
   /** Each chunk of the body, in order. Default: pass it on. */
   onChunk?(chunk: Buffer): BodyChunkResult | Promise<BodyChunkResult>;
   /** The body ended: bytes to append (rewriting filters), or a stop. Default: nothing. */

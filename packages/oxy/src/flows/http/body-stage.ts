@@ -28,6 +28,8 @@ import type { Runtime } from '../../runtime.ts';
 export interface BodyStage {
   /** True when the body may change length: send it chunked (HTTP/1.1) or without content-length (HTTP/2), never with the original Content-Length. */
   readonly rewrites: boolean;
+  /** True when no chunk given to `write` is kept past the call (or its promise): the engine may reuse its memory. */
+  readonly lent: boolean;
   /** One chunk in; the bytes to send on (null or empty: nothing now). Throws or rejects with BodyStopped to stop the body. */
   write(chunk: Buffer): Buffer | null | Promise<Buffer | null>;
   /** The body ended; the last bytes to send. Throws or rejects with BodyStopped to stop. */
@@ -140,11 +142,11 @@ export function requestBodyStage(rt: Runtime, head: RequestHead, request: Reques
  */
 export function responseBodyStage(
   rt: Runtime,
-  head: RequestHead,
+  method: string,
   res: ResponseHead,
   request: RequestState,
 ): BodyStage | null {
-  if (head.method === 'HEAD' || res.status < 200 || res.status === 204 || res.status === 304) return null;
+  if (method === 'HEAD' || res.status < 200 || res.status === 204 || res.status === 304) return null;
   const limit = limitOf(request, 'response');
   if (limit > 0 && declaredLength(res.headers) > limit) throw tooLarge('response', limit);
   const filter = chooseFilter(
@@ -167,6 +169,7 @@ function isThenable(v: unknown): v is Promise<unknown> {
 /** One body through a filter (or none) and a limit (or none). */
 class FilterStage implements BodyStage {
   readonly rewrites: boolean;
+  readonly lent: boolean;
   readonly #rt: Runtime;
   readonly #direction: Direction;
   readonly #filter: BodyFilter | null;
@@ -184,6 +187,7 @@ class FilterStage implements BodyStage {
     this.#filter = filter;
     this.#limit = limit;
     this.rewrites = filter?.rewrites === true;
+    this.lent = filter === null || filter.onChunk === undefined || filter.chunks === 'lent';
   }
 
   write(chunk: Buffer): Out | Promise<Out> {

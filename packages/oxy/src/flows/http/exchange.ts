@@ -426,7 +426,7 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
       const resHead = res ?? { status, headers: rawToHeaders(rawHeaders) };
       let stage: BodyStage | null;
       try {
-        stage = responseBodyStage(this.#rt, this.#headForStage(), resHead, this.#request);
+        stage = responseBodyStage(this.#rt, this.#headForStage().method, resHead, this.#request);
       } catch (e) {
         this.failWith(e); // a length declared over `max_response_body`, a chooser that threw
         return;

@@ -52,6 +52,7 @@ import { httpSettingsOf } from '../../settings.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
 import { ingressMetrics } from '../../telemetry/metrics.ts';
 import { countOutside } from './adopt.ts';
+import { NativeBodies } from './native-body.ts';
 import { answerClientError } from './server.ts';
 
 type H1 = Native['h1'];
@@ -66,7 +67,7 @@ export function nativeH1Applies(rt: Runtime, endpoint: EndpointState): boolean {
   const env = process.env.OXY_NATIVE_H1;
   if (native === null || env === '0' || !(DEFAULT_ON || env === '1')) return false;
   const f = rt.fast;
-  if (!f.leanForward || !f.defaultEgress || !f.sharedPool || !f.literalEgress) return false;
+  if (!f.nativeForward || !f.defaultEgress || !f.sharedPool || !f.literalEgress) return false;
   if (rt.defaultProxy !== null) return false;
   const ep = httpSettingsOf(endpoint.settings);
   return ep.max_request_body === 0 && ep.max_response_body === 0;
@@ -121,6 +122,8 @@ export class NativeH1 {
   #closed = false;
   /** Whether the addon is told that nothing observes a record (it then counts instead). */
   #quiet = false;
+  /** The app's response body filter at work on the addon's bodies (null: the app has none). */
+  readonly #bodies: NativeBodies | null = null;
 
   constructor(rt: Runtime, endpoint: EndpointState, sweepMs: number, handBack: HandBack) {
     this.#rt = rt;
@@ -145,6 +148,14 @@ export class NativeH1 {
       },
       (events, quiet) => this.#onEvents(events, quiet),
     );
+    if (rt.hooks.responseBodyFilter !== null)
+      this.#bodies = new NativeBodies(rt, this.#h1, this.#engine, {
+        settle: (request, e, bytesUp, bytesDown) => this.#settle(request, e, bytesUp, bytesDown),
+        answer: (id, request, e, bytesUp) => {
+          const served = this.#served.get(id);
+          if (served !== undefined) this.#answerFailure(id, served, request, e, bytesUp, false);
+        },
+      });
     this.#checkQuiet();
   }
 
@@ -226,6 +237,7 @@ export class NativeH1 {
     for (const ev of events) {
       const served = this.#served.get(ev[1]);
       if (served === undefined) continue;
+      if (this.#bodies !== null && ev[0] !== 1 && ev[0] !== 7) this.#bodies.aborted(ev[1], abortReason(ev));
       switch (ev[0]) {
         case 1:
           this.#route(ev[1], served, ev);
@@ -251,6 +263,14 @@ export class NativeH1 {
           this.#release(ev[1], served, ev[3]);
           this.#expire(served, ev[2]);
           break;
+        case 7: {
+          // A response head with a body, for the app's filter (the request is JS's to record).
+          const request = this.#request(served, ev);
+          served.pending = request;
+          request.status = ev[3];
+          this.#bodies?.head(ev[1], request, ev[3], ev[16] as Buffer, ev[7]);
+          break;
+        }
       }
     }
   }
@@ -432,6 +452,13 @@ function restartReading(s: NodeSocket): void {
   if (h === null || h.reading === true || typeof h.readStart !== 'function') return;
   h.reading = true;
   h.readStart();
+}
+
+/** Why an exchange ended, for a body filter still at work (`BodyFilter.onAbort`). */
+function abortReason(ev: RawEvent): string {
+  if (ev[0] === 2) return ev[2] === 5 ? 'client_closed' : 'done';
+  if (ev[0] === 3) return failureOf(ev[2]).code;
+  return 'closed';
 }
 
 /** The error the exchange engine records for each failure the addon reports. */
