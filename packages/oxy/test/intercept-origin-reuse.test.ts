@@ -171,7 +171,8 @@ describe('a tunnel the pool serves is answered before it connects', () => {
     // The origin gets the bytes over a connection made now, answers them as garbage, closes.
     await waitUntil(() => counts.tcp === before.tcp + 1, 'the late connection', 5000);
     await waitForClose(t.socket);
-    const records = await app.waitForAudit(2);
+    // The warm-up's request and tunnel, then this tunnel's record.
+    const records = await app.waitForAudit(3);
     const rec = records.find((r) => r.decisions?.includes('tunnel:passThrough'));
     assert.ok(rec, JSON.stringify(records));
     assert.match(String(rec.upstream), /^127\.0\.0\.1:\d+$/);
