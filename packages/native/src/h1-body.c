@@ -29,7 +29,6 @@
 #include "h1.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -91,15 +90,7 @@ static bool filter_out(h1_conn_t *c, const char *p, size_t n) {
     ok = h1_buf_add(&c->out, c->held.data, c->held.len);
     c->head_held = false;
   }
-  if (ok && n > 0) {
-    if (c->encode) {
-      char line[24];
-      int k = snprintf(line, sizeof line, "%zx\r\n", n);
-      ok = h1_buf_add(&c->out, line, (size_t)k) && h1_buf_add(&c->out, p, n) && h1_buf_add(&c->out, "\r\n", 2);
-    } else {
-      ok = h1_buf_add(&c->out, p, n);
-    }
-  }
+  if (ok && n > 0) ok = c->encode ? h1_buf_add_chunk(&c->out, p, n) : h1_buf_add(&c->out, p, n);
   if (!ok) h1_conn_close(c, true);
   return ok;
 }

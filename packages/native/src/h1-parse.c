@@ -424,19 +424,20 @@ size_t h1_rewrite_request(const char *buf, const h1_req_t *r, char *out, size_t 
   return o;
 }
 
-size_t h1_rewrite_response(const char *buf, const h1_res_t *r, bool bodiless, bool close, bool *chunked,
-                           char *out, size_t cap) {
+/* The response head as relayed; `unsized`: without the upstream's Content-Length (chunked). */
+static size_t rewrite_response(const char *buf, const h1_res_t *r, bool bodiless, bool close, bool unsized,
+                               bool *chunked, char *out, size_t cap) {
   size_t o = 0;
   char line[32];
   int k = snprintf(line, sizeof line, "HTTP/1.1 %d ", r->status);
   PUT(line, (size_t)k);
   PUT(buf + r->reason, r->reason_len);
   PUT("\r\n", 2);
-  o = put_fields(buf, r->fields, r->nfields, r->listed, r->nlisted, false, false, out, o, cap);
+  o = put_fields(buf, r->fields, r->nfields, r->listed, r->nlisted, false, unsized, out, o, cap);
   if (o == 0) return 0;
   /* keepsContentLength: a Content-Length that crosses (not listed in Connection) */
   bool keeps = false;
-  for (int i = 0; i < r->nfields; i++) {
+  for (int i = 0; i < r->nfields && !unsized; i++) {
     const h1_field_t *f = &r->fields[i];
     if (f->name_len == 14 && eq_lower(buf + f->name, 14, "content-length")) {
       keeps = !is_listed(buf, f, r->listed, r->nlisted);
@@ -450,19 +451,14 @@ size_t h1_rewrite_response(const char *buf, const h1_res_t *r, bool bodiless, bo
   return o;
 }
 
+size_t h1_rewrite_response(const char *buf, const h1_res_t *r, bool bodiless, bool close, bool *chunked,
+                           char *out, size_t cap) {
+  return rewrite_response(buf, r, bodiless, close, false, chunked, out, cap);
+}
+
 size_t h1_rewrite_response_unsized(const char *buf, const h1_res_t *r, bool close, char *out, size_t cap) {
-  size_t o = 0;
-  char line[32];
-  int k = snprintf(line, sizeof line, "HTTP/1.1 %d ", r->status);
-  PUT(line, (size_t)k);
-  PUT(buf + r->reason, r->reason_len);
-  PUT("\r\n", 2);
-  o = put_fields(buf, r->fields, r->nfields, r->listed, r->nlisted, false, true, out, o, cap);
-  if (o == 0) return 0;
-  PUT("Transfer-Encoding: chunked\r\n", 28);
-  if (close) PUT("Connection: close\r\n", 19);
-  PUT("\r\n", 2);
-  return o;
+  bool chunked;
+  return rewrite_response(buf, r, false, close, true, &chunked, out, cap);
 }
 
 enum { C_SIZE, C_EXT, C_SIZE_LF, C_DATA, C_DATA_CR, C_DATA_LF, C_TRAILER, C_TRAILER_LF, C_LAST_LF };

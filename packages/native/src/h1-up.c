@@ -55,6 +55,12 @@ bool h1_buf_add(h1_buf_t *b, const char *p, size_t n) {
   return true;
 }
 
+bool h1_buf_add_chunk(h1_buf_t *b, const char *p, size_t n) {
+  char line[24];
+  int k = snprintf(line, sizeof line, "%zx\r\n", n);
+  return h1_buf_add(b, line, (size_t)k) && h1_buf_add(b, p, n) && h1_buf_add(b, "\r\n", 2);
+}
+
 size_t h1_buf_pending(const h1_buf_t *b) { return b->len - b->off; }
 
 /* Writes what is pending; 0, or an errno (EAGAIN: the rest waits for writability). */
@@ -223,14 +229,7 @@ static bool relay(h1_conn_t *c, const char *p, size_t n) {
     c->bytes_down += (double)take;
   }
   if (take > 0) {
-    bool ok = true;
-    if (c->encode) {
-      char line[24];
-      int k = snprintf(line, sizeof line, "%zx\r\n", take);
-      ok = h1_buf_add(&c->out, line, (size_t)k) && h1_buf_add(&c->out, p, take) && h1_buf_add(&c->out, "\r\n", 2);
-    } else {
-      ok = h1_buf_add(&c->out, p, take);
-    }
+    bool ok = c->encode ? h1_buf_add_chunk(&c->out, p, take) : h1_buf_add(&c->out, p, take);
     if (!ok) {
       h1_conn_close(c, true);
       return false;

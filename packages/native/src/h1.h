@@ -275,6 +275,8 @@ void h1_handle_closed(uv_handle_t *h);
 #define LINGER_QUIET_MS 5000
 #define LINGER_MAX_MS 30000
 bool h1_buf_add(h1_buf_t *b, const char *p, size_t n);
+/* Appends p[0..n) as one chunk of a chunked body (n > 0). */
+bool h1_buf_add_chunk(h1_buf_t *b, const char *p, size_t n);
 size_t h1_buf_pending(const h1_buf_t *b);
 int h1_buf_flush(h1_buf_t *b, int fd);
 h1_event_t *h1_event_new(h1_conn_t *c, int type);
