@@ -13,7 +13,8 @@
  *   and the number of requests that ended well since the last batch without an event of their
  *   own (quiet mode); a connection's own such count comes in the `status` of its EV_CLOSED,
  *   EV_HANDBACK or EV_EXPIRE.
- * - h1Serve(engine, fd, id, bytes | null): true when the engine serves fd (non-blocking, still
+ * - h1Serve(engine, fd, id, bytes | null): true when the engine serves fd (false too for a
+ *   connection whose first bytes, read or waiting, are CONNECT or the HTTP/2 preface; fd non-blocking, still
  *   the caller's to close, after h1Drop or the connection's EV_CLOSED or EV_HANDBACK; the
  *   caller's own event loop registration of fd must be inactive meanwhile).
  * - h1Adopt(engine, id, fd, upstream): the upstream connection for a request in EV_ROUTE (a
@@ -38,6 +39,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 typedef struct {
@@ -245,6 +247,22 @@ static int dup_nonblocking(int fd) {
   return d;
 }
 
+/* A connection that starts with CONNECT or the HTTP/2 preface is the JS on-ramp's from its first
+ * byte: the engine would only read it and hand it back, a round trip of ~100 µs per tunnel. The
+ * bytes are those read already, or those waiting in the socket (peeked, not consumed); fewer
+ * than 8 decide nothing (the engine takes the connection). */
+static bool starts_elsewhere(int fd, const char *data, size_t len) {
+  char b[8];
+  if (len == 0) {
+    ssize_t n = recv(fd, b, sizeof b, MSG_PEEK | MSG_DONTWAIT);
+    if (n < (ssize_t)sizeof b) return false;
+    data = b;
+  } else if (len < sizeof b) {
+    return false;
+  }
+  return memcmp(data, "CONNECT ", 8) == 0 || memcmp(data, "PRI * HT", 8) == 0;
+}
+
 static napi_value h1_serve(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   int32_t fd, id;
@@ -257,7 +275,7 @@ static napi_value h1_serve(napi_env env, napi_callback_info info) {
   napi_typeof(env, argv[3], &t);
   if (t != napi_null && t != napi_undefined && !arg_buffer(env, argv[3], &data, &len)) return NULL;
   napi_value out;
-  bool ok = h1_conn_start(&b->e, fd, id, data, len) != NULL;
+  bool ok = !starts_elsewhere(fd, data, len) && h1_conn_start(&b->e, fd, id, data, len) != NULL;
   kick(&b->e);
   napi_get_boolean(env, ok, &out);
   return out;
