@@ -153,7 +153,13 @@ function writeDocs(lines: ResultLine[], info: Awaited<ReturnType<typeof docInfo>
   const charts = [...summarise(http, names), ...summarise(l4, names, false), ...summarise(l3, names, false)];
   for (const [sc, cells] of charts) writeFileSync(join(dir, `${sc}.svg`), svgChart(sc, cells));
   if (http.length > 0) {
-    writeFileSync(join(ROOT, 'docs/benchmarks.md'), page(http, info, names));
+    // Hand-written dated runs since the last full one: kept under the targets table.
+    const datedFile = join(ROOT, 'bench/dated-runs.md');
+    const dated = existsSync(datedFile) ? readFileSync(datedFile, 'utf8') : undefined;
+    writeFileSync(
+      join(ROOT, 'docs/benchmarks.md'),
+      page(http, { ...info, ...(dated ? { dated } : {}) }, names),
+    );
     log('wrote docs/benchmarks.md');
   }
   if (l4.length > 0) {

@@ -91,6 +91,24 @@ describe('report', () => {
       /\| S1 \| .* \| 33,000 requests\/s \| trafficserver 31,000 \| 1\.06× \| 0\.55× \| yes \|/,
     );
   });
+
+  it('keeps the hand-written dated runs under the targets table, without their comment', () => {
+    const info = {
+      machine: 'test',
+      versions: { oxy: '0' },
+      date: 'now',
+      command: 'npm run bench',
+      notes: [],
+    };
+    const dated = '<!--\nwhy this file\n-->\n\n**Night.** oxy 1.5× its peer.\n';
+    const md = page([line('oxy', 33000), line('trafficserver', 31000)], { ...info, dated }, [
+      'oxy',
+      'trafficserver',
+    ]);
+    const at = md.indexOf('**Night.** oxy 1.5× its peer.');
+    assert.ok(at > md.indexOf('## Oxy against the targets') && at < md.indexOf('## S1'), md);
+    assert.ok(!md.includes('why this file'));
+  });
 });
 
 describe('load generators against a loopback CONNECT proxy', () => {

@@ -347,6 +347,8 @@ export interface PageInfo {
   command: string;
   notes: readonly { name: string; note: string }[];
   profile?: string;
+  /** Hand-written dated runs since the last full run (bench/dated-runs.md), under the targets table. */
+  dated?: string;
 }
 
 /**
@@ -364,14 +366,19 @@ export function runFacts(lines: readonly ResultLine[], info: PageInfo, cells = '
 }
 
 /**
- * The body every page shares: the targets table when Oxy ran (with `targetsNote` under it), then
- * a section per scenario with its chart and table.
+ * The body every page shares: the targets table when Oxy ran (with `targetsNote` and the
+ * hand-written `dated` runs under it), then a section per scenario with its chart and table.
  */
-export function scenarioSections(sums: Map<Scenario, Cell[]>, targetsNote?: string): string[] {
+export function scenarioSections(
+  sums: Map<Scenario, Cell[]>,
+  targetsNote?: string,
+  dated?: string,
+): string[] {
   const out: string[] = [];
   if ([...sums.values()].some((cells) => cells.some((c) => c.proxy === 'oxy'))) {
     out.push('## Oxy against the targets', '', targetsTable(sums), '');
     if (targetsNote !== undefined) out.push(targetsNote, '');
+    if (dated !== undefined) out.push(dated.replace(/^<!--[\s\S]*?-->\s*/, '').trimEnd(), '');
   }
   for (const [sc, cells] of sums) {
     const m = METRICS[sc];
@@ -430,7 +437,11 @@ export function page(lines: readonly ResultLine[], info: PageInfo, proxies: read
     '',
   );
   out.push(
-    ...scenarioSections(sums, 'For S4 lower is better, so a ratio below 1× is ahead of the peer.'),
+    ...scenarioSections(
+      sums,
+      'For S4 lower is better, so a ratio below 1× is ahead of the peer.',
+      info.dated,
+    ),
     ...aboutSections(info, (name) => proxies.includes(name)),
   );
   out.push(
