@@ -41,6 +41,8 @@ void h1_filter_reset(h1_conn_t *c) {
   c->ab_data = NULL;
   free(c->held.data);
   memset(&c->held, 0, sizeof c->held);
+  free(c->trailers.data);
+  memset(&c->trailers, 0, sizeof c->trailers);
   c->filter = FILTER_NONE;
   c->filter_wait = c->head_held = c->filter_lends = false;
   c->filter_end = 0;
@@ -181,8 +183,11 @@ static void filter_input(h1_conn_t *c, const char *p, size_t n) {
     if (p != dst) memcpy(dst, p, take);
     payload = take;
   } else if (c->framing == 2) {
-    ssize_t k = h1_chunks_decode(&c->chunks, p, n, &done, dst, &payload);
-    if (k < 0) {
+    /* the trailer section goes to the client after the filtered body, as the JS engine sends it */
+    size_t tlen = 0;
+    ssize_t k = h1_chunks_decode(&c->chunks, p, n, &done, dst, &payload, c->e->scratch, &tlen);
+    if (k < 0 || (tlen > 0 && !h1_buf_add(&c->trailers, c->e->scratch, tlen)) ||
+        h1_buf_pending(&c->trailers) > c->e->max_response_header) {
       h1_fail(c, F_BAD_RESPONSE);
       return;
     }
@@ -246,6 +251,14 @@ bool h1_filter_read(h1_conn_t *c, h1_up_t *u, bool *more) {
 /* The end went through the filter: the held head (an empty body), the last chunk, the record. */
 static void filter_finish(h1_conn_t *c) {
   if (!filter_out(c, NULL, 0)) return;
+  size_t trailers = h1_buf_pending(&c->trailers);
+  if (c->encode && trailers > 2) { /* fields, not only the empty line: the last chunk carries them */
+    if (!h1_buf_add(&c->out, "0\r\n", 3) || !h1_buf_add(&c->out, c->trailers.data + c->trailers.off, trailers)) {
+      h1_conn_close(c, true);
+      return;
+    }
+    c->encode = false; /* the body's end is written */
+  }
   h1_filter_reset(c);
   h1_complete(c);
 }

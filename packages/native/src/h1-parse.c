@@ -464,10 +464,11 @@ size_t h1_rewrite_response_unsized(const char *buf, const h1_res_t *r, bool clos
 enum { C_SIZE, C_EXT, C_SIZE_LF, C_DATA, C_DATA_CR, C_DATA_LF, C_TRAILER, C_TRAILER_LF, C_LAST_LF };
 
 ssize_t h1_chunks_feed(h1_chunks_t *c, const char *buf, size_t len, bool *done) {
-  return h1_chunks_decode(c, buf, len, done, NULL, NULL);
+  return h1_chunks_decode(c, buf, len, done, NULL, NULL, NULL, NULL);
 }
 
-ssize_t h1_chunks_decode(h1_chunks_t *c, const char *buf, size_t len, bool *done, char *dst, size_t *payload) {
+ssize_t h1_chunks_decode(h1_chunks_t *c, const char *buf, size_t len, bool *done, char *dst, size_t *payload,
+                         char *tdst, size_t *tlen) {
   size_t i = 0;
   *done = false;
   while (i < len) {
@@ -525,6 +526,7 @@ ssize_t h1_chunks_decode(h1_chunks_t *c, const char *buf, size_t len, bool *done
       i++;
       break;
     case C_TRAILER: /* a trailer line, or the empty line that ends the body */
+      if (tdst) tdst[(*tlen)++] = (char)ch;
       if (ch == '\r') {
         c->state = c->line == 0 ? C_LAST_LF : C_TRAILER_LF;
       } else {
@@ -534,12 +536,14 @@ ssize_t h1_chunks_decode(h1_chunks_t *c, const char *buf, size_t len, bool *done
       break;
     case C_TRAILER_LF:
       if (ch != '\n') return -1;
+      if (tdst) tdst[(*tlen)++] = (char)ch;
       c->line = 0;
       c->state = C_TRAILER;
       i++;
       break;
     case C_LAST_LF:
       if (ch != '\n') return -1;
+      if (tdst) tdst[(*tlen)++] = (char)ch;
       i++;
       *done = true;
       c->state = C_SIZE;

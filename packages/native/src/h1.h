@@ -85,8 +85,11 @@ typedef struct {
  * it), sets *done when the last chunk and its trailers ended; -1 on malformed framing. */
 ssize_t h1_chunks_feed(h1_chunks_t *c, const char *buf, size_t len, bool *done);
 /* As h1_chunks_feed, and the chunk data (the payload, without framing) is moved to dst (which
- * may be buf itself: it never runs ahead of the input), its length added to *payload. */
-ssize_t h1_chunks_decode(h1_chunks_t *c, const char *buf, size_t len, bool *done, char *dst, size_t *payload);
+ * may be buf itself: it never runs ahead of the input), its length added to *payload; the
+ * trailer section's bytes (the fields and the empty line that ends the body) are copied to
+ * tdst (room for len bytes, not buf), their length added to *tlen. */
+ssize_t h1_chunks_decode(h1_chunks_t *c, const char *buf, size_t len, bool *done, char *dst, size_t *payload,
+                         char *tdst, size_t *tlen);
 
 
 /* ---- the engine (h1.c) and its JS surface (h1-js.c) ---- */
@@ -219,6 +222,7 @@ struct h1_conn {
   bool filter_lends;   /* the filter keeps no chunk: one read buffer serves the whole body */
   bool head_held;      /* the response head waits in `held` for the first bytes out (or the end) */
   h1_buf_t held;
+  h1_buf_t trailers; /* a chunked upstream's trailer section, sent after the filtered body */
   size_t rest_off, rest_len; /* body bytes read with the head, in rhead, not yet filtered */
   napi_ref ab;               /* the memory of the next read: an ArrayBuffer given to JS with its bytes */
   char *ab_data;

@@ -98,7 +98,7 @@ const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 /**
  * A raw upstream: `GET /<filter>/<framing>/<bytes>` answers `bytes` of the pattern framed as
  * `cl`, `chunked` (16 KiB chunks and a trailer), `close` (no length, then the close) or
- * `badchunk` (a chunk size that is not hex), with
+ * `badchunk` (a chunk size that is not hex) or `bigtrailer` (200 KB of trailer fields), with
  * `x-filter: <filter>`; connections are kept alive except after `close`.
  */
 function startUpstream(): Promise<net.Server> {
@@ -126,6 +126,9 @@ function startUpstream(): Promise<net.Server> {
             sock.write('\r\n');
           }
           sock.write('0\r\nx-sum: 1\r\n\r\n');
+        } else if (framing === 'bigtrailer') {
+          const field = `x-t: ${'v'.repeat(1000)}\r\n`;
+          sock.end(`${head}transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n${field.repeat(200)}\r\n`);
         } else if (framing === 'badchunk') {
           sock.end(`${head}transfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n`);
         } else {
@@ -155,6 +158,7 @@ after(async () => {
 interface Got {
   readonly status: number;
   readonly headers: http.IncomingHttpHeaders;
+  readonly trailers?: NodeJS.Dict<string>;
   readonly body: Buffer;
   readonly complete: boolean;
 }
@@ -175,6 +179,7 @@ function get(path: string, agent: http.Agent | false = false, cut = false): Prom
         resolve({
           status: res.statusCode ?? 0,
           headers: res.headers,
+          trailers: res.trailers,
           body: Buffer.concat(chunks),
           complete: res.complete,
         });
@@ -205,6 +210,8 @@ test('an observer sees every byte of each framing, owned or lent, and the body p
       assert.deepEqual(seen, [{ mode, bytes: size, sha256: sha(pattern(size)), bytesIn: size }]);
       // An observer keeps the upstream's length when it had one.
       assert.equal(r.headers['content-length'], framing === 'cl' ? String(size) : undefined);
+      // A chunked upstream's trailers follow the filtered body.
+      if (framing === 'chunked') assert.equal(r.trailers?.['x-sum'], '1', `${mode}: trailers`);
     }
   }
 });
@@ -221,6 +228,7 @@ test('a rewriting filter is sent chunked without the old length; sync and async'
         pattern(200000).toString('latin1').toUpperCase(),
         `${mode} ${framing}`,
       );
+      if (framing === 'chunked') assert.equal(r.trailers?.['x-sum'], '1', `${mode}: trailers`);
     }
   }
 });
@@ -262,6 +270,15 @@ test('malformed chunked framing from the upstream is a 502 (the head was still h
   assert.equal(r.status, 502);
   const next = await get('/observe-lent/cl/100');
   assert.equal(next.status, 200);
+});
+
+test('a trailer section over the response head limit is a 502 (the upstream is at fault)', async () => {
+  // Found in the read with the first chunk, before any byte of the response left.
+  const r = await get('/observe-lent/bigtrailer/0');
+  assert.equal(r.status, 502);
+  const next = await get('/observe-lent/chunked/100');
+  assert.equal(next.status, 200);
+  assert.equal(next.trailers?.['x-sum'], '1');
 });
 
 test('a chooser that throws is answered 500', async () => {
