@@ -224,7 +224,7 @@ struct h1_conn {
   h1_buf_t held;
   h1_buf_t trailers; /* a chunked upstream's trailer section, sent after the filtered body */
   size_t rest_off, rest_len; /* body bytes read with the head, in rhead, not yet filtered */
-  napi_ref ab;               /* the memory of the next read: an ArrayBuffer given to JS with its bytes */
+  napi_ref ab;               /* the memory of the next read: a Buffer given to JS with its bytes */
   char *ab_data;
 };
 

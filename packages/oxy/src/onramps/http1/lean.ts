@@ -45,7 +45,6 @@ import {
   onSocketEnd,
   onSocketError,
   type Ramp,
-  setUnread,
 } from './connection-socket.ts';
 import { NativeH1, nativeH1Applies } from './native-engine.ts';
 import { createHttp1OnRamp, type Http1OnRamp } from './server.ts';
@@ -117,13 +116,11 @@ export function createLeanOnRamp(
   ramps.set(endpoint, ramp);
   const every = sweepInterval(ep.header_read_timeout, ep.idle_timeout);
   // The addon's engine (`native-engine.ts`) serves plain connections where it applies; what it
-  // hands back comes here as a new connection would, with the bytes it read unshifted.
+  // hands back comes here as a new connection would (the bytes it read unshifted there).
   const nativeH1 = nativeH1Applies(rt, endpoint)
-    ? new NativeH1(rt, endpoint, every, (socket, conn, bytes, first) => {
-        setUnread(socket);
-        if (bytes !== null) socket.unshift(bytes);
-        startConnection(ramp, socket, conn, NO_OPTIONS, first && http2 !== null);
-      })
+    ? new NativeH1(rt, endpoint, every, (socket, conn, first) =>
+        startConnection(ramp, socket, conn, NO_OPTIONS, first && http2 !== null),
+      )
     : null;
   const sweep = setInterval(() => {
     const now = performance.now();

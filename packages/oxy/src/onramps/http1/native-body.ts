@@ -80,6 +80,11 @@ export class NativeBodies {
     this.#h1.h1Filter(this.#engine, id, mode);
   }
 
+  /** True while connection `id` has a filtered body under way. */
+  filtering(id: number): boolean {
+    return this.#bodies.has(id);
+  }
+
   /** Connection `id`'s exchange ended before its filtered body did: the filter hears why. */
   aborted(id: number, reason: string): void {
     const body = this.#bodies.get(id);

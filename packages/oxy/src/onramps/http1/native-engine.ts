@@ -98,18 +98,14 @@ interface Served {
 }
 
 /**
- * Gives a connection to the JS on-ramp with the bytes the addon read and did not act on;
- * `first`: no request was served on it before (only then is the HTTP/2 preface looked for).
+ * Gives a connection to the JS on-ramp, Node reading it again with the bytes the addon read and
+ * did not act on first; `first`: no request was served on it before (only then is the HTTP/2
+ * preface looked for).
  */
-export type HandBack = (
-  socket: net.Socket,
-  conn: IngressConnection,
-  bytes: Buffer | null,
-  first: boolean,
-) => void;
+export type HandBack = (socket: net.Socket, conn: IngressConnection, first: boolean) => void;
 
 /** What the native engine did in this process (for tests and benchmarks). */
-export const nativeH1Stats = { served: 0, handedBack: 0, requests: 0, declined: 0 };
+export const nativeH1Stats = { served: 0, handedBack: 0, requests: 0 };
 
 /** Marks a socket as busy for the drain loop, which would `end()` an idle one under the addon. */
 const BUSY_MARK = { native: true };
@@ -197,10 +193,7 @@ export class NativeH1 {
     const id = this.#nextId++;
     if (!this.#h1.h1Serve(this.#engine, h.fd, id, early)) {
       // Not taken (a CONNECT or the HTTP/2 preface waits in it, or no memory): Node reads it again.
-      nativeH1Stats.declined++;
-      restartReading(s);
-      setUnread(s); // as before `pause()`: the on-ramp's listeners start the flow
-      if (early !== null) s.unshift(early);
+      giveBack(s, early);
       return false;
     }
     const served: Served = { socket: s, conn, pending: null };
@@ -245,7 +238,8 @@ export class NativeH1 {
     for (const ev of events) {
       const served = this.#served.get(ev[1]);
       if (served === undefined) continue;
-      if (this.#bodies !== null && ev[0] !== 1 && ev[0] !== 7) this.#bodies.aborted(ev[1], abortReason(ev));
+      if (ev[0] !== 1 && ev[0] !== 7 && this.#bodies?.filtering(ev[1]) === true)
+        this.#bodies.aborted(ev[1], abortReason(ev));
       switch (ev[0]) {
         case 1:
           this.#route(ev[1], served, ev);
@@ -259,10 +253,10 @@ export class NativeH1 {
         case 4:
           nativeH1Stats.handedBack++;
           this.#release(ev[1], served, ev[3]);
-          restartReading(served.socket);
+          giveBack(served.socket, ev[16]);
           // What the addon read and wrote on the connection counts as the socket's.
           countOutside(served.socket, ev[7], ev[8]);
-          this.#handBack(served.socket, served.conn, ev[16], ev[2] === 0);
+          this.#handBack(served.socket, served.conn, ev[2] === 0);
           break;
         case 5:
           this.#connectionClosed(ev[1], served, ev);
@@ -452,14 +446,19 @@ function restore(s: NodeSocket): void {
 }
 
 /**
- * Node reads the socket again (as its `tryReadStart`), before the JS on-ramp gets it: the
- * on-ramp's parser may take the handle over (`consumeIfPlain`), and reads only a reading one.
+ * Node reads the socket again, as before `serve` stopped it, with `bytes` (read, not acted on)
+ * first. The handle reads again (as Node's `tryReadStart`): the on-ramp's parser may take it
+ * over (`consumeIfPlain`), and reads only a reading one. The stream is neither paused nor
+ * flowing, so the on-ramp's listeners start the flow.
  */
-function restartReading(s: NodeSocket): void {
+function giveBack(s: NodeSocket, bytes: Buffer | null): void {
   const h = s._handle;
-  if (h === null || h.reading === true || typeof h.readStart !== 'function') return;
-  h.reading = true;
-  h.readStart();
+  if (h !== null && h.reading !== true && typeof h.readStart === 'function') {
+    h.reading = true;
+    h.readStart();
+  }
+  setUnread(s);
+  if (bytes !== null) s.unshift(bytes);
 }
 
 /** Why an exchange ended, for a body filter still at work (`BodyFilter.onAbort`). */
