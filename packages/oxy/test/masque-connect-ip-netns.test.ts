@@ -100,6 +100,8 @@ before(async () => {
   // The bridge: the namespace's packets into the tunnel, the tunnel's packets into the device.
   const d = dev;
   d.on('packets', (ps: Buffer[]) => {
+    // The namespace may still send after `after()` closed the client and before the device.
+    if (t.closed) return;
     for (const p of ps) t.send(p);
   });
   void (async () => {
