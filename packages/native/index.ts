@@ -9,6 +9,8 @@
  * - `netns`: open TUN devices and sockets inside another (or a new) network namespace;
  * - `FdSplice` / `startSplice`: join two sockets in the kernel (splice(2) through pipes), bytes
  *   never in JS;
+ * - `reactorMode`: drive the reactor (the epoll set of splices, accepted tunnels and writers) by
+ *   a thread of its own or by the JS loop;
  * - `SocketWriter`: write to a socket from the addon's reactor thread (the bytes copied, the
  *   system call off the JS thread);
  * - `UdpSocket`: UDP sockets read and written in batches (recvmmsg, sendmmsg) that can adopt a
@@ -55,6 +57,8 @@ export * as seqpacket from './src/seqpacket.ts';
 export type { SpliceEnd, SpliceOptions, SpliceOwner } from './src/splice.ts';
 export {
   FdSplice,
+  type ReactorMode,
+  reactorMode,
   spliceBytes,
   spliceEnd,
   spliceTotal,

@@ -137,6 +137,7 @@ static napi_value init(napi_env env, napi_value exports) {
   register_udp(env, exports);
   register_h1(env, exports);
   register_tls(env, exports);
+  register_reactor(env, exports);
   return exports;
 }
 

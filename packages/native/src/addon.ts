@@ -58,6 +58,7 @@ export interface Addon {
     pipeSize: number,
   ): void;
   trimMemory(): boolean;
+  reactorMode(mode: 'thread' | 'inline'): 'thread' | 'inline';
   acceptStart(
     owner: ListenerOwner,
     listenFd: number,

@@ -45,6 +45,7 @@ void register_writer(napi_env env, napi_value exports);
 void register_udp(napi_env env, napi_value exports);
 void register_h1(napi_env env, napi_value exports);
 void register_tls(napi_env env, napi_value exports);
+void register_reactor(napi_env env, napi_value exports);
 
 void set_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 

@@ -337,14 +337,24 @@ static void cleanup(void *arg) {
   r->wakefd = -1;
 }
 
-/* Which way reactors are driven: a thread of their own (the default), or, with
- * OXY_REACTOR=inline, the JS loop (docs/internals.md has the figures for both). */
-static bool reactor_inline_chosen(void) {
+/* Which way a reactor is driven: a thread of its own, or the JS loop. OXY_REACTOR (`thread`,
+ * `inline`) decides when set; otherwise `want_inline`, the maker's choice (reactorMode), and by
+ * default the thread (docs/internals.md has the figures for both). */
+static bool reactor_inline_chosen(bool want_inline) {
   const char *v = getenv("OXY_REACTOR");
-  return v && strcmp(v, "inline") == 0;
+  if (v && strcmp(v, "inline") == 0) return true;
+  if (v && strcmp(v, "thread") == 0) return false;
+  return want_inline;
 }
 
+static reactor_t *reactor_make(napi_env env, bool want_inline);
+
 reactor_t *reactor_for(napi_env env) {
+  return reactor_make(env, false);
+}
+
+/* This JS thread's reactor, made now (driven as reactor_inline_chosen says) if it has none. */
+static reactor_t *reactor_make(napi_env env, bool want_inline) {
   uv_loop_t *loop;
   reactor_t *r;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
@@ -388,7 +398,7 @@ reactor_t *reactor_for(napi_env env) {
     uv_unref((uv_handle_t *)&r->idle);
     r->async.data = r;
     uv_unref((uv_handle_t *)&r->async); /* only running users keep the loop alive */
-    r->inline_mode = reactor_inline_chosen();
+    r->inline_mode = reactor_inline_chosen(want_inline);
     nap_init(&r->nap); /* the thread's; inline, the JS loop sleeps as libuv does */
     const char *doing = "starting the addon's reactor thread";
     if (r->inline_mode) {
@@ -514,4 +524,28 @@ void reactor_retire(reactor_t *r, reactor_item_t *it) {
   it->next_cmd = r->dead;
   r->dead = it;
   pthread_mutex_unlock(&r->lock);
+}
+
+/* reactorMode(mode): makes this JS thread's reactor now, driven inline on the JS loop ('inline')
+ * or by a thread of its own ('thread'), unless it has one already or OXY_REACTOR says otherwise.
+ * Returns the mode of the reactor in use. */
+static napi_value js_reactor_mode(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  char mode[8];
+  size_t n = 0;
+  if (napi_get_value_string_utf8(env, argv[0], mode, sizeof mode, &n) != napi_ok ||
+      (strcmp(mode, "inline") != 0 && strcmp(mode, "thread") != 0)) {
+    throw_type(env, "reactorMode: mode must be 'inline' or 'thread'");
+    return NULL;
+  }
+  reactor_t *r = reactor_make(env, strcmp(mode, "inline") == 0);
+  if (!r) return NULL;
+  napi_value out = NULL;
+  napi_create_string_utf8(env, r->inline_mode ? "inline" : "thread", NAPI_AUTO_LENGTH, &out);
+  return out;
+}
+
+void register_reactor(napi_env env, napi_value exports) {
+  set_fn(env, exports, "reactorMode", js_reactor_mode);
 }

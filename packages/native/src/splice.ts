@@ -142,6 +142,24 @@ export function trimMemory(): boolean {
   return addon.trimMemory();
 }
 
+/** How the addon's reactor (the epoll set of splices, accepted tunnels and writers) is driven. */
+export type ReactorMode = 'thread' | 'inline';
+
+/**
+ * Makes this JS thread's reactor now, driven by a thread of its own (`thread`, the default
+ * otherwise) or by the JS loop (`inline`: no second thread, no wake-up crossing threads; for a
+ * process whose JS has nothing to do per connection). A reactor already made keeps its mode,
+ * and `OXY_REACTOR` (`thread` or `inline`), when set, wins. Returns the mode in use; throws a
+ * `NativeError` when the epoll set or the thread cannot be made.
+ */
+export function reactorMode(mode: ReactorMode): ReactorMode {
+  try {
+    return addon.reactorMode(mode);
+  } catch (e) {
+    throw toNativeError(e, 'splice', 'making the reactor');
+  }
+}
+
 /** Decodes the arguments of `onSpliceEnd`. */
 export function spliceEnd(kind: number, b01: number, b10: number, errno: number, side: number): SpliceEnd {
   const error =

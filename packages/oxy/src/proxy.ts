@@ -24,7 +24,7 @@ import { openIpGueOnRamp } from './onramps/ip-tunnel/gue.ts';
 import { openIpSeqpacketOnRamp } from './onramps/ip-tunnel/seqpacket.ts';
 import { createTcpOnRamp } from './onramps/tcp/onramp.ts';
 import { rawAcceptApplies, takeRawAccept } from './onramps/tcp/raw-accept.ts';
-import { reactorAcceptApplies, takeReactorAccept } from './onramps/tcp/reactor-accept.ts';
+import { chooseReactorMode, reactorAcceptApplies, takeReactorAccept } from './onramps/tcp/reactor-accept.ts';
 import { openUdpOnRamp, type UdpOnRamp } from './onramps/udp/onramp.ts';
 import { Runtime } from './runtime.ts';
 import { type AppSettings, buildSettingsSchema } from './settings.ts';
@@ -92,9 +92,17 @@ export async function startProxy(
   /** `ip_gue` endpoints' UDP addresses, for `address(name)`. */
   const ipEndpoints = new Map<string, { host: string; port: number }>();
   const onramps: { close(): void; drain(): Promise<void> }[] = [];
+  const states = Object.entries(settings.endpoints).map(([name, ep]) => ({
+    name,
+    ep,
+    endpoint: new EndpointState(name, ep, ext),
+  }));
   try {
-    for (const [name, ep] of Object.entries(settings.endpoints)) {
-      const endpoint = new EndpointState(name, ep, ext);
+    chooseReactorMode(
+      rt,
+      states.map(({ ep, endpoint }) => ({ endpoint, target: ep.protocol === 'tcp' ? ep.tcp.target : null })),
+    );
+    for (const { name, ep, endpoint } of states) {
       if (ep.protocol === 'udp') {
         const udp = openUdpOnRamp(rt, endpoint, ep, options.listeners);
         onramps.push(udp);

@@ -1,7 +1,8 @@
 /**
  * An idle proxy sleeps: the `oxy` command with an `http` endpoint and a `tcp` endpoint (whose
- * connections the addon's reactor thread accepts), no traffic, wakes at most a handful of times a
- * second, all threads together. On a two-core machine every wake-up of an idle proxy is CPU taken
+ * connections the addon's reactor thread accepts), or the `tcp` endpoint alone (the reactor then
+ * runs on the JS loop), no traffic, wakes at most a handful of times a second, all threads
+ * together. On a two-core machine every wake-up of an idle proxy is CPU taken
  * from the work beside it. Counted from /proc/<pid>/task/<tid>/status (voluntary context
  * switches: the thread slept and was woken) over two seconds. The bound is generous (a loaded
  * test machine delays wake-ups, it does not add them); what it catches is a periodic timer or an
@@ -41,6 +42,17 @@ function switches(pid: number): Map<string, number> {
 test('an idle proxy wakes at most a handful of times a second', {
   skip: process.platform !== 'linux',
 }, async () => {
+  await assertIdle(['  main:', '    addr: "127.0.0.1:0"']);
+});
+
+test('an idle proxy of tcp endpoints alone (the reactor on the JS loop) wakes as seldom', {
+  skip: process.platform !== 'linux',
+}, async () => {
+  await assertIdle([]);
+});
+
+/** Starts `oxy` with `extra` endpoints beside a `tcp` one, passes one connection, then counts. */
+async function assertIdle(extra: string[]): Promise<void> {
   const target = net.createServer((s) => s.end());
   await new Promise<void>((r) => target.listen(0, '127.0.0.1', r));
   after(() => target.close());
@@ -51,8 +63,7 @@ test('an idle proxy wakes at most a handful of times a second', {
     config,
     [
       'endpoints:',
-      '  main:',
-      '    addr: "127.0.0.1:0"',
+      ...extra,
       '  l4:',
       '    protocol: tcp',
       '    addr: "127.0.0.1:0"',
@@ -116,4 +127,4 @@ test('an idle proxy wakes at most a handful of times a second', {
     rate <= MAX_WAKES_PER_S,
     `${rate.toFixed(1)} wake-ups/s (threads: ${perThread.join(', ')}); at most ${MAX_WAKES_PER_S}`,
   );
-});
+}

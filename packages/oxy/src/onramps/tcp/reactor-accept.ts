@@ -40,6 +40,7 @@ import { connectFailure } from '../../offramps/tcp/happy-eyeballs.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkConnection, forkRequest, forkRequestUntil } from '../../telemetry/fork.ts';
 import { httpMetrics, ingressMetrics, tunnelMetrics } from '../../telemetry/metrics.ts';
+import { rawAcceptApplies } from './raw-accept.ts';
 import { endAccepted, takeAccepted } from './reactor-accepted.ts';
 
 /** The pipe size a whole tunnel's long transfer reaches (the addon's default for `startTunnel`). */
@@ -77,6 +78,33 @@ export function reactorAcceptApplies(rt: Runtime, target: SocketAddr): boolean {
     target.port !== 0 &&
     !rt.blocklist.has(target.host)
   );
+}
+
+/**
+ * Drives the addon's reactor on the JS loop (`reactorMode('inline')`) when `endpoints` are all
+ * `tcp` endpoints whose connections the reactor accepts and carries whole: JS then has nothing
+ * to do per connection, and one thread doing all of it, as HAProxy's and nginx's single loop
+ * do, keeps its core where the reactor thread's sleeps and wake-ups had the scheduler stack the
+ * proxy, the client and the upstream on one core of two (S6b: 5–7 % more connections per
+ * second in three same-run comparisons, bench/analysis-l4.md). Any other endpoint (HTTP, UDP,
+ * layer 3), or one whose connections JS sees, keeps the thread: there the JS thread's work and
+ * the reactor's run on two cores. Call before any endpoint starts, once per process.
+ */
+export function chooseReactorMode(
+  rt: Runtime,
+  endpoints: readonly { readonly endpoint: EndpointState; readonly target: SocketAddr | null }[],
+): void {
+  if (native === null || endpoints.length === 0) return;
+  const whole = endpoints.every(
+    ({ endpoint, target }) =>
+      target !== null &&
+      endpoint.settings.protocol === 'tcp' &&
+      rawAcceptApplies(rt, endpoint, target) &&
+      reactorAcceptApplies(rt, target),
+  );
+  if (!whole) return;
+  const mode = native.reactorMode('inline');
+  log.debug('reactor on the JS loop: every endpoint is carried whole by the addon', { mode });
 }
 
 /**

@@ -1,0 +1,144 @@
+/**
+ * Which way the `oxy` command drives the addon's reactor: on the JS loop when every endpoint is
+ * a `tcp` endpoint whose connections the reactor accepts and carries whole (JS has nothing to
+ * do per connection), on a thread of its own (named `oxy-reactor`) otherwise, and as
+ * `OXY_REACTOR` says when it is set. Seen from outside: the process's thread names in
+ * /proc/<pid>/task/<tid>/comm after a connection went through, its bytes both ways.
+ *
+ * Linux only (/proc, the addon).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { native } from '../src/flows/stream/native-addon.ts';
+
+const bin = new URL('../bin/oxy', import.meta.url).pathname;
+
+/** An echo server on loopback, closed after the file. */
+async function echoServer(): Promise<number> {
+  const server = net.createServer((s) => s.pipe(s));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  after(() => server.close());
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** Starts `oxy` with `endpoints` (YAML lines) and `env`; resolves with its pid and log once ready. */
+async function startOxy(
+  endpoints: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ pid: number; log: () => string }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-reactor-mode-'));
+  const config = path.join(dir, 'oxy.yaml');
+  fs.writeFileSync(
+    config,
+    [
+      'endpoints:',
+      ...endpoints,
+      'egress:',
+      '  blocked_cidrs: []',
+      'restart:',
+      `  socket: "${dir}/restart.sock"`,
+      'telemetry:',
+      '  logging:',
+      '    output: stderr',
+    ].join('\n'),
+  );
+  const child = spawn(bin, ['-c', config], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  after(() => {
+    child.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  let log = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`not ready in 15 s: ${log}`)), 15_000);
+    child.stderr.on('data', (d: Buffer) => {
+      log += d.toString();
+      if (/\bready\b/.test(log)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`exited ${code}: ${log}`)));
+  });
+  return { pid: child.pid as number, log: () => log };
+}
+
+/** Sends `payload` through the endpoint `name` and returns what came back before the close. */
+async function echoThrough(log: string, name: string, payload: string): Promise<string> {
+  const addr = new RegExp(`endpoint listening endpoint=${name} addr=(\\S+)`).exec(log)?.[1];
+  assert.ok(addr, log);
+  const port = Number(addr.slice(addr.lastIndexOf(':') + 1));
+  return new Promise<string>((resolve, reject) => {
+    const c = net.connect(port, '127.0.0.1', () => c.end(payload));
+    let got = '';
+    c.setEncoding('utf8');
+    c.on('data', (d: string) => {
+      got += d;
+    });
+    c.on('error', reject);
+    c.on('close', () => resolve(got));
+  });
+}
+
+/** The names of pid's threads. */
+function threadNames(pid: number): string[] {
+  const names: string[] = [];
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      names.push(fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim());
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return names;
+}
+
+const skip = process.platform !== 'linux' || native === null ? 'needs Linux and the native addon' : false;
+
+function tcpEndpoint(port: number): string[] {
+  return [
+    '  l4:',
+    '    protocol: tcp',
+    '    addr: "127.0.0.1:0"',
+    '    tcp:',
+    `      target: "127.0.0.1:${port}"`,
+  ];
+}
+
+test('only tcp endpoints carried whole: the reactor runs on the JS loop, no oxy-reactor thread', {
+  skip,
+}, async () => {
+  const port = await echoServer();
+  const oxy = await startOxy(tcpEndpoint(port), { OXY_REACTOR: '' });
+  assert.equal(
+    await echoThrough(oxy.log(), 'l4', 'ping over the inline reactor'),
+    'ping over the inline reactor',
+  );
+  const names = threadNames(oxy.pid);
+  assert.ok(!names.includes('oxy-reactor'), `threads: ${names.join(', ')}`);
+});
+
+test('an http endpoint beside it: the reactor has its thread', { skip }, async () => {
+  const port = await echoServer();
+  const oxy = await startOxy([...tcpEndpoint(port), '  main:', '    addr: "127.0.0.1:0"'], {
+    OXY_REACTOR: '',
+  });
+  assert.equal(await echoThrough(oxy.log(), 'l4', 'ping over the thread'), 'ping over the thread');
+  const names = threadNames(oxy.pid);
+  assert.ok(names.includes('oxy-reactor'), `threads: ${names.join(', ')}`);
+});
+
+test('OXY_REACTOR=thread keeps the thread for tcp endpoints alone', { skip }, async () => {
+  const port = await echoServer();
+  const oxy = await startOxy(tcpEndpoint(port), { OXY_REACTOR: 'thread' });
+  assert.equal(await echoThrough(oxy.log(), 'l4', 'ping, thread asked'), 'ping, thread asked');
+  const names = threadNames(oxy.pid);
+  assert.ok(names.includes('oxy-reactor'), `threads: ${names.join(', ')}`);
+});
