@@ -41,6 +41,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,8 @@ struct reactor {
   bool dispatching; /* JS thread, inline: inside inline_run (commands queue without a wake) */
   uv_poll_t poll;   /* inline: the set is readable */
   uv_timer_t timer; /* inline: the tick's next deadline */
+  uv_prepare_t nap_prep; /* inline: naps before libuv polls (as the HTTP/1.1 engine does) */
+  bool inline_stirred;   /* inline: the last run dispatched events */
   uv_loop_t *loop;
   napi_env env;
   int (*tick)(reactor_t *r); /* reactor thread: what is due before each wait */
@@ -261,6 +264,7 @@ static void inline_run(reactor_t *r) {
     pthread_mutex_unlock(&r->lock);
     run_commands(r, cmds);
     int n = epoll_wait(r->epfd, ev, BATCH, 0);
+    if (n > 0) r->inline_stirred = true;
     dispatch(r, ev, n);
     free_retired(r);
     self = NULL;
@@ -291,6 +295,21 @@ static void on_inline_poll(uv_poll_t *h, int status, int events) {
 
 static void on_inline_timer(uv_timer_t *h) {
   inline_run(h->data);
+}
+
+/* Inline, before libuv polls: busy with many tunnels, a turn that dispatched events and left
+ * nothing ready on the loop naps (nap.h), so the peers' bytes gather instead of each waking the
+ * JS thread (the HTTP/1.1 engine's nap, h1-loop.c, the same way). */
+static void on_inline_prepare(uv_prepare_t *h) {
+  reactor_t *r = h->data;
+  if (!r->inline_stirred) return;
+  r->inline_stirred = false;
+  if (!nap_worth(&r->nap, uv_hrtime(), __atomic_load_n(&r->tunnels, __ATOMIC_RELAXED))) return;
+  if (!r->nap.always) {
+    struct pollfd p = {.fd = uv_backend_fd(r->loop), .events = POLLIN};
+    if (poll(&p, 1, 0) != 0) return; /* more is ready: no nap */
+  }
+  nap_sleep(&r->nap);
 }
 
 /* The env is going away: stop the thread, unlink the reactor, stop watching. */
@@ -329,6 +348,7 @@ static void cleanup(void *arg) {
   if (r->inline_mode) {
     uv_close((uv_handle_t *)&r->poll, NULL);
     uv_close((uv_handle_t *)&r->timer, NULL);
+    uv_close((uv_handle_t *)&r->nap_prep, NULL);
     splice_pipes_release();
   }
   close(r->epfd);
@@ -399,7 +419,7 @@ static reactor_t *reactor_make(napi_env env, bool want_inline) {
     r->async.data = r;
     uv_unref((uv_handle_t *)&r->async); /* only running users keep the loop alive */
     r->inline_mode = reactor_inline_chosen(want_inline);
-    nap_init(&r->nap); /* the thread's; inline, the JS loop sleeps as libuv does */
+    nap_init(&r->nap); /* the thread's, or inline the JS loop's (on_inline_prepare) */
     const char *doing = "starting the addon's reactor thread";
     if (r->inline_mode) {
       what = "uv_poll_init";
@@ -412,6 +432,10 @@ static reactor_t *reactor_make(napi_env env, bool want_inline) {
         uv_unref((uv_handle_t *)&r->timer);
         uv_poll_start(&r->poll, UV_READABLE, on_inline_poll);
         uv_unref((uv_handle_t *)&r->poll);
+        uv_prepare_init(loop, &r->nap_prep);
+        r->nap_prep.data = r;
+        uv_unref((uv_handle_t *)&r->nap_prep);
+        if (r->nap.ns > 0) uv_prepare_start(&r->nap_prep, on_inline_prepare);
       }
     } else {
       what = "pthread_create";

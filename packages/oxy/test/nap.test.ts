@@ -1,9 +1,10 @@
 /**
  * Napping (packages/native/src/nap.h: a thread busy with many exchanges at once sleeps
  * `OXY_NAP_US` on a timer when a turn leaves nothing ready, instead of waiting in epoll) forced
- * after every turn with events (`OXY_NAP_ALWAYS=1`, even with more ready): the tests of the two
- * threads that nap, the native HTTP/1.1 engine's loop and the reactor thread, run again in a
- * child `node --test` with it set, so that a nap never loses an event, a command or a timeout.
+ * after every turn with events (`OXY_NAP_ALWAYS=1`, even with more ready): the tests of the
+ * loops that nap, the native HTTP/1.1 engine's, the reactor thread's and the reactor driven
+ * inline on the JS loop, run again in a child `node --test` with it set, so that a nap never
+ * loses an event, a command or a timeout.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -22,4 +23,11 @@ test('the reactor thread napping after every turn passes the tests of what it ca
 }, async () => {
   const { code, out } = await runTestFiles(REACTOR_TEST_FILES, ENV);
   assert.equal(code, 0, `OXY_NAP_ALWAYS=1: ${out}`);
+});
+
+test('the reactor driven inline, napping after every turn, passes the same tests', {
+  timeout: 240_000,
+}, async () => {
+  const { code, out } = await runTestFiles(REACTOR_TEST_FILES, { ...ENV, OXY_REACTOR: 'inline' });
+  assert.equal(code, 0, `OXY_REACTOR=inline OXY_NAP_ALWAYS=1: ${out}`);
 });
