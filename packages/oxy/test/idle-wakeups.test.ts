@@ -12,15 +12,12 @@
  * Linux only (/proc).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { startOxyCli } from './fixtures/oxy-cli.ts';
 
-const bin = new URL('../bin/oxy', import.meta.url).pathname;
 /** Wake-ups per second, all threads, that an idle proxy may not exceed (measured: 2 to 5). */
 const MAX_WAKES_PER_S = 25;
 
@@ -56,49 +53,17 @@ async function assertIdle(extra: string[]): Promise<void> {
   const target = net.createServer((s) => s.end());
   await new Promise<void>((r) => target.listen(0, '127.0.0.1', r));
   after(() => target.close());
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-idle-'));
-  const config = path.join(dir, 'oxy.yaml');
   const targetPort = (target.address() as net.AddressInfo).port;
-  fs.writeFileSync(
-    config,
-    [
-      'endpoints:',
-      ...extra,
-      '  l4:',
-      '    protocol: tcp',
-      '    addr: "127.0.0.1:0"',
-      '    tcp:',
-      `      target: "127.0.0.1:${targetPort}"`,
-      'egress:',
-      '  blocked_cidrs: []',
-      'restart:',
-      `  socket: "${dir}/restart.sock"`,
-      'telemetry:',
-      '  logging:',
-      '    output: stderr',
-    ].join('\n'),
-  );
-  const child = spawn(bin, ['-c', config], { stdio: ['ignore', 'ignore', 'pipe'] });
-  after(() => {
-    child.kill('SIGKILL');
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  let log = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not ready in 15 s: ${log}`)), 15_000);
-    child.stderr.on('data', (d: Buffer) => {
-      log += d.toString();
-      if (/\bready\b/.test(log)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`exited ${code}: ${log}`)));
-  });
-  // One connection through the tcp endpoint first: the reactor thread and its accepting run.
-  const addr = [...log.matchAll(/endpoint listening endpoint=l4 addr=(\S+)/g)][0]?.[1];
-  assert.ok(addr, log);
-  const [host, port] = [addr.slice(0, addr.lastIndexOf(':')), Number(addr.slice(addr.lastIndexOf(':') + 1))];
+  const oxy = await startOxyCli([
+    ...extra,
+    '  l4:',
+    '    protocol: tcp',
+    '    addr: "127.0.0.1:0"',
+    '    tcp:',
+    `      target: "127.0.0.1:${targetPort}"`,
+  ]);
+  // One connection through the tcp endpoint first: the reactor and its accepting run.
+  const { host, port } = oxy.address('l4');
   await new Promise<void>((resolve, reject) => {
     const c = net.connect(port, host);
     c.on('error', reject);
@@ -106,7 +71,7 @@ async function assertIdle(extra: string[]): Promise<void> {
     c.resume();
   });
   await sleep(1000); // start-up's and that connection's work settles
-  const pid = child.pid as number;
+  const pid = oxy.pid;
   const before = switches(pid);
   const t0 = performance.now();
   await sleep(2000);

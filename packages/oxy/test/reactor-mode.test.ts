@@ -8,15 +8,11 @@
  * Linux only (/proc, the addon).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { after, test } from 'node:test';
 import { native } from '../src/flows/stream/native-addon.ts';
-
-const bin = new URL('../bin/oxy', import.meta.url).pathname;
+import { type OxyCli, startOxyCli } from './fixtures/oxy-cli.ts';
 
 /** An echo server on loopback, closed after the file. */
 async function echoServer(): Promise<number> {
@@ -26,57 +22,11 @@ async function echoServer(): Promise<number> {
   return (server.address() as net.AddressInfo).port;
 }
 
-/** Starts `oxy` with `endpoints` (YAML lines) and `env`; resolves with its pid and log once ready. */
-async function startOxy(
-  endpoints: string[],
-  env: NodeJS.ProcessEnv = {},
-): Promise<{ pid: number; log: () => string }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-reactor-mode-'));
-  const config = path.join(dir, 'oxy.yaml');
-  fs.writeFileSync(
-    config,
-    [
-      'endpoints:',
-      ...endpoints,
-      'egress:',
-      '  blocked_cidrs: []',
-      'restart:',
-      `  socket: "${dir}/restart.sock"`,
-      'telemetry:',
-      '  logging:',
-      '    output: stderr',
-    ].join('\n'),
-  );
-  const child = spawn(bin, ['-c', config], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  after(() => {
-    child.kill('SIGKILL');
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  let log = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not ready in 15 s: ${log}`)), 15_000);
-    child.stderr.on('data', (d: Buffer) => {
-      log += d.toString();
-      if (/\bready\b/.test(log)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`exited ${code}: ${log}`)));
-  });
-  return { pid: child.pid as number, log: () => log };
-}
-
-/** Sends `payload` through the endpoint `name` and returns what came back before the close. */
-async function echoThrough(log: string, name: string, payload: string): Promise<string> {
-  const addr = new RegExp(`endpoint listening endpoint=${name} addr=(\\S+)`).exec(log)?.[1];
-  assert.ok(addr, log);
-  const port = Number(addr.slice(addr.lastIndexOf(':') + 1));
+/** Sends `payload` through `oxy`'s endpoint `name` and returns what came back before the close. */
+async function echoThrough(oxy: OxyCli, name: string, payload: string): Promise<string> {
+  const { host, port } = oxy.address(name);
   return new Promise<string>((resolve, reject) => {
-    const c = net.connect(port, '127.0.0.1', () => c.end(payload));
+    const c = net.connect(port, host, () => c.end(payload));
     let got = '';
     c.setEncoding('utf8');
     c.on('data', (d: string) => {
@@ -116,29 +66,26 @@ test('only tcp endpoints carried whole: the reactor runs on the JS loop, no oxy-
   skip,
 }, async () => {
   const port = await echoServer();
-  const oxy = await startOxy(tcpEndpoint(port), { OXY_REACTOR: '' });
-  assert.equal(
-    await echoThrough(oxy.log(), 'l4', 'ping over the inline reactor'),
-    'ping over the inline reactor',
-  );
+  const oxy = await startOxyCli(tcpEndpoint(port), { OXY_REACTOR: '' });
+  assert.equal(await echoThrough(oxy, 'l4', 'ping over the inline reactor'), 'ping over the inline reactor');
   const names = threadNames(oxy.pid);
   assert.ok(!names.includes('oxy-reactor'), `threads: ${names.join(', ')}`);
 });
 
 test('an http endpoint beside it: the reactor has its thread', { skip }, async () => {
   const port = await echoServer();
-  const oxy = await startOxy([...tcpEndpoint(port), '  main:', '    addr: "127.0.0.1:0"'], {
+  const oxy = await startOxyCli([...tcpEndpoint(port), '  main:', '    addr: "127.0.0.1:0"'], {
     OXY_REACTOR: '',
   });
-  assert.equal(await echoThrough(oxy.log(), 'l4', 'ping over the thread'), 'ping over the thread');
+  assert.equal(await echoThrough(oxy, 'l4', 'ping over the thread'), 'ping over the thread');
   const names = threadNames(oxy.pid);
   assert.ok(names.includes('oxy-reactor'), `threads: ${names.join(', ')}`);
 });
 
 test('OXY_REACTOR=thread keeps the thread for tcp endpoints alone', { skip }, async () => {
   const port = await echoServer();
-  const oxy = await startOxy(tcpEndpoint(port), { OXY_REACTOR: 'thread' });
-  assert.equal(await echoThrough(oxy.log(), 'l4', 'ping, thread asked'), 'ping, thread asked');
+  const oxy = await startOxyCli(tcpEndpoint(port), { OXY_REACTOR: 'thread' });
+  assert.equal(await echoThrough(oxy, 'l4', 'ping, thread asked'), 'ping, thread asked');
   const names = threadNames(oxy.pid);
   assert.ok(names.includes('oxy-reactor'), `threads: ${names.join(', ')}`);
 });
