@@ -110,6 +110,7 @@ void listener_done(napi_env env, reactor_item_t *it) {
   napi_handle_scope scope;
   napi_value owner = NULL;
   bool called = false;
+  int told = -1; /* the count of live tunnels JS was given, if it was called */
   if (l->owner && napi_open_handle_scope(env, &scope) == napi_ok) {
     if (napi_get_reference_value(env, l->owner, &owner) != napi_ok) owner = NULL;
     /* Heads first: a record can only be of a head JS already had. */
@@ -126,6 +127,7 @@ void listener_done(napi_env env, reactor_item_t *it) {
         ok = napi_create_int32(env, live, &argv[1]) == napi_ok && napi_get_boolean(env, stopped, &argv[2]) == napi_ok;
         if (ok) call(env, owner, "onConnectRecords", 3, argv, NULL);
         called = ok;
+        if (ok) told = live;
       } else {
         argv[1] = hosts_of(env, recs, n, false, d);
         argv[2] = NULL;
@@ -134,6 +136,7 @@ void listener_done(napi_env env, reactor_item_t *it) {
         ok = argv[1] && argv[2] && napi_create_int32(env, live, &argv[3]) == napi_ok &&
              napi_get_boolean(env, stopped, &argv[4]) == napi_ok;
         if (ok) call(env, owner, "onRecords", 5, argv, NULL);
+        if (ok) told = live;
       }
     }
     napi_close_handle_scope(env, scope);
@@ -146,7 +149,9 @@ void listener_done(napi_env env, reactor_item_t *it) {
   pthread_mutex_lock(&l->mu);
   int live = l->live;
   pthread_mutex_unlock(&l->mu);
-  if (stopped && live == 0 && l->held) {
+  /* Let go once JS was told that nothing is left. A count that fell to 0 after JS was told
+   * otherwise posted the listener again (this delivery had cleared `queued`): the next one. */
+  if (stopped && live == 0 && told <= 0 && l->held) {
     l->held = false;
     reactor_hold(l->r, -1);
     if (l->owner) {
@@ -185,6 +190,10 @@ bool listener_adopt(napi_env env, splicer_t *s) {
     napi_close_handle_scope(env, scope);
   }
   if (!ok) reactor_hold(s->r, 1); /* splicer_stop lets go of the hold an adopted tunnel has */
+  pthread_mutex_lock(&l->mu);
+  l->live--; /* JS has heard of it now (or, not adopted, it is stopped) */
+  if (l->stopped && l->live == 0) listener_post(l); /* JS hears that nothing is left */
+  pthread_mutex_unlock(&l->mu);
   return ok;
 }
 

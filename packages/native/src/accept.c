@@ -126,16 +126,12 @@ void listener_ended(splicer_t *s) {
 }
 
 void listener_announced(splicer_t *s) {
-  listener_t *l = s->lst;
   live_unlink(s);
   s->adopt = true;
   s->js_ref = true; /* JS adopts it; until then nobody frees it */
-  pthread_mutex_lock(&l->mu);
-  l->live--;
-  /* A stopped listener's last live tunnel: JS learns that nothing is left (after the adoption,
-   * which is posted first). */
-  if (l->stopping && l->live == 0) post(l);
-  pthread_mutex_unlock(&l->mu);
+  /* Still counted in `live` until JS has adopted it (listener_adopt): a stopped listener whose
+   * count reached 0 here would let go of its owner before the adoption, posted after it, came
+   * to JS, and the tunnel would end unheard of (no record, a drain waiting for it). */
 }
 
 void listener_start(listener_t *l, splicer_t *s) {

@@ -272,3 +272,31 @@ test('a drain ends tunnels still connecting: recorded as never connected (no 200
   assert.ok(hung.length >= 1, 'at least one connect was still hanging');
   for (const r of hung) assert.equal(r.bytes_down, 0);
 });
+
+test('a tunnel announced while the JS thread is busy with a drain is adopted, drained and recorded', {
+  skip,
+  timeout: 10000,
+}, async () => {
+  const app = await start(echo.authority);
+  const held = dial(app);
+  await once(held, 'connect');
+  held.write('busy');
+  assert.equal((await readBytes(held, 4)).toString(), 'busy');
+  const heldEnd = once(held, 'end');
+  const adopted = reactorAcceptStats.adopted;
+  // The drain stops the listener with the tunnel unannounced; the JS thread then stays busy past
+  // the announcement (50 ms after the connect), so the listener's news and the tunnel's
+  // adoption reach JS together, the listener's first (before: the listener let go of its owner,
+  // the adoption failed, the tunnel ended with no record and the drain never ended).
+  const draining = app.proxy.drain(400);
+  const until = performance.now() + 150;
+  while (performance.now() < until) {
+    // busy: the reactor thread announces the tunnel meanwhile
+  }
+  await draining;
+  await heldEnd;
+  held.destroy();
+  await waitUntil(() => tunnels(app).length === 1, 'the record');
+  assert.ok(reactorAcceptStats.adopted > adopted, 'the tunnel was adopted');
+  assert.equal(app.proxy.runtime.connections.size, 0);
+});
