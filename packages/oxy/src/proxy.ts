@@ -92,17 +92,16 @@ export async function startProxy(
   /** `ip_gue` endpoints' UDP addresses, for `address(name)`. */
   const ipEndpoints = new Map<string, { host: string; port: number }>();
   const onramps: { close(): void; drain(): Promise<void> }[] = [];
+  // `target`: a `tcp` endpoint's fixed target (null for any other endpoint, or none fixed).
   const states = Object.entries(settings.endpoints).map(([name, ep]) => ({
     name,
     ep,
     endpoint: new EndpointState(name, ep, ext),
+    target: ep.protocol === 'tcp' ? ep.tcp.target : null,
   }));
   try {
-    chooseReactorMode(
-      rt,
-      states.map(({ ep, endpoint }) => ({ endpoint, target: ep.protocol === 'tcp' ? ep.tcp.target : null })),
-    );
-    for (const { name, ep, endpoint } of states) {
+    chooseReactorMode(rt, states);
+    for (const { name, ep, endpoint, target } of states) {
       if (ep.protocol === 'udp') {
         const udp = openUdpOnRamp(rt, endpoint, ep, options.listeners);
         onramps.push(udp);
@@ -137,12 +136,11 @@ export async function startProxy(
       const server = await openEndpoint(name, ep.addr, options.listeners, ep.tcp_congestion_control);
       server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
       // A `tcp` endpoint whose connections all go whole to the addon skips Node's sockets.
-      const fixed = ep.protocol === 'tcp' ? ep.tcp.target : null;
-      if (fixed !== null && rawAcceptApplies(rt, endpoint, fixed)) {
+      if (target !== null && rawAcceptApplies(rt, endpoint, target)) {
         const tracker = options.listeners?.connections ?? null;
         // With nothing to decide per connection, the addon's reactor thread accepts them too.
-        if (takeRawAccept(rt, endpoint, server, fixed, tracker) && reactorAcceptApplies(rt, fixed))
-          takeReactorAccept(rt, endpoint, server, fixed, tracker);
+        if (takeRawAccept(rt, endpoint, server, target, tracker) && reactorAcceptApplies(rt, target))
+          takeReactorAccept(rt, endpoint, server, target, tracker);
       }
       // An `http` endpoint whose only JS per connection is the CONNECT policy: the reactor
       // thread accepts and reads the heads (`onramps/http1/reactor-connect.ts`).

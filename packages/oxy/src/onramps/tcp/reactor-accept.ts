@@ -82,9 +82,10 @@ export function reactorAcceptApplies(rt: Runtime, target: SocketAddr): boolean {
 
 /**
  * Drives the addon's reactor on the JS loop (`reactorMode('inline')`) when `endpoints` are all
- * `tcp` endpoints whose connections the reactor accepts and carries whole: JS then has nothing
- * to do per connection, and one thread doing all of it, as HAProxy's and nginx's single loop
- * do, keeps its core where the reactor thread's sleeps and wake-ups had the scheduler stack the
+ * `tcp` endpoints (`target`: a `tcp` endpoint's fixed target, null for any other endpoint)
+ * whose connections the reactor accepts and carries whole: JS then has nothing to do per
+ * connection, and one thread doing all of it, as HAProxy's and nginx's single loop do, keeps
+ * its core where the reactor thread's sleeps and wake-ups had the scheduler stack the
  * proxy, the client and the upstream on one core of two (S6b: 5–7 % more connections per
  * second in three same-run comparisons, bench/analysis-l4.md). Any other endpoint (HTTP, UDP,
  * layer 3), or one whose connections JS sees, keeps the thread: there the JS thread's work and
@@ -97,10 +98,7 @@ export function chooseReactorMode(
   if (native === null || endpoints.length === 0) return;
   const whole = endpoints.every(
     ({ endpoint, target }) =>
-      target !== null &&
-      endpoint.settings.protocol === 'tcp' &&
-      rawAcceptApplies(rt, endpoint, target) &&
-      reactorAcceptApplies(rt, target),
+      target !== null && rawAcceptApplies(rt, endpoint, target) && reactorAcceptApplies(rt, target),
   );
   if (!whole) return;
   const mode = native.reactorMode('inline');
