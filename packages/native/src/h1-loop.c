@@ -12,18 +12,11 @@
 #define _GNU_SOURCE
 #include "h1.h"
 
-#include <poll.h>
-
 static void on_prepare(uv_prepare_t *h) {
   h1_engine_t *e = h->data; /* the engine's box begins with it */
   if (!e->stirred) return;
   e->stirred = false;
-  if (!nap_worth(&e->nap, uv_hrtime(), e->active)) return;
-  if (!e->nap.always) { /* the tests' nap comes even with more ready */
-    struct pollfd p = {.fd = uv_backend_fd(e->loop), .events = POLLIN};
-    if (poll(&p, 1, 0) != 0) return; /* more is ready: no nap */
-  }
-  nap_sleep(&e->nap);
+  nap_before_poll(&e->nap, uv_backend_fd(e->loop), uv_hrtime(), e->active);
 }
 
 void h1_nap_start(h1_engine_t *e) {

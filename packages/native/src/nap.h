@@ -18,6 +18,7 @@
 #ifndef OXY_NAP_H
 #define OXY_NAP_H
 
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -54,6 +55,17 @@ static inline bool nap_worth(nap_t *n, uint64_t now, int in_progress) {
 static inline void nap_sleep(const nap_t *n) {
   struct timespec t = {.tv_sec = 0, .tv_nsec = (long)n->ns};
   nanosleep(&t, NULL);
+}
+
+/* A loop about to poll, after a turn with events: naps if worth it (nap_worth) and nothing is
+ * ready on the loop's own poll descriptor `loop_fd` (uv_backend_fd), or always in the tests. */
+static inline void nap_before_poll(nap_t *n, int loop_fd, uint64_t now, int in_progress) {
+  if (!nap_worth(n, now, in_progress)) return;
+  if (!n->always) {
+    struct pollfd p = {.fd = loop_fd, .events = POLLIN};
+    if (poll(&p, 1, 0) != 0) return; /* more is ready: no nap */
+  }
+  nap_sleep(n);
 }
 
 /* From the environment: OXY_NAP_US (default NAP_US, 0 off) and OXY_NAP_ALWAYS. */

@@ -41,7 +41,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,12 +303,7 @@ static void on_inline_prepare(uv_prepare_t *h) {
   reactor_t *r = h->data;
   if (!r->inline_stirred) return;
   r->inline_stirred = false;
-  if (!nap_worth(&r->nap, uv_hrtime(), __atomic_load_n(&r->tunnels, __ATOMIC_RELAXED))) return;
-  if (!r->nap.always) {
-    struct pollfd p = {.fd = uv_backend_fd(r->loop), .events = POLLIN};
-    if (poll(&p, 1, 0) != 0) return; /* more is ready: no nap */
-  }
-  nap_sleep(&r->nap);
+  nap_before_poll(&r->nap, uv_backend_fd(r->loop), uv_hrtime(), __atomic_load_n(&r->tunnels, __ATOMIC_RELAXED));
 }
 
 /* The env is going away: stop the thread, unlink the reactor, stop watching. */
