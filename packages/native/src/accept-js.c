@@ -109,8 +109,7 @@ void listener_done(napi_env env, reactor_item_t *it) {
   pthread_mutex_unlock(&l->mu);
   napi_handle_scope scope;
   napi_value owner = NULL;
-  bool called = false;
-  int told = -1; /* the count of live tunnels JS was given, if it was called */
+  int told = -1; /* the count of live tunnels JS was given with the records; -1: JS was not called */
   if (l->owner && napi_open_handle_scope(env, &scope) == napi_ok) {
     if (napi_get_reference_value(env, l->owner, &owner) != napi_ok) owner = NULL;
     /* Heads first: a record can only be of a head JS already had. */
@@ -126,7 +125,6 @@ void listener_done(napi_env env, reactor_item_t *it) {
       if (l->connect_mode) {
         ok = napi_create_int32(env, live, &argv[1]) == napi_ok && napi_get_boolean(env, stopped, &argv[2]) == napi_ok;
         if (ok) call(env, owner, "onConnectRecords", 3, argv, NULL);
-        called = ok;
         if (ok) told = live;
       } else {
         argv[1] = hosts_of(env, recs, n, false, d);
@@ -143,7 +141,7 @@ void listener_done(napi_env env, reactor_item_t *it) {
   }
   if (heads) heads_deliver(env, l, NULL, heads);
   /* Descriptors of failed connects nobody took: closed. */
-  for (size_t i = 0; !called && i < n; i++)
+  for (size_t i = 0; told < 0 && i < n; i++)
     if (recs[i].fd >= 0) close(recs[i].fd);
   free(recs);
   pthread_mutex_lock(&l->mu);
