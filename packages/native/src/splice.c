@@ -23,12 +23,7 @@
  * The caller must have stopped reading the sockets (and must not write to them) meanwhile.
  *
  * A direction's first COPY_BYTES are copied (recv into the reactor thread's buffer, send), not
- * spliced: a short exchange then costs a read and a write per message where splicing costs two
- * splices and a pipe, and a short read (the receive queue emptied) ends the direction's turn
- * without the read that would only say EAGAIN, or, once the peer's FIN was reported
- * (EPOLLRDHUP), the one that would only say 0, as nginx reads. Bytes the destination did not
- * take are held (malloc'd) and written before anything else; a copying direction reads only
- * while its destination takes bytes.
+ * spliced (splice-copy.c); a copying direction reads only while its destination takes bytes.
  * After that each direction has its own pipe, taken then (an idle tunnel costs no pipe) at the
  * kernel's default size, grown to 256 KiB (at most the asked size) after the first MiB (short
  * tunnels never pay) and to the asked size after 16 MiB (a long transfer: with 1 MiB a GiB
@@ -215,92 +210,6 @@ static bool pre_pending(splicer_t *s, int i) {
   return s->cx && s->cx->pre_off[i] < s->cx->pre_len[i];
 }
 
-/* MSG_MORE for a copied direction's last bytes: its source's end was read with them, so the
- * shutdown (or close) that follows at once carries the FIN in the same segment (one packet and
- * one wake-up of the peer fewer per short connection; an unsent tail takes the FIN). */
-static int fin_follows(const dir_t *d) {
-  return d->eof ? MSG_MORE : 0;
-}
-
-/* Writes direction d's held bytes (copied, not yet taken by dst). */
-static int write_held(splicer_t *s, dir_t *d, int *side) {
-  while (d->held_off < d->held_len) {
-    if (!s->can_write[d->dst]) return 0;
-    int flags = MSG_NOSIGNAL | MSG_DONTWAIT | fin_follows(d);
-    ssize_t n = send(s->fd[d->dst], d->held + d->held_off, d->held_len - d->held_off, flags);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        s->can_write[d->dst] = false;
-        return 0;
-      }
-      *side = d->dst;
-      return errno;
-    }
-    d->held_off += (size_t)n;
-  }
-  free(d->held);
-  d->held = NULL;
-  d->held_len = d->held_off = 0;
-  return 0;
-}
-
-/* One read from src into the copy buffer and its write to dst (what dst does not take is held).
- * Returns 0 or an errno (*side set); *stop when the direction has nothing more to do now. */
-static int copy_once(splicer_t *s, dir_t *d, size_t *moved, int *side, bool *stop) {
-  uint8_t *copy_buf = splice_copy_buf();
-  ssize_t n = recv(s->fd[d->src], copy_buf, COPY_BUF, MSG_DONTWAIT);
-  if (n < 0) {
-    if (errno == EINTR) return 0;
-    if (errno == EAGAIN) {
-      s->can_read[d->src] = false; /* until the next EPOLLIN edge */
-      *stop = true;
-      return 0;
-    }
-    *side = d->src;
-    return errno;
-  }
-  if (n == 0) {
-    d->eof = true;
-    return 0;
-  }
-  __atomic_store_n(&d->bytes, d->bytes + (uint64_t)n, __ATOMIC_RELAXED);
-  *moved += (size_t)n;
-  /* A short read emptied the receive queue: any later byte raises a new edge (as nginx reads).
-   * If the peer's FIN was reported, the end of file is next: no read just to see the 0. */
-  if ((size_t)n < COPY_BUF) {
-    if (s->rdhup[d->src]) d->eof = true;
-    else s->can_read[d->src] = false;
-  }
-  int flags = MSG_NOSIGNAL | MSG_DONTWAIT | fin_follows(d);
-  size_t off = 0;
-  while (off < (size_t)n && s->can_write[d->dst]) {
-    ssize_t w = send(s->fd[d->dst], copy_buf + off, (size_t)n - off, flags);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        s->can_write[d->dst] = false;
-        break;
-      }
-      *side = d->dst;
-      return errno;
-    }
-    off += (size_t)w;
-  }
-  if (off < (size_t)n) {
-    d->held = malloc((size_t)n - off);
-    if (!d->held) {
-      *side = -1;
-      return ENOMEM;
-    }
-    memcpy(d->held, copy_buf + off, (size_t)n - off);
-    d->held_len = (size_t)n - off;
-    d->held_off = 0;
-    *stop = true;
-  }
-  return 0;
-}
-
 /* Moves what it can in direction d: until EAGAIN (which clears the side's readiness), EOF or the
  * round's budget. Returns 0, or an errno with *side set to the side at fault. */
 static int pump(splicer_t *s, dir_t *d, int *side) {
@@ -309,7 +218,7 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
   if (e != 0 || pre_pending(s, d->dst)) return e;
   for (;;) {
     if (d->held != NULL) {
-      if ((e = write_held(s, d, side)) != 0 || d->held != NULL) return e;
+      if ((e = splice_write_held(s, d, side)) != 0 || d->held != NULL) return e;
     }
     while (d->inpipe > 0) {
       if (!s->can_write[d->dst]) return 0;
@@ -343,7 +252,7 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
       /* Copy while the direction is young: only once dst takes bytes (no holding ahead). */
       if (!s->can_write[d->dst]) return 0;
       bool stop = false;
-      if ((e = copy_once(s, d, &moved, side, &stop)) != 0 || stop) return e;
+      if ((e = splice_copy_once(s, d, &moved, side, &stop)) != 0 || stop) return e;
       continue;
     }
     if (d->pr < 0) {

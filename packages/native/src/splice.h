@@ -154,6 +154,11 @@ splicer_t *splicer_alloc(reactor_t *r, napi_env env, int pipe_size);
 bool splicer_parse_addr(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len);
 /* splice-js.c: a Buffer argument (null or undefined: none) copied into malloc'd bytes. */
 bool splicer_arg_pre(napi_env env, napi_value v, uint8_t **out, size_t *len);
+/* splice-copy.c (reactor thread, under s->mu): one read from d's source into the copy buffer
+ * and its write to d's destination, what it does not take held; and the write of held bytes.
+ * 0 or an errno (*side: the side at fault); *stop when the direction has nothing more to do now. */
+int splice_copy_once(splicer_t *s, dir_t *d, size_t *moved, int *side, bool *stop);
+int splice_write_held(splicer_t *s, dir_t *d, int *side);
 /* splice-pipes.c: the reactor thread's pipe pool and copy buffer. */
 int splice_pipe_take(dir_t *d);
 /* Grows direction d's pipe as far as it has earned (GROW_AFTER, GROW_BULK_AFTER), best effort. */
