@@ -134,6 +134,10 @@ void listener_announced(splicer_t *s) {
    * to JS, and the tunnel would end unheard of (no record, a drain waiting for it). */
 }
 
+early_t *listener_early(listener_t *l) {
+  return &l->early;
+}
+
 void listener_start(listener_t *l, splicer_t *s) {
   s->lnext = l->live_head;
   if (l->live_head) l->live_head->lprev = s;

@@ -62,6 +62,7 @@ struct listener {
   bool nodelay_inherited;
   /* An `http` endpoint's listener: the reactor thread reads each request head (accept-head.c). */
   bool connect_mode;
+  early_t early; /* reactor thread: whether its tunnels' clients speak early (splice.c) */
   int head_timeout_ms;
   head_t *reading, *reading_tail; /* reactor thread: heads being read, oldest first */
   listener_t *reading_next;       /* reactor thread: in the list of listeners reading heads */

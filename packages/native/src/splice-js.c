@@ -114,6 +114,8 @@ void splicer_config(void) {
     const char *v = getenv("OXY_SPLICE_COPY_BYTES");
     long n = v ? strtol(v, NULL, 10) : -1;
     copy_bytes = n >= 0 ? (size_t)n : COPY_BYTES;
+    const char *early = getenv("OXY_EARLY");
+    early_on = !(early && strcmp(early, "0") == 0);
   }
 }
 

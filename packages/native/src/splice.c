@@ -24,6 +24,9 @@
  *
  * A direction's first COPY_BYTES are copied (recv into the reactor thread's buffer, send), not
  * spliced (splice-copy.c); a copying direction reads only while its destination takes bytes.
+ * A tunnel with nothing of its own to write first (a `tcp` endpoint's) reads its client's first
+ * bytes as the connect starts and sends them at once (early_copy): a connect to this host is
+ * done by then, and the upstream finds the connection and its first bytes together.
  * After that each direction has its own pipe, taken then (an idle tunnel costs no pipe) at the
  * kernel's default size, grown to 256 KiB (at most the asked size) after the first MiB (short
  * tunnels never pay) and to the asked size after 16 MiB (a long transfer: with 1 MiB a GiB
@@ -63,7 +66,8 @@
 #include "splice.h"
 
 size_t round_bytes = 0;
-size_t copy_bytes = (size_t)-1; /* unset: read from the environment by splicer_new */
+size_t copy_bytes = (size_t)-1; /* unset: read from the environment by splicer_config */
+bool early_on = true;
 
 static void on_ready(reactor_item_t *it, int side, uint32_t ev);
 static void on_command(reactor_t *r, reactor_item_t *it);
@@ -325,6 +329,17 @@ static void run_both(splicer_t *s) {
   }
 }
 
+/* Reactor thread, under s->mu: the upstream connect is done. Announced with the tunnel's end,
+ * or by splicer_tick after ANNOUNCE_MS if it runs longer. */
+static void became_connected(splicer_t *s) {
+  s->connecting = false;
+  s->connected = true;
+  int64_t now = splicer_now_ms();
+  s->connect_ms = (double)(now - s->cx->started);
+  s->cx->deadline = now + ANNOUNCE_MS;
+  link_connecting(s);
+}
+
 /* The socket's pending error (SO_ERROR), or `fallback` when it has none. */
 static int sock_error(int fd, int fallback) {
   int e = 0;
@@ -345,13 +360,7 @@ static void on_event(splicer_t *s, int i, uint32_t ev) {
         finish(s, END_CONNECT, e, 1);
         return;
       }
-      s->connecting = false;
-      s->connected = true;
-      /* Announced with its end, or by splicer_tick after ANNOUNCE_MS if it runs longer. */
-      int64_t now = splicer_now_ms();
-      s->connect_ms = (double)(now - s->cx->started);
-      s->cx->deadline = now + ANNOUNCE_MS;
-      link_connecting(s);
+      became_connected(s);
     } else if (i == 0 && (ev & EPOLLERR)) {
       finish(s, END_ERROR, sock_error(s->fd[0], EIO), 0);
       return;
@@ -410,6 +419,55 @@ static int start_connect(splicer_t *s) {
   return 0;
 }
 
+/* Whether to try a tunnel's client's first bytes before its connect is known to be done: a
+ * tunnel with no bytes of its own to write first (a `tcp` endpoint's), while it pays (early_t),
+ * unless OXY_EARLY=0. */
+static __thread early_t early_other; /* tunnels no listener of this thread accepted */
+
+static early_t *early_of(splicer_t *s) {
+  return s->lst ? listener_early(s->lst) : &early_other;
+}
+
+static bool early_worth(splicer_t *s) {
+  if (!early_on || !s->connecting || s->keep_client || pre_pending(s, 0) || pre_pending(s, 1) ||
+      copy_bytes == 0 || splice_copy_buf() == NULL)
+    return false;
+  early_t *e = early_of(s);
+  if (e->misses < EARLY_MISSES) return true;
+  if (++e->skipped < EARLY_RETRY) return false;
+  e->skipped = 0;
+  return true;
+}
+
+/* Reactor thread, under s->mu, right after the connect started and before the registrations:
+ * the client's first bytes go to the upstream now. A connect to this host (loopback, a local
+ * address) is done before connect() returns, and a client that speaks first has usually spoken
+ * by the time it is accepted: the upstream then finds the connection and its first bytes
+ * together (one wake-up, not two), and the tunnel saves a round of events. A send that finds
+ * the connect in progress (EAGAIN) holds the bytes for the connect's EPOLLOUT, as a full
+ * destination's; one that fails is the connect's failure. Returns 0 or an END_* kind with
+ * *err and *side set. */
+static int early_copy(splicer_t *s, int *err, int *side) {
+  dir_t *d = &s->dir[0];
+  size_t moved = 0;
+  bool stop = false;
+  s->can_read[0] = s->can_write[1] = true;
+  int e = splice_copy_once(s, d, &moved, side, &stop);
+  if (e != 0) {
+    *err = *side == 1 ? sock_error(s->fd[1], e) : e;
+    return *side == 1 ? END_CONNECT : END_ERROR;
+  }
+  early_t *score = early_of(s);
+  if (moved > 0 && (d->held == NULL || d->held_len < moved)) {
+    became_connected(s); /* the upstream took bytes: connected */
+    score->misses = 0;
+  } else {
+    s->can_write[1] = false; /* not known yet: the connect's EPOLLOUT says */
+    if (score->misses < EARLY_MISSES) score->misses++;
+  }
+  return 0;
+}
+
 int64_t splicer_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -426,10 +484,11 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
     /* Stopped before it started. */
     s->thread_ref = false;
   } else {
-    int err = 0, side = 1;
+    int err = 0, side = 1, kind = END_CONNECT;
     if (s->cx) err = start_connect(s);
+    if (err == 0 && early_worth(s) && (kind = early_copy(s, &err, &side)) == 0) kind = END_CONNECT;
     if (err != 0) {
-      finish(s, END_CONNECT, err, 1);
+      finish(s, kind, err, side);
     } else {
       for (int i = 0; i < 2 && err == 0; i++) {
         side = i;

@@ -46,6 +46,9 @@ extern size_t round_bytes;
  * OXY_SPLICE_COPY_BYTES (read once; 0 splices from the first byte) overrides it. */
 #define COPY_BYTES (32u << 10)
 extern size_t copy_bytes;
+/* Whether a tunnel may send its client's first bytes before its connect is reported (splice.c,
+ * early_copy); OXY_EARLY=0 (read once) turns it off, for comparisons. */
+extern bool early_on;
 /* The reactor thread's copy buffer (one read's most). */
 #define COPY_BUF (16u << 10)
 /* How long after its connect a tunnel is announced to JS (onSpliceConnected) if it has not ended
@@ -75,6 +78,15 @@ typedef struct {
   bool eof, shut;
   bool bulk;       /* its pipe is one of the BULK_PIPES */
 } dir_t;
+
+/* Whether speaking early pays (splice.c, early_copy): after EARLY_MISSES misses in a row (the
+ * client had not spoken, or the connect was still under way), only one tunnel in EARLY_RETRY
+ * tries, and a hit turns it back on. Per listener, and per reactor thread for other tunnels. */
+#define EARLY_MISSES 8
+#define EARLY_RETRY 64
+typedef struct {
+  uint8_t misses, skipped;
+} early_t;
 
 typedef struct splicer splicer_t;
 typedef struct listener listener_t;
@@ -171,6 +183,8 @@ void splicer_abort(splicer_t *s);
  * record goes to the listener's batch; or it was announced: JS is to adopt it. */
 void listener_ended(splicer_t *s);
 void listener_announced(splicer_t *s);
+/* accept.c (reactor thread): whether the listener's clients speak early (early_t). */
+early_t *listener_early(listener_t *l);
 /* accept.c (reactor thread, from splicer_tick): posts held records that are due; ms to the next. */
 int listener_tick(int64_t now);
 /* accept.c (JS thread): wraps announced s into a new owner from the listener's JS side. */

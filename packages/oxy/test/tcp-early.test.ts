@@ -1,0 +1,180 @@
+/**
+ * A `tcp` endpoint's client that speaks first: the reactor reads its first bytes as the upstream
+ * connect starts and sends them at once (packages/native/src/splice.c, early_copy), so an
+ * upstream on this host finds the connection and its first bytes together. A connect still under
+ * way holds the bytes until it is done; a connect that fails forwarded nothing.
+ *
+ * Made deterministic from outside: the `oxy` process is stopped (SIGSTOP) while the client
+ * connects and writes, so its bytes are there when the reactor accepts; what the reactor read is
+ * seen in /proc/net/tcp (the accepted socket's receive queue). Both ways of driving the reactor:
+ * on the JS loop (the default for a process of `tcp` endpoints) and on its thread.
+ *
+ * Linux only (/proc, the addon).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { native } from '../src/flows/stream/native-addon.ts';
+import { readBytes, waitUntil } from '../src/testing/index.ts';
+import { type OxyCli, startOxyCli } from './fixtures/oxy-cli.ts';
+
+const skip = process.platform !== 'linux' || native === null ? 'needs Linux and the native addon' : false;
+
+const hexPort = (port: number): string => port.toString(16).toUpperCase().padStart(4, '0');
+
+/** The receive queue of the IPv4 socket bound to `local` with peer `remote` (both loopback ports), or null. */
+function rxQueue(local: number, remote: number): number | null {
+  for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[1]?.endsWith(`:${hexPort(local)}`) && f[2]?.endsWith(`:${hexPort(remote)}`)) {
+      return Number.parseInt((f[4] ?? '').split(':')[1] ?? '', 16);
+    }
+  }
+  return null;
+}
+
+/** Whether some socket is connecting (SYN_SENT) to loopback port `port`. */
+function connectingTo(port: number): boolean {
+  return fs
+    .readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .some((line) => {
+      const f = line.trim().split(/\s+/);
+      return f[2]?.endsWith(`:${hexPort(port)}`) === true && f[3] === '02';
+    });
+}
+
+/**
+ * An echo server in a child process that accepts nothing until `release()`: its accept queue is
+ * filled first, so later connects to it stay under way (their SYNs are dropped until then).
+ */
+async function heldEcho(): Promise<{ port: number; release(): void }> {
+  const go = path.join(fs.mkdtempSync(path.join(fs.realpathSync('/tmp'), 'oxy-early-')), 'go');
+  const child = spawn(process.execPath, [
+    '-e',
+    `const fs=require('fs');const s=require('net').createServer((c)=>c.pipe(c));
+     s.listen({port:0,host:'127.0.0.1',backlog:1},()=>{
+       process.stdout.write(s.address().port+'\\n',()=>{
+         const w=new Int32Array(new SharedArrayBuffer(4));
+         while(!fs.existsSync(${JSON.stringify(go)}))Atomics.wait(w,0,0,10);
+       });
+     });`,
+  ]);
+  const fillers: net.Socket[] = [];
+  after(() => {
+    for (const f of fillers) f.destroy();
+    child.kill();
+    fs.rmSync(path.dirname(go), { recursive: true, force: true });
+  });
+  const [line] = (await once(child.stdout, 'data')) as [Buffer];
+  const port = Number(line.toString().trim());
+  // Fill the queue: connects complete until it is full, and the next one stays under way.
+  for (let i = 0; i < 8 && !connectingTo(port); i++) {
+    const f = net.connect(port, '127.0.0.1');
+    f.on('error', () => {});
+    fillers.push(f);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.ok(connectingTo(port), 'the upstream accept queue is full');
+  return { port, release: () => fs.writeFileSync(go, '') };
+}
+
+function tcpEndpoint(target: string): string[] {
+  return ['  l4:', '    protocol: tcp', '    addr: "127.0.0.1:0"', '    tcp:', `      target: "${target}"`];
+}
+
+/**
+ * Connects a client to `oxy`'s endpoint and writes `payload` while `oxy` is stopped; resumes it
+ * once the bytes wait in its socket's receive queue. Returns the client.
+ */
+async function speakWhileStopped(oxy: OxyCli, payload: string): Promise<net.Socket> {
+  const { host, port } = oxy.address('l4');
+  process.kill(oxy.pid, 'SIGSTOP');
+  try {
+    const c = net.connect({ port, host, allowHalfOpen: true });
+    c.on('error', () => {});
+    await once(c, 'connect');
+    await new Promise<void>((r) => c.write(payload, () => r()));
+    await waitUntil(() => rxQueue(port, c.localPort as number) === payload.length, 'the bytes queued at oxy');
+    return c;
+  } finally {
+    process.kill(oxy.pid, 'SIGCONT');
+  }
+}
+
+for (const mode of ['inline', 'thread'] as const) {
+  const env = { OXY_REACTOR: mode === 'thread' ? 'thread' : '' };
+
+  test(`${mode}: bytes a client sent before its accept are read at once, held while the connect is under way, and arrive in order`, {
+    skip,
+    timeout: 20_000,
+  }, async () => {
+    const up = await heldEcho();
+    const oxy = await startOxyCli(tcpEndpoint(`127.0.0.1:${up.port}`), env);
+    const payload = 'spoken before the upstream answered';
+    const c = await speakWhileStopped(oxy, payload);
+    // The reactor read them though the upstream has not completed the handshake (its accept
+    // queue is full): they wait in the tunnel, not in the client's socket.
+    await waitUntil(
+      () => rxQueue(oxy.address('l4').port, c.localPort as number) === 0,
+      'the bytes read early',
+    );
+    up.release();
+    // The connect completes when the upstream takes it (the SYN's retry, a second later).
+    assert.equal((await readBytes(c, payload.length, 15_000)).toString(), payload);
+    c.write(' and after');
+    assert.equal((await readBytes(c, 10)).toString(), ' and after');
+    c.destroy();
+  });
+
+  test(`${mode}: a refused connect after the client spoke resets it and is recorded as refused`, {
+    skip,
+    timeout: 20_000,
+  }, async () => {
+    const oxy = await startOxyCli(tcpEndpoint('127.0.0.1:1'), env, (dir) => [
+      'audit:',
+      '  output: file',
+      `  path: "${dir}/audit.log"`,
+    ]);
+    const c = await speakWhileStopped(oxy, 'nobody there');
+    const [err] = await Promise.race([once(c, 'error'), once(c, 'close').then(() => [null])]);
+    assert.equal((err as NodeJS.ErrnoException | null)?.code, 'ECONNRESET');
+    const audit = path.join(oxy.dir, 'audit.log');
+    await waitUntil(
+      () => fs.existsSync(audit) && fs.readFileSync(audit, 'utf8').includes('\n'),
+      'the record',
+    );
+    const rec = JSON.parse(fs.readFileSync(audit, 'utf8').trim().split('\n')[0] as string);
+    assert.equal(rec.kind, 'tunnel');
+    assert.equal(rec.close_reason, 'OXY_ERR_CONNECT_REFUSED');
+    assert.equal(rec.status, 502);
+    assert.equal(rec.bytes_up, 0, 'what was read before the connect failed went nowhere');
+  });
+}
+
+test('an upstream that speaks first: the silent client is carried as before', {
+  skip,
+  timeout: 20_000,
+}, async () => {
+  const server = net.createServer((s) => {
+    s.write('220 ready\r\n');
+    s.pipe(s);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  after(() => server.close());
+  const oxy = await startOxyCli(tcpEndpoint(`127.0.0.1:${(server.address() as net.AddressInfo).port}`));
+  const { host, port } = oxy.address('l4');
+  // More than the misses after which the reactor stops trying early (EARLY_MISSES), so the later
+  // ones run with it off; each still gets its banner and its echo.
+  for (let i = 0; i < 12; i++) {
+    const c = net.connect(port, host);
+    assert.equal((await readBytes(c, 11)).toString(), '220 ready\r\n');
+    c.write(`hello ${i}`);
+    assert.equal((await readBytes(c, `hello ${i}`.length)).toString(), `hello ${i}`);
+    c.destroy();
+  }
+});
