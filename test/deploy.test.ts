@@ -115,7 +115,13 @@ test('Grafana: every series and label the dashboard queries exists in a running 
   // One forwarded request and one tunnel, so that labelled series have samples.
   assert.equal((await curl(['-s', '-x', `http://${proxy}`, `${upstream.origin}/`])).stdout, 'metrics');
   assert.equal((await curl(['-s', '-p', '-x', `http://${proxy}`, `${upstream.origin}/`])).stdout, 'metrics');
-  const text = await (await fetch(`${telemetry}/metrics`)).text();
+  // A tunnel is counted when it ends, which the proxy hears of after curl has gone.
+  let text = '';
+  for (const until = performance.now() + 5000; performance.now() < until; ) {
+    text = await (await fetch(`${telemetry}/metrics`)).text();
+    if (/^oxy_tunnel_bytes_total\{/m.test(text)) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
   const labels = new Map<string, Set<string>>();
   for (const line of text.split('\n')) {
     const m = /^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})? /.exec(line);
