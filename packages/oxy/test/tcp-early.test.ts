@@ -13,6 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -87,14 +88,28 @@ function tcpEndpoint(target: string): string[] {
   return ['  l4:', '    protocol: tcp', '    addr: "127.0.0.1:0"', '    tcp:', `      target: "${target}"`];
 }
 
+/** Whether every thread of process `pid` is stopped (state T in /proc/<pid>/task/<tid>/stat). */
+function allStopped(pid: number): boolean {
+  return fs.readdirSync(`/proc/${pid}/task`).every((tid) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2).startsWith('T');
+    } catch {
+      return true; // the thread ended meanwhile
+    }
+  });
+}
+
 /**
  * Connects a client to `oxy`'s endpoint and writes `payload` while `oxy` is stopped; resumes it
  * once the bytes wait in its socket's receive queue. Returns the client.
  */
-async function speakWhileStopped(oxy: OxyCli, payload: string): Promise<net.Socket> {
+async function speakWhileStopped(oxy: OxyCli, payload: string | Buffer): Promise<net.Socket> {
   const { host, port } = oxy.address('l4');
   process.kill(oxy.pid, 'SIGSTOP');
   try {
+    // The signal reaches each thread on its own: a reactor thread still running would accept.
+    await waitUntil(() => allStopped(oxy.pid), 'every thread of oxy stopped');
     const c = net.connect({ port, host, allowHalfOpen: true });
     c.on('error', () => {});
     await once(c, 'connect');
@@ -128,6 +143,25 @@ for (const mode of ['inline', 'thread'] as const) {
     assert.equal((await readBytes(c, payload.length, 15_000)).toString(), payload);
     c.write(' and after');
     assert.equal((await readBytes(c, 10)).toString(), ' and after');
+    c.destroy();
+  });
+
+  test(`${mode}: more than one read's worth sent before the accept arrives whole and in order`, {
+    skip,
+    timeout: 20_000,
+  }, async () => {
+    const server = net.createServer((s) => s.pipe(s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    after(() => server.close());
+    const oxy = await startOxyCli(
+      tcpEndpoint(`127.0.0.1:${(server.address() as net.AddressInfo).port}`),
+      env,
+    );
+    // Three times the reactor's copy buffer (16 KiB): the first read goes early, the rest once
+    // the sockets are registered.
+    const payload = randomBytes(48 * 1024);
+    const c = await speakWhileStopped(oxy, payload);
+    assert.ok((await readBytes(c, payload.length)).equals(payload));
     c.destroy();
   });
 
