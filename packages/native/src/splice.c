@@ -486,7 +486,10 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
   } else {
     int err = 0, side = 1, kind = END_CONNECT;
     if (s->cx) err = start_connect(s);
-    if (err == 0 && early_worth(s) && (kind = early_copy(s, &err, &side)) == 0) kind = END_CONNECT;
+    if (err == 0 && early_worth(s)) {
+      int k = early_copy(s, &err, &side);
+      if (err != 0) kind = k; /* the connect's failure, or the client's error */
+    }
     if (err != 0) {
       finish(s, kind, err, side);
     } else {
