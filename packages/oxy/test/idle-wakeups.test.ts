@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startOxyCli } from './fixtures/oxy-cli.ts';
+import { startOxyCli, tcpEndpointLines, threadFiles } from './fixtures/oxy-cli.ts';
 
 /** Wake-ups per second, all threads, that an idle proxy may not exceed (measured: 2 to 5). */
 const MAX_WAKES_PER_S = 25;
@@ -24,14 +24,9 @@ const MAX_WAKES_PER_S = 25;
 /** Voluntary context switches of every thread of pid, by thread id. */
 function switches(pid: number): Map<string, number> {
   const out = new Map<string, number>();
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-      const m = /^voluntary_ctxt_switches:\s*(\d+)/m.exec(status);
-      if (m !== null) out.set(tid, Number(m[1]));
-    } catch {
-      // the thread ended meanwhile
-    }
+  for (const [tid, status] of threadFiles(pid, 'status')) {
+    const m = /^voluntary_ctxt_switches:\s*(\d+)/m.exec(status);
+    if (m !== null) out.set(tid, Number(m[1]));
   }
   return out;
 }
@@ -54,14 +49,7 @@ async function assertIdle(extra: string[]): Promise<void> {
   await new Promise<void>((r) => target.listen(0, '127.0.0.1', r));
   after(() => target.close());
   const targetPort = (target.address() as net.AddressInfo).port;
-  const oxy = await startOxyCli([
-    ...extra,
-    '  l4:',
-    '    protocol: tcp',
-    '    addr: "127.0.0.1:0"',
-    '    tcp:',
-    `      target: "127.0.0.1:${targetPort}"`,
-  ]);
+  const oxy = await startOxyCli([...extra, ...tcpEndpointLines(`127.0.0.1:${targetPort}`)]);
   // One connection through the tcp endpoint first: the reactor and its accepting run.
   const { host, port } = oxy.address('l4');
   await new Promise<void>((resolve, reject) => {

@@ -8,18 +8,17 @@
  * Linux only (/proc, the addon).
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import net from 'node:net';
 import { after, test } from 'node:test';
 import { native } from '../src/flows/stream/native-addon.ts';
-import { type OxyCli, startOxyCli } from './fixtures/oxy-cli.ts';
+import { startTcpEcho } from '../src/testing/index.ts';
+import { type OxyCli, startOxyCli, tcpEndpointLines, threadFiles } from './fixtures/oxy-cli.ts';
 
-/** An echo server on loopback, closed after the file. */
-async function echoServer(): Promise<number> {
-  const server = net.createServer((s) => s.pipe(s));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  after(() => server.close());
-  return (server.address() as net.AddressInfo).port;
+/** An echo server on loopback, closed after the file; its "host:port". */
+async function echoServer(): Promise<string> {
+  const echo = await startTcpEcho();
+  after(() => echo.close());
+  return echo.authority;
 }
 
 /** Sends `payload` through `oxy`'s endpoint `name` and returns what came back before the close. */
@@ -39,42 +38,24 @@ async function echoThrough(oxy: OxyCli, name: string, payload: string): Promise<
 
 /** The names of pid's threads. */
 function threadNames(pid: number): string[] {
-  const names: string[] = [];
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    try {
-      names.push(fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim());
-    } catch {
-      // the thread ended meanwhile
-    }
-  }
-  return names;
+  return [...threadFiles(pid, 'comm').values()].map((name) => name.trim());
 }
 
 const skip = process.platform !== 'linux' || native === null ? 'needs Linux and the native addon' : false;
 
-function tcpEndpoint(port: number): string[] {
-  return [
-    '  l4:',
-    '    protocol: tcp',
-    '    addr: "127.0.0.1:0"',
-    '    tcp:',
-    `      target: "127.0.0.1:${port}"`,
-  ];
-}
-
 test('only tcp endpoints carried whole: the reactor runs on the JS loop, no oxy-reactor thread', {
   skip,
 }, async () => {
-  const port = await echoServer();
-  const oxy = await startOxyCli(tcpEndpoint(port), { OXY_REACTOR: '' });
+  const target = await echoServer();
+  const oxy = await startOxyCli(tcpEndpointLines(target), { OXY_REACTOR: '' });
   assert.equal(await echoThrough(oxy, 'l4', 'ping over the inline reactor'), 'ping over the inline reactor');
   const names = threadNames(oxy.pid);
   assert.ok(!names.includes('oxy-reactor'), `threads: ${names.join(', ')}`);
 });
 
 test('an http endpoint beside it: the reactor has its thread', { skip }, async () => {
-  const port = await echoServer();
-  const oxy = await startOxyCli([...tcpEndpoint(port), '  main:', '    addr: "127.0.0.1:0"'], {
+  const target = await echoServer();
+  const oxy = await startOxyCli([...tcpEndpointLines(target), '  main:', '    addr: "127.0.0.1:0"'], {
     OXY_REACTOR: '',
   });
   assert.equal(await echoThrough(oxy, 'l4', 'ping over the thread'), 'ping over the thread');
@@ -83,8 +64,8 @@ test('an http endpoint beside it: the reactor has its thread', { skip }, async (
 });
 
 test('OXY_REACTOR=thread keeps the thread for tcp endpoints alone', { skip }, async () => {
-  const port = await echoServer();
-  const oxy = await startOxyCli(tcpEndpoint(port), { OXY_REACTOR: 'thread' });
+  const target = await echoServer();
+  const oxy = await startOxyCli(tcpEndpointLines(target), { OXY_REACTOR: 'thread' });
   assert.equal(await echoThrough(oxy, 'l4', 'ping, thread asked'), 'ping, thread asked');
   const names = threadNames(oxy.pid);
   assert.ok(names.includes('oxy-reactor'), `threads: ${names.join(', ')}`);

@@ -20,8 +20,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { native } from '../src/flows/stream/native-addon.ts';
-import { readBytes, waitUntil } from '../src/testing/index.ts';
-import { type OxyCli, startOxyCli } from './fixtures/oxy-cli.ts';
+import { readBytes, startTcpEcho, waitUntil } from '../src/testing/index.ts';
+import { type OxyCli, startOxyCli, tcpEndpointLines, threadFiles } from './fixtures/oxy-cli.ts';
 
 const skip = process.platform !== 'linux' || native === null ? 'needs Linux and the native addon' : false;
 
@@ -84,20 +84,11 @@ async function heldEcho(): Promise<{ port: number; release(): void }> {
   return { port, release: () => fs.writeFileSync(go, '') };
 }
 
-function tcpEndpoint(target: string): string[] {
-  return ['  l4:', '    protocol: tcp', '    addr: "127.0.0.1:0"', '    tcp:', `      target: "${target}"`];
-}
-
 /** Whether every thread of process `pid` is stopped (state T in /proc/<pid>/task/<tid>/stat). */
 function allStopped(pid: number): boolean {
-  return fs.readdirSync(`/proc/${pid}/task`).every((tid) => {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      return stat.slice(stat.lastIndexOf(')') + 2).startsWith('T');
-    } catch {
-      return true; // the thread ended meanwhile
-    }
-  });
+  return [...threadFiles(pid, 'stat').values()].every((stat) =>
+    stat.slice(stat.lastIndexOf(')') + 2).startsWith('T'),
+  );
 }
 
 /**
@@ -129,7 +120,7 @@ for (const mode of ['inline', 'thread'] as const) {
     timeout: 20_000,
   }, async () => {
     const up = await heldEcho();
-    const oxy = await startOxyCli(tcpEndpoint(`127.0.0.1:${up.port}`), env);
+    const oxy = await startOxyCli(tcpEndpointLines(`127.0.0.1:${up.port}`), env);
     const payload = 'spoken before the upstream answered';
     const c = await speakWhileStopped(oxy, payload);
     // The reactor read them though the upstream has not completed the handshake (its accept
@@ -150,13 +141,9 @@ for (const mode of ['inline', 'thread'] as const) {
     skip,
     timeout: 20_000,
   }, async () => {
-    const server = net.createServer((s) => s.pipe(s));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    after(() => server.close());
-    const oxy = await startOxyCli(
-      tcpEndpoint(`127.0.0.1:${(server.address() as net.AddressInfo).port}`),
-      env,
-    );
+    const echo = await startTcpEcho();
+    after(() => echo.close());
+    const oxy = await startOxyCli(tcpEndpointLines(echo.authority), env);
     // Three times the reactor's copy buffer (16 KiB): the first read goes early, the rest once
     // the sockets are registered.
     const payload = randomBytes(48 * 1024);
@@ -169,7 +156,7 @@ for (const mode of ['inline', 'thread'] as const) {
     skip,
     timeout: 20_000,
   }, async () => {
-    const oxy = await startOxyCli(tcpEndpoint('127.0.0.1:1'), env, (dir) => [
+    const oxy = await startOxyCli(tcpEndpointLines('127.0.0.1:1'), env, (dir) => [
       'audit:',
       '  output: file',
       `  path: "${dir}/audit.log"`,
@@ -200,7 +187,7 @@ test('an upstream that speaks first: the silent client is carried as before', {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   after(() => server.close());
-  const oxy = await startOxyCli(tcpEndpoint(`127.0.0.1:${(server.address() as net.AddressInfo).port}`));
+  const oxy = await startOxyCli(tcpEndpointLines(`127.0.0.1:${(server.address() as net.AddressInfo).port}`));
   const { host, port } = oxy.address('l4');
   // More than the misses after which the reactor stops trying early (EARLY_MISSES), so the later
   // ones run with it off; each still gets its banner and its echo.
