@@ -41,6 +41,16 @@ export interface StartOptions {
   logFile: string;
 }
 
+/** The last JSON line a load generator printed. */
+export function lastJson(text: string): Record<string, number | string | boolean> {
+  const line = text
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .pop();
+  if (!line) throw new Error(`no JSON result in output: ${text.slice(-300)}`);
+  return JSON.parse(line) as Record<string, number | string | boolean>;
+}
+
 /** Starts a long-running process (a proxy, the upstream) with its output sent to a log file. */
 export function startProcess(name: string, cmd: string, args: string[], opts: StartOptions): Proc {
   const log = createWriteStream(opts.logFile, { flags: 'a' });

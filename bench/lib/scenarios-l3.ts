@@ -10,7 +10,7 @@
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { launch } from './launch.ts';
-import { runCommand } from './procs.ts';
+import { lastJson, runCommand } from './procs.ts';
 import type { BenchEnv, Running, Scenario } from './proxies.ts';
 import type { Figures, ScenarioEnv } from './scenarios.ts';
 import { cpuSplit, cpuSplitSince } from './threads.ts';
@@ -49,15 +49,6 @@ export function startUpgradeHost(env: BenchEnv, name: string, port: number): Pro
 /** A command inside the client namespace (or, for the direct row, in this one). */
 function inClient(proxy: string | null, cmd: string, args: string[]): [string, string[]] {
   return proxy === null ? [cmd, args] : ['ip', ['netns', 'exec', S10_NAMESPACE, cmd, ...args]];
-}
-
-function lastJson(text: string): Record<string, number | string | boolean> {
-  const line = text
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .pop();
-  if (!line) throw new Error(`no JSON result in output: ${text.slice(-300)}`);
-  return JSON.parse(line) as Record<string, number | string | boolean>;
 }
 
 /** S10a: one upgraded flow, curl's own average speed, and CPU per Gbit/s by thread. */

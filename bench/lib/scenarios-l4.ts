@@ -10,7 +10,7 @@
  */
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runCommand } from './procs.ts';
+import { lastJson, runCommand } from './procs.ts';
 import type { Scenario } from './proxies.ts';
 import { type Figures, type ScenarioEnv, Unsupported } from './scenarios.ts';
 import { type CpuSplit, cpuSplit, cpuSplitSince } from './threads.ts';
@@ -70,16 +70,6 @@ export const S11_METRICS: Record<
     what: 'as S11a with the window spread over 100 tunnels (3 datagrams each) on one h2c connection',
   },
 };
-
-/** The last JSON line a load generator printed. */
-function lastJson(text: string): Record<string, number | string | boolean> {
-  const line = text
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .pop();
-  if (!line) throw new Error(`no JSON result in output: ${text.slice(-300)}`);
-  return JSON.parse(line) as Record<string, number | string | boolean>;
-}
 
 /** Per-unit CPU figures in microseconds: the whole proxy, and Oxy's two threads. */
 export function cpuPer(
@@ -167,27 +157,15 @@ export async function runS6b(env: ScenarioEnv, proxy: string | null, pid: number
   };
 }
 
-/** S7a, S7b, S7c: the UDP load generator in its own process, which also samples the proxy's CPU. */
-export async function runS7(
-  env: ScenarioEnv,
-  sc: 'S7a' | 'S7b' | 'S7c',
-  proxy: string | null,
-  pid: number | null,
-): Promise<Figures> {
-  const dns = sc === 'S7c';
-  const seconds = env.quick ? 2 : 5;
-  const args = [
-    join(env.root, 'bench/tools/udp-load.ts'),
-    '--target',
-    proxy ?? (dns ? env.dns : env.udpEcho),
-  ];
-  args.push('--seconds', String(seconds));
-  if (dns) args.push('--mode', 'dns', '--window', '64', '--clients', '16');
-  else args.push('--size', sc === 'S7a' ? '64' : '1200', '--window', '256', '--clients', '4');
-  if (pid) args.push('--pid', String(pid));
-  const r = await runCommand(env.node, args, { timeoutMs: (seconds + 30) * 1000 });
+/**
+ * Runs one of the round-trip load generators (bench/tools/udp-load.ts, masque-load.ts), which
+ * sample the proxy's CPU themselves: their last JSON line, the round trips (never 0) and the
+ * proxy's CPU split (null without --pid).
+ */
+async function roundTrips(env: ScenarioEnv, tool: string, args: string[], timeoutMs: number) {
+  const r = await runCommand(env.node, [join(env.root, `bench/tools/${tool}.ts`), ...args], { timeoutMs });
   if (r.code !== 0)
-    throw new Error(`udp-load: exit ${r.code} ${r.stderr.trim().split('\n').slice(-2).join(' ')}`);
+    throw new Error(`${tool}: exit ${r.code} ${r.stderr.trim().split('\n').slice(-2).join(' ')}`);
   const j = lastJson(r.stdout);
   const n = Number(j.round_trips);
   if (n === 0) throw new Error(`nothing came back: ${JSON.stringify(j)}`);
@@ -200,6 +178,23 @@ export async function runS7(
           reactor: Number(j.cpu_reactor_s),
           other: Number(j.cpu_other_s),
         };
+  return { j, n, cpu };
+}
+
+/** S7a, S7b, S7c: the UDP load generator in its own process, which also samples the proxy's CPU. */
+export async function runS7(
+  env: ScenarioEnv,
+  sc: 'S7a' | 'S7b' | 'S7c',
+  proxy: string | null,
+  pid: number | null,
+): Promise<Figures> {
+  const dns = sc === 'S7c';
+  const seconds = env.quick ? 2 : 5;
+  const args = ['--target', proxy ?? (dns ? env.dns : env.udpEcho), '--seconds', String(seconds)];
+  if (dns) args.push('--mode', 'dns', '--window', '64', '--clients', '16');
+  else args.push('--size', sc === 'S7a' ? '64' : '1200', '--window', '256', '--clients', '4');
+  if (pid) args.push('--pid', String(pid));
+  const { j, n, cpu } = await roundTrips(env, 'udp-load', args, (seconds + 30) * 1000);
   // A datagram crosses the relay twice (out and back): CPU per datagram counts each crossing;
   // a DNS query is one exchange.
   const per = dns ? cpuPer(cpu, n, 'query') : cpuPer(cpu, n * 2, 'datagram');
@@ -224,7 +219,6 @@ export async function runS11(
   if (proxy === null) throw new Unsupported('S11 needs a MASQUE proxy');
   const seconds = env.quick ? 2 : 5;
   const args = [
-    join(env.root, 'bench/tools/masque-load.ts'),
     '--proxy',
     `http://${proxy}`,
     '--target',
@@ -235,21 +229,7 @@ export async function runS11(
     String(seconds),
   ];
   if (pid) args.push('--pid', String(pid));
-  const r = await runCommand(env.node, args, { timeoutMs: (seconds + 60) * 1000 });
-  if (r.code !== 0)
-    throw new Error(`masque-load: exit ${r.code} ${r.stderr.trim().split('\n').slice(-2).join(' ')}`);
-  const j = lastJson(r.stdout);
-  const n = Number(j.round_trips);
-  if (n === 0) throw new Error(`nothing came back: ${JSON.stringify(j)}`);
-  const cpu =
-    j.cpu_s === undefined
-      ? null
-      : {
-          total: Number(j.cpu_s),
-          js: Number(j.cpu_js_s),
-          reactor: Number(j.cpu_reactor_s),
-          other: Number(j.cpu_other_s),
-        };
+  const { j, n, cpu } = await roundTrips(env, 'masque-load', args, (seconds + 60) * 1000);
   const rate = Number(j.round_trips_per_s);
   return {
     ...cpuPer(cpu, n * 2, 'datagram'),

@@ -7,7 +7,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { S8_METRICS } from './intercept.ts';
-import { type Proc, runCommand, startProcess, stopProcess, treeCpuTicks, treePss } from './procs.ts';
+import {
+  lastJson,
+  type Proc,
+  runCommand,
+  startProcess,
+  stopProcess,
+  treeCpuTicks,
+  treePss,
+} from './procs.ts';
 import type { Scenario } from './proxies.ts';
 import { L3_METRICS } from './scenarios-l3.ts';
 import { cpuPer, L4_METRICS, S11_METRICS } from './scenarios-l4.ts';
@@ -90,15 +98,6 @@ export const METRICS: Record<
   ...S8_METRICS,
   ...S11_METRICS,
 };
-
-function lastJson(text: string): Record<string, number | string | boolean> {
-  const line = text
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .pop();
-  if (!line) throw new Error(`no JSON result in output: ${text.slice(-300)}`);
-  return JSON.parse(line) as Record<string, number | string | boolean>;
-}
 
 /** S1: wrk with the absolute-form request line; a short warm-up first, then the measured run. */
 export async function runS1(
