@@ -45,19 +45,10 @@ int splice_write_held(splicer_t *s, dir_t *d, int *side) {
 int splice_copy_once(splicer_t *s, dir_t *d, size_t *moved, int *side, bool *stop) {
   uint8_t *copy_buf = splice_copy_buf();
   ssize_t n = recv(s->fd[d->src], copy_buf, COPY_BUF, MSG_DONTWAIT);
-  if (n < 0) {
-    if (errno == EINTR) return 0;
-    if (errno == EAGAIN) {
-      s->can_read[d->src] = false; /* until the next EPOLLIN edge */
-      *stop = true;
-      return 0;
-    }
-    *side = d->src;
-    return errno;
-  }
-  if (n == 0) {
-    d->eof = true;
-    return 0;
+  if (n <= 0) {
+    int e = splice_read_end(s, d, n, side);
+    if (e == EAGAIN) *stop = true;
+    return e == EAGAIN || e == EINTR ? 0 : e;
   }
   __atomic_store_n(&d->bytes, d->bytes + (uint64_t)n, __ATOMIC_RELAXED);
   *moved += (size_t)n;

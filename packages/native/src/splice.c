@@ -269,18 +269,11 @@ static int pump(splicer_t *s, dir_t *d, int *side) {
     /* Grow the pipe once a direction proves to be a bulk transfer; short tunnels never pay. */
     if (d->cap < (size_t)s->pipe_size && d->bytes >= GROW_AFTER) splice_pipe_grow(d, (size_t)s->pipe_size);
     ssize_t n = splice(s->fd[d->src], NULL, d->pw, NULL, d->cap, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        s->can_read[d->src] = false; /* until the next EPOLLIN edge */
-        return 0;
-      }
-      *side = d->src;
-      return errno;
-    }
-    if (n == 0) {
-      d->eof = true;
-      continue;
+    if (n <= 0) {
+      int e = splice_read_end(s, d, n, side);
+      if (e == EAGAIN) return 0;
+      if (e != 0 && e != EINTR) return e;
+      continue; /* the end of file (then the pipe drains and dst is shut), or EINTR */
     }
     d->inpipe = (size_t)n;
     __atomic_store_n(&d->bytes, d->bytes + (uint64_t)n, __ATOMIC_RELAXED);

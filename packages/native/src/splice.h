@@ -171,6 +171,18 @@ bool splicer_arg_pre(napi_env env, napi_value v, uint8_t **out, size_t *len);
  * 0 or an errno (*side: the side at fault); *stop when the direction has nothing more to do now. */
 int splice_copy_once(splicer_t *s, dir_t *d, size_t *moved, int *side, bool *stop);
 int splice_write_held(splicer_t *s, dir_t *d, int *side);
+/* A read of direction d's source (recv or splice) that returned n < 1, with errno as it left it:
+ * 0 at the end of file (d->eof set); EAGAIN, the side's readiness cleared until its next EPOLLIN
+ * edge; EINTR; or another errno, *side set to the source. */
+static inline int splice_read_end(splicer_t *s, dir_t *d, ssize_t n, int *side) {
+  if (n == 0) {
+    d->eof = true;
+    return 0;
+  }
+  if (errno == EAGAIN) s->can_read[d->src] = false;
+  else if (errno != EINTR) *side = d->src;
+  return errno;
+}
 /* splice-pipes.c: the reactor thread's pipe pool and copy buffer. */
 int splice_pipe_take(dir_t *d);
 /* Grows direction d's pipe as far as it has earned (GROW_AFTER, GROW_BULK_AFTER), best effort. */
