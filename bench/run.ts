@@ -61,13 +61,14 @@ import { runS10a, runS10b } from './lib/scenarios-l3.ts';
 import { runS6a, runS6b, runS7, runS11 } from './lib/scenarios-l4.ts';
 import {
   buildConnload,
+  buildTool,
   ensureApt,
   ensureDocroot,
   ensureNpmPeers,
   TOOL_PACKAGES,
   versions,
 } from './lib/setup.ts';
-import { wakeRoundTrip } from './lib/wake.ts';
+import { describePlacement, wakePlacement, wakeRoundTrip } from './lib/wake.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const UPSTREAM_PORT = 21080;
@@ -254,7 +255,8 @@ async function main(): Promise<void> {
   const resultsFile = join(work, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.jsonl`);
   log(`results go to ${resultsFile}`);
   const wake = await wakeRoundTrip();
-  wakeNote = `; a cross-thread wake-up round trip (futex ping-pong) ${wake.medianUs.toFixed(1)} µs median, p90 ${wake.p90Us.toFixed(1)} µs, load ${(loadavg()[0] ?? 0).toFixed(1)}`;
+  const placement = describePlacement(await wakePlacement(await buildTool(ROOT, work, 'wake-placement')));
+  wakeNote = `; a cross-thread wake-up round trip (futex ping-pong) ${wake.medianUs.toFixed(1)} µs median, p90 ${wake.p90Us.toFixed(1)} µs; ${placement}; load ${(loadavg()[0] ?? 0).toFixed(1)}`;
   log(`this machine:${wakeNote.slice(1)}`);
 
   const lines: ResultLine[] = [];

@@ -16,7 +16,7 @@ import { conf, dirFor, launch, nginxMain } from './launch.ts';
 import { runCommand } from './procs.ts';
 import type { BenchEnv, ProxyDef, Running, Scenario } from './proxies.ts';
 import type { Figures, ScenarioEnv } from './scenarios.ts';
-import { builtSince, LOAD_COMMON_HEADER } from './setup.ts';
+import { buildTool } from './setup.ts';
 import { cpuSplit, cpuSplitSince } from './threads.ts';
 
 /** The TLS origin's fixed port (below the ephemeral range, like every port of the harness). */
@@ -136,13 +136,8 @@ export const MITMPROXY: ProxyDef = {
  * Builds bench/tools/tls-load.c (C over OpenSSL: a Node.js TLS client cost as much CPU per
  * request as the proxies it measured) once per work directory; returns the binary's path.
  */
-export async function buildTlsLoad(root: string, work: string): Promise<string> {
-  const src = join(root, 'bench/tools/tls-load.c');
-  const out = join(work, 'tls-load');
-  if (builtSince(out, [src, join(root, LOAD_COMMON_HEADER)])) return out;
-  const r = await runCommand('cc', ['-O2', '-Wall', '-o', out, src, '-lssl', '-lcrypto']);
-  if (r.code !== 0) throw new Error(`building tls-load failed (needs libssl-dev):\n${r.stderr}`);
-  return out;
+export function buildTlsLoad(root: string, work: string): Promise<string> {
+  return buildTool(root, work, 'tls-load', ['-lssl', '-lcrypto'], ' (needs libssl-dev)');
 }
 
 /** S8a or S8b through `proxy` (null: straight to the origin). */

@@ -74,14 +74,28 @@ export function builtSince(out: string, sources: readonly string[]): boolean {
   return sources.every((src) => built > statSync(src).mtimeMs);
 }
 
-/** Compiles bench/tools/connload.c into the work directory when it or its header is newer. */
-export async function buildConnload(root: string, work: string): Promise<string> {
-  const src = join(root, 'bench/tools/connload.c');
-  const out = join(work, 'connload');
+/**
+ * Compiles bench/tools/<name>.c into the work directory as `name` when the binary is older than
+ * the source or the load tools' header; `libs` are linker flags. `why` is added to a build error.
+ */
+export async function buildTool(
+  root: string,
+  work: string,
+  name: string,
+  libs: readonly string[] = [],
+  why = '',
+): Promise<string> {
+  const src = join(root, `bench/tools/${name}.c`);
+  const out = join(work, name);
   if (builtSince(out, [src, join(root, LOAD_COMMON_HEADER)])) return out;
-  const r = await runCommand('cc', ['-O2', '-Wall', '-o', out, src]);
-  if (r.code !== 0) throw new Error(`building connload failed:\n${r.stderr}`);
+  const r = await runCommand('cc', ['-O2', '-Wall', '-o', out, src, ...libs]);
+  if (r.code !== 0) throw new Error(`building ${name} failed${why}:\n${r.stderr}`);
   return out;
+}
+
+/** Compiles bench/tools/connload.c into the work directory when it or its header is newer. */
+export function buildConnload(root: string, work: string): Promise<string> {
+  return buildTool(root, work, 'connload');
 }
 
 /** The files the upstream serves, written once to tmpfs. */

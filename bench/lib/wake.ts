@@ -3,9 +3,14 @@
  * (Atomics.wait and Atomics.notify on shared memory), each waiting asleep for the other. A round
  * trip is two wake-ups of a sleeping thread, which is what a hand-over between the proxy's JS
  * thread and the addon's reactor thread costs; virtual machines differ most in it (an IPI to
- * another vCPU), so the figure goes beside the machine's description in the results.
+ * another vCPU), so the figure goes beside the machine's description in the results. Beside it
+ * goes where the kernel places a woken task ({@link wakePlacement}): on a machine that packs
+ * tasks onto a busy CPU, a proxy that leaves its CPU partly idle shares it with its peers
+ * (bench/analysis-l4.md, S6b).
  */
+import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { runCommand } from './procs.ts';
 
 const ROUNDS = 2000;
 
@@ -47,4 +52,54 @@ export async function wakeRoundTrip(): Promise<{ readonly medianUs: number; read
     medianUs: samples[samples.length >> 1] ?? 0,
     p90Us: samples[Math.floor(samples.length * 0.9)] ?? 0,
   };
+}
+
+/**
+ * Where this machine's kernel puts a woken task (bench/tools/wake-placement.c): the shares of
+ * wake-ups that ran on the waker's CPU, by how busy that CPU was (duty, 0..1), and the kernel's
+ * `sched_vcpu_pack` setting where it has one (a VM kernel's option, not upstream Linux).
+ */
+export async function wakePlacement(
+  binary: string,
+  duties: readonly number[] = [],
+): Promise<{
+  readonly duty: readonly number[];
+  readonly onWakerCpu: readonly number[];
+  readonly vcpuPack: string | null;
+}> {
+  const r = await runCommand(binary, duties.map(String), { timeoutMs: 30000 });
+  const parsed = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as {
+    duty?: number[];
+    on_waker_cpu?: number[];
+  };
+  let vcpuPack: string | null = null;
+  try {
+    vcpuPack = readFileSync('/proc/sys/kernel/sched_vcpu_pack', 'utf8').trim();
+  } catch {
+    // upstream kernels have no such setting
+  }
+  return { duty: parsed.duty ?? [], onWakerCpu: parsed.on_waker_cpu ?? [], vcpuPack };
+}
+
+/**
+ * One phrase for the results' machine line: below which busy share a woken task joins its
+ * waker's CPU (the step the placement shows), or that it never or always does.
+ */
+export function describePlacement(p: {
+  duty: readonly number[];
+  onWakerCpu: readonly number[];
+  vcpuPack: string | null;
+}): string {
+  const joins = p.onWakerCpu.map((share) => share >= 0.5);
+  const pack = p.vcpuPack === null ? '' : ` (kernel sched_vcpu_pack=${p.vcpuPack})`;
+  if (joins.length === 0) return 'wake-up placement not measured';
+  if (joins.every((j) => !j)) return `a woken task does not join its waker's busy CPU${pack}`;
+  const last = joins.lastIndexOf(true);
+  if (last === joins.length - 1)
+    return `a woken task joins its waker's CPU however busy (up to ${pct(p.duty[last])})${pack}`;
+  return `a woken task joins its waker's CPU while that is under ${pct(p.duty[last + 1])} busy${pack}`;
+}
+
+function pct(duty: number | undefined): string {
+  return `${Math.round((duty ?? 0) * 100)} %`;
 }
