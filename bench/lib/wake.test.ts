@@ -35,6 +35,10 @@ describe('describePlacement', () => {
       describePlacement({ duty: [], onWakerCpu: [], vcpuPack: null }),
       'wake-up placement not measured',
     );
+    assert.equal(
+      describePlacement({ duty, onWakerCpu: [1, -1, 0, 0], vcpuPack: null }),
+      'wake-up placement not measured',
+    );
   });
 });
 

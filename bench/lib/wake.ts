@@ -92,7 +92,8 @@ export function describePlacement(p: {
 }): string {
   const joins = p.onWakerCpu.map((share) => share >= 0.5);
   const pack = p.vcpuPack === null ? '' : ` (kernel sched_vcpu_pack=${p.vcpuPack})`;
-  if (joins.length === 0) return 'wake-up placement not measured';
+  // A negative share is a duty the probe could not measure (no wake-up counted).
+  if (joins.length === 0 || p.onWakerCpu.some((share) => share < 0)) return 'wake-up placement not measured';
   if (joins.every((j) => !j)) return `a woken task does not join its waker's busy CPU${pack}`;
   const last = joins.lastIndexOf(true);
   if (last === joins.length - 1)
