@@ -41,14 +41,14 @@ export interface StartOptions {
   logFile: string;
 }
 
-/** The last JSON line a load generator printed. */
-export function lastJson(text: string): Record<string, number | string | boolean> {
+/** The last JSON line a load generator or probe printed (`T`: its shape, flat figures by default). */
+export function lastJson<T = Record<string, number | string | boolean>>(text: string): T {
   const line = text
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .pop();
   if (!line) throw new Error(`no JSON result in output: ${text.slice(-300)}`);
-  return JSON.parse(line) as Record<string, number | string | boolean>;
+  return JSON.parse(line) as T;
 }
 
 /** Starts a long-running process (a proxy, the upstream) with its output sent to a log file. */

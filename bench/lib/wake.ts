@@ -10,7 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { runCommand } from './procs.ts';
+import { lastJson, runCommand } from './procs.ts';
 
 const ROUNDS = 2000;
 
@@ -68,10 +68,10 @@ export async function wakePlacement(
   readonly vcpuPack: string | null;
 }> {
   const r = await runCommand(binary, duties.map(String), { timeoutMs: 30000 });
-  const parsed = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as {
-    duty?: number[];
-    on_waker_cpu?: number[];
-  };
+  // A probe that printed nothing leaves the placement unmeasured (the machine line says so).
+  const parsed: { duty?: number[]; on_waker_cpu?: number[] } = r.stdout.includes('{')
+    ? lastJson(r.stdout)
+    : {};
   let vcpuPack: string | null = null;
   try {
     vcpuPack = readFileSync('/proc/sys/kernel/sched_vcpu_pack', 'utf8').trim();

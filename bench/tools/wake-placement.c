@@ -92,13 +92,19 @@ static double measure(double duty) {
   return ok && counts[0] > 0 ? (double)counts[1] / (double)counts[0] : -1;
 }
 
+static const double fallback[] = {0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9};
+
+/* The i-th duty: from the command line when it names any, else the fallback sweep. */
+static double duty_at(int i, int argc, char **argv) {
+  return argc > 1 ? atof(argv[i + 1]) : fallback[i];
+}
+
 int main(int argc, char **argv) {
-  static const double fallback[] = {0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9};
   int n = argc > 1 ? argc - 1 : (int)(sizeof fallback / sizeof fallback[0]);
   printf("{\"duty\":[");
-  for (int i = 0; i < n; i++) printf("%s%.2f", i ? "," : "", argc > 1 ? atof(argv[i + 1]) : fallback[i]);
+  for (int i = 0; i < n; i++) printf("%s%.2f", i ? "," : "", duty_at(i, argc, argv));
   printf("],\"on_waker_cpu\":[");
-  for (int i = 0; i < n; i++) printf("%s%.3f", i ? "," : "", measure(argc > 1 ? atof(argv[i + 1]) : fallback[i]));
+  for (int i = 0; i < n; i++) printf("%s%.3f", i ? "," : "", measure(duty_at(i, argc, argv)));
   printf("]}\n");
   return 0;
 }
