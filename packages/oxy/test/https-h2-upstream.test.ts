@@ -232,13 +232,19 @@ function viaProxy(
   });
 }
 
-/** The audit records of `proxy` written since `from` whose target has port `port`. */
+/**
+ * The request records of `proxy` written since `from` whose target has port `port`, once there
+ * are `n` of them. Waiting for `from + n` records of any kind was not enough: a record of an
+ * earlier test written late counts toward it, and the filter then found one too few.
+ */
 async function recordsFor(proxy: AppUnderTest, from: number, port: number, n: number) {
-  await proxy.waitForAudit(from + n);
-  return proxy
-    .auditRecords()
-    .slice(from)
-    .filter((r) => r.target.endsWith(`:${port}`) && r.kind === 'request');
+  const mine = () =>
+    proxy
+      .auditRecords()
+      .slice(from)
+      .filter((r) => r.target.endsWith(`:${port}`) && r.kind === 'request');
+  await waitUntil(() => mine().length >= n, `${n} request records for port ${port}`, 5000);
+  return mine();
 }
 
 // Each describe's timeout bounds all of its tests together: 5 s of work here took several times
