@@ -9,11 +9,11 @@
  * straight to the target) and its PID (for the CPU time; null for "direct").
  */
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { lastJson, runCommand } from './procs.ts';
 import type { Scenario } from './proxies.ts';
 import { type Figures, type ScenarioEnv, Unsupported } from './scenarios.ts';
-import { type CpuSplit, cpuSplit, cpuSplitSince } from './threads.ts';
+import { shortConnections } from './short-conns.ts';
+import { cpuPer, cpuSplit, cpuSplitSince } from './threads.ts';
 
 /** What each layer-4 scenario measures, merged into METRICS. */
 export const L4_METRICS: Record<
@@ -71,30 +71,6 @@ export const S11_METRICS: Record<
   },
 };
 
-/** Per-unit CPU figures in microseconds: the whole proxy, and Oxy's two threads. */
-export function cpuPer(
-  cpu:
-    | (Omit<CpuSplit, 'jsSwitches' | 'reactorSwitches' | 'group'> & Partial<CpuSplit> & { total: number })
-    | null,
-  units: number,
-  unit: string,
-): Figures {
-  if (!cpu || units <= 0) return { primary: 0 };
-  const us = (s: number) => (s * 1e6) / units;
-  return {
-    primary: 0,
-    [`cpu_us_per_${unit}`]: us(cpu.total),
-    [`js_us_per_${unit}`]: us(cpu.js),
-    [`reactor_us_per_${unit}`]: us(cpu.reactor),
-    // Context switches of the JS and reactor threads (sampled in this process only: not the UDP
-    // load generator's figures).
-    ...(cpu.jsSwitches === undefined ? {} : { [`js_csw_per_${unit}`]: cpu.jsSwitches / units }),
-    ...(cpu.reactorSwitches === undefined
-      ? {}
-      : { [`reactor_csw_per_${unit}`]: cpu.reactorSwitches / units }),
-  };
-}
-
 /** S6a: one download through the tcp endpoint, curl's own average speed. */
 export async function runS6a(env: ScenarioEnv, proxy: string | null, pid: number | null): Promise<Figures> {
   const file = env.quick ? '/256m' : '/1g';
@@ -131,30 +107,8 @@ export async function runS6a(env: ScenarioEnv, proxy: string | null, pid: number
 
 /** S6b: short connections from the C load generator, straight to the endpoint (no CONNECT). */
 export async function runS6b(env: ScenarioEnv, proxy: string | null, pid: number | null): Promise<Figures> {
-  const seconds = env.quick ? 3 : 10;
-  const base = ['tunnels', '--target', proxy ?? env.upstream, '--path', '/1k', '-c', '64', '--sources', '16'];
-  await runCommand(env.connload, [...base, '-d', '1'], { timeoutMs: 20000 }); // warm-up
-  await sleep(500);
-  const before = pid ? cpuSplit(pid) : null;
-  const t0 = Date.now();
-  const r = await runCommand(env.connload, [...base, '-d', String(seconds)], {
-    timeoutMs: (seconds + 30) * 1000,
-  });
-  const cpu = pid && before ? cpuSplitSince(pid, before) : null;
-  const elapsed = (Date.now() - t0) / 1000;
-  const j = lastJson(r.stdout);
-  const conns = Number(j.tunnels);
-  if (conns === 0) throw new Error(`no connection completed: ${JSON.stringify(j)}`);
-  const per = cpuPer(cpu, conns, 'conn');
-  return {
-    ...per,
-    primary: Number(j.tunnels_per_s),
-    conns_per_s: Number(j.tunnels_per_s),
-    connect_p50_ms: Number(j.setup_p50_ms),
-    connect_p99_ms: Number(j.setup_p99_ms),
-    errors: Number(j.errors),
-    ...(cpu ? { cpu_share: cpu.total / elapsed } : {}),
-  };
+  const [figures] = await shortConnections(env, 'S6b', [{ addr: proxy, pid }]);
+  return figures!;
 }
 
 /**

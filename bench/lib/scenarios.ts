@@ -18,7 +18,8 @@ import {
 } from './procs.ts';
 import type { Scenario } from './proxies.ts';
 import { L3_METRICS } from './scenarios-l3.ts';
-import { cpuPer, L4_METRICS, S11_METRICS } from './scenarios-l4.ts';
+import { L4_METRICS, S11_METRICS } from './scenarios-l4.ts';
+import { shortConnections } from './short-conns.ts';
 import { cpuSplit, cpuSplitSince, ctxSwitches } from './threads.ts';
 
 /** Clock ticks per second of /proc/PID/stat (Linux's USER_HZ, 100 on every kernel we run). */
@@ -200,26 +201,8 @@ export async function runS3(
   proxy: string | null,
   pid: number | null = null,
 ): Promise<Figures> {
-  const seconds = env.quick ? 3 : 10;
-  const base = ['tunnels', '--target', env.upstream, '--path', '/1k', '-c', '64', '--sources', '16'];
-  if (proxy) base.push('--proxy', proxy);
-  await runCommand(env.connload, [...base, '-d', '1'], { timeoutMs: 20000 }); // warm-up
-  await sleep(500);
-  const before = pid ? cpuSplit(pid) : null;
-  const r = await runCommand(env.connload, [...base, '-d', String(seconds)], {
-    timeoutMs: (seconds + 30) * 1000,
-  });
-  const cpu = pid && before ? cpuSplitSince(pid, before) : null;
-  const j = lastJson(r.stdout);
-  if (Number(j.tunnels) === 0) throw new Error(`no tunnel completed: ${JSON.stringify(j)}`);
-  return {
-    ...cpuPer(cpu, Number(j.tunnels), 'tunnel'),
-    primary: Number(j.tunnels_per_s),
-    tunnels_per_s: Number(j.tunnels_per_s),
-    setup_p50_ms: Number(j.setup_p50_ms),
-    setup_p99_ms: Number(j.setup_p99_ms),
-    errors: Number(j.errors),
-  };
+  const [figures] = await shortConnections(env, 'S3', [{ addr: proxy, pid }]);
+  return figures!;
 }
 
 async function holdIdle(

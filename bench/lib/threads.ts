@@ -15,6 +15,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { processTree } from './procs.ts';
+import type { Figures } from './scenarios.ts';
 
 /** Nanoseconds of CPU run time of a process tree, split by kind of thread. */
 export interface CpuSplit {
@@ -131,4 +132,28 @@ export function ctxSwitches(root: number): { voluntary: number; involuntary: num
     }
   }
   return out;
+}
+
+/** Per-unit CPU figures in microseconds: the whole proxy, and Oxy's two threads. */
+export function cpuPer(
+  cpu:
+    | (Omit<CpuSplit, 'jsSwitches' | 'reactorSwitches' | 'group'> & Partial<CpuSplit> & { total: number })
+    | null,
+  units: number,
+  unit: string,
+): Figures {
+  if (!cpu || units <= 0) return { primary: 0 };
+  const us = (s: number) => (s * 1e6) / units;
+  return {
+    primary: 0,
+    [`cpu_us_per_${unit}`]: us(cpu.total),
+    [`js_us_per_${unit}`]: us(cpu.js),
+    [`reactor_us_per_${unit}`]: us(cpu.reactor),
+    // Context switches of the JS and reactor threads (sampled in this process only: not the UDP
+    // load generator's figures).
+    ...(cpu.jsSwitches === undefined ? {} : { [`js_csw_per_${unit}`]: cpu.jsSwitches / units }),
+    ...(cpu.reactorSwitches === undefined
+      ? {}
+      : { [`reactor_csw_per_${unit}`]: cpu.reactorSwitches / units }),
+  };
 }

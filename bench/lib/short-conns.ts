@@ -1,0 +1,81 @@
+/**
+ * S3 and S6b: short connections from the C load generator (bench/tools/connload.c, `tunnels`),
+ * each `GET /1k` with `Connection: close`, a fixed number in flight. S6b connects straight to
+ * a `tcp` endpoint; S3 opens a CONNECT tunnel through a forward proxy for each. One load
+ * generator per side, all at once: one side is the sequential bench's measurement, two are the
+ * side-by-side mode's (side-by-side.ts), where both proxies see the same minute of the machine.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { lastJson, runCommand } from './procs.ts';
+import type { Figures, ScenarioEnv } from './scenarios.ts';
+import { type CpuSplit, cpuPer, cpuSplit, cpuSplitSince } from './threads.ts';
+
+/** A proxy a load generator goes through: its address (null: straight to the upstream) and PID. */
+export interface LoadSide {
+  addr: string | null;
+  pid: number | null;
+}
+
+/** Connections in flight and source addresses of one load generator in the sequential bench. */
+export const IN_FLIGHT = 64;
+export const SOURCES = 16;
+
+export async function shortConnections(
+  env: ScenarioEnv,
+  sc: 'S3' | 'S6b',
+  sides: readonly LoadSide[],
+  inFlight = IN_FLIGHT,
+  sources = SOURCES,
+): Promise<Figures[]> {
+  const seconds = env.quick ? 3 : 10;
+  const argsOf = (side: LoadSide, secs: number) => {
+    const a = [
+      'tunnels',
+      '--path',
+      '/1k',
+      '-c',
+      String(inFlight),
+      '--sources',
+      String(sources),
+      '-d',
+      String(secs),
+    ];
+    if (sc === 'S6b') return [...a, '--target', side.addr ?? env.upstream];
+    return [...a, '--target', env.upstream, ...(side.addr ? ['--proxy', side.addr] : [])];
+  };
+  const all = (secs: number, timeoutMs: number) =>
+    Promise.all(sides.map((s) => runCommand(env.connload, argsOf(s, secs), { timeoutMs })));
+  await all(1, 20000); // warm-up
+  await sleep(500);
+  const before: (CpuSplit | null)[] = sides.map((s) => (s.pid ? cpuSplit(s.pid) : null));
+  const t0 = Date.now();
+  const results = await all(seconds, (seconds + 30) * 1000);
+  const cpus = sides.map((s, i) => (s.pid && before[i] ? cpuSplitSince(s.pid, before[i]) : null));
+  const elapsed = (Date.now() - t0) / 1000;
+  return results.map((r, i) => {
+    const j = lastJson(r.stdout);
+    const n = Number(j.tunnels);
+    if (n === 0)
+      throw new Error(`no ${sc === 'S3' ? 'tunnel' : 'connection'} completed: ${JSON.stringify(j)}`);
+    const cpu = cpus[i] ?? null;
+    const rate = Number(j.tunnels_per_s);
+    if (sc === 'S3')
+      return {
+        ...cpuPer(cpu, n, 'tunnel'),
+        primary: rate,
+        tunnels_per_s: rate,
+        setup_p50_ms: Number(j.setup_p50_ms),
+        setup_p99_ms: Number(j.setup_p99_ms),
+        errors: Number(j.errors),
+      };
+    return {
+      ...cpuPer(cpu, n, 'conn'),
+      primary: rate,
+      conns_per_s: rate,
+      connect_p50_ms: Number(j.setup_p50_ms),
+      connect_p99_ms: Number(j.setup_p99_ms),
+      errors: Number(j.errors),
+      ...(cpu ? { cpu_share: cpu.total / elapsed } : {}),
+    };
+  });
+}
