@@ -16,6 +16,9 @@
  * `--cpu-prof` runs Oxy under `node --cpu-prof`; profiles land in bench/.work/prof/.
  * `--pin` (any scenario) emulates a machine with no spare core for the proxy: the proxy, all its threads,
  * alone on CPU 1; the load generator, the upstream and the harness on CPU 0 (taskset).
+ * `--side-by-side` (S3, S6b) runs the first proxy of the list at the same time as each of the
+ * others, each with its own load generator, so that both see the same minute of the machine
+ * (bench/lib/side-by-side.ts); it prints a table of pairs and writes no page.
  * Every process starts in a session of its own (`BENCH_SESSIONS=shared`: in the harness's), so
  * that where the kernel schedules sessions as groups (autogroup) CPU is shared between services.
  */
@@ -68,6 +71,14 @@ import {
   TOOL_PACKAGES,
   versions,
 } from './lib/setup.ts';
+import {
+  measurePair,
+  pairTable,
+  SIDE_BY_SIDE_SCENARIOS,
+  type SideBySideScenario,
+  type Started,
+  summarisePairs,
+} from './lib/side-by-side.ts';
 import { describePlacement, wakePlacement, wakeRoundTrip } from './lib/wake.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -86,6 +97,7 @@ const { values, positionals } = parseArgs({
     'no-docs': { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
     pin: { type: 'boolean', default: false },
+    'side-by-side': { type: 'boolean', default: false },
     report: { type: 'string' },
     command: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
@@ -317,7 +329,82 @@ async function main(): Promise<void> {
     }
   };
 
+  /** `--side-by-side`: `subject` and `peer` started together and measured at the same time. */
+  const measureBeside = async (sc: SideBySideScenario, subject: ProxyDef, peer: ProxyDef, run: number) => {
+    const base = { scenario: sc, run, time: new Date().toISOString() };
+    const running: Running[] = [];
+    try {
+      for (const p of [subject, peer]) {
+        const r = await p.start!(env, FIRST_PROXY_PORT + PROXIES.indexOf(p), sc);
+        running.push(r);
+        if (values.pin) pinTree(r.proc.pid, '1');
+      }
+      const [a, b] = running.map((r) => ({ addr: r.addr, pid: r.proc.pid })) as [Started, Started];
+      const watch = new CpuWatch();
+      const figures = await measurePair(senv, sc, a, b, run % 2 === 0);
+      const cpu = watch.stop();
+      const load1 = loadavg()[0] ?? 0;
+      const common = {
+        status: 'ok' as const,
+        foreign_cpu: round(cpu.foreign),
+        busy: cpu.foreign > BUSY_THRESHOLD,
+      };
+      return [
+        {
+          ...base,
+          ...common,
+          proxy: subject.name,
+          beside: peer.name,
+          figures: roundAll({ ...figures[0], load1 }),
+        },
+        {
+          ...base,
+          ...common,
+          proxy: peer.name,
+          beside: subject.name,
+          figures: roundAll({ ...figures[1], load1 }),
+        },
+      ];
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      const error = message.split('\n')[0] ?? message;
+      const common = { status: 'error' as const, foreign_cpu: 0, busy: false, error };
+      return [
+        { ...base, ...common, proxy: subject.name, beside: peer.name },
+        { ...base, ...common, proxy: peer.name, beside: subject.name },
+      ];
+    } finally {
+      for (const r of running) await stopProcess(r.proc);
+    }
+  };
+
   const started = Date.now();
+  if (values['side-by-side']) {
+    const [subject, ...peers] = proxies;
+    if (!subject?.start) {
+      log('--side-by-side: the first proxy must be one the bench starts (not direct)');
+      process.exit(2);
+    }
+    for (let run = 1; run <= runs; run++)
+      for (const sc of scenarios) {
+        if (!(SIDE_BY_SIDE_SCENARIOS as readonly string[]).includes(sc)) {
+          if (run === 1) log(`--side-by-side: ${sc} skipped (only ${SIDE_BY_SIDE_SCENARIOS.join(', ')})`);
+          continue;
+        }
+        for (const peer of peers) {
+          if (!peer.start || unavailable.has(peer.name)) continue;
+          if (!peer.scenarios.includes(sc) || !subject.scenarios.includes(sc)) continue;
+          log(`run ${run}/${runs} ${sc} ${subject.name} beside ${peer.name}`);
+          for (const l of await measureBeside(sc as SideBySideScenario, subject, peer, run)) emit(l);
+        }
+      }
+    for (const p of [upstream, udpPeers, tlsOrigin]) if (p) await stopProcess(p.proc);
+    log(`done in ${Math.round((Date.now() - started) / 1000)} s`);
+    process.stdout.write(
+      `\n### Side by side (connections or tunnels/s, medians)\n\n${pairTable(summarisePairs(lines, subject.name))}\n`,
+    );
+    return;
+  }
   for (let run = 1; run <= runs; run++) {
     const retry: [Scenario, ProxyDef][] = [];
     for (const sc of scenarios) {

@@ -19,6 +19,8 @@ export interface ResultLine {
   time: string;
   error?: string;
   figures?: Record<string, number | string | boolean>;
+  /** `--side-by-side`: the proxy that ran at the same time (bench/lib/side-by-side.ts). */
+  beside?: string;
 }
 
 /** Median of a list of numbers (NaN when empty). */
