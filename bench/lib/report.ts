@@ -456,6 +456,7 @@ export function page(lines: readonly ResultLine[], info: PageInfo, proxies: read
     'npm run bench -- all squid,oxy     # a subset of proxies',
     'npm run bench -- S6,S7 --docs      # the layer-4 scenarios only: writes docs/bench-l4.md',
     'npm run bench -- S1 oxy,trafficserver --pin   # S1 with no spare core: proxy alone on CPU 1, wrk and nginx on CPU 0',
+    'npm run bench -- S6b oxy,haproxy-tcp,nginx-stream --side-by-side --runs 5   # S3 or S6b: oxy at the same time as each peer, the same minute for both',
     'BENCH_OXY_REF=/path/to/other/checkout npm run bench -- S1 oxy,oxy-ref   # before/after in one run',
     'node bench/tools/s4-heap.ts [--root /path/to/checkout]   # an idle S4 tunnel in the JS heap, by constructor',
     '```',

@@ -3,7 +3,14 @@ import { test } from 'node:test';
 import type { ResultLine } from './report.ts';
 import { pairTable, summarisePairs } from './side-by-side.ts';
 
-const line = (proxy: string, beside: string, run: number, rate: number, cpu: number, ok = true): ResultLine => ({
+const line = (
+  proxy: string,
+  beside: string,
+  run: number,
+  rate: number,
+  cpu: number,
+  ok = true,
+): ResultLine => ({
   scenario: 'S6b',
   proxy,
   beside,
@@ -57,6 +64,9 @@ test('pairTable: one row per pair with the ratio and its range', () => {
     'oxy',
   );
   const t = pairTable(rows);
-  assert.match(t, /\| S6b \| oxy beside haproxy-tcp \| 6,774 \| 5,985 \| 1\.13× \(1\.13–1\.13\) \| 63\.4 \/ 73\.7 \| 1 \|/);
+  assert.match(
+    t,
+    /\| S6b \| oxy beside haproxy-tcp \| 6,774 \| 5,985 \| 1\.13× \(1\.13–1\.13\) \| 63\.4 \/ 73\.7 \| 1 \|/,
+  );
   assert.equal(t.split('\n').length, 3);
 });
