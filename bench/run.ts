@@ -18,7 +18,9 @@
  * alone on CPU 1; the load generator, the upstream and the harness on CPU 0 (taskset).
  * `--side-by-side` (S3, S6b) runs the first proxy of the list at the same time as each of the
  * others, each with its own load generator, so that both see the same minute of the machine
- * (bench/lib/side-by-side.ts); it prints a table of pairs and writes no page.
+ * (bench/lib/side-by-side.ts); it prints a table of pairs and writes no page. Without it, a run
+ * of S6b that is not --quick or --pin measures Oxy beside HAProxy and nginx that way as well,
+ * after the sequential runs, for docs/bench-l4.md.
  * Every process starts in a session of its own (`BENCH_SESSIONS=shared`: in the harness's), so
  * that where the kernel schedules sessions as groups (autogroup) CPU is shared between services.
  */
@@ -378,15 +380,10 @@ async function main(): Promise<void> {
     }
   };
 
-  const started = Date.now();
-  if (values['side-by-side']) {
-    const [subject, ...peers] = proxies;
-    if (!subject?.start) {
-      log('--side-by-side: the first proxy must be one the bench starts (not direct)');
-      process.exit(2);
-    }
+  /** Runs `subject` beside each of `peers` in each of `scs` (those side-by-side.ts can run). */
+  const runPairs = async (scs: readonly Scenario[], subject: ProxyDef, peers: readonly ProxyDef[]) => {
     for (let run = 1; run <= runs; run++)
-      for (const sc of scenarios) {
+      for (const sc of scs) {
         if (!(SIDE_BY_SIDE_SCENARIOS as readonly string[]).includes(sc)) {
           if (run === 1) log(`--side-by-side: ${sc} skipped (only ${SIDE_BY_SIDE_SCENARIOS.join(', ')})`);
           continue;
@@ -398,11 +395,21 @@ async function main(): Promise<void> {
           for (const l of await measureBeside(sc as SideBySideScenario, subject, peer, run)) emit(l);
         }
       }
+  };
+  const pairSummary = (subject: string) =>
+    `\n### Side by side (connections or tunnels/s, medians)\n\n${pairTable(summarisePairs(lines, subject))}\n`;
+
+  const started = Date.now();
+  if (values['side-by-side']) {
+    const [subject, ...peers] = proxies;
+    if (!subject?.start) {
+      log('--side-by-side: the first proxy must be one the bench starts (not direct)');
+      process.exit(2);
+    }
+    await runPairs(scenarios, subject, peers);
     for (const p of [upstream, udpPeers, tlsOrigin]) if (p) await stopProcess(p.proc);
     log(`done in ${Math.round((Date.now() - started) / 1000)} s`);
-    process.stdout.write(
-      `\n### Side by side (connections or tunnels/s, medians)\n\n${pairTable(summarisePairs(lines, subject.name))}\n`,
-    );
+    process.stdout.write(pairSummary(subject.name));
     return;
   }
   for (let run = 1; run <= runs; run++) {
@@ -451,6 +458,12 @@ async function main(): Promise<void> {
       emit(await measure(sc, proxy, run));
     }
   }
+  // S6b's peers are single-threaded like Oxy's loop, so a full run also measures them side by
+  // side with Oxy (bench/lib/side-by-side.ts): the same minute of the machine for both.
+  const oxy = proxies.find((p) => p.name === 'oxy');
+  const s6bPeers = proxies.filter((p) => p.name === 'haproxy-tcp' || p.name === 'nginx-stream');
+  const pairs = !values.quick && !values.pin && scenarios.includes('S6b') && oxy && s6bPeers.length > 0;
+  if (pairs) await runPairs(['S6b'], oxy, s6bPeers);
   await stopProcess(upstream.proc);
   if (udpPeers) await stopProcess(udpPeers.proc);
   if (tlsOrigin) await stopProcess(tlsOrigin.proc);
@@ -462,6 +475,7 @@ async function main(): Promise<void> {
       `\n### ${METRICS[sc].title} (${METRICS[sc].unit}, medians)\n\n${table(sc, cells)}\n`,
     );
   }
+  if (pairs) process.stdout.write(pairSummary('oxy'));
   const s9 = summarise(lines, shown).get('S9');
   if (s9 !== undefined) process.stdout.write(`\n${s9Ratios(s9)}\n`);
   if (docs) {

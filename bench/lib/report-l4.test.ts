@@ -49,4 +49,25 @@ describe('l4Page', () => {
     assert.doesNotMatch(md, /## S1/);
     assert.match(md, /\[benchmarks\.md\]\(benchmarks\.md\)/);
   });
+
+  it('shows S6b side by side in a section of its own, kept out of the sequential cells', () => {
+    const beside = (proxy: string, other: string, primary: number): ResultLine => ({
+      ...line('S6b', proxy, primary),
+      beside: other,
+    });
+    const md = l4Page(
+      [
+        line('S6b', 'oxy', 9000),
+        line('S6b', 'haproxy-tcp', 10000),
+        beside('oxy', 'haproxy-tcp', 5500),
+        beside('haproxy-tcp', 'oxy', 5000),
+      ],
+      INFO,
+      ['oxy', 'haproxy-tcp'],
+    );
+    // The targets table is the sequential runs' (a side-by-side 5,500 would make the median 7,250).
+    assert.match(md, /\| S6b \| .* \| haproxy-tcp 10,000 \| 0\.90× \| – \| \*\*no\*\* \|/);
+    assert.match(md, /## S6b side by side/);
+    assert.match(md, /\| S6b \| oxy beside haproxy-tcp \| 5,500 \| 5,000 \| 1\.10× \(1\.10–1\.10\) \|/);
+  });
 });

@@ -12,6 +12,7 @@ import {
   scenarioSections,
   summarise,
 } from './report.ts';
+import { pairTable, summarisePairs } from './side-by-side.ts';
 
 /** The whole docs/bench-l4.md page. Charts are referenced as bench/<scenario>.svg beside it. */
 export function l4Page(lines: readonly ResultLine[], info: PageInfo, proxies: readonly string[]): string {
@@ -41,7 +42,11 @@ export function l4Page(lines: readonly ResultLine[], info: PageInfo, proxies: re
     ...runFacts(lines, info),
   ];
   const present = new Set(lines.map((l) => l.proxy));
-  out.push(...scenarioSections(sums), ...aboutSections(info, (name) => present.has(name)));
+  out.push(
+    ...scenarioSections(sums),
+    ...sideBySideSection(lines),
+    ...aboutSections(info, (name) => present.has(name)),
+  );
   out.push(
     '',
     '## Reproducing',
@@ -57,4 +62,23 @@ export function l4Page(lines: readonly ResultLine[], info: PageInfo, proxies: re
     '',
   );
   return out.join('\n');
+}
+
+/** S6b side by side (bench/lib/side-by-side.ts), when the run measured it. */
+function sideBySideSection(lines: readonly ResultLine[]): string[] {
+  const rows = summarisePairs(lines, 'oxy').filter((r) => r.scenario === 'S6b');
+  if (rows.length === 0) return [];
+  return [
+    '## S6b side by side',
+    '',
+    'The same connections with Oxy and one peer running at the same time, each with its own load',
+    'generator at 32 in flight, so that both get the same minute of this shared machine, whose speed',
+    "moves by a fifth from one minute to the next. Each run's ratio is Oxy's rate over the peer's in",
+    "that run; the table gives their median and range. Like Oxy's loop, both peers run one thread, and",
+    'the scheduler shares the cores between the two proxies as between any two services, so the one',
+    'that spends less per connection carries more (bench/lib/side-by-side.ts).',
+    '',
+    pairTable(rows),
+    '',
+  ];
 }

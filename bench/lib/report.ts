@@ -58,7 +58,8 @@ export function summarise(
   for (const sc of SCENARIOS) {
     const cells: Cell[] = [];
     for (const proxy of proxies) {
-      const mine = lines.filter((l) => l.scenario === sc && l.proxy === proxy);
+      // A side-by-side line (`beside`) had half the load and a neighbour: not one of the cell's runs.
+      const mine = lines.filter((l) => l.scenario === sc && l.proxy === proxy && l.beside === undefined);
       if (mine.length === 0) continue;
       const ok = mine.filter((l) => l.status === 'ok');
       const quiet = ok.filter((l) => !l.busy);
