@@ -52,6 +52,9 @@ export async function shortConnections(
   const results = await all(seconds, (seconds + 30) * 1000);
   const cpus = sides.map((s, i) => (s.pid && before[i] ? cpuSplitSince(s.pid, before[i]) : null));
   const elapsed = (Date.now() - t0) / 1000;
+  // The two scenarios' names for the same figures (their tables and earlier results use them).
+  const [unit, rateKey, latency] =
+    sc === 'S3' ? ['tunnel', 'tunnels_per_s', 'setup'] : ['conn', 'conns_per_s', 'connect'];
   return results.map((r, i) => {
     const j = lastJson(r.stdout);
     const n = Number(j.tunnels);
@@ -59,23 +62,14 @@ export async function shortConnections(
       throw new Error(`no ${sc === 'S3' ? 'tunnel' : 'connection'} completed: ${JSON.stringify(j)}`);
     const cpu = cpus[i] ?? null;
     const rate = Number(j.tunnels_per_s);
-    if (sc === 'S3')
-      return {
-        ...cpuPer(cpu, n, 'tunnel'),
-        primary: rate,
-        tunnels_per_s: rate,
-        setup_p50_ms: Number(j.setup_p50_ms),
-        setup_p99_ms: Number(j.setup_p99_ms),
-        errors: Number(j.errors),
-      };
     return {
-      ...cpuPer(cpu, n, 'conn'),
+      ...cpuPer(cpu, n, unit),
       primary: rate,
-      conns_per_s: rate,
-      connect_p50_ms: Number(j.setup_p50_ms),
-      connect_p99_ms: Number(j.setup_p99_ms),
+      [rateKey]: rate,
+      [`${latency}_p50_ms`]: Number(j.setup_p50_ms),
+      [`${latency}_p99_ms`]: Number(j.setup_p99_ms),
       errors: Number(j.errors),
-      ...(cpu ? { cpu_share: cpu.total / elapsed } : {}),
+      ...(cpu && sc === 'S6b' ? { cpu_share: cpu.total / elapsed } : {}),
     };
   });
 }
