@@ -34,13 +34,21 @@ describe('forked logs', () => {
     const conn = TelemetryContext.current().withForkedLog().addFields({ conn_id: 7, proto: 'h1' });
     await conn.apply(async () => {
       log.info('connection open');
+      // Interleaved: /a starts first and waits until /b has logged. (Two sleeps of different
+      // lengths did this, and on a loaded CI machine the longer one once fired first.)
+      let bServed!: () => void;
+      const afterB = new Promise<void>((resolve) => {
+        bServed = resolve;
+      });
       const requests = ['/a', '/b'].map((url) =>
         TelemetryContext.current()
           .withForkedLog()
           .apply(async () => {
             TelemetryContext.current().addFields({ url });
-            await sleep(url === '/a' ? 20 : 5); // interleave the two requests
+            if (url === '/a') await afterB;
+            else await sleep(5);
             log.info('request served');
+            if (url === '/b') bServed();
           }),
       );
       await Promise.all(requests);
