@@ -16,15 +16,19 @@
  */
 import { median, type ResultLine } from './report.ts';
 import type { Figures, ScenarioEnv } from './scenarios.ts';
-import { shortConnections } from './short-conns.ts';
+import {
+  IN_FLIGHT as SEQUENTIAL_IN_FLIGHT,
+  SOURCES as SEQUENTIAL_SOURCES,
+  shortConnections,
+} from './short-conns.ts';
 
 /** The scenarios that can run side by side: those of the connection load generator. */
 export const SIDE_BY_SIDE_SCENARIOS = ['S3', 'S6b'] as const;
 export type SideBySideScenario = (typeof SIDE_BY_SIDE_SCENARIOS)[number];
 
-/** Per side: connections in flight and source addresses (half the sequential bench's). */
-const IN_FLIGHT = 32;
-const SOURCES = 8;
+/** Per side: connections in flight and source addresses, half the sequential bench's. */
+const IN_FLIGHT = SEQUENTIAL_IN_FLIGHT / 2;
+const SOURCES = SEQUENTIAL_SOURCES / 2;
 
 /** A proxy started for a pair: its address and PID. */
 export interface Started {
@@ -44,13 +48,7 @@ export async function measurePair(
   swap: boolean,
 ): Promise<[Figures, Figures]> {
   const sides = swap ? [b, a] : [a, b];
-  const figures = await shortConnections(
-    env,
-    sc,
-    sides.map((s) => ({ addr: s.addr, pid: s.pid })),
-    IN_FLIGHT,
-    SOURCES,
-  );
+  const figures = await shortConnections(env, sc, sides, IN_FLIGHT, SOURCES);
   const [x, y] = figures as [Figures, Figures];
   return swap ? [y, x] : [x, y];
 }
