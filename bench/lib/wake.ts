@@ -68,10 +68,13 @@ export async function wakePlacement(
   readonly vcpuPack: string | null;
 }> {
   const r = await runCommand(binary, duties.map(String), { timeoutMs: 30000 });
-  // A probe that printed nothing leaves the placement unmeasured (the machine line says so).
-  const parsed: { duty?: number[]; on_waker_cpu?: number[] } = r.stdout.includes('{')
-    ? lastJson(r.stdout)
-    : {};
+  // A probe that printed no result leaves the placement unmeasured (the machine line says so).
+  let parsed: { duty?: number[]; on_waker_cpu?: number[] } = {};
+  try {
+    parsed = lastJson(r.stdout);
+  } catch {
+    // no JSON line: measured nothing
+  }
   let vcpuPack: string | null = null;
   try {
     vcpuPack = readFileSync('/proc/sys/kernel/sched_vcpu_pack', 'utf8').trim();
