@@ -3,7 +3,8 @@
  * JS work per connection is the CONNECT policy, the reactor thread accepts and reads each
  * request head itself, so a short tunnel costs the JS thread no socket, no read and no notes.
  *
- * Per accepted connection the reactor reads up to HEAD_MAX bytes, until the head's blank line.
+ * Per accepted connection the reactor reads up to HEAD_MAX bytes, until the head's blank line:
+ * at once after the accept (a client that spoke first needs no watch), then as it turns readable.
  * A complete `CONNECT ` head with nothing after it goes to JS (HEAD_CONNECT): JS runs the policy
  * and answers with acceptConnect (the reactor connects, writes the 2xx and carries the tunnel,
  * as a `tcp` endpoint's) or takes the descriptor itself (acceptRelease: a refusal JS answers).
@@ -68,27 +69,34 @@ static bool may_be_connect(const head_t *h) {
   return memcmp(h->buf, CONNECT_SP, k) == 0;
 }
 
-static void head_ready(reactor_item_t *it, int side, uint32_t ev) {
-  (void)side;
-  (void)ev;
-  head_t *h = (head_t *)it;
-  if (h->fd < 0 || h->events == 0) return; /* posted already */
+/* Reads what the client has sent; true once the head is posted (to JS, either kind). */
+static bool read_head(head_t *h) {
   size_t before = h->n;
   ssize_t k = recv(h->fd, h->buf + h->n, HEAD_MAX - h->n, MSG_DONTWAIT);
-  if (k < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (k < 0 && (errno == EAGAIN || errno == EINTR)) return false;
   if (k <= 0) {
     post_head(h, HEAD_BACK); /* end of file or an error: JS's socket sees it again */
-    return;
+    return true;
   }
   h->n += (size_t)k;
   if (!may_be_connect(h)) {
     post_head(h, HEAD_BACK);
-    return;
+    return true;
   }
   size_t from = before > 3 ? before - 3 : 0;
   const char *e = memmem(h->buf + from, h->n - from, "\r\n\r\n", 4);
   if (e) post_head(h, (size_t)(e - h->buf) + 4 == h->n ? HEAD_CONNECT : HEAD_BACK);
   else if (h->n == HEAD_MAX) post_head(h, HEAD_BACK);
+  else return false;
+  return true;
+}
+
+static void head_ready(reactor_item_t *it, int side, uint32_t ev) {
+  (void)side;
+  (void)ev;
+  head_t *h = (head_t *)it;
+  if (h->fd < 0 || h->events == 0) return; /* posted already */
+  read_head(h);
 }
 
 void head_accept(listener_t *l, int cfd, const struct sockaddr_storage *peer) {
@@ -110,12 +118,6 @@ void head_accept(listener_t *l, int cfd, const struct sockaddr_storage *peer) {
     socklen_t len = sizeof h->local;
     getsockname(cfd, (struct sockaddr *)&h->local, &len);
   }
-  /* Level-triggered: a head that arrives in pieces is read piece by piece. */
-  if (reactor_watch(l->r, cfd, &h->events, EPOLLIN | EPOLLRDHUP, &h->item, 0) != 0) {
-    close(cfd);
-    free(h);
-    return;
-  }
   h->prev = l->reading_tail;
   if (l->reading_tail) l->reading_tail->next = h;
   else l->reading = h;
@@ -128,6 +130,12 @@ void head_accept(listener_t *l, int cfd, const struct sockaddr_storage *peer) {
     reading_head = l;
     l->reading_linked = true;
   }
+  /* A client that speaks first has usually sent its head by the time it is accepted (under
+   * load the accept queue is behind): read it now, and the head costs no watch (an epoll_ctl
+   * pair) and no turn of the set. Otherwise level-triggered: a head that arrives in pieces is
+   * read piece by piece. A failed watch hands the connection back: JS's socket serves it. */
+  if (read_head(h)) return;
+  if (reactor_watch(l->r, cfd, &h->events, EPOLLIN | EPOLLRDHUP, &h->item, 0) != 0) post_head(h, HEAD_BACK);
 }
 
 void heads_hand_back(listener_t *l) {

@@ -180,6 +180,44 @@ async function exchange(s: net.Socket, head: string): Promise<string> {
   return got.slice(0, head.length);
 }
 
+test('heads sent with the connection, after it, and in pieces within the deadline are carried on the reactor', {
+  skip,
+}, async () => {
+  const app = await start(true, { egress: { blocked_cidrs: [] } });
+  after(() => app.stop());
+  const head = `CONNECT ${echo.authority} HTTP/1.1\r\nHost: ${echo.authority}\r\n\r\n`;
+  const pause = () => new Promise((r) => setTimeout(r, 60));
+  const back = reactorConnectStats.handedBack;
+  const connects = reactorConnectStats.connects;
+  // At once (usually read at the accept), after a pause (read when the socket turns readable),
+  // and in two pieces (the first read leaves it watched for the rest).
+  const sends: ((s: net.Socket) => Promise<void>)[] = [
+    async (s) => void s.write(head),
+    async (s) => {
+      await pause();
+      s.write(head);
+    },
+    async (s) => {
+      await pause();
+      s.write(head.slice(0, 20));
+      await pause();
+      s.write(head.slice(20));
+    },
+  ];
+  for (const [i, send] of sends.entries()) {
+    const s = rawConnect(app.address());
+    await once(s, 'connect');
+    await send(s);
+    assert.equal(await exchange(s, 'HTTP/1.1 200'), 'HTTP/1.1 200', `client ${i}`);
+    s.write(`ping${i}`);
+    assert.equal((await readBytes(s, 5)).toString(), `ping${i}`);
+    s.destroy();
+  }
+  assert.equal(reactorConnectStats.handedBack - back, 0, 'none handed back');
+  assert.equal(reactorConnectStats.connects - connects, 3, 'all three connected by the reactor');
+  await waitUntil(() => app.proxy.runtime.connections.size === 0, 'all gone');
+});
+
 test('a head in two pieces past the deadline, and early data after the head, are handed back', {
   skip,
 }, async () => {
