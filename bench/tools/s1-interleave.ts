@@ -87,12 +87,12 @@ interface Target {
 }
 const targets: Target[] = [];
 const gcFlag = values.gc ? ' --trace-gc-nvp' : '';
-const oxies: [string, string, string][] = [['oxy', ROOT, `--max-semi-space-size=2${gcFlag}`]];
+const oxies: [string, string, string][] = [['oxy', ROOT, `--max-semi-space-size=8${gcFlag}`]];
 if (values.ref !== undefined || values['ref-flags'] !== undefined || values['ref-env'] !== undefined)
   oxies.push([
     'oxy-ref',
     resolve(values.ref ?? ROOT),
-    `${values['ref-flags'] ?? '--max-semi-space-size=2'}${gcFlag}`,
+    `${values['ref-flags'] ?? '--max-semi-space-size=8'}${gcFlag}`,
   ]);
 const refEnv: Record<string, string> = {};
 if (values['ref-env'] !== undefined) {

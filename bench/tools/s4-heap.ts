@@ -70,7 +70,7 @@ writeFileSync(
 );
 const oxy = spawn(join(root, 'node_modules/.bin/oxy'), ['-c', cfg], {
   cwd: dir,
-  env: { ...process.env, OXY_NODE_FLAGS: '--max-semi-space-size=2 --heapsnapshot-signal=SIGUSR2' },
+  env: { ...process.env, OXY_NODE_FLAGS: '--max-semi-space-size=8 --heapsnapshot-signal=SIGUSR2' },
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 try {
