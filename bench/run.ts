@@ -282,15 +282,32 @@ async function main(): Promise<void> {
     appendFileSync(resultsFile, `${text}\n`);
   };
 
+  /** Starts `proxy` for `sc` on its port (on CPU 1 with `--pin`). */
+  const startOne = async (proxy: ProxyDef, sc: Scenario): Promise<Running> => {
+    const running = await proxy.start!(env, FIRST_PROXY_PORT + PROXIES.indexOf(proxy), sc);
+    if (values.pin) pinTree(running.proc.pid, '1');
+    return running;
+  };
+  /** A measured line: the figures with the load average, and how much other work ran meanwhile. */
+  const measured = (cpu: { foreign: number }, figures: Figures) => ({
+    status: 'ok' as const,
+    foreign_cpu: round(cpu.foreign),
+    busy: cpu.foreign > BUSY_THRESHOLD,
+    // The load average beside every figure: the machine is shared with other work.
+    figures: roundAll({ ...figures, load1: loadavg()[0] ?? 0 }),
+  });
+  /** A failed measurement's line: its status and the error's first line. */
+  const failed = (err: unknown) => {
+    const message = err instanceof Error ? err.message : String(err);
+    const status = err instanceof Unsupported ? ('unsupported' as const) : ('error' as const);
+    return { status, foreign_cpu: 0, busy: false, error: message.split('\n')[0] ?? message };
+  };
+
   const measure = async (sc: Scenario, proxy: ProxyDef, run: number): Promise<ResultLine> => {
     const base = { scenario: sc, proxy: proxy.name, run, time: new Date().toISOString() };
     let running: Running | undefined;
     try {
-      if (proxy.start) {
-        const idx = PROXIES.indexOf(proxy);
-        running = await proxy.start(env, FIRST_PROXY_PORT + idx, sc);
-        if (values.pin) pinTree(running.proc.pid, '1');
-      }
+      if (proxy.start) running = await startOne(proxy, sc);
       // Wait (a little) for a quiet machine before starting the clock; not worth it for --quick.
       for (let i = 0; i < 2 && !values.quick && (await foreignLoad(1000)) > BUSY_THRESHOLD; i++) {
         log('the machine is busy with other work; waiting 3 s');
@@ -313,68 +330,36 @@ async function main(): Promise<void> {
       else if (sc === 'S8a' || sc === 'S8b') figures = await runS8(senv, sc, proxy.name, addr, pid);
       else if (sc === 'S11a' || sc === 'S11b') figures = await runS11(senv, sc, addr, pid);
       else figures = await runS7(senv, sc, addr, pid);
-      const cpu = watch.stop();
-      return {
-        ...base,
-        status: 'ok',
-        foreign_cpu: round(cpu.foreign),
-        busy: cpu.foreign > BUSY_THRESHOLD,
-        // The load average beside every figure: the machine is shared with other work.
-        figures: roundAll({ ...figures, load1: loadavg()[0] ?? 0 }),
-      };
+      return { ...base, ...measured(watch.stop(), figures) };
     } catch (err) {
-      const status = err instanceof Unsupported ? 'unsupported' : 'error';
-      const message = err instanceof Error ? err.message : String(err);
-      return { ...base, status, foreign_cpu: 0, busy: false, error: message.split('\n')[0] ?? message };
+      return { ...base, ...failed(err) };
     } finally {
       if (running) await stopProcess(running.proc);
     }
   };
 
   /** `--side-by-side`: `subject` and `peer` started together and measured at the same time. */
-  const measureBeside = async (sc: SideBySideScenario, subject: ProxyDef, peer: ProxyDef, run: number) => {
+  const measureBeside = async (
+    sc: SideBySideScenario,
+    subject: ProxyDef,
+    peer: ProxyDef,
+    run: number,
+  ): Promise<ResultLine[]> => {
     const base = { scenario: sc, run, time: new Date().toISOString() };
+    const pair = [
+      { proxy: subject.name, beside: peer.name },
+      { proxy: peer.name, beside: subject.name },
+    ] as const;
     const running: Running[] = [];
     try {
-      for (const p of [subject, peer]) {
-        const r = await p.start!(env, FIRST_PROXY_PORT + PROXIES.indexOf(p), sc);
-        running.push(r);
-        if (values.pin) pinTree(r.proc.pid, '1');
-      }
+      for (const p of [subject, peer]) running.push(await startOne(p, sc));
       const [a, b] = running.map((r) => ({ addr: r.addr, pid: r.proc.pid })) as [Started, Started];
       const watch = new CpuWatch();
       const figures = await measurePair(senv, sc, a, b, run % 2 === 0);
       const cpu = watch.stop();
-      const load1 = loadavg()[0] ?? 0;
-      const common = {
-        status: 'ok' as const,
-        foreign_cpu: round(cpu.foreign),
-        busy: cpu.foreign > BUSY_THRESHOLD,
-      };
-      return [
-        {
-          ...base,
-          ...common,
-          proxy: subject.name,
-          beside: peer.name,
-          figures: roundAll({ ...figures[0], load1 }),
-        },
-        {
-          ...base,
-          ...common,
-          proxy: peer.name,
-          beside: subject.name,
-          figures: roundAll({ ...figures[1], load1 }),
-        },
-      ];
+      return pair.map((names, i) => ({ ...base, ...names, ...measured(cpu, figures[i] as Figures) }));
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      const error = message.split('\n')[0] ?? message;
-      const common = { status: 'error' as const, foreign_cpu: 0, busy: false, error };
-      return [
-        { ...base, ...common, proxy: subject.name, beside: peer.name },
-        { ...base, ...common, proxy: peer.name, beside: subject.name },
-      ];
+      return pair.map((names) => ({ ...base, ...names, ...failed(err) }));
     } finally {
       for (const r of running) await stopProcess(r.proc);
     }
