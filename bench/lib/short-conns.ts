@@ -16,6 +16,16 @@ export interface LoadSide {
   pid: number | null;
 }
 
+/**
+ * The two scenarios' names for the same figures (their tables and earlier results use them):
+ * the unit of the per-unit CPU figures (`cpu_us_per_<unit>`), the rate's key, the latency's
+ * prefix, and what an error calls one of them.
+ */
+export const FIGURE_NAMES = {
+  S3: { unit: 'tunnel', rate: 'tunnels_per_s', latency: 'setup', noun: 'tunnel' },
+  S6b: { unit: 'conn', rate: 'conns_per_s', latency: 'connect', noun: 'connection' },
+} as const;
+
 /** Connections in flight and source addresses of one load generator in the sequential bench. */
 export const IN_FLIGHT = 64;
 export const SOURCES = 16;
@@ -52,14 +62,11 @@ export async function shortConnections(
   const results = await all(seconds, (seconds + 30) * 1000);
   const cpus = sides.map((s, i) => (s.pid && before[i] ? cpuSplitSince(s.pid, before[i]) : null));
   const elapsed = (Date.now() - t0) / 1000;
-  // The two scenarios' names for the same figures (their tables and earlier results use them).
-  const [unit, rateKey, latency] =
-    sc === 'S3' ? ['tunnel', 'tunnels_per_s', 'setup'] : ['conn', 'conns_per_s', 'connect'];
+  const { unit, rate: rateKey, latency, noun } = FIGURE_NAMES[sc];
   return results.map((r, i) => {
     const j = lastJson(r.stdout);
     const n = Number(j.tunnels);
-    if (n === 0)
-      throw new Error(`no ${sc === 'S3' ? 'tunnel' : 'connection'} completed: ${JSON.stringify(j)}`);
+    if (n === 0) throw new Error(`no ${noun} completed: ${JSON.stringify(j)}`);
     const cpu = cpus[i] ?? null;
     const rate = Number(j.tunnels_per_s);
     return {

@@ -17,6 +17,7 @@
 import { median, type ResultLine } from './report.ts';
 import type { Figures, ScenarioEnv } from './scenarios.ts';
 import {
+  FIGURE_NAMES,
   IN_FLIGHT as SEQUENTIAL_IN_FLIGHT,
   SOURCES as SEQUENTIAL_SOURCES,
   shortConnections,
@@ -87,7 +88,7 @@ export function summarisePairs(lines: readonly ResultLine[], subject: string): P
       if (s) runs.push({ s: s.figures as Figures, p: p.figures as Figures });
     }
     if (runs.length === 0) continue;
-    const cpuKey = scenario === 'S3' ? 'cpu_us_per_tunnel' : 'cpu_us_per_conn';
+    const cpuKey = `cpu_us_per_${FIGURE_NAMES[scenario as SideBySideScenario].unit}`;
     const num = (f: Figures, k: string) => (typeof f[k] === 'number' ? (f[k] as number) : Number.NaN);
     const ratios = runs.map((r) => r.s.primary / r.p.primary);
     rows.push({
