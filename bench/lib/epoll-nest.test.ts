@@ -1,5 +1,6 @@
 // What a sender pays per event when the receiver's epoll set is nested in another
-// (bench/tools/epoll-nest.c, behind bench/analysis-l4.md, "what the client and the upstream spend behind each proxy").
+// (bench/tools/epoll-nest.c; bench/analysis-l4.md, "what the client and the upstream spend
+// behind each proxy").
 // Run on demand (bench is not in `npm test`):
 //   npx node --test bench/lib/epoll-nest.test.ts
 import assert from 'node:assert/strict';
