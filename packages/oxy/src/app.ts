@@ -124,7 +124,7 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
   const { log } = await import('foundations/telemetry');
   const { buildSettingsSchema } = await import('./settings.ts');
   const { startProxy, normalizeSettings } = await import('./proxy.ts');
-  const { checkOxySettings } = await import('./settings-check.ts');
+  const { checkOxySettings, oxySettingsWarnings } = await import('./settings-check.ts');
   const { isSettingFailure } = await import('./errors.ts');
   const { FND_ERR, FoundationsError } = await import('foundations');
   const def = app.definition;
@@ -141,6 +141,7 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
     settings: buildSettingsSchema(def.settings ?? {}, def.name),
     // --check, --restart and a start run the same checks (files, ranges, address clashes).
     check: (settings) => checkOxySettings(normalizeSettings(settings as AppSettings)),
+    warnings: (settings) => oxySettingsWarnings(normalizeSettings(settings as AppSettings)),
     async main({ settings, telemetry }) {
       const typed = normalizeSettings(settings as AppSettings);
       const sandbox = typed.security.syscall_sandboxing;

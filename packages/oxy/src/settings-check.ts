@@ -6,6 +6,8 @@
  * CLI as `ServiceSpec.check`, so `--check`, `--restart` and a start all run it, and a
  * configuration `--check` accepts starts.
  *
+ * `oxySettingsWarnings` finds what starts but cannot work as written (`ServiceSpec.warnings`).
+ *
  * Ordering rule: read-only. Files are read, nothing is created, opened for writing or bound.
  */
 import net from 'node:net';
@@ -13,6 +15,7 @@ import { type SettingsProblem, unwritableFile } from 'foundations/settings';
 import { workerCount } from 'foundations/workers';
 import type { ListenAddr } from './context/addr.ts';
 import { DnsResolver } from './dns/resolver.ts';
+import { CidrBlocklist } from './offramps/tcp/blocklist.ts';
 import { http2ServerOptions } from './onramps/http2/server.ts';
 import { loadSecureContext } from './onramps/tls/credentials.ts';
 import type { AppSettings } from './settings.ts';
@@ -128,4 +131,55 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
     if (why !== null) problems.push({ path: 'audit.path', message: why });
   }
   return problems;
+}
+
+/** The addresses `host` names without a lookup: itself if an IP, loopback's for `localhost`. */
+function literalAddresses(host: string): string[] {
+  if (net.isIP(host) !== 0) return [host];
+  return host === 'localhost' ? ['127.0.0.1', '::1'] : [];
+}
+
+/** The first of `cidrs` that holds `ip`, one of its own family first (`::1` is in `0.0.0.0/8` too). */
+function rangeOf(cidrs: readonly string[], ip: string): string {
+  const holding = cidrs.filter((c) => new CidrBlocklist([c]).has(ip));
+  return holding.find((c) => c.includes(':') === ip.includes(':')) ?? (holding[0] as string);
+}
+
+/**
+ * Settings that start but cannot work as written: a `tcp` or `udp` endpoint whose fixed target
+ * is inside `egress.blocked_cidrs` (the default list blocks loopback and the private ranges),
+ * so that every connection or session to it is refused (a reset or a dropped datagram, counted
+ * as `OXY_ERR_EGRESS_BLOCKED`) unless an egress hook sends it elsewhere. A target reached
+ * through `egress.upstream_proxy` is that proxy's to refuse, and a name is checked only when
+ * it resolves, so neither is reported.
+ */
+export function oxySettingsWarnings(settings: AppSettings): SettingsProblem[] {
+  let blocked: CidrBlocklist;
+  try {
+    blocked = new CidrBlocklist(settings.egress.blocked_cidrs as readonly string[]);
+  } catch {
+    return []; // a malformed entry is the schema's error, reported already
+  }
+  const warnings: SettingsProblem[] = [];
+  for (const [name, ep] of Object.entries(settings.endpoints)) {
+    const target =
+      ep.protocol === 'tcp' && !settings.egress.upstream_proxy.enabled
+        ? ep.tcp.target
+        : ep.protocol === 'udp'
+          ? ep.udp.target
+          : null;
+    if (target === null) continue;
+    const ips = literalAddresses(target.host);
+    if (ips.length === 0 || !ips.every((ip) => blocked.has(ip))) continue;
+    const ranges = [...new Set(ips.map((ip) => rangeOf(blocked.cidrs, ip)))];
+    const what = ep.protocol === 'tcp' ? 'connection' : 'session';
+    warnings.push({
+      path: `endpoints.${name}.${ep.protocol}.target`,
+      message:
+        `${describe({ kind: 'tcp', ...target })} is inside egress.blocked_cidrs (${ranges.join(', ')}): ` +
+        `every ${what} to it will be refused unless an egress hook sends it elsewhere; ` +
+        'list only the ranges to refuse in egress.blocked_cidrs to allow it',
+    });
+  }
+  return warnings;
 }

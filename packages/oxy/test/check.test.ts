@@ -180,3 +180,24 @@ test('what only binding can tell (an address in use) fails a start as one line n
   );
   assert.equal(start.stderr.trimEnd().split('\n').length, 1, `one line, no stack: ${start.stderr}`);
 });
+
+test('a tcp target inside egress.blocked_cidrs: --check warns and exits 0, a start logs it once and runs', async () => {
+  const yaml = `${BASE}endpoints:\n  raw:\n    protocol: tcp\n    addr: 127.0.0.1:0\n    tcp:\n      target: 127.0.0.1:5432\n`;
+  fs.writeFileSync(path.join(dir, 'blocked.yaml'), yaml);
+  const line =
+    /endpoints\.raw\.tcp\.target: 127\.0\.0\.1:5432 is inside egress\.blocked_cidrs \(127\.0\.0\.0\/8\): every connection to it will be refused .* \(in blocked\.yaml\)/;
+  const check = await run(['--check', '-c', 'blocked.yaml']);
+  assert.equal(check.code, 0, check.stderr);
+  assert.equal(check.stdout, 'blocked.yaml: ok\n');
+  assert.match(check.stderr, new RegExp(`^oxy-restart-test: warning: ${line.source}`, 'm'));
+  const start = await run(['-c', 'blocked.yaml'], /"pid"/);
+  assert.match(start.stdout, /"pid"/, start.stderr);
+  const logged = `${start.stdout}${start.stderr}`.split('\n').filter((l) => line.test(l));
+  assert.equal(logged.length, 1, `logged once: ${start.stdout}${start.stderr}`);
+  assert.match(logged[0] as string, /WARN/);
+  // Allowed by the list: nothing to say.
+  fs.writeFileSync(path.join(dir, 'allowed.yaml'), `${yaml}egress:\n  blocked_cidrs: []\n`);
+  const quiet = await run(['--check', '-c', 'allowed.yaml']);
+  assert.equal(quiet.code, 0, quiet.stderr);
+  assert.equal(quiet.stderr, '');
+});

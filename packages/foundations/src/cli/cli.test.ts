@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import YAML from 'yaml';
 import { s } from '../settings/index.ts';
+import { type LogRecord, setLogCapture } from '../telemetry/log/logger.ts';
 import { helpText, parseCli, runCli } from './index.ts';
 import { serviceRunner } from './testdata/run-service.ts';
 
@@ -221,4 +222,37 @@ test('types: app option values are typed from their declarations', () => {
   // @ts-expect-error a string option without a default may be undefined
   const named: string = cmd.options.name;
   assert.deepEqual([flag, name, mode, tags, named], [false, undefined, 'x', ['a'], undefined]);
+});
+
+test("a spec's warnings: --check prints them and exits 0, a start logs each once at WARN and runs", async () => {
+  const spec = {
+    info: { name: 'warner', version: '0', description: 'Warns.' },
+    settings: s.object('Settings.', { n: s.int('A number.', 1) }),
+    warnings: (v: { n: number }) => (v.n > 1 ? [{ path: 'n', message: `${v.n} is more than one` }] : []),
+    main() {},
+  } as const;
+  const f = join(dir, file('warn.yaml', 'n: 2\n'));
+  const out: string[] = [];
+  const err: string[] = [];
+  const io = { stdout: (t: string) => out.push(t), stderr: (t: string) => err.push(t) };
+  assert.equal(await runCli(['--check', '-c', f], spec, io), 0, err.join(''));
+  assert.deepEqual(err, [`warner: warning: n: 2 is more than one (in ${f})\n`]);
+  assert.deepEqual(out, [`${f}: ok\n`]);
+  const records: LogRecord[] = [];
+  const previous = setLogCapture({ fn: (r) => records.push(r), level: 'INFO' });
+  const ran: boolean[] = [];
+  try {
+    assert.equal(await runCli(['-c', f], { ...spec, main: () => void ran.push(true) }, io), 0);
+  } finally {
+    setLogCapture(previous);
+  }
+  assert.deepEqual(ran, [true], 'main ran');
+  const warned = records.filter((r) => r.level === 'WARN');
+  assert.deepEqual(
+    warned.map((r) => r.msg),
+    [`setting: n: 2 is more than one (in ${f})`],
+  );
+  err.length = 0;
+  assert.equal(await runCli(['--check', '-c', join(dir, file('quiet.yaml', 'n: 1\n'))], spec, io), 0);
+  assert.deepEqual(err, [], 'no warning, no line');
 });

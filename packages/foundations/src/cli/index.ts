@@ -16,11 +16,18 @@ import type { z } from 'zod';
 import { FND_ERR, FoundationsError, isFoundationsError } from '../errors.ts';
 import { runRestarter, withResolvedRestartSocket } from '../restart/index.ts';
 import type { ServiceInfo } from '../service-info.ts';
-import { checkSettings, type SettingsProblem } from '../settings/checks.ts';
+import { checkSettings, type SettingsProblem, withOrigins } from '../settings/checks.ts';
 import { generateYaml, toJsonSchema } from '../settings/generate.ts';
-import { formatIssue, mergeSources, parseSettings, readYamlFile, SettingsError } from '../settings/load.ts';
+import {
+  formatIssue,
+  mergeSources,
+  parseSettings,
+  readYamlFile,
+  SettingsError,
+  type SettingsIssue,
+} from '../settings/load.ts';
 import { type Infer, settingsNode } from '../settings/schema.ts';
-import { initTelemetry, type Telemetry, type TelemetrySettingsValue } from '../telemetry/index.ts';
+import { initTelemetry, log, type Telemetry, type TelemetrySettingsValue } from '../telemetry/index.ts';
 import { isWorkerProcess } from '../workers/role.ts';
 
 /** An app-defined command-line option, in `node:util` `parseArgs` style plus help text. */
@@ -81,6 +88,13 @@ export interface ServiceSpec<S extends z.ZodType, O extends AppOptions = Record<
    */
   check?(settings: Infer<S>): readonly SettingsProblem[];
   /**
+   * Settings that start but will not work as the user most likely means (a target every
+   * connection to would be refused), in the same form as `check`'s problems. They do not stop
+   * anything: `--check` and `--restart` print each as a `warning:` line on stderr, and a start
+   * logs each once at WARN (the supervisor of `workers: N`, not each worker).
+   */
+  warnings?(settings: Infer<S>): readonly SettingsProblem[];
+  /**
    * Runs the service, after settings are loaded and telemetry is up. The returned promise is
    * the service's life: when it settles, telemetry shuts down and the process may exit.
    */
@@ -94,8 +108,15 @@ export type CliCommand<S extends z.ZodType, O extends AppOptions> =
   | { readonly kind: 'generate'; readonly target: string; readonly yaml: string }
   /** `--schema`: the settings' JSON Schema, for editors (the generated YAML points at it). */
   | { readonly kind: 'schema'; readonly text: string }
-  | { readonly kind: 'check'; readonly configFiles: readonly string[] }
-  | ({ readonly kind: 'restart' | 'run' } & Omit<MainContext<S, O>, 'telemetry'>);
+  | {
+      readonly kind: 'check';
+      readonly configFiles: readonly string[];
+      readonly warnings: readonly SettingsIssue[];
+    }
+  | ({ readonly kind: 'restart' | 'run'; readonly warnings: readonly SettingsIssue[] } & Omit<
+      MainContext<S, O>,
+      'telemetry'
+    >);
 
 const BUILT_IN = {
   config: { type: 'string', short: 'c', multiple: true },
@@ -223,7 +244,8 @@ export function parseCli<S extends z.ZodType, O extends AppOptions = Record<neve
   }
   // Everything start-up would refuse short of binding sockets, for --check and a start alike.
   checkSettings(spec.settings, sources, settings, spec.check?.bind(spec));
-  if (values.check === true) return { kind: 'check', configFiles };
+  const warnings = withOrigins(spec.settings, sources, spec.warnings?.(settings) ?? []);
+  if (values.check === true) return { kind: 'check', configFiles, warnings };
   const options: Record<string, unknown> = {};
   for (const [name, o] of Object.entries(spec.options ?? {})) {
     options[name] = values[name] ?? (o.multiple === true ? [] : o.type === 'boolean' ? false : undefined);
@@ -234,6 +256,7 @@ export function parseCli<S extends z.ZodType, O extends AppOptions = Record<neve
     settings: withResolvedRestartSocket(settings, { service: spec.info.name, configFiles }),
     options: options as OptionValues<O>,
     configFiles,
+    warnings,
   };
 }
 
@@ -291,6 +314,7 @@ export async function runCli<S extends z.ZodType, O extends AppOptions = Record<
       return 0;
     }
     if (command.kind === 'check') {
+      printWarnings(command.warnings, name, io);
       io.stdout(`${command.configFiles.length === 0 ? '(defaults)' : command.configFiles.join(', ')}: ok\n`);
       return 0;
     }
@@ -321,6 +345,7 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
   const name = spec.info.name;
   const settings = command.settings as Record<string, unknown>;
   if (command.kind === 'restart') {
+    printWarnings(command.warnings, name, io);
     try {
       // The files given here (validated above) replace the instance's own; none keeps them.
       const files = command.configFiles.map((f) => path.resolve(f));
@@ -340,6 +365,7 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
       const own = isWorkerProcess() ? { ...value, server: { ...value.server, enabled: false } } : value;
       telemetry = await initTelemetry(spec.info, own);
     }
+    if (!isWorkerProcess()) for (const w of command.warnings) log.warn(`setting: ${formatIssue(w)}`);
     await spec.main({
       settings: command.settings,
       options: command.options,
@@ -354,6 +380,11 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
       ?.shutdown()
       .catch((e: unknown) => io.stderr(`${name}: telemetry shutdown failed: ${e}\n`));
   }
+}
+
+/** `--check`'s and `--restart`'s lines for the settings' warnings, on stderr. */
+function printWarnings(warnings: readonly SettingsIssue[], name: string, io: CliIo): void {
+  for (const w of warnings) io.stderr(`${name}: warning: ${formatIssue(w)}\n`);
 }
 
 /**

@@ -137,10 +137,18 @@ export function checkSettings(
   const value = settings as Record<string, unknown>;
   const problems = [...foundationsChecks(value), ...(extra?.(settings as never) ?? [])];
   if (problems.length === 0) return;
-  const issues: SettingsIssue[] = problems.map((p) => ({
+  throw new SettingsError(withOrigins(schema, sources, problems));
+}
+
+/** `problems` as issues naming the file that set each key (`(defaults)` when none did). */
+export function withOrigins(
+  schema: z.ZodType,
+  sources: readonly SettingsSource[],
+  problems: readonly SettingsProblem[],
+): SettingsIssue[] {
+  return problems.map((p) => ({
     path: p.path,
     message: p.message,
     file: settingOrigin(schema, sources, p.path) ?? '(defaults)',
   }));
-  throw new SettingsError(issues);
 }

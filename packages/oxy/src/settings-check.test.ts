@@ -1,0 +1,71 @@
+/**
+ * `oxySettingsWarnings`: a `tcp` or `udp` endpoint's fixed target that `egress.blocked_cidrs`
+ * refuses is reported with its key and the range that holds it; what a lookup, an upstream
+ * proxy or a narrower list decides is not. The CLI's side (printed by `--check`, logged at a
+ * start) is in test/check.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseSettings } from 'foundations/settings';
+import { normalizeSettings } from './proxy.ts';
+import { type AppSettings, buildSettingsSchema } from './settings.ts';
+import { oxySettingsWarnings } from './settings-check.ts';
+
+function warningsFor(value: Record<string, unknown>) {
+  const settings = parseSettings(buildSettingsSchema({}, 'oxy'), [{ source: 'test.yaml', value }]);
+  return oxySettingsWarnings(normalizeSettings(settings as AppSettings));
+}
+
+const tcp = (target: string | null) => ({ protocol: 'tcp', addr: '127.0.0.1:0', tcp: { target } });
+const udp = (target: string) => ({ protocol: 'udp', addr: '127.0.0.1:0', udp: { target } });
+
+describe('oxySettingsWarnings', () => {
+  it('names a tcp target inside the default list, and the range', () => {
+    const w = warningsFor({ endpoints: { raw: tcp('127.0.0.1:5432') } });
+    assert.equal(w.length, 1);
+    assert.equal(w[0]?.path, 'endpoints.raw.tcp.target');
+    assert.match(
+      w[0]?.message ?? '',
+      /^127\.0\.0\.1:5432 is inside egress\.blocked_cidrs \(127\.0\.0\.0\/8\): every connection to it will be refused/,
+    );
+  });
+
+  it('names a udp target and an IPv6 one with the range of its own family', () => {
+    const w = warningsFor({ endpoints: { dns: udp('10.1.1.1:53'), v6: tcp('[::1]:80') } });
+    assert.deepEqual(
+      w.map((x) => [x.path, /\(([^)]*)\)/.exec(x.message)?.[1]]),
+      [
+        ['endpoints.dns.udp.target', '10.0.0.0/8'],
+        ['endpoints.v6.tcp.target', '::1/128'],
+      ],
+    );
+    assert.match(w[0]?.message ?? '', /every session to it/);
+  });
+
+  it('takes localhost as loopback, both families', () => {
+    const w = warningsFor({ endpoints: { raw: tcp('localhost:80') } });
+    assert.match(w[0]?.message ?? '', /\(127\.0\.0\.0\/8, ::1\/128\)/);
+  });
+
+  it('says nothing when the list allows the target, or cannot know it yet', () => {
+    assert.deepEqual(
+      warningsFor({ endpoints: { raw: tcp('127.0.0.1:80') }, egress: { blocked_cidrs: [] } }),
+      [],
+    );
+    assert.deepEqual(
+      warningsFor({ endpoints: { raw: tcp('127.0.0.1:80') }, egress: { blocked_cidrs: ['10.0.0.0/8'] } }),
+      [],
+    );
+    assert.deepEqual(warningsFor({ endpoints: { pub: tcp('192.0.2.1:80') } }), []); // not in the list
+    assert.deepEqual(warningsFor({ endpoints: { named: tcp('db.internal:5432') } }), []); // resolved later
+    assert.deepEqual(warningsFor({ endpoints: { hdr: tcp(null) } }), []); // the PROXY header's destination
+    assert.deepEqual(
+      warningsFor({
+        endpoints: { raw: tcp('127.0.0.1:80') },
+        egress: { upstream_proxy: { enabled: true, addr: '127.0.0.1:3128' } },
+      }),
+      [],
+      "a chained connection's target is the upstream proxy's to refuse",
+    );
+  });
+});
