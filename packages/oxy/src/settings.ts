@@ -87,7 +87,8 @@ const tcpFields = {
     target: s.optional(
       'Where each connection goes, as "host:port" (a name is resolved per connection). ~: the ' +
         'destination of the PROXY protocol header, or whatever EgressHook.handleConnection decides ' +
-        '(a connection with neither is refused).',
+        '(a connection with neither is refused). egress.blocked_cidrs applies: its default refuses ' +
+        'loopback and the private ranges.',
       s.socketAddr('The target, host:port or [v6]:port.', '127.0.0.1:80'),
     ),
   }),
@@ -105,7 +106,8 @@ const udpFields = {
       target: s.optional(
         'Where each session goes, as "host:port" (a name is resolved per session). ~: the destination ' +
           'of the PROXY protocol header, or whatever EgressHook.handleConnection decides (a session ' +
-          'with neither is dropped).',
+          'with neither is dropped). egress.blocked_cidrs applies: its default refuses loopback and ' +
+          'the private ranges.',
         s.socketAddr('The target, host:port or [v6]:port.', '127.0.0.1:53'),
       ),
       idle_timeout: s.duration('A session with no datagram either way for this long ends.', '60s'),
