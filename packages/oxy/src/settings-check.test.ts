@@ -47,6 +47,21 @@ describe('oxySettingsWarnings', () => {
     assert.match(w[0]?.message ?? '', /\(127\.0\.0\.0\/8, ::1\/128\)/);
   });
 
+  it('names a udp endpoint that the upstream proxy would have to carry', () => {
+    const w = warningsFor({
+      endpoints: { dns: udp('192.0.2.53:53'), raw: tcp('127.0.0.1:80') },
+      egress: { upstream_proxy: { enabled: true, addr: '127.0.0.1:3128' } },
+    });
+    assert.deepEqual(
+      w.map((x) => x.path),
+      ['endpoints.dns.protocol'],
+    );
+    assert.match(
+      w[0]?.message ?? '',
+      /an HTTP proxy cannot carry UDP: every session of this udp endpoint will be refused/,
+    );
+  });
+
   it('says nothing when the list allows the target, or cannot know it yet', () => {
     assert.deepEqual(
       warningsFor({ endpoints: { raw: tcp('127.0.0.1:80') }, egress: { blocked_cidrs: [] } }),

@@ -149,9 +149,10 @@ function rangeOf(cidrs: readonly string[], ip: string): string {
  * Settings that start but cannot work as written: a `tcp` or `udp` endpoint whose fixed target
  * is inside `egress.blocked_cidrs` (the default list blocks loopback and the private ranges),
  * so that every connection or session to it is refused (a reset or a dropped datagram, counted
- * as `OXY_ERR_EGRESS_BLOCKED`) unless an egress hook sends it elsewhere. A target reached
- * through `egress.upstream_proxy` is that proxy's to refuse, and a name is checked only when
- * it resolves, so neither is reported.
+ * as `OXY_ERR_EGRESS_BLOCKED`) unless an egress hook sends it elsewhere; and a `udp` endpoint
+ * with `egress.upstream_proxy` on, which cannot carry its datagrams. A TCP target reached
+ * through the upstream proxy is that proxy's to refuse, and a name is checked only when it
+ * resolves, so neither is reported.
  */
 export function oxySettingsWarnings(settings: AppSettings): SettingsProblem[] {
   let blocked: CidrBlocklist;
@@ -161,13 +162,19 @@ export function oxySettingsWarnings(settings: AppSettings): SettingsProblem[] {
     return []; // a malformed entry is the schema's error, reported already
   }
   const warnings: SettingsProblem[] = [];
+  const chained = settings.egress.upstream_proxy.enabled;
   for (const [name, ep] of Object.entries(settings.endpoints)) {
+    if (ep.protocol === 'udp' && chained) {
+      warnings.push({
+        path: `endpoints.${name}.protocol`,
+        message:
+          'egress.upstream_proxy is enabled, and an HTTP proxy cannot carry UDP: every session of ' +
+          'this udp endpoint will be refused unless an egress hook decides a direct connection',
+      });
+      continue;
+    }
     const target =
-      ep.protocol === 'tcp' && !settings.egress.upstream_proxy.enabled
-        ? ep.tcp.target
-        : ep.protocol === 'udp'
-          ? ep.udp.target
-          : null;
+      ep.protocol === 'tcp' && !chained ? ep.tcp.target : ep.protocol === 'udp' ? ep.udp.target : null;
     if (target === null) continue;
     const ips = literalAddresses(target.host);
     if (ips.length === 0 || !ips.every((ip) => blocked.has(ip))) continue;
