@@ -147,15 +147,20 @@ class TunnelPipeline implements IpPipeline {
     };
   }
 
-  fromClient(buf: Buffer): void {
-    if (this.#closed) return;
-    let p: IpPacket;
+  /** `buf` parsed, or null after counting it dropped by its reason (`malformed` if unknown). */
+  #parse(buf: Buffer): IpPacket | null {
     try {
-      p = parseIp(buf);
+      return parseIp(buf);
     } catch (e) {
       this.#drop(isPacketError(e) ? e.reason : 'malformed');
-      return;
+      return null;
     }
+  }
+
+  fromClient(buf: Buffer): void {
+    if (this.#closed) return;
+    let p = this.#parse(buf);
+    if (p === null) return;
     if (p.fragment !== null) {
       const whole = this.#reassembler.push(p);
       if (whole === null) return;
@@ -406,14 +411,8 @@ class TunnelPipeline implements IpPipeline {
    */
   #fromOffRamp(buf: Buffer): void {
     if (this.#closed) return;
-    let p: IpPacket;
-    try {
-      p = parseIp(buf);
-    } catch (e) {
-      this.#drop(isPacketError(e) ? e.reason : 'malformed');
-      return;
-    }
-    if (this.#claims.deliver(p)) return;
+    const p = this.#parse(buf);
+    if (p === null || this.#claims.deliver(p)) return;
     const known = p.fragment === null ? this.#tracker.get(packetFlowKey(p)) : undefined;
     if (known !== undefined && (known.data as FlowCtl | null)?.way !== 'forward') {
       this.#drop('unsolicited');
