@@ -246,6 +246,7 @@ async function main(): Promise<void> {
   }
   const connload = await buildConnload(ROOT, work);
   const docroot = ensureDocroot();
+  const upstream = await startUpstream(env, UPSTREAM_PORT, docroot);
   const senv: ScenarioEnv = {
     root: ROOT,
     work,
@@ -254,10 +255,10 @@ async function main(): Promise<void> {
     upstream: env.upstream,
     udpEcho: env.udpEcho,
     dns: env.dns,
+    upstreamPid: upstream.proc.pid,
     quick: values.quick,
     pin: values.pin,
   };
-  const upstream = await startUpstream(env, UPSTREAM_PORT, docroot);
   if (values.pin) {
     pinTree(process.pid, '0');
     pinTree(upstream.proc.pid, '0');

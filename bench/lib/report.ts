@@ -130,6 +130,8 @@ const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]
     { key: 'tunnels_per_s', head: 'tunnels/s' },
     { key: 'setup_p50_ms', head: 'setup p50 ms', digits: 2 },
     { key: 'setup_p99_ms', head: 'setup p99 ms', digits: 2 },
+    { key: 'client_us_per_tunnel', head: 'client µs/tunnel', digits: 1 },
+    { key: 'upstream_us_per_tunnel', head: 'upstream µs/tunnel', digits: 1 },
     { key: 'errors', head: 'errors', digits: 0 },
   ],
   S4: [
@@ -152,6 +154,8 @@ const COLUMNS: Record<Scenario, { key: string; head: string; digits?: number }[]
     { key: 'reactor_us_per_conn', head: 'reactor µs/conn', digits: 1 },
     { key: 'js_csw_per_conn', head: 'JS switches/conn', digits: 2 },
     { key: 'reactor_csw_per_conn', head: 'reactor switches/conn', digits: 2 },
+    { key: 'client_us_per_conn', head: 'client µs/conn', digits: 1 },
+    { key: 'upstream_us_per_conn', head: 'upstream µs/conn', digits: 1 },
     { key: 'connect_p99_ms', head: 'connect p99 ms', digits: 2 },
     { key: 'errors', head: 'errors', digits: 0 },
     { key: 'load1', head: 'load avg', digits: 1 },

@@ -30,7 +30,7 @@ export const L4_METRICS: Record<
     title: 'S6b: tcp endpoint, new connections',
     unit: 'connections/s',
     higherIsBetter: true,
-    what: 'each connection: connect, `GET /1k` (Connection: close), read the response, close; 64 at a time for 10 s (bench/tools/connload.c)',
+    what: 'each connection: connect, `GET /1k` (Connection: close), read the response, close; 64 at a time for 10 s (bench/tools/connload.c); client and upstream µs: the CPU the load generator and the upstream nginx spent per connection, which set the rate when the proxy has CPU to spare (bench/analysis-l4.md)',
   },
   S7a: {
     title: 'S7a: udp endpoint, 64 B datagrams',

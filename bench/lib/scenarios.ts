@@ -35,6 +35,8 @@ export interface ScenarioEnv {
   /** The UDP echo upstream and the DNS responder of S7, host:port. */
   readonly udpEcho: string;
   readonly dns: string;
+  /** The upstream nginx's master PID (its worker is its child), for what a unit costs it. */
+  readonly upstreamPid?: number;
   readonly quick: boolean;
   /**
    * The `--pin` layout (S1): the load generator runs on CPU 0 with the upstream, the proxy alone
@@ -74,7 +76,7 @@ export const METRICS: Record<
     title: 'S3: short tunnels',
     unit: 'tunnels/s',
     higherIsBetter: true,
-    what: 'CONNECT, one 1 KiB GET inside, close; 64 at a time for 10 s (bench/tools/connload.c)',
+    what: 'CONNECT, one 1 KiB GET inside, close; 64 at a time for 10 s (bench/tools/connload.c); client and upstream µs: the CPU the load generator and the upstream nginx spent per tunnel (the upstream measured only when one proxy runs)',
   },
   S4: {
     title: 'S4: 5,000 idle CONNECT tunnels',

@@ -58,9 +58,13 @@ export async function shortConnections(
   await all(1, 20000); // warm-up
   await sleep(500);
   const before: (CpuSplit | null)[] = sides.map((s) => (s.pid ? cpuSplit(s.pid) : null));
+  // The upstream serves every side: its CPU per unit is one side's only when there is one.
+  const upstreamPid = sides.length === 1 ? env.upstreamPid : undefined;
+  const upstreamBefore = upstreamPid ? cpuSplit(upstreamPid) : null;
   const t0 = Date.now();
   const results = await all(seconds, (seconds + 30) * 1000);
   const cpus = sides.map((s, i) => (s.pid && before[i] ? cpuSplitSince(s.pid, before[i]) : null));
+  const upstreamCpu = upstreamPid && upstreamBefore ? cpuSplitSince(upstreamPid, upstreamBefore) : null;
   const elapsed = (Date.now() - t0) / 1000;
   const { unit, rate: rateKey, latency, noun } = FIGURE_NAMES[sc];
   return results.map((r, i) => {
@@ -69,8 +73,15 @@ export async function shortConnections(
     if (n === 0) throw new Error(`no ${noun} completed: ${JSON.stringify(j)}`);
     const cpu = cpus[i] ?? null;
     const rate = Number(j.tunnels_per_s);
+    // What a unit costs the proxy's neighbours on this machine: the load generator (its own
+    // count of its CPU) and, measured alone, the upstream. Run alone, a proxy's rate can be
+    // theirs to set (bench/analysis-l4.md, "what the client and the upstream spend").
+    const neighbours: Record<string, number> = {};
+    if (j.cpu_s !== undefined) neighbours[`client_us_per_${unit}`] = (Number(j.cpu_s) * 1e6) / n;
+    if (upstreamCpu) neighbours[`upstream_us_per_${unit}`] = (upstreamCpu.total * 1e6) / n;
     return {
       ...cpuPer(cpu, n, unit),
+      ...neighbours,
       primary: rate,
       [rateKey]: rate,
       [`${latency}_p50_ms`]: Number(j.setup_p50_ms),

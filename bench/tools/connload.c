@@ -10,7 +10,9 @@
  *     Keeps `-c` tunnels in flight for `-d` seconds. Each one: TCP connect to the proxy,
  *     `CONNECT target`, wait for 200, one `GET path` inside, read the whole response, close.
  *     Without --proxy the GET goes straight to the target (the "direct" limit of the machine).
- *     Prints one JSON line: tunnels, tunnels_per_s, errors, setup latency p50/p99 in ms.
+ *     Prints one JSON line: tunnels, tunnels_per_s, errors, setup latency p50/p99 in ms, and
+ *     cpu_s, this process's own CPU time (user and system), so that what a tunnel costs the
+ *     client beside the proxy can be told apart (the bench's `client µs` columns).
  *     Setup latency is from connect() to the proxy's 200 (to TCP connect without a proxy).
  *
  *   connload idle --proxy H:P --target H:P [-n 5000] [-c 200]
@@ -24,6 +26,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 
 #include "load-common.h"
 
@@ -264,8 +267,12 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  double cpu_s = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                 (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
   printf("{\"mode\":\"tunnels\",\"tunnels\":%ld,\"tunnels_per_s\":%.1f,\"errors\":%ld,\"refused\":%ld,"
-         "\"timeouts\":%ld,\"duration_s\":%.3f,\"setup_p50_ms\":%.3f,\"setup_p99_ms\":%.3f}\n",
-         done_ok, done_ok / elapsed, errors, refused, timeouts, elapsed, percentile_ms(50), percentile_ms(99));
+         "\"timeouts\":%ld,\"duration_s\":%.3f,\"setup_p50_ms\":%.3f,\"setup_p99_ms\":%.3f,\"cpu_s\":%.3f}\n",
+         done_ok, done_ok / elapsed, errors, refused, timeouts, elapsed, percentile_ms(50), percentile_ms(99), cpu_s);
   return 0;
 }
