@@ -10,13 +10,17 @@
  *
  * Ordering rule: read-only. Files are read, nothing is created, opened for writing or bound.
  */
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import { type SettingsProblem, unwritableFile } from 'foundations/settings';
 import { workerCount } from 'foundations/workers';
 import type { ListenAddr } from './context/addr.ts';
 import { DnsResolver } from './dns/resolver.ts';
 import { CidrBlocklist } from './offramps/tcp/blocklist.ts';
+import { loadUpstreamTrust } from './offramps/tls/connect.ts';
 import { http2ServerOptions } from './onramps/http2/server.ts';
+import { masqueParts } from './onramps/masque/onramp.ts';
 import { loadSecureContext } from './onramps/tls/credentials.ts';
 import type { AppSettings } from './settings.ts';
 import { checkInterceptionCa } from './tunnels/tls-intercept/ca.ts';
@@ -85,6 +89,11 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
       if (tls.enabled) attempt(problems, `${where}.tls`, () => loadSecureContext(tls, `${where}.tls`));
       if (http2.enabled)
         attempt(problems, `${where}.http2`, () => http2ServerOptions(http2, `${where}.http2`));
+      if (ep.masque.enabled) attempt(problems, `${where}.masque`, () => masqueParts(ep.masque, where));
+    }
+    if ((ep.protocol === 'http' || ep.protocol === 'tcp') && ep.tcp_congestion_control !== '') {
+      const why = congestionRefusal(ep.tcp_congestion_control);
+      if (why !== null) problems.push({ path: `${where}.tcp_congestion_control`, message: why });
     }
     if (ep.protocol === 'ip_seqpacket' && ep.addr.kind !== 'unix')
       problems.push({
@@ -113,6 +122,9 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
   if (server.enabled) seen.push({ key: 'telemetry.server.addr', addr: server.addr as ListenAddr });
   clashesIn(seen, problems);
   attempt(problems, 'egress.dns', () => new DnsResolver(settings.egress.dns));
+  const upstreamTls = settings.egress.tls;
+  if (upstreamTls !== undefined && upstreamTls.extra_ca.length > 0)
+    attempt(problems, 'egress.tls.extra_ca', () => loadUpstreamTrust(upstreamTls));
   const source = settings.egress.source_addr;
   if (source !== null && net.isIP(source) === 0) {
     problems.push({
@@ -131,6 +143,57 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
     if (why !== null) problems.push({ path: 'audit.path', message: why });
   }
   return problems;
+}
+
+/** One of /proc/sys/net/ipv4's lists of congestion control names, or null when it cannot be read. */
+function congestionList(which: 'available' | 'allowed'): string[] | null {
+  try {
+    return fs.readFileSync(`/proc/sys/net/ipv4/tcp_${which}_congestion_control`, 'utf8').trim().split(/\s+/);
+  } catch {
+    return null;
+  }
+}
+
+/** True when this process holds CAP_NET_ADMIN (bit 12 of CapEff in /proc/self/status). */
+function hasNetAdmin(): boolean {
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    return m !== null && ((BigInt(`0x${m[1]}`) >> 12n) & 1n) === 1n;
+  } catch {
+    return false;
+  }
+}
+
+/** True when the kernel has a module for `name` that it would load on first use. */
+function hasCongestionModule(name: string): boolean {
+  const dir = `/lib/modules/${os.release()}`;
+  try {
+    if (fs.readFileSync(`${dir}/modules.builtin`, 'utf8').includes(`/tcp_${name}.ko`)) return true;
+  } catch {}
+  try {
+    return fs.readdirSync(`${dir}/kernel/net/ipv4`).some((f) => f.startsWith(`tcp_${name}.ko`));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why setting TCP_CONGESTION `name` on a listening socket would fail at start (the kernel's own
+ * rule: an algorithm it has, or a module it loads for CAP_NET_ADMIN; one outside
+ * net.ipv4.tcp_allowed_congestion_control only with CAP_NET_ADMIN), or null when it would work
+ * or /proc cannot tell.
+ */
+function congestionRefusal(name: string): string | null {
+  const available = congestionList('available');
+  if (available === null) return null;
+  const admin = hasNetAdmin();
+  if (!available.includes(name)) {
+    if (admin && hasCongestionModule(name)) return null;
+    return `the kernel has no congestion control "${name}" (net.ipv4.tcp_available_congestion_control: ${available.join(' ')}); modprobe tcp_${name} if it is a module`;
+  }
+  const allowed = congestionList('allowed');
+  if (admin || allowed === null || allowed.includes(name)) return null;
+  return `"${name}" is not in net.ipv4.tcp_allowed_congestion_control (${allowed.join(' ')}), and Oxy lacks CAP_NET_ADMIN: add it there`;
 }
 
 /** The addresses `host` names without a lookup: itself if an IP, loopback's for `localhost`. */

@@ -152,6 +152,42 @@ test('an interception CA that cannot be read, or is not a CA', async () => {
   );
 });
 
+test('an egress.tls.extra_ca file that cannot be read (--check once accepted what a start refused)', async () => {
+  await failsBoth(
+    'extra-ca.yaml',
+    'egress:\n  tls:\n    extra_ca: [missing-root.pem]\n',
+    /^oxy-restart-test: egress\.tls\.extra_ca\[0\]: cannot read missing-root\.pem: ENOENT/m,
+  );
+});
+
+test('a MASQUE template or address pool a start refuses (--check once accepted them)', async () => {
+  const masque = (lines: string) =>
+    `endpoints:\n  main:\n    addr: 127.0.0.1:0\n    masque:\n      enabled: true\n${lines}`;
+  await failsBoth(
+    'masque-template.yaml',
+    masque('      udp_template: /masque/{target_host}/\n'),
+    /^oxy-restart-test: endpoints\.main\.masque\.udp_template: URI template "\/masque\/\{target_host\}\/": a connect-udp template must contain \{target_port\}/m,
+  );
+  await failsBoth(
+    'masque-pool.yaml',
+    masque('      ip_pool: { ipv4: "fd00::/64" }\n'),
+    /^oxy-restart-test: endpoints\.main\.masque\.ip_pool\.ipv4: "fd00::\/64" is not an IPv4 prefix/m,
+  );
+  await failsBoth(
+    'masque-small.yaml',
+    masque('      ip_pool: { ipv4: "100.64.0.0/31" }\n'),
+    /^oxy-restart-test: endpoints\.main\.masque\.ip_pool\.ipv4: the prefix leaves no address after the gateway/m,
+  );
+});
+
+test('a tcp_congestion_control the kernel does not have (--check once accepted it)', async () => {
+  await failsBoth(
+    'congestion.yaml',
+    'endpoints:\n  main:\n    addr: 127.0.0.1:0\n    tcp_congestion_control: no-such-algorithm\n',
+    /^oxy-restart-test: endpoints\.main\.tcp_congestion_control: .*"no-such-algorithm"/m,
+  );
+});
+
 test('a configuration --check accepts starts', async () => {
   fs.writeFileSync(
     path.join(dir, 'good.yaml'),

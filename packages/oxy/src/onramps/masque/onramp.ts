@@ -91,21 +91,32 @@ function parseTemplate(where: string, key: string, source: string, protocol: Mas
 }
 
 /**
+ * The templates and the CONNECT-IP address pool of an enabled `masque` section, as a start and
+ * `--check` read them. Throws `OXY_ERR_INVALID_APP` naming the key under `where`
+ * (`endpoints.<name>`): a bad template, or a prefix of the wrong family or too small.
+ */
+export function masqueParts(
+  settings: MasqueSettings,
+  where: string,
+): { templates: MasqueEndpointTemplates; pool: IpPool | null } {
+  const udp = parseTemplate(where, 'udp_template', settings.udp_template, 'connect-udp');
+  const ip = parseTemplate(where, 'ip_template', settings.ip_template, 'connect-ip');
+  // CONNECT-IP needs an address pool; without one (both prefixes empty) it is answered 501.
+  const { ipv4, ipv6 } = settings.ip_pool;
+  const pool = ipv4 === '' && ipv6 === '' ? null : new IpPool(ipv4, ipv6, `${where}.masque.ip_pool`);
+  return { templates: { udp, ip, proxyName: PROXY_NAME }, pool };
+}
+
+/**
  * Creates the MASQUE on-ramp of `http` endpoint `endpoint`, or null when `masque.enabled` is
  * false. Parses both templates now: a bad one throws `OXY_ERR_INVALID_APP` naming its key
  * (`endpoints.<name>.masque.udp_template`).
  */
 export function createMasqueOnRamp(rt: Runtime, endpoint: EndpointState): MasqueOnRamp | null {
-  const where = `endpoints.${endpoint.name}`;
   const settings = masqueSection(endpoint);
   if (!settings.enabled) return null;
-  const udp = parseTemplate(where, 'udp_template', settings.udp_template, 'connect-udp');
-  const ipTemplate = parseTemplate(where, 'ip_template', settings.ip_template, 'connect-ip');
-  const templates: MasqueEndpointTemplates = { udp, ip: ipTemplate, proxyName: PROXY_NAME };
+  const { templates, pool } = masqueParts(settings, `endpoints.${endpoint.name}`);
   const idleMs = httpEndpoint(endpoint.settings).tunnel_idle_timeout;
-  // CONNECT-IP needs an address pool; without one (both prefixes empty) it is answered 501.
-  const { ipv4, ipv6 } = settings.ip_pool;
-  const pool = ipv4 === '' && ipv6 === '' ? null : new IpPool(ipv4, ipv6, `${where}.masque.ip_pool`);
   if (pool !== null) registerIpPool(endpoint, pool);
   const ip: ConnectIpServe | null = pool === null ? null : { rt, pool, proxyName: PROXY_NAME, idleMs };
 
