@@ -62,6 +62,21 @@ describe('oxySettingsWarnings', () => {
     );
   });
 
+  it('names a PROXY header to send that the upstream proxy would swallow', () => {
+    const sending = { ...tcp('192.0.2.1:80'), tcp: { target: '192.0.2.1:80', send_proxy_protocol: 'v2' } };
+    const chained = { upstream_proxy: { enabled: true, addr: '127.0.0.1:3128' } };
+    const w = warningsFor({ endpoints: { raw: sending }, egress: chained });
+    assert.deepEqual(
+      w.map((x) => x.path),
+      ['endpoints.raw.tcp.send_proxy_protocol'],
+    );
+    assert.match(
+      w[0]?.message ?? '',
+      /no PROXY header is sent unless an egress hook decides a direct connection/,
+    );
+    assert.deepEqual(warningsFor({ endpoints: { raw: sending } }), [], 'sent when direct');
+  });
+
   it('says nothing when the list allows the target, or cannot know it yet', () => {
     assert.deepEqual(
       warningsFor({ endpoints: { raw: tcp('127.0.0.1:80') }, egress: { blocked_cidrs: [] } }),

@@ -213,7 +213,8 @@ function rangeOf(cidrs: readonly string[], ip: string): string {
  * is inside `egress.blocked_cidrs` (the default list blocks loopback and the private ranges),
  * so that every connection or session to it is refused (a reset or a dropped datagram, counted
  * as `OXY_ERR_EGRESS_BLOCKED`) unless an egress hook sends it elsewhere; and a `udp` endpoint
- * with `egress.upstream_proxy` on, which cannot carry its datagrams. A TCP target reached
+ * with `egress.upstream_proxy` on, which cannot carry its datagrams; a `tcp` endpoint's
+ * `send_proxy_protocol` with the upstream proxy on, which it never reaches. A TCP target reached
  * through the upstream proxy is that proxy's to refuse, and a name is checked only when it
  * resolves, so neither is reported.
  */
@@ -236,6 +237,13 @@ export function oxySettingsWarnings(settings: AppSettings): SettingsProblem[] {
       });
       continue;
     }
+    if (ep.protocol === 'tcp' && chained && ep.tcp.send_proxy_protocol !== 'off')
+      warnings.push({
+        path: `endpoints.${name}.tcp.send_proxy_protocol`,
+        message:
+          'egress.upstream_proxy is enabled: connections go through its CONNECT tunnels, and no ' +
+          'PROXY header is sent unless an egress hook decides a direct connection',
+      });
     const target =
       ep.protocol === 'tcp' && !chained ? ep.tcp.target : ep.protocol === 'udp' ? ep.udp.target : null;
     if (target === null) continue;

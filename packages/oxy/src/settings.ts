@@ -91,6 +91,14 @@ const tcpFields = {
         'loopback and the private ranges.',
       s.socketAddr('The target, host:port or [v6]:port.', '127.0.0.1:80'),
     ),
+    send_proxy_protocol: s.oneOf(
+      'A PROXY protocol header sent to the target before the first byte, carrying the client (a ' +
+        "received header's source when there is one), as HAProxy's send-proxy and nginx's " +
+        'proxy_protocol on: "off", "v1" (text) or "v2" (binary). An EgressHook decision with its own ' +
+        'proxyProtocol option replaces it; through egress.upstream_proxy none is sent.',
+      ['off', 'v1', 'v2'] as const,
+      'off',
+    ),
   }),
   ...streamFields,
   ...congestionFields,

@@ -310,3 +310,70 @@ describe("the off-ramp: nginx behind Oxy reads the client from Oxy's header", {
     });
   }
 });
+
+describe('the off-ramp by settings: tcp.send_proxy_protocol, with no hook', {
+  skip: missingL4Peers('nginx'),
+}, () => {
+  /** nginx answering each connection with the client its PROXY header names. */
+  async function nginxSayingClient(): Promise<number> {
+    const port = await freePort();
+    peers.push(
+      await startNginxStream(
+        `  server { listen 127.0.0.1:${port} proxy_protocol; return "$proxy_protocol_addr:$proxy_protocol_port\\n"; }`,
+        [port],
+      ),
+    );
+    return port;
+  }
+
+  /** An app with no hooks at all, so the fast paths (the addon's accept) would apply. */
+  async function plain(tcp: Record<string, unknown>): Promise<AppUnderTest> {
+    const app = await startApp(hooksApp({}), {
+      settings: { endpoints: { main: {}, raw: { protocol: 'tcp', addr: '127.0.0.1:0', ...tcp } } },
+    });
+    opened.push(app);
+    return app;
+  }
+
+  for (const version of ['v1', 'v2'] as const) {
+    test(`send_proxy_protocol: ${version}: nginx reads the client's own address`, async () => {
+      const port = await nginxSayingClient();
+      const app = await plain({ tcp: { target: `127.0.0.1:${port}`, send_proxy_protocol: version } });
+      const [host, p] = app.address('raw').split(':');
+      for (let i = 0; i < 3; i++) {
+        const s = net.connect(Number(p), host);
+        await once(s, 'connect');
+        const want = `127.0.0.1:${s.localPort}\n`;
+        assert.equal((await readBytes(s, want.length)).toString(), want);
+        s.destroy();
+      }
+    });
+  }
+
+  test('a received header passes on: curl-style v1 in, v2 out, nginx sees the first client', async () => {
+    const port = await nginxSayingClient();
+    const app = await plain({
+      tcp: { target: `127.0.0.1:${port}`, send_proxy_protocol: 'v2' },
+      proxy_protocol: { enabled: true },
+    });
+    const [host, p] = app.address('raw').split(':');
+    const s = net.connect(Number(p), host);
+    await once(s, 'connect');
+    s.write('PROXY TCP4 198.51.100.7 127.0.0.1 4242 9000\r\n');
+    const want = '198.51.100.7:4242\n';
+    assert.equal((await readBytes(s, want.length)).toString(), want);
+    s.destroy();
+    const rec = await recordWhere(app, (r) => r.kind === 'tunnel' && r.client === '198.51.100.7:4242');
+    assert.equal(rec.proxy_protocol?.version, 1);
+  });
+
+  test("off (the default) sends nothing: an echo upstream returns exactly the client's bytes", async () => {
+    const app = await plain({ tcp: { target: echo.authority } });
+    const [host, p] = app.address('raw').split(':');
+    const s = net.connect(Number(p), host);
+    await once(s, 'connect');
+    s.write('ping');
+    assert.equal((await readBytes(s, 4)).toString(), 'ping');
+    s.destroy();
+  });
+});

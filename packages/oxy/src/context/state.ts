@@ -9,6 +9,7 @@
  */
 import net from 'node:net';
 import type { CounterHandle, LogFieldSource, TelemetryContext } from 'foundations/telemetry';
+import type { ProxyHeaderOut } from '../hooks/egress.ts';
 import { proxyReadOptions, type ReadProxyHeaderOptions } from '../onramps/proxy-protocol/read.ts';
 import type { ProxyHeader } from '../protocols/proxy-protocol/index.ts';
 import type { EndpointSettings } from '../settings.ts';
@@ -49,6 +50,8 @@ export class EndpointState implements EndpointContext {
   readonly stream: StreamLimits;
   /** How to read the PROXY header every connection must open with, or null when it is off. */
   readonly proxyProtocol: ReadProxyHeaderOptions | null;
+  /** The PROXY header a `tcp` endpoint sends its targets (`tcp.send_proxy_protocol`), or null. */
+  readonly sendProxyProtocol: ProxyHeaderOut | null;
   /** Metric handles of this endpoint, looked up once instead of per request. */
   readonly metrics: {
     readonly forwardRequests: CounterHandle;
@@ -81,6 +84,8 @@ export class EndpointState implements EndpointContext {
       (settings.protocol === 'http' || settings.protocol === 'tcp') && settings.proxy_protocol.enabled
         ? proxyReadOptions(settings.proxy_protocol, { unshift: true })
         : null;
+    const send = settings.protocol === 'tcp' ? settings.tcp.send_proxy_protocol : 'off';
+    this.sendProxyProtocol = send === 'off' ? null : Object.freeze({ version: send === 'v1' ? 1 : 2 });
     this.#ext = newExt(ext.endpoint);
   }
 }

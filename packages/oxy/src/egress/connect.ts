@@ -313,7 +313,9 @@ function routeFor(
         connectFailed(OXY_ERR.NO_TARGET);
         throw new OxyError(OXY_ERR.NO_TARGET, 'no destination to connect to', { source: 'internal' });
       }
-      const proxyHeader = decision.options?.proxyProtocol;
+      // The decision's own header, or the one the endpoint sends every target (tcp endpoints).
+      const proxyHeader =
+        decision.options?.proxyProtocol ?? eg.ingress.endpoint.sendProxyProtocol ?? undefined;
       if (transport === 'tcp' && rt.hooks.selectUpstream !== null) {
         const select = decision.addr;
         return proxyHeader === undefined

@@ -68,6 +68,7 @@ export function rawAcceptApplies(rt: Runtime, endpoint: EndpointState, target: S
     rt.fast.wholeTunnel &&
     endpoint.stream.splice &&
     endpoint.proxyProtocol === null &&
+    endpoint.sendProxyProtocol === null &&
     rt.hooks.ingressConnection === null &&
     rt.hooks.ingressConnectionClose === null
   );
