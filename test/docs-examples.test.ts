@@ -40,8 +40,13 @@ function yamlBlocks(): Block[] {
   const blocks: Block[] = [];
   for (const file of files.filter((f) => f.endsWith('.md'))) {
     const text = fs.readFileSync(path.join(root, file), 'utf8');
-    for (const m of text.matchAll(/^```ya?ml\n([\s\S]*?)^```$/gm)) {
-      const yaml = m[1] as string;
+    // A block may be indented under a list item: its lines lose the fence's indentation.
+    for (const m of text.matchAll(/^( *)```ya?ml\n([\s\S]*?)^\1```$/gm)) {
+      const indent = (m[1] as string).length;
+      const yaml = (m[2] as string)
+        .split('\n')
+        .map((l) => l.slice(indent))
+        .join('\n');
       blocks.push({ key: `${file}: ${yaml.split('\n')[0]}`, yaml });
     }
   }
