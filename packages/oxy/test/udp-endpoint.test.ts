@@ -2,7 +2,8 @@
  * `udp` endpoints: datagram sessions by client address through the datagram runner: DNS with
  * dig (Debian's bind9-dnsutils, when installed) and with a client written here, 10,000
  * datagrams with none lost, idle expiry with a `udp_session` audit record, refusals by the
- * blocklist, the datagram hook rewriting and dropping, and the session bound.
+ * blocklist, the datagram hook rewriting and dropping, the session bound, and a target where
+ * nothing listens (the ICMP errors counted, the session going on).
  */
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
@@ -10,6 +11,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
+import { captureTelemetry } from 'foundations/telemetry/testing';
 import type { AuditRecord } from '../src/audit.ts';
 import { DatagramVerdict } from '../src/hooks/datagram.ts';
 import { EgressDecision } from '../src/hooks/egress.ts';
@@ -186,4 +188,38 @@ test('beyond max_sessions, datagrams of new clients are dropped; existing sessio
   first.send('again', portOf(app), '127.0.0.1');
   assert.equal(((await once(first, 'message')) as [Buffer])[0].toString(), 'again');
   first.close();
+});
+
+test('a target where nothing listens: the ICMP errors are counted, and the session goes on', async () => {
+  const tele = captureTelemetry({ verbosity: 'ERROR' });
+  try {
+    const closed = dgram.createSocket('udp4');
+    closed.bind(0, '127.0.0.1');
+    await once(closed, 'listening');
+    const port = closed.address().port;
+    closed.close(); // nothing listens there now: the kernel answers port unreachable
+    const app = await start({}, { target: `127.0.0.1:${port}` });
+    const before = (await tele.metricValue('udp_upstream_errors_total', { code: 'ECONNREFUSED' })) ?? 0;
+    const client = dgram.createSocket('udp4');
+    client.bind(0, '127.0.0.1');
+    await once(client, 'listening');
+    for (let i = 0; i < 3; i++) client.send(`probe ${i}`, portOf(app), '127.0.0.1');
+    const refusals = async () =>
+      (await tele.metricValue('udp_upstream_errors_total', { code: 'ECONNREFUSED' })) ?? 0;
+    for (let t = 0; (await refusals()) === before; t++) {
+      assert.ok(t < 150, 'an ECONNREFUSED counted within 3 s');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // The session is still there: a server that starts listening now gets the next datagram.
+    const late = dgram.createSocket('udp4');
+    late.bind(port, '127.0.0.1');
+    await once(late, 'listening');
+    client.send('after', portOf(app), '127.0.0.1');
+    const [msg] = (await once(late, 'message')) as [Buffer];
+    assert.equal(msg.toString(), 'after');
+    late.close();
+    client.close();
+  } finally {
+    tele.stop();
+  }
 });

@@ -69,6 +69,10 @@ export const datagramMetrics = defineMetrics('udp', {
   dropped_total: counter<{ reason: string }>(
     'Datagrams dropped: refused session, too many sessions, too large, a hook, a full queue.',
   ),
+  upstream_errors_total: counter<{ code: string }>(
+    "Errors on sessions' upstream sockets, mostly ICMP reports: ECONNREFUSED (nothing listens at " +
+      'the target), EHOSTUNREACH, ENETUNREACH. The session goes on until it idles out.',
+  ),
   session_duration_seconds: histogram('How long datagram sessions lasted.', {
     buckets: [0.01, 0.1, 1, 5, 15, 60, 300, 900, 3600],
   }),

@@ -298,9 +298,10 @@ export class DatagramSession {
     this.#settled({ open: true });
     const up = this.#upstream;
     up?.onBatch((batch) => this.#fromUpstream(batch));
-    up?.onError(() => {
-      // An ICMP error for the upstream (port unreachable): counted by the socket; the session
-      // goes on, as a UDP flow would, until it idles out.
+    up?.onError((e) => {
+      // An ICMP error for the upstream (port unreachable): counted; the session goes on, as a
+      // UDP flow would, until it idles out.
+      datagramMetrics.upstream_errors_total({ code: e.errnoName || e.code }).inc();
     });
     const pending = this.#pending;
     this.#pending = null;
