@@ -112,6 +112,12 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
         path: `${where}.protocol`,
         message: `a ${ep.protocol} endpoint runs in one process: set workers: 1 (workers: ${settings.workers} shares only http and tcp listeners)`,
       });
+    const target = ep.protocol === 'tcp' ? ep.tcp.target : ep.protocol === 'udp' ? ep.udp.target : null;
+    if (target !== null && pointsAtItself(ep.addr, target))
+      problems.push({
+        path: `${where}.${ep.protocol}.target`,
+        message: `${describe({ kind: 'tcp', ...target })} is this endpoint's own address (${describe(ep.addr)}): every ${ep.protocol === 'tcp' ? 'connection' : 'datagram'} would come back to it`,
+      });
     // A udp (or GUE) endpoint may share its port with a TCP one: only like transports clash.
     if (ep.protocol === 'udp' || ep.protocol === 'ip_gue')
       udpSeen.push({ key: `${where}.addr`, addr: ep.addr });
@@ -194,6 +200,27 @@ function congestionRefusal(name: string): string | null {
   const allowed = congestionList('allowed');
   if (admin || allowed === null || allowed.includes(name)) return null;
   return `"${name}" is not in net.ipv4.tcp_allowed_congestion_control (${allowed.join(' ')}), and Oxy lacks CAP_NET_ADMIN: add it there`;
+}
+
+/**
+ * True when `target` (an IP literal or `localhost`) is where `addr` listens: the same port, and
+ * the same address, or any address of this host for a wildcard listener.
+ */
+function pointsAtItself(addr: ListenAddr, target: { host: string; port: number }): boolean {
+  if (addr.kind !== 'tcp' || addr.port === 0 || addr.port !== target.port) return false;
+  const listening = literalAddresses(addr.host);
+  const ips = literalAddresses(target.host);
+  if (addr.host === '0.0.0.0' || addr.host === '::') {
+    const own = new Set(
+      Object.values(os.networkInterfaces())
+        .flat()
+        .map((i) => i?.address),
+    );
+    return ips.some(
+      (ip) => own.has(ip) || ip === '0.0.0.0' || ip === '::' || (addr.host === '::' && ip === '::1'),
+    );
+  }
+  return ips.some((ip) => listening.includes(ip));
 }
 
 /** The addresses `host` names without a lookup: itself if an IP, loopback's for `localhost`. */

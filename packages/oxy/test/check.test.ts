@@ -188,6 +188,19 @@ test('a tcp_congestion_control the kernel does not have (--check once accepted i
   );
 });
 
+test('a tcp or udp target that is the endpoint itself (every connection would loop)', async () => {
+  await failsBoth(
+    'self-tcp.yaml',
+    'egress:\n  blocked_cidrs: []\nendpoints:\n  raw:\n    protocol: tcp\n    addr: 0.0.0.0:18997\n    tcp:\n      target: 127.0.0.1:18997\n',
+    /^oxy-restart-test: endpoints\.raw\.tcp\.target: 127\.0\.0\.1:18997 is this endpoint's own address \(0\.0\.0\.0:18997\)/m,
+  );
+  await failsBoth(
+    'self-udp.yaml',
+    'egress:\n  blocked_cidrs: []\nendpoints:\n  dns:\n    protocol: udp\n    addr: 127.0.0.1:18997\n    udp:\n      target: localhost:18997\n',
+    /^oxy-restart-test: endpoints\.dns\.udp\.target: localhost:18997 is this endpoint's own address/m,
+  );
+});
+
 test('a configuration --check accepts starts', async () => {
   fs.writeFileSync(
     path.join(dir, 'good.yaml'),

@@ -377,3 +377,29 @@ describe('the off-ramp by settings: tcp.send_proxy_protocol, with no hook', {
     s.destroy();
   });
 });
+
+test('a header naming the endpoint itself is refused, not looped (send_proxy_protocol on)', async () => {
+  const app = await start({
+    raw: {
+      protocol: 'tcp',
+      addr: '127.0.0.1:0',
+      tcp: { target: null, send_proxy_protocol: 'v1' },
+      proxy_protocol: { enabled: true },
+    },
+  });
+  const [host, p] = app.address('raw').split(':');
+  const s = net.connect(Number(p), host);
+  await once(s, 'connect');
+  const closed = new Promise((resolve) => s.on('close', resolve));
+  s.on('error', () => {}); // the refusal is a reset
+  s.write(`PROXY TCP4 198.51.100.9 ${host} 4242 ${p}\r\n`);
+  await closed;
+  const rec = await recordWhere(app, (r) => r.kind === 'tunnel' && r.client === '198.51.100.9:4242');
+  assert.equal(rec.close_reason, 'OXY_ERR_EGRESS_BLOCKED');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(
+    app.auditRecords().filter((r) => r.kind === 'tunnel' && r.endpoint === 'raw').length,
+    1,
+    'one connection, no chain of connections to itself',
+  );
+});

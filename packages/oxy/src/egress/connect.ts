@@ -322,7 +322,10 @@ function routeFor(
           ? { kind: 'direct', ips: [], port, select }
           : { kind: 'direct', ips: [], port, select, proxyHeader };
       }
-      const found = guardFailure(() => addressesFor(rt, eg, decision.addr, false));
+      const resolved = guardFailure(() => addressesFor(rt, eg, decision.addr, false));
+      const found = Array.isArray(resolved)
+        ? notSelf(eg, resolved, port)
+        : resolved.then((ips) => notSelf(eg, ips, port));
       if (proxyHeader === undefined) {
         return Array.isArray(found)
           ? { kind: 'direct', ips: found, port }
@@ -372,6 +375,30 @@ function guardFailure<T>(f: () => T | Promise<T>): T | Promise<T> {
 }
 
 /** Counts a failed upstream connect by error code (every connector reports here). */
+/** `ip` without the IPv4-mapped prefix a dual-stack socket reports IPv4 peers with. */
+function unmapped(ip: string): string {
+  return ip.startsWith('::ffff:') && net.isIPv4(ip.slice(7)) ? ip.slice(7) : ip;
+}
+
+/**
+ * `ips` without the address the client reached this proxy on (`ingress.local`, same port):
+ * connecting there is a loop, which a header's destination or a target pointing back at the
+ * endpoint would otherwise run until descriptors or ports ran out (a tcp endpoint that sends
+ * PROXY headers opens a connection to itself per connection it accepts). Throws
+ * `OXY_ERR_EGRESS_BLOCKED`, counted, when nothing else is left.
+ */
+function notSelf(eg: EgressState, ips: string[], port: number): string[] {
+  const local = eg.ingress.local;
+  if (local.port !== port) return ips;
+  const own = unmapped(local.host);
+  const others = ips.filter((ip) => unmapped(ip) !== own);
+  if (others.length > 0 || ips.length === 0) return others.length === ips.length ? ips : others;
+  connectFailed(OXY_ERR.EGRESS_BLOCKED);
+  throw egressBlocked(
+    `${net.isIPv6(own) ? `[${own}]` : own}:${port} is where this connection reached the proxy: a loop`,
+  );
+}
+
 export function connectFailed(code: string): void {
   egressMetrics.connect_failed_total({ code }).inc();
 }

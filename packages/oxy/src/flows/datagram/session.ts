@@ -259,9 +259,11 @@ export class DatagramSession {
     const rt = this.#rt;
     const eg = new EgressState(this.conn, this.request, this.request.target, rt.ext);
     const started = performance.now();
+    let routed = false; // routeEgress counts its own failures in egress_connect_failed_total
     try {
       const r = routeEgress(rt, eg, this.request.decisions, 'udp');
       const route = r instanceof Promise ? await r : r;
+      routed = true;
       if (route.kind === 'viaProxy') throw new TypeError('unreachable: UDP routes are direct or packets');
       if (this.state !== 'opening') return;
       if (route.kind === 'packets') {
@@ -284,7 +286,7 @@ export class DatagramSession {
       this.#upstream = null;
       this.#packets?.close();
       this.#packets = null;
-      if (!(e instanceof TypeError)) connectFailed(isOxyError(e) ? e.code : 'unknown');
+      if (routed && !(e instanceof TypeError)) connectFailed(isOxyError(e) ? e.code : 'unknown');
       this.#refuse(httpStatusFor(e), isOxyError(e) ? e.code : 'error', e);
       return;
     }
