@@ -146,17 +146,26 @@ test('10,000 datagrams through one session: none lost, counted in the audit reco
   assert.deepEqual(rec.decisions, ['egress:direct']);
 });
 
-test('a blocked destination refuses the session: nothing is sent, one record per session', async () => {
-  const app = await start(
-    {},
-    { target: `127.0.0.1:${echoPort}`, idle_timeout: '200ms' },
-    { egress: { blocked_cidrs: ['127.0.0.0/8'] } },
-  );
-  await assert.rejects(ask(portOf(app), Buffer.from('x'), 300), /no answer/);
-  const rec = await recordFor(app, (r) => r.kind === 'udp_session');
-  assert.equal(rec.status, 403);
-  assert.equal(rec.close_reason, 'OXY_ERR_EGRESS_BLOCKED');
-  assert.equal(rec.datagrams_up, 0);
+test('a blocked destination refuses the session: nothing is sent, one record per session, counted once', async () => {
+  const tele = captureTelemetry({ verbosity: 'ERROR' });
+  try {
+    const blocked = async () =>
+      (await tele.metricValue('egress_connect_failed_total', { code: 'OXY_ERR_EGRESS_BLOCKED' })) ?? 0;
+    const before = await blocked();
+    const app = await start(
+      {},
+      { target: `127.0.0.1:${echoPort}`, idle_timeout: '200ms' },
+      { egress: { blocked_cidrs: ['127.0.0.0/8'] } },
+    );
+    await assert.rejects(ask(portOf(app), Buffer.from('x'), 300), /no answer/);
+    const rec = await recordFor(app, (r) => r.kind === 'udp_session');
+    assert.equal(rec.status, 403);
+    assert.equal(rec.close_reason, 'OXY_ERR_EGRESS_BLOCKED');
+    assert.equal(rec.datagrams_up, 0);
+    assert.equal((await blocked()) - before, 1, 'one refused session, one count');
+  } finally {
+    tele.stop();
+  }
 });
 
 test('the datagram hook rewrites and drops; the egress hook picks the target', async () => {
