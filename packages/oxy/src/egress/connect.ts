@@ -374,31 +374,43 @@ function guardFailure<T>(f: () => T | Promise<T>): T | Promise<T> {
   });
 }
 
-/** Counts a failed upstream connect by error code (every connector reports here). */
 /** `ip` without the IPv4-mapped prefix a dual-stack socket reports IPv4 peers with. */
 function unmapped(ip: string): string {
   return ip.startsWith('::ffff:') && net.isIPv4(ip.slice(7)) ? ip.slice(7) : ip;
 }
 
+/** True for 127.0.0.0/8 and ::1 (and their IPv4-mapped forms, once unmapped). */
+function isLoopback(ip: string): boolean {
+  return ip.startsWith('127.') || ip === '::1';
+}
+
 /**
- * `ips` without the address the client reached this proxy on (`ingress.local`, same port):
- * connecting there is a loop, which a header's destination or a target pointing back at the
- * endpoint would otherwise run until descriptors or ports ran out (a tcp endpoint that sends
- * PROXY headers opens a connection to itself per connection it accepts). Throws
+ * `ips` without the address the client reached this proxy on (`ingress.local`, same port), and
+ * on an endpoint listening on every address (`0.0.0.0`, `::`) without loopback at that port
+ * too: connecting there is a loop, which a header's destination or a target pointing back at
+ * the endpoint would otherwise run until descriptors or ports ran out (a tcp endpoint that
+ * sends PROXY headers opens a connection to itself per connection it accepts). Throws
  * `OXY_ERR_EGRESS_BLOCKED`, counted, when nothing else is left.
  */
 function notSelf(eg: EgressState, ips: string[], port: number): string[] {
   const local = eg.ingress.local;
   if (local.port !== port) return ips;
   const own = unmapped(local.host);
-  const others = ips.filter((ip) => unmapped(ip) !== own);
-  if (others.length > 0 || ips.length === 0) return others.length === ips.length ? ips : others;
+  const addr = eg.ingress.endpoint.addr;
+  const wildcard = addr.kind === 'tcp' && (addr.host === '0.0.0.0' || addr.host === '::');
+  const others = ips.filter((ip) => {
+    const u = unmapped(ip);
+    return u !== own && !(wildcard && isLoopback(u));
+  });
+  if (others.length === ips.length) return ips;
+  if (others.length > 0) return others;
   connectFailed(OXY_ERR.EGRESS_BLOCKED);
   throw egressBlocked(
     `${net.isIPv6(own) ? `[${own}]` : own}:${port} is where this connection reached the proxy: a loop`,
   );
 }
 
+/** Counts a failed upstream connect by error code (every connector reports here). */
 export function connectFailed(code: string): void {
   egressMetrics.connect_failed_total({ code }).inc();
 }
