@@ -16,7 +16,7 @@
  *     `handleResponse`, `handleUpstreamIps`; a block or an empty list stops there); body
  *     filters are chained the same way, chunk by chunk (`hooks/body-chain.ts`);
  *   - overrides: the first defined answer wins (`getAppTunnelPipeline`, `dnsResolveOverride`,
- *     `tcpConnectOverride`, `selectUpstream`);
+ *     `tcpConnectOverride`, `selectUpstream`, `udpConnectOverride`);
  *   - events: every app's method fires, in order, even when an earlier one threw (the first
  *     error is rethrown afterwards, to be logged as that hook's failure): `handleConnectionClose`,
  *     `handleConnectionEstablished`, `handleRequestEnd`.
@@ -387,6 +387,7 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
     ['dnsResolveOverride', 'dnsResolveOverride'],
     ['tcpConnectOverride', 'tcpConnectOverride'],
     ['selectUpstream', 'selectUpstream'],
+    ['udpConnectOverride', 'udpConnectOverride'],
   ] as const) {
     const overrides = all(key);
     if (overrides.length === 0) continue;

@@ -33,6 +33,7 @@ const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'egress.dnsResolveOverride': ['sharedPool'],
   'egress.tcpConnectOverride': ['wholeTunnel', 'sharedPool', 'lateTunnelConnect'],
   'egress.selectUpstream': ['wholeTunnel', 'sharedPool', 'literalEgress', 'lateTunnelConnect'],
+  'egress.udpConnectOverride': [],
   'ipTunnel.handleTunnel': [],
   'ipFlow.handleFlow': [],
   'ipFlow.handlePacket': [],

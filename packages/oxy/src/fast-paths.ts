@@ -97,6 +97,9 @@ export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPat
   tcpConnectOverride: ['wholeTunnel', 'sharedPool', 'lateTunnelConnect'],
   // Chooses (and retries) the upstream per connection, in JS; may answer later.
   selectUpstream: ['wholeTunnel', 'sharedPool', 'literalEgress', 'lateTunnelConnect'],
+  // A session whose socket the app made sends each datagram on its own (no batch to the
+  // addon's socket); a session without one keeps the raw path, so nothing is turned off.
+  udpConnectOverride: [],
   // The layer-3 hooks run in the IP pipeline only, which has no fast path of its own here:
   // each is tested for presence once per tunnel, flow or packet there.
   ipTunnel: [],

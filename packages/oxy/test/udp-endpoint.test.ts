@@ -232,3 +232,58 @@ test('a target where nothing listens: the ICMP errors are counted, and the sessi
     tele.stop();
   }
 });
+
+test('EgressHook.udpConnectOverride: the app makes the session socket; its replies come back', async () => {
+  // A second echo that marks its answers, so the test sees which socket carried the datagram.
+  const other = dgram.createSocket('udp4');
+  other.on('message', (msg, from) =>
+    other.send(Buffer.concat([Buffer.from('app:'), msg]), from.port, from.address),
+  );
+  other.bind(0, '127.0.0.1');
+  await once(other, 'listening');
+  const asked: string[][] = [];
+  const made: dgram.Socket[] = [];
+  try {
+    const app = await start(
+      {
+        egress: {
+          udpConnectOverride: async (addrs: readonly { host: string; port: number }[]) => {
+            asked.push(addrs.map((a) => `${a.host}:${a.port}`));
+            const s = dgram.createSocket('udp4');
+            made.push(s);
+            s.connect(other.address().port, '127.0.0.1');
+            await once(s, 'connect');
+            return s;
+          },
+        },
+      },
+      { target: `127.0.0.1:${echoPort}`, idle_timeout: '200ms' },
+    );
+    assert.equal((await ask(portOf(app), Buffer.from('ping'))).toString(), 'app:ping');
+    assert.deepEqual(asked, [[`127.0.0.1:${echoPort}`]], 'the hook gets the checked addresses');
+    const rec = await recordFor(app, (r) => r.kind === 'udp_session');
+    assert.equal(rec.upstream, `127.0.0.1:${other.address().port}`);
+    assert.equal(rec.datagrams_up, 1);
+    assert.equal(rec.datagrams_down, 1);
+    // The session ended (idle): Oxy closed the app's socket.
+    assert.throws(() => made[0]?.address(), /ERR_SOCKET_DGRAM_NOT_RUNNING|Not running/);
+  } finally {
+    other.close();
+  }
+});
+
+test('EgressHook.udpConnectOverride: undefined keeps the built-in socket; a wrong answer refuses the session', async () => {
+  const passing = await start(
+    { egress: { udpConnectOverride: () => undefined } },
+    { target: `127.0.0.1:${echoPort}` },
+  );
+  assert.equal((await ask(portOf(passing), Buffer.from('plain'))).toString(), 'plain');
+  const wrong = await start(
+    { egress: { udpConnectOverride: () => 42 as never } },
+    { target: `127.0.0.1:${echoPort}`, idle_timeout: '200ms' },
+  );
+  await assert.rejects(ask(portOf(wrong), Buffer.from('x'), 300), /no answer/);
+  const rec = await recordFor(wrong, (r) => r.kind === 'udp_session');
+  assert.equal(rec.datagrams_up, 0);
+  assert.match(String(rec.close_reason), /OXY_ERR_(HOOK_FAILED|INVALID_DECISION)/);
+});

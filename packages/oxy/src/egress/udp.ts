@@ -8,11 +8,15 @@
  * There is no Happy Eyeballs for UDP: nothing answers a connect, so the first address is taken
  * (the resolver orders them).
  */
+import type dgram from 'node:dgram';
 import net from 'node:net';
 import { UdpSocket } from 'native';
 import type { SocketAddr } from '../context/contexts.ts';
+import type { EgressState } from '../context/state.ts';
 import { OXY_ERR, OxyError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
+import { datagramMetrics } from '../telemetry/metrics.ts';
+import type { DatagramPackets } from './packets.ts';
 
 /**
  * SO_RCVBUF of a session's upstream socket. The kernel's default (`net.core.rmem_default`, often
@@ -59,4 +63,63 @@ export function connectUdp(
       },
     );
   }
+}
+
+/** A session's upstream made by `EgressHook.udpConnectOverride`: how to send, and where to. */
+export interface AppUdpUpstream {
+  readonly channel: DatagramPackets;
+  readonly remote: SocketAddr;
+}
+
+/**
+ * Asks `EgressHook.udpConnectOverride` for the socket of a session going to `ips` at `port`:
+ * null when there is no such hook or it answers `undefined` (the built-in socket then). The
+ * socket's `message` events go to `onReply`; an error on it is counted as the built-in
+ * socket's are (`udp_upstream_errors_total{code}`), and the session goes on. Throws the hook's
+ * failure (`OXY_ERR_HOOK_FAILED`).
+ */
+export async function appUdpUpstream(
+  rt: Runtime,
+  eg: EgressState,
+  ips: readonly string[],
+  port: number,
+  onReply: (data: Buffer) => void,
+): Promise<AppUdpUpstream | null> {
+  const override = rt.hooks.udpConnectOverride;
+  if (override === null) return null;
+  const addrs = ips.map((host) => ({ host, port }));
+  let socket: dgram.Socket | undefined;
+  try {
+    socket = await override(addrs, eg);
+  } catch (e) {
+    throw rt.hookFailed('EgressHook.udpConnectOverride', e);
+  }
+  if (socket === undefined) return null;
+  const s = socket;
+  let peer: SocketAddr | null = null;
+  try {
+    const a = s.remoteAddress();
+    peer = { host: a.address, port: a.port };
+  } catch {} // not connected: datagrams go to the first address
+  const to = peer ?? addrs[0] ?? null;
+  if (to === null)
+    throw new OxyError(OXY_ERR.CONNECT_FAILED, 'no address to send to', { source: 'internal' });
+  let closed = false;
+  s.on('message', (msg) => {
+    if (!closed) onReply(msg);
+  });
+  s.on('error', (e: NodeJS.ErrnoException) => {
+    datagramMetrics.upstream_errors_total({ code: e.code ?? 'error' }).inc();
+  });
+  const channel: DatagramPackets = {
+    send: peer === null ? (data) => s.send(data, to.port, to.host) : (data) => s.send(data),
+    close: () => {
+      if (closed) return;
+      closed = true;
+      try {
+        s.close();
+      } catch {} // the app closed it already
+    },
+  };
+  return { channel, remote: to };
 }

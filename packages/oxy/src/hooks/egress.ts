@@ -16,6 +16,7 @@
  * it is answered: `dnsResolveOverride` or the resolver → `handleUpstreamIps` → `blocked_cidrs`,
  * with `ctx.target` `{ host: name, port: 0 }`; the addresses left are the tunnel's scope.
  */
+import type dgram from 'node:dgram';
 import type { Duplex } from 'node:stream';
 import type { EgressContext, ExtTypes, SocketAddr } from '../context/contexts.ts';
 import type { UpstreamProxy } from '../offramps/upstream-proxy/connect.ts';
@@ -136,6 +137,20 @@ export interface EgressHook<X extends ExtTypes = ExtTypes> {
     ctx: EgressContext<X>,
   ): Duplex | undefined | Promise<Duplex | undefined>;
   /**
+   * The UDP counterpart of `tcpConnectOverride`: fires once per datagram session (a `udp`
+   * endpoint's, a CONNECT-UDP tunnel's, an IP tunnel's UDP flow) instead of the built-in
+   * upstream socket (connected to the first of `addrs`, from `source_addr`), after the route
+   * was decided and the addresses checked. Return a `node:dgram` socket that carries the
+   * session's datagrams: connected (datagrams are sent to its peer) or not (they are sent to
+   * the first of `addrs`); its `message` events are the replies, whoever sends them. Oxy closes
+   * it when the session ends. Return `undefined` to use the built-in socket after all.
+   * Default: the built-in socket.
+   */
+  udpConnectOverride?(
+    addrs: readonly SocketAddr[],
+    ctx: EgressContext<X>,
+  ): dgram.Socket | undefined | Promise<dgram.Socket | undefined>;
+  /**
    * For apps that route to a set of upstreams: fires once per new upstream TCP connection
    * (CONNECT, `tcp` endpoint, forwarded request, Upgrade; not `udp`, not through an upstream
    * proxy), after `handleConnection` chose `direct(addr)`, with that `addr`. Return the
@@ -160,4 +175,5 @@ export const EGRESS_HOOK_METHODS = [
   'dnsResolveOverride',
   'tcpConnectOverride',
   'selectUpstream',
+  'udpConnectOverride',
 ] as const;

@@ -12,6 +12,7 @@
  * When a test asks for it (`record`), each present method is wrapped to report its calls, so
  * tests can assert the order in which hooks fired.
  */
+import type dgram from 'node:dgram';
 import type { Duplex } from 'node:stream';
 import type {
   ClientIdentity,
@@ -152,6 +153,9 @@ export interface ResolvedHooks {
   readonly selectUpstream:
     | ((target: SocketAddr, ctx: EgressContext) => Maybe<readonly string[] | undefined>)
     | null;
+  readonly udpConnectOverride:
+    | ((addrs: readonly SocketAddr[], ctx: EgressContext) => Maybe<dgram.Socket | undefined>)
+    | null;
   readonly tlsSelectCertificate: ((sni: string, ctx: IngressContext) => Maybe<CertificateChoice>) | null;
   readonly tlsClientIdentity:
     | ((identity: ClientIdentity | null, ctx: IngressContext) => Maybe<ClientIdentityDecision>)
@@ -267,6 +271,7 @@ export function resolveHooks(hooks: Hooks, options: ResolveOptions = {}): Resolv
     dnsResolveOverride: bind('egress', 'dnsResolveOverride'),
     tcpConnectOverride: bind('egress', 'tcpConnectOverride'),
     selectUpstream: bind('egress', 'selectUpstream'),
+    udpConnectOverride: bind('egress', 'udpConnectOverride'),
     tlsSelectCertificate: bind('tls', 'selectCertificate'),
     tlsClientIdentity: bind('tls', 'handleClientIdentity'),
     ipTunnel: bind('ipTunnel', 'handleTunnel'),

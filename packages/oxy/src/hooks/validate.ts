@@ -135,6 +135,12 @@ const tunnelDecision: Check = (v) =>
     ? null
     : 'a TunnelDecision (intercept, passThrough, http, or block with a reason)';
 
+const datagramSocketOrNothing: Check = (v) =>
+  v === undefined ||
+  (isObject(v) && typeof v.send === 'function' && typeof v.on === 'function' && typeof v.close === 'function')
+    ? null
+    : 'a node:dgram Socket or undefined';
+
 const streamOrNothing: Check = (v) =>
   v === undefined || (isObject(v) && typeof v.write === 'function' && typeof v.on === 'function')
     ? null
@@ -161,6 +167,7 @@ const CHECKS: Readonly<Record<string, Check>> = {
   'egress.dnsResolveOverride': ipListOrNothing,
   'egress.tcpConnectOverride': streamOrNothing,
   'egress.selectUpstream': upstreamListOrNothing,
+  'egress.udpConnectOverride': datagramSocketOrNothing,
   'ipTunnel.handleTunnel': ingressDecision,
   'ipFlow.handleFlow': ipFlowDecision,
 };

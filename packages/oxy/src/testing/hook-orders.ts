@@ -290,7 +290,7 @@ export const TRAFFIC_FLOWS = {
     description:
       'A client sends one datagram to an endpoint with `protocol: udp` and `udp.target: ' +
       'localhost:port` and gets the answer; the session ends when it idles out. The ingress ' +
-      'and egress hooks run once per session (UDP has no connect to override), the datagram ' +
+      'and egress hooks run once per session (`udpConnectOverride` in place of the TCP connect), the datagram ' +
       'hook once per datagram each way.',
     steps: [
       { from: 'Client', to: 'Oxy', message: 'datagram (new client address: new session)' },
@@ -298,7 +298,8 @@ export const TRAFFIC_FLOWS = {
       { hook: 'egress.handleConnection', answer: 'direct(target)' },
       { hook: 'egress.dnsResolveOverride', answer: 'undefined: built-in resolver' },
       { hook: 'egress.handleUpstreamIps', answer: 'the addresses as given' },
-      { note: 'egress.blocked_cidrs check; a connected UDP socket for the session' },
+      { note: 'egress.blocked_cidrs check' },
+      { hook: 'egress.udpConnectOverride', answer: 'undefined: a connected UDP socket for the session' },
       { hook: 'egress.handleConnectionEstablished' },
       { hook: 'datagram.handleDatagram', answer: 'undefined: pass' },
       { from: 'Oxy', to: 'Upstream', message: 'datagram' },
@@ -330,7 +331,8 @@ export const TRAFFIC_FLOWS = {
       { hook: 'egress.handleConnection', answer: 'direct(target)' },
       { hook: 'egress.dnsResolveOverride', answer: 'undefined: built-in resolver' },
       { hook: 'egress.handleUpstreamIps', answer: 'the addresses as given' },
-      { note: 'egress.blocked_cidrs check (403 destination_ip_prohibited); a connected UDP socket' },
+      { note: 'egress.blocked_cidrs check (403 destination_ip_prohibited)' },
+      { hook: 'egress.udpConnectOverride', answer: 'undefined: a connected UDP socket' },
       { hook: 'egress.handleConnectionEstablished' },
       { from: 'Oxy', to: 'Client', message: 'HEADERS :status 200, capsule-protocol: ?1' },
       { from: 'Client', to: 'Oxy', message: 'DATAGRAM capsule (context 0)' },
@@ -364,7 +366,8 @@ export const TRAFFIC_FLOWS = {
       { note: 'a datagram session of kind ip-udp in the datagram runner' },
       { hook: 'egress.handleConnection', answer: 'direct(target)' },
       { hook: 'egress.handleUpstreamIps', answer: 'the addresses as given' },
-      { note: 'egress.blocked_cidrs check (ICMP administratively prohibited); a connected UDP socket' },
+      { note: 'egress.blocked_cidrs check (ICMP administratively prohibited)' },
+      { hook: 'egress.udpConnectOverride', answer: 'undefined: a connected UDP socket' },
       { hook: 'egress.handleConnectionEstablished' },
       { hook: 'datagram.handleDatagram', answer: 'undefined: pass' },
       { from: 'Oxy', to: 'Upstream', message: 'datagram' },
@@ -478,6 +481,7 @@ export function tracingHooks(overrides: HookOverrides = {}): Hooks {
       dnsResolveOverride: () => undefined,
       tcpConnectOverride: () => undefined,
       selectUpstream: () => undefined,
+      udpConnectOverride: () => undefined,
       ...overrides.egress,
     },
   };

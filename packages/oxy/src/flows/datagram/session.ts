@@ -30,7 +30,7 @@ import type { IngressConnection } from '../../context/state.ts';
 import { EgressState, RequestState } from '../../context/state.ts';
 import { connectFailed, connectObserved, established, routeEgress } from '../../egress/connect.ts';
 import { type DatagramPackets, noPacketPath } from '../../egress/packets.ts';
-import { connectUdp } from '../../egress/udp.ts';
+import { appUdpUpstream, connectUdp } from '../../egress/udp.ts';
 import { httpStatusFor, isOxyError, OXY_ERR, OxyError } from '../../errors.ts';
 import type { DatagramVerdict } from '../../hooks/datagram.ts';
 import type { IngressDecision } from '../../hooks/ingress.ts';
@@ -275,11 +275,20 @@ export class DatagramSession {
         connectObserved(started);
         established(rt, eg, { destroy: () => packets.close() }, route.addr);
       } else {
-        const { socket, remote } = connectUdp(rt, route.ips, route.port, this.#maxDatagram);
-        this.#upstream = socket;
-        this.request.upstream = formatHostPort(remote.host, remote.port);
-        connectObserved(started);
-        established(rt, eg, { destroy: () => socket.close() }, remote);
+        const app = await appUdpUpstream(rt, eg, route.ips, route.port, (data) => this.#fromPackets(data));
+        if (app !== null) {
+          // The app's socket: its datagrams go and come as an off-ramp's do, one at a time.
+          this.#packets = app.channel;
+          this.request.upstream = formatHostPort(app.remote.host, app.remote.port);
+          connectObserved(started);
+          established(rt, eg, { destroy: () => app.channel.close() }, app.remote);
+        } else {
+          const { socket, remote } = connectUdp(rt, route.ips, route.port, this.#maxDatagram);
+          this.#upstream = socket;
+          this.request.upstream = formatHostPort(remote.host, remote.port);
+          connectObserved(started);
+          established(rt, eg, { destroy: () => socket.close() }, remote);
+        }
       }
     } catch (e) {
       this.#upstream?.close();
@@ -320,7 +329,7 @@ export class DatagramSession {
     else this.#upstream?.send(out);
   }
 
-  /** A reply datagram that came back through the off-ramp (`EgressDecision.packets`). */
+  /** A reply that came back through the off-ramp (`EgressDecision.packets`) or the app's socket. */
   #fromPackets(data: Buffer): void {
     if (this.state !== 'open') return;
     this.lastActive = performance.now();
