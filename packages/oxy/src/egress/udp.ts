@@ -73,7 +73,8 @@ export interface AppUdpUpstream {
 
 /**
  * Asks `EgressHook.udpConnectOverride` for the socket of a session going to `ips` at `port`:
- * null when there is no such hook or it answers `undefined` (the built-in socket then). The
+ * null when there is no such hook or it answers `undefined` (the built-in socket then; callers
+ * skip the call without the hook, so a session opens without a turn of the event loop). The
  * socket's `message` events go to `onReply`; an error on it is counted as the built-in
  * socket's are (`udp_upstream_errors_total{code}`), and the session goes on. Throws the hook's
  * failure (`OXY_ERR_HOOK_FAILED`).

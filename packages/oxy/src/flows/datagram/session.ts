@@ -275,7 +275,10 @@ export class DatagramSession {
         connectObserved(started);
         established(rt, eg, { destroy: () => packets.close() }, route.addr);
       } else {
-        const app = await appUdpUpstream(rt, eg, route.ips, route.port, (data) => this.#fromPackets(data));
+        const app =
+          rt.hooks.udpConnectOverride === null
+            ? null
+            : await appUdpUpstream(rt, eg, route.ips, route.port, (data) => this.#fromPackets(data));
         if (app !== null) {
           // The app's socket: its datagrams go and come as an off-ramp's do, one at a time.
           this.#packets = app.channel;
