@@ -95,6 +95,7 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
       const why = congestionRefusal(ep.tcp_congestion_control);
       if (why !== null) problems.push({ path: `${where}.tcp_congestion_control`, message: why });
     }
+    if (ep.protocol === 'ip_seqpacket' || ep.protocol === 'ip_gue') ipTunnelProblems(where, ep.ip, problems);
     if (ep.protocol === 'ip_seqpacket' && ep.addr.kind !== 'unix')
       problems.push({
         path: `${where}.addr`,
@@ -149,6 +150,29 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
     if (why !== null) problems.push({ path: 'audit.path', message: why });
   }
   return problems;
+}
+
+/** An IP tunnel endpoint's gateways of the right family, and an absolute off-ramp path. */
+function ipTunnelProblems(
+  where: string,
+  ip: { gateway_v4: string; gateway_v6: string; offramp: string | null },
+  problems: SettingsProblem[],
+): void {
+  if (!net.isIPv4(ip.gateway_v4))
+    problems.push({
+      path: `${where}.ip.gateway_v4`,
+      message: `expected an IPv4 address, got "${ip.gateway_v4}"`,
+    });
+  if (!net.isIPv6(ip.gateway_v6))
+    problems.push({
+      path: `${where}.ip.gateway_v6`,
+      message: `expected an IPv6 address, got "${ip.gateway_v6}"`,
+    });
+  if (ip.offramp !== null && !ip.offramp.startsWith('/'))
+    problems.push({
+      path: `${where}.ip.offramp`,
+      message: `must be an absolute path (it is connected to once per tunnel, from any working directory), got "${ip.offramp}"`,
+    });
 }
 
 /** One of /proc/sys/net/ipv4's lists of congestion control names, or null when it cannot be read. */

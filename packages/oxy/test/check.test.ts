@@ -201,6 +201,21 @@ test('a tcp or udp target that is the endpoint itself (every connection would lo
   );
 });
 
+test('an IP tunnel gateway of the wrong family, or a relative off-ramp path', async () => {
+  const ip = (line: string) =>
+    `endpoints:\n  t:\n    protocol: ip_seqpacket\n    addr: ${path.join(dir, 'ip.sock')}\n    ip:\n      ${line}\n`;
+  await failsBoth(
+    'gw4.yaml',
+    ip('gateway_v4: "fd00::1"'),
+    /^oxy-restart-test: endpoints\.t\.ip\.gateway_v4: expected an IPv4 address, got "fd00::1"/m,
+  );
+  await failsBoth(
+    'offramp.yaml',
+    ip('offramp: relative.sock'),
+    /^oxy-restart-test: endpoints\.t\.ip\.offramp: must be an absolute path/m,
+  );
+});
+
 test('a configuration --check accepts starts', async () => {
   fs.writeFileSync(
     path.join(dir, 'good.yaml'),
