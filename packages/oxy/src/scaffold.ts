@@ -8,7 +8,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { generateYaml, toJsonSchema } from 'foundations/settings';
+import { generateYaml, toJsonSchema, unwritableFile } from 'foundations/settings';
 import { OXY_ERR, OxyError } from './errors.ts';
 import { buildSettingsSchema } from './settings.ts';
 
@@ -135,6 +135,9 @@ export function scaffold(opts: ScaffoldOptions): string[] {
     );
   }
   if (fs.existsSync(dir)) throw new OxyError(OXY_ERR.NEW_APP, `oxy new: ${dir} already exists`);
+  // Before mkdir: Node's recursive mkdirSync spins forever under /proc or /sys.
+  const why = unwritableFile(path.join(dir, 'package.json'), true);
+  if (why !== null) throw new OxyError(OXY_ERR.NEW_APP, `oxy new: ${why}`);
   const pkg = {
     name,
     version: '0.1.0',

@@ -139,11 +139,16 @@ test('a malformed interception.hosts pattern (--check once accepted what a start
   );
 });
 
-test('an interception CA that cannot be read, or is not a CA', async () => {
+test('an interception CA that cannot be read, or is not a CA, or a CA directory under /proc (a start once hung there)', async () => {
   await failsBoth(
     'ca-missing.yaml',
     'interception:\n  enabled: true\n  ca:\n    cert: missing-ca.pem\n    key: missing-ca-key.pem\n',
     /^oxy-restart-test: interception\.ca\.cert: cannot read missing-ca\.pem: ENOENT/m,
+  );
+  await failsBoth(
+    'ca-proc.yaml',
+    'interception:\n  enabled: true\n  ca:\n    dir: /proc/oxy-test-ca\n',
+    /^oxy-restart-test: interception\.ca\.dir: \/proc\/oxy-test-ca\/ca-key\.pem is under \/proc, a virtual file system/m,
   );
   await failsBoth(
     'ca-half.yaml',

@@ -20,6 +20,7 @@ import fs from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import * as x509 from '@peculiar/x509';
+import { unwritableFile } from 'foundations/settings';
 import { OXY_ERR, OxyError } from '../../errors.ts';
 import type { InterceptionSettings } from './settings.ts';
 
@@ -48,6 +49,16 @@ const CA_YEARS = 10;
 
 function caError(where: string, message: string, cause?: unknown): OxyError {
   return new OxyError(OXY_ERR.INTERCEPTION_CA, `${where}: ${message}`, { cause });
+}
+
+/**
+ * Why a CA cannot be made in `dir`, or null: one is there already, or the closest existing
+ * directory is writable. A path under /proc, /sys or /dev is refused before any mkdir: Node's
+ * recursive mkdirSync spins forever there (the parent exists, the child can never be made).
+ */
+function caDirProblem(dir: string): string | null {
+  const key = path.join(dir, CA_FILES.key);
+  return fs.existsSync(key) ? null : unwritableFile(key, true);
 }
 
 function readText(where: string, file: string): string {
@@ -180,6 +191,8 @@ async function fromDir(dir: string, where: string, waitMs: number): Promise<Inte
   const certFile = path.join(dir, CA_FILES.cert);
   const keyFile = path.join(dir, CA_FILES.key);
   const names = { cert: `${where} (${certFile})`, key: `${where} (${keyFile})` };
+  const why = caDirProblem(dir);
+  if (why !== null) throw caError(where, why);
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (e) {
@@ -230,6 +243,8 @@ export function checkInterceptionCa(settings: InterceptionSettings['ca'], where 
     return;
   }
   if (settings.dir === '') throw caError(`${where}.dir`, 'required when ca.cert and ca.key are empty');
+  const why = caDirProblem(settings.dir);
+  if (why !== null) throw caError(`${where}.dir`, why);
 }
 
 /** Options of {@link loadInterceptionCa}. */
