@@ -287,3 +287,42 @@ test('EgressHook.udpConnectOverride: undefined keeps the built-in socket; a wron
   assert.equal(rec.datagrams_up, 0);
   assert.match(String(rec.close_reason), /OXY_ERR_(HOOK_FAILED|INVALID_DECISION)/);
 });
+
+test('EgressHook.udpConnectOverride: a socket the app closes mid-session fails that session only', async () => {
+  const tele = captureTelemetry({ verbosity: 'ERROR' });
+  const made: dgram.Socket[] = [];
+  try {
+    const app = await start(
+      {
+        egress: {
+          udpConnectOverride: async () => {
+            const s = dgram.createSocket('udp4');
+            made.push(s);
+            s.connect(echoPort, '127.0.0.1');
+            await once(s, 'connect');
+            return s;
+          },
+        },
+      },
+      { target: `127.0.0.1:${echoPort}` },
+    );
+    const client = dgram.createSocket('udp4');
+    client.bind(0, '127.0.0.1');
+    await once(client, 'listening');
+    client.send('one', portOf(app), '127.0.0.1');
+    assert.equal(((await once(client, 'message')) as [Buffer])[0].toString(), 'one');
+    made[0]?.close(); // the app's own doing
+    const errors = async () => (await tele.metricValue('udp_upstream_errors_total')) ?? 0;
+    const before = await errors();
+    client.send('two', portOf(app), '127.0.0.1');
+    for (let t = 0; (await errors()) === before; t++) {
+      assert.ok(t < 150, 'the failed send counted within 3 s');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    client.close();
+    // The endpoint goes on: a new client's session gets a socket of its own.
+    assert.equal((await ask(portOf(app), Buffer.from('three'))).toString(), 'three');
+  } finally {
+    tele.stop();
+  }
+});

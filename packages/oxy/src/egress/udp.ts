@@ -103,24 +103,35 @@ export async function appUdpUpstream(
     peer = { host: a.address, port: a.port };
   } catch {} // not connected: datagrams go to the first address
   const to = peer ?? addrs[0] ?? null;
-  if (to === null)
-    throw new OxyError(OXY_ERR.CONNECT_FAILED, 'no address to send to', { source: 'internal' });
   let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    try {
+      s.close();
+    } catch {} // the app closed it already
+  };
+  if (to === null) {
+    close();
+    throw new OxyError(OXY_ERR.CONNECT_FAILED, 'no address to send to', { source: 'internal' });
+  }
+  const failed = (e: NodeJS.ErrnoException) =>
+    datagramMetrics.upstream_errors_total({ code: e.code ?? 'error' }).inc();
   s.on('message', (msg) => {
     if (!closed) onReply(msg);
   });
-  s.on('error', (e: NodeJS.ErrnoException) => {
-    datagramMetrics.upstream_errors_total({ code: e.code ?? 'error' }).inc();
-  });
+  s.on('error', failed);
   const channel: DatagramPackets = {
-    send: peer === null ? (data) => s.send(data, to.port, to.host) : (data) => s.send(data),
-    close: () => {
-      if (closed) return;
-      closed = true;
+    // A socket the app closed throws on send: counted, never thrown into the receive loop.
+    send: (data) => {
       try {
-        s.close();
-      } catch {} // the app closed it already
+        if (peer === null) s.send(data, to.port, to.host);
+        else s.send(data);
+      } catch (e) {
+        failed(e as NodeJS.ErrnoException);
+      }
     },
+    close,
   };
   return { channel, remote: to };
 }
