@@ -309,3 +309,25 @@ test('over HTTP/1.1 a blocked target gets 403 with Proxy-Status too', async () =
     await client.close();
   }
 });
+
+test('CONNECT-UDP to the port number the proxy listens on for TCP reaches the UDP server there (not a loop)', async () => {
+  const port = Number(oxy.address().split(':').at(-1));
+  const udp = dgram.createSocket('udp4');
+  udp.on('message', (msg, from) => udp.send(msg, from.port, from.address));
+  udp.bind(port, '127.0.0.1');
+  await once(udp, 'listening');
+  const client = createMasqueClient({ proxy: proxyOf(oxy) });
+  try {
+    const tunnel = await client.connectUdp('127.0.0.1', port);
+    assert.equal(tunnel.status, 200);
+    tunnel.send(Buffer.from('same port, other transport'));
+    for await (const d of tunnel) {
+      assert.equal(Buffer.from(d).toString(), 'same port, other transport');
+      break;
+    }
+    await tunnel.close(0);
+  } finally {
+    await client.close();
+    udp.close();
+  }
+});

@@ -324,8 +324,8 @@ function routeFor(
       }
       const resolved = guardFailure(() => addressesFor(rt, eg, decision.addr, false));
       const found = Array.isArray(resolved)
-        ? notSelf(eg, resolved, port)
-        : resolved.then((ips) => notSelf(eg, ips, port));
+        ? notSelf(eg, resolved, port, transport)
+        : resolved.then((ips) => notSelf(eg, ips, port, transport));
       if (proxyHeader === undefined) {
         return Array.isArray(found)
           ? { kind: 'direct', ips: found, port }
@@ -385,16 +385,19 @@ function isLoopback(ip: string): boolean {
 }
 
 /**
- * `ips` without the address the client reached this proxy on (`ingress.local`, same port), and
- * on an endpoint listening on every address (`0.0.0.0`, `::`) without loopback at that port
- * too: connecting there is a loop, which a header's destination or a target pointing back at
+ * `ips` without the address the client reached this proxy on (`ingress.local`, same port and
+ * transport), and on an endpoint listening on every address (`0.0.0.0`, `::`) without
+ * loopback at that port too: connecting there is a loop, which a header's destination or a target pointing back at
  * the endpoint would otherwise run until descriptors or ports ran out (a tcp endpoint that
  * sends PROXY headers opens a connection to itself per connection it accepts). Throws
  * `OXY_ERR_EGRESS_BLOCKED`, counted, when nothing else is left.
  */
-function notSelf(eg: EgressState, ips: string[], port: number): string[] {
+function notSelf(eg: EgressState, ips: string[], port: number, transport: Transport): string[] {
   const local = eg.ingress.local;
   if (local.port !== port) return ips;
+  // Only like transports loop: UDP to a TCP endpoint's port number reaches another socket.
+  const protocol = eg.ingress.endpoint.settings.protocol;
+  if ((transport === 'udp') !== (protocol === 'udp' || protocol === 'ip_gue')) return ips;
   const own = unmapped(local.host);
   const addr = eg.ingress.endpoint.addr;
   const wildcard = addr.kind === 'tcp' && (addr.host === '0.0.0.0' || addr.host === '::');
