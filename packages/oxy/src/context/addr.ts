@@ -8,6 +8,11 @@ export type ListenAddr =
   | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
   | { readonly kind: 'unix'; readonly path: string };
 
+/** `ip` without the IPv4-mapped prefix a dual-stack socket reports IPv4 peers with (`::ffff:1.2.3.4`). */
+export function unmappedIp(ip: string): string {
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+}
+
 /** Formats a host and port as an authority, bracketing IPv6: `[::1]:80`. */
 export function formatHostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;

@@ -11,6 +11,7 @@
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { formatHostPort, unmappedIp } from '../context/addr.ts';
 import type { SocketAddr } from '../context/contexts.ts';
 import type { EgressState } from '../context/state.ts';
 import { isOxyError, OXY_ERR, OxyError } from '../errors.ts';
@@ -374,11 +375,6 @@ function guardFailure<T>(f: () => T | Promise<T>): T | Promise<T> {
   });
 }
 
-/** `ip` without the IPv4-mapped prefix a dual-stack socket reports IPv4 peers with. */
-function unmapped(ip: string): string {
-  return ip.startsWith('::ffff:') && net.isIPv4(ip.slice(7)) ? ip.slice(7) : ip;
-}
-
 /** True for 127.0.0.0/8 and ::1 (and their IPv4-mapped forms, once unmapped). */
 function isLoopback(ip: string): boolean {
   return ip.startsWith('127.') || ip === '::1';
@@ -387,10 +383,10 @@ function isLoopback(ip: string): boolean {
 /**
  * `ips` without the address the client reached this proxy on (`ingress.local`, same port and
  * transport), and on an endpoint listening on every address (`0.0.0.0`, `::`) without
- * loopback at that port too: connecting there is a loop, which a header's destination or a target pointing back at
- * the endpoint would otherwise run until descriptors or ports ran out (a tcp endpoint that
- * sends PROXY headers opens a connection to itself per connection it accepts). Throws
- * `OXY_ERR_EGRESS_BLOCKED`, counted, when nothing else is left.
+ * loopback at that port too: connecting there is a loop, which a header's destination or a
+ * target pointing back at the endpoint would otherwise run until descriptors or ports ran out
+ * (a tcp endpoint that sends PROXY headers opens a connection to itself per connection it
+ * accepts). Throws `OXY_ERR_EGRESS_BLOCKED`, counted, when nothing else is left.
  */
 function notSelf(eg: EgressState, ips: string[], port: number, transport: Transport): string[] {
   const local = eg.ingress.local;
@@ -398,19 +394,17 @@ function notSelf(eg: EgressState, ips: string[], port: number, transport: Transp
   // Only like transports loop: UDP to a TCP endpoint's port number reaches another socket.
   const protocol = eg.ingress.endpoint.settings.protocol;
   if ((transport === 'udp') !== (protocol === 'udp' || protocol === 'ip_gue')) return ips;
-  const own = unmapped(local.host);
+  const own = unmappedIp(local.host);
   const addr = eg.ingress.endpoint.addr;
   const wildcard = addr.kind === 'tcp' && (addr.host === '0.0.0.0' || addr.host === '::');
   const others = ips.filter((ip) => {
-    const u = unmapped(ip);
+    const u = unmappedIp(ip);
     return u !== own && !(wildcard && isLoopback(u));
   });
   if (others.length === ips.length) return ips;
   if (others.length > 0) return others;
   connectFailed(OXY_ERR.EGRESS_BLOCKED);
-  throw egressBlocked(
-    `${net.isIPv6(own) ? `[${own}]` : own}:${port} is where this connection reached the proxy: a loop`,
-  );
+  throw egressBlocked(`${formatHostPort(own, port)} is where this connection reached the proxy: a loop`);
 }
 
 /** Counts a failed upstream connect by error code (every connector reports here). */

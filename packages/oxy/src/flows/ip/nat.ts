@@ -17,6 +17,7 @@
  * 3. Slots are handed out by a rotating cursor, so a released slot is reused only after the
  *    whole pool went round, clear of the namespace kernel's TIME_WAIT for the same 4-tuple.
  */
+import { unmappedIp } from '../../context/addr.ts';
 import { addressBytes, formatAddress, parseCidr } from '../../protocols/ip/address.ts';
 import { sumWords, updateChecksumSums } from '../../protocols/ip/checksum.ts';
 import { l4ChecksumField } from '../../protocols/ip/l4-checksum.ts';
@@ -199,13 +200,9 @@ export class UpgradeNat {
    * stream runner asks to learn the original destination. IPv4-mapped IPv6 text is accepted.
    */
   originalDestination(remoteAddress: string, remotePort: number): NatMapping | undefined {
-    const text =
-      remoteAddress.startsWith('::ffff:') && remoteAddress.includes('.')
-        ? remoteAddress.slice(7)
-        : remoteAddress;
     let bytes: Buffer;
     try {
-      bytes = addressBytes(text);
+      bytes = addressBytes(unmappedIp(remoteAddress));
     } catch {
       return undefined; // Boundary: not an address, so not one of ours.
     }
