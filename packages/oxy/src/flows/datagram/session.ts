@@ -26,6 +26,7 @@
  */
 import type { UdpBatch, UdpSocket } from 'native';
 import { formatHostPort } from '../../context/addr.ts';
+import type { SocketAddr } from '../../context/contexts.ts';
 import type { IngressConnection } from '../../context/state.ts';
 import { EgressState, RequestState } from '../../context/state.ts';
 import { connectFailed, connectObserved, established, routeEgress } from '../../egress/connect.ts';
@@ -266,14 +267,16 @@ export class DatagramSession {
       routed = true;
       if (route.kind === 'viaProxy') throw new TypeError('unreachable: UDP routes are direct or packets');
       if (this.state !== 'opening') return;
+      // Where the datagrams go, and how the session lets go of it at the end.
+      let remote: SocketAddr;
+      let destroy: () => void;
       if (route.kind === 'packets') {
         const open = route.path.openDatagrams;
         if (open === undefined) throw noPacketPath('EgressDecision.packets: this flow carries a stream');
         const packets = open(route.addr, (data) => this.#fromPackets(data));
         this.#packets = packets;
-        this.request.upstream = formatHostPort(route.addr.host, route.addr.port);
-        connectObserved(started);
-        established(rt, eg, { destroy: () => packets.close() }, route.addr);
+        remote = route.addr;
+        destroy = () => packets.close();
       } else {
         const app =
           rt.hooks.udpConnectOverride === null
@@ -282,17 +285,18 @@ export class DatagramSession {
         if (app !== null) {
           // The app's socket: its datagrams go and come as an off-ramp's do, one at a time.
           this.#packets = app.channel;
-          this.request.upstream = formatHostPort(app.remote.host, app.remote.port);
-          connectObserved(started);
-          established(rt, eg, { destroy: () => app.channel.close() }, app.remote);
+          remote = app.remote;
+          destroy = () => app.channel.close();
         } else {
-          const { socket, remote } = connectUdp(rt, route.ips, route.port, this.#maxDatagram);
-          this.#upstream = socket;
-          this.request.upstream = formatHostPort(remote.host, remote.port);
-          connectObserved(started);
-          established(rt, eg, { destroy: () => socket.close() }, remote);
+          const udp = connectUdp(rt, route.ips, route.port, this.#maxDatagram);
+          this.#upstream = udp.socket;
+          remote = udp.remote;
+          destroy = () => udp.socket.close();
         }
       }
+      this.request.upstream = formatHostPort(remote.host, remote.port);
+      connectObserved(started);
+      established(rt, eg, { destroy }, remote);
     } catch (e) {
       this.#upstream?.close();
       this.#upstream = null;
