@@ -71,6 +71,18 @@ function query(id: number, name: string): Buffer {
   );
 }
 
+/** Polls `read` (a metric, missing as 0) every 20 ms until it differs from `before`; fails after 3 s. */
+async function untilChanged(
+  read: () => Promise<number | undefined>,
+  before: number,
+  what: string,
+): Promise<void> {
+  for (let t = 0; ((await read()) ?? 0) === before; t++) {
+    assert.ok(t < 150, what);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 async function recordFor(app: AppUnderTest, match: (r: AuditRecord) => boolean): Promise<AuditRecord> {
   await waitUntil(() => app.auditRecords().some(match), 'the audit record');
   return app.auditRecords().find(match) as AuditRecord;
@@ -213,12 +225,11 @@ test('a target where nothing listens: the ICMP errors are counted, and the sessi
     client.bind(0, '127.0.0.1');
     await once(client, 'listening');
     for (let i = 0; i < 3; i++) client.send(`probe ${i}`, portOf(app), '127.0.0.1');
-    const refusals = async () =>
-      (await tele.metricValue('udp_upstream_errors_total', { code: 'ECONNREFUSED' })) ?? 0;
-    for (let t = 0; (await refusals()) === before; t++) {
-      assert.ok(t < 150, 'an ECONNREFUSED counted within 3 s');
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await untilChanged(
+      () => tele.metricValue('udp_upstream_errors_total', { code: 'ECONNREFUSED' }),
+      before,
+      'an ECONNREFUSED counted within 3 s',
+    );
     // The session is still there: a server that starts listening now gets the next datagram.
     const late = dgram.createSocket('udp4');
     late.bind(port, '127.0.0.1');
@@ -315,10 +326,7 @@ test('EgressHook.udpConnectOverride: a socket the app closes mid-session fails t
     const errors = async () => (await tele.metricValue('udp_upstream_errors_total')) ?? 0;
     const before = await errors();
     client.send('two', portOf(app), '127.0.0.1');
-    for (let t = 0; (await errors()) === before; t++) {
-      assert.ok(t < 150, 'the failed send counted within 3 s');
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await untilChanged(errors, before, 'the failed send counted within 3 s');
     client.close();
     // The endpoint goes on: a new client's session gets a socket of its own.
     assert.equal((await ask(portOf(app), Buffer.from('three'))).toString(), 'three');
