@@ -367,6 +367,66 @@ describe('the off-ramp by settings: tcp.send_proxy_protocol, with no hook', {
     assert.equal(rec.proxy_protocol?.version, 1);
   });
 
+  /** nginx answering each connection with the client and the destination its PROXY header names. */
+  async function nginxSayingBoth(): Promise<number> {
+    const port = await freePort();
+    peers.push(
+      await startNginxStream(
+        `  server { listen 127.0.0.1:${port} proxy_protocol; return "$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port\\n"; }`,
+        [port],
+      ),
+    );
+    return port;
+  }
+
+  test("the destination is the address the client connected to, as HAProxy's send-proxy has it", async () => {
+    const port = await nginxSayingBoth();
+    const app = await plain({ tcp: { target: `127.0.0.1:${port}`, send_proxy_protocol: 'v1' } });
+    const [host, p] = app.address('raw').split(':');
+    const s = net.connect(Number(p), host);
+    await once(s, 'connect');
+    const want = `127.0.0.1 ${s.localPort} ${host} ${p}\n`;
+    assert.equal((await readBytes(s, want.length)).toString(), want);
+    s.destroy();
+  });
+
+  test('an IPv6 client to an IPv4 upstream keeps its address (TCP6), and a mapped IPv4 source goes out as TCP4', async () => {
+    const port = await nginxSayingBoth();
+    const app = await startApp(hooksApp({}), {
+      settings: {
+        endpoints: {
+          main: {},
+          six: {
+            protocol: 'tcp',
+            addr: '[::1]:0',
+            tcp: { target: `127.0.0.1:${port}`, send_proxy_protocol: 'v2' },
+          },
+          mapped: {
+            protocol: 'tcp',
+            addr: '127.0.0.1:0',
+            proxy_protocol: { enabled: true },
+            tcp: { target: `127.0.0.1:${port}`, send_proxy_protocol: 'v1' },
+          },
+        },
+      },
+    });
+    opened.push(app);
+    const six = app.address('six');
+    const sixPort = Number(six.slice(six.lastIndexOf(':') + 1));
+    const a = net.connect(sixPort, '::1');
+    await once(a, 'connect');
+    const wantSix = `::1 ${a.localPort} ::1 ${sixPort}\n`;
+    assert.equal((await readBytes(a, wantSix.length)).toString(), wantSix);
+    a.destroy();
+    const [host, p] = app.address('mapped').split(':');
+    const b = net.connect(Number(p), host);
+    await once(b, 'connect');
+    b.write('PROXY TCP6 ::ffff:198.51.100.7 ::ffff:203.0.113.9 4242 443\r\n');
+    const wantMapped = '198.51.100.7 4242 203.0.113.9 443\n';
+    assert.equal((await readBytes(b, wantMapped.length)).toString(), wantMapped);
+    b.destroy();
+  });
+
   test("off (the default) sends nothing: an echo upstream returns exactly the client's bytes", async () => {
     const app = await plain({ tcp: { target: echo.authority } });
     const [host, p] = app.address('raw').split(':');

@@ -436,7 +436,7 @@ export async function connectStream(
       route.select === undefined ? route.ips : undefined,
     );
     established(rt, eg, socket, remote);
-    if (route.proxyHeader !== undefined) socket.write(proxyHeaderFor(eg, route.proxyHeader, remote));
+    if (route.proxyHeader !== undefined) socket.write(proxyHeaderFor(eg, route.proxyHeader));
     return { socket, remote, head: null };
   }
   if (route.kind === 'packets') return connectPackets(rt, eg, route);
@@ -477,22 +477,45 @@ async function connectPackets(
 }
 
 /**
- * The PROXY header the off-ramp sends first: the client (as the ingress context has it, a PROXY
- * header's source included) to `remote`, the address connected to.
+ * The PROXY header the off-ramp sends first: from the client (as the ingress context has it, a
+ * PROXY header's source included) to the address the client connected to.
  */
-export function proxyHeaderFor(eg: EgressState, out: ProxyHeaderOut, remote: SocketAddr): Buffer {
-  const client = eg.ingress.client;
-  const v4 = net.isIPv4(client.host) && net.isIPv4(remote.host);
-  const v6 = net.isIPv6(client.host) && net.isIPv6(remote.host);
-  const addresses =
-    v4 || v6
-      ? { family: v4 ? ('inet' as const) : ('inet6' as const), source: client, destination: remote }
-      : null; // mixed families: UNSPEC / UNKNOWN, as the specification says
+export function proxyHeaderFor(eg: EgressState, out: ProxyHeaderOut): Buffer {
+  const ingress = eg.ingress;
+  const received = ingress.proxyHeader?.addresses;
+  // The address the client connected to: a received header's destination (a chain keeps the
+  // first hop's), else this connection's own local address, as HAProxy and nginx send it.
+  const destination =
+    received !== undefined && received !== null && received.family !== 'unix'
+      ? received.destination
+      : ingress.local;
   const bytes = encodeProxyHeader(
-    { addresses, ...(out.version === 2 && out.tlvs !== undefined ? { tlvs: out.tlvs } : {}) },
+    {
+      addresses: headerAddresses(ingress.client, destination),
+      ...(out.version === 2 && out.tlvs !== undefined ? { tlvs: out.tlvs } : {}),
+    },
     { version: out.version, ...(out.crc32c === true ? { crc32c: true } : {}) },
   );
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * The addresses of an outgoing header: IPv4-mapped addresses (a dual-stack listener's IPv4
+ * clients) go out as IPv4; a mixed pair as IPv6 with the IPv4 side mapped, as HAProxy does.
+ * Null (UNSPEC / UNKNOWN) only when either side is not an IP address.
+ */
+export function headerAddresses(
+  client: SocketAddr,
+  destination: SocketAddr,
+): { family: 'inet' | 'inet6'; source: SocketAddr; destination: SocketAddr } | null {
+  const src = { host: unmappedIp(client.host), port: client.port };
+  const dst = { host: unmappedIp(destination.host), port: destination.port };
+  const fs = net.isIP(src.host);
+  const fd = net.isIP(dst.host);
+  if (fs === 0 || fd === 0) return null;
+  if (fs === 4 && fd === 4) return { family: 'inet', source: src, destination: dst };
+  const mapped = (a: SocketAddr) => (net.isIPv4(a.host) ? { host: `::ffff:${a.host}`, port: a.port } : a);
+  return { family: 'inet6', source: mapped(src), destination: mapped(dst) };
 }
 
 /**

@@ -32,9 +32,9 @@ export type { UpstreamProxy, UpstreamProxyAuth } from '../offramps/upstream-prox
 export interface ProxyHeaderOut {
   /** 1 (text, TCP only) or 2 (binary, with TLVs). */
   readonly version: 1 | 2;
-  /** v2 only: TLVs to carry, e.g. `{ type: 'authority', value: 'example.com' }`. */
+  /** v2 only (with version 1 the decision is invalid): TLVs to carry, e.g. `{ type: 'authority', value: 'example.com' }`. */
   readonly tlvs?: readonly ProxyTlv[];
-  /** v2 only: add a CRC32C TLV over the header. Default false. */
+  /** v2 only (with version 1 the decision is invalid): add a CRC32C TLV over the header. Default false. */
   readonly crc32c?: boolean;
 }
 

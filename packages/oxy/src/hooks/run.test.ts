@@ -90,3 +90,32 @@ test('EgressDecision.packets is a valid egress decision, with or without an IP a
     });
   }
 });
+
+test('EgressDecision.direct with a PROXY header: v1 without TLVs, v2 with them; v1 with TLVs or a CRC is refused, not sent without them', () => {
+  const target = { host: '192.0.2.1', port: 443 };
+  const eg = { id: 'e-1' } as EgressContext;
+  const decide = (d: unknown) => resolveHooks({ egress: { handleConnection: () => d as EgressDecision } });
+  for (const good of [
+    EgressDecision.direct(target, { proxyProtocol: { version: 1 } }),
+    EgressDecision.direct(target, {
+      proxyProtocol: { version: 2, crc32c: true, tlvs: [{ type: 'authority', value: 'a' }] },
+    }),
+    EgressDecision.direct(target, {}),
+  ])
+    assert.deepEqual(decide(good).egressConnection?.(target, eg), good);
+  for (const bad of [
+    {
+      kind: 'direct',
+      addr: target,
+      options: { proxyProtocol: { version: 1, tlvs: [{ type: 'noop', value: new Uint8Array(1) }] } },
+    },
+    { kind: 'direct', addr: target, options: { proxyProtocol: { version: 1, crc32c: true } } },
+    { kind: 'direct', addr: target, options: { proxyProtocol: { version: 3 } } },
+    { kind: 'direct', addr: target, options: { proxyProtocol: { version: 2, tlvs: 'alpn' } } },
+  ]) {
+    assert.throws(() => decide(bad).egressConnection?.(target, eg), {
+      code: 'OXY_ERR_INVALID_DECISION',
+      message: /optional proxyProtocol/,
+    });
+  }
+});

@@ -93,6 +93,21 @@ const bodyFilterOrNothing: Check = (v) =>
     ? null
     : 'a BodyFilter (an object with onChunk, onEnd, onAbort methods, returned synchronously) or undefined';
 
+/** `EgressDecision.direct` options: none, or a PROXY header of version 1 (no TLVs, no CRC) or 2. */
+const directOptions = (o: unknown): boolean => {
+  if (o === undefined) return true;
+  if (!isObject(o)) return false;
+  const pp = o.proxyProtocol;
+  if (pp === undefined) return true;
+  if (!isObject(pp)) return false;
+  if (pp.version === 1) return pp.tlvs === undefined && (pp.crc32c === undefined || pp.crc32c === false);
+  return (
+    pp.version === 2 &&
+    (pp.tlvs === undefined || Array.isArray(pp.tlvs)) &&
+    (pp.crc32c === undefined || typeof pp.crc32c === 'boolean')
+  );
+};
+
 /** `EgressDecision.packets` options: none, or an `addr` whose host is an IP literal. */
 const packetsOptions = (o: unknown): boolean =>
   o === undefined ||
@@ -101,10 +116,10 @@ const packetsOptions = (o: unknown): boolean =>
 
 const egressDecision: Check = (v) => {
   if (isBlock(v, false)) return null;
-  if (isObject(v) && v.kind === 'direct' && isAddr(v.addr)) return null;
+  if (isObject(v) && v.kind === 'direct' && isAddr(v.addr) && directOptions(v.options)) return null;
   if (isObject(v) && v.kind === 'viaProxy' && isAddr(v.proxy)) return null;
   if (isObject(v) && v.kind === 'packets' && packetsOptions(v.options)) return null;
-  return 'an EgressDecision (direct with an address, block with a reason, viaProxy with a proxy, or packets with an optional IP address)';
+  return 'an EgressDecision (direct with an address and optional proxyProtocol: version 1, or 2 with tlvs and crc32c; block with a reason; viaProxy with a proxy; or packets with an optional IP address)';
 };
 
 const ipList: Check = (v) => (isIpList(v) ? null : 'a list of IP addresses, or EgressDecision.block(reason)');

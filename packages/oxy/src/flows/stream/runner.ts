@@ -289,7 +289,7 @@ function runWhole(
   request.upstream = upstreamText(ip, port);
   // The off-ramp's PROXY header goes up before anything the client sent.
   if (direct.proxyHeader !== undefined) {
-    const head = proxyHeaderFor(eg, direct.proxyHeader, { host: ip, port });
+    const head = proxyHeaderFor(eg, direct.proxyHeader);
     client = { ...client, early: client.early === null ? head : Buffer.concat([head, client.early]) };
   }
   // One continuation per tunnel, this one: an idle tunnel waits on nothing else here.
