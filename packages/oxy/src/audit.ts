@@ -30,9 +30,11 @@ import { auditMetrics } from './telemetry/metrics.ts';
 export interface AuditRecord {
   /**
    * `tunnel` (CONNECT, Upgrade, a `tcp` connection, a CONNECT-IP tunnel), `request`
-   * (absolute-form) or `udp_session`.
+   * (absolute-form), `udp_session`, or `connection`: a connection the app refused before any
+   * request (`IngressHook` or `ProxyProtocolHook` blocked it, or threw), with an empty
+   * `request_id` and `target`.
    */
-  readonly kind: 'tunnel' | 'request' | 'udp_session';
+  readonly kind: 'tunnel' | 'request' | 'udp_session' | 'connection';
   /**
    * The request kind behind the record (`RequestKind`): `connect`, `forward`, `upgrade`, `tcp`,
    * `udp`, `connect-udp` (a MASQUE CONNECT-UDP tunnel, written as a `udp_session`), `connect-ip`
@@ -72,6 +74,8 @@ export interface AuditRecord {
   readonly duration_ms: number;
   /** `done`, `client_reset`, `idle_timeout`, `blocked`, an `OXY_ERR_*` code, … */
   readonly close_reason: string;
+  /** Why it was refused, when a block decision or `egress.blocked_cidrs` refused it: the hook's reason. Absent otherwise. */
+  readonly block_reason?: string;
   /** The PROXY protocol header the connection opened with (version, addresses, TLVs by name), when there was one. */
   readonly proxy_protocol?: ProxyHeaderView;
   /** Datagrams client → upstream (`udp_session` records, and CONNECT-IP `tunnel` records: IP packets). */

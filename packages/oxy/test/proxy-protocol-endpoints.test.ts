@@ -463,3 +463,74 @@ test('a header naming the endpoint itself is refused, not looped (send_proxy_pro
     'one connection, no chain of connections to itself',
   );
 });
+
+test('connections the app refuses before any request are audited, with the hook and its reason', async () => {
+  const app = await startApp(
+    hooksApp({
+      proxyProtocol: {
+        handleConnection: (h: ProxyHeader) =>
+          h.addresses?.family === 'inet' && h.addresses.source.host === '192.0.2.66'
+            ? IngressDecision.block('listed at the edge')
+            : IngressDecision.allow(),
+      },
+      ingress: {
+        handleConnection: (ctx: IngressContext) => {
+          if (ctx.client.host === '192.0.2.67') throw new Error('policy store down');
+          return ctx.client.host === '192.0.2.68'
+            ? IngressDecision.block('not from there')
+            : IngressDecision.allow();
+        },
+      },
+      egress: {
+        handleConnection: (t: { host: string; port: number }) =>
+          EgressDecision.block(`no tunnels to ${t.port}`),
+      },
+    }),
+    {
+      settings: {
+        endpoints: {
+          main: {},
+          raw: { protocol: 'tcp', addr: '127.0.0.1:0', tcp: { target: echo.authority }, ...pp },
+        },
+      },
+    },
+  );
+  opened.push(app);
+  const [host, p] = app.address('raw').split(':');
+  for (const source of ['192.0.2.66', '192.0.2.67', '192.0.2.68', '192.0.2.69']) {
+    const s = net.connect(Number(p), host);
+    await once(s, 'connect');
+    const closed = new Promise((resolve) => s.on('close', resolve));
+    s.on('error', () => {}); // a reset, for the refused ones
+    s.write(`PROXY TCP4 ${source} 127.0.0.1 4000 ${p}\r\n`);
+    await closed;
+  }
+  const by = (ip: string) => recordWhere(app, (r) => r.client === `${ip}:4000`);
+  const edge = await by('192.0.2.66');
+  assert.deepEqual(
+    [
+      edge.kind,
+      edge.decisions,
+      edge.close_reason,
+      edge.block_reason,
+      edge.request_id,
+      edge.proxy_protocol?.version,
+    ],
+    ['connection', ['proxy_protocol:block'], 'blocked', 'listed at the edge', '', 1],
+  );
+  const failed = await by('192.0.2.67');
+  assert.deepEqual(
+    [failed.kind, failed.decisions, failed.close_reason],
+    ['connection', ['ingress:failed'], 'OXY_ERR_HOOK_FAILED'],
+  );
+  assert.equal(failed.block_reason, undefined);
+  const ingress = await by('192.0.2.68');
+  assert.deepEqual(
+    [ingress.kind, ingress.decisions, ingress.block_reason],
+    ['connection', ['ingress:block'], 'not from there'],
+  );
+  // Past both connection hooks, the egress hook's block is a tunnel record with its reason.
+  const egress = await by('192.0.2.69');
+  assert.equal(egress.kind, 'tunnel', JSON.stringify(egress));
+  assert.equal(egress.block_reason, `no tunnels to ${echo.port}`, JSON.stringify(egress));
+});

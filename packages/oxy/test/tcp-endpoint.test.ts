@@ -167,3 +167,24 @@ test('behind an async ingress decision no byte the client sent early is lost', a
   assert.equal((await readBytes(s, 24)).toString(), 'sent before any decision');
   s.destroy();
 });
+
+test('a name target and a hook that carries the bytes in JS both audit an established tunnel as 200', async () => {
+  const byName = await start({}, { tcp: { target: `localhost:${echo.port}` } });
+  const piped = await start(
+    {
+      tunnel: { getAppTunnelPipeline: () => undefined },
+      egress: { handleConnection: (t) => EgressDecision.direct(t) },
+    },
+    { tcp: { target: echo.authority } },
+  );
+  for (const app of [byName, piped]) {
+    const s = dial(app);
+    s.write('ping');
+    assert.equal((await readBytes(s, 4)).toString(), 'ping');
+    s.end();
+    await once(s, 'close');
+    const rec = await recordFor(app, (r) => r.kind === 'tunnel');
+    assert.equal(rec.status, 200, JSON.stringify(rec));
+    assert.equal(rec.close_reason, 'done');
+  }
+});

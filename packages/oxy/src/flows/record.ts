@@ -12,7 +12,7 @@ import { log } from 'foundations/telemetry';
 import { type AuditRecord, auditIdentity } from '../audit.ts';
 import { formatHostPort } from '../context/addr.ts';
 import type { RequestKind } from '../context/contexts.ts';
-import type { RequestState } from '../context/state.ts';
+import type { IngressConnection, RequestState } from '../context/state.ts';
 import { clientReason, isOxyError } from '../errors.ts';
 import type { RequestEndInfo, RequestError } from '../hooks/http-request.ts';
 import { proxyHeaderView } from '../protocols/proxy-protocol/view.ts';
@@ -186,10 +186,59 @@ function writeAudit(
     bytes_down: bytesDown,
     duration_ms: Math.round((performance.now() - request.startedAt) * 1000) / 1000,
     close_reason: closeReason,
+    ...blockReason(request, closeReason),
     client_identity: auditIdentity(conn.clientIdentity),
     ...(request.parentId === null ? {} : { parent_request_id: request.parentId }),
     ...(request.upstreamProtocol === null ? {} : { upstream_protocol: request.upstreamProtocol }),
     ...datagrams,
+    ...(conn.proxyHeader === null ? {} : { proxy_protocol: proxyHeaderView(conn.proxyHeader) }),
+  });
+}
+
+/** The reason of a block (a hook's, or the blocklist's), as the record's `block_reason`. */
+function blockReason(request: RequestState, closeReason: string): { block_reason?: string } {
+  if (
+    closeReason !== 'blocked' &&
+    closeReason !== 'OXY_ERR_EGRESS_BLOCKED' &&
+    closeReason !== 'OXY_ERR_BLOCKED'
+  )
+    return {};
+  const e = request.error;
+  if (typeof e === 'string') return { block_reason: e };
+  if (e instanceof Error) return { block_reason: e.message };
+  return {};
+}
+
+/**
+ * The audit record of a connection the app refused before any request: `IngressHook` or
+ * `ProxyProtocolHook` said block (`decision` `ingress:block`, `proxy_protocol:block`), or threw.
+ */
+export function auditRefusedConnection(
+  rt: Runtime,
+  conn: IngressConnection,
+  decision: string,
+  closeReason: string,
+  reason: string | undefined,
+): void {
+  if (!rt.audit.enabled) return;
+  const client = formatHostPort(conn.client.host, conn.client.port);
+  rt.audit.write({
+    kind: 'connection',
+    conn_id: conn.id,
+    request_id: '',
+    endpoint: conn.endpoint.name,
+    client,
+    peer: conn.peer === conn.client ? client : formatHostPort(conn.peer.host, conn.peer.port),
+    target: '',
+    upstream: null,
+    decisions: [decision],
+    status: 0,
+    bytes_up: 0,
+    bytes_down: 0,
+    duration_ms: Math.round((performance.now() - conn.startedAt) * 1000) / 1000,
+    close_reason: closeReason,
+    ...(reason === undefined ? {} : { block_reason: reason }),
+    client_identity: auditIdentity(conn.clientIdentity),
     ...(conn.proxyHeader === null ? {} : { proxy_protocol: proxyHeaderView(conn.proxyHeader) }),
   });
 }

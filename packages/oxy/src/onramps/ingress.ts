@@ -17,6 +17,7 @@ import type net from 'node:net';
 import { log } from 'foundations/telemetry';
 import type { ConnectionStats, IngressProtocol } from '../context/contexts.ts';
 import { type EndpointState, IngressConnection } from '../context/state.ts';
+import { auditRefusedConnection } from '../flows/record.ts';
 import { offloadedBytes } from '../flows/stream/offload.ts';
 import type { IngressDecision } from '../hooks/ingress.ts';
 import type { Runtime } from '../runtime.ts';
@@ -101,7 +102,7 @@ function readHeader(
         return;
       }
       const then = (decision: IngressDecision): void => {
-        if (isBlock(conn, socket, decision)) return;
+        if (isBlock(rt, conn, socket, decision, 'proxy_protocol')) return;
         decideIngress(rt, conn, socket, onramp, true);
       };
       if (d instanceof Promise)
@@ -144,7 +145,7 @@ function decideIngress(
     return;
   }
   const then = (d: IngressDecision): void => {
-    if (isBlock(conn, socket, d)) return;
+    if (isBlock(rt, conn, socket, d, 'ingress')) return;
     serve(conn, socket, onramp, true);
   };
   if (decision instanceof Promise)
@@ -152,12 +153,19 @@ function decideIngress(
   else then(decision);
 }
 
-/** True (and the socket closed) when `d` blocks the connection. */
-function isBlock(conn: IngressConnection, socket: net.Socket, d: IngressDecision): boolean {
+/** True (and the socket closed, the refusal audited) when `d`, `hook`'s decision, blocks the connection. */
+function isBlock(
+  rt: Runtime,
+  conn: IngressConnection,
+  socket: net.Socket,
+  d: IngressDecision,
+  hook: 'ingress' | 'proxy_protocol',
+): boolean {
   if (d === undefined || d.kind !== 'block') return false;
   conn.closeReason = 'blocked';
   ingressMetrics.connections_failed_total({ endpoint: conn.endpoint.name, reason: 'blocked' }).inc();
-  log.debug('connection blocked', { reason: d.reason });
+  log.debug('connection blocked', { reason: d.reason, by: hook });
+  auditRefusedConnection(rt, conn, `${hook}:block`, 'blocked', d.reason);
   socket.destroy();
   return true;
 }
@@ -172,6 +180,8 @@ function refuse(rt: Runtime, conn: IngressConnection, socket: net.Socket, e: unk
   rt.hookFailed(hook, e);
   conn.closeReason = 'OXY_ERR_HOOK_FAILED';
   ingressMetrics.connections_failed_total({ endpoint: conn.endpoint.name, reason: 'hook_failed' }).inc();
+  const by = hook.startsWith('ProxyProtocolHook') ? 'proxy_protocol' : 'ingress';
+  auditRefusedConnection(rt, conn, `${by}:failed`, 'OXY_ERR_HOOK_FAILED', undefined);
   socket.destroy();
 }
 

@@ -90,6 +90,7 @@ export function refuseStream(
 }
 
 function refuseWith(rt: Runtime, request: RequestState, ingress: StreamIngress, e: unknown): void {
+  if (request.error === null) request.error = e; // the record's error and block reason
   refuseStream(rt, request, ingress, httpStatusFor(e), clientReason(e), isOxyError(e) ? e.code : 'error');
 }
 
@@ -196,7 +197,11 @@ async function answer(
     refuseWith(rt, request, ingress, e);
     return null;
   }
-  if (!isRefusal(answered)) return answered;
+  if (!isRefusal(answered)) {
+    // An on-ramp that answers nothing (a `tcp` endpoint) has its tunnel established now.
+    if (request.status === 0) request.status = 200;
+    return answered;
+  }
   upstream?.destroy();
   if (ingress.closed) recordEnd(rt, request, 0, 0, 'client_closed');
   else refuseStream(rt, request, ingress, answered.status, answered.reason, answered.why);
