@@ -178,7 +178,7 @@ function writeAudit(
     endpoint: conn.endpoint.name,
     client,
     peer: conn.peer === conn.client ? client : formatHostPort(conn.peer.host, conn.peer.port),
-    target: formatHostPort(request.target.host, request.target.port),
+    target: request.target.host === '' ? '' : formatHostPort(request.target.host, request.target.port),
     upstream: request.upstream,
     decisions: request.decisions,
     status: request.status,

@@ -150,6 +150,24 @@ describe('readProxyHeader on real sockets', () => {
     tele.stop();
   });
 
+  it('refuses a v2 header that announces a datagram before a stream (bad_family); a LOCAL one passes', async () => {
+    const dgram = encodeV2({
+      transport: 'dgram',
+      addresses: {
+        family: 'inet',
+        source: { host: '192.0.2.1', port: 1 },
+        destination: { host: '127.0.0.1', port: 2 },
+      },
+    });
+    const bad = await reader.run([dgram, 'payload']);
+    assert.ok(rejects('bad_family')(bad.outcome.error));
+    await closed(bad.client);
+    const local = await reader.run([encodeV2({ command: 'local', addresses: null })]);
+    assert.equal(local.outcome.read?.header.command, 'local');
+    local.client.destroy();
+    local.outcome.socket.destroy();
+  });
+
   it('closes an untrusted peer at once, whatever it sends; an empty list trusts nobody', async () => {
     for (const cidrs of [['10.0.0.0/8', '::1/128'], []]) {
       reader.options = { ...reader.options, trusted: new TrustedPeers(cidrs) };

@@ -102,6 +102,9 @@ export function readProxyHeader(socket: Socket, options: ReadProxyHeaderOptions)
         return failWith('bad_signature', 'malformed header', e);
       }
       if (step.kind === 'more') return;
+      // As a datagram endpoint refuses a STREAM header, a stream refuses a DGRAM one.
+      if (step.header.command === 'proxy' && step.header.transport === 'dgram')
+        return failWith('bad_family', 'a DGRAM header before a stream');
       // Stop the flow before anything else can be emitted: later bytes stay in the socket.
       socket.pause();
       cleanup();
