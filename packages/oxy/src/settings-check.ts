@@ -260,6 +260,29 @@ function rangeOf(cidrs: readonly string[], ip: string): string {
 }
 
 /**
+ * Settings under which an endpoint refuses everything, whatever the client sends: PROXY headers
+ * required from nobody, or a `tcp` or `udp` endpoint with no target and no header to name one.
+ * Warnings, not errors: an egress hook may be what chooses the target.
+ */
+function refusesAll(name: string, ep: AppSettings['endpoints'][string], warnings: SettingsProblem[]): void {
+  const pp = 'proxy_protocol' in ep ? ep.proxy_protocol : null;
+  if (pp?.enabled && pp.trusted_cidrs.length === 0)
+    warnings.push({
+      path: `endpoints.${name}.proxy_protocol.trusted_cidrs`,
+      message:
+        'is empty while proxy_protocol is enabled: no peer may send a header, so every client is refused',
+    });
+  const target = ep.protocol === 'tcp' ? ep.tcp.target : ep.protocol === 'udp' ? ep.udp.target : undefined;
+  if (target === null && pp?.enabled !== true)
+    warnings.push({
+      path: `endpoints.${name}.${ep.protocol}.target`,
+      message:
+        'is empty and proxy_protocol is off, so nothing names a destination: every ' +
+        `${ep.protocol === 'tcp' ? 'connection' : 'session'} is refused unless an EgressHook.handleConnection sends it somewhere`,
+    });
+}
+
+/**
  * Settings that start but cannot work as written: a `tcp` or `udp` endpoint whose fixed target
  * is inside `egress.blocked_cidrs` (the default list blocks loopback and the private ranges),
  * so that every connection or session to it is refused (a reset or a dropped datagram, counted
@@ -279,6 +302,7 @@ export function oxySettingsWarnings(settings: AppSettings): SettingsProblem[] {
   const warnings: SettingsProblem[] = [];
   const chained = settings.egress.upstream_proxy.enabled;
   for (const [name, ep] of Object.entries(settings.endpoints)) {
+    refusesAll(name, ep, warnings);
     if (ep.protocol === 'udp' && chained) {
       warnings.push({
         path: `endpoints.${name}.protocol`,

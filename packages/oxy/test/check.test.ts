@@ -270,3 +270,29 @@ test('a tcp target inside egress.blocked_cidrs: --check warns and exits 0, a sta
   assert.equal(quiet.code, 0, quiet.stderr);
   assert.equal(quiet.stderr, '');
 });
+
+test('settings that refuse every client are warnings of --check: PROXY headers trusted from nobody, no target at all', async () => {
+  fs.writeFileSync(
+    path.join(dir, 'refuse-all.yaml'),
+    `${BASE}endpoints:\n  raw:\n    protocol: tcp\n    addr: 127.0.0.1:0\n    tcp:\n      target: ~\n` +
+      `  edge:\n    protocol: tcp\n    addr: 127.0.0.1:0\n    tcp:\n      target: 192.0.2.1:80\n    proxy_protocol:\n      enabled: true\n      trusted_cidrs: []\n`,
+  );
+  const check = await run(['--check', '-c', 'refuse-all.yaml']);
+  assert.equal(check.code, 0, check.stderr);
+  assert.match(
+    check.stderr,
+    /warning: endpoints\.raw\.tcp\.target: is empty and proxy_protocol is off, so nothing names a destination: every connection is refused unless an EgressHook\.handleConnection sends it somewhere/,
+  );
+  assert.match(
+    check.stderr,
+    /warning: endpoints\.edge\.proxy_protocol\.trusted_cidrs: is empty while proxy_protocol is enabled/,
+  );
+  // A header to name the destination, from a trusted peer: nothing to say.
+  fs.writeFileSync(
+    path.join(dir, 'pp-target.yaml'),
+    `${BASE}endpoints:\n  raw:\n    protocol: tcp\n    addr: 127.0.0.1:0\n    tcp:\n      target: ~\n    proxy_protocol:\n      enabled: true\n`,
+  );
+  const quiet = await run(['--check', '-c', 'pp-target.yaml']);
+  assert.equal(quiet.code, 0, quiet.stderr);
+  assert.equal(quiet.stderr, '');
+});
