@@ -188,3 +188,68 @@ test('a name target and a hook that carries the bytes in JS both audit an establ
     assert.equal(rec.close_reason, 'done');
   }
 });
+
+/** Resolves when Oxy closes `s` (its FIN read), rejects after `ms`: a timer that also keeps the loop alive. */
+function closedWithin(s: net.Socket, ms: number, what: string): Promise<void> {
+  s.resume();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what}: not closed within ${ms} ms`)), ms);
+    const done = () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve();
+    };
+    s.once('end', done); // dial() allows half-open: Oxy's FIN is an end, not yet a close
+    s.once('close', done);
+  });
+}
+
+test("an app's own pipeline keeps the endpoint's idle and lifetime limits, and its bytes are counted", async () => {
+  const pipe: Parameters<typeof hooksApp>[0] = {
+    tunnel: {
+      getAppTunnelPipeline: () => async (client, upstream) => {
+        client.pipe(upstream);
+        upstream.pipe(client);
+        await new Promise((resolve) => client.on('close', resolve));
+      },
+    },
+  };
+  const idle = await start(pipe, { tcp: { target: echo.authority }, tunnel_idle_timeout: '300ms' });
+  const s = dial(idle);
+  s.write('twelve bytes');
+  assert.equal((await readBytes(s, 12)).toString(), 'twelve bytes');
+  await closedWithin(s, 5000, 'idle'); // the pipeline never ends by itself: the idle limit closes it
+  const rec = await recordFor(idle, (r) => r.kind === 'tunnel');
+  assert.deepEqual([rec.close_reason, rec.bytes_up, rec.bytes_down], ['idle_timeout', 12, 12]);
+  assert.ok(rec.duration_ms < 2000, `closed after ${rec.duration_ms} ms`);
+
+  const life = await start(pipe, { tcp: { target: echo.authority }, tunnel_max_lifetime: '400ms' });
+  const t = dial(life);
+  const ticking = setInterval(() => t.write('x'), 50); // never idle
+  await closedWithin(t, 5000, 'lifetime');
+  clearInterval(ticking);
+  const lifeRec = await recordFor(life, (r) => r.kind === 'tunnel');
+  assert.equal(lifeRec.close_reason, 'max_lifetime');
+  assert.ok(lifeRec.bytes_up > 0 && lifeRec.bytes_up === lifeRec.bytes_down, JSON.stringify(lifeRec));
+});
+
+test("bytes an upstream proxy sends with its 200 are counted as the tunnel's bytes down", async () => {
+  // A proxy that answers the CONNECT and the upstream's banner in one write, as a fast chain does.
+  const proxy = net.createServer((c) =>
+    c.once('data', () => c.end('HTTP/1.1 200 Connection Established\r\n\r\nbanner-in-the-same-read')),
+  );
+  proxy.listen(0, '127.0.0.1');
+  after(() => proxy.close());
+  await once(proxy, 'listening');
+  const addr = `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+  const app = await start(
+    {},
+    { tcp: { target: echo.authority } },
+    { egress: { upstream_proxy: { enabled: true, addr } } },
+  );
+  const s = dial(app);
+  assert.equal((await readBytes(s, 23)).toString(), 'banner-in-the-same-read');
+  await closedWithin(s, 5000, 'the chained tunnel');
+  const rec = await recordFor(app, (r) => r.kind === 'tunnel');
+  assert.equal(rec.bytes_down, 23, JSON.stringify(rec));
+});

@@ -14,8 +14,12 @@ import type { EgressContext, ExtTypes, RequestContext } from '../context/context
 
 /**
  * An app-provided tunnel: it receives the client side and the upstream side and moves bytes
- * itself (inspect, rewrite, record). When the promise settles Oxy destroys both sides; a
- * rejection is logged once and counted, and fails only this tunnel.
+ * itself (inspect, rewrite, record). When the promise settles Oxy destroys both sides, so
+ * settle it only once both writable sides have finished (e.g. `await` `stream.promises.pipeline`
+ * for each direction), or the bytes still queued are lost. A rejection is logged once and
+ * counted, and fails only this tunnel. The endpoint's `tunnel_idle_timeout` and
+ * `tunnel_max_lifetime` still apply (Oxy destroys both sides when either passes), and the
+ * tunnel's byte counts are what the upstream socket sent and received.
  */
 export type AppTunnelPipeline = (client: Duplex, upstream: Duplex) => Promise<void>;
 
@@ -78,7 +82,8 @@ export interface TunnelHook<X extends ExtTypes = ExtTypes> {
   /**
    * Fires once per tunnel, after the upstream connection is established and the client was told
    * so. Return a pipeline to pump the bytes yourself, or `undefined` for Oxy's own pump (with
-   * backpressure, half-close, idle timeout and byte counts). Default: `undefined`.
+   * backpressure and half-close). Either way the idle timeout, the lifetime limit and the byte
+   * counts apply. Default: `undefined`.
    */
   getAppTunnelPipeline?(
     ctx: RequestContext<X>,

@@ -38,6 +38,7 @@ import type { Runtime } from '../../runtime.ts';
 import { tunnelMetrics } from '../../telemetry/metrics.ts';
 import { connectsLate, inspectsTunnels, inspectTunnel, TunnelUpstream } from '../../tunnels/inspect.ts';
 import { countFailure, recordEnd } from '../record.ts';
+import { runAppPipeline } from './app-pipeline.ts';
 import { StreamPump } from './pump.ts';
 import { canSplice, spliceTunnel } from './splice.ts';
 
@@ -237,7 +238,8 @@ async function runConnected(
     return inspectTunnel(rt, request, eg, route, answered, TunnelUpstream.connected(upstream));
   // Returned, not awaited: this frame (route, exchange, egress result) is released while the
   // tunnel runs; an idle tunnel keeps only what the carry needs.
-  return carryStream(rt, request, eg, answered, upstream.socket);
+  // Bytes read with an upstream proxy's 2xx were written above: they count as carried.
+  return carryStream(rt, request, eg, answered, upstream.socket, upstream.head?.length ?? 0);
 }
 
 /** The client for the addon's whole tunnel, when the plan, the route and the client allow it. */
@@ -316,6 +318,7 @@ export async function carryStream(
   eg: EgressState,
   client: Duplex,
   upstream: Duplex,
+  headBytes = 0,
 ): Promise<void> {
   const pipelineHook = rt.hooks.appTunnelPipeline;
   if (pipelineHook !== null) {
@@ -329,7 +332,7 @@ export async function carryStream(
       finishStream(rt, request, 0, 0, OXY_ERR.HOOK_FAILED);
       return;
     }
-    if (pipeline !== undefined) return runPipeline(rt, request, pipeline, client, upstream);
+    if (pipeline !== undefined) return runPipeline(rt, request, pipeline, client, upstream, headBytes);
   }
   const opts = request.ingress.endpoint.stream;
   // Nothing inspects these bytes: move them in the kernel when both sides are plain TCP. The
@@ -339,7 +342,7 @@ export async function carryStream(
     opts.splice && canSplice(client, upstream)
       ? await spliceTunnel(client, upstream, opts)
       : await new StreamPump(client, upstream, opts).done;
-  finishStream(rt, request, r.bytesUp, r.bytesDown, r.reason);
+  finishStream(rt, request, r.bytesUp, r.bytesDown + headBytes, r.reason);
 }
 
 async function runPipeline(
@@ -348,18 +351,12 @@ async function runPipeline(
   pipeline: AppTunnelPipeline,
   client: Duplex,
   upstream: Duplex,
+  headBytes: number,
 ): Promise<void> {
   request.decisions.push('tunnel:app');
-  let reason = 'done';
-  try {
-    await pipeline(client, upstream);
-  } catch (e) {
-    rt.hookFailed('TunnelHook.getAppTunnelPipeline', e);
-    reason = OXY_ERR.HOOK_FAILED;
-  }
-  client.destroy();
-  upstream.destroy();
-  finishStream(rt, request, 0, 0, reason);
+  const r = await runAppPipeline(pipeline, client, upstream, request.ingress.endpoint.stream);
+  if (r.reason === OXY_ERR.HOOK_FAILED) rt.hookFailed('TunnelHook.getAppTunnelPipeline', r.thrown);
+  finishStream(rt, request, r.bytesUp, r.bytesDown + headBytes, r.reason);
 }
 
 /** The end of a carried unit: tunnel metrics and its one audit record. */
