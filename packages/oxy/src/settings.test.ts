@@ -1,7 +1,8 @@
 /**
  * Oxy's settings schema as a whole: every duration key, in every section and endpoint kind,
  * refuses a value past the longest Node.js timer (a longer timer fires after 1 ms: a timeout
- * that expires at once, a sweep that spins). The CLI's side (`--check` and a start, one line naming the key and the file) is in
+ * that expires at once, a sweep that spins), and `proxy_protocol.header_timeout` has no 0s.
+ * The CLI's side (`--check` and a start, one line naming the key and the file) is in
  * test/check.test.ts.
  */
 import assert from 'node:assert/strict';
@@ -85,6 +86,24 @@ describe('duration settings', () => {
               '(longer than 24d20h31m23s647ms, the longest Node.js timer) (in f.yaml)',
         key.path,
       );
+    }
+  });
+
+  it('proxy_protocol.header_timeout refuses 0s, which would race the first read', () => {
+    for (const protocol of ['http', 'tcp']) {
+      const value = (text: string) => ({
+        endpoints: { main: { protocol, proxy_protocol: { enabled: true, header_timeout: text } } },
+      });
+      assert.equal(
+        (parse(value('1ms')) as { endpoints: { main: { proxy_protocol: { header_timeout: number } } } })
+          .endpoints.main.proxy_protocol.header_timeout,
+        1,
+      );
+      assert.throws(() => parse(value('0s')), {
+        message:
+          'endpoints.main.proxy_protocol.header_timeout: expected a duration like "10s" or "250ms", ' +
+          'got "0s" (shorter than 1ms) (in f.yaml)',
+      });
     }
   });
 });
