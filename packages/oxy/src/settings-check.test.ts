@@ -86,6 +86,13 @@ describe('oxySettingsWarnings', () => {
       warningsFor({ endpoints: { raw: tcp('127.0.0.1:80') }, egress: { blocked_cidrs: ['10.0.0.0/8'] } }),
       [],
     );
+    for (const v6 of ['[::1]:80', '[::]:80']) {
+      assert.deepEqual(
+        warningsFor({ endpoints: { raw: tcp(v6) }, egress: { blocked_cidrs: ['0.0.0.0/8'] } }),
+        [],
+        `${v6} is IPv6, not IPv4-compatible 0.0.0.x`,
+      );
+    }
     assert.deepEqual(warningsFor({ endpoints: { pub: tcp('192.0.2.1:80') } }), []); // not in the list
     assert.deepEqual(warningsFor({ endpoints: { named: tcp('db.internal:5432') } }), []); // resolved later
     assert.deepEqual(warningsFor({ endpoints: { hdr: tcp(null) } }), []); // the PROXY header's destination

@@ -90,6 +90,26 @@ test('http2.max_frame_size below the 16KiB minimum of RFC 9113', async () => {
   );
 });
 
+test('a duration past the longest Node.js timer (it would fire after 1 ms), or a PROXY header_timeout of 0s', async () => {
+  const pp = (timeout: string) =>
+    `endpoints:\n  main:\n    addr: 127.0.0.1:0\n    proxy_protocol:\n      enabled: true\n      header_timeout: ${timeout}\n`;
+  await failsBoth(
+    'pp-30d.yaml',
+    pp('30d'),
+    /^oxy-restart-test: endpoints\.main\.proxy_protocol\.header_timeout: expected a duration like "10s" or "250ms", got "30d" \(longer than 24d20h31m23s647ms, the longest Node\.js timer\)/m,
+  );
+  await failsBoth(
+    'pp-0s.yaml',
+    pp('0s'),
+    /^oxy-restart-test: endpoints\.main\.proxy_protocol\.header_timeout: expected a duration like "10s" or "250ms", got "0s" \(shorter than 1ms\)/m,
+  );
+  await failsBoth(
+    'udp-100d.yaml',
+    'endpoints:\n  main:\n    protocol: udp\n    addr: 127.0.0.1:0\n    udp:\n      target: 192.0.2.1:53\n      idle_timeout: 100d\n',
+    /^oxy-restart-test: endpoints\.main\.udp\.idle_timeout: .*got "100d" \(longer than 24d20h31m23s647ms/m,
+  );
+});
+
 test('two endpoints on one address', async () => {
   await failsBoth(
     'clash.yaml',

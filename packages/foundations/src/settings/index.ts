@@ -35,4 +35,4 @@ export {
   type SocketAddr,
 } from './net.ts';
 export { type Infer, type SettingsNode, s, settingsNode, variantSchema } from './schema.ts';
-export { formatDuration, formatSize, parseDuration, parseSize } from './units.ts';
+export { formatDuration, formatSize, MAX_TIMER_MS, parseDuration, parseSize } from './units.ts';

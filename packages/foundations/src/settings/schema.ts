@@ -13,7 +13,7 @@
  */
 import { z } from 'zod';
 import { type ListenAddr, parseCidr, parseListenAddr, parseSocketAddr, type SocketAddr } from './net.ts';
-import { formatSize, parseDuration, parseSize } from './units.ts';
+import { formatDuration, formatSize, MAX_TIMER_MS, parseDuration, parseSize } from './units.ts';
 
 /** What the registry knows about one settings schema. Defaults are in input (YAML) form. */
 export type SettingsNode =
@@ -152,10 +152,37 @@ function numberLeaf(
   return leaf(description, base, def);
 }
 
-const duration = parsedString('a duration like "10s" or "250ms"', (text) => {
+/** A bound of `s.duration`'s range, in milliseconds; a bad one is a programming error. */
+function durationBound(text: string, which: 'min' | 'max', description: string): number {
   const ms = parseDuration(text);
-  return ms === undefined ? { error: 'units: ms, s, m, h, d' } : ms;
-});
+  if (ms === undefined || ms > MAX_TIMER_MS) {
+    throw new TypeError(
+      `settings: ${which} ${showValue(text)} of "${description}" is not a duration of at most ${formatDuration(MAX_TIMER_MS)}`,
+    );
+  }
+  return ms;
+}
+
+/**
+ * A duration in `[min, max]` milliseconds. `max` is at most {@link MAX_TIMER_MS}: settings
+ * durations end up in timers, and Node fires a longer timer after 1 ms.
+ */
+function durationSchema(description: string, range: { min?: string; max?: string }) {
+  const min = range.min === undefined ? 0 : durationBound(range.min, 'min', description);
+  const max = range.max === undefined ? MAX_TIMER_MS : durationBound(range.max, 'max', description);
+  if (min > max) throw new TypeError(`settings: "${description}" has min above max`);
+  const tooLong =
+    max === MAX_TIMER_MS
+      ? `longer than ${formatDuration(max)}, the longest Node.js timer`
+      : `longer than ${formatDuration(max)}`;
+  return parsedString('a duration like "10s" or "250ms"', (text) => {
+    const ms = parseDuration(text);
+    if (ms === undefined) return { error: 'units: ms, s, m, h, d' };
+    if (ms < min) return { error: `shorter than ${formatDuration(min)}` };
+    if (ms > max) return { error: tooLong };
+    return ms;
+  });
+}
 
 const size = z
   .union([z.string(), z.number()], expected('a size like "16KiB" or a number of bytes'))
@@ -302,8 +329,13 @@ export const s = {
       parsedString<ListenAddr>('"host:port" or an absolute socket path', parseListenAddr),
       def,
     ),
-  /** A duration string (`10s`, `250ms`, `1m30s`), parsed to milliseconds. */
-  duration: (description: string, def: string) => leaf(description, duration, def),
+  /**
+   * A duration string (`10s`, `250ms`, `1m30s`), parsed to milliseconds, optionally bounded
+   * (inclusive, as duration strings). Never longer than {@link MAX_TIMER_MS} (24.8 days), the
+   * longest Node.js timer: `max` may only lower that cap.
+   */
+  duration: (description: string, def: string, range: { min?: string; max?: string } = {}) =>
+    leaf(description, durationSchema(description, range), def),
   /** A size (`16KiB`, `1MiB`, `10MB`) or a number of bytes, parsed to bytes. */
   size: (description: string, def: string | number) =>
     leaf(description, size, typeof def === 'number' ? formatSize(def) : def),

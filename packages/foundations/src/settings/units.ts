@@ -14,6 +14,14 @@ const DURATION_UNITS: Readonly<Record<string, number>> = {
   d: 86_400_000,
 };
 
+/**
+ * The longest duration a settings value may hold: 2^31-1 ms (24d20h31m23s647ms), the longest
+ * delay Node.js timers take. A longer one is not an error to Node: it warns
+ * (`TimeoutOverflowWarning`) and fires after 1 ms, so a timeout would expire at once and a sweep
+ * would spin. Code that derives a timer from a duration (a sum, a multiple) caps it here too.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 const DURATION_PART = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/y;
 
 /**

@@ -14,6 +14,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { FND_ERR, FoundationsError } from '../errors.ts';
 import type { LifecycleLog } from '../restart/lifecycle.ts';
 import type { ActiveListener } from '../restart/listeners.ts';
+import { MAX_TIMER_MS } from '../settings/units.ts';
 import { type FromWorker, type ToWorker, WORKER_ENV, type WorkerRequest } from './role.ts';
 
 /** What `WorkerPool` needs. */
@@ -153,7 +154,7 @@ export class WorkerPool {
         this.#opts.log('warn', 'workers still running after the drain deadline: killing them');
         this.#killAll();
       },
-      Math.max(0, deadline - Date.now()) + grace,
+      Math.min(MAX_TIMER_MS, Math.max(0, deadline - Date.now()) + grace),
     );
     await Promise.all(live);
     clearTimeout(timer);

@@ -20,7 +20,7 @@
 
 import dns from 'node:dns';
 import net from 'node:net';
-import { SettingsError } from 'foundations/settings';
+import { MAX_TIMER_MS, SettingsError } from 'foundations/settings';
 import { LRUCache } from 'lru-cache';
 import { OXY_ERR, OxyError, type OxyErrorCode } from '../errors.ts';
 import type { DnsSettings } from './settings.ts';
@@ -253,7 +253,7 @@ async function queryServers(
   const resolver = new dns.promises.Resolver({ timeout: timeoutMs, tries: attempts, maxTimeout: timeoutMs });
   resolver.setServers([...servers]);
   // c-ares may back off beyond `timeout` on retries; this bounds the whole set's time.
-  const deadline = setTimeout(() => resolver.cancel(), timeoutMs * attempts + 50);
+  const deadline = setTimeout(() => resolver.cancel(), Math.min(MAX_TIMER_MS, timeoutMs * attempts + 50));
   try {
     const queries = [
       family !== 6 ? resolver.resolve4(name, { ttl: true }) : undefined,

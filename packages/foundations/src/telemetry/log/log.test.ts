@@ -188,6 +188,88 @@ describe('log output', () => {
   });
 });
 
+/** The top-level keys of a JSON line as written, repeats included (JSON.parse keeps the last). */
+function writtenKeys(line: string): string[] {
+  const keys: string[] = [];
+  let depth = 0;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (line[j] !== '"') j += line[j] === '\\' ? 2 : 1;
+      if (depth === 1 && line[j + 1] === ':') keys.push(JSON.parse(line.slice(i, j + 1)) as string);
+      i = j;
+    } else if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') depth--;
+  }
+  return keys;
+}
+
+describe('JSON lines', () => {
+  /** Writes with `write` to a JSON file log and returns the last line's keys and values. */
+  function lastLine(name: string, write: () => void): { keys: string[]; rec: Record<string, unknown> } {
+    const file = fileLogging(name, { format: 'json' });
+    write();
+    const line = readLines(file).at(-1) as string;
+    return { keys: writtenKeys(line), rec: JSON.parse(line) };
+  }
+
+  it('reads keys as written, repeats included', () => {
+    assert.deepEqual(writtenKeys('{"a":1,"b":{"a":2,"c":[{"a":3}]},"s":"x\\"a\\":","a":4}'), [
+      'a',
+      'b',
+      's',
+      'a',
+    ]);
+  });
+
+  it('write each key once: a record field over its scope, a fork over its parent, both over the process', () => {
+    const { keys, rec } = lastLine('dupes.log', () =>
+      TelemetryContext.current()
+        .withForkedLog()
+        .addFields({ conn_id: 1, request_id: 'r-1', service: 'scope' })
+        .apply(() =>
+          TelemetryContext.current()
+            .withForkedLog()
+            .addFields({ request_id: 'r-2' })
+            .apply(() => log.info('request end', { request_id: 'r-3', pid: 42, status: 200 })),
+        ),
+    );
+    assert.deepEqual(keys, ['level', 'time', 'service', 'pid', 'conn_id', 'request_id', 'status', 'msg']);
+    assert.deepEqual(
+      [rec.service, rec.pid, rec.conn_id, rec.request_id, rec.status],
+      ['scope', 42, 1, 'r-3', 200],
+    );
+  });
+
+  it('write the process pid once when a record names it too (the ready line)', () => {
+    const { keys, rec } = lastLine('ready.log', () =>
+      log.info('ready', { pid: process.pid, restarted: false }),
+    );
+    assert.deepEqual(keys, ['level', 'time', 'service', 'pid', 'restarted', 'msg']);
+    assert.equal(rec.pid, process.pid);
+  });
+
+  it('keep a scope field that a record leaves undefined, and redact a record field that overrides one', () => {
+    const file = fileLogging('undef.log', { format: 'json', redact_keys: ['token'] });
+    TelemetryContext.current()
+      .withForkedLog()
+      .addFields({ err: 'scope error', token: 'a' })
+      .apply(() => {
+        log.warn('no override', { err: undefined, n: 1 });
+        log.warn('override', { err: undefined, token: 'secret-2' });
+      });
+    const lines = readLines(file).slice(-2);
+    for (const line of lines) {
+      const keys = writtenKeys(line);
+      assert.equal(new Set(keys).size, keys.length, line);
+      assert.equal(JSON.parse(line).err, 'scope error');
+      assert.equal(JSON.parse(line).token, '[REDACTED]');
+    }
+    assert.doesNotMatch(lines.join('\n'), /secret-2/);
+  });
+});
+
 describe('text format', () => {
   it('shows an error as its message with the stack indented below', async () => {
     const { formatTextLine } = await import('./text-format.ts');

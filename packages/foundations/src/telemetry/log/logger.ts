@@ -8,6 +8,10 @@
  * 2. then the rate limit (one `Date.now()` and two integer updates);
  * 3. only then are fields redacted and serialized. A scope's own fields are serialized once
  *    into a pino child logger, rebuilt only after `addFields` or a reconfiguration.
+ * Each key appears once in a line, the most specific value winning: a record's own field over
+ * its scope's (a fork's over its parent's, merged before serializing), and those over the
+ * process's `service` and `pid`. pino does not do this itself: it writes a child's bindings
+ * and then the call's fields, both, so a record that sets a scope's key takes the slow path.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -38,7 +42,10 @@ export interface LogRecord {
 }
 
 interface Sink {
+  /** The pino logger, with no fields of its own: `base` goes into each record's fields. */
   root: pino.Logger;
+  /** The process's fields (`service`, `pid`), first in every record. */
+  base: Readonly<Record<string, unknown>>;
   minLevel: number;
   redact: ReadonlySet<string>;
   rateLimit: number; // records per second; Infinity when disabled
@@ -72,10 +79,12 @@ function makeSink(cfg: LoggingSettings, service: string | undefined, generation:
     dest: cfg.output === 'file' ? openLogFile(cfg.file) : cfg.output === 'stderr' ? 2 : 1,
     sync: true,
   });
+  // pino writes a child's bindings and then a call's fields as they come, so a key in both
+  // would be written twice: `base` is kept here and merged with a scope's fields instead.
   const root = pino(
     {
       level: 'trace',
-      base: service === undefined ? { pid: process.pid } : { service, pid: process.pid },
+      base: null,
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label.toUpperCase() }) },
       ...(cfg.format === 'text' ? { hooks: { streamWrite: formatTextLine } } : {}),
@@ -84,6 +93,7 @@ function makeSink(cfg: LoggingSettings, service: string | undefined, generation:
   );
   return {
     root,
+    base: service === undefined ? { pid: process.pid } : { service, pid: process.pid },
     ownsFd: cfg.output === 'file',
     minLevel: LEVELS[cfg.verbosity],
     redact: new Set(cfg.redact_keys),
@@ -279,7 +289,7 @@ export class LogScope {
   #logger(): pino.Logger {
     let out = this.#out;
     if (out === null || out.generation !== sink.generation) {
-      const bindings: Record<string, unknown> = {};
+      const bindings: Record<string, unknown> = { ...sink.base };
       redactInto(bindings, this.fields);
       out = { logger: sink.root.child(bindings), generation: sink.generation };
       this.#out = out;
@@ -317,8 +327,25 @@ export class LogScope {
       const own: Record<string, unknown> = {};
       if (fields !== undefined) redactInto(own, fields);
       if (traceId !== undefined) own.trace_id = traceId;
-      logger[method](own, msg);
+      if (this.#overrides(own)) {
+        // The record's own value wins: the scope's fields, without the logger's pre-serialized
+        // copy of them, go in one object with the record's (rare: one line per request end).
+        const merged: Record<string, unknown> = { ...sink.base };
+        redactInto(merged, this.fields);
+        for (const key in own) if (own[key] !== undefined) merged[key] = own[key];
+        sink.root[method](merged, msg);
+      } else logger[method](own, msg);
     }
+  }
+
+  /** Whether `own` sets a key the scope (or the process) already has (undefined sets nothing). */
+  #overrides(own: Record<string, unknown>): boolean {
+    const scope = this.fields;
+    const base = sink.base;
+    for (const key in own) {
+      if (own[key] !== undefined && (Object.hasOwn(scope, key) || Object.hasOwn(base, key))) return true;
+    }
+    return false;
   }
 }
 
@@ -353,7 +380,7 @@ function rateAllows(): boolean {
       windowCount = 1;
       const notice = `rate limit dropped ${n} log records`;
       if (capture !== null) capture({ level: 'WARN', msg: notice, fields: { dropped: n } });
-      else sink.root.warn({ dropped: n }, notice);
+      else sink.root.warn({ ...sink.base, dropped: n }, notice);
     }
   }
   if (windowCount < limit) {

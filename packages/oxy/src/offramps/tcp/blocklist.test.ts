@@ -106,6 +106,29 @@ describe('CidrBlocklist', () => {
     for (const ip of allowed) assert.equal(defaults.has(ip), false, ip);
   });
 
+  it('takes :: and ::1 as IPv6 unspecified and loopback, not IPv4-compatible 0.0.0.0 and 0.0.0.1', () => {
+    for (const ip of ['::', '::1', '::0.0.0.1', '0:0:0:0:0:0:0:1']) {
+      assert.deepEqual(embeddedIPv4(parseIPv6(ip)), [], ip);
+    }
+    assert.deepEqual(embeddedIPv4(parseIPv6('::2')), [2]); // the rest of ::/96 is still IPv4-compatible
+    assert.deepEqual(embeddedIPv4(parseIPv6('::ffff:0.0.0.1')), [1]); // and ::ffff:0:0/96 all mapped
+    assert.deepEqual(embeddedIPv4(parseIPv6('::ffff:0:0.0.0.0')), [0]);
+    assert.deepEqual(embeddedIPv4(parseIPv6('64:ff9b::1')), [1]);
+    const thisNetwork = new CidrBlocklist(['0.0.0.0/8']);
+    for (const ip of ['::1', '::']) assert.equal(thisNetwork.has(ip), false, ip);
+    for (const ip of ['0.0.0.1', '::2', '::ffff:0.0.0.1', '64:ff9b::1'])
+      assert.equal(thisNetwork.has(ip), true, ip);
+  });
+
+  it('blocks :: and ::1 by default through ::/128 and ::1/128', () => {
+    const without = DEFAULT_BLOCKED_CIDRS.filter((c) => c !== '::/128' && c !== '::1/128');
+    assert.equal(without.length, DEFAULT_BLOCKED_CIDRS.length - 2);
+    for (const ip of ['::', '::1']) {
+      assert.equal(defaults.has(ip), true, ip);
+      assert.equal(new CidrBlocklist(without).has(ip), false, `${ip} without its own range`);
+    }
+  });
+
   it('parses IPv6 addresses to their 16 bytes, and finds what they embed', () => {
     assert.deepEqual([...parseIPv6('::')], new Array(16).fill(0));
     assert.deepEqual([...parseIPv6('1::ff:1.2.3.4')], [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 1, 2, 3, 4]);

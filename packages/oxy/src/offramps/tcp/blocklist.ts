@@ -5,7 +5,8 @@
  * resolves to 127.0.0.1 is blocked like the literal. An IPv4 address can hide inside IPv6, and
  * reach the IPv4 host through a dual-stack socket, a translator or a tunnel relay; such an
  * address is blocked when the IPv4 address it carries is (as well as by the IPv6 ranges):
- * IPv4-mapped `::ffff:0:0/96`, IPv4-compatible `::/96` (deprecated, RFC 4291 §2.5.5.1), SIIT
+ * IPv4-mapped `::ffff:0:0/96`, IPv4-compatible `::/96` (deprecated, RFC 4291 §2.5.5.1; not `::`
+ * and `::1`, the IPv6 unspecified and loopback addresses, which `::/128` and `::1/128` block), SIIT
  * `::ffff:0:0:0/96` (RFC 2765), NAT64 `64:ff9b::/96` (RFC 6052) and the local-use
  * `64:ff9b:1::/48` (RFC 8215, RFC 6052 §2.2 layout), 6to4 `2002::/16` (RFC 3056) and Teredo
  * `2001::/32` (RFC 4380: the client's address, inverted, and the server's). A zone index
@@ -135,11 +136,16 @@ function zeros(b: Uint8Array, from: number, to: number): boolean {
   return true;
 }
 
-/** The IPv4 addresses an IPv6 address carries, by the well-known forms (none for most). */
+/**
+ * The IPv4 addresses an IPv6 address carries, by the well-known forms (none for most). `::` and
+ * `::1` carry none: inside `::/96`, they are the IPv6 unspecified and loopback addresses (RFC
+ * 4291 §2.5.2, §2.5.3), not IPv4-compatible 0.0.0.0 and 0.0.0.1, and are checked as such.
+ */
 export function embeddedIPv4(b: Uint8Array): number[] {
-  // ::ffff:a.b.c.d (mapped), ::a.b.c.d (compatible), ::ffff:0:a.b.c.d (SIIT)
-  if (zeros(b, 0, 10) && ((b[10] === 0xff && b[11] === 0xff) || (b[10] === 0 && b[11] === 0)))
-    return [v4At(b, 12)];
+  // ::ffff:a.b.c.d (mapped), ::ffff:0:a.b.c.d (SIIT)
+  if (zeros(b, 0, 10) && b[10] === 0xff && b[11] === 0xff) return [v4At(b, 12)];
+  // ::a.b.c.d (compatible), but for :: and ::1
+  if (zeros(b, 0, 12)) return v4At(b, 12) > 1 ? [v4At(b, 12)] : [];
   if (zeros(b, 0, 8) && b[8] === 0xff && b[9] === 0xff && b[10] === 0 && b[11] === 0) return [v4At(b, 12)];
   if (b[0] === 0 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b) {
     // 64:ff9b::/96 (RFC 6052 well-known prefix)

@@ -21,6 +21,7 @@
  * (`tunnel`, kind `connect-ip`, bytes and packets each way).
  */
 
+import { MAX_TIMER_MS } from 'foundations/settings';
 import { log } from 'foundations/telemetry';
 import type { SocketAddr } from '../../context/contexts.ts';
 import type { IngressConnection } from '../../context/state.ts';
@@ -263,7 +264,7 @@ async function runIpTunnel(
       if (quiet >= cfg.idleMs) {
         idleClosed = true;
         void tunnel.close();
-      } else idle = setTimeout(tick, cfg.idleMs - quiet + 1).unref();
+      } else idle = setTimeout(tick, Math.min(MAX_TIMER_MS, cfg.idleMs - quiet + 1)).unref();
     };
     idle = setTimeout(tick, cfg.idleMs).unref();
   }

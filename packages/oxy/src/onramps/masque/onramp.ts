@@ -22,7 +22,7 @@
  */
 import type http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { defaultSettings } from 'foundations/settings';
+import { defaultSettings, MAX_TIMER_MS } from 'foundations/settings';
 import { log } from 'foundations/telemetry';
 import { formatHostPort } from '../../context/addr.ts';
 import { type EndpointState, type IngressConnection, RequestState } from '../../context/state.ts';
@@ -225,7 +225,7 @@ class CapsuleIngress {
     const check = (): void => {
       const quiet = performance.now() - session.lastActive;
       if (quiet >= idleMs) session.close('idle_timeout');
-      else this.#idle = setTimeout(check, idleMs - quiet + 1).unref();
+      else this.#idle = setTimeout(check, Math.min(MAX_TIMER_MS, idleMs - quiet + 1)).unref();
     };
     this.#idle = setTimeout(check, idleMs).unref();
   }

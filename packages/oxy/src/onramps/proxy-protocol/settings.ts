@@ -32,8 +32,11 @@ export const ProxyProtocolSettings = s.enabled(
   {
     trusted_cidrs: trustedCidrs(),
     header_timeout: s.duration(
-      'Time allowed for the whole header to arrive after accept; then the connection is closed.',
+      'Time allowed for the whole header to arrive after accept; then the connection is closed. ' +
+        'At least 1ms: 0s, "no limit" for other timeouts, is refused here, as every connection must ' +
+        'send its header in bounded time.',
       '5s',
+      { min: '1ms' },
     ),
   },
   ENABLED,
