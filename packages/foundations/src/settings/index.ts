@@ -32,6 +32,7 @@ export {
   parseCidr,
   parseListenAddr,
   parseSocketAddr,
+  parseTargetAddr,
   type SocketAddr,
 } from './net.ts';
 export { type Infer, type SettingsNode, s, settingsNode, variantSchema } from './schema.ts';

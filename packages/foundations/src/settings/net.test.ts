@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatListenAddr, formatSocketAddr, parseCidr, parseListenAddr, parseSocketAddr } from './net.ts';
+import {
+  formatListenAddr,
+  formatSocketAddr,
+  parseCidr,
+  parseListenAddr,
+  parseSocketAddr,
+  parseTargetAddr,
+} from './net.ts';
 
 test('parseSocketAddr: IPv4, bracketed IPv6 (normalised), host names, port bounds', () => {
   assert.deepEqual(parseSocketAddr('127.0.0.1:8080'), { host: '127.0.0.1', port: 8080 });
@@ -72,4 +79,15 @@ test('parseCidr normalises and refuses host bits, bad prefixes and non-addresses
     assert.ok(typeof r === 'object', text);
     assert.match(r.error, reason, text);
   }
+});
+
+test('parseTargetAddr: port 0 names no service; a URL is named as one', () => {
+  assert.deepEqual(parseTargetAddr('127.0.0.1:80'), { host: '127.0.0.1', port: 80 });
+  assert.deepEqual(parseTargetAddr('127.0.0.1:0'), {
+    error: 'port 0 cannot be connected to: use 1 to 65535',
+  });
+  assert.deepEqual(parseSocketAddr('127.0.0.1:0'), { host: '127.0.0.1', port: 0 }); // listening may ask for any port
+  assert.deepEqual(parseTargetAddr('http://example.com:80'), {
+    error: 'a host:port, not a URL: drop the scheme',
+  });
 });

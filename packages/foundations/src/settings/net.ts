@@ -36,6 +36,7 @@ export function parseSocketAddr(text: string): SocketAddr | ParseFailure {
     if (!net.isIPv6(host)) return { error: `"${host}" is not an IPv6 address` };
     host = new net.SocketAddress({ address: host, family: 'ipv6' }).address;
   } else {
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return { error: 'a host:port, not a URL: drop the scheme' };
     const colon = text.lastIndexOf(':');
     if (colon < 0) return { error: 'missing ":port"' };
     host = text.slice(0, colon);
@@ -50,6 +51,14 @@ export function parseSocketAddr(text: string): SocketAddr | ParseFailure {
     return { error: `port must be a whole number from 0 to 65535` };
   }
   return { host, port: Number(portText) };
+}
+
+/** Parses an address to connect to: {@link parseSocketAddr}, with a port from 1 (0 names no service). */
+export function parseTargetAddr(text: string): SocketAddr | ParseFailure {
+  const addr = parseSocketAddr(text);
+  if (!('error' in addr) && addr.port === 0)
+    return { error: 'port 0 cannot be connected to: use 1 to 65535' };
+  return addr;
 }
 
 /** Parses a listen address: `host:port`, `[v6]:port`, or an absolute Unix socket path. */

@@ -12,7 +12,7 @@
  * Do not chain zod methods on a helper's result: that makes a new, unregistered schema.
  */
 import { z } from 'zod';
-import { type ListenAddr, parseCidr, parseListenAddr, parseSocketAddr, type SocketAddr } from './net.ts';
+import { type ListenAddr, parseCidr, parseListenAddr, parseTargetAddr, type SocketAddr } from './net.ts';
 import { formatDuration, formatSize, MAX_TIMER_MS, parseDuration, parseSize } from './units.ts';
 
 /** What the registry knows about one settings schema. Defaults are in input (YAML) form. */
@@ -319,9 +319,9 @@ export const s = {
       },
     );
   },
-  /** `host:port` or `[v6]:port`, parsed to `{ host, port }`. */
+  /** `host:port` or `[v6]:port` to connect to, parsed to `{ host, port }`; port 0 is refused. */
   socketAddr: (description: string, def: string) =>
-    leaf(description, parsedString<SocketAddr>('"host:port"', parseSocketAddr), def),
+    leaf(description, parsedString<SocketAddr>('"host:port"', parseTargetAddr), def),
   /** `host:port`, `[v6]:port` or an absolute Unix socket path, parsed to a `ListenAddr`. */
   listenAddr: (description: string, def: string) =>
     leaf(
