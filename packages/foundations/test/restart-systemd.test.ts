@@ -1,12 +1,14 @@
 /**
  * systemd integration with the real tools from Debian's `systemd` package:
  * `systemd-socket-activate` hands the service its listening socket (matched by address,
- * or by name with --fdname), restarts pass it on, and `sd_notify` messages (READY,
- * MAINPID, STOPPING) reach a real datagram socket.
+ * or by name with --fdname, whatever the settings' address, before and after a restart),
+ * restarts pass it on, one no endpoint takes stays open with a warning, and `sd_notify`
+ * messages (READY, MAINPID, STOPPING) reach a real datagram socket.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -70,6 +72,40 @@ describe('systemd socket activation', { skip }, () => {
     const { port, body, gen } = await activated('main', () => '127.0.0.1:0');
     assert.equal(gen.port, port, 'the systemd socket, not a fresh port 0');
     assert.equal(body, `${gen.pid} 1\n`);
+  });
+
+  it('keeps a named systemd socket across a restart that changes the address in the settings', async () => {
+    // Neither 127.0.0.2 nor 127.0.0.3 is where the socket listens: the socket unit decides, as
+    // it would on a fresh start with either file.
+    const { svc, port, gen } = await activated('main', () => '127.0.0.2:0');
+    assert.equal(gen.port, port);
+    svc.writeConfig(fs.readFileSync(svc.config, 'utf8').replace('127.0.0.2:0', '127.0.0.3:0'));
+    const r = await svc.restart();
+    assert.equal(r.code, 0, r.stderr);
+    const second = await svc.waitGeneration(2);
+    assert.equal(second.port, port, "handed over as systemd's, so still taken by name");
+    assert.ok(await waitExit(gen.pid, 5000));
+    assert.equal(await get(port), `${second.pid} 2\n`);
+  });
+
+  it('leaves a systemd socket no endpoint takes open, with a warning naming it', async () => {
+    const port = pickPort();
+    const svc = new ServiceUnderTest(
+      (sock) => `restart:\n  socket: ${sock}\n  drain_timeout: 2s\naddr: 127.0.0.1:0\n`,
+    );
+    services.push(svc);
+    const started = svc.start({
+      command: 'systemd-socket-activate',
+      args: ['-l', `127.0.0.1:${port}`, '--fdname=unused', process.execPath, FIXTURE, '-c', svc.config],
+    });
+    // The activator starts the service on the first connection, which then waits unaccepted.
+    const pokes: net.Socket[] = [];
+    const poke = setInterval(() => pokes.push(net.connect(port, '127.0.0.1').on('error', () => {})), 100);
+    const gen = await started.finally(() => clearInterval(poke));
+    for (const p of pokes) p.destroy();
+    assert.notEqual(gen.port, port);
+    assert.match(svc.stderr, /warn: socket from systemd matches no endpoint; left open \{"name":"unused"/);
+    assert.equal(await get(gen.port), `${gen.pid} 1\n`);
   });
 });
 

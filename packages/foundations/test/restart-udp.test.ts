@@ -1,7 +1,9 @@
 /**
  * Graceful restarts of a UDP endpoint with real processes: the bound socket is handed to the
  * new process (the addon adopts it), a datagram flow every millisecond across the restart is
- * answered by one generation or the other, and what was lost is reported. Also the handover
+ * answered by one generation or the other, and what was lost is reported. A restart that moves
+ * the endpoint binds the new port and frees the old; one that asks for other bind-time options
+ * on the same port fails with the reason, and the old process serves on. Also the handover
  * variable's `datagrams` list: parsed, and malformed entries refused by name.
  */
 import assert from 'node:assert/strict';
@@ -56,6 +58,72 @@ describe('UDP endpoint across a graceful restart', () => {
   });
 });
 
+describe('UDP endpoint across a restart that changes its settings', () => {
+  /** A free UDP port on 127.0.0.1 (closed again: the service binds it next). */
+  async function freeUdpPort(): Promise<number> {
+    const s = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', () => resolve()));
+    const { port } = s.address();
+    s.close();
+    return port;
+  }
+
+  /** The answer to one datagram sent to `port`. */
+  async function ask(port: number, text: string): Promise<string> {
+    const c = dgram.createSocket('udp4');
+    try {
+      const answer = new Promise<string>((resolve, reject) => {
+        c.once('message', (m) => resolve(m.toString()));
+        setTimeout(() => reject(new Error(`no answer from ${port}`)), 5000).unref();
+      });
+      c.send(text, port, '127.0.0.1');
+      return await answer;
+    } finally {
+      c.close();
+    }
+  }
+
+  const body = (sock: string, port: number, reusePort: boolean): string =>
+    `restart:\n  socket: ${sock}\n  drain_timeout: 1s\naddr: 127.0.0.1:${port}\nreuse_port: ${reusePort}\n`;
+
+  it('moves to a new port; the handed-over socket is closed and its port freed', async () => {
+    const svc = new ServiceUnderTest((sock) => body(sock, 0, false), FIXTURE);
+    services.push(svc);
+    const first = await svc.start();
+    const next = await freeUdpPort();
+    svc.writeConfig(body(svc.socket, next, false));
+    const r = await svc.restart();
+    assert.equal(r.code, 0, r.stderr);
+    const second = await svc.waitGeneration(2);
+    assert.equal(second.port, next);
+    assert.equal(await ask(next, 'moved'), `${second.pid} moved`);
+    assert.match(svc.stderr, /info: inherited UDP socket matches no endpoint; closed \{"name":"echo"/);
+    assert.ok(await waitExit(first.pid, 10_000));
+    const probe = dgram.createSocket('udp4');
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', reject);
+      probe.bind(first.port, '127.0.0.1', () => resolve());
+    });
+    probe.close(); // nothing holds the old port any more
+  });
+
+  it('cannot change SO_REUSEPORT on a port in use: the restart fails saying so, the old one serves on', async () => {
+    const port = await freeUdpPort();
+    const svc = new ServiceUnderTest((sock) => body(sock, port, false), FIXTURE);
+    services.push(svc);
+    const first = await svc.start();
+    svc.writeConfig(body(svc.socket, port, true));
+    const r = await svc.restart();
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr + r.stdout, /EADDRINUSE/);
+    assert.match(
+      r.stderr + r.stdout,
+      /bound with \{"reusePort":false\}, not \{"reusePort":true\}: a restart cannot change/,
+    );
+    assert.equal(await ask(port, 'still'), `${first.pid} still`);
+  });
+});
+
 const haveActivate = spawnSync('systemd-socket-activate', ['--help']).status === 0;
 
 describe('UDP endpoint from systemd (ListenDatagram=, by FileDescriptorName=)', {
@@ -106,12 +174,23 @@ describe('handover variable: datagrams', () => {
   it('parses the list, and accepts its absence (an older version handing over)', () => {
     assert.deepEqual(
       parse({ ...base, datagrams: [{ name: 'dns', host: '::1', port: 53, fd: 4 }] })?.datagrams,
-      [{ name: 'dns', host: '::1', port: 53, fd: 4 }],
+      [{ name: 'dns', host: '::1', port: 53, fd: 4, source: 'handover', options: null }],
+      'no options: unknown, so not compared',
+    );
+    assert.deepEqual(
+      parse({
+        ...base,
+        datagrams: [
+          { name: 'dns', host: '::', port: 53, fd: 4, options: { reusePort: true }, systemd: true },
+        ],
+      })?.datagrams,
+      [{ name: 'dns', host: '::', port: 53, fd: 4, source: 'systemd', options: { reusePort: true } }],
     );
     assert.deepEqual(parse(base)?.datagrams, []);
   });
 
   it('refuses malformed entries, naming the field', () => {
+    const dns = { name: 'dns', host: '127.0.0.1', port: 53, fd: 4 };
     const bad: [unknown, RegExp][] = [
       [{ ...base, datagrams: {} }, /datagrams: expected a list/],
       [{ ...base, datagrams: [null] }, /datagrams\[0\]: expected an object/],
@@ -119,6 +198,9 @@ describe('handover variable: datagrams', () => {
       [{ ...base, datagrams: [{ name: 'a', host: 'localhost', port: 53, fd: 4 }] }, /datagrams\[0\]\.host/],
       [{ ...base, datagrams: [{ name: 'a', host: '127.0.0.1', port: 0, fd: 4 }] }, /datagrams\[0\]\.port/],
       [{ ...base, datagrams: [{ host: '127.0.0.1', port: 53, fd: 4 }] }, /datagrams\[0\]\.name/],
+      [{ ...base, datagrams: [{ ...dns, options: [] }] }, /datagrams\[0\]\.options: expected an object/],
+      [{ ...base, datagrams: [{ ...dns, options: { reusePort: 1 } }] }, /datagrams\[0\]\.options\.reusePort/],
+      [{ ...base, datagrams: [{ ...dns, systemd: 'yes' }] }, /datagrams\[0\]\.systemd/],
     ];
     for (const [v, message] of bad) assert.throws(() => parse(v), { code: 'FND_ERR_LISTEN', message });
   });

@@ -1,6 +1,6 @@
 /**
  * The restart library's pieces on their own: task tracker, frame codec (with malformed
- * input), inheritance variables (with malformed input), /proc address lookup, Unix socket
+ * input), inheritance variables (with malformed input), /proc address and transport lookup, Unix socket
  * binding rules, the handover channel and sd_notify formatting.
  */
 import assert from 'node:assert/strict';
@@ -9,7 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { passFd } from 'native';
+import { passFd, UdpSocket } from 'native';
 import { isFoundationsError } from '../src/errors.ts';
 import { toChildReport, toRestarterAnswer } from '../src/restart/frames.ts';
 import {
@@ -25,6 +25,7 @@ import {
   sameListenAddr,
   serverFd,
   socketAddressOfFd,
+  socketOfFd,
   TaskTracker,
 } from '../src/restart/index.ts';
 
@@ -158,6 +159,31 @@ describe('inheritance variables', () => {
       datagrams: [],
     });
     assert.equal(parseHandoverEnv({}), null);
+    const current = parseHandoverEnv({
+      FOUNDATIONS_HANDOVER: JSON.stringify({
+        control: 5,
+        listeners: [
+          {
+            name: 'main',
+            addr: { kind: 'tcp', host: '127.0.0.1', port: 8080 },
+            fd: 3,
+            configured: { kind: 'tcp', host: 'localhost', port: 8080 },
+            transport: 'stream',
+            systemd: true,
+          },
+        ],
+      }),
+    });
+    assert.deepEqual(current?.listeners, [
+      {
+        fd: 3,
+        name: 'main',
+        addr: { kind: 'tcp', host: '127.0.0.1', port: 8080 },
+        source: 'systemd',
+        configured: { kind: 'tcp', host: 'localhost', port: 8080 },
+        transport: 'stream',
+      },
+    ]);
     const bad = (v: string, re: RegExp): void => {
       assert.throws(
         () => parseHandoverEnv({ FOUNDATIONS_HANDOVER: v }),
@@ -177,6 +203,10 @@ describe('inheritance variables', () => {
     bad('{"control":4,"listeners":[{"name":"a","fd":-1}]}', /listeners\[0\]\.fd/);
     bad('{"control":4,"listeners":[{"fd":3}]}', /listeners\[0\]\.name/);
     bad('{"control":4,"listeners":[{"name":"a","fd":3,"addr":{"kind":"udp"}}]}', /listeners\[0\]\.addr/);
+    const a = '"name":"a","fd":3,"addr":{"kind":"unix","path":"/a"}';
+    bad(`{"control":4,"listeners":[{${a},"configured":{}}]}`, /listeners\[0\]\.configured is not/);
+    bad(`{"control":4,"listeners":[{${a},"transport":"dgram"}]}`, /listeners\[0\]\.transport/);
+    bad(`{"control":4,"listeners":[{${a},"systemd":1}]}`, /listeners\[0\]\.systemd/);
   });
 });
 
@@ -211,6 +241,19 @@ describe('socket addresses', () => {
       server.close();
     }
     assert.equal(socketAddressOfFd(0x7ffe), null);
+  });
+
+  it('tells the transport of a descriptor: stream listeners from UDP sockets', async () => {
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    assert.equal(socketOfFd(serverFd(server))?.transport, 'stream');
+    server.close();
+    const udp = UdpSocket.bind({ address: '127.0.0.1' });
+    assert.deepEqual(socketOfFd(udp.fd), {
+      addr: { kind: 'tcp', host: '127.0.0.1', port: udp.address().port },
+      transport: 'datagram',
+    });
+    udp.close();
   });
 
   it('compares listen addresses; port 0 never matches', () => {

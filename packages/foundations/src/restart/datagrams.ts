@@ -2,10 +2,12 @@
  * UDP sockets that survive restarts, beside the stream listeners of listeners.ts.
  *
  * `bind(name, addr)` first looks for a UDP socket handed over by the previous process (by
- * name, then by address) or passed by systemd (`ListenDatagram=`, by `FileDescriptorName=`),
- * and adopts it as it is (the addon's `UdpSocket.adopt`: Node's dgram cannot); only when none
- * matches does it bind afresh. Every socket is remembered so that a restart hands the very
- * same kernel socket to the new process: datagrams waiting in its receive queue are read there.
+ * name, then by address, if its address and bind-time options fit: matching.ts) or passed by
+ * systemd (`ListenDatagram=`, by `FileDescriptorName=`), and adopts it as it is (the addon's
+ * `UdpSocket.adopt`: Node's dgram cannot); only when none fits does it bind afresh. Every
+ * socket is remembered so that a restart hands the very same kernel socket to the new
+ * process: datagrams waiting in its receive queue are read there. `closeUnclaimed()` closes
+ * the handed-over sockets no endpoint took (an endpoint the new config dropped or moved).
  *
  * Ordering rules at a restart: the new process adopts the sockets and reads them as soon as
  * its app sets `onBatch`; the old one stops reading (`stopReading`, from `stopAccepting`) once
@@ -19,7 +21,14 @@ import { createRequire } from 'node:module';
 import net from 'node:net';
 import type * as Native from 'native';
 import { FND_ERR, FoundationsError } from '../errors.ts';
-import type { InheritedDatagram, InheritedSocket } from './inherited.ts';
+import { closeInherited, type InheritedDatagram, type InheritedSocket, type Unclaimed } from './inherited.ts';
+import {
+  bindOptionsFit,
+  bindOptionsOf,
+  type DatagramBindOptions,
+  fitsByAddress,
+  fitsByName,
+} from './matching.ts';
 
 /** An IP address and port to bind a UDP socket to. */
 export interface DatagramAddr {
@@ -37,6 +46,8 @@ export interface ActiveDatagram {
   readonly socket: Native.UdpSocket;
   /** The descriptor, handed on at a restart. */
   readonly fd: number;
+  /** The options fixed when it was bound (handed on, for the next process to compare); null: unknown. */
+  readonly options: DatagramBindOptions | null;
   readonly origin: 'systemd' | 'handover' | 'bound';
 }
 
@@ -47,10 +58,9 @@ function loadNative(): typeof Native {
   return native;
 }
 
-function sameHost(a: string, b: string): boolean {
-  const norm = (h: string): string =>
-    net.isIPv6(h) ? new net.SocketAddress({ address: h, family: 'ipv6' }).address : h;
-  return norm(a) === norm(b);
+/** A UDP address as a `ListenAddr` (its `tcp` kind means an IP address and port), for matching.ts. */
+function ipAddr(host: string, port: number): { kind: 'tcp'; host: string; port: number } {
+  return { kind: 'tcp', host, port };
 }
 
 /** Every UDP socket of the process that a restart hands on. */
@@ -86,17 +96,22 @@ export class DatagramListeners {
   }
 
   /**
-   * The UDP socket of endpoint `name` at `addr`: an inherited one (handover by name, then by
-   * address; systemd by name), else a new one bound with `opts`. Reading starts when the
-   * caller sets `onBatch`. Errors are `FND_ERR_LISTEN` naming the endpoint and address.
+   * The UDP socket of endpoint `name` at `addr`: an inherited one (handover by name if its
+   * address fits, port 0 keeping the inherited port, then any at exactly `addr`; systemd by
+   * name), else a new one bound with `opts`. A handed-over socket is taken only when the options
+   * fixed at bind time (`reuseAddr`, `reusePort`, `ipv6Only`) are those `opts` ask for. Reading
+   * starts when the caller sets `onBatch`. Errors are `FND_ERR_LISTEN` naming the endpoint and
+   * address.
    */
   bind(name: string, addr: DatagramAddr, opts: Native.UdpSocketOptions = {}): Native.UdpSocket {
     const where = `UDP endpoint "${name}" (${net.isIPv6(addr.host) ? `[${addr.host}]` : addr.host}:${addr.port})`;
     const { UdpSocket } = loadNative();
-    const free = this.#inherited.filter((d) => !this.#used.has(d));
+    const want = ipAddr(addr.host, addr.port);
+    const free = this.unused.filter((d) => bindOptionsFit(opts, d.options, d.host));
     const handed =
-      free.find((d) => d.name === name) ??
-      free.find((d) => addr.port !== 0 && d.port === addr.port && sameHost(d.host, addr.host));
+      free.find(
+        (d) => d.name === name && (d.source === 'systemd' || fitsByName(want, ipAddr(d.host, d.port), null)),
+      ) ?? free.find((d) => fitsByAddress(want, ipAddr(d.host, d.port), null));
     const fromSystemd = handed ? undefined : this.#claimSystemd(name);
     let socket: Native.UdpSocket;
     try {
@@ -106,7 +121,8 @@ export class DatagramListeners {
     } catch (e) {
       if (fromSystemd) this.#release(fromSystemd);
       const code = (e as { code?: string }).code ?? '';
-      throw new FoundationsError(FND_ERR.LISTEN, `${where}: cannot bind: ${(e as Error).message}`, {
+      const held = /EADDRINUSE/.test(code) ? this.#heldOnPort(addr.port, opts) : '';
+      throw new FoundationsError(FND_ERR.LISTEN, `${where}: cannot bind: ${(e as Error).message}${held}`, {
         cause: e,
         userError: /EADDRINUSE|EACCES|EADDRNOTAVAIL|EPROTOTYPE/.test(code),
       });
@@ -119,13 +135,49 @@ export class DatagramListeners {
       port: bound.port,
       socket,
       fd: socket.fd,
-      origin: handed ? 'handover' : fromSystemd ? 'systemd' : 'bound',
+      options: handed ? handed.options : fromSystemd ? null : bindOptionsOf(opts),
+      origin: handed ? handed.source : fromSystemd ? 'systemd' : 'bound',
     });
     return socket;
+  }
+
+  /**
+   * Closes this process's copy of every handed-over socket no endpoint took (see
+   * `Listeners.closeUnclaimed`); one that came from systemd stays open. The old process keeps
+   * its copy for replies until it exits, so the port is free once it has drained.
+   */
+  closeUnclaimed(): Unclaimed<InheritedDatagram> {
+    const closed: InheritedDatagram[] = [];
+    const kept: InheritedDatagram[] = [];
+    for (const d of this.unused) {
+      if (d.source === 'systemd') {
+        kept.push(d);
+        continue;
+      }
+      closeInherited(d.fd);
+      this.#used.add(d);
+      closed.push(d);
+    }
+    return { closed, kept };
   }
 
   /** Stops reading every socket (the next process reads them now); they stay open for replies. */
   stopReading(): void {
     for (const d of this.active) d.socket.setReading(false);
+  }
+
+  /** Why binding may have failed with EADDRINUSE: a handed-over socket no endpoint took holds the port. */
+  #heldOnPort(port: number, opts: Native.UdpSocketOptions): string {
+    const held = this.unused.find((d) => d.port === port);
+    if (held === undefined) return '';
+    const at = `${net.isIPv6(held.host) ? `[${held.host}]` : held.host}:${held.port}`;
+    const why = bindOptionsFit(opts, held.options, held.host)
+      ? 'a restart cannot move an endpoint onto an address that overlaps one in use'
+      : `bound with ${JSON.stringify(held.options)}, not ${JSON.stringify(bindOptionsOf(opts))}: ` +
+        'a restart cannot change the options of a socket in use';
+    return (
+      ` (the old process holds the UDP socket ${at} of "${held.name}" until it exits, ${why}; ` +
+      'stop and start the service instead)'
+    );
   }
 }

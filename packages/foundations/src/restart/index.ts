@@ -25,9 +25,12 @@ export {
   type InheritedSocket,
   parseHandoverEnv,
   parseSystemdEnv,
+  type SocketOfFd,
   sameListenAddr,
   scrubInheritanceEnv,
   socketAddressOfFd,
+  socketOfFd,
+  type Unclaimed,
 } from './inherited.ts';
 export {
   Lifecycle,
@@ -46,6 +49,14 @@ export {
   serverFd,
   unixSocketLive,
 } from './listeners.ts';
+export {
+  bindOptionsFit,
+  bindOptionsOf,
+  type DatagramBindOptions,
+  fitsByAddress,
+  fitsByName,
+  type SocketTransport,
+} from './matching.ts';
 export { type ProcessInheritance, processInheritance, processListeners } from './process-inheritance.ts';
 export { RESTARTER_EXIT, type RestarterOptions, runRestarter } from './restarter.ts';
 export { formatNotifyState, type NotifyOutcome, type NotifyState, sdNotify } from './sd-notify.ts';

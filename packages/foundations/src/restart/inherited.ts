@@ -4,8 +4,10 @@
  * - **systemd socket activation**: `LISTEN_FDS` descriptors starting at fd 3, meant for us
  *   only when `LISTEN_PID` is our pid (or absent), named by `LISTEN_FDNAMES`;
  * - **our own restart handover**: `FOUNDATIONS_HANDOVER`, JSON written by the previous
- *   process: `{ "control": fd, "listeners": [{ "name", "addr", "fd" }],
- *   "datagrams": [{ "name", "host", "port", "fd" }] }` (UDP sockets; absent from older versions).
+ *   process: `{ "control": fd, "listeners": [{ "name", "addr", "fd", "configured", "transport",
+ *   "systemd" }], "datagrams": [{ "name", "host", "port", "fd", "options", "systemd" }] }`.
+ *   Older versions sent no `datagrams` and none of `configured`, `transport`, `options` and
+ *   `systemd` (each optional: what is unknown is not compared, see matching.ts).
  *
  * Both are read once, at start-up, and removed from `process.env` so that nothing started
  * later (a restart child, a shell-out) believes the descriptors are its own. Bad values are
@@ -15,6 +17,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { FND_ERR, FoundationsError } from '../errors.ts';
 import type { ListenAddr } from '../settings/net.ts';
+import { type DatagramBindOptions, type SocketTransport, sameHost } from './matching.ts';
 
 /** The environment variable carrying the restart handover from the old process. */
 export const HANDOVER_ENV = 'FOUNDATIONS_HANDOVER';
@@ -26,8 +29,17 @@ const SD_LISTEN_FDS_START = 3;
 export interface InheritedSocket {
   readonly fd: number;
   readonly name: string | null;
+  /** The address it is bound to (port 0 replaced by the real port); null from systemd. */
   readonly addr: ListenAddr | null;
+  /**
+   * Who made it: `systemd` (a socket unit holds it; passed to this process, or to an earlier one
+   * that handed it on), or `handover` (an earlier process of this service bound it).
+   */
   readonly source: 'systemd' | 'handover';
+  /** The address the previous process's settings gave (host names and port 0 as written), when it said. */
+  readonly configured?: ListenAddr;
+  /** Its transport, when the previous process said (systemd's are read from /proc). */
+  readonly transport?: SocketTransport;
 }
 
 /** One UDP socket handed over by the previous process (systemd's come as `InheritedSocket`s). */
@@ -37,6 +49,10 @@ export interface InheritedDatagram {
   /** The address and port it is bound to. */
   readonly host: string;
   readonly port: number;
+  /** Who made it, as for `InheritedSocket.source`. */
+  readonly source: 'systemd' | 'handover';
+  /** The options it was bound with; null when unknown (systemd's, an older version's). */
+  readonly options: DatagramBindOptions | null;
 }
 
 /** What the previous process handed over: the control channel, its listeners and UDP sockets. */
@@ -49,6 +65,23 @@ export interface Handover {
 
 function listenError(message: string): FoundationsError {
   return new FoundationsError(FND_ERR.LISTEN, message, { userError: true });
+}
+
+/** What `Listeners.closeUnclaimed` did with the inherited sockets no endpoint took. */
+export interface Unclaimed<S> {
+  /** Handed over by the previous process: this process's copy is closed. */
+  readonly closed: readonly S[];
+  /** From systemd: left open (the socket unit holds the socket anyway, see docs/restarts.md). */
+  readonly kept: readonly S[];
+}
+
+/** Closes this process's copy of an inherited descriptor that nothing here uses. */
+export function closeInherited(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // boundary: EBADF means the descriptor is already gone, which is all that closing asked
+  }
 }
 
 /** Parses systemd's variables. Returns [] when they are absent or meant for another pid. */
@@ -86,13 +119,33 @@ function isFd(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= 3 && v < 65536;
 }
 
-function toListenAddr(v: unknown, where: string): ListenAddr {
+function toListenAddr(v: unknown, where: string, field = 'addr'): ListenAddr {
   const a = v as Record<string, unknown> | null;
   if (a && a.kind === 'tcp' && typeof a.host === 'string' && typeof a.port === 'number') {
     return { kind: 'tcp', host: a.host, port: a.port };
   }
   if (a && a.kind === 'unix' && typeof a.path === 'string') return { kind: 'unix', path: a.path };
-  throw listenError(`${HANDOVER_ENV}: ${where}.addr is not a listen address`);
+  throw listenError(`${HANDOVER_ENV}: ${where}.${field} is not a listen address`);
+}
+
+function systemdFlag(v: unknown, where: string): boolean {
+  if (v === undefined || typeof v === 'boolean') return v === true;
+  throw listenError(`${HANDOVER_ENV}: ${where}.systemd: expected true or false`);
+}
+
+/** `where` already starts with the variable's name. */
+function toBindOptions(v: unknown, where: string): DatagramBindOptions {
+  const o = v as Record<string, unknown> | null;
+  if (typeof o !== 'object' || o === null || Array.isArray(o))
+    throw listenError(`${where}.options: expected an object`);
+  const out: { reuseAddr?: boolean; reusePort?: boolean; ipv6Only?: boolean } = {};
+  for (const key of ['reuseAddr', 'reusePort', 'ipv6Only'] as const) {
+    const flag = o[key];
+    if (flag === undefined) continue;
+    if (typeof flag !== 'boolean') throw listenError(`${where}.options.${key}: expected true or false`);
+    out[key] = flag;
+  }
+  return out;
 }
 
 /** Parses our handover variable; null when absent. Throws naming the bad field. */
@@ -116,7 +169,16 @@ export function parseHandoverEnv(env: NodeJS.ProcessEnv): Handover | null {
       throw listenError(`${HANDOVER_ENV}: ${where}: expected an object`);
     if (!isFd(e.fd)) throw listenError(`${HANDOVER_ENV}: ${where}.fd: expected a descriptor number`);
     if (typeof e.name !== 'string') throw listenError(`${HANDOVER_ENV}: ${where}.name: expected a string`);
-    return { fd: e.fd, name: e.name, addr: toListenAddr(e.addr, where), source: 'handover' };
+    if (e.transport !== undefined && e.transport !== 'stream' && e.transport !== 'seqpacket')
+      throw listenError(`${HANDOVER_ENV}: ${where}.transport: expected "stream" or "seqpacket"`);
+    return {
+      fd: e.fd,
+      name: e.name,
+      addr: toListenAddr(e.addr, where),
+      source: systemdFlag(e.systemd, where) ? 'systemd' : 'handover',
+      ...(e.configured === undefined ? {} : { configured: toListenAddr(e.configured, where, 'configured') }),
+      ...(e.transport === undefined ? {} : { transport: e.transport }),
+    };
   });
   if (v.datagrams !== undefined && !Array.isArray(v.datagrams))
     throw listenError(`${HANDOVER_ENV}: datagrams: expected a list`);
@@ -131,7 +193,14 @@ export function parseHandoverEnv(env: NodeJS.ProcessEnv): Handover | null {
         throw listenError(`${where}.host: expected an IP address`);
       if (typeof e.port !== 'number' || !Number.isInteger(e.port) || e.port < 1 || e.port > 65535)
         throw listenError(`${where}.port: expected a port`);
-      return { fd: e.fd, name: e.name, host: e.host, port: e.port };
+      return {
+        fd: e.fd,
+        name: e.name,
+        host: e.host,
+        port: e.port,
+        source: systemdFlag(e.systemd, `datagrams[${i}]`) ? 'systemd' : 'handover',
+        options: e.options === undefined ? null : toBindOptions(e.options, where),
+      };
     },
   );
   return { controlFd: v.control, listeners, datagrams };
@@ -143,11 +212,18 @@ export function scrubInheritanceEnv(env: NodeJS.ProcessEnv): void {
     delete env[k];
 }
 
+/** What /proc tells of a socket descriptor. A UDP socket's address is `kind: 'tcp'` (an IP and port). */
+export interface SocketOfFd {
+  readonly addr: ListenAddr;
+  readonly transport: SocketTransport;
+}
+
 /**
- * The local address of a listening socket descriptor, read from /proc (Node cannot call
- * getsockname on a bare fd). Null when the fd is not a TCP or Unix socket we can find.
+ * The local address and transport of a socket descriptor, read from /proc (Node cannot call
+ * getsockname or getsockopt on a bare fd). Null when the fd is not a TCP, UDP or Unix socket
+ * we can find.
  */
-export function socketAddressOfFd(fd: number): ListenAddr | null {
+export function socketOfFd(fd: number): SocketOfFd | null {
   let link: string;
   try {
     link = fs.readlinkSync(`/proc/self/fd/${fd}`);
@@ -157,7 +233,18 @@ export function socketAddressOfFd(fd: number): ListenAddr | null {
   const m = /^socket:\[(\d+)\]$/.exec(link);
   if (!m) return null;
   const inode = m[1] as string;
-  return findTcp(inode, '/proc/net/tcp', 4) ?? findTcp(inode, '/proc/net/tcp6', 16) ?? findUnix(inode);
+  return (
+    findIp(inode, '/proc/net/tcp', 4, 'stream') ??
+    findIp(inode, '/proc/net/tcp6', 16, 'stream') ??
+    findIp(inode, '/proc/net/udp', 4, 'datagram') ??
+    findIp(inode, '/proc/net/udp6', 16, 'datagram') ??
+    findUnix(inode)
+  );
+}
+
+/** The local address of a socket descriptor (`socketOfFd`), or null. */
+export function socketAddressOfFd(fd: number): ListenAddr | null {
+  return socketOfFd(fd)?.addr ?? null;
 }
 
 function readLines(path: string): string[] {
@@ -184,20 +271,30 @@ export function decodeProcAddr(text: string, bytes: 4 | 16): { host: string; por
   return { host, port: Number.parseInt(portHex, 16) };
 }
 
-function findTcp(inode: string, table: string, bytes: 4 | 16): ListenAddr | null {
+/** /proc/net/{tcp,udp}{,6}: the same columns, the inode tenth. */
+function findIp(inode: string, table: string, bytes: 4 | 16, transport: SocketTransport): SocketOfFd | null {
   for (const line of readLines(table)) {
     const f = line.trim().split(/\s+/);
     if (f[9] !== inode || f[1] === undefined) continue;
     const a = decodeProcAddr(f[1], bytes);
-    return a ? { kind: 'tcp', host: a.host, port: a.port } : null;
+    return a ? { addr: { kind: 'tcp', host: a.host, port: a.port }, transport } : null;
   }
   return null;
 }
 
-function findUnix(inode: string): ListenAddr | null {
+/** /proc/net/unix's Type column: SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET. */
+const UNIX_TYPES: Readonly<Record<string, SocketTransport>> = {
+  '0001': 'stream',
+  '0002': 'datagram',
+  '0005': 'seqpacket',
+};
+
+function findUnix(inode: string): SocketOfFd | null {
   for (const line of readLines('/proc/net/unix')) {
     const f = line.trim().split(/\s+/);
-    if (f[6] === inode && f[7] !== undefined) return { kind: 'unix', path: f[7] };
+    const transport = UNIX_TYPES[f[4] ?? ''];
+    if (f[6] === inode && f[7] !== undefined && transport !== undefined)
+      return { addr: { kind: 'unix', path: f[7] }, transport };
   }
   return null;
 }
@@ -207,10 +304,5 @@ export function sameListenAddr(a: ListenAddr, b: ListenAddr): boolean {
   if (a.kind === 'unix') return b.kind === 'unix' && a.path === b.path;
   if (b.kind === 'unix') return false;
   if (a.port === 0 || a.port !== b.port) return false;
-  return normaliseHost(a.host) === normaliseHost(b.host);
-}
-
-function normaliseHost(host: string): string {
-  if (net.isIPv6(host)) return new net.SocketAddress({ address: host, family: 'ipv6' }).address;
-  return host;
+  return sameHost(a.host, b.host);
 }

@@ -7,8 +7,10 @@
  *    sockets and, in a process started by a restart, reads the previous process's state.
  * 2. The app opens every endpoint with `lifecycle.listen(name, addr, server)` (UDP ones with
  *    `lifecycle.bindUdp(name, addr)`).
- * 3. `lifecycle.ready()` once they accept: it opens (or inherits) the restart socket, tells
- *    the old process and systemd, and only from then on accepts restart requests.
+ * 3. `lifecycle.ready()` once they accept: it opens (or inherits) the restart socket, closes
+ *    the inherited sockets no endpoint took (an endpoint the new config dropped or moved;
+ *    systemd's stay open), tells the old process and systemd, and only from then on accepts
+ *    restart requests. No endpoint may be opened after it.
  *    On a start-up error call `lifecycle.failed(err)` and exit non-zero.
  * 4. A restart request starts the next process; on its "ready" this one stops accepting,
  *    calls the app's `drain(deadline)`, waits for connections and tasks until
@@ -19,7 +21,7 @@ import net from 'node:net';
 import type { UdpSocket, UdpSocketOptions } from 'native';
 import { FND_ERR, FoundationsError } from '../errors.ts';
 import type { ServiceInfo } from '../service-info.ts';
-import type { ListenAddr } from '../settings/net.ts';
+import { formatListenAddr, formatSocketAddr, type ListenAddr } from '../settings/net.ts';
 import type { DatagramAddr } from './datagrams.ts';
 import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME, type RestarterMessage, stringList } from './frames.ts';
 import type { HandoverChannel } from './handover.ts';
@@ -159,21 +161,33 @@ export class Lifecycle {
         throw e;
       }
     }
+    this.#closeUnclaimed();
     this.#phase = 'ready';
     this.#channel?.reportReady();
-    for (const s of this.listeners.unused) {
-      this.#log('warn', 'inherited socket matches no endpoint; left open', {
-        fd: s.fd,
-        name: s.name,
-        source: s.source,
-      });
-    }
-    for (const d of this.listeners.datagrams.unused) {
-      this.#log('warn', 'inherited UDP socket matches no endpoint; left open', { fd: d.fd, name: d.name });
-    }
     const n = await sdNotify({ READY: 1, MAINPID: process.pid, STATUS: `${this.#opts.info.name} ready` });
     if (n.kind === 'failed') this.#log('warn', 'sd_notify READY failed', { reason: n.reason });
     this.#log('info', 'ready', { pid: process.pid, restarted: this.restarted });
+  }
+
+  /**
+   * Closes the handed-over sockets no endpoint took, so clients of an endpoint the new settings
+   * dropped or moved are refused once the old process stops accepting, and logs each by name.
+   */
+  #closeUnclaimed(): void {
+    const stream = this.listeners.closeUnclaimed();
+    const udp = this.listeners.datagrams.closeUnclaimed();
+    for (const s of stream.closed) {
+      const addr = s.addr === null ? null : formatListenAddr(s.addr);
+      this.#log('info', 'inherited socket matches no endpoint; closed', { name: s.name, addr, fd: s.fd });
+    }
+    for (const d of udp.closed) {
+      const addr = formatSocketAddr(d);
+      this.#log('info', 'inherited UDP socket matches no endpoint; closed', { name: d.name, addr, fd: d.fd });
+    }
+    for (const s of [...stream.kept, ...udp.kept]) {
+      // The socket unit holds it too: closing ours would refuse nobody (docs/restarts.md).
+      this.#log('warn', 'socket from systemd matches no endpoint; left open', { name: s.name, fd: s.fd });
+    }
   }
 
   /** Reports a start-up failure to the old process (if a restart started us). The caller exits. */

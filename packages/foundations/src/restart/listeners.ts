@@ -2,10 +2,12 @@
  * Opens a service's listening sockets so that they survive restarts.
  *
  * `listen(name, addr, server)` first looks for an inherited socket (restart handover or
- * systemd), by name and then by address, and serves on it as it is; only when none
- * matches does it bind afresh. Every listening server is remembered so that a restart can
- * hand the very same kernel sockets to the new process: nothing queued in an accept
- * backlog is lost, and clients never see "connection refused".
+ * systemd), by name and then by address, and serves on it as it is; only when none fits
+ * (matching.ts: a new config may move an endpoint) does it bind afresh. Every listening
+ * server is remembered so that a restart can hand the very same kernel sockets to the new
+ * process: nothing queued in an accept backlog is lost, and clients never see "connection
+ * refused". Once every endpoint is open, `closeUnclaimed()` closes the inherited sockets that
+ * no endpoint took, so an endpoint the new config dropped or moved refuses connections.
  *
  * Unix socket paths are bound under a temporary name and renamed into place. That makes
  * the file appear atomically with its final mode, and, as a bonus, keeps Node from
@@ -22,12 +24,9 @@ import util from 'node:util';
 import { FND_ERR, FoundationsError } from '../errors.ts';
 import { formatListenAddr, type ListenAddr } from '../settings/net.ts';
 import { DatagramListeners } from './datagrams.ts';
-import {
-  type InheritedDatagram,
-  type InheritedSocket,
-  sameListenAddr,
-  socketAddressOfFd,
-} from './inherited.ts';
+import type { InheritedDatagram, InheritedSocket, Unclaimed } from './inherited.ts';
+import { InheritedListeners } from './inherited-listeners.ts';
+import type { SocketTransport } from './matching.ts';
 import { TaskTracker } from './task-tracker.ts';
 
 /** A server opened through `Listeners.listen`, with what a restart needs to pass it on. */
@@ -35,11 +34,18 @@ export interface ActiveListener {
   readonly name: string;
   /** The address actually bound (port 0 replaced by the real port). */
   readonly addr: ListenAddr;
+  /** The address the caller asked for (host names and port 0 as written), for the next process to compare. */
+  readonly configured: ListenAddr;
+  /** `stream` for `listen` and `hold`, `seqpacket` for `listenWith`. */
+  readonly transport: Exclude<SocketTransport, 'datagram'>;
   /** The server accepting on it; null for a socket only held (`Listeners.hold`) for workers. */
   readonly server: net.Server | null;
   /** The listening descriptor, handed on at a restart. */
   readonly fd: number;
-  /** Where it came from: inherited from systemd or the previous process, or bound here. */
+  /**
+   * Where it came from: a systemd socket unit (directly, or through earlier processes), the
+   * previous process, or bound here.
+   */
   readonly origin: 'systemd' | 'handover' | 'bound';
 }
 
@@ -80,8 +86,7 @@ export class Listeners {
   readonly connections: TaskTracker;
   /** UDP sockets (`datagrams.bind(name, addr)`), handed on at a restart like the listeners. */
   readonly datagrams: DatagramListeners;
-  readonly #inherited: InheritedSocket[];
-  readonly #used = new Set<InheritedSocket>();
+  readonly #inherited: InheritedListeners;
   readonly #active: ActiveListener[] = [];
   /** Open accepted connections: Node sockets, and foreign ones from `track`. */
   readonly #sockets = new Set<{ destroy(): void }>();
@@ -93,12 +98,12 @@ export class Listeners {
     connections: TaskTracker = new TaskTracker(),
     datagrams: readonly InheritedDatagram[] = [],
   ) {
-    this.#inherited = [...inherited];
+    this.#inherited = new InheritedListeners(inherited);
     this.connections = connections;
     this.datagrams = new DatagramListeners(
       datagrams,
-      (name) => this.#claimNamed(name),
-      (s) => this.#used.delete(s),
+      (name) => this.#inherited.claimSystemdDatagram(name),
+      (s) => this.#inherited.release(s),
     );
   }
 
@@ -109,7 +114,7 @@ export class Listeners {
 
   /** Inherited sockets no endpoint has claimed (yet). */
   get unused(): readonly InheritedSocket[] {
-    return this.#inherited.filter((s) => !this.#used.has(s));
+    return this.#inherited.unused;
   }
 
   /** Connections currently open on tracked listeners. */
@@ -118,9 +123,10 @@ export class Listeners {
   }
 
   /**
-   * Makes `server` listen for endpoint `name` at `addr`: on an inherited socket with the same
-   * name, else one bound to the same address, else on a fresh socket. Resolves once it
-   * accepts. Errors are `FND_ERR_LISTEN` naming the endpoint and address.
+   * Makes `server` listen for endpoint `name` at `addr`: on an inherited stream socket with the
+   * same name whose address fits `addr` (port 0 keeps the inherited port; a systemd socket named
+   * so fits whatever its address), else one bound at exactly `addr`, else on a fresh socket.
+   * Resolves once it accepts. Errors are `FND_ERR_LISTEN` naming the endpoint and address.
    */
   async listen<S extends net.Server>(
     name: string,
@@ -128,7 +134,7 @@ export class Listeners {
     server: S,
     opts: ListenOptions = {},
   ): Promise<S> {
-    const inherited = this.#claim(name, addr);
+    const inherited = this.#inherited.claim(name, addr, 'stream');
     const where = `endpoint "${name}" (${formatListenAddr(addr)})`;
     try {
       if (inherited) await listenOn(server, { fd: inherited.fd });
@@ -136,17 +142,21 @@ export class Listeners {
         await listenOn(server, { host: addr.host, port: addr.port, backlog: opts.backlog });
       else await bindUnix(server, addr.path, opts.mode, opts.backlog);
     } catch (e) {
-      if (inherited) this.#used.delete(inherited);
+      if (inherited) this.#inherited.release(inherited);
       const code = (e as NodeJS.ErrnoException).code;
-      throw new FoundationsError(FND_ERR.LISTEN, `${where}: cannot listen: ${code ?? (e as Error).message}`, {
-        cause: e,
-        userError: code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL',
-      });
+      const held = code === 'EADDRINUSE' ? this.#inherited.heldOnPort(addr) : '';
+      throw new FoundationsError(
+        FND_ERR.LISTEN,
+        `${where}: cannot listen: ${code ?? (e as Error).message}${held}`,
+        { cause: e, userError: code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL' },
+      );
     }
     const bound = boundAddr(server, addr);
     this.#active.push({
       name,
       addr: bound,
+      configured: addr,
+      transport: 'stream',
       server,
       fd: serverFd(server),
       origin: inherited ? inherited.source : 'bound',
@@ -157,9 +167,8 @@ export class Listeners {
 
   /**
    * Opens endpoint `name`'s socket through `open`, for a socket Node's `net` cannot listen on
-   * (a SOCK_SEQPACKET listener): `open(fd)` gets the inherited descriptor that matches (the
-   * previous process's by name, then by address; systemd's by `FileDescriptorName=`, then by
-   * address) and must listen on it as it is, or gets null and binds at `addr` itself. Recorded
+   * (a SOCK_SEQPACKET listener): `open(fd)` gets the inherited SEQPACKET descriptor that fits, by
+   * the rules of `listen`, and must listen on it as it is, or gets null and binds at `addr` itself. Recorded
    * like `listen`'s servers, so a restart hands the same kernel socket on; `stopAccepting()`
    * calls the listener's. Connections it accepts are counted through `track`. Errors `open`
    * throws become `FND_ERR_LISTEN` naming the endpoint and address.
@@ -169,12 +178,12 @@ export class Listeners {
     addr: ListenAddr,
     open: (inheritedFd: number | null) => ForeignListener,
   ): ActiveListener {
-    const inherited = this.#claim(name, addr);
+    const inherited = this.#inherited.claim(name, addr, 'seqpacket');
     let listener: ForeignListener;
     try {
       listener = open(inherited?.fd ?? null);
     } catch (e) {
-      if (inherited) this.#used.delete(inherited);
+      if (inherited) this.#inherited.release(inherited);
       const code = (e as NodeJS.ErrnoException).code ?? '';
       throw new FoundationsError(
         FND_ERR.LISTEN,
@@ -185,6 +194,8 @@ export class Listeners {
     const active: ActiveListener = {
       name,
       addr,
+      configured: addr,
+      transport: 'seqpacket',
       server: null,
       fd: listener.fd,
       origin: inherited ? inherited.source : 'bound',
@@ -220,12 +231,13 @@ export class Listeners {
    * `server: null`, so a restart hands it on like any other. Throws `FND_ERR_LISTEN`.
    */
   async hold(name: string, addr: ListenAddr): Promise<ActiveListener> {
-    const inherited = this.#claim(name, addr);
+    const inherited = this.#inherited.claim(name, addr, 'stream');
+    const mine = { name, configured: addr, transport: 'stream', server: null } as const;
     let held: ActiveListener;
     if (inherited) {
-      held = { name, addr: inherited.addr ?? addr, server: null, fd: inherited.fd, origin: inherited.source };
+      held = { ...mine, addr: inherited.addr ?? addr, fd: inherited.fd, origin: inherited.source };
     } else {
-      held = { name, ...(await bindUnpolled(name, addr)), server: null, origin: 'bound' };
+      held = { ...mine, ...(await bindUnpolled(name, addr)), origin: 'bound' };
     }
     this.#active.push(held);
     return held;
@@ -250,26 +262,13 @@ export class Listeners {
     for (const s of this.#sockets) s.destroy();
   }
 
-  #claim(name: string, addr: ListenAddr): InheritedSocket | undefined {
-    const free = this.#inherited.filter((s) => !this.#used.has(s));
-    let found = free.find((s) => s.name === name);
-    if (!found) {
-      found = free.find((s) => {
-        const a = s.addr ?? socketAddressOfFd(s.fd);
-        return a !== null && sameListenAddr(addr, a);
-      });
-    }
-    if (found) this.#used.add(found);
-    return found;
-  }
-
-  /** An unclaimed systemd socket named `name`, now claimed (systemd names UDP sockets too). */
-  #claimNamed(name: string): InheritedSocket | undefined {
-    const found = this.#inherited.find(
-      (s) => !this.#used.has(s) && s.source === 'systemd' && s.name === name,
-    );
-    if (found) this.#used.add(found);
-    return found;
+  /**
+   * Closes this process's copy of every inherited socket that no endpoint took (UDP ones are
+   * `datagrams.closeUnclaimed()`'s); systemd's stay open. See `InheritedListeners.closeUnclaimed`.
+   * Call it once every endpoint is open (`Lifecycle.ready` does, after the restart socket).
+   */
+  closeUnclaimed(): Unclaimed<InheritedSocket> {
+    return this.#inherited.closeUnclaimed();
   }
 
   #track(socket: net.Socket): void {

@@ -52,10 +52,26 @@ export function startNextProcess(opts: NextProcessOptions): Promise<NextOutcome>
   const fds = [...opts.listeners.map((l) => l.fd), ...datagrams.map((d) => d.fd)];
   const controlSlot = 3 + fds.length;
   const firstDatagram = 3 + opts.listeners.length;
+  // `configured`, `transport`, `options` and `systemd` let the child tell whether a socket is
+  // still what its settings ask for (matching.ts); older versions read past them.
   const handover = {
     control: controlSlot,
-    listeners: opts.listeners.map((l, i) => ({ name: l.name, addr: l.addr, fd: 3 + i })),
-    datagrams: datagrams.map((d, i) => ({ name: d.name, host: d.host, port: d.port, fd: firstDatagram + i })),
+    listeners: opts.listeners.map((l, i) => ({
+      name: l.name,
+      addr: l.addr,
+      fd: 3 + i,
+      configured: l.configured,
+      transport: l.transport,
+      ...(l.origin === 'systemd' ? { systemd: true } : {}),
+    })),
+    datagrams: datagrams.map((d, i) => ({
+      name: d.name,
+      host: d.host,
+      port: d.port,
+      fd: firstDatagram + i,
+      ...(d.options === null ? {} : { options: d.options }),
+      ...(d.origin === 'systemd' ? { systemd: true } : {}),
+    })),
   };
   const stdio: StdioOptions = ['ignore', 'inherit', 'inherit', ...fds, 'pipe'];
   let state: Buffer;
