@@ -27,8 +27,19 @@ async function freeUdpPort(): Promise<number> {
   return port;
 }
 
-/** True when nothing holds UDP port `port` on 127.0.0.1: we can bind it ourselves. */
+/**
+ * True when nothing holds UDP port `port` on 127.0.0.1 within 3 s: we can bind it ourselves. (A
+ * process closes an adopted socket on its reactor thread, a moment after it says so.)
+ */
 async function udpPortFree(port: number): Promise<boolean> {
+  for (let i = 0; i < 30; i++) {
+    if (await udpPortFreeNow(port)) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
+}
+
+async function udpPortFreeNow(port: number): Promise<boolean> {
   const s = dgram.createSocket('udp4');
   try {
     s.bind(port, '127.0.0.1');
