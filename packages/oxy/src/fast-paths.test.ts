@@ -12,27 +12,33 @@ import { HOOK_METHODS, type Hooks, type ResolvedHooks, resolveHooks } from './ho
 const EXPECTED: Readonly<Record<string, readonly FastPath[]>> = {
   'lifecycle.stateForRestart': [],
   'lifecycle.handleShutdown': [],
-  'ingress.handleConnection': [],
-  'ingress.handleConnectionClose': [],
+  'ingress.handleConnection': ['reactorAccept'],
+  'ingress.handleConnectionClose': ['reactorAccept'],
   'proxyProtocol.handleConnection': [],
   'tls.selectCertificate': [],
   'tls.handleClientIdentity': [],
   'httpRequest.handleProxyConnectRequest': [],
-  'httpRequest.handleProxyConnectResponse': ['wholeTunnel'],
+  'httpRequest.handleProxyConnectResponse': ['wholeTunnel', 'reactorAccept'],
   'httpRequest.handleRequest': ['leanForward', 'nativeForward'],
   'httpRequest.handleResponse': ['leanForward', 'nativeForward'],
   'httpRequest.handleRequestEnd': [],
   'httpBody.getRequestBodyFilter': ['leanForward', 'nativeForward'],
   'httpBody.getResponseBodyFilter': ['leanForward'],
-  'tunnel.handleTunnelStart': ['wholeTunnel', 'lateTunnelConnect'],
-  'tunnel.getAppTunnelPipeline': ['wholeTunnel'],
+  'tunnel.handleTunnelStart': ['wholeTunnel', 'reactorAccept', 'lateTunnelConnect'],
+  'tunnel.getAppTunnelPipeline': ['wholeTunnel', 'reactorAccept'],
   'datagram.handleDatagram': ['rawDatagrams'],
   'egress.handleConnection': ['sharedPool', 'defaultEgress', 'lateTunnelConnect'],
-  'egress.handleConnectionEstablished': ['wholeTunnel', 'sharedPool', 'lateTunnelConnect'],
+  'egress.handleConnectionEstablished': ['wholeTunnel', 'reactorAccept', 'sharedPool', 'lateTunnelConnect'],
   'egress.handleUpstreamIps': ['sharedPool', 'literalEgress'],
   'egress.dnsResolveOverride': ['sharedPool'],
-  'egress.tcpConnectOverride': ['wholeTunnel', 'sharedPool', 'lateTunnelConnect'],
-  'egress.selectUpstream': ['wholeTunnel', 'sharedPool', 'literalEgress', 'lateTunnelConnect'],
+  'egress.tcpConnectOverride': ['wholeTunnel', 'reactorAccept', 'sharedPool', 'lateTunnelConnect'],
+  'egress.selectUpstream': [
+    'wholeTunnel',
+    'reactorAccept',
+    'sharedPool',
+    'literalEgress',
+    'lateTunnelConnect',
+  ],
   'egress.udpConnectOverride': [],
   'ipTunnel.handleTunnel': [],
   'ipFlow.handleFlow': [],
@@ -86,10 +92,11 @@ test('egress ext, a default upstream proxy and interception turn off what they m
   assert.deepEqual(disabledBy(resolveHooks({}), { egressExt: true }), ['sharedPool', 'lateTunnelConnect']);
   assert.deepEqual(disabledBy(resolveHooks({}), { defaultProxy: true }), [
     'wholeTunnel',
+    'reactorAccept',
     'lateTunnelConnect',
   ]);
   // Every CONNECT tunnel's first bytes are read in JS to decide.
-  assert.deepEqual(disabledBy(resolveHooks({}), { interception: true }), ['wholeTunnel']);
+  assert.deepEqual(disabledBy(resolveHooks({}), { interception: true }), ['wholeTunnel', 'reactorAccept']);
 });
 
 test('a response body limit turns off the lean path and the native engine (neither counts bodies)', () => {

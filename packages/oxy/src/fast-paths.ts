@@ -22,6 +22,12 @@ export interface FastPaths {
    */
   readonly wholeTunnel: boolean;
   /**
+   * Connections are accepted on the addon's side (a `tcp` endpoint's raw accept, an `http`
+   * endpoint's connect mode) and never become JS sockets unless handed back: no connection-level
+   * hook may need to see them. Implies {@link wholeTunnel}.
+   */
+  readonly reactorAccept: boolean;
+  /**
    * Upstream HTTP connections are pooled across clients: no egress hook can tell one client's
    * connection from another's. Otherwise each client connection has a pool of its own.
    */
@@ -65,8 +71,9 @@ export type FastPath = keyof FastPaths;
 export const DISABLES: { readonly [K in keyof ResolvedHooks]-?: readonly FastPath[] } = {
   stateForRestart: [],
   handleShutdown: [],
-  ingressConnection: [],
-  ingressConnectionClose: [],
+  // Both see every accepted connection as a JS socket, which the addon's accept never makes.
+  ingressConnection: ['reactorAccept'],
+  ingressConnectionClose: ['reactorAccept'],
   proxyProtocolConnection: [],
   // TLS clients never take the whole tunnel (the addon splices plain TCP only).
   tlsSelectCertificate: [],
@@ -130,6 +137,7 @@ export interface FastPathInputs {
 export function planFastPaths(inputs: FastPathInputs): FastPaths {
   const plan: Record<FastPath, boolean> = {
     wholeTunnel: true,
+    reactorAccept: true,
     sharedPool: true,
     leanForward: true,
     nativeForward: true,
@@ -158,5 +166,7 @@ export function planFastPaths(inputs: FastPathInputs): FastPaths {
     plan.nativeForward = false;
   }
   if (inputs.interception === true) plan.wholeTunnel = false;
+  // The addon's accept runs each connection as a whole tunnel.
+  if (!plan.wholeTunnel) plan.reactorAccept = false;
   return plan;
 }

@@ -65,11 +65,9 @@ export function connectAcceptApplies(rt: Runtime, endpoint: EndpointState, tls: 
     process.env.OXY_REACTOR_ACCEPT !== '0' &&
     endpoint.settings.protocol === 'http' &&
     !tls &&
-    rt.fast.wholeTunnel &&
+    rt.fast.reactorAccept &&
     endpoint.stream.splice &&
-    endpoint.proxyProtocol === null &&
-    rt.hooks.ingressConnection === null &&
-    rt.hooks.ingressConnectionClose === null
+    endpoint.proxyProtocol === null
   );
 }
 

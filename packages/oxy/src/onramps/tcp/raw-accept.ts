@@ -65,12 +65,10 @@ export function rawAcceptApplies(rt: Runtime, endpoint: EndpointState, target: S
   return (
     target !== null &&
     spliceAvailable &&
-    rt.fast.wholeTunnel &&
+    rt.fast.reactorAccept &&
     endpoint.stream.splice &&
     endpoint.proxyProtocol === null &&
-    endpoint.sendProxyProtocol === null &&
-    rt.hooks.ingressConnection === null &&
-    rt.hooks.ingressConnectionClose === null
+    endpoint.sendProxyProtocol === null
   );
 }
 
