@@ -5,7 +5,8 @@
  * Order for a CONNECT: `handleProxyConnectRequest` → egress hooks → `handleProxyConnectResponse`
  * → the tunnel (see `TunnelHook`). Order for an absolute-form request (and `Upgrade`):
  * `handleRequest` → egress hooks (only when a new upstream connection is needed) →
- * `handleResponse` → body streamed to the client.
+ * `handleResponse` → body streamed to the client; for an `Upgrade` answered `101`, the `101`
+ * and then the tunnel (`getAppTunnelPipeline`, no `handleTunnelStart`) in place of the body.
  *
  * Heads are plain mutable objects: a hook rewrites by assigning to them.
  */
