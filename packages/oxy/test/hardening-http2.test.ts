@@ -1,6 +1,7 @@
 /**
  * Regression tests for the HTTP/2 defects of issue 19: an upstream reset of a CONNECT stream's
- * TCP connection is RST_STREAM CONNECT_ERROR (RFC 9113 §8.5), not NO_ERROR; a HEADERS block
+ * TCP connection is RST_STREAM CONNECT_ERROR (RFC 9113 §8.5), not NO_ERROR, also after the
+ * client half-closed (no END_STREAM first, which would close the stream cleanly); a HEADERS block
  * that never finishes (no END_HEADERS, CONTINUATION stalled) closes the connection after
  * `header_read_timeout` instead of `http2.idle_timeout`. Raw frames where a client library
  * would refuse to misbehave.
@@ -16,11 +17,18 @@ import { FLAG, FRAME, frame, getFields, headerBlock, rawH2 } from './fixtures/h2
 const resetting = await startTcpServer((s) => {
   s.once('data', () => s.resetAndDestroy());
 });
+// Waits for the client's FIN (the CONNECT stream's END_STREAM), then writes a byte and resets.
+const resettingAfterEnd = await startTcpServer((s) => {
+  s.allowHalfOpen = true;
+  s.resume();
+  s.once('end', () => s.write('x', () => s.resetAndDestroy()));
+});
 const oxy = await startApp(hooksApp(), {
   settings: { endpoints: { main: { header_read_timeout: '400ms' } } },
 });
 after(async () => {
   await resetting.close();
+  await resettingAfterEnd.close();
   await oxy.stop();
 });
 
@@ -38,6 +46,46 @@ test('an upstream reset of a CONNECT stream is RST_STREAM CONNECT_ERROR, and aud
   assert.equal(stream.rstCode, http2.constants.NGHTTP2_CONNECT_ERROR);
   const records = await oxy.waitForAudit(before + 1);
   assert.match(records.at(-1)?.close_reason ?? '', /^upstream_(reset|error)$/);
+});
+
+test('an upstream reset after the client half-closed is still RST_STREAM CONNECT_ERROR', async () => {
+  const before = oxy.auditRecords().length;
+  const s = http2.connect(`http://${oxy.address()}`);
+  s.on('error', () => {});
+  after(() => s.destroy());
+  const stream = s.request(
+    { ':method': 'CONNECT', ':authority': resettingAfterEnd.authority },
+    { endStream: false },
+  );
+  stream.on('error', () => {});
+  const [headers] = (await once(stream, 'response')) as [http2.IncomingHttpHeaders];
+  assert.equal(headers[':status'], 200);
+  stream.end('hello');
+  stream.resume();
+  await new Promise((r) => stream.once('close', r));
+  assert.equal(stream.rstCode, http2.constants.NGHTTP2_CONNECT_ERROR);
+  const records = await oxy.waitForAudit(before + 1);
+  assert.match(records.at(-1)?.close_reason ?? '', /^upstream_(reset|error)$/);
+});
+
+test('that reset is not preceded by END_STREAM, so a truncated tunnel never looks complete', async () => {
+  const c = await rawH2(oxy.proxy.address());
+  after(() => c.destroy());
+  const connect: [string, string][] = [
+    [':method', 'CONNECT'],
+    [':authority', resettingAfterEnd.authority],
+  ];
+  c.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, headerBlock(connect)));
+  await waitUntil(() => c.answered(1), 'the 200');
+  c.write(frame(FRAME.DATA, FLAG.END_STREAM, 1, Buffer.from('hello')));
+  const last = (): boolean =>
+    c.frames.some((f) => f.streamId === 1 && (f.type === FRAME.RST_STREAM || f.flags & FLAG.END_STREAM));
+  await waitUntil(last, 'the stream to end');
+  assert.equal(c.rstCode(1), http2.constants.NGHTTP2_CONNECT_ERROR);
+  const ended = c.frames.filter(
+    (f) => f.streamId === 1 && f.type !== FRAME.RST_STREAM && f.flags & FLAG.END_STREAM,
+  );
+  assert.deepEqual(ended, [], 'no frame of the stream carried END_STREAM');
 });
 
 test('a HEADERS block that never finishes closes the connection after header_read_timeout', async () => {

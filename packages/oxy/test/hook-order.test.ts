@@ -27,6 +27,7 @@ import {
   type H2Tunnel,
   proxyRequest,
   readBytes,
+  readUntil,
 } from '../src/testing/clients.ts';
 import { HOOK_ORDERS, type TrafficKind, tracingHooks } from '../src/testing/hook-orders.ts';
 import { type HttpUpstream, startHttpUpstream, startTcpEcho, type TcpPeer } from '../src/testing/peers.ts';
@@ -69,7 +70,12 @@ const ipSocket = path.join(ipDir, 'ip.sock');
 
 before(async () => {
   echo = await startTcpEcho();
-  upstream = await startHttpUpstream({ '/x': { body: 'hello' } });
+  upstream = await startHttpUpstream({ '/x': { body: 'hello' } }, '127.0.0.1', {
+    upgrade(_req, socket) {
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n');
+      socket.pipe(socket);
+    },
+  });
   // `localhost` resolves to ::1 and 127.0.0.1, and UDP has no Happy Eyeballs: the first
   // address is used, so the echo answers on both, on one port.
   udpEcho = dgram.createSocket('udp4');
@@ -158,6 +164,22 @@ test('two requests on a keep-alive connection fire the hooks in HOOK_ORDERS.forw
     } finally {
       agent.destroy();
     }
+  });
+});
+
+test('an Upgrade request fires the hooks in HOOK_ORDERS.upgrade_http1', async () => {
+  await expectOrder('upgrade_http1', async () => {
+    const [host, port] = oxy.address().split(':');
+    const socket = net.connect({ host, port: Number(port) });
+    const authority = `localhost:${upstream.port}`;
+    socket.write(
+      `GET http://${authority}/ws HTTP/1.1\r\nHost: ${authority}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n`,
+    );
+    assert.match(await readUntil(socket, '\r\n\r\n'), /^HTTP\/1\.1 101 /);
+    socket.write('ping');
+    assert.equal((await readBytes(socket, 4)).toString(), 'ping');
+    socket.end();
+    await once(socket, 'close');
   });
 });
 
@@ -302,5 +324,6 @@ test('every kind of traffic in HOOK_ORDERS has a recorded test here', () => {
     'ip_tunnel_udp',
     'tcp_endpoint',
     'udp_session',
+    'upgrade_http1',
   ]);
 });

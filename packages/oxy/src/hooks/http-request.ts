@@ -5,7 +5,8 @@
  * Order for a CONNECT: `handleProxyConnectRequest` → egress hooks → `handleProxyConnectResponse`
  * → the tunnel (see `TunnelHook`). Order for an absolute-form request (and `Upgrade`):
  * `handleRequest` → egress hooks (only when a new upstream connection is needed) →
- * `handleResponse` → body streamed to the client.
+ * `handleResponse` → body streamed to the client; for an `Upgrade` answered `101`, the `101`
+ * and then the tunnel (`getAppTunnelPipeline`, no `handleTunnelStart`) in place of the body.
  *
  * Heads are plain mutable objects: a hook rewrites by assigning to them.
  */
@@ -152,6 +153,13 @@ export interface HttpRequestHook<X extends ExtTypes = ExtTypes> {
    * Fires once per forwarded request when the upstream response head arrives, before it is
    * sent to the client. Edit `res` in place or return a replacement. Hop-by-hop fields are
    * removed afterwards. Throwing answers 502. Default: the response as received.
+   *
+   * An `Upgrade` request's answer comes here too, `101` or not. A `101` kept as `101` is relayed
+   * with the fields as edited (`Upgrade` and `Connection` kept) and becomes the tunnel; any other
+   * status refuses the switch: the client gets that status with the fields and a short body, and
+   * the upstream connection is closed (audited as `blocked`). A throw, or a 1xx for an answer
+   * that did not switch, answers 502 and closes the upstream connection. The body of an answer
+   * that is not a `101` keeps the upstream's framing whatever the hook did to the head.
    */
   handleResponse?(
     res: ResponseHead,

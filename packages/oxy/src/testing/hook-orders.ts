@@ -199,6 +199,32 @@ export const TRAFFIC_FLOWS = {
       ...CLIENT_CLOSE,
     ],
   },
+  upgrade_http1: {
+    title: '`Upgrade` through an absolute-form request (WebSocket-style)',
+    description:
+      'A client sends `GET http://localhost:port/ws` with `Connection: Upgrade` on a new ' +
+      'connection; the upstream answers `101`, the connection becomes a tunnel, bytes go both ' +
+      'ways and the client closes. The request goes out as a forwarded one (never on a pooled ' +
+      'connection), its answer through `http.handleResponse`; after the `101` it is a tunnel ' +
+      'without `tunnel.handleTunnelStart` (the protocol is already known). An answer other than ' +
+      '`101` is relayed after `http.handleResponse` and the connection closed.',
+    steps: [
+      ...TCP_ACCEPT,
+      { from: 'Client', to: 'Oxy', message: 'GET http://localhost:port/ws, Upgrade: echo' },
+      { hook: 'http.handleRequest', answer: 'forward' },
+      ...EGRESS_CONNECT,
+      { from: 'Oxy', to: 'Upstream', message: 'GET /ws, Upgrade: echo' },
+      { from: 'Upstream', to: 'Oxy', message: '101 Switching Protocols' },
+      { hook: 'http.handleResponse', answer: 'undefined: the 101 as received (another status refuses it)' },
+      { from: 'Oxy', to: 'Client', message: '101 Switching Protocols' },
+      { hook: 'tunnel.getAppTunnelPipeline', answer: "undefined: Oxy's pump" },
+      { from: 'Client', to: 'Oxy', message: 'bytes' },
+      { from: 'Oxy', to: 'Upstream', message: 'bytes' },
+      { from: 'Upstream', to: 'Oxy', message: 'bytes' },
+      { from: 'Oxy', to: 'Client', message: 'bytes' },
+      ...TUNNEL_CLOSE,
+    ],
+  },
   ingress_blocked: {
     title: 'Blocked connection (ingress block)',
     description:

@@ -29,6 +29,21 @@ export function respondText(stream: http2.ServerHttp2Stream, status: number, bod
 }
 
 /**
+ * Resets a CONNECT stream with CONNECT_ERROR, and nothing before it. `close()` ends a still open
+ * writable side first (Node's `closeStream`), which queues END_STREAM ahead of the RST_STREAM:
+ * on a stream the client has already half-closed, that END_STREAM closes the stream and the
+ * reset is dropped, so a truncated tunnel would look complete to the client. With `_final`
+ * made a no-op, that `end()` sends nothing and the reset is the stream's last frame (DATA
+ * already handed to nghttp2 still goes out before it); the writable side never finishes, which
+ * is the truth: the tunnel was cut.
+ */
+function resetConnectStream(stream: http2.ServerHttp2Stream): void {
+  if (stream.destroyed || stream.closed) return;
+  if (!stream.writableEnded) stream._final = () => {};
+  stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);
+}
+
+/**
  * A CONNECT stream (RFC 9113 §8.5) as the tunnel pipeline sees it: `accept` sends the 2xx
  * HEADERS frame (without END_STREAM) and hands back the stream, whose DATA frames are the
  * tunnel's bytes; END_STREAM is the tunnel's half-close and RST_STREAM its abort.
@@ -49,9 +64,7 @@ export class Http2ConnectExchange implements ConnectExchange {
   accept(res: ResponseHead): Duplex {
     const stream = this.#stream as http2.ServerHttp2Stream & { [kAbortForPeer]?: () => void };
     // The upstream connection reset or failed: RST_STREAM CONNECT_ERROR (RFC 9113 §8.5).
-    stream[kAbortForPeer] = () => {
-      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);
-    };
+    stream[kAbortForPeer] = () => resetConnectStream(stream);
     try {
       this.#stream.respond({ ...http2ResponseHeaders(res.headers), ':status': res.status });
     } catch (e) {
