@@ -27,7 +27,10 @@ import { InterceptionSettings } from './tunnels/tls-intercept/settings.ts';
 
 /** The limits of byte-stream units (tunnels), for the endpoints that carry them. */
 const streamFields = {
-  tunnel_idle_timeout: s.duration('A tunnel with no bytes either way for this long is closed.', '5m'),
+  tunnel_idle_timeout: s.duration(
+    'A tunnel with no bytes either way for this long is closed (checked at this interval, so between one and two of it after the last byte).',
+    '5m',
+  ),
   tunnel_max_lifetime: s.duration('A tunnel older than this is closed; 0s means no limit.', '0s'),
   tunnel_splice: s.bool(
     'Tunnels no hook inspects (plain TCP both sides) move their bytes in the kernel (splice(2)), on the ' +
