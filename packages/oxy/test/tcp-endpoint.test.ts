@@ -114,6 +114,7 @@ test('a blocked destination, no destination and a refused one reset the client a
     const rec = await recordFor(app, (r) => r.close_reason === reason);
     assert.equal(rec.kind, 'tunnel');
     assert.equal(rec.bytes_up, 0);
+    assert.equal(rec.upstream, null, 'nothing was connected to, on the whole-tunnel path as on the JS one');
   }
   // The endpoint still serves the next client.
   const again = dial(blocked);

@@ -301,8 +301,10 @@ function runWhole(
   }
   // One continuation per tunnel, this one: an idle tunnel waits on nothing else here.
   return connectWholeTunnel(rt, eg, ip, port, client, request).then((r) => {
-    if (r.connectError !== null)
+    if (r.connectError !== null) {
+      request.upstream = null; // nothing was connected to: as the JS connectors record it
       refuseWith(rt, request, ingress, wholeTunnelFailure(rt, ip, port, r.connectError));
+    }
     else finishStream(rt, request, r.bytesUp, r.bytesDown, r.reason);
   });
 }
