@@ -29,6 +29,7 @@ import {
 } from '../proxy-protocol/datagram.ts';
 import { TrustedPeers } from '../proxy-protocol/trust.ts';
 import { bindEndpointUdp } from './bind.ts';
+import { assertUdpSettings } from './checks.ts';
 
 const EMPTY = new Uint8Array(0);
 
@@ -64,7 +65,8 @@ export function openUdpOnRamp(
   const where = `endpoints.${endpoint.name}.addr`;
   if (addr.kind !== 'tcp')
     throw new OxyError(OXY_ERR.LISTEN, `${where}: a udp endpoint listens on host:port, not a path`);
-  const maxDatagram = Math.min(65535, settings.udp.max_datagram_size);
+  assertUdpSettings(endpoint.name, settings);
+  const maxDatagram = settings.udp.max_datagram_size;
   const socket = bindEndpointUdp(endpoint.name, addr.host, addr.port, maxDatagram, listeners);
   const bound = socket.address();
   const local: SocketAddr = { host: bound.address, port: bound.port };
