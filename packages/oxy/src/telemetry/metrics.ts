@@ -67,7 +67,7 @@ export const datagramMetrics = defineMetrics('udp', {
     'Payload bytes forwarded through sessions, counted when a session ends.',
   ),
   dropped_total: counter<{ reason: string }>(
-    'Datagrams dropped: refused session, too many sessions, too large, a hook, a full queue.',
+    'Datagrams dropped: refused session, too many sessions, too large (either way), a hook, a full queue.',
   ),
   upstream_errors_total: counter<{ code: string }>(
     "Errors on sessions' upstream sockets, mostly ICMP reports: ECONNREFUSED (nothing listens at " +

@@ -18,6 +18,10 @@
  * Timers: none per session. The on-ramp sweeps its sessions for idleness, reading `lastActive`,
  * which is set from the time its caller read once per received batch.
  *
+ * Too large: a datagram longer than `maxDatagram` (the endpoint's `max_datagram_size`) is
+ * dropped and counted as `udp_dropped_total{reason="too_large"}`, never in the forwarded counts:
+ * a reply by the upstream socket's read, a client's by the on-ramp's, a rewrite here.
+ *
  * A session can also carry a request its on-ramp made (CONNECT-UDP: `options.request`, kind
  * `connect-udp`): the connection and its hooks are then the on-ramp's, so the session skips the
  * PROXY-header and ingress hooks, leaves `conn.requests` and `conn.closeReason` alone and does
@@ -73,6 +77,11 @@ const NO_SKIP = Object.freeze({});
 
 /** Datagrams held while a session opens; more are dropped (UDP's answer to a full queue). */
 const MAX_PENDING = 64;
+
+/** Counts `n` datagrams dropped for being longer than `max_datagram_size`. */
+export function countTooLarge(n: number): void {
+  datagramMetrics.dropped_total({ reason: 'too_large' }).inc(n);
+}
 
 /** One client's datagram session. */
 export class DatagramSession {
@@ -316,6 +325,7 @@ export class DatagramSession {
     this.#settled({ open: true });
     const up = this.#upstream;
     up?.onBatch((batch) => this.#fromUpstream(batch));
+    up?.onTruncated(countTooLarge);
     up?.onError((e) => {
       // An ICMP error for the upstream (port unreachable): counted; the session goes on, as a
       // UDP flow would, until it idles out.
@@ -384,7 +394,11 @@ export class DatagramSession {
       return null;
     }
     if (v === undefined || v.kind === 'pass') return data;
-    if (v.kind === 'rewrite') return v.data;
+    if (v.kind === 'rewrite') {
+      if (v.data.length <= this.#maxDatagram) return v.data;
+      countTooLarge(1);
+      return null;
+    }
     if (v.kind === 'drop') {
       datagramMetrics.dropped_total({ reason: v.reason }).inc();
       return null;

@@ -17,7 +17,7 @@ import { NO_TARGET } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { type EndpointState, IngressConnection } from '../../context/state.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
-import { type DatagramIngress, DatagramSession } from '../../flows/datagram/session.ts';
+import { countTooLarge, type DatagramIngress, DatagramSession } from '../../flows/datagram/session.ts';
 import type { ProxyHeader } from '../../protocols/proxy-protocol/index.ts';
 import type { Runtime } from '../../runtime.ts';
 import type { UdpEndpointSettings } from '../../settings.ts';
@@ -68,6 +68,7 @@ export function openUdpOnRamp(
   assertUdpSettings(endpoint.name, settings);
   const maxDatagram = settings.udp.max_datagram_size;
   const socket = bindEndpointUdp(endpoint.name, addr.host, addr.port, maxDatagram, listeners);
+  socket.onTruncated(countTooLarge);
   const bound = socket.address();
   const local: SocketAddr = { host: bound.address, port: bound.port };
   const target = settings.udp.target ?? NO_TARGET;
