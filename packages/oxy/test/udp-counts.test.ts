@@ -1,7 +1,9 @@
 /**
- * What a `udp` endpoint counts, read from its metrics: a datagram longer than
- * `max_datagram_size`, from the client, from the upstream, or made by a rewrite, is dropped and
- * counted as `too_large`, and never as forwarded.
+ * What a `udp` endpoint counts, read from its metrics: a session that goes on shows in
+ * `oxy_udp_datagrams_total` and `oxy_udp_bytes_total` while it lives (each datagram once,
+ * however the session ends); a datagram longer than `max_datagram_size`, from the client, from
+ * the upstream, or made by a rewrite, is dropped and counted as `too_large`, and never as
+ * forwarded.
  */
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
@@ -64,6 +66,33 @@ async function recordOf(app: AppUnderTest, local: string): Promise<AuditRecord> 
   await waitUntil(() => app.auditRecords().some(match), 'the udp_session record');
   return app.auditRecords().find(match) as AuditRecord;
 }
+
+test('an open session shows in the datagram and byte counters; each datagram counted once', async () => {
+  const app = await start({}, { target, idle_timeout: '60s' });
+  const up = () => metric('udp_datagrams_total', { direction: 'up' });
+  const down = () => metric('udp_datagrams_total', { direction: 'down' });
+  const bytesUp = () => metric('udp_bytes_total', { direction: 'up' });
+  const [up0, down0, bytes0] = [await up(), await down(), await bytesUp()];
+  const c = await client(app);
+  for (let i = 0; i < 20; i++) c.send(Buffer.alloc(10, i));
+  await waitUntil(() => c.got.length === 20, '20 replies');
+  // The session is still open (60 s idle timeout): the counters move anyway, within a second or so.
+  let n = 0;
+  while ((await up()) - up0 < 20 || (await down()) - down0 < 20) {
+    assert.ok(n++ < 150, 'the open session counted within 3 s');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal((await bytesUp()) - bytes0, 200);
+  // More datagrams, then the end of the session: the counters hold each datagram once.
+  for (let i = 0; i < 5; i++) c.send('more');
+  await waitUntil(() => c.got.length === 25, '25 replies');
+  c.close();
+  opened.splice(opened.indexOf(app), 1);
+  await app.stop();
+  assert.equal((await up()) - up0, 25);
+  assert.equal((await down()) - down0, 25);
+  assert.equal((await bytesUp()) - bytes0, 220);
+});
 
 test('too large from the client or from the upstream: dropped, counted as too_large, not as forwarded', async () => {
   const app = await start({}, { target, idle_timeout: '300ms', max_datagram_size: '1000B' });

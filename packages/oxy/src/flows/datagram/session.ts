@@ -16,7 +16,11 @@
  * client costs one record per idle period, not one per datagram), `closed`.
  *
  * Timers: none per session. The on-ramp sweeps its sessions for idleness, reading `lastActive`,
- * which is set from the time its caller read once per received batch.
+ * which is set from the time its caller read once per received batch. One timer per process,
+ * running while any session is open, adds every open session's new counts to
+ * `udp_datagrams_total` and `udp_bytes_total` each second, so a session that never ends shows
+ * there too; a session adds the rest when it ends. The hot path only adds to the session's own
+ * counts.
  *
  * Too large: a datagram longer than `maxDatagram` (the endpoint's `max_datagram_size`) is
  * dropped and counted as `udp_dropped_total{reason="too_large"}`, never in the forwarded counts:
@@ -78,13 +82,47 @@ const NO_SKIP = Object.freeze({});
 /** Datagrams held while a session opens; more are dropped (UDP's answer to a full queue). */
 const MAX_PENDING = 64;
 
+/** How often open sessions' counts are added to the metrics (see the module comment). */
+const COUNTS_INTERVAL_MS = 1000;
+
 /** Counts `n` datagrams dropped for being longer than `max_datagram_size`. */
 export function countTooLarge(n: number): void {
   datagramMetrics.dropped_total({ reason: 'too_large' }).inc(n);
 }
 
+/** Adds datagram and byte counts (the delta since the last report) to the metrics. */
+function reportCounts(up: number, down: number, bytesUp: number, bytesDown: number): void {
+  if (up !== 0) datagramMetrics.datagrams_total({ direction: 'up' }).inc(up);
+  if (down !== 0) datagramMetrics.datagrams_total({ direction: 'down' }).inc(down);
+  if (bytesUp !== 0) datagramMetrics.bytes_total({ direction: 'up' }).inc(bytesUp);
+  if (bytesDown !== 0) datagramMetrics.bytes_total({ direction: 'down' }).inc(bytesDown);
+}
+
 /** One client's datagram session. */
 export class DatagramSession {
+  /** Sessions open in this process, whose counts the timer reports. */
+  static readonly #live = new Set<DatagramSession>();
+  static #countsTimer: ReturnType<typeof setInterval> | null = null;
+
+  /** Adds every open session's counts since the last report to the metrics. */
+  static #reportLive(): void {
+    let up = 0;
+    let down = 0;
+    let bytesUp = 0;
+    let bytesDown = 0;
+    for (const s of DatagramSession.#live) {
+      up += s.datagramsUp - s.#reportedUp;
+      down += s.datagramsDown - s.#reportedDown;
+      bytesUp += s.bytesUp - s.#reportedBytesUp;
+      bytesDown += s.bytesDown - s.#reportedBytesDown;
+      s.#reportedUp = s.datagramsUp;
+      s.#reportedDown = s.datagramsDown;
+      s.#reportedBytesUp = s.bytesUp;
+      s.#reportedBytesDown = s.bytesDown;
+    }
+    reportCounts(up, down, bytesUp, bytesDown);
+  }
+
   readonly conn: IngressConnection;
   readonly request: RequestState;
   state: SessionState = 'opening';
@@ -94,6 +132,11 @@ export class DatagramSession {
   datagramsDown = 0;
   bytesUp = 0;
   bytesDown = 0;
+  /** The counts already added to the metrics. */
+  #reportedUp = 0;
+  #reportedDown = 0;
+  #reportedBytesUp = 0;
+  #reportedBytesDown = 0;
   readonly #rt: Runtime;
   readonly #ingress: DatagramIngress;
   readonly #maxDatagram: number;
@@ -134,6 +177,8 @@ export class DatagramSession {
     this.request = options.request ?? new RequestState(conn, 'udp', 'UDP', target, rt.ext);
     datagramMetrics.sessions_total({ endpoint: conn.endpoint.name }).inc();
     datagramMetrics.sessions_active({ endpoint: conn.endpoint.name }).inc();
+    DatagramSession.#live.add(this);
+    DatagramSession.#countsTimer ??= setInterval(DatagramSession.#reportLive, COUNTS_INTERVAL_MS).unref();
     // An on-ramp's request is already in its telemetry context (the on-ramp forked it).
     if (this.#ownsConnection) forkConnection(conn, () => forkRequest(this.request, () => void this.#start()));
     else void this.#start();
@@ -430,10 +475,18 @@ export class DatagramSession {
     const rt = this.#rt;
     const endpoint = this.conn.endpoint.name;
     datagramMetrics.sessions_active({ endpoint }).dec();
-    datagramMetrics.datagrams_total({ direction: 'up' }).inc(this.datagramsUp);
-    datagramMetrics.datagrams_total({ direction: 'down' }).inc(this.datagramsDown);
-    datagramMetrics.bytes_total({ direction: 'up' }).inc(this.bytesUp);
-    datagramMetrics.bytes_total({ direction: 'down' }).inc(this.bytesDown);
+    const live = DatagramSession.#live;
+    live.delete(this);
+    if (live.size === 0 && DatagramSession.#countsTimer !== null) {
+      clearInterval(DatagramSession.#countsTimer);
+      DatagramSession.#countsTimer = null;
+    }
+    reportCounts(
+      this.datagramsUp - this.#reportedUp,
+      this.datagramsDown - this.#reportedDown,
+      this.bytesUp - this.#reportedBytesUp,
+      this.bytesDown - this.#reportedBytesDown,
+    );
     const durationMs = performance.now() - this.conn.startedAt;
     datagramMetrics.session_duration_seconds().observe(durationMs / 1000);
     if (this.#ownsConnection && this.conn.closeReason === 'client_closed')
