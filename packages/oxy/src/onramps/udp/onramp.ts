@@ -139,9 +139,12 @@ export function openUdpOnRamp(
         session(batch.peerKey(i), batch, i, now, null)?.fromClient(batch, i, now);
     });
   } else {
-    // A header before every datagram: trust, then the header; the session is the header's client.
+    // A header before every datagram: trust, then the header; the session is the header's client
+    // (and, when the target is the header's destination, that destination: each datagram goes
+    // where its own header says).
     const trusted = new TrustedPeers(pp.trusted_cidrs as readonly string[]);
     const format = pp.udp_format;
+    const byDestination = settings.udp.target === null;
     const refused = datagramMetrics.dropped_total({ reason: 'proxy_protocol' });
     socket.onBatch((batch) => {
       const now = performance.now();
@@ -155,8 +158,11 @@ export function openUdpOnRamp(
           continue;
         }
         const a = parsed.header.addresses;
-        const client = a === null || a.family === 'unix' ? null : a.source;
-        const key = client === null ? batch.peerKey(i) : `${batch.peerKey(i)}>${client.host}|${client.port}`;
+        let key: number | string = batch.peerKey(i);
+        if (a !== null && a.family !== 'unix') {
+          key = `${key}>${a.source.host}|${a.source.port}`;
+          if (byDestination) key = `${key}>${a.destination.host}|${a.destination.port}`;
+        }
         session(key, batch, i, now, parsed.header)?.fromClient(batch, i, now, parsed.header.length);
       }
     });
