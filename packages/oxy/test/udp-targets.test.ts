@@ -1,12 +1,16 @@
 /**
- * Where a `udp` endpoint's sessions go: with PROXY v2 and `udp.target: ~`, each datagram goes
- * to the destination its own header names (one sender, one header source, two destinations:
- * two sessions).
+ * Where a `udp` endpoint's sessions go: a name whose first address does not serve (`localhost`
+ * gives ::1 first; the server listens on 127.0.0.1 only) moves to the next one, the first
+ * datagram sent again; after a reply, the session stays on its address. With PROXY v2 and
+ * `udp.target: ~`, each datagram goes to the destination its own header names (one sender,
+ * one header source, two destinations: two sessions).
  */
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { after, test } from 'node:test';
+import { captureTelemetry } from 'foundations/telemetry/testing';
+import type { AuditRecord } from '../src/audit.ts';
 import { decodeV2, encodeProxyHeader } from '../src/protocols/proxy-protocol/index.ts';
 import { type AppUnderTest, hooksApp, startApp, waitUntil } from '../src/testing/index.ts';
 
@@ -25,8 +29,11 @@ async function taggedEcho(tag: string, host = '127.0.0.1'): Promise<number> {
   return s.address().port;
 }
 
-async function start(endpoint: Record<string, unknown>): Promise<{ app: AppUnderTest; port: number }> {
-  const app = await startApp(hooksApp({}), {
+async function start(
+  endpoint: Record<string, unknown>,
+  hooks: Parameters<typeof hooksApp>[0] = {},
+): Promise<{ app: AppUnderTest; port: number }> {
+  const app = await startApp(hooksApp(hooks), {
     settings: { endpoints: { main: {}, u: { protocol: 'udp', addr: '127.0.0.1:0', ...endpoint } } },
   });
   closers.push(() => app.stop());
@@ -40,6 +47,67 @@ async function socket(): Promise<dgram.Socket & { got: Buffer[] }> {
   await once(s, 'listening');
   return s;
 }
+
+async function sessionRecord(app: AppUnderTest): Promise<AuditRecord> {
+  const match = (r: AuditRecord) => r.kind === 'udp_session';
+  await waitUntil(() => app.auditRecords().some(match), 'the udp_session record');
+  return app.auditRecords().find(match) as AuditRecord;
+}
+
+test('a name whose first address refuses: the session moves to the next, the datagram sent again', async () => {
+  const port = await taggedEcho('v4:');
+  const { app, port: front } = await start({ udp: { target: `localhost:${port}`, idle_timeout: '300ms' } });
+  const s = await socket();
+  s.send('first', front, '127.0.0.1');
+  await waitUntil(() => s.got.length === 1, 'the reply to the first datagram, from 127.0.0.1');
+  for (let i = 0; i < 50; i++) s.send(`n${i}`, front, '127.0.0.1');
+  await waitUntil(() => s.got.length === 51, 'every reply');
+  s.close();
+  assert.equal(s.got[0]?.toString(), 'v4:first');
+  const rec = await sessionRecord(app);
+  assert.equal(rec.upstream, `127.0.0.1:${port}`);
+  assert.equal(rec.datagrams_up, 51, 'the datagram sent again is counted once');
+  assert.equal(rec.datagrams_down, 51);
+});
+
+test('after a reply, an unreachable address is only counted: the session stays on it', async () => {
+  const tele = captureTelemetry({ verbosity: 'ERROR' });
+  try {
+    const port = await taggedEcho('second:');
+    // The first address answers once, then nothing listens there.
+    const decoy = dgram.createSocket('udp4');
+    decoy.once('message', (m, from) => {
+      decoy.send(Buffer.concat([Buffer.from('first:'), m]), from.port, from.address, () => decoy.close());
+    });
+    const decoyClosed = once(decoy, 'close');
+    decoy.bind(port, '127.0.0.2');
+    await once(decoy, 'listening');
+    const { app, port: front } = await start(
+      { udp: { target: `127.0.0.1:${port}`, idle_timeout: '500ms' } },
+      { egress: { handleUpstreamIps: () => ['127.0.0.2', '127.0.0.1'] } },
+    );
+    const refused = async () =>
+      (await tele.metricValue('udp_upstream_errors_total', { code: 'ECONNREFUSED' })) ?? 0;
+    const s = await socket();
+    s.send('a', front, '127.0.0.1');
+    await waitUntil(() => s.got.length === 1, 'the first address answering');
+    await decoyClosed;
+    const before = await refused();
+    for (let i = 0; ; i++) {
+      s.send('b', front, '127.0.0.1');
+      await new Promise((r) => setTimeout(r, 20));
+      if ((await refused()) > before) break;
+      assert.ok(i < 100, 'the refusal counted within 2 s');
+    }
+    s.send('c', front, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 100));
+    s.close();
+    assert.deepEqual(s.got.map(String), ['first:a'], 'nothing went to the second address');
+    assert.equal((await sessionRecord(app)).upstream, `127.0.0.2:${port}`);
+  } finally {
+    tele.stop();
+  }
+});
 
 test("PROXY v2 with udp.target ~: each datagram goes to its own header's destination", async () => {
   const a = await taggedEcho('A:');
