@@ -1,7 +1,8 @@
 /**
  * The checks of a `udp` endpoint's keys: sizes outside one UDP datagram and a zero idle timeout
- * are refused with their key, and a target left to a hook is a warning. The CLI's side (exit 2
- * at `--check` and at a start) is in test/check.test.ts.
+ * are refused with their key, a target left to a hook is a warning, and the idle sweep stays a
+ * timer Node can keep. The CLI's side (exit 2 at `--check` and at a start) is in
+ * test/check.test.ts.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -9,6 +10,7 @@ import { parseSettings } from 'foundations/settings';
 import { normalizeSettings } from '../../proxy.ts';
 import { type AppSettings, buildSettingsSchema, type UdpEndpointSettings } from '../../settings.ts';
 import { udpSettingsProblems, udpSettingsWarnings } from './checks.ts';
+import { sweepInterval } from './onramp.ts';
 
 function endpoint(value: Record<string, unknown>): UdpEndpointSettings {
   const ep = { protocol: 'udp', addr: '127.0.0.1:0', ...value };
@@ -70,5 +72,13 @@ describe('udpSettingsWarnings', () => {
       proxy_protocol: { enabled: true, udp_format: 'v2', trusted_cidrs: ['127.0.0.1/32'] },
     });
     assert.deepEqual(udpSettingsWarnings('u', pp), []);
+  });
+});
+
+describe('sweepInterval', () => {
+  it('is a quarter of the idle timeout, from 50 ms to a minute, so a long one never overflows a timer', () => {
+    assert.equal(sweepInterval(60_000), 15_000);
+    assert.equal(sweepInterval(100), 50);
+    assert.equal(sweepInterval(100 * 86_400_000), 60_000);
   });
 });

@@ -9,7 +9,8 @@
  * the ingress and egress hooks once) → `DatagramHook.handleDatagram` when the app has one →
  * the session's upstream socket. Replies: upstream batch → (hook) → one sendmmsg to the client.
  *
- * Timers: one interval per endpoint, at a quarter of the idle timeout; none per session.
+ * Timers: one interval per endpoint, at a quarter of the idle timeout (from 50 ms to a minute);
+ * none per session.
  */
 import type { Listeners } from 'foundations/restart';
 import { type UdpBatch, UdpSocket } from 'native';
@@ -168,13 +169,10 @@ export function openUdpOnRamp(
     });
   }
 
-  const sweep = setInterval(
-    () => {
-      const cutoff = performance.now() - idleMs;
-      for (const s of sessions.values()) if (s.lastActive <= cutoff) s.close('idle_timeout');
-    },
-    Math.max(50, Math.floor(idleMs / 4)),
-  ).unref();
+  const sweep = setInterval(() => {
+    const cutoff = performance.now() - idleMs;
+    for (const s of sessions.values()) if (s.lastActive <= cutoff) s.close('idle_timeout');
+  }, sweepInterval(idleMs)).unref();
 
   let closed = false;
   return {
@@ -198,4 +196,12 @@ export function openUdpOnRamp(
       socket.close();
     },
   };
+}
+
+/**
+ * The sweep interval for `idleMs`: a quarter of it, at least 50 ms, and at most a minute (a
+ * timer cannot wait more than 2^31-1 ms: Node runs a longer one every millisecond).
+ */
+export function sweepInterval(idleMs: number): number {
+  return Math.min(60_000, Math.max(50, Math.floor(idleMs / 4)));
 }
