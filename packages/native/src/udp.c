@@ -29,7 +29,8 @@
  *   a handle; cb(kind, value): 0 batch (count), 1 error (errno; reading continues: an ICMP error
  *   on a connected socket, ECONNREFUSED and the like), 2 fatal error (errno; reading stopped),
  *   3 a pending socket error read with SO_ERROR (libuv reports EPOLLERR as EBADF and stops the
- *   handle; it is started again)
+ *   handle; it is started again), 4 truncated (how many datagrams of one recvmmsg call were longer
+ *   than maxSize and dropped; made only when there are some, before that call's batch)
  * - udpSend(h, data, offset, length, to: ip | Int32Array target | null, port, header | null): 0 sent,
  *   1 queued, 2 dropped (queue full), -errno (this datagram failed)
  * - udpSendMany(h, data, meta, count, to: Int32Array | null, header | null): datagrams sent or
@@ -169,10 +170,10 @@ static void read_batches(udp_t *u) {
       call_js(u, CB_FATAL, e);
       return;
     }
-    int k = 0;
+    int k = 0, cut = 0;
     for (int i = 0; i < n; i++) {
       if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-        u->stats[ST_TRUNC]++; /* never delivered cut */
+        cut++; /* never delivered cut */
         continue;
       }
       int32_t *m = u->meta + (size_t)k * META;
@@ -185,6 +186,10 @@ static void read_batches(udp_t *u) {
     }
     u->stats[ST_RECV] += k;
     u->err_spins = 0;
+    if (cut > 0) {
+      u->stats[ST_TRUNC] += cut;
+      call_js(u, CB_TRUNCATED, cut);
+    }
     if (k > 0) {
       u->stats[ST_BATCHES]++;
       call_js(u, CB_BATCH, k);

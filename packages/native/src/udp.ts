@@ -11,6 +11,9 @@
  * - Errors of a datagram (an ICMP port unreachable seen on a connected socket, a send refused)
  *   go to `onError` and the socket keeps working; an error that stops reading also closes it.
  *   Send errors reach `onError` in a microtask, never inside the `send` call.
+ * - Datagrams longer than `maxDatagramSize` are dropped, never delivered cut: counted in
+ *   `stats().truncated`, and reported to `onTruncated` (once per recvmmsg call that had some,
+ *   before that call's batch; nothing is called when there are none).
  * - `close()` may be called at any time, a batch callback included: nothing is delivered after.
  */
 import { closeSync } from 'node:fs';
@@ -112,7 +115,7 @@ const STAT_KEYS = [
   'batches',
 ] as const satisfies readonly (keyof UdpStats)[];
 
-const CB = { batch: 0, error: 1, fatal: 2, socketError: 3 } as const;
+const CB = { batch: 0, error: 1, fatal: 2, socketError: 3, truncated: 4 } as const;
 const OP = { close: 0, reading: 1, ref: 2 } as const;
 const SEND: readonly UdpSendResult[] = ['sent', 'queued', 'dropped'];
 
@@ -139,6 +142,7 @@ export class UdpSocket {
   #handle: UdpHandle | null;
   #onBatch: ((batch: UdpBatch) => void) | null = null;
   #onError: ((error: NativeError) => void) | null = null;
+  #onTruncated: ((count: number) => void) | null = null;
 
   /** Binds a new socket (the family follows the address). */
   static bind(opts: UdpBindOptions): UdpSocket {
@@ -261,6 +265,15 @@ export class UdpSocket {
   }
 
   /**
+   * Sets the receiver of truncations: `count` datagrams longer than `maxDatagramSize` were read
+   * and dropped (see the module comment). Without one, they are only counted in `stats()`.
+   */
+  onTruncated(fn: (count: number) => void): this {
+    this.#onTruncated = fn;
+    return this;
+  }
+
+  /**
    * Sends one datagram (to `address`:`port`, or to the peer of a connected socket): written
    * now, queued behind others or a full socket, dropped when the queue is full, or failed (the
    * error goes to `onError`). Throws a TypeError for an address or port that cannot be used.
@@ -357,6 +370,7 @@ export class UdpSocket {
     const h = this.#handle;
     this.#handle = null;
     this.#onBatch = null;
+    this.#onTruncated = null;
     addon.udpControl(h, OP.close, false);
   }
 
@@ -387,6 +401,10 @@ export class UdpSocket {
     if (kind === CB.batch) {
       this.#batch.count = value;
       this.#onBatch?.(this.#batch);
+      return;
+    }
+    if (kind === CB.truncated) {
+      this.#onTruncated?.(value);
       return;
     }
     const syscall = kind === CB.socketError ? 'getsockopt(SO_ERROR)' : 'recvmmsg';

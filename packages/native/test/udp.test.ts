@@ -159,18 +159,23 @@ test('10,000 datagrams through an echo, 200 in flight at a time: none lost, none
   assert.equal(st.truncated + st.dropped + st.sendErrors + st.receiveErrors, 0);
 });
 
-test('a datagram longer than maxDatagramSize is dropped and counted, never delivered cut', async () => {
+test('a datagram longer than maxDatagramSize is dropped, counted and reported, never delivered cut', async () => {
   const s = udp({ address: '127.0.0.1', maxDatagramSize: 100 });
   const got: number[] = [];
+  let reported = 0;
+  s.onTruncated((n) => {
+    reported += n;
+  });
   s.onBatch((b) => {
     for (let i = 0; i < b.count; i++) got.push(b.length(i));
   });
   const p = await peer();
   for (const n of [50, 200, 100, 101, 60]) p.send(Buffer.alloc(n, 1), s.address().port, '127.0.0.1');
   const until = Date.now() + 3000;
-  while (got.length < 3 && Date.now() < until) await sleep(10);
+  while ((got.length < 3 || reported < 2) && Date.now() < until) await sleep(10);
   assert.deepEqual(got, [50, 100, 60]);
   assert.equal(s.stats().truncated, 2);
+  assert.equal(reported, 2, 'onTruncated reports each one');
 });
 
 test('a connected socket: ICMP port unreachable is an ECONNREFUSED event, and the socket goes on working', async () => {

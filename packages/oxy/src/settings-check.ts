@@ -22,6 +22,7 @@ import { loadUpstreamTrust } from './offramps/tls/connect.ts';
 import { http2ServerOptions } from './onramps/http2/server.ts';
 import { masqueParts } from './onramps/masque/onramp.ts';
 import { loadSecureContext } from './onramps/tls/credentials.ts';
+import { udpSettingsProblems } from './onramps/udp/checks.ts';
 import type { AppSettings } from './settings.ts';
 import { checkInterceptionCa } from './tunnels/tls-intercept/ca.ts';
 import { compileHostPatterns } from './tunnels/tls-intercept/hosts.ts';
@@ -101,6 +102,7 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
         path: `${where}.addr`,
         message: 'an ip_seqpacket endpoint listens on a Unix socket path',
       });
+    if (ep.protocol === 'udp') problems.push(...udpSettingsProblems(name, ep));
     if ((ep.protocol === 'ip_gue' || ep.protocol === 'udp') && ep.addr.kind !== 'tcp')
       problems.push({
         path: `${where}.addr`,

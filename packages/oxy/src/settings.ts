@@ -121,7 +121,7 @@ const udpFields = {
           'the private ranges.',
         s.socketAddr('The target, host:port or [v6]:port.', '127.0.0.1:53'),
       ),
-      idle_timeout: s.duration('A session with no datagram either way for this long ends.', '60s'),
+      idle_timeout: s.duration('A session with no datagram either way for this long ends; above 0s.', '60s'),
       max_sessions: s.int(
         'Sessions open at once on this endpoint; datagrams of new clients beyond it are dropped.',
         10000,
@@ -129,7 +129,11 @@ const udpFields = {
           min: 1,
         },
       ),
-      max_datagram_size: s.size('Largest datagram carried; larger ones are dropped and counted.', 65507),
+      max_datagram_size: s.size(
+        "Largest datagram carried each way, 1B to 65535B; a client's datagram is measured with its PROXY " +
+          'header, a reply without the one added to it. Larger ones are dropped and counted.',
+        65507,
+      ),
     },
   ),
   proxy_protocol: ProxyProtocolDatagramSettings,

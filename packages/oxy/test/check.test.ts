@@ -226,6 +226,39 @@ test('a tcp or udp target that is the endpoint itself (every connection would lo
   );
 });
 
+test('a udp max_datagram_size outside one datagram, or an idle_timeout of 0s', async () => {
+  const udp = (line: string) =>
+    `endpoints:\n  u:\n    protocol: udp\n    addr: 127.0.0.1:0\n    udp:\n      target: 192.0.2.1:53\n      ${line}\n`;
+  await failsBoth(
+    'udp-size0.yaml',
+    udp('max_datagram_size: 0B'),
+    /^oxy-restart-test: endpoints\.u\.udp\.max_datagram_size: expected a size from 1B to 65535B \(the largest UDP datagram\), got 0B/m,
+  );
+  await failsBoth(
+    'udp-size-big.yaml',
+    udp('max_datagram_size: 100KiB'),
+    /^oxy-restart-test: endpoints\.u\.udp\.max_datagram_size: .*got 102400B/m,
+  );
+  await failsBoth(
+    'udp-idle0.yaml',
+    udp('idle_timeout: 0s'),
+    /^oxy-restart-test: endpoints\.u\.udp\.idle_timeout: expected a duration above 0s/m,
+  );
+});
+
+test('a udp endpoint with no target and no PROXY header: --check warns and exits 0', async () => {
+  fs.writeFileSync(
+    path.join(dir, 'udp-hook.yaml'),
+    `${BASE}endpoints:\n  u:\n    protocol: udp\n    addr: 127.0.0.1:0\n    udp:\n      target: ~\n`,
+  );
+  const check = await run(['--check', '-c', 'udp-hook.yaml']);
+  assert.equal(check.code, 0, check.stderr);
+  assert.match(
+    check.stderr,
+    /^oxy-restart-test: warning: endpoints\.u\.udp\.target: is empty and proxy_protocol is off, so nothing names a destination: every session is refused unless an EgressHook\.handleConnection sends it somewhere/m,
+  );
+});
+
 test('an IP tunnel gateway of the wrong family, or a relative off-ramp path', async () => {
   const ip = (line: string) =>
     `endpoints:\n  t:\n    protocol: ip_seqpacket\n    addr: ${path.join(dir, 'ip.sock')}\n    ip:\n      ${line}\n`;

@@ -1,12 +1,14 @@
 /**
  * The UDP connector of the egress pipeline: a datagram session's own upstream socket, connected
- * to the first address of its route (so the kernel drops datagrams from anyone else, and an
- * ICMP error for it reaches this socket), from `egress.source_addr` when it is of the same
- * family. The route (decision, DNS, `handleUpstreamIps`, `blocked_cidrs`) was made before, by
- * `routeEgress(…, 'udp')`, exactly as for a stream.
+ * to the first address of its route that the kernel accepts (so the kernel drops datagrams
+ * from anyone else, and an ICMP error for it reaches this socket), from `egress.source_addr`
+ * when it is of the same family. The route (decision, DNS, `handleUpstreamIps`,
+ * `blocked_cidrs`) was made before, by `routeEgress(…, 'udp')`, exactly as for a stream.
  *
- * There is no Happy Eyeballs for UDP: nothing answers a connect, so the first address is taken
- * (the resolver orders them).
+ * There is no Happy Eyeballs for UDP: nothing answers a connect, so the addresses are taken in
+ * the resolver's order, and the session moves to the next one only when the one it uses is
+ * reported unreachable ({@link UNREACHABLE}) before any reply came from it (the session's rule,
+ * `flows/datagram/session.ts`). {@link connectUdp} returns the addresses left for that.
  */
 import type dgram from 'node:dgram';
 import net from 'node:net';
@@ -27,42 +29,59 @@ import type { DatagramPackets } from './packets.ts';
  */
 export const UPSTREAM_RECEIVE_BUFFER = 4 << 20;
 
-/** A connected upstream UDP socket and the address it is connected to. */
+/**
+ * The errors of a connected upstream socket that say its address does not serve (ICMP port,
+ * host or network unreachable): a session that has had no reply moves to its next address.
+ */
+export const UNREACHABLE: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/** Most addresses of one route a session tries, the first included. */
+export const MAX_UDP_ADDRESSES = 8;
+
+/** A connected upstream UDP socket, the address it is connected to, and the addresses after it. */
 export interface UdpUpstream {
   readonly socket: UdpSocket;
   readonly remote: SocketAddr;
+  /** The route's addresses not tried yet, in order (at most {@link MAX_UDP_ADDRESSES} in all). */
+  readonly rest: readonly string[];
 }
 
-/** Opens a UDP socket connected to `ips[0]`:`port`. Throws `OXY_ERR_CONNECT_FAILED` when the kernel refuses. */
+/**
+ * Opens a UDP socket connected to the first of `ips` (at `port`) that the kernel accepts (a
+ * family without a route fails at connect). Throws `OXY_ERR_CONNECT_FAILED`, with the first
+ * address's error, when none is accepted.
+ */
 export function connectUdp(
   rt: Runtime,
   ips: readonly string[],
   port: number,
   maxDatagram: number,
 ): UdpUpstream {
-  const ip = ips[0];
-  if (ip === undefined)
+  const tried = ips.slice(0, MAX_UDP_ADDRESSES);
+  if (tried.length === 0)
     throw new OxyError(OXY_ERR.CONNECT_FAILED, 'no address to send to', { source: 'internal' });
   const source = rt.settings.egress.source_addr;
-  try {
-    const socket = UdpSocket.connect({
-      address: ip,
-      port,
-      maxDatagramSize: maxDatagram,
-      receiveBufferSize: UPSTREAM_RECEIVE_BUFFER,
-      ...(source !== null && net.isIP(source) === net.isIP(ip) ? { localAddress: source } : {}),
-    });
-    return { socket, remote: { host: ip, port } };
-  } catch (e) {
-    throw new OxyError(
-      OXY_ERR.CONNECT_FAILED,
-      `cannot open a UDP socket to ${ip}:${port}: ${(e as Error).message}`,
-      {
-        source: 'upstream',
-        cause: e,
-      },
-    );
+  let first: OxyError | null = null;
+  for (let i = 0; i < tried.length; i++) {
+    const ip = tried[i] as string;
+    try {
+      const socket = UdpSocket.connect({
+        address: ip,
+        port,
+        maxDatagramSize: maxDatagram,
+        receiveBufferSize: UPSTREAM_RECEIVE_BUFFER,
+        ...(source !== null && net.isIP(source) === net.isIP(ip) ? { localAddress: source } : {}),
+      });
+      return { socket, remote: { host: ip, port }, rest: tried.slice(i + 1) };
+    } catch (e) {
+      first ??= new OxyError(
+        OXY_ERR.CONNECT_FAILED,
+        `cannot open a UDP socket to ${ip}:${port}: ${(e as Error).message}`,
+        { source: 'upstream', cause: e },
+      );
+    }
   }
+  throw first as OxyError;
 }
 
 /** A session's upstream made by `EgressHook.udpConnectOverride`: how to send, and where to. */

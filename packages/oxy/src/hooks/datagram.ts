@@ -22,7 +22,10 @@ export const DatagramVerdict = {
   pass: (): DatagramVerdict => PASS,
   /** Do not send it; counted by `reason` (keep the set of reasons small: it is a metric label). */
   drop: (reason: string): DatagramVerdict => ({ kind: 'drop', reason }),
-  /** Send `data` instead (any length up to the endpoint's `max_datagram_size`). */
+  /**
+   * Send `data` instead, of any length up to the endpoint's `max_datagram_size`: a longer one is
+   * not sent, and is counted as `oxy_udp_dropped_total{reason="too_large"}`.
+   */
   rewrite: (data: Uint8Array): DatagramVerdict => ({ kind: 'rewrite', data }),
 } as const;
 

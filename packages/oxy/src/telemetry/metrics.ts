@@ -61,13 +61,13 @@ export const datagramMetrics = defineMetrics('udp', {
   sessions_active: gauge<{ endpoint: string }>('Open datagram sessions.'),
   sessions_total: counter<{ endpoint: string }>('Datagram sessions opened.'),
   datagrams_total: counter<{ direction: 'up' | 'down' }>(
-    'Datagrams forwarded through sessions (up = client to upstream), counted when a session ends.',
+    'Datagrams forwarded through sessions (up = client to upstream); open sessions are added every second.',
   ),
   bytes_total: counter<{ direction: 'up' | 'down' }>(
-    'Payload bytes forwarded through sessions, counted when a session ends.',
+    'Payload bytes forwarded through sessions; open sessions are added every second.',
   ),
   dropped_total: counter<{ reason: string }>(
-    'Datagrams dropped: refused session, too many sessions, too large, a hook, a full queue.',
+    'Datagrams dropped: refused session, too many sessions, too large (either way), a hook, a full queue.',
   ),
   upstream_errors_total: counter<{ code: string }>(
     "Errors on sessions' upstream sockets, mostly ICMP reports: ECONNREFUSED (nothing listens at " +

@@ -16,7 +16,22 @@
  * client costs one record per idle period, not one per datagram), `closed`.
  *
  * Timers: none per session. The on-ramp sweeps its sessions for idleness, reading `lastActive`,
- * which is set from the time its caller read once per received batch.
+ * which is set from the time its caller read once per received batch. One timer per process,
+ * running while any session is open, adds every open session's new counts to
+ * `udp_datagrams_total` and `udp_bytes_total` each second, so a session that never ends shows
+ * there too; a session adds the rest when it ends. The hot path only adds to the session's own
+ * counts.
+ *
+ * Several addresses (a name, or a hook's list): the session uses the first one the kernel
+ * accepts. Until a reply comes, an ICMP report that it does not serve (`ECONNREFUSED`,
+ * `EHOSTUNREACH`, `ENETUNREACH`) moves the session to the next address, with a new upstream
+ * socket, and the last datagram sent (kept only while this can happen, for the first
+ * `MAX_KEPT` datagrams) is sent again there. After the first reply, or on the last address,
+ * such reports are only counted.
+ *
+ * Too large: a datagram longer than `maxDatagram` (the endpoint's `max_datagram_size`) is
+ * dropped and counted as `udp_dropped_total{reason="too_large"}`, never in the forwarded counts:
+ * a reply by the upstream socket's read, a client's by the on-ramp's, a rewrite here.
  *
  * A session can also carry a request its on-ramp made (CONNECT-UDP: `options.request`, kind
  * `connect-udp`): the connection and its hooks are then the on-ramp's, so the session skips the
@@ -31,7 +46,7 @@ import type { IngressConnection } from '../../context/state.ts';
 import { EgressState, RequestState } from '../../context/state.ts';
 import { connectFailed, connectObserved, established, routeEgress } from '../../egress/connect.ts';
 import { type DatagramPackets, noPacketPath } from '../../egress/packets.ts';
-import { appUdpUpstream, connectUdp } from '../../egress/udp.ts';
+import { appUdpUpstream, connectUdp, UNREACHABLE } from '../../egress/udp.ts';
 import { httpStatusFor, isOxyError, OXY_ERR, OxyError } from '../../errors.ts';
 import type { DatagramVerdict } from '../../hooks/datagram.ts';
 import type { IngressDecision } from '../../hooks/ingress.ts';
@@ -74,8 +89,50 @@ const NO_SKIP = Object.freeze({});
 /** Datagrams held while a session opens; more are dropped (UDP's answer to a full queue). */
 const MAX_PENDING = 64;
 
+/** Datagrams up of which the last is kept for a move to the next address (see the module comment). */
+const MAX_KEPT = 64;
+
+/** How often open sessions' counts are added to the metrics (see the module comment). */
+const COUNTS_INTERVAL_MS = 1000;
+
+/** Counts `n` datagrams dropped for being longer than `max_datagram_size`. */
+export function countTooLarge(n: number): void {
+  datagramMetrics.dropped_total({ reason: 'too_large' }).inc(n);
+}
+
+/** Adds datagram and byte counts (the delta since the last report) to the metrics. */
+function reportCounts(up: number, down: number, bytesUp: number, bytesDown: number): void {
+  if (up !== 0) datagramMetrics.datagrams_total({ direction: 'up' }).inc(up);
+  if (down !== 0) datagramMetrics.datagrams_total({ direction: 'down' }).inc(down);
+  if (bytesUp !== 0) datagramMetrics.bytes_total({ direction: 'up' }).inc(bytesUp);
+  if (bytesDown !== 0) datagramMetrics.bytes_total({ direction: 'down' }).inc(bytesDown);
+}
+
 /** One client's datagram session. */
 export class DatagramSession {
+  /** Sessions open in this process, whose counts the timer reports. */
+  static readonly #live = new Set<DatagramSession>();
+  static #countsTimer: ReturnType<typeof setInterval> | null = null;
+
+  /** Adds every open session's counts since the last report to the metrics. */
+  static #reportLive(): void {
+    let up = 0;
+    let down = 0;
+    let bytesUp = 0;
+    let bytesDown = 0;
+    for (const s of DatagramSession.#live) {
+      up += s.datagramsUp - s.#reportedUp;
+      down += s.datagramsDown - s.#reportedDown;
+      bytesUp += s.bytesUp - s.#reportedBytesUp;
+      bytesDown += s.bytesDown - s.#reportedBytesDown;
+      s.#reportedUp = s.datagramsUp;
+      s.#reportedDown = s.datagramsDown;
+      s.#reportedBytesUp = s.bytesUp;
+      s.#reportedBytesDown = s.bytesDown;
+    }
+    reportCounts(up, down, bytesUp, bytesDown);
+  }
+
   readonly conn: IngressConnection;
   readonly request: RequestState;
   state: SessionState = 'opening';
@@ -85,10 +142,24 @@ export class DatagramSession {
   datagramsDown = 0;
   bytesUp = 0;
   bytesDown = 0;
+  /** The counts already added to the metrics. */
+  #reportedUp = 0;
+  #reportedDown = 0;
+  #reportedBytesUp = 0;
+  #reportedBytesDown = 0;
   readonly #rt: Runtime;
   readonly #ingress: DatagramIngress;
   readonly #maxDatagram: number;
   #upstream: UdpSocket | null = null;
+  /**
+   * The addresses the session may still move to (built-in socket only): null once a reply came,
+   * or when there are none left.
+   */
+  #fallback: readonly string[] | null = null;
+  #upstreamPort = 0;
+  /** The last datagram sent up while a move can happen, to send again after one. */
+  #lastUp: Buffer | null = null;
+  #kept = 0;
   /** The way out as IP packets instead of a socket (`EgressDecision.packets`, IP tunnels only). */
   #packets: DatagramPackets | null = null;
   #pending: Buffer[] | null = null;
@@ -125,6 +196,8 @@ export class DatagramSession {
     this.request = options.request ?? new RequestState(conn, 'udp', 'UDP', target, rt.ext);
     datagramMetrics.sessions_total({ endpoint: conn.endpoint.name }).inc();
     datagramMetrics.sessions_active({ endpoint: conn.endpoint.name }).inc();
+    DatagramSession.#live.add(this);
+    DatagramSession.#countsTimer ??= setInterval(DatagramSession.#reportLive, COUNTS_INTERVAL_MS).unref();
     // An on-ramp's request is already in its telemetry context (the on-ramp forked it).
     if (this.#ownsConnection) forkConnection(conn, () => forkRequest(this.request, () => void this.#start()));
     else void this.#start();
@@ -167,6 +240,7 @@ export class DatagramSession {
         this.datagramsUp++;
         this.bytesUp += n;
         up.sendFrom(batch, i, null, skip === 0 ? NO_SKIP : { skip });
+        if (this.#fallback !== null) this.#keep(batch.payload(i).subarray(skip));
         return;
       }
       const out = this.#verdict(hook, batch.payload(i).subarray(skip), 'up');
@@ -174,6 +248,7 @@ export class DatagramSession {
       this.datagramsUp++;
       this.bytesUp += out.length;
       up.send(out);
+      if (this.#fallback !== null) this.#keep(out);
       return;
     }
     if (this.state === 'opening') {
@@ -194,6 +269,8 @@ export class DatagramSession {
     this.#settled({ open: false, error: new OxyError(OXY_ERR.CLIENT_CLOSED, `session closed: ${reason}`) });
     this.#upstream?.close();
     this.#upstream = null;
+    this.#fallback = null;
+    this.#lastUp = null;
     this.#packets?.close();
     this.#packets = null;
     this.#pending = null;
@@ -290,6 +367,8 @@ export class DatagramSession {
         } else {
           const udp = connectUdp(rt, route.ips, route.port, this.#maxDatagram);
           this.#upstream = udp.socket;
+          this.#upstreamPort = route.port;
+          this.#fallback = udp.rest.length > 0 ? udp.rest : null;
           remote = udp.remote;
           destroy = () => udp.socket.close();
         }
@@ -314,16 +393,49 @@ export class DatagramSession {
     this.request.status = 200;
     this.state = 'open';
     this.#settled({ open: true });
-    const up = this.#upstream;
-    up?.onBatch((batch) => this.#fromUpstream(batch));
-    up?.onError((e) => {
-      // An ICMP error for the upstream (port unreachable): counted; the session goes on, as a
-      // UDP flow would, until it idles out.
-      datagramMetrics.upstream_errors_total({ code: e.errnoName || e.code }).inc();
-    });
+    if (this.#upstream !== null) this.#attach(this.#upstream);
     const pending = this.#pending;
     this.#pending = null;
     if (pending !== null) for (const d of pending) this.#sendUp(d);
+  }
+
+  /** Reads replies and errors of the session's upstream socket `up`. */
+  #attach(up: UdpSocket): void {
+    up.onBatch((batch) => this.#fromUpstream(batch));
+    up.onTruncated(countTooLarge);
+    up.onError((e) => {
+      // An ICMP error for the upstream (port unreachable): counted; the session goes on, as a
+      // UDP flow would, until it idles out, on its next address if nothing answered yet.
+      const code = e.errnoName || e.code;
+      datagramMetrics.upstream_errors_total({ code }).inc();
+      if (this.#fallback !== null && up === this.#upstream && UNREACHABLE.has(code)) this.#nextAddress();
+    });
+  }
+
+  /** Keeps a copy of `data`, the last datagram sent up, while a move can happen. */
+  #keep(data: Uint8Array): void {
+    this.#lastUp = this.#kept++ < MAX_KEPT ? Buffer.from(data) : null;
+  }
+
+  /** Moves the session to its next address: a new upstream socket, and the last datagram again. */
+  #nextAddress(): void {
+    const rest = this.#fallback as readonly string[];
+    let next: ReturnType<typeof connectUdp>;
+    try {
+      next = connectUdp(this.#rt, rest, this.#upstreamPort, this.#maxDatagram);
+    } catch {
+      // Named boundary: no further address takes a socket; the session stays where it is.
+      this.#fallback = null;
+      this.#lastUp = null;
+      return;
+    }
+    this.#upstream?.close();
+    this.#upstream = next.socket;
+    this.#fallback = next.rest.length > 0 ? next.rest : null;
+    this.request.upstream = formatHostPort(next.remote.host, next.remote.port);
+    this.#attach(next.socket);
+    if (this.#lastUp !== null) next.socket.send(this.#lastUp);
+    if (this.#fallback === null) this.#lastUp = null;
   }
 
   #sendUp(data: Uint8Array): void {
@@ -333,7 +445,10 @@ export class DatagramSession {
     this.datagramsUp++;
     this.bytesUp += out.length;
     if (this.#packets !== null) this.#packets.send(out);
-    else this.#upstream?.send(out);
+    else {
+      this.#upstream?.send(out);
+      if (this.#fallback !== null) this.#keep(out);
+    }
   }
 
   /** A reply that came back through the off-ramp (`EgressDecision.packets`) or the app's socket. */
@@ -351,6 +466,11 @@ export class DatagramSession {
   #fromUpstream(batch: UdpBatch): void {
     if (this.state !== 'open') return;
     this.lastActive = performance.now();
+    if (this.#fallback !== null) {
+      // Answered: this address serves, and the session stays on it.
+      this.#fallback = null;
+      this.#lastUp = null;
+    }
     const hook = this.#rt.hooks.datagram;
     if (hook === null) {
       let bytes = 0;
@@ -384,7 +504,11 @@ export class DatagramSession {
       return null;
     }
     if (v === undefined || v.kind === 'pass') return data;
-    if (v.kind === 'rewrite') return v.data;
+    if (v.kind === 'rewrite') {
+      if (v.data.length <= this.#maxDatagram) return v.data;
+      countTooLarge(1);
+      return null;
+    }
     if (v.kind === 'drop') {
       datagramMetrics.dropped_total({ reason: v.reason }).inc();
       return null;
@@ -416,10 +540,18 @@ export class DatagramSession {
     const rt = this.#rt;
     const endpoint = this.conn.endpoint.name;
     datagramMetrics.sessions_active({ endpoint }).dec();
-    datagramMetrics.datagrams_total({ direction: 'up' }).inc(this.datagramsUp);
-    datagramMetrics.datagrams_total({ direction: 'down' }).inc(this.datagramsDown);
-    datagramMetrics.bytes_total({ direction: 'up' }).inc(this.bytesUp);
-    datagramMetrics.bytes_total({ direction: 'down' }).inc(this.bytesDown);
+    const live = DatagramSession.#live;
+    live.delete(this);
+    if (live.size === 0 && DatagramSession.#countsTimer !== null) {
+      clearInterval(DatagramSession.#countsTimer);
+      DatagramSession.#countsTimer = null;
+    }
+    reportCounts(
+      this.datagramsUp - this.#reportedUp,
+      this.datagramsDown - this.#reportedDown,
+      this.bytesUp - this.#reportedBytesUp,
+      this.bytesDown - this.#reportedBytesDown,
+    );
     const durationMs = performance.now() - this.conn.startedAt;
     datagramMetrics.session_duration_seconds().observe(durationMs / 1000);
     if (this.#ownsConnection && this.conn.closeReason === 'client_closed')

@@ -304,8 +304,7 @@ function runWhole(
     if (r.connectError !== null) {
       request.upstream = null; // nothing was connected to: as the JS connectors record it
       refuseWith(rt, request, ingress, wholeTunnelFailure(rt, ip, port, r.connectError));
-    }
-    else finishStream(rt, request, r.bytesUp, r.bytesDown, r.reason);
+    } else finishStream(rt, request, r.bytesUp, r.bytesDown, r.reason);
   });
 }
 

@@ -9,7 +9,8 @@
  * the ingress and egress hooks once) → `DatagramHook.handleDatagram` when the app has one →
  * the session's upstream socket. Replies: upstream batch → (hook) → one sendmmsg to the client.
  *
- * Timers: one interval per endpoint, at a quarter of the idle timeout; none per session.
+ * Timers: one interval per endpoint, at a quarter of the idle timeout (from 50 ms to a minute);
+ * none per session.
  */
 import type { Listeners } from 'foundations/restart';
 import { type UdpBatch, UdpSocket } from 'native';
@@ -17,7 +18,7 @@ import { NO_TARGET } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { type EndpointState, IngressConnection } from '../../context/state.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
-import { type DatagramIngress, DatagramSession } from '../../flows/datagram/session.ts';
+import { countTooLarge, type DatagramIngress, DatagramSession } from '../../flows/datagram/session.ts';
 import type { ProxyHeader } from '../../protocols/proxy-protocol/index.ts';
 import type { Runtime } from '../../runtime.ts';
 import type { UdpEndpointSettings } from '../../settings.ts';
@@ -29,6 +30,7 @@ import {
 } from '../proxy-protocol/datagram.ts';
 import { TrustedPeers } from '../proxy-protocol/trust.ts';
 import { bindEndpointUdp } from './bind.ts';
+import { assertUdpSettings } from './checks.ts';
 
 const EMPTY = new Uint8Array(0);
 
@@ -64,8 +66,10 @@ export function openUdpOnRamp(
   const where = `endpoints.${endpoint.name}.addr`;
   if (addr.kind !== 'tcp')
     throw new OxyError(OXY_ERR.LISTEN, `${where}: a udp endpoint listens on host:port, not a path`);
-  const maxDatagram = Math.min(65535, settings.udp.max_datagram_size);
+  assertUdpSettings(endpoint.name, settings);
+  const maxDatagram = settings.udp.max_datagram_size;
   const socket = bindEndpointUdp(endpoint.name, addr.host, addr.port, maxDatagram, listeners);
+  socket.onTruncated(countTooLarge);
   const bound = socket.address();
   const local: SocketAddr = { host: bound.address, port: bound.port };
   const target = settings.udp.target ?? NO_TARGET;
@@ -136,9 +140,12 @@ export function openUdpOnRamp(
         session(batch.peerKey(i), batch, i, now, null)?.fromClient(batch, i, now);
     });
   } else {
-    // A header before every datagram: trust, then the header; the session is the header's client.
+    // A header before every datagram: trust, then the header; the session is the header's client
+    // (and, when the target is the header's destination, that destination: each datagram goes
+    // where its own header says).
     const trusted = new TrustedPeers(pp.trusted_cidrs as readonly string[]);
     const format = pp.udp_format;
+    const byDestination = settings.udp.target === null;
     const refused = datagramMetrics.dropped_total({ reason: 'proxy_protocol' });
     socket.onBatch((batch) => {
       const now = performance.now();
@@ -152,20 +159,20 @@ export function openUdpOnRamp(
           continue;
         }
         const a = parsed.header.addresses;
-        const client = a === null || a.family === 'unix' ? null : a.source;
-        const key = client === null ? batch.peerKey(i) : `${batch.peerKey(i)}>${client.host}|${client.port}`;
+        let key: number | string = batch.peerKey(i);
+        if (a !== null && a.family !== 'unix') {
+          key = `${key}>${a.source.host}|${a.source.port}`;
+          if (byDestination) key = `${key}>${a.destination.host}|${a.destination.port}`;
+        }
         session(key, batch, i, now, parsed.header)?.fromClient(batch, i, now, parsed.header.length);
       }
     });
   }
 
-  const sweep = setInterval(
-    () => {
-      const cutoff = performance.now() - idleMs;
-      for (const s of sessions.values()) if (s.lastActive <= cutoff) s.close('idle_timeout');
-    },
-    Math.max(50, Math.floor(idleMs / 4)),
-  ).unref();
+  const sweep = setInterval(() => {
+    const cutoff = performance.now() - idleMs;
+    for (const s of sessions.values()) if (s.lastActive <= cutoff) s.close('idle_timeout');
+  }, sweepInterval(idleMs)).unref();
 
   let closed = false;
   return {
@@ -189,4 +196,12 @@ export function openUdpOnRamp(
       socket.close();
     },
   };
+}
+
+/**
+ * The sweep interval for `idleMs`: a quarter of it, at least 50 ms, and at most a minute (a
+ * timer cannot wait more than 2^31-1 ms: Node runs a longer one every millisecond).
+ */
+export function sweepInterval(idleMs: number): number {
+  return Math.min(60_000, Math.max(50, Math.floor(idleMs / 4)));
 }
