@@ -29,10 +29,15 @@ export const httpMetrics = defineMetrics('http', {
 
 /** Tunnels (CONNECT and Upgrade). */
 export const tunnelMetrics = defineMetrics('tunnel', {
-  bytes_total: counter<{ direction: 'up' | 'down' }>('Bytes moved through tunnels: up = client to upstream.'),
-  duration_seconds: histogram('How long tunnels lasted.', {
-    buckets: [0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600],
-  }),
+  bytes_total: counter<{ endpoint: string; kind: string; direction: 'up' | 'down' }>(
+    'Bytes moved through tunnels, by endpoint and request kind (connect, upgrade, tcp, ip-tcp, …): up = client to upstream.',
+  ),
+  duration_seconds: histogram<{ endpoint: string; kind: string }>(
+    'How long tunnels lasted; its count is the tunnels ended.',
+    {
+      buckets: [0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600],
+    },
+  ),
 });
 
 /** Egress connections. */

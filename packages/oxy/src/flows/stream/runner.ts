@@ -368,8 +368,10 @@ export function finishStream(
   down: number,
   reason: string,
 ): void {
-  tunnelMetrics.bytes_total({ direction: 'up' }).inc(up);
-  tunnelMetrics.bytes_total({ direction: 'down' }).inc(down);
-  tunnelMetrics.duration_seconds().observe((performance.now() - request.startedAt) / 1000);
+  const endpoint = request.ingress.endpoint.name;
+  const kind = request.kind;
+  tunnelMetrics.bytes_total({ endpoint, kind, direction: 'up' }).inc(up);
+  tunnelMetrics.bytes_total({ endpoint, kind, direction: 'down' }).inc(down);
+  tunnelMetrics.duration_seconds({ endpoint, kind }).observe((performance.now() - request.startedAt) / 1000);
   recordEnd(rt, request, up, down, reason);
 }

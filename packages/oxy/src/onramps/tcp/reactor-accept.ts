@@ -285,9 +285,10 @@ class ReactorListener {
   /** `count` records of a lean listener: the metrics `#ended` would count, and nothing else. */
   #counted(n: Float64Array, count: number): void {
     const t = this.#target;
-    const up = tunnelMetrics.bytes_total({ direction: 'up' });
-    const down = tunnelMetrics.bytes_total({ direction: 'down' });
-    const duration = tunnelMetrics.duration_seconds();
+    const endpoint = this.#endpoint.name;
+    const up = tunnelMetrics.bytes_total({ endpoint, kind: 'tcp', direction: 'up' });
+    const down = tunnelMetrics.bytes_total({ endpoint, kind: 'tcp', direction: 'down' });
+    const duration = tunnelMetrics.duration_seconds({ endpoint, kind: 'tcp' });
     ingressMetrics.connections_total(this.#labels).inc(count);
     for (let i = 0, o = 0; i < count; i++, o += FIELDS) {
       if (n[o] === KIND_CONNECT) {
