@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import { renderMetrics } from 'foundations/telemetry';
 import type { AuditRecord } from '../src/audit.ts';
 import type { IngressContext } from '../src/context/contexts.ts';
 import { EgressDecision } from '../src/hooks/egress.ts';
@@ -529,6 +530,8 @@ test('connections the app refuses before any request are audited, with the hook 
     [ingress.kind, ingress.decisions, ingress.block_reason],
     ['connection', ['ingress:block'], 'not from there'],
   );
+  // The header metrics name the endpoint.
+  assert.match(await renderMetrics(), /proxy_protocol_headers_total\{endpoint="raw",version="1"\} [1-9]/);
   // Past both connection hooks, the egress hook's block is a tunnel record with its reason.
   const egress = await by('192.0.2.69');
   assert.equal(egress.kind, 'tunnel', JSON.stringify(egress));

@@ -82,7 +82,7 @@ export class EndpointState implements EndpointContext {
     // datagram (`onramps/udp/onramp.ts`), not at the start of a connection.
     this.proxyProtocol =
       (settings.protocol === 'http' || settings.protocol === 'tcp') && settings.proxy_protocol.enabled
-        ? proxyReadOptions(settings.proxy_protocol, { unshift: true })
+        ? proxyReadOptions(settings.proxy_protocol, { unshift: true, endpoint: name })
         : null;
     const send = settings.protocol === 'tcp' ? settings.tcp.send_proxy_protocol : 'off';
     this.sendProxyProtocol = send === 'off' ? null : Object.freeze({ version: send === 'v1' ? 1 : 2 });

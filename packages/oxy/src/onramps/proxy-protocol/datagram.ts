@@ -30,6 +30,8 @@ export interface DatagramHeaderOptions {
   readonly trusted?: TrustedPeers;
   /** Largest v2 header accepted. Default 4096. */
   readonly maxV2Length?: number;
+  /** The endpoint's name, for the metrics' `endpoint` label. Default empty. */
+  readonly endpoint?: string;
 }
 
 /** A datagram's header and its payload (a view into the datagram). */
@@ -71,10 +73,10 @@ export function parseDatagramHeader(
   try {
     header = check(datagram, format, options);
   } catch (e) {
-    if (e instanceof ProxyProtocolError) countRejected(e.reason);
+    if (e instanceof ProxyProtocolError) countRejected(e.reason, options.endpoint);
     throw e;
   }
-  countHeader(header.version);
+  countHeader(header.version, options.endpoint);
   return { header, payload: datagram.subarray(header.length) };
 }
 

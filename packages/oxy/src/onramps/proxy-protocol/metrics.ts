@@ -8,21 +8,21 @@ import type { ProxyReason, ProxyVersion } from '../../protocols/proxy-protocol/i
 
 /** The `proxy_protocol` metric group. */
 export const proxyProtocolMetrics = defineMetrics('proxy_protocol', {
-  headers_total: counter<{ version: string }>(
+  headers_total: counter<{ endpoint: string; version: string }>(
     'PROXY protocol headers accepted, by version (1, 2, spp); per connection, or per datagram on udp.',
   ),
-  rejected_total: counter<{ reason: string }>(
+  rejected_total: counter<{ endpoint: string; reason: string }>(
     'Connections closed or datagrams dropped for their PROXY header, by reason (bad_signature, ' +
       'too_long, bad_crc, truncated, untrusted, timeout, …).',
   ),
 });
 
-/** Counts an accepted header. */
-export function countHeader(version: ProxyVersion): void {
-  proxyProtocolMetrics.headers_total({ version: String(version) }).inc();
+/** Counts an accepted header on `endpoint` (empty when the reader serves no endpoint). */
+export function countHeader(version: ProxyVersion, endpoint = ''): void {
+  proxyProtocolMetrics.headers_total({ endpoint, version: String(version) }).inc();
 }
 
-/** Counts a refused header (or an untrusted peer). */
-export function countRejected(reason: ProxyReason): void {
-  proxyProtocolMetrics.rejected_total({ reason }).inc();
+/** Counts a refused header (or an untrusted peer) on `endpoint`. */
+export function countRejected(reason: ProxyReason, endpoint = ''): void {
+  proxyProtocolMetrics.rejected_total({ endpoint, reason }).inc();
 }

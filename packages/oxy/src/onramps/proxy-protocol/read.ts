@@ -33,6 +33,8 @@ export interface ReadProxyHeaderOptions {
    * `rest: null`, for consumers that read the socket themselves (an HTTP server). Default false.
    */
   readonly unshift?: boolean;
+  /** The endpoint's name, for the metrics' `endpoint` label. Default empty. */
+  readonly endpoint?: string;
 }
 
 /** What {@link readProxyHeader} resolves to. */
@@ -45,7 +47,7 @@ export interface ProxyHeaderRead {
 /** The read options of an endpoint's settings (the CIDRs parsed once). */
 export function proxyReadOptions(
   settings: ProxyProtocolSettings,
-  extra: { readonly maxV2Length?: number; readonly unshift?: boolean } = {},
+  extra: { readonly maxV2Length?: number; readonly unshift?: boolean; readonly endpoint?: string } = {},
 ): ReadProxyHeaderOptions {
   return {
     trusted: new TrustedPeers(settings.trusted_cidrs as readonly string[]),
@@ -65,7 +67,7 @@ export function proxyReadOptions(
 export function readProxyHeader(socket: Socket, options: ReadProxyHeaderOptions): Promise<ProxyHeaderRead> {
   return new Promise((resolve, reject) => {
     const fail = (error: ProxyProtocolError) => {
-      countRejected(error.reason);
+      countRejected(error.reason, options.endpoint);
       socket.destroy();
       reject(error);
     };
@@ -109,7 +111,7 @@ export function readProxyHeader(socket: Socket, options: ReadProxyHeaderOptions)
       socket.pause();
       cleanup();
       const { header } = step;
-      countHeader(header.version);
+      countHeader(header.version, options.endpoint);
       let rest: Buffer | null = null;
       if (step.rest.length > 0) {
         rest = Buffer.from(step.rest.buffer, step.rest.byteOffset, step.rest.byteLength);

@@ -144,6 +144,7 @@ export function openUdpOnRamp(
     // (and, when the target is the header's destination, that destination: each datagram goes
     // where its own header says).
     const trusted = new TrustedPeers(pp.trusted_cidrs as readonly string[]);
+    const name = endpoint.name;
     const format = pp.udp_format;
     const byDestination = settings.udp.target === null;
     const refused = datagramMetrics.dropped_total({ reason: 'proxy_protocol' });
@@ -152,7 +153,11 @@ export function openUdpOnRamp(
       for (let i = 0; i < batch.count; i++) {
         let parsed: DatagramWithHeader;
         try {
-          parsed = parseDatagramHeader(batch.payload(i), format, { peer: batch.address(i), trusted });
+          parsed = parseDatagramHeader(batch.payload(i), format, {
+            peer: batch.address(i),
+            trusted,
+            endpoint: name,
+          });
         } catch {
           // Named boundary: a datagram without a valid header from a trusted peer is dropped (counted by reason).
           refused.inc();
