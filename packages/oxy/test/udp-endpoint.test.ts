@@ -198,17 +198,22 @@ test('the datagram hook rewrites and drops; the egress hook picks the target', a
   await assert.rejects(ask(portOf(app), Buffer.from('drop me'), 300), /no answer/);
 });
 
-test('beyond max_sessions, datagrams of new clients are dropped; existing sessions go on', async () => {
+test('beyond max_sessions, datagrams of new clients are dropped, with one warning; existing sessions go on', async () => {
   const app = await start({}, { target: `127.0.0.1:${echoPort}`, max_sessions: 1 });
+  using tele = captureTelemetry({ verbosity: 'WARN' });
   const first = dgram.createSocket('udp4');
   first.bind(0, '127.0.0.1');
   await once(first, 'listening');
   first.send('one', portOf(app), '127.0.0.1');
   assert.equal(((await once(first, 'message')) as [Buffer])[0].toString(), 'one');
   await assert.rejects(ask(portOf(app), Buffer.from('two'), 300), /no answer/);
+  await assert.rejects(ask(portOf(app), Buffer.from('three'), 300), /no answer/);
   first.send('again', portOf(app), '127.0.0.1');
   assert.equal(((await once(first, 'message')) as [Buffer])[0].toString(), 'again');
   first.close();
+  const warned = tele.logs.filter((r) => r.msg === 'udp endpoint at max_sessions: new clients are dropped');
+  assert.equal(warned.length, 1, 'one line for the episode, not one per datagram');
+  assert.equal(warned[0]?.fields.max_sessions, 1);
 });
 
 test('a target where nothing listens: the ICMP errors are counted, and the session goes on', async () => {

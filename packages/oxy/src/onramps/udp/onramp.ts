@@ -13,6 +13,7 @@
  * none per session.
  */
 import type { Listeners } from 'foundations/restart';
+import { log } from 'foundations/telemetry';
 import { type UdpBatch, UdpSocket } from 'native';
 import { NO_TARGET } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
@@ -77,6 +78,7 @@ export function openUdpOnRamp(
   const maxSessions = settings.udp.max_sessions;
   const sessions = new Map<number | string, DatagramSession>();
   const tooMany = datagramMetrics.dropped_total({ reason: 'too_many_sessions' });
+  let full = false; // at max_sessions since the last warning
 
   /**
    * A new session for the client `key`, reached at `host`:`port` (its own address, or the proxy
@@ -101,6 +103,7 @@ export function openUdpOnRamp(
       },
       ended: () => {
         sessions.delete(key);
+        full = false;
       },
     };
     const conn = new IngressConnection(endpoint, { peer, local }, 'udp', rt.ext);
@@ -124,6 +127,14 @@ export function openUdpOnRamp(
     if (s === undefined) {
       if (sessions.size >= maxSessions) {
         tooMany.inc();
+        // One line per episode at the limit (it ends when a session ends), not one per datagram.
+        if (!full) {
+          full = true;
+          log.warn('udp endpoint at max_sessions: new clients are dropped', {
+            endpoint: endpoint.name,
+            max_sessions: maxSessions,
+          });
+        }
         return undefined;
       }
       s = newSession(key, batch.address(i), batch.port(i), now, header);
