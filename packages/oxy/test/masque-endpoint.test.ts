@@ -311,13 +311,30 @@ test('over HTTP/1.1 a blocked target gets 403 with Proxy-Status too', async () =
 });
 
 test('CONNECT-UDP to the port number the proxy listens on for TCP reaches the UDP server there (not a loop)', async () => {
-  const port = Number(oxy.address().split(':').at(-1));
-  const udp = dgram.createSocket('udp4');
-  udp.on('message', (msg, from) => udp.send(msg, from.port, from.address));
-  udp.bind(port, '127.0.0.1');
-  await once(udp, 'listening');
-  const client = createMasqueClient({ proxy: proxyOf(oxy) });
+  // The UDP server first, on a port of its own; then a proxy listening for TCP on that number.
+  // (The other way round, a UDP socket elsewhere, such as a session's upstream, may hold it.)
+  let udp: dgram.Socket | null = null;
+  let same: AppUnderTest | null = null;
+  let client: ReturnType<typeof createMasqueClient> | null = null;
   try {
+    for (let attempt = 0; same === null; attempt++) {
+      const u = dgram.createSocket('udp4');
+      udp = u;
+      u.bind(0, '127.0.0.1');
+      await once(u, 'listening');
+      const addr = `127.0.0.1:${u.address().port}`;
+      same = await startApp(hooksApp({}), { settings: { endpoints: { main: { addr } } } }).catch(
+        (e: unknown) => {
+          if (attempt >= 4) throw e;
+          u.close(); // that number is taken for TCP: another one
+          return null;
+        },
+      );
+    }
+    const server = udp as dgram.Socket;
+    server.on('message', (msg, from) => server.send(msg, from.port, from.address));
+    const port = server.address().port;
+    client = createMasqueClient({ proxy: proxyOf(same) });
     const tunnel = await client.connectUdp('127.0.0.1', port);
     assert.equal(tunnel.status, 200);
     tunnel.send(Buffer.from('same port, other transport'));
@@ -327,7 +344,8 @@ test('CONNECT-UDP to the port number the proxy listens on for TCP reaches the UD
     }
     await tunnel.close(0);
   } finally {
-    await client.close();
-    udp.close();
+    await client?.close();
+    udp?.close();
+    await same?.stop();
   }
 });
