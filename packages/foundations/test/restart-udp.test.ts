@@ -99,12 +99,24 @@ describe('UDP endpoint across a restart that changes its settings', () => {
     assert.equal(await ask(next, 'moved'), `${second.pid} moved`);
     assert.match(svc.stderr, /info: inherited UDP socket matches no endpoint; closed \{"name":"echo"/);
     assert.ok(await waitExit(first.pid, 10_000));
-    const probe = dgram.createSocket('udp4');
-    await new Promise<void>((resolve, reject) => {
-      probe.once('error', reject);
-      probe.bind(first.port, '127.0.0.1', () => resolve());
-    });
-    probe.close(); // nothing holds the old port any more
+    // Nothing holds the old port any more (the new process closes its copy a moment after it
+    // says so, so the probe tries for up to 3 s).
+    let lastError: unknown = null;
+    for (let i = 0; i < 30; i++) {
+      const probe = dgram.createSocket('udp4');
+      lastError = await new Promise<unknown>((resolve) => {
+        probe.once('error', resolve);
+        probe.bind(first.port, '127.0.0.1', () => resolve(null));
+      });
+      try {
+        probe.close();
+      } catch {
+        // boundary: a socket whose bind failed may be closed already
+      }
+      if (lastError === null) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(lastError, null, `the old port ${first.port} is still held`);
   });
 
   it('cannot change SO_REUSEPORT on a port in use: the restart fails saying so, the old one serves on', async () => {

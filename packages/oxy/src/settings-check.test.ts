@@ -95,7 +95,11 @@ describe('oxySettingsWarnings', () => {
     }
     assert.deepEqual(warningsFor({ endpoints: { pub: tcp('192.0.2.1:80') } }), []); // not in the list
     assert.deepEqual(warningsFor({ endpoints: { named: tcp('db.internal:5432') } }), []); // resolved later
-    assert.deepEqual(warningsFor({ endpoints: { hdr: tcp(null) } }), []); // the PROXY header's destination
+    // The PROXY header's destination.
+    assert.deepEqual(
+      warningsFor({ endpoints: { hdr: { ...tcp(null), proxy_protocol: { enabled: true } } } }),
+      [],
+    );
     assert.deepEqual(
       warningsFor({
         endpoints: { raw: tcp('127.0.0.1:80') },
