@@ -231,7 +231,8 @@ test("an app's own pipeline keeps the endpoint's idle and lifetime limits, and i
   clearInterval(ticking);
   const lifeRec = await recordFor(life, (r) => r.kind === 'tunnel');
   assert.equal(lifeRec.close_reason, 'max_lifetime');
-  assert.ok(lifeRec.bytes_up > 0 && lifeRec.bytes_up === lifeRec.bytes_down, JSON.stringify(lifeRec));
+  // The last byte up may still be on its way back when the limit closes the tunnel.
+  assert.ok(lifeRec.bytes_down > 0 && lifeRec.bytes_down <= lifeRec.bytes_up, JSON.stringify(lifeRec));
 });
 
 test("bytes an upstream proxy sends with its 200 are counted as the tunnel's bytes down", async () => {
