@@ -21,7 +21,7 @@ import { createRequire } from 'node:module';
 import net from 'node:net';
 import type * as Native from 'native';
 import { FND_ERR, FoundationsError } from '../errors.ts';
-import { closeInherited, type InheritedDatagram, type InheritedSocket, type Unclaimed } from './inherited.ts';
+import { closeUnclaimed, type InheritedDatagram, type InheritedSocket, type Unclaimed } from './inherited.ts';
 import {
   bindOptionsFit,
   bindOptionsOf,
@@ -147,18 +147,7 @@ export class DatagramListeners {
    * its copy for replies until it exits, so the port is free once it has drained.
    */
   closeUnclaimed(): Unclaimed<InheritedDatagram> {
-    const closed: InheritedDatagram[] = [];
-    const kept: InheritedDatagram[] = [];
-    for (const d of this.unused) {
-      if (d.source === 'systemd') {
-        kept.push(d);
-        continue;
-      }
-      closeInherited(d.fd);
-      this.#used.add(d);
-      closed.push(d);
-    }
-    return { closed, kept };
+    return closeUnclaimed(this.unused, this.#used);
   }
 
   /** Stops reading every socket (the next process reads them now); they stay open for replies. */

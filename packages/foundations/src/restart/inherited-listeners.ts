@@ -9,7 +9,7 @@
  */
 import { formatListenAddr, type ListenAddr } from '../settings/net.ts';
 import {
-  closeInherited,
+  closeUnclaimed,
   type InheritedSocket,
   type SocketOfFd,
   socketOfFd,
@@ -47,18 +47,7 @@ export class InheritedListeners {
    * once every endpoint is open (`Lifecycle.ready` does, after the restart socket).
    */
   closeUnclaimed(): Unclaimed<InheritedSocket> {
-    const closed: InheritedSocket[] = [];
-    const kept: InheritedSocket[] = [];
-    for (const s of this.unused) {
-      if (s.source === 'systemd') {
-        kept.push(s);
-        continue;
-      }
-      closeInherited(s.fd);
-      this.#taken.add(s);
-      closed.push(s);
-    }
-    return { closed, kept };
+    return closeUnclaimed(this.unused, this.#taken);
   }
 
   /**

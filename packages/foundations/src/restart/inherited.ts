@@ -76,12 +76,35 @@ export interface Unclaimed<S> {
 }
 
 /** Closes this process's copy of an inherited descriptor that nothing here uses. */
-export function closeInherited(fd: number): void {
+function closeInherited(fd: number): void {
   try {
     fs.closeSync(fd);
   } catch {
     // boundary: EBADF means the descriptor is already gone, which is all that closing asked
   }
+}
+
+/**
+ * Closes this process's copy of each of `unused` (inherited sockets no endpoint took), marking
+ * it taken in `taken`; one from systemd stays open (its socket unit holds it anyway). Listening
+ * and datagram sockets alike.
+ */
+export function closeUnclaimed<S extends { readonly fd: number; readonly source: 'systemd' | 'handover' }>(
+  unused: readonly S[],
+  taken: Set<S>,
+): Unclaimed<S> {
+  const closed: S[] = [];
+  const kept: S[] = [];
+  for (const s of unused) {
+    if (s.source === 'systemd') {
+      kept.push(s);
+      continue;
+    }
+    closeInherited(s.fd);
+    taken.add(s);
+    closed.push(s);
+  }
+  return { closed, kept };
 }
 
 /** Parses systemd's variables. Returns [] when they are absent or meant for another pid. */
