@@ -169,22 +169,20 @@ function writeAudit(
   datagrams: { readonly datagrams_up: number; readonly datagrams_down: number } | undefined,
 ): void {
   const conn = request.ingress;
-  const client = formatHostPort(conn.client.host, conn.client.port);
   rt.audit.write({
     kind: RECORD_KIND[request.kind],
     request_kind: request.kind,
     conn_id: conn.id,
     request_id: request.id,
     endpoint: conn.endpoint.name,
-    client,
-    peer: conn.peer === conn.client ? client : formatHostPort(conn.peer.host, conn.peer.port),
+    ...clientAndPeer(conn),
     target: request.target.host === '' ? '' : formatHostPort(request.target.host, request.target.port),
     upstream: request.upstream,
     decisions: request.decisions,
     status: request.status,
     bytes_up: bytesUp,
     bytes_down: bytesDown,
-    duration_ms: Math.round((performance.now() - request.startedAt) * 1000) / 1000,
+    duration_ms: ms(request.startedAt, performance.now()),
     close_reason: closeReason,
     ...blockReason(request, closeReason),
     client_identity: auditIdentity(conn.clientIdentity),
@@ -193,6 +191,15 @@ function writeAudit(
     ...datagrams,
     ...(conn.proxyHeader === null ? {} : { proxy_protocol: proxyHeaderView(conn.proxyHeader) }),
   });
+}
+
+/** A record's `client` and `peer` (the same text when there was no PROXY header). */
+function clientAndPeer(conn: IngressConnection): { client: string; peer: string } {
+  const client = formatHostPort(conn.client.host, conn.client.port);
+  return {
+    client,
+    peer: conn.peer === conn.client ? client : formatHostPort(conn.peer.host, conn.peer.port),
+  };
 }
 
 /** The reason of a block (a hook's, or the blocklist's), as the record's `block_reason`. */
@@ -221,21 +228,19 @@ export function auditRefusedConnection(
   reason: string | undefined,
 ): void {
   if (!rt.audit.enabled) return;
-  const client = formatHostPort(conn.client.host, conn.client.port);
   rt.audit.write({
     kind: 'connection',
     conn_id: conn.id,
     request_id: '',
     endpoint: conn.endpoint.name,
-    client,
-    peer: conn.peer === conn.client ? client : formatHostPort(conn.peer.host, conn.peer.port),
+    ...clientAndPeer(conn),
     target: '',
     upstream: null,
     decisions: [decision],
     status: 0,
     bytes_up: 0,
     bytes_down: 0,
-    duration_ms: Math.round((performance.now() - conn.startedAt) * 1000) / 1000,
+    duration_ms: ms(conn.startedAt, performance.now()),
     close_reason: closeReason,
     ...(reason === undefined ? {} : { block_reason: reason }),
     client_identity: auditIdentity(conn.clientIdentity),
