@@ -137,9 +137,11 @@ export interface Addon {
     h: UdpHandle,
     data: Uint8Array,
     meta: Int32Array,
+    first: number,
     count: number,
     to: Int32Array | null,
     header: Uint8Array | null,
+    skip: number,
   ): number | [number, number];
   udpControl(h: UdpHandle, op: number, flag: boolean): void;
   udpStats(h: UdpHandle): number[];

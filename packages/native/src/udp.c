@@ -33,9 +33,11 @@
  *   than maxSize and dropped; made only when there are some, before that call's batch)
  * - udpSend(h, data, offset, length, to: ip | Int32Array target | null, port, header | null): 0 sent,
  *   1 queued, 2 dropped (queue full), -errno (this datagram failed)
- * - udpSendMany(h, data, meta, count, to: Int32Array | null, header | null): datagrams sent or
- *   queued; `to` ([port, family, a0..a3]) overrides every datagram's address. A datagram that fails is
- *   counted and skipped; then the result is [accepted, errno of the first failure].
+ * - udpSendMany(h, data, meta, first, count, to: Int32Array | null, header | null, skip): datagrams
+ *   first..first+count-1 of meta, each without its first `skip` bytes, sent or queued; `to` ([port,
+ *   family, a0..a3]) overrides every datagram's address. A datagram that fails is counted and
+ *   skipped; then the result is [accepted, errno of the first failure]. Runs of datagrams of one
+ *   size to one destination go as one message with UDP segmentation offload (udp-send.c).
  * - udpControl(h, op, flag): 0 close, 1 reading on/off, 2 ref/unref
  * - udpStats(h): [received, receivedBytes, truncated, sent, sentBytes, queued, dropped,
  *   sendErrors, receiveErrors, batches]
@@ -326,6 +328,7 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
   u->stride = stride;
   u->rounds = rounds;
   u->qmax = (uint32_t)qmax;
+  u->gso_limit = 65536;
   u->scratch = scratch;
   u->meta = meta;
   int rc = uv_poll_init(loop, &u->poll, fd);

@@ -40,6 +40,7 @@ typedef struct {
   int err_spins; /* EPOLLERR with no socket error, in a row */
   qitem_t *qhead, *qtail;
   uint32_t qlen, qmax;
+  size_t gso_limit; /* runs of datagrams this size or larger go one by one (a refused UDP_SEGMENT) */
   double stats[ST_COUNT];
 } udp_t;
 
