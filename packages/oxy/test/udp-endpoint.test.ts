@@ -158,6 +158,37 @@ test('10,000 datagrams through one session: none lost, counted in the audit reco
   assert.deepEqual(rec.decisions, ['egress:direct']);
 });
 
+test('bursts of mixed sizes from one client go up whole and in order (runs in one system call)', async () => {
+  const app = await start({}, { target: `127.0.0.1:${echoPort}`, idle_timeout: '300ms' });
+  const port = portOf(app);
+  const client = dgram.createSocket('udp4');
+  client.bind(0, '127.0.0.1');
+  await once(client, 'listening');
+  const got: string[] = [];
+  client.on('message', (m: Buffer) => got.push(m.toString('hex')));
+  const sent: string[] = [];
+  const sizes = [64, 64, 64, 20, 1200, 1200, 0, 64, 1500, 64];
+  for (let burst = 0; burst < 10; burst++) {
+    for (let i = 0; i < 40; i++) {
+      const seq = burst * 40 + i;
+      const body = Buffer.alloc(sizes[seq % sizes.length] as number, seq & 0xff);
+      if (body.length >= 2) body.writeUInt16BE(seq, 0);
+      sent.push(body.toString('hex'));
+      client.send(body, port, '127.0.0.1');
+    }
+    await waitUntil(() => got.length === sent.length, `the echoes of burst ${burst}`);
+  }
+  const local = `127.0.0.1:${client.address().port}`;
+  client.close();
+  assert.deepEqual(got, sent);
+  const rec = await recordFor(app, (r) => r.kind === 'udp_session' && r.client === local);
+  assert.equal(rec.datagrams_up, sent.length);
+  assert.equal(
+    rec.bytes_up,
+    sent.reduce((n, h) => n + h.length / 2, 0),
+  );
+});
+
 test('a blocked destination refuses the session: nothing is sent, one record per session, counted once', async () => {
   const tele = captureTelemetry({ verbosity: 'ERROR' });
   try {

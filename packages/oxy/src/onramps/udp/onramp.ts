@@ -116,17 +116,17 @@ export function openUdpOnRamp(
     return new DatagramSession(rt, conn, dest, ingress, now, maxDatagram);
   };
 
+  /** The session of client `key` (datagram `i` of `batch` its first), or undefined at `max_sessions`. */
   const session = (
     key: number | string,
     batch: UdpBatch,
     i: number,
     now: number,
     header: ProxyHeader | null,
-  ) => {
+  ): DatagramSession | undefined => {
     let s = sessions.get(key);
     if (s === undefined) {
       if (sessions.size >= maxSessions) {
-        tooMany.inc();
         // One line per episode at the limit (it ends when a session ends), not one per datagram.
         if (!full) {
           full = true;
@@ -143,12 +143,40 @@ export function openUdpOnRamp(
     return s;
   };
 
+  /**
+   * Datagrams `start` to `end - 1` of `batch`, consecutive from one client (`key`), each behind a
+   * `skip`-byte header: to the client's session as one run (one system call up), or counted
+   * as dropped at `max_sessions`.
+   */
+  const run = (
+    key: number | string,
+    batch: UdpBatch,
+    start: number,
+    end: number,
+    now: number,
+    header: ProxyHeader | null,
+    skip: number,
+  ) => {
+    const s = session(key, batch, start, now, header);
+    if (s === undefined) tooMany.inc(end - start);
+    else s.fromClientRun(batch, start, end, now, skip);
+  };
+
   const pp = settings.proxy_protocol;
   if (!pp.enabled) {
     socket.onBatch((batch) => {
       const now = performance.now();
-      for (let i = 0; i < batch.count; i++)
-        session(batch.peerKey(i), batch, i, now, null)?.fromClient(batch, i, now);
+      const n = batch.count;
+      let start = 0;
+      let key = n > 0 ? batch.peerKey(0) : 0;
+      for (let i = 1; i < n; i++) {
+        const k = batch.peerKey(i);
+        if (k === key) continue;
+        run(key, batch, start, i, now, null, 0);
+        start = i;
+        key = k;
+      }
+      if (n > 0) run(key, batch, start, n, now, null, 0);
     });
   } else {
     // A header before every datagram: trust, then the header; the session is the header's client
@@ -161,6 +189,10 @@ export function openUdpOnRamp(
     const refused = datagramMetrics.dropped_total({ reason: 'proxy_protocol' });
     socket.onBatch((batch) => {
       const now = performance.now();
+      // The run being gathered: consecutive datagrams of one client behind headers of one length.
+      let start = -1;
+      let runKey: number | string = 0;
+      let runHeader: ProxyHeader | null = null;
       for (let i = 0; i < batch.count; i++) {
         let parsed: DatagramWithHeader;
         try {
@@ -172,6 +204,8 @@ export function openUdpOnRamp(
         } catch {
           // Named boundary: a datagram without a valid header from a trusted peer is dropped (counted by reason).
           refused.inc();
+          if (start >= 0) run(runKey, batch, start, i, now, runHeader, (runHeader as ProxyHeader).length);
+          start = -1;
           continue;
         }
         const a = parsed.header.addresses;
@@ -180,8 +214,15 @@ export function openUdpOnRamp(
           key = `${key}>${a.source.host}|${a.source.port}`;
           if (byDestination) key = `${key}>${a.destination.host}|${a.destination.port}`;
         }
-        session(key, batch, i, now, parsed.header)?.fromClient(batch, i, now, parsed.header.length);
+        const h = parsed.header;
+        if (start >= 0 && key === runKey && h.length === (runHeader as ProxyHeader).length) continue;
+        if (start >= 0) run(runKey, batch, start, i, now, runHeader, (runHeader as ProxyHeader).length);
+        start = i;
+        runKey = key;
+        runHeader = h;
       }
+      if (start >= 0)
+        run(runKey, batch, start, batch.count, now, runHeader, (runHeader as ProxyHeader).length);
     });
   }
 
