@@ -210,6 +210,12 @@ class ReactorListener {
   /** While stopped with tunnels JS has not heard of: their one entry in `rt.connections`. */
   #pending: { conn: IngressConnection; token: TaskToken | null } | null = null;
   /**
+   * A drain's deadline aborted the tunnels the addon still ran unannounced. One the reactor
+   * thread announced just before (its note on the way to JS) was not among them, and reaches
+   * `onTunnel` after the drain's round of aborts: it is ended there.
+   */
+  #abortedAll = false;
+  /**
    * Nothing could see a record's contexts: no audit, no `handleRequestEnd`, no `ext` factory
    * (and, checked per batch, DEBUG off: failures are logged there). A record is then only its
    * metrics, counted as `#ended` counts them, without the objects.
@@ -253,7 +259,10 @@ class ReactorListener {
       socket: null,
       tunnels: live,
       closeReason: 'client_closed',
-      abort: () => (native as Native).abortAccepted(this),
+      abort: () => {
+        this.#abortedAll = true;
+        (native as Native).abortAccepted(this);
+      },
     } as unknown as IngressConnection;
     const tracker = this.#tracker;
     this.#pending = { conn, token: tracker === null || tracker.closed ? null : tracker.start() };
@@ -420,6 +429,10 @@ class ReactorListener {
     });
     const tunnel = run as unknown as RawTunnel;
     conn.abort = () => tunnel.stop('client_reset');
+    // Announced as the drain's deadline aborted the rest: ended as they were. Not before the
+    // addon has wrapped the tunnel into the owner returned here (after this call, and after the
+    // microtasks that run as it returns): on the next turn of the loop, unless it ended since.
+    if (this.#abortedAll) setImmediate(() => conn.closed || tunnel.stop('client_reset'));
     return tunnel;
   }
 }
