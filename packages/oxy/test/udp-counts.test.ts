@@ -44,7 +44,7 @@ async function start(hooks: Parameters<typeof hooksApp>[0], udp: Record<string, 
 
 const metric = async (name: string, labels: Record<string, string>) =>
   (await tele.metricValue(name, labels)) ?? 0;
-const tooLarge = () => metric('udp_dropped_total', { reason: 'too_large' });
+const tooLarge = () => metric('udp_dropped_total', { endpoint: 'u', reason: 'too_large' });
 
 async function client(app: AppUnderTest) {
   const s = dgram.createSocket('udp4');
@@ -69,9 +69,10 @@ async function recordOf(app: AppUnderTest, local: string): Promise<AuditRecord> 
 
 test('an open session shows in the datagram and byte counters; each datagram counted once', async () => {
   const app = await start({}, { target, idle_timeout: '60s' });
-  const up = () => metric('udp_datagrams_total', { direction: 'up' });
-  const down = () => metric('udp_datagrams_total', { direction: 'down' });
-  const bytesUp = () => metric('udp_bytes_total', { direction: 'up' });
+  // Labelled by endpoint, so two udp endpoints' traffic can be told apart.
+  const up = () => metric('udp_datagrams_total', { endpoint: 'u', direction: 'up' });
+  const down = () => metric('udp_datagrams_total', { endpoint: 'u', direction: 'down' });
+  const bytesUp = () => metric('udp_bytes_total', { endpoint: 'u', direction: 'up' });
   const [up0, down0, bytes0] = [await up(), await down(), await bytesUp()];
   const c = await client(app);
   for (let i = 0; i < 20; i++) c.send(Buffer.alloc(10, i));

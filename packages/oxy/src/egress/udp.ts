@@ -135,7 +135,9 @@ export async function appUdpUpstream(
     throw new OxyError(OXY_ERR.CONNECT_FAILED, 'no address to send to', { source: 'internal' });
   }
   const failed = (e: NodeJS.ErrnoException) =>
-    datagramMetrics.upstream_errors_total({ code: e.code ?? 'error' }).inc();
+    datagramMetrics
+      .upstream_errors_total({ endpoint: eg.ingress.endpoint.name, code: e.code ?? 'error' })
+      .inc();
   s.on('message', (msg) => {
     if (!closed) onReply(msg);
   });

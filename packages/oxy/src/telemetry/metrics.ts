@@ -65,20 +65,20 @@ export const hookMetrics = defineMetrics('hooks', {
 export const datagramMetrics = defineMetrics('udp', {
   sessions_active: gauge<{ endpoint: string }>('Open datagram sessions.'),
   sessions_total: counter<{ endpoint: string }>('Datagram sessions opened.'),
-  datagrams_total: counter<{ direction: 'up' | 'down' }>(
+  datagrams_total: counter<{ endpoint: string; direction: 'up' | 'down' }>(
     'Datagrams forwarded through sessions (up = client to upstream); open sessions are added every second.',
   ),
-  bytes_total: counter<{ direction: 'up' | 'down' }>(
+  bytes_total: counter<{ endpoint: string; direction: 'up' | 'down' }>(
     'Payload bytes forwarded through sessions; open sessions are added every second.',
   ),
-  dropped_total: counter<{ reason: string }>(
+  dropped_total: counter<{ endpoint: string; reason: string }>(
     'Datagrams dropped: refused session, too many sessions, too large (either way), a hook, a full queue.',
   ),
-  upstream_errors_total: counter<{ code: string }>(
+  upstream_errors_total: counter<{ endpoint: string; code: string }>(
     "Errors on sessions' upstream sockets, mostly ICMP reports: ECONNREFUSED (nothing listens at " +
       'the target), EHOSTUNREACH, ENETUNREACH. The session goes on until it idles out.',
   ),
-  session_duration_seconds: histogram('How long datagram sessions lasted.', {
+  session_duration_seconds: histogram<{ endpoint: string }>('How long datagram sessions lasted.', {
     buckets: [0.01, 0.1, 1, 5, 15, 60, 300, 900, 3600],
   }),
 });

@@ -95,17 +95,17 @@ const MAX_KEPT = 64;
 /** How often open sessions' counts are added to the metrics (see the module comment). */
 const COUNTS_INTERVAL_MS = 1000;
 
-/** Counts `n` datagrams dropped for being longer than `max_datagram_size`. */
-export function countTooLarge(n: number): void {
-  datagramMetrics.dropped_total({ reason: 'too_large' }).inc(n);
+/** Counts `n` datagrams of `endpoint` dropped for being longer than `max_datagram_size`. */
+export function countTooLarge(endpoint: string, n: number): void {
+  datagramMetrics.dropped_total({ endpoint, reason: 'too_large' }).inc(n);
 }
 
-/** Adds datagram and byte counts (the delta since the last report) to the metrics. */
-function reportCounts(up: number, down: number, bytesUp: number, bytesDown: number): void {
-  if (up !== 0) datagramMetrics.datagrams_total({ direction: 'up' }).inc(up);
-  if (down !== 0) datagramMetrics.datagrams_total({ direction: 'down' }).inc(down);
-  if (bytesUp !== 0) datagramMetrics.bytes_total({ direction: 'up' }).inc(bytesUp);
-  if (bytesDown !== 0) datagramMetrics.bytes_total({ direction: 'down' }).inc(bytesDown);
+/** Adds `endpoint`'s datagram and byte counts (the deltas since the last report) to the metrics. */
+function reportCounts(endpoint: string, up: number, down: number, bytesUp: number, bytesDown: number): void {
+  if (up !== 0) datagramMetrics.datagrams_total({ endpoint, direction: 'up' }).inc(up);
+  if (down !== 0) datagramMetrics.datagrams_total({ endpoint, direction: 'down' }).inc(down);
+  if (bytesUp !== 0) datagramMetrics.bytes_total({ endpoint, direction: 'up' }).inc(bytesUp);
+  if (bytesDown !== 0) datagramMetrics.bytes_total({ endpoint, direction: 'down' }).inc(bytesDown);
 }
 
 /** One client's datagram session. */
@@ -114,23 +114,26 @@ export class DatagramSession {
   static readonly #live = new Set<DatagramSession>();
   static #countsTimer: ReturnType<typeof setInterval> | null = null;
 
-  /** Adds every open session's counts since the last report to the metrics. */
+  /** Adds every open session's counts since the last report to the metrics, summed by endpoint. */
   static #reportLive(): void {
-    let up = 0;
-    let down = 0;
-    let bytesUp = 0;
-    let bytesDown = 0;
+    const sums = new Map<string, [number, number, number, number]>();
     for (const s of DatagramSession.#live) {
-      up += s.datagramsUp - s.#reportedUp;
-      down += s.datagramsDown - s.#reportedDown;
-      bytesUp += s.bytesUp - s.#reportedBytesUp;
-      bytesDown += s.bytesDown - s.#reportedBytesDown;
+      const name = s.conn.endpoint.name;
+      let t = sums.get(name);
+      if (t === undefined) {
+        t = [0, 0, 0, 0];
+        sums.set(name, t);
+      }
+      t[0] += s.datagramsUp - s.#reportedUp;
+      t[1] += s.datagramsDown - s.#reportedDown;
+      t[2] += s.bytesUp - s.#reportedBytesUp;
+      t[3] += s.bytesDown - s.#reportedBytesDown;
       s.#reportedUp = s.datagramsUp;
       s.#reportedDown = s.datagramsDown;
       s.#reportedBytesUp = s.bytesUp;
       s.#reportedBytesDown = s.bytesDown;
     }
-    reportCounts(up, down, bytesUp, bytesDown);
+    for (const [name, t] of sums) reportCounts(name, t[0], t[1], t[2], t[3]);
   }
 
   readonly conn: IngressConnection;
@@ -216,10 +219,10 @@ export class DatagramSession {
     if (this.state === 'opening') {
       this.#pending ??= [];
       if (this.#pending.length < MAX_PENDING) this.#pending.push(Buffer.from(data));
-      else datagramMetrics.dropped_total({ reason: 'session_opening' }).inc();
+      else this.#drop('session_opening');
       return;
     }
-    datagramMetrics.dropped_total({ reason: this.state === 'refused' ? 'refused' : 'closed' }).inc();
+    this.#drop(this.state === 'refused' ? 'refused' : 'closed');
   }
 
   /**
@@ -279,10 +282,10 @@ export class DatagramSession {
       this.#pending ??= [];
       if (this.#pending.length < MAX_PENDING)
         this.#pending.push(Buffer.from(batch.payload(i).subarray(skip)));
-      else datagramMetrics.dropped_total({ reason: 'session_opening' }).inc();
+      else this.#drop('session_opening');
       return;
     }
-    datagramMetrics.dropped_total({ reason: this.state === 'refused' ? 'refused' : 'closed' }).inc();
+    this.#drop(this.state === 'refused' ? 'refused' : 'closed');
   }
 
   /** Ends the session now with `reason` (idle, drain, shutdown); idempotent. */
@@ -426,12 +429,12 @@ export class DatagramSession {
   /** Reads replies and errors of the session's upstream socket `up`. */
   #attach(up: UdpSocket): void {
     up.onBatch((batch) => this.#fromUpstream(batch));
-    up.onTruncated(countTooLarge);
+    up.onTruncated((n) => countTooLarge(this.conn.endpoint.name, n));
     up.onError((e) => {
       // An ICMP error for the upstream (port unreachable): counted; the session goes on, as a
       // UDP flow would, until it idles out, on its next address if nothing answered yet.
       const code = e.errnoName || e.code;
-      datagramMetrics.upstream_errors_total({ code }).inc();
+      datagramMetrics.upstream_errors_total({ endpoint: this.conn.endpoint.name, code }).inc();
       if (this.#fallback !== null && up === this.#upstream && UNREACHABLE.has(code)) this.#nextAddress();
     });
   }
@@ -524,17 +527,17 @@ export class DatagramSession {
       v = hook(data, direction, this.request);
     } catch (e) {
       inConnectionContext(this.conn, () => this.#rt.hookFailed('DatagramHook.handleDatagram', e));
-      datagramMetrics.dropped_total({ reason: 'hook_failed' }).inc();
+      this.#drop('hook_failed');
       return null;
     }
     if (v === undefined || v.kind === 'pass') return data;
     if (v.kind === 'rewrite') {
       if (v.data.length <= this.#maxDatagram) return v.data;
-      countTooLarge(1);
+      countTooLarge(this.conn.endpoint.name, 1);
       return null;
     }
     if (v.kind === 'drop') {
-      datagramMetrics.dropped_total({ reason: v.reason }).inc();
+      this.#drop(v.reason);
       return null;
     }
     // A verdict of a kind the framework does not know fails closed.
@@ -544,8 +547,13 @@ export class DatagramSession {
         new TypeError(`unknown datagram verdict ${JSON.stringify((v as { kind: unknown }).kind)}`),
       ),
     );
-    datagramMetrics.dropped_total({ reason: 'hook_failed' }).inc();
+    this.#drop('hook_failed');
     return null;
+  }
+
+  /** Counts `n` datagrams of this session dropped for `reason`. */
+  #drop(reason: string, n = 1): void {
+    datagramMetrics.dropped_total({ endpoint: this.conn.endpoint.name, reason }).inc(n);
   }
 
   #refuse(status: number, reason: string, error: unknown): void {
@@ -555,8 +563,7 @@ export class DatagramSession {
     if (this.#ownsConnection) this.conn.closeReason = reason;
     this.state = 'refused';
     this.#settled({ open: false, error });
-    if (this.#pending !== null)
-      datagramMetrics.dropped_total({ reason: 'refused' }).inc(this.#pending.length);
+    if (this.#pending !== null) this.#drop('refused', this.#pending.length);
     this.#pending = null;
   }
 
@@ -571,13 +578,14 @@ export class DatagramSession {
       DatagramSession.#countsTimer = null;
     }
     reportCounts(
+      endpoint,
       this.datagramsUp - this.#reportedUp,
       this.datagramsDown - this.#reportedDown,
       this.bytesUp - this.#reportedBytesUp,
       this.bytesDown - this.#reportedBytesDown,
     );
     const durationMs = performance.now() - this.conn.startedAt;
-    datagramMetrics.session_duration_seconds().observe(durationMs / 1000);
+    datagramMetrics.session_duration_seconds({ endpoint }).observe(durationMs / 1000);
     if (this.#ownsConnection && this.conn.closeReason === 'client_closed')
       this.conn.closeReason = this.#reason;
     recordEnd(rt, this.request, this.bytesUp, this.bytesDown, this.#reason, {

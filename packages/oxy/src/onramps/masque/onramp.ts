@@ -194,16 +194,22 @@ export function createMasqueOnRamp(rt: Runtime, endpoint: EndpointState): Masque
 
 /** How a session answers its client: DATAGRAM capsules on the tunnel, once there is one. */
 class CapsuleIngress {
+  /** The endpoint's name, for the drop counter. */
+  readonly endpoint: string;
   tunnel: UdpTunnel | null = null;
   /** The tunnel's stream, whose queued bytes bound what is buffered for a slow client. */
   stream: Duplex | null = null;
   #idle: NodeJS.Timeout | undefined;
 
+  constructor(endpoint: string) {
+    this.endpoint = endpoint;
+  }
+
   reply(data: Uint8Array): void {
     const t = this.tunnel;
     if (t === null || t.closed) return;
     if ((this.stream?.writableLength ?? 0) > MAX_QUEUED_TO_CLIENT) {
-      datagramMetrics.dropped_total({ reason: 'client_backpressure' }).inc();
+      datagramMetrics.dropped_total({ endpoint: this.endpoint, reason: 'client_backpressure' }).inc();
       return;
     }
     t.send(data);
@@ -270,7 +276,7 @@ async function runTunnel(
     recordEnd(rt, request, 0, 0, 'client_closed', { datagrams_up: 0, datagrams_down: 0 });
     return;
   }
-  const ingress = new CapsuleIngress();
+  const ingress = new CapsuleIngress(request.ingress.endpoint.name);
   const session = new DatagramSession(
     rt,
     request.ingress,
@@ -310,7 +316,7 @@ async function runTunnel(
   tunnel.on('datagram', (payload, contextId) => {
     // RFC 9298 §4: context 0 carries UDP payloads; no other context is registered here.
     if (contextId === 0) session.fromClientData(payload, performance.now());
-    else datagramMetrics.dropped_total({ reason: 'context_id' }).inc();
+    else datagramMetrics.dropped_total({ endpoint: ingress.endpoint, reason: 'context_id' }).inc();
   });
   tunnel.on('error', (e) => {
     log.debug('CONNECT-UDP capsule error', { code: e.code, err: e.message });

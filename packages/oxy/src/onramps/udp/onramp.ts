@@ -70,14 +70,14 @@ export function openUdpOnRamp(
   assertUdpSettings(endpoint.name, settings);
   const maxDatagram = settings.udp.max_datagram_size;
   const socket = bindEndpointUdp(endpoint.name, addr.host, addr.port, maxDatagram, listeners);
-  socket.onTruncated(countTooLarge);
+  socket.onTruncated((n) => countTooLarge(endpoint.name, n));
   const bound = socket.address();
   const local: SocketAddr = { host: bound.address, port: bound.port };
   const target = settings.udp.target ?? NO_TARGET;
   const idleMs = settings.udp.idle_timeout;
   const maxSessions = settings.udp.max_sessions;
   const sessions = new Map<number | string, DatagramSession>();
-  const tooMany = datagramMetrics.dropped_total({ reason: 'too_many_sessions' });
+  const tooMany = datagramMetrics.dropped_total({ endpoint: endpoint.name, reason: 'too_many_sessions' });
   let full = false; // at max_sessions since the last warning
 
   /**
@@ -186,7 +186,7 @@ export function openUdpOnRamp(
     const name = endpoint.name;
     const format = pp.udp_format;
     const byDestination = settings.udp.target === null;
-    const refused = datagramMetrics.dropped_total({ reason: 'proxy_protocol' });
+    const refused = datagramMetrics.dropped_total({ endpoint: name, reason: 'proxy_protocol' });
     socket.onBatch((batch) => {
       const now = performance.now();
       // The run being gathered: consecutive datagrams of one client behind headers of one length.
