@@ -121,6 +121,9 @@ export class UpgradeAnswer {
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
+    // A socket paused by its connector (an upstream proxy's tunnel, read up to its 200) flows
+    // only once asked to: a 'data' listener alone leaves an explicit pause in place.
+    socket.resume();
     this.#timer =
       limitMs > 0
         ? setTimeout(() => {

@@ -109,6 +109,8 @@ async function upgrade(
   const c = await connectTunnelEgress(rt, eg, request.decisions);
   request.upstream = formatHostPort(c.remote.host, c.remote.port);
   const upstream = c.socket;
+  // Bytes an upstream proxy sent with its 200 are the tunnel's first: the answer starts there.
+  if (c.head !== null) upstream.unshift(c.head);
   let headers: string[];
   if (head === null) headers = filterRawHeaders(req.rawHeaders, 'host', true);
   else {
