@@ -16,11 +16,8 @@
  * client costs one record per idle period, not one per datagram), `closed`.
  *
  * Timers: none per session. The on-ramp sweeps its sessions for idleness, reading `lastActive`,
- * which is set from the time its caller read once per received batch. One timer per process,
- * running while any session is open, adds every open session's new counts to
- * `udp_datagrams_total` and `udp_bytes_total` each second, so a session that never ends shows
- * there too; a session adds the rest when it ends. The hot path only adds to the session's own
- * counts.
+ * which is set from the time its caller read once per received batch. Counts reach the metrics
+ * each second (`counts.ts`).
  *
  * Several addresses (a name, or a hook's list): the session uses the first one the kernel
  * accepts. Until a reply comes, an ICMP report that it does not serve (`ECONNREFUSED`,
@@ -54,6 +51,7 @@ import type { Runtime } from '../../runtime.ts';
 import { forkConnection, forkRequest, inConnectionContext } from '../../telemetry/fork.ts';
 import { datagramMetrics } from '../../telemetry/metrics.ts';
 import { recordEnd } from '../record.ts';
+import { countTooLarge, SessionCounts, track, untrack } from './counts.ts';
 
 /** How an on-ramp answers a session's client. */
 export interface DatagramIngress {
@@ -92,64 +90,15 @@ const MAX_PENDING = 64;
 /** Datagrams up of which the last is kept for a move to the next address (see the module comment). */
 const MAX_KEPT = 64;
 
-/** How often open sessions' counts are added to the metrics (see the module comment). */
-const COUNTS_INTERVAL_MS = 1000;
-
-/** Counts `n` datagrams of `endpoint` dropped for being longer than `max_datagram_size`. */
-export function countTooLarge(endpoint: string, n: number): void {
-  datagramMetrics.dropped_total({ endpoint, reason: 'too_large' }).inc(n);
-}
-
-/** Adds `endpoint`'s datagram and byte counts (the deltas since the last report) to the metrics. */
-function reportCounts(endpoint: string, up: number, down: number, bytesUp: number, bytesDown: number): void {
-  if (up !== 0) datagramMetrics.datagrams_total({ endpoint, direction: 'up' }).inc(up);
-  if (down !== 0) datagramMetrics.datagrams_total({ endpoint, direction: 'down' }).inc(down);
-  if (bytesUp !== 0) datagramMetrics.bytes_total({ endpoint, direction: 'up' }).inc(bytesUp);
-  if (bytesDown !== 0) datagramMetrics.bytes_total({ endpoint, direction: 'down' }).inc(bytesDown);
-}
-
 /** One client's datagram session. */
 export class DatagramSession {
-  /** Sessions open in this process, whose counts the timer reports. */
-  static readonly #live = new Set<DatagramSession>();
-  static #countsTimer: ReturnType<typeof setInterval> | null = null;
-
-  /** Adds every open session's counts since the last report to the metrics, summed by endpoint. */
-  static #reportLive(): void {
-    const sums = new Map<string, [number, number, number, number]>();
-    for (const s of DatagramSession.#live) {
-      const name = s.conn.endpoint.name;
-      let t = sums.get(name);
-      if (t === undefined) {
-        t = [0, 0, 0, 0];
-        sums.set(name, t);
-      }
-      t[0] += s.datagramsUp - s.#reportedUp;
-      t[1] += s.datagramsDown - s.#reportedDown;
-      t[2] += s.bytesUp - s.#reportedBytesUp;
-      t[3] += s.bytesDown - s.#reportedBytesDown;
-      s.#reportedUp = s.datagramsUp;
-      s.#reportedDown = s.datagramsDown;
-      s.#reportedBytesUp = s.bytesUp;
-      s.#reportedBytesDown = s.bytesDown;
-    }
-    for (const [name, t] of sums) reportCounts(name, t[0], t[1], t[2], t[3]);
-  }
-
   readonly conn: IngressConnection;
   readonly request: RequestState;
   state: SessionState = 'opening';
   /** `performance.now()` of the last datagram either way (set from the caller's batch time). */
   lastActive: number;
-  datagramsUp = 0;
-  datagramsDown = 0;
-  bytesUp = 0;
-  bytesDown = 0;
-  /** The counts already added to the metrics. */
-  #reportedUp = 0;
-  #reportedDown = 0;
-  #reportedBytesUp = 0;
-  #reportedBytesDown = 0;
+  /** What the session forwarded, both ways. */
+  readonly counts: SessionCounts;
   readonly #rt: Runtime;
   readonly #ingress: DatagramIngress;
   readonly #maxDatagram: number;
@@ -199,8 +148,8 @@ export class DatagramSession {
     this.request = options.request ?? new RequestState(conn, 'udp', 'UDP', target, rt.ext);
     datagramMetrics.sessions_total({ endpoint: conn.endpoint.name }).inc();
     datagramMetrics.sessions_active({ endpoint: conn.endpoint.name }).inc();
-    DatagramSession.#live.add(this);
-    DatagramSession.#countsTimer ??= setInterval(DatagramSession.#reportLive, COUNTS_INTERVAL_MS).unref();
+    this.counts = new SessionCounts(conn.endpoint.name);
+    track(this.counts);
     // An on-ramp's request is already in its telemetry context (the on-ramp forked it).
     if (this.#ownsConnection) forkConnection(conn, () => forkRequest(this.request, () => void this.#start()));
     else void this.#start();
@@ -244,8 +193,8 @@ export class DatagramSession {
     this.lastActive = now;
     let bytes = 0;
     for (let i = start; i < end; i++) bytes += batch.length(i);
-    this.datagramsUp += end - start;
-    this.bytesUp += bytes - (end - start) * skip;
+    this.counts.datagramsUp += end - start;
+    this.counts.bytesUp += bytes - (end - start) * skip;
     (this.#upstream as UdpSocket).sendRange(batch, start, end, null, skip);
   }
 
@@ -264,16 +213,16 @@ export class DatagramSession {
       const up = this.#upstream as UdpSocket;
       const hook = this.#rt.hooks.datagram;
       if (hook === null) {
-        this.datagramsUp++;
-        this.bytesUp += n;
+        this.counts.datagramsUp++;
+        this.counts.bytesUp += n;
         up.sendFrom(batch, i, null, skip === 0 ? NO_SKIP : { skip });
         if (this.#fallback !== null) this.#keep(batch.payload(i).subarray(skip));
         return;
       }
       const out = this.#verdict(hook, batch.payload(i).subarray(skip), 'up');
       if (out === null) return;
-      this.datagramsUp++;
-      this.bytesUp += out.length;
+      this.counts.datagramsUp++;
+      this.counts.bytesUp += out.length;
       up.send(out);
       if (this.#fallback !== null) this.#keep(out);
       return;
@@ -469,8 +418,8 @@ export class DatagramSession {
     const hook = this.#rt.hooks.datagram;
     const out = hook === null ? data : this.#verdict(hook, data, 'up');
     if (out === null) return;
-    this.datagramsUp++;
-    this.bytesUp += out.length;
+    this.counts.datagramsUp++;
+    this.counts.bytesUp += out.length;
     if (this.#packets !== null) this.#packets.send(out);
     else {
       this.#upstream?.send(out);
@@ -485,8 +434,8 @@ export class DatagramSession {
     const hook = this.#rt.hooks.datagram;
     const out = hook === null ? data : this.#verdict(hook, data, 'down');
     if (out === null) return;
-    this.datagramsDown++;
-    this.bytesDown += out.length;
+    this.counts.datagramsDown++;
+    this.counts.bytesDown += out.length;
     this.#ingress.reply(out);
   }
 
@@ -502,16 +451,16 @@ export class DatagramSession {
     if (hook === null) {
       let bytes = 0;
       for (let i = 0; i < batch.count; i++) bytes += batch.length(i);
-      this.datagramsDown += batch.count;
-      this.bytesDown += bytes;
+      this.counts.datagramsDown += batch.count;
+      this.counts.bytesDown += bytes;
       this.#ingress.replyBatch(batch);
       return;
     }
     for (let i = 0; i < batch.count; i++) {
       const out = this.#verdict(hook, batch.payload(i), 'down');
       if (out === null) continue;
-      this.datagramsDown++;
-      this.bytesDown += out.length;
+      this.counts.datagramsDown++;
+      this.counts.bytesDown += out.length;
       this.#ingress.reply(out);
     }
   }
@@ -571,26 +520,14 @@ export class DatagramSession {
     const rt = this.#rt;
     const endpoint = this.conn.endpoint.name;
     datagramMetrics.sessions_active({ endpoint }).dec();
-    const live = DatagramSession.#live;
-    live.delete(this);
-    if (live.size === 0 && DatagramSession.#countsTimer !== null) {
-      clearInterval(DatagramSession.#countsTimer);
-      DatagramSession.#countsTimer = null;
-    }
-    reportCounts(
-      endpoint,
-      this.datagramsUp - this.#reportedUp,
-      this.datagramsDown - this.#reportedDown,
-      this.bytesUp - this.#reportedBytesUp,
-      this.bytesDown - this.#reportedBytesDown,
-    );
+    untrack(this.counts);
     const durationMs = performance.now() - this.conn.startedAt;
     datagramMetrics.session_duration_seconds({ endpoint }).observe(durationMs / 1000);
     if (this.#ownsConnection && this.conn.closeReason === 'client_closed')
       this.conn.closeReason = this.#reason;
-    recordEnd(rt, this.request, this.bytesUp, this.bytesDown, this.#reason, {
-      datagrams_up: this.datagramsUp,
-      datagrams_down: this.datagramsDown,
+    recordEnd(rt, this.request, this.counts.bytesUp, this.counts.bytesDown, this.#reason, {
+      datagrams_up: this.counts.datagramsUp,
+      datagrams_down: this.counts.datagramsDown,
     });
     this.#ingress.ended(this);
     const hook = rt.hooks.ingressConnectionClose;
@@ -598,8 +535,8 @@ export class DatagramSession {
     try {
       hook(
         {
-          bytesIn: this.bytesUp,
-          bytesOut: this.bytesDown,
+          bytesIn: this.counts.bytesUp,
+          bytesOut: this.counts.bytesDown,
           durationMs,
           requests: 1,
           closeReason: this.conn.closeReason,
