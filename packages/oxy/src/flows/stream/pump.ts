@@ -127,7 +127,10 @@ export class StreamPump {
     // A side handed over paused (an upstream proxy's tunnel, an on-ramp) must flow now.
     client.resume();
     upstream.resume();
-    // Either side may have been closed before we were attached.
+    // Either side may have been closed, or have read its peer's FIN, before we were attached:
+    // its 'end' is then past, and the FIN is carried across here.
+    if (client.readableEnded && !upstream.destroyed) upstream.end();
+    if (upstream.readableEnded && !client.destroyed) client.end();
     if (client.destroyed) this.#onClientClose();
     if (upstream.destroyed) this.#onUpstreamClose();
   }

@@ -29,9 +29,13 @@ export class Http1ConnectExchange implements ConnectExchange {
   #headers: HttpHeaders | readonly string[];
   #head: RequestHead | null = null;
   readonly #socket: Duplex;
-  readonly #early: Buffer | null;
 
-  /** `headers` is Node's header object, or raw headers (`[name, value, …]`). */
+  /**
+   * `headers` is Node's header object, or raw headers (`[name, value, …]`); `early`, the bytes
+   * read after the head, goes back in front of the socket's input at once: a client that sent
+   * them and its FIN in one go would otherwise see its input end, with them lost, before the
+   * tunnel reads (Node emits 'end' as soon as the FIN meets an empty buffer).
+   */
   constructor(
     authority: string,
     headers: HttpHeaders | readonly string[],
@@ -41,7 +45,7 @@ export class Http1ConnectExchange implements ConnectExchange {
     this.#authority = authority;
     this.#headers = headers;
     this.#socket = socket;
-    this.#early = early;
+    if (early !== null && early.length > 0) socket.unshift(early);
   }
 
   get head(): RequestHead {
@@ -65,7 +69,6 @@ export class Http1ConnectExchange implements ConnectExchange {
       for (const x of Array.isArray(v) ? v : [v]) out += `${name}: ${x}\r\n`;
     }
     this.#socket.write(`${out}\r\n`);
-    if (this.#early !== null && this.#early.length > 0) this.#socket.unshift(this.#early);
     return this.#socket;
   }
 
@@ -78,11 +81,8 @@ export class Http1ConnectExchange implements ConnectExchange {
     const s = this.#socket;
     if (!(s instanceof net.Socket) || (s as { encrypted?: boolean }).encrypted === true) return null;
     if (isOffloaded(s) || s.writableLength > 0) return null;
-    return {
-      socket: s,
-      early: this.#early !== null && this.#early.length > 0 ? this.#early : null,
-      head: ESTABLISHED,
-    };
+    // The early bytes are in the socket's input, which the splice takes up first.
+    return { socket: s, early: null, head: ESTABLISHED };
   }
 }
 
