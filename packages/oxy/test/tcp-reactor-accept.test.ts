@@ -7,6 +7,7 @@
  * with tunnels JS has and has not heard of, and many concurrent connections with none lost.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import { after, test } from 'node:test';
@@ -299,4 +300,35 @@ test('a tunnel announced while the JS thread is busy with a drain is adopted, dr
   await waitUntil(() => tunnels(app).length === 1, 'the record');
   assert.ok(reactorAcceptStats.adopted > adopted, 'the tunnel was adopted');
   assert.equal(app.proxy.runtime.connections.size, 0);
+});
+
+test('a connect that times out is recorded at its deadline, with the time it took, not when the next connection comes', {
+  skip,
+}, async () => {
+  // A listener that completes no more handshakes: a stopped process's, its backlog full.
+  const child = spawn(process.execPath, [
+    '-e',
+    "const s=require('net').createServer();s.listen({host:'127.0.0.1',port:0,backlog:1},()=>console.log(s.address().port))",
+  ]);
+  after(() => child.kill('SIGKILL'));
+  const [line] = (await once(child.stdout, 'data')) as [Buffer];
+  const port = Number(line.toString().trim());
+  child.kill('SIGSTOP');
+  const fill: net.Socket[] = [];
+  for (let i = 0; i < 4; i++) fill.push(net.connect(port, '127.0.0.1').on('error', () => {}));
+  after(() => {
+    for (const s of fill) s.destroy();
+  });
+  await new Promise((r) => setTimeout(r, 200));
+  const app = await start(`127.0.0.1:${port}`, { blocked_cidrs: [], connect_timeout: '500ms' });
+  const s = dial(app);
+  const t0 = performance.now();
+  await new Promise((r) => s.on('close', r)); // reset at the deadline
+  // Nothing else connects: the record must come on its own, soon after the deadline.
+  await waitUntil(() => tunnels(app).length === 1, 'the connect timeout’s record', 1500);
+  const waited = performance.now() - t0;
+  const rec = tunnels(app)[0] as AuditRecord;
+  assert.equal(rec.close_reason, 'OXY_ERR_CONNECT_TIMEOUT');
+  assert.ok(rec.duration_ms >= 490 && rec.duration_ms < 700, `duration_ms ${rec.duration_ms}`);
+  assert.ok(waited < 1500, `recorded ${waited} ms after the connect`);
 });

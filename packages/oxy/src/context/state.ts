@@ -249,6 +249,11 @@ export class RequestState implements RequestContext, LogFieldSource {
   connectedAt = 0;
   /** `performance.now()` when the upstream's response head arrived; 0 until then (or for a tunnel). */
   respondedAt = 0;
+  /**
+   * `performance.now()` when the unit ended, when that was before JS heard of it (a tunnel the
+   * addon ran, reported in a batch); 0: it ends when recorded.
+   */
+  endedAt = 0;
   /** What failed the request, when a flow knows more than its close reason (`record.ts`). */
   error: unknown = null;
   status = 0;

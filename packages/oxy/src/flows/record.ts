@@ -103,6 +103,11 @@ function errorOf(request: RequestState, closeReason: string): RequestError | nul
 
 const ms = (from: number, to: number): number => Math.round((to - from) * 1000) / 1000;
 
+/** When `request` ended: its `endedAt` when the addon reported it later, else now. */
+export function endOf(request: RequestState): number {
+  return request.endedAt === 0 ? performance.now() : request.endedAt;
+}
+
 /** The {@link RequestEndInfo} of a request that just ended. */
 export function endInfo(
   request: RequestState,
@@ -120,7 +125,7 @@ export function endInfo(
     upstreamReused: request.upstreamReused,
     bytesUp,
     bytesDown,
-    durationMs: ms(start, performance.now()),
+    durationMs: ms(start, endOf(request)),
     connectMs: request.connectedAt === 0 ? null : ms(start, request.connectedAt),
     firstByteMs: request.respondedAt === 0 ? null : ms(start, request.respondedAt),
     closeReason,
@@ -182,7 +187,7 @@ function writeAudit(
     status: request.status,
     bytes_up: bytesUp,
     bytes_down: bytesDown,
-    duration_ms: ms(request.startedAt, performance.now()),
+    duration_ms: ms(request.startedAt, endOf(request)),
     close_reason: closeReason,
     ...blockReason(request, closeReason),
     client_identity: auditIdentity(conn.clientIdentity),

@@ -37,7 +37,7 @@ import type { AppTunnelPipeline } from '../../hooks/tunnel.ts';
 import type { Runtime } from '../../runtime.ts';
 import { tunnelMetrics } from '../../telemetry/metrics.ts';
 import { connectsLate, inspectsTunnels, inspectTunnel, TunnelUpstream } from '../../tunnels/inspect.ts';
-import { countFailure, recordEnd } from '../record.ts';
+import { countFailure, endOf, recordEnd } from '../record.ts';
 import { runAppPipeline } from './app-pipeline.ts';
 import { StreamPump } from './pump.ts';
 import { canSplice, spliceTunnel } from './splice.ts';
@@ -372,6 +372,6 @@ export function finishStream(
   const kind = request.kind;
   tunnelMetrics.bytes_total({ endpoint, kind, direction: 'up' }).inc(up);
   tunnelMetrics.bytes_total({ endpoint, kind, direction: 'down' }).inc(down);
-  tunnelMetrics.duration_seconds({ endpoint, kind }).observe((performance.now() - request.startedAt) / 1000);
+  tunnelMetrics.duration_seconds({ endpoint, kind }).observe((endOf(request) - request.startedAt) / 1000);
   recordEnd(rt, request, up, down, reason);
 }

@@ -318,7 +318,7 @@ class ReactorListener {
       if (connectMs >= 0) connectObserved(performance.now() - connectMs);
       up.inc(n[o + 1] as number);
       down.inc(n[o + 2] as number);
-      duration.observe((n[o + 6] as number) / 1000);
+      duration.observe(((n[o + 6] as number) - (n[o + 7] as number)) / 1000);
     }
   }
 
@@ -332,6 +332,8 @@ class ReactorListener {
       conn.requests++;
       const request = new RequestState(conn, 'tcp', 'TCP', this.#target, rt.ext);
       (request as { startedAt: number }).startedAt = conn.startedAt;
+      // Records wait in the addon up to a few ms to go in batches: the end is when it was.
+      request.endedAt = now - (n[o + 7] as number);
       forkRequest(request, () => this.#report(request, n, o));
       conn.closed = true;
     });
