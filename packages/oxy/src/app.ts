@@ -110,6 +110,9 @@ export function defineApp<
   return Object.freeze({ definition: definition as AppDefinition<X, S> });
 }
 
+/** How long, after a drain's deadline cut what remained, its records may take to be written. */
+const CUT_NEWS_MS = 2000;
+
 /**
  * Runs `app` as a service: the command line (`-c`, `--generate`, `--check`, `--restart`, …,
  * and the `ca export` subcommand, which prints the interception CA and exits),
@@ -180,13 +183,18 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
           await datagrams;
         },
         forceClose() {
+          if (proxy !== undefined) proxy.runtime.cutting = true;
           for (const conn of proxy?.runtime.connections ?? []) {
             conn.closeReason = 'drained';
             // The lifecycle destroys the sockets it tracks next; a raw tcp connection has none.
             if (conn.socket === null) conn.abort?.();
           }
         },
-        beforeExit: () => proxy?.runtime.audit.close(),
+        beforeExit: async () => {
+          if (proxy === undefined) return;
+          if (proxy.runtime.cutting) await proxy.runtime.settleCut(CUT_NEWS_MS);
+          await proxy.runtime.audit.close();
+        },
         log: (level, msg, fields) => log[level](msg, fields),
       };
       const worker = role === null ? null : await workers.startWorkerLifecycle(lifecycleOptions, role);

@@ -118,6 +118,7 @@ export async function drain(
     await new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - performance.now()))));
   }
   const aborted: IngressConnection[] = [];
+  if (rt.connections.size > 0) rt.cutting = true;
   for (const conn of rt.connections) {
     conn.closeReason = 'drained';
     if (conn.socket !== null) conn.socket.destroy();

@@ -56,6 +56,23 @@ export class Runtime {
     this.#draining = on;
     if (starts) for (const fn of this.#onDraining) fn();
   }
+  /**
+   * Set when a drain's deadline cuts what remains: a unit ending then because its sockets were
+   * destroyed is recorded as `drained`, not as a reset by its client or upstream.
+   */
+  cutting = false;
+
+  /**
+   * Resolves once what a drain's deadline cut has reported its end (its sockets' close events,
+   * then its record), or after `boundMs`: the audit file closes after this.
+   */
+  async settleCut(boundMs: number): Promise<void> {
+    const end = performance.now() + boundMs;
+    while (this.connections.size > 0 && performance.now() < end) await new Promise((r) => setTimeout(r, 5));
+    // The last close events and the records they lead to come on the next turns.
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+  }
+
   /** Calls `fn` when draining starts: for engines that cannot read the flag (the addon's). */
   onDraining(fn: () => void): void {
     this.#onDraining.push(fn);

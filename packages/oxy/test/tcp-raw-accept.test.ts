@@ -167,6 +167,6 @@ test('a drain ends a raw tunnel still open at its deadline; the record says so',
   s.destroy();
   const rec = await recordFor(app, (r) => r.kind === 'tunnel');
   assert.equal(rec.bytes_up, 4);
-  assert.equal(rec.close_reason, 'client_reset');
+  assert.equal(rec.close_reason, 'drained');
   await metricBecomes('ingress_connections_active', 'raw', 0);
 });

@@ -44,6 +44,16 @@ export function countFailure(request: RequestState, status: number): void {
  * Ends a request or tunnel: fires `handleRequestEnd`, logs a failure at DEBUG, and writes the
  * audit record (when audit is on). Call exactly once per request or tunnel.
  */
+/** The ways a unit ends when a drain's deadline destroys its sockets (then: `drained`). */
+const CUT: ReadonlySet<string> = new Set([
+  'client_reset',
+  'upstream_reset',
+  'client_error',
+  'upstream_error',
+  'client_closed',
+  'aborted',
+]);
+
 export function recordEnd(
   rt: Runtime,
   request: RequestState,
@@ -52,6 +62,7 @@ export function recordEnd(
   closeReason: string,
   datagrams?: { readonly datagrams_up: number; readonly datagrams_down: number },
 ): void {
+  if (rt.cutting && CUT.has(closeReason)) closeReason = 'drained';
   const hook = rt.hooks.requestEnd;
   if (hook !== null) {
     const info = endInfo(request, bytesUp, bytesDown, closeReason);
