@@ -11,6 +11,7 @@
  */
 
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { OXY_ERR, OxyError, type OxyErrorCode } from '../../errors.ts';
 import { formatHostPort } from '../tcp/happy-eyeballs.ts';
 
@@ -38,17 +39,18 @@ export interface ConnectViaProxyOptions {
   /** Largest response head accepted (default 16 KiB). */
   readonly maxHeadBytes?: number;
   /**
-   * A connection to the proxy that the caller already opened, e.g. with `connectHappyEyeballs`
-   * over the proxy's resolved and blocklist-checked addresses. When absent, `net.connect` opens
-   * one (Node resolves a host name itself).
+   * A connection to the proxy that the caller already opened, connecting or connected (Oxy's
+   * egress opens it as forwarded requests reach the proxy: `egress.dns`, `source_addr`, Happy
+   * Eyeballs or `tcpConnectOverride`). When absent, `net.connect` opens one (Node resolves a
+   * host name itself).
    */
-  readonly socket?: net.Socket;
+  readonly socket?: Duplex;
 }
 
 /** A tunnel through the upstream proxy. */
 export interface ProxyTunnel {
   /** Connected, paused, with no listeners of ours; the tunnel's bytes flow on it. */
-  readonly socket: net.Socket;
+  readonly socket: Duplex;
   /** Tunnel bytes that arrived with the proxy's answer; write them downstream first. */
   readonly head: Buffer;
   /** The proxy's status (2xx). */
@@ -104,7 +106,8 @@ export function connectViaProxy(
     }
     const authority = formatHostPort(target.host, target.port);
     const maxHead = opts.maxHeadBytes ?? DEFAULT_MAX_HEAD;
-    const socket = opts.socket ?? net.connect({ host: proxy.host, port: proxy.port, noDelay: true });
+    const socket: Duplex & { connecting?: boolean } =
+      opts.socket ?? net.connect({ host: proxy.host, port: proxy.port, noDelay: true });
     let received: Buffer = Buffer.alloc(0);
     /** Bytes of interim (1xx) heads already read and skipped. */
     let headBytes = 0;
@@ -183,7 +186,7 @@ export function connectViaProxy(
       return;
     }
     // A socket handed in may be connected already; then the CONNECT goes out at once.
-    if (socket.connecting || opts.socket === undefined) socket.on('connect', onConnect);
+    if (socket.connecting === true || opts.socket === undefined) socket.on('connect', onConnect);
     else queueMicrotask(onConnect);
     socket.on('data', onData);
     socket.on('error', onError);
