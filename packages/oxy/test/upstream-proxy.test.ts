@@ -183,3 +183,29 @@ test('a proxy name that resolves to nothing fails both paths with the same statu
   assert.equal(a.close_reason, b.close_reason);
   assert.match(a.close_reason, /^OXY_ERR_/);
 });
+
+test("the upstream proxy's 407 is a 502 to the client on both paths, with one message", async () => {
+  const { server } = await scriptedProxy(
+    () =>
+      'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="x"\r\n' +
+      'Content-Length: 0\r\nConnection: close\r\n\r\n',
+  );
+  const app = await startApp(hooksApp(), {
+    settings: { egress: { upstream_proxy: { enabled: true, addr: server.authority } } },
+  });
+  after(() => app.stop());
+  const t = await connectTunnel(app.address(), echo.authority);
+  t.socket.destroy();
+  const r = await proxyRequest(app.address(), `${upstream.origin}/via`);
+  assert.deepEqual([t.status, r.status], [502, 502]);
+  assert.equal(r.headers['proxy-authenticate'], undefined);
+  assert.match(r.text, /upstream proxy answered 407 Proxy Authentication Required/);
+  const records = await app.waitForAudit(2);
+  assert.deepEqual(
+    records.map((x) => [x.status, x.close_reason]),
+    [
+      [502, 'OXY_ERR_UPSTREAM_PROXY'],
+      [502, 'OXY_ERR_UPSTREAM_PROXY'],
+    ],
+  );
+});
