@@ -33,15 +33,14 @@ export interface EgressConnection {
   readonly head: Buffer | null;
 }
 
-function allowHalfOpenConnect(address: string, port: number, localAddress: string | undefined): net.Socket {
-  return net.connect({
-    host: address,
-    port,
-    localAddress,
-    noDelay: true,
-    autoSelectFamily: false,
-    allowHalfOpen: true,
-  });
+/**
+ * The address to connect to `ip` from: `egress.source_addr` when it is of `ip`'s family, else
+ * undefined (the kernel chooses). The one rule of every connector: Happy Eyeballs, the upstream
+ * proxy's connection, the addon's whole tunnels and UDP sockets.
+ */
+export function sourceFor(rt: Runtime, ip: string): string | undefined {
+  const source = rt.settings.egress.source_addr;
+  return source !== null && net.isIP(source) === net.isIP(ip) ? source : undefined;
 }
 
 /** The decision without an `EgressHook.handleConnection`: direct, or the configured upstream proxy. */
@@ -217,11 +216,18 @@ const connectOptionsOf = new WeakMap<Runtime, HappyEyeballsOptions>();
 function connectOptions(rt: Runtime): HappyEyeballsOptions {
   let opts = connectOptionsOf.get(rt);
   if (opts === undefined) {
-    const source = rt.settings.egress.source_addr;
     opts = {
       timeoutMs: rt.settings.egress.connect_timeout,
-      connect: allowHalfOpenConnect,
-      ...(source === null ? {} : { localAddress: source }),
+      // The source address by {@link sourceFor}, per attempt: no address is skipped for its family.
+      connect: (host, port) =>
+        net.connect({
+          host,
+          port,
+          localAddress: sourceFor(rt, host),
+          noDelay: true,
+          autoSelectFamily: false,
+          allowHalfOpen: true,
+        }),
     };
     connectOptionsOf.set(rt, opts);
   }
@@ -440,16 +446,27 @@ export async function connectStream(
     return { socket, remote, head: null };
   }
   if (route.kind === 'packets') return connectPackets(rt, eg, route);
+  return connectProxyTunnel(rt, eg, route.proxy);
+}
+
+/**
+ * A CONNECT tunnel through `proxy`. The proxy is reached as forwarded requests reach it (the
+ * HTTP pool's {@link connectDirect}, trusted): its name resolved by `egress.dns` and the DNS
+ * hooks, `source_addr`, `tcpConnectOverride`, and one `connect_timeout` for the connect and
+ * the proxy's answer together. A failure gives the same code on both paths.
+ */
+async function connectProxyTunnel(
+  rt: Runtime,
+  eg: EgressState,
+  proxy: UpstreamProxy,
+): Promise<EgressConnection> {
   const started = performance.now();
-  const proxy = route.proxy;
-  const tunnel = await connectViaProxy(proxy, eg.target, {
-    timeoutMs: rt.settings.egress.connect_timeout,
-  }).catch((e: unknown) => {
+  const { socket, remote } = await connectDirect(rt, eg, { host: proxy.host, port: proxy.port }, true);
+  const timeoutMs = Math.max(1, rt.settings.egress.connect_timeout - (performance.now() - started));
+  const tunnel = await connectViaProxy(proxy, eg.target, { timeoutMs, socket }).catch((e: unknown) => {
     connectFailed(isOxyError(e) ? e.code : 'unknown');
     throw e;
   });
-  connectObserved(started);
-  const remote = { host: proxy.host, port: proxy.port };
   tunnel.socket.allowHalfOpen = true;
   established(rt, eg, tunnel.socket, remote);
   return { socket: tunnel.socket, remote, head: tunnel.head.length > 0 ? tunnel.head : null };

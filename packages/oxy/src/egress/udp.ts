@@ -18,6 +18,7 @@ import type { EgressState } from '../context/state.ts';
 import { OXY_ERR, OxyError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
 import { datagramMetrics } from '../telemetry/metrics.ts';
+import { sourceFor } from './connect.ts';
 import type { DatagramPackets } from './packets.ts';
 
 /**
@@ -60,7 +61,6 @@ export function connectUdp(
   const tried = ips.slice(0, MAX_UDP_ADDRESSES);
   if (tried.length === 0)
     throw new OxyError(OXY_ERR.CONNECT_FAILED, 'no address to send to', { source: 'internal' });
-  const source = rt.settings.egress.source_addr;
   let first: OxyError | null = null;
   for (let i = 0; i < tried.length; i++) {
     const ip = tried[i] as string;
@@ -70,7 +70,7 @@ export function connectUdp(
         port,
         maxDatagramSize: maxDatagram,
         receiveBufferSize: UPSTREAM_RECEIVE_BUFFER,
-        ...(source !== null && net.isIP(source) === net.isIP(ip) ? { localAddress: source } : {}),
+        localAddress: sourceFor(rt, ip),
       });
       return { socket, remote: { host: ip, port }, rest: tried.slice(i + 1) };
     } catch (e) {

@@ -22,7 +22,7 @@ import {
 } from '../flows/stream/splice.ts';
 import { connectFailure } from '../offramps/tcp/happy-eyeballs.ts';
 import type { Runtime } from '../runtime.ts';
-import { connectFailed, connectObserved, type EgressRoute } from './connect.ts';
+import { connectFailed, connectObserved, type EgressRoute, sourceFor } from './connect.ts';
 
 /** A client the addon can run a whole tunnel for: a plain TCP socket, read by nobody. */
 export interface SpliceableClient {
@@ -86,11 +86,10 @@ export function connectWholeTunnel(
   client: SpliceableClient,
   request: { status: number },
 ): Promise<SpliceConnectResult> {
-  const source = rt.settings.egress.source_addr;
   const target: SpliceConnectTarget = {
     ip,
     port,
-    sourceIp: source !== null && net.isIP(source) === net.isIP(ip) ? source : '',
+    sourceIp: sourceFor(rt, ip) ?? '',
     head: client.head,
     early: client.early,
     connectTimeoutMs: rt.settings.egress.connect_timeout,

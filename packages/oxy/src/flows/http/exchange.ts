@@ -33,6 +33,7 @@ import type {
   RequestBody,
   ResponseSink,
 } from '../../offramps/http/pool.ts';
+import { proxyRefused } from '../../offramps/upstream-proxy/connect.ts';
 import type { Runtime } from '../../runtime.ts';
 import { httpSettingsOf } from '../../settings.ts';
 import { forkRequest } from '../../telemetry/fork.ts';
@@ -115,6 +116,8 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
   chunked = false;
   /** The route goes to an `https` origin. */
   #https = false;
+  /** The route goes to an upstream proxy (absolute-form). */
+  #viaProxy = false;
 
   constructor(
     rt: Runtime,
@@ -237,6 +240,7 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
     }
     const method = head?.method ?? request.method;
     this.#https = route.target.tls !== null;
+    this.#viaProxy = route.target.trusted;
     const text = `${method} ${route.requestTarget} HTTP/1.1\r\n${fields}${extra}\r\n`;
     this.#pending = this.#pool.request(route.target, method, text, this, body);
   }
@@ -385,6 +389,12 @@ class ExchangeRun implements ResponseSink, ForwardRun, RequestBody, BodySink {
 
   onHead(status: number, statusText: string, rawHeaders: string[]): void {
     if (this.#done) return;
+    // The upstream proxy refused our credentials: its 407 is not the client's to answer (and
+    // reaches it without the hop-by-hop `Proxy-Authenticate`). A 502, as a CONNECT gets.
+    if (status === 407 && this.#viaProxy) {
+      this.failWith(proxyRefused(status, statusText));
+      return;
+    }
     const request = this.#request;
     request.respondedAt = performance.now();
     request.status = status;

@@ -7,8 +7,11 @@
  *   `proxyTunnel: false`, undici sends `http:` URLs in absolute form to the proxy and still
  *   tunnels `https:` URLs through CONNECT (TLS end to end).
  * - node:http: `http.request(absoluteFormRequestOptions(proxy, url, { method, headers }))`.
- * Either way the request goes to the proxy's address: `egress.blocked_cidrs` and the DNS hooks
- * apply to the proxy, the target's name is resolved by the proxy.
+ * Either way the request goes to the proxy's address and the target's name is resolved by the
+ * proxy. These helpers are for code outside the core: the core's own off-ramp reaches the proxy
+ * through the egress pipeline (trusted: no `egress.blocked_cidrs`, no `handleUpstreamIps`; its
+ * name resolved by `egress.dns` and `dnsResolveOverride`), and node:http or undici here resolve
+ * it themselves.
  */
 
 import type { RequestOptions } from 'node:http';

@@ -224,6 +224,33 @@ describe('connectViaProxy against broken proxies', () => {
     );
   });
 
+  it('skips interim 1xx answers before the 2xx, within the head limit (RFC 9110 §15.2)', async () => {
+    const interim = 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n';
+    const port = await brokenProxy((s) => s.write(`${interim}HTTP/1.1 200 OK\r\n\r\ntunnel`));
+    const t = await connectViaProxy({ host: '127.0.0.1', port }, target, { timeoutMs: 2000 });
+    assert.equal(t.status, 200);
+    assert.equal(t.head.toString(), 'tunnel');
+    t.socket.destroy();
+    const refused = await brokenProxy((s) => s.end('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 403 No\r\n\r\n'));
+    await assert.rejects(
+      connectViaProxy({ host: '127.0.0.1', port: refused }, target, { timeoutMs: 2000 }),
+      code('OXY_ERR_UPSTREAM_PROXY', /^upstream proxy answered 403 No$/, 403),
+    );
+    // Endless 1xx heads are bounded by the same limit as one head.
+    const endless = await brokenProxy((s) => {
+      for (let i = 0; i < 100; i++) s.write('HTTP/1.1 100 Continue\r\n\r\n');
+    });
+    await assert.rejects(
+      connectViaProxy({ host: '127.0.0.1', port: endless }, target, { timeoutMs: 2000, maxHeadBytes: 1024 }),
+      code('OXY_ERR_UPSTREAM_PROXY', /larger than 1024 bytes/),
+    );
+    const switching = await brokenProxy((s) => s.end('HTTP/1.1 101 Switching Protocols\r\n\r\n'));
+    await assert.rejects(
+      connectViaProxy({ host: '127.0.0.1', port: switching }, target, { timeoutMs: 2000 }),
+      code('OXY_ERR_UPSTREAM_PROXY', /answered 101/, 101),
+    );
+  });
+
   it('reports a proxy that closes without answering, and one that is not listening', async () => {
     const port = await brokenProxy((s) => s.end());
     await assert.rejects(

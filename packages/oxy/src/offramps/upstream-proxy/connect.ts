@@ -3,13 +3,15 @@
  * pieces the HTTP off-ramp needs to send absolute-form requests to the same proxy.
  *
  * The proxy's answer to CONNECT is read strictly: a bounded head (16 KiB by default), an
- * `HTTP/1.x NNN` status line, `name: value` header lines and nothing else. A 2xx opens the
+ * `HTTP/1.x NNN` status line, `name: value` header lines and nothing else; interim 1xx heads
+ * before the final one are skipped (RFC 9110 §15.2), within the same limit. A 2xx opens the
  * tunnel; any other status fails with `OXY_ERR_UPSTREAM_PROXY` carrying it in `status` (407
  * when credentials are missing or wrong). Bytes the proxy sent after the head already belong to
  * the tunnel and are handed back as `head`, never dropped. Only cleartext proxies are spoken to.
  */
 
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { OXY_ERR, OxyError, type OxyErrorCode } from '../../errors.ts';
 import { formatHostPort } from '../tcp/happy-eyeballs.ts';
 
@@ -37,17 +39,18 @@ export interface ConnectViaProxyOptions {
   /** Largest response head accepted (default 16 KiB). */
   readonly maxHeadBytes?: number;
   /**
-   * A connection to the proxy that the caller already opened, e.g. with `connectHappyEyeballs`
-   * over the proxy's resolved and blocklist-checked addresses. When absent, `net.connect` opens
-   * one (Node resolves a host name itself).
+   * A connection to the proxy that the caller already opened, connecting or connected (Oxy's
+   * egress opens it as forwarded requests reach the proxy: `egress.dns`, `source_addr`, Happy
+   * Eyeballs or `tcpConnectOverride`). When absent, `net.connect` opens one (Node resolves a
+   * host name itself).
    */
-  readonly socket?: net.Socket;
+  readonly socket?: Duplex;
 }
 
 /** A tunnel through the upstream proxy. */
 export interface ProxyTunnel {
   /** Connected, paused, with no listeners of ours; the tunnel's bytes flow on it. */
-  readonly socket: net.Socket;
+  readonly socket: Duplex;
   /** Tunnel bytes that arrived with the proxy's answer; write them downstream first. */
   readonly head: Buffer;
   /** The proxy's status (2xx). */
@@ -103,8 +106,11 @@ export function connectViaProxy(
     }
     const authority = formatHostPort(target.host, target.port);
     const maxHead = opts.maxHeadBytes ?? DEFAULT_MAX_HEAD;
-    const socket = opts.socket ?? net.connect({ host: proxy.host, port: proxy.port, noDelay: true });
+    const socket: Duplex & { connecting?: boolean } =
+      opts.socket ?? net.connect({ host: proxy.host, port: proxy.port, noDelay: true });
     let received: Buffer = Buffer.alloc(0);
+    /** Bytes of interim (1xx) heads already read and skipped. */
+    let headBytes = 0;
     let done = false;
 
     const cleanup = (): void => {
@@ -135,29 +141,35 @@ export function connectViaProxy(
       fail(proxyError(`upstream proxy ${proxyName} closed the connection before answering`));
     const onData = (chunk: Buffer): void => {
       received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
-      const end = received.indexOf('\r\n\r\n');
-      if (end < 0) {
-        if (received.length > maxHead)
+      for (;;) {
+        const end = received.indexOf('\r\n\r\n');
+        // The interim heads count against the limit too: a proxy cannot send 1xx for ever.
+        if (end < 0 ? headBytes + received.length > maxHead : headBytes + end + 4 > maxHead) {
           fail(proxyError(`upstream proxy answer head is larger than ${maxHead} bytes`));
+          return;
+        }
+        if (end < 0) return;
+        const parsed = parseResponseHead(received.subarray(0, end).toString('latin1'));
+        if ('error' in parsed) {
+          fail(proxyError(`malformed answer from upstream proxy ${proxyName}: ${parsed.error}`));
+          return;
+        }
+        // RFC 9110 §15.2: interim answers (`100 Continue`, `103 Early Hints`) come before the
+        // final one and are skipped. A 101 is final: this CONNECT asked for no protocol switch.
+        if (parsed.status >= 100 && parsed.status < 200 && parsed.status !== 101) {
+          headBytes += end + 4;
+          received = received.subarray(end + 4);
+          continue;
+        }
+        if (parsed.status < 200 || parsed.status > 299) {
+          fail(proxyRefused(parsed.status, parsed.reason));
+          return;
+        }
+        socket.pause();
+        cleanup();
+        resolve({ socket, head: Buffer.from(received.subarray(end + 4)), status: parsed.status });
         return;
       }
-      if (end + 4 > maxHead) {
-        fail(proxyError(`upstream proxy answer head is larger than ${maxHead} bytes`));
-        return;
-      }
-      const parsed = parseResponseHead(received.subarray(0, end).toString('latin1'));
-      if ('error' in parsed) {
-        fail(proxyError(`malformed answer from upstream proxy ${proxyName}: ${parsed.error}`));
-        return;
-      }
-      if (parsed.status < 200 || parsed.status > 299) {
-        const reason = parsed.reason === '' ? '' : ` ${parsed.reason.slice(0, 80)}`;
-        fail(proxyError(`upstream proxy answered ${parsed.status}${reason}`, { status: parsed.status }));
-        return;
-      }
-      socket.pause();
-      cleanup();
-      resolve({ socket, head: Buffer.from(received.subarray(end + 4)), status: parsed.status });
     };
     const timer = setTimeout(
       () =>
@@ -174,7 +186,7 @@ export function connectViaProxy(
       return;
     }
     // A socket handed in may be connected already; then the CONNECT goes out at once.
-    if (socket.connecting || opts.socket === undefined) socket.on('connect', onConnect);
+    if (socket.connecting === true || opts.socket === undefined) socket.on('connect', onConnect);
     else queueMicrotask(onConnect);
     socket.on('data', onData);
     socket.on('error', onError);
@@ -201,6 +213,16 @@ export function parseResponseHead(
     headers.push([line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim()]);
   }
   return { status: Number(match[1]), reason: match[2] ?? '', headers };
+}
+
+/**
+ * The error for a final non-2xx answer of the upstream proxy (a refusal, or 407 for missing or
+ * wrong credentials): `OXY_ERR_UPSTREAM_PROXY` with the status, answered 502. Shared by CONNECT
+ * tunnels and forwarded requests, so a client sees one answer for one cause.
+ */
+export function proxyRefused(status: number, reason: string): OxyError {
+  const text = reason === '' ? '' : ` ${reason.slice(0, 80)}`;
+  return proxyError(`upstream proxy answered ${status}${text}`, { status });
 }
 
 function proxyError(

@@ -28,7 +28,7 @@ import { log } from 'foundations/telemetry';
 import { formatHostPort } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { EgressState, type EndpointState, IngressConnection, RequestState } from '../../context/state.ts';
-import { connectFailed, connectObserved } from '../../egress/connect.ts';
+import { connectFailed, connectObserved, sourceFor } from '../../egress/connect.ts';
 import { listeningFd } from '../../endpoints.ts';
 import { clientReason, httpStatusFor } from '../../errors.ts';
 import { type Native, native } from '../../flows/stream/native-addon.ts';
@@ -123,13 +123,12 @@ export function takeReactorAccept(
   const wildcard = a.address === '0.0.0.0' || a.address === '::';
   const local = wildcard ? null : (endpoint.localAddr ?? { host: a.address, port: a.port });
   const n = native as Native;
-  const source = rt.settings.egress.source_addr;
   const listener = new ReactorListener(rt, endpoint, target, local, tracker);
   return moveAccepting(server, listener, (fd) =>
     n.startAccepting(listener, fd, {
       ip: target.host,
       port: target.port,
-      sourceIp: source !== null && net.isIP(source) === net.isIP(target.host) ? source : '',
+      sourceIp: sourceFor(rt, target.host) ?? '',
       timeoutMs: rt.settings.egress.connect_timeout,
       pipeSize: PIPE_SIZE,
       noDelay: s.noDelay === true,
