@@ -255,3 +255,20 @@ test("bytes an upstream proxy sends with its 200 are counted as the tunnel's byt
   const rec = await recordFor(app, (r) => r.kind === 'tunnel');
   assert.equal(rec.bytes_down, 23, JSON.stringify(rec));
 });
+
+test('the PROXY header Oxy sends is not counted as the client’s bytes up, spliced or pumped', async () => {
+  for (const tunnel_splice of [true, false]) {
+    const app = await start(
+      {},
+      { tcp: { target: echo.authority, send_proxy_protocol: 'v2' }, tunnel_splice },
+      { egress: { blocked_cidrs: [] } },
+    );
+    const s = dial(app);
+    s.end('hello');
+    // The echo sends back the header (28 bytes for TCP over IPv4) and the client's 5 bytes.
+    assert.equal((await readBytes(s, 33)).subarray(28).toString(), 'hello');
+    const rec = await recordFor(app, (r) => r.kind === 'tunnel');
+    assert.equal(rec.bytes_up, 5, `tunnel_splice: ${tunnel_splice}`);
+    assert.equal(rec.bytes_down, 33, `tunnel_splice: ${tunnel_splice}`);
+  }
+});

@@ -294,9 +294,12 @@ function runWhole(
   const direct = route as Extract<EgressRoute, { kind: 'direct' }>;
   const port = direct.port;
   request.upstream = upstreamText(ip, port);
-  // The off-ramp's PROXY header goes up before anything the client sent.
+  // The off-ramp's PROXY header goes up before anything the client sent. It is Oxy's, not the
+  // client's: not counted in bytes_up, as on the JS paths.
+  let own = 0;
   if (direct.proxyHeader !== undefined) {
     const head = proxyHeaderFor(eg, direct.proxyHeader);
+    own = head.length;
     client = { ...client, early: client.early === null ? head : Buffer.concat([head, client.early]) };
   }
   // One continuation per tunnel, this one: an idle tunnel waits on nothing else here.
@@ -304,7 +307,7 @@ function runWhole(
     if (r.connectError !== null) {
       request.upstream = null; // nothing was connected to: as the JS connectors record it
       refuseWith(rt, request, ingress, wholeTunnelFailure(rt, ip, port, r.connectError));
-    } else finishStream(rt, request, r.bytesUp, r.bytesDown, r.reason);
+    } else finishStream(rt, request, Math.max(0, r.bytesUp - own), r.bytesDown, r.reason);
   });
 }
 
