@@ -15,6 +15,7 @@ import { captureTelemetry } from 'foundations/telemetry/testing';
 import type { AuditRecord } from '../src/audit.ts';
 import { DatagramVerdict } from '../src/hooks/datagram.ts';
 import { EgressDecision } from '../src/hooks/egress.ts';
+import { IngressDecision } from '../src/hooks/ingress.ts';
 import { DNS_TYPE, decodeDnsMessage, encodeDnsMessage } from '../src/protocols/dns/codec.ts';
 import { type AppUnderTest, hooksApp, startApp, startDnsServer, waitUntil } from '../src/testing/index.ts';
 
@@ -204,11 +205,23 @@ test('a blocked destination refuses the session: nothing is sent, one record per
     const rec = await recordFor(app, (r) => r.kind === 'udp_session');
     assert.equal(rec.status, 403);
     assert.equal(rec.close_reason, 'OXY_ERR_EGRESS_BLOCKED');
+    assert.match(rec.block_reason ?? '', /blocked/, 'the blocklist says why, as for tcp');
     assert.equal(rec.datagrams_up, 0);
     assert.equal((await blocked()) - before, 1, 'one refused session, one count');
   } finally {
     tele.stop();
   }
+});
+
+test("an ingress hook's block: the session's record carries the hook's reason", async () => {
+  const app = await start(
+    { ingress: { handleConnection: () => IngressDecision.block('no udp from here') } },
+    { target: `127.0.0.1:${echoPort}`, idle_timeout: '200ms' },
+  );
+  await assert.rejects(ask(portOf(app), Buffer.from('x'), 300), /no answer/);
+  const rec = await recordFor(app, (r) => r.kind === 'udp_session');
+  assert.equal(rec.close_reason, 'blocked');
+  assert.equal(rec.block_reason, 'no udp from here');
 });
 
 test('the datagram hook rewrites and drops; the egress hook picks the target', async () => {

@@ -288,7 +288,7 @@ export class DatagramSession {
         return;
       }
       if (d !== undefined && d.kind === 'block') {
-        this.#refuse(403, 'blocked', blockedBy('ProxyProtocolHook.handleConnection'));
+        this.#refuse(403, 'blocked', blockedBy('ProxyProtocolHook.handleConnection'), d.reason);
         return;
       }
     }
@@ -302,7 +302,7 @@ export class DatagramSession {
         return;
       }
       if (d !== undefined && d.kind === 'block') {
-        this.#refuse(403, 'blocked', blockedBy('IngressHook.handleConnection'));
+        this.#refuse(403, 'blocked', blockedBy('IngressHook.handleConnection'), d.reason);
         return;
       }
     }
@@ -505,9 +505,11 @@ export class DatagramSession {
     datagramMetrics.dropped_total({ endpoint: this.conn.endpoint.name, reason }).inc(n);
   }
 
-  #refuse(status: number, reason: string, error: unknown): void {
+  /** Refuses the session: `error` says why (and, for a block, the record's `block_reason`: `blockReason`, else the error's message). */
+  #refuse(status: number, reason: string, error: unknown, blockReason?: string): void {
     if (this.state === 'closed') return;
     this.request.status = status;
+    this.request.error = blockReason ?? error;
     this.#reason = reason;
     if (this.#ownsConnection) this.conn.closeReason = reason;
     this.state = 'refused';
