@@ -56,16 +56,19 @@ for (const host of ['origin.test', 'early.test']) {
   test(`an upgrade through an upstream proxy (${host}): the 101, the first bytes, then both ways`, async () => {
     const c = rawConnect(
       app.address(),
-      `GET http://${host}/chat HTTP/1.1\r\nHost: ${host}\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n`,
+      `GET http://${host}/chat HTTP/1.1\r\nHost: ${host}\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\nhello`,
     );
     const head = await readUntil(c, 'first|', 3000);
     assert.match(head, /^HTTP\/1\.1 101 /);
     c.write('ping');
     assert.match(await readUntil(c, 'ping', 3000), /ping$/);
     c.destroy();
-    await waitUntil(
-      () => app.auditRecords().some((r) => r.status === 101 && JSON.stringify(r).includes(host)),
-      `the audit record of the upgrade to ${host}`,
-    );
+    const mine = (r: { status: number }) => r.status === 101 && JSON.stringify(r).includes(host);
+    await waitUntil(() => app.auditRecords().some(mine), `the audit record of the upgrade to ${host}`);
+    // The bytes that came with each side's head are the tunnel's too: up 'hello' and 'ping';
+    // down 'first|' (with the 101) and the echoes of both.
+    const rec = app.auditRecords().find(mine);
+    assert.equal(rec?.bytes_up, 9);
+    assert.equal(rec?.bytes_down, 15);
   });
 }

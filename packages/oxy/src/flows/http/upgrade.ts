@@ -245,7 +245,8 @@ function switchProtocols(
   socket.write(`${out}\r\n`);
   if (upHead.length > 0) socket.write(upHead);
   if (clientHead.length > 0) upstream.write(clientHead);
-  return carryStream(rt, request, eg, socket, upstream);
+  // What each side sent after its head went across above: counted as the tunnel's bytes.
+  return carryStream(rt, request, eg, socket, upstream, upHead.length, clientHead.length);
 }
 
 /**

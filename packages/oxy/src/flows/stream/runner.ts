@@ -314,7 +314,8 @@ function runWhole(
 /**
  * Carries a connected unit's bytes until it ends, then reports it: the app's pipeline when
  * `getAppTunnelPipeline` returns one, otherwise the kernel splice (plain TCP both sides,
- * splicing on) or the JS pump. Never throws.
+ * splicing on) or the JS pump. `headBytes` and `earlyUp`: bytes the caller already wrote
+ * downstream and upstream, counted as carried. Never throws.
  */
 export async function carryStream(
   rt: Runtime,
@@ -323,6 +324,7 @@ export async function carryStream(
   client: Duplex,
   upstream: Duplex,
   headBytes = 0,
+  earlyUp = 0,
 ): Promise<void> {
   const pipelineHook = rt.hooks.appTunnelPipeline;
   if (pipelineHook !== null) {
@@ -336,7 +338,8 @@ export async function carryStream(
       finishStream(rt, request, 0, 0, OXY_ERR.HOOK_FAILED);
       return;
     }
-    if (pipeline !== undefined) return runPipeline(rt, request, pipeline, client, upstream, headBytes);
+    if (pipeline !== undefined)
+      return runPipeline(rt, request, pipeline, client, upstream, headBytes, earlyUp);
   }
   const opts = request.ingress.endpoint.stream;
   // Nothing inspects these bytes: move them in the kernel when both sides are plain TCP. The
@@ -346,7 +349,7 @@ export async function carryStream(
     opts.splice && canSplice(client, upstream)
       ? await spliceTunnel(client, upstream, opts)
       : await new StreamPump(client, upstream, opts).done;
-  finishStream(rt, request, r.bytesUp, r.bytesDown + headBytes, r.reason);
+  finishStream(rt, request, r.bytesUp + earlyUp, r.bytesDown + headBytes, r.reason);
 }
 
 async function runPipeline(
@@ -356,11 +359,12 @@ async function runPipeline(
   client: Duplex,
   upstream: Duplex,
   headBytes: number,
+  earlyUp: number,
 ): Promise<void> {
   request.decisions.push('tunnel:app');
   const r = await runAppPipeline(pipeline, client, upstream, request.ingress.endpoint.stream);
   if (r.reason === OXY_ERR.HOOK_FAILED) rt.hookFailed('TunnelHook.getAppTunnelPipeline', r.thrown);
-  finishStream(rt, request, r.bytesUp, r.bytesDown + headBytes, r.reason);
+  finishStream(rt, request, r.bytesUp + earlyUp, r.bytesDown + headBytes, r.reason);
 }
 
 /** The end of a carried unit: tunnel metrics and its one audit record. */
