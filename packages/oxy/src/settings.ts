@@ -28,7 +28,7 @@ import { InterceptionSettings } from './tunnels/tls-intercept/settings.ts';
 /** The limits of byte-stream units (tunnels), for the endpoints that carry them. */
 const streamFields = {
   tunnel_idle_timeout: s.duration(
-    'A tunnel with no bytes either way for this long is closed (checked at this interval, so between one and two of it after the last byte).',
+    'A tunnel with no bytes either way for this long is closed (checked at this interval, so between one and two of it after the last byte); 0s means no limit.',
     '5m',
   ),
   tunnel_max_lifetime: s.duration('A tunnel older than this is closed; 0s means no limit.', '0s'),

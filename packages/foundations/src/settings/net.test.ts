@@ -87,6 +87,10 @@ test('parseTargetAddr: port 0 names no service; a URL is named as one', () => {
     error: 'port 0 cannot be connected to: use 1 to 65535',
   });
   assert.deepEqual(parseSocketAddr('127.0.0.1:0'), { host: '127.0.0.1', port: 0 }); // listening may ask for any port
+  // Out of range: the range a target may use.
+  assert.deepEqual(parseTargetAddr('127.0.0.1:70000'), {
+    error: 'port must be a whole number from 1 to 65535',
+  });
   assert.deepEqual(parseTargetAddr('http://example.com:80'), {
     error: 'a host:port, not a URL: drop the scheme',
   });

@@ -25,7 +25,7 @@ const HOSTNAME =
   /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
 
 /** Parses `host:port` or `[v6]:port`; IPv6 hosts are returned normalised and without brackets. */
-export function parseSocketAddr(text: string): SocketAddr | ParseFailure {
+export function parseSocketAddr(text: string, minPort = 0): SocketAddr | ParseFailure {
   let host: string;
   let portText: string;
   if (text.startsWith('[')) {
@@ -48,14 +48,14 @@ export function parseSocketAddr(text: string): SocketAddr | ParseFailure {
     }
   }
   if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
-    return { error: `port must be a whole number from 0 to 65535` };
+    return { error: `port must be a whole number from ${minPort} to 65535` };
   }
   return { host, port: Number(portText) };
 }
 
 /** Parses an address to connect to: {@link parseSocketAddr}, with a port from 1 (0 names no service). */
 export function parseTargetAddr(text: string): SocketAddr | ParseFailure {
-  const addr = parseSocketAddr(text);
+  const addr = parseSocketAddr(text, 1);
   if (!('error' in addr) && addr.port === 0)
     return { error: 'port 0 cannot be connected to: use 1 to 65535' };
   return addr;
