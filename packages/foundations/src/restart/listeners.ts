@@ -47,6 +47,17 @@ export interface ActiveListener {
    * previous process, or bound here.
    */
   readonly origin: 'systemd' | 'handover' | 'bound';
+  /**
+   * For a socket from systemd, its `FileDescriptorName=` (null: the unit gave none), which may
+   * differ from `name` when the endpoint took it by address. The next process matches the socket
+   * by this name, as a fresh start does, not by the endpoint's.
+   */
+  readonly systemdName?: string | null;
+}
+
+/** `systemdName` for a socket claimed from `inherited` (nothing unless systemd made it). */
+function systemdNameOf(inherited: InheritedSocket | undefined): { systemdName?: string | null } {
+  return inherited?.source === 'systemd' ? { systemdName: inherited.name } : {};
 }
 
 /**
@@ -160,6 +171,7 @@ export class Listeners {
       server,
       fd: serverFd(server),
       origin: inherited ? inherited.source : 'bound',
+      ...systemdNameOf(inherited),
     });
     if (!opts.untracked) server.on('connection', (socket: net.Socket) => this.#track(socket));
     return server;
@@ -199,6 +211,7 @@ export class Listeners {
       server: null,
       fd: listener.fd,
       origin: inherited ? inherited.source : 'bound',
+      ...systemdNameOf(inherited),
     };
     this.#active.push(active);
     this.#foreign.set(active, listener);
@@ -235,7 +248,8 @@ export class Listeners {
     const mine = { name, configured: addr, transport: 'stream', server: null } as const;
     let held: ActiveListener;
     if (inherited) {
-      held = { ...mine, addr: inherited.addr ?? addr, fd: inherited.fd, origin: inherited.source };
+      const addrAndFd = { addr: inherited.addr ?? addr, fd: inherited.fd };
+      held = { ...mine, ...addrAndFd, origin: inherited.source, ...systemdNameOf(inherited) };
     } else {
       held = { ...mine, ...(await bindUnpolled(name, addr)), origin: 'bound' };
     }
