@@ -110,6 +110,31 @@ describe('restart failure paths', () => {
   });
 });
 
+describe('finding the instance with the default restart socket', () => {
+  // The default socket is named after the -c files, in $XDG_RUNTIME_DIR: a private one here.
+  const svc = new ServiceUnderTest(() => 'restart:\n  drain_timeout: 2s\n');
+  after(() => svc.cleanup());
+  const env = { XDG_RUNTIME_DIR: svc.dir };
+
+  it('other -c files exit 3 naming the socket sought and the one present; no -c finds the only one', async () => {
+    const first = await svc.start({ env });
+    const [own] = fs.readdirSync(svc.dir).filter((n) => n.endsWith('.sock'));
+    assert.match(own ?? '', /^restart-fixture-restart-[0-9a-f]{8}\.sock$/);
+    const other = path.join(svc.dir, 'other.yaml');
+    fs.writeFileSync(other, 'restart:\n  drain_timeout: 2s\n');
+    const wrong = await runRestarterProcess(other, undefined, env);
+    assert.equal(wrong.code, RESTARTER_EXIT.NO_INSTANCE, wrong.stderr);
+    assert.match(wrong.stderr, /restart-fixture-restart-[0-9a-f]{8}\.sock does not exist; .*same -c files/);
+    assert.ok(wrong.stderr.includes(`present: ${path.join(svc.dir, own ?? '')})`), wrong.stderr);
+
+    const r = await runRestarterProcess([], undefined, env);
+    assert.equal(r.code, RESTARTER_EXIT.COMPLETE, r.stderr);
+    assert.match(r.stdout, new RegExp(`loaded ${svc.config}`), 'kept its own files');
+    await svc.waitGeneration(2);
+    assert.ok(await waitExit(first.pid, 5000));
+  });
+});
+
 describe('signals', () => {
   it('SIGTERM drains and exits 0, removing the restart socket', async () => {
     const svc = new ServiceUnderTest((sock) => config(sock));

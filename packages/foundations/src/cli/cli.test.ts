@@ -170,7 +170,10 @@ test('a Foundations failure at start-up (telemetry cannot listen) exits 1 with o
 test('--restart with no running instance exits non-zero with one line', async () => {
   const r = await run('--restart', '-c', file('r.yaml', `restart:\n  socket: ${join(dir, 'none.sock')}\n`));
   assert.equal(r.code, 3);
-  assert.match(r.stderr, /^restart: no instance is listening: .*none\.sock does not exist\n$/);
+  assert.match(
+    r.stderr,
+    /^restart: no instance is listening: .*none\.sock does not exist; an instance is found by its restart\.socket.*\n$/,
+  );
 });
 
 test('parseCli and runCli work in-process without exiting', async () => {

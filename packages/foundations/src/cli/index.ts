@@ -144,8 +144,10 @@ const BUILT_IN_HELP: readonly [string, string, string][] = [
   [
     'restart',
     '',
-    'Restart the running instance gracefully: the new process loads the -c files given here (without -c, the files it ' +
-      'was started with); exits 0 once it is ready, naming the files it loaded.',
+    'Restart the running instance gracefully: the one at the restart.socket of the -c files given here (by default ' +
+      'named after the files, so give those it was started with; without -c, the only one running). The new process ' +
+      'loads the -c files given (without -c, the files it was started with); exits 0 once it is ready, naming the ' +
+      'files it loaded.',
   ],
   ['help', '', 'Show this help and exit.'],
   ['version', '', 'Print the version and exit.'],
@@ -351,6 +353,7 @@ async function runMain<S extends z.ZodType, O extends AppOptions>(
       const files = command.configFiles.map((f) => path.resolve(f));
       return await runRestarter(settings.restart as { socket: string }, {
         ...(files.length === 0 ? {} : { configFiles: files }),
+        identity: { service: name, configFiles: files },
         print: (line, ok) => (ok ? io.stdout : io.stderr)(`${line}\n`),
       });
     } catch (e) {

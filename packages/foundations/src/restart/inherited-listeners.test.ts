@@ -2,7 +2,8 @@
  * Which inherited stream socket each endpoint takes through `Listeners`, and what
  * `closeUnclaimed` does with the rest: a socket whose endpoint moved is not taken (and is
  * closed), one at exactly the address asked is taken whatever its name, a SEQPACKET socket
- * never serves a stream endpoint nor the reverse, systemd's are taken by name and never closed.
+ * never serves a stream endpoint nor the reverse, systemd's are taken by name and never closed,
+ * and a systemd socket taken by address is still matched by its unit's name after a handover.
  * The descriptors are real (socketpairs) where closing them is what is tested.
  */
 import assert from 'node:assert/strict';
@@ -11,8 +12,9 @@ import net from 'node:net';
 import { after, test } from 'node:test';
 import { passFd } from 'native';
 import { FND_ERR, FoundationsError } from '../errors.ts';
-import type { InheritedSocket } from './inherited.ts';
-import { Listeners } from './listeners.ts';
+import { HANDOVER_ENV, type InheritedSocket, parseHandoverEnv } from './inherited.ts';
+import { Listeners, serverFd } from './listeners.ts';
+import { handoverOf } from './spawn-next.ts';
 
 const open: number[] = [];
 after(() => {
@@ -107,4 +109,36 @@ test('a fresh bind refused because an unclaimed inherited socket holds the port 
       /stop and start the service/.test(e.message),
   );
   assert.equal(l.unused.length, 1, 'not taken: 0.0.0.0 is not the address it had');
+});
+
+test('a systemd socket taken by address is handed on under its own name, not the endpoint’s', async () => {
+  // As `systemd-socket-activate -l A -l B --fdname=main:other`, with endpoint "echo" at B.
+  const unit = net.createServer();
+  after(() => unit.close());
+  await new Promise<void>((r) => unit.listen(0, '127.0.0.1', r));
+  const { port } = unit.address() as net.AddressInfo;
+  const sd: InheritedSocket = { fd: serverFd(unit), name: 'other', addr: null, source: 'systemd' };
+  const first = await new Listeners([sd]).hold('echo', { kind: 'tcp', host: '127.0.0.1', port });
+  assert.equal(first.fd, sd.fd, 'taken by address');
+
+  const env = { [HANDOVER_ENV]: JSON.stringify(handoverOf([first], [])) };
+  const [passed] = parseHandoverEnv(env)?.listeners ?? [];
+  assert.equal(passed?.name, 'other');
+  assert.equal(passed?.source, 'systemd');
+  // The child would find it at slot 3; here it is the same descriptor.
+  const inChild: InheritedSocket = { ...(passed as InheritedSocket), fd: sd.fd };
+  const next = new Listeners([inChild]);
+  const moved = await next.hold('echo', { kind: 'tcp', host: '127.0.0.1', port: 0 });
+  assert.equal(moved.origin, 'bound', 'echo moved: bound afresh, as a fresh start would');
+  assert.deepEqual(
+    next.unused.map((s) => s.name),
+    ['other'],
+    'left to the unit',
+  );
+  const again = new Listeners([inChild]);
+  assert.equal(
+    (await again.hold('other', { kind: 'tcp', host: '127.0.0.9', port: 1 })).fd,
+    sd.fd,
+    'by its name',
+  );
 });

@@ -5,9 +5,9 @@
  *   only when `LISTEN_PID` is our pid (or absent), named by `LISTEN_FDNAMES`;
  * - **our own restart handover**: `FOUNDATIONS_HANDOVER`, JSON written by the previous
  *   process: `{ "control": fd, "listeners": [{ "name", "addr", "fd", "configured", "transport",
- *   "systemd" }], "datagrams": [{ "name", "host", "port", "fd", "options", "systemd" }] }`.
- *   Older versions sent no `datagrams` and none of `configured`, `transport`, `options` and
- *   `systemd` (each optional: what is unknown is not compared, see matching.ts).
+ *   "systemd", "fdname" }], "datagrams": [{ "name", "host", "port", "fd", "options", "systemd" }] }`.
+ *   Older versions sent no `datagrams` and none of `configured`, `transport`, `options`,
+ *   `systemd` and `fdname` (each optional: what is unknown is not compared, see matching.ts).
  *
  * Both are read once, at start-up, and removed from `process.env` so that nothing started
  * later (a restart child, a shell-out) believes the descriptors are its own. Bad values are
@@ -28,6 +28,10 @@ const SD_LISTEN_FDS_START = 3;
 /** One inherited listening socket. `name`/`addr` are null when the source did not say. */
 export interface InheritedSocket {
   readonly fd: number;
+  /**
+   * What endpoints match it by: the endpoint that had it, or for a socket from systemd its
+   * `FileDescriptorName=` (also when an earlier process hands it on).
+   */
   readonly name: string | null;
   /** The address it is bound to (port 0 replaced by the real port); null from systemd. */
   readonly addr: ListenAddr | null;
@@ -194,11 +198,17 @@ export function parseHandoverEnv(env: NodeJS.ProcessEnv): Handover | null {
     if (typeof e.name !== 'string') throw listenError(`${HANDOVER_ENV}: ${where}.name: expected a string`);
     if (e.transport !== undefined && e.transport !== 'stream' && e.transport !== 'seqpacket')
       throw listenError(`${HANDOVER_ENV}: ${where}.transport: expected "stream" or "seqpacket"`);
+    const fdname = e.fdname;
+    if (fdname !== undefined && fdname !== null && typeof fdname !== 'string')
+      throw listenError(`${HANDOVER_ENV}: ${where}.fdname: expected a string or null`);
+    const systemd = systemdFlag(e.systemd, where);
     return {
       fd: e.fd,
-      name: e.name,
+      // A systemd socket is matched by the unit's name for it, as on a fresh start; an older
+      // version sent only the endpoint's.
+      name: systemd && fdname !== undefined ? fdname : e.name,
       addr: toListenAddr(e.addr, where),
-      source: systemdFlag(e.systemd, where) ? 'systemd' : 'handover',
+      source: systemd ? 'systemd' : 'handover',
       ...(e.configured === undefined ? {} : { configured: toListenAddr(e.configured, where, 'configured') }),
       ...(e.transport === undefined ? {} : { transport: e.transport }),
     };

@@ -2,12 +2,18 @@
  * `Listeners.listenWith` and `track`, for sockets Node's `net` cannot listen on: the inherited
  * descriptor is offered by name (else none), a failure gives it back and names the endpoint,
  * `stopAccepting` reaches the foreign listener, and tracked connections hold a drain open until
- * they end or are destroyed at the deadline.
+ * they end or are destroyed at the deadline. An inherited TCP socket keeps the backlog asked
+ * (Node listens on it again), and one from systemd is not lowered below the unit's.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import { after, test } from 'node:test';
+import { passFd } from 'native';
 import { FND_ERR, FoundationsError } from '../errors.ts';
-import { Listeners } from './listeners.ts';
+import type { InheritedSocket } from './inherited.ts';
+import { Listeners, serverFd } from './listeners.ts';
 
 const ADDR = { kind: 'unix' as const, path: '/nonexistent/tun.sock' };
 
@@ -78,4 +84,52 @@ test('track: a drain waits for tracked connections; the deadline destroys them',
   assert.equal(await l.connections.wait(20), 'timeout', 'b holds the drain open');
   l.destroyConnections();
   assert.deepEqual(destroyed, ['b']);
+});
+
+/** A listener's backlog, as `ss` shows it (Send-Q); null without `ss`. */
+function backlogOf(port: number): number | null {
+  const ss = spawnSync('ss', ['-Hltn', `sport = :${port}`], { encoding: 'utf8' });
+  if (ss.status !== 0) return null;
+  return Number(ss.stdout.trim().split(/\s+/)[2]);
+}
+
+/** Another descriptor of the same socket, as a new process inherits it. */
+function copyOf(fd: number): number {
+  const [a, b] = passFd.socketPair('stream');
+  passFd.send(a, [fd]);
+  const [copy] = passFd.receive(b)?.fds ?? [];
+  fs.closeSync(a);
+  fs.closeSync(b);
+  assert.ok(copy !== undefined);
+  return copy;
+}
+
+const haveSs = spawnSync('ss', ['-V']).status === 0;
+
+test('an inherited socket keeps the backlog asked; one from systemd is not lowered', {
+  skip: !haveSs,
+}, async () => {
+  const servers: net.Server[] = [];
+  after(() => {
+    for (const s of servers) s.close();
+  });
+  const listen = async (l: Listeners, addr: InheritedSocket['addr'] & object): Promise<number> => {
+    const server = await l.listen('main', addr, net.createServer(), { backlog: 1024 });
+    servers.push(server);
+    return serverFd(server);
+  };
+  const first = new Listeners();
+  const fd = await listen(first, { kind: 'tcp', host: '127.0.0.1', port: 0 });
+  const addr = first.active[0]?.addr as InheritedSocket['addr'] & object;
+  const port = addr.kind === 'tcp' ? addr.port : 0;
+  assert.equal(backlogOf(port), 1024);
+
+  const handed: InheritedSocket = { fd: copyOf(fd), name: 'main', addr, source: 'handover' };
+  await listen(new Listeners([handed]), addr);
+  assert.equal(backlogOf(port), 1024, 'not Node’s default 511 after a restart');
+
+  const fromUnit: InheritedSocket = { fd: copyOf(fd), name: 'main', addr: null, source: 'systemd' };
+  await listen(new Listeners([fromUnit]), addr);
+  const somaxconn = Number(fs.readFileSync('/proc/sys/net/core/somaxconn', 'utf8'));
+  assert.equal(backlogOf(port), somaxconn, 'as much as the kernel allows, as systemd asks by default');
 });

@@ -47,6 +47,35 @@ export interface ActiveListener {
    * previous process, or bound here.
    */
   readonly origin: 'systemd' | 'handover' | 'bound';
+  /**
+   * For a socket from systemd, its `FileDescriptorName=` (null: the unit gave none), which may
+   * differ from `name` when the endpoint took it by address. The next process matches the socket
+   * by this name, as a fresh start does, not by the endpoint's.
+   */
+  readonly systemdName?: string | null;
+}
+
+/**
+ * Asked of the kernel for a socket from systemd: more than any `net.core.somaxconn`, which caps
+ * it, as it capped the unit's `Backlog=` (systemd's default is SOMAXCONN).
+ */
+const SYSTEMD_BACKLOG = 0x7fffffff;
+
+/**
+ * The backlog to listen on `inherited` with. Node calls listen() again on an inherited
+ * descriptor, which sets its queue length anew (to 511 unless told), so it must be given. One
+ * handed over gets the settings' `backlog`, as when it was bound. Linux gives Node no way to
+ * read the backlog a systemd unit chose (only netlink sock_diag, or TCP_INFO for TCP, show it),
+ * so one from systemd gets the most the kernel allows: never less than the unit's, though a
+ * unit's `Backlog=` below `net.core.somaxconn` is raised to it.
+ */
+function backlogFor(inherited: InheritedSocket, backlog: number | undefined): number | undefined {
+  return inherited.source === 'systemd' ? SYSTEMD_BACKLOG : backlog;
+}
+
+/** `systemdName` for a socket claimed from `inherited` (nothing unless systemd made it). */
+function systemdNameOf(inherited: InheritedSocket | undefined): { systemdName?: string | null } {
+  return inherited?.source === 'systemd' ? { systemdName: inherited.name } : {};
 }
 
 /**
@@ -66,7 +95,10 @@ export interface ListenOptions {
   readonly mode?: number;
   /** Do not count this server's connections in the tracker (e.g. the restart socket). */
   readonly untracked?: boolean;
-  /** Accept queue length for a socket bound here (an inherited one keeps its own). */
+  /**
+   * Accept queue length, for a socket bound here and for one handed over by the previous
+   * process (default Node's 511); a socket from systemd keeps at least the unit's `Backlog=`.
+   */
   readonly backlog?: number;
 }
 
@@ -137,7 +169,8 @@ export class Listeners {
     const inherited = this.#inherited.claim(name, addr, 'stream');
     const where = `endpoint "${name}" (${formatListenAddr(addr)})`;
     try {
-      if (inherited) await listenOn(server, { fd: inherited.fd });
+      if (inherited)
+        await listenOn(server, { fd: inherited.fd, backlog: backlogFor(inherited, opts.backlog) });
       else if (addr.kind === 'tcp')
         await listenOn(server, { host: addr.host, port: addr.port, backlog: opts.backlog });
       else await bindUnix(server, addr.path, opts.mode, opts.backlog);
@@ -160,6 +193,7 @@ export class Listeners {
       server,
       fd: serverFd(server),
       origin: inherited ? inherited.source : 'bound',
+      ...systemdNameOf(inherited),
     });
     if (!opts.untracked) server.on('connection', (socket: net.Socket) => this.#track(socket));
     return server;
@@ -199,6 +233,7 @@ export class Listeners {
       server: null,
       fd: listener.fd,
       origin: inherited ? inherited.source : 'bound',
+      ...systemdNameOf(inherited),
     };
     this.#active.push(active);
     this.#foreign.set(active, listener);
@@ -235,7 +270,8 @@ export class Listeners {
     const mine = { name, configured: addr, transport: 'stream', server: null } as const;
     let held: ActiveListener;
     if (inherited) {
-      held = { ...mine, addr: inherited.addr ?? addr, fd: inherited.fd, origin: inherited.source };
+      const addrAndFd = { addr: inherited.addr ?? addr, fd: inherited.fd };
+      held = { ...mine, ...addrAndFd, origin: inherited.source, ...systemdNameOf(inherited) };
     } else {
       held = { ...mine, ...(await bindUnpolled(name, addr)), origin: 'bound' };
     }
@@ -340,10 +376,14 @@ function listenOn(server: net.Server, options: net.ListenOptions & { fd?: number
   return new Promise((resolve, reject) => {
     const onError = (e: Error): void => reject(e);
     server.once('error', onError);
-    server.listen(options, () => {
+    const listening = (): void => {
       server.off('error', onError);
       resolve();
-    });
+    };
+    // Node reads `options.backlog` for a host or path but not for an fd, where only the
+    // separate argument counts.
+    if (options.fd === undefined) server.listen(options, listening);
+    else server.listen({ fd: options.fd }, options.backlog, listening);
   });
 }
 

@@ -7,6 +7,12 @@
  * anything is touched (exit 2, the CLI's usage/config error code). The files given are sent
  * (as absolute paths) for the new process to load instead of the instance's own `-c` files,
  * and the answer names the files the new process loaded.
+ *
+ * The instance is the one at `restart.socket` as those files give it; by default a socket named
+ * after the files themselves (socket-path.ts), so the restarter must name the files the
+ * instance was started with. Without files it takes the only default socket of the service
+ * (`instanceSocket`); when it finds none, the message names the socket it looked for and the
+ * default sockets present.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -17,8 +23,12 @@ import {
   type RestarterMessage,
   toRestarterAnswer,
 } from './frames.ts';
-import type { InstanceIdentity } from './socket-path.ts';
-import { resolveRestartSocket } from './socket-path.ts';
+import {
+  defaultRestartSocket,
+  defaultRestartSockets,
+  type InstanceIdentity,
+  resolveRestartSocket,
+} from './socket-path.ts';
 
 /** Exit codes of restarter mode. 2 is the CLI's own code for an invalid config or usage. */
 export const RESTARTER_EXIT = {
@@ -47,7 +57,11 @@ export interface RestarterOptions {
   readonly configFiles?: readonly string[];
   /** Where the one-line result goes (default stdout for success, stderr otherwise). */
   readonly print?: (line: string, ok: boolean) => void;
-  /** Resolves an empty `restart.socket` to the instance's default (the CLI resolves it first). */
+  /**
+   * The service and the `-c` files the restarter was given: resolves an empty `restart.socket`
+   * to the instance's default (the CLI resolves it first), and when that socket is absent lets
+   * the restarter name the default sockets that exist, or, given no files, take the only one.
+   */
   readonly identity?: InstanceIdentity;
 }
 
@@ -61,11 +75,18 @@ export async function runRestarter(
   opts: RestarterOptions = {},
 ): Promise<number> {
   const print = opts.print ?? defaultPrint;
-  const socketPath =
+  const asked =
     restart.socket === '' && opts.identity ? resolveRestartSocket('', opts.identity) : restart.socket;
+  const { socketPath, found } = instanceSocket(asked, opts.identity);
   const st = fs.statSync(socketPath, { throwIfNoEntry: false });
   if (!st) {
-    print(`restart: no instance is listening: ${socketPath} does not exist`, false);
+    const others = found.length === 0 ? '' : ` (default restart sockets present: ${found.join(', ')})`;
+    print(
+      `restart: no instance is listening: ${socketPath} does not exist; an instance is found by its ` +
+        'restart.socket, which by default is named after the -c files it was started with: give the ' +
+        `same -c files, or files that set restart.socket to its socket${others}`,
+      false,
+    );
     return RESTARTER_EXIT.NO_INSTANCE;
   }
   if (!st.isSocket()) {
@@ -103,6 +124,36 @@ export async function runRestarter(
       print(`restart: no answer from the instance: ${answer.reason}`, false);
       return RESTARTER_EXIT.NO_ANSWER;
   }
+}
+
+/**
+ * The socket to ask, and the default sockets present when `asked` is absent. Without -c files
+ * the restarter resolves the default of an instance started without any; when that is absent
+ * and exactly one default socket of the service exists (an instance started with -c files,
+ * whose files the new process then keeps), that one is meant. With -c files, or several
+ * sockets, guessing could restart the wrong instance, so the caller reports them instead.
+ */
+function instanceSocket(
+  asked: string,
+  id: InstanceIdentity | undefined,
+): { socketPath: string; found: readonly string[] } {
+  if (id === undefined || fs.existsSync(asked)) return { socketPath: asked, found: [] };
+  let found: string[];
+  try {
+    found = defaultRestartSockets(id.service);
+  } catch {
+    return { socketPath: asked, found: [] }; // boundary: an unusable default directory holds no instance
+  }
+  const noFiles = (id.configFiles ?? []).length === 0;
+  const [sole] = found;
+  if (
+    noFiles &&
+    found.length === 1 &&
+    sole !== undefined &&
+    asked === defaultRestartSocket({ service: id.service })
+  )
+    return { socketPath: sole, found };
+  return { socketPath: asked, found };
 }
 
 type Answer =

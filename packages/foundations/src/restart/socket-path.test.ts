@@ -13,6 +13,7 @@ import { Lifecycle } from './lifecycle.ts';
 import { Listeners } from './listeners.ts';
 import {
   checkRestartSocketOwner,
+  defaultRestartSockets,
   resolveRestartSocket,
   restartSocketDir,
   restartSocketName,
@@ -39,6 +40,29 @@ test('the name is per service, and per set of config files (by real path, not co
   fs.writeFileSync(a, 'x: 2');
   assert.equal(na, restartSocketName({ service: 'oxy', configFiles: [a] }));
   assert.equal(restartSocketName({ service: 'a/b c' }), 'a_b_c-restart.sock');
+});
+
+test("a restarter's candidates: the service's default sockets, with or without a hash, sockets only", async () => {
+  const xdg = fs.mkdtempSync(path.join(dir, 'candidates-'));
+  const servers: net.Server[] = [];
+  after(() => {
+    for (const s of servers) s.close();
+  });
+  for (const name of [
+    'oxy-restart.sock',
+    'oxy-restart-0123abcd.sock',
+    'oxy2-restart.sock',
+    'oxy-restart-x.sock',
+  ]) {
+    const server = net.createServer();
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(path.join(xdg, name), r));
+  }
+  fs.writeFileSync(path.join(xdg, 'oxy-restart-11111111.sock'), 'not a socket');
+  assert.deepEqual(defaultRestartSockets('oxy', { uid, xdgRuntimeDir: xdg, tmpdir: dir }), [
+    path.join(xdg, 'oxy-restart-0123abcd.sock'),
+    path.join(xdg, 'oxy-restart.sock'),
+  ]);
 });
 
 // The private-directory branch is for non-root users: as root, act as uid 4242 (chown).

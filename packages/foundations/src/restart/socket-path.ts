@@ -9,7 +9,8 @@
  * - the name: `<service>-restart.sock`, plus a short hash of the config files' real paths when
  *   there are any, because the files are what tell two instances of one app apart (e.g.
  *   `oxy -c a.yaml` and `oxy -c b.yaml` on different ports). The hash does not cover the files'
- *   contents, so `--restart -c FILE` after an edit still finds its instance.
+ *   contents, so `--restart -c FILE` after an edit still finds its instance. A restarter given
+ *   no files looks for the only such socket (`defaultRestartSockets`).
  *
  * Ordering: the CLI resolves the path once, after the settings are parsed and before `main`
  * or the restarter runs; the instance, the restarter and every later generation (started with
@@ -46,7 +47,7 @@ function processEnv(): SocketPathEnv {
 
 /** The file name of the default socket for `id`, e.g. `oxy-restart-3f2a9c1e.sock`. */
 export function restartSocketName(id: InstanceIdentity): string {
-  const service = id.service.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40) || 'service';
+  const service = serviceStem(id.service);
   const files = (id.configFiles ?? []).map((f) => {
     try {
       return fs.realpathSync(f);
@@ -60,6 +61,29 @@ export function restartSocketName(id: InstanceIdentity): string {
     .digest('hex')
     .slice(0, 8);
   return `${service}-restart-${hash}.sock`;
+}
+
+/** `service` as default socket names spell it. */
+function serviceStem(service: string): string {
+  return service.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40) || 'service';
+}
+
+/**
+ * The default restart sockets of `service` present in the default directory, sorted: one per
+ * instance this user runs with `socket: ""` (and one per instance killed before it could remove
+ * its file). For a restarter that was not told which instance: without -c it resolves
+ * `<service>-restart.sock`, while an instance started with -c files has a hashed name.
+ */
+export function defaultRestartSockets(service: string, env: SocketPathEnv = processEnv()): string[] {
+  const dir = restartSocketDir(env);
+  const stem = serviceStem(service).replace(/\./g, '\\.');
+  const ours = new RegExp(`^${stem}-restart(-[0-9a-f]{8})?\\.sock$`);
+  return fs
+    .readdirSync(dir)
+    .filter((n) => ours.test(n))
+    .map((n) => path.join(dir, n))
+    .filter((p) => fs.lstatSync(p, { throwIfNoEntry: false })?.isSocket() === true)
+    .sort();
 }
 
 /**

@@ -46,23 +46,28 @@ export interface NextProcessOptions {
   readonly env?: NodeJS.ProcessEnv;
 }
 
-/** Starts the new process and resolves when it reports ready, fails, exits or times out. */
-export function startNextProcess(opts: NextProcessOptions): Promise<NextOutcome> {
-  const datagrams = opts.datagrams ?? [];
-  const fds = [...opts.listeners.map((l) => l.fd), ...datagrams.map((d) => d.fd)];
-  const controlSlot = 3 + fds.length;
-  const firstDatagram = 3 + opts.listeners.length;
-  // `configured`, `transport`, `options` and `systemd` let the child tell whether a socket is
-  // still what its settings ask for (matching.ts); older versions read past them.
-  const handover = {
-    control: controlSlot,
-    listeners: opts.listeners.map((l, i) => ({
+/**
+ * The `FOUNDATIONS_HANDOVER` value for a child whose slots 3… hold `listeners`' descriptors, then
+ * `datagrams`', then the control channel. `configured`, `transport`, `options`, `systemd` and
+ * `fdname` let the child tell whether a socket is still what its settings ask for (matching.ts);
+ * older versions read past them.
+ */
+export function handoverOf(
+  listeners: readonly ActiveListener[],
+  datagrams: readonly ActiveDatagram[],
+): Record<string, unknown> {
+  const firstDatagram = 3 + listeners.length;
+  return {
+    control: firstDatagram + datagrams.length,
+    listeners: listeners.map((l, i) => ({
       name: l.name,
       addr: l.addr,
       fd: 3 + i,
       configured: l.configured,
       transport: l.transport,
-      ...(l.origin === 'systemd' ? { systemd: true } : {}),
+      // The unit's name for the socket, not the endpoint's: one taken by address must not
+      // become one taken by name in the next process (docs/restarts.md, "Socket activation").
+      ...(l.origin === 'systemd' ? { systemd: true, fdname: l.systemdName ?? null } : {}),
     })),
     datagrams: datagrams.map((d, i) => ({
       name: d.name,
@@ -73,6 +78,14 @@ export function startNextProcess(opts: NextProcessOptions): Promise<NextOutcome>
       ...(d.origin === 'systemd' ? { systemd: true } : {}),
     })),
   };
+}
+
+/** Starts the new process and resolves when it reports ready, fails, exits or times out. */
+export function startNextProcess(opts: NextProcessOptions): Promise<NextOutcome> {
+  const datagrams = opts.datagrams ?? [];
+  const fds = [...opts.listeners.map((l) => l.fd), ...datagrams.map((d) => d.fd)];
+  const controlSlot = 3 + fds.length;
+  const handover = handoverOf(opts.listeners, datagrams);
   const stdio: StdioOptions = ['ignore', 'inherit', 'inherit', ...fds, 'pipe'];
   let state: Buffer;
   try {

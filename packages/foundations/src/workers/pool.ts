@@ -166,7 +166,13 @@ export class WorkerPool {
     const role = {
       index: slot.index,
       count: this.#opts.count,
-      listeners: listeners.map((l, i) => ({ name: l.name, addr: l.addr, fd: 4 + i })),
+      // `systemd` so a worker's listen() keeps the unit's backlog (listeners.ts `backlogFor`).
+      listeners: listeners.map((l, i) => ({
+        name: l.name,
+        addr: l.addr,
+        fd: 4 + i,
+        ...(l.origin === 'systemd' ? { systemd: true } : {}),
+      })),
     };
     const env: NodeJS.ProcessEnv = { ...(this.#opts.env ?? process.env), [WORKER_ENV]: JSON.stringify(role) };
     delete env.NOTIFY_SOCKET; // only the supervisor talks to systemd

@@ -4,7 +4,8 @@
  *
  * The supervisor starts each worker as the same program with the same command line, the
  * listening sockets at fds 4…, Node's IPC channel at fd 3, and `FOUNDATIONS_WORKER` naming
- * them: `{"index":0,"count":2,"listeners":[{"name":"main","addr":{…},"fd":4}]}`. The variable is
+ * them: `{"index":0,"count":2,"listeners":[{"name":"main","addr":{…},"fd":4,"systemd":true}]}`
+ * (`systemd` only for a socket a systemd unit made). The variable is
  * read once and removed from the environment, like the restart handover's.
  *
  * Messages (JSON over Node's IPC): the worker says `{type:'hello'}` first; supervisor → worker:
@@ -86,7 +87,10 @@ export function parseWorkerEnv(env: NodeJS.ProcessEnv): WorkerRole | null {
       if (typeof e.name !== 'string') throw roleError(`${where}.name: expected a string`);
       if (typeof e.fd !== 'number' || !Number.isInteger(e.fd) || e.fd < 3 || e.fd > 65535)
         throw roleError(`${where}.fd: expected a descriptor number`);
-      return { fd: e.fd, name: e.name, addr: toAddr(e.addr, where), source: 'handover' };
+      if (e.systemd !== undefined && typeof e.systemd !== 'boolean')
+        throw roleError(`${where}.systemd: expected true or false`);
+      const source = e.systemd === true ? 'systemd' : 'handover';
+      return { fd: e.fd, name: e.name, addr: toAddr(e.addr, where), source };
     }),
   };
 }

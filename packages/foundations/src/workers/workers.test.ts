@@ -20,7 +20,10 @@ describe('parseWorkerEnv', () => {
         JSON.stringify({
           index: 1,
           count: 2,
-          listeners: [{ name: 'main', addr: { kind: 'tcp', host: '127.0.0.1', port: 80 }, fd: 4 }],
+          listeners: [
+            { name: 'main', addr: { kind: 'tcp', host: '127.0.0.1', port: 80 }, fd: 4 },
+            { name: 'sd', addr: { kind: 'tcp', host: '127.0.0.1', port: 81 }, fd: 5, systemd: true },
+          ],
         }),
       ),
     );
@@ -29,6 +32,8 @@ describe('parseWorkerEnv', () => {
       count: 2,
       listeners: [
         { fd: 4, name: 'main', addr: { kind: 'tcp', host: '127.0.0.1', port: 80 }, source: 'handover' },
+        // so the worker's listen() does not lower the unit's backlog
+        { fd: 5, name: 'sd', addr: { kind: 'tcp', host: '127.0.0.1', port: 81 }, source: 'systemd' },
       ],
     });
     assert.equal(parseWorkerEnv({}), null);
@@ -45,6 +50,10 @@ describe('parseWorkerEnv', () => {
       ['{"index":0,"count":1,"listeners":[{"name":"m","fd":1,"addr":{}}]}', /listeners\[0\]\.fd/],
       ['{"index":0,"count":1,"listeners":[{"fd":4}]}', /listeners\[0\]\.name/],
       ['{"index":0,"count":1,"listeners":[{"name":"m","fd":4,"addr":{"kind":"x"}}]}', /listeners\[0\]\.addr/],
+      [
+        '{"index":0,"count":1,"listeners":[{"name":"m","fd":4,"addr":{"kind":"unix","path":"/s"},"systemd":1}]}',
+        /listeners\[0\]\.systemd/,
+      ],
     ];
     for (const [value, message] of bad) {
       assert.throws(
