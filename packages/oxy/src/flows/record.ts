@@ -40,10 +40,6 @@ export function countFailure(request: RequestState, status: number): void {
   httpMetrics.requests_failed_total({ endpoint: request.ingress.endpoint.name, status }).inc();
 }
 
-/**
- * Ends a request or tunnel: fires `handleRequestEnd`, logs a failure at DEBUG, and writes the
- * audit record (when audit is on). Call exactly once per request or tunnel.
- */
 /** The ways a unit ends when a drain's deadline destroys its sockets (then: `drained`). */
 const CUT: ReadonlySet<string> = new Set([
   'client_reset',
@@ -54,6 +50,10 @@ const CUT: ReadonlySet<string> = new Set([
   'aborted',
 ]);
 
+/**
+ * Ends a request or tunnel: fires `handleRequestEnd`, logs a failure at DEBUG, and writes the
+ * audit record (when audit is on). Call exactly once per request or tunnel.
+ */
 export function recordEnd(
   rt: Runtime,
   request: RequestState,
