@@ -131,9 +131,7 @@ export async function drain(
   // What the addon's reactor thread holds (its tunnels, a stopped listener's heads) leaves once
   // its news of the abort arrives, a loop turn or two later on a loaded machine: waited for,
   // within a bound, so that "no connection is left" holds when this resolves.
-  const bound = performance.now() + ABORT_NEWS_MS;
-  while (aborted.some((c) => rt.connections.has(c)) && performance.now() < bound)
-    await new Promise((r) => setTimeout(r, 5));
+  await rt.settleCut(ABORT_NEWS_MS, aborted);
 }
 
 /** How long `drain` waits for the addon's news of connections it aborted. */

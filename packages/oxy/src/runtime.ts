@@ -63,12 +63,15 @@ export class Runtime {
   cutting = false;
 
   /**
-   * Resolves once what a drain's deadline cut has reported its end (its sockets' close events,
-   * then its record), or after `boundMs`: the audit file closes after this.
+   * Resolves once what a drain's deadline cut (`of`: by default every connection) has left
+   * `connections` and reported its end (its sockets' close events, then its record), or after
+   * `boundMs`: the audit file closes after this.
    */
-  async settleCut(boundMs: number): Promise<void> {
+  async settleCut(boundMs: number, of: readonly IngressConnection[] | null = null): Promise<void> {
     const end = performance.now() + boundMs;
-    while (this.connections.size > 0 && performance.now() < end) await new Promise((r) => setTimeout(r, 5));
+    const left = (): boolean =>
+      of === null ? this.connections.size > 0 : of.some((c) => this.connections.has(c));
+    while (left() && performance.now() < end) await new Promise((r) => setTimeout(r, 5));
     // The last close events and the records they lead to come on the next turns.
     for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
   }
