@@ -51,7 +51,7 @@ import type { Runtime } from '../../runtime.ts';
 import { forkConnection, forkRequest, inConnectionContext } from '../../telemetry/fork.ts';
 import { datagramMetrics } from '../../telemetry/metrics.ts';
 import { recordEnd } from '../record.ts';
-import { countTooLarge, SessionCounts, track, untrack } from './counts.ts';
+import { SessionCounts, track, untrack } from './counts.ts';
 
 /** How an on-ramp answers a session's client. */
 export interface DatagramIngress {
@@ -378,7 +378,7 @@ export class DatagramSession {
   /** Reads replies and errors of the session's upstream socket `up`. */
   #attach(up: UdpSocket): void {
     up.onBatch((batch) => this.#fromUpstream(batch));
-    up.onTruncated((n) => countTooLarge(this.conn.endpoint.name, n));
+    up.onTruncated((n) => this.#drop('too_large', n));
     up.onError((e) => {
       // An ICMP error for the upstream (port unreachable): counted; the session goes on, as a
       // UDP flow would, until it idles out, on its next address if nothing answered yet.
@@ -482,7 +482,7 @@ export class DatagramSession {
     if (v === undefined || v.kind === 'pass') return data;
     if (v.kind === 'rewrite') {
       if (v.data.length <= this.#maxDatagram) return v.data;
-      countTooLarge(this.conn.endpoint.name, 1);
+      this.#drop('too_large');
       return null;
     }
     if (v.kind === 'drop') {

@@ -190,10 +190,12 @@ export function openUdpOnRamp(
     const refused = datagramMetrics.dropped_total({ endpoint: name, reason: 'proxy_protocol' });
     socket.onBatch((batch) => {
       const now = performance.now();
-      // The run being gathered: consecutive datagrams of one client behind headers of one length.
+      // The run being gathered: consecutive datagrams of one client behind headers of one length
+      // (`runSkip`); `runHeader` is its first datagram's, which opens the session.
       let start = -1;
       let runKey: number | string = 0;
       let runHeader: ProxyHeader | null = null;
+      let runSkip = 0;
       for (let i = 0; i < batch.count; i++) {
         let parsed: DatagramWithHeader;
         try {
@@ -205,7 +207,7 @@ export function openUdpOnRamp(
         } catch {
           // Named boundary: a datagram without a valid header from a trusted peer is dropped (counted by reason).
           refused.inc();
-          if (start >= 0) run(runKey, batch, start, i, now, runHeader, (runHeader as ProxyHeader).length);
+          if (start >= 0) run(runKey, batch, start, i, now, runHeader, runSkip);
           start = -1;
           continue;
         }
@@ -216,14 +218,14 @@ export function openUdpOnRamp(
           if (byDestination) key = `${key}>${a.destination.host}|${a.destination.port}`;
         }
         const h = parsed.header;
-        if (start >= 0 && key === runKey && h.length === (runHeader as ProxyHeader).length) continue;
-        if (start >= 0) run(runKey, batch, start, i, now, runHeader, (runHeader as ProxyHeader).length);
+        if (start >= 0 && key === runKey && h.length === runSkip) continue;
+        if (start >= 0) run(runKey, batch, start, i, now, runHeader, runSkip);
         start = i;
         runKey = key;
         runHeader = h;
+        runSkip = h.length;
       }
-      if (start >= 0)
-        run(runKey, batch, start, batch.count, now, runHeader, (runHeader as ProxyHeader).length);
+      if (start >= 0) run(runKey, batch, start, batch.count, now, runHeader, runSkip);
     });
   }
 
