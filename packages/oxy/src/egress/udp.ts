@@ -11,7 +11,6 @@
  * `flows/datagram/session.ts`). {@link connectUdp} returns the addresses left for that.
  */
 import type dgram from 'node:dgram';
-import net from 'node:net';
 import { UdpSocket } from 'native';
 import type { SocketAddr } from '../context/contexts.ts';
 import type { EgressState } from '../context/state.ts';

@@ -9,7 +9,6 @@
  * the route and the client can tell: one address without a zone, splicing on, a client the
  * addon can take.
  */
-import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { EgressState } from '../context/state.ts';
 import type { PumpOptions } from '../flows/stream/pump.ts';
