@@ -22,24 +22,19 @@ import {
   unusedPort,
   waitUntil,
 } from '../src/testing/index.ts';
+import { onHead } from './fixtures/raw-http.ts';
 
 /** An upstream whose behaviour is chosen by the request path. */
-const up: TcpPeer = await startTcpServer((s) => {
-  let buf = '';
-  const onData = (d: Buffer): void => {
-    buf += d.toString('latin1');
-    const end = buf.indexOf('\r\n\r\n');
-    if (end < 0) return;
-    s.off('data', onData);
+const up: TcpPeer = await startTcpServer((s) =>
+  onHead(s, (head) => {
     s.resume();
-    const path = buf.slice(0, end).split(' ')[1] ?? '';
+    const path = head.split(' ')[1] ?? '';
     if (path.startsWith('/ok')) s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok');
     else if (path.startsWith('/reset')) s.resetAndDestroy();
     else if (path.startsWith('/partial')) s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst');
     // '/hang': nothing
-  };
-  s.on('data', onData);
-});
+  }),
+);
 const echo = await startTcpEcho();
 // Resets each tunnel once it has received a byte.
 const resetter = await startTcpServer((s) => s.once('data', () => s.resetAndDestroy()));

@@ -19,20 +19,11 @@ import {
   waitForClose,
   waitUntil,
 } from '../src/testing/index.ts';
+import { onHead } from './fixtures/raw-http.ts';
 
 /** An upstream that reads a request head and hands the socket to `answer`. */
 function rawUpstream(answer: (socket: net.Socket, head: string) => void): Promise<TcpPeer> {
-  return startTcpServer((s) => {
-    let buf = '';
-    const onData = (d: Buffer): void => {
-      buf += d.toString('latin1');
-      const end = buf.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      s.off('data', onData);
-      answer(s, buf.slice(0, end));
-    };
-    s.on('data', onData);
-  });
+  return startTcpServer((s) => onHead(s, (head) => answer(s, head)));
 }
 
 // Never answers: a stream reset while waiting must still release the upstream connection.

@@ -15,6 +15,7 @@ import {
   startTcpServer,
   waitUntil,
 } from '../src/testing/index.ts';
+import { onHead } from './fixtures/raw-http.ts';
 
 const SWITCH = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\nfirst|';
 
@@ -22,29 +23,18 @@ const SWITCH = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: 
  * The upstream proxy, and the origin behind it in one: for `early.test` it sends the 101 in the
  * same write as its 200; for `origin.test`, once the upgrade request has come. Then it echoes.
  */
-const proxy = await startTcpServer((s) => {
-  let buf = '';
-  let req = '';
-  let early = false;
-  const onRequest = (d: Buffer): void => {
-    req += d.toString('latin1');
-    const end = req.indexOf('\r\n\r\n');
-    if (end < 0) return;
-    s.off('data', onRequest);
-    if (!early) s.write(SWITCH);
-    if (req.length > end + 4) s.write(req.slice(end + 4));
-    s.pipe(s);
-  };
-  const onHead = (d: Buffer): void => {
-    buf += d.toString('latin1');
-    if (!buf.includes('\r\n\r\n')) return;
-    s.off('data', onHead);
-    early = buf.startsWith('CONNECT early.test:80 ');
+const proxy = await startTcpServer((s) =>
+  onHead(s, (connect) => {
+    const early = connect.startsWith('CONNECT early.test:80 ');
     s.write(`HTTP/1.1 200 Connection established\r\n\r\n${early ? SWITCH : ''}`);
-    s.on('data', onRequest);
-  };
-  s.on('data', onHead);
-});
+    // Then the upgrade request; after its head, whatever comes is echoed.
+    onHead(s, (_request, rest) => {
+      if (!early) s.write(SWITCH);
+      if (rest.length > 0) s.write(rest);
+      s.pipe(s);
+    });
+  }),
+);
 const app = await startApp(
   hooksApp({
     egress: { handleConnection: () => EgressDecision.viaProxy({ host: '127.0.0.1', port: proxy.port }) },

@@ -16,6 +16,7 @@ import {
   startTcpEcho,
   startTcpServer,
 } from '../src/testing/index.ts';
+import { onHead } from './fixtures/raw-http.ts';
 
 const upstream = await startHttpUpstream({ '/via': { body: 'via the chain' } });
 const echo = await startTcpEcho();
@@ -77,23 +78,19 @@ test('a plain request goes to the upstream proxy in absolute form with its crede
  */
 async function scriptedProxy(answer: (line: string) => string | null, host = '127.0.0.1') {
   const seen: { line: string; from: string }[] = [];
-  const server = await startTcpServer((s) => {
-    let buf = '';
-    const onData = (d: Buffer): void => {
-      buf += d.toString('latin1');
-      const end = buf.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      s.off('data', onData);
-      const line = buf.slice(0, buf.indexOf('\r\n'));
-      seen.push({ line, from: s.remoteAddress ?? '' });
-      const reply = answer(line);
-      if (reply === null) return; // silent
-      s.write(reply);
-      if (line.startsWith('CONNECT ') && / 2\d\d /.test(reply)) s.pipe(s);
-      else s.end();
-    };
-    s.on('data', onData);
-  }, host);
+  const server = await startTcpServer(
+    (s) =>
+      onHead(s, (head) => {
+        const line = head.split('\r\n')[0] as string;
+        seen.push({ line, from: s.remoteAddress ?? '' });
+        const reply = answer(line);
+        if (reply === null) return; // silent
+        s.write(reply);
+        if (line.startsWith('CONNECT ') && / 2\d\d /.test(reply)) s.pipe(s);
+        else s.end();
+      }),
+    host,
+  );
   after(() => server.close());
   return { server, seen };
 }
@@ -115,8 +112,9 @@ async function bothPaths(app: { address(): string }): Promise<void> {
   assert.equal(r.text, 'ok');
 }
 
-test('egress.source_addr applies to tunnels through the upstream proxy as to forwarded requests', async () => {
-  const { server, seen } = await scriptedProxy(ok);
+/** What a proxy on `host` saw of both paths through an Oxy with `source_addr: 127.0.0.2`. */
+async function seenWithSourceAddr(host: string): Promise<{ line: string; from: string }[]> {
+  const { server, seen } = await scriptedProxy(ok, host);
   const app = await startApp(hooksApp(), {
     settings: {
       egress: { source_addr: '127.0.0.2', upstream_proxy: { enabled: true, addr: server.authority } },
@@ -124,6 +122,11 @@ test('egress.source_addr applies to tunnels through the upstream proxy as to for
   });
   after(() => app.stop());
   await bothPaths(app);
+  return seen;
+}
+
+test('egress.source_addr applies to tunnels through the upstream proxy as to forwarded requests', async () => {
+  const seen = await seenWithSourceAddr('127.0.0.1');
   assert.deepEqual(
     seen.map((x) => [x.line.split(' ')[0], x.from]),
     [
@@ -134,14 +137,7 @@ test('egress.source_addr applies to tunnels through the upstream proxy as to for
 });
 
 test('a source_addr of the other family than the proxy is not applied, on either path', async () => {
-  const { server, seen } = await scriptedProxy(ok, '::1');
-  const app = await startApp(hooksApp(), {
-    settings: {
-      egress: { source_addr: '127.0.0.2', upstream_proxy: { enabled: true, addr: server.authority } },
-    },
-  });
-  after(() => app.stop());
-  await bothPaths(app);
+  const seen = await seenWithSourceAddr('::1');
   assert.deepEqual(
     seen.map((x) => x.from),
     ['::1', '::1'],
