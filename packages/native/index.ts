@@ -102,6 +102,29 @@ export function setTcpCongestion(fd: number, name: string): void {
 }
 
 /**
+ * Sets TCP_QUICKACK on TCP socket `fd`. Off on a listening socket, every connection it accepts
+ * holds the ACK of its first bytes for the answer to carry (the kernel sends it after 40 ms
+ * without one); on sends ACKs at once. Throws a `NativeError` (`ENOPROTOOPT` on a socket that is
+ * not TCP).
+ */
+export function setTcpQuickAck(fd: number, on: boolean): void {
+  try {
+    addon.tcpSetQuickAck(fd, on);
+  } catch (e) {
+    throw toNativeError(e, 'socket', 'setting TCP_QUICKACK');
+  }
+}
+
+/** TCP_QUICKACK of TCP socket `fd` as the kernel reports it (false: ACKs are held). */
+export function tcpQuickAck(fd: number): boolean {
+  try {
+    return addon.tcpQuickAck(fd);
+  } catch (e) {
+    throw toNativeError(e, 'socket', 'reading TCP_QUICKACK');
+  }
+}
+
+/**
  * Replaces the process image (execve(2)); returns only by throwing. Seccomp filters survive,
  * which is the point: a filter installed just before is in force from the new program's first
  * instruction. Descriptors survive if they lack close-on-exec or are in `keepFds` (default

@@ -241,16 +241,16 @@ static void listener_go(napi_env env, listener_t *l, napi_value owner) {
   command(l);
 }
 
-/* acceptStart(owner, listenFd, ip, port, sourceIp, timeoutMs, pipeSize, noDelay, wildcard) */
+/* acceptStart(owner, listenFd, ip, port, sourceIp, timeoutMs, pipeSize, noDelay, wildcard, smartConnect) */
 static napi_value accept_start(napi_env env, napi_callback_info info) {
-  napi_value argv[9];
+  napi_value argv[10];
   int32_t fd, port, timeout, pipe_size;
-  bool nodelay, wildcard;
+  bool nodelay, wildcard, smart_connect;
   char *ip = NULL, *src = NULL;
   size_t iplen, srclen;
-  if (!get_args(env, info, 9, argv, NULL) || !arg_int32(env, argv[1], &fd) || !arg_int32(env, argv[3], &port) ||
+  if (!get_args(env, info, 10, argv, NULL) || !arg_int32(env, argv[1], &fd) || !arg_int32(env, argv[3], &port) ||
       !arg_int32(env, argv[5], &timeout) || !arg_int32(env, argv[6], &pipe_size) || !arg_bool(env, argv[7], &nodelay) ||
-      !arg_bool(env, argv[8], &wildcard))
+      !arg_bool(env, argv[8], &wildcard) || !arg_bool(env, argv[9], &smart_connect))
     return NULL;
   if (fd < 0 || port <= 0 || port > 65535 || timeout < 0 || pipe_size < 0 || pipe_size > (1 << 24)) {
     throw_type(env, "invalid descriptor, port, timeout or pipe size");
@@ -281,6 +281,7 @@ static napi_value accept_start(napi_env env, napi_callback_info info) {
   l->pipe_size = pipe_size;
   l->nodelay = nodelay;
   l->wildcard = wildcard;
+  l->smart_connect = smart_connect;
   listener_go(env, l, argv[0]);
   return make_undefined(env);
 }

@@ -168,6 +168,7 @@ static void start_one(listener_t *l, int cfd, const struct sockaddr_storage *pee
   s->fd[0] = cfd;
   s->thread_ref = true;
   s->lst = l;
+  s->smart_connect = l->smart_connect;
   s->peer = *peer;
   if (l->wildcard) {
     socklen_t len = sizeof s->local;

@@ -31,6 +31,8 @@ export interface AcceptTarget {
   readonly noDelay: boolean;
   /** The listening address is a wildcard: records carry each connection's local address. */
   readonly wildcard: boolean;
+  /** `TunnelTarget.smartConnect` for every connection. */
+  readonly smartConnect: boolean;
 }
 
 /**
@@ -49,6 +51,7 @@ export function startAccepting(owner: ListenerOwner, listenFd: number, to: Accep
       to.pipeSize,
       to.noDelay,
       to.wildcard,
+      to.smartConnect,
     );
   } catch (e) {
     if (e instanceof TypeError) throw e;

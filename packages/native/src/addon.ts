@@ -31,6 +31,8 @@ export interface Addon {
   socketKind(fd: number): [domain: number, type: number, listening: number];
   execve(path: string, argv: string[], env: string[], keepFds: number[]): never;
   tcpSetCongestion(fd: number, name: string): void;
+  tcpSetQuickAck(fd: number, on: boolean): void;
+  tcpQuickAck(fd: number): boolean;
   pollStart(
     fd: number,
     mode: number,
@@ -56,6 +58,7 @@ export interface Addon {
     early: Buffer | null,
     timeoutMs: number,
     pipeSize: number,
+    smartConnect: boolean,
   ): void;
   trimMemory(): boolean;
   reactorMode(mode: 'thread' | 'inline'): 'thread' | 'inline';
@@ -69,6 +72,7 @@ export interface Addon {
     pipeSize: number,
     noDelay: boolean,
     wildcard: boolean,
+    smartConnect: boolean,
   ): void;
   acceptConnectStart(
     owner: ConnectListenerOwner,

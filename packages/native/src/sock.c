@@ -346,6 +346,33 @@ static napi_value tcp_set_congestion(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* tcpSetQuickAck(fd, on): TCP_QUICKACK (off on a listening socket: its connections hold the
+ * ACK of their first bytes for the answer to carry; they inherit it). */
+static napi_value tcp_set_quick_ack(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t fd;
+  bool on;
+  if (!get_args(env, info, 2, argv, NULL) || !arg_int32(env, argv[0], &fd) || !arg_bool(env, argv[1], &on)) return NULL;
+  int v = on ? 1 : 0;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &v, sizeof v) < 0) throw_errno(env, errno, "setsockopt", "TCP_QUICKACK");
+  return NULL;
+}
+
+/* tcpQuickAck(fd): TCP_QUICKACK as the kernel reports it (false: ACKs held, "pingpong" mode). */
+static napi_value tcp_quick_ack(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out;
+  int32_t fd;
+  if (!get_args(env, info, 1, argv, NULL) || !arg_int32(env, argv[0], &fd)) return NULL;
+  int v = 0;
+  socklen_t len = sizeof v;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &v, &len) < 0) {
+    throw_errno(env, errno, "getsockopt", "TCP_QUICKACK");
+    return NULL;
+  }
+  if (napi_get_boolean(env, v != 0, &out) != napi_ok) return NULL;
+  return out;
+}
+
 void register_sock(napi_env env, napi_value exports) {
   set_fn(env, exports, "socketKind", socket_kind);
   set_fn(env, exports, "setFdFlags", set_fd_flags);
@@ -358,4 +385,6 @@ void register_sock(napi_env env, napi_value exports) {
   set_fn(env, exports, "writeMany", write_many);
   set_fn(env, exports, "execve", exec_ve);
   set_fn(env, exports, "tcpSetCongestion", tcp_set_congestion);
+  set_fn(env, exports, "tcpSetQuickAck", tcp_set_quick_ack);
+  set_fn(env, exports, "tcpQuickAck", tcp_quick_ack);
 }

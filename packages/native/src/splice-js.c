@@ -315,17 +315,19 @@ connect_t *splicer_connect_args(napi_env env, napi_value ip_v, int32_t port, nap
   return cx;
 }
 
-/* tunnelStart(owner, clientFd, ip, port, sourceIp, head, early, timeoutMs, pipeSize): see the top. */
+/* tunnelStart(owner, clientFd, ip, port, sourceIp, head, early, timeoutMs, pipeSize, smartConnect): see
+ * the top. */
 static napi_value tunnel_start(napi_env env, napi_callback_info info) {
-  napi_value argv[9];
+  napi_value argv[10];
   int32_t cfd, port, timeout, pipe_size;
-  if (!get_args(env, info, 9, argv, NULL)) return NULL;
+  bool smart_connect;
+  if (!get_args(env, info, 10, argv, NULL)) return NULL;
   if (!is_object(env, argv[0])) {
     throw_type(env, "the splice owner must be an object");
     return NULL;
   }
   if (!arg_int32(env, argv[1], &cfd) || !arg_int32(env, argv[3], &port) || !arg_int32(env, argv[7], &timeout) ||
-      !arg_int32(env, argv[8], &pipe_size))
+      !arg_int32(env, argv[8], &pipe_size) || !arg_bool(env, argv[9], &smart_connect))
     return NULL;
   if (cfd < 0 || port <= 0 || port > 65535 || timeout < 0 || pipe_size < 0 || pipe_size > (1 << 24)) {
     throw_type(env, "invalid descriptor, port, timeout or pipe size");
@@ -340,6 +342,7 @@ static napi_value tunnel_start(napi_env env, napi_callback_info info) {
   }
   s->cx = cx;
   s->tunnel = true;
+  s->smart_connect = smart_connect;
   cx->deadline = timeout > 0 ? splicer_now_ms() + timeout : 0;
   s->fd[0] = fcntl(cfd, F_DUPFD_CLOEXEC, 3);
   if (s->fd[0] < 0) {

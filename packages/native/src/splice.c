@@ -393,8 +393,15 @@ static int ensure_nonblocking(int fd) {
   return 0;
 }
 
-/* Reactor thread, under s->mu: the upstream socket of a tunnel, its connect started. */
-static int start_connect(splicer_t *s) {
+/* TCP_QUICKACK on fd: off holds the ACK the kernel owes (the handshake's last) for the next
+ * segment out; on sends a held one now. Best effort: the worst is one packet more. */
+static void quick_ack(int fd, int on) {
+  setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
+}
+
+/* Reactor thread, under s->mu: the upstream socket of a tunnel, its connect started; with
+ * `hold_ack`, the handshake's last ACK waits for the first bytes (s->smart_connect). */
+static int start_connect(splicer_t *s, bool hold_ack) {
   connect_t *cx = s->cx;
   int one = 1;
   int fd = socket(cx->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -406,6 +413,7 @@ static int start_connect(splicer_t *s) {
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&cx->src, cx->srclen) < 0) return errno;
   }
+  if (hold_ack) quick_ack(fd, 0);
   cx->started = splicer_now_ms();
   if (connect(fd, (struct sockaddr *)&cx->addr, cx->addrlen) < 0 && errno != EINPROGRESS) return errno;
   s->connecting = true;
@@ -422,7 +430,7 @@ static early_t *early_of(splicer_t *s) {
 }
 
 static bool early_worth(splicer_t *s) {
-  if (!early_on || !s->connecting || s->keep_client || pre_pending(s, 0) || pre_pending(s, 1) ||
+  if (!early_on || !s->cx || s->keep_client || pre_pending(s, 0) || pre_pending(s, 1) ||
       copy_bytes == 0 || splice_copy_buf() == NULL)
     return false;
   early_t *e = early_of(s);
@@ -440,7 +448,7 @@ static bool early_worth(splicer_t *s) {
  * the connect in progress (EAGAIN) holds the bytes for the connect's EPOLLOUT, as a full
  * destination's; one that fails is the connect's failure. Returns 0 or an END_* kind with
  * *err and *side set. */
-static int early_copy(splicer_t *s, int *err, int *side) {
+static int early_copy(splicer_t *s, bool held_ack, int *err, int *side) {
   dir_t *d = &s->dir[0];
   size_t moved = 0;
   bool stop = false;
@@ -458,6 +466,10 @@ static int early_copy(splicer_t *s, int *err, int *side) {
     s->can_write[1] = false; /* not known yet: the connect's EPOLLOUT says */
     if (score->misses < EARLY_MISSES) score->misses++;
   }
+  /* Bytes held for the connect's EPOLLOUT carry the ACK then; with none, it goes now (or, the
+   * connect still under way, as soon as the SYN-ACK comes): a server that speaks first must not
+   * wait for a delayed ACK to see its connection. */
+  if (held_ack && moved == 0) quick_ack(s->fd[1], 1);
   return 0;
 }
 
@@ -478,9 +490,10 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
     s->thread_ref = false;
   } else {
     int err = 0, side = 1, kind = END_CONNECT;
-    if (s->cx) err = start_connect(s);
-    if (err == 0 && early_worth(s)) {
-      int k = early_copy(s, &err, &side);
+    bool early = early_worth(s), hold_ack = early && s->smart_connect;
+    if (s->cx) err = start_connect(s, hold_ack);
+    if (err == 0 && early) {
+      int k = early_copy(s, hold_ack, &err, &side);
       if (err != 0) kind = k; /* the connect's failure, or the client's error */
     }
     if (err != 0) {

@@ -137,6 +137,9 @@ struct splicer {
   splicer_t *lprev, *lnext; /* the listener's tunnels JS has not heard of (reactor thread only) */
   bool adopt;               /* announced: JS is to adopt it (wrap it into an owner) */
   bool keep_client;         /* connect mode: a failed connect keeps the client for JS to answer */
+  /* The handshake's last ACK rides on the client's first bytes when those go with the connect
+   * (HAProxy's tcp-smart-connect): one packet less each way; a plain ACK when there are none. */
+  bool smart_connect;
   int kept_fd;              /* ... that client's descriptor, until it goes in the record; else -1 */
   double lst_id;            /* connect mode: JS's id of the tunnel, in its record */
   int64_t accepted_ns;      /* CLOCK_MONOTONIC */

@@ -98,6 +98,13 @@ export interface TunnelTarget {
   readonly early: Buffer | null;
   /** The connect's deadline in ms (0: none); past it the tunnel ends with kind 2, ETIMEDOUT. */
   readonly timeoutMs: number;
+  /**
+   * When the client's first bytes go with the connect (a tunnel with no `head` or `early`, whose
+   * client speaks first), the handshake's last ACK rides on them instead of going alone
+   * (TCP_QUICKACK off during the connect; HAProxy's tcp-smart-connect). A client with nothing
+   * to send gets a plain ACK at once. Default false.
+   */
+  readonly smartConnect?: boolean;
 }
 
 /**
@@ -125,6 +132,7 @@ export function startTunnel(
       to.early,
       to.timeoutMs,
       options.pipeSize ?? DEFAULT_PIPE,
+      to.smartConnect ?? false,
     );
   } catch (e) {
     if (e instanceof TypeError) throw e;
