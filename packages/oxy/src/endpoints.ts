@@ -15,20 +15,29 @@ import { OXY_ERR, OxyError } from './errors.ts';
 import { native } from './flows/stream/native-addon.ts';
 import type { Runtime } from './runtime.ts';
 
+/** Options of a TCP listening socket, which its accepted connections inherit. */
+export interface ListenTcpOptions {
+  /** TCP_CONGESTION, or '' for the system's default. */
+  readonly congestion: string;
+  /** TCP_QUICKACK off (`tcp_smart_accept`). */
+  readonly smartAccept: boolean;
+}
+
 /**
  * Opens the listening socket of endpoint `name` at `addr`. The returned server accepts with
  * `allowHalfOpen` (tunnels carry half-close) and `noDelay`. With `listeners` (the restart
  * lifecycle's), a socket inherited from the previous process or from systemd is used when one
- * matches by name or address, and the server is handed on at the next restart. A non-empty
- * `congestion` is set on the listening socket (TCP only), so accepted connections inherit it.
- * Throws `OXY_ERR_LISTEN` naming the settings path.
+ * matches by name or address, and the server is handed on at the next restart. `tcp` is set on
+ * the listening socket (TCP only; an inherited one is set again, to this process's settings), so
+ * accepted connections inherit it. Throws `OXY_ERR_LISTEN` naming the settings path.
  */
 export async function openEndpoint(
   name: string,
   addr: ListenAddr,
   listeners?: Listeners,
-  congestion = '',
+  tcp: ListenTcpOptions = { congestion: '', smartAccept: false },
 ): Promise<net.Server> {
+  const congestion = tcp.congestion;
   const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false });
   const options = addr.kind === 'tcp' ? { host: addr.host, port: addr.port } : { path: addr.path };
   try {
@@ -61,7 +70,14 @@ export async function openEndpoint(
       );
     }
   }
+  if (addr.kind === 'tcp') setQuickAck(server, !tcp.smartAccept);
   return server;
+}
+
+/** TCP_QUICKACK on `server`'s listening socket (a TCP socket: the kernel takes it). */
+function setQuickAck(server: net.Server, on: boolean): void {
+  const fd = listeningFd(server);
+  if (native !== null && fd !== null) native.setTcpQuickAck(fd, on);
 }
 
 /** TCP_CONGESTION on `server`'s listening socket, through the addon (Node has no option for it). */

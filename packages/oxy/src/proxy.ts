@@ -133,7 +133,10 @@ export async function startProxy(
       }
       const onramp = createOnRamp(rt, endpoint);
       onramps.push(onramp);
-      const server = await openEndpoint(name, ep.addr, options.listeners, ep.tcp_congestion_control);
+      const server = await openEndpoint(name, ep.addr, options.listeners, {
+        congestion: ep.tcp_congestion_control,
+        smartAccept: ep.tcp_smart_accept,
+      });
       server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
       // A `tcp` endpoint whose connections all go whole to the addon skips Node's sockets.
       if (target !== null && rawAcceptApplies(rt, endpoint, target)) {

@@ -39,6 +39,21 @@ const streamFields = {
   ),
 };
 
+/**
+ * TCP_QUICKACK off on an endpoint's listening socket (HAProxy's tcp-smart-accept), on by default
+ * where the client speaks first and is answered at once (`http`), off where the protocol is not
+ * known (`tcp`).
+ */
+function smartAcceptField(byDefault: boolean) {
+  return s.bool(
+    "The kernel holds the ACK of a new connection's first bytes for the answer to carry, one " +
+      'packet less per connection; it sends it anyway after 40 ms without an answer (a client that ' +
+      "waits for that ACK before writing more, Nagle's algorithm with two small writes, waits that " +
+      'long once). Set on the listening socket, so every accepted connection inherits it.',
+    byDefault,
+  );
+}
+
 /** How an endpoint's accepted TCP connections send (`http` and `tcp` endpoints). */
 const congestionFields = {
   tcp_congestion_control: s.str(
@@ -77,6 +92,7 @@ const httpFields = {
   ),
   ...streamFields,
   ...congestionFields,
+  tcp_smart_accept: smartAcceptField(true),
   proxy_protocol: ProxyProtocolSettings,
   tls: TlsSettings,
   http2: Http2Settings,
@@ -102,9 +118,17 @@ const tcpFields = {
       ['off', 'v1', 'v2'] as const,
       'off',
     ),
+    smart_connect: s.bool(
+      "When a client's first bytes are there as Oxy connects to the target, the handshake's last " +
+        "ACK goes with them instead of alone (HAProxy's tcp-smart-connect): one packet less per " +
+        'connection, and the target finds the connection and its first bytes together. A client ' +
+        'with nothing to send yet gets a plain ACK at once, so servers that speak first see no delay.',
+      true,
+    ),
   }),
   ...streamFields,
   ...congestionFields,
+  tcp_smart_accept: smartAcceptField(false),
   proxy_protocol: ProxyProtocolSettings,
 };
 

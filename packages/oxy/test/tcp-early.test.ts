@@ -21,22 +21,9 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { native } from '../src/flows/stream/native-addon.ts';
 import { readBytes, startTcpEcho, waitUntil } from '../src/testing/index.ts';
-import { type OxyCli, startOxyCli, tcpEndpointLines, threadFiles } from './fixtures/oxy-cli.ts';
+import { hexPort, rxQueue, speakWhileStopped, startOxyCli, tcpEndpointLines } from './fixtures/oxy-cli.ts';
 
 const skip = process.platform !== 'linux' || native === null ? 'needs Linux and the native addon' : false;
-
-const hexPort = (port: number): string => port.toString(16).toUpperCase().padStart(4, '0');
-
-/** The receive queue of the IPv4 socket bound to `local` with peer `remote` (both loopback ports), or null. */
-function rxQueue(local: number, remote: number): number | null {
-  for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f[1]?.endsWith(`:${hexPort(local)}`) && f[2]?.endsWith(`:${hexPort(remote)}`)) {
-      return Number.parseInt((f[4] ?? '').split(':')[1] ?? '', 16);
-    }
-  }
-  return null;
-}
 
 /** Whether some socket is connecting (SYN_SENT) to loopback port `port`. */
 function connectingTo(port: number): boolean {
@@ -82,34 +69,6 @@ async function heldEcho(): Promise<{ port: number; release(): void }> {
   }
   assert.ok(connectingTo(port), 'the upstream accept queue is full');
   return { port, release: () => fs.writeFileSync(go, '') };
-}
-
-/** Whether every thread of process `pid` is stopped (state T in /proc/<pid>/task/<tid>/stat). */
-function allStopped(pid: number): boolean {
-  return [...threadFiles(pid, 'stat').values()].every((stat) =>
-    stat.slice(stat.lastIndexOf(')') + 2).startsWith('T'),
-  );
-}
-
-/**
- * Connects a client to `oxy`'s endpoint and writes `payload` while `oxy` is stopped; resumes it
- * once the bytes wait in its socket's receive queue. Returns the client.
- */
-async function speakWhileStopped(oxy: OxyCli, payload: string | Buffer): Promise<net.Socket> {
-  const { host, port } = oxy.address('l4');
-  process.kill(oxy.pid, 'SIGSTOP');
-  try {
-    // The signal reaches each thread on its own: a reactor thread still running would accept.
-    await waitUntil(() => allStopped(oxy.pid), 'every thread of oxy stopped');
-    const c = net.connect({ port, host, allowHalfOpen: true });
-    c.on('error', () => {});
-    await once(c, 'connect');
-    await new Promise<void>((r) => c.write(payload, () => r()));
-    await waitUntil(() => rxQueue(port, c.localPort as number) === payload.length, 'the bytes queued at oxy');
-    return c;
-  } finally {
-    process.kill(oxy.pid, 'SIGCONT');
-  }
 }
 
 for (const mode of ['inline', 'thread'] as const) {

@@ -92,6 +92,7 @@ export function connectWholeTunnel(
     head: client.head,
     early: client.early,
     connectTimeoutMs: rt.settings.egress.connect_timeout,
+    smartConnect: eg.ingress.endpoint.smartConnect,
   };
   const connected = (connectMs: number): void => {
     connectObserved(performance.now() - connectMs);

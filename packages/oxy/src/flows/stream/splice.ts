@@ -159,6 +159,8 @@ export interface SpliceConnectTarget {
   /** Bytes that came after the CONNECT head, written to the upstream once connected. */
   readonly early: Buffer | null;
   readonly connectTimeoutMs: number;
+  /** `TunnelTarget.smartConnect`: the handshake's last ACK rides on the client's first bytes. */
+  readonly smartConnect: boolean;
 }
 
 /** The addon's form of `to` (its deadline named `timeoutMs`), for `startTunnel`. */
@@ -170,6 +172,7 @@ export function tunnelTarget(to: SpliceConnectTarget): TunnelTarget {
     head: to.head,
     early: to.early,
     timeoutMs: to.connectTimeoutMs,
+    smartConnect: to.smartConnect,
   };
 }
 

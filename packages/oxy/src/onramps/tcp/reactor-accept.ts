@@ -133,6 +133,7 @@ export function takeReactorAccept(
       pipeSize: PIPE_SIZE,
       noDelay: s.noDelay === true,
       wildcard,
+      smartConnect: endpoint.smartConnect,
     }),
   );
 }
