@@ -103,6 +103,12 @@ function startOffRampPeer(webDev: TunDevice): void {
   offramp = seqpacket.listen(path.join(dir, 'offramp.sock'));
   offramp.on('connection', (s: SeqpacketSocket) => {
     let first = true;
+    // Packets and answers keep coming as everything stops: none is sent to a closed socket.
+    let open = true;
+    s.on('close', () => {
+      open = false;
+      if (tcpConn === s) tcpConn = null;
+    });
     s.on('messages', (ms) => {
       for (const m of ms) {
         if (first) {
@@ -127,7 +133,7 @@ function startOffRampPeer(webDev: TunDevice): void {
         const sport = p.buf.readUInt16BE(p.l4Offset);
         const u = dgram.createSocket('udp4');
         u.on('message', (answer) => {
-          s.send(buildUdpPacket(DNS, 53, src, sport, answer));
+          if (open) s.send(buildUdpPacket(DNS, 53, src, sport, answer));
           u.close();
         });
         u.send(udpPayload(p), dns.port, '127.0.0.1');
@@ -183,7 +189,11 @@ before(async () => {
   client = await tunNamespace('c', CLIENT, CLIENT6);
   const s = await seqpacket.connect(path.join(dir, 'ip.sock'));
   s.send(Buffer.from(JSON.stringify({ tenant: 'packets' })));
-  client.dev.on('packets', (ps) => s.send(ps));
+  let open = true;
+  s.on('close', () => {
+    open = false;
+  });
+  client.dev.on('packets', (ps) => open && s.send(ps));
   s.on('messages', (ms) => client?.dev.write(ms));
   cleanups.push(() => s.close());
 });
