@@ -92,6 +92,10 @@ class TcpIngress implements StreamIngress {
     this.#socket.resetAndDestroy();
   }
 
+  clientStream(): Duplex {
+    return this.#socket;
+  }
+
   spliceable(): SpliceableClient | null {
     return this.#socket.writableLength > 0
       ? null
