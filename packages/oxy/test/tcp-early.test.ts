@@ -12,7 +12,6 @@
  * Linux only (/proc, the addon).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
@@ -21,55 +20,10 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { native } from '../src/flows/stream/native-addon.ts';
 import { readBytes, startTcpEcho, waitUntil } from '../src/testing/index.ts';
-import { hexPort, rxQueue, speakWhileStopped, startOxyCli, tcpEndpointLines } from './fixtures/oxy-cli.ts';
+import { heldEcho } from './fixtures/held-upstream.ts';
+import { rxQueue, speakWhileStopped, startOxyCli, tcpEndpointLines } from './fixtures/oxy-cli.ts';
 
 const skip = process.platform !== 'linux' || native === null ? 'needs Linux and the native addon' : false;
-
-/** Whether some socket is connecting (SYN_SENT) to loopback port `port`. */
-function connectingTo(port: number): boolean {
-  return fs
-    .readFileSync('/proc/net/tcp', 'utf8')
-    .split('\n')
-    .some((line) => {
-      const f = line.trim().split(/\s+/);
-      return f[2]?.endsWith(`:${hexPort(port)}`) === true && f[3] === '02';
-    });
-}
-
-/**
- * An echo server in a child process that accepts nothing until `release()`: its accept queue is
- * filled first, so later connects to it stay under way (their SYNs are dropped until then).
- */
-async function heldEcho(): Promise<{ port: number; release(): void }> {
-  const go = path.join(fs.mkdtempSync(path.join(fs.realpathSync('/tmp'), 'oxy-early-')), 'go');
-  const child = spawn(process.execPath, [
-    '-e',
-    `const fs=require('fs');const s=require('net').createServer((c)=>c.pipe(c));
-     s.listen({port:0,host:'127.0.0.1',backlog:1},()=>{
-       process.stdout.write(s.address().port+'\\n',()=>{
-         const w=new Int32Array(new SharedArrayBuffer(4));
-         while(!fs.existsSync(${JSON.stringify(go)}))Atomics.wait(w,0,0,10);
-       });
-     });`,
-  ]);
-  const fillers: net.Socket[] = [];
-  after(() => {
-    for (const f of fillers) f.destroy();
-    child.kill();
-    fs.rmSync(path.dirname(go), { recursive: true, force: true });
-  });
-  const [line] = (await once(child.stdout, 'data')) as [Buffer];
-  const port = Number(line.toString().trim());
-  // Fill the queue: connects complete until it is full, and the next one stays under way.
-  for (let i = 0; i < 8 && !connectingTo(port); i++) {
-    const f = net.connect(port, '127.0.0.1');
-    f.on('error', () => {});
-    fillers.push(f);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.ok(connectingTo(port), 'the upstream accept queue is full');
-  return { port, release: () => fs.writeFileSync(go, '') };
-}
 
 for (const mode of ['inline', 'thread'] as const) {
   const env = { OXY_REACTOR: mode === 'thread' ? 'thread' : '' };

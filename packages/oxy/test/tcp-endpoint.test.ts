@@ -19,6 +19,7 @@ import {
   startTcpEcho,
   waitUntil,
 } from '../src/testing/index.ts';
+import { connectsUnderWay, heldEcho } from './fixtures/held-upstream.ts';
 
 const echo = await startTcpEcho();
 const other = await startTcpEcho();
@@ -271,4 +272,24 @@ test('the PROXY header Oxy sends is not counted as the client’s bytes up, spli
     assert.equal(rec.bytes_up, 5, `tunnel_splice: ${tunnel_splice}`);
     assert.equal(rec.bytes_down, 33, `tunnel_splice: ${tunnel_splice}`);
   }
+});
+
+test('a client reset while the upstream connect is under way brings nothing down', {
+  skip: process.platform !== 'linux' ? 'needs Linux (/proc/net/tcp)' : false,
+}, async () => {
+  // Once, nothing listened for errors on the client's socket until it was carried: the reset
+  // was an uncaught 'error', the end of the process.
+  const up = await heldEcho();
+  const app = await start(
+    { egress: { handleConnectionEstablished: () => {} } },
+    { tcp: { target: `127.0.0.1:${up.port}` } },
+    { egress: { connect_timeout: '500ms' } },
+  );
+  const c = dial(app);
+  await waitUntil(() => connectsUnderWay(up.port) > up.fillers, "Oxy's connect to the held upstream");
+  c.resetAndDestroy();
+  await recordFor(app, (r) => r.request_kind === 'tcp');
+  const next = dial(app);
+  await once(next, 'connect');
+  next.destroy();
 });

@@ -89,7 +89,8 @@ async function resolve(rt: Runtime, eg: EgressState, host: string): Promise<stri
 /**
  * Connects to `addr` (a name or an IP): resolution, the IP hook and the blocklist (unless
  * `trusted`, for an upstream proxy, or `resolved` gives their outcome already), then the
- * connect and the established event.
+ * connect and the established event. `signal` aborts the connect (`OXY_ERR_ABORTED`, not
+ * counted as a failed connect: the client left, the upstream did nothing wrong).
  */
 export async function connectDirect(
   rt: Runtime,
@@ -97,14 +98,17 @@ export async function connectDirect(
   addr: SocketAddr,
   trusted: boolean,
   resolved?: readonly string[],
+  signal?: AbortSignal,
 ): Promise<{ socket: Duplex; remote: SocketAddr }> {
   // An upstream an app routes to a set of (`selectUpstream`): the candidates in turn.
   if (!trusted && resolved === undefined && rt.hooks.selectUpstream !== null) {
     const candidates = await selectCandidates(rt, eg, addr);
     if (candidates !== null)
-      return connectFirst(rt.upstreamHealth, candidates, (c) => connectOne(rt, eg, c, false));
+      return connectFirst(rt.upstreamHealth, candidates, (c) =>
+        connectOne(rt, eg, c, false, undefined, signal),
+      );
   }
-  return connectOne(rt, eg, addr, trusted, resolved);
+  return connectOne(rt, eg, addr, trusted, resolved, signal);
 }
 
 /** {@link connectDirect} to one address. */
@@ -113,7 +117,8 @@ async function connectOne(
   eg: EgressState,
   addr: SocketAddr,
   trusted: boolean,
-  resolved?: readonly string[],
+  resolved: readonly string[] | undefined,
+  signal: AbortSignal | undefined,
 ): Promise<{ socket: Duplex; remote: SocketAddr }> {
   const started = performance.now();
   try {
@@ -137,7 +142,12 @@ async function connectOne(
       }
     }
     if (socket === undefined) {
-      const tcp = await connectHappyEyeballs(ips, addr.port, connectOptions(rt));
+      const opts = connectOptions(rt);
+      const tcp = await connectHappyEyeballs(
+        ips,
+        addr.port,
+        signal === undefined ? opts : { ...opts, signal },
+      );
       socket = tcp;
       // One candidate: it is the address connected to (no getpeername(2) per connection).
       remote =
@@ -148,9 +158,15 @@ async function connectOne(
     connectObserved(started);
     return { socket, remote: remote as SocketAddr };
   } catch (e) {
-    connectFailed(isOxyError(e) ? e.code : 'unknown');
+    countFailed(e);
     throw e;
   }
+}
+
+/** Counts a failed connect by its error's code; an aborted one is not a failure of the upstream. */
+function countFailed(e: unknown): void {
+  if (!isOxyError(e)) connectFailed('unknown');
+  else if (e.code !== OXY_ERR.ABORTED) connectFailed(e.code);
 }
 
 /**
@@ -426,11 +442,15 @@ export function connectObserved(started: number): void {
 /**
  * Connects a byte stream along `route`: a direct TCP connection (the override or Happy
  * Eyeballs) or a CONNECT through the upstream proxy, then `handleConnectionEstablished`.
+ * `signal` (the client left) aborts the connect under way, its socket destroyed: the promise
+ * rejects with `OXY_ERR_ABORTED`. An `EgressDecision.packets` path and `tcpConnectOverride`
+ * take no signal: their connects run to their own end.
  */
 export async function connectStream(
   rt: Runtime,
   eg: EgressState,
   route: EgressRoute,
+  signal?: AbortSignal,
 ): Promise<EgressConnection> {
   if (route.kind === 'direct') {
     const addr = route.select ?? { host: route.ips[0] ?? eg.target.host, port: route.port };
@@ -440,13 +460,14 @@ export async function connectStream(
       addr,
       false,
       route.select === undefined ? route.ips : undefined,
+      signal,
     );
     established(rt, eg, socket, remote);
     if (route.proxyHeader !== undefined) socket.write(proxyHeaderFor(eg, route.proxyHeader));
     return { socket, remote, head: null };
   }
   if (route.kind === 'packets') return connectPackets(rt, eg, route);
-  return connectProxyTunnel(rt, eg, route.proxy);
+  return connectProxyTunnel(rt, eg, route.proxy, signal);
 }
 
 /**
@@ -459,14 +480,18 @@ async function connectProxyTunnel(
   rt: Runtime,
   eg: EgressState,
   proxy: UpstreamProxy,
+  signal: AbortSignal | undefined,
 ): Promise<EgressConnection> {
   const started = performance.now();
-  const { socket, remote } = await connectDirect(rt, eg, { host: proxy.host, port: proxy.port }, true);
+  const proxyAddr = { host: proxy.host, port: proxy.port };
+  const { socket, remote } = await connectDirect(rt, eg, proxyAddr, true, undefined, signal);
   const timeoutMs = Math.max(1, rt.settings.egress.connect_timeout - (performance.now() - started));
-  const tunnel = await connectViaProxy(proxy, eg.target, { timeoutMs, socket }).catch((e: unknown) => {
-    connectFailed(isOxyError(e) ? e.code : 'unknown');
-    throw e;
-  });
+  const tunnel = await connectViaProxy(proxy, eg.target, { timeoutMs, socket, signal }).catch(
+    (e: unknown) => {
+      countFailed(e);
+      throw e;
+    },
+  );
   tunnel.socket.allowHalfOpen = true;
   established(rt, eg, tunnel.socket, remote);
   return { socket: tunnel.socket, remote, head: tunnel.head.length > 0 ? tunnel.head : null };

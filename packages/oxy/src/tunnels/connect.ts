@@ -42,6 +42,12 @@ export interface ConnectExchange {
    * exchange is not `accept`ed, and `reject` still answers a failed connect.
    */
   spliceable?(): SpliceableClient | null;
+  /**
+   * The stream whose 'close' says the client left (its socket reset or failed, an HTTP/2
+   * stream reset or its session gone), watched while the upstream connects
+   * ({@link StreamIngress.clientStream}). Null when there is none to watch.
+   */
+  clientStream?(): Duplex | null;
 }
 
 /**
@@ -125,6 +131,10 @@ class ConnectIngress implements StreamIngress {
 
   get closed(): boolean {
     return this.#ex.closed;
+  }
+
+  clientStream(): Duplex | null {
+    return this.#ex.clientStream?.() ?? null;
   }
 
   accept(): Duplex | StreamRefusal | Promise<Duplex | StreamRefusal> {

@@ -13,7 +13,8 @@
  * `TunnelHook.handleTunnelStart` or `interception.enabled`: its first bytes and the tunnel
  * decision, `tunnels/inspect.ts`) → `getAppTunnelPipeline` → the
  * app's pipeline, the kernel splice (plain TCP both sides) or the JS pump → metrics and exactly
- * one audit record, however the unit ends.
+ * one audit record, however the unit ends. A client that leaves while a JS connect is under way
+ * ({@link StreamIngress.clientStream} closes) aborts it: the unit ends then, as `client_closed`.
  */
 import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../context/addr.ts';
@@ -69,6 +70,13 @@ export interface StreamIngress {
    * stream, writes still queued). The addon then writes `head` itself: `accept` is not called.
    */
   spliceable?(): SpliceableClient | null;
+  /**
+   * The client's stream, watched while the upstream connects: its 'close' (a reset or an error
+   * on the client's socket, an HTTP/2 stream reset or its session gone) says the client left,
+   * and aborts the connect. A FIN closes nothing: it is a half-close, carried once connected.
+   * Absent or null: nothing to watch (the connect then runs to its end or `connect_timeout`).
+   */
+  clientStream?(): Duplex | null;
 }
 
 function isRefusal(v: Duplex | StreamRefusal): v is StreamRefusal {
@@ -217,11 +225,16 @@ async function runConnected(
   route: EgressRoute,
 ): Promise<void> {
   let upstream: EgressConnection;
+  const watch = watchClient(ingress);
   try {
-    upstream = await connectStream(rt, eg, route);
+    upstream = await connectStream(rt, eg, route, watch?.signal);
   } catch (e) {
-    refuseWith(rt, request, ingress, e);
+    // Aborted because the client left (or failed as it left): nobody to answer, no upstream.
+    if (ingress.closed) recordEnd(rt, request, 0, 0, 'client_closed');
+    else refuseWith(rt, request, ingress, e);
     return;
+  } finally {
+    watch?.stop();
   }
   request.upstream = formatHostPort(upstream.remote.host, upstream.remote.port);
   if (ingress.closed) {
@@ -240,6 +253,27 @@ async function runConnected(
   // tunnel runs; an idle tunnel keeps only what the carry needs.
   // Bytes read with an upstream proxy's 2xx were written above: they count as carried.
   return carryStream(rt, request, eg, answered, upstream.socket, upstream.head?.length ?? 0);
+}
+
+/** A signal aborted when the client's stream closes, until `stop`. */
+interface ClientWatch {
+  readonly signal: AbortSignal;
+  stop(): void;
+}
+
+/**
+ * Watches the client while the upstream connects ({@link StreamIngress.clientStream}), so a
+ * client that leaves ends the unit at once instead of holding an upstream connect (and its
+ * socket) until `connect_timeout`. Null when the on-ramp has nothing to watch.
+ */
+function watchClient(ingress: StreamIngress): ClientWatch | null {
+  const client = ingress.clientStream?.() ?? null;
+  if (client === null) return null;
+  const controller = new AbortController();
+  const left = (): void => controller.abort();
+  if (client.destroyed) left();
+  else client.on('close', left);
+  return { signal: controller.signal, stop: () => client.off('close', left) };
 }
 
 /** The client for the addon's whole tunnel, when the plan, the route and the client allow it. */

@@ -62,8 +62,8 @@ export function connectHappyEyeballs(
   const sourceFamily = opts.localAddress === undefined ? 0 : net.isIP(opts.localAddress);
   const candidates = sourceFamily === 0 ? addresses : addresses.filter((a) => net.isIP(a) === sourceFamily);
 
-  if (candidates.length === 1 && opts.signal === undefined) {
-    return connectOne(candidates[0] as string, port, opts.timeoutMs, connect, opts.localAddress);
+  if (candidates.length === 1) {
+    return connectOne(candidates[0] as string, port, opts.timeoutMs, connect, opts.localAddress, opts.signal);
   }
   return new Promise<net.Socket>((resolve, reject) => {
     if (candidates.length === 0) {
@@ -164,8 +164,8 @@ export function connectHappyEyeballs(
 }
 
 /**
- * The race with one address and no signal (a literal IP, or a name with one address): a plain
- * connect under the deadline, with the race's errors, and none of its per-attempt bookkeeping.
+ * The race with one address (a literal IP, or a name with one address): a plain connect under
+ * the deadline and the signal, with the race's errors, and none of its per-attempt bookkeeping.
  */
 function connectOne(
   address: string,
@@ -173,8 +173,13 @@ function connectOne(
   timeoutMs: number,
   connect: NonNullable<HappyEyeballsOptions['connect']>,
   localAddress: string | undefined,
+  signal: AbortSignal | undefined,
 ): Promise<net.Socket> {
   return new Promise<net.Socket>((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(aborted(signal));
+      return;
+    }
     let socket: net.Socket;
     try {
       socket = connect(address, port, localAddress);
@@ -184,34 +189,38 @@ function connectOne(
       return;
     }
     // `on` and `off` rather than `once`: `once` wraps each listener in another closure.
-    const onError = (error: NodeJS.ErrnoException): void => {
+    const settle = (): void => {
       clearTimeout(deadline);
       socket.off('error', onError);
       socket.off('connect', onConnect);
-      socket.destroy();
-      reject(summarise([{ address, error }], port));
+      signal?.removeEventListener('abort', onAbort);
     };
+    const fail = (error: OxyError): void => {
+      settle();
+      socket.destroy();
+      reject(error);
+    };
+    const onError = (error: NodeJS.ErrnoException): void => fail(summarise([{ address, error }], port));
+    const onAbort = (): void => fail(aborted(signal as AbortSignal));
     const onConnect = (): void => {
-      clearTimeout(deadline);
-      socket.off('error', onError);
-      socket.off('connect', onConnect);
+      settle();
       socket.setNoDelay(true);
       resolve(socket);
     };
-    const deadline = setTimeout(() => {
-      socket.off('error', onError);
-      socket.off('connect', onConnect);
-      socket.destroy();
-      reject(
-        upstreamError(
-          OXY_ERR.CONNECT_TIMEOUT,
-          `connect to ${formatHostPort(address, port)} timed out after ${timeoutMs} ms`,
-          { retryable: true },
+    const deadline = setTimeout(
+      () =>
+        fail(
+          upstreamError(
+            OXY_ERR.CONNECT_TIMEOUT,
+            `connect to ${formatHostPort(address, port)} timed out after ${timeoutMs} ms`,
+            { retryable: true },
+          ),
         ),
-      );
-    }, timeoutMs);
+      timeoutMs,
+    );
     socket.on('error', onError);
     socket.on('connect', onConnect);
+    signal?.addEventListener('abort', onAbort);
   });
 }
 

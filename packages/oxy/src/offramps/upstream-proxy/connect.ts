@@ -42,7 +42,7 @@ export interface ConnectViaProxyOptions {
    * A connection to the proxy that the caller already opened, connecting or connected (Oxy's
    * egress opens it as forwarded requests reach the proxy: `egress.dns`, `source_addr`, Happy
    * Eyeballs or `tcpConnectOverride`). When absent, `net.connect` opens one (Node resolves a
-   * host name itself).
+   * host name itself). Destroyed on every failure.
    */
   readonly socket?: Duplex;
 }
@@ -89,19 +89,24 @@ export function connectViaProxy(
 ): Promise<ProxyTunnel> {
   const proxyName = formatHostPort(proxy.host, proxy.port);
   return new Promise<ProxyTunnel>((resolve, reject) => {
+    // A connection handed in is ours to close on every failure, these early ones too.
+    const refuse = (e: unknown): void => {
+      opts.socket?.destroy();
+      reject(e);
+    };
     if (/[\s/@]/.test(target.host) || target.host === '' || !Number.isInteger(target.port)) {
-      reject(proxyError(`invalid CONNECT target ${JSON.stringify(target.host)}`));
+      refuse(proxyError(`invalid CONNECT target ${JSON.stringify(target.host)}`));
       return;
     }
     let authorization: string | undefined;
     try {
       authorization = proxyAuthorization(proxy.auth);
     } catch (e) {
-      reject(e);
+      refuse(e);
       return;
     }
     if (opts.signal?.aborted) {
-      reject(abortError(opts.signal));
+      refuse(abortError(opts.signal));
       return;
     }
     const authority = formatHostPort(target.host, target.port);

@@ -103,6 +103,12 @@ export class ReactorConnectExchange implements ConnectExchange, ReactorClient {
     return { socket: null, reactor: this, early: null, head: ESTABLISHED };
   }
 
+  /** The client as a socket (made now), unless the addon holds its descriptor. */
+  clientStream(): Duplex | null {
+    if (this.#ex === null && this.#fd < 0) return null;
+    return this.#exchange().clientStream();
+  }
+
   /** The exchange on a socket of the client's descriptor, made on first need. */
   #exchange(): Http1ConnectExchange {
     if (this.#ex !== null) return this.#ex;

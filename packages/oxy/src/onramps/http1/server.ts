@@ -76,6 +76,10 @@ export class Http1ConnectExchange implements ConnectExchange {
     writeRawResponse(this.#socket, status, body);
   }
 
+  clientStream(): Duplex {
+    return this.#socket;
+  }
+
   /** A plain TCP client with nothing queued for it can have its whole tunnel run by the addon. */
   spliceable(): SpliceableClient | null {
     const s = this.#socket;

@@ -79,6 +79,10 @@ export class Http2ConnectExchange implements ConnectExchange {
   reject(status: number, body: string): void {
     respondText(this.#stream, status, body);
   }
+
+  clientStream(): Duplex {
+    return this.#stream;
+  }
 }
 
 /**

@@ -25,6 +25,8 @@ import type { SocketOnRamp } from '../ingress.ts';
 
 const NO_HEAD = Buffer.alloc(0);
 
+function noop(): void {}
+
 /** The on-ramp of a `tcp` endpoint with `settings`. */
 export function createTcpOnRamp(rt: Runtime, settings: TcpEndpointSettings): SocketOnRamp {
   const fixed = settings.tcp.target;
@@ -59,6 +61,9 @@ export function serveTcp(
   const request = new RequestState(conn, 'tcp', 'TCP', target, rt.ext);
   // Nothing is read from the client until the upstream is connected (or the addon takes it).
   socket.pause();
+  // Nobody else listens while the upstream connects: a client's reset then is an 'error' that
+  // would be uncaught (the process's end). It ends in 'close', which the runner hears.
+  socket.on('error', noop);
   return forkRequest(request, () => runStream(rt, request, new TcpIngress(socket, early))).finally(() => {
     conn.tunnels--;
   });
@@ -85,6 +90,10 @@ class TcpIngress implements StreamIngress {
 
   reject(): void {
     this.#socket.resetAndDestroy();
+  }
+
+  clientStream(): Duplex {
+    return this.#socket;
   }
 
   spliceable(): SpliceableClient | null {

@@ -185,8 +185,16 @@ class RawTcpIngress implements StreamIngress, RawClient {
     server._connections++;
     (socket as net.Socket & { server: net.Server; _server: net.Server }).server = server;
     (socket as net.Socket & { _server: net.Server })._server = server;
+    // Made while a connect is under way too (`clientStream`), before a carrier listens: a
+    // reset then ends in 'close', which the connect's watch hears.
+    socket.on('error', noop);
     this.#socket = socket;
     return socket;
+  }
+
+  /** The client as a socket (made now, as `accept` makes it), watched while the upstream connects. */
+  clientStream(): Duplex | null {
+    return this.#socket === null && this.#handle === null ? null : this.accept();
   }
 
   reject(): void {
