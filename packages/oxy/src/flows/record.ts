@@ -10,7 +10,7 @@
  */
 import { log } from 'foundations/telemetry';
 import { type AuditRecord, auditIdentity } from '../audit.ts';
-import { formatHostPort } from '../context/addr.ts';
+import { formatAddr, formatHostPort } from '../context/addr.ts';
 import type { RequestKind } from '../context/contexts.ts';
 import type { IngressConnection, RequestState } from '../context/state.ts';
 import { clientReason, isOxyError } from '../errors.ts';
@@ -192,7 +192,7 @@ function writeAudit(
     request_id: request.id,
     endpoint: conn.endpoint.name,
     ...clientAndPeer(conn),
-    target: request.target.host === '' ? '' : formatHostPort(request.target.host, request.target.port),
+    target: formatAddr(request.target),
     upstream: request.upstream,
     decisions: request.decisions,
     status: request.status,
@@ -211,10 +211,10 @@ function writeAudit(
 
 /** A record's `client` and `peer` (the same text when there was no PROXY header). */
 function clientAndPeer(conn: IngressConnection): { client: string; peer: string } {
-  const client = formatHostPort(conn.client.host, conn.client.port);
+  const client = formatAddr(conn.client);
   return {
     client,
-    peer: conn.peer === conn.client ? client : formatHostPort(conn.peer.host, conn.peer.port),
+    peer: conn.peer === conn.client ? client : formatAddr(conn.peer),
   };
 }
 
