@@ -35,8 +35,28 @@ const RECORD_KIND: Readonly<Record<RequestKind, AuditRecord['kind']>> = {
   'connect-ip': 'tunnel',
 };
 
-/** Counts a status the proxy answered itself (an error, not relayed from upstream). */
+/**
+ * Whether a unit of each kind came as an HTTP request. A `tcp` endpoint's connection, a `udp`
+ * session and an IP tunnel's flows carry no HTTP: their failures count in their own metrics
+ * (`oxy_egress_connect_failed_total`, `oxy_udp_*`), never as HTTP requests.
+ */
+const HTTP_KIND: Readonly<Record<RequestKind, boolean>> = {
+  forward: true,
+  connect: true,
+  upgrade: true,
+  'connect-udp': true,
+  'connect-ip': true,
+  intercepted: true,
+  tunnelled: true,
+  tcp: false,
+  udp: false,
+  'ip-tcp': false,
+  'ip-udp': false,
+};
+
+/** Counts a status the proxy answered itself (an error, not relayed from upstream) to an HTTP request. */
 export function countFailure(request: RequestState, status: number): void {
+  if (!HTTP_KIND[request.kind]) return;
   httpMetrics.requests_failed_total({ endpoint: request.ingress.endpoint.name, status }).inc();
 }
 
