@@ -183,8 +183,11 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
           await datagrams;
         },
         forceClose() {
-          if (proxy !== undefined) proxy.runtime.cutting = true;
-          for (const conn of proxy?.runtime.connections ?? []) {
+          if (proxy === undefined) return;
+          proxy.runtime.cutting = true;
+          // A second signal cuts the drain before its datagram wait ends: end the sessions now.
+          void proxy.drainDatagrams(0);
+          for (const conn of proxy.runtime.connections) {
             conn.closeReason = 'drained';
             // The lifecycle destroys the sockets it tracks next; a raw tcp connection has none.
             if (conn.socket === null) conn.abort?.();

@@ -52,9 +52,15 @@ export interface AuditRecord {
    */
   readonly parent_request_id?: string;
   readonly endpoint: string;
-  /** `ip:port` of the client (the PROXY protocol header's source when the endpoint reads one). */
+  /**
+   * `ip:port` of the client (the PROXY protocol header's source when the endpoint reads one);
+   * empty for a client of a Unix-socket endpoint, whose socket has no address.
+   */
   readonly client: string;
-  /** `ip:port` of the socket's own peer: the PROXY header's sender when there was one, else `client`. */
+  /**
+   * `ip:port` of the socket's own peer: the PROXY header's sender when there was one, else
+   * `client` (empty on a Unix socket).
+   */
   readonly peer: string;
   /** What the client asked for: `host:port`. */
   readonly target: string;

@@ -14,7 +14,7 @@
  */
 import { log } from 'foundations/telemetry';
 import { defineApp, type OxyApp } from './app.ts';
-import { formatHostPort } from './context/addr.ts';
+import { formatAddr } from './context/addr.ts';
 import type { RequestContext } from './context/contexts.ts';
 import type { RequestEndInfo } from './hooks/http-request.ts';
 import type { Hooks } from './hooks/run.ts';
@@ -24,7 +24,7 @@ export interface RequestLogLine {
   readonly request_id: string;
   readonly conn_id: string;
   readonly endpoint: string;
-  /** The client, `host:port` (the PROXY header's source when there is one). */
+  /** The client, `host:port` (the PROXY header's source when there is one); empty on a Unix socket. */
   readonly client: string;
   readonly kind: RequestEndInfo['kind'];
   readonly method: string;
@@ -62,7 +62,7 @@ export function requestLogLine(info: RequestEndInfo, ctx: RequestContext): Reque
     request_id: ctx.id,
     conn_id: conn.id,
     endpoint: conn.endpoint.name,
-    client: formatHostPort(conn.client.host, conn.client.port),
+    client: formatAddr(conn.client),
     kind: info.kind,
     method: info.method,
     target: info.target,

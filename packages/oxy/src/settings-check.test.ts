@@ -2,18 +2,25 @@
  * `oxySettingsWarnings`: a `tcp` or `udp` endpoint's fixed target that `egress.blocked_cidrs`
  * refuses is reported with its key and the range that holds it; what a lookup, an upstream
  * proxy or a narrower list decides is not. The CLI's side (printed by `--check`, logged at a
- * start) is in test/check.test.ts.
+ * start) is in test/check.test.ts. `checkOxySettings` refuses an `egress.source_addr` this host
+ * does not have, which would fail every connect with EADDRNOTAVAIL.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
 import { describe, it } from 'node:test';
 import { parseSettings } from 'foundations/settings';
 import { normalizeSettings } from './proxy.ts';
 import { type AppSettings, buildSettingsSchema } from './settings.ts';
-import { oxySettingsWarnings } from './settings-check.ts';
+import { checkOxySettings, oxySettingsWarnings } from './settings-check.ts';
+
+function settingsOf(value: Record<string, unknown>): AppSettings {
+  const settings = parseSettings(buildSettingsSchema({}, 'oxy'), [{ source: 'test.yaml', value }]);
+  return normalizeSettings(settings as AppSettings);
+}
 
 function warningsFor(value: Record<string, unknown>) {
-  const settings = parseSettings(buildSettingsSchema({}, 'oxy'), [{ source: 'test.yaml', value }]);
-  return oxySettingsWarnings(normalizeSettings(settings as AppSettings));
+  return oxySettingsWarnings(settingsOf(value));
 }
 
 const tcp = (target: string | null) => ({ protocol: 'tcp', addr: '127.0.0.1:0', tcp: { target } });
@@ -107,6 +114,49 @@ describe('oxySettingsWarnings', () => {
       }),
       [],
       "a chained connection's target is the upstream proxy's to refuse",
+    );
+  });
+});
+
+describe('checkOxySettings: egress.source_addr', () => {
+  const problemsFor = (source: string) =>
+    checkOxySettings(settingsOf({ egress: { source_addr: source } })).filter(
+      (p) => p.path === 'egress.source_addr',
+    );
+  const own = new Set(
+    Object.values(os.networkInterfaces())
+      .flat()
+      .map((i) => i?.address),
+  );
+  const foreign = ['203.0.113.9', '198.51.100.9', '10.9.9.9'].find((ip) => !own.has(ip)) as string;
+  const nonlocal = ['ipv4', 'ipv6'].some((f) => {
+    try {
+      return fs.readFileSync(`/proc/sys/net/${f}/ip_nonlocal_bind`, 'utf8').trim() === '1';
+    } catch {
+      return false;
+    }
+  });
+
+  it('refuses an address of no interface, naming it', { skip: nonlocal && 'ip_nonlocal_bind is on' }, () => {
+    for (const source of [foreign, `::ffff:${foreign}`, '2001:db8::9']) {
+      const problems = problemsFor(source);
+      assert.equal(problems.length, 1, source);
+      assert.equal(
+        problems[0]?.message,
+        `${source} is not an address of this host (ip addr shows this host's addresses); ~ lets the kernel choose`,
+      );
+    }
+  });
+
+  it("takes this host's addresses in any form, loopback's whole IPv4 range, and wildcards", () => {
+    const ok = ['127.0.0.1', '127.0.0.2', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.2', '0.0.0.0', '::'];
+    for (const source of ok) assert.deepEqual(problemsFor(source), [], source);
+  });
+
+  it('still refuses a name', () => {
+    assert.match(
+      problemsFor('my-host')[0]?.message ?? '',
+      /^expected an IP address of this host, got "my-host"/,
     );
   });
 });

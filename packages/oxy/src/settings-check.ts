@@ -15,7 +15,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { type SettingsProblem, unwritableFile } from 'foundations/settings';
 import { workerCount } from 'foundations/workers';
-import type { ListenAddr } from './context/addr.ts';
+import { type ListenAddr, unmappedIp } from './context/addr.ts';
 import { DnsResolver } from './dns/resolver.ts';
 import { CidrBlocklist } from './offramps/tcp/blocklist.ts';
 import { loadUpstreamTrust } from './offramps/tls/connect.ts';
@@ -135,12 +135,8 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
   if (upstreamTls !== undefined && upstreamTls.extra_ca.length > 0)
     attempt(problems, 'egress.tls.extra_ca', () => loadUpstreamTrust(upstreamTls));
   const source = settings.egress.source_addr;
-  if (source !== null && net.isIP(source) === 0) {
-    problems.push({
-      path: 'egress.source_addr',
-      message: `expected an IP address of this host, got "${source}"`,
-    });
-  }
+  const foreign = source === null ? null : foreignSource(source);
+  if (foreign !== null) problems.push({ path: 'egress.source_addr', message: foreign });
   // What `loadInterception` checks at start, short of generating a CA.
   const interception = settings.interception;
   if (interception.enabled) {
@@ -152,6 +148,41 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
     if (why !== null) problems.push({ path: 'audit.path', message: why });
   }
   return problems;
+}
+
+/**
+ * Why every connect from `source` (`egress.source_addr`) would fail with EADDRNOTAVAIL, or null:
+ * it is not an IP, or not an address of this host's interfaces (as this process sees them, in
+ * its own network namespace). A wildcard binds nothing and is allowed; so is any address when
+ * `ip_nonlocal_bind` lets the kernel bind foreign ones. A loopback interface's whole IPv4 range is
+ * local (`127.0.0.2` binds, though `lo` lists only `127.0.0.1/8`), as the kernel routes it. An
+ * IPv4-mapped address (`::ffff:10.0.0.1`) is its IPv4 address, as `sourceFor` applies it.
+ */
+function foreignSource(source: string): string | null {
+  const family = net.isIP(source);
+  if (family === 0) return `expected an IP address of this host, got "${source}"`;
+  const ip = unmappedIp(source.toLowerCase()).replace(/%.*$/, ''); // a zone names no address
+  const own = new net.BlockList();
+  own.addAddress('0.0.0.0', 'ipv4');
+  own.addAddress('::', 'ipv6');
+  for (const i of Object.values(os.networkInterfaces()).flat()) {
+    if (i === undefined) continue;
+    if (i.internal && i.family === 'IPv4' && i.cidr !== null)
+      own.addSubnet(i.address, Number(i.cidr.split('/')[1]), 'ipv4');
+    else own.addAddress(i.address, i.family === 'IPv4' ? 'ipv4' : 'ipv6');
+  }
+  const v4 = net.isIPv4(ip);
+  if (own.check(ip, v4 ? 'ipv4' : 'ipv6') || nonlocalBind(v4 ? 'ipv4' : 'ipv6')) return null;
+  return `${source} is not an address of this host (ip addr shows this host's addresses); ~ lets the kernel choose`;
+}
+
+/** True when net.<family>.ip_nonlocal_bind lets a socket bind an address the host does not have. */
+function nonlocalBind(family: 'ipv4' | 'ipv6'): boolean {
+  try {
+    return fs.readFileSync(`/proc/sys/net/${family}/ip_nonlocal_bind`, 'utf8').trim() === '1';
+  } catch {
+    return false; // no /proc: the interfaces decide
+  }
 }
 
 /** An IP tunnel endpoint's gateways of the right family, and an absolute off-ramp path. */

@@ -143,6 +143,14 @@ test('a source address that is not an IP', async () => {
   );
 });
 
+test('a source address this host does not have (every connect would fail with EADDRNOTAVAIL)', async () => {
+  await failsBoth(
+    'source-foreign.yaml',
+    'egress:\n  source_addr: 203.0.113.9\n',
+    /^oxy-restart-test: egress\.source_addr: 203\.0\.113\.9 is not an address of this host \(ip addr shows this host's addresses\)/m,
+  );
+});
+
 test('a udp endpoint with workers: 2', async () => {
   await failsBoth(
     'workers-udp.yaml',

@@ -129,20 +129,22 @@ test('an idle tunnel is closed after tunnel_idle_timeout and audited', async () 
   assert.deepEqual(rec.decisions, ['egress:direct']);
 });
 
-test('egress.source_addr: upstream connections come from the configured address', async () => {
-  const seen: string[] = [];
-  const server = await startTcpServer((s) => {
-    seen.push(s.remoteAddress ?? '');
-    s.end();
+for (const source of ['127.0.0.2', '::ffff:127.0.0.2']) {
+  test(`egress.source_addr: upstream connections come from the configured address (${source})`, async () => {
+    const seen: string[] = [];
+    const server = await startTcpServer((s) => {
+      seen.push(s.remoteAddress ?? '');
+      s.end();
+    });
+    after(() => server.close());
+    const sourced = await startApp(hooksApp(), { settings: { egress: { source_addr: source } } });
+    after(() => sourced.stop());
+    const t = await connectTunnel(sourced.address(), server.authority);
+    assert.equal(t.status, 200);
+    t.socket.destroy();
+    assert.deepEqual(seen, ['127.0.0.2'], 'an IPv4-mapped source is its IPv4 address');
   });
-  after(() => server.close());
-  const sourced = await startApp(hooksApp(), { settings: { egress: { source_addr: '127.0.0.2' } } });
-  after(() => sourced.stop());
-  const t = await connectTunnel(sourced.address(), server.authority);
-  assert.equal(t.status, 200);
-  t.socket.destroy();
-  assert.deepEqual(seen, ['127.0.0.2']);
-});
+}
 
 test('an IPv6 target is connected by the addon too; an IPv4 source_addr is not applied to it', async () => {
   const seen: string[] = [];

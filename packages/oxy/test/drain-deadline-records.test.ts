@@ -1,12 +1,14 @@
 /**
- * What a drain's deadline cuts is recorded, as `drained`: the `oxy` command in a child process
- * with a `tcp` endpoint carried by the JS pump (`tunnel_splice: false`), a spliced one (the
- * addon's accept) and a CONNECT tunnel, each held open past `restart.drain_timeout`; SIGTERM.
- * Every tunnel gets its one audit record (the pump's once came after the audit file closed, and
- * was lost), and its close reason says the proxy cut it, not that the client reset it.
+ * What a drain cuts is recorded, as `drained`: the `oxy` command in a child process with a `tcp`
+ * endpoint carried by the JS pump (`tunnel_splice: false`), a spliced one (the addon's accept),
+ * a CONNECT tunnel and a `udp` session, each held open; SIGTERM, then either the
+ * `restart.drain_timeout` deadline or a second SIGTERM cuts them. Every unit gets its one audit
+ * record (the pump's once came after the audit file closed, and a second signal exited before
+ * any was written), and its close reason says the proxy cut it, not that the client reset it.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import dgram from 'node:dgram';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -24,8 +26,26 @@ function dial(addr: string): net.Socket {
   return s;
 }
 
-test('tunnels cut at the drain deadline are each recorded once, as drained', async () => {
+/** A UDP echo on loopback, closed after the test file. */
+async function startUdpEcho(): Promise<string> {
+  const s = dgram.createSocket('udp4');
+  s.on('message', (m, r) => s.send(m, r.port, r.address));
+  s.bind(0, '127.0.0.1');
+  await once(s, 'listening');
+  after(() => s.close());
+  return `127.0.0.1:${s.address().port}`;
+}
+
+/** `oxy` with one unit of each kind open: its process, its log and its audit records. */
+interface Held {
+  readonly child: ChildProcess;
+  log(): string;
+  records(): { kind: string; endpoint: string; close_reason: string }[];
+}
+
+async function holdUnits(drainTimeout: string): Promise<Held> {
   const echo = await startTcpEcho();
+  const udpEcho = await startUdpEcho();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-drain-'));
   after(async () => {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -48,6 +68,10 @@ test('tunnels cut at the drain deadline are each recorded once, as drained', asy
       '    protocol: tcp',
       '    addr: 127.0.0.1:0',
       `    tcp: { target: "${echo.authority}" }`,
+      '  dgram:',
+      '    protocol: udp',
+      '    addr: 127.0.0.1:0',
+      `    udp: { target: "${udpEcho}" }`,
       'egress:',
       '  blocked_cidrs: []',
       'telemetry:',
@@ -55,7 +79,7 @@ test('tunnels cut at the drain deadline are each recorded once, as drained', asy
       '    enabled: false',
       'restart:',
       `  socket: ${path.join(dir, 'restart.sock')}`,
-      '  drain_timeout: 1s',
+      `  drain_timeout: ${drainTimeout}`,
       'audit:',
       '  output: file',
       `  path: ${audit}`,
@@ -71,7 +95,7 @@ test('tunnels cut at the drain deadline are each recorded once, as drained', asy
       log += d.toString();
       for (const m of log.matchAll(/endpoint listening endpoint=(\w+) addr=(\S+)/g))
         addrs.set(m[1] as string, m[2] as string);
-      if (/ready/.test(log) && addrs.size === 3) {
+      if (/ready/.test(log) && addrs.size === 4) {
         clearTimeout(timer);
         resolve();
       }
@@ -79,7 +103,10 @@ test('tunnels cut at the drain deadline are each recorded once, as drained', asy
     child.stdout.on('data', onLog);
     child.stderr.on('data', onLog);
   });
-  const held: net.Socket[] = [];
+  const held: { destroy(): void }[] = [];
+  after(() => {
+    for (const s of held) s.destroy();
+  });
   for (const name of ['pump', 'spliced']) {
     const s = dial(addrs.get(name) as string);
     s.write('held');
@@ -91,18 +118,51 @@ test('tunnels cut at the drain deadline are each recorded once, as drained', asy
   const answer = 'HTTP/1.1 200 Connection Established\r\n\r\nheld';
   assert.equal((await readBytes(c, answer.length)).toString(), answer);
   held.push(c);
+  const port = Number((addrs.get('dgram') as string).split(':').at(-1));
+  const u = dgram.createSocket('udp4');
+  u.send('held', port, '127.0.0.1');
+  assert.equal(String((await once(u, 'message'))[0]), 'held');
+  held.push({ destroy: () => u.close() });
   // The spliced tunnel must outlive the addon's 50 ms announcement too.
   await new Promise((r) => setTimeout(r, 100));
-  child.kill('SIGTERM');
-  const [code] = (await once(child, 'exit')) as [number];
-  assert.equal(code, 0, log);
-  for (const s of held) s.destroy();
-  const records = fs
-    .readFileSync(audit, 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { kind: string; endpoint: string; close_reason: string });
-  const tunnels = records.filter((r) => r.kind === 'tunnel');
-  assert.deepEqual(tunnels.map((r) => r.endpoint).sort(), ['main', 'pump', 'spliced']);
-  for (const r of tunnels) assert.equal(r.close_reason, 'drained', JSON.stringify(r));
+  return {
+    child,
+    log: () => log,
+    records: () =>
+      fs
+        .readFileSync(audit, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l)),
+  };
+}
+
+/** Each unit recorded once, as drained. */
+function assertAllDrained(held: Held): void {
+  const units = held.records().filter((r) => r.kind === 'tunnel' || r.kind === 'udp_session');
+  assert.deepEqual(units.map((r) => r.endpoint).sort(), ['dgram', 'main', 'pump', 'spliced']);
+  for (const r of units) assert.equal(r.close_reason, 'drained', JSON.stringify(r));
+}
+
+test('units cut at the drain deadline are each recorded once, as drained', async () => {
+  const held = await holdUnits('1s');
+  held.child.kill('SIGTERM');
+  const [code] = (await once(held.child, 'exit')) as [number];
+  assert.equal(code, 0, held.log());
+  assertAllDrained(held);
+});
+
+test('a second SIGTERM cuts the drain short, and still records each unit as drained', async () => {
+  const held = await holdUnits('60s');
+  held.child.kill('SIGTERM');
+  while (!/shutting down gracefully/.test(held.log())) await new Promise((r) => setTimeout(r, 10));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(held.child.exitCode, null, 'still draining the units');
+  const started = Date.now();
+  held.child.kill('SIGTERM');
+  const [code] = (await once(held.child, 'exit')) as [number];
+  assert.equal(code, 128 + 15, held.log());
+  assert.ok(Date.now() - started < 10_000, 'cut short, not at the 60 s deadline');
+  assert.match(held.log(), /second SIGTERM: cutting the drain short/);
+  assertAllDrained(held);
 });

@@ -13,6 +13,7 @@ import { EgressDecision } from '../src/hooks/egress.ts';
 import { appSettings } from '../src/proxy.ts';
 import {
   type AppUnderTest,
+  captureTelemetry,
   hooksApp,
   readBytes,
   startApp,
@@ -95,7 +96,12 @@ test('an egress hook routes the connection; the app pipeline sees its bytes (the
   assert.deepEqual(rec.decisions, ['egress:direct', 'tunnel:app']);
 });
 
-test('a blocked destination, no destination and a refused one reset the client and are audited', async () => {
+test('a blocked destination, no destination and a refused one reset the client and are audited, not counted as HTTP', async () => {
+  const tele = captureTelemetry();
+  after(() => tele.stop());
+  const count = async (name: string, labels: Record<string, string>) =>
+    (await tele.metricValue(name, labels)) ?? 0;
+  const httpFailed = await count('http_requests_failed_total', { endpoint: 'raw' });
   const blocked = await start(
     {},
     { tcp: { target: echo.authority } },
@@ -108,6 +114,7 @@ test('a blocked destination, no destination and a refused one reset the client a
     [none, 'OXY_ERR_NO_TARGET'],
     [refused, 'OXY_ERR_CONNECT_REFUSED'],
   ] as const) {
+    const connectFailed = await count('egress_connect_failed_total', { code: reason });
     const s = dial(app);
     s.write('nothing reaches anyone');
     const [err] = await Promise.race([once(s, 'error'), once(s, 'close').then(() => [null])]);
@@ -116,7 +123,10 @@ test('a blocked destination, no destination and a refused one reset the client a
     assert.equal(rec.kind, 'tunnel');
     assert.equal(rec.bytes_up, 0);
     assert.equal(rec.upstream, null, 'nothing was connected to, on the whole-tunnel path as on the JS one');
+    assert.equal(await count('egress_connect_failed_total', { code: reason }), connectFailed + 1, reason);
   }
+  // A tcp endpoint answers no HTTP: its failures are egress (and tunnel) counts only.
+  assert.equal(await count('http_requests_failed_total', { endpoint: 'raw' }), httpFailed);
   // The endpoint still serves the next client.
   const again = dial(blocked);
   again.destroy();

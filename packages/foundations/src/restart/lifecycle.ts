@@ -15,6 +15,10 @@
  * 4. A restart request starts the next process; on its "ready" this one stops accepting,
  *    calls the app's `drain(deadline)`, waits for connections and tasks until
  *    `restart.drain_timeout`, destroys what remains and exits 0. One restart at a time.
+ * 5. SIGTERM/SIGINT drains the same way. A second one cuts the wait short: what remains is
+ *    closed as at the deadline (`forceClose`, then destroyed) and `beforeExit` still flushes, so
+ *    the cut units keep their records; the exit code is then 128 + the signal's number. A third
+ *    exits at once, flushing nothing.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -63,7 +67,8 @@ export interface LifecycleOptions {
   readonly log?: LifecycleLog;
   /**
    * Runs after draining, just before the exit: flush what must not be lost (an audit file,
-   * telemetry). Bounded by 5 s; errors are logged. Not run on a forced (second-signal) exit.
+   * telemetry). Bounded by 5 s; errors are logged. Also run when a second signal cut the drain
+   * short; not run on a third signal's immediate exit.
    */
   readonly beforeExit?: () => void | Promise<void>;
   /** How the process ends; default `process.exit`. Tests and embedders replace it. */
@@ -98,6 +103,8 @@ export class Lifecycle {
   readonly #abort = new AbortController();
   #phase: LifecyclePhase = 'starting';
   #signals = 0;
+  /** Resolved by a second signal with the exit code it asks for: the drain stops waiting. */
+  readonly #cut: PromiseWithResolvers<number> = Promise.withResolvers();
   /** Notifications still being sent; awaited before exiting so none is lost. */
   readonly #notifying = new Set<Promise<unknown>>();
   #drained: PromiseWithResolvers<'restart' | 'shutdown'> = Promise.withResolvers();
@@ -279,12 +286,18 @@ export class Lifecycle {
 
   #onSignal(name: string, num: number): void {
     this.#signals++;
-    if (this.#signals > 1) {
-      this.#log('warn', `second ${name}: exiting now`);
+    if (this.#signals > 2) {
+      this.#log('warn', `third ${name}: exiting now`);
       this.#exit(128 + num);
       return;
     }
-    this.#log('info', `${name}: shutting down gracefully (send again to force)`);
+    if (this.#signals === 2) {
+      // Not an exit on the spot: what the drain cuts must still be recorded and flushed.
+      this.#log('warn', `second ${name}: cutting the drain short (send again to exit at once)`);
+      this.#cut.resolve(128 + num);
+      return;
+    }
+    this.#log('info', `${name}: shutting down gracefully (send again to cut the drain short)`);
     void this.#drainAndExit('shutdown');
   }
 
@@ -301,16 +314,10 @@ export class Lifecycle {
     if (reason === 'shutdown') this.#removeRestartSocket();
     this.listeners.connections.close();
     this.tasks.close();
-    try {
-      await this.#opts.drain?.(deadline);
-    } catch (e) {
-      this.#log('error', 'drain callback failed', { error: (e as Error).message });
-    }
-    const left = (): number => Math.max(0, deadline - Date.now());
-    const outcome =
-      (await this.listeners.connections.wait(left())) === 'done' ? await this.tasks.wait(left()) : 'timeout';
-    if (outcome === 'timeout') {
-      this.#log('warn', 'drain timeout: closing what remains', {
+    const cut = this.#cut.promise.then(() => 'cut' as const);
+    const outcome = await Promise.race([this.#waitDrained(deadline), cut]);
+    if (outcome !== 'done') {
+      this.#log('warn', `${outcome === 'cut' ? 'drain cut short' : 'drain timeout'}: closing what remains`, {
         connections: this.listeners.connections.size,
         tasks: this.tasks.size,
       });
@@ -330,7 +337,18 @@ export class Lifecycle {
         .catch((e: unknown) => this.#log('error', 'beforeExit failed', { error: (e as Error).message }));
       await Promise.race([flush, new Promise((r) => setTimeout(r, 5000).unref())]);
     }
-    this.#exit(0);
+    this.#exit(outcome === 'cut' ? await this.#cut.promise : 0);
+  }
+
+  /** The app's `drain`, then connections and tasks: `done`, or `timeout` at `deadline`. */
+  async #waitDrained(deadline: number): Promise<'done' | 'timeout'> {
+    try {
+      await this.#opts.drain?.(deadline);
+    } catch (e) {
+      this.#log('error', 'drain callback failed', { error: (e as Error).message });
+    }
+    const left = (): number => Math.max(0, deadline - Date.now());
+    return (await this.listeners.connections.wait(left())) === 'done' ? this.tasks.wait(left()) : 'timeout';
   }
 
   #removeRestartSocket(): void {

@@ -18,5 +18,15 @@ export function formatHostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
+/**
+ * An address as records and log lines write it: `host:port`, or the empty string for none (host
+ * `''`): a unit without a target, or a client on a Unix socket, whose socket is unnamed, so `:0`
+ * or the endpoint's own path would name something it is not (the `endpoint` field says where
+ * it came in).
+ */
+export function formatAddr(addr: { readonly host: string; readonly port: number }): string {
+  return addr.host === '' ? '' : formatHostPort(addr.host, addr.port);
+}
+
 /** The target of a unit that has none (no fixed target, no PROXY header): only an egress hook can send it somewhere. */
 export const NO_TARGET: Readonly<{ host: string; port: number }> = Object.freeze({ host: '', port: 0 });

@@ -106,7 +106,9 @@ export interface IngressContext<X extends ExtTypes = ExtTypes> {
   readonly endpoint: EndpointContext<X>;
   /**
    * The client's address: the source a PROXY protocol header names when the endpoint reads one,
-   * otherwise the socket's peer. Every hook, log line and audit record uses this one.
+   * otherwise the socket's peer. Every hook, log line and audit record uses this one. A client
+   * of a Unix-socket endpoint (or an `ip_seqpacket` tunnel) has no address: host `''` and port
+   * 0, written as an empty `client` in records and log lines.
    */
   readonly client: SocketAddr;
   /** The socket's own peer (a load balancer, with PROXY protocol); equals `client` without a header. */

@@ -14,7 +14,7 @@ import { proxyReadOptions, type ReadProxyHeaderOptions } from '../onramps/proxy-
 import type { ProxyHeader } from '../protocols/proxy-protocol/index.ts';
 import type { EndpointSettings } from '../settings.ts';
 import { httpMetrics } from '../telemetry/metrics.ts';
-import { formatHostPort, type ListenAddr } from './addr.ts';
+import { formatAddr, type ListenAddr } from './addr.ts';
 import type {
   ClientIdentity,
   EgressContext,
@@ -192,7 +192,7 @@ export class IngressConnection implements IngressContext, LogFieldSource {
     return {
       conn_id: this.id,
       endpoint: this.endpoint.name,
-      client: formatHostPort(this.client.host, this.client.port),
+      client: formatAddr(this.client),
     };
   }
 }

@@ -36,11 +36,14 @@ export interface EgressConnection {
 /**
  * The address to connect to `ip` from: `egress.source_addr` when it is of `ip`'s family, else
  * undefined (the kernel chooses). The one rule of every connector: Happy Eyeballs, the upstream
- * proxy's connection, the addon's whole tunnels and UDP sockets.
+ * proxy's connection, the addon's whole tunnels and UDP sockets. An IPv4-mapped source is its
+ * IPv4 address: an IPv6 socket bound to it reaches no IPv6 destination.
  */
 export function sourceFor(rt: Runtime, ip: string): string | undefined {
   const source = rt.settings.egress.source_addr;
-  return source !== null && net.isIP(source) === net.isIP(ip) ? source : undefined;
+  if (source === null) return undefined;
+  const own = unmappedIp(source);
+  return net.isIP(own) === net.isIP(ip) ? own : undefined;
 }
 
 /** The decision without an `EgressHook.handleConnection`: direct, or the configured upstream proxy. */

@@ -10,7 +10,7 @@
  */
 import { log } from 'foundations/telemetry';
 import { type AuditRecord, auditIdentity } from '../audit.ts';
-import { formatHostPort } from '../context/addr.ts';
+import { formatAddr, formatHostPort } from '../context/addr.ts';
 import type { RequestKind } from '../context/contexts.ts';
 import type { IngressConnection, RequestState } from '../context/state.ts';
 import { clientReason, isOxyError } from '../errors.ts';
@@ -35,8 +35,28 @@ const RECORD_KIND: Readonly<Record<RequestKind, AuditRecord['kind']>> = {
   'connect-ip': 'tunnel',
 };
 
-/** Counts a status the proxy answered itself (an error, not relayed from upstream). */
+/**
+ * Whether a unit of each kind came as an HTTP request. A `tcp` endpoint's connection, a `udp`
+ * session and an IP tunnel's flows carry no HTTP: their failures count in their own metrics
+ * (`oxy_egress_connect_failed_total`, `oxy_udp_*`), never as HTTP requests.
+ */
+const HTTP_KIND: Readonly<Record<RequestKind, boolean>> = {
+  forward: true,
+  connect: true,
+  upgrade: true,
+  'connect-udp': true,
+  'connect-ip': true,
+  intercepted: true,
+  tunnelled: true,
+  tcp: false,
+  udp: false,
+  'ip-tcp': false,
+  'ip-udp': false,
+};
+
+/** Counts a status the proxy answered itself (an error, not relayed from upstream) to an HTTP request. */
 export function countFailure(request: RequestState, status: number): void {
+  if (!HTTP_KIND[request.kind]) return;
   httpMetrics.requests_failed_total({ endpoint: request.ingress.endpoint.name, status }).inc();
 }
 
@@ -192,7 +212,7 @@ function writeAudit(
     request_id: request.id,
     endpoint: conn.endpoint.name,
     ...clientAndPeer(conn),
-    target: request.target.host === '' ? '' : formatHostPort(request.target.host, request.target.port),
+    target: formatAddr(request.target),
     upstream: request.upstream,
     decisions: request.decisions,
     status: request.status,
@@ -211,10 +231,10 @@ function writeAudit(
 
 /** A record's `client` and `peer` (the same text when there was no PROXY header). */
 function clientAndPeer(conn: IngressConnection): { client: string; peer: string } {
-  const client = formatHostPort(conn.client.host, conn.client.port);
+  const client = formatAddr(conn.client);
   return {
     client,
-    peer: conn.peer === conn.client ? client : formatHostPort(conn.peer.host, conn.peer.port),
+    peer: conn.peer === conn.client ? client : formatAddr(conn.peer),
   };
 }
 

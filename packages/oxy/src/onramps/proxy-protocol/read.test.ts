@@ -260,4 +260,37 @@ describe('datagram headers', () => {
     assert.throws(() => parseDatagramHeader(ok, 'v2', { peer: '192.0.2.1', trusted }), rejects('untrusted'));
     assert.equal(parseDatagramHeader(ok, 'v2', { peer: '127.0.0.1', trusted }).payload.length, 1);
   });
+
+  it('counts a short datagram without a header as bad_signature, one cut inside its header as truncated', async () => {
+    const tele = captureTelemetry();
+    const count = async (reason: ProxyReason) =>
+      (await tele.metricValue('proxy_protocol_rejected_total', { reason, endpoint: 'short' })) ?? 0;
+    const whole = Buffer.from(encodeV2({ transport: 'dgram', addresses }));
+    const spp = encodeDatagramReply(
+      {
+        version: 'spp',
+        command: 'proxy',
+        family: 'inet',
+        transport: 'dgram',
+        addresses,
+        tlvs: [],
+        length: 38,
+      },
+      Buffer.alloc(0),
+    );
+    const cases: [Buffer, 'v2' | 'spp', ProxyReason][] = [
+      [Buffer.from('ping'), 'v2', 'bad_signature'],
+      [Buffer.from('ping'), 'spp', 'bad_signature'],
+      [Buffer.alloc(0), 'v2', 'bad_signature'],
+      [whole.subarray(0, 10), 'v2', 'truncated'],
+      [whole.subarray(0, whole.length - 1), 'v2', 'truncated'],
+      [spp.subarray(0, 20), 'spp', 'truncated'],
+    ];
+    for (const [datagram, format, reason] of cases) {
+      const was = await count(reason);
+      assert.throws(() => parseDatagramHeader(datagram, format, { endpoint: 'short' }), rejects(reason));
+      assert.equal(await count(reason), was + 1, `${format} ${datagram.toString('hex')}`);
+    }
+    tele.stop();
+  });
 });

@@ -39,7 +39,7 @@ import type { SpliceConnectResult } from '../../flows/stream/splice.ts';
 import { connectFailure } from '../../offramps/tcp/happy-eyeballs.ts';
 import type { Runtime } from '../../runtime.ts';
 import { forkConnection, forkRequest, forkRequestUntil } from '../../telemetry/fork.ts';
-import { httpMetrics, ingressMetrics, tunnelMetrics } from '../../telemetry/metrics.ts';
+import { ingressMetrics, tunnelMetrics } from '../../telemetry/metrics.ts';
 import { rawAcceptApplies } from './raw-accept.ts';
 import { endAccepted, takeAccepted } from './reactor-accepted.ts';
 
@@ -308,10 +308,7 @@ class ReactorListener {
           (native as Native).errnoName(n[o + 3] as number),
           timeout,
         );
-        connectFailed(error.code);
-        httpMetrics
-          .requests_failed_total({ endpoint: this.#endpoint.name, status: httpStatusFor(error) })
-          .inc();
+        connectFailed(error.code); // its only count: a tcp endpoint answers no HTTP
         continue;
       }
       const connectMs = n[o + 5] as number;

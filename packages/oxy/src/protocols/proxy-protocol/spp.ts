@@ -17,10 +17,12 @@ function address(bytes: Uint8Array, at: number): string {
 
 /**
  * Decodes the SPP header at the start of a datagram; the payload starts at byte 38. Throws a
- * {@link ProxyProtocolError}: `truncated` below 38 bytes, `bad_signature` for another magic.
+ * {@link ProxyProtocolError}: `bad_signature` for a datagram that does not start with the magic
+ * (a short one or an empty one included: it has no header), `truncated` for one that starts it
+ * and ends before byte 38.
  */
 export function decodeSpp(bytes: Uint8Array): ProxyHeader {
-  if (bytes.length >= 2 && ((bytes[0]! << 8) | bytes[1]!) !== SPP_MAGIC) {
+  if (bytes[0] !== SPP_MAGIC >> 8 || (bytes.length > 1 && bytes[1] !== (SPP_MAGIC & 0xff))) {
     throw new ProxyProtocolError('bad_signature', 'not the SPP magic 0x56EC');
   }
   if (bytes.length < SPP_HEADER_LENGTH) {

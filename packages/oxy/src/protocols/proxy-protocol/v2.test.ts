@@ -353,6 +353,10 @@ describe('PROXY v2: malformed fixed part and addresses', () => {
     ['PROXY UNIX with length 215', `${SIG} 21 31 00d7 ${'00'.repeat(215)}`, 'bad_length'],
     ['a length beyond the data', `${SIG} 21 11 000c ${'00'.repeat(11)}`, 'truncated'],
     ['fewer than 16 bytes', `${SIG} 21 11`, 'truncated'],
+    ['a signature prefix alone', '0d0a0d', 'truncated'],
+    ['fewer than 16 bytes without the signature', '68656c6c6f', 'bad_signature'],
+    ['a short input that leaves the signature late', '0d0a0d0a000d0a5155490000', 'bad_signature'],
+    ['nothing at all', '', 'bad_signature'],
     ['a length over the limit', `${SIG} 21 11 1001`, 'too_long'],
   ];
   for (const [name, bytes, reason] of cases) {

@@ -61,9 +61,12 @@ export function checkV2SignaturePrefix(bytes: Uint8Array): void {
 
 /** Checks the 16-byte fixed part; throws the first reason that applies. */
 export function decodeV2Fixed(bytes: Uint8Array, maxLength = PROXY_V2_DEFAULT_MAX_LENGTH): FixedPart {
+  // The signature first, as far as it came: short input that does not start it (a datagram
+  // without a header, or none at all) has no header to cut short, so it is `bad_signature`.
+  checkV2SignaturePrefix(bytes);
+  if (bytes.length === 0) throw new ProxyProtocolError('bad_signature', 'empty: no v2 signature');
   if (bytes.length < PROXY_V2_FIXED_LENGTH)
     throw new ProxyProtocolError('truncated', 'shorter than 16 bytes');
-  checkV2SignaturePrefix(bytes);
   const verCmd = bytes[12]!;
   if (verCmd >> 4 !== 2) throw new ProxyProtocolError('bad_version', `version ${verCmd >> 4} (must be 2)`);
   const cmd = verCmd & 0x0f;
