@@ -228,24 +228,23 @@ describe('datagram headers', () => {
     assert.equal(Buffer.from(reply.payload).toString(), 'answer');
   });
 
-  it('parses SPP and answers behind the swapped SPP header', () => {
-    const { header, payload } = parseDatagramHeader(
-      Buffer.concat([
-        encodeDatagramReply(
-          {
-            version: 'spp',
-            command: 'proxy',
-            family: 'inet',
-            transport: 'dgram',
-            addresses,
-            tlvs: [],
-            length: 38,
-          },
-          Buffer.from('x'),
-        ),
-      ]),
-      'spp',
+  /** `payload` behind an SPP header carrying `addresses`. */
+  const sppDatagram = (payload: Buffer): Buffer =>
+    encodeDatagramReply(
+      {
+        version: 'spp',
+        command: 'proxy',
+        family: 'inet',
+        transport: 'dgram',
+        addresses,
+        tlvs: [],
+        length: 38,
+      },
+      payload,
     );
+
+  it('parses SPP and answers behind the swapped SPP header', () => {
+    const { header, payload } = parseDatagramHeader(Buffer.concat([sppDatagram(Buffer.from('x'))]), 'spp');
     assert.equal(header.version, 'spp');
     assert.deepEqual(header.addresses?.source, addresses.destination);
     assert.equal(Buffer.from(payload).toString(), 'x');
@@ -266,18 +265,7 @@ describe('datagram headers', () => {
     const count = async (reason: ProxyReason) =>
       (await tele.metricValue('proxy_protocol_rejected_total', { reason, endpoint: 'short' })) ?? 0;
     const whole = Buffer.from(encodeV2({ transport: 'dgram', addresses }));
-    const spp = encodeDatagramReply(
-      {
-        version: 'spp',
-        command: 'proxy',
-        family: 'inet',
-        transport: 'dgram',
-        addresses,
-        tlvs: [],
-        length: 38,
-      },
-      Buffer.alloc(0),
-    );
+    const spp = sppDatagram(Buffer.alloc(0));
     const cases: [Buffer, 'v2' | 'spp', ProxyReason][] = [
       [Buffer.from('ping'), 'v2', 'bad_signature'],
       [Buffer.from('ping'), 'spp', 'bad_signature'],
