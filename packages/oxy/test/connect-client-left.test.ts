@@ -1,6 +1,7 @@
 /**
  * A client that leaves while its upstream connect is under way, on the JS connect paths (Happy
- * Eyeballs, an upstream proxy): the connect is aborted at once, its socket destroyed, and the
+ * Eyeballs, an upstream proxy) and on the addon's own (a tunnel no hook sees): the connect is
+ * aborted at once, its socket destroyed, and the
  * unit recorded as a client that left (`client_closed`, nothing answered, no upstream), not
  * held until `egress.connect_timeout` and recorded 504. Once, every such unit waited the whole
  * timeout: the runner had no close of the client's to abort on.
@@ -55,6 +56,7 @@ async function leavesWhileConnecting(
   a: AppUnderTest,
   up: { port: number; fillers: number },
   leave: () => void,
+  expect: { reason: string; upstream: string | null } = { reason: 'client_closed', upstream: null },
 ): Promise<void> {
   await waitUntil(() => connectsUnderWay(up.port) > up.fillers, "Oxy's connect to the held upstream");
   leave();
@@ -64,9 +66,9 @@ async function leavesWhileConnecting(
     1000,
   );
   const [rec] = await a.waitForAudit(1, 1000);
-  assert.equal(rec?.close_reason, 'client_closed');
+  assert.equal(rec?.close_reason, expect.reason);
   assert.equal(rec?.status, 0);
-  assert.equal(rec?.upstream, null);
+  assert.equal(rec?.upstream, expect.upstream);
 }
 
 /** A hook that keeps the connect in JS (the addon's whole tunnel would run it otherwise). */
@@ -84,6 +86,30 @@ test('HTTP/1.1 CONNECT: a client reset during the connect aborts it', { skip }, 
   c.write(connectHead(`127.0.0.1:${up.port}`));
   await leavesWhileConnecting(a, up, () => c.resetAndDestroy());
 });
+
+for (const [name, endpoint, lines] of [
+  ['HTTP/1.1 CONNECT carried whole by the addon', 'main', (t: string) => connectHead(t)],
+  ['a tcp endpoint carried whole by the addon', 'raw', () => 'first bytes'],
+] as const) {
+  test(`${name}: a client reset during the connect aborts it`, {
+    skip: skip || (native === null ? 'needs the native addon' : false),
+  }, async () => {
+    const up = await heldEcho();
+    const target = `127.0.0.1:${up.port}`;
+    const a = await app(
+      {},
+      { endpoints: { main: {}, raw: { protocol: 'tcp', addr: '127.0.0.1:0', tcp: { target } } } },
+    );
+    const c = dial(a, endpoint);
+    c.write(lines(target));
+    // The reactor thread sees the reset as the client socket's error, as on any tunnel it
+    // carries, and names the address it was connecting to.
+    await leavesWhileConnecting(a, up, () => c.resetAndDestroy(), {
+      reason: 'client_error',
+      upstream: target,
+    });
+  });
+}
 
 test('HTTP/1.1 CONNECT read by the reactor, raced in JS: a client reset aborts it', {
   skip: skip || (native === null ? 'needs the native addon' : false),
