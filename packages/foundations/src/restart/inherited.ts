@@ -155,9 +155,17 @@ function toListenAddr(v: unknown, where: string, field = 'addr'): ListenAddr {
   throw listenError(`${HANDOVER_ENV}: ${where}.${field} is not a listen address`);
 }
 
-function systemdFlag(v: unknown, where: string): boolean {
+/**
+ * A listener's `systemd` field (absent: false); anything else fails through `fail`, by default
+ * as a bad handover (the workers' role variable passes its own).
+ */
+export function systemdFlag(
+  v: unknown,
+  where: string,
+  fail: (message: string) => Error = (m) => listenError(`${HANDOVER_ENV}: ${m}`),
+): boolean {
   if (v === undefined || typeof v === 'boolean') return v === true;
-  throw listenError(`${HANDOVER_ENV}: ${where}.systemd: expected true or false`);
+  throw fail(`${where}.systemd: expected true or false`);
 }
 
 /** `where` already starts with the variable's name. */

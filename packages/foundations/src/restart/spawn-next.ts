@@ -55,7 +55,7 @@ export interface NextProcessOptions {
 export function handoverOf(
   listeners: readonly ActiveListener[],
   datagrams: readonly ActiveDatagram[],
-): Record<string, unknown> {
+): { readonly control: number } & Record<string, unknown> {
   const firstDatagram = 3 + listeners.length;
   return {
     control: firstDatagram + datagrams.length,
@@ -84,7 +84,6 @@ export function handoverOf(
 export function startNextProcess(opts: NextProcessOptions): Promise<NextOutcome> {
   const datagrams = opts.datagrams ?? [];
   const fds = [...opts.listeners.map((l) => l.fd), ...datagrams.map((d) => d.fd)];
-  const controlSlot = 3 + fds.length;
   const handover = handoverOf(opts.listeners, datagrams);
   const stdio: StdioOptions = ['ignore', 'inherit', 'inherit', ...fds, 'pipe'];
   let state: Buffer;
@@ -107,7 +106,7 @@ export function startNextProcess(opts: NextProcessOptions): Promise<NextOutcome>
       resolve({ kind: 'failed', reason: `cannot start the new process: ${(e as Error).message}` });
       return;
     }
-    const control = child.stdio[controlSlot] as net.Socket;
+    const control = child.stdio[handover.control] as net.Socket;
     let settled = false;
     const finish = (outcome: NextOutcome): void => {
       if (settled) return;

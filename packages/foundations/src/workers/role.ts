@@ -15,7 +15,7 @@
  */
 import { FND_ERR, FoundationsError } from '../errors.ts';
 import { HandoverChannel } from '../restart/handover.ts';
-import type { InheritedSocket } from '../restart/inherited.ts';
+import { type InheritedSocket, systemdFlag } from '../restart/inherited.ts';
 import { Lifecycle, type LifecycleOptions } from '../restart/lifecycle.ts';
 import { Listeners } from '../restart/listeners.ts';
 import type { ListenAddr } from '../settings/net.ts';
@@ -87,9 +87,7 @@ export function parseWorkerEnv(env: NodeJS.ProcessEnv): WorkerRole | null {
       if (typeof e.name !== 'string') throw roleError(`${where}.name: expected a string`);
       if (typeof e.fd !== 'number' || !Number.isInteger(e.fd) || e.fd < 3 || e.fd > 65535)
         throw roleError(`${where}.fd: expected a descriptor number`);
-      if (e.systemd !== undefined && typeof e.systemd !== 'boolean')
-        throw roleError(`${where}.systemd: expected true or false`);
-      const source = e.systemd === true ? 'systemd' : 'handover';
+      const source = systemdFlag(e.systemd, where, roleError) ? 'systemd' : 'handover';
       return { fd: e.fd, name: e.name, addr: toAddr(e.addr, where), source };
     }),
   };
