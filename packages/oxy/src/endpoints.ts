@@ -37,7 +37,6 @@ export async function openEndpoint(
   listeners?: Listeners,
   tcp: ListenTcpOptions = { congestion: '', smartAccept: false },
 ): Promise<net.Server> {
-  const congestion = tcp.congestion;
   const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false });
   const options = addr.kind === 'tcp' ? { host: addr.host, port: addr.port } : { path: addr.path };
   try {
@@ -56,14 +55,14 @@ export async function openEndpoint(
       },
     );
   }
-  if (congestion !== '' && addr.kind === 'tcp') {
+  if (tcp.congestion !== '' && addr.kind === 'tcp') {
     try {
-      setCongestion(server, congestion);
+      setCongestion(server, tcp.congestion);
     } catch (e) {
       server.close();
       throw new OxyError(
         OXY_ERR.LISTEN,
-        `endpoints.${name}.tcp_congestion_control: the kernel refused "${congestion}" (${(e as Error).message}); ` +
+        `endpoints.${name}.tcp_congestion_control: the kernel refused "${tcp.congestion}" (${(e as Error).message}); ` +
           'it must be an algorithm of net.ipv4.tcp_available_congestion_control (modprobe tcp_<name> if not), ' +
           'and of net.ipv4.tcp_allowed_congestion_control unless Oxy has CAP_NET_ADMIN',
         { cause: e },

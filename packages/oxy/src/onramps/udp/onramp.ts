@@ -156,11 +156,11 @@ export function openUdpOnRamp(
     end: number,
     now: number,
     header: ProxyHeader | null,
-    skip: number,
   ) => {
     const s = session(key, batch, start, now, header);
     if (s === undefined) tooMany.inc(end - start);
-    else s.fromClientRun(batch, start, end, now, skip);
+    // Every datagram of a run has a header of its first one's length (or none).
+    else s.fromClientRun(batch, start, end, now, header === null ? 0 : header.length);
   };
 
   const pp = settings.proxy_protocol;
@@ -173,11 +173,11 @@ export function openUdpOnRamp(
       for (let i = 1; i < n; i++) {
         const k = batch.peerKey(i);
         if (k === key) continue;
-        run(key, batch, start, i, now, null, 0);
+        run(key, batch, start, i, now, null);
         start = i;
         key = k;
       }
-      if (n > 0) run(key, batch, start, n, now, null, 0);
+      if (n > 0) run(key, batch, start, n, now, null);
     });
   } else {
     // A header before every datagram: trust, then the header; the session is the header's client
@@ -190,12 +190,11 @@ export function openUdpOnRamp(
     const refused = datagramMetrics.dropped_total({ endpoint: name, reason: 'proxy_protocol' });
     socket.onBatch((batch) => {
       const now = performance.now();
-      // The run being gathered: consecutive datagrams of one client behind headers of one length
-      // (`runSkip`); `runHeader` is its first datagram's, which opens the session.
+      // The run being gathered: consecutive datagrams of one client behind headers of one length;
+      // `runHeader` is its first datagram's, which opens the session.
       let start = -1;
       let runKey: number | string = 0;
       let runHeader: ProxyHeader | null = null;
-      let runSkip = 0;
       for (let i = 0; i < batch.count; i++) {
         let parsed: DatagramWithHeader;
         try {
@@ -207,7 +206,7 @@ export function openUdpOnRamp(
         } catch {
           // Named boundary: a datagram without a valid header from a trusted peer is dropped (counted by reason).
           refused.inc();
-          if (start >= 0) run(runKey, batch, start, i, now, runHeader, runSkip);
+          if (start >= 0) run(runKey, batch, start, i, now, runHeader);
           start = -1;
           continue;
         }
@@ -218,14 +217,13 @@ export function openUdpOnRamp(
           if (byDestination) key = `${key}>${a.destination.host}|${a.destination.port}`;
         }
         const h = parsed.header;
-        if (start >= 0 && key === runKey && h.length === runSkip) continue;
-        if (start >= 0) run(runKey, batch, start, i, now, runHeader, runSkip);
+        if (start >= 0 && key === runKey && h.length === runHeader?.length) continue;
+        if (start >= 0) run(runKey, batch, start, i, now, runHeader);
         start = i;
         runKey = key;
         runHeader = h;
-        runSkip = h.length;
       }
-      if (start >= 0) run(runKey, batch, start, batch.count, now, runHeader, runSkip);
+      if (start >= 0) run(runKey, batch, start, batch.count, now, runHeader);
     });
   }
 
