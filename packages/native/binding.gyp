@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "oxy_native",
-      "sources": ["src/addon.c", "src/seccomp.c", "src/tun.c", "src/sock.c", "src/poll.c", "src/reactor.c", "src/splice.c", "src/splice-pipes.c", "src/splice-copy.c", "src/splice-js.c", "src/accept.c", "src/accept-head.c", "src/accept-js.c", "src/writer.c", "src/udp.c", "src/udp-sock.c", "src/udp-send.c", "src/h1.c", "src/h1-up.c", "src/h1-parse.c", "src/h1-js.c", "src/h1-loop.c", "src/h1-body.c", "src/tls.c"],
+      "sources": ["src/addon.c", "src/seccomp.c", "src/tun.c", "src/sock.c", "src/poll.c", "src/reactor.c", "src/splice.c", "src/splice-pipes.c", "src/splice-copy.c", "src/splice-ack.c", "src/splice-js.c", "src/accept.c", "src/accept-head.c", "src/accept-js.c", "src/writer.c", "src/udp.c", "src/udp-sock.c", "src/udp-send.c", "src/h1.c", "src/h1-up.c", "src/h1-parse.c", "src/h1-js.c", "src/h1-loop.c", "src/h1-body.c", "src/tls.c"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2", "-ftls-model=initial-exec"]
     }
   ]

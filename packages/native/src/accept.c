@@ -139,6 +139,7 @@ early_t *listener_early(listener_t *l) {
 }
 
 void listener_start(listener_t *l, splicer_t *s) {
+  s->ack_smart[0] = l->acks_held;
   s->lnext = l->live_head;
   if (l->live_head) l->live_head->lprev = s;
   l->live_head = s;
@@ -218,6 +219,9 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
     int one = 1;
     if (l->nodelay && !l->nodelay_inherited)
       l->nodelay_inherited = setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0;
+    int quick = 1;
+    socklen_t qlen = sizeof quick;
+    l->acks_held = getsockopt(l->fd, IPPROTO_TCP, TCP_QUICKACK, &quick, &qlen) == 0 && quick == 0;
     /* Level-triggered: a batch that leaves connections queued is reported again. */
     if (reactor_watch(r, l->fd, &l->events, EPOLLIN, &l->item, 0) != 0) stopping = true;
   }

@@ -60,6 +60,9 @@ struct listener {
   /* Reactor thread: TCP_NODELAY was set on the listening socket, which accepted sockets inherit
    * (Linux): not set again per connection. */
   bool nodelay_inherited;
+  /* Reactor thread: the listening socket has TCP_QUICKACK off (`tcp_smart_accept`), which
+   * accepted sockets inherit: their ACKs are held (splice-ack.c). */
+  bool acks_held;
   /* An `http` endpoint's listener: the reactor thread reads each request head (accept-head.c). */
   bool connect_mode;
   early_t early; /* reactor thread: whether its tunnels' clients speak early (splice.c) */

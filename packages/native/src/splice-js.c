@@ -83,8 +83,8 @@ bool splicer_stop(splicer_t *s) {
   bool connecting = s->tunnel && !s->connected;
   splicer_close(s, false);
   /* The reactor thread keeps its reference while its command is pending or a connect deadline
-   * names s; otherwise only a batch in flight may (the retirement waits for it). */
-  bool pending = s->cmd_pending || (s->cx != NULL && s->cx->linked);
+   * or a held ACK names s; otherwise only a batch in flight may (the retirement waits for it). */
+  bool pending = splicer_named(s);
   if (s->thread_ref && !pending) s->thread_ref = false;
   s->js_ref = false;
   bool gone = splicer_unreferenced(s);
@@ -116,6 +116,9 @@ void splicer_config(void) {
     copy_bytes = n >= 0 ? (size_t)n : COPY_BYTES;
     const char *early = getenv("OXY_EARLY");
     early_on = !(early && strcmp(early, "0") == 0);
+    const char *hold = getenv("OXY_ACK_HOLD_MS"), *idle = getenv("OXY_ACK_IDLE_MS");
+    if (hold && *hold) ack_hold_ms = strtol(hold, NULL, 10);
+    if (idle && *idle) ack_idle_ms = strtol(idle, NULL, 10);
   }
 }
 

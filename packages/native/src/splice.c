@@ -154,6 +154,7 @@ static void finish(splicer_t *s, int kind, int err, int side) {
   }
   splicer_close(s, true);
   unlink_connecting(s);
+  splice_ack_drop(s);
   s->connecting = false;
   s->end_kind = kind;
   s->end_err = err;
@@ -309,6 +310,7 @@ static void run_both(splicer_t *s) {
     finish(s, END_DONE, 0, -1);
     return;
   }
+  splice_ack_after_run(s);
   /* A round used up (its source not drained: no edge will come for it). Renewing the source's
    * registration (out and in again) reports what is ready anew, in a later batch. A source with
    * nothing left reports nothing, and its next byte an edge. */
@@ -393,12 +395,6 @@ static int ensure_nonblocking(int fd) {
   return 0;
 }
 
-/* TCP_QUICKACK on fd: off holds the ACK the kernel owes (the handshake's last) for the next
- * segment out; on sends a held one now. Best effort: the worst is one packet more. */
-static void quick_ack(int fd, int on) {
-  setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
-}
-
 /* Reactor thread, under s->mu: the upstream socket of a tunnel, its connect started; with
  * `hold_ack`, the handshake's last ACK waits for the first bytes (s->smart_connect). */
 static int start_connect(splicer_t *s, bool hold_ack) {
@@ -413,7 +409,7 @@ static int start_connect(splicer_t *s, bool hold_ack) {
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&cx->src, cx->srclen) < 0) return errno;
   }
-  if (hold_ack) quick_ack(fd, 0);
+  if (hold_ack) splice_quick_ack(fd, 0);
   cx->started = splicer_now_ms();
   if (connect(fd, (struct sockaddr *)&cx->addr, cx->addrlen) < 0 && errno != EINPROGRESS) return errno;
   s->connecting = true;
@@ -425,7 +421,7 @@ static int start_connect(splicer_t *s, bool hold_ack) {
  * unless OXY_EARLY=0. */
 static __thread early_t early_other; /* tunnels no listener of this thread accepted */
 
-static early_t *early_of(splicer_t *s) {
+early_t *splicer_early(splicer_t *s) {
   return s->lst ? listener_early(s->lst) : &early_other;
 }
 
@@ -433,7 +429,7 @@ static bool early_worth(splicer_t *s) {
   if (!early_on || !s->cx || s->keep_client || pre_pending(s, 0) || pre_pending(s, 1) ||
       copy_bytes == 0 || splice_copy_buf() == NULL)
     return false;
-  early_t *e = early_of(s);
+  early_t *e = splicer_early(s);
   if (e->misses < EARLY_MISSES) return true;
   if (++e->skipped < EARLY_RETRY) return false;
   e->skipped = 0;
@@ -458,18 +454,19 @@ static int early_copy(splicer_t *s, bool held_ack, int *err, int *side) {
     *err = *side == 1 ? sock_error(s->fd[1], e) : e;
     return *side == 1 ? END_CONNECT : END_ERROR;
   }
-  early_t *score = early_of(s);
+  early_t *score = splicer_early(s);
   if (moved > 0 && (d->held == NULL || d->held_len < moved)) {
     became_connected(s); /* the upstream took bytes: connected */
     score->misses = 0;
+    score->quiet = 0; /* and they carried the handshake's ACK */
   } else {
     s->can_write[1] = false; /* not known yet: the connect's EPOLLOUT says */
     if (score->misses < EARLY_MISSES) score->misses++;
   }
-  /* Bytes held for the connect's EPOLLOUT carry the ACK then; with none, it goes now (or, the
-   * connect still under way, as soon as the SYN-ACK comes): a server that speaks first must not
-   * wait for a delayed ACK to see its connection. */
-  if (held_ack && moved == 0) quick_ack(s->fd[1], 1);
+  /* Bytes held for the connect's EPOLLOUT carry the ACK then; with none, the ACK is held for
+   * the client's first bytes, at most ack_hold_ms (splice-ack.c): a server that speaks first
+   * must not wait for the kernel's 200 ms to see its connection. */
+  if (held_ack && moved == 0) splice_ack_handshake(s);
   return 0;
 }
 
@@ -490,11 +487,20 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
     s->thread_ref = false;
   } else {
     int err = 0, side = 1, kind = END_CONNECT;
-    bool early = early_worth(s), hold_ack = early && s->smart_connect;
+    if (!s->lst && s->fd[0] >= 0) {
+      /* A client accepted by JS: its ACKs are held if its listener has smart accept. */
+      int quick = 1;
+      socklen_t len = sizeof quick;
+      s->ack_smart[0] = getsockopt(s->fd[0], IPPROTO_TCP, TCP_QUICKACK, &quick, &len) == 0 && quick == 0;
+    }
+    bool early = early_worth(s), hold_ack = s->cx && s->smart_connect;
     if (s->cx) err = start_connect(s, hold_ack);
+    s->ack_smart[1] = hold_ack;
     if (err == 0 && early) {
       int k = early_copy(s, hold_ack, &err, &side);
       if (err != 0) kind = k; /* the connect's failure, or the client's error */
+    } else if (err == 0 && hold_ack) {
+      splice_ack_handshake(s); /* for the client's first bytes, when they come */
     }
     if (err != 0) {
       finish(s, kind, err, side);
@@ -509,8 +515,9 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
       }
       if (err != 0) {
         finish(s, END_ERROR, err, side);
-      } else if (s->connecting && s->cx->deadline > 0) {
-        link_connecting(s);
+      } else {
+        if (s->connecting && s->cx->deadline > 0) link_connecting(s);
+        splice_ack_after_run(s); /* the early copy's bytes owe the client an ACK */
       }
     }
   }
@@ -528,8 +535,9 @@ int splicer_tick(reactor_t *r) {
   /* Connects first: one that times out ends, and its listener holds the record back for a
    * moment; the listeners' tick then counts that moment in the wait (in the other order the
    * record waited for the next connection to wake the thread). */
-  int b = connects_tick(now), a = listener_tick(now);
-  return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+  int b = connects_tick(now), a = listener_tick(now), c = splice_ack_tick(now);
+  int m = a < 0 ? b : b < 0 ? a : a < b ? a : b;
+  return m < 0 ? c : c < 0 ? m : m < c ? m : c;
 }
 
 /* Connects past their deadline fail with ETIMEDOUT, connected tunnels due are announced; the next deadline. */
@@ -541,9 +549,9 @@ static int connects_tick(int64_t now) {
     pthread_mutex_lock(&s->mu);
     splicer_t *n = s->cx->next;
     if (s->closing) {
-      /* Stopped by the JS thread while connecting: this list held the last reference. */
+      /* Stopped by the JS thread while connecting: this list may have held the last reference. */
       unlink_connecting(s);
-      s->thread_ref = false;
+      s->thread_ref = splicer_named(s);
     } else if (s->cx->deadline <= now && s->connected) {
       /* Connected a while ago and still running: announce it. */
       unlink_connecting(s);

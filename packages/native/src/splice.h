@@ -84,8 +84,14 @@ typedef struct {
  * tries, and a hit turns it back on. Per listener, and per reactor thread for other tunnels. */
 #define EARLY_MISSES 8
 #define EARLY_RETRY 64
+/* Whether holding the handshake's last ACK for the client's first bytes pays (splice-ack.c):
+ * after QUIET_MISSES holds in a row that ended without them (clients that wait for the server
+ * to speak first), only one tunnel in QUIET_RETRY holds, and a hold that rode turns it back on. */
+#define QUIET_MISSES 2
+#define QUIET_RETRY 64
 typedef struct {
   uint8_t misses, skipped;
+  uint8_t quiet, quiet_skipped;
 } early_t;
 
 typedef struct splicer splicer_t;
@@ -140,6 +146,14 @@ struct splicer {
   /* The handshake's last ACK rides on the client's first bytes when those go with the connect
    * (HAProxy's tcp-smart-connect): one packet less each way; a plain ACK when there are none. */
   bool smart_connect;
+  /* Held ACKs (splice-ack.c), per side: its socket holds the ACKs it owes (TCP_QUICKACK off:
+   * smart accept on the client, smart connect on the upstream); one is held now, in the reactor
+   * thread's list, until ack_due (CLOCK_MONOTONIC ms); the byte counts each way last seen. */
+  bool ack_smart[2], ack_held[2];
+  bool ack_handshake; /* side 1's held ACK is the handshake's: no client bytes yet */
+  int64_t ack_due[2];
+  uint64_t ack_in[2], ack_out[2];
+  splicer_t *ack_prev[2], *ack_next[2];
   int kept_fd;              /* ... that client's descriptor, until it goes in the record; else -1 */
   double lst_id;            /* connect mode: JS's id of the tunnel, in its record */
   int64_t accepted_ns;      /* CLOCK_MONOTONIC */
@@ -186,6 +200,28 @@ static inline int splice_read_end(splicer_t *s, dir_t *d, ssize_t n, int *side) 
   else if (errno != EINTR) *side = d->src;
   return errno;
 }
+/* TCP_QUICKACK on fd: off holds the ACKs the kernel owes for the next segment out; on sends a
+ * held one now (and ends the holding). Best effort: the worst is one packet more. */
+static inline void splice_quick_ack(int fd, int on) {
+  setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
+}
+/* splice-ack.c: held ACKs, each until the thread is idle for ack_idle_ms (OXY_ACK_IDLE_MS) or for
+ * at most ack_hold_ms (OXY_ACK_HOLD_MS). Reactor thread, under
+ * s->mu: side i's ACK is held from now (the handshake's); after a run, the ACKs the bytes just
+ * read left owed, and those the bytes just written carried; the end: out of the lists. */
+extern int64_t ack_hold_ms, ack_idle_ms;
+void splice_ack_hold(splicer_t *s, int i);
+/* Side 1's socket, its connect started with TCP_QUICKACK off: the handshake's ACK is held for the
+ * client's first bytes while that pays for the listener (early_t's quiet), else it goes now. */
+void splice_ack_handshake(splicer_t *s);
+void splice_ack_after_run(splicer_t *s);
+void splice_ack_drop(splicer_t *s);
+/* Reactor thread, before each wait: held ACKs past their time go now; ms to the next, or -1. */
+int splice_ack_tick(int64_t now);
+/* Under s->mu: whether the reactor thread's lists or queue still name s (it keeps s alive). */
+static inline bool splicer_named(splicer_t *s) {
+  return s->cmd_pending || (s->cx != NULL && s->cx->linked) || s->ack_held[0] || s->ack_held[1];
+}
 /* splice-pipes.c: the reactor thread's pipe pool and copy buffer. */
 int splice_pipe_take(dir_t *d);
 /* Grows direction d's pipe as far as it has earned (GROW_AFTER, GROW_BULK_AFTER), best effort. */
@@ -198,6 +234,8 @@ void splicer_abort(splicer_t *s);
  * record goes to the listener's batch; or it was announced: JS is to adopt it. */
 void listener_ended(splicer_t *s);
 void listener_announced(splicer_t *s);
+/* splice.c (reactor thread): the early_t of s's listener (or of the thread's other tunnels). */
+early_t *splicer_early(splicer_t *s);
 /* accept.c (reactor thread): whether the listener's clients speak early (early_t). */
 early_t *listener_early(listener_t *l);
 /* accept.c (reactor thread, from splicer_tick): posts held records that are due; ms to the next. */

@@ -73,6 +73,15 @@ export async function openEndpoint(
   return server;
 }
 
+/**
+ * TCP_QUICKACK on for an accepted `socket` whose listening socket has it off: its ACKs go at
+ * once, as on a socket that never held them. Best effort (no addon, no descriptor: as it was).
+ */
+export function acknowledgeAtOnce(socket: net.Socket): void {
+  const fd = handleFd(socket);
+  if (native !== null && fd !== null) native.setTcpQuickAck(fd, true);
+}
+
 /** TCP_QUICKACK on `server`'s listening socket (a TCP socket: the kernel takes it). */
 function setQuickAck(server: net.Server, on: boolean): void {
   const fd = listeningFd(server);
@@ -89,7 +98,12 @@ function setCongestion(server: net.Server, algorithm: string): void {
 
 /** The descriptor of `server`'s listening socket (Node's handle internals), or null without one. */
 export function listeningFd(server: net.Server): number | null {
-  const fd = (server as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return handleFd(server);
+}
+
+/** The descriptor of a Node socket's or server's handle (Node's internals), or null without one. */
+function handleFd(owner: net.Server | net.Socket): number | null {
+  const fd = (owner as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : null;
 }
 

@@ -14,7 +14,7 @@ import type { OxyApp } from './app.ts';
 import { formatHostPort } from './context/addr.ts';
 import { eraseExtFactories, eraseHooks } from './context/ext.ts';
 import { EndpointState } from './context/state.ts';
-import { describeListening, drain, openEndpoint } from './endpoints.ts';
+import { acknowledgeAtOnce, describeListening, drain, openEndpoint } from './endpoints.ts';
 import { OXY_ERR, OxyError } from './errors.ts';
 import { type HookCall, resolveHooks } from './hooks/run.ts';
 import { connectAcceptApplies, takeConnectAccept } from './onramps/http1/reactor-connect.ts';
@@ -133,13 +133,21 @@ export async function startProxy(
       }
       const onramp = createOnRamp(rt, endpoint);
       onramps.push(onramp);
+      // A `tcp` endpoint whose connections all go whole to the addon skips Node's sockets.
+      const raw = target !== null && rawAcceptApplies(rt, endpoint, target);
+      // A `tcp` endpoint holds its clients' ACKs only where the addon bounds the hold: the few
+      // connections Node still accepts there acknowledge at once.
+      const smartAccept = ep.tcp_smart_accept && (ep.protocol !== 'tcp' || raw);
       const server = await openEndpoint(name, ep.addr, options.listeners, {
         congestion: ep.tcp_congestion_control,
-        smartAccept: ep.tcp_smart_accept,
+        smartAccept,
       });
-      server.on('connection', (socket: net.Socket) => acceptConnection(rt, endpoint, socket, onramp));
-      // A `tcp` endpoint whose connections all go whole to the addon skips Node's sockets.
-      if (target !== null && rawAcceptApplies(rt, endpoint, target)) {
+      const ackNow = smartAccept && ep.protocol === 'tcp';
+      server.on('connection', (socket: net.Socket) => {
+        if (ackNow) acknowledgeAtOnce(socket);
+        acceptConnection(rt, endpoint, socket, onramp);
+      });
+      if (target !== null && raw) {
         const tracker = options.listeners?.connections ?? null;
         // With nothing to decide per connection, the addon's reactor thread accepts them too.
         if (takeRawAccept(rt, endpoint, server, target, tracker) && reactorAcceptApplies(rt, target))

@@ -40,17 +40,19 @@ const streamFields = {
 };
 
 /**
- * TCP_QUICKACK off on an endpoint's listening socket (HAProxy's tcp-smart-accept), on by default
- * where the client speaks first and is answered at once (`http`), off where the protocol is not
- * known (`tcp`).
+ * TCP_QUICKACK off on an endpoint's listening socket (HAProxy's tcp-smart-accept): on by default
+ * for both kinds. On an `http` endpoint the kernel's own bound applies (40 ms, as HAProxy's HTTP
+ * mode); on a `tcp` endpoint only where the addon carries every connection, which bounds the hold.
  */
-function smartAcceptField(byDefault: boolean) {
+function smartAcceptField(kind: 'http' | 'tcp') {
+  const bound =
+    kind === 'http'
+      ? "the kernel sends it anyway after 40 ms without an answer (a client that waits for that ACK before writing more, Nagle's algorithm with two small writes, waits that long once)"
+      : 'the ACK goes anyway once Oxy has had nothing to do for 1 ms, and at the latest after 10 ms (OXY_ACK_HOLD_MS), so a client that waits for it before writing more waits no longer. It applies where the native addon carries every connection (no hook per connection, no PROXY protocol); elsewhere the ACK goes at once';
   return s.bool(
-    "The kernel holds the ACK of a new connection's first bytes for the answer to carry, one " +
-      'packet less per connection; it sends it anyway after 40 ms without an answer (a client that ' +
-      "waits for that ACK before writing more, Nagle's algorithm with two small writes, waits that " +
-      'long once). Set on the listening socket, so every accepted connection inherits it.',
-    byDefault,
+    "The ACK of a client's bytes waits for the answer to carry it, one packet less per exchange; " +
+      `${bound}. Set on the listening socket, so every accepted connection inherits it.`,
+    true,
   );
 }
 
@@ -92,7 +94,7 @@ const httpFields = {
   ),
   ...streamFields,
   ...congestionFields,
-  tcp_smart_accept: smartAcceptField(true),
+  tcp_smart_accept: smartAcceptField('http'),
   proxy_protocol: ProxyProtocolSettings,
   tls: TlsSettings,
   http2: Http2Settings,
@@ -119,16 +121,18 @@ const tcpFields = {
       'off',
     ),
     smart_connect: s.bool(
-      "When a client's first bytes are there as Oxy connects to the target, the handshake's last " +
-        "ACK goes with them instead of alone (HAProxy's tcp-smart-connect): one packet less per " +
-        'connection, and the target finds the connection and its first bytes together. A client ' +
-        'with nothing to send yet gets a plain ACK at once, so servers that speak first see no delay.',
+      "The handshake's last ACK to the target waits for the client's first bytes to carry it " +
+        "(HAProxy's tcp-smart-connect): one packet less per connection, and the target finds the " +
+        'connection and its first bytes together. It goes anyway once Oxy has had nothing to do for ' +
+        '1 ms, at the latest after 10 ms, and at once for an endpoint whose clients let it go ' +
+        'without bytes twice in a row (servers that speak first, such as SSH and SMTP) but for one ' +
+        'connection in 64. Applies where the native addon connects.',
       true,
     ),
   }),
   ...streamFields,
   ...congestionFields,
-  tcp_smart_accept: smartAcceptField(false),
+  tcp_smart_accept: smartAcceptField('tcp'),
   proxy_protocol: ProxyProtocolSettings,
 };
 
