@@ -2,9 +2,11 @@
  * What a drain cuts is recorded, as `drained`: the `oxy` command in a child process with a `tcp`
  * endpoint carried by the JS pump (`tunnel_splice: false`), a spliced one (the addon's accept),
  * a CONNECT tunnel and a `udp` session, each held open; SIGTERM, then either the
- * `restart.drain_timeout` deadline or a second SIGTERM cuts them. Every unit gets its one audit
- * record (the pump's once came after the audit file closed, and a second signal exited before
- * any was written), and its close reason says the proxy cut it, not that the client reset it.
+ * `restart.drain_timeout` deadline or a second SIGTERM cuts them, with `workers: 2` too (the
+ * supervisor passes the cut on). Every unit gets its one audit record (the pump's once came
+ * after the audit file closed, and a second signal exited before any was written, with workers
+ * too: the supervisor's exit killed them), and its close reason says the proxy cut it, not that
+ * the client reset it.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -39,11 +41,15 @@ async function startUdpEcho(): Promise<string> {
 /** `oxy` with one unit of each kind open: its process, its log and its audit records. */
 interface Held {
   readonly child: ChildProcess;
+  /** The endpoints holding a unit, sorted. */
+  readonly units: readonly string[];
   log(): string;
   records(): { kind: string; endpoint: string; close_reason: string }[];
 }
 
-async function holdUnits(drainTimeout: string): Promise<Held> {
+async function holdUnits(drainTimeout: string, workers = 1): Promise<Held> {
+  // A udp endpoint runs in one process only.
+  const udp = workers === 1;
   const echo = await startTcpEcho();
   const udpEcho = await startUdpEcho();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-drain-'));
@@ -68,10 +74,9 @@ async function holdUnits(drainTimeout: string): Promise<Held> {
       '    protocol: tcp',
       '    addr: 127.0.0.1:0',
       `    tcp: { target: "${echo.authority}" }`,
-      '  dgram:',
-      '    protocol: udp',
-      '    addr: 127.0.0.1:0',
-      `    udp: { target: "${udpEcho}" }`,
+      ...(udp
+        ? ['  dgram:', '    protocol: udp', '    addr: 127.0.0.1:0', `    udp: { target: "${udpEcho}" }`]
+        : []),
       'egress:',
       '  blocked_cidrs: []',
       'telemetry:',
@@ -83,6 +88,7 @@ async function holdUnits(drainTimeout: string): Promise<Held> {
       'audit:',
       '  output: file',
       `  path: ${audit}`,
+      `workers: ${workers}`,
     ].join('\n'),
   );
   const child = spawn(bin, ['-c', config], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -95,7 +101,7 @@ async function holdUnits(drainTimeout: string): Promise<Held> {
       log += d.toString();
       for (const m of log.matchAll(/endpoint listening endpoint=(\w+) addr=(\S+)/g))
         addrs.set(m[1] as string, m[2] as string);
-      if (/ready/.test(log) && addrs.size === 4) {
+      if (/ready/.test(log) && addrs.size === (udp ? 4 : 3)) {
         clearTimeout(timer);
         resolve();
       }
@@ -118,15 +124,18 @@ async function holdUnits(drainTimeout: string): Promise<Held> {
   const answer = 'HTTP/1.1 200 Connection Established\r\n\r\nheld';
   assert.equal((await readBytes(c, answer.length)).toString(), answer);
   held.push(c);
-  const port = Number((addrs.get('dgram') as string).split(':').at(-1));
-  const u = dgram.createSocket('udp4');
-  u.send('held', port, '127.0.0.1');
-  assert.equal(String((await once(u, 'message'))[0]), 'held');
-  held.push({ destroy: () => u.close() });
+  if (udp) {
+    const port = Number((addrs.get('dgram') as string).split(':').at(-1));
+    const u = dgram.createSocket('udp4');
+    u.send('held', port, '127.0.0.1');
+    assert.equal(String((await once(u, 'message'))[0]), 'held');
+    held.push({ destroy: () => u.close() });
+  }
   // The spliced tunnel must outlive the addon's 50 ms announcement too.
   await new Promise((r) => setTimeout(r, 100));
   return {
     child,
+    units: udp ? ['dgram', 'main', 'pump', 'spliced'] : ['main', 'pump', 'spliced'],
     log: () => log,
     records: () =>
       fs
@@ -140,7 +149,7 @@ async function holdUnits(drainTimeout: string): Promise<Held> {
 /** Each unit recorded once, as drained. */
 function assertAllDrained(held: Held): void {
   const units = held.records().filter((r) => r.kind === 'tunnel' || r.kind === 'udp_session');
-  assert.deepEqual(units.map((r) => r.endpoint).sort(), ['dgram', 'main', 'pump', 'spliced']);
+  assert.deepEqual(units.map((r) => r.endpoint).sort(), held.units);
   for (const r of units) assert.equal(r.close_reason, 'drained', JSON.stringify(r));
 }
 
@@ -164,5 +173,19 @@ test('a second SIGTERM cuts the drain short, and still records each unit as drai
   assert.equal(code, 128 + 15, held.log());
   assert.ok(Date.now() - started < 10_000, 'cut short, not at the 60 s deadline');
   assert.match(held.log(), /second SIGTERM: cutting the drain short/);
+  assertAllDrained(held);
+});
+
+test("with workers, a second SIGTERM to the supervisor cuts the workers' drains short, and each unit is still recorded", async () => {
+  const held = await holdUnits('60s', 2);
+  held.child.kill('SIGTERM');
+  while (!/shutting down gracefully/.test(held.log())) await new Promise((r) => setTimeout(r, 10));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(held.child.exitCode, null, 'still draining the units');
+  const started = Date.now();
+  held.child.kill('SIGTERM'); // the supervisor only: its workers hear it from the supervisor
+  const [code] = (await once(held.child, 'exit')) as [number];
+  assert.equal(code, 128 + 15, held.log());
+  assert.ok(Date.now() - started < 10_000, 'cut short, not at the 60 s deadline');
   assertAllDrained(held);
 });

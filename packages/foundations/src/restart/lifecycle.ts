@@ -60,10 +60,12 @@ export interface LifecycleOptions {
    */
   readonly drain?: (deadline: number) => void | Promise<void>;
   /**
-   * Called at the drain deadline when connections or tasks remain, just before the remaining
-   * connections are destroyed: end what the app tracks itself, record why (e.g. "drained").
+   * Called at the drain deadline when connections or tasks remain, or when a second signal cut
+   * the drain short, just before the remaining connections are destroyed: end what the app
+   * tracks itself, record why (e.g. "drained"). A promise is awaited, at most 5 s (a supervisor
+   * waits for its workers to record and exit).
    */
-  readonly forceClose?: () => void;
+  readonly forceClose?: () => void | Promise<void>;
   readonly log?: LifecycleLog;
   /**
    * Runs after draining, just before the exit: flush what must not be lost (an audit file,
@@ -218,6 +220,15 @@ export class Lifecycle {
     return this.#drainAndExit('shutdown');
   }
 
+  /**
+   * Cuts the drain short, as a second signal does (draining first if it was not): what remains
+   * is closed and recorded, `beforeExit` flushes, and the process exits with `code`.
+   */
+  cut(code: number): void {
+    if (this.#phase !== 'draining') void this.#drainAndExit('shutdown');
+    this.#cut.resolve(code);
+  }
+
   async #handover(configFiles?: readonly string[]): Promise<RestartOutcome> {
     if (this.#phase === 'restarting') return { type: 'refused', reason: 'a restart is already in progress' };
     if (this.#phase === 'draining') return { type: 'refused', reason: 'this instance is shutting down' };
@@ -321,11 +332,12 @@ export class Lifecycle {
         connections: this.listeners.connections.size,
         tasks: this.tasks.size,
       });
-      try {
-        this.#opts.forceClose?.();
-      } catch (e) {
-        this.#log('error', 'forceClose callback failed', { error: (e as Error).message });
-      }
+      const closing = Promise.resolve()
+        .then(this.#opts.forceClose)
+        .catch((e: unknown) =>
+          this.#log('error', 'forceClose callback failed', { error: (e as Error).message }),
+        );
+      await Promise.race([closing, new Promise((r) => setTimeout(r, 5000).unref())]);
       this.listeners.destroyConnections();
     }
     this.#log('info', 'drained; exiting', { reason });

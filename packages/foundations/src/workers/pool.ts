@@ -138,6 +138,21 @@ export class WorkerPool {
   }
 
   /** Tells every worker to drain; resolves once all have exited (killed past `deadline` + grace). */
+  /**
+   * Tells every worker still running to cut its drain short (a second signal to the supervisor):
+   * each closes and records what remains, flushes, and exits; resolves once all have exited.
+   */
+  async cut(): Promise<void> {
+    const live: Promise<void>[] = [];
+    for (const s of this.#slots) {
+      const child = s.child;
+      if (child === null || child.exitCode !== null || child.signalCode !== null) continue;
+      live.push(new Promise((resolve) => child.once('exit', () => resolve())));
+      this.#send(child, { type: 'cut' });
+    }
+    await Promise.all(live);
+  }
+
   async drain(deadline: number): Promise<void> {
     this.#draining = true;
     const live: Promise<void>[] = [];

@@ -10,7 +10,8 @@
  *
  * Messages (JSON over Node's IPC): the worker says `{type:'hello'}` first; supervisor → worker:
  * `{type:'init',state}` in answer (the app's restored state for this worker), then `{type:'request',id,what:'metrics'|'state'}` and
- * `{type:'drain'}`; worker → supervisor: `{type:'ready'}` or `{type:'failed',reason}` once,
+ * `{type:'drain'}`, and `{type:'cut'}` when a second signal cuts the supervisor's drain short
+ * (the worker cuts its own, records and flushes what it closes, and exits); worker → supervisor: `{type:'ready'}` or `{type:'failed',reason}` once,
  * then `{type:'reply',id,value}` / `{type:'reply',id,error}`.
  */
 import { FND_ERR, FoundationsError } from '../errors.ts';
@@ -39,7 +40,8 @@ export type WorkerRequest = 'metrics' | 'state';
 export type ToWorker =
   | { readonly type: 'init'; readonly state: unknown }
   | { readonly type: 'request'; readonly id: number; readonly what: WorkerRequest }
-  | { readonly type: 'drain' };
+  | { readonly type: 'drain' }
+  | { readonly type: 'cut' };
 
 /** A message from a worker. */
 export type FromWorker =
@@ -178,6 +180,7 @@ export class WorkerChannel extends HandoverChannel {
   serve(lifecycle: Lifecycle, handlers: WorkerHandlers): void {
     process.on('message', (m: ToWorker) => {
       if (m?.type === 'drain') void lifecycle.shutdown();
+      else if (m?.type === 'cut') lifecycle.cut(128 + 15);
       else if (m?.type === 'request') void this.#answer(m.id, handlers[m.what]);
     });
     process.on('disconnect', () => void lifecycle.shutdown());

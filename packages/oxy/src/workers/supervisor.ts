@@ -7,7 +7,9 @@
  * Ordering: lifecycle (inherited sockets, restored state) → endpoints held → telemetry routes →
  * workers started, all ready → sandbox → `lifecycle.ready()` (restart socket, READY to the old
  * process and systemd). On a restart or SIGTERM the lifecycle's drain tells every worker to
- * drain and waits for them; then the supervisor exits. See docs/workers.md.
+ * drain and waits for them; then the supervisor exits. A second SIGTERM tells them to cut their
+ * drains short (each records and flushes what it closes) and waits for them; a third exits at
+ * once, killing them. See docs/workers.md.
  */
 import type { ServiceInfo } from 'foundations';
 import { startLifecycle } from 'foundations/restart';
@@ -43,6 +45,8 @@ export async function runSupervisor(opts: SupervisorOptions): Promise<void> {
       return packWorkerStates(states);
     },
     drain: (deadline) => pool?.drain(deadline),
+    // A second signal: the workers cut their drains too, and record what they close.
+    forceClose: () => pool?.cut(),
     log: (level, msg, fields) => log[level](msg, fields),
   });
   try {
