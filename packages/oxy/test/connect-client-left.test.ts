@@ -6,6 +6,9 @@
  * held until `egress.connect_timeout` and recorded 504. Once, every such unit waited the whole
  * timeout: the runner had no close of the client's to abort on.
  *
+ * The same for JS work that takes no signal (a slow DNS override, `tcpConnectOverride`): the
+ * unit is recorded at once, and a socket the work brings later is closed.
+ *
  * The slow upstream is a listener whose accept queue is full (`fixtures/held-upstream.ts`):
  * Oxy's connect to it is a SYN_SENT socket in /proc/net/tcp until it is gone. Linux only.
  */
@@ -182,4 +185,72 @@ test('upstream proxy that never answers the CONNECT: a client reset closes the c
   const [rec] = await a.waitForAudit(1, 1000);
   assert.equal(rec?.close_reason, 'client_closed');
   assert.equal(rec?.status, 0);
+});
+
+/**
+ * A client that leaves (its CONNECT to `target`) while JS work that takes no signal is still
+ * under way: the unit is recorded at once, not when the work ends (`done`).
+ */
+async function leavesDuringSlowWork(
+  hooks: Hooks,
+  target: string,
+  done: Promise<unknown>,
+): Promise<AppUnderTest> {
+  const a = await app(hooks);
+  const c = dial(a);
+  c.write(connectHead(target));
+  await new Promise((r) => setTimeout(r, 100));
+  c.resetAndDestroy();
+  const [rec] = await a.waitForAudit(1, 1000);
+  assert.equal(rec?.close_reason, 'client_closed');
+  assert.equal(rec?.status, 0);
+  await done;
+  return a;
+}
+
+test('a client that leaves while the DNS override is still answering is recorded at once', {
+  skip,
+}, async () => {
+  const answered = Promise.withResolvers<void>();
+  await leavesDuringSlowWork(
+    {
+      egress: {
+        dnsResolveOverride: async () => {
+          await new Promise((r) => setTimeout(r, 1500));
+          answered.resolve();
+          return ['127.0.0.1'];
+        },
+      },
+    },
+    'slow.test:443',
+    answered.promise,
+  );
+});
+
+test('a client that leaves during tcpConnectOverride: the socket it brings later is closed', {
+  skip,
+}, async () => {
+  const target = net.createServer((s) => s.on('error', () => {}));
+  target.listen(0, '127.0.0.1');
+  await once(target, 'listening');
+  after(() => target.close());
+  const { port } = target.address() as net.AddressInfo;
+  const late = Promise.withResolvers<net.Socket>();
+  await leavesDuringSlowWork(
+    {
+      egress: {
+        tcpConnectOverride: async () => {
+          await new Promise((r) => setTimeout(r, 1500));
+          const s = net.connect(port, '127.0.0.1');
+          await once(s, 'connect');
+          late.resolve(s);
+          return s;
+        },
+      },
+    },
+    `127.0.0.1:${port}`,
+    late.promise,
+  );
+  const s = await late.promise;
+  await waitUntil(() => s.destroyed, 'the late socket destroyed', 1000);
 });

@@ -9,6 +9,7 @@
  * is blocked) → connect (override or Happy Eyeballs, `connect_timeout`, `source_addr`) →
  * `handleConnectionEstablished`. Errors are `OxyError`s whose codes map to 403/502/504.
  */
+
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { formatHostPort, unmappedIp } from '../context/addr.ts';
@@ -21,6 +22,7 @@ import { connectViaProxy, type UpstreamProxy } from '../offramps/upstream-proxy/
 import { encodeProxyHeader } from '../protocols/proxy-protocol/index.ts';
 import type { Runtime } from '../runtime.ts';
 import { egressMetrics } from '../telemetry/metrics.ts';
+import { untilAborted } from './abort.ts';
 import { noPacketPath, type PacketPath, packetPathFor } from './packets.ts';
 import { connectFirst, selectCandidates } from './upstream-select.ts';
 
@@ -132,11 +134,18 @@ async function connectOne(
     const override = rt.hooks.tcpConnectOverride;
     if (override !== null) {
       try {
-        socket = await override(
+        const offered = override(
           ips.map((host) => ({ host, port: addr.port })),
           eg,
         );
+        // The app's connect takes no signal: a client that leaves stops the wait, and the
+        // socket the app brings later is destroyed.
+        socket =
+          signal === undefined || !(offered instanceof Promise)
+            ? await offered
+            : await untilAborted(offered, signal, (s) => s?.destroy());
       } catch (e) {
+        if (signal?.aborted) throw e;
         throw rt.hookFailed('EgressHook.tcpConnectOverride', e);
       }
       if (socket !== undefined) {
@@ -447,7 +456,7 @@ export function connectObserved(started: number): void {
  * Eyeballs) or a CONNECT through the upstream proxy, then `handleConnectionEstablished`.
  * `signal` (the client left) aborts the connect under way, its socket destroyed: the promise
  * rejects with `OXY_ERR_ABORTED`. An `EgressDecision.packets` path and `tcpConnectOverride`
- * take no signal: their connects run to their own end.
+ * take no signal: the wait for them stops, and the socket they bring later is destroyed.
  */
 export async function connectStream(
   rt: Runtime,
@@ -469,7 +478,7 @@ export async function connectStream(
     if (route.proxyHeader !== undefined) socket.write(proxyHeaderFor(eg, route.proxyHeader));
     return { socket, remote, head: null };
   }
-  if (route.kind === 'packets') return connectPackets(rt, eg, route);
+  if (route.kind === 'packets') return connectPackets(rt, eg, route, signal);
   return connectProxyTunnel(rt, eg, route.proxy, signal);
 }
 
@@ -505,6 +514,7 @@ async function connectPackets(
   rt: Runtime,
   eg: EgressState,
   route: Extract<EgressRoute, { kind: 'packets' }>,
+  signal: AbortSignal | undefined,
 ): Promise<EgressConnection> {
   const started = performance.now();
   const connect = route.path.connectStream;
@@ -512,8 +522,10 @@ async function connectPackets(
     connectFailed(OXY_ERR.EGRESS_NO_PACKET_PATH);
     throw noPacketPath('EgressDecision.packets: this flow carries datagrams, not a stream');
   }
-  const socket = await connect(route.addr, rt.settings.egress.connect_timeout).catch((e: unknown) => {
-    connectFailed(isOxyError(e) ? e.code : 'unknown');
+  const connecting = connect(route.addr, rt.settings.egress.connect_timeout);
+  const waited = signal === undefined ? connecting : untilAborted(connecting, signal, (s) => s.destroy());
+  const socket = await waited.catch((e: unknown) => {
+    if (!signal?.aborted) connectFailed(isOxyError(e) ? e.code : 'unknown');
     throw e;
   });
   connectObserved(started);

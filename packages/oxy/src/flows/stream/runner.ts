@@ -16,9 +16,11 @@
  * one audit record, however the unit ends. A client that leaves while a JS connect is under way
  * ({@link StreamIngress.clientStream} closes) aborts it: the unit ends then, as `client_closed`.
  */
+
 import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../context/addr.ts';
 import { EgressState, type RequestState } from '../../context/state.ts';
+import { untilAborted } from '../../egress/abort.ts';
 import {
   connectStream,
   type EgressConnection,
@@ -139,11 +141,17 @@ async function routed(
   pending: Promise<EgressRoute>,
 ): Promise<void> {
   let route: EgressRoute;
+  // A client that leaves while the hooks decide or DNS answers ends the unit at once; what
+  // they decide later is dropped (no socket is made before the route).
+  const watch = watchClient(ingress);
   try {
-    route = await pending;
+    route = await (watch === null ? pending : untilAborted(pending, watch.signal));
   } catch (e) {
-    refuseWith(rt, request, ingress, e);
+    if (ingress.closed) recordEnd(rt, request, 0, 0, 'client_closed');
+    else refuseWith(rt, request, ingress, e);
     return;
+  } finally {
+    watch?.stop();
   }
   return connectRoute(rt, request, ingress, eg, route);
 }
