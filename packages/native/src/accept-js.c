@@ -286,14 +286,16 @@ static napi_value accept_start(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
-/* acceptConnectStart(owner, listenFd, pipeSize, noDelay, wildcard, headTimeoutMs): connect mode
- * (accept-head.c). */
+/* acceptConnectStart(owner, listenFd, pipeSize, noDelay, wildcard, headTimeoutMs, smartConnect):
+ * connect mode (accept-head.c); `smartConnect`: each tunnel's upstream handshake ACK waits for
+ * the client's first tunneled bytes (splice-ack.c). */
 static napi_value accept_connect_start(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
+  napi_value argv[7];
   int32_t fd, pipe_size, head_timeout;
-  bool nodelay, wildcard;
-  if (!get_args(env, info, 6, argv, NULL) || !arg_int32(env, argv[1], &fd) || !arg_int32(env, argv[2], &pipe_size) ||
-      !arg_bool(env, argv[3], &nodelay) || !arg_bool(env, argv[4], &wildcard) || !arg_int32(env, argv[5], &head_timeout))
+  bool nodelay, wildcard, smart_connect;
+  if (!get_args(env, info, 7, argv, NULL) || !arg_int32(env, argv[1], &fd) || !arg_int32(env, argv[2], &pipe_size) ||
+      !arg_bool(env, argv[3], &nodelay) || !arg_bool(env, argv[4], &wildcard) ||
+      !arg_int32(env, argv[5], &head_timeout) || !arg_bool(env, argv[6], &smart_connect))
     return NULL;
   if (fd < 0 || pipe_size < 0 || pipe_size > (1 << 24) || head_timeout <= 0) {
     throw_type(env, "invalid descriptor, pipe size or head timeout");
@@ -306,6 +308,7 @@ static napi_value accept_connect_start(napi_env env, napi_callback_info info) {
   l->pipe_size = pipe_size;
   l->nodelay = nodelay;
   l->wildcard = wildcard;
+  l->smart_connect = smart_connect;
   listener_go(env, l, argv[0]);
   return make_undefined(env);
 }
@@ -344,6 +347,7 @@ static napi_value accept_connect(napi_env env, napi_callback_info info) {
   s->lst = l;
   s->lst_id = id;
   s->keep_client = true;
+  s->smart_connect = l->smart_connect;
   /* Counted in `live` as its head was: nothing to add. Linked on the reactor thread, which is
    * woken once at the end of this loop turn for every tunnel the turn started. */
   pthread_mutex_lock(&l->mu);

@@ -69,6 +69,8 @@ export interface ConnectAcceptOptions {
   readonly wildcard: boolean;
   /** How long the reactor thread reads a head before handing the connection back (ms, > 0). */
   readonly headTimeoutMs: number;
+  /** Each tunnel's upstream handshake ACK waits for the client's first tunneled bytes. */
+  readonly smartConnect: boolean;
 }
 
 /**
@@ -82,7 +84,15 @@ export function startConnectAccepting(
   o: ConnectAcceptOptions,
 ): void {
   try {
-    addon.acceptConnectStart(owner, listenFd, o.pipeSize, o.noDelay, o.wildcard, o.headTimeoutMs);
+    addon.acceptConnectStart(
+      owner,
+      listenFd,
+      o.pipeSize,
+      o.noDelay,
+      o.wildcard,
+      o.headTimeoutMs,
+      o.smartConnect,
+    );
   } catch (e) {
     if (e instanceof TypeError) throw e;
     throw toNativeError(e, 'listen', 'accepting on the reactor thread');

@@ -81,6 +81,7 @@ export interface Addon {
     noDelay: boolean,
     wildcard: boolean,
     headTimeoutMs: number,
+    smartConnect: boolean,
   ): void;
   acceptConnect(
     owner: ConnectListenerOwner,

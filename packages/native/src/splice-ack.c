@@ -125,6 +125,14 @@ void splice_ack_after_run(splicer_t *s) {
   }
 }
 
+void splice_ack_carried(splicer_t *s, int i) {
+  if (i == 1 && s->ack_handshake) {
+    splicer_early(s)->quiet = 0;
+    s->ack_handshake = false;
+  }
+  unlink_ack(s, i);
+}
+
 void splice_ack_drop(splicer_t *s) {
   unlink_ack(s, 0);
   unlink_ack(s, 1);

@@ -207,6 +207,7 @@ static int write_pre(splicer_t *s, int i, int *side) {
       return errno;
     }
     cx->pre_off[i] += (size_t)n;
+    splice_ack_carried(s, i); /* the segment carried the ACK side i was owed */
   }
   return 0;
 }

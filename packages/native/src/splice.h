@@ -215,6 +215,9 @@ void splice_ack_hold(splicer_t *s, int i);
  * client's first bytes while that pays for the listener (early_t's quiet), else it goes now. */
 void splice_ack_handshake(splicer_t *s);
 void splice_ack_after_run(splicer_t *s);
+/* A segment went out to side i besides the counted bytes (a tunnel's 2xx, the bytes after its
+ * CONNECT head): it carried the ACK held there. */
+void splice_ack_carried(splicer_t *s, int i);
 void splice_ack_drop(splicer_t *s);
 /* Reactor thread, before each wait: held ACKs past their time go now; ms to the next, or -1. */
 int splice_ack_tick(int64_t now);

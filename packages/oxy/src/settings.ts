@@ -93,6 +93,15 @@ const httpFields = {
     '0B',
   ),
   ...streamFields,
+  tunnel_smart_connect: s.bool(
+    "A CONNECT tunnel's upstream handshake ACK waits for the client's first tunneled bytes to " +
+      "carry it (HAProxy's tcp-smart-connect), as a tcp endpoint's tcp.smart_connect: one packet " +
+      'less per tunnel, and the upstream finds the connection and its first bytes together. It ' +
+      'goes anyway once Oxy has had nothing to do for 1 ms, at the latest after 10 ms, and at ' +
+      'once on an endpoint whose clients let it go without bytes twice in a row (targets that ' +
+      'speak first) but for one tunnel in 64. Applies where the native addon connects the tunnel.',
+    true,
+  ),
   ...congestionFields,
   tcp_smart_accept: smartAcceptField('http'),
   proxy_protocol: ProxyProtocolSettings,

@@ -29,6 +29,9 @@ import { type OxyCli, speakWhileStopped, startOxyCli, tcpEndpointLines } from '.
 
 const skip = process.platform !== 'linux' || native === null ? 'needs Linux and the native addon' : false;
 
+/** The bounds at a minute: a held ACK goes only with a segment that carries it. */
+const HOLD_LONG = { OXY_ACK_HOLD_MS: '60000', OXY_ACK_IDLE_MS: '60000' };
+
 /** segs_in of the established IPv4 socket at local port `local` with peer port `remote`. */
 function segsIn(local: number, remote: number): number {
   const out = execFileSync(
@@ -83,6 +86,47 @@ test('smart connect: the first bytes carry the handshake ACK to the target (one 
 });
 
 /**
+ * What the target's socket had received at the first bytes of a client that speaks 50 ms after
+ * its connection (a `tcp` endpoint's) or its CONNECT's 2xx (an `http` endpoint's), the bounds at
+ * a minute so that the handshake's ACK is still held then.
+ */
+async function targetSegmentsAtLateBytes(endpoint: 'tcp' | 'http', smart: boolean): Promise<number> {
+  const target = await countingTarget();
+  const authority = `127.0.0.1:${target.port}`;
+  const lines =
+    endpoint === 'tcp'
+      ? [...tcpEndpointLines(authority), ...(smart ? [] : ['      smart_connect: false'])]
+      : ['  l4:', '    addr: "127.0.0.1:0"', ...(smart ? [] : ['    tunnel_smart_connect: false'])];
+  const oxy = await startOxyCli(lines, HOLD_LONG);
+  const { host, port } = oxy.address('l4');
+  const c = net.connect(port, host);
+  c.on('error', () => {});
+  await once(c, 'connect');
+  if (endpoint === 'http') {
+    c.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+    const ok = 'HTTP/1.1 200 Connection Established\r\n\r\n';
+    assert.equal((await readBytes(c, ok.length)).toString(), ok);
+  }
+  await new Promise((r) => setTimeout(r, 50));
+  c.write('late bytes');
+  assert.equal((await readBytes(c, 2)).toString(), 'ok');
+  c.destroy();
+  await waitUntil(() => target.counts.length === 1, 'the target saw the bytes');
+  return target.counts[0] as number;
+}
+
+for (const endpoint of ['tcp', 'http'] as const) {
+  test(`smart connect, ${endpoint} endpoint: bytes that come after the connect carry the handshake ACK too`, {
+    skip,
+    timeout: 30_000,
+  }, async () => {
+    const smart = await targetSegmentsAtLateBytes(endpoint, true);
+    const plain = await targetSegmentsAtLateBytes(endpoint, false);
+    assert.equal(plain - smart, 1, `segments at the first bytes: ${smart} with, ${plain} without`);
+  });
+}
+
+/**
  * The segments a client of `oxy`'s endpoint `name` has received just after it wrote `first`, to
  * which nothing answers yet: the SYN-ACK, and the ACK of `first` unless it is held. An ACK sent
  * at once is there when the write returns (loopback delivers it in the writer's own system
@@ -101,9 +145,6 @@ async function clientSegmentsAfterWrite(oxy: OxyCli, name: string, first: string
   }
   return best;
 }
-
-/** The bounds at a minute: a held ACK goes only with a segment that carries it. */
-const HOLD_LONG = { OXY_ACK_HOLD_MS: '60000', OXY_ACK_IDLE_MS: '60000' };
 
 /** A target that accepts and never answers: its clients receive the handshake and ACKs only. */
 async function silentTarget(): Promise<string> {

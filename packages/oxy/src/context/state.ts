@@ -52,7 +52,10 @@ export class EndpointState implements EndpointContext {
   readonly proxyProtocol: ReadProxyHeaderOptions | null;
   /** The PROXY header a `tcp` endpoint sends its targets (`tcp.send_proxy_protocol`), or null. */
   readonly sendProxyProtocol: ProxyHeaderOut | null;
-  /** A `tcp` endpoint's `tcp.smart_connect`: the handshake's last ACK rides on the first bytes. */
+  /**
+   * The handshake's last ACK to the upstream rides on the client's first bytes: a `tcp`
+   * endpoint's `tcp.smart_connect`, an `http` endpoint's `tunnel_smart_connect` (its tunnels).
+   */
   readonly smartConnect: boolean;
   /** Metric handles of this endpoint, looked up once instead of per request. */
   readonly metrics: {
@@ -88,7 +91,10 @@ export class EndpointState implements EndpointContext {
         : null;
     const send = settings.protocol === 'tcp' ? settings.tcp.send_proxy_protocol : 'off';
     this.sendProxyProtocol = send === 'off' ? null : Object.freeze({ version: send === 'v1' ? 1 : 2 });
-    this.smartConnect = settings.protocol === 'tcp' && settings.tcp.smart_connect;
+    this.smartConnect =
+      settings.protocol === 'tcp'
+        ? settings.tcp.smart_connect
+        : settings.protocol === 'http' && settings.tunnel_smart_connect;
     this.#ext = newExt(ext.endpoint);
   }
 }

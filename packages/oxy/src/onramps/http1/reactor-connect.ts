@@ -94,6 +94,7 @@ export function takeConnectAccept(
       noDelay: (server as { noDelay?: boolean }).noDelay === true,
       wildcard,
       headTimeoutMs: header > 0 ? Math.min(header, HEAD_DEADLINE_MS) : HEAD_DEADLINE_MS,
+      smartConnect: endpoint.smartConnect,
     }),
   );
 }
