@@ -55,15 +55,21 @@ static void unlink_ack(splicer_t *s, int i) {
   s->ack_held[i] = false;
 }
 
+/* The handshake's held ACK is over: it rode on the client's first bytes (a hit for the
+ * listener), or it went without them (a miss: a target that speaks first waited for it). */
+static void handshake_over(splicer_t *s, bool rode) {
+  if (!s->ack_handshake) return;
+  early_t *e = splicer_early(s);
+  if (rode) e->quiet = 0;
+  else if (e->quiet < QUIET_MISSES) e->quiet++;
+  s->ack_handshake = false;
+}
+
 /* The ACK owed on side i goes now, and the socket acknowledges at once from here on. */
 static void send_ack(splicer_t *s, int i) {
   splice_quick_ack(s->fd[i], 1);
   s->ack_smart[i] = false;
-  if (i == 1 && s->ack_handshake) {
-    early_t *e = splicer_early(s);
-    if (e->quiet < QUIET_MISSES) e->quiet++;
-    s->ack_handshake = false;
-  }
+  if (i == 1) handshake_over(s, false);
 }
 
 void splice_ack_hold(splicer_t *s, int i) {
@@ -102,14 +108,8 @@ void splice_ack_after_run(splicer_t *s) {
     bool sent = out->bytes != s->ack_out[i] || out->shut;
     s->ack_in[i] = in->bytes;
     s->ack_out[i] = out->bytes;
-    if (i == 1 && s->ack_handshake && (sent || got || in->eof)) {
-      /* The client's first bytes carried the handshake's ACK: a hit; the target spoke (or
-       * closed) first, after the kernel's own timer let the ACK go: a miss. */
-      early_t *e = splicer_early(s);
-      if (sent) e->quiet = 0;
-      else if (e->quiet < QUIET_MISSES) e->quiet++;
-      s->ack_handshake = false;
-    }
+    /* The target spoke (or closed) first, after the kernel's own timer let the ACK go: a miss. */
+    if (i == 1 && (sent || got || in->eof)) handshake_over(s, sent);
     if (in->eof || out->shut) {
       /* The peer sent all it will (the ACK of its FIN waits for ours, as the kernel means it),
        * or our FIN carried the ACK: nothing to hold from here on. */
@@ -126,10 +126,7 @@ void splice_ack_after_run(splicer_t *s) {
 }
 
 void splice_ack_carried(splicer_t *s, int i) {
-  if (i == 1 && s->ack_handshake) {
-    splicer_early(s)->quiet = 0;
-    s->ack_handshake = false;
-  }
+  if (i == 1) handshake_over(s, true);
   unlink_ack(s, i);
 }
 

@@ -488,12 +488,8 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
     s->thread_ref = false;
   } else {
     int err = 0, side = 1, kind = END_CONNECT;
-    if (!s->lst && s->fd[0] >= 0) {
-      /* A client accepted by JS: its ACKs are held if its listener has smart accept. */
-      int quick = 1;
-      socklen_t len = sizeof quick;
-      s->ack_smart[0] = getsockopt(s->fd[0], IPPROTO_TCP, TCP_QUICKACK, &quick, &len) == 0 && quick == 0;
-    }
+    /* A client accepted by JS: its ACKs are held if its listener has smart accept. */
+    if (!s->lst && s->fd[0] >= 0) s->ack_smart[0] = splice_acks_held(s->fd[0]);
     bool early = early_worth(s), hold_ack = s->cx && s->smart_connect;
     if (s->cx) err = start_connect(s, hold_ack);
     s->ack_smart[1] = hold_ack;
@@ -530,15 +526,19 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
 /* Before each wait: connects past their deadline fail with ETIMEDOUT; the next deadline. */
 static int connects_tick(int64_t now);
 
+/* The sooner of two waits in ms, -1 being none. */
+static int sooner(int a, int b) {
+  return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
 int splicer_tick(reactor_t *r) {
   (void)r;
   int64_t now = splicer_now_ms();
   /* Connects first: one that times out ends, and its listener holds the record back for a
    * moment; the listeners' tick then counts that moment in the wait (in the other order the
    * record waited for the next connection to wake the thread). */
-  int b = connects_tick(now), a = listener_tick(now), c = splice_ack_tick(now);
-  int m = a < 0 ? b : b < 0 ? a : a < b ? a : b;
-  return m < 0 ? c : c < 0 ? m : m < c ? m : c;
+  int b = connects_tick(now), a = listener_tick(now);
+  return sooner(sooner(a, b), splice_ack_tick(now));
 }
 
 /* Connects past their deadline fail with ETIMEDOUT, connected tunnels due are announced; the next deadline. */
