@@ -305,7 +305,7 @@ export class Lifecycle {
     if (this.#signals === 2) {
       // Not an exit on the spot: what the drain cuts must still be recorded and flushed.
       this.#log('warn', `second ${name}: cutting the drain short (send again to exit at once)`);
-      this.#cut.resolve(128 + num);
+      this.cut(128 + num);
       return;
     }
     this.#log('info', `${name}: shutting down gracefully (send again to cut the drain short)`);
@@ -332,24 +332,23 @@ export class Lifecycle {
         connections: this.listeners.connections.size,
         tasks: this.tasks.size,
       });
-      const closing = Promise.resolve()
-        .then(this.#opts.forceClose)
-        .catch((e: unknown) =>
-          this.#log('error', 'forceClose callback failed', { error: (e as Error).message }),
-        );
-      await Promise.race([closing, new Promise((r) => setTimeout(r, 5000).unref())]);
+      await this.#callBounded(this.#opts.forceClose, 'forceClose callback failed');
       this.listeners.destroyConnections();
     }
     this.#log('info', 'drained; exiting', { reason });
     this.#drained.resolve(reason);
     await Promise.all(this.#notifying);
-    if (this.#opts.beforeExit) {
-      const flush = Promise.resolve()
-        .then(this.#opts.beforeExit)
-        .catch((e: unknown) => this.#log('error', 'beforeExit failed', { error: (e as Error).message }));
-      await Promise.race([flush, new Promise((r) => setTimeout(r, 5000).unref())]);
-    }
+    await this.#callBounded(this.#opts.beforeExit, 'beforeExit failed');
     this.#exit(outcome === 'cut' ? await this.#cut.promise : 0);
+  }
+
+  /** Runs the app's `fn` (if any) for at most 5 s; its error is logged as `failed`. */
+  async #callBounded(fn: (() => void | Promise<void>) | undefined, failed: string): Promise<void> {
+    if (fn === undefined) return;
+    const call = Promise.resolve()
+      .then(fn)
+      .catch((e: unknown) => this.#log('error', failed, { error: (e as Error).message }));
+    await Promise.race([call, new Promise((r) => setTimeout(r, 5000).unref())]);
   }
 
   /** The app's `drain`, then connections and tasks: `done`, or `timeout` at `deadline`. */

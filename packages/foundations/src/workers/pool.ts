@@ -137,32 +137,19 @@ export class WorkerPool {
     );
   }
 
-  /** Tells every worker to drain; resolves once all have exited (killed past `deadline` + grace). */
   /**
    * Tells every worker still running to cut its drain short (a second signal to the supervisor):
    * each closes and records what remains, flushes, and exits; resolves once all have exited.
    */
   async cut(): Promise<void> {
-    const live: Promise<void>[] = [];
-    for (const s of this.#slots) {
-      const child = s.child;
-      if (child === null || child.exitCode !== null || child.signalCode !== null) continue;
-      live.push(new Promise((resolve) => child.once('exit', () => resolve())));
-      this.#send(child, { type: 'cut' });
-    }
-    await Promise.all(live);
+    await Promise.all(this.#tellRunning({ type: 'cut' }));
   }
 
+  /** Tells every worker to drain; resolves once all have exited (killed past `deadline` + grace). */
   async drain(deadline: number): Promise<void> {
     this.#draining = true;
-    const live: Promise<void>[] = [];
-    for (const s of this.#slots) {
-      if (s.timer) clearTimeout(s.timer);
-      const child = s.child;
-      if (child === null || child.exitCode !== null || child.signalCode !== null) continue;
-      live.push(new Promise((resolve) => child.once('exit', () => resolve())));
-      this.#send(child, { type: 'drain' });
-    }
+    for (const s of this.#slots) if (s.timer) clearTimeout(s.timer);
+    const live = this.#tellRunning({ type: 'drain' });
     const grace = this.#opts.killGraceMs ?? 2000;
     const timer = setTimeout(
       () => {
@@ -257,6 +244,18 @@ export class WorkerPool {
         }),
       );
     }, delay);
+  }
+
+  /** Sends `m` to every worker still running; each one's exit, as a promise. */
+  #tellRunning(m: ToWorker): Promise<void>[] {
+    const live: Promise<void>[] = [];
+    for (const s of this.#slots) {
+      const child = s.child;
+      if (child === null || child.exitCode !== null || child.signalCode !== null) continue;
+      live.push(new Promise((resolve) => child.once('exit', () => resolve())));
+      this.#send(child, m);
+    }
+    return live;
   }
 
   #send(child: ChildProcess, m: ToWorker): void {

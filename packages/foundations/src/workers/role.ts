@@ -9,10 +9,11 @@
  * read once and removed from the environment, like the restart handover's.
  *
  * Messages (JSON over Node's IPC): the worker says `{type:'hello'}` first; supervisor → worker:
- * `{type:'init',state}` in answer (the app's restored state for this worker), then `{type:'request',id,what:'metrics'|'state'}` and
- * `{type:'drain'}`, and `{type:'cut'}` when a second signal cuts the supervisor's drain short
- * (the worker cuts its own, records and flushes what it closes, and exits); worker → supervisor: `{type:'ready'}` or `{type:'failed',reason}` once,
- * then `{type:'reply',id,value}` / `{type:'reply',id,error}`.
+ * `{type:'init',state}` in answer (the app's restored state for this worker), then
+ * `{type:'request',id,what:'metrics'|'state'}`, `{type:'drain'}`, and `{type:'cut'}` when a
+ * second signal cuts the supervisor's drain short (the worker cuts its own, records and flushes
+ * what it closes, and exits); worker → supervisor: `{type:'ready'}` or `{type:'failed',reason}`
+ * once, then `{type:'reply',id,value}` / `{type:'reply',id,error}`.
  */
 import { FND_ERR, FoundationsError } from '../errors.ts';
 import { HandoverChannel } from '../restart/handover.ts';

@@ -525,7 +525,7 @@ async function connectPackets(
   const connecting = connect(route.addr, rt.settings.egress.connect_timeout);
   const waited = signal === undefined ? connecting : untilAborted(connecting, signal, (s) => s.destroy());
   const socket = await waited.catch((e: unknown) => {
-    if (!signal?.aborted) connectFailed(isOxyError(e) ? e.code : 'unknown');
+    countFailed(e);
     throw e;
   });
   connectObserved(started);

@@ -21,13 +21,7 @@ import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../context/addr.ts';
 import { EgressState, type RequestState } from '../../context/state.ts';
 import { untilAborted } from '../../egress/abort.ts';
-import {
-  connectStream,
-  type EgressConnection,
-  type EgressRoute,
-  proxyHeaderFor,
-  routeEgress,
-} from '../../egress/connect.ts';
+import { connectStream, type EgressRoute, proxyHeaderFor, routeEgress } from '../../egress/connect.ts';
 import {
   canRunWhole,
   connectWholeTunnel,
@@ -140,19 +134,12 @@ async function routed(
   eg: EgressState,
   pending: Promise<EgressRoute>,
 ): Promise<void> {
-  let route: EgressRoute;
   // A client that leaves while the hooks decide or DNS answers ends the unit at once; what
   // they decide later is dropped (no socket is made before the route).
-  const watch = watchClient(ingress);
-  try {
-    route = await (watch === null ? pending : untilAborted(pending, watch.signal));
-  } catch (e) {
-    if (ingress.closed) recordEnd(rt, request, 0, 0, 'client_closed');
-    else refuseWith(rt, request, ingress, e);
-    return;
-  } finally {
-    watch?.stop();
-  }
+  const route = await watchedStep(rt, request, ingress, (signal) =>
+    signal === undefined ? pending : untilAborted(pending, signal),
+  );
+  if (route === null) return;
   return connectRoute(rt, request, ingress, eg, route);
 }
 
@@ -232,18 +219,8 @@ async function runConnected(
   eg: EgressState,
   route: EgressRoute,
 ): Promise<void> {
-  let upstream: EgressConnection;
-  const watch = watchClient(ingress);
-  try {
-    upstream = await connectStream(rt, eg, route, watch?.signal);
-  } catch (e) {
-    // Aborted because the client left (or failed as it left): nobody to answer, no upstream.
-    if (ingress.closed) recordEnd(rt, request, 0, 0, 'client_closed');
-    else refuseWith(rt, request, ingress, e);
-    return;
-  } finally {
-    watch?.stop();
-  }
+  const upstream = await watchedStep(rt, request, ingress, (signal) => connectStream(rt, eg, route, signal));
+  if (upstream === null) return;
   request.upstream = formatHostPort(upstream.remote.host, upstream.remote.port);
   if (ingress.closed) {
     upstream.socket.destroy();
@@ -261,6 +238,29 @@ async function runConnected(
   // tunnel runs; an idle tunnel keeps only what the carry needs.
   // Bytes read with an upstream proxy's 2xx were written above: they count as carried.
   return carryStream(rt, request, eg, answered, upstream.socket, upstream.head?.length ?? 0);
+}
+
+/**
+ * A step before the upstream is connected (the route, the connect), given a signal that aborts
+ * when the client leaves. Null when it failed: the unit is then recorded as a client that left
+ * (aborted, or failed as it left: nobody to answer, no upstream), or refused with the error.
+ */
+async function watchedStep<T>(
+  rt: Runtime,
+  request: RequestState,
+  ingress: StreamIngress,
+  step: (signal: AbortSignal | undefined) => Promise<T>,
+): Promise<T | null> {
+  const watch = watchClient(ingress);
+  try {
+    return await step(watch?.signal);
+  } catch (e) {
+    if (ingress.closed) recordEnd(rt, request, 0, 0, 'client_closed');
+    else refuseWith(rt, request, ingress, e);
+    return null;
+  } finally {
+    watch?.stop();
+  }
 }
 
 /** A signal aborted when the client's stream closes, until `stop`. */
