@@ -105,12 +105,9 @@ for (const [name, endpoint, lines] of [
     );
     const c = dial(a, endpoint);
     c.write(lines(target));
-    // The reactor thread sees the reset as the client socket's error, as on any tunnel it
-    // carries, and names the address it was connecting to.
-    await leavesWhileConnecting(a, up, () => c.resetAndDestroy(), {
-      reason: 'client_error',
-      upstream: target,
-    });
+    // The reactor thread sees the reset as the client socket's error, before the connect
+    // completed: recorded as the JS connectors record a client that left.
+    await leavesWhileConnecting(a, up, () => c.resetAndDestroy());
   });
 }
 

@@ -349,8 +349,21 @@ function runWhole(
     if (r.connectError !== null) {
       request.upstream = null; // nothing was connected to: as the JS connectors record it
       refuseWith(rt, request, ingress, wholeTunnelFailure(rt, ip, port, r.connectError));
+    } else if (leftWhileConnecting(r.reason, request.status)) {
+      request.upstream = null;
+      recordEnd(rt, request, 0, 0, 'client_closed');
     } else finishStream(rt, request, Math.max(0, r.bytesUp - own), r.bytesDown, r.reason);
   });
+}
+
+/**
+ * True when a whole tunnel ended by its client's socket failing (a reset, seen by the reactor
+ * thread) before its connect completed (no 2xx yet): the client left during the connect, and the
+ * unit is recorded as the JS connectors record it (`client_closed`, no upstream, nothing
+ * carried). A drain's cut is `client_reset`, not this.
+ */
+export function leftWhileConnecting(reason: string, status: number): boolean {
+  return reason === 'client_error' && status !== 200;
 }
 
 /**
