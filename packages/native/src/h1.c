@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -165,6 +167,20 @@ h1_conn_t *h1_conn_find(h1_engine_t *e, int id) {
   return NULL;
 }
 
+/*
+ * After a read that leaves the request incomplete (its head cut, or its body still to come), the
+ * client's ACK goes at once, once per request. With `tcp_smart_accept` the kernel holds it for
+ * the answer, and the answer waits on these bytes: a client using Nagle's algorithm would hold
+ * its next write 40 ms for that ACK. A request whose head came whole with its body costs nothing.
+ */
+static void ack_if_waiting(h1_conn_t *c) {
+  bool body = (c->state == ST_UP || c->state == ST_ROUTE) && c->body_left > 0;
+  if (c->acked || (c->state != ST_HEAD && !body)) return;
+  c->acked = true;
+  int one = 1;
+  setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+}
+
 h1_conn_t *h1_conn_start(h1_engine_t *e, int fd, int id, const char *bytes, size_t n) {
   h1_conn_t *c = calloc(1, sizeof *c);
   if (!c) return NULL;
@@ -189,6 +205,7 @@ h1_conn_t *h1_conn_start(h1_engine_t *e, int fd, int id, const char *bytes, size
     memcpy(c->in, bytes, n);
     c->in_len = n;
     try_head(c);
+    if (!c->closing) ack_if_waiting(c);
   }
   if (!c->closing) h1_client_poll(c);
   return c;
@@ -286,6 +303,7 @@ static void start_request(h1_conn_t *c) {
   memmove(c->in, c->in + used, c->in_len - used);
   c->in_len -= used;
   c->served++;
+  c->acked = false;
   c->t_start = h1_stamp(c->e);
   c->t_connect = c->t_head = 0;
   c->status = 0;
@@ -403,6 +421,7 @@ static void linger_read(h1_conn_t *c) {
  * closes once what is queued for the client is written when it must. */
 static void next_request(h1_conn_t *c) {
   h1_set_state(c, ST_IDLE);
+  c->acked = false;
   c->since = h1_now(c->e);
   if (!h1_flush_client(c)) return;
   if (c->close_after) {
@@ -541,7 +560,9 @@ static void on_client(uv_poll_t *h, int status, int events) {
   default:
     break;
   }
-  if (!c->closing) h1_client_poll(c);
+  if (c->closing) return;
+  ack_if_waiting(c);
+  h1_client_poll(c);
 }
 
 void h1_drop(h1_conn_t *c) {

@@ -189,6 +189,7 @@ struct h1_conn {
   bool routed; /* the request asked JS for its upstream (EV_ROUTE): JS holds its record */
   bool closing, client_eof, close_after;
   bool lingering; /* answered and shut for writing: the rest of the request body is read and dropped */
+  bool acked;     /* this request's client ACK was sent at once (ack_if_waiting) */
   uint64_t linger_start;
   char *in;
   size_t in_len, in_cap;

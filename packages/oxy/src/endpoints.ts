@@ -8,6 +8,7 @@
  */
 import { once } from 'node:events';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Listeners } from 'foundations/restart';
 import { formatHostPort, type ListenAddr } from './context/addr.ts';
 import type { IngressConnection } from './context/state.ts';
@@ -77,8 +78,9 @@ export async function openEndpoint(
  * TCP_QUICKACK on for an accepted `socket` whose listening socket has it off: its ACKs go at
  * once, as on a socket that never held them. Best effort (no addon, no descriptor: as it was).
  */
-export function acknowledgeAtOnce(socket: net.Socket): void {
-  const fd = handleFd(socket);
+export function acknowledgeAtOnce(socket: Duplex): void {
+  // A TLS socket made over an accepted one: the TCP socket is its parent.
+  const fd = handleFd(socket) ?? handleFd((socket as { _parent?: Duplex | null })._parent ?? null);
   if (native !== null && fd !== null) native.setTcpQuickAck(fd, true);
 }
 
@@ -102,8 +104,8 @@ export function listeningFd(server: net.Server): number | null {
 }
 
 /** The descriptor of a Node socket's or server's handle (Node's internals), or null without one. */
-function handleFd(owner: net.Server | net.Socket): number | null {
-  const fd = (owner as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+function handleFd(owner: net.Server | Duplex | null): number | null {
+  const fd = (owner as unknown as { _handle?: { fd?: unknown } | null } | null)?._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : null;
 }
 

@@ -21,6 +21,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
+import http from 'node:http';
 import net from 'node:net';
 import { after, test } from 'node:test';
 import { native } from '../src/flows/stream/native-addon.ts';
@@ -286,3 +287,60 @@ test('an endpoint whose targets speak first stops holding the handshake ACK afte
   assert.ok(times[0]! >= 100, `the first waited for the bound: ${shown} ms`);
   assert.ok(times[4]! < 80 && times[5]! < 80, `the last ones did not: ${shown} ms`);
 });
+
+/** ms at best (of 3 fresh connections to `port`) from a Nagle client's first write of `parts` to the answer's `end`. */
+async function answerTime(port: number, parts: readonly [string, string], end: string): Promise<number> {
+  let fastest = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 3; i++) {
+    const c = net.connect({ port, host: '127.0.0.1', noDelay: false });
+    c.on('error', () => {});
+    await once(c, 'connect');
+    const t0 = performance.now();
+    let got = '';
+    const answered = new Promise<void>((resolve, reject) => {
+      c.on('data', (d) => {
+        got += d.toString();
+        if (got.endsWith(end)) resolve();
+      });
+      c.once('close', () => reject(new Error(`closed after: ${got}`)));
+    });
+    // The second write waits in the client's kernel until the first is acknowledged.
+    c.write(parts[0]);
+    c.write(parts[1]);
+    await answered;
+    fastest = Math.min(fastest, performance.now() - t0);
+    c.destroy();
+  }
+  return fastest;
+}
+
+for (const [engine, env] of [
+  ['the native engine', {}],
+  ['the JS engine', { OXY_NATIVE_H1: '0' }],
+] as const) {
+  test(`an http endpoint (${engine}): a Nagle client's body, or the rest of its head, is not held 40 ms for an ACK`, {
+    skip,
+    timeout: 30_000,
+  }, async () => {
+    const upstream = http.createServer((req, res) => {
+      let n = 0;
+      req.on('data', (d: Buffer) => {
+        n += d.length;
+      });
+      req.on('end', () => res.end(`got ${n}`));
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    after(() => upstream.close());
+    const target = `127.0.0.1:${(upstream.address() as net.AddressInfo).port}`;
+    const oxy = await startOxyCli(['  web:', '    addr: "127.0.0.1:0"'], env);
+    const { port } = oxy.address('web');
+    const line = `POST http://${target}/ HTTP/1.1\r\nHost: ${target}\r\n`;
+    const rest = 'Content-Length: 5\r\nConnection: close\r\n\r\n';
+    const body = await answerTime(port, [line + rest, 'hello'], 'got 5');
+    const head = await answerTime(port, [line, `${rest}hello`], 'got 5');
+    assert.ok(
+      body < 25 && head < 25,
+      `answered in ${body.toFixed(1)} ms (body apart), ${head.toFixed(1)} ms (head cut)`,
+    );
+  });
+}

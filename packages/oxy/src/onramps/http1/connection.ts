@@ -16,6 +16,7 @@
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { IngressConnection } from '../../context/state.ts';
+import { acknowledgeAtOnce } from '../../endpoints.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
 import type { ExchangeResponse, ForwardInput, ForwardRun } from '../../flows/http/exchange.ts';
 import { forwardRequest } from '../../flows/http/exchange.ts';
@@ -97,6 +98,8 @@ export class LeanConnection implements ExchangeResponse {
   /** The request served now leaves its body unread: the connection closes after its response. */
   #closeAfterThis = false;
   #readPaused = false;
+  /** This request's ACK went at once (`#ackWaiting`). */
+  #acked = false;
   readonly #out: SocketResponse;
 
   constructor(
@@ -137,6 +140,7 @@ export class LeanConnection implements ExchangeResponse {
       if (verdict === undefined) {
         this.#held = [bytes];
         this.#waitingForHead();
+        this.#ackWaiting();
         return;
       }
       this.#sniff = false;
@@ -201,10 +205,26 @@ export class LeanConnection implements ExchangeResponse {
       if (buf === null) buf = this.#parser?.currentBuffer() ?? EMPTY;
       // Empty lines before a request line are ignored (RFC 9112 §2.2), as llhttp does: they do
       // not start a head, so an idle connection stays idle rather than getting a 408.
-      if (this.phase === HEAD || !onlyEmptyLines(buf)) this.#waitingForHead();
+      if (this.phase === HEAD || !onlyEmptyLines(buf)) {
+        this.#waitingForHead();
+        this.#ackWaiting();
+      }
       return;
     }
     this.#next();
+    if (this.#parser?.inBody === true && !this.#stopped) this.#ackWaiting();
+  }
+
+  /**
+   * After a read that left a request incomplete (its head cut, or its body still to come), the
+   * client's ACK goes at once, once per request. With `tcp_smart_accept` the kernel holds it for
+   * the answer, and the answer waits on these bytes: a client using Nagle's algorithm would hold
+   * its next write 40 ms for that ACK. A request whose head came whole with its body costs nothing.
+   */
+  #ackWaiting(): void {
+    if (this.#acked) return;
+    this.#acked = true;
+    acknowledgeAtOnce(this.socket);
   }
 
   /**
@@ -486,6 +506,7 @@ export class LeanConnection implements ExchangeResponse {
 
   #exchangeDone(): void {
     const req = this.#active;
+    this.#acked = false;
     this.#active = null;
     this.#run = null;
     this.#queue.shift();
