@@ -27,7 +27,7 @@ export function udpSettingsProblems(name: string, ep: UdpEndpointSettings): Sett
   if (!(ep.udp.idle_timeout > 0))
     problems.push({
       path: `${where}.idle_timeout`,
-      message: `expected a duration above 0s (a session ends after this long without a datagram), got ${ep.udp.idle_timeout}ms`,
+      message: `expected a duration above 0s (a session ends after this long without a datagram), got ${ep.udp.idle_timeout / 1000}s`,
     });
   return problems;
 }
