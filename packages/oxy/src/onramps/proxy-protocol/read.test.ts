@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseSettings } from 'foundations/settings';
@@ -177,6 +180,29 @@ describe('readProxyHeader on real sockets', () => {
       assert.equal(outcome.socket.bytesRead, 0, 'not a byte read from an untrusted peer');
     }
     reader.options = proxyReadOptions(parseSettings(ProxyProtocolSettings, []));
+  });
+
+  it('trusts a Unix-socket peer whatever trusted_cidrs says (the file permissions decide)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-pp-'));
+    after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const sockPath = path.join(dir, 'pp.sock');
+    const options = { ...reader.options, trusted: new TrustedPeers([]) };
+    const server = net.createServer({ pauseOnConnect: true });
+    const read = new Promise<ProxyHeaderRead>((resolve, reject) =>
+      server.on('connection', (socket) => {
+        socket.on('error', () => {});
+        readProxyHeader(socket, options).then(resolve, reject);
+      }),
+    );
+    server.listen(sockPath);
+    await once(server, 'listening');
+    after(() => server.close());
+    const client = net.connect(sockPath);
+    client.on('error', () => {});
+    client.write('PROXY TCP4 192.0.2.7 198.51.100.1 4000 443\r\n');
+    const { header } = await read;
+    assert.equal(header.addresses?.family === 'unix' ? '' : header.addresses?.source.host, '192.0.2.7');
+    client.destroy();
   });
 });
 

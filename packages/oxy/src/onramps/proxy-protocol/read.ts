@@ -57,8 +57,20 @@ export function proxyReadOptions(
 }
 
 /**
- * Reads the header at the start of `socket`. A peer on a UNIX socket (no `remoteAddress`) is
- * trusted: the socket file's permissions decide who reaches it. Rejects with a
+ * True for a Unix-domain socket (Node's Pipe handle). Not told by a missing `remoteAddress`: a
+ * TCP connection reset before it was accepted has none either (the kernel no longer reports a
+ * reset socket's peer) and its bytes are still readable, so taking it for a Unix peer would trust
+ * any sender that resets at once. A socket whose handle is gone is not one: it is refused.
+ */
+function onUnixSocket(socket: Socket): boolean {
+  const handle = (socket as { _handle?: object | null })._handle;
+  return handle?.constructor.name === 'Pipe';
+}
+
+/**
+ * Reads the header at the start of `socket`. A peer on a UNIX socket is trusted: the socket
+ * file's permissions decide who reaches it. A TCP peer is trusted only in `options.trusted`
+ * (one with no address, reset before the accept, never is). Rejects with a
  * {@link ProxyProtocolError} whose `reason` is `untrusted`, `timeout`, `truncated` (the peer
  * closed, reset or errored before the header ended) or the codec's reason; the socket is then
  * destroyed. On success this function's listeners are gone: the caller's own `error` listener
@@ -74,8 +86,7 @@ export function readProxyHeader(socket: Socket, options: ReadProxyHeaderOptions)
     const peer = socket.remoteAddress;
     if (socket.destroyed)
       return fail(new ProxyProtocolError('truncated', 'the socket closed before the header'));
-    const unixPeer = peer === undefined && socket.remoteFamily === undefined;
-    if (!unixPeer && !options.trusted.has(peer)) {
+    if (!onUnixSocket(socket) && !options.trusted.has(peer)) {
       return fail(new ProxyProtocolError('untrusted', `peer ${peer ?? '?'} is not in trusted_cidrs`));
     }
     const decoder = new ProxyHeaderDecoder(
