@@ -17,6 +17,7 @@ import { type SettingsProblem, unwritableFile } from 'foundations/settings';
 import { workerCount } from 'foundations/workers';
 import { type ListenAddr, unmappedIp } from './context/addr.ts';
 import { DnsResolver } from './dns/resolver.ts';
+import { reachedIp, reachesListener } from './egress/self.ts';
 import { CidrBlocklist } from './offramps/tcp/blocklist.ts';
 import { loadUpstreamTrust } from './offramps/tls/connect.ts';
 import { http2ServerOptions } from './onramps/http2/server.ts';
@@ -265,24 +266,12 @@ function congestionRefusal(name: string): string | null {
  */
 function pointsAtItself(addr: ListenAddr, target: { host: string; port: number }): boolean {
   if (addr.kind !== 'tcp' || addr.port === 0 || addr.port !== target.port) return false;
-  const listening = literalAddresses(addr.host);
-  const ips = literalAddresses(target.host);
-  if (addr.host === '0.0.0.0' || addr.host === '::') {
-    const own = new Set(
-      Object.values(os.networkInterfaces())
-        .flat()
-        .map((i) => i?.address),
-    );
-    return ips.some(
-      (ip) => own.has(ip) || ip === '0.0.0.0' || ip === '::' || (addr.host === '::' && ip === '::1'),
-    );
-  }
-  return ips.some((ip) => listening.includes(ip));
+  return literalAddresses(target.host).some((ip) => reachesListener(addr.host, ip));
 }
 
 /** The addresses `host` names without a lookup: itself if an IP, loopback's for `localhost`. */
 function literalAddresses(host: string): string[] {
-  if (net.isIP(host) !== 0) return [host];
+  if (reachedIp(host) !== null) return [host];
   return host === 'localhost' ? ['127.0.0.1', '::1'] : [];
 }
 

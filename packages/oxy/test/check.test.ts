@@ -232,6 +232,16 @@ test('a tcp or udp target that is the endpoint itself (every connection would lo
     'egress:\n  blocked_cidrs: []\nendpoints:\n  dns:\n    protocol: udp\n    addr: 127.0.0.1:18997\n    udp:\n      target: localhost:18997\n',
     /^oxy-restart-test: endpoints\.dns\.udp\.target: localhost:18997 is this endpoint's own address/m,
   );
+  // The unspecified address connects to loopback; an IPv4-mapped address in hex is still IPv4.
+  for (const [name, target] of [
+    ['self-any', '0.0.0.0:18997'],
+    ['self-mapped', '"[::ffff:7f00:1]:18997"'],
+  ] as const)
+    await failsBoth(
+      `${name}.yaml`,
+      `egress:\n  blocked_cidrs: []\nendpoints:\n  raw:\n    protocol: tcp\n    addr: 127.0.0.1:18997\n    tcp:\n      target: ${target}\n`,
+      /^oxy-restart-test: endpoints\.raw\.tcp\.target: .* is this endpoint's own address \(127\.0\.0\.1:18997\)/m,
+    );
 });
 
 test('a udp max_datagram_size outside one datagram, or an idle_timeout of 0s', async () => {

@@ -482,7 +482,7 @@ describe('the off-ramp by settings: tcp.send_proxy_protocol, with no hook', {
   });
 });
 
-test('a header naming the endpoint itself is refused, not looped (send_proxy_protocol on)', async () => {
+test('a header naming the endpoint itself, however spelled, is refused, not looped (send_proxy_protocol on)', async () => {
   const app = await start({
     raw: {
       protocol: 'tcp',
@@ -492,19 +492,28 @@ test('a header naming the endpoint itself is refused, not looped (send_proxy_pro
     },
   });
   const [host, p] = app.address('raw').split(':');
-  const s = net.connect(Number(p), host);
-  await once(s, 'connect');
-  const closed = new Promise((resolve) => s.on('close', resolve));
-  s.on('error', () => {}); // the refusal is a reset
-  s.write(`PROXY TCP4 198.51.100.9 ${host} 4242 ${p}\r\n`);
-  await closed;
-  const rec = await recordWhere(app, (r) => r.kind === 'tunnel' && r.client === '198.51.100.9:4242');
-  assert.equal(rec.close_reason, 'OXY_ERR_EGRESS_BLOCKED');
+  // The address itself, the unspecified address (Linux connects it to loopback) and the
+  // IPv4-mapped form: each reaches this listener.
+  const headers = [
+    ['198.51.100.9:4242', `PROXY TCP4 198.51.100.9 ${host} 4242 ${p}\r\n`],
+    ['198.51.100.9:4243', `PROXY TCP4 198.51.100.9 0.0.0.0 4243 ${p}\r\n`],
+    ['[2001:db8::9]:4244', `PROXY TCP6 2001:db8::9 ::ffff:${host} 4244 ${p}\r\n`],
+  ] as const;
+  for (const [client, header] of headers) {
+    const s = net.connect(Number(p), host);
+    await once(s, 'connect');
+    const closed = new Promise((resolve) => s.on('close', resolve));
+    s.on('error', () => {}); // the refusal is a reset
+    s.write(header);
+    await closed;
+    const rec = await recordWhere(app, (r) => r.kind === 'tunnel' && r.client === client);
+    assert.equal(rec.close_reason, 'OXY_ERR_EGRESS_BLOCKED', header);
+  }
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(
     app.auditRecords().filter((r) => r.kind === 'tunnel' && r.endpoint === 'raw').length,
-    1,
-    'one connection, no chain of connections to itself',
+    headers.length,
+    'one record per connection, no chain of connections to itself',
   );
 });
 

@@ -24,6 +24,7 @@ import type { Runtime } from '../runtime.ts';
 import { egressMetrics } from '../telemetry/metrics.ts';
 import { untilAborted } from './abort.ts';
 import { noPacketPath, type PacketPath, packetPathFor } from './packets.ts';
+import { isWildcard, reachesListener } from './self.ts';
 import { connectFirst, selectCandidates } from './upstream-select.ts';
 
 /** A connected upstream. */
@@ -409,11 +410,6 @@ function guardFailure<T>(f: () => T | Promise<T>): T | Promise<T> {
   });
 }
 
-/** True for 127.0.0.0/8 and ::1 (and their IPv4-mapped forms, once unmapped). */
-function isLoopback(ip: string): boolean {
-  return ip.startsWith('127.') || ip === '::1';
-}
-
 /**
  * `ips` without the address the client reached this proxy on (`ingress.local`, same port and
  * transport), and on an endpoint listening on every address (`0.0.0.0`, `::`) without
@@ -428,16 +424,13 @@ function notSelf(eg: EgressState, ips: string[], port: number, transport: Transp
   // Only like transports loop: UDP to a TCP endpoint's port number reaches another socket.
   const protocol = eg.ingress.endpoint.settings.protocol;
   if ((transport === 'udp') !== (protocol === 'udp' || protocol === 'ip_gue')) return ips;
-  const own = unmappedIp(local.host);
   const addr = eg.ingress.endpoint.addr;
-  const wildcard = addr.kind === 'tcp' && (addr.host === '0.0.0.0' || addr.host === '::');
-  const others = ips.filter((ip) => {
-    const u = unmappedIp(ip);
-    return u !== own && !(wildcard && isLoopback(u));
-  });
+  const listening = addr.kind === 'tcp' && isWildcard(addr.host) ? addr.host : local.host;
+  const others = ips.filter((ip) => !reachesListener(listening, ip));
   if (others.length === ips.length) return ips;
   if (others.length > 0) return others;
   connectFailed(OXY_ERR.EGRESS_BLOCKED);
+  const own = unmappedIp(local.host);
   throw egressBlocked(`${formatHostPort(own, port)} is where this connection reached the proxy: a loop`);
 }
 
