@@ -3,7 +3,8 @@
  * `oxy_udp_datagrams_total` and `oxy_udp_bytes_total` while it lives (each datagram once,
  * however the session ends); a datagram longer than `max_datagram_size`, from the client, from
  * the upstream, or made by a rewrite, is dropped and counted as `too_large`, and never as
- * forwarded.
+ * forwarded; behind a PROXY v2 or SPP header, so is a reply that would not fit in one datagram
+ * with the header in front.
  */
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
@@ -12,6 +13,7 @@ import { after, test } from 'node:test';
 import { captureTelemetry } from 'foundations/telemetry/testing';
 import type { AuditRecord } from '../src/audit.ts';
 import { DatagramVerdict } from '../src/hooks/datagram.ts';
+import { encodeProxyHeader, encodeSpp } from '../src/protocols/proxy-protocol/index.ts';
 import { type AppUnderTest, hooksApp, startApp, waitUntil } from '../src/testing/index.ts';
 
 /** An echo that answers "grow N" with N bytes, and anything else with itself; it logs what it got. */
@@ -147,3 +149,53 @@ test('a rewrite longer than max_datagram_size is not sent, and counted as too_la
   assert.equal(rec.datagrams_up, 1);
   assert.equal(rec.bytes_up, 4);
 });
+
+for (const format of ['v2', 'spp'] as const)
+  for (const [how, hooks] of [
+    ['no hook', {}],
+    ['a datagram hook', { datagram: { handleDatagram: () => DatagramVerdict.pass() } }],
+  ] as const)
+    test(`${format}, ${how}: a reply too long to reach the client behind the header is dropped as too_large`, async () => {
+      const app = await startApp(hooksApp(hooks), {
+        settings: {
+          endpoints: {
+            main: {},
+            u: {
+              protocol: 'udp',
+              addr: '127.0.0.1:0',
+              udp: { target, idle_timeout: '300ms' },
+              proxy_protocol: { enabled: true, udp_format: format },
+            },
+          },
+        },
+      });
+      opened.push(app);
+      const before = await tooLarge();
+      const port = Number(app.address('u').split(':').at(-1));
+      const from = { host: '198.51.100.7', port: 7000 };
+      const front = { host: '127.0.0.1', port };
+      const head =
+        format === 'spp'
+          ? encodeSpp(from, front)
+          : encodeProxyHeader(
+              { transport: 'dgram', addresses: { family: 'inet', source: from, destination: front } },
+              { version: 2 },
+            );
+      const c = await client(app);
+      // The largest IPv4 payload is 65,507 bytes: a reply of that size no longer fits with the
+      // header in front; one of 65,507 less the header does.
+      const fits = 65_507 - head.length;
+      c.send(Buffer.concat([head, Buffer.from('grow 65507')]));
+      c.send(Buffer.concat([head, Buffer.from(`grow ${fits}`)]));
+      await waitUntil(() => c.got.length === 1, 'the reply that fits');
+      assert.equal(c.got[0]?.length, 65_507);
+      let n = 0;
+      while ((await tooLarge()) - before < 1) {
+        assert.ok(n++ < 150, 'the long reply counted within 3 s');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const rec = await recordOf(app, '198.51.100.7:7000');
+      c.close();
+      assert.equal(rec.datagrams_down, 1);
+      assert.equal(rec.bytes_down, fits);
+    });

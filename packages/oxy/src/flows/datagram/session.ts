@@ -64,6 +64,11 @@ export interface DatagramIngress {
   replyBatch(batch: UdpBatch): void;
   /** The session ended: the on-ramp forgets it. */
   ended(session: DatagramSession): void;
+  /**
+   * The largest reply payload the client can be sent (its family's largest UDP payload, less the
+   * on-ramp's header); a longer reply is dropped as `too_large`. Default: no limit.
+   */
+  readonly replyRoom?: number;
 }
 
 /** The state of a session (see the module comment). */
@@ -448,17 +453,30 @@ export class DatagramSession {
       this.#lastUp = null;
     }
     const hook = this.#rt.hooks.datagram;
+    const room = this.#ingress.replyRoom ?? Number.POSITIVE_INFINITY;
     if (hook === null) {
       let bytes = 0;
-      for (let i = 0; i < batch.count; i++) bytes += batch.length(i);
-      this.counts.datagramsDown += batch.count;
-      this.counts.bytesDown += bytes;
-      this.#ingress.replyBatch(batch);
-      return;
+      let longest = 0;
+      for (let i = 0; i < batch.count; i++) {
+        const n = batch.length(i);
+        bytes += n;
+        if (n > longest) longest = n;
+      }
+      if (longest <= room) {
+        this.counts.datagramsDown += batch.count;
+        this.counts.bytesDown += bytes;
+        this.#ingress.replyBatch(batch);
+        return;
+      }
     }
     for (let i = 0; i < batch.count; i++) {
-      const out = this.#verdict(hook, batch.payload(i), 'down');
+      const out = hook === null ? batch.payload(i) : this.#verdict(hook, batch.payload(i), 'down');
       if (out === null) continue;
+      // Too long to reach the client (with the on-ramp's header): the kernel would refuse it.
+      if (out.length > room) {
+        this.#drop('too_large');
+        continue;
+      }
       this.counts.datagramsDown++;
       this.counts.bytesDown += out.length;
       this.#ingress.reply(out);

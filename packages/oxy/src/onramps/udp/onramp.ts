@@ -12,10 +12,11 @@
  * Timers: one interval per endpoint, at a quarter of the idle timeout (from 50 ms to a minute);
  * none per session.
  */
+import net from 'node:net';
 import type { Listeners } from 'foundations/restart';
 import { log } from 'foundations/telemetry';
 import { type UdpBatch, UdpSocket } from 'native';
-import { NO_TARGET } from '../../context/addr.ts';
+import { NO_TARGET, unmappedIp } from '../../context/addr.ts';
 import type { SocketAddr } from '../../context/contexts.ts';
 import { type EndpointState, IngressConnection } from '../../context/state.ts';
 import { OXY_ERR, OxyError } from '../../errors.ts';
@@ -35,6 +36,9 @@ import { bindEndpointUdp } from './bind.ts';
 import { assertUdpSettings } from './checks.ts';
 
 const EMPTY = new Uint8Array(0);
+/** The largest UDP payload to an IPv4 and to an IPv6 client. */
+const MAX_UDP_V4 = 65_507;
+const MAX_UDP_V6 = 65_527;
 
 /** A running `udp` endpoint. */
 export interface UdpOnRamp {
@@ -106,6 +110,7 @@ export function openUdpOnRamp(
         sessions.delete(key);
         full = false;
       },
+      replyRoom: (net.isIPv4(unmappedIp(host)) ? MAX_UDP_V4 : MAX_UDP_V6) - (replyHeader?.length ?? 0),
     };
     const conn = new IngressConnection(endpoint, { peer, local }, 'udp', rt.ext);
     let dest = target;
