@@ -193,6 +193,24 @@ describe('PROXY v2: every command, family and transport', () => {
     assert.equal(h.length, 20);
   });
 
+  it('accepts LOCAL whatever its block holds (malformed TLVs, a wrong CRC32C, noise), dropping its TLVs, as haproxy does', () => {
+    for (const body of [
+      `11 0012 7f000001 7f000002 0001 0002 040010 616263`, // a TLV longer than the block
+      `00 0006 040010 616263`, // the same with UNSPEC
+      `11 0013 7f000001 7f000002 0001 0002 ${tlv(3, '01020304')}`, // a CRC32C that does not match
+      `00 0010 ${'ab'.repeat(16)}`, // noise
+    ]) {
+      const h = decodeV2(hex(`${SIG} 20 ${body}`));
+      assert.equal(h.command, 'local', body);
+      assert.deepEqual(h.tlvs, [], body);
+    }
+    // The same blocks after PROXY are refused.
+    assert.throws(
+      () => decodeV2(hex(`${SIG} 21 11 0012 7f000001 7f000002 0001 0002 040010 616263`)),
+      rejects('bad_tlv'),
+    );
+  });
+
   it('leaves the bytes after the header alone', () => {
     const bytes = hex(`${SIG} 21 11 000c 01020304 05060708 0001 0002 ${ascii('GET / HTTP/1.1\r\n')}`);
     const { header, rest } = decodeProxyHeader(bytes);

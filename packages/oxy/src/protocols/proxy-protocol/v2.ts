@@ -145,12 +145,28 @@ export function decodeV2(bytes: Uint8Array, options: V2DecodeOptions = {}): Prox
   } else if (command === 'proxy') {
     addresses = decodeAddresses(bytes, family);
   }
-  const { tlvs, crcAt } = decodeTlvs(bytes, tlvStart, total);
+  let tlvs: readonly ProxyTlv[];
+  if (command === 'proxy') tlvs = checkedTlvs(bytes, tlvStart, total);
+  else {
+    // LOCAL: the receiver discards the protocol block (spec §2.2), as haproxy does whatever it
+    // holds; its TLVs are kept only when they read well.
+    try {
+      tlvs = checkedTlvs(bytes, tlvStart, total);
+    } catch {
+      tlvs = [];
+    }
+  }
+  return { version: 2, command, family, transport, addresses, tlvs, length: total };
+}
+
+/** The TLVs of `bytes` from `start` to `end`, their CRC32C checked if they carry one. */
+function checkedTlvs(bytes: Uint8Array, start: number, end: number): readonly ProxyTlv[] {
+  const { tlvs, crcAt } = decodeTlvs(bytes, start, end);
   if (crcAt >= 0) {
     const want =
       ((bytes[crcAt]! << 24) | (bytes[crcAt + 1]! << 16) | (bytes[crcAt + 2]! << 8) | bytes[crcAt + 3]!) >>>
       0;
-    const got = crc32c(bytes, 0, total, crcAt);
+    const got = crc32c(bytes, 0, end, crcAt);
     if (want !== got) {
       throw new ProxyProtocolError(
         'bad_crc',
@@ -158,7 +174,7 @@ export function decodeV2(bytes: Uint8Array, options: V2DecodeOptions = {}): Prox
       );
     }
   }
-  return { version: 2, command, family, transport, addresses, tlvs, length: total };
+  return tlvs;
 }
 
 /** Options of {@link encodeV2}. */
