@@ -84,9 +84,21 @@ type KnownHooksOnly<H> = {
     : never;
 };
 
-/** Checks the names of the hooks `start` returns (see {@link KnownHooksOnly}). */
-interface HookNameCheck<S extends AppSettingsSchemas, H> {
-  start(settings: AppSettings<S>, restoredState: unknown): KnownHooksOnly<H> | Promise<KnownHooksOnly<H>>;
+/**
+ * The hooks `start` returns, as written: inferred here with no constraint, so that an object
+ * that is not `Hooks` at all (only unknown names) is still inferred as itself and checked by
+ * {@link HookNameCheck} (inferred against the constraint, it would fall back to `Hooks` unchecked).
+ */
+interface StartReturns<S extends AppSettingsSchemas, R> {
+  start(settings: AppSettings<S>, restoredState: unknown): R | Promise<R>;
+}
+
+/** Checks the names of the hooks `start` returns (see {@link KnownHooksOnly}); infers nothing. */
+interface HookNameCheck<S extends AppSettingsSchemas, R> {
+  start(
+    settings: AppSettings<S>,
+    restoredState: unknown,
+  ): NoInfer<KnownHooksOnly<R>> | Promise<NoInfer<KnownHooksOnly<R>>>;
 }
 
 /**
@@ -100,7 +112,10 @@ export function defineApp<
   X extends ExtTypes = Record<never, never>,
   S extends AppSettingsSchemas = Record<never, never>,
   H extends Hooks<AppHookTypes<X, S>> = Hooks<AppHookTypes<X, S>>,
->(definition: AppDefinition<X, S, H> & ExtRequirement<X> & HookNameCheck<S, H>): OxyApp<X, S> {
+  R = H,
+>(
+  definition: AppDefinition<X, S, H> & ExtRequirement<X> & StartReturns<S, R> & HookNameCheck<S, R>,
+): OxyApp<X, S> {
   if (typeof definition?.start !== 'function') throw new TypeError('defineApp: `start` must be a function');
   for (const key of ['name', 'version', 'description'] as const) {
     if (typeof definition[key] !== 'string' || definition[key] === '') {

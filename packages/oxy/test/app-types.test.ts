@@ -176,6 +176,23 @@ test('hook groups and methods are checked at compile time, next to valid sibling
     // @ts-expect-error: the same typo in an async start
     start: async () => ({ egress: { handleUpstreamIps: (ips: string[]) => ips, handleUpstreamIp() {} } }),
   });
+  defineApp({
+    ...base,
+    // @ts-expect-error: `ingres` is not a hook group (alone: no valid name beside it)
+    start: () => ({ ingres: { handleConnection: () => IngressDecision.allow() } }),
+  });
+  defineApp({
+    ...base,
+    // @ts-expect-error: `handleConnectionClos` is not an IngressHook method (alone in its group)
+    start: () => ({ ingress: { handleConnectionClos: () => {} } }),
+  });
+  defineApp({
+    ...base,
+    // @ts-expect-error: a lone unknown group from a method-style start
+    start() {
+      return { egres: { handleConnection: () => null } };
+    },
+  });
   class Gate {
     readonly verdict = IngressDecision.allow();
     handleConnection(): IngressDecision {
