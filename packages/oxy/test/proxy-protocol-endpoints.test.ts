@@ -589,3 +589,58 @@ test('connections the app refuses before any request are audited, with the hook 
   assert.equal(egress.kind, 'tunnel', JSON.stringify(egress));
   assert.equal(egress.block_reason, `no tunnels to ${echo.port}`, JSON.stringify(egress));
 });
+
+test('udp sessions the connection hooks refuse list the hook and its verdict in their records, as connections do', async () => {
+  const refusing = hooksApp({
+    proxyProtocol: {
+      handleConnection: (h: ProxyHeader) =>
+        h.addresses?.family === 'inet' && h.addresses.source.host === '192.0.2.66'
+          ? IngressDecision.block('listed at the edge')
+          : IngressDecision.allow(),
+    },
+    ingress: {
+      handleConnection: (ctx: IngressContext) => {
+        if (ctx.client.host === '192.0.2.67') throw new Error('policy store down');
+        return ctx.client.host === '192.0.2.68'
+          ? IngressDecision.block('not from there')
+          : IngressDecision.allow();
+      },
+    },
+  });
+  const app = await startApp(refusing, {
+    settings: {
+      endpoints: {
+        main: {},
+        u: {
+          protocol: 'udp',
+          addr: '127.0.0.1:0',
+          udp: { target: '127.0.0.1:9', idle_timeout: '200ms' },
+          proxy_protocol: { enabled: true, udp_format: 'v2' },
+        },
+      },
+    },
+  });
+  opened.push(app);
+  const port = Number(app.address('u').split(':').at(-1));
+  const s = dgram.createSocket('udp4');
+  for (const source of ['192.0.2.66', '192.0.2.67', '192.0.2.68']) {
+    const head = encodeProxyHeader(
+      {
+        transport: 'dgram',
+        addresses: {
+          family: 'inet',
+          source: { host: source, port: 4000 },
+          destination: { host: '127.0.0.1', port },
+        },
+      },
+      { version: 2 },
+    );
+    s.send(Buffer.concat([head, Buffer.from('x')]), port, '127.0.0.1');
+  }
+  const by = (ip: string) => recordWhere(app, (r) => r.kind === 'udp_session' && r.client === `${ip}:4000`);
+  const decisions = [await by('192.0.2.66'), await by('192.0.2.67'), await by('192.0.2.68')].map(
+    (r) => r.decisions,
+  );
+  s.close();
+  assert.deepEqual(decisions, [['proxy_protocol:block'], ['ingress:failed'], ['ingress:block']]);
+});

@@ -303,3 +303,32 @@ test('a client reset while the upstream connect is under way brings nothing down
   await once(next, 'connect');
   next.destroy();
 });
+
+test('a connection the proxy refuses tells IngressHook.handleConnectionClose why, as its record does', async () => {
+  const reasons: string[] = [];
+  let mode: 'throw' | 'block' = 'throw';
+  const app = await start(
+    {
+      ingress: {
+        handleConnectionClose: (stats: { closeReason: string }) => void reasons.push(stats.closeReason),
+      },
+      egress: {
+        handleConnection: () => {
+          if (mode === 'throw') throw new Error('policy store down');
+          return EgressDecision.block('not there');
+        },
+      },
+    },
+    { tcp: { target: echo.authority } },
+  );
+  for (const m of ['throw', 'block'] as const) {
+    mode = m;
+    const s = dial(app);
+    s.write('x');
+    await new Promise((r) => s.once('close', r)); // a reset
+    await waitUntil(() => reasons.length === (m === 'throw' ? 1 : 2), 'the close hook');
+  }
+  const records = app.auditRecords().map((r) => r.close_reason);
+  assert.deepEqual(reasons, records, 'the close hook and the records agree');
+  assert.deepEqual(reasons, ['OXY_ERR_HOOK_FAILED', 'OXY_ERR_EGRESS_BLOCKED']);
+});

@@ -222,6 +222,7 @@ test("an ingress hook's block: the session's record carries the hook's reason", 
   const rec = await recordFor(app, (r) => r.kind === 'udp_session');
   assert.equal(rec.close_reason, 'blocked');
   assert.equal(rec.block_reason, 'no udp from here');
+  assert.deepEqual(rec.decisions, ['ingress:block']);
 });
 
 test('the datagram hook rewrites and drops; the egress hook picks the target', async () => {

@@ -283,34 +283,37 @@ export class DatagramSession {
   async #connectionHooks(): Promise<void> {
     const rt = this.#rt;
     const header = this.conn.proxyHeader;
-    const ppHook = rt.hooks.proxyProtocolConnection;
-    if (header !== null && ppHook !== null) {
-      let d: IngressDecision;
-      try {
-        d = await ppHook(header, this.conn);
-      } catch (e) {
-        this.#refuse(500, 'OXY_ERR_HOOK_FAILED', rt.hookFailed('ProxyProtocolHook.handleConnection', e));
-        return;
-      }
-      if (d !== undefined && d.kind === 'block') {
-        this.#refuse(403, 'blocked', blockedBy('ProxyProtocolHook.handleConnection'), d.reason);
-        return;
-      }
+    const pp = rt.hooks.proxyProtocolConnection;
+    if (header !== null && pp !== null) {
+      const hook = 'ProxyProtocolHook.handleConnection';
+      if (!(await this.#admitted('proxy_protocol', hook, () => pp(header, this.conn)))) return;
     }
-    const ingressHook = rt.hooks.ingressConnection;
-    if (ingressHook !== null) {
-      let d: IngressDecision;
-      try {
-        d = await ingressHook(this.conn);
-      } catch (e) {
-        this.#refuse(500, 'OXY_ERR_HOOK_FAILED', rt.hookFailed('IngressHook.handleConnection', e));
-        return;
-      }
-      if (d !== undefined && d.kind === 'block') {
-        this.#refuse(403, 'blocked', blockedBy('IngressHook.handleConnection'), d.reason);
-        return;
-      }
+    const ingress = rt.hooks.ingressConnection;
+    if (ingress !== null)
+      await this.#admitted('ingress', 'IngressHook.handleConnection', () => ingress(this.conn));
+  }
+
+  /**
+   * Runs one connection hook: true when it allows; otherwise the session is refused and its
+   * record lists `<by>:block` or `<by>:failed`, as a stream connection's does (`onramps/ingress.ts`).
+   */
+  async #admitted(
+    by: 'proxy_protocol' | 'ingress',
+    hook: string,
+    run: () => IngressDecision | Promise<IngressDecision>,
+  ): Promise<boolean> {
+    let d: IngressDecision;
+    try {
+      d = await run();
+    } catch (e) {
+      this.request.decisions.push(`${by}:failed`);
+      this.#refuse(500, 'OXY_ERR_HOOK_FAILED', this.#rt.hookFailed(hook, e));
+      return false;
     }
+    if (d === undefined || d.kind !== 'block') return true;
+    this.request.decisions.push(`${by}:block`);
+    this.#refuse(403, 'blocked', blockedBy(hook), d.reason);
+    return false;
   }
 
   /** The egress route and the upstream socket; the session is `open` after it, or refused. */

@@ -91,6 +91,10 @@ export function refuseStream(
   request.status = status;
   countFailure(request, status);
   if (!ingress.closed) ingress.reject(status, reason);
+  // A `tcp` endpoint's connection is this unit: the proxy closed it, for this reason (what
+  // `IngressHook.handleConnectionClose` is told), not the client.
+  const conn = request.ingress;
+  if (conn.protocol === 'tcp' && conn.closeReason === 'client_closed') conn.closeReason = why;
   recordEnd(rt, request, 0, 0, why);
 }
 
