@@ -203,6 +203,14 @@ describe('oxy with workers: 2', () => {
       svc.generations.map((g) => g.counter),
       [1, 1],
     );
+    // The supervisor and both workers say they were not restarted (a worker's lifecycle has a
+    // channel to its supervisor, which is not a restart's handover).
+    const readyLines = (restarted: boolean) =>
+      `${svc.stderr}${svc.stdoutText}`
+        .split('\n')
+        .filter((l) => / ready .*restarted=/.test(l) && l.includes(`restarted=${restarted}`)).length;
+    await until('three ready lines', async () => readyLines(false) === 3);
+    assert.equal(readyLines(true), 0);
     const port = await proxyPort(svc, 300);
     const stop = { done: false };
     let ok = 0;
@@ -245,6 +253,8 @@ describe('oxy with workers: 2', () => {
       assert.ok(await waitExit(pid, 8000), `supervisor ${pid} still runs`);
     assert.ok(isAlive(supervisors.at(-1) as number));
     assert.equal((await workers(telemetryPort)).ready, 2);
+    // Each restart's supervisor and its two workers say they were restarted.
+    await until('six restarted ready lines', async () => readyLines(true) === 6);
     console.log(`workers: 2, ${ok} proxied requests over 2 restarts, ${errors.length} failed`);
   });
 

@@ -43,6 +43,11 @@ export class HandoverChannel {
   readonly #fd: number;
   #open = true;
 
+  /** True: a process handed its state by a graceful restart was started by one (a worker's channel says). */
+  get restarted(): boolean {
+    return true;
+  }
+
   /** Wraps the inherited descriptor named by `FOUNDATIONS_HANDOVER.control`. */
   constructor(fd: number) {
     this.#fd = fd;

@@ -117,7 +117,7 @@ export class Lifecycle {
     this.#log = opts.log ?? defaultLog;
     this.#channel = channel;
     this.listeners = listeners;
-    this.restarted = channel !== null;
+    this.restarted = channel?.restarted ?? false;
     this.restoredState = channel?.readState();
     if (opts.signals !== false) {
       process.on('SIGTERM', () => this.#onSignal('SIGTERM', 15));

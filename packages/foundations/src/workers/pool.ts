@@ -26,6 +26,8 @@ export interface WorkerPoolOptions {
   readonly readyTimeoutMs: number;
   /** Restored state per worker index (missing: null). */
   readonly states?: readonly unknown[];
+  /** The supervisor was started by a graceful restart: its workers' lifecycles say so. Default false. */
+  readonly restarted?: boolean;
   readonly log: LifecycleLog;
   /** Environment for workers (default `process.env`); `NOTIFY_SOCKET` is removed. */
   readonly env?: NodeJS.ProcessEnv;
@@ -202,7 +204,8 @@ export class WorkerPool {
       }, this.#opts.readyTimeoutMs);
       child.on('error', (e) => settle(`cannot start: ${e.message}`));
       child.on('message', (m: FromWorker) => {
-        if (m?.type === 'hello') this.#send(child, { type: 'init', state });
+        if (m?.type === 'hello')
+          this.#send(child, { type: 'init', state, restarted: this.#opts.restarted === true });
         else if (m?.type === 'ready') {
           slot.state = 'ready';
           this.#opts.log('info', 'worker ready', { worker: slot.index, worker_pid: child.pid });

@@ -39,7 +39,7 @@ export type WorkerRequest = 'metrics' | 'state';
 
 /** A message from the supervisor. */
 export type ToWorker =
-  | { readonly type: 'init'; readonly state: unknown }
+  | { readonly type: 'init'; readonly state: unknown; readonly restarted: boolean }
   | { readonly type: 'request'; readonly id: number; readonly what: WorkerRequest }
   | { readonly type: 'drain' }
   | { readonly type: 'cut' };
@@ -127,12 +127,19 @@ export interface WorkerHandlers {
  */
 export class WorkerChannel extends HandoverChannel {
   readonly #state: unknown;
+  readonly #restarted: boolean;
   #reported = false;
 
   /** Use `WorkerChannel.connect()`. */
-  constructor(state: unknown) {
+  constructor(state: unknown, restarted: boolean) {
     super(-1);
     this.#state = state;
+    this.#restarted = restarted;
+  }
+
+  /** Whether the supervisor was started by a graceful restart (a worker always gets a channel). */
+  override get restarted(): boolean {
+    return this.#restarted;
   }
 
   /** Waits for the supervisor's `init` message (up to `timeoutMs`) and returns the channel. */
@@ -149,7 +156,7 @@ export class WorkerChannel extends HandoverChannel {
         if (m?.type !== 'init') return;
         clearTimeout(timer);
         process.off('message', onMessage);
-        resolve(new WorkerChannel(m.state));
+        resolve(new WorkerChannel(m.state, m.restarted === true));
       };
       process.on('message', onMessage);
       // Asked for, not pushed at spawn: a worker that re-executes itself early (the sandbox's

@@ -63,6 +63,7 @@ export async function runSupervisor(opts: SupervisorOptions): Promise<void> {
       listeners: held,
       readyTimeoutMs: settings.restart.ready_timeout,
       states: Array.from({ length: count }, (_, i) => workerState(lifecycle.restoredState, i)),
+      restarted: lifecycle.restarted,
       log: (level, msg, fields) => log[level](msg, fields),
     });
     if (opts.server) serveWorkerTelemetry(opts.server, pool);
