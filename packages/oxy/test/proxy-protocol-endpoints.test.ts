@@ -517,23 +517,31 @@ test('a header naming the endpoint itself, however spelled, is refused, not loop
   );
 });
 
+/**
+ * Connection hooks that refuse by the client (the header's source): 192.0.2.66 blocked by the
+ * PROXY protocol hook, 192.0.2.67 failed by a throwing ingress hook, 192.0.2.68 blocked by it.
+ */
+const refusingConnectionHooks = {
+  proxyProtocol: {
+    handleConnection: (h: ProxyHeader) =>
+      h.addresses?.family === 'inet' && h.addresses.source.host === '192.0.2.66'
+        ? IngressDecision.block('listed at the edge')
+        : IngressDecision.allow(),
+  },
+  ingress: {
+    handleConnection: (ctx: IngressContext) => {
+      if (ctx.client.host === '192.0.2.67') throw new Error('policy store down');
+      return ctx.client.host === '192.0.2.68'
+        ? IngressDecision.block('not from there')
+        : IngressDecision.allow();
+    },
+  },
+};
+
 test('connections the app refuses before any request are audited, with the hook and its reason', async () => {
   const app = await startApp(
     hooksApp({
-      proxyProtocol: {
-        handleConnection: (h: ProxyHeader) =>
-          h.addresses?.family === 'inet' && h.addresses.source.host === '192.0.2.66'
-            ? IngressDecision.block('listed at the edge')
-            : IngressDecision.allow(),
-      },
-      ingress: {
-        handleConnection: (ctx: IngressContext) => {
-          if (ctx.client.host === '192.0.2.67') throw new Error('policy store down');
-          return ctx.client.host === '192.0.2.68'
-            ? IngressDecision.block('not from there')
-            : IngressDecision.allow();
-        },
-      },
+      ...refusingConnectionHooks,
       egress: {
         handleConnection: (t: { host: string; port: number }) =>
           EgressDecision.block(`no tunnels to ${t.port}`),
@@ -591,22 +599,7 @@ test('connections the app refuses before any request are audited, with the hook 
 });
 
 test('udp sessions the connection hooks refuse list the hook and its verdict in their records, as connections do', async () => {
-  const refusing = hooksApp({
-    proxyProtocol: {
-      handleConnection: (h: ProxyHeader) =>
-        h.addresses?.family === 'inet' && h.addresses.source.host === '192.0.2.66'
-          ? IngressDecision.block('listed at the edge')
-          : IngressDecision.allow(),
-    },
-    ingress: {
-      handleConnection: (ctx: IngressContext) => {
-        if (ctx.client.host === '192.0.2.67') throw new Error('policy store down');
-        return ctx.client.host === '192.0.2.68'
-          ? IngressDecision.block('not from there')
-          : IngressDecision.allow();
-      },
-    },
-  });
+  const refusing = hooksApp(refusingConnectionHooks);
   const app = await startApp(refusing, {
     settings: {
       endpoints: {
