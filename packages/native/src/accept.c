@@ -219,7 +219,7 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
     int one = 1;
     if (l->nodelay && !l->nodelay_inherited)
       l->nodelay_inherited = setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0;
-    l->acks_held = splice_acks_held(l->fd);
+    l->acks_held = sock_acks_held(l->fd);
     /* Level-triggered: a batch that leaves connections queued is reported again. */
     if (reactor_watch(r, l->fd, &l->events, EPOLLIN, &l->item, 0) != 0) stopping = true;
   }

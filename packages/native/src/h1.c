@@ -25,8 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -177,8 +175,7 @@ static void ack_if_waiting(h1_conn_t *c) {
   bool body = (c->state == ST_UP || c->state == ST_ROUTE) && c->body_left > 0;
   if (c->acked || (c->state != ST_HEAD && !body)) return;
   c->acked = true;
-  int one = 1;
-  setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+  sock_quick_ack(c->fd, 1);
 }
 
 h1_conn_t *h1_conn_start(h1_engine_t *e, int fd, int id, const char *bytes, size_t n) {

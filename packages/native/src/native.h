@@ -13,6 +13,22 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+/* TCP_QUICKACK on fd: off holds the ACKs the kernel owes for the next segment out; on sends a
+ * held one now (and ends the holding). 0, or -1 with errno; callers that only save a packet
+ * ignore a failure (the worst is one packet more, or one held to the kernel's own timer). */
+static inline int sock_quick_ack(int fd, int on) {
+  return setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
+}
+/* Whether fd holds its ACKs (TCP_QUICKACK off; a listening socket's accepted ones inherit it). */
+static inline bool sock_acks_held(int fd) {
+  int quick = 1;
+  socklen_t len = sizeof quick;
+  return getsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &quick, &len) == 0 && quick == 0;
+}
 
 /* Throws an Error for errno `err` raised by `syscall`; `detail` says what was attempted. */
 void throw_errno(napi_env env, int err, const char *syscall, const char *detail);

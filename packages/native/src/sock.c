@@ -353,8 +353,7 @@ static napi_value tcp_set_quick_ack(napi_env env, napi_callback_info info) {
   int32_t fd;
   bool on;
   if (!get_args(env, info, 2, argv, NULL) || !arg_int32(env, argv[0], &fd) || !arg_bool(env, argv[1], &on)) return NULL;
-  int v = on ? 1 : 0;
-  if (setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &v, sizeof v) < 0) throw_errno(env, errno, "setsockopt", "TCP_QUICKACK");
+  if (sock_quick_ack(fd, on ? 1 : 0) < 0) throw_errno(env, errno, "setsockopt", "TCP_QUICKACK");
   return NULL;
 }
 

@@ -67,7 +67,7 @@ static void handshake_over(splicer_t *s, bool rode) {
 
 /* The ACK owed on side i goes now, and the socket acknowledges at once from here on. */
 static void send_ack(splicer_t *s, int i) {
-  splice_quick_ack(s->fd[i], 1);
+  sock_quick_ack(s->fd[i], 1);
   s->ack_smart[i] = false;
   if (i == 1) handshake_over(s, false);
 }

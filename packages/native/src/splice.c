@@ -410,7 +410,7 @@ static int start_connect(splicer_t *s, bool hold_ack) {
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&cx->src, cx->srclen) < 0) return errno;
   }
-  if (hold_ack) splice_quick_ack(fd, 0);
+  if (hold_ack) sock_quick_ack(fd, 0);
   cx->started = splicer_now_ms();
   if (connect(fd, (struct sockaddr *)&cx->addr, cx->addrlen) < 0 && errno != EINPROGRESS) return errno;
   s->connecting = true;
@@ -489,7 +489,7 @@ static void on_command(reactor_t *r, reactor_item_t *it) {
   } else {
     int err = 0, side = 1, kind = END_CONNECT;
     /* A client accepted by JS: its ACKs are held if its listener has smart accept. */
-    if (!s->lst && s->fd[0] >= 0) s->ack_smart[0] = splice_acks_held(s->fd[0]);
+    if (!s->lst && s->fd[0] >= 0) s->ack_smart[0] = sock_acks_held(s->fd[0]);
     bool early = early_worth(s), hold_ack = s->cx && s->smart_connect;
     if (s->cx) err = start_connect(s, hold_ack);
     s->ack_smart[1] = hold_ack;

@@ -200,17 +200,6 @@ static inline int splice_read_end(splicer_t *s, dir_t *d, ssize_t n, int *side) 
   else if (errno != EINTR) *side = d->src;
   return errno;
 }
-/* TCP_QUICKACK on fd: off holds the ACKs the kernel owes for the next segment out; on sends a
- * held one now (and ends the holding). Best effort: the worst is one packet more. */
-static inline void splice_quick_ack(int fd, int on) {
-  setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
-}
-/* Whether fd holds its ACKs (TCP_QUICKACK off; a listening socket's accepted ones inherit it). */
-static inline bool splice_acks_held(int fd) {
-  int quick = 1;
-  socklen_t len = sizeof quick;
-  return getsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &quick, &len) == 0 && quick == 0;
-}
 /* splice-ack.c: held ACKs, each until the thread is idle for ack_idle_ms (OXY_ACK_IDLE_MS) or for
  * at most ack_hold_ms (OXY_ACK_HOLD_MS). Reactor thread, under s->mu: side i's ACK is held from
  * now (the handshake's); after a run, the ACKs the bytes just read left owed, and those the
