@@ -300,7 +300,6 @@ static void start_request(h1_conn_t *c) {
   memmove(c->in, c->in + used, c->in_len - used);
   c->in_len -= used;
   c->served++;
-  c->acked = false;
   c->t_start = h1_stamp(c->e);
   c->t_connect = c->t_head = 0;
   c->status = 0;
@@ -418,7 +417,7 @@ static void linger_read(h1_conn_t *c) {
  * closes once what is queued for the client is written when it must. */
 static void next_request(h1_conn_t *c) {
   h1_set_state(c, ST_IDLE);
-  c->acked = false;
+  c->acked = false; /* the answer went: the kernel holds ACKs again (ack_if_waiting) */
   c->since = h1_now(c->e);
   if (!h1_flush_client(c)) return;
   if (c->close_after) {
