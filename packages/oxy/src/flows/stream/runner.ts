@@ -16,7 +16,6 @@
  * one audit record, however the unit ends. A client that leaves while a JS connect is under way
  * ({@link StreamIngress.clientStream} closes) aborts it: the unit ends then, as `client_closed`.
  */
-
 import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../context/addr.ts';
 import { EgressState, type RequestState } from '../../context/state.ts';
@@ -353,21 +352,28 @@ function runWhole(
     if (r.connectError !== null) {
       request.upstream = null; // nothing was connected to: as the JS connectors record it
       refuseWith(rt, request, ingress, wholeTunnelFailure(rt, ip, port, r.connectError));
-    } else if (leftWhileConnecting(r.reason, request.status)) {
-      request.upstream = null;
-      recordEnd(rt, request, 0, 0, 'client_closed');
-    } else finishStream(rt, request, Math.max(0, r.bytesUp - own), r.bytesDown, r.reason);
+    } else finishWholeTunnel(rt, request, Math.max(0, r.bytesUp - own), r.bytesDown, r.reason);
   });
 }
 
 /**
- * True when a whole tunnel ended by its client's socket failing (a reset, seen by the reactor
- * thread) before its connect completed (no 2xx yet): the client left during the connect, and the
- * unit is recorded as the JS connectors record it (`client_closed`, no upstream, nothing
- * carried). A drain's cut is `client_reset`, not this.
+ * Reports the end of a whole tunnel (the addon's connect and splice) as {@link finishStream} does.
+ * One whose client's socket failed (a reset, seen by the reactor thread) before its connect
+ * completed (no 2xx yet) is a client that left during the connect: recorded as the JS connectors
+ * record it (`client_closed`, no upstream, nothing carried). A drain's cut is `client_reset`,
+ * not this.
  */
-export function leftWhileConnecting(reason: string, status: number): boolean {
-  return reason === 'client_error' && status !== 200;
+export function finishWholeTunnel(
+  rt: Runtime,
+  request: RequestState,
+  up: number,
+  down: number,
+  reason: string,
+): void {
+  if (reason === 'client_error' && request.status !== 200) {
+    request.upstream = null;
+    recordEnd(rt, request, 0, 0, 'client_closed');
+  } else finishStream(rt, request, up, down, reason);
 }
 
 /**

@@ -31,13 +31,12 @@ import { EgressState, type EndpointState, IngressConnection, RequestState } from
 import { connectFailed, connectObserved, sourceFor } from '../../egress/connect.ts';
 import { listeningFd } from '../../endpoints.ts';
 import { clientReason, httpStatusFor } from '../../errors.ts';
-import { recordEnd } from '../../flows/record.ts';
 import { type Native, native } from '../../flows/stream/native-addon.ts';
 import type { PumpCloseReason } from '../../flows/stream/pump.ts';
 import { type RawClient, RawTunnel } from '../../flows/stream/raw-tunnel.ts';
 import {
   finishStream,
-  leftWhileConnecting,
+  finishWholeTunnel,
   refuseStream,
   type StreamIngress,
 } from '../../flows/stream/runner.ts';
@@ -375,10 +374,7 @@ class ReactorListener {
       const side = n[o + 4];
       reason = side === 0 ? 'client_error' : side === 1 ? 'upstream_error' : 'aborted';
     }
-    if (leftWhileConnecting(reason, request.status)) {
-      request.upstream = null;
-      recordEnd(rt, request, 0, 0, 'client_closed');
-    } else finishStream(rt, request, n[o + 1] as number, n[o + 2] as number, reason);
+    finishWholeTunnel(rt, request, n[o + 1] as number, n[o + 2] as number, reason);
   }
 
   /**
