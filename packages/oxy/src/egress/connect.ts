@@ -9,7 +9,6 @@
  * is blocked) → connect (override or Happy Eyeballs, `connect_timeout`, `source_addr`) →
  * `handleConnectionEstablished`. Errors are `OxyError`s whose codes map to 403/502/504.
  */
-
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { formatHostPort, unmappedIp } from '../context/addr.ts';

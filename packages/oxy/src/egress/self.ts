@@ -23,7 +23,7 @@ export function reachedIp(ip: string): string | null {
 }
 
 /** True for 127.0.0.0/8 and ::1, as {@link reachedIp} writes them. */
-export function isLoopback(ip: string): boolean {
+function isLoopback(ip: string): boolean {
   return ip.startsWith('127.') || ip === '::1';
 }
 
