@@ -46,6 +46,7 @@ import {
   startHaproxy,
   startNginxStream,
 } from './fixtures/l4-peers.ts';
+import { datagramHeader } from './fixtures/pp-datagram.ts';
 
 const execFileAsync = promisify(execFile);
 const upstream = await startHttpUpstream({ '/hi': { body: 'hello via haproxy' } });
@@ -257,13 +258,7 @@ describe('PROXY headers before datagrams on a udp endpoint', () => {
       const port = Number(app.address(`u${format}`).split(':').at(-1));
       const client = { host: '198.51.100.4', port: 5353 };
       const front = { host: '127.0.0.1', port };
-      const head =
-        format === 'spp'
-          ? encodeSpp(client, front)
-          : encodeProxyHeader(
-              { transport: 'dgram', addresses: { family: 'inet', source: client, destination: front } },
-              { version: 2 },
-            );
+      const head = datagramHeader(format, client, front);
       const s = dgram.createSocket('udp4');
       s.bind(0, '127.0.0.1');
       await once(s, 'listening');
@@ -617,17 +612,7 @@ test('udp sessions the connection hooks refuse list the hook and its verdict in 
   const port = Number(app.address('u').split(':').at(-1));
   const s = dgram.createSocket('udp4');
   for (const source of ['192.0.2.66', '192.0.2.67', '192.0.2.68']) {
-    const head = encodeProxyHeader(
-      {
-        transport: 'dgram',
-        addresses: {
-          family: 'inet',
-          source: { host: source, port: 4000 },
-          destination: { host: '127.0.0.1', port },
-        },
-      },
-      { version: 2 },
-    );
+    const head = datagramHeader('v2', { host: source, port: 4000 }, { host: '127.0.0.1', port });
     s.send(Buffer.concat([head, Buffer.from('x')]), port, '127.0.0.1');
   }
   const by = (ip: string) => recordWhere(app, (r) => r.kind === 'udp_session' && r.client === `${ip}:4000`);

@@ -13,8 +13,8 @@ import { after, test } from 'node:test';
 import { captureTelemetry } from 'foundations/telemetry/testing';
 import type { AuditRecord } from '../src/audit.ts';
 import { DatagramVerdict } from '../src/hooks/datagram.ts';
-import { encodeProxyHeader, encodeSpp } from '../src/protocols/proxy-protocol/index.ts';
 import { type AppUnderTest, hooksApp, startApp, waitUntil } from '../src/testing/index.ts';
+import { datagramHeader } from './fixtures/pp-datagram.ts';
 
 /** An echo that answers "grow N" with N bytes, and anything else with itself; it logs what it got. */
 const heard: number[] = [];
@@ -174,13 +174,7 @@ for (const format of ['v2', 'spp'] as const)
       const port = Number(app.address('u').split(':').at(-1));
       const from = { host: '198.51.100.7', port: 7000 };
       const front = { host: '127.0.0.1', port };
-      const head =
-        format === 'spp'
-          ? encodeSpp(from, front)
-          : encodeProxyHeader(
-              { transport: 'dgram', addresses: { family: 'inet', source: from, destination: front } },
-              { version: 2 },
-            );
+      const head = datagramHeader(format, from, front);
       const c = await client(app);
       // The largest IPv4 payload is 65,507 bytes: a reply of that size no longer fits with the
       // header in front; one of 65,507 less the header does.

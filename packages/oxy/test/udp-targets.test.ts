@@ -11,8 +11,9 @@ import { once } from 'node:events';
 import { after, test } from 'node:test';
 import { captureTelemetry } from 'foundations/telemetry/testing';
 import type { AuditRecord } from '../src/audit.ts';
-import { decodeV2, encodeProxyHeader } from '../src/protocols/proxy-protocol/index.ts';
+import { decodeV2 } from '../src/protocols/proxy-protocol/index.ts';
 import { type AppUnderTest, hooksApp, startApp, waitUntil } from '../src/testing/index.ts';
+import { datagramHeader } from './fixtures/pp-datagram.ts';
 
 const closers: (() => unknown)[] = [];
 after(async () => {
@@ -118,16 +119,7 @@ test("PROXY v2 with udp.target ~: each datagram goes to its own header's destina
   });
   const source = { host: '192.0.2.60', port: 5000 };
   const to = (p: number, payload: string) =>
-    Buffer.concat([
-      encodeProxyHeader(
-        {
-          transport: 'dgram',
-          addresses: { family: 'inet', source, destination: { host: '127.0.0.1', port: p } },
-        },
-        { version: 2 },
-      ),
-      Buffer.from(payload),
-    ]);
+    Buffer.concat([datagramHeader('v2', source, { host: '127.0.0.1', port: p }), Buffer.from(payload)]);
   const s = await socket();
   s.send(to(a, 'one'), port, '127.0.0.1');
   await waitUntil(() => s.got.length === 1, 'the first reply');
