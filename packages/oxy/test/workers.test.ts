@@ -255,6 +255,13 @@ describe('oxy with workers: 2', () => {
     assert.equal((await workers(telemetryPort)).ready, 2);
     // Each restart's supervisor and its two workers say they were restarted.
     await until('six restarted ready lines', async () => readyLines(true) === 6);
+    // The old supervisors and their workers each say they drained for a restart.
+    const drainedLines = (reason: string) =>
+      `${svc.stderr}${svc.stdoutText}`
+        .split('\n')
+        .filter((l) => l.includes('drained; exiting') && l.includes(`reason=${reason}`)).length;
+    await until('six drained-for-restart lines', async () => drainedLines('restart') === 6);
+    assert.equal(drainedLines('shutdown'), 0);
     console.log(`workers: 2, ${ok} proxied requests over 2 restarts, ${errors.length} failed`);
   });
 

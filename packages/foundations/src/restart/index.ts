@@ -33,6 +33,7 @@ export {
   type Unclaimed,
 } from './inherited.ts';
 export {
+  type DrainReason,
   Lifecycle,
   type LifecycleLog,
   type LifecycleOptions,

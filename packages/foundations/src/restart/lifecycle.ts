@@ -47,6 +47,9 @@ export type LifecycleLog = (
   fields?: Record<string, unknown>,
 ) => void;
 
+/** Why a process drains: a graceful restart handed its work on, or it is shutting down. */
+export type DrainReason = 'restart' | 'shutdown';
+
 /** What the app tells the lifecycle. Every callback is optional. */
 export interface LifecycleOptions {
   readonly info: ServiceInfo;
@@ -56,9 +59,10 @@ export interface LifecycleOptions {
   /**
    * Called once draining starts (restart or signal), after listeners stopped accepting: ask
    * keep-alive clients to leave (`Connection: close`, GOAWAY). `deadline` is ms since epoch;
-   * everything still open then is destroyed.
+   * everything still open then is destroyed. `reason` says why (a supervisor passes it on to
+   * its workers).
    */
-  readonly drain?: (deadline: number) => void | Promise<void>;
+  readonly drain?: (deadline: number, reason: DrainReason) => void | Promise<void>;
   /**
    * Called at the drain deadline when connections or tasks remain, or when a second signal cut
    * the drain short, just before the remaining connections are destroyed: end what the app
@@ -109,7 +113,7 @@ export class Lifecycle {
   readonly #cut: PromiseWithResolvers<number> = Promise.withResolvers();
   /** Notifications still being sent; awaited before exiting so none is lost. */
   readonly #notifying = new Set<Promise<unknown>>();
-  #drained: PromiseWithResolvers<'restart' | 'shutdown'> = Promise.withResolvers();
+  #drained: PromiseWithResolvers<DrainReason> = Promise.withResolvers();
 
   /** Use `startLifecycle()`; this constructor takes already parsed inheritance. */
   constructor(opts: LifecycleOptions, listeners: Listeners, channel: HandoverChannel | null) {
@@ -126,7 +130,7 @@ export class Lifecycle {
   }
 
   /** Settles when draining has finished (before `beforeExit` and the exit), with why it drained. */
-  get drained(): Promise<'restart' | 'shutdown'> {
+  get drained(): Promise<DrainReason> {
     return this.#drained.promise;
   }
 
@@ -215,9 +219,13 @@ export class Lifecycle {
     return outcome;
   }
 
-  /** Drains and exits, as on SIGTERM. */
-  shutdown(): Promise<void> {
-    return this.#drainAndExit('shutdown');
+  /**
+   * Drains and exits, as on SIGTERM. `reason` is only what `drained`, the log and `drain` are
+   * told: a worker whose supervisor drains for a restart says `restart`, though it hands
+   * nothing over itself (its supervisor does).
+   */
+  shutdown(reason: DrainReason = 'shutdown'): Promise<void> {
+    return this.#drainAndExit('shutdown', reason);
   }
 
   /**
@@ -312,8 +320,9 @@ export class Lifecycle {
     void this.#drainAndExit('shutdown');
   }
 
-  async #drainAndExit(reason: 'restart' | 'shutdown'): Promise<void> {
-    if (reason === 'shutdown') {
+  /** `how` decides what is done (a shutdown abandons a restart); `reason` is what is said. */
+  async #drainAndExit(how: DrainReason, reason: DrainReason = how): Promise<void> {
+    if (how === 'shutdown') {
       if (this.#phase === 'draining') return; // already on the way out (after a restart)
       this.#abort.abort(); // a restart in progress is abandoned; its child is killed
       this.#notify({ STOPPING: 1 });
@@ -322,11 +331,11 @@ export class Lifecycle {
     const timeout = this.#opts.settings.drain_timeout;
     const deadline = Date.now() + timeout;
     this.listeners.stopAccepting();
-    if (reason === 'shutdown') this.#removeRestartSocket();
+    if (how === 'shutdown') this.#removeRestartSocket();
     this.listeners.connections.close();
     this.tasks.close();
     const cut = this.#cut.promise.then(() => 'cut' as const);
-    const outcome = await Promise.race([this.#waitDrained(deadline), cut]);
+    const outcome = await Promise.race([this.#waitDrained(deadline, reason), cut]);
     if (outcome !== 'done') {
       this.#log('warn', `${outcome === 'cut' ? 'drain cut short' : 'drain timeout'}: closing what remains`, {
         connections: this.listeners.connections.size,
@@ -352,9 +361,9 @@ export class Lifecycle {
   }
 
   /** The app's `drain`, then connections and tasks: `done`, or `timeout` at `deadline`. */
-  async #waitDrained(deadline: number): Promise<'done' | 'timeout'> {
+  async #waitDrained(deadline: number, reason: DrainReason): Promise<'done' | 'timeout'> {
     try {
-      await this.#opts.drain?.(deadline);
+      await this.#opts.drain?.(deadline, reason);
     } catch (e) {
       this.#log('error', 'drain callback failed', { error: (e as Error).message });
     }

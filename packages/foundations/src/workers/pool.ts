@@ -12,7 +12,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { FND_ERR, FoundationsError } from '../errors.ts';
-import type { LifecycleLog } from '../restart/lifecycle.ts';
+import type { DrainReason, LifecycleLog } from '../restart/lifecycle.ts';
 import type { ActiveListener } from '../restart/listeners.ts';
 import { MAX_TIMER_MS } from '../settings/units.ts';
 import { type FromWorker, type ToWorker, WORKER_ENV, type WorkerRequest } from './role.ts';
@@ -147,11 +147,14 @@ export class WorkerPool {
     await Promise.all(this.#tellRunning({ type: 'cut' }));
   }
 
-  /** Tells every worker to drain; resolves once all have exited (killed past `deadline` + grace). */
-  async drain(deadline: number): Promise<void> {
+  /**
+   * Tells every worker to drain, saying why; resolves once all have exited (killed past
+   * `deadline` + grace).
+   */
+  async drain(deadline: number, reason: DrainReason = 'shutdown'): Promise<void> {
     this.#draining = true;
     for (const s of this.#slots) if (s.timer) clearTimeout(s.timer);
-    const live = this.#tellRunning({ type: 'drain' });
+    const live = this.#tellRunning({ type: 'drain', reason });
     const grace = this.#opts.killGraceMs ?? 2000;
     const timer = setTimeout(
       () => {

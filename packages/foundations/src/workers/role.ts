@@ -10,7 +10,8 @@
  *
  * Messages (JSON over Node's IPC): the worker says `{type:'hello'}` first; supervisor → worker:
  * `{type:'init',state}` in answer (the app's restored state for this worker), then
- * `{type:'request',id,what:'metrics'|'state'}`, `{type:'drain'}`, and `{type:'cut'}` when a
+ * `{type:'request',id,what:'metrics'|'state'}`, `{type:'drain',reason}` (`restart` or
+ * `shutdown`: why the supervisor drains), and `{type:'cut'}` when a
  * second signal cuts the supervisor's drain short (the worker cuts its own, records and flushes
  * what it closes, and exits); worker → supervisor: `{type:'ready'}` or `{type:'failed',reason}`
  * once, then `{type:'reply',id,value}` / `{type:'reply',id,error}`.
@@ -18,7 +19,7 @@
 import { FND_ERR, FoundationsError } from '../errors.ts';
 import { HandoverChannel } from '../restart/handover.ts';
 import { type InheritedSocket, systemdFlag } from '../restart/inherited.ts';
-import { Lifecycle, type LifecycleOptions } from '../restart/lifecycle.ts';
+import { type DrainReason, Lifecycle, type LifecycleOptions } from '../restart/lifecycle.ts';
 import { Listeners } from '../restart/listeners.ts';
 import type { ListenAddr } from '../settings/net.ts';
 
@@ -41,7 +42,7 @@ export type WorkerRequest = 'metrics' | 'state';
 export type ToWorker =
   | { readonly type: 'init'; readonly state: unknown; readonly restarted: boolean }
   | { readonly type: 'request'; readonly id: number; readonly what: WorkerRequest }
-  | { readonly type: 'drain' }
+  | { readonly type: 'drain'; readonly reason: DrainReason }
   | { readonly type: 'cut' };
 
 /** A message from a worker. */
@@ -187,7 +188,7 @@ export class WorkerChannel extends HandoverChannel {
    */
   serve(lifecycle: Lifecycle, handlers: WorkerHandlers): void {
     process.on('message', (m: ToWorker) => {
-      if (m?.type === 'drain') void lifecycle.shutdown();
+      if (m?.type === 'drain') void lifecycle.shutdown(m.reason === 'restart' ? 'restart' : 'shutdown');
       else if (m?.type === 'cut') lifecycle.cut(128 + 15);
       else if (m?.type === 'request') void this.#answer(m.id, handlers[m.what]);
     });

@@ -44,7 +44,7 @@ export async function runSupervisor(opts: SupervisorOptions): Promise<void> {
       }
       return packWorkerStates(states);
     },
-    drain: (deadline) => pool?.drain(deadline),
+    drain: (deadline, reason) => pool?.drain(deadline, reason),
     // A second signal: the workers cut their drains too, and record what they close.
     forceClose: () => pool?.cut(),
     log: (level, msg, fields) => log[level](msg, fields),
