@@ -160,3 +160,49 @@ describe('checkOxySettings: egress.source_addr', () => {
     );
   });
 });
+
+describe('checkOxySettings: fixed targets that go round through other endpoints', () => {
+  const cycleProblems = (endpoints: Record<string, unknown>) =>
+    checkOxySettings(
+      settingsOf({ endpoints: { main: null, ...endpoints }, egress: { blocked_cidrs: [] } }),
+    ).filter((p) => p.message.includes('leads back'));
+  const at = (protocol: 'tcp' | 'udp', addr: string, target: string | null) => ({
+    protocol,
+    addr,
+    [protocol]: { target },
+  });
+
+  it('refuses two tcp endpoints that point at each other, once, naming the ring', () => {
+    const problems = cycleProblems({
+      a: at('tcp', '127.0.0.1:37150', '127.0.0.1:37151'),
+      b: at('tcp', '127.0.0.1:37151', '127.0.0.1:37150'),
+    });
+    assert.equal(problems.length, 1);
+    assert.equal(problems[0]?.path, 'endpoints.a.tcp.target');
+    assert.match(problems[0]?.message ?? '', /endpoints\.a -> endpoints\.b -> endpoints\.a/);
+  });
+
+  it('refuses a longer ring of udp endpoints, spelled with a wildcard listener and localhost', () => {
+    const problems = cycleProblems({
+      a: at('udp', '0.0.0.0:37152', '127.0.0.1:37153'),
+      b: at('udp', '127.0.0.1:37153', '[::1]:37154'),
+      c: at('udp', '[::1]:37154', 'localhost:37152'),
+    });
+    assert.equal(problems.length, 1);
+    assert.equal(problems[0]?.path, 'endpoints.a.udp.target');
+  });
+
+  it('takes a chain that ends, a ~ target, and a tcp target on a udp port', () => {
+    assert.deepEqual(
+      cycleProblems({
+        a: at('tcp', '127.0.0.1:37150', '127.0.0.1:37151'),
+        b: at('tcp', '127.0.0.1:37151', '127.0.0.1:37999'),
+        c: at('tcp', '127.0.0.1:37160', '127.0.0.1:37161'),
+        d: at('tcp', '127.0.0.1:37161', null),
+        e: at('tcp', '127.0.0.1:37170', '127.0.0.1:37171'),
+        f: at('udp', '127.0.0.1:37171', '127.0.0.1:37170'),
+      }),
+      [],
+    );
+  });
+});

@@ -128,6 +128,7 @@ export function checkOxySettings(settings: AppSettings): SettingsProblem[] {
     else seen.push({ key: `${where}.addr`, addr: ep.addr });
   }
   clashesIn(udpSeen, problems);
+  targetCycles(settings, problems);
   const server = settings.telemetry.server;
   if (server.enabled) seen.push({ key: 'telemetry.server.addr', addr: server.addr as ListenAddr });
   clashesIn(seen, problems);
@@ -267,6 +268,43 @@ function congestionRefusal(name: string): string | null {
 function pointsAtItself(addr: ListenAddr, target: { host: string; port: number }): boolean {
   if (addr.kind !== 'tcp' || addr.port === 0 || addr.port !== target.port) return false;
   return literalAddresses(target.host).some((ip) => reachesListener(addr.host, ip));
+}
+
+/**
+ * Fixed targets that go round through other endpoints of the same transport (`a` to `b`, `b`
+ * back to `a`): each connection or datagram would make another without end, as one pointing at
+ * itself would (that case is reported above). One problem per cycle, at its first endpoint.
+ */
+function targetCycles(settings: AppSettings, problems: SettingsProblem[]): void {
+  type Hop = { name: string; addr: ListenAddr; target: { host: string; port: number } };
+  const hops = (protocol: 'tcp' | 'udp'): Hop[] =>
+    Object.entries(settings.endpoints).flatMap(([name, ep]) => {
+      const target =
+        ep.protocol === 'tcp' && protocol === 'tcp'
+          ? ep.tcp.target
+          : ep.protocol === 'udp' && protocol === 'udp'
+            ? ep.udp.target
+            : null;
+      return target === null ? [] : [{ name, addr: ep.addr, target }];
+    });
+  for (const protocol of ['tcp', 'udp'] as const) {
+    const all = hops(protocol);
+    const next = (hop: Hop) => all.find((other) => other !== hop && pointsAtItself(other.addr, hop.target));
+    const reported = new Set<string>();
+    for (const start of all) {
+      if (reported.has(start.name)) continue;
+      const path: Hop[] = [start];
+      for (let hop = next(start); hop !== undefined && !path.includes(hop); hop = next(hop)) path.push(hop);
+      const last = path[path.length - 1] as Hop;
+      if (path.length < 2 || next(last) !== start) continue;
+      for (const hop of path) reported.add(hop.name);
+      const ring = [...path, start].map((h) => `endpoints.${h.name}`).join(' -> ');
+      problems.push({
+        path: `endpoints.${start.name}.${protocol}.target`,
+        message: `${describe({ kind: 'tcp', ...start.target })} leads back to this endpoint through other endpoints' targets (${ring}): every ${protocol === 'tcp' ? 'connection' : 'datagram'} would go round them without end`,
+      });
+    }
+  }
 }
 
 /** The addresses `host` names without a lookup: itself if an IP, loopback's for `localhost`. */
