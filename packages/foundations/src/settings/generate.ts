@@ -5,7 +5,7 @@
  */
 import YAML, { Pair, type Scalar, YAMLMap, YAMLSeq } from 'yaml';
 import { z } from 'zod';
-import { requireNode, type SettingsNode, variantSchema } from './schema.ts';
+import { requireNode, type SettingsNode, settingsNode, variantSchema } from './schema.ts';
 
 /** Options for `generateYaml`. */
 export interface GenerateYamlOptions {
@@ -114,7 +114,29 @@ export function generateYaml(schema: z.ZodType, opts: GenerateYamlOptions = {}):
  */
 export function toJsonSchema(schema: z.ZodType): Record<string, unknown> {
   requireNode(schema, 'the root schema');
-  return z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+  return z.toJSONSchema(schema, {
+    io: 'input',
+    unrepresentable: 'any',
+    // What the loader takes and zod cannot tell from the schemas: a variant section may leave
+    // out its key when it is the default variant (`endpoints: {main: {addr: …}}` is http), and
+    // a map entry may be `~` to delete it.
+    override: ({ zodSchema, jsonSchema }) => {
+      const node = settingsNode(zodSchema as z.ZodType);
+      if (node?.kind === 'variants') {
+        for (const branch of (jsonSchema.oneOf ?? jsonSchema.anyOf ?? []) as Record<string, unknown>[]) {
+          const props = branch.properties as Record<string, { const?: unknown }> | undefined;
+          if (props?.[node.key]?.const !== node.default || !Array.isArray(branch.required)) continue;
+          branch.required = branch.required.filter((k) => k !== node.key);
+          if ((branch.required as unknown[]).length === 0) delete branch.required;
+        }
+      } else if (node?.kind === 'map' && typeof jsonSchema.additionalProperties === 'object') {
+        const entry = jsonSchema.additionalProperties as Record<string, unknown>;
+        if (Array.isArray(entry.oneOf)) entry.oneOf.push({ type: 'null' });
+        else if (entry.type === 'object') entry.type = ['object', 'null'];
+        else jsonSchema.additionalProperties = { anyOf: [entry, { type: 'null' }] };
+      }
+    },
+  }) as Record<string, unknown>;
 }
 
 /**

@@ -117,3 +117,22 @@ test('the JSON Schema offers each kind', () => {
   assert.match(json, /"const":"http"/);
   assert.match(json, /"const":"tcp"/);
 });
+
+test('the JSON Schema takes what the loader takes: no key for the default kind, ~ for a map entry', () => {
+  const json = toJsonSchema(Settings) as {
+    properties: { endpoints: { additionalProperties: { oneOf: Record<string, unknown>[] } } };
+  };
+  const [http, tcp, nothing] = json.properties.endpoints.additionalProperties.oneOf as {
+    properties?: { protocol: { const: string } };
+    required?: string[];
+  }[];
+  // `endpoints: {main: {addr: …}}` is an http endpoint to the loader, so to editors too.
+  assert.equal(http?.properties?.protocol.const, 'http');
+  assert.equal(http?.required, undefined);
+  assert.deepEqual(tcp?.required, ['protocol']);
+  assert.deepEqual(nothing, { type: 'null' });
+  assert.equal(parse({ endpoints: { main: { addr: '127.0.0.1:1' } } }).endpoints.main?.protocol, 'http');
+  assert.deepEqual(Object.keys(parse({ endpoints: { main: null, raw: { protocol: 'tcp' } } }).endpoints), [
+    'raw',
+  ]);
+});
