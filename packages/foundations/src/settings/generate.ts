@@ -121,7 +121,7 @@ export function toJsonSchema(schema: z.ZodType): Record<string, unknown> {
     // out its key when it is the default variant (`endpoints: {main: {addr: …}}` is http), and
     // a map entry may be `~` to delete it.
     override: ({ zodSchema, jsonSchema }) => {
-      const node = settingsNode(zodSchema as z.ZodType);
+      const node = settingsNode(zodSchema as unknown as z.ZodType);
       if (node?.kind === 'variants') {
         for (const branch of (jsonSchema.oneOf ?? jsonSchema.anyOf ?? []) as Record<string, unknown>[]) {
           const props = branch.properties as Record<string, { const?: unknown }> | undefined;
