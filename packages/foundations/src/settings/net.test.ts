@@ -28,6 +28,7 @@ test('parseSocketAddr refuses malformed input with a reason', () => {
     ['::1:80', /needs brackets/],
     ['[::1:80', /"\]:port"/],
     ['[1.2.3.4]:80', /not an IPv6/],
+    ['[fe80::1%eth0]:80', /zone \(%…\) is not supported/],
     ['999.1.1.1:80', /not an IPv4 address or host name/],
     ['bad host:80', /not an IPv4 address or host name/],
     ['-a:80', /not an IPv4 address or host name/],

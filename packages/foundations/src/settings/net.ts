@@ -34,6 +34,9 @@ export function parseSocketAddr(text: string, minPort = 0): SocketAddr | ParseFa
     host = text.slice(1, close);
     portText = text.slice(close + 2);
     if (!net.isIPv6(host)) return { error: `"${host}" is not an IPv6 address` };
+    // Node keeps no zone in the address it normalises, so `%eth0` would be dropped silently.
+    if (host.includes('%'))
+      return { error: `"${host}": a zone (%…) is not supported, only global addresses` };
     host = new net.SocketAddress({ address: host, family: 'ipv6' }).address;
   } else {
     if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return { error: 'a host:port, not a URL: drop the scheme' };
