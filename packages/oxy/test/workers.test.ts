@@ -265,6 +265,43 @@ describe('oxy with workers: 2', () => {
     console.log(`workers: 2, ${ok} proxied requests over 2 restarts, ${errors.length} failed`);
   });
 
+  it('/health stays 200 through oxy --restart: the new supervisor shares the telemetry socket while its workers start', async () => {
+    const telemetryPort = freshPort();
+    const svc = new ServiceUnderTest((sock) => config(sock, telemetryPort, '1s'), APP);
+    services.push(svc);
+    await svc.start();
+    await svc.waitGeneration(2);
+    await until('two ready workers', async () => (await workers(telemetryPort)).ready === 2);
+    // Both supervisors accept on the telemetry socket from the new one's start until it is
+    // ready: a health check reaching the new one must not see its starting workers as a 503.
+    const stop = { done: false };
+    const statuses = new Map<number, number>();
+    const unhealthy: string[] = [];
+    const poll = (async () => {
+      while (!stop.done) {
+        const r = await get(telemetryPort, '/health').catch(() => null);
+        if (r !== null) {
+          statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+          if (r.status !== 200) unhealthy.push(r.body.split('\n')[0] as string);
+        }
+        await sleep(5);
+      }
+    })();
+    const r = await svc.restart();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    extraPids.push(Number(/new process (\d+)/.exec(r.stdout)?.[1]));
+    await svc.waitGeneration(4);
+    await sleep(200);
+    stop.done = true;
+    await poll;
+    assert.deepEqual(
+      unhealthy.slice(0, 5),
+      [],
+      `${unhealthy.length} unhealthy answers of ${[...statuses.values()].reduce((a, b) => a + b, 0)}`,
+    );
+    assert.ok((statuses.get(200) ?? 0) > 20, 'the health check ran through the restart');
+  });
+
   it('restarts from workers: 1 to 2 and back: the sockets and worker 0 state follow', async () => {
     const telemetryPort = freshPort();
     const single = (sock: string): string =>

@@ -12,7 +12,7 @@
  * once, killing them. See docs/workers.md.
  */
 import type { ServiceInfo } from 'foundations';
-import { startLifecycle } from 'foundations/restart';
+import { type Lifecycle, startLifecycle } from 'foundations/restart';
 import { log, METRICS_CONTENT_TYPE, metricsAsJson, type TelemetryServer } from 'foundations/telemetry';
 import { packWorkerStates, renderWorkerMetrics, WorkerPool, workerState } from 'foundations/workers';
 import { OXY_ERR, OxyError } from '../errors.ts';
@@ -66,7 +66,7 @@ export async function runSupervisor(opts: SupervisorOptions): Promise<void> {
       restarted: lifecycle.restarted,
       log: (level, msg, fields) => log[level](msg, fields),
     });
-    if (opts.server) serveWorkerTelemetry(opts.server, pool);
+    if (opts.server) serveWorkerTelemetry(opts.server, pool, lifecycle);
     log.info('starting workers', { workers: count, endpoints: held.map((h) => h.name) });
     await pool.start();
     const sandbox = settings.security.syscall_sandboxing;
@@ -87,9 +87,11 @@ export async function runSupervisor(opts: SupervisorOptions): Promise<void> {
 /**
  * `/metrics`: every worker's metrics labelled `worker="<i>"` plus the supervisor's own
  * (`worker="supervisor"`). `/health`: 200 while at least one worker is ready, else 503; the
- * body lists each worker's state.
+ * body lists each worker's state. A supervisor started by a restart shares the telemetry socket
+ * with the previous one, which serves until this one is ready: until then `/health` is 200 (the
+ * instance is healthy), not 503 for workers that are still starting.
  */
-function serveWorkerTelemetry(server: TelemetryServer, pool: WorkerPool): void {
+function serveWorkerTelemetry(server: TelemetryServer, pool: WorkerPool, lifecycle: Lifecycle): void {
   const replace = { replace: true };
   server.addRoute(
     'GET',
@@ -114,6 +116,11 @@ function serveWorkerTelemetry(server: TelemetryServer, pool: WorkerPool): void {
       const lines = status.map(
         (w) => `worker ${w.index}: ${w.state} pid=${w.pid ?? '-'} restarts=${w.restarts}`,
       );
+      if (lifecycle.restarted && lifecycle.phase === 'starting')
+        return {
+          status: 200,
+          body: `ok (restarting: the previous instance serves; ${ready}/${status.length} new workers ready)\n${lines.join('\n')}\n`,
+        };
       return {
         status: ready > 0 ? 200 : 503,
         body: `${ready > 0 ? 'ok' : 'no worker ready'} (${ready}/${status.length} workers ready)\n${lines.join('\n')}\n`,
