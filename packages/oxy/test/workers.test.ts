@@ -362,6 +362,41 @@ describe('oxy with workers: 2', () => {
     await until('the failed generation to be gone', async () => running(svc.config).length === 3);
   });
 
+  it('SIGTERM while the workers start: each drains once ready and exits, none is left to be killed', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-workers-'));
+    const file = path.join(dir, 'config.yaml');
+    // A long drain: a worker that missed the word would serve on until deadline + grace, then be killed.
+    fs.writeFileSync(file, config(path.join(dir, 'restart.sock'), freshPort(), '60s'));
+    const child = spawn(process.execPath, [APP, '-c', file], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: cleanEnv(),
+    });
+    children.push(child);
+    let output = '';
+    const workerPids: number[] = [];
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      output += d;
+      for (const m of d.matchAll(/^\{"pid":(\d+)/gm)) workerPids.push(Number(m[1]));
+    });
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      output += d;
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await until('the supervisor to start its workers', async () => output.includes('starting workers'));
+    child.kill('SIGTERM');
+    const started = Date.now();
+    const code = await Promise.race([exited, sleep(45_000).then(() => 'still running' as const)]);
+    assert.equal(code, 0, output);
+    assert.ok(Date.now() - started < 45_000);
+    assert.doesNotMatch(output, /killing them/);
+    extraPids.push(...workerPids);
+    for (const pid of workerPids)
+      assert.ok(await waitExit(pid, 3000), `worker ${pid} outlived the supervisor`);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   it('workers drain and exit when their supervisor is killed (SIGKILL): no orphans', async () => {
     const telemetryPort = freshPort();
     const svc = new ServiceUnderTest((sock) => config(sock, telemetryPort, '1s'), APP);

@@ -122,6 +122,27 @@ export interface WorkerHandlers {
 }
 
 /**
+ * A `drain` or `cut` the supervisor sent before `serve()` (it was told to stop while this worker
+ * was starting): kept by a listener installed before `hello`, and carried out by `serve()`.
+ */
+interface EarlyWord {
+  word: 'drain' | 'cut' | null;
+  readonly listener: (m: ToWorker) => void;
+}
+
+function listenEarly(): EarlyWord {
+  const early: EarlyWord = {
+    word: null,
+    listener: (m) => {
+      if (m?.type === 'cut') early.word = 'cut';
+      else if (m?.type === 'drain') early.word ??= 'drain';
+    },
+  };
+  process.on('message', early.listener);
+  return early;
+}
+
+/**
  * The worker's IPC channel to its supervisor. It plays the part of the restart handover's
  * channel for the worker's `Lifecycle`: the state comes from the supervisor's `init`
  * message, and `ready`/`failed` go back to it.
@@ -129,13 +150,15 @@ export interface WorkerHandlers {
 export class WorkerChannel extends HandoverChannel {
   readonly #state: unknown;
   readonly #restarted: boolean;
+  readonly #early: EarlyWord | null;
   #reported = false;
 
   /** Use `WorkerChannel.connect()`. */
-  constructor(state: unknown, restarted: boolean) {
+  constructor(state: unknown, restarted: boolean, early: EarlyWord | null = null) {
     super(-1);
     this.#state = state;
     this.#restarted = restarted;
+    this.#early = early;
   }
 
   /** Whether the supervisor was started by a graceful restart (a worker always gets a channel). */
@@ -149,15 +172,19 @@ export class WorkerChannel extends HandoverChannel {
       return Promise.reject(roleError('this worker has no IPC channel to its supervisor'));
     }
     return new Promise((resolve, reject) => {
+      // A supervisor that is stopped while this worker starts says `drain` (or `cut`) now: a
+      // message nobody listens for is lost, and the worker would then serve until it is killed.
+      const early = listenEarly();
       const timer = setTimeout(() => {
         process.off('message', onMessage);
+        process.off('message', early.listener);
         reject(roleError('no init message from the supervisor'));
       }, timeoutMs);
       const onMessage = (m: ToWorker): void => {
         if (m?.type !== 'init') return;
         clearTimeout(timer);
         process.off('message', onMessage);
-        resolve(new WorkerChannel(m.state, m.restarted === true));
+        resolve(new WorkerChannel(m.state, m.restarted === true, early));
       };
       process.on('message', onMessage);
       // Asked for, not pushed at spawn: a worker that re-executes itself early (the sandbox's
@@ -184,7 +211,8 @@ export class WorkerChannel extends HandoverChannel {
 
   /**
    * Answers the supervisor's requests and drains `lifecycle` when told to, or when the
-   * supervisor goes away (so a worker never outlives it for longer than a drain).
+   * supervisor goes away (so a worker never outlives it for longer than a drain). A `drain` or
+   * `cut` that came while the worker was starting is carried out now.
    */
   serve(lifecycle: Lifecycle, handlers: WorkerHandlers): void {
     process.on('message', (m: ToWorker) => {
@@ -194,6 +222,12 @@ export class WorkerChannel extends HandoverChannel {
     });
     process.on('disconnect', () => void lifecycle.shutdown());
     process.channel?.unref(); // the endpoints keep the process alive, not the channel
+    if (this.#early !== null) {
+      process.off('message', this.#early.listener);
+      if (this.#early.word === 'cut') lifecycle.cut(128 + 15);
+      else if (this.#early.word === 'drain') void lifecycle.shutdown();
+    }
+    if (!process.connected) void lifecycle.shutdown(); // the supervisor went away meanwhile
   }
 
   async #answer(id: number, handler: (() => unknown) | undefined): Promise<void> {
