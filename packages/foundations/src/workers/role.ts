@@ -127,15 +127,25 @@ export interface WorkerHandlers {
  */
 interface EarlyWord {
   word: 'drain' | 'cut' | null;
+  reason: DrainReason;
   readonly listener: (m: ToWorker) => void;
+}
+
+/** Why the supervisor drains, from its `drain` message (an older supervisor's says nothing). */
+function drainReason(m: { readonly reason?: unknown }): DrainReason {
+  return m.reason === 'restart' ? 'restart' : 'shutdown';
 }
 
 function listenEarly(): EarlyWord {
   const early: EarlyWord = {
     word: null,
+    reason: 'shutdown',
     listener: (m) => {
       if (m?.type === 'cut') early.word = 'cut';
-      else if (m?.type === 'drain') early.word ??= 'drain';
+      else if (m?.type === 'drain') {
+        early.word ??= 'drain';
+        early.reason = drainReason(m);
+      }
     },
   };
   process.on('message', early.listener);
@@ -216,7 +226,7 @@ export class WorkerChannel extends HandoverChannel {
    */
   serve(lifecycle: Lifecycle, handlers: WorkerHandlers): void {
     process.on('message', (m: ToWorker) => {
-      if (m?.type === 'drain') void lifecycle.shutdown(m.reason === 'restart' ? 'restart' : 'shutdown');
+      if (m?.type === 'drain') void lifecycle.shutdown(drainReason(m));
       else if (m?.type === 'cut') lifecycle.cut(128 + 15);
       else if (m?.type === 'request') void this.#answer(m.id, handlers[m.what]);
     });
@@ -225,7 +235,7 @@ export class WorkerChannel extends HandoverChannel {
     if (this.#early !== null) {
       process.off('message', this.#early.listener);
       if (this.#early.word === 'cut') lifecycle.cut(128 + 15);
-      else if (this.#early.word === 'drain') void lifecycle.shutdown();
+      else if (this.#early.word === 'drain') void lifecycle.shutdown(this.#early.reason);
     }
     if (!process.connected) void lifecycle.shutdown(); // the supervisor went away meanwhile
   }
