@@ -184,9 +184,11 @@ export async function bootstrap<X extends ExtTypes, S extends AppSettingsSchemas
         info,
         settings: typed.restart,
         stateForRestart: () => proxy?.runtime.hooks.stateForRestart?.(),
-        async drain(deadline) {
+        async drain(deadline, reason) {
           if (proxy === undefined) return;
-          proxy.beginDrain(); // Connection: close on later HTTP/1 responses, GOAWAY on HTTP/2
+          // Connection: close on later HTTP/1 responses, GOAWAY on HTTP/2; UDP endpoints read on
+          // for their open sessions unless the next process reads their sockets.
+          proxy.beginDrain(reason);
           // UDP sessions are no connections the lifecycle sees: wait for them here (they idle
           // out), while the TCP side drains beside them.
           const datagrams = proxy.drainDatagrams(deadline);

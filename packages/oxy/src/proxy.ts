@@ -7,7 +7,7 @@
  * listen (in settings order) → each logged. `close()` drains, then closes the audit sink.
  */
 import type net from 'node:net';
-import type { Listeners } from 'foundations/restart';
+import type { DrainReason, Listeners } from 'foundations/restart';
 import { parseSettings, type SettingsSource } from 'foundations/settings';
 import { log } from 'foundations/telemetry';
 import type { OxyApp } from './app.ts';
@@ -44,13 +44,15 @@ export interface RunningProxy {
   /**
    * Starts draining without closing anything: later HTTP/1 responses carry `Connection: close`
    * and HTTP/2 sessions get GOAWAY. Idle keep-alive connections are left to their idle timeout
-   * (closing them races with a client sending its next request). The restart lifecycle calls
-   * this, then waits for connections and destroys what remains at `restart.drain_timeout`.
+   * (closing them races with a client sending its next request). `udp` endpoints turn new
+   * clients away; after a `restart` they also stop reading (the next process reads their
+   * sockets), on a `shutdown` they read on for the sessions still open. The restart lifecycle
+   * calls this, then waits for connections and destroys what remains at `restart.drain_timeout`.
    */
-  beginDrain(): void;
+  beginDrain(reason?: DrainReason): void;
   /**
-   * Waits for the datagram sessions of `udp` endpoints to end (they idle out; their endpoints
-   * stopped reading at `beginDrain`), ending those left at `deadline` (a `Date.now()` time).
+   * Waits for the datagram sessions of `udp` endpoints to end (they idle out, or their clients
+   * stop), ending those left at `deadline` (a `Date.now()` time).
    */
   drainDatagrams(deadline: number): Promise<void>;
   /** `drain(0)`, then closes what the runtime opened (the audit file). */
@@ -189,10 +191,10 @@ export async function startProxy(
       return { host: a.address, port: a.port };
     },
     drain: (timeoutMs) => drain(rt, [...servers.values()], timeoutMs, onramps),
-    beginDrain() {
+    beginDrain(reason = 'shutdown') {
       rt.draining = true;
       for (const o of onramps) if (!datagramOnRamps.has(o)) void o.drain();
-      for (const u of datagramEndpoints.values()) u.socket.closed || u.socket.setReading(false);
+      for (const u of datagramEndpoints.values()) u.beginDrain(reason === 'restart');
     },
     async drainDatagrams(deadline) {
       await Promise.all([...datagramEndpoints.values()].map((u) => u.drain(deadline)));

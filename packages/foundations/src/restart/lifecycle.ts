@@ -330,7 +330,8 @@ export class Lifecycle {
     this.#phase = 'draining';
     const timeout = this.#opts.settings.drain_timeout;
     const deadline = Date.now() + timeout;
-    this.listeners.stopAccepting();
+    // After a restart the next process reads the UDP sockets; on a shutdown nobody else would.
+    this.listeners.stopAccepting({ datagrams: how === 'restart' });
     if (how === 'shutdown') this.#removeRestartSocket();
     this.listeners.connections.close();
     this.tasks.close();

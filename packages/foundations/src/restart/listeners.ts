@@ -280,11 +280,14 @@ export class Listeners {
   }
 
   /**
-   * Stops accepting on every listener and reading on every UDP socket; the kernel sockets stay
-   * open in any process we handed them to (and the UDP ones here too, for replies).
+   * Stops accepting on every listener and, unless `datagrams` is false, reading on every UDP
+   * socket; the kernel sockets stay open in any process we handed them to (and the UDP ones here
+   * too, for replies). A shutdown keeps reading UDP: no other process reads the sockets, and the
+   * app's own flows on them (sessions the lifecycle cannot see) go on until they end or the drain
+   * does; turning new ones away is the app's part.
    */
-  stopAccepting(): void {
-    this.datagrams.stopReading();
+  stopAccepting(opts: { readonly datagrams?: boolean } = {}): void {
+    if (opts.datagrams !== false) this.datagrams.stopReading();
     for (const l of this.#active) {
       // net.Server.prototype.close, not http.Server#close: the latter also closes idle
       // keep-alive connections, racing with clients that are sending their next request.

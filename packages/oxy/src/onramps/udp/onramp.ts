@@ -49,9 +49,15 @@ export interface UdpOnRamp {
   /** Sessions open now. */
   readonly sessionCount: number;
   /**
-   * Stops reading new datagrams (after a restart the next process reads them); open sessions go
-   * on until they idle out. Resolves once none is left, or at `deadline` (a `Date.now()` time)
-   * after ending those that remain (`drained`).
+   * Turns new clients away (their datagrams are dropped as `draining`), and with `stopReading`
+   * stops reading the socket (after a restart the next process reads it). On a shutdown it reads
+   * on, so that open sessions keep their clients until they end.
+   */
+  beginDrain(stopReading: boolean): void;
+  /**
+   * Drains (`beginDrain(true)` if it has not begun): open sessions go on until they idle out.
+   * Resolves once none is left, or at `deadline` (a `Date.now()` time) after ending those that
+   * remain (`drained`).
    */
   drain(deadline?: number): Promise<void>;
   /** Ends every session (`drained`) and closes the socket. */
@@ -83,7 +89,9 @@ export function openUdpOnRamp(
   const maxSessions = settings.udp.max_sessions;
   const sessions = new Map<number | string, DatagramSession>();
   const tooMany = datagramMetrics.dropped_total({ endpoint: endpoint.name, reason: 'too_many_sessions' });
+  const turnedAway = datagramMetrics.dropped_total({ endpoint: endpoint.name, reason: 'draining' });
   let full = false; // at max_sessions since the last warning
+  let draining = false; // new clients are turned away
 
   /**
    * A new session for the client `key`, reached at `host`:`port` (its own address, or the proxy
@@ -122,7 +130,10 @@ export function openUdpOnRamp(
     return new DatagramSession(rt, conn, dest, ingress, now, maxDatagram);
   };
 
-  /** The session of client `key` (datagram `i` of `batch` its first), or undefined at `max_sessions`. */
+  /**
+   * The session of client `key` (datagram `i` of `batch` its first), or undefined for a new client
+   * at `max_sessions` or while draining.
+   */
   const session = (
     key: number | string,
     batch: UdpBatch,
@@ -132,6 +143,7 @@ export function openUdpOnRamp(
   ): DatagramSession | undefined => {
     let s = sessions.get(key);
     if (s === undefined) {
+      if (draining) return undefined;
       if (sessions.size >= maxSessions) {
         // One line per episode at the limit (it ends when a session ends), not one per datagram.
         if (!full) {
@@ -152,7 +164,7 @@ export function openUdpOnRamp(
   /**
    * Datagrams `start` to `end - 1` of `batch`, consecutive from one client (`key`), each behind a
    * `skip`-byte header: to the client's session as one run (one system call up), or counted
-   * as dropped at `max_sessions`.
+   * as dropped (at `max_sessions`, or a new client while draining).
    */
   const run = (
     key: number | string,
@@ -163,7 +175,7 @@ export function openUdpOnRamp(
     header: ProxyHeader | null,
   ) => {
     const s = session(key, batch, start, now, header);
-    if (s === undefined) tooMany.inc(end - start);
+    if (s === undefined) (draining ? turnedAway : tooMany).inc(end - start);
     // Every datagram of a run has a header of its first one's length (or none).
     else s.fromClientRun(batch, start, end, now, header === null ? 0 : header.length);
   };
@@ -244,8 +256,12 @@ export function openUdpOnRamp(
     get sessionCount() {
       return sessions.size;
     },
+    beginDrain(stopReading) {
+      draining = true;
+      if (stopReading && !socket.closed) socket.setReading(false);
+    },
     async drain(deadline = Number.POSITIVE_INFINITY) {
-      if (!socket.closed) socket.setReading(false);
+      if (!draining) this.beginDrain(true);
       while (sessions.size > 0 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - Date.now()))));
       }
