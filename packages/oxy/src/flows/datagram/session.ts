@@ -500,21 +500,31 @@ export class DatagramSession {
       this.#drop('hook_failed');
       return null;
     }
-    if (v === undefined || v.kind === 'pass') return data;
-    if (v.kind === 'rewrite') {
-      if (v.data.length <= this.#maxDatagram) return v.data;
+    if (v === undefined) return data;
+    // From plain JavaScript or a cast, anything may come back: only a verdict of a known kind
+    // with its fields is carried out; anything else fails closed, as a throw (hooks.intro.md),
+    // never with a TypeError outside this call (which would end the process).
+    const kind = typeof v === 'object' && v !== null ? (v as { kind?: unknown }).kind : undefined;
+    if (kind === 'pass') return data;
+    if (kind === 'rewrite' && (v as { data?: unknown }).data instanceof Uint8Array) {
+      const out = (v as { data: Uint8Array }).data;
+      if (out.length <= this.#maxDatagram) return out;
       this.#drop('too_large');
       return null;
     }
-    if (v.kind === 'drop') {
-      this.#drop(v.reason);
+    if (kind === 'drop') {
+      const reason = (v as { reason?: unknown }).reason;
+      this.#drop(typeof reason === 'string' ? reason : 'hook');
       return null;
     }
-    // A verdict of a kind the framework does not know fails closed.
     inConnectionContext(this.conn, () =>
       this.#rt.hookFailed(
         'DatagramHook.handleDatagram',
-        new TypeError(`unknown datagram verdict ${JSON.stringify((v as { kind: unknown }).kind)}`),
+        new TypeError(
+          kind === 'rewrite'
+            ? 'a rewrite datagram verdict without a Uint8Array'
+            : `unknown datagram verdict ${v === null ? 'null' : JSON.stringify(kind)}`,
+        ),
       ),
     );
     this.#drop('hook_failed');

@@ -113,19 +113,24 @@ export function applyPacketHook(
     drop('hook_failed');
     return null;
   }
-  if (v === undefined || v.kind === 'pass') return p;
-  if (v.kind === 'drop') {
-    drop(typeof v.reason === 'string' ? v.reason : 'hook');
-    return null;
-  }
-  if (v.kind === 'rewritten') {
-    try {
-      const q = parseIp(p.buf, { verifyChecksum: false });
-      fillChecksums(q);
-      return q;
-    } catch (e) {
-      drop(isPacketError(e) ? e.reason : 'malformed');
+  if (v === undefined) return p;
+  // From plain JavaScript or a cast, anything may come back (null too): only a known verdict is
+  // carried out; anything else fails closed below, never a TypeError outside the hook's try.
+  if (typeof v === 'object' && v !== null) {
+    if (v.kind === 'pass') return p;
+    if (v.kind === 'drop') {
+      drop(typeof v.reason === 'string' ? v.reason : 'hook');
       return null;
+    }
+    if (v.kind === 'rewritten') {
+      try {
+        const q = parseIp(p.buf, { verifyChecksum: false });
+        fillChecksums(q);
+        return q;
+      } catch (e) {
+        drop(isPacketError(e) ? e.reason : 'malformed');
+        return null;
+      }
     }
   }
   inConnectionContext(conn, () =>

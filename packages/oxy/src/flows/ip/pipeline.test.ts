@@ -306,3 +306,27 @@ test('upgraded TCP flows also fit the upgrade device: larger packets get "too bi
   assert.equal(sent[0]!.buf.readUInt16BE(sent[0]!.l4Offset + 8 + 20), 3000);
   pipeline.close('test');
 });
+
+test('handlePacket returning null (plain JavaScript, a cast) drops that packet as a throw would, and throws nothing', () => {
+  let calls = 0;
+  const { pipeline } = setup(
+    {
+      ipFlow: {
+        handleFlow: () => IpFlowDecision.forward(),
+        handlePacket: () => {
+          calls++;
+          return null as never;
+        },
+      },
+    },
+    { offramp: '/nonexistent/offramp.sock' },
+  );
+  assert.doesNotThrow(() =>
+    pipeline.fromClient(buildUdpPacket('10.7.0.2', 1, '198.18.0.1', 2, Buffer.alloc(10))),
+  );
+  assert.doesNotThrow(() =>
+    pipeline.fromClient(buildUdpPacket('10.7.0.2', 1, '198.18.0.1', 2, Buffer.alloc(10))),
+  );
+  assert.equal(calls, 2, 'each packet was asked about, and each dropped without ending the pipeline');
+  pipeline.close('test');
+});
