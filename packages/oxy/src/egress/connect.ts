@@ -467,7 +467,16 @@ export async function connectStream(
       signal,
     );
     established(rt, eg, socket, remote);
-    if (route.proxyHeader !== undefined) socket.write(proxyHeaderFor(eg, route.proxyHeader));
+    if (route.proxyHeader !== undefined) {
+      let head: Buffer;
+      try {
+        head = proxyHeaderFor(eg, route.proxyHeader);
+      } catch (e) {
+        socket.destroy(); // connected already: never leave it open behind a failed unit
+        throw e;
+      }
+      socket.write(head);
+    }
     return { socket, remote, head: null };
   }
   if (route.kind === 'packets') return connectPackets(rt, eg, route, signal);

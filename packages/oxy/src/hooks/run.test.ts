@@ -91,6 +91,36 @@ test('EgressDecision.packets is a valid egress decision, with or without an IP a
   }
 });
 
+test('EgressDecision.direct with v2 TLVs the wire cannot carry is refused with the decision, not later by the encoder', () => {
+  const target = { host: '192.0.2.1', port: 443 };
+  const eg = { id: 'e-1' } as EgressContext;
+  const decide = (d: unknown) => resolveHooks({ egress: { handleConnection: () => d as EgressDecision } });
+  const withTlvs = (tlvs: unknown[]) => ({
+    kind: 'direct',
+    addr: target,
+    options: { proxyProtocol: { version: 2, tlvs } },
+  });
+  // The largest that fits: 65535 bytes of header body, less TCP6's 36 of addresses and 3 of TLV head.
+  const biggest = withTlvs([{ type: 'noop', value: new Uint8Array(65535 - 36 - 3) }]);
+  assert.deepEqual(decide(biggest).egressConnection?.(target, eg), biggest);
+  for (const tlv of [
+    { type: 'bogus', value: 'x' },
+    null,
+    { type: 'unique_id', value: new Uint8Array(129) },
+    { type: 'authority', value: 'x'.repeat(70000) },
+    { type: 'noop', value: new Uint8Array(65535 - 36 - 3 + 1) },
+    { type: 'ssl', client: 1, verify: 0 },
+    { type: 'netns', value: 'é' },
+    { type: 'unknown', code: 256, value: new Uint8Array(1) },
+  ]) {
+    assert.throws(
+      () => decide(withTlvs([tlv])).egressConnection?.(target, eg),
+      { code: 'OXY_ERR_INVALID_DECISION', message: /tlvs the wire can carry/ },
+      JSON.stringify(tlv)?.slice(0, 60),
+    );
+  }
+});
+
 test('EgressDecision.direct with a PROXY header: v1 without TLVs, v2 with them; v1 with TLVs or a CRC is refused, not sent without them', () => {
   const target = { host: '192.0.2.1', port: 443 };
   const eg = { id: 'e-1' } as EgressContext;

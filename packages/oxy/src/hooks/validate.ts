@@ -20,6 +20,7 @@
  */
 import net from 'node:net';
 import { OXY_ERR, OxyError } from '../errors.ts';
+import { encodeProxyHeader } from '../protocols/proxy-protocol/index.ts';
 
 /** Returns `null` for a valid value, or a short text saying what was expected. */
 type Check = (value: unknown) => string | null;
@@ -101,12 +102,36 @@ const directOptions = (o: unknown): boolean => {
   if (pp === undefined) return true;
   if (!isObject(pp)) return false;
   if (pp.version === 1) return pp.tlvs === undefined && (pp.crc32c === undefined || pp.crc32c === false);
-  return (
-    pp.version === 2 &&
-    (pp.tlvs === undefined || Array.isArray(pp.tlvs)) &&
-    (pp.crc32c === undefined || typeof pp.crc32c === 'boolean')
-  );
+  if (
+    pp.version !== 2 ||
+    !(pp.tlvs === undefined || Array.isArray(pp.tlvs)) ||
+    !(pp.crc32c === undefined || typeof pp.crc32c === 'boolean')
+  )
+    return false;
+  return pp.tlvs === undefined || pp.tlvs.length === 0 || tlvsEncode(pp.tlvs);
 };
+
+/** The largest address block an outgoing header has (TCP6), for {@link tlvsEncode}. */
+const V6_PAIR = {
+  family: 'inet6',
+  source: { host: '::', port: 0 },
+  destination: { host: '::', port: 0 },
+} as const;
+
+/**
+ * Whether `tlvs` can go out in a v2 header: each a TLV the encoder knows, with a value the wire
+ * carries, and all of them within the header's 64 KiB beside the largest address block. Checked
+ * here, with the decision, so a TLV that cannot be written fails the hook (logged and counted)
+ * rather than the encoder throwing later, after the upstream connect, where nothing reports it.
+ */
+function tlvsEncode(tlvs: unknown[]): boolean {
+  try {
+    encodeProxyHeader({ addresses: V6_PAIR, tlvs: tlvs as never }, { version: 2 });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** `EgressDecision.packets` options: none, or an `addr` whose host is an IP literal. */
 const packetsOptions = (o: unknown): boolean =>
@@ -119,7 +144,7 @@ const egressDecision: Check = (v) => {
   if (isObject(v) && v.kind === 'direct' && isAddr(v.addr) && directOptions(v.options)) return null;
   if (isObject(v) && v.kind === 'viaProxy' && isAddr(v.proxy)) return null;
   if (isObject(v) && v.kind === 'packets' && packetsOptions(v.options)) return null;
-  return 'an EgressDecision (direct with an address and optional proxyProtocol: version 1, or 2 with tlvs and crc32c; block with a reason; viaProxy with a proxy; or packets with an optional IP address)';
+  return 'an EgressDecision (direct with an address and optional proxyProtocol: version 1, or 2 with crc32c and tlvs the wire can carry; block with a reason; viaProxy with a proxy; or packets with an optional IP address)';
 };
 
 const ipList: Check = (v) => (isIpList(v) ? null : 'a list of IP addresses, or EgressDecision.block(reason)');
