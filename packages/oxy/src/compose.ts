@@ -17,6 +17,7 @@
  *     filters are chained the same way, chunk by chunk (`hooks/body-chain.ts`);
  *   - overrides: the first defined answer wins (`getAppTunnelPipeline`, `dnsResolveOverride`,
  *     `tcpConnectOverride`, `selectUpstream`, `udpConnectOverride`);
+ *   - the PROXY protocol, datagram and TLS hooks by the same rule ({@link combineL4});
  *   - events: every app's method fires, in order, even when an earlier one threw (the first
  *     error is rethrown afterwards, to be logged as that hook's failure): `handleConnectionClose`,
  *     `handleConnectionEstablished`, `handleRequestEnd`.
@@ -36,12 +37,14 @@ import type { OxyApp } from './app.ts';
 import type { SocketAddr } from './context/contexts.ts';
 import { eraseExtFactories, eraseHooks } from './context/ext.ts';
 import { chainFilters } from './hooks/body-chain.ts';
+import type { DatagramVerdict } from './hooks/datagram.ts';
 import type { EgressDecision } from './hooks/egress.ts';
 import type { BodyFilter } from './hooks/http-body.ts';
 import type { ConnectDirective, RequestDecision, ResponseHead } from './hooks/http-request.ts';
 import type { IngressDecision } from './hooks/ingress.ts';
 import type { IpFlowDecision, IpPacketVerdict } from './hooks/ip.ts';
 import { type Hooks, type ResolvedHooks, resolveHooks } from './hooks/run.ts';
+import type { CertificateChoice, ClientIdentityDecision } from './hooks/tls.ts';
 import type { TunnelDecision } from './hooks/tunnel.ts';
 import type { AppSettings, AppSettingsSchemas } from './settings.ts';
 
@@ -400,9 +403,97 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
     };
   }
 
+  const { proxyProtocol, datagram, tls } = combineL4(members, resolved);
   const { ipTunnel, ipFlow } = combineIp(members, resolved);
-  const groups = { lifecycle, ingress, httpRequest, httpBody, tunnel, egress, ipTunnel, ipFlow };
+  const groups = {
+    lifecycle,
+    ingress,
+    proxyProtocol,
+    httpRequest,
+    httpBody,
+    tunnel,
+    datagram,
+    egress,
+    tls,
+    ipTunnel,
+    ipFlow,
+  };
   return Object.fromEntries(Object.entries(groups).filter(([, g]) => Object.keys(g).length > 0)) as Hooks;
+}
+
+/**
+ * The PROXY protocol, datagram and TLS hooks combined by the same rule:
+ * `ProxyProtocolHook.handleConnection` and `TlsHook.handleClientIdentity` are decisions (the
+ * first answer other than allow / accept wins, later apps are not asked);
+ * `TlsHook.selectCertificate` is an override (the first answer other than `default`);
+ * `DatagramHook.handleDatagram` runs each app in order on what the previous one let through:
+ * the first drop wins, a rewrite is what the next app sees, and one rewrite of the final bytes
+ * is reported when any app rewrote. It stays synchronous, as the runner requires.
+ */
+function combineL4(members: readonly Member[], resolved: readonly Table[]) {
+  const all = <K extends keyof Table>(key: K) => present(members, resolved, key);
+  const proxyProtocol: Record<string, unknown> = {};
+  const datagram: Record<string, unknown> = {};
+  const tls: Record<string, unknown> = {};
+
+  const headers = all('proxyProtocolConnection');
+  if (headers.length > 0) {
+    proxyProtocol.handleConnection = async (header: never, ctx: object): Promise<IngressDecision> => {
+      let d: IngressDecision | undefined;
+      for (const { m, fn } of headers) {
+        d = await fn(header, viewOf(ctx as never, m));
+        if (d.kind !== 'allow') return d;
+      }
+      return d as IngressDecision;
+    };
+  }
+
+  const looks = all('datagram');
+  if (looks.length > 0) {
+    datagram.handleDatagram = (
+      data: Uint8Array,
+      direction: never,
+      ctx: object,
+    ): DatagramVerdict | undefined => {
+      let bytes = data;
+      let rewritten = false;
+      for (const { m, fn } of looks) {
+        const v = fn(bytes, direction, viewOf(ctx as never, m));
+        if (v === undefined || v.kind === 'pass') continue;
+        if (v.kind === 'rewrite' && v.data instanceof Uint8Array) {
+          bytes = v.data;
+          rewritten = true;
+          continue;
+        }
+        return v; // a drop, or not a verdict: the runner drops it (failing closed for the latter)
+      }
+      return rewritten ? { kind: 'rewrite', data: bytes } : undefined;
+    };
+  }
+
+  const certificates = all('tlsSelectCertificate');
+  if (certificates.length > 0) {
+    tls.selectCertificate = async (sni: string, ctx: object): Promise<CertificateChoice> => {
+      let d: CertificateChoice | undefined;
+      for (const { m, fn } of certificates) {
+        d = await fn(sni, viewOf(ctx as never, m));
+        if (d.kind !== 'default') return d;
+      }
+      return d as CertificateChoice;
+    };
+  }
+  const identities = all('tlsClientIdentity');
+  if (identities.length > 0) {
+    tls.handleClientIdentity = async (identity: never, ctx: object): Promise<ClientIdentityDecision> => {
+      let d: ClientIdentityDecision | undefined;
+      for (const { m, fn } of identities) {
+        d = await fn(identity, viewOf(ctx as never, m));
+        if (d.kind !== 'accept') return d;
+      }
+      return d as ClientIdentityDecision;
+    };
+  }
+  return { proxyProtocol, datagram, tls };
 }
 
 /**
