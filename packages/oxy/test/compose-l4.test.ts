@@ -12,8 +12,10 @@ import net from 'node:net';
 import { after, test } from 'node:test';
 import { defineApp } from '../src/app.ts';
 import { composeApps } from '../src/compose.ts';
+import { eraseHooks } from '../src/context/ext.ts';
 import { DatagramVerdict } from '../src/hooks/datagram.ts';
 import { IngressDecision } from '../src/hooks/ingress.ts';
+import { HOOK_METHODS, resolveHooks } from '../src/hooks/run.ts';
 import { CertificateChoice, ClientIdentityDecision } from '../src/hooks/tls.ts';
 import { requestLog } from '../src/request-log.ts';
 import { type AppUnderTest, startApp } from '../src/testing/index.ts';
@@ -160,4 +162,28 @@ test('composed, the TLS hooks: the first certificate other than default, the fir
     await tls.handleClientIdentity(null, ctx),
     ClientIdentityDecision.refuse('b: a certificate is required'),
   );
+});
+
+test('every hook method of every group survives composition (none is dropped as these three were)', async () => {
+  const empty = defineApp({ name: 'empty', version: '1', description: 'no hooks', start: () => ({}) });
+  for (const [group, methods] of Object.entries(HOOK_METHODS)) {
+    for (const method of methods) {
+      const one = defineApp({
+        name: 'one',
+        version: '1',
+        description: `only ${group}.${method}`,
+        start: () => ({ [group]: { [method]: () => undefined } }) as never,
+      });
+      const alone = resolveHooks(eraseHooks(await one.definition.start({ endpoints: {} } as never, null)));
+      const composed = composeApps(one, empty);
+      const hooks = resolveHooks(
+        eraseHooks(await composed.definition.start({ endpoints: {} } as never, null)),
+      );
+      const present = (r: typeof hooks) =>
+        Object.entries(r)
+          .filter(([, f]) => f !== null)
+          .map(([k]) => k);
+      assert.deepEqual(present(hooks), present(alone), `${group}.${method} after composeApps`);
+    }
+  }
 });
