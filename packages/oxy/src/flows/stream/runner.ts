@@ -17,6 +17,7 @@
  * ({@link StreamIngress.clientStream} closes) aborts it: the unit ends then, as `client_closed`.
  */
 import type { Duplex } from 'node:stream';
+import { log } from 'foundations/telemetry';
 import { formatHostPort } from '../../context/addr.ts';
 import { EgressState, type RequestState } from '../../context/state.ts';
 import { untilAborted } from '../../egress/abort.ts';
@@ -123,7 +124,11 @@ export function runStream(rt: Runtime, request: RequestState, ingress: StreamIng
     if (r instanceof Promise) return routed(rt, request, ingress, eg, r);
     return connectRoute(rt, request, ingress, eg, r);
   } catch (e) {
-    return Promise.reject(e);
+    // A fault of Oxy's own before anything was connected: this unit is refused and recorded
+    // (its error in the record), never a rejection that nobody awaits, which ends the process.
+    log.error('stream unit failed', { err: e });
+    refuseWith(rt, request, ingress, e);
+    return DONE;
   }
 }
 
