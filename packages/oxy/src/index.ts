@@ -84,10 +84,25 @@ export type { AppTunnelPipeline, TunnelHook, TunnelStart } from './hooks/tunnel.
 export { TunnelDecision } from './hooks/tunnel.ts';
 export { CidrBlocklist, DEFAULT_BLOCKED_CIDRS } from './offramps/tcp/blocklist.ts';
 export {
+  type DatagramHeaderFormat,
+  encodeDatagramReply,
+  parseDatagramHeader,
+  proxyReadOptions,
+  type ReadProxyHeaderOptions,
+  readProxyHeader,
+} from './onramps/proxy-protocol/index.ts';
+export {
+  decodeProxyHeader,
+  decodeSpp,
+  type EncodeOptions as ProxyHeaderEncodeOptions,
+  encodeProxyHeader,
+  encodeSpp,
   PP2_CLIENT,
   type ProxyAddresses,
   type ProxyHeader,
+  type ProxyHeaderInit,
   type ProxyHeaderView,
+  ProxyProtocolError,
   type ProxyRawTlv,
   type ProxySslTlv,
   type ProxyTlv,
