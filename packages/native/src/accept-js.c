@@ -241,16 +241,18 @@ static void listener_go(napi_env env, listener_t *l, napi_value owner) {
   command(l);
 }
 
-/* acceptStart(owner, listenFd, ip, port, sourceIp, timeoutMs, pipeSize, noDelay, wildcard, smartConnect) */
+/* acceptStart(owner, listenFd, ip, port, sourceIp, timeoutMs, pipeSize, noDelay, wildcard, smartConnect,
+ * endOnUpstreamEnd) */
 static napi_value accept_start(napi_env env, napi_callback_info info) {
-  napi_value argv[10];
+  napi_value argv[11];
   int32_t fd, port, timeout, pipe_size;
-  bool nodelay, wildcard, smart_connect;
+  bool nodelay, wildcard, smart_connect, end_on_up_eof;
   char *ip = NULL, *src = NULL;
   size_t iplen, srclen;
-  if (!get_args(env, info, 10, argv, NULL) || !arg_int32(env, argv[1], &fd) || !arg_int32(env, argv[3], &port) ||
+  if (!get_args(env, info, 11, argv, NULL) || !arg_int32(env, argv[1], &fd) || !arg_int32(env, argv[3], &port) ||
       !arg_int32(env, argv[5], &timeout) || !arg_int32(env, argv[6], &pipe_size) || !arg_bool(env, argv[7], &nodelay) ||
-      !arg_bool(env, argv[8], &wildcard) || !arg_bool(env, argv[9], &smart_connect))
+      !arg_bool(env, argv[8], &wildcard) || !arg_bool(env, argv[9], &smart_connect) ||
+      !arg_bool(env, argv[10], &end_on_up_eof))
     return NULL;
   if (fd < 0 || port <= 0 || port > 65535 || timeout < 0 || pipe_size < 0 || pipe_size > (1 << 24)) {
     throw_type(env, "invalid descriptor, port, timeout or pipe size");
@@ -282,20 +284,22 @@ static napi_value accept_start(napi_env env, napi_callback_info info) {
   l->nodelay = nodelay;
   l->wildcard = wildcard;
   l->smart_connect = smart_connect;
+  l->end_on_up_eof = end_on_up_eof;
   listener_go(env, l, argv[0]);
   return make_undefined(env);
 }
 
-/* acceptConnectStart(owner, listenFd, pipeSize, noDelay, wildcard, headTimeoutMs, smartConnect):
- * connect mode (accept-head.c); `smartConnect`: each tunnel's upstream handshake ACK waits for
- * the client's first tunneled bytes (splice-ack.c). */
+/* acceptConnectStart(owner, listenFd, pipeSize, noDelay, wildcard, headTimeoutMs, smartConnect,
+ * endOnUpstreamEnd): connect mode (accept-head.c); `smartConnect`: each tunnel's upstream
+ * handshake ACK waits for the client's first tunneled bytes (splice-ack.c). */
 static napi_value accept_connect_start(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
+  napi_value argv[8];
   int32_t fd, pipe_size, head_timeout;
-  bool nodelay, wildcard, smart_connect;
-  if (!get_args(env, info, 7, argv, NULL) || !arg_int32(env, argv[1], &fd) || !arg_int32(env, argv[2], &pipe_size) ||
+  bool nodelay, wildcard, smart_connect, end_on_up_eof;
+  if (!get_args(env, info, 8, argv, NULL) || !arg_int32(env, argv[1], &fd) || !arg_int32(env, argv[2], &pipe_size) ||
       !arg_bool(env, argv[3], &nodelay) || !arg_bool(env, argv[4], &wildcard) ||
-      !arg_int32(env, argv[5], &head_timeout) || !arg_bool(env, argv[6], &smart_connect))
+      !arg_int32(env, argv[5], &head_timeout) || !arg_bool(env, argv[6], &smart_connect) ||
+      !arg_bool(env, argv[7], &end_on_up_eof))
     return NULL;
   if (fd < 0 || pipe_size < 0 || pipe_size > (1 << 24) || head_timeout <= 0) {
     throw_type(env, "invalid descriptor, pipe size or head timeout");
@@ -309,6 +313,7 @@ static napi_value accept_connect_start(napi_env env, napi_callback_info info) {
   l->nodelay = nodelay;
   l->wildcard = wildcard;
   l->smart_connect = smart_connect;
+  l->end_on_up_eof = end_on_up_eof;
   listener_go(env, l, argv[0]);
   return make_undefined(env);
 }
@@ -348,6 +353,7 @@ static napi_value accept_connect(napi_env env, napi_callback_info info) {
   s->lst_id = id;
   s->keep_client = true;
   s->smart_connect = l->smart_connect;
+  s->end_on_up_eof = l->end_on_up_eof;
   /* Counted in `live` as its head was: nothing to add. Linked on the reactor thread, which is
    * woken once at the end of this loop turn for every tunnel the turn started. */
   pthread_mutex_lock(&l->mu);

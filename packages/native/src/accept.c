@@ -170,6 +170,7 @@ static void start_one(listener_t *l, int cfd, const struct sockaddr_storage *pee
   s->thread_ref = true;
   s->lst = l;
   s->smart_connect = l->smart_connect;
+  s->end_on_up_eof = l->end_on_up_eof;
   s->peer = *peer;
   if (l->wildcard) {
     socklen_t len = sizeof s->local;

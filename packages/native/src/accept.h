@@ -56,7 +56,7 @@ struct listener {
   struct sockaddr_storage addr, src;
   socklen_t addrlen, srclen;
   int timeout_ms, pipe_size;
-  bool nodelay, wildcard, smart_connect;
+  bool nodelay, wildcard, smart_connect, end_on_up_eof;
   /* Reactor thread: TCP_NODELAY was set on the listening socket, which accepted sockets inherit
    * (Linux): not set again per connection. */
   bool nodelay_inherited;

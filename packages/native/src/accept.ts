@@ -33,6 +33,8 @@ export interface AcceptTarget {
   readonly wildcard: boolean;
   /** `TunnelTarget.smartConnect` for every connection. */
   readonly smartConnect: boolean;
+  /** `TunnelTarget.endOnUpstreamEnd` for every connection. */
+  readonly endOnUpstreamEnd: boolean;
 }
 
 /**
@@ -52,6 +54,7 @@ export function startAccepting(owner: ListenerOwner, listenFd: number, to: Accep
       to.noDelay,
       to.wildcard,
       to.smartConnect,
+      to.endOnUpstreamEnd,
     );
   } catch (e) {
     if (e instanceof TypeError) throw e;
@@ -71,6 +74,8 @@ export interface ConnectAcceptOptions {
   readonly headTimeoutMs: number;
   /** Each tunnel's upstream handshake ACK waits for the client's first tunneled bytes. */
   readonly smartConnect: boolean;
+  /** `TunnelTarget.endOnUpstreamEnd` for every tunnel. */
+  readonly endOnUpstreamEnd: boolean;
 }
 
 /**
@@ -92,6 +97,7 @@ export function startConnectAccepting(
       o.wildcard,
       o.headTimeoutMs,
       o.smartConnect,
+      o.endOnUpstreamEnd,
     );
   } catch (e) {
     if (e instanceof TypeError) throw e;

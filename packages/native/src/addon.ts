@@ -44,7 +44,13 @@ export interface Addon {
     lengths?: Int32Array,
   ): PollHandle;
   pollControl(handle: PollHandle, op: number, flag: boolean): void;
-  spliceStart(fd0: number, fd1: number, pipeSize: number, owner: SpliceOwner): void;
+  spliceStart(
+    fd0: number,
+    fd1: number,
+    pipeSize: number,
+    owner: SpliceOwner,
+    endOnUpstreamEnd: boolean,
+  ): void;
   spliceBytes(owner: SpliceOwner): [number, number];
   spliceTotal(owner: SpliceOwner): number;
   spliceStop(owner: SpliceOwner): boolean;
@@ -59,6 +65,7 @@ export interface Addon {
     timeoutMs: number,
     pipeSize: number,
     smartConnect: boolean,
+    endOnUpstreamEnd: boolean,
   ): void;
   trimMemory(): boolean;
   reactorMode(mode: 'thread' | 'inline'): 'thread' | 'inline';
@@ -73,6 +80,7 @@ export interface Addon {
     noDelay: boolean,
     wildcard: boolean,
     smartConnect: boolean,
+    endOnUpstreamEnd: boolean,
   ): void;
   acceptConnectStart(
     owner: ConnectListenerOwner,
@@ -82,6 +90,7 @@ export interface Addon {
     wildcard: boolean,
     headTimeoutMs: number,
     smartConnect: boolean,
+    endOnUpstreamEnd: boolean,
   ): void;
   acceptConnect(
     owner: ConnectListenerOwner,

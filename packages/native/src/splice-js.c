@@ -215,12 +215,14 @@ bool splicer_wrap(napi_env env, splicer_t *s, napi_value owner) {
   return true;
 }
 
-/* spliceStart(fd0, fd1, pipeSize, owner): wraps the splicer into owner. The descriptors stay the caller's. */
+/* spliceStart(fd0, fd1, pipeSize, owner, endOnUpstreamEnd): wraps the splicer into owner. The
+ * descriptors stay the caller's; fd1 is the upstream. */
 static napi_value splice_start(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
+  napi_value argv[5];
   int32_t fd0, fd1, pipe_size;
-  if (!get_args(env, info, 4, argv, NULL) || !arg_int32(env, argv[0], &fd0) || !arg_int32(env, argv[1], &fd1) ||
-      !arg_int32(env, argv[2], &pipe_size))
+  bool end_on_up_eof;
+  if (!get_args(env, info, 5, argv, NULL) || !arg_int32(env, argv[0], &fd0) || !arg_int32(env, argv[1], &fd1) ||
+      !arg_int32(env, argv[2], &pipe_size) || !arg_bool(env, argv[4], &end_on_up_eof))
     return NULL;
   if (fd0 < 0 || fd1 < 0 || fd0 == fd1 || pipe_size < 0 || pipe_size > (1 << 24)) {
     throw_type(env, "invalid descriptors or pipe size");
@@ -232,6 +234,7 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
   }
   splicer_t *s = splicer_new(env, pipe_size);
   if (!s) return NULL;
+  s->end_on_up_eof = end_on_up_eof;
   s->fd[0] = fcntl(fd0, F_DUPFD_CLOEXEC, 3);
   s->fd[1] = s->fd[0] < 0 ? -1 : fcntl(fd1, F_DUPFD_CLOEXEC, 3);
   if (s->fd[1] < 0) {
@@ -318,19 +321,20 @@ connect_t *splicer_connect_args(napi_env env, napi_value ip_v, int32_t port, nap
   return cx;
 }
 
-/* tunnelStart(owner, clientFd, ip, port, sourceIp, head, early, timeoutMs, pipeSize, smartConnect): see
- * the top. */
+/* tunnelStart(owner, clientFd, ip, port, sourceIp, head, early, timeoutMs, pipeSize, smartConnect,
+ * endOnUpstreamEnd): see the top. */
 static napi_value tunnel_start(napi_env env, napi_callback_info info) {
-  napi_value argv[10];
+  napi_value argv[11];
   int32_t cfd, port, timeout, pipe_size;
-  bool smart_connect;
-  if (!get_args(env, info, 10, argv, NULL)) return NULL;
+  bool smart_connect, end_on_up_eof;
+  if (!get_args(env, info, 11, argv, NULL)) return NULL;
   if (!is_object(env, argv[0])) {
     throw_type(env, "the splice owner must be an object");
     return NULL;
   }
   if (!arg_int32(env, argv[1], &cfd) || !arg_int32(env, argv[3], &port) || !arg_int32(env, argv[7], &timeout) ||
-      !arg_int32(env, argv[8], &pipe_size) || !arg_bool(env, argv[9], &smart_connect))
+      !arg_int32(env, argv[8], &pipe_size) || !arg_bool(env, argv[9], &smart_connect) ||
+      !arg_bool(env, argv[10], &end_on_up_eof))
     return NULL;
   if (cfd < 0 || port <= 0 || port > 65535 || timeout < 0 || pipe_size < 0 || pipe_size > (1 << 24)) {
     throw_type(env, "invalid descriptor, port, timeout or pipe size");
@@ -346,6 +350,7 @@ static napi_value tunnel_start(napi_env env, napi_callback_info info) {
   s->cx = cx;
   s->tunnel = true;
   s->smart_connect = smart_connect;
+  s->end_on_up_eof = end_on_up_eof;
   cx->deadline = timeout > 0 ? splicer_now_ms() + timeout : 0;
   s->fd[0] = fcntl(cfd, F_DUPFD_CLOEXEC, 3);
   if (s->fd[0] < 0) {

@@ -36,8 +36,9 @@
  * Per direction: read src → pipe; drain pipe → dst; when dst is full, stop reading src and
  * wait for dst to be writable; on EOF from src (once the pipe is empty) shutdown(dst, SHUT_WR),
  * so half-close is carried across (not for a tunnel's last direction when dst is a descriptor
- * no one else holds: the close that follows sends the FIN). The splice ends when both directions have shut (kind 0) or
- * at the first error (kind 1, with the errno and the side whose descriptor raised it).
+ * no one else holds: the close that follows sends the FIN). The splice ends when both directions have shut (kind 0),
+ * when the upstream's direction has with `end_on_up_eof` (up_end_ends), or at the first error (kind 1, with the
+ * errno and the side whose descriptor raised it).
  *
  * Each descriptor is registered once, edge-triggered for input, output and peer hang-up (WATCH),
  * and removed before it is closed (a duplicate of the socket may outlive ours, and with it a
@@ -64,6 +65,8 @@
  * counters; spliceStop(owner) ends it without a callback.
  */
 #include "splice.h"
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 
 size_t round_bytes = 0;
 size_t copy_bytes = (size_t)-1; /* unset: read from the environment by splicer_config */
@@ -294,6 +297,22 @@ static bool has_work(splicer_t *s, int i) {
   return s->can_read[d->src];
 }
 
+/* Whether the upstream's end of stream, just carried to the client, ends the tunnel now
+ * (`tunnel_half_close: false`, as nginx stream's `proxy_half_close off` and RFC 9110's CONNECT):
+ * decided once, when that direction shuts while the client's is open. Only when the client's
+ * socket has nothing of the upstream's left to send and nothing of the client's unread: a close
+ * with unread bytes resets the connection, and the reset would throw away what is still queued
+ * for the client. Otherwise the client's side is carried on as a half-close. Ending here spares
+ * a wake-up for the client's FIN, and the client's FIN then finds an orphan that costs its
+ * sender less (measured in bench/analysis-l4.md). */
+static bool up_end_ends(splicer_t *s) {
+  if (!s->end_on_up_eof || !s->dir[1].shut || s->dir[0].shut || s->up_end_seen) return false;
+  s->up_end_seen = true;
+  int unread = 0, unsent = 0;
+  return ioctl(s->fd[0], FIONREAD, &unread) == 0 && unread == 0 && ioctl(s->fd[0], SIOCOUTQNSD, &unsent) == 0 &&
+         unsent == 0 && s->dir[0].inpipe == 0 && s->dir[0].held == NULL;
+}
+
 /* Runs both directions as far as they go; ends the splice when both have shut or on an error. */
 static void run_both(splicer_t *s) {
   int side = -1, err = pump(s, &s->dir[0], &side);
@@ -307,7 +326,7 @@ static void run_both(splicer_t *s) {
     connect_free(s->cx);
     s->cx = NULL;
   }
-  if (s->dir[0].shut && s->dir[1].shut) {
+  if ((s->dir[0].shut && s->dir[1].shut) || up_end_ends(s)) {
     finish(s, END_DONE, 0, -1);
     return;
   }

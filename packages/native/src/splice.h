@@ -146,6 +146,10 @@ struct splicer {
   /* The handshake's last ACK rides on the client's first bytes when those go with the connect
    * (HAProxy's tcp-smart-connect): one packet less each way; a plain ACK when there are none. */
   bool smart_connect;
+  /* `tunnel_half_close: false`: the upstream's end of stream (fd[1]'s FIN) ends the tunnel once
+   * its bytes and FIN are out to the client with nothing of the client's unread (splice.c). */
+  bool end_on_up_eof;
+  bool up_end_seen; /* reactor thread: the upstream's end was looked at (up_end_ends) */
   /* Held ACKs (splice-ack.c), per side: its socket holds the ACKs it owes (TCP_QUICKACK off:
    * smart accept on the client, smart connect on the upstream); one is held now, in the reactor
    * thread's list, until ack_due (CLOCK_MONOTONIC ms); the byte counts each way last seen. */

@@ -47,6 +47,13 @@ export interface SpliceOptions {
    * never grown is kept for the next splice (up to 256 per thread).
    */
   readonly pipeSize?: number;
+  /**
+   * The second descriptor's (the upstream's) end of stream ends the splice once what it sent, and its FIN, are out to the
+   * client, with nothing of the client's unread; the client's later bytes are refused (RST), as
+   * nginx stream's `proxy_half_close off`. Otherwise (a queue still draining, unread bytes) and
+   * by default, the client's side is carried on as a half-close until the client ends it too.
+   */
+  readonly endOnUpstreamEnd?: boolean;
 }
 
 const DEFAULT_PIPE = 1024 * 1024;
@@ -59,7 +66,7 @@ const DEFAULT_PIPE = 1024 * 1024;
  */
 export function startSplice(owner: SpliceOwner, fd0: number, fd1: number, options: SpliceOptions = {}): void {
   try {
-    addon.spliceStart(fd0, fd1, options.pipeSize ?? DEFAULT_PIPE, owner);
+    addon.spliceStart(fd0, fd1, options.pipeSize ?? DEFAULT_PIPE, owner, options.endOnUpstreamEnd ?? false);
   } catch (e) {
     if (e instanceof TypeError) throw e;
     throw toNativeError(e, 'splice', 'splicing two sockets');
@@ -105,6 +112,13 @@ export interface TunnelTarget {
    * to send gets a plain ACK at once. Default false.
    */
   readonly smartConnect?: boolean;
+  /**
+   * The upstream's end of stream ends the tunnel once what it sent, and its FIN, are out to the
+   * client, with nothing of the client's unread; the client's later bytes are refused (RST), as
+   * nginx stream's `proxy_half_close off`. Otherwise (a queue still draining, unread bytes) and
+   * by default, the client's side is carried on as a half-close until the client ends it too.
+   */
+  readonly endOnUpstreamEnd?: boolean;
 }
 
 /**
@@ -133,6 +147,7 @@ export function startTunnel(
       to.timeoutMs,
       options.pipeSize ?? DEFAULT_PIPE,
       to.smartConnect ?? false,
+      to.endOnUpstreamEnd ?? false,
     );
   } catch (e) {
     if (e instanceof TypeError) throw e;

@@ -37,6 +37,15 @@ const streamFields = {
       "native addon's thread; with no hook between connect and splice, the addon connects them too.",
     true,
   ),
+  tunnel_half_close: s.bool(
+    "When the upstream ends its side of a tunnel first (its FIN), carry the client's side on until the " +
+      'client ends it too (TCP half-close; for a target that only shut its writing). false, as nginx ' +
+      "stream's default and RFC 9110's CONNECT: once everything the upstream sent, and its FIN, has " +
+      "gone out to the client, both connections close, and the client's later bytes are refused " +
+      '(RST): the client is spared a half-open wait and each short connection a wake-up. A client ' +
+      'that ends first is carried as a half-close either way (its FIN goes up, the answer comes back).',
+    false,
+  ),
 };
 
 /**

@@ -77,11 +77,17 @@ export class EndpointState implements EndpointContext {
     this.settings = settings;
     this.stream =
       settings.protocol === 'udp'
-        ? { idleTimeoutMs: settings.udp.idle_timeout, maxLifetimeMs: 0, splice: false }
+        ? {
+            idleTimeoutMs: settings.udp.idle_timeout,
+            maxLifetimeMs: 0,
+            splice: false,
+            endOnUpstreamEnd: false,
+          }
         : {
             idleTimeoutMs: settings.tunnel_idle_timeout,
             maxLifetimeMs: settings.tunnel_max_lifetime,
             splice: settings.tunnel_splice,
+            endOnUpstreamEnd: !settings.tunnel_half_close,
           };
     // IP tunnel endpoints carry packets, never a PROXY header; a udp endpoint reads one per
     // datagram (`onramps/udp/onramp.ts`), not at the start of a connection.
@@ -105,6 +111,8 @@ export interface StreamLimits {
   /** 0: no limit. */
   readonly maxLifetimeMs: number;
   readonly splice: boolean;
+  /** `tunnel_half_close: false`: the upstream's end ends the unit (pump.ts `PumpOptions`). */
+  readonly endOnUpstreamEnd: boolean;
 }
 
 /**

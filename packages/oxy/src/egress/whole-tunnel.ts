@@ -93,6 +93,7 @@ export function connectWholeTunnel(
     early: client.early,
     connectTimeoutMs: rt.settings.egress.connect_timeout,
     smartConnect: eg.ingress.endpoint.smartConnect,
+    endOnUpstreamEnd: eg.ingress.endpoint.stream.endOnUpstreamEnd,
   };
   const connected = (connectMs: number): void => {
     connectObserved(performance.now() - connectMs);

@@ -10,6 +10,8 @@
  * Semantics, in order of precedence:
  * - backpressure: a side whose peer holds `SLACK` bytes or more unsent is paused until `drain`;
  * - half-close: one side's end (FIN) becomes `end()` on the other, and the other direction goes on;
+ *   with `endOnUpstreamEnd`, the upstream's end instead ends the unit once the client has been
+ *   given all of it (`tunnel_half_close: false`);
  * - a side that errors or closes abruptly destroys the other;
  * - `idleTimeoutMs` without a byte either way, or `maxLifetimeMs` (0: none), destroys both;
  * - the pump settles once both sides have closed, with the bytes counted each way.
@@ -56,6 +58,12 @@ export interface PumpOptions {
   readonly idleTimeoutMs: number;
   /** Close both sides after this long in total; 0 disables. */
   readonly maxLifetimeMs: number;
+  /**
+   * The upstream's end (FIN) ends the unit, cleanly (`done`), once the client has been given all
+   * the upstream sent and the FIN; the client's side is not carried on as a half-close
+   * (`tunnel_half_close: false`). A client that ends first is carried as a half-close either way.
+   */
+  readonly endOnUpstreamEnd?: boolean;
 }
 
 /** What a finished pump reports. */
@@ -114,7 +122,17 @@ export class StreamPump {
     upstream.on('drain', () => client.resume());
     client.on('drain', () => upstream.resume());
     client.on('end', () => upstream.end());
-    upstream.on('end', () => client.end());
+    upstream.on('end', () => {
+      if (options.endOnUpstreamEnd === true && !client.readableEnded) {
+        // Once the client has all of it, nothing is left to carry: end both, as a clean end.
+        client.end(() => {
+          if (client.readableEnded) return; // the client ended meanwhile: the usual close
+          this.#reason ??= 'done';
+          client.destroy();
+          upstream.destroy();
+        });
+      } else client.end();
+    });
     client.on('error', (e: Error) => this.#fail('client_error', e));
     upstream.on('error', (e: Error) => this.#fail('upstream_error', e));
     client.on('close', () => this.#onClientClose());

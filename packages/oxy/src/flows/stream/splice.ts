@@ -161,6 +161,8 @@ export interface SpliceConnectTarget {
   readonly connectTimeoutMs: number;
   /** `TunnelTarget.smartConnect`: the handshake's last ACK rides on the client's first bytes. */
   readonly smartConnect: boolean;
+  /** `TunnelTarget.endOnUpstreamEnd`: `tunnel_half_close: false`. */
+  readonly endOnUpstreamEnd: boolean;
 }
 
 /** The addon's form of `to` (its deadline named `timeoutMs`), for `startTunnel`. */
@@ -173,6 +175,7 @@ export function tunnelTarget(to: SpliceConnectTarget): TunnelTarget {
     early: to.early,
     timeoutMs: to.connectTimeoutMs,
     smartConnect: to.smartConnect,
+    endOnUpstreamEnd: to.endOnUpstreamEnd,
   };
 }
 
@@ -325,7 +328,7 @@ class SpliceRun {
       return;
     }
     try {
-      (native as Native).startSplice(this, fc, fu);
+      (native as Native).startSplice(this, fc, fu, { endOnUpstreamEnd: options.endOnUpstreamEnd ?? false });
     } catch (e) {
       this.#settle('aborted', 0, 0, e as Error);
       return;

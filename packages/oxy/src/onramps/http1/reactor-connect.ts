@@ -95,6 +95,7 @@ export function takeConnectAccept(
       wildcard,
       headTimeoutMs: header > 0 ? Math.min(header, HEAD_DEADLINE_MS) : HEAD_DEADLINE_MS,
       smartConnect: endpoint.smartConnect,
+      endOnUpstreamEnd: endpoint.stream.endOnUpstreamEnd,
     }),
   );
 }

@@ -139,6 +139,7 @@ export function takeReactorAccept(
       noDelay: s.noDelay === true,
       wildcard,
       smartConnect: endpoint.smartConnect,
+      endOnUpstreamEnd: endpoint.stream.endOnUpstreamEnd,
     }),
   );
 }
