@@ -298,13 +298,10 @@ static bool has_work(splicer_t *s, int i) {
 }
 
 /* Whether the upstream's end of stream, just carried to the client, ends the tunnel now
- * (`tunnel_half_close: false`, as nginx stream's `proxy_half_close off` and RFC 9110's CONNECT):
- * decided once, when that direction shuts while the client's is open. Only when the client's
- * socket has nothing of the upstream's left to send and nothing of the client's unread: a close
- * with unread bytes resets the connection, and the reset would throw away what is still queued
- * for the client. Otherwise the client's side is carried on as a half-close. Ending here spares
- * a wake-up for the client's FIN, and the client's FIN then finds an orphan that costs its
- * sender less (measured in bench/analysis-l4.md). */
+ * (`tunnel_half_close: false`, as nginx stream's default and RFC 9110's CONNECT): decided once,
+ * when that direction shuts while the client's is open, and only with nothing left to send to
+ * the client and nothing of its unread (a close with unread bytes is a reset, which would drop
+ * what is queued). Otherwise the half-close is carried. See bench/analysis-l4.md for the gain. */
 static bool up_end_ends(splicer_t *s) {
   if (!s->end_on_up_eof || !s->dir[1].shut || s->dir[0].shut || s->up_end_seen) return false;
   s->up_end_seen = true;
