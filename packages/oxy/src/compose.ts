@@ -40,12 +40,10 @@ import { chainFilters } from './hooks/body-chain.ts';
 import type { DatagramVerdict } from './hooks/datagram.ts';
 import type { EgressDecision } from './hooks/egress.ts';
 import type { BodyFilter } from './hooks/http-body.ts';
-import type { ConnectDirective, RequestDecision, ResponseHead } from './hooks/http-request.ts';
+import type { ResponseHead } from './hooks/http-request.ts';
 import type { IngressDecision } from './hooks/ingress.ts';
-import type { IpFlowDecision, IpPacketVerdict } from './hooks/ip.ts';
+import type { IpPacketVerdict } from './hooks/ip.ts';
 import { type Hooks, type ResolvedHooks, resolveHooks } from './hooks/run.ts';
-import type { CertificateChoice, ClientIdentityDecision } from './hooks/tls.ts';
-import type { TunnelDecision } from './hooks/tunnel.ts';
 import type { AppSettings, AppSettingsSchemas } from './settings.ts';
 
 /** Name, version and description of a composed app; by default the apps' own, joined with `+`. */
@@ -183,6 +181,24 @@ function present<K extends keyof Table>(members: readonly Member[], resolved: re
   return out;
 }
 
+/**
+ * A decision method taking `(arg, ctx)`: each app in order; the first answer whose kind is not
+ * `pass` wins and later apps are not asked; when every app passes, the last one's answer.
+ */
+function firstDecision<A, D extends { readonly kind: string }>(
+  calls: readonly { m: Member; fn: (arg: A, ctx: never) => D | Promise<D> }[],
+  pass: D['kind'],
+): (arg: A, ctx: object) => Promise<D> {
+  return async (arg, ctx) => {
+    let d: D | undefined;
+    for (const { m, fn } of calls) {
+      d = await fn(arg, viewOf(ctx as never, m));
+      if (d.kind !== pass) return d;
+    }
+    return d as D;
+  };
+}
+
 /** Calls every `fn` in order, even after one throws; rethrows the first error. */
 function fireAll(calls: readonly (() => unknown)[]): void {
   let first: { e: unknown } | null = null;
@@ -274,25 +290,11 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
 
   const connectRequests = all('proxyConnectRequest');
   if (connectRequests.length > 0) {
-    httpRequest.handleProxyConnectRequest = async (head: never, ctx: object): Promise<ConnectDirective> => {
-      let d: ConnectDirective | undefined;
-      for (const { m, fn } of connectRequests) {
-        d = await fn(head, viewOf(ctx as never, m));
-        if (d.kind !== 'allow') return d;
-      }
-      return d as ConnectDirective;
-    };
+    httpRequest.handleProxyConnectRequest = firstDecision(connectRequests, 'allow');
   }
   const requests = all('request');
   if (requests.length > 0) {
-    httpRequest.handleRequest = async (head: never, ctx: object): Promise<RequestDecision> => {
-      let d: RequestDecision | undefined;
-      for (const { m, fn } of requests) {
-        d = await fn(head, viewOf(ctx as never, m));
-        if (d.kind !== 'forward') return d;
-      }
-      return d as RequestDecision;
-    };
+    httpRequest.handleRequest = firstDecision(requests, 'forward');
   }
   for (const [key, method] of [
     ['proxyConnectResponse', 'handleProxyConnectResponse'],
@@ -327,14 +329,7 @@ function combine(members: readonly Member[], resolved: readonly Table[]): Hooks 
   // Decisions: the first answer other than passThrough wins (intercept, http, block).
   const starts = all('tunnelStart');
   if (starts.length > 0) {
-    tunnel.handleTunnelStart = async (first: never, ctx: object): Promise<TunnelDecision> => {
-      let d: TunnelDecision | undefined;
-      for (const { m, fn } of starts) {
-        d = await fn(first, viewOf(ctx as never, m));
-        if (d.kind !== 'passThrough') return d;
-      }
-      return d as TunnelDecision;
-    };
+    tunnel.handleTunnelStart = firstDecision(starts, 'passThrough');
   }
 
   const pipelines = all('appTunnelPipeline');
@@ -438,14 +433,7 @@ function combineL4(members: readonly Member[], resolved: readonly Table[]) {
 
   const headers = all('proxyProtocolConnection');
   if (headers.length > 0) {
-    proxyProtocol.handleConnection = async (header: never, ctx: object): Promise<IngressDecision> => {
-      let d: IngressDecision | undefined;
-      for (const { m, fn } of headers) {
-        d = await fn(header, viewOf(ctx as never, m));
-        if (d.kind !== 'allow') return d;
-      }
-      return d as IngressDecision;
-    };
+    proxyProtocol.handleConnection = firstDecision(headers, 'allow');
   }
 
   const looks = all('datagram');
@@ -473,25 +461,11 @@ function combineL4(members: readonly Member[], resolved: readonly Table[]) {
 
   const certificates = all('tlsSelectCertificate');
   if (certificates.length > 0) {
-    tls.selectCertificate = async (sni: string, ctx: object): Promise<CertificateChoice> => {
-      let d: CertificateChoice | undefined;
-      for (const { m, fn } of certificates) {
-        d = await fn(sni, viewOf(ctx as never, m));
-        if (d.kind !== 'default') return d;
-      }
-      return d as CertificateChoice;
-    };
+    tls.selectCertificate = firstDecision(certificates, 'default');
   }
   const identities = all('tlsClientIdentity');
   if (identities.length > 0) {
-    tls.handleClientIdentity = async (identity: never, ctx: object): Promise<ClientIdentityDecision> => {
-      let d: ClientIdentityDecision | undefined;
-      for (const { m, fn } of identities) {
-        d = await fn(identity, viewOf(ctx as never, m));
-        if (d.kind !== 'accept') return d;
-      }
-      return d as ClientIdentityDecision;
-    };
+    tls.handleClientIdentity = firstDecision(identities, 'accept');
   }
   return { proxyProtocol, datagram, tls };
 }
@@ -511,25 +485,11 @@ function combineIp(
   const ipFlow: Record<string, unknown> = {};
   const tunnels = all('ipTunnel');
   if (tunnels.length > 0) {
-    ipTunnel.handleTunnel = async (context: Uint8Array, ctx: object): Promise<IngressDecision> => {
-      let d: IngressDecision | undefined;
-      for (const { m, fn } of tunnels) {
-        d = await fn(context, viewOf(ctx as never, m));
-        if (d.kind !== 'allow') return d;
-      }
-      return d as IngressDecision;
-    };
+    ipTunnel.handleTunnel = firstDecision(tunnels, 'allow');
   }
   const flows = all('ipFlow');
   if (flows.length > 0) {
-    ipFlow.handleFlow = async (flow: never, ctx: object): Promise<IpFlowDecision> => {
-      let d: IpFlowDecision | undefined;
-      for (const { m, fn } of flows) {
-        d = await fn(flow, viewOf(ctx as never, m));
-        if (d.kind !== 'upgrade') return d;
-      }
-      return d as IpFlowDecision;
-    };
+    ipFlow.handleFlow = firstDecision(flows, 'upgrade');
   }
   const packets = all('ipPacket');
   if (packets.length > 0) {
