@@ -19,12 +19,10 @@ import { HOOK_METHODS, resolveHooks } from '../src/hooks/run.ts';
 import { CertificateChoice, ClientIdentityDecision } from '../src/hooks/tls.ts';
 import { requestLog } from '../src/request-log.ts';
 import { type AppUnderTest, startApp } from '../src/testing/index.ts';
+import { startUdpEcho } from './fixtures/udp-echo.ts';
 
-const echo = dgram.createSocket('udp4');
-echo.on('message', (msg, from) => echo.send(msg, from.port, from.address));
-echo.bind(0, '127.0.0.1');
-await once(echo, 'listening');
-const echoPort = echo.address().port;
+const echo = await startUdpEcho();
+const echoPort = echo.port;
 const opened: AppUnderTest[] = [];
 after(async () => {
   await Promise.all(opened.map((x) => x.stop()));

@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { readBytes, startTcpEcho } from '../src/testing/index.ts';
+import { startUdpEcho } from './fixtures/udp-echo.ts';
 
 const bin = new URL('../bin/oxy', import.meta.url).pathname;
 
@@ -26,16 +27,6 @@ function dial(addr: string): net.Socket {
   const s = net.connect(Number(addr.slice(i + 1)), addr.slice(0, i));
   s.on('error', () => {});
   return s;
-}
-
-/** A UDP echo on loopback, closed after the test file. */
-async function startUdpEcho(): Promise<string> {
-  const s = dgram.createSocket('udp4');
-  s.on('message', (m, r) => s.send(m, r.port, r.address));
-  s.bind(0, '127.0.0.1');
-  await once(s, 'listening');
-  after(() => s.close());
-  return `127.0.0.1:${s.address().port}`;
 }
 
 /** `oxy` with one unit of each kind open: its process, its log and its audit records. */
@@ -52,6 +43,7 @@ async function holdUnits(drainTimeout: string, workers = 1): Promise<Held> {
   const udp = workers === 1;
   const echo = await startTcpEcho();
   const udpEcho = await startUdpEcho();
+  after(() => udpEcho.close());
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-drain-'));
   after(async () => {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -75,7 +67,12 @@ async function holdUnits(drainTimeout: string, workers = 1): Promise<Held> {
       '    addr: 127.0.0.1:0',
       `    tcp: { target: "${echo.authority}" }`,
       ...(udp
-        ? ['  dgram:', '    protocol: udp', '    addr: 127.0.0.1:0', `    udp: { target: "${udpEcho}" }`]
+        ? [
+            '  dgram:',
+            '    protocol: udp',
+            '    addr: 127.0.0.1:0',
+            `    udp: { target: "${udpEcho.authority}" }`,
+          ]
         : []),
       'egress:',
       '  blocked_cidrs: []',

@@ -13,12 +13,10 @@ import { after, test } from 'node:test';
 import { captureTelemetry } from 'foundations/telemetry/testing';
 import type { DatagramVerdict } from '../src/hooks/datagram.ts';
 import { type AppUnderTest, hooksApp, startApp } from '../src/testing/index.ts';
+import { startUdpEcho } from './fixtures/udp-echo.ts';
 
-const echo = dgram.createSocket('udp4');
-echo.on('message', (msg, from) => echo.send(msg, from.port, from.address));
-echo.bind(0, '127.0.0.1');
-await once(echo, 'listening');
-const echoPort = echo.address().port;
+const echo = await startUdpEcho();
+const echoPort = echo.port;
 
 const GARBAGE: Record<string, unknown> = {
   null: null,

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { startUdpEcho } from './fixtures/udp-echo.ts';
 
 const bin = new URL('../bin/oxy', import.meta.url).pathname;
 
@@ -31,10 +32,7 @@ function nextMessage(s: dgram.Socket, ms: number): Promise<string | null> {
 }
 
 test('on SIGTERM a udp endpoint carries its open sessions on until they idle out, and turns new clients away', async () => {
-  const echo = dgram.createSocket('udp4');
-  echo.on('message', (m, r) => echo.send(m, r.port, r.address));
-  echo.bind(0, '127.0.0.1');
-  await once(echo, 'listening');
+  const echo = await startUdpEcho();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxy-udp-drain-'));
   const clients: dgram.Socket[] = [];
   after(() => {
@@ -51,7 +49,7 @@ test('on SIGTERM a udp endpoint carries its open sessions on until they idle out
       '  dgram:',
       '    protocol: udp',
       '    addr: 127.0.0.1:0',
-      `    udp: { target: "127.0.0.1:${echo.address().port}", idle_timeout: 700ms }`,
+      `    udp: { target: "${echo.authority}", idle_timeout: 700ms }`,
       'egress:',
       '  blocked_cidrs: []',
       'telemetry:',

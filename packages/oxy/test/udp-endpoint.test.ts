@@ -18,14 +18,12 @@ import { EgressDecision } from '../src/hooks/egress.ts';
 import { IngressDecision } from '../src/hooks/ingress.ts';
 import { DNS_TYPE, decodeDnsMessage, encodeDnsMessage } from '../src/protocols/dns/codec.ts';
 import { type AppUnderTest, hooksApp, startApp, startDnsServer, waitUntil } from '../src/testing/index.ts';
+import { startUdpEcho } from './fixtures/udp-echo.ts';
 
 const execFileAsync = promisify(execFile);
 const dns = await startDnsServer({ records: { 'example.test': { A: ['192.0.2.7'] } } });
-const echo = dgram.createSocket('udp4');
-echo.on('message', (msg, from) => echo.send(msg, from.port, from.address));
-echo.bind(0, '127.0.0.1');
-await once(echo, 'listening');
-const echoPort = echo.address().port;
+const echo = await startUdpEcho();
+const echoPort = echo.port;
 
 const opened: AppUnderTest[] = [];
 after(async () => {
