@@ -123,11 +123,11 @@ export interface WorkerHandlers {
 
 /**
  * A `drain` or `cut` the supervisor sent before `serve()` (it was told to stop while this worker
- * was starting): kept by a listener installed before `hello`, and carried out by `serve()`.
+ * was starting): kept by a listener installed before `hello` (a `cut` over a `drain`), and
+ * handled by `serve()` as if it came then.
  */
 interface EarlyWord {
-  word: 'drain' | 'cut' | null;
-  reason: DrainReason;
+  message: ToWorker | null;
   readonly listener: (m: ToWorker) => void;
 }
 
@@ -138,14 +138,9 @@ function drainReason(m: { readonly reason?: unknown }): DrainReason {
 
 function listenEarly(): EarlyWord {
   const early: EarlyWord = {
-    word: null,
-    reason: 'shutdown',
+    message: null,
     listener: (m) => {
-      if (m?.type === 'cut') early.word = 'cut';
-      else if (m?.type === 'drain') {
-        early.word ??= 'drain';
-        early.reason = drainReason(m);
-      }
+      if (m?.type === 'cut' || (m?.type === 'drain' && early.message?.type !== 'cut')) early.message = m;
     },
   };
   process.on('message', early.listener);
@@ -225,17 +220,17 @@ export class WorkerChannel extends HandoverChannel {
    * `cut` that came while the worker was starting is carried out now.
    */
   serve(lifecycle: Lifecycle, handlers: WorkerHandlers): void {
-    process.on('message', (m: ToWorker) => {
+    const onMessage = (m: ToWorker): void => {
       if (m?.type === 'drain') void lifecycle.shutdown(drainReason(m));
       else if (m?.type === 'cut') lifecycle.cut(128 + 15);
       else if (m?.type === 'request') void this.#answer(m.id, handlers[m.what]);
-    });
+    };
+    process.on('message', onMessage);
     process.on('disconnect', () => void lifecycle.shutdown());
     process.channel?.unref(); // the endpoints keep the process alive, not the channel
     if (this.#early !== null) {
       process.off('message', this.#early.listener);
-      if (this.#early.word === 'cut') lifecycle.cut(128 + 15);
-      else if (this.#early.word === 'drain') void lifecycle.shutdown(this.#early.reason);
+      if (this.#early.message !== null) onMessage(this.#early.message);
     }
     if (!process.connected) void lifecycle.shutdown(); // the supervisor went away meanwhile
   }
