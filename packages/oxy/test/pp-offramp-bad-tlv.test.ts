@@ -21,6 +21,15 @@ upstream.listen(0, '127.0.0.1');
 await once(upstream, 'listening');
 const upstreamPort = (upstream.address() as net.AddressInfo).port;
 
+/** A `tcp` endpoint `t` to the upstream above, loopback egress allowed. */
+const settings = {
+  endpoints: {
+    main: {},
+    t: { protocol: 'tcp', addr: '127.0.0.1:0', tcp: { target: `127.0.0.1:${upstreamPort}` } },
+  },
+  egress: { blocked_cidrs: [] },
+};
+
 const opened: AppUnderTest[] = [];
 after(async () => {
   await Promise.all(opened.map((a) => a.stop()));
@@ -48,15 +57,7 @@ for (const path of ['whole tunnel', 'JS path'] as const) {
           ...(path === 'JS path' ? { tcpConnectOverride: () => undefined } : {}),
         },
       }),
-      {
-        settings: {
-          endpoints: {
-            main: {},
-            t: { protocol: 'tcp', addr: '127.0.0.1:0', tcp: { target: `127.0.0.1:${upstreamPort}` } },
-          },
-          egress: { blocked_cidrs: [] },
-        },
-      },
+      { settings },
     );
     opened.push(app);
     const port = Number(app.address('t').split(':').at(-1));
@@ -85,15 +86,7 @@ test('a v2 header with good TLVs still goes out (regression guard for the check)
           }),
       },
     }),
-    {
-      settings: {
-        endpoints: {
-          main: {},
-          t: { protocol: 'tcp', addr: '127.0.0.1:0', tcp: { target: `127.0.0.1:${upstreamPort}` } },
-        },
-        egress: { blocked_cidrs: [] },
-      },
-    },
+    { settings },
   );
   opened.push(app);
   const port = Number(app.address('t').split(':').at(-1));

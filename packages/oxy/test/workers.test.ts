@@ -205,10 +205,10 @@ describe('oxy with workers: 2', () => {
     );
     // The supervisor and both workers say they were not restarted (a worker's lifecycle has a
     // channel to its supervisor, which is not a restart's handover).
+    const lines = (match: (l: string) => boolean) =>
+      `${svc.stderr}${svc.stdoutText}`.split('\n').filter(match).length;
     const readyLines = (restarted: boolean) =>
-      `${svc.stderr}${svc.stdoutText}`
-        .split('\n')
-        .filter((l) => / ready .*restarted=/.test(l) && l.includes(`restarted=${restarted}`)).length;
+      lines((l) => / ready .*restarted=/.test(l) && l.includes(`restarted=${restarted}`));
     await until('three ready lines', async () => readyLines(false) === 3);
     assert.equal(readyLines(true), 0);
     const port = await proxyPort(svc, 300);
@@ -257,9 +257,7 @@ describe('oxy with workers: 2', () => {
     await until('six restarted ready lines', async () => readyLines(true) === 6);
     // The old supervisors and their workers each say they drained for a restart.
     const drainedLines = (reason: string) =>
-      `${svc.stderr}${svc.stdoutText}`
-        .split('\n')
-        .filter((l) => l.includes('drained; exiting') && l.includes(`reason=${reason}`)).length;
+      lines((l) => l.includes('drained; exiting') && l.includes(`reason=${reason}`));
     await until('six drained-for-restart lines', async () => drainedLines('restart') === 6);
     assert.equal(drainedLines('shutdown'), 0);
     console.log(`workers: 2, ${ok} proxied requests over 2 restarts, ${errors.length} failed`);
